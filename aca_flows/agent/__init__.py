@@ -1,0 +1,1 @@
+"""Agent: executes one task: prompt, tool loop, verification, subtask proposals."""

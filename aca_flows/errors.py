@@ -1,0 +1,86 @@
+"""Every error aca raises on purpose.
+
+    AcaError                      root: anything the user can act on; the CLI prints it, exit 2
+    ├── InputError                a file or option the user gave is unusable
+    │   ├── TaskFileError         a task file or plan file cannot be read or parsed
+    │   └── PlanValidationError   a plan parsed but is inconsistent (carries every problem)
+    ├── ConfigError               a configuration file or ACA_* variable is wrong
+    └── ProviderError             an LLM provider call failed; nothing else leaks from providers
+        ├── TransientProviderError   worth retrying: 429, 5xx, 529, timeouts, dropped connections
+        └── PermanentProviderError   retrying cannot help: auth, bad request, unknown model
+
+A message names what was wrong and how to fix it, in one paragraph, without a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AcaError",
+    "ConfigError",
+    "InputError",
+    "PermanentProviderError",
+    "PlanValidationError",
+    "ProviderError",
+    "TaskFileError",
+    "TransientProviderError",
+]
+
+
+class AcaError(Exception):
+    """Root of aca's errors. ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 2
+
+
+class InputError(AcaError):
+    """A file or option given by the user is unusable."""
+
+
+class TaskFileError(InputError):
+    """A task file or plan file cannot be read or parsed."""
+
+
+class PlanValidationError(InputError):
+    """A plan is inconsistent. ``problems`` lists every problem found, not just the first."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        listed = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(
+            f"{source}: the plan has {len(problems)} problem(s):\n{listed}\n"
+            "Fix these in the task file and run again."
+        )
+
+
+class ConfigError(AcaError):
+    """A configuration file or ACA_* environment variable is wrong."""
+
+
+class ProviderError(AcaError):
+    """An LLM provider call failed. ``status_code`` and ``body`` are kept when there was a response."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        status_code: int | None = None,
+        body: str | None = None,
+    ):
+        super().__init__(message)
+        self.provider = provider
+        self.status_code = status_code
+        self.body = body
+
+
+class TransientProviderError(ProviderError):
+    """Worth retrying later. ``retry_after`` is the server's requested wait in seconds, if any."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs):
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class PermanentProviderError(ProviderError):
+    """Retrying cannot help: bad credentials, a bad request, an unknown model, a spend limit."""

@@ -1,0 +1,1 @@
+"""Flows: the only layer that imports Prefect: the ``aca-run`` flow, its tasks and artifacts."""

@@ -1,0 +1,158 @@
+"""The plan: pydantic models of tasks and execution plans.
+
+An ``ExecutionPlan`` holds its tasks as a flat list; the tree is kept by ``parent_id`` and
+``children``, the DAG by ``dependencies``. These models are what ``--dump-plan`` writes and
+``--execution-plan`` reads, and the JSON Schema of ``aca plan schema`` is generated from them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION = 1
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+class StrictModel(BaseModel):
+    """Unknown fields are errors: a typo in an edited plan must not be silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Priority(StrEnum):
+    low = "low"
+    normal = "normal"
+    high = "high"
+    critical = "critical"
+
+    @property
+    def rank(self) -> int:
+        """Higher runs first among ready tasks."""
+        return list(Priority).index(self)
+
+
+class Complexity(StrEnum):
+    trivial = "trivial"
+    simple = "simple"
+    moderate = "moderate"
+    complex = "complex"
+    epic = "epic"
+
+
+class Strategy(StrEnum):
+    sequential = "sequential"
+    parallel = "parallel"
+    intelligent = "intelligent"
+
+
+StateName = Literal["pending", "in_progress", "blocked", "completed", "failed", "skipped"]
+_STATES_WITH_REASON = {"blocked", "failed", "skipped"}
+
+
+class TaskStatus(StrictModel):
+    """Pending | InProgress | Blocked(reason) | Completed | Failed(reason) | Skipped(reason).
+
+    Written as ``{"state": "failed", "reason": "..."}``; a bare state name such as
+    ``"pending"`` is accepted on input for states without a reason.
+    """
+
+    state: StateName = "pending"
+    reason: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"state": value}
+        return value
+
+    @model_validator(mode="after")
+    def _reason_matches_state(self) -> TaskStatus:
+        if self.state in _STATES_WITH_REASON and not self.reason:
+            raise ValueError(f"status {self.state!r} needs a reason")
+        if self.state not in _STATES_WITH_REASON and self.reason is not None:
+            raise ValueError(f"status {self.state!r} takes no reason")
+        return self
+
+    @property
+    def is_done(self) -> bool:
+        return self.state in ("completed", "skipped")
+
+    def __str__(self) -> str:
+        return f"{self.state}: {self.reason}" if self.reason else self.state
+
+
+class FileRef(StrictModel):
+    """A file attached to a task. ``content`` is its text, read when the task file was loaded,
+    so a dumped plan is self-contained."""
+
+    path: str
+    content: str | None = None
+
+
+class TaskMetadata(StrictModel):
+    priority: Priority = Priority.normal
+    estimated_complexity: Complexity | None = None
+    repository_refs: list[str] = Field(default_factory=list)
+    file_refs: list[FileRef] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+
+
+class Task(StrictModel):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=80)
+    title: str = Field(min_length=1)
+    description: str = ""
+    status: TaskStatus = Field(default_factory=TaskStatus)
+    parent_id: str | None = None
+    children: list[str] = Field(default_factory=list)
+    dependencies: list[str] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=utc_now)
+    updated_at: datetime = Field(default_factory=utc_now)
+    metadata: TaskMetadata = Field(default_factory=TaskMetadata)
+    verify: str | None = Field(
+        default=None, description="Shell command that must pass before the work is committed."
+    )
+    provider: str | None = Field(default=None, description="Overrides the run's provider.")
+    model: str | None = Field(default=None, description="Overrides the run's model.")
+    max_attempts: int | None = Field(default=None, ge=1, le=20)
+
+
+class SetupCommand(StrictModel):
+    """A command run once in the session's repository before any task starts."""
+
+    name: str
+    command: str
+    working_dir: str | None = None
+    timeout_seconds: int = Field(default=600, ge=1)
+    required: bool = True
+
+
+class ExecutionPlan(StrictModel):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: str
+    description: str = ""
+    strategy: Strategy = Strategy.intelligent
+    max_concurrent: int | None = Field(default=None, ge=1, le=64)
+    setup_commands: list[SetupCommand] = Field(default_factory=list)
+    context_hints: list[str] = Field(default_factory=list)
+    append_system_prompt: str | None = None
+    verify: str | None = Field(
+        default=None, description="Default verify command for tasks that name none."
+    )
+    tasks: list[Task] = Field(default_factory=list)
+
+    def task(self, task_id: str) -> Task:
+        for task in self.tasks:
+            if task.id == task_id:
+                return task
+        raise KeyError(task_id)
+
+    def roots(self) -> list[Task]:
+        return [t for t in self.tasks if t.parent_id is None]

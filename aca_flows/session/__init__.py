@@ -1,0 +1,1 @@
+"""Sessions: the ``.aca`` layout, atomic writes, journal, lock, checkpoints and usage records."""

@@ -1,0 +1,89 @@
+"""Where everything of a session lives under ``<workdir>/.aca`` (DESIGN.md's layout, exactly)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["AcaDir", "SessionPaths"]
+
+
+@dataclass(frozen=True)
+class AcaDir:
+    """The ``.aca`` folder of a repository worked on."""
+
+    workdir: Path
+
+    @property
+    def root(self) -> Path:
+        return self.workdir / ".aca"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def sessions_dir(self) -> Path:
+        return self.root / "sessions"
+
+    def worktrees_dir(self, session_id: str) -> Path:
+        return self.root / "worktrees" / session_id
+
+    def session(self, session_id: str) -> SessionPaths:
+        return SessionPaths(self.sessions_dir / session_id)
+
+
+@dataclass(frozen=True)
+class SessionPaths:
+    """The files of one session, ``.aca/sessions/<session-id>/``."""
+
+    root: Path
+
+    @property
+    def session_id(self) -> str:
+        return self.root.name
+
+    @property
+    def session_json(self) -> Path:
+        return self.root / "meta" / "session.json"
+
+    @property
+    def events_jsonl(self) -> Path:
+        return self.root / "meta" / "events.jsonl"
+
+    @property
+    def messages_json(self) -> Path:
+        return self.root / "claude" / "messages.json"
+
+    @property
+    def session_config_json(self) -> Path:
+        return self.root / "claude" / "session_config.json"
+
+    @property
+    def rate_limit_state_json(self) -> Path:
+        return self.root / "claude" / "rate_limit_state.json"
+
+    @property
+    def change_log_json(self) -> Path:
+        return self.root / "file_changes" / "change_log.json"
+
+    def snapshot_patch(self, task_id: str) -> Path:
+        return self.root / "file_changes" / "snapshots" / f"{task_id}.patch"
+
+    def task_log(self, task_id: str) -> Path:
+        return self.root / "execution_logs" / "task_logs" / f"{task_id}.jsonl"
+
+    @property
+    def system_log(self) -> Path:
+        return self.root / "execution_logs" / "system_logs" / "session.log"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.root / "checkpoints"
+
+    def checkpoint(self, checkpoint_id: str) -> Path:
+        return self.checkpoints_dir / f"{checkpoint_id}.json"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.root / "results"

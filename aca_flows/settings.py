@@ -1,0 +1,269 @@
+"""Configuration: one model, read from a TOML file and ``ACA_<SECTION>__<KEY>`` variables.
+
+Precedence, lowest first: built-in defaults, the config file, environment variables, command
+line flags. The file is ``--config FILE`` if given, else the first that exists of
+``<workdir>/aca.toml``, ``<workdir>/.aca/config.toml`` and ``~/.aca/config.toml``.
+Every effective value remembers where it came from, for ``aca config show``.
+Secrets never live here: provider keys are read from their standard environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from aca_flows.errors import ConfigError
+
+__all__ = ["AcaConfig", "LoadedConfig", "config_candidates", "load_config"]
+
+ENV_PREFIX = "ACA_"
+ENV_NESTING = "__"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SessionSection(Section):
+    provider: str = "claude-code"
+    model: str | None = None
+    max_concurrent_tasks: int = Field(default=3, ge=1, le=64)
+    budget_usd: float | None = Field(default=None, gt=0)
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    checkpoint_interval_minutes: float = Field(default=30, gt=0)
+    checkpoint_every_tasks: int = Field(default=5, ge=1)
+    interrupt_grace_seconds: float = Field(default=30, ge=0)
+
+
+class AgentSection(Section):
+    max_turns: int = Field(default=50, ge=1)
+    max_fix_attempts: int = Field(default=2, ge=0)
+    command_timeout_seconds: float = Field(default=600, gt=0)
+    command_output_limit_bytes: int = Field(default=50_000, ge=1_000)
+    deny_commands: list[str] = Field(
+        default_factory=lambda: [
+            "git push",
+            "sudo",
+            "curl",
+            "wget",
+            "ssh",
+            "scp",
+            "nc",
+            "rm -rf /",
+        ]
+    )
+
+
+class ClaudeCodeSection(Section):
+    cli_path: str | None = None
+    permission_mode: Literal["default", "acceptEdits", "bypassPermissions"] = "acceptEdits"
+    allowed_tools: list[str] = Field(
+        default_factory=lambda: ["Read", "Write", "Edit", "Glob", "Grep", "Bash"]
+    )
+    max_turns: int = Field(default=50, ge=1)
+    max_budget_usd_per_task: float | None = Field(default=None, gt=0)
+
+
+class RateLimitingSection(Section):
+    max_requests_per_minute: int = Field(default=50, ge=1)
+    max_tokens_per_minute: int = Field(default=40_000, ge=1)
+    burst_allowance: int = Field(default=5, ge=0)
+    max_concurrent_requests: int = Field(default=4, ge=1)
+    max_tokens_per_session: int | None = Field(
+        default=None, ge=1, description="Token budget per 5-hour usage block."
+    )
+    on_session_limit: Literal["wait", "stop"] = "wait"
+
+
+class DockerSection(Section):
+    enabled: bool = False
+    image: str = "python:3.11-slim"
+
+
+class LoggingSection(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_tool_calls: bool = True
+
+
+class ModelPrice(Section):
+    """USD per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_read: float = Field(default=0, ge=0)
+    cache_write: float = Field(default=0, ge=0)
+
+
+class ProviderSection(Section):
+    model: str | None = None
+    base_url: str | None = None
+    timeout_seconds: float = Field(default=600, gt=0)
+    max_tokens: int = Field(default=8192, ge=1)
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    concurrency_limit: str | None = Field(
+        default=None, description="Name of a Prefect global concurrency limit held per call."
+    )
+    rate_limiting: RateLimitingSection | None = None
+
+
+class AcaConfig(Section):
+    session: SessionSection = Field(default_factory=SessionSection)
+    agent: AgentSection = Field(default_factory=AgentSection)
+    claude_code: ClaudeCodeSection = Field(default_factory=ClaudeCodeSection)
+    rate_limiting: RateLimitingSection = Field(default_factory=RateLimitingSection)
+    docker: DockerSection = Field(default_factory=DockerSection)
+    logging: LoggingSection = Field(default_factory=LoggingSection)
+    providers: dict[str, ProviderSection] = Field(default_factory=dict)
+
+    def provider(self, name: str) -> ProviderSection:
+        return self.providers.get(name) or ProviderSection()
+
+
+class LoadedConfig(BaseModel):
+    config: AcaConfig
+    file: Path | None
+    sources: dict[str, str] = Field(
+        default_factory=dict, description="dotted key -> where its value came from"
+    )
+
+
+def config_candidates(workdir: Path) -> list[Path]:
+    return [
+        workdir / "aca.toml",
+        workdir / ".aca" / "config.toml",
+        Path.home() / ".aca" / "config.toml",
+    ]
+
+
+def load_config(
+    workdir: Path,
+    config_file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> LoadedConfig:
+    """Read the effective configuration. ``overrides`` maps dotted keys to CLI flag values."""
+    environ = os.environ if environ is None else environ
+    file = _pick_file(workdir, config_file)
+    data: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    if file is not None:
+        file_data = _read_toml(file)
+        _merge(data, file_data, sources, str(file))
+    env_data = _env_overrides(environ)
+    for key, value in env_data.items():
+        _set_dotted(data, key, value)
+        sources[key] = f"env {ENV_PREFIX}{key.upper().replace('.', ENV_NESTING)}"
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, key, value)
+            sources[key] = "command line"
+    try:
+        config = AcaConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, file, sources)) from None
+    return LoadedConfig(config=config, file=file, sources=sources)
+
+
+def _pick_file(workdir: Path, config_file: Path | None) -> Path | None:
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError(
+                f"config file {config_file} does not exist; check the path given to --config."
+            )
+        return config_file
+    return next((p for p in config_candidates(workdir) if p.is_file()), None)
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{file}: not UTF-8 text; save the config file as UTF-8.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: invalid TOML: {exc}. Fix the syntax there.") from None
+
+
+def _merge(into: dict, data: dict, sources: dict[str, str], origin: str, prefix: str = "") -> None:
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and not _is_leaf_table(dotted):
+            _merge(into.setdefault(key, {}), value, sources, origin, dotted + ".")
+        else:
+            into[key] = value
+            sources[dotted] = origin
+
+
+def _is_leaf_table(dotted: str) -> bool:
+    # A model's price table is one value, not a section to merge key by key.
+    parts = dotted.split(".")
+    return len(parts) == 4 and parts[0] == "providers" and parts[2] == "prices"
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """``ACA_SESSION__MAX_CONCURRENT_TASKS=5`` -> ``{"session.max_concurrent_tasks": "5"}``.
+
+    Only variables with the nesting separator are config; ``ACA_CLAUDE_CLI`` and friends are not.
+    List values are comma-separated.
+    """
+    found: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or ENV_NESTING not in name:
+            continue
+        dotted = name[len(ENV_PREFIX) :].lower().replace(ENV_NESTING, ".")
+        found[dotted] = _env_value(dotted, value)
+    return found
+
+
+def _env_value(dotted: str, value: str) -> Any:
+    field = _field_for(dotted)
+    if field is not None and "list" in str(field.annotation):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+def _field_for(dotted: str):
+    model: type[BaseModel] = AcaConfig
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        if i == len(parts) - 1:
+            return field
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            return None
+    return None
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def _describe(exc: ValidationError, file: Path | None, sources: dict[str, str]) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        origin = sources.get(key) or next(
+            (src for k, src in sources.items() if key.startswith(k + ".")), None
+        )
+        origin = origin or (str(file) if file else "defaults")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{key}' (from {origin})")
+        else:
+            lines.append(f"'{key}' (from {origin}): {err['msg']}")
+    listed = "; ".join(lines)
+    return (
+        f"configuration is invalid: {listed}. Remove or correct these keys; "
+        "`aca config show` lists every valid key with its value."
+    )
