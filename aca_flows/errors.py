@@ -58,7 +58,7 @@ class ConfigError(AcaError):
 
 
 class ProviderError(AcaError):
-    """An LLM provider call failed. ``status_code`` and ``body`` are kept when there was a response."""
+    """An LLM provider call failed; ``status_code`` and ``body`` are kept from a response."""
 
     def __init__(
         self,

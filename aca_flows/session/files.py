@@ -2,6 +2,10 @@
 
 A reader never sees a half-written file: ``write_json_atomic`` writes a temporary file in the
 same folder, fsyncs it, renames it over the target and fsyncs the folder.
+
+Every write passes the redaction filter of ``redact.py`` first, so no caller can put a
+provider key or anything shaped like one into ``.aca``. ``redact=False`` is for content that
+must be kept byte for byte and is known to hold no secret; nothing in aca needs it today.
 """
 
 from __future__ import annotations
@@ -12,10 +16,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from aca_flows.session.redact import redact as _redact
+from aca_flows.session.redact import redact_text as _redact_text
+
 __all__ = ["append_jsonl", "write_json_atomic", "write_text_atomic"]
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str, *, redact: bool = True) -> None:
+    """Replace ``path`` with ``text`` (redacted) in one step: readers see old or new, never half."""
+    if redact:
+        text = _redact_text(text)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -30,12 +40,19 @@ def write_text_atomic(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+def write_json_atomic(path: Path, data: Any, *, redact: bool = True) -> None:
+    """Replace ``path`` with ``data`` as indented JSON (redacted), atomically."""
+    if redact:
+        data = _redact(data)
+    # Redacted already: the text pass would only repeat the work.
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    write_text_atomic(path, text, redact=False)
 
 
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line and fsync, so the record survives a crash right after the call."""
+def append_jsonl(path: Path, record: dict[str, Any], *, redact: bool = True) -> None:
+    """Append one JSON line (redacted) and fsync, so it survives a crash right after the call."""
+    if redact:
+        record = _redact(record)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
     with open(path, "a", encoding="utf-8") as handle:

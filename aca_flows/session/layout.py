@@ -52,6 +52,11 @@ class SessionPaths:
         return self.root / "meta" / "events.jsonl"
 
     @property
+    def lock_file(self) -> Path:
+        """Held by the one process writing the session (see ``lock.py``); absent otherwise."""
+        return self.root / "meta" / "session.lock"
+
+    @property
     def messages_json(self) -> Path:
         return self.root / "claude" / "messages.json"
 

@@ -1,0 +1,3 @@
+from aca_flows.cli import main
+
+main()

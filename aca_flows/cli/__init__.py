@@ -1,0 +1,36 @@
+"""The command line: ``main`` runs the typer app and turns errors into exit codes.
+
+Exit codes: 0 all done; 1 some task failed; 2 bad input or usage; 3 stopped by a budget or
+usage limit (resumable); 130 interrupted (resumable). An ``AcaError`` is printed as one
+paragraph, never as a traceback; usage errors are typer's own (exit 2).
+"""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``aca`` with ``argv`` (default: the process's arguments) and return its exit code.
+
+    Called without arguments (the console script), it exits the process with that code.
+    """
+    from aca_flows.cli.app import app
+    from aca_flows.errors import AcaError
+
+    try:
+        app(args=argv, prog_name="aca", standalone_mode=True)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except AcaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    if argv is None:
+        sys.exit(code)
+    return code

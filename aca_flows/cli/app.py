@@ -1,0 +1,205 @@
+"""The ``aca`` command: thin typer commands that hand over to the layers below.
+
+The original aca's flags (``aca --task-file tasks.md``, ``aca --execution-plan plan.json``,
+``aca --list-checkpoints``) work beside the subcommands (``aca run``, ``aca resume``, ...).
+Nothing here imports prefect: the engine is imported only when tasks really run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from aca_flows import __version__
+from aca_flows.cli import config as config_cli
+from aca_flows.cli import plan as plan_cli
+from aca_flows.cli.options import (
+    AppendSystemPrompt,
+    BudgetUsd,
+    ConfigFile,
+    Context,
+    DryRun,
+    DumpPlan,
+    ForceNaiveParser,
+    InitGit,
+    JsonOutput,
+    MaxConcurrent,
+    ModelName,
+    ProviderName,
+    Record,
+    RunOptions,
+    UseIntelligentParser,
+    Workdir,
+)
+
+app = typer.Typer(
+    name="aca",
+    help=(
+        "aca — Automatic Coding Agent. Runs a task file (Markdown or TOML) as a DAG of "
+        "verified coding tasks on Prefect."
+    ),
+    no_args_is_help=False,
+    add_completion=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(plan_cli.app, name="plan", help="Show plans and their JSON Schema.")
+app.add_typer(config_cli.app, name="config", help="Show the effective configuration.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"aca {__version__}")
+        raise typer.Exit()
+
+
+@app.callback(invoke_without_command=True)
+def root(
+    ctx: typer.Context,
+    task_file: Annotated[
+        Path | None, typer.Option("--task-file", "-t", help="Markdown or TOML task file to run.")
+    ] = None,
+    execution_plan: Annotated[
+        Path | None,
+        typer.Option("--execution-plan", help="Run a plan written by --dump-plan (reviewed)."),
+    ] = None,
+    list_checkpoints: Annotated[
+        bool, typer.Option("--list-checkpoints", help="List the checkpoints of the workdir.")
+    ] = False,
+    workdir: Workdir = Path("."),
+    dry_run: DryRun = False,
+    dump_plan: DumpPlan = None,
+    use_intelligent_parser: UseIntelligentParser = False,
+    force_naive_parser: ForceNaiveParser = False,
+    context: Context = None,
+    append_system_prompt: AppendSystemPrompt = None,
+    provider: ProviderName = None,
+    model: ModelName = None,
+    max_concurrent: MaxConcurrent = None,
+    budget_usd: BudgetUsd = None,
+    config: ConfigFile = None,
+    json_output: JsonOutput = False,
+    init_git: InitGit = False,
+    record: Record = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    if ctx.invoked_subcommand is not None:
+        _refuse_misplaced_options(ctx)
+        return
+    if list_checkpoints:
+        from aca_flows.cli.checkpoints import print_checkpoints
+
+        print_checkpoints(workdir, all_sessions=True)
+        raise typer.Exit(0)
+    if task_file is None and execution_plan is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+    options = RunOptions(
+        workdir=workdir,
+        task_file=task_file,
+        execution_plan=execution_plan,
+        dry_run=dry_run,
+        dump_plan=dump_plan,
+        use_intelligent_parser=use_intelligent_parser,
+        force_naive_parser=force_naive_parser,
+        context=context or [],
+        append_system_prompt=append_system_prompt,
+        provider=provider,
+        model=model,
+        max_concurrent=max_concurrent,
+        budget_usd=budget_usd,
+        config=config,
+        json=json_output,
+        init_git=init_git,
+        record=record,
+    )
+    _run(options)
+
+
+@app.command("run")
+def run_command(
+    file: Annotated[Path, typer.Argument(help="Task file (.md, .toml) or execution plan (.json).")],
+    workdir: Workdir = Path("."),
+    dry_run: DryRun = False,
+    dump_plan: DumpPlan = None,
+    use_intelligent_parser: UseIntelligentParser = False,
+    force_naive_parser: ForceNaiveParser = False,
+    context: Context = None,
+    append_system_prompt: AppendSystemPrompt = None,
+    provider: ProviderName = None,
+    model: ModelName = None,
+    max_concurrent: MaxConcurrent = None,
+    budget_usd: BudgetUsd = None,
+    config: ConfigFile = None,
+    json_output: JsonOutput = False,
+    init_git: InitGit = False,
+    record: Record = None,
+) -> None:
+    """Run a task file as a Prefect flow (or review it with --dry-run)."""
+    options = RunOptions(
+        workdir=workdir,
+        task_file=file,
+        dry_run=dry_run,
+        dump_plan=dump_plan,
+        use_intelligent_parser=use_intelligent_parser,
+        force_naive_parser=force_naive_parser,
+        context=context or [],
+        append_system_prompt=append_system_prompt,
+        provider=provider,
+        model=model,
+        max_concurrent=max_concurrent,
+        budget_usd=budget_usd,
+        config=config,
+        json=json_output,
+        init_git=init_git,
+        record=record,
+    )
+    _run(options)
+
+
+@app.command("resume")
+def resume_command(
+    target: Annotated[str | None, typer.Argument(help="A checkpoint id or a session id.")] = None,
+    latest: Annotated[bool, typer.Option("--latest", help="Resume the newest session.")] = False,
+    workdir: Workdir = Path("."),
+    config: ConfigFile = None,
+    json_output: JsonOutput = False,
+) -> None:
+    """Continue a session from a checkpoint or session id; finished tasks are never redone."""
+    from aca_flows.errors import InputError
+
+    if target is None and not latest:
+        raise InputError(
+            "say what to resume: a checkpoint id or session id (see `aca checkpoints list`), "
+            "or --latest."
+        )
+    raise InputError(
+        "resuming runs is not available in this version of aca (it arrives with the engine); "
+        "`aca checkpoints list` shows what will be resumable."
+    )
+
+
+def _refuse_misplaced_options(ctx: typer.Context) -> None:
+    """``aca --workdir x sessions list`` would silently ignore --workdir: say where it goes."""
+    from aca_flows.errors import InputError
+
+    given = [
+        "--" + name.replace("_", "-").removesuffix("-output")
+        for name in ctx.params
+        if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
+    ]
+    if given:
+        raise InputError(
+            f"{', '.join(given)} given before the subcommand '{ctx.invoked_subcommand}'; "
+            f"put options after it, e.g. `aca {ctx.invoked_subcommand} ... {given[0]} ...`."
+        )
+
+
+def _run(options: RunOptions) -> None:
+    from aca_flows.cli.run import execute
+
+    raise typer.Exit(execute(options))

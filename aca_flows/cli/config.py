@@ -1,0 +1,86 @@
+"""``aca config show``: every effective setting and where it came from, secrets masked."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from aca_flows.cli.options import ConfigFile, JsonOutput, Workdir
+
+app = typer.Typer(no_args_is_help=True)
+
+# The standard variables providers read their credentials and endpoints from.
+CREDENTIAL_VARIABLES = (
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_BASE_URL",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "OLLAMA_HOST",
+    "ACA_CLAUDE_CLI",
+)
+
+
+def mask(name: str, value: str) -> str:
+    """Keys show only their last four characters; endpoints and paths are not secret."""
+    if not any(word in name for word in ("KEY", "TOKEN", "SECRET")):
+        return value
+    return "****" + value[-4:] if len(value) > 8 else "****"
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict) and data:
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): data}
+
+
+@app.command("show")
+def show(
+    workdir: Workdir = Path("."),
+    config: ConfigFile = None,
+    json_output: JsonOutput = False,
+) -> None:
+    """Print the effective configuration with the source of each value."""
+    from aca_flows.settings import load_config
+
+    loaded = load_config(workdir.resolve(), config)
+    values = flatten(loaded.config.model_dump(mode="json"))
+    rows = []
+    for key, value in values.items():
+        source = loaded.sources.get(key) or next(
+            (s for k, s in loaded.sources.items() if key.startswith(k + ".")), "default"
+        )
+        rows.append((key, value, source))
+    credentials = {
+        name: mask(name, os.environ[name]) for name in CREDENTIAL_VARIABLES if name in os.environ
+    }
+    if json_output:
+        typer.echo(
+            json.dumps(
+                {
+                    "file": str(loaded.file) if loaded.file else None,
+                    "values": {k: {"value": v, "source": s} for k, v, s in rows},
+                    "credentials": credentials,
+                },
+                indent=2,
+            )
+        )
+        return
+    console = Console()
+    console.print(f"config file: {loaded.file or '(none found; defaults)'}", markup=False)
+    table = Table("key", "value", "source")
+    for key, value, source in rows:
+        table.add_row(key, json.dumps(value), source)
+    console.print(table)
+    creds = Table("variable", "value")
+    for name in CREDENTIAL_VARIABLES:
+        creds.add_row(name, credentials.get(name, "(not set)"))
+    console.print(creds)

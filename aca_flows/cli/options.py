@@ -1,0 +1,99 @@
+"""Options shared by ``aca --task-file ...`` and ``aca run FILE``: declared once, used twice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+Workdir = Annotated[
+    Path,
+    typer.Option(
+        "--workdir",
+        "-w",
+        help="The repository worked on; its .aca/ holds the sessions.",
+        file_okay=False,
+    ),
+]
+DryRun = Annotated[
+    bool, typer.Option("--dry-run", help="Load, validate and show the plan; run nothing.")
+]
+DumpPlan = Annotated[
+    Path | None,
+    typer.Option("--dump-plan", help="Write the plan to this .json or .toml file for review."),
+]
+UseIntelligentParser = Annotated[
+    bool,
+    typer.Option(
+        "--use-intelligent-parser", help="Let an LLM turn free-form Markdown into a plan."
+    ),
+]
+ForceNaiveParser = Annotated[
+    bool, typer.Option("--force-naive-parser", help="Always use the deterministic parser.")
+]
+Context = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--context", metavar="TEXT", help="Project context given to every task (repeatable)."
+    ),
+]
+AppendSystemPrompt = Annotated[
+    str | None,
+    typer.Option("--append-system-prompt", help="Instructions appended to every system prompt."),
+]
+ProviderName = Annotated[
+    str | None,
+    typer.Option("--provider", help="claude-code (default), anthropic, openai, ollama or replay."),
+]
+ModelName = Annotated[str | None, typer.Option("--model", help="Model name for the provider.")]
+MaxConcurrent = Annotated[
+    int | None, typer.Option("--max-concurrent", min=1, max=64, help="Tasks run at once.")
+]
+BudgetUsd = Annotated[
+    float | None,
+    typer.Option("--budget-usd", min=0.0, help="Stop (exit 3, resumable) before spending more."),
+]
+ConfigFile = Annotated[
+    Path | None, typer.Option("--config", help="Configuration file (default: first found).")
+]
+JsonOutput = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")]
+InitGit = Annotated[
+    bool, typer.Option("--init-git", help="Create a git repository in --workdir if there is none.")
+]
+Record = Annotated[
+    Path | None,
+    typer.Option("--record", help="Record every provider request and response to a cassette."),
+]
+
+
+@dataclass
+class RunOptions:
+    """Everything a run or a dry run was asked for on the command line."""
+
+    workdir: Path = field(default_factory=Path.cwd)
+    task_file: Path | None = None
+    execution_plan: Path | None = None
+    dry_run: bool = False
+    dump_plan: Path | None = None
+    use_intelligent_parser: bool = False
+    force_naive_parser: bool = False
+    context: list[str] = field(default_factory=list)
+    append_system_prompt: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    max_concurrent: int | None = None
+    budget_usd: float | None = None
+    config: Path | None = None
+    json: bool = False
+    init_git: bool = False
+    record: Path | None = None
+
+    def config_overrides(self) -> dict[str, object]:
+        return {
+            "session.provider": self.provider,
+            "session.model": self.model,
+            "session.max_concurrent_tasks": self.max_concurrent,
+            "session.budget_usd": self.budget_usd,
+        }

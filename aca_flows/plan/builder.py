@@ -1,0 +1,66 @@
+"""Building a task tree: ids, parent/child links and referenced files, shared by the loaders."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from aca_flows.plan.models import FileRef, Task, TaskMetadata
+from aca_flows.plan.source import read_text_file, resolve_inside
+
+__all__ = ["TaskTreeBuilder", "slugify"]
+
+_MAX_SLUG = 40
+
+
+def slugify(title: str) -> str:
+    """A short, readable id from a title: ``Create a script`` -> ``create-a-script``."""
+    words = re.findall(r"[a-z0-9]+", title.lower())
+    slug = ""
+    for word in words:
+        candidate = f"{slug}-{word}" if slug else word
+        if len(candidate) > _MAX_SLUG:
+            break
+        slug = candidate
+    return slug or (words[0][:_MAX_SLUG] if words else "task")
+
+
+class TaskTreeBuilder:
+    """Collects tasks in file order. Explicit ids are kept; others are slugs of their titles,
+    made unique with a ``-2``, ``-3`` suffix."""
+
+    def __init__(self, task_file: Path):
+        self.task_file = task_file
+        self.base_dir = task_file.parent
+        self.tasks: list[Task] = []
+        self._by_id: dict[str, Task] = {}
+        self._explicit_ids: set[str] = set()
+
+    def reserve_ids(self, ids: list[str]) -> None:
+        """Explicit ids anywhere in the file win over generated ones."""
+        self._explicit_ids.update(ids)
+
+    def add(self, parent: Task | None, *, task_id: str | None = None, **fields) -> Task:
+        metadata = fields.pop("metadata", None) or TaskMetadata()
+        task = Task(
+            id=task_id or self._fresh_id(fields["title"]),
+            parent_id=parent.id if parent else None,
+            metadata=metadata,
+            **fields,
+        )
+        self.tasks.append(task)
+        self._by_id.setdefault(task.id, task)
+        if parent is not None:
+            parent.children = [*parent.children, task.id]
+        return task
+
+    def file_ref(self, reference: str) -> FileRef:
+        path = resolve_inside(self.base_dir, reference, self.task_file)
+        return FileRef(path=reference, content=read_text_file(path, "referenced file"))
+
+    def _fresh_id(self, title: str) -> str:
+        base = slugify(title)
+        candidate, n = base, 2
+        while candidate in self._by_id or candidate in self._explicit_ids:
+            candidate, n = f"{base}-{n}", n + 1
+        return candidate

@@ -1,0 +1,123 @@
+"""Loading any task file or execution plan, and serialising plans for ``--dump-plan``.
+
+``load_task_file`` picks the loader by suffix: Markdown (``.md``), TOML task files (``.toml``)
+and execution plans (``.json``, or ``.toml`` with a top-level ``schema_version``). Every plan
+returned has passed ``check_plan``. ``plan_to_text`` and ``load_execution_plan`` round-trip
+exactly: ``load(dump(plan)) == plan``.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from aca_flows.errors import TaskFileError
+from aca_flows.plan.markdown_loader import load_markdown
+from aca_flows.plan.models import ExecutionPlan
+from aca_flows.plan.source import read_text_file
+from aca_flows.plan.toml_loader import load_toml_task_file, pydantic_problems
+from aca_flows.plan.validate import check_plan
+
+__all__ = [
+    "MARKDOWN_SUFFIXES",
+    "PLAN_SUFFIXES",
+    "load_execution_plan",
+    "load_task_file",
+    "plan_to_text",
+]
+
+MARKDOWN_SUFFIXES = (".md", ".markdown", ".txt")
+PLAN_SUFFIXES = (".json", ".toml")
+
+
+def load_task_file(path: Path) -> ExecutionPlan:
+    """A Markdown or TOML task file, or a dumped execution plan, as a validated plan."""
+    suffix = path.suffix.lower()
+    if suffix not in MARKDOWN_SUFFIXES + PLAN_SUFFIXES:
+        raise TaskFileError(
+            f"{path}: unknown task file type '{suffix or '(none)'}'; use a Markdown (.md), "
+            "TOML (.toml) or JSON plan (.json) file."
+        )
+    text = read_text_file(path)
+    if suffix in MARKDOWN_SUFFIXES:
+        return check_plan(load_markdown(path, text), str(path))
+    data = _parse_structured(path, text)
+    if suffix == ".json" or "schema_version" in data:
+        return _execution_plan(path, data)
+    return check_plan(load_toml_task_file(path, data), str(path))
+
+
+def load_execution_plan(path: Path) -> ExecutionPlan:
+    """A plan written by ``--dump-plan`` (and perhaps edited since), validated."""
+    if path.suffix.lower() not in PLAN_SUFFIXES:
+        raise TaskFileError(
+            f"{path}: an execution plan is a .json or .toml file written by --dump-plan; "
+            "to load a Markdown task file use --task-file."
+        )
+    data = _parse_structured(path, read_text_file(path, "execution plan"))
+    if "schema_version" not in data:
+        raise TaskFileError(
+            f"{path}: not an execution plan (it has no schema_version); "
+            "if it is a task file, load it with --task-file."
+        )
+    return _execution_plan(path, data)
+
+
+def plan_to_text(plan: ExecutionPlan, suffix: str) -> str:
+    """The plan as JSON or TOML text. TOML has no null, so unset fields are left out."""
+    data = plan.model_dump(mode="json")
+    if suffix.lower() == ".json":
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    if suffix.lower() == ".toml":
+        import tomli_w
+
+        return tomli_w.dumps(_without_none(data), multiline_strings=True)
+    raise TaskFileError(
+        f"cannot write a plan as '{suffix or '(none)'}'; name the file .json or .toml."
+    )
+
+
+def _execution_plan(path: Path, data: dict[str, Any]) -> ExecutionPlan:
+    version = data.get("schema_version")
+    if version != 1:
+        raise TaskFileError(
+            f"{path}: plan schema_version {version!r} is not supported (this aca reads 1); "
+            "dump the plan again with this version of aca."
+        )
+    try:
+        plan = ExecutionPlan.model_validate(data)
+    except ValidationError as exc:
+        raise TaskFileError(
+            f"{path}: {pydantic_problems(exc)}. `aca plan schema` prints the plan format."
+        ) from None
+    return check_plan(plan, str(path))
+
+
+def _parse_structured(path: Path, text: str) -> dict[str, Any]:
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise TaskFileError(
+                f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}. "
+                "Fix the syntax there."
+            ) from None
+        if not isinstance(data, dict):
+            raise TaskFileError(f"{path}: a plan must be a JSON object, not {type(data).__name__}.")
+        return data
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise TaskFileError(f"{path}: invalid TOML: {exc}. Fix the syntax there.") from None
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value

@@ -1,0 +1,286 @@
+"""Markdown task files, read deterministically.
+
+- A single top-level ``# Title`` names the plan; the text under it describes the plan.
+- Other headings become parent tasks when they hold list items (at any depth); their text
+  becomes the task's description. Headings without list items become context hints.
+- Checklist (``- [ ]``), bullet (``-``, ``*``, ``+``) and numbered (``1.``) items become tasks
+  under their heading; indented items become subtasks; indented text becomes the description.
+  A checked item (``- [x]``) is loaded as completed.
+- ``item -> spec.md`` and ``[text](spec.md)`` attach the file's text to the task (paths relative
+  to the task file, never outside its folder tree).
+- A trailing attribute block sets ids, dependencies and more:
+  ``- [ ] Add login {#login depends_on=db,models verify="pytest -q tests/test_login.py"}``.
+- A file without list items is one task.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from aca_flows.errors import TaskFileError
+from aca_flows.plan.builder import TaskTreeBuilder
+from aca_flows.plan.models import ExecutionPlan, Task, TaskMetadata, TaskStatus
+
+__all__ = ["ATTRIBUTE_KEYS", "load_markdown"]
+
+ATTRIBUTE_KEYS = (
+    "depends_on",
+    "verify",
+    "priority",
+    "complexity",
+    "tags",
+    "provider",
+    "model",
+    "max_attempts",
+)
+
+_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+_ITEM = re.compile(r"^(\s*)(?:[-*+]|\d{1,9}[.)])\s+(?:\[([ xX])\]\s+)?(.*)$")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_ATTRS = re.compile(r"\s*\{([^{}]*)\}\s*$")
+_ARROW = re.compile(r"^(.*?)\s+->\s+(\S+)\s*$")
+_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+
+
+@dataclass
+class _Node:
+    title: str
+    line: int
+    level: int = 0  # heading level; 0 for list items
+    indent: int = -1  # list item indent; -1 for headings
+    checked: bool = False
+    text: list[str] = field(default_factory=list)
+    children: list[_Node] = field(default_factory=list)
+
+    @property
+    def is_item(self) -> bool:
+        return self.level == 0
+
+    def has_items(self) -> bool:
+        return any(c.is_item or c.has_items() for c in self.children)
+
+
+def load_markdown(path: Path, text: str) -> ExecutionPlan:
+    root = _parse(text)
+    builder = TaskTreeBuilder(path)
+    builder.reserve_ids(_explicit_ids(root, path))
+    tops = root.children
+    if not root.has_items():
+        return _single_task_plan(path, root, builder)
+
+    plan_fields: dict[str, Any] = {"name": path.stem, "description": _join(root.text)}
+    headings = [n for n in tops if not n.is_item]
+    if len(headings) == 1 and headings[0].level == 1 and not any(n.is_item for n in tops):
+        title_node = headings[0]
+        title, attrs = _split_attrs(title_node.title, path, title_node.line)
+        plan_fields["name"] = title
+        plan_fields["description"] = _join(root.text + title_node.text)
+        plan_fields.update(_plan_attrs(attrs, path, title_node.line))
+        tops = title_node.children
+    hints: list[str] = []
+    for node in tops:
+        _add_node(node, None, builder, hints)
+    return ExecutionPlan(**plan_fields, context_hints=hints, tasks=builder.tasks)
+
+
+def _single_task_plan(path: Path, root: _Node, builder: TaskTreeBuilder) -> ExecutionPlan:
+    first_heading = next((n for n in root.children), None)
+    if first_heading is not None:
+        title, line = first_heading.title, first_heading.line
+        rest = first_heading.children + root.children[1:]
+        body = _join(root.text + first_heading.text + _flatten_text(rest))
+    else:
+        lines = [ln for ln in root.text if ln.strip()]
+        title, line = lines[0].strip(), 1
+        body = _join(root.text[root.text.index(lines[0]) + 1 :])
+    title, attrs = _split_attrs(title, path, line)
+    fields = _task_fields(attrs, path, line)
+    builder.add(None, title=title[:200], description=body, **fields)
+    return ExecutionPlan(name=title[:200], tasks=builder.tasks)
+
+
+def _add_node(node: _Node, parent: Task | None, builder: TaskTreeBuilder, hints: list[str]):
+    if not node.is_item and not node.has_items():
+        hints.append(_join([f"{node.title}:", *node.text, *_flatten_text(node.children)]))
+        return
+    title, attrs = _split_attrs(node.title, builder.task_file, node.line)
+    title, refs = _references(title, builder)
+    fields = _task_fields(attrs, builder.task_file, node.line)
+    task_id = fields.pop("task_id", None)
+    if node.checked:
+        fields["status"] = TaskStatus(state="completed")
+    fields["metadata"].file_refs = refs
+    task = builder.add(parent, task_id=task_id, title=title, description=_join(node.text), **fields)
+    for child in node.children:
+        _add_node(child, task, builder, hints)
+
+
+def _parse(text: str) -> _Node:
+    """Lines into a tree of headings and list items; text lines attach to the nearest owner."""
+    root = _Node(title="", line=0, level=0, indent=-1)
+    headings: list[_Node] = [root]
+    items: list[_Node] = []
+    in_fence = False
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.rstrip()
+        if _FENCE.match(line):
+            in_fence = not in_fence
+            _owner(headings, items, line).text.append(line)
+            continue
+        if in_fence:
+            _owner(headings, items, line).text.append(line)
+            continue
+        if match := _HEADING.match(line):
+            level = len(match.group(1))
+            while len(headings) > 1 and headings[-1].level >= level:
+                headings.pop()
+            node = _Node(title=match.group(2), line=number, level=level)
+            headings[-1].children.append(node)
+            headings.append(node)
+            items.clear()
+            continue
+        if match := _ITEM.match(line):
+            indent = len(match.group(1).expandtabs(4))
+            while items and items[-1].indent >= indent:
+                items.pop()
+            node = _Node(
+                title=match.group(3).strip(),
+                line=number,
+                indent=indent,
+                checked=(match.group(2) or " ").lower() == "x",
+            )
+            (items[-1] if items else headings[-1]).children.append(node)
+            items.append(node)
+            continue
+        _owner(headings, items, line).text.append(line)
+    return root
+
+
+def _owner(headings: list[_Node], items: list[_Node], line: str) -> _Node:
+    """Indented text continues the innermost item it is indented under; else the heading's."""
+    if line.strip():
+        indent = len(line) - len(line.lstrip())
+        while items and indent <= items[-1].indent:
+            items.pop()
+    return items[-1] if items else headings[-1]
+
+
+def _split_attrs(title: str, path: Path, line: int) -> tuple[str, dict[str, str]]:
+    match = _ATTRS.search(title)
+    if not match:
+        return title.strip(), {}
+    try:
+        tokens = shlex.split(match.group(1))
+    except ValueError as exc:
+        raise TaskFileError(
+            f"{path}:{line}: cannot read the attribute block {{{match.group(1)}}}: {exc}; "
+            'quote values with spaces, e.g. verify="pytest -q".'
+        ) from None
+    if not tokens or not all(t.startswith("#") or "=" in t for t in tokens):
+        return title.strip(), {}  # literal braces in a title, not attributes
+    attrs: dict[str, str] = {}
+    for token in tokens:
+        if token.startswith("#"):
+            attrs["id"] = token[1:]
+            continue
+        key, _, value = token.partition("=")
+        if key not in ATTRIBUTE_KEYS:
+            raise TaskFileError(
+                f"{path}:{line}: unknown attribute '{key}'; known attributes are "
+                f"#id, {', '.join(ATTRIBUTE_KEYS)}."
+            )
+        attrs[key] = value
+    return title[: match.start()].strip(), attrs
+
+
+def _task_fields(attrs: dict[str, str], path: Path, line: int) -> dict[str, Any]:
+    def csv(value: str) -> list[str]:
+        return [v.strip() for v in value.split(",") if v.strip()]
+
+    try:
+        metadata = TaskMetadata(
+            priority=attrs.get("priority", "normal"),
+            estimated_complexity=attrs.get("complexity"),
+            tags=csv(attrs.get("tags", "")),
+        )
+        fields: dict[str, Any] = {
+            "metadata": metadata,
+            "dependencies": csv(attrs.get("depends_on", "")),
+            "verify": attrs.get("verify"),
+            "provider": attrs.get("provider"),
+            "model": attrs.get("model"),
+            "max_attempts": attrs.get("max_attempts"),
+        }
+        if "id" in attrs:
+            Task(id=attrs["id"], title="check")
+            fields["task_id"] = attrs["id"]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise TaskFileError(
+            f"{path}:{line}: bad attribute value for '{where}': {err['msg']}; "
+            "see docs/task-files.md for the allowed values."
+        ) from None
+    return fields
+
+
+def _plan_attrs(attrs: dict[str, str], path: Path, line: int) -> dict[str, Any]:
+    extra = set(attrs) - {"verify"}
+    if extra:
+        raise TaskFileError(
+            f"{path}:{line}: the plan title takes only a verify attribute (the default verify "
+            f"command), not {', '.join(sorted(extra))}; put task attributes on items."
+        )
+    return {"verify": attrs["verify"]} if "verify" in attrs else {}
+
+
+def _references(title: str, builder: TaskTreeBuilder):
+    refs = []
+    if match := _ARROW.match(title):
+        title = match.group(1).strip()
+        refs.append(builder.file_ref(match.group(2)))
+
+    def replace(link: re.Match) -> str:
+        target = link.group(2)
+        if "://" not in target and not target.startswith(("#", "mailto:")):
+            refs.append(builder.file_ref(target.split("#")[0]))
+        return link.group(1)
+
+    title = _LINK.sub(replace, title)
+    return title, refs
+
+
+def _explicit_ids(root: _Node, path: Path) -> list[str]:
+    ids, stack = [], [root]
+    while stack:
+        node = stack.pop()
+        if node.line:
+            _, attrs = _split_attrs(node.title, path, node.line)
+            if "id" in attrs:
+                ids.append(attrs["id"])
+        stack.extend(node.children)
+    return ids
+
+
+def _flatten_text(nodes: list[_Node]) -> list[str]:
+    out: list[str] = []
+    for node in nodes:
+        prefix = "#" * node.level + " " if node.level else " " * max(node.indent, 0) + "- "
+        out.append(prefix + node.title)
+        out.extend(node.text)
+        out.extend(_flatten_text(node.children))
+    return out
+
+
+def _join(lines: list[str]) -> str:
+    """Dedented text with runs of blank lines collapsed."""
+    import textwrap
+
+    text = textwrap.dedent("\n".join(lines)).strip()
+    return re.sub(r"\n{3,}", "\n\n", text)

@@ -1,0 +1,78 @@
+"""Plans as people read them: an indented tree, a Mermaid graph, the JSON Schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aca_flows.plan.models import ExecutionPlan, Task
+
+__all__ = ["plan_json_schema", "render_mermaid", "render_tree"]
+
+_MARKS = {
+    "pending": "[ ]",
+    "in_progress": "[~]",
+    "blocked": "[!]",
+    "completed": "[x]",
+    "failed": "[F]",
+    "skipped": "[-]",
+}
+
+
+def render_tree(plan: ExecutionPlan) -> str:
+    """``plan.name`` then one line per task, children indented under their parent."""
+    by_id = {t.id: t for t in plan.tasks}
+    lines = [f"{plan.name}  ({len(plan.tasks)} tasks, strategy {plan.strategy.value})"]
+
+    def walk(task: Task, prefix: str, last: bool) -> None:
+        branch = "└── " if last else "├── "
+        lines.append(f"{prefix}{branch}{_task_line(task)}")
+        kids = [by_id[c] for c in task.children if c in by_id]
+        for i, child in enumerate(kids):
+            walk(child, prefix + ("    " if last else "│   "), i == len(kids) - 1)
+
+    roots = plan.roots()
+    for i, task in enumerate(roots):
+        walk(task, "", i == len(roots) - 1)
+    return "\n".join(lines)
+
+
+def _task_line(task: Task) -> str:
+    parts = [_MARKS[task.status.state], task.id, "—", task.title]
+    extras = []
+    if task.dependencies:
+        extras.append("after " + ", ".join(task.dependencies))
+    if task.metadata.priority.value != "normal":
+        extras.append(task.metadata.priority.value)
+    if task.verify:
+        extras.append(f"verify: {task.verify}")
+    if task.metadata.file_refs:
+        extras.append("files: " + ", ".join(r.path for r in task.metadata.file_refs))
+    if task.status.reason:
+        extras.append(task.status.reason)
+    line = " ".join(parts)
+    return f"{line}  ({'; '.join(extras)})" if extras else line
+
+
+def render_mermaid(plan: ExecutionPlan) -> str:
+    """A Mermaid flowchart: solid arrows for dependencies, dotted ones from parent to child."""
+    node = {t.id: f"t{i}" for i, t in enumerate(plan.tasks)}
+    lines = ["flowchart TD"]
+    for task in plan.tasks:
+        label = f"{task.id}: {task.title}".replace('"', "'")
+        lines.append(f'    {node[task.id]}["{label}"]')
+    for task in plan.tasks:
+        for child in task.children:
+            if child in node:
+                lines.append(f"    {node[task.id]} -.-> {node[child]}")
+        for dep in task.dependencies:
+            if dep in node:
+                lines.append(f"    {node[dep]} --> {node[task.id]}")
+    return "\n".join(lines)
+
+
+def plan_json_schema() -> dict[str, Any]:
+    """The JSON Schema of execution plans, generated from the models."""
+    schema = ExecutionPlan.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "aca execution plan"
+    return schema

@@ -1,0 +1,58 @@
+"""Reading a user's file safely: exists, not too big, text, UTF-8, not empty.
+
+Every failure is a ``TaskFileError`` naming the file and the fix; nothing is read twice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aca_flows.errors import TaskFileError
+
+__all__ = ["MAX_FILE_BYTES", "read_text_file", "resolve_inside"]
+
+MAX_FILE_BYTES = 5 * 1024 * 1024
+
+
+def read_text_file(path: Path, what: str = "task file") -> str:
+    if not path.exists():
+        raise TaskFileError(f"{what} {path} does not exist; check the path.")
+    if not path.is_file():
+        raise TaskFileError(f"{what} {path} is not a file; give the path of a file.")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise TaskFileError(
+            f"{what} {path} is {size / 1024 / 1024:.1f} MB, over the 5 MB limit; "
+            "split it into smaller files or reference large documents instead of inlining them."
+        )
+    data = path.read_bytes()
+    if b"\x00" in data[:8192]:
+        raise TaskFileError(
+            f"{what} {path} looks binary (it contains NUL bytes); give a text file."
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise TaskFileError(
+            f"{what} {path} is not valid UTF-8 (bad byte at offset {exc.start}); save it as UTF-8."
+        ) from None
+    if not text.strip():
+        raise TaskFileError(f"{what} {path} is empty; write at least one task in it.")
+    return text
+
+
+def resolve_inside(base_dir: Path, reference: str, referrer: Path) -> Path:
+    """Resolve ``reference`` relative to ``base_dir``; it must stay inside that folder tree."""
+    target = (base_dir / reference).resolve()
+    root = base_dir.resolve()
+    if not target.is_relative_to(root):
+        raise TaskFileError(
+            f"{referrer}: reference '{reference}' points outside {root}; "
+            "referenced files must live in the task file's folder or below it."
+        )
+    if not target.is_file():
+        raise TaskFileError(
+            f"{referrer}: referenced file '{reference}' does not exist (looked for {target}); "
+            "fix the reference or create the file."
+        )
+    return target

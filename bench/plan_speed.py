@@ -1,0 +1,60 @@
+"""Prints how long aca takes to load, validate and dump a generated 5,000-task plan, and how
+long ``aca --help`` takes to start. Targets: plan under 1 s; --help well under a second.
+
+Run: .venv/bin/python bench/plan_speed.py
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from aca_flows.plan import load_execution_plan, load_task_file, plan_to_text
+
+TASKS = 5_000
+
+
+def generate_markdown(path: Path) -> None:
+    lines = ["# Generated plan", ""]
+    for group in range(TASKS // 50):
+        lines.append(f"## Group {group}")
+        for item in range(49):
+            n = group * 49 + item
+            dep = f" depends_on=t{n - 1}" if item else ""
+            lines.append(f'- [ ] Task number {n} {{#t{n}{dep} verify="true"}}')
+    path.write_text("\n".join(lines) + "\n")
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "plan.md"
+        generate_markdown(source)
+        dumped = Path(tmp) / "plan.json"
+        plan = load_task_file(source)
+        load_s = timed(lambda: load_task_file(source))
+        dump_s = timed(lambda: dumped.write_text(plan_to_text(plan, ".json")))
+        reload_s = timed(lambda: load_execution_plan(dumped))
+    print(f"tasks in plan:                       {len(plan.tasks)}")
+    print(f"load + validate Markdown:            {load_s:.3f} s")
+    print(f"dump JSON:                           {dump_s:.3f} s")
+    print(f"load + validate dumped JSON:         {reload_s:.3f} s")
+    print(f"total (target < 1 s):                {load_s + dump_s + reload_s:.3f} s")
+
+    aca = Path(sys.executable).with_name("aca")
+    help_run = [str(aca), "--help"]
+    runs = [timed(lambda: subprocess.run(help_run, capture_output=True)) for _ in range(5)]
+    print(f"aca --help start-up (median of 5):   {statistics.median(runs):.3f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""The ``aca`` command line: the design's usage forms, exit codes, messages without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aca_flows.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+HELLO = ROOT / "tasks" / "examples" / "hello.md"
+COMPAT = ROOT.parent / "shared" / "compat" / "aca-original"
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_dry_run_dumps_and_runs_nothing(tmp_path, capsys):
+    plan_file = tmp_path / "plan.json"
+    code, out, _ = run(
+        capsys,
+        "--task-file", str(HELLO),
+        "--workdir", str(tmp_path),
+        "--dry-run",
+        "--dump-plan", str(plan_file),
+    )  # fmt: skip
+    assert code == 0
+    assert "Dry run: 5 tasks (5 pending); nothing was run." in out
+    assert json.loads(plan_file.read_text())["name"] == "Hello, aca"
+    assert not (tmp_path / ".aca").exists()
+
+
+def test_review_workflow_edit_then_load(tmp_path, capsys):
+    plan_file = tmp_path / "plan.toml"
+    assert run(capsys, "run", str(HELLO), "-w", str(tmp_path), "--dry-run",
+               "--dump-plan", str(plan_file))[0] == 0  # fmt: skip
+    edited = plan_file.read_text().replace('title = "Documentation"', 'title = "Docs, reviewed"')
+    plan_file.write_text(edited)
+    code, out, _ = run(capsys, "--execution-plan", str(plan_file), "-w", str(tmp_path), "--dry-run")
+    assert code == 0
+    assert "documentation — Docs, reviewed" in out
+
+
+def test_context_and_appended_prompt_reach_the_plan(tmp_path, capsys):
+    plan_file = tmp_path / "plan.json"
+    code, _, _ = run(
+        capsys,
+        "--task-file", str(COMPAT / "test4-multi-task" / "tasks.md"),
+        "--use-intelligent-parser", "--force-naive-parser",
+        "--context", "project context", "--context", "more",
+        "--append-system-prompt", "additional instructions",
+        "--dry-run", "--dump-plan", str(plan_file), "-w", str(tmp_path),
+    )  # fmt: skip
+    assert code == 2  # the two parser switches contradict
+    code, _, _ = run(
+        capsys,
+        "--task-file", str(COMPAT / "test4-multi-task" / "tasks.md"),
+        "--context", "project context", "--context", "more",
+        "--append-system-prompt", "additional instructions",
+        "--dry-run", "--dump-plan", str(plan_file), "-w", str(tmp_path),
+    )  # fmt: skip
+    plan = json.loads(plan_file.read_text())
+    assert code == 0
+    assert plan["context_hints"] == ["project context", "more"]
+    assert plan["append_system_prompt"] == "additional instructions"
+
+
+def test_json_summary(tmp_path, capsys):
+    code, out, _ = run(capsys, "run", str(HELLO), "--dry-run", "--json", "-w", str(tmp_path))
+    assert code == 0
+    assert json.loads(out) == {
+        "dry_run": True,
+        "plan": "Hello, aca",
+        "tasks": 5,
+        "pending": 5,
+        "dumped_to": None,
+    }
+
+
+@pytest.mark.parametrize("fmt", ["tree", "mermaid", "json"])
+def test_plan_show_formats(capsys, fmt):
+    code, out, _ = run(capsys, "plan", "show", str(HELLO), "--format", fmt)
+    assert code == 0
+    first = {"tree": "Hello, aca  (5 tasks", "mermaid": "flowchart TD", "json": "{"}[fmt]
+    assert out.startswith(first)
+
+
+def test_plan_schema_is_json(capsys):
+    code, out, _ = run(capsys, "plan", "schema")
+    assert code == 0 and json.loads(out)["title"] == "aca execution plan"
+
+
+def test_cycle_is_exit_2_with_path_and_nothing_written(tmp_path, capsys):
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- A {#a depends_on=b}\n- B {#b depends_on=a}\n")
+    dump = tmp_path / "plan.json"
+    code, out, err = run(capsys, "--task-file", str(tasks), "--dry-run", "--dump-plan", str(dump))
+    assert code == 2
+    assert "dependency cycle: a -> b -> a" in err
+    assert "Traceback" not in err + out
+    assert not dump.exists()
+
+
+def test_dump_to_unknown_format_is_refused_before_anything(tmp_path, capsys):
+    code, _, err = run(capsys, "run", str(HELLO), "--dry-run", "--dump-plan", str(tmp_path / "p.x"))
+    assert code == 2 and "name the file .json or .toml" in err
+
+
+def test_non_dry_run_says_the_engine_is_not_here_yet(tmp_path, capsys):
+    code, _, err = run(capsys, "run", str(HELLO), "-w", str(tmp_path))
+    assert code == 2 and "--dry-run" in err
+
+
+def test_usage_errors_exit_2(capsys):
+    assert run(capsys, "run")[0] == 2
+    assert run(capsys, "--no-such-flag")[0] == 2
+
+
+def test_options_before_a_subcommand_are_not_silently_dropped(capsys):
+    code, _, err = run(capsys, "--workdir", ".", "plan", "schema")
+    assert code == 2 and "put options after it" in err
+
+
+def test_config_show_masks_secrets(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret-value-1234")
+    (tmp_path / "aca.toml").write_text("[session]\nmax_concurrent_tasks = 4\n")
+    code, out, _ = run(capsys, "config", "show", "-w", str(tmp_path), "--json")
+    shown = json.loads(out)
+    assert code == 0
+    assert shown["values"]["session.max_concurrent_tasks"] == {
+        "value": 4,
+        "source": str(tmp_path / "aca.toml"),
+    }
+    assert shown["credentials"]["ANTHROPIC_API_KEY"] == "****1234"
+    assert "sk-ant-secret" not in out
+
+
+def test_original_config_is_rejected_naming_keys(capsys):
+    code, _, err = run(capsys, "config", "show", "--config", str(COMPAT / "default-config.toml"))
+    assert code == 2 and "unknown key 'claude_config'" in err
+
+
+def _python(*code_lines: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "\n".join(code_lines)], capture_output=True, text=True, check=True
+    )
+
+
+def test_help_and_dry_run_never_import_prefect_or_vendor_sdks():
+    result = _python(
+        "import sys",
+        "from aca_flows.cli import main",
+        f"main(['--task-file', {str(HELLO)!r}, '--dry-run'])",
+        "main(['--help'])",
+        "heavy = [m for m in ('prefect', 'anthropic', 'openai', 'claude_agent_sdk')"
+        " if m in sys.modules]",
+        "print('HEAVY', heavy)",
+    )
+    assert "HEAVY []" in result.stdout
+
+
+def test_python_dash_m_and_console_script_exit_codes(tmp_path):
+    ok = subprocess.run(
+        [sys.executable, "-m", "aca_flows", "--version"], capture_output=True, text=True
+    )
+    assert ok.returncode == 0 and ok.stdout.startswith("aca ")
+    bad = tmp_path / "tasks.toml"
+    bad.write_text("[[tasks]]\ntitle = \n")
+    aca = Path(sys.executable).with_name("aca")
+    result = subprocess.run([str(aca), "--task-file", str(bad), "--dry-run"],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2
+    assert "invalid TOML" in result.stderr and "Traceback" not in result.stderr

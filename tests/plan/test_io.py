@@ -1,0 +1,72 @@
+"""Dumping and loading plans: exact round trips, and bad files refused with clear messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aca_flows.errors import PlanValidationError, TaskFileError
+from aca_flows.plan import load_execution_plan, load_task_file, plan_to_text
+from aca_flows.plan.source import MAX_FILE_BYTES
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPAT = ROOT.parent / "shared" / "compat" / "aca-original"
+CORPUS = sorted(COMPAT.glob("*/*.md")) + sorted((ROOT / "tasks").rglob("*.md"))
+
+
+@pytest.mark.parametrize("source", CORPUS, ids=lambda p: p.name)
+@pytest.mark.parametrize("suffix", [".json", ".toml"])
+def test_dump_and_load_round_trip_exactly(source, suffix, tmp_path):
+    plan = load_task_file(source)
+    dumped = tmp_path / f"plan{suffix}"
+    dumped.write_text(plan_to_text(plan, suffix), encoding="utf-8")
+    assert load_execution_plan(dumped) == plan
+    # A dumped plan is also accepted where a task file is expected.
+    assert load_task_file(dumped) == plan
+
+
+def test_edited_plan_is_revalidated(tmp_path):
+    plan = load_task_file(ROOT / "tasks" / "examples" / "hello.md")
+    data = json.loads(plan_to_text(plan, ".json"))
+    data["tasks"][1]["dependencies"] = ["nope"]
+    edited = tmp_path / "plan.json"
+    edited.write_text(json.dumps(data))
+    with pytest.raises(PlanValidationError, match="unknown task 'nope'"):
+        load_execution_plan(edited)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.md", b"  \n\n", "is empty"),
+        ("bin.md", b"\x00\x01\x02binary", "looks binary"),
+        ("latin.md", "- caf\xe9\n".encode("latin-1"), "not valid UTF-8"),
+        ("bad.json", b'{"schema_version": 1,\n  "name": }', "invalid JSON at line 2, column"),
+        ("list.json", b"[1, 2]", "must be a JSON object"),
+        ("old.json", b'{"schema_version": 7, "name": "x"}', "schema_version 7 is not supported"),
+        ("plan.yaml", b"tasks: []", "unknown task file type '.yaml'"),
+    ],
+)
+def test_bad_files_are_explained(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(TaskFileError, match=message):
+        load_task_file(path)
+
+
+def test_file_over_5_mb_is_refused(tmp_path):
+    path = tmp_path / "huge.md"
+    path.write_text("- a\n" * (MAX_FILE_BYTES // 4 + 1))
+    with pytest.raises(TaskFileError, match="over the 5 MB limit"):
+        load_task_file(path)
+
+
+def test_execution_plan_flag_refuses_task_files(tmp_path):
+    path = tmp_path / "tasks.toml"
+    path.write_text('[[tasks]]\ntitle = "A"\n')
+    with pytest.raises(TaskFileError, match="not an execution plan"):
+        load_execution_plan(path)
+    with pytest.raises(TaskFileError, match="use --task-file"):
+        load_execution_plan(tmp_path / "tasks.md")

@@ -1,0 +1,174 @@
+"""The deterministic Markdown loader, on the original aca's corpus and on the documented syntax."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aca_flows.errors import PlanValidationError, TaskFileError
+from aca_flows.plan import load_task_file
+
+COMPAT = Path(__file__).resolve().parents[3] / "shared" / "compat" / "aca-original"
+
+
+def write(tmp_path: Path, text: str, name: str = "tasks.md") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def titles(plan, parent_id=None):
+    return [t.title for t in plan.tasks if t.parent_id == parent_id]
+
+
+def test_compat_simple_file_is_one_task():
+    plan = load_task_file(COMPAT / "test1-simple-file" / "task.md")
+    assert [t.title for t in plan.tasks] == ["Test 1: Simple File Creation"]
+    assert "hello.txt" in plan.tasks[0].description
+    assert "Hello World!" in plan.tasks[0].description
+
+
+def test_compat_multi_task_checklist():
+    plan = load_task_file(COMPAT / "test4-multi-task" / "tasks.md")
+    assert plan.name == "Test 4: Multi-Task Execution"
+    assert "multi-task functionality" in plan.description
+    (group,) = plan.roots()
+    assert group.title == "Development Tasks"
+    items = titles(plan, group.id)
+    assert len(items) == 5
+    assert items[0] == 'Create a Python script called `hello.py` that prints "Hello World"'
+    assert items[-1] == "Generate a `requirements.txt` file with common dependencies"
+    assert all(t.dependencies == [] for t in plan.tasks)
+
+
+def test_compat_references_attach_file_text():
+    plan = load_task_file(COMPAT / "test5-task-references" / "tasks.md")
+    assert titles(plan) == ["Authentication System Tasks", "Testing Tasks", "Documentation Tasks"]
+    assert len(plan.tasks) == 3 + 5 + 3 + 2
+    auth = next(t for t in plan.tasks if t.title == "Implement user authentication system")
+    (ref,) = auth.metadata.file_refs
+    assert ref.path == "auth_requirements.md"
+    assert "bcrypt (cost factor 12)" in ref.content
+    schema = next(t for t in plan.tasks if t.title == "Create database schema and migrations")
+    assert "CREATE TABLE users" in schema.metadata.file_refs[0].content
+
+
+def test_compat_single_task_with_reference():
+    plan = load_task_file(COMPAT / "test5-task-references" / "single_task.md")
+    (task,) = plan.tasks
+    assert task.title == "Create a basic user authentication module in Python"
+    assert "JWT token-based authentication" in task.metadata.file_refs[0].content
+
+
+def test_compat_nested_headings_with_bullets():
+    plan = load_task_file(COMPAT / "test6-nested-complex-tasks" / "dependencies-test.md")
+    (core,) = plan.roots()
+    phases = [plan.task(i) for i in core.children]
+    assert [p.title for p in phases] == [
+        "1. Database Setup",
+        "2. API Server Implementation",
+        "3. Frontend Application",
+        "4. Integration Testing",
+        "5. Deployment",
+    ]
+    assert all(len(p.children) == 4 for p in phases)
+    assert "Requires Database Setup (task #1)" in phases[1].description
+    # Prose dependencies are for the intelligent parser; the deterministic one invents none.
+    assert all(t.dependencies == [] for t in plan.tasks)
+    assert any("waterfall" in hint for hint in plan.context_hints)
+
+
+def test_attribute_block_sets_id_dependencies_verify_and_more(tmp_path):
+    path = write(
+        tmp_path,
+        "# Plan\n\n## Work\n"
+        '- [ ] Make the db {#db verify="pytest -q tests/db" priority=high complexity=simple}\n'
+        "- [ ] Add login {#login depends_on=db tags=auth,api model=claude-x max_attempts=2}\n"
+        "- [x] Already done {#old}\n",
+    )
+    plan = load_task_file(path)
+    db, login, old = (plan.task(i) for i in ("db", "login", "old"))
+    assert db.verify == "pytest -q tests/db"
+    assert db.metadata.priority == "high" and db.metadata.estimated_complexity == "simple"
+    assert login.dependencies == ["db"]
+    assert login.metadata.tags == ["auth", "api"]
+    assert (login.model, login.max_attempts) == ("claude-x", 2)
+    assert old.status.state == "completed" and db.status.state == "pending"
+
+
+def test_nested_items_and_indented_text(tmp_path):
+    path = write(
+        tmp_path,
+        "- Build the API\n"
+        "  Use FastAPI and keep handlers thin.\n"
+        "  - Add /health\n"
+        "    1. Return 200\n"
+        "- Write docs\n",
+    )
+    plan = load_task_file(path)
+    api = plan.task("build-the-api")
+    assert api.description == "Use FastAPI and keep handlers thin."
+    health = plan.task(api.children[0])
+    assert health.title == "Add /health"
+    assert plan.task(health.children[0]).title == "Return 200"
+    assert titles(plan) == ["Build the API", "Write docs"]
+
+
+def test_markdown_link_attaches_file(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "spec.md").write_text("the spec text")
+    plan = load_task_file(write(tmp_path, "- Implement [the spec](docs/spec.md) now\n"))
+    (task,) = plan.tasks
+    assert task.title == "Implement the spec now"
+    assert task.metadata.file_refs[0].content == "the spec text"
+
+
+def test_list_markers_inside_code_fences_are_not_tasks(tmp_path):
+    plan = load_task_file(write(tmp_path, "- Run it\n\n  ```\n  - not a task\n  ```\n"))
+    assert [t.title for t in plan.tasks] == ["Run it"]
+    assert "- not a task" in plan.tasks[0].description
+
+
+def test_generated_ids_are_unique_and_avoid_explicit_ones(tmp_path):
+    plan = load_task_file(write(tmp_path, "- Fix it\n- Fix it\n- Other {#fix-it-2}\n"))
+    assert [t.id for t in plan.tasks] == ["fix-it", "fix-it-3", "fix-it-2"]
+
+
+def test_missing_reference_names_the_file(tmp_path):
+    with pytest.raises(TaskFileError, match="'missing.md' does not exist"):
+        load_task_file(write(tmp_path, "- Do it -> missing.md\n"))
+
+
+def test_reference_outside_the_folder_is_refused(tmp_path):
+    (tmp_path / "secret.md").write_text("secret")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    with pytest.raises(TaskFileError, match="points outside"):
+        load_task_file(write(sub, "- Do it -> ../secret.md\n"))
+
+
+def test_unknown_attribute_names_key_and_line(tmp_path):
+    with pytest.raises(TaskFileError, match=r"tasks.md:2: unknown attribute 'dependz'"):
+        load_task_file(write(tmp_path, "- A {#a}\n- B {dependz=a}\n"))
+
+
+def test_bad_attribute_value_is_explained(tmp_path):
+    with pytest.raises(TaskFileError, match=r":1: bad attribute value for 'priority'"):
+        load_task_file(write(tmp_path, "- A {priority=urgent}\n"))
+
+
+def test_literal_braces_in_a_title_are_kept(tmp_path):
+    plan = load_task_file(write(tmp_path, "- Replace {} with dict() {#braces}\n- Use {x}\n"))
+    assert plan.task("braces").title == "Replace {} with dict()"
+    assert plan.tasks[1].title == "Use {x}"
+
+
+def test_every_problem_reported_at_once(tmp_path):
+    path = write(tmp_path, "- A {#a depends_on=b}\n- B {#b depends_on=a,ghost}\n- C {#a}\n")
+    with pytest.raises(PlanValidationError) as info:
+        load_task_file(path)
+    text = str(info.value)
+    assert "duplicate task id 'a'" in text
+    assert "unknown task 'ghost'" in text
+    assert "dependency cycle: a -> b -> a" in text

@@ -1,0 +1,40 @@
+"""Rendering plans for people: tree, Mermaid, JSON Schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from aca_flows.plan import ExecutionPlan, load_task_file
+from aca_flows.plan.render import plan_json_schema, render_mermaid, render_tree
+
+HELLO = Path(__file__).resolve().parents[2] / "tasks" / "examples" / "hello.md"
+
+
+def test_tree_shows_hierarchy_dependencies_and_verify():
+    lines = render_tree(load_task_file(HELLO)).splitlines()
+    assert lines[0] == "Hello, aca  (5 tasks, strategy intelligent)"
+    assert lines[1] == "├── [ ] greeting-module — Greeting module"
+    assert lines[3].startswith("│   └── [ ] tests — Add `test_greet.py`")
+    assert "(after greet; verify: python test_greet.py)" in lines[3]
+    assert lines[-1].endswith("files: specs/readme-outline.md)")
+
+
+def test_mermaid_has_nodes_and_dependency_edges():
+    text = render_mermaid(load_task_file(HELLO))
+    assert text.startswith("flowchart TD")
+    assert '["greet: Create `greet.py`' in text
+    ids = {line.split("[")[0].strip(): line for line in text.splitlines() if '["' in line}
+    greet = next(k for k, v in ids.items() if '"greet:' in v)
+    tests = next(k for k, v in ids.items() if '"tests:' in v)
+    assert f"{greet} --> {tests}" in text
+
+
+def test_schema_is_generated_from_the_models():
+    schema = plan_json_schema()
+    assert schema["title"] == "aca execution plan"
+    assert set(schema["required"]) == {"name"}
+    task = schema["$defs"]["Task"]["properties"]
+    assert {"id", "dependencies", "verify", "max_attempts"} <= set(task)
+    assert json.loads(json.dumps(schema)) == schema
+    assert ExecutionPlan.model_json_schema()["properties"].keys() == schema["properties"].keys()

@@ -1,0 +1,76 @@
+"""TOML task files: the documented schema, nested subtasks, errors naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aca_flows.errors import TaskFileError
+from aca_flows.plan import load_task_file
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "tasks" / "examples"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "tasks.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_shipped_example_loads_with_every_feature():
+    plan = load_task_file(EXAMPLES / "refactor.toml")
+    assert plan.name == "Tidy the utils package"
+    assert plan.max_concurrent == 2 and plan.verify == "python -m pytest -q"
+    assert plan.setup_commands[0].command == "python -m pip install -e ."
+    assert plan.context_hints == ["Python 3.11 project; tests run with `python -m pytest -q`."]
+    inventory = plan.task("inventory")
+    assert inventory.metadata.priority == "high"
+    assert "usage example" in inventory.metadata.file_refs[0].content
+    split = plan.task("split")
+    assert split.dependencies == ["inventory"]
+    assert split.children == ["split-strings", "split-files"]
+    assert plan.task("split-files").parent_id == "split"
+
+
+def test_ids_default_to_slugs_of_titles(tmp_path):
+    plan = load_task_file(
+        write(tmp_path, '[[tasks]]\ntitle = "Fix the build"\n[[tasks]]\ntitle = "Fix the build"\n')
+    )
+    assert [t.id for t in plan.tasks] == ["fix-the-build", "fix-the-build-2"]
+    assert plan.name == "tasks"
+
+
+def test_done_tasks_load_completed(tmp_path):
+    plan = load_task_file(write(tmp_path, '[[tasks]]\ntitle = "Old"\ndone = true\n'))
+    assert plan.tasks[0].status.state == "completed"
+
+
+def test_unknown_key_is_named(tmp_path):
+    with pytest.raises(TaskFileError, match=r"unknown key 'tasks\[0\].depend_on'"):
+        load_task_file(write(tmp_path, '[[tasks]]\ntitle = "A"\ndepend_on = ["b"]\n'))
+
+
+def test_wrong_type_is_named(tmp_path):
+    with pytest.raises(TaskFileError, match=r"'tasks\[0\].subtasks\[0\].priority'"):
+        load_task_file(
+            write(
+                tmp_path,
+                '[[tasks]]\ntitle = "A"\n[[tasks.subtasks]]\ntitle = "B"\npriority = "asap"\n',
+            )
+        )
+
+
+def test_malformed_toml_gives_line_and_column(tmp_path):
+    with pytest.raises(TaskFileError, match=r"invalid TOML: .*line 2, column"):
+        load_task_file(write(tmp_path, '[[tasks]]\ntitle = "A\n'))
+
+
+def test_no_tasks_is_an_error(tmp_path):
+    with pytest.raises(TaskFileError, match="missing key 'tasks'"):
+        load_task_file(write(tmp_path, '[plan]\nname = "x"\n'))
+
+
+def test_bad_explicit_id(tmp_path):
+    with pytest.raises(TaskFileError, match="task id 'a b' is not valid"):
+        load_task_file(write(tmp_path, '[[tasks]]\nid = "a b"\ntitle = "A"\n'))

@@ -1,0 +1,88 @@
+"""Configuration: file discovery, precedence, provenance, and errors naming key and file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aca_flows.errors import ConfigError
+from aca_flows.settings import load_config
+
+COMPAT = Path(__file__).resolve().parents[2] / "shared" / "compat" / "aca-original"
+COMPAT_CONFIG = COMPAT / "default-config.toml"
+
+
+def test_defaults_without_any_file(tmp_path):
+    loaded = load_config(tmp_path, environ={})
+    assert loaded.file is None
+    assert loaded.config.session.max_concurrent_tasks == 3
+    assert loaded.config.session.provider == "claude-code"
+
+
+def test_first_found_file_wins(tmp_path, _isolated_home):
+    (tmp_path / ".aca").mkdir()
+    (tmp_path / ".aca" / "config.toml").write_text("[session]\nmax_concurrent_tasks = 5\n")
+    (_isolated_home / ".aca").mkdir()
+    (_isolated_home / ".aca" / "config.toml").write_text("[session]\nmax_concurrent_tasks = 9\n")
+    assert load_config(tmp_path, environ={}).config.session.max_concurrent_tasks == 5
+    (tmp_path / "aca.toml").write_text("[session]\nmax_concurrent_tasks = 7\n")
+    loaded = load_config(tmp_path, environ={})
+    assert loaded.config.session.max_concurrent_tasks == 7
+    assert loaded.sources["session.max_concurrent_tasks"] == str(tmp_path / "aca.toml")
+
+
+def test_env_overrides_file_and_flags_override_env(tmp_path):
+    (tmp_path / "aca.toml").write_text('[session]\nmax_concurrent_tasks = 5\nprovider = "openai"\n')
+    env = {"ACA_SESSION__MAX_CONCURRENT_TASKS": "8", "ACA_AGENT__DENY_COMMANDS": "sudo, curl"}
+    loaded = load_config(tmp_path, environ=env, overrides={"session.provider": "ollama"})
+    assert loaded.config.session.max_concurrent_tasks == 8
+    assert loaded.sources["session.max_concurrent_tasks"] == "env ACA_SESSION__MAX_CONCURRENT_TASKS"
+    assert loaded.config.agent.deny_commands == ["sudo", "curl"]
+    assert loaded.config.session.provider == "ollama"
+    assert loaded.sources["session.provider"] == "command line"
+
+
+def test_provider_sections_and_prices(tmp_path):
+    (tmp_path / "aca.toml").write_text(
+        '[providers.anthropic]\nmodel = "claude-x"\n'
+        '[providers.anthropic.prices."claude-x"]\ninput = 3.0\noutput = 15.0\n'
+    )
+    config = load_config(tmp_path, environ={}).config
+    assert config.provider("anthropic").prices["claude-x"].output == 15.0
+    assert config.provider("ollama").model is None
+
+
+def test_unknown_key_and_wrong_type_name_key_and_file(tmp_path):
+    (tmp_path / "aca.toml").write_text(
+        "[session]\nmax_concurent_tasks = 5\n[rate_limiting]\nmax_requests_per_minute = 'lots'\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path, environ={})
+    text = str(info.value)
+    assert f"unknown key 'session.max_concurent_tasks' (from {tmp_path / 'aca.toml'})" in text
+    assert "'rate_limiting.max_requests_per_minute'" in text
+
+
+def test_bad_env_variable_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="env ACA_SESSION__MAX_CONCURRENT_TASKS"):
+        load_config(tmp_path, environ={"ACA_SESSION__MAX_CONCURRENT_TASKS": "many"})
+
+
+def test_original_aca_config_is_rejected_naming_its_keys(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path, COMPAT_CONFIG, environ={})
+    text = str(info.value)
+    for key in ("workspace_path", "session_config", "task_config", "claude_config"):
+        assert f"unknown key '{key}'" in text
+
+
+def test_malformed_toml(tmp_path):
+    (tmp_path / "aca.toml").write_text("[session\n")
+    with pytest.raises(ConfigError, match="invalid TOML.*line 1"):
+        load_config(tmp_path, environ={})
+
+
+def test_missing_explicit_config(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path, tmp_path / "nope.toml", environ={})
