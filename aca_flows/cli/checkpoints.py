@@ -1,0 +1,116 @@
+"""``aca checkpoints list|create`` and ``aca --list-checkpoints``.
+
+Listing takes no lock; ``create`` only adds a new checkpoint file. Both are safe while a run
+writes the session. No prefect import.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from aca_flows.cli.options import JsonOutput, Workdir
+from aca_flows.cli.sessions import console, format_time
+from aca_flows.session.checkpoints import (
+    Checkpoint,
+    create_manual_checkpoint,
+    list_checkpoints,
+)
+from aca_flows.session.store import latest_session_id
+
+__all__ = ["app", "print_checkpoints"]
+
+app = typer.Typer(no_args_is_help=True, help="List and create checkpoints of sessions.")
+
+SessionOption = Annotated[
+    str | None,
+    typer.Option("--session", help="A session id (or unique prefix); default: the newest."),
+]
+
+
+@app.command("list")
+def list_command(
+    all_sessions: Annotated[
+        bool, typer.Option("--all-sessions", help="Checkpoints of every session, not one.")
+    ] = False,
+    session: SessionOption = None,
+    workdir: Workdir = Path("."),
+    json_output: JsonOutput = False,
+) -> None:
+    """List checkpoints, newest first: id, session, time, tasks done/total, description."""
+    print_checkpoints(workdir, all_sessions, session_id=session, as_json=json_output)
+
+
+@app.command("create")
+def create_command(
+    description: Annotated[str, typer.Argument(help="What this point of the work is.")],
+    session: SessionOption = None,
+    workdir: Workdir = Path("."),
+    json_output: JsonOutput = False,
+) -> None:
+    """Checkpoint the newest session of the workdir (or --session) now; resumable by its id."""
+    checkpoint = create_manual_checkpoint(workdir, description, session)
+    if json_output:
+        typer.echo(json.dumps(checkpoint.model_dump(mode="json"), indent=2))
+        return
+    typer.echo(
+        f"Created checkpoint {checkpoint.id} of session {checkpoint.session_id} "
+        f"({checkpoint.tasks_done}/{checkpoint.tasks_total} tasks done). "
+        f"Resume with `aca resume {checkpoint.id}`."
+    )
+
+
+def print_checkpoints(
+    workdir: Path,
+    all_sessions: bool = False,
+    *,
+    session_id: str | None = None,
+    as_json: bool = False,
+) -> None:
+    """Print the checkpoints of ``session_id``, of the newest session, or of all sessions.
+
+    ``aca --list-checkpoints`` calls this with ``all_sessions=True``. Raises
+    ``UnknownSessionError`` for a ``session_id`` that matches no session.
+    """
+    workdir = Path(workdir).resolve()
+    if all_sessions:
+        checkpoints = list_checkpoints(workdir)
+        scope = "all sessions"
+    else:
+        session_id = session_id or latest_session_id(workdir)
+        checkpoints = list_checkpoints(workdir, session_id) if session_id else []
+        scope = f"session {session_id}" if session_id else "no session"
+    if as_json:
+        typer.echo(json.dumps([c.model_dump(mode="json") for c in checkpoints], indent=2))
+        return
+    if not checkpoints:
+        typer.echo(
+            f"No checkpoints in {workdir / '.aca' / 'sessions'} ({scope}). A run writes them "
+            'as it goes; `aca checkpoints create "description"` adds one.'
+        )
+        return
+    console().print(_table(checkpoints, f"Checkpoints of {workdir} ({scope})"))
+
+
+def _table(checkpoints: list[Checkpoint], title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("id", no_wrap=True)
+    table.add_column("session", no_wrap=True)
+    table.add_column("time", no_wrap=True)
+    table.add_column("tasks", justify="right", no_wrap=True)
+    table.add_column("trigger", no_wrap=True)
+    table.add_column("description")
+    for cp in checkpoints:
+        table.add_row(
+            cp.id,
+            cp.session_id,
+            format_time(cp.created_at),
+            f"{cp.tasks_done}/{cp.tasks_total}",
+            cp.trigger,
+            cp.description,
+        )
+    return table

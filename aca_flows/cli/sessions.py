@@ -1,0 +1,226 @@
+"""``aca sessions list|show``: what ran in a workdir, what it cost, where it stands.
+
+Reads ``.aca/sessions/*/meta`` without taking any lock, so it is safe while a run writes.
+No prefect import: these commands must answer at once.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from aca_flows.cli.options import JsonOutput, Workdir
+from aca_flows.session.checkpoints import list_checkpoints
+from aca_flows.session.record import SessionRecord
+from aca_flows.session.store import display_status, load_session, scan_sessions
+from aca_flows.session.usage import UsageEntry, total_cost, total_tokens
+
+__all__ = ["app", "console", "format_cost", "format_time"]
+
+app = typer.Typer(no_args_is_help=True, help="List and inspect the sessions of a workdir.")
+
+
+@app.command("list")
+def list_command(workdir: Workdir = Path("."), json_output: JsonOutput = False) -> None:
+    """List sessions, newest first: id, name, started, status, tasks done/total, tokens, cost."""
+    scan = scan_sessions(workdir)
+    for damaged in scan.damaged:
+        typer.echo(f"warning: {damaged}", err=True)
+    if json_output:
+        rows = [_summary(s, workdir) for s in scan.sessions]
+        broken = [{"path": str(e.path), "problem": e.problem, "fix": e.fix} for e in scan.damaged]
+        typer.echo(json.dumps({"sessions": rows, "damaged": broken}, indent=2))
+        return
+    if not scan.sessions:
+        typer.echo(f"No sessions in {Path(workdir).resolve() / '.aca' / 'sessions'}.")
+        return
+    table = Table(title=f"Sessions of {Path(workdir).resolve()}")
+    table.add_column("id", no_wrap=True)
+    table.add_column("name")
+    table.add_column("started", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("tasks", justify="right", no_wrap=True)
+    table.add_column("tokens", justify="right", no_wrap=True)
+    table.add_column("cost", justify="right", no_wrap=True)
+    for session in scan.sessions:
+        table.add_row(
+            session.id,
+            session.name,
+            format_time(session.created_at),
+            display_status(session, workdir),
+            f"{session.tasks_done}/{session.tasks_total}",
+            f"{session.total_tokens:,}",
+            format_cost(session.cost_usd),
+        )
+    console().print(table)
+
+
+@app.command("show")
+def show_command(
+    session_id: Annotated[str, typer.Argument(help="A session id, or a unique prefix of one.")],
+    workdir: Workdir = Path("."),
+    json_output: JsonOutput = False,
+) -> None:
+    """Show one session: its tasks and statuses, branch, duration, last checkpoint, costs."""
+    session = load_session(workdir, session_id)
+    checkpoints = list_checkpoints(workdir, session.id)
+    last = checkpoints[0] if checkpoints else None
+    if json_output:
+        data = {
+            "session": session.model_dump(mode="json"),
+            "status_now": display_status(session, workdir),
+            "duration_seconds": int(session.duration.total_seconds()),
+            "last_checkpoint": last.model_dump(mode="json") if last else None,
+        }
+        typer.echo(json.dumps(data, indent=2))
+        return
+    out = console()
+    out.print(f"[bold]Session {session.id}[/bold]  {session.name}")
+    facts = [
+        ("status", display_status(session, workdir) + _reason(session.status_reason)),
+        ("branch", session.branch),
+        ("workdir", session.workdir),
+        ("provider", session.provider + (f" / {session.model}" if session.model else "")),
+        ("started", format_time(session.created_at)),
+        ("duration", format_duration(session.duration)),
+        ("tasks", f"{session.tasks_done}/{session.tasks_total} done"),
+        (
+            "last checkpoint",
+            f"{last.id} ({format_time(last.created_at)}, {last.description})" if last else "none",
+        ),  # fmt: skip
+    ]
+    for label, value in facts:
+        out.print(f"  {label:<16}{value}", highlight=False, markup=False)
+    out.print(_task_table(session))
+    out.print(usage_table(session.usage, title="Cost by provider and model"))
+
+
+def usage_table(entries: list[UsageEntry], title: str) -> Table:
+    """Tokens and USD per provider and model, with a total row (also for ``aca usage``)."""
+    table = Table(title=title)
+    for name in ("provider", "model"):
+        table.add_column(name, no_wrap=True)
+    for name in ("calls", "input", "output", "cache read", "cache write", "cost"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for e in entries:
+        u = e.usage
+        table.add_row(
+            e.provider,
+            e.model or "-",
+            str(e.calls),
+            f"{u.input_tokens:,}",
+            f"{u.output_tokens:,}",
+            f"{u.cache_read_tokens:,}",
+            f"{u.cache_write_tokens:,}",
+            format_cost(e.cost_usd),
+        )
+    table.add_section()
+    table.add_row(
+        "total",
+        "",
+        str(sum(e.calls for e in entries)),
+        *(
+            f"{sum(getattr(e.usage, field) for e in entries):,}"
+            for field in (
+                "input_tokens",
+                "output_tokens",
+                "cache_read_tokens",
+                "cache_write_tokens",
+            )
+        ),
+        format_cost(total_cost(entries)),
+    )
+    table.caption = f"{total_tokens(entries):,} tokens in all"
+    return table
+
+
+def console() -> Console:
+    """A rich console; when output is not a terminal (pipes, tests) it is wide enough that
+    ids are never cut."""
+    out = Console(highlight=False)
+    if not out.is_terminal:
+        out = Console(highlight=False, width=200)
+    return out
+
+
+def format_time(moment: datetime) -> str:
+    """In the machine's local time zone, to the second."""
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_cost(usd: float) -> str:
+    return f"${usd:,.4f}" if usd < 1 else f"${usd:,.2f}"
+
+
+def format_duration(span: timedelta) -> str:
+    seconds = max(0, int(span.total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m {seconds:02d}s" if hours else f"{minutes}m {seconds:02d}s"
+
+
+def _task_table(session: SessionRecord) -> Table:
+    table = Table(title="Tasks")
+    table.add_column("task", no_wrap=True)
+    table.add_column("title")
+    table.add_column("status")
+    table.add_column("attempts", justify="right")
+    table.add_column("commit", no_wrap=True)
+    table.add_column("tokens", justify="right")
+    table.add_column("cost", justify="right")
+    for task, depth in _tree_order(session):
+        run = session.tasks.get(task.id)
+        table.add_row(
+            "  " * depth + task.id,
+            task.title,
+            str(task.status),
+            str(run.attempts if run else 0),
+            (run.commit or "")[:10] if run else "",
+            f"{run.total_tokens:,}" if run else "0",
+            format_cost(run.cost_usd if run else 0),
+        )
+    return table
+
+
+def _tree_order(session: SessionRecord):
+    """Tasks depth-first from the roots, children under their parent, each once."""
+    by_id = {task.id: task for task in session.plan.tasks}
+    seen: set[str] = set()
+
+    def walk(task_id: str, depth: int):
+        if task_id in seen or task_id not in by_id:
+            return
+        seen.add(task_id)
+        yield by_id[task_id], depth
+        for child in by_id[task_id].children:
+            yield from walk(child, depth + 1)
+
+    for task in session.plan.tasks:
+        if task.parent_id is None or task.parent_id not in by_id:
+            yield from walk(task.id, 0)
+    for task in session.plan.tasks:  # a cycle in parent links would leave some unvisited
+        yield from walk(task.id, 0)
+
+
+def _summary(session: SessionRecord, workdir: Path) -> dict[str, Any]:
+    return {
+        "id": session.id,
+        "name": session.name,
+        "started": session.created_at.isoformat(),
+        "status": display_status(session, workdir),
+        "tasks_done": session.tasks_done,
+        "tasks_total": session.tasks_total,
+        "tokens": session.total_tokens,
+        "cost_usd": session.cost_usd,
+        "branch": session.branch,
+    }
+
+
+def _reason(reason: str | None) -> str:
+    return f" ({reason})" if reason else ""

@@ -1,0 +1,87 @@
+"""The errors of the session layer; all are ``AcaError`` (the CLI prints them, exit 2).
+
+AcaError
+├── SessionFileError        a file under .aca/sessions/<id>/ is damaged; names the path and fix
+├── SessionLockedError      another live aca process writes this session; names its pid
+└── InputError
+    ├── UnknownSessionError     no session matches the id given
+    ├── UnknownCheckpointError  no checkpoint matches the id given
+    └── NothingToResumeError    `--latest` found no session to resume
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aca_flows.errors import AcaError, InputError
+
+__all__ = [
+    "NothingToResumeError",
+    "SessionFileError",
+    "SessionLockedError",
+    "UnknownCheckpointError",
+    "UnknownSessionError",
+]
+
+
+class SessionFileError(AcaError):
+    """A session file cannot be read and cannot be rebuilt. ``path`` is the damaged file."""
+
+    def __init__(self, path: Path, problem: str, fix: str):
+        self.path = path
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{path}: {problem}. {fix}")
+
+
+class SessionLockedError(AcaError):
+    """Another process holds the session's lock. ``pid``/``host`` name it when known."""
+
+    def __init__(self, session_id: str, lock_file: Path, pid: int | None, host: str | None):
+        self.session_id = session_id
+        self.lock_file = lock_file
+        self.pid = pid
+        self.host = host
+        who = f"pid {pid}" if pid is not None else "another process"
+        if host:
+            who += f" on {host}"
+        super().__init__(
+            f"session {session_id} is in use by {who} (lock {lock_file}). Only one aca process "
+            f"may run a session: wait for it to finish, or stop it (kill {pid if pid else 'it'}"
+            ") and run `aca resume` again."
+        )
+
+
+class UnknownSessionError(InputError):
+    """No session (``ambiguous=False``) or several (``ambiguous=True``) match the id given."""
+
+    def __init__(
+        self,
+        session_id: str,
+        workdir: Path,
+        problem: str = "no session",
+        listing: str = "`aca sessions list`",
+        *,
+        ambiguous: bool = False,
+    ):
+        self.session_id = session_id
+        self.ambiguous = ambiguous
+        super().__init__(
+            f"{problem} {session_id!r} in {workdir / '.aca' / 'sessions'}. "
+            f"{listing} with `--workdir {workdir}` shows the ids of this workdir "
+            "(use --workdir for another repository)."
+        )
+
+
+class UnknownCheckpointError(InputError):
+    def __init__(self, checkpoint_id: str, workdir: Path, problem: str = "no checkpoint"):
+        self.checkpoint_id = checkpoint_id
+        super().__init__(
+            f"{problem} {checkpoint_id!r} in {workdir / '.aca' / 'sessions'}. "
+            f"`aca checkpoints list --all-sessions --workdir {workdir}` shows the checkpoint "
+            "ids of this workdir (use --workdir for another repository)."
+        )
+
+
+class NothingToResumeError(InputError):
+    """``aca resume --latest`` found no unfinished session."""

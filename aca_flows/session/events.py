@@ -1,0 +1,180 @@
+"""The journal's entries: one model per event type, told apart by ``type``.
+
+Each line of ``meta/events.jsonl`` is one event. Every event carries ``schema_version``,
+``seq`` (1, 2, 3, ... in journal order, assigned by the store when it is appended) and ``at``
+(UTC). Events are facts that happened, never intentions: the engine records ``task_completed``
+after the task's commit is merged, so replaying the journal never invents finished work.
+
+    session_started    the session was created (the whole plan, provider, model, branch)
+    session_resumed    a new process took the session over; running tasks go back to pending
+    task_started       an attempt at a task began (attempts += 1)
+    task_completed     a task finished; ``result`` holds commit, summary and usage
+    task_failed        an attempt failed; with ``will_retry`` the task goes back to pending
+    task_skipped       a task will not run (``reason``)
+    task_blocked       a task cannot run (``reason``), e.g. a dependency failed
+    subtasks_added     an agent split a task; the new tasks join the plan under ``parent_id``
+    usage_recorded     spend outside any task (the intelligent parser), or extra spend of one
+    checkpoint_created a checkpoint file was written
+    session_finished   the run ended: completed, failed, interrupted or stopped (by a budget)
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.session.usage import UsageEntry
+
+__all__ = [
+    "EVENT_SCHEMA_VERSION",
+    "CheckpointCreated",
+    "CheckpointTrigger",
+    "Event",
+    "SessionFinished",
+    "SessionResumed",
+    "SessionStarted",
+    "SubtasksAdded",
+    "TaskBlocked",
+    "TaskCompleted",
+    "TaskFailed",
+    "TaskResult",
+    "TaskSkipped",
+    "TaskStarted",
+    "UsageRecorded",
+    "event_from_json",
+    "event_to_json",
+]
+
+EVENT_SCHEMA_VERSION = 1
+
+FinalStatus = Literal["completed", "failed", "interrupted", "stopped"]
+CheckpointTrigger = Literal["auto", "manual", "interrupt", "budget", "end"]
+
+
+def _now() -> datetime:
+    # Full precision: sessions created in the same second still sort by creation.
+    return datetime.now(UTC)
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = EVENT_SCHEMA_VERSION
+    seq: int = Field(default=0, ge=0, description="Position in the journal; set on append.")
+    at: datetime = Field(default_factory=_now)
+
+
+class SessionStarted(_Event):
+    type: Literal["session_started"] = "session_started"
+    session_id: str
+    name: str
+    workdir: str
+    branch: str
+    provider: str
+    model: str | None = None
+    plan: ExecutionPlan
+
+
+class SessionResumed(_Event):
+    type: Literal["session_resumed"] = "session_resumed"
+    pid: int | None = None
+    checkpoint_id: str | None = None
+
+
+class TaskStarted(_Event):
+    type: Literal["task_started"] = "task_started"
+    task_id: str
+    provider: str | None = None
+    model: str | None = None
+
+
+class TaskResult(BaseModel):
+    """What a finished task produced: its commit on the session branch, a summary, its spend."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    commit: str | None = None
+    summary: str = ""
+    usage: list[UsageEntry] = Field(default_factory=list)
+
+
+class TaskCompleted(_Event):
+    type: Literal["task_completed"] = "task_completed"
+    task_id: str
+    result: TaskResult = Field(default_factory=TaskResult)
+
+
+class TaskFailed(_Event):
+    type: Literal["task_failed"] = "task_failed"
+    task_id: str
+    reason: str = Field(min_length=1)
+    usage: list[UsageEntry] = Field(default_factory=list)
+    will_retry: bool = False
+
+
+class TaskSkipped(_Event):
+    type: Literal["task_skipped"] = "task_skipped"
+    task_id: str
+    reason: str = Field(min_length=1)
+
+
+class TaskBlocked(_Event):
+    type: Literal["task_blocked"] = "task_blocked"
+    task_id: str
+    reason: str = Field(min_length=1)
+
+
+class SubtasksAdded(_Event):
+    type: Literal["subtasks_added"] = "subtasks_added"
+    parent_id: str
+    tasks: list[Task] = Field(min_length=1)
+
+
+class UsageRecorded(_Event):
+    type: Literal["usage_recorded"] = "usage_recorded"
+    task_id: str | None = None
+    usage: list[UsageEntry] = Field(min_length=1)
+
+
+class CheckpointCreated(_Event):
+    type: Literal["checkpoint_created"] = "checkpoint_created"
+    checkpoint_id: str
+    trigger: CheckpointTrigger
+    description: str = ""
+
+
+class SessionFinished(_Event):
+    type: Literal["session_finished"] = "session_finished"
+    status: FinalStatus
+    reason: str | None = None
+
+
+Event = Annotated[
+    SessionStarted
+    | SessionResumed
+    | TaskStarted
+    | TaskCompleted
+    | TaskFailed
+    | TaskSkipped
+    | TaskBlocked
+    | SubtasksAdded
+    | UsageRecorded
+    | CheckpointCreated
+    | SessionFinished,
+    Field(discriminator="type"),
+]
+
+_EVENT = TypeAdapter(Event)
+
+
+def event_from_json(data: str | bytes) -> Event:
+    """Parse one journal line. Raises ``pydantic.ValidationError`` if it is not an event."""
+    return _EVENT.validate_json(data)
+
+
+def event_to_json(event: Event) -> dict:
+    """The JSON-ready dict of an event, as appended to the journal."""
+    return event.model_dump(mode="json")

@@ -1,0 +1,161 @@
+"""One writer per session: ``meta/session.lock``, held by the process that runs the session.
+
+The lock is an exclusive ``flock`` on the lock file, and the file names its holder (pid, host,
+since when) in JSON. The kernel drops a ``flock`` when its process dies, however it dies, so
+the lock of a crashed or SIGKILLed process is free at once: the next ``acquire`` takes it
+over and reports the previous holder in ``SessionLock.previous_holder``. A live holder makes
+``acquire`` raise ``SessionLockedError`` (an ``AcaError``: exit 2) naming its pid.
+
+A caller may rely on: at most one ``SessionLock`` per session is held at a time across all
+processes of the machine; ``release`` (or leaving the ``with`` block) removes the file.
+Locks on network filesystems are as good as their ``flock``; keep ``.aca`` on a local disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from aca_flows.session.errors import SessionLockedError
+
+__all__ = ["LockHolder", "SessionLock", "read_lock_holder"]
+
+LOCK_SCHEMA_VERSION = 1
+
+
+class LockHolder(BaseModel):
+    """Who holds (or last held) a session lock; the content of the lock file."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    schema_version: int = LOCK_SCHEMA_VERSION
+    pid: int
+    host: str
+    started_at: datetime
+
+    def is_alive(self) -> bool:
+        """Whether the holder process still runs (only answerable on the same host)."""
+        if self.host != socket.gethostname():
+            return True  # cannot tell from here: assume it does
+        return _pid_alive(self.pid)
+
+
+class SessionLock:
+    """The writer lock of one session. Use as a context manager or ``acquire``/``release``."""
+
+    def __init__(self, lock_file: Path, session_id: str | None = None):
+        self.lock_file = lock_file
+        self.session_id = session_id or lock_file.parent.parent.name
+        self.previous_holder: LockHolder | None = None
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> SessionLock:
+        """Take the lock, or raise ``SessionLockedError`` naming the live holder."""
+        if self._fd is not None:
+            return self
+        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_fd(fd)
+                os.close(fd)
+                raise SessionLockedError(
+                    self.session_id,
+                    self.lock_file,
+                    holder.pid if holder else None,
+                    holder.host if holder else None,
+                ) from None
+            # The releaser unlinks the file: if we locked an unlinked inode, try again on
+            # the new file, or two processes would both believe they hold the lock.
+            if _same_file(fd, self.lock_file):
+                break
+            os.close(fd)
+        self.previous_holder = _read_fd(fd)
+        me = LockHolder(pid=os.getpid(), host=socket.gethostname(), started_at=_now())
+        data = (json.dumps(me.model_dump(mode="json")) + "\n").encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+        os.fsync(fd)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Give the lock up and remove the file. Safe to call twice."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        # Unlink while still locked: nobody can lock this inode and find it still named.
+        with contextlib.suppress(FileNotFoundError):
+            self.lock_file.unlink()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+    def __enter__(self) -> SessionLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def read_lock_holder(lock_file: Path) -> LockHolder | None:
+    """The live holder named by ``lock_file``, or ``None`` if the session is not running.
+
+    For displays (``aca sessions list``): it reads the file and checks the pid, and never
+    takes the lock, so it cannot get in the way of a starting run.
+    """
+    try:
+        text = lock_file.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    holder = _parse(text)
+    if holder is None or not holder.is_alive():
+        return None
+    return holder
+
+
+def _read_fd(fd: int) -> LockHolder | None:
+    size = os.fstat(fd).st_size
+    return _parse(os.pread(fd, size, 0).decode("utf-8", errors="replace")) if size else None
+
+
+def _parse(text: str) -> LockHolder | None:
+    try:
+        return LockHolder.model_validate_json(text)
+    except ValidationError:
+        return None  # empty while the holder writes it, or damaged: the flock still decides
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        on_disk = path.stat()
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (mine.st_dev, mine.st_ino) == (on_disk.st_dev, on_disk.st_ino)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)

@@ -1,0 +1,343 @@
+"""``meta/session.json``: the session's state, a fold of its journal.
+
+``SessionRecord`` is everything ``aca sessions show`` needs: identity, status, branch,
+provider and model, the whole plan with each task's status, each task's attempts, commit,
+summary and spend, and totals by provider and model. It is never edited directly: the store
+applies journal events with ``apply_event``, so ``fold_events(journal)`` always rebuilds
+exactly what was written.
+
+Applying an event is idempotent where a crash can make the engine repeat it: a second
+``task_completed`` for a completed task, or a repeated ``subtasks_added``, changes nothing
+(``apply_event`` returns ``False`` and the store does not journal it). Events that would break
+the resume guarantee -- starting a task that already completed -- raise ``ValueError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aca_flows.plan.models import ExecutionPlan, TaskStatus
+from aca_flows.session.events import (
+    CheckpointCreated,
+    CheckpointTrigger,
+    Event,
+    SessionFinished,
+    SessionResumed,
+    SessionStarted,
+    SubtasksAdded,
+    TaskBlocked,
+    TaskCompleted,
+    TaskFailed,
+    TaskSkipped,
+    TaskStarted,
+    UsageRecorded,
+)
+from aca_flows.session.usage import UsageEntry, add_usage, total_cost, total_tokens
+
+__all__ = [
+    "SESSION_SCHEMA_VERSION",
+    "CheckpointRef",
+    "SessionRecord",
+    "SessionStatus",
+    "TaskRun",
+    "apply_event",
+    "fold_events",
+]
+
+SESSION_SCHEMA_VERSION = 1
+
+SessionStatus = Literal["running", "completed", "failed", "interrupted", "stopped"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TaskRun(_Model):
+    """What happened to one task: attempts, times, the provider used, commit, summary, spend."""
+
+    task_id: str
+    attempts: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    provider: str | None = None
+    model: str | None = None
+    commit: str | None = None
+    summary: str | None = None
+    usage: list[UsageEntry] = Field(default_factory=list)
+
+    @property
+    def total_tokens(self) -> int:
+        return total_tokens(self.usage)
+
+    @property
+    def cost_usd(self) -> float:
+        return total_cost(self.usage)
+
+
+class CheckpointRef(_Model):
+    id: str
+    created_at: datetime
+    trigger: CheckpointTrigger
+    description: str = ""
+
+
+class SessionRecord(_Model):
+    """The content of ``meta/session.json`` (schema version 1)."""
+
+    schema_version: Literal[1] = SESSION_SCHEMA_VERSION
+    id: str
+    name: str
+    status: SessionStatus = "running"
+    status_reason: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+    workdir: str
+    branch: str
+    provider: str
+    model: str | None = None
+    plan: ExecutionPlan
+    tasks: dict[str, TaskRun] = Field(default_factory=dict)
+    usage: list[UsageEntry] = Field(
+        default_factory=list, description="Totals by provider and model, all tasks and planning."
+    )
+    last_checkpoint: CheckpointRef | None = None
+    resumes: int = 0
+    last_seq: int = Field(default=0, description="seq of the last journal event applied.")
+
+    @property
+    def tasks_total(self) -> int:
+        return len(self.plan.tasks)
+
+    @property
+    def tasks_done(self) -> int:
+        """Completed or skipped tasks: the ones a resume will not run."""
+        return sum(1 for task in self.plan.tasks if task.status.is_done)
+
+    @property
+    def completed_task_ids(self) -> list[str]:
+        return [task.id for task in self.plan.tasks if task.status.state == "completed"]
+
+    @property
+    def total_tokens(self) -> int:
+        return total_tokens(self.usage)
+
+    @property
+    def cost_usd(self) -> float:
+        return total_cost(self.usage)
+
+    @property
+    def duration(self) -> timedelta:
+        """Wall time from creation to the end, or to the last event while unfinished."""
+        return (self.finished_at or self.updated_at) - self.created_at
+
+    def task_run(self, task_id: str) -> TaskRun:
+        if task_id not in self.tasks:
+            self.plan.task(task_id)  # KeyError for a task the plan does not have
+            self.tasks[task_id] = TaskRun(task_id=task_id)
+        return self.tasks[task_id]
+
+
+def fold_events(events: Iterable[Event]) -> SessionRecord:
+    """The record a journal describes. Raises ``ValueError`` if the events are inconsistent."""
+    record: SessionRecord | None = None
+    for event in events:
+        if record is None:
+            if not isinstance(event, SessionStarted):
+                raise ValueError(f"event {event.seq} ({event.type}) comes before session_started")
+            record = _start(event)
+        else:
+            apply_event(record, event)
+    if record is None:
+        raise ValueError("the journal holds no events")
+    return record
+
+
+def apply_event(record: SessionRecord, event: Event) -> bool:
+    """Apply ``event`` to ``record`` in place. ``False``: it repeated a known fact, no change."""
+    handler = _HANDLERS.get(type(event))
+    if handler is None:
+        raise ValueError(f"event {event.type} cannot be applied to a started session")
+    changed = handler(record, event)
+    if changed:
+        record.last_seq = max(record.last_seq, event.seq)
+        record.updated_at = max(record.updated_at, event.at)
+    return changed
+
+
+def _start(event: SessionStarted) -> SessionRecord:
+    plan = event.plan.model_copy(deep=True)
+    return SessionRecord(
+        id=event.session_id,
+        name=event.name,
+        created_at=event.at,
+        updated_at=event.at,
+        workdir=event.workdir,
+        branch=event.branch,
+        provider=event.provider,
+        model=event.model,
+        plan=plan,
+        tasks={task.id: TaskRun(task_id=task.id) for task in plan.tasks},
+        last_seq=event.seq,
+    )
+
+
+def _set_status(record: SessionRecord, task_id: str, status: TaskStatus, at: datetime) -> None:
+    task = _task(record, task_id)
+    task.status = status
+    task.updated_at = at
+
+
+def _task(record: SessionRecord, task_id: str):
+    try:
+        return record.plan.task(task_id)
+    except KeyError:
+        raise ValueError(f"task {task_id!r} is not in the session's plan") from None
+
+
+def _started(record: SessionRecord, event: SessionStarted) -> bool:
+    raise ValueError(f"session {record.id} was already started")
+
+
+def _resumed(record: SessionRecord, event: SessionResumed) -> bool:
+    # Tasks running at the crash start again from a clean worktree: they are pending now.
+    for task in record.plan.tasks:
+        if task.status.state == "in_progress":
+            task.status = TaskStatus(state="pending")
+            task.updated_at = event.at
+    record.status = "running"
+    record.status_reason = None
+    record.finished_at = None
+    record.resumes += 1
+    return True
+
+
+def _task_started(record: SessionRecord, event: TaskStarted) -> bool:
+    if _task(record, event.task_id).status.state == "completed":
+        raise ValueError(
+            f"task {event.task_id!r} already completed; a completed task never runs again"
+        )
+    _set_status(record, event.task_id, TaskStatus(state="in_progress"), event.at)
+    run = record.task_run(event.task_id)
+    run.attempts += 1
+    run.started_at = run.started_at or event.at
+    run.finished_at = None
+    run.provider = event.provider or run.provider
+    run.model = event.model or run.model
+    return True
+
+
+def _task_completed(record: SessionRecord, event: TaskCompleted) -> bool:
+    if _task(record, event.task_id).status.state == "completed":
+        return False  # finishing a task is safe to repeat: the first record stands
+    _set_status(record, event.task_id, TaskStatus(state="completed"), event.at)
+    run = record.task_run(event.task_id)
+    run.finished_at = event.at
+    run.commit = event.result.commit
+    run.summary = event.result.summary
+    _spend(record, run, event.result.usage)
+    return True
+
+
+def _task_failed(record: SessionRecord, event: TaskFailed) -> bool:
+    if _task(record, event.task_id).status.state == "completed":
+        return False
+    status = (
+        TaskStatus(state="pending")
+        if event.will_retry
+        else TaskStatus(state="failed", reason=event.reason)
+    )
+    _set_status(record, event.task_id, status, event.at)
+    run = record.task_run(event.task_id)
+    run.summary = event.reason
+    if not event.will_retry:
+        run.finished_at = event.at
+    _spend(record, run, event.usage)
+    return True
+
+
+def _task_skipped(record: SessionRecord, event: TaskSkipped) -> bool:
+    status = TaskStatus(state="skipped", reason=event.reason)
+    if _task(record, event.task_id).status == status:
+        return False
+    _set_status(record, event.task_id, status, event.at)
+    return True
+
+
+def _task_blocked(record: SessionRecord, event: TaskBlocked) -> bool:
+    status = TaskStatus(state="blocked", reason=event.reason)
+    if _task(record, event.task_id).status == status:
+        return False
+    _set_status(record, event.task_id, status, event.at)
+    return True
+
+
+def _subtasks_added(record: SessionRecord, event: SubtasksAdded) -> bool:
+    parent = _task(record, event.parent_id)
+    known = {task.id for task in record.plan.tasks}
+    new = [task for task in event.tasks if task.id not in known]
+    for task in event.tasks:
+        if task.id in known and _task(record, task.id).parent_id != event.parent_id:
+            raise ValueError(f"subtask id {task.id!r} is already used in the plan")
+    if not new:
+        return False  # the same split recorded again after a crash
+    for task in new:
+        task = task.model_copy(update={"parent_id": event.parent_id}, deep=True)
+        record.plan.tasks.append(task)
+        record.tasks[task.id] = TaskRun(task_id=task.id)
+        if task.id not in parent.children:
+            parent.children = [*parent.children, task.id]
+    return True
+
+
+def _usage_recorded(record: SessionRecord, event: UsageRecorded) -> bool:
+    if event.task_id:
+        _task(record, event.task_id)
+    run = record.task_run(event.task_id) if event.task_id else None
+    _spend(record, run, event.usage)
+    return True
+
+
+def _spend(record: SessionRecord, run: TaskRun | None, usage: list[UsageEntry]) -> None:
+    if not usage:
+        return
+    if run is not None:
+        run.usage = add_usage(run.usage, usage)
+    record.usage = add_usage(record.usage, usage)
+
+
+def _checkpoint_created(record: SessionRecord, event: CheckpointCreated) -> bool:
+    record.last_checkpoint = CheckpointRef(
+        id=event.checkpoint_id,
+        created_at=event.at,
+        trigger=event.trigger,
+        description=event.description,
+    )
+    return True
+
+
+def _finished(record: SessionRecord, event: SessionFinished) -> bool:
+    record.status = event.status
+    record.status_reason = event.reason
+    record.finished_at = event.at
+    return True
+
+
+_HANDLERS = {
+    SessionStarted: _started,
+    SessionResumed: _resumed,
+    TaskStarted: _task_started,
+    TaskCompleted: _task_completed,
+    TaskFailed: _task_failed,
+    TaskSkipped: _task_skipped,
+    TaskBlocked: _task_blocked,
+    SubtasksAdded: _subtasks_added,
+    UsageRecorded: _usage_recorded,
+    CheckpointCreated: _checkpoint_created,
+    SessionFinished: _finished,
+}

@@ -1,0 +1,441 @@
+"""The session store: create or open a session, journal its events, keep session.json current.
+
+``SessionStore`` is the one writer of a session. ``create`` and ``open`` take the session's
+lock (``SessionLockedError`` if another live process has it) and keep it until ``close``
+(or the end of the ``with`` block). Every change is one event:
+
+1. the event is appended to ``meta/events.jsonl`` and fsynced (the truth after a crash);
+2. it is applied to the in-memory ``SessionRecord``;
+3. ``meta/session.json`` is replaced atomically with the new record.
+
+A crash between 1 and 3 leaves session.json one event behind; ``open`` and ``load_session``
+notice (``last_seq`` differs from the journal) and rebuild it from the journal, as they do
+when session.json is missing, truncated or corrupt. Everything written passes the redaction
+filter. Readers that are not the writer (``aca sessions list``) use ``load_session`` and
+``scan_sessions``, which take no lock and change nothing on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.session.errors import SessionFileError, UnknownSessionError
+from aca_flows.session.events import (
+    Event,
+    SessionFinished,
+    SessionResumed,
+    SessionStarted,
+    SubtasksAdded,
+    TaskBlocked,
+    TaskCompleted,
+    TaskFailed,
+    TaskResult,
+    TaskSkipped,
+    TaskStarted,
+    UsageRecorded,
+)
+from aca_flows.session.files import write_json_atomic
+from aca_flows.session.journal import append_event, read_journal, repair_journal
+from aca_flows.session.layout import AcaDir, SessionPaths
+from aca_flows.session.lock import LockHolder, SessionLock, read_lock_holder
+from aca_flows.session.record import (
+    SESSION_SCHEMA_VERSION,
+    SessionRecord,
+    SessionStatus,
+    apply_event,
+    fold_events,
+)
+from aca_flows.session.redact import is_secret_name
+from aca_flows.session.usage import UsageEntry
+
+__all__ = [
+    "SessionScan",
+    "SessionStore",
+    "display_status",
+    "latest_session_id",
+    "list_sessions",
+    "load_session",
+    "new_session_id",
+    "resolve_session_id",
+    "scan_sessions",
+    "session_branch",
+]
+
+CONFIG_SCHEMA_VERSION = 1
+
+
+def new_session_id(now: datetime | None = None) -> str:
+    """``20261125-183000-a1b2c3``: UTC time then 6 random hex digits; sorts by creation."""
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def session_branch(session_id: str) -> str:
+    return f"aca/{session_id}"
+
+
+class SessionStore:
+    """The writer of one session. Build it with ``create`` or ``open``, never directly.
+
+    Thread-safe: task runs in several threads may record events concurrently; each event is
+    journalled and applied whole, in the order ``record`` was called.
+    """
+
+    def __init__(self, paths: SessionPaths, session: SessionRecord, lock: SessionLock):
+        self.paths = paths
+        self._session = session
+        self._lock = lock
+        self._mutex = threading.Lock()
+        self.repairs: list[str] = []
+        """What ``open`` had to fix (a torn journal line, a rebuilt session.json), for logs."""
+
+    # -- building -------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        workdir: Path,
+        plan: ExecutionPlan,
+        *,
+        provider: str,
+        model: str | None = None,
+        name: str | None = None,
+        options: dict[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> SessionStore:
+        """A new session for ``plan`` in ``<workdir>/.aca/sessions/<new id>/``, locked.
+
+        Its name is ``name`` or the plan's name; its branch is ``aca/<session-id>``.
+        ``options`` (provider options) go to ``claude/session_config.json`` without any value
+        whose key names a secret.
+        """
+        workdir = Path(workdir).resolve()
+        aca = AcaDir(workdir)
+        while True:
+            session_id = new_session_id(now)
+            paths = aca.session(session_id)
+            try:
+                (paths.root / "meta").mkdir(parents=True, exist_ok=False)
+                break
+            except FileExistsError:
+                continue  # same second, same random suffix: draw again
+        lock = SessionLock(paths.lock_file, session_id).acquire()
+        try:
+            started = SessionStarted(
+                seq=1,
+                session_id=session_id,
+                name=name or plan.name or session_id,
+                workdir=str(workdir),
+                branch=session_branch(session_id),
+                provider=provider,
+                model=model,
+                plan=plan,
+                **({"at": now.astimezone(UTC)} if now else {}),
+            )
+            store = cls(paths, fold_events([started]), lock)
+            # Journal first: from this line on the session exists and can be rebuilt.
+            append_event(paths.events_jsonl, started)
+            store.write_session_config(provider, model, options or {})
+            store._write_session_json()
+        except BaseException:
+            lock.release()
+            raise
+        return store
+
+    @classmethod
+    def open(cls, workdir: Path, session_id: str) -> SessionStore:
+        """The existing session ``session_id`` (or a unique prefix of it), locked for writing.
+
+        Repairs what a crash can leave: a torn last journal line is cut off, and a stale,
+        missing or corrupt session.json is rebuilt from the journal (listed in ``repairs``).
+        Opening records nothing; call ``resumed()`` when the run continues.
+        """
+        workdir = Path(workdir).resolve()
+        session_id = resolve_session_id(workdir, session_id)
+        paths = AcaDir(workdir).session(session_id)
+        lock = SessionLock(paths.lock_file, session_id).acquire()
+        try:
+            loaded = _load(paths, repair=True)
+        except BaseException:
+            lock.release()
+            raise
+        store = cls(paths, loaded.session, lock)
+        store.repairs = loaded.repairs
+        return store
+
+    def close(self) -> None:
+        """Release the lock. The store records nothing afterwards."""
+        self._lock.release()
+
+    def __enter__(self) -> SessionStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- reading --------------------------------------------------------------------------
+
+    @property
+    def session(self) -> SessionRecord:
+        """The current record. Read it, never change it: changes are events (``record``)."""
+        return self._session
+
+    @property
+    def session_id(self) -> str:
+        return self._session.id
+
+    @property
+    def branch(self) -> str:
+        return self._session.branch
+
+    @property
+    def previous_holder(self) -> LockHolder | None:
+        """The process that held the session before and died holding it (a crash), if any."""
+        return self._lock.previous_holder
+
+    # -- writing --------------------------------------------------------------------------
+
+    def record(self, event: Event) -> bool:
+        """Journal ``event``, apply it and replace session.json. ``False``: a repeat, ignored.
+
+        Raises ``ValueError`` for an event the session cannot take (an unknown task, starting
+        a completed task); nothing is written then.
+        """
+        with self._mutex:
+            if not self._lock.held:
+                raise RuntimeError(f"session {self.session_id} is closed; open it again")
+            event = event.model_copy(update={"seq": self._session.last_seq + 1})
+            candidate = self._session.model_copy(deep=True)
+            if not apply_event(candidate, event):
+                return False
+            append_event(self.paths.events_jsonl, event)
+            self._session = candidate
+            self._write_session_json()
+            return True
+
+    def resumed(self, checkpoint_id: str | None = None) -> None:
+        """Record that this process continues the session: tasks that were running become
+        pending (they start again from a clean worktree) and the status is ``running``."""
+        self.record(SessionResumed(pid=os.getpid(), checkpoint_id=checkpoint_id))
+
+    def task_started(self, task_id: str, *, provider: str | None = None, model: str | None = None):
+        return self.record(TaskStarted(task_id=task_id, provider=provider, model=model))
+
+    def task_completed(self, task_id: str, result: TaskResult | None = None) -> bool:
+        """``False`` if the task was already recorded complete (its first result stands)."""
+        return self.record(TaskCompleted(task_id=task_id, result=result or TaskResult()))
+
+    def task_failed(
+        self,
+        task_id: str,
+        reason: str,
+        *,
+        usage: list[UsageEntry] | None = None,
+        will_retry: bool = False,
+    ) -> bool:
+        return self.record(
+            TaskFailed(
+                task_id=task_id,
+                reason=_reason(reason, "failed"),
+                usage=usage or [],
+                will_retry=will_retry,
+            )
+        )
+
+    def task_skipped(self, task_id: str, reason: str) -> bool:
+        return self.record(TaskSkipped(task_id=task_id, reason=_reason(reason, "skipped")))
+
+    def task_blocked(self, task_id: str, reason: str) -> bool:
+        return self.record(TaskBlocked(task_id=task_id, reason=_reason(reason, "blocked")))
+
+    def subtasks_added(self, parent_id: str, tasks: list[Task]) -> bool:
+        return self.record(SubtasksAdded(parent_id=parent_id, tasks=tasks))
+
+    def usage_recorded(self, usage: list[UsageEntry], task_id: str | None = None) -> bool:
+        return self.record(UsageRecorded(task_id=task_id, usage=usage))
+
+    def finish(self, status: SessionStatus, reason: str | None = None) -> bool:
+        """Record the end of this run: completed, failed, interrupted or stopped."""
+        if status == "running":
+            raise ValueError("a session finishes as completed, failed, interrupted or stopped")
+        return self.record(SessionFinished(status=status, reason=reason))
+
+    def write_session_config(
+        self, provider: str, model: str | None, options: dict[str, Any]
+    ) -> None:
+        """Replace ``claude/session_config.json``; keys naming a secret are left out."""
+        kept = {k: v for k, v in options.items() if not is_secret_name(str(k))}
+        write_json_atomic(
+            self.paths.session_config_json,
+            {
+                "schema_version": CONFIG_SCHEMA_VERSION,
+                "provider": provider,
+                "model": model,
+                "options": kept,
+            },
+        )
+
+    def _write_session_json(self) -> None:
+        write_json_atomic(self.paths.session_json, self._session.model_dump(mode="json"))
+
+
+def _reason(reason: str | None, state: str) -> str:
+    # An exception with an empty message must still leave a readable status.
+    return (reason or "").strip() or f"{state} (no reason given)"
+
+
+# -- readers: no lock, no writes ----------------------------------------------------------
+
+
+def load_session(workdir: Path, session_id: str) -> SessionRecord:
+    """The current record of a session (id or unique prefix), rebuilt in memory if needed.
+
+    Raises ``UnknownSessionError`` or ``SessionFileError`` (damage that cannot be rebuilt).
+    """
+    workdir = Path(workdir).resolve()
+    session_id = resolve_session_id(workdir, session_id)
+    return _load(AcaDir(workdir).session(session_id), repair=False).session
+
+
+@dataclass
+class SessionScan:
+    """All sessions of a workdir, newest first, and the ones that could not be read."""
+
+    sessions: list[SessionRecord] = field(default_factory=list)
+    damaged: list[SessionFileError] = field(default_factory=list)
+
+
+def scan_sessions(workdir: Path) -> SessionScan:
+    """Every session of ``workdir``, newest first; damaged ones are reported, not raised."""
+    workdir = Path(workdir).resolve()
+    aca = AcaDir(workdir)
+    scan = SessionScan()
+    for session_id in _session_ids(aca):
+        try:
+            scan.sessions.append(_load(aca.session(session_id), repair=False).session)
+        except SessionFileError as exc:
+            scan.damaged.append(exc)
+    scan.sessions.sort(key=lambda s: (s.created_at, s.id), reverse=True)
+    return scan
+
+
+def list_sessions(workdir: Path) -> list[SessionRecord]:
+    """The readable sessions of ``workdir``, newest first."""
+    return scan_sessions(workdir).sessions
+
+
+def latest_session_id(workdir: Path) -> str | None:
+    """The id of the newest session of ``workdir``, or ``None`` when it has none."""
+    sessions = list_sessions(workdir)
+    return sessions[0].id if sessions else None
+
+
+def resolve_session_id(workdir: Path, text: str) -> str:
+    """The session id ``text`` names: an exact id or a prefix matching exactly one session."""
+    workdir = Path(workdir).resolve()
+    aca = AcaDir(workdir)
+    ids = _session_ids(aca)
+    if text in ids:
+        return text
+    matches = [i for i in ids if text and i.startswith(text)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise UnknownSessionError(text, workdir, "ambiguous session id", ambiguous=True)
+    raise UnknownSessionError(text, workdir)
+
+
+def display_status(session: SessionRecord, workdir: Path | None = None) -> str:
+    """The status to show: a ``running`` session whose process is gone shows ``interrupted``.
+
+    ``workdir`` is where the session was read from (default: where it was created).
+    """
+    if session.status != "running":
+        return session.status
+    paths = AcaDir(Path(workdir or session.workdir).resolve()).session(session.id)
+    return "running" if read_lock_holder(paths.lock_file) else "interrupted"
+
+
+# -- loading ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Loaded:
+    session: SessionRecord
+    repairs: list[str]
+
+
+def _session_ids(aca: AcaDir) -> list[str]:
+    if not aca.sessions_dir.is_dir():
+        return []
+    return sorted(p.name for p in aca.sessions_dir.iterdir() if (p / "meta").is_dir())
+
+
+def _load(paths: SessionPaths, repair: bool) -> _Loaded:
+    journal = read_journal(paths.events_jsonl)
+    repairs: list[str] = []
+    if journal.torn_line is not None:
+        repairs.append(
+            f"{paths.events_jsonl}: dropped the unfinished last line {journal.torn_line} "
+            "(written during a crash)"
+        )
+    session, problem = _read_session_json(paths.session_json)
+    if session is None or session.last_seq != journal.last_seq:
+        if session is not None:
+            problem = f"was at event {session.last_seq}, the journal at {journal.last_seq}"
+        try:
+            session = fold_events(journal.events)
+        except ValueError as exc:
+            raise SessionFileError(
+                paths.events_jsonl,
+                f"the journal does not describe a session ({exc})",
+                "Restore the file from a backup, or delete the session folder "
+                f"{paths.root} and start a new run.",
+            ) from None
+        repairs.append(f"{paths.session_json}: {problem}; rebuilt from the journal")
+        if repair:
+            write_json_atomic(paths.session_json, session.model_dump(mode="json"))
+    if repair and journal.torn_line is not None:
+        repair_journal(paths.events_jsonl, journal)
+    return _Loaded(session, repairs)
+
+
+def _read_session_json(path: Path) -> tuple[SessionRecord | None, str]:
+    """The record in ``path``, or ``None`` and why it is unusable (then the journal decides)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, "was missing"
+    except UnicodeDecodeError:
+        return None, "was not UTF-8 text (damaged)"
+    try:
+        return SessionRecord.model_validate_json(text), ""
+    except ValidationError as exc:
+        version = _schema_version(text)
+        if isinstance(version, int) and version > SESSION_SCHEMA_VERSION:
+            raise SessionFileError(
+                path,
+                f"written by a newer aca (schema {version}, this aca reads "
+                f"{SESSION_SCHEMA_VERSION})",
+                "Upgrade aca (`pip install -U aca-flows`) to read this session.",
+            ) from None
+        kind = "truncated or not JSON" if exc.errors()[0]["type"] == "json_invalid" else "invalid"
+        return None, f"was {kind}"
+
+
+def _schema_version(text: str) -> Any:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data.get("schema_version") if isinstance(data, dict) else None

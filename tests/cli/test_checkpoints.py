@@ -1,0 +1,94 @@
+"""``aca checkpoints list|create`` and ``aca --list-checkpoints`` on real sessions."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from aca_flows.cli.checkpoints import app, print_checkpoints
+from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.session.checkpoints import create_checkpoint, list_checkpoints
+from aca_flows.session.errors import UnknownSessionError
+from aca_flows.session.store import SessionStore
+
+runner = CliRunner()
+
+
+def make_session(workdir) -> SessionStore:
+    plan = ExecutionPlan(name="p", tasks=[Task(id="a", title="A"), Task(id="b", title="B")])
+    store = SessionStore.create(workdir, plan, provider="replay")
+    store.task_started("a")
+    store.task_completed("a")
+    return store
+
+
+def test_create_checkpoints_the_newest_session_by_default(tmp_path):
+    with make_session(tmp_path):
+        pass
+    with make_session(tmp_path) as newest:
+        pass
+    result = runner.invoke(app, ["create", "before lunch", "--workdir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    (checkpoint,) = list_checkpoints(tmp_path)
+    assert checkpoint.session_id == newest.session_id
+    assert checkpoint.description == "before lunch"
+    assert f"aca resume {checkpoint.id}" in result.output
+
+
+def test_create_for_a_named_session_with_json(tmp_path):
+    with make_session(tmp_path) as older:
+        pass
+    with make_session(tmp_path):
+        pass
+    result = runner.invoke(
+        app, ["create", "x", "--session", older.session_id, "-w", str(tmp_path), "--json"]
+    )
+    data = json.loads(result.output)
+    assert data["session_id"] == older.session_id
+    assert (data["tasks_done"], data["tasks_total"], data["schema_version"]) == (1, 2, 1)
+
+
+def test_create_without_any_session_is_a_user_error(tmp_path):
+    result = runner.invoke(app, ["create", "x", "--workdir", str(tmp_path)])
+    assert isinstance(result.exception, UnknownSessionError)
+    assert result.exception.exit_code == 2
+
+
+def test_list_shows_the_newest_sessions_checkpoints_or_all(tmp_path):
+    with make_session(tmp_path) as older:
+        old_cp = create_checkpoint(older, "auto")
+    with make_session(tmp_path) as newer:
+        new_cp = create_checkpoint(newer, "manual", "my description")
+    result = runner.invoke(app, ["list", "--workdir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if new_cp.id in line)
+    for expected in (newer.session_id, "1/2", "manual", "my description"):
+        assert expected in row
+    assert old_cp.id not in result.output
+    every = runner.invoke(app, ["list", "--all-sessions", "--workdir", str(tmp_path)])
+    assert old_cp.id in every.output and new_cp.id in every.output
+    one = runner.invoke(app, ["list", "--session", older.session_id, "-w", str(tmp_path)])
+    assert old_cp.id in one.output and new_cp.id not in one.output
+
+
+def test_list_json_and_empty(tmp_path):
+    assert "No checkpoints" in runner.invoke(app, ["list", "-w", str(tmp_path)]).output
+    with make_session(tmp_path) as store:
+        cp = create_checkpoint(store, "end")
+    result = runner.invoke(app, ["list", "-w", str(tmp_path), "--json"])
+    assert [c["id"] for c in json.loads(result.output)] == [cp.id]
+
+
+def test_print_checkpoints_for_the_root_flag(tmp_path, capsys):
+    with make_session(tmp_path) as store:
+        cp = create_checkpoint(store, "interrupt")
+    print_checkpoints(tmp_path, all_sessions=True)
+    out = capsys.readouterr().out
+    assert cp.id in out and store.session_id in out and "interrupt" in out
+
+
+def test_an_unknown_session_is_a_user_error(tmp_path):
+    result = runner.invoke(app, ["list", "--session", "nope", "-w", str(tmp_path)])
+    assert isinstance(result.exception, UnknownSessionError)
+    assert "aca sessions list" in str(result.exception)

@@ -1,0 +1,131 @@
+"""``aca sessions list|show`` on sessions written by the store."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from aca_flows.cli.sessions import app
+from aca_flows.errors import AcaError
+from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.providers.base import Usage
+from aca_flows.session.checkpoints import create_checkpoint
+from aca_flows.session.events import TaskResult
+from aca_flows.session.store import SessionStore
+from aca_flows.session.usage import UsageEntry
+
+runner = CliRunner()
+
+
+def make_session(workdir, name="Nightly fixes") -> SessionStore:
+    plan = ExecutionPlan(
+        name=name,
+        tasks=[
+            Task(id="setup", title="Set up the project"),
+            Task(id="feature", title="Add the feature", dependencies=["setup"]),
+        ],
+    )
+    store = SessionStore.create(workdir, plan, provider="anthropic", model="claude-x")
+    store.task_started("setup", provider="anthropic", model="claude-x")
+    usage = UsageEntry(
+        provider="anthropic",
+        model="claude-x",
+        usage=Usage(input_tokens=1200, output_tokens=300),
+        cost_usd=0.042,
+    )
+    store.task_completed(
+        "setup", TaskResult(commit="1234567890abcdef", summary="ok", usage=[usage])
+    )
+    store.subtasks_added("feature", [Task(id="feature.api", title="API part")])
+    return store
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=True)
+
+
+def test_list_shows_each_session_with_progress_tokens_and_cost(tmp_path):
+    with make_session(tmp_path) as store:
+        store.finish("completed")
+    result = invoke("list", "--workdir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if store.session_id in line)
+    for expected in ("Nightly fixes", "completed", "1/3", "1,500", "$0.0420"):
+        assert expected in row
+
+
+def test_list_json(tmp_path):
+    with make_session(tmp_path) as store:
+        pass
+    result = invoke("list", "--workdir", str(tmp_path), "--json")
+    data = json.loads(result.output)
+    (session,) = data["sessions"]
+    assert session["id"] == store.session_id
+    assert session["status"] == "interrupted"  # "running" on disk, but its process is gone
+    assert (session["tasks_done"], session["tasks_total"], session["tokens"]) == (1, 3, 1500)
+    assert session["branch"] == f"aca/{store.session_id}"
+
+
+def test_list_of_an_empty_workdir_says_so(tmp_path):
+    result = invoke("list", "--workdir", str(tmp_path))
+    assert result.exit_code == 0
+    assert "No sessions in" in result.output
+
+
+def test_list_reports_a_damaged_session_and_still_lists_the_others(tmp_path):
+    with make_session(tmp_path) as good:
+        pass
+    with make_session(tmp_path, name="broken") as bad:
+        pass
+    bad.paths.events_jsonl.unlink()
+    result = runner.invoke(app, ["list", "--workdir", str(tmp_path)])
+    assert result.exit_code == 0
+    assert good.session_id in result.stdout
+    assert "journal is missing" in result.stderr
+
+
+def test_show_has_tasks_branch_checkpoint_and_costs(tmp_path):
+    with make_session(tmp_path) as store:
+        checkpoint = create_checkpoint(store, "auto")
+    result = invoke("show", store.session_id, "--workdir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert f"aca/{store.session_id}" in out
+    assert checkpoint.id in out
+    assert "1/3 done" in out
+    setup = next(line for line in out.splitlines() if "Set up the project" in line)
+    assert "completed" in setup and "1234567890" in setup and "1,500" in setup
+    assert any("feature.api" in line and "pending" in line for line in out.splitlines())
+    costs = next(line for line in out.splitlines() if "claude-x" in line and "1,200" in line)
+    assert "anthropic" in costs and "$0.0420" in costs
+
+
+def test_show_accepts_a_prefix_and_prints_json(tmp_path):
+    with make_session(tmp_path) as store:
+        pass
+    result = invoke("show", store.session_id[:15], "--workdir", str(tmp_path), "--json")
+    data = json.loads(result.output)
+    assert data["session"]["id"] == store.session_id
+    assert data["session"]["tasks"]["setup"]["commit"] == "1234567890abcdef"
+    assert data["status_now"] == "interrupted"
+    assert data["last_checkpoint"] is None
+
+
+def test_show_of_an_unknown_id_is_a_user_error_that_says_how_to_find_ids(tmp_path):
+    result = invoke("show", "nope", "--workdir", str(tmp_path))
+    assert isinstance(result.exception, AcaError)
+    assert result.exception.exit_code == 2
+    assert "aca sessions list" in str(result.exception)
+
+
+def test_sessions_commands_do_not_import_prefect():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, aca_flows.cli.sessions, aca_flows.cli.checkpoints;"
+        "print('prefect' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

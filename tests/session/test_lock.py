@@ -1,0 +1,121 @@
+"""One writer per session, across real processes; a dead holder's lock is taken over."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.session.errors import SessionLockedError
+from aca_flows.session.layout import AcaDir
+from aca_flows.session.lock import SessionLock, read_lock_holder
+from aca_flows.session.store import SessionStore, display_status, load_session
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Holds a session's lock the way a run does (through SessionStore.open), then waits.
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from aca_flows.session.store import SessionStore
+    store = SessionStore.open(sys.argv[1], sys.argv[2])
+    store.task_started("a")
+    print("locked", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+@pytest.fixture
+def session_id(tmp_path) -> str:
+    plan = ExecutionPlan(name="p", tasks=[Task(id="a", title="A"), Task(id="b", title="B")])
+    with SessionStore.create(tmp_path, plan, provider="replay") as store:
+        return store.session_id
+
+
+@pytest.fixture
+def holder(tmp_path, session_id):
+    """A second process that has the session open for writing."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path), session_id],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    line = process.stdout.readline()
+    assert line.strip() == "locked", process.stderr.read()
+    yield process
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+    process.stdout.close()
+    process.stderr.close()
+
+
+def test_a_second_writer_is_refused_naming_the_holders_pid(tmp_path, session_id, holder):
+    with pytest.raises(SessionLockedError) as caught:
+        SessionStore.open(tmp_path, session_id)
+    error = caught.value
+    assert error.pid == holder.pid
+    assert error.exit_code == 2
+    assert f"pid {holder.pid}" in str(error)
+    assert f"kill {holder.pid}" in str(error)
+
+
+def test_readers_see_a_live_holder_without_taking_the_lock(tmp_path, session_id, holder):
+    lock_file = AcaDir(tmp_path).session(session_id).lock_file
+    assert read_lock_holder(lock_file).pid == holder.pid
+    session = load_session(tmp_path, session_id)
+    assert display_status(session) == "running"
+    # Reading did not get in the way of the writer: it is still the only holder.
+    with pytest.raises(SessionLockedError):
+        SessionLock(lock_file).acquire()
+
+
+def test_the_lock_of_a_killed_process_is_taken_over(tmp_path, session_id, holder):
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    session = load_session(tmp_path, session_id)
+    # Still "running" on disk, but nobody runs it: shown as interrupted, and resumable.
+    assert session.status == "running"
+    assert display_status(session) == "interrupted"
+    with SessionStore.open(tmp_path, session_id) as store:
+        assert store.previous_holder.pid == holder.pid
+        store.resumed()
+        assert store.session.plan.task("a").status.state == "pending"
+
+
+def test_release_removes_the_lock_file_and_frees_the_session(tmp_path, session_id):
+    lock_file = AcaDir(tmp_path).session(session_id).lock_file
+    store = SessionStore.open(tmp_path, session_id)
+    assert lock_file.exists()
+    with pytest.raises(SessionLockedError, match=f"pid {os.getpid()}"):
+        SessionStore.open(tmp_path, session_id)
+    store.close()
+    assert not lock_file.exists()
+    assert read_lock_holder(lock_file) is None
+    SessionStore.open(tmp_path, session_id).close()
+
+
+def test_a_finished_holder_leaves_the_session_free(tmp_path, session_id):
+    script = (
+        "import sys\nfrom aca_flows.session.store import SessionStore\n"
+        "with SessionStore.open(sys.argv[1], sys.argv[2]) as s:\n    s.finish('completed')\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path), session_id],
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    with SessionStore.open(tmp_path, session_id) as store:
+        assert store.session.status == "completed"
+        assert store.previous_holder is None

@@ -1,0 +1,103 @@
+"""No session file or log holds a provider key or anything shaped like one."""
+
+from __future__ import annotations
+
+import logging
+
+from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.session.events import TaskResult
+from aca_flows.session.files import append_jsonl, write_json_atomic, write_text_atomic
+from aca_flows.session.redact import REDACTED, RedactingFilter, redact, redact_text
+from aca_flows.session.store import SessionStore
+
+ANTHROPIC_KEY = "sk-ant-api03-" + "A1b2C3d4" * 6
+OPENAI_KEY = "sk-proj-" + "Z9y8X7w6" * 5
+CUSTOM_TOKEN = "tok_live_0123456789abcdef"
+
+
+def all_files_text(root) -> str:
+    return "".join(p.read_text() for p in root.rglob("*") if p.is_file())
+
+
+def test_session_files_never_hold_keys_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    monkeypatch.setenv("MY_SERVICE_TOKEN", CUSTOM_TOKEN)
+    plan = ExecutionPlan(
+        name="p",
+        tasks=[Task(id="a", title="Use the key", description=f"call it with {CUSTOM_TOKEN}")],
+    )
+    options = {"cwd": "/repo", "api_key": "some-inline-secret", "max_turns": 5}
+    with SessionStore.create(tmp_path, plan, provider="anthropic", options=options) as store:
+        store.task_started("a")
+        summary = f"set ANTHROPIC_API_KEY={ANTHROPIC_KEY} and header Authorization: Bearer x"
+        store.task_completed("a", TaskResult(commit="abc", summary=summary))
+    text = all_files_text(store.paths.root)
+    assert ANTHROPIC_KEY not in text
+    assert CUSTOM_TOKEN not in text
+    assert "some-inline-secret" not in text
+    assert REDACTED in text
+    # What is not secret stays readable.
+    session = store.session
+    assert session.plan.task("a").title == "Use the key"
+    config = store.paths.session_config_json.read_text()
+    assert '"cwd": "/repo"' in config and '"max_turns": 5' in config
+    assert "api_key" not in config
+
+
+def test_key_shaped_text_is_redacted_even_without_the_environment():
+    text = (
+        f"anthropic {ANTHROPIC_KEY}, openai {OPENAI_KEY}, "
+        "Authorization: Bearer abcdefghijklmnopqrstuvwxyz012345, "
+        "github ghp_0123456789abcdefghijABCDEFGHIJ, aws AKIAABCDEFGHIJKLMNOP"
+    )
+    redacted = redact_text(text, environ={})
+    for secret in (ANTHROPIC_KEY, OPENAI_KEY, "abcdefghijklmnopqrstuvwxyz012345", "ghp_0123"):
+        assert secret not in redacted
+    assert "AKIAABCDEFGHIJKLMNOP" not in redacted
+    assert redacted.startswith("anthropic [REDACTED], openai [REDACTED]")
+    assert "Bearer [REDACTED]" in redacted
+
+
+def test_ordinary_text_and_short_values_are_left_alone():
+    environ = {"KEYBOARD_LAYOUT": "us", "OPENAI_API_KEY": "", "PATH": "/usr/bin:/bin"}
+    text = "task-1 uses sk-learn and the key idea; tokens: 1234; /usr/bin"
+    assert redact_text(text, environ) == text
+    data = {"input_tokens": 12, "title": "rotate the token", "path": "/usr/bin"}
+    assert redact(data, environ) == data
+
+
+def test_structures_are_redacted_in_keys_values_and_lists():
+    environ = {"ANTHROPIC_AUTH_TOKEN": "auth-token-value-123"}
+    data = {"headers": ["x", "auth-token-value-123"], "auth-token-value-123": 1, "n": 3.5}
+    assert redact(data, environ) == {"headers": ["x", REDACTED], REDACTED: 1, "n": 3.5}
+
+
+def test_the_file_writers_redact_every_write(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
+    write_text_atomic(tmp_path / "a.txt", f"key={OPENAI_KEY}")
+    write_json_atomic(tmp_path / "b.json", {"note": OPENAI_KEY})
+    append_jsonl(tmp_path / "c.jsonl", {"note": OPENAI_KEY})
+    assert OPENAI_KEY not in all_files_text(tmp_path)
+
+
+def test_the_logging_filter_redacts_messages_arguments_and_tracebacks(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    log_file = tmp_path / "session.log"
+    handler = logging.FileHandler(log_file)
+    handler.addFilter(RedactingFilter())
+    logger = logging.getLogger("aca.test.redact")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        logger.info("calling the API with %s", ANTHROPIC_KEY)
+        try:
+            raise RuntimeError(f"auth failed for {ANTHROPIC_KEY}")
+        except RuntimeError:
+            logger.exception("provider error")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    text = log_file.read_text()
+    assert ANTHROPIC_KEY not in text
+    assert "calling the API with [REDACTED]" in text
+    assert "RuntimeError: auth failed for [REDACTED]" in text
