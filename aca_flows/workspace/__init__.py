@@ -1,1 +1,60 @@
-"""Workspace: the session branch, per-task git worktrees, commits, merges and the change log."""
+"""Workspace: the session branch, per-task git worktrees, commits, merges and the change log.
+
+The user's checkout is never modified. What the agent layer and the flow call:
+
+- ``open_repository(workdir, init_git=False)`` then ``ensure_session_branch(repo, session_id)``
+- ``TaskWorktree.create(repo, session_id, task_id)`` / ``.remove()``
+- ``land_task(repo, worktree, title=, summary=, identity=)``: commit, merge under the lock,
+  record the change; raises ``MergeConflictError``
+- ``completed_task_commits(repo, session_id)``: task ids whose commit is on the session branch
+  (what resume trusts), and ``record_landed_task`` to finish their bookkeeping again
+"""
+
+from aca_flows.workspace.change_log import ChangeRecord, read_change_log, record_task_change
+from aca_flows.workspace.commit import (
+    commit_task_work,
+    completed_task_commits,
+    find_task_commit,
+)
+from aca_flows.workspace.merge import (
+    LandedTask,
+    MergeConflictError,
+    land_task,
+    merge_lock,
+    record_landed_task,
+)
+from aca_flows.workspace.repository import (
+    DEFAULT_IDENTITY,
+    GitIdentity,
+    WorkspaceError,
+    commit_identity,
+    ensure_session_branch,
+    open_repository,
+    session_branch,
+    session_branch_head,
+)
+from aca_flows.workspace.worktree import TaskWorktree, discard_worktree
+
+__all__ = [
+    "DEFAULT_IDENTITY",
+    "ChangeRecord",
+    "GitIdentity",
+    "LandedTask",
+    "MergeConflictError",
+    "TaskWorktree",
+    "WorkspaceError",
+    "commit_identity",
+    "commit_task_work",
+    "completed_task_commits",
+    "discard_worktree",
+    "ensure_session_branch",
+    "find_task_commit",
+    "land_task",
+    "merge_lock",
+    "open_repository",
+    "read_change_log",
+    "record_landed_task",
+    "record_task_change",
+    "session_branch",
+    "session_branch_head",
+]

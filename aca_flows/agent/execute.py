@@ -1,0 +1,389 @@
+"""``execute_task``: one plan task becomes one verified commit on the session branch.
+
+worktree (from the session branch head) -> prompt -> provider (tool loop, or Claude Code in
+the worktree) -> verify, sending failures back up to ``max_fix_attempts`` times -> commit ->
+merge under the lock -> change log -> worktree removed. A merge conflict starts the task again
+on the new head, at most ``max_runs`` times, then fails it naming the files. Unverified work is
+never committed.
+
+Safe to call again for the same task: a task whose ``Aca-Task:`` commit is already on the
+session branch is reported completed without calling the provider (its change-log entry is
+rewritten, which changes nothing). Provider errors propagate unchanged so the caller (the
+Prefect flow) decides about retries; the task's worktree is removed either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import git
+from pydantic import BaseModel, Field
+
+from aca_flows.agent.loop import AgentConversation, AgentRound, run_claude_code, run_tool_loop
+from aca_flows.agent.prompt import (
+    DependencyContext,
+    build_system_prompt,
+    build_task_prompt,
+    verify_command_for,
+)
+from aca_flows.agent.subtasks import ProposedSubtask
+from aca_flows.agent.tools import TaskTools, ToolRefused, resolve_inside
+from aca_flows.agent.transcript import ConversationStore, LogCallback, TaskLog
+from aca_flows.agent.verify import VerifyResult, fix_request, run_verify
+from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.providers.base import Provider, Usage
+from aca_flows.session.layout import AcaDir, SessionPaths
+from aca_flows.settings import AcaConfig
+from aca_flows.workspace import (
+    GitIdentity,
+    LandedTask,
+    MergeConflictError,
+    TaskWorktree,
+    commit_identity,
+    discard_worktree,
+    ensure_session_branch,
+    land_task,
+    open_repository,
+    read_change_log,
+    record_landed_task,
+)
+from aca_flows.workspace.commit import task_trailers
+
+__all__ = ["CLAUDE_CODE", "TaskOutcome", "execute_task"]
+
+CLAUDE_CODE = "claude-code"
+FAILURE_OUTPUT_LIMIT = 4000
+
+
+class TaskOutcome(BaseModel):
+    """The result of ``execute_task``; what the flow persists and shows."""
+
+    task_id: str
+    status: Literal["completed", "failed"]
+    summary: str = ""
+    failure_reason: str | None = None
+    commit_sha: str | None = None
+    files_changed: list[str] = Field(default_factory=list)
+    insertions: int = 0
+    deletions: int = 0
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float = 0.0
+    turns: int = Field(default=0, description="Provider calls, over all runs and attempts.")
+    attempts: int = Field(default=0, description="Agent rounds of the last run: 1 + fixes.")
+    runs: int = Field(default=0, description="Runs started; a merge conflict starts another.")
+    verify_command: str | None = None
+    verify_passed: bool | None = None
+    verify_output: str = ""
+    proposed_subtasks: list[ProposedSubtask] = Field(default_factory=list)
+    subtask_problem: str | None = Field(
+        default=None, description="Why a Claude Code subtask block was ignored, if it was."
+    )
+    conflict_files: list[str] = Field(default_factory=list)
+    already_completed: bool = Field(
+        default=False, description="Found on the session branch; the provider was not called."
+    )
+    provider: str = ""
+    model: str | None = None
+
+
+class _RunResult(BaseModel):
+    """One run in one worktree, before commit."""
+
+    passed: bool
+    failure_reason: str | None = None
+    last_round: AgentRound | None = None
+    verify: VerifyResult | None = None
+    attempts: int = 0
+
+
+async def execute_task(
+    plan: ExecutionPlan,
+    task_id: str,
+    *,
+    workdir: Path,
+    session_id: str,
+    provider: Provider,
+    config: AcaConfig | None = None,
+    dependency_outcomes: Mapping[str, TaskOutcome] | None = None,
+    on_log: LogCallback | None = None,
+    init_git: bool = False,
+    max_runs: int | None = None,
+) -> TaskOutcome:
+    """Run one task of ``plan`` to a verified commit on ``aca/<session_id>``.
+
+    ``dependency_outcomes`` gives the summaries of finished dependencies (those missing are
+    read back from the session branch and change log). ``on_log`` receives every task-log
+    record as it is written. ``max_runs`` bounds runs after merge conflicts (default: the
+    task's ``max_attempts``, else ``session.max_attempts``).
+    """
+    config = config or AcaConfig()
+    workdir = Path(workdir)
+    task = plan.task(task_id)
+    repo = open_repository(workdir, init_git=init_git)
+    ensure_session_branch(repo, session_id)
+    paths = AcaDir(workdir).session(session_id)
+    log = TaskLog(paths, task_id, on_log)
+    model = task.model or config.provider(provider.name).model or config.session.model
+
+    landed = await asyncio.to_thread(_record_landed, workdir, session_id, task_id)
+    if landed is not None:
+        # Finish what a crash may have left: the worktree of a task that already landed.
+        discard_worktree(repo, AcaDir(workdir).worktrees_dir(session_id) / task_id)
+        log.write("already_completed", commit=landed.commit_sha)
+        return _completed(
+            landed,
+            task_id=task_id,
+            summary=_summary_of(repo, landed.commit_sha),
+            provider=provider.name,
+            model=model,
+            verify_command=verify_command_for(plan, task),
+            already_completed=True,
+        )
+
+    identity = commit_identity(repo)
+    dependencies = _dependency_contexts(plan, task, repo, paths, dependency_outcomes or {})
+    total_runs = max_runs or task.max_attempts or config.session.max_attempts
+    totals = _Totals()
+    conflict: MergeConflictError | None = None
+    for run in range(1, total_runs + 1):
+        worktree = TaskWorktree.create(repo, session_id, task_id)
+        log.write("run_started", run=run, base=worktree.base_sha, worktree=str(worktree.path))
+        try:
+            conversation = AgentConversation(
+                provider,
+                system=build_system_prompt(plan, claude_code=provider.name == CLAUDE_CODE),
+                model=model,
+                max_tokens=config.provider(provider.name).max_tokens,
+                log=log,
+                store=ConversationStore(paths, task_id),
+            )
+            try:
+                result = await _run_agent_and_verify(
+                    plan, task, worktree, conversation, dependencies, config
+                )
+            finally:
+                totals.add(conversation)
+            fields = _run_fields(plan, task, result, totals, run=run, provider=provider)
+            fields["model"] = model
+            summary = result.last_round.summary if result.last_round else ""
+            if not result.passed:
+                log.write("task_failed", reason=result.failure_reason)
+                return TaskOutcome(
+                    status="failed", failure_reason=result.failure_reason, summary=summary, **fields
+                )
+            try:
+                landed = await asyncio.to_thread(
+                    _land, workdir, worktree, task.title, summary, identity
+                )
+            except MergeConflictError as exc:
+                # Start again from a clean worktree on the head that now holds the other work.
+                conflict = exc
+                log.write("merge_conflict", run=run, files=exc.files)
+                continue
+            log.write("merged", commit=landed.commit_sha, files=landed.change.files)
+            return _completed(landed, summary=summary, **fields)
+        finally:
+            worktree.remove()
+
+    assert conflict is not None
+    reason = f"{conflict} (gave up after {total_runs} run(s))"
+    log.write("task_failed", reason=reason)
+    return TaskOutcome(
+        task_id=task_id,
+        status="failed",
+        failure_reason=reason,
+        conflict_files=conflict.files,
+        usage=totals.usage,
+        cost_usd=totals.cost_usd,
+        turns=totals.turns,
+        runs=total_runs,
+        verify_command=verify_command_for(plan, task),
+        provider=provider.name,
+        model=model,
+    )
+
+
+def _run_fields(
+    plan: ExecutionPlan,
+    task: Task,
+    result: _RunResult,
+    totals: _Totals,
+    *,
+    run: int,
+    provider: Provider,
+) -> dict:
+    """The outcome fields shared by a failed and a completed run."""
+    last_round = result.last_round
+    return {
+        "task_id": task.id,
+        "usage": totals.usage,
+        "cost_usd": totals.cost_usd,
+        "turns": totals.turns,
+        "attempts": result.attempts,
+        "runs": run,
+        "verify_command": verify_command_for(plan, task),
+        "verify_passed": result.verify.passed if result.verify else None,
+        "verify_output": result.verify.output if result.verify else "",
+        "proposed_subtasks": last_round.proposed_subtasks if last_round else [],
+        "subtask_problem": last_round.subtask_problem if last_round else None,
+        "provider": provider.name,
+    }
+
+
+async def _run_agent_and_verify(
+    plan: ExecutionPlan,
+    task: Task,
+    worktree: TaskWorktree,
+    conversation: AgentConversation,
+    dependencies: list[DependencyContext],
+    config: AcaConfig,
+) -> _RunResult:
+    """Agent rounds until verify passes or the fix attempts run out."""
+    message = build_task_prompt(
+        plan, task, dependencies=dependencies, read_file=lambda p: _read_ref(worktree.path, p)
+    )
+    verify_command = verify_command_for(plan, task)
+    tools = TaskTools(worktree.path, config.agent, existing_task_ids={t.id for t in plan.tasks})
+    max_rounds = 1 + config.agent.max_fix_attempts
+    verify: VerifyResult | None = None
+    agent_round: AgentRound | None = None
+    for attempt in range(1, max_rounds + 1):
+        if conversation.provider.name == CLAUDE_CODE:
+            # Permission mode, allowed tools, turns and budget come from [claude_code] config,
+            # which the provider reads itself; aca adds only the worktree and the session.
+            agent_round = await run_claude_code(conversation, message, worktree=worktree.path)
+        else:
+            agent_round = await run_tool_loop(
+                conversation, tools, message, max_turns=config.agent.max_turns
+            )
+        if not agent_round.finished:
+            return _RunResult(
+                passed=False,
+                failure_reason=(
+                    f"the agent did not finish within {config.agent.max_turns} turns; raise "
+                    "agent.max_turns or split the task"
+                ),
+                last_round=agent_round,
+                attempts=attempt,
+            )
+        if verify_command is None:
+            return _RunResult(passed=True, last_round=agent_round, attempts=attempt)
+        verify = await run_verify(verify_command, worktree.path, config.agent)
+        conversation.log.write(
+            "verify",
+            attempt=attempt,
+            command=verify_command,
+            passed=verify.passed,
+            exit_code=verify.exit_code,
+            timed_out=verify.timed_out,
+            output=verify.output[-FAILURE_OUTPUT_LIMIT:],
+        )
+        if verify.passed:
+            return _RunResult(passed=True, last_round=agent_round, verify=verify, attempts=attempt)
+        message = fix_request(verify, attempts_left=max_rounds - attempt)
+    assert verify is not None
+    tail = verify.output[-FAILURE_OUTPUT_LIMIT:]
+    return _RunResult(
+        passed=False,
+        failure_reason=(
+            f"verify command `{verify_command}` still failed after {max_rounds} attempt(s) "
+            f"(exit code {verify.exit_code}); nothing was merged. Output:\n{tail}"
+        ),
+        last_round=agent_round,
+        verify=verify,
+        attempts=max_rounds,
+    )
+
+
+class _Totals:
+    def __init__(self) -> None:
+        self.usage = Usage()
+        self.cost_usd = 0.0
+        self.turns = 0
+
+    def add(self, conversation: AgentConversation) -> None:
+        self.usage = self.usage + conversation.usage
+        self.cost_usd += conversation.cost_usd
+        self.turns += conversation.turns
+
+
+def _land(
+    workdir: Path, worktree: TaskWorktree, title: str, summary: str, identity: GitIdentity
+) -> LandedTask:
+    # Runs in a worker thread: a Repo object of its own, and the event loop stays free while
+    # the merge lock is waited for.
+    return land_task(git.Repo(workdir), worktree, title=title, summary=summary, identity=identity)
+
+
+def _record_landed(workdir: Path, session_id: str, task_id: str) -> LandedTask | None:
+    return record_landed_task(git.Repo(workdir), session_id, task_id)
+
+
+def _completed(landed: LandedTask, *, summary: str, **fields) -> TaskOutcome:
+    return TaskOutcome(
+        status="completed",
+        summary=summary,
+        commit_sha=landed.commit_sha,
+        files_changed=landed.change.files,
+        insertions=landed.change.insertions,
+        deletions=landed.change.deletions,
+        **fields,
+    )
+
+
+def _summary_of(repo: git.Repo, sha: str) -> str:
+    """The summary stored in a task commit's body, without its trailers."""
+    body = repo.git.log("-1", "--format=%b", sha)
+    trailers = task_trailers(body)
+    lines = [line for line in body.splitlines() if line.partition(":")[0].strip() not in trailers]
+    return "\n".join(lines).strip()
+
+
+def _dependency_contexts(
+    plan: ExecutionPlan,
+    task: Task,
+    repo: git.Repo,
+    paths: SessionPaths,
+    outcomes: Mapping[str, TaskOutcome],
+) -> list[DependencyContext]:
+    contexts = []
+    change_log = None
+    for dep_id in task.dependencies:
+        try:
+            title = plan.task(dep_id).title
+        except KeyError:
+            title = dep_id
+        outcome = outcomes.get(dep_id)
+        if outcome is not None:
+            contexts.append(
+                DependencyContext(
+                    task_id=dep_id,
+                    title=title,
+                    summary=outcome.summary,
+                    files_changed=outcome.files_changed,
+                )
+            )
+            continue
+        # Resumed session: what the dependency did is on record in the change log and commit.
+        change_log = read_change_log(paths) if change_log is None else change_log
+        change = change_log.get(dep_id)
+        contexts.append(
+            DependencyContext(
+                task_id=dep_id,
+                title=title,
+                summary=_summary_of(repo, change.commit) if change else "",
+                files_changed=change.files if change else [],
+            )
+        )
+    return contexts
+
+
+def _read_ref(root: Path, path: str) -> str | None:
+    try:
+        target = resolve_inside(root, path)
+        return target.read_text(encoding="utf-8") if target.is_file() else None
+    except (ToolRefused, OSError, UnicodeDecodeError):
+        return None

@@ -1,0 +1,233 @@
+"""Driving the provider: the tool loop for API providers, one delegated run for Claude Code.
+
+``AgentConversation`` is one task's conversation with its provider. It lives across the fix
+attempts of verification (the verify output goes back into the same conversation), adds up
+tokens and cost, saves the messages after every turn and logs every turn and tool call. Every
+provider call of a task passes through ``AgentConversation.complete``: the one place where a
+spend check can stop a task before a call.
+
+- ``run_tool_loop`` (anthropic, openai, ollama, replay): turns until the model calls
+  ``finish`` or answers without tool calls, at most ``max_turns`` per round.
+- ``run_claude_code``: Claude Code runs its own tool loop in the worktree; aca makes one
+  ``complete`` call with ``options["cwd"]`` (and ``resume`` on a fix attempt), logs the
+  stream of events and takes the response as final. Subtasks come from its answer's
+  ``aca-subtasks`` block.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from aca_flows.agent.subtasks import (
+    ProposedSubtask,
+    SubtaskProposalError,
+    parse_subtask_block,
+)
+from aca_flows.agent.tools import TaskTools
+from aca_flows.agent.transcript import ConversationStore, TaskLog
+from aca_flows.providers.base import (
+    Message,
+    Provider,
+    ProviderEvent,
+    ProviderRequest,
+    ProviderResponse,
+    ToolDefinition,
+    Usage,
+)
+
+__all__ = ["AgentConversation", "AgentRound", "run_claude_code", "run_tool_loop"]
+
+LOGGED_TEXT_LIMIT = 4000
+
+StopKind = Literal["finish", "final_answer", "max_turns"]
+
+
+class AgentRound(BaseModel):
+    """How one round of agent work (the first try, or one fix attempt) ended."""
+
+    stop: StopKind
+    summary: str = ""
+    turns: int = 0
+    proposed_subtasks: list[ProposedSubtask] = Field(default_factory=list)
+    subtask_problem: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.stop != "max_turns"
+
+
+class AgentConversation:
+    """One task's conversation with its provider, its accounting, its log and its store."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        system: str,
+        model: str | None,
+        max_tokens: int | None,
+        log: TaskLog,
+        store: ConversationStore,
+    ):
+        self.provider = provider
+        self.system = system
+        self.model = model
+        self.max_tokens = max_tokens
+        self.log = log
+        self.store = store
+        self.messages: list[Message] = []
+        self.usage = Usage()
+        self.cost_usd = 0.0
+        self.turns = 0
+        self.session_id: str | None = None
+        self.response_model = ""
+
+    def add_user_text(self, text: str) -> None:
+        """Add a user turn. After tool results it joins that turn, keeping roles alternating."""
+        last = self.messages[-1] if self.messages else None
+        if last is not None and last.role == "user":
+            joined = f"{last.text}\n\n{text}" if last.text else text
+            self.messages[-1] = last.model_copy(update={"text": joined})
+        else:
+            self.messages.append(Message(role="user", text=text))
+        self.save()
+
+    def add_assistant(self, response: ProviderResponse) -> None:
+        self.messages.append(
+            Message(role="assistant", text=response.text, tool_calls=response.tool_calls)
+        )
+        self.save()
+
+    async def complete(
+        self, *, tools: list[ToolDefinition], options: dict[str, Any] | None = None
+    ) -> ProviderResponse:
+        """One provider call with the whole conversation; accounted and logged."""
+        request = ProviderRequest(
+            system=self.system,
+            messages=list(self.messages),
+            tools=tools,
+            model=self.model,
+            max_tokens=self.max_tokens,
+            options=options or {},
+        )
+        response = await self.provider.complete(request, on_event=self._on_event)
+        self.turns += 1
+        self.usage = self.usage + response.usage
+        self.cost_usd += response.cost_usd
+        self.session_id = response.session_id or self.session_id
+        self.response_model = response.model or self.response_model
+        self.log.write(
+            "turn",
+            turn=self.turns,
+            provider=response.provider or self.provider.name,
+            model=response.model or self.model,
+            stop_reason=response.stop_reason,
+            text=_clip(response.text),
+            tool_calls=[c.name for c in response.tool_calls],
+            usage=response.usage.model_dump(),
+            cost_usd=response.cost_usd,
+        )
+        return response
+
+    def save(self) -> None:
+        self.store.save(self.messages, provider=self.provider.name, model=self.model)
+
+    def _on_event(self, event: ProviderEvent) -> None:
+        self.log.write("provider_event", event=event.kind, data=_clip_data(event.data))
+
+
+async def run_tool_loop(
+    conversation: AgentConversation, tools: TaskTools, user_text: str, *, max_turns: int
+) -> AgentRound:
+    """Run turns until ``finish``, a final answer, or ``max_turns``."""
+    conversation.add_user_text(user_text)
+    tools.finished = False
+    definitions = tools.definitions()
+    for turn in range(1, max_turns + 1):
+        response = await conversation.complete(tools=definitions)
+        conversation.add_assistant(response)
+        if not response.tool_calls:
+            return AgentRound(
+                stop="final_answer",
+                summary=response.text.strip(),
+                turns=turn,
+                proposed_subtasks=tools.proposed_subtasks,
+            )
+        results = []
+        for call in response.tool_calls:
+            conversation.log.write(
+                "tool_call", id=call.id, name=call.name, arguments=_clip_data(call.arguments)
+            )
+            result = await tools.call(call)
+            conversation.log.write(
+                "tool_result",
+                id=call.id,
+                name=call.name,
+                is_error=result.is_error,
+                content=_clip(result.content),
+            )
+            results.append(result)
+        conversation.messages.append(Message(role="user", tool_results=results))
+        conversation.save()
+        if tools.finished:
+            return AgentRound(
+                stop="finish",
+                summary=tools.summary or response.text.strip(),
+                turns=turn,
+                proposed_subtasks=tools.proposed_subtasks,
+            )
+    return AgentRound(stop="max_turns", turns=max_turns, proposed_subtasks=tools.proposed_subtasks)
+
+
+async def run_claude_code(
+    conversation: AgentConversation,
+    user_text: str,
+    *,
+    worktree: Path,
+    options: dict[str, Any] | None = None,
+) -> AgentRound:
+    """One delegated Claude Code run in ``worktree``; resumes its session on a fix attempt."""
+    conversation.add_user_text(user_text)
+    call_options = {**(options or {}), "cwd": str(worktree)}
+    if conversation.session_id:
+        call_options["resume"] = conversation.session_id
+    response = await conversation.complete(tools=[], options=call_options)
+    conversation.add_assistant(response)
+    proposals: list[ProposedSubtask] = []
+    problem = None
+    try:
+        proposals = parse_subtask_block(response.text)
+    except SubtaskProposalError as exc:
+        problem = str(exc)
+        conversation.log.write("subtasks_rejected", reason=problem)
+    return AgentRound(
+        stop="final_answer",
+        summary=_without_subtask_block(response.text).strip(),
+        turns=1,
+        proposed_subtasks=proposals,
+        subtask_problem=problem,
+    )
+
+
+def _without_subtask_block(text: str) -> str:
+    start = text.find("```aca-subtasks")
+    return text if start < 0 else text[:start]
+
+
+def _clip(text: str) -> str:
+    if len(text) <= LOGGED_TEXT_LIMIT:
+        return text
+    return text[:LOGGED_TEXT_LIMIT] + f"... [{len(text) - LOGGED_TEXT_LIMIT} more characters]"
+
+
+def _clip_data(data: Any) -> Any:
+    if isinstance(data, str):
+        return _clip(data)
+    if isinstance(data, dict):
+        return {k: _clip_data(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_clip_data(v) for v in data]
+    return data

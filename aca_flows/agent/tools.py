@@ -1,0 +1,303 @@
+"""The tools an API-provider agent works with, confined to its task's worktree.
+
+``read_file``, ``write_file``, ``edit_file``, ``list_files``, ``search``, ``run_command``,
+``finish`` and ``propose_subtasks``. Every path is resolved inside the worktree: an absolute
+path, a ``..`` leading out, a symlink pointing out, or the worktree's ``.git`` is refused with
+a message the model reads; a denied command likewise. A refusal or a bad argument is a tool
+result with ``is_error``, never an exception: the run continues and the model can correct
+itself. ``TaskTools`` is also the one place every file write and command passes, where
+auditing or redaction can be added.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from aca_flows.agent.commands import denied_by, run_shell
+from aca_flows.agent.subtasks import (
+    ProposedSubtask,
+    SubtaskProposalError,
+    check_proposals,
+    parse_proposals,
+)
+from aca_flows.providers.base import ToolCall, ToolDefinition, ToolResult
+from aca_flows.settings import AgentSection
+
+__all__ = ["TaskTools", "ToolRefused", "resolve_inside"]
+
+MAX_LISTED_FILES = 1000
+MAX_SEARCH_MATCHES = 200
+
+
+class ToolRefused(Exception):
+    """A tool call the model must correct; the message is returned to it as an error result."""
+
+
+def resolve_inside(root: Path, path: str) -> Path:
+    """``path`` (relative to ``root``) resolved, symlinks followed; refused outside ``root``."""
+    if not isinstance(path, str) or not path.strip():
+        raise ToolRefused("a path is required, relative to the repository root (e.g. 'src/app.py')")
+    if os.path.isabs(path) or path.startswith("~"):
+        raise ToolRefused(
+            f"refused: {path!r} is an absolute path. Use a path relative to the repository "
+            "root; you can only work inside the repository."
+        )
+    root = root.resolve()
+    target = (root / path).resolve()
+    if target != root and root not in target.parents:
+        raise ToolRefused(
+            f"refused: {path!r} leads outside the repository (through '..' or a symlink). "
+            "You can only read and write files inside the repository."
+        )
+    relative = target.relative_to(root)
+    if relative.parts[:1] == (".git",):
+        raise ToolRefused(f"refused: {path!r} is inside .git; aca manages git itself.")
+    return target
+
+
+def _schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": required}
+
+
+_STR = {"type": "string"}
+_SUBTASK_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "description": "short id, e.g. 'tests'"},
+        "title": _STR,
+        "description": _STR,
+        "dependencies": {
+            "type": "array",
+            "items": _STR,
+            "description": "ids of other proposed subtasks (or existing tasks) to run first",
+        },
+        "verify": {"type": "string", "description": "command that must pass for this subtask"},
+    },
+    "required": ["id", "title"],
+}
+
+TOOL_DEFINITIONS: list[ToolDefinition] = [
+    ToolDefinition(
+        name="read_file",
+        description="Read a text file of the repository. Paths are relative to its root.",
+        input_schema=_schema({"path": _STR}, ["path"]),
+    ),
+    ToolDefinition(
+        name="write_file",
+        description="Create or overwrite a file with the given content (parent folders are made).",
+        input_schema=_schema({"path": _STR, "content": _STR}, ["path", "content"]),
+    ),
+    ToolDefinition(
+        name="edit_file",
+        description=(
+            "Replace old_string with new_string in a file. old_string must occur exactly once; "
+            "include enough surrounding lines to make it unique."
+        ),
+        input_schema=_schema(
+            {"path": _STR, "old_string": _STR, "new_string": _STR},
+            ["path", "old_string", "new_string"],
+        ),
+    ),
+    ToolDefinition(
+        name="list_files",
+        description="List files matching a glob pattern, e.g. '**/*.py' (default: all files).",
+        input_schema=_schema({"pattern": _STR}, []),
+    ),
+    ToolDefinition(
+        name="search",
+        description=(
+            "Search file contents with a regular expression; returns path:line: text. "
+            "'glob' limits the files searched (default: all)."
+        ),
+        input_schema=_schema({"pattern": _STR, "glob": _STR}, ["pattern"]),
+    ),
+    ToolDefinition(
+        name="run_command",
+        description=(
+            "Run a shell command in the repository root (tests, builds, linters). Output is "
+            "capped and the command is killed after a timeout. No network, no git push."
+        ),
+        input_schema=_schema({"command": _STR}, ["command"]),
+    ),
+    ToolDefinition(
+        name="finish",
+        description="Call when the task is done, with a short summary of what you changed.",
+        input_schema=_schema({"summary": _STR}, ["summary"]),
+    ),
+    ToolDefinition(
+        name="propose_subtasks",
+        description=(
+            "Propose follow-up subtasks for work too large to finish now. They run after your "
+            "work is committed. Still call finish afterwards."
+        ),
+        input_schema=_schema(
+            {"subtasks": {"type": "array", "items": _SUBTASK_SCHEMA}}, ["subtasks"]
+        ),
+    ),
+]
+
+
+class TaskTools:
+    """The tools of one task, bound to its worktree. Keeps ``summary`` and ``proposed_subtasks``."""
+
+    def __init__(
+        self,
+        root: Path,
+        settings: AgentSection,
+        *,
+        existing_task_ids: set[str] | None = None,
+    ):
+        self.root = Path(root)
+        self.settings = settings
+        self.existing_task_ids = existing_task_ids or set()
+        self.finished = False
+        self.summary = ""
+        self.proposed_subtasks: list[ProposedSubtask] = []
+
+    @staticmethod
+    def definitions() -> list[ToolDefinition]:
+        return list(TOOL_DEFINITIONS)
+
+    async def call(self, call: ToolCall) -> ToolResult:
+        """Run one tool call; refusals and mistakes come back as ``is_error`` results."""
+        handler = getattr(self, f"_tool_{call.name}", None)
+        if handler is None:
+            names = ", ".join(d.name for d in TOOL_DEFINITIONS)
+            return self._error(call, f"unknown tool {call.name!r}; the tools are: {names}")
+        try:
+            content = await handler(**call.arguments)
+        except ToolRefused as exc:
+            return self._error(call, str(exc))
+        except TypeError as exc:
+            return self._error(call, f"bad arguments for {call.name}: {exc}")
+        except (OSError, UnicodeDecodeError) as exc:
+            return self._error(call, f"{call.name} failed: {exc}")
+        return ToolResult(tool_call_id=call.id, content=content)
+
+    @staticmethod
+    def _error(call: ToolCall, message: str) -> ToolResult:
+        return ToolResult(tool_call_id=call.id, content=message, is_error=True)
+
+    def _cap(self, text: str) -> str:
+        limit = self.settings.command_output_limit_bytes
+        if len(text) <= limit:
+            return text
+        return text[:limit] + f"\n[... {len(text) - limit} more characters not shown]"
+
+    async def _tool_read_file(self, path: str) -> str:
+        target = resolve_inside(self.root, path)
+        if not target.is_file():
+            raise ToolRefused(f"{path} does not exist or is not a file; use list_files to look.")
+        return self._cap(target.read_text(encoding="utf-8"))
+
+    async def _tool_write_file(self, path: str, content: str) -> str:
+        target = resolve_inside(self.root, path)
+        if target.is_dir():
+            raise ToolRefused(f"{path} is a folder; give a file path.")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content, encoding="utf-8")
+        return f"wrote {len(content)} characters to {path}"
+
+    async def _tool_edit_file(self, path: str, old_string: str, new_string: str) -> str:
+        target = resolve_inside(self.root, path)
+        if not target.is_file():
+            raise ToolRefused(f"{path} does not exist; use write_file to create it.")
+        if not old_string:
+            raise ToolRefused("old_string is empty; give the exact text to replace.")
+        text = target.read_text(encoding="utf-8")
+        count = text.count(old_string)
+        if count != 1:
+            where = "does not occur" if count == 0 else f"occurs {count} times"
+            raise ToolRefused(
+                f"old_string {where} in {path}; it must match exactly once. Read the file "
+                "and include more surrounding text."
+            )
+        target.write_text(text.replace(old_string, new_string, 1), encoding="utf-8")
+        return f"edited {path}"
+
+    async def _tool_list_files(self, pattern: str = "**/*") -> str:
+        files = self._glob(pattern)
+        shown = files[:MAX_LISTED_FILES]
+        more = f"\n[{len(files) - len(shown)} more not shown]" if len(files) > len(shown) else ""
+        return ("\n".join(shown) or f"no files match {pattern!r}") + more
+
+    async def _tool_search(self, pattern: str, glob: str = "**/*") -> str:
+        try:
+            regex = re.compile(pattern)
+        except re.error as exc:
+            raise ToolRefused(f"invalid regular expression {pattern!r}: {exc}") from None
+        matches: list[str] = []
+        for relative in self._glob(glob):
+            try:
+                lines = (self.root / relative).read_text(encoding="utf-8").splitlines()
+            except (UnicodeDecodeError, OSError):
+                continue  # binary or unreadable files are not searched
+            for number, line in enumerate(lines, start=1):
+                if regex.search(line):
+                    matches.append(f"{relative}:{number}: {line[:300]}")
+                    if len(matches) >= MAX_SEARCH_MATCHES:
+                        return "\n".join(matches) + "\n[more matches not shown; narrow the search]"
+        return "\n".join(matches) or f"no matches for {pattern!r}"
+
+    async def _tool_run_command(self, command: str) -> str:
+        if not isinstance(command, str) or not command.strip():
+            raise ToolRefused("command is empty")
+        denied = denied_by(command, self.settings.deny_commands)
+        if denied:
+            raise ToolRefused(
+                f"refused: commands using {denied!r} are not allowed in aca tasks. "
+                "Work locally inside the repository; aca commits and merges your work itself."
+            )
+        result = await run_shell(
+            command,
+            self.root,
+            timeout_seconds=self.settings.command_timeout_seconds,
+            output_limit_bytes=self.settings.command_output_limit_bytes,
+        )
+        return result.describe()
+
+    async def _tool_finish(self, summary: str = "") -> str:
+        self.finished = True
+        self.summary = str(summary).strip()
+        return "finished; your work will now be verified and committed"
+
+    async def _tool_propose_subtasks(self, subtasks: Any) -> str:
+        if isinstance(subtasks, str):  # some models send the list as a JSON string
+            try:
+                subtasks = json.loads(subtasks)
+            except json.JSONDecodeError as exc:
+                raise ToolRefused(f"subtasks is not a JSON list: {exc}") from None
+        try:
+            proposals = parse_proposals(subtasks)
+        except SubtaskProposalError as exc:
+            raise ToolRefused(str(exc)) from None
+        combined = [*self.proposed_subtasks, *proposals]
+        problems = check_proposals(combined, existing_ids=self.existing_task_ids)
+        if problems:
+            raise ToolRefused(str(SubtaskProposalError(problems)))
+        self.proposed_subtasks = combined
+        ids = ", ".join(p.id for p in proposals)
+        return f"recorded {len(proposals)} subtask(s): {ids}. Call finish when your part is done."
+
+    def _glob(self, pattern: str) -> list[str]:
+        if not isinstance(pattern, str) or not pattern.strip():
+            pattern = "**/*"
+        if os.path.isabs(pattern) or ".." in Path(pattern).parts:
+            raise ToolRefused(
+                f"refused: {pattern!r} leaves the repository; use a pattern relative to its root."
+            )
+        root = self.root.resolve()
+        found: list[str] = []
+        for path in root.glob(pattern):
+            relative = path.relative_to(root)
+            if relative.parts[:1] == (".git",) or not path.is_file():
+                continue
+            resolved = path.resolve()
+            if resolved != root and root not in resolved.parents:
+                continue  # a symlink pointing out of the worktree
+            found.append(relative.as_posix())
+        return sorted(found)

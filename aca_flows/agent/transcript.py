@@ -1,0 +1,77 @@
+"""What a task leaves behind while it runs: its log lines and its conversation.
+
+``TaskLog`` appends one JSON line per turn, tool call, provider event, verify run and merge to
+``execution_logs/task_logs/<task-id>.jsonl`` and hands each record to a callback (the live
+display). ``ConversationStore`` keeps every task's conversation in ``claude/messages.json``,
+replaced atomically after each turn under a file lock, since parallel tasks share the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aca_flows.providers.base import Message
+from aca_flows.session.files import append_jsonl, write_json_atomic
+from aca_flows.session.layout import SessionPaths
+from aca_flows.workspace.file_lock import FileLock
+
+__all__ = ["ConversationStore", "LogCallback", "TaskLog"]
+
+LogCallback = Callable[[dict[str, Any]], None]
+
+
+class TaskLog:
+    """The task's JSONL log, mirrored to an optional live callback."""
+
+    def __init__(self, paths: SessionPaths, task_id: str, on_record: LogCallback | None = None):
+        self.path = paths.task_log(task_id)
+        self.task_id = task_id
+        self.on_record = on_record
+
+    def write(self, kind: str, **data: Any) -> dict[str, Any]:
+        record = {
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "task_id": self.task_id,
+            "kind": kind,
+            **data,
+        }
+        append_jsonl(self.path, record)
+        if self.on_record is not None:
+            # A broken display must not fail the task.
+            with contextlib.suppress(Exception):
+                self.on_record(record)
+        return record
+
+
+class ConversationStore:
+    """One task's messages inside the session's ``claude/messages.json``."""
+
+    def __init__(self, paths: SessionPaths, task_id: str):
+        self.path = paths.messages_json
+        self.lock_path = self.path.with_name(f".{self.path.name}.lock")
+        self.task_id = task_id
+
+    def save(self, messages: list[Message], *, provider: str, model: str | None) -> None:
+        entry = {
+            "provider": provider,
+            "model": model,
+            "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "messages": [m.model_dump(mode="json", exclude_defaults=True) for m in messages],
+        }
+        with FileLock(self.lock_path):
+            data = self._read()
+            data.setdefault("tasks", {})[self.task_id] = entry
+            write_json_atomic(self.path, data)
+
+    def load(self) -> list[Message]:
+        entry = self._read().get("tasks", {}).get(self.task_id, {})
+        return [Message.model_validate(m) for m in entry.get("messages", [])]
+
+    def _read(self) -> dict[str, Any]:
+        if not self.path.exists():
+            return {"version": 1, "tasks": {}}
+        return json.loads(self.path.read_text(encoding="utf-8"))

@@ -1,0 +1,81 @@
+"""The session's record of file changes: ``file_changes/change_log.json`` and one patch per task.
+
+``change_log.json`` maps each task id to its commit, the files it changed and the line counts;
+``file_changes/snapshots/<task-id>.patch`` holds the commit as ``git format-patch`` writes it,
+so it can be read, or applied elsewhere with ``git am``. Recording replaces the task's entry,
+so recording twice (a resumed finish) gives the same files. Callers hold the session's merge
+lock, which also serialises the read-modify-write of ``change_log.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import git
+from pydantic import BaseModel, Field
+
+from aca_flows.session.files import write_json_atomic, write_text_atomic
+from aca_flows.session.layout import SessionPaths
+
+__all__ = ["ChangeRecord", "describe_commit", "read_change_log", "record_task_change"]
+
+
+class ChangeRecord(BaseModel):
+    """What one task's commit changed."""
+
+    task_id: str
+    commit: str
+    parent: str | None = None
+    files: list[str] = Field(default_factory=list)
+    insertions: int = 0
+    deletions: int = 0
+    recorded_at: datetime = Field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
+
+
+def describe_commit(repo: git.Repo, task_id: str, sha: str) -> ChangeRecord:
+    """Files, insertions and deletions of one commit against its first parent."""
+    parents = repo.git.rev_list("--parents", "-n", "1", sha).split()[1:]
+    parent = parents[0] if parents else None
+    # Against the empty tree when the commit has no parent (the first commit of --init-git).
+    base = parent or repo.git.hash_object("-t", "tree", "/dev/null")
+    numstat = repo.git.diff("--numstat", "--no-renames", base, sha)
+    files: list[str] = []
+    insertions = deletions = 0
+    for line in numstat.splitlines():
+        added, removed, path = line.split("\t", 2)
+        files.append(path)
+        # Binary files show '-' for both counts.
+        insertions += int(added) if added.isdigit() else 0
+        deletions += int(removed) if removed.isdigit() else 0
+    return ChangeRecord(
+        task_id=task_id,
+        commit=sha,
+        parent=parent,
+        files=files,
+        insertions=insertions,
+        deletions=deletions,
+    )
+
+
+def record_task_change(repo: git.Repo, paths: SessionPaths, task_id: str, sha: str) -> ChangeRecord:
+    """Write the task's patch and its entry in ``change_log.json``; returns the entry."""
+    record = describe_commit(repo, task_id, sha)
+    patch = repo.git.format_patch("-1", "--stdout", "--binary", sha) + "\n"
+    write_text_atomic(paths.snapshot_patch(task_id), patch)
+    log = _read_raw(paths)
+    log.setdefault("tasks", {})[task_id] = record.model_dump(mode="json")
+    write_json_atomic(paths.change_log_json, log)
+    return record
+
+
+def read_change_log(paths: SessionPaths) -> dict[str, ChangeRecord]:
+    """Task id -> its recorded change; empty when nothing was recorded yet."""
+    tasks = _read_raw(paths).get("tasks", {})
+    return {task_id: ChangeRecord.model_validate(data) for task_id, data in tasks.items()}
+
+
+def _read_raw(paths: SessionPaths) -> dict:
+    if not paths.change_log_json.exists():
+        return {"version": 1, "tasks": {}}
+    return json.loads(paths.change_log_json.read_text(encoding="utf-8"))

@@ -1,0 +1,117 @@
+"""Committing a task's work, and finding the tasks whose commits are on the session branch.
+
+Every task commit carries two trailers, ``Aca-Session: <session-id>`` and
+``Aca-Task: <task-id>``. The session branch is the record of finished work: on resume a task
+whose commit is on the branch is complete, whatever the journal says.
+"""
+
+from __future__ import annotations
+
+import git
+
+from aca_flows.workspace.repository import GitIdentity, session_branch
+from aca_flows.workspace.worktree import TaskWorktree
+
+__all__ = [
+    "commit_message",
+    "commit_task_work",
+    "completed_task_commits",
+    "find_task_commit",
+    "task_trailers",
+]
+
+SESSION_TRAILER = "Aca-Session"
+TASK_TRAILER = "Aca-Task"
+
+
+def commit_message(session_id: str, task_id: str, title: str, summary: str = "") -> str:
+    """``aca(<task-id>): <title>``, the summary as the body, the trailers last."""
+    subject = f"aca({task_id}): {title.strip().splitlines()[0] if title.strip() else task_id}"
+    parts = [subject]
+    if summary.strip():
+        parts.append(summary.strip())
+    parts.append(f"{SESSION_TRAILER}: {session_id}\n{TASK_TRAILER}: {task_id}")
+    return "\n\n".join(parts) + "\n"
+
+
+def task_trailers(message: str) -> dict[str, str]:
+    """The ``Aca-Session`` and ``Aca-Task`` values of a commit message (last occurrence wins)."""
+    found: dict[str, str] = {}
+    for line in message.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in (SESSION_TRAILER, TASK_TRAILER):
+            found[key.strip()] = value.strip()
+    return found
+
+
+def commit_task_work(
+    worktree: TaskWorktree, *, title: str, summary: str, identity: GitIdentity
+) -> str:
+    """Commit everything in the worktree as the task's commit; returns its sha.
+
+    Safe to repeat: if the worktree's HEAD already is this task's commit, it is returned as is.
+    A task that changed nothing still gets an (empty) commit, because the commit is what marks
+    the task complete on the session branch. Hooks are skipped: aca's verify command is the gate.
+    """
+    wt = worktree.git
+    head = wt.rev_parse("HEAD")
+    if head != worktree.base_sha and _is_task_commit(
+        wt.log("-1", "--format=%B", head), worktree.session_id, worktree.task_id
+    ):
+        return head
+    wt.add("-A")
+    message = commit_message(worktree.session_id, worktree.task_id, title, summary)
+    # --cleanup=whitespace keeps summary lines that start with '#' (Markdown headings).
+    wt.execute(
+        [
+            "git",
+            *identity.config_args(),
+            "commit",
+            "--allow-empty",
+            "--no-verify",
+            "--cleanup=whitespace",
+            "-q",
+            "-m",
+            message,
+        ]
+    )
+    return wt.rev_parse("HEAD")
+
+
+def completed_task_commits(repo: git.Repo, session_id: str) -> dict[str, str]:
+    """Task id -> sha of its commit on ``aca/<session-id>``, for every task of this session.
+
+    A missing session branch means no task has completed. Commits of other sessions that the
+    branch inherited from the user's history are ignored.
+    """
+    branch = f"refs/heads/{session_branch(session_id)}"
+    try:
+        repo.git.rev_parse("--verify", "--quiet", branch)
+    except git.GitCommandError:
+        return {}
+    out = repo.git.log(
+        branch,
+        f"--grep=^{TASK_TRAILER}: ",
+        "--format=%H%x00%B%x1e",
+    )
+    found: dict[str, str] = {}
+    for record in out.split("\x1e"):
+        sha, sep, message = record.strip().partition("\x00")
+        if not sep:
+            continue
+        trailers = task_trailers(message)
+        task_id = trailers.get(TASK_TRAILER)
+        # git log lists newest first; keep the newest commit of a task.
+        if trailers.get(SESSION_TRAILER) == session_id and task_id and task_id not in found:
+            found[task_id] = sha
+    return found
+
+
+def find_task_commit(repo: git.Repo, session_id: str, task_id: str) -> str | None:
+    """The sha of the task's commit on the session branch, or None if it has not landed."""
+    return completed_task_commits(repo, session_id).get(task_id)
+
+
+def _is_task_commit(message: str, session_id: str, task_id: str) -> bool:
+    trailers = task_trailers(message)
+    return trailers.get(SESSION_TRAILER) == session_id and trailers.get(TASK_TRAILER) == task_id

@@ -1,0 +1,48 @@
+"""An exclusive lock on a file, shared by threads and processes alike.
+
+``fcntl.flock`` locks belong to an open file description, so two threads of one process that
+each open the lock file exclude each other just as two processes do. That matters because
+Prefect may run tasks in threads, in processes, or on several workers sharing one disk.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["FileLock"]
+
+
+class FileLock:
+    """``with FileLock(path): ...`` holds an exclusive lock on ``path`` (created if missing).
+
+    Blocking; not re-entrant (a second ``with`` on the same path in the same thread deadlocks).
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd: int | None = None
+
+    def __enter__(self) -> FileLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

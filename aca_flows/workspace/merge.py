@@ -1,0 +1,165 @@
+"""Landing a task: commit in its worktree, merge into the session branch, record the change.
+
+Merges happen one at a time under a file lock (``.aca/worktrees/<sid>/.merge.lock``), shared
+by threads, processes and workers on one disk. The session branch stays linear, one commit per
+task: when the branch has not moved since the task started, it is fast-forwarded to the task's
+commit; when another task landed meanwhile, the commit is cherry-picked onto the new head in
+the task's own worktree (never the user's checkout). A cherry-pick that conflicts is aborted
+and reported as ``MergeConflictError`` naming the files; the caller retries the task on the
+new head.
+
+Every step is safe to repeat after a crash: the commit is reused if the worktree already has
+it, a task whose ``Aca-Task:`` commit is on the branch is not merged again, and the change
+log entry is replaced, not appended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+from aca_flows.errors import AcaError
+from aca_flows.session.layout import AcaDir
+from aca_flows.workspace.change_log import ChangeRecord, record_task_change
+from aca_flows.workspace.commit import commit_task_work, find_task_commit
+from aca_flows.workspace.file_lock import FileLock
+from aca_flows.workspace.repository import (
+    GitIdentity,
+    WorkspaceError,
+    session_branch,
+    session_branch_head,
+)
+from aca_flows.workspace.worktree import TaskWorktree
+
+__all__ = [
+    "LandedTask",
+    "MergeConflictError",
+    "land_task",
+    "merge_lock",
+    "merge_task_commit",
+    "record_landed_task",
+]
+
+
+class MergeConflictError(AcaError):
+    """The task's commit conflicts with work another task landed first. ``files`` names them."""
+
+    def __init__(self, task_id: str, files: list[str]):
+        self.task_id = task_id
+        self.files = files
+        listed = ", ".join(files) or "(unknown files)"
+        super().__init__(
+            f"task {task_id}: its changes conflict with work already on the session branch in "
+            f"{listed}. Make the conflicting tasks depend on each other so they run in order, "
+            "or merge the files by hand and resume."
+        )
+
+
+@dataclass(frozen=True)
+class LandedTask:
+    """A task's commit on the session branch. ``already_landed``: found there, not merged now."""
+
+    commit_sha: str
+    change: ChangeRecord
+    already_landed: bool = False
+
+
+def merge_lock(repo_root: Path, session_id: str) -> FileLock:
+    """The lock every merge into ``aca/<session-id>`` (and change-log write) is made under."""
+    return FileLock(AcaDir(Path(repo_root)).worktrees_dir(session_id) / ".merge.lock")
+
+
+def land_task(
+    repo: git.Repo,
+    worktree: TaskWorktree,
+    *,
+    title: str,
+    summary: str,
+    identity: GitIdentity,
+) -> LandedTask:
+    """Commit the worktree, merge the commit into the session branch, record the change.
+
+    Raises ``MergeConflictError`` when the commit conflicts with the branch's new head; the
+    branch is then unchanged. Safe to repeat.
+    """
+    commit = commit_task_work(worktree, title=title, summary=summary, identity=identity)
+    with merge_lock(worktree.repo_root, worktree.session_id):
+        existing = find_task_commit(repo, worktree.session_id, worktree.task_id)
+        merged = existing or merge_task_commit(repo, worktree, commit, identity)
+        paths = AcaDir(worktree.repo_root).session(worktree.session_id)
+        change = record_task_change(repo, paths, worktree.task_id, merged)
+    return LandedTask(commit_sha=merged, change=change, already_landed=existing is not None)
+
+
+def record_landed_task(repo: git.Repo, session_id: str, task_id: str) -> LandedTask | None:
+    """For a task already on the session branch: (re)record its change; None if not landed.
+
+    This is the resume path: it finishes the bookkeeping a crash may have cut short.
+    """
+    root = Path(repo.working_tree_dir)
+    with merge_lock(root, session_id):
+        sha = find_task_commit(repo, session_id, task_id)
+        if sha is None:
+            return None
+        change = record_task_change(repo, AcaDir(root).session(session_id), task_id, sha)
+    return LandedTask(commit_sha=sha, change=change, already_landed=True)
+
+
+def merge_task_commit(
+    repo: git.Repo, worktree: TaskWorktree, commit: str, identity: GitIdentity
+) -> str:
+    """Put ``commit`` on the session branch; returns the sha now at the branch head.
+
+    Call under ``merge_lock``. Fast-forwards when possible, else cherry-picks onto the head.
+    """
+    ref = f"refs/heads/{session_branch(worktree.session_id)}"
+    head = session_branch_head(repo, worktree.session_id)
+    if _is_ancestor(repo, head, commit):
+        landed = commit
+    else:
+        landed = _cherry_pick_onto(worktree, head, commit, identity)
+    # The old value makes the update fail rather than lose a commit if the branch moved anyway.
+    repo.git.update_ref(ref, landed, head)
+    return landed
+
+
+def _cherry_pick_onto(worktree: TaskWorktree, head: str, commit: str, identity: GitIdentity) -> str:
+    wt = worktree.git
+    wt.checkout("--detach", "-q", head)
+    try:
+        wt.execute(
+            [
+                "git",
+                *identity.config_args(),
+                "cherry-pick",
+                "--allow-empty",
+                "--keep-redundant-commits",
+                commit,
+            ]
+        )
+    except git.GitCommandError as exc:
+        files = [f for f in wt.diff("--name-only", "--diff-filter=U").splitlines() if f]
+        failure = exc
+        try:
+            wt.cherry_pick("--abort")
+        except git.GitCommandError:
+            wt.reset("--hard", "-q", head)
+        # Leave the worktree on the task's own commit, as it was before the attempt.
+        wt.checkout("--detach", "-q", commit)
+        if not files:
+            raise WorkspaceError(
+                f"task {worktree.task_id}: git could not apply its commit onto the session "
+                f"branch: {failure.stderr.strip()}. Check the repository with `git status`."
+            ) from None
+        raise MergeConflictError(worktree.task_id, files) from None
+    return wt.rev_parse("HEAD")
+
+
+def _is_ancestor(repo: git.Repo, ancestor: str, descendant: str) -> bool:
+    try:
+        repo.git.merge_base("--is-ancestor", ancestor, descendant)
+    except git.GitCommandError:
+        return False
+    return True

@@ -1,0 +1,184 @@
+"""The repository worked on: opening it, the session branch, the commit identity.
+
+The user's checkout (working tree, index, current branch) is never touched: aca only creates
+refs (``aca/<session-id>``), adds ``.aca/`` to ``.git/info/exclude`` and works in worktrees.
+The one exception is ``init_git=True`` (``--init-git``), where the user asked aca to create
+the repository and its first commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+from aca_flows.errors import AcaError
+
+__all__ = [
+    "DEFAULT_IDENTITY",
+    "GitIdentity",
+    "WorkspaceError",
+    "commit_identity",
+    "ensure_excluded",
+    "ensure_session_branch",
+    "open_repository",
+    "session_branch",
+    "session_branch_head",
+]
+
+ACA_EXCLUDE_LINE = ".aca/"
+
+
+class WorkspaceError(AcaError):
+    """The repository cannot be worked on as it is; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class GitIdentity:
+    name: str
+    email: str
+
+    def config_args(self) -> list[str]:
+        """``git -c`` arguments, so commits never depend on (or fail for lack of) global config.
+
+        Signing is switched off because a signing prompt would hang an unattended run.
+        """
+        return [
+            "-c",
+            f"user.name={self.name}",
+            "-c",
+            f"user.email={self.email}",
+            "-c",
+            "commit.gpgsign=false",
+        ]
+
+
+DEFAULT_IDENTITY = GitIdentity(name="aca", email="aca@localhost")
+
+
+def session_branch(session_id: str) -> str:
+    """The branch that records a session's finished work: ``aca/<session-id>``."""
+    return f"aca/{session_id}"
+
+
+def open_repository(workdir: Path, *, init_git: bool = False) -> git.Repo:
+    """Open the git repository at ``workdir`` (its top level), which must have a first commit.
+
+    With ``init_git`` a missing repository is created and existing files are committed as its
+    first commit; without it, a folder that is not a repository is a ``WorkspaceError``.
+    """
+    workdir = Path(workdir)
+    if not workdir.is_dir():
+        raise WorkspaceError(f"{workdir} is not a folder; pass an existing folder to --workdir.")
+    try:
+        repo = git.Repo(workdir, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        if not init_git:
+            raise WorkspaceError(
+                f"{workdir} is not a git repository. aca works on a git branch; run "
+                "`git init` and commit your files there, or pass --init-git to let aca do it."
+            ) from None
+        repo = git.Repo.init(workdir)
+    if repo.bare:
+        raise WorkspaceError(
+            f"{workdir} is a bare git repository; point --workdir at a checkout instead."
+        )
+    top = Path(repo.working_tree_dir).resolve()
+    if top != workdir.resolve():
+        raise WorkspaceError(
+            f"{workdir} is inside the git repository {top}, not its top level; "
+            f"run aca with --workdir {top}."
+        )
+    ensure_excluded(repo)
+    if not repo.head.is_valid():
+        if not init_git:
+            raise WorkspaceError(
+                f"the git repository {workdir} has no commits yet; commit your files first "
+                "(git add -A && git commit -m 'initial'), or pass --init-git to let aca do it."
+            )
+        _commit_everything(repo)
+    return repo
+
+
+def ensure_excluded(repo: git.Repo) -> None:
+    """Add ``.aca/`` to ``.git/info/exclude`` once, so aca's own files never show as changes."""
+    exclude = Path(repo.common_dir) / "info" / "exclude"
+    text = exclude.read_text(encoding="utf-8") if exclude.exists() else ""
+    if ACA_EXCLUDE_LINE in (line.strip() for line in text.splitlines()):
+        return
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    if text and not text.endswith("\n"):
+        text += "\n"
+    exclude.write_text(text + ACA_EXCLUDE_LINE + "\n", encoding="utf-8")
+
+
+def commit_identity(repo: git.Repo) -> GitIdentity:
+    """The user's git identity where one is configured (any level), else ``aca <aca@localhost>``."""
+    name = _config_value(repo, "user.name")
+    email = _config_value(repo, "user.email")
+    if name and email:
+        return GitIdentity(name=name, email=email)
+    return DEFAULT_IDENTITY
+
+
+def ensure_session_branch(repo: git.Repo, session_id: str) -> str:
+    """Create ``aca/<session-id>`` at the user's HEAD unless it exists; returns the branch name.
+
+    Safe to repeat: an existing branch (a resumed session) is kept as it is.
+    """
+    branch = session_branch(session_id)
+    try:
+        repo.git.check_ref_format("--branch", branch)
+    except git.GitCommandError:
+        raise WorkspaceError(
+            f"session id {session_id!r} cannot be a git branch name; use letters, digits, "
+            "'-' and '_' only."
+        ) from None
+    if not _ref_exists(repo, f"refs/heads/{branch}"):
+        head = repo.git.rev_parse("HEAD")
+        # update-ref with an all-zero old value creates the ref only if it does not exist yet,
+        # so two processes starting the same session cannot move it.
+        try:
+            repo.git.update_ref(f"refs/heads/{branch}", head, "0" * 40)
+        except git.GitCommandError:
+            if not _ref_exists(repo, f"refs/heads/{branch}"):
+                raise
+    return branch
+
+
+def session_branch_head(repo: git.Repo, session_id: str) -> str:
+    """The commit the session branch points at now."""
+    return repo.git.rev_parse("--verify", f"refs/heads/{session_branch(session_id)}^{{commit}}")
+
+
+def _ref_exists(repo: git.Repo, ref: str) -> bool:
+    try:
+        repo.git.rev_parse("--verify", "--quiet", ref)
+    except git.GitCommandError:
+        return False
+    return True
+
+
+def _config_value(repo: git.Repo, key: str) -> str | None:
+    try:
+        value = repo.git.config("--get", key).strip()
+    except git.GitCommandError:
+        return None
+    return value or None
+
+
+def _commit_everything(repo: git.Repo) -> None:
+    identity = commit_identity(repo)
+    repo.git.add("-A")
+    repo.git.execute(
+        [
+            "git",
+            *identity.config_args(),
+            "commit",
+            "--allow-empty",
+            "--no-verify",
+            "-m",
+            "Initial commit (created by aca --init-git)",
+        ]
+    )

@@ -1,0 +1,96 @@
+"""One git worktree per task, under ``.aca/worktrees/<session-id>/<task-id>``.
+
+A task's worktree is created from the session branch's head when the task starts, so it sees
+the commits of the tasks it depends on. Its HEAD is detached: a branch ``aca/<sid>/<tid>``
+could not coexist with the session branch ``aca/<sid>`` (git refs are files and folders).
+
+Creating a worktree first discards whatever a crash left at that path, including a worktree
+still locked by an interrupted ``git worktree add``, so a retried task starts clean.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+from aca_flows.session.layout import AcaDir
+from aca_flows.workspace.repository import session_branch_head
+
+__all__ = ["TaskWorktree", "discard_worktree", "list_worktrees"]
+
+
+@dataclass(frozen=True)
+class TaskWorktree:
+    """A task's private checkout. ``base_sha`` is the session branch head it started from."""
+
+    repo_root: Path
+    session_id: str
+    task_id: str
+    path: Path
+    base_sha: str
+
+    @classmethod
+    def create(cls, repo: git.Repo, session_id: str, task_id: str) -> TaskWorktree:
+        """Create a clean worktree at the session branch head, discarding any stale one."""
+        root = Path(repo.working_tree_dir)
+        path = AcaDir(root).worktrees_dir(session_id) / task_id
+        discard_worktree(repo, path)
+        base = session_branch_head(repo, session_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        repo.git.worktree("add", "--detach", str(path), base)
+        return cls(repo_root=root, session_id=session_id, task_id=task_id, path=path, base_sha=base)
+
+    @property
+    def git(self) -> git.Git:
+        """A git command runner whose working directory is this worktree."""
+        return git.Git(str(self.path))
+
+    def head(self) -> str:
+        return self.git.rev_parse("HEAD")
+
+    def remove(self) -> None:
+        """Remove the worktree and its folder. Safe to repeat; a missing worktree is fine."""
+        discard_worktree(git.Repo(self.repo_root), self.path)
+
+
+def list_worktrees(repo: git.Repo) -> list[dict[str, str]]:
+    """``git worktree list --porcelain`` as dicts with ``worktree`` and optional ``locked``."""
+    entries: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    for line in repo.git.worktree("list", "--porcelain").splitlines():
+        if not line.strip():
+            if current:
+                entries.append(current)
+            current = {}
+            continue
+        key, _, value = line.partition(" ")
+        current[key] = value
+    if current:
+        entries.append(current)
+    return entries
+
+
+def discard_worktree(repo: git.Repo, path: Path) -> None:
+    """Unlock, remove and prune the worktree at ``path``, and delete the folder if left over."""
+    target = os.path.realpath(path)
+    for entry in list_worktrees(repo):
+        if os.path.realpath(entry.get("worktree", "")) != target:
+            continue
+        if "locked" in entry:
+            _quiet(repo, "unlock", entry["worktree"])
+        _quiet(repo, "remove", "--force", "--force", entry["worktree"])
+    if path.exists():
+        shutil.rmtree(path)
+    repo.git.worktree("prune")
+
+
+def _quiet(repo: git.Repo, *args: str) -> None:
+    # A half-created worktree may refuse one of these steps; the rmtree and prune that follow
+    # finish the job, so a failure here is not an error.
+    with contextlib.suppress(git.GitCommandError):
+        repo.git.worktree(*args)

@@ -1,0 +1,115 @@
+"""The tools: confined to the worktree, refusals as results, edits that must match once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from aca_flows.agent.tools import TaskTools, ToolRefused, resolve_inside
+from aca_flows.settings import AgentSection
+from tests.fakes.scripted_provider import tool_use
+
+
+@pytest.fixture
+def tools(tmp_path):
+    root = tmp_path / "wt"
+    root.mkdir()
+    (root / "src").mkdir()
+    (root / "src" / "app.py").write_text("a = 1\nb = 1\nprint(a)\n")
+    (root / "README.md").write_text("# demo\n")
+    (root / ".git").write_text("gitdir: elsewhere\n")
+    return TaskTools(root, AgentSection(command_timeout_seconds=5, command_output_limit_bytes=1000))
+
+
+def call(tools: TaskTools, name: str, **arguments):
+    return asyncio.run(tools.call(tool_use(name, **arguments)))
+
+
+@pytest.mark.parametrize(
+    "path", ["/etc/passwd", "~/x", "../x", "src/../../x", ".git", ".git/config", ""]
+)
+def test_paths_outside_the_worktree_are_refused(tools, path):
+    with pytest.raises(ToolRefused):
+        resolve_inside(tools.root, path)
+
+
+def test_paths_inside_resolve_even_through_dotdot(tools):
+    assert resolve_inside(tools.root, "src/../README.md") == (tools.root / "README.md").resolve()
+
+
+def test_a_symlink_inside_pointing_inside_is_allowed(tools):
+    (tools.root / "alias.py").symlink_to(tools.root / "src" / "app.py")
+    assert call(tools, "read_file", path="alias.py").content.startswith("a = 1")
+
+
+def test_edit_file_replaces_a_string_that_occurs_once(tools):
+    result = call(
+        tools, "edit_file", path="src/app.py", old_string="print(a)", new_string="print(b)"
+    )
+    assert not result.is_error
+    assert (tools.root / "src" / "app.py").read_text() == "a = 1\nb = 1\nprint(b)\n"
+
+
+@pytest.mark.parametrize(("old", "says"), [("= 1", "occurs 2 times"), ("zzz", "does not occur")])
+def test_edit_file_refuses_ambiguous_or_missing_text(tools, old, says):
+    result = call(tools, "edit_file", path="src/app.py", old_string=old, new_string="x")
+    assert result.is_error and says in result.content
+    assert (tools.root / "src" / "app.py").read_text() == "a = 1\nb = 1\nprint(a)\n"
+
+
+def test_write_file_creates_folders(tools):
+    assert not call(tools, "write_file", path="pkg/sub/mod.py", content="x = 2\n").is_error
+    assert (tools.root / "pkg" / "sub" / "mod.py").read_text() == "x = 2\n"
+
+
+def test_list_files_globs_and_hides_git(tools):
+    assert call(tools, "list_files").content.splitlines() == ["README.md", "src/app.py"]
+    assert call(tools, "list_files", pattern="**/*.py").content == "src/app.py"
+
+
+def test_search_finds_lines_by_regex(tools):
+    assert call(tools, "search", pattern=r"^b =").content == "src/app.py:2: b = 1"
+    assert call(tools, "search", pattern="nothing here").content.startswith("no matches")
+    assert call(tools, "search", pattern="(").is_error
+
+
+def test_missing_files_unknown_tools_and_bad_arguments_are_results(tools):
+    assert call(tools, "read_file", path="nope.py").is_error
+    assert "unknown tool" in call(tools, "delete_everything").content
+    assert call(tools, "write_file", path="a.txt").is_error  # content missing
+
+
+def test_run_command_runs_in_the_worktree_without_secrets(tools, monkeypatch):
+    monkeypatch.setenv("MY_API_KEY", "sk-123")
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp")
+    monkeypatch.setenv("DB_PASSWORD", "pw")
+    monkeypatch.setenv("HARMLESS", "visible")
+    result = call(tools, "run_command", command="pwd; env")
+    assert result.content.startswith("exit code 0")
+    assert str(tools.root.resolve()) in result.content
+    assert "visible" in result.content
+    for secret in ("sk-123", "ghp", "pw\n"):
+        assert secret not in result.content
+
+
+def test_run_command_reports_failure_timeout_and_caps_output(tools):
+    assert call(tools, "run_command", command="exit 4").content.startswith("exit code 4")
+    tools.settings = AgentSection(command_timeout_seconds=0.5, command_output_limit_bytes=1000)
+    slow = call(tools, "run_command", command="sleep 5")
+    assert "timed out" in slow.content
+    loud = call(tools, "run_command", command="yes line | head -c 100000; echo THE-END")
+    assert "bytes omitted" in loud.content and loud.content.rstrip().endswith("THE-END")
+    assert len(loud.content) < 2000
+
+
+def test_finish_and_proposed_subtasks_are_kept(tools):
+    call(tools, "propose_subtasks", subtasks=[{"id": "a", "title": "A"}])
+    call(tools, "propose_subtasks", subtasks='[{"id": "b", "title": "B", "dependencies": ["a"]}]')
+    bad = call(
+        tools, "propose_subtasks", subtasks=[{"id": "c", "title": "C", "dependencies": ["x"]}]
+    )
+    assert bad.is_error and "unknown task 'x'" in bad.content
+    call(tools, "finish", summary=" did it ")
+    assert tools.finished and tools.summary == "did it"
+    assert [p.id for p in tools.proposed_subtasks] == ["a", "b"]

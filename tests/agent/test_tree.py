@@ -1,0 +1,129 @@
+"""Proposed subtasks are executed after their parent's work, and recorded in the task tree."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from aca_flows.agent import execute_task_tree
+from aca_flows.plan.models import ExecutionPlan, Task
+from tests.fakes.scripted_provider import ScriptedProvider, final, tool_calls, tool_use
+from tests.workspace.test_repository import make_user_repo
+
+
+def test_subtasks_proposed_with_the_tool_run_in_order_and_are_recorded(tmp_path):
+    repo = make_user_repo(tmp_path)
+    plan = ExecutionPlan(name="p", tasks=[Task(id="api", title="Build the API")])
+    provider = ScriptedProvider(
+        # The parent writes the skeleton and proposes the rest.
+        tool_calls(
+            tool_use("write_file", path="api.py", content="ROUTES = []\n"),
+            tool_use(
+                "propose_subtasks",
+                subtasks=[
+                    {"id": "docs", "title": "Document routes", "dependencies": ["routes"]},
+                    {"id": "routes", "title": "Add routes", "verify": "grep -q users api.py"},
+                ],
+            ),
+        ),
+        tool_calls(tool_use("finish", summary="Skeleton; routes and docs proposed.")),
+        # api.routes runs first (api.docs depends on it) and sees the skeleton.
+        tool_calls(tool_use("read_file", path="api.py")),
+        tool_calls(tool_use("write_file", path="api.py", content="ROUTES = ['users']\n")),
+        tool_calls(tool_use("finish", summary="Added users.")),
+        # api.docs
+        tool_calls(tool_use("write_file", path="API.md", content="users\n")),
+        tool_calls(tool_use("finish", summary="Documented.")),
+    )
+    outcomes = asyncio.run(
+        execute_task_tree(plan, "api", workdir=tmp_path, session_id="s1", provider=provider)
+    )
+
+    assert list(outcomes) == ["api", "api.routes", "api.docs"]
+    assert all(o.status == "completed" for o in outcomes.values())
+    assert plan.task("api").children == ["api.docs", "api.routes"]
+    assert plan.task("api.docs").dependencies == ["api.routes"]
+    assert [t.status.state for t in plan.tasks] == ["completed"] * 3
+    assert provider.history[3].messages[-1].tool_results[0].content == "ROUTES = []\n"
+    assert "Added users." in provider.history[5].messages[0].text  # dependency summary
+    assert repo.git.log("aca/s1", "--format=%s").splitlines() == [
+        "aca(api.docs): Document routes",
+        "aca(api.routes): Add routes",
+        "aca(api): Build the API",
+        "init",
+    ]
+
+
+def test_a_failed_subtask_fails_its_parent_and_skips_its_dependents(tmp_path):
+    make_user_repo(tmp_path)
+    plan = ExecutionPlan(name="p", tasks=[Task(id="p", title="Parent")])
+    provider = ScriptedProvider(
+        tool_calls(
+            tool_use(
+                "propose_subtasks",
+                subtasks=[
+                    {"id": "a", "title": "A", "verify": "false"},
+                    {"id": "b", "title": "B", "dependencies": ["a"]},
+                ],
+            ),
+            tool_use("finish", summary="split"),
+        ),
+        *[tool_calls(tool_use("finish", summary="a")) for _ in range(3)],
+    )
+    outcomes = asyncio.run(
+        execute_task_tree(plan, "p", workdir=tmp_path, session_id="s1", provider=provider)
+    )
+    assert outcomes["p"].status == "failed" and "p.a" in outcomes["p"].failure_reason
+    assert plan.task("p.a").status.state == "failed"
+    assert plan.task("p.b").status.state == "skipped"
+    assert "p.b" not in outcomes
+
+
+def test_claude_code_proposes_subtasks_in_a_block(tmp_path):
+    repo = make_user_repo(tmp_path)
+    plan = ExecutionPlan(name="p", tasks=[Task(id="big", title="Big job")])
+
+    def parent(request):
+        (Path(request.options["cwd"]) / "part1.txt").write_text("1\n")
+        return final(
+            "Did part 1.\n```aca-subtasks\n"
+            '[{"id": "part2", "title": "Part 2", "description": "the rest"}]\n```'
+        )
+
+    def child(request):
+        assert (Path(request.options["cwd"]) / "part1.txt").exists()
+        (Path(request.options["cwd"]) / "part2.txt").write_text("2\n")
+        return final("Did part 2.")
+
+    provider = ScriptedProvider(parent, child, name="claude-code")
+    outcomes = asyncio.run(
+        execute_task_tree(plan, "big", workdir=tmp_path, session_id="s1", provider=provider)
+    )
+    assert outcomes["big"].summary == "Did part 1."
+    assert outcomes["big.part2"].status == "completed"
+    assert plan.task("big.part2").parent_id == "big"
+    assert plan.task("big").status.state == "completed"
+    assert repo.git.show("aca/s1:part2.txt") == "2"
+
+
+def test_a_resumed_tree_runs_nothing_again(tmp_path):
+    make_user_repo(tmp_path)
+    plan = ExecutionPlan(name="p", tasks=[Task(id="p", title="Parent")])
+    provider = ScriptedProvider(
+        tool_calls(
+            tool_use("propose_subtasks", subtasks=[{"id": "a", "title": "A"}]),
+            tool_use("write_file", path="p.txt", content="p\n"),
+            tool_use("finish", summary="split"),
+        ),
+        tool_calls(tool_use("write_file", path="a.txt", content="a\n")),
+        tool_calls(tool_use("finish", summary="a")),
+    )
+    options = {"workdir": tmp_path, "session_id": "s1"}
+    asyncio.run(execute_task_tree(plan, "p", provider=provider, **options))
+
+    stored = ExecutionPlan.model_validate(plan.model_dump())  # the tree as the session keeps it
+    silent = ScriptedProvider()
+    outcomes = asyncio.run(execute_task_tree(stored, "p", provider=silent, **options))
+    assert silent.history == []
+    assert [o.already_completed for o in outcomes.values()] == [True, True]
+    assert [t.status.state for t in stored.tasks] == ["completed", "completed"]

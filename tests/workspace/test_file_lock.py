@@ -1,0 +1,48 @@
+"""The merge lock excludes threads of one process as well as other processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+from aca_flows.workspace.file_lock import FileLock
+
+
+def test_threads_holding_the_lock_never_overlap(tmp_path):
+    lock_path = tmp_path / "x.lock"
+    spans: list[tuple[float, float]] = []
+
+    def hold():
+        with FileLock(lock_path):
+            start = time.monotonic()
+            time.sleep(0.05)
+            spans.append((start, time.monotonic()))
+
+    threads = [threading.Thread(target=hold) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    spans.sort()
+    assert all(earlier[1] <= later[0] for earlier, later in zip(spans, spans[1:], strict=False))
+
+
+def test_another_process_waits_for_the_lock(tmp_path):
+    lock_path = tmp_path / "x.lock"
+    script = (
+        "import sys, time; from pathlib import Path; "
+        "from aca_flows.workspace.file_lock import FileLock\n"
+        "print('ready', flush=True)\n"
+        "start = time.monotonic()\n"
+        "with FileLock(Path(sys.argv[1])): print(time.monotonic() - start, flush=True)"
+    )
+    with FileLock(lock_path):
+        child = subprocess.Popen(
+            [sys.executable, "-c", script, str(lock_path)], stdout=subprocess.PIPE, text=True
+        )
+        assert child.stdout.readline().strip() == "ready"  # imports done; now it waits
+        time.sleep(0.3)
+    waited = float(child.communicate(timeout=30)[0])
+    assert waited >= 0.2

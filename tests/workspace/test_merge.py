@@ -1,0 +1,124 @@
+"""Landing tasks: one commit per task on the session branch, repeatable, conflicts named."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from aca_flows.session.layout import AcaDir
+from aca_flows.workspace import (
+    DEFAULT_IDENTITY,
+    GitIdentity,
+    MergeConflictError,
+    TaskWorktree,
+    completed_task_commits,
+    land_task,
+    read_change_log,
+    record_landed_task,
+    session_branch_head,
+)
+from tests.workspace.test_worktree import session_repo
+
+
+def branch_log(repo, session_id="s1"):
+    return repo.git.log(f"aca/{session_id}", "--format=%s").splitlines()
+
+
+def test_landing_a_task_puts_one_commit_with_trailers_on_the_branch(tmp_path):
+    repo = session_repo(tmp_path)
+    user_head = repo.head.commit.hexsha
+    wt = TaskWorktree.create(repo, "s1", "t1")
+    (wt.path / "app.py").write_text("print('hello')\nprint('bye')\n")
+    (wt.path / "new.py").write_text("x = 1\n")
+    landed = land_task(
+        repo, wt, title="Add bye", summary="# Did it\nAdded.", identity=DEFAULT_IDENTITY
+    )
+
+    assert branch_log(repo) == ["aca(t1): Add bye", "init"]
+    commit = repo.commit(landed.commit_sha)
+    assert commit.author.name == "aca" and commit.author.email == "aca@localhost"
+    assert "# Did it" in commit.message
+    assert commit.message.rstrip().endswith("Aca-Session: s1\nAca-Task: t1")
+    assert repo.git.show(f"{landed.commit_sha}:new.py") == "x = 1"
+    # The user's checkout is untouched.
+    assert repo.head.commit.hexsha == user_head and repo.active_branch.name == "main"
+    assert repo.git.status("--porcelain") == "" and not (tmp_path / "new.py").exists()
+
+    paths = AcaDir(tmp_path).session("s1")
+    change = read_change_log(paths)["t1"]
+    assert change.commit == landed.commit_sha
+    assert sorted(change.files) == ["app.py", "new.py"]
+    assert (change.insertions, change.deletions) == (2, 0)
+    patch = paths.snapshot_patch("t1").read_text()
+    assert "+print('bye')" in patch and "Aca-Task: t1" in patch
+    assert completed_task_commits(repo, "s1") == {"t1": landed.commit_sha}
+
+
+def test_landing_again_after_a_crash_changes_nothing(tmp_path):
+    repo = session_repo(tmp_path)
+    wt = TaskWorktree.create(repo, "s1", "t1")
+    (wt.path / "a.txt").write_text("a\n")
+    first = land_task(repo, wt, title="A", summary="", identity=DEFAULT_IDENTITY)
+    again = land_task(repo, wt, title="A", summary="", identity=DEFAULT_IDENTITY)
+    assert again.commit_sha == first.commit_sha and again.already_landed
+    assert branch_log(repo) == ["aca(t1): A", "init"]
+    redo = record_landed_task(repo, "s1", "t1")
+    assert redo is not None and redo.commit_sha == first.commit_sha
+    log = json.loads(AcaDir(tmp_path).session("s1").change_log_json.read_text())
+    assert list(log["tasks"]) == ["t1"]
+    assert record_landed_task(repo, "s1", "never-ran") is None
+
+
+def test_a_task_that_changed_nothing_still_gets_its_commit(tmp_path):
+    repo = session_repo(tmp_path)
+    wt = TaskWorktree.create(repo, "s1", "t1")
+    land_task(repo, wt, title="Check only", summary="", identity=DEFAULT_IDENTITY)
+    assert "t1" in completed_task_commits(repo, "s1")
+    assert read_change_log(AcaDir(tmp_path).session("s1"))["t1"].files == []
+
+
+def test_the_users_identity_is_used_when_configured(tmp_path):
+    repo = session_repo(tmp_path)
+    wt = TaskWorktree.create(repo, "s1", "t1")
+    (wt.path / "a.txt").write_text("a\n")
+    ada = GitIdentity("Ada", "ada@example.com")
+    landed = land_task(repo, wt, title="A", summary="", identity=ada)
+    assert repo.commit(landed.commit_sha).author.email == "ada@example.com"
+
+
+def test_tasks_started_together_on_different_files_both_land(tmp_path):
+    repo = session_repo(tmp_path)
+    one = TaskWorktree.create(repo, "s1", "t1")
+    two = TaskWorktree.create(repo, "s1", "t2")
+    (one.path / "one.txt").write_text("1\n")
+    (two.path / "two.txt").write_text("2\n")
+
+    def land(wt):
+        return land_task(repo, wt, title=wt.task_id, summary="", identity=DEFAULT_IDENTITY)
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(land, [one, two]))
+    head = session_branch_head(repo, "s1")
+    assert repo.git.show(f"{head}:one.txt") == "1" and repo.git.show(f"{head}:two.txt") == "2"
+    assert sorted(branch_log(repo)[:2]) == ["aca(t1): t1", "aca(t2): t2"]
+    assert len(repo.commit(head).parents) == 1  # linear: one commit per task
+    assert set(completed_task_commits(repo, "s1")) == {"t1", "t2"}
+
+
+def test_tasks_editing_the_same_lines_conflict_and_the_branch_is_unchanged(tmp_path):
+    repo = session_repo(tmp_path)
+    one = TaskWorktree.create(repo, "s1", "t1")
+    two = TaskWorktree.create(repo, "s1", "t2")
+    (one.path / "app.py").write_text("print('one')\n")
+    (two.path / "app.py").write_text("print('two')\n")
+    land_task(repo, one, title="one", summary="", identity=DEFAULT_IDENTITY)
+    head = session_branch_head(repo, "s1")
+    with pytest.raises(MergeConflictError) as caught:
+        land_task(repo, two, title="two", summary="", identity=DEFAULT_IDENTITY)
+    assert caught.value.files == ["app.py"]
+    assert "app.py" in str(caught.value)
+    assert session_branch_head(repo, "s1") == head
+    assert "t2" not in completed_task_commits(repo, "s1")
+    assert two.git.status("--porcelain") == ""  # the worktree is left clean, not mid-pick

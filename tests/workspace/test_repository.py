@@ -1,0 +1,130 @@
+"""The repository: opening it, --init-git, the session branch, .aca excluded, the identity."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import git
+import pytest
+
+from aca_flows.errors import AcaError
+from aca_flows.workspace import (
+    DEFAULT_IDENTITY,
+    GitIdentity,
+    WorkspaceError,
+    commit_identity,
+    ensure_session_branch,
+    open_repository,
+    session_branch_head,
+)
+
+
+def make_user_repo(path: Path) -> git.Repo:
+    """A user's checkout: one commit on main, committed with an explicit identity."""
+    path.mkdir(parents=True, exist_ok=True)
+    repo = git.Repo.init(path, initial_branch="main")
+    (path / "app.py").write_text("print('hello')\n")
+    repo.git.add("-A")
+    repo.git.execute(
+        ["git", "-c", "user.name=User", "-c", "user.email=u@example.com", "commit", "-qm", "init"]
+    )
+    return repo
+
+
+def test_a_folder_that_is_not_a_repository_is_an_error_naming_the_fix(tmp_path):
+    with pytest.raises(WorkspaceError) as caught:
+        open_repository(tmp_path)
+    assert isinstance(caught.value, AcaError)
+    assert "--init-git" in str(caught.value)
+    assert not (tmp_path / ".git").exists()
+
+
+def test_init_git_creates_the_repository_with_a_first_commit(tmp_path):
+    (tmp_path / "notes.txt").write_text("x\n")
+    repo = open_repository(tmp_path, init_git=True)
+    assert repo.head.is_valid()
+    assert repo.git.ls_files().splitlines() == ["notes.txt"]
+    assert repo.head.commit.author.name == DEFAULT_IDENTITY.name
+    assert ".aca/" in (tmp_path / ".git" / "info" / "exclude").read_text()
+
+
+def test_a_repository_without_commits_is_an_error_naming_the_fix(tmp_path):
+    git.Repo.init(tmp_path)
+    with pytest.raises(WorkspaceError, match="no commits yet.*--init-git"):
+        open_repository(tmp_path)
+
+
+def test_a_subfolder_of_a_repository_is_refused_with_the_top_level_named(tmp_path):
+    make_user_repo(tmp_path)
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(WorkspaceError, match="--workdir"):
+        open_repository(tmp_path / "sub")
+
+
+def test_session_branch_starts_at_head_and_leaves_the_checkout_alone(tmp_path):
+    repo = make_user_repo(tmp_path)
+    (tmp_path / "app.py").write_text("print('local edit')\n")  # uncommitted user work
+    head = repo.head.commit.hexsha
+    repo = open_repository(tmp_path)
+    assert ensure_session_branch(repo, "s1") == "aca/s1"
+    assert session_branch_head(repo, "s1") == head
+    assert repo.active_branch.name == "main"
+    assert (tmp_path / "app.py").read_text() == "print('local edit')\n"
+    assert repo.git.status("--porcelain") == " M app.py"
+
+
+def test_session_branch_and_exclude_are_safe_to_repeat(tmp_path):
+    repo = make_user_repo(tmp_path)
+    open_repository(tmp_path)
+    ensure_session_branch(repo, "s1")
+    tree_commit = repo.git.execute(
+        [
+            "git",
+            "-c",
+            "user.name=U",
+            "-c",
+            "user.email=u@x",
+            "commit-tree",
+            "HEAD^{tree}",
+            "-m",
+            "x",
+        ]
+    )
+    repo.git.update_ref("refs/heads/aca/s1", tree_commit)
+    moved = session_branch_head(repo, "s1")
+    open_repository(tmp_path)
+    ensure_session_branch(repo, "s1")
+    assert session_branch_head(repo, "s1") == moved  # an existing branch is kept
+    exclude = (tmp_path / ".git" / "info" / "exclude").read_text()
+    assert exclude.count(".aca/") == 1
+
+
+def test_aca_folder_never_shows_as_a_change(tmp_path):
+    make_user_repo(tmp_path)
+    open_repository(tmp_path)
+    (tmp_path / ".aca" / "sessions").mkdir(parents=True)
+    (tmp_path / ".aca" / "sessions" / "x.json").write_text("{}")
+    out = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert out.stdout == ""
+
+
+def test_a_session_id_that_is_no_branch_name_is_refused(tmp_path):
+    repo = make_user_repo(tmp_path)
+    with pytest.raises(WorkspaceError, match="branch name"):
+        ensure_session_branch(repo, "bad..id")
+
+
+def test_identity_is_aca_without_git_configuration(tmp_path):
+    repo = make_user_repo(tmp_path)
+    assert commit_identity(repo) == GitIdentity("aca", "aca@localhost")
+
+
+def test_identity_is_the_users_when_configured(tmp_path):
+    repo = make_user_repo(tmp_path)
+    with repo.config_writer() as config:
+        config.set_value("user", "name", "Ada")
+        config.set_value("user", "email", "ada@example.com")
+    assert commit_identity(repo) == GitIdentity("Ada", "ada@example.com")

@@ -1,0 +1,78 @@
+"""Task worktrees: created from the session head, removed, and stale ones from a crash cleared."""
+
+from __future__ import annotations
+
+import git
+
+from aca_flows.workspace import (
+    TaskWorktree,
+    ensure_session_branch,
+    open_repository,
+    session_branch_head,
+)
+from tests.workspace.test_repository import make_user_repo
+
+
+def session_repo(tmp_path):
+    make_user_repo(tmp_path)
+    repo = open_repository(tmp_path)
+    ensure_session_branch(repo, "s1")
+    return repo
+
+
+def test_worktree_is_created_from_the_session_head_under_aca(tmp_path):
+    repo = session_repo(tmp_path)
+    wt = TaskWorktree.create(repo, "s1", "t1")
+    assert wt.path == tmp_path / ".aca" / "worktrees" / "s1" / "t1"
+    assert (wt.path / "app.py").read_text() == "print('hello')\n"
+    assert wt.base_sha == session_branch_head(repo, "s1") == wt.head()
+    assert repo.active_branch.name == "main"
+    assert repo.git.status("--porcelain") == ""
+
+
+def test_remove_is_safe_to_repeat(tmp_path):
+    repo = session_repo(tmp_path)
+    wt = TaskWorktree.create(repo, "s1", "t1")
+    wt.remove()
+    wt.remove()
+    assert not wt.path.exists()
+    assert str(wt.path) not in repo.git.worktree("list")
+
+
+def test_a_retried_task_starts_from_a_clean_worktree(tmp_path):
+    repo = session_repo(tmp_path)
+    wt = TaskWorktree.create(repo, "s1", "t1")
+    (wt.path / "half_done.py").write_text("partial\n")
+    (wt.path / "app.py").write_text("broken\n")
+    again = TaskWorktree.create(repo, "s1", "t1")
+    assert not (again.path / "half_done.py").exists()
+    assert (again.path / "app.py").read_text() == "print('hello')\n"
+
+
+def test_a_locked_worktree_left_by_an_interrupted_add_is_replaced(tmp_path):
+    repo = session_repo(tmp_path)
+    path = tmp_path / ".aca" / "worktrees" / "s1" / "t1"
+    repo.git.worktree("add", "--lock", "--detach", str(path), "HEAD")
+    wt = TaskWorktree.create(repo, "s1", "t1")
+    assert (wt.path / "app.py").exists()
+    lines = repo.git.worktree("list", "--porcelain").splitlines()
+    assert not any(line.startswith("locked") for line in lines)
+
+
+def test_a_locked_worktree_whose_folder_is_gone_is_replaced(tmp_path):
+    repo = session_repo(tmp_path)
+    path = tmp_path / ".aca" / "worktrees" / "s1" / "t1"
+    repo.git.worktree("add", "--lock", "--detach", str(path), "HEAD")
+    git.rmtree(path)
+    wt = TaskWorktree.create(repo, "s1", "t1")
+    assert (wt.path / "app.py").exists()
+
+
+def test_a_leftover_folder_that_is_no_worktree_is_replaced(tmp_path):
+    repo = session_repo(tmp_path)
+    path = tmp_path / ".aca" / "worktrees" / "s1" / "t1"
+    path.mkdir(parents=True)
+    (path / "junk").write_text("x")
+    wt = TaskWorktree.create(repo, "s1", "t1")
+    assert not (wt.path / "junk").exists()
+    assert (wt.path / "app.py").exists()
