@@ -34,6 +34,9 @@ class SessionSection(Section):
     max_concurrent_tasks: int = Field(default=3, ge=1, le=64)
     budget_usd: float | None = Field(default=None, gt=0)
     max_attempts: int = Field(default=3, ge=1, le=20)
+    retry_backoff_seconds: float = Field(
+        default=10, ge=0, description="First retry delay after a transient provider error."
+    )
     checkpoint_interval_minutes: float = Field(default=30, gt=0)
     checkpoint_every_tasks: int = Field(default=5, ge=1)
     interrupt_grace_seconds: float = Field(default=30, ge=0)
@@ -108,6 +111,9 @@ class ProviderSection(Section):
         default=None, description="Name of a Prefect global concurrency limit held per call."
     )
     rate_limiting: RateLimitingSection | None = None
+    cassette: str | None = Field(
+        default=None, description="replay provider only: the cassette file to play back."
+    )
 
 
 class AcaConfig(Section):
@@ -193,8 +199,20 @@ def _merge(into: dict, data: dict, sources: dict[str, str], origin: str, prefix:
         if isinstance(value, dict) and not _is_leaf_table(dotted):
             _merge(into.setdefault(key, {}), value, sources, origin, dotted + ".")
         else:
-            into[key] = value
+            into[key] = _relative_to_file(key, value, origin)
             sources[dotted] = origin
+
+
+# Keys that name files: relative paths in a config file are relative to that file.
+PATH_KEYS = frozenset({"cassette", "cli_path"})
+
+
+def _relative_to_file(key: str, value: Any, origin: str) -> Any:
+    if key in PATH_KEYS and isinstance(value, str) and value and not Path(value).is_absolute():
+        candidate = Path(origin).parent / value
+        if "/" in value or candidate.exists():
+            return str(candidate.resolve())
+    return value
 
 
 def _is_leaf_table(dotted: str) -> bool:

@@ -39,7 +39,8 @@ class TaskLog:
             "kind": kind,
             **data,
         }
-        append_jsonl(self.path, record)
+        # A log, not the source of truth: no fsync per line (the journal has those).
+        append_jsonl(self.path, record, durable=False)
         if self.on_record is not None:
             # A broken display must not fail the task.
             with contextlib.suppress(Exception):
@@ -65,7 +66,7 @@ class ConversationStore:
         with FileLock(self.lock_path):
             data = self._read()
             data.setdefault("tasks", {})[self.task_id] = entry
-            write_json_atomic(self.path, data)
+            write_json_atomic(self.path, data, durable=False)
 
     def load(self) -> list[Message]:
         entry = self._read().get("tasks", {}).get(self.task_id, {})

@@ -13,8 +13,11 @@ from typing import Annotated
 import typer
 
 from aca_flows import __version__
+from aca_flows.cli import checkpoints as checkpoints_cli
 from aca_flows.cli import config as config_cli
 from aca_flows.cli import plan as plan_cli
+from aca_flows.cli import providers as providers_cli
+from aca_flows.cli import sessions as sessions_cli
 from aca_flows.cli.options import (
     AppendSystemPrompt,
     BudgetUsd,
@@ -47,6 +50,9 @@ app = typer.Typer(
 )
 app.add_typer(plan_cli.app, name="plan", help="Show plans and their JSON Schema.")
 app.add_typer(config_cli.app, name="config", help="Show the effective configuration.")
+app.add_typer(sessions_cli.app, name="sessions", help="List and inspect sessions.")
+app.add_typer(checkpoints_cli.app, name="checkpoints", help="List and create checkpoints.")
+app.add_typer(providers_cli.app, name="providers", help="Providers: credentials and a test call.")
 
 
 def _version(value: bool) -> None:
@@ -170,17 +176,29 @@ def resume_command(
     json_output: JsonOutput = False,
 ) -> None:
     """Continue a session from a checkpoint or session id; finished tasks are never redone."""
-    from aca_flows.errors import InputError
+    from aca_flows.cli.run import run_session
+    from aca_flows.session.checkpoints import resolve_resume_target
 
-    if target is None and not latest:
-        raise InputError(
-            "say what to resume: a checkpoint id or session id (see `aca checkpoints list`), "
-            "or --latest."
-        )
-    raise InputError(
-        "resuming runs is not available in this version of aca (it arrives with the engine); "
-        "`aca checkpoints list` shows what will be resumable."
-    )
+    workdir = workdir.resolve()
+    resolved = resolve_resume_target(workdir, target, latest=latest)
+    options = RunOptions(workdir=workdir, config=config, json=json_output)
+    raise typer.Exit(run_session(options, session_id=resolved.session_id))
+
+
+@app.command("usage")
+def usage_command(workdir: Workdir = Path("."), json_output: JsonOutput = False) -> None:
+    """Tokens and cost of every session of the workdir, by provider and model."""
+    import json
+
+    from aca_flows.cli.sessions import console, usage_table
+    from aca_flows.session.store import list_sessions
+    from aca_flows.session.usage import usage_by_provider_model
+
+    entries = usage_by_provider_model(list_sessions(workdir.resolve()))
+    if json_output:
+        typer.echo(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
+        return
+    console().print(usage_table(entries, title=f"Usage of the sessions in {workdir}"))
 
 
 def _refuse_misplaced_options(ctx: typer.Context) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from aca_flows.cli.options import RunOptions
-from aca_flows.errors import InputError
+from aca_flows.errors import AcaError, InputError
 from aca_flows.plan import ExecutionPlan, load_execution_plan, load_task_file, plan_to_text
 from aca_flows.plan.io import PLAN_SUFFIXES
 from aca_flows.plan.render import render_tree
@@ -55,14 +58,119 @@ def execute(options: RunOptions) -> int:
     load_config(options.workdir, options.config, options.config_overrides())
     plan = prepare_plan(options)
     if options.dump_plan:
-        write_text_atomic(options.dump_plan, plan_to_text(plan, options.dump_plan.suffix))
+        # The plan is the user's own text, written where they asked: dumped exactly, unredacted.
+        text = plan_to_text(plan, options.dump_plan.suffix)
+        write_text_atomic(options.dump_plan, text, redact=False)
     if options.dry_run:
         _show_dry_run(plan, options)
         return 0
-    raise InputError(
-        "running tasks is not available in this version of aca (the Prefect engine arrives "
-        "next); use --dry-run to review the plan, and --dump-plan plan.json to save it."
+    _preflight(options)
+    return run_session(options)
+
+
+def _preflight(options: RunOptions) -> None:
+    """Refuse what would fail inside the flow, before Prefect starts: a workdir that is not
+    a repository, an unknown provider."""
+    from aca_flows.providers import PROVIDER_NAMES
+    from aca_flows.workspace import open_repository
+
+    if options.provider and options.provider not in PROVIDER_NAMES:
+        raise InputError(
+            f"unknown provider '{options.provider}'; choose one of {', '.join(PROVIDER_NAMES)}."
+        )
+    if options.init_git:
+        options.workdir.mkdir(parents=True, exist_ok=True)
+    open_repository(options.workdir, init_git=options.init_git)
+
+
+def run_session(options: RunOptions, session_id: str | None = None) -> int:
+    """Run the flow (a new session, or ``session_id`` resumed) and report how it ended."""
+    import sys
+    from contextlib import nullcontext
+
+    from aca_flows.flows import run_flow
+    from aca_flows.flows.aca_run import interrupt_on_signals
+
+    live = sys.stdout.isatty() and not options.json
+    view = nullcontext()
+    if live:
+        from rich.console import Console
+
+        from aca_flows.cli.live import LiveView
+
+        view = LiveView(options.workdir, session_id=session_id, console=Console())
+    # SIGINT/SIGTERM: the flow stops starting tasks, lets running ones finish within
+    # [session] interrupt_grace_seconds, checkpoints and reports "interrupted" (exit 130).
+    with view, _sigterm_interrupts(), interrupt_on_signals():
+        outcome = _run_flow(run_flow, options, session_id, quiet_console=live)
+    if outcome.summary is None:
+        error = outcome.error
+        if isinstance(error, AcaError):
+            raise error
+        raise RunCrashed(f"the run stopped before finishing: {error}")
+    summary = outcome.summary
+    if options.json:
+        print(json.dumps(summary))
+    else:
+        _show_summary(summary, options.workdir)
+    return EXIT_CODES[summary["status"]]
+
+
+def _run_flow(run_flow, options: RunOptions, session_id: str | None, quiet_console: bool):
+    return run_flow(
+        quiet_console=quiet_console,
+        task_file=str(options.task_file.resolve()) if options.task_file else None,
+        execution_plan=str(options.execution_plan.resolve()) if options.execution_plan else None,
+        workdir=str(options.workdir),
+        provider=options.provider,
+        model=options.model,
+        max_concurrent=options.max_concurrent,
+        budget_usd=options.budget_usd,
+        session_id=session_id,
+        context=options.context,
+        append_system_prompt=options.append_system_prompt,
+        init_git=options.init_git,
+        config_file=str(options.config.resolve()) if options.config else None,
+        record=str(options.record.resolve()) if options.record else None,
     )
+
+
+EXIT_CODES = {"completed": 0, "failed": 1, "stopped": 3, "interrupted": 130}
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM before the flow takes over its signals (while Prefect starts) ends the process
+    like Ctrl-C does: "interrupted", exit 130, no traceback."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class RunCrashed(AcaError):
+    exit_code = 1
+
+
+def _show_summary(summary: dict, workdir) -> None:
+    from aca_flows.cli.sessions import show_command
+
+    show_command(summary["session_id"], workdir=workdir, json_output=False)
+    status = summary["status"]
+    line = f"Session {summary['session_id']} {status}; work is on branch {summary['branch']}."
+    if summary.get("stopped_reason"):
+        line += f" Stopped: {summary['stopped_reason']}."
+        line += f" `aca resume {summary['session_id']}` continues."
+    print(line)
 
 
 def _show_dry_run(plan: ExecutionPlan, options: RunOptions) -> None:

@@ -1,1 +1,55 @@
-"""Flows: the only layer that imports Prefect: the ``aca-run`` flow, its tasks and artifacts."""
+"""Flows: the only layer that imports Prefect: the ``aca-run`` flow, its task runs, artifacts.
+
+Import ``aca_flows.flows.aca_run`` for the flow itself (the deployment entrypoint is
+``aca_flows/flows/aca_run.py:aca_run``); ``run_flow`` runs it from synchronous code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["FlowOutcome", "run_flow"]
+
+
+class FlowOutcome:
+    """How a flow run ended: Prefect's state name, the run summary, or the error that
+    stopped it before any task ran."""
+
+    def __init__(self, state_name: str, summary: dict[str, Any] | None, error: Exception | None):
+        self.state_name = state_name
+        self.summary = summary
+        self.error = error
+
+
+def run_flow(*, quiet_console: bool = False, **parameters: Any) -> FlowOutcome:
+    """Run ``aca-run`` to its end with ``parameters`` (its keyword arguments).
+
+    ``quiet_console``: keep Prefect's run logs off the terminal (a live view draws there);
+    they still reach the Prefect server and its UI.
+    """
+    import asyncio
+
+    from aca_flows.flows.aca_run import aca_run
+
+    if quiet_console:
+        _quiet_console_logs()
+
+    async def main() -> FlowOutcome:
+        state = await aca_run(**parameters, return_state=True)
+        result = await state.aresult(raise_on_failure=False)
+        if isinstance(result, dict):
+            return FlowOutcome(state.name, result, None)
+        error = result if isinstance(result, Exception) else RuntimeError(state.message)
+        return FlowOutcome(state.name, None, error)
+
+    return asyncio.run(main())
+
+
+def _quiet_console_logs() -> None:
+    import logging
+
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)]
+    for logger in [logging.getLogger(), *loggers]:
+        for handler in getattr(logger, "handlers", []):
+            if type(handler).__name__ == "PrefectConsoleHandler":
+                handler.setLevel(logging.WARNING)

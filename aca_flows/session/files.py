@@ -22,8 +22,12 @@ from aca_flows.session.redact import redact_text as _redact_text
 __all__ = ["append_jsonl", "write_json_atomic", "write_text_atomic"]
 
 
-def write_text_atomic(path: Path, text: str, *, redact: bool = True) -> None:
-    """Replace ``path`` with ``text`` (redacted) in one step: readers see old or new, never half."""
+def write_text_atomic(path: Path, text: str, *, redact: bool = True, durable: bool = True) -> None:
+    """Replace ``path`` with ``text`` (redacted) in one step: readers see old or new, never half.
+
+    ``durable=False`` skips the fsyncs: still atomic for readers and after a process crash,
+    but an OS crash may lose the write. For logs and caches, never for the journal's peers.
+    """
     if redact:
         text = _redact_text(text)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -32,25 +36,31 @@ def write_text_atomic(path: Path, text: str, *, redact: bool = True) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
-def write_json_atomic(path: Path, data: Any, *, redact: bool = True) -> None:
+def write_json_atomic(path: Path, data: Any, *, redact: bool = True, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` as indented JSON (redacted), atomically."""
     if redact:
         data = _redact(data)
     # Redacted already: the text pass would only repeat the work.
     text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    write_text_atomic(path, text, redact=False)
+    write_text_atomic(path, text, redact=False, durable=durable)
 
 
-def append_jsonl(path: Path, record: dict[str, Any], *, redact: bool = True) -> None:
-    """Append one JSON line (redacted) and fsync, so it survives a crash right after the call."""
+def append_jsonl(
+    path: Path, record: dict[str, Any], *, redact: bool = True, durable: bool = True
+) -> None:
+    """Append one JSON line (redacted) and fsync, so it survives a crash right after the call.
+
+    ``durable=False`` skips the fsync (logs: a process crash loses nothing, an OS crash may)."""
     if redact:
         record = _redact(record)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,7 +68,8 @@ def append_jsonl(path: Path, record: dict[str, Any], *, redact: bool = True) -> 
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(line)
         handle.flush()
-        os.fsync(handle.fileno())
+        if durable:
+            os.fsync(handle.fileno())
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -112,6 +112,7 @@ class SessionStore:
         name: str | None = None,
         options: dict[str, Any] | None = None,
         now: datetime | None = None,
+        session_id: str | None = None,
     ) -> SessionStore:
         """A new session for ``plan`` in ``<workdir>/.aca/sessions/<new id>/``, locked.
 
@@ -121,12 +122,15 @@ class SessionStore:
         """
         workdir = Path(workdir).resolve()
         aca = AcaDir(workdir)
-        while True:
-            session_id = new_session_id(now)
+        if session_id is not None:  # chosen by the caller (a deployment's flow run)
             paths = aca.session(session_id)
+            (paths.root / "meta").mkdir(parents=True, exist_ok=False)
+        while session_id is None:
+            candidate = new_session_id(now)
+            paths = aca.session(candidate)
             try:
                 (paths.root / "meta").mkdir(parents=True, exist_ok=False)
-                break
+                session_id = candidate
             except FileExistsError:
                 continue  # same second, same random suffix: draw again
         lock = SessionLock(paths.lock_file, session_id).acquire()
@@ -286,7 +290,10 @@ class SessionStore:
         )
 
     def _write_session_json(self) -> None:
-        write_json_atomic(self.paths.session_json, self._session.model_dump(mode="json"))
+        # No fsync: the journal is fsynced and is the truth; a session.json that an OS crash
+        # left stale or empty is detected (last_seq) and rebuilt from it.
+        data = self._session.model_dump(mode="json")
+        write_json_atomic(self.paths.session_json, data, durable=False)
 
 
 def _reason(reason: str | None, state: str) -> str:

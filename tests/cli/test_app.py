@@ -113,9 +113,15 @@ def test_dump_to_unknown_format_is_refused_before_anything(tmp_path, capsys):
     assert code == 2 and "name the file .json or .toml" in err
 
 
-def test_non_dry_run_says_the_engine_is_not_here_yet(tmp_path, capsys):
+def test_run_in_a_folder_that_is_not_a_repository_names_the_fix(tmp_path, capsys):
     code, _, err = run(capsys, "run", str(HELLO), "-w", str(tmp_path))
-    assert code == 2 and "--dry-run" in err
+    assert code == 2 and "pass --init-git" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_provider_is_refused_before_anything_runs(tmp_path, capsys):
+    code, _, err = run(capsys, "run", str(HELLO), "-w", str(tmp_path), "--provider", "gpt")
+    assert code == 2 and "unknown provider 'gpt'" in err
 
 
 def test_usage_errors_exit_2(capsys):

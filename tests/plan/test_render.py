@@ -16,7 +16,7 @@ def test_tree_shows_hierarchy_dependencies_and_verify():
     assert lines[0] == "Hello, aca  (5 tasks, strategy intelligent)"
     assert lines[1] == "├── [ ] greeting-module — Greeting module"
     assert lines[3].startswith("│   └── [ ] tests — Add `test_greet.py`")
-    assert "(after greet; verify: python test_greet.py)" in lines[3]
+    assert "(after greet; verify: python3 test_greet.py)" in lines[3]
     assert lines[-1].endswith("files: specs/readme-outline.md)")
 
 

@@ -1,0 +1,112 @@
+"""``aca providers list`` and ``aca providers check NAME``.
+
+``list`` makes no network call: it shows, for each provider, whether its key, binary or
+cassette is there, where it will connect, and its configured model. ``check`` makes one
+minimal real call (a one-word answer, at most 16 output tokens) and prints the answer, usage,
+cost and time; a failure is raised as the provider's own error (the CLI prints it, exit 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import typer
+
+from aca_flows.cli.options import ConfigFile, JsonOutput, ModelName, Workdir
+
+app = typer.Typer(no_args_is_help=True)
+
+CHECK_PROMPT = "Reply with the single word: ok"
+
+
+def _config(workdir: Path, config: Path | None):
+    from aca_flows.settings import load_config
+
+    return load_config(workdir.resolve(), config).config
+
+
+@app.command("list")
+def list_providers(
+    workdir: Workdir = Path("."),
+    config: ConfigFile = None,
+    json_output: JsonOutput = False,
+) -> None:
+    """Each provider: credentials or binary present, endpoint, configured model."""
+    from aca_flows.providers import PROVIDER_NAMES, provider_status
+
+    loaded = _config(workdir, config)
+    default = loaded.session.provider
+    statuses = [provider_status(name, loaded) for name in PROVIDER_NAMES]
+    if json_output:
+        rows = [
+            {
+                "name": s.name,
+                "ready": s.ready,
+                "default": s.name == default,
+                "model": s.model,
+                "detail": s.detail,
+            }
+            for s in statuses
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("provider", "ready", "model", "details")
+    for s in statuses:
+        name = f"{s.name} (default)" if s.name == default else s.name
+        table.add_row(name, "yes" if s.ready else "no", s.model, s.detail)
+    Console(width=160).print(table)
+
+
+@app.command("check")
+def check_provider(
+    name: str = typer.Argument(..., help="claude-code, anthropic, openai, ollama or replay."),
+    workdir: Workdir = Path("."),
+    config: ConfigFile = None,
+    model: ModelName = None,
+    json_output: JsonOutput = False,
+) -> None:
+    """Make one minimal real call to provider NAME and show what it answered and cost."""
+    from aca_flows.providers import get_provider
+    from aca_flows.providers.base import Message, ProviderRequest
+
+    loaded = _config(workdir, config)
+    provider = get_provider(name, loaded)
+    if name == "replay":
+        # A cassette answers only what it recorded; checking it means reading it.
+        typer.echo(f"replay: cassette {provider.cassette} holds {provider.remaining} calls")
+        return
+    with tempfile.TemporaryDirectory(prefix="aca-check-") as scratch:
+        request = ProviderRequest(
+            messages=[Message(role="user", text=CHECK_PROMPT)],
+            model=model,
+            max_tokens=16,
+            # claude-code works in a folder: give it an empty one and nothing to do there.
+            options={"cwd": scratch, "max_turns": 1, "allowed_tools": []},
+        )
+        started = time.monotonic()
+        response = asyncio.run(provider.complete(request))
+        seconds = time.monotonic() - started
+    summary = {
+        "provider": name,
+        "model": response.model,
+        "answer": response.text.strip(),
+        "input_tokens": response.usage.input_tokens,
+        "output_tokens": response.usage.output_tokens,
+        "cost_usd": response.cost_usd,
+        "seconds": round(seconds, 2),
+    }
+    if json_output:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    typer.echo(
+        f"{name}: ok — model {summary['model']}, answered {summary['answer']!r} in "
+        f"{summary['seconds']} s; {summary['input_tokens']} in / {summary['output_tokens']} out "
+        f"tokens, ${summary['cost_usd']:.6f}"
+    )

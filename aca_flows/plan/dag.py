@@ -1,0 +1,174 @@
+"""Which tasks may run now: the plan's DAG as work progresses.
+
+Rules the engine relies on:
+- A task with children is a *group*: it does no work itself and completes when all its
+  children have; a leaf does the work. A leaf that proposed subtasks at run time becomes a
+  group whose own work is already done.
+- A leaf waits for its own dependencies and for those of every ancestor; a dependency on a
+  group waits for the whole group.
+- Among ready leaves, higher priority comes first, then plan order. With the ``sequential``
+  strategy, one leaf at a time in plan order.
+- A failed leaf skips every task that depends on it, directly or through a group, with the
+  reason ``dependency <id> failed``; independent branches go on.
+"""
+
+from __future__ import annotations
+
+from aca_flows.plan.models import ExecutionPlan, Strategy, Task, TaskStatus
+
+__all__ = ["DagProgress"]
+
+_FINAL = ("completed", "failed", "skipped")
+
+
+class DagProgress:
+    def __init__(self, plan: ExecutionPlan):
+        self.plan = plan
+        self._by_id: dict[str, Task] = {t.id: t for t in plan.tasks}
+        self._order = {t.id: i for i, t in enumerate(plan.tasks)}
+        self._running: set[str] = set()
+        self._ran: set[str] = set()  # leaves whose own work finished (they may have got children)
+        self._settle()
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def task(self, task_id: str) -> Task:
+        return self._by_id[task_id]
+
+    @property
+    def running(self) -> set[str]:
+        return set(self._running)
+
+    def ready(self) -> list[Task]:
+        """Leaves that may start now, best first."""
+        candidates = [
+            t
+            for t in self.plan.tasks
+            if self._is_runnable_leaf(t) and all(self._finished_ok(d) for d in self._deps_of(t))
+        ]
+        if self.plan.strategy is Strategy.sequential:
+            if self._running:
+                return []
+            first = next((t for t in self.plan.tasks if self._is_runnable_leaf(t)), None)
+            return [first] if first in candidates else []
+        return sorted(candidates, key=lambda t: (-t.metadata.priority.rank, self._order[t.id]))
+
+    def is_finished(self) -> bool:
+        return not self._running and not self.ready()
+
+    def leaves(self) -> list[Task]:
+        return [t for t in self.plan.tasks if not t.children]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for task in self.plan.tasks:
+            out[task.status.state] = out.get(task.status.state, 0) + 1
+        return out
+
+    def dependency_ids(self, task: Task) -> list[str]:
+        """Every task this one waits for (own and inherited), for drawing edges."""
+        return sorted(self._deps_of(task), key=self._order.__getitem__)
+
+    # -- changes -----------------------------------------------------------------------------
+
+    def start(self, task_id: str) -> None:
+        self._running.add(task_id)
+        self._set(task_id, TaskStatus(state="in_progress"))
+
+    def complete(self, task_id: str) -> None:
+        self._running.discard(task_id)
+        self._ran.add(task_id)
+        task = self._by_id[task_id]
+        if not task.children:
+            self._set(task_id, TaskStatus(state="completed"))
+        self._settle()
+
+    def fail(self, task_id: str, reason: str) -> None:
+        self._running.discard(task_id)
+        self._ran.add(task_id)
+        self._set(task_id, TaskStatus(state="failed", reason=reason))
+        self._settle()
+
+    def refresh(self) -> None:
+        """Index tasks added to the plan since (subtasks proposed at run time, already linked
+        to their parent); a parent that ran completes once they have."""
+        for task in self.plan.tasks:
+            if task.id not in self._by_id:
+                self._by_id[task.id] = task
+                self._order[task.id] = len(self._order)
+
+    def reset_running(self) -> None:
+        """After an interruption, tasks that were running are pending again."""
+        for task_id in self._running:
+            self._set(task_id, TaskStatus())
+        self._running.clear()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _is_runnable_leaf(self, task: Task) -> bool:
+        return task.status.state == "pending" and task.id not in self._running and not task.children
+
+    def _deps_of(self, task: Task) -> set[str]:
+        deps: set[str] = set()
+        node: Task | None = task
+        while node is not None:
+            deps.update(node.dependencies)
+            node = self._by_id.get(node.parent_id) if node.parent_id else None
+        return deps
+
+    def _finished_ok(self, task_id: str) -> bool:
+        return self._by_id[task_id].status.state in ("completed", "skipped") and not self._broken(
+            task_id
+        )
+
+    def _broken(self, task_id: str) -> bool:
+        """A failed task, or a group with a failed or skipped-by-failure member."""
+        task = self._by_id[task_id]
+        if task.status.state == "failed":
+            return True
+        if task.status.state == "skipped" and (task.status.reason or "").startswith("dependency"):
+            return True
+        return any(self._broken(c) for c in task.children)
+
+    def _set(self, task_id: str, status: TaskStatus) -> None:
+        self._by_id[task_id].status = status
+
+    def _settle(self) -> None:
+        """Skip what can no longer run and close groups, until nothing changes."""
+        changed = True
+        while changed:
+            changed = False
+            for task in self.plan.tasks:
+                if task.status.state != "pending" or task.id in self._running:
+                    if task.children and task.status.state in ("pending", "in_progress"):
+                        changed |= self._close_group(task)
+                    continue
+                broken = next(
+                    (
+                        d
+                        for d in sorted(self._deps_of(task), key=self._order.get)
+                        if self._broken(d)
+                    ),
+                    None,
+                )
+                if broken is not None:
+                    self._set(
+                        task.id, TaskStatus(state="skipped", reason=f"dependency {broken} failed")
+                    )
+                    changed = True
+                elif task.children:
+                    changed |= self._close_group(task)
+
+    def _close_group(self, group: Task) -> bool:
+        states = [self._by_id[c].status.state for c in group.children]
+        if not all(s in _FINAL for s in states):
+            return False
+        if group.status.state == "in_progress" and group.id not in self._ran:
+            return False
+        failed = [c for c in group.children if self._broken(c)]
+        if failed:
+            reason = f"subtask {failed[0]} {self._by_id[failed[0]].status.state}"
+            self._set(group.id, TaskStatus(state="failed", reason=reason))
+        else:
+            self._set(group.id, TaskStatus(state="completed"))
+        return True

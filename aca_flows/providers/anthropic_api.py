@@ -1,0 +1,219 @@
+"""The ``anthropic`` provider: the Messages API with tool use, through the official SDK.
+
+What a caller may rely on:
+- the key comes from ``ANTHROPIC_API_KEY`` and the endpoint from ``ANTHROPIC_BASE_URL`` (or
+  ``[providers.anthropic] base_url``); a missing key fails before any network call;
+- the system prompt and the tool definitions carry ``cache_control`` breakpoints, so the shared
+  prefix of a tool loop is billed as cache reads from the second call on;
+- the response is streamed (long outputs never hit the SDK's non-streaming limit) and returned
+  whole; a stream cut off part-way is a ``TransientProviderError``;
+- ``response_schema`` is honoured by forcing a ``respond`` tool whose input is the answer; the
+  response's ``text`` is then that JSON;
+- SDK retries are off; every failure is a Transient/PermanentProviderError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+from aca_flows.errors import PermanentProviderError, TransientProviderError
+from aca_flows.providers.base import (
+    EventCallback,
+    Message,
+    ProviderRequest,
+    ProviderResponse,
+    ToolCall,
+    Usage,
+)
+from aca_flows.providers.failures import error_from_exception, rate_limit_headers
+from aca_flows.providers.pricing import cost_usd
+from aca_flows.settings import ModelPrice, ProviderSection
+
+__all__ = ["DEFAULT_MODEL", "AnthropicProvider", "to_anthropic_messages"]
+
+DEFAULT_MODEL = "claude-sonnet-4-6"
+_KEY = "ANTHROPIC_API_KEY"
+_RESPOND_TOOL = "respond"
+_CACHE = {"type": "ephemeral"}
+_STOP_REASONS = {
+    "end_turn": "end_turn",
+    "tool_use": "tool_use",
+    "max_tokens": "max_tokens",
+    "stop_sequence": "stop_sequence",
+    "refusal": "refusal",
+    "pause_turn": "end_turn",
+}
+
+
+def to_anthropic_messages(messages: list[Message]) -> list[dict[str, Any]]:
+    """Our turns as Messages API turns: tool results lead a user turn, tool calls end an
+    assistant turn."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        blocks: list[dict[str, Any]] = []
+        for result in message.tool_results:
+            blocks.append(
+                {
+                    "type": "tool_result",
+                    "tool_use_id": result.tool_call_id,
+                    "content": result.content,
+                    "is_error": result.is_error,
+                }
+            )
+        if message.text:
+            blocks.append({"type": "text", "text": message.text})
+        for call in message.tool_calls:
+            blocks.append(
+                {"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments}
+            )
+        out.append({"role": message.role, "content": blocks})
+    return out
+
+
+class AnthropicProvider:
+    """Anthropic Messages API. Build with ``from_config`` or directly with keyword arguments."""
+
+    name = "anthropic"
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        base_url: str | None = None,
+        model: str = DEFAULT_MODEL,
+        max_tokens: int = 8192,
+        timeout_seconds: float = 600,
+        prices: Mapping[str, ModelPrice] | None = None,
+    ):
+        self.api_key = api_key
+        self.base_url = base_url
+        self.model = model
+        self.max_tokens = max_tokens
+        self.timeout_seconds = timeout_seconds
+        self.prices = dict(prices or {})
+        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def from_config(
+        cls, section: ProviderSection, environ: Mapping[str, str] | None = None
+    ) -> AnthropicProvider:
+        env = os.environ if environ is None else environ
+        return cls(
+            api_key=env.get(_KEY),
+            base_url=section.base_url or env.get("ANTHROPIC_BASE_URL"),
+            model=section.model or DEFAULT_MODEL,
+            max_tokens=section.max_tokens,
+            timeout_seconds=section.timeout_seconds,
+            prices=section.prices,
+        )
+
+    def _client(self):
+        if not self.api_key:
+            raise PermanentProviderError(
+                f"anthropic: no API key. Set {_KEY} (https://console.anthropic.com/settings/keys)"
+                " or choose another provider with --provider.",
+                provider=self.name,
+            )
+        import anthropic  # lazy: importing the SDK costs seconds
+
+        # An async client is tied to the event loop it first ran on, and callers (Prefect
+        # task runs) may come from different loops: one client per loop, reused, since
+        # building one (its TLS context) costs about 0.1 s.
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = anthropic.AsyncAnthropic(
+                api_key=self.api_key,
+                base_url=self.base_url,
+                max_retries=0,
+                timeout=self.timeout_seconds,
+            )
+            self._clients[loop] = client
+        return client
+
+    def build_params(self, request: ProviderRequest) -> dict[str, Any]:
+        """The Messages API parameters for ``request`` (without ``stream``)."""
+        params: dict[str, Any] = {
+            "model": request.model or self.model,
+            "max_tokens": request.max_tokens or self.max_tokens,
+            "messages": to_anthropic_messages(request.messages),
+        }
+        if request.system:
+            params["system"] = [{"type": "text", "text": request.system, "cache_control": _CACHE}]
+        tools = [
+            {"name": t.name, "description": t.description, "input_schema": t.input_schema}
+            for t in request.tools
+        ]
+        if request.response_schema is not None:
+            tools.append(
+                {
+                    "name": _RESPOND_TOOL,
+                    "description": "Give the final answer in the required structure.",
+                    "input_schema": request.response_schema,
+                }
+            )
+            params["tool_choice"] = {"type": "tool", "name": _RESPOND_TOOL}
+        if tools:
+            # A breakpoint on the last tool caches the system prompt and every tool before it.
+            tools[-1] = dict(tools[-1], cache_control=_CACHE)
+            params["tools"] = tools
+        return params
+
+    async def complete(
+        self, request: ProviderRequest, on_event: EventCallback | None = None
+    ) -> ProviderResponse:
+        client = self._client()
+        params = self.build_params(request)
+        try:
+            async with client, client.messages.stream(**params) as stream:
+                message = await stream.get_final_message()
+                headers = rate_limit_headers(stream.response.headers)
+        except Exception as exc:
+            raise error_from_exception(self.name, exc, key_hint=_KEY) from None
+        if message.stop_reason is None:
+            # The stream ended without message_delta/message_stop: the answer is incomplete.
+            raise TransientProviderError(
+                "anthropic: the response stream was cut off before the end. Retry later.",
+                provider=self.name,
+            )
+        return self._response(request, message, headers)
+
+    def _response(
+        self, request: ProviderRequest, message: Any, headers: dict[str, str]
+    ) -> ProviderResponse:
+        texts: list[str] = []
+        calls: list[ToolCall] = []
+        for block in message.content:
+            if block.type == "text":
+                texts.append(block.text)
+            elif block.type == "tool_use":
+                if request.response_schema is not None and block.name == _RESPOND_TOOL:
+                    texts.append(json.dumps(block.input))
+                else:
+                    calls.append(ToolCall(id=block.id, name=block.name, arguments=block.input))
+        usage = Usage(
+            input_tokens=message.usage.input_tokens or 0,
+            output_tokens=message.usage.output_tokens or 0,
+            cache_read_tokens=getattr(message.usage, "cache_read_input_tokens", None) or 0,
+            cache_write_tokens=getattr(message.usage, "cache_creation_input_tokens", None) or 0,
+        )
+        stop = _STOP_REASONS.get(message.stop_reason or "", "end_turn")
+        if request.response_schema is not None and stop == "tool_use" and not calls:
+            stop = "end_turn"
+        model = message.model or request.model or self.model
+        return ProviderResponse(
+            text="".join(texts),
+            tool_calls=calls,
+            stop_reason=stop,
+            usage=usage,
+            cost_usd=cost_usd(model, usage, self.prices),
+            model=model,
+            provider=self.name,
+            session_id=message.id,
+            rate_limit_headers=headers,
+        )

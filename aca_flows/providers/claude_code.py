@@ -1,0 +1,324 @@
+"""The ``claude-code`` provider (the default): a whole Claude Code agent run per call, through
+``claude-agent-sdk``.
+
+Unlike the API providers, one ``complete`` call lets Claude Code work until it is done: it
+reads, edits and runs things in ``cwd`` itself, and the response is its final answer (no tool
+calls to execute). What a caller may rely on:
+
+- the binary is ``ACA_CLAUDE_CLI``, else ``[claude_code] cli_path``, else ``claude`` on PATH,
+  else the one bundled with claude-agent-sdk (``find_claude_cli``);
+- ``request.options`` understood: ``cwd`` (the task's worktree), ``resume`` (a previous
+  Claude session id, for context continuity), ``max_budget_usd``, ``max_turns``,
+  ``allowed_tools``, ``permission_mode``, ``append_system_prompt``, ``env`` (extra variables
+  for the CLI);
+- ``request.system`` is appended to Claude Code's own system prompt, never replaces it;
+  ``request.tools`` and ``response_schema`` are not used: Claude Code works with its own tools
+  (``allowed_tools``) and answers in text;
+- every stream message is handed to ``on_event`` as it arrives: ``system``, ``assistant_text``,
+  ``tool_use``, ``tool_result`` and finally ``result``;
+- the response carries the Claude session id (pass it back as ``resume``), usage and the
+  cost Claude Code reported;
+- a run stopped by its budget is a ``PermanentProviderError``; an API failure inside the run is
+  mapped by its status; a CLI crash is transient; a missing binary is permanent.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aca_flows.errors import PermanentProviderError, TransientProviderError
+from aca_flows.providers.base import (
+    EventCallback,
+    Message,
+    ProviderEvent,
+    ProviderRequest,
+    ProviderResponse,
+    Usage,
+)
+from aca_flows.providers.failures import error_for_status, error_from_exception
+from aca_flows.providers.pricing import cost_usd, price_for
+from aca_flows.settings import ClaudeCodeSection, ModelPrice, ProviderSection
+
+__all__ = ["ClaudeCodeProvider", "bundled_claude_cli", "find_claude_cli", "render_prompt"]
+
+
+def bundled_claude_cli() -> Path | None:
+    """The ``claude`` binary shipped inside claude-agent-sdk, found without importing it."""
+    spec = importlib.util.find_spec("claude_agent_sdk")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(folder) / "_bundled" / "claude"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def find_claude_cli(
+    configured: str | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[Path | None, str]:
+    """The binary to run and where it came from (``ACA_CLAUDE_CLI``, ``config``, ``PATH``,
+    ``bundled``); ``(None, reason)`` when there is none. A path set explicitly is returned
+    even when it does not exist, so using it fails loudly instead of falling back."""
+    env = os.environ if environ is None else environ
+    for value, source in ((env.get("ACA_CLAUDE_CLI"), "ACA_CLAUDE_CLI"), (configured, "config")):
+        if value:
+            return Path(value).expanduser(), source
+    on_path = shutil.which("claude", path=env.get("PATH"))
+    if on_path:
+        return Path(on_path), "PATH"
+    bundled = bundled_claude_cli()
+    if bundled is not None:
+        return bundled, "bundled"
+    return None, "no claude binary on PATH and none bundled with claude-agent-sdk"
+
+
+def render_prompt(messages: list[Message], resuming: bool) -> str:
+    """The prompt for one run. Resuming, Claude Code already has the history: send the last
+    user turn. Otherwise earlier turns are written out before it."""
+    user_turns = [m for m in messages if m.role == "user"]
+    last = user_turns[-1].text if user_turns else ""
+    if resuming or len(messages) <= 1:
+        return last
+    earlier = []
+    for message in messages[:-1]:
+        results = "".join(f"\n[tool result] {r.content}" for r in message.tool_results)
+        earlier.append(f"{message.role}: {message.text}{results}")
+    history = "\n\n".join(earlier)
+    return f"Conversation so far:\n\n{history}\n\nNow:\n{last}"
+
+
+class ClaudeCodeProvider:
+    """Claude Code driven through claude-agent-sdk."""
+
+    name = "claude-code"
+
+    def __init__(
+        self,
+        *,
+        cli_path: str | Path | None = None,
+        model: str | None = None,
+        permission_mode: str = "acceptEdits",
+        allowed_tools: list[str] | None = None,
+        max_turns: int = 50,
+        max_budget_usd: float | None = None,
+        env: Mapping[str, str] | None = None,
+        prices: Mapping[str, ModelPrice] | None = None,
+    ):
+        self.cli_path = Path(cli_path) if cli_path else None
+        self.model = model
+        self.permission_mode = permission_mode
+        self.allowed_tools = list(
+            allowed_tools or ["Read", "Write", "Edit", "Glob", "Grep", "Bash"]
+        )
+        self.max_turns = max_turns
+        self.max_budget_usd = max_budget_usd
+        self.env = dict(env or {})
+        self.prices = dict(prices or {})
+
+    @classmethod
+    def from_config(
+        cls,
+        claude: ClaudeCodeSection,
+        section: ProviderSection,
+        environ: Mapping[str, str] | None = None,
+    ) -> ClaudeCodeProvider:
+        cli, _ = find_claude_cli(claude.cli_path, environ)
+        return cls(
+            cli_path=cli,
+            model=section.model,
+            permission_mode=claude.permission_mode,
+            allowed_tools=claude.allowed_tools,
+            max_turns=claude.max_turns,
+            max_budget_usd=claude.max_budget_usd_per_task,
+            prices=section.prices,
+        )
+
+    def build_options(self, request: ProviderRequest) -> Any:
+        """The ``ClaudeAgentOptions`` for ``request``."""
+        from claude_agent_sdk import ClaudeAgentOptions  # lazy: keeps `aca --help` fast
+
+        opts = request.options
+        append = "\n\n".join(
+            part for part in (request.system, opts.get("append_system_prompt")) if part
+        )
+        system_prompt: dict[str, Any] = {"type": "preset", "preset": "claude_code"}
+        if append:
+            system_prompt["append"] = append
+        return ClaudeAgentOptions(
+            cwd=opts.get("cwd"),
+            resume=opts.get("resume"),
+            model=request.model or self.model,
+            permission_mode=opts.get("permission_mode", self.permission_mode),
+            allowed_tools=list(opts.get("allowed_tools", self.allowed_tools)),
+            max_turns=opts.get("max_turns", self.max_turns),
+            max_budget_usd=opts.get("max_budget_usd", self.max_budget_usd),
+            system_prompt=system_prompt,
+            cli_path=self.cli_path,
+            env={**self.env, **opts.get("env", {})},
+        )
+
+    async def complete(
+        self, request: ProviderRequest, on_event: EventCallback | None = None
+    ) -> ProviderResponse:
+        if self.cli_path is not None and not self.cli_path.is_file():
+            raise PermanentProviderError(
+                f"claude-code: the claude binary {self.cli_path} does not exist. Set "
+                "ACA_CLAUDE_CLI to a claude binary, install Claude Code, or unset it to use "
+                "the one bundled with claude-agent-sdk.",
+                provider=self.name,
+            )
+        result = None
+        texts: list[str] = []
+        try:
+            from claude_agent_sdk import query
+
+            options = self.build_options(request)
+            prompt = render_prompt(request.messages, resuming=bool(options.resume))
+            async for message in query(prompt=prompt, options=options):
+                for event in _events(message):
+                    if event.kind == "assistant_text":
+                        texts.append(event.data["text"])
+                    if on_event is not None:
+                        on_event(event)
+                if type(message).__name__ == "ResultMessage":
+                    result = message
+        except (PermanentProviderError, TransientProviderError):
+            raise
+        except Exception as exc:
+            if result is not None and type(exc).__name__ == "ResultError":
+                # The CLI exits non-zero after an error result; the result says why.
+                return self._response(request, result, texts)
+            raise self._error(exc) from None
+        if result is None:
+            raise TransientProviderError(
+                "claude-code: the run ended without a result. Retry later.", provider=self.name
+            )
+        return self._response(request, result, texts)
+
+    def _error(self, exc: Exception):
+        kind = type(exc).__name__
+        if kind == "CLINotFoundError":
+            return PermanentProviderError(
+                f"claude-code: the claude binary was not found ({exc}). Install Claude Code or "
+                "set ACA_CLAUDE_CLI to its path.",
+                provider=self.name,
+            )
+        status = getattr(exc, "api_error_status", None)
+        if isinstance(status, int):
+            detail = getattr(exc, "result", None) or str(exc)
+            return error_for_status(self.name, status, detail, key_hint="ANTHROPIC_API_KEY")
+        if kind in ("ProcessError", "CLIConnectionError", "ResultError"):
+            return TransientProviderError(
+                f"claude-code: the claude process failed ({kind}: {str(exc)[:300]}). "
+                "Retry later; if it persists run `aca providers check claude-code`.",
+                provider=self.name,
+            )
+        return error_from_exception(self.name, exc)
+
+    def _response(
+        self, request: ProviderRequest, result: Any, texts: list[str]
+    ) -> ProviderResponse:
+        status = getattr(result, "api_error_status", None)
+        detail = result.result or "; ".join(getattr(result, "errors", None) or [])
+        if result.is_error and status:
+            raise error_for_status(self.name, status, detail, key_hint="ANTHROPIC_API_KEY")
+        if result.subtype == "error_max_budget_usd":
+            raise PermanentProviderError(
+                f"claude-code: the run reached its budget (max_budget_usd) after "
+                f"{result.num_turns} turns. Raise [claude_code] max_budget_usd_per_task or "
+                "split the task.",
+                provider=self.name,
+            )
+        if result.is_error and result.subtype == "error_during_execution":
+            raise TransientProviderError(
+                f"claude-code: the run failed: {detail[:300] or 'no detail'}.",
+                provider=self.name,
+            )
+        raw = result.usage or {}
+        usage = Usage(
+            input_tokens=raw.get("input_tokens") or 0,
+            output_tokens=raw.get("output_tokens") or 0,
+            cache_read_tokens=raw.get("cache_read_input_tokens") or 0,
+            cache_write_tokens=raw.get("cache_creation_input_tokens") or 0,
+        )
+        model = request.model or self.model or next(iter(result.model_usage or {}), "")
+        # A configured price wins (the contract: cost from the price table, overridable);
+        # otherwise trust the cost Claude Code computed for itself.
+        cost = result.total_cost_usd
+        if cost is None or price_for(model, self.prices, include_defaults=False) is not None:
+            cost = cost_usd(model, usage, self.prices)
+        # error_max_turns: Claude Code stopped before it was done; the caller decides.
+        stop = "error" if result.is_error else "end_turn"
+        return ProviderResponse(
+            text=result.result if result.result is not None else (texts[-1] if texts else ""),
+            stop_reason=stop,
+            usage=usage,
+            cost_usd=cost,
+            model=model,
+            provider=self.name,
+            session_id=result.session_id,
+        )
+
+
+def _events(message: Any) -> list[ProviderEvent]:
+    """One SDK stream message as our events (plain data, safe to log as JSON)."""
+    kind = type(message).__name__
+    events: list[ProviderEvent] = []
+    if kind == "SystemMessage":
+        data = message.data or {}
+        events.append(
+            ProviderEvent(
+                kind="system",
+                data={
+                    "subtype": message.subtype,
+                    "session_id": data.get("session_id"),
+                    "model": data.get("model"),
+                },
+            )
+        )
+    elif kind in ("AssistantMessage", "UserMessage"):
+        content = message.content if isinstance(message.content, list) else []
+        if isinstance(message.content, str) and kind == "AssistantMessage":
+            events.append(ProviderEvent(kind="assistant_text", data={"text": message.content}))
+        for block in content:
+            block_kind = type(block).__name__
+            if block_kind == "TextBlock" and kind == "AssistantMessage":
+                events.append(ProviderEvent(kind="assistant_text", data={"text": block.text}))
+            elif block_kind == "ToolUseBlock":
+                events.append(
+                    ProviderEvent(
+                        kind="tool_use",
+                        data={"id": block.id, "name": block.name, "input": block.input},
+                    )
+                )
+            elif block_kind == "ToolResultBlock":
+                events.append(
+                    ProviderEvent(
+                        kind="tool_result",
+                        data={
+                            "tool_use_id": block.tool_use_id,
+                            "content": block.content,
+                            "is_error": bool(block.is_error),
+                        },
+                    )
+                )
+    elif kind == "ResultMessage":
+        events.append(
+            ProviderEvent(
+                kind="result",
+                data={
+                    "subtype": message.subtype,
+                    "is_error": message.is_error,
+                    "num_turns": message.num_turns,
+                    "session_id": message.session_id,
+                    "total_cost_usd": message.total_cost_usd,
+                    "usage": message.usage,
+                    "duration_ms": message.duration_ms,
+                },
+            )
+        )
+    return events

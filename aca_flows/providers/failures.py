@@ -1,0 +1,179 @@
+"""Turning every way a provider call can fail into ``TransientProviderError`` or
+``PermanentProviderError`` — the only two errors a provider raises.
+
+Transient (worth retrying later): 408, 409, 429, 5xx, 529 overloaded, timeouts, dropped
+connections, cut-off streams, unreadable responses. Permanent (retrying cannot help): 400 bad
+request, 401/403 auth, 404 unknown model, 413, 422, and spend limits (402, OpenAI's
+``insufficient_quota`` 429, Anthropic's "credit balance is too low" 400).
+
+Messages name the fix and never include a credential: only the server's own error message,
+status and the variable to check are shown.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from aca_flows.errors import PermanentProviderError, ProviderError, TransientProviderError
+
+__all__ = [
+    "error_for_status",
+    "error_from_exception",
+    "rate_limit_headers",
+    "retry_after_seconds",
+]
+
+_SPEND_MARKERS = (
+    "insufficient_quota",
+    "exceeded your current quota",
+    "credit balance is too low",
+    "spend limit",
+    "billing",
+)
+_BODY_LIMIT = 2_000
+
+
+def retry_after_seconds(
+    headers: Mapping[str, str] | None, now: float | None = None
+) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` / ``retry-after`` (seconds or an HTTP date)."""
+    if not headers:
+        return None
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if "retry-after-ms" in lowered:
+        try:
+            return max(0.0, float(lowered["retry-after-ms"]) / 1000)
+        except ValueError:
+            pass
+    value = lowered.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+def rate_limit_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The response headers a rate limiter can learn from (Anthropic and OpenAI styles)."""
+    keep = ("anthropic-ratelimit-", "x-ratelimit-", "retry-after")
+    return {k.lower(): v for k, v in (headers or {}).items() if k.lower().startswith(keep)}
+
+
+def _server_message(body: str | None) -> str:
+    """The human part of an error body in any of the three wire formats."""
+    if not body:
+        return ""
+    try:
+        data: Any = json.loads(body)
+    except ValueError:
+        return body.strip()[:300]
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, dict):
+            return str(error.get("message") or error.get("type") or "")[:300]
+        if isinstance(error, str):
+            return error[:300]
+    return str(data)[:300]
+
+
+def error_for_status(
+    provider: str,
+    status: int,
+    body: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    *,
+    key_hint: str = "",
+) -> ProviderError:
+    """The error for an HTTP error response. ``key_hint`` names the variable holding the key."""
+    detail = _server_message(body)
+    body = body[:_BODY_LIMIT] if body else body
+    said = f": {detail}" if detail else ""
+    common = {"provider": provider, "status_code": status, "body": body}
+    lowered = (body or "").lower()
+    if any(marker in lowered for marker in _SPEND_MARKERS) or status == 402:
+        return PermanentProviderError(
+            f"{provider}: the account's spend limit or credit is exhausted ({status}){said}. "
+            "Add credit or raise the limit with the provider, then resume the session.",
+            **common,
+        )
+    if status in (401, 403):
+        fix = f"check {key_hint}" if key_hint else "check the provider's credentials"
+        return PermanentProviderError(
+            f"{provider}: authentication failed ({status}){said}. The key was rejected; {fix}.",
+            **common,
+        )
+    if status == 404:
+        return PermanentProviderError(
+            f"{provider}: not found ({status}){said}. Check the model name "
+            f"([providers.{provider}] model, or --model) and the base URL.",
+            **common,
+        )
+    if status in (408, 409, 429) or status >= 500:
+        retry_after = retry_after_seconds(headers)
+        wait = f" The server asked to wait {retry_after:g} s." if retry_after is not None else ""
+        return TransientProviderError(
+            f"{provider}: temporarily unavailable ({status}){said}.{wait}",
+            retry_after=retry_after,
+            **common,
+        )
+    return PermanentProviderError(
+        f"{provider}: the request was rejected ({status}){said}. "
+        "This is a bad request; retrying it unchanged will not help.",
+        **common,
+    )
+
+
+def error_from_exception(provider: str, exc: BaseException, *, key_hint: str = "") -> ProviderError:
+    """Map an exception from an SDK (anthropic, openai) or httpx to a provider error.
+
+    SDK classes are recognised by shape, not imported, so this module stays cheap to import.
+    """
+    if isinstance(exc, ProviderError):
+        return exc
+    status = getattr(exc, "status_code", None)
+    response = getattr(exc, "response", None)
+    if isinstance(status, int) and response is not None:
+        try:
+            body = response.text
+        except Exception:  # a streamed response may be unread; the status still decides
+            body = None
+        return error_for_status(provider, status, body, response.headers, key_hint=key_hint)
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if names & {"APITimeoutError", "TimeoutException", "TimeoutError"}:
+        return TransientProviderError(
+            f"{provider}: the request timed out. Retry later, or raise "
+            f"[providers.{provider}] timeout_seconds.",
+            provider=provider,
+        )
+    if names & {"APIConnectionError", "TransportError", "ConnectionError", "OSError"}:
+        return TransientProviderError(
+            f"{provider}: the connection failed or was dropped ({type(exc).__name__}). "
+            "Retry later; if it persists check the base URL and the network.",
+            provider=provider,
+        )
+    if names & {
+        "APIResponseValidationError",
+        "JSONDecodeError",
+        "ValueError",
+        "DecodingError",
+        "AssertionError",
+    }:
+        return TransientProviderError(
+            f"{provider}: the server sent a response that could not be read "
+            f"({type(exc).__name__}). Retry later.",
+            provider=provider,
+        )
+    return TransientProviderError(
+        f"{provider}: the call failed unexpectedly ({type(exc).__name__}: {str(exc)[:200]}).",
+        provider=provider,
+    )

@@ -1,0 +1,225 @@
+"""The ``openai`` provider: Chat Completions with tool calls, through the official SDK.
+
+What a caller may rely on:
+- the key comes from ``OPENAI_API_KEY`` and the endpoint from ``OPENAI_BASE_URL`` (or
+  ``[providers.openai] base_url``), so any OpenAI-compatible server works; a missing key
+  fails before any network call;
+- tool call arguments arrive as JSON strings and are returned parsed; arguments that are not
+  valid JSON are returned as ``{"_unparsed_arguments": "<the string>"}`` so the caller can
+  tell the model;
+- usage splits OpenAI's ``prompt_tokens`` into fresh input and cached reads;
+- ``response_schema`` is sent as a strict ``json_schema`` response format;
+- SDK retries are off; every failure is a Transient/PermanentProviderError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+from aca_flows.errors import PermanentProviderError
+from aca_flows.providers.base import (
+    EventCallback,
+    Message,
+    ProviderRequest,
+    ProviderResponse,
+    ToolCall,
+    Usage,
+)
+from aca_flows.providers.failures import error_from_exception, rate_limit_headers
+from aca_flows.providers.pricing import cost_usd
+from aca_flows.settings import ModelPrice, ProviderSection
+
+__all__ = ["DEFAULT_MODEL", "OpenAIProvider", "to_openai_messages"]
+
+DEFAULT_MODEL = "gpt-5.1"
+_KEY = "OPENAI_API_KEY"
+_FINISH_REASONS = {
+    "stop": "end_turn",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "length": "max_tokens",
+    "content_filter": "refusal",
+}
+
+
+def to_openai_messages(system: str, messages: list[Message]) -> list[dict[str, Any]]:
+    """Our turns as Chat Completions messages: each tool result is its own ``tool`` message."""
+    out: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+    for message in messages:
+        for result in message.tool_results:
+            out.append(
+                {"role": "tool", "tool_call_id": result.tool_call_id, "content": result.content}
+            )
+        if message.role == "assistant":
+            turn: dict[str, Any] = {"role": "assistant", "content": message.text or None}
+            if message.tool_calls:
+                turn["tool_calls"] = [
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+                    }
+                    for call in message.tool_calls
+                ]
+            out.append(turn)
+        elif message.text or not message.tool_results:
+            out.append({"role": "user", "content": message.text})
+    return out
+
+
+def _parse_arguments(raw: str | None) -> dict[str, Any]:
+    try:
+        parsed = json.loads(raw or "{}")
+    except ValueError:
+        return {"_unparsed_arguments": raw}
+    return parsed if isinstance(parsed, dict) else {"_unparsed_arguments": raw}
+
+
+class OpenAIProvider:
+    """OpenAI Chat Completions (or any compatible server)."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        base_url: str | None = None,
+        model: str = DEFAULT_MODEL,
+        max_tokens: int = 8192,
+        timeout_seconds: float = 600,
+        prices: Mapping[str, ModelPrice] | None = None,
+    ):
+        self.api_key = api_key
+        self.base_url = base_url
+        self.model = model
+        self.max_tokens = max_tokens
+        self.timeout_seconds = timeout_seconds
+        self.prices = dict(prices or {})
+        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def from_config(
+        cls, section: ProviderSection, environ: Mapping[str, str] | None = None
+    ) -> OpenAIProvider:
+        env = os.environ if environ is None else environ
+        return cls(
+            api_key=env.get(_KEY),
+            base_url=section.base_url or env.get("OPENAI_BASE_URL"),
+            model=section.model or DEFAULT_MODEL,
+            max_tokens=section.max_tokens,
+            timeout_seconds=section.timeout_seconds,
+            prices=section.prices,
+        )
+
+    def _client(self):
+        if not self.api_key:
+            raise PermanentProviderError(
+                f"openai: no API key. Set {_KEY} (https://platform.openai.com/api-keys); for "
+                "a local OpenAI-compatible server set OPENAI_BASE_URL and any non-empty key.",
+                provider=self.name,
+            )
+        import openai  # lazy: importing the SDK costs seconds
+
+        # An async client is tied to the event loop it first ran on, and callers (Prefect
+        # task runs) may come from different loops: one client per loop, reused, since
+        # building one (its TLS context) costs about 0.1 s.
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = openai.AsyncOpenAI(
+                api_key=self.api_key,
+                base_url=self.base_url,
+                max_retries=0,
+                timeout=self.timeout_seconds,
+            )
+            self._clients[loop] = client
+        return client
+
+    def build_params(self, request: ProviderRequest) -> dict[str, Any]:
+        """The Chat Completions parameters for ``request``."""
+        params: dict[str, Any] = {
+            "model": request.model or self.model,
+            "messages": to_openai_messages(request.system, request.messages),
+        }
+        limit = request.max_tokens or self.max_tokens
+        # api.openai.com's newer models only take max_completion_tokens; compatible servers
+        # (vLLM, llama.cpp, LM Studio) mostly only know max_tokens.
+        if self.base_url is None or "api.openai.com" in self.base_url:
+            params["max_completion_tokens"] = limit
+        else:
+            params["max_tokens"] = limit
+        if request.tools:
+            params["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": t.input_schema,
+                    },
+                }
+                for t in request.tools
+            ]
+        if request.response_schema is not None:
+            params["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "response", "schema": request.response_schema},
+            }
+        return params
+
+    async def complete(
+        self, request: ProviderRequest, on_event: EventCallback | None = None
+    ) -> ProviderResponse:
+        client = self._client()
+        params = self.build_params(request)
+        try:
+            async with client:
+                raw = await client.chat.completions.with_raw_response.create(**params)
+                completion = raw.parse()
+                headers = rate_limit_headers(raw.headers)
+        except Exception as exc:
+            raise error_from_exception(self.name, exc, key_hint=_KEY) from None
+        if not getattr(completion, "choices", None):
+            raise error_from_exception(self.name, ValueError("no choices in the response"))
+        choice = completion.choices[0]
+        calls = [
+            ToolCall(
+                id=call.id,
+                name=call.function.name,
+                arguments=_parse_arguments(call.function.arguments),
+            )
+            for call in choice.message.tool_calls or []
+            if getattr(call, "function", None) is not None
+        ]
+        usage = _usage(completion.usage)
+        model = completion.model or params["model"]
+        return ProviderResponse(
+            text=choice.message.content or "",
+            tool_calls=calls,
+            stop_reason=_FINISH_REASONS.get(choice.finish_reason or "", "end_turn"),
+            usage=usage,
+            cost_usd=cost_usd(model, usage, self.prices),
+            model=model,
+            provider=self.name,
+            session_id=completion.id,
+            rate_limit_headers=headers,
+        )
+
+
+def _usage(raw: Any) -> Usage:
+    if raw is None:
+        return Usage()
+    details = getattr(raw, "prompt_tokens_details", None)
+    cached = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0
+    prompt = raw.prompt_tokens or 0
+    return Usage(
+        input_tokens=max(0, prompt - cached),
+        output_tokens=raw.completion_tokens or 0,
+        cache_read_tokens=cached,
+    )

@@ -1,0 +1,372 @@
+"""Rate limits that wait, never crash: one ``RateLimiter`` per provider.
+
+Before a call, ``acquire`` waits (never raises, unless told to stop at a usage budget) until:
+- the requests-per-minute bucket has a request (capacity = per minute + burst allowance),
+- the tokens-per-minute bucket has the call's estimated tokens,
+- fewer than ``max_concurrent_requests`` calls are in flight,
+- any pause asked by the server (``retry-after`` on 429/529) is over,
+- the current 5-hour usage block is under ``max_tokens_per_session`` (else it waits for the
+  block's end, or raises ``UsageLimitReached`` — exit 3, resumable — with
+  ``on_session_limit = "stop"``).
+
+After a call, ``release`` charges the actual tokens (input + output + cache writes: cache reads
+do not count against Anthropic's token limits), records the usage in the 5-hour blocks, and
+tightens the buckets from ``anthropic-ratelimit-*`` and ``x-ratelimit-*`` response headers.
+
+``RateLimitedProvider(provider, limiter)`` does all of that around any provider. The clock
+(epoch seconds) and the sleep are injectable, so tests run minutes of limits in milliseconds.
+The state (buckets, pause, blocks, last headers) is saved to ``state_file`` after every call,
+under the limiter's ``state_key`` (the provider name: one session's providers share the file),
+and restored from it when the limiter is built again (on resume). The file is
+``{"version": 1, "providers": {"<name>": {...snapshot...}}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aca_flows.errors import PermanentProviderError, TransientProviderError
+from aca_flows.providers.atomic_json import write_json_atomic
+from aca_flows.providers.base import (
+    EventCallback,
+    Provider,
+    ProviderRequest,
+    ProviderResponse,
+    Usage,
+)
+from aca_flows.providers.usage_blocks import UsageBlocks
+from aca_flows.settings import RateLimitingSection
+
+__all__ = [
+    "RateLimitedProvider",
+    "RateLimiter",
+    "TokenBucket",
+    "UsageLimitReached",
+    "estimate_tokens",
+]
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+WaitCallback = Callable[[float, str], None]
+STATE_VERSION = 1
+
+
+class UsageLimitReached(PermanentProviderError):
+    """The 5-hour block's token budget is spent and the config says stop: exit 3, resumable."""
+
+    exit_code = 3
+
+
+class TokenBucket:
+    """``per_minute`` units refill evenly; up to ``per_minute + burst`` can be spent at once.
+
+    Spending more than is there leaves a debt that later callers wait out, so one call larger
+    than the whole bucket still goes through (once the bucket is full) instead of never.
+    """
+
+    def __init__(self, per_minute: float, burst: float, now: float):
+        self.per_minute = float(per_minute)
+        self.burst = float(burst)
+        self.level = self.capacity
+        self.updated = now
+        # Refill lost because the bucket was full; see RateLimiter.release.
+        self.spilled = 0.0
+
+    @property
+    def capacity(self) -> float:
+        return self.per_minute + self.burst
+
+    def _refill(self, now: float) -> None:
+        elapsed = max(0.0, now - self.updated)
+        raw = self.level + elapsed * self.per_minute / 60
+        self.spilled += max(0.0, raw - self.capacity)
+        self.level = min(self.capacity, raw)
+        self.updated = max(self.updated, now)
+
+    def wait_time(self, amount: float, now: float) -> float:
+        """Seconds until ``amount`` (at most a full bucket) is available."""
+        self._refill(now)
+        missing = min(amount, self.capacity) - self.level
+        return 0.0 if missing <= 0 else missing * 60 / self.per_minute
+
+    def take(self, amount: float, now: float) -> None:
+        self._refill(now)
+        self.level = min(self.capacity, self.level - amount)
+
+    def tighten(self, *, remaining: float | None, limit: float | None, now: float) -> None:
+        """Lower the rate to a server's smaller ``limit``; lower the level to its ``remaining``."""
+        self._refill(now)
+        if limit is not None and 0 < limit < self.per_minute:
+            self.per_minute = limit
+            self.level = min(self.level, self.capacity)
+        if remaining is not None:
+            self.level = min(self.level, remaining)
+
+    def to_dict(self) -> dict[str, float]:
+        return {"per_minute": self.per_minute, "level": self.level, "updated": self.updated}
+
+    def restore(self, data: Mapping[str, float]) -> None:
+        self.per_minute = min(self.per_minute, float(data.get("per_minute", self.per_minute)))
+        self.level = min(self.capacity, float(data.get("level", self.level)))
+        self.updated = float(data.get("updated", self.updated))
+
+
+@dataclass(frozen=True)
+class Permit:
+    """One admitted call; hand it back to ``release``."""
+
+    estimated_tokens: int
+    spilled_at_start: float = 0.0
+
+
+def estimate_tokens(request: ProviderRequest) -> int:
+    """A rough input-token count (4 characters a token): enough to pace a bucket."""
+    size = len(request.system) + sum(
+        len(m.text) + sum(len(r.content) for r in m.tool_results) for m in request.messages
+    )
+    size += sum(len(json.dumps(t.input_schema)) + len(t.description) for t in request.tools)
+    return max(1, size // 4)
+
+
+class RateLimiter:
+    """Per-provider limits (see the module docstring). Safe to share between threads."""
+
+    def __init__(
+        self,
+        limits: RateLimitingSection,
+        *,
+        clock: Clock = time.time,
+        sleep: Sleep = asyncio.sleep,
+        state_file: Path | None = None,
+        state_key: str = "default",
+        on_wait: WaitCallback | None = None,
+        poll_seconds: float = 0.25,
+    ):
+        self.limits = limits
+        self.state_key = state_key
+        self.clock = clock
+        self.sleep = sleep
+        self.state_file = Path(state_file) if state_file else None
+        self.on_wait = on_wait
+        self.poll_seconds = poll_seconds
+        now = clock()
+        self.requests = TokenBucket(limits.max_requests_per_minute, limits.burst_allowance, now)
+        self.tokens = TokenBucket(limits.max_tokens_per_minute, 0, now)
+        self.paused_until = 0.0
+        self.blocks = UsageBlocks()
+        self.last_headers: dict[str, str] = {}
+        self.in_flight = 0
+        self._lock = threading.Lock()
+        if self.state_file is not None:
+            saved = _read_state_file(self.state_file).get(state_key)
+            if saved:
+                self.restore(saved)
+
+    # ------------------------------------------------------------------ admission
+
+    async def acquire(self, estimated_tokens: int = 1) -> Permit:
+        """Wait until a call of ``estimated_tokens`` may start; never raises except
+        ``UsageLimitReached`` when the config says stop at the block budget."""
+        while True:
+            with self._lock:
+                now = self.clock()
+                waits = {
+                    "server retry-after": self.paused_until - now,
+                    "requests per minute": self.requests.wait_time(1, now),
+                    "tokens per minute": self.tokens.wait_time(estimated_tokens, now),
+                    "5-hour usage budget": self._block_wait(now),
+                }
+                reason, wait = max(waits.items(), key=lambda item: item[1])
+                if wait <= 0 and self.in_flight < self.limits.max_concurrent_requests:
+                    self.requests.take(1, now)
+                    self.tokens.take(estimated_tokens, now)
+                    self.in_flight += 1
+                    return Permit(estimated_tokens, self.tokens.spilled)
+                if wait <= 0:
+                    reason, wait = "concurrent requests", self.poll_seconds
+                # A wait below the clock's resolution would never move it: round it up.
+                wait = max(wait, 0.001)
+            if self.on_wait is not None:
+                self.on_wait(wait, reason)
+            await self.sleep(wait)
+
+    def _block_wait(self, now: float) -> float:
+        budget = self.limits.max_tokens_per_session
+        block = self.blocks.current(now)
+        if budget is None or block is None or block.tokens < budget:
+            return 0.0
+        if self.limits.on_session_limit == "stop":
+            resets = datetime.fromtimestamp(block.end).astimezone().strftime("%H:%M")
+            raise UsageLimitReached(
+                f"the 5-hour usage budget of {budget} tokens is spent ({block.tokens} used); "
+                f"it resets at {resets}. Resume the session then, or set "
+                '[rate_limiting] on_session_limit = "wait" to wait automatically.',
+            )
+        return block.end - now
+
+    def release(
+        self,
+        permit: Permit,
+        usage: Usage | None = None,
+        headers: Mapping[str, str] | None = None,
+        cost_usd: float = 0.0,
+    ) -> None:
+        """Hand back a permit, charging the call's actual usage and learning from headers."""
+        with self._lock:
+            now = self.clock()
+            self.in_flight = max(0, self.in_flight - 1)
+            if usage is not None:
+                counted = usage.input_tokens + usage.output_tokens + usage.cache_write_tokens
+                extra = counted - permit.estimated_tokens
+                if extra > 0:
+                    # A long call (a whole Claude Code run) spent its tokens over its duration,
+                    # while the full bucket spilled its refill: that refill paid for them.
+                    self.tokens.wait_time(0, now)  # refill up to now
+                    extra = max(0.0, extra - (self.tokens.spilled - permit.spilled_at_start))
+                self.tokens.take(extra, now)
+                self.blocks.record(now, usage.total_tokens, cost_usd)
+            if headers:
+                self._tighten(headers, now)
+        self.save()
+
+    def pause(self, seconds: float) -> None:
+        """Hold every call back for ``seconds`` (a server's retry-after)."""
+        with self._lock:
+            self.paused_until = max(self.paused_until, self.clock() + seconds)
+        self.save()
+
+    # ------------------------------------------------------------------ headers
+
+    def _tighten(self, headers: Mapping[str, str], now: float) -> None:
+        h = {k.lower(): v for k, v in headers.items()}
+        self.last_headers = {k: v for k, v in h.items() if "ratelimit" in k or k == "retry-after"}
+        for bucket, kinds in (
+            (self.requests, ("requests",)),
+            (self.tokens, ("tokens", "input-tokens")),
+        ):
+            for kind in kinds:
+                remaining = _number(h.get(f"anthropic-ratelimit-{kind}-remaining"))
+                limit = _number(h.get(f"anthropic-ratelimit-{kind}-limit"))
+                reset = _reset_at(h.get(f"anthropic-ratelimit-{kind}-reset"), now)
+                if remaining is None and limit is None:
+                    remaining = _number(h.get(f"x-ratelimit-remaining-{kind}"))
+                    limit = _number(h.get(f"x-ratelimit-limit-{kind}"))
+                    reset = _reset_at(h.get(f"x-ratelimit-reset-{kind}"), now)
+                if remaining is None and limit is None:
+                    continue
+                bucket.tighten(remaining=remaining, limit=limit, now=now)
+                if remaining is not None and remaining <= 0 and reset is not None:
+                    self.paused_until = max(self.paused_until, reset)
+
+    # ------------------------------------------------------------------ persistence
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything worth keeping across a restart, as JSON data."""
+        with self._lock:
+            return {
+                "version": STATE_VERSION,
+                "saved_at": self.clock(),
+                "requests": self.requests.to_dict(),
+                "tokens": self.tokens.to_dict(),
+                "paused_until": self.paused_until,
+                "blocks": self.blocks.to_list(),
+                "last_headers": dict(self.last_headers),
+            }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Take back a ``snapshot``; configured limits stay the ceiling."""
+        if state.get("version") != STATE_VERSION:
+            return  # an unknown format: start fresh rather than misread it
+        with self._lock:
+            self.requests.restore(state.get("requests", {}))
+            self.tokens.restore(state.get("tokens", {}))
+            self.paused_until = float(state.get("paused_until", 0.0))
+            self.blocks = UsageBlocks.from_list(state.get("blocks", []))
+            self.last_headers = dict(state.get("last_headers", {}))
+
+    def save(self) -> None:
+        """Write this limiter's state under its ``state_key``, keeping other providers'."""
+        if self.state_file is None:
+            return
+        snapshot = self.snapshot()
+        with _STATE_FILE_LOCK:
+            providers = _read_state_file(self.state_file)
+            providers[self.state_key] = snapshot
+            write_json_atomic(self.state_file, {"version": STATE_VERSION, "providers": providers})
+
+
+# One session's providers share rate_limit_state.json; each saves its own part of it.
+_STATE_FILE_LOCK = threading.Lock()
+
+
+def _read_state_file(path: Path) -> dict[str, Any]:
+    """The per-provider states in ``path``; empty when it is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+        return {}
+    providers = data.get("providers")
+    return dict(providers) if isinstance(providers, dict) else {}
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+
+
+def _reset_at(value: str | None, now: float) -> float | None:
+    """A reset time: RFC 3339 (Anthropic) or a duration like ``6m0s`` / ``20ms`` (OpenAI)."""
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        pass
+    parts = _DURATION.findall(value)
+    if not parts:
+        return None
+    return now + sum(float(amount) * _UNIT_SECONDS[unit] for amount, unit in parts)
+
+
+class RateLimitedProvider:
+    """Any provider behind a ``RateLimiter``. Errors pass through unchanged (retries belong
+    to the flow), but a server's ``retry_after`` pauses every later call first."""
+
+    def __init__(self, inner: Provider, limiter: RateLimiter):
+        self.inner = inner
+        self.limiter = limiter
+        self.name = inner.name
+
+    async def complete(
+        self, request: ProviderRequest, on_event: EventCallback | None = None
+    ) -> ProviderResponse:
+        permit = await self.limiter.acquire(estimate_tokens(request))
+        try:
+            response = await self.inner.complete(request, on_event)
+        except TransientProviderError as exc:
+            self.limiter.release(permit)
+            if exc.retry_after:
+                self.limiter.pause(exc.retry_after)
+            raise
+        except BaseException:
+            self.limiter.release(permit)
+            raise
+        self.limiter.release(permit, response.usage, response.rate_limit_headers, response.cost_usd)
+        return response

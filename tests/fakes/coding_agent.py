@@ -1,0 +1,61 @@
+"""A scripted coding agent for the fake Anthropic server: it does what the task's title says.
+
+The first user message starts ``# Task <id>: <title>``. Understood titles:
+
+- ``write NAME`` — write the file NAME containing ``NAME\n``;
+- ``write NAME with TEXT`` — write the file NAME containing ``TEXT\n``;
+- a description line ``propose: a, b`` — after writing, propose subtasks ``a`` and ``b``
+  (each titled ``write <id>.txt``);
+- anything else — just finish.
+
+Each step is one turn: write, (propose), finish. Use it as a reply source::
+
+    for _ in range(n): llm_server.anthropic.enqueue(coding_agent)
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from tests.fakes.llm_server import RecordedRequest, Reply
+
+__all__ = ["coding_agent", "task_of"]
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "\n".join(b.get("text", "") for b in content if b.get("type") == "text")
+
+
+def task_of(request: RecordedRequest) -> tuple[str, str, str]:
+    """(task id, title, the rest of the first message) of an agent request."""
+    first = _text(request.json["messages"][0]["content"])
+    match = re.match(r"# Task (\S+): (.*)", first)
+    if not match:
+        return "", "", first
+    return match.group(1), match.group(2).strip(), first
+
+
+def coding_agent(request: RecordedRequest) -> Reply:
+    messages = request.json["messages"]
+    turn = sum(1 for m in messages if m["role"] == "assistant")
+    _, title, first = task_of(request)
+    steps: list[dict[str, Any]] = []
+    write = re.match(r"write (\S+)(?: with (.*))?$", title)
+    if write:
+        content = (write.group(2) or write.group(1)) + "\n"
+        steps.append(
+            {"name": "write_file", "arguments": {"path": write.group(1), "content": content}}
+        )
+    propose = re.search(r"^propose: (.+)$", first, re.MULTILINE)
+    if propose:
+        subtasks = [
+            {"id": name.strip(), "title": f"write {name.strip()}.txt"}
+            for name in propose.group(1).split(",")
+        ]
+        steps.append({"name": "propose_subtasks", "arguments": {"subtasks": subtasks}})
+    steps.append({"name": "finish", "arguments": {"summary": f"did: {title}"}})
+    step = steps[min(turn, len(steps) - 1)]
+    return Reply(tool_calls=[step], usage={"input_tokens": 100, "output_tokens": 20})

@@ -1,0 +1,44 @@
+"""One Prefect test server for every flow test of the session, and a git repo to work on."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.llm_server import FakeLLMServer
+
+
+@pytest.fixture(autouse=True, scope="session")
+def prefect_server():
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    """A git repository with one commit, like a user's checkout."""
+    path = tmp_path / "repo"
+    path.mkdir()
+    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
+    (path / "README.md").write_text("demo\n")
+    git = ["git", "-C", str(path), "-c", "user.name=u", "-c", "user.email=u@example.com"]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "init"], check=True)
+    return path
+
+
+@pytest.fixture
+def anthropic_fake(monkeypatch):
+    """The fake LLM server, with the anthropic provider pointed at it and quick retries."""
+    with FakeLLMServer() as server:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+        monkeypatch.setenv("ACA_SESSION__PROVIDER", "anthropic")
+        monkeypatch.setenv("ACA_SESSION__RETRY_BACKOFF_SECONDS", "0")
+        yield server

@@ -1,0 +1,197 @@
+"""The aca-run flow against a real Prefect server, real git and the fake Anthropic server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+
+import git
+
+from aca_flows.flows import run_flow
+from aca_flows.session.store import load_session
+from tests.fakes.coding_agent import coding_agent, task_of
+
+
+def write_tasks(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "tasks.md"
+    path.write_text(text)
+    return path
+
+
+def agent_requests(server) -> list:
+    return [r for r in server.anthropic.requests if r.json and r.json.get("tools")]
+
+
+def branch_files(repo: Path, branch: str) -> dict[str, str]:
+    tree = git.Repo(repo).commit(branch).tree
+    return {b.path: b.data_stream.read().decode() for b in tree.traverse() if b.type == "blob"}
+
+
+def task_commits(repo: Path, branch: str) -> list[str]:
+    """Task ids of the session branch's commits, oldest first."""
+    log = git.Repo(repo).git.log("--reverse", "--format=%(trailers:key=Aca-Task,valueonly)", branch)
+    return [line.strip() for line in log.splitlines() if line.strip()]
+
+
+def run(tasks: Path, repo: Path, **params):
+    return run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test", **params)
+
+
+def test_dag_runs_in_dependency_order_and_lands_one_commit_per_task(tmp_path, repo, anthropic_fake):
+    anthropic_fake.anthropic.scripted_for = lambda r: True
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = write_tasks(
+        tmp_path,
+        "# Demo\n\n- write a.txt {#a}\n- write b.txt {#b depends_on=a}\n- write c.txt {#c}\n",
+    )
+    outcome = run(tasks, repo)
+    summary = outcome.summary
+    assert summary["status"] == "completed" and summary["counts"] == {"completed": 3}
+    branch = summary["branch"]
+    assert branch_files(repo, branch) == {
+        "README.md": "demo\n", "a.txt": "a.txt\n", "b.txt": "b.txt\n", "c.txt": "c.txt\n"
+    }  # fmt: skip
+    order = task_commits(repo, branch)
+    assert sorted(order) == ["a", "b", "c"] and order.index("a") < order.index("b")
+    # b was told about a's work: its prompt names a's summary.
+    b_prompt = next(r for r in agent_requests(anthropic_fake) if task_of(r)[0] == "b")
+    assert "did: write a.txt" in task_of(b_prompt)[2]
+    # The user's checkout is untouched.
+    assert git.Repo(repo).active_branch.name == "main"
+    assert not (repo / "a.txt").exists()
+    session = load_session(repo, summary["session_id"])
+    assert session.status == "completed"
+    assert {t.id: str(t.status) for t in session.plan.tasks} == {
+        "a": "completed", "b": "completed", "c": "completed"
+    }  # fmt: skip
+
+
+def test_rerunning_the_session_makes_no_provider_call(tmp_path, repo, anthropic_fake):
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = write_tasks(tmp_path, "- write a.txt {#a}\n- write b.txt {#b depends_on=a}\n")
+    first = run(tasks, repo).summary
+    calls = len(anthropic_fake.anthropic.requests)
+    again = run(tasks, repo, session_id=first["session_id"]).summary
+    assert again["status"] == "completed"
+    assert len(anthropic_fake.anthropic.requests) == calls
+    assert task_commits(repo, first["branch"]) == ["a", "b"]
+
+
+def test_concurrency_is_bounded(tmp_path, repo, anthropic_fake):
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def slow_agent(request):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.3)
+        with lock:
+            active[0] -= 1
+        return coding_agent(request)
+
+    for _ in range(40):
+        anthropic_fake.anthropic.enqueue(slow_agent)
+    tasks = write_tasks(tmp_path, "".join(f"- write f{i}.txt\n" for i in range(6)))
+    summary = run(tasks, repo, max_concurrent=2).summary
+    assert summary["counts"] == {"completed": 6}
+    assert peak[0] == 2
+
+
+def test_overloaded_529_is_retried_to_success(tmp_path, repo, anthropic_fake):
+    anthropic_fake.anthropic.enqueue(status=529, retry_after=0.1, error="Overloaded")
+    for _ in range(5):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = write_tasks(tmp_path, "- write a.txt {#a}\n")
+    summary = run(tasks, repo).summary
+    assert summary["status"] == "completed"
+    assert branch_files(repo, summary["branch"])["a.txt"] == "a.txt\n"
+    statuses = [r.json and r.json.get("tools") and 1 for r in anthropic_fake.anthropic.requests]
+    assert len(statuses) == 3  # the 529, then write and finish
+
+
+def test_permanent_error_fails_without_retry(tmp_path, repo, anthropic_fake):
+    anthropic_fake.anthropic.enqueue(status=401, error="invalid x-api-key")
+    tasks = write_tasks(tmp_path, "- write a.txt {#a}\n")
+    outcome = run(tasks, repo)
+    assert outcome.state_name == "Failed"
+    assert outcome.summary["failed_ids"] == ["a"]
+    assert len(anthropic_fake.anthropic.requests) == 1
+
+
+def test_failure_skips_dependents_and_independent_work_continues(tmp_path, repo, anthropic_fake):
+    for _ in range(30):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = write_tasks(
+        tmp_path,
+        '- write a.txt {#a verify="false"}\n'
+        "- write b.txt {#b depends_on=a}\n"
+        "- write c.txt {#c depends_on=b}\n"
+        "- write d.txt {#d}\n",
+    )
+    outcome = run(tasks, repo)
+    summary = outcome.summary
+    assert outcome.state_name == "Failed"
+    assert summary["counts"] == {"failed": 1, "skipped": 2, "completed": 1}
+    session = load_session(repo, summary["session_id"])
+    status = {t.id: str(t.status) for t in session.plan.tasks}
+    assert status["b"] == "skipped: dependency a failed"
+    assert status["c"] == "skipped: dependency b failed"
+    assert status["d"] == "completed"
+    assert status["a"].startswith("failed: verify command `false` still failed")
+    assert task_commits(repo, summary["branch"]) == ["d"]
+    assert not any(task_of(r)[0] in ("b", "c") for r in agent_requests(anthropic_fake))
+
+
+def test_proposed_subtasks_run_in_the_same_flow(tmp_path, repo, anthropic_fake):
+    for _ in range(30):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = write_tasks(tmp_path, "- write base.txt {#base}\n  propose: one, two\n")
+    summary = run(tasks, repo).summary
+    assert summary["status"] == "completed"
+    files = branch_files(repo, summary["branch"])
+    assert {"base.txt", "one.txt", "two.txt"} <= set(files)
+    session = load_session(repo, summary["session_id"])
+    base = session.plan.task("base")
+    assert len(base.children) == 2 and str(base.status) == "completed"
+    assert all(str(session.plan.task(c).status) == "completed" for c in base.children)
+    assert task_commits(repo, summary["branch"])[0] == "base"
+
+
+def test_artifacts_and_task_run_names_are_in_prefect(tmp_path, repo, anthropic_fake):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = write_tasks(tmp_path, "# Art\n\n- write a.txt {#a}\n")
+    summary = run(tasks, repo).summary
+    session_id = summary["session_id"]
+
+    async def read():
+        async with get_client() as client:
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(like_=f"%{session_id.lower()}%")
+                )
+            )
+            runs = await client.read_task_runs()
+            flows = await client.read_flow_runs()
+            return artifacts, runs, flows
+
+    artifacts, task_runs, flow_runs = asyncio.run(read())
+    kinds = {a.key.split("-")[1] for a in artifacts}
+    assert {"plan", "graph", "progress", "summary", "a"} <= kinds | {
+        a.key.rsplit("-", 1)[-1] for a in artifacts
+    }
+    by_key = {a.key: a for a in artifacts}
+    task_doc = next(a for k, a in by_key.items() if k.endswith("-a"))
+    assert "**Commit:**" in task_doc.data and "a.txt" in task_doc.data
+    assert "a write a.txt" in {r.name for r in task_runs}
+    assert "Art" in {f.name for f in flow_runs}
+    plan_table = next(a for k, a in by_key.items() if "-plan-" in k)
+    assert json.loads(plan_table.data)[0]["id"] == "a"

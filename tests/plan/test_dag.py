@@ -1,0 +1,132 @@
+"""DagProgress: what may run now, in which order, and what a failure skips."""
+
+from __future__ import annotations
+
+from aca_flows.plan import ExecutionPlan, Task
+from aca_flows.plan.dag import DagProgress
+
+
+def plan_of(*tasks: Task, strategy: str = "intelligent") -> ExecutionPlan:
+    return ExecutionPlan(name="p", strategy=strategy, tasks=list(tasks))
+
+
+def ids(tasks) -> list[str]:
+    return [t.id for t in tasks]
+
+
+def test_dependencies_gate_and_priority_orders_ready_tasks():
+    dag = DagProgress(
+        plan_of(
+            Task(id="a", title="A"),
+            Task(id="b", title="B", metadata={"priority": "critical"}),
+            Task(id="c", title="C", dependencies=["a"]),
+            Task(id="d", title="D", metadata={"priority": "low"}),
+        )
+    )
+    assert ids(dag.ready()) == ["b", "a", "d"]
+    dag.start("a")
+    assert ids(dag.ready()) == ["b", "d"]
+    dag.complete("a")
+    assert ids(dag.ready()) == ["b", "c", "d"]
+
+
+def test_groups_do_no_work_and_complete_with_their_children():
+    dag = DagProgress(
+        plan_of(
+            Task(id="g", title="G", children=["x", "y"]),
+            Task(id="x", title="X", parent_id="g"),
+            Task(id="y", title="Y", parent_id="g"),
+            Task(id="after", title="After", dependencies=["g"]),
+        )
+    )
+    assert ids(dag.ready()) == ["x", "y"]
+    dag.start("x")
+    dag.complete("x")
+    assert dag.task("g").status.state == "pending"
+    dag.start("y")
+    dag.complete("y")
+    assert dag.task("g").status.state == "completed"
+    assert ids(dag.ready()) == ["after"]
+
+
+def test_children_inherit_their_parents_dependencies():
+    dag = DagProgress(
+        plan_of(
+            Task(id="db", title="DB"),
+            Task(id="api", title="API", dependencies=["db"], children=["route"]),
+            Task(id="route", title="Route", parent_id="api"),
+        )
+    )
+    assert ids(dag.ready()) == ["db"]
+    assert dag.dependency_ids(dag.task("route")) == ["db"]
+
+
+def test_failure_skips_dependents_transitively_and_independent_work_goes_on():
+    dag = DagProgress(
+        plan_of(
+            Task(id="a", title="A"),
+            Task(id="b", title="B", dependencies=["a"]),
+            Task(id="c", title="C", dependencies=["b"]),
+            Task(id="free", title="Free"),
+        )
+    )
+    dag.start("a")
+    dag.fail("a", "verify failed")
+    assert dag.task("b").status.reason == "dependency a failed"
+    assert dag.task("c").status.reason == "dependency b failed"
+    assert ids(dag.ready()) == ["free"]
+    dag.start("free")
+    dag.complete("free")
+    assert dag.is_finished()
+    assert dag.counts() == {"failed": 1, "skipped": 2, "completed": 1}
+
+
+def test_failed_member_fails_its_group_and_skips_the_groups_dependents():
+    dag = DagProgress(
+        plan_of(
+            Task(id="g", title="G", children=["x"]),
+            Task(id="x", title="X", parent_id="g"),
+            Task(id="later", title="Later", dependencies=["g"]),
+        )
+    )
+    dag.start("x")
+    dag.fail("x", "boom")
+    assert str(dag.task("g").status) == "failed: subtask x failed"
+    assert str(dag.task("later").status) == "skipped: dependency g failed"
+
+
+def test_proposed_subtasks_run_before_the_parent_completes():
+    dag = DagProgress(
+        plan_of(Task(id="p", title="P"), Task(id="next", title="N", dependencies=["p"]))
+    )
+    dag.start("p")
+    dag.plan.tasks.append(Task(id="p.1", title="Sub", parent_id="p"))
+    dag.task("p").children = ["p.1"]
+    dag.refresh()
+    dag.complete("p")
+    assert dag.task("p").status.state == "in_progress"
+    assert ids(dag.ready()) == ["p.1"]
+    dag.start("p.1")
+    dag.complete("p.1")
+    assert dag.task("p").status.state == "completed"
+    assert ids(dag.ready()) == ["next"]
+
+
+def test_completed_tasks_from_the_file_are_not_run_again():
+    dag = DagProgress(plan_of(Task(id="a", title="A", status="completed"), Task(id="b", title="B")))
+    assert ids(dag.ready()) == ["b"]
+
+
+def test_sequential_strategy_runs_one_leaf_at_a_time_in_order():
+    dag = DagProgress(
+        plan_of(
+            Task(id="a", title="A"),
+            Task(id="b", title="B", metadata={"priority": "critical"}),
+            strategy="sequential",
+        )
+    )
+    assert ids(dag.ready()) == ["a"]
+    dag.start("a")
+    assert dag.ready() == []
+    dag.complete("a")
+    assert ids(dag.ready()) == ["b"]

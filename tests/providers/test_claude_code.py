@@ -1,0 +1,152 @@
+"""The claude-code provider, running the real bundled ``claude`` binary against the fake server.
+
+The fake plays the model: it tells Claude Code to write a file with its Write tool, and the
+test finds the file on disk, the usage in the result and every stream message in the events.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from aca_flows.errors import PermanentProviderError
+from aca_flows.providers import get_provider
+from aca_flows.providers.base import Message, ProviderEvent, ProviderRequest
+from aca_flows.providers.claude_code import bundled_claude_cli, find_claude_cli, render_prompt
+from aca_flows.settings import AcaConfig, ClaudeCodeSection, ProviderSection
+from tests.providers.conftest import run
+
+MODEL = "claude-sonnet-4-6"
+
+
+def _provider(**claude):
+    config = AcaConfig(
+        claude_code=ClaudeCodeSection(**claude),
+        providers={"claude-code": ProviderSection(model=MODEL)},
+    )
+    return get_provider("claude-code", config)
+
+
+def _request(worktree: Path, text: str, **options) -> ProviderRequest:
+    return ProviderRequest(
+        system="Commit nothing; aca commits for you.",
+        messages=[Message(role="user", text=text)],
+        options={"cwd": str(worktree), **options},
+    )
+
+
+def test_claude_code_writes_a_file_and_reports_usage_and_every_step(
+    claude_env, llm_server, tmp_path
+):
+    worktree = tmp_path / "worktree"
+    worktree.mkdir()
+    target = worktree / "hello.py"
+    llm_server.anthropic.enqueue(
+        tool_calls=[
+            {"name": "Write", "arguments": {"file_path": str(target), "content": "print('hi')\n"}}
+        ],
+        usage={"input_tokens": 1000, "output_tokens": 50, "cache_write_tokens": 200},
+    )
+    llm_server.anthropic.enqueue(
+        text="Created hello.py.",
+        usage={"input_tokens": 300, "output_tokens": 20, "cache_read_tokens": 1000},
+    )
+    events: list[ProviderEvent] = []
+
+    response = run(
+        _provider().complete(_request(worktree, "Create hello.py"), on_event=events.append)
+    )
+
+    assert target.read_text() == "print('hi')\n"
+    assert response.text == "Created hello.py."
+    assert response.usage.input_tokens == 1300
+    assert response.usage.output_tokens == 70
+    assert response.usage.cache_read_tokens == 1000
+    assert response.usage.cache_write_tokens == 200
+    assert response.cost_usd > 0
+    assert response.session_id
+    kinds = [event.kind for event in events]
+    assert kinds[0] == "system" and kinds[-1] == "result"
+    assert kinds.index("tool_use") < kinds.index("tool_result") < kinds.index("assistant_text")
+    tool_use = next(e for e in events if e.kind == "tool_use")
+    assert tool_use.data["name"] == "Write"
+    # Our system prompt is appended to Claude Code's own, which stays.
+    system = str(llm_server.anthropic.requests[0].json["system"])
+    assert "Commit nothing; aca commits for you." in system
+    assert "Claude" in system.replace("Commit nothing; aca commits for you.", "")
+
+
+def test_resume_continues_the_previous_claude_session(claude_env, llm_server, tmp_path):
+    llm_server.anthropic.enqueue(text="First answer.")
+    llm_server.anthropic.enqueue(text="Second answer.")
+    provider = _provider()
+
+    first = run(provider.complete(_request(tmp_path, "Remember the word banana.")))
+    second = run(provider.complete(_request(tmp_path, "Which word?", resume=first.session_id)))
+
+    assert second.text == "Second answer."
+    assert second.session_id == first.session_id
+    history = str(llm_server.anthropic.requests[-1].json["messages"])
+    assert "banana" in history and "First answer." in history
+
+
+def test_a_run_over_its_budget_is_stopped_permanently(claude_env, llm_server, tmp_path):
+    llm_server.anthropic.enqueue(
+        tool_calls=[
+            {"name": "Write", "arguments": {"file_path": str(tmp_path / "a"), "content": "a"}}
+        ],
+        usage={"input_tokens": 2_000_000, "output_tokens": 10},
+    )
+
+    with pytest.raises(PermanentProviderError, match="budget"):
+        run(_provider().complete(_request(tmp_path, "Do a lot", max_budget_usd=0.01)))
+
+
+def test_an_explicit_binary_that_does_not_exist_fails_instead_of_falling_back(
+    monkeypatch, tmp_path
+):
+    monkeypatch.setenv("ACA_CLAUDE_CLI", str(tmp_path / "no-such-claude"))
+
+    with pytest.raises(PermanentProviderError, match="ACA_CLAUDE_CLI"):
+        run(_provider().complete(_request(tmp_path, "hi")))
+
+
+def test_the_binary_is_found_in_the_documented_order(monkeypatch, tmp_path):
+    on_path = tmp_path / "bin" / "claude"
+    on_path.parent.mkdir()
+    on_path.write_text("#!/bin/sh\n")
+    on_path.chmod(0o755)
+    explicit = tmp_path / "explicit-claude"
+    explicit.write_text("#!/bin/sh\n")
+    environ = {"PATH": str(on_path.parent)}
+
+    assert find_claude_cli(None, {"PATH": "/nonexistent"}) == (bundled_claude_cli(), "bundled")
+    assert find_claude_cli(None, environ) == (on_path, "PATH")
+    assert find_claude_cli(str(explicit), environ) == (explicit, "config")
+    environ["ACA_CLAUDE_CLI"] = str(explicit)
+    assert find_claude_cli("/other", environ) == (explicit, "ACA_CLAUDE_CLI")
+    assert os.access(bundled_claude_cli(), os.X_OK)
+
+
+def test_a_fresh_run_sees_the_earlier_turns_and_a_resumed_one_only_the_new_prompt():
+    messages = [
+        Message(role="user", text="Add a test."),
+        Message(role="assistant", text="Which file?"),
+        Message(role="user", text="tests/test_a.py"),
+    ]
+    assert render_prompt(messages, resuming=True) == "tests/test_a.py"
+    fresh = render_prompt(messages, resuming=False)
+    assert "Add a test." in fresh and "Which file?" in fresh and fresh.endswith("tests/test_a.py")
+
+
+def test_a_run_out_of_turns_returns_its_session_to_resume(claude_env, llm_server, tmp_path):
+    write = {"file_path": str(tmp_path / "a.txt"), "content": "a"}
+    llm_server.anthropic.enqueue(tool_calls=[{"name": "Write", "arguments": write}])
+
+    response = run(_provider().complete(_request(tmp_path, "Write a.txt", max_turns=1)))
+
+    assert response.stop_reason == "error"
+    assert response.session_id
+    assert (tmp_path / "a.txt").read_text() == "a"

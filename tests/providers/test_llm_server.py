@@ -1,0 +1,62 @@
+"""The fake LLM server itself: what other layers' tests rely on."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.fakes.llm_server import Reply
+
+
+def test_requests_are_recorded_and_an_empty_queue_answers_harmlessly(llm_server):
+    reply = httpx.post(
+        f"{llm_server.url}/v1/messages?beta=true",
+        json={"model": "m", "max_tokens": 5, "messages": []},
+        headers={"x-api-key": "test-key"},
+    )
+
+    assert reply.status_code == 200
+    assert reply.json()["content"] == [{"type": "text", "text": "ok"}]
+    assert llm_server.requests[0].query == {"beta": ["true"]}
+    assert llm_server.anthropic.requests[0].json["model"] == "m"
+
+
+def test_unknown_paths_get_a_json_404_and_wrong_keys_a_401(llm_server):
+    assert httpx.get(f"{llm_server.url}/v1/telemetry").status_code == 404
+    denied = httpx.post(
+        f"{llm_server.url}/v1/chat/completions", json={}, headers={"authorization": "Bearer nope"}
+    )
+    assert denied.status_code == 401
+    assert denied.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_a_reply_can_be_computed_from_the_request(llm_server):
+    llm_server.ollama.enqueue(lambda request: Reply(text=f"echo {request.json['model']}"))
+
+    reply = httpx.post(f"{llm_server.url}/api/chat", json={"model": "qwen", "messages": []})
+
+    assert reply.json()["message"]["content"] == "echo qwen"
+
+
+def test_streams_follow_the_real_event_sequence(llm_server):
+    llm_server.anthropic.enqueue(text="hi", tool_calls=[{"name": "Write", "arguments": {"a": 1}}])
+
+    with httpx.stream(
+        "POST",
+        f"{llm_server.url}/v1/messages",
+        json={"model": "m", "max_tokens": 5, "messages": [], "stream": True},
+        headers={"x-api-key": "test-key"},
+    ) as reply:
+        events = [line[7:] for line in reply.iter_lines() if line.startswith("event: ")]
+
+    assert events == [
+        "message_start",
+        "ping",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]

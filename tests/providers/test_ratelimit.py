@@ -1,0 +1,302 @@
+"""Rate limits that wait, never crash — on a fake clock, so minutes pass in milliseconds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from aca_flows.errors import TransientProviderError
+from aca_flows.providers import get_provider, rate_limiter_for
+from aca_flows.providers.base import Message, ProviderRequest, ProviderResponse, Usage
+from aca_flows.providers.ratelimit import RateLimitedProvider, RateLimiter, UsageLimitReached
+from aca_flows.settings import AcaConfig, ProviderSection, RateLimitingSection
+from tests.providers.conftest import FakeClock, run
+
+REQUEST = ProviderRequest(messages=[Message(role="user", text="hello")])
+
+
+def _limits(**overrides) -> RateLimitingSection:
+    defaults = {
+        "max_requests_per_minute": 10,
+        "max_tokens_per_minute": 1_000_000,
+        "burst_allowance": 0,
+        "max_concurrent_requests": 100,
+    }
+    return RateLimitingSection(**(defaults | overrides))
+
+
+class TimedProvider:
+    """Answers after ``duration`` fake seconds and notes when each call started."""
+
+    name = "timed"
+
+    def __init__(self, clock: FakeClock, duration: float = 0.0, usage: Usage | None = None):
+        self.clock = clock
+        self.duration = duration
+        self.usage = usage or Usage(input_tokens=10, output_tokens=5)
+        self.started: list[float] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.failures: list[TransientProviderError] = []
+        self.headers: list[dict[str, str]] = []
+
+    async def complete(self, request, on_event=None):
+        self.started.append(self.clock())
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if self.duration:
+                await self.clock.sleep(self.duration)
+            if self.failures:
+                raise self.failures.pop(0)
+            headers = self.headers.pop(0) if self.headers else {}
+            return ProviderResponse(text="ok", usage=self.usage, rate_limit_headers=headers)
+        finally:
+            self.in_flight -= 1
+
+
+def _burst(provider, count: int):
+    async def all_at_once():
+        return await asyncio.gather(*(provider.complete(REQUEST) for _ in range(count)))
+
+    return run(all_at_once())
+
+
+def test_a_burst_of_30_under_10_per_minute_is_spread_out_not_failed(fake_clock):
+    inner = TimedProvider(fake_clock)
+    limited = RateLimitedProvider(
+        inner, RateLimiter(_limits(), clock=fake_clock, sleep=fake_clock.sleep)
+    )
+    start = fake_clock()
+
+    responses = _burst(limited, 30)
+
+    assert [r.text for r in responses] == ["ok"] * 30
+    offsets = sorted(t - start for t in inner.started)
+    assert offsets[:10] == [0.0] * 10  # a full bucket goes at once
+    gaps = [b - a for a, b in zip(offsets[9:], offsets[10:], strict=False)]
+    assert gaps == pytest.approx([6.0] * 20)  # then one every 60/10 seconds
+    assert offsets[-1] == pytest.approx(120.0)
+
+
+def test_the_burst_allowance_lets_extra_requests_through_at_once(fake_clock):
+    inner = TimedProvider(fake_clock)
+    limiter = RateLimiter(_limits(burst_allowance=5), clock=fake_clock, sleep=fake_clock.sleep)
+
+    _burst(RateLimitedProvider(inner, limiter), 20)
+
+    offsets = sorted(t - inner.started[0] for t in inner.started)
+    assert offsets.count(0.0) == 15
+    assert offsets[-1] == pytest.approx(30.0)
+
+
+def test_no_more_calls_run_at_once_than_the_concurrency_cap(fake_clock):
+    inner = TimedProvider(fake_clock, duration=5.0)
+    limiter = RateLimiter(
+        _limits(max_requests_per_minute=1000, max_concurrent_requests=2),
+        clock=fake_clock,
+        sleep=fake_clock.sleep,
+    )
+
+    _burst(RateLimitedProvider(inner, limiter), 6)
+
+    assert inner.most_in_flight == 2
+    assert limiter.in_flight == 0
+
+
+def test_the_tokens_per_minute_bucket_paces_large_requests(fake_clock):
+    usage = Usage(input_tokens=3000, output_tokens=1000)
+    inner = TimedProvider(fake_clock, usage=usage)
+    limiter = RateLimiter(
+        _limits(max_requests_per_minute=1000, max_tokens_per_minute=8000),
+        clock=fake_clock,
+        sleep=fake_clock.sleep,
+    )
+    limited = RateLimitedProvider(inner, limiter)
+
+    # About 4000 tokens of prompt, so the estimate charged up front matches the usage.
+    big = ProviderRequest(messages=[Message(role="user", text="x" * 16_000)])
+    for _ in range(4):
+        run(limited.complete(big))
+
+    # 4000 tokens a call under 8000 a minute: two go at once, then one every 30 s.
+    offsets = [t - inner.started[0] for t in inner.started]
+    assert offsets[:2] == [0.0, 0.0]
+    assert offsets[2] == pytest.approx(30.0, abs=0.1)
+    assert offsets[3] == pytest.approx(60.0, abs=0.1)
+
+
+def test_tokens_spent_over_a_long_run_are_not_charged_as_one_burst(fake_clock):
+    # A 10-minute Claude Code run that used 200k tokens stayed under 40k a minute.
+    usage = Usage(input_tokens=150_000, output_tokens=50_000)
+    limits = _limits(max_tokens_per_minute=40_000)
+    long_run = TimedProvider(fake_clock, duration=600, usage=usage)
+    limited = RateLimitedProvider(
+        long_run, RateLimiter(limits, clock=fake_clock, sleep=fake_clock.sleep)
+    )
+    run(limited.complete(REQUEST))
+    run(limited.complete(REQUEST))
+    assert long_run.started[1] - long_run.started[0] == pytest.approx(600, abs=1)
+
+    # The same tokens in a 1-second call are a burst: the next call waits them out.
+    burst = TimedProvider(fake_clock, duration=1, usage=usage)
+    limited = RateLimitedProvider(
+        burst, RateLimiter(limits, clock=fake_clock, sleep=fake_clock.sleep)
+    )
+    run(limited.complete(REQUEST))
+    run(limited.complete(REQUEST))
+    assert burst.started[1] - burst.started[0] > 4 * 60
+
+
+def test_retry_after_holds_back_the_next_call(fake_clock):
+    inner = TimedProvider(fake_clock)
+    inner.failures.append(TransientProviderError("overloaded", retry_after=45, status_code=529))
+    waits: list[tuple[float, str]] = []
+    limiter = RateLimiter(
+        _limits(),
+        clock=fake_clock,
+        sleep=fake_clock.sleep,
+        on_wait=lambda s, why: waits.append((s, why)),
+    )
+    limited = RateLimitedProvider(inner, limiter)
+
+    with pytest.raises(TransientProviderError):
+        run(limited.complete(REQUEST))
+    run(limited.complete(REQUEST))
+
+    assert inner.started[1] - inner.started[0] == pytest.approx(45.0)
+    assert waits == [(pytest.approx(45.0), "server retry-after")]
+
+
+def test_anthropic_headers_saying_nothing_remains_wait_for_the_reset(fake_clock):
+    inner = TimedProvider(fake_clock)
+    reset = "2026-01-01T00:00:40Z"  # the fake clock starts at 2026-01-01T00:00:00Z
+    inner.headers.append(
+        {"anthropic-ratelimit-requests-remaining": "0", "anthropic-ratelimit-requests-reset": reset}
+    )
+    limited = RateLimitedProvider(
+        inner, RateLimiter(_limits(), clock=fake_clock, sleep=fake_clock.sleep)
+    )
+
+    run(limited.complete(REQUEST))
+    run(limited.complete(REQUEST))
+
+    assert inner.started[1] - inner.started[0] == pytest.approx(40.0)
+
+
+def test_openai_headers_lower_the_limits(fake_clock):
+    inner = TimedProvider(fake_clock)
+    inner.headers.append(
+        {
+            "x-ratelimit-limit-requests": "5",
+            "x-ratelimit-remaining-tokens": "0",
+            "x-ratelimit-reset-tokens": "1m30s",
+        }
+    )
+    limiter = RateLimiter(
+        _limits(max_requests_per_minute=60), clock=fake_clock, sleep=fake_clock.sleep
+    )
+    limited = RateLimitedProvider(inner, limiter)
+
+    run(limited.complete(REQUEST))
+    run(limited.complete(REQUEST))
+
+    assert limiter.requests.per_minute == 5
+    assert inner.started[1] - inner.started[0] == pytest.approx(90.0)
+
+
+def test_a_spent_block_budget_waits_for_the_block_to_end(fake_clock):
+    inner = TimedProvider(fake_clock, usage=Usage(input_tokens=800, output_tokens=200))
+    limiter = RateLimiter(
+        _limits(max_tokens_per_session=1000), clock=fake_clock, sleep=fake_clock.sleep
+    )
+    limited = RateLimitedProvider(inner, limiter)
+
+    run(limited.complete(REQUEST))
+    run(limited.complete(REQUEST))
+
+    # The block started on the hour of the first call and lasts 5 hours.
+    assert inner.started[1] - inner.started[0] == pytest.approx(5 * 3600)
+    assert len(limiter.blocks.blocks) == 2
+
+
+def test_a_spent_block_budget_stops_with_exit_3_when_configured_to(fake_clock):
+    inner = TimedProvider(fake_clock, usage=Usage(input_tokens=800, output_tokens=200))
+    limiter = RateLimiter(
+        _limits(max_tokens_per_session=1000, on_session_limit="stop"),
+        clock=fake_clock,
+        sleep=fake_clock.sleep,
+    )
+    limited = RateLimitedProvider(inner, limiter)
+    run(limited.complete(REQUEST))
+
+    with pytest.raises(UsageLimitReached) as caught:
+        run(limited.complete(REQUEST))
+
+    assert caught.value.exit_code == 3
+    assert "resets at" in str(caught.value)
+    assert len(inner.started) == 1
+
+
+def test_state_persists_and_is_restored_on_resume(fake_clock, tmp_path):
+    state_file = tmp_path / "claude" / "rate_limit_state.json"
+    inner = TimedProvider(fake_clock, usage=Usage(input_tokens=100, output_tokens=50))
+    limiter = RateLimiter(
+        _limits(), clock=fake_clock, sleep=fake_clock.sleep, state_file=state_file
+    )
+    limited = RateLimitedProvider(inner, limiter)
+    _burst(limited, 10)
+    limiter.pause(30)
+
+    saved = json.loads(state_file.read_text())
+    resumed = RateLimiter(
+        _limits(), clock=fake_clock, sleep=fake_clock.sleep, state_file=state_file
+    )
+
+    assert saved["providers"]["default"]["blocks"][0]["tokens"] == 1500
+    assert resumed.blocks.blocks[0].tokens == 1500
+    assert resumed.paused_until == fake_clock() + 30
+    # The bucket is still empty after the restart: the next call waits for the pause.
+    inner2 = TimedProvider(fake_clock)
+    run(RateLimitedProvider(inner2, resumed).complete(REQUEST))
+    assert inner2.started[0] - inner.started[0] == pytest.approx(30.0)
+
+
+def test_the_per_provider_limits_override_the_global_ones(tmp_path):
+    config = AcaConfig(
+        rate_limiting=RateLimitingSection(max_requests_per_minute=50),
+        providers={
+            "ollama": ProviderSection(rate_limiting=RateLimitingSection(max_requests_per_minute=7))
+        },
+    )
+
+    assert rate_limiter_for("ollama", config).requests.per_minute == 7
+    assert rate_limiter_for("openai", config).requests.per_minute == 50
+
+
+def test_a_real_provider_behind_the_limiter_records_the_server_headers(llm_server, tmp_path):
+    llm_server.openai.enqueue(text="ok", headers={"x-ratelimit-remaining-requests": "41"})
+    limiter = rate_limiter_for("openai", AcaConfig(), state_file=tmp_path / "state.json")
+
+    run(RateLimitedProvider(get_provider("openai"), limiter).complete(REQUEST))
+
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["providers"]["openai"]["last_headers"] == {"x-ratelimit-remaining-requests": "41"}
+
+
+def test_providers_sharing_a_state_file_keep_their_own_state(tmp_path):
+    state_file = tmp_path / "rate_limit_state.json"
+    config = AcaConfig()
+    anthropic = rate_limiter_for("anthropic", config, state_file=state_file)
+    ollama = rate_limiter_for("ollama", config, state_file=state_file)
+
+    anthropic.pause(60)
+    ollama.pause(5)
+
+    again = rate_limiter_for("anthropic", config, state_file=state_file)
+    assert again.paused_until == anthropic.paused_until
+    assert (
+        rate_limiter_for("ollama", config, state_file=state_file).paused_until < again.paused_until
+    )
