@@ -17,6 +17,7 @@ from typing import Any
 from aca_flows.providers.base import Message
 from aca_flows.session.files import append_jsonl, write_json_atomic
 from aca_flows.session.layout import SessionPaths
+from aca_flows.session.redact import redact
 from aca_flows.workspace.file_lock import FileLock
 
 __all__ = ["ConversationStore", "LogCallback", "TaskLog"]
@@ -65,8 +66,9 @@ class ConversationStore:
         }
         with FileLock(self.lock_path):
             data = self._read()
-            data.setdefault("tasks", {})[self.task_id] = entry
-            write_json_atomic(self.path, data, durable=False)
+            # Only the new entry needs redacting: the file holds redacted entries already.
+            data.setdefault("tasks", {})[self.task_id] = redact(entry)
+            write_json_atomic(self.path, data, durable=False, redact=False)
 
     def load(self) -> list[Message]:
         entry = self._read().get("tasks", {}).get(self.task_id, {})

@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from aca_flows.errors import InputError
-from aca_flows.flows.task_run import ActiveRun, GlobalLimitProvider
+from aca_flows.flows.task_run import ActiveRun, GlobalLimitProvider, SpendGuard, SpendMeter
 from aca_flows.plan import ExecutionPlan, load_execution_plan, load_task_file
 from aca_flows.providers import get_provider, rate_limiter_for
 from aca_flows.providers.base import Provider
@@ -140,6 +140,8 @@ def _build_providers(
 
     names = {config.session.provider} | {t.provider for t in plan.tasks if t.provider}
     _import_sdks(names)
+    spent = sum(entry.cost_usd for entry in store.session.usage)
+    meter = SpendMeter(spent, config.session.budget_usd)
     built: dict[str, Provider] = {}
     for name in sorted(names):
         provider = get_provider(
@@ -153,7 +155,7 @@ def _build_providers(
         limit_name = config.provider(name).concurrency_limit
         if limit_name:
             provider = GlobalLimitProvider(provider, limit_name)
-        built[name] = provider
+        built[name] = SpendGuard(provider, meter)
     return built
 
 

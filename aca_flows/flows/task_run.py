@@ -24,13 +24,21 @@ from prefect.artifacts import acreate_markdown_artifact
 from prefect.concurrency.asyncio import concurrency
 
 from aca_flows.agent.execute import TaskOutcome, execute_task
-from aca_flows.errors import AcaError, TransientProviderError
+from aca_flows.errors import AcaError, PermanentProviderError, TransientProviderError
 from aca_flows.flows.artifacts import task_markdown
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import EventCallback, Provider, ProviderRequest, ProviderResponse
 from aca_flows.settings import AcaConfig
 
-__all__ = ["ActiveRun", "TaskRunFailed", "execute_plan_task", "options_for", "spec_hash"]
+__all__ = [
+    "ActiveRun",
+    "BudgetReached",
+    "SpendGuard",
+    "TaskRunFailed",
+    "execute_plan_task",
+    "options_for",
+    "spec_hash",
+]
 
 RETRY_AFTER_CAP_SECONDS = 600
 
@@ -65,6 +73,46 @@ class ActiveRun:
 
 # The flow registers its run here; task runs find it by session id.
 ACTIVE_RUNS: dict[str, ActiveRun] = {}
+
+
+class BudgetReached(PermanentProviderError):
+    """The session's spend reached ``budget_usd``: the run stops (exit 3) and can be resumed."""
+
+    exit_code = 3
+
+
+class SpendMeter:
+    """The session's spend in USD, as every provider call of the run adds to it."""
+
+    def __init__(self, spent_usd: float, budget_usd: float | None):
+        self.spent_usd = spent_usd
+        self.budget_usd = budget_usd
+
+    def check(self) -> None:
+        if self.budget_usd is not None and self.spent_usd >= self.budget_usd:
+            raise BudgetReached(
+                f"budget of ${self.budget_usd:.2f} reached (spent ${self.spent_usd:.4f}); "
+                "`aca resume` with a higher --budget-usd continues",
+                provider="",
+            )
+
+
+class SpendGuard:
+    """The one place every provider call passes that knows the session's spend: it refuses a
+    call once the budget is reached, so a running task cannot overspend it by much."""
+
+    def __init__(self, inner: Provider, meter: SpendMeter):
+        self.inner = inner
+        self.name = inner.name
+        self.meter = meter
+
+    async def complete(
+        self, request: ProviderRequest, on_event: EventCallback | None = None
+    ) -> ProviderResponse:
+        self.meter.check()
+        response = await self.inner.complete(request, on_event)
+        self.meter.spent_usd += response.cost_usd
+        return response
 
 
 class GlobalLimitProvider:

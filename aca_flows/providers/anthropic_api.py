@@ -170,7 +170,7 @@ class AnthropicProvider:
         client = self._client()
         params = self.build_params(request)
         try:
-            async with client, client.messages.stream(**params) as stream:
+            async with client.messages.stream(**params) as stream:
                 message = await stream.get_final_message()
                 headers = rate_limit_headers(stream.response.headers)
         except Exception as exc:

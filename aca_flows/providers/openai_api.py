@@ -179,10 +179,9 @@ class OpenAIProvider:
         client = self._client()
         params = self.build_params(request)
         try:
-            async with client:
-                raw = await client.chat.completions.with_raw_response.create(**params)
-                completion = raw.parse()
-                headers = rate_limit_headers(raw.headers)
+            raw = await client.chat.completions.with_raw_response.create(**params)
+            completion = raw.parse()
+            headers = rate_limit_headers(raw.headers)
         except Exception as exc:
             raise error_from_exception(self.name, exc, key_hint=_KEY) from None
         if not getattr(completion, "choices", None):

@@ -89,8 +89,9 @@ def repair_journal(path: Path, contents: JournalContents) -> None:
 
 
 def append_event(path: Path, event: Event) -> None:
-    """Append ``event`` (redacted) and fsync: once this returns, the event survives a crash."""
-    append_jsonl(path, event_to_json(event))
+    """Append ``event`` and fsync: once this returns, the event survives a crash. The store
+    hands only redacted events here."""
+    append_jsonl(path, event_to_json(event), redact=False)
 
 
 def _parse(path: Path, number: int, line: bytes, is_last: bool) -> Event | None:

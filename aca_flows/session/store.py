@@ -43,6 +43,8 @@ from aca_flows.session.events import (
     TaskSkipped,
     TaskStarted,
     UsageRecorded,
+    event_from_json,
+    event_to_json,
 )
 from aca_flows.session.files import write_json_atomic
 from aca_flows.session.journal import append_event, read_journal, repair_journal
@@ -55,7 +57,7 @@ from aca_flows.session.record import (
     apply_event,
     fold_events,
 )
-from aca_flows.session.redact import is_secret_name
+from aca_flows.session.redact import is_secret_name, redact
 from aca_flows.session.usage import UsageEntry
 
 __all__ = [
@@ -146,6 +148,7 @@ class SessionStore:
                 plan=plan,
                 **({"at": now.astimezone(UTC)} if now else {}),
             )
+            started = _redacted(started)
             store = cls(paths, fold_events([started]), lock)
             # Journal first: from this line on the session exists and can be rebuilt.
             append_event(paths.events_jsonl, started)
@@ -218,7 +221,7 @@ class SessionStore:
         with self._mutex:
             if not self._lock.held:
                 raise RuntimeError(f"session {self.session_id} is closed; open it again")
-            event = event.model_copy(update={"seq": self._session.last_seq + 1})
+            event = _redacted(event.model_copy(update={"seq": self._session.last_seq + 1}))
             candidate = self._session.model_copy(deep=True)
             if not apply_event(candidate, event):
                 return False
@@ -292,8 +295,15 @@ class SessionStore:
     def _write_session_json(self) -> None:
         # No fsync: the journal is fsynced and is the truth; a session.json that an OS crash
         # left stale or empty is detected (last_seq) and rebuilt from it.
+        # Redacted already: the record is folded from redacted events only.
         data = self._session.model_dump(mode="json")
-        write_json_atomic(self.paths.session_json, data, durable=False)
+        write_json_atomic(self.paths.session_json, data, durable=False, redact=False)
+
+
+def _redacted(event: Event) -> Event:
+    """The event as it may be kept: redacted once, here, so the journal, the in-memory record
+    and session.json never hold a secret and nothing is redacted twice."""
+    return event_from_json(json.dumps(redact(event_to_json(event))))
 
 
 def _reason(reason: str | None, state: str) -> str:
