@@ -76,5 +76,5 @@ class ConversationStore:
 
     def _read(self) -> dict[str, Any]:
         if not self.path.exists():
-            return {"version": 1, "tasks": {}}
+            return {"schema_version": 1, "tasks": {}}
         return json.loads(self.path.read_text(encoding="utf-8"))

@@ -172,6 +172,7 @@ def resume_command(
     target: Annotated[str | None, typer.Argument(help="A checkpoint id or a session id.")] = None,
     latest: Annotated[bool, typer.Option("--latest", help="Resume the newest session.")] = False,
     workdir: Workdir = Path("."),
+    budget_usd: BudgetUsd = None,
     config: ConfigFile = None,
     json_output: JsonOutput = False,
 ) -> None:
@@ -181,7 +182,7 @@ def resume_command(
 
     workdir = workdir.resolve()
     resolved = resolve_resume_target(workdir, target, latest=latest)
-    options = RunOptions(workdir=workdir, config=config, json=json_output)
+    options = RunOptions(workdir=workdir, config=config, json=json_output, budget_usd=budget_usd)
     raise typer.Exit(run_session(options, session_id=resolved.session_id))
 
 

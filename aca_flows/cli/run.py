@@ -88,6 +88,9 @@ def run_session(options: RunOptions, session_id: str | None = None) -> int:
     import sys
     from contextlib import nullcontext
 
+    if session_id is not None:
+        _refuse_if_in_use(options.workdir, session_id)
+
     from aca_flows.flows import run_flow
     from aca_flows.flows.aca_run import interrupt_on_signals
 
@@ -136,6 +139,17 @@ def _run_flow(run_flow, options: RunOptions, session_id: str | None, quiet_conso
 
 
 EXIT_CODES = {"completed": 0, "failed": 1, "stopped": 3, "interrupted": 130}
+
+
+def _refuse_if_in_use(workdir, session_id: str) -> None:
+    """A session another process runs is refused (exit 2, naming its pid) before Prefect
+    starts; the flow takes the lock for real, so this only saves the wait."""
+    from aca_flows.session.layout import AcaDir
+    from aca_flows.session.lock import SessionLock
+
+    lock_file = AcaDir(workdir).session(session_id).lock_file
+    if lock_file.parent.is_dir():  # never create a session's folder here
+        SessionLock(lock_file, session_id).acquire().release()
 
 
 @contextmanager

@@ -125,8 +125,16 @@ class Interrupt:
             return
         loop = asyncio.get_running_loop()
         previous = {sig: signal.getsignal(sig) for sig in INTERRUPT_SIGNALS}
-        for sig in INTERRUPT_SIGNALS:
-            loop.add_signal_handler(sig, self.request, sig)
+        try:
+            for sig in INTERRUPT_SIGNALS:
+                loop.add_signal_handler(sig, self.request, sig)
+        except (ValueError, RuntimeError):  # not the main thread: signals are not ours
+            installed = False
+        else:
+            installed = True
+        if not installed:
+            yield
+            return
         try:
             yield
         finally:
@@ -272,7 +280,10 @@ async def _drive(
             task_id = running.pop(finished)
             state = finished.result()
             states[task_id] = state
-            await _finish(store, run, dag, task_id, state, logger)
+            limit_reason = await _finish(store, run, dag, task_id, state, logger)
+            if limit_reason and stopped_reason is None:
+                stopped_reason = limit_reason
+                logger.warning(f"{limit_reason}; no new task starts")
         await aupdate_progress_artifact(progress_id, progress=_percent(dag))
         completed = dag.counts().get("completed", 0)
         now = datetime.now(UTC)
@@ -362,8 +373,9 @@ async def _run_one(run: ActiveRun, task_id: str, waits: list[State]) -> State:
 
 async def _finish(
     store, run: ActiveRun, dag: DagProgress, task_id: str, state: State, logger
-) -> None:
-    """Mirror a finished task run into the session and the DAG."""
+) -> str | None:
+    """Mirror a finished task run into the session and the DAG. Returns why the run must
+    stop (a budget or usage limit), if it must."""
     if state.is_completed():
         outcome = TaskOutcome.model_validate(await state.aresult())
         run.outcomes[task_id] = outcome
@@ -372,15 +384,20 @@ async def _finish(
             try:
                 children = accept_subtasks(run.plan, task_id, outcome.proposed_subtasks)
             except SubtaskProposalError as exc:
-                store.task_failed(task_id, str(exc))
-                dag.fail(task_id, str(exc))
-                return
-            store.subtasks_added(task_id, children)
-            dag.refresh()
-            logger.info(f"{task_id} proposed {len(children)} subtask(s)")
+                # The task's own work is verified and landed; bad proposals are dropped.
+                logger.warning(f"{task_id}: proposed subtasks ignored: {exc}")
+            else:
+                store.subtasks_added(task_id, children)
+                dag.refresh()
+                logger.info(f"{task_id} proposed {len(children)} subtask(s)")
         dag.complete(task_id)
-        return
+        return None
     error = await state.aresult(raise_on_failure=False)
+    if getattr(error, "exit_code", None) == 3:
+        # A budget or usage limit stopped the task before it finished: not a failure; it
+        # stays unfinished in the session, and `aca resume` runs it again.
+        dag.release(task_id)
+        return str(error)
     if isinstance(error, TaskRunFailed):
         run.outcomes[task_id] = error.outcome
         reason = error.outcome.failure_reason or "failed"

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from aca_flows.errors import InputError
 from aca_flows.flows.task_run import ActiveRun, GlobalLimitProvider, SpendGuard, SpendMeter
-from aca_flows.plan import ExecutionPlan, load_execution_plan, load_task_file
+from aca_flows.plan import ExecutionPlan, TaskStatus, load_execution_plan, load_task_file
 from aca_flows.providers import get_provider, rate_limiter_for
 from aca_flows.providers.base import Provider
 from aca_flows.session.events import TaskResult
@@ -101,6 +101,8 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
             discard_worktree(repo, AcaDir(workdir).worktrees_dir(store.session_id) / task_id)
             store.task_completed(task_id, TaskResult(commit=sha))
     plan = store.session.plan.model_copy(deep=True)
+    if resuming:
+        _retry_unfinished(plan)
     providers = _build_providers(plan, config, store, request)
     run = ActiveRun(
         plan=plan,
@@ -111,6 +113,15 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         default_provider=config.session.provider,
     )
     return store, run
+
+
+def _retry_unfinished(plan: ExecutionPlan) -> None:
+    """On resume, failed tasks get another chance, and so do the tasks their failure
+    skipped; completed work is never redone."""
+    for task in plan.tasks:
+        state, reason = task.status.state, task.status.reason or ""
+        if state == "failed" or (state == "skipped" and reason.startswith("dependency")):
+            task.status = TaskStatus()
 
 
 def _load_plan(request: RunRequest) -> ExecutionPlan:

@@ -97,6 +97,11 @@ class DagProgress:
                 self._by_id[task.id] = task
                 self._order[task.id] = len(self._order)
 
+    def release(self, task_id: str) -> None:
+        """A task stopped before finishing (a budget or usage limit): pending again."""
+        self._running.discard(task_id)
+        self._set(task_id, TaskStatus())
+
     def reset_running(self) -> None:
         """After an interruption, tasks that were running are pending again."""
         for task_id in self._running:

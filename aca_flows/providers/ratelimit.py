@@ -18,7 +18,7 @@ tightens the buckets from ``anthropic-ratelimit-*`` and ``x-ratelimit-*`` respon
 The state (buckets, pause, blocks, last headers) is saved to ``state_file`` after every call,
 under the limiter's ``state_key`` (the provider name: one session's providers share the file),
 and restored from it when the limiter is built again (on resume). The file is
-``{"version": 1, "providers": {"<name>": {...snapshot...}}}``.
+``{"schema_version": 1, "providers": {"<name>": {...snapshot...}}}``.
 """
 
 from __future__ import annotations
@@ -273,7 +273,7 @@ class RateLimiter:
         """Everything worth keeping across a restart, as JSON data."""
         with self._lock:
             return {
-                "version": STATE_VERSION,
+                "schema_version": STATE_VERSION,
                 "saved_at": self.clock(),
                 "requests": self.requests.to_dict(),
                 "tokens": self.tokens.to_dict(),
@@ -284,7 +284,7 @@ class RateLimiter:
 
     def restore(self, state: Mapping[str, Any]) -> None:
         """Take back a ``snapshot``; configured limits stay the ceiling."""
-        if state.get("version") != STATE_VERSION:
+        if state.get("schema_version") != STATE_VERSION:
             return  # an unknown format: start fresh rather than misread it
         with self._lock:
             self.requests.restore(state.get("requests", {}))
@@ -301,7 +301,9 @@ class RateLimiter:
         with _STATE_FILE_LOCK:
             providers = _read_state_file(self.state_file)
             providers[self.state_key] = snapshot
-            write_json_atomic(self.state_file, {"version": STATE_VERSION, "providers": providers})
+            write_json_atomic(
+                self.state_file, {"schema_version": STATE_VERSION, "providers": providers}
+            )
 
 
 # One session's providers share rate_limit_state.json; each saves its own part of it.
@@ -314,7 +316,7 @@ def _read_state_file(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+    if not isinstance(data, dict) or data.get("schema_version") != STATE_VERSION:
         return {}
     providers = data.get("providers")
     return dict(providers) if isinstance(providers, dict) else {}

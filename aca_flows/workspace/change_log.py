@@ -77,5 +77,5 @@ def read_change_log(paths: SessionPaths) -> dict[str, ChangeRecord]:
 
 def _read_raw(paths: SessionPaths) -> dict:
     if not paths.change_log_json.exists():
-        return {"version": 1, "tasks": {}}
+        return {"schema_version": 1, "tasks": {}}
     return json.loads(paths.change_log_json.read_text(encoding="utf-8"))

@@ -23,6 +23,7 @@ __all__ = [
     "ensure_excluded",
     "ensure_session_branch",
     "open_repository",
+    "remove_stale_branch_lock",
     "session_branch",
     "session_branch_head",
 ]
@@ -145,6 +146,22 @@ def ensure_session_branch(repo: git.Repo, session_id: str) -> str:
             if not _ref_exists(repo, f"refs/heads/{branch}"):
                 raise
     return branch
+
+
+def remove_stale_branch_lock(repo: git.Repo, session_id: str) -> bool:
+    """Delete the ``aca/<session-id>`` ref lock a killed git left (``<ref>.lock``); True if
+    there was one.
+
+    Call only while holding the session's lock and before any task of it starts: then no live
+    aca process can be writing the ref, and a lock file left there would make every later
+    merge fail with "cannot lock ref".
+    """
+    lock = Path(repo.common_dir) / "refs" / "heads" / f"{session_branch(session_id)}.lock"
+    try:
+        lock.unlink()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def session_branch_head(repo: git.Repo, session_id: str) -> str:

@@ -195,3 +195,47 @@ def test_artifacts_and_task_run_names_are_in_prefect(tmp_path, repo, anthropic_f
     assert "Art" in {f.name for f in flow_runs}
     plan_table = next(a for k, a in by_key.items() if "-plan-" in k)
     assert json.loads(plan_table.data)[0]["id"] == "a"
+
+
+def test_budget_stops_the_run_and_resume_finishes_without_repeating(tmp_path, repo, anthropic_fake):
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = write_tasks(tmp_path, "- write a.txt {#a}\n- write b.txt {#b}\n- write c.txt {#c}\n")
+    # 100 input + 20 output tokens at $3/$15 per million: $0.0006 a call, $0.0012 a task.
+    first = run_flow(
+        task_file=str(tasks), workdir=str(repo), model="claude-sonnet-4-6",
+        max_concurrent=1, budget_usd=0.001,
+    ).summary  # fmt: skip
+    assert first["status"] == "stopped"
+    assert "budget of $0.00 reached" in first["stopped_reason"]
+    assert first["counts"]["completed"] == 1
+    done_before = task_commits(repo, first["branch"])
+    calls = len(anthropic_fake.anthropic.requests)
+    session = load_session(repo, first["session_id"])
+    assert session.status == "stopped" and session.last_checkpoint.trigger == "budget"
+
+    again = run_flow(workdir=str(repo), session_id=first["session_id"], budget_usd=1.0).summary
+    assert again["status"] == "completed" and again["counts"] == {"completed": 3}
+    assert sorted(task_commits(repo, first["branch"])) == ["a", "b", "c"]
+    new_calls = anthropic_fake.anthropic.requests[calls:]
+    assert {task_of(r)[0] for r in new_calls if r.json.get("tools")}.isdisjoint(done_before)
+
+
+def test_resume_gives_failed_tasks_another_chance(tmp_path, repo, anthropic_fake):
+    for _ in range(40):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    flag = tmp_path / "ready"
+    tasks = write_tasks(
+        tmp_path,
+        f'- write a.txt {{#a verify="test -f {flag}"}}\n'
+        "- write b.txt {#b depends_on=a}\n"
+        "- write c.txt {#c}\n",
+    )
+    first = run(tasks, repo).summary
+    assert first["counts"] == {"failed": 1, "skipped": 1, "completed": 1}
+    flag.touch()  # the environment is fixed
+    c_calls = sum(1 for r in agent_requests(anthropic_fake) if task_of(r)[0] == "c")
+    again = run_flow(workdir=str(repo), session_id=first["session_id"]).summary
+    assert again["status"] == "completed" and again["counts"] == {"completed": 3}
+    assert sorted(task_commits(repo, first["branch"])) == ["a", "b", "c"]
+    assert sum(1 for r in agent_requests(anthropic_fake) if task_of(r)[0] == "c") == c_calls

@@ -1,0 +1,220 @@
+"""Real ``aca`` processes against one Prefect server, real git and the fake Anthropic server.
+
+One ``prefect server start`` (SQLite in a temporary folder, a free loopback port) serves the
+whole package: each ``aca`` process then starts in ~4 s instead of ~14 s with its own
+ephemeral server. Processes run in their own process group, so a SIGKILL of the group also
+kills the git commands (and hooks) they are running: a crash of the whole process tree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.llm_server import FakeLLMServer
+
+ROOT = Path(__file__).resolve().parents[2]
+PREFECT = Path(sys.executable).with_name("prefect")
+SERVER_START_TIMEOUT = 90
+
+
+def wait_for(
+    condition: Callable[[], object], timeout: float, what: str, interval: float = 0.02
+) -> object:
+    """Poll ``condition`` until it returns something truthy; fail naming ``what`` after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="package")
+def prefect_api(tmp_path_factory) -> Iterator[str]:
+    """The API URL of a Prefect server started for these tests."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = _free_port()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "PREFECT_HOME": str(home / ".prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+    }
+    log = (home / "server.log").open("w")
+    server = subprocess.Popen(
+        [str(PREFECT), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        wait_for(
+            lambda: _healthy(url) or server.poll() is not None,
+            SERVER_START_TIMEOUT,
+            "the Prefect server to start",
+            interval=0.2,
+        )
+        if server.poll() is not None:
+            raise AssertionError(f"prefect server exited: {(home / 'server.log').read_text()}")
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+
+
+@pytest.fixture
+def llm():
+    with FakeLLMServer() as server:
+        yield server
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    """A git repository with one commit, like a user's checkout."""
+    path = tmp_path / "repo"
+    path.mkdir()
+    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
+    (path / "README.md").write_text("demo\n")
+    git = ["git", "-C", str(path), "-c", "user.name=u", "-c", "user.email=u@example.com"]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "init"], check=True)
+    return path
+
+
+class Aca:
+    """Starts ``aca`` processes for one repository, with the environment built explicitly."""
+
+    def __init__(self, repo: Path, home: Path, api_url: str, llm: FakeLLMServer):
+        self.repo = repo
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(home),
+            "PREFECT_HOME": str(home / ".prefect"),
+            "PREFECT_API_URL": api_url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "ANTHROPIC_BASE_URL": llm.url,
+            "ANTHROPIC_API_KEY": "test-key",
+            "ACA_SESSION__PROVIDER": "anthropic",
+            "ACA_SESSION__RETRY_BACKOFF_SECONDS": "0",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.logs = home / "logs"
+        self.logs.mkdir(exist_ok=True)
+        self._procs: list[subprocess.Popen] = []
+
+    def start(self, *args: str, name: str, **env: str) -> subprocess.Popen:
+        """``aca ARGS --workdir REPO`` in its own process group; output to ``logs/NAME``."""
+        out = (self.logs / f"{name}.out").open("w")
+        err = (self.logs / f"{name}.err").open("w")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aca_flows", *args, "--workdir", str(self.repo)],
+            env={**self.env, **env},
+            cwd=ROOT,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+        proc.log_name = name  # type: ignore[attr-defined]
+        self._procs.append(proc)
+        return proc
+
+    def run(self, *args: str, name: str, timeout: float = 90, **env: str):
+        """Run ``aca`` to its end; (exit code, stdout, stderr)."""
+        proc = self.start(*args, name=name, **env)
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+            raise AssertionError(
+                f"aca {' '.join(args)} did not end in {timeout} s:\n{self.err(name)}"
+            ) from None
+        return code, self.out(name), self.err(name)
+
+    def out(self, name: str) -> str:
+        return (self.logs / f"{name}.out").read_text()
+
+    def err(self, name: str) -> str:
+        return (self.logs / f"{name}.err").read_text()
+
+    def close(self) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                kill_group(proc)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the process and everything it started (git, hooks, commands)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def aca(repo, tmp_path, prefect_api, llm) -> Iterator[Aca]:
+    home = tmp_path / "home"
+    home.mkdir()
+    runner = Aca(repo, home, prefect_api, llm)
+    yield runner
+    runner.close()
+
+
+def session_dirs(repo: Path) -> list[Path]:
+    root = repo / ".aca" / "sessions"
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def only_session(repo: Path) -> Path:
+    (session,) = wait_for(lambda: session_dirs(repo), 60, "the session folder")
+    return session
+
+
+def journal(session: Path) -> list[dict]:
+    """The journal's complete lines (a line being appended right now is left out)."""
+    path = session / "meta" / "events.jsonl"
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_text().splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            break
+    return events

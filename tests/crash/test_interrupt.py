@@ -1,0 +1,112 @@
+"""SIGINT/SIGTERM stop a run cleanly (exit 130, resumable); a second ``aca`` on a running
+session is refused. Real ``aca`` processes, real git, real Prefect, the fake Anthropic server."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+from tests.crash.conftest import only_session, wait_for
+from tests.crash.test_kill_and_resume import CHAIN, Agent, agent_task_ids, branch_tasks
+
+WAIT = 60
+STOP_NOTICE = "no new task starts"
+
+
+def start_chain(aca, llm, tmp_path, agent, **env):
+    llm.anthropic.scripted_for = lambda r: bool(r.json and r.json.get("tools"))
+    for _ in range(40):
+        llm.anthropic.enqueue(agent)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(CHAIN)
+    return aca.start("run", str(tasks), "--model", "claude-test", name="run", **env)
+
+
+def wait_exit(proc: subprocess.Popen, timeout: float) -> int:
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"aca did not exit within {timeout} s") from None
+
+
+def checkpoints(session) -> list[dict]:
+    return [json.loads(p.read_text()) for p in (session / "checkpoints").glob("*.json")]
+
+
+def test_sigterm_lets_the_running_task_finish_and_resume_does_the_rest(aca, repo, llm, tmp_path):
+    agent = Agent("b")
+    try:
+        proc = start_chain(aca, llm, tmp_path, agent)
+        session = only_session(repo)
+        wait_for(lambda: agent.arrived.is_set() or proc.poll() is not None, WAIT, "b's call")
+        proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: STOP_NOTICE in aca.err("run") + aca.out("run"), WAIT, "the stop notice")
+        # b is inside its grace period (30 s by default): its provider call now returns.
+        agent.release.set()
+        code = wait_exit(proc, WAIT)
+    finally:
+        agent.release.set()
+    err = aca.err("run")
+    assert code == 130, err
+    assert "Traceback" not in err and "Traceback" not in aca.out("run")
+    assert f"aca resume {session.name}" in aca.out("run")
+    branch = f"aca/{session.name}"
+    assert branch_tasks(repo, branch) == ["a", "b"]  # b finished; c never started
+    data = json.loads((session / "meta" / "session.json").read_text())
+    assert data["status"] == "interrupted"
+    assert [t["status"]["state"] for t in data["plan"]["tasks"]] == [
+        "completed",
+        "completed",
+        "pending",
+    ]
+    (stop,) = [c for c in checkpoints(session) if c["trigger"] == "interrupt"]
+    assert stop["tasks_done"] == 2 and "SIGTERM" in stop["description"]
+
+    calls_before = len(llm.anthropic.requests)
+    code, out, err = aca.run("resume", session.name, "--json", name="resume")
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["status"] == "completed"
+    assert branch_tasks(repo, branch) == ["a", "b", "c"]
+    assert set(agent_task_ids(llm.anthropic.requests[calls_before:])) == {"c"}
+
+
+def test_second_sigint_cancels_at_once_and_a_second_aca_is_refused(aca, repo, llm, tmp_path):
+    agent = Agent("b")  # b's provider call does not return until the test ends
+    try:
+        # A grace period far longer than the test may wait: only the second signal ends it.
+        proc = start_chain(aca, llm, tmp_path, agent, ACA_SESSION__INTERRUPT_GRACE_SECONDS="600")
+        session = only_session(repo)
+        wait_for(lambda: agent.arrived.is_set() or proc.poll() is not None, WAIT, "b's call")
+        assert proc.poll() is None, aca.err("run")
+
+        # One writer per session: a second aca on it exits 2 and names the holder's pid.
+        code, _, err = aca.run("resume", session.name, name="second")
+        assert code == 2, err
+        assert f"pid {proc.pid}" in err and "Traceback" not in err
+
+        proc.send_signal(signal.SIGINT)
+        wait_for(lambda: STOP_NOTICE in aca.err("run") + aca.out("run"), WAIT, "the stop notice")
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        code = wait_exit(proc, WAIT)
+        assert time.monotonic() - started < 30  # cancelled, not waited for
+    finally:
+        agent.release.set()
+    err = aca.err("run")
+    assert code == 130, err
+    assert "Traceback" not in err and "Traceback" not in aca.out("run")
+    branch = f"aca/{session.name}"
+    assert branch_tasks(repo, branch) == ["a"]
+    data = json.loads((session / "meta" / "session.json").read_text())
+    assert data["status"] == "interrupted"
+    assert any(c["trigger"] == "interrupt" for c in checkpoints(session))
+    # The cancelled task's worktree is gone; resume starts it again from a clean one.
+    assert not (repo / ".aca" / "worktrees" / session.name / "b").exists()
+
+    calls_before = len(llm.anthropic.requests)
+    code, out, err = aca.run("resume", session.name, "--json", name="resume")
+    assert code == 0, err
+    assert branch_tasks(repo, branch) == ["a", "b", "c"]
+    assert set(agent_task_ids(llm.anthropic.requests[calls_before:])) == {"b", "c"}

@@ -1,0 +1,216 @@
+"""A crash loses nothing and repeats nothing: ``aca run`` killed with SIGKILL, then resumed.
+
+Each case starts a real ``aca run`` of a three-task chain (a -> b -> c) against the fake
+Anthropic server, holds it at one point, kills its whole process group with SIGKILL, and runs
+``aca resume <session-id>``. At the kill point ``meta/session.json`` parses; after the resume
+every task is complete, each task's commit is on the session branch exactly once, and no
+provider call is made for a task whose commit was on the branch before the kill.
+
+Points are reached deterministically: a git ``reference-transaction`` hook that stops when
+the session branch ref is written (created, or moved by a merge), a provider reply that
+does not come, or the journal entry of a finished task.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.crash.conftest import journal, kill_group, only_session, wait_for
+from tests.fakes.coding_agent import coding_agent, task_of
+from tests.fakes.llm_server import RecordedRequest, Reply
+
+CHAIN = """# Chain
+
+- write a.txt {#a}
+- write b.txt {#b depends_on=a}
+- write c.txt {#c depends_on=b}
+"""
+HOLD_SECONDS = 300
+WAIT = 60
+
+HOOK = """#!/bin/sh
+# Stops the Nth write (in state STATE) of a session branch ref, as "$hold/at" says: "N STATE".
+hold='{hold}'
+if [ ! -f "$hold/at" ]; then cat >/dev/null; exit 0; fi
+read n state < "$hold/at"
+if [ "$1" != "$state" ]; then cat >/dev/null; exit 0; fi
+while read old new ref; do
+  case "$ref" in
+    refs/heads/aca/*)
+      c=$(( $(cat "$hold/count" 2>/dev/null || echo 0) + 1 ))
+      echo "$c" > "$hold/count"
+      if [ "$c" = "$n" ]; then echo "$old $new $ref" > "$hold/held"; sleep {seconds}; fi
+      ;;
+  esac
+done
+exit 0
+"""
+
+
+class Agent:
+    """The scripted coding agent; the first request of each task in ``block`` gets no answer
+    until released (provider calls in flight). ``arrived`` is set once all of them came."""
+
+    def __init__(self, block: str | tuple[str, ...] = ()):
+        self.block = {block} if isinstance(block, str) else set(block)
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+        self._blocked: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, request: RecordedRequest) -> Reply:
+        task_id = task_of(request)[0]
+        with self._lock:
+            block = task_id in self.block and task_id not in self._blocked
+            if block:
+                self._blocked.add(task_id)
+                if self._blocked == self.block:
+                    self.arrived.set()
+        if block:
+            self.release.wait(HOLD_SECONDS)
+        return coding_agent(request)
+
+
+def install_hook(repo: Path, tmp_path: Path) -> Path:
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    hook = repo / ".git" / "hooks" / "reference-transaction"
+    hook.write_text(HOOK.format(hold=hold, seconds=HOLD_SECONDS))
+    hook.chmod(0o755)
+    return hold
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
+    ).stdout
+
+
+def branch_tasks(repo: Path, branch: str) -> list[str]:
+    """Task ids of the branch's commits (their ``Aca-Task:`` trailers), oldest first."""
+    log = git(repo, "log", "--reverse", "--format=%(trailers:key=Aca-Task,valueonly)", branch)
+    return [line.strip() for line in log.splitlines() if line.strip()]
+
+
+def agent_task_ids(requests: list[RecordedRequest]) -> list[str]:
+    return [task_of(r)[0] for r in requests if r.json and r.json.get("tools")]
+
+
+def completed_in_journal(session: Path, task_id: str) -> bool:
+    return any(
+        e["type"] == "task_completed" and e.get("task_id") == task_id for e in journal(session)
+    )
+
+
+@dataclass(frozen=True)
+class KillPoint:
+    plan: str = CHAIN
+    hook_at: str | None = None  # "N STATE": the hook holds the Nth session-branch ref write
+    block: tuple[str, ...] = ()  # tasks whose first provider call is held
+    journalled: str | None = None  # kill once this task's task_completed is in the journal
+    landed: frozenset[str] = frozenset()  # task commits on the branch at the kill
+
+
+FAN = """# Fan
+
+- write a.txt {#a}
+- write b.txt {#b}
+- write c.txt {#c depends_on=a,b}
+"""
+DEPENDENCIES = {CHAIN: {"b": "a", "c": "b"}, FAN: {"c": "ab"}}
+
+KILL_POINTS = {
+    # the session exists, its branch was just created, no task has started
+    "before-first-task": KillPoint(hook_at="1 committed"),
+    # b's first provider call in flight
+    "mid-task": KillPoint(block=("b",), landed=frozenset("a")),
+    # a recorded complete in the journal; b about to start
+    "between-tasks": KillPoint(journalled="a", landed=frozenset("a")),
+    # b's merge: the branch ref is locked by git, not moved yet
+    "during-merge": KillPoint(hook_at="3 prepared", landed=frozenset("a")),
+    # b's merge: the branch ref moved, the journal does not know yet
+    "after-merge": KillPoint(hook_at="3 committed", landed=frozenset("ab")),
+    # a and b run at once, both provider calls in flight
+    "two-tasks-in-flight": KillPoint(plan=FAN, block=("a", "b")),
+}
+
+
+@pytest.mark.parametrize("name", list(KILL_POINTS))
+def test_sigkill_then_resume_completes_without_repeating_work(name, aca, repo, llm, tmp_path):
+    point = KILL_POINTS[name]
+    hold = install_hook(repo, tmp_path)
+    if point.hook_at:
+        (hold / "at").write_text(point.hook_at + "\n")
+    agent = Agent(point.block)
+    llm.anthropic.scripted_for = lambda r: bool(r.json and r.json.get("tools"))
+    for _ in range(40):
+        llm.anthropic.enqueue(agent)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(point.plan)
+
+    try:
+        proc = aca.start("run", str(tasks), "--model", "claude-test", name="run")
+        session = only_session(repo)
+        if point.hook_at:
+            reached = (hold / "held").exists
+        elif point.block:
+            reached = agent.arrived.is_set
+        else:
+            reached = lambda: completed_in_journal(session, point.journalled)  # noqa: E731
+        wait_for(lambda: reached() or proc.poll() is not None, WAIT, name)
+        assert proc.poll() is None, f"aca ended before the kill point:\n{aca.err('run')}"
+        kill_group(proc)
+    finally:
+        agent.release.set()
+    (hold / "at").unlink(missing_ok=True)
+
+    # At the kill point: session.json is whole.
+    data = json.loads((session / "meta" / "session.json").read_text())
+    assert data["schema_version"] >= 1 and data["id"] == session.name
+    branch = f"aca/{session.name}"
+    landed_before = set(branch_tasks(repo, branch))
+    assert landed_before == point.landed
+    calls_before = len(llm.anthropic.requests)
+
+    code, out, err = aca.run("resume", session.name, "--json", name="resume")
+    assert code == 0, f"resume exited {code}:\n{err}"
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["status"] == "completed" and summary["counts"] == {"completed": 3}
+    assert "Traceback" not in err
+
+    # Every task's commit is on the branch exactly once, after its dependencies'.
+    order = branch_tasks(repo, branch)
+    assert sorted(order) == ["a", "b", "c"], order
+    for task_id, deps in DEPENDENCIES[point.plan].items():
+        assert all(order.index(d) < order.index(task_id) for d in deps), order
+    files = git(repo, "ls-tree", "-r", "--name-only", branch).split()
+    assert sorted(files) == ["README.md", "a.txt", "b.txt", "c.txt"]
+    # No provider call for a task that had landed before the kill.
+    resumed_calls = agent_task_ids(llm.anthropic.requests[calls_before:])
+    assert not landed_before & set(resumed_calls), resumed_calls
+    assert set(resumed_calls) == {"a", "b", "c"} - landed_before
+    # The session says so too, and no task worktree is left behind.
+    data = json.loads((session / "meta" / "session.json").read_text())
+    assert data["status"] == "completed" and data["resumes"] == 1
+    assert {t["id"]: t["status"]["state"] for t in data["plan"]["tasks"]} == {
+        "a": "completed",
+        "b": "completed",
+        "c": "completed",
+    }
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    # The change log names every task's commit, one landed just before the kill included.
+    change_log = json.loads((session / "file_changes" / "change_log.json").read_text())
+    commits = git(repo, "log", "--format=%H", branch).split()
+    assert sorted(change_log["tasks"]) == ["a", "b", "c"]
+    assert all(entry["commit"] in commits for entry in change_log["tasks"].values())
+    # The resumed run kept the session's model.
+    assert {r.json["model"] for r in llm.anthropic.requests[calls_before:]} == {"claude-test"}
+    # The user's checkout is untouched.
+    assert git(repo, "rev-parse", "--abbrev-ref", "HEAD").strip() == "main"
+    assert not (repo / "a.txt").exists()
