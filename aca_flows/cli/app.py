@@ -33,6 +33,7 @@ from aca_flows.cli.options import (
     ProviderName,
     Record,
     RunOptions,
+    Strict,
     UseIntelligentParser,
     Workdir,
 )
@@ -48,7 +49,7 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.add_typer(plan_cli.app, name="plan", help="Show plans and their JSON Schema.")
+app.add_typer(plan_cli.app, name="plan", help="Show, parse (with an LLM) and describe plans.")
 app.add_typer(config_cli.app, name="config", help="Show the effective configuration.")
 app.add_typer(sessions_cli.app, name="sessions", help="List and inspect sessions.")
 app.add_typer(checkpoints_cli.app, name="checkpoints", help="List and create checkpoints.")
@@ -79,6 +80,7 @@ def root(
     dump_plan: DumpPlan = None,
     use_intelligent_parser: UseIntelligentParser = False,
     force_naive_parser: ForceNaiveParser = False,
+    strict: Strict = False,
     context: Context = None,
     append_system_prompt: AppendSystemPrompt = None,
     provider: ProviderName = None,
@@ -112,6 +114,7 @@ def root(
         dump_plan=dump_plan,
         use_intelligent_parser=use_intelligent_parser,
         force_naive_parser=force_naive_parser,
+        strict=strict,
         context=context or [],
         append_system_prompt=append_system_prompt,
         provider=provider,
@@ -134,6 +137,7 @@ def run_command(
     dump_plan: DumpPlan = None,
     use_intelligent_parser: UseIntelligentParser = False,
     force_naive_parser: ForceNaiveParser = False,
+    strict: Strict = False,
     context: Context = None,
     append_system_prompt: AppendSystemPrompt = None,
     provider: ProviderName = None,
@@ -153,6 +157,7 @@ def run_command(
         dump_plan=dump_plan,
         use_intelligent_parser=use_intelligent_parser,
         force_naive_parser=force_naive_parser,
+        strict=strict,
         context=context or [],
         append_system_prompt=append_system_prompt,
         provider=provider,

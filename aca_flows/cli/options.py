@@ -33,6 +33,13 @@ UseIntelligentParser = Annotated[
 ForceNaiveParser = Annotated[
     bool, typer.Option("--force-naive-parser", help="Always use the deterministic parser.")
 ]
+Strict = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="Intelligent parser: refuse a plan that lost items of the task file.",
+    ),
+]
 Context = Annotated[
     list[str] | None,
     typer.Option(
@@ -79,6 +86,7 @@ class RunOptions:
     dump_plan: Path | None = None
     use_intelligent_parser: bool = False
     force_naive_parser: bool = False
+    strict: bool = False
     context: list[str] = field(default_factory=list)
     append_system_prompt: str | None = None
     provider: str | None = None

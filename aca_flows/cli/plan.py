@@ -1,4 +1,4 @@
-"""``aca plan show|schema``: look at a plan without running it."""
+"""``aca plan show|parse|schema``: look at a plan without running it."""
 
 from __future__ import annotations
 
@@ -8,6 +8,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from aca_flows.cli.options import (
+    AppendSystemPrompt,
+    ConfigFile,
+    Context,
+    DumpPlan,
+    ModelName,
+    ProviderName,
+    Strict,
+    Workdir,
+)
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -26,16 +37,71 @@ def show(
     ] = PlanFormat.tree,
 ) -> None:
     """Print a task file's plan as a tree, a Mermaid graph or JSON."""
-    from aca_flows.plan import load_task_file, plan_to_text
+    from aca_flows.plan import load_task_file
+
+    _print_plan(load_task_file(file), format)
+
+
+def _print_plan(plan, format: PlanFormat) -> None:
+    from aca_flows.plan import plan_to_text
     from aca_flows.plan.render import render_mermaid, render_tree
 
-    plan = load_task_file(file)
     if format is PlanFormat.json:
         typer.echo(plan_to_text(plan, ".json"), nl=False)
     elif format is PlanFormat.mermaid:
         typer.echo(render_mermaid(plan))
     else:
         typer.echo(render_tree(plan))
+
+
+@app.command("parse")
+def parse(
+    file: Annotated[Path, typer.Argument(help="Markdown task file for the LLM to read.")],
+    format: Annotated[
+        PlanFormat, typer.Option("--format", "-f", help="tree, mermaid or json.")
+    ] = PlanFormat.tree,
+    dump_plan: DumpPlan = None,
+    workdir: Workdir = Path("."),
+    context: Context = None,
+    append_system_prompt: AppendSystemPrompt = None,
+    provider: ProviderName = None,
+    model: ModelName = None,
+    config: ConfigFile = None,
+    strict: Strict = False,
+) -> None:
+    """Let the configured LLM turn a Markdown task file into a plan, and print it.
+
+    The parse is cached in the workdir's .aca/parse_cache: the same input parses again
+    without a provider call.
+    """
+    from aca_flows.cli.options import RunOptions
+    from aca_flows.cli.run import parse_intelligently
+    from aca_flows.errors import InputError
+    from aca_flows.plan.io import MARKDOWN_SUFFIXES, PLAN_SUFFIXES, plan_to_text
+    from aca_flows.session.files import write_text_atomic
+
+    if file.suffix.lower() not in MARKDOWN_SUFFIXES:
+        raise InputError(
+            f"{file}: the intelligent parser reads Markdown task files (.md, .markdown, .txt); "
+            "TOML task files and plans are structured already: use `aca plan show`."
+        )
+    if dump_plan and dump_plan.suffix.lower() not in PLAN_SUFFIXES:
+        raise InputError(f"--dump-plan {dump_plan}: name the file .json or .toml.")
+    options = RunOptions(
+        workdir=workdir,
+        task_file=file,
+        use_intelligent_parser=True,
+        strict=strict,
+        context=context or [],
+        append_system_prompt=append_system_prompt,
+        provider=provider,
+        model=model,
+        config=config,
+    )
+    plan = parse_intelligently(file, options)
+    if dump_plan:
+        write_text_atomic(dump_plan, plan_to_text(plan, dump_plan.suffix), redact=False)
+    _print_plan(plan, format)
 
 
 @app.command("schema")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from aca_flows.cli.options import RunOptions
 from aca_flows.errors import AcaError, InputError
 from aca_flows.plan import ExecutionPlan, load_execution_plan, load_task_file, plan_to_text
-from aca_flows.plan.io import PLAN_SUFFIXES
+from aca_flows.plan.io import MARKDOWN_SUFFIXES, PLAN_SUFFIXES
 from aca_flows.plan.render import render_tree
 from aca_flows.session.files import write_text_atomic
 from aca_flows.settings import load_config
@@ -30,13 +32,11 @@ def prepare_plan(options: RunOptions) -> ExecutionPlan:
         )
     if options.use_intelligent_parser and options.force_naive_parser:
         raise InputError("--use-intelligent-parser and --force-naive-parser contradict; pick one.")
-    if options.use_intelligent_parser and not options.force_naive_parser:
-        raise InputError(
-            "the intelligent parser is not available in this version of aca; "
-            "drop --use-intelligent-parser to load the file with the deterministic parser."
-        )
     if options.execution_plan:
         plan = load_execution_plan(options.execution_plan)
+    elif options.task_file and _wants_intelligent_parse(options, options.task_file):
+        # The model already got the context and instructions; the plan carries them.
+        return parse_intelligently(options.task_file, options)
     elif options.task_file:
         plan = load_task_file(options.task_file)
     else:
@@ -50,6 +50,35 @@ def prepare_plan(options: RunOptions) -> ExecutionPlan:
     if options.append_system_prompt:
         updates["append_system_prompt"] = options.append_system_prompt
     return plan.model_copy(update=updates) if updates else plan
+
+
+def _wants_intelligent_parse(options: RunOptions, task_file: Path) -> bool:
+    """The LLM reads Markdown only: TOML task files and plans are structured already."""
+    return options.use_intelligent_parser and task_file.suffix.lower() in MARKDOWN_SUFFIXES
+
+
+def parse_intelligently(task_file: Path, options: RunOptions) -> ExecutionPlan:
+    """``task_file`` parsed by the configured provider (cached in ``.aca/parse_cache``); lost
+    source items are warned about on stderr, or refused with ``options.strict``."""
+    from aca_flows.plan.intelligent import PARSE_CACHE_FOLDER, parse_with_llm_sync
+    from aca_flows.providers import get_provider
+    from aca_flows.session.layout import AcaDir
+
+    workdir = options.workdir.resolve()
+    config = load_config(workdir, options.config, options.config_overrides()).config
+    provider = get_provider(config.session.provider, config)
+    parse = parse_with_llm_sync(
+        task_file,
+        provider,
+        model=config.session.model,
+        context=options.context,
+        append_system_prompt=options.append_system_prompt,
+        cache_dir=AcaDir(workdir).root / PARSE_CACHE_FOLDER,
+        strict=options.strict,
+    )
+    if parse.lost:
+        print(f"warning: {task_file}: {parse.lost_warning()}", file=sys.stderr)
+    return parse.plan
 
 
 def execute(options: RunOptions) -> int:
@@ -85,7 +114,6 @@ def _preflight(options: RunOptions) -> None:
 
 def run_session(options: RunOptions, session_id: str | None = None) -> int:
     """Run the flow (a new session, or ``session_id`` resumed) and report how it ended."""
-    import sys
     from contextlib import nullcontext
 
     if session_id is not None:
@@ -132,6 +160,10 @@ def _run_flow(run_flow, options: RunOptions, session_id: str | None, quiet_conso
         session_id=session_id,
         context=options.context,
         append_system_prompt=options.append_system_prompt,
+        # The flow parses again, from the cache this parse filled: no second provider call.
+        use_intelligent_parser=bool(
+            options.task_file and _wants_intelligent_parse(options, options.task_file)
+        ),
         init_git=options.init_git,
         config_file=str(options.config.resolve()) if options.config else None,
         record=str(options.record.resolve()) if options.record else None,

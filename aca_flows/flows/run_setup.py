@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from aca_flows.errors import InputError
 from aca_flows.flows.task_run import ActiveRun, GlobalLimitProvider, SpendGuard, SpendMeter
 from aca_flows.plan import ExecutionPlan, TaskStatus, load_execution_plan, load_task_file
+from aca_flows.plan.io import MARKDOWN_SUFFIXES
 from aca_flows.providers import get_provider, rate_limiter_for
 from aca_flows.providers.base import Provider
 from aca_flows.session.events import TaskResult
@@ -81,7 +82,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         store = SessionStore.open(workdir, request.session_id)
         store.resumed()
     else:
-        plan = _load_plan(request)
+        plan = _load_plan(request, config)
         store = SessionStore.create(
             workdir,
             plan,
@@ -124,14 +125,15 @@ def _retry_unfinished(plan: ExecutionPlan) -> None:
             task.status = TaskStatus()
 
 
-def _load_plan(request: RunRequest) -> ExecutionPlan:
-    if request.use_intelligent_parser:
-        raise InputError(
-            "the intelligent parser is not available in this version of aca; "
-            "run without --use-intelligent-parser to use the deterministic parser."
-        )
+def _load_plan(request: RunRequest, config: AcaConfig) -> ExecutionPlan:
     if request.execution_plan:
         plan = load_execution_plan(Path(request.execution_plan))
+    elif (
+        request.task_file
+        and request.use_intelligent_parser
+        and Path(request.task_file).suffix.lower() in MARKDOWN_SUFFIXES
+    ):
+        return _parse_intelligently(Path(request.task_file), request, config)
     elif request.task_file:
         plan = load_task_file(Path(request.task_file))
     else:
@@ -142,6 +144,27 @@ def _load_plan(request: RunRequest) -> ExecutionPlan:
     if request.append_system_prompt:
         updates["append_system_prompt"] = request.append_system_prompt
     return plan.model_copy(update=updates) if updates else plan
+
+
+def _parse_intelligently(task_file: Path, request: RunRequest, config: AcaConfig) -> ExecutionPlan:
+    """The LLM's plan of ``task_file``; the CLI's parse left it in the cache, so a run started
+    from the command line makes no second provider call."""
+    import logging
+
+    from aca_flows.plan.intelligent import PARSE_CACHE_FOLDER, parse_with_llm_sync
+
+    provider = get_provider(config.session.provider, config)
+    parse = parse_with_llm_sync(
+        task_file,
+        provider,
+        model=config.session.model,
+        context=request.context,
+        append_system_prompt=request.append_system_prompt,
+        cache_dir=AcaDir(Path(request.workdir).expanduser().resolve()).root / PARSE_CACHE_FOLDER,
+    )
+    if parse.lost:
+        logging.getLogger(__name__).warning("%s: %s", task_file, parse.lost_warning())
+    return parse.plan
 
 
 def _build_providers(

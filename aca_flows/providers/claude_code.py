@@ -12,8 +12,9 @@ calls to execute). What a caller may rely on:
   ``allowed_tools``, ``permission_mode``, ``append_system_prompt``, ``env`` (extra variables
   for the CLI);
 - ``request.system`` is appended to Claude Code's own system prompt, never replaces it;
-  ``request.tools`` and ``response_schema`` are not used: Claude Code works with its own tools
-  (``allowed_tools``) and answers in text;
+  ``request.tools`` are not used: Claude Code works with its own tools (``allowed_tools``);
+- ``response_schema`` is passed as Claude Code's JSON schema option (``--json-schema``); the
+  response's ``text`` is then the structured output as JSON;
 - every stream message is handed to ``on_event`` as it arrives: ``system``, ``assistant_text``,
   ``tool_use``, ``tool_result`` and finally ``result``;
 - the response carries the Claude session id (pass it back as ``resume``), usage and the
@@ -25,6 +26,7 @@ calls to execute). What a caller may rely on:
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 from collections.abc import Mapping
@@ -159,6 +161,11 @@ class ClaudeCodeProvider:
             system_prompt=system_prompt,
             cli_path=self.cli_path,
             env={**self.env, **opts.get("env", {})},
+            output_format=(
+                {"type": "json_schema", "schema": request.response_schema}
+                if request.response_schema is not None
+                else None
+            ),
         )
 
     async def complete(
@@ -253,8 +260,12 @@ class ClaudeCodeProvider:
             cost = cost_usd(model, usage, self.prices)
         # error_max_turns: Claude Code stopped before it was done; the caller decides.
         stop = "error" if result.is_error else "end_turn"
+        text = result.result if result.result is not None else (texts[-1] if texts else "")
+        structured = getattr(result, "structured_output", None)
+        if request.response_schema is not None and structured is not None:
+            text = json.dumps(structured)
         return ProviderResponse(
-            text=result.result if result.result is not None else (texts[-1] if texts else ""),
+            text=text,
             stop_reason=stop,
             usage=usage,
             cost_usd=cost,

@@ -1,0 +1,322 @@
+"""The intelligent parser: an LLM turns a free-form Markdown task file into an execution plan.
+
+    parse = await parse_with_llm(Path("tasks.md"), provider, cache_dir=aca_root / "parse_cache")
+    parse.plan        # an ordinary, validated ExecutionPlan: dump it, review it, run it
+    parse.lost        # source items the plan does not carry (a warning; strict=True refuses)
+
+What a caller may rely on:
+- the model gets the Markdown, every file it references, the context hints and the appended
+  instructions, and is asked for a ``ProposedPlan`` through the provider's structured output
+  (``response_schema``, generated from the models in ``intelligent_prompt``);
+- an answer that is not JSON, does not fit the models, names unknown tasks or files, or has
+  cycles goes back to the model with every problem, at most ``max_repairs`` times; after that a
+  ``TaskFileError`` lists what was still wrong;
+- a usable answer is cached in ``cache_dir`` under a hash of the prompt version, provider,
+  model and the whole request text: parsing the same input again makes no provider call;
+- only ``TaskFileError`` (bad file, unusable plan, items lost under ``strict``) and the
+  providers' ``ProviderError`` are raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from aca_flows.errors import TaskFileError
+from aca_flows.plan.intelligent_prompt import (
+    PROMPT_VERSION,
+    SYSTEM_PROMPT,
+    ProposedPlan,
+    ProposedTask,
+    proposal_schema,
+    repair_prompt,
+    user_prompt,
+)
+from aca_flows.plan.intelligent_source import (
+    ParseSource,
+    SourceItem,
+    lost_items,
+    read_parse_source,
+    source_items,
+)
+from aca_flows.plan.models import ExecutionPlan, FileRef, Task, TaskMetadata
+from aca_flows.plan.toml_loader import pydantic_problems
+from aca_flows.plan.validate import plan_problems
+from aca_flows.providers.atomic_json import write_json_atomic
+from aca_flows.providers.base import Message, Provider, ProviderRequest
+
+__all__ = [
+    "CACHE_SCHEMA_VERSION",
+    "PARSE_CACHE_FOLDER",
+    "IntelligentParse",
+    "parse_cache_key",
+    "parse_with_llm",
+    "parse_with_llm_sync",
+    "proposal_to_plan",
+]
+
+CACHE_SCHEMA_VERSION = 1
+# Callers keep the cache in ``.aca/<PARSE_CACHE_FOLDER>/`` of the workdir.
+PARSE_CACHE_FOLDER = "parse_cache"
+
+# Claude Code runs an agent: let it read the task file's folder, never edit anything.
+_CLAUDE_CODE_OPTIONS = {"permission_mode": "default", "allowed_tools": ["Read", "Glob", "Grep"]}
+
+
+@dataclass(frozen=True)
+class IntelligentParse:
+    """The outcome of one parse: the plan, what it lost, and what it cost."""
+
+    plan: ExecutionPlan
+    lost: list[SourceItem]
+    provider_calls: int
+    from_cache: bool
+    cost_usd: float
+    cache_file: Path | None
+
+    def lost_warning(self) -> str:
+        """A warning listing the lost items (empty when nothing was lost)."""
+        if not self.lost:
+            return ""
+        listed = "\n".join(f"  - {item}" for item in self.lost)
+        return (
+            f"{len(self.lost)} item(s) of the task file appear nowhere in the plan:\n{listed}\n"
+            "Review the plan (--dump-plan) and add them, or add --context to guide the parser."
+        )
+
+
+class _UnusableAnswer(Exception):
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+async def parse_with_llm(
+    path: Path,
+    provider: Provider,
+    *,
+    model: str | None = None,
+    context: Sequence[str] = (),
+    append_system_prompt: str | None = None,
+    cache_dir: Path | None = None,
+    strict: bool = False,
+    max_repairs: int = 2,
+) -> IntelligentParse:
+    """Parse the Markdown task file ``path`` into a plan with ``provider`` (see module doc)."""
+    source = read_parse_source(path)
+    context = list(context)
+    prompt = user_prompt(source, context, append_system_prompt)
+    # The model the provider will really use, so a changed default is a different entry.
+    cache_model = model or getattr(provider, "model", None)
+    key = parse_cache_key(provider.name, cache_model, SYSTEM_PROMPT, prompt)
+    cache_file = cache_dir / f"{key}.json" if cache_dir is not None else None
+    proposal = _read_cache(cache_file, source)
+    calls, cost = 0, 0.0
+    if proposal is None:
+        messages = [Message(role="user", text=prompt)]
+        schema = proposal_schema()
+        options = _CLAUDE_CODE_OPTIONS | {"cwd": str(path.resolve().parent)}
+        problems: list[str] = []
+        for _ in range(max_repairs + 1):
+            request = ProviderRequest(
+                system=SYSTEM_PROMPT,
+                messages=messages,
+                model=model,
+                response_schema=schema,
+                options=options if provider.name == "claude-code" else {},
+            )
+            response = await provider.complete(request)
+            calls, cost = calls + 1, cost + response.cost_usd
+            try:
+                proposal = _read_answer(response.text, source)
+                break
+            except _UnusableAnswer as unusable:
+                problems = unusable.problems
+                if response.stop_reason == "max_tokens":
+                    problems.append(
+                        "the answer was cut off at the output limit; raise "
+                        f"[providers.{provider.name}] max_tokens"
+                    )
+            messages = [
+                *messages,
+                Message(role="assistant", text=response.text or "(an empty answer)"),
+                Message(role="user", text=repair_prompt(problems)),
+            ]
+        else:
+            listed = "\n".join(f"  - {p}" for p in problems)
+            raise TaskFileError(
+                f"{path}: the intelligent parser ({provider.name}) gave no usable plan after "
+                f"{calls} attempt(s); the last answer had these problems:\n{listed}\n"
+                "Run again, guide it with --context, or use the deterministic parser "
+                "(--force-naive-parser)."
+            )
+        _write_cache(cache_file, proposal, provider.name, cache_model, path)
+    plan = proposal_to_plan(proposal, source, context, append_system_prompt)
+    lost = lost_items(plan, source_items(source.text))
+    parse = IntelligentParse(plan, lost, calls, calls == 0, cost, cache_file)
+    if lost and strict:
+        raise TaskFileError(f"{path}: --strict: {parse.lost_warning()}")
+    return parse
+
+
+def parse_with_llm_sync(path: Path, provider: Provider, **kwargs) -> IntelligentParse:
+    """``parse_with_llm`` from synchronous code, also when an event loop is already running
+    (inside a flow): then the parse runs on its own loop in a worker thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(parse_with_llm(path, provider, **kwargs))
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, parse_with_llm(path, provider, **kwargs)).result()
+
+
+def parse_cache_key(provider: str, model: str | None, system: str, prompt: str) -> str:
+    """The cache key: prompt version, provider, model and the whole request text, hashed."""
+    material = json.dumps(
+        {
+            "prompt_version": PROMPT_VERSION,
+            "provider": provider,
+            "model": model or "(provider default)",
+            "system": system,
+            "prompt": prompt,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+def proposal_to_plan(
+    proposal: ProposedPlan,
+    source: ParseSource,
+    context: Sequence[str] = (),
+    append_system_prompt: str | None = None,
+) -> ExecutionPlan:
+    """The proposal as an ordinary execution plan: a flat task list with parent/child links.
+
+    The user's ``context`` follows the context the model kept; the estimated duration ends
+    the task's description (the plan models have no field for it).
+    """
+    tasks: list[Task] = []
+
+    def add(proposed: ProposedTask, parent_id: str | None) -> None:
+        description = proposed.description.strip()
+        if proposed.estimated_duration:
+            duration = f"Estimated duration: {proposed.estimated_duration}"
+            description = f"{description}\n\n{duration}" if description else duration
+        refs = [
+            FileRef(path=name, content=source.references.get(name))
+            for name in dict.fromkeys(proposed.files)
+        ]
+        tasks.append(
+            Task(
+                id=proposed.id,
+                title=proposed.title.strip(),
+                description=description,
+                parent_id=parent_id,
+                children=[s.id for s in proposed.subtasks],
+                dependencies=list(dict.fromkeys(proposed.depends_on)),
+                metadata=TaskMetadata(
+                    priority=proposed.priority,
+                    estimated_complexity=proposed.complexity,
+                    file_refs=refs,
+                ),
+            )
+        )
+        for subtask in proposed.subtasks:
+            add(subtask, proposed.id)
+
+    for proposed in proposal.tasks:
+        add(proposed, None)
+    return ExecutionPlan(
+        name=proposal.name.strip(),
+        description=proposal.description.strip(),
+        strategy=proposal.strategy,
+        context_hints=[*proposal.context, *context],
+        append_system_prompt=append_system_prompt,
+        tasks=tasks,
+    )
+
+
+def _read_answer(text: str, source: ParseSource) -> ProposedPlan:
+    """The model's answer as a proposal whose plan is valid, or ``_UnusableAnswer``."""
+    try:
+        data = json.loads(_without_code_fence(text))
+    except json.JSONDecodeError as exc:
+        raise _UnusableAnswer(
+            [
+                f"the answer is not valid JSON ({exc.msg} at line {exc.lineno}, "
+                f"column {exc.colno}); answer with the JSON object only"
+            ]
+        ) from None
+    try:
+        proposal = ProposedPlan.model_validate(data)
+    except ValidationError as exc:
+        raise _UnusableAnswer(pydantic_problems(exc).split("; ")) from None
+    problems = [
+        f"task '{task.id}' names file '{name}', which the task file does not reference"
+        for task in _walk(proposal.tasks)
+        for name in task.files
+        if name not in source.references
+    ]
+    plan = proposal_to_plan(proposal, source)
+    problems += plan_problems(plan)
+    if problems:
+        raise _UnusableAnswer(problems)
+    return proposal
+
+
+def _walk(tasks: list[ProposedTask]):
+    for task in tasks:
+        yield task
+        yield from _walk(task.subtasks)
+
+
+def _without_code_fence(text: str) -> str:
+    """Models sometimes wrap JSON in a Markdown code fence despite being told not to."""
+    match = re.fullmatch(r"\s*```(?:json)?\s*\n(.*)\n\s*```\s*", text, flags=re.DOTALL)
+    return match.group(1) if match else text
+
+
+def _read_cache(cache_file: Path | None, source: ParseSource) -> ProposedPlan | None:
+    """The cached proposal, or None: a missing, unreadable or outdated entry is a miss."""
+    if cache_file is None or not cache_file.is_file():
+        return None
+    try:
+        entry = json.loads(cache_file.read_text(encoding="utf-8"))
+        if entry.get("schema_version") != CACHE_SCHEMA_VERSION:
+            return None
+        return _read_answer(json.dumps(entry["proposal"]), source)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, _UnusableAnswer):
+        return None
+
+
+def _write_cache(
+    cache_file: Path | None,
+    proposal: ProposedPlan,
+    provider: str,
+    model: str | None,
+    path: Path,
+) -> None:
+    if cache_file is None:
+        return
+    entry = {
+        "schema_version": CACHE_SCHEMA_VERSION,
+        "prompt_version": PROMPT_VERSION,
+        "provider": provider,
+        "model": model,
+        "task_file": str(path),
+        "proposal": proposal.model_dump(mode="json"),
+    }
+    # A cache that cannot be written costs a provider call next time, nothing more.
+    with contextlib.suppress(OSError):
+        write_json_atomic(cache_file, entry)

@@ -1,0 +1,168 @@
+"""``aca plan parse`` and ``--use-intelligent-parser`` on the command line (fake LLM server)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from aca_flows.cli import main
+from tests.fakes.llm_server import FakeLLMServer, llm_server  # noqa: F401  (fixture)
+from tests.plan.test_intelligent import DEPENDENCIES, TEST6, dependencies_proposal, respond
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_plan_parse_prints_the_tree_and_dumps_the_plan(llm_server, tmp_path, capsys):  # noqa: F811
+    llm_server.anthropic.enqueue(**respond(dependencies_proposal()))
+    dumped = tmp_path / "plan.json"
+
+    code, out, err = run(
+        capsys, "plan", "parse", str(TEST6), "--provider", "anthropic", "-w", str(tmp_path),
+        "--dump-plan", str(dumped),
+    )  # fmt: skip
+
+    assert code == 0, err
+    assert out.startswith("Project Setup with Dependencies  (25 tasks, strategy sequential)")
+    assert "deployment — 5. Deployment  (after database-setup, api-server, frontend, " in out
+    assert "database-setup-4 — Set up backups" in out
+    assert "warning" not in err
+    plan = json.loads(dumped.read_text())
+    roots = {t["id"]: t["dependencies"] for t in plan["tasks"] if t["parent_id"] is None}
+    assert roots == DEPENDENCIES
+    assert list((tmp_path / ".aca" / "parse_cache").glob("*.json"))
+
+
+def test_plan_parse_again_makes_no_call_and_prints_json(llm_server, tmp_path, capsys):  # noqa: F811
+    llm_server.anthropic.enqueue(**respond(dependencies_proposal()))
+    args = ["plan", "parse", str(TEST6), "--provider", "anthropic", "-w", str(tmp_path)]
+    assert run(capsys, *args)[0] == 0
+
+    code, out, _ = run(capsys, *args, "--format", "json")
+
+    assert code == 0
+    assert json.loads(out)["name"] == "Project Setup with Dependencies"
+    assert len(llm_server.anthropic.requests) == 1
+
+
+def test_design_usage_with_the_intelligent_parser_dry_run(llm_server, tmp_path, capsys):  # noqa: F811
+    llm_server.anthropic.enqueue(**respond(dependencies_proposal()))
+    dumped = tmp_path / "plan.json"
+
+    code, out, _ = run(
+        capsys,
+        "--task-file", str(TEST6), "--use-intelligent-parser", "--provider", "anthropic",
+        "--context", "project context", "--append-system-prompt", "additional instructions",
+        "--dry-run", "--dump-plan", str(dumped), "-w", str(tmp_path),
+    )  # fmt: skip
+
+    assert code == 0
+    assert "Dry run: 25 tasks (25 pending); nothing was run." in out
+    plan = json.loads(dumped.read_text())
+    assert plan["context_hints"][-1] == "project context"
+    assert plan["append_system_prompt"] == "additional instructions"
+    sent = json.dumps(llm_server.anthropic.requests[0].json)
+    assert "project context" in sent and "additional instructions" in sent
+    # The reviewed plan runs like any other.
+    code, out, _ = run(capsys, "--execution-plan", str(dumped), "-w", str(tmp_path), "--dry-run")
+    assert code == 0 and "integration-testing — 4. Integration Testing" in out
+
+
+def test_a_cyclic_answer_exits_2_without_a_traceback(llm_server, tmp_path, capsys):  # noqa: F811
+    cyclic = dependencies_proposal()
+    cyclic["tasks"][0]["depends_on"] = ["deployment"]
+    for _ in range(3):
+        llm_server.anthropic.enqueue(**respond(cyclic))
+
+    code, out, err = run(
+        capsys, "run", str(TEST6), "--use-intelligent-parser", "--provider", "anthropic",
+        "--dry-run", "-w", str(tmp_path),
+    )  # fmt: skip
+
+    assert code == 2
+    assert "dependency cycle: database-setup -> deployment -> database-setup" in err
+    assert "Traceback" not in err and out == ""
+    assert not list((tmp_path / ".aca" / "parse_cache").glob("*.json"))
+
+
+def test_lost_items_warn_and_strict_refuses(llm_server, tmp_path, capsys):  # noqa: F811
+    lossy = dependencies_proposal()
+    del lossy["tasks"][0]["subtasks"][3]  # "Set up backups"
+    llm_server.anthropic.enqueue(**respond(lossy))
+    args = ["plan", "parse", str(TEST6), "--provider", "anthropic", "-w", str(tmp_path)]
+
+    code, out, err = run(capsys, *args)
+    assert code == 0 and "database-setup-3" in out
+    assert "warning:" in err and "line 9 (list item): Set up backups" in err
+
+    code, out, err = run(capsys, *args, "--strict")
+    assert code == 2 and out == ""
+    assert "--strict: 1 item(s) of the task file appear nowhere in the plan" in err
+
+    code, _, err = run(
+        capsys, "--task-file", str(TEST6), "--use-intelligent-parser", "--strict",
+        "--provider", "anthropic", "--dry-run", "-w", str(tmp_path),
+    )  # fmt: skip
+    assert code == 2 and "Set up backups" in err
+    assert len(llm_server.anthropic.requests) == 1
+
+
+def test_plan_parse_refuses_a_structured_file(tmp_path, capsys):
+    toml_file = tmp_path / "tasks.toml"
+    toml_file.write_text('[[tasks]]\ntitle = "x"\n')
+    code, _, err = run(capsys, "plan", "parse", str(toml_file), "-w", str(tmp_path))
+    assert code == 2 and "use `aca plan show`" in err
+
+
+def test_the_flow_reuses_the_cli_parse(llm_server, tmp_path, capsys, monkeypatch):  # noqa: F811
+    """``aca run`` parses before Prefect starts; the flow's own parse is a cache hit."""
+    from aca_flows.flows.run_setup import RunRequest, _load_plan
+    from aca_flows.settings import load_config
+
+    llm_server.anthropic.enqueue(**respond(dependencies_proposal()))
+    args = ["--task-file", str(TEST6), "--use-intelligent-parser", "--context", "ctx"]
+    assert run(capsys, *args, "--provider", "anthropic", "--dry-run", "-w", str(tmp_path))[0] == 0
+    request = RunRequest(
+        task_file=str(TEST6),
+        workdir=str(tmp_path),
+        provider="anthropic",
+        context=["ctx"],
+        use_intelligent_parser=True,
+    )
+    config = load_config(tmp_path, None, request.overrides()).config
+
+    plan = _load_plan(request, config)
+
+    assert {t.id: t.dependencies for t in plan.roots()} == DEPENDENCIES
+    assert plan.context_hints[-1] == "ctx"
+    assert len(llm_server.anthropic.requests) == 1
+
+
+def test_plan_parse_never_imports_prefect(tmp_path):
+    code = "\n".join(
+        [
+            "import os, sys, json",
+            "from tests.fakes.llm_server import FakeLLMServer",
+            "from tests.plan.test_intelligent import TEST6, dependencies_proposal, respond",
+            "from aca_flows.cli import main",
+            "with FakeLLMServer() as server:",
+            "    os.environ.update(server.env())",
+            "    server.anthropic.enqueue(**respond(dependencies_proposal()))",
+            f"    args = ['--provider', 'anthropic', '-w', {str(tmp_path)!r}]",
+            "    assert main(['plan', 'parse', str(TEST6), *args]) == 0",
+            "    assert main(['--task-file', str(TEST6), '--use-intelligent-parser',",
+            "                 '--dry-run', *args]) == 0",
+            "print('PREFECT', 'prefect' in sys.modules)",
+        ]
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert "PREFECT False" in result.stdout
