@@ -122,8 +122,8 @@ async def execute_task(
     config = config or AcaConfig()
     workdir = Path(workdir)
     task = plan.task(task_id)
-    repo = open_repository(workdir, init_git=init_git)
-    ensure_session_branch(repo, session_id)
+    # Git runs in worker threads: on the event loop it would stall every other task's turn.
+    repo = await asyncio.to_thread(_open_session_repo, workdir, session_id, init_git)
     paths = AcaDir(workdir).session(session_id)
     log = TaskLog(paths, task_id, on_log)
     model = task.model or config.provider(provider.name).model or config.session.model
@@ -144,12 +144,14 @@ async def execute_task(
         )
 
     identity = commit_identity(repo)
-    dependencies = _dependency_contexts(plan, task, repo, paths, dependency_outcomes or {})
+    dependencies = await asyncio.to_thread(
+        _dependency_contexts, plan, task, repo, paths, dependency_outcomes or {}
+    )
     total_runs = max_runs or task.max_attempts or config.session.max_attempts
     totals = _Totals()
     conflict: MergeConflictError | None = None
     for run in range(1, total_runs + 1):
-        worktree = TaskWorktree.create(repo, session_id, task_id)
+        worktree = await asyncio.to_thread(TaskWorktree.create, repo, session_id, task_id)
         log.write("run_started", run=run, base=worktree.base_sha, worktree=str(worktree.path))
         try:
             conversation = AgentConversation(
@@ -316,6 +318,12 @@ def _land(
     # Runs in a worker thread: a Repo object of its own, and the event loop stays free while
     # the merge lock is waited for.
     return land_task(git.Repo(workdir), worktree, title=title, summary=summary, identity=identity)
+
+
+def _open_session_repo(workdir: Path, session_id: str, init_git: bool) -> git.Repo:
+    repo = open_repository(workdir, init_git=init_git)
+    ensure_session_branch(repo, session_id)
+    return repo
 
 
 def _record_landed(workdir: Path, session_id: str, task_id: str) -> LandedTask | None:
