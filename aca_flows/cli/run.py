@@ -44,12 +44,7 @@ def prepare_plan(options: RunOptions) -> ExecutionPlan:
             "no work given: pass a task file (aca run tasks.md, or aca --task-file tasks.md) "
             "or a reviewed plan (aca --execution-plan plan.json)."
         )
-    updates: dict[str, object] = {}
-    if options.context:
-        updates["context_hints"] = [*plan.context_hints, *options.context]
-    if options.append_system_prompt:
-        updates["append_system_prompt"] = options.append_system_prompt
-    return plan.model_copy(update=updates) if updates else plan
+    return plan.with_run_context(options.context, options.append_system_prompt)
 
 
 def _wants_intelligent_parse(options: RunOptions, task_file: Path) -> bool:

@@ -138,12 +138,7 @@ def _load_plan(request: RunRequest, config: AcaConfig) -> ExecutionPlan:
         plan = load_task_file(Path(request.task_file))
     else:
         raise InputError("give task_file or execution_plan (or the session_id to resume).")
-    updates: dict[str, object] = {}
-    if request.context:
-        updates["context_hints"] = [*plan.context_hints, *request.context]
-    if request.append_system_prompt:
-        updates["append_system_prompt"] = request.append_system_prompt
-    return plan.model_copy(update=updates) if updates else plan
+    return plan.with_run_context(request.context, request.append_system_prompt)
 
 
 def _parse_intelligently(task_file: Path, request: RunRequest, config: AcaConfig) -> ExecutionPlan:

@@ -102,12 +102,6 @@ class DagProgress:
         self._running.discard(task_id)
         self._set(task_id, TaskStatus())
 
-    def reset_running(self) -> None:
-        """After an interruption, tasks that were running are pending again."""
-        for task_id in self._running:
-            self._set(task_id, TaskStatus())
-        self._running.clear()
-
     # -- internals ---------------------------------------------------------------------------
 
     def _is_runnable_leaf(self, task: Task) -> bool:

@@ -154,5 +154,16 @@ class ExecutionPlan(StrictModel):
                 return task
         raise KeyError(task_id)
 
+    def with_run_context(
+        self, context: list[str], append_system_prompt: str | None
+    ) -> ExecutionPlan:
+        """This plan with ``--context`` hints added and ``--append-system-prompt`` set."""
+        updates: dict[str, object] = {}
+        if context:
+            updates["context_hints"] = [*self.context_hints, *context]
+        if append_system_prompt:
+            updates["append_system_prompt"] = append_system_prompt
+        return self.model_copy(update=updates) if updates else self
+
     def roots(self) -> list[Task]:
         return [t for t in self.tasks if t.parent_id is None]
