@@ -14,14 +14,10 @@ What a caller may rely on:
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import weakref
-from collections.abc import Mapping
 from typing import Any
 
-from aca_flows.errors import PermanentProviderError, TransientProviderError
+from aca_flows.errors import TransientProviderError
 from aca_flows.providers.base import (
     EventCallback,
     Message,
@@ -32,7 +28,7 @@ from aca_flows.providers.base import (
 )
 from aca_flows.providers.failures import error_from_exception, rate_limit_headers
 from aca_flows.providers.pricing import cost_usd
-from aca_flows.settings import ModelPrice, ProviderSection
+from aca_flows.providers.sdk_client import SdkProvider
 
 __all__ = ["DEFAULT_MODEL", "AnthropicProvider", "to_anthropic_messages"]
 
@@ -75,66 +71,24 @@ def to_anthropic_messages(messages: list[Message]) -> list[dict[str, Any]]:
     return out
 
 
-class AnthropicProvider:
+class AnthropicProvider(SdkProvider):
     """Anthropic Messages API. Build with ``from_config`` or directly with keyword arguments."""
 
     name = "anthropic"
+    default_model = DEFAULT_MODEL
+    key_variable = _KEY
+    base_url_variable = "ANTHROPIC_BASE_URL"
+    key_help = "https://console.anthropic.com/settings/keys"
 
-    def __init__(
-        self,
-        *,
-        api_key: str | None,
-        base_url: str | None = None,
-        model: str = DEFAULT_MODEL,
-        max_tokens: int = 8192,
-        timeout_seconds: float = 600,
-        prices: Mapping[str, ModelPrice] | None = None,
-    ):
-        self.api_key = api_key
-        self.base_url = base_url
-        self.model = model
-        self.max_tokens = max_tokens
-        self.timeout_seconds = timeout_seconds
-        self.prices = dict(prices or {})
-        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-    @classmethod
-    def from_config(
-        cls, section: ProviderSection, environ: Mapping[str, str] | None = None
-    ) -> AnthropicProvider:
-        env = os.environ if environ is None else environ
-        return cls(
-            api_key=env.get(_KEY),
-            base_url=section.base_url or env.get("ANTHROPIC_BASE_URL"),
-            model=section.model or DEFAULT_MODEL,
-            max_tokens=section.max_tokens,
-            timeout_seconds=section.timeout_seconds,
-            prices=section.prices,
-        )
-
-    def _client(self):
-        if not self.api_key:
-            raise PermanentProviderError(
-                f"anthropic: no API key. Set {_KEY} (https://console.anthropic.com/settings/keys)"
-                " or choose another provider with --provider.",
-                provider=self.name,
-            )
+    def new_client(self):
         import anthropic  # lazy: importing the SDK costs seconds
 
-        # An async client is tied to the event loop it first ran on, and callers (Prefect
-        # task runs) may come from different loops: one client per loop, reused, since
-        # building one (its TLS context) costs about 0.1 s.
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = anthropic.AsyncAnthropic(
-                api_key=self.api_key,
-                base_url=self.base_url,
-                max_retries=0,
-                timeout=self.timeout_seconds,
-            )
-            self._clients[loop] = client
-        return client
+        return anthropic.AsyncAnthropic(
+            api_key=self.api_key,
+            base_url=self.base_url,
+            max_retries=0,
+            timeout=self.timeout_seconds,
+        )
 
     def build_params(self, request: ProviderRequest) -> dict[str, Any]:
         """The Messages API parameters for ``request`` (without ``stream``)."""
