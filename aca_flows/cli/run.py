@@ -15,7 +15,7 @@ from aca_flows.plan import ExecutionPlan, load_execution_plan, load_task_file, p
 from aca_flows.plan.io import MARKDOWN_SUFFIXES, PLAN_SUFFIXES
 from aca_flows.plan.render import render_tree
 from aca_flows.session.files import write_text_atomic
-from aca_flows.settings import load_config
+from aca_flows.settings import AcaConfig, load_config
 
 
 def prepare_plan(options: RunOptions) -> ExecutionPlan:
@@ -79,7 +79,7 @@ def parse_intelligently(task_file: Path, options: RunOptions) -> ExecutionPlan:
 def execute(options: RunOptions) -> int:
     """Run (or dry-run) what the options ask for; return the process exit code."""
     options.workdir = options.workdir.resolve()
-    load_config(options.workdir, options.config, options.config_overrides())
+    config = load_config(options.workdir, options.config, options.config_overrides()).config
     plan = prepare_plan(options)
     if options.dump_plan:
         # The plan is the user's own text, written where they asked: dumped exactly, unredacted.
@@ -88,20 +88,31 @@ def execute(options: RunOptions) -> int:
     if options.dry_run:
         _show_dry_run(plan, options)
         return 0
-    _preflight(options)
+    _preflight(options, plan, config)
     return run_session(options)
 
 
-def _preflight(options: RunOptions) -> None:
+def _preflight(options: RunOptions, plan: ExecutionPlan, config: AcaConfig) -> None:
     """Refuse what would fail inside the flow, before Prefect starts: a workdir that is not
-    a repository, an unknown provider."""
-    from aca_flows.providers import PROVIDER_NAMES
+    a repository, an unknown provider, a provider without its key or cassette."""
+    from aca_flows.providers import PROVIDER_NAMES, provider_status
     from aca_flows.workspace import open_repository
 
-    if options.provider and options.provider not in PROVIDER_NAMES:
-        raise InputError(
-            f"unknown provider '{options.provider}'; choose one of {', '.join(PROVIDER_NAMES)}."
-        )
+    names = {config.session.provider} | {t.provider for t in plan.tasks if t.provider}
+    for name in sorted(names):
+        if name not in PROVIDER_NAMES:
+            raise InputError(
+                f"unknown provider '{name}'; choose one of {', '.join(PROVIDER_NAMES)}."
+            )
+        status = provider_status(name, config)
+        # Claude Code has logins aca cannot see, and Ollama needs no key: only the others
+        # can be known not to work before the first call.
+        if not status.ready and name in ("anthropic", "openai", "replay"):
+            raise InputError(
+                f"the {name} provider cannot run: {status.detail}. Set what is missing "
+                "(docs/providers.md), or pick another provider with --provider; "
+                "`aca providers list` shows what each one needs."
+            )
     if options.init_git:
         options.workdir.mkdir(parents=True, exist_ok=True)
     open_repository(options.workdir, init_git=options.init_git)

@@ -124,6 +124,23 @@ def test_unknown_provider_is_refused_before_anything_runs(tmp_path, capsys):
     assert code == 2 and "unknown provider 'gpt'" in err
 
 
+def test_provider_without_its_key_is_refused_before_anything_runs(tmp_path, capsys):
+    repo = tmp_path / "repo"
+    code, _, err = run(
+        capsys, "run", str(HELLO), "-w", str(repo), "--init-git", "--provider", "anthropic"
+    )
+    assert code == 2
+    assert "the anthropic provider cannot run: ANTHROPIC_API_KEY missing" in err
+    assert not (repo / ".aca" / "sessions").exists()
+
+
+def test_replay_without_a_cassette_is_refused(tmp_path, capsys):
+    code, _, err = run(
+        capsys, "run", str(HELLO), "-w", str(tmp_path), "--init-git", "--provider", "replay"
+    )
+    assert code == 2 and "no cassette configured" in err
+
+
 def test_usage_errors_exit_2(capsys):
     assert run(capsys, "run")[0] == 2
     assert run(capsys, "--no-such-flag")[0] == 2
