@@ -49,6 +49,7 @@ from aca_flows.flows.task_run import (
     spec_hash,
 )
 from aca_flows.plan.dag import DagProgress
+from aca_flows.providers.sdk_client import close_clients
 from aca_flows.session.checkpoints import CheckpointPolicy, create_checkpoint
 from aca_flows.session.events import TaskResult
 from aca_flows.session.store import SessionStore
@@ -214,6 +215,8 @@ async def aca_run(
     finally:
         ACTIVE_RUNS.pop(run.session_id, None)
         store.close()
+        with contextlib.suppress(Exception):  # a client that cannot close is no reason to fail
+            await close_clients()
     if summary["status"] == "interrupted":
         return Cancelled(message=summary["stopped_reason"], data=summary)
     if summary["failed"]:

@@ -12,7 +12,11 @@ from typing import Any, ClassVar
 from aca_flows.errors import PermanentProviderError
 from aca_flows.settings import ModelPrice, ProviderSection
 
-__all__ = ["SdkProvider"]
+__all__ = ["SdkProvider", "close_clients"]
+
+# Every client handed out, with its loop: closed by ``close_clients`` before the loop ends,
+# else the SDK closes it on garbage collection and logs "Event loop is closed".
+_OPEN: weakref.WeakKeyDictionary[Any, asyncio.AbstractEventLoop] = weakref.WeakKeyDictionary()
 
 
 class SdkProvider:
@@ -72,4 +76,14 @@ class SdkProvider:
         client = self._clients.get(loop)
         if client is None:
             client = self._clients[loop] = self.new_client()
+            _OPEN[client] = loop
         return client
+
+
+async def close_clients() -> None:
+    """Close the SDK clients made on the running event loop (call before it ends)."""
+    loop = asyncio.get_running_loop()
+    for client, client_loop in list(_OPEN.items()):
+        if client_loop is loop:
+            _OPEN.pop(client, None)
+            await client.close()

@@ -19,6 +19,7 @@ from pathlib import Path
 import git
 
 from aca_flows.session.layout import AcaDir
+from aca_flows.workspace.file_lock import FileLock
 from aca_flows.workspace.repository import session_branch_head
 
 __all__ = ["TaskWorktree", "discard_worktree", "list_worktrees"]
@@ -39,10 +40,11 @@ class TaskWorktree:
         """Create a clean worktree at the session branch head, discarding any stale one."""
         root = Path(repo.working_tree_dir)
         path = AcaDir(root).worktrees_dir(session_id) / task_id
-        discard_worktree(repo, path)
-        base = session_branch_head(repo, session_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        repo.git.worktree("add", "--detach", str(path), base)
+        with _admin_lock(repo):
+            _discard(repo, path)
+            base = session_branch_head(repo, session_id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            repo.git.worktree("add", "--detach", str(path), base)
         return cls(repo_root=root, session_id=session_id, task_id=task_id, path=path, base_sha=base)
 
     @property
@@ -77,6 +79,17 @@ def list_worktrees(repo: git.Repo) -> list[dict[str, str]]:
 
 def discard_worktree(repo: git.Repo, path: Path) -> None:
     """Unlock, remove and prune the worktree at ``path``, and delete the folder if left over."""
+    with _admin_lock(repo):
+        _discard(repo, path)
+
+
+def _admin_lock(repo: git.Repo) -> FileLock:
+    # `git worktree prune` can delete the admin folder of a worktree another thread or process
+    # is adding at that moment: adds and removals of one repository take turns.
+    return FileLock(AcaDir(Path(repo.working_tree_dir)).root / "worktrees" / ".admin.lock")
+
+
+def _discard(repo: git.Repo, path: Path) -> None:
     target = os.path.realpath(path)
     for entry in list_worktrees(repo):
         if os.path.realpath(entry.get("worktree", "")) != target:
