@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,19 +31,10 @@ from prefect import flow, task  # noqa: E402
 
 from aca_flows.flows import run_flow  # noqa: E402
 from tests.fakes.coding_agent import coding_agent  # noqa: E402
+from tests.fakes.git_repo import make_repo  # noqa: E402
 from tests.fakes.llm_server import FakeLLMServer  # noqa: E402
 
 CONCURRENCY = 8
-
-
-def new_repo(folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    git = ["git", "-C", str(folder), "-c", "user.name=b", "-c", "user.email=b@example.com"]
-    subprocess.run(["git", "init", "-q", str(folder)], check=True)
-    (folder / "README.md").write_text("bench\n")
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "init"], check=True)
-    return folder
 
 
 @task
@@ -77,12 +67,12 @@ def overhead(tmp: Path) -> None:
             server.anthropic.enqueue(coding_agent)
         os.environ.update(ANTHROPIC_BASE_URL=server.url, ANTHROPIC_API_KEY="test-key")
         run_flow(
-            task_file=str(tasks), workdir=str(new_repo(tmp / "record")), provider="anthropic",
+            task_file=str(tasks), workdir=str(make_repo(tmp / "record")), provider="anthropic",
             model="claude-test", max_concurrent=CONCURRENCY, record=str(cassette),
         )  # fmt: skip
     start = time.perf_counter()
     outcome = run_flow(
-        task_file=str(tasks), workdir=str(new_repo(tmp / "replay")), config_file=str(config),
+        task_file=str(tasks), workdir=str(make_repo(tmp / "replay")), config_file=str(config),
         max_concurrent=CONCURRENCY,
     )  # fmt: skip
     aca_s = time.perf_counter() - start
@@ -117,7 +107,7 @@ def parallel_efficiency(tmp: Path) -> None:
         os.environ.update(ANTHROPIC_BASE_URL=server.url, ANTHROPIC_API_KEY="test-key")
         start = time.perf_counter()
         outcome = run_flow(
-            task_file=str(tasks), workdir=str(new_repo(tmp / "dag")), provider="anthropic",
+            task_file=str(tasks), workdir=str(make_repo(tmp / "dag")), provider="anthropic",
             model="claude-test", max_concurrent=CONCURRENCY,
         )  # fmt: skip
         makespan = time.perf_counter() - start

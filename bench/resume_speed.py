@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 import git  # noqa: E402
 
 from tests.fakes.coding_agent import coding_agent, task_of  # noqa: E402
+from tests.fakes.git_repo import make_repo  # noqa: E402
 from tests.fakes.llm_server import FakeLLMServer  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -87,12 +88,7 @@ def main() -> None:
 
     try:
         wait_for(lambda: healthy(api), 90, "the Prefect server")
-        repo = tmp / "repo"
-        git.Repo.init(repo)
-        (repo / "README.md").write_text("bench\n")
-        r = git.Repo(repo)
-        r.index.add(["README.md"])
-        r.index.commit("init")
+        repo = make_repo(tmp / "repo")
         tasks = tmp / "tasks.md"
         tasks.write_text("".join(f"- write f{i}.txt {{#t{i}}}\n" for i in range(TASKS)))
         with FakeLLMServer() as fake:

@@ -7,8 +7,9 @@ Nothing here imports prefect: the engine is imported only when tasks really run.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -106,26 +107,7 @@ def root(
     if task_file is None and execution_plan is None:
         typer.echo(ctx.get_help())
         raise typer.Exit(0)
-    options = RunOptions(
-        workdir=workdir,
-        task_file=task_file,
-        execution_plan=execution_plan,
-        dry_run=dry_run,
-        dump_plan=dump_plan,
-        use_intelligent_parser=use_intelligent_parser,
-        force_naive_parser=force_naive_parser,
-        strict=strict,
-        context=context or [],
-        append_system_prompt=append_system_prompt,
-        provider=provider,
-        model=model,
-        max_concurrent=max_concurrent,
-        budget_usd=budget_usd,
-        config=config,
-        json=json_output,
-        init_git=init_git,
-        record=record,
-    )
+    options = _run_options(locals())
     _run(options)
 
 
@@ -150,25 +132,7 @@ def run_command(
     record: Record = None,
 ) -> None:
     """Run a task file as a Prefect flow (or review it with --dry-run)."""
-    options = RunOptions(
-        workdir=workdir,
-        task_file=file,
-        dry_run=dry_run,
-        dump_plan=dump_plan,
-        use_intelligent_parser=use_intelligent_parser,
-        force_naive_parser=force_naive_parser,
-        strict=strict,
-        context=context or [],
-        append_system_prompt=append_system_prompt,
-        provider=provider,
-        model=model,
-        max_concurrent=max_concurrent,
-        budget_usd=budget_usd,
-        config=config,
-        json=json_output,
-        init_git=init_git,
-        record=record,
-    )
+    options = _run_options(locals(), task_file=file)
     _run(options)
 
 
@@ -221,6 +185,15 @@ def _refuse_misplaced_options(ctx: typer.Context) -> None:
             f"{', '.join(given)} given before the subcommand '{ctx.invoked_subcommand}'; "
             f"put options after it, e.g. `aca {ctx.invoked_subcommand} ... {given[0]} ...`."
         )
+
+
+def _run_options(params: dict[str, Any], **fields: Any) -> RunOptions:
+    """``RunOptions`` from a command's parameters (its ``locals()``), plus ``fields``."""
+    names = {f.name for f in dataclasses.fields(RunOptions)}
+    values = {"json" if k == "json_output" else k: v for k, v in params.items()}
+    values["context"] = values.get("context") or []
+    values.update(fields)
+    return RunOptions(**{k: v for k, v in values.items() if k in names})
 
 
 def _run(options: RunOptions) -> None:

@@ -75,18 +75,17 @@ def parse(
     without a provider call.
     """
     from aca_flows.cli.options import RunOptions
-    from aca_flows.cli.run import parse_intelligently
+    from aca_flows.cli.run import check_dump_target, parse_intelligently
+    from aca_flows.cli.run import dump_plan as write_plan_file
     from aca_flows.errors import InputError
-    from aca_flows.plan.io import MARKDOWN_SUFFIXES, PLAN_SUFFIXES, plan_to_text
-    from aca_flows.session.files import write_text_atomic
+    from aca_flows.plan.io import MARKDOWN_SUFFIXES
 
     if file.suffix.lower() not in MARKDOWN_SUFFIXES:
         raise InputError(
             f"{file}: the intelligent parser reads Markdown task files (.md, .markdown, .txt); "
             "TOML task files and plans are structured already: use `aca plan show`."
         )
-    if dump_plan and dump_plan.suffix.lower() not in PLAN_SUFFIXES:
-        raise InputError(f"--dump-plan {dump_plan}: name the file .json or .toml.")
+    check_dump_target(dump_plan)
     options = RunOptions(
         workdir=workdir,
         task_file=file,
@@ -100,7 +99,7 @@ def parse(
     )
     plan = parse_intelligently(file, options)
     if dump_plan:
-        write_text_atomic(dump_plan, plan_to_text(plan, dump_plan.suffix), redact=False)
+        write_plan_file(plan, dump_plan)
     _print_plan(plan, format)
 
 

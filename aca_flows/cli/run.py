@@ -25,11 +25,7 @@ def prepare_plan(options: RunOptions) -> ExecutionPlan:
             "give either --task-file or --execution-plan, not both: "
             "the execution plan is the reviewed form of a task file."
         )
-    if options.dump_plan and options.dump_plan.suffix.lower() not in PLAN_SUFFIXES:
-        raise InputError(
-            f"--dump-plan {options.dump_plan}: name the file .json or .toml "
-            "so aca knows which format to write."
-        )
+    check_dump_target(options.dump_plan)
     if options.use_intelligent_parser and options.force_naive_parser:
         raise InputError("--use-intelligent-parser and --force-naive-parser contradict; pick one.")
     if options.execution_plan:
@@ -45,6 +41,19 @@ def prepare_plan(options: RunOptions) -> ExecutionPlan:
             "or a reviewed plan (aca --execution-plan plan.json)."
         )
     return plan.with_run_context(options.context, options.append_system_prompt)
+
+
+def check_dump_target(path: Path | None) -> None:
+    """Refuse a ``--dump-plan`` name aca cannot write, before any work is done."""
+    if path and path.suffix.lower() not in PLAN_SUFFIXES:
+        raise InputError(
+            f"--dump-plan {path}: name the file .json or .toml so aca knows which format to write."
+        )
+
+
+def dump_plan(plan: ExecutionPlan, path: Path) -> None:
+    # The plan is the user's own text, written where they asked: dumped exactly, unredacted.
+    write_text_atomic(path, plan_to_text(plan, path.suffix), redact=False)
 
 
 def _wants_intelligent_parse(options: RunOptions, task_file: Path) -> bool:
@@ -82,9 +91,7 @@ def execute(options: RunOptions) -> int:
     config = load_config(options.workdir, options.config, options.config_overrides()).config
     plan = prepare_plan(options)
     if options.dump_plan:
-        # The plan is the user's own text, written where they asked: dumped exactly, unredacted.
-        text = plan_to_text(plan, options.dump_plan.suffix)
-        write_text_atomic(options.dump_plan, text, redact=False)
+        dump_plan(plan, options.dump_plan)
     if options.dry_run:
         _show_dry_run(plan, options)
         return 0

@@ -39,7 +39,7 @@ from aca_flows.flows.artifacts import (
     plan_table,
     summary_markdown,
 )
-from aca_flows.flows.run_setup import RunRequest, open_run
+from aca_flows.flows.run_setup import RunRequest, open_run, recorded_state
 from aca_flows.flows.task_run import (
     ACTIVE_RUNS,
     ActiveRun,
@@ -167,30 +167,15 @@ async def aca_run(
     again (nor is any provider called for them). Exit status for callers: the flow run is
     Failed if any task failed.
     """
+    parameters = dict(locals(), context=context or [])
     session_name = None
     flow_run = getattr(get_run_context(), "flow_run", None)
     if flow_run is not None and flow_run.deployment_id is not None:
         # A deployment run: the session is named after the flow run, and its id is derived
         # from the flow run, so a Prefect retry of the run resumes the same session.
         session_name = flow_run.name
-        session_id = session_id or deployment_session_id(flow_run)
-    request = RunRequest(
-        session_name=session_name,
-        task_file=task_file,
-        execution_plan=execution_plan,
-        workdir=workdir,
-        provider=provider,
-        model=model,
-        max_concurrent=max_concurrent,
-        budget_usd=budget_usd,
-        session_id=session_id,
-        context=context or [],
-        append_system_prompt=append_system_prompt,
-        use_intelligent_parser=use_intelligent_parser,
-        init_git=init_git,
-        config_file=config_file,
-        record=record,
-    )
+        parameters["session_id"] = session_id or deployment_session_id(flow_run)
+    request = RunRequest(session_name=session_name, **parameters)
     try:
         store, run = open_run(request)
     except AcaError as exc:
@@ -417,7 +402,7 @@ def _record_settled(store: SessionStore, dag: DagProgress, recorded: set[str]) -
     for task in dag.plan.tasks:
         if task.id in recorded:
             continue
-        known = _recorded_state(store, task.id)
+        known = recorded_state(store, task.id)
         if task.status.state == "skipped" and known != "skipped":
             store.task_skipped(task.id, task.status.reason or "skipped")
             recorded.add(task.id)
@@ -478,13 +463,6 @@ def _commit_of(run: ActiveRun, task_id: str) -> str | None:
 
 def _spent(store: SessionStore) -> float:
     return sum(u.cost_usd for u in store.session.usage)
-
-
-def _recorded_state(store: SessionStore, task_id: str) -> str | None:
-    try:
-        return store.session.plan.task(task_id).status.state
-    except KeyError:
-        return None
 
 
 def _percent(dag: DagProgress) -> float:

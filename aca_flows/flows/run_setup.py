@@ -30,7 +30,7 @@ from aca_flows.workspace import (
 from aca_flows.workspace.commit import completed_task_commits
 from aca_flows.workspace.repository import remove_stale_branch_lock
 
-__all__ = ["RunRequest", "open_run"]
+__all__ = ["RunRequest", "open_run", "recorded_state"]
 
 
 class RunRequest(BaseModel):
@@ -95,7 +95,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
     remove_stale_branch_lock(repo, store.session_id)
     ensure_session_branch(repo, store.session_id)
     for task_id, sha in completed_task_commits(repo, store.session_id).items():
-        if _known(store, task_id) and _state(store, task_id) != "completed":
+        if recorded_state(store, task_id) not in (None, "completed"):
             # Landed, but the crash came before the journal entry: finish its bookkeeping
             # (change log, its worktree) as the task itself would have.
             record_landed_task(repo, store.session_id, task_id)
@@ -205,9 +205,9 @@ def _session_exists(workdir: Path, session_id: str) -> bool:
     return (AcaDir(workdir).session(session_id).root / "meta").is_dir()
 
 
-def _known(store: SessionStore, task_id: str) -> bool:
-    return any(t.id == task_id for t in store.session.plan.tasks)
-
-
-def _state(store: SessionStore, task_id: str) -> str:
-    return store.session.plan.task(task_id).status.state
+def recorded_state(store: SessionStore, task_id: str) -> str | None:
+    """The task's state as the session records it; ``None`` for a task it does not know."""
+    try:
+        return store.session.plan.task(task_id).status.state
+    except KeyError:
+        return None

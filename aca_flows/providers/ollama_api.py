@@ -29,6 +29,7 @@ from aca_flows.providers.base import (
     Usage,
 )
 from aca_flows.providers.failures import error_for_status, error_from_exception
+from aca_flows.providers.openai_api import function_tools
 from aca_flows.providers.pricing import cost_usd
 from aca_flows.settings import ModelPrice, ProviderSection
 
@@ -129,17 +130,7 @@ class OllamaProvider:
             "options": {"num_predict": request.max_tokens or self.max_tokens},
         }
         if request.tools:
-            body["tools"] = [
-                {
-                    "type": "function",
-                    "function": {
-                        "name": t.name,
-                        "description": t.description,
-                        "parameters": t.input_schema,
-                    },
-                }
-                for t in request.tools
-            ]
+            body["tools"] = function_tools(request.tools)
         if request.response_schema is not None:
             body["format"] = request.response_schema
         return body

@@ -23,6 +23,7 @@ from aca_flows.providers.base import (
     ProviderRequest,
     ProviderResponse,
     ToolCall,
+    ToolDefinition,
     Usage,
 )
 from aca_flows.providers.failures import error_from_exception, rate_limit_headers
@@ -75,6 +76,21 @@ def _parse_arguments(raw: str | None) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {"_unparsed_arguments": raw}
 
 
+def function_tools(tools: list[ToolDefinition]) -> list[dict[str, Any]]:
+    """Tool definitions in the ``{"type": "function", ...}`` shape OpenAI and Ollama share."""
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": t.name,
+                "description": t.description,
+                "parameters": t.input_schema,
+            },
+        }
+        for t in tools
+    ]
+
+
 class OpenAIProvider(SdkProvider):
     """OpenAI Chat Completions (or any compatible server)."""
 
@@ -111,17 +127,7 @@ class OpenAIProvider(SdkProvider):
         else:
             params["max_tokens"] = limit
         if request.tools:
-            params["tools"] = [
-                {
-                    "type": "function",
-                    "function": {
-                        "name": t.name,
-                        "description": t.description,
-                        "parameters": t.input_schema,
-                    },
-                }
-                for t in request.tools
-            ]
+            params["tools"] = function_tools(request.tools)
         if request.response_schema is not None:
             params["response_format"] = {
                 "type": "json_schema",

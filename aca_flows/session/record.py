@@ -262,15 +262,15 @@ def _task_failed(record: SessionRecord, event: TaskFailed) -> bool:
 
 
 def _task_skipped(record: SessionRecord, event: TaskSkipped) -> bool:
-    status = TaskStatus(state="skipped", reason=event.reason)
-    if _task(record, event.task_id).status == status:
-        return False
-    _set_status(record, event.task_id, status, event.at)
-    return True
+    return _set_reasoned(record, event, "skipped")
 
 
 def _task_blocked(record: SessionRecord, event: TaskBlocked) -> bool:
-    status = TaskStatus(state="blocked", reason=event.reason)
+    return _set_reasoned(record, event, "blocked")
+
+
+def _set_reasoned(record: SessionRecord, event: TaskSkipped | TaskBlocked, state: str) -> bool:
+    status = TaskStatus(state=state, reason=event.reason)
     if _task(record, event.task_id).status == status:
         return False
     _set_status(record, event.task_id, status, event.at)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.git_repo import make_repo
 from tests.fakes.llm_server import FakeLLMServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,14 +110,7 @@ def llm():
 @pytest.fixture
 def repo(tmp_path) -> Path:
     """A git repository with one commit, like a user's checkout."""
-    path = tmp_path / "repo"
-    path.mkdir()
-    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
-    (path / "README.md").write_text("demo\n")
-    git = ["git", "-C", str(path), "-c", "user.name=u", "-c", "user.email=u@example.com"]
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "init"], check=True)
-    return path
+    return make_repo(tmp_path / "repo")
 
 
 class Aca:
