@@ -63,13 +63,17 @@ class CommandResult(BaseModel):
 def clean_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """A copy of the environment without secrets or git location variables."""
     environ = os.environ if environ is None else environ
-    return {
+    clean = {
         name: value
         for name, value in environ.items()
         if not _SECRET_NAME.search(name)
         and name not in _PROVIDER_VARS
         and name not in _GIT_LOCATION_VARS
     }
+    # Byte-code caches written by a verify command are byproducts, not the agent's work:
+    # without this, a verify that imports a module commits its __pycache__.
+    clean["PYTHONDONTWRITEBYTECODE"] = "1"
+    return clean
 
 
 def denied_by(command: str, deny_list: Iterable[str]) -> str | None:

@@ -18,6 +18,7 @@ from aca_flows.cli import checkpoints as checkpoints_cli
 from aca_flows.cli import config as config_cli
 from aca_flows.cli import plan as plan_cli
 from aca_flows.cli import providers as providers_cli
+from aca_flows.cli import server as server_cli
 from aca_flows.cli import sessions as sessions_cli
 from aca_flows.cli.options import (
     AppendSystemPrompt,
@@ -55,6 +56,7 @@ app.add_typer(config_cli.app, name="config", help="Show the effective configurat
 app.add_typer(sessions_cli.app, name="sessions", help="List and inspect sessions.")
 app.add_typer(checkpoints_cli.app, name="checkpoints", help="List and create checkpoints.")
 app.add_typer(providers_cli.app, name="providers", help="Providers: credentials and a test call.")
+app.add_typer(server_cli.app, name="server", help="A local Prefect server with its UI for runs.")
 
 
 def _version(value: bool) -> None:

@@ -26,10 +26,15 @@ def run_flow(*, quiet_console: bool = False, **parameters: Any) -> FlowOutcome:
 
     ``quiet_console``: keep Prefect's run logs off the terminal (a live view draws there);
     they still reach the Prefect server and its UI.
+
+    The run talks to the server ``PREFECT_API_URL`` names, else to aca's local server
+    (``aca server start``), else to a temporary server that ends with the run.
     """
     import asyncio
+    import sys
 
     from aca_flows.flows.aca_run import aca_run
+    from aca_flows.flows.server import prefect_api_for_run
 
     if quiet_console:
         _quiet_console_logs()
@@ -42,7 +47,8 @@ def run_flow(*, quiet_console: bool = False, **parameters: Any) -> FlowOutcome:
         error = result if isinstance(result, Exception) else RuntimeError(state.message)
         return FlowOutcome(state.name, None, error)
 
-    return asyncio.run(main())
+    with prefect_api_for_run(announce=lambda line: print(line, file=sys.stderr)):
+        return asyncio.run(main())
 
 
 def _quiet_console_logs() -> None:

@@ -1,0 +1,64 @@
+"""``aca server start|status|stop``: a local Prefect server (with its UI) that outlives runs.
+
+While it is up, ``aca run`` uses it: runs start at once and can be watched in the UI.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from aca_flows.cli.options import JsonOutput
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("start")
+def start(
+    port: Annotated[int, typer.Option("--port", help="Port of the server and its UI.")] = 4200,
+) -> None:
+    """Start the server in the background (it keeps running after this command ends)."""
+    from aca_flows.flows.server import LocalServer
+
+    server = LocalServer()
+    already = server.state()
+    state = server.start(port=port)
+    ui = state.url.removesuffix("/api")
+    verb = "already running" if already else "started"
+    typer.echo(f"Prefect server {verb} (pid {state.pid}): UI at {ui}, API at {state.url}")
+    typer.echo(f"log: {state.log}; `aca run` uses it while it is up; `aca server stop` ends it.")
+
+
+@app.command("status")
+def status(json_output: JsonOutput = False) -> None:
+    """Whether the local server runs, and where. Exit code 1 when it does not."""
+    from aca_flows.flows.server import LocalServer
+
+    server = LocalServer()
+    state = server.state()
+    healthy = state is not None and server.api_url() is not None
+    if json_output:
+        info = {"running": state is not None, "healthy": healthy}
+        if state is not None:
+            info |= {"pid": state.pid, "url": state.url, "log": state.log}
+        typer.echo(json.dumps(info))
+    elif state is None:
+        typer.echo("no local Prefect server is running; `aca server start` starts one.")
+    else:
+        answer = "answering" if healthy else "NOT answering (see its log)"
+        typer.echo(f"Prefect server pid {state.pid} at {state.url}: {answer}; log: {state.log}")
+    if not healthy:
+        raise typer.Exit(1)
+
+
+@app.command("stop")
+def stop() -> None:
+    """Stop the local server and everything it started."""
+    from aca_flows.flows.server import LocalServer
+
+    if LocalServer().stop():
+        typer.echo("Prefect server stopped.")
+    else:
+        typer.echo("no local Prefect server was running.")

@@ -1,0 +1,357 @@
+"""The Prefect server a run talks to: the one ``PREFECT_API_URL`` names, aca's local server,
+or a temporary server that lives exactly as long as the run.
+
+- ``aca server start`` starts ``prefect server start`` (with its UI) in the background, in its
+  own process group, with a state file and a log under ``~/.aca/server/``; ``aca run`` uses it
+  whenever it answers. Runs then start in about a second and can be watched in the UI.
+- Without one, a run starts a temporary server. Unlike Prefect's own, it runs in its own
+  session (a terminal's Ctrl-C reaches aca, which stops the run cleanly, not the server under
+  the run), it dies with aca even on SIGKILL (Linux: a parent-death signal), its output goes
+  to a log file instead of the terminal, and a fresh Prefect home gets its database before
+  the server starts (a server that creates it while its services write to it can answer
+  "database is locked" until the client gives up).
+
+Nothing here imports prefect at module level: ``aca server status`` stays instant.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+from aca_flows.errors import AcaError
+
+__all__ = [
+    "LocalServer",
+    "ServerError",
+    "prefect_api_for_run",
+    "prepare_database",
+    "server_home",
+]
+
+DEFAULT_PORT = 4200
+# A fresh database on a busy 2-core machine takes tens of seconds; Prefect's default is 20 s.
+STARTUP_TIMEOUT_SECONDS = float(os.environ.get("ACA_SERVER_STARTUP_TIMEOUT", "180"))
+HINT = (
+    "aca: no Prefect server is running, so this run starts a temporary one (about 10 s). "
+    "`aca server start` keeps one up: runs start at once and show in its UI."
+)
+# The server's own telemetry would try the internet at every start and log a failure.
+_QUIET_SERVER_ENV = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+
+
+class ServerError(AcaError):
+    """A Prefect server could not be started or reached; the message says where its log is."""
+
+    exit_code = 1
+
+
+def server_home() -> Path:
+    """``~/.aca/server``: the local server's state file and logs."""
+    return Path.home() / ".aca" / "server"
+
+
+@dataclass
+class ServerState:
+    pid: int
+    url: str
+    port: int
+    log: str
+    started_at: float
+
+
+class LocalServer:
+    """The long-lived local server that ``aca server start`` runs."""
+
+    def __init__(self, home: Path | None = None):
+        self.home = home or server_home()
+        self.state_file = self.home / "server.json"
+        self.log_file = self.home / "server.log"
+
+    def state(self) -> ServerState | None:
+        """The recorded server if its process is alive, else ``None`` (a stale file is removed)."""
+        try:
+            state = ServerState(**json.loads(self.state_file.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+        if not _alive(state.pid):
+            self.state_file.unlink(missing_ok=True)
+            return None
+        return state
+
+    def api_url(self) -> str | None:
+        """The API URL of a running, healthy local server."""
+        state = self.state()
+        if state is not None and _healthy(state.url, timeout=2.0):
+            return state.url
+        return None
+
+    def start(self, port: int = DEFAULT_PORT, host: str = "127.0.0.1") -> ServerState:
+        running = self.state()
+        if running is not None:
+            return running
+        if not _port_free(host, port):
+            raise ServerError(
+                f"port {port} on {host} is in use by another program; choose another with "
+                f"`aca server start --port N`."
+            )
+        self.home.mkdir(parents=True, exist_ok=True)
+        prepare_database()
+        url = f"http://{host}:{port}/api"
+        command = [sys.executable, "-m", "prefect", "server", "start"]
+        command += ["--host", host, "--port", str(port)]
+        process = _spawn(command, self.log_file, die_with_parent=False)
+        state = ServerState(process.pid, url, port, str(self.log_file), time.time())
+        _write_json(self.state_file, asdict(state))
+        try:
+            _wait_healthy(url, process, self.log_file)
+        except ServerError:
+            self.stop()
+            raise
+        return state
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop the server and its process group; ``False`` when none was running."""
+        state = self.state()
+        self.state_file.unlink(missing_ok=True)
+        if state is None:
+            return False
+        _stop_group(state.pid, timeout)
+        return True
+
+
+@contextlib.contextmanager
+def prefect_api_for_run(*, announce=print) -> Iterator[str]:
+    """Within the block, Prefect clients talk to the server this run should use: the one
+    ``PREFECT_API_URL`` names, else aca's local server, else a temporary server started here
+    and stopped (with everything it started) when the block ends."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    configured = PREFECT_API_URL.value()
+    if configured:
+        yield configured
+        return
+    local = LocalServer().api_url()
+    if local:
+        with temporary_settings(updates={PREFECT_API_URL: local}):
+            yield local
+        return
+    announce(HINT)
+    with _temporary_server() as url, temporary_settings(updates={PREFECT_API_URL: url}):
+        yield url
+
+
+@contextlib.contextmanager
+def _temporary_server() -> Iterator[str]:
+    prepare_database()
+    log_dir = server_home()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_file = log_dir / f"temporary-{os.getpid()}.log"
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    command = [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "error"]
+    command += ["--lifespan", "on"]
+    # As Prefect's own temporary server: no UI, only the services a single run needs.
+    env = {
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT__SERVER_EPHEMERAL": "1",
+        "PREFECT__SERVER_FINAL": "1",
+    }
+    process = _spawn(command, log_file, die_with_parent=True, extra_env=env)
+    try:
+        _wait_healthy(url, process, log_file)
+        yield url
+    finally:
+        _drain_to_server()
+        _stop_group(process.pid, timeout=5.0)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=1)
+    log_file.unlink(missing_ok=True)
+
+
+def _drain_to_server(timeout: float = 15.0) -> None:
+    """Send the logs and events still queued before the server goes: otherwise Prefect's
+    workers retry against a stopped server at exit, for a minute, and print an error."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        with contextlib.suppress(Exception):  # a lost log line is no reason to fail the run
+            worker.drain_all(timeout=timeout)
+
+
+def prepare_database() -> None:
+    """Create Prefect's SQLite database before any server needs it, once, atomically.
+
+    A server that creates its database at start while its services already write to it can
+    stay "locked" past the client's patience on a slow machine. Creating it first, in a
+    separate process and under a different name that is renamed into place, means a server
+    only ever opens a complete database, and a crash leaves none half-made."""
+    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
+
+    url = PREFECT_API_DATABASE_CONNECTION_URL.value() or ""
+    prefix = "sqlite+aiosqlite:///"
+    if not url.startswith(prefix):
+        return  # PostgreSQL and friends are the user's to prepare
+    database = Path(url[len(prefix) :])
+    if database.exists():
+        return
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.parent / ".aca-database.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if database.exists():  # another aca made it while we waited
+            return
+        partial = database.with_name(f".{database.name}.aca-{os.getpid()}")
+        env = {**os.environ, **_QUIET_SERVER_ENV}
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = prefix + str(partial)
+        script = (
+            "import asyncio\n"
+            "from prefect.server.database import provide_database_interface\n"
+            "asyncio.run(provide_database_interface().create_db())\n"
+        )
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", script],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=STARTUP_TIMEOUT_SECONDS,
+            )
+            if done.returncode != 0:
+                raise ServerError(
+                    f"could not create Prefect's database at {database}: "
+                    f"{done.stderr.strip().splitlines()[-1:] or done.returncode}"
+                )
+            os.replace(partial, database)
+        finally:
+            partial.unlink(missing_ok=True)
+
+
+def _spawn(
+    command: list[str], log_file: Path, *, die_with_parent: bool, extra_env: dict | None = None
+) -> subprocess.Popen:
+    """Start ``command`` in a session of its own (a terminal's Ctrl-C does not reach it), its
+    output appended to ``log_file``."""
+    env = {**os.environ, **_QUIET_SERVER_ENV, **(extra_env or {})}
+    with open(log_file, "ab") as log:
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if die_with_parent else None,
+        )
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when aca dies, SIGKILL included (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() == 1:  # aca died before the call above: nobody will stop us
+        os._exit(1)
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, log_file: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServerError(
+                f"the Prefect server exited with code {process.returncode} while starting; "
+                f"its log: {log_file}\n{_tail(log_file)}"
+            )
+        if _healthy(url, timeout=1.0):
+            return
+        time.sleep(0.1)
+    raise ServerError(
+        f"the Prefect server did not answer within {STARTUP_TIMEOUT_SECONDS:.0f} s "
+        f"(ACA_SERVER_STARTUP_TIMEOUT sets the wait); its log: {log_file}\n{_tail(log_file)}"
+    )
+
+
+def _healthy(url: str, timeout: float) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _stop_group(pid: int, timeout: float) -> None:
+    """SIGTERM the process group led by ``pid``, SIGKILL what is left after ``timeout``."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _group_alive(pid):
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    # A zombie leader still counts for killpg; reap it if it is our child.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pgid, os.WNOHANG)
+    return _alive(pgid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _write_json(path: Path, data: dict) -> None:
+    partial = path.with_suffix(".tmp")
+    partial.write_text(json.dumps(data, indent=2))
+    os.replace(partial, path)

@@ -1,0 +1,194 @@
+"""The Prefect server of a run: the README's main job on a fresh machine, aca's local server,
+and a temporary server that neither a terminal's Ctrl-C nor a SIGKILL of aca leaves broken
+or orphaned. Real ``aca`` processes with fresh homes and no ``PREFECT_API_URL``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import git
+import httpx
+import pytest
+
+from aca_flows.flows.server import HINT
+from tests.crash.conftest import kill_group, only_session, wait_for
+from tests.crash.test_kill_and_resume import CHAIN, Agent, branch_tasks
+from tests.fakes.git_repo import make_repo
+from tests.fakes.llm_server import FakeLLMServer
+from tests.flows.test_readme_demo import readme_commands
+
+ROOT = Path(__file__).resolve().parents[2]
+WAIT = 120
+
+
+def fresh_env(home: Path, **extra: str) -> dict[str, str]:
+    """A machine nobody used: a new home (so a new Prefect home) and no server configured."""
+    home.mkdir(parents=True, exist_ok=True)
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), **extra}
+
+
+def aca(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """``aca ARGS`` in its own process group (as a terminal runs a command), output to files."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "aca_flows", *args],
+        env=env,
+        cwd=ROOT,
+        stdout=log.with_suffix(".out").open("w"),
+        stderr=log.with_suffix(".err").open("w"),
+        start_new_session=True,
+    )
+
+
+def output(log: Path) -> str:
+    return log.with_suffix(".out").read_text() + log.with_suffix(".err").read_text()
+
+
+def servers_of(pid: int) -> list[int]:
+    """Server processes aca started: children running uvicorn or ``prefect server``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+            if int(fields[1]) == pid and (b"uvicorn" in cmdline or b"server\0start" in cmdline):
+                found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.timeout(1500)  # five cold starts of Prefect on a busy 2-core machine
+def test_the_readme_main_job_works_five_times_out_of_five_on_fresh_machines(tmp_path):
+    install_and_run, _ = readme_commands()
+    args = shlex.split(install_and_run.split(".venv/bin/aca ", 1)[1])
+    for attempt in range(5):
+        demo = tmp_path / f"demo-{attempt}"
+        run_args = list(args)
+        run_args[run_args.index("--workdir") + 1] = str(demo)
+        log = tmp_path / f"run-{attempt}"
+        proc = aca(*run_args, env=fresh_env(tmp_path / f"home-{attempt}"), log=log)
+        code = proc.wait(timeout=240)
+        text = output(log)
+        assert code == 0, text
+        assert "Traceback" not in text and "database is locked" not in text
+        assert "Failed to send telemetry" not in text
+        assert HINT in text  # said once, how to make runs start fast
+        assert text.count(HINT) == 1
+        (branch,) = [h for h in git.Repo(demo).heads if h.name.startswith("aca/")]
+        assert len(list(git.Repo(demo).iter_commits(branch))) == 4
+        assert servers_of(proc.pid) == []
+
+
+def start_chain(tmp_path: Path, llm: FakeLLMServer, agent: Agent) -> tuple[Path, subprocess.Popen]:
+    repo = make_repo(tmp_path / "repo")
+    llm.anthropic.scripted_for = lambda r: bool(r.json and r.json.get("tools"))
+    for _ in range(20):
+        llm.anthropic.enqueue(agent)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(CHAIN)
+    env = fresh_env(
+        tmp_path / "home",
+        ANTHROPIC_BASE_URL=llm.url,
+        ANTHROPIC_API_KEY="test-key",
+        ACA_SESSION__PROVIDER="anthropic",
+        PYTHONUNBUFFERED="1",
+    )
+    log = tmp_path / "run"
+    proc = aca(
+        "run", str(tasks), "--model", "claude-test", "--workdir", str(repo), env=env, log=log
+    )
+    return repo, proc
+
+
+def test_ctrl_c_reaching_the_whole_process_group_ends_the_run_cleanly(tmp_path):
+    agent = Agent("b")
+    with FakeLLMServer() as llm:
+        repo, proc = start_chain(tmp_path, llm, agent)
+        try:
+            wait_for(lambda: agent.arrived.is_set() or proc.poll() is not None, WAIT, "b's call")
+            assert proc.poll() is None, output(tmp_path / "run")
+            (server,) = servers_of(proc.pid)
+            os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+            wait_for(lambda: "no new task starts" in output(tmp_path / "run"), WAIT, "the notice")
+            agent.release.set()  # b's call returns within the grace period
+            code = proc.wait(timeout=WAIT)
+        finally:
+            agent.release.set()
+            if proc.poll() is None:
+                kill_group(proc)
+    text = output(tmp_path / "run")
+    assert code == 130, text
+    assert "Traceback" not in text and "Error logging to API" not in text
+    session = only_session(repo)
+    assert json.loads((session / "meta" / "session.json").read_text())["status"] == "interrupted"
+    assert branch_tasks(repo, f"aca/{session.name}") == ["a", "b"]
+    wait_for(lambda: not alive(server), 10, "the temporary server to stop")
+
+
+def test_a_sigkilled_aca_leaves_no_server_behind(tmp_path):
+    agent = Agent("a")
+    with FakeLLMServer() as llm:
+        _, proc = start_chain(tmp_path, llm, agent)
+        try:
+            wait_for(lambda: agent.arrived.is_set() or proc.poll() is not None, WAIT, "a's call")
+            (server,) = servers_of(proc.pid)
+            proc.send_signal(signal.SIGKILL)  # aca alone: the server is in a group of its own
+            proc.wait(timeout=10)
+            wait_for(lambda: not alive(server), 10, "the orphaned server to stop")
+        finally:
+            agent.release.set()
+            if proc.poll() is None:
+                kill_group(proc)
+
+
+def test_aca_server_start_status_stop_and_runs_use_it(tmp_path):
+    env = fresh_env(tmp_path / "home")
+    with contextlib.closing(__import__("socket").socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "aca_flows", *args],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+
+    assert cli("server", "status").returncode == 1
+    started = cli("server", "start", "--port", str(port))
+    try:
+        assert started.returncode == 0, started.stderr
+        assert f"UI at http://127.0.0.1:{port}" in started.stdout
+        status = cli("server", "status", "--json")
+        assert status.returncode == 0 and json.loads(status.stdout)["healthy"] is True
+        pid = json.loads(status.stdout)["pid"]
+
+        install_and_run, _ = readme_commands()
+        args = shlex.split(install_and_run.split(".venv/bin/aca ", 1)[1])
+        args[args.index("--workdir") + 1] = str(tmp_path / "demo")
+        run = cli(*args)
+        assert run.returncode == 0, run.stderr
+        assert HINT not in run.stderr  # the local server was used: no temporary one
+        flow_runs = httpx.post(f"http://127.0.0.1:{port}/api/flow_runs/filter", json={}).json()
+        assert [r["state"]["type"] for r in flow_runs] == ["COMPLETED"]
+    finally:
+        stopped = cli("server", "stop")
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    wait_for(lambda: not alive(pid), 15, "the local server to stop")
+    assert cli("server", "status").returncode == 1
