@@ -81,6 +81,7 @@ class RecordedRequest:
     headers: dict[str, str]
     body: bytes
     protocol: str
+    received_at: float = field(default_factory=time.time)  # epoch seconds
 
     @property
     def json(self) -> Any:
