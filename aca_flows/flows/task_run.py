@@ -20,12 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.artifacts import acreate_markdown_artifact
 from prefect.concurrency.asyncio import concurrency
 
 from aca_flows.agent.execute import TaskOutcome, execute_task
 from aca_flows.errors import AcaError, PermanentProviderError, TransientProviderError
-from aca_flows.flows.artifacts import task_markdown
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import EventCallback, Provider, ProviderRequest, ProviderResponse
 from aca_flows.settings import AcaConfig
@@ -191,11 +189,7 @@ async def execute_plan_task(session_id: str, task_id: str, spec_digest: str) -> 
             logger.warning(f"{exc}; waiting {wait:.0f} s as the provider asked, then retrying")
             await asyncio.sleep(wait)
         raise
-    await acreate_markdown_artifact(
-        key=_artifact_key(session_id, task_id),
-        markdown=task_markdown(task_, outcome),
-        description=f"{task_id}: {outcome.status}",
-    )
+    # Its report is written by the flow, from the session, once the task run has ended.
     if outcome.status != "completed":
         raise TaskRunFailed(outcome)
     return outcome.model_dump(mode="json")
@@ -215,12 +209,6 @@ def options_for(run: ActiveRun, task_: Task) -> dict[str, Any]:
         "retry_jitter_factor": 0.5,
         "retry_condition_fn": _is_transient,
     }
-
-
-def _artifact_key(session_id: str, task_id: str) -> str:
-    # Artifact keys allow lowercase letters, digits and dashes only.
-    raw = f"aca-{session_id}-{task_id}".lower()
-    return "".join(ch if ch.isalnum() else "-" for ch in raw)[:100]
 
 
 def _one_line(record: dict[str, Any]) -> str:

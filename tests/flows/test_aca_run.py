@@ -138,8 +138,8 @@ def test_failure_skips_dependents_and_independent_work_continues(tmp_path, repo,
     assert summary["counts"] == {"failed": 1, "skipped": 2, "completed": 1}
     session = load_session(repo, summary["session_id"])
     status = {t.id: str(t.status) for t in session.plan.tasks}
-    assert status["b"] == "skipped: dependency a failed"
-    assert status["c"] == "skipped: dependency b failed"
+    assert status["b"] == "skipped: dependency `a` failed"
+    assert status["c"] == "skipped: dependency `b` was skipped"
     assert status["d"] == "completed"
     assert status["a"].startswith("failed: verify command `false` still failed")
     assert task_commits(repo, summary["branch"]) == ["d"]
