@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,8 +170,9 @@ async def execute_plan_task(session_id: str, task_id: str, spec_digest: str) -> 
     logger = get_run_logger()
 
     def log_line(record: dict[str, Any]) -> None:
-        if run.config.logging.log_tool_calls:
-            logger.info(_one_line(record))
+        level = _log_level(record)
+        if run.config.logging.log_tool_calls or level > logging.INFO:
+            logger.log(level, _one_line(record))
 
     try:
         outcome = await execute_task(
@@ -209,6 +211,18 @@ def options_for(run: ActiveRun, task_: Task) -> dict[str, Any]:
         "retry_jitter_factor": 0.5,
         "retry_condition_fn": _is_transient,
     }
+
+
+def _log_level(record: dict[str, Any]) -> int:
+    """Failures stand out in the UI's log filter: a failed verify warns, a failed task errs."""
+    kind = record.get("kind")
+    if kind == "task_failed":
+        return logging.ERROR
+    if kind in ("merge_conflict", "subtasks_rejected") or (
+        kind == "verify" and not record.get("passed")
+    ):
+        return logging.WARNING
+    return logging.INFO
 
 
 def _one_line(record: dict[str, Any]) -> str:
