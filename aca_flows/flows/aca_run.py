@@ -71,6 +71,7 @@ INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # How often the flow looks whether its flow run was cancelled (the Prefect UI's Cancel sets
 # the state to Cancelling; nothing else tells a flow run that no worker started).
 CANCEL_POLL_SECONDS = 2.0
+UI_CANCEL = "a cancel from the Prefect UI"
 # Set by ``interrupt_on_signals`` (the CLI): the flow then turns SIGINT/SIGTERM into a stop.
 _SIGNALS_WANTED = False
 
@@ -232,14 +233,15 @@ async def aca_run(
         store.close()
         with contextlib.suppress(Exception):  # a client that cannot close is no reason to fail
             await close_clients()
-    return flow_state(summary)
+    return flow_state(summary, cancelled_from_ui=interrupt.signal_name == UI_CANCEL)
 
 
-def flow_state(summary: dict[str, Any]) -> State | dict[str, Any]:
+def flow_state(summary: dict[str, Any], cancelled_from_ui: bool = False) -> State | dict[str, Any]:
     """The flow run's final state for a run summary (docs/engine.md, "How a run ends")."""
     status = summary["status"]
     if status == "interrupted":
-        return Cancelled(name="Interrupted", message=summary["stopped_reason"], data=summary)
+        name = "Cancelled" if cancelled_from_ui else "Interrupted"
+        return Cancelled(name=name, message=summary["stopped_reason"], data=summary)
     if status == "stopped":
         return Cancelled(name="Stopped", message=summary["stopped_reason"], data=summary)
     if status == "failed":
@@ -407,7 +409,7 @@ async def _watch_for_cancel(interrupt: Interrupt) -> None:
             with contextlib.suppress(Exception):  # a missed look is retried at the next one
                 state = (await client.read_flow_run(flow_run.id)).state
                 if state is not None and (state.is_cancelling() or state.is_cancelled()):
-                    interrupt.request_cancel("a cancel from the Prefect UI")
+                    interrupt.request_cancel(UI_CANCEL)
                     return
 
 
