@@ -40,6 +40,7 @@ from aca_flows.agent.execute import TaskOutcome
 from aca_flows.agent.subtasks import SubtaskProposalError, accept_subtasks
 from aca_flows.errors import AcaError
 from aca_flows.flows.artifacts import (
+    first_line,
     plan_graph_markdown,
     plan_table,
     progress_percent,
@@ -490,7 +491,7 @@ async def _finish(
     else:
         reason = f"{type(error).__name__}: {error}" if error else (state.message or "failed")
         store.task_failed(task_id, reason)
-    logger.error(f"{task_id} failed: {reason.splitlines()[0]}")
+    logger.error(f"{task_id} failed: {first_line(reason)}")
     dag.fail(task_id, reason)
     await _publish_report(store, run, task_id, state)
 
@@ -575,14 +576,6 @@ def _commit_of(run: ActiveRun, task_id: str) -> str | None:
 
 def _spent(store: SessionStore) -> float:
     return sum(u.cost_usd for u in store.session.usage)
-
-
-def _percent(dag: DagProgress) -> float:
-    leaves = dag.leaves()
-    if not leaves:
-        return 100.0
-    done = sum(1 for t in leaves if t.status.state in ("completed", "failed", "skipped"))
-    return round(100.0 * done / len(leaves), 1)
 
 
 def _key(kind: str, session_id: str) -> str:

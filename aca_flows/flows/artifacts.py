@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from aca_flows.session.usage import UsageEntry
 
 __all__ = [
+    "first_line",
     "plan_graph_markdown",
     "plan_table",
     "progress_percent",
@@ -103,6 +104,11 @@ def task_markdown(task: Task, run: TaskRun, outcome: TaskOutcome | None) -> str:
 def _by_whom(outcome: TaskOutcome) -> str:
     names = " ".join(n for n in (outcome.provider, outcome.model) if n)
     return f" ({names})" if names else ""
+
+
+def first_line(reason: str) -> str:
+    """A reason as one line: its first, without the "Output:" that introduces the rest."""
+    return _split_reason(reason)[0]
 
 
 def _split_reason(reason: str | None) -> tuple[str, str]:
