@@ -28,6 +28,7 @@ __all__ = [
     "accept_subtasks",
     "check_proposals",
     "parse_subtask_block",
+    "placement_problems",
     "subtask_id",
 ]
 
@@ -174,6 +175,18 @@ def accept_subtasks(
     plan.tasks.extend(new)
     parent.children = _with_children(parent, children)
     return children
+
+
+def placement_problems(
+    plan: ExecutionPlan, parent_id: str, proposals: list[ProposedSubtask]
+) -> list[str]:
+    """Why ``accept_subtasks`` would refuse ``proposals`` (``[]``: it would accept them), so
+    the agent hears it while it can still correct them. ``plan`` is not changed."""
+    try:
+        accept_subtasks(plan.model_copy(deep=True), parent_id, proposals)
+    except SubtaskProposalError as exc:
+        return exc.problems
+    return []
 
 
 def _with_children(parent: Task, children: list[Task]) -> list[str]:
