@@ -127,3 +127,32 @@ def test_after_a_failed_run_prefect_shows_what_the_session_holds(tmp_path, repo,
     assert any(m.startswith("e failed: ") for m in errors)
     assert not any(log.message.rstrip().endswith("Output:") for log in logs)
     assert (logging.INFO, runs["d"].id) in levels
+
+
+def test_proposed_subtasks_get_reports_and_rows_that_match_the_session(
+    tmp_path, repo, anthropic_fake
+):
+    for _ in range(30):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    name = f"Split {uuid.uuid4().hex[:8]}"
+    tasks = tmp_path / "tasks.md"
+    # The subtasks inherit the verify command: base.one writes one.txt, so it fails.
+    tasks.write_text(
+        f'# {name}\n\n- write base.txt {{#base verify="test ! -f one.txt"}}\n  propose: one, two\n'
+    )
+    outcome = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test")
+    session = load_session(repo, outcome.summary["session_id"])
+    status = {t.id: str(t.status) for t in session.plan.tasks}
+    # base's own work landed: the session keeps it completed; its subtask is what failed.
+    assert status["base"] == "completed" and status["base.two"] == "completed"
+    assert status["base.one"].startswith("failed: verify command `test ! -f one.txt`")
+    assert outcome.state_name == "Failed" and outcome.summary["failed_ids"] == ["base.one"]
+
+    _, task_runs, artifacts, _ = asyncio.run(read_prefect(name, session.id))
+    sid = session.id.lower()
+    assert {r.name.split(" ")[0] for r in task_runs} == {"base", "base.one", "base.two"}
+    for task_id in ("base", "base.one", "base.two"):
+        report = artifacts[f"aca-{sid}-{task_id.replace('.', '-')}"].data
+        assert f"**Status:** {status[task_id].splitlines()[0].removesuffix(' Output:')}" in report
+    table = json.loads(artifacts[f"aca-plan-{sid}"].data)
+    assert {row["id"]: row["status"] for row in table} == status
