@@ -7,7 +7,7 @@ flow run. A failed task skips its dependents (their task runs end ``Completed`` 
 ``Skipped``, and the session says why); independent branches go on. When pending tasks remain
 and none can start, the run has stalled: it ends failed, naming each stuck task and what it
 waits on. How each end of a run shows in the exit code, the flow run's state, the session and
-the summary: docs/engine.md, "How a run ends"; ``FLOW_STATES`` below.
+the summary: docs/engine.md, "How a run ends", and ``flow_state`` below.
 
 The session (``.aca/sessions/<id>/``) mirrors every step, so the layout always matches what
 Prefect recorded; a re-run with the same session id resumes it and never calls a provider for
@@ -215,6 +215,7 @@ async def aca_run(
         return Failed(message=str(exc), data=exc)
     ACTIVE_RUNS[run.session_id] = run
     interrupt = Interrupt(run.config.session.interrupt_grace_seconds)
+    watcher = asyncio.create_task(_watch_for_cancel(interrupt))
     try:
         with interrupt.installed():
             if session_name is None:
@@ -230,6 +231,7 @@ async def aca_run(
         store.finish("failed", f"{type(exc).__name__}: {exc}")
         raise
     finally:
+        watcher.cancel()
         ACTIVE_RUNS.pop(run.session_id, None)
         store.close()
         with contextlib.suppress(Exception):  # a client that cannot close is no reason to fail
@@ -278,58 +280,54 @@ async def _drive(
 
     running: dict[asyncio.Task, str] = {}
     stopped_reason: str | None = None
-    watcher = asyncio.create_task(_watch_for_cancel(interrupt))
-    try:
-        while True:
-            _record_settled(store, dag, recorded_skips)
-            await _run_skips(store, run, dag, states)
-            spent = _spent(store)
-            if budget is not None and spent >= budget and stopped_reason is None:
-                stopped_reason = f"budget of ${budget:.2f} reached (spent ${spent:.4f})"
-                logger.warning(f"{stopped_reason}; no new task starts")
-            if stopped_reason is None and not interrupt.requested:
-                for task in dag.ready():
-                    if len(running) >= limit:
-                        break
-                    dag.start(task.id)
-                    store.task_started(task.id, provider=task.provider or run.default_provider)
-                    waits = [states[d] for d in dag.dependency_ids(task) if d in states]
-                    running[asyncio.create_task(_run_one(run, task.id, waits))] = task.id
-            if not running:
-                break
-            if interrupt.requested and not interrupt.announced and not interrupt.cancel_now():
-                interrupt.announced = True
-                logger.warning(
-                    f"{interrupt.signal_name}: no new task starts; {len(running)} running "
-                    f"task(s) get {interrupt.grace_seconds:g} s to finish (signal again to stop "
-                    "them now)"
-                )
-            if interrupt.cancel_now():
-                await _cancel_running(store, run, dag, running, states, logger)
-                break
-            done = await _wait_for_tasks(running, interrupt)
-            for finished in done:
-                task_id = running.pop(finished)
-                state = finished.result()
-                states[task_id] = state
-                limit_reason = await _finish(store, run, dag, task_id, state, logger)
-                if limit_reason and stopped_reason is None:
-                    stopped_reason = limit_reason
-                    logger.warning(f"{limit_reason}; no new task starts")
-            counts = store.session.task_counts
-            await aupdate_progress_artifact(
-                progress_id, progress=progress_percent(counts), description=_progress_text(counts)
+    while True:
+        _record_settled(store, dag, recorded_skips)
+        await _run_skips(store, run, dag, states)
+        spent = _spent(store)
+        if budget is not None and spent >= budget and stopped_reason is None:
+            stopped_reason = f"budget of ${budget:.2f} reached (spent ${spent:.4f})"
+            logger.warning(f"{stopped_reason}; no new task starts")
+        if stopped_reason is None and not interrupt.requested:
+            for task in dag.ready():
+                if len(running) >= limit:
+                    break
+                dag.start(task.id)
+                store.task_started(task.id, provider=task.provider or run.default_provider)
+                waits = [states[d] for d in dag.dependency_ids(task) if d in states]
+                running[asyncio.create_task(_run_one(run, task.id, waits))] = task.id
+        if not running:
+            break
+        if interrupt.requested and not interrupt.announced and not interrupt.cancel_now():
+            interrupt.announced = True
+            logger.warning(
+                f"{interrupt.signal_name}: no new task starts; {len(running)} running task(s) "
+                f"get {interrupt.grace_seconds:g} s to finish (signal again to stop them now)"
             )
-            completed = dag.counts().get("completed", 0)
-            now = datetime.now(UTC)
-            if policy.due(now, completed):
-                create_checkpoint(store, trigger="auto")
-                policy.mark(now, completed)
-    finally:
-        watcher.cancel()
+        if interrupt.cancel_now():
+            await _cancel_running(store, run, dag, running, states, logger)
+            break
+        done = await _wait_for_tasks(running, interrupt)
+        for finished in done:
+            task_id = running.pop(finished)
+            state = finished.result()
+            states[task_id] = state
+            limit_reason = await _finish(store, run, dag, task_id, state, logger)
+            if limit_reason and stopped_reason is None:
+                stopped_reason = limit_reason
+                logger.warning(f"{limit_reason}; no new task starts")
+        counts = store.session.task_counts
+        await aupdate_progress_artifact(
+            progress_id, progress=progress_percent(counts), description=_progress_text(counts)
+        )
+        completed = dag.counts().get("completed", 0)
+        now = datetime.now(UTC)
+        if policy.due(now, completed):
+            create_checkpoint(store, trigger="auto")
+            policy.mark(now, completed)
 
     _record_settled(store, dag, recorded_skips)
-    await _run_skips(store, run, dag, states)
+    if interrupt.signal_name != UI_CANCEL:  # a cancelled flow run starts no task run
+        await _run_skips(store, run, dag, states)
     stuck: dict[str, str] = {}
     if interrupt.requested and not _all_settled(dag):
         stopped_reason = f"interrupted by {interrupt.signal_name}"
