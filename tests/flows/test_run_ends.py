@@ -115,6 +115,10 @@ def test_subtask_waiting_for_its_own_parent_ends_failed_naming_it(repo, anthropi
     assert str(session.plan.task("free").status) == "completed"
     assert session.plan.task("rel").status.state == "blocked"
     assert agent_task_ids(anthropic_fake) == {"free"}
+    # Resumed, the same plan stalls the same way: never "completed".
+    again = run_flow(workdir=str(repo), session_id=session_id)
+    assert again.state_name == "Failed" and again.summary["stuck"] == summary["stuck"]
+    assert load_session(repo, session_id).status == "failed"
 
 
 class SlowAgent:
