@@ -87,6 +87,14 @@ def test_sequential_stall_ends_failed_naming_each_stuck_task(repo, anthropic_fak
     assert state.is_failed() and "stalled: deploy waits on build" in state.message
     assert result == summary
     assert agent_task_ids(anthropic_fake) == {"a"}
+    # In the terminal: exit 1 again, the stuck tasks named, and no false promise of resume.
+    code = main(["resume", session_id, "--workdir", str(repo)])
+    out, err = capsys.readouterr()
+    assert code == 1, err
+    assert f"Session {session_id} failed" in out
+    assert "Why: stalled: deploy waits on build (pending)" in out
+    assert "The plan cannot progress: fix the dependencies named" in out
+    assert "Traceback" not in out + err
 
 
 def test_subtask_waiting_for_its_own_parent_ends_failed_naming_it(repo, anthropic_fake):
