@@ -1,7 +1,8 @@
 """Start an aca run from another pipeline's flow with ``run_deployment``, and wait for it.
 
 A Prefect flow of some other pipeline (release, migration, nightly build...) hands a coding
-job to aca and gets back the session id and branch where the work landed::
+job to aca and gets back the session id and branch where the work landed, and the run's
+summary read from the flow run's persisted result::
 
     PREFECT_API_URL=http://prefect:4200/api python deployments/run_from_pipeline.py \
         --workdir /srv/checkouts/service --task-file tasks/nightly-fix-tests.md
@@ -50,7 +51,7 @@ def hand_off_to_aca(
             f"aca run {flow_run.name} ended {state.name if state else 'without a state'}: "
             f"{state.message if state else ''}"
         )
-    # The run's session is named after it and its id derives from it: no result to fetch.
+    # The run's session is named after it and its id derives from it.
     session_id = deployment_session_id(flow_run)
     return {
         "flow_run_id": str(flow_run.id),
@@ -58,6 +59,8 @@ def hand_off_to_aca(
         "state": state.name,
         "session_id": session_id,
         "branch": f"aca/{session_id}",
+        # The flow's own summary (status, counts, cost...), persisted with the flow run.
+        "summary": state.result(raise_on_failure=False),
     }
 
 

@@ -29,7 +29,7 @@ from aca_flows.agent.prompt import (
     build_task_prompt,
     verify_command_for,
 )
-from aca_flows.agent.subtasks import ProposedSubtask
+from aca_flows.agent.subtasks import ProposedSubtask, placement_problems
 from aca_flows.agent.tools import TaskTools, ToolRefused, resolve_inside
 from aca_flows.agent.transcript import ConversationStore, LogCallback, TaskLog
 from aca_flows.agent.verify import VerifyResult, fix_request, run_verify
@@ -248,7 +248,12 @@ async def _run_agent_and_verify(
         plan, task, dependencies=dependencies, read_file=lambda p: _read_ref(worktree.path, p)
     )
     verify_command = verify_command_for(plan, task)
-    tools = TaskTools(worktree.path, config.agent, existing_task_ids={t.id for t in plan.tasks})
+    tools = TaskTools(
+        worktree.path,
+        config.agent,
+        existing_task_ids={t.id for t in plan.tasks},
+        plan_check=lambda proposals: placement_problems(plan, task.id, proposals),
+    )
     max_rounds = 1 + config.agent.max_fix_attempts
     verify: VerifyResult | None = None
     agent_round: AgentRound | None = None

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aca_flows.errors import AcaError
 from aca_flows.plan.models import ExecutionPlan, Task, TaskMetadata
+from aca_flows.plan.validate import stall_problems
 
 __all__ = [
     "SUBTASK_BLOCK_HELP",
@@ -27,6 +28,7 @@ __all__ = [
     "accept_subtasks",
     "check_proposals",
     "parse_subtask_block",
+    "placement_problems",
     "subtask_id",
 ]
 
@@ -52,7 +54,7 @@ class SubtaskProposalError(AcaError):
         super().__init__(
             "the proposed subtasks were not accepted: " + "; ".join(problems) + ". "
             "Correct the proposal (unique ids, dependencies on proposed or existing tasks, "
-            "no cycles)."
+            "no cycles, none on the parent task or on what waits for it)."
         )
 
 
@@ -150,29 +152,67 @@ def accept_subtasks(
             problems.append(f"subtask id {child_id!r} is already used by another task")
     if problems:
         raise SubtaskProposalError(problems)
-    children: list[Task] = []
-    for proposal in proposals:
-        child_id = subtask_id(parent_id, proposal.id)
-        if child_id in plan_ids:
-            children.append(plan.task(child_id))
-            continue
-        child = Task(
-            id=child_id,
-            title=proposal.title,
-            description=proposal.description,
-            parent_id=parent_id,
-            dependencies=[
-                subtask_id(parent_id, d) if d in local else d for d in proposal.dependencies
-            ],
-            verify=proposal.verify or parent.verify,
-            provider=parent.provider,
-            model=parent.model,
-            metadata=TaskMetadata(priority=parent.metadata.priority),
-        )
-        plan.tasks.append(child)
-        children.append(child)
-    parent.children = list(dict.fromkeys([*parent.children, *(c.id for c in children)]))
+    children = [_child_of(plan, parent, p, local) for p in proposals]
+    new = [c for c in children if c.id not in plan_ids]
+    # Would the plan with these children stall? (A child waiting for its own parent, or for a
+    # task that waits for the parent, could never start.)
+    trial = plan.model_copy(
+        update={
+            "tasks": [
+                *(
+                    t.model_copy(update={"children": _with_children(t, children)})
+                    if t.id == parent_id
+                    else t
+                    for t in plan.tasks
+                ),
+                *new,
+            ]
+        }
+    )
+    stalls = stall_problems(trial, involving={c.id for c in children})
+    if stalls:
+        raise SubtaskProposalError(stalls)
+    plan.tasks.extend(new)
+    parent.children = _with_children(parent, children)
     return children
+
+
+def placement_problems(
+    plan: ExecutionPlan, parent_id: str, proposals: list[ProposedSubtask]
+) -> list[str]:
+    """Why ``accept_subtasks`` would refuse ``proposals`` (``[]``: it would accept them), so
+    the agent hears it while it can still correct them. ``plan`` is not changed."""
+    try:
+        accept_subtasks(plan.model_copy(deep=True), parent_id, proposals)
+    except SubtaskProposalError as exc:
+        return exc.problems
+    return []
+
+
+def _with_children(parent: Task, children: list[Task]) -> list[str]:
+    return list(dict.fromkeys([*parent.children, *(c.id for c in children)]))
+
+
+def _child_of(
+    plan: ExecutionPlan, parent: Task, proposal: ProposedSubtask, local: set[str]
+) -> Task:
+    """The plan task for ``proposal`` (the one already in the plan when repeated)."""
+    child_id = subtask_id(parent.id, proposal.id)
+    try:
+        return plan.task(child_id)
+    except KeyError:
+        pass
+    return Task(
+        id=child_id,
+        title=proposal.title,
+        description=proposal.description,
+        parent_id=parent.id,
+        dependencies=[subtask_id(parent.id, d) if d in local else d for d in proposal.dependencies],
+        verify=proposal.verify or parent.verify,
+        provider=parent.provider,
+        model=parent.model,
+        metadata=TaskMetadata(priority=parent.metadata.priority),
+    )
 
 
 def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:

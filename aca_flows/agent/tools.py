@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -150,10 +151,13 @@ class TaskTools:
         settings: AgentSection,
         *,
         existing_task_ids: set[str] | None = None,
+        plan_check: Callable[[list[ProposedSubtask]], list[str]] | None = None,
     ):
         self.root = Path(root)
         self.settings = settings
         self.existing_task_ids = existing_task_ids or set()
+        # Problems the plan would have with proposals (a subtask that could never start).
+        self.plan_check = plan_check
         self.finished = False
         self.summary = ""
         self.proposed_subtasks: list[ProposedSubtask] = []
@@ -277,6 +281,8 @@ class TaskTools:
             raise ToolRefused(str(exc)) from None
         combined = [*self.proposed_subtasks, *proposals]
         problems = check_proposals(combined, existing_ids=self.existing_task_ids)
+        if not problems and self.plan_check is not None:
+            problems = self.plan_check(combined)
         if problems:
             raise ToolRefused(str(SubtaskProposalError(problems)))
         self.proposed_subtasks = combined

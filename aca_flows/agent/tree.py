@@ -60,7 +60,7 @@ async def execute_task_tree(
             or (d in outcomes and outcomes[d].status != "completed")
         ]
         if blocked:
-            child.status = TaskStatus(state="skipped", reason=f"dependency {blocked[0]} failed")
+            child.status = TaskStatus(state="skipped", reason=f"dependency `{blocked[0]}` failed")
             continue
         await execute_task_tree(plan, child.id, outcomes=outcomes, **execute_options)
     unfinished = [c.id for c in children if c.status.state != "completed"]

@@ -1,5 +1,5 @@
-"""The live terminal view of ``aca run``: done / running / failed, what each running task is
-doing, tokens and cost.
+"""The live terminal view of ``aca run``: completed / running / failed / skipped, what each
+running task is doing, tokens and cost.
 
 It reads what the run writes (``meta/session.json`` and the task logs), never the run's
 memory, so it shows the same truth a second terminal or a crash investigation would.
@@ -78,20 +78,17 @@ class LiveView:
 
 def render(session: SessionRecord, aca: AcaDir) -> Group:
     tasks = session.plan.tasks
-    leaves = [t for t in tasks if not t.children]
-    counts: dict[str, int] = {}
-    for task in leaves:
-        counts[task.status.state] = counts.get(task.status.state, 0) + 1
+    counts = session.task_counts  # the same counts as the summary and the Prefect artifacts
     header = Text.assemble(
         (f"{session.name}  ", "bold"),
-        (f"{counts.get('completed', 0)} done", "green"),
+        (f"{counts.get('completed', 0)} completed", "green"),
         "  ",
         (f"{counts.get('in_progress', 0)} running", "cyan"),
         "  ",
         (f"{counts.get('failed', 0)} failed", "red"),
         "  ",
         (f"{counts.get('skipped', 0)} skipped", "yellow"),
-        f"  of {len(leaves)}   tokens {session.total_tokens:,}   ${session.cost_usd:.4f}",
+        f"  of {len(tasks)}   tokens {session.total_tokens:,}   ${session.cost_usd:.4f}",
     )
     table = Table(show_header=True, box=None, pad_edge=False)
     table.add_column("task", no_wrap=True)

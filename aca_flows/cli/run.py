@@ -227,8 +227,11 @@ def _show_summary(summary: dict, workdir) -> None:
     status = summary["status"]
     line = f"Session {summary['session_id']} {status}; work is on branch {summary['branch']}."
     if summary.get("stopped_reason"):
-        line += f" Stopped: {summary['stopped_reason']}."
-        line += f" `aca resume {summary['session_id']}` continues."
+        line += f" {'Why' if status == 'failed' else 'Stopped'}: {summary['stopped_reason']}."
+        if summary.get("stuck"):  # resuming runs the same plan, which stalls the same way
+            line += " The plan cannot progress: fix the dependencies named and run it anew."
+        else:
+            line += f" `aca resume {summary['session_id']}` continues."
     print(line)
 
 

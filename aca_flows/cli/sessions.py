@@ -17,7 +17,7 @@ from rich.table import Table
 
 from aca_flows.cli.options import JsonOutput, Workdir
 from aca_flows.session.checkpoints import list_checkpoints
-from aca_flows.session.record import SessionRecord
+from aca_flows.session.record import SessionRecord, describe_counts
 from aca_flows.session.store import display_status, load_session, scan_sessions
 from aca_flows.session.usage import UsageEntry, total_cost, total_tokens
 
@@ -28,7 +28,7 @@ app = typer.Typer(no_args_is_help=True, help="List and inspect the sessions of a
 
 @app.command("list")
 def list_command(workdir: Workdir = Path("."), json_output: JsonOutput = False) -> None:
-    """List sessions, newest first: id, name, started, status, tasks done/total, tokens, cost."""
+    """List sessions, newest first: id, name, started, status, tasks by state, tokens, cost."""
     scan = scan_sessions(workdir)
     for damaged in scan.damaged:
         typer.echo(f"warning: {damaged}", err=True)
@@ -54,7 +54,7 @@ def list_command(workdir: Workdir = Path("."), json_output: JsonOutput = False) 
             session.name,
             format_time(session.created_at),
             display_status(session, workdir),
-            f"{session.tasks_done}/{session.tasks_total}",
+            describe_counts(session.task_counts),
             f"{session.total_tokens:,}",
             format_cost(session.cost_usd),
         )
@@ -89,7 +89,7 @@ def show_command(
         ("provider", session.provider + (f" / {session.model}" if session.model else "")),
         ("started", format_time(session.created_at)),
         ("duration", format_duration(session.duration)),
-        ("tasks", f"{session.tasks_done}/{session.tasks_total} done"),
+        ("tasks", describe_counts(session.task_counts)),
         (
             "last checkpoint",
             f"{last.id} ({format_time(last.created_at)}, {last.description})" if last else "none",
@@ -215,6 +215,7 @@ def _summary(session: SessionRecord, workdir: Path) -> dict[str, Any]:
         "started": session.created_at.isoformat(),
         "status": display_status(session, workdir),
         "tasks_done": session.tasks_done,
+        "task_counts": session.task_counts,
         "tasks_total": session.tasks_total,
         "tokens": session.total_tokens,
         "cost_usd": session.cost_usd,

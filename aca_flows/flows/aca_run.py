@@ -3,8 +3,11 @@
 One task run per leaf task, named ``<task-id> <title>``, started when its dependencies have
 completed (``wait_for`` draws the edges in the UI's run graph), higher priority first, at most
 ``max_concurrent`` at once. Subtasks proposed at run time become new task runs of the same
-flow run. A failed task skips its dependents (NotReady in Prefect, Skipped in the session);
-independent branches go on; the flow run ends Failed if any task failed.
+flow run. A failed task skips its dependents (their task runs end ``Completed`` named
+``Skipped``, and the session says why); independent branches go on. When pending tasks remain
+and none can start, the run has stalled: it ends failed, naming each stuck task and what it
+waits on. How each end of a run shows in the exit code, the flow run's state, the session and
+the summary: docs/engine.md, "How a run ends", and ``flow_state`` below.
 
 The session (``.aca/sessions/<id>/``) mirrors every step, so the layout always matches what
 Prefect recorded; a re-run with the same session id resumes it and never calls a provider for
@@ -23,23 +26,30 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
+    MarkdownArtifact,
     acreate_markdown_artifact,
     acreate_progress_artifact,
     acreate_table_artifact,
     aupdate_progress_artifact,
 )
 from prefect.context import get_run_context
+from prefect.exceptions import TerminationSignal
 from prefect.states import Cancelled, Failed, State
 
 from aca_flows.agent.execute import TaskOutcome
 from aca_flows.agent.subtasks import SubtaskProposalError, accept_subtasks
 from aca_flows.errors import AcaError
 from aca_flows.flows.artifacts import (
+    first_line,
     plan_graph_markdown,
     plan_table,
+    progress_percent,
     summary_markdown,
+    task_artifact_key,
+    task_markdown,
 )
 from aca_flows.flows.run_setup import RunRequest, open_run, recorded_state
+from aca_flows.flows.skipped import record_skipped_task
 from aca_flows.flows.task_run import (
     ACTIVE_RUNS,
     ActiveRun,
@@ -52,12 +62,17 @@ from aca_flows.plan.dag import DagProgress
 from aca_flows.providers.sdk_client import close_clients
 from aca_flows.session.checkpoints import CheckpointPolicy, create_checkpoint
 from aca_flows.session.events import TaskResult
+from aca_flows.session.record import TaskRun, describe_counts
 from aca_flows.session.store import SessionStore
 from aca_flows.session.usage import UsageEntry
 
 __all__ = ["Interrupt", "aca_run", "interrupt_on_signals"]
 
 INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# How often the flow looks whether its flow run was cancelled (the Prefect UI's Cancel sets
+# the state to Cancelling; nothing else tells a flow run that no worker started).
+CANCEL_POLL_SECONDS = 2.0
+UI_CANCEL = "a cancel from the Prefect UI"
 # Set by ``interrupt_on_signals`` (the CLI): the flow then turns SIGINT/SIGTERM into a stop.
 _SIGNALS_WANTED = False
 
@@ -102,6 +117,14 @@ class Interrupt:
             self.signal_name = signal.Signals(signum).name
         self._changed.set()
 
+    def request_cancel(self, why: str) -> None:
+        """A cancel from outside (the Prefect UI): no grace, running tasks stop now."""
+        self.count += 2
+        if self._since is None:
+            self._since = time.monotonic()
+            self.signal_name = why
+        self._changed.set()
+
     def cancel_now(self) -> bool:
         """Running tasks must be cancelled: a second signal, or the grace period is over."""
         return self.count > 1 or (self.requested and self.grace_left() <= 0)
@@ -144,7 +167,15 @@ class Interrupt:
                 signal.signal(sig, handler)
 
 
-@flow(name="aca-run", validate_parameters=True, log_prints=False)
+# The summary is persisted (JSON, in Prefect's result storage) so a caller that started the
+# run with ``run_deployment`` reads it from the flow run's state.
+@flow(
+    name="aca-run",
+    validate_parameters=True,
+    log_prints=False,
+    persist_result=True,
+    result_serializer="json",
+)
 async def aca_run(
     task_file: str | None = None,
     execution_plan: str | None = None,
@@ -184,13 +215,15 @@ async def aca_run(
         return Failed(message=str(exc), data=exc)
     ACTIVE_RUNS[run.session_id] = run
     interrupt = Interrupt(run.config.session.interrupt_grace_seconds)
+    watcher = asyncio.create_task(_watch_for_cancel(interrupt))
     try:
         with interrupt.installed():
             if session_name is None:
                 await _rename_flow_run(store.session.name)
             summary = await _drive(store, run, request, interrupt)
-    except (asyncio.CancelledError, KeyboardInterrupt):
-        # Interrupted: what finished is recorded; running tasks start again on resume.
+    except (asyncio.CancelledError, KeyboardInterrupt, TerminationSignal):
+        # Interrupted (a runner's cancel arrives as TerminationSignal): what finished is
+        # recorded; running tasks start again on resume.
         create_checkpoint(store, trigger="interrupt", description="interrupted")
         store.finish("interrupted", "interrupted; `aca resume` continues")
         raise
@@ -198,17 +231,24 @@ async def aca_run(
         store.finish("failed", f"{type(exc).__name__}: {exc}")
         raise
     finally:
+        watcher.cancel()
         ACTIVE_RUNS.pop(run.session_id, None)
         store.close()
         with contextlib.suppress(Exception):  # a client that cannot close is no reason to fail
             await close_clients()
-    if summary["status"] == "interrupted":
-        return Cancelled(message=summary["stopped_reason"], data=summary)
-    if summary["failed"]:
-        return Failed(
-            message=f"{summary['failed']} task(s) failed: {', '.join(summary['failed_ids'])}",
-            data=summary,
-        )
+    return flow_state(summary, cancelled_from_ui=interrupt.signal_name == UI_CANCEL)
+
+
+def flow_state(summary: dict[str, Any], cancelled_from_ui: bool = False) -> State | dict[str, Any]:
+    """The flow run's final state for a run summary (docs/engine.md, "How a run ends")."""
+    status = summary["status"]
+    if status == "interrupted":
+        name = "Cancelled" if cancelled_from_ui else "Interrupted"
+        return Cancelled(name=name, message=summary["stopped_reason"], data=summary)
+    if status == "stopped":
+        return Cancelled(name="Stopped", message=summary["stopped_reason"], data=summary)
+    if status == "failed":
+        return Failed(message=summary["stopped_reason"] or "failed", data=summary)
     return summary
 
 
@@ -230,8 +270,11 @@ async def _drive(
         markdown=plan_graph_markdown(run.plan),
         description="The plan as a graph",
     )
+    counts = store.session.task_counts
     progress_id = await acreate_progress_artifact(
-        progress=_percent(dag), key=_key("progress", run.session_id), description="Tasks done"
+        progress=progress_percent(counts),
+        key=_key("progress", run.session_id),
+        description=_progress_text(counts),
     )
     create_checkpoint(store, trigger="auto", description="plan compiled")
 
@@ -239,7 +282,7 @@ async def _drive(
     stopped_reason: str | None = None
     while True:
         _record_settled(store, dag, recorded_skips)
-        await _mark_not_ready(run, dag, states, recorded_skips)
+        await _run_skips(store, run, dag, states)
         spent = _spent(store)
         if budget is not None and spent >= budget and stopped_reason is None:
             stopped_reason = f"budget of ${budget:.2f} reached (spent ${spent:.4f})"
@@ -254,7 +297,7 @@ async def _drive(
                 running[asyncio.create_task(_run_one(run, task.id, waits))] = task.id
         if not running:
             break
-        if interrupt.requested and not interrupt.announced:
+        if interrupt.requested and not interrupt.announced and not interrupt.cancel_now():
             interrupt.announced = True
             logger.warning(
                 f"{interrupt.signal_name}: no new task starts; {len(running)} running task(s) "
@@ -272,7 +315,10 @@ async def _drive(
             if limit_reason and stopped_reason is None:
                 stopped_reason = limit_reason
                 logger.warning(f"{limit_reason}; no new task starts")
-        await aupdate_progress_artifact(progress_id, progress=_percent(dag))
+        counts = store.session.task_counts
+        await aupdate_progress_artifact(
+            progress_id, progress=progress_percent(counts), description=_progress_text(counts)
+        )
         completed = dag.counts().get("completed", 0)
         now = datetime.now(UTC)
         if policy.due(now, completed):
@@ -280,41 +326,90 @@ async def _drive(
             policy.mark(now, completed)
 
     _record_settled(store, dag, recorded_skips)
-    counts = dag.counts()
-    failed_ids = [t.id for t in run.plan.tasks if t.status.state == "failed"]
+    if interrupt.signal_name != UI_CANCEL:  # a cancelled flow run starts no task run
+        await _run_skips(store, run, dag, states)
+    stuck: dict[str, str] = {}
     if interrupt.requested and not _all_settled(dag):
         stopped_reason = f"interrupted by {interrupt.signal_name}"
         logger.warning(f"{stopped_reason}; `aca resume {run.session_id}` continues")
         create_checkpoint(store, trigger="interrupt", description=stopped_reason)
         store.finish("interrupted", f"{stopped_reason}; `aca resume` continues")
-        return _summary(run, store, "interrupted", stopped_reason, counts, failed_ids)
-    usage = store.session.usage
-    await acreate_markdown_artifact(
-        key=_key("summary", run.session_id),
-        markdown=summary_markdown(run.plan, counts, usage, store.branch),
-        description="Tokens and cost by provider and model",
-    )
-    if stopped_reason:
+        status = "interrupted"
+    elif stopped_reason and not _all_settled(dag):
         create_checkpoint(store, trigger="budget", description=stopped_reason)
         store.finish("stopped", stopped_reason)
+        status = "stopped"
     else:
-        store.finish("failed" if failed_ids else "completed")
+        stopped_reason = None
+        stuck = dag.stuck()
+        for task_id, why in stuck.items():
+            store.task_blocked(task_id, f"can never start: {why}")
+            logger.error(f"{task_id} can never start: it {why}")
+        failed_ids = _failed_ids(store)
+        if stuck:
+            stopped_reason = "stalled: " + "; ".join(f"{t} {why}" for t, why in stuck.items())
+        elif failed_ids:
+            stopped_reason = f"{len(failed_ids)} task(s) failed: {', '.join(failed_ids)}"
+        status = "failed" if stopped_reason else "completed"
+        store.finish(status, stopped_reason)
         create_checkpoint(store, trigger="end")
-    status = "stopped" if stopped_reason else ("failed" if failed_ids else "completed")
-    return _summary(run, store, status, stopped_reason, counts, failed_ids)
+    counts = store.session.task_counts
+    await aupdate_progress_artifact(
+        progress_id, progress=progress_percent(counts), description=_progress_text(counts)
+    )
+    # The plan table again under its key (a new version): every task's final state.
+    await acreate_table_artifact(
+        key=_key("plan", run.session_id),
+        table=plan_table(store.session.plan),
+        description=f"The plan, {status}: {describe_counts(counts)}",
+    )
+    await acreate_markdown_artifact(
+        key=_key("summary", run.session_id),
+        markdown=summary_markdown(store.session.plan, counts, store.session.usage, store.branch),
+        description="Tokens and cost by provider and model",
+    )
+    return _summary(run, store, status, stopped_reason, stuck)
 
 
-def _summary(run, store, status, stopped_reason, counts, failed_ids) -> dict[str, Any]:
+def _summary(run, store: SessionStore, status, stopped_reason, stuck) -> dict[str, Any]:
+    """What the run returns (and ``--json`` prints): all of it read from the session."""
+    failed_ids = _failed_ids(store)
     return {
         "session_id": run.session_id,
         "branch": store.branch,
         "status": status,
         "stopped_reason": stopped_reason,
-        "counts": counts,
+        "counts": store.session.task_counts,
         "failed": len(failed_ids),
         "failed_ids": failed_ids,
+        "stuck": stuck,
         "cost_usd": _spent(store),
     }
+
+
+def _failed_ids(store: SessionStore) -> list[str]:
+    return [t.id for t in store.session.plan.tasks if t.status.state == "failed"]
+
+
+def _progress_text(counts: dict[str, int]) -> str:
+    return f"Tasks completed: {describe_counts(counts)}"
+
+
+async def _watch_for_cancel(interrupt: Interrupt) -> None:
+    """Turn a cancel of this flow run (the UI's Cancel: state Cancelling) into a stop."""
+    from prefect.client.orchestration import get_client
+
+    flow_run = getattr(get_run_context(), "flow_run", None)
+    if flow_run is None:
+        return
+    async with get_client() as client:
+        while True:
+            await asyncio.sleep(CANCEL_POLL_SECONDS)
+            with contextlib.suppress(Exception):  # a missed look is retried at the next one
+                state = (await client.read_flow_run(flow_run.id)).state
+                if state is not None and (state.is_cancelling() or state.is_cancelled()):
+                    interrupt.request_cancel(UI_CANCEL)
+                    return
 
 
 async def _wait_for_tasks(
@@ -379,6 +474,7 @@ async def _finish(
                 dag.refresh()
                 logger.info(f"{task_id} proposed {len(children)} subtask(s)")
         dag.complete(task_id)
+        await _publish_report(store, run, task_id, state)
         return None
     error = await state.aresult(raise_on_failure=False)
     if getattr(error, "exit_code", None) == 3:
@@ -393,8 +489,21 @@ async def _finish(
     else:
         reason = f"{type(error).__name__}: {error}" if error else (state.message or "failed")
         store.task_failed(task_id, reason)
-    logger.error(f"{task_id} failed: {reason.splitlines()[0]}")
+    logger.error(f"{task_id} failed: {first_line(reason)}")
     dag.fail(task_id, reason)
+    await _publish_report(store, run, task_id, state)
+
+
+async def _publish_report(store: SessionStore, run: ActiveRun, task_id: str, state: State) -> None:
+    """The task's report, on its task run's page, written from what the session recorded."""
+    task = store.session.plan.task(task_id)
+    record = store.session.tasks.get(task_id) or TaskRun(task_id=task_id)
+    await MarkdownArtifact(
+        key=task_artifact_key(run.session_id, task_id),
+        markdown=task_markdown(task, record, run.outcomes.get(task_id)),
+        description=f"{task_id}: {task.status}".splitlines()[0][:200],
+        task_run_id=state.state_details.task_run_id,
+    ).acreate()
 
 
 def _record_settled(store: SessionStore, dag: DagProgress, recorded: set[str]) -> None:
@@ -422,8 +531,9 @@ def _record_settled(store: SessionStore, dag: DagProgress, recorded: set[str]) -
             recorded.add(task.id)
 
 
-async def _mark_not_ready(run, dag, states, recorded) -> None:
-    """Dependents of a failed task get a task run that Prefect leaves NotReady."""
+async def _run_skips(store: SessionStore, run: ActiveRun, dag: DagProgress, states) -> None:
+    """Each leaf skipped because a dependency failed gets a task run that ends Skipped (drawn
+    after its dependencies' task runs) and a report saying why."""
     for task in dag.plan.tasks:
         if (
             task.status.state == "skipped"
@@ -432,8 +542,9 @@ async def _mark_not_ready(run, dag, states, recorded) -> None:
             and (task.status.reason or "").startswith("dependency")
         ):
             waits = [states[d] for d in dag.dependency_ids(task) if d in states]
-            if waits:
-                states[task.id] = await _run_one(run, task.id, waits)
+            name = options_for(run, task)["task_run_name"]
+            states[task.id] = await record_skipped_task(name, task.id, str(task.status), waits)
+            await _publish_report(store, run, task.id, states[task.id])
 
 
 def _task_result(outcome: TaskOutcome) -> TaskResult:
@@ -463,14 +574,6 @@ def _commit_of(run: ActiveRun, task_id: str) -> str | None:
 
 def _spent(store: SessionStore) -> float:
     return sum(u.cost_usd for u in store.session.usage)
-
-
-def _percent(dag: DagProgress) -> float:
-    leaves = dag.leaves()
-    if not leaves:
-        return 100.0
-    done = sum(1 for t in leaves if t.status.state in ("completed", "failed", "skipped"))
-    return round(100.0 * done / len(leaves), 1)
 
 
 def _key(kind: str, session_id: str) -> str:

@@ -9,12 +9,23 @@ from typing import TYPE_CHECKING
 
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.plan.render import render_mermaid
+from aca_flows.providers.base import Usage
+from aca_flows.session.record import describe_counts
 
 if TYPE_CHECKING:
     from aca_flows.agent.execute import TaskOutcome
+    from aca_flows.session.record import TaskRun
     from aca_flows.session.usage import UsageEntry
 
-__all__ = ["plan_graph_markdown", "plan_table", "summary_markdown", "task_markdown"]
+__all__ = [
+    "first_line",
+    "plan_graph_markdown",
+    "plan_table",
+    "progress_percent",
+    "summary_markdown",
+    "task_artifact_key",
+    "task_markdown",
+]
 
 
 def plan_table(plan: ExecutionPlan) -> list[dict[str, str]]:
@@ -31,36 +42,87 @@ def plan_table(plan: ExecutionPlan) -> list[dict[str, str]]:
     ]
 
 
+def progress_percent(counts: dict[str, int]) -> float:
+    """The share of tasks completed: failed and skipped tasks are not progress."""
+    total = sum(counts.values())
+    return round(100.0 * counts.get("completed", 0) / total, 1) if total else 100.0
+
+
 def plan_graph_markdown(plan: ExecutionPlan) -> str:
     return f"# {plan.name}\n\n```mermaid\n{render_mermaid(plan)}\n```\n"
 
 
-def task_markdown(task: Task, outcome: TaskOutcome) -> str:
-    files = "\n".join(f"- `{f}`" for f in outcome.files_changed) or "- (none)"
-    usage = outcome.usage
+def task_artifact_key(session_id: str, task_id: str) -> str:
+    # Artifact keys allow lowercase letters, digits and dashes only.
+    raw = f"aca-{session_id}-{task_id}".lower()
+    return "".join(ch if ch.isalnum() else "-" for ch in raw)[:100]
+
+
+def task_markdown(task: Task, run: TaskRun, outcome: TaskOutcome | None) -> str:
+    """A task's report, from what the session recorded (``task``'s status, ``run``'s attempts
+    and spend) and, when the agent ran, its ``outcome`` (commit, diffstat, verify)."""
+    state = task.status.state
+    reason, detail = _split_reason(task.status.reason)
     lines = [
         f"# {task.id}: {task.title}",
         "",
-        f"**Status:** {outcome.status}"
-        + (f" — {outcome.failure_reason}" if outcome.failure_reason else ""),
-        f"**Commit:** `{outcome.commit_sha or '-'}`",
-        f"**Diffstat:** {len(outcome.files_changed)} file(s), +{outcome.insertions} "
-        f"-{outcome.deletions}",
-        f"**Attempts:** {outcome.attempts} (runs: {outcome.runs}, provider calls: {outcome.turns})",
-        f"**Verify:** `{outcome.verify_command or '-'}` → {_verdict(outcome.verify_passed)}",
+        f"**Status:** {state}" + (f": {reason}" if reason else ""),
+        f"**Attempts:** {run.attempts}",
+    ]
+    if outcome is not None:
+        lines += [
+            f"**Commit:** `{outcome.commit_sha or '-'}`",
+            f"**Diffstat:** {len(outcome.files_changed)} file(s), +{outcome.insertions} "
+            f"-{outcome.deletions}",
+            f"**Agent rounds:** {outcome.attempts} (1 + fix requests after a failed verify), "
+            f"provider calls: {outcome.turns}",
+            f"**Verify:** `{outcome.verify_command or '-'}` → {_verdict(outcome.verify_passed)}",
+        ]
+    usage = sum((u.usage for u in run.usage), Usage())
+    lines += [
         f"**Tokens:** in {usage.input_tokens}, out {usage.output_tokens}, "
         f"cache read {usage.cache_read_tokens}, cache write {usage.cache_write_tokens}",
-        f"**Cost:** ${outcome.cost_usd:.4f} ({outcome.provider} {outcome.model or ''})",
-        "",
-        "## Summary",
-        "",
-        outcome.summary or "(no summary)",
-        "",
-        "## Files",
-        "",
-        files,
+        f"**Cost:** ${run.cost_usd:.4f}" + (_by_whom(outcome) if outcome else ""),
     ]
+    if state == "failed":
+        lines += ["", "## Why it failed", "", reason or "(no reason recorded)"]
+        output = outcome.verify_output if outcome and outcome.verify_passed is False else detail
+        if outcome and outcome.verify_passed is False:
+            lines += ["", f"Verify command `{outcome.verify_command}`, its last output:"]
+        if output.strip():
+            lines += ["", "```text", _tail(output), "```"]
+    elif state == "skipped":
+        lines += ["", "Not run. `aca resume` runs it once what it depends on has completed."]
+    if outcome is not None:
+        heading = "## Summary" if state == "completed" else "## The agent's last message"
+        lines += ["", heading, "", outcome.summary or "(none)"]
+        files = "\n".join(f"- `{f}`" for f in outcome.files_changed) or "- (none)"
+        lines += ["", "## Files", "", files]
     return "\n".join(lines) + "\n"
+
+
+def _by_whom(outcome: TaskOutcome) -> str:
+    names = " ".join(n for n in (outcome.provider, outcome.model) if n)
+    return f" ({names})" if names else ""
+
+
+def first_line(reason: str) -> str:
+    """A reason as one line: its first, without the "Output:" that introduces the rest."""
+    return _split_reason(reason)[0]
+
+
+def _split_reason(reason: str | None) -> tuple[str, str]:
+    """A reason's first line (without a trailing "Output:") and the rest (command output)."""
+    head, _, rest = (reason or "").partition("\n")
+    head = head.rstrip()
+    if head.endswith("Output:"):
+        head = head[: -len("Output:")].rstrip()
+    return head, rest
+
+
+def _tail(text: str, lines: int = 60) -> str:
+    kept = text.rstrip().splitlines()[-lines:]
+    return "\n".join(kept).replace("```", "``\u200b`")
 
 
 def summary_markdown(
@@ -73,7 +135,7 @@ def summary_markdown(
         for u in usage
     ]
     total = sum(u.cost_usd for u in usage)
-    status = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    status = describe_counts(counts)
     return "\n".join(
         [
             f"# Session summary: {plan.name}",

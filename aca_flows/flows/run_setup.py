@@ -118,10 +118,12 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
 
 def _retry_unfinished(plan: ExecutionPlan) -> None:
     """On resume, failed tasks get another chance, and so do the tasks their failure
-    skipped; completed work is never redone."""
+    skipped and those a stall blocked; completed work is never redone."""
     for task in plan.tasks:
         state, reason = task.status.state, task.status.reason or ""
-        if state == "failed" or (state == "skipped" and reason.startswith("dependency")):
+        if state in ("failed", "blocked") or (
+            state == "skipped" and reason.startswith("dependency")
+        ):
             task.status = TaskStatus()
 
 

@@ -15,17 +15,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.artifacts import acreate_markdown_artifact
 from prefect.concurrency.asyncio import concurrency
 
 from aca_flows.agent.execute import TaskOutcome, execute_task
 from aca_flows.errors import AcaError, PermanentProviderError, TransientProviderError
-from aca_flows.flows.artifacts import task_markdown
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import EventCallback, Provider, ProviderRequest, ProviderResponse
 from aca_flows.settings import AcaConfig
@@ -171,8 +170,9 @@ async def execute_plan_task(session_id: str, task_id: str, spec_digest: str) -> 
     logger = get_run_logger()
 
     def log_line(record: dict[str, Any]) -> None:
-        if run.config.logging.log_tool_calls:
-            logger.info(_one_line(record))
+        level = _log_level(record)
+        if run.config.logging.log_tool_calls or level > logging.INFO:
+            logger.log(level, _one_line(record))
 
     try:
         outcome = await execute_task(
@@ -191,11 +191,7 @@ async def execute_plan_task(session_id: str, task_id: str, spec_digest: str) -> 
             logger.warning(f"{exc}; waiting {wait:.0f} s as the provider asked, then retrying")
             await asyncio.sleep(wait)
         raise
-    await acreate_markdown_artifact(
-        key=_artifact_key(session_id, task_id),
-        markdown=task_markdown(task_, outcome),
-        description=f"{task_id}: {outcome.status}",
-    )
+    # Its report is written by the flow, from the session, once the task run has ended.
     if outcome.status != "completed":
         raise TaskRunFailed(outcome)
     return outcome.model_dump(mode="json")
@@ -217,10 +213,16 @@ def options_for(run: ActiveRun, task_: Task) -> dict[str, Any]:
     }
 
 
-def _artifact_key(session_id: str, task_id: str) -> str:
-    # Artifact keys allow lowercase letters, digits and dashes only.
-    raw = f"aca-{session_id}-{task_id}".lower()
-    return "".join(ch if ch.isalnum() else "-" for ch in raw)[:100]
+def _log_level(record: dict[str, Any]) -> int:
+    """Failures stand out in the UI's log filter: a failed verify warns, a failed task errs."""
+    kind = record.get("kind")
+    if kind == "task_failed":
+        return logging.ERROR
+    if kind in ("merge_conflict", "subtasks_rejected") or (
+        kind == "verify" and not record.get("passed")
+    ):
+        return logging.WARNING
+    return logging.INFO
 
 
 def _one_line(record: dict[str, Any]) -> str:

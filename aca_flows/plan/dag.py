@@ -7,16 +7,19 @@ Rules the engine relies on:
 - A leaf waits for its own dependencies and for those of every ancestor; a dependency on a
   group waits for the whole group.
 - Among ready leaves, higher priority comes first, then plan order. With the ``sequential``
-  strategy, one leaf at a time in plan order.
+  strategy, one leaf at a time in tree order (``sequential_order``: plan order, subtasks in
+  their parent's place); the next one waits for the one before it, never the other way round.
 - A failed leaf skips every task that depends on it, directly or through a group, with the
   reason ``dependency <id> failed``; independent branches go on.
+- Nothing running and nothing ready while tasks are pending is a stall: ``stuck`` names each
+  stuck task and what it waits on. Plan validation refuses the plans that would stall.
 """
 
 from __future__ import annotations
 
 from aca_flows.plan.models import ExecutionPlan, Strategy, Task, TaskStatus
 
-__all__ = ["DagProgress"]
+__all__ = ["DagProgress", "sequential_order"]
 
 _FINAL = ("completed", "failed", "skipped")
 
@@ -49,12 +52,39 @@ class DagProgress:
         if self.plan.strategy is Strategy.sequential:
             if self._running:
                 return []
-            first = next((t for t in self.plan.tasks if self._is_runnable_leaf(t)), None)
+            first = next(
+                (t for t in sequential_order(self.plan) if self._is_runnable_leaf(t)), None
+            )
             return [first] if first in candidates else []
         return sorted(candidates, key=lambda t: (-t.metadata.priority.rank, self._order[t.id]))
 
     def is_finished(self) -> bool:
         return not self._running and not self.ready()
+
+    def stuck(self) -> dict[str, str]:
+        """When nothing runs and nothing is ready: each pending leaf and what it waits on.
+        Empty when every leaf has ended (or something can still run)."""
+        if self._running or self.ready():
+            return {}
+        first = None
+        if self.plan.strategy is Strategy.sequential:
+            first = next(
+                (t for t in sequential_order(self.plan) if self._is_runnable_leaf(t)), None
+            )
+        out: dict[str, str] = {}
+        for task in self.plan.tasks:
+            if not self._is_runnable_leaf(task):
+                continue
+            unmet = [d for d in self.dependency_ids(task) if not self._finished_ok(d)]
+            if unmet:
+                out[task.id] = "waits on " + ", ".join(
+                    f"{d} ({self._by_id[d].status.state})" for d in unmet
+                )
+            elif first is not None:
+                out[task.id] = f"waits for {first.id} to run first (strategy sequential)"
+            else:
+                out[task.id] = "waits on nothing, yet was not started"
+        return out
 
     def leaves(self) -> list[Task]:
         return [t for t in self.plan.tasks if not t.children]
@@ -129,6 +159,12 @@ class DagProgress:
             return True
         return any(self._broken(c) for c in task.children)
 
+    def _why(self, broken: str) -> str:
+        """``dependency `a` failed``, or ``dependency `b` was skipped`` (it is what this task
+        waits for that did not complete)."""
+        state = self._by_id[broken].status.state
+        return f"dependency `{broken}` " + ("was skipped" if state == "skipped" else "failed")
+
     def _set(self, task_id: str, status: TaskStatus) -> None:
         self._by_id[task_id].status = status
 
@@ -151,9 +187,7 @@ class DagProgress:
                     None,
                 )
                 if broken is not None:
-                    self._set(
-                        task.id, TaskStatus(state="skipped", reason=f"dependency {broken} failed")
-                    )
+                    self._set(task.id, TaskStatus(state="skipped", reason=self._why(broken)))
                     changed = True
                 elif task.children:
                     changed |= self._close_group(task)
@@ -171,3 +205,24 @@ class DagProgress:
         else:
             self._set(group.id, TaskStatus(state="completed"))
         return True
+
+
+def sequential_order(plan: ExecutionPlan) -> list[Task]:
+    """The leaves in the order ``strategy = sequential`` runs them: plan order, depth first,
+    a task's subtasks in its place (also those proposed at run time, which the plan appends)."""
+    by_id = {t.id: t for t in plan.tasks}
+    seen: set[str] = set()
+    out: list[Task] = []
+    for root in plan.tasks:
+        if root.parent_id in by_id:
+            continue
+        stack = [root]
+        while stack:
+            task = stack.pop()
+            if task.id in seen:
+                continue
+            seen.add(task.id)
+            if not task.children:
+                out.append(task)
+            stack.extend(by_id[c] for c in reversed(task.children) if c in by_id)
+    return out

@@ -1,15 +1,18 @@
 """Plan validation: every problem at once, never just the first.
 
 Checks duplicate ids, unknown and self dependencies, dependency cycles (reported with their
-path), and the tree's consistency (``parent_id`` and ``children`` agree, no parent loops).
+path), the tree's consistency (``parent_id`` and ``children`` agree, no parent loops), and
+plans that could never progress (``stall_problems``): tasks that wait for each other through
+their groups, and with ``strategy = sequential`` a task that depends on a later one.
 """
 
 from __future__ import annotations
 
 from aca_flows.errors import PlanValidationError
-from aca_flows.plan.models import ExecutionPlan
+from aca_flows.plan.dag import sequential_order
+from aca_flows.plan.models import ExecutionPlan, Strategy, Task
 
-__all__ = ["check_plan", "find_cycles", "plan_problems"]
+__all__ = ["check_plan", "find_cycles", "plan_problems", "stall_problems"]
 
 
 def check_plan(plan: ExecutionPlan, source: str) -> ExecutionPlan:
@@ -62,7 +65,73 @@ def plan_problems(plan: ExecutionPlan) -> list[str]:
         graph.setdefault(task.id, []).extend(d for d in task.dependencies if d in by_id)
     for cycle in find_cycles(graph):
         problems.append("dependency cycle: " + " -> ".join(cycle))
+    if not problems:  # the stall checks need a sound tree and graph
+        problems.extend(stall_problems(plan))
     return problems
+
+
+def stall_problems(plan: ExecutionPlan, involving: set[str] | None = None) -> list[str]:
+    """Why ``plan`` would stop with tasks that can never start (the engine's rules: a task waits
+    for its dependencies and those of its groups; a dependency on a group waits for all of it;
+    with ``strategy = sequential`` one leaf runs at a time in ``sequential_order``).
+
+    ``involving``: report only problems that name one of these task ids (new subtasks).
+    Tasks already completed or skipped wait for nothing and block nothing.
+    """
+    by_id = {t.id: t for t in plan.tasks}
+    waits = {t.id: _waits_of(t, by_id) for t in plan.tasks}
+    problems: list[str] = []
+    for cycle in find_cycles(waits):
+        if involving is not None and involving.intersection(cycle):
+            # Told from the new task's side: "api.t -> api -> api.t".
+            start = next(i for i, t in enumerate(cycle) if t in involving)
+            cycle = cycle[start:-1] + cycle[:start] + [cycle[start]]
+        if involving is None or involving.intersection(cycle):
+            problems.append(
+                "tasks wait for each other and can never start: "
+                + " -> ".join(cycle)
+                + " (a task waits for its dependencies and its group's; a group finishes when "
+                "all its subtasks have); remove one of these dependencies"
+            )
+    if problems or plan.strategy is not Strategy.sequential:
+        return problems
+    order = sequential_order(plan)
+    position = {t.id: i for i, t in enumerate(order)}
+    for index, leaf in enumerate(order):
+        if leaf.status.is_done:
+            continue
+        later = [
+            m
+            for d in waits[leaf.id]
+            for m in _leaves_of(by_id[d], by_id)
+            if position.get(m.id, -1) > index and not m.status.is_done
+        ]
+        if later and (involving is None or involving & {leaf.id, *(m.id for m in later)}):
+            problems.append(
+                f"with strategy sequential tasks run one at a time in plan order, but "
+                f"'{leaf.id}' depends on '{later[0].id}', which comes after it: move "
+                f"'{later[0].id}' above '{leaf.id}', or use strategy intelligent"
+            )
+    return problems
+
+
+def _waits_of(task: Task, by_id: dict[str, Task]) -> list[str]:
+    """What ``task`` cannot finish before: its and its groups' dependencies, its subtasks."""
+    if task.status.is_done:
+        return []
+    deps: list[str] = []
+    node: Task | None = task
+    while node is not None:
+        deps.extend(node.dependencies)
+        node = by_id.get(node.parent_id) if node.parent_id else None
+    deps.extend(task.children)
+    return [d for d in dict.fromkeys(deps) if d in by_id and not by_id[d].status.is_done]
+
+
+def _leaves_of(task: Task, by_id: dict[str, Task]) -> list[Task]:
+    if not task.children:
+        return [task]
+    return [leaf for c in task.children if c in by_id for leaf in _leaves_of(by_id[c], by_id)]
 
 
 def find_cycles(graph: dict[str, list[str]]) -> list[list[str]]:

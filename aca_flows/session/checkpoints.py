@@ -35,7 +35,7 @@ from aca_flows.session.errors import (
 from aca_flows.session.events import CheckpointCreated, CheckpointTrigger
 from aca_flows.session.files import write_json_atomic
 from aca_flows.session.layout import AcaDir, SessionPaths
-from aca_flows.session.record import SessionRecord
+from aca_flows.session.record import SessionRecord, describe_counts
 from aca_flows.session.store import (
     SessionStore,
     display_status,
@@ -294,7 +294,7 @@ def _read_all(paths: SessionPaths) -> list[Checkpoint]:
 
 
 def _default_description(session: SessionRecord, trigger: CheckpointTrigger) -> str:
-    progress = f"{session.tasks_done}/{session.tasks_total} tasks done"
+    progress = describe_counts(session.task_counts)
     return {
         "auto": f"automatic: {progress}",
         "manual": f"manual: {progress}",

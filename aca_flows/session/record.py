@@ -45,6 +45,7 @@ __all__ = [
     "SessionStatus",
     "TaskRun",
     "apply_event",
+    "describe_counts",
     "fold_events",
 ]
 
@@ -118,6 +119,14 @@ class SessionRecord(_Model):
     def tasks_done(self) -> int:
         """Completed or skipped tasks: the ones a resume will not run."""
         return sum(1 for task in self.plan.tasks if task.status.is_done)
+
+    @property
+    def task_counts(self) -> dict[str, int]:
+        """How many tasks (groups included) are in each state: what every view counts."""
+        counts: dict[str, int] = {}
+        for task in self.plan.tasks:
+            counts[task.status.state] = counts.get(task.status.state, 0) + 1
+        return counts
 
     @property
     def completed_task_ids(self) -> list[str]:
@@ -322,6 +331,12 @@ def _checkpoint_created(record: SessionRecord, event: CheckpointCreated) -> bool
 
 
 def _finished(record: SessionRecord, event: SessionFinished) -> bool:
+    if event.status in ("interrupted", "stopped"):
+        # Tasks cut short start again on resume: the record says so now, not only then.
+        for task in record.plan.tasks:
+            if task.status.state == "in_progress" and not task.children:
+                task.status = TaskStatus(state="pending")
+                task.updated_at = event.at
     record.status = event.status
     record.status_reason = event.reason
     record.finished_at = event.at
@@ -341,3 +356,15 @@ _HANDLERS = {
     CheckpointCreated: _checkpoint_created,
     SessionFinished: _finished,
 }
+
+
+_COUNT_ORDER = ("completed", "failed", "skipped", "blocked", "in_progress", "pending")
+
+
+def describe_counts(counts: dict[str, int]) -> str:
+    """``"1 completed, 1 failed, 1 skipped of 3"``: each state on its own, never lumped."""
+    total = sum(counts.values())
+    parts = [
+        f"{counts[state]} {state.replace('_', ' ')}" for state in _COUNT_ORDER if counts.get(state)
+    ]
+    return f"{', '.join(parts) or 'nothing'} of {total}"

@@ -73,3 +73,30 @@ def test_inconsistent_proposals_are_refused_and_the_plan_unchanged(proposals, pr
             p, "api", [ProposedSubtask(id=i, title=i, dependencies=d) for i, d in proposals]
         )
     assert len(p.tasks) == 2 and p.task("api").children == []
+
+
+@pytest.mark.parametrize(
+    ("dependency", "strategy"),
+    [
+        ("api", "intelligent"),  # its own parent: the parent finishes only after it
+        ("release", "intelligent"),  # a task that waits for the parent
+        ("later", "sequential"),  # a task that runs after it, one at a time
+    ],
+)
+def test_proposals_that_would_stall_are_refused_with_the_reason(dependency, strategy):
+    p = ExecutionPlan(
+        name="p",
+        strategy=strategy,
+        tasks=[
+            Task(id="api", title="API", status="in_progress"),
+            Task(id="release", title="Release", dependencies=["api"]),
+            Task(id="later", title="Later"),
+        ],
+    )
+    with pytest.raises(SubtaskProposalError) as refused:
+        accept_subtasks(p, "api", [ProposedSubtask(id="x", title="X", dependencies=[dependency])])
+    message = str(refused.value)
+    assert "api.x" in message and dependency in message
+    assert "can never start" in message or "comes after it" in message
+    assert [t.id for t in p.tasks] == ["api", "release", "later"]
+    assert p.task("api").children == []

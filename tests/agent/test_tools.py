@@ -113,3 +113,28 @@ def test_finish_and_proposed_subtasks_are_kept(tools):
     call(tools, "finish", summary=" did it ")
     assert tools.finished and tools.summary == "did it"
     assert [p.id for p in tools.proposed_subtasks] == ["a", "b"]
+
+
+def test_a_proposal_that_could_never_start_is_refused_so_the_agent_can_correct_it(tmp_path):
+    from aca_flows.agent.subtasks import placement_problems
+    from aca_flows.plan.models import ExecutionPlan, Task
+
+    plan = ExecutionPlan(
+        name="p",
+        tasks=[Task(id="api", title="API", status="in_progress"), Task(id="setup", title="S")],
+    )
+    tools = TaskTools(
+        tmp_path,
+        AgentSection(),
+        existing_task_ids={"api", "setup"},
+        plan_check=lambda proposals: placement_problems(plan, "api", proposals),
+    )
+    refused = call(
+        tools, "propose_subtasks", subtasks=[{"id": "t", "title": "T", "dependencies": ["api"]}]
+    )
+    assert refused.is_error and "can never start: api.t -> api -> api.t" in refused.content
+    ok = call(
+        tools, "propose_subtasks", subtasks=[{"id": "t", "title": "T", "dependencies": ["setup"]}]
+    )
+    assert not ok.is_error and [p.id for p in tools.proposed_subtasks] == ["t"]
+    assert plan.task("api").children == []  # checking changed nothing

@@ -201,3 +201,18 @@ def test_python_dash_m_and_console_script_exit_codes(tmp_path):
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 2
     assert "invalid TOML" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_plan_that_can_never_progress_is_exit_2_before_anything_runs(tmp_path, capsys):
+    tasks = tmp_path / "tasks.toml"
+    tasks.write_text(
+        '[plan]\nstrategy = "sequential"\n\n'
+        '[[tasks]]\nid = "deploy"\ntitle = "Deploy"\ndepends_on = ["build"]\n\n'
+        '[[tasks]]\nid = "build"\ntitle = "Build"\n'
+    )
+    code, out, err = run(capsys, "run", str(tasks), "--workdir", str(tmp_path))
+    assert code == 2
+    assert "'deploy' depends on 'build', which comes after it" in err
+    assert "move 'build' above 'deploy'" in err
+    assert "Traceback" not in err + out
+    assert not (tmp_path / ".aca").exists()

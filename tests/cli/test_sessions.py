@@ -51,7 +51,7 @@ def test_list_shows_each_session_with_progress_tokens_and_cost(tmp_path):
     result = invoke("list", "--workdir", str(tmp_path))
     assert result.exit_code == 0, result.output
     row = next(line for line in result.output.splitlines() if store.session_id in line)
-    for expected in ("Nightly fixes", "completed", "1/3", "1,500", "$0.0420"):
+    for expected in ("Nightly fixes", "1 completed, 2 pending of 3", "1,500", "$0.0420"):
         assert expected in row
 
 
@@ -93,7 +93,7 @@ def test_show_has_tasks_branch_checkpoint_and_costs(tmp_path):
     out = result.output
     assert f"aca/{store.session_id}" in out
     assert checkpoint.id in out
-    assert "1/3 done" in out
+    assert "1 completed, 2 pending of 3" in out
     setup = next(line for line in out.splitlines() if "Set up the project" in line)
     assert "completed" in setup and "1234567890" in setup and "1,500" in setup
     assert any("feature.api" in line and "pending" in line for line in out.splitlines())

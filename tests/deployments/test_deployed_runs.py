@@ -375,6 +375,10 @@ def test_run_deployment_and_the_ci_event_each_land_commits(stack, recorded):
     summary = json.loads(handed.stdout[handed.stdout.index("{") :])
     assert summary["state"] == "Completed"
     assert task_commits(by_pipeline, summary["branch"]) == ["a", "b"]
+    # The run's own summary, read by the pipeline from the flow run's persisted result.
+    assert summary["summary"]["status"] == "completed"
+    assert summary["summary"]["session_id"] == summary["session_id"]
+    assert summary["summary"]["counts"] == {"completed": 2}
     (listed,) = sessions_listed(stack, by_pipeline)
     assert listed["id"] == summary["session_id"]
     assert listed["name"] == summary["flow_run_name"]

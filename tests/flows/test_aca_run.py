@@ -138,8 +138,8 @@ def test_failure_skips_dependents_and_independent_work_continues(tmp_path, repo,
     assert summary["counts"] == {"failed": 1, "skipped": 2, "completed": 1}
     session = load_session(repo, summary["session_id"])
     status = {t.id: str(t.status) for t in session.plan.tasks}
-    assert status["b"] == "skipped: dependency a failed"
-    assert status["c"] == "skipped: dependency b failed"
+    assert status["b"] == "skipped: dependency `a` failed"
+    assert status["c"] == "skipped: dependency `b` was skipped"
     assert status["d"] == "completed"
     assert status["a"].startswith("failed: verify command `false` still failed")
     assert task_commits(repo, summary["branch"]) == ["d"]
@@ -202,10 +202,12 @@ def test_budget_stops_the_run_and_resume_finishes_without_repeating(tmp_path, re
         anthropic_fake.anthropic.enqueue(coding_agent)
     tasks = write_tasks(tmp_path, "- write a.txt {#a}\n- write b.txt {#b}\n- write c.txt {#c}\n")
     # 100 input + 20 output tokens at $3/$15 per million: $0.0006 a call, $0.0012 a task.
-    first = run_flow(
+    stopped = run_flow(
         task_file=str(tasks), workdir=str(repo), model="claude-sonnet-4-6",
         max_concurrent=1, budget_usd=0.001,
-    ).summary  # fmt: skip
+    )  # fmt: skip
+    first = stopped.summary
+    assert stopped.state_name == "Stopped"  # a Cancelled state: not done, not failed
     assert first["status"] == "stopped"
     assert "budget of $0.00 reached" in first["stopped_reason"]
     assert first["counts"]["completed"] == 1

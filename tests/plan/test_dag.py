@@ -72,8 +72,8 @@ def test_failure_skips_dependents_transitively_and_independent_work_goes_on():
     )
     dag.start("a")
     dag.fail("a", "verify failed")
-    assert dag.task("b").status.reason == "dependency a failed"
-    assert dag.task("c").status.reason == "dependency b failed"
+    assert dag.task("b").status.reason == "dependency `a` failed"
+    assert dag.task("c").status.reason == "dependency `b` was skipped"
     assert ids(dag.ready()) == ["free"]
     dag.start("free")
     dag.complete("free")
@@ -92,7 +92,7 @@ def test_failed_member_fails_its_group_and_skips_the_groups_dependents():
     dag.start("x")
     dag.fail("x", "boom")
     assert str(dag.task("g").status) == "failed: subtask x failed"
-    assert str(dag.task("later").status) == "skipped: dependency g failed"
+    assert str(dag.task("later").status) == "skipped: dependency `g` failed"
 
 
 def test_proposed_subtasks_run_before_the_parent_completes():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aca_flows.plan import ExecutionPlan, Task
-from aca_flows.plan.validate import find_cycles, plan_problems
+from aca_flows.plan.validate import find_cycles, plan_problems, stall_problems
 
 
 def plan_of(*tasks: Task) -> ExecutionPlan:
@@ -67,3 +67,56 @@ def test_long_chain_does_not_overflow():
     graph["20000"] = ["0"]
     (cycle,) = find_cycles(graph)
     assert cycle[0] == cycle[-1] == "0" and len(cycle) == 20_002
+
+
+def test_sequential_plan_with_a_task_depending_on_a_later_one_is_refused():
+    plan = ExecutionPlan(
+        name="p",
+        strategy="sequential",
+        tasks=[
+            Task(id="deploy", title="Deploy", dependencies=["build"]),
+            Task(id="build", title="Build"),
+        ],
+    )
+    assert plan_problems(plan) == [
+        "with strategy sequential tasks run one at a time in plan order, but 'deploy' depends "
+        "on 'build', which comes after it: move 'build' above 'deploy', or use strategy "
+        "intelligent"
+    ]
+    # The same graph in another strategy runs: build first, then deploy.
+    assert plan_problems(plan.model_copy(update={"strategy": "intelligent"})) == []
+
+
+def test_sequential_order_puts_subtasks_in_their_parents_place():
+    plan = ExecutionPlan(
+        name="p",
+        strategy="sequential",
+        tasks=[
+            Task(id="g", title="G", children=["g.1"]),
+            Task(id="after", title="After", dependencies=["g"]),
+            Task(id="g.1", title="G1", parent_id="g"),  # appended, as run-time subtasks are
+        ],
+    )
+    assert plan_problems(plan) == []
+
+
+def test_a_subtask_depending_on_its_own_group_can_never_start():
+    plan = plan_of(
+        Task(id="p", title="P", children=["c"]),
+        Task(id="c", title="C", parent_id="p", dependencies=["p"]),
+    )
+    (problem,) = plan_problems(plan)
+    assert problem.startswith("tasks wait for each other and can never start: ")
+    assert set(problem.split(": ", 1)[1].split(" (")[0].split(" -> ")) == {"p", "c"}
+
+
+def test_completed_tasks_block_nothing():
+    plan = ExecutionPlan(
+        name="p",
+        strategy="sequential",
+        tasks=[
+            Task(id="deploy", title="Deploy", dependencies=["build"]),
+            Task(id="build", title="Build", status="completed"),
+        ],
+    )
+    assert stall_problems(plan) == []

@@ -49,7 +49,7 @@ def test_a_checkpoint_is_a_file_and_a_journal_event(tmp_path):
         assert (data["tasks_done"], data["tasks_total"]) == (1, 3)
         assert data["completed_task_ids"] == ["a"]
         assert data["trigger"] == "auto"
-        assert data["description"] == "automatic: 1/3 tasks done"
+        assert data["description"] == "automatic: 1 completed, 2 pending of 3"
         assert checkpoint.id.startswith("cp-20261125-180000-")
     session = load_session(tmp_path, store.session_id)
     assert session.last_checkpoint.id == checkpoint.id

@@ -1,0 +1,32 @@
+"""Tasks that will not run still get a task run, one that ends ``Completed`` named ``Skipped``.
+
+Prefect's ``NotReady`` (what a task run waiting on a failed upstream gets) is a pending state
+that never ends: the run graph's timeline stretches to now and the page names an upstream
+task-run UUID. Prefect documents ``Completed(name="Skipped", message=...)`` for work that will
+not run (prefect-dbt records its skips so); the message is the session's reason.
+"""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.states import Completed, State
+from prefect.utilities.annotations import allow_failure
+
+__all__ = ["record_skipped_task"]
+
+
+@task(name="skip_plan_task", persist_result=False)
+async def _skip(task_id: str, message: str) -> State:
+    return Completed(name="Skipped", message=message)
+
+
+async def record_skipped_task(task_name: str, task_id: str, message: str, waits: list[State]):
+    """A task run named ``task_name`` for ``task_id`` that ends Skipped with ``message``,
+    drawn after ``waits`` (its dependencies' task runs, failed ones included) in the run graph.
+
+    Returns its final state.
+    """
+    runner = _skip.with_options(task_run_name=task_name)
+    return await runner(
+        task_id, message, wait_for=[allow_failure(s) for s in waits], return_state=True
+    )

@@ -1,0 +1,205 @@
+"""How a run ends, told the same in four places: the exit code, the flow run's final state, the
+session's status and the summary (docs/engine.md, "How a run ends"). Real Prefect (the test
+harness), real git, the fake Anthropic server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import uuid
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+from prefect.states import Cancelling
+
+from aca_flows.cli import main
+from aca_flows.flows import run_flow
+from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.session.store import SessionStore, load_session
+from tests.fakes.coding_agent import coding_agent, task_of
+
+WAIT = 120
+
+
+def session_with(repo, plan: ExecutionPlan) -> str:
+    """A session holding ``plan`` as given, past plan validation: what an engine must still
+    survive (a session written by another version, a plan changed under it)."""
+    store = SessionStore.create(repo, plan, provider="anthropic", model="claude-test")
+    store.close()
+    return store.session_id
+
+
+async def flow_run_named(name: str):
+    async with get_client() as client:
+        runs = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
+        )
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+async def result_of(name: str):
+    """The flow run's result as another process reads it: from the server and result storage."""
+    flow_run = await flow_run_named(name)
+    return flow_run.state, await flow_run.state.aresult(raise_on_failure=False)
+
+
+def agent_task_ids(server) -> set[str]:
+    return {task_of(r)[0] for r in server.anthropic.requests if r.json.get("tools")}
+
+
+def test_sequential_stall_ends_failed_naming_each_stuck_task(repo, anthropic_fake, capsys):
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    name = f"Stall {uuid.uuid4().hex[:8]}"
+    plan = ExecutionPlan(
+        name=name,
+        strategy="sequential",
+        tasks=[
+            Task(id="a", title="write a.txt"),
+            Task(id="deploy", title="write deploy.txt", dependencies=["build"]),
+            Task(id="build", title="write build.txt"),
+        ],
+    )
+    session_id = session_with(repo, plan)
+
+    code = main(["resume", session_id, "--workdir", str(repo), "--json"])
+    out, err = capsys.readouterr()
+
+    assert code == 1, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["status"] == "failed"
+    assert summary["stuck"] == {
+        "deploy": "waits on build (pending)",
+        "build": "waits for deploy to run first (strategy sequential)",
+    }
+    assert summary["stopped_reason"].startswith("stalled: deploy waits on build (pending)")
+    session = load_session(repo, session_id)
+    assert session.status == "failed" and session.status_reason == summary["stopped_reason"]
+    assert {t.id: str(t.status) for t in session.plan.tasks} == {
+        "a": "completed",
+        "deploy": "blocked: can never start: waits on build (pending)",
+        "build": "blocked: can never start: waits for deploy to run first (strategy sequential)",
+    }
+    assert summary["counts"] == session.task_counts == {"completed": 1, "blocked": 2}
+    state, result = asyncio.run(result_of(name))
+    assert state.is_failed() and "stalled: deploy waits on build" in state.message
+    assert result == summary
+    assert agent_task_ids(anthropic_fake) == {"a"}
+    # In the terminal: exit 1 again, the stuck tasks named, and no false promise of resume.
+    code = main(["resume", session_id, "--workdir", str(repo)])
+    out, err = capsys.readouterr()
+    assert code == 1, err
+    assert f"Session {session_id} failed" in out
+    assert "Why: stalled: deploy waits on build (pending)" in out
+    assert "The plan cannot progress: fix the dependencies named" in out
+    assert "Traceback" not in out + err
+
+
+def test_subtask_waiting_for_its_own_parent_ends_failed_naming_it(repo, anthropic_fake):
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    name = f"Loop {uuid.uuid4().hex[:8]}"
+    plan = ExecutionPlan(
+        name=name,
+        tasks=[
+            Task(id="p", title="write p.txt", children=["p.c"]),
+            Task(id="p.c", title="write c.txt", parent_id="p", dependencies=["rel"]),
+            Task(id="rel", title="write rel.txt", dependencies=["p"]),
+            Task(id="free", title="write free.txt"),
+        ],
+    )
+    session_id = session_with(repo, plan)
+
+    outcome = run_flow(workdir=str(repo), session_id=session_id)
+
+    assert outcome.state_name == "Failed"
+    summary = outcome.summary
+    assert summary["status"] == "failed" and summary["failed"] == 0
+    assert summary["stuck"] == {"p.c": "waits on rel (pending)", "rel": "waits on p (pending)"}
+    session = load_session(repo, session_id)
+    assert session.status == "failed" and session.status_reason.startswith("stalled: ")
+    assert str(session.plan.task("free").status) == "completed"
+    assert session.plan.task("rel").status.state == "blocked"
+    assert agent_task_ids(anthropic_fake) == {"free"}
+    # Resumed, the same plan stalls the same way: never "completed".
+    again = run_flow(workdir=str(repo), session_id=session_id)
+    assert again.state_name == "Failed" and again.summary["stuck"] == summary["stuck"]
+    assert load_session(repo, session_id).status == "failed"
+
+
+class SlowAgent:
+    """Answers ``task_id``'s first call only once released (or after ``WAIT`` seconds)."""
+
+    def __init__(self, task_id: str):
+        self.task_id = task_id
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, request):
+        if task_of(request)[0] == self.task_id and not self.arrived.is_set():
+            self.arrived.set()
+            self.release.wait(WAIT)
+        return coding_agent(request)
+
+
+def test_a_cancel_from_the_ui_leaves_a_resumable_session(tmp_path, repo, anthropic_fake):
+    agent = SlowAgent("b")
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(agent)
+    name = f"Cancel {uuid.uuid4().hex[:8]}"
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(f"# {name}\n\n- write a.txt {{#a}}\n- write b.txt {{#b depends_on=a}}\n")
+    outcomes = []
+    runner = threading.Thread(
+        target=lambda: outcomes.append(
+            run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test")
+        )
+    )
+    runner.start()
+    try:
+        assert agent.arrived.wait(WAIT), "b's provider call never came"
+
+        async def cancel():  # what the UI's Cancel button does
+            flow_run = await flow_run_named(name)
+            async with get_client() as client:
+                await client.set_flow_run_state(flow_run.id, Cancelling(), force=True)
+
+        asyncio.run(cancel())
+        runner.join(WAIT)
+        assert not runner.is_alive(), "the cancelled run did not end"
+    finally:
+        agent.release.set()
+        runner.join(WAIT)
+
+    (outcome,) = outcomes
+    summary = outcome.summary
+    assert outcome.state_name == "Cancelled"
+    assert summary["status"] == "interrupted"
+    assert summary["stopped_reason"] == "interrupted by a cancel from the Prefect UI"
+    session = load_session(repo, summary["session_id"])
+    assert session.status == "interrupted"
+    assert {t.id: str(t.status) for t in session.plan.tasks} == {"a": "completed", "b": "pending"}
+    state, result = asyncio.run(result_of(name))
+    assert state.is_cancelled() and result == summary
+
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    again = run_flow(workdir=str(repo), session_id=summary["session_id"])
+    assert again.state_name == "Completed"
+    assert again.summary["status"] == "completed"
+    assert load_session(repo, summary["session_id"]).status == "completed"
+
+
+def test_a_completed_runs_summary_is_read_back_from_the_flow_run(tmp_path, repo, anthropic_fake):
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    name = f"Done {uuid.uuid4().hex[:8]}"
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(f"# {name}\n\n- write a.txt {{#a}}\n")
+    outcome = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test")
+    state, result = asyncio.run(result_of(name))
+    assert state.is_completed()
+    assert result == outcome.summary
+    assert result["status"] == "completed" and result["counts"] == {"completed": 1}
