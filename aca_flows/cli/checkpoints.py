@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from aca_flows.cli.options import JsonOutput, Workdir
 from aca_flows.cli.sessions import console, format_time
-from aca_flows.session.checkpoints import (
-    Checkpoint,
-    create_manual_checkpoint,
-    list_checkpoints,
-)
-from aca_flows.session.store import latest_session_id
+
+if TYPE_CHECKING:  # imported where used: `aca --help` pays for none of it
+    from rich.table import Table
+
+    from aca_flows.session.checkpoints import Checkpoint
 
 __all__ = ["app", "print_checkpoints"]
 
@@ -53,6 +51,8 @@ def create_command(
     json_output: JsonOutput = False,
 ) -> None:
     """Checkpoint the newest session of the workdir (or --session) now; resumable by its id."""
+    from aca_flows.session.checkpoints import create_manual_checkpoint
+
     checkpoint = create_manual_checkpoint(workdir, description, session)
     if json_output:
         typer.echo(json.dumps(checkpoint.model_dump(mode="json"), indent=2))
@@ -76,6 +76,9 @@ def print_checkpoints(
     ``aca --list-checkpoints`` calls this with ``all_sessions=True``. Raises
     ``UnknownSessionError`` for a ``session_id`` that matches no session.
     """
+    from aca_flows.session.checkpoints import list_checkpoints
+    from aca_flows.session.store import latest_session_id
+
     workdir = Path(workdir).resolve()
     if all_sessions:
         checkpoints = list_checkpoints(workdir)
@@ -97,6 +100,8 @@ def print_checkpoints(
 
 
 def _table(checkpoints: list[Checkpoint], title: str) -> Table:
+    from rich.table import Table
+
     table = Table(title=title)
     table.add_column("id", no_wrap=True)
     table.add_column("session", no_wrap=True)

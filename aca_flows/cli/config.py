@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from aca_flows.cli.options import ConfigFile, JsonOutput, Workdir
 
@@ -74,6 +72,9 @@ def show(
             )
         )
         return
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     console.print(f"config file: {loaded.file or '(none found; defaults)'}", markup=False)
     table = Table("key", "value", "source")

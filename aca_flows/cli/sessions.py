@@ -9,17 +9,18 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from aca_flows.cli.options import JsonOutput, Workdir
-from aca_flows.session.checkpoints import list_checkpoints
-from aca_flows.session.record import SessionRecord, describe_counts
-from aca_flows.session.store import display_status, load_session, scan_sessions
-from aca_flows.session.usage import UsageEntry, total_cost, total_tokens
+
+if TYPE_CHECKING:  # imported where used: `aca --help` pays for none of it
+    from rich.console import Console
+    from rich.table import Table
+
+    from aca_flows.session.record import SessionRecord
+    from aca_flows.session.usage import UsageEntry
 
 __all__ = ["app", "console", "format_cost", "format_time"]
 
@@ -29,6 +30,11 @@ app = typer.Typer(no_args_is_help=True, help="List and inspect the sessions of a
 @app.command("list")
 def list_command(workdir: Workdir = Path("."), json_output: JsonOutput = False) -> None:
     """List sessions, newest first: id, name, started, status, tasks by state, tokens, cost."""
+    from rich.table import Table
+
+    from aca_flows.session.record import describe_counts
+    from aca_flows.session.store import display_status, scan_sessions
+
     scan = scan_sessions(workdir)
     for damaged in scan.damaged:
         typer.echo(f"warning: {damaged}", err=True)
@@ -68,6 +74,10 @@ def show_command(
     json_output: JsonOutput = False,
 ) -> None:
     """Show one session: its tasks and statuses, branch, duration, last checkpoint, costs."""
+    from aca_flows.session.checkpoints import list_checkpoints
+    from aca_flows.session.record import describe_counts
+    from aca_flows.session.store import display_status, load_session
+
     session = load_session(workdir, session_id)
     checkpoints = list_checkpoints(workdir, session.id)
     last = checkpoints[0] if checkpoints else None
@@ -103,6 +113,10 @@ def show_command(
 
 def usage_table(entries: list[UsageEntry], title: str) -> Table:
     """Tokens and USD per provider and model, with a total row (also for ``aca usage``)."""
+    from rich.table import Table
+
+    from aca_flows.session.usage import total_cost, total_tokens
+
     table = Table(title=title)
     for name in ("provider", "model"):
         table.add_column(name, no_wrap=True)
@@ -143,6 +157,8 @@ def usage_table(entries: list[UsageEntry], title: str) -> Table:
 def console() -> Console:
     """A rich console; when output is not a terminal (pipes, tests) it is wide enough that
     ids are never cut."""
+    from rich.console import Console
+
     out = Console(highlight=False)
     if not out.is_terminal:
         out = Console(highlight=False, width=200)
@@ -166,6 +182,8 @@ def format_duration(span: timedelta) -> str:
 
 
 def _task_table(session: SessionRecord) -> Table:
+    from rich.table import Table
+
     table = Table(title="Tasks")
     table.add_column("task", no_wrap=True)
     table.add_column("title")
@@ -209,6 +227,8 @@ def _tree_order(session: SessionRecord):
 
 
 def _summary(session: SessionRecord, workdir: Path) -> dict[str, Any]:
+    from aca_flows.session.store import display_status
+
     return {
         "id": session.id,
         "name": session.name,
