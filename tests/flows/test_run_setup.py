@@ -11,7 +11,7 @@ import git
 
 from aca_flows.flows import run_flow
 from aca_flows.flows.run_setup import RunRequest, open_run
-from tests.fakes.coding_agent import coding_agent
+from tests.fakes.coding_agent import coding_agent, task_of
 
 
 def toml_tasks(tmp_path: Path, plan: str, setup: str = "", count: int = 3) -> Path:
@@ -105,3 +105,68 @@ async def _runs_named(name: str):
         )
         task_runs = await client.read_task_runs(flow_run_filter=flow_filter)
     return flow_runs, task_runs
+
+
+def test_a_tasks_provider_and_model_override_the_runs(tmp_path, repo, anthropic_fake, monkeypatch):
+    monkeypatch.setenv("ACA_SESSION__MODEL", "claude-config")
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{anthropic_fake.url}/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    write = {"name": "write_file", "arguments": {"path": "c.txt", "content": "c\n"}}
+    anthropic_fake.openai.enqueue(tool_calls=[write])
+    anthropic_fake.openai.enqueue(tool_calls=[{"name": "finish", "arguments": {"summary": "c"}}])
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(
+        "- write a.txt {#a}\n"
+        "- write b.txt {#b model=claude-other}\n"
+        "- write c.txt {#c provider=openai model=gpt-test}\n"
+    )
+
+    summary = run_flow(task_file=str(tasks), workdir=str(repo)).summary
+
+    assert summary["status"] == "completed", summary
+    models = {task_of(r)[0]: r.json["model"] for r in anthropic_fake.anthropic.requests}
+    assert models == {"a": "claude-config", "b": "claude-other"}
+    assert {r.json["model"] for r in anthropic_fake.openai.requests} == {"gpt-test"}
+    assert len(anthropic_fake.openai.requests) == 2
+
+
+def test_a_configured_prefect_concurrency_limit_is_held_around_every_call(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    limit_name = f"calls-{tmp_path.name}".replace("_", "-")
+
+    async def create_limit():
+        async with get_client() as client:
+            await client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=limit_name, limit=1)
+            )
+
+    asyncio.run(create_limit())
+    monkeypatch.setenv("ACA_PROVIDERS__ANTHROPIC__CONCURRENCY_LIMIT", limit_name)
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def slow_agent(request):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.2)
+        with lock:
+            active[0] -= 1
+        return coding_agent(request)
+
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(slow_agent)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write a.txt\n- write b.txt\n- write c.txt\n")
+
+    summary = run_flow(
+        task_file=str(tasks), workdir=str(repo), model="claude-test", max_concurrent=3
+    ).summary
+
+    assert summary["counts"] == {"completed": 3}
+    assert peak[0] == 1  # three tasks ran at once, but one call at a time held the slot
