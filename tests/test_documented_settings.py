@@ -122,6 +122,24 @@ def test_the_documented_configuration_loads(tmp_path):
     assert config.provider("anthropic").prices["claude-sonnet-4-6"].cache_write == 3.75
 
 
+def config_blocks() -> list[tuple[str, str]]:
+    """Every TOML example of a configuration file in docs/ (not the task-file examples)."""
+    found = []
+    for doc in sorted(DOCS.glob("*.md")):
+        for block in re.findall(r"```toml\n(.*?)```", doc.read_text(), re.DOTALL):
+            if "[[tasks]]" not in block and "[plan]" not in block:
+                found.append((doc.name, block))
+    return found
+
+
+@pytest.mark.parametrize(("doc", "block"), config_blocks(), ids=lambda v: v[:20])
+def test_every_configuration_example_in_the_docs_loads(tmp_path, doc, block):
+    config_file = tmp_path / "aca.toml"
+    config_file.write_text(block)
+
+    load_config(tmp_path, config_file, environ={})
+
+
 def test_every_setting_is_documented_and_every_documented_setting_exists():
     in_code = model_keys(AcaConfig)
     documented = documented_config_keys()
