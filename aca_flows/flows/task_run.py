@@ -4,9 +4,10 @@
   jitter; a ``retry_after`` from the server is waited out before the retry. Every run starts
   from a clean worktree (``execute_task`` creates it anew).
 - A failed verification or a permanent provider error fails the task run without retrying.
-- Results are stored as JSON in ``.aca/sessions/<id>/results/``. Prefect's cache is off: a
-  resumed session skips completed tasks from its record and its branch before any task run
-  starts, and a cached result could claim work that the branch no longer holds.
+- Results are stored as JSON in ``.aca/sessions/<id>/results/<task-id>-<task-run-id>.json``.
+  Prefect's cache is not used: the storage key is unique to the task run, so nothing is ever
+  read back from it. A resumed session skips completed tasks from its record and its branch
+  before any task run starts; a cached result could claim work the branch no longer holds.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import acreate_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.asyncio import concurrency
 
 from aca_flows.agent.execute import TaskOutcome, execute_task
@@ -133,7 +133,13 @@ def _is_transient(_task: Any, _task_run: Any, state: Any) -> bool:
     return isinstance(state.data, TransientProviderError)
 
 
-@task(cache_policy=NO_CACHE, persist_result=True, result_serializer="json")
+# A storage key and no cache policy: Prefect persists the result under a key no other task run
+# has, so it is written but never served from cache.
+@task(
+    persist_result=True,
+    result_serializer="json",
+    result_storage_key="{parameters[task_id]}-{task_run.id}.json",
+)
 async def execute_plan_task(session_id: str, task_id: str) -> dict[str, Any]:
     """Run one plan task with its coding agent; return its outcome as JSON-able data.
 

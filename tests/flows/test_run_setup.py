@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import git
 
 from aca_flows.flows import run_flow
 from aca_flows.flows.run_setup import RunRequest, open_run
+from aca_flows.session.layout import AcaDir
 from tests.fakes.coding_agent import coding_agent, task_of
 
 
@@ -91,6 +93,10 @@ def test_a_resumed_session_starts_no_task_run_for_completed_tasks(tmp_path, repo
     assert len(flow_runs) == 2
     assert sorted(r.name for r in task_runs) == ["a write a.txt", "b write b.txt"]
     assert {r.flow_run_id for r in task_runs} == {flow_runs[-1].id}  # all from the first run
+    # Their results are still persisted in the session, as JSON.
+    results = AcaDir(repo).session(first["session_id"]).root / "results"
+    assert sorted(f.name.split("-")[0] for f in results.iterdir()) == ["a", "b"]
+    assert all(json.loads(f.read_text())["result"] for f in results.iterdir())
 
 
 async def _runs_named(name: str):
