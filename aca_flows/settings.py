@@ -82,11 +82,6 @@ class RateLimitingSection(Section):
     on_session_limit: Literal["wait", "stop"] = "wait"
 
 
-class DockerSection(Section):
-    enabled: bool = False
-    image: str = "python:3.11-slim"
-
-
 class LoggingSection(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_tool_calls: bool = True
@@ -121,7 +116,6 @@ class AcaConfig(Section):
     agent: AgentSection = Field(default_factory=AgentSection)
     claude_code: ClaudeCodeSection = Field(default_factory=ClaudeCodeSection)
     rate_limiting: RateLimitingSection = Field(default_factory=RateLimitingSection)
-    docker: DockerSection = Field(default_factory=DockerSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
     providers: dict[str, ProviderSection] = Field(default_factory=dict)
 
@@ -268,6 +262,12 @@ def _set_dotted(data: dict, dotted: str, value: Any) -> None:
     node[last] = value
 
 
+# Keys that older versions of this documentation listed but that never did anything.
+REMOVED_KEYS = {
+    "docker": "aca never ran tasks in Docker; delete the [docker] section",
+}
+
+
 def _describe(exc: ValidationError, file: Path | None, sources: dict[str, str]) -> str:
     lines = []
     for err in exc.errors():
@@ -277,7 +277,8 @@ def _describe(exc: ValidationError, file: Path | None, sources: dict[str, str]) 
         )
         origin = origin or (str(file) if file else "defaults")
         if err["type"] == "extra_forbidden":
-            lines.append(f"unknown key '{key}' (from {origin})")
+            hint = REMOVED_KEYS.get(key)
+            lines.append(f"unknown key '{key}' (from {origin})" + (f": {hint}" if hint else ""))
         else:
             lines.append(f"'{key}' (from {origin}): {err['msg']}")
     listed = "; ".join(lines)

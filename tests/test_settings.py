@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from aca_flows.errors import ConfigError
 from aca_flows.settings import load_config
+from tests.fixtures import COMPAT
 
-COMPAT = Path(__file__).resolve().parents[2] / "shared" / "compat" / "aca-original"
 COMPAT_CONFIG = COMPAT / "default-config.toml"
 
 

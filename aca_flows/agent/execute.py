@@ -1,10 +1,10 @@
 """``execute_task``: one plan task becomes one verified commit on the session branch.
 
-worktree (from the session branch head) -> prompt -> provider (tool loop, or Claude Code in
-the worktree) -> verify, sending failures back up to ``max_fix_attempts`` times -> commit ->
-merge under the lock -> change log -> worktree removed. A merge conflict starts the task again
-on the new head, at most ``max_runs`` times, then fails it naming the files. Unverified work is
-never committed.
+worktree (from the session branch head) -> the plan's setup commands -> prompt -> provider
+(tool loop, or Claude Code in the worktree) -> verify, sending failures back up to
+``max_fix_attempts`` times -> commit -> merge under the lock -> change log -> worktree removed.
+A merge conflict starts the task again on the new head, at most ``max_runs`` times, then fails
+it naming the files. Unverified work is never committed.
 
 Safe to call again for the same task: a task whose ``Aca-Task:`` commit is already on the
 session branch is reported completed without calling the provider (its change-log entry is
@@ -29,6 +29,7 @@ from aca_flows.agent.prompt import (
     build_task_prompt,
     verify_command_for,
 )
+from aca_flows.agent.setup import run_setup_commands
 from aca_flows.agent.subtasks import ProposedSubtask, placement_problems
 from aca_flows.agent.tools import TaskTools, ToolRefused, resolve_inside
 from aca_flows.agent.transcript import ConversationStore, LogCallback, TaskLog
@@ -154,6 +155,20 @@ async def execute_task(
         worktree = await asyncio.to_thread(TaskWorktree.create, repo, session_id, task_id)
         log.write("run_started", run=run, base=worktree.base_sha, worktree=str(worktree.path))
         try:
+            setup_failure = await run_setup_commands(
+                plan.setup_commands, worktree, config.agent, log
+            )
+            if setup_failure:
+                log.write("task_failed", reason=setup_failure)
+                return TaskOutcome(
+                    task_id=task_id,
+                    status="failed",
+                    failure_reason=setup_failure,
+                    runs=run,
+                    verify_command=verify_command_for(plan, task),
+                    provider=provider.name,
+                    model=model,
+                )
             conversation = AgentConversation(
                 provider,
                 system=build_system_prompt(plan, claude_code=provider.name == CLAUDE_CODE),

@@ -49,6 +49,7 @@ from aca_flows.flows.artifacts import (
     task_markdown,
 )
 from aca_flows.flows.run_setup import RunRequest, open_run, recorded_state
+from aca_flows.flows.session_log import session_log
 from aca_flows.flows.skipped import record_skipped_task
 from aca_flows.flows.task_run import (
     ACTIVE_RUNS,
@@ -56,7 +57,6 @@ from aca_flows.flows.task_run import (
     TaskRunFailed,
     execute_plan_task,
     options_for,
-    spec_hash,
 )
 from aca_flows.plan.dag import DagProgress
 from aca_flows.providers.sdk_client import close_clients
@@ -216,8 +216,11 @@ async def aca_run(
     ACTIVE_RUNS[run.session_id] = run
     interrupt = Interrupt(run.config.session.interrupt_grace_seconds)
     watcher = asyncio.create_task(_watch_for_cancel(interrupt))
+    logs = session_log(
+        store.paths.system_log, run.config.logging.level, flow_run and str(flow_run.id)
+    )
     try:
-        with interrupt.installed():
+        with interrupt.installed(), logs:
             if session_name is None:
                 await _rename_flow_run(store.session.name)
             summary = await _drive(store, run, request, interrupt)
@@ -449,9 +452,8 @@ def _all_settled(dag: DagProgress) -> bool:
 
 async def _run_one(run: ActiveRun, task_id: str, waits: list[State]) -> State:
     task = run.plan.task(task_id)
-    digest = spec_hash(task, {d: _commit_of(run, d) for d in task.dependencies})
     runner = execute_plan_task.with_options(**options_for(run, task))
-    return await runner(run.session_id, task_id, digest, wait_for=waits, return_state=True)
+    return await runner(run.session_id, task_id, wait_for=waits, return_state=True)
 
 
 async def _finish(
@@ -565,11 +567,6 @@ def _usage_entries(outcome: TaskOutcome) -> list[UsageEntry]:
             calls=outcome.turns,
         )
     ]
-
-
-def _commit_of(run: ActiveRun, task_id: str) -> str | None:
-    outcome = run.outcomes.get(task_id)
-    return outcome.commit_sha if outcome else None
 
 
 def _spent(store: SessionStore) -> float:

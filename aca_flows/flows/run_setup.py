@@ -104,6 +104,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
     plan = store.session.plan.model_copy(deep=True)
     if resuming:
         _retry_unfinished(plan)
+    config = _with_plan_concurrency(config, plan, request)
     providers = _build_providers(plan, config, store, request)
     run = ActiveRun(
         plan=plan,
@@ -114,6 +115,17 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         default_provider=config.session.provider,
     )
     return store, run
+
+
+def _with_plan_concurrency(
+    config: AcaConfig, plan: ExecutionPlan, request: RunRequest
+) -> AcaConfig:
+    """A plan's ``max_concurrent`` knows its tasks better than a config file does; only the
+    command line (a flow parameter) overrides it."""
+    if plan.max_concurrent is None or request.max_concurrent is not None:
+        return config
+    session = config.session.model_copy(update={"max_concurrent_tasks": plan.max_concurrent})
+    return config.model_copy(update={"session": session})
 
 
 def _retry_unfinished(plan: ExecutionPlan) -> None:

@@ -4,16 +4,15 @@
   jitter; a ``retry_after`` from the server is waited out before the retry. Every run starts
   from a clean worktree (``execute_task`` creates it anew).
 - A failed verification or a permanent provider error fails the task run without retrying.
-- The cache key is the session id, the task id and a hash of the task's spec and its
-  dependencies' commits; results are stored as JSON in ``.aca/sessions/<id>/results/``. So a
-  re-run or resume of the session returns completed tasks from cache without calling a
-  provider, and no other session can hit this session's cache.
+- Results are stored as JSON in ``.aca/sessions/<id>/results/<task-id>-<task-run-id>.json``.
+  Prefect's cache is not used: the storage key is unique to the task run, so nothing is ever
+  read back from it. A resumed session skips completed tasks from its record and its branch
+  before any task run starts; a cached result could claim work the branch no longer holds.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -36,7 +35,6 @@ __all__ = [
     "TaskRunFailed",
     "execute_plan_task",
     "options_for",
-    "spec_hash",
 ]
 
 RETRY_AFTER_CAP_SECONDS = 600
@@ -130,39 +128,30 @@ class GlobalLimitProvider:
             return await self.inner.complete(request, on_event)
 
 
-def spec_hash(task: Task, dependency_commits: dict[str, str | None]) -> str:
-    """What the task's result depends on: its spec and its dependencies' commits."""
-    spec = task.model_dump(
-        mode="json", include={"id", "title", "description", "dependencies", "verify", "metadata"}
-    )
-    blob = json.dumps({"spec": spec, "deps": dependency_commits}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _cache_key(_context: Any, parameters: dict[str, Any]) -> str:
-    raw = f"{parameters['session_id']}:{parameters['task_id']}:{parameters['spec_digest']}"
-    return "aca-" + hashlib.sha256(raw.encode()).hexdigest()
-
-
 def _is_transient(_task: Any, _task_run: Any, state: Any) -> bool:
     return isinstance(state.data, TransientProviderError)
 
 
-@task(cache_key_fn=_cache_key, persist_result=True, result_serializer="json")
-async def execute_plan_task(session_id: str, task_id: str, spec_digest: str) -> dict[str, Any]:
+# A storage key and no cache policy: Prefect persists the result under a key no other task run
+# has, so it is written but never served from cache.
+@task(
+    persist_result=True,
+    result_serializer="json",
+    result_storage_key="{parameters[task_id]}-{task_run.id}.json",
+)
+async def execute_plan_task(session_id: str, task_id: str) -> dict[str, Any]:
     """Run one plan task with its coding agent; return its outcome as JSON-able data.
 
     Args:
         session_id: the session whose ``ActiveRun`` holds the plan and providers.
         task_id: the plan task to run.
-        spec_digest: ``spec_hash`` of the task; part of the cache key.
 
     Returns:
         ``TaskOutcome`` as a dict: summary, commit, files, usage, cost, attempts, subtasks.
 
     Example:
         state = await execute_plan_task.with_options(**options_for(run, task))(
-            run.session_id, task.id, spec_hash(task, {}), return_state=True
+            run.session_id, task.id, return_state=True
         )
     """
     run = ACTIVE_RUNS[session_id]

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from aca_flows.cli import main
+from tests.fixtures import COMPAT
 
 ROOT = Path(__file__).resolve().parents[2]
 HELLO = ROOT / "tasks" / "examples" / "hello.md"
-COMPAT = ROOT.parent / "shared" / "compat" / "aca-original"
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -52,7 +52,7 @@ def test_context_and_appended_prompt_reach_the_plan(tmp_path, capsys):
     plan_file = tmp_path / "plan.json"
     code, _, _ = run(
         capsys,
-        "--task-file", str(COMPAT / "test4-multi-task" / "tasks.md"),
+        "--task-file", str(COMPAT / "multi-task" / "tasks.md"),
         "--use-intelligent-parser", "--force-naive-parser",
         "--context", "project context", "--context", "more",
         "--append-system-prompt", "additional instructions",
@@ -61,7 +61,7 @@ def test_context_and_appended_prompt_reach_the_plan(tmp_path, capsys):
     assert code == 2  # the two parser switches contradict
     code, _, _ = run(
         capsys,
-        "--task-file", str(COMPAT / "test4-multi-task" / "tasks.md"),
+        "--task-file", str(COMPAT / "multi-task" / "tasks.md"),
         "--context", "project context", "--context", "more",
         "--append-system-prompt", "additional instructions",
         "--dry-run", "--dump-plan", str(plan_file), "-w", str(tmp_path),

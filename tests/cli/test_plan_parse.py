@@ -30,9 +30,9 @@ def test_plan_parse_prints_the_tree_and_dumps_the_plan(llm_server, tmp_path, cap
     )  # fmt: skip
 
     assert code == 0, err
-    assert out.startswith("Project Setup with Dependencies  (25 tasks, strategy sequential)")
-    assert "deployment — 5. Deployment  (after database-setup, api-server, frontend, " in out
-    assert "database-setup-4 — Set up backups" in out
+    assert out.startswith("Release Pipeline with Dependencies  (25 tasks, strategy sequential)")
+    assert "launch — 5. Launch  (after storage-layer, service-endpoints, web-dashboard, " in out
+    assert "storage-layer-4 — Schedule nightly exports" in out
     assert "warning" not in err
     plan = json.loads(dumped.read_text())
     roots = {t["id"]: t["dependencies"] for t in plan["tasks"] if t["parent_id"] is None}
@@ -48,7 +48,7 @@ def test_plan_parse_again_makes_no_call_and_prints_json(llm_server, tmp_path, ca
     code, out, _ = run(capsys, *args, "--format", "json")
 
     assert code == 0
-    assert json.loads(out)["name"] == "Project Setup with Dependencies"
+    assert json.loads(out)["name"] == "Release Pipeline with Dependencies"
     assert len(llm_server.anthropic.requests) == 1
 
 
@@ -72,12 +72,12 @@ def test_design_usage_with_the_intelligent_parser_dry_run(llm_server, tmp_path, 
     assert "project context" in sent and "additional instructions" in sent
     # The reviewed plan runs like any other.
     code, out, _ = run(capsys, "--execution-plan", str(dumped), "-w", str(tmp_path), "--dry-run")
-    assert code == 0 and "integration-testing — 4. Integration Testing" in out
+    assert code == 0 and "e2e-checks — 4. End-to-End Checks" in out
 
 
 def test_a_cyclic_answer_exits_2_without_a_traceback(llm_server, tmp_path, capsys):  # noqa: F811
     cyclic = dependencies_proposal()
-    cyclic["tasks"][0]["depends_on"] = ["deployment"]
+    cyclic["tasks"][0]["depends_on"] = ["launch"]
     for _ in range(3):
         llm_server.anthropic.enqueue(**respond(cyclic))
 
@@ -87,20 +87,20 @@ def test_a_cyclic_answer_exits_2_without_a_traceback(llm_server, tmp_path, capsy
     )  # fmt: skip
 
     assert code == 2
-    assert "dependency cycle: database-setup -> deployment -> database-setup" in err
+    assert "dependency cycle: storage-layer -> launch -> storage-layer" in err
     assert "Traceback" not in err and out == ""
     assert not list((tmp_path / ".aca" / "parse_cache").glob("*.json"))
 
 
 def test_lost_items_warn_and_strict_refuses(llm_server, tmp_path, capsys):  # noqa: F811
     lossy = dependencies_proposal()
-    del lossy["tasks"][0]["subtasks"][3]  # "Set up backups"
+    del lossy["tasks"][0]["subtasks"][3]  # "Schedule nightly exports"
     llm_server.anthropic.enqueue(**respond(lossy))
     args = ["plan", "parse", str(TEST6), "--provider", "anthropic", "-w", str(tmp_path)]
 
     code, out, err = run(capsys, *args)
-    assert code == 0 and "database-setup-3" in out
-    assert "warning:" in err and "line 9 (list item): Set up backups" in err
+    assert code == 0 and "storage-layer-3" in out
+    assert "warning:" in err and "line 9 (list item): Schedule nightly exports" in err
 
     code, out, err = run(capsys, *args, "--strict")
     assert code == 2 and out == ""
@@ -110,7 +110,7 @@ def test_lost_items_warn_and_strict_refuses(llm_server, tmp_path, capsys):  # no
         capsys, "--task-file", str(TEST6), "--use-intelligent-parser", "--strict",
         "--provider", "anthropic", "--dry-run", "-w", str(tmp_path),
     )  # fmt: skip
-    assert code == 2 and "Set up backups" in err
+    assert code == 2 and "Schedule nightly exports" in err
     assert len(llm_server.anthropic.requests) == 1
 
 

@@ -16,31 +16,31 @@ from aca_flows.plan.intelligent_prompt import proposal_schema
 from aca_flows.plan.validate import plan_problems
 from aca_flows.providers import get_provider
 from tests.fakes.llm_server import FakeLLMServer, llm_server  # noqa: F401  (fixture)
+from tests.fixtures import COMPAT
 
-COMPAT = Path(__file__).resolve().parents[3] / "shared" / "compat" / "aca-original"
-TEST6 = COMPAT / "test6-nested-complex-tasks" / "dependencies-test.md"
+TEST6 = COMPAT / "nested-complex-tasks" / "dependencies-test.md"
 
 _PHASES = [
-    ("database-setup", "Database Setup", [], "1 week", "None (starting point)",
-     ["Set up PostgreSQL database", "Create schema and tables",
-      "Configure connection pooling", "Set up backups"]),
-    ("api-server", "API Server Implementation", ["database-setup"], "2 weeks",
-     "Requires Database Setup (task #1) to be complete",
-     ["Build REST API endpoints", "Implement authentication middleware",
-      "Add request validation", "Set up error handling"]),
-    ("frontend", "Frontend Application", ["api-server"], "3 weeks",
-     "Requires API Server (task #2) to be operational",
-     ["Create React application structure", "Implement UI components",
-      "Add state management (Redux)", "Connect to API endpoints"]),
-    ("integration-testing", "Integration Testing", ["api-server", "frontend"], "1 week",
-     "Requires both API Server (task #2) and Frontend (task #3)",
-     ["Write integration tests for API", "Add end-to-end tests", "Set up CI/CD pipeline",
-      "Configure test database"]),
-    ("deployment", "Deployment",
-     ["database-setup", "api-server", "frontend", "integration-testing"], "1 week",
-     "All previous tasks must be complete (tasks #1, #2, #3, #4)",
-     ["Configure production environment", "Set up monitoring and alerts",
-      "Deploy database migrations", "Deploy application"]),
+    ("storage-layer", "Storage Layer", [], "3 days", "None (first step)",
+     ["Provision a SQLite database", "Write the table definitions",
+      "Add a migration runner", "Schedule nightly exports"]),
+    ("service-endpoints", "Service Endpoints", ["storage-layer"], "1 week",
+     "Requires Storage Layer (task #1) to be finished",
+     ["Expose JSON endpoints", "Check request tokens",
+      "Validate request bodies", "Return structured errors"]),
+    ("web-dashboard", "Web Dashboard", ["service-endpoints"], "2 weeks",
+     "Requires Service Endpoints (task #2) to be deployed",
+     ["Scaffold the dashboard pages", "Build chart widgets",
+      "Keep filters in the URL", "Call the service endpoints"]),
+    ("e2e-checks", "End-to-End Checks", ["service-endpoints", "web-dashboard"], "4 days",
+     "Requires both Service Endpoints (task #2) and Web Dashboard (task #3)",
+     ["Script the browser scenarios", "Add contract tests", "Wire the checks into CI",
+      "Seed a fixture database"]),
+    ("launch", "Launch",
+     ["storage-layer", "service-endpoints", "web-dashboard", "e2e-checks"], "2 days",
+     "All previous tasks must be done (tasks #1, #2, #3, #4)",
+     ["Prepare the hosting environment", "Configure alerting",
+      "Apply the migrations in production", "Ship the release"]),
 ]  # fmt: skip
 
 DEPENDENCIES = {task_id: deps for task_id, _, deps, *_ in _PHASES}
@@ -65,13 +65,13 @@ def dependencies_proposal() -> dict:
             }
         )
     return {
-        "name": "Project Setup with Dependencies",
-        "description": "Core Tasks of the project setup.",
+        "name": "Release Pipeline with Dependencies",
+        "description": "Core Tasks of the release pipeline.",
         "strategy": "sequential",
         "context": [
-            "Execution Notes: This is a sequential waterfall-style project where each phase "
-            "depends on the previous one completing successfully. The total timeline is "
-            "approximately 8 weeks with proper dependency management."
+            "Execution Notes: This is a strictly ordered project: each phase starts only after "
+            "the one before it has been completed and reviewed. Expect about five weeks end to "
+            "end when every dependency is respected."
         ],
         "tasks": tasks,
     }
@@ -99,11 +99,11 @@ def test_test6_parses_to_five_phases_with_their_dependencies(llm_server, tmp_pat
     plan = result.plan
     assert [t.id for t in plan.roots()] == list(DEPENDENCIES)
     assert {t.id: t.dependencies for t in plan.roots()} == DEPENDENCIES
-    database = plan.task("database-setup")
-    assert [plan.task(c).title for c in database.children] == _PHASES[0][5]
-    assert plan.task("database-setup-4").parent_id == "database-setup"
-    assert "Estimated duration: 1 week" in database.description
-    assert database.metadata.priority.value == "high"
+    storage = plan.task("storage-layer")
+    assert [plan.task(c).title for c in storage.children] == _PHASES[0][5]
+    assert plan.task("storage-layer-4").parent_id == "storage-layer"
+    assert "Estimated duration: 3 days" in storage.description
+    assert storage.metadata.priority.value == "high"
     assert plan.strategy.value == "sequential"
     assert plan.context_hints[-1] == "project context"
     assert plan.append_system_prompt == "additional instructions"
@@ -146,7 +146,7 @@ def test_referenced_files_are_inlined_and_attached(llm_server, tmp_path):  # noq
     ("first_answer", "error"),
     [
         ({"text": 'Here is the plan: {"name": "Project"'}, "the answer is not valid JSON"),
-        ("unknown dependency", "depends on unknown task 'databse-setup'"),
+        ("unknown dependency", "depends on unknown task 'storge-layer'"),
     ],
 )
 def test_an_unusable_answer_is_repaired_in_a_second_round(
@@ -156,7 +156,7 @@ def test_an_unusable_answer_is_repaired_in_a_second_round(
 ):
     if first_answer == "unknown dependency":
         wrong = dependencies_proposal()
-        wrong["tasks"][1]["depends_on"] = ["databse-setup"]
+        wrong["tasks"][1]["depends_on"] = ["storge-layer"]
         first_answer = respond(wrong)
     llm_server.anthropic.enqueue(**first_answer)
     llm_server.anthropic.enqueue(**respond(dependencies_proposal()))
@@ -174,7 +174,7 @@ def test_an_unusable_answer_is_repaired_in_a_second_round(
 
 def test_an_answer_that_stays_cyclic_fails_naming_the_cycle(llm_server):  # noqa: F811
     cyclic = dependencies_proposal()
-    cyclic["tasks"][0]["depends_on"] = ["deployment"]
+    cyclic["tasks"][0]["depends_on"] = ["launch"]
     for _ in range(3):
         llm_server.anthropic.enqueue(**respond(cyclic))
 
@@ -183,7 +183,7 @@ def test_an_answer_that_stays_cyclic_fails_naming_the_cycle(llm_server):  # noqa
 
     message = str(caught.value)
     assert "no usable plan after 3 attempt(s)" in message
-    assert "dependency cycle: database-setup -> deployment -> database-setup" in message
+    assert "dependency cycle: storage-layer -> launch -> storage-layer" in message
     assert "--force-naive-parser" in message
     assert len(llm_server.anthropic.requests) == 3
 
@@ -220,7 +220,7 @@ def test_a_corrupt_cache_entry_is_asked_again(llm_server, tmp_path):  # noqa: F8
 
 def test_lost_items_are_warned_about_and_refused_with_strict(llm_server, tmp_path):  # noqa: F811
     lossy = copy.deepcopy(dependencies_proposal())
-    del lossy["tasks"][0]["subtasks"][3]  # "Set up backups"
+    del lossy["tasks"][0]["subtasks"][3]  # "Schedule nightly exports"
     lossy["context"] = []  # the execution notes
     llm_server.anthropic.enqueue(**respond(lossy))
 
@@ -230,7 +230,7 @@ def test_lost_items_are_warned_about_and_refused_with_strict(llm_server, tmp_pat
     assert lost == [(9, "list item"), (50, "heading"), (52, "paragraph")]
     warning = result.lost_warning()
     assert "3 item(s) of the task file appear nowhere in the plan" in warning
-    assert "line 9 (list item): Set up backups" in warning
+    assert "line 9 (list item): Schedule nightly exports" in warning
     with pytest.raises(TaskFileError, match="--strict: 3 item"):
         parse(TEST6, cache_dir=tmp_path, strict=True)  # from the cache: still refused
     assert len(llm_server.anthropic.requests) == 1

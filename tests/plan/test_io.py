@@ -10,9 +10,9 @@ import pytest
 from aca_flows.errors import PlanValidationError, TaskFileError
 from aca_flows.plan import load_execution_plan, load_task_file, plan_to_text
 from aca_flows.plan.source import MAX_FILE_BYTES
+from tests.fixtures import COMPAT
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPAT = ROOT.parent / "shared" / "compat" / "aca-original"
 CORPUS = sorted(COMPAT.glob("*/*.md")) + sorted((ROOT / "tasks").rglob("*.md"))
 
 

@@ -8,8 +8,7 @@ import pytest
 
 from aca_flows.errors import PlanValidationError, TaskFileError
 from aca_flows.plan import load_task_file
-
-COMPAT = Path(__file__).resolve().parents[3] / "shared" / "compat" / "aca-original"
+from tests.fixtures import COMPAT
 
 
 def write(tmp_path: Path, text: str, name: str = "tasks.md") -> Path:
@@ -23,60 +22,60 @@ def titles(plan, parent_id=None):
 
 
 def test_compat_simple_file_is_one_task():
-    plan = load_task_file(COMPAT / "test1-simple-file" / "task.md")
-    assert [t.title for t in plan.tasks] == ["Test 1: Simple File Creation"]
-    assert "hello.txt" in plan.tasks[0].description
-    assert "Hello World!" in plan.tasks[0].description
+    plan = load_task_file(COMPAT / "simple-file" / "task.md")
+    assert [t.title for t in plan.tasks] == ["Simple File Task"]
+    assert "notes.txt" in plan.tasks[0].description
+    assert "All systems go!" in plan.tasks[0].description
 
 
 def test_compat_multi_task_checklist():
-    plan = load_task_file(COMPAT / "test4-multi-task" / "tasks.md")
-    assert plan.name == "Test 4: Multi-Task Execution"
-    assert "multi-task functionality" in plan.description
+    plan = load_task_file(COMPAT / "multi-task" / "tasks.md")
+    assert plan.name == "Multi-Task Checklist"
+    assert "several independent tasks" in plan.description
     (group,) = plan.roots()
-    assert group.title == "Development Tasks"
+    assert group.title == "Build Tasks"
     items = titles(plan, group.id)
     assert len(items) == 5
-    assert items[0] == 'Create a Python script called `hello.py` that prints "Hello World"'
-    assert items[-1] == "Generate a `requirements.txt` file with common dependencies"
+    assert items[0] == 'Write a Node script called `index.js` that logs "ready"'
+    assert items[-1] == "Write a `CHANGELOG.md` with an Unreleased section"
     assert all(t.dependencies == [] for t in plan.tasks)
 
 
 def test_compat_references_attach_file_text():
-    plan = load_task_file(COMPAT / "test5-task-references" / "tasks.md")
-    assert titles(plan) == ["Authentication System Tasks", "Testing Tasks", "Documentation Tasks"]
+    plan = load_task_file(COMPAT / "task-references" / "tasks.md")
+    assert titles(plan) == ["Payment Service Tasks", "Testing Tasks", "Documentation Tasks"]
     assert len(plan.tasks) == 3 + 5 + 3 + 2
-    auth = next(t for t in plan.tasks if t.title == "Implement user authentication system")
-    (ref,) = auth.metadata.file_refs
-    assert ref.path == "auth_requirements.md"
-    assert "bcrypt (cost factor 12)" in ref.content
-    schema = next(t for t in plan.tasks if t.title == "Create database schema and migrations")
-    assert "CREATE TABLE users" in schema.metadata.file_refs[0].content
+    payments = next(t for t in plan.tasks if t.title == "Build the payment service")
+    (ref,) = payments.metadata.file_refs
+    assert ref.path == "payment_requirements.md"
+    assert "minor units (cents)" in ref.content
+    schema = next(t for t in plan.tasks if t.title == "Create the ledger tables and migrations")
+    assert "CREATE TABLE accounts" in schema.metadata.file_refs[0].content
 
 
 def test_compat_single_task_with_reference():
-    plan = load_task_file(COMPAT / "test5-task-references" / "single_task.md")
+    plan = load_task_file(COMPAT / "task-references" / "single_task.md")
     (task,) = plan.tasks
-    assert task.title == "Create a basic user authentication module in Python"
-    assert "JWT token-based authentication" in task.metadata.file_refs[0].content
+    assert task.title == "Create a small payment client library in Python"
+    assert "Card and bank-transfer payments" in task.metadata.file_refs[0].content
 
 
 def test_compat_nested_headings_with_bullets():
-    plan = load_task_file(COMPAT / "test6-nested-complex-tasks" / "dependencies-test.md")
+    plan = load_task_file(COMPAT / "nested-complex-tasks" / "dependencies-test.md")
     (core,) = plan.roots()
     phases = [plan.task(i) for i in core.children]
     assert [p.title for p in phases] == [
-        "1. Database Setup",
-        "2. API Server Implementation",
-        "3. Frontend Application",
-        "4. Integration Testing",
-        "5. Deployment",
+        "1. Storage Layer",
+        "2. Service Endpoints",
+        "3. Web Dashboard",
+        "4. End-to-End Checks",
+        "5. Launch",
     ]
     assert all(len(p.children) == 4 for p in phases)
-    assert "Requires Database Setup (task #1)" in phases[1].description
+    assert "Requires Storage Layer (task #1)" in phases[1].description
     # Prose dependencies are for the intelligent parser; the deterministic one invents none.
     assert all(t.dependencies == [] for t in plan.tasks)
-    assert any("waterfall" in hint for hint in plan.context_hints)
+    assert any("strictly ordered project" in hint for hint in plan.context_hints)
 
 
 def test_attribute_block_sets_id_dependencies_verify_and_more(tmp_path):

@@ -21,8 +21,10 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_shipped_example_loads_with_every_feature():
     plan = load_task_file(EXAMPLES / "refactor.toml")
     assert plan.name == "Tidy the utils package"
-    assert plan.max_concurrent == 2 and plan.verify == "python -m pytest -q"
-    assert plan.setup_commands[0].command == "python -m pip install -e ."
+    assert plan.max_concurrent == 2 and plan.verify == ".venv/bin/python -m pytest -q"
+    assert plan.setup_commands[0].command == (
+        "python -m venv .venv && .venv/bin/pip install -q -e ."
+    )
     assert plan.context_hints == ["Python 3.11 project; tests run with `python -m pytest -q`."]
     inventory = plan.task("inventory")
     assert inventory.metadata.priority == "high"

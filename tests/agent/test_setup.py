@@ -1,0 +1,126 @@
+"""A plan's setup commands: run in each task's worktree before its agent, on real git."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from aca_flows.agent import execute_task
+from aca_flows.plan.models import ExecutionPlan, SetupCommand, Task
+from aca_flows.session.layout import AcaDir
+from tests.fakes.scripted_provider import ScriptedProvider, tool_calls, tool_use
+from tests.workspace.test_repository import make_user_repo
+
+SESSION = "s1"
+
+
+@pytest.fixture
+def repo(tmp_path):
+    repo = make_user_repo(tmp_path)
+    # What setup builds is ignored, as a project's .gitignore would say.
+    (Path(repo.git_dir) / "info" / "exclude").write_text("build/\n")
+    return repo
+
+
+def run_task(workdir: Path, setup: list[SetupCommand], provider, verify: str | None = None):
+    plan = ExecutionPlan(
+        name="p",
+        setup_commands=setup,
+        tasks=[Task(id="t1", title="Write done.txt", verify=verify)],
+    )
+    return asyncio.run(
+        execute_task(plan, "t1", workdir=workdir, session_id=SESSION, provider=provider)
+    )
+
+
+def agent_writing_done() -> ScriptedProvider:
+    return ScriptedProvider(
+        tool_calls(tool_use("write_file", path="done.txt", content="done\n")),
+        tool_calls(tool_use("finish", summary="wrote done.txt")),
+    )
+
+
+def setup_records(workdir: Path) -> list[dict]:
+    log = AcaDir(workdir).session(SESSION).task_log("t1")
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    return [r for r in records if r["kind"] == "setup"]
+
+
+def test_setup_runs_in_order_in_the_task_worktree_before_the_agent(tmp_path, repo):
+    setup = [
+        SetupCommand(name="folder", command="mkdir -p build"),
+        SetupCommand(name="where", command="pwd > where.txt", working_dir="build"),
+    ]
+    provider = agent_writing_done()
+
+    outcome = run_task(tmp_path, setup, provider, verify="grep -q '/t1/build$' build/where.txt")
+
+    assert outcome.status == "completed", outcome.failure_reason
+    # The verify command saw what setup built, inside the task's worktree; none of it is
+    # committed, only the agent's work.
+    assert outcome.files_changed == ["done.txt"]
+    assert [(r["name"], r["passed"]) for r in setup_records(tmp_path)] == [
+        ("folder", True),
+        ("where", True),
+    ]
+    assert not (tmp_path / "build").exists()  # the user's checkout is untouched
+
+
+def test_a_required_command_that_fails_fails_the_task_before_any_provider_call(tmp_path, repo):
+    setup = [SetupCommand(name="deps", command="echo 'no such package' >&2; exit 3")]
+    provider = ScriptedProvider()
+
+    outcome = run_task(tmp_path, setup, provider)
+
+    assert outcome.status == "failed"
+    assert "setup command 'deps'" in outcome.failure_reason
+    assert "exit code 3" in outcome.failure_reason
+    assert "no such package" in outcome.failure_reason
+    assert provider.history == []
+    assert outcome.commit_sha is None
+
+
+def test_an_optional_command_that_fails_is_logged_and_the_task_goes_on(tmp_path, repo):
+    setup = [SetupCommand(name="lint-cache", command="exit 1", required=False)]
+
+    outcome = run_task(tmp_path, setup, agent_writing_done())
+
+    assert outcome.status == "completed", outcome.failure_reason
+    assert [(r["name"], r["exit_code"]) for r in setup_records(tmp_path)] == [("lint-cache", 1)]
+
+
+def test_a_command_past_its_timeout_is_killed_and_fails_the_task(tmp_path, repo):
+    setup = [SetupCommand(name="slow", command="sleep 30", timeout_seconds=1)]
+    provider = ScriptedProvider()
+
+    outcome = run_task(tmp_path, setup, provider)
+
+    assert outcome.status == "failed"
+    assert "setup command 'slow' (`sleep 30`) timed out" in outcome.failure_reason
+    assert provider.history == []
+
+
+def test_files_setup_leaves_for_git_fail_the_task_naming_them(tmp_path, repo):
+    setup = [SetupCommand(name="gen", command="echo x > stray.txt && echo y >> app.py")]
+    provider = ScriptedProvider()
+
+    outcome = run_task(tmp_path, setup, provider)
+
+    assert outcome.status == "failed"
+    assert "app.py" in outcome.failure_reason and "stray.txt" in outcome.failure_reason
+    assert ".gitignore" in outcome.failure_reason
+    assert provider.history == []
+
+
+def test_a_working_dir_outside_the_worktree_is_refused(tmp_path, repo):
+    setup = [SetupCommand(name="out", command="true", working_dir="../..")]
+    provider = ScriptedProvider()
+
+    outcome = run_task(tmp_path, setup, provider)
+
+    assert outcome.status == "failed"
+    assert "setup command 'out': working_dir '../..'" in outcome.failure_reason
+    assert provider.history == []

@@ -1,0 +1,178 @@
+"""Getting a run ready: the plan's own settings (concurrency, setup commands), and resume."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+
+import git
+
+from aca_flows.flows import run_flow
+from aca_flows.flows.run_setup import RunRequest, open_run
+from aca_flows.session.layout import AcaDir
+from tests.fakes.coding_agent import coding_agent, task_of
+
+
+def toml_tasks(tmp_path: Path, plan: str, setup: str = "", count: int = 3) -> Path:
+    tasks = "".join(
+        f'[[tasks]]\nid = "t{i}"\ntitle = "write f{i}.txt"\nverify = "test -f build/ready"\n\n'
+        for i in range(count)
+    )
+    path = tmp_path / "tasks.toml"
+    path.write_text(f"[plan]\n{plan}\n\n{setup}\n{tasks}")
+    return path
+
+
+def effective_limit(repo: Path, tasks: Path, **request) -> int:
+    store, run = open_run(RunRequest(task_file=str(tasks), workdir=str(repo), **request))
+    store.close()
+    return run.config.session.max_concurrent_tasks
+
+
+def test_a_plans_max_concurrent_beats_the_config_file_and_yields_to_the_command_line(
+    tmp_path, repo, anthropic_fake
+):
+    (repo / "aca.toml").write_text("[session]\nmax_concurrent_tasks = 5\n")
+    limited = toml_tasks(tmp_path, 'name = "limited"\nmax_concurrent = 1')
+    (tmp_path / "free").mkdir()
+    free = toml_tasks(tmp_path / "free", 'name = "free"')
+
+    assert effective_limit(repo, limited) == 1
+    assert effective_limit(repo, limited, max_concurrent=4) == 4
+    assert effective_limit(repo, free) == 5
+
+
+def test_plan_concurrency_and_setup_commands_apply_to_a_real_run(tmp_path, repo, anthropic_fake):
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def slow_agent(request):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.2)
+        with lock:
+            active[0] -= 1
+        return coding_agent(request)
+
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(slow_agent)
+    (Path(git.Repo(repo).git_dir) / "info" / "exclude").write_text("build/\n")
+    setup = (
+        '[[setup_commands]]\nname = "prepare"\ncommand = "mkdir -p build && touch build/ready"\n'
+    )
+    tasks = toml_tasks(tmp_path, 'name = "one at a time"\nmax_concurrent = 1', setup)
+
+    summary = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test").summary
+
+    # Every verify command found what setup built in its worktree; one task ran at a time.
+    assert summary["status"] == "completed" and summary["counts"] == {"completed": 3}
+    assert peak[0] == 1
+    tree = git.Repo(repo).commit(summary["branch"]).tree
+    assert "build" not in {item.path for item in tree}
+
+
+def test_a_resumed_session_starts_no_task_run_for_completed_tasks(tmp_path, repo, anthropic_fake):
+    """Completed tasks are skipped from the session's record before any task run starts;
+    Prefect's result cache is not what keeps them from running again."""
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    name = f"resume-{tmp_path.name}"
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(f"# {name}\n\n- write a.txt {{#a}}\n- write b.txt {{#b depends_on=a}}\n")
+    first = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test").summary
+    calls = len(anthropic_fake.anthropic.requests)
+
+    again = run_flow(workdir=str(repo), session_id=first["session_id"]).summary
+
+    assert again["status"] == "completed"
+    assert len(anthropic_fake.anthropic.requests) == calls
+    flow_runs, task_runs = asyncio.run(_runs_named(name))
+    assert len(flow_runs) == 2
+    assert sorted(r.name for r in task_runs) == ["a write a.txt", "b write b.txt"]
+    assert {r.flow_run_id for r in task_runs} == {flow_runs[-1].id}  # all from the first run
+    # Their results are still persisted in the session, as JSON.
+    results = AcaDir(repo).session(first["session_id"]).root / "results"
+    assert sorted(f.name.split("-")[0] for f in results.iterdir()) == ["a", "b"]
+    assert all(json.loads(f.read_text())["result"] for f in results.iterdir())
+
+
+async def _runs_named(name: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    async with get_client() as client:
+        flow_filter = FlowRunFilter(name=FlowRunFilterName(any_=[name]))
+        flow_runs = await client.read_flow_runs(
+            flow_run_filter=flow_filter, sort=FlowRunSort.EXPECTED_START_TIME_DESC
+        )
+        task_runs = await client.read_task_runs(flow_run_filter=flow_filter)
+    return flow_runs, task_runs
+
+
+def test_a_tasks_provider_and_model_override_the_runs(tmp_path, repo, anthropic_fake, monkeypatch):
+    monkeypatch.setenv("ACA_SESSION__MODEL", "claude-config")
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{anthropic_fake.url}/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    write = {"name": "write_file", "arguments": {"path": "c.txt", "content": "c\n"}}
+    anthropic_fake.openai.enqueue(tool_calls=[write])
+    anthropic_fake.openai.enqueue(tool_calls=[{"name": "finish", "arguments": {"summary": "c"}}])
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(
+        "- write a.txt {#a}\n"
+        "- write b.txt {#b model=claude-other}\n"
+        "- write c.txt {#c provider=openai model=gpt-test}\n"
+    )
+
+    summary = run_flow(task_file=str(tasks), workdir=str(repo)).summary
+
+    assert summary["status"] == "completed", summary
+    models = {task_of(r)[0]: r.json["model"] for r in anthropic_fake.anthropic.requests}
+    assert models == {"a": "claude-config", "b": "claude-other"}
+    assert {r.json["model"] for r in anthropic_fake.openai.requests} == {"gpt-test"}
+    assert len(anthropic_fake.openai.requests) == 2
+
+
+def test_a_configured_prefect_concurrency_limit_is_held_around_every_call(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    limit_name = f"calls-{tmp_path.name}".replace("_", "-")
+
+    async def create_limit():
+        async with get_client() as client:
+            await client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=limit_name, limit=1)
+            )
+
+    asyncio.run(create_limit())
+    monkeypatch.setenv("ACA_PROVIDERS__ANTHROPIC__CONCURRENCY_LIMIT", limit_name)
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def slow_agent(request):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.2)
+        with lock:
+            active[0] -= 1
+        return coding_agent(request)
+
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(slow_agent)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write a.txt\n- write b.txt\n- write c.txt\n")
+
+    summary = run_flow(
+        task_file=str(tasks), workdir=str(repo), model="claude-test", max_concurrent=3
+    ).summary
+
+    assert summary["counts"] == {"completed": 3}
+    assert peak[0] == 1  # three tasks ran at once, but one call at a time held the slot
