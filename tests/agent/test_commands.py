@@ -23,7 +23,7 @@ def test_clean_environment_drops_secrets_and_git_location():
             "LANG": "C",
         }
     )
-    assert env == {"PATH": "/bin", "LANG": "C"}
+    assert env == {"PATH": "/bin", "LANG": "C", "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 @pytest.mark.parametrize(
