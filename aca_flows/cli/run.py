@@ -67,10 +67,11 @@ def parse_intelligently(task_file: Path, options: RunOptions) -> ExecutionPlan:
     from aca_flows.plan.intelligent import PARSE_CACHE_FOLDER, parse_with_llm_sync
     from aca_flows.providers import get_provider
     from aca_flows.session.layout import AcaDir
+    from aca_flows.session.redact import redact
 
     workdir = options.workdir.resolve()
     config = load_config(workdir, options.config, options.config_overrides()).config
-    provider = get_provider(config.session.provider, config)
+    provider = get_provider(config.session.provider, config, scrub=redact)
     parse = parse_with_llm_sync(
         task_file,
         provider,
@@ -126,7 +127,13 @@ def _preflight(options: RunOptions, plan: ExecutionPlan, config: AcaConfig) -> N
 
 
 def run_session(options: RunOptions, session_id: str | None = None) -> int:
-    """Run the flow (a new session, or ``session_id`` resumed) and report how it ended."""
+    """Run the flow (a new session, or ``session_id`` resumed) and report how it ended;
+    everything the run prints is redacted."""
+    with redacted_terminal():
+        return _run_session(options, session_id)
+
+
+def _run_session(options: RunOptions, session_id: str | None) -> int:
     from contextlib import nullcontext
 
     if session_id is not None:
@@ -195,6 +202,19 @@ def _refuse_if_in_use(workdir, session_id: str) -> None:
     lock_file = AcaDir(workdir).session(session_id).lock_file
     if lock_file.parent.is_dir():  # never create a session's folder here
         SessionLock(lock_file, session_id).acquire().release()
+
+
+@contextmanager
+def redacted_terminal() -> Iterator[None]:
+    """What a run prints (the live view, its summary, errors) passes the redactor."""
+    from aca_flows.session.redact import RedactingStream
+
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = streams
 
 
 @contextmanager

@@ -1,6 +1,7 @@
 """What people look at in the Prefect UI: the plan, its graph, progress, each task, the bill.
 
-Builders here return Markdown or table rows; the flow publishes them as artifacts.
+Builders here return Markdown or table rows, redacted (artifacts leave aca for the Prefect
+server); the flow publishes them as artifacts.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.plan.render import render_mermaid
+from aca_flows.session.redact import redact, redact_text
 
 if TYPE_CHECKING:
     from aca_flows.agent.execute import TaskOutcome
@@ -18,21 +20,23 @@ __all__ = ["plan_graph_markdown", "plan_table", "summary_markdown", "task_markdo
 
 
 def plan_table(plan: ExecutionPlan) -> list[dict[str, str]]:
-    return [
-        {
-            "id": t.id,
-            "title": t.title,
-            "dependencies": ", ".join(t.dependencies),
-            "parent": t.parent_id or "",
-            "priority": t.metadata.priority.value,
-            "status": str(t.status),
-        }
-        for t in plan.tasks
-    ]
+    return redact(
+        [
+            {
+                "id": t.id,
+                "title": t.title,
+                "dependencies": ", ".join(t.dependencies),
+                "parent": t.parent_id or "",
+                "priority": t.metadata.priority.value,
+                "status": str(t.status),
+            }
+            for t in plan.tasks
+        ]
+    )
 
 
 def plan_graph_markdown(plan: ExecutionPlan) -> str:
-    return f"# {plan.name}\n\n```mermaid\n{render_mermaid(plan)}\n```\n"
+    return redact_text(f"# {plan.name}\n\n```mermaid\n{render_mermaid(plan)}\n```\n")
 
 
 def task_markdown(task: Task, outcome: TaskOutcome) -> str:
@@ -60,7 +64,7 @@ def task_markdown(task: Task, outcome: TaskOutcome) -> str:
         "",
         files,
     ]
-    return "\n".join(lines) + "\n"
+    return redact_text("\n".join(lines) + "\n")
 
 
 def summary_markdown(
@@ -74,7 +78,7 @@ def summary_markdown(
     ]
     total = sum(u.cost_usd for u in usage)
     status = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-    return "\n".join(
+    markdown = "\n".join(
         [
             f"# Session summary: {plan.name}",
             "",
@@ -88,6 +92,7 @@ def summary_markdown(
             "",
         ]
     )
+    return redact_text(markdown)
 
 
 def _verdict(passed: bool | None) -> str:

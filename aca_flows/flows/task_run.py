@@ -28,6 +28,7 @@ from aca_flows.errors import AcaError, PermanentProviderError, TransientProvider
 from aca_flows.flows.artifacts import task_markdown
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import EventCallback, Provider, ProviderRequest, ProviderResponse
+from aca_flows.session.redact import redact, redact_text
 from aca_flows.settings import AcaConfig
 
 __all__ = [
@@ -191,6 +192,9 @@ async def execute_plan_task(session_id: str, task_id: str, spec_digest: str) -> 
             logger.warning(f"{exc}; waiting {wait:.0f} s as the provider asked, then retrying")
             await asyncio.sleep(wait)
         raise
+    # What leaves from here (the artifact, the persisted result in results/, the failure) is
+    # a record, so it is redacted; the work itself is done.
+    outcome = TaskOutcome.model_validate(redact(outcome.model_dump(mode="json")))
     await acreate_markdown_artifact(
         key=_artifact_key(session_id, task_id),
         markdown=task_markdown(task_, outcome),
@@ -226,5 +230,6 @@ def _artifact_key(session_id: str, task_id: str) -> str:
 def _one_line(record: dict[str, Any]) -> str:
     kind = record.get("kind", "event")
     rest = {k: v for k, v in record.items() if k not in ("kind", "ts", "task_id")}
-    text = json.dumps(rest, ensure_ascii=False, default=str)
+    # Redacted before it is cut: a key cut in half would no longer look like a key.
+    text = redact_text(json.dumps(rest, ensure_ascii=False, default=str))
     return f"{kind} {text[:300]}"
