@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import Flow, flow, get_run_logger
 from prefect.artifacts import (
     acreate_markdown_artifact,
     acreate_progress_artifact,
@@ -54,7 +54,7 @@ from aca_flows.plan.dag import DagProgress
 from aca_flows.providers.sdk_client import close_clients
 from aca_flows.session.checkpoints import CheckpointPolicy, create_checkpoint
 from aca_flows.session.events import TaskResult
-from aca_flows.session.redact import redact_log_handlers
+from aca_flows.session.redact import redact, redact_log_handlers
 from aca_flows.session.store import SessionStore
 from aca_flows.session.usage import UsageEntry
 
@@ -222,6 +222,15 @@ async def aca_run(
             data=summary,
         )
     return summary
+
+
+def _stored_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
+    """The parameters as the Prefect server stores them (the UI shows them): redacted. The run
+    itself gets them as given; this is only what Prefect sends when it creates the flow run."""
+    return redact(Flow.serialize_parameters(aca_run, parameters))
+
+
+aca_run.serialize_parameters = _stored_parameters
 
 
 async def _drive(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -152,6 +153,8 @@ def test_keys_planted_everywhere_leave_aca_nowhere(tmp_path, repo, anthropic_fak
     assert leaks(terminal) == []
     assert leaks(logs) == []
     assert leaks(artifacts) == []
+    assert leaks(json.dumps(parameters)) == []  # as the server stores (and the UI shows) them
+    assert parameters["context"] == [f"the staging key is {REDACTED}"]
     # ... though each exit did carry the text, redacted: the task log and results in .aca, the
     # commit message, the tool-call log lines, the task's report.
     (session_dir,) = (repo / ".aca" / "sessions").iterdir()
