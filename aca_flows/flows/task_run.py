@@ -211,7 +211,8 @@ def options_for(run: ActiveRun, task_: Task) -> dict[str, Any]:
     base = run.config.session.retry_backoff_seconds
     return {
         "name": "execute_plan_task",
-        "task_run_name": f"{task_.id} {task_.title}"[:120],
+        # The name is stored on the server and shown in the UI: redacted like a log line.
+        "task_run_name": redact_text(f"{task_.id} {task_.title}")[:120],
         # A Path is local result storage that needs no saved block.
         "result_storage": run.workdir / ".aca" / "sessions" / run.session_id / "results",
         "retries": retries,

@@ -204,3 +204,36 @@ def test_resume_refuses_to_run_a_command_the_record_redacted(tmp_path, repo, ant
     assert "cannot be resumed" in message and "a would run with [REDACTED]" in message
     assert "start a new run" in message
     assert len(anthropic_fake.anthropic.requests) == calls  # nothing ran
+
+
+def test_a_failing_task_reports_why_without_the_key_its_command_printed(
+    tmp_path, repo, anthropic_fake
+):
+    from prefect.client.orchestration import get_client
+    from prefect.logging.handlers import APILogHandler
+
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(f'# Failing\n\n- write a.txt {{#a verify="echo {TOOL_KEY}; false"}}\n')
+    outcome = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test")
+    assert outcome.summary["failed_ids"] == ["a"]
+    # The agent was shown the output as printed: it has to fix what it sees.
+    fix_requests = [r.body.decode() for r in anthropic_fake.anthropic.requests]
+    assert any(TOOL_KEY in body for body in fix_requests)
+
+    async def states() -> str:
+        await APILogHandler.aflush()
+        async with get_client() as client:
+            runs = [
+                r for r in await client.read_flow_runs() if r.parameters.get("workdir") == str(repo)
+            ]
+            task_runs = await client.read_task_runs()
+            mine = [t for t in task_runs if t.flow_run_id in {r.id for r in runs}]
+            return "\n".join(str(x.state.message) for x in [*runs, *mine])
+
+    messages = asyncio.run(states())
+    logs, artifacts, _ = server_record(repo)
+    assert "verify command" in messages and REDACTED in messages
+    for exit_text in (files_text(repo / ".aca"), messages, logs, artifacts):
+        assert leaks(exit_text) == []
