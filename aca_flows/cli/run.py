@@ -79,6 +79,7 @@ def parse_intelligently(task_file: Path, options: RunOptions) -> ExecutionPlan:
         context=options.context,
         append_system_prompt=options.append_system_prompt,
         cache_dir=AcaDir(workdir).root / PARSE_CACHE_FOLDER,
+        scrub=redact,
         strict=options.strict,
     )
     if parse.lost:

@@ -197,6 +197,7 @@ def _parse_intelligently(task_file: Path, request: RunRequest, config: AcaConfig
         context=request.context,
         append_system_prompt=request.append_system_prompt,
         cache_dir=AcaDir(Path(request.workdir).expanduser().resolve()).root / PARSE_CACHE_FOLDER,
+        scrub=redact,
     )
     if parse.lost:
         logging.getLogger(__name__).warning("%s: %s", task_file, parse.lost_warning())
