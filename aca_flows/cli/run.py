@@ -71,7 +71,8 @@ def parse_intelligently(task_file: Path, options: RunOptions) -> ExecutionPlan:
 
     workdir = options.workdir.resolve()
     config = load_config(workdir, options.config, options.config_overrides()).config
-    provider = get_provider(config.session.provider, config, scrub=redact)
+    name = config.session.provider
+    provider = get_provider(name, config, environ=secret_block_environ(name, config), scrub=redact)
     parse = parse_with_llm_sync(
         task_file,
         provider,
@@ -85,6 +86,16 @@ def parse_intelligently(task_file: Path, options: RunOptions) -> ExecutionPlan:
     if parse.lost:
         print(f"warning: {task_file}: {parse.lost_warning()}", file=sys.stderr)
     return parse.plan
+
+
+def secret_block_environ(name: str, config: AcaConfig):
+    """The environment to build provider ``name`` from when its key is in a Prefect Secret
+    block (``api_key_secret``), else ``None``; Prefect is imported only then."""
+    if not config.provider(name).api_key_secret:
+        return None
+    from aca_flows.flows.secret_keys import provider_environ
+
+    return provider_environ(name, config)
 
 
 def execute(options: RunOptions) -> int:

@@ -84,3 +84,17 @@ def test_a_missing_secret_block_is_named_before_anything_runs(tmp_path, repo, an
     assert "api_key_secret = 'no-such-block'" in str(outcome.error)
     assert "no Secret block of that name" in str(outcome.error)
     assert anthropic_fake.anthropic.requests == []
+
+
+def test_providers_check_uses_the_secret_block_too(repo, anthropic_fake, monkeypatch, capsys):
+    from prefect.blocks.system import Secret
+
+    from aca_flows.cli import main
+
+    Secret(value=BLOCK_KEY).save("aca-test-check-key", overwrite=True)
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    anthropic_fake.api_key = BLOCK_KEY
+    anthropic_fake.anthropic.enqueue(text="ok")
+    configure(repo, "aca-test-check-key")
+    assert main(["providers", "check", "anthropic", "-w", str(repo), "--json"]) == 0
+    assert '"answer": "ok"' in capsys.readouterr().out
