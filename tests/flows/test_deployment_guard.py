@@ -92,3 +92,16 @@ def test_without_an_allow_list_every_deployment_run_is_refused(tmp_path, repo, a
     assert "deployment runs are refused until the worker lists the folders" in state.message
     assert not (repo / ".aca").exists()
     assert anthropic_fake.anthropic.requests == []
+
+
+def test_relative_paths_resolve_against_the_deployment_code_folder(tmp_path, monkeypatch):
+    from aca_flows.flows.deployment_guard import deployment_refusal
+
+    code, checkouts = tmp_path / "clone", tmp_path / "checkouts"
+    monkeypatch.setenv("ACA_DEPLOYMENTS__ALLOWED_WORKDIRS", str(checkouts))
+    ok = {"workdir": str(checkouts / "service"), "task_file": "tasks/nightly-fix-tests.md"}
+    assert deployment_refusal(ok, code) is None
+    # ".." cannot climb out of the code folder, nor "." stand for the clone itself.
+    climbing = dict(ok, task_file="../elsewhere/tasks.md")
+    assert "task_file" in deployment_refusal(climbing, code)
+    assert "workdir" in deployment_refusal(dict(ok, workdir="."), code)
