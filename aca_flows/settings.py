@@ -4,7 +4,8 @@ Precedence, lowest first: built-in defaults, the config file, environment variab
 line flags. The file is ``--config FILE`` if given, else the first that exists of
 ``<workdir>/aca.toml``, ``<workdir>/.aca/config.toml`` and ``~/.aca/config.toml``.
 Every effective value remembers where it came from, for ``aca config show``.
-Secrets never live here: provider keys are read from their standard environment variables.
+Secrets never live here: provider keys are read from their standard environment variables, or
+from a Prefect Secret block this file names (``[providers.<name>] api_key_secret``).
 """
 
 from __future__ import annotations
@@ -87,6 +88,14 @@ class LoggingSection(Section):
     log_tool_calls: bool = True
 
 
+class DeploymentsSection(Section):
+    allowed_workdirs: list[str] = Field(
+        default_factory=list,
+        description="Folders deployment runs may work in (read from the worker's environment "
+        "or ~/.aca/config.toml only); a deployment run elsewhere is refused.",
+    )
+
+
 class ModelPrice(Section):
     """USD per million tokens."""
 
@@ -109,6 +118,11 @@ class ProviderSection(Section):
     cassette: str | None = Field(
         default=None, description="replay provider only: the cassette file to play back."
     )
+    api_key_secret: str | None = Field(
+        default=None,
+        description="anthropic and openai: name of a Prefect Secret block holding the key, "
+        "read when a run starts (instead of the key variable).",
+    )
 
 
 class AcaConfig(Section):
@@ -117,6 +131,7 @@ class AcaConfig(Section):
     claude_code: ClaudeCodeSection = Field(default_factory=ClaudeCodeSection)
     rate_limiting: RateLimitingSection = Field(default_factory=RateLimitingSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
+    deployments: DeploymentsSection = Field(default_factory=DeploymentsSection)
     providers: dict[str, ProviderSection] = Field(default_factory=dict)
 
     def provider(self, name: str) -> ProviderSection:

@@ -1,9 +1,10 @@
 """What a task leaves behind while it runs: its log lines and its conversation.
 
 ``TaskLog`` appends one JSON line per turn, tool call, provider event, verify run and merge to
-``execution_logs/task_logs/<task-id>.jsonl`` and hands each record to a callback (the live
-display). ``ConversationStore`` keeps every task's conversation in ``claude/messages.json``,
-replaced atomically after each turn under a file lock, since parallel tasks share the file.
+``execution_logs/task_logs/<task-id>.jsonl`` and hands each record, redacted like the file,
+to a callback (the live display, Prefect's logs). ``ConversationStore`` keeps every task's
+conversation in ``claude/messages.json``, replaced atomically after each turn under a file
+lock, since parallel tasks share the file.
 """
 
 from __future__ import annotations
@@ -34,14 +35,18 @@ class TaskLog:
         self.on_record = on_record
 
     def write(self, kind: str, **data: Any) -> dict[str, Any]:
-        record = {
-            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "task_id": self.task_id,
-            "kind": kind,
-            **data,
-        }
+        # Redacted once, here: the file and the callback (Prefect logs, the live view) get
+        # the same record, and neither ever sees a secret.
+        record = redact(
+            {
+                "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "task_id": self.task_id,
+                "kind": kind,
+                **data,
+            }
+        )
         # A log, not the source of truth: no fsync per line (the journal has those).
-        append_jsonl(self.path, record, durable=False)
+        append_jsonl(self.path, record, redact=False, durable=False)
         if self.on_record is not None:
             # A broken display must not fail the task.
             with contextlib.suppress(Exception):

@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except AcaError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from aca_flows.session.redact import redact_text
+
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         code = exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

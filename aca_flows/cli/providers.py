@@ -73,11 +73,12 @@ def check_provider(
     json_output: JsonOutput = False,
 ) -> None:
     """Make one minimal real call to provider NAME and show what it answered and cost."""
+    from aca_flows.cli.run import secret_block_environ
     from aca_flows.providers import get_provider
     from aca_flows.providers.base import Message, ProviderRequest
 
     loaded = _config(workdir, config)
-    provider = get_provider(name, loaded)
+    provider = get_provider(name, loaded, environ=secret_block_environ(name, loaded))
     if name == "replay":
         # A cassette answers only what it recorded; checking it means reading it.
         typer.echo(f"replay: cassette {provider.cassette} holds {provider.remaining} calls")

@@ -67,10 +67,12 @@ def parse_intelligently(task_file: Path, options: RunOptions) -> ExecutionPlan:
     from aca_flows.plan.intelligent import PARSE_CACHE_FOLDER, parse_with_llm_sync
     from aca_flows.providers import get_provider
     from aca_flows.session.layout import AcaDir
+    from aca_flows.session.redact import redact
 
     workdir = options.workdir.resolve()
     config = load_config(workdir, options.config, options.config_overrides()).config
-    provider = get_provider(config.session.provider, config)
+    name = config.session.provider
+    provider = get_provider(name, config, environ=secret_block_environ(name, config), scrub=redact)
     parse = parse_with_llm_sync(
         task_file,
         provider,
@@ -78,11 +80,22 @@ def parse_intelligently(task_file: Path, options: RunOptions) -> ExecutionPlan:
         context=options.context,
         append_system_prompt=options.append_system_prompt,
         cache_dir=AcaDir(workdir).root / PARSE_CACHE_FOLDER,
+        scrub=redact,
         strict=options.strict,
     )
     if parse.lost:
         print(f"warning: {task_file}: {parse.lost_warning()}", file=sys.stderr)
     return parse.plan
+
+
+def secret_block_environ(name: str, config: AcaConfig):
+    """The environment to build provider ``name`` from when its key is in a Prefect Secret
+    block (``api_key_secret``), else ``None``; Prefect is imported only then."""
+    if not config.provider(name).api_key_secret:
+        return None
+    from aca_flows.flows.secret_keys import provider_environ
+
+    return provider_environ(name, config)
 
 
 def execute(options: RunOptions) -> int:
@@ -126,7 +139,13 @@ def _preflight(options: RunOptions, plan: ExecutionPlan, config: AcaConfig) -> N
 
 
 def run_session(options: RunOptions, session_id: str | None = None) -> int:
-    """Run the flow (a new session, or ``session_id`` resumed) and report how it ended."""
+    """Run the flow (a new session, or ``session_id`` resumed) and report how it ended;
+    everything the run prints is redacted."""
+    with redacted_terminal():
+        return _run_session(options, session_id)
+
+
+def _run_session(options: RunOptions, session_id: str | None) -> int:
     from contextlib import nullcontext
 
     if session_id is not None:
@@ -195,6 +214,19 @@ def _refuse_if_in_use(workdir, session_id: str) -> None:
     lock_file = AcaDir(workdir).session(session_id).lock_file
     if lock_file.parent.is_dir():  # never create a session's folder here
         SessionLock(lock_file, session_id).acquire().release()
+
+
+@contextmanager
+def redacted_terminal() -> Iterator[None]:
+    """What a run prints (the live view, its summary, errors) passes the redactor."""
+    from aca_flows.session.redact import RedactingStream
+
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = streams
 
 
 @contextmanager

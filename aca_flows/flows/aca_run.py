@@ -22,9 +22,10 @@ import signal
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import Flow, flow, get_run_logger
 from prefect.artifacts import (
     MarkdownArtifact,
     acreate_markdown_artifact,
@@ -48,6 +49,7 @@ from aca_flows.flows.artifacts import (
     task_artifact_key,
     task_markdown,
 )
+from aca_flows.flows.deployment_guard import deployment_refusal
 from aca_flows.flows.run_setup import RunRequest, open_run, recorded_state
 from aca_flows.flows.session_log import session_log
 from aca_flows.flows.skipped import record_skipped_task
@@ -63,6 +65,7 @@ from aca_flows.providers.sdk_client import close_clients
 from aca_flows.session.checkpoints import CheckpointPolicy, create_checkpoint
 from aca_flows.session.events import TaskResult
 from aca_flows.session.record import TaskRun, describe_counts
+from aca_flows.session.redact import redact, redact_log_handlers
 from aca_flows.session.store import SessionStore
 from aca_flows.session.usage import UsageEntry
 
@@ -199,14 +202,23 @@ async def aca_run(
     Failed if any task failed.
     """
     parameters = dict(locals(), context=context or [])
+    # Every record this run logs, to the server or the terminal, passes the redactor.
+    redact_log_handlers()
     session_name = None
     flow_run = getattr(get_run_context(), "flow_run", None)
-    if flow_run is not None and flow_run.deployment_id is not None:
+    deployed = flow_run is not None and flow_run.deployment_id is not None
+    if deployed:
         # A deployment run: the session is named after the flow run, and its id is derived
         # from the flow run, so a Prefect retry of the run resumes the same session.
         session_name = flow_run.name
         parameters["session_id"] = session_id or deployment_session_id(flow_run)
     request = RunRequest(session_name=session_name, **parameters)
+    if deployed:
+        refusal = deployment_refusal(parameters, Path.cwd())
+        if refusal is not None:
+            # Before the session, git or a provider: a refused run leaves nothing behind.
+            get_run_logger().error(f"refused: {refusal}")
+            return Failed(message=f"refused: {refusal}")
     try:
         store, run = open_run(request)
     except AcaError as exc:
@@ -253,6 +265,15 @@ def flow_state(summary: dict[str, Any], cancelled_from_ui: bool = False) -> Stat
     if status == "failed":
         return Failed(message=summary["stopped_reason"] or "failed", data=summary)
     return summary
+
+
+def _stored_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
+    """The parameters as the Prefect server stores them (the UI shows them): redacted. The run
+    itself gets them as given; this is only what Prefect sends when it creates the flow run."""
+    return redact(Flow.serialize_parameters(aca_run, parameters))
+
+
+aca_run.serialize_parameters = _stored_parameters
 
 
 async def _drive(

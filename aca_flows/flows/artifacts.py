@@ -1,6 +1,7 @@
 """What people look at in the Prefect UI: the plan, its graph, progress, each task, the bill.
 
-Builders here return Markdown or table rows; the flow publishes them as artifacts.
+Builders here return Markdown or table rows, redacted (artifacts leave aca for the Prefect
+server); the flow publishes them as artifacts.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.plan.render import render_mermaid
 from aca_flows.providers.base import Usage
 from aca_flows.session.record import describe_counts
+from aca_flows.session.redact import redact, redact_text
 
 if TYPE_CHECKING:
     from aca_flows.agent.execute import TaskOutcome
@@ -29,17 +31,19 @@ __all__ = [
 
 
 def plan_table(plan: ExecutionPlan) -> list[dict[str, str]]:
-    return [
-        {
-            "id": t.id,
-            "title": t.title,
-            "dependencies": ", ".join(t.dependencies),
-            "parent": t.parent_id or "",
-            "priority": t.metadata.priority.value,
-            "status": str(t.status),
-        }
-        for t in plan.tasks
-    ]
+    return redact(
+        [
+            {
+                "id": t.id,
+                "title": t.title,
+                "dependencies": ", ".join(t.dependencies),
+                "parent": t.parent_id or "",
+                "priority": t.metadata.priority.value,
+                "status": str(t.status),
+            }
+            for t in plan.tasks
+        ]
+    )
 
 
 def progress_percent(counts: dict[str, int]) -> float:
@@ -49,7 +53,7 @@ def progress_percent(counts: dict[str, int]) -> float:
 
 
 def plan_graph_markdown(plan: ExecutionPlan) -> str:
-    return f"# {plan.name}\n\n```mermaid\n{render_mermaid(plan)}\n```\n"
+    return redact_text(f"# {plan.name}\n\n```mermaid\n{render_mermaid(plan)}\n```\n")
 
 
 def task_artifact_key(session_id: str, task_id: str) -> str:
@@ -98,7 +102,7 @@ def task_markdown(task: Task, run: TaskRun, outcome: TaskOutcome | None) -> str:
         lines += ["", heading, "", outcome.summary or "(none)"]
         files = "\n".join(f"- `{f}`" for f in outcome.files_changed) or "- (none)"
         lines += ["", "## Files", "", files]
-    return "\n".join(lines) + "\n"
+    return redact_text("\n".join(lines) + "\n")
 
 
 def _by_whom(outcome: TaskOutcome) -> str:
@@ -136,7 +140,7 @@ def summary_markdown(
     ]
     total = sum(u.cost_usd for u in usage)
     status = describe_counts(counts)
-    return "\n".join(
+    markdown = "\n".join(
         [
             f"# Session summary: {plan.name}",
             "",
@@ -150,6 +154,7 @@ def summary_markdown(
             "",
         ]
     )
+    return redact_text(markdown)
 
 
 def _verdict(passed: bool | None) -> str:

@@ -7,11 +7,13 @@ complete whatever the journal says, so it never runs again.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 from aca_flows.errors import InputError
+from aca_flows.flows.secret_keys import provider_environ
 from aca_flows.flows.task_run import ActiveRun, GlobalLimitProvider, SpendGuard, SpendMeter
 from aca_flows.plan import ExecutionPlan, TaskStatus, load_execution_plan, load_task_file
 from aca_flows.plan.io import MARKDOWN_SUFFIXES
@@ -19,6 +21,7 @@ from aca_flows.providers import get_provider, rate_limiter_for
 from aca_flows.providers.base import Provider
 from aca_flows.session.events import TaskResult
 from aca_flows.session.layout import AcaDir
+from aca_flows.session.redact import REDACTED, redact
 from aca_flows.session.store import SessionStore, load_session
 from aca_flows.settings import AcaConfig, load_config
 from aca_flows.workspace import (
@@ -74,6 +77,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         # A resumed session keeps the provider and model it was started with, unless the
         # caller names others.
         recorded = load_session(workdir, request.session_id)
+        _refuse_redacted_work(recorded.plan, recorded.id)
         overrides["session.provider"] = request.provider or recorded.provider
         overrides["session.model"] = request.model or recorded.model
     config = load_config(workdir, config_file, overrides).config
@@ -81,8 +85,9 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
     if resuming:
         store = SessionStore.open(workdir, request.session_id)
         store.resumed()
+        asked = None
     else:
-        plan = _load_plan(request, config)
+        plan = asked = _load_plan(request, config)
         store = SessionStore.create(
             workdir,
             plan,
@@ -101,8 +106,11 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
             record_landed_task(repo, store.session_id, task_id)
             discard_worktree(repo, AcaDir(workdir).worktrees_dir(store.session_id) / task_id)
             store.task_completed(task_id, TaskResult(commit=sha))
-    plan = store.session.plan.model_copy(deep=True)
-    if resuming:
+    # The record holds the plan redacted; what runs is the plan as the user wrote it.
+    if asked is not None:
+        plan = _with_statuses(asked, store.session.plan)
+    else:
+        plan = store.session.plan.model_copy(deep=True)
         _retry_unfinished(plan)
     config = _with_plan_concurrency(config, plan, request)
     providers = _build_providers(plan, config, store, request)
@@ -126,6 +134,38 @@ def _with_plan_concurrency(
         return config
     session = config.session.model_copy(update={"max_concurrent_tasks": plan.max_concurrent})
     return config.model_copy(update={"session": session})
+
+
+def _with_statuses(asked: ExecutionPlan, recorded: ExecutionPlan) -> ExecutionPlan:
+    """The user's plan, text untouched, with the states the session recorded."""
+    plan = asked.model_copy(deep=True)
+    for task in plan.tasks:
+        task.status = recorded.task(task.id).status.model_copy()
+    return plan
+
+
+def _refuse_redacted_work(plan: ExecutionPlan, session_id: str) -> None:
+    """A resumed session runs the plan from its record, which was redacted when written: an
+    unfinished task whose prompt or commands lost a secret-looking value would run altered."""
+    unfinished = [t for t in plan.tasks if not t.children and t.status.state != "completed"]
+    if not unfinished:
+        return
+    shared = plan.model_dump(
+        mode="json", include={"context_hints", "append_system_prompt", "verify", "setup_commands"}
+    )
+    fields = {"title", "description", "verify", "metadata"}
+    altered = [t.id for t in unfinished if REDACTED in json.dumps(t.model_dump(include=fields))]
+    if REDACTED in json.dumps(shared):
+        altered = [t.id for t in unfinished]
+    if altered:
+        raise InputError(
+            f"session {session_id} cannot be resumed: its record keeps the plan with secrets "
+            f"redacted, and unfinished task(s) {', '.join(altered)} would run with "
+            f"{REDACTED} in place of your text. aca never runs an altered command or prompt. "
+            "Keep secret values out of task files and prompts (read them from environment "
+            "variables, e.g. verify = 'pytest' with SECRET exported), and start a new run "
+            "from the task file."
+        )
 
 
 def _retry_unfinished(plan: ExecutionPlan) -> None:
@@ -162,7 +202,8 @@ def _parse_intelligently(task_file: Path, request: RunRequest, config: AcaConfig
 
     from aca_flows.plan.intelligent import PARSE_CACHE_FOLDER, parse_with_llm_sync
 
-    provider = get_provider(config.session.provider, config)
+    name = config.session.provider
+    provider = get_provider(name, config, environ=provider_environ(name, config), scrub=redact)
     parse = parse_with_llm_sync(
         task_file,
         provider,
@@ -170,6 +211,7 @@ def _parse_intelligently(task_file: Path, request: RunRequest, config: AcaConfig
         context=request.context,
         append_system_prompt=request.append_system_prompt,
         cache_dir=AcaDir(Path(request.workdir).expanduser().resolve()).root / PARSE_CACHE_FOLDER,
+        scrub=redact,
     )
     if parse.lost:
         logging.getLogger(__name__).warning("%s: %s", task_file, parse.lost_warning())
@@ -188,7 +230,11 @@ def _build_providers(
     built: dict[str, Provider] = {}
     for name in sorted(names):
         provider = get_provider(
-            name, config, record=Path(request.record) if request.record else None
+            name,
+            config,
+            environ=provider_environ(name, config),
+            record=Path(request.record) if request.record else None,
+            scrub=redact,
         )
         if name != "replay":  # a cassette has no rate limits to respect
             state_file = store.paths.rate_limit_state_json

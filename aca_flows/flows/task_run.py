@@ -26,6 +26,7 @@ from aca_flows.agent.execute import TaskOutcome, execute_task
 from aca_flows.errors import AcaError, PermanentProviderError, TransientProviderError
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import EventCallback, Provider, ProviderRequest, ProviderResponse
+from aca_flows.session.redact import redact, redact_text
 from aca_flows.settings import AcaConfig
 
 __all__ = [
@@ -180,7 +181,10 @@ async def execute_plan_task(session_id: str, task_id: str) -> dict[str, Any]:
             logger.warning(f"{exc}; waiting {wait:.0f} s as the provider asked, then retrying")
             await asyncio.sleep(wait)
         raise
-    # Its report is written by the flow, from the session, once the task run has ended.
+    # What leaves from here (the persisted result in results/, the failure) is a record, so it
+    # is redacted; the work itself is done. Its report is written by the flow, from the
+    # session, once the task run has ended.
+    outcome = TaskOutcome.model_validate(redact(outcome.model_dump(mode="json")))
     if outcome.status != "completed":
         raise TaskRunFailed(outcome)
     return outcome.model_dump(mode="json")
@@ -192,7 +196,8 @@ def options_for(run: ActiveRun, task_: Task) -> dict[str, Any]:
     base = run.config.session.retry_backoff_seconds
     return {
         "name": "execute_plan_task",
-        "task_run_name": f"{task_.id} {task_.title}"[:120],
+        # The name is stored on the server and shown in the UI: redacted like a log line.
+        "task_run_name": redact_text(f"{task_.id} {task_.title}")[:120],
         # A Path is local result storage that needs no saved block.
         "result_storage": run.workdir / ".aca" / "sessions" / run.session_id / "results",
         "retries": retries,
@@ -217,5 +222,6 @@ def _log_level(record: dict[str, Any]) -> int:
 def _one_line(record: dict[str, Any]) -> str:
     kind = record.get("kind", "event")
     rest = {k: v for k, v in record.items() if k not in ("kind", "ts", "task_id")}
-    text = json.dumps(rest, ensure_ascii=False, default=str)
+    # Redacted before it is cut: a key cut in half would no longer look like a key.
+    text = redact_text(json.dumps(rest, ensure_ascii=False, default=str))
     return f"{kind} {text[:300]}"

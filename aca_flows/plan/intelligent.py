@@ -12,7 +12,9 @@ What a caller may rely on:
   cycles goes back to the model with every problem, at most ``max_repairs`` times; after that a
   ``TaskFileError`` lists what was still wrong;
 - a usable answer is cached in ``cache_dir`` under a hash of the prompt version, provider,
-  model and the whole request text: parsing the same input again makes no provider call;
+  model and the whole request text: parsing the same input again makes no provider call. An
+  answer that ``scrub`` (the session's redactor) would change holds a secret and is not cached:
+  cached redacted, it would run altered; cached as it is, the secret would sit in ``.aca``;
 - only ``TaskFileError`` (bad file, unusable plan, items lost under ``strict``) and the
   providers' ``ProviderError`` are raised.
 """
@@ -24,9 +26,10 @@ import contextlib
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -109,6 +112,7 @@ async def parse_with_llm(
     cache_dir: Path | None = None,
     strict: bool = False,
     max_repairs: int = 2,
+    scrub: Callable[[Any], Any] | None = None,
 ) -> IntelligentParse:
     """Parse the Markdown task file ``path`` into a plan with ``provider`` (see module doc)."""
     source = read_parse_source(path)
@@ -158,7 +162,7 @@ async def parse_with_llm(
                 "Run again, guide it with --context, or use the deterministic parser "
                 "(--force-naive-parser)."
             )
-        _write_cache(cache_file, proposal, provider.name, cache_model, path)
+        _write_cache(cache_file, proposal, provider.name, cache_model, path, scrub)
     plan = proposal_to_plan(proposal, source, context, append_system_prompt)
     lost = lost_items(plan, source_items(source.text))
     parse = IntelligentParse(plan, lost, calls, calls == 0, cost, cache_file)
@@ -306,16 +310,20 @@ def _write_cache(
     provider: str,
     model: str | None,
     path: Path,
+    scrub: Callable[[Any], Any] | None,
 ) -> None:
     if cache_file is None:
         return
+    answer = proposal.model_dump(mode="json")
+    if scrub is not None and scrub(answer) != answer:
+        return  # holds a secret: see the module docstring
     entry = {
         "schema_version": CACHE_SCHEMA_VERSION,
         "prompt_version": PROMPT_VERSION,
         "provider": provider,
         "model": model,
         "task_file": str(path),
-        "proposal": proposal.model_dump(mode="json"),
+        "proposal": answer,
     }
     # A cache that cannot be written costs a provider call next time, nothing more.
     with contextlib.suppress(OSError):

@@ -19,9 +19,10 @@ credentials or binary are present and which model it will use (for ``aca provide
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aca_flows.errors import ConfigError
 from aca_flows.providers.base import Provider
@@ -57,11 +58,13 @@ def get_provider(
     environ: Mapping[str, str] | None = None,
     record: Path | None = None,
     cassette: Path | None = None,
+    scrub: Callable[[Any], Any] | None = None,
 ) -> Provider:
     """The provider ``name`` configured from ``config`` and the standard variables.
 
     ``record``: also write every call into this cassette file (``--record FILE``).
     ``cassette``: for ``replay``, the file to play (else ``[providers.replay] cassette``).
+    ``scrub``: what cassettes pass through, written or compared (the session's redactor).
     Building never touches the network; a missing key is reported by the first call.
     """
     _check_name(name)
@@ -93,11 +96,11 @@ def get_provider(
                 "the replay provider needs a cassette: set [providers.replay] cassette = "
                 '"FILE" (recorded earlier with --record FILE).'
             )
-        provider = ReplayProvider(chosen)
+        provider = ReplayProvider(chosen, scrub)
     if record is not None:
         from aca_flows.providers.replay import RecordingProvider
 
-        provider = RecordingProvider(provider, record)
+        provider = RecordingProvider(provider, record, scrub)
     return provider
 
 
@@ -135,14 +138,18 @@ def provider_status(
     from aca_flows.providers import anthropic_api, openai_api
 
     if name == "anthropic":
-        ready = bool(env.get("ANTHROPIC_API_KEY"))
+        ready = bool(env.get("ANTHROPIC_API_KEY") or section.api_key_secret)
         where = section.base_url or env.get("ANTHROPIC_BASE_URL") or "api.anthropic.com"
         detail = f"ANTHROPIC_API_KEY {'set' if ready else 'missing'}; endpoint {where}"
+        if section.api_key_secret and not env.get("ANTHROPIC_API_KEY"):
+            detail = f"key from Prefect Secret block '{section.api_key_secret}'; endpoint {where}"
         model = section.model or anthropic_api.DEFAULT_MODEL
     elif name == "openai":
-        ready = bool(env.get("OPENAI_API_KEY"))
+        ready = bool(env.get("OPENAI_API_KEY") or section.api_key_secret)
         where = section.base_url or env.get("OPENAI_BASE_URL") or "api.openai.com"
         detail = f"OPENAI_API_KEY {'set' if ready else 'missing'}; endpoint {where}"
+        if section.api_key_secret and not env.get("OPENAI_API_KEY"):
+            detail = f"key from Prefect Secret block '{section.api_key_secret}'; endpoint {where}"
         model = section.model or openai_api.DEFAULT_MODEL
     elif name == "ollama":
         from aca_flows.providers.ollama_api import DEFAULT_MODEL, normalize_host

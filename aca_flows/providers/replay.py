@@ -14,8 +14,11 @@ A cassette is one JSON file::
      ]}
 
 It holds our own request/response models, never HTTP traffic, so no key or auth header can
-end up in it. ``RecordingProvider`` wraps any provider and rewrites the cassette atomically
-after every call, so a crash loses at most the call in flight.
+end up in it; a recorder given a ``scrub`` function (the flow passes the session's redactor)
+writes every interaction through it, and a player given the same function compares requests
+after scrubbing them, so a recorded run still replays. ``RecordingProvider`` wraps any
+provider and rewrites the cassette atomically after every call, so a crash loses at most the
+call in flight.
 
 ``ReplayProvider`` answers each request with the first unused interaction whose request
 matches; concurrent tasks may therefore arrive in any order and still replay
@@ -31,6 +34,7 @@ from __future__ import annotations
 import json
 import threading
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +60,13 @@ __all__ = [
 CASSETTE_VERSION = 1
 # Options that name this run's paths or sessions: never part of a request's identity.
 VOLATILE_OPTIONS = frozenset({"cwd", "resume", "env"})
+
+Scrub = Callable[[Any], Any]
+"""Returns a JSON value with what must not be written removed (the session's ``redact``)."""
+
+
+def _unchanged(value: Any) -> Any:
+    return value
 
 
 def _comparable(request: dict[str, Any]) -> dict[str, Any]:
@@ -122,8 +133,9 @@ class ReplayProvider:
 
     name = "replay"
 
-    def __init__(self, cassette: Path):
+    def __init__(self, cassette: Path, scrub: Scrub | None = None):
         self.cassette = Path(cassette)
+        self.scrub = scrub or _unchanged
         self._interactions = load_cassette(self.cassette)
         self._used = [False] * len(self._interactions)
         self._lock = threading.Lock()
@@ -136,7 +148,7 @@ class ReplayProvider:
     async def complete(
         self, request: ProviderRequest, on_event: EventCallback | None = None
     ) -> ProviderResponse:
-        wanted = _comparable(request.model_dump(mode="json"))
+        wanted = _comparable(self.scrub(request.model_dump(mode="json")))
         with self._lock:
             index = self._match(wanted)
             self._used[index] = True
@@ -218,10 +230,11 @@ class RecordingProvider:
     (variables for the Claude Code process) is never recorded.
     """
 
-    def __init__(self, inner: Provider, cassette: Path):
+    def __init__(self, inner: Provider, cassette: Path, scrub: Scrub | None = None):
         self.inner = inner
         self.name = inner.name
         self.cassette = Path(cassette)
+        self.scrub = scrub or _unchanged
         self._writer = _writer_for(self.cassette)
 
     async def complete(
@@ -250,8 +263,8 @@ class RecordingProvider:
                 "status_code": exc.status_code,
                 "retry_after": getattr(exc, "retry_after", None),
             }
-            self._writer.append(record)
+            self._writer.append(self.scrub(record))
             raise
         record["response"] = response.model_dump(mode="json")
-        self._writer.append(record)
+        self._writer.append(self.scrub(record))
         return response

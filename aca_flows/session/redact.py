@@ -1,21 +1,35 @@
-"""Secrets never reach ``.aca`` or a log: the redaction filter in front of every write.
+"""Secrets never leave aca: the one redactor, applied wherever data is written out.
+
+It is applied where data leaves aca — ``.aca`` files (``files.py``), Prefect logs (a logging
+filter the flow installs on every handler), artifacts and persisted results (the flow), the
+task log and conversation (``agent/transcript.py``), commit messages (``workspace/commit.py``),
+cassettes (the recorder gets ``redact`` as its scrubber) and a run's terminal output
+(``RedactingStream``). It is never applied to what runs: the plan, prompts and commands an
+agent or a verify step uses are the user's own text, byte for byte.
 
 What is removed, replaced by ``[REDACTED]``:
 
 - the value of every provider key variable present in the environment (``ANTHROPIC_API_KEY``,
-  ``OPENAI_API_KEY``, ``ANTHROPIC_AUTH_TOKEN``, ...), and of any variable whose name contains
-  ``KEY``, ``TOKEN``, ``SECRET`` or ``PASSWORD`` and whose value has 8 characters or more
-  (except values that are file locations: names ending ``_PATH``/``_FILE``/``_DIR``, or
-  values starting with ``/`` or ``~``, which would otherwise mangle every path written);
-- anything shaped like an API key or credential, whether or not it is in the environment:
-  ``sk-...``/``sk-ant-...`` keys, ``Bearer <token>``, GitHub, Slack, AWS and Google keys,
-  ``api_key=...``/``password: ...`` assignments, and string values of dict keys such as
-  ``api_key``, ``secret``, ``password`` or ``authorization``.
+  ``OPENAI_API_KEY``, ``ANTHROPIC_AUTH_TOKEN``, ``GITHUB_TOKEN``, ...), and of any variable
+  whose name contains ``KEY``, ``TOKEN``, ``SECRET``, ``PASSWORD`` or ``CREDENTIAL`` and whose
+  value has 8 characters or more (except values that are file locations: names ending
+  ``_PATH``/``_FILE``/``_DIR``, or values starting with ``/`` or ``~``, which would otherwise
+  mangle every path written);
+- every value handed to ``register_secret`` (the flow registers the Prefect Secret blocks it
+  loads);
+- anything shaped like a credential, whether or not it is in the environment: ``sk-...`` and
+  ``sk-ant-...`` keys, ``Bearer <token>``, GitHub, Slack, AWS, Google and Prefect keys;
+- assignments to a secret-sounding name (``api_key=``, ``MY_SECRET:``, ``"password": ``) whose
+  value is a literal: quoted and 8+ characters, or unquoted, 8+ characters and mixing letters
+  and digits. Code that assigns an expression stays readable (``password = request.form[...]``,
+  ``api_key = os.environ["KEY"]``, ``token=$GITHUB_TOKEN``): patches and logs of ordinary code
+  are not mangled;
+- string values of dict keys such as ``api_key``, ``secret``, ``password`` or
+  ``authorization`` (8+ characters).
 
 The environment is read at every call, so a key exported after import is still caught.
 ``redact`` walks dicts, lists and tuples (keys and values) and returns a new structure;
-everything that is not a string is returned as it is. ``files.py`` applies it to every
-write, and ``RedactingFilter`` does the same for log records.
+everything that is not a string is returned as it is.
 """
 
 from __future__ import annotations
@@ -29,9 +43,12 @@ from typing import Any
 __all__ = [
     "REDACTED",
     "RedactingFilter",
+    "RedactingStream",
     "is_secret_name",
     "redact",
+    "redact_log_handlers",
     "redact_text",
+    "register_secret",
     "secret_values",
 ]
 
@@ -44,8 +61,11 @@ PROVIDER_KEY_VARIABLES = (
     "OPENAI_API_KEY",
     "CLAUDE_CODE_OAUTH_TOKEN",
     "GITHUB_TOKEN",
+    "GH_TOKEN",
     "PREFECT_API_KEY",
 )
+# Values known to be secret that are not in the environment (Prefect Secret blocks in use).
+_REGISTERED: set[str] = set()
 _SECRET_NAME_PARTS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
 _MIN_NAMED_SECRET = 8
 _LOCATION_SUFFIXES = ("_PATH", "_FILE", "_DIR", "_SOCK", "_HOME")
@@ -64,11 +84,13 @@ _SHAPES = [
     re.compile(r"\bpnu_[A-Za-z0-9]{20,}"),
 ]
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=\-]{16,}")
-# x-api-key: ..., "api_key": "...", authorization=... in free text and headers.
+# x-api-key: ..., "api_key": "...", MY_SECRET=... in free text, headers and shell commands.
 _ASSIGNED = re.compile(
-    r"(?i)\b((?:x-)?api[-_]?key|authorization|auth[-_]?token|access[-_]?token|secret|password)"
+    r"(?i)\b([A-Za-z0-9_]*?(?:api[-_]?key|authorization|auth[-_]?token|access[-_]?token"
+    r"|secret|password|passwd))"
     r"""(["']?\s*[:=]\s*["']?)(?!\[REDACTED\])([^\s"',;]{8,})"""
 )
+_EXPRESSION_CHARS = frozenset("()[]{}<>$%")
 _SECRET_FIELD = re.compile(
     r"(?i)(api[-_]?key|secret|password|passwd|auth[-_]?token|access[-_]?token|^token$"
     r"|^authorization$|credential)"
@@ -80,10 +102,16 @@ def is_secret_name(name: str) -> bool:
     return _SECRET_FIELD.search(name) is not None
 
 
+def register_secret(value: str | None) -> None:
+    """Redact ``value`` from now on in this process (a key read from a Prefect Secret block)."""
+    if value and len(value.strip()) >= _MIN_PROVIDER_SECRET:
+        _REGISTERED.add(value.strip())
+
+
 def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
-    """The environment values that must never be written, longest first."""
+    """The environment values (and registered secrets) never to be written, longest first."""
     environ = os.environ if environ is None else environ
-    found: set[str] = set()
+    found: set[str] = set(_REGISTERED)
     for name, value in environ.items():
         value = value.strip()
         upper = name.upper()
@@ -147,7 +175,18 @@ def _redact_text(text: str, secrets: list[str]) -> str:
     for shape in _SHAPES:
         text = shape.sub(REDACTED, text)
     text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
-    return _ASSIGNED.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
+    return _ASSIGNED.sub(_assignment, text)
+
+
+def _assignment(match: re.Match) -> str:
+    name, separator, value = match.groups()
+    quoted = separator.endswith(("'", '"'))
+    literal = quoted or (
+        not _EXPRESSION_CHARS.intersection(value)
+        and any(c.isdigit() for c in value)
+        and any(c.isalpha() for c in value)
+    )
+    return name + separator + (REDACTED if literal else value)
 
 
 class RedactingFilter(logging.Filter):
@@ -169,3 +208,37 @@ class RedactingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = _redact_text(record.stack_info, secrets)
         return True
+
+
+def redact_log_handlers() -> None:
+    """Put a ``RedactingFilter`` on every handler of every logger there is now (once each):
+    Prefect's API handler (the server's logs, the UI), its console handler (the terminal) and
+    any other. Handler filters see records from every logger that reaches the handler."""
+    loggers = [logging.getLogger()] + [
+        logger
+        for logger in list(logging.root.manager.loggerDict.values())
+        if isinstance(logger, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+                handler.addFilter(RedactingFilter())
+
+
+class RedactingStream:
+    """A text stream (``sys.stdout``) whose writes are redacted; everything else is the
+    wrapped stream's (``isatty``, ``fileno``, ``encoding``)."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def write(self, text: str) -> int:
+        self._inner.write(redact_text(text))
+        return len(text)
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)

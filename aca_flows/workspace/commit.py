@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import git
 
+from aca_flows.session.redact import redact_text
 from aca_flows.workspace.repository import GitIdentity, session_branch
 from aca_flows.workspace.worktree import TaskWorktree
 
@@ -25,7 +26,9 @@ TASK_TRAILER = "Aca-Task"
 
 
 def commit_message(session_id: str, task_id: str, title: str, summary: str = "") -> str:
-    """``aca(<task-id>): <title>``, the summary as the body, the trailers last."""
+    """``aca(<task-id>): <title>``, the summary as the body, the trailers last; redacted, since
+    a commit travels wherever the branch is pushed."""
+    title, summary = redact_text(title), redact_text(summary)
     subject = f"aca({task_id}): {title.strip().splitlines()[0] if title.strip() else task_id}"
     parts = [subject]
     if summary.strip():

@@ -21,7 +21,6 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +165,8 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         PREFECT_WORKER_PREFETCH_SECONDS="5",
         # A run that fell back to Claude Code would fail at once instead of reaching anything.
         ACA_CLAUDE_CLI=str(base / "no-claude-here"),
+        # The worker's allow-list: the repositories and task files of these tests live here.
+        ACA_DEPLOYMENTS__ALLOWED_WORKDIRS=str(base),
     )
     port = api_url.rsplit(":", 1)[1].split("/")[0]
     processes: list[subprocess.Popen] = []
@@ -345,15 +346,9 @@ def test_deploy_creates_the_schedules_and_the_trigger(stack):
     assert pull["directory"] == str(stack.clone)
     (trigger,) = [a for a in automations if a.name.startswith("on-ci-build")]
     assert trigger.trigger.expect == {"ci.build.finished"}
-    # The scheduler plans the nightly runs ahead, each at 02:00 UTC.
-    deadline = time.monotonic() + 30
-    while True:
-        scheduled = [r for r in runs_of(stack, "nightly-fix-tests") if r.state.is_scheduled()]
-        if scheduled or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    starts = [r.expected_start_time.astimezone(UTC) for r in scheduled]
-    assert starts and all((s.hour, s.minute) == (2, 0) for s in starts)
+    # Shipped schedules are inactive until the user points them at a repository.
+    for name in ("nightly-fix-tests", "docs-refresh"):
+        assert [s.active for s in deployments[name].schedules] == [False]
 
 
 def test_run_deployment_and_the_ci_event_each_land_commits(stack, recorded):
@@ -503,3 +498,39 @@ def test_serve_runs_the_deployments_without_a_worker(stack, recorded):
     finally:
         _stop(served)
         _prefect(stack.env, stack.clone, "deploy", "--name", "on-demand", "--no-prompt")
+
+
+def test_a_ci_event_naming_a_workdir_outside_the_allow_list_starts_nothing(
+    stack, recorded, tmp_path_factory
+):
+    outside = make_repo(tmp_path_factory.mktemp("not-allowed") / "repo", recorded.cassette)
+    emitted = stack.python(
+        "deployments/emit_ci_event.py",
+        "--workdir", str(outside), "--task-file", str(recorded.tasks), "--build-id", "666",
+    )  # fmt: skip
+    assert emitted.returncode == 0, emitted.stderr[-2000:]
+
+    def refused_run():
+        runs = [r for r in runs_of(stack, "on-ci-build") if r.parameters["workdir"] == str(outside)]
+        return runs[0] if runs else None
+
+    deadline = time.monotonic() + RUN_SECONDS
+    while (run := refused_run()) is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert run is not None, "the event started no flow run\n" + worker_log(stack)
+    run = wait_final(stack, run.id)
+    assert run.state.is_failed(), f"{run.state}\n{worker_log(stack)}"
+    assert f"workdir {outside} is not inside the worker's allowed workdirs" in run.state.message
+    # Nothing started: no session, no branch; the reason is in the run's logs.
+    assert not (outside / ".aca" / "sessions").exists()
+    assert [h.name for h in git.Repo(outside).heads] == ["main"]
+
+    async def logs(client):
+        from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+        found = await client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id]))
+        )
+        return "\n".join(log.message for log in found)
+
+    assert "refused: workdir" in prefect_call(stack, logs)

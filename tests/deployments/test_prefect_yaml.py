@@ -57,6 +57,15 @@ def test_the_project_has_a_schedule_an_on_demand_deployment_and_a_trigger():
     assert trigger["expect"] == ["ci.build.finished"]
 
 
+def test_shipped_schedules_are_inactive_until_pointed_at_a_repository():
+    for name in ("nightly-fix-tests", "docs-refresh"):
+        schedules = deployments()[name]["schedules"]
+        assert schedules and all(s["active"] is False for s in schedules)
+    # Deploying with schedules active would start runs on the clone itself ("."), which the
+    # worker's allow-list refuses anyway; the yaml says how to turn them on.
+    assert "ACA_DEPLOYMENTS__ALLOWED_WORKDIRS" in (ROOT / "prefect.yaml").read_text()
+
+
 def test_no_path_of_one_checkout_is_pinned():
     text = (ROOT / "prefect.yaml").read_text()
     assert str(ROOT) not in text

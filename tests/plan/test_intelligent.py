@@ -306,3 +306,31 @@ def test_an_answer_cut_off_at_the_output_limit_says_so(llm_server):  # noqa: F81
 
     with pytest.raises(TaskFileError, match=r"raise \[providers.anthropic\] max_tokens"):
         parse(TEST6, max_repairs=1)
+
+
+def test_an_answer_holding_a_secret_is_used_but_never_cached(llm_server, tmp_path):  # noqa: F811
+    from aca_flows.session.redact import redact
+
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("# Deploy\n\nCall the service with SECRET=abcdefgh12 and check it.\n")
+    proposal = {
+        "name": "Deploy",
+        "tasks": [{"id": "call", "title": "Call the service", "description": "SECRET=abcdefgh12"}],
+    }
+    cache = tmp_path / ".aca" / "parse_cache"
+    for _ in range(2):
+        llm_server.anthropic.enqueue(**respond(proposal))
+
+    first = parse(tasks, cache_dir=cache, scrub=redact)
+    second = parse(tasks, cache_dir=cache, scrub=redact)
+
+    # The plan that runs keeps the text; .aca keeps nothing of it, so the answer is asked again.
+    assert first.plan.task("call").description.startswith("SECRET=abcdefgh12")
+    assert not second.from_cache and len(llm_server.anthropic.requests) == 2
+    assert not cache.exists() or list(cache.iterdir()) == []
+    # Without a secret the answer is cached as before.
+    tasks.write_text("# Deploy\n\nCall the service and check it.\n")
+    proposal["tasks"][0]["description"] = "check it"
+    llm_server.anthropic.enqueue(**respond(proposal))
+    parse(tasks, cache_dir=cache, scrub=redact)
+    assert parse(tasks, cache_dir=cache, scrub=redact).from_cache

@@ -167,3 +167,20 @@ def test_variables_passed_to_claude_code_are_never_recorded(tmp_path):
     run(recorder.complete(_ask("a", env={"GITHUB_TOKEN": "ghp-secret"})))
 
     assert "ghp-secret" not in cassette.read_text()
+
+
+def test_a_scrubbing_recorder_writes_no_key_and_its_cassette_still_replays(tmp_path):
+    from aca_flows.session.redact import redact
+
+    key = "sk-ant-api03-" + "Planted1" * 6
+    asked = f"use {key} to call the API"
+    cassette = tmp_path / "run.json"
+    recorder = RecordingProvider(ScriptedProvider({asked: f"called with {key}"}), cassette, redact)
+    run(recorder.complete(_ask(asked)))
+    assert key not in cassette.read_text() and "[REDACTED]" in cassette.read_text()
+
+    # The same run again: its request holds the key, and is compared redacted.
+    replayed = run(ReplayProvider(cassette, redact).complete(_ask(asked)))
+    assert replayed.text == "called with [REDACTED]"
+    with pytest.raises(PermanentProviderError, match="not in cassette"):
+        run(ReplayProvider(cassette).complete(_ask(asked)))  # unscrubbed, it cannot match

@@ -7,7 +7,15 @@ import logging
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.session.events import TaskResult
 from aca_flows.session.files import append_jsonl, write_json_atomic, write_text_atomic
-from aca_flows.session.redact import REDACTED, RedactingFilter, redact, redact_text
+from aca_flows.session.redact import (
+    REDACTED,
+    RedactingFilter,
+    RedactingStream,
+    redact,
+    redact_log_handlers,
+    redact_text,
+    register_secret,
+)
 from aca_flows.session.store import SessionStore
 
 ANTHROPIC_KEY = "sk-ant-api03-" + "A1b2C3d4" * 6
@@ -101,3 +109,61 @@ def test_the_logging_filter_redacts_messages_arguments_and_tracebacks(tmp_path, 
     assert ANTHROPIC_KEY not in text
     assert "calling the API with [REDACTED]" in text
     assert "RuntimeError: auth failed for [REDACTED]" in text
+
+
+def test_assignments_of_literals_are_redacted_and_code_stays_readable():
+    secret_lines = {
+        "SECRET=abcdefgh12 pytest -q": "SECRET=[REDACTED] pytest -q",
+        "MY_SERVICE_PASSWORD: s3cretvalue9": "MY_SERVICE_PASSWORD: [REDACTED]",
+        'password = "correcthorse"': 'password = "[REDACTED]"',
+        '{"api_key": "anything-at-all"}': '{"api_key": "[REDACTED]"}',
+    }
+    for text, expected in secret_lines.items():
+        assert redact_text(text, environ={}) == expected
+    # Expressions, references and words: what a patch of ordinary code is full of.
+    code = [
+        'password = request.form["password"]',
+        'api_key = os.environ["ANTHROPIC_API_KEY"]',
+        "token=$GITHUB_TOKEN",
+        "db_password = get_password(user1)",
+        "secret: settings.SECRET_NAME",
+    ]
+    for line in code:
+        assert redact_text(line, environ={}) == line
+
+
+def test_registered_secrets_are_redacted_whatever_their_shape():
+    value = "registered-plain-value-42"
+    assert redact_text(f"x {value} y", environ={}) == f"x {value} y"
+    register_secret(value)
+    assert redact_text(f"x {value} y", environ={}) == "x [REDACTED] y"
+    assert redact({"note": [value]}, environ={}) == {"note": [REDACTED]}
+
+
+def test_the_terminal_stream_redacts_what_is_printed(monkeypatch):
+    import io
+
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
+    inner = io.StringIO()
+    stream = RedactingStream(inner)
+    print(f"using {OPENAI_KEY}", file=stream)
+    stream.writelines(["a ", OPENAI_KEY, "\n"])
+    assert inner.getvalue() == "using [REDACTED]\na [REDACTED]\n"
+    assert stream.isatty() is False  # the rest is the wrapped stream's
+
+
+def test_log_handlers_get_the_filter_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    handler = logging.FileHandler(tmp_path / "run.log")
+    logger = logging.getLogger("aca.test.redact.handlers")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        redact_log_handlers()
+        redact_log_handlers()
+        logger.warning("key %s", ANTHROPIC_KEY)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    assert sum(isinstance(f, RedactingFilter) for f in handler.filters) == 1
+    assert (tmp_path / "run.log").read_text() == "key [REDACTED]\n"

@@ -1,0 +1,77 @@
+"""Deployment runs work only where the worker allows: the allow-list of workdirs.
+
+Whoever can create a flow run of a deployment chooses its parameters (the UI, the API, an
+event matching the ``on-ci-build`` trigger, which copies ``workdir`` and ``task_file`` from
+any event's payload). A task file holds shell commands (verify commands), so a deployment
+run starts only when its ``workdir`` is inside a folder the worker's owner listed, and the
+files it names (``task_file``, ``execution_plan``, ``config_file``, ``record``) are inside one
+of those folders or inside the deployment's own code folder (its working directory). Anything
+else is refused before the session, the repository or a provider is touched.
+
+The list comes from the worker's side only: ``ACA_DEPLOYMENTS__ALLOWED_WORKDIRS``
+(comma-separated) in the worker's environment, or ``[deployments] allowed_workdirs`` in the
+worker user's ``~/.aca/config.toml``; never from the repository worked on or a
+``config_file`` parameter, which the requester of the run chooses. An empty list refuses
+every deployment run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aca_flows.settings import load_config
+
+__all__ = ["PATH_PARAMETERS", "allowed_workdirs", "deployment_refusal"]
+
+PATH_PARAMETERS = ("task_file", "execution_plan", "config_file", "record")
+HOW_TO_ALLOW = (
+    "set ACA_DEPLOYMENTS__ALLOWED_WORKDIRS (comma-separated folders) in the worker's "
+    "environment, or [deployments] allowed_workdirs in its ~/.aca/config.toml "
+    "(docs/deployments.md)"
+)
+
+
+def allowed_workdirs() -> list[Path]:
+    """The worker's allowed folders, resolved."""
+    user_config = Path.home() / ".aca" / "config.toml"
+    config = load_config(Path.home(), user_config if user_config.is_file() else None).config
+    return [Path(entry).expanduser().resolve() for entry in config.deployments.allowed_workdirs]
+
+
+def deployment_refusal(parameters: dict[str, Any], code_dir: Path) -> str | None:
+    """Why a deployment run with ``parameters`` must not start, or ``None`` if it may.
+
+    Relative paths are resolved as the run would: against ``code_dir``, its working folder.
+    """
+    allowed = allowed_workdirs()
+    if not allowed:
+        return (
+            "deployment runs are refused until the worker lists the folders they may work "
+            f"in: {HOW_TO_ALLOW}."
+        )
+    workdir = _resolve(parameters.get("workdir") or ".", code_dir)
+    if not _inside_any(workdir, allowed):
+        return (
+            f"workdir {workdir} is not inside the worker's allowed workdirs "
+            f"({', '.join(map(str, allowed))}); nothing was started. If runs may work there, "
+            f"{HOW_TO_ALLOW}."
+        )
+    for name in PATH_PARAMETERS:
+        value = parameters.get(name)
+        if value and not _inside_any(_resolve(value, code_dir), [*allowed, code_dir.resolve()]):
+            return (
+                f"{name} {_resolve(value, code_dir)} is outside the allowed workdirs and the "
+                f"deployment's code folder {code_dir}; nothing was started. Put the file in "
+                "the repository worked on or the deployment's code."
+            )
+    return None
+
+
+def _resolve(value: str, base: Path) -> Path:
+    path = Path(value).expanduser()
+    return (path if path.is_absolute() else base / path).resolve()
+
+
+def _inside_any(path: Path, folders: list[Path]) -> bool:
+    return any(path == folder or path.is_relative_to(folder) for folder in folders)

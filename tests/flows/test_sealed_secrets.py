@@ -1,0 +1,239 @@
+"""Secrets sealed at every exit, and what runs is what was asked.
+
+A real ``aca run`` process against the session's Prefect server, real git and the fake
+Anthropic server: keys planted in the environment, the task text, ``--context``,
+``--append-system-prompt``, a tool's output and the agent's summary are then looked for in
+``.aca/``, every git object, the terminal output and the server's logs and artifacts read
+back through its API. The model still gets the user's own text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import git
+
+from aca_flows.flows import run_flow
+from aca_flows.session.redact import REDACTED
+from aca_flows.session.store import load_session
+from tests.fakes.coding_agent import coding_agent
+from tests.fakes.llm_server import RecordedRequest, Reply
+
+ROOT = Path(__file__).resolve().parents[2]
+
+ENV_KEY = "sk-ant-api03-" + "EnvKey01" * 6
+TASK_KEY = "ghp_" + "TaskKey0" * 4
+CONTEXT_KEY = "sk-ant-api03-" + "Context1" * 6
+PROMPT_KEY = "AKIA" + "PROMPTKEY1234567"
+TOOL_KEY = "sk-proj-" + "ToolOut1" * 5
+SUMMARY_KEY = "xoxb-" + "Summary1-" * 3 + "end"
+PLANTED = {
+    "env": ENV_KEY,
+    "task": TASK_KEY,
+    "context": CONTEXT_KEY,
+    "prompt": PROMPT_KEY,
+    "tool": TOOL_KEY,
+    "summary": SUMMARY_KEY,
+}
+
+
+def leaky_agent(request: RecordedRequest) -> Reply:
+    """Runs a command that prints a key, writes a.txt, finishes with a key in its summary."""
+    turn = sum(1 for m in request.json["messages"] if m["role"] == "assistant")
+    steps = [
+        {"name": "run_command", "arguments": {"command": f"echo {TOOL_KEY}"}},
+        {"name": "write_file", "arguments": {"path": "a.txt", "content": "a\n"}},
+        {"name": "finish", "arguments": {"summary": f"done; the service said {SUMMARY_KEY}"}},
+    ]
+    return Reply(tool_calls=[steps[min(turn, 2)]], usage={"input_tokens": 10, "output_tokens": 5})
+
+
+def leaks(text: str) -> list[str]:
+    return [name for name, key in PLANTED.items() if key in text]
+
+
+def files_text(root: Path) -> str:
+    return "\n".join(
+        p.read_bytes().decode("utf-8", "replace") for p in root.rglob("*") if p.is_file()
+    )
+
+
+def git_objects_text(repo: Path) -> str:
+    """Every object of the repository, and every patch of every branch."""
+    g = git.Repo(repo).git
+    objects = subprocess.run(
+        ["git", "cat-file", "--batch-all-objects", "--batch"],
+        cwd=repo,
+        capture_output=True,
+        check=True,
+    ).stdout.decode("utf-8", "replace")
+    return objects + g.log("-p", "--all")
+
+
+def server_record(workdir: Path) -> tuple[str, str, dict]:
+    """The logs and artifacts of the flow run that worked in ``workdir``, and its parameters."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+
+    async def read():
+        async with get_client() as client:
+            runs = [
+                r
+                for r in await client.read_flow_runs()
+                if r.parameters.get("workdir") == str(workdir)
+            ]
+            ids = [r.id for r in runs]
+            logs = await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids))
+            )
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids))
+            )
+            return runs, logs, artifacts
+
+    runs, logs, artifacts = asyncio.run(read())
+    assert runs, f"no flow run worked in {workdir}"
+    log_text = "\n".join(log.message for log in logs)
+    artifact_text = "\n".join(f"{a.key} {a.description} {a.data}" for a in artifacts)
+    return log_text, artifact_text, runs[0].parameters
+
+
+def test_keys_planted_everywhere_leave_aca_nowhere(tmp_path, repo, anthropic_fake):
+    from prefect.settings import PREFECT_API_URL
+
+    anthropic_fake.api_key = ENV_KEY
+    for _ in range(5):
+        anthropic_fake.anthropic.enqueue(leaky_agent)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(f"# Sealed\n\n- write a.txt {{#a}}\n  call the API with {TASK_KEY}\n")
+    env = {
+        **os.environ,
+        "ANTHROPIC_API_KEY": ENV_KEY,
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "PYTHONPATH": str(ROOT),
+    }
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "aca_flows", "run", str(tasks), "-w", str(repo),
+            "--model", "claude-test",
+            "--context", f"the staging key is {CONTEXT_KEY}",
+            "--append-system-prompt", f"use the AWS key {PROMPT_KEY}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    terminal = done.stdout + done.stderr
+    assert done.returncode == 0, terminal[-3000:]
+
+    # What runs is the user's own text: the model got the task, context and prompt unaltered,
+    # and the tool's output as the command printed it.
+    agent_calls = [r for r in anthropic_fake.anthropic.requests if r.json.get("tools")]
+    sent = "\n".join(r.body.decode() for r in agent_calls)
+    assert {"task", "context", "prompt", "tool"} <= set(leaks(sent))
+
+    # Nothing written out holds a key ...
+    aca = files_text(repo / ".aca")
+    objects = git_objects_text(repo)
+    logs, artifacts, parameters = server_record(repo)
+    assert leaks(aca) == []
+    assert leaks(objects) == []
+    assert leaks(terminal) == []
+    assert leaks(logs) == []
+    assert leaks(artifacts) == []
+    assert leaks(json.dumps(parameters)) == []  # as the server stores (and the UI shows) them
+    assert parameters["context"] == [f"the staging key is {REDACTED}"]
+    # ... though each exit did carry the text, redacted: the task log and results in .aca, the
+    # commit message, the tool-call log lines, the task's report.
+    (session_dir,) = (repo / ".aca" / "sessions").iterdir()
+    assert REDACTED in (session_dir / "execution_logs" / "task_logs" / "a.jsonl").read_text()
+    assert REDACTED in files_text(session_dir / "results")
+    assert f"the service said {REDACTED}" in objects
+    assert "run_command" in logs and REDACTED in logs
+    assert f"the service said {REDACTED}" in artifacts
+    assert "the service said" in terminal or "Sealed" in terminal
+    assert git.Repo(repo).commit(f"aca/{session_dir.name}").tree["a.txt"]
+
+
+def test_a_verify_command_with_a_secret_looking_assignment_runs_as_written(
+    tmp_path, repo, anthropic_fake
+):
+    for _ in range(5):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = tmp_path / "tasks.md"
+    command = "SECRET=abcdefgh12 printenv SECRET | sha256sum > seen.txt"
+    tasks.write_text(f'- write a.txt {{#a verify="{command}"}}\n')
+    outcome = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test")
+    assert outcome.summary["status"] == "completed", outcome.error
+    # The command ran with the literal value: the task's commit holds the digest of what it
+    # saw (the digest, so that the value itself is written nowhere).
+    commit = git.Repo(repo).commit(outcome.summary["branch"])
+    seen = commit.tree["seen.txt"].data_stream.read().decode()
+    assert seen.split()[0] == hashlib.sha256(b"abcdefgh12\n").hexdigest()
+    # The record of it is redacted.
+    assert "abcdefgh12" not in files_text(repo / ".aca")
+    session = load_session(repo, outcome.summary["session_id"])
+    assert session.plan.task("a").verify == command.replace("abcdefgh12", REDACTED)
+
+
+def test_resume_refuses_to_run_a_command_the_record_redacted(tmp_path, repo, anthropic_fake):
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = tmp_path / "tasks.md"
+    flag = tmp_path / "ready"
+    tasks.write_text(f'- write a.txt {{#a verify="SECRET=abcdefgh12 test -f {flag}"}}\n')
+    first = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test")
+    assert first.summary["failed_ids"] == ["a"]
+    calls = len(anthropic_fake.anthropic.requests)
+    flag.touch()
+    again = run_flow(workdir=str(repo), session_id=first.summary["session_id"])
+    assert again.state_name == "Failed"
+    message = str(again.error)
+    assert "cannot be resumed" in message and "a would run with [REDACTED]" in message
+    assert "start a new run" in message
+    assert len(anthropic_fake.anthropic.requests) == calls  # nothing ran
+
+
+def test_a_failing_task_reports_why_without_the_key_its_command_printed(
+    tmp_path, repo, anthropic_fake
+):
+    from prefect.client.orchestration import get_client
+    from prefect.logging.handlers import APILogHandler
+
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(f'# Failing\n\n- write a.txt {{#a verify="echo {TOOL_KEY}; false"}}\n')
+    outcome = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test")
+    assert outcome.summary["failed_ids"] == ["a"]
+    # The agent was shown the output as printed: it has to fix what it sees.
+    fix_requests = [r.body.decode() for r in anthropic_fake.anthropic.requests]
+    assert any(TOOL_KEY in body for body in fix_requests)
+
+    async def states() -> str:
+        await APILogHandler.aflush()
+        async with get_client() as client:
+            runs = [
+                r for r in await client.read_flow_runs() if r.parameters.get("workdir") == str(repo)
+            ]
+            task_runs = await client.read_task_runs()
+            mine = [t for t in task_runs if t.flow_run_id in {r.id for r in runs}]
+            return "\n".join(str(x.state.message) for x in [*runs, *mine])
+
+    messages = asyncio.run(states())
+    logs, artifacts, _ = server_record(repo)
+    assert "verify command" in messages and REDACTED in messages
+    for exit_text in (files_text(repo / ".aca"), messages, logs, artifacts):
+        assert leaks(exit_text) == []
