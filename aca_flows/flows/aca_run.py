@@ -53,7 +53,6 @@ from aca_flows.providers.sdk_client import close_clients
 from aca_flows.session.checkpoints import CheckpointPolicy, create_checkpoint
 from aca_flows.session.events import TaskResult
 from aca_flows.session.store import SessionStore
-from aca_flows.session.usage import UsageEntry
 
 __all__ = ["Interrupt", "aca_run", "interrupt_on_signals"]
 
@@ -389,10 +388,13 @@ async def _finish(
     if isinstance(error, TaskRunFailed):
         run.outcomes[task_id] = error.outcome
         reason = error.outcome.failure_reason or "failed"
-        store.task_failed(task_id, reason, usage=_usage_entries(error.outcome))
+    elif isinstance(error, AcaError):
+        # A provider error names its fix already: say it plainly, with the attempts it took.
+        attempts = store.session.tasks[task_id].attempts
+        reason = f"{error} (gave up after {attempts} attempt(s))"
     else:
         reason = f"{type(error).__name__}: {error}" if error else (state.message or "failed")
-        store.task_failed(task_id, reason)
+    store.task_failed(task_id, reason)
     logger.error(f"{task_id} failed: {reason.splitlines()[0]}")
     dag.fail(task_id, reason)
 
@@ -437,23 +439,8 @@ async def _mark_not_ready(run, dag, states, recorded) -> None:
 
 
 def _task_result(outcome: TaskOutcome) -> TaskResult:
-    return TaskResult(
-        commit=outcome.commit_sha, summary=outcome.summary, usage=_usage_entries(outcome)
-    )
-
-
-def _usage_entries(outcome: TaskOutcome) -> list[UsageEntry]:
-    if outcome.already_completed or not outcome.turns:
-        return []
-    return [
-        UsageEntry(
-            provider=outcome.provider,
-            model=outcome.model or "",
-            usage=outcome.usage,
-            cost_usd=outcome.cost_usd,
-            calls=outcome.turns,
-        )
-    ]
+    # Its spend is on the ledger already: one ``call`` event per provider call.
+    return TaskResult(commit=outcome.commit_sha, summary=outcome.summary)
 
 
 def _commit_of(run: ActiveRun, task_id: str) -> str | None:
@@ -462,7 +449,8 @@ def _commit_of(run: ActiveRun, task_id: str) -> str | None:
 
 
 def _spent(store: SessionStore) -> float:
-    return sum(u.cost_usd for u in store.session.usage)
+    """The session's spend so far, from its ledger: every call of every attempt and run."""
+    return store.session.cost_usd
 
 
 def _percent(dag: DagProgress) -> float:

@@ -12,11 +12,18 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from aca_flows.errors import InputError
-from aca_flows.flows.task_run import ActiveRun, GlobalLimitProvider, SpendGuard, SpendMeter
+from aca_flows.flows.task_run import (
+    ActiveRun,
+    CallLedger,
+    CallOwner,
+    GlobalLimitProvider,
+    SpendGuard,
+    SpendMeter,
+)
 from aca_flows.plan import ExecutionPlan, TaskStatus, load_execution_plan, load_task_file
 from aca_flows.plan.io import MARKDOWN_SUFFIXES
 from aca_flows.providers import get_provider, rate_limiter_for
-from aca_flows.providers.base import Provider
+from aca_flows.providers.base import Provider, ProviderResponse
 from aca_flows.session.events import TaskResult
 from aca_flows.session.layout import AcaDir
 from aca_flows.session.store import SessionStore, load_session
@@ -112,6 +119,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         config=config,
         providers=providers,
         default_provider=config.session.provider,
+        store=store,
     )
     return store, run
 
@@ -166,11 +174,14 @@ def _build_providers(
     plan: ExecutionPlan, config: AcaConfig, store: SessionStore, request: RunRequest
 ) -> dict[str, Provider]:
     from aca_flows.providers import RateLimitedProvider
+    from aca_flows.providers.retry import RetryingProvider
 
     names = {config.session.provider} | {t.provider for t in plan.tasks if t.provider}
     _import_sdks(names)
-    spent = sum(entry.cost_usd for entry in store.session.usage)
-    meter = SpendMeter(spent, config.session.budget_usd)
+    # Budget checks read the session's ledger: spend of earlier runs of the session counts.
+    meter = SpendMeter(lambda: store.session.cost_usd, config.session.budget_usd)
+    ledger = _ledger_of(store)
+    session = config.session
     built: dict[str, Provider] = {}
     for name in sorted(names):
         provider = get_provider(
@@ -184,8 +195,55 @@ def _build_providers(
         limit_name = config.provider(name).concurrency_limit
         if limit_name:
             provider = GlobalLimitProvider(provider, limit_name)
-        built[name] = SpendGuard(provider, meter)
+        # Outside the limits, so a retry's wait holds no concurrency slot.
+        provider = RetryingProvider(
+            provider,
+            retries=session.call_retries,
+            backoff_seconds=session.call_retry_backoff_seconds,
+            max_wait_seconds=session.call_retry_max_wait_seconds,
+            on_wait=_log_call_retry(session.call_retries),
+        )
+        built[name] = SpendGuard(provider, meter, ledger)
     return built
+
+
+def _ledger_of(store: SessionStore) -> CallLedger:
+    """Journal each returned provider call as a ``call`` event of the session."""
+
+    def record(provider: str, model: str, response: ProviderResponse, owner: CallOwner | None):
+        store.call_recorded(
+            provider=provider,
+            model=model,
+            usage=response.usage,
+            cost_usd=response.cost_usd,
+            task_id=owner.task_id if owner else None,
+            attempt=owner.attempt if owner else None,
+        )
+
+    return record
+
+
+def _log_call_retry(retries: int):
+    """A call's retry is logged where the user looks: the task run's log, else aca's log."""
+
+    def log(seconds: float, error: Exception, retry_number: int) -> None:
+        _run_logger().warning(
+            f"{error} Retrying this call in {seconds:.1f} s (retry {retry_number} of {retries})."
+        )
+
+    return log
+
+
+def _run_logger():
+    import logging
+
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("aca_flows")
 
 
 # Vendor SDKs take seconds to import; importing one inside the first task run would stall
