@@ -382,7 +382,9 @@ async def _finish(
     error = await state.aresult(raise_on_failure=False)
     if getattr(error, "exit_code", None) == 3:
         # A budget or usage limit stopped the task before it finished: not a failure; it
-        # stays unfinished in the session, and `aca resume` runs it again.
+        # is pending again in the session (its calls are on the bill), and `aca resume`
+        # runs it again.
+        store.task_failed(task_id, str(error), will_retry=True)
         dag.release(task_id)
         return str(error)
     if isinstance(error, TaskRunFailed):

@@ -201,7 +201,7 @@ def _build_providers(
             retries=session.call_retries,
             backoff_seconds=session.call_retry_backoff_seconds,
             max_wait_seconds=session.call_retry_max_wait_seconds,
-            on_wait=_log_call_retry(session.call_retries),
+            on_wait=_log_call_retry(store, session.call_retries),
         )
         built[name] = SpendGuard(provider, meter, ledger)
     return built
@@ -223,13 +223,26 @@ def _ledger_of(store: SessionStore) -> CallLedger:
     return record
 
 
-def _log_call_retry(retries: int):
-    """A call's retry is logged where the user looks: the task run's log, else aca's log."""
+def _log_call_retry(store: SessionStore, retries: int):
+    """A call's retry is never silent: it goes to the task run's log (else aca's log) and to
+    the task's own log in the session."""
+    from aca_flows.agent.transcript import TaskLog
+    from aca_flows.flows.task_run import CALL_OWNER
 
     def log(seconds: float, error: Exception, retry_number: int) -> None:
         _run_logger().warning(
             f"{error} Retrying this call in {seconds:.1f} s (retry {retry_number} of {retries})."
         )
+        owner = CALL_OWNER.get()
+        if owner is not None:
+            TaskLog(store.paths, owner.task_id).write(
+                "call_retry",
+                attempt=owner.attempt,
+                retry=retry_number,
+                of=retries,
+                wait_seconds=round(seconds, 3),
+                error=str(error),
+            )
 
     return log
 

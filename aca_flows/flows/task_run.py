@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -85,6 +86,22 @@ class ActiveRun:
     def provider_for(self, task: Task) -> Provider:
         return self.providers[task.provider or self.default_provider]
 
+
+class _NoTracebackForAcaErrors(logging.Filter):
+    """Prefect logs the exception that ends a task run with its traceback. aca's own errors
+    are messages for the user that name the fix, not bugs: keep the message, drop the trace."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, AcaError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_TASK_RUN_LOGGER = logging.getLogger("prefect.task_runs")
+if not any(isinstance(f, _NoTracebackForAcaErrors) for f in _TASK_RUN_LOGGER.filters):
+    _TASK_RUN_LOGGER.addFilter(_NoTracebackForAcaErrors())
 
 # The flow registers its run here; task runs find it by session id.
 ACTIVE_RUNS: dict[str, ActiveRun] = {}
