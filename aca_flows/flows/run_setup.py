@@ -8,6 +8,7 @@ complete whatever the journal says, so it never runs again.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
@@ -36,6 +37,9 @@ from aca_flows.workspace import (
 )
 from aca_flows.workspace.commit import completed_task_commits
 from aca_flows.workspace.repository import remove_stale_branch_lock
+
+if TYPE_CHECKING:
+    from aca_flows.plan.intelligent import IntelligentParse
 
 __all__ = ["RunRequest", "open_run", "recorded_state"]
 
@@ -89,7 +93,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         store = SessionStore.open(workdir, request.session_id)
         store.resumed()
     else:
-        plan = _load_plan(request, config)
+        plan, parse = _load_plan(request, config)
         store = SessionStore.create(
             workdir,
             plan,
@@ -98,6 +102,8 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
             name=request.session_name,
             session_id=request.session_id,
         )
+        if parse is not None:
+            _bill_parse(store, parse)
     # The session lock is ours: a ref lock on the session branch is a crash's leftover.
     remove_stale_branch_lock(repo, store.session_id)
     ensure_session_branch(repo, store.session_id)
@@ -133,7 +139,10 @@ def _retry_unfinished(plan: ExecutionPlan) -> None:
             task.status = TaskStatus()
 
 
-def _load_plan(request: RunRequest, config: AcaConfig) -> ExecutionPlan:
+def _load_plan(
+    request: RunRequest, config: AcaConfig
+) -> tuple[ExecutionPlan, IntelligentParse | None]:
+    """The plan to run, and the intelligent parse it came from (if it did)."""
     if request.execution_plan:
         plan = load_execution_plan(Path(request.execution_plan))
     elif (
@@ -141,17 +150,39 @@ def _load_plan(request: RunRequest, config: AcaConfig) -> ExecutionPlan:
         and request.use_intelligent_parser
         and Path(request.task_file).suffix.lower() in MARKDOWN_SUFFIXES
     ):
-        return _parse_intelligently(Path(request.task_file), request, config)
+        parse = _parse_intelligently(Path(request.task_file), request, config)
+        return parse.plan, parse
     elif request.task_file:
         plan = load_task_file(Path(request.task_file))
     else:
         raise InputError("give task_file or execution_plan (or the session_id to resume).")
-    return plan.with_run_context(request.context, request.append_system_prompt)
+    return plan.with_run_context(request.context, request.append_system_prompt), None
 
 
-def _parse_intelligently(task_file: Path, request: RunRequest, config: AcaConfig) -> ExecutionPlan:
-    """The LLM's plan of ``task_file``; the CLI's parse left it in the cache, so a run started
-    from the command line makes no second provider call."""
+def _bill_parse(store: SessionStore, parse: IntelligentParse) -> None:
+    """The parse's spend goes on the bill of the session made from it, once: journal first
+    (spend is never lost), then the cache entry forgets it."""
+    from aca_flows.plan.intelligent import mark_parse_billed
+
+    spend = parse.unbilled
+    if spend is None or spend.calls == 0:
+        return
+    store.call_recorded(
+        purpose="parse",
+        provider=spend.provider,
+        model=spend.model,
+        usage=spend.usage,
+        cost_usd=spend.cost_usd,
+        calls=spend.calls,
+    )
+    mark_parse_billed(parse)
+
+
+def _parse_intelligently(
+    task_file: Path, request: RunRequest, config: AcaConfig
+) -> IntelligentParse:
+    """The LLM's parse of ``task_file``; the CLI's parse left it in the cache, so a run
+    started from the command line makes no second provider call."""
     import logging
 
     from aca_flows.plan.intelligent import PARSE_CACHE_FOLDER, parse_with_llm_sync
@@ -167,7 +198,7 @@ def _parse_intelligently(task_file: Path, request: RunRequest, config: AcaConfig
     )
     if parse.lost:
         logging.getLogger(__name__).warning("%s: %s", task_file, parse.lost_warning())
-    return parse.plan
+    return parse
 
 
 def _build_providers(
