@@ -226,15 +226,15 @@ def _build_providers(
         limit_name = config.provider(name).concurrency_limit
         if limit_name:
             provider = GlobalLimitProvider(provider, limit_name)
-        # Outside the limits, so a retry's wait holds no concurrency slot.
-        provider = RetryingProvider(
-            provider,
+        # Retries outermost: each try passes the budget check and its spend reaches the
+        # ledger, and a retry's wait holds no concurrency slot.
+        built[name] = RetryingProvider(
+            SpendGuard(provider, meter, ledger),
             retries=session.call_retries,
             backoff_seconds=session.call_retry_backoff_seconds,
             max_wait_seconds=session.call_retry_max_wait_seconds,
             on_wait=_log_call_retry(store, session.call_retries),
         )
-        built[name] = SpendGuard(provider, meter, ledger)
     return built
 
 

@@ -33,7 +33,12 @@ from prefect.concurrency.asyncio import concurrency
 from prefect.context import TaskRunContext
 
 from aca_flows.agent.execute import TaskOutcome, execute_task
-from aca_flows.errors import AcaError, PermanentProviderError, TransientProviderError
+from aca_flows.errors import (
+    AcaError,
+    PermanentProviderError,
+    ProviderError,
+    TransientProviderError,
+)
 from aca_flows.flows.artifacts import task_markdown
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import EventCallback, Provider, ProviderRequest, ProviderResponse
@@ -164,11 +169,24 @@ class SpendGuard:
         self, request: ProviderRequest, on_event: EventCallback | None = None
     ) -> ProviderResponse:
         self.meter.check()
-        response = await self.inner.complete(request, on_event)
+        try:
+            response = await self.inner.complete(request, on_event)
+        except ProviderError as error:
+            # A call can fail after it was paid for (a Claude Code run stopped mid-way).
+            if isinstance(error.billed, ProviderResponse) and _costs(error.billed):
+                self._record(request, error.billed)
+            raise
+        self._record(request, response)
+        return response
+
+    def _record(self, request: ProviderRequest, response: ProviderResponse) -> None:
         if self.ledger is not None:
             model = response.model or request.model or ""
             self.ledger(self.name, model, response, CALL_OWNER.get())
-        return response
+
+
+def _costs(response: ProviderResponse) -> bool:
+    return response.cost_usd > 0 or response.usage.total_tokens > 0
 
 
 class GlobalLimitProvider:

@@ -6,6 +6,7 @@ retried after a 529, an attempt that fails after paid calls, a budget stop mid-t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -13,10 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from aca_flows.errors import PermanentProviderError, TransientProviderError
 from aca_flows.flows import run_flow
+from aca_flows.flows.run_setup import _ledger_of
+from aca_flows.flows.task_run import CALL_OWNER, CallOwner, SpendGuard, SpendMeter
+from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.providers.base import Message, ProviderRequest
 from aca_flows.session.layout import AcaDir
-from aca_flows.session.store import load_session
+from aca_flows.session.store import SessionStore, load_session
 from tests.fakes.llm_server import RecordedRequest, Reply
+from tests.fakes.scripted_provider import ScriptedProvider, final
 
 MODEL = "claude-sonnet-4-6"  # priced: $3 in / $15 out per million tokens
 
@@ -184,3 +191,40 @@ def test_a_budget_stop_mid_task_keeps_its_calls_and_resumes_count_them(
     assert billed["calls"] == 6 == len(agent.paid)
     assert billed["cost_usd"] == pytest.approx(agent.cost())
     assert load_session(repo, session_id).tasks["a"].usage[0].calls == 6
+
+
+def test_the_spend_guard_bills_paid_failures_and_stops_at_the_budget(tmp_path):
+    """Every call that returns, and every failed call that was paid for (a Claude Code run
+    stopped mid-way), is on the ledger at once; the budget check reads that ledger."""
+    plan = ExecutionPlan(name="p", tasks=[Task(id="a", title="A")])
+    store = SessionStore.create(tmp_path, plan, provider="claude-code")
+    stopped = PermanentProviderError("claude-code: the run reached its budget", billed=final("x"))
+    unpaid = TransientProviderError("claude-code: overloaded")
+    provider = ScriptedProvider(final("one"), stopped, unpaid, final("two"), name="claude-code")
+    guard = SpendGuard(
+        provider, SpendMeter(lambda: store.session.cost_usd, 0.0025), _ledger_of(store)
+    )
+    request = ProviderRequest(messages=[Message(role="user", text="go")])
+
+    async def calls():
+        CALL_OWNER.set(CallOwner("a", 2))
+        outcomes = []
+        for _ in range(5):
+            try:
+                outcomes.append((await guard.complete(request)).text)
+            except (PermanentProviderError, TransientProviderError) as error:
+                outcomes.append(type(error).__name__)
+        return outcomes
+
+    with store:
+        outcomes = asyncio.run(calls())
+        session = store.session
+    assert outcomes == [
+        "one", "PermanentProviderError", "TransientProviderError", "two", "BudgetReached"
+    ]  # fmt: skip
+    assert len(provider.history) == 4  # the fifth call was refused before it was made
+    # Three paid calls at $0.001: the budget stop; the unpaid failure is not on the bill.
+    assert session.tasks["a"].usage[0].calls == 3
+    assert session.cost_usd == pytest.approx(0.003)
+    events = journal(tmp_path, session.id)
+    assert [(e["task_id"], e["attempt"]) for e in events if e["type"] == "call"] == [("a", 2)] * 3
