@@ -66,11 +66,14 @@ def parse_intelligently(task_file: Path, options: RunOptions) -> ExecutionPlan:
     source items are warned about on stderr, or refused with ``options.strict``."""
     from aca_flows.plan.intelligent import PARSE_CACHE_FOLDER, parse_with_llm_sync
     from aca_flows.providers import get_provider
+    from aca_flows.providers.retry import with_call_retries
     from aca_flows.session.layout import AcaDir
 
     workdir = options.workdir.resolve()
     config = load_config(workdir, options.config, options.config_overrides()).config
-    provider = get_provider(config.session.provider, config)
+    provider = with_call_retries(
+        get_provider(config.session.provider, config), config.session, _say_parse_retry
+    )
     parse = parse_with_llm_sync(
         task_file,
         provider,
@@ -83,6 +86,10 @@ def parse_intelligently(task_file: Path, options: RunOptions) -> ExecutionPlan:
     if parse.lost:
         print(f"warning: {task_file}: {parse.lost_warning()}", file=sys.stderr)
     return parse.plan
+
+
+def _say_parse_retry(seconds: float, error: Exception, retry_number: int) -> None:
+    print(f"warning: {error} Retrying in {seconds:.1f} s.", file=sys.stderr)
 
 
 def execute(options: RunOptions) -> int:

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
+from aca_flows.agent.transcript import TaskLog
 from aca_flows.errors import InputError
 from aca_flows.flows.task_run import (
+    CALL_OWNER,
     ActiveRun,
     CallLedger,
     CallOwner,
@@ -25,6 +27,7 @@ from aca_flows.plan import ExecutionPlan, TaskStatus, load_execution_plan, load_
 from aca_flows.plan.io import MARKDOWN_SUFFIXES
 from aca_flows.providers import get_provider, rate_limiter_for
 from aca_flows.providers.base import Provider, ProviderResponse
+from aca_flows.providers.retry import with_call_retries
 from aca_flows.session.events import TaskResult
 from aca_flows.session.layout import AcaDir
 from aca_flows.session.store import SessionStore, load_session
@@ -187,7 +190,9 @@ def _parse_intelligently(
 
     from aca_flows.plan.intelligent import PARSE_CACHE_FOLDER, parse_with_llm_sync
 
-    provider = get_provider(config.session.provider, config)
+    provider = with_call_retries(
+        get_provider(config.session.provider, config), config.session, _log_parse_retry
+    )
     parse = parse_with_llm_sync(
         task_file,
         provider,
@@ -201,18 +206,20 @@ def _parse_intelligently(
     return parse
 
 
+def _log_parse_retry(seconds: float, error: Exception, retry_number: int) -> None:
+    _run_logger().warning(f"{error} Retrying the parse's call in {seconds:.1f} s.")
+
+
 def _build_providers(
     plan: ExecutionPlan, config: AcaConfig, store: SessionStore, request: RunRequest
 ) -> dict[str, Provider]:
     from aca_flows.providers import RateLimitedProvider
-    from aca_flows.providers.retry import RetryingProvider
 
     names = {config.session.provider} | {t.provider for t in plan.tasks if t.provider}
     _import_sdks(names)
     # Budget checks read the session's ledger: spend of earlier runs of the session counts.
     meter = SpendMeter(lambda: store.session.cost_usd, config.session.budget_usd)
     ledger = _ledger_of(store)
-    session = config.session
     built: dict[str, Provider] = {}
     for name in sorted(names):
         provider = get_provider(
@@ -228,12 +235,10 @@ def _build_providers(
             provider = GlobalLimitProvider(provider, limit_name)
         # Retries outermost: each try passes the budget check and its spend reaches the
         # ledger, and a retry's wait holds no concurrency slot.
-        built[name] = RetryingProvider(
+        built[name] = with_call_retries(
             SpendGuard(provider, meter, ledger),
-            retries=session.call_retries,
-            backoff_seconds=session.call_retry_backoff_seconds,
-            max_wait_seconds=session.call_retry_max_wait_seconds,
-            on_wait=_log_call_retry(store, session.call_retries),
+            config.session,
+            on_wait=_log_call_retry(store, config.session.call_retries),
         )
     return built
 
@@ -257,8 +262,6 @@ def _ledger_of(store: SessionStore) -> CallLedger:
 def _log_call_retry(store: SessionStore, retries: int):
     """A call's retry is never silent: it goes to the task run's log (else aca's log) and to
     the task's own log in the session."""
-    from aca_flows.agent.transcript import TaskLog
-    from aca_flows.flows.task_run import CALL_OWNER
 
     def log(seconds: float, error: Exception, retry_number: int) -> None:
         _run_logger().warning(

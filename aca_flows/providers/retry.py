@@ -22,8 +22,9 @@ from collections.abc import Awaitable, Callable
 
 from aca_flows.errors import TransientProviderError
 from aca_flows.providers.base import EventCallback, Provider, ProviderRequest, ProviderResponse
+from aca_flows.settings import SessionSection
 
-__all__ = ["RetryingProvider", "RetryWaitCallback", "retry_wait_seconds"]
+__all__ = ["RetryingProvider", "RetryWaitCallback", "retry_wait_seconds", "with_call_retries"]
 
 RetryWaitCallback = Callable[[float, TransientProviderError, int], None]
 Sleep = Callable[[float], Awaitable[None]]
@@ -88,3 +89,17 @@ class RetryingProvider:
                 if self.on_wait is not None:
                     self.on_wait(wait, error, retry_number)
                 await self.sleep(wait)
+
+
+def with_call_retries(
+    provider: Provider, session: SessionSection, on_wait: RetryWaitCallback | None = None
+) -> RetryingProvider:
+    """``provider`` with the call retries of ``[session]``: ``call_retries``,
+    ``call_retry_backoff_seconds`` and ``call_retry_max_wait_seconds``."""
+    return RetryingProvider(
+        provider,
+        retries=session.call_retries,
+        backoff_seconds=session.call_retry_backoff_seconds,
+        max_wait_seconds=session.call_retry_max_wait_seconds,
+        on_wait=on_wait,
+    )
