@@ -387,12 +387,14 @@ async def _finish(
         store.task_failed(task_id, str(error), will_retry=True)
         dag.release(task_id)
         return str(error)
+    attempts = store.session.tasks[task_id].attempts
     if isinstance(error, TaskRunFailed):
         run.outcomes[task_id] = error.outcome
         reason = error.outcome.failure_reason or "failed"
+        if error.outcome.conflict_files:
+            reason += f" (gave up after {attempts} attempt(s))"
     elif isinstance(error, AcaError):
         # A provider error names its fix already: say it plainly, with the attempts it took.
-        attempts = store.session.tasks[task_id].attempts
         reason = f"{error} (gave up after {attempts} attempt(s))"
     else:
         reason = f"{type(error).__name__}: {error}" if error else (state.message or "failed")

@@ -10,8 +10,10 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import git
 import pytest
 
 from aca_flows.errors import PermanentProviderError, TransientProviderError
@@ -22,6 +24,7 @@ from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import Message, ProviderRequest
 from aca_flows.session.layout import AcaDir
 from aca_flows.session.store import SessionStore, load_session
+from tests.fakes.coding_agent import coding_agent, task_of
 from tests.fakes.llm_server import RecordedRequest, Reply
 from tests.fakes.scripted_provider import ScriptedProvider, final
 
@@ -228,3 +231,42 @@ def test_the_spend_guard_bills_paid_failures_and_stops_at_the_budget(tmp_path):
     assert session.cost_usd == pytest.approx(0.003)
     events = journal(tmp_path, session.id)
     assert [(e["task_id"], e["attempt"]) for e in events if e["type"] == "call"] == [("a", 2)] * 3
+
+
+def test_a_merge_conflict_ends_an_attempt_and_the_next_lands_on_the_new_head(
+    tmp_path, repo, anthropic_fake
+):
+    started = threading.Event()
+
+    def agent(request: RecordedRequest) -> Reply:
+        # Task a answers once b is running, so both start from the same head: whichever
+        # lands second conflicts with the first.
+        task_id = task_of(request)[0]
+        if task_id == "b":
+            started.set()
+        elif task_id == "a":
+            started.wait(60)
+        return coding_agent(request)
+
+    script(anthropic_fake, *[agent] * 8)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write same.txt with A {#a}\n- write same.txt with B {#b}\n")
+
+    summary = run_flow(task_file=str(tasks), workdir=str(repo), model=MODEL, max_concurrent=2)
+    summary = summary.summary
+
+    assert summary["status"] == "completed" and summary["counts"] == {"completed": 2}
+    session = load_session(repo, summary["session_id"])
+    attempts = {task_id: run.attempts for task_id, run in session.tasks.items()}
+    assert sorted(attempts.values()) == [1, 2]
+    second = next(task_id for task_id, n in attempts.items() if n == 2)
+    events = journal(repo, summary["session_id"])
+    (retry,) = [e for e in events if e["type"] == "task_failed"]
+    assert retry["task_id"] == second and retry["will_retry"]
+    assert "conflict with work already on the session branch in same.txt" in retry["reason"]
+    # The second attempt started on the new head: its write replaced the first task's.
+    content = git.Repo(repo).git.show(f"{summary['branch']}:same.txt")
+    assert content == ("A" if second == "a" else "B")
+    calls = [(e["task_id"], e["attempt"]) for e in events if e["type"] == "call"]
+    assert len(calls) == 6 == len(anthropic_fake.requests)
+    assert calls.count((second, 2)) == 2
