@@ -266,7 +266,9 @@ async def execute_plan_task(session_id: str, task_id: str, spec_digest: str) -> 
         if run.config.logging.log_tool_calls:
             logger.info(_one_line(record))
 
-    owner = CALL_OWNER.set(CallOwner(task_id, attempt))
+    # The ledger numbers attempts as the session does: across resumes, not per flow run.
+    number = run.store.session.tasks[task_id].attempts if run.store is not None else attempt
+    owner = CALL_OWNER.set(CallOwner(task_id, max(number, 1)))
     try:
         outcome = await execute_task(
             run.plan,

@@ -193,7 +193,12 @@ def test_a_budget_stop_mid_task_keeps_its_calls_and_resumes_count_them(
     (billed,) = aca_usage(repo)
     assert billed["calls"] == 6 == len(agent.paid)
     assert billed["cost_usd"] == pytest.approx(agent.cost())
-    assert load_session(repo, session_id).tasks["a"].usage[0].calls == 6
+    final = load_session(repo, session_id)
+    assert final.tasks["a"].usage[0].calls == 6
+    # Attempts are numbered as the session counts them, across resumes.
+    assert final.tasks["a"].attempts == 3
+    events = journal(repo, session_id)
+    assert [e["attempt"] for e in events if e["type"] == "call"] == [1, 1, 2, 3, 3, 3]
 
 
 def test_the_spend_guard_bills_paid_failures_and_stops_at_the_budget(tmp_path):
