@@ -32,9 +32,9 @@ from aca_flows.session.usage import UsageEntry
 
 __all__ = [
     "EVENT_SCHEMA_VERSION",
-    "CheckpointCreated",
     "CallPurpose",
     "CallRecorded",
+    "CheckpointCreated",
     "CheckpointTrigger",
     "Event",
     "SessionFinished",
