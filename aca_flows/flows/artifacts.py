@@ -35,7 +35,9 @@ def plan_graph_markdown(plan: ExecutionPlan) -> str:
     return f"# {plan.name}\n\n```mermaid\n{render_mermaid(plan)}\n```\n"
 
 
-def task_markdown(task: Task, outcome: TaskOutcome) -> str:
+def task_markdown(task: Task, outcome: TaskOutcome, attempts: int | None = None) -> str:
+    """The task's report. ``attempts``: the task's attempts so far, as the session counts
+    them (the outcome itself describes the last attempt only)."""
     files = "\n".join(f"- `{f}`" for f in outcome.files_changed) or "- (none)"
     usage = outcome.usage
     lines = [
@@ -46,11 +48,13 @@ def task_markdown(task: Task, outcome: TaskOutcome) -> str:
         f"**Commit:** `{outcome.commit_sha or '-'}`",
         f"**Diffstat:** {len(outcome.files_changed)} file(s), +{outcome.insertions} "
         f"-{outcome.deletions}",
-        f"**Attempts:** {outcome.attempts} (runs: {outcome.runs}, provider calls: {outcome.turns})",
+        f"**Attempts:** {attempts or outcome.runs} (the last: {outcome.attempts} agent "
+        f"round(s), {outcome.turns} provider call(s))",
         f"**Verify:** `{outcome.verify_command or '-'}` → {_verdict(outcome.verify_passed)}",
-        f"**Tokens:** in {usage.input_tokens}, out {usage.output_tokens}, "
+        f"**Tokens (last attempt):** in {usage.input_tokens}, out {usage.output_tokens}, "
         f"cache read {usage.cache_read_tokens}, cache write {usage.cache_write_tokens}",
-        f"**Cost:** ${outcome.cost_usd:.4f} ({outcome.provider} {outcome.model or ''})",
+        f"**Cost (last attempt):** ${outcome.cost_usd:.4f} ({outcome.provider} "
+        f"{outcome.model or ''})",
         "",
         "## Summary",
         "",

@@ -288,7 +288,7 @@ async def execute_plan_task(session_id: str, task_id: str, spec_digest: str) -> 
         CALL_OWNER.reset(owner)
     await acreate_markdown_artifact(
         key=_artifact_key(session_id, task_id),
-        markdown=task_markdown(task_, outcome),
+        markdown=task_markdown(task_, outcome, attempts=number),
         description=f"{task_id}: {outcome.status}",
     )
     if outcome.status != "completed":

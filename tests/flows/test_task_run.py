@@ -86,6 +86,19 @@ def aca_usage(workdir: Path) -> list[dict]:
     return json.loads(done.stdout)
 
 
+def task_report(session_id: str, task_id: str) -> str:
+    """The task's Markdown artifact in Prefect, as the UI shows it."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def read():
+        async with get_client() as client:
+            key = ArtifactFilterKey(any_=[f"aca-{session_id}-{task_id}".lower()])
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(key=key))
+
+    return asyncio.run(read())[-1].data
+
+
 def journal(repo: Path, session_id: str) -> list[dict]:
     path = AcaDir(repo).session(session_id).events_jsonl
     return [json.loads(line) for line in path.read_text().splitlines()]
@@ -138,6 +151,9 @@ def test_a_task_that_fails_after_three_paid_calls_then_succeeds_has_every_call_o
     session = load_session(repo, summary["session_id"])
     assert session.tasks["a"].attempts == 2
     assert session.tasks["a"].usage[0].calls == 7
+    assert "**Attempts:** 2 (the last: 1 agent round(s), 4 provider call(s))" in task_report(
+        summary["session_id"], "a"
+    )
     events = journal(repo, summary["session_id"])
     assert [e["attempt"] for e in events if e["type"] == "call"] == [1, 1, 1, 2, 2, 2, 2]
     (retry,) = [e for e in events if e["type"] == "task_failed"]
