@@ -14,6 +14,8 @@ A message names what was wrong and how to fix it, in one paragraph, without a tr
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AcaError",
     "ConfigError",
@@ -58,7 +60,12 @@ class ConfigError(AcaError):
 
 
 class ProviderError(AcaError):
-    """An LLM provider call failed; ``status_code`` and ``body`` are kept from a response."""
+    """An LLM provider call failed; ``status_code`` and ``body`` are kept from a response.
+
+    ``billed``: the ``ProviderResponse`` of a call that failed after it was paid for (a Claude
+    Code run stopped at its budget or by an error mid-run); its usage and cost still go on
+    the session's bill.
+    """
 
     def __init__(
         self,
@@ -67,11 +74,13 @@ class ProviderError(AcaError):
         provider: str = "",
         status_code: int | None = None,
         body: str | None = None,
+        billed: Any = None,
     ):
         super().__init__(message)
         self.provider = provider
         self.status_code = status_code
         self.body = body
+        self.billed = billed
 
 
 class TransientProviderError(ProviderError):

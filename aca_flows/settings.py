@@ -34,9 +34,20 @@ class SessionSection(Section):
     model: str | None = None
     max_concurrent_tasks: int = Field(default=3, ge=1, le=64)
     budget_usd: float | None = Field(default=None, gt=0)
-    max_attempts: int = Field(default=3, ge=1, le=20)
+    max_attempts: int = Field(
+        default=3, ge=1, le=20, description="Attempts of a whole task, each from a clean worktree."
+    )
     retry_backoff_seconds: float = Field(
-        default=10, ge=0, description="First retry delay after a transient provider error."
+        default=10, ge=0, description="First delay before a task's next attempt."
+    )
+    call_retries: int = Field(
+        default=4, ge=0, le=20, description="Retries of one provider call on a transient error."
+    )
+    call_retry_backoff_seconds: float = Field(
+        default=2, ge=0, description="First (jittered) wait before retrying a call."
+    )
+    call_retry_max_wait_seconds: float = Field(
+        default=120, ge=0, description="Longest wait before retrying a call (retry-after too)."
     )
     checkpoint_interval_minutes: float = Field(default=30, gt=0)
     checkpoint_every_tasks: int = Field(default=5, ge=1)

@@ -206,7 +206,8 @@ async def execute_task(
             worktree.remove()
 
     assert conflict is not None
-    reason = f"{conflict} (gave up after {total_runs} run(s))"
+    # One run is one attempt of the caller (the flow), which counts its attempts itself.
+    reason = str(conflict) if total_runs == 1 else f"{conflict} (gave up after {total_runs} run(s))"
     log.write("task_failed", reason=reason)
     return TaskOutcome(
         task_id=task_id,

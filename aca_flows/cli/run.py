@@ -66,13 +66,18 @@ def parse_intelligently(task_file: Path, options: RunOptions) -> ExecutionPlan:
     source items are warned about on stderr, or refused with ``options.strict``."""
     from aca_flows.plan.intelligent import PARSE_CACHE_FOLDER, parse_with_llm_sync
     from aca_flows.providers import get_provider
+    from aca_flows.providers.retry import with_call_retries
     from aca_flows.session.layout import AcaDir
     from aca_flows.session.redact import redact
 
     workdir = options.workdir.resolve()
     config = load_config(workdir, options.config, options.config_overrides()).config
     name = config.session.provider
-    provider = get_provider(name, config, environ=secret_block_environ(name, config), scrub=redact)
+    provider = with_call_retries(
+        get_provider(name, config, environ=secret_block_environ(name, config), scrub=redact),
+        config.session,
+        _say_parse_retry,
+    )
     parse = parse_with_llm_sync(
         task_file,
         provider,
@@ -96,6 +101,10 @@ def secret_block_environ(name: str, config: AcaConfig):
     from aca_flows.flows.secret_keys import provider_environ
 
     return provider_environ(name, config)
+
+
+def _say_parse_retry(seconds: float, error: Exception, retry_number: int) -> None:
+    print(f"warning: {error} Retrying in {seconds:.1f} s.", file=sys.stderr)
 
 
 def execute(options: RunOptions) -> int:

@@ -67,7 +67,6 @@ from aca_flows.session.events import TaskResult
 from aca_flows.session.record import TaskRun, describe_counts
 from aca_flows.session.redact import redact, redact_log_handlers
 from aca_flows.session.store import SessionStore
-from aca_flows.session.usage import UsageEntry
 
 __all__ = ["Interrupt", "aca_run", "interrupt_on_signals"]
 
@@ -502,16 +501,23 @@ async def _finish(
     error = await state.aresult(raise_on_failure=False)
     if getattr(error, "exit_code", None) == 3:
         # A budget or usage limit stopped the task before it finished: not a failure; it
-        # stays unfinished in the session, and `aca resume` runs it again.
+        # is pending again in the session (its calls are on the bill), and `aca resume`
+        # runs it again.
+        store.task_failed(task_id, str(error), will_retry=True)
         dag.release(task_id)
         return str(error)
+    attempts = store.session.tasks[task_id].attempts
     if isinstance(error, TaskRunFailed):
         run.outcomes[task_id] = error.outcome
         reason = error.outcome.failure_reason or "failed"
-        store.task_failed(task_id, reason, usage=_usage_entries(error.outcome))
+        if error.outcome.conflict_files:
+            reason += f" (gave up after {attempts} attempt(s))"
+    elif isinstance(error, AcaError):
+        # A provider error names its fix already: say it plainly, with the attempts it took.
+        reason = f"{error} (gave up after {attempts} attempt(s))"
     else:
         reason = f"{type(error).__name__}: {error}" if error else (state.message or "failed")
-        store.task_failed(task_id, reason)
+    store.task_failed(task_id, reason)
     logger.error(f"{task_id} failed: {first_line(reason)}")
     dag.fail(task_id, reason)
     await _publish_report(store, run, task_id, state)
@@ -571,27 +577,13 @@ async def _run_skips(store: SessionStore, run: ActiveRun, dag: DagProgress, stat
 
 
 def _task_result(outcome: TaskOutcome) -> TaskResult:
-    return TaskResult(
-        commit=outcome.commit_sha, summary=outcome.summary, usage=_usage_entries(outcome)
-    )
-
-
-def _usage_entries(outcome: TaskOutcome) -> list[UsageEntry]:
-    if outcome.already_completed or not outcome.turns:
-        return []
-    return [
-        UsageEntry(
-            provider=outcome.provider,
-            model=outcome.model or "",
-            usage=outcome.usage,
-            cost_usd=outcome.cost_usd,
-            calls=outcome.turns,
-        )
-    ]
+    # Its spend is on the ledger already: one ``call`` event per provider call.
+    return TaskResult(commit=outcome.commit_sha, summary=outcome.summary)
 
 
 def _spent(store: SessionStore) -> float:
-    return sum(u.cost_usd for u in store.session.usage)
+    """The session's spend so far, from its ledger: every call of every attempt and run."""
+    return store.session.cost_usd
 
 
 def _key(kind: str, session_id: str) -> str:

@@ -9,16 +9,27 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
+from aca_flows.agent.transcript import TaskLog
 from aca_flows.errors import InputError
 from aca_flows.flows.secret_keys import provider_environ
-from aca_flows.flows.task_run import ActiveRun, GlobalLimitProvider, SpendGuard, SpendMeter
+from aca_flows.flows.task_run import (
+    CALL_OWNER,
+    ActiveRun,
+    CallLedger,
+    CallOwner,
+    GlobalLimitProvider,
+    SpendGuard,
+    SpendMeter,
+)
 from aca_flows.plan import ExecutionPlan, TaskStatus, load_execution_plan, load_task_file
 from aca_flows.plan.io import MARKDOWN_SUFFIXES
 from aca_flows.providers import get_provider, rate_limiter_for
-from aca_flows.providers.base import Provider
+from aca_flows.providers.base import Provider, ProviderResponse
+from aca_flows.providers.retry import with_call_retries
 from aca_flows.session.events import TaskResult
 from aca_flows.session.layout import AcaDir
 from aca_flows.session.redact import REDACTED, redact
@@ -32,6 +43,9 @@ from aca_flows.workspace import (
 )
 from aca_flows.workspace.commit import completed_task_commits
 from aca_flows.workspace.repository import remove_stale_branch_lock
+
+if TYPE_CHECKING:
+    from aca_flows.plan.intelligent import IntelligentParse
 
 __all__ = ["RunRequest", "open_run", "recorded_state"]
 
@@ -87,7 +101,8 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         store.resumed()
         asked = None
     else:
-        plan = asked = _load_plan(request, config)
+        plan, parse = _load_plan(request, config)
+        asked = plan
         store = SessionStore.create(
             workdir,
             plan,
@@ -96,6 +111,8 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
             name=request.session_name,
             session_id=request.session_id,
         )
+        if parse is not None:
+            _bill_parse(store, parse)
     # The session lock is ours: a ref lock on the session branch is a crash's leftover.
     remove_stale_branch_lock(repo, store.session_id)
     ensure_session_branch(repo, store.session_id)
@@ -121,6 +138,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         config=config,
         providers=providers,
         default_provider=config.session.provider,
+        store=store,
     )
     return store, run
 
@@ -179,7 +197,10 @@ def _retry_unfinished(plan: ExecutionPlan) -> None:
             task.status = TaskStatus()
 
 
-def _load_plan(request: RunRequest, config: AcaConfig) -> ExecutionPlan:
+def _load_plan(
+    request: RunRequest, config: AcaConfig
+) -> tuple[ExecutionPlan, IntelligentParse | None]:
+    """The plan to run, and the intelligent parse it came from (if it did)."""
     if request.execution_plan:
         plan = load_execution_plan(Path(request.execution_plan))
     elif (
@@ -187,23 +208,49 @@ def _load_plan(request: RunRequest, config: AcaConfig) -> ExecutionPlan:
         and request.use_intelligent_parser
         and Path(request.task_file).suffix.lower() in MARKDOWN_SUFFIXES
     ):
-        return _parse_intelligently(Path(request.task_file), request, config)
+        parse = _parse_intelligently(Path(request.task_file), request, config)
+        return parse.plan, parse
     elif request.task_file:
         plan = load_task_file(Path(request.task_file))
     else:
         raise InputError("give task_file or execution_plan (or the session_id to resume).")
-    return plan.with_run_context(request.context, request.append_system_prompt)
+    return plan.with_run_context(request.context, request.append_system_prompt), None
 
 
-def _parse_intelligently(task_file: Path, request: RunRequest, config: AcaConfig) -> ExecutionPlan:
-    """The LLM's plan of ``task_file``; the CLI's parse left it in the cache, so a run started
-    from the command line makes no second provider call."""
+def _bill_parse(store: SessionStore, parse: IntelligentParse) -> None:
+    """The parse's spend goes on the bill of the session made from it, once: journal first
+    (spend is never lost), then the cache entry forgets it."""
+    from aca_flows.plan.intelligent import mark_parse_billed
+
+    spend = parse.unbilled
+    if spend is None or spend.calls == 0:
+        return
+    store.call_recorded(
+        purpose="parse",
+        provider=spend.provider,
+        model=spend.model,
+        usage=spend.usage,
+        cost_usd=spend.cost_usd,
+        calls=spend.calls,
+    )
+    mark_parse_billed(parse)
+
+
+def _parse_intelligently(
+    task_file: Path, request: RunRequest, config: AcaConfig
+) -> IntelligentParse:
+    """The LLM's parse of ``task_file``; the CLI's parse left it in the cache, so a run
+    started from the command line makes no second provider call."""
     import logging
 
     from aca_flows.plan.intelligent import PARSE_CACHE_FOLDER, parse_with_llm_sync
 
     name = config.session.provider
-    provider = get_provider(name, config, environ=provider_environ(name, config), scrub=redact)
+    provider = with_call_retries(
+        get_provider(name, config, environ=provider_environ(name, config), scrub=redact),
+        config.session,
+        _log_parse_retry,
+    )
     parse = parse_with_llm_sync(
         task_file,
         provider,
@@ -215,7 +262,11 @@ def _parse_intelligently(task_file: Path, request: RunRequest, config: AcaConfig
     )
     if parse.lost:
         logging.getLogger(__name__).warning("%s: %s", task_file, parse.lost_warning())
-    return parse.plan
+    return parse
+
+
+def _log_parse_retry(seconds: float, error: Exception, retry_number: int) -> None:
+    _run_logger().warning(f"{error} Retrying the parse's call in {seconds:.1f} s.")
 
 
 def _build_providers(
@@ -225,8 +276,9 @@ def _build_providers(
 
     names = {config.session.provider} | {t.provider for t in plan.tasks if t.provider}
     _import_sdks(names)
-    spent = sum(entry.cost_usd for entry in store.session.usage)
-    meter = SpendMeter(spent, config.session.budget_usd)
+    # Budget checks read the session's ledger: spend of earlier runs of the session counts.
+    meter = SpendMeter(lambda: store.session.cost_usd, config.session.budget_usd)
+    ledger = _ledger_of(store)
     built: dict[str, Provider] = {}
     for name in sorted(names):
         provider = get_provider(
@@ -244,8 +296,64 @@ def _build_providers(
         limit_name = config.provider(name).concurrency_limit
         if limit_name:
             provider = GlobalLimitProvider(provider, limit_name)
-        built[name] = SpendGuard(provider, meter)
+        # Retries outermost: each try passes the budget check and its spend reaches the
+        # ledger, and a retry's wait holds no concurrency slot.
+        built[name] = with_call_retries(
+            SpendGuard(provider, meter, ledger),
+            config.session,
+            on_wait=_log_call_retry(store, config.session.call_retries),
+        )
     return built
+
+
+def _ledger_of(store: SessionStore) -> CallLedger:
+    """Journal each returned provider call as a ``call`` event of the session."""
+
+    def record(provider: str, model: str, response: ProviderResponse, owner: CallOwner | None):
+        store.call_recorded(
+            provider=provider,
+            model=model,
+            usage=response.usage,
+            cost_usd=response.cost_usd,
+            task_id=owner.task_id if owner else None,
+            attempt=owner.attempt if owner else None,
+        )
+
+    return record
+
+
+def _log_call_retry(store: SessionStore, retries: int):
+    """A call's retry is never silent: it goes to the task run's log (else aca's log) and to
+    the task's own log in the session."""
+
+    def log(seconds: float, error: Exception, retry_number: int) -> None:
+        _run_logger().warning(
+            f"{error} Retrying this call in {seconds:.1f} s (retry {retry_number} of {retries})."
+        )
+        owner = CALL_OWNER.get()
+        if owner is not None:
+            TaskLog(store.paths, owner.task_id).write(
+                "call_retry",
+                attempt=owner.attempt,
+                retry=retry_number,
+                of=retries,
+                wait_seconds=round(seconds, 3),
+                error=str(error),
+            )
+
+    return log
+
+
+def _run_logger():
+    import logging
+
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("aca_flows")
 
 
 # Vendor SDKs take seconds to import; importing one inside the first task run would stall

@@ -1,9 +1,15 @@
 """One plan task as one Prefect task run: retries, caching, logging, its artifact.
 
-- Retries only for ``TransientProviderError`` (a retry condition), with exponential backoff and
-  jitter; a ``retry_after`` from the server is waited out before the retry. Every run starts
-  from a clean worktree (``execute_task`` creates it anew).
+- Two depths of retry. A transient error on one provider call is retried on that call
+  (``providers.retry``, keeping the conversation). Only when those retries are used up does
+  the attempt fail with ``TransientProviderError``; then, and only then, Prefect retries the
+  task run (a retry condition), after exponential backoff with jitter, as a clean attempt from
+  a new worktree. ``max_attempts`` counts these attempts of the whole task; each is journalled
+  (``task_started``; ``task_failed`` with ``will_retry`` when another follows).
 - A failed verification or a permanent provider error fails the task run without retrying.
+- Every provider call passes ``SpendGuard``: it refuses a call once the budget is spent and
+  puts each call that returns on the session's ledger at once, with the task and attempt
+  that made it (``CALL_OWNER``), so no spend is lost whatever happens to the attempt.
 - Results are stored as JSON in ``.aca/sessions/<id>/results/<task-id>-<task-run-id>.json``.
   Prefect's cache is not used: the storage key is unique to the task run, so nothing is ever
   read back from it. A resumed session skips completed tasks from its record and its branch
@@ -12,38 +18,50 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import get_run_logger, task
 from prefect.concurrency.asyncio import concurrency
+from prefect.context import TaskRunContext
 
 from aca_flows.agent.execute import TaskOutcome, execute_task
-from aca_flows.errors import AcaError, PermanentProviderError, TransientProviderError
+from aca_flows.errors import (
+    AcaError,
+    PermanentProviderError,
+    ProviderError,
+    TransientProviderError,
+)
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import EventCallback, Provider, ProviderRequest, ProviderResponse
 from aca_flows.session.redact import redact, redact_text
 from aca_flows.settings import AcaConfig
 
+if TYPE_CHECKING:
+    from aca_flows.session.store import SessionStore
+
 __all__ = [
+    "CALL_OWNER",
     "ActiveRun",
     "BudgetReached",
+    "CallLedger",
+    "CallOwner",
     "SpendGuard",
+    "SpendMeter",
     "TaskRunFailed",
     "execute_plan_task",
     "options_for",
 ]
 
-RETRY_AFTER_CAP_SECONDS = 600
-
 
 class TaskRunFailed(AcaError):
     """The agent finished but the task failed (verify never passed, a merge conflict stayed).
-    Carries the outcome so its spend is still accounted."""
+    Carries the outcome for the session and the report (its spend is on the ledger already)."""
 
     exit_code = 1
 
@@ -64,10 +82,28 @@ class ActiveRun:
     providers: dict[str, Provider]
     default_provider: str
     outcomes: dict[str, TaskOutcome] = field(default_factory=dict)
+    store: SessionStore | None = None
+    """The session's writer: task runs journal their attempts into it."""
 
     def provider_for(self, task: Task) -> Provider:
         return self.providers[task.provider or self.default_provider]
 
+
+class _NoTracebackForAcaErrors(logging.Filter):
+    """Prefect logs the exception that ends a task run with its traceback. aca's own errors
+    are messages for the user that name the fix, not bugs: keep the message, drop the trace."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, AcaError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_TASK_RUN_LOGGER = logging.getLogger("prefect.task_runs")
+if not any(isinstance(f, _NoTracebackForAcaErrors) for f in _TASK_RUN_LOGGER.filters):
+    _TASK_RUN_LOGGER.addFilter(_NoTracebackForAcaErrors())
 
 # The flow registers its run here; task runs find it by session id.
 ACTIVE_RUNS: dict[str, ActiveRun] = {}
@@ -79,12 +115,32 @@ class BudgetReached(PermanentProviderError):
     exit_code = 3
 
 
-class SpendMeter:
-    """The session's spend in USD, as every provider call of the run adds to it."""
+@dataclass(frozen=True)
+class CallOwner:
+    """Who a provider call is made for: a task and its attempt (1, 2, ...)."""
 
-    def __init__(self, spent_usd: float, budget_usd: float | None):
-        self.spent_usd = spent_usd
+    task_id: str
+    attempt: int
+
+
+# Set by ``execute_plan_task`` around the agent's work, read by ``SpendGuard`` for the ledger.
+CALL_OWNER: ContextVar[CallOwner | None] = ContextVar("aca_call_owner", default=None)
+
+# Puts one returned call on the session's ledger: (provider, model, response, owner).
+CallLedger = Callable[[str, str, ProviderResponse, "CallOwner | None"], None]
+
+
+class SpendMeter:
+    """The budget check. The spend is read from the session's ledger (``spent``), so calls of
+    every attempt, task and earlier run of the session count."""
+
+    def __init__(self, spent: Callable[[], float], budget_usd: float | None):
+        self._spent = spent
         self.budget_usd = budget_usd
+
+    @property
+    def spent_usd(self) -> float:
+        return self._spent()
 
     def check(self) -> None:
         if self.budget_usd is not None and self.spent_usd >= self.budget_usd:
@@ -96,21 +152,38 @@ class SpendMeter:
 
 
 class SpendGuard:
-    """The one place every provider call passes that knows the session's spend: it refuses a
-    call once the budget is reached, so a running task cannot overspend it by much."""
+    """The one place every provider call passes: it refuses a call once the budget is reached
+    (so a running task cannot overspend it by much), and hands every call that returns to
+    ``ledger`` as soon as it returns, with its owner (``CALL_OWNER``)."""
 
-    def __init__(self, inner: Provider, meter: SpendMeter):
+    def __init__(self, inner: Provider, meter: SpendMeter, ledger: CallLedger | None = None):
         self.inner = inner
         self.name = inner.name
         self.meter = meter
+        self.ledger = ledger
 
     async def complete(
         self, request: ProviderRequest, on_event: EventCallback | None = None
     ) -> ProviderResponse:
         self.meter.check()
-        response = await self.inner.complete(request, on_event)
-        self.meter.spent_usd += response.cost_usd
+        try:
+            response = await self.inner.complete(request, on_event)
+        except ProviderError as error:
+            # A call can fail after it was paid for (a Claude Code run stopped mid-way).
+            if isinstance(error.billed, ProviderResponse) and _costs(error.billed):
+                self._record(request, error.billed)
+            raise
+        self._record(request, response)
         return response
+
+    def _record(self, request: ProviderRequest, response: ProviderResponse) -> None:
+        if self.ledger is not None:
+            model = response.model or request.model or ""
+            self.ledger(self.name, model, response, CALL_OWNER.get())
+
+
+def _costs(response: ProviderResponse) -> bool:
+    return response.cost_usd > 0 or response.usage.total_tokens > 0
 
 
 class GlobalLimitProvider:
@@ -129,8 +202,21 @@ class GlobalLimitProvider:
             return await self.inner.complete(request, on_event)
 
 
-def _is_transient(_task: Any, _task_run: Any, state: Any) -> bool:
-    return isinstance(state.data, TransientProviderError)
+def _another_attempt_helps(_task: Any, _task_run: Any, state: Any) -> bool:
+    """Retry a task only after a transient provider error whose call retries ran out, or a
+    merge conflict (the next attempt starts on the new head)."""
+    error = state.data
+    if isinstance(error, TaskRunFailed):
+        return bool(error.outcome.conflict_files)
+    return isinstance(error, TransientProviderError)
+
+
+def _attempt() -> tuple[int, int]:
+    """This task run's attempt (1, 2, ...) and how many retries Prefect may make."""
+    context = TaskRunContext.get()
+    if context is None:
+        return 1, 0
+    return max(context.task_run.run_count, 1), context.task.retries
 
 
 # A storage key and no cache policy: Prefect persists the result under a key no other task run
@@ -158,36 +244,57 @@ async def execute_plan_task(session_id: str, task_id: str) -> dict[str, Any]:
     run = ACTIVE_RUNS[session_id]
     task_ = run.plan.task(task_id)
     logger = get_run_logger()
+    attempt, retries = _attempt()
+    provider = run.provider_for(task_)
+    if attempt > 1 and run.store is not None:
+        # The flow journalled the first attempt's start; Prefect's retries start the others.
+        run.store.task_started(task_id, provider=provider.name)
 
     def log_line(record: dict[str, Any]) -> None:
         level = _log_level(record)
         if run.config.logging.log_tool_calls or level > logging.INFO:
             logger.log(level, _one_line(record))
 
+    # The ledger numbers attempts as the session does: across resumes, not per flow run.
+    number = run.store.session.tasks[task_id].attempts if run.store is not None else attempt
+    owner = CALL_OWNER.set(CallOwner(task_id, max(number, 1)))
     try:
         outcome = await execute_task(
             run.plan,
             task_id,
             workdir=run.workdir,
             session_id=session_id,
-            provider=run.provider_for(task_),
+            provider=provider,
             config=run.config,
             dependency_outcomes=run.outcomes,
             on_log=log_line,
+            max_runs=1,  # a merge conflict is a failed attempt too: max_attempts counts them
         )
     except TransientProviderError as exc:
-        if exc.retry_after:
-            wait = min(exc.retry_after, RETRY_AFTER_CAP_SECONDS)
-            logger.warning(f"{exc}; waiting {wait:.0f} s as the provider asked, then retrying")
-            await asyncio.sleep(wait)
+        _journal_retry(run, task_id, attempt, retries, str(exc), logger)
         raise
+    finally:
+        CALL_OWNER.reset(owner)
     # What leaves from here (the persisted result in results/, the failure) is a record, so it
     # is redacted; the work itself is done. Its report is written by the flow, from the
     # session, once the task run has ended.
     outcome = TaskOutcome.model_validate(redact(outcome.model_dump(mode="json")))
     if outcome.status != "completed":
+        if outcome.conflict_files:
+            _journal_retry(run, task_id, attempt, retries, outcome.failure_reason or "", logger)
         raise TaskRunFailed(outcome)
     return outcome.model_dump(mode="json")
+
+
+def _journal_retry(run: ActiveRun, task_id: str, attempt: int, retries: int, why: str, logger):
+    """An attempt failed in a way another attempt can fix: when Prefect will retry, say so
+    in the log and the journal (the task goes back to pending until its next attempt)."""
+    if attempt > retries:
+        return
+    reason = f"attempt {attempt} of {retries + 1} failed: {why}"
+    logger.warning(f"{task_id}: {reason}; the task starts again from a clean worktree")
+    if run.store is not None:
+        run.store.task_failed(task_id, reason, will_retry=True)
 
 
 def options_for(run: ActiveRun, task_: Task) -> dict[str, Any]:
@@ -203,7 +310,7 @@ def options_for(run: ActiveRun, task_: Task) -> dict[str, Any]:
         "retries": retries,
         "retry_delay_seconds": [base * 2**i for i in range(retries)] or 0,
         "retry_jitter_factor": 0.5,
-        "retry_condition_fn": _is_transient,
+        "retry_condition_fn": _another_attempt_helps,
     }
 
 

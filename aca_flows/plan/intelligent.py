@@ -15,6 +15,10 @@ What a caller may rely on:
   model and the whole request text: parsing the same input again makes no provider call. An
   answer that ``scrub`` (the session's redactor) would change holds a secret and is not cached:
   cached redacted, it would run altered; cached as it is, the secret would sit in ``.aca``;
+- what the parse's calls cost is kept with the cache entry as ``unbilled`` until a session
+  bills it (``mark_parse_billed``): the parse made before a session exists (the command line
+  parses, then the flow reads the cache) is billed once, to the session made from it, and a
+  later cache hit costs nothing;
 - only ``TaskFileError`` (bad file, unusable plan, items lost under ``strict``) and the
   providers' ``ProviderError`` are raised.
 """
@@ -31,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aca_flows.errors import TaskFileError
 from aca_flows.plan.intelligent_prompt import (
@@ -54,12 +58,14 @@ from aca_flows.plan.models import ExecutionPlan, FileRef, Task, TaskMetadata
 from aca_flows.plan.toml_loader import pydantic_problems
 from aca_flows.plan.validate import plan_problems
 from aca_flows.providers.atomic_json import write_json_atomic
-from aca_flows.providers.base import Message, Provider, ProviderRequest
+from aca_flows.providers.base import Message, Provider, ProviderRequest, Usage
 
 __all__ = [
     "CACHE_SCHEMA_VERSION",
     "PARSE_CACHE_FOLDER",
     "IntelligentParse",
+    "ParseSpend",
+    "mark_parse_billed",
     "parse_cache_key",
     "parse_with_llm",
     "parse_with_llm_sync",
@@ -74,6 +80,18 @@ PARSE_CACHE_FOLDER = "parse_cache"
 _CLAUDE_CODE_OPTIONS = {"permission_mode": "default", "allowed_tools": ["Read", "Glob", "Grep"]}
 
 
+class ParseSpend(BaseModel):
+    """What the provider calls of one parse cost (tokens and USD), all of them together."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str
+    model: str = ""
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float = 0.0
+    calls: int = 0
+
+
 @dataclass(frozen=True)
 class IntelligentParse:
     """The outcome of one parse: the plan, what it lost, and what it cost."""
@@ -84,6 +102,9 @@ class IntelligentParse:
     from_cache: bool
     cost_usd: float
     cache_file: Path | None
+    unbilled: ParseSpend | None = None
+    """Spend of this plan's parse that no session has billed yet (this parse's own calls, or
+    those of the parse that filled the cache). Bill it, then call ``mark_parse_billed``."""
 
     def lost_warning(self) -> str:
         """A warning listing the lost items (empty when nothing was lost)."""
@@ -122,9 +143,10 @@ async def parse_with_llm(
     cache_model = model or getattr(provider, "model", None)
     key = parse_cache_key(provider.name, cache_model, SYSTEM_PROMPT, prompt)
     cache_file = cache_dir / f"{key}.json" if cache_dir is not None else None
-    proposal = _read_cache(cache_file, source)
+    proposal, unbilled = _read_cache(cache_file, source)
     calls, cost = 0, 0.0
     if proposal is None:
+        unbilled = ParseSpend(provider=provider.name, model=cache_model or "")
         messages = [Message(role="user", text=prompt)]
         schema = proposal_schema()
         options = _CLAUDE_CODE_OPTIONS | {"cwd": str(path.resolve().parent)}
@@ -139,6 +161,14 @@ async def parse_with_llm(
             )
             response = await provider.complete(request)
             calls, cost = calls + 1, cost + response.cost_usd
+            unbilled = unbilled.model_copy(
+                update={
+                    "model": unbilled.model or response.model,
+                    "usage": unbilled.usage + response.usage,
+                    "cost_usd": cost,
+                    "calls": calls,
+                }
+            )
             try:
                 proposal = _read_answer(response.text, source)
                 break
@@ -162,10 +192,10 @@ async def parse_with_llm(
                 "Run again, guide it with --context, or use the deterministic parser "
                 "(--force-naive-parser)."
             )
-        _write_cache(cache_file, proposal, provider.name, cache_model, path, scrub)
+        _write_cache(cache_file, proposal, provider.name, cache_model, path, scrub, unbilled)
     plan = proposal_to_plan(proposal, source, context, append_system_prompt)
     lost = lost_items(plan, source_items(source.text))
-    parse = IntelligentParse(plan, lost, calls, calls == 0, cost, cache_file)
+    parse = IntelligentParse(plan, lost, calls, calls == 0, cost, cache_file, unbilled)
     if lost and strict:
         raise TaskFileError(f"{path}: --strict: {parse.lost_warning()}")
     return parse
@@ -291,17 +321,36 @@ def _without_code_fence(text: str) -> str:
     return match.group(1) if match else text
 
 
-def _read_cache(cache_file: Path | None, source: ParseSource) -> ProposedPlan | None:
-    """The cached proposal, or None: a missing, unreadable or outdated entry is a miss."""
+def _read_cache(
+    cache_file: Path | None, source: ParseSource
+) -> tuple[ProposedPlan | None, ParseSpend | None]:
+    """The cached proposal and its unbilled spend; ``(None, None)`` for a missing, unreadable
+    or outdated entry (a miss)."""
     if cache_file is None or not cache_file.is_file():
-        return None
+        return None, None
     try:
         entry = json.loads(cache_file.read_text(encoding="utf-8"))
         if entry.get("schema_version") != CACHE_SCHEMA_VERSION:
-            return None
-        return _read_answer(json.dumps(entry["proposal"]), source)
+            return None, None
+        proposal = _read_answer(json.dumps(entry["proposal"]), source)
+        unbilled = entry.get("unbilled")
+        return proposal, ParseSpend.model_validate(unbilled) if unbilled else None
     except (OSError, ValueError, KeyError, TypeError, AttributeError, _UnusableAnswer):
-        return None
+        return None, None
+
+
+def mark_parse_billed(parse: IntelligentParse) -> None:
+    """Record in the cache entry that a session billed the parse's spend: later sessions made
+    from the same entry are billed nothing (a cache hit costs nothing)."""
+    if parse.cache_file is None or parse.unbilled is None:
+        return
+    try:
+        entry = json.loads(parse.cache_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # no entry (it could not be written): nothing else can bill this parse
+    if isinstance(entry, dict) and entry.pop("unbilled", None) is not None:
+        with contextlib.suppress(OSError):
+            write_json_atomic(parse.cache_file, entry)
 
 
 def _write_cache(
@@ -311,6 +360,7 @@ def _write_cache(
     model: str | None,
     path: Path,
     scrub: Callable[[Any], Any] | None,
+    unbilled: ParseSpend | None,
 ) -> None:
     if cache_file is None:
         return
@@ -324,6 +374,7 @@ def _write_cache(
         "model": model,
         "task_file": str(path),
         "proposal": answer,
+        "unbilled": unbilled.model_dump(mode="json") if unbilled else None,
     }
     # A cache that cannot be written costs a provider call next time, nothing more.
     with contextlib.suppress(OSError):

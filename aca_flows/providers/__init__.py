@@ -10,6 +10,7 @@ SDKs are imported only when that provider is built, so importing this package is
     provider = get_provider("replay", config, cassette=Path("run.cassette.json"))
     limiter = rate_limiter_for("anthropic", config, state_file=paths.rate_limit_state_json)
     provider = RateLimitedProvider(provider, limiter)
+    provider = RetryingProvider(provider, retries=4)   # a transient error is retried on the call
     response = await provider.complete(ProviderRequest(...), on_event=log_event)
 
 ``provider_status(name, config)`` says, without any network call, whether a provider's
@@ -27,6 +28,7 @@ from typing import Any
 from aca_flows.errors import ConfigError
 from aca_flows.providers.base import Provider
 from aca_flows.providers.ratelimit import RateLimitedProvider, RateLimiter
+from aca_flows.providers.retry import RetryingProvider
 from aca_flows.settings import AcaConfig
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "PROVIDER_NAMES",
     "ProviderStatus",
     "RateLimitedProvider",
+    "RetryingProvider",
     "get_provider",
     "provider_status",
     "rate_limiter_for",

@@ -231,20 +231,30 @@ class ClaudeCodeProvider:
     ) -> ProviderResponse:
         status = getattr(result, "api_error_status", None)
         detail = result.result or "; ".join(getattr(result, "errors", None) or [])
+        response = self._paid(request, result, texts)
+        # A run that fails may have paid for turns first: the error carries them (``billed``).
         if result.is_error and status:
-            raise error_for_status(self.name, status, detail, key_hint="ANTHROPIC_API_KEY")
+            error = error_for_status(self.name, status, detail, key_hint="ANTHROPIC_API_KEY")
+            error.billed = response
+            raise error
         if result.subtype == "error_max_budget_usd":
             raise PermanentProviderError(
                 f"claude-code: the run reached its budget (max_budget_usd) after "
                 f"{result.num_turns} turns. Raise [claude_code] max_budget_usd_per_task or "
                 "split the task.",
                 provider=self.name,
+                billed=response,
             )
         if result.is_error and result.subtype == "error_during_execution":
             raise TransientProviderError(
                 f"claude-code: the run failed: {detail[:300] or 'no detail'}.",
                 provider=self.name,
+                billed=response,
             )
+        return response
+
+    def _paid(self, request: ProviderRequest, result: Any, texts: list[str]) -> ProviderResponse:
+        """The response of a finished run: its answer, usage and cost."""
         raw = result.usage or {}
         usage = Usage(
             input_tokens=raw.get("input_tokens") or 0,
@@ -252,6 +262,10 @@ class ClaudeCodeProvider:
             cache_read_tokens=raw.get("cache_read_input_tokens") or 0,
             cache_write_tokens=raw.get("cache_creation_input_tokens") or 0,
         )
+        if usage.total_tokens == 0:
+            # An error result (a budget stop) leaves ``usage`` empty; its per-model usage
+            # still says what was spent.
+            usage = sum((_model_usage(u) for u in (result.model_usage or {}).values()), Usage())
         model = request.model or self.model or next(iter(result.model_usage or {}), "")
         # A configured price wins (the contract: cost from the price table, overridable);
         # otherwise trust the cost Claude Code computed for itself.
@@ -273,6 +287,17 @@ class ClaudeCodeProvider:
             provider=self.name,
             session_id=result.session_id,
         )
+
+
+def _model_usage(raw: Any) -> Usage:
+    """One entry of a result's ``model_usage`` (camelCase counts) as ``Usage``."""
+    raw = raw if isinstance(raw, dict) else {}
+    return Usage(
+        input_tokens=raw.get("inputTokens") or 0,
+        output_tokens=raw.get("outputTokens") or 0,
+        cache_read_tokens=raw.get("cacheReadInputTokens") or 0,
+        cache_write_tokens=raw.get("cacheCreationInputTokens") or 0,
+    )
 
 
 def _events(message: Any) -> list[ProviderEvent]:

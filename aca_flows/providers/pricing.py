@@ -52,6 +52,8 @@ def price_for(
     include_defaults: bool = True,
 ) -> ModelPrice | None:
     """The price of ``model``: config overrides first, then the defaults; exact, then prefix."""
+    if not model:
+        return None  # every name starts with "": no prefix may match an unknown model
     tables = [overrides or {}] + ([DEFAULT_PRICES] if include_defaults else [])
     for table in tables:
         if model in table:

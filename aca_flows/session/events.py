@@ -8,12 +8,13 @@ after the task's commit is merged, so replaying the journal never invents finish
     session_started    the session was created (the whole plan, provider, model, branch)
     session_resumed    a new process took the session over; running tasks go back to pending
     task_started       an attempt at a task began (attempts += 1)
-    task_completed     a task finished; ``result`` holds commit, summary and usage
+    task_completed     a task finished; ``result`` holds commit and summary
     task_failed        an attempt failed; with ``will_retry`` the task goes back to pending
     task_skipped       a task will not run (``reason``)
     task_blocked       a task cannot run (``reason``), e.g. a dependency failed
     subtasks_added     an agent split a task; the new tasks join the plan under ``parent_id``
-    usage_recorded     spend outside any task (the intelligent parser), or extra spend of one
+    call               one paid provider call returned: the ledger line of its tokens and USD
+                       (a task's call, with the task and attempt; or the intelligent parser's)
     checkpoint_created a checkpoint file was written
     session_finished   the run ended: completed, failed, interrupted or stopped (by a budget)
 """
@@ -26,10 +27,13 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.providers.base import Usage
 from aca_flows.session.usage import UsageEntry
 
 __all__ = [
     "EVENT_SCHEMA_VERSION",
+    "CallPurpose",
+    "CallRecorded",
     "CheckpointCreated",
     "CheckpointTrigger",
     "Event",
@@ -43,7 +47,6 @@ __all__ = [
     "TaskResult",
     "TaskSkipped",
     "TaskStarted",
-    "UsageRecorded",
     "event_from_json",
     "event_to_json",
 ]
@@ -52,6 +55,7 @@ EVENT_SCHEMA_VERSION = 1
 
 FinalStatus = Literal["completed", "failed", "interrupted", "stopped"]
 CheckpointTrigger = Literal["auto", "manual", "interrupt", "budget", "end"]
+CallPurpose = Literal["task", "parse"]
 
 
 def _now() -> datetime:
@@ -92,13 +96,13 @@ class TaskStarted(_Event):
 
 
 class TaskResult(BaseModel):
-    """What a finished task produced: its commit on the session branch, a summary, its spend."""
+    """What a finished task produced: its commit on the session branch and a summary. Its
+    spend is in the ``call`` events of its attempts."""
 
     model_config = ConfigDict(extra="forbid")
 
     commit: str | None = None
     summary: str = ""
-    usage: list[UsageEntry] = Field(default_factory=list)
 
 
 class TaskCompleted(_Event):
@@ -111,7 +115,6 @@ class TaskFailed(_Event):
     type: Literal["task_failed"] = "task_failed"
     task_id: str
     reason: str = Field(min_length=1)
-    usage: list[UsageEntry] = Field(default_factory=list)
     will_retry: bool = False
 
 
@@ -133,10 +136,29 @@ class SubtasksAdded(_Event):
     tasks: list[Task] = Field(min_length=1)
 
 
-class UsageRecorded(_Event):
-    type: Literal["usage_recorded"] = "usage_recorded"
+class CallRecorded(_Event):
+    """One ledger line: a provider call that returned, journalled as it returns, so its spend
+    stays on the bill whatever happens to the task afterwards (a failed or retried attempt, a
+    budget stop, a cancel). Totals per task and per session are sums of these."""
+
+    type: Literal["call"] = "call"
+    purpose: CallPurpose = "task"
     task_id: str | None = None
-    usage: list[UsageEntry] = Field(min_length=1)
+    attempt: int | None = Field(default=None, ge=1, description="The task's attempt (1, 2, ...).")
+    provider: str
+    model: str = ""
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float = Field(default=0.0, ge=0)
+    calls: int = Field(default=1, ge=1, description="More than 1 only for a parse's calls.")
+
+    def entry(self) -> UsageEntry:
+        return UsageEntry(
+            provider=self.provider,
+            model=self.model,
+            usage=self.usage,
+            cost_usd=self.cost_usd,
+            calls=self.calls,
+        )
 
 
 class CheckpointCreated(_Event):
@@ -161,7 +183,7 @@ Event = Annotated[
     | TaskSkipped
     | TaskBlocked
     | SubtasksAdded
-    | UsageRecorded
+    | CallRecorded
     | CheckpointCreated
     | SessionFinished,
     Field(discriminator="type"),

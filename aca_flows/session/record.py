@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aca_flows.plan.models import ExecutionPlan, TaskStatus
 from aca_flows.session.events import (
+    CallRecorded,
     CheckpointCreated,
     CheckpointTrigger,
     Event,
@@ -34,7 +35,6 @@ from aca_flows.session.events import (
     TaskFailed,
     TaskSkipped,
     TaskStarted,
-    UsageRecorded,
 )
 from aca_flows.session.usage import UsageEntry, add_usage, total_cost, total_tokens
 
@@ -249,7 +249,6 @@ def _task_completed(record: SessionRecord, event: TaskCompleted) -> bool:
     run.finished_at = event.at
     run.commit = event.result.commit
     run.summary = event.result.summary
-    _spend(record, run, event.result.usage)
     return True
 
 
@@ -266,7 +265,6 @@ def _task_failed(record: SessionRecord, event: TaskFailed) -> bool:
     run.summary = event.reason
     if not event.will_retry:
         run.finished_at = event.at
-    _spend(record, run, event.usage)
     return True
 
 
@@ -304,20 +302,16 @@ def _subtasks_added(record: SessionRecord, event: SubtasksAdded) -> bool:
     return True
 
 
-def _usage_recorded(record: SessionRecord, event: UsageRecorded) -> bool:
+def _call_recorded(record: SessionRecord, event: CallRecorded) -> bool:
+    # Every call is new spend: a call is never a repeat of another, so it always applies.
     if event.task_id:
         _task(record, event.task_id)
-    run = record.task_run(event.task_id) if event.task_id else None
-    _spend(record, run, event.usage)
+    spent = [event.entry()]
+    if event.task_id:
+        run = record.task_run(event.task_id)
+        run.usage = add_usage(run.usage, spent)
+    record.usage = add_usage(record.usage, spent)
     return True
-
-
-def _spend(record: SessionRecord, run: TaskRun | None, usage: list[UsageEntry]) -> None:
-    if not usage:
-        return
-    if run is not None:
-        run.usage = add_usage(run.usage, usage)
-    record.usage = add_usage(record.usage, usage)
 
 
 def _checkpoint_created(record: SessionRecord, event: CheckpointCreated) -> bool:
@@ -352,7 +346,7 @@ _HANDLERS = {
     TaskSkipped: _task_skipped,
     TaskBlocked: _task_blocked,
     SubtasksAdded: _subtasks_added,
-    UsageRecorded: _usage_recorded,
+    CallRecorded: _call_recorded,
     CheckpointCreated: _checkpoint_created,
     SessionFinished: _finished,
 }

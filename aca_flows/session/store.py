@@ -29,8 +29,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.providers.base import Usage
 from aca_flows.session.errors import SessionFileError, UnknownSessionError
 from aca_flows.session.events import (
+    CallPurpose,
+    CallRecorded,
     Event,
     SessionFinished,
     SessionResumed,
@@ -42,7 +45,6 @@ from aca_flows.session.events import (
     TaskResult,
     TaskSkipped,
     TaskStarted,
-    UsageRecorded,
     event_from_json,
     event_to_json,
 )
@@ -58,7 +60,6 @@ from aca_flows.session.record import (
     fold_events,
 )
 from aca_flows.session.redact import is_secret_name, redact
-from aca_flows.session.usage import UsageEntry
 
 __all__ = [
     "SessionScan",
@@ -247,16 +248,10 @@ class SessionStore:
         task_id: str,
         reason: str,
         *,
-        usage: list[UsageEntry] | None = None,
         will_retry: bool = False,
     ) -> bool:
         return self.record(
-            TaskFailed(
-                task_id=task_id,
-                reason=_reason(reason, "failed"),
-                usage=usage or [],
-                will_retry=will_retry,
-            )
+            TaskFailed(task_id=task_id, reason=_reason(reason, "failed"), will_retry=will_retry)
         )
 
     def task_skipped(self, task_id: str, reason: str) -> bool:
@@ -268,8 +263,31 @@ class SessionStore:
     def subtasks_added(self, parent_id: str, tasks: list[Task]) -> bool:
         return self.record(SubtasksAdded(parent_id=parent_id, tasks=tasks))
 
-    def usage_recorded(self, usage: list[UsageEntry], task_id: str | None = None) -> bool:
-        return self.record(UsageRecorded(task_id=task_id, usage=usage))
+    def call_recorded(
+        self,
+        *,
+        provider: str,
+        model: str | None,
+        usage: Usage,
+        cost_usd: float,
+        task_id: str | None = None,
+        attempt: int | None = None,
+        purpose: CallPurpose = "task",
+        calls: int = 1,
+    ) -> bool:
+        """Put one provider call on the session's ledger (the bill, ``aca usage``, budgets)."""
+        return self.record(
+            CallRecorded(
+                purpose=purpose,
+                task_id=task_id,
+                attempt=attempt,
+                provider=provider,
+                model=model or "",
+                usage=usage,
+                cost_usd=max(cost_usd, 0.0),
+                calls=calls,
+            )
+        )
 
     def finish(self, status: SessionStatus, reason: str | None = None) -> bool:
         """Record the end of this run: completed, failed, interrupted or stopped."""

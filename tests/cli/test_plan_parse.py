@@ -138,11 +138,13 @@ def test_the_flow_reuses_the_cli_parse(llm_server, tmp_path, capsys, monkeypatch
     )
     config = load_config(tmp_path, None, request.overrides()).config
 
-    plan = _load_plan(request, config)
+    plan, parse = _load_plan(request, config)
 
     assert {t.id: t.dependencies for t in plan.roots()} == DEPENDENCIES
     assert plan.context_hints[-1] == "ctx"
     assert len(llm_server.anthropic.requests) == 1
+    # The dry run's parse made the call; no session has billed it yet.
+    assert parse.from_cache and parse.unbilled.calls == 1
 
 
 def test_plan_parse_never_imports_prefect(tmp_path):

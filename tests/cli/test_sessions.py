@@ -13,7 +13,6 @@ from aca_flows.providers.base import Usage
 from aca_flows.session.checkpoints import create_checkpoint
 from aca_flows.session.events import TaskResult
 from aca_flows.session.store import SessionStore
-from aca_flows.session.usage import UsageEntry
 
 runner = CliRunner()
 
@@ -28,15 +27,15 @@ def make_session(workdir, name="Nightly fixes") -> SessionStore:
     )
     store = SessionStore.create(workdir, plan, provider="anthropic", model="claude-x")
     store.task_started("setup", provider="anthropic", model="claude-x")
-    usage = UsageEntry(
+    store.call_recorded(
         provider="anthropic",
         model="claude-x",
         usage=Usage(input_tokens=1200, output_tokens=300),
         cost_usd=0.042,
+        task_id="setup",
+        attempt=1,
     )
-    store.task_completed(
-        "setup", TaskResult(commit="1234567890abcdef", summary="ok", usage=[usage])
-    )
+    store.task_completed("setup", TaskResult(commit="1234567890abcdef", summary="ok"))
     store.subtasks_added("feature", [Task(id="feature.api", title="API part")])
     return store
 

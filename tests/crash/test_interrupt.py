@@ -70,6 +70,9 @@ def test_sigterm_lets_the_running_task_finish_and_resume_does_the_rest(aca, repo
     assert json.loads(out.strip().splitlines()[-1])["status"] == "completed"
     assert branch_tasks(repo, branch) == ["a", "b", "c"]
     assert set(agent_task_ids(llm.anthropic.requests[calls_before:])) == {"c"}
+    # Every call of both runs is on the session's bill, the interrupted run's included.
+    data = json.loads((session / "meta" / "session.json").read_text())
+    assert sum(u["calls"] for u in data["usage"]) == len(llm.anthropic.requests)
 
 
 def test_second_sigint_cancels_at_once_and_a_second_aca_is_refused(aca, repo, llm, tmp_path):

@@ -34,4 +34,5 @@ def anthropic_fake(monkeypatch):
         monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
         monkeypatch.setenv("ACA_SESSION__PROVIDER", "anthropic")
         monkeypatch.setenv("ACA_SESSION__RETRY_BACKOFF_SECONDS", "0")
+        monkeypatch.setenv("ACA_SESSION__CALL_RETRY_BACKOFF_SECONDS", "0")
         yield server

@@ -102,15 +102,18 @@ def test_concurrency_is_bounded(tmp_path, repo, anthropic_fake):
     assert peak[0] == 2
 
 
-def test_overloaded_529_is_retried_to_success(tmp_path, repo, anthropic_fake):
-    anthropic_fake.anthropic.enqueue(status=529, retry_after=0.1, error="Overloaded")
+def test_overloaded_529s_are_retried_on_the_call_to_success(tmp_path, repo, anthropic_fake):
+    for _ in range(3):  # three in a row: the call's retries absorb them
+        anthropic_fake.anthropic.enqueue(status=529, retry_after=0.1, error="Overloaded")
     for _ in range(5):
         anthropic_fake.anthropic.enqueue(coding_agent)
     tasks = write_tasks(tmp_path, "- write a.txt {#a}\n")
     summary = run(tasks, repo).summary
     assert summary["status"] == "completed"
     assert branch_files(repo, summary["branch"])["a.txt"] == "a.txt\n"
-    assert len(anthropic_fake.anthropic.requests) == 3  # the 529, then write and finish
+    assert len(anthropic_fake.anthropic.requests) == 5  # three 529s, then write and finish
+    session = load_session(repo, summary["session_id"])
+    assert session.tasks["a"].attempts == 1 and session.usage[0].calls == 2
 
 
 def test_permanent_error_fails_without_retry(tmp_path, repo, anthropic_fake):

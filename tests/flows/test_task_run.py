@@ -1,12 +1,304 @@
-"""A plan task's Prefect options: attempts and the backoff between them come from the config."""
+"""One task run: call retries, task attempts and the spend ledger, against the fake server.
+
+The bill must agree with the server's own request log whatever happens to a task: a call
+retried after a 529, an attempt that fails after paid calls, a budget stop mid-task.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
-from aca_flows.flows.task_run import ActiveRun, options_for
+import git
+import pytest
+
+from aca_flows.errors import PermanentProviderError, TransientProviderError
+from aca_flows.flows import run_flow
+from aca_flows.flows.run_setup import _ledger_of
+from aca_flows.flows.task_run import (
+    CALL_OWNER,
+    ActiveRun,
+    CallOwner,
+    SpendGuard,
+    SpendMeter,
+    options_for,
+)
 from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.providers.base import Message, ProviderRequest
+from aca_flows.session.layout import AcaDir
+from aca_flows.session.store import SessionStore, load_session
 from aca_flows.settings import AcaConfig, SessionSection
+from tests.fakes.coding_agent import coding_agent, task_of
+from tests.fakes.llm_server import RecordedRequest, Reply
+from tests.fakes.scripted_provider import ScriptedProvider, final
+
+MODEL = "claude-sonnet-4-6"  # priced: $3 in / $15 out per million tokens
+
+
+class TurnsAgent:
+    """A coding agent that takes ``turns`` calls: it writes f1.txt, f2.txt, ... then finishes.
+
+    Its turn is read from the conversation, so a retried call gets the same answer. Every
+    answer it gives is a paid call; ``paid`` keeps their usage (each call's input differs).
+    """
+
+    def __init__(self, turns: int):
+        self.turns = turns
+        self.paid: list[dict[str, int]] = []
+
+    def __call__(self, request: RecordedRequest) -> Reply:
+        turn = sum(1 for m in request.json["messages"] if m["role"] == "assistant")
+        if turn < self.turns - 1:
+            args = {"path": f"f{turn + 1}.txt", "content": f"{turn + 1}\n"}
+            call = {"name": "write_file", "arguments": args}
+        else:
+            call = {"name": "finish", "arguments": {"summary": "wrote the files"}}
+        usage = {"input_tokens": 100 + len(self.paid), "output_tokens": 20}
+        self.paid.append(usage)
+        return Reply(tool_calls=[call], usage=usage)
+
+    def cost(self) -> float:
+        return sum(u["input_tokens"] * 3 + u["output_tokens"] * 15 for u in self.paid) / 1e6
+
+    def tokens(self) -> int:
+        return sum(u["input_tokens"] + u["output_tokens"] for u in self.paid)
+
+
+def overloaded() -> Reply:
+    return Reply(status=529, retry_after=0.05, error="Overloaded")
+
+
+def script(server, *replies) -> None:
+    for reply in replies:
+        server.anthropic.enqueue(reply)
+
+
+def run(tmp_path: Path, repo: Path, **params):
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write the files {#a}\n")
+    return run_flow(task_file=str(tasks), workdir=str(repo), model=MODEL, **params)
+
+
+def aca_usage(workdir: Path) -> list[dict]:
+    """What ``aca usage --json`` prints: the real command, in its own process."""
+    done = subprocess.run(
+        [sys.executable, "-m", "aca_flows", "usage", "--workdir", str(workdir), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
+def task_report(session_id: str, task_id: str) -> str:
+    """The task's Markdown artifact in Prefect, as the UI shows it."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def read():
+        async with get_client() as client:
+            key = ArtifactFilterKey(any_=[f"aca-{session_id}-{task_id}".lower()])
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(key=key))
+
+    return asyncio.run(read())[-1].data
+
+
+def journal(repo: Path, session_id: str) -> list[dict]:
+    path = AcaDir(repo).session(session_id).events_jsonl
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_529_at_turn_5_of_6_costs_exactly_one_extra_call(tmp_path, repo, anthropic_fake):
+    agent = TurnsAgent(6)
+    script(anthropic_fake, *[agent] * 4, overloaded(), agent, agent)
+
+    summary = run(tmp_path, repo).summary
+
+    assert summary["status"] == "completed"
+    assert len(anthropic_fake.requests) == 7
+    fifth, retried = anthropic_fake.anthropic.requests[4:6]
+    assert fifth.json["messages"] == retried.json["messages"]  # the conversation was kept
+    # The wait was logged, not silent: the server's retry-after was honoured.
+    log = AcaDir(repo).session(summary["session_id"]).task_log("a")
+    (retry,) = [
+        r for r in map(json.loads, log.read_text().splitlines()) if r["kind"] == "call_retry"
+    ]
+    assert (retry["attempt"], retry["retry"], retry["wait_seconds"]) == (1, 1, 0.05)
+    assert "529" in retry["error"]
+    session = load_session(repo, summary["session_id"])
+    assert session.tasks["a"].attempts == 1
+    (entry,) = session.usage
+    assert entry.calls == 6 and entry.total_tokens == agent.tokens()
+    assert entry.cost_usd == pytest.approx(agent.cost())
+
+
+def test_a_task_that_fails_after_three_paid_calls_then_succeeds_has_every_call_on_the_bill(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    monkeypatch.setenv("ACA_SESSION__CALL_RETRIES", "1")
+    agent = TurnsAgent(4)
+    # Attempt 1: three paid turns, then the fourth call fails twice (its one retry too).
+    # Attempt 2 starts clean and takes its four turns.
+    script(anthropic_fake, agent, agent, agent, overloaded(), overloaded(), *[agent] * 4)
+
+    summary = run(tmp_path, repo).summary
+
+    assert summary["status"] == "completed"
+    assert len(anthropic_fake.requests) == 9 and len(agent.paid) == 7
+    (billed,) = aca_usage(repo)
+    assert billed["calls"] == len(agent.paid)
+    tokens = billed["usage"]
+    assert tokens["input_tokens"] + tokens["output_tokens"] == agent.tokens()
+    assert billed["cost_usd"] == pytest.approx(agent.cost())
+    assert summary["cost_usd"] == pytest.approx(agent.cost())
+
+    session = load_session(repo, summary["session_id"])
+    assert session.tasks["a"].attempts == 2
+    assert session.tasks["a"].usage[0].calls == 7
+    assert "**Attempts:** 2 (the last: 1 agent round(s), 4 provider call(s))" in task_report(
+        summary["session_id"], "a"
+    )
+    events = journal(repo, summary["session_id"])
+    assert [e["attempt"] for e in events if e["type"] == "call"] == [1, 1, 1, 2, 2, 2, 2]
+    (retry,) = [e for e in events if e["type"] == "task_failed"]
+    assert retry["will_retry"] and "attempt 1 of 3 failed" in retry["reason"]
+    assert "529" in retry["reason"]
+
+
+def test_attempts_used_up_fail_the_task_with_a_plain_reason(
+    tmp_path, repo, anthropic_fake, monkeypatch, caplog
+):
+    monkeypatch.setenv("ACA_SESSION__CALL_RETRIES", "0")
+    monkeypatch.setenv("ACA_SESSION__MAX_ATTEMPTS", "2")
+    agent = TurnsAgent(3)
+    script(anthropic_fake, agent, overloaded(), overloaded(), agent)
+
+    outcome = run(tmp_path, repo)
+
+    assert outcome.state_name == "Failed"
+    assert outcome.summary["failed_ids"] == ["a"]
+    assert len(anthropic_fake.requests) == 3  # one paid call, a 529; then a 529 at once
+    session = load_session(repo, outcome.summary["session_id"])
+    task = session.plan.task("a")
+    assert session.tasks["a"].attempts == 2
+    assert task.status.reason.startswith("anthropic: temporarily unavailable (529): Overloaded.")
+    assert task.status.reason.endswith("(gave up after 2 attempt(s))")
+    assert "Traceback" not in task.status.reason and "Error:" not in task.status.reason
+    assert session.usage[0].calls == 1  # the paid call of attempt 1 is on the bill
+    assert "Retries are exhausted" in caplog.text and "Traceback" not in caplog.text
+
+
+def test_a_budget_stop_mid_task_keeps_its_calls_and_resumes_count_them(
+    tmp_path, repo, anthropic_fake
+):
+    agent = TurnsAgent(3)
+    script(anthropic_fake, *[agent] * 10)
+    # $0.0006 a call: the third call of the task is refused at $0.0012 spent.
+    first = run(tmp_path, repo, budget_usd=0.001).summary
+    assert first["status"] == "stopped"
+    assert len(anthropic_fake.requests) == 2
+    session_id = first["session_id"]
+    stopped = load_session(repo, session_id)
+    assert stopped.usage[0].calls == 2 and stopped.cost_usd == pytest.approx(agent.cost())
+    assert stopped.plan.task("a").status.state == "pending"
+
+    # The budget covers the whole session: what was spent before still counts.
+    again = run_flow(workdir=str(repo), session_id=session_id, budget_usd=0.0015).summary
+    assert again["status"] == "stopped"
+    assert len(anthropic_fake.requests) == 3  # one more call took it past $0.0015
+
+    done = run_flow(workdir=str(repo), session_id=session_id, budget_usd=1.0).summary
+    assert done["status"] == "completed"
+    assert len(anthropic_fake.requests) == 6
+    (billed,) = aca_usage(repo)
+    assert billed["calls"] == 6 == len(agent.paid)
+    assert billed["cost_usd"] == pytest.approx(agent.cost())
+    final = load_session(repo, session_id)
+    assert final.tasks["a"].usage[0].calls == 6
+    # Attempts are numbered as the session counts them, across resumes.
+    assert final.tasks["a"].attempts == 3
+    events = journal(repo, session_id)
+    assert [e["attempt"] for e in events if e["type"] == "call"] == [1, 1, 2, 3, 3, 3]
+
+
+def test_the_spend_guard_bills_paid_failures_and_stops_at_the_budget(tmp_path):
+    """Every call that returns, and every failed call that was paid for (a Claude Code run
+    stopped mid-way), is on the ledger at once; the budget check reads that ledger."""
+    plan = ExecutionPlan(name="p", tasks=[Task(id="a", title="A")])
+    store = SessionStore.create(tmp_path, plan, provider="claude-code")
+    stopped = PermanentProviderError("claude-code: the run reached its budget", billed=final("x"))
+    unpaid = TransientProviderError("claude-code: overloaded")
+    provider = ScriptedProvider(final("one"), stopped, unpaid, final("two"), name="claude-code")
+    guard = SpendGuard(
+        provider, SpendMeter(lambda: store.session.cost_usd, 0.0025), _ledger_of(store)
+    )
+    request = ProviderRequest(messages=[Message(role="user", text="go")])
+
+    async def calls():
+        CALL_OWNER.set(CallOwner("a", 2))
+        outcomes = []
+        for _ in range(5):
+            try:
+                outcomes.append((await guard.complete(request)).text)
+            except (PermanentProviderError, TransientProviderError) as error:
+                outcomes.append(type(error).__name__)
+        return outcomes
+
+    with store:
+        outcomes = asyncio.run(calls())
+        session = store.session
+    assert outcomes == [
+        "one", "PermanentProviderError", "TransientProviderError", "two", "BudgetReached"
+    ]  # fmt: skip
+    assert len(provider.history) == 4  # the fifth call was refused before it was made
+    # Three paid calls at $0.001: the budget stop; the unpaid failure is not on the bill.
+    assert session.tasks["a"].usage[0].calls == 3
+    assert session.cost_usd == pytest.approx(0.003)
+    events = journal(tmp_path, session.id)
+    assert [(e["task_id"], e["attempt"]) for e in events if e["type"] == "call"] == [("a", 2)] * 3
+
+
+def test_a_merge_conflict_ends_an_attempt_and_the_next_lands_on_the_new_head(
+    tmp_path, repo, anthropic_fake
+):
+    started = threading.Event()
+
+    def agent(request: RecordedRequest) -> Reply:
+        # Task a answers once b is running, so both start from the same head: whichever
+        # lands second conflicts with the first.
+        task_id = task_of(request)[0]
+        if task_id == "b":
+            started.set()
+        elif task_id == "a":
+            started.wait(60)
+        return coding_agent(request)
+
+    script(anthropic_fake, *[agent] * 8)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write same.txt with A {#a}\n- write same.txt with B {#b}\n")
+
+    summary = run_flow(task_file=str(tasks), workdir=str(repo), model=MODEL, max_concurrent=2)
+    summary = summary.summary
+
+    assert summary["status"] == "completed" and summary["counts"] == {"completed": 2}
+    session = load_session(repo, summary["session_id"])
+    attempts = {task_id: run.attempts for task_id, run in session.tasks.items()}
+    assert sorted(attempts.values()) == [1, 2]
+    second = next(task_id for task_id, n in attempts.items() if n == 2)
+    events = journal(repo, summary["session_id"])
+    (retry,) = [e for e in events if e["type"] == "task_failed"]
+    assert retry["task_id"] == second and retry["will_retry"]
+    assert "conflict with work already on the session branch in same.txt" in retry["reason"]
+    # The second attempt started on the new head: its write replaced the first task's.
+    content = git.Repo(repo).git.show(f"{summary['branch']}:same.txt")
+    assert content == ("A" if second == "a" else "B")
+    calls = [(e["task_id"], e["attempt"]) for e in events if e["type"] == "call"]
+    assert len(calls) == 6 == len(anthropic_fake.requests)
+    assert calls.count((second, 2)) == 2
 
 
 def active_run(**session) -> ActiveRun:

@@ -334,3 +334,40 @@ def test_an_answer_holding_a_secret_is_used_but_never_cached(llm_server, tmp_pat
     llm_server.anthropic.enqueue(**respond(proposal))
     parse(tasks, cache_dir=cache, scrub=redact)
     assert parse(tasks, cache_dir=cache, scrub=redact).from_cache
+
+
+def test_the_parse_spend_stays_unbilled_in_the_cache_until_a_session_bills_it(
+    llm_server,  # noqa: F811
+    tmp_path,
+):
+    from aca_flows.plan.intelligent import mark_parse_billed
+
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("# Files\n\n- write a.txt\n")
+    proposal = {
+        "name": "Files",
+        "tasks": [{"id": "a", "title": "write a.txt", "depends_on": ["nope"]}],  # unknown
+    }
+    llm_server.anthropic.enqueue(
+        **respond(copy.deepcopy(proposal)), usage={"input_tokens": 70, "output_tokens": 9}
+    )
+    proposal["tasks"][0]["depends_on"] = []
+    llm_server.anthropic.enqueue(
+        **respond(proposal), usage={"input_tokens": 90, "output_tokens": 11}
+    )
+    cache = tmp_path / "cache"
+
+    first = parse(tasks, cache_dir=cache, model="claude-sonnet-4-6")
+    # Both calls, the repaired one too, are the parse's spend.
+    assert first.unbilled.calls == 2
+    assert (first.unbilled.usage.input_tokens, first.unbilled.usage.output_tokens) == (160, 20)
+    assert first.unbilled.cost_usd == pytest.approx(first.cost_usd) and first.cost_usd > 0
+    # A hit before any session billed it hands the same spend over (the CLI's dry run, then
+    # the flow's parse) ...
+    hit = parse(tasks, cache_dir=cache, model="claude-sonnet-4-6")
+    assert hit.from_cache and hit.unbilled == first.unbilled
+    # ... and once a session has billed it, a hit costs nothing.
+    mark_parse_billed(hit)
+    again = parse(tasks, cache_dir=cache, model="claude-sonnet-4-6")
+    assert again.from_cache and again.unbilled is None
+    assert len(llm_server.anthropic.requests) == 2

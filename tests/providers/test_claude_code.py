@@ -100,8 +100,12 @@ def test_a_run_over_its_budget_is_stopped_permanently(claude_env, llm_server, tm
         usage={"input_tokens": 2_000_000, "output_tokens": 10},
     )
 
-    with pytest.raises(PermanentProviderError, match="budget"):
+    with pytest.raises(PermanentProviderError, match="budget") as caught:
         run(_provider().complete(_request(tmp_path, "Do a lot", max_budget_usd=0.01)))
+
+    # The turns it paid for before it stopped travel with the error, for the bill.
+    billed = caught.value.billed
+    assert billed.usage.input_tokens >= 2_000_000 and billed.cost_usd > 0.01
 
 
 def test_an_explicit_binary_that_does_not_exist_fails_instead_of_falling_back(

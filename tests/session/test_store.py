@@ -21,29 +21,34 @@ from aca_flows.session.store import (
     load_session,
     scan_sessions,
 )
-from aca_flows.session.usage import UsageEntry
 
 
 def make_plan(*ids: str, name: str = "Demo plan") -> ExecutionPlan:
     return ExecutionPlan(name=name, tasks=[Task(id=i, title=f"Task {i}") for i in ids])
 
 
-def spend(tokens: int, cost: float, provider: str = "anthropic", model: str = "m-1"):
-    return [
-        UsageEntry(
-            provider=provider,
-            model=model,
-            usage=Usage(input_tokens=tokens, output_tokens=tokens // 2),
-            cost_usd=cost,
-        )
-    ]
+def pay(
+    store: SessionStore,
+    tokens: int,
+    cost: float,
+    provider: str = "anthropic",
+    model: str = "m-1",
+    **owner,
+) -> None:
+    """One provider call on the ledger."""
+    store.call_recorded(
+        provider=provider,
+        model=model,
+        usage=Usage(input_tokens=tokens, output_tokens=tokens // 2),
+        cost_usd=cost,
+        **owner,
+    )
 
 
 def finish_task(store: SessionStore, task_id: str, tokens: int = 100, cost: float = 0.5) -> None:
     store.task_started(task_id, provider="anthropic", model="m-1")
-    store.task_completed(
-        task_id, TaskResult(commit=f"c0ffee-{task_id}", summary="done", usage=spend(tokens, cost))
-    )
+    pay(store, tokens, cost, task_id=task_id, attempt=1)
+    store.task_completed(task_id, TaskResult(commit=f"c0ffee-{task_id}", summary="done"))
 
 
 def read_json(path):
@@ -77,9 +82,10 @@ def test_events_update_statuses_usage_and_totals(tmp_path):
     with SessionStore.create(tmp_path, make_plan("a", "b", "c"), provider="anthropic") as store:
         finish_task(store, "a", tokens=100, cost=0.25)
         store.task_started("b", provider="openai", model="gpt")
-        store.task_failed("b", "tests failed", usage=spend(40, 0.1, "openai", "gpt"))
+        pay(store, 40, 0.1, "openai", "gpt", task_id="b", attempt=1)
+        store.task_failed("b", "tests failed")
         store.task_skipped("c", "not needed")
-        store.usage_recorded(spend(10, 0.05))  # planning, outside any task
+        pay(store, 10, 0.05, purpose="parse")  # planning, outside any task
         store.finish("failed", "1 task failed")
     session = load_session(tmp_path, store.session_id)
     assert [str(t.status) for t in session.plan.tasks] == [
@@ -94,13 +100,34 @@ def test_events_update_statuses_usage_and_totals(tmp_path):
     by_model = {(e.provider, e.model): (e.total_tokens, e.cost_usd) for e in session.usage}
     assert by_model == {("anthropic", "m-1"): (165, 0.3), ("openai", "gpt"): (60, 0.1)}
     assert session.cost_usd == pytest.approx(0.4)
+    assert session.tasks["b"].cost_usd == pytest.approx(0.1)
+    assert session.tasks["a"].usage[0].calls == 1
+
+
+def test_spend_of_failed_and_retried_attempts_stays_on_the_bill(tmp_path):
+    with SessionStore.create(tmp_path, make_plan("a"), provider="anthropic") as store:
+        store.task_started("a")
+        for _ in range(3):
+            pay(store, 10, 0.01, task_id="a", attempt=1)
+        store.task_failed("a", "anthropic: temporarily unavailable (529)", will_retry=True)
+        store.task_started("a")
+        pay(store, 10, 0.01, task_id="a", attempt=2)
+        store.task_completed("a", TaskResult(commit="c0ffee"))
+        session_id = store.session_id
+    session = load_session(tmp_path, session_id)
+    assert session.tasks["a"].attempts == 2
+    assert session.tasks["a"].usage[0].calls == 4
+    assert session.cost_usd == pytest.approx(0.04)
+    lines = (AcaDir(tmp_path).session(session_id).events_jsonl).read_text().splitlines()
+    calls = [json.loads(line) for line in lines if json.loads(line)["type"] == "call"]
+    assert [(c["task_id"], c["attempt"]) for c in calls] == [("a", 1)] * 3 + [("a", 2)]
 
 
 def test_completing_a_task_twice_counts_it_once(tmp_path):
     with SessionStore.create(tmp_path, make_plan("a"), provider="replay") as store:
         finish_task(store, "a", cost=1.0)
         lines = store.paths.events_jsonl.read_text().count("\n")
-        again = store.task_completed("a", TaskResult(commit="other", usage=spend(100, 1.0)))
+        again = store.task_completed("a", TaskResult(commit="other"))
         assert again is False
         assert store.paths.events_jsonl.read_text().count("\n") == lines
     session = load_session(tmp_path, store.session_id)
@@ -192,13 +219,13 @@ def test_a_torn_last_journal_line_is_dropped_and_cut_before_appending(tmp_path):
         finish_task(store, "a")
     journal = store.paths.events_jsonl
     with open(journal, "a") as handle:
-        handle.write('{"schema_version":1,"seq":4,"type":"task_sta')  # killed mid-append
+        handle.write('{"schema_version":1,"seq":5,"type":"task_sta')  # killed mid-append
     assert load_session(tmp_path, store.session_id).tasks_done == 1
     with SessionStore.open(tmp_path, store.session_id) as reopened:
-        assert any("unfinished last line 4" in r for r in reopened.repairs)
+        assert any("unfinished last line 5" in r for r in reopened.repairs)
         finish_task(reopened, "b")
     lines = journal.read_text().splitlines()
-    assert [json.loads(line)["seq"] for line in lines] == [1, 2, 3, 4, 5]
+    assert [json.loads(line)["seq"] for line in lines] == [1, 2, 3, 4, 5, 6, 7]
     assert load_session(tmp_path, store.session_id).tasks_done == 2
 
 
@@ -282,7 +309,7 @@ def test_concurrent_events_are_journalled_whole_and_in_sequence(tmp_path):
 
         def spend_some():
             for _ in range(10):
-                store.usage_recorded(spend(10, 0.01))
+                pay(store, 10, 0.01)
 
         threads = [threading.Thread(target=spend_some) for _ in range(6)]
         for thread in threads:

@@ -22,13 +22,11 @@ WRITER = textwrap.dedent(
     import sys
     from aca_flows.providers.base import Usage
     from aca_flows.session.store import SessionStore
-    from aca_flows.session.usage import UsageEntry
     store = SessionStore.open(sys.argv[1], sys.argv[2])
     store.resumed()
-    entry = UsageEntry(provider="replay", model="m", usage=Usage(input_tokens=1))
     print(store.session.last_seq, flush=True)
     while True:
-        store.usage_recorded([entry])
+        store.call_recorded(provider="replay", model="m", usage=Usage(input_tokens=1), cost_usd=0)
         print(store.session.last_seq, flush=True)
     """
 )

@@ -52,6 +52,8 @@ def test_usage_across_sessions(tmp_path):
     plan = ExecutionPlan(name="p", tasks=[Task(id="a", title="a")])
     for cost in (0.5, 0.25):
         with SessionStore.create(tmp_path, plan, provider="anthropic") as store:
-            store.usage_recorded([entry("anthropic", "m", 100, cost)])
+            store.call_recorded(
+                provider="anthropic", model="m", usage=Usage(input_tokens=100), cost_usd=cost
+            )
     (total,) = usage_by_provider_model(list_sessions(tmp_path))
     assert (total.calls, total.usage.input_tokens, total.cost_usd) == (2, 200, 0.75)

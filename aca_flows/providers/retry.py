@@ -1,0 +1,105 @@
+"""Retries at the depth of one call: a transient error is retried on that call.
+
+``RetryingProvider(provider, retries=4)`` calls the provider again, with the same request
+(the conversation so far), when it raises ``TransientProviderError`` (429, 5xx, 529,
+timeouts, dropped connections), at most ``retries`` times. Before each retry it waits:
+
+- the server's ``retry_after`` when it sent one (honoured, up to ``max_wait_seconds``);
+- else ``backoff_seconds * 2**n`` with full jitter (a random part of it, so that many tasks
+  hit by the same overload do not come back at the same instant), up to ``max_wait_seconds``.
+
+Every wait is reported to ``on_wait(seconds, error, retry_number)`` before it starts, so no
+retry is silent. When the retries are used up the last error propagates: the caller's attempt
+fails and a retry at a higher level (a clean attempt of the whole task) may follow.
+``PermanentProviderError`` and anything else pass through at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+
+from aca_flows.errors import TransientProviderError
+from aca_flows.providers.base import EventCallback, Provider, ProviderRequest, ProviderResponse
+from aca_flows.settings import SessionSection
+
+__all__ = ["RetryingProvider", "RetryWaitCallback", "retry_wait_seconds", "with_call_retries"]
+
+RetryWaitCallback = Callable[[float, TransientProviderError, int], None]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def retry_wait_seconds(
+    error: TransientProviderError,
+    retry_number: int,
+    *,
+    backoff_seconds: float,
+    max_wait_seconds: float,
+    rng: random.Random | None = None,
+) -> float:
+    """Seconds to wait before retry ``retry_number`` (1, 2, ...) after ``error``."""
+    if error.retry_after is not None:
+        return min(max(error.retry_after, 0.0), max_wait_seconds)
+    ceiling = min(backoff_seconds * 2 ** (retry_number - 1), max_wait_seconds)
+    return (rng or random).uniform(0, ceiling)
+
+
+class RetryingProvider:
+    """Any provider whose transient errors are retried on the call (see module doc)."""
+
+    def __init__(
+        self,
+        inner: Provider,
+        *,
+        retries: int = 4,
+        backoff_seconds: float = 2.0,
+        max_wait_seconds: float = 120.0,
+        on_wait: RetryWaitCallback | None = None,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ):
+        self.inner = inner
+        self.name = inner.name
+        self.retries = retries
+        self.backoff_seconds = backoff_seconds
+        self.max_wait_seconds = max_wait_seconds
+        self.on_wait = on_wait
+        self.sleep = sleep
+        self.rng = rng
+
+    async def complete(
+        self, request: ProviderRequest, on_event: EventCallback | None = None
+    ) -> ProviderResponse:
+        retry_number = 0
+        while True:
+            try:
+                return await self.inner.complete(request, on_event)
+            except TransientProviderError as error:
+                if retry_number >= self.retries:
+                    raise
+                retry_number += 1
+                wait = retry_wait_seconds(
+                    error,
+                    retry_number,
+                    backoff_seconds=self.backoff_seconds,
+                    max_wait_seconds=self.max_wait_seconds,
+                    rng=self.rng,
+                )
+                if self.on_wait is not None:
+                    self.on_wait(wait, error, retry_number)
+                await self.sleep(wait)
+
+
+def with_call_retries(
+    provider: Provider, session: SessionSection, on_wait: RetryWaitCallback | None = None
+) -> RetryingProvider:
+    """``provider`` with the call retries of ``[session]``: ``call_retries``,
+    ``call_retry_backoff_seconds`` and ``call_retry_max_wait_seconds``."""
+    return RetryingProvider(
+        provider,
+        retries=session.call_retries,
+        backoff_seconds=session.call_retry_backoff_seconds,
+        max_wait_seconds=session.call_retry_max_wait_seconds,
+        on_wait=on_wait,
+    )

@@ -1,0 +1,103 @@
+"""Call-level retries against the fake server: a transient error costs one more call, no more."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from aca_flows.errors import PermanentProviderError, TransientProviderError
+from aca_flows.providers import get_provider
+from aca_flows.providers.base import Message, ProviderRequest
+from aca_flows.providers.retry import RetryingProvider, retry_wait_seconds
+from aca_flows.settings import AcaConfig, ProviderSection
+from tests.providers.conftest import run
+
+
+def conversation() -> ProviderRequest:
+    return ProviderRequest(
+        messages=[
+            Message(role="user", text="first"),
+            Message(role="assistant", text="answer"),
+            Message(role="user", text="second"),
+        ]
+    )
+
+
+def retrying(**options) -> tuple[RetryingProvider, list[tuple[float, str, int]]]:
+    config = AcaConfig(providers={"anthropic": ProviderSection(model="claude-sonnet-4-6")})
+    waits: list[tuple[float, str, int]] = []
+
+    async def sleep(seconds: float) -> None:  # the wait is reported; the test need not wait it
+        pass
+
+    provider = RetryingProvider(
+        get_provider("anthropic", config),
+        on_wait=lambda seconds, error, n: waits.append((seconds, str(error), n)),
+        sleep=sleep,
+        rng=random.Random(7),
+        **options,
+    )
+    return provider, waits
+
+
+def test_a_529_is_retried_on_the_same_call_with_the_whole_conversation(llm_server):
+    llm_server.anthropic.enqueue(status=529, retry_after=3, error="Overloaded")
+    llm_server.anthropic.enqueue(text="done", usage={"input_tokens": 40, "output_tokens": 4})
+    provider, waits = retrying()
+
+    response = run(provider.complete(conversation()))
+
+    assert response.text == "done" and response.usage.input_tokens == 40
+    first, second = llm_server.anthropic.requests
+    assert first.json["messages"] == second.json["messages"]
+    assert len(second.json["messages"]) == 3
+    # The server's retry-after is what was waited, and the wait was reported.
+    assert [(seconds, n) for seconds, _, n in waits] == [(3.0, 1)]
+    assert "529" in waits[0][1]
+
+
+def test_retries_are_bounded_and_the_last_error_propagates(llm_server):
+    for _ in range(5):
+        llm_server.anthropic.enqueue(status=500, error="boom")
+    provider, waits = retrying(retries=2, backoff_seconds=1, max_wait_seconds=60)
+
+    with pytest.raises(TransientProviderError, match="500"):
+        run(provider.complete(conversation()))
+
+    assert len(llm_server.anthropic.requests) == 3  # the call and two retries
+    assert [n for _, _, n in waits] == [1, 2]
+    # No retry-after: jittered exponential backoff within 1 s, then 2 s.
+    assert 0 <= waits[0][0] <= 1 and 0 <= waits[1][0] <= 2
+
+
+def test_a_permanent_error_is_not_retried(llm_server):
+    llm_server.anthropic.enqueue(status=400, error="bad request")
+    provider, waits = retrying()
+
+    with pytest.raises(PermanentProviderError):
+        run(provider.complete(conversation()))
+
+    assert len(llm_server.anthropic.requests) == 1 and waits == []
+
+
+def test_a_dropped_connection_is_retried(llm_server):
+    llm_server.anthropic.enqueue(fault="drop")
+    llm_server.anthropic.enqueue(text="back")
+    provider, waits = retrying()
+
+    assert run(provider.complete(conversation())).text == "back"
+    assert len(llm_server.anthropic.requests) == 2 and len(waits) == 1
+
+
+def test_waits_are_capped():
+    error = TransientProviderError("overloaded", retry_after=3600)
+    assert retry_wait_seconds(error, 1, backoff_seconds=2, max_wait_seconds=90) == 90
+    plain = TransientProviderError("overloaded")
+    rng = random.Random(1)
+    waits = [
+        retry_wait_seconds(plain, n, backoff_seconds=2, max_wait_seconds=5, rng=rng)
+        for n in range(1, 50)
+    ]
+    assert max(waits) <= 5 and min(waits) >= 0
+    assert len(set(waits)) > 1  # jitter: not all the same
