@@ -188,10 +188,27 @@ EFFECTS: dict[str, list[str]] = {
     ],
     "session.max_attempts": [
         "tests/flows/test_task_run.py::test_max_attempts_and_retry_backoff_set_the_task_runs_retries",
-        "tests/flows/test_aca_run.py::test_overloaded_529_is_retried_to_success",
+        "tests/flows/test_task_run.py::test_a_task_that_fails_after_three_paid_calls_then_succeeds_has_every_call_on_the_bill",
     ],
     "session.retry_backoff_seconds": [
         "tests/flows/test_task_run.py::test_max_attempts_and_retry_backoff_set_the_task_runs_retries"
+    ],
+    "session.call_retries": [
+        "tests/providers/test_retry.py::test_retries_are_bounded_and_the_last_error_propagates",
+        "tests/flows/test_task_run.py::test_a_529_at_turn_5_of_6_costs_exactly_one_extra_call",
+    ],
+    "session.call_retry_backoff_seconds": [
+        "tests/providers/test_retry.py::test_waits_are_capped",
+    ],
+    "session.call_retry_max_wait_seconds": [
+        "tests/providers/test_retry.py::test_waits_are_capped",
+    ],
+    "deployments.allowed_workdirs": [
+        "tests/flows/test_deployment_guard.py::test_a_workdir_outside_the_allow_list_starts_nothing",
+        "tests/flows/test_deployment_guard.py::test_a_workdir_inside_the_allow_list_runs",
+    ],
+    "providers.*.api_key_secret": [
+        "tests/flows/test_secret_keys.py::test_the_key_comes_from_the_secret_block_and_is_redacted",
     ],
     "session.checkpoint_interval_minutes": [
         "tests/session/test_checkpoints.py::test_policy_reads_the_session_configuration"
