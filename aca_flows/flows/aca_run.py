@@ -313,6 +313,7 @@ def _summary(run, store, status, stopped_reason, counts, failed_ids) -> dict[str
         "counts": counts,
         "failed": len(failed_ids),
         "failed_ids": failed_ids,
+        "no_change_ids": [t for t, o in run.outcomes.items() if o.outcome == "no_change"],
         "cost_usd": _spent(store),
     }
 
@@ -438,7 +439,11 @@ async def _mark_not_ready(run, dag, states, recorded) -> None:
 
 def _task_result(outcome: TaskOutcome) -> TaskResult:
     return TaskResult(
-        commit=outcome.commit_sha, summary=outcome.summary, usage=_usage_entries(outcome)
+        commit=outcome.commit_sha,
+        outcome=outcome.outcome,
+        no_change_reason=outcome.no_change_reason,
+        summary=outcome.summary,
+        usage=_usage_entries(outcome),
     )
 
 

@@ -38,12 +38,15 @@ def plan_graph_markdown(plan: ExecutionPlan) -> str:
 def task_markdown(task: Task, outcome: TaskOutcome) -> str:
     files = "\n".join(f"- `{f}`" for f in outcome.files_changed) or "- (none)"
     usage = outcome.usage
+    why = outcome.failure_reason or outcome.no_change_reason
+    commit = f"`{outcome.commit_sha}`" if outcome.commit_sha else "none"
+    if outcome.outcome == "no_change":
+        commit += " (no change needed; the verify command confirmed it)"
     lines = [
         f"# {task.id}: {task.title}",
         "",
-        f"**Status:** {outcome.status}"
-        + (f" — {outcome.failure_reason}" if outcome.failure_reason else ""),
-        f"**Commit:** `{outcome.commit_sha or '-'}`",
+        f"**Status:** {outcome.display_status}" + (f" — {why}" if why else ""),
+        f"**Commit:** {commit}",
         f"**Diffstat:** {len(outcome.files_changed)} file(s), +{outcome.insertions} "
         f"-{outcome.deletions}",
         f"**Attempts:** {outcome.attempts} (runs: {outcome.runs}, provider calls: {outcome.turns})",

@@ -194,7 +194,7 @@ async def execute_plan_task(session_id: str, task_id: str, spec_digest: str) -> 
     await acreate_markdown_artifact(
         key=_artifact_key(session_id, task_id),
         markdown=task_markdown(task_, outcome),
-        description=f"{task_id}: {outcome.status}",
+        description=f"{task_id}: {outcome.display_status}",
     )
     if outcome.status != "completed":
         raise TaskRunFailed(outcome)

@@ -239,3 +239,43 @@ def test_resume_gives_failed_tasks_another_chance(tmp_path, repo, anthropic_fake
     assert again["status"] == "completed" and again["counts"] == {"completed": 3}
     assert sorted(task_commits(repo, first["branch"])) == ["a", "b", "c"]
     assert sum(1 for r in agent_requests(anthropic_fake) if task_of(r)[0] == "c") == c_calls
+
+
+def test_a_no_change_task_completes_as_such_and_a_changeless_stop_fails(
+    tmp_path, repo, anthropic_fake
+):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = write_tasks(
+        tmp_path,
+        "- write a.txt {#a}\n"
+        '- keep README.md {#k verify="grep -q demo README.md"}\n'
+        "- look around {#idle}\n",
+    )
+    outcome = run(tasks, repo)
+    summary = outcome.summary
+
+    assert outcome.state_name == "Failed"
+    assert summary["failed_ids"] == ["idle"] and summary["no_change_ids"] == ["k"]
+    assert summary["counts"] == {"completed": 2, "failed": 1}
+    assert task_commits(repo, summary["branch"]) == ["a"]  # no empty commit for k or idle
+    session = load_session(repo, summary["session_id"])
+    assert session.tasks["k"].outcome == "no_change" and session.tasks["k"].commit is None
+    assert session.tasks["k"].no_change_reason == "README.md is fine as it is"
+    assert session.tasks["a"].outcome == "changed"
+    assert "without changing anything" in str(session.plan.task("idle").status)
+
+    async def task_artifact(task_id):
+        async with get_client() as client:
+            key = f"aca-{summary['session_id'].lower()}-{task_id}"
+            (artifact,) = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+            )
+            return artifact.data
+
+    k_doc = asyncio.run(task_artifact("k"))
+    assert "**Status:** completed, no change — README.md is fine as it is" in k_doc
+    assert "**Verify:** `grep -q demo README.md` → passed" in k_doc
