@@ -58,7 +58,11 @@ class ConfigError(AcaError):
 
 
 class ProviderError(AcaError):
-    """An LLM provider call failed; ``status_code`` and ``body`` are kept from a response."""
+    """An LLM provider call failed; ``status_code`` and ``body`` are kept from a response.
+
+    ``usage`` (a ``providers.base.Usage``) and ``cost_usd`` are what the failed call still
+    cost: a Claude Code run that ends in an error result, or an answer refused after it was
+    generated, has been billed."""
 
     def __init__(
         self,
@@ -67,11 +71,15 @@ class ProviderError(AcaError):
         provider: str = "",
         status_code: int | None = None,
         body: str | None = None,
+        usage: object | None = None,
+        cost_usd: float = 0.0,
     ):
         super().__init__(message)
         self.provider = provider
         self.status_code = status_code
         self.body = body
+        self.usage = usage
+        self.cost_usd = cost_usd
 
 
 class TransientProviderError(ProviderError):

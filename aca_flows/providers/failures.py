@@ -2,9 +2,13 @@
 ``PermanentProviderError`` — the only two errors a provider raises.
 
 Transient (worth retrying later): 408, 409, 429, 5xx, 529 overloaded, timeouts, dropped
-connections, cut-off streams, unreadable responses. Permanent (retrying cannot help): 400 bad
-request, 401/403 auth, 404 unknown model, 413, 422, and spend limits (402, OpenAI's
-``insufficient_quota`` 429, Anthropic's "credit balance is too low" 400).
+connections, cut-off streams, unreadable responses, empty answers. Permanent (retrying cannot
+help): 400 bad request, 401/403 auth, 404 unknown model, 413, 422, spend limits (402, OpenAI's
+``insufficient_quota`` 429, Anthropic's "credit balance is too low" 400), refusals, and
+answers cut off by ``max_tokens`` before the model did anything.
+
+A provider error is never work: ``answer_error`` is applied to every successful response, so
+an answer that holds nothing (empty, refused, cut off) never reaches the agent as a result.
 
 Messages name the fix and never include a credential: only the server's own error message,
 status and the variable to check are shown.
@@ -19,8 +23,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from aca_flows.errors import PermanentProviderError, ProviderError, TransientProviderError
+from aca_flows.providers.base import ProviderResponse
 
 __all__ = [
+    "answer_error",
     "error_for_status",
     "error_from_exception",
     "rate_limit_headers",
@@ -177,3 +183,35 @@ def error_from_exception(provider: str, exc: BaseException, *, key_hint: str = "
         f"{provider}: the call failed unexpectedly ({type(exc).__name__}: {str(exc)[:200]}).",
         provider=provider,
     )
+
+
+def answer_error(
+    response: ProviderResponse, *, max_tokens: int | None = None
+) -> ProviderError | None:
+    """The error an answer is, though the call succeeded: a refusal, an answer cut off by
+    ``max_tokens`` before any tool call, or an empty answer. ``None`` for a real answer."""
+    provider = response.provider
+    spent = {"provider": provider, "usage": response.usage, "cost_usd": response.cost_usd}
+    said = f": {' '.join(response.text.split())[:300]}" if response.text.strip() else ""
+    if response.stop_reason == "refusal":
+        return PermanentProviderError(
+            f"{provider}: the model refused the request{said}. Rephrase the task, or choose "
+            "another model with --model.",
+            **spent,
+        )
+    if response.tool_calls:
+        return None
+    if response.stop_reason == "max_tokens":
+        limit = f" ({max_tokens})" if max_tokens else ""
+        return PermanentProviderError(
+            f"{provider}: the answer was cut off at the max_tokens limit{limit} before the "
+            f"model did anything. Raise [providers.{provider}] max_tokens, or split the task.",
+            **spent,
+        )
+    if not response.text.strip():
+        return TransientProviderError(
+            f"{provider}: the model returned an empty answer. Retry later; if it keeps "
+            "happening, choose another model with --model.",
+            **spent,
+        )
+    return None
