@@ -1,5 +1,9 @@
 """Getting a run ready: configuration, repository, session (new or resumed), providers.
 
+Every provider the plan uses is checked to be able to work (``providers.require_providers``:
+free checks, cached in the process) before the session is created or resumed, so a run that
+cannot work ends Failed with the fix before anything is spent, written or committed.
+
 A resumed session keeps its id, branch and task tree; tasks that were running at a crash are
 pending again; a task whose ``Aca-Task:`` commit is already on the session branch is recorded
 complete whatever the journal says, so it never runs again.
@@ -15,7 +19,7 @@ from aca_flows.errors import InputError
 from aca_flows.flows.task_run import ActiveRun, GlobalLimitProvider, SpendGuard, SpendMeter
 from aca_flows.plan import ExecutionPlan, TaskStatus, load_execution_plan, load_task_file
 from aca_flows.plan.io import MARKDOWN_SUFFIXES
-from aca_flows.providers import get_provider, rate_limiter_for
+from aca_flows.providers import get_provider, rate_limiter_for, require_providers
 from aca_flows.providers.base import Provider
 from aca_flows.session.events import TaskResult
 from aca_flows.session.layout import AcaDir
@@ -79,10 +83,12 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
     config = load_config(workdir, config_file, overrides).config
     repo = open_repository(workdir, init_git=request.init_git)
     if resuming:
+        require_providers(_provider_names(recorded.plan, config), config)
         store = SessionStore.open(workdir, request.session_id)
         store.resumed()
     else:
         plan = _load_plan(request, config)
+        require_providers(_provider_names(plan, config), config)
         store = SessionStore.create(
             workdir,
             plan,
@@ -148,6 +154,7 @@ def _parse_intelligently(task_file: Path, request: RunRequest, config: AcaConfig
 
     from aca_flows.plan.intelligent import PARSE_CACHE_FOLDER, parse_with_llm_sync
 
+    require_providers([config.session.provider], config)  # the parser spends on it
     provider = get_provider(config.session.provider, config)
     parse = parse_with_llm_sync(
         task_file,
@@ -167,7 +174,7 @@ def _build_providers(
 ) -> dict[str, Provider]:
     from aca_flows.providers import RateLimitedProvider
 
-    names = {config.session.provider} | {t.provider for t in plan.tasks if t.provider}
+    names = _provider_names(plan, config)
     _import_sdks(names)
     spent = sum(entry.cost_usd for entry in store.session.usage)
     meter = SpendMeter(spent, config.session.budget_usd)
@@ -186,6 +193,11 @@ def _build_providers(
             provider = GlobalLimitProvider(provider, limit_name)
         built[name] = SpendGuard(provider, meter)
     return built
+
+
+def _provider_names(plan: ExecutionPlan, config: AcaConfig) -> set[str]:
+    """The providers a run of ``plan`` uses: the session's, and any a task names."""
+    return {config.session.provider} | {t.provider for t in plan.tasks if t.provider}
 
 
 # Vendor SDKs take seconds to import; importing one inside the first task run would stall

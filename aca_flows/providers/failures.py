@@ -31,6 +31,7 @@ __all__ = [
     "error_from_exception",
     "rate_limit_headers",
     "retry_after_seconds",
+    "server_message",
 ]
 
 _SPEND_MARKERS = (
@@ -75,7 +76,7 @@ def rate_limit_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
     return {k.lower(): v for k, v in (headers or {}).items() if k.lower().startswith(keep)}
 
 
-def _server_message(body: str | None) -> str:
+def server_message(body: str | None) -> str:
     """The human part of an error body in any of the three wire formats."""
     if not body:
         return ""
@@ -101,7 +102,7 @@ def error_for_status(
     key_hint: str = "",
 ) -> ProviderError:
     """The error for an HTTP error response. ``key_hint`` names the variable holding the key."""
-    detail = _server_message(body)
+    detail = server_message(body)
     body = body[:_BODY_LIMIT] if body else body
     said = f": {detail}" if detail else ""
     common = {"provider": provider, "status_code": status, "body": body}
