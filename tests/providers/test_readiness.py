@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+
 import pytest
 
 from aca_flows.errors import PermanentProviderError
@@ -185,4 +186,3 @@ def test_require_names_every_provider_that_cannot_work(llm_server, monkeypatch):
     assert "the openai provider cannot work: OPENAI_API_KEY is not set" in message
     assert "the anthropic provider" not in message and "No task was started" in message
     require_providers(["anthropic"], AcaConfig())  # a provider that can work passes
-
