@@ -279,3 +279,52 @@ def test_a_no_change_task_completes_as_such_and_a_changeless_stop_fails(
     k_doc = asyncio.run(task_artifact("k"))
     assert "**Status:** completed, no change — README.md is fine as it is" in k_doc
     assert "**Verify:** `grep -q demo README.md` → passed" in k_doc
+
+
+def test_the_flow_refuses_a_provider_that_cannot_work_before_any_task(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    # A deployment run has no CLI in front of it: the flow makes the same check itself.
+    from aca_flows.errors import PermanentProviderError
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-revoked")
+    tasks = write_tasks(tmp_path, "- write a.txt {#a}\n")
+
+    outcome = run(tasks, repo)
+
+    assert outcome.state_name == "Failed" and outcome.summary is None
+    assert isinstance(outcome.error, PermanentProviderError)
+    assert "rejected ANTHROPIC_API_KEY (401" in str(outcome.error)
+    assert anthropic_fake.anthropic.requests == []  # nothing spent
+    assert not (repo / ".aca" / "sessions").exists()
+    assert [h.name for h in git.Repo(repo).heads] == ["main"]
+
+
+def test_a_claude_code_error_result_is_a_classified_failure_not_a_commit(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    home = tmp_path / "claude-home"
+    home.mkdir()
+    for name, value in {
+        "HOME": str(home),
+        "ACA_SESSION__PROVIDER": "claude-code",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "CLAUDE_CODE_MAX_RETRIES": "0",
+    }.items():
+        monkeypatch.setenv(name, value)
+    anthropic_fake.anthropic.scripted_for = lambda r: bool((r.json or {}).get("tools"))
+    # The key passes the free check, then the real claude's first call is refused.
+    anthropic_fake.anthropic.enqueue(status=401, error="invalid x-api-key")
+    tasks = write_tasks(tmp_path, "- write a.txt {#a}\n")
+
+    outcome = run(tasks, repo)
+
+    assert outcome.state_name == "Failed"
+    assert outcome.summary["failed_ids"] == ["a"]
+    session = load_session(repo, outcome.summary["session_id"])
+    reason = str(session.plan.task("a").status)
+    assert "PermanentProviderError" in reason and "authentication failed (401)" in reason
+    assert task_commits(repo, outcome.summary["branch"]) == []
+    assert len(agent_requests(anthropic_fake)) == 1  # permanent: never retried
