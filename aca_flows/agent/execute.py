@@ -28,7 +28,7 @@ import git
 from pydantic import BaseModel, Field
 
 from aca_flows.agent.loop import AgentConversation, AgentRound, run_claude_code, run_tool_loop
-from aca_flows.agent.no_change import evidence_problem
+from aca_flows.agent.no_change import evidence_problem, real_changes
 from aca_flows.agent.prompt import (
     DependencyContext,
     build_system_prompt,
@@ -298,7 +298,7 @@ async def _run_agent_and_verify(
                 last_round=agent_round,
                 attempts=attempt,
             )
-        changed = await asyncio.to_thread(worktree.changed_files)
+        changed = real_changes(await asyncio.to_thread(worktree.changed_files))
         no_change = agent_round.no_change_reason
         if no_change is None and not changed and agent_round.proposed_subtasks:
             # Splitting is the work: the subtasks change the code, the parent itself does not.

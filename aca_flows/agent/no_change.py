@@ -10,7 +10,8 @@ How an agent states it: a tool-loop agent calls ``report_no_change(reason)``; Cl
 its answer with one line ``NO CHANGE NEEDED: <reason>``, parsed strictly (the last non-empty
 line, the marker in capitals at its start, a non-empty reason). An agent that stops with
 neither a change nor that statement fails its task; so does one that states it but leaves
-changes behind. Nothing is committed in either case.
+changes behind. Nothing is committed in either case. What tools leave behind when tests
+run (``__pycache__``, ``.pytest_cache`` and the like) is not a change (``real_changes``).
 """
 
 from __future__ import annotations
@@ -19,11 +20,16 @@ __all__ = [
     "NO_CHANGE_MARKER",
     "evidence_problem",
     "parse_no_change",
+    "real_changes",
 ]
 
 NO_CHANGE_MARKER = "NO CHANGE NEEDED:"
 _SHOWN_ANSWER = 300
 _SHOWN_FILES = 10
+# Caches that running a project's tests or linters writes into a repository without a
+# .gitignore for them: byproducts, not work.
+_CACHE_FOLDERS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis"}
+_CACHE_SUFFIXES = (".pyc", ".pyo")
 
 
 def parse_no_change(text: str) -> str | None:
@@ -32,6 +38,15 @@ def parse_no_change(text: str) -> str | None:
     if not lines or not lines[-1].startswith(NO_CHANGE_MARKER):
         return None
     return lines[-1][len(NO_CHANGE_MARKER) :].strip() or None
+
+
+def real_changes(paths: list[str]) -> list[str]:
+    """``paths`` without tool caches."""
+    return [
+        path
+        for path in paths
+        if not _CACHE_FOLDERS.intersection(path.split("/")) and not path.endswith(_CACHE_SUFFIXES)
+    ]
 
 
 def evidence_problem(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from aca_flows.agent.no_change import parse_no_change
+from aca_flows.agent.no_change import parse_no_change, real_changes
 from aca_flows.plan.models import Task
 from aca_flows.session.layout import AcaDir
 from aca_flows.workspace import completed_task_commits, session_branch_head
@@ -58,11 +58,18 @@ def test_a_text_only_refusal_is_no_evidence_either(tmp_path):
     assert completed_task_commits(repo, SESSION) == {}
 
 
+def test_test_caches_are_not_changes():
+    paths = ["app.py", "__pycache__/app.cpython-311.pyc", "pkg/.pytest_cache/v/x", "a.pyc"]
+    assert real_changes(paths) == ["app.py"]
+
+
 def test_no_change_needed_with_a_passing_verify_completes_without_a_commit(tmp_path):
     repo = make_user_repo(tmp_path)
     head = repo.head.commit.hexsha
     provider = ScriptedProvider(
         tool_calls(tool_use("read_file", path="app.py")),
+        # Checking leaves a bytecode cache behind, as running a project's tests does.
+        tool_calls(tool_use("run_command", command="python3 -m py_compile app.py")),
         tool_calls(tool_use("report_no_change", reason="app.py already prints hello")),
     )
     task = Task(id="t1", title="Say hello", verify="grep -q hello app.py")
