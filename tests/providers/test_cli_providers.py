@@ -65,6 +65,7 @@ def test_list_prints_a_table_for_people(tmp_path):
     assert result.exit_code == 0, result.output
     assert "claude-code (default)" in result.output
     assert "ollama" in result.output
+    assert "[providers.replay]" in " ".join(result.output.split())  # not eaten as markup
 
 
 def test_check_makes_one_small_real_call(llm_server, tmp_path):
