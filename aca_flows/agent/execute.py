@@ -101,9 +101,14 @@ class TaskOutcome(BaseModel):
     model: str | None = None
 
     @property
+    def completed_without_change(self) -> bool:
+        """Completed on the agent's verified "no change needed", without a commit."""
+        return self.status == "completed" and self.outcome == "no_change"
+
+    @property
     def display_status(self) -> str:
         """How people read the outcome: ``completed``, ``completed, no change`` or ``failed``."""
-        return "completed, no change" if self.outcome == "no_change" else self.status
+        return "completed, no change" if self.completed_without_change else self.status
 
 
 class _RunResult(BaseModel):

@@ -313,7 +313,7 @@ def _summary(run, store, status, stopped_reason, counts, failed_ids) -> dict[str
         "counts": counts,
         "failed": len(failed_ids),
         "failed_ids": failed_ids,
-        "no_change_ids": [t for t, o in run.outcomes.items() if o.outcome == "no_change"],
+        "no_change_ids": [t for t, o in run.outcomes.items() if o.completed_without_change],
         "cost_usd": _spent(store),
     }
 

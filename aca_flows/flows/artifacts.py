@@ -40,7 +40,7 @@ def task_markdown(task: Task, outcome: TaskOutcome) -> str:
     usage = outcome.usage
     why = outcome.failure_reason or outcome.no_change_reason
     commit = f"`{outcome.commit_sha}`" if outcome.commit_sha else "none"
-    if outcome.outcome == "no_change":
+    if outcome.completed_without_change:
         commit += " (no change needed; the verify command confirmed it)"
     lines = [
         f"# {task.id}: {task.title}",

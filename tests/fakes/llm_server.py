@@ -505,6 +505,8 @@ def _route_models(handler: _Handler, request: RecordedRequest) -> None:
         {
             "object": "list",
             "has_more": False,
+            "first_id": models[0] if models else None,
+            "last_id": models[-1] if models else None,
             "data": [
                 {
                     "id": m,
