@@ -231,6 +231,9 @@ def _show_summary(summary: dict, workdir) -> None:
     show_command(summary["session_id"], workdir=workdir, json_output=False)
     status = summary["status"]
     line = f"Session {summary['session_id']} {status}; work is on branch {summary['branch']}."
+    if summary.get("no_change_ids"):
+        ids = ", ".join(summary["no_change_ids"])
+        line += f" Completed without a change (no change needed): {ids}."
     if summary.get("stopped_reason"):
         line += f" Stopped: {summary['stopped_reason']}."
         line += f" `aca resume {summary['session_id']}` continues."

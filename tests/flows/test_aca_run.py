@@ -328,3 +328,24 @@ def test_a_claude_code_error_result_is_a_classified_failure_not_a_commit(
     assert "PermanentProviderError" in reason and "authentication failed (401)" in reason
     assert task_commits(repo, outcome.summary["branch"]) == []
     assert len(agent_requests(anthropic_fake)) == 1  # permanent: never retried
+
+
+def test_the_terminal_summary_shows_a_no_change_task_as_its_own_kind(
+    tmp_path, repo, anthropic_fake, capsys
+):
+    from aca_flows.cli import main
+
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = write_tasks(tmp_path, "- write a.txt {#a}\n- keep README.md {#k}\n")
+
+    code = main(["run", str(tasks), "--workdir", str(repo), "--model", "claude-test"])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    k_row = next(line for line in out.splitlines() if "keep README.md" in line)
+    assert "completed, no change" in k_row
+    a_row = next(line for line in out.splitlines() if "write a.txt" in line)
+    assert "no change" not in a_row
+    assert "k: README.md is fine as it is" in out
+    assert "Completed without a change (no change needed): k." in out
