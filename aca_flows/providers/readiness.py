@@ -103,8 +103,8 @@ def require_providers(
 ) -> None:
     """Raise ``PermanentProviderError`` naming each provider of ``names`` that cannot work,
     with its fix; nothing has been spent or committed when it does."""
-    failing = [r for r in (check_provider(n, config, environ) for n in sorted(set(names)))]
-    failing = [r for r in failing if not r.ready]
+    checked = [check_provider(name, config, environ) for name in sorted(set(names))]
+    failing = [result for result in checked if not result.ready]
     if not failing:
         return
     lines = [f"the {r.name} provider cannot work: {r.detail}. To fix it, {r.fix}." for r in failing]
