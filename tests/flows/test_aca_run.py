@@ -349,3 +349,25 @@ def test_the_terminal_summary_shows_a_no_change_task_as_its_own_kind(
     assert "no change" not in a_row
     assert "k: README.md is fine as it is" in out
     assert "Completed without a change (no change needed): k." in out
+
+
+def test_a_resume_whose_provider_cannot_work_is_refused_and_leaves_the_session_as_it_was(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    from aca_flows.errors import PermanentProviderError
+
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = write_tasks(tmp_path, '- write a.txt {#a verify="false"}\n')
+    first = run(tasks, repo).summary
+    before = load_session(repo, first["session_id"])
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-revoked")
+    calls = len(anthropic_fake.anthropic.requests)
+
+    again = run_flow(workdir=str(repo), session_id=first["session_id"])
+
+    assert again.state_name == "Failed" and isinstance(again.error, PermanentProviderError)
+    assert "rejected ANTHROPIC_API_KEY" in str(again.error)
+    after = load_session(repo, first["session_id"])
+    assert after.resumes == before.resumes and after.last_seq == before.last_seq
+    assert len(anthropic_fake.anthropic.requests) == calls
