@@ -1,10 +1,16 @@
 """``execute_task``: one plan task becomes one verified commit on the session branch.
 
 worktree (from the session branch head) -> the plan's setup commands -> prompt -> provider
-(tool loop, or Claude Code in the worktree) -> verify, sending failures back up to
-``max_fix_attempts`` times -> commit -> merge under the lock -> change log -> worktree removed.
-A merge conflict starts the task again on the new head, at most ``max_runs`` times, then fails
-it naming the files. Unverified work is never committed.
+(tool loop, or Claude Code in the worktree) -> evidence check -> verify, sending failures back
+up to ``max_fix_attempts`` times -> commit -> merge under the lock -> change log -> worktree
+removed. A merge conflict starts the task again on the new head, at most ``max_runs`` times,
+then fails it naming the files. Unverified work is never committed, and nothing is committed
+without a change.
+
+A task completes with evidence (``no_change.py``): a verified change committed
+(``outcome="changed"``), or the agent's explicit "no change needed" with its reason, the
+worktree untouched and the verify command passing (``outcome="no_change"``, no commit). An
+agent that stops with neither fails the task.
 
 Safe to call again for the same task: a task whose ``Aca-Task:`` commit is already on the
 session branch is reported completed without calling the provider (its change-log entry is
@@ -23,6 +29,7 @@ import git
 from pydantic import BaseModel, Field
 
 from aca_flows.agent.loop import AgentConversation, AgentRound, run_claude_code, run_tool_loop
+from aca_flows.agent.no_change import evidence_problem, real_changes
 from aca_flows.agent.prompt import (
     DependencyContext,
     build_system_prompt,
@@ -64,6 +71,12 @@ class TaskOutcome(BaseModel):
 
     task_id: str
     status: Literal["completed", "failed"]
+    outcome: Literal["changed", "no_change"] | None = Field(
+        default=None, description="The evidence of a completed task; None for a failed one."
+    )
+    no_change_reason: str | None = Field(
+        default=None, description="Why the agent said the task needs no change."
+    )
     summary: str = ""
     failure_reason: str | None = None
     commit_sha: str | None = None
@@ -89,11 +102,22 @@ class TaskOutcome(BaseModel):
     provider: str = ""
     model: str | None = None
 
+    @property
+    def completed_without_change(self) -> bool:
+        """Completed on the agent's verified "no change needed", without a commit."""
+        return self.status == "completed" and self.outcome == "no_change"
+
+    @property
+    def display_status(self) -> str:
+        """How people read the outcome: ``completed``, ``completed, no change`` or ``failed``."""
+        return "completed, no change" if self.completed_without_change else self.status
+
 
 class _RunResult(BaseModel):
     """One run in one worktree, before commit."""
 
     passed: bool
+    no_change_reason: str | None = None
     failure_reason: str | None = None
     last_round: AgentRound | None = None
     verify: VerifyResult | None = None
@@ -190,6 +214,15 @@ async def execute_task(
                 log.write("task_failed", reason=result.failure_reason)
                 return TaskOutcome(
                     status="failed", failure_reason=result.failure_reason, summary=summary, **fields
+                )
+            if result.no_change_reason is not None:
+                log.write("no_change", reason=result.no_change_reason)
+                return TaskOutcome(
+                    status="completed",
+                    outcome="no_change",
+                    no_change_reason=result.no_change_reason,
+                    summary=result.no_change_reason,
+                    **fields,
                 )
             try:
                 landed = await asyncio.to_thread(
@@ -292,8 +325,21 @@ async def _run_agent_and_verify(
                 last_round=agent_round,
                 attempts=attempt,
             )
+        changed = real_changes(await asyncio.to_thread(worktree.changed_files))
+        no_change = agent_round.no_change_reason
+        if no_change is None and not changed and agent_round.proposed_subtasks:
+            # Splitting is the work: the subtasks change the code, the parent itself does not.
+            ids = ", ".join(p.id for p in agent_round.proposed_subtasks)
+            no_change = f"the work is split into subtasks ({ids}); they make the changes"
+        problem = evidence_problem(no_change, changed, agent_round.summary)
+        if problem is not None:
+            return _RunResult(
+                passed=False, failure_reason=problem, last_round=agent_round, attempts=attempt
+            )
         if verify_command is None:
-            return _RunResult(passed=True, last_round=agent_round, attempts=attempt)
+            return _RunResult(
+                passed=True, no_change_reason=no_change, last_round=agent_round, attempts=attempt
+            )
         verify = await run_verify(verify_command, worktree.path, config.agent)
         conversation.log.write(
             "verify",
@@ -305,7 +351,13 @@ async def _run_agent_and_verify(
             output=verify.output[-FAILURE_OUTPUT_LIMIT:],
         )
         if verify.passed:
-            return _RunResult(passed=True, last_round=agent_round, verify=verify, attempts=attempt)
+            return _RunResult(
+                passed=True,
+                no_change_reason=no_change,
+                last_round=agent_round,
+                verify=verify,
+                attempts=attempt,
+            )
         message = fix_request(verify, attempts_left=max_rounds - attempt)
     assert verify is not None
     tail = verify.output[-FAILURE_OUTPUT_LIMIT:]
@@ -354,6 +406,7 @@ def _record_landed(workdir: Path, session_id: str, task_id: str) -> LandedTask |
 def _completed(landed: LandedTask, *, summary: str, **fields) -> TaskOutcome:
     return TaskOutcome(
         status="completed",
+        outcome="changed",
         summary=summary,
         commit_sha=landed.commit_sha,
         files_changed=landed.change.files,

@@ -11,7 +11,7 @@ spend check can stop a task before a call.
 - ``run_claude_code``: Claude Code runs its own tool loop in the worktree; aca makes one
   ``complete`` call with ``options["cwd"]`` (and ``resume`` on a fix attempt), logs the
   stream of events and takes the response as final. Subtasks come from its answer's
-  ``aca-subtasks`` block.
+  ``aca-subtasks`` block, a "no change needed" from its final ``NO CHANGE NEEDED:`` line.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from aca_flows.agent.no_change import parse_no_change
 from aca_flows.agent.subtasks import (
     ProposedSubtask,
     SubtaskProposalError,
@@ -53,6 +54,9 @@ class AgentRound(BaseModel):
     turns: int = 0
     proposed_subtasks: list[ProposedSubtask] = Field(default_factory=list)
     subtask_problem: str | None = None
+    no_change_reason: str | None = Field(
+        default=None, description="Set when the agent stated that the task needs no change."
+    )
 
     @property
     def finished(self) -> bool:
@@ -145,6 +149,7 @@ async def run_tool_loop(
     """Run turns until ``finish``, a final answer, or ``max_turns``."""
     conversation.add_user_text(user_text)
     tools.finished = False
+    tools.no_change_reason = None
     definitions = tools.definitions()
     for turn in range(1, max_turns + 1):
         response = await conversation.complete(tools=definitions)
@@ -178,6 +183,7 @@ async def run_tool_loop(
                 summary=tools.summary or response.text.strip(),
                 turns=turn,
                 proposed_subtasks=tools.proposed_subtasks,
+                no_change_reason=tools.no_change_reason,
             )
     return AgentRound(stop="max_turns", turns=max_turns, proposed_subtasks=tools.proposed_subtasks)
 
@@ -203,12 +209,15 @@ async def run_claude_code(
     except SubtaskProposalError as exc:
         problem = str(exc)
         conversation.log.write("subtasks_rejected", reason=problem)
+    answer = _without_subtask_block(response.text)
+    no_change_reason = parse_no_change(answer)
     return AgentRound(
         stop="final_answer",
-        summary=_without_subtask_block(response.text).strip(),
+        summary=(no_change_reason or answer).strip(),
         turns=1,
         proposed_subtasks=proposals,
         subtask_problem=problem,
+        no_change_reason=no_change_reason,
     )
 
 

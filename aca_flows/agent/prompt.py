@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, Field
 
+from aca_flows.agent.no_change import NO_CHANGE_MARKER
 from aca_flows.agent.subtasks import SUBTASK_BLOCK_HELP
 from aca_flows.plan.models import ExecutionPlan, Task
 
@@ -39,12 +40,17 @@ _TOOLS_RULES = """\
 Use the tools: read_file, list_files and search to look around; write_file and edit_file to
 change files; run_command to run tests or builds. Paths are relative to the repository root.
 If the work is too large for one task, do a coherent part and use propose_subtasks for the
-rest. When you are done, call finish with a short summary of what you changed."""
+rest. When you are done, call finish with a short summary of what you changed. If the task
+needs no change at all (it is already done, or what it asks is already true), change nothing
+and call report_no_change with the reason instead; stopping without either fails the task."""
 
 _CLAUDE_CODE_RULES = (
-    """\
+    f"""\
 Use your own tools to read, edit and test. When you are done, answer with a short summary of
-what you changed.
+what you changed. If the task needs no change at all (it is already done, or what it asks is
+already true), change nothing and make the last line of your answer exactly
+`{NO_CHANGE_MARKER} <the reason>`; stopping without a change and without that line fails the
+task.
 """
     + SUBTASK_BLOCK_HELP
 )

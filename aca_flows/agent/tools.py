@@ -1,12 +1,12 @@
 """The tools an API-provider agent works with, confined to its task's worktree.
 
 ``read_file``, ``write_file``, ``edit_file``, ``list_files``, ``search``, ``run_command``,
-``finish`` and ``propose_subtasks``. Every path is resolved inside the worktree: an absolute
-path, a ``..`` leading out, a symlink pointing out, or the worktree's ``.git`` is refused with
-a message the model reads; a denied command likewise. A refusal or a bad argument is a tool
-result with ``is_error``, never an exception: the run continues and the model can correct
-itself. ``TaskTools`` is also the one place every file write and command passes, where
-auditing or redaction can be added.
+``finish``, ``report_no_change`` and ``propose_subtasks``. Every path is resolved inside the
+worktree: an absolute path, a ``..`` leading out, a symlink pointing out, or the
+worktree's ``.git`` is refused with a message the model reads; a denied command likewise. A
+refusal or a bad argument is a tool result with ``is_error``, never an exception: the run
+continues and the model can correct itself. ``TaskTools`` is also the one place every file
+write and command passes, where auditing or redaction can be added.
 """
 
 from __future__ import annotations
@@ -130,6 +130,14 @@ TOOL_DEFINITIONS: list[ToolDefinition] = [
         input_schema=_schema({"summary": _STR}, ["summary"]),
     ),
     ToolDefinition(
+        name="report_no_change",
+        description=(
+            "Call instead of finish when the task needs no change (e.g. it is already done), "
+            "with the reason. Leave every file as it was; aca still runs the verify command."
+        ),
+        input_schema=_schema({"reason": _STR}, ["reason"]),
+    ),
+    ToolDefinition(
         name="propose_subtasks",
         description=(
             "Propose follow-up subtasks for work too large to finish now. They run after your "
@@ -143,7 +151,8 @@ TOOL_DEFINITIONS: list[ToolDefinition] = [
 
 
 class TaskTools:
-    """The tools of one task, bound to its worktree. Keeps ``summary`` and ``proposed_subtasks``."""
+    """The tools of one task, bound to its worktree. Keeps ``summary``, ``no_change_reason``
+    and ``proposed_subtasks``."""
 
     def __init__(
         self,
@@ -160,6 +169,7 @@ class TaskTools:
         self.plan_check = plan_check
         self.finished = False
         self.summary = ""
+        self.no_change_reason: str | None = None
         self.proposed_subtasks: list[ProposedSubtask] = []
 
     @staticmethod
@@ -267,7 +277,17 @@ class TaskTools:
     async def _tool_finish(self, summary: str = "") -> str:
         self.finished = True
         self.summary = str(summary).strip()
+        self.no_change_reason = None
         return "finished; your work will now be verified and committed"
+
+    async def _tool_report_no_change(self, reason: str = "") -> str:
+        reason = str(reason).strip()
+        if not reason:
+            raise ToolRefused("give the reason why the task needs no change.")
+        self.finished = True
+        self.summary = reason
+        self.no_change_reason = reason
+        return "recorded: no change needed; aca checks that nothing changed and runs verify"
 
     async def _tool_propose_subtasks(self, subtasks: Any) -> str:
         if isinstance(subtasks, str):  # some models send the list as a JSON string

@@ -1,9 +1,12 @@
 """``aca providers list`` and ``aca providers check NAME``.
 
-``list`` makes no network call: it shows, for each provider, whether its key, binary or
-cassette is there, where it will connect, and its configured model. ``check`` makes one
-minimal real call (a one-word answer, at most 16 output tokens) and prints the answer, usage,
-cost and time; a failure is raised as the provider's own error (the CLI prints it, exit 2).
+``list`` shows, for each provider, whether it can work here, what was found and its
+configured model, from the free checks ``aca run`` makes before any task (``providers.
+readiness``: the key accepted by the model list, the Ollama server and model, the ``claude``
+binary and its login, the cassette); no tokens are spent. ``check`` makes that check (a
+provider that cannot work is refused with the fix, exit 2), then one minimal real call (a
+one-word answer, at most 16 output tokens) and prints the answer, usage, cost and time; a
+failure is raised as the provider's own classified error (the CLI prints it, exit 2).
 """
 
 from __future__ import annotations
@@ -35,12 +38,12 @@ def list_providers(
     config: ConfigFile = None,
     json_output: JsonOutput = False,
 ) -> None:
-    """Each provider: credentials or binary present, endpoint, configured model."""
-    from aca_flows.providers import PROVIDER_NAMES, provider_status
+    """Each provider: whether it can work here (checked without spending tokens), and why."""
+    from aca_flows.providers import PROVIDER_NAMES, check_provider
 
     loaded = _config(workdir, config)
     default = loaded.session.provider
-    statuses = [provider_status(name, loaded) for name in PROVIDER_NAMES]
+    statuses = [check_provider(name, loaded, use_cache=False) for name in PROVIDER_NAMES]
     if json_output:
         rows = [
             {
@@ -49,18 +52,22 @@ def list_providers(
                 "default": s.name == default,
                 "model": s.model,
                 "detail": s.detail,
+                "fix": s.fix or None,
             }
             for s in statuses
         ]
         typer.echo(json.dumps(rows, indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table("provider", "ready", "model", "details")
     for s in statuses:
         name = f"{s.name} (default)" if s.name == default else s.name
-        table.add_row(name, "yes" if s.ready else "no", s.model, s.detail)
+        detail = s.detail if s.ready else f"{s.detail}. To fix it, {s.fix}."
+        # Fixes name config sections such as [providers.replay]: text, not rich markup.
+        table.add_row(name, "yes" if s.ready else "no", s.model, escape(detail))
     Console(width=160).print(table)
 
 
@@ -72,13 +79,16 @@ def check_provider(
     model: ModelName = None,
     json_output: JsonOutput = False,
 ) -> None:
-    """Make one minimal real call to provider NAME and show what it answered and cost."""
+    """Check provider NAME can work, then make one minimal real call and show what it
+    answered and cost."""
     from aca_flows.cli.run import secret_block_environ
-    from aca_flows.providers import get_provider
+    from aca_flows.providers import get_provider, require_providers
     from aca_flows.providers.base import Message, ProviderRequest
 
     loaded = _config(workdir, config)
-    provider = get_provider(name, loaded, environ=secret_block_environ(name, loaded))
+    environ = secret_block_environ(name, loaded)
+    provider = get_provider(name, loaded, environ=environ)
+    require_providers([name], loaded, environ)
     if name == "replay":
         # A cassette answers only what it recorded; checking it means reading it.
         typer.echo(f"replay: cassette {provider.cassette} holds {provider.remaining} calls")

@@ -111,6 +111,9 @@ def execute(options: RunOptions) -> int:
     """Run (or dry-run) what the options ask for; return the process exit code."""
     options.workdir = options.workdir.resolve()
     config = load_config(options.workdir, options.config, options.config_overrides()).config
+    if options.task_file and _wants_intelligent_parse(options, options.task_file):
+        # The parser calls the provider: it must be able to work before anything is spent.
+        _require_providers({config.session.provider}, config)
     plan = prepare_plan(options)
     if options.dump_plan:
         dump_plan(plan, options.dump_plan)
@@ -123,8 +126,9 @@ def execute(options: RunOptions) -> int:
 
 def _preflight(options: RunOptions, plan: ExecutionPlan, config: AcaConfig) -> None:
     """Refuse what would fail inside the flow, before Prefect starts: a workdir that is not
-    a repository, an unknown provider, a provider without its key or cassette."""
-    from aca_flows.providers import PROVIDER_NAMES, provider_status
+    a repository, an unknown provider, a provider that cannot work (no key, a rejected key,
+    no login, no server, no cassette: ``providers.require_providers``)."""
+    from aca_flows.providers import PROVIDER_NAMES
     from aca_flows.workspace import open_repository
 
     names = {config.session.provider} | {t.provider for t in plan.tasks if t.provider}
@@ -133,18 +137,21 @@ def _preflight(options: RunOptions, plan: ExecutionPlan, config: AcaConfig) -> N
             raise InputError(
                 f"unknown provider '{name}'; choose one of {', '.join(PROVIDER_NAMES)}."
             )
-        status = provider_status(name, config)
-        # Claude Code has logins aca cannot see, and Ollama needs no key: only the others
-        # can be known not to work before the first call.
-        if not status.ready and name in ("anthropic", "openai", "replay"):
-            raise InputError(
-                f"the {name} provider cannot run: {status.detail}. Set what is missing "
-                "(docs/providers.md), or pick another provider with --provider; "
-                "`aca providers list` shows what each one needs."
-            )
+    if not options.init_git:
+        open_repository(options.workdir)  # only looks: a missing repository is named first
+    # Before --init-git creates anything: a run that cannot work leaves nothing behind.
+    _require_providers(names, config)
     if options.init_git:
         options.workdir.mkdir(parents=True, exist_ok=True)
-    open_repository(options.workdir, init_git=options.init_git)
+        open_repository(options.workdir, init_git=True)
+
+
+def _require_providers(names: set[str], config: AcaConfig) -> None:
+    from aca_flows.providers import require_providers
+
+    # A key in a Prefect Secret block can only be read once Prefect is up: the flow checks
+    # those providers itself, before any task starts.
+    require_providers({n for n in names if not config.provider(n).api_key_secret}, config)
 
 
 def run_session(options: RunOptions, session_id: str | None = None) -> int:
@@ -267,6 +274,9 @@ def _show_summary(summary: dict, workdir) -> None:
     show_command(summary["session_id"], workdir=workdir, json_output=False)
     status = summary["status"]
     line = f"Session {summary['session_id']} {status}; work is on branch {summary['branch']}."
+    if summary.get("no_change_ids"):
+        ids = ", ".join(summary["no_change_ids"])
+        line += f" Completed without a change (no change needed): {ids}."
     if summary.get("stopped_reason"):
         line += f" {'Why' if status == 'failed' else 'Stopped'}: {summary['stopped_reason']}."
         if summary.get("stuck"):  # resuming runs the same plan, which stalls the same way

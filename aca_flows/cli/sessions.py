@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # imported where used: `aca --help` pays for none of it
     from rich.console import Console
     from rich.table import Table
 
-    from aca_flows.session.record import SessionRecord
+    from aca_flows.session.record import SessionRecord, TaskRun
     from aca_flows.session.usage import UsageEntry
 
 __all__ = ["app", "console", "format_cost", "format_time"]
@@ -108,6 +108,11 @@ def show_command(
     for label, value in facts:
         out.print(f"  {label:<16}{value}", highlight=False, markup=False)
     out.print(_task_table(session))
+    no_change = [run for run in session.tasks.values() if run.no_change]
+    if no_change:
+        out.print("Completed without a change (the agent's reason, confirmed by verify):")
+        for run in no_change:
+            out.print(f"  {run.task_id}: {run.no_change_reason}", highlight=False, markup=False)
     out.print(usage_table(session.usage, title="Cost by provider and model"))
 
 
@@ -197,13 +202,21 @@ def _task_table(session: SessionRecord) -> Table:
         table.add_row(
             "  " * depth + task.id,
             task.title,
-            str(task.status),
+            _status_text(task, run),
             str(run.attempts if run else 0),
             (run.commit or "")[:10] if run else "",
             f"{run.total_tokens:,}" if run else "0",
             format_cost(run.cost_usd if run else 0),
         )
     return table
+
+
+def _status_text(task, run: TaskRun | None) -> str:
+    """The task's status; a completed task says "completed, no change" when that was its
+    evidence, so it never reads like committed work."""
+    if task.status.state == "completed" and run is not None and run.no_change:
+        return "completed, no change"
+    return str(task.status)
 
 
 def _tree_order(session: SessionRecord):

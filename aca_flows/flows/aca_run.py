@@ -406,6 +406,7 @@ def _summary(run, store: SessionStore, status, stopped_reason, stuck) -> dict[st
         "failed": len(failed_ids),
         "failed_ids": failed_ids,
         "stuck": stuck,
+        "no_change_ids": [t for t, o in run.outcomes.items() if o.completed_without_change],
         "cost_usd": _spent(store),
     }
 
@@ -578,7 +579,12 @@ async def _run_skips(store: SessionStore, run: ActiveRun, dag: DagProgress, stat
 
 def _task_result(outcome: TaskOutcome) -> TaskResult:
     # Its spend is on the ledger already: one ``call`` event per provider call.
-    return TaskResult(commit=outcome.commit_sha, summary=outcome.summary)
+    return TaskResult(
+        commit=outcome.commit_sha,
+        outcome=outcome.outcome,
+        no_change_reason=outcome.no_change_reason,
+        summary=outcome.summary,
+    )
 
 
 def _spent(store: SessionStore) -> float:

@@ -67,15 +67,18 @@ def task_markdown(task: Task, run: TaskRun, outcome: TaskOutcome | None) -> str:
     and spend) and, when the agent ran, its ``outcome`` (commit, diffstat, verify)."""
     state = task.status.state
     reason, detail = _split_reason(task.status.reason)
+    shown = state
+    if state == "completed" and run.no_change:
+        shown, reason = "completed, no change", run.no_change_reason or reason
     lines = [
         f"# {task.id}: {task.title}",
         "",
-        f"**Status:** {state}" + (f": {reason}" if reason else ""),
+        f"**Status:** {shown}" + (f": {reason}" if reason else ""),
         f"**Attempts:** {run.attempts}",
     ]
     if outcome is not None:
         lines += [
-            f"**Commit:** `{outcome.commit_sha or '-'}`",
+            f"**Commit:** {_commit_line(outcome)}",
             f"**Diffstat:** {len(outcome.files_changed)} file(s), +{outcome.insertions} "
             f"-{outcome.deletions}",
             f"**Agent rounds:** {outcome.attempts} (1 + fix requests after a failed verify), "
@@ -103,6 +106,14 @@ def task_markdown(task: Task, run: TaskRun, outcome: TaskOutcome | None) -> str:
         files = "\n".join(f"- `{f}`" for f in outcome.files_changed) or "- (none)"
         lines += ["", "## Files", "", files]
     return redact_text("\n".join(lines) + "\n")
+
+
+def _commit_line(outcome: TaskOutcome) -> str:
+    if outcome.commit_sha:
+        return f"`{outcome.commit_sha}`"
+    if outcome.completed_without_change:
+        return "none (no change needed; the verify command confirmed it)"
+    return "none"
 
 
 def _by_whom(outcome: TaskOutcome) -> str:

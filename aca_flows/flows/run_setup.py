@@ -1,5 +1,9 @@
 """Getting a run ready: configuration, repository, session (new or resumed), providers.
 
+Every provider the plan uses is checked to be able to work (``providers.require_providers``:
+free checks, cached in the process) before the session is created or resumed, so a run that
+cannot work ends Failed with the fix before anything is spent, written or committed.
+
 A resumed session keeps its id, branch and task tree; tasks that were running at a crash are
 pending again; a task whose ``Aca-Task:`` commit is already on the session branch is recorded
 complete whatever the journal says, so it never runs again.
@@ -15,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from aca_flows.agent.transcript import TaskLog
 from aca_flows.errors import InputError
-from aca_flows.flows.secret_keys import provider_environ
+from aca_flows.flows.secret_keys import provider_environ, providers_environ
 from aca_flows.flows.task_run import (
     CALL_OWNER,
     ActiveRun,
@@ -27,7 +31,7 @@ from aca_flows.flows.task_run import (
 )
 from aca_flows.plan import ExecutionPlan, TaskStatus, load_execution_plan, load_task_file
 from aca_flows.plan.io import MARKDOWN_SUFFIXES
-from aca_flows.providers import get_provider, rate_limiter_for
+from aca_flows.providers import get_provider, rate_limiter_for, require_providers
 from aca_flows.providers.base import Provider, ProviderResponse
 from aca_flows.providers.retry import with_call_retries
 from aca_flows.session.events import TaskResult
@@ -97,11 +101,13 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
     config = load_config(workdir, config_file, overrides).config
     repo = open_repository(workdir, init_git=request.init_git)
     if resuming:
+        _require_working_providers(_provider_names(recorded.plan, config), config)
         store = SessionStore.open(workdir, request.session_id)
         store.resumed()
         asked = None
     else:
         plan, parse = _load_plan(request, config)
+        _require_working_providers(_provider_names(plan, config), config)
         asked = plan
         store = SessionStore.create(
             workdir,
@@ -246,8 +252,10 @@ def _parse_intelligently(
     from aca_flows.plan.intelligent import PARSE_CACHE_FOLDER, parse_with_llm_sync
 
     name = config.session.provider
+    environ = provider_environ(name, config)
+    require_providers([name], config, environ)  # the parser spends on it
     provider = with_call_retries(
-        get_provider(name, config, environ=provider_environ(name, config), scrub=redact),
+        get_provider(name, config, environ=environ, scrub=redact),
         config.session,
         _log_parse_retry,
     )
@@ -274,7 +282,7 @@ def _build_providers(
 ) -> dict[str, Provider]:
     from aca_flows.providers import RateLimitedProvider
 
-    names = {config.session.provider} | {t.provider for t in plan.tasks if t.provider}
+    names = _provider_names(plan, config)
     _import_sdks(names)
     # Budget checks read the session's ledger: spend of earlier runs of the session counts.
     meter = SpendMeter(lambda: store.session.cost_usd, config.session.budget_usd)
@@ -356,6 +364,11 @@ def _run_logger():
         return logging.getLogger("aca_flows")
 
 
+def _provider_names(plan: ExecutionPlan, config: AcaConfig) -> set[str]:
+    """The providers a run of ``plan`` uses: the session's, and any a task names."""
+    return {config.session.provider} | {t.provider for t in plan.tasks if t.provider}
+
+
 # Vendor SDKs take seconds to import; importing one inside the first task run would stall
 # every task run sharing the event loop, so the run imports them before it starts.
 _SDK_MODULES = {"anthropic": "anthropic", "openai": "openai", "claude-code": "claude_agent_sdk"}
@@ -367,6 +380,12 @@ def _import_sdks(names: set[str]) -> None:
     for name in names:
         if name in _SDK_MODULES:
             importlib.import_module(_SDK_MODULES[name])
+
+
+def _require_working_providers(names, config: AcaConfig) -> None:
+    """Each provider in ``names`` can work (keys from Secret blocks included), or the run
+    ends here, before anything is spent or committed."""
+    require_providers(names, config, providers_environ(names, config))
 
 
 def _session_exists(workdir: Path, session_id: str) -> bool:

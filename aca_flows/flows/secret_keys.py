@@ -14,7 +14,7 @@ from aca_flows.errors import ConfigError
 from aca_flows.session.redact import register_secret
 from aca_flows.settings import AcaConfig
 
-__all__ = ["KEY_VARIABLES", "provider_environ", "read_secret_block"]
+__all__ = ["KEY_VARIABLES", "provider_environ", "providers_environ", "read_secret_block"]
 
 # The providers that take an API key, and the variable each reads it from.
 KEY_VARIABLES = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
@@ -34,6 +34,17 @@ def provider_environ(name: str, config: AcaConfig) -> Mapping[str, str] | None:
         )
     value = read_secret_block(block, setting=f"[providers.{name}] api_key_secret")
     return {**os.environ, variable: value}
+
+
+def providers_environ(names, config: AcaConfig) -> Mapping[str, str] | None:
+    """One environment holding the Secret-block keys of all of ``names`` (``None`` when none
+    has one): what the readiness check of a run's providers needs."""
+    merged: dict[str, str] | None = None
+    for name in sorted(set(names)):
+        environ = provider_environ(name, config)
+        if environ is not None:
+            merged = {**(merged or {}), **environ}
+    return merged
 
 
 def read_secret_block(block: str, *, setting: str) -> str:

@@ -13,33 +13,34 @@ SDKs are imported only when that provider is built, so importing this package is
     provider = RetryingProvider(provider, retries=4)   # a transient error is retried on the call
     response = await provider.complete(ProviderRequest(...), on_event=log_event)
 
-``provider_status(name, config)`` says, without any network call, whether a provider's
-credentials or binary are present and which model it will use (for ``aca providers list``).
+``check_provider(name, config)`` says, without spending tokens, whether a provider can work
+here (key accepted, server reachable, ``claude`` found and logged in) and the fix if not;
+``require_providers(names, config)`` raises for a run that would fail (see ``readiness``).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aca_flows.errors import ConfigError
 from aca_flows.providers.base import Provider
 from aca_flows.providers.ratelimit import RateLimitedProvider, RateLimiter
+from aca_flows.providers.readiness import ProviderReadiness, check_provider, require_providers
 from aca_flows.providers.retry import RetryingProvider
 from aca_flows.settings import AcaConfig
 
 __all__ = [
     "DEFAULT_PROVIDER",
     "PROVIDER_NAMES",
-    "ProviderStatus",
+    "ProviderReadiness",
     "RateLimitedProvider",
     "RetryingProvider",
+    "check_provider",
     "get_provider",
-    "provider_status",
     "rate_limiter_for",
+    "require_providers",
 ]
 
 DEFAULT_PROVIDER = "claude-code"
@@ -117,72 +118,3 @@ def rate_limiter_for(
     config = config or AcaConfig()
     limits = config.provider(name).rate_limiting or config.rate_limiting
     return RateLimiter(limits, state_file=state_file, state_key=name)
-
-
-@dataclass(frozen=True)
-class ProviderStatus:
-    """What ``aca providers list`` shows for one provider."""
-
-    name: str
-    ready: bool
-    detail: str
-    model: str
-
-
-def provider_status(
-    name: str, config: AcaConfig | None = None, environ: Mapping[str, str] | None = None
-) -> ProviderStatus:
-    """Whether ``name`` has what it needs (key, binary, cassette), without importing SDKs."""
-    _check_name(name)
-    config = config or AcaConfig()
-    env = os.environ if environ is None else environ
-    section = config.provider(name)
-    # These modules import their SDKs lazily, so importing them here stays cheap.
-    from aca_flows.providers import anthropic_api, openai_api
-
-    if name == "anthropic":
-        ready = bool(env.get("ANTHROPIC_API_KEY") or section.api_key_secret)
-        where = section.base_url or env.get("ANTHROPIC_BASE_URL") or "api.anthropic.com"
-        detail = f"ANTHROPIC_API_KEY {'set' if ready else 'missing'}; endpoint {where}"
-        if section.api_key_secret and not env.get("ANTHROPIC_API_KEY"):
-            detail = f"key from Prefect Secret block '{section.api_key_secret}'; endpoint {where}"
-        model = section.model or anthropic_api.DEFAULT_MODEL
-    elif name == "openai":
-        ready = bool(env.get("OPENAI_API_KEY") or section.api_key_secret)
-        where = section.base_url or env.get("OPENAI_BASE_URL") or "api.openai.com"
-        detail = f"OPENAI_API_KEY {'set' if ready else 'missing'}; endpoint {where}"
-        if section.api_key_secret and not env.get("OPENAI_API_KEY"):
-            detail = f"key from Prefect Secret block '{section.api_key_secret}'; endpoint {where}"
-        model = section.model or openai_api.DEFAULT_MODEL
-    elif name == "ollama":
-        from aca_flows.providers.ollama_api import DEFAULT_MODEL, normalize_host
-
-        ready = True
-        detail = (
-            f"no key needed; server {normalize_host(section.base_url or env.get('OLLAMA_HOST'))}"
-        )
-        model = section.model or DEFAULT_MODEL
-    elif name == "claude-code":
-        from aca_flows.providers.claude_code import find_claude_cli
-
-        cli, source = find_claude_cli(config.claude_code.cli_path, env)
-        ready = cli is not None and cli.is_file()
-        if cli is not None and not ready:
-            source += ", missing"
-        credentials = Path(env.get("HOME", "~")).expanduser() / ".claude" / ".credentials.json"
-        logged_in = credentials.is_file() or bool(env.get("CLAUDE_CODE_OAUTH_TOKEN"))
-        auth = (
-            "ANTHROPIC_API_KEY set"
-            if env.get("ANTHROPIC_API_KEY")
-            else ("claude login found" if logged_in else "no ANTHROPIC_API_KEY and no claude login")
-        )
-        detail = f"binary {cli} ({source}); {auth}" if cli else f"{source}; {auth}"
-        model = section.model or "Claude Code's default"
-    else:
-        cassette = section.cassette
-        ready = bool(cassette) and Path(cassette).is_file()
-        detail = f"cassette {cassette}" if cassette else "no cassette configured"
-        if cassette and not ready:
-            detail += " (missing)"
-        model = "as recorded"
-    return ProviderStatus(name=name, ready=ready, detail=detail, model=model)

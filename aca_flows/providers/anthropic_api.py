@@ -9,7 +9,8 @@ What a caller may rely on:
   whole; a stream cut off part-way is a ``TransientProviderError``;
 - ``response_schema`` is honoured by forcing a ``respond`` tool whose input is the answer; the
   response's ``text`` is then that JSON;
-- SDK retries are off; every failure is a Transient/PermanentProviderError.
+- SDK retries are off; every failure is a Transient/PermanentProviderError, and so is an answer
+  that holds nothing: a refusal, an empty answer, ``max_tokens`` reached before any tool call.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from aca_flows.providers.base import (
     ToolCall,
     Usage,
 )
-from aca_flows.providers.failures import error_from_exception, rate_limit_headers
+from aca_flows.providers.failures import answer_error, error_from_exception, rate_limit_headers
 from aca_flows.providers.pricing import cost_usd
 from aca_flows.providers.sdk_client import SdkProvider
 
@@ -135,7 +136,11 @@ class AnthropicProvider(SdkProvider):
                 "anthropic: the response stream was cut off before the end. Retry later.",
                 provider=self.name,
             )
-        return self._response(request, message, headers)
+        response = self._response(request, message, headers)
+        error = answer_error(response, max_tokens=params["max_tokens"])
+        if error is not None:
+            raise error
+        return response
 
     def _response(
         self, request: ProviderRequest, message: Any, headers: dict[str, str]

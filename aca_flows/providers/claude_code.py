@@ -19,8 +19,12 @@ calls to execute). What a caller may rely on:
   ``tool_use``, ``tool_result`` and finally ``result``;
 - the response carries the Claude session id (pass it back as ``resume``), usage and the
   cost Claude Code reported;
-- a run stopped by its budget is a ``PermanentProviderError``; an API failure inside the run is
-  mapped by its status; a CLI crash is transient; a missing binary is permanent.
+- a provider error is never work: every error result of the run is a classified error with
+  the fix in its message (``result_error``): not logged in, a rejected key, a refusal, the
+  turn or budget limit, output cut off are permanent; an API failure is mapped by its status;
+  a dropped connection or a failure during execution is transient. So is an empty answer
+  from a run that used no tool. A CLI crash is transient; a missing binary is permanent. The
+  error carries what the run cost (``usage``, ``cost_usd``).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from aca_flows.errors import PermanentProviderError, TransientProviderError
+from aca_flows.errors import PermanentProviderError, ProviderError, TransientProviderError
 from aca_flows.providers.base import (
     EventCallback,
     Message,
@@ -46,7 +50,41 @@ from aca_flows.providers.failures import error_for_status, error_from_exception
 from aca_flows.providers.pricing import cost_usd, price_for
 from aca_flows.settings import ClaudeCodeSection, ModelPrice, ProviderSection
 
-__all__ = ["ClaudeCodeProvider", "bundled_claude_cli", "find_claude_cli", "render_prompt"]
+__all__ = [
+    "LOGIN_FIX",
+    "ClaudeCodeProvider",
+    "bundled_claude_cli",
+    "find_claude_cli",
+    "render_prompt",
+    "result_error",
+]
+
+LOGIN_FIX = (
+    "log Claude Code in with `claude auth login` (or create a token with `claude setup-token` "
+    "and set CLAUDE_CODE_OAUTH_TOKEN), or set ANTHROPIC_API_KEY"
+)
+# Error results without an HTTP status are told apart by what Claude Code says.
+_LOGIN_MARKERS = ("not logged in", "/login", "please log in", "oauth token has expired")
+_REFUSAL_MARKERS = (
+    "/legal/aup",  # every refusal message links the usage policy
+    "safeguards flagged",
+    "usage policy",
+    "can't help with",
+    "can't respond",
+)
+_OUTPUT_LIMIT_MARKERS = ("output token maximum", "max_output_tokens")
+_CONNECTION_MARKERS = (
+    "connection",
+    "econn",
+    "etimedout",
+    "timed out",
+    "timeout",
+    "socket",
+    "network",
+    "overloaded",
+    "rate limit",
+)
+_SPEND_MARKERS = ("credit balance", "spend limit", "billing", "usage limit")
 
 
 def bundled_claude_cli() -> Path | None:
@@ -180,6 +218,7 @@ class ClaudeCodeProvider:
             )
         result = None
         texts: list[str] = []
+        tools_used = 0
         try:
             from claude_agent_sdk import query
 
@@ -189,6 +228,7 @@ class ClaudeCodeProvider:
                 for event in _events(message):
                     if event.kind == "assistant_text":
                         texts.append(event.data["text"])
+                    tools_used += event.kind == "tool_use"
                     if on_event is not None:
                         on_event(event)
                 if type(message).__name__ == "ResultMessage":
@@ -198,13 +238,13 @@ class ClaudeCodeProvider:
         except Exception as exc:
             if result is not None and type(exc).__name__ == "ResultError":
                 # The CLI exits non-zero after an error result; the result says why.
-                return self._response(request, result, texts)
+                return self._response(request, result, texts, tools_used)
             raise self._error(exc) from None
         if result is None:
             raise TransientProviderError(
                 "claude-code: the run ended without a result. Retry later.", provider=self.name
             )
-        return self._response(request, result, texts)
+        return self._response(request, result, texts, tools_used)
 
     def _error(self, exc: Exception):
         kind = type(exc).__name__
@@ -227,30 +267,14 @@ class ClaudeCodeProvider:
         return error_from_exception(self.name, exc)
 
     def _response(
-        self, request: ProviderRequest, result: Any, texts: list[str]
+        self, request: ProviderRequest, result: Any, texts: list[str], tools_used: int
     ) -> ProviderResponse:
-        status = getattr(result, "api_error_status", None)
-        detail = result.result or "; ".join(getattr(result, "errors", None) or [])
         response = self._paid(request, result, texts)
-        # A run that fails may have paid for turns first: the error carries them (``billed``).
-        if result.is_error and status:
-            error = error_for_status(self.name, status, detail, key_hint="ANTHROPIC_API_KEY")
+        error = result_error(result, response.text, tools_used)
+        if error is not None:
+            # A run that fails may have paid for turns first: the error carries them.
             error.billed = response
             raise error
-        if result.subtype == "error_max_budget_usd":
-            raise PermanentProviderError(
-                f"claude-code: the run reached its budget (max_budget_usd) after "
-                f"{result.num_turns} turns. Raise [claude_code] max_budget_usd_per_task or "
-                "split the task.",
-                provider=self.name,
-                billed=response,
-            )
-        if result.is_error and result.subtype == "error_during_execution":
-            raise TransientProviderError(
-                f"claude-code: the run failed: {detail[:300] or 'no detail'}.",
-                provider=self.name,
-                billed=response,
-            )
         return response
 
     def _paid(self, request: ProviderRequest, result: Any, texts: list[str]) -> ProviderResponse:
@@ -272,15 +296,13 @@ class ClaudeCodeProvider:
         cost = result.total_cost_usd
         if cost is None or price_for(model, self.prices, include_defaults=False) is not None:
             cost = cost_usd(model, usage, self.prices)
-        # error_max_turns: Claude Code stopped before it was done; the caller decides.
-        stop = "error" if result.is_error else "end_turn"
         text = result.result if result.result is not None else (texts[-1] if texts else "")
         structured = getattr(result, "structured_output", None)
         if request.response_schema is not None and structured is not None:
             text = json.dumps(structured)
         return ProviderResponse(
             text=text,
-            stop_reason=stop,
+            stop_reason="end_turn",
             usage=usage,
             cost_usd=cost,
             model=model,
@@ -297,6 +319,87 @@ def _model_usage(raw: Any) -> Usage:
         output_tokens=raw.get("outputTokens") or 0,
         cache_read_tokens=raw.get("cacheReadInputTokens") or 0,
         cache_write_tokens=raw.get("cacheCreationInputTokens") or 0,
+    )
+
+
+def result_error(result: Any, text: str, tools_used: int = 0) -> ProviderError | None:
+    """The classified error of a Claude Code result message, or ``None`` for a real answer.
+
+    ``text`` is the run's final answer; ``tools_used`` how many tool calls the run made (an
+    empty answer after work is an answer, an empty answer after nothing is not)."""
+    name = ClaudeCodeProvider.name
+    detail = (text or "; ".join(getattr(result, "errors", None) or [])).strip()
+    said = f": {' '.join(detail.split())[:300]}" if detail else ""
+    lowered = detail.lower()
+    status = getattr(result, "api_error_status", None)
+    subtype = getattr(result, "subtype", "")
+    if result.is_error and isinstance(status, int) and status >= 400:
+        return error_for_status(name, status, detail, key_hint="ANTHROPIC_API_KEY")
+    if subtype == "error_max_budget_usd":
+        return PermanentProviderError(
+            f"claude-code: the run reached its budget (max_budget_usd) after "
+            f"{result.num_turns} turns. Raise [claude_code] max_budget_usd_per_task or "
+            "split the task.",
+            provider=name,
+        )
+    if subtype == "error_max_turns":
+        return PermanentProviderError(
+            f"claude-code: the run stopped at its turn limit after {result.num_turns} turns, "
+            "before it finished. Raise [claude_code] max_turns, or split the task.",
+            provider=name,
+        )
+    if result.is_error and subtype == "error_during_execution":
+        return TransientProviderError(
+            f"claude-code: the run failed{said or ': no detail'}.", provider=name
+        )
+    if not result.is_error:
+        if detail or tools_used:
+            return None
+        return TransientProviderError(
+            "claude-code: Claude Code returned an empty answer and did nothing. Retry later; "
+            "if it keeps happening, choose another model with --model.",
+            provider=name,
+        )
+    if any(marker in lowered for marker in _LOGIN_MARKERS):
+        return PermanentProviderError(
+            f"claude-code: Claude Code is not logged in{said}. To fix it, {LOGIN_FIX}; "
+            "`aca providers list` then shows it ready.",
+            provider=name,
+        )
+    if "api key" in lowered:
+        return PermanentProviderError(
+            f"claude-code: the API key was rejected{said}. Check ANTHROPIC_API_KEY (and "
+            "ANTHROPIC_BASE_URL), or unset it to use Claude Code's login.",
+            provider=name,
+        )
+    if any(marker in lowered for marker in _SPEND_MARKERS):
+        return PermanentProviderError(
+            f"claude-code: the account's credit or usage limit is exhausted{said}. Add credit "
+            "or wait for the limit to reset, then resume the session.",
+            provider=name,
+        )
+    if any(marker in lowered for marker in _REFUSAL_MARKERS):
+        return PermanentProviderError(
+            f"claude-code: the model refused the request{said}. Rephrase the task, or choose "
+            "another model with --model.",
+            provider=name,
+        )
+    if any(marker in lowered for marker in _OUTPUT_LIMIT_MARKERS):
+        return PermanentProviderError(
+            f"claude-code: the answer was cut off at the output token limit{said}. Split the "
+            "task, or raise CLAUDE_CODE_MAX_OUTPUT_TOKENS.",
+            provider=name,
+        )
+    if any(marker in lowered for marker in _CONNECTION_MARKERS):
+        return TransientProviderError(
+            f"claude-code: the connection to the API failed{said}. Retry later; if it "
+            "persists check ANTHROPIC_BASE_URL and the network.",
+            provider=name,
+        )
+    return PermanentProviderError(
+        f"claude-code: the run ended in an error{said or ' without a message'}. Run `aca "
+        "providers check claude-code` to see whether Claude Code can work here.",
+        provider=name,
     )
 
 

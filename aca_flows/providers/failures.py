@@ -2,9 +2,13 @@
 ``PermanentProviderError`` — the only two errors a provider raises.
 
 Transient (worth retrying later): 408, 409, 429, 5xx, 529 overloaded, timeouts, dropped
-connections, cut-off streams, unreadable responses. Permanent (retrying cannot help): 400 bad
-request, 401/403 auth, 404 unknown model, 413, 422, and spend limits (402, OpenAI's
-``insufficient_quota`` 429, Anthropic's "credit balance is too low" 400).
+connections, cut-off streams, unreadable responses, empty answers. Permanent (retrying cannot
+help): 400 bad request, 401/403 auth, 404 unknown model, 413, 422, spend limits (402, OpenAI's
+``insufficient_quota`` 429, Anthropic's "credit balance is too low" 400), refusals, and
+answers cut off by ``max_tokens`` before the model did anything.
+
+A provider error is never work: ``answer_error`` is applied to every successful response, so
+an answer that holds nothing (empty, refused, cut off) never reaches the agent as a result.
 
 Messages name the fix and never include a credential: only the server's own error message,
 status and the variable to check are shown.
@@ -19,12 +23,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from aca_flows.errors import PermanentProviderError, ProviderError, TransientProviderError
+from aca_flows.providers.base import ProviderResponse
 
 __all__ = [
+    "answer_error",
     "error_for_status",
     "error_from_exception",
     "rate_limit_headers",
     "retry_after_seconds",
+    "server_message",
 ]
 
 _SPEND_MARKERS = (
@@ -69,7 +76,7 @@ def rate_limit_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
     return {k.lower(): v for k, v in (headers or {}).items() if k.lower().startswith(keep)}
 
 
-def _server_message(body: str | None) -> str:
+def server_message(body: str | None) -> str:
     """The human part of an error body in any of the three wire formats."""
     if not body:
         return ""
@@ -95,7 +102,7 @@ def error_for_status(
     key_hint: str = "",
 ) -> ProviderError:
     """The error for an HTTP error response. ``key_hint`` names the variable holding the key."""
-    detail = _server_message(body)
+    detail = server_message(body)
     body = body[:_BODY_LIMIT] if body else body
     said = f": {detail}" if detail else ""
     common = {"provider": provider, "status_code": status, "body": body}
@@ -177,3 +184,35 @@ def error_from_exception(provider: str, exc: BaseException, *, key_hint: str = "
         f"{provider}: the call failed unexpectedly ({type(exc).__name__}: {str(exc)[:200]}).",
         provider=provider,
     )
+
+
+def answer_error(
+    response: ProviderResponse, *, max_tokens: int | None = None
+) -> ProviderError | None:
+    """The error an answer is, though the call succeeded: a refusal, an answer cut off by
+    ``max_tokens`` before any tool call, or an empty answer. ``None`` for a real answer."""
+    provider = response.provider
+    spent = {"provider": provider, "billed": response}  # paid for, though not work
+    said = f": {' '.join(response.text.split())[:300]}" if response.text.strip() else ""
+    if response.stop_reason == "refusal":
+        return PermanentProviderError(
+            f"{provider}: the model refused the request{said}. Rephrase the task, or choose "
+            "another model with --model.",
+            **spent,
+        )
+    if response.tool_calls:
+        return None
+    if response.stop_reason == "max_tokens":
+        limit = f" ({max_tokens})" if max_tokens else ""
+        return PermanentProviderError(
+            f"{provider}: the answer was cut off at the max_tokens limit{limit} before the "
+            f"model did anything. Raise [providers.{provider}] max_tokens, or split the task.",
+            **spent,
+        )
+    if not response.text.strip():
+        return TransientProviderError(
+            f"{provider}: the model returned an empty answer. Retry later; if it keeps "
+            "happening, choose another model with --model.",
+            **spent,
+        )
+    return None

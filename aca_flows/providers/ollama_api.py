@@ -9,7 +9,8 @@ What a caller may rely on:
   is configured;
 - ``response_schema`` is sent as Ollama's ``format``;
 - every failure is a Transient/PermanentProviderError (a missing model is permanent, with the
-  ``ollama pull`` to run).
+  ``ollama pull`` to run), and so is an empty answer or one cut off (``length``) before any
+  tool call.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from aca_flows.providers.base import (
     ToolCall,
     Usage,
 )
-from aca_flows.providers.failures import error_for_status, error_from_exception
+from aca_flows.providers.failures import answer_error, error_for_status, error_from_exception
 from aca_flows.providers.openai_api import function_tools
 from aca_flows.providers.pricing import cost_usd
 from aca_flows.settings import ModelPrice, ProviderSection
@@ -166,7 +167,7 @@ class OllamaProvider:
         )
         model = data.get("model") or body["model"]
         stop = "tool_use" if calls else _STOP_REASONS.get(data.get("done_reason"), "end_turn")
-        return ProviderResponse(
+        response = ProviderResponse(
             text=message.get("content") or "",
             tool_calls=calls,
             stop_reason=stop,
@@ -175,6 +176,10 @@ class OllamaProvider:
             model=model,
             provider=self.name,
         )
+        error = answer_error(response, max_tokens=body["options"]["num_predict"])
+        if error is not None:
+            raise error
+        return response
 
     def _status_error(self, status: int, text: str, model: str, headers: Any):
         if status == 404 and "not found" in text.lower():

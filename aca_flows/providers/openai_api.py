@@ -9,7 +9,9 @@ What a caller may rely on:
   tell the model;
 - usage splits OpenAI's ``prompt_tokens`` into fresh input and cached reads;
 - ``response_schema`` is sent as a strict ``json_schema`` response format;
-- SDK retries are off; every failure is a Transient/PermanentProviderError.
+- SDK retries are off; every failure is a Transient/PermanentProviderError, and so is an answer
+  that holds nothing: a refusal (``content_filter``, or the message's ``refusal``), an empty
+  answer, ``max_tokens`` reached before any tool call.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from aca_flows.providers.base import (
     ToolDefinition,
     Usage,
 )
-from aca_flows.providers.failures import error_from_exception, rate_limit_headers
+from aca_flows.providers.failures import answer_error, error_from_exception, rate_limit_headers
 from aca_flows.providers.pricing import cost_usd
 from aca_flows.providers.sdk_client import SdkProvider
 
@@ -160,10 +162,12 @@ class OpenAIProvider(SdkProvider):
         ]
         usage = _usage(completion.usage)
         model = completion.model or params["model"]
-        return ProviderResponse(
-            text=choice.message.content or "",
+        refusal = getattr(choice.message, "refusal", None)
+        stop = _FINISH_REASONS.get(choice.finish_reason or "", "end_turn")
+        response = ProviderResponse(
+            text=refusal or choice.message.content or "",
             tool_calls=calls,
-            stop_reason=_FINISH_REASONS.get(choice.finish_reason or "", "end_turn"),
+            stop_reason="refusal" if refusal else stop,
             usage=usage,
             cost_usd=cost_usd(model, usage, self.prices),
             model=model,
@@ -171,6 +175,10 @@ class OpenAIProvider(SdkProvider):
             session_id=completion.id,
             rate_limit_headers=headers,
         )
+        error = answer_error(response, max_tokens=request.max_tokens or self.max_tokens)
+        if error is not None:
+            raise error
+        return response
 
 
 def _usage(raw: Any) -> Usage:

@@ -97,11 +97,16 @@ class TaskStarted(_Event):
 
 class TaskResult(BaseModel):
     """What a finished task produced: its commit on the session branch and a summary. Its
-    spend is in the ``call`` events of its attempts."""
+    spend is in the ``call`` events of its attempts.
+
+    ``outcome`` is the evidence it completed with: ``changed`` (its commit) or ``no_change``
+    (no commit; the agent's ``no_change_reason``, confirmed by the verify command)."""
 
     model_config = ConfigDict(extra="forbid")
 
     commit: str | None = None
+    outcome: Literal["changed", "no_change"] | None = None
+    no_change_reason: str | None = None
     summary: str = ""
 
 

@@ -68,12 +68,19 @@ class TaskRun(_Model):
     provider: str | None = None
     model: str | None = None
     commit: str | None = None
+    outcome: Literal["changed", "no_change"] | None = None
+    no_change_reason: str | None = None
     summary: str | None = None
     usage: list[UsageEntry] = Field(default_factory=list)
 
     @property
     def total_tokens(self) -> int:
         return total_tokens(self.usage)
+
+    @property
+    def no_change(self) -> bool:
+        """Completed with the agent's verified "no change needed" rather than a commit."""
+        return self.outcome == "no_change"
 
     @property
     def cost_usd(self) -> float:
@@ -248,6 +255,8 @@ def _task_completed(record: SessionRecord, event: TaskCompleted) -> bool:
     run = record.task_run(event.task_id)
     run.finished_at = event.at
     run.commit = event.result.commit
+    run.outcome = event.result.outcome
+    run.no_change_reason = event.result.no_change_reason
     run.summary = event.result.summary
     return True
 

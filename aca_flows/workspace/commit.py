@@ -10,7 +10,7 @@ from __future__ import annotations
 import git
 
 from aca_flows.session.redact import redact_text
-from aca_flows.workspace.repository import GitIdentity, session_branch
+from aca_flows.workspace.repository import GitIdentity, WorkspaceError, session_branch
 from aca_flows.workspace.worktree import TaskWorktree
 
 __all__ = [
@@ -53,8 +53,9 @@ def commit_task_work(
     """Commit everything in the worktree as the task's commit; returns its sha.
 
     Safe to repeat: if the worktree's HEAD already is this task's commit, it is returned as is.
-    A task that changed nothing still gets an (empty) commit, because the commit is what marks
-    the task complete on the session branch. Hooks are skipped: aca's verify command is the gate.
+    A worktree without changes is refused with ``WorkspaceError``: aca never makes an empty
+    commit (a task that needs no change completes without one). Hooks are skipped: aca's
+    verify command is the gate.
     """
     wt = worktree.git
     head = wt.rev_parse("HEAD")
@@ -63,6 +64,11 @@ def commit_task_work(
     ):
         return head
     wt.add("-A")
+    if not wt.diff("--cached", "--name-only", "HEAD").strip():
+        raise WorkspaceError(
+            f"task {worktree.task_id} changed nothing, and aca never makes an empty commit; "
+            "a task that needs no change is completed without one."
+        )
     message = commit_message(worktree.session_id, worktree.task_id, title, summary)
     # --cleanup=whitespace keeps summary lines that start with '#' (Markdown headings).
     wt.execute(
@@ -70,7 +76,6 @@ def commit_task_work(
             "git",
             *identity.config_args(),
             "commit",
-            "--allow-empty",
             "--no-verify",
             "--cleanup=whitespace",
             "-q",

@@ -55,6 +55,13 @@ class TaskWorktree:
     def head(self) -> str:
         return self.git.rev_parse("HEAD")
 
+    def changed_files(self) -> list[str]:
+        """Paths changed since ``base_sha``: committed, staged, unstaged or new (untracked
+        files that ``.gitignore`` does not exclude)."""
+        changed = set(self.git.diff("--name-only", self.base_sha).splitlines())
+        untracked = self.git.ls_files("--others", "--exclude-standard").splitlines()
+        return sorted(path for path in changed | set(untracked) if path)
+
     def remove(self) -> None:
         """Remove the worktree and its folder. Safe to repeat; a missing worktree is fine."""
         discard_worktree(git.Repo(self.repo_root), self.path)

@@ -139,11 +139,17 @@ def test_a_task_that_never_passes_verify_merges_nothing(tmp_path, repo):
 
 
 def test_the_plan_default_verify_command_applies_and_fix_attempts_are_configurable(tmp_path, repo):
-    provider = ScriptedProvider(tool_calls(tool_use("finish", summary="nothing")))
+    provider = ScriptedProvider(
+        tool_calls(
+            tool_use("write_file", path="a.txt", content="a\n"),
+            tool_use("finish", summary="wrote a"),
+        )
+    )
     config = AcaConfig.model_validate({"agent": {"max_fix_attempts": 0}})
     plan = plan_of(Task(id="t1", title="T"), verify="false")
     outcome = asyncio.run(execute(tmp_path, plan, "t1", provider, config=config))
     assert outcome.status == "failed" and outcome.verify_command == "false"
+    assert outcome.verify_passed is False
     assert len(provider.history) == 1
 
 

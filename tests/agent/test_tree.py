@@ -74,6 +74,7 @@ def test_a_failed_subtask_fails_its_parent_and_skips_its_dependents(tmp_path):
         execute_task_tree(plan, "p", workdir=tmp_path, session_id="s1", provider=provider)
     )
     assert outcomes["p"].status == "failed" and "p.a" in outcomes["p"].failure_reason
+    assert outcomes["p"].display_status == "failed"  # its split was no change, but it failed
     assert plan.task("p.a").status.state == "failed"
     assert plan.task("p.b").status.state == "skipped"
     assert "p.b" not in outcomes

@@ -130,8 +130,9 @@ def test_provider_without_its_key_is_refused_before_anything_runs(tmp_path, caps
         capsys, "run", str(HELLO), "-w", str(repo), "--init-git", "--provider", "anthropic"
     )
     assert code == 2
-    assert "the anthropic provider cannot run: ANTHROPIC_API_KEY missing" in err
-    assert not (repo / ".aca" / "sessions").exists()
+    assert "the anthropic provider cannot work: ANTHROPIC_API_KEY is not set" in err
+    assert "To fix it, set ANTHROPIC_API_KEY" in err
+    assert not repo.exists()  # --init-git created nothing
 
 
 def test_replay_without_a_cassette_is_refused(tmp_path, capsys):

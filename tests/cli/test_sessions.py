@@ -128,3 +128,28 @@ def test_sessions_commands_do_not_import_prefect():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_show_tells_a_no_change_completion_apart_from_committed_work(tmp_path):
+    with make_session(tmp_path) as store:
+        store.task_started("feature.api", provider="anthropic", model="claude-x")
+        store.task_completed(
+            "feature.api",
+            TaskResult(
+                outcome="no_change",
+                no_change_reason="the API already exists",
+                summary="the API already exists",
+            ),
+        )
+    result = invoke("show", store.session_id, "--workdir", str(tmp_path))
+
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    api = next(line for line in lines if "API part" in line)
+    assert "completed, no change" in api
+    setup = next(line for line in lines if "Set up the project" in line)
+    assert "no change" not in setup
+    assert any("feature.api: the API already exists" in line for line in lines)
+    data = json.loads(invoke("show", store.session_id, "--workdir", str(tmp_path), "--json").output)
+    task = data["session"]["tasks"]["feature.api"]
+    assert task["outcome"] == "no_change" and task["commit"] is None

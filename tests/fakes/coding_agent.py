@@ -4,9 +4,10 @@ The first user message starts ``# Task <id>: <title>``. Understood titles:
 
 - ``write NAME`` — write the file NAME containing ``NAME\n``;
 - ``write NAME with TEXT`` — write the file NAME containing ``TEXT\n``;
+- ``keep NAME`` — change nothing and report that no change is needed (NAME is fine as is);
 - a description line ``propose: a, b`` — after writing, propose subtasks ``a`` and ``b``
   (each titled ``write <id>.txt``);
-- anything else — just finish.
+- anything else — just finish, without changing anything (which fails the task).
 
 Each step is one turn: write, (propose), finish. Use it as a reply source::
 
@@ -49,6 +50,11 @@ def coding_agent(request: RecordedRequest) -> Reply:
         steps.append(
             {"name": "write_file", "arguments": {"path": write.group(1), "content": content}}
         )
+    keep = re.match(r"keep (\S+)$", title)
+    if keep:
+        reason = f"{keep.group(1)} is fine as it is"
+        steps.append({"name": "report_no_change", "arguments": {"reason": reason}})
+        return Reply(tool_calls=steps, usage={"input_tokens": 100, "output_tokens": 20})
     propose = re.search(r"^propose: (.+)$", first, re.MULTILINE)
     if propose:
         subtasks = [

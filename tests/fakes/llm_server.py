@@ -6,9 +6,10 @@ protocols, so the real SDKs (and the real ``claude`` binary) can be pointed at i
     POST /v1/messages[?beta=true]     Anthropic Messages, plain JSON or SSE when "stream": true
     POST /v1/messages/count_tokens    Anthropic token counting (always answers)
     POST /v1/chat/completions         OpenAI Chat Completions (also without the /v1 prefix)
-    GET  /v1/models                   a model list (Anthropic and OpenAI shape)
+    GET  /v1/models, /models          the model list (Anthropic and OpenAI shape), with the key
+                                      checked: the free check aca's preflight makes
     POST /api/chat                    Ollama chat ("stream": false)
-    GET  /api/tags, /api/version      Ollama model list and version
+    GET  /api/tags, /api/version      Ollama model list (``server.ollama_models``) and version
 
 Each protocol has its own queue of scripted replies; a request takes the next one, or a
 harmless default ("ok", end of turn) when the queue is empty, so side calls of a real client
@@ -30,6 +31,7 @@ The API, all of it:
     server.env()                        ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY, OPENAI_BASE_URL
                                         (".../v1"), OPENAI_API_KEY, OLLAMA_HOST for this server
     server.requests                     every RecordedRequest, all protocols, in arrival order
+    server.models / .ollama_models      the model ids the lists report (change them freely)
     server.anthropic / .openai / .ollama   a ReplyQueue:
         .enqueue(Reply | callable | **Reply fields)
         .requests                       the requests this protocol received
@@ -47,7 +49,9 @@ callable ``(RecordedRequest) -> Reply`` for dynamic answers.
 
 Auth: with ``server.api_key`` set (default ``"test-key"``) Anthropic requests need
 ``x-api-key`` or ``Authorization: Bearer`` with that key and OpenAI requests need the Bearer
-token, else they get the protocol's 401 error. Ollama needs no key.
+token, else they get the protocol's 401 error; the model list too (an Anthropic-shaped error
+when the request has ``anthropic-version`` or ``x-api-key``, else OpenAI's). Ollama needs no
+key.
 """
 
 from __future__ import annotations
@@ -155,6 +159,8 @@ class FakeLLMServer:
 
     def __init__(self, api_key: str | None = "test-key"):
         self.api_key = api_key
+        self.models = ["claude-fake", "gpt-fake"]
+        self.ollama_models = ["llama-fake"]
         self.anthropic = ReplyQueue("anthropic")
         self.openai = ReplyQueue("openai")
         self.ollama = ReplyQueue("ollama")
@@ -486,12 +492,22 @@ def _route_count_tokens(handler: _Handler, request: RecordedRequest) -> None:
 
 
 def _route_models(handler: _Handler, request: RecordedRequest) -> None:
-    models = ["claude-fake", "gpt-fake"]
+    anthropic_style = "anthropic-version" in request.headers or "x-api-key" in request.headers
+    if not handler._authorized(request, allow_x_api_key=anthropic_style):
+        if anthropic_style:
+            error = _anthropic_error(Reply(status=401, error="invalid x-api-key"))
+        else:
+            error = _openai_error(Reply(status=401, error="Incorrect API key provided"))
+        handler._send_json(401, error)
+        return
+    models = handler.fake.models
     handler._send_json(
         200,
         {
             "object": "list",
             "has_more": False,
+            "first_id": models[0] if models else None,
+            "last_id": models[-1] if models else None,
             "data": [
                 {
                     "id": m,
@@ -595,7 +611,8 @@ def _route_ollama_chat(handler: _Handler, request: RecordedRequest) -> None:
 
 
 def _route_ollama_tags(handler: _Handler, request: RecordedRequest) -> None:
-    handler._send_json(200, {"models": [{"name": "llama-fake", "model": "llama-fake"}]})
+    models = [{"name": name, "model": name} for name in handler.fake.ollama_models]
+    handler._send_json(200, {"models": models})
 
 
 def _route_ollama_version(handler: _Handler, request: RecordedRequest) -> None:
@@ -606,6 +623,7 @@ _ROUTES: dict[tuple[str, str], Callable[[_Handler, RecordedRequest], None]] = {
     ("POST", "/v1/messages"): _route_anthropic,
     ("POST", "/v1/messages/count_tokens"): _route_count_tokens,
     ("GET", "/v1/models"): _route_models,
+    ("GET", "/models"): _route_models,
     ("POST", "/v1/chat/completions"): _route_openai,
     ("POST", "/chat/completions"): _route_openai,
     ("POST", "/api/chat"): _route_ollama_chat,

@@ -244,3 +244,135 @@ def test_resume_gives_failed_tasks_another_chance(tmp_path, repo, anthropic_fake
     assert again["status"] == "completed" and again["counts"] == {"completed": 3}
     assert sorted(task_commits(repo, first["branch"])) == ["a", "b", "c"]
     assert sum(1 for r in agent_requests(anthropic_fake) if task_of(r)[0] == "c") == c_calls
+
+
+def test_a_no_change_task_completes_as_such_and_a_changeless_stop_fails(
+    tmp_path, repo, anthropic_fake
+):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = write_tasks(
+        tmp_path,
+        "- write a.txt {#a}\n"
+        '- keep README.md {#k verify="grep -q demo README.md"}\n'
+        "- look around {#idle}\n",
+    )
+    outcome = run(tasks, repo)
+    summary = outcome.summary
+
+    assert outcome.state_name == "Failed"
+    assert summary["failed_ids"] == ["idle"] and summary["no_change_ids"] == ["k"]
+    assert summary["counts"] == {"completed": 2, "failed": 1}
+    assert task_commits(repo, summary["branch"]) == ["a"]  # no empty commit for k or idle
+    session = load_session(repo, summary["session_id"])
+    assert session.tasks["k"].outcome == "no_change" and session.tasks["k"].commit is None
+    assert session.tasks["k"].no_change_reason == "README.md is fine as it is"
+    assert session.tasks["a"].outcome == "changed"
+    assert "without changing anything" in str(session.plan.task("idle").status)
+
+    async def task_artifact(task_id):
+        async with get_client() as client:
+            key = f"aca-{summary['session_id'].lower()}-{task_id}"
+            (artifact,) = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+            )
+            return artifact.data
+
+    k_doc = asyncio.run(task_artifact("k"))
+    assert "**Status:** completed, no change — README.md is fine as it is" in k_doc
+    assert "**Verify:** `grep -q demo README.md` → passed" in k_doc
+
+
+def test_the_flow_refuses_a_provider_that_cannot_work_before_any_task(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    # A deployment run has no CLI in front of it: the flow makes the same check itself.
+    from aca_flows.errors import PermanentProviderError
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-revoked")
+    tasks = write_tasks(tmp_path, "- write a.txt {#a}\n")
+
+    outcome = run(tasks, repo)
+
+    assert outcome.state_name == "Failed" and outcome.summary is None
+    assert isinstance(outcome.error, PermanentProviderError)
+    assert "rejected ANTHROPIC_API_KEY (401" in str(outcome.error)
+    assert anthropic_fake.anthropic.requests == []  # nothing spent
+    assert not (repo / ".aca" / "sessions").exists()
+    assert [h.name for h in git.Repo(repo).heads] == ["main"]
+
+
+def test_a_claude_code_error_result_is_a_classified_failure_not_a_commit(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    home = tmp_path / "claude-home"
+    home.mkdir()
+    for name, value in {
+        "HOME": str(home),
+        "ACA_SESSION__PROVIDER": "claude-code",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "CLAUDE_CODE_MAX_RETRIES": "0",
+    }.items():
+        monkeypatch.setenv(name, value)
+    anthropic_fake.anthropic.scripted_for = lambda r: bool((r.json or {}).get("tools"))
+    # The key passes the free check, then the real claude's first call is refused.
+    anthropic_fake.anthropic.enqueue(status=401, error="invalid x-api-key")
+    tasks = write_tasks(tmp_path, "- write a.txt {#a}\n")
+
+    outcome = run(tasks, repo)
+
+    assert outcome.state_name == "Failed"
+    assert outcome.summary["failed_ids"] == ["a"]
+    session = load_session(repo, outcome.summary["session_id"])
+    reason = str(session.plan.task("a").status)
+    assert "PermanentProviderError" in reason and "authentication failed (401)" in reason
+    assert task_commits(repo, outcome.summary["branch"]) == []
+    assert len(agent_requests(anthropic_fake)) == 1  # permanent: never retried
+
+
+def test_the_terminal_summary_shows_a_no_change_task_as_its_own_kind(
+    tmp_path, repo, anthropic_fake, capsys
+):
+    from aca_flows.cli import main
+
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = write_tasks(tmp_path, "- write a.txt {#a}\n- keep README.md {#k}\n")
+
+    code = main(["run", str(tasks), "--workdir", str(repo), "--model", "claude-test"])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    k_row = next(line for line in out.splitlines() if "keep README.md" in line)
+    assert "completed, no change" in k_row
+    a_row = next(line for line in out.splitlines() if "write a.txt" in line)
+    assert "no change" not in a_row
+    assert "k: README.md is fine as it is" in out
+    assert "Completed without a change (no change needed): k." in out
+
+
+def test_a_resume_whose_provider_cannot_work_is_refused_and_leaves_the_session_as_it_was(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    from aca_flows.errors import PermanentProviderError
+
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = write_tasks(tmp_path, '- write a.txt {#a verify="false"}\n')
+    first = run(tasks, repo).summary
+    before = load_session(repo, first["session_id"])
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-revoked")
+    calls = len(anthropic_fake.anthropic.requests)
+
+    again = run_flow(workdir=str(repo), session_id=first["session_id"])
+
+    assert again.state_name == "Failed" and isinstance(again.error, PermanentProviderError)
+    assert "rejected ANTHROPIC_API_KEY" in str(again.error)
+    after = load_session(repo, first["session_id"])
+    assert after.resumes == before.resumes and after.last_seq == before.last_seq
+    assert len(anthropic_fake.anthropic.requests) == calls

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aca_flows.errors import TaskFileError
+from aca_flows.errors import PermanentProviderError, TaskFileError
 from aca_flows.plan import load_execution_plan, plan_to_text
 from aca_flows.plan.intelligent import parse_with_llm
 from aca_flows.plan.intelligent_prompt import proposal_schema
@@ -304,8 +304,10 @@ def test_an_answer_cut_off_at_the_output_limit_says_so(llm_server):  # noqa: F81
             text='{"name": "Project Setup", "tasks": [', stop_reason="max_tokens"
         )
 
-    with pytest.raises(TaskFileError, match=r"raise \[providers.anthropic\] max_tokens"):
+    # A cut-off answer is a provider error naming the fix; asking again cannot help.
+    with pytest.raises(PermanentProviderError, match=r"Raise \[providers.anthropic\] max_tokens"):
         parse(TEST6, max_repairs=1)
+    assert len(llm_server.anthropic.requests) == 1
 
 
 def test_an_answer_holding_a_secret_is_used_but_never_cached(llm_server, tmp_path):  # noqa: F811

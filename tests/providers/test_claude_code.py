@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aca_flows.errors import PermanentProviderError
+from aca_flows.errors import PermanentProviderError, TransientProviderError
 from aca_flows.providers import get_provider
 from aca_flows.providers.base import Message, ProviderEvent, ProviderRequest
 from aca_flows.providers.claude_code import bundled_claude_cli, find_claude_cli, render_prompt
@@ -145,12 +145,61 @@ def test_a_fresh_run_sees_the_earlier_turns_and_a_resumed_one_only_the_new_promp
     assert "Add a test." in fresh and "Which file?" in fresh and fresh.endswith("tests/test_a.py")
 
 
-def test_a_run_out_of_turns_returns_its_session_to_resume(claude_env, llm_server, tmp_path):
+def test_a_run_out_of_turns_is_a_permanent_error_that_keeps_its_cost(
+    claude_env, llm_server, tmp_path
+):
     write = {"file_path": str(tmp_path / "a.txt"), "content": "a"}
     llm_server.anthropic.enqueue(tool_calls=[{"name": "Write", "arguments": write}])
 
-    response = run(_provider().complete(_request(tmp_path, "Write a.txt", max_turns=1)))
+    with pytest.raises(PermanentProviderError, match="turn limit") as caught:
+        run(_provider().complete(_request(tmp_path, "Write a.txt", max_turns=1)))
 
-    assert response.stop_reason == "error"
-    assert response.session_id
+    assert "[claude_code] max_turns" in str(caught.value)
+    assert caught.value.cost_usd > 0 and caught.value.usage.input_tokens == 10
     assert (tmp_path / "a.txt").read_text() == "a"
+
+
+def test_not_logged_in_and_no_key_is_a_permanent_error_naming_the_fix(
+    claude_env, llm_server, tmp_path, monkeypatch
+):
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    monkeypatch.delenv("ANTHROPIC_BASE_URL")
+
+    with pytest.raises(PermanentProviderError, match="not logged in") as caught:
+        run(_provider().complete(_request(tmp_path, "Write a.txt")))
+
+    assert "claude auth login" in str(caught.value) and "ANTHROPIC_API_KEY" in str(caught.value)
+    assert llm_server.requests == []
+
+
+def test_a_rejected_key_is_an_authentication_error(claude_env, llm_server, tmp_path):
+    llm_server.anthropic.enqueue(status=401, error="invalid x-api-key")
+
+    with pytest.raises(PermanentProviderError, match="authentication failed") as caught:
+        run(_provider().complete(_request(tmp_path, "Write a.txt")))
+
+    assert caught.value.status_code == 401 and "ANTHROPIC_API_KEY" in str(caught.value)
+
+
+def test_a_refusal_is_a_permanent_error(claude_env, llm_server, tmp_path):
+    for _ in range(4):  # Claude Code asks again once before it gives up
+        llm_server.anthropic.enqueue(text="", stop_reason="refusal")
+
+    with pytest.raises(PermanentProviderError, match="refused the request"):
+        run(_provider().complete(_request(tmp_path, "Write a.txt")))
+
+
+def test_an_empty_answer_after_doing_nothing_is_a_transient_error(claude_env, llm_server, tmp_path):
+    for _ in range(4):
+        llm_server.anthropic.enqueue(text="")
+
+    with pytest.raises(TransientProviderError, match="empty answer"):
+        run(_provider().complete(_request(tmp_path, "Write a.txt")))
+
+
+def test_a_dropped_connection_is_a_transient_error(claude_env, llm_server, tmp_path):
+    for _ in range(4):
+        llm_server.anthropic.enqueue(fault="drop")
+
+    with pytest.raises(TransientProviderError, match="connection"):
+        run(_provider().complete(_request(tmp_path, "Write a.txt")))

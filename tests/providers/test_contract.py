@@ -207,3 +207,53 @@ def test_one_call_is_one_request_because_sdk_retries_are_off(case):
         case.complete(_ask())
 
     assert len(case.queue.requests) == 1
+
+
+def test_an_empty_answer_is_a_transient_error_not_a_result(case):
+    case.enqueue(text="", usage={"input_tokens": 50, "output_tokens": 0})
+
+    with pytest.raises(TransientProviderError, match="empty answer"):
+        case.complete(_ask())
+
+
+_CUT_OFF = {
+    "anthropic": "max_tokens",
+    "replay": "max_tokens",
+    "openai": "length",
+    "ollama": "length",
+}
+
+
+def test_an_answer_cut_off_before_it_did_anything_is_permanent(case):
+    case.enqueue(text="Let me think about", stop_reason=_CUT_OFF[case.name])
+
+    with pytest.raises(PermanentProviderError, match="max_tokens") as caught:
+        case.complete(_ask())
+
+    wire = "anthropic" if case.name == "replay" else case.name
+    assert f"Raise [providers.{wire}] max_tokens" in str(caught.value)
+
+
+def test_a_cut_off_answer_that_calls_a_tool_is_still_an_answer(case):
+    case.enqueue(
+        tool_calls=[{"name": "read_file", "arguments": {"path": "README.md"}}],
+        stop_reason=_CUT_OFF[case.name],
+    )
+
+    response = case.complete(_ask())
+
+    assert [c.name for c in response.tool_calls] == ["read_file"]
+
+
+@pytest.mark.parametrize(
+    ("name", "stop_reason"),
+    [("anthropic", "refusal"), ("replay", "refusal"), ("openai", "content_filter")],
+)
+def test_a_refusal_is_a_permanent_error(name, stop_reason, llm_server, tmp_path):
+    case = Case(name, llm_server, tmp_path)
+    case.enqueue(text="I can't help with that.", stop_reason=stop_reason)
+
+    with pytest.raises(PermanentProviderError, match="refused the request") as caught:
+        case.complete(_ask())
+
+    assert "I can't help with that." in str(caught.value)

@@ -60,3 +60,21 @@ def test_streams_follow_the_real_event_sequence(llm_server):
         "message_delta",
         "message_stop",
     ]
+
+
+def test_the_model_lists_check_the_key_like_the_real_apis(llm_server):
+    anthropic = {"anthropic-version": "2023-06-01"}
+    models = f"{llm_server.url}/v1/models"
+    listed = httpx.get(models, headers={**anthropic, "x-api-key": "test-key"})
+    assert listed.status_code == 200 and listed.json()["data"][0]["id"] == "claude-fake"
+
+    denied = httpx.get(models, headers={**anthropic, "x-api-key": "wrong"})
+    assert denied.status_code == 401
+    assert denied.json()["error"]["type"] == "authentication_error"
+
+    openai = httpx.get(models, headers={"authorization": "Bearer nope"})
+    assert openai.status_code == 401 and openai.json()["error"]["code"] == "invalid_api_key"
+
+    llm_server.ollama_models = ["qwen3:8b"]
+    tags = httpx.get(f"{llm_server.url}/api/tags").json()
+    assert [m["name"] for m in tags["models"]] == ["qwen3:8b"]

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from aca_flows.errors import ConfigError
-from aca_flows.providers import PROVIDER_NAMES, Provider, get_provider, provider_status
+from aca_flows.providers import Provider, get_provider
 from aca_flows.providers.replay import RecordingProvider
 from aca_flows.settings import AcaConfig, ClaudeCodeSection, ProviderSection
 
@@ -50,15 +50,6 @@ def test_record_wraps_any_provider_without_changing_its_name(tmp_path):
 def test_an_unknown_provider_is_a_config_error_naming_the_choices():
     with pytest.raises(ConfigError, match="claude-code, anthropic, openai, ollama, replay"):
         get_provider("gemini")
-
-
-def test_status_needs_no_network_and_says_what_is_missing(monkeypatch):
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret")
-    statuses = {name: provider_status(name) for name in PROVIDER_NAMES}
-    assert statuses["anthropic"].ready
-    assert "sk-ant-secret" not in statuses["anthropic"].detail
-    assert not statuses["openai"].ready and "OPENAI_API_KEY missing" in statuses["openai"].detail
-    assert not statuses["replay"].ready
 
 
 def test_importing_providers_and_their_cli_loads_no_sdk_and_no_prefect():

@@ -13,6 +13,7 @@ from aca_flows.workspace import (
     GitIdentity,
     MergeConflictError,
     TaskWorktree,
+    WorkspaceError,
     completed_task_commits,
     land_task,
     read_change_log,
@@ -71,12 +72,31 @@ def test_landing_again_after_a_crash_changes_nothing(tmp_path):
     assert record_landed_task(repo, "s1", "never-ran") is None
 
 
-def test_a_task_that_changed_nothing_still_gets_its_commit(tmp_path):
+def test_a_task_that_changed_nothing_gets_no_empty_commit(tmp_path):
     repo = session_repo(tmp_path)
     wt = TaskWorktree.create(repo, "s1", "t1")
-    land_task(repo, wt, title="Check only", summary="", identity=DEFAULT_IDENTITY)
-    assert "t1" in completed_task_commits(repo, "s1")
-    assert read_change_log(AcaDir(tmp_path).session("s1"))["t1"].files == []
+    head = session_branch_head(repo, "s1")
+    assert wt.changed_files() == []
+
+    with pytest.raises(WorkspaceError, match="never makes an empty commit"):
+        land_task(repo, wt, title="Check only", summary="", identity=DEFAULT_IDENTITY)
+
+    assert session_branch_head(repo, "s1") == head
+    assert "t1" not in completed_task_commits(repo, "s1")
+
+
+def test_changed_files_sees_edits_new_files_and_the_agents_own_commits(tmp_path):
+    repo = session_repo(tmp_path)
+    wt = TaskWorktree.create(repo, "s1", "t1")
+    (wt.path / "README.md").write_text("edited\n")
+    (wt.path / "new.txt").write_text("new\n")
+    (wt.path / ".gitignore").write_text("build/\n")
+    (wt.path / "build").mkdir()
+    (wt.path / "build" / "out.o").write_text("ignored\n")
+    assert wt.changed_files() == [".gitignore", "README.md", "new.txt"]
+    wt.git.add("-A")
+    wt.git.execute(["git", *DEFAULT_IDENTITY.config_args(), "commit", "-q", "-m", "agent"])
+    assert wt.changed_files() == [".gitignore", "README.md", "new.txt"]
 
 
 def test_the_users_identity_is_used_when_configured(tmp_path):

@@ -1,0 +1,72 @@
+"""Evidence of a finished task: a change, or an explicit "no change needed" with its reason.
+
+A task completes only with one of two kinds of evidence (``TaskOutcome.outcome``):
+
+- ``changed``: the agent changed files, the verify command passed, the change is committed;
+- ``no_change``: the agent stated that the task needs no change and why, left the worktree
+  untouched, and the verify command (when there is one) passed on the unchanged code.
+
+How an agent states it: a tool-loop agent calls ``report_no_change(reason)``; Claude Code ends
+its answer with one line ``NO CHANGE NEEDED: <reason>``, parsed strictly (the last non-empty
+line, the marker in capitals at its start, a non-empty reason). An agent that stops with
+neither a change nor that statement fails its task; so does one that states it but leaves
+changes behind. Nothing is committed in either case. What tools leave behind when tests
+run (``__pycache__``, ``.pytest_cache`` and the like) is not a change (``real_changes``).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "NO_CHANGE_MARKER",
+    "evidence_problem",
+    "parse_no_change",
+    "real_changes",
+]
+
+NO_CHANGE_MARKER = "NO CHANGE NEEDED:"
+_SHOWN_ANSWER = 300
+_SHOWN_FILES = 10
+# Caches that running a project's tests or linters writes into a repository without a
+# .gitignore for them: byproducts, not work.
+_CACHE_FOLDERS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis"}
+_CACHE_SUFFIXES = (".pyc", ".pyo")
+
+
+def parse_no_change(text: str) -> str | None:
+    """The reason of a final ``NO CHANGE NEEDED: <reason>`` line, else ``None``."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines or not lines[-1].startswith(NO_CHANGE_MARKER):
+        return None
+    return lines[-1][len(NO_CHANGE_MARKER) :].strip() or None
+
+
+def real_changes(paths: list[str]) -> list[str]:
+    """``paths`` without tool caches."""
+    return [
+        path
+        for path in paths
+        if not _CACHE_FOLDERS.intersection(path.split("/")) and not path.endswith(_CACHE_SUFFIXES)
+    ]
+
+
+def evidence_problem(
+    no_change_reason: str | None, changed_files: list[str], last_answer: str
+) -> str | None:
+    """Why a finished agent round is not evidence of done work, or ``None`` when it is."""
+    if no_change_reason is None and not changed_files:
+        answer = " ".join(last_answer.split())[:_SHOWN_ANSWER] or "(empty)"
+        return (
+            "the agent stopped without changing anything and without stating that no change "
+            f"is needed; nothing was committed. Its last answer: {answer}. Make the task "
+            "description say what to change, or run it again."
+        )
+    if no_change_reason is not None and changed_files:
+        shown = ", ".join(changed_files[:_SHOWN_FILES])
+        hidden = len(changed_files) - _SHOWN_FILES
+        more = f" and {hidden} more" if hidden > 0 else ""
+        return (
+            f"the agent said no change is needed ({no_change_reason}) but left changes in "
+            f"{len(changed_files)} file(s): {shown}{more}; nothing was committed. Run the task "
+            "again."
+        )
+    return None

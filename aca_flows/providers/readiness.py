@@ -1,0 +1,351 @@
+"""Whether a provider can work here, checked without spending tokens.
+
+``check_provider(name, config)`` answers for one provider, with what it found and, when the
+provider cannot work, the fix. ``require_providers(names, config)`` raises one
+``PermanentProviderError`` naming every provider of a run that cannot work (the CLI exits 2;
+the flow ends Failed), before any task starts. The checks are free:
+
+- ``anthropic``: ``ANTHROPIC_API_KEY`` set and accepted by ``GET /v1/models`` at the base URL;
+- ``openai``: ``OPENAI_API_KEY`` set and accepted by ``GET /models`` at the base URL;
+- ``ollama``: the server answers ``GET /api/tags`` and lists the model;
+- ``claude-code``: the ``claude`` binary is found, and either ``ANTHROPIC_API_KEY`` /
+  ``ANTHROPIC_AUTH_TOKEN`` is set and accepted (checked like ``anthropic``, against
+  ``ANTHROPIC_BASE_URL``), or ``claude auth status`` says it is logged in (a local check; a
+  ``claude`` without that command is trusted when ``~/.claude/.credentials.json`` or
+  ``CLAUDE_CODE_OAUTH_TOKEN`` is there). Bedrock and Vertex set-ups are not checked;
+- ``replay``: the cassette file exists.
+
+A server that answers the check with 404, 429 or 5xx is reachable: it counts as ready (the key
+is then not verified), since the run's own calls will retry or report it. A rejected key or an
+unreachable server is not ready. Ready results are cached in the process for ten minutes, so
+the CLI and the flow it starts check once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from aca_flows.errors import PermanentProviderError
+from aca_flows.settings import AcaConfig
+
+__all__ = ["ProviderReadiness", "check_provider", "require_providers"]
+
+CHECK_TIMEOUT_SECONDS = 10.0
+AUTH_STATUS_TIMEOUT_SECONDS = 30.0
+CACHE_SECONDS = 600.0
+ANTHROPIC_URL = "https://api.anthropic.com"
+OPENAI_URL = "https://api.openai.com/v1"
+_CLOUD_SWITCHES = ("CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX", "CLAUDE_CODE_USE_FOUNDRY")
+# What a check depends on besides the configuration: a change of any of these checks again.
+_ENV_INPUTS = (
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "ANTHROPIC_BASE_URL",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "OLLAMA_HOST",
+    "ACA_CLAUDE_CLI",
+    "CLAUDE_CODE_OAUTH_TOKEN",
+    "HOME",
+    "PATH",
+    *_CLOUD_SWITCHES,
+)
+
+
+@dataclass(frozen=True)
+class ProviderReadiness:
+    """One provider's answer: ``ready``, what was found (``detail``), the ``fix`` if not."""
+
+    name: str
+    ready: bool
+    detail: str
+    model: str
+    fix: str = ""
+
+
+_CACHE: dict[str, tuple[float, ProviderReadiness]] = {}
+
+
+def check_provider(
+    name: str,
+    config: AcaConfig | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    use_cache: bool = True,
+) -> ProviderReadiness:
+    """Whether provider ``name`` can work with ``config`` and ``environ`` (default: the
+    process environment). Makes at most one free network request or one local command."""
+    from aca_flows.providers import _check_name
+
+    _check_name(name)
+    config = config or AcaConfig()
+    env = os.environ if environ is None else environ
+    key = _cache_key(name, config, env)
+    cached = _CACHE.get(key)
+    if use_cache and cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
+        return cached[1]
+    result = _CHECKS[name](config, env)
+    if result.ready:  # a failure is checked again next time: the user may have fixed it
+        _CACHE[key] = (time.monotonic(), result)
+    return result
+
+
+def require_providers(
+    names: Iterable[str], config: AcaConfig, environ: Mapping[str, str] | None = None
+) -> None:
+    """Raise ``PermanentProviderError`` naming each provider of ``names`` that cannot work,
+    with its fix; nothing has been spent or committed when it does."""
+    checked = [check_provider(name, config, environ) for name in sorted(set(names))]
+    failing = [result for result in checked if not result.ready]
+    if not failing:
+        return
+    lines = [f"the {r.name} provider cannot work: {r.detail}. To fix it, {r.fix}." for r in failing]
+    raise PermanentProviderError(
+        "\n".join(lines) + "\nNo task was started. `aca providers list` shows what each "
+        "provider has; --provider picks another.",
+        provider=failing[0].name,
+    )
+
+
+def _cache_key(name: str, config: AcaConfig, env: Mapping[str, str]) -> str:
+    # Hashed, so no key sits in the cache as text.
+    inputs = {
+        "name": name,
+        "provider": config.provider(name).model_dump(mode="json"),
+        "claude_code": config.claude_code.model_dump(mode="json"),
+        "env": {k: env.get(k) for k in _ENV_INPUTS},
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- the checks
+
+
+def _check_anthropic(config: AcaConfig, env: Mapping[str, str]) -> ProviderReadiness:
+    from aca_flows.providers.anthropic_api import DEFAULT_MODEL
+
+    section = config.provider("anthropic")
+    model = section.model or DEFAULT_MODEL
+    key = env.get("ANTHROPIC_API_KEY")
+    if not key:
+        return ProviderReadiness(
+            "anthropic",
+            False,
+            "ANTHROPIC_API_KEY is not set",
+            model,
+            "set ANTHROPIC_API_KEY (https://console.anthropic.com/settings/keys)",
+        )
+    base = section.base_url or env.get("ANTHROPIC_BASE_URL") or ANTHROPIC_URL
+    return _probe_anthropic("anthropic", base, model, {"x-api-key": key}, "ANTHROPIC_API_KEY")
+
+
+def _probe_anthropic(
+    name: str, base: str, model: str, auth: dict[str, str], key_name: str
+) -> ProviderReadiness:
+    headers = {"anthropic-version": "2023-06-01", **auth}
+    url = f"{base.rstrip('/')}/v1/models?limit=1"
+    return _probe(name, url, headers, model, key_name, "ANTHROPIC_BASE_URL")
+
+
+def _check_openai(config: AcaConfig, env: Mapping[str, str]) -> ProviderReadiness:
+    from aca_flows.providers.openai_api import DEFAULT_MODEL
+
+    section = config.provider("openai")
+    model = section.model or DEFAULT_MODEL
+    key = env.get("OPENAI_API_KEY")
+    if not key:
+        return ProviderReadiness(
+            "openai",
+            False,
+            "OPENAI_API_KEY is not set",
+            model,
+            "set OPENAI_API_KEY (https://platform.openai.com/api-keys; for a local "
+            "OpenAI-compatible server set OPENAI_BASE_URL and any non-empty key)",
+        )
+    base = section.base_url or env.get("OPENAI_BASE_URL") or OPENAI_URL
+    url = f"{base.rstrip('/')}/models"
+    headers = {"authorization": f"Bearer {key}"}
+    return _probe("openai", url, headers, model, "OPENAI_API_KEY", "OPENAI_BASE_URL")
+
+
+def _probe(
+    name: str, url: str, headers: dict[str, str], model: str, key_name: str, base_name: str
+) -> ProviderReadiness:
+    """One free GET that needs the key: accepted, rejected, or the server out of reach."""
+    import httpx
+
+    where = _host(url)
+    try:
+        reply = httpx.get(url, headers=headers, timeout=CHECK_TIMEOUT_SECONDS)
+    except httpx.HTTPError as exc:
+        return ProviderReadiness(
+            name,
+            False,
+            f"cannot reach {where} ({type(exc).__name__})",
+            model,
+            f"check {base_name} and the network",
+        )
+    if reply.status_code in (401, 403):
+        return ProviderReadiness(
+            name,
+            False,
+            f"{where} rejected {key_name} ({reply.status_code}{_said(reply.text)})",
+            model,
+            f"set a valid {key_name}",
+        )
+    if reply.status_code < 400:
+        return ProviderReadiness(name, True, f"{key_name} accepted by {where}", model)
+    return ProviderReadiness(
+        name,
+        True,
+        f"{where} answered the key check with {reply.status_code}; {key_name} is set but "
+        "not verified",
+        model,
+    )
+
+
+def _check_ollama(config: AcaConfig, env: Mapping[str, str]) -> ProviderReadiness:
+    import httpx
+
+    from aca_flows.providers.ollama_api import DEFAULT_MODEL, normalize_host
+
+    section = config.provider("ollama")
+    model = section.model or DEFAULT_MODEL
+    host = normalize_host(section.base_url or env.get("OLLAMA_HOST"))
+    try:
+        reply = httpx.get(f"{host}/api/tags", timeout=CHECK_TIMEOUT_SECONDS)
+        reply.raise_for_status()
+        listed = reply.json().get("models") or []
+    except (httpx.HTTPError, ValueError, AttributeError) as exc:
+        return ProviderReadiness(
+            "ollama",
+            False,
+            f"the Ollama server at {host} does not answer ({type(exc).__name__})",
+            model,
+            "start Ollama there (`ollama serve`), or set OLLAMA_HOST to where it runs",
+        )
+    names = {str(m.get("name") or m.get("model")) for m in listed if isinstance(m, dict)}
+    wanted = {model} if ":" in model else {model, f"{model}:latest"}
+    if not names & wanted:
+        return ProviderReadiness(
+            "ollama",
+            False,
+            f"the Ollama server at {host} does not have the model '{model}'",
+            model,
+            f"run `ollama pull {model}` there, or set [providers.ollama] model (it has: "
+            f"{', '.join(sorted(names)) or 'no models'})",
+        )
+    return ProviderReadiness("ollama", True, f"server {host} has {model}", model)
+
+
+def _check_claude_code(config: AcaConfig, env: Mapping[str, str]) -> ProviderReadiness:
+    from aca_flows.providers.claude_code import LOGIN_FIX, find_claude_cli
+
+    model = config.provider("claude-code").model or "Claude Code's default"
+    cli, source = find_claude_cli(config.claude_code.cli_path, env)
+    if cli is None or not cli.is_file() or not os.access(cli, os.X_OK):
+        found = f"the claude binary {cli} ({source}) does not exist" if cli else source
+        return ProviderReadiness(
+            "claude-code",
+            False,
+            found,
+            model,
+            "install Claude Code, set ACA_CLAUDE_CLI to a claude binary, or unset it to use "
+            "the one bundled with claude-agent-sdk",
+        )
+    binary = f"binary {cli} ({source})"
+    switch = next((s for s in _CLOUD_SWITCHES if env.get(s)), None)
+    if switch:
+        return ProviderReadiness(
+            "claude-code", True, f"{binary}; {switch} set (cloud credentials not checked)", model
+        )
+    key, token = env.get("ANTHROPIC_API_KEY"), env.get("ANTHROPIC_AUTH_TOKEN")
+    if key or token:
+        auth = {"x-api-key": key} if key else {"authorization": f"Bearer {token}"}
+        key_name = "ANTHROPIC_API_KEY" if key else "ANTHROPIC_AUTH_TOKEN"
+        base = env.get("ANTHROPIC_BASE_URL") or ANTHROPIC_URL
+        probed = _probe_anthropic("claude-code", base, model, auth, key_name)
+        return ProviderReadiness(
+            "claude-code", probed.ready, f"{binary}; {probed.detail}", model, probed.fix
+        )
+    logged_in, how = _claude_login(cli, env)
+    if logged_in:
+        return ProviderReadiness("claude-code", True, f"{binary}; {how}", model)
+    return ProviderReadiness(
+        "claude-code",
+        False,
+        f"{binary}; Claude Code is not logged in and neither ANTHROPIC_API_KEY nor "
+        "ANTHROPIC_AUTH_TOKEN is set",
+        model,
+        LOGIN_FIX,
+    )
+
+
+def _claude_login(cli: Path, env: Mapping[str, str]) -> tuple[bool, str]:
+    """Whether Claude Code has a login, from ``claude auth status`` (local, no tokens)."""
+    try:
+        done = subprocess.run(
+            [str(cli), "auth", "status", "--json"],
+            env=dict(env),
+            capture_output=True,
+            text=True,
+            timeout=AUTH_STATUS_TIMEOUT_SECONDS,
+            stdin=subprocess.DEVNULL,
+        )
+        status = json.loads(done.stdout)
+        if isinstance(status, dict) and "loggedIn" in status:
+            method = status.get("authMethod") or "a login"
+            return bool(status["loggedIn"]), f"logged in ({method})"
+    except (OSError, subprocess.SubprocessError, ValueError):
+        pass
+    # An older claude without `auth status`: trust what a login leaves behind.
+    credentials = Path(env.get("HOME", "~")).expanduser() / ".claude" / ".credentials.json"
+    if env.get("CLAUDE_CODE_OAUTH_TOKEN"):
+        return True, "CLAUDE_CODE_OAUTH_TOKEN set (not verified)"
+    if credentials.is_file():
+        return True, f"login found in {credentials} (not verified)"
+    return False, ""
+
+
+def _check_replay(config: AcaConfig, env: Mapping[str, str]) -> ProviderReadiness:
+    cassette = config.provider("replay").cassette
+    if cassette and Path(cassette).is_file():
+        return ProviderReadiness("replay", True, f"cassette {cassette}", "as recorded")
+    found = f"the cassette {cassette} does not exist" if cassette else "no cassette configured"
+    return ProviderReadiness(
+        "replay",
+        False,
+        found,
+        "as recorded",
+        'set [providers.replay] cassette = "FILE" to a cassette recorded with --record FILE',
+    )
+
+
+_CHECKS = {
+    "anthropic": _check_anthropic,
+    "openai": _check_openai,
+    "ollama": _check_ollama,
+    "claude-code": _check_claude_code,
+    "replay": _check_replay,
+}
+
+
+def _host(url: str) -> str:
+    """Scheme, host and port only: a URL may carry credentials, which are never shown."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+
+
+def _said(body: str) -> str:
+    from aca_flows.providers.failures import server_message
+
+    message = server_message(body)
+    return f": {message}" if message else ""

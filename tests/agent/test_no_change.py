@@ -1,0 +1,159 @@
+"""Evidence of done work: a verified change, or a stated and verified "no change needed"."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from aca_flows.agent.no_change import parse_no_change, real_changes
+from aca_flows.plan.models import Task
+from aca_flows.session.layout import AcaDir
+from aca_flows.workspace import completed_task_commits, session_branch_head
+from tests.agent.test_execute import SESSION, execute, plan_of
+from tests.fakes.scripted_provider import ScriptedProvider, final, tool_calls, tool_use
+from tests.workspace.test_repository import make_user_repo
+
+
+def test_only_a_final_marker_line_with_a_reason_counts():
+    assert parse_no_change("Checked.\nNO CHANGE NEEDED: already greets the world") == (
+        "already greets the world"
+    )
+    assert parse_no_change("NO CHANGE NEEDED: done already\n\n  ") == "done already"
+    assert parse_no_change("NO CHANGE NEEDED: done\nbut then I changed my mind") is None
+    assert parse_no_change("no change needed: done") is None
+    assert parse_no_change("NO CHANGE NEEDED:   ") is None
+    assert parse_no_change("I think NO CHANGE NEEDED: done") is None
+    assert parse_no_change("") is None
+
+
+def run_task(tmp_path: Path, provider, task: Task):
+    return asyncio.run(execute(tmp_path, plan_of(task), task.id, provider))
+
+
+def test_an_agent_that_stops_without_a_change_or_a_reason_fails_and_commits_nothing(tmp_path):
+    repo = make_user_repo(tmp_path)
+    head = repo.head.commit.hexsha
+    provider = ScriptedProvider(
+        tool_calls(tool_use("read_file", path="app.py")),
+        tool_calls(tool_use("finish", summary="Looks fine to me.")),
+    )
+
+    outcome = run_task(tmp_path, provider, Task(id="t1", title="Greet", verify="true"))
+
+    assert outcome.status == "failed" and outcome.outcome is None
+    assert "without changing anything" in outcome.failure_reason
+    assert "Looks fine to me." in outcome.failure_reason
+    assert outcome.verify_passed is None  # verify never ran: there was nothing to verify
+    assert session_branch_head(repo, SESSION) == head
+    assert completed_task_commits(repo, SESSION) == {}
+
+
+def test_a_text_only_refusal_is_no_evidence_either(tmp_path):
+    repo = make_user_repo(tmp_path)
+    provider = ScriptedProvider(final("I can't help with that."))
+
+    outcome = run_task(tmp_path, provider, Task(id="t1", title="Greet"))
+
+    assert outcome.status == "failed" and "I can't help with that." in outcome.failure_reason
+    assert completed_task_commits(repo, SESSION) == {}
+
+
+def test_test_caches_are_not_changes():
+    paths = ["app.py", "__pycache__/app.cpython-311.pyc", "pkg/.pytest_cache/v/x", "a.pyc"]
+    assert real_changes(paths) == ["app.py"]
+
+
+def test_no_change_needed_with_a_passing_verify_completes_without_a_commit(tmp_path):
+    repo = make_user_repo(tmp_path)
+    head = repo.head.commit.hexsha
+    provider = ScriptedProvider(
+        tool_calls(tool_use("read_file", path="app.py")),
+        # Checking leaves a bytecode cache behind, as running a project's tests does.
+        tool_calls(tool_use("run_command", command="python3 -m py_compile app.py")),
+        tool_calls(tool_use("report_no_change", reason="app.py already prints hello")),
+    )
+    task = Task(id="t1", title="Say hello", verify="grep -q hello app.py")
+
+    outcome = run_task(tmp_path, provider, task)
+
+    assert outcome.status == "completed" and outcome.outcome == "no_change"
+    assert outcome.display_status == "completed, no change"
+    assert outcome.no_change_reason == "app.py already prints hello"
+    assert outcome.verify_passed is True and outcome.commit_sha is None
+    assert outcome.files_changed == []
+    assert session_branch_head(repo, SESSION) == head
+    assert completed_task_commits(repo, SESSION) == {}
+    log = AcaDir(tmp_path).session(SESSION).task_log("t1").read_text()
+    assert '"kind":"no_change"' in log and '"kind":"merged"' not in log
+
+
+def test_no_change_needed_with_a_failing_verify_fails(tmp_path):
+    repo = make_user_repo(tmp_path)
+    provider = ScriptedProvider(
+        *[tool_calls(tool_use("report_no_change", reason="already done")) for _ in range(3)]
+    )
+    task = Task(id="t1", title="Say bye", verify="grep -q bye app.py")
+
+    outcome = run_task(tmp_path, provider, task)
+
+    assert outcome.status == "failed" and outcome.outcome is None
+    assert outcome.verify_passed is False and "grep -q bye app.py" in outcome.failure_reason
+    assert len(provider.history) == 3  # the verify output went back twice
+    assert completed_task_commits(repo, SESSION) == {}
+
+
+def test_no_change_needed_while_leaving_changes_behind_fails(tmp_path):
+    repo = make_user_repo(tmp_path)
+    provider = ScriptedProvider(
+        tool_calls(
+            tool_use("write_file", path="stray.txt", content="x\n"),
+            tool_use("report_no_change", reason="nothing to do"),
+        )
+    )
+
+    outcome = run_task(tmp_path, provider, Task(id="t1", title="T"))
+
+    assert outcome.status == "failed"
+    assert "said no change is needed (nothing to do)" in outcome.failure_reason
+    assert "stray.txt" in outcome.failure_reason
+    assert completed_task_commits(repo, SESSION) == {}
+
+
+def test_a_change_after_a_verify_failure_replaces_an_earlier_no_change_claim(tmp_path):
+    repo = make_user_repo(tmp_path)
+    provider = ScriptedProvider(
+        tool_calls(tool_use("report_no_change", reason="already done")),
+        tool_calls(tool_use("write_file", path="app.py", content="print('bye')\n")),
+        tool_calls(tool_use("finish", summary="Says bye now.")),
+    )
+
+    outcome = run_task(tmp_path, provider, Task(id="t1", title="Bye", verify="grep -q bye app.py"))
+
+    assert outcome.status == "completed" and outcome.outcome == "changed"
+    assert outcome.no_change_reason is None and outcome.attempts == 2
+    assert repo.git.show(f"aca/{SESSION}:app.py") == "print('bye')"
+
+
+def test_claude_code_states_no_change_on_its_last_line(tmp_path):
+    repo = make_user_repo(tmp_path)
+    provider = ScriptedProvider(
+        final("I read app.py.\nNO CHANGE NEEDED: it already prints hello"), name="claude-code"
+    )
+
+    outcome = run_task(tmp_path, provider, Task(id="t1", title="Hello", verify="true"))
+
+    assert outcome.display_status == "completed, no change"
+    assert outcome.no_change_reason == "it already prints hello"
+    assert completed_task_commits(repo, SESSION) == {}
+    system = provider.history[0].system
+    assert "NO CHANGE NEEDED: <the reason>" in system
+
+
+def test_claude_code_stopping_with_a_summary_but_no_change_fails(tmp_path):
+    repo = make_user_repo(tmp_path)
+    provider = ScriptedProvider(final("Done! I updated app.py."), name="claude-code")
+
+    outcome = run_task(tmp_path, provider, Task(id="t1", title="Hello"))
+
+    assert outcome.status == "failed" and "Done! I updated app.py." in outcome.failure_reason
+    assert completed_task_commits(repo, SESSION) == {}

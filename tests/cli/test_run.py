@@ -1,0 +1,90 @@
+"""``aca run`` as a user starts it: a provider that cannot work ends the run before any task."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import git
+
+from tests.fakes.git_repo import make_repo
+from tests.fakes.llm_server import FakeLLMServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def aca(*args: str, home: Path, **env: str) -> subprocess.CompletedProcess:
+    """``python -m aca_flows ARGS`` with only the environment given: no key, no login."""
+    environ = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "PREFECT_HOME": str(home / ".prefect"),
+        "PYTHONUNBUFFERED": "1",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "aca_flows", *args],
+        env=environ,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def untouched(repo: Path, head: str) -> None:
+    checkout = git.Repo(repo)
+    assert checkout.head.commit.hexsha == head
+    assert [h.name for h in checkout.heads] == ["main"]  # no session branch, no commit
+    assert not (repo / ".aca" / "sessions").exists()
+
+
+def test_claude_code_with_no_login_and_no_key_exits_2_before_any_task(tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    head = git.Repo(repo).head.commit.hexsha
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- Add a greeting to README.md {#greet}\n")
+    home = tmp_path / "home"
+    home.mkdir()
+
+    # The real bundled claude binary: the default provider, nothing configured.
+    done = aca("run", str(tasks), "--workdir", str(repo), home=home)
+
+    assert done.returncode == 2, done.stderr
+    assert "the claude-code provider cannot work" in done.stderr
+    assert "not logged in" in done.stderr and "claude auth login" in done.stderr
+    assert "ANTHROPIC_API_KEY" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    untouched(repo, head)
+    assert not (home / ".prefect").exists()  # Prefect never started
+
+
+def test_a_rejected_key_exits_2_before_any_task_and_spends_nothing(tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    head = git.Repo(repo).head.commit.hexsha
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write a.txt {#a}\n")
+    home = tmp_path / "home"
+    home.mkdir()
+
+    with FakeLLMServer() as server:
+        done = aca(
+            "run",
+            str(tasks),
+            "--workdir",
+            str(repo),
+            "--provider",
+            "anthropic",
+            home=home,
+            ANTHROPIC_BASE_URL=server.url,
+            ANTHROPIC_API_KEY="sk-ant-revoked",
+        )
+
+    assert done.returncode == 2, done.stderr
+    assert "rejected ANTHROPIC_API_KEY (401" in done.stderr
+    assert "set a valid ANTHROPIC_API_KEY" in done.stderr
+    assert "sk-ant-revoked" not in done.stderr + done.stdout
+    assert [r.path for r in server.requests] == ["/v1/models"]
+    untouched(repo, head)
