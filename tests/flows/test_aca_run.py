@@ -282,7 +282,8 @@ def test_a_no_change_task_completes_as_such_and_a_changeless_stop_fails(
             return artifact.data
 
     k_doc = asyncio.run(task_artifact("k"))
-    assert "**Status:** completed, no change — README.md is fine as it is" in k_doc
+    assert "**Status:** completed, no change: README.md is fine as it is" in k_doc
+    assert "**Commit:** none (no change needed; the verify command confirmed it)" in k_doc
     assert "**Verify:** `grep -q demo README.md` → passed" in k_doc
 
 
