@@ -35,6 +35,7 @@ from aca_flows.agent.transcript import ConversationStore, LogCallback, TaskLog
 from aca_flows.agent.verify import VerifyResult, fix_request, run_verify
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import Provider, Usage
+from aca_flows.sandbox import Sandbox
 from aca_flows.session.layout import AcaDir, SessionPaths
 from aca_flows.settings import AcaConfig
 from aca_flows.workspace import (
@@ -248,7 +249,10 @@ async def _run_agent_and_verify(
         plan, task, dependencies=dependencies, read_file=lambda p: _read_ref(worktree.path, p)
     )
     verify_command = verify_command_for(plan, task)
-    tools = TaskTools(worktree.path, config.agent, existing_task_ids={t.id for t in plan.tasks})
+    sandbox = Sandbox.for_worktree(worktree.path, config.sandbox)  # run_command and verify
+    tools = TaskTools(
+        worktree.path, config.agent, existing_task_ids={t.id for t in plan.tasks}, sandbox=sandbox
+    )
     max_rounds = 1 + config.agent.max_fix_attempts
     verify: VerifyResult | None = None
     agent_round: AgentRound | None = None
@@ -273,7 +277,7 @@ async def _run_agent_and_verify(
             )
         if verify_command is None:
             return _RunResult(passed=True, last_round=agent_round, attempts=attempt)
-        verify = await run_verify(verify_command, worktree.path, config.agent)
+        verify = await run_verify(verify_command, sandbox, config.agent)
         conversation.log.write(
             "verify",
             attempt=attempt,

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from aca_flows.agent.tools import TaskTools, ToolRefused, resolve_inside
-from aca_flows.settings import AgentSection
+from aca_flows.sandbox import Sandbox
+from aca_flows.settings import AgentSection, SandboxSection
 from tests.fakes.scripted_provider import tool_use
 
 
@@ -80,15 +81,18 @@ def test_missing_files_unknown_tools_and_bad_arguments_are_results(tools):
     assert call(tools, "write_file", path="a.txt").is_error  # content missing
 
 
-def test_run_command_runs_in_the_worktree_without_secrets(tools, monkeypatch):
+def test_run_command_runs_in_the_worktree_with_only_allowed_variables(tools, monkeypatch):
     monkeypatch.setenv("MY_API_KEY", "sk-123")
     monkeypatch.setenv("GITHUB_TOKEN", "ghp")
     monkeypatch.setenv("DB_PASSWORD", "pw")
     monkeypatch.setenv("HARMLESS", "visible")
+    monkeypatch.setenv("UNLISTED", "hidden-value")
+    tools.sandbox = Sandbox.for_worktree(tools.root, SandboxSection(env=["HARMLESS"]))
     result = call(tools, "run_command", command="pwd; env")
     assert result.content.startswith("exit code 0")
     assert str(tools.root.resolve()) in result.content
-    assert "visible" in result.content
+    assert "HARMLESS=visible" in result.content and "HOME=/tmp/home" in result.content
+    assert "hidden-value" not in result.content
     for secret in ("sk-123", "ghp", "pw\n"):
         assert secret not in result.content
 
