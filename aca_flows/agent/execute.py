@@ -52,6 +52,7 @@ from aca_flows.workspace import (
     record_landed_task,
 )
 from aca_flows.workspace.commit import task_trailers
+from aca_flows.workspace.hardened_git import AcaRepo
 
 __all__ = ["CLAUDE_CODE", "TaskOutcome", "execute_task"]
 
@@ -321,7 +322,7 @@ def _land(
 ) -> LandedTask:
     # Runs in a worker thread: a Repo object of its own, and the event loop stays free while
     # the merge lock is waited for.
-    return land_task(git.Repo(workdir), worktree, title=title, summary=summary, identity=identity)
+    return land_task(AcaRepo(workdir), worktree, title=title, summary=summary, identity=identity)
 
 
 def _open_session_repo(workdir: Path, session_id: str, init_git: bool) -> git.Repo:
@@ -331,7 +332,7 @@ def _open_session_repo(workdir: Path, session_id: str, init_git: bool) -> git.Re
 
 
 def _record_landed(workdir: Path, session_id: str, task_id: str) -> LandedTask | None:
-    return record_landed_task(git.Repo(workdir), session_id, task_id)
+    return record_landed_task(AcaRepo(workdir), session_id, task_id)
 
 
 def _completed(landed: LandedTask, *, summary: str, **fields) -> TaskOutcome:
