@@ -37,6 +37,12 @@ from aca_flows.providers.base import (
     ToolDefinition,
     Usage,
 )
+from aca_flows.sandbox import (
+    existing_placeholders,
+    mount_plan,
+    protected_paths,
+    remove_new_placeholders,
+)
 
 __all__ = ["AgentConversation", "AgentRound", "run_claude_code", "run_tool_loop"]
 
@@ -191,10 +197,18 @@ async def run_claude_code(
 ) -> AgentRound:
     """One delegated Claude Code run in ``worktree``; resumes its session on a fix attempt."""
     conversation.add_user_text(user_text)
-    call_options = {**(options or {}), "cwd": str(worktree)}
+    # Claude Code's own sandbox must not write the repository beyond the worktree.
+    protected = [str(p) for p in protected_paths(mount_plan(worktree))]
+    call_options = {**(options or {}), "cwd": str(worktree), "protected_paths": protected}
     if conversation.session_id:
         call_options["resume"] = conversation.session_id
-    response = await conversation.complete(tools=[], options=call_options)
+    before = existing_placeholders(worktree)
+    try:
+        response = await conversation.complete(tools=[], options=call_options)
+    finally:
+        removed = remove_new_placeholders(worktree, before)
+        if removed:
+            conversation.log.write("sandbox_placeholders_removed", files=removed)
     conversation.add_assistant(response)
     proposals: list[ProposedSubtask] = []
     problem = None

@@ -101,8 +101,10 @@ def execute(options: RunOptions) -> int:
 
 def _preflight(options: RunOptions, plan: ExecutionPlan, config: AcaConfig) -> None:
     """Refuse what would fail inside the flow, before Prefect starts: a workdir that is not
-    a repository, an unknown provider, a provider without its key or cassette."""
+    a repository, an unknown provider, a provider without its key or cassette, a sandbox
+    that cannot start (warned about when switched off)."""
     from aca_flows.providers import PROVIDER_NAMES, provider_status
+    from aca_flows.sandbox import OFF_WARNING, check_sandbox
     from aca_flows.workspace import open_repository
 
     names = {config.session.provider} | {t.provider for t in plan.tasks if t.provider}
@@ -123,6 +125,9 @@ def _preflight(options: RunOptions, plan: ExecutionPlan, config: AcaConfig) -> N
     if options.init_git:
         options.workdir.mkdir(parents=True, exist_ok=True)
     open_repository(options.workdir, init_git=options.init_git)
+    check_sandbox(config.sandbox, claude_code="claude-code" in names)
+    if config.sandbox.mode == "off":
+        print(f"warning: {OFF_WARNING}", file=sys.stderr)
 
 
 def run_session(options: RunOptions, session_id: str | None = None) -> int:

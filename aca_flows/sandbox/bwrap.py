@@ -25,7 +25,15 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["INSTALL_HINT", "Limits", "MountPlan", "bwrap_argv", "bwrap_problem", "mount_plan"]
+__all__ = [
+    "INSTALL_HINT",
+    "Limits",
+    "MountPlan",
+    "bwrap_argv",
+    "bwrap_problem",
+    "mount_plan",
+    "protected_paths",
+]
 
 INSTALL_HINT = "apt-get install bubblewrap (Debian/Ubuntu; dnf install bubblewrap on Fedora)"
 SANDBOX_HOME = "/tmp/home"
@@ -87,6 +95,17 @@ def mount_plan(
     )
 
 
+def protected_paths(plan: MountPlan) -> list[Path]:
+    """What a command must never write besides the worktree's own git files: the repository's
+    git directories, the user's checkout (its top-level entries) and aca's session records.
+    For sandboxes that take a deny list of paths (Claude Code's) rather than mounts."""
+    paths = list(plan.git_dirs)
+    if plan.repository is not None:
+        paths += [p for p in sorted(plan.repository.iterdir()) if p.name not in (".aca", ".git")]
+        paths += [plan.repository / ".aca" / name for name in ("sessions", "config.toml")]
+    return paths
+
+
 def bwrap_argv(
     plan: MountPlan,
     command: list[str],
@@ -126,16 +145,17 @@ def bwrap_argv(
 
 
 def bwrap_problem(bwrap: str = "bwrap") -> str | None:
-    """Why bubblewrap cannot sandbox commands here, or None when it can (checked once)."""
-    return _probe(bwrap)
+    """Why bubblewrap cannot sandbox commands here, or None when it can (checked once per
+    PATH: starting bwrap costs a few milliseconds)."""
+    return _probe(bwrap, os.environ.get("PATH", os.defpath))
 
 
 @functools.cache
-def _probe(bwrap: str) -> str | None:
-    found = shutil.which(bwrap)
+def _probe(bwrap: str, path: str) -> str | None:
+    found = shutil.which(bwrap, path=path)
     if found is None:
         return f"bubblewrap ('{bwrap}') is not installed"
-    if shutil.which("prlimit") is None:
+    if shutil.which("prlimit", path=path) is None:
         return "prlimit (package util-linux) is not installed"
     try:
         done = subprocess.run(

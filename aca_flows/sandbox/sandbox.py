@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,14 +61,17 @@ class SandboxUnavailable(AcaError):
     """bubblewrap is required ([sandbox] mode = "bwrap") but cannot start here."""
 
 
-def check_sandbox(settings: SandboxSection) -> None:
-    """Raise ``SandboxUnavailable`` when agent commands could not run; warn when mode is off.
+def check_sandbox(settings: SandboxSection, *, claude_code: bool = False) -> None:
+    """Raise ``SandboxUnavailable`` when agent commands could not run sandboxed.
 
-    Called before a run starts and before every command (the probe is cached).
+    Called before a run starts and before every command (the probe is cached). With
+    ``claude_code``, also checks for socat, which Claude Code's own sandbox needs on Linux.
     """
     if settings.mode == "off":
         return
     problem = bwrap_problem()
+    if problem is None and claude_code and shutil.which("socat") is None:
+        problem = "socat is not installed (Claude Code's sandbox needs it: apt-get install socat)"
     if problem:
         raise SandboxUnavailable(
             f"aca runs agent and verify commands in a bubblewrap sandbox, but {problem}. "
