@@ -261,7 +261,12 @@ async def _run_agent_and_verify(
         if conversation.provider.name == CLAUDE_CODE:
             # Permission mode, allowed tools, turns and budget come from [claude_code] config,
             # which the provider reads itself; aca adds only the worktree and the session.
-            agent_round = await run_claude_code(conversation, message, worktree=worktree.path)
+            agent_round = await run_claude_code(
+                conversation,
+                message,
+                worktree=worktree.path,
+                options={"protected_paths": sandbox.protected_paths()},
+            )
         else:
             agent_round = await run_tool_loop(
                 conversation, tools, message, max_turns=config.agent.max_turns

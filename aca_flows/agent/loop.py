@@ -37,12 +37,7 @@ from aca_flows.providers.base import (
     ToolDefinition,
     Usage,
 )
-from aca_flows.sandbox import (
-    existing_placeholders,
-    mount_plan,
-    protected_paths,
-    remove_new_placeholders,
-)
+from aca_flows.sandbox import existing_placeholders, remove_new_placeholders
 
 __all__ = ["AgentConversation", "AgentRound", "run_claude_code", "run_tool_loop"]
 
@@ -197,9 +192,7 @@ async def run_claude_code(
 ) -> AgentRound:
     """One delegated Claude Code run in ``worktree``; resumes its session on a fix attempt."""
     conversation.add_user_text(user_text)
-    # Claude Code's own sandbox must not write the repository beyond the worktree.
-    protected = [str(p) for p in protected_paths(mount_plan(worktree))]
-    call_options = {**(options or {}), "cwd": str(worktree), "protected_paths": protected}
+    call_options = {**(options or {}), "cwd": str(worktree)}
     if conversation.session_id:
         call_options["resume"] = conversation.session_id
     before = existing_placeholders(worktree)

@@ -188,10 +188,16 @@ def _git_dirs_of(worktree: Path) -> tuple[Path, ...]:
     if not line.startswith("gitdir:"):
         return ()
     own = (worktree / line.removeprefix("gitdir:").strip()).resolve()
-    if not own.is_dir():
+    if not _is_git_dir(own) or worktree in own.parents:
         return ()
     try:
         common = (own / (own / "commondir").read_text(encoding="utf-8").strip()).resolve()
     except OSError:
         return (own,)
-    return (own, common) if common.is_dir() else (own,)
+    return (own, common) if _is_git_dir(common) else (own,)
+
+
+def _is_git_dir(path: Path) -> bool:
+    # A .git file could name any folder; only a git directory is shown (read-only).
+    marker = (path / "objects").is_dir() or (path / "commondir").is_file()
+    return (path / "HEAD").is_file() and marker

@@ -28,6 +28,7 @@ from aca_flows.sandbox.bwrap import (
     bwrap_argv,
     bwrap_problem,
     mount_plan,
+    protected_paths,
 )
 from aca_flows.sandbox.process import CommandResult, run_process
 from aca_flows.settings import SandboxSection
@@ -140,6 +141,11 @@ class Sandbox:
             file_size_bytes=s.file_size_mb * 1024 * 1024,
             max_processes=s.max_processes,
         )
+
+    def protected_paths(self) -> list[str]:
+        """What Claude Code's own sandbox must not write (the repository beyond the worktree),
+        worked out with the mounts, before the agent ran."""
+        return [str(p) for p in protected_paths(self.mounts)] if self.mounts else []
 
     def command_line(self, command: str) -> list[str]:
         """What runs for ``command``: bubblewrap around ``/bin/sh -c command``."""
