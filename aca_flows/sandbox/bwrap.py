@@ -10,7 +10,8 @@ What a sandboxed command sees (``bwrap_argv``):
   writable place; the repository's git directory stays read-only, so ``git status``/``diff``
   work in the worktree but nothing can be planted in ``.git`` (aca commits outside);
 - no network unless asked (``--unshare-net``: a loopback of its own, nothing listening);
-- a new session (no terminal to push keystrokes into), and death with its parent;
+- a new session (no terminal to push keystrokes into), and death with its parent; no
+  capabilities, and no user namespaces to regain them in;
 - CPU time, address space, file size, process count and core dump limits set by ``prlimit``
   inside the sandbox, so they bind the command and everything it starts.
 """
@@ -138,6 +139,8 @@ def bwrap_argv(
     else:
         argv += ["--unshare-net"]
     argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    # No user namespaces inside: they are how a process would regain capabilities.
+    argv += ["--unshare-user", "--disable-userns"]
     argv += ["--cap-drop", "ALL", "--die-with-parent", "--new-session"]
     argv += ["--chdir", str(plan.worktree)]
     argv += ["--", _prlimit(), *limits.prlimit_args(), "--", *command]
@@ -160,7 +163,8 @@ def _probe(bwrap: str, path: str) -> str | None:
     try:
         done = subprocess.run(
             [found, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid"]
-            + ["--unshare-net", "--die-with-parent", "--new-session", "--", "/bin/true"],
+            + ["--unshare-net", "--unshare-user", "--disable-userns", "--die-with-parent"]
+            + ["--new-session", "--", "/bin/true"],
             capture_output=True,
             timeout=30,
         )
