@@ -195,11 +195,14 @@ async def run_claude_code(
     call_options = {**(options or {}), "cwd": str(worktree)}
     if conversation.session_id:
         call_options["resume"] = conversation.session_id
-    before = existing_placeholders(worktree)
+    # Claude Code's sandbox leaves empty placeholder files behind: not to be committed.
+    others = [Path.home(), *(Path(p) for p in call_options.get("protected_paths", ()))]
+    others = [folder for folder in others if folder.is_dir()]
+    before = existing_placeholders(worktree, others)
     try:
         response = await conversation.complete(tools=[], options=call_options)
     finally:
-        removed = remove_new_placeholders(worktree, before)
+        removed = remove_new_placeholders(worktree, before, others)
         if removed:
             conversation.log.write("sandbox_placeholders_removed", files=removed)
     conversation.add_assistant(response)

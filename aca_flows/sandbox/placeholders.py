@@ -3,9 +3,11 @@
 Claude Code's sandbox (bubblewrap) masks files such as ``.env``, ``package.json`` or
 ``.mcp.json`` with read-only mounts; where such a file is missing it first creates a 0-byte
 placeholder to mount over, and leaves it there (its own documentation: "`git add -A` would
-stage them"). aca stages everything, so a placeholder that appeared during a run, is still
-empty and carries one of those names is deleted, with the empty folders it made. A file the
-agent wrote has content, or existed before the run, and stays.
+stage them"). It does the same in the user's home (``.gitconfig``, ``.netrc``, ...) and
+in the repository's git directory (``config.worktree``). aca stages everything, so a
+placeholder that appeared during a run, is still empty and carries one of those names is
+deleted (from the worktree with the empty folders it made, from the other folders given).
+A file the agent wrote has content, or existed before the run, and stays.
 """
 
 from __future__ import annotations
@@ -25,27 +27,30 @@ PLACEHOLDER_NAMES = frozenset(
     | {".mcp.json", ".claude.json", ".pnp.cjs", ".pnp.loader.mjs", ".pnp.js", ".pnp.data.json"}
     | {".bazelrc", ".bazelversion", ".bazeliskrc", ".pre-commit-config.yaml", "lefthook.yml"}
     | {".lefthook.yml", "lefthook.yaml", ".lefthook.yaml", ".devcontainer.json"}
-    | {"pyrightconfig.json", "settings.json", "settings.local.json"}
+    | {"pyrightconfig.json", "settings.json", "settings.local.json", ".netrc", "config.worktree"}
 )
 # Folders it creates to hold placeholders or to mount over.
 PLACEHOLDER_DIRS = (".claude", "node_modules", ".github", ".idea", ".vscode", "scripts")
 
 
-def existing_placeholders(root: Path) -> set[Path]:
+def existing_placeholders(root: Path, others: list[Path] | tuple[Path, ...] = ()) -> set[Path]:
     """What could be taken for a placeholder before the run: those paths are kept."""
-    return set(_candidates(Path(root)))
+    return set(_candidates(Path(root), others))
 
 
-def remove_new_placeholders(root: Path, before: set[Path]) -> list[str]:
-    """Delete 0-byte placeholders that appeared since ``before``; their paths, relative."""
+def remove_new_placeholders(
+    root: Path, before: set[Path], others: list[Path] | tuple[Path, ...] = ()
+) -> list[str]:
+    """Delete 0-byte placeholders that appeared since ``before`` in the worktree ``root`` and
+    in ``others`` (the home, git directories); their paths."""
     root = Path(root)
     removed = []
-    for path in _candidates(root):
+    for path in _candidates(root, others):
         if path in before or path.is_symlink():
             continue
         if path.is_file() and path.stat().st_size == 0:
             path.unlink()
-            removed.append(path.relative_to(root).as_posix())
+            removed.append(str(path))
     for name in PLACEHOLDER_DIRS:
         folder = root / name
         if folder not in before:
@@ -53,8 +58,13 @@ def remove_new_placeholders(root: Path, before: set[Path]) -> list[str]:
     return removed
 
 
-def _candidates(root: Path) -> list[Path]:
-    found = [root / name for name in PLACEHOLDER_NAMES if (root / name).exists()]
+def _candidates(root: Path, others: list[Path] | tuple[Path, ...] = ()) -> list[Path]:
+    found = [
+        folder / name
+        for folder in (root, *others)
+        for name in PLACEHOLDER_NAMES
+        if (folder / name).exists() or (folder / name).is_symlink()
+    ]
     claude = root / ".claude"
     if claude.is_dir() and not claude.is_symlink():
         found += [p for p in claude.rglob("*") if p.name in PLACEHOLDER_NAMES]

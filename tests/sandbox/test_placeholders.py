@@ -17,5 +17,20 @@ def test_new_empty_placeholders_go_and_everything_else_stays(tmp_path):
 
     removed = remove_new_placeholders(tmp_path, before)
 
-    assert sorted(removed) == [".claude/settings.json", ".env", ".mcp.json", "yarn.lock"]
+    names = [".claude/settings.json", ".env", ".mcp.json", "yarn.lock"]
+    assert sorted(removed) == [str(tmp_path / name) for name in names]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".npmrc", "__init__.py", "package.json"]
+
+
+def test_placeholders_in_the_home_and_git_directory_go_too(tmp_path):
+    worktree, home, git_dir = tmp_path / "wt", tmp_path / "home", tmp_path / "repo.git"
+    for folder in (worktree, home, git_dir):
+        folder.mkdir()
+    (home / ".gitconfig").write_text("[user]\n\tname = me\n")  # the user's own
+    before = existing_placeholders(worktree, [home, git_dir])
+    for path in (home / ".netrc", home / ".npmrc", git_dir / "config.worktree"):
+        path.write_text("")
+
+    remove_new_placeholders(worktree, before, [home, git_dir])
+
+    assert [p.name for p in home.iterdir()] == [".gitconfig"] and not any(git_dir.iterdir())

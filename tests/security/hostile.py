@@ -210,14 +210,16 @@ class HostileWorld:
                 found[relative] = path.read_bytes()
         return found
 
-    def changes_outside_the_worktree(self) -> list[str]:
+    def changes_outside_the_worktree(self, new_allowed: tuple[str, ...] = ()) -> list[str]:
         """Files added, changed or removed outside the worktree since the world was made
-        (git's own bookkeeping of refs, index and worktrees aside), and escapes to /tmp."""
+        (git's own bookkeeping of refs, index and worktrees aside), and escapes to /tmp.
+        ``new_allowed``: prefixes under which new files are expected (a program's state)."""
         now = self._files()
         changed = [
             name for name in sorted(set(now) | set(self.snapshot))
             if now.get(name) != self.snapshot.get(name)
             and not _gits_own(name)
+            and not (name not in self.snapshot and name.startswith(new_allowed))
         ]  # fmt: skip
         if self.marker.exists():
             changed.append(str(self.marker))
