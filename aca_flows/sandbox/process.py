@@ -181,7 +181,8 @@ class _PidsCgroup:
 
     async def remove(self) -> None:
         # Processes killed a moment ago may still be exiting; rmdir fails until they are gone.
-        for _ in range(200):
+        delay = 0.002
+        for _ in range(100):
             self.kill_all()
             try:
                 self.path.rmdir()
@@ -189,7 +190,8 @@ class _PidsCgroup:
             except FileNotFoundError:
                 return
             except OSError:
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.1)
 
 
 def _pids_cgroup_root() -> Path | None:
