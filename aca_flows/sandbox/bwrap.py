@@ -124,12 +124,12 @@ def bwrap_argv(
         if path.is_dir() and not path.is_symlink() and path not in inside_repository:
             argv += ["--tmpfs", str(path)]
     argv += ["--dir", SANDBOX_HOME]
+    for path in plan.read_only:  # before the repository: a parent shown must not show .aca
+        argv += ["--ro-bind-try", str(path), str(path)]
     if plan.repository is not None:
         argv += ["--ro-bind", str(plan.repository), str(plan.repository)]
         for path in inside_repository:
             argv += ["--tmpfs", str(path)]
-    for path in plan.read_only:
-        argv += ["--ro-bind-try", str(path), str(path)]
     argv += ["--bind", str(plan.worktree), str(plan.worktree)]
     for git_dir in plan.git_dirs:
         argv += ["--ro-bind", str(git_dir), str(git_dir)]

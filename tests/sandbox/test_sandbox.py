@@ -102,3 +102,18 @@ def test_no_bubblewrap_is_refused_naming_what_to_install(worktree, tmp_path, mon
     assert isinstance(caught.value, AcaError)
     assert "apt-get install bubblewrap" in message and 'mode = "off"' in message
     check_sandbox(SandboxSection(mode="off"))  # opting out is allowed
+
+
+def test_paths_shown_on_request_are_read_only_and_never_reveal_aca(worktree, tmp_path):
+    repo = worktree.parents[3]
+    (repo / ".aca" / "sessions").mkdir()
+    (repo / ".aca" / "sessions" / "journal").write_text("private\n")
+    (tmp_path / "shown.txt").write_text("shown\n")
+    sandbox = Sandbox.for_worktree(worktree, SandboxSection(read_only_paths=[str(tmp_path)]))
+
+    result = run(sandbox, f"cat {tmp_path}/shown.txt {repo}/.aca/sessions/journal; "
+                          f"echo x > {tmp_path}/shown.txt")  # fmt: skip
+
+    assert "shown" in result.output and "private" not in result.output
+    assert "Read-only file system" in result.output
+    assert (tmp_path / "shown.txt").read_text() == "shown\n"
