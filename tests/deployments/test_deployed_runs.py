@@ -166,6 +166,8 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         PREFECT_WORKER_PREFETCH_SECONDS="5",
         # A run that fell back to Claude Code would fail at once instead of reaching anything.
         ACA_CLAUDE_CLI=str(base / "no-claude-here"),
+        # Verify commands run sandboxed: the gate script and its release file are shown to them.
+        ACA_SANDBOX__READ_ONLY_PATHS=str(base / "recording"),
     )
     port = api_url.rsplit(":", 1)[1].split("/")[0]
     processes: list[subprocess.Popen] = []
