@@ -250,7 +250,8 @@ async def _run_agent_and_verify(
         plan, task, dependencies=dependencies, read_file=lambda p: _read_ref(worktree.path, p)
     )
     verify_command = verify_command_for(plan, task)
-    sandbox = Sandbox.for_worktree(worktree.path, config.sandbox)  # run_command and verify
+    # run_command and verify; network off unless the task or [sandbox] network allows it
+    sandbox = Sandbox.for_worktree(worktree.path, config.sandbox, network=task.network)
     tools = TaskTools(
         worktree.path, config.agent, existing_task_ids={t.id for t in plan.tasks}, sandbox=sandbox
     )
@@ -265,7 +266,7 @@ async def _run_agent_and_verify(
                 conversation,
                 message,
                 worktree=worktree.path,
-                options={"protected_paths": sandbox.protected_paths()},
+                options={"protected_paths": sandbox.protected_paths(), "network": sandbox.network},
             )
         else:
             agent_round = await run_tool_loop(

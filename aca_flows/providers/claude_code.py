@@ -10,7 +10,8 @@ calls to execute). What a caller may rely on:
 - ``request.options`` understood: ``cwd`` (the task's worktree), ``resume`` (a previous
   Claude session id, for context continuity), ``max_budget_usd``, ``max_turns``,
   ``allowed_tools``, ``permission_mode``, ``append_system_prompt``, ``env`` (extra variables
-  for the CLI), ``protected_paths`` (never writable by Claude Code's sandboxed Bash);
+  for the CLI), ``protected_paths`` (never writable by Claude Code's sandboxed Bash),
+  ``network`` (its sandboxed Bash may use the network; default ``[sandbox] network``);
 - unless ``[sandbox] mode = "off"``: Claude Code's own sandbox on with no unsandboxed escape,
   only the environment claude needs, aca's deny list as ``Bash(...)`` rules, no project
   settings (``claude_sandbox_settings``, ``claude_environment``);
@@ -249,7 +250,9 @@ class ClaudeCodeProvider:
             env=env,
             sandbox=(
                 claude_sandbox_settings(
-                    self.sandbox.network, opts.get("cwd"), opts.get("protected_paths", ())
+                    opts.get("network", self.sandbox.network),
+                    opts.get("cwd"),
+                    opts.get("protected_paths", ()),
                 )
                 if sandboxed
                 else None

@@ -117,3 +117,12 @@ def test_finish_and_proposed_subtasks_are_kept(tools):
     call(tools, "finish", summary=" did it ")
     assert tools.finished and tools.summary == "did it"
     assert [p.id for p in tools.proposed_subtasks] == ["a", "b"]
+
+
+def test_run_command_tells_the_model_whether_it_has_network(tools):
+    def described() -> str:
+        return next(d.description for d in tools.definitions() if d.name == "run_command")
+
+    assert "the network is off" in described() and "sandbox" in described()
+    tools.sandbox = Sandbox.for_worktree(tools.root, network=True)
+    assert "the network is on" in described()

@@ -13,6 +13,7 @@ from aca_flows.errors import AcaError
 from aca_flows.sandbox import OFF_WARNING, Sandbox, SandboxUnavailable, check_sandbox
 from aca_flows.settings import SandboxSection
 from tests.sandbox.test_bwrap import task_worktree
+from tests.security.hostile import Listener
 
 
 def run(sandbox: Sandbox, command: str, timeout: float = 30, limit: int = 20_000):
@@ -117,3 +118,20 @@ def test_paths_shown_on_request_are_read_only_and_never_reveal_aca(worktree, tmp
     assert "shown" in result.output and "private" not in result.output
     assert "Read-only file system" in result.output
     assert (tmp_path / "shown.txt").read_text() == "shown\n"
+
+
+def test_the_network_is_off_unless_the_task_or_config_allows_it(worktree):
+    listener = Listener()
+    connect = (
+        f"python3 -c \"import socket; socket.create_connection(('127.0.0.1', {listener.port}), 3)"
+        "; print('connected')\""
+    )
+    try:
+        off = run(Sandbox.for_worktree(worktree), connect)
+        by_task = run(Sandbox.for_worktree(worktree, network=True), connect)
+        by_config = run(Sandbox.for_worktree(worktree, SandboxSection(network=True)), connect)
+    finally:
+        listener.close()
+    assert "Connection refused" in off.output and "connected" not in off.output
+    assert by_task.output.strip() == by_config.output.strip() == "connected"
+    assert listener.connections == 2
