@@ -195,8 +195,13 @@ async def run_claude_code(
     call_options = {**(options or {}), "cwd": str(worktree)}
     if conversation.session_id:
         call_options["resume"] = conversation.session_id
-    # Claude Code's sandbox leaves empty placeholder files behind: not to be committed.
+    # Claude Code's sandbox leaves empty placeholder files behind (in the worktree, the folders
+    # above it up to the repository, the home, the git directory): not to be committed or kept.
     others = [Path.home(), *(Path(p) for p in call_options.get("protected_paths", ()))]
+    for parent in Path(worktree).resolve().parents:
+        others.append(parent)
+        if (parent / ".git").is_dir():
+            break
     others = [folder for folder in others if folder.is_dir()]
     before = existing_placeholders(worktree, others)
     try:
