@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from aca_flows.errors import ConfigError
 
@@ -94,6 +94,44 @@ class RateLimitingSection(Section):
     on_session_limit: Literal["wait", "stop"] = "wait"
 
 
+# Provider keys never enter a sandbox, even when listed in [sandbox] env.
+SANDBOX_FORBIDDEN_ENV = frozenset(
+    {"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY", "OPENAI_ORG_ID"}
+)
+
+
+class SandboxSection(Section):
+    """Where agent and verify commands run (docs/security.md)."""
+
+    mode: Literal["bwrap", "off"] = Field(
+        default="bwrap", description='"off" runs commands unsandboxed (warned on every run).'
+    )
+    network: bool = Field(default=False, description="Let sandboxed commands use the network.")
+    env: list[str] = Field(
+        default_factory=list,
+        description="Names of variables passed into the sandbox besides PATH, LANG and TERM.",
+    )
+    read_only_paths: list[str] = Field(
+        default_factory=list,
+        description="Paths shown read-only inside the sandbox (e.g. a toolchain in a home).",
+    )
+    cpu_seconds: int = Field(default=600, ge=1, description="CPU time per process.")
+    memory_mb: int = Field(default=8192, ge=64, description="Address space per process.")
+    file_size_mb: int = Field(default=1024, ge=1, description="Largest file a command writes.")
+    max_processes: int = Field(default=512, ge=8, description="Processes and threads.")
+
+    @field_validator("env")
+    @classmethod
+    def _no_provider_keys(cls, names: list[str]) -> list[str]:
+        forbidden = sorted(set(names) & SANDBOX_FORBIDDEN_ENV)
+        if forbidden:
+            raise ValueError(
+                f"{', '.join(forbidden)} may not be passed into the sandbox; agent commands "
+                "never see provider keys"
+            )
+        return names
+
+
 class LoggingSection(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_tool_calls: bool = True
@@ -141,6 +179,7 @@ class AcaConfig(Section):
     agent: AgentSection = Field(default_factory=AgentSection)
     claude_code: ClaudeCodeSection = Field(default_factory=ClaudeCodeSection)
     rate_limiting: RateLimitingSection = Field(default_factory=RateLimitingSection)
+    sandbox: SandboxSection = Field(default_factory=SandboxSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
     deployments: DeploymentsSection = Field(default_factory=DeploymentsSection)
     providers: dict[str, ProviderSection] = Field(default_factory=dict)

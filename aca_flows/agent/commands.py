@@ -1,169 +1,71 @@
-"""Shell commands run for a task: the model's ``run_command`` and the verify command.
+"""The deny list: a fast refusal, with a reason, of commands an aca task should never run.
 
-A command runs in the task's worktree, in its own process group (so a timeout kills its
-children too), with an environment stripped of secrets, and with its combined output capped:
-the head and the tail are kept, because a test run's verdict is usually at the end.
+It is not the security boundary: every command runs in the sandbox (``aca_flows.sandbox``),
+which is what keeps a command that slips past this list inside the task's worktree. The list
+only saves a round trip and tells the model why (``git push``: aca merges the work itself).
 
-The deny list is a guard against obvious mistakes (``git push``, ``sudo``, network tools), not
-a sandbox: a determined command can evade a pattern match.
+A command is split like a shell would (``shlex``, with ``;``, ``&&``, ``|``, ``$(``, backticks
+and parentheses as separators); an entry matches when its words appear as consecutive words of
+one of the simple commands, starting at its program (``/usr/bin/curl`` is ``curl``), after
+variable assignments and wrappers such as ``env``, ``time`` or ``xargs``: ``grep ssh notes``
+is allowed, ``env X=1 ssh host`` is not.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import re
-import signal
-import time
-from collections.abc import Iterable, Mapping
-from pathlib import Path
+import shlex
+from collections.abc import Iterable
 
-from pydantic import BaseModel
+__all__ = ["command_words", "denied_by"]
 
-__all__ = [
-    "CommandResult",
-    "clean_environment",
-    "denied_by",
-    "run_shell",
-]
-
-# Any variable whose name contains one of these is treated as a secret.
-_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
-# Provider variables that are removed even though they might not look secret.
-_PROVIDER_VARS = {"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY", "OPENAI_ORG_ID"}
-# Inherited git plumbing variables would point commands at the user's checkout, not the worktree.
-_GIT_LOCATION_VARS = {"GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR"}
-
-_BOUNDARY_BEFORE = r"(?:^|(?<=[\s;&|()`$'\"/]))"
-_BOUNDARY_AFTER = r"(?=$|[\s;&|()`'\"])"
+_SEPARATORS = ";&|()`<>\n"
+# Programs that run the program named after them.
+_WRAPPERS = {"env", "time", "nohup", "nice", "exec", "command", "builtin", "xargs", "timeout"}
 
 
-class CommandResult(BaseModel):
-    command: str
-    exit_code: int | None
-    output: str
-    timed_out: bool = False
-    truncated_bytes: int = 0
-    duration_seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out
-
-    def describe(self) -> str:
-        """The result as the model reads it: status line, then the output."""
-        if self.timed_out:
-            status = f"timed out after {self.duration_seconds:.0f}s (killed)"
+def command_words(command: str) -> list[list[str]]:
+    """The words of each simple command in ``command`` (quotes removed)."""
+    text = command.replace("$(", " ( ").replace("`", " ` ")
+    lexer = shlex.shlex(text, posix=True, punctuation_chars=_SEPARATORS)
+    lexer.whitespace_split = True
+    try:
+        tokens = list(lexer)
+    except ValueError:  # unbalanced quotes: fall back to plain words
+        tokens = text.split()
+    commands: list[list[str]] = [[]]
+    for token in tokens:
+        if token and all(c in _SEPARATORS for c in token):
+            commands.append([])
         else:
-            status = f"exit code {self.exit_code}"
-        return f"{status}\n{self.output}"
-
-
-def clean_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """A copy of the environment without secrets or git location variables."""
-    environ = os.environ if environ is None else environ
-    clean = {
-        name: value
-        for name, value in environ.items()
-        if not _SECRET_NAME.search(name)
-        and name not in _PROVIDER_VARS
-        and name not in _GIT_LOCATION_VARS
-    }
-    # Byte-code caches written by a verify command are byproducts, not the agent's work:
-    # without this, a verify that imports a module commits its __pycache__.
-    clean["PYTHONDONTWRITEBYTECODE"] = "1"
-    return clean
+            commands[-1].append(token)
+    return [words for words in commands if words]
 
 
 def denied_by(command: str, deny_list: Iterable[str]) -> str | None:
-    """The deny-list entry the command matches (as whole words), or None if it is allowed."""
-    for entry in deny_list:
-        words = entry.split()
-        if not words:
-            continue
-        pattern = _BOUNDARY_BEFORE + r"\s+".join(re.escape(w) for w in words) + _BOUNDARY_AFTER
-        if re.search(pattern, command):
-            return entry
+    """The deny-list entry ``command`` matches, or None if it is allowed."""
+    entries = [(entry, entry.split()) for entry in deny_list if entry.split()]
+    for words in command_words(command):
+        for start in _program_positions(words):
+            program = [_program(words[start]), *words[start + 1 :]]
+            for entry, wanted in entries:
+                if program[: len(wanted)] == wanted:
+                    return entry
     return None
 
 
-async def run_shell(
-    command: str,
-    cwd: Path,
-    *,
-    timeout_seconds: float,
-    output_limit_bytes: int,
-    environ: Mapping[str, str] | None = None,
-) -> CommandResult:
-    """Run ``command`` with ``/bin/sh`` in ``cwd``; stdout and stderr together, capped."""
-    started = time.monotonic()
-    process = await asyncio.create_subprocess_shell(
-        command,
-        cwd=str(cwd),
-        env=clean_environment(environ),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-    )
-    capture = _CappedOutput(output_limit_bytes)
-    timed_out = False
-    try:
-        await asyncio.wait_for(_drain(process, capture), timeout=timeout_seconds)
-    except TimeoutError:
-        timed_out = True
-        _kill_group(process)
-        await process.wait()
-    except BaseException:
-        # Cancelled (interrupt, flow cancellation): never leave the command running.
-        _kill_group(process)
-        raise
-    return CommandResult(
-        command=command,
-        exit_code=None if timed_out else process.returncode,
-        output=capture.text(),
-        timed_out=timed_out,
-        truncated_bytes=capture.dropped,
-        duration_seconds=round(time.monotonic() - started, 3),
-    )
+def _program_positions(words: list[str]) -> list[int]:
+    """Where a program name stands: after assignments, and after each wrapper's options."""
+    positions = []
+    expecting = True
+    for index, word in enumerate(words):
+        if not expecting:
+            break
+        if "=" in word.split("/", 1)[0] or word.startswith("-") or word.isdigit():
+            continue  # NAME=value, a wrapper's option, timeout's duration
+        positions.append(index)
+        expecting = _program(word) in _WRAPPERS
+    return positions
 
 
-async def _drain(process: asyncio.subprocess.Process, capture: _CappedOutput) -> None:
-    assert process.stdout is not None
-    while chunk := await process.stdout.read(65536):
-        capture.add(chunk)
-    await process.wait()
-
-
-def _kill_group(process: asyncio.subprocess.Process) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-
-
-class _CappedOutput:
-    """Keeps the first and the last ``limit // 2`` bytes; counts what falls between."""
-
-    def __init__(self, limit: int):
-        self.half = max(limit // 2, 1)
-        self.head = bytearray()
-        self.tail = bytearray()
-        self.dropped = 0
-
-    def add(self, chunk: bytes) -> None:
-        room = self.half - len(self.head)
-        if room > 0:
-            self.head += chunk[:room]
-            chunk = chunk[room:]
-        self.tail += chunk
-        if len(self.tail) > self.half:
-            excess = len(self.tail) - self.half
-            self.dropped += excess
-            del self.tail[:excess]
-
-    def text(self) -> str:
-        head = self.head.decode("utf-8", errors="replace")
-        tail = self.tail.decode("utf-8", errors="replace")
-        if self.dropped:
-            return f"{head}\n[... {self.dropped} bytes omitted ...]\n{tail}"
-        return head + tail
+def _program(word: str) -> str:
+    return word.rsplit("/", 1)[-1]

@@ -43,6 +43,7 @@ from aca_flows.agent.transcript import ConversationStore, LogCallback, TaskLog
 from aca_flows.agent.verify import VerifyResult, fix_request, run_verify
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import Provider, Usage
+from aca_flows.sandbox import Sandbox
 from aca_flows.session.layout import AcaDir, SessionPaths
 from aca_flows.settings import AcaConfig
 from aca_flows.workspace import (
@@ -59,6 +60,7 @@ from aca_flows.workspace import (
     record_landed_task,
 )
 from aca_flows.workspace.commit import task_trailers
+from aca_flows.workspace.hardened_git import AcaRepo
 
 __all__ = ["CLAUDE_CODE", "TaskOutcome", "execute_task"]
 
@@ -179,8 +181,9 @@ async def execute_task(
         worktree = await asyncio.to_thread(TaskWorktree.create, repo, session_id, task_id)
         log.write("run_started", run=run, base=worktree.base_sha, worktree=str(worktree.path))
         try:
+            setup_sandbox = Sandbox.for_worktree(worktree.path, config.sandbox, network=True)
             setup_failure = await run_setup_commands(
-                plan.setup_commands, worktree, config.agent, log
+                plan.setup_commands, worktree, setup_sandbox, config.agent, log
             )
             if setup_failure:
                 log.write("task_failed", reason=setup_failure)
@@ -297,11 +300,14 @@ async def _run_agent_and_verify(
         plan, task, dependencies=dependencies, read_file=lambda p: _read_ref(worktree.path, p)
     )
     verify_command = verify_command_for(plan, task)
+    # run_command and verify; network off unless the task or [sandbox] network allows it
+    sandbox = Sandbox.for_worktree(worktree.path, config.sandbox, network=task.network)
     tools = TaskTools(
         worktree.path,
         config.agent,
         existing_task_ids={t.id for t in plan.tasks},
         plan_check=lambda proposals: placement_problems(plan, task.id, proposals),
+        sandbox=sandbox,
     )
     max_rounds = 1 + config.agent.max_fix_attempts
     verify: VerifyResult | None = None
@@ -310,7 +316,12 @@ async def _run_agent_and_verify(
         if conversation.provider.name == CLAUDE_CODE:
             # Permission mode, allowed tools, turns and budget come from [claude_code] config,
             # which the provider reads itself; aca adds only the worktree and the session.
-            agent_round = await run_claude_code(conversation, message, worktree=worktree.path)
+            agent_round = await run_claude_code(
+                conversation,
+                message,
+                worktree=worktree.path,
+                options={"protected_paths": sandbox.protected_paths(), "network": sandbox.network},
+            )
         else:
             agent_round = await run_tool_loop(
                 conversation, tools, message, max_turns=config.agent.max_turns
@@ -340,7 +351,7 @@ async def _run_agent_and_verify(
             return _RunResult(
                 passed=True, no_change_reason=no_change, last_round=agent_round, attempts=attempt
             )
-        verify = await run_verify(verify_command, worktree.path, config.agent)
+        verify = await run_verify(verify_command, sandbox, config.agent)
         conversation.log.write(
             "verify",
             attempt=attempt,
@@ -390,7 +401,7 @@ def _land(
 ) -> LandedTask:
     # Runs in a worker thread: a Repo object of its own, and the event loop stays free while
     # the merge lock is waited for.
-    return land_task(git.Repo(workdir), worktree, title=title, summary=summary, identity=identity)
+    return land_task(AcaRepo(workdir), worktree, title=title, summary=summary, identity=identity)
 
 
 def _open_session_repo(workdir: Path, session_id: str, init_git: bool) -> git.Repo:
@@ -400,7 +411,7 @@ def _open_session_repo(workdir: Path, session_id: str, init_git: bool) -> git.Re
 
 
 def _record_landed(workdir: Path, session_id: str, task_id: str) -> LandedTask | None:
-    return record_landed_task(git.Repo(workdir), session_id, task_id)
+    return record_landed_task(AcaRepo(workdir), session_id, task_id)
 
 
 def _completed(landed: LandedTask, *, summary: str, **fields) -> TaskOutcome:

@@ -38,6 +38,7 @@ from aca_flows.providers.base import (
     ToolDefinition,
     Usage,
 )
+from aca_flows.sandbox import existing_placeholders, remove_new_placeholders
 
 __all__ = ["AgentConversation", "AgentRound", "run_claude_code", "run_tool_loop"]
 
@@ -200,7 +201,21 @@ async def run_claude_code(
     call_options = {**(options or {}), "cwd": str(worktree)}
     if conversation.session_id:
         call_options["resume"] = conversation.session_id
-    response = await conversation.complete(tools=[], options=call_options)
+    # Claude Code's sandbox leaves empty placeholder files behind (in the worktree, the folders
+    # above it up to the repository, the home, the git directory): not to be committed or kept.
+    others = [Path.home(), *(Path(p) for p in call_options.get("protected_paths", ()))]
+    for parent in Path(worktree).resolve().parents:
+        others.append(parent)
+        if (parent / ".git").is_dir():
+            break
+    others = [folder for folder in others if folder.is_dir()]
+    before = existing_placeholders(worktree, others)
+    try:
+        response = await conversation.complete(tools=[], options=call_options)
+    finally:
+        removed = remove_new_placeholders(worktree, before, others)
+        if removed:
+            conversation.log.write("sandbox_placeholders_removed", files=removed)
     conversation.add_assistant(response)
     proposals: list[ProposedSubtask] = []
     problem = None

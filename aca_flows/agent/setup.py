@@ -1,9 +1,11 @@
 """A plan's setup commands, run in each task's worktree before its agent starts.
 
 Every task works in a fresh worktree, so what setup prepares (installed dependencies, a build)
-must be prepared there: the commands run in order, in every run of every task, through the same
-runner, limits and clean environment as the verify command. A ``required`` command that fails
-fails the task before any provider call; an optional one is logged and the task goes on.
+must be prepared there: the commands run in order, in every run of every task, in the task's
+sandbox with the limits of the verify command. They are the plan author's own commands, not
+the agent's, and usually install dependencies: the network is on for them. A ``required``
+command that fails fails the task before any provider call; an optional one is logged and the
+task goes on.
 
 Setup must not change what the task commits: a command that leaves files git would commit
 (neither ignored nor unchanged) fails the task, naming them, so the fix (ignore them) is clear.
@@ -12,11 +14,13 @@ Setup must not change what the task commits: a command that leaves files git wou
 from __future__ import annotations
 
 import asyncio
+import shlex
+from pathlib import Path
 
-from aca_flows.agent.commands import CommandResult, run_shell
 from aca_flows.agent.tools import ToolRefused, resolve_inside
 from aca_flows.agent.transcript import TaskLog
 from aca_flows.plan.models import SetupCommand
+from aca_flows.sandbox import CommandResult, Sandbox
 from aca_flows.settings import AgentSection
 from aca_flows.workspace import TaskWorktree
 
@@ -26,17 +30,25 @@ OUTPUT_TAIL = 4000
 
 
 async def run_setup_commands(
-    commands: list[SetupCommand], worktree: TaskWorktree, settings: AgentSection, log: TaskLog
+    commands: list[SetupCommand],
+    worktree: TaskWorktree,
+    sandbox: Sandbox,
+    settings: AgentSection,
+    log: TaskLog,
 ) -> str | None:
-    """Run ``commands`` in ``worktree``; returns why the task cannot start, or None."""
+    """Run ``commands`` in ``worktree`` (in ``sandbox``); returns why the task cannot start,
+    or None."""
     for command in commands:
         try:
             cwd = resolve_inside(worktree.path, command.working_dir or ".")
         except ToolRefused as exc:
             return f"setup command '{command.name}': working_dir {command.working_dir!r}: {exc}"
-        result = await run_shell(
-            command.command,
-            cwd,
+        where = cwd.relative_to(worktree.path.resolve())
+        line = command.command
+        if where != Path("."):
+            line = f"cd {shlex.quote(str(where))} && {line}"
+        result = await sandbox.run(
+            line,
             timeout_seconds=command.timeout_seconds,
             output_limit_bytes=settings.command_output_limit_bytes,
         )

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aca_flows.agent.commands import denied_by, run_shell
+from aca_flows.agent.commands import denied_by
 from aca_flows.agent.subtasks import (
     ProposedSubtask,
     SubtaskProposalError,
@@ -26,6 +26,7 @@ from aca_flows.agent.subtasks import (
     parse_proposals,
 )
 from aca_flows.providers.base import ToolCall, ToolDefinition, ToolResult
+from aca_flows.sandbox import Sandbox
 from aca_flows.settings import AgentSection
 
 __all__ = ["TaskTools", "ToolRefused", "resolve_inside"]
@@ -119,8 +120,10 @@ TOOL_DEFINITIONS: list[ToolDefinition] = [
     ToolDefinition(
         name="run_command",
         description=(
-            "Run a shell command in the repository root (tests, builds, linters). Output is "
-            "capped and the command is killed after a timeout. No network, no git push."
+            "Run a shell command in the repository root (tests, builds, linters). It runs in a "
+            "sandbox: only the repository is writable (plus a private /tmp), HOME is empty, "
+            "and the network is {network}. Output is capped and the command is killed after a "
+            "timeout. Do not commit or push: aca commits your work itself."
         ),
         input_schema=_schema({"command": _STR}, ["command"]),
     ),
@@ -161,9 +164,12 @@ class TaskTools:
         *,
         existing_task_ids: set[str] | None = None,
         plan_check: Callable[[list[ProposedSubtask]], list[str]] | None = None,
+        sandbox: Sandbox | None = None,
     ):
         self.root = Path(root)
         self.settings = settings
+        # Every command of this task runs here; made once, before the agent runs anything.
+        self.sandbox = sandbox or Sandbox.for_worktree(self.root)
         self.existing_task_ids = existing_task_ids or set()
         # Problems the plan would have with proposals (a subtask that could never start).
         self.plan_check = plan_check
@@ -172,9 +178,15 @@ class TaskTools:
         self.no_change_reason: str | None = None
         self.proposed_subtasks: list[ProposedSubtask] = []
 
-    @staticmethod
-    def definitions() -> list[ToolDefinition]:
-        return list(TOOL_DEFINITIONS)
+    def definitions(self) -> list[ToolDefinition]:
+        """The tools, ``run_command`` telling the truth about this sandbox's network."""
+        network = "on" if self.sandbox.network or self.sandbox.mounts is None else "off"
+        return [
+            d.model_copy(update={"description": d.description.format(network=network)})
+            if d.name == "run_command"
+            else d
+            for d in TOOL_DEFINITIONS
+        ]
 
     async def call(self, call: ToolCall) -> ToolResult:
         """Run one tool call; refusals and mistakes come back as ``is_error`` results."""
@@ -266,9 +278,8 @@ class TaskTools:
                 f"refused: commands using {denied!r} are not allowed in aca tasks. "
                 "Work locally inside the repository; aca commits and merges your work itself."
             )
-        result = await run_shell(
+        result = await self.sandbox.run(
             command,
-            self.root,
             timeout_seconds=self.settings.command_timeout_seconds,
             output_limit_bytes=self.settings.command_output_limit_bytes,
         )

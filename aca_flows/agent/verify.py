@@ -7,11 +7,9 @@ times; a task without a verify command (and no plan default) passes as is.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import BaseModel
 
-from aca_flows.agent.commands import run_shell
+from aca_flows.sandbox import Sandbox
 from aca_flows.settings import AgentSection
 
 __all__ = ["VerifyResult", "fix_request", "run_verify"]
@@ -26,11 +24,10 @@ class VerifyResult(BaseModel):
     duration_seconds: float = 0.0
 
 
-async def run_verify(command: str, cwd: Path, settings: AgentSection) -> VerifyResult:
-    """Run the verify command with the same limits and clean environment as ``run_command``."""
-    result = await run_shell(
+async def run_verify(command: str, sandbox: Sandbox, settings: AgentSection) -> VerifyResult:
+    """Run the verify command in the task's sandbox, with the limits of ``run_command``."""
+    result = await sandbox.run(
         command,
-        cwd,
         timeout_seconds=settings.command_timeout_seconds,
         output_limit_bytes=settings.command_output_limit_bytes,
     )

@@ -127,8 +127,10 @@ def execute(options: RunOptions) -> int:
 def _preflight(options: RunOptions, plan: ExecutionPlan, config: AcaConfig) -> None:
     """Refuse what would fail inside the flow, before Prefect starts: a workdir that is not
     a repository, an unknown provider, a provider that cannot work (no key, a rejected key,
-    no login, no server, no cassette: ``providers.require_providers``)."""
+    no login, no server, no cassette: ``providers.require_providers``), a sandbox that cannot
+    start (warned about when switched off)."""
     from aca_flows.providers import PROVIDER_NAMES
+    from aca_flows.sandbox import OFF_WARNING, check_sandbox
     from aca_flows.workspace import open_repository
 
     names = {config.session.provider} | {t.provider for t in plan.tasks if t.provider}
@@ -144,6 +146,9 @@ def _preflight(options: RunOptions, plan: ExecutionPlan, config: AcaConfig) -> N
     if options.init_git:
         options.workdir.mkdir(parents=True, exist_ok=True)
         open_repository(options.workdir, init_git=True)
+    check_sandbox(config.sandbox, claude_code="claude-code" in names)
+    if config.sandbox.mode == "off":
+        print(f"warning: {OFF_WARNING}", file=sys.stderr)
 
 
 def _require_providers(names: set[str], config: AcaConfig) -> None:

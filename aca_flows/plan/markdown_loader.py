@@ -38,6 +38,7 @@ ATTRIBUTE_KEYS = (
     "provider",
     "model",
     "max_attempts",
+    "network",
 )
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
@@ -216,6 +217,7 @@ def _task_fields(attrs: dict[str, str], path: Path, line: int) -> dict[str, Any]
             "provider": attrs.get("provider"),
             "model": attrs.get("model"),
             "max_attempts": attrs.get("max_attempts"),
+            "network": attrs.get("network"),
         }
         if "id" in attrs:
             Task(id=attrs["id"], title="check")

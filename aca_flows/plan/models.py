@@ -122,6 +122,10 @@ class Task(StrictModel):
     provider: str | None = Field(default=None, description="Overrides the run's provider.")
     model: str | None = Field(default=None, description="Overrides the run's model.")
     max_attempts: int | None = Field(default=None, ge=1, le=20)
+    network: bool | None = Field(
+        default=None,
+        description="Let this task's commands use the network (default: [sandbox] network).",
+    )
 
 
 class SetupCommand(StrictModel):

@@ -45,6 +45,7 @@ class TaskSpec(_Spec):
     provider: str | None = None
     model: str | None = None
     max_attempts: int | None = Field(default=None, ge=1, le=20)
+    network: bool | None = None
     done: bool = Field(default=False, description="Load the task as already completed.")
     subtasks: list[TaskSpec] = Field(default_factory=list)
 
@@ -108,6 +109,7 @@ def _add(spec: TaskSpec, parent: Task | None, builder: TaskTreeBuilder) -> None:
         provider=spec.provider,
         model=spec.model,
         max_attempts=spec.max_attempts,
+        network=spec.network,
         status="completed" if spec.done else "pending",
         metadata=TaskMetadata(
             priority=spec.priority,

@@ -90,7 +90,9 @@ def get_provider(
     elif name == "claude-code":
         from aca_flows.providers.claude_code import ClaudeCodeProvider
 
-        provider = ClaudeCodeProvider.from_config(config.claude_code, section, environ)
+        provider = ClaudeCodeProvider.from_config(
+            config.claude_code, section, environ, config.sandbox, config.agent.deny_commands
+        )
     else:
         from aca_flows.providers.replay import ReplayProvider
 

@@ -10,7 +10,11 @@ calls to execute). What a caller may rely on:
 - ``request.options`` understood: ``cwd`` (the task's worktree), ``resume`` (a previous
   Claude session id, for context continuity), ``max_budget_usd``, ``max_turns``,
   ``allowed_tools``, ``permission_mode``, ``append_system_prompt``, ``env`` (extra variables
-  for the CLI);
+  for the CLI), ``protected_paths`` (never writable by Claude Code's sandboxed Bash),
+  ``network`` (its sandboxed Bash may use the network; default ``[sandbox] network``);
+- unless ``[sandbox] mode = "off"``: Claude Code's own sandbox on with no unsandboxed escape,
+  only the environment claude needs, aca's deny list as ``Bash(...)`` rules, no project
+  settings (``claude_sandbox_settings``, ``claude_environment``);
 - ``request.system`` is appended to Claude Code's own system prompt, never replaces it;
   ``request.tools`` are not used: Claude Code works with its own tools (``allowed_tools``);
 - ``response_schema`` is passed as Claude Code's JSON schema option (``--json-schema``); the
@@ -48,12 +52,13 @@ from aca_flows.providers.base import (
 )
 from aca_flows.providers.failures import error_for_status, error_from_exception
 from aca_flows.providers.pricing import cost_usd, price_for
-from aca_flows.settings import ClaudeCodeSection, ModelPrice, ProviderSection
+from aca_flows.settings import ClaudeCodeSection, ModelPrice, ProviderSection, SandboxSection
 
 __all__ = [
-    "LOGIN_FIX",
     "ClaudeCodeProvider",
+    "LOGIN_FIX",
     "bundled_claude_cli",
+    "claude_environment",
     "find_claude_cli",
     "render_prompt",
     "result_error",
@@ -85,6 +90,67 @@ _CONNECTION_MARKERS = (
     "rate limit",
 )
 _SPEND_MARKERS = ("credit balance", "spend limit", "billing", "usage limit")
+
+# What the claude process needs from aca's environment; every other inherited variable is
+# passed blank (the SDK starts claude with aca's environment merged under ``options.env``).
+CLAUDE_ENV_NAMES = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TERM", "TZ", "TMPDIR"}
+    | {"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"}
+    | {"NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "ACA_CLAUDE_CLI"}
+)
+CLAUDE_ENV_PREFIXES = ("ANTHROPIC_", "CLAUDE_", "DISABLE_", "LC_", "AWS_BEARER_TOKEN_BEDROCK")
+
+
+def claude_environment(
+    environ: Mapping[str, str], extra_names: list[str] | tuple[str, ...] = ()
+) -> dict[str, str]:
+    """``options.env`` for claude: blanks every inherited variable it does not need, and has
+    Claude Code scrub its own credentials from the environment of the commands it runs."""
+    keep = CLAUDE_ENV_NAMES | set(extra_names)
+    env = {
+        name: ("" if name not in keep and not name.startswith(CLAUDE_ENV_PREFIXES) else value)
+        for name, value in environ.items()
+    }
+    env["CLAUDE_CODE_SUBPROCESS_ENV_SCRUB"] = "1"
+    return env
+
+
+# Credentials a command has no business reading, wherever the homes are.
+HIDDEN_IN_HOME = (".ssh", ".aws", ".git-credentials", ".netrc", ".gnupg", ".docker", ".kube")
+HIDDEN_IN_HOME += (".config/gcloud", ".claude/.credentials.json")
+
+
+# Claude Code's sandbox leaves these writable by default (seen with claude 2.1.332 on Linux).
+SYSTEM_WRITABLE = ("/var", "/opt", "/mnt", "/srv", "/run")
+
+
+def claude_sandbox_settings(
+    network: bool, cwd: str | None, protected: list[str] | tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Claude Code's own sandbox: Bash reads no home (but the one holding the working
+    directory, and there no credentials), writes none of ``protected`` (the repository's
+    ``.git``, aca's session records) nor system folders, and has no way around it."""
+    where = Path(cwd or ".").resolve()
+    homes = [Path("/root"), Path("/home"), Path.home()]
+    deny = {str(h) for h in homes if h != where and h not in where.parents}
+    deny |= {str(h / name) for h in homes for name in HIDDEN_IN_HOME if str(h) not in deny}
+    settings: dict[str, Any] = {
+        "enabled": True,
+        "allowUnsandboxedCommands": False,
+        "autoAllowBashIfSandboxed": True,
+        "filesystem": {
+            "denyRead": sorted(deny),
+            "denyWrite": [*SYSTEM_WRITABLE, *protected],
+        },
+    }
+    if not network:
+        settings["network"] = {"allowedDomains": [], "allowLocalBinding": False}
+    return settings
+
+
+def denied_bash_rules(deny_commands: list[str]) -> list[str]:
+    """aca's deny list as Claude Code permission rules: ``Bash(curl:*)`` for ``curl``."""
+    return [f"Bash({entry.strip()}:*)" for entry in deny_commands if entry.strip()]
 
 
 def bundled_claude_cli() -> Path | None:
@@ -147,6 +213,8 @@ class ClaudeCodeProvider:
         max_budget_usd: float | None = None,
         env: Mapping[str, str] | None = None,
         prices: Mapping[str, ModelPrice] | None = None,
+        sandbox: SandboxSection | None = None,
+        deny_commands: list[str] | None = None,
     ):
         self.cli_path = Path(cli_path) if cli_path else None
         self.model = model
@@ -158,6 +226,8 @@ class ClaudeCodeProvider:
         self.max_budget_usd = max_budget_usd
         self.env = dict(env or {})
         self.prices = dict(prices or {})
+        self.sandbox = sandbox or SandboxSection()
+        self.deny_commands = list(deny_commands or [])
 
     @classmethod
     def from_config(
@@ -165,6 +235,8 @@ class ClaudeCodeProvider:
         claude: ClaudeCodeSection,
         section: ProviderSection,
         environ: Mapping[str, str] | None = None,
+        sandbox: SandboxSection | None = None,
+        deny_commands: list[str] | None = None,
     ) -> ClaudeCodeProvider:
         cli, _ = find_claude_cli(claude.cli_path, environ)
         return cls(
@@ -175,6 +247,8 @@ class ClaudeCodeProvider:
             max_turns=claude.max_turns,
             max_budget_usd=claude.max_budget_usd_per_task,
             prices=section.prices,
+            sandbox=sandbox,
+            deny_commands=deny_commands,
         )
 
     def build_options(self, request: ProviderRequest) -> Any:
@@ -188,6 +262,14 @@ class ClaudeCodeProvider:
         system_prompt: dict[str, Any] = {"type": "preset", "preset": "claude_code"}
         if append:
             system_prompt["append"] = append
+        # Sandboxed unless [sandbox] mode = "off": Bash confined by Claude Code's own
+        # bubblewrap sandbox, aca's deny list as permission rules, only the environment claude
+        # needs, and no project settings (an agent's committed .claude/settings.json could
+        # hold hooks, which run outside the sandbox).
+        sandboxed = self.sandbox.mode != "off"
+        env = {**self.env, **opts.get("env", {})}
+        if sandboxed:
+            env = {**claude_environment(os.environ, self.sandbox.env), **env}
         return ClaudeAgentOptions(
             cwd=opts.get("cwd"),
             resume=opts.get("resume"),
@@ -198,7 +280,18 @@ class ClaudeCodeProvider:
             max_budget_usd=opts.get("max_budget_usd", self.max_budget_usd),
             system_prompt=system_prompt,
             cli_path=self.cli_path,
-            env={**self.env, **opts.get("env", {})},
+            env=env,
+            sandbox=(
+                claude_sandbox_settings(
+                    opts.get("network", self.sandbox.network),
+                    opts.get("cwd"),
+                    opts.get("protected_paths", ()),
+                )
+                if sandboxed
+                else None
+            ),
+            disallowed_tools=denied_bash_rules(self.deny_commands),
+            setting_sources=["user"] if sandboxed else None,
             output_format=(
                 {"type": "json_schema", "schema": request.response_schema}
                 if request.response_schema is not None

@@ -14,6 +14,7 @@ from pathlib import Path
 import git
 
 from aca_flows.errors import AcaError
+from aca_flows.workspace.hardened_git import AcaRepo
 
 __all__ = [
     "DEFAULT_IDENTITY",
@@ -73,14 +74,14 @@ def open_repository(workdir: Path, *, init_git: bool = False) -> git.Repo:
     if not workdir.is_dir():
         raise WorkspaceError(f"{workdir} is not a folder; pass an existing folder to --workdir.")
     try:
-        repo = git.Repo(workdir, search_parent_directories=True)
+        repo = AcaRepo(workdir, search_parent_directories=True)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
         if not init_git:
             raise WorkspaceError(
                 f"{workdir} is not a git repository. aca works on a git branch; run "
                 "`git init` and commit your files there, or pass --init-git to let aca do it."
             ) from None
-        repo = git.Repo.init(workdir)
+        repo = AcaRepo.init(workdir)
     if repo.bare:
         raise WorkspaceError(
             f"{workdir} is a bare git repository; point --workdir at a checkout instead."

@@ -20,6 +20,7 @@ import git
 
 from aca_flows.session.layout import AcaDir
 from aca_flows.workspace.file_lock import FileLock
+from aca_flows.workspace.hardened_git import AcaRepo, HardenedGit
 from aca_flows.workspace.repository import session_branch_head
 
 __all__ = ["TaskWorktree", "discard_worktree", "list_worktrees"]
@@ -34,6 +35,7 @@ class TaskWorktree:
     task_id: str
     path: Path
     base_sha: str
+    git_dir: Path | None = None  # recorded at creation, before an agent could touch .git
 
     @classmethod
     def create(cls, repo: git.Repo, session_id: str, task_id: str) -> TaskWorktree:
@@ -45,12 +47,20 @@ class TaskWorktree:
             base = session_branch_head(repo, session_id)
             path.parent.mkdir(parents=True, exist_ok=True)
             repo.git.worktree("add", "--detach", str(path), base)
-        return cls(repo_root=root, session_id=session_id, task_id=task_id, path=path, base_sha=base)
+            git_dir = Path(HardenedGit(str(path)).rev_parse("--absolute-git-dir"))
+        return cls(
+            repo_root=root,
+            session_id=session_id,
+            task_id=task_id,
+            path=path,
+            base_sha=base,
+            git_dir=git_dir,
+        )
 
     @property
     def git(self) -> git.Git:
-        """A git command runner whose working directory is this worktree."""
-        return git.Git(str(self.path))
+        """A hardened git command runner for this worktree (``hardened_git``)."""
+        return HardenedGit(str(self.path), git_dir=self.git_dir)
 
     def head(self) -> str:
         return self.git.rev_parse("HEAD")
@@ -64,7 +74,7 @@ class TaskWorktree:
 
     def remove(self) -> None:
         """Remove the worktree and its folder. Safe to repeat; a missing worktree is fine."""
-        discard_worktree(git.Repo(self.repo_root), self.path)
+        discard_worktree(AcaRepo(self.repo_root), self.path)
 
 
 def list_worktrees(repo: git.Repo) -> list[dict[str, str]]:

@@ -1,29 +1,13 @@
-"""Command helpers: secret-free environment and the deny list."""
+"""The deny list: a fast refusal that matches commands by their words, not by substrings."""
 
 from __future__ import annotations
 
 import pytest
 
-from aca_flows.agent.commands import clean_environment, denied_by
+from aca_flows.agent.commands import command_words, denied_by
 from aca_flows.settings import AgentSection
 
 DENY = AgentSection().deny_commands
-
-
-def test_clean_environment_drops_secrets_and_git_location():
-    env = clean_environment(
-        {
-            "PATH": "/bin",
-            "ANTHROPIC_API_KEY": "a",
-            "OPENAI_API_KEY": "o",
-            "ANTHROPIC_AUTH_TOKEN": "t",
-            "aws_secret_access_key": "s",
-            "PGPASSWORD": "p",
-            "GIT_DIR": "/user/.git",
-            "LANG": "C",
-        }
-    )
-    assert env == {"PATH": "/bin", "LANG": "C", "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 @pytest.mark.parametrize(
@@ -36,8 +20,14 @@ def test_clean_environment_drops_secrets_and_git_location():
         "curl -s http://x",
         "/usr/bin/wget http://x",
         "echo $(curl x)",
+        "echo `nc -l 80`",
         "ssh host",
         "rm -rf /",
+        "X=1 curl y",
+        "env FOO=1 ssh host",
+        "timeout 5 curl x",
+        "(cd src && 'curl' x)",
+        "ls|xargs sudo rm",
     ],
 )
 def test_denied_commands(command):
@@ -46,7 +36,21 @@ def test_denied_commands(command):
 
 @pytest.mark.parametrize(
     "command",
-    ["pytest -q", "git status", "python curling.py", "rm -rf /tmp/build", "grep sudoers README"],
+    [
+        "pytest -q",
+        "git status",
+        "python curling.py",
+        "rm -rf /tmp/build",
+        "grep sudoers README",
+        "grep -r ssh docs",
+        "echo 'curl is denied'",
+        "git log --grep push",
+    ],
 )
 def test_allowed_commands(command):
     assert denied_by(command, DENY) is None
+
+
+def test_commands_are_split_like_a_shell_splits_them():
+    assert command_words("a 'b c' && d|e; $(f g)") == [["a", "b c"], ["d"], ["e"], ["f", "g"]]
+    assert command_words("echo 'unbalanced") == [["echo", "'unbalanced"]]

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from aca_flows.agent.tools import TaskTools, ToolRefused, resolve_inside
-from aca_flows.settings import AgentSection
+from aca_flows.sandbox import Sandbox
+from aca_flows.settings import AgentSection, SandboxSection
 from tests.fakes.scripted_provider import tool_use
 
 
@@ -80,15 +81,18 @@ def test_missing_files_unknown_tools_and_bad_arguments_are_results(tools):
     assert call(tools, "write_file", path="a.txt").is_error  # content missing
 
 
-def test_run_command_runs_in_the_worktree_without_secrets(tools, monkeypatch):
+def test_run_command_runs_in_the_worktree_with_only_allowed_variables(tools, monkeypatch):
     monkeypatch.setenv("MY_API_KEY", "sk-123")
     monkeypatch.setenv("GITHUB_TOKEN", "ghp")
     monkeypatch.setenv("DB_PASSWORD", "pw")
     monkeypatch.setenv("HARMLESS", "visible")
+    monkeypatch.setenv("UNLISTED", "hidden-value")
+    tools.sandbox = Sandbox.for_worktree(tools.root, SandboxSection(env=["HARMLESS"]))
     result = call(tools, "run_command", command="pwd; env")
     assert result.content.startswith("exit code 0")
     assert str(tools.root.resolve()) in result.content
-    assert "visible" in result.content
+    assert "HARMLESS=visible" in result.content and "HOME=/tmp/home" in result.content
+    assert "hidden-value" not in result.content
     for secret in ("sk-123", "ghp", "pw\n"):
         assert secret not in result.content
 
@@ -138,3 +142,12 @@ def test_a_proposal_that_could_never_start_is_refused_so_the_agent_can_correct_i
     )
     assert not ok.is_error and [p.id for p in tools.proposed_subtasks] == ["t"]
     assert plan.task("api").children == []  # checking changed nothing
+
+
+def test_run_command_tells_the_model_whether_it_has_network(tools):
+    def described() -> str:
+        return next(d.description for d in tools.definitions() if d.name == "run_command")
+
+    assert "the network is off" in described() and "sandbox" in described()
+    tools.sandbox = Sandbox.for_worktree(tools.root, network=True)
+    assert "the network is on" in described()

@@ -1,18 +1,23 @@
-"""``aca run`` as a user starts it: a provider that cannot work ends the run before any task."""
+"""``aca run`` as a user starts it: a provider that cannot work, or agent commands that could
+not be sandboxed, end the run before any task."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import git
 
+from aca_flows.cli import main
 from tests.fakes.git_repo import make_repo
 from tests.fakes.llm_server import FakeLLMServer
 
 ROOT = Path(__file__).resolve().parents[2]
+HELLO = ROOT / "tasks" / "examples" / "hello.md"
+HELLO_CONFIG = ROOT / "tasks" / "examples" / "hello.aca.toml"
 
 
 def aca(*args: str, home: Path, **env: str) -> subprocess.CompletedProcess:
@@ -88,3 +93,19 @@ def test_a_rejected_key_exits_2_before_any_task_and_spends_nothing(tmp_path):
     assert "sk-ant-revoked" not in done.stderr + done.stdout
     assert [r.path for r in server.requests] == ["/v1/models"]
     untouched(repo, head)
+
+
+def test_a_machine_without_bubblewrap_is_refused_naming_the_package(tmp_path, capsys, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    os.symlink(shutil.which("git"), bin_dir / "git")  # git, but no bwrap
+    monkeypatch.setenv("PATH", str(bin_dir))
+    repo = tmp_path / "repo"
+
+    code = main(["run", str(HELLO), "-w", str(repo), "--init-git", "--config", str(HELLO_CONFIG)])
+
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "bubblewrap ('bwrap') is not installed" in err
+    assert "apt-get install bubblewrap" in err and '[sandbox] mode = "off"' in err
+    assert not (repo / ".aca" / "sessions").exists()

@@ -6,14 +6,15 @@ Anthropic server, holds it at one point, kills its whole process group with SIGK
 every task is complete, each task's commit is on the session branch exactly once, and no
 provider call is made for a task whose commit was on the branch before the kill.
 
-Points are reached deterministically: a git ``reference-transaction`` hook that stops when
-the session branch ref is written (created, or moved by a merge), a provider reply that
+Points are reached deterministically: a ``git`` wrapper that stops where the session branch
+ref is written (created, or moved by a merge; aca's git runs no hooks), a provider reply that
 does not come, or the journal entry of a finished task.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -34,22 +35,33 @@ CHAIN = """# Chain
 HOLD_SECONDS = 300
 WAIT = 60
 
-HOOK = """#!/bin/sh
-# Stops the Nth write (in state STATE) of a session branch ref, as "$hold/at" says: "N STATE".
+# aca's git runs no hooks (workspace/hardened_git.py), so a git wrapper holds it instead:
+# GitPython runs it as ``git`` (GIT_PYTHON_GIT_EXECUTABLE) for the aca process under test.
+GIT_WRAPPER = """#!/bin/sh
+# Holds the Nth write of a session branch ref, as "$hold/at" says: "N STATE". "prepared": the
+# ref is locked (the lock file git would hold), not moved; "committed": the ref moved.
 hold='{hold}'
-if [ ! -f "$hold/at" ]; then cat >/dev/null; exit 0; fi
-read n state < "$hold/at"
-if [ "$1" != "$state" ]; then cat >/dev/null; exit 0; fi
-while read old new ref; do
-  case "$ref" in
-    refs/heads/aca/*)
-      c=$(( $(cat "$hold/count" 2>/dev/null || echo 0) + 1 ))
-      echo "$c" > "$hold/count"
-      if [ "$c" = "$n" ]; then echo "$old $new $ref" > "$hold/held"; sleep {seconds}; fi
-      ;;
+real='{real}'
+update=''
+ref=''
+for arg in "$@"; do
+  case "$arg" in
+    update-ref) update=1 ;;
+    refs/heads/aca/*) ref="$arg" ;;
   esac
 done
-exit 0
+if [ -z "$update" ] || [ -z "$ref" ] || [ ! -f "$hold/at" ]; then exec "$real" "$@"; fi
+read n state < "$hold/at"
+c=$(( $(cat "$hold/count" 2>/dev/null || echo 0) + 1 ))
+echo "$c" > "$hold/count"
+if [ "$c" != "$n" ]; then exec "$real" "$@"; fi
+if [ "$state" = prepared ]; then
+  : > "$("$real" rev-parse --git-common-dir)/$ref.lock"
+  echo "$ref" > "$hold/held"; sleep {seconds}; exit 1
+fi
+"$real" "$@"
+status=$?
+echo "$ref" > "$hold/held"; sleep {seconds}; exit $status
 """
 
 
@@ -77,13 +89,15 @@ class Agent:
         return coding_agent(request)
 
 
-def install_hook(repo: Path, tmp_path: Path) -> Path:
+def install_git_wrapper(tmp_path: Path) -> tuple[Path, Path]:
+    """The hold folder, and the git wrapper that holds at the point it names."""
     hold = tmp_path / "hold"
     hold.mkdir()
-    hook = repo / ".git" / "hooks" / "reference-transaction"
-    hook.write_text(HOOK.format(hold=hold, seconds=HOLD_SECONDS))
-    hook.chmod(0o755)
-    return hold
+    wrapper = tmp_path / "git-holding"
+    real = shutil.which("git")
+    wrapper.write_text(GIT_WRAPPER.format(hold=hold, real=real, seconds=HOLD_SECONDS))
+    wrapper.chmod(0o755)
+    return hold, wrapper
 
 
 def git(repo: Path, *args: str) -> str:
@@ -111,7 +125,7 @@ def completed_in_journal(session: Path, task_id: str) -> bool:
 @dataclass(frozen=True)
 class KillPoint:
     plan: str = CHAIN
-    hook_at: str | None = None  # "N STATE": the hook holds the Nth session-branch ref write
+    hook_at: str | None = None  # "N STATE": git is held at the Nth session-branch ref write
     block: tuple[str, ...] = ()  # tasks whose first provider call is held
     journalled: str | None = None  # kill once this task's task_completed is in the journal
     landed: frozenset[str] = frozenset()  # task commits on the branch at the kill
@@ -144,7 +158,7 @@ KILL_POINTS = {
 @pytest.mark.parametrize("name", list(KILL_POINTS))
 def test_sigkill_then_resume_completes_without_repeating_work(name, aca, repo, llm, tmp_path):
     point = KILL_POINTS[name]
-    hold = install_hook(repo, tmp_path)
+    hold, git_wrapper = install_git_wrapper(tmp_path)
     if point.hook_at:
         (hold / "at").write_text(point.hook_at + "\n")
     agent = Agent(point.block)
@@ -155,7 +169,10 @@ def test_sigkill_then_resume_completes_without_repeating_work(name, aca, repo, l
     tasks.write_text(point.plan)
 
     try:
-        proc = aca.start("run", str(tasks), "--model", "claude-test", name="run")
+        proc = aca.start(
+            "run", str(tasks), "--model", "claude-test", name="run",
+            GIT_PYTHON_GIT_EXECUTABLE=str(git_wrapper),
+        )  # fmt: skip
         session = only_session(repo)
         if point.hook_at:
             reached = (hold / "held").exists

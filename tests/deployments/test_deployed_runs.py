@@ -167,6 +167,8 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         ACA_CLAUDE_CLI=str(base / "no-claude-here"),
         # The worker's allow-list: the repositories and task files of these tests live here.
         ACA_DEPLOYMENTS__ALLOWED_WORKDIRS=str(base),
+        # Verify commands run sandboxed: the gate script and its release file are shown to them.
+        ACA_SANDBOX__READ_ONLY_PATHS=str(base / "recording"),
     )
     port = api_url.rsplit(":", 1)[1].split("/")[0]
     processes: list[subprocess.Popen] = []

@@ -226,10 +226,13 @@ def test_budget_stops_the_run_and_resume_finishes_without_repeating(tmp_path, re
     assert {task_of(r)[0] for r in new_calls if r.json.get("tools")}.isdisjoint(done_before)
 
 
-def test_resume_gives_failed_tasks_another_chance(tmp_path, repo, anthropic_fake):
+def test_resume_gives_failed_tasks_another_chance(tmp_path, repo, anthropic_fake, monkeypatch):
     for _ in range(40):
         anthropic_fake.anthropic.enqueue(coding_agent)
-    flag = tmp_path / "ready"
+    flag = tmp_path / "environment" / "ready"
+    flag.parent.mkdir()
+    # Verify commands run sandboxed: a folder outside the repository is shown only on request.
+    monkeypatch.setenv("ACA_SANDBOX__READ_ONLY_PATHS", str(flag.parent))
     tasks = write_tasks(
         tmp_path,
         f'- write a.txt {{#a verify="test -f {flag}"}}\n'

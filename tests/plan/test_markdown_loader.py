@@ -83,7 +83,8 @@ def test_attribute_block_sets_id_dependencies_verify_and_more(tmp_path):
         tmp_path,
         "# Plan\n\n## Work\n"
         '- [ ] Make the db {#db verify="pytest -q tests/db" priority=high complexity=simple}\n'
-        "- [ ] Add login {#login depends_on=db tags=auth,api model=claude-x max_attempts=2}\n"
+        "- [ ] Add login {#login depends_on=db tags=auth,api model=claude-x max_attempts=2 "
+        "network=true}\n"
         "- [x] Already done {#old}\n",
     )
     plan = load_task_file(path)
@@ -93,6 +94,7 @@ def test_attribute_block_sets_id_dependencies_verify_and_more(tmp_path):
     assert login.dependencies == ["db"]
     assert login.metadata.tags == ["auth", "api"]
     assert (login.model, login.max_attempts) == ("claude-x", 2)
+    assert (login.network, db.network) == (True, None)
     assert old.status.state == "completed" and db.status.state == "pending"
 
 

@@ -1,0 +1,212 @@
+"""Running one command line to its end: output capped, a wall-clock timeout, nothing left over.
+
+The command runs in its own process group; on timeout or cancellation the group is killed.
+Under bubblewrap that kills the sandbox's first process, and with it (``--die-with-parent``,
+PID namespace) every process the command started. Where the machine offers a writable pids
+cgroup (root on most Linux hosts) the command also runs in a cgroup of its own whose
+``pids.max`` stops a fork bomb, because RLIMIT_NPROC does not bind root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import signal
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel
+
+__all__ = ["CommandResult", "run_process"]
+
+_CGROUP_ROOTS = (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup"))
+_counter = itertools.count()
+
+
+class CommandResult(BaseModel):
+    command: str
+    exit_code: int | None
+    output: str
+    timed_out: bool = False
+    truncated_bytes: int = 0
+    duration_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+    def describe(self) -> str:
+        """The result as the model reads it: status line, then the output."""
+        if self.timed_out:
+            status = f"timed out after {self.duration_seconds:.0f}s (killed)"
+        elif self.exit_code is not None and self.exit_code < 0:
+            status = f"killed by signal {-self.exit_code} (exit code {self.exit_code})"
+        else:
+            status = f"exit code {self.exit_code}"
+        return f"{status}\n{self.output}"
+
+
+async def run_process(
+    argv: list[str],
+    *,
+    command: str,
+    cwd: Path,
+    environ: Mapping[str, str],
+    timeout_seconds: float,
+    output_limit_bytes: int,
+    max_processes: int | None = None,
+) -> CommandResult:
+    """Run ``argv``; stdout and stderr together, capped to ``output_limit_bytes``.
+
+    ``command`` is what the result reports (the user's command, not the wrapper around it).
+    ``max_processes`` puts the run in a pids cgroup of its own where the machine allows it.
+    """
+    started = time.monotonic()
+    cgroup = _PidsCgroup.create(max_processes) if max_processes else None
+    if cgroup is not None:
+        # Join the cgroup before exec, so the first fork of the command is already counted.
+        argv = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(cgroup.procs), *argv]
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=str(cwd),
+            env=dict(environ),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+        capture = _CappedOutput(output_limit_bytes)
+        timed_out = False
+        try:
+            await asyncio.wait_for(_drain(process, capture), timeout=timeout_seconds)
+        except TimeoutError:
+            timed_out = True
+            _kill(process, cgroup)
+            await process.wait()
+        except BaseException:
+            # Cancelled (interrupt, flow cancellation): never leave the command running.
+            _kill(process, cgroup)
+            raise
+    finally:
+        if cgroup is not None:
+            await cgroup.remove()
+    return CommandResult(
+        command=command,
+        exit_code=None if timed_out else process.returncode,
+        output=capture.text(),
+        timed_out=timed_out,
+        truncated_bytes=capture.dropped,
+        duration_seconds=round(time.monotonic() - started, 3),
+    )
+
+
+async def _drain(process: asyncio.subprocess.Process, capture: _CappedOutput) -> None:
+    assert process.stdout is not None
+    while chunk := await process.stdout.read(65536):
+        capture.add(chunk)
+    await process.wait()
+
+
+def _kill(process: asyncio.subprocess.Process, cgroup: _PidsCgroup | None) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    if cgroup is not None:
+        cgroup.kill_all()
+
+
+class _CappedOutput:
+    """Keeps the first and the last ``limit // 2`` bytes; counts what falls between."""
+
+    def __init__(self, limit: int):
+        self.half = max(limit // 2, 1)
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.dropped = 0
+
+    def add(self, chunk: bytes) -> None:
+        room = self.half - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        self.tail += chunk
+        if len(self.tail) > self.half:
+            excess = len(self.tail) - self.half
+            self.dropped += excess
+            del self.tail[:excess]
+
+    def text(self) -> str:
+        head = self.head.decode("utf-8", errors="replace")
+        tail = self.tail.decode("utf-8", errors="replace")
+        if self.dropped:
+            return f"{head}\n[... {self.dropped} bytes omitted ...]\n{tail}"
+        return head + tail
+
+
+class _PidsCgroup:
+    """A throwaway pids cgroup (v1 ``pids`` hierarchy, or v2 with the pids controller)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.procs = path / "cgroup.procs"
+
+    @classmethod
+    def create(cls, max_processes: int) -> _PidsCgroup | None:
+        root = _pids_cgroup_root()
+        if root is None:
+            return None
+        path = root / f"aca-{os.getpid()}-{next(_counter)}"
+        try:
+            path.mkdir()
+            (path / "pids.max").write_text(str(max_processes))
+        except OSError:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+            return None
+        return cls(path)
+
+    def pids(self) -> list[int]:
+        try:
+            return [int(p) for p in self.procs.read_text().split()]
+        except (OSError, ValueError):
+            return []
+
+    def kill_all(self) -> None:
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+    async def remove(self) -> None:
+        # Processes killed a moment ago may still be exiting; rmdir fails until they are gone.
+        delay = 0.002
+        for _ in range(100):
+            self.kill_all()
+            try:
+                self.path.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.1)
+
+
+def _pids_cgroup_root() -> Path | None:
+    for root in _CGROUP_ROOTS:
+        v1 = root.name == "pids" and (root / "cgroup.procs").exists()
+        v2 = (root / "cgroup.subtree_control").exists() and "pids" in _read(
+            root / "cgroup.subtree_control"
+        )
+        if (v1 or v2) and os.access(root, os.W_OK):
+            return root
+    return None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""

@@ -1,0 +1,179 @@
+"""``Sandbox``: where every command aca runs for an agent goes, bound to one task's worktree.
+
+``Sandbox.for_worktree(path, settings)`` works out the mounts once; ``run(command)`` runs it
+with ``/bin/sh -c`` under bubblewrap (see ``bwrap.py`` for what it can and cannot reach),
+with an environment built from an allow-list, limits, a wall-clock timeout and capped output.
+
+``[sandbox] mode = "off"`` runs commands directly, as the user, with a scrubbed environment;
+aca warns about it on every run. With mode ``"bwrap"`` (the default) and no working
+bubblewrap, ``run`` raises ``SandboxUnavailable`` naming what to install.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aca_flows.errors import AcaError
+from aca_flows.sandbox.bwrap import (
+    INSTALL_HINT,
+    SANDBOX_HOME,
+    Limits,
+    MountPlan,
+    bwrap_argv,
+    bwrap_problem,
+    mount_plan,
+    protected_paths,
+)
+from aca_flows.sandbox.process import CommandResult, run_process
+from aca_flows.settings import SandboxSection
+
+__all__ = [
+    "BASE_ENV_NAMES",
+    "OFF_WARNING",
+    "Sandbox",
+    "SandboxUnavailable",
+    "check_sandbox",
+    "clean_environment",
+    "sandbox_environment",
+]
+
+log = logging.getLogger("aca.sandbox")
+
+# The variables a command gets from aca's environment, besides [sandbox] env.
+BASE_ENV_NAMES = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ")
+OFF_WARNING = (
+    '[sandbox] mode = "off": agent and verify commands run unsandboxed, as you, with your '
+    "files, network and processes in reach. Install bubblewrap and remove that setting."
+)
+# Any variable whose name contains one of these is treated as a secret (mode "off").
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+_PROVIDER_VARS = {"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY", "OPENAI_ORG_ID"}
+# Inherited git plumbing variables would point commands at the user's checkout, not the worktree.
+_GIT_LOCATION_VARS = {"GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR"}
+
+
+class SandboxUnavailable(AcaError):
+    """bubblewrap is required ([sandbox] mode = "bwrap") but cannot start here."""
+
+
+def check_sandbox(settings: SandboxSection, *, claude_code: bool = False) -> None:
+    """Raise ``SandboxUnavailable`` when agent commands could not run sandboxed.
+
+    Called before a run starts and before every command (the probe is cached). With
+    ``claude_code``, also checks for socat, which Claude Code's own sandbox needs on Linux.
+    """
+    if settings.mode == "off":
+        return
+    problem = bwrap_problem()
+    if problem is None and claude_code and shutil.which("socat") is None:
+        problem = "socat is not installed (Claude Code's sandbox needs it: apt-get install socat)"
+    if problem:
+        raise SandboxUnavailable(
+            f"aca runs agent and verify commands in a bubblewrap sandbox, but {problem}. "
+            f"Install it ({INSTALL_HINT}; Claude Code's sandbox also needs socat), or set "
+            '[sandbox] mode = "off" in aca.toml to run them unsandboxed (not recommended).'
+        )
+
+
+# Byte-code caches written by a verify command are byproducts, not the agent's work: without
+# this, a verify that imports a module leaves a __pycache__ to be committed.
+_NO_BYPRODUCTS = {"PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def sandbox_environment(
+    settings: SandboxSection, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment inside the sandbox: the allow-list only, with a fake HOME and TMPDIR."""
+    environ = os.environ if environ is None else environ
+    names = [*BASE_ENV_NAMES, *settings.env]
+    env = {name: environ[name] for name in names if name in environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.update(HOME=SANDBOX_HOME, TMPDIR="/tmp")
+    env.update(_NO_BYPRODUCTS)
+    return env
+
+
+def clean_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Mode "off": a copy of the environment without secrets or git location variables."""
+    environ = os.environ if environ is None else environ
+    clean = {
+        name: value
+        for name, value in environ.items()
+        if not _SECRET_NAME.search(name)
+        and name not in _PROVIDER_VARS
+        and name not in _GIT_LOCATION_VARS
+    }
+    return clean | _NO_BYPRODUCTS
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """The sandbox of one worktree. ``network`` defaults to ``[sandbox] network``."""
+
+    worktree: Path
+    settings: SandboxSection = field(default_factory=SandboxSection)
+    network: bool = False
+    mounts: MountPlan | None = None
+
+    @classmethod
+    def for_worktree(
+        cls, worktree: Path, settings: SandboxSection | None = None, *, network: bool | None = None
+    ) -> Sandbox:
+        settings = settings or SandboxSection()
+        mounts = None
+        if settings.mode == "off":
+            log.warning(OFF_WARNING)  # once per task run: the user chose this, keep saying so
+        else:
+            extra = tuple(Path(p).expanduser() for p in settings.read_only_paths)
+            mounts = mount_plan(Path(worktree), read_only=extra)
+        return cls(
+            worktree=Path(worktree),
+            settings=settings,
+            network=settings.network if network is None else network,
+            mounts=mounts,
+        )
+
+    @property
+    def limits(self) -> Limits:
+        s = self.settings
+        return Limits(
+            cpu_seconds=s.cpu_seconds,
+            memory_bytes=s.memory_mb * 1024 * 1024,
+            file_size_bytes=s.file_size_mb * 1024 * 1024,
+            max_processes=s.max_processes,
+        )
+
+    def protected_paths(self) -> list[str]:
+        """What Claude Code's own sandbox must not write (the repository beyond the worktree),
+        worked out with the mounts, before the agent ran."""
+        return [str(p) for p in protected_paths(self.mounts)] if self.mounts else []
+
+    def command_line(self, command: str) -> list[str]:
+        """What runs for ``command``: bubblewrap around ``/bin/sh -c command``."""
+        shell = ["/bin/sh", "-c", command]
+        if self.mounts is None:
+            return shell
+        return bwrap_argv(self.mounts, shell, limits=self.limits, network=self.network)
+
+    async def run(
+        self, command: str, *, timeout_seconds: float, output_limit_bytes: int
+    ) -> CommandResult:
+        """Run ``command`` in the worktree, sandboxed unless mode is "off"."""
+        check_sandbox(self.settings)
+        sandboxed = self.mounts is not None
+        environ = sandbox_environment(self.settings) if sandboxed else clean_environment()
+        return await run_process(
+            self.command_line(command),
+            command=command,
+            cwd=self.worktree,
+            environ=environ,
+            timeout_seconds=timeout_seconds,
+            output_limit_bytes=output_limit_bytes,
+            max_processes=self.settings.max_processes if sandboxed else None,
+        )

@@ -1,0 +1,76 @@
+"""aca's own git: every command it runs ignores what an agent could have planted.
+
+An agent works in a worktree and (sandboxed) cannot write the repository's ``.git``; but with
+``[sandbox] mode = "off"`` it can, and even sandboxed it owns every file of its worktree,
+``.git`` file included. So every git command aca runs, through ``AcaRepo`` or ``HardenedGit``:
+
+- runs no hooks (``core.hooksPath=/dev/null``; commits also pass ``--no-verify``) and no
+  file-system monitor (``core.fsmonitor=false``);
+- ignores ``/etc/gitconfig`` (``GIT_CONFIG_NOSYSTEM``) and overrides the keys of repository
+  config that name programs git would start: ``core.sshCommand``, ``core.pager``,
+  ``core.editor``, ``sequence.editor``, ``core.askPass``, ``diff.external``, ``gpg.program``,
+  and looks at no submodule (a nested repository's own config could name a filter);
+- in a task's worktree, uses the git directory aca recorded when it made the worktree
+  (``GIT_DIR``/``GIT_WORK_TREE``), never the ``.git`` file the agent could rewrite.
+
+The overrides travel as ``GIT_CONFIG_COUNT``/``GIT_CONFIG_KEY_n``/``GIT_CONFIG_VALUE_n``
+(git 2.31+), which git also hands to the git processes it starts itself. Not covered: a
+filter or textconv driver the user configured (``filter.<name>.clean``) still runs for the
+paths ``.gitattributes`` assigns it; their names cannot be known in advance, and the
+repository config that defines them is read-only to sandboxed agents (docs/security.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import git
+
+__all__ = ["GIT_SAFETY_CONFIG", "AcaRepo", "HardenedGit", "hardened_environment"]
+
+GIT_SAFETY_CONFIG: dict[str, str] = {
+    "core.hooksPath": "/dev/null",
+    "core.fsmonitor": "false",
+    "core.sshCommand": "false",
+    "core.pager": "cat",
+    "core.editor": "false",
+    "sequence.editor": "false",
+    "core.askPass": "false",
+    "diff.external": "false",
+    "gpg.program": "false",
+    "commit.gpgSign": "false",
+    "diff.ignoreSubmodules": "all",
+    "submodule.recurse": "false",
+    "protocol.ext.allow": "never",
+}
+
+
+def hardened_environment() -> dict[str, str]:
+    """The variables that make git ignore system config and apply ``GIT_SAFETY_CONFIG``."""
+    env = {
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_CONFIG_COUNT": str(len(GIT_SAFETY_CONFIG)),
+    }
+    for index, (key, value) in enumerate(GIT_SAFETY_CONFIG.items()):
+        env[f"GIT_CONFIG_KEY_{index}"] = key
+        env[f"GIT_CONFIG_VALUE_{index}"] = value
+    return env
+
+
+class HardenedGit(git.Git):
+    """``git.Git`` whose every command runs with ``hardened_environment()``."""
+
+    def __init__(self, working_dir: Any = None, *, git_dir: Path | None = None):
+        super().__init__(working_dir)
+        self.update_environment(**hardened_environment())
+        if git_dir is not None:
+            # A worktree's own .git file is the agent's to rewrite: name the real one.
+            self.update_environment(GIT_DIR=str(git_dir), GIT_WORK_TREE=str(working_dir))
+
+
+class AcaRepo(git.Repo):
+    """``git.Repo`` whose ``.git`` runs hardened commands; aca opens repositories with it."""
+
+    GitCommandWrapperType = HardenedGit

@@ -1,0 +1,74 @@
+"""The bubblewrap command line: what is hidden, what is read-only, what is writable."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from aca_flows.sandbox import Limits, bwrap_argv, mount_plan, protected_paths
+from aca_flows.sandbox.bwrap import bwrap_problem
+from tests.fakes.git_repo import make_repo
+
+LIMITS = Limits(cpu_seconds=5, memory_bytes=2**30, file_size_bytes=2**20, max_processes=64)
+
+
+def task_worktree(tmp_path: Path) -> tuple[Path, Path]:
+    repo = make_repo(tmp_path / "repo")
+    worktree = repo / ".aca" / "worktrees" / "s1" / "t1"
+    subprocess.run(["git", "-C", str(repo), "worktree", "add", "-q", "--detach", str(worktree)],
+                   check=True)  # fmt: skip
+    return repo, worktree
+
+
+def pairs(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_the_plan_follows_the_worktree_to_its_repository(tmp_path):
+    repo, worktree = task_worktree(tmp_path)
+    plan = mount_plan(worktree, home=tmp_path / "home")
+
+    assert plan.repository == repo
+    assert plan.git_dirs == (repo / ".git" / "worktrees" / "t1", repo / ".git")
+    assert {Path("/home"), Path("/root"), Path("/run"), repo / ".aca"} <= set(plan.hidden)
+    assert protected_paths(plan)[:2] == list(plan.git_dirs)
+    assert repo / "README.md" in protected_paths(plan)
+
+
+def test_the_worktree_is_the_one_writable_bind_and_comes_after_what_hides_it(tmp_path):
+    repo, worktree = task_worktree(tmp_path)
+    argv = bwrap_argv(mount_plan(worktree), ["/bin/true"], limits=LIMITS, network=False)
+
+    assert argv[:4] == ["bwrap", "--ro-bind", "/", "/"]
+    assert pairs(argv, "--bind") == [str(worktree)]
+    assert pairs(argv, "--tmpfs").index(str(repo / ".aca")) >= 0
+    # Order matters: the repository is shown read-only, .aca hidden, then the worktree bound.
+    assert argv.index(str(repo)) < argv.index(str(repo / ".aca")) < argv.index(str(worktree))
+    assert str(repo / ".git") in pairs(argv, "--ro-bind")
+    assert argv.index("--bind") < len(argv) - argv[::-1].index(str(repo / ".git"))
+    for flag in ("--unshare-net", "--unshare-pid", "--die-with-parent", "--new-session"):
+        assert flag in argv
+    assert argv[argv.index("--") + 1].endswith("prlimit")
+    assert "--nproc=64" in argv and "--cpu=5" in argv and argv[-1] == "/bin/true"
+
+
+def test_network_can_be_allowed(tmp_path):
+    _, worktree = task_worktree(tmp_path)
+    argv = bwrap_argv(mount_plan(worktree), ["/bin/true"], limits=LIMITS, network=True)
+    assert "--unshare-net" not in argv
+
+
+def test_a_worktree_git_file_pointing_anywhere_does_not_widen_the_plan(tmp_path):
+    worktree = tmp_path / "wt"
+    worktree.mkdir()
+    (worktree / ".git").write_text("gitdir: /root/.ssh\n")
+    plan = mount_plan(worktree)
+    assert plan.repository is None and Path("/root") in plan.hidden
+    assert plan.git_dirs == ()  # /root/.ssh is no git directory: nothing is shown for it
+
+
+def test_bubblewrap_missing_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert "bubblewrap ('bwrap') is not installed" in bwrap_problem()
+    monkeypatch.undo()
+    assert bwrap_problem() is None

@@ -1,0 +1,137 @@
+"""Running commands in the sandbox (real bubblewrap): environment, confinement, limits, modes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from aca_flows.errors import AcaError
+from aca_flows.sandbox import OFF_WARNING, Sandbox, SandboxUnavailable, check_sandbox
+from aca_flows.settings import SandboxSection
+from tests.sandbox.test_bwrap import task_worktree
+from tests.security.hostile import Listener
+
+
+def run(sandbox: Sandbox, command: str, timeout: float = 30, limit: int = 20_000):
+    return asyncio.run(sandbox.run(command, timeout_seconds=timeout, output_limit_bytes=limit))
+
+
+@pytest.fixture
+def worktree(tmp_path) -> Path:
+    return task_worktree(tmp_path)[1]
+
+
+def test_the_environment_is_built_from_the_allow_list(worktree, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-planted")
+    monkeypatch.setenv("UNLISTED", "not-passed")
+    monkeypatch.setenv("WANTED", "passed")
+    sandbox = Sandbox.for_worktree(worktree, SandboxSection(env=["WANTED"]))
+
+    result = run(sandbox, "env")
+
+    names = {line.split("=", 1)[0] for line in result.output.splitlines()}
+    assert names <= {"PATH", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ", "HOME", "TMPDIR",
+                     "WANTED", "PWD", "SHLVL", "_"}  # fmt: skip
+    assert "WANTED=passed" in result.output and "HOME=/tmp/home" in result.output
+    assert "sk-ant-planted" not in result.output and "not-passed" not in result.output
+
+
+def test_provider_keys_cannot_be_configured_into_the_sandbox():
+    with pytest.raises(ValueError, match="ANTHROPIC_API_KEY may not be passed"):
+        SandboxSection(env=["ANTHROPIC_API_KEY"])
+
+
+def test_only_the_worktree_and_a_private_tmp_are_writable(worktree, tmp_path):
+    repo = worktree.parents[3]
+    result = run(
+        Sandbox.for_worktree(worktree),
+        f"echo a > inside.txt && echo b > /tmp/private.txt && cat /tmp/private.txt; "
+        f"echo c > {repo}/README.md; echo d > {repo}/.git/hooks/post-commit; "
+        f"echo e > {tmp_path}/beside.txt; echo f > $HOME/x && git status --short",
+    )
+    assert (worktree / "inside.txt").read_text() == "a\n"
+    assert result.output.count("Read-only file system") == 2
+    assert "?? inside.txt" in result.output  # git works, read-only, in the worktree
+    assert (repo / "README.md").read_text() == "demo\n"
+    assert not (repo / ".git" / "hooks" / "post-commit").exists()
+    assert not (tmp_path / "beside.txt").exists() and not Path("/tmp/private.txt").exists()
+
+
+def test_a_timeout_kills_everything_the_command_started(worktree):
+    started = time.monotonic()
+    result = run(
+        Sandbox.for_worktree(worktree),
+        "(sleep 3; echo late > late.txt) & (setsid sh -c 'sleep 3; echo late > late2.txt' &); "
+        "sleep 60",
+        timeout=1,
+    )
+    assert result.timed_out and result.exit_code is None
+    assert "timed out after" in result.describe()
+    time.sleep(max(0.0, 4 - (time.monotonic() - started)))
+    assert not (worktree / "late.txt").exists() and not (worktree / "late2.txt").exists()
+
+
+def test_output_is_capped_head_and_tail(worktree):
+    result = run(Sandbox.for_worktree(worktree), "seq 1 200000; echo THE-END", limit=2000)
+    assert result.truncated_bytes > 1_000_000
+    assert result.output.startswith("1\n2\n") and result.output.rstrip().endswith("THE-END")
+    assert len(result.output) < 2200
+
+
+def test_mode_off_runs_unsandboxed_with_a_warning_and_a_scrubbed_environment(
+    worktree, tmp_path, monkeypatch, caplog
+):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-planted")
+    with caplog.at_level(logging.WARNING, logger="aca.sandbox"):
+        sandbox = Sandbox.for_worktree(worktree, SandboxSection(mode="off"))
+    result = run(sandbox, f"echo out > {tmp_path}/beside.txt; env")
+
+    assert OFF_WARNING in caplog.text
+    assert (tmp_path / "beside.txt").exists()  # nothing confines it
+    assert "sk-planted" not in result.output
+
+
+def test_no_bubblewrap_is_refused_naming_what_to_install(worktree, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on it
+    with pytest.raises(SandboxUnavailable) as caught:
+        run(Sandbox.for_worktree(worktree), "true")
+    message = str(caught.value)
+    assert isinstance(caught.value, AcaError)
+    assert "apt-get install bubblewrap" in message and 'mode = "off"' in message
+    check_sandbox(SandboxSection(mode="off"))  # opting out is allowed
+
+
+def test_paths_shown_on_request_are_read_only_and_never_reveal_aca(worktree, tmp_path):
+    repo = worktree.parents[3]
+    (repo / ".aca" / "sessions").mkdir()
+    (repo / ".aca" / "sessions" / "journal").write_text("private\n")
+    (tmp_path / "shown.txt").write_text("shown\n")
+    sandbox = Sandbox.for_worktree(worktree, SandboxSection(read_only_paths=[str(tmp_path)]))
+
+    result = run(sandbox, f"cat {tmp_path}/shown.txt {repo}/.aca/sessions/journal; "
+                          f"echo x > {tmp_path}/shown.txt")  # fmt: skip
+
+    assert "shown" in result.output and "private" not in result.output
+    assert "Read-only file system" in result.output
+    assert (tmp_path / "shown.txt").read_text() == "shown\n"
+
+
+def test_the_network_is_off_unless_the_task_or_config_allows_it(worktree):
+    listener = Listener()
+    connect = (
+        f"python3 -c \"import socket; socket.create_connection(('127.0.0.1', {listener.port}), 3)"
+        "; print('connected')\""
+    )
+    try:
+        off = run(Sandbox.for_worktree(worktree), connect)
+        by_task = run(Sandbox.for_worktree(worktree, network=True), connect)
+        by_config = run(Sandbox.for_worktree(worktree, SandboxSection(network=True)), connect)
+    finally:
+        listener.close()
+    assert "Connection refused" in off.output and "connected" not in off.output
+    assert by_task.output.strip() == by_config.output.strip() == "connected"
+    assert listener.connections == 2

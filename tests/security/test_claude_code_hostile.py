@@ -1,0 +1,117 @@
+"""The same escapes through the real ``claude`` binary's Bash tool, in a real run.
+
+``execute_task`` drives the claude-code provider (the bundled binary, against the fake
+server, which scripts one Bash call per turn) in a task worktree. Claude Code's own sandbox
+(bubblewrap + socat) must keep every command inside: no key in any result, nothing written
+outside the worktree, no connection to the listener, and none of its empty placeholder files
+in the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+
+import pytest
+
+from aca_flows.agent import execute_task
+from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.providers import get_provider
+from aca_flows.sandbox import check_sandbox
+from aca_flows.settings import AcaConfig
+from tests.fakes.llm_server import FakeLLMServer
+from tests.security.hostile import HOSTILE, HostileWorld
+
+MODEL = "claude-sonnet-4-6"
+THROUGH_CLAUDE = {
+    "ssh-key-by-tilde": ("No such file", "Permission denied", "Operation not permitted"),
+    "ssh-key-by-path": ("No such file", "Permission denied", "Operation not permitted"),
+    "aws-credentials": ("No such file", "Permission denied", "Operation not permitted"),
+    "env-dump": ("end-of-env",),
+    "proc-every-environ": ("read-done",),
+    "proc-of-aca": ("No such file", "Permission denied"),
+    "hook-through-dotdot": ("Read-only file system", "sensitive file"),
+    "hook-by-path": ("Read-only file system", "sensitive file"),
+    "git-config-fsmonitor": ("rc=4", "rc=255", "rc=1", "rc=2"),
+    "git-config-append": ("Read-only file system", "sensitive file"),
+    "users-checkout": ("Read-only file system",),
+    "session-journal": ("Read-only file system", "No such file"),
+    "connect-local-listener": ("Connection refused", "Network is unreachable", "Error"),
+    "denied-curl": ("denied",),
+    "denied-sudo": ("denied",),
+}
+# What Claude Code writes into its HOME for itself.
+CLAUDE_STATE = ("home/.claude/", "home/.claude.json", "home/.cache/", "home/.config/", "home/.npm/")
+
+
+@pytest.fixture(scope="module")
+def claude_run(tmp_path_factory):
+    check_sandbox(AcaConfig().sandbox, claude_code=True)
+    world = HostileWorld.create(tmp_path_factory.mktemp("claude-hostile"))
+    hostile = [h for h in HOSTILE if h.id in THROUGH_CLAUDE]
+    with FakeLLMServer(api_key=world.key) as server, pytest.MonkeyPatch.context() as patch:
+        env = {
+            **world.environment(),
+            "ANTHROPIC_BASE_URL": server.url,
+            "DISABLE_TELEMETRY": "1",
+            "DISABLE_ERROR_REPORTING": "1",
+            "DISABLE_AUTOUPDATER": "1",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "CLAUDE_CODE_MAX_RETRIES": "0",
+        }
+        for name, value in env.items():
+            patch.setenv(name, value)
+        server.anthropic.scripted_for = lambda request: bool((request.json or {}).get("tools"))
+        for h in hostile:
+            server.anthropic.enqueue(
+                tool_calls=[{"id": f"toolu_{h.id}", "name": "Bash",
+                             "arguments": {"command": world.command(h), "description": h.id}}]
+            )  # fmt: skip
+        server.anthropic.enqueue(text="Done: tried everything.")
+        config = AcaConfig.model_validate(
+            {"session": {"model": MODEL}, "providers": {"claude-code": {"model": MODEL}}}
+        )
+        plan = ExecutionPlan(name="hostile", tasks=[Task(id="t1", title="Be hostile")])
+        outcome = asyncio.run(
+            execute_task(plan, "t1", workdir=world.repo, session_id="s1",
+                         provider=get_provider("claude-code", config), config=config)
+        )  # fmt: skip
+        scripted = [r for r in server.anthropic.requests if (r.json or {}).get("tools")]
+    results = {
+        block["tool_use_id"].removeprefix("toolu_"): block
+        for request in scripted
+        for message in request.json["messages"]
+        if isinstance(message["content"], list)
+        for block in message["content"]
+        if block.get("type") == "tool_result"
+    }
+    yield world, outcome, results, scripted
+    world.listener.close()
+
+
+def text_of(result: dict) -> str:
+    content = result["content"]
+    return content if isinstance(content, str) else json.dumps(content)
+
+
+@pytest.mark.parametrize("hostile_id", sorted(THROUGH_CLAUDE))
+def test_each_escape_through_claudes_bash_is_contained(claude_run, hostile_id):
+    world, _, results, _ = claude_run
+    text = text_of(results[hostile_id])
+    assert any(expected in text for expected in THROUGH_CLAUDE[hostile_id]), text[:2000]
+    assert world.key not in text and "PLANTED" not in text
+
+
+def test_the_claude_run_completes_and_changes_nothing_outside_its_worktree(claude_run):
+    world, outcome, _, scripted = claude_run
+    assert outcome.status == "completed", outcome.failure_reason
+    assert world.changes_outside_the_worktree(new_allowed=CLAUDE_STATE) == []
+    assert world.listener.connections == 0
+    files = subprocess.run(
+        ["git", "-C", str(world.repo), "ls-tree", "-r", "--name-only", "aca/s1"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert files == ["README.md"]  # no sandbox placeholder (.env, package.json, ...) committed
+    sent = json.dumps([r.json for r in scripted])
+    assert world.key not in sent

@@ -1,0 +1,70 @@
+"""aca's own git never runs what an agent planted: hooks, fsmonitor, a rewritten .git file."""
+
+from __future__ import annotations
+
+import asyncio
+import stat
+from pathlib import Path
+
+from aca_flows.agent import execute_task
+from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.settings import AcaConfig, SandboxSection
+from aca_flows.workspace import TaskWorktree, open_repository
+from aca_flows.workspace.hardened_git import AcaRepo
+from tests.fakes.scripted_provider import ScriptedProvider, tool_calls, tool_use
+from tests.workspace.test_repository import make_user_repo
+
+HOOKS = ("pre-commit", "post-commit", "post-checkout", "reference-transaction", "post-merge")
+
+
+def plant(script_dir: Path, marker: Path, names=HOOKS) -> Path:
+    """Executable scripts that leave ``marker`` behind when anything runs them."""
+    script_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        script = script_dir / name
+        script.write_text(f"#!/bin/sh\necho {name} >> {marker}\n")
+        script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script_dir / names[0]
+
+
+def test_planted_hooks_and_fsmonitor_in_the_repository_never_run(tmp_path):
+    repo = make_user_repo(tmp_path / "repo")
+    marker = tmp_path / "ran"
+    plant(Path(repo.git_dir) / "hooks", marker)
+    monitor = plant(tmp_path / "bin", marker, names=("fsmonitor",))
+    repo.git.config("core.fsmonitor", str(monitor))
+    # Sandbox off: the agent itself could have written these; aca's git must still ignore them.
+    config = AcaConfig(sandbox=SandboxSection(mode="off"))
+    provider = ScriptedProvider(
+        tool_calls(tool_use("write_file", path="new.txt", content="x\n")),
+        tool_calls(tool_use("finish", summary="done")),
+    )
+    plan = ExecutionPlan(name="p", tasks=[Task(id="t1", title="T")])
+
+    outcome = asyncio.run(
+        execute_task(plan, "t1", workdir=tmp_path / "repo", session_id="s1", provider=provider,
+                     config=config)
+    )  # fmt: skip
+
+    assert outcome.status == "completed", outcome.failure_reason
+    assert not marker.exists(), marker.read_text()
+
+
+def test_a_rewritten_worktree_git_file_is_ignored(tmp_path):
+    repo = open_repository(make_user_repo(tmp_path / "repo").working_dir)
+    repo.git.update_ref("refs/heads/aca/s1", "HEAD")
+    worktree = TaskWorktree.create(repo, "s1", "t1")
+    marker = tmp_path / "ran"
+    # The agent replaces .git by a repository of its own, hooks and fsmonitor included.
+    fake = AcaRepo.init(tmp_path / "fake")
+    plant(Path(fake.git_dir) / "hooks", marker)
+    fake.git.config("core.fsmonitor", str(plant(tmp_path / "bin", marker, names=("fsmonitor",))))
+    (worktree.path / ".git").write_text(f"gitdir: {fake.git_dir}\n")
+    (worktree.path / "new.txt").write_text("x\n")
+
+    worktree.git.add("-A")
+    status = worktree.git.status("--porcelain")
+
+    assert status == "A  new.txt"  # the real index of the task's worktree
+    assert not marker.exists()
+    worktree.remove()
