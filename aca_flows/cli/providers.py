@@ -11,10 +11,7 @@ failure is raised as the provider's own classified error (the CLI prints it, exi
 
 from __future__ import annotations
 
-import asyncio
 import json
-import tempfile
-import time
 from pathlib import Path
 
 import typer
@@ -93,6 +90,10 @@ def check_provider(
         # A cassette answers only what it recorded; checking it means reading it.
         typer.echo(f"replay: cassette {provider.cassette} holds {provider.remaining} calls")
         return
+    import asyncio
+    import tempfile
+    import time
+
     with tempfile.TemporaryDirectory(prefix="aca-check-") as scratch:
         request = ProviderRequest(
             messages=[Message(role="user", text=CHECK_PROMPT)],

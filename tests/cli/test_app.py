@@ -190,6 +190,19 @@ def test_help_and_dry_run_never_import_prefect_or_vendor_sdks():
     assert "HEAVY []" in result.stdout
 
 
+def test_help_imports_only_what_it_shows():
+    # `aca --help` must start at once: no models, tables, event loop or HTTP client.
+    result = _python(
+        "import sys",
+        "from aca_flows.cli import main",
+        "main(['--help'])",
+        "heavy = [m for m in ('pydantic', 'rich.table', 'asyncio', 'httpx', 'git')"
+        " if m in sys.modules]",
+        "print('HEAVY', heavy)",
+    )
+    assert "HEAVY []" in result.stdout
+
+
 def test_python_dash_m_and_console_script_exit_codes(tmp_path):
     ok = subprocess.run(
         [sys.executable, "-m", "aca_flows", "--version"], capture_output=True, text=True
