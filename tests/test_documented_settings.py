@@ -170,6 +170,10 @@ def test_the_flow_parameters_are_the_documented_ones():
 # -- every documented setting has a test of its effect ----------------------------------------
 
 FLOWS = "tests/flows/test_run_setup.py"
+SANDBOX = "tests/sandbox/test_sandbox.py"
+HOSTILE = (
+    "tests/security/test_hostile_commands.py::test_each_hostile_command_is_refused_or_contained"
+)
 LOGS = "tests/flows/test_session_log.py"
 SETUP = "tests/agent/test_setup.py"
 HERE = "tests/test_documented_settings.py"
@@ -193,6 +197,20 @@ EFFECTS: dict[str, list[str]] = {
     "session.retry_backoff_seconds": [
         "tests/flows/test_task_run.py::test_max_attempts_and_retry_backoff_set_the_task_runs_retries"
     ],
+    "sandbox.mode": [
+        f"{SANDBOX}::test_mode_off_runs_unsandboxed_with_a_warning_and_a_scrubbed_environment",
+        "tests/cli/test_run.py::test_a_machine_without_bubblewrap_is_refused_naming_the_package",
+    ],
+    "sandbox.network": [f"{SANDBOX}::test_the_network_is_off_unless_the_task_or_config_allows_it"],
+    "tasks.network": [f"{SANDBOX}::test_the_network_is_off_unless_the_task_or_config_allows_it"],
+    "sandbox.env": [f"{SANDBOX}::test_the_environment_is_built_from_the_allow_list"],
+    "sandbox.read_only_paths": [
+        f"{SANDBOX}::test_paths_shown_on_request_are_read_only_and_never_reveal_aca"
+    ],
+    "sandbox.cpu_seconds": [HOSTILE],
+    "sandbox.memory_mb": [HOSTILE],
+    "sandbox.file_size_mb": [HOSTILE],
+    "sandbox.max_processes": [HOSTILE],
     "session.call_retries": [
         "tests/providers/test_retry.py::test_retries_are_bounded_and_the_last_error_propagates",
         "tests/flows/test_task_run.py::test_a_529_at_turn_5_of_6_costs_exactly_one_extra_call",
@@ -245,7 +263,7 @@ EFFECTS: dict[str, list[str]] = {
     ],
     "claude_code.max_turns": [
         f"{HERE}::test_the_claude_code_section_reaches_claude_codes_options",
-        "tests/providers/test_claude_code.py::test_a_run_out_of_turns_returns_its_session_to_resume",
+        "tests/providers/test_claude_code.py::test_a_run_out_of_turns_is_a_permanent_error_that_keeps_its_cost",
     ],
     "claude_code.max_budget_usd_per_task": [
         f"{HERE}::test_the_claude_code_section_reaches_claude_codes_options",

@@ -169,6 +169,12 @@ class FakeLLMServer:
         self._thread: threading.Thread | None = None
 
     @property
+    def model_calls(self) -> list[RecordedRequest]:
+        """The requests that asked a model for an answer: what a provider pays for (the free
+        readiness checks, ``GET`` of the model lists, are left out)."""
+        return [r for r in self.requests if r.method == "POST"]
+
+    @property
     def url(self) -> str:
         assert self._httpd is not None, "server not started"
         host, port = self._httpd.server_address[:2]

@@ -217,7 +217,7 @@ def test_the_parse_is_billed_once_to_the_session_made_from_it(tmp_path, repo, an
 
     # The command line parses before the session exists; the flow's parse is a cache hit.
     assert aca_run(tasks, repo) == 0
-    assert len(anthropic_fake.requests) == 3  # the parse, then write and finish
+    assert len(anthropic_fake.model_calls) == 3  # the parse, then write and finish
     (first,) = list_sessions(repo)
     parse, *task_calls = call_events(repo, first.id)
     assert (parse["purpose"], parse["task_id"], parse["calls"]) == ("parse", None, 1)
@@ -229,7 +229,7 @@ def test_the_parse_is_billed_once_to_the_session_made_from_it(tmp_path, repo, an
 
     # The same file again: the cached parse costs nothing and is not billed again.
     assert aca_run(tasks, repo) == 0
-    assert len(anthropic_fake.requests) == 5
+    assert len(anthropic_fake.model_calls) == 5
     second = next(s for s in list_sessions(repo) if s.id != first.id)
     assert [c["purpose"] for c in call_events(repo, second.id)] == ["task", "task"]
-    assert sum(s.usage[0].calls for s in list_sessions(repo)) == len(anthropic_fake.requests)
+    assert sum(s.usage[0].calls for s in list_sessions(repo)) == len(anthropic_fake.model_calls)

@@ -155,7 +155,7 @@ def test_a_run_out_of_turns_is_a_permanent_error_that_keeps_its_cost(
         run(_provider().complete(_request(tmp_path, "Write a.txt", max_turns=1)))
 
     assert "[claude_code] max_turns" in str(caught.value)
-    assert caught.value.cost_usd > 0 and caught.value.usage.input_tokens == 10
+    assert caught.value.billed.cost_usd > 0 and caught.value.billed.usage.input_tokens == 10
     assert (tmp_path / "a.txt").read_text() == "a"
 
 
