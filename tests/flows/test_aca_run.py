@@ -334,7 +334,7 @@ def test_a_claude_code_error_result_is_a_classified_failure_not_a_commit(
     assert outcome.summary["failed_ids"] == ["a"]
     session = load_session(repo, outcome.summary["session_id"])
     reason = str(session.plan.task("a").status)
-    assert "PermanentProviderError" in reason and "authentication failed (401)" in reason
+    assert "authentication failed (401)" in reason and "check ANTHROPIC_API_KEY" in reason
     assert task_commits(repo, outcome.summary["branch"]) == []
     assert len(agent_requests(anthropic_fake)) == 1  # permanent: never retried
 

@@ -35,7 +35,7 @@ def test_the_environment_is_built_from_the_allow_list(worktree, monkeypatch):
 
     names = {line.split("=", 1)[0] for line in result.output.splitlines()}
     assert names <= {"PATH", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ", "HOME", "TMPDIR",
-                     "WANTED", "PWD", "SHLVL", "_"}  # fmt: skip
+                     "WANTED", "PWD", "SHLVL", "_", "PYTHONDONTWRITEBYTECODE"}  # fmt: skip
     assert "WANTED=passed" in result.output and "HOME=/tmp/home" in result.output
     assert "sk-ant-planted" not in result.output and "not-passed" not in result.output
 

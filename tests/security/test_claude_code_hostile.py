@@ -68,7 +68,8 @@ def claude_run(tmp_path_factory):
                 tool_calls=[{"id": f"toolu_{h.id}", "name": "Bash",
                              "arguments": {"command": world.command(h), "description": h.id}}]
             )  # fmt: skip
-        server.anthropic.enqueue(text="Done: tried everything.")
+        # Nothing to change: the agent says so, as aca asks (the worktree must be untouched).
+        server.anthropic.enqueue(text="Tried everything.\nNO CHANGE NEEDED: the task only probes")
         config = AcaConfig.model_validate(
             {"session": {"model": MODEL}, "providers": {"claude-code": {"model": MODEL}}}
         )

@@ -1,10 +1,10 @@
 """Hostile agent commands through a real run: the anthropic provider against the fake server,
 real git, real bubblewrap.
 
-One task runs every command of ``HOSTILE`` (one ``run_command`` per turn), then finishes; the
-task must complete (the run goes on), each command must end in a refusal or a contained
-failure, nothing outside the worktree may change, the listener must see no connection and the
-planted key must be nowhere: not in a tool result, not in the commit, not in ``.aca``.
+One task runs every command of ``HOSTILE`` (one ``run_command`` per turn), writes a file and
+finishes; the task must complete (the run goes on), each command must end in a refusal or a
+contained failure, nothing outside the worktree may change, the listener must see no connection
+and the planted key must be nowhere: not in a tool result, not in the commit, not in ``.aca``.
 """
 
 from __future__ import annotations
@@ -54,6 +54,10 @@ def hostile_run(tmp_path_factory) -> HostileRun:
                 tool_calls=[{"id": f"toolu_{hostile.id}", "name": "run_command",
                              "arguments": {"command": world.command(hostile)}}]
             )  # fmt: skip
+        # The task's own work, so that it completes with a change (aca commits nothing else).
+        server.anthropic.enqueue(
+            tool_calls=[{"name": "write_file", "arguments": {"path": "notes.txt", "content": "x"}}]
+        )
         server.anthropic.enqueue(
             tool_calls=[{"name": "finish", "arguments": {"summary": "tried everything"}}]
         )
@@ -96,7 +100,7 @@ def test_the_run_goes_on_and_commits_only_inside_the_worktree(hostile_run):
     assert world.changes_outside_the_worktree() == []
     assert world.listener.connections == 0
     # Only the agent's own turns reached the LLM server: no command got through to it.
-    assert len(hostile_run.server.requests) == len(HOSTILE) + 1
+    assert len(hostile_run.server.model_calls) == len(HOSTILE) + 2
 
 
 def test_the_planted_key_is_nowhere_aca_wrote(hostile_run):
