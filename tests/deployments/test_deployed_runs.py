@@ -535,4 +535,8 @@ def test_a_ci_event_naming_a_workdir_outside_the_allow_list_starts_nothing(
         )
         return "\n".join(log.message for log in found)
 
-    assert "refused: workdir" in prefect_call(stack, logs)
+    # Logs reach the server shortly after the state does: wait for them.
+    deadline = time.monotonic() + 30
+    while "refused: workdir" not in (text := prefect_call(stack, logs)):
+        assert time.monotonic() < deadline, text
+        time.sleep(0.5)
