@@ -35,14 +35,18 @@ class ChangeRecord(BaseModel):
 
 def describe_commit(repo: git.Repo, task_id: str, sha: str) -> ChangeRecord:
     """Files, insertions and deletions of one commit against its first parent."""
-    parents = repo.git.rev_list("--parents", "-n", "1", sha).split()[1:]
+    # One git command: the parents line, then the numstat against the first parent (against
+    # the empty tree with --root, for the first commit of --init-git). Task commits are never
+    # merges.
+    out = repo.git.diff_tree("--numstat", "--no-renames", "-r", "--root", "--format=%P", sha)
+    head, _, numstat = out.partition("\n")
+    parents = head.split()
     parent = parents[0] if parents else None
-    # Against the empty tree when the commit has no parent (the first commit of --init-git).
-    base = parent or repo.git.hash_object("-t", "tree", "/dev/null")
-    numstat = repo.git.diff("--numstat", "--no-renames", base, sha)
     files: list[str] = []
     insertions = deletions = 0
     for line in numstat.splitlines():
+        if not line:
+            continue
         added, removed, path = line.split("\t", 2)
         files.append(path)
         # Binary files show '-' for both counts.
