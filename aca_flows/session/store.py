@@ -223,11 +223,16 @@ class SessionStore:
             if not self._lock.held:
                 raise RuntimeError(f"session {self.session_id} is closed; open it again")
             event = _redacted(event.model_copy(update={"seq": self._session.last_seq + 1}))
-            candidate = self._session.model_copy(deep=True)
-            if not apply_event(candidate, event):
-                return False
-            append_event(self.paths.events_jsonl, event)
-            self._session = candidate
+            # Applied in place (a copy of the whole record per event costs more than the rest
+            # of the event together). Handlers check before they change anything; whatever
+            # goes wrong, the record is rebuilt from the journal, the truth.
+            try:
+                if not apply_event(self._session, event):
+                    return False
+                append_event(self.paths.events_jsonl, event)
+            except BaseException:
+                self._session = fold_events(read_journal(self.paths.events_jsonl).events)
+                raise
             self._write_session_json()
             return True
 
