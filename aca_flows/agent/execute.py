@@ -156,7 +156,9 @@ async def execute_task(
     landed = await asyncio.to_thread(_record_landed, workdir, session_id, task_id)
     if landed is not None:
         # Finish what a crash may have left: the worktree of a task that already landed.
-        discard_worktree(repo, AcaDir(workdir).worktrees_dir(session_id) / task_id)
+        await asyncio.to_thread(
+            discard_worktree, repo, AcaDir(workdir).worktrees_dir(session_id) / task_id
+        )
         log.write("already_completed", commit=landed.commit_sha)
         return _completed(
             landed,
@@ -235,7 +237,8 @@ async def execute_task(
             log.write("merged", commit=landed.commit_sha, files=landed.change.files)
             return _completed(landed, summary=summary, **fields)
         finally:
-            worktree.remove()
+            # In a worker thread, as all git here: the event loop runs the other tasks.
+            await asyncio.to_thread(worktree.remove)
 
     assert conflict is not None
     # One run is one attempt of the caller (the flow), which counts its attempts itself.
