@@ -314,6 +314,8 @@ def overhead(tmp: Path) -> None:
     print(f"overhead: part: journal writes of a task ({2 + calls_per_task:.0f} events)     "
           f"{journal_s * ms:6.1f} ms")  # fmt: skip
     print(f"overhead: sum of the parts                              {parts * ms:6.1f} ms")
+    print(f"overhead: per task beyond the parts                     "
+          f"{(per_task - parts) * ms:6.1f} ms")  # fmt: skip
     print(f"overhead: ratio, per task / parts (target <= 1.5)       {per_task / parts:6.2f}")
     print(f"overhead: CPU seconds per task (aca + git children)     {cpu / TASKS:6.3f} s")
     print(f"overhead: git commands per task in the run              "
