@@ -150,7 +150,7 @@ async def execute_task(
     workdir = Path(workdir)
     task = plan.task(task_id)
     # Git runs in worker threads: on the event loop it would stall every other task's turn.
-    repo = await asyncio.to_thread(_open_session_repo, workdir, session_id, init_git)
+    repo, identity = await asyncio.to_thread(_open_session_repo, workdir, session_id, init_git)
     paths = AcaDir(workdir).session(session_id)
     log = TaskLog(paths, task_id, on_log)
     model = task.model or config.provider(provider.name).model or config.session.model
@@ -158,7 +158,9 @@ async def execute_task(
     landed = await asyncio.to_thread(_record_landed, workdir, session_id, task_id)
     if landed is not None:
         # Finish what a crash may have left: the worktree of a task that already landed.
-        discard_worktree(repo, AcaDir(workdir).worktrees_dir(session_id) / task_id)
+        await asyncio.to_thread(
+            discard_worktree, repo, AcaDir(workdir).worktrees_dir(session_id) / task_id
+        )
         log.write("already_completed", commit=landed.commit_sha)
         return _completed(
             landed,
@@ -170,7 +172,6 @@ async def execute_task(
             already_completed=True,
         )
 
-    identity = commit_identity(repo)
     dependencies = await asyncio.to_thread(
         _dependency_contexts, plan, task, repo, paths, dependency_outcomes or {}
     )
@@ -239,7 +240,8 @@ async def execute_task(
             log.write("merged", commit=landed.commit_sha, files=landed.change.files)
             return _completed(landed, summary=summary, **fields)
         finally:
-            worktree.remove()
+            # In a worker thread, as all git here: the event loop runs the other tasks.
+            await asyncio.to_thread(worktree.remove)
 
     assert conflict is not None
     # One run is one attempt of the caller (the flow), which counts its attempts itself.
@@ -404,10 +406,22 @@ def _land(
     return land_task(AcaRepo(workdir), worktree, title=title, summary=summary, identity=identity)
 
 
-def _open_session_repo(workdir: Path, session_id: str, init_git: bool) -> git.Repo:
+# A session's repository is checked, its branch ensured and its commit identity read once per
+# process: each task of a run would otherwise repeat the same git commands.
+_SESSION_REPOS: dict[tuple[str, str], GitIdentity] = {}
+
+
+def _open_session_repo(
+    workdir: Path, session_id: str, init_git: bool
+) -> tuple[git.Repo, GitIdentity]:
+    key = (str(workdir.resolve()), session_id)
+    identity = _SESSION_REPOS.get(key)
+    if identity is not None:
+        return git.Repo(workdir), identity
     repo = open_repository(workdir, init_git=init_git)
     ensure_session_branch(repo, session_id)
-    return repo
+    identity = _SESSION_REPOS[key] = commit_identity(repo)
+    return repo, identity
 
 
 def _record_landed(workdir: Path, session_id: str, task_id: str) -> LandedTask | None:

@@ -15,8 +15,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic_core import to_json
+
 from aca_flows.providers.base import Message
-from aca_flows.session.files import append_jsonl, write_json_atomic
+from aca_flows.session.files import append_jsonl, write_text_atomic
 from aca_flows.session.layout import SessionPaths
 from aca_flows.session.redact import redact
 from aca_flows.workspace.file_lock import FileLock
@@ -73,7 +75,10 @@ class ConversationStore:
             data = self._read()
             # Only the new entry needs redacting: the file holds redacted entries already.
             data.setdefault("tasks", {})[self.task_id] = redact(entry)
-            write_json_atomic(self.path, data, durable=False, redact=False)
+            # The file holds every task's conversation and is rewritten at every turn:
+            # pydantic's encoder writes the same JSON several times faster than json.dumps.
+            text = to_json(data, indent=2).decode() + "\n"
+            write_text_atomic(self.path, text, durable=False, redact=False)
 
     def load(self) -> list[Message]:
         entry = self._read().get("tasks", {}).get(self.task_id, {})

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -233,7 +233,7 @@ async def aca_run(
     try:
         with interrupt.installed(), logs:
             if session_name is None:
-                await _rename_flow_run(store.session.name)
+                _send(run.session_id, _rename_flow_run(store.session.name))
             summary = await _drive(store, run, request, interrupt)
     except (asyncio.CancelledError, KeyboardInterrupt, TerminationSignal):
         # Interrupted (a runner's cancel arrives as TerminationSignal): what finished is
@@ -250,6 +250,8 @@ async def aca_run(
         store.close()
         with contextlib.suppress(Exception):  # a client that cannot close is no reason to fail
             await close_clients()
+        with contextlib.suppress(Exception):  # a run that ended early still sends its reports
+            await _published(run.session_id)
     return flow_state(summary, cancelled_from_ui=interrupt.signal_name == UI_CANCEL)
 
 
@@ -269,7 +271,17 @@ def flow_state(summary: dict[str, Any], cancelled_from_ui: bool = False) -> Stat
 def _stored_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
     """The parameters as the Prefect server stores them (the UI shows them): redacted. The run
     itself gets them as given; this is only what Prefect sends when it creates the flow run."""
+    if all(_plain(value) for value in parameters.values()):
+        # Already what Prefect's serializer would make of them; it imports FastAPI's encoder
+        # for that, which costs start-up time (up to a second on a busy machine).
+        return redact(dict(parameters))
     return redact(Flow.serialize_parameters(aca_run, parameters))
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(_plain(item) for item in value)
+    return value is None or type(value) in (str, int, float, bool)
 
 
 aca_run.serialize_parameters = _stored_parameters
@@ -285,19 +297,28 @@ async def _drive(
     limit = run.config.session.max_concurrent_tasks
     budget = run.config.session.budget_usd
     policy = CheckpointPolicy.from_config(run.config.session)
-    await acreate_table_artifact(
-        key=_key("plan", run.session_id), table=plan_table(run.plan), description="The plan"
+    # The first tasks start while these reach the server.
+    _send(
+        run.session_id,
+        acreate_table_artifact(
+            key=_key("plan", run.session_id), table=plan_table(run.plan), description="The plan"
+        ),
     )
-    await acreate_markdown_artifact(
-        key=_key("graph", run.session_id),
-        markdown=plan_graph_markdown(run.plan),
-        description="The plan as a graph",
+    _send(
+        run.session_id,
+        acreate_markdown_artifact(
+            key=_key("graph", run.session_id),
+            markdown=plan_graph_markdown(run.plan),
+            description="The plan as a graph",
+        ),
     )
     counts = store.session.task_counts
-    progress_id = await acreate_progress_artifact(
-        progress=progress_percent(counts),
-        key=_key("progress", run.session_id),
-        description=_progress_text(counts),
+    progress = _Progress(
+        acreate_progress_artifact(
+            progress=progress_percent(counts),
+            key=_key("progress", run.session_id),
+            description=_progress_text(counts),
+        )
     )
     create_checkpoint(store, trigger="auto", description="plan compiled")
 
@@ -338,10 +359,7 @@ async def _drive(
             if limit_reason and stopped_reason is None:
                 stopped_reason = limit_reason
                 logger.warning(f"{limit_reason}; no new task starts")
-        counts = store.session.task_counts
-        await aupdate_progress_artifact(
-            progress_id, progress=progress_percent(counts), description=_progress_text(counts)
-        )
+        progress.update(store.session.task_counts)
         completed = dag.counts().get("completed", 0)
         now = datetime.now(UTC)
         if policy.due(now, completed):
@@ -377,8 +395,12 @@ async def _drive(
         store.finish(status, stopped_reason)
         create_checkpoint(store, trigger="end")
     counts = store.session.task_counts
+    await progress.flush()
+    await _published(run.session_id)
     await aupdate_progress_artifact(
-        progress_id, progress=progress_percent(counts), description=_progress_text(counts)
+        await progress.artifact_id(),
+        progress=progress_percent(counts),
+        description=_progress_text(counts),
     )
     # The plan table again under its key (a new version): every task's final state.
     await acreate_table_artifact(
@@ -525,15 +547,68 @@ async def _finish(
 
 
 async def _publish_report(store: SessionStore, run: ActiveRun, task_id: str, state: State) -> None:
-    """The task's report, on its task run's page, written from what the session recorded."""
+    """The task's report, on its task run's page, written from what the session recorded
+    now. It is sent to the server in the background: the next task need not wait for it
+    (``_published`` waits for all of them before the run ends)."""
     task = store.session.plan.task(task_id)
     record = store.session.tasks.get(task_id) or TaskRun(task_id=task_id)
-    await MarkdownArtifact(
+    artifact = MarkdownArtifact(
         key=task_artifact_key(run.session_id, task_id),
         markdown=task_markdown(task, record, run.outcomes.get(task_id)),
         description=f"{task_id}: {task.status}".splitlines()[0][:200],
         task_run_id=state.state_details.task_run_id,
-    ).acreate()
+    )
+    _send(run.session_id, artifact.acreate())
+
+
+# What is on its way to the Prefect server, per session: artifacts and the flow run's name,
+# sent off the tasks' critical path (see ``_send``).
+_SENDING: dict[str, set[asyncio.Task]] = {}
+
+
+def _send(session_id: str, call: Coroutine) -> None:
+    """Make an API call in the background; ``_published`` waits for it."""
+    _SENDING.setdefault(session_id, set()).add(asyncio.create_task(call))
+
+
+async def _published(session_id: str) -> None:
+    """Until everything sent for the session has reached the server; the first error is
+    raised."""
+    sending = _SENDING.pop(session_id, set())
+    if sending:
+        await asyncio.gather(*sending)
+
+
+class _Progress:
+    """The progress artifact, created and updated off the critical path: one update in flight
+    at a time, the latest counts win (an update that would be overtaken at once is not sent)."""
+
+    def __init__(self, creating: Coroutine):
+        self._created = asyncio.create_task(creating)
+        self._latest: dict[str, int] | None = None
+        self._sending: asyncio.Task | None = None
+
+    async def artifact_id(self):
+        return await self._created
+
+    def update(self, counts: dict[str, int]) -> None:
+        self._latest = dict(counts)
+        if self._sending is None or self._sending.done():
+            self._sending = asyncio.create_task(self._send())
+
+    async def _send(self) -> None:
+        while self._latest is not None:
+            counts, self._latest = self._latest, None
+            await aupdate_progress_artifact(
+                await self._created,
+                progress=progress_percent(counts),
+                description=_progress_text(counts),
+            )
+
+    async def flush(self) -> None:
+        await self._created
+        if self._sending is not None:
+            await self._sending
 
 
 def _record_settled(store: SessionStore, dag: DagProgress, recorded: set[str]) -> None:

@@ -301,8 +301,12 @@ class RateLimiter:
         with _STATE_FILE_LOCK:
             providers = _read_state_file(self.state_file)
             providers[self.state_key] = snapshot
+            # Saved after every call: no fsync (an OS crash may cost the latest state, which
+            # the next response's headers bring back; a process crash costs nothing).
             write_json_atomic(
-                self.state_file, {"schema_version": STATE_VERSION, "providers": providers}
+                self.state_file,
+                {"schema_version": STATE_VERSION, "providers": providers},
+                durable=False,
             )
 
 

@@ -110,7 +110,21 @@ def register_secret(value: str | None) -> None:
 
 def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
     """The environment values (and registered secrets) never to be written, longest first."""
-    environ = os.environ if environ is None else environ
+    if environ is None:
+        # Every record aca writes or logs asks for these: computed again only when the
+        # process environment or the registered secrets change (a cheap comparison).
+        global _CACHED
+        key = (tuple(getattr(os.environ, "_data", os.environ).items()), len(_REGISTERED))
+        if _CACHED is None or _CACHED[0] != key:
+            _CACHED = (key, _secret_values(os.environ))
+        return _CACHED[1]
+    return _secret_values(environ)
+
+
+_CACHED: tuple[Any, list[str]] | None = None
+
+
+def _secret_values(environ: Mapping[str, str]) -> list[str]:
     found: set[str] = set(_REGISTERED)
     for name, value in environ.items():
         value = value.strip()

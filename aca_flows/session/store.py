@@ -48,7 +48,7 @@ from aca_flows.session.events import (
     event_from_json,
     event_to_json,
 )
-from aca_flows.session.files import write_json_atomic
+from aca_flows.session.files import write_json_atomic, write_text_atomic
 from aca_flows.session.journal import append_event, read_journal, repair_journal
 from aca_flows.session.layout import AcaDir, SessionPaths
 from aca_flows.session.lock import LockHolder, SessionLock, read_lock_holder
@@ -223,11 +223,16 @@ class SessionStore:
             if not self._lock.held:
                 raise RuntimeError(f"session {self.session_id} is closed; open it again")
             event = _redacted(event.model_copy(update={"seq": self._session.last_seq + 1}))
-            candidate = self._session.model_copy(deep=True)
-            if not apply_event(candidate, event):
-                return False
-            append_event(self.paths.events_jsonl, event)
-            self._session = candidate
+            # Applied in place (a copy of the whole record per event costs more than the rest
+            # of the event together). Handlers check before they change anything; whatever
+            # goes wrong, the record is rebuilt from the journal, the truth.
+            try:
+                if not apply_event(self._session, event):
+                    return False
+                append_event(self.paths.events_jsonl, event)
+            except BaseException:
+                self._session = fold_events(read_journal(self.paths.events_jsonl).events)
+                raise
             self._write_session_json()
             return True
 
@@ -314,8 +319,10 @@ class SessionStore:
         # No fsync: the journal is fsynced and is the truth; a session.json that an OS crash
         # left stale or empty is detected (last_seq) and rebuilt from it.
         # Redacted already: the record is folded from redacted events only.
-        data = self._session.model_dump(mode="json")
-        write_json_atomic(self.paths.session_json, data, durable=False, redact=False)
+        # Serialised by pydantic (its Rust encoder, several times faster than json.dumps of
+        # the dumped dict): this runs for every event.
+        text = self._session.model_dump_json(indent=2) + "\n"
+        write_text_atomic(self.paths.session_json, text, durable=False, redact=False)
 
 
 def _redacted(event: Event) -> Event:

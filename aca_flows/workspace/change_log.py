@@ -3,8 +3,8 @@
 ``change_log.json`` maps each task id to its commit, the files it changed and the line counts;
 ``file_changes/snapshots/<task-id>.patch`` holds the commit as ``git format-patch`` writes it,
 so it can be read, or applied elsewhere with ``git am``. Recording replaces the task's entry,
-so recording twice (a resumed finish) gives the same files. Callers hold the session's merge
-lock, which also serialises the read-modify-write of ``change_log.json``.
+so recording twice (a resumed finish) gives the same files. The read-modify-write of
+``change_log.json`` is made under a lock of its own (``.change_log.json.lock`` beside it).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from aca_flows.session.files import write_json_atomic, write_text_atomic
 from aca_flows.session.layout import SessionPaths
+from aca_flows.workspace.file_lock import FileLock
 
 __all__ = ["ChangeRecord", "describe_commit", "read_change_log", "record_task_change"]
 
@@ -35,14 +36,18 @@ class ChangeRecord(BaseModel):
 
 def describe_commit(repo: git.Repo, task_id: str, sha: str) -> ChangeRecord:
     """Files, insertions and deletions of one commit against its first parent."""
-    parents = repo.git.rev_list("--parents", "-n", "1", sha).split()[1:]
+    # One git command: the parents line, then the numstat against the first parent (against
+    # the empty tree with --root, for the first commit of --init-git). Task commits are never
+    # merges.
+    out = repo.git.diff_tree("--numstat", "--no-renames", "-r", "--root", "--format=%P", sha)
+    head, _, numstat = out.partition("\n")
+    parents = head.split()
     parent = parents[0] if parents else None
-    # Against the empty tree when the commit has no parent (the first commit of --init-git).
-    base = parent or repo.git.hash_object("-t", "tree", "/dev/null")
-    numstat = repo.git.diff("--numstat", "--no-renames", base, sha)
     files: list[str] = []
     insertions = deletions = 0
     for line in numstat.splitlines():
+        if not line:
+            continue
         added, removed, path = line.split("\t", 2)
         files.append(path)
         # Binary files show '-' for both counts.
@@ -63,9 +68,11 @@ def record_task_change(repo: git.Repo, paths: SessionPaths, task_id: str, sha: s
     record = describe_commit(repo, task_id, sha)
     patch = repo.git.format_patch("-1", "--stdout", "--binary", sha) + "\n"
     write_text_atomic(paths.snapshot_patch(task_id), patch)
-    log = _read_raw(paths)
-    log.setdefault("tasks", {})[task_id] = record.model_dump(mode="json")
-    write_json_atomic(paths.change_log_json, log)
+    lock = paths.change_log_json.with_name(f".{paths.change_log_json.name}.lock")
+    with FileLock(lock):
+        log = _read_raw(paths)
+        log.setdefault("tasks", {})[task_id] = record.model_dump(mode="json")
+        write_json_atomic(paths.change_log_json, log)
     return record
 
 

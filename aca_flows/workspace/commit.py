@@ -64,25 +64,29 @@ def commit_task_work(
     ):
         return head
     wt.add("-A")
-    if not wt.diff("--cached", "--name-only", "HEAD").strip():
-        raise WorkspaceError(
-            f"task {worktree.task_id} changed nothing, and aca never makes an empty commit; "
-            "a task that needs no change is completed without one."
-        )
     message = commit_message(worktree.session_id, worktree.task_id, title, summary)
-    # --cleanup=whitespace keeps summary lines that start with '#' (Markdown headings).
-    wt.execute(
-        [
-            "git",
-            *identity.config_args(),
-            "commit",
-            "--no-verify",
-            "--cleanup=whitespace",
-            "-q",
-            "-m",
-            message,
-        ]
-    )
+    try:
+        # --cleanup=whitespace keeps summary lines that start with '#' (Markdown headings).
+        # Without --allow-empty, git itself refuses a commit of nothing.
+        wt.execute(
+            [
+                "git",
+                *identity.config_args(),
+                "commit",
+                "--no-verify",
+                "--cleanup=whitespace",
+                "-q",
+                "-m",
+                message,
+            ]
+        )
+    except git.GitCommandError:
+        if not wt.diff("--cached", "--name-only", "HEAD").strip():
+            raise WorkspaceError(
+                f"task {worktree.task_id} changed nothing, and aca never makes an empty "
+                "commit; a task that needs no change is completed without one."
+            ) from None
+        raise
     return wt.rev_parse("HEAD")
 
 
@@ -94,14 +98,12 @@ def completed_task_commits(repo: git.Repo, session_id: str) -> dict[str, str]:
     """
     branch = f"refs/heads/{session_branch(session_id)}"
     try:
-        repo.git.rev_parse("--verify", "--quiet", branch)
+        # "--" ends the revisions: a missing branch is an error, never read as a path.
+        out = repo.git.log(branch, f"--grep=^{TASK_TRAILER}: ", "--format=%H%x00%B%x1e", "--")
     except git.GitCommandError:
+        if _branch_exists(repo, branch):
+            raise
         return {}
-    out = repo.git.log(
-        branch,
-        f"--grep=^{TASK_TRAILER}: ",
-        "--format=%H%x00%B%x1e",
-    )
     found: dict[str, str] = {}
     for record in out.split("\x1e"):
         sha, sep, message = record.strip().partition("\x00")
@@ -118,6 +120,14 @@ def completed_task_commits(repo: git.Repo, session_id: str) -> dict[str, str]:
 def find_task_commit(repo: git.Repo, session_id: str, task_id: str) -> str | None:
     """The sha of the task's commit on the session branch, or None if it has not landed."""
     return completed_task_commits(repo, session_id).get(task_id)
+
+
+def _branch_exists(repo: git.Repo, ref: str) -> bool:
+    try:
+        repo.git.rev_parse("--verify", "--quiet", ref)
+    except git.GitCommandError:
+        return False
+    return True
 
 
 def _is_task_commit(message: str, session_id: str, task_id: str) -> bool:

@@ -67,7 +67,7 @@ class LandedTask:
 
 
 def merge_lock(repo_root: Path, session_id: str) -> FileLock:
-    """The lock every merge into ``aca/<session-id>`` (and change-log write) is made under."""
+    """The lock every merge into ``aca/<session-id>`` is made under."""
     return FileLock(AcaDir(Path(repo_root)).worktrees_dir(session_id) / ".merge.lock")
 
 
@@ -88,8 +88,10 @@ def land_task(
     with merge_lock(worktree.repo_root, worktree.session_id):
         existing = find_task_commit(repo, worktree.session_id, worktree.task_id)
         merged = existing or merge_task_commit(repo, worktree, commit, identity)
-        paths = AcaDir(worktree.repo_root).session(worktree.session_id)
-        change = record_task_change(repo, paths, worktree.task_id, merged)
+    # After the lock: the next task's merge need not wait for this record (it has a lock of
+    # its own); a crash before it is finished on resume, like any landed task's.
+    paths = AcaDir(worktree.repo_root).session(worktree.session_id)
+    change = record_task_change(repo, paths, worktree.task_id, merged)
     return LandedTask(commit_sha=merged, change=change, already_landed=existing is not None)
 
 
@@ -99,11 +101,10 @@ def record_landed_task(repo: git.Repo, session_id: str, task_id: str) -> LandedT
     This is the resume path: it finishes the bookkeeping a crash may have cut short.
     """
     root = Path(repo.working_tree_dir)
-    with merge_lock(root, session_id):
-        sha = find_task_commit(repo, session_id, task_id)
-        if sha is None:
-            return None
-        change = record_task_change(repo, AcaDir(root).session(session_id), task_id, sha)
+    sha = find_task_commit(repo, session_id, task_id)
+    if sha is None:
+        return None
+    change = record_task_change(repo, AcaDir(root).session(session_id), task_id, sha)
     return LandedTask(commit_sha=sha, change=change, already_landed=True)
 
 

@@ -43,10 +43,12 @@ class TaskWorktree:
         root = Path(repo.working_tree_dir)
         path = AcaDir(root).worktrees_dir(session_id) / task_id
         with _admin_lock(repo):
-            _discard(repo, path)
             base = session_branch_head(repo, session_id)
             path.parent.mkdir(parents=True, exist_ok=True)
-            repo.git.worktree("add", "--detach", str(path), base)
+            if path.exists() or not _added(repo, path, base):
+                # A crash's leftover there (a folder, a registered or locked worktree).
+                _discard(repo, path)
+                repo.git.worktree("add", "--detach", str(path), base)
             git_dir = Path(HardenedGit(str(path)).rev_parse("--absolute-git-dir"))
         return cls(
             repo_root=root,
@@ -97,7 +99,28 @@ def list_worktrees(repo: git.Repo) -> list[dict[str, str]]:
 def discard_worktree(repo: git.Repo, path: Path) -> None:
     """Unlock, remove and prune the worktree at ``path``, and delete the folder if left over."""
     with _admin_lock(repo):
+        if path.exists() and _removed(repo, path):
+            return
         _discard(repo, path)
+
+
+def _added(repo: git.Repo, path: Path, base: str) -> bool:
+    """The common case in one git command: nothing at ``path``, the worktree is added."""
+    try:
+        repo.git.worktree("add", "--detach", str(path), base)
+    except git.GitCommandError:
+        return False
+    return True
+
+
+def _removed(repo: git.Repo, path: Path) -> bool:
+    """The common case in one git command: a worktree of ours at ``path`` is removed, with its
+    folder and its admin entry (nothing left to prune)."""
+    try:
+        repo.git.worktree("remove", "--force", "--force", str(path))
+    except git.GitCommandError:
+        return False
+    return not path.exists()
 
 
 def _admin_lock(repo: git.Repo) -> FileLock:

@@ -52,6 +52,17 @@ def test_session_files_never_hold_keys_from_the_environment(tmp_path, monkeypatc
     assert "api_key" not in config
 
 
+def test_a_secret_put_in_the_environment_later_is_redacted_too(monkeypatch):
+    # The values to redact are kept while the environment stays as it was, not longer.
+    monkeypatch.delenv("ACA_LATE_SECRET_TOKEN", raising=False)
+    late = "late-value-0123456789"
+    assert redact_text(f"x {late}") == f"x {late}"
+    monkeypatch.setenv("ACA_LATE_SECRET_TOKEN", late)
+    assert redact_text(f"x {late}") == f"x {REDACTED}"
+    monkeypatch.delenv("ACA_LATE_SECRET_TOKEN")
+    assert redact_text(f"x {late}") == f"x {late}"
+
+
 def test_key_shaped_text_is_redacted_even_without_the_environment():
     text = (
         f"anthropic {ANTHROPIC_KEY}, openai {OPENAI_KEY}, "

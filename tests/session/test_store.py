@@ -146,6 +146,23 @@ def test_a_completed_task_cannot_start_again(tmp_path):
         assert store.paths.events_jsonl.read_bytes() == before
 
 
+def test_a_refused_event_leaves_the_record_as_the_journal_has_it(tmp_path):
+    # Events are applied in place: one the session cannot take must change nothing.
+    with SessionStore.create(tmp_path, make_plan("a", "b"), provider="replay") as store:
+        finish_task(store, "a")
+        before = store.session.model_dump(mode="json")
+        with pytest.raises(ValueError):
+            store.task_started("a")
+        with pytest.raises(ValueError):
+            store.task_failed("nope", "no such task")
+        assert store.session.model_dump(mode="json") == before
+        store.task_started("b")
+        assert store.session.tasks["b"].attempts == 1
+    assert load_session(tmp_path, store.session_id).model_dump(mode="json") == read_json(
+        store.paths.session_json
+    )
+
+
 def test_resumed_puts_running_tasks_back_to_pending(tmp_path):
     with SessionStore.create(tmp_path, make_plan("a", "b"), provider="replay") as store:
         finish_task(store, "a")

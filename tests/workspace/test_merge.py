@@ -127,6 +127,30 @@ def test_tasks_started_together_on_different_files_both_land(tmp_path):
     assert set(completed_task_commits(repo, "s1")) == {"t1", "t2"}
 
 
+def test_tasks_landing_at_once_each_keep_their_change_log_entry(tmp_path):
+    # The change log is written after the merge lock, under a lock of its own.
+    import git
+
+    repo = session_repo(tmp_path)
+    worktrees = [TaskWorktree.create(repo, "s1", f"t{i}") for i in range(6)]
+    for i, wt in enumerate(worktrees):
+        (wt.path / f"f{i}.txt").write_text(f"{i}\n")
+
+    def land(wt):
+        # A repository object per thread, as the engine's worker threads have.
+        mine = git.Repo(repo.working_tree_dir)
+        return land_task(mine, wt, title=wt.task_id, summary="", identity=DEFAULT_IDENTITY)
+
+    with ThreadPoolExecutor(6) as pool:
+        landed = list(pool.map(land, worktrees))
+    log = read_change_log(AcaDir(tmp_path).session("s1"))
+    commits = completed_task_commits(repo, "s1")
+    assert set(log) == set(commits) == {f"t{i}" for i in range(6)}
+    assert {t: log[t].commit for t in log} == commits
+    assert [entry.commit_sha for entry in landed] == [commits[f"t{i}"] for i in range(6)]
+    assert all(log[f"t{i}"].files == [f"f{i}.txt"] for i in range(6))
+
+
 def test_tasks_editing_the_same_lines_conflict_and_the_branch_is_unchanged(tmp_path):
     repo = session_repo(tmp_path)
     one = TaskWorktree.create(repo, "s1", "t1")

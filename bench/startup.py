@@ -1,0 +1,108 @@
+"""Start-up of a run: seconds from `aca run` to its first provider call, one task, against a
+warm local Prefect server (`aca server start`, started here first), for the anthropic and
+claude-code providers. Target: 1.5 s. Each is run three times; the best and the median are
+printed (this machine is shared, so the best says what aca costs), with the CPU seconds of the
+whole run (its process and children, to its end) and, from the median run, when each phase of
+the start-up was reached (bench/startup_phases.py marks them inside the run).
+
+Run: .venv/bin/python bench/startup.py   (about a minute)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from aca_flows.flows.server import LocalServer  # noqa: E402
+from bench.peer import _free_port, agent  # noqa: E402
+from tests.fakes.git_repo import make_repo  # noqa: E402
+from tests.fakes.llm_server import FakeLLMServer  # noqa: E402
+
+RUNS = int(os.environ.get("RUNS", "3"))
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp_name, FakeLLMServer() as server:
+        tmp = Path(tmp_name)
+        home = tmp / "home"
+        home.mkdir()
+        for _ in range(100):
+            server.anthropic.enqueue(agent)
+        # Claude Code's side calls (titles, quota checks) carry no tools: not the agent's turns.
+        server.anthropic.scripted_for = lambda request: bool((request.json or {}).get("tools"))
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(home),
+            "ANTHROPIC_BASE_URL": server.url,
+            "ANTHROPIC_API_KEY": server.api_key,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DISABLE_TELEMETRY": "1",
+            "DISABLE_ERROR_REPORTING": "1",
+            "DISABLE_AUTOUPDATER": "1",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        }
+        tasks = tmp / "tasks.md"
+        tasks.write_text("- write f0.txt\n")
+        os.environ["HOME"] = str(home)
+        local = LocalServer(home / ".aca" / "server")
+        local.start(port=_free_port())
+        runs: dict[str, list[tuple[float, float, dict[str, float]]]] = {}
+        try:
+            for n in range(RUNS):
+                for provider in ("anthropic", "claude-code"):
+                    seen = len(server.anthropic.requests)
+                    repo = make_repo(tmp / f"{provider}-{n}")
+                    phases_file = tmp / f"phases-{provider}-{n}.json"
+                    cpu, phases = run_aca(repo, tasks, provider, env, phases_file)
+                    first = min(r.received_at for r in server.anthropic.requests[seen:])
+                    phases["first provider call"] = first
+                    start = phases.pop("start")
+                    offsets = {name: at - start for name, at in phases.items()}
+                    runs.setdefault(provider, []).append((first - start, cpu, offsets))
+        finally:
+            local.stop()
+    for provider, results in runs.items():
+        firsts = [first for first, _, _ in results]
+        cpus = [cpu for _, cpu, _ in results]
+        print(
+            f"startup: aca run -> first provider call, {provider:<11} best {min(firsts):4.2f} s, "
+            f"median {statistics.median(firsts):4.2f} s (target <= 1.5 s); CPU of the whole "
+            f"run {statistics.median(cpus):4.2f} s"
+        )
+        median_run = sorted(results)[len(results) // 2][2]
+        for name, offset in sorted(median_run.items(), key=lambda item: item[1]):
+            print(f"startup:   {provider:<11} {offset:5.2f} s  {name}")
+
+
+def run_aca(
+    repo: Path, tasks: Path, provider: str, env: dict[str, str], phases_file: Path
+) -> tuple[float, dict[str, float]]:
+    """Run `aca run` (through the phase marker); its CPU seconds and its phases' times."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.time()
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "startup_phases.py"), "run", str(tasks),
+         "--workdir", str(repo), "--provider", provider, "--model", "claude-sonnet-4-5",
+         "--json"],
+        env={**env, "ACA_BENCH_PHASES": str(phases_file), "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"aca run ({provider}) failed:\n{done.stdout}\n{done.stderr}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return cpu, {"start": start, **json.loads(phases_file.read_text())}
+
+
+if __name__ == "__main__":
+    main()
