@@ -59,8 +59,9 @@ def hand_off_to_aca(
         "state": state.name,
         "session_id": session_id,
         "branch": f"aca/{session_id}",
-        # The flow's own summary (status, counts, cost...), persisted with the flow run.
-        "summary": state.result(raise_on_failure=False),
+        # The flow's own summary (a RunSummary: status, each task's commit, cost...),
+        # persisted with the flow run.
+        "summary": state.result(raise_on_failure=False).model_dump(mode="json"),
     }
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
@@ -29,7 +29,14 @@ from aca_flows.flows.task_run import (
     SpendGuard,
     SpendMeter,
 )
-from aca_flows.plan import ExecutionPlan, TaskStatus, load_execution_plan, load_task_file
+from aca_flows.plan import (
+    ExecutionPlan,
+    TaskStatus,
+    check_plan,
+    load_execution_plan,
+    load_task_file,
+    load_task_text,
+)
 from aca_flows.plan.io import MARKDOWN_SUFFIXES
 from aca_flows.providers import get_provider, rate_limiter_for, require_providers
 from aca_flows.providers.base import Provider, ProviderResponse
@@ -62,6 +69,9 @@ class RunRequest(BaseModel):
     task_file: str | None = Field(default=None, min_length=1)
     execution_plan: str | None = Field(default=None, min_length=1)
     workdir: str = Field(default=".", min_length=1)
+    plan_text: str | None = None
+    plan_format: Literal["toml", "markdown"] | None = None
+    plan: ExecutionPlan | None = None
     provider: str | None = None
     model: str | None = None
     max_concurrent: int | None = Field(default=None, ge=1, le=64)
@@ -207,7 +217,23 @@ def _load_plan(
     request: RunRequest, config: AcaConfig
 ) -> tuple[ExecutionPlan, IntelligentParse | None]:
     """The plan to run, and the intelligent parse it came from (if it did)."""
-    if request.execution_plan:
+    given = [name for name in PLAN_SOURCES if getattr(request, name) is not None]
+    if len(given) > 1:
+        raise InputError(
+            f"give one plan, not {' and '.join(given)}: task_file, execution_plan, plan_text "
+            "or plan."
+        )
+    if request.use_intelligent_parser and (request.plan_text or request.plan):
+        raise InputError(
+            "use_intelligent_parser reads a task file: give the Markdown as task_file, or "
+            "give plan_text or plan without use_intelligent_parser."
+        )
+    if request.plan is not None:
+        plan = check_plan(request.plan.model_copy(deep=True), "plan")
+    elif request.plan_text is not None:
+        workdir = Path(request.workdir).expanduser().resolve()
+        plan = load_task_text(request.plan_text, workdir, request.plan_format)
+    elif request.execution_plan:
         plan = load_execution_plan(Path(request.execution_plan))
     elif (
         request.task_file
@@ -219,8 +245,13 @@ def _load_plan(
     elif request.task_file:
         plan = load_task_file(Path(request.task_file))
     else:
-        raise InputError("give task_file or execution_plan (or the session_id to resume).")
+        raise InputError(
+            "give task_file, execution_plan, plan_text or plan (or the session_id to resume)."
+        )
     return plan.with_run_context(request.context, request.append_system_prompt), None
+
+
+PLAN_SOURCES = ("task_file", "execution_plan", "plan_text", "plan")
 
 
 def _bill_parse(store: SessionStore, parse: IntelligentParse) -> None:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -112,7 +112,10 @@ class Task(StrictModel):
     status: TaskStatus = Field(default_factory=TaskStatus)
     parent_id: str | None = None
     children: list[str] = Field(default_factory=list)
-    dependencies: list[str] = Field(default_factory=list)
+    # ``depends_on``: the task files' word for it, and the Python API's (``Task(depends_on=...)``).
+    dependencies: list[str] = Field(
+        default_factory=list, validation_alias=AliasChoices("dependencies", "depends_on")
+    )
     created_at: datetime = Field(default_factory=utc_now)
     updated_at: datetime = Field(default_factory=utc_now)
     metadata: TaskMetadata = Field(default_factory=TaskMetadata)
@@ -167,3 +170,7 @@ class ExecutionPlan(StrictModel):
 
     def roots(self) -> list[Task]:
         return [t for t in self.tasks if t.parent_id is None]
+
+
+# The Python API's name for it: ``Plan(name=..., tasks=[Task(...), ...])``.
+Plan = ExecutionPlan
