@@ -21,6 +21,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from aca_flows.session.redact import is_secret_variable
+
 __all__ = [
     "CommandResult",
     "clean_environment",
@@ -28,10 +30,6 @@ __all__ = [
     "run_shell",
 ]
 
-# Any variable whose name contains one of these is treated as a secret.
-_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
-# Provider variables that are removed even though they might not look secret.
-_PROVIDER_VARS = {"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY", "OPENAI_ORG_ID"}
 # Inherited git plumbing variables would point commands at the user's checkout, not the worktree.
 _GIT_LOCATION_VARS = {"GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR"}
 
@@ -66,9 +64,7 @@ def clean_environment(environ: Mapping[str, str] | None = None) -> dict[str, str
     clean = {
         name: value
         for name, value in environ.items()
-        if not _SECRET_NAME.search(name)
-        and name not in _PROVIDER_VARS
-        and name not in _GIT_LOCATION_VARS
+        if not is_secret_variable(name) and name not in _GIT_LOCATION_VARS
     }
     # Byte-code caches written by a verify command are byproducts, not the agent's work:
     # without this, a verify that imports a module commits its __pycache__.

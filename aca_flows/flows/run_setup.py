@@ -111,13 +111,13 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
     config = load_config(workdir, config_file, overrides).config
     repo = open_repository(workdir, init_git=request.init_git)
     if resuming:
-        _require_working_providers(_provider_names(recorded.plan, config), config)
+        _require_working_providers(recorded.plan.provider_names(config.session.provider), config)
         store = SessionStore.open(workdir, request.session_id)
         store.resumed()
         asked = None
     else:
         plan, parse = _load_plan(request, config)
-        _require_working_providers(_provider_names(plan, config), config)
+        _require_working_providers(plan.provider_names(config.session.provider), config)
         asked = plan
         store = SessionStore.create(
             workdir,
@@ -280,24 +280,20 @@ def _parse_intelligently(
     started from the command line makes no second provider call."""
     import logging
 
-    from aca_flows.plan.intelligent import PARSE_CACHE_FOLDER, parse_with_llm_sync
+    from aca_flows.plan.intelligent import PARSE_CACHE_FOLDER, parse_task_file
 
     name = config.session.provider
     environ = provider_environ(name, config)
     require_providers([name], config, environ)  # the parser spends on it
-    provider = with_call_retries(
-        get_provider(name, config, environ=environ, scrub=redact),
-        config.session,
-        _log_parse_retry,
-    )
-    parse = parse_with_llm_sync(
+    parse = parse_task_file(
         task_file,
-        provider,
-        model=config.session.model,
+        config,
+        cache_dir=AcaDir(Path(request.workdir).expanduser().resolve()).root / PARSE_CACHE_FOLDER,
+        environ=environ,
+        scrub=redact,
+        on_retry=_log_parse_retry,
         context=request.context,
         append_system_prompt=request.append_system_prompt,
-        cache_dir=AcaDir(Path(request.workdir).expanduser().resolve()).root / PARSE_CACHE_FOLDER,
-        scrub=redact,
     )
     if parse.lost:
         logging.getLogger(__name__).warning("%s: %s", task_file, parse.lost_warning())
@@ -313,7 +309,7 @@ def _build_providers(
 ) -> dict[str, Provider]:
     from aca_flows.providers import RateLimitedProvider
 
-    names = _provider_names(plan, config)
+    names = plan.provider_names(config.session.provider)
     _import_sdks(names)
     # Budget checks read the session's ledger: spend of earlier runs of the session counts.
     meter = SpendMeter(lambda: store.session.cost_usd, config.session.budget_usd)
@@ -393,11 +389,6 @@ def _run_logger():
         return get_run_logger()
     except MissingContextError:
         return logging.getLogger("aca_flows")
-
-
-def _provider_names(plan: ExecutionPlan, config: AcaConfig) -> set[str]:
-    """The providers a run of ``plan`` uses: the session's, and any a task names."""
-    return {config.session.provider} | {t.provider for t in plan.tasks if t.provider}
 
 
 # Vendor SDKs take seconds to import; importing one inside the first task run would stall

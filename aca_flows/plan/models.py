@@ -168,6 +168,11 @@ class ExecutionPlan(StrictModel):
             updates["append_system_prompt"] = append_system_prompt
         return self.model_copy(update=updates) if updates else self
 
+    def provider_names(self, default: str) -> set[str]:
+        """The providers a run of this plan uses: ``default`` (the run's), and any a task
+        names."""
+        return {default} | {t.provider for t in self.tasks if t.provider}
+
     def roots(self) -> list[Task]:
         return [t for t in self.tasks if t.parent_id is None]
 
