@@ -160,3 +160,28 @@ def test_a_failed_task_fails_the_subflow_and_its_summary_is_readable(repo, anthr
     state, stored = asyncio.run(from_server())
     assert state.is_failed() and "1 task(s) failed: bad" in state.message
     assert stored == summary
+
+
+def test_a_bad_plan_fails_the_subflow_with_every_problem_before_any_call(repo, anthropic_fake):
+    plan = Plan(
+        name="bad",
+        tasks=[
+            Task(id="a", title="write a.txt", depends_on=["nope"]),
+            Task(id="b", title="write b.txt", depends_on=["b"]),
+        ],
+    )
+
+    @flow
+    async def caller(workdir: str, **given) -> list:
+        state = await aca_run(workdir=workdir, return_state=True, **given)
+        return [state.is_failed(), state.message]
+
+    failed, message = asyncio.run(caller(str(repo), plan=plan))
+    assert failed
+    assert "task 'a' depends on unknown task 'nope'" in message
+    assert "task 'b' depends on itself" in message
+    # Two plans at once are refused, naming them.
+    failed, message = asyncio.run(caller(str(repo), plan=plan, plan_text="- write a.txt\n"))
+    assert failed and "give one plan, not plan_text and plan" in message
+    assert anthropic_fake.anthropic.requests == []
+    assert not (repo / ".aca" / "sessions").exists()
