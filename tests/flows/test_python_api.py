@@ -101,16 +101,24 @@ MARKDOWN_PLAN = """\
 """
 
 
-def test_plan_text_in_toml_and_in_markdown_runs_from_a_users_flow(repo, anthropic_fake):
-    for _ in range(20):
+def test_plan_text_in_toml_and_in_markdown_and_a_task_file_run_from_a_users_flow(
+    tmp_path, repo, anthropic_fake
+):
+    for _ in range(30):
         anthropic_fake.anthropic.enqueue(coding_agent)
+    task_file = tmp_path / "tasks.md"
+    task_file.write_text(MARKDOWN_PLAN)
 
     @flow
-    async def caller(workdir: str, text: str) -> RunSummary:
-        return await aca_run(plan_text=text, workdir=workdir, model="claude-test")
+    async def caller(workdir: str, given: dict) -> RunSummary:
+        return await aca_run(workdir=workdir, model="claude-test", **given)
 
-    for text in (TOML_PLAN, MARKDOWN_PLAN):
-        summary = asyncio.run(caller(str(repo), text))
+    for given in (
+        {"plan_text": TOML_PLAN},
+        {"plan_text": MARKDOWN_PLAN},
+        {"task_file": str(task_file)},
+    ):
+        summary = asyncio.run(caller(str(repo), given))
         assert isinstance(summary, RunSummary)
         assert summary.status == "completed", summary.stopped_reason
         assert list(summary.tasks) == ["a", "b"]
