@@ -2,6 +2,13 @@
 
 The public surface is what ``__all__`` lists; everything else may change. Names are imported
 when first used (a module ``__getattr__``), so ``aca --help`` pays for none of them.
+
+From a Prefect flow (docs/python-api.md)::
+
+    from aca_flows import Plan, Task, aca_run
+
+    plan = Plan(name="fix tests", tasks=[Task(id="fix", title="Make the tests pass")])
+    summary = await aca_run(plan=plan, workdir=".")  # a subflow; returns a RunSummary
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ _EXPORTS = {
     "TaskFileError": "aca_flows.errors",
     "TransientProviderError": "aca_flows.errors",
     "ExecutionPlan": "aca_flows.plan",
+    "Plan": "aca_flows.plan",
     "Task": "aca_flows.plan",
     "TaskStatus": "aca_flows.plan",
     "load_execution_plan": "aca_flows.plan",
@@ -28,6 +36,9 @@ _EXPORTS = {
     "plan_to_text": "aca_flows.plan",
     "AcaConfig": "aca_flows.settings",
     "load_config": "aca_flows.settings",
+    "aca_run": "aca_flows.flows.aca_run",
+    "RunSummary": "aca_flows.flows.summary",
+    "TaskSummary": "aca_flows.flows.summary",
 }
 
 __all__ = [
@@ -37,13 +48,17 @@ __all__ = [
     "ExecutionPlan",
     "InputError",
     "PermanentProviderError",
+    "Plan",
     "PlanValidationError",
     "ProviderError",
+    "RunSummary",
     "Task",
     "TaskFileError",
     "TaskStatus",
+    "TaskSummary",
     "TransientProviderError",
     "__version__",
+    "aca_run",
     "load_config",
     "load_execution_plan",
     "load_task_file",
@@ -75,8 +90,11 @@ if TYPE_CHECKING:
         TaskFileError,
         TransientProviderError,
     )
+    from aca_flows.flows.aca_run import aca_run
+    from aca_flows.flows.summary import RunSummary, TaskSummary
     from aca_flows.plan import (
         ExecutionPlan,
+        Plan,
         Task,
         TaskStatus,
         load_execution_plan,

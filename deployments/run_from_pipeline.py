@@ -23,6 +23,7 @@ from prefect import flow, get_run_logger
 from prefect.deployments import run_deployment
 
 from aca_flows.flows.aca_run import deployment_session_id
+from aca_flows.session.layout import session_branch
 
 DEPLOYMENT = "aca-run/on-demand"
 
@@ -58,9 +59,10 @@ def hand_off_to_aca(
         "flow_run_name": flow_run.name,
         "state": state.name,
         "session_id": session_id,
-        "branch": f"aca/{session_id}",
-        # The flow's own summary (status, counts, cost...), persisted with the flow run.
-        "summary": state.result(raise_on_failure=False),
+        "branch": session_branch(session_id),
+        # The flow's own summary (a RunSummary: status, each task's commit, cost...),
+        # persisted with the flow run.
+        "summary": state.result(raise_on_failure=False).model_dump(mode="json"),
     }
 
 

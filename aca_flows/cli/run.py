@@ -64,28 +64,21 @@ def _wants_intelligent_parse(options: RunOptions, task_file: Path) -> bool:
 def parse_intelligently(task_file: Path, options: RunOptions) -> ExecutionPlan:
     """``task_file`` parsed by the configured provider (cached in ``.aca/parse_cache``); lost
     source items are warned about on stderr, or refused with ``options.strict``."""
-    from aca_flows.plan.intelligent import PARSE_CACHE_FOLDER, parse_with_llm_sync
-    from aca_flows.providers import get_provider
-    from aca_flows.providers.retry import with_call_retries
+    from aca_flows.plan.intelligent import PARSE_CACHE_FOLDER, parse_task_file
     from aca_flows.session.layout import AcaDir
     from aca_flows.session.redact import redact
 
     workdir = options.workdir.resolve()
     config = load_config(workdir, options.config, options.config_overrides()).config
-    name = config.session.provider
-    provider = with_call_retries(
-        get_provider(name, config, environ=secret_block_environ(name, config), scrub=redact),
-        config.session,
-        _say_parse_retry,
-    )
-    parse = parse_with_llm_sync(
+    parse = parse_task_file(
         task_file,
-        provider,
-        model=config.session.model,
+        config,
+        cache_dir=AcaDir(workdir).root / PARSE_CACHE_FOLDER,
+        environ=secret_block_environ(config.session.provider, config),
+        scrub=redact,
+        on_retry=_say_parse_retry,
         context=options.context,
         append_system_prompt=options.append_system_prompt,
-        cache_dir=AcaDir(workdir).root / PARSE_CACHE_FOLDER,
-        scrub=redact,
         strict=options.strict,
     )
     if parse.lost:
@@ -129,16 +122,13 @@ def _preflight(options: RunOptions, plan: ExecutionPlan, config: AcaConfig) -> N
     a repository, an unknown provider, a provider that cannot work (no key, a rejected key,
     no login, no server, no cassette: ``providers.require_providers``), a sandbox that cannot
     start (warned about when switched off)."""
-    from aca_flows.providers import PROVIDER_NAMES
+    from aca_flows.providers import check_provider_name
     from aca_flows.sandbox import OFF_WARNING, check_sandbox
     from aca_flows.workspace import open_repository
 
-    names = {config.session.provider} | {t.provider for t in plan.tasks if t.provider}
+    names = plan.provider_names(config.session.provider)
     for name in sorted(names):
-        if name not in PROVIDER_NAMES:
-            raise InputError(
-                f"unknown provider '{name}'; choose one of {', '.join(PROVIDER_NAMES)}."
-            )
+        check_provider_name(name)
     if not options.init_git:
         open_repository(options.workdir)  # only looks: a missing repository is named first
     # Before --init-git creates anything: a run that cannot work leaves nothing behind.

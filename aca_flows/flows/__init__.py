@@ -12,8 +12,8 @@ __all__ = ["FlowOutcome", "run_flow"]
 
 
 class FlowOutcome:
-    """How a flow run ended: Prefect's state name, the run summary, or the error that
-    stopped it before any task ran."""
+    """How a flow run ended: Prefect's state name, the run summary in its JSON form (what
+    ``aca run --json`` prints), or the error that stopped it before any task ran."""
 
     def __init__(self, state_name: str, summary: dict[str, Any] | None, error: Exception | None):
         self.state_name = state_name
@@ -35,6 +35,7 @@ def run_flow(*, quiet_console: bool = False, **parameters: Any) -> FlowOutcome:
 
     from aca_flows.flows.aca_run import aca_run
     from aca_flows.flows.server import prefect_api_for_run
+    from aca_flows.flows.summary import RunSummary
 
     if quiet_console:
         _quiet_console_logs()
@@ -42,8 +43,8 @@ def run_flow(*, quiet_console: bool = False, **parameters: Any) -> FlowOutcome:
     async def main() -> FlowOutcome:
         state = await aca_run(**parameters, return_state=True)
         result = await state.aresult(raise_on_failure=False)
-        if isinstance(result, dict):
-            return FlowOutcome(state.name, result, None)
+        if isinstance(result, RunSummary):
+            return FlowOutcome(state.name, result.model_dump(mode="json"), None)
         error = result if isinstance(result, Exception) else RuntimeError(state.message)
         return FlowOutcome(state.name, None, error)
 

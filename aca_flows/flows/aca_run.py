@@ -23,7 +23,7 @@ import time
 from collections.abc import Coroutine, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import Flow, flow, get_run_logger
 from prefect.artifacts import (
@@ -53,6 +53,7 @@ from aca_flows.flows.deployment_guard import deployment_refusal
 from aca_flows.flows.run_setup import RunRequest, open_run, recorded_state
 from aca_flows.flows.session_log import session_log
 from aca_flows.flows.skipped import record_skipped_task
+from aca_flows.flows.summary import RunSummary, run_summary
 from aca_flows.flows.task_run import (
     ACTIVE_RUNS,
     ActiveRun,
@@ -61,6 +62,7 @@ from aca_flows.flows.task_run import (
     options_for,
 )
 from aca_flows.plan.dag import DagProgress
+from aca_flows.plan.models import ExecutionPlan
 from aca_flows.providers.sdk_client import close_clients
 from aca_flows.session.checkpoints import CheckpointPolicy, create_checkpoint
 from aca_flows.session.events import TaskResult
@@ -182,6 +184,9 @@ async def aca_run(
     task_file: str | None = None,
     execution_plan: str | None = None,
     workdir: str = ".",
+    plan_text: str | None = None,
+    plan_format: Literal["toml", "markdown"] | None = None,
+    plan: ExecutionPlan | None = None,
     provider: str | None = None,
     model: str | None = None,
     max_concurrent: int | None = None,
@@ -193,12 +198,18 @@ async def aca_run(
     init_git: bool = False,
     config_file: str | None = None,
     record: str | None = None,
-) -> dict[str, Any]:
-    """Run a task file or execution plan in ``workdir``; returns the session summary.
+) -> RunSummary:
+    """Run a plan in ``workdir``; returns the run's ``RunSummary``.
 
-    Give ``session_id`` of an existing session to resume it: completed tasks are not run
-    again (nor is any provider called for them). Exit status for callers: the flow run is
-    Failed if any task failed.
+    The plan is one of: ``task_file`` (a Markdown or TOML task file), ``execution_plan`` (a
+    plan written by ``--dump-plan``), ``plan_text`` (Markdown or TOML text; ``plan_format``
+    ``"toml"`` or ``"markdown"`` if it cannot be told from the text) or ``plan`` (an
+    ``aca_flows.Plan`` built in code). Give ``session_id`` of an existing session to resume
+    it: completed tasks are not run again (nor is any provider called for them).
+
+    The flow run is Failed if any task failed (Cancelled if a budget, a usage limit or an
+    interrupt stopped it); the summary is its state's data either way:
+    ``state.result(raise_on_failure=False)``. docs/python-api.md shows it called from a flow.
     """
     parameters = dict(locals(), context=context or [])
     # Every record this run logs, to the server or the terminal, passes the redactor.
@@ -255,16 +266,15 @@ async def aca_run(
     return flow_state(summary, cancelled_from_ui=interrupt.signal_name == UI_CANCEL)
 
 
-def flow_state(summary: dict[str, Any], cancelled_from_ui: bool = False) -> State | dict[str, Any]:
+def flow_state(summary: RunSummary, cancelled_from_ui: bool = False) -> State | RunSummary:
     """The flow run's final state for a run summary (docs/engine.md, "How a run ends")."""
-    status = summary["status"]
-    if status == "interrupted":
+    if summary.status == "interrupted":
         name = "Cancelled" if cancelled_from_ui else "Interrupted"
-        return Cancelled(name=name, message=summary["stopped_reason"], data=summary)
-    if status == "stopped":
-        return Cancelled(name="Stopped", message=summary["stopped_reason"], data=summary)
-    if status == "failed":
-        return Failed(message=summary["stopped_reason"] or "failed", data=summary)
+        return Cancelled(name=name, message=summary.stopped_reason, data=summary)
+    if summary.status == "stopped":
+        return Cancelled(name="Stopped", message=summary.stopped_reason, data=summary)
+    if summary.status == "failed":
+        return Failed(message=summary.stopped_reason or "failed", data=summary)
     return summary
 
 
@@ -289,7 +299,7 @@ aca_run.serialize_parameters = _stored_parameters
 
 async def _drive(
     store: SessionStore, run: ActiveRun, request: RunRequest, interrupt: Interrupt
-) -> dict[str, Any]:
+) -> RunSummary:
     logger = get_run_logger()
     dag = DagProgress(run.plan)
     states: dict[str, State] = {}
@@ -413,24 +423,8 @@ async def _drive(
         markdown=summary_markdown(store.session.plan, counts, store.session.usage, store.branch),
         description="Tokens and cost by provider and model",
     )
-    return _summary(run, store, status, stopped_reason, stuck)
-
-
-def _summary(run, store: SessionStore, status, stopped_reason, stuck) -> dict[str, Any]:
-    """What the run returns (and ``--json`` prints): all of it read from the session."""
-    failed_ids = _failed_ids(store)
-    return {
-        "session_id": run.session_id,
-        "branch": store.branch,
-        "status": status,
-        "stopped_reason": stopped_reason,
-        "counts": store.session.task_counts,
-        "failed": len(failed_ids),
-        "failed_ids": failed_ids,
-        "stuck": stuck,
-        "no_change_ids": [t for t, o in run.outcomes.items() if o.completed_without_change],
-        "cost_usd": _spent(store),
-    }
+    no_change_ids = [t for t, o in run.outcomes.items() if o.completed_without_change]
+    return run_summary(store, status, stopped_reason, stuck, no_change_ids)
 
 
 def _failed_ids(store: SessionStore) -> list[str]:

@@ -13,6 +13,7 @@ from aca_flows.plan.render import render_mermaid
 from aca_flows.providers.base import Usage
 from aca_flows.session.record import describe_counts
 from aca_flows.session.redact import redact, redact_text
+from aca_flows.session.usage import total_cost
 
 if TYPE_CHECKING:
     from aca_flows.agent.execute import TaskOutcome
@@ -149,7 +150,7 @@ def summary_markdown(
         f"{u.usage.cache_write_tokens} | ${u.cost_usd:.4f} |"
         for u in usage
     ]
-    total = sum(u.cost_usd for u in usage)
+    total = total_cost(usage)
     status = describe_counts(counts)
     markdown = "\n".join(
         [

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
@@ -29,7 +29,14 @@ from aca_flows.flows.task_run import (
     SpendGuard,
     SpendMeter,
 )
-from aca_flows.plan import ExecutionPlan, TaskStatus, load_execution_plan, load_task_file
+from aca_flows.plan import (
+    ExecutionPlan,
+    TaskStatus,
+    check_plan,
+    load_execution_plan,
+    load_task_file,
+    load_task_text,
+)
 from aca_flows.plan.io import MARKDOWN_SUFFIXES
 from aca_flows.providers import get_provider, rate_limiter_for, require_providers
 from aca_flows.providers.base import Provider, ProviderResponse
@@ -62,6 +69,9 @@ class RunRequest(BaseModel):
     task_file: str | None = Field(default=None, min_length=1)
     execution_plan: str | None = Field(default=None, min_length=1)
     workdir: str = Field(default=".", min_length=1)
+    plan_text: str | None = None
+    plan_format: Literal["toml", "markdown"] | None = None
+    plan: ExecutionPlan | None = None
     provider: str | None = None
     model: str | None = None
     max_concurrent: int | None = Field(default=None, ge=1, le=64)
@@ -101,13 +111,13 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
     config = load_config(workdir, config_file, overrides).config
     repo = open_repository(workdir, init_git=request.init_git)
     if resuming:
-        _require_working_providers(_provider_names(recorded.plan, config), config)
+        _require_working_providers(recorded.plan.provider_names(config.session.provider), config)
         store = SessionStore.open(workdir, request.session_id)
         store.resumed()
         asked = None
     else:
         plan, parse = _load_plan(request, config)
-        _require_working_providers(_provider_names(plan, config), config)
+        _require_working_providers(plan.provider_names(config.session.provider), config)
         asked = plan
         store = SessionStore.create(
             workdir,
@@ -207,7 +217,23 @@ def _load_plan(
     request: RunRequest, config: AcaConfig
 ) -> tuple[ExecutionPlan, IntelligentParse | None]:
     """The plan to run, and the intelligent parse it came from (if it did)."""
-    if request.execution_plan:
+    given = [name for name in PLAN_SOURCES if getattr(request, name) is not None]
+    if len(given) > 1:
+        raise InputError(
+            f"give one plan, not {' and '.join(given)}: task_file, execution_plan, plan_text "
+            "or plan."
+        )
+    if request.use_intelligent_parser and (request.plan_text or request.plan):
+        raise InputError(
+            "use_intelligent_parser reads a task file: give the Markdown as task_file, or "
+            "give plan_text or plan without use_intelligent_parser."
+        )
+    if request.plan is not None:
+        plan = check_plan(request.plan.model_copy(deep=True), "plan")
+    elif request.plan_text is not None:
+        workdir = Path(request.workdir).expanduser().resolve()
+        plan = load_task_text(request.plan_text, workdir, request.plan_format)
+    elif request.execution_plan:
         plan = load_execution_plan(Path(request.execution_plan))
     elif (
         request.task_file
@@ -219,8 +245,13 @@ def _load_plan(
     elif request.task_file:
         plan = load_task_file(Path(request.task_file))
     else:
-        raise InputError("give task_file or execution_plan (or the session_id to resume).")
+        raise InputError(
+            "give task_file, execution_plan, plan_text or plan (or the session_id to resume)."
+        )
     return plan.with_run_context(request.context, request.append_system_prompt), None
+
+
+PLAN_SOURCES = ("task_file", "execution_plan", "plan_text", "plan")
 
 
 def _bill_parse(store: SessionStore, parse: IntelligentParse) -> None:
@@ -249,24 +280,20 @@ def _parse_intelligently(
     started from the command line makes no second provider call."""
     import logging
 
-    from aca_flows.plan.intelligent import PARSE_CACHE_FOLDER, parse_with_llm_sync
+    from aca_flows.plan.intelligent import PARSE_CACHE_FOLDER, parse_task_file
 
     name = config.session.provider
     environ = provider_environ(name, config)
     require_providers([name], config, environ)  # the parser spends on it
-    provider = with_call_retries(
-        get_provider(name, config, environ=environ, scrub=redact),
-        config.session,
-        _log_parse_retry,
-    )
-    parse = parse_with_llm_sync(
+    parse = parse_task_file(
         task_file,
-        provider,
-        model=config.session.model,
+        config,
+        cache_dir=AcaDir(Path(request.workdir).expanduser().resolve()).root / PARSE_CACHE_FOLDER,
+        environ=environ,
+        scrub=redact,
+        on_retry=_log_parse_retry,
         context=request.context,
         append_system_prompt=request.append_system_prompt,
-        cache_dir=AcaDir(Path(request.workdir).expanduser().resolve()).root / PARSE_CACHE_FOLDER,
-        scrub=redact,
     )
     if parse.lost:
         logging.getLogger(__name__).warning("%s: %s", task_file, parse.lost_warning())
@@ -282,7 +309,7 @@ def _build_providers(
 ) -> dict[str, Provider]:
     from aca_flows.providers import RateLimitedProvider
 
-    names = _provider_names(plan, config)
+    names = plan.provider_names(config.session.provider)
     _import_sdks(names)
     # Budget checks read the session's ledger: spend of earlier runs of the session counts.
     meter = SpendMeter(lambda: store.session.cost_usd, config.session.budget_usd)
@@ -362,11 +389,6 @@ def _run_logger():
         return get_run_logger()
     except MissingContextError:
         return logging.getLogger("aca_flows")
-
-
-def _provider_names(plan: ExecutionPlan, config: AcaConfig) -> set[str]:
-    """The providers a run of ``plan`` uses: the session's, and any a task names."""
-    return {config.session.provider} | {t.provider for t in plan.tasks if t.provider}
 
 
 # Vendor SDKs take seconds to import; importing one inside the first task run would stall

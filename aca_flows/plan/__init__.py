@@ -1,10 +1,11 @@
 """Plans: pydantic models of tasks and plans, loaders, validation and rendering."""
 
-from aca_flows.plan.io import load_execution_plan, load_task_file, plan_to_text
+from aca_flows.plan.io import load_execution_plan, load_task_file, load_task_text, plan_to_text
 from aca_flows.plan.models import (
     Complexity,
     ExecutionPlan,
     FileRef,
+    Plan,
     Priority,
     SetupCommand,
     Strategy,
@@ -18,6 +19,7 @@ __all__ = [
     "Complexity",
     "ExecutionPlan",
     "FileRef",
+    "Plan",
     "Priority",
     "SetupCommand",
     "Strategy",
@@ -27,5 +29,6 @@ __all__ = [
     "check_plan",
     "load_execution_plan",
     "load_task_file",
+    "load_task_text",
     "plan_to_text",
 ]

@@ -27,11 +27,12 @@ def slugify(title: str) -> str:
 
 class TaskTreeBuilder:
     """Collects tasks in file order. Explicit ids are kept; others are slugs of their titles,
-    made unique with a ``-2``, ``-3`` suffix."""
+    made unique with a ``-2``, ``-3`` suffix. Referenced files are read from ``base_dir``
+    (default: the task file's folder)."""
 
-    def __init__(self, task_file: Path):
+    def __init__(self, task_file: Path, base_dir: Path | None = None):
         self.task_file = task_file
-        self.base_dir = task_file.parent
+        self.base_dir = base_dir or task_file.parent
         self.tasks: list[Task] = []
         self._by_id: dict[str, Task] = {}
         self._explicit_ids: set[str] = set()

@@ -30,13 +30,14 @@ import contextlib
 import hashlib
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from aca_flows._files import write_json_atomic
 from aca_flows.errors import TaskFileError
 from aca_flows.plan.intelligent_prompt import (
     PROMPT_VERSION,
@@ -57,8 +58,11 @@ from aca_flows.plan.intelligent_source import (
 from aca_flows.plan.models import ExecutionPlan, FileRef, Task, TaskMetadata
 from aca_flows.plan.toml_loader import pydantic_problems
 from aca_flows.plan.validate import plan_problems
-from aca_flows.providers.atomic_json import write_json_atomic
 from aca_flows.providers.base import Message, Provider, ProviderRequest, Usage
+
+if TYPE_CHECKING:
+    from aca_flows.providers.retry import RetryWaitCallback
+    from aca_flows.settings import AcaConfig
 
 __all__ = [
     "CACHE_SCHEMA_VERSION",
@@ -67,6 +71,7 @@ __all__ = [
     "ParseSpend",
     "mark_parse_billed",
     "parse_cache_key",
+    "parse_task_file",
     "parse_with_llm",
     "parse_with_llm_sync",
     "proposal_to_plan",
@@ -212,6 +217,40 @@ def parse_with_llm_sync(path: Path, provider: Provider, **kwargs) -> Intelligent
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, parse_with_llm(path, provider, **kwargs)).result()
+
+
+def parse_task_file(
+    task_file: Path,
+    config: AcaConfig,
+    *,
+    cache_dir: Path,
+    environ: Mapping[str, str] | None = None,
+    scrub: Callable[[Any], Any] | None = None,
+    on_retry: RetryWaitCallback | None = None,
+    context: Sequence[str] = (),
+    append_system_prompt: str | None = None,
+    strict: bool = False,
+) -> IntelligentParse:
+    """``task_file`` parsed with the configured provider and model, each call retried as
+    ``[session]`` says (``on_retry`` hears of each wait): the parse the command line and the
+    flow both make, so the flow finds the command line's in the cache."""
+    from aca_flows.providers import get_provider
+    from aca_flows.providers.retry import with_call_retries
+
+    name = config.session.provider
+    provider = with_call_retries(
+        get_provider(name, config, environ=environ, scrub=scrub), config.session, on_retry
+    )
+    return parse_with_llm_sync(
+        task_file,
+        provider,
+        model=config.session.model,
+        context=context,
+        append_system_prompt=append_system_prompt,
+        cache_dir=cache_dir,
+        scrub=scrub,
+        strict=strict,
+    )
 
 
 def parse_cache_key(provider: str, model: str | None, system: str, prompt: str) -> str:

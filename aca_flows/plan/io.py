@@ -1,7 +1,9 @@
 """Loading any task file or execution plan, and serialising plans for ``--dump-plan``.
 
 ``load_task_file`` picks the loader by suffix: Markdown (``.md``), TOML task files (``.toml``)
-and execution plans (``.json``, or ``.toml`` with a top-level ``schema_version``). Every plan
+and execution plans (``.json``, or ``.toml`` with a top-level ``schema_version``);
+``load_task_text`` reads the same Markdown or TOML given as text (the flow's ``plan_text``,
+built by a program rather than saved to a file). Every plan
 returned has passed ``check_plan``. ``plan_to_text`` and ``load_execution_plan`` round-trip
 exactly: ``load(dump(plan)) == plan``.
 """
@@ -9,6 +11,7 @@ exactly: ``load(dump(plan)) == plan``.
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -24,14 +27,21 @@ from aca_flows.plan.validate import check_plan
 
 __all__ = [
     "MARKDOWN_SUFFIXES",
+    "PLAN_FORMATS",
     "PLAN_SUFFIXES",
     "load_execution_plan",
     "load_task_file",
+    "load_task_text",
     "plan_to_text",
 ]
 
 MARKDOWN_SUFFIXES = (".md", ".markdown", ".txt")
 PLAN_SUFFIXES = (".json", ".toml")
+PLAN_FORMATS = ("toml", "markdown")
+# A TOML task file starts (after comments) with a table header or a key: ``[plan]``,
+# ``[[tasks]]``, ``name = ...``. Markdown starts with a heading (a TOML comment), a list item
+# or prose.
+_TOML_START = re.compile(r"^\s*(\[\[?\s*[\w.\-\" ]+\s*\]\]?\s*(#.*)?$|[\w.\-\"]+\s*=)")
 
 
 def load_task_file(path: Path) -> ExecutionPlan:
@@ -49,6 +59,38 @@ def load_task_file(path: Path) -> ExecutionPlan:
     if suffix == ".json" or "schema_version" in data:
         return _execution_plan(path, data)
     return check_plan(load_toml_task_file(path, data), str(path))
+
+
+def load_task_text(
+    text: str, base_dir: Path, plan_format: str | None = None, source: str = "plan_text"
+) -> ExecutionPlan:
+    """Markdown or TOML task-file text as a validated plan; files it references are read from
+    ``base_dir`` (never outside it). ``plan_format`` is ``"toml"`` or ``"markdown"``; left out,
+    it is told from the text: TOML when its first line that is neither blank nor a comment is
+    a ``[table]`` or a ``key = value``. ``source`` names the text in error messages."""
+    if plan_format is None:
+        plan_format = "toml" if _looks_like_toml(text) else "markdown"
+    if plan_format not in PLAN_FORMATS:
+        raise TaskFileError(
+            f"plan_format {plan_format!r} is not known; use 'toml' or 'markdown', or leave it "
+            "out to have it told from the text."
+        )
+    if not text.strip():
+        raise TaskFileError(f"{source} is empty; write at least one task in it.")
+    path = Path(source)
+    if plan_format == "markdown":
+        return check_plan(load_markdown(path, text, base_dir), source)
+    data = _parse_structured(path, text)
+    if "schema_version" in data:
+        return _execution_plan(path, data)
+    return check_plan(load_toml_task_file(path, data, base_dir), source)
+
+
+def _looks_like_toml(text: str) -> bool:
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            return bool(_TOML_START.match(line))
+    return False
 
 
 def load_execution_plan(path: Path) -> ExecutionPlan:

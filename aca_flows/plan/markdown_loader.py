@@ -67,9 +67,9 @@ class _Node:
         return any(c.is_item or c.has_items() for c in self.children)
 
 
-def load_markdown(path: Path, text: str) -> ExecutionPlan:
+def load_markdown(path: Path, text: str, base_dir: Path | None = None) -> ExecutionPlan:
     root = _parse(text)
-    builder = TaskTreeBuilder(path)
+    builder = TaskTreeBuilder(path, base_dir)
     builder.reserve_ids(_explicit_ids(root, path))
     tops = root.children
     if not root.has_items():

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -112,7 +112,10 @@ class Task(StrictModel):
     status: TaskStatus = Field(default_factory=TaskStatus)
     parent_id: str | None = None
     children: list[str] = Field(default_factory=list)
-    dependencies: list[str] = Field(default_factory=list)
+    # ``depends_on``: the task files' word for it, and the Python API's (``Task(depends_on=...)``).
+    dependencies: list[str] = Field(
+        default_factory=list, validation_alias=AliasChoices("dependencies", "depends_on")
+    )
     created_at: datetime = Field(default_factory=utc_now)
     updated_at: datetime = Field(default_factory=utc_now)
     metadata: TaskMetadata = Field(default_factory=TaskMetadata)
@@ -169,5 +172,14 @@ class ExecutionPlan(StrictModel):
             updates["append_system_prompt"] = append_system_prompt
         return self.model_copy(update=updates) if updates else self
 
+    def provider_names(self, default: str) -> set[str]:
+        """The providers a run of this plan uses: ``default`` (the run's), and any a task
+        names."""
+        return {default} | {t.provider for t in self.tasks if t.provider}
+
     def roots(self) -> list[Task]:
         return [t for t in self.tasks if t.parent_id is None]
+
+
+# The Python API's name for it: ``Plan(name=..., tasks=[Task(...), ...])``.
+Plan = ExecutionPlan

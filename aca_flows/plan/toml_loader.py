@@ -66,14 +66,16 @@ class TaskFileSpec(_Spec):
     tasks: list[TaskSpec] = Field(min_length=1)
 
 
-def load_toml_task_file(path: Path, data: dict[str, Any]) -> ExecutionPlan:
+def load_toml_task_file(
+    path: Path, data: dict[str, Any], base_dir: Path | None = None
+) -> ExecutionPlan:
     try:
         spec = TaskFileSpec.model_validate(data)
     except ValidationError as exc:
         raise TaskFileError(
             f"{path}: {pydantic_problems(exc)}. See docs/task-files.md for the TOML schema."
         ) from None
-    builder = TaskTreeBuilder(path)
+    builder = TaskTreeBuilder(path, base_dir)
     builder.reserve_ids(list(_explicit_ids(spec.tasks)))
     for task_spec in spec.tasks:
         _add(task_spec, None, builder)

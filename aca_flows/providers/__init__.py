@@ -38,6 +38,7 @@ __all__ = [
     "RateLimitedProvider",
     "RetryingProvider",
     "check_provider",
+    "check_provider_name",
     "get_provider",
     "rate_limiter_for",
     "require_providers",
@@ -47,7 +48,8 @@ DEFAULT_PROVIDER = "claude-code"
 PROVIDER_NAMES: tuple[str, ...] = ("claude-code", "anthropic", "openai", "ollama", "replay")
 
 
-def _check_name(name: str) -> None:
+def check_provider_name(name: str) -> None:
+    """Raise ``ConfigError`` naming the known providers if ``name`` is not one of them."""
     if name not in PROVIDER_NAMES:
         raise ConfigError(
             f"unknown provider '{name}'; choose one of {', '.join(PROVIDER_NAMES)} "
@@ -71,7 +73,7 @@ def get_provider(
     ``scrub``: what cassettes pass through, written or compared (the session's redactor).
     Building never touches the network; a missing key is reported by the first call.
     """
-    _check_name(name)
+    check_provider_name(name)
     config = config or AcaConfig()
     section = config.provider(name)
     provider: Provider
@@ -116,7 +118,7 @@ def rate_limiter_for(
     """The rate limiter for provider ``name``: ``[providers.<name>.rate_limiting]`` if set,
     else ``[rate_limiting]``; state restored from ``state_file`` when it exists, and saved
     there after every call."""
-    _check_name(name)
+    check_provider_name(name)
     config = config or AcaConfig()
     limits = config.provider(name).rate_limiting or config.rate_limiting
     return RateLimiter(limits, state_file=state_file, state_key=name)

@@ -34,8 +34,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from aca_flows._files import write_json_atomic
 from aca_flows.errors import PermanentProviderError, TransientProviderError
-from aca_flows.providers.atomic_json import write_json_atomic
 from aca_flows.providers.base import (
     EventCallback,
     Provider,

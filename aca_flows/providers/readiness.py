@@ -83,9 +83,9 @@ def check_provider(
 ) -> ProviderReadiness:
     """Whether provider ``name`` can work with ``config`` and ``environ`` (default: the
     process environment). Makes at most one free network request or one local command."""
-    from aca_flows.providers import _check_name
+    from aca_flows.providers import check_provider_name
 
-    _check_name(name)
+    check_provider_name(name)
     config = config or AcaConfig()
     env = os.environ if environ is None else environ
     key = _cache_key(name, config, env)

@@ -38,8 +38,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aca_flows._files import write_json_atomic
 from aca_flows.errors import PermanentProviderError, ProviderError, TransientProviderError
-from aca_flows.providers.atomic_json import write_json_atomic
 from aca_flows.providers.base import (
     EventCallback,
     Provider,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from aca_flows.sandbox.bwrap import (
     protected_paths,
 )
 from aca_flows.sandbox.process import CommandResult, run_process
+from aca_flows.session.redact import is_secret_variable
 from aca_flows.settings import SandboxSection
 
 __all__ = [
@@ -52,8 +52,6 @@ OFF_WARNING = (
     "files, network and processes in reach. Install bubblewrap and remove that setting."
 )
 # Any variable whose name contains one of these is treated as a secret (mode "off").
-_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
-_PROVIDER_VARS = {"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY", "OPENAI_ORG_ID"}
 # Inherited git plumbing variables would point commands at the user's checkout, not the worktree.
 _GIT_LOCATION_VARS = {"GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR"}
 
@@ -105,9 +103,7 @@ def clean_environment(environ: Mapping[str, str] | None = None) -> dict[str, str
     clean = {
         name: value
         for name, value in environ.items()
-        if not _SECRET_NAME.search(name)
-        and name not in _PROVIDER_VARS
-        and name not in _GIT_LOCATION_VARS
+        if not is_secret_variable(name) and name not in _GIT_LOCATION_VARS
     }
     return clean | _NO_BYPRODUCTS
 

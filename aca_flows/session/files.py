@@ -1,7 +1,7 @@
 """Crash-safe writes into ``.aca``: whole files replaced atomically, journals appended and fsynced.
 
-A reader never sees a half-written file: ``write_json_atomic`` writes a temporary file in the
-same folder, fsyncs it, renames it over the target and fsyncs the folder.
+A reader never sees a half-written file: the writes are ``aca_flows._files``' (a temporary
+file in the same folder, fsynced, renamed over the target, the folder fsynced).
 
 Every write passes the redaction filter of ``redact.py`` first, so no caller can put a
 provider key or anything shaped like one into ``.aca``. ``redact=False`` is for content that
@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from aca_flows import _files
 from aca_flows.session.redact import redact as _redact
 from aca_flows.session.redact import redact_text as _redact_text
 
@@ -28,31 +28,12 @@ def write_text_atomic(path: Path, text: str, *, redact: bool = True, durable: bo
     ``durable=False`` skips the fsyncs: still atomic for readers and after a process crash,
     but an OS crash may lose the write. For logs and caches, never for the journal's peers.
     """
-    if redact:
-        text = _redact_text(text)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            if durable:
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if durable:
-        _fsync_dir(path.parent)
+    _files.write_text_atomic(path, _redact_text(text) if redact else text, durable=durable)
 
 
 def write_json_atomic(path: Path, data: Any, *, redact: bool = True, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` as indented JSON (redacted), atomically."""
-    if redact:
-        data = _redact(data)
-    # Redacted already: the text pass would only repeat the work.
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    write_text_atomic(path, text, redact=False, durable=durable)
+    _files.write_json_atomic(path, _redact(data) if redact else data, durable=durable)
 
 
 def append_jsonl(
@@ -70,11 +51,3 @@ def append_jsonl(
         handle.flush()
         if durable:
             os.fsync(handle.fileno())
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

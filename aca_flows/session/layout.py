@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["AcaDir", "SessionPaths"]
+__all__ = ["AcaDir", "SessionPaths", "session_branch"]
+
+
+def session_branch(session_id: str) -> str:
+    """The git branch that records a session's finished work: ``aca/<session-id>``."""
+    return f"aca/{session_id}"
 
 
 @dataclass(frozen=True)

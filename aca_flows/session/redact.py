@@ -45,6 +45,7 @@ __all__ = [
     "RedactingFilter",
     "RedactingStream",
     "is_secret_name",
+    "is_secret_variable",
     "redact",
     "redact_log_handlers",
     "redact_text",
@@ -59,6 +60,7 @@ PROVIDER_KEY_VARIABLES = (
     "ANTHROPIC_API_KEY",
     "ANTHROPIC_AUTH_TOKEN",
     "OPENAI_API_KEY",
+    "OPENAI_ORG_ID",
     "CLAUDE_CODE_OAUTH_TOKEN",
     "GITHUB_TOKEN",
     "GH_TOKEN",
@@ -102,6 +104,14 @@ def is_secret_name(name: str) -> bool:
     return _SECRET_FIELD.search(name) is not None
 
 
+def is_secret_variable(name: str) -> bool:
+    """Whether the environment variable ``name`` holds a secret: a provider credential, or a
+    name containing KEY, TOKEN, SECRET, PASSWORD or CREDENTIAL. Commands run without these
+    (``agent/commands.py``); their values are redacted (``secret_values``)."""
+    upper = name.upper()
+    return name in PROVIDER_KEY_VARIABLES or any(part in upper for part in _SECRET_NAME_PARTS)
+
+
 def register_secret(value: str | None) -> None:
     """Redact ``value`` from now on in this process (a key read from a Prefect Secret block)."""
     if value and len(value.strip()) >= _MIN_PROVIDER_SECRET:
@@ -128,14 +138,13 @@ def _secret_values(environ: Mapping[str, str]) -> list[str]:
     found: set[str] = set(_REGISTERED)
     for name, value in environ.items():
         value = value.strip()
-        upper = name.upper()
         if name in PROVIDER_KEY_VARIABLES:
             if len(value) >= _MIN_PROVIDER_SECRET:
                 found.add(value)
         elif (
-            any(part in upper for part in _SECRET_NAME_PARTS)
+            is_secret_variable(name)
             and len(value) >= _MIN_NAMED_SECRET
-            and not _names_a_location(upper, value)
+            and not _names_a_location(name.upper(), value)
         ):
             found.add(value)
     # Longest first: a key that contains another key is removed whole.

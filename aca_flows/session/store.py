@@ -50,7 +50,7 @@ from aca_flows.session.events import (
 )
 from aca_flows.session.files import write_json_atomic, write_text_atomic
 from aca_flows.session.journal import append_event, read_journal, repair_journal
-from aca_flows.session.layout import AcaDir, SessionPaths
+from aca_flows.session.layout import AcaDir, SessionPaths, session_branch
 from aca_flows.session.lock import LockHolder, SessionLock, read_lock_holder
 from aca_flows.session.record import (
     SESSION_SCHEMA_VERSION,
@@ -71,7 +71,6 @@ __all__ = [
     "new_session_id",
     "resolve_session_id",
     "scan_sessions",
-    "session_branch",
 ]
 
 CONFIG_SCHEMA_VERSION = 1
@@ -81,10 +80,6 @@ def new_session_id(now: datetime | None = None) -> str:
     """``20261125-183000-a1b2c3``: UTC time then 6 random hex digits; sorts by creation."""
     now = (now or datetime.now(UTC)).astimezone(UTC)
     return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
-
-
-def session_branch(session_id: str) -> str:
-    return f"aca/{session_id}"
 
 
 class SessionStore:

@@ -30,7 +30,6 @@ from aca_flows.workspace.repository import (
     commit_identity,
     ensure_session_branch,
     open_repository,
-    session_branch,
     session_branch_head,
 )
 from aca_flows.workspace.worktree import TaskWorktree, discard_worktree
@@ -55,6 +54,5 @@ __all__ = [
     "read_change_log",
     "record_landed_task",
     "record_task_change",
-    "session_branch",
     "session_branch_head",
 ]

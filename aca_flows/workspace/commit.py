@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import git
 
+from aca_flows.session.layout import session_branch
 from aca_flows.session.redact import redact_text
-from aca_flows.workspace.repository import GitIdentity, WorkspaceError, session_branch
+from aca_flows.workspace.repository import GitIdentity, WorkspaceError
 from aca_flows.workspace.worktree import TaskWorktree
 
 __all__ = [

@@ -21,14 +21,13 @@ from pathlib import Path
 import git
 
 from aca_flows.errors import AcaError
-from aca_flows.session.layout import AcaDir
+from aca_flows.session.layout import AcaDir, session_branch
 from aca_flows.workspace.change_log import ChangeRecord, record_task_change
 from aca_flows.workspace.commit import commit_task_work, find_task_commit
 from aca_flows.workspace.file_lock import FileLock
 from aca_flows.workspace.repository import (
     GitIdentity,
     WorkspaceError,
-    session_branch,
     session_branch_head,
 )
 from aca_flows.workspace.worktree import TaskWorktree

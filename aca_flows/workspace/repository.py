@@ -14,6 +14,7 @@ from pathlib import Path
 import git
 
 from aca_flows.errors import AcaError
+from aca_flows.session.layout import session_branch
 from aca_flows.workspace.hardened_git import AcaRepo
 
 __all__ = [
@@ -25,7 +26,6 @@ __all__ = [
     "ensure_session_branch",
     "open_repository",
     "remove_stale_branch_lock",
-    "session_branch",
     "session_branch_head",
 ]
 
@@ -57,11 +57,6 @@ class GitIdentity:
 
 
 DEFAULT_IDENTITY = GitIdentity(name="aca", email="aca@localhost")
-
-
-def session_branch(session_id: str) -> str:
-    """The branch that records a session's finished work: ``aca/<session-id>``."""
-    return f"aca/{session_id}"
 
 
 def open_repository(workdir: Path, *, init_git: bool = False) -> git.Repo:

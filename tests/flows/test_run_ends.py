@@ -40,9 +40,11 @@ async def flow_run_named(name: str):
 
 
 async def result_of(name: str):
-    """The flow run's result as another process reads it: from the server and result storage."""
+    """The flow run's result as another process reads it: from the server and result storage
+    (a ``RunSummary``), in its JSON form as ``--json`` prints it."""
     flow_run = await flow_run_named(name)
-    return flow_run.state, await flow_run.state.aresult(raise_on_failure=False)
+    summary = await flow_run.state.aresult(raise_on_failure=False)
+    return flow_run.state, summary.model_dump(mode="json")
 
 
 def agent_task_ids(server) -> set[str]:

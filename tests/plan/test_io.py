@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from aca_flows.errors import PlanValidationError, TaskFileError
-from aca_flows.plan import load_execution_plan, load_task_file, plan_to_text
+from aca_flows.plan import load_execution_plan, load_task_file, load_task_text, plan_to_text
 from aca_flows.plan.source import MAX_FILE_BYTES
 from tests.fixtures import COMPAT
 
@@ -70,3 +70,64 @@ def test_execution_plan_flag_refuses_task_files(tmp_path):
         load_execution_plan(path)
     with pytest.raises(TaskFileError, match="use --task-file"):
         load_execution_plan(tmp_path / "tasks.md")
+
+
+TOML_TEXT = """\
+# a TOML task file, as a program writes it
+[plan]
+name = "from toml"
+
+[[tasks]]
+id = "a"
+title = "write a.txt"
+
+[[tasks]]
+title = "write b.txt"
+depends_on = ["a"]
+"""
+
+MARKDOWN_TEXT = """\
+# From markdown
+
+- write a.txt {#a}
+- write b.txt {depends_on=a}
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "name"), [(TOML_TEXT, "from toml"), (MARKDOWN_TEXT, "From markdown")]
+)
+def test_task_text_is_read_as_toml_or_markdown_as_its_first_line_says(tmp_path, text, name):
+    plan = load_task_text(text, tmp_path)
+    assert plan.name == name
+    assert [(t.id, t.dependencies) for t in plan.tasks] == [("a", []), ("write-b-txt", ["a"])]
+    # The same plan as the same text saved to a file gives.
+    suffix = ".toml" if name == "from toml" else ".md"
+    saved = tmp_path / f"tasks{suffix}"
+    saved.write_text(text)
+    assert load_task_text(text, tmp_path).model_dump(exclude={"tasks"}) == load_task_file(
+        saved
+    ).model_dump(exclude={"tasks"})
+
+
+def test_task_text_reads_referenced_files_from_the_base_folder_only(tmp_path):
+    (tmp_path / "spec.md").write_text("the spec")
+    plan = load_task_text("- write a.txt -> spec.md\n", tmp_path)
+    assert plan.tasks[0].metadata.file_refs[0].content == "the spec"
+    with pytest.raises(TaskFileError, match="points outside"):
+        load_task_text("- write a.txt -> ../outside.md\n", tmp_path)
+
+
+def test_task_text_format_can_be_named_and_bad_text_is_explained(tmp_path):
+    # Told it is TOML, a Markdown list is a TOML syntax error, named as such.
+    with pytest.raises(TaskFileError, match="plan_text: invalid TOML"):
+        load_task_text(MARKDOWN_TEXT, tmp_path, "toml")
+    # A TOML start with broken syntax is reported as TOML, not run as a one-task Markdown plan.
+    with pytest.raises(TaskFileError, match="plan_text: invalid TOML"):
+        load_task_text('[[tasks]]\ntitle = "x\n', tmp_path)
+    with pytest.raises(TaskFileError, match="plan_format 'yaml' is not known"):
+        load_task_text(TOML_TEXT, tmp_path, "yaml")
+    with pytest.raises(TaskFileError, match="plan_text is empty"):
+        load_task_text(" \n", tmp_path)
+    with pytest.raises(PlanValidationError, match="unknown task 'zz'"):
+        load_task_text("- write a.txt {#a depends_on=zz}\n", tmp_path)

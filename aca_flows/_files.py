@@ -1,0 +1,53 @@
+"""Crash-safe whole-file writes, for every layer (the providers' cassettes and rate-limit state,
+the parse cache, the session's files).
+
+A reader never sees a half-written file: the text goes to a temporary file in the same folder,
+is fsynced, renamed over the target, and the folder is fsynced. Nothing here redacts: what goes
+into ``.aca`` passes ``aca_flows.session.files``, which redacts and then writes with these.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_json_atomic", "write_text_atomic"]
+
+
+def write_text_atomic(path: Path, text: str, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``text`` in one step: readers see old or new, never half.
+
+    ``durable=False`` skips the fsyncs: still atomic for readers and after a process crash,
+    but an OS crash may lose the write. For logs and caches, never for the journal's peers.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if durable:
+        _fsync_dir(path.parent)
+
+
+def write_json_atomic(path: Path, data: Any, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` as indented JSON, atomically."""
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", durable=durable)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

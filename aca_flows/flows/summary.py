@@ -1,0 +1,102 @@
+"""``RunSummary``: what a run of ``aca-run`` returns, read from its session.
+
+The flow returns it as its result (Completed), or as the data of its final state when the run
+did not complete (Failed, or Cancelled for a stop or an interrupt), so a caller reads it the
+same way whatever the end: ``state.result(raise_on_failure=False)``. Prefect persists it as
+JSON with the flow run, so another process (``run_deployment``, the UI's API) reads it back,
+typed, where ``aca_flows`` is installed. ``aca run --json`` prints ``model_dump(mode="json")``.
+
+Imports no Prefect: the CLI reads it too.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, Field
+
+from aca_flows.plan.models import StateName
+
+if TYPE_CHECKING:
+    from aca_flows.session.store import SessionStore
+
+__all__ = ["RunStatus", "RunSummary", "TaskSummary", "run_summary"]
+
+RunStatus = Literal["completed", "failed", "stopped", "interrupted"]
+
+
+class TaskSummary(BaseModel):
+    """How one task of the plan ended."""
+
+    title: str
+    state: StateName
+    reason: str | None = Field(default=None, description="Why it failed, was skipped or blocked.")
+    commit: str | None = Field(default=None, description="Its commit on the session branch.")
+    no_change_reason: str | None = Field(
+        default=None, description="Completed without a commit: why no change was needed."
+    )
+    attempts: int = 0
+    cost_usd: float = 0.0
+
+
+class RunSummary(BaseModel):
+    """A run's end: its status, where its work landed, each task's outcome, and its spend."""
+
+    session_id: str
+    branch: str = Field(description="The session branch holding one commit per landed task.")
+    status: RunStatus
+    stopped_reason: str | None = Field(
+        default=None, description="Why the run did not complete (failed, stopped, interrupted)."
+    )
+    counts: dict[str, int] = Field(description="Tasks by state: {'completed': 3, ...}.")
+    failed: int = 0
+    failed_ids: list[str] = Field(default_factory=list)
+    stuck: dict[str, str] = Field(
+        default_factory=dict, description="Tasks that could never start, and what they wait on."
+    )
+    no_change_ids: list[str] = Field(default_factory=list)
+    cost_usd: float = Field(description="The session's spend so far, every run of it.")
+    tasks: dict[str, TaskSummary] = Field(default_factory=dict, description="By task id.")
+
+    @property
+    def commits(self) -> dict[str, str]:
+        """The commit each task landed, by task id."""
+        return {task_id: t.commit for task_id, t in self.tasks.items() if t.commit}
+
+
+def run_summary(
+    store: SessionStore,
+    status: RunStatus,
+    stopped_reason: str | None,
+    stuck: dict[str, str],
+    no_change_ids: list[str],
+) -> RunSummary:
+    """The summary of the run ``store`` records; ``no_change_ids``: this run's tasks that
+    completed without a change."""
+    session = store.session
+    tasks = {}
+    for task in session.plan.tasks:
+        record = session.tasks.get(task.id)
+        tasks[task.id] = TaskSummary(
+            title=task.title,
+            state=task.status.state,
+            reason=task.status.reason,
+            commit=record.commit if record else None,
+            no_change_reason=record.no_change_reason if record else None,
+            attempts=record.attempts if record else 0,
+            cost_usd=record.cost_usd if record else 0.0,
+        )
+    failed_ids = [t.id for t in session.plan.tasks if t.status.state == "failed"]
+    return RunSummary(
+        session_id=store.session_id,
+        branch=store.branch,
+        status=status,
+        stopped_reason=stopped_reason,
+        counts=session.task_counts,
+        failed=len(failed_ids),
+        failed_ids=failed_ids,
+        stuck=stuck,
+        no_change_ids=no_change_ids,
+        cost_usd=session.cost_usd,
+        tasks=tasks,
+    )
