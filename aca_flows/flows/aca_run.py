@@ -201,6 +201,28 @@ async def aca_run(
     Give ``session_id`` of an existing session to resume it: completed tasks are not run
     again (nor is any provider called for them). Exit status for callers: the flow run is
     Failed if any task failed.
+
+    Args:
+        task_file: The task file to run (Markdown checklist or TOML); relative paths resolve
+            against the deployment's folder. Give this or execution_plan.
+        execution_plan: A reviewed execution plan (JSON, from `aca --dump-plan`) to run
+            instead of a task file.
+        workdir: The git repository worked on; its .aca folder holds the session. The
+            checkout itself is never changed: the work lands on the branch aca/<session-id>.
+        provider: The coding agent's provider (claude-code, anthropic, openai, ollama,
+            replay); default: the configuration's.
+        model: The model to use; default: the configuration's for the provider.
+        max_concurrent: How many tasks run at once (1-64); default: the configuration's.
+        budget_usd: Stop starting tasks once the session has spent this many US dollars
+            (resumable).
+        session_id: Continue this session instead of starting a new one.
+        context: Hints about the project, added to the plan and every task's prompt.
+        append_system_prompt: Extra instructions added to every task's system prompt.
+        use_intelligent_parser: Let a model read a free-form task file into a plan.
+        init_git: Create a git repository in workdir if there is none.
+        config_file: An aca config file; default: <workdir>/aca.toml or
+            <workdir>/.aca/config.toml.
+        record: Record every provider call to this cassette file (for the replay provider).
     """
     parameters = dict(locals(), context=context or [])
     # Every record this run logs, to the server or the terminal, passes the redactor.

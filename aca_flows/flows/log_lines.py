@@ -127,7 +127,8 @@ def _fallback(kind: str, record: dict[str, Any]) -> str:
 
 
 def _short(text: Any) -> str:
-    line = str(text).strip().split("\n", 1)[0].strip()
+    """The first line, cut short; a reason's "Output:" goes (its output is not shown)."""
+    line = str(text).strip().split("\n", 1)[0].strip().removesuffix("Output:").rstrip()
     return line if len(line) <= SHORT else line[: SHORT - 1] + "…"
 
 
