@@ -414,6 +414,11 @@ async def _drive(
         description=f"The plan, {status}: {describe_counts(counts)}",
     )
     await acreate_markdown_artifact(
+        key=_key("tree", run.session_id),
+        markdown=plan_tree_markdown(store.session.plan),
+        description=f"The plan as a tree, {status}",
+    )
+    await acreate_markdown_artifact(
         key=_key("summary", run.session_id),
         markdown=summary_markdown(store.session.plan, counts, store.session.usage, store.branch),
         description="Tokens and cost by provider and model",
