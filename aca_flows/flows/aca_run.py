@@ -42,6 +42,7 @@ from aca_flows.agent.subtasks import SubtaskProposalError, accept_subtasks
 from aca_flows.errors import AcaError
 from aca_flows.flows.artifacts import (
     first_line,
+    md,
     plan_table,
     plan_tree_markdown,
     progress_percent,
@@ -562,10 +563,12 @@ async def _publish_report(store: SessionStore, run: ActiveRun, task_id: str, sta
     """The task's report, on its task run's page, written from what the session recorded."""
     task = store.session.plan.task(task_id)
     record = store.session.tasks.get(task_id) or TaskRun(task_id=task_id)
+    status = str(task.status).splitlines()[0][:200]
     await MarkdownArtifact(
         key=task_artifact_key(run.session_id, task_id),
         markdown=task_markdown(task, record, run.outcomes.get(task_id)),
-        description=f"{task_id}: {task.status}".splitlines()[0][:200],
+        # Prefect renders a description as Markdown: escaped, like the report.
+        description=f"{md(task_id)}: {md(status, keep_code=True)}",
         task_run_id=state.state_details.task_run_id,
     ).acreate()
 
