@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from prefect.context import FlowRunContext
 from prefect.events import emit_event
 
+from aca_flows.flows.artifacts import first_line
 from aca_flows.session.redact import redact, redact_text
 
 if TYPE_CHECKING:
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
 __all__ = ["SESSION_ENDS", "TASK_ENDS", "emit_session_event", "emit_task_event"]
 
 SESSION_ENDS = ("completed", "failed", "stopped", "interrupted")
+# A reason's first line, this long at most: an event has a size limit, and a verify's output
+# is in the session and the task's report.
+REASON_LIMIT = 1000
 TASK_ENDS = ("completed", "failed", "skipped")
 
 
@@ -49,7 +53,7 @@ def emit_session_event(store: SessionStore, what: str, reason: str | None = None
         "plan": session.plan.name,
         "branch": store.branch,
         "status": what,
-        "reason": reason,
+        "reason": _short(reason),
         "counts": session.task_counts,
         "cost_usd": round(session.cost_usd, 6),
     }
@@ -66,12 +70,12 @@ def emit_task_event(
     payload = {
         "session_id": session.id,
         "task_id": task_id,
-        "title": task.title,
+        "title": task.title[:REASON_LIMIT],
         "branch": store.branch,
         "commit": record.commit if record else None,
         "attempts": record.attempts if record else 0,
         "cost_usd": round(record.cost_usd, 6) if record else 0.0,
-        "reason": reason,
+        "reason": _short(reason),
     }
     resource = {
         "prefect.resource.id": f"aca.task.{session.id}.{task_id}",
@@ -96,3 +100,7 @@ def _emit(
         ]
     # An event that cannot be sent is Prefect's to log; the run goes on.
     emit_event(event=event, resource=resource, related=related, payload=redact(payload))
+
+
+def _short(reason: str | None) -> str | None:
+    return first_line(reason)[:REASON_LIMIT] if reason else None

@@ -146,6 +146,33 @@ def test_a_run_emits_session_and_task_events_naming_its_flow_run(tmp_path, repo,
     assert by_name["aca.task.skipped"].payload["reason"] == "dependency `b` failed"
 
 
+def test_a_run_stopped_by_its_budget_says_so_and_why(tmp_path, repo, anthropic_fake):
+    from prefect.types._datetime import now
+
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    since = now("UTC")
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write a.txt {#a}\n- write b.txt {#b}\n")
+    # $0.0012 a task at this model's price: the budget stops the run after the first.
+    summary = run_flow(
+        task_file=str(tasks), workdir=str(repo), model="claude-sonnet-4-6",
+        max_concurrent=1, budget_usd=0.001,
+    ).summary  # fmt: skip
+    assert summary["status"] == "stopped"
+    flow_run = asyncio.run(flow_run_of_session(summary["session_id"]))
+
+    def stopped() -> list:
+        return [e for e in aca_events(str(flow_run.id), since) if e.event == "aca.session.stopped"]
+
+    events = eventually(stopped, "aca.session.stopped")
+    assert events[0].payload["reason"] == summary["stopped_reason"]
+    assert events[0].payload["reason"].startswith("budget of $0.00 reached")
+    assert events[0].payload["cost_usd"] == pytest.approx(summary["cost_usd"])
+    names = {e.event for e in aca_events(str(flow_run.id), since)}
+    assert "aca.session.failed" not in names and "aca.task.failed" not in names
+
+
 # --- The shipped automations -----------------------------------------------------------------
 
 
