@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import Usage
 from aca_flows.session.record import describe_counts
-from aca_flows.session.redact import redact, redact_text
+from aca_flows.session.redact import REDACTED, redact, redact_text
 
 if TYPE_CHECKING:
     from aca_flows.agent.execute import TaskOutcome
@@ -75,7 +75,11 @@ def md(text: object, keep_code: bool = False) -> str:
 
 
 def _escape(text: str) -> str:
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))
+    # The redactor's marker stays as it is: it renders as written, and reads the same raw.
+    return REDACTED.join(
+        _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(part, quote=False))
+        for part in text.split(REDACTED)
+    )
 
 
 def code(text: object) -> str:
