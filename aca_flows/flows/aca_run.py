@@ -42,14 +42,16 @@ from aca_flows.agent.subtasks import SubtaskProposalError, accept_subtasks
 from aca_flows.errors import AcaError
 from aca_flows.flows.artifacts import (
     first_line,
-    plan_graph_markdown,
+    md,
     plan_table,
+    plan_tree_markdown,
     progress_percent,
     summary_markdown,
     task_artifact_key,
     task_markdown,
 )
 from aca_flows.flows.deployment_guard import deployment_refusal
+from aca_flows.flows.events import emit_session_event, emit_task_event
 from aca_flows.flows.run_setup import RunRequest, open_run, recorded_state
 from aca_flows.flows.session_log import session_log
 from aca_flows.flows.skipped import record_skipped_task
@@ -60,6 +62,7 @@ from aca_flows.flows.task_run import (
     TaskRunFailed,
     execute_plan_task,
     options_for,
+    run_tags,
 )
 from aca_flows.plan.dag import DagProgress
 from aca_flows.plan.models import ExecutionPlan
@@ -67,7 +70,7 @@ from aca_flows.providers.sdk_client import close_clients
 from aca_flows.session.checkpoints import CheckpointPolicy, create_checkpoint
 from aca_flows.session.events import TaskResult
 from aca_flows.session.record import TaskRun, describe_counts
-from aca_flows.session.redact import redact, redact_log_handlers
+from aca_flows.session.redact import redact, redact_log_handlers, redact_text
 from aca_flows.session.store import SessionStore
 
 __all__ = ["Interrupt", "aca_run", "interrupt_on_signals"]
@@ -210,6 +213,31 @@ async def aca_run(
     The flow run is Failed if any task failed (Cancelled if a budget, a usage limit or an
     interrupt stopped it); the summary is its state's data either way:
     ``state.result(raise_on_failure=False)``. docs/python-api.md shows it called from a flow.
+
+    Args:
+        task_file: The task file to run (Markdown checklist or TOML); relative paths resolve
+            against the deployment's folder. Give this or execution_plan.
+        execution_plan: A reviewed execution plan (JSON, from `aca --dump-plan`) to run
+            instead of a task file.
+        plan_text: A plan as Markdown or TOML text, instead of a file.
+        plan_format: "toml" or "markdown", when plan_text cannot be told apart by itself.
+        plan: A plan built in code (aca_flows.Plan), instead of a file or text.
+        workdir: The git repository worked on; its .aca folder holds the session. The
+            checkout itself is never changed: the work lands on the branch aca/<session-id>.
+        provider: The coding agent's provider (claude-code, anthropic, openai, ollama,
+            replay); default: the configuration's.
+        model: The model to use; default: the configuration's for the provider.
+        max_concurrent: How many tasks run at once (1-64); default: the configuration's.
+        budget_usd: Stop starting tasks once the session has spent this many US dollars
+            (resumable).
+        session_id: Continue this session instead of starting a new one.
+        context: Hints about the project, added to the plan and every task's prompt.
+        append_system_prompt: Extra instructions added to every task's system prompt.
+        use_intelligent_parser: Let a model read a free-form task file into a plan.
+        init_git: Create a git repository in workdir if there is none.
+        config_file: An aca config file; default: <workdir>/aca.toml or
+            <workdir>/.aca/config.toml.
+        record: Record every provider call to this cassette file (for the replay provider).
     """
     parameters = dict(locals(), context=context or [])
     # Every record this run logs, to the server or the terminal, passes the redactor.
@@ -243,17 +271,20 @@ async def aca_run(
     )
     try:
         with interrupt.installed(), logs:
-            if session_name is None:
-                _send(run.session_id, _rename_flow_run(store.session.name))
+            _send(run.session_id, _label_flow_run(store, run, rename=session_name is None))
+            emit_session_event(store, "started")
             summary = await _drive(store, run, request, interrupt)
+            emit_session_event(store, summary["status"], summary["stopped_reason"])
     except (asyncio.CancelledError, KeyboardInterrupt, TerminationSignal):
         # Interrupted (a runner's cancel arrives as TerminationSignal): what finished is
         # recorded; running tasks start again on resume.
         create_checkpoint(store, trigger="interrupt", description="interrupted")
         store.finish("interrupted", "interrupted; `aca resume` continues")
+        emit_session_event(store, "interrupted", "interrupted; `aca resume` continues")
         raise
     except Exception as exc:
         store.finish("failed", f"{type(exc).__name__}: {exc}")
+        emit_session_event(store, "failed", f"{type(exc).__name__}: {exc}")
         raise
     finally:
         watcher.cancel()
@@ -317,9 +348,9 @@ async def _drive(
     _send(
         run.session_id,
         acreate_markdown_artifact(
-            key=_key("graph", run.session_id),
-            markdown=plan_graph_markdown(run.plan),
-            description="The plan as a graph",
+            key=_key("tree", run.session_id),
+            markdown=plan_tree_markdown(run.plan),
+            description="The plan as a tree, with dependencies",
         ),
     )
     counts = store.session.task_counts
@@ -419,6 +450,11 @@ async def _drive(
         description=f"The plan, {status}: {describe_counts(counts)}",
     )
     await acreate_markdown_artifact(
+        key=_key("tree", run.session_id),
+        markdown=plan_tree_markdown(store.session.plan),
+        description=f"The plan as a tree, {status}",
+    )
+    await acreate_markdown_artifact(
         key=_key("summary", run.session_id),
         markdown=summary_markdown(store.session.plan, counts, store.session.usage, store.branch),
         description="Tokens and cost by provider and model",
@@ -502,6 +538,7 @@ async def _finish(
         outcome = TaskOutcome.model_validate(await state.aresult())
         run.outcomes[task_id] = outcome
         store.task_completed(task_id, _task_result(outcome))
+        emit_task_event(store, task_id, "completed")
         if outcome.proposed_subtasks:
             try:
                 children = accept_subtasks(run.plan, task_id, outcome.proposed_subtasks)
@@ -535,6 +572,7 @@ async def _finish(
     else:
         reason = f"{type(error).__name__}: {error}" if error else (state.message or "failed")
     store.task_failed(task_id, reason)
+    emit_task_event(store, task_id, "failed", reason)
     logger.error(f"{task_id} failed: {first_line(reason)}")
     dag.fail(task_id, reason)
     await _publish_report(store, run, task_id, state)
@@ -546,10 +584,12 @@ async def _publish_report(store: SessionStore, run: ActiveRun, task_id: str, sta
     (``_published`` waits for all of them before the run ends)."""
     task = store.session.plan.task(task_id)
     record = store.session.tasks.get(task_id) or TaskRun(task_id=task_id)
+    status = str(task.status).splitlines()[0][:200]
     artifact = MarkdownArtifact(
         key=task_artifact_key(run.session_id, task_id),
         markdown=task_markdown(task, record, run.outcomes.get(task_id)),
-        description=f"{task_id}: {task.status}".splitlines()[0][:200],
+        # Prefect renders a description as Markdown: escaped, like the report.
+        description=f"{md(task_id)}: {md(status, keep_code=True)}",
         task_run_id=state.state_details.task_run_id,
     )
     _send(run.session_id, artifact.acreate())
@@ -613,6 +653,7 @@ def _record_settled(store: SessionStore, dag: DagProgress, recorded: set[str]) -
         known = recorded_state(store, task.id)
         if task.status.state == "skipped" and known != "skipped":
             store.task_skipped(task.id, task.status.reason or "skipped")
+            emit_task_event(store, task.id, "skipped", task.status.reason)
             recorded.add(task.id)
         elif (
             task.children
@@ -641,8 +682,10 @@ async def _run_skips(store: SessionStore, run: ActiveRun, dag: DagProgress, stat
             and (task.status.reason or "").startswith("dependency")
         ):
             waits = [states[d] for d in dag.dependency_ids(task) if d in states]
-            name = options_for(run, task)["task_run_name"]
-            states[task.id] = await record_skipped_task(name, task.id, str(task.status), waits)
+            options = options_for(run, task)
+            states[task.id] = await record_skipped_task(
+                options["task_run_name"], task.id, str(task.status), waits, options["tags"]
+            )
             await _publish_report(store, run, task.id, states[task.id])
 
 
@@ -671,13 +714,20 @@ def deployment_session_id(flow_run) -> str:
     return f"{when.astimezone(UTC):%Y%m%d-%H%M%S}-{flow_run.id.hex[:6]}"
 
 
-async def _rename_flow_run(name: str) -> None:
-    """The flow run is named after the session (deployment runs name the session instead)."""
+async def _label_flow_run(store: SessionStore, run: ActiveRun, rename: bool) -> None:
+    """Tags the flow run ``aca``, ``session:<id>`` and ``provider:<name>`` (each provider its
+    tasks use), and when ``rename``, names it ``<session name> · <session id>``, so two runs
+    of one file differ and each names its session (a deployment run keeps its name: the
+    session is named after it)."""
     from prefect.client.orchestration import get_client
 
-    ctx = get_run_context()
-    flow_run = getattr(ctx, "flow_run", None)
-    if flow_run is None or flow_run.name == name:
+    flow_run = getattr(get_run_context(), "flow_run", None)
+    if flow_run is None:
         return
+    name = redact_text(f"{store.session.name} · {run.session_id}") if rename else flow_run.name
+    tags = run_tags(run, *{t.provider or run.default_provider for t in run.plan.tasks})
+    tags = [*flow_run.tags, *(t for t in tags if t not in flow_run.tags)]
     async with get_client() as client:
-        await client.update_flow_run(flow_run.id, name=name)
+        await client.update_flow_run(flow_run.id, name=name, tags=tags)
+    # Events and logs sent from here on name the run as the server now does.
+    flow_run.name, flow_run.tags = name, tags

@@ -1,18 +1,21 @@
-"""What people look at in the Prefect UI: the plan, its graph, progress, each task, the bill.
+"""What people look at in the Prefect UI: the plan, its tree, progress, each task, the bill.
 
 Builders here return Markdown or table rows, redacted (artifacts leave aca for the Prefect
-server); the flow publishes them as artifacts.
+server); the flow publishes them as artifacts. Text from the plan or the agent is escaped
+(``md``, ``code``) so the UI's Markdown shows it as written: a title ``add <name> flag`` keeps
+its ``<name>``. The tree is a nested list, not a Mermaid graph: Prefect does not render Mermaid.
 """
 
 from __future__ import annotations
 
+import html
+import re
 from typing import TYPE_CHECKING
 
 from aca_flows.plan.models import ExecutionPlan, Task
-from aca_flows.plan.render import render_mermaid
 from aca_flows.providers.base import Usage
 from aca_flows.session.record import describe_counts
-from aca_flows.session.redact import redact, redact_text
+from aca_flows.session.redact import REDACTED, redact, redact_text
 from aca_flows.session.usage import total_cost
 
 if TYPE_CHECKING:
@@ -21,8 +24,10 @@ if TYPE_CHECKING:
     from aca_flows.session.usage import UsageEntry
 
 __all__ = [
+    "code",
     "first_line",
-    "plan_graph_markdown",
+    "md",
+    "plan_tree_markdown",
     "plan_table",
     "progress_percent",
     "summary_markdown",
@@ -53,8 +58,57 @@ def progress_percent(counts: dict[str, int]) -> float:
     return round(100.0 * counts.get("completed", 0) / total, 1) if total else 100.0
 
 
-def plan_graph_markdown(plan: ExecutionPlan) -> str:
-    return redact_text(f"# {plan.name}\n\n```mermaid\n{render_mermaid(plan)}\n```\n")
+# Characters Markdown would read as formatting; ``<``, ``>`` and ``&`` become HTML entities.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~#])")
+_CODE_SPAN = re.compile(r"(`[^`]+`)")
+
+
+def md(text: object, keep_code: bool = False) -> str:
+    """``text`` as Markdown that shows it verbatim (one line: newlines become spaces).
+
+    ``keep_code``: ``code spans`` stay code (aca's own reasons quote commands and ids so).
+    """
+    text = " ".join(str(text).split())
+    if keep_code:
+        parts = _CODE_SPAN.split(text)
+        return "".join(p if i % 2 else _escape(p) for i, p in enumerate(parts))
+    return _escape(text)
+
+
+def _escape(text: str) -> str:
+    # The redactor's marker stays as it is: it renders as written, and reads the same raw.
+    return REDACTED.join(
+        _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(part, quote=False))
+        for part in text.split(REDACTED)
+    )
+
+
+def code(text: object) -> str:
+    """``text`` as an inline code span, whatever backticks it holds."""
+    text = " ".join(str(text).split())
+    fence = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def plan_tree_markdown(plan: ExecutionPlan) -> str:
+    """The plan as a nested list: each task under its parent, with its status and what it
+    waits for."""
+    by_id = {t.id: t for t in plan.tasks}
+    lines = [f"# {md(plan.name)}", ""]
+
+    def walk(task: Task, depth: int) -> None:
+        line = f"{'  ' * depth}- {code(task.id)} {md(task.title)} — *{md(task.status.state)}*"
+        if task.dependencies:
+            line += "; after " + ", ".join(code(d) for d in task.dependencies)
+        lines.append(line)
+        for child in task.children:
+            if child in by_id:
+                walk(by_id[child], depth + 1)
+
+    for root in plan.roots():
+        walk(root, 0)
+    return redact_text("\n".join(lines) + "\n")
 
 
 def task_artifact_key(session_id: str, task_id: str) -> str:
@@ -72,9 +126,9 @@ def task_markdown(task: Task, run: TaskRun, outcome: TaskOutcome | None) -> str:
     if state == "completed" and run.no_change:
         shown, reason = "completed, no change", run.no_change_reason or reason
     lines = [
-        f"# {task.id}: {task.title}",
+        f"# {md(task.id)}: {md(task.title)}",
         "",
-        f"**Status:** {shown}" + (f": {reason}" if reason else ""),
+        f"**Status:** {md(shown)}" + (f": {md(reason, keep_code=True)}" if reason else ""),
         f"**Attempts:** {run.attempts}",
     ]
     if outcome is not None:
@@ -84,7 +138,8 @@ def task_markdown(task: Task, run: TaskRun, outcome: TaskOutcome | None) -> str:
             f"-{outcome.deletions}",
             f"**Agent rounds:** {outcome.attempts} (1 + fix requests after a failed verify), "
             f"provider calls: {outcome.turns}",
-            f"**Verify:** `{outcome.verify_command or '-'}` → {_verdict(outcome.verify_passed)}",
+            f"**Verify:** {code(outcome.verify_command or '-')} → "
+            f"{_verdict(outcome.verify_passed)}",
         ]
     usage = sum((u.usage for u in run.usage), Usage())
     lines += [
@@ -93,25 +148,25 @@ def task_markdown(task: Task, run: TaskRun, outcome: TaskOutcome | None) -> str:
         f"**Cost:** ${run.cost_usd:.4f}" + (_by_whom(outcome) if outcome else ""),
     ]
     if state == "failed":
-        lines += ["", "## Why it failed", "", reason or "(no reason recorded)"]
+        lines += ["", "## Why it failed", "", md(reason or "(no reason recorded)", keep_code=True)]
         output = outcome.verify_output if outcome and outcome.verify_passed is False else detail
         if outcome and outcome.verify_passed is False:
-            lines += ["", f"Verify command `{outcome.verify_command}`, its last output:"]
+            lines += ["", f"Verify command {code(outcome.verify_command)}, its last output:"]
         if output.strip():
             lines += ["", "```text", _tail(output), "```"]
     elif state == "skipped":
         lines += ["", "Not run. `aca resume` runs it once what it depends on has completed."]
     if outcome is not None:
         heading = "## Summary" if state == "completed" else "## The agent's last message"
-        lines += ["", heading, "", outcome.summary or "(none)"]
-        files = "\n".join(f"- `{f}`" for f in outcome.files_changed) or "- (none)"
+        lines += ["", heading, "", _paragraphs(outcome.summary) or "(none)"]
+        files = "\n".join(f"- {code(f)}" for f in outcome.files_changed) or "- (none)"
         lines += ["", "## Files", "", files]
     return redact_text("\n".join(lines) + "\n")
 
 
 def _commit_line(outcome: TaskOutcome) -> str:
     if outcome.commit_sha:
-        return f"`{outcome.commit_sha}`"
+        return code(outcome.commit_sha)
     if outcome.completed_without_change:
         return "none (no change needed; the verify command confirmed it)"
     return "none"
@@ -119,7 +174,7 @@ def _commit_line(outcome: TaskOutcome) -> str:
 
 def _by_whom(outcome: TaskOutcome) -> str:
     names = " ".join(n for n in (outcome.provider, outcome.model) if n)
-    return f" ({names})" if names else ""
+    return f" ({md(names)})" if names else ""
 
 
 def first_line(reason: str) -> str:
@@ -136,6 +191,11 @@ def _split_reason(reason: str | None) -> tuple[str, str]:
     return head, rest
 
 
+def _paragraphs(text: str | None) -> str:
+    """Several lines of text, each escaped, line breaks kept."""
+    return "  \n".join(md(line) for line in (text or "").strip().splitlines())
+
+
 def _tail(text: str, lines: int = 60) -> str:
     kept = text.rstrip().splitlines()[-lines:]
     return "\n".join(kept).replace("```", "``\u200b`")
@@ -145,7 +205,7 @@ def summary_markdown(
     plan: ExecutionPlan, counts: dict[str, int], usage: list[UsageEntry], branch: str
 ) -> str:
     rows = [
-        f"| {u.provider} | {u.model or '-'} | {u.calls} | {u.usage.input_tokens} | "
+        f"| {md(u.provider)} | {md(u.model or '-')} | {u.calls} | {u.usage.input_tokens} | "
         f"{u.usage.output_tokens} | {u.usage.cache_read_tokens} | "
         f"{u.usage.cache_write_tokens} | ${u.cost_usd:.4f} |"
         for u in usage
@@ -154,10 +214,10 @@ def summary_markdown(
     status = describe_counts(counts)
     markdown = "\n".join(
         [
-            f"# Session summary: {plan.name}",
+            f"# Session summary: {md(plan.name)}",
             "",
-            f"**Tasks:** {status}",
-            f"**Branch:** `{branch}`",
+            f"**Tasks:** {md(status)}",
+            f"**Branch:** {code(branch)}",
             f"**Total cost:** ${total:.4f}",
             "",
             "| provider | model | calls | input | output | cache read | cache write | cost |",

@@ -20,13 +20,16 @@ async def _skip(task_id: str, message: str) -> State:
     return Completed(name="Skipped", message=message)
 
 
-async def record_skipped_task(task_name: str, task_id: str, message: str, waits: list[State]):
-    """A task run named ``task_name`` for ``task_id`` that ends Skipped with ``message``,
-    drawn after ``waits`` (its dependencies' task runs, failed ones included) in the run graph.
+async def record_skipped_task(
+    task_name: str, task_id: str, message: str, waits: list[State], tags: list[str] | None = None
+):
+    """A task run named ``task_name`` (tagged ``tags``) for ``task_id`` that ends Skipped with
+    ``message``, drawn after ``waits`` (its dependencies' task runs, failed ones included) in
+    the run graph.
 
     Returns its final state.
     """
-    runner = _skip.with_options(task_run_name=task_name)
+    runner = _skip.with_options(task_run_name=task_name, tags=tags or [])
     return await runner(
         task_id, message, wait_for=[allow_failure(s) for s in waits], return_state=True
     )

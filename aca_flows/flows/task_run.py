@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -37,6 +36,7 @@ from aca_flows.errors import (
     ProviderError,
     TransientProviderError,
 )
+from aca_flows.flows.log_lines import describe_record
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import EventCallback, Provider, ProviderRequest, ProviderResponse
 from aca_flows.session.redact import redact, redact_text
@@ -56,6 +56,7 @@ __all__ = [
     "TaskRunFailed",
     "execute_plan_task",
     "options_for",
+    "run_tags",
 ]
 
 
@@ -311,7 +312,14 @@ def options_for(run: ActiveRun, task_: Task) -> dict[str, Any]:
         "retry_delay_seconds": [base * 2**i for i in range(retries)] or 0,
         "retry_jitter_factor": 0.5,
         "retry_condition_fn": _another_attempt_helps,
+        "tags": run_tags(run, task_.provider or run.default_provider),
     }
+
+
+def run_tags(run: ActiveRun, *providers: str) -> list[str]:
+    """Tags that find a session's runs in the UI's filters: ``aca``, ``session:<id>`` and
+    ``provider:<name>`` for each provider given."""
+    return ["aca", f"session:{run.session_id}", *(f"provider:{p}" for p in sorted(providers))]
 
 
 def _log_level(record: dict[str, Any]) -> int:
@@ -327,8 +335,5 @@ def _log_level(record: dict[str, Any]) -> int:
 
 
 def _one_line(record: dict[str, Any]) -> str:
-    kind = record.get("kind", "event")
-    rest = {k: v for k, v in record.items() if k not in ("kind", "ts", "task_id")}
-    # Redacted before it is cut: a key cut in half would no longer look like a key.
-    text = redact_text(json.dumps(rest, ensure_ascii=False, default=str))
-    return f"{kind} {text[:300]}"
+    # For a person (the JSON stays whole in the task log); redacted before it is cut.
+    return describe_record(record)

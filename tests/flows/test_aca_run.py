@@ -189,13 +189,13 @@ def test_artifacts_and_task_run_names_are_in_prefect(tmp_path, repo, anthropic_f
     by_key = {a.key: a for a in artifacts}
     sid = session_id.lower()
     task_key = f"aca-{sid}-a"
-    assert {f"aca-{kind}-{sid}" for kind in ("plan", "graph", "progress", "summary")} | {
+    assert {f"aca-{kind}-{sid}" for kind in ("plan", "tree", "progress", "summary")} | {
         task_key
     } == set(by_key)
     task_doc = by_key[task_key]
     assert "**Commit:**" in task_doc.data and "a.txt" in task_doc.data
     assert "a write a.txt" in {r.name for r in task_runs}
-    assert "Art" in {f.name for f in flow_runs}
+    assert f"Art · {session_id}" in {f.name for f in flow_runs}
     plan_table = by_key[f"aca-plan-{sid}"]
     assert json.loads(plan_table.data)[0]["id"] == "a"
 

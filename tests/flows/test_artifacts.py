@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import uuid
 
 from prefect.client.orchestration import get_client
@@ -23,6 +24,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.logging.handlers import APILogHandler
 
 from aca_flows.flows import run_flow
+from aca_flows.session.layout import AcaDir
 from aca_flows.session.store import load_session
 from tests.fakes.coding_agent import coding_agent, task_of
 from tests.fakes.llm_server import Reply
@@ -39,7 +41,7 @@ async def read_prefect(name: str, session_id: str):
     await APILogHandler.aflush()
     async with get_client() as client:
         (flow_run,) = await client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=name))
         )
         of_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
         task_runs = await client.read_task_runs(flow_run_filter=of_run)
@@ -156,3 +158,64 @@ def test_proposed_subtasks_get_reports_and_rows_that_match_the_session(
         assert f"**Status:** {status[task_id].splitlines()[0].removesuffix(' Output:')}" in report
     table = json.loads(artifacts[f"aca-plan-{sid}"].data)
     assert {row["id"]: row["status"] for row in table} == status
+
+
+def test_names_tags_log_lines_and_reports_read_as_a_person_would(tmp_path, repo, anthropic_fake):
+    """Item 6 of issue 15, read back through the API: a flow run named after the plan and the
+    session, tags on flow and task runs, log lines in words, titles with ``<angle>`` brackets
+    kept, the tree as a nested list, and a run form that describes every parameter."""
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    name = f"Tidy <name> {uuid.uuid4().hex[:8]}"
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(
+        f"# {name}\n\n"
+        "## group {#g}\n"
+        "- write a.txt {#a}\n"
+        '- write b.txt {#b depends_on=a verify="echo no; false"}\n'
+    )
+    outcome = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-sonnet-4-5")
+    session_id = outcome.summary["session_id"]
+
+    flow_run, task_runs, artifacts, logs = asyncio.run(read_prefect(name, session_id))
+    # Two runs of one file differ, and each names its session.
+    assert flow_run.name == f"{name} · {session_id}"
+    tags = {"aca", f"session:{session_id}", "provider:anthropic"}
+    assert tags <= set(flow_run.tags)
+    assert {r.name for r in task_runs} == {"a write a.txt", "b write b.txt"}
+    assert all(tags <= set(r.tags) for r in task_runs)
+
+    # Log lines for a person; the JSON stays in the task log.
+    messages = [log.message for log in logs]
+    (turn,) = [m for m in messages if m.startswith("a: turn 1, ")]
+    assert re.fullmatch(r"a: turn 1, claude-sonnet-4-5, 100 in / 20 out, \$0\.\d{4}: \w+", turn)
+    assert turn.endswith(": write_file")
+    assert "write_file a.txt (6 chars)" in messages
+    assert "-> wrote 6 characters to a.txt" in messages
+    assert "verify failed (exit 1): echo no; false" in messages
+    assert not any(m.startswith(("turn {", "tool_call {", "verify {")) for m in messages)
+    task_log = AcaDir(repo).session(session_id).task_log("a").read_text().splitlines()
+    assert any(json.loads(line)["kind"] == "turn" for line in task_log)
+
+    # Titles keep their <angle> brackets: escaped, not swallowed as HTML.
+    sid = session_id.lower()
+    tree = artifacts[f"aca-tree-{sid}"].data
+    assert "&lt;name&gt;" in tree and "<name>" not in tree
+    assert "```mermaid" not in tree
+    # Its latest version: every task's final state, children under their group.
+    assert "- `g` group — *failed*\n  - `a` write a.txt — *completed*\n" in tree
+    assert "  - `b` write b.txt — *failed*; after `a`" in tree
+    summary = artifacts[f"aca-summary-{sid}"].data
+    assert "# Session summary: Tidy &lt;name&gt;" in summary
+    report = artifacts[f"aca-{sid}-b"].data
+    assert "**Verify:** `echo no; false` → failed" in report
+
+
+def test_the_run_form_describes_every_parameter():
+    from aca_flows.flows.aca_run import aca_run
+
+    properties = aca_run.parameters.properties
+    assert set(properties) >= {"task_file", "workdir", "provider", "budget_usd", "session_id"}
+    undescribed = [p for p, schema in properties.items() if not schema.get("description")]
+    assert undescribed == []
+    assert properties["workdir"]["description"].startswith("The git repository worked on")

@@ -33,7 +33,7 @@ def session_with(repo, plan: ExecutionPlan) -> str:
 async def flow_run_named(name: str):
     async with get_client() as client:
         runs = await client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=name))
         )
     assert len(runs) == 1, runs
     return runs[0]

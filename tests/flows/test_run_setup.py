@@ -107,7 +107,7 @@ async def _runs_named(name: str):
     from prefect.client.schemas.sorting import FlowRunSort
 
     async with get_client() as client:
-        flow_filter = FlowRunFilter(name=FlowRunFilterName(any_=[name]))
+        flow_filter = FlowRunFilter(name=FlowRunFilterName(like_=name))
         flow_runs = await client.read_flow_runs(
             flow_run_filter=flow_filter, sort=FlowRunSort.EXPECTED_START_TIME_DESC
         )

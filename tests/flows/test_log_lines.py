@@ -1,0 +1,68 @@
+"""Task-log records as the lines a person reads in a task run's log."""
+
+from __future__ import annotations
+
+from aca_flows.flows.log_lines import describe_record
+
+
+def test_a_turn_says_task_model_tokens_cost_and_what_it_calls():
+    record = {
+        "kind": "turn",
+        "task_id": "greet",
+        "turn": 1,
+        "provider": "anthropic",
+        "model": "claude-sonnet-4-5",
+        "text": "",
+        "tool_calls": ["write_file"],
+        "usage": {"input_tokens": 1800, "output_tokens": 120},
+        "cost_usd": 0.0075,
+    }
+    line = describe_record(record)
+    assert line == "greet: turn 1, claude-sonnet-4-5, 1,800 in / 120 out, $0.0075: write_file"
+
+
+def test_tool_calls_and_results_are_short():
+    content = "print('hello')\n" * 300  # 4,500 characters, clipped in the task log at 4,000
+    clipped = content[:4000] + f"... [{len(content) - 4000} more characters]"
+    call = {"kind": "tool_call", "name": "write_file", "arguments": {"path": "greet.py"}}
+    call["arguments"]["content"] = clipped
+    assert describe_record(call) == "write_file greet.py (4,500 chars)"
+    run = {"kind": "tool_call", "name": "run_command", "arguments": {"command": "pytest -q"}}
+    assert describe_record(run) == "run_command: pytest -q"
+    result = {"kind": "tool_result", "name": "read_file", "content": "line 1\nline 2\n" * 100}
+    assert describe_record(result) == "-> line 1"
+    refused = {"kind": "tool_result", "is_error": True, "content": "no such file: x.py"}
+    assert describe_record(refused) == "-> error: no such file: x.py"
+
+
+def test_verify_says_passed_or_failed_with_the_exit_code():
+    passed = {"kind": "verify", "command": "pytest -q", "passed": True, "exit_code": 0}
+    failed = {"kind": "verify", "command": "pytest -q", "passed": False, "exit_code": 1}
+    assert describe_record(passed) == "verify passed: pytest -q"
+    assert describe_record(failed) == "verify failed (exit 1): pytest -q"
+    reason = "verify command `x` failed; nothing was merged. Output:\nboom"
+    assert describe_record({"kind": "task_failed", "reason": reason}) == (
+        "task failed: verify command `x` failed; nothing was merged."
+    )
+
+
+def test_claude_codes_tool_events_read_like_the_tool_loops():
+    use = {
+        "kind": "provider_event",
+        "event": "tool_use",
+        "data": {"name": "Write", "input": {"file_path": "greet.py", "content": "x" * 128}},
+    }
+    assert describe_record(use) == "Write greet.py (128 chars)"
+    bash = {"kind": "provider_event", "event": "tool_use", "data": {"name": "Bash"}}
+    bash["data"]["input"] = {"command": "pytest -q", "description": "run the tests"}
+    assert describe_record(bash) == "Bash: pytest -q"
+
+
+def test_a_line_passes_the_redactor(monkeypatch):
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-0123456789abcdef")
+    record = {"kind": "tool_call", "name": "run_command"}
+    record["arguments"] = {"command": "curl -H 'X: tok-0123456789abcdef' example.test"}
+    line = describe_record(record)
+    assert "tok-0123456789abcdef" not in line and "[REDACTED]" in line
+    unknown = {"kind": "something_new", "task_id": "a", "value": "tok-0123456789abcdef"}
+    assert describe_record(unknown) == 'something_new {"value": "[REDACTED]"}'
