@@ -274,7 +274,7 @@ async def aca_run(
             _send(run.session_id, _label_flow_run(store, run, rename=session_name is None))
             emit_session_event(store, "started")
             summary = await _drive(store, run, request, interrupt)
-            emit_session_event(store, summary["status"], summary["stopped_reason"])
+            emit_session_event(store, summary.status, summary.stopped_reason)
     except (asyncio.CancelledError, KeyboardInterrupt, TerminationSignal):
         # Interrupted (a runner's cancel arrives as TerminationSignal): what finished is
         # recorded; running tasks start again on resume.
