@@ -107,6 +107,15 @@ class DeploymentsSection(Section):
     )
 
 
+class ApprovalSection(Section):
+    timeout_seconds: float = Field(
+        default=86_400, gt=0, description="How long a run waits for approval of its plan."
+    )
+    on_timeout: Literal["reject", "approve"] = Field(
+        default="reject", description="The decision taken when nobody answered in time."
+    )
+
+
 class ModelPrice(Section):
     """USD per million tokens."""
 
@@ -143,6 +152,7 @@ class AcaConfig(Section):
     rate_limiting: RateLimitingSection = Field(default_factory=RateLimitingSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
     deployments: DeploymentsSection = Field(default_factory=DeploymentsSection)
+    approval: ApprovalSection = Field(default_factory=ApprovalSection)
     providers: dict[str, ProviderSection] = Field(default_factory=dict)
 
     def provider(self, name: str) -> ProviderSection:

@@ -40,6 +40,7 @@ from prefect.states import Cancelled, Failed, State
 from aca_flows.agent.execute import TaskOutcome
 from aca_flows.agent.subtasks import SubtaskProposalError, accept_subtasks
 from aca_flows.errors import AcaError
+from aca_flows.flows.approval import apply_decision, approval_needed, wait_for_approval
 from aca_flows.flows.artifacts import (
     first_line,
     plan_graph_markdown,
@@ -193,12 +194,14 @@ async def aca_run(
     init_git: bool = False,
     config_file: str | None = None,
     record: str | None = None,
+    require_approval: bool = False,
 ) -> dict[str, Any]:
     """Run a task file or execution plan in ``workdir``; returns the session summary.
 
     Give ``session_id`` of an existing session to resume it: completed tasks are not run
     again (nor is any provider called for them). Exit status for callers: the flow run is
-    Failed if any task failed.
+    Failed if any task failed. With ``require_approval`` the run waits, once its plan is
+    published, for a person to approve it (docs/approval.md).
     """
     parameters = dict(locals(), context=context or [])
     # Every record this run logs, to the server or the terminal, passes the redactor.
@@ -261,6 +264,8 @@ def flow_state(summary: dict[str, Any], cancelled_from_ui: bool = False) -> Stat
         return Cancelled(name=name, message=summary["stopped_reason"], data=summary)
     if status == "stopped":
         return Cancelled(name="Stopped", message=summary["stopped_reason"], data=summary)
+    if status == "rejected":
+        return Cancelled(name="Rejected", message=summary["stopped_reason"], data=summary)
     if status == "failed":
         return Failed(message=summary["stopped_reason"] or "failed", data=summary)
     return summary
@@ -300,6 +305,21 @@ async def _drive(
         description=_progress_text(counts),
     )
     create_checkpoint(store, trigger="auto", description="plan compiled")
+    if approval_needed(request.require_approval, store):
+        decided = await wait_for_approval(store, run.plan, limit, run.config.approval, interrupt)
+        if decided is not None and decided.decision == "reject":
+            logger.warning(f"the plan was rejected: {decided.reason}")
+            store.finish("rejected", decided.reason)
+            create_checkpoint(store, trigger="end", description="rejected")
+            return _summary(run, store, "rejected", decided.reason, {})
+        if decided is not None:
+            apply_decision(decided, run, store)
+            limit = decided.max_concurrent or limit
+            for task_id in decided.skip:  # a task run that ends Skipped, and its report
+                task = run.plan.task(task_id)
+                name = options_for(run, task)["task_run_name"]
+                states[task_id] = await record_skipped_task(name, task_id, str(task.status), [])
+                await _publish_report(store, run, task_id, states[task_id])
 
     running: dict[asyncio.Task, str] = {}
     stopped_reason: str | None = None

@@ -1,0 +1,213 @@
+"""Approval of the plan (``--require-approval``, docs/approval.md), driven through Prefect's API
+against the real test server: the flow run pauses for a typed input, and a decision sent with
+``resume_flow_run`` (what the UI's form sends) or ``aca approve`` / ``aca reject`` resumes it.
+Real git, the fake Anthropic server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.flow_runs import resume_flow_run
+
+from aca_flows.cli import main
+from aca_flows.flows import run_flow
+from aca_flows.session.store import list_sessions, load_session
+from tests.fakes.coding_agent import coding_agent, task_of
+
+WAIT = 120
+
+
+def start(target) -> tuple[threading.Thread, list]:
+    """``target()`` in a thread (the waiting run); its return value lands in the list."""
+    results: list = []
+    thread = threading.Thread(target=lambda: results.append(target()))
+    thread.start()
+    return thread, results
+
+
+def waiting_session(repo, thread: threading.Thread):
+    """The session once its run waits for approval (or fails the test if the run ended)."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        assert thread.is_alive(), "the run ended instead of waiting for approval"
+        for session in list_sessions(repo):
+            if session.approval is not None and session.approval.state == "waiting":
+                return session
+        time.sleep(0.2)
+    raise AssertionError("no session began to wait for approval")
+
+
+def flow_run_of(session):
+    async def read():
+        async with get_client() as client:
+            return await client.read_flow_run(UUID(session.approval.flow_run_id))
+
+    return asyncio.run(read())
+
+
+def task_run_states(flow_run_id: str) -> dict[str, str]:
+    """Task run name -> state name, of one flow run."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read():
+        async with get_client() as client:
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)]))
+            )
+        return {r.name: r.state.name for r in runs}
+
+    return asyncio.run(read())
+
+
+def task_file(tmp_path, title: str) -> str:
+    path = tmp_path / "tasks.md"
+    path.write_text(
+        f"# {title} {uuid.uuid4().hex[:8]}\n\n"
+        "- write a.txt {#a}\n"
+        "- write b.txt {#b depends_on=a}\n"
+        "- write c.txt {#c depends_on=b}\n"
+    )
+    return str(path)
+
+
+def agent_requests(server) -> list:
+    return [r for r in server.anthropic.requests if r.json.get("tools")]
+
+
+def test_a_run_waits_paused_and_an_approval_with_changes_resumes_it(
+    tmp_path, repo, anthropic_fake, capsys
+):
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = task_file(tmp_path, "Approve")
+    thread, outcomes = start(
+        lambda: run_flow(task_file=tasks, workdir=str(repo), require_approval=True)
+    )
+    try:
+        session = waiting_session(repo, thread)
+
+        # Waiting: Paused in Prefect, "waiting for approval" in aca, nothing spent, and the
+        # reading commands are not blocked by the run that holds the session.
+        assert flow_run_of(session).state.is_paused()
+        assert main(["sessions", "list", "--workdir", str(repo), "--json"]) == 0
+        (row,) = json.loads(capsys.readouterr().out)["sessions"]
+        assert row["status"] == "waiting for approval"
+        assert main(["usage", "--workdir", str(repo), "--json"]) == 0
+        capsys.readouterr()
+        assert agent_requests(anthropic_fake) == []
+
+        # What the UI's form sends: skip b, one task at a time, a note for every prompt.
+        resume_flow_run(
+            UUID(session.approval.flow_run_id),
+            run_input={"decision": "approve", "skip": ["b"], "max_concurrent": 1, "note": "tabs"},
+        )
+        thread.join(WAIT)
+        assert not thread.is_alive(), "the approved run did not end"
+    finally:
+        thread.join(WAIT)
+
+    (outcome,) = outcomes
+    assert outcome.state_name == "Completed"
+    assert outcome.summary["status"] == "completed"
+    session = load_session(repo, session.id)
+    # b was left out and ends Skipped; c, which depends on it, still runs (docs/approval.md).
+    assert {t.id: str(t.status) for t in session.plan.tasks} == {
+        "a": "completed",
+        "b": "skipped: left out at approval",
+        "c": "completed",
+    }
+    assert session.approval.state == "approved" and session.approval.skip == ["b"]
+    asked = agent_requests(anthropic_fake)
+    assert {task_of(r)[0] for r in asked} == {"a", "c"}
+    assert all("Reviewer's note: tabs" in task_of(r)[2] for r in asked)
+    states = task_run_states(session.approval.flow_run_id)
+    assert states["b write b.txt"] == "Skipped"
+    assert states["a write a.txt"] == states["c write c.txt"] == "Completed"
+
+
+def test_aca_reject_cancels_the_waiting_run_with_the_reason(tmp_path, repo, anthropic_fake, capsys):
+    tasks = task_file(tmp_path, "Reject")
+    thread, codes = start(
+        lambda: main(["run", tasks, "--workdir", str(repo), "--require-approval", "--json"])
+    )
+    try:
+        session = waiting_session(repo, thread)
+        assert main(["reject", session.id[:15], "--reason", "too broad", "-w", str(repo)]) == 0
+        thread.join(WAIT)
+        assert not thread.is_alive(), "the rejected run did not end"
+    finally:
+        thread.join(WAIT)
+
+    assert codes == [3]
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["status"] == "rejected" and summary["stopped_reason"] == "too broad"
+    session = load_session(repo, session.id)
+    assert (session.status, session.status_reason) == ("rejected", "too broad")
+    assert session.approval.state == "rejected"
+    assert {str(t.status) for t in session.plan.tasks} == {"pending"}
+    assert agent_requests(anthropic_fake) == []
+    state = flow_run_of(session).state
+    assert state.is_cancelled() and state.name == "Rejected" and state.message == "too broad"
+
+
+def test_aca_approve_refuses_an_unknown_task_then_approves(tmp_path, repo, anthropic_fake, capsys):
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = task_file(tmp_path, "CLI approve")
+    thread, outcomes = start(
+        lambda: run_flow(task_file=tasks, workdir=str(repo), require_approval=True)
+    )
+    try:
+        session = waiting_session(repo, thread)
+        assert main(["approve", session.id, "--skip", "zz", "-w", str(repo)]) == 2
+        assert "no task zz in the plan; its tasks are a, b, c" in capsys.readouterr().err
+        assert flow_run_of(session).state.is_paused()  # still waiting
+
+        assert main(["approve", session.id, "--skip", "c", "-w", str(repo)]) == 0
+        thread.join(WAIT)
+        assert not thread.is_alive(), "the approved run did not end"
+    finally:
+        thread.join(WAIT)
+
+    (outcome,) = outcomes
+    assert outcome.summary["status"] == "completed"
+    statuses = {t.id: str(t.status) for t in load_session(repo, session.id).plan.tasks}
+    assert statuses == {"a": "completed", "b": "completed", "c": "skipped: left out at approval"}
+    assert main(["approve", session.id, "-w", str(repo)]) == 2  # nothing waits any more
+    assert "is not waiting for approval" in capsys.readouterr().err
+
+
+def test_nobody_answering_in_time_takes_the_configured_default(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    monkeypatch.setenv("ACA_APPROVAL__TIMEOUT_SECONDS", "1")
+    monkeypatch.setenv("ACA_APPROVAL__ON_TIMEOUT", "approve")
+    tasks = task_file(tmp_path, "Timeout")
+
+    outcome = run_flow(task_file=tasks, workdir=str(repo), require_approval=True)
+
+    assert outcome.state_name == "Completed"
+    session = load_session(repo, outcome.summary["session_id"])
+    assert session.status == "completed"
+    assert session.approval.state == "approved" and session.approval.timed_out
+    assert session.approval.reason == "no answer within 1 s"
+
+
+def test_by_default_nobody_answering_rejects(tmp_path, repo, anthropic_fake, monkeypatch):
+    monkeypatch.setenv("ACA_APPROVAL__TIMEOUT_SECONDS", "1")
+    tasks = task_file(tmp_path, "Timeout reject")
+
+    outcome = run_flow(task_file=tasks, workdir=str(repo), require_approval=True)
+
+    assert outcome.state_name == "Rejected"
+    session = load_session(repo, outcome.summary["session_id"])
+    assert (session.status, session.status_reason) == ("rejected", "no answer within 1 s")
+    assert agent_requests(anthropic_fake) == []
