@@ -155,6 +155,20 @@ def test_aca_reject_cancels_the_waiting_run_with_the_reason(tmp_path, repo, anth
     state = flow_run_of(session).state
     assert state.is_cancelled() and state.name == "Rejected" and state.message == "too broad"
 
+    # A resume never runs a plan nobody approved: it asks again.
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    thread, outcomes = start(lambda: run_flow(workdir=str(repo), session_id=session.id))
+    try:
+        again = waiting_session(repo, thread)
+        assert again.id == session.id
+        assert again.approval.flow_run_id != session.approval.flow_run_id
+        assert main(["approve", session.id, "-w", str(repo)]) == 0
+        thread.join(WAIT)
+    finally:
+        thread.join(WAIT)
+    assert outcomes[0].summary["status"] == "completed"
+
 
 def test_aca_approve_refuses_an_unknown_task_then_approves(tmp_path, repo, anthropic_fake, capsys):
     for _ in range(20):
@@ -181,6 +195,36 @@ def test_aca_approve_refuses_an_unknown_task_then_approves(tmp_path, repo, anthr
     assert statuses == {"a": "completed", "b": "completed", "c": "skipped: left out at approval"}
     assert main(["approve", session.id, "-w", str(repo)]) == 2  # nothing waits any more
     assert "is not waiting for approval" in capsys.readouterr().err
+
+
+def test_an_answer_from_the_form_that_cannot_apply_is_asked_again(tmp_path, repo, anthropic_fake):
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = task_file(tmp_path, "Ask again")
+    thread, outcomes = start(
+        lambda: run_flow(task_file=tasks, workdir=str(repo), require_approval=True)
+    )
+    try:
+        session = waiting_session(repo, thread)
+        flow_run_id = UUID(session.approval.flow_run_id)
+        resume_flow_run(flow_run_id, run_input={"decision": "approve", "skip": ["nope"]})
+        deadline = time.monotonic() + WAIT
+        while not flow_run_of(session).state.is_paused():  # waiting again, for a new answer
+            assert thread.is_alive() and time.monotonic() < deadline, "it did not ask again"
+            time.sleep(0.2)
+        assert load_session(repo, session.id).approval.state == "waiting"
+        resume_flow_run(flow_run_id, run_input={"decision": "approve", "skip": ["a"]})
+        thread.join(WAIT)
+    finally:
+        thread.join(WAIT)
+
+    assert outcomes[0].summary["status"] == "completed"
+    session = load_session(repo, session.id)
+    assert session.approval.skip == ["a"]
+    assert str(session.plan.task("a").status) == "skipped: left out at approval"
+    assert agent_requests(anthropic_fake) and {
+        task_of(r)[0] for r in agent_requests(anthropic_fake)
+    } == {"b", "c"}
 
 
 def test_nobody_answering_in_time_takes_the_configured_default(
