@@ -255,3 +255,34 @@ def test_by_default_nobody_answering_rejects(tmp_path, repo, anthropic_fake, mon
     session = load_session(repo, outcome.summary["session_id"])
     assert (session.status, session.status_reason) == ("rejected", "no answer within 1 s")
     assert agent_requests(anthropic_fake) == []
+
+
+def test_a_cancel_from_the_ui_ends_the_wait_and_leaves_a_resumable_session(
+    tmp_path, repo, anthropic_fake
+):
+    from prefect.states import Cancelling
+
+    tasks = task_file(tmp_path, "Cancel the wait")
+    thread, outcomes = start(
+        lambda: run_flow(task_file=tasks, workdir=str(repo), require_approval=True)
+    )
+    try:
+        session = waiting_session(repo, thread)
+
+        async def cancel():  # what the UI's Cancel button does to the paused run
+            async with get_client() as client:
+                flow_run_id = UUID(session.approval.flow_run_id)
+                await client.set_flow_run_state(flow_run_id, Cancelling(), force=True)
+
+        asyncio.run(cancel())
+        thread.join(WAIT)
+        assert not thread.is_alive(), "the cancelled run did not end"
+    finally:
+        thread.join(WAIT)
+
+    (outcome,) = outcomes
+    assert outcome.state_name == "Cancelled"
+    assert outcome.summary["status"] == "interrupted"
+    session = load_session(repo, session.id)
+    assert session.status == "interrupted"
+    assert session.approval.state == "waiting"  # nobody decided: a resume asks again
