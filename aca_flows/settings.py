@@ -114,6 +114,10 @@ class ApprovalSection(Section):
     on_timeout: Literal["reject", "approve"] = Field(
         default="reject", description="The decision taken when nobody answered in time."
     )
+    on_failure: Literal["fail", "ask"] = Field(
+        default="fail",
+        description="ask: a task that fails verification waits for retry-with-hint/skip/fail.",
+    )
 
 
 class ModelPrice(Section):

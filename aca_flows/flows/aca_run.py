@@ -36,6 +36,7 @@ from prefect.artifacts import (
 from prefect.context import get_run_context
 from prefect.exceptions import TerminationSignal
 from prefect.states import Cancelled, Failed, State
+from prefect.utilities.annotations import allow_failure
 
 from aca_flows.agent.execute import TaskOutcome
 from aca_flows.agent.subtasks import SubtaskProposalError, accept_subtasks
@@ -54,6 +55,7 @@ from aca_flows.flows.deployment_guard import deployment_refusal
 from aca_flows.flows.run_setup import RunRequest, open_run, recorded_state
 from aca_flows.flows.session_log import session_log
 from aca_flows.flows.skipped import record_skipped_task
+from aca_flows.flows.task_help import add_hint, ask_about_failed_task
 from aca_flows.flows.task_run import (
     ACTIVE_RUNS,
     ActiveRun,
@@ -62,6 +64,7 @@ from aca_flows.flows.task_run import (
     options_for,
 )
 from aca_flows.plan.dag import DagProgress
+from aca_flows.plan.models import TaskStatus
 from aca_flows.providers.sdk_client import close_clients
 from aca_flows.session.checkpoints import CheckpointPolicy, create_checkpoint
 from aca_flows.session.events import TaskResult
@@ -336,7 +339,10 @@ async def _drive(
                     break
                 dag.start(task.id)
                 store.task_started(task.id, provider=task.provider or run.default_provider)
-                waits = [states[d] for d in dag.dependency_ids(task) if d in states]
+                # The DAG decided it may start; a dependency skipped after it failed (a
+                # person's decision, task_help.py) has a failed task run all the same.
+                deps = [states[d] for d in dag.dependency_ids(task) if d in states]
+                waits = [allow_failure(s) for s in deps]
                 running[asyncio.create_task(_run_one(run, task.id, waits))] = task.id
         if not running:
             break
@@ -354,7 +360,7 @@ async def _drive(
             task_id = running.pop(finished)
             state = finished.result()
             states[task_id] = state
-            limit_reason = await _finish(store, run, dag, task_id, state, logger)
+            limit_reason = await _finish(store, run, dag, task_id, state, logger, interrupt)
             if limit_reason and stopped_reason is None:
                 stopped_reason = limit_reason
                 logger.warning(f"{limit_reason}; no new task starts")
@@ -498,7 +504,7 @@ async def _run_one(run: ActiveRun, task_id: str, waits: list[State]) -> State:
 
 
 async def _finish(
-    store, run: ActiveRun, dag: DagProgress, task_id: str, state: State, logger
+    store, run: ActiveRun, dag: DagProgress, task_id: str, state: State, logger, interrupt=None
 ) -> str | None:
     """Mirror a finished task run into the session and the DAG. Returns why the run must
     stop (a budget or usage limit), if it must."""
@@ -533,6 +539,21 @@ async def _finish(
         reason = error.outcome.failure_reason or "failed"
         if error.outcome.conflict_files:
             reason += f" (gave up after {attempts} attempt(s))"
+        elif interrupt is not None and run.config.approval.on_failure == "ask":
+            # A person decides (docs/approval.md, "A stuck task asks").
+            answer = await ask_about_failed_task(run, task_id, error.outcome, attempts, interrupt)
+            if answer.action == "retry":
+                store.task_failed(task_id, reason, will_retry=True)
+                add_hint(run, task_id, answer.hint)
+                dag.release(task_id)
+                return None
+            if answer.action == "skip":
+                dag.release(task_id)
+                why = f"skipped after it failed: {first_line(reason)}"
+                run.plan.task(task_id).status = TaskStatus(state="skipped", reason=why)
+                store.task_skipped(task_id, why)
+                await _publish_report(store, run, task_id, state)
+                return None
     elif isinstance(error, AcaError):
         # A provider error names its fix already: say it plainly, with the attempts it took.
         reason = f"{error} (gave up after {attempts} attempt(s))"

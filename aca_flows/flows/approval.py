@@ -51,6 +51,7 @@ __all__ = [
     "decision_problem",
     "send_decision",
     "wait_for_approval",
+    "wait_for_input",
 ]
 
 SKIPPED_AT_APPROVAL = "left out at approval"
@@ -138,13 +139,13 @@ async def wait_for_approval(
             f"waiting for approval of the plan: resume the flow run in the Prefect UI, or "
             f"`aca approve {store.session_id}` / `aca reject {store.session_id} --reason ...`"
         )
-        answer = await _ask(form, mode, timeout, f"{PAUSE_KEY}-{attempt}", interrupt)
-        if answer is _INTERRUPTED:
+        answer = await wait_for_input(form, mode, timeout, f"{PAUSE_KEY}-{attempt}", interrupt)
+        if answer is INTERRUPTED:
             return None
         if answer is None:
             on_timeout = config.on_timeout
             logger.warning(f"nobody answered within {timeout:g} s: {on_timeout} (on_timeout)")
-            await _running_again()
+            await running_again()
             answer = PlanApproval(decision=on_timeout, reason=f"no answer within {timeout:g} s")
             decided = _decided(answer, timed_out=True)
             break
@@ -210,13 +211,14 @@ def send_decision(workdir, session_id: str, answer: dict[str, Any]) -> str:
     return approval.flow_run_id
 
 
-# -- internals ----------------------------------------------------------------------------
+# -- waiting for input (also for a stuck task: task_help.py) ------------------------------
 
-_INTERRUPTED = object()
+INTERRUPTED = object()
 
 
-async def _ask(form, mode: str, timeout: float, key: str, interrupt):
-    """The answer, ``None`` on timeout, ``_INTERRUPTED`` if the run was stopped meanwhile."""
+async def wait_for_input(form, mode: str, timeout: float, key: str, interrupt):
+    """The flow run's answer to ``form``: ``None`` on timeout, ``INTERRUPTED`` if the run's
+    ``interrupt`` came first. ``mode`` ``suspend`` exits the process (deployment runs)."""
     if mode == "suspend":
         # Exits this process (Prefect's Pause); the flow run starts again when resumed and
         # this call, with the same key, returns the answer.
@@ -233,14 +235,14 @@ async def _ask(form, mode: str, timeout: float, key: str, interrupt):
         stop.cancel()
     if not pause.done():
         pause.cancel()
-        return _INTERRUPTED
+        return INTERRUPTED
     try:
         return pause.result()
     except FlowPauseTimeout:
         return None
 
 
-async def _running_again() -> None:
+async def running_again() -> None:
     """After a timeout the flow run is still Paused (or failed by the server): it runs on."""
     from prefect.client.orchestration import get_client
     from prefect.states import Running

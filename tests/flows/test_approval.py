@@ -6,6 +6,7 @@ Real git, the fake Anthropic server."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 import time
@@ -286,3 +287,131 @@ def test_a_cancel_from_the_ui_ends_the_wait_and_leaves_a_resumable_session(
     session = load_session(repo, session.id)
     assert session.status == "interrupted"
     assert session.approval.state == "waiting"  # nobody decided: a resume asks again
+
+
+# -- a stuck task asks ([approval] on_failure = "ask") ------------------------------------------
+
+
+def hint_follower(request):
+    """The coding agent, except that a reviewer's hint "write X" overrides its title."""
+    first = task_of(request)[2]
+    if "Hint from a reviewer: write" in first:
+        hinted = first.split("Hint from a reviewer: ", 1)[1].splitlines()[0]
+        data = json.loads(request.body)
+        content = data["messages"][0]["content"]
+        old = f"# Task {task_of(request)[0]}: {task_of(request)[1]}"
+        new = f"# Task {task_of(request)[0]}: {hinted}"
+        if isinstance(content, str):
+            data["messages"][0]["content"] = content.replace(old, new, 1)
+        else:
+            for block in content:
+                if block.get("type") == "text":
+                    block["text"] = block["text"].replace(old, new, 1)
+        request = dataclasses.replace(request, body=json.dumps(data).encode())
+    return coding_agent(request)
+
+
+def wait_until_paused(flow_run_id: UUID, thread: threading.Thread):
+    async def read():
+        async with get_client() as client:
+            return (await client.read_flow_run(flow_run_id)).state
+
+    deadline = time.monotonic() + WAIT
+    while not asyncio.run(read()).is_paused():
+        assert thread.is_alive() and time.monotonic() < deadline, "the run never paused"
+        time.sleep(0.2)
+
+
+def flow_run_id_named(name: str) -> UUID:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    async def read():
+        async with get_client() as client:
+            runs = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
+            )
+        return runs
+
+    deadline = time.monotonic() + WAIT
+    while not (runs := asyncio.run(read())):
+        assert time.monotonic() < deadline, "no flow run"
+        time.sleep(0.2)
+    return runs[0].id
+
+
+def stuck_plan(tmp_path, name: str) -> str:
+    path = tmp_path / "tasks.md"
+    path.write_text(
+        f"# {name}\n\n"
+        '- write a.txt with wrong {#a verify="grep -q right a.txt"}\n'
+        "- write b.txt {#b depends_on=a}\n"
+    )
+    return str(path)
+
+
+def test_a_stuck_task_retried_with_a_hint_succeeds(tmp_path, repo, anthropic_fake, monkeypatch):
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(hint_follower)
+    monkeypatch.setenv("ACA_APPROVAL__ON_FAILURE", "ask")
+    monkeypatch.setenv("ACA_AGENT__MAX_FIX_ATTEMPTS", "0")
+    name = f"Stuck {uuid.uuid4().hex[:8]}"
+    tasks = stuck_plan(tmp_path, name)
+    thread, outcomes = start(lambda: run_flow(task_file=tasks, workdir=str(repo)))
+    try:
+        flow_run_id = flow_run_id_named(name)
+        wait_until_paused(flow_run_id, thread)
+        resume_flow_run(
+            flow_run_id, run_input={"action": "retry", "hint": "write a.txt with right"}
+        )
+        thread.join(WAIT)
+        assert not thread.is_alive(), "the run did not end"
+    finally:
+        thread.join(WAIT)
+
+    (outcome,) = outcomes
+    assert outcome.summary["status"] == "completed"
+    session = load_session(repo, outcome.summary["session_id"])
+    assert {t.id: str(t.status) for t in session.plan.tasks} == {
+        "a": "completed",
+        "b": "completed",
+    }
+    assert session.tasks["a"].attempts == 2
+    question = asyncio.run(artifact(f"aca-question-{session.id}-a".lower()))
+    assert "Task `a` failed" in question and "grep -q right a.txt" in question
+
+
+def test_a_stuck_task_can_be_skipped_and_its_dependents_run(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    monkeypatch.setenv("ACA_APPROVAL__ON_FAILURE", "ask")
+    monkeypatch.setenv("ACA_AGENT__MAX_FIX_ATTEMPTS", "0")
+    name = f"Stuck skip {uuid.uuid4().hex[:8]}"
+    tasks = stuck_plan(tmp_path, name)
+    thread, outcomes = start(lambda: run_flow(task_file=tasks, workdir=str(repo)))
+    try:
+        flow_run_id = flow_run_id_named(name)
+        wait_until_paused(flow_run_id, thread)
+        resume_flow_run(flow_run_id, run_input={"action": "skip"})
+        thread.join(WAIT)
+    finally:
+        thread.join(WAIT)
+
+    (outcome,) = outcomes
+    assert outcome.summary["status"] == "completed"
+    statuses = {
+        t.id: str(t.status) for t in load_session(repo, outcome.summary["session_id"]).plan.tasks
+    }
+    assert statuses["a"].startswith("skipped: skipped after it failed: verify command")
+    assert statuses["b"] == "completed"
+
+
+async def artifact(key: str) -> str:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async with get_client() as client:
+        (found,) = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), limit=1
+        )
+    return found.data
