@@ -37,7 +37,7 @@ from pydantic import Field
 from aca_flows.errors import InputError
 from aca_flows.plan.models import ExecutionPlan, TaskStatus
 from aca_flows.session.events import ApprovalDecided, ApprovalRequested
-from aca_flows.session.store import SessionStore, load_session
+from aca_flows.session.store import SessionStore, display_status, load_session
 from aca_flows.settings import ApprovalSection
 
 if TYPE_CHECKING:
@@ -183,10 +183,12 @@ def send_decision(workdir, session_id: str, answer: dict[str, Any]) -> str:
 
     session = load_session(workdir, session_id)
     approval = session.approval
-    if approval is None or approval.state != "waiting" or session.status != "running":
+    status = display_status(session, workdir)
+    if approval is None or status != "waiting for approval":
         raise InputError(
-            f"session {session.id} is not waiting for approval (status: {session.status}); "
-            "`aca sessions list` shows the sessions that are."
+            f"session {session.id} is not waiting for approval (status: {status}); "
+            "`aca sessions list` shows the sessions that are"
+            + (f"; `aca resume {session.id}` asks again." if status == "interrupted" else ".")
         )
     if answer["decision"] == "approve":
         problem = decision_problem(session.plan, answer.get("skip") or [])

@@ -13,6 +13,7 @@ import time
 import uuid
 from uuid import UUID
 
+import pytest
 from prefect.client.orchestration import get_client
 from prefect.flow_runs import resume_flow_run
 
@@ -24,21 +25,29 @@ from tests.fakes.coding_agent import coding_agent, task_of
 WAIT = 120
 
 
+@pytest.fixture(autouse=True)
+def bounded_waits(monkeypatch):
+    """A test that fails while a run waits must not leave it waiting for a day."""
+    monkeypatch.setenv("ACA_APPROVAL__TIMEOUT_SECONDS", "300")
+
+
 def start(target) -> tuple[threading.Thread, list]:
     """``target()`` in a thread (the waiting run); its return value lands in the list."""
     results: list = []
-    thread = threading.Thread(target=lambda: results.append(target()))
+    thread = threading.Thread(target=lambda: results.append(target()), daemon=True)
     thread.start()
     return thread, results
 
 
 def waiting_session(repo, thread: threading.Thread):
-    """The session once its run waits for approval (or fails the test if the run ended)."""
+    """The session once its run waits for approval and its flow run is Paused (or fails the
+    test if the run ended)."""
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
         assert thread.is_alive(), "the run ended instead of waiting for approval"
         for session in list_sessions(repo):
-            if session.approval is not None and session.approval.state == "waiting":
+            waiting = session.approval is not None and session.approval.state == "waiting"
+            if waiting and flow_run_of(session).state.is_paused():
                 return session
         time.sleep(0.2)
     raise AssertionError("no session began to wait for approval")
@@ -415,3 +424,21 @@ async def artifact(key: str) -> str:
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), limit=1
         )
     return found.data
+
+
+def test_aca_approve_refuses_a_run_whose_process_is_gone(repo, capsys):
+    from aca_flows.plan.models import ExecutionPlan, Task
+    from aca_flows.session.events import ApprovalRequested
+    from aca_flows.session.store import SessionStore
+
+    plan = ExecutionPlan(name="Gone", tasks=[Task(id="a", title="write a.txt")])
+    store = SessionStore.create(repo, plan, provider="anthropic")
+    store.record(ApprovalRequested(flow_run_id=str(uuid.uuid4()), api_url=None))
+    store.close()  # the waiting process died: its lock is gone
+
+    assert main(["sessions", "list", "-w", str(repo), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["sessions"][0]["status"] == "interrupted"
+    assert main(["approve", store.session_id, "-w", str(repo)]) == 2
+    err = capsys.readouterr().err
+    assert "is not waiting for approval (status: interrupted)" in err
+    assert f"`aca resume {store.session_id}` asks again" in err
