@@ -78,10 +78,10 @@ class PlanApproval(RunInput):
 
 
 def approval_needed(require_approval: bool, store: SessionStore) -> bool:
-    """Asked for, or a resumed session whose plan was never approved (still waiting, or
-    rejected): a resume never runs a plan nobody approved."""
-    approval = store.session.approval
-    return require_approval or (approval is not None and approval.state != "approved")
+    """Asked for, or a resumed session that asked before: one whose plan was never approved
+    (still waiting, or rejected) asks again, as a resume never runs a plan nobody approved;
+    an approved one gets its approval's note and max_concurrent again."""
+    return require_approval or store.session.approval is not None
 
 
 def decision_problem(plan: ExecutionPlan, skip: list[str]) -> str | None:

@@ -442,3 +442,38 @@ def test_aca_approve_refuses_a_run_whose_process_is_gone(repo, capsys):
     err = capsys.readouterr().err
     assert "is not waiting for approval (status: interrupted)" in err
     assert f"`aca resume {store.session_id}` asks again" in err
+
+
+def test_a_resumed_session_keeps_its_approval_and_is_not_asked_again(
+    tmp_path, repo, anthropic_fake
+):
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    flag = tmp_path / "flag"
+    path = tmp_path / "tasks.md"
+    path.write_text(
+        f"# Resume approved {uuid.uuid4().hex[:8]}\n\n"
+        f'- write a.txt {{#a verify="test -f {flag}"}}\n'
+        "- write b.txt {#b}\n"
+    )
+    thread, outcomes = start(
+        lambda: run_flow(task_file=str(path), workdir=str(repo), require_approval=True)
+    )
+    try:
+        session = waiting_session(repo, thread)
+        assert main(["approve", session.id, "--skip", "b", "--note", "tabs", "-w", str(repo)]) == 0
+        thread.join(WAIT)
+    finally:
+        thread.join(WAIT)
+    assert outcomes[0].summary["status"] == "failed"  # a's verify failed: no flag yet
+
+    flag.write_text("")
+    before = len(agent_requests(anthropic_fake))
+    again = run_flow(workdir=str(repo), session_id=session.id)  # it would wait if it asked again
+
+    assert again.summary["status"] == "completed"
+    resumed = agent_requests(anthropic_fake)[before:]
+    assert {task_of(r)[0] for r in resumed} == {"a"}
+    assert all("Reviewer's note: tabs" in task_of(r)[2] for r in resumed)
+    statuses = {t.id: str(t.status) for t in load_session(repo, session.id).plan.tasks}
+    assert statuses == {"a": "completed", "b": "skipped: left out at approval"}
