@@ -477,3 +477,67 @@ def test_a_resumed_session_keeps_its_approval_and_is_not_asked_again(
     assert all("Reviewer's note: tabs" in task_of(r)[2] for r in resumed)
     statuses = {t.id: str(t.status) for t in load_session(repo, session.id).plan.tasks}
     assert statuses == {"a": "completed", "b": "skipped: left out at approval"}
+
+
+def test_a_deployment_run_suspends_and_runs_again_once_approved(
+    tmp_path, repo, anthropic_fake, monkeypatch, capsys
+):
+    """Suspension frees the worker: the flow run's process ends while it waits; once approved,
+    the flow run is scheduled again, and running it (what a worker does) resumes the session
+    with the decision."""
+    from prefect.exceptions import Pause
+    from prefect.flow_engine import run_flow_async
+
+    from aca_flows.flows.aca_run import aca_run
+
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    monkeypatch.setenv("ACA_DEPLOYMENTS__ALLOWED_WORKDIRS", str(tmp_path))
+    parameters = {
+        "task_file": task_file(tmp_path, "Suspend"),
+        "workdir": str(repo),
+        "require_approval": True,
+    }
+
+    async def create():
+        async with get_client() as client:
+            flow_id = await client.create_flow(aca_run)
+            deployment_id = await client.create_deployment(
+                flow_id=flow_id, name=f"approval-{uuid.uuid4().hex[:8]}"
+            )
+            return await client.create_flow_run_from_deployment(
+                deployment_id, parameters=parameters
+            )
+
+    async def execute(flow_run_id):  # what a worker does with a scheduled flow run
+        async with get_client() as client:
+            flow_run = await client.read_flow_run(flow_run_id)
+        return await run_flow_async(
+            aca_run, flow_run=flow_run, parameters=parameters, return_type="state"
+        )
+
+    flow_run = asyncio.run(create())
+    with pytest.raises(Pause):  # the engine gives up the run: the worker's process may end
+        asyncio.run(execute(flow_run.id))
+
+    (session,) = list_sessions(repo)
+    state = flow_run_of(session).state
+    assert state.is_paused() and state.name == "Suspended"
+    assert session.approval.mode == "suspend" and session.approval.flow_run_id == str(flow_run.id)
+    assert main(["sessions", "list", "-w", str(repo), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["sessions"]
+    assert row["status"] == "waiting for approval"  # no process, no lock: still waiting
+    assert agent_requests(anthropic_fake) == []
+
+    assert main(["approve", session.id, "--skip", "c", "-w", str(repo)]) == 0
+    assert flow_run_of(session).state.is_scheduled()
+    second = asyncio.run(execute(flow_run.id))
+
+    assert second.is_completed(), second.message
+    session = load_session(repo, session.id)
+    assert session.approval.state == "approved" and session.approval.skip == ["c"]
+    assert {t.id: str(t.status) for t in session.plan.tasks} == {
+        "a": "completed",
+        "b": "completed",
+        "c": "skipped: left out at approval",
+    }
