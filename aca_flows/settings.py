@@ -145,6 +145,19 @@ class DeploymentsSection(Section):
     )
 
 
+class ApprovalSection(Section):
+    timeout_seconds: float = Field(
+        default=86_400, gt=0, description="How long a run waits for approval of its plan."
+    )
+    on_timeout: Literal["reject", "approve"] = Field(
+        default="reject", description="The decision taken when nobody answered in time."
+    )
+    on_failure: Literal["fail", "ask"] = Field(
+        default="fail",
+        description="ask: a task that fails verification waits for retry-with-hint/skip/fail.",
+    )
+
+
 class ModelPrice(Section):
     """USD per million tokens."""
 
@@ -182,6 +195,7 @@ class AcaConfig(Section):
     sandbox: SandboxSection = Field(default_factory=SandboxSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
     deployments: DeploymentsSection = Field(default_factory=DeploymentsSection)
+    approval: ApprovalSection = Field(default_factory=ApprovalSection)
     providers: dict[str, ProviderSection] = Field(default_factory=dict)
 
     def provider(self, name: str) -> ProviderSection:

@@ -221,6 +221,18 @@ EFFECTS: dict[str, list[str]] = {
     "session.call_retry_max_wait_seconds": [
         "tests/providers/test_retry.py::test_waits_are_capped",
     ],
+    "approval.timeout_seconds": [
+        "tests/flows/test_approval.py::test_nobody_answering_in_time_takes_the_configured_default",
+        "tests/flows/test_approval.py::test_by_default_nobody_answering_rejects",
+    ],
+    "approval.on_timeout": [
+        "tests/flows/test_approval.py::test_nobody_answering_in_time_takes_the_configured_default",
+        "tests/flows/test_approval.py::test_by_default_nobody_answering_rejects",
+    ],
+    "approval.on_failure": [
+        "tests/flows/test_approval.py::test_a_stuck_task_retried_with_a_hint_succeeds",
+        "tests/flows/test_approval.py::test_a_stuck_task_can_be_skipped_and_its_dependents_run",
+    ],
     "deployments.allowed_workdirs": [
         "tests/flows/test_deployment_guard.py::test_a_workdir_outside_the_allow_list_starts_nothing",
         "tests/flows/test_deployment_guard.py::test_a_workdir_inside_the_allow_list_runs",

@@ -1,8 +1,9 @@
 """The command line: ``main`` runs the typer app and turns errors into exit codes.
 
 Exit codes: 0 all done; 1 some task failed; 2 bad input or usage; 3 stopped by a budget or
-usage limit (resumable); 130 interrupted (resumable). An ``AcaError`` is printed as one
-paragraph, never as a traceback; usage errors are typer's own (exit 2).
+usage limit, or the plan rejected at approval (resumable); 130 interrupted (resumable). An
+``AcaError`` is printed as one paragraph, never as a traceback; usage errors are typer's own
+(exit 2).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from aca_flows import __version__
+from aca_flows.cli import approval as approval_cli
 from aca_flows.cli import checkpoints as checkpoints_cli
 from aca_flows.cli import config as config_cli
 from aca_flows.cli import plan as plan_cli
@@ -34,6 +35,7 @@ from aca_flows.cli.options import (
     ModelName,
     ProviderName,
     Record,
+    RequireApproval,
     RunOptions,
     Strict,
     UseIntelligentParser,
@@ -57,6 +59,8 @@ app.add_typer(sessions_cli.app, name="sessions", help="List and inspect sessions
 app.add_typer(checkpoints_cli.app, name="checkpoints", help="List and create checkpoints.")
 app.add_typer(providers_cli.app, name="providers", help="Providers: credentials and a test call.")
 app.add_typer(server_cli.app, name="server", help="A local Prefect server with its UI for runs.")
+app.command("approve")(approval_cli.approve_command)
+app.command("reject")(approval_cli.reject_command)
 
 
 def _version(value: bool) -> None:
@@ -94,6 +98,7 @@ def root(
     json_output: JsonOutput = False,
     init_git: InitGit = False,
     record: Record = None,
+    require_approval: RequireApproval = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
@@ -132,6 +137,7 @@ def run_command(
     json_output: JsonOutput = False,
     init_git: InitGit = False,
     record: Record = None,
+    require_approval: RequireApproval = False,
 ) -> None:
     """Run a task file as a Prefect flow (or review it with --dry-run)."""
     options = _run_options(locals(), task_file=file)

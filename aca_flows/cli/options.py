@@ -74,6 +74,14 @@ Record = Annotated[
     typer.Option("--record", help="Record every provider request and response to a cassette."),
 ]
 
+RequireApproval = Annotated[
+    bool,
+    typer.Option(
+        "--require-approval",
+        help="Wait, once the plan is published, for approval in the Prefect UI or `aca approve`.",
+    ),
+]
+
 
 @dataclass
 class RunOptions:
@@ -97,6 +105,7 @@ class RunOptions:
     json: bool = False
     init_git: bool = False
     record: Path | None = None
+    require_approval: bool = False
 
     def config_overrides(self) -> dict[str, object]:
         return {

@@ -210,10 +210,11 @@ def _run_flow(run_flow, options: RunOptions, session_id: str | None, quiet_conso
         init_git=options.init_git,
         config_file=str(options.config.resolve()) if options.config else None,
         record=str(options.record.resolve()) if options.record else None,
+        require_approval=options.require_approval,
     )
 
 
-EXIT_CODES = {"completed": 0, "failed": 1, "stopped": 3, "interrupted": 130}
+EXIT_CODES = {"completed": 0, "failed": 1, "stopped": 3, "rejected": 3, "interrupted": 130}
 
 
 def _refuse_if_in_use(workdir, session_id: str) -> None:

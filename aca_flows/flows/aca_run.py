@@ -36,10 +36,12 @@ from prefect.artifacts import (
 from prefect.context import get_run_context
 from prefect.exceptions import TerminationSignal
 from prefect.states import Cancelled, Failed, State
+from prefect.utilities.annotations import allow_failure
 
 from aca_flows.agent.execute import TaskOutcome
 from aca_flows.agent.subtasks import SubtaskProposalError, accept_subtasks
 from aca_flows.errors import AcaError
+from aca_flows.flows.approval import apply_decision, approval_needed, wait_for_approval
 from aca_flows.flows.artifacts import (
     first_line,
     md,
@@ -56,6 +58,7 @@ from aca_flows.flows.run_setup import RunRequest, open_run, recorded_state
 from aca_flows.flows.session_log import session_log
 from aca_flows.flows.skipped import record_skipped_task
 from aca_flows.flows.summary import RunSummary, run_summary
+from aca_flows.flows.task_help import add_hint, ask_about_failed_task
 from aca_flows.flows.task_run import (
     ACTIVE_RUNS,
     ActiveRun,
@@ -65,7 +68,7 @@ from aca_flows.flows.task_run import (
     run_tags,
 )
 from aca_flows.plan.dag import DagProgress
-from aca_flows.plan.models import ExecutionPlan
+from aca_flows.plan.models import ExecutionPlan, TaskStatus
 from aca_flows.providers.sdk_client import close_clients
 from aca_flows.session.checkpoints import CheckpointPolicy, create_checkpoint
 from aca_flows.session.events import TaskResult
@@ -201,6 +204,7 @@ async def aca_run(
     init_git: bool = False,
     config_file: str | None = None,
     record: str | None = None,
+    require_approval: bool = False,
 ) -> RunSummary:
     """Run a plan in ``workdir``; returns the run's ``RunSummary``.
 
@@ -213,6 +217,8 @@ async def aca_run(
     The flow run is Failed if any task failed (Cancelled if a budget, a usage limit or an
     interrupt stopped it); the summary is its state's data either way:
     ``state.result(raise_on_failure=False)``. docs/python-api.md shows it called from a flow.
+    With ``require_approval`` the run waits, once its plan is published, for a person to
+    approve it (docs/approval.md).
 
     Args:
         task_file: The task file to run (Markdown checklist or TOML); relative paths resolve
@@ -238,6 +244,8 @@ async def aca_run(
         config_file: An aca config file; default: <workdir>/aca.toml or
             <workdir>/.aca/config.toml.
         record: Record every provider call to this cassette file (for the replay provider).
+        require_approval: Wait for a person to approve the plan (in the Prefect UI, or with
+            `aca approve`) before any task starts.
     """
     parameters = dict(locals(), context=context or [])
     # Every record this run logs, to the server or the terminal, passes the redactor.
@@ -304,6 +312,8 @@ def flow_state(summary: RunSummary, cancelled_from_ui: bool = False) -> State | 
         return Cancelled(name=name, message=summary.stopped_reason, data=summary)
     if summary.status == "stopped":
         return Cancelled(name="Stopped", message=summary.stopped_reason, data=summary)
+    if summary.status == "rejected":
+        return Cancelled(name="Rejected", message=summary.stopped_reason, data=summary)
     if summary.status == "failed":
         return Failed(message=summary.stopped_reason or "failed", data=summary)
     return summary
@@ -362,6 +372,21 @@ async def _drive(
         )
     )
     create_checkpoint(store, trigger="auto", description="plan compiled")
+    if approval_needed(request.require_approval, store):
+        decided = await wait_for_approval(store, run.plan, limit, run.config.approval, interrupt)
+        if decided is not None and decided.decision == "reject":
+            logger.warning(f"the plan was rejected: {decided.reason}")
+            store.finish("rejected", decided.reason)
+            create_checkpoint(store, trigger="end", description="rejected")
+            return run_summary(store, "rejected", decided.reason, {}, [])
+        if decided is not None:
+            apply_decision(decided, run, store)
+            limit = decided.max_concurrent or limit
+            for task_id in decided.skip:  # a task run that ends Skipped, and its report
+                task = run.plan.task(task_id)
+                name = options_for(run, task)["task_run_name"]
+                states[task_id] = await record_skipped_task(name, task_id, str(task.status), [])
+                await _publish_report(store, run, task_id, states[task_id])
 
     running: dict[asyncio.Task, str] = {}
     stopped_reason: str | None = None
@@ -378,7 +403,10 @@ async def _drive(
                     break
                 dag.start(task.id)
                 store.task_started(task.id, provider=task.provider or run.default_provider)
-                waits = [states[d] for d in dag.dependency_ids(task) if d in states]
+                # The DAG decided it may start; a dependency skipped after it failed (a
+                # person's decision, task_help.py) has a failed task run all the same.
+                deps = [states[d] for d in dag.dependency_ids(task) if d in states]
+                waits = [allow_failure(s) for s in deps]
                 running[asyncio.create_task(_run_one(run, task.id, waits))] = task.id
         if not running:
             break
@@ -396,7 +424,7 @@ async def _drive(
             task_id = running.pop(finished)
             state = finished.result()
             states[task_id] = state
-            limit_reason = await _finish(store, run, dag, task_id, state, logger)
+            limit_reason = await _finish(store, run, dag, task_id, state, logger, interrupt)
             if limit_reason and stopped_reason is None:
                 stopped_reason = limit_reason
                 logger.warning(f"{limit_reason}; no new task starts")
@@ -530,7 +558,7 @@ async def _run_one(run: ActiveRun, task_id: str, waits: list[State]) -> State:
 
 
 async def _finish(
-    store, run: ActiveRun, dag: DagProgress, task_id: str, state: State, logger
+    store, run: ActiveRun, dag: DagProgress, task_id: str, state: State, logger, interrupt=None
 ) -> str | None:
     """Mirror a finished task run into the session and the DAG. Returns why the run must
     stop (a budget or usage limit), if it must."""
@@ -566,6 +594,21 @@ async def _finish(
         reason = error.outcome.failure_reason or "failed"
         if error.outcome.conflict_files:
             reason += f" (gave up after {attempts} attempt(s))"
+        elif interrupt is not None and run.config.approval.on_failure == "ask":
+            # A person decides (docs/approval.md, "A stuck task asks").
+            answer = await ask_about_failed_task(run, task_id, error.outcome, attempts, interrupt)
+            if answer.action == "retry":
+                store.task_failed(task_id, reason, will_retry=True)
+                add_hint(run, task_id, answer.hint)
+                dag.release(task_id)
+                return None
+            if answer.action == "skip":
+                dag.release(task_id)
+                why = f"skipped after it failed: {first_line(reason)}"
+                run.plan.task(task_id).status = TaskStatus(state="skipped", reason=why)
+                store.task_skipped(task_id, why)
+                await _publish_report(store, run, task_id, state)
+                return None
     elif isinstance(error, AcaError):
         # A provider error names its fix already: say it plainly, with the attempts it took.
         reason = f"{error} (gave up after {attempts} attempt(s))"

@@ -84,6 +84,7 @@ class RunRequest(BaseModel):
     init_git: bool = False
     config_file: str | None = None
     record: str | None = None
+    require_approval: bool = False
 
     def overrides(self) -> dict[str, object]:
         return {

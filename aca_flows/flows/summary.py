@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RunStatus", "RunSummary", "TaskSummary", "run_summary"]
 
-RunStatus = Literal["completed", "failed", "stopped", "interrupted"]
+RunStatus = Literal["completed", "failed", "stopped", "interrupted", "rejected"]
 
 
 class TaskSummary(BaseModel):

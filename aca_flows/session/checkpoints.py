@@ -204,7 +204,11 @@ def resolve_resume_target(
         raise InputError("give either an id or --latest to `aca resume`, not both")
     if latest:
         for session in list_sessions(workdir):
-            if display_status(session, workdir) not in ("completed", "running"):
+            if display_status(session, workdir) not in (
+                "completed",
+                "running",
+                "waiting for approval",  # its run is alive (or suspended): answer it instead
+            ):
                 return ResumeTarget(session.id)
         raise NothingToResumeError(
             f"no unfinished session in {workdir / '.aca' / 'sessions'}: every session there "

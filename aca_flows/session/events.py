@@ -16,7 +16,10 @@ after the task's commit is merged, so replaying the journal never invents finish
     call               one paid provider call returned: the ledger line of its tokens and USD
                        (a task's call, with the task and attempt; or the intelligent parser's)
     checkpoint_created a checkpoint file was written
-    session_finished   the run ended: completed, failed, interrupted or stopped (by a budget)
+    approval_requested the run waits for a person to approve its plan (its flow run, server)
+    approval_decided   the plan was approved (with changes) or rejected, and why
+    session_finished   the run ended: completed, failed, interrupted, stopped (by a budget)
+                       or rejected (at approval)
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from aca_flows.session.usage import UsageEntry
 
 __all__ = [
     "EVENT_SCHEMA_VERSION",
+    "ApprovalDecided",
+    "ApprovalRequested",
     "CallPurpose",
     "CallRecorded",
     "CheckpointCreated",
@@ -53,7 +58,7 @@ __all__ = [
 
 EVENT_SCHEMA_VERSION = 1
 
-FinalStatus = Literal["completed", "failed", "interrupted", "stopped"]
+FinalStatus = Literal["completed", "failed", "interrupted", "stopped", "rejected"]
 CheckpointTrigger = Literal["auto", "manual", "interrupt", "budget", "end"]
 CallPurpose = Literal["task", "parse"]
 
@@ -173,6 +178,26 @@ class CheckpointCreated(_Event):
     description: str = ""
 
 
+class ApprovalRequested(_Event):
+    """The flow run waits for input (docs/approval.md): ``aca approve`` finds it here."""
+
+    type: Literal["approval_requested"] = "approval_requested"
+    flow_run_id: str
+    api_url: str | None = Field(default=None, description="The Prefect API the run talks to.")
+    mode: Literal["pause", "suspend"] = "pause"
+    expires_at: datetime | None = None
+
+
+class ApprovalDecided(_Event):
+    type: Literal["approval_decided"] = "approval_decided"
+    decision: Literal["approve", "reject"]
+    skip: list[str] = Field(default_factory=list)
+    max_concurrent: int | None = Field(default=None, ge=1, le=64)
+    note: str = ""
+    reason: str = ""
+    timed_out: bool = False
+
+
 class SessionFinished(_Event):
     type: Literal["session_finished"] = "session_finished"
     status: FinalStatus
@@ -190,6 +215,8 @@ Event = Annotated[
     | SubtasksAdded
     | CallRecorded
     | CheckpointCreated
+    | ApprovalRequested
+    | ApprovalDecided
     | SessionFinished,
     Field(discriminator="type"),
 ]

@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aca_flows.plan.models import ExecutionPlan, TaskStatus
 from aca_flows.session.events import (
+    ApprovalDecided,
+    ApprovalRequested,
     CallRecorded,
     CheckpointCreated,
     CheckpointTrigger,
@@ -40,6 +42,7 @@ from aca_flows.session.usage import UsageEntry, add_usage, total_cost, total_tok
 
 __all__ = [
     "SESSION_SCHEMA_VERSION",
+    "Approval",
     "CheckpointRef",
     "SessionRecord",
     "SessionStatus",
@@ -51,7 +54,7 @@ __all__ = [
 
 SESSION_SCHEMA_VERSION = 1
 
-SessionStatus = Literal["running", "completed", "failed", "interrupted", "stopped"]
+SessionStatus = Literal["running", "completed", "failed", "interrupted", "stopped", "rejected"]
 
 
 class _Model(BaseModel):
@@ -87,6 +90,24 @@ class TaskRun(_Model):
         return total_cost(self.usage)
 
 
+class Approval(_Model):
+    """The plan's approval (``--require-approval``): where the waiting flow run is, and what
+    a person decided. ``state`` is ``waiting`` until a decision arrives."""
+
+    state: Literal["waiting", "approved", "rejected"] = "waiting"
+    flow_run_id: str
+    api_url: str | None = None
+    mode: Literal["pause", "suspend"] = "pause"
+    requested_at: datetime
+    expires_at: datetime | None = None
+    decided_at: datetime | None = None
+    skip: list[str] = Field(default_factory=list)
+    max_concurrent: int | None = None
+    note: str = ""
+    reason: str = ""
+    timed_out: bool = False
+
+
 class CheckpointRef(_Model):
     id: str
     created_at: datetime
@@ -115,6 +136,7 @@ class SessionRecord(_Model):
         default_factory=list, description="Totals by provider and model, all tasks and planning."
     )
     last_checkpoint: CheckpointRef | None = None
+    approval: Approval | None = None
     resumes: int = 0
     last_seq: int = Field(default=0, description="seq of the last journal event applied.")
 
@@ -333,6 +355,30 @@ def _checkpoint_created(record: SessionRecord, event: CheckpointCreated) -> bool
     return True
 
 
+def _approval_requested(record: SessionRecord, event: ApprovalRequested) -> bool:
+    record.approval = Approval(
+        flow_run_id=event.flow_run_id,
+        api_url=event.api_url,
+        mode=event.mode,
+        requested_at=event.at,
+        expires_at=event.expires_at,
+    )
+    return True
+
+
+def _approval_decided(record: SessionRecord, event: ApprovalDecided) -> bool:
+    if record.approval is None:
+        raise ValueError("an approval was decided that was never requested")
+    record.approval = record.approval.model_copy(
+        update={
+            "state": "approved" if event.decision == "approve" else "rejected",
+            "decided_at": event.at,
+            **event.model_dump(include={"skip", "max_concurrent", "note", "reason", "timed_out"}),
+        }
+    )
+    return True
+
+
 def _finished(record: SessionRecord, event: SessionFinished) -> bool:
     if event.status in ("interrupted", "stopped"):
         # Tasks cut short start again on resume: the record says so now, not only then.
@@ -357,6 +403,8 @@ _HANDLERS = {
     SubtasksAdded: _subtasks_added,
     CallRecorded: _call_recorded,
     CheckpointCreated: _checkpoint_created,
+    ApprovalRequested: _approval_requested,
+    ApprovalDecided: _approval_decided,
     SessionFinished: _finished,
 }
 

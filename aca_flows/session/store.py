@@ -290,7 +290,7 @@ class SessionStore:
         )
 
     def finish(self, status: SessionStatus, reason: str | None = None) -> bool:
-        """Record the end of this run: completed, failed, interrupted or stopped."""
+        """Record the end of this run: completed, failed, interrupted, stopped or rejected."""
         if status == "running":
             raise ValueError("a session finishes as completed, failed, interrupted or stopped")
         return self.record(SessionFinished(status=status, reason=reason))
@@ -393,14 +393,21 @@ def resolve_session_id(workdir: Path, text: str) -> str:
 
 
 def display_status(session: SessionRecord, workdir: Path | None = None) -> str:
-    """The status to show: a ``running`` session whose process is gone shows ``interrupted``.
+    """The status to show: a ``running`` session whose process is gone shows ``interrupted``;
+    one whose plan waits for a person shows ``waiting for approval`` (a suspended deployment
+    run has no process while it waits).
 
     ``workdir`` is where the session was read from (default: where it was created).
     """
     if session.status != "running":
         return session.status
     paths = AcaDir(Path(workdir or session.workdir).resolve()).session(session.id)
-    return "running" if read_lock_holder(paths.lock_file) else "interrupted"
+    alive = read_lock_holder(paths.lock_file) is not None
+    approval = session.approval
+    waiting = approval is not None and approval.state == "waiting"
+    if waiting and (alive or approval.mode == "suspend"):
+        return "waiting for approval"
+    return "running" if alive else "interrupted"
 
 
 # -- loading ------------------------------------------------------------------------------

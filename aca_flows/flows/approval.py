@@ -1,0 +1,298 @@
+"""Approval of the plan (``--require-approval``): the run waits for a person's decision.
+
+After the plan is published as artifacts and before the first task starts, the flow run
+waits for a typed input, ``PlanApproval``, that the Prefect UI shows as a form on the paused
+flow run's page ("Resume"), and that ``aca approve`` / ``aca reject`` send from a terminal
+(``send_decision``). The decision is journalled in the session (``approval_requested``,
+``approval_decided``); what it changes is applied here:
+
+- approve: the run goes on, as planned;
+- approve with changes: tasks in ``skip`` end Skipped ("left out at approval") and count as
+  done, so their dependents still run (as for a task the task file marks skipped); a new
+  ``max_concurrent``; a ``note`` appended to every task's prompt (a context hint);
+- reject: no task runs; the session ends ``rejected`` with the reason, the flow run
+  Cancelled named Rejected (docs/engine.md, "How a run ends").
+
+A run started from the command line *pauses*: its process waits (holding only the session
+lock, which readers never take). A deployment run *suspends*: its process exits and frees the
+worker; the resume schedules the flow run again, which resumes the session and reads the
+decision (the same pause key returns it). Nobody answering within ``[approval]
+timeout_seconds`` means ``[approval] on_timeout`` for a paused run; a suspended run that times
+out is failed by Prefect's server ("never resumed") and its session can be resumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+from prefect import get_run_logger
+from prefect.context import get_run_context
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import apause_flow_run, asuspend_flow_run
+from prefect.input import RunInput
+from pydantic import Field
+
+from aca_flows.errors import InputError
+from aca_flows.plan.models import ExecutionPlan, TaskStatus
+from aca_flows.session.events import ApprovalDecided, ApprovalRequested
+from aca_flows.session.store import SessionStore, display_status, load_session
+from aca_flows.settings import ApprovalSection
+
+if TYPE_CHECKING:
+    from aca_flows.flows.task_run import ActiveRun
+
+__all__ = [
+    "SKIPPED_AT_APPROVAL",
+    "PlanApproval",
+    "apply_decision",
+    "approval_needed",
+    "decision_problem",
+    "send_decision",
+    "wait_for_approval",
+    "wait_for_input",
+]
+
+SKIPPED_AT_APPROVAL = "left out at approval"
+# How often a paused run looks whether it was resumed (Prefect's default is 10 s).
+POLL_SECONDS = 2
+PAUSE_KEY = "aca-approval"
+
+
+class PlanApproval(RunInput):
+    """The form of a run waiting for approval of its plan."""
+
+    decision: Literal["approve", "reject"] = Field(
+        default="approve", description="approve runs the plan (with the changes below)."
+    )
+    skip: list[str] = Field(
+        default_factory=list,
+        description="Ids of tasks not to run: they end Skipped; their dependents still run.",
+    )
+    max_concurrent: int | None = Field(
+        default=None, ge=1, le=64, description="Tasks run at once (empty: as planned)."
+    )
+    note: str = Field(default="", description="A note appended to every task's prompt.")
+    reason: str = Field(default="", description="Why (recorded in the session).")
+
+
+def approval_needed(require_approval: bool, store: SessionStore) -> bool:
+    """Asked for, or a resumed session that asked before: one whose plan was never approved
+    (still waiting, or rejected) asks again, as a resume never runs a plan nobody approved;
+    an approved one gets its approval's note and max_concurrent again."""
+    return require_approval or store.session.approval is not None
+
+
+def decision_problem(plan: ExecutionPlan, skip: list[str]) -> str | None:
+    """Why ``skip`` cannot be applied to ``plan``, or ``None``: only pending tasks that do
+    work (not groups) can be left out."""
+    tasks = {t.id: t for t in plan.tasks}
+    unknown = [t for t in skip if t not in tasks]
+    if unknown:
+        return f"no task {', '.join(unknown)} in the plan; its tasks are {', '.join(tasks)}"
+    groups = [t for t in skip if tasks[t].children]
+    if groups:
+        return f"{', '.join(groups)} group other tasks; name the tasks to skip instead"
+    done = [t for t in skip if tasks[t].status.state != "pending"]
+    if done:
+        return f"{', '.join(done)} will not run anyway (already {tasks[done[0]].status.state})"
+    return None
+
+
+async def wait_for_approval(
+    store: SessionStore, plan: ExecutionPlan, limit: int, config: ApprovalSection, interrupt
+) -> ApprovalDecided | None:
+    """Wait for a decision on ``plan`` and journal it; ``None`` if the run's ``interrupt``
+    (a signal, a cancel from the UI) came first.
+
+    A resumed session whose plan was approved before gets that decision again, unasked.
+    """
+    approval = store.session.approval
+    if approval is not None and approval.state == "approved":
+        return ApprovalDecided(
+            decision="approve",
+            skip=[],  # already recorded as the tasks' statuses
+            **approval.model_dump(include={"max_concurrent", "note", "reason", "timed_out"}),
+        )
+    logger = get_run_logger()
+    timeout = config.timeout_seconds
+    flow_run = get_run_context().flow_run
+    mode = "suspend" if flow_run.deployment_id is not None else "pause"
+    if not (approval and approval.state == "waiting" and approval.flow_run_id == str(flow_run.id)):
+        store.record(
+            ApprovalRequested(
+                flow_run_id=str(flow_run.id),
+                api_url=_api_url(),
+                mode=mode,
+                expires_at=datetime.now(UTC) + timedelta(seconds=timeout),
+            )
+        )
+    problem = None
+    attempt = 0
+    while True:
+        attempt += 1
+        form = PlanApproval.with_initial_data(
+            description=_form_description(store.session_id, plan, limit, problem)
+        )
+        logger.warning(
+            f"waiting for approval of the plan: resume the flow run in the Prefect UI, or "
+            f"`aca approve {store.session_id}` / `aca reject {store.session_id} --reason ...`"
+        )
+        answer = await wait_for_input(form, mode, timeout, f"{PAUSE_KEY}-{attempt}", interrupt)
+        if answer is INTERRUPTED:
+            return None
+        if answer is None:
+            on_timeout = config.on_timeout
+            logger.warning(f"nobody answered within {timeout:g} s: {on_timeout} (on_timeout)")
+            await running_again()
+            answer = PlanApproval(decision=on_timeout, reason=f"no answer within {timeout:g} s")
+            decided = _decided(answer, timed_out=True)
+            break
+        problem = decision_problem(plan, answer.skip) if answer.decision == "approve" else None
+        if not problem:
+            decided = _decided(answer, timed_out=False)
+            break
+        logger.error(f"the approval cannot be applied: {problem}; asking again")
+    store.record(decided)
+    return decided
+
+
+def apply_decision(decided: ApprovalDecided, run: ActiveRun, store: SessionStore) -> None:
+    """An approval's changes to the run: skipped tasks, the note in every prompt."""
+    for task_id in decided.skip:
+        task = run.plan.task(task_id)
+        task.status = TaskStatus(state="skipped", reason=SKIPPED_AT_APPROVAL)
+        store.task_skipped(task_id, SKIPPED_AT_APPROVAL)
+    if decided.note:
+        run.plan.context_hints = [*run.plan.context_hints, f"Reviewer's note: {decided.note}"]
+
+
+def send_decision(workdir, session_id: str, answer: dict[str, Any]) -> str:
+    """Resume the waiting flow run of ``session_id`` with ``answer`` (a ``PlanApproval``);
+    returns the flow run id. For ``aca approve`` and ``aca reject``.
+
+    Talks to the server the run talks to (recorded when it began to wait)."""
+    from uuid import UUID
+
+    from prefect.exceptions import NotPausedError
+    from prefect.flow_runs import resume_flow_run
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from aca_flows.flows.server import LocalServer
+
+    session = load_session(workdir, session_id)
+    approval = session.approval
+    status = display_status(session, workdir)
+    if approval is None or status != "waiting for approval":
+        raise InputError(
+            f"session {session.id} is not waiting for approval (status: {status}); "
+            "`aca sessions list` shows the sessions that are"
+            + (f"; `aca resume {session.id}` asks again." if status == "interrupted" else ".")
+        )
+    if answer["decision"] == "approve":
+        problem = decision_problem(session.plan, answer.get("skip") or [])
+        if problem:
+            raise InputError(f"--skip: {problem}.")
+    url = approval.api_url or PREFECT_API_URL.value() or LocalServer().api_url()
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            resume_flow_run(
+                UUID(approval.flow_run_id), run_input=PlanApproval(**answer).model_dump()
+            )
+    except NotPausedError:
+        raise InputError(
+            f"the flow run {approval.flow_run_id} of session {session.id} is not waiting for "
+            "input any more (answered already, timed out or cancelled)."
+        ) from None
+    except Exception as exc:  # the server is gone or refused: say where aca looked
+        raise InputError(
+            f"could not resume the flow run {approval.flow_run_id} of session {session.id} at "
+            f"{url}: {exc}. Is the run's Prefect server still up?"
+        ) from None
+    return approval.flow_run_id
+
+
+# -- waiting for input (also for a stuck task: task_help.py) ------------------------------
+
+INTERRUPTED = object()
+
+
+async def wait_for_input(form, mode: str, timeout: float, key: str, interrupt):
+    """The flow run's answer to ``form``: ``None`` on timeout, ``INTERRUPTED`` if the run's
+    ``interrupt`` came first. ``mode`` ``suspend`` exits the process (deployment runs)."""
+    if mode == "suspend":
+        # Exits this process (Prefect's Pause); the flow run starts again when resumed and
+        # this call, with the same key, returns the answer.
+        return await asuspend_flow_run(wait_for_input=form, timeout=int(timeout), key=key)
+    pause = asyncio.ensure_future(
+        apause_flow_run(
+            wait_for_input=form, timeout=int(timeout), poll_interval=POLL_SECONDS, key=key
+        )
+    )
+    stop = asyncio.ensure_future(interrupt.wait(0))
+    try:
+        await asyncio.wait([pause, stop], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+    if not pause.done():
+        pause.cancel()
+        return INTERRUPTED
+    try:
+        return pause.result()
+    except FlowPauseTimeout:
+        return None
+
+
+async def running_again() -> None:
+    """After a timeout the flow run is still Paused (or failed by the server): it runs on."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running
+
+    async with get_client() as client:
+        await client.set_flow_run_state(get_run_context().flow_run.id, Running(), force=True)
+
+
+def _decided(answer: PlanApproval, timed_out: bool) -> ApprovalDecided:
+    reason = answer.reason.strip()
+    if answer.decision == "reject" and not reason:
+        reason = "rejected (no reason given)"
+    return ApprovalDecided(
+        decision=answer.decision,
+        skip=list(dict.fromkeys(answer.skip)) if answer.decision == "approve" else [],
+        max_concurrent=answer.max_concurrent,
+        note=answer.note.strip(),
+        reason=reason,
+        timed_out=timed_out,
+    )
+
+
+def _form_description(session_id: str, plan: ExecutionPlan, limit: int, problem) -> str:
+    """The Markdown above the form in the UI: the tasks that would run, and how to answer."""
+    lines = [f"## Approve the plan of session `{session_id}`", ""]
+    if problem:
+        lines += [f"**The last answer could not be applied: {problem}.**", ""]
+    lines += [
+        f"The plan **{plan.name}** (artifacts `aca-plan-…`, `aca-graph-…`), at most {limit} "
+        "at once:",
+        "",
+    ]
+    lines += [
+        f"- `{t.id}` {t.title}"
+        for t in plan.tasks
+        if not t.children and t.status.state == "pending"
+    ]
+    lines += [
+        "",
+        "Choose **approve** (optionally: task ids to skip — their dependents still run —, "
+        "another max_concurrent, a note for every task's prompt) or **reject** with a reason. "
+        f"From a terminal: `aca approve {session_id} --skip ID` or "
+        f"`aca reject {session_id} --reason TEXT`.",
+    ]
+    return "\n".join(lines)
+
+
+def _api_url() -> str | None:
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or None

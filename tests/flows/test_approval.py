@@ -1,0 +1,543 @@
+"""Approval of the plan (``--require-approval``, docs/approval.md), driven through Prefect's API
+against the real test server: the flow run pauses for a typed input, and a decision sent with
+``resume_flow_run`` (what the UI's form sends) or ``aca approve`` / ``aca reject`` resumes it.
+Real git, the fake Anthropic server."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import threading
+import time
+import uuid
+from uuid import UUID
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.flow_runs import resume_flow_run
+
+from aca_flows.cli import main
+from aca_flows.flows import run_flow
+from aca_flows.session.store import list_sessions, load_session
+from tests.fakes.coding_agent import coding_agent, task_of
+
+WAIT = 120
+
+
+@pytest.fixture(autouse=True)
+def bounded_waits(monkeypatch):
+    """A test that fails while a run waits must not leave it waiting for a day."""
+    monkeypatch.setenv("ACA_APPROVAL__TIMEOUT_SECONDS", "300")
+
+
+def start(target) -> tuple[threading.Thread, list]:
+    """``target()`` in a thread (the waiting run); its return value lands in the list."""
+    results: list = []
+    thread = threading.Thread(target=lambda: results.append(target()), daemon=True)
+    thread.start()
+    return thread, results
+
+
+def waiting_session(repo, thread: threading.Thread):
+    """The session once its run waits for approval and its flow run is Paused (or fails the
+    test if the run ended)."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        assert thread.is_alive(), "the run ended instead of waiting for approval"
+        for session in list_sessions(repo):
+            waiting = session.approval is not None and session.approval.state == "waiting"
+            if waiting and flow_run_of(session).state.is_paused():
+                return session
+        time.sleep(0.2)
+    raise AssertionError("no session began to wait for approval")
+
+
+def flow_run_of(session):
+    async def read():
+        async with get_client() as client:
+            return await client.read_flow_run(UUID(session.approval.flow_run_id))
+
+    return asyncio.run(read())
+
+
+def task_run_states(flow_run_id: str) -> dict[str, str]:
+    """Task run name -> state name, of one flow run."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read():
+        async with get_client() as client:
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)]))
+            )
+        return {r.name: r.state.name for r in runs}
+
+    return asyncio.run(read())
+
+
+def task_file(tmp_path, title: str) -> str:
+    path = tmp_path / "tasks.md"
+    path.write_text(
+        f"# {title} {uuid.uuid4().hex[:8]}\n\n"
+        "- write a.txt {#a}\n"
+        "- write b.txt {#b depends_on=a}\n"
+        "- write c.txt {#c depends_on=b}\n"
+    )
+    return str(path)
+
+
+def agent_requests(server) -> list:
+    return [r for r in server.anthropic.requests if r.json.get("tools")]
+
+
+def test_a_run_waits_paused_and_an_approval_with_changes_resumes_it(
+    tmp_path, repo, anthropic_fake, capsys
+):
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = task_file(tmp_path, "Approve")
+    thread, outcomes = start(
+        lambda: run_flow(task_file=tasks, workdir=str(repo), require_approval=True)
+    )
+    try:
+        session = waiting_session(repo, thread)
+
+        # Waiting: Paused in Prefect, "waiting for approval" in aca, nothing spent, and the
+        # reading commands are not blocked by the run that holds the session.
+        assert flow_run_of(session).state.is_paused()
+        assert main(["sessions", "list", "--workdir", str(repo), "--json"]) == 0
+        (row,) = json.loads(capsys.readouterr().out)["sessions"]
+        assert row["status"] == "waiting for approval"
+        assert main(["usage", "--workdir", str(repo), "--json"]) == 0
+        capsys.readouterr()
+        assert agent_requests(anthropic_fake) == []
+
+        # What the UI's form sends: skip b, one task at a time, a note for every prompt.
+        resume_flow_run(
+            UUID(session.approval.flow_run_id),
+            run_input={"decision": "approve", "skip": ["b"], "max_concurrent": 1, "note": "tabs"},
+        )
+        thread.join(WAIT)
+        assert not thread.is_alive(), "the approved run did not end"
+    finally:
+        thread.join(WAIT)
+
+    (outcome,) = outcomes
+    assert outcome.state_name == "Completed"
+    assert outcome.summary["status"] == "completed"
+    session = load_session(repo, session.id)
+    # b was left out and ends Skipped; c, which depends on it, still runs (docs/approval.md).
+    assert {t.id: str(t.status) for t in session.plan.tasks} == {
+        "a": "completed",
+        "b": "skipped: left out at approval",
+        "c": "completed",
+    }
+    assert session.approval.state == "approved" and session.approval.skip == ["b"]
+    asked = agent_requests(anthropic_fake)
+    assert {task_of(r)[0] for r in asked} == {"a", "c"}
+    assert all("Reviewer's note: tabs" in task_of(r)[2] for r in asked)
+    states = task_run_states(session.approval.flow_run_id)
+    assert states["b write b.txt"] == "Skipped"
+    assert states["a write a.txt"] == states["c write c.txt"] == "Completed"
+
+
+def test_aca_reject_cancels_the_waiting_run_with_the_reason(tmp_path, repo, anthropic_fake, capsys):
+    tasks = task_file(tmp_path, "Reject")
+    thread, codes = start(
+        lambda: main(["run", tasks, "--workdir", str(repo), "--require-approval", "--json"])
+    )
+    try:
+        session = waiting_session(repo, thread)
+        assert main(["reject", session.id[:15], "--reason", "too broad", "-w", str(repo)]) == 0
+        thread.join(WAIT)
+        assert not thread.is_alive(), "the rejected run did not end"
+    finally:
+        thread.join(WAIT)
+
+    assert codes == [3]
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["status"] == "rejected" and summary["stopped_reason"] == "too broad"
+    session = load_session(repo, session.id)
+    assert (session.status, session.status_reason) == ("rejected", "too broad")
+    assert session.approval.state == "rejected"
+    assert {str(t.status) for t in session.plan.tasks} == {"pending"}
+    assert agent_requests(anthropic_fake) == []
+    state = flow_run_of(session).state
+    assert state.is_cancelled() and state.name == "Rejected" and state.message == "too broad"
+
+    # A resume never runs a plan nobody approved: it asks again.
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    thread, outcomes = start(lambda: run_flow(workdir=str(repo), session_id=session.id))
+    try:
+        again = waiting_session(repo, thread)
+        assert again.id == session.id
+        assert again.approval.flow_run_id != session.approval.flow_run_id
+        assert main(["approve", session.id, "-w", str(repo)]) == 0
+        thread.join(WAIT)
+    finally:
+        thread.join(WAIT)
+    assert outcomes[0].summary["status"] == "completed"
+
+
+def test_aca_approve_refuses_an_unknown_task_then_approves(tmp_path, repo, anthropic_fake, capsys):
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = task_file(tmp_path, "CLI approve")
+    thread, outcomes = start(
+        lambda: run_flow(task_file=tasks, workdir=str(repo), require_approval=True)
+    )
+    try:
+        session = waiting_session(repo, thread)
+        assert main(["approve", session.id, "--skip", "zz", "-w", str(repo)]) == 2
+        assert "no task zz in the plan; its tasks are a, b, c" in capsys.readouterr().err
+        assert flow_run_of(session).state.is_paused()  # still waiting
+
+        assert main(["approve", session.id, "--skip", "c", "-w", str(repo)]) == 0
+        thread.join(WAIT)
+        assert not thread.is_alive(), "the approved run did not end"
+    finally:
+        thread.join(WAIT)
+
+    (outcome,) = outcomes
+    assert outcome.summary["status"] == "completed"
+    statuses = {t.id: str(t.status) for t in load_session(repo, session.id).plan.tasks}
+    assert statuses == {"a": "completed", "b": "completed", "c": "skipped: left out at approval"}
+    assert main(["approve", session.id, "-w", str(repo)]) == 2  # nothing waits any more
+    assert "is not waiting for approval" in capsys.readouterr().err
+
+
+def test_an_answer_from_the_form_that_cannot_apply_is_asked_again(tmp_path, repo, anthropic_fake):
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = task_file(tmp_path, "Ask again")
+    thread, outcomes = start(
+        lambda: run_flow(task_file=tasks, workdir=str(repo), require_approval=True)
+    )
+    try:
+        session = waiting_session(repo, thread)
+        flow_run_id = UUID(session.approval.flow_run_id)
+        resume_flow_run(flow_run_id, run_input={"decision": "approve", "skip": ["nope"]})
+        deadline = time.monotonic() + WAIT
+        while not flow_run_of(session).state.is_paused():  # waiting again, for a new answer
+            assert thread.is_alive() and time.monotonic() < deadline, "it did not ask again"
+            time.sleep(0.2)
+        assert load_session(repo, session.id).approval.state == "waiting"
+        resume_flow_run(flow_run_id, run_input={"decision": "approve", "skip": ["a"]})
+        thread.join(WAIT)
+    finally:
+        thread.join(WAIT)
+
+    assert outcomes[0].summary["status"] == "completed"
+    session = load_session(repo, session.id)
+    assert session.approval.skip == ["a"]
+    assert str(session.plan.task("a").status) == "skipped: left out at approval"
+    assert agent_requests(anthropic_fake) and {
+        task_of(r)[0] for r in agent_requests(anthropic_fake)
+    } == {"b", "c"}
+
+
+def test_nobody_answering_in_time_takes_the_configured_default(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    monkeypatch.setenv("ACA_APPROVAL__TIMEOUT_SECONDS", "1")
+    monkeypatch.setenv("ACA_APPROVAL__ON_TIMEOUT", "approve")
+    tasks = task_file(tmp_path, "Timeout")
+
+    outcome = run_flow(task_file=tasks, workdir=str(repo), require_approval=True)
+
+    assert outcome.state_name == "Completed"
+    session = load_session(repo, outcome.summary["session_id"])
+    assert session.status == "completed"
+    assert session.approval.state == "approved" and session.approval.timed_out
+    assert session.approval.reason == "no answer within 1 s"
+
+
+def test_by_default_nobody_answering_rejects(tmp_path, repo, anthropic_fake, monkeypatch):
+    monkeypatch.setenv("ACA_APPROVAL__TIMEOUT_SECONDS", "1")
+    tasks = task_file(tmp_path, "Timeout reject")
+
+    outcome = run_flow(task_file=tasks, workdir=str(repo), require_approval=True)
+
+    assert outcome.state_name == "Rejected"
+    session = load_session(repo, outcome.summary["session_id"])
+    assert (session.status, session.status_reason) == ("rejected", "no answer within 1 s")
+    assert agent_requests(anthropic_fake) == []
+
+
+def test_a_cancel_from_the_ui_ends_the_wait_and_leaves_a_resumable_session(
+    tmp_path, repo, anthropic_fake
+):
+    from prefect.states import Cancelling
+
+    tasks = task_file(tmp_path, "Cancel the wait")
+    thread, outcomes = start(
+        lambda: run_flow(task_file=tasks, workdir=str(repo), require_approval=True)
+    )
+    try:
+        session = waiting_session(repo, thread)
+
+        async def cancel():  # what the UI's Cancel button does to the paused run
+            async with get_client() as client:
+                flow_run_id = UUID(session.approval.flow_run_id)
+                await client.set_flow_run_state(flow_run_id, Cancelling(), force=True)
+
+        asyncio.run(cancel())
+        thread.join(WAIT)
+        assert not thread.is_alive(), "the cancelled run did not end"
+    finally:
+        thread.join(WAIT)
+
+    (outcome,) = outcomes
+    assert outcome.state_name == "Cancelled"
+    assert outcome.summary["status"] == "interrupted"
+    session = load_session(repo, session.id)
+    assert session.status == "interrupted"
+    assert session.approval.state == "waiting"  # nobody decided: a resume asks again
+
+
+# -- a stuck task asks ([approval] on_failure = "ask") ------------------------------------------
+
+
+def hint_follower(request):
+    """The coding agent, except that a reviewer's hint "write X" overrides its title."""
+    first = task_of(request)[2]
+    if "Hint from a reviewer: write" in first:
+        hinted = first.split("Hint from a reviewer: ", 1)[1].splitlines()[0]
+        data = json.loads(request.body)
+        content = data["messages"][0]["content"]
+        old = f"# Task {task_of(request)[0]}: {task_of(request)[1]}"
+        new = f"# Task {task_of(request)[0]}: {hinted}"
+        if isinstance(content, str):
+            data["messages"][0]["content"] = content.replace(old, new, 1)
+        else:
+            for block in content:
+                if block.get("type") == "text":
+                    block["text"] = block["text"].replace(old, new, 1)
+        request = dataclasses.replace(request, body=json.dumps(data).encode())
+    return coding_agent(request)
+
+
+def wait_until_paused(flow_run_id: UUID, thread: threading.Thread):
+    async def read():
+        async with get_client() as client:
+            return (await client.read_flow_run(flow_run_id)).state
+
+    deadline = time.monotonic() + WAIT
+    while not asyncio.run(read()).is_paused():
+        assert thread.is_alive() and time.monotonic() < deadline, "the run never paused"
+        time.sleep(0.2)
+
+
+def flow_run_id_named(name: str) -> UUID:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    async def read():
+        async with get_client() as client:
+            runs = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
+            )
+        return runs
+
+    deadline = time.monotonic() + WAIT
+    while not (runs := asyncio.run(read())):
+        assert time.monotonic() < deadline, "no flow run"
+        time.sleep(0.2)
+    return runs[0].id
+
+
+def stuck_plan(tmp_path, name: str) -> str:
+    path = tmp_path / "tasks.md"
+    path.write_text(
+        f"# {name}\n\n"
+        '- write a.txt with wrong {#a verify="grep -q right a.txt"}\n'
+        "- write b.txt {#b depends_on=a}\n"
+    )
+    return str(path)
+
+
+def test_a_stuck_task_retried_with_a_hint_succeeds(tmp_path, repo, anthropic_fake, monkeypatch):
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(hint_follower)
+    monkeypatch.setenv("ACA_APPROVAL__ON_FAILURE", "ask")
+    monkeypatch.setenv("ACA_AGENT__MAX_FIX_ATTEMPTS", "0")
+    name = f"Stuck {uuid.uuid4().hex[:8]}"
+    tasks = stuck_plan(tmp_path, name)
+    thread, outcomes = start(lambda: run_flow(task_file=tasks, workdir=str(repo)))
+    try:
+        flow_run_id = flow_run_id_named(name)
+        wait_until_paused(flow_run_id, thread)
+        resume_flow_run(
+            flow_run_id, run_input={"action": "retry", "hint": "write a.txt with right"}
+        )
+        thread.join(WAIT)
+        assert not thread.is_alive(), "the run did not end"
+    finally:
+        thread.join(WAIT)
+
+    (outcome,) = outcomes
+    assert outcome.summary["status"] == "completed"
+    session = load_session(repo, outcome.summary["session_id"])
+    assert {t.id: str(t.status) for t in session.plan.tasks} == {
+        "a": "completed",
+        "b": "completed",
+    }
+    assert session.tasks["a"].attempts == 2
+    question = asyncio.run(artifact(f"aca-question-{session.id}-a".lower()))
+    assert "Task `a` failed" in question and "grep -q right a.txt" in question
+
+
+def test_a_stuck_task_can_be_skipped_and_its_dependents_run(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    monkeypatch.setenv("ACA_APPROVAL__ON_FAILURE", "ask")
+    monkeypatch.setenv("ACA_AGENT__MAX_FIX_ATTEMPTS", "0")
+    name = f"Stuck skip {uuid.uuid4().hex[:8]}"
+    tasks = stuck_plan(tmp_path, name)
+    thread, outcomes = start(lambda: run_flow(task_file=tasks, workdir=str(repo)))
+    try:
+        flow_run_id = flow_run_id_named(name)
+        wait_until_paused(flow_run_id, thread)
+        resume_flow_run(flow_run_id, run_input={"action": "skip"})
+        thread.join(WAIT)
+    finally:
+        thread.join(WAIT)
+
+    (outcome,) = outcomes
+    assert outcome.summary["status"] == "completed"
+    statuses = {
+        t.id: str(t.status) for t in load_session(repo, outcome.summary["session_id"]).plan.tasks
+    }
+    assert statuses["a"].startswith("skipped: skipped after it failed: verify command")
+    assert statuses["b"] == "completed"
+
+
+async def artifact(key: str) -> str:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async with get_client() as client:
+        (found,) = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), limit=1
+        )
+    return found.data
+
+
+def test_aca_approve_refuses_a_run_whose_process_is_gone(repo, capsys):
+    from aca_flows.plan.models import ExecutionPlan, Task
+    from aca_flows.session.events import ApprovalRequested
+    from aca_flows.session.store import SessionStore
+
+    plan = ExecutionPlan(name="Gone", tasks=[Task(id="a", title="write a.txt")])
+    store = SessionStore.create(repo, plan, provider="anthropic")
+    store.record(ApprovalRequested(flow_run_id=str(uuid.uuid4()), api_url=None))
+    store.close()  # the waiting process died: its lock is gone
+
+    assert main(["sessions", "list", "-w", str(repo), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["sessions"][0]["status"] == "interrupted"
+    assert main(["approve", store.session_id, "-w", str(repo)]) == 2
+    err = capsys.readouterr().err
+    assert "is not waiting for approval (status: interrupted)" in err
+    assert f"`aca resume {store.session_id}` asks again" in err
+
+
+def test_a_resumed_session_keeps_its_approval_and_is_not_asked_again(
+    tmp_path, repo, anthropic_fake
+):
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    flag = tmp_path / "flag"
+    path = tmp_path / "tasks.md"
+    path.write_text(
+        f"# Resume approved {uuid.uuid4().hex[:8]}\n\n"
+        f'- write a.txt {{#a verify="test -f {flag}"}}\n'
+        "- write b.txt {#b}\n"
+    )
+    thread, outcomes = start(
+        lambda: run_flow(task_file=str(path), workdir=str(repo), require_approval=True)
+    )
+    try:
+        session = waiting_session(repo, thread)
+        assert main(["approve", session.id, "--skip", "b", "--note", "tabs", "-w", str(repo)]) == 0
+        thread.join(WAIT)
+    finally:
+        thread.join(WAIT)
+    assert outcomes[0].summary["status"] == "failed"  # a's verify failed: no flag yet
+
+    flag.write_text("")
+    before = len(agent_requests(anthropic_fake))
+    again = run_flow(workdir=str(repo), session_id=session.id)  # it would wait if it asked again
+
+    assert again.summary["status"] == "completed"
+    resumed = agent_requests(anthropic_fake)[before:]
+    assert {task_of(r)[0] for r in resumed} == {"a"}
+    assert all("Reviewer's note: tabs" in task_of(r)[2] for r in resumed)
+    statuses = {t.id: str(t.status) for t in load_session(repo, session.id).plan.tasks}
+    assert statuses == {"a": "completed", "b": "skipped: left out at approval"}
+
+
+def test_a_deployment_run_suspends_and_runs_again_once_approved(
+    tmp_path, repo, anthropic_fake, monkeypatch, capsys
+):
+    """Suspension frees the worker: the flow run's process ends while it waits; once approved,
+    the flow run is scheduled again, and running it (what a worker does) resumes the session
+    with the decision."""
+    from prefect.exceptions import Pause
+    from prefect.flow_engine import run_flow_async
+
+    from aca_flows.flows.aca_run import aca_run
+
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    monkeypatch.setenv("ACA_DEPLOYMENTS__ALLOWED_WORKDIRS", str(tmp_path))
+    parameters = {
+        "task_file": task_file(tmp_path, "Suspend"),
+        "workdir": str(repo),
+        "require_approval": True,
+    }
+
+    async def create():
+        async with get_client() as client:
+            flow_id = await client.create_flow(aca_run)
+            deployment_id = await client.create_deployment(
+                flow_id=flow_id, name=f"approval-{uuid.uuid4().hex[:8]}"
+            )
+            return await client.create_flow_run_from_deployment(
+                deployment_id, parameters=parameters
+            )
+
+    async def execute(flow_run_id):  # what a worker does with a scheduled flow run
+        async with get_client() as client:
+            flow_run = await client.read_flow_run(flow_run_id)
+        return await run_flow_async(
+            aca_run, flow_run=flow_run, parameters=parameters, return_type="state"
+        )
+
+    flow_run = asyncio.run(create())
+    with pytest.raises(Pause):  # the engine gives up the run: the worker's process may end
+        asyncio.run(execute(flow_run.id))
+
+    (session,) = list_sessions(repo)
+    state = flow_run_of(session).state
+    assert state.is_paused() and state.name == "Suspended"
+    assert session.approval.mode == "suspend" and session.approval.flow_run_id == str(flow_run.id)
+    assert main(["sessions", "list", "-w", str(repo), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["sessions"]
+    assert row["status"] == "waiting for approval"  # no process, no lock: still waiting
+    assert agent_requests(anthropic_fake) == []
+
+    assert main(["approve", session.id, "--skip", "c", "-w", str(repo)]) == 0
+    assert flow_run_of(session).state.is_scheduled()
+    second = asyncio.run(execute(flow_run.id))
+
+    assert second.is_completed(), second.message
+    session = load_session(repo, session.id)
+    assert session.approval.state == "approved" and session.approval.skip == ["c"]
+    assert {t.id: str(t.status) for t in session.plan.tasks} == {
+        "a": "completed",
+        "b": "completed",
+        "c": "skipped: left out at approval",
+    }
