@@ -332,12 +332,13 @@ def wait_until_paused(flow_run_id: UUID, thread: threading.Thread):
 
 
 def flow_run_id_named(name: str) -> UUID:
+    """The flow run whose name holds ``name`` (runs are named `<plan> · <session id>`)."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
     async def read():
         async with get_client() as client:
             runs = await client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=name))
             )
         return runs
 
@@ -445,8 +446,10 @@ def test_aca_approve_refuses_a_run_whose_process_is_gone(repo, capsys):
 
 
 def test_a_resumed_session_keeps_its_approval_and_is_not_asked_again(
-    tmp_path, repo, anthropic_fake
+    tmp_path, repo, anthropic_fake, monkeypatch
 ):
+    # The verify command runs sandboxed: the folder of its flag is shown to it.
+    monkeypatch.setenv("ACA_SANDBOX__READ_ONLY_PATHS", str(tmp_path))
     for _ in range(20):
         anthropic_fake.anthropic.enqueue(coding_agent)
     flag = tmp_path / "flag"
