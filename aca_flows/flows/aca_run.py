@@ -348,7 +348,6 @@ async def _drive(
     limit = run.config.session.max_concurrent_tasks
     budget = run.config.session.budget_usd
     policy = CheckpointPolicy.from_config(run.config.session)
-    # The first tasks start while these reach the server.
     _send(
         run.session_id,
         acreate_table_artifact(
@@ -372,6 +371,11 @@ async def _drive(
         )
     )
     create_checkpoint(store, trigger="auto", description="plan compiled")
+    # Written before the first task starts: a SQLite server takes one writer at a time, and
+    # the first task runs' own calls (their tags' concurrency checks) got 503s behind these
+    # writes, then waited 2+ s for Prefect's retry.
+    await _published(run.session_id)
+    await progress.artifact_id()
     if approval_needed(request.require_approval, store):
         decided = await wait_for_approval(store, run.plan, limit, run.config.approval, interrupt)
         if decided is not None and decided.decision == "reject":
