@@ -90,6 +90,46 @@ _CONNECTION_MARKERS = (
     "rate limit",
 )
 _SPEND_MARKERS = ("credit balance", "spend limit", "billing", "usage limit")
+# What each kind of error result tells the user, first match wins: (markers, error, message).
+_BY_MESSAGE = (
+    (
+        _LOGIN_MARKERS,
+        PermanentProviderError,
+        "Claude Code is not logged in{said}. To fix it, "
+        + LOGIN_FIX
+        + "; `aca providers list` then shows it ready.",
+    ),
+    (
+        ("api key",),
+        PermanentProviderError,
+        "the API key was rejected{said}. Check ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL), or "
+        "unset it to use Claude Code's login.",
+    ),
+    (
+        _SPEND_MARKERS,
+        PermanentProviderError,
+        "the account's credit or usage limit is exhausted{said}. Add credit or wait for the "
+        "limit to reset, then resume the session.",
+    ),
+    (
+        _REFUSAL_MARKERS,
+        PermanentProviderError,
+        "the model refused the request{said}. Rephrase the task, or choose another model with "
+        "--model.",
+    ),
+    (
+        _OUTPUT_LIMIT_MARKERS,
+        PermanentProviderError,
+        "the answer was cut off at the output token limit{said}. Split the task, or raise "
+        "CLAUDE_CODE_MAX_OUTPUT_TOKENS.",
+    ),
+    (
+        _CONNECTION_MARKERS,
+        TransientProviderError,
+        "the connection to the API failed{said}. Retry later; if it persists check "
+        "ANTHROPIC_BASE_URL and the network.",
+    ),
+)
 
 # What the claude process needs from aca's environment; every other inherited variable is
 # passed blank (the SDK starts claude with aca's environment merged under ``options.env``).
@@ -453,12 +493,14 @@ def result_error(result: Any, text: str, tools_used: int = 0) -> ProviderError |
             "if it keeps happening, choose another model with --model.",
             provider=name,
         )
-    if any(marker in lowered for marker in _LOGIN_MARKERS):
-        return PermanentProviderError(
-            f"claude-code: Claude Code is not logged in{said}. To fix it, {LOGIN_FIX}; "
-            "`aca providers list` then shows it ready.",
-            provider=name,
-        )
+    for markers, error, message in _BY_MESSAGE:
+        if any(marker in lowered for marker in markers):
+            return error(f"claude-code: {message.format(said=said)}", provider=name)
+    return PermanentProviderError(
+        f"claude-code: Claude Code is not logged in{said}. To fix it, {LOGIN_FIX}; "
+        "`aca providers list` then shows it ready.",
+        provider=name,
+    )
     if "api key" in lowered:
         return PermanentProviderError(
             f"claude-code: the API key was rejected{said}. Check ANTHROPIC_API_KEY (and "
