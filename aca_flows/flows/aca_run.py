@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import time
-from collections.abc import Coroutine, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -54,6 +51,18 @@ from aca_flows.flows.artifacts import (
 )
 from aca_flows.flows.deployment_guard import deployment_refusal
 from aca_flows.flows.events import emit_session_event, emit_task_event
+from aca_flows.flows.interrupt import (
+    UI_CANCEL,
+    Interrupt,
+    interrupt_on_signals,
+    watch_for_cancel,
+)
+from aca_flows.flows.publishing import (
+    ProgressArtifact,
+    progress_text,
+    published,
+    send_in_background,
+)
 from aca_flows.flows.run_setup import RunRequest, open_run, recorded_state
 from aca_flows.flows.session_log import session_log
 from aca_flows.flows.skipped import record_skipped_task
@@ -76,109 +85,9 @@ from aca_flows.session.record import TaskRun, describe_counts
 from aca_flows.session.redact import redact, redact_log_handlers, redact_text
 from aca_flows.session.store import SessionStore
 
-__all__ = ["Interrupt", "aca_run", "interrupt_on_signals"]
-
-INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-# How often the flow looks whether its flow run was cancelled (the Prefect UI's Cancel sets
-# the state to Cancelling; nothing else tells a flow run that no worker started).
-CANCEL_POLL_SECONDS = 2.0
-UI_CANCEL = "a cancel from the Prefect UI"
-# Set by ``interrupt_on_signals`` (the CLI): the flow then turns SIGINT/SIGTERM into a stop.
-_SIGNALS_WANTED = False
+__all__ = ["Interrupt", "aca_run", "deployment_session_id", "flow_state", "interrupt_on_signals"]
 
 
-@contextlib.contextmanager
-def interrupt_on_signals() -> Iterator[None]:
-    """Within this block, a flow run started in this thread's event loop handles SIGINT and
-    SIGTERM as an interrupt (see ``Interrupt``) instead of Prefect's crash handling.
-
-    For the ``aca`` command only: a deployment run leaves SIGTERM to Prefect's runner, which
-    uses it to cancel flow runs.
-    """
-    global _SIGNALS_WANTED
-    previous, _SIGNALS_WANTED = _SIGNALS_WANTED, True
-    try:
-        yield
-    finally:
-        _SIGNALS_WANTED = previous
-
-
-class Interrupt:
-    """A stop asked for by a signal. The first signal stops new tasks from starting and gives
-    the running ones ``grace_seconds`` to finish; after that, or at a second signal, they are
-    cancelled."""
-
-    def __init__(self, grace_seconds: float):
-        self.grace_seconds = grace_seconds
-        self.signal_name: str | None = None
-        self.count = 0
-        self.announced = False
-        self._since: float | None = None
-        self._changed = asyncio.Event()
-
-    @property
-    def requested(self) -> bool:
-        return self.count > 0
-
-    def request(self, signum: int) -> None:
-        self.count += 1
-        if self._since is None:
-            self._since = time.monotonic()
-            self.signal_name = signal.Signals(signum).name
-        self._changed.set()
-
-    def request_cancel(self, why: str) -> None:
-        """A cancel from outside (the Prefect UI): no grace, running tasks stop now."""
-        self.count += 2
-        if self._since is None:
-            self._since = time.monotonic()
-            self.signal_name = why
-        self._changed.set()
-
-    def cancel_now(self) -> bool:
-        """Running tasks must be cancelled: a second signal, or the grace period is over."""
-        return self.count > 1 or (self.requested and self.grace_left() <= 0)
-
-    def grace_left(self) -> float:
-        if self._since is None:
-            return float("inf")
-        return self.grace_seconds - (time.monotonic() - self._since)
-
-    async def wait(self, seen: int) -> None:
-        """Until more than ``seen`` signals have arrived."""
-        while self.count <= seen:
-            self._changed.clear()
-            await self._changed.wait()
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        """Handle SIGINT/SIGTERM in the running loop while the block runs (if the CLI asked
-        for it); the handlers found before are put back after."""
-        if not _SIGNALS_WANTED:
-            yield
-            return
-        loop = asyncio.get_running_loop()
-        previous = {sig: signal.getsignal(sig) for sig in INTERRUPT_SIGNALS}
-        try:
-            for sig in INTERRUPT_SIGNALS:
-                loop.add_signal_handler(sig, self.request, sig)
-        except (ValueError, RuntimeError):  # not the main thread: signals are not ours
-            installed = False
-        else:
-            installed = True
-        if not installed:
-            yield
-            return
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                loop.remove_signal_handler(sig)
-                signal.signal(sig, handler)
-
-
-# The summary is persisted (JSON, in Prefect's result storage) so a caller that started the
-# run with ``run_deployment`` reads it from the flow run's state.
 @flow(
     name="aca-run",
     validate_parameters=True,
@@ -273,13 +182,15 @@ async def aca_run(
         return Failed(message=str(exc), data=exc)
     ACTIVE_RUNS[run.session_id] = run
     interrupt = Interrupt(run.config.session.interrupt_grace_seconds)
-    watcher = asyncio.create_task(_watch_for_cancel(interrupt))
+    watcher = asyncio.create_task(watch_for_cancel(interrupt))
     logs = session_log(
         store.paths.system_log, run.config.logging.level, flow_run and str(flow_run.id)
     )
     try:
         with interrupt.installed(), logs:
-            _send(run.session_id, _label_flow_run(store, run, rename=session_name is None))
+            send_in_background(
+                run.session_id, _label_flow_run(store, run, rename=session_name is None)
+            )
             emit_session_event(store, "started")
             summary = await _drive(store, run, request, interrupt)
             emit_session_event(store, summary.status, summary.stopped_reason)
@@ -301,7 +212,7 @@ async def aca_run(
         with contextlib.suppress(Exception):  # a client that cannot close is no reason to fail
             await close_clients()
         with contextlib.suppress(Exception):  # a run that ended early still sends its reports
-            await _published(run.session_id)
+            await published(run.session_id)
     return flow_state(summary, cancelled_from_ui=interrupt.signal_name == UI_CANCEL)
 
 
@@ -348,13 +259,13 @@ async def _drive(
     limit = run.config.session.max_concurrent_tasks
     budget = run.config.session.budget_usd
     policy = CheckpointPolicy.from_config(run.config.session)
-    _send(
+    send_in_background(
         run.session_id,
         acreate_table_artifact(
             key=_key("plan", run.session_id), table=plan_table(run.plan), description="The plan"
         ),
     )
-    _send(
+    send_in_background(
         run.session_id,
         acreate_markdown_artifact(
             key=_key("tree", run.session_id),
@@ -363,18 +274,18 @@ async def _drive(
         ),
     )
     counts = store.session.task_counts
-    progress = _Progress(
+    progress = ProgressArtifact(
         acreate_progress_artifact(
             progress=progress_percent(counts),
             key=_key("progress", run.session_id),
-            description=_progress_text(counts),
+            description=progress_text(counts),
         )
     )
     create_checkpoint(store, trigger="auto", description="plan compiled")
     # Written before the first task starts: a SQLite server takes one writer at a time, and
     # the first task runs' own calls (their tags' concurrency checks) got 503s behind these
     # writes, then waited 2+ s for Prefect's retry.
-    await _published(run.session_id)
+    await published(run.session_id)
     await progress.artifact_id()
     if approval_needed(request.require_approval, store):
         decided = await wait_for_approval(store, run.plan, limit, run.config.approval, interrupt)
@@ -469,11 +380,11 @@ async def _drive(
         create_checkpoint(store, trigger="end")
     counts = store.session.task_counts
     await progress.flush()
-    await _published(run.session_id)
+    await published(run.session_id)
     await aupdate_progress_artifact(
         await progress.artifact_id(),
         progress=progress_percent(counts),
-        description=_progress_text(counts),
+        description=progress_text(counts),
     )
     # The plan table again under its key (a new version): every task's final state.
     await acreate_table_artifact(
@@ -497,27 +408,6 @@ async def _drive(
 
 def _failed_ids(store: SessionStore) -> list[str]:
     return [t.id for t in store.session.plan.tasks if t.status.state == "failed"]
-
-
-def _progress_text(counts: dict[str, int]) -> str:
-    return f"Tasks completed: {describe_counts(counts)}"
-
-
-async def _watch_for_cancel(interrupt: Interrupt) -> None:
-    """Turn a cancel of this flow run (the UI's Cancel: state Cancelling) into a stop."""
-    from prefect.client.orchestration import get_client
-
-    flow_run = getattr(get_run_context(), "flow_run", None)
-    if flow_run is None:
-        return
-    async with get_client() as client:
-        while True:
-            await asyncio.sleep(CANCEL_POLL_SECONDS)
-            with contextlib.suppress(Exception):  # a missed look is retried at the next one
-                state = (await client.read_flow_run(flow_run.id)).state
-                if state is not None and (state.is_cancelling() or state.is_cancelled()):
-                    interrupt.request_cancel(UI_CANCEL)
-                    return
 
 
 async def _wait_for_tasks(
@@ -628,7 +518,7 @@ async def _finish(
 async def _publish_report(store: SessionStore, run: ActiveRun, task_id: str, state: State) -> None:
     """The task's report, on its task run's page, written from what the session recorded
     now. It is sent to the server in the background: the next task need not wait for it
-    (``_published`` waits for all of them before the run ends)."""
+    (``published`` waits for all of them before the run ends)."""
     task = store.session.plan.task(task_id)
     record = store.session.tasks.get(task_id) or TaskRun(task_id=task_id)
     status = str(task.status).splitlines()[0][:200]
@@ -639,57 +529,7 @@ async def _publish_report(store: SessionStore, run: ActiveRun, task_id: str, sta
         description=f"{md(task_id)}: {md(status, keep_code=True)}",
         task_run_id=state.state_details.task_run_id,
     )
-    _send(run.session_id, artifact.acreate())
-
-
-# What is on its way to the Prefect server, per session: artifacts and the flow run's name,
-# sent off the tasks' critical path (see ``_send``).
-_SENDING: dict[str, set[asyncio.Task]] = {}
-
-
-def _send(session_id: str, call: Coroutine) -> None:
-    """Make an API call in the background; ``_published`` waits for it."""
-    _SENDING.setdefault(session_id, set()).add(asyncio.create_task(call))
-
-
-async def _published(session_id: str) -> None:
-    """Until everything sent for the session has reached the server; the first error is
-    raised."""
-    sending = _SENDING.pop(session_id, set())
-    if sending:
-        await asyncio.gather(*sending)
-
-
-class _Progress:
-    """The progress artifact, created and updated off the critical path: one update in flight
-    at a time, the latest counts win (an update that would be overtaken at once is not sent)."""
-
-    def __init__(self, creating: Coroutine):
-        self._created = asyncio.create_task(creating)
-        self._latest: dict[str, int] | None = None
-        self._sending: asyncio.Task | None = None
-
-    async def artifact_id(self):
-        return await self._created
-
-    def update(self, counts: dict[str, int]) -> None:
-        self._latest = dict(counts)
-        if self._sending is None or self._sending.done():
-            self._sending = asyncio.create_task(self._send())
-
-    async def _send(self) -> None:
-        while self._latest is not None:
-            counts, self._latest = self._latest, None
-            await aupdate_progress_artifact(
-                await self._created,
-                progress=progress_percent(counts),
-                description=_progress_text(counts),
-            )
-
-    async def flush(self) -> None:
-        await self._created
-        if self._sending is not None:
-            await self._sending
+    send_in_background(run.session_id, artifact.acreate())
 
 
 def _record_settled(store: SessionStore, dag: DagProgress, recorded: set[str]) -> None:

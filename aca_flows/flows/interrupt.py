@@ -1,0 +1,137 @@
+"""Stopping a run: a signal (the ``aca`` command's Ctrl-C or SIGTERM) or a cancel from the
+Prefect UI becomes an ``Interrupt``: no new task starts, running ones get a grace period."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Iterator
+
+from prefect.context import get_run_context
+
+__all__ = [
+    "CANCEL_POLL_SECONDS",
+    "UI_CANCEL",
+    "Interrupt",
+    "interrupt_on_signals",
+    "watch_for_cancel",
+]
+
+INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# How often the flow looks whether its flow run was cancelled (the Prefect UI's Cancel sets
+# the state to Cancelling; nothing else tells a flow run that no worker started).
+CANCEL_POLL_SECONDS = 2.0
+UI_CANCEL = "a cancel from the Prefect UI"
+# Set by ``interrupt_on_signals`` (the CLI): the flow then turns SIGINT/SIGTERM into a stop.
+_SIGNALS_WANTED = False
+
+
+@contextlib.contextmanager
+def interrupt_on_signals() -> Iterator[None]:
+    """Within this block, a flow run started in this thread's event loop handles SIGINT and
+    SIGTERM as an interrupt (see ``Interrupt``) instead of Prefect's crash handling.
+
+    For the ``aca`` command only: a deployment run leaves SIGTERM to Prefect's runner, which
+    uses it to cancel flow runs.
+    """
+    global _SIGNALS_WANTED
+    previous, _SIGNALS_WANTED = _SIGNALS_WANTED, True
+    try:
+        yield
+    finally:
+        _SIGNALS_WANTED = previous
+
+
+class Interrupt:
+    """A stop asked for by a signal. The first signal stops new tasks from starting and gives
+    the running ones ``grace_seconds`` to finish; after that, or at a second signal, they are
+    cancelled."""
+
+    def __init__(self, grace_seconds: float):
+        self.grace_seconds = grace_seconds
+        self.signal_name: str | None = None
+        self.count = 0
+        self.announced = False
+        self._since: float | None = None
+        self._changed = asyncio.Event()
+
+    @property
+    def requested(self) -> bool:
+        return self.count > 0
+
+    def request(self, signum: int) -> None:
+        self.count += 1
+        if self._since is None:
+            self._since = time.monotonic()
+            self.signal_name = signal.Signals(signum).name
+        self._changed.set()
+
+    def request_cancel(self, why: str) -> None:
+        """A cancel from outside (the Prefect UI): no grace, running tasks stop now."""
+        self.count += 2
+        if self._since is None:
+            self._since = time.monotonic()
+            self.signal_name = why
+        self._changed.set()
+
+    def cancel_now(self) -> bool:
+        """Running tasks must be cancelled: a second signal, or the grace period is over."""
+        return self.count > 1 or (self.requested and self.grace_left() <= 0)
+
+    def grace_left(self) -> float:
+        if self._since is None:
+            return float("inf")
+        return self.grace_seconds - (time.monotonic() - self._since)
+
+    async def wait(self, seen: int) -> None:
+        """Until more than ``seen`` signals have arrived."""
+        while self.count <= seen:
+            self._changed.clear()
+            await self._changed.wait()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Handle SIGINT/SIGTERM in the running loop while the block runs (if the CLI asked
+        for it); the handlers found before are put back after."""
+        if not _SIGNALS_WANTED:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        previous = {sig: signal.getsignal(sig) for sig in INTERRUPT_SIGNALS}
+        try:
+            for sig in INTERRUPT_SIGNALS:
+                loop.add_signal_handler(sig, self.request, sig)
+        except (ValueError, RuntimeError):  # not the main thread: signals are not ours
+            installed = False
+        else:
+            installed = True
+        if not installed:
+            yield
+            return
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                loop.remove_signal_handler(sig)
+                signal.signal(sig, handler)
+
+
+# The summary is persisted (JSON, in Prefect's result storage) so a caller that started the
+# run with ``run_deployment`` reads it from the flow run's state.
+async def watch_for_cancel(interrupt: Interrupt) -> None:
+    """Turn a cancel of this flow run (the UI's Cancel: state Cancelling) into a stop."""
+    from prefect.client.orchestration import get_client
+
+    flow_run = getattr(get_run_context(), "flow_run", None)
+    if flow_run is None:
+        return
+    async with get_client() as client:
+        while True:
+            await asyncio.sleep(CANCEL_POLL_SECONDS)
+            with contextlib.suppress(Exception):  # a missed look is retried at the next one
+                state = (await client.read_flow_run(flow_run.id)).state
+                if state is not None and (state.is_cancelling() or state.is_cancelled()):
+                    interrupt.request_cancel(UI_CANCEL)
+                    return
