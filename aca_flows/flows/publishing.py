@@ -53,7 +53,7 @@ class ProgressArtifact:
         if self._sending is None or self._sending.done():
             self._sending = asyncio.create_task(self._send())
 
-    async def send_in_background(self) -> None:
+    async def _send(self) -> None:
         while self._latest is not None:
             counts, self._latest = self._latest, None
             await aupdate_progress_artifact(
