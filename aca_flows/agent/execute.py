@@ -10,7 +10,9 @@ without a change.
 A task completes with evidence (``no_change.py``): a verified change committed
 (``outcome="changed"``), or the agent's explicit "no change needed" with its reason, the
 worktree untouched and the verify command passing (``outcome="no_change"``, no commit). An
-agent that stops with neither fails the task.
+agent that stops with neither fails the task; so does one that asks for a person
+(``needs_human.py``), with its question as the reason. A failed task's outcome holds the
+worktree's diff (``diff``), taken before the worktree is removed, for a person to judge.
 
 Safe to call again for the same task: a task whose ``Aca-Task:`` commit is already on the
 session branch is reported completed without calling the provider (its change-log entry is
@@ -29,6 +31,7 @@ import git
 from pydantic import BaseModel, Field
 
 from aca_flows.agent.loop import AgentConversation, AgentRound, run_claude_code, run_tool_loop
+from aca_flows.agent.needs_human import asks_human_reason
 from aca_flows.agent.no_change import evidence_problem, real_changes
 from aca_flows.agent.prompt import (
     DependencyContext,
@@ -66,6 +69,8 @@ __all__ = ["CLAUDE_CODE", "TaskOutcome", "execute_task"]
 
 CLAUDE_CODE = "claude-code"
 FAILURE_OUTPUT_LIMIT = 4000
+# A failed task's diff, as kept in its outcome (the persisted result) and shown to a person.
+DIFF_LIMIT = 20_000
 
 
 class TaskOutcome(BaseModel):
@@ -81,6 +86,12 @@ class TaskOutcome(BaseModel):
     )
     summary: str = ""
     failure_reason: str | None = None
+    human_question: str | None = Field(
+        default=None, description="The agent's question when it asked for a person."
+    )
+    diff: str = Field(
+        default="", description="A failed task's changes against its base, clipped (DIFF_LIMIT)."
+    )
     commit_sha: str | None = None
     files_changed: list[str] = Field(default_factory=list)
     insertions: int = 0
@@ -121,6 +132,7 @@ class _RunResult(BaseModel):
     passed: bool
     no_change_reason: str | None = None
     failure_reason: str | None = None
+    human_question: str | None = None
     last_round: AgentRound | None = None
     verify: VerifyResult | None = None
     attempts: int = 0
@@ -216,8 +228,14 @@ async def execute_task(
             summary = result.last_round.summary if result.last_round else ""
             if not result.passed:
                 log.write("task_failed", reason=result.failure_reason)
+                changed = real_changes(await asyncio.to_thread(worktree.changed_files))
                 return TaskOutcome(
-                    status="failed", failure_reason=result.failure_reason, summary=summary, **fields
+                    status="failed",
+                    failure_reason=result.failure_reason,
+                    human_question=result.human_question,
+                    diff=await asyncio.to_thread(worktree.diff, changed, DIFF_LIMIT),
+                    summary=summary,
+                    **fields,
                 )
             if result.no_change_reason is not None:
                 log.write("no_change", reason=result.no_change_reason)
@@ -335,6 +353,16 @@ async def _run_agent_and_verify(
                     f"the agent did not finish within {config.agent.max_turns} turns; raise "
                     "agent.max_turns or split the task"
                 ),
+                last_round=agent_round,
+                attempts=attempt,
+            )
+        question = agent_round.human_question
+        if question:
+            # The agent cannot go on alone: nothing to verify, a person decides.
+            return _RunResult(
+                passed=False,
+                failure_reason=asks_human_reason(question),
+                human_question=question,
                 last_round=agent_round,
                 attempts=attempt,
             )

@@ -11,7 +11,8 @@ spend check can stop a task before a call.
 - ``run_claude_code``: Claude Code runs its own tool loop in the worktree; aca makes one
   ``complete`` call with ``options["cwd"]`` (and ``resume`` on a fix attempt), logs the
   stream of events and takes the response as final. Subtasks come from its answer's
-  ``aca-subtasks`` block, a "no change needed" from its final ``NO CHANGE NEEDED:`` line.
+  ``aca-subtasks`` block, a "no change needed" from its final ``NO CHANGE NEEDED:`` line, a
+  question for a person from its final ``NEEDS HUMAN:`` line (``needs_human.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from aca_flows.agent.needs_human import parse_needs_human
 from aca_flows.agent.no_change import parse_no_change
 from aca_flows.agent.subtasks import (
     ProposedSubtask,
@@ -57,6 +59,9 @@ class AgentRound(BaseModel):
     subtask_problem: str | None = None
     no_change_reason: str | None = Field(
         default=None, description="Set when the agent stated that the task needs no change."
+    )
+    human_question: str | None = Field(
+        default=None, description="Set when the agent cannot go on without a person."
     )
 
     @property
@@ -151,6 +156,7 @@ async def run_tool_loop(
     conversation.add_user_text(user_text)
     tools.finished = False
     tools.no_change_reason = None
+    tools.human_question = None
     definitions = tools.definitions()
     for turn in range(1, max_turns + 1):
         response = await conversation.complete(tools=definitions)
@@ -185,6 +191,7 @@ async def run_tool_loop(
                 turns=turn,
                 proposed_subtasks=tools.proposed_subtasks,
                 no_change_reason=tools.no_change_reason,
+                human_question=tools.human_question,
             )
     return AgentRound(stop="max_turns", turns=max_turns, proposed_subtasks=tools.proposed_subtasks)
 
@@ -226,6 +233,7 @@ async def run_claude_code(
         conversation.log.write("subtasks_rejected", reason=problem)
     answer = _without_subtask_block(response.text)
     no_change_reason = parse_no_change(answer)
+    question = parse_needs_human(answer)
     return AgentRound(
         stop="final_answer",
         summary=(no_change_reason or answer).strip(),
@@ -233,6 +241,7 @@ async def run_claude_code(
         proposed_subtasks=proposals,
         subtask_problem=problem,
         no_change_reason=no_change_reason,
+        human_question=question,
     )
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, Field
 
+from aca_flows.agent.needs_human import NEEDS_HUMAN_MARKER
 from aca_flows.agent.no_change import NO_CHANGE_MARKER
 from aca_flows.agent.subtasks import SUBTASK_BLOCK_HELP
 from aca_flows.plan.models import ExecutionPlan, Task
@@ -42,7 +43,8 @@ change files; run_command to run tests or builds. Paths are relative to the repo
 If the work is too large for one task, do a coherent part and use propose_subtasks for the
 rest. When you are done, call finish with a short summary of what you changed. If the task
 needs no change at all (it is already done, or what it asks is already true), change nothing
-and call report_no_change with the reason instead; stopping without either fails the task."""
+and call report_no_change with the reason instead; stopping without either fails the task.
+If you cannot go on without a person's decision, call ask_human with your question instead."""
 
 _CLAUDE_CODE_RULES = (
     f"""\
@@ -50,7 +52,8 @@ Use your own tools to read, edit and test. When you are done, answer with a shor
 what you changed. If the task needs no change at all (it is already done, or what it asks is
 already true), change nothing and make the last line of your answer exactly
 `{NO_CHANGE_MARKER} <the reason>`; stopping without a change and without that line fails the
-task.
+task. If you cannot go on without a person's decision, make the last line of your answer
+exactly `{NEEDS_HUMAN_MARKER} <your question>`.
 """
     + SUBTASK_BLOCK_HELP
 )

@@ -1,12 +1,12 @@
 """The tools an API-provider agent works with, confined to its task's worktree.
 
 ``read_file``, ``write_file``, ``edit_file``, ``list_files``, ``search``, ``run_command``,
-``finish``, ``report_no_change`` and ``propose_subtasks``. Every path is resolved inside the
-worktree: an absolute path, a ``..`` leading out, a symlink pointing out, or the
-worktree's ``.git`` is refused with a message the model reads; a denied command likewise. A
-refusal or a bad argument is a tool result with ``is_error``, never an exception: the run
-continues and the model can correct itself. ``TaskTools`` is also the one place every file
-write and command passes, where auditing or redaction can be added.
+``finish``, ``report_no_change``, ``ask_human`` and ``propose_subtasks``. Every path is
+resolved inside the worktree: an absolute path, a ``..`` leading out, a symlink pointing out,
+or the worktree's ``.git`` is refused with a message the model reads; a denied command
+likewise. A refusal or a bad argument is a tool result with ``is_error``, never an exception:
+the run continues and the model can correct itself. ``TaskTools`` is also the one place every
+file write and command passes, where auditing or redaction can be added.
 """
 
 from __future__ import annotations
@@ -141,6 +141,16 @@ TOOL_DEFINITIONS: list[ToolDefinition] = [
         input_schema=_schema({"reason": _STR}, ["reason"]),
     ),
     ToolDefinition(
+        name="ask_human",
+        description=(
+            "Call instead of finish when you cannot go on without a person's decision (the "
+            "task is ambiguous, contradicts the code, or needs something only a person can "
+            "give), with your question. Your round ends; nothing is committed; a person "
+            "answers with a hint for another try, or skips or fails the task."
+        ),
+        input_schema=_schema({"question": _STR}, ["question"]),
+    ),
+    ToolDefinition(
         name="propose_subtasks",
         description=(
             "Propose follow-up subtasks for work too large to finish now. They run after your "
@@ -154,8 +164,8 @@ TOOL_DEFINITIONS: list[ToolDefinition] = [
 
 
 class TaskTools:
-    """The tools of one task, bound to its worktree. Keeps ``summary``, ``no_change_reason``
-    and ``proposed_subtasks``."""
+    """The tools of one task, bound to its worktree. Keeps ``summary``, ``no_change_reason``,
+    ``human_question`` and ``proposed_subtasks``."""
 
     def __init__(
         self,
@@ -176,6 +186,7 @@ class TaskTools:
         self.finished = False
         self.summary = ""
         self.no_change_reason: str | None = None
+        self.human_question: str | None = None
         self.proposed_subtasks: list[ProposedSubtask] = []
 
     def definitions(self) -> list[ToolDefinition]:
@@ -299,6 +310,15 @@ class TaskTools:
         self.summary = reason
         self.no_change_reason = reason
         return "recorded: no change needed; aca checks that nothing changed and runs verify"
+
+    async def _tool_ask_human(self, question: str = "") -> str:
+        question = " ".join(str(question).split())
+        if not question:
+            raise ToolRefused("give the question a person should answer.")
+        self.finished = True
+        self.summary = question
+        self.human_question = question
+        return "recorded: your question goes to a person; stop here"
 
     async def _tool_propose_subtasks(self, subtasks: Any) -> str:
         if isinstance(subtasks, str):  # some models send the list as a JSON string

@@ -61,6 +61,7 @@ app.add_typer(providers_cli.app, name="providers", help="Providers: credentials 
 app.add_typer(server_cli.app, name="server", help="A local Prefect server with its UI for runs.")
 app.command("approve")(approval_cli.approve_command)
 app.command("reject")(approval_cli.reject_command)
+app.command("answer")(approval_cli.answer_command)
 
 
 def _version(value: bool) -> None:

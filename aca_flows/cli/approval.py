@@ -1,8 +1,10 @@
-"""``aca approve`` and ``aca reject``: answer a run that waits for approval of its plan.
+"""``aca approve``, ``aca reject`` and ``aca answer``: answer a run that waits for a person.
 
-They do what the form on the paused flow run's page in the Prefect UI does (docs/approval.md):
-resume the session's waiting flow run with a decision. The session records the flow run and
-its server; neither command takes the session's lock.
+``approve`` and ``reject`` decide on a plan waiting for approval; ``answer`` on a failed task
+that asks what to do (``[approval] on_failure = "ask"``). They do what the forms on the paused
+flow run's page in the Prefect UI do (docs/approval.md): resume the session's waiting flow run
+with the answer. The session records the flow run and its server; none of them takes the
+session's lock.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import typer
 
 from aca_flows.cli.options import Workdir
 
-__all__ = ["approve_command", "reject_command"]
+__all__ = ["answer_command", "approve_command", "reject_command"]
 
 SessionArg = Annotated[str, typer.Argument(help="The waiting session (id or unique prefix).")]
 
@@ -59,3 +61,37 @@ def _send(workdir: Path, session: str, answer: dict, verb: str) -> None:
 
     flow_run_id = send_decision(workdir.resolve(), session, answer)
     typer.echo(f"Session {session}: plan {verb} (flow run {flow_run_id} resumed).")
+
+
+def answer_command(
+    session: SessionArg,
+    task: Annotated[str, typer.Argument(help="The id of the task that waits for an answer.")],
+    retry: Annotated[bool, typer.Option("--retry", help="Run the task again.")] = False,
+    skip: Annotated[
+        bool, typer.Option("--skip", help="Skip the task; its dependents still run.")
+    ] = False,
+    fail: Annotated[
+        bool, typer.Option("--fail", help="Fail the task; its dependents are skipped.")
+    ] = False,
+    hint: Annotated[
+        str, typer.Option("--hint", help="With --retry: appended to the task's prompt.")
+    ] = "",
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the task's status).")] = "",
+    workdir: Workdir = Path("."),
+) -> None:
+    """Answer a failed task that waits for a person: --retry [--hint TEXT], --skip or --fail."""
+    from aca_flows.errors import InputError
+
+    chosen = [name for name, on in (("retry", retry), ("skip", skip), ("fail", fail)) if on]
+    if len(chosen) != 1:
+        raise InputError(
+            "`aca answer` needs exactly one of --retry (with --hint TEXT), --skip or --fail."
+        )
+    action = chosen[0]
+    if hint and action != "retry":
+        raise InputError(f"--hint goes with --retry; --{action} takes --reason instead.")
+    from aca_flows.flows.task_help import send_answer
+
+    answer = {"action": action, "hint": hint, "reason": reason}
+    flow_run_id = send_answer(workdir.resolve(), session, task, answer)
+    typer.echo(f"Session {session}, task {task}: {action} (flow run {flow_run_id} resumed).")

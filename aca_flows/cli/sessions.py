@@ -107,6 +107,7 @@ def show_command(
     ]
     for label, value in facts:
         out.print(f"  {label:<16}{value}", highlight=False, markup=False)
+    _print_waiting(out, session, display_status(session, workdir))
     out.print(_task_table(session))
     no_change = [run for run in session.tasks.values() if run.no_change]
     if no_change:
@@ -114,6 +115,28 @@ def show_command(
         for run in no_change:
             out.print(f"  {run.task_id}: {run.no_change_reason}", highlight=False, markup=False)
     out.print(usage_table(session.usage, title="Cost by provider and model"))
+
+
+def _print_waiting(out: Console, session: SessionRecord, status: str) -> None:
+    """What a waiting run asks, whole, and how to answer it."""
+    if status == "waiting for approval":
+        out.print(
+            f"The plan waits for approval: `aca approve {session.id}` or "
+            f"`aca reject {session.id} --reason TEXT`, or the form of flow run "
+            f"{session.approval.flow_run_id} in the Prefect UI.",
+            highlight=False,
+            markup=False,
+        )
+    elif status.startswith("waiting: task") and session.question is not None:
+        asked = session.question
+        out.print(f"Task {asked.task_id} waits for an answer:", highlight=False, markup=False)
+        out.print(f"  {asked.question}", highlight=False, markup=False)
+        out.print(
+            f"  `aca answer {session.id} {asked.task_id} --retry --hint TEXT` (or --skip, "
+            f"--fail), or the form of flow run {asked.flow_run_id} in the Prefect UI.",
+            highlight=False,
+            markup=False,
+        )
 
 
 def usage_table(entries: list[UsageEntry], title: str) -> Table:

@@ -67,7 +67,7 @@ from aca_flows.flows.run_setup import RunRequest, open_run, recorded_state
 from aca_flows.flows.session_log import session_log
 from aca_flows.flows.skipped import record_skipped_task
 from aca_flows.flows.summary import RunSummary, run_summary
-from aca_flows.flows.task_help import add_hint, ask_about_failed_task
+from aca_flows.flows.task_help import add_hint, ask_about_failed_task, reviewed_reason
 from aca_flows.flows.task_run import (
     ACTIVE_RUNS,
     ActiveRun,
@@ -493,9 +493,10 @@ async def _finish(
             answer = await ask_about_failed_task(run, task_id, error.outcome, attempts, interrupt)
             if answer.action == "retry":
                 store.task_failed(task_id, reason, will_retry=True)
-                add_hint(run, task_id, answer.hint)
+                add_hint(run, task_id, answer.hint, error.outcome.human_question)
                 dag.release(task_id)
                 return None
+            reason = reviewed_reason(reason, answer)
             if answer.action == "skip":
                 dag.release(task_id)
                 why = f"skipped after it failed: {first_line(reason)}"

@@ -1,41 +1,62 @@
 """A stuck task asks a person instead of failing (``[approval] on_failure = "ask"``).
 
-A task whose verification still fails after its fix attempts (or that ended without a change
-or a reason) does not fail at once: the flow run pauses for a ``TaskHelp`` input, with the
-question, the task's last output and its verify output published as an artifact
-(``aca-question-<session>-<task>``) and written above the form. The answer:
+A task whose verification still fails after its fix attempts, that ended without a change or
+a reason, or whose agent asked for a person (``ask_human``, ``NEEDS HUMAN:``) does not fail at
+once: the flow run pauses for a ``TaskHelp`` input. Next to the form, as artifacts: the
+question with the task's last output and verify output (``aca-question-<session>-<task>``,
+also written above the form) and the diff of its worktree against its base
+(``aca-diff-<session>-<task>``), both redacted. The session journals the question
+(``task_question``), so ``aca sessions list`` shows the run ``waiting: task <id> asks: ...``
+and ``aca answer`` (``send_answer``) finds its flow run. The answer:
 
-- ``retry`` with a ``hint``: the hint is appended to the task's prompt and the task runs again
-  (a new task run, from a clean worktree);
+- ``retry`` with a ``hint``: the hint is appended to the task's prompt (after the agent's
+  question, when it asked one) and the task runs again (a new task run, from a clean worktree);
 - ``skip``: the task ends skipped ("skipped after it failed: ..."); like any task left out on
   purpose it counts as done, so its dependents run;
 - ``fail``: the task fails as it would have (its dependents are skipped).
 
-Nobody answering within ``[approval] timeout_seconds`` means ``fail``. Tasks already running
-go on while the run waits; no new task starts. The run always *pauses* here (its process
-waits), deployment runs included: other tasks may be running.
+A ``reason`` given with the answer is kept in the task's status. Nobody answering within
+``[approval] timeout_seconds`` means ``fail``. Tasks already running go on while the run
+waits; no new task starts. The run always *pauses* here (its process waits), deployment runs
+included: other tasks may be running.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+import re
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
 
 from prefect import get_run_logger
 from prefect.artifacts import acreate_markdown_artifact
+from prefect.context import get_run_context
 from prefect.input import RunInput
 from pydantic import Field
 
 from aca_flows.agent.execute import TaskOutcome
+from aca_flows.errors import InputError
 from aca_flows.flows.approval import INTERRUPTED, running_again, wait_for_input
+from aca_flows.session.events import TaskAnswered, TaskQuestion
 from aca_flows.session.redact import redact_text
+from aca_flows.session.store import display_status, load_session
 
 if TYPE_CHECKING:
     from aca_flows.flows.task_run import ActiveRun
 
-__all__ = ["HINT_PREFIX", "TaskHelp", "add_hint", "ask_about_failed_task"]
+__all__ = [
+    "HINT_PREFIX",
+    "TaskHelp",
+    "add_hint",
+    "ask_about_failed_task",
+    "reviewed_reason",
+    "send_answer",
+]
 
 HINT_PREFIX = "Hint from a reviewer:"
+QUESTION_PREFIX = "You asked a person:"
 OUTPUT_LIMIT = 4_000
+# The diff written above the form; the artifact holds all the outcome kept (DIFF_LIMIT).
+FORM_DIFF_LIMIT = 6_000
 
 
 class TaskHelp(RunInput):
@@ -45,6 +66,7 @@ class TaskHelp(RunInput):
         default="retry", description="retry (with the hint below), skip the task, or fail it."
     )
     hint: str = Field(default="", description="retry: appended to the task's prompt.")
+    reason: str = Field(default="", description="Why (kept in the task's status).")
 
 
 async def ask_about_failed_task(
@@ -54,51 +76,176 @@ async def ask_about_failed_task(
     answers in time or the run is stopped meanwhile."""
     logger = get_run_logger()
     question = _question(run, task_id, outcome)
+    key = _artifact_key("question", run.session_id, task_id)
     await acreate_markdown_artifact(
-        key=f"aca-question-{run.session_id}-{task_id}".lower().replace("_", "-"),
-        markdown=question,
-        description=f"{task_id} failed and asks what to do",
+        key=key, markdown=question, description=f"{task_id} failed and asks what to do"
+    )
+    diff_key = _artifact_key("diff", run.session_id, task_id)
+    if outcome.diff:
+        await acreate_markdown_artifact(
+            key=diff_key,
+            markdown=_diff_markdown(task_id, outcome.diff),
+            description=f"{task_id}: its changes when it failed (not merged)",
+        )
+    form_text = question + _form_diff(outcome.diff, diff_key)
+    timeout = run.config.approval.timeout_seconds
+    asked = " ".join((outcome.human_question or outcome.failure_reason or "failed").split())
+    _record(
+        run,
+        TaskQuestion(
+            task_id=task_id,
+            question=redact_text(asked),
+            flow_run_id=str(get_run_context().flow_run.id),
+            api_url=_api_url(),
+            expires_at=datetime.now(UTC) + timedelta(seconds=timeout),
+        ),
     )
     logger.warning(
-        f"{task_id} failed and waits for a decision: resume the flow run in the Prefect UI "
-        "(retry with a hint, skip, or fail)"
+        f"{task_id} failed and waits for a decision: resume the flow run in the Prefect UI, "
+        f"or `aca answer {run.session_id} {task_id} --retry --hint TEXT | --skip | --fail`"
     )
-    timeout = run.config.approval.timeout_seconds
-    form = TaskHelp.with_initial_data(description=question)
-    key = f"aca-help-{task_id}-{attempt}"
-    answer = await wait_for_input(form, "pause", timeout, key, interrupt)
+    form = TaskHelp.with_initial_data(description=form_text)
+    pause_key = f"aca-help-{task_id}-{attempt}"
+    answer = await wait_for_input(form, "pause", timeout, pause_key, interrupt)
+    # Nobody decided: the task fails for its own reason (the journal says why it did not wait).
     if answer is INTERRUPTED:
+        why = "the run was stopped while the task waited"
+        _record(run, TaskAnswered(task_id=task_id, action="fail", reason=why))
         return TaskHelp(action="fail")
     if answer is None:
         logger.warning(f"nobody answered for {task_id} within {timeout:g} s: it fails")
         await running_again()
+        why = f"no answer within {timeout:g} s"
+        _record(run, TaskAnswered(task_id=task_id, action="fail", reason=why, timed_out=True))
         return TaskHelp(action="fail")
+    answer = TaskHelp(action=answer.action, hint=answer.hint.strip(), reason=answer.reason.strip())
     logger.info(f"{task_id}: {answer.action}" + (f" ({answer.hint})" if answer.hint else ""))
-    return TaskHelp(action=answer.action, hint=answer.hint.strip())
+    _record(run, TaskAnswered(task_id=task_id, **answer.model_dump()))
+    return answer
 
 
-def add_hint(run: ActiveRun, task_id: str, hint: str) -> None:
-    """The task's next run gets ``hint`` at the end of its description (its prompt)."""
+def add_hint(run: ActiveRun, task_id: str, hint: str, question: str | None = None) -> None:
+    """The task's next run gets ``hint`` at the end of its description (its prompt), after
+    the agent's own ``question`` when it asked one."""
     if not hint:
         return
     task = run.plan.task(task_id)
-    task.description = f"{task.description.rstrip()}\n\n{HINT_PREFIX} {hint}".lstrip()
+    asked = f"{QUESTION_PREFIX} {question}\n" if question else ""
+    task.description = f"{task.description.rstrip()}\n\n{asked}{HINT_PREFIX} {hint}".lstrip()
+
+
+def reviewed_reason(reason: str, answer: TaskHelp) -> str:
+    """A failed task's ``reason`` after a person's ``answer``: their own reason first."""
+    if not answer.reason:
+        return reason
+    return f"{answer.reason} (a reviewer's decision); {reason}"
+
+
+def send_answer(workdir, session_id: str, task_id: str, answer: dict[str, Any]) -> str:
+    """Resume the flow run of ``session_id`` waiting for an answer about ``task_id`` with
+    ``answer`` (a ``TaskHelp``); returns the flow run id. For ``aca answer``; takes no lock."""
+    from uuid import UUID
+
+    from prefect.exceptions import NotPausedError
+    from prefect.flow_runs import resume_flow_run
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from aca_flows.flows.server import LocalServer
+
+    session = load_session(workdir, session_id)
+    status = display_status(session, workdir)
+    question = session.question
+    if question is None or not status.startswith("waiting: task"):
+        approval = status == "waiting for approval"
+        raise InputError(
+            f"session {session.id} has no task waiting for an answer (status: {status}); "
+            "`aca sessions list` shows the sessions that wait"
+            + (f"; `aca approve {session.id}` answers it." if approval else ".")
+        )
+    if question.task_id != task_id:
+        raise InputError(
+            f"task {task_id} of session {session.id} is not waiting for an answer; task "
+            f"{question.task_id} is: `aca answer {session.id} {question.task_id} ...`."
+        )
+    url = question.api_url or PREFECT_API_URL.value() or LocalServer().api_url()
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            resume_flow_run(UUID(question.flow_run_id), run_input=TaskHelp(**answer).model_dump())
+    except NotPausedError:
+        raise InputError(
+            f"the flow run {question.flow_run_id} of session {session.id} is not waiting for "
+            "input any more (answered already, timed out or cancelled)."
+        ) from None
+    except Exception as exc:  # the server is gone or refused: say where aca looked
+        raise InputError(
+            f"could not resume the flow run {question.flow_run_id} of session {session.id} at "
+            f"{url}: {exc}. Is the run's Prefect server still up?"
+        ) from None
+    return question.flow_run_id
+
+
+def _record(run: ActiveRun, event) -> None:
+    if run.store is not None:
+        run.store.record(event)
 
 
 def _question(run: ActiveRun, task_id: str, outcome: TaskOutcome) -> str:
     task = run.plan.task(task_id)
-    lines = [
-        f"## Task `{task_id}` failed: what now?",
-        "",
-        f"**{task.title}** — {outcome.failure_reason or 'failed'}",
+    if outcome.human_question:
+        lines = [
+            f"## Task `{task_id}` asks a person",
+            "",
+            f"**{task.title}** — the agent asks:",
+            "",
+            *(f"> {line}" for line in outcome.human_question.splitlines()),
+        ]
+    else:
+        lines = [
+            f"## Task `{task_id}` failed: what now?",
+            "",
+            f"**{task.title}** — {outcome.failure_reason or 'failed'}",
+        ]
+    lines += [
         "",
         "Choose **retry** with a hint for the agent, **skip** (its dependents still run) or "
-        "**fail** (its dependents are skipped).",
+        "**fail** (its dependents are skipped). From a terminal: "
+        f"`aca answer {run.session_id} {task_id} --retry --hint TEXT` (or `--skip`, `--fail`).",
     ]
-    if outcome.summary:
-        lines += ["", "### The agent's last answer", "", "```", outcome.summary[-OUTPUT_LIMIT:]]
-        lines += ["```"]
+    if outcome.summary and outcome.summary != outcome.human_question:
+        lines += ["", "### The agent's last answer", "", _fenced(outcome.summary[-OUTPUT_LIMIT:])]
     if outcome.verify_output:
-        lines += ["", f"### `{outcome.verify_command}` said", "", "```"]
-        lines += [outcome.verify_output[-OUTPUT_LIMIT:], "```"]
+        lines += ["", f"### `{outcome.verify_command}` said", ""]
+        lines += [_fenced(outcome.verify_output[-OUTPUT_LIMIT:])]
     return redact_text("\n".join(lines))  # it leaves aca: an artifact and the form
+
+
+def _diff_markdown(task_id: str, diff: str) -> str:
+    title = f"## The changes of task `{task_id}` when it failed (not merged)"
+    return redact_text(f"{title}\n\n{_fenced(diff, 'diff')}\n")
+
+
+def _form_diff(diff: str, key: str) -> str:
+    """The diff under the question above the form: its start, the artifact for the rest."""
+    if not diff:
+        return "\n\n### Its changes\n\nNone: the worktree was unchanged."
+    shown = diff if len(diff) <= FORM_DIFF_LIMIT else diff[:FORM_DIFF_LIMIT] + "\n[...]"
+    more = f" (the whole diff: artifact `{key}`)" if len(diff) > FORM_DIFF_LIMIT else ""
+    return redact_text(f"\n\n### Its changes{more}\n\n{_fenced(shown, 'diff')}")
+
+
+def _fenced(text: str, language: str = "text") -> str:
+    """``text`` in a code block whose fence no run of backticks inside it can close."""
+    fence = "`" * max(3, max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
+    return f"{fence}{language}\n{text.rstrip()}\n{fence}"
+
+
+def _artifact_key(kind: str, session_id: str, task_id: str) -> str:
+    # Artifact keys allow lowercase letters, digits and dashes only.
+    raw = f"aca-{kind}-{session_id}-{task_id}".lower()
+    return "".join(ch if ch.isalnum() else "-" for ch in raw)[:100]
+
+
+def _api_url() -> str | None:
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or None

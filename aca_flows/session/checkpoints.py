@@ -204,11 +204,9 @@ def resolve_resume_target(
         raise InputError("give either an id or --latest to `aca resume`, not both")
     if latest:
         for session in list_sessions(workdir):
-            if display_status(session, workdir) not in (
-                "completed",
-                "running",
-                "waiting for approval",  # its run is alive (or suspended): answer it instead
-            ):
+            status = display_status(session, workdir)
+            # A waiting run is alive (or suspended): answer it instead.
+            if status not in ("completed", "running") and not status.startswith("waiting"):
                 return ResumeTarget(session.id)
         raise NothingToResumeError(
             f"no unfinished session in {workdir / '.aca' / 'sessions'}: every session there "

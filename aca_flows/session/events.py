@@ -18,6 +18,8 @@ after the task's commit is merged, so replaying the journal never invents finish
     checkpoint_created a checkpoint file was written
     approval_requested the run waits for a person to approve its plan (its flow run, server)
     approval_decided   the plan was approved (with changes) or rejected, and why
+    task_question      a failed task waits for a person's answer (``on_failure = "ask"``)
+    task_answered      the answer came: retry (with a hint), skip or fail
     session_finished   the run ended: completed, failed, interrupted, stopped (by a budget)
                        or rejected (at approval)
 """
@@ -46,9 +48,11 @@ __all__ = [
     "SessionResumed",
     "SessionStarted",
     "SubtasksAdded",
+    "TaskAnswered",
     "TaskBlocked",
     "TaskCompleted",
     "TaskFailed",
+    "TaskQuestion",
     "TaskResult",
     "TaskSkipped",
     "TaskStarted",
@@ -198,6 +202,26 @@ class ApprovalDecided(_Event):
     timed_out: bool = False
 
 
+class TaskQuestion(_Event):
+    """A failed task waits for a person (docs/approval.md): ``aca answer`` finds it here."""
+
+    type: Literal["task_question"] = "task_question"
+    task_id: str
+    question: str
+    flow_run_id: str
+    api_url: str | None = Field(default=None, description="The Prefect API the run talks to.")
+    expires_at: datetime | None = None
+
+
+class TaskAnswered(_Event):
+    type: Literal["task_answered"] = "task_answered"
+    task_id: str
+    action: Literal["retry", "skip", "fail"]
+    hint: str = ""
+    reason: str = ""
+    timed_out: bool = False
+
+
 class SessionFinished(_Event):
     type: Literal["session_finished"] = "session_finished"
     status: FinalStatus
@@ -217,6 +241,8 @@ Event = Annotated[
     | CheckpointCreated
     | ApprovalRequested
     | ApprovalDecided
+    | TaskQuestion
+    | TaskAnswered
     | SessionFinished,
     Field(discriminator="type"),
 ]

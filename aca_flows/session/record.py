@@ -32,9 +32,11 @@ from aca_flows.session.events import (
     SessionResumed,
     SessionStarted,
     SubtasksAdded,
+    TaskAnswered,
     TaskBlocked,
     TaskCompleted,
     TaskFailed,
+    TaskQuestion,
     TaskSkipped,
     TaskStarted,
 )
@@ -43,6 +45,7 @@ from aca_flows.session.usage import UsageEntry, add_usage, total_cost, total_tok
 __all__ = [
     "SESSION_SCHEMA_VERSION",
     "Approval",
+    "PendingQuestion",
     "CheckpointRef",
     "SessionRecord",
     "SessionStatus",
@@ -108,6 +111,17 @@ class Approval(_Model):
     timed_out: bool = False
 
 
+class PendingQuestion(_Model):
+    """A failed task that waits for a person's answer, and where its flow run waits."""
+
+    task_id: str
+    question: str
+    flow_run_id: str
+    api_url: str | None = None
+    asked_at: datetime
+    expires_at: datetime | None = None
+
+
 class CheckpointRef(_Model):
     id: str
     created_at: datetime
@@ -137,6 +151,9 @@ class SessionRecord(_Model):
     )
     last_checkpoint: CheckpointRef | None = None
     approval: Approval | None = None
+    question: PendingQuestion | None = Field(
+        default=None, description="The task waiting for a person's answer, while it waits."
+    )
     resumes: int = 0
     last_seq: int = Field(default=0, description="seq of the last journal event applied.")
 
@@ -251,6 +268,7 @@ def _resumed(record: SessionRecord, event: SessionResumed) -> bool:
     record.status = "running"
     record.status_reason = None
     record.finished_at = None
+    record.question = None  # its flow run is gone; the task runs again and may ask again
     record.resumes += 1
     return True
 
@@ -379,6 +397,26 @@ def _approval_decided(record: SessionRecord, event: ApprovalDecided) -> bool:
     return True
 
 
+def _task_question(record: SessionRecord, event: TaskQuestion) -> bool:
+    _task(record, event.task_id)
+    record.question = PendingQuestion(
+        task_id=event.task_id,
+        question=event.question,
+        flow_run_id=event.flow_run_id,
+        api_url=event.api_url,
+        asked_at=event.at,
+        expires_at=event.expires_at,
+    )
+    return True
+
+
+def _task_answered(record: SessionRecord, event: TaskAnswered) -> bool:
+    # What the answer does to the task is journalled as its own events (failed, skipped).
+    if record.question is not None and record.question.task_id == event.task_id:
+        record.question = None
+    return True
+
+
 def _finished(record: SessionRecord, event: SessionFinished) -> bool:
     if event.status in ("interrupted", "stopped"):
         # Tasks cut short start again on resume: the record says so now, not only then.
@@ -405,6 +443,8 @@ _HANDLERS = {
     CheckpointCreated: _checkpoint_created,
     ApprovalRequested: _approval_requested,
     ApprovalDecided: _approval_decided,
+    TaskQuestion: _task_question,
+    TaskAnswered: _task_answered,
     SessionFinished: _finished,
 }
 

@@ -395,7 +395,9 @@ def resolve_session_id(workdir: Path, text: str) -> str:
 def display_status(session: SessionRecord, workdir: Path | None = None) -> str:
     """The status to show: a ``running`` session whose process is gone shows ``interrupted``;
     one whose plan waits for a person shows ``waiting for approval`` (a suspended deployment
-    run has no process while it waits).
+    run has no process while it waits); one with a failed task waiting for a person's answer
+    shows ``waiting: task <id> asks: <question>`` (cut to one short line). Every status of a
+    run that waits for a person starts with ``waiting``.
 
     ``workdir`` is where the session was read from (default: where it was created).
     """
@@ -407,7 +409,15 @@ def display_status(session: SessionRecord, workdir: Path | None = None) -> str:
     waiting = approval is not None and approval.state == "waiting"
     if waiting and (alive or approval.mode == "suspend"):
         return "waiting for approval"
+    if alive and session.question is not None:
+        question = " ".join(session.question.question.split())
+        if len(question) > _SHOWN_QUESTION:
+            question = question[: _SHOWN_QUESTION - 1].rstrip() + "…"
+        return f"waiting: task {session.question.task_id} asks: {question}"
     return "running" if alive else "interrupted"
+
+
+_SHOWN_QUESTION = 60
 
 
 # -- loading ------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from aca_flows.workspace.file_lock import FileLock
 from aca_flows.workspace.hardened_git import AcaRepo, HardenedGit
 from aca_flows.workspace.repository import session_branch_head
 
-__all__ = ["TaskWorktree", "discard_worktree", "list_worktrees"]
+__all__ = ["TaskWorktree", "clip_patch", "discard_worktree", "list_worktrees"]
 
 
 @dataclass(frozen=True)
@@ -74,9 +74,38 @@ class TaskWorktree:
         untracked = self.git.ls_files("--others", "--exclude-standard").splitlines()
         return sorted(path for path in changed | set(untracked) if path)
 
+    def diff(self, paths: list[str], limit: int) -> str:
+        """The patch of ``paths`` against ``base_sha``, new files included, for a person to
+        read (a failed task's work): cut at a line before ``limit`` characters, naming the
+        files it leaves out. New files are marked intent-to-add in this worktree's index,
+        so call it only on a worktree about to be discarded."""
+        if not paths:
+            return ""
+        untracked = set(self.git.ls_files("--others", "--exclude-standard").splitlines())
+        new = [path for path in paths if path in untracked]
+        if new:
+            self.git.add("--intent-to-add", "--", *new)
+        patch = self.git.diff("--no-ext-diff", "--no-textconv", self.base_sha, "--", *paths)
+        return clip_patch(patch, limit)
+
     def remove(self) -> None:
         """Remove the worktree and its folder. Safe to repeat; a missing worktree is fine."""
         discard_worktree(AcaRepo(self.repo_root), self.path)
+
+
+def clip_patch(patch: str, limit: int) -> str:
+    """``patch`` whole if it fits in ``limit`` characters, else cut at the end of a line, with
+    a last line saying how much is left out and which files' changes are not shown at all."""
+    if len(patch) <= limit:
+        return patch
+    cut = patch.rfind("\n", 0, limit) + 1 or limit
+    shown, rest = patch[:cut], patch[cut:]
+    headers = [line for line in rest.splitlines() if line.startswith("diff --git")]
+    files = [line.split(" b/", 1)[-1] for line in headers]
+    note = f"[... {len(rest)} more characters not shown"
+    if files:
+        note += f"; also changed: {', '.join(files[:20])}" + (" ..." if len(files) > 20 else "")
+    return f"{shown}{note}]\n"
 
 
 def list_worktrees(repo: git.Repo) -> list[dict[str, str]]:
