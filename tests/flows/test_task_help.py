@@ -1,0 +1,193 @@
+"""A failed task, or one whose agent asks for a person, waits for an answer
+(``[approval] on_failure = "ask"``, docs/approval.md): driven through Prefect's API and
+``aca answer`` against the real test server, real git, the fake Anthropic server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+
+from aca_flows.cli import main
+from aca_flows.flows import run_flow
+from aca_flows.flows.artifacts import task_artifact_key
+from aca_flows.session.store import list_sessions, load_session
+from tests.fakes.coding_agent import coding_agent, task_of
+from tests.fakes.llm_server import Reply
+from tests.flows.test_approval import (
+    WAIT,
+    agent_requests,
+    artifact,
+    flow_run_id_named,
+    start,
+    wait_until_paused,
+)
+
+QUESTION = "Tabs or spaces for a.txt?"
+SECRET = "sk-ant-abcdefgh12345678"
+
+
+@pytest.fixture(autouse=True)
+def bounded_waits(monkeypatch):
+    """A test that fails while a run waits must not leave it waiting for a day."""
+    monkeypatch.setenv("ACA_APPROVAL__TIMEOUT_SECONDS", "300")
+
+
+def asking_agent(request):
+    """Writes a.txt (with a credential in it), then asks a person; once a reviewer's hint is
+    in its prompt it does the task like the coding agent."""
+    task_id, _, first = task_of(request)
+    if task_id != "a" or "Hint from a reviewer:" in first:
+        return coding_agent(request)
+    turn = sum(1 for m in request.json["messages"] if m["role"] == "assistant")
+    usage = {"input_tokens": 100, "output_tokens": 20}
+    if turn == 0:
+        content = f"indent = ?\nkey = {SECRET}\n"
+        write = {"name": "write_file", "arguments": {"path": "a.txt", "content": content}}
+        return Reply(tool_calls=[write], usage=usage)
+    return Reply(
+        tool_calls=[{"name": "ask_human", "arguments": {"question": QUESTION}}], usage=usage
+    )
+
+
+def plan_file(tmp_path, name: str) -> str:
+    path = tmp_path / "tasks.md"
+    path.write_text(f"# {name}\n\n- write a.txt {{#a}}\n- write b.txt {{#b depends_on=a}}\n")
+    return str(path)
+
+
+def test_an_agent_that_asks_pauses_the_run_and_aca_answer_resumes_it(
+    tmp_path, repo, anthropic_fake, monkeypatch, capsys
+):
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(asking_agent)
+    monkeypatch.setenv("ACA_APPROVAL__ON_FAILURE", "ask")
+    name = f"Asks {uuid.uuid4().hex[:8]}"
+    tasks = plan_file(tmp_path, name)
+    thread, outcomes = start(lambda: run_flow(task_file=tasks, workdir=str(repo)))
+    try:
+        wait_until_paused(flow_run_id_named(name), thread)
+        (session,) = list_sessions(repo)
+        sid = session.id
+
+        # Waiting, as aca shows it; the reading commands take no lock the run holds.
+        assert main(["sessions", "list", "-w", str(repo), "--json"]) == 0
+        (row,) = json.loads(capsys.readouterr().out)["sessions"]
+        assert row["status"] == f"waiting: task a asks: {QUESTION}"
+        assert main(["sessions", "show", sid, "-w", str(repo)]) == 0
+        shown = capsys.readouterr().out
+        assert "Task a waits for an answer:" in shown and QUESTION in shown
+        assert f"aca answer {sid} a --retry --hint TEXT" in shown
+
+        # Next to the form: the question, and the diff of its worktree, redacted.
+        question = asyncio.run(artifact(f"aca-question-{sid}-a"))
+        assert "Task `a` asks a person" in question and f"> {QUESTION}" in question
+        diff = asyncio.run(artifact(f"aca-diff-{sid}-a"))
+        assert "+++ b/a.txt" in diff and "+indent = ?" in diff
+        assert "+key = [REDACTED]" in diff and SECRET not in diff
+
+        # Wrong answers are refused, and the run keeps waiting.
+        assert main(["answer", sid, "b", "--skip", "-w", str(repo)]) == 2
+        assert f"task b of session {sid} is not waiting" in capsys.readouterr().err
+        assert main(["answer", sid, "a", "-w", str(repo)]) == 2
+        assert "exactly one of --retry" in capsys.readouterr().err
+        assert main(["answer", sid, "a", "--skip", "--hint", "x", "-w", str(repo)]) == 2
+        assert "--hint goes with --retry" in capsys.readouterr().err
+
+        assert (
+            main(["answer", sid[:15], "a", "--retry", "--hint", "use tabs", "-w", str(repo)]) == 0
+        )
+        assert "task a: retry" in capsys.readouterr().out
+        thread.join(WAIT)
+        assert not thread.is_alive(), "the answered run did not end"
+    finally:
+        thread.join(WAIT)
+
+    (outcome,) = outcomes
+    assert outcome.summary["status"] == "completed"
+    session = load_session(repo, sid)
+    assert {t.id: str(t.status) for t in session.plan.tasks} == {"a": "completed", "b": "completed"}
+    assert session.question is None and session.tasks["a"].attempts == 2
+    # The retry's prompt holds the agent's question and the reviewer's hint.
+    retried = [r for r in agent_requests(anthropic_fake) if "Hint from a reviewer" in task_of(r)[2]]
+    assert (
+        retried
+        and f"You asked a person: {QUESTION}\nHint from a reviewer: use tabs"
+        in (task_of(retried[0])[2])
+    )
+    assert main(["answer", sid, "a", "--fail", "-w", str(repo)]) == 2  # nothing waits now
+    assert "has no task waiting for an answer (status: completed)" in capsys.readouterr().err
+
+
+def test_a_fail_answer_with_a_reason_fails_the_task_and_skips_its_dependents(
+    tmp_path, repo, anthropic_fake, monkeypatch, capsys
+):
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(asking_agent)
+    monkeypatch.setenv("ACA_APPROVAL__ON_FAILURE", "ask")
+    name = f"Asks fail {uuid.uuid4().hex[:8]}"
+    tasks = plan_file(tmp_path, name)
+    thread, outcomes = start(lambda: run_flow(task_file=tasks, workdir=str(repo)))
+    try:
+        wait_until_paused(flow_run_id_named(name), thread)
+        (session,) = list_sessions(repo)
+        assert (
+            main(["answer", session.id, "a", "--fail", "--reason", "out of scope", "-w", str(repo)])
+            == 0
+        )
+        thread.join(WAIT)
+    finally:
+        thread.join(WAIT)
+
+    summary = outcomes[0].summary
+    assert summary["status"] == "failed"
+    assert summary["tasks"]["a"]["reason"] == (
+        f"out of scope (a reviewer's decision); the agent needs a person to decide: {QUESTION}"
+    )
+    assert summary["tasks"]["b"]["state"] == "skipped"
+
+
+def test_without_ask_an_agent_that_asks_fails_its_task_with_the_question(
+    tmp_path, repo, anthropic_fake, capsys
+):
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(asking_agent)
+    outcome = run_flow(
+        task_file=plan_file(tmp_path, f"No ask {uuid.uuid4().hex[:8]}"), workdir=str(repo)
+    )
+
+    reason = f"the agent needs a person to decide: {QUESTION}"
+    summary = outcome.summary
+    assert summary["status"] == "failed" and summary["failed_ids"] == ["a"]
+    assert summary["tasks"]["a"]["reason"] == reason
+    assert summary["tasks"]["b"]["state"] == "skipped"
+    sid = summary["session_id"]
+    assert main(["sessions", "show", sid, "-w", str(repo)]) == 0
+    assert f"failed: {reason}" in capsys.readouterr().out
+    report = asyncio.run(artifact(task_artifact_key(sid, "a")))
+    assert "## Why it failed" in report and QUESTION in report
+    assert load_session(repo, sid).question is None  # nobody was asked
+
+
+def test_nobody_answering_in_time_fails_the_task(tmp_path, repo, anthropic_fake, monkeypatch):
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(asking_agent)
+    monkeypatch.setenv("ACA_APPROVAL__ON_FAILURE", "ask")
+    monkeypatch.setenv("ACA_APPROVAL__TIMEOUT_SECONDS", "1")
+
+    outcome = run_flow(
+        task_file=plan_file(tmp_path, f"Ask timeout {uuid.uuid4().hex[:8]}"), workdir=str(repo)
+    )
+
+    summary = outcome.summary
+    assert summary["status"] == "failed"
+    assert summary["tasks"]["a"]["reason"] == f"the agent needs a person to decide: {QUESTION}"
+    session = load_session(repo, summary["session_id"])
+    assert session.question is None
+    events = (repo / ".aca" / "sessions" / session.id / "meta" / "events.jsonl").read_text()
+    answered = [json.loads(line) for line in events.splitlines() if '"task_answered"' in line]
+    assert [(e["action"], e["timed_out"], e["reason"]) for e in answered] == [
+        ("fail", True, "no answer within 1 s")
+    ]
