@@ -363,3 +363,27 @@ def test_a_failure_without_a_message_still_reads_well(tmp_path):
         store.task_skipped("b", "  ")
     statuses = [str(t.status) for t in load_session(tmp_path, store.session_id).plan.tasks]
     assert statuses == ["failed: failed (no reason given)", "skipped: skipped (no reason given)"]
+
+
+def test_a_task_question_shows_as_waiting_while_its_run_lives(tmp_path):
+    from aca_flows.session.events import TaskAnswered, TaskQuestion
+    from aca_flows.session.store import display_status
+
+    long = "Which of the two storage engines should the new cache use, given the old one leaks?"
+    asked = TaskQuestion(task_id="a", question=long, flow_run_id="f1")
+    store = SessionStore.create(tmp_path, make_plan("a", "b"), provider="replay")
+    store.task_started("a")
+    store.record(asked)
+    status = display_status(load_session(tmp_path, store.session_id))
+    assert status == (
+        "waiting: task a asks: Which of the two storage engines should the new cache use,…"
+    )
+    store.record(TaskAnswered(task_id="a", action="retry", hint="the new one"))
+    assert display_status(load_session(tmp_path, store.session_id)) == "running"
+
+    store.record(asked)
+    store.close()  # the waiting process died: nobody waits any more
+    assert display_status(load_session(tmp_path, store.session_id)) == "interrupted"
+    with SessionStore.open(tmp_path, store.session_id) as again:
+        again.resumed()  # the task runs again and may ask again, from a new flow run
+        assert again.session.question is None
