@@ -108,6 +108,10 @@ def test_a_run_waits_paused_and_an_approval_with_changes_resumes_it(
         assert main(["sessions", "list", "--workdir", str(repo), "--json"]) == 0
         (row,) = json.loads(capsys.readouterr().out)["sessions"]
         assert row["status"] == "waiting for approval"
+        assert main(["sessions", "show", session.id, "--workdir", str(repo)]) == 0
+        assert f"The plan waits for approval: `aca approve {session.id}`" in (
+            capsys.readouterr().out
+        )
         assert main(["usage", "--workdir", str(repo), "--json"]) == 0
         capsys.readouterr()
         assert agent_requests(anthropic_fake) == []

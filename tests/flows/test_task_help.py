@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +29,7 @@ from tests.flows.test_approval import (
     wait_until_paused,
 )
 
+ROOT = Path(__file__).resolve().parents[2]
 QUESTION = "Tabs or spaces for a.txt?"
 SECRET = "sk-ant-abcdefgh12345678"
 
@@ -75,6 +80,17 @@ def test_an_agent_that_asks_pauses_the_run_and_aca_answer_resumes_it(
         # Waiting, as aca shows it; the reading commands take no lock the run holds.
         assert main(["sessions", "list", "-w", str(repo), "--json"]) == 0
         (row,) = json.loads(capsys.readouterr().out)["sessions"]
+        assert row["status"] == f"waiting: task a asks: {QUESTION}"
+        # Another process reads it too: the run's lock does not block readers.
+        listed = subprocess.run(
+            [sys.executable, "-m", "aca_flows", "sessions", "list", "-w", str(repo), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert listed.returncode == 0, listed.stderr
+        (row,) = json.loads(listed.stdout)["sessions"]
         assert row["status"] == f"waiting: task a asks: {QUESTION}"
         assert main(["sessions", "show", sid, "-w", str(repo)]) == 0
         shown = capsys.readouterr().out
