@@ -156,11 +156,13 @@ def send_answer(workdir, session_id: str, task_id: str, answer: dict[str, Any]) 
     status = display_status(session, workdir)
     question = session.question
     if question is None or not status.startswith("waiting: task"):
-        approval = status == "waiting for approval"
+        hint = {
+            "waiting for approval": f"; `aca approve {session.id}` answers it.",
+            "interrupted": f"; `aca resume {session.id}` runs its unfinished tasks again.",
+        }.get(status, ".")
         raise InputError(
             f"session {session.id} has no task waiting for an answer (status: {status}); "
-            "`aca sessions list` shows the sessions that wait"
-            + (f"; `aca approve {session.id}` answers it." if approval else ".")
+            "`aca sessions list` shows the sessions that wait" + hint
         )
     if question.task_id != task_id:
         raise InputError(
