@@ -233,7 +233,7 @@ async def execute_task(
                     status="failed",
                     failure_reason=result.failure_reason,
                     human_question=result.human_question,
-                    diff=await asyncio.to_thread(worktree.diff, changed, DIFF_LIMIT),
+                    diff=await asyncio.to_thread(_failed_diff, worktree, changed),
                     summary=summary,
                     **fields,
                 )
@@ -424,6 +424,14 @@ class _Totals:
         self.usage = self.usage + conversation.usage
         self.cost_usd += conversation.cost_usd
         self.turns += conversation.turns
+
+
+def _failed_diff(worktree: TaskWorktree, changed: list[str]) -> str:
+    """A failed task's diff; one git cannot take does not turn the failure into a crash."""
+    try:
+        return worktree.diff(changed, DIFF_LIMIT)
+    except (git.GitCommandError, OSError) as exc:
+        return f"[the diff could not be taken: {str(exc).strip().splitlines()[0]}]\n"
 
 
 def _land(

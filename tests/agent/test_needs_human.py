@@ -13,7 +13,9 @@ from aca_flows.plan.models import Task
 from aca_flows.settings import AcaConfig
 from aca_flows.workspace import completed_task_commits
 from tests.agent.test_execute import SESSION, execute, plan_of
+from tests.fakes.llm_server import llm_server  # noqa: F401  (fixture)
 from tests.fakes.scripted_provider import ScriptedProvider, final, tool_calls, tool_use
+from tests.providers.conftest import claude_env  # noqa: F401  (fixture)
 from tests.workspace.test_repository import make_user_repo
 
 
@@ -103,3 +105,28 @@ def test_a_failed_verify_keeps_the_diff_clipped(tmp_path, repo):
     assert len(outcome.diff) < 21_000
     assert outcome.diff.startswith("diff --git a/big.txt b/big.txt")
     assert outcome.diff.rstrip().endswith("also changed: small.txt]")
+
+
+def test_the_real_claude_code_binary_asks_with_its_last_line(
+    tmp_path,
+    repo,
+    claude_env,  # noqa: F811
+    llm_server,  # noqa: F811
+):
+    """The bundled ``claude`` against the fake server: the marker survives its result text."""
+    from aca_flows.providers import get_provider
+
+    worktree = tmp_path / ".aca" / "worktrees" / SESSION / "t1"
+    write = {"file_path": str(worktree / "cc.txt"), "content": "x\n"}
+    llm_server.anthropic.enqueue(tool_calls=[{"name": "Write", "arguments": write}])
+    llm_server.anthropic.enqueue(text="I wrote a draft.\nNEEDS HUMAN: Which spec wins, v1 or v2?")
+    config = AcaConfig.model_validate({"providers": {"claude-code": {"model": "claude-test"}}})
+    provider = get_provider("claude-code", config)
+    task = Task(id="t1", title="Via Claude Code", verify="false")
+
+    outcome = asyncio.run(execute(tmp_path, plan_of(task), "t1", provider, config=config))
+
+    assert outcome.status == "failed", outcome.failure_reason
+    assert outcome.human_question == "Which spec wins, v1 or v2?"
+    assert outcome.verify_passed is None
+    assert "+++ b/cc.txt" in outcome.diff
