@@ -122,7 +122,10 @@ async def push_session_work(store: SessionStore, logger) -> None:
     save_session_record(remote.repo, store.session_id, store.paths.root)
 
     def on_retry(attempt: int, wait: float, error: str) -> None:
-        logger.warning(f"{error}; pushing again in {wait:g} s (try {attempt + 1})")
+        logger.warning(
+            f"push to {remote.remote.public} failed: {error}; pushing again in {wait:g} s "
+            f"(try {attempt + 1})"
+        )
 
     result = await asyncio.to_thread(
         remote.remote.push_session,

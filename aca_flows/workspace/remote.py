@@ -272,13 +272,20 @@ class RemoteRepository:
 
     def _explain(self, command: str, exc: git.GitCommandError) -> str:
         stderr = str(exc.stderr or "").replace(self.url, self.public).strip()
-        stderr = stderr.removeprefix("stderr:").strip().strip("'")
-        lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+        stderr = stderr.removeprefix("stderr:").strip()
+        if len(stderr) > 1 and stderr[0] == stderr[-1] == "'":  # GitPython quotes it
+            stderr = stderr[1:-1]
+        # git's own "To <url>" and "failed to push some refs" lines only repeat the URL.
+        lines = [
+            line.strip()
+            for line in stderr.splitlines()
+            if line.strip() and not line.startswith(("To ", "error: failed to push some refs"))
+        ]
         detail = redact_text("; ".join(lines[-3:]) or f"git {command} exited with {exc.status}")
         for secret in url_secrets(self.url):
             detail = detail.replace(secret, "[REDACTED]")
         if command == "push":
-            return f"push to {self.public} failed: {detail}"
+            return detail
         return (
             f"{self.public} cannot be fetched ({detail}). Give --repo a git URL or the path of "
             "a git repository that exists and that you may read."

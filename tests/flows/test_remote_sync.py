@@ -11,8 +11,9 @@ import git
 import pytest
 
 from aca_flows.flows import remote_sync, run_flow
+from aca_flows.session.store import load_session
 from aca_flows.workspace.remote import working_area
-from tests.fakes.coding_agent import coding_agent
+from tests.fakes.coding_agent import coding_agent, task_of
 from tests.fakes.git_repo import make_repo
 
 TASKS = "- write a.txt {#a}\n- write b.txt {#b depends_on=a}\n"
@@ -41,11 +42,6 @@ def write_tasks(tmp_path: Path, text: str = TASKS) -> Path:
 def task_commits(repo: Path, ref: str) -> list[str]:
     log = git.Repo(repo).git.log("--reverse", "--format=%(trailers:key=Aca-Task,valueonly)", ref)
     return [line.strip() for line in log.splitlines() if line.strip()]
-
-
-def remote_refs(bare: Path) -> dict[str, str]:
-    out = git.Repo(bare).git.for_each_ref("--format=%(refname) %(objectname)")
-    return dict(line.split(" ")[::-1][::-1] for line in out.splitlines()) if out else {}
 
 
 def reject_pushes(bare: Path, times: int | None) -> Path:
@@ -87,3 +83,81 @@ def test_each_landed_task_is_on_the_remote_with_the_sessions_record(
                  if e["type"] == "task_completed"]  # fmt: skip
     assert completed == ["a", "b"]
     assert "session.lock" not in git.Repo(remote).git.ls_tree("-r", "--name-only", record)
+
+
+def journal(workdir: Path, session_id: str) -> list[dict]:
+    path = workdir / ".aca" / "sessions" / session_id / "meta" / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_push_rejected_once_is_retried_and_lands(tmp_path, remote, anthropic_fake, caplog):
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    left = reject_pushes(remote, times=1)
+    summary = run_flow(task_file=str(write_tasks(tmp_path)), repo=str(remote), model="m").summary
+    assert left.read_text().strip() == "0"  # the hook did refuse one push
+    assert summary["status"] == "completed" and summary["unpushed"] is None
+    assert task_commits(remote, f"refs/heads/{summary['branch']}") == ["a", "b"]
+    assert "remote: push refused by policy" in caplog.text
+    assert "pushing again in 0.05 s (try 2)" in caplog.text
+    pushes = [e for e in journal(working_area(str(remote)), summary["session_id"])
+              if e["type"] == "branch_pushed"]  # fmt: skip
+    assert pushes[0]["pushed"] and pushes[0]["attempts"] == 2
+
+
+def test_a_remote_that_keeps_refusing_is_reported_and_a_resume_pushes_later(
+    tmp_path, remote, anthropic_fake, caplog
+):
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    left = reject_pushes(remote, times=None)
+    first = run_flow(task_file=str(write_tasks(tmp_path)), repo=str(remote), model="m")
+    summary = first.summary
+    # The tasks are done: the run completed; only the delivery is behind, and says so.
+    assert first.state_name == "Completed" and summary["status"] == "completed"
+    assert "push refused by policy" in summary["unpushed"]
+    assert f"{summary['branch']} is not on {remote} yet (3 tries)" in caplog.text
+    area = working_area(str(remote))
+    assert task_commits(area, summary["branch"]) == ["a", "b"]  # nothing lost locally
+    assert f"refs/heads/{summary['branch']}" not in git.Repo(remote).git.for_each_ref()
+    session = load_session(area, summary["session_id"])
+    assert session.remote.url == str(remote) and "refused" in session.remote.unpushed
+    calls = len(anthropic_fake.model_calls)
+
+    left.write_text("0")  # the remote accepts pushes again
+    again = run_flow(repo=str(remote), session_id=summary["session_id"]).summary
+    assert again["status"] == "completed" and again["unpushed"] is None
+    assert task_commits(remote, f"refs/heads/{summary['branch']}") == ["a", "b"]
+    assert len(anthropic_fake.model_calls) == calls  # nothing was run again
+
+
+def test_a_session_resumes_on_another_worker_from_the_remote_alone(
+    tmp_path, remote, anthropic_fake, monkeypatch
+):
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = write_tasks(tmp_path, "- write a.txt {#a}\n- write b.txt {#b}\n- write c.txt {#c}\n")
+    # One task's calls fit the budget: the first worker stops after it (resumable).
+    stopped = run_flow(
+        task_file=str(tasks), repo=str(remote), model="claude-sonnet-4-6",
+        max_concurrent=1, budget_usd=0.001,
+    ).summary  # fmt: skip
+    assert stopped["status"] == "stopped" and stopped["counts"]["completed"] == 1
+    done = task_commits(remote, f"refs/heads/{stopped['branch']}")
+    assert len(done) == 1
+    calls_before = len(anthropic_fake.model_calls)
+
+    # Another worker: a new home (so a new working area), no task file, only the remote.
+    monkeypatch.setenv("HOME", str(tmp_path / "other-worker"))
+    resumed = run_flow(repo=str(remote), session_id=stopped["session_id"], budget_usd=1.0).summary
+    assert resumed["status"] == "completed" and resumed["counts"] == {"completed": 3}
+    assert sorted(task_commits(remote, f"refs/heads/{stopped['branch']}")) == ["a", "b", "c"]
+    new_calls = anthropic_fake.model_calls[calls_before:]
+    assert new_calls and {task_of(r)[0] for r in new_calls}.isdisjoint(done)
+    area = working_area(str(remote))
+    assert area.is_relative_to(tmp_path / "other-worker")
+    # The session's whole record came along: its spend includes the first worker's calls.
+    assert (
+        load_session(area, stopped["session_id"]).cost_usd == pytest.approx(resumed["cost_usd"])
+        and resumed["cost_usd"] > stopped["cost_usd"] > 0
+    )
