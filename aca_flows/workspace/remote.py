@@ -151,7 +151,8 @@ class RemoteRepository:
         repository with a commit, or the working area holds something else."""
         self.workdir.parent.mkdir(parents=True, exist_ok=True)
         # One clone or fetch at a time per working area: two runs may share it.
-        with FileLock(self.workdir.parent / f".{self.workdir.name}.lock"):
+        area = hashlib.sha256(str(self.workdir.resolve()).encode()).hexdigest()[:16]
+        with FileLock(repos_home() / ".locks" / f"{area}.lock"):
             fresh = not (self.workdir / ".git").exists()
             created = not self.workdir.exists()
             repo = self._open_or_init()
@@ -281,7 +282,7 @@ class RemoteRepository:
             for line in stderr.splitlines()
             if line.strip() and not line.startswith(("To ", "error: failed to push some refs"))
         ]
-        detail = redact_text("; ".join(lines[-3:]) or f"git {command} exited with {exc.status}")
+        detail = redact_text("; ".join(lines[:3]) or f"git {command} exited with {exc.status}")
         for secret in url_secrets(self.url):
             detail = detail.replace(secret, "[REDACTED]")
         if command == "push":

@@ -161,3 +161,31 @@ def test_a_session_resumes_on_another_worker_from_the_remote_alone(
         load_session(area, stopped["session_id"]).cost_usd == pytest.approx(resumed["cost_usd"])
         and resumed["cost_usd"] > stopped["cost_usd"] > 0
     )
+
+
+def test_aca_run_and_resume_with_repo_report_where_the_work_is(
+    tmp_path, remote, anthropic_fake, capsys, monkeypatch
+):
+    from aca_flows.cli import main
+
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    left = reject_pushes(remote, times=None)
+    tasks = write_tasks(tmp_path)
+    assert main(["run", str(tasks), "--repo", str(remote), "--model", "m"]) == 0
+    out = capsys.readouterr().out
+    assert f"NOT pushed to {remote}: remote: push refused by policy" in out
+    session_id = out.split("Session ", 1)[1].split(" ", 1)[0]
+
+    left.write_text("0")
+    calls = len(anthropic_fake.model_calls)
+    assert main(["resume", session_id, "--repo", str(remote)]) == 0
+    assert f"pushed to {remote}." in capsys.readouterr().out
+    assert task_commits(remote, f"refs/heads/aca/{session_id}") == ["a", "b"]
+
+    # From another machine, with nothing but the remote: the session is there, and done.
+    monkeypatch.setenv("HOME", str(tmp_path / "laptop"))
+    assert main(["resume", session_id, "--repo", str(remote), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["status"] == "completed" and summary["counts"] == {"completed": 2}
+    assert len(anthropic_fake.model_calls) == calls
