@@ -189,3 +189,46 @@ def test_aca_run_and_resume_with_repo_report_where_the_work_is(
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["status"] == "completed" and summary["counts"] == {"completed": 2}
     assert len(anthropic_fake.model_calls) == calls
+
+
+def test_credentials_in_the_repo_url_reach_no_record_log_or_server(
+    tmp_path, remote, anthropic_fake, caplog, capsys
+):
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    secret = "s3cret-passw0rd-42"
+    url = f"file://deploy:{secret}@{remote}"
+    summary = run_flow(task_file=str(write_tasks(tmp_path)), repo=url, model="m").summary
+    assert summary["status"] == "completed" and summary["remote"] == f"file://{remote}"
+    assert task_commits(remote, f"refs/heads/{summary['branch']}") == ["a", "b"]
+
+    area = working_area(url)
+    on_disk = "".join(
+        p.read_text(errors="replace") for p in [*area.joinpath(".aca").rglob("*"),
+        area / ".git" / "config"] if p.is_file()
+    )  # fmt: skip
+    record = git.Repo(remote).git.archive(f"refs/aca/sessions/{summary['session_id']}")
+
+    async def on_the_server() -> str:
+        async with get_client() as client:
+            runs = await client.read_flow_runs()
+            logs = await client.read_logs()
+            artifacts = await client.read_artifacts()
+        return json.dumps(
+            [[r.parameters for r in runs], [entry.message for entry in logs],
+             [str(a.data) for a in artifacts]]
+        )  # fmt: skip
+
+    seen = {
+        "the working area": on_disk,
+        "the pushed record": record,
+        "the logs": caplog.text + "".join(capsys.readouterr()),
+        "the summary": json.dumps(summary),
+        "the Prefect server": asyncio.run(on_the_server()),
+    }
+    assert [where for where, text in seen.items() if secret in text] == []
+    assert "a.txt" in on_disk and "task_completed" in record  # the places were really read
