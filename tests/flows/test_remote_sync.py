@@ -175,6 +175,7 @@ def test_aca_run_and_resume_with_repo_report_where_the_work_is(
     assert main(["run", str(tasks), "--repo", str(remote), "--model", "m"]) == 0
     out = capsys.readouterr().out
     assert f"NOT pushed to {remote}: remote: push refused by policy" in out
+    assert f"remote          {remote} (NOT pushed: " in out  # aca sessions show, too
     session_id = out.split("Session ", 1)[1].split(" ", 1)[0]
 
     left.write_text("0")
