@@ -118,8 +118,12 @@ async def push_session_work(store: SessionStore, logger) -> None:
     remote = _REMOTES.get(store.session_id)
     if remote is None:
         return
-    # The record is read here, on the flow's thread, where the journal is written.
-    save_session_record(remote.repo, store.session_id, store.paths.root)
+    try:
+        # The record is read here, on the flow's thread, where the journal is written.
+        save_session_record(remote.repo, store.session_id, store.paths.root)
+    except (git.GitCommandError, OSError) as exc:
+        # The branch is pushed all the same; the next push carries the record.
+        logger.warning(f"the session's record could not be committed for the remote: {exc}")
 
     def on_retry(attempt: int, wait: float, error: str) -> None:
         logger.warning(
