@@ -147,7 +147,9 @@ class RemoteRepository:
     def checkout(self) -> git.Repo:
         """Clone the remote into the working area, or fetch it there if it is already
         cloned, and check out the remote's default branch at its newest commit (the branch a
-        new session starts from). Raises ``RemoteError`` when the URL is not a reachable
+        new session starts from). A checkout aca did not make (a ``--workdir`` that is the
+        user's own clone of the URL) is fetched into but never checked out: the user's
+        checkout is never modified. Raises ``RemoteError`` when the URL is not a reachable
         repository with a commit, or the working area holds something else."""
         self.workdir.parent.mkdir(parents=True, exist_ok=True)
         # One clone or fetch at a time per working area: two runs may share it.
@@ -163,7 +165,8 @@ class RemoteRepository:
                 if fresh:  # a URL that cannot be cloned leaves no empty checkout behind
                     shutil.rmtree(self.workdir if created else self.workdir / ".git", True)
                 raise
-            repo.git.checkout("--force", "-B", branch, f"refs/remotes/origin/{branch}")
+            if _config(repo, _OWN_CHECKOUT) == "true":
+                repo.git.checkout("--force", "-B", branch, f"refs/remotes/origin/{branch}")
         return repo
 
     def fetch_session(self, repo: git.Repo, session_id: str) -> bool:
@@ -182,10 +185,10 @@ class RemoteRepository:
             "--no-tags",
             self.url,
             f"+refs/heads/{branch}:{tracking}",
-            f"+{ref}:refs/remotes/origin/aca-sessions/{session_id}",
+            f"+{ref}:refs/aca/fetched-sessions/{session_id}",
         )
         _fast_forward(repo, f"refs/heads/{branch}", tracking)
-        _fast_forward(repo, ref, f"refs/remotes/origin/aca-sessions/{session_id}")
+        _fast_forward(repo, ref, f"refs/aca/fetched-sessions/{session_id}")
         return True
 
     # -- push ---------------------------------------------------------------------------
@@ -246,6 +249,7 @@ class RemoteRepository:
         # init + fetch rather than clone: the URL with its credentials never enters config.
         repo = AcaRepo.init(self.workdir)
         repo.git.remote("add", "origin", self.public)
+        repo.git.config(_OWN_CHECKOUT, "true")
         return repo
 
     def _default_branch(self, repo: git.Repo) -> str:
@@ -294,6 +298,8 @@ class RemoteRepository:
 
 
 _HEADS_REFSPEC = "+refs/heads/*:refs/remotes/origin/*"
+# Set in the checkouts aca makes: only those are moved to the remote's newest commit.
+_OWN_CHECKOUT = "aca.workingarea"
 
 
 def save_session_record(repo: git.Repo, session_id: str, session_dir: Path) -> str:

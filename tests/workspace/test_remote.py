@@ -155,3 +155,19 @@ def test_a_refused_push_is_tried_again_then_reported_and_changes_nothing(tmp_pat
     again = remote.push_session(repo, "s1", sleep=waits.append)
     assert again.pushed and again.attempts == 1
     assert git.Repo(bare).git.rev_parse("aca/s1") == result.head
+
+
+def test_the_users_own_clone_as_workdir_is_fetched_into_but_never_checked_out(
+    tmp_path, source, bare
+):
+    mine = tmp_path / "mine"
+    subprocess.run(["git", "clone", "-q", str(bare), str(mine)], check=True)
+    (mine / "README.md").write_text("my edit, not committed\n")
+    head = git.Repo(mine).head.commit.hexsha
+    newer = commit(source, "later.txt")
+    subprocess.run(["git", "-C", str(source), "push", "-q", str(bare), "main"], check=True)
+
+    repo = RemoteRepository(str(bare), mine).checkout()
+    assert repo.head.commit.hexsha == head  # HEAD and the edit stay as the user left them
+    assert (mine / "README.md").read_text() == "my edit, not committed\n"
+    assert repo.git.rev_parse("refs/remotes/origin/main") == newer
