@@ -17,6 +17,15 @@ from tests.crash.test_kill_and_resume import CHAIN, Agent, agent_task_ids, branc
 from tests.fakes.git_repo import make_repo
 
 
+def pushed_tasks(remote: Path) -> list[str]:
+    """The task commits of the (only) session branch on the remote; none before it exists."""
+    branches = subprocess.run(
+        ["git", "-C", str(remote), "for-each-ref", "--format=%(refname)", "refs/heads/aca"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    return branch_tasks(remote, branches[0]) if branches else []
+
+
 def test_a_session_killed_on_one_worker_finishes_on_another_from_the_remote(
     tmp_path, prefect_api, llm
 ):
@@ -37,7 +46,15 @@ def test_a_session_killed_on_one_worker_finishes_on_another_from_the_remote(
 
     try:
         proc = first.start("run", str(tasks), "--repo", str(remote), "--model", "m", name="run")
-        wait_for(lambda: agent.arrived.is_set() or proc.poll() is not None, 60, "b's call")
+        # The kill point: b's provider call in flight, a pushed (pushes run in the background).
+        wait_for(
+            lambda: (
+                (agent.arrived.is_set() and pushed_tasks(remote) == ["a"])
+                or proc.poll() is not None
+            ),
+            60,
+            "b's call, with a on the remote",
+        )
         assert proc.poll() is None, f"aca ended before the kill point:\n{first.err('run')}"
         kill_group(proc)
     finally:
@@ -45,7 +62,7 @@ def test_a_session_killed_on_one_worker_finishes_on_another_from_the_remote(
         first.close()
     session_id = only_session(first.repo).name
     branch = f"refs/heads/aca/{session_id}"
-    assert branch_tasks(remote, branch) == ["a"]  # a landed and was pushed before the kill
+    assert branch_tasks(remote, branch) == ["a"]
     calls_before = len(llm.anthropic.requests)
 
     try:
