@@ -12,8 +12,8 @@ pushes two refs there after each task lands, atomically:
 Credentials in a URL (``https://user:token@host/...``) never reach ``.git/config``, the
 record, logs or errors: the checkout's ``origin`` is the URL without them, every fetch and push
 names the full URL on git's command line, and error messages are built from the URL without
-them. Every git command runs hardened (``hardened_git.py``); only ``ssh`` is given back to git
-(the repository's ``core.sshCommand`` stays ignored).
+them. Every git command runs hardened (``hardened_git.py``); only ``ssh -o BatchMode=yes``
+is given back to git (the repository's ``core.sshCommand`` stays ignored).
 """
 
 from __future__ import annotations
@@ -269,7 +269,8 @@ class RemoteRepository:
     def _git(self, repo: git.Repo, *args: str) -> str:
         """A git command that talks to the remote; its failure is a ``RemoteError`` whose
         message names the public URL only."""
-        env = {"GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh")}
+        # BatchMode: an unattended run fails on a host key or password prompt, never hangs.
+        env = {"GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")}
         try:
             return repo.git.execute(["git", *args], env=env)
         except git.GitCommandError as exc:
