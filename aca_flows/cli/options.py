@@ -74,6 +74,16 @@ Record = Annotated[
     typer.Option("--record", help="Record every provider request and response to a cassette."),
 ]
 
+Repo = Annotated[
+    str | None,
+    typer.Option(
+        "--repo",
+        metavar="URL",
+        help="Work on this git repository (URL or path of a bare repository): cloned into "
+        "~/.aca/repos/ (or --workdir), the session branch pushed back after each task.",
+    ),
+]
+
 RequireApproval = Annotated[
     bool,
     typer.Option(
@@ -106,6 +116,7 @@ class RunOptions:
     init_git: bool = False
     record: Path | None = None
     require_approval: bool = False
+    repo: str | None = None
 
     def config_overrides(self) -> dict[str, object]:
         return {

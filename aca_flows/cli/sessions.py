@@ -105,6 +105,8 @@ def show_command(
             f"{last.id} ({format_time(last.created_at)}, {last.description})" if last else "none",
         ),  # fmt: skip
     ]
+    if session.remote is not None:  # a run with --repo
+        facts.insert(2, ("remote", _remote_fact(session.remote)))
     for label, value in facts:
         out.print(f"  {label:<16}{value}", highlight=False, markup=False)
     _print_waiting(out, session, display_status(session, workdir))
@@ -137,6 +139,12 @@ def _print_waiting(out: Console, session: SessionRecord, status: str) -> None:
             highlight=False,
             markup=False,
         )
+
+
+def _remote_fact(remote) -> str:
+    if remote.unpushed:
+        return f"{remote.url} (NOT pushed: {remote.unpushed})"
+    return f"{remote.url} (pushed {(remote.pushed_head or '')[:10]})"
 
 
 def usage_table(entries: list[UsageEntry], title: str) -> Table:

@@ -63,6 +63,13 @@ from aca_flows.flows.publishing import (
     published,
     send_in_background,
 )
+from aca_flows.flows.remote_sync import (
+    open_remote,
+    push_landed_work,
+    push_session_work,
+    register_remote,
+    run_working_area,
+)
 from aca_flows.flows.run_setup import RunRequest, open_run, recorded_state
 from aca_flows.flows.session_log import session_log
 from aca_flows.flows.skipped import record_skipped_task
@@ -114,6 +121,7 @@ async def aca_run(
     config_file: str | None = None,
     record: str | None = None,
     require_approval: bool = False,
+    repo: str | None = None,
 ) -> RunSummary:
     """Run a plan in ``workdir``; returns the run's ``RunSummary``.
 
@@ -155,6 +163,10 @@ async def aca_run(
         record: Record every provider call to this cassette file (for the replay provider).
         require_approval: Wait for a person to approve the plan (in the Prefect UI, or with
             `aca approve`) before any task starts.
+        repo: A git repository URL (or the path of a bare repository) to work on instead of
+            a local checkout: it is cloned or fetched into workdir (default, or ".":
+            ~/.aca/repos/<name>-<hash>), and the session branch and record are pushed to it
+            after each task lands; with session_id, a session the remote holds is resumed.
     """
     parameters = dict(locals(), context=context or [])
     # Every record this run logs, to the server or the terminal, passes the redactor.
@@ -167,6 +179,8 @@ async def aca_run(
         # from the flow run, so a Prefect retry of the run resumes the same session.
         session_name = flow_run.name
         parameters["session_id"] = session_id or deployment_session_id(flow_run)
+    if repo:  # the run works in its own checkout of the repository
+        parameters["workdir"] = run_working_area(repo, workdir)
     request = RunRequest(session_name=session_name, **parameters)
     if deployed:
         refusal = deployment_refusal(parameters, Path.cwd())
@@ -175,12 +189,16 @@ async def aca_run(
             get_run_logger().error(f"refused: {refusal}")
             return Failed(message=f"refused: {refusal}")
     try:
+        remote = None
+        if repo:
+            remote = await asyncio.to_thread(open_remote, repo, workdir, request.session_id)
         store, run = open_run(request)
     except AcaError as exc:
         # Bad input, or the session is in use: a message for the user, not a traceback.
         get_run_logger().error(str(exc))
         return Failed(message=str(exc), data=exc)
     ACTIVE_RUNS[run.session_id] = run
+    register_remote(run.session_id, remote)
     interrupt = Interrupt(run.config.session.interrupt_grace_seconds)
     watcher = asyncio.create_task(watch_for_cancel(interrupt))
     logs = session_log(
@@ -208,6 +226,7 @@ async def aca_run(
     finally:
         watcher.cancel()
         ACTIVE_RUNS.pop(run.session_id, None)
+        register_remote(run.session_id, None)
         store.close()
         with contextlib.suppress(Exception):  # a client that cannot close is no reason to fail
             await close_clients()
@@ -378,6 +397,7 @@ async def _drive(
         status = "failed" if stopped_reason else "completed"
         store.finish(status, stopped_reason)
         create_checkpoint(store, trigger="end")
+    await push_session_work(store, logger)  # with a repo: the remote gets the end, too
     counts = store.session.task_counts
     await progress.flush()
     await published(run.session_id)
@@ -472,6 +492,7 @@ async def _finish(
                 dag.refresh()
                 logger.info(f"{task_id} proposed {len(children)} subtask(s)")
         dag.complete(task_id)
+        push_landed_work(store, logger)  # with a repo: the remote gets what landed
         await _publish_report(store, run, task_id, state)
         return None
     error = await state.aresult(raise_on_failure=False)

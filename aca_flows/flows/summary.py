@@ -57,6 +57,14 @@ class RunSummary(BaseModel):
     no_change_ids: list[str] = Field(default_factory=list)
     cost_usd: float = Field(description="The session's spend so far, every run of it.")
     tasks: dict[str, TaskSummary] = Field(default_factory=dict, description="By task id.")
+    remote: str | None = Field(
+        default=None, description="The repository the branch is pushed to (a run with repo)."
+    )
+    unpushed: str | None = Field(
+        default=None,
+        description="Why the remote lacks some of the branch's work (the last push failed); "
+        "the next run or resume of the session pushes it.",
+    )
 
     @property
     def commits(self) -> dict[str, str]:
@@ -99,4 +107,6 @@ def run_summary(
         no_change_ids=no_change_ids,
         cost_usd=session.cost_usd,
         tasks=tasks,
+        remote=session.remote.url if session.remote else None,
+        unpushed=session.remote.unpushed if session.remote else None,
     )

@@ -24,6 +24,7 @@ from aca_flows.plan.models import ExecutionPlan, TaskStatus
 from aca_flows.session.events import (
     ApprovalDecided,
     ApprovalRequested,
+    BranchPushed,
     CallRecorded,
     CheckpointCreated,
     CheckpointTrigger,
@@ -47,6 +48,7 @@ __all__ = [
     "Approval",
     "PendingQuestion",
     "CheckpointRef",
+    "RemoteState",
     "SessionRecord",
     "SessionStatus",
     "TaskRun",
@@ -122,6 +124,16 @@ class PendingQuestion(_Model):
     expires_at: datetime | None = None
 
 
+class RemoteState(_Model):
+    """Where the session's work is pushed (a run with ``--repo``), and whether the remote holds
+    all of it: ``unpushed`` says why the last push failed; ``None`` once one succeeds."""
+
+    url: str
+    pushed_head: str | None = None
+    pushed_at: datetime | None = None
+    unpushed: str | None = None
+
+
 class CheckpointRef(_Model):
     id: str
     created_at: datetime
@@ -154,6 +166,7 @@ class SessionRecord(_Model):
     question: PendingQuestion | None = Field(
         default=None, description="The task waiting for a person's answer, while it waits."
     )
+    remote: RemoteState | None = None
     resumes: int = 0
     last_seq: int = Field(default=0, description="seq of the last journal event applied.")
 
@@ -417,6 +430,20 @@ def _task_answered(record: SessionRecord, event: TaskAnswered) -> bool:
     return True
 
 
+def _branch_pushed(record: SessionRecord, event: BranchPushed) -> bool:
+    known = record.remote if record.remote and record.remote.url == event.remote else None
+    if event.pushed:
+        record.remote = RemoteState(url=event.remote, pushed_head=event.head, pushed_at=event.at)
+    else:
+        record.remote = RemoteState(
+            url=event.remote,
+            pushed_head=known.pushed_head if known else None,
+            pushed_at=known.pushed_at if known else None,
+            unpushed=event.error or "the push failed",
+        )
+    return True
+
+
 def _finished(record: SessionRecord, event: SessionFinished) -> bool:
     if event.status in ("interrupted", "stopped"):
         # Tasks cut short start again on resume: the record says so now, not only then.
@@ -445,6 +472,7 @@ _HANDLERS = {
     ApprovalDecided: _approval_decided,
     TaskQuestion: _task_question,
     TaskAnswered: _task_answered,
+    BranchPushed: _branch_pushed,
     SessionFinished: _finished,
 }
 
