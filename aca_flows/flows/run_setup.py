@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from aca_flows.agent.transcript import TaskLog
 from aca_flows.errors import InputError
+from aca_flows.flows.provider_limits import prefect_limits_for
 from aca_flows.flows.secret_keys import provider_environ, providers_environ
 from aca_flows.flows.task_run import (
     CALL_OWNER,
@@ -325,10 +326,15 @@ def _build_providers(
             scrub=redact,
         )
         if name != "replay":  # a cassette has no rate limits to respect
-            state_file = store.paths.rate_limit_state_json
-            provider = RateLimitedProvider(
-                provider, rate_limiter_for(name, config, state_file=state_file)
+            shared = prefect_limits_for(name, config, say=_run_logger().info)
+            limiter = rate_limiter_for(
+                name,
+                config,
+                state_file=store.paths.rate_limit_state_json,
+                local_rates=shared is None,
+                on_notice=_tell_wait,
             )
+            provider = RateLimitedProvider(provider, limiter, shared)
         limit_name = config.provider(name).concurrency_limit
         if limit_name:
             provider = GlobalLimitProvider(provider, limit_name)
@@ -340,6 +346,12 @@ def _build_providers(
             on_wait=_log_call_retry(store, config.session.call_retries),
         )
     return built
+
+
+def _tell_wait(message: str) -> None:
+    """A provider call's long wait (rate limits, calls in flight) goes to the run's log: the
+    terminal and the Prefect UI."""
+    _run_logger().warning(message)
 
 
 def _ledger_of(store: SessionStore) -> CallLedger:
