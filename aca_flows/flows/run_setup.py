@@ -41,6 +41,7 @@ from aca_flows.plan import (
 from aca_flows.plan.io import MARKDOWN_SUFFIXES
 from aca_flows.providers import get_provider, rate_limiter_for, require_providers
 from aca_flows.providers.base import Provider, ProviderResponse
+from aca_flows.providers.ratelimit import account_state_file
 from aca_flows.providers.retry import with_call_retries
 from aca_flows.session.events import TaskResult
 from aca_flows.session.layout import AcaDir
@@ -318,10 +319,11 @@ def _build_providers(
     ledger = _ledger_of(store)
     built: dict[str, Provider] = {}
     for name in sorted(names):
+        environ = provider_environ(name, config)
         provider = get_provider(
             name,
             config,
-            environ=provider_environ(name, config),
+            environ=environ,
             record=Path(request.record) if request.record else None,
             scrub=redact,
         )
@@ -330,7 +332,8 @@ def _build_providers(
             limiter = rate_limiter_for(
                 name,
                 config,
-                state_file=store.paths.rate_limit_state_json,
+                # Per account, not per session: the 5-hour block is the account's.
+                state_file=account_state_file(name, environ, config.provider(name).base_url),
                 local_rates=shared is None,
                 on_notice=_tell_wait,
             )

@@ -8,7 +8,7 @@ SDKs are imported only when that provider is built, so importing this package is
     provider = get_provider("anthropic", config)                    # ANTHROPIC_API_KEY etc.
     provider = get_provider("claude-code", config, record=Path("run.cassette.json"))
     provider = get_provider("replay", config, cassette=Path("run.cassette.json"))
-    limiter = rate_limiter_for("anthropic", config, state_file=paths.rate_limit_state_json)
+    limiter = rate_limiter_for("anthropic", config, state_file=account_state_file("anthropic"))
     provider = RateLimitedProvider(provider, limiter)
     provider = RetryingProvider(provider, retries=4)   # a transient error is retried on the call
     response = await provider.complete(ProviderRequest(...), on_event=log_event)

@@ -25,15 +25,22 @@ told to ``on_notice`` with its reason and length when it starts, and again when 
 ``RateLimitedProvider(provider, limiter)`` does all of that around any provider. The clock
 (epoch seconds) and the sleep are injectable, so tests run minutes of limits in milliseconds.
 The state (buckets, pause, blocks, last headers) is saved to ``state_file`` after every call,
-under the limiter's ``state_key`` (the provider name: one session's providers share the file),
-and restored from it when the limiter is built again (on resume). The file is
+under the limiter's ``state_key`` (the provider name), and restored from it when the limiter is
+built again. A run keeps one file per account (``account_state_file``: the provider and a hash
+of its key and endpoint, under ``~/.aca/rate_limits/``), so every session and process of this
+machine spending on one account counts against one 5-hour block: each save merges, under a
+file lock, the usage other processes recorded there since. The file is
 ``{"schema_version": 1, "providers": {"<name>": {...snapshot...}}}``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import hashlib
 import json
+import os
 import re
 import threading
 import time
@@ -63,6 +70,7 @@ __all__ = [
     "WaitNotice",
     "TokenBucket",
     "UsageLimitReached",
+    "account_state_file",
     "estimate_tokens",
 ]
 
@@ -255,6 +263,7 @@ class RateLimiter:
         """Wait until a call of ``estimated_tokens`` may start; never raises except
         ``UsageLimitReached`` when the config says stop at the block budget."""
         notice = self.notice()
+        self._refresh_blocks()
         while True:
             with self._lock:
                 now = self.clock()
@@ -339,10 +348,12 @@ class RateLimiter:
                     self.tokens.wait_time(0, now)  # refill up to now
                     extra = max(0.0, extra - (self.tokens.spilled - permit.spilled_at_start))
                 self.tokens.take(extra, now)
-                self.blocks.record(now, usage.total_tokens, cost_usd)
+                if self.state_file is None:
+                    self.blocks.record(now, usage.total_tokens, cost_usd)
             if headers:
                 self._tighten(headers, now)
-        self.save()
+        recorded = (now, usage.total_tokens, cost_usd) if usage is not None else None
+        self.save(recorded)
 
     def pause(self, seconds: float) -> None:
         """Hold every call back for ``seconds`` (a server's retry-after)."""
@@ -399,14 +410,29 @@ class RateLimiter:
             self.blocks = UsageBlocks.from_list(state.get("blocks", []))
             self.last_headers = dict(state.get("last_headers", {}))
 
-    def save(self) -> None:
-        """Write this limiter's state under its ``state_key``, keeping other providers'."""
+    def _refresh_blocks(self) -> None:
+        """Take the usage blocks other processes of this account saved since."""
         if self.state_file is None:
             return
-        snapshot = self.snapshot()
-        with _STATE_FILE_LOCK:
+        saved = _read_state_file(self.state_file).get(self.state_key)
+        if saved and saved.get("schema_version") == STATE_VERSION:
+            with self._lock:
+                self.blocks = UsageBlocks.from_list(saved.get("blocks", []))
+                self.paused_until = max(self.paused_until, float(saved.get("paused_until", 0)))
+
+    def save(self, recorded: tuple[float, int, float] | None = None) -> None:
+        """Write this limiter's state under its ``state_key``, keeping other providers'; with
+        ``recorded`` (time, tokens, cost), add that call to the file's usage blocks, which
+        hold every process's calls of this account."""
+        if self.state_file is None:
+            return
+        with _STATE_FILE_LOCK, _locked(self.state_file):
+            self._refresh_blocks()
+            if recorded is not None:
+                with self._lock:
+                    self.blocks.record(*recorded)
             providers = _read_state_file(self.state_file)
-            providers[self.state_key] = snapshot
+            providers[self.state_key] = self.snapshot()
             # Saved after every call: no fsync (an OS crash may cost the latest state, which
             # the next response's headers bring back; a process crash costs nothing).
             write_json_atomic(
@@ -416,8 +442,46 @@ class RateLimiter:
             )
 
 
-# One session's providers share rate_limit_state.json; each saves its own part of it.
+# Limiters of one process sharing a state file save one at a time; _locked keeps other
+# processes out.
 _STATE_FILE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _locked(state_file: Path):
+    """An exclusive lock on ``state_file`` between processes (a ``.lock`` file beside it)."""
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(state_file.with_name(state_file.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+# What tells one account from another, per provider: its key and its endpoint.
+ACCOUNT_VARIABLES = {
+    "claude-code": ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"),
+    "anthropic": ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"),
+    "openai": ("OPENAI_API_KEY", "OPENAI_ORG_ID", "OPENAI_BASE_URL"),
+    "ollama": ("OLLAMA_HOST",),
+}
+
+
+def account_state_file(
+    name: str,
+    environ: Mapping[str, str] | None = None,
+    base_url: str | None = None,
+    home: Path | None = None,
+) -> Path:
+    """``~/.aca/rate_limits/<provider>-<account>.json``: the limiter state of one account,
+    shared by every session of this machine. The account is a hash of the provider's key and
+    endpoint (``environ``, default the process's; ``base_url`` from the config); the key itself
+    is never written."""
+    environ = os.environ if environ is None else environ
+    parts = [name, base_url or "", *(environ.get(v, "") for v in ACCOUNT_VARIABLES.get(name, ()))]
+    account = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
+    return (home or Path.home() / ".aca") / "rate_limits" / f"{name}-{account}.json"
 
 
 def _read_state_file(path: Path) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -166,6 +167,11 @@ def test_a_run_without_shared_limits_says_how_to_share_them(
 
     assert summary["counts"] == {"completed": 1}
     assert "`aca limits sync` puts them on the Prefect server" in flow_logs(repo)
+    # The process limiter's state is the account's, kept in the aca home, not the session's.
+    (state,) = (Path.home() / ".aca" / "rate_limits").glob("anthropic-*.json")
+    blocks = json.loads(state.read_text())["providers"]["anthropic"]["blocks"]
+    assert blocks[0]["requests"] == len(anthropic_fake.model_calls)
+    assert not list(repo.glob(".aca/sessions/*/claude/rate_limit_state.json"))
 
 
 def test_a_call_larger_than_a_minutes_tokens_goes_alone_and_its_wait_is_logged(

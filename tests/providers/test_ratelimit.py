@@ -16,6 +16,7 @@ from aca_flows.providers.ratelimit import (
     RateLimiter,
     SharedLimits,
     UsageLimitReached,
+    account_state_file,
     estimate_tokens,
 )
 from aca_flows.settings import AcaConfig, ProviderSection, RateLimitingSection
@@ -415,3 +416,45 @@ def test_with_shared_limits_the_process_keeps_only_pauses_and_the_block_budget(f
     start = fake_clock()
     run(limited.complete(REQUEST))
     assert inner.started[-1] - start == pytest.approx(30.0)
+
+
+# -- the state of an account --------------------------------------------------------------------
+
+
+def test_each_account_has_its_own_state_file_and_the_key_is_not_in_its_name(tmp_path):
+    one = account_state_file("anthropic", {"ANTHROPIC_API_KEY": "sk-ant-one"}, home=tmp_path)
+    other = account_state_file("anthropic", {"ANTHROPIC_API_KEY": "sk-ant-two"}, home=tmp_path)
+    proxied = account_state_file(
+        "anthropic", {"ANTHROPIC_API_KEY": "sk-ant-one"}, "http://proxy:8080", home=tmp_path
+    )
+
+    assert one == account_state_file(
+        "anthropic", {"ANTHROPIC_API_KEY": "sk-ant-one"}, home=tmp_path
+    )
+    assert len({one, other, proxied}) == 3
+    assert one.parent == tmp_path / "rate_limits" and one.name.startswith("anthropic-")
+    assert "sk-ant" not in str(one)
+
+
+def test_two_processes_on_one_account_spend_one_5_hour_budget(fake_clock, tmp_path):
+    state_file = account_state_file("anthropic", {"ANTHROPIC_API_KEY": "k"}, home=tmp_path)
+    limits = _limits(max_tokens_per_session=1000, on_session_limit="stop")
+    usage = Usage(input_tokens=500, output_tokens=100)
+
+    def process() -> RateLimitedProvider:
+        # Built as each run builds its own: the file is all they share.
+        limiter = RateLimiter(
+            limits, clock=fake_clock, sleep=fake_clock.sleep, state_file=state_file
+        )
+        return RateLimitedProvider(TimedProvider(fake_clock, usage=usage), limiter)
+
+    first, second = process(), process()
+    run(first.complete(REQUEST))  # 600 tokens of the block
+    run(second.complete(REQUEST))  # 1,200: the block's budget is spent, by both together
+
+    with pytest.raises(UsageLimitReached):
+        run(first.complete(REQUEST))
+    with pytest.raises(UsageLimitReached):
+        run(second.complete(REQUEST))
+    saved = json.loads(state_file.read_text())["providers"]["default"]["blocks"]
+    assert [block["tokens"] for block in saved] == [1200]
