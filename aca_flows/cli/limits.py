@@ -55,7 +55,10 @@ def sync(
         typer.echo(json.dumps({"server": url, "limits": rows}, indent=2))
         return
     for spec, action in done:
-        typer.echo(f"{action:9} {spec.name}: {_describe(spec.kind, spec.limit)}")
+        typer.echo(
+            f"{action:9} {spec.name}: "
+            + _describe(spec.kind, spec.limit, spec.slot_decay_per_second)
+        )
     typer.echo(f"on {url}: every run on this server shares them.")
 
 
@@ -75,12 +78,13 @@ def show(provider: Providers = None, json_output: JsonOutput = False) -> None:
         if limit is None:
             typer.echo(f"{name}: not on the server (`aca limits sync` creates it)")
         else:
-            kind = name.rsplit("-", 1)[-1] if not name.endswith("in-flight") else "in-flight"
-            typer.echo(f"{name}: {_describe(kind, limit.limit)}; {limit.active_slots} in use")
+            kind = "in-flight" if name.endswith("in-flight") else name.rsplit("-", 1)[-1]
+            described = _describe(kind, limit.limit, limit.slot_decay_per_second)
+            typer.echo(f"{name}: {described}; {limit.active_slots:,} in use")
     typer.echo(f"on {url}")
 
 
-def _describe(kind: str, limit: int) -> str:
+def _describe(kind: str, limit: int, decay_per_second: float) -> str:
     if kind == "in-flight":
         return f"{limit} calls at once"
-    return f"{limit:,} {kind} a minute"
+    return f"{decay_per_second * 60:,.0f} {kind} a minute, up to {limit:,} at once"

@@ -79,7 +79,8 @@ def test_limits_sync_creates_the_limits_then_updates_what_changed(tmp_path, caps
 
     out = capsys.readouterr().out
     assert "updated   aca-anthropic-in-flight: 5 calls at once" in out
-    assert "unchanged aca-anthropic-tokens" in out
+    assert "unchanged aca-anthropic-tokens: 6,000 tokens a minute, up to 6,000 at once" in out
+    assert "unchanged aca-anthropic-requests: 30 requests a minute, up to 32 at once" in out
     assert server_limits()["aca-anthropic-in-flight"] == (5, 0.0)
 
     assert main(["limits", "show", "--provider", "anthropic"]) == 0
@@ -108,6 +109,18 @@ def test_limits_sync_with_bad_config_exits_2_and_creates_nothing(tmp_path, capsy
     assert main(["limits", "sync", "--provider", "replay"]) == 2
     assert "replay has no rate limits to share" in capsys.readouterr().err
     assert server_limits() == {}
+
+
+def test_limits_sync_without_a_server_says_how_to_name_one(capsys):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        code = main(["limits", "sync"])
+
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "no Prefect server to hold the limits" in err
+    assert "PREFECT_API_URL" in err and "aca server start" in err
 
 
 def slow(seconds: float):
