@@ -18,7 +18,8 @@ lacks them; ``"off"`` never looks.
 A call larger than the whole tokens limit takes all of it (Prefect refuses more slots than a
 limit has): it waits until the bucket is full and then goes alone. Tokens a call used beyond
 its estimate are charged after it returns (at most one full bucket), so later calls pace to
-the real use. Every wait longer than a few seconds is told (``WaitNotice``).
+the real use. Every wait longer than a few seconds is told (``WaitNotice``). A worker killed
+mid-call frees its slot within about a minute and a quarter (the lease, ``LEASE_SECONDS``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ __all__ = [
 # Providers that call a rate-limited service (replay plays a file back).
 LIMITED_PROVIDERS = ("claude-code", "anthropic", "openai", "ollama")
 KINDS = ("requests", "tokens", "in-flight")
+# A call's slot is leased and renewed while it runs; a worker that dies mid-call gives it back
+# when its lease runs out. Prefect's shortest lease: a minute (plus its reaper's 15 s).
+LEASE_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -231,7 +235,9 @@ class PrefectLimits(SharedLimits):
             if in_flight is not None:
                 why = f"one of {in_flight.limit} calls in flight to end ({in_flight.name})"
                 async with _told(notice, why):
-                    await stack.enter_async_context(concurrency(in_flight.name, occupy=1))
+                    await stack.enter_async_context(
+                        concurrency(in_flight.name, occupy=1, lease_duration=LEASE_SECONDS)
+                    )
             # Rates are taken last, as the call goes: that is when the provider counts them.
             await self._take("requests", 1, notice)
             await self._take("tokens", estimated_tokens, notice)
@@ -246,7 +252,7 @@ class PrefectLimits(SharedLimits):
         from prefect.concurrency.asyncio import rate_limit
 
         limit = self._limit(kind)
-        if limit is None or amount <= 0:
+        if limit is None or amount <= 0 or limit.limit <= 0:
             return
         # Prefect refuses more slots than a limit has: a larger call takes the whole bucket.
         occupy = min(amount, limit.limit)
