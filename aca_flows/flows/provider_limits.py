@@ -197,14 +197,14 @@ def prefect_limits_for(
     on_server = {
         name: limit for name, limit in read_limits([provider]).items() if limit and limit.active
     }
+    missing = [limit_name(provider, k) for k in KINDS if limit_name(provider, k) not in on_server]
+    if missing and mode == "require":
+        raise InputError(
+            f'prefect_limits = "require", but the run\'s Prefect server lacks {", ".join(missing)}'
+            " (or they are inactive): run `aca limits sync` against it (it creates them from "
+            '[rate_limiting]), or set [rate_limiting] prefect_limits = "auto".'
+        )
     if not on_server:
-        if mode == "require":
-            raise InputError(
-                'prefect_limits = "require", but the run\'s Prefect server has no '
-                f"aca-{provider}-* limits: run `aca limits sync` against it (it creates them "
-                "from [rate_limiting]), "
-                'or set [rate_limiting] prefect_limits = "auto".'
-            )
         if provider not in _TOLD_NOT_SHARED:
             _TOLD_NOT_SHARED.add(provider)
             say(
