@@ -17,9 +17,10 @@ lacks them; ``"off"`` never looks.
 
 A call larger than the whole tokens limit takes all of it (Prefect refuses more slots than a
 limit has): it waits until the bucket is full and then goes alone. Tokens a call used beyond
-its estimate are charged after it returns (at most one full bucket), so later calls pace to
-the real use. Every wait longer than a few seconds is told (``WaitNotice``). A worker killed
-mid-call frees its slot within about a minute and a quarter (the lease, ``LEASE_SECONDS``).
+its estimate, less what the limit refilled while it ran, are charged after it returns (at most
+one full bucket), so later calls pace to the real use. Every wait longer than a few seconds is
+told (``WaitNotice``). A worker killed mid-call frees its slot within about a minute and a
+quarter (the lease, ``LEASE_SECONDS``).
 """
 
 from __future__ import annotations
@@ -244,8 +245,14 @@ class PrefectLimits(SharedLimits):
             notice.done()
             yield
 
-    async def charge(self, tokens: int, notice: WaitNotice) -> None:
-        await self._take("tokens", tokens, notice, charging=True)
+    async def charge(self, tokens: int, seconds: float, notice: WaitNotice) -> None:
+        limit = self._limit("tokens")
+        if limit is None:
+            return
+        # A long call (a whole Claude Code run) spent its tokens over its length, while the
+        # limit's slots decayed: that decay paid for them.
+        owed = int(tokens - limit.slot_decay_per_second * seconds)
+        await self._take("tokens", owed, notice, charging=True)
         notice.done()
 
     async def _take(self, kind: str, amount: int, notice: WaitNotice, charging: bool = False):

@@ -202,8 +202,8 @@ class SharedLimits:
         until the block ends. Long waits are told to ``notice``."""
         raise NotImplementedError
 
-    async def charge(self, tokens: int, notice: WaitNotice) -> None:
-        """Charge tokens a call used beyond its estimate."""
+    async def charge(self, tokens: int, seconds: float, notice: WaitNotice) -> None:
+        """Charge ``tokens`` a call of ``seconds`` used beyond its estimate."""
         raise NotImplementedError
 
 
@@ -536,6 +536,7 @@ class RateLimitedProvider:
     ) -> ProviderResponse:
         estimated = estimate_tokens(request)
         permit = await self.limiter.acquire(estimated)
+        started = self.limiter.clock()
         try:
             if self.shared is None:
                 response = await self.inner.complete(request, on_event)
@@ -554,7 +555,8 @@ class RateLimitedProvider:
         if self.shared is not None:
             extra = _counted(response.usage) - estimated
             if extra > 0:
-                await self.shared.charge(extra, self.limiter.notice())
+                seconds = self.limiter.clock() - started
+                await self.shared.charge(extra, seconds, self.limiter.notice())
         return response
 
 

@@ -389,8 +389,8 @@ class RecordingSharedLimits(SharedLimits):
         self.held.append(estimated_tokens)
         yield
 
-    async def charge(self, tokens, notice):
-        self.charged.append(tokens)
+    async def charge(self, tokens, seconds, notice):
+        self.charged.append((tokens, seconds))
 
 
 def test_with_shared_limits_the_process_keeps_only_pauses_and_the_block_budget(fake_clock):
@@ -411,7 +411,7 @@ def test_with_shared_limits_the_process_keeps_only_pauses_and_the_block_budget(f
     # One request a minute and one call at a time are the shared limits' job now.
     assert inner.most_in_flight == 5
     assert shared.held == [estimate_tokens(REQUEST)] * 5
-    assert shared.charged == [1000 - estimate_tokens(REQUEST)] * 5
+    assert shared.charged == [(1000 - estimate_tokens(REQUEST), 5.0)] * 5
     limiter.pause(30)
     start = fake_clock()
     run(limited.complete(REQUEST))
