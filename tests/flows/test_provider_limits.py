@@ -290,3 +290,33 @@ def test_two_runs_in_two_processes_never_exceed_the_calls_in_flight_limit_togeth
     # Six calls queued for one slot: the last waits several seconds, and says so.
     assert "calls in flight to end" in "".join(outputs)
     assert "and goes now" in "".join(outputs)
+
+
+def test_tokens_a_call_used_beyond_its_estimate_are_charged_to_the_shared_limit(
+    tmp_path, repo, anthropic_fake
+):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    # Slots decay at 1 a second: what the run charged is still there when it ends.
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(
+            GlobalConcurrencyLimitCreate(
+                name="aca-anthropic-tokens", limit=100_000, slot_decay_per_second=1
+            )
+        )
+
+    def costly(request):
+        return dataclasses.replace(coding_agent(request), usage={"input_tokens": 25_000})
+
+    anthropic_fake.anthropic.default = costly
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write a.txt\n")
+
+    summary = run_flow(task_file=str(tasks), workdir=str(repo)).summary
+
+    assert summary["counts"] == {"completed": 1}
+    assert len(anthropic_fake.model_calls) == 2  # each a small prompt that used 25,005 tokens
+    with get_client(sync_client=True) as client:
+        used = client.read_global_concurrency_limit_by_name("aca-anthropic-tokens").active_slots
+    assert 49_000 < used <= 50_010
