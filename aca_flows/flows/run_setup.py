@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from aca_flows.agent.transcript import TaskLog
 from aca_flows.errors import InputError
+from aca_flows.flows.blocks import load_config_block
 from aca_flows.flows.secret_keys import provider_environ, providers_environ
 from aca_flows.flows.task_run import (
     CALL_OWNER,
@@ -83,6 +84,7 @@ class RunRequest(BaseModel):
     use_intelligent_parser: bool = False
     init_git: bool = False
     config_file: str | None = None
+    config_block: str | None = Field(default=None, min_length=1)
     record: str | None = None
     require_approval: bool = False
 
@@ -109,7 +111,10 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         _refuse_redacted_work(recorded.plan, recorded.id)
         overrides["session.provider"] = request.provider or recorded.provider
         overrides["session.model"] = request.model or recorded.model
-    config = load_config(workdir, config_file, overrides).config
+    block = None
+    if request.config_block:  # settings from the Prefect server: nothing read from disk
+        block = (request.config_block, load_config_block(request.config_block))
+    config = load_config(workdir, config_file, overrides, block=block).config
     repo = open_repository(workdir, init_git=request.init_git)
     if resuming:
         _require_working_providers(recorded.plan.provider_names(config.session.provider), config)
