@@ -71,6 +71,7 @@ __all__ = [
     "ParseSpend",
     "mark_parse_billed",
     "parse_cache_key",
+    "parse_request_key",
     "parse_task_file",
     "parse_with_llm",
     "parse_with_llm_sync",
@@ -144,8 +145,7 @@ async def parse_with_llm(
     source = read_parse_source(path)
     context = list(context)
     prompt = user_prompt(source, context, append_system_prompt)
-    # The model the provider will really use, so a changed default is a different entry.
-    cache_model = model or getattr(provider, "model", None)
+    cache_model = _cache_model(provider, model)
     key = parse_cache_key(provider.name, cache_model, SYSTEM_PROMPT, prompt)
     cache_file = cache_dir / f"{key}.json" if cache_dir is not None else None
     proposal, unbilled = _read_cache(cache_file, source)
@@ -251,6 +251,25 @@ def parse_task_file(
         scrub=scrub,
         strict=strict,
     )
+
+
+def parse_request_key(
+    path: Path,
+    provider: Provider,
+    *,
+    model: str | None = None,
+    context: Sequence[str] = (),
+    append_system_prompt: str | None = None,
+) -> str:
+    """The cache key ``parse_with_llm`` gives this parse: the task file's text, the files it
+    references, the context, the instructions, the provider and its model, hashed."""
+    prompt = user_prompt(read_parse_source(path), list(context), append_system_prompt)
+    return parse_cache_key(provider.name, _cache_model(provider, model), SYSTEM_PROMPT, prompt)
+
+
+def _cache_model(provider: Provider, model: str | None) -> str | None:
+    # The model the provider will really use, so a changed default is a different entry.
+    return model or getattr(provider, "model", None)
 
 
 def parse_cache_key(provider: str, model: str | None, system: str, prompt: str) -> str:
