@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.states import Failed, State
 from prefect.transactions import get_transaction
 from pydantic import BaseModel
 
+from aca_flows.errors import AcaError
 from aca_flows.plan.intelligent import (
     PARSE_CACHE_FOLDER,
     IntelligentParse,
@@ -34,7 +36,7 @@ from aca_flows.plan.intelligent import (
 from aca_flows.plan.intelligent_source import SourceItem
 from aca_flows.plan.models import ExecutionPlan
 from aca_flows.providers.retry import RetryingProvider
-from aca_flows.session.redact import redact
+from aca_flows.session.redact import redact, redact_text
 
 __all__ = ["PARSE_TASK_NAME", "ParsedTaskFile", "parse_in_flow"]
 
@@ -88,7 +90,7 @@ def parse_task_file_run(
     context: list[str],
     append_system_prompt: str | None,
     cache_dir: str,
-) -> ParsedTaskFile:
+) -> ParsedTaskFile | State:
     """Parse ``task_file`` with ``provider`` into a plan (``cache_key``: the parse's key)."""
     logger = get_run_logger()
     provider.on_wait = lambda seconds, error, number: logger.warning(
@@ -96,15 +98,22 @@ def parse_task_file_run(
         f"(retry {number} of {provider.retries})."
     )
     logger.info(f"parsing {Path(task_file).name} with {provider.name} {model or ''}".rstrip())
-    parse = parse_with_llm_sync(
-        Path(task_file),
-        provider,
-        model=model,
-        context=context,
-        append_system_prompt=append_system_prompt,
-        cache_dir=Path(cache_dir),
-        scrub=redact,
-    )
+    try:
+        parse = parse_with_llm_sync(
+            Path(task_file),
+            provider,
+            model=model,
+            context=context,
+            append_system_prompt=append_system_prompt,
+            cache_dir=Path(cache_dir),
+            scrub=redact,
+        )
+    except AcaError as exc:
+        # Returned, not raised: Prefect would store a raised error under a key of its own,
+        # and a failed parse has nothing worth keeping (its message may quote the answer).
+        get_transaction().write_on_commit = False
+        logger.error(redact_text(str(exc)))
+        return Failed(message=redact_text(str(exc)), data=exc)
     how = "from the parser's cache" if parse.from_cache else f"{parse.provider_calls} call(s)"
     logger.info(
         f"plan {parse.plan.name!r}: {len(parse.plan.tasks)} task(s); {how}, ${parse.cost_usd:.4f}"

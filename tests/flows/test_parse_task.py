@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from aca_flows.cli import main
+from aca_flows.errors import TaskFileError
 from aca_flows.flows import run_flow
 from aca_flows.session.layout import AcaDir
 from aca_flows.session.store import list_sessions
@@ -182,5 +183,8 @@ def test_a_parse_that_fails_fails_the_run_with_the_parsers_message(tmp_path, rep
     )
 
     assert outcome.state_name == "Failed"
+    assert isinstance(outcome.error, TaskFileError)  # the command line exits 2 with it
     assert "gave no usable plan after 3 attempt(s)" in str(outcome.error)
     assert not (repo / ".aca" / "sessions").exists()
+    stored = AcaDir(repo).root / "parse_cache" / "prefect"
+    assert not stored.exists() or not list(stored.iterdir())  # a failure is not cached
