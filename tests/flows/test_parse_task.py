@@ -188,3 +188,22 @@ def test_a_parse_that_fails_fails_the_run_with_the_parsers_message(tmp_path, rep
     assert not (repo / ".aca" / "sessions").exists()
     stored = AcaDir(repo).root / "parse_cache" / "prefect"
     assert not stored.exists() or not list(stored.iterdir())  # a failure is not cached
+
+
+def test_a_transient_error_of_the_parse_is_retried_and_logged_in_its_task_run(
+    tmp_path, repo, anthropic_fake
+):
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("# Files\n\n- write a.txt\n")
+    anthropic_fake.anthropic.enqueue(status=529, error="overloaded_error", retry_after=0)
+    anthropic_fake.anthropic.enqueue(**parse_reply())
+    for _ in range(2):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+
+    assert aca_run(tasks, repo) == 0
+
+    (session,) = list_sessions(repo)
+    (parse_run,) = parse_task_runs(session.id)
+    assert parse_run.state.name == "Completed"
+    assert "Retrying the parse's call in 0.0 s (retry 1 of 4)" in task_run_logs(parse_run.id)
+    assert len(anthropic_fake.model_calls) == 4  # the failed call, the parse, write, finish
