@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import subprocess
@@ -152,7 +153,7 @@ def test_the_prefect_cache_survives_the_process_and_follows_the_file(
 
 def test_a_plan_holding_a_secret_is_never_cached(tmp_path, repo, anthropic_fake):
     secret = "sk-ant-api03-" + "x" * 40
-    reply = parse_reply()
+    reply = copy.deepcopy(parse_reply())  # its proposal is shared with other tests
     proposal = reply["tool_calls"][0]["arguments"]
     proposal["tasks"][0]["description"] = f"use the key {secret}"
     tasks = tmp_path / "tasks.md"
