@@ -9,10 +9,11 @@ instructions, the provider and the model (``plan.intelligent.parse_request_key``
 kept in ``<workdir>/.aca/parse_cache/prefect/``, so a later run of the same file, in this
 process or another, is a ``Cached`` task run that calls no provider.
 
-The parse's calls are billed to the session made from it (``[purpose = "parse"]`` on its
-ledger); a cached parse costs nothing and is billed to nobody. A result holding a secret (one
-the redactor would change) is never stored: cached redacted it would run altered, cached as
-it is the secret would sit in ``.aca``; such a file is parsed again each time.
+The parse's calls are billed to the session made from it (a ``call`` event with purpose
+``parse`` on its ledger); a cached parse costs nothing and is billed to nobody. A result
+holding a secret (one the redactor would change) is never stored: cached redacted it would
+run altered, cached as it is the secret would sit in ``.aca``; such a file is parsed again
+each time.
 """
 
 from __future__ import annotations
@@ -144,9 +145,9 @@ def parse_in_flow(
     context: list[str],
     append_system_prompt: str | None,
     aca_root: Path,
-) -> tuple[IntelligentParse, str]:
-    """The parse, run as the flow's ``parse-task-file`` task run; and the Prefect state's
-    name (``Cached`` when an earlier run's result was used). Raises what the parse raised."""
+) -> IntelligentParse:
+    """The parse, run as the flow's ``parse-task-file`` task run (``from_cache`` when Prefect
+    served an earlier run's result). Raises what the parse raised."""
     key = parse_request_key(
         task_file,
         provider,
@@ -172,4 +173,4 @@ def parse_in_flow(
     )
     # _sync: called from synchronous code inside the flow's event loop.
     parsed = state.result(_sync=True)  # raises the parse's error if it failed
-    return parsed.to_parse(from_prefect_cache=state.name == "Cached"), state.name
+    return parsed.to_parse(from_prefect_cache=state.name == "Cached")

@@ -303,21 +303,19 @@ def _parse_intelligently(
     """The LLM's parse of ``task_file``, as the flow's ``parse-task-file`` task run (cached
     by Prefect; flows/parse_task.py)."""
     from aca_flows.flows.parse_task import parse_in_flow
-    from aca_flows.providers.retry import with_call_retries
+    from aca_flows.plan.intelligent import parse_provider
 
     name = config.session.provider
     environ = provider_environ(name, config)
     require_providers([name], config, environ)  # the parser spends on it
-    provider = get_provider(name, config, environ=environ, scrub=redact)
-    parse, _ = parse_in_flow(
+    return parse_in_flow(
         task_file,
-        with_call_retries(provider, config.session),
+        parse_provider(config, environ=environ, scrub=redact),
         model=config.session.model,
         context=request.context,
         append_system_prompt=request.append_system_prompt,
         aca_root=AcaDir(Path(request.workdir).expanduser().resolve()).root,
     )
-    return parse
 
 
 def _build_providers(
