@@ -2,6 +2,7 @@
 
 The public surface is what ``__all__`` lists; everything else may change. Names are imported
 when first used (a module ``__getattr__``), so ``aca --help`` pays for none of them.
+``prefect block register -m aca_flows`` finds the blocks here (``AcaConfigBlock``).
 
 From a Prefect flow (docs/python-api.md)::
 
@@ -37,12 +38,14 @@ _EXPORTS = {
     "AcaConfig": "aca_flows.settings",
     "load_config": "aca_flows.settings",
     "aca_run": "aca_flows.flows.aca_run",
+    "AcaConfigBlock": "aca_flows.flows.blocks",
     "RunSummary": "aca_flows.flows.summary",
     "TaskSummary": "aca_flows.flows.summary",
 }
 
 __all__ = [
     "AcaConfig",
+    "AcaConfigBlock",
     "AcaError",
     "ConfigError",
     "ExecutionPlan",
@@ -91,6 +94,7 @@ if TYPE_CHECKING:
         TransientProviderError,
     )
     from aca_flows.flows.aca_run import aca_run
+    from aca_flows.flows.blocks import AcaConfigBlock
     from aca_flows.flows.summary import RunSummary, TaskSummary
     from aca_flows.plan import (
         ExecutionPlan,

@@ -229,12 +229,26 @@ def load_config(
     config_file: Path | None = None,
     overrides: dict[str, Any] | None = None,
     environ: dict[str, str] | None = None,
+    block: tuple[str, dict[str, Any]] | None = None,
 ) -> LoadedConfig:
-    """Read the effective configuration. ``overrides`` maps dotted keys to CLI flag values."""
+    """Read the effective configuration. ``overrides`` maps dotted keys to CLI flag values.
+
+    ``block``: ``(name, settings)`` of a Prefect block (flows/blocks.py), read in place of
+    any config file; its relative paths stay relative to the run's current folder.
+    """
     environ = os.environ if environ is None else environ
-    file = _pick_file(workdir, config_file)
     data: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    if block is not None:
+        if config_file is not None:
+            raise ConfigError(
+                f"give a config file or a config block ({block[0]!r}), not both: the block "
+                "takes the place of the file."
+            )
+        file = None
+        _merge(data, block[1], sources, f"block {block[0]}", relative_paths=False)
+    else:
+        file = _pick_file(workdir, config_file)
     if file is not None:
         file_data = _read_toml(file)
         _merge(data, file_data, sources, str(file))
@@ -272,13 +286,20 @@ def _read_toml(file: Path) -> dict[str, Any]:
         raise ConfigError(f"{file}: invalid TOML: {exc}. Fix the syntax there.") from None
 
 
-def _merge(into: dict, data: dict, sources: dict[str, str], origin: str, prefix: str = "") -> None:
+def _merge(
+    into: dict,
+    data: dict,
+    sources: dict[str, str],
+    origin: str,
+    prefix: str = "",
+    relative_paths: bool = True,
+) -> None:
     for key, value in data.items():
         dotted = f"{prefix}{key}"
         if isinstance(value, dict) and not _is_leaf_table(dotted):
-            _merge(into.setdefault(key, {}), value, sources, origin, dotted + ".")
+            _merge(into.setdefault(key, {}), value, sources, origin, dotted + ".", relative_paths)
         else:
-            into[key] = _relative_to_file(key, value, origin)
+            into[key] = _relative_to_file(key, value, origin) if relative_paths else value
             sources[dotted] = origin
 
 

@@ -84,3 +84,29 @@ def test_malformed_toml(tmp_path):
 def test_missing_explicit_config(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path, tmp_path / "nope.toml", environ={})
+
+
+def test_a_blocks_settings_take_the_files_place_below_variables_and_flags(tmp_path):
+    (tmp_path / "aca.toml").write_text("[session]\nmax_concurrent_tasks = 7\nmodel = 'm'\n")
+    settings = {
+        "session": {"max_concurrent_tasks": 2, "budget_usd": 4},
+        "providers": {"replay": {"cassette": "rec/c.json"}},
+    }
+    loaded = load_config(
+        tmp_path,
+        overrides={"session.budget_usd": 9},
+        environ={"ACA_SESSION__PROVIDER": "replay"},
+        block=("team", settings),
+    )
+    session = loaded.config.session
+    # The workdir's aca.toml is not read at all; variables and flags still win over the block.
+    assert (session.max_concurrent_tasks, session.model) == (2, None)
+    assert (session.provider, session.budget_usd) == ("replay", 9)
+    assert loaded.file is None and loaded.sources["session.max_concurrent_tasks"] == "block team"
+    # A block is no file: its paths are left as written (relative to the run's folder).
+    assert loaded.config.provider("replay").cassette == "rec/c.json"
+
+
+def test_a_block_with_a_bad_key_is_named_as_the_blocks(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key 'session.bogus' \(from block team\)"):
+        load_config(tmp_path, environ={}, block=("team", {"session": {"bogus": 1}}))

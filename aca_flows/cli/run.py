@@ -20,14 +20,7 @@ from aca_flows.settings import AcaConfig, load_config
 
 def prepare_plan(options: RunOptions) -> ExecutionPlan:
     """The plan the user asked for, with command-line context applied, fully validated."""
-    if options.task_file and options.execution_plan:
-        raise InputError(
-            "give either --task-file or --execution-plan, not both: "
-            "the execution plan is the reviewed form of a task file."
-        )
-    check_dump_target(options.dump_plan)
-    if options.use_intelligent_parser and options.force_naive_parser:
-        raise InputError("--use-intelligent-parser and --force-naive-parser contradict; pick one.")
+    check_options(options)
     if options.execution_plan:
         plan = load_execution_plan(options.execution_plan)
     elif options.task_file and _wants_intelligent_parse(options, options.task_file):
@@ -41,6 +34,18 @@ def prepare_plan(options: RunOptions) -> ExecutionPlan:
             "or a reviewed plan (aca --execution-plan plan.json)."
         )
     return plan.with_run_context(options.context, options.append_system_prompt)
+
+
+def check_options(options: RunOptions) -> None:
+    """Refuse options that contradict each other, before any work is done."""
+    if options.task_file and options.execution_plan:
+        raise InputError(
+            "give either --task-file or --execution-plan, not both: "
+            "the execution plan is the reviewed form of a task file."
+        )
+    check_dump_target(options.dump_plan)
+    if options.use_intelligent_parser and options.force_naive_parser:
+        raise InputError("--use-intelligent-parser and --force-naive-parser contradict; pick one.")
 
 
 def check_dump_target(path: Path | None) -> None:
@@ -114,20 +119,29 @@ def execute(options: RunOptions) -> int:
         options.workdir = checkout_remote(options.repo, options.workdir)
     options.workdir = options.workdir.resolve()
     config = load_config(options.workdir, options.config, options.config_overrides()).config
-    if options.task_file and _wants_intelligent_parse(options, options.task_file):
+    intelligent = bool(options.task_file and _wants_intelligent_parse(options, options.task_file))
+    if intelligent:
         # The parser calls the provider: it must be able to work before anything is spent.
         _require_providers({config.session.provider}, config)
-    plan = prepare_plan(options)
-    if options.dump_plan:
-        dump_plan(plan, options.dump_plan)
-    if options.dry_run:
-        _show_dry_run(plan, options)
-        return 0
-    _preflight(options, plan, config)
+    if intelligent and not (options.dry_run or options.dump_plan or options.strict):
+        # The flow parses, in its `parse-task-file` task run (shown, cached, billed there);
+        # the plan it makes uses the configured provider only. (A dump, a dry run or --strict
+        # needs the plan here; the flow then finds the parse in the parser's cache.)
+        check_options(options)
+        names = {config.session.provider}
+    else:
+        plan = prepare_plan(options)
+        if options.dump_plan:
+            dump_plan(plan, options.dump_plan)
+        if options.dry_run:
+            _show_dry_run(plan, options)
+            return 0
+        names = plan.provider_names(config.session.provider)
+    _preflight(options, names, config)
     return run_session(options)
 
 
-def _preflight(options: RunOptions, plan: ExecutionPlan, config: AcaConfig) -> None:
+def _preflight(options: RunOptions, names: set[str], config: AcaConfig) -> None:
     """Refuse what would fail inside the flow, before Prefect starts: a workdir that is not
     a repository, an unknown provider, a provider that cannot work (no key, a rejected key,
     no login, no server, no cassette: ``providers.require_providers``), a sandbox that cannot
@@ -136,7 +150,6 @@ def _preflight(options: RunOptions, plan: ExecutionPlan, config: AcaConfig) -> N
     from aca_flows.sandbox import OFF_WARNING, check_sandbox
     from aca_flows.workspace import open_repository
 
-    names = plan.provider_names(config.session.provider)
     for name in sorted(names):
         check_provider_name(name)
     if not options.init_git:
@@ -213,7 +226,7 @@ def _run_flow(run_flow, options: RunOptions, session_id: str | None, quiet_conso
         session_id=session_id,
         context=options.context,
         append_system_prompt=options.append_system_prompt,
-        # The flow parses again, from the cache this parse filled: no second provider call.
+        # The flow parses (a --dump-plan's parse left its answer in the parser's cache).
         use_intelligent_parser=bool(
             options.task_file and _wants_intelligent_parse(options, options.task_file)
         ),

@@ -119,6 +119,7 @@ async def aca_run(
     use_intelligent_parser: bool = False,
     init_git: bool = False,
     config_file: str | None = None,
+    config_block: str | None = None,
     record: str | None = None,
     require_approval: bool = False,
     repo: str | None = None,
@@ -160,6 +161,9 @@ async def aca_run(
         init_git: Create a git repository in workdir if there is none.
         config_file: An aca config file; default: <workdir>/aca.toml or
             <workdir>/.aca/config.toml.
+        config_block: The name of an Aca Config block on the Prefect server to take the
+            configuration from instead of a file (provider keys from the Secret blocks it
+            names): a worker then needs nothing on its disk.
         record: Record every provider call to this cassette file (for the replay provider).
         require_approval: Wait for a person to approve the plan (in the Prefect UI, or with
             `aca approve`) before any task starts.

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from aca_flows.agent.transcript import TaskLog
 from aca_flows.errors import InputError
+from aca_flows.flows.blocks import load_config_block
 from aca_flows.flows.provider_limits import prefect_limits_for
 from aca_flows.flows.secret_keys import provider_environ, providers_environ
 from aca_flows.flows.task_run import (
@@ -85,6 +86,7 @@ class RunRequest(BaseModel):
     use_intelligent_parser: bool = False
     init_git: bool = False
     config_file: str | None = None
+    config_block: str | None = Field(default=None, min_length=1)
     record: str | None = None
     require_approval: bool = False
 
@@ -111,7 +113,10 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         _refuse_redacted_work(recorded.plan, recorded.id)
         overrides["session.provider"] = request.provider or recorded.provider
         overrides["session.model"] = request.model or recorded.model
-    config = load_config(workdir, config_file, overrides).config
+    block = None
+    if request.config_block:  # settings from the Prefect server: nothing read from disk
+        block = (request.config_block, load_config_block(request.config_block))
+    config = load_config(workdir, config_file, overrides, block=block).config
     repo = open_repository(workdir, init_git=request.init_git)
     if resuming:
         _require_working_providers(recorded.plan.provider_names(config.session.provider), config)
@@ -132,6 +137,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         )
         if parse is not None:
             _bill_parse(store, parse)
+            _keep_parse(store, parse)
     # The session lock is ours: a ref lock on the session branch is a crash's leftover.
     remove_stale_branch_lock(repo, store.session_id)
     ensure_session_branch(repo, store.session_id)
@@ -276,35 +282,42 @@ def _bill_parse(store: SessionStore, parse: IntelligentParse) -> None:
     mark_parse_billed(parse)
 
 
+def _keep_parse(store: SessionStore, parse: IntelligentParse) -> None:
+    """The parse's result, in the session's results (redacted, like all of the session)."""
+    from aca_flows.flows.parse_task import PARSE_TASK_NAME
+    from aca_flows.session.files import write_json_atomic
+
+    write_json_atomic(
+        store.paths.results_dir / f"{PARSE_TASK_NAME}.json",
+        {
+            "plan": parse.plan.model_dump(mode="json"),
+            "lost": [str(item) for item in parse.lost],
+            "from_cache": parse.from_cache,
+            "provider_calls": parse.provider_calls,
+            "cost_usd": parse.cost_usd,
+        },
+    )
+
+
 def _parse_intelligently(
     task_file: Path, request: RunRequest, config: AcaConfig
 ) -> IntelligentParse:
-    """The LLM's parse of ``task_file``; the CLI's parse left it in the cache, so a run
-    started from the command line makes no second provider call."""
-    import logging
-
-    from aca_flows.plan.intelligent import PARSE_CACHE_FOLDER, parse_task_file
+    """The LLM's parse of ``task_file``, as the flow's ``parse-task-file`` task run (cached
+    by Prefect; flows/parse_task.py)."""
+    from aca_flows.flows.parse_task import parse_in_flow
+    from aca_flows.plan.intelligent import parse_provider
 
     name = config.session.provider
     environ = provider_environ(name, config)
     require_providers([name], config, environ)  # the parser spends on it
-    parse = parse_task_file(
+    return parse_in_flow(
         task_file,
-        config,
-        cache_dir=AcaDir(Path(request.workdir).expanduser().resolve()).root / PARSE_CACHE_FOLDER,
-        environ=environ,
-        scrub=redact,
-        on_retry=_log_parse_retry,
+        parse_provider(config, environ=environ, scrub=redact),
+        model=config.session.model,
         context=request.context,
         append_system_prompt=request.append_system_prompt,
+        aca_root=AcaDir(Path(request.workdir).expanduser().resolve()).root,
     )
-    if parse.lost:
-        logging.getLogger(__name__).warning("%s: %s", task_file, parse.lost_warning())
-    return parse
-
-
-def _log_parse_retry(seconds: float, error: Exception, retry_number: int) -> None:
-    _run_logger().warning(f"{error} Retrying the parse's call in {seconds:.1f} s.")
 
 
 def _build_providers(

@@ -61,7 +61,7 @@ from aca_flows.plan.validate import plan_problems
 from aca_flows.providers.base import Message, Provider, ProviderRequest, Usage
 
 if TYPE_CHECKING:
-    from aca_flows.providers.retry import RetryWaitCallback
+    from aca_flows.providers.retry import RetryingProvider, RetryWaitCallback
     from aca_flows.settings import AcaConfig
 
 __all__ = [
@@ -71,6 +71,8 @@ __all__ = [
     "ParseSpend",
     "mark_parse_billed",
     "parse_cache_key",
+    "parse_provider",
+    "parse_request_key",
     "parse_task_file",
     "parse_with_llm",
     "parse_with_llm_sync",
@@ -144,8 +146,7 @@ async def parse_with_llm(
     source = read_parse_source(path)
     context = list(context)
     prompt = user_prompt(source, context, append_system_prompt)
-    # The model the provider will really use, so a changed default is a different entry.
-    cache_model = model or getattr(provider, "model", None)
+    cache_model = _cache_model(provider, model)
     key = parse_cache_key(provider.name, cache_model, SYSTEM_PROMPT, prompt)
     cache_file = cache_dir / f"{key}.json" if cache_dir is not None else None
     proposal, unbilled = _read_cache(cache_file, source)
@@ -231,19 +232,11 @@ def parse_task_file(
     append_system_prompt: str | None = None,
     strict: bool = False,
 ) -> IntelligentParse:
-    """``task_file`` parsed with the configured provider and model, each call retried as
-    ``[session]`` says (``on_retry`` hears of each wait): the parse the command line and the
-    flow both make, so the flow finds the command line's in the cache."""
-    from aca_flows.providers import get_provider
-    from aca_flows.providers.retry import with_call_retries
-
-    name = config.session.provider
-    provider = with_call_retries(
-        get_provider(name, config, environ=environ, scrub=scrub), config.session, on_retry
-    )
+    """``task_file`` parsed with the configured provider and model (``parse_provider``): the
+    command line's parse, which leaves its answer in the cache for the flow's."""
     return parse_with_llm_sync(
         task_file,
-        provider,
+        parse_provider(config, environ=environ, scrub=scrub, on_retry=on_retry),
         model=config.session.model,
         context=context,
         append_system_prompt=append_system_prompt,
@@ -251,6 +244,41 @@ def parse_task_file(
         scrub=scrub,
         strict=strict,
     )
+
+
+def parse_provider(
+    config: AcaConfig,
+    *,
+    environ: Mapping[str, str] | None = None,
+    scrub: Callable[[Any], Any] | None = None,
+    on_retry: RetryWaitCallback | None = None,
+) -> RetryingProvider:
+    """The provider every parse calls: the configured one, each call retried as ``[session]``
+    says (``on_retry`` hears of each wait). The model is ``config.session.model``."""
+    from aca_flows.providers import get_provider
+    from aca_flows.providers.retry import with_call_retries
+
+    provider = get_provider(config.session.provider, config, environ=environ, scrub=scrub)
+    return with_call_retries(provider, config.session, on_retry)
+
+
+def parse_request_key(
+    path: Path,
+    provider: Provider,
+    *,
+    model: str | None = None,
+    context: Sequence[str] = (),
+    append_system_prompt: str | None = None,
+) -> str:
+    """The cache key ``parse_with_llm`` gives this parse: the task file's text, the files it
+    references, the context, the instructions, the provider and its model, hashed."""
+    prompt = user_prompt(read_parse_source(path), list(context), append_system_prompt)
+    return parse_cache_key(provider.name, _cache_model(provider, model), SYSTEM_PROMPT, prompt)
+
+
+def _cache_model(provider: Provider, model: str | None) -> str | None:
+    # The model the provider will really use, so a changed default is a different entry.
+    return model or getattr(provider, "model", None)
 
 
 def parse_cache_key(provider: str, model: str | None, system: str, prompt: str) -> str:

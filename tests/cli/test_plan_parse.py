@@ -122,7 +122,8 @@ def test_plan_parse_refuses_a_structured_file(tmp_path, capsys):
 
 
 def test_the_flow_reuses_the_cli_parse(llm_server, tmp_path, capsys, monkeypatch):  # noqa: F811
-    """``aca run`` parses before Prefect starts; the flow's own parse is a cache hit."""
+    """A dry run's parse (or a --dump-plan's) leaves its answer in the parser's cache: the
+    flow's own parse makes no second call, and bills the call the dry run made."""
     from aca_flows.flows.run_setup import RunRequest, _load_plan
     from aca_flows.settings import load_config
 

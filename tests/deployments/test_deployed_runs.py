@@ -540,3 +540,41 @@ def test_a_ci_event_naming_a_workdir_outside_the_allow_list_starts_nothing(
     while "refused: workdir" not in (text := prefect_call(stack, logs)):
         assert time.monotonic() < deadline, text
         time.sleep(0.5)
+
+
+def test_a_run_configured_only_by_blocks_needs_nothing_on_the_worker(stack):
+    """No aca.toml, no key in the worker's environment: the Aca Config block (registered with
+    the documented command) names the provider, its server and the Secret block with the key."""
+    from prefect.blocks.system import Secret
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from aca_flows import AcaConfigBlock
+
+    key = "workerlessvalue0123456789ABCDEF"
+    registered = _prefect(stack.env, stack.clone, "block", "register", "-m", "aca_flows")
+    assert "Aca Config" in registered
+    repo = make_repo(stack.base / "by-blocks" / "repo")
+    tasks = stack.base / "by-blocks" / "tasks.md"
+    tasks.write_text("# Blocks\n\n- write a.txt {#a}\n")
+    with FakeLLMServer(api_key=key) as server:
+        for _ in range(4):
+            server.anthropic.enqueue(coding_agent)
+        with temporary_settings({PREFECT_API_URL: stack.api_url}):
+            Secret(value=key).save("workerless-key", overwrite=True)
+            AcaConfigBlock(
+                settings={
+                    "session": {"provider": "anthropic", "model": "claude-test"},
+                    "providers": {"anthropic": {"base_url": server.url}},
+                },
+                api_key_secrets={"anthropic": "workerless-key"},
+            ).save("workerless", overwrite=True)
+        flow_run = start_run(
+            stack, "on-demand", workdir=str(repo), task_file=str(tasks), config_block="workerless"
+        )
+        run = wait_final(stack, flow_run.id)
+        assert run.state.is_completed(), f"{run.state}\n{worker_log(stack)}"
+        assert len(server.model_calls) == 2  # write and finish, with the block's key
+    assert not any(name.startswith("ANTHROPIC_") for name in stack.env)
+    assert not (repo / "aca.toml").exists() and not (repo / ".aca" / "config.toml").exists()
+    (listed,) = sessions_listed(stack, repo)
+    assert task_commits(repo, listed["branch"]) == ["a"]

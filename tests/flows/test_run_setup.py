@@ -215,7 +215,7 @@ def test_the_parse_is_billed_once_to_the_session_made_from_it(tmp_path, repo, an
     for _ in range(4):
         anthropic_fake.anthropic.enqueue(coding_agent)
 
-    # The command line parses before the session exists; the flow's parse is a cache hit.
+    # The flow parses (its parse-task-file task run) before the session exists.
     assert aca_run(tasks, repo) == 0
     assert len(anthropic_fake.model_calls) == 3  # the parse, then write and finish
     (first,) = list_sessions(repo)
