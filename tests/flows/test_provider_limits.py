@@ -237,6 +237,7 @@ def aca_run(tasks: Path, repo: Path, model: str, server: FakeLLMServer, api_url:
         "PYTHONPATH": str(ROOT),
         "ACA_SESSION__PROVIDER": "anthropic",
         "ACA_SESSION__MODEL": model,
+        "ANTHROPIC_API_KEY": f"key-{model}",  # tells the two runs apart at the fake server
     }
     command = [sys.executable, "-m", "aca_flows", "run", str(tasks), "--workdir", str(repo)]
     return subprocess.Popen(
@@ -258,13 +259,16 @@ def test_two_runs_in_two_processes_never_exceed_the_calls_in_flight_limit_togeth
     tasks.write_text("- write a.txt\n- write b.txt\n- write c.txt\n")
     both_ready = threading.Event()
 
-    with FakeLLMServer() as server:
+    with FakeLLMServer(api_key=None) as server:
         server.models = ["claude-a", "claude-b"]
 
         def answer(request):
             # Both runs are past their start (each checked its key) before any call is
             # answered, so their calls compete for the one slot.
-            if len([r for r in server.requests if r.path == "/v1/models"]) >= 2:
+            checked = {
+                r.headers.get("x-api-key") for r in server.requests if r.path == "/v1/models"
+            }
+            if {"key-claude-a", "key-claude-b"} <= checked:
                 both_ready.set()
             both_ready.wait(timeout=120)
             return slow(1.5)(request)
