@@ -158,6 +158,18 @@ class ApprovalSection(Section):
     )
 
 
+class GitHubSection(Section):
+    token_secret: str | None = Field(
+        default=None,
+        description="Name of a Prefect Secret block holding the GitHub token for --open-pr "
+        "(default: the GITHUB_TOKEN variable).",
+    )
+    base_branch: str | None = Field(
+        default=None,
+        description="The branch pull requests merge into (default: the repository's default).",
+    )
+
+
 class ModelPrice(Section):
     """USD per million tokens."""
 
@@ -196,6 +208,7 @@ class AcaConfig(Section):
     logging: LoggingSection = Field(default_factory=LoggingSection)
     deployments: DeploymentsSection = Field(default_factory=DeploymentsSection)
     approval: ApprovalSection = Field(default_factory=ApprovalSection)
+    github: GitHubSection = Field(default_factory=GitHubSection)
     providers: dict[str, ProviderSection] = Field(default_factory=dict)
 
     def provider(self, name: str) -> ProviderSection:

@@ -29,10 +29,12 @@ from aca_flows.cli.options import (
     DryRun,
     DumpPlan,
     ForceNaiveParser,
+    GitHubRepoName,
     InitGit,
     JsonOutput,
     MaxConcurrent,
     ModelName,
+    OpenPr,
     ProviderName,
     Record,
     RequireApproval,
@@ -99,6 +101,8 @@ def root(
     init_git: InitGit = False,
     record: Record = None,
     require_approval: RequireApproval = False,
+    open_pr: OpenPr = False,
+    github_repo: GitHubRepoName = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
@@ -138,6 +142,8 @@ def run_command(
     init_git: InitGit = False,
     record: Record = None,
     require_approval: RequireApproval = False,
+    open_pr: OpenPr = False,
+    github_repo: GitHubRepoName = None,
 ) -> None:
     """Run a task file as a Prefect flow (or review it with --dry-run)."""
     options = _run_options(locals(), task_file=file)

@@ -85,6 +85,8 @@ class RunRequest(BaseModel):
     config_file: str | None = None
     record: str | None = None
     require_approval: bool = False
+    open_pr: bool = False
+    github_repo: str | None = None
 
     def overrides(self) -> dict[str, object]:
         return {
