@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 from prefect import Flow, flow, get_run_logger
@@ -49,7 +48,7 @@ from aca_flows.flows.artifacts import (
     task_artifact_key,
     task_markdown,
 )
-from aca_flows.flows.deployment_guard import deployment_refusal
+from aca_flows.flows.deployment_guard import deployment_refusal, resolve_job_paths
 from aca_flows.flows.events import emit_session_event, emit_task_event
 from aca_flows.flows.interrupt import (
     UI_CANCEL,
@@ -179,9 +178,10 @@ async def aca_run(
         # from the flow run, so a Prefect retry of the run resumes the same session.
         session_name = flow_run.name
         parameters["session_id"] = session_id or deployment_session_id(flow_run)
+        parameters = resolve_job_paths(parameters)
     request = RunRequest(session_name=session_name, **parameters)
     if deployed:
-        refusal = deployment_refusal(parameters, Path.cwd())
+        refusal = deployment_refusal(parameters)
         if refusal is not None:
             # Before the session, git or a provider: a refused run leaves nothing behind.
             get_run_logger().error(f"refused: {refusal}")

@@ -5,8 +5,10 @@ event matching the ``on-ci-build`` trigger, which copies ``workdir`` and ``task_
 any event's payload). A task file holds shell commands (verify commands), so a deployment
 run starts only when its ``workdir`` is inside a folder the worker's owner listed, and the
 files it names (``task_file``, ``execution_plan``, ``config_file``, ``record``) are inside one
-of those folders or inside the deployment's own code folder (its working directory). Anything
-else is refused before the session, the repository or a provider is touched.
+of those folders or among the jobs shipped inside aca (``aca_flows/jobs``, where a relative
+``task_file`` or ``execution_plan`` of a deployment run is looked up: a worker has aca
+installed and nothing of the machine that deployed). Anything else is refused before the
+session, the repository or a provider is touched.
 
 The list comes from the worker's side only: ``ACA_DEPLOYMENTS__ALLOWED_WORKDIRS``
 (comma-separated) in the worker's environment, or ``[deployments] allowed_workdirs`` in the
@@ -22,9 +24,18 @@ from typing import Any
 
 from aca_flows.settings import load_config
 
-__all__ = ["PATH_PARAMETERS", "allowed_workdirs", "deployment_refusal"]
+__all__ = [
+    "JOBS_DIR",
+    "PATH_PARAMETERS",
+    "allowed_workdirs",
+    "deployment_refusal",
+    "resolve_job_paths",
+]
 
 PATH_PARAMETERS = ("task_file", "execution_plan", "config_file", "record")
+# The task files shipped inside aca for the project's deployments (prefect.yaml).
+JOBS_DIR = Path(__file__).resolve().parents[1] / "jobs"
+JOB_PARAMETERS = ("task_file", "execution_plan")
 HOW_TO_ALLOW = (
     "set ACA_DEPLOYMENTS__ALLOWED_WORKDIRS (comma-separated folders) in the worker's "
     "environment, or [deployments] allowed_workdirs in its ~/.aca/config.toml "
@@ -39,7 +50,19 @@ def allowed_workdirs() -> list[Path]:
     return [Path(entry).expanduser().resolve() for entry in config.deployments.allowed_workdirs]
 
 
-def deployment_refusal(parameters: dict[str, Any], code_dir: Path) -> str | None:
+def resolve_job_paths(parameters: dict[str, Any]) -> dict[str, Any]:
+    """``parameters`` with a relative ``task_file`` or ``execution_plan`` made absolute under
+    the shipped jobs (``nightly-fix-tests.md`` is ``aca_flows/jobs/nightly-fix-tests.md``):
+    a deployment run's working folder is a temporary one of the worker's."""
+    resolved = dict(parameters)
+    for name in JOB_PARAMETERS:
+        value = resolved.get(name)
+        if value and not Path(value).expanduser().is_absolute():
+            resolved[name] = str(JOBS_DIR / value)
+    return resolved
+
+
+def deployment_refusal(parameters: dict[str, Any], code_dir: Path = JOBS_DIR) -> str | None:
     """Why a deployment run with ``parameters`` must not start, or ``None`` if it may.
 
     Relative paths are resolved as the run would: against ``code_dir``, its working folder.
@@ -49,6 +72,12 @@ def deployment_refusal(parameters: dict[str, Any], code_dir: Path) -> str | None
         return (
             "deployment runs are refused until the worker lists the folders they may work "
             f"in: {HOW_TO_ALLOW}."
+        )
+    if not parameters.get("repo") and (parameters.get("workdir") or ".") == ".":
+        return (
+            "no repository named: give the deployment run the repository to work on, as "
+            "repo (a git URL, cloned into aca's working area) or workdir (a folder the worker "
+            "allows); its own working folder is a temporary one."
         )
     workdir = _resolve(parameters.get("workdir") or ".", code_dir)
     if not _inside_any(workdir, allowed):
