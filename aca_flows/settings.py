@@ -143,6 +143,11 @@ class DeploymentsSection(Section):
         description="Folders deployment runs may work in (read from the worker's environment "
         "or ~/.aca/config.toml only); a deployment run elsewhere is refused.",
     )
+    allowed_repos: list[str] = Field(
+        default_factory=list,
+        description="Repository URL prefixes deployment runs given repo may clone and push to "
+        "(read like allowed_workdirs); another repository is refused.",
+    )
 
 
 class ApprovalSection(Section):

@@ -37,6 +37,7 @@ from aca_flows.cli.options import (
     OpenPr,
     ProviderName,
     Record,
+    Repo,
     RequireApproval,
     RunOptions,
     Strict,
@@ -103,6 +104,7 @@ def root(
     require_approval: RequireApproval = False,
     open_pr: OpenPr = False,
     github_repo: GitHubRepoName = None,
+    repo: Repo = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
@@ -144,6 +146,7 @@ def run_command(
     require_approval: RequireApproval = False,
     open_pr: OpenPr = False,
     github_repo: GitHubRepoName = None,
+    repo: Repo = None,
 ) -> None:
     """Run a task file as a Prefect flow (or review it with --dry-run)."""
     options = _run_options(locals(), task_file=file)
@@ -158,14 +161,19 @@ def resume_command(
     budget_usd: BudgetUsd = None,
     config: ConfigFile = None,
     json_output: JsonOutput = False,
+    repo: Repo = None,
 ) -> None:
     """Continue a session from a checkpoint or session id; finished tasks are never redone."""
-    from aca_flows.cli.run import run_session
+    from aca_flows.cli.run import checkout_remote, run_session
     from aca_flows.session.checkpoints import resolve_resume_target
 
+    if repo:  # the session's branch and record come from the remote (docs/sessions.md)
+        workdir = checkout_remote(repo, workdir, session_id=target)
     workdir = workdir.resolve()
     resolved = resolve_resume_target(workdir, target, latest=latest)
-    options = RunOptions(workdir=workdir, config=config, json=json_output, budget_usd=budget_usd)
+    options = RunOptions(
+        workdir=workdir, config=config, json=json_output, budget_usd=budget_usd, repo=repo
+    )
     raise typer.Exit(run_session(options, session_id=resolved.session_id))
 
 

@@ -74,6 +74,16 @@ Record = Annotated[
     typer.Option("--record", help="Record every provider request and response to a cassette."),
 ]
 
+Repo = Annotated[
+    str | None,
+    typer.Option(
+        "--repo",
+        metavar="URL",
+        help="Work on this git repository (URL or path of a bare repository): cloned into "
+        "~/.aca/repos/ (or --workdir), the session branch pushed back after each task.",
+    ),
+]
+
 RequireApproval = Annotated[
     bool,
     typer.Option(
@@ -123,6 +133,7 @@ class RunOptions:
     require_approval: bool = False
     open_pr: bool = False
     github_repo: str | None = None
+    repo: str | None = None
 
     def config_overrides(self) -> dict[str, object]:
         return {

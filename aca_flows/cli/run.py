@@ -100,8 +100,18 @@ def _say_parse_retry(seconds: float, error: Exception, retry_number: int) -> Non
     print(f"warning: {error} Retrying in {seconds:.1f} s.", file=sys.stderr)
 
 
+def checkout_remote(url: str, workdir: Path, session_id: str | None = None) -> Path:
+    """The working area of ``--repo URL``, cloned or fetched (with the session's branch and
+    record when the remote has them); ``workdir`` ``.`` means the default area."""
+    from aca_flows.flows.remote_sync import open_remote
+
+    return open_remote(url, str(workdir), session_id).workdir
+
+
 def execute(options: RunOptions) -> int:
     """Run (or dry-run) what the options ask for; return the process exit code."""
+    if options.repo:
+        options.workdir = checkout_remote(options.repo, options.workdir)
     options.workdir = options.workdir.resolve()
     config = load_config(options.workdir, options.config, options.config_overrides()).config
     if options.task_file and _wants_intelligent_parse(options, options.task_file):
@@ -230,6 +240,7 @@ def _run_flow(run_flow, options: RunOptions, session_id: str | None, quiet_conso
         require_approval=options.require_approval,
         open_pr=options.open_pr,
         github_repo=options.github_repo,
+        repo=options.repo,
     )
 
 
@@ -288,7 +299,16 @@ def _show_summary(summary: dict, workdir) -> None:
 
     show_command(summary["session_id"], workdir=workdir, json_output=False)
     status = summary["status"]
-    line = f"Session {summary['session_id']} {status}; work is on branch {summary['branch']}."
+    line = f"Session {summary['session_id']} {status}; work is on branch {summary['branch']}"
+    if summary.get("unpushed"):
+        line += (
+            f" (NOT pushed to {summary['remote']}: {summary['unpushed']}; it is kept in "
+            f"{workdir}, and `aca resume {summary['session_id']} --repo ...` pushes it)."
+        )
+    elif summary.get("remote"):
+        line += f", pushed to {summary['remote']}."
+    else:
+        line += "."
     if summary.get("no_change_ids"):
         ids = ", ".join(summary["no_change_ids"])
         line += f" Completed without a change (no change needed): {ids}."

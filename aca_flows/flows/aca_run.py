@@ -67,6 +67,12 @@ from aca_flows.flows.pull_requests import (
     deliver,
     pull_request_target,
 )
+from aca_flows.flows.remote_sync import (
+    open_remote,
+    push_session_work,
+    register_remote,
+    run_working_area,
+)
 from aca_flows.flows.run_setup import RunRequest, open_run, recorded_state
 from aca_flows.flows.session_log import session_log
 from aca_flows.flows.skipped import record_skipped_task
@@ -120,6 +126,7 @@ async def aca_run(
     require_approval: bool = False,
     open_pr: bool = False,
     github_repo: str | None = None,
+    repo: str | None = None,
 ) -> RunSummary:
     """Run a plan in ``workdir``; returns the run's ``RunSummary``.
 
@@ -166,6 +173,10 @@ async def aca_run(
             GITHUB_TOKEN or [github] token_secret.
         github_repo: The GitHub repository (OWNER/NAME) of the pull request, when the
             repository's remote URL does not name one.
+        repo: A git repository URL (or the path of a bare repository) to work on instead of
+            a local checkout: it is cloned or fetched into workdir (default, or ".":
+            ~/.aca/repos/<name>-<hash>), and the session branch and record are pushed to it
+            after each task lands; with session_id, a session the remote holds is resumed.
     """
     parameters = dict(locals(), context=context or [])
     # Every record this run logs, to the server or the terminal, passes the redactor.
@@ -179,6 +190,8 @@ async def aca_run(
         session_name = flow_run.name
         parameters["session_id"] = session_id or deployment_session_id(flow_run)
         parameters = resolve_job_paths(parameters)
+    if repo:  # the run works in its own checkout of the repository
+        parameters["workdir"] = run_working_area(repo, workdir)
     request = RunRequest(session_name=session_name, **parameters)
     if deployed:
         refusal = deployment_refusal(parameters)
@@ -187,6 +200,9 @@ async def aca_run(
             get_run_logger().error(f"refused: {refusal}")
             return Failed(message=f"refused: {refusal}")
     try:
+        remote = None
+        if repo:
+            remote = await asyncio.to_thread(open_remote, repo, workdir, request.session_id)
         store, run = open_run(request)
     except AcaError as exc:
         # Bad input, or the session is in use: a message for the user, not a traceback.
@@ -204,6 +220,7 @@ async def aca_run(
             get_run_logger().error(str(exc))
             return Failed(message=str(exc), data=exc)
     ACTIVE_RUNS[run.session_id] = run
+    register_remote(run.session_id, remote)
     interrupt = Interrupt(run.config.session.interrupt_grace_seconds)
     watcher = asyncio.create_task(watch_for_cancel(interrupt))
     logs = session_log(
@@ -233,6 +250,7 @@ async def aca_run(
         watcher.cancel()
         ACTIVE_RUNS.pop(run.session_id, None)
         PULL_REQUESTS.pop(run.session_id, None)
+        register_remote(run.session_id, None)
         store.close()
         with contextlib.suppress(Exception):  # a client that cannot close is no reason to fail
             await close_clients()
@@ -403,6 +421,7 @@ async def _drive(
         status = "failed" if stopped_reason else "completed"
         store.finish(status, stopped_reason)
         create_checkpoint(store, trigger="end")
+    await push_session_work(store, logger)  # with a repo: the remote gets the end, too
     counts = store.session.task_counts
     await progress.flush()
     await published(run.session_id)
@@ -497,6 +516,7 @@ async def _finish(
                 dag.refresh()
                 logger.info(f"{task_id} proposed {len(children)} subtask(s)")
         dag.complete(task_id)
+        await push_session_work(store, logger)  # with a repo: the remote holds what landed
         await _publish_report(store, run, task_id, state)
         return None
     error = await state.aresult(raise_on_failure=False)

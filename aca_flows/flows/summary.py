@@ -63,6 +63,14 @@ class RunSummary(BaseModel):
     pull_request_error: str | None = Field(
         default=None, description="Why the pull request could not be opened or updated."
     )
+    remote: str | None = Field(
+        default=None, description="The repository the branch is pushed to (a run with repo)."
+    )
+    unpushed: str | None = Field(
+        default=None,
+        description="Why the remote lacks some of the branch's work (the last push failed); "
+        "the next run or resume of the session pushes it.",
+    )
 
     @property
     def commits(self) -> dict[str, str]:
@@ -105,4 +113,6 @@ def run_summary(
         no_change_ids=no_change_ids,
         cost_usd=session.cost_usd,
         tasks=tasks,
+        remote=session.remote.url if session.remote else None,
+        unpushed=session.remote.unpushed if session.remote else None,
     )

@@ -18,6 +18,8 @@ after the task's commit is merged, so replaying the journal never invents finish
     checkpoint_created a checkpoint file was written
     approval_requested the run waits for a person to approve its plan (its flow run, server)
     approval_decided   the plan was approved (with changes) or rejected, and why
+    branch_pushed      the session branch and record were pushed to the run's remote
+                       (``pushed``), or a push failed after its retries (``error``)
     session_finished   the run ended: completed, failed, interrupted, stopped (by a budget)
                        or rejected (at approval)
 """
@@ -37,6 +39,7 @@ __all__ = [
     "EVENT_SCHEMA_VERSION",
     "ApprovalDecided",
     "ApprovalRequested",
+    "BranchPushed",
     "CallPurpose",
     "CallRecorded",
     "CheckpointCreated",
@@ -198,6 +201,18 @@ class ApprovalDecided(_Event):
     timed_out: bool = False
 
 
+class BranchPushed(_Event):
+    """A push of the session branch and its record to the run's remote (``workspace/remote.py``):
+    ``head`` is the branch's commit pushed (or not, with ``error``)."""
+
+    type: Literal["branch_pushed"] = "branch_pushed"
+    remote: str = Field(min_length=1, description="The URL, without credentials.")
+    head: str
+    pushed: bool
+    attempts: int = Field(default=1, ge=1)
+    error: str | None = None
+
+
 class SessionFinished(_Event):
     type: Literal["session_finished"] = "session_finished"
     status: FinalStatus
@@ -217,6 +232,7 @@ Event = Annotated[
     | CheckpointCreated
     | ApprovalRequested
     | ApprovalDecided
+    | BranchPushed
     | SessionFinished,
     Field(discriminator="type"),
 ]

@@ -24,6 +24,7 @@ from aca_flows.plan.models import ExecutionPlan, TaskStatus
 from aca_flows.session.events import (
     ApprovalDecided,
     ApprovalRequested,
+    BranchPushed,
     CallRecorded,
     CheckpointCreated,
     CheckpointTrigger,
@@ -44,6 +45,7 @@ __all__ = [
     "SESSION_SCHEMA_VERSION",
     "Approval",
     "CheckpointRef",
+    "RemoteState",
     "SessionRecord",
     "SessionStatus",
     "TaskRun",
@@ -108,6 +110,16 @@ class Approval(_Model):
     timed_out: bool = False
 
 
+class RemoteState(_Model):
+    """Where the session's work is pushed (a run with ``--repo``), and whether the remote holds
+    all of it: ``unpushed`` says why the last push failed; ``None`` once one succeeds."""
+
+    url: str
+    pushed_head: str | None = None
+    pushed_at: datetime | None = None
+    unpushed: str | None = None
+
+
 class CheckpointRef(_Model):
     id: str
     created_at: datetime
@@ -137,6 +149,7 @@ class SessionRecord(_Model):
     )
     last_checkpoint: CheckpointRef | None = None
     approval: Approval | None = None
+    remote: RemoteState | None = None
     resumes: int = 0
     last_seq: int = Field(default=0, description="seq of the last journal event applied.")
 
@@ -379,6 +392,20 @@ def _approval_decided(record: SessionRecord, event: ApprovalDecided) -> bool:
     return True
 
 
+def _branch_pushed(record: SessionRecord, event: BranchPushed) -> bool:
+    known = record.remote if record.remote and record.remote.url == event.remote else None
+    if event.pushed:
+        record.remote = RemoteState(url=event.remote, pushed_head=event.head, pushed_at=event.at)
+    else:
+        record.remote = RemoteState(
+            url=event.remote,
+            pushed_head=known.pushed_head if known else None,
+            pushed_at=known.pushed_at if known else None,
+            unpushed=event.error or "the push failed",
+        )
+    return True
+
+
 def _finished(record: SessionRecord, event: SessionFinished) -> bool:
     if event.status in ("interrupted", "stopped"):
         # Tasks cut short start again on resume: the record says so now, not only then.
@@ -405,6 +432,7 @@ _HANDLERS = {
     CheckpointCreated: _checkpoint_created,
     ApprovalRequested: _approval_requested,
     ApprovalDecided: _approval_decided,
+    BranchPushed: _branch_pushed,
     SessionFinished: _finished,
 }
 

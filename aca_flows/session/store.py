@@ -32,6 +32,7 @@ from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import Usage
 from aca_flows.session.errors import SessionFileError, UnknownSessionError
 from aca_flows.session.events import (
+    BranchPushed,
     CallPurpose,
     CallRecorded,
     Event,
@@ -287,6 +288,14 @@ class SessionStore:
                 cost_usd=max(cost_usd, 0.0),
                 calls=calls,
             )
+        )
+
+    def branch_pushed(
+        self, remote: str, head: str, *, pushed: bool, attempts: int = 1, error: str | None = None
+    ) -> bool:
+        """Record a push of the session to ``remote`` (its URL without credentials)."""
+        return self.record(
+            BranchPushed(remote=remote, head=head, pushed=pushed, attempts=attempts, error=error)
         )
 
     def finish(self, status: SessionStatus, reason: str | None = None) -> bool:

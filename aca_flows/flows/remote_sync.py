@@ -1,0 +1,149 @@
+"""A run with a ``repo``: its working area, its session fetched from the remote, its pushes.
+
+``open_remote`` (before the session opens) clones or fetches the repository into the run's
+working area and, for a session id the remote knows, fetches its branch and record and
+restores the record there (a fresh worker, or one whose record is older than the remote's).
+``push_session_work`` (after each task lands, and when the run ends) commits the record to
+``refs/aca/sessions/<id>`` and pushes it with the branch; a push that still fails after its
+retries is a warning, a ``branch_pushed`` entry with the error in the journal, and the
+summary's ``unpushed``; the next landing or run pushes everything again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+from aca_flows.session.layout import AcaDir
+from aca_flows.session.lock import SessionLock
+from aca_flows.session.redact import register_secret
+from aca_flows.session.store import SessionStore
+from aca_flows.workspace.remote import (
+    RemoteError,
+    RemoteRepository,
+    restore_session_record,
+    save_session_record,
+    url_secrets,
+    working_area,
+)
+
+__all__ = [
+    "PUSH_ATTEMPTS",
+    "PUSH_BACKOFF_SECONDS",
+    "RunRemote",
+    "open_remote",
+    "push_session_work",
+    "register_remote",
+    "run_working_area",
+]
+
+# Three tries, 2 s then 4 s apart: a remote that is briefly busy or unreachable catches up.
+PUSH_ATTEMPTS = 3
+PUSH_BACKOFF_SECONDS = 2.0
+
+# The flow registers its remote here; pushes find it by session id.
+_REMOTES: dict[str, RunRemote] = {}
+
+
+@dataclass
+class RunRemote:
+    """The remote of one run and the checkout it works in."""
+
+    remote: RemoteRepository
+    repo: git.Repo
+
+    @property
+    def workdir(self) -> Path:
+        return self.remote.workdir
+
+
+def run_working_area(url: str, workdir: str | None) -> str:
+    """The folder a run of ``url`` works in (``workdir``, or the default working area when it
+    is ``None`` or ``"."``); ``workdir`` itself for a URL that is not one (``open_remote``
+    then says what is wrong)."""
+    try:
+        return str(working_area(url, None if workdir in (None, ".") else Path(workdir)))
+    except RemoteError:
+        return workdir or "."
+
+
+def open_remote(url: str, workdir: str | None, session_id: str | None) -> RunRemote:
+    """Clone or fetch ``url`` into the working area (``workdir``, or ``~/.aca/repos/<slug>``
+    when it is ``None`` or ``"."``) and bring the session ``session_id`` from the remote when
+    the remote's record is newer than the local one. Blocking (git); raises ``RemoteError``."""
+    for secret in url_secrets(url):
+        register_secret(secret)  # logs, records and errors never show them
+    remote = RemoteRepository(url, Path(run_working_area(url, workdir)))
+    repo = remote.checkout()
+    if session_id:
+        _bring_session(remote, repo, session_id)
+    return RunRemote(remote, repo)
+
+
+def _bring_session(remote: RemoteRepository, repo: git.Repo, session_id: str) -> None:
+    paths = AcaDir(remote.workdir).session(session_id)
+    before = _record_commit(repo, session_id)
+    if not remote.fetch_session(repo, session_id):
+        return  # the remote does not know it: a new session, or one only this disk has
+    after = _record_commit(repo, session_id)
+    if (paths.root / "meta").is_dir() and before == after:
+        return  # the local record is the remote's or newer
+    if paths.lock_file.parent.is_dir():
+        # A live run of the session here keeps its record: this refuses, naming it.
+        SessionLock(paths.lock_file, session_id).acquire().release()
+    restore_session_record(repo, session_id, paths.root)
+
+
+def _record_commit(repo: git.Repo, session_id: str) -> str | None:
+    try:
+        return repo.git.rev_parse("--verify", "--quiet", f"refs/aca/sessions/{session_id}")
+    except git.GitCommandError:
+        return None
+
+
+def register_remote(session_id: str, remote: RunRemote | None) -> None:
+    """Pushes of ``session_id`` go to ``remote`` (``None``: the run has no remote)."""
+    if remote is None:
+        _REMOTES.pop(session_id, None)
+    else:
+        _REMOTES[session_id] = remote
+
+
+async def push_session_work(store: SessionStore, logger) -> None:
+    """Commit the session's record and push it with the branch, if the run has a remote;
+    the outcome is journalled, and a failure is logged as a warning."""
+    remote = _REMOTES.get(store.session_id)
+    if remote is None:
+        return
+    # The record is read here, on the flow's thread, where the journal is written.
+    save_session_record(remote.repo, store.session_id, store.paths.root)
+
+    def on_retry(attempt: int, wait: float, error: str) -> None:
+        logger.warning(f"{error}; pushing again in {wait:g} s (try {attempt + 1})")
+
+    result = await asyncio.to_thread(
+        remote.remote.push_session,
+        remote.repo,
+        store.session_id,
+        attempts=PUSH_ATTEMPTS,
+        backoff_seconds=PUSH_BACKOFF_SECONDS,
+        on_retry=on_retry,
+    )
+    store.branch_pushed(
+        remote.remote.public,
+        result.head,
+        pushed=result.pushed,
+        attempts=result.attempts,
+        error=result.error,
+    )
+    if result.pushed:
+        logger.info(f"pushed {store.branch} to {remote.remote.public}")
+    else:
+        logger.warning(
+            f"{store.branch} is not on {remote.remote.public} yet ({result.attempts} tries): "
+            f"{result.error}. Nothing is lost: the work is on the local branch in "
+            f"{remote.workdir}, and the next task, run or `aca resume` pushes it again."
+        )

@@ -1,0 +1,373 @@
+"""The working repository's remote: clone or fetch it, and push a session's work back.
+
+A run given a repository URL (``aca run --repo URL``, the flow's ``repo``) works in its own
+checkout of it, the *working area* (``~/.aca/repos/<slug>`` unless a workdir is given), and
+pushes two refs there after each task lands, atomically:
+
+- ``refs/heads/aca/<session-id>``, the session branch (one commit per finished task);
+- ``refs/aca/sessions/<session-id>``, a commit of the session's record (``.aca/sessions/<id>``:
+  journal, session.json, results, logs; what ``.aca`` holds is redacted when written), so a
+  worker anywhere can fetch both and resume the session (``restore_session_record``).
+
+Credentials in a URL (``https://user:token@host/...``) never reach ``.git/config``, the
+record, logs or errors: the checkout's ``origin`` is the URL without them, every fetch and push
+names the full URL on git's command line, and error messages are built from the URL without
+them. Every git command runs hardened (``hardened_git.py``); only ``ssh`` is given back to git
+(the repository's ``core.sshCommand`` stays ignored).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import git
+
+from aca_flows.session.layout import session_branch
+from aca_flows.session.redact import redact_text
+from aca_flows.workspace.file_lock import FileLock
+from aca_flows.workspace.hardened_git import AcaRepo
+from aca_flows.workspace.repository import WorkspaceError
+
+__all__ = [
+    "PushResult",
+    "RemoteError",
+    "RemoteRepository",
+    "public_url",
+    "repos_home",
+    "restore_session_record",
+    "save_session_record",
+    "session_record_ref",
+    "url_secrets",
+    "working_area",
+]
+
+# Files of a session's folder that belong to one machine, not to the record.
+_LOCAL_ONLY = ("meta/session.lock",)
+
+
+class RemoteError(WorkspaceError):
+    """The repository URL cannot be worked with (not a repository, unreachable, empty)."""
+
+
+def session_record_ref(session_id: str) -> str:
+    """The ref holding the commit of a session's record: ``refs/aca/sessions/<id>``."""
+    return f"refs/aca/sessions/{session_id}"
+
+
+def repos_home() -> Path:
+    """Where working areas live by default: ``~/.aca/repos``."""
+    return Path.home() / ".aca" / "repos"
+
+
+def normalize_url(url: str) -> str:
+    """``url`` as git is given it: a local path made absolute (git runs in the checkout)."""
+    url = url.strip()
+    if not url:
+        raise RemoteError("--repo is empty; give a git URL or the path of a repository.")
+    if "://" in url or _SCP_LIKE.match(url):
+        return url
+    return str(Path(url).expanduser().resolve())
+
+
+# user@host:path, host:path (git's scp-like syntax); a Windows drive letter is not one.
+_SCP_LIKE = re.compile(r"^(?:[^@/:]+@)?[^/:]{2,}:")
+
+
+def public_url(url: str) -> str:
+    """``url`` without credentials: what may be written, logged and shown."""
+    url = normalize_url(url)
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user = userinfo.split(":", 1)[0]
+    # Over http(s) a bare user name is often a token (https://<token>@github.com/...).
+    keep_user = ":" not in userinfo and parts.scheme not in ("http", "https")
+    netloc = f"{user}@{host}" if keep_user else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def url_secrets(url: str) -> list[str]:
+    """The credentials in ``url`` (to register with the redactor), if any."""
+    parts = urlsplit(normalize_url(url)) if "://" in url else None
+    if parts is None or "@" not in parts.netloc:
+        return []
+    userinfo = parts.netloc.rsplit("@", 1)[0]
+    user, _, password = userinfo.partition(":")
+    found = [password] if password else []
+    if not password and parts.scheme in ("http", "https"):
+        found.append(user)
+    return [value for value in found if value]
+
+
+def working_area(url: str, workdir: Path | None = None) -> Path:
+    """The checkout a run of ``url`` works in: ``workdir`` if given, else
+    ``~/.aca/repos/<name>-<hash of the URL>``."""
+    if workdir is not None:
+        return Path(workdir).expanduser().resolve()
+    public = public_url(url)
+    name = re.sub(r"\.git$", "", public.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1])
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "repo"
+    digest = hashlib.sha256(public.encode()).hexdigest()[:10]
+    return repos_home() / f"{name}-{digest}"
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """How a push of a session ended: ``pushed`` or not, after ``attempts`` tries; ``head``
+    is the session branch's commit that was (or was to be) pushed; ``error`` why not."""
+
+    pushed: bool
+    head: str
+    attempts: int
+    error: str | None = None
+
+
+class RemoteRepository:
+    """One remote URL and the working area that checks it out."""
+
+    def __init__(self, url: str, workdir: Path):
+        self.url = normalize_url(url)
+        self.public = public_url(url)
+        self.workdir = Path(workdir)
+
+    # -- clone and fetch ------------------------------------------------------------------
+
+    def checkout(self) -> git.Repo:
+        """Clone the remote into the working area, or fetch it there if it is already
+        cloned, and check out the remote's default branch at its newest commit (the branch a
+        new session starts from). Raises ``RemoteError`` when the URL is not a reachable
+        repository with a commit, or the working area holds something else."""
+        self.workdir.parent.mkdir(parents=True, exist_ok=True)
+        # One clone or fetch at a time per working area: two runs may share it.
+        with FileLock(self.workdir.parent / f".{self.workdir.name}.lock"):
+            fresh = not (self.workdir / ".git").exists()
+            created = not self.workdir.exists()
+            repo = self._open_or_init()
+            try:
+                self._git(repo, "fetch", "--prune", "--no-tags", self.url, _HEADS_REFSPEC)
+                branch = self._default_branch(repo)
+            except RemoteError:
+                if fresh:  # a URL that cannot be cloned leaves no empty checkout behind
+                    shutil.rmtree(self.workdir if created else self.workdir / ".git", True)
+                raise
+            repo.git.checkout("--force", "-B", branch, f"refs/remotes/origin/{branch}")
+        return repo
+
+    def fetch_session(self, repo: git.Repo, session_id: str) -> bool:
+        """Fetch the session's branch and record from the remote; False if it has no record
+        of the session. The local session branch is created from, or fast-forwarded to, the
+        remote's; a local branch ahead of it (work not pushed yet) is kept."""
+        ref = session_record_ref(session_id)
+        remote_refs = self._git(repo, "ls-remote", self.url, ref).strip()
+        if not remote_refs:
+            return False
+        branch = session_branch(session_id)
+        tracking = f"refs/remotes/origin/{branch}"
+        self._git(
+            repo,
+            "fetch",
+            "--no-tags",
+            self.url,
+            f"+refs/heads/{branch}:{tracking}",
+            f"+{ref}:refs/remotes/origin/aca-sessions/{session_id}",
+        )
+        _fast_forward(repo, f"refs/heads/{branch}", tracking)
+        _fast_forward(repo, ref, f"refs/remotes/origin/aca-sessions/{session_id}")
+        return True
+
+    # -- push ---------------------------------------------------------------------------
+
+    def push_session(
+        self,
+        repo: git.Repo,
+        session_id: str,
+        *,
+        attempts: int = 3,
+        backoff_seconds: float = 2.0,
+        on_retry: Callable[[int, float, str], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> PushResult:
+        """Push the session branch and its record (atomically: both or neither). A rejected
+        or failed push is tried again ``attempts`` times in all, waiting ``backoff_seconds``,
+        then twice that, ...; ``on_retry(attempt, wait, error)`` hears of each retry. Never
+        raises for a push that fails: the result says why (nothing local is changed)."""
+        branch = f"refs/heads/{session_branch(session_id)}"
+        ref = session_record_ref(session_id)
+        head = repo.git.rev_parse("--verify", branch)
+        refspecs = [f"{branch}:{branch}"]
+        if _ref_exists(repo, ref):
+            refspecs.append(f"{ref}:{ref}")
+        error = ""
+        for attempt in range(1, max(attempts, 1) + 1):
+            try:
+                self._git(repo, "push", "--atomic", "--porcelain", self.url, *refspecs)
+            except RemoteError as exc:
+                error = str(exc)
+            else:
+                return PushResult(pushed=True, head=head, attempts=attempt)
+            if attempt < attempts:
+                wait = backoff_seconds * 2 ** (attempt - 1)
+                if on_retry is not None:
+                    on_retry(attempt, wait, error)
+                sleep(wait)
+        return PushResult(pushed=False, head=head, attempts=max(attempts, 1), error=error)
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _open_or_init(self) -> git.Repo:
+        if (self.workdir / ".git").exists():
+            repo = AcaRepo(self.workdir)
+            origin = _config(repo, "remote.origin.url")
+            if origin != self.public:
+                raise RemoteError(
+                    f"{self.workdir} is a checkout of {origin or 'no remote'}, not of "
+                    f"{self.public}; give another --workdir, or none (aca then uses "
+                    f"{working_area(self.url)})."
+                )
+            return repo
+        if self.workdir.exists() and any(self.workdir.iterdir()):
+            raise RemoteError(
+                f"{self.workdir} is not empty and not a checkout of {self.public}; give an "
+                "empty or new folder as --workdir, or none."
+            )
+        # init + fetch rather than clone: the URL with its credentials never enters config.
+        repo = AcaRepo.init(self.workdir)
+        repo.git.remote("add", "origin", self.public)
+        return repo
+
+    def _default_branch(self, repo: git.Repo) -> str:
+        listing = self._git(repo, "ls-remote", "--symref", self.url, "HEAD")
+        match = re.search(r"^ref: refs/heads/(\S+)\s+HEAD$", listing, re.MULTILINE)
+        if match and _ref_exists(repo, f"refs/remotes/origin/{match.group(1)}"):
+            return match.group(1)
+        branches = repo.git.for_each_ref("--format=%(refname:strip=3)", "refs/remotes/origin")
+        names = [b for b in branches.split() if b != "HEAD" and not b.startswith("aca/")]
+        if not names:
+            raise RemoteError(
+                f"the repository {self.public} has no commits; push a first commit to it, "
+                "then run aca again."
+            )
+        return "main" if "main" in names else names[0]
+
+    def _git(self, repo: git.Repo, *args: str) -> str:
+        """A git command that talks to the remote; its failure is a ``RemoteError`` whose
+        message names the public URL only."""
+        env = {"GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh")}
+        try:
+            return repo.git.execute(["git", *args], env=env)
+        except git.GitCommandError as exc:
+            raise RemoteError(self._explain(args[0], exc)) from None
+
+    def _explain(self, command: str, exc: git.GitCommandError) -> str:
+        stderr = str(exc.stderr or "").replace(self.url, self.public).strip()
+        stderr = stderr.removeprefix("stderr:").strip().strip("'")
+        lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+        detail = redact_text("; ".join(lines[-3:]) or f"git {command} exited with {exc.status}")
+        for secret in url_secrets(self.url):
+            detail = detail.replace(secret, "[REDACTED]")
+        if command == "push":
+            return f"push to {self.public} failed: {detail}"
+        return (
+            f"{self.public} cannot be fetched ({detail}). Give --repo a git URL or the path of "
+            "a git repository that exists and that you may read."
+        )
+
+
+_HEADS_REFSPEC = "+refs/heads/*:refs/remotes/origin/*"
+
+
+def save_session_record(repo: git.Repo, session_id: str, session_dir: Path) -> str:
+    """Commit the session's folder to ``refs/aca/sessions/<id>`` (a new commit only when it
+    changed); returns the ref's commit. Uses a private index: the checkout is not touched."""
+    ref = session_record_ref(session_id)
+    parent = repo.git.rev_parse("--verify", "--quiet", ref) if _ref_exists(repo, ref) else ""
+    with tempfile.TemporaryDirectory(prefix="aca-record-") as scratch:
+        env = {"GIT_INDEX_FILE": str(Path(scratch) / "index"), "GIT_WORK_TREE": str(session_dir)}
+        excludes = [f":(exclude){path}" for path in _LOCAL_ONLY]
+        # -f: the user's global excludes (*.log, ...) must not drop part of the record.
+        repo.git.execute(["git", "add", "-A", "-f", "--", ".", *excludes], env=env)
+        tree = repo.git.execute(["git", "write-tree"], env=env).strip()
+    if parent and repo.git.rev_parse(f"{parent}^{{tree}}") == tree:
+        return parent
+    args = ["git", "commit-tree", tree, "-m", f"aca session {session_id}: its record"]
+    if parent:
+        args[3:3] = ["-p", parent]
+    env = {
+        "GIT_AUTHOR_NAME": "aca",
+        "GIT_AUTHOR_EMAIL": "aca@localhost",
+        "GIT_COMMITTER_NAME": "aca",
+        "GIT_COMMITTER_EMAIL": "aca@localhost",
+    }
+    commit = repo.git.execute(args, env=env).strip()
+    repo.git.update_ref(ref, commit, parent or "0" * 40)
+    return commit
+
+
+def restore_session_record(repo: git.Repo, session_id: str, session_dir: Path) -> bool:
+    """Replace ``session_dir`` with the record ``refs/aca/sessions/<id>`` holds; False (and
+    nothing changed) if there is no such ref. Call only while no process runs the session."""
+    ref = session_record_ref(session_id)
+    if not _ref_exists(repo, ref):
+        return False
+    session_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{session_id}-", dir=session_dir.parent))
+    try:
+        with tempfile.TemporaryDirectory(prefix="aca-record-") as scratch:
+            env = {"GIT_INDEX_FILE": str(Path(scratch) / "index"), "GIT_WORK_TREE": str(staging)}
+            repo.git.execute(["git", "read-tree", ref], env=env)
+            repo.git.execute(["git", "checkout-index", "-a", "-f"], env=env)
+        old = session_dir.with_name(f".{session_id}.replaced")
+        if session_dir.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            session_dir.rename(old)
+        staging.rename(session_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return True
+
+
+def _fast_forward(repo: git.Repo, ref: str, to: str) -> None:
+    """Move ``ref`` to ``to`` if it is missing or behind it; leave it if it is ahead."""
+    target = repo.git.rev_parse("--verify", to)
+    if not _ref_exists(repo, ref):
+        repo.git.update_ref(ref, target, "0" * 40)
+        return
+    current = repo.git.rev_parse("--verify", ref)
+    if current != target and _is_ancestor(repo, current, target):
+        repo.git.update_ref(ref, target, current)
+
+
+def _is_ancestor(repo: git.Repo, ancestor: str, descendant: str) -> bool:
+    try:
+        repo.git.merge_base("--is-ancestor", ancestor, descendant)
+    except git.GitCommandError:
+        return False
+    return True
+
+
+def _ref_exists(repo: git.Repo, ref: str) -> bool:
+    try:
+        repo.git.rev_parse("--verify", "--quiet", ref)
+    except git.GitCommandError:
+        return False
+    return True
+
+
+def _config(repo: git.Repo, key: str) -> str | None:
+    try:
+        return repo.git.config("--get", key).strip() or None
+    except git.GitCommandError:
+        return None
