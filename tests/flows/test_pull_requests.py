@@ -115,3 +115,25 @@ def test_without_a_token_the_run_fails_before_any_provider_call(
     assert outcome.state_name == "Failed"
     assert "GITHUB_TOKEN" in str(outcome.error)
     assert anthropic_fake.model_calls == []
+
+
+def test_the_token_comes_from_the_secret_block_named_in_config(
+    tmp_path, repo, anthropic_fake, github, monkeypatch
+):
+    from prefect.blocks.system import Secret
+
+    monkeypatch.delenv("GITHUB_TOKEN")
+    Secret(value=TOKEN).save("aca-test-github-token", overwrite=True)
+    github.add_repo("octo/service", default_branch="trunk")
+    (repo / "aca.toml").write_text(
+        '[github]\ntoken_secret = "aca-test-github-token"\nbase_branch = "release"\n'
+    )
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    summary = run(tmp_path, repo, "# One\n\n- write a.txt {#a}\n", open_pr=True).summary
+    (pull,) = github.pulls("octo/service")
+    assert summary["pull_request"] == pull["html_url"]
+    # The configured base, not the repository's default branch (trunk).
+    assert pull["base"]["ref"] == "release"
+    assert github.requests[-1].headers["authorization"] == f"Bearer {TOKEN}"
+    assert TOKEN not in every_text(repo)
