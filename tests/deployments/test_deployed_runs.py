@@ -388,7 +388,8 @@ def test_run_deployment_and_the_ci_event_each_land_commits(stack, recorded):
         time.sleep(0.5)
     assert runs, "the ci.build.finished event started no run\n" + worker_log(stack)
     (run,) = runs
-    assert run.parameters == {"repo": "", "workdir": str(by_event), "task_file": str(recorded.tasks)}
+    given = {"repo": "", "workdir": str(by_event), "task_file": str(recorded.tasks)}
+    assert run.parameters == given
     run = wait_final(stack, run.id)
     assert run.state.is_completed(), f"{run.state}\n{worker_log(stack)}"
     (listed,) = sessions_listed(stack, by_event)
