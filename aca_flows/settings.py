@@ -92,6 +92,12 @@ class RateLimitingSection(Section):
         default=None, ge=1, description="Token budget per 5-hour usage block."
     )
     on_session_limit: Literal["wait", "stop"] = "wait"
+    prefect_limits: Literal["auto", "require", "off"] = Field(
+        default="auto",
+        description="auto: hold calls to the aca-<provider>-* global concurrency limits of the "
+        "run's Prefect server when they exist (`aca limits sync`); require: fail a run whose "
+        "server lacks them; off: this process's limiter only.",
+    )
 
 
 # Provider keys never enter a sandbox, even when listed in [sandbox] env.

@@ -178,6 +178,7 @@ LOGS = "tests/flows/test_session_log.py"
 SETUP = "tests/agent/test_setup.py"
 HERE = "tests/test_documented_settings.py"
 RATES = "tests/providers/test_ratelimit.py"
+SHARED = "tests/flows/test_provider_limits.py"
 
 EFFECTS: dict[str, list[str]] = {
     # configuration (docs/configuration.md)
@@ -307,6 +308,11 @@ EFFECTS: dict[str, list[str]] = {
     ],
     "rate_limiting.on_session_limit": [
         f"{RATES}::test_a_spent_block_budget_stops_with_exit_3_when_configured_to"
+    ],
+    "rate_limiting.prefect_limits": [
+        f"{SHARED}::test_a_run_on_a_server_with_the_limits_holds_every_call_to_them",
+        f"{SHARED}::test_two_runs_in_two_processes_never_exceed_the_calls_in_flight_limit_together",
+        f"{SHARED}::test_require_fails_a_run_whose_server_lacks_the_limits",
     ],
     "logging.level": [
         f"{LOGS}::test_level_warning_drops_info_lines_from_the_session_log_and_prefect"

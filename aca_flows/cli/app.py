@@ -17,6 +17,7 @@ from aca_flows import __version__
 from aca_flows.cli import approval as approval_cli
 from aca_flows.cli import checkpoints as checkpoints_cli
 from aca_flows.cli import config as config_cli
+from aca_flows.cli import limits as limits_cli
 from aca_flows.cli import plan as plan_cli
 from aca_flows.cli import providers as providers_cli
 from aca_flows.cli import server as server_cli
@@ -62,6 +63,9 @@ app.add_typer(sessions_cli.app, name="sessions", help="List and inspect sessions
 app.add_typer(checkpoints_cli.app, name="checkpoints", help="List and create checkpoints.")
 app.add_typer(providers_cli.app, name="providers", help="Providers: credentials and a test call.")
 app.add_typer(server_cli.app, name="server", help="A local Prefect server with its UI for runs.")
+app.add_typer(
+    limits_cli.app, name="limits", help="Provider limits on the Prefect server, for every worker."
+)
 app.command("approve")(approval_cli.approve_command)
 app.command("reject")(approval_cli.reject_command)
 

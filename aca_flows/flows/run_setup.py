@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from aca_flows.agent.transcript import TaskLog
 from aca_flows.errors import InputError
+from aca_flows.flows.provider_limits import prefect_limits_for
 from aca_flows.flows.secret_keys import provider_environ, providers_environ
 from aca_flows.flows.task_run import (
     CALL_OWNER,
@@ -40,6 +41,7 @@ from aca_flows.plan import (
 from aca_flows.plan.io import MARKDOWN_SUFFIXES
 from aca_flows.providers import get_provider, rate_limiter_for, require_providers
 from aca_flows.providers.base import Provider, ProviderResponse
+from aca_flows.providers.ratelimit import account_state_file
 from aca_flows.providers.retry import with_call_retries
 from aca_flows.session.events import TaskResult
 from aca_flows.session.layout import AcaDir
@@ -319,18 +321,25 @@ def _build_providers(
     ledger = _ledger_of(store)
     built: dict[str, Provider] = {}
     for name in sorted(names):
+        environ = provider_environ(name, config)
         provider = get_provider(
             name,
             config,
-            environ=provider_environ(name, config),
+            environ=environ,
             record=Path(request.record) if request.record else None,
             scrub=redact,
         )
         if name != "replay":  # a cassette has no rate limits to respect
-            state_file = store.paths.rate_limit_state_json
-            provider = RateLimitedProvider(
-                provider, rate_limiter_for(name, config, state_file=state_file)
+            shared = prefect_limits_for(name, config, say=_run_logger().info)
+            limiter = rate_limiter_for(
+                name,
+                config,
+                # Per account, not per session: the 5-hour block is the account's.
+                state_file=account_state_file(name, environ, config.provider(name).base_url),
+                local_rates=shared is None,
+                on_notice=_tell_wait,
             )
+            provider = RateLimitedProvider(provider, limiter, shared)
         limit_name = config.provider(name).concurrency_limit
         if limit_name:
             provider = GlobalLimitProvider(provider, limit_name)
@@ -342,6 +351,12 @@ def _build_providers(
             on_wait=_log_call_retry(store, config.session.call_retries),
         )
     return built
+
+
+def _tell_wait(message: str) -> None:
+    """A provider call's long wait (rate limits, calls in flight) goes to the run's log: the
+    terminal and the Prefect UI."""
+    _run_logger().warning(message)
 
 
 def _ledger_of(store: SessionStore) -> CallLedger:

@@ -31,11 +31,12 @@ from pathlib import Path
 
 import httpx
 
-from aca_flows.errors import AcaError
+from aca_flows.errors import AcaError, InputError
 
 __all__ = [
     "LocalServer",
     "ServerError",
+    "prefect_api_for_command",
     "prefect_api_for_run",
     "prepare_database",
     "server_home",
@@ -151,6 +152,28 @@ def prefect_api_for_run(*, announce=print) -> Iterator[str]:
     announce(HINT)
     with _temporary_server() as url, temporary_settings(updates={PREFECT_API_URL: url}):
         yield url
+
+
+@contextlib.contextmanager
+def prefect_api_for_command(purpose: str) -> Iterator[str]:
+    """Within the block, Prefect clients talk to the server ``PREFECT_API_URL`` names, else
+    aca's local server; a command that changes a server (``purpose``) never starts one."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = PREFECT_API_URL.value() or LocalServer().api_url()
+    if not url:
+        raise InputError(
+            f"no Prefect server to {purpose}: set PREFECT_API_URL to the server your runs and "
+            "workers use, or start aca's local one with `aca server start`."
+        )
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        try:
+            yield url
+        except httpx.HTTPError as exc:
+            raise ServerError(
+                f"the Prefect server at {url} did not answer ({exc}); check that it runs and "
+                "that PREFECT_API_URL names it."
+            ) from None
 
 
 @contextlib.contextmanager

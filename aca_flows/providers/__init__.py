@@ -8,7 +8,7 @@ SDKs are imported only when that provider is built, so importing this package is
     provider = get_provider("anthropic", config)                    # ANTHROPIC_API_KEY etc.
     provider = get_provider("claude-code", config, record=Path("run.cassette.json"))
     provider = get_provider("replay", config, cassette=Path("run.cassette.json"))
-    limiter = rate_limiter_for("anthropic", config, state_file=paths.rate_limit_state_json)
+    limiter = rate_limiter_for("anthropic", config, state_file=account_state_file("anthropic"))
     provider = RateLimitedProvider(provider, limiter)
     provider = RetryingProvider(provider, retries=4)   # a transient error is retried on the call
     response = await provider.complete(ProviderRequest(...), on_event=log_event)
@@ -26,7 +26,7 @@ from typing import Any
 
 from aca_flows.errors import ConfigError
 from aca_flows.providers.base import Provider
-from aca_flows.providers.ratelimit import RateLimitedProvider, RateLimiter
+from aca_flows.providers.ratelimit import NoticeCallback, RateLimitedProvider, RateLimiter
 from aca_flows.providers.readiness import ProviderReadiness, check_provider, require_providers
 from aca_flows.providers.retry import RetryingProvider
 from aca_flows.settings import AcaConfig
@@ -113,12 +113,25 @@ def get_provider(
 
 
 def rate_limiter_for(
-    name: str, config: AcaConfig | None = None, *, state_file: Path | None = None
+    name: str,
+    config: AcaConfig | None = None,
+    *,
+    state_file: Path | None = None,
+    local_rates: bool = True,
+    on_notice: NoticeCallback | None = None,
 ) -> RateLimiter:
     """The rate limiter for provider ``name``: ``[providers.<name>.rate_limiting]`` if set,
     else ``[rate_limiting]``; state restored from ``state_file`` when it exists, and saved
-    there after every call."""
+    there after every call. ``local_rates=False``: rates and calls in flight are held by
+    shared limits, this limiter keeps the pauses and the 5-hour blocks. Long waits are told
+    to ``on_notice``."""
     check_provider_name(name)
     config = config or AcaConfig()
     limits = config.provider(name).rate_limiting or config.rate_limiting
-    return RateLimiter(limits, state_file=state_file, state_key=name)
+    return RateLimiter(
+        limits,
+        state_file=state_file,
+        state_key=name,
+        local_rates=local_rates,
+        on_notice=on_notice,
+    )

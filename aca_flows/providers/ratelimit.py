@@ -13,22 +13,39 @@ After a call, ``release`` charges the actual tokens (input + output + cache writ
 do not count against Anthropic's token limits), records the usage in the 5-hour blocks, and
 tightens the buckets from ``anthropic-ratelimit-*`` and ``x-ratelimit-*`` response headers.
 
+Limits every worker must share (requests and tokens per minute, calls in flight) can be held
+elsewhere: ``RateLimitedProvider(provider, limiter, shared=...)`` takes a ``SharedLimits`` (the
+flows layer backs it with Prefect global concurrency limits, ``flows/provider_limits.py``), and
+the limiter is built with ``local_rates=False`` so it keeps only what a server cannot: the
+server's retry-after pause and the 5-hour usage blocks.
+
+A wait is never silent: a wait expected (or found) to last ``notice_after`` seconds or more is
+told to ``on_notice`` with its reason and length when it starts, and again when the call goes.
+
 ``RateLimitedProvider(provider, limiter)`` does all of that around any provider. The clock
 (epoch seconds) and the sleep are injectable, so tests run minutes of limits in milliseconds.
 The state (buckets, pause, blocks, last headers) is saved to ``state_file`` after every call,
-under the limiter's ``state_key`` (the provider name: one session's providers share the file),
-and restored from it when the limiter is built again (on resume). The file is
+under the limiter's ``state_key`` (the provider name), and restored from it when the limiter is
+built again. A run keeps one file per account (``account_state_file``: the provider and a hash
+of its key and endpoint, under ``~/.aca/rate_limits/``), so every session and process of this
+machine spending on one account counts against one 5-hour block: each save merges, under a
+file lock, the usage other processes recorded there since. The file is
 ``{"schema_version": 1, "providers": {"<name>": {...snapshot...}}}``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import hashlib
 import json
+import os
 import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -49,15 +66,21 @@ from aca_flows.settings import RateLimitingSection
 __all__ = [
     "RateLimitedProvider",
     "RateLimiter",
+    "SharedLimits",
+    "WaitNotice",
     "TokenBucket",
     "UsageLimitReached",
+    "account_state_file",
     "estimate_tokens",
 ]
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 WaitCallback = Callable[[float, str], None]
+NoticeCallback = Callable[[str], None]
 STATE_VERSION = 1
+# Waits shorter than this pass unremarked; longer ones are always told.
+NOTICE_AFTER_SECONDS = 5.0
 
 
 class UsageLimitReached(PermanentProviderError):
@@ -128,6 +151,62 @@ class Permit:
     spilled_at_start: float = 0.0
 
 
+class WaitNotice:
+    """Tells ``say`` about one call's wait once it is long: when it starts (the reason, and the
+    length when it is known), and when the call goes (how long it waited)."""
+
+    def __init__(
+        self,
+        subject: str,
+        say: NoticeCallback | None,
+        clock: Clock = time.time,
+        after: float = NOTICE_AFTER_SECONDS,
+    ):
+        self.subject = subject
+        self.say = say
+        self.clock = clock
+        self.after = after
+        self.started = clock()
+        self.told = False
+
+    def waiting(self, reason: str, seconds: float | None = None) -> None:
+        """The call waits ``seconds`` more (``None``: unknown) for ``reason``."""
+        if self.told or self.say is None:
+            return
+        if self.clock() - self.started + (seconds or 0.0) < self.after:
+            return
+        self.told = True
+        length = f"about {_duration(seconds)}" if seconds is not None else "until there is room"
+        self.say(f"{self.subject} waits {length} for {reason}.")
+
+    def done(self) -> None:
+        """The call goes now."""
+        if self.told and self.say is not None:
+            waited = _duration(self.clock() - self.started)
+            self.say(f"{self.subject} waited {waited} and goes now.")
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+class SharedLimits:
+    """Limits held where every run and worker sees them (requests and tokens per minute, calls
+    in flight). The flows layer implements it on a Prefect server; this is the interface."""
+
+    def hold(self, estimated_tokens: int, notice: WaitNotice) -> AbstractAsyncContextManager[None]:
+        """Take a request, ``estimated_tokens`` tokens and a call slot; keep the call slot
+        until the block ends. Long waits are told to ``notice``."""
+        raise NotImplementedError
+
+    async def charge(self, tokens: int, seconds: float, notice: WaitNotice) -> None:
+        """Charge ``tokens`` a call of ``seconds`` used beyond its estimate."""
+        raise NotImplementedError
+
+
 def estimate_tokens(request: ProviderRequest) -> int:
     """A rough input-token count (4 characters a token): enough to pace a bucket."""
     size = len(request.system) + sum(
@@ -150,8 +229,15 @@ class RateLimiter:
         state_key: str = "default",
         on_wait: WaitCallback | None = None,
         poll_seconds: float = 0.25,
+        local_rates: bool = True,
+        on_notice: NoticeCallback | None = None,
+        label: str | None = None,
     ):
         self.limits = limits
+        # False: requests, tokens and calls in flight are held by ``SharedLimits`` instead.
+        self.local_rates = local_rates
+        self.on_notice = on_notice
+        self.label = label or state_key
         self.state_key = state_key
         self.clock = clock
         self.sleep = sleep
@@ -176,28 +262,58 @@ class RateLimiter:
     async def acquire(self, estimated_tokens: int = 1) -> Permit:
         """Wait until a call of ``estimated_tokens`` may start; never raises except
         ``UsageLimitReached`` when the config says stop at the block budget."""
+        notice = self.notice()
+        self._refresh_blocks()
         while True:
             with self._lock:
                 now = self.clock()
                 waits = {
                     "server retry-after": self.paused_until - now,
-                    "requests per minute": self.requests.wait_time(1, now),
-                    "tokens per minute": self.tokens.wait_time(estimated_tokens, now),
                     "5-hour usage budget": self._block_wait(now),
                 }
+                if self.local_rates:
+                    waits["requests per minute"] = self.requests.wait_time(1, now)
+                    waits["tokens per minute"] = self.tokens.wait_time(estimated_tokens, now)
                 reason, wait = max(waits.items(), key=lambda item: item[1])
-                if wait <= 0 and self.in_flight < self.limits.max_concurrent_requests:
-                    self.requests.take(1, now)
-                    self.tokens.take(estimated_tokens, now)
+                room = not self.local_rates or self.in_flight < self.limits.max_concurrent_requests
+                if wait <= 0 and room:
+                    if self.local_rates:
+                        self.requests.take(1, now)
+                        self.tokens.take(estimated_tokens, now)
                     self.in_flight += 1
+                    notice.done()
                     return Permit(estimated_tokens, self.tokens.spilled)
                 if wait <= 0:
-                    reason, wait = "concurrent requests", self.poll_seconds
+                    reason, wait = "calls in flight", self.poll_seconds
+                    told = f"one of {self.limits.max_concurrent_requests} calls in flight to end"
+                    notice.waiting(f"{told} (max_concurrent_requests)")
+                else:
+                    notice.waiting(self._why(reason, estimated_tokens), wait)
                 # A wait below the clock's resolution would never move it: round it up.
                 wait = max(wait, 0.001)
             if self.on_wait is not None:
                 self.on_wait(wait, reason)
             await self.sleep(wait)
+
+    def notice(self) -> WaitNotice:
+        """A ``WaitNotice`` for one call of this limiter's provider."""
+        return WaitNotice(f"a call to {self.label}", self.on_notice, self.clock)
+
+    def _why(self, reason: str, estimated_tokens: int) -> str:
+        """``reason`` with the numbers a reader needs to understand the wait."""
+        if reason == "tokens per minute":
+            limit = self.tokens.per_minute
+            why = f"tokens per minute (about {estimated_tokens:,} tokens; limit {limit:,.0f}/min"
+            if estimated_tokens > self.tokens.capacity:
+                why += "; larger than a minute's tokens, it goes alone once the bucket is full"
+            elif self.tokens.level < 0:
+                why += f"; {-self.tokens.level:,.0f} tokens of earlier calls still to pay back"
+            return why + ")"
+        if reason == "requests per minute":
+            return f"requests per minute (limit {self.requests.per_minute:,.0f}/min)"
+        if reason == "server retry-after":
+            return "the provider's retry-after (it answered 429 or 529, or its headers said 0 left)"
+        return f"the {reason} (max_tokens_per_session) to reset"
 
     def _block_wait(self, now: float) -> float:
         budget = self.limits.max_tokens_per_session
@@ -225,18 +341,19 @@ class RateLimiter:
             now = self.clock()
             self.in_flight = max(0, self.in_flight - 1)
             if usage is not None:
-                counted = usage.input_tokens + usage.output_tokens + usage.cache_write_tokens
-                extra = counted - permit.estimated_tokens
+                extra = _counted(usage) - permit.estimated_tokens
                 if extra > 0:
                     # A long call (a whole Claude Code run) spent its tokens over its duration,
                     # while the full bucket spilled its refill: that refill paid for them.
                     self.tokens.wait_time(0, now)  # refill up to now
                     extra = max(0.0, extra - (self.tokens.spilled - permit.spilled_at_start))
                 self.tokens.take(extra, now)
-                self.blocks.record(now, usage.total_tokens, cost_usd)
+                if self.state_file is None:
+                    self.blocks.record(now, usage.total_tokens, cost_usd)
             if headers:
                 self._tighten(headers, now)
-        self.save()
+        recorded = (now, usage.total_tokens, cost_usd) if usage is not None else None
+        self.save(recorded)
 
     def pause(self, seconds: float) -> None:
         """Hold every call back for ``seconds`` (a server's retry-after)."""
@@ -293,14 +410,29 @@ class RateLimiter:
             self.blocks = UsageBlocks.from_list(state.get("blocks", []))
             self.last_headers = dict(state.get("last_headers", {}))
 
-    def save(self) -> None:
-        """Write this limiter's state under its ``state_key``, keeping other providers'."""
+    def _refresh_blocks(self) -> None:
+        """Take the usage blocks other processes of this account saved since."""
         if self.state_file is None:
             return
-        snapshot = self.snapshot()
-        with _STATE_FILE_LOCK:
+        saved = _read_state_file(self.state_file).get(self.state_key)
+        if saved and saved.get("schema_version") == STATE_VERSION:
+            with self._lock:
+                self.blocks = UsageBlocks.from_list(saved.get("blocks", []))
+                self.paused_until = max(self.paused_until, float(saved.get("paused_until", 0)))
+
+    def save(self, recorded: tuple[float, int, float] | None = None) -> None:
+        """Write this limiter's state under its ``state_key``, keeping other providers'; with
+        ``recorded`` (time, tokens, cost), add that call to the file's usage blocks, which
+        hold every process's calls of this account."""
+        if self.state_file is None:
+            return
+        with _STATE_FILE_LOCK, _locked(self.state_file):
+            self._refresh_blocks()
+            if recorded is not None:
+                with self._lock:
+                    self.blocks.record(*recorded)
             providers = _read_state_file(self.state_file)
-            providers[self.state_key] = snapshot
+            providers[self.state_key] = self.snapshot()
             # Saved after every call: no fsync (an OS crash may cost the latest state, which
             # the next response's headers bring back; a process crash costs nothing).
             write_json_atomic(
@@ -310,8 +442,46 @@ class RateLimiter:
             )
 
 
-# One session's providers share rate_limit_state.json; each saves its own part of it.
+# Limiters of one process sharing a state file save one at a time; _locked keeps other
+# processes out.
 _STATE_FILE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _locked(state_file: Path):
+    """An exclusive lock on ``state_file`` between processes (a ``.lock`` file beside it)."""
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(state_file.with_name(state_file.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+# What tells one account from another, per provider: its key and its endpoint.
+ACCOUNT_VARIABLES = {
+    "claude-code": ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"),
+    "anthropic": ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"),
+    "openai": ("OPENAI_API_KEY", "OPENAI_ORG_ID", "OPENAI_BASE_URL"),
+    "ollama": ("OLLAMA_HOST",),
+}
+
+
+def account_state_file(
+    name: str,
+    environ: Mapping[str, str] | None = None,
+    base_url: str | None = None,
+    home: Path | None = None,
+) -> Path:
+    """``~/.aca/rate_limits/<provider>-<account>.json``: the limiter state of one account,
+    shared by every session of this machine. The account is a hash of the provider's key and
+    endpoint (``environ``, default the process's; ``base_url`` from the config); the key itself
+    is never written."""
+    environ = os.environ if environ is None else environ
+    parts = [name, base_url or "", *(environ.get(v, "") for v in ACCOUNT_VARIABLES.get(name, ()))]
+    account = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
+    return (home or Path.home() / ".aca") / "rate_limits" / f"{name}-{account}.json"
 
 
 def _read_state_file(path: Path) -> dict[str, Any]:
@@ -355,17 +525,24 @@ class RateLimitedProvider:
     """Any provider behind a ``RateLimiter``. Errors pass through unchanged (retries belong
     to the flow), but a server's ``retry_after`` pauses every later call first."""
 
-    def __init__(self, inner: Provider, limiter: RateLimiter):
+    def __init__(self, inner: Provider, limiter: RateLimiter, shared: SharedLimits | None = None):
         self.inner = inner
         self.limiter = limiter
+        self.shared = shared
         self.name = inner.name
 
     async def complete(
         self, request: ProviderRequest, on_event: EventCallback | None = None
     ) -> ProviderResponse:
-        permit = await self.limiter.acquire(estimate_tokens(request))
+        estimated = estimate_tokens(request)
+        permit = await self.limiter.acquire(estimated)
+        started = self.limiter.clock()
         try:
-            response = await self.inner.complete(request, on_event)
+            if self.shared is None:
+                response = await self.inner.complete(request, on_event)
+            else:
+                async with self.shared.hold(estimated, self.limiter.notice()):
+                    response = await self.inner.complete(request, on_event)
         except TransientProviderError as exc:
             self.limiter.release(permit)
             if exc.retry_after:
@@ -375,4 +552,14 @@ class RateLimitedProvider:
             self.limiter.release(permit)
             raise
         self.limiter.release(permit, response.usage, response.rate_limit_headers, response.cost_usd)
+        if self.shared is not None:
+            extra = _counted(response.usage) - estimated
+            if extra > 0:
+                seconds = self.limiter.clock() - started
+                await self.shared.charge(extra, seconds, self.limiter.notice())
         return response
+
+
+def _counted(usage: Usage) -> int:
+    """Tokens that count against a tokens-per-minute limit (cache reads do not)."""
+    return usage.input_tokens + usage.output_tokens + usage.cache_write_tokens

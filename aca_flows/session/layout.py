@@ -70,10 +70,6 @@ class SessionPaths:
         return self.root / "claude" / "session_config.json"
 
     @property
-    def rate_limit_state_json(self) -> Path:
-        return self.root / "claude" / "rate_limit_state.json"
-
-    @property
     def change_log_json(self) -> Path:
         return self.root / "file_changes" / "change_log.json"
 

@@ -31,14 +31,19 @@ The API, all of it:
     server.env()                        ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY, OPENAI_BASE_URL
                                         (".../v1"), OPENAI_API_KEY, OLLAMA_HOST for this server
     server.requests                     every RecordedRequest, all protocols, in arrival order
+    server.model_calls                  the POSTs among them (what a provider pays for)
+    server.most_in_flight()             the most model calls being answered at one moment
     server.models / .ollama_models      the model ids the lists report (change them freely)
     server.anthropic / .openai / .ollama   a ReplyQueue:
         .enqueue(Reply | callable | **Reply fields)
         .requests                       the requests this protocol received
         .pending                        scripted replies not yet taken
+        .default                        the answer when nothing is scripted (Reply or callable;
+                                        default Reply(text="ok"))
         .scripted_for = predicate       only matching requests take scripted replies (the
                                         claude-code tests use "has tools" to skip side calls)
-    RecordedRequest: method, path, query, headers (lower-case), body, json, protocol
+    RecordedRequest: method, path, query, headers (lower-case), body, json, protocol,
+        received_at, answered_at (epoch seconds)
     Reply fields: text, tool_calls, usage (default 10 input / 5 output tokens), stop_reason,
         model, status, error, retry_after, headers, delay, fault
 
@@ -86,6 +91,7 @@ class RecordedRequest:
     body: bytes
     protocol: str
     received_at: float = field(default_factory=time.time)  # epoch seconds
+    answered_at: float | None = None  # when the answer was written (or the connection dropped)
 
     @property
     def json(self) -> Any:
@@ -136,6 +142,8 @@ class ReplyQueue:
         self.requests: list[RecordedRequest] = []
         # Requests the script is meant for; others (a client's side calls) get the default.
         self.scripted_for: Callable[[RecordedRequest], bool] = lambda request: True
+        # The answer when nothing is scripted: a source like the ones ``enqueue`` takes.
+        self.default: ReplySource = Reply(text="ok")
 
     def enqueue(self, reply: ReplySource | None = None, /, **fields: Any) -> None:
         """Queue ``reply`` (a ``Reply`` or a callable), or a ``Reply(**fields)``."""
@@ -149,8 +157,9 @@ class ReplyQueue:
         with self._lock:
             self.requests.append(request)
             if not self._queue or not self.scripted_for(request):
-                return Reply(text="ok")
-            source = self._queue.popleft()
+                source = self.default
+            else:
+                source = self._queue.popleft()
         return source(request) if callable(source) else source
 
 
@@ -173,6 +182,18 @@ class FakeLLMServer:
         """The requests that asked a model for an answer: what a provider pays for (the free
         readiness checks, ``GET`` of the model lists, are left out)."""
         return [r for r in self.requests if r.method == "POST"]
+
+    def most_in_flight(self) -> int:
+        """The most model calls the server was answering at one moment."""
+        edges = []
+        for call in self.model_calls:
+            edges.append((call.received_at, 1))
+            edges.append((call.answered_at or float("inf"), -1))
+        most = current = 0
+        for _, step in sorted(edges):  # at a tie an end sorts before a start
+            current += step
+            most = max(most, current)
+        return most
 
     @property
     def url(self) -> str:
@@ -276,7 +297,10 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             )
             return
-        route(self, request)
+        try:
+            route(self, request)
+        finally:
+            request.answered_at = time.time()
 
     # -- writers
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import pytest
@@ -10,7 +11,14 @@ import pytest
 from aca_flows.errors import TransientProviderError
 from aca_flows.providers import get_provider, rate_limiter_for
 from aca_flows.providers.base import Message, ProviderRequest, ProviderResponse, Usage
-from aca_flows.providers.ratelimit import RateLimitedProvider, RateLimiter, UsageLimitReached
+from aca_flows.providers.ratelimit import (
+    RateLimitedProvider,
+    RateLimiter,
+    SharedLimits,
+    UsageLimitReached,
+    account_state_file,
+    estimate_tokens,
+)
 from aca_flows.settings import AcaConfig, ProviderSection, RateLimitingSection
 from tests.providers.conftest import FakeClock, run
 
@@ -300,3 +308,153 @@ def test_providers_sharing_a_state_file_keep_their_own_state(tmp_path):
     assert (
         rate_limiter_for("ollama", config, state_file=state_file).paused_until < again.paused_until
     )
+
+
+# -- waits are told -----------------------------------------------------------------------------
+
+
+def told_limiter(fake_clock, notices: list[str], **limits) -> RateLimiter:
+    return RateLimiter(
+        _limits(**limits),
+        clock=fake_clock,
+        sleep=fake_clock.sleep,
+        on_notice=notices.append,
+        label="anthropic",
+    )
+
+
+def test_a_call_larger_than_a_minutes_tokens_goes_alone_and_the_next_wait_is_told(fake_clock):
+    notices: list[str] = []
+    usage = Usage(input_tokens=300_000, output_tokens=1_000)
+    inner = TimedProvider(fake_clock, usage=usage)
+    limiter = told_limiter(fake_clock, notices, max_tokens_per_minute=40_000)
+    limited = RateLimitedProvider(inner, limiter)
+    huge = ProviderRequest(messages=[Message(role="user", text="x" * 1_200_000)])  # ~300k
+    start = fake_clock()
+
+    run(limited.complete(huge))  # a full bucket: it goes at once, never waiting for room
+    run(limited.complete(huge))  # it pays back what the first took, then goes alone again
+
+    assert inner.started[0] == start
+    wait = inner.started[1] - inner.started[0]
+    assert wait == pytest.approx((300_000 + 1_000 - 40_000 + 40_000) * 60 / 40_000, rel=0.01)
+    first, last = notices
+    assert first.startswith("a call to anthropic waits about 7.5 min for tokens per minute")
+    assert "about 300,000 tokens; limit 40,000/min" in first
+    assert "larger than a minute's tokens, it goes alone once the bucket is full" in first
+    assert last == "a call to anthropic waited 7.5 min and goes now."
+
+
+def test_short_waits_pass_unremarked_and_a_queue_for_calls_in_flight_is_told(fake_clock):
+    notices: list[str] = []
+    limiter = told_limiter(fake_clock, notices, max_requests_per_minute=30)
+    _burst(RateLimitedProvider(TimedProvider(fake_clock), limiter), 31)  # the 31st waits 2 s
+    assert notices == []
+
+    inner = TimedProvider(fake_clock, duration=20)
+    limiter = told_limiter(
+        fake_clock, notices, max_requests_per_minute=1000, max_concurrent_requests=1
+    )
+    _burst(RateLimitedProvider(inner, limiter), 2)
+
+    assert notices[0] == (
+        "a call to anthropic waits until there is room for one of 1 calls in flight to end "
+        "(max_concurrent_requests)."
+    )
+    assert notices[1] == "a call to anthropic waited 20 s and goes now."
+
+
+def test_a_retry_after_wait_is_told_with_its_length(fake_clock):
+    notices: list[str] = []
+    inner = TimedProvider(fake_clock)
+    inner.failures.append(TransientProviderError("overloaded", retry_after=45, status_code=529))
+    limited = RateLimitedProvider(inner, told_limiter(fake_clock, notices))
+
+    with pytest.raises(TransientProviderError):
+        run(limited.complete(REQUEST))
+    run(limited.complete(REQUEST))
+
+    assert notices[0].startswith("a call to anthropic waits about 45 s for the provider's retry")
+
+
+class RecordingSharedLimits(SharedLimits):
+    """Shared limits that hold nothing and note what they were asked for."""
+
+    def __init__(self):
+        self.held: list[int] = []
+        self.charged: list[int] = []
+
+    @contextlib.asynccontextmanager
+    async def hold(self, estimated_tokens, notice):
+        self.held.append(estimated_tokens)
+        yield
+
+    async def charge(self, tokens, seconds, notice):
+        self.charged.append((tokens, seconds))
+
+
+def test_with_shared_limits_the_process_keeps_only_pauses_and_the_block_budget(fake_clock):
+    inner = TimedProvider(
+        fake_clock, duration=5.0, usage=Usage(input_tokens=900, output_tokens=100)
+    )
+    shared = RecordingSharedLimits()
+    limiter = RateLimiter(
+        _limits(max_requests_per_minute=1, max_concurrent_requests=1),
+        clock=fake_clock,
+        sleep=fake_clock.sleep,
+        local_rates=False,
+    )
+    limited = RateLimitedProvider(inner, limiter, shared)
+
+    _burst(limited, 5)
+
+    # One request a minute and one call at a time are the shared limits' job now.
+    assert inner.most_in_flight == 5
+    assert shared.held == [estimate_tokens(REQUEST)] * 5
+    assert shared.charged == [(1000 - estimate_tokens(REQUEST), 5.0)] * 5
+    limiter.pause(30)
+    start = fake_clock()
+    run(limited.complete(REQUEST))
+    assert inner.started[-1] - start == pytest.approx(30.0)
+
+
+# -- the state of an account --------------------------------------------------------------------
+
+
+def test_each_account_has_its_own_state_file_and_the_key_is_not_in_its_name(tmp_path):
+    one = account_state_file("anthropic", {"ANTHROPIC_API_KEY": "sk-ant-one"}, home=tmp_path)
+    other = account_state_file("anthropic", {"ANTHROPIC_API_KEY": "sk-ant-two"}, home=tmp_path)
+    proxied = account_state_file(
+        "anthropic", {"ANTHROPIC_API_KEY": "sk-ant-one"}, "http://proxy:8080", home=tmp_path
+    )
+
+    assert one == account_state_file(
+        "anthropic", {"ANTHROPIC_API_KEY": "sk-ant-one"}, home=tmp_path
+    )
+    assert len({one, other, proxied}) == 3
+    assert one.parent == tmp_path / "rate_limits" and one.name.startswith("anthropic-")
+    assert "sk-ant" not in str(one)
+
+
+def test_two_processes_on_one_account_spend_one_5_hour_budget(fake_clock, tmp_path):
+    state_file = account_state_file("anthropic", {"ANTHROPIC_API_KEY": "k"}, home=tmp_path)
+    limits = _limits(max_tokens_per_session=1000, on_session_limit="stop")
+    usage = Usage(input_tokens=500, output_tokens=100)
+
+    def process() -> RateLimitedProvider:
+        # Built as each run builds its own: the file is all they share.
+        limiter = RateLimiter(
+            limits, clock=fake_clock, sleep=fake_clock.sleep, state_file=state_file
+        )
+        return RateLimitedProvider(TimedProvider(fake_clock, usage=usage), limiter)
+
+    first, second = process(), process()
+    run(first.complete(REQUEST))  # 600 tokens of the block
+    run(second.complete(REQUEST))  # 1,200: the block's budget is spent, by both together
+
+    with pytest.raises(UsageLimitReached):
+        run(first.complete(REQUEST))
+    with pytest.raises(UsageLimitReached):
+        run(second.complete(REQUEST))
+    saved = json.loads(state_file.read_text())["providers"]["default"]["blocks"]
+    assert [block["tokens"] for block in saved] == [1200]
