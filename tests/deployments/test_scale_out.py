@@ -7,8 +7,9 @@ started in an empty folder with its own HOME (so each has its own ``~/.aca/repos
 area). The repository worked on is a local bare repository (the remote); pull requests go to
 the fake GitHub, model calls to the fake Anthropic server, which counts the calls in flight.
 
-Provider calls in flight are bounded across both workers by a Prefect global concurrency
-limit (``[providers.anthropic] concurrency_limit``, created here with ``prefect gcl create``).
+Provider calls in flight are bounded across both workers by the Prefect global concurrency
+limits ``aca limits sync`` writes from aca's ``[rate_limiting]`` (``aca-anthropic-in-flight``:
+2 calls at once); the workers require them (``prefect_limits = "require"``).
 
 Slow (minutes): a real server, database and workers. Everything is stopped in ``finally``.
 """
@@ -22,6 +23,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -48,7 +50,13 @@ from tests.fakes.github_server import FakeGitHub
 from tests.fakes.llm_server import FakeLLMServer, RecordedRequest, Reply
 
 CALLS_LIMIT = 2  # provider calls in flight, across every worker
-LIMIT_NAME = "anthropic-calls"
+# aca's [rate_limiting], as the workers and `aca limits sync` read it: 2 calls in flight, and
+# rates high enough that only the calls in flight are the limit here.
+RATE_LIMITS = {
+    "ACA_RATE_LIMITING__MAX_CONCURRENT_REQUESTS": str(CALLS_LIMIT),
+    "ACA_RATE_LIMITING__MAX_REQUESTS_PER_MINUTE": "6000",
+    "ACA_RATE_LIMITING__MAX_TOKENS_PER_MINUTE": "100000000",
+}
 TOKEN = "ghp_scaleouttoken0123456789abcdefABCD"
 GITHUB_REPO = "octo/service"
 RUN_SECONDS = 420
@@ -218,7 +226,15 @@ def cluster(postgres: Postgres) -> Iterator[Cluster]:
             processes.append(_start(args, server_env, base, log))
             _wait_healthy(api_url, processes[0], log)
             _prefect(server_env, base, "work-pool", "create", POOL, "--type", "process")
-            _prefect(server_env, base, "gcl", "create", LIMIT_NAME, "--limit", str(CALLS_LIMIT))
+            synced = subprocess.run(
+                [sys.executable, "-m", "aca_flows", "limits", "sync", "--provider", "anthropic",
+                 "--workdir", str(base), "--json"],
+                env={**server_env, **RATE_LIMITS}, cwd=base, capture_output=True, text=True,
+                timeout=120,
+            )  # fmt: skip
+            assert synced.returncode == 0, synced.stdout + synced.stderr
+            limits = {row["name"]: row["limit"] for row in json.loads(synced.stdout)["limits"]}
+            assert limits["aca-anthropic-in-flight"] == CALLS_LIMIT
             # Deploy from a clone, then delete it: the workers never see it.
             clone = _copy_clone(base / "clone")
             _prefect(server_env, clone, "deploy", "--all", "--no-prompt")
@@ -239,7 +255,8 @@ def cluster(postgres: Postgres) -> Iterator[Cluster]:
                     ACA_SESSION__PROVIDER="anthropic",
                     ACA_SESSION__RETRY_BACKOFF_SECONDS="0",
                     ACA_SESSION__CALL_RETRY_BACKOFF_SECONDS="0",
-                    ACA_PROVIDERS__ANTHROPIC__CONCURRENCY_LIMIT=LIMIT_NAME,
+                    ACA_RATE_LIMITING__PREFECT_LIMITS="require",
+                    **RATE_LIMITS,
                     ACA_DEPLOYMENTS__ALLOWED_WORKDIRS=str(remote.parent),
                     GITHUB_API_URL=github.url,
                     GITHUB_TOKEN=TOKEN,
