@@ -105,6 +105,8 @@ def show_command(
             f"{last.id} ({format_time(last.created_at)}, {last.description})" if last else "none",
         ),  # fmt: skip
     ]
+    if session.remote is not None:  # a run with --repo
+        facts.insert(2, ("remote", _remote_fact(session.remote)))
     for label, value in facts:
         out.print(f"  {label:<16}{value}", highlight=False, markup=False)
     out.print(_task_table(session))
@@ -114,6 +116,12 @@ def show_command(
         for run in no_change:
             out.print(f"  {run.task_id}: {run.no_change_reason}", highlight=False, markup=False)
     out.print(usage_table(session.usage, title="Cost by provider and model"))
+
+
+def _remote_fact(remote) -> str:
+    if remote.unpushed:
+        return f"{remote.url} (NOT pushed: {remote.unpushed})"
+    return f"{remote.url} (pushed {(remote.pushed_head or '')[:10]})"
 
 
 def usage_table(entries: list[UsageEntry], title: str) -> Table:

@@ -69,6 +69,7 @@ from aca_flows.flows.pull_requests import (
 )
 from aca_flows.flows.remote_sync import (
     open_remote,
+    push_landed_work,
     push_session_work,
     register_remote,
     run_working_area,
@@ -516,7 +517,7 @@ async def _finish(
                 dag.refresh()
                 logger.info(f"{task_id} proposed {len(children)} subtask(s)")
         dag.complete(task_id)
-        await push_session_work(store, logger)  # with a repo: the remote holds what landed
+        push_landed_work(store, logger)  # with a repo: the remote gets what landed
         await _publish_report(store, run, task_id, state)
         return None
     error = await state.aresult(raise_on_failure=False)

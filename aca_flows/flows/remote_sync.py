@@ -3,8 +3,9 @@
 ``open_remote`` (before the session opens) clones or fetches the repository into the run's
 working area and, for a session id the remote knows, fetches its branch and record and
 restores the record there (a fresh worker, or one whose record is older than the remote's).
-``push_session_work`` (after each task lands, and when the run ends) commits the record to
-``refs/aca/sessions/<id>`` and pushes it with the branch; a push that still fails after its
+``push_landed_work`` (after each task lands; in the background, one push at a time) and
+``push_session_work`` (when the run ends; it waits for the one under way) commit the record to
+``refs/aca/sessions/<id>`` and push it with the branch; a push that still fails after its
 retries is a warning, a ``branch_pushed`` entry with the error in the journal, and the
 summary's ``unpushed``; the next landing or run pushes everything again.
 """
@@ -35,6 +36,7 @@ __all__ = [
     "PUSH_BACKOFF_SECONDS",
     "RunRemote",
     "open_remote",
+    "push_landed_work",
     "push_session_work",
     "register_remote",
     "run_working_area",
@@ -54,6 +56,10 @@ class RunRemote:
 
     remote: RemoteRepository
     repo: git.Repo
+    pushing: asyncio.Task | None = None
+    """The push under way in the background, if any."""
+    push_again: bool = False
+    """A task landed while ``pushing`` ran: one more push follows it."""
 
     @property
     def workdir(self) -> Path:
@@ -105,24 +111,62 @@ def _record_commit(repo: git.Repo, session_id: str) -> str | None:
 
 
 def register_remote(session_id: str, remote: RunRemote | None) -> None:
-    """Pushes of ``session_id`` go to ``remote`` (``None``: the run has no remote)."""
+    """Pushes of ``session_id`` go to ``remote`` (``None``: the run has no remote any more;
+    a push still under way is abandoned: the next run pushes everything)."""
     if remote is None:
-        _REMOTES.pop(session_id, None)
+        gone = _REMOTES.pop(session_id, None)
+        if gone is not None and gone.pushing is not None:
+            gone.pushing.cancel()
     else:
         _REMOTES[session_id] = remote
 
 
-async def push_session_work(store: SessionStore, logger) -> None:
-    """Commit the session's record and push it with the branch, if the run has a remote;
-    the outcome is journalled, and a failure is logged as a warning."""
+def push_landed_work(store: SessionStore, logger) -> None:
+    """After a task landed: push the session in the background, so no task waits for the
+    network. One push at a time; landings during a push are carried by one more push."""
     remote = _REMOTES.get(store.session_id)
     if remote is None:
         return
-    # The record is read here, on the flow's thread, where the journal is written.
-    save_session_record(remote.repo, store.session_id, store.paths.root)
+    if remote.pushing is not None and not remote.pushing.done():
+        remote.push_again = True
+        return
+    remote.pushing = asyncio.create_task(_push_until_current(remote, store, logger))
+
+
+async def push_session_work(store: SessionStore, logger) -> None:
+    """At the end of a run: wait for a push under way, then push what the session holds
+    now (its end included), if the run has a remote."""
+    remote = _REMOTES.get(store.session_id)
+    if remote is None:
+        return
+    if remote.pushing is not None:
+        await remote.pushing
+    await _push(remote, store, logger)
+
+
+async def _push_until_current(remote: RunRemote, store: SessionStore, logger) -> None:
+    while True:
+        remote.push_again = False
+        await _push(remote, store, logger)
+        if not remote.push_again:
+            return
+
+
+async def _push(remote: RunRemote, store: SessionStore, logger) -> None:
+    """Commit the session's record and push it with the branch; the outcome is journalled,
+    and a failure is logged as a warning."""
+    try:
+        # The record is read here, on the flow's thread, where the journal is written.
+        save_session_record(remote.repo, store.session_id, store.paths.root)
+    except (git.GitCommandError, OSError) as exc:
+        # The branch is pushed all the same; the next push carries the record.
+        logger.warning(f"the session's record could not be committed for the remote: {exc}")
 
     def on_retry(attempt: int, wait: float, error: str) -> None:
-        logger.warning(f"{error}; pushing again in {wait:g} s (try {attempt + 1})")
+        logger.warning(
+            f"push to {remote.remote.public} failed: {error}; pushing again in {wait:g} s "
+            f"(try {attempt + 1})"
+        )
 
     result = await asyncio.to_thread(
         remote.remote.push_session,

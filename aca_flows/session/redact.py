@@ -25,7 +25,9 @@ What is removed, replaced by ``[REDACTED]``:
   ``api_key = os.environ["KEY"]``, ``token=$GITHUB_TOKEN``): patches and logs of ordinary code
   are not mangled;
 - string values of dict keys such as ``api_key``, ``secret``, ``password`` or
-  ``authorization`` (8+ characters).
+  ``authorization`` (8+ characters);
+- credentials in URLs: the password of ``scheme://user:password@host``, and the whole user
+  part of ``http(s)://user@host`` (there it is usually a token: ``https://<token>@github.com``).
 
 The environment is read at every call, so a key exported after import is still caught.
 ``redact`` walks dicts, lists and tuples (keys and values) and returns a new structure;
@@ -85,6 +87,9 @@ _SHAPES = [
     re.compile(r"\bAIza[0-9A-Za-z_\-]{35}\b"),
     re.compile(r"\bpnu_[A-Za-z0-9]{20,}"),
 ]
+# scheme://user:<password>@ (any scheme), and http(s)://<token>@ (a user name alone).
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^/\s:@]*:)([^/\s@]+)(?=@)")
+_URL_TOKEN = re.compile(r"(?i)\b(https?://)([^/\s:@\[]+)(?=@)")
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=\-]{16,}")
 # x-api-key: ..., "api_key": "...", MY_SECRET=... in free text, headers and shell commands.
 _ASSIGNED = re.compile(
@@ -198,6 +203,9 @@ def _redact_text(text: str, secrets: list[str]) -> str:
     for shape in _SHAPES:
         text = shape.sub(REDACTED, text)
     text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
+    if "@" in text:
+        text = _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED, text)
+        text = _URL_TOKEN.sub(lambda m: m.group(1) + REDACTED, text)
     return _ASSIGNED.sub(_assignment, text)
 
 

@@ -12,8 +12,8 @@ pushes two refs there after each task lands, atomically:
 Credentials in a URL (``https://user:token@host/...``) never reach ``.git/config``, the
 record, logs or errors: the checkout's ``origin`` is the URL without them, every fetch and push
 names the full URL on git's command line, and error messages are built from the URL without
-them. Every git command runs hardened (``hardened_git.py``); only ``ssh`` is given back to git
-(the repository's ``core.sshCommand`` stays ignored).
+them. Every git command runs hardened (``hardened_git.py``); only ``ssh -o BatchMode=yes``
+is given back to git (the repository's ``core.sshCommand`` stays ignored).
 """
 
 from __future__ import annotations
@@ -147,11 +147,14 @@ class RemoteRepository:
     def checkout(self) -> git.Repo:
         """Clone the remote into the working area, or fetch it there if it is already
         cloned, and check out the remote's default branch at its newest commit (the branch a
-        new session starts from). Raises ``RemoteError`` when the URL is not a reachable
+        new session starts from). A checkout aca did not make (a ``--workdir`` that is the
+        user's own clone of the URL) is fetched into but never checked out: the user's
+        checkout is never modified. Raises ``RemoteError`` when the URL is not a reachable
         repository with a commit, or the working area holds something else."""
         self.workdir.parent.mkdir(parents=True, exist_ok=True)
         # One clone or fetch at a time per working area: two runs may share it.
-        with FileLock(self.workdir.parent / f".{self.workdir.name}.lock"):
+        area = hashlib.sha256(str(self.workdir.resolve()).encode()).hexdigest()[:16]
+        with FileLock(repos_home() / ".locks" / f"{area}.lock"):
             fresh = not (self.workdir / ".git").exists()
             created = not self.workdir.exists()
             repo = self._open_or_init()
@@ -162,7 +165,8 @@ class RemoteRepository:
                 if fresh:  # a URL that cannot be cloned leaves no empty checkout behind
                     shutil.rmtree(self.workdir if created else self.workdir / ".git", True)
                 raise
-            repo.git.checkout("--force", "-B", branch, f"refs/remotes/origin/{branch}")
+            if _config(repo, _OWN_CHECKOUT) == "true":
+                repo.git.checkout("--force", "-B", branch, f"refs/remotes/origin/{branch}")
         return repo
 
     def fetch_session(self, repo: git.Repo, session_id: str) -> bool:
@@ -181,10 +185,10 @@ class RemoteRepository:
             "--no-tags",
             self.url,
             f"+refs/heads/{branch}:{tracking}",
-            f"+{ref}:refs/remotes/origin/aca-sessions/{session_id}",
+            f"+{ref}:refs/aca/fetched-sessions/{session_id}",
         )
         _fast_forward(repo, f"refs/heads/{branch}", tracking)
-        _fast_forward(repo, ref, f"refs/remotes/origin/aca-sessions/{session_id}")
+        _fast_forward(repo, ref, f"refs/aca/fetched-sessions/{session_id}")
         return True
 
     # -- push ---------------------------------------------------------------------------
@@ -245,6 +249,7 @@ class RemoteRepository:
         # init + fetch rather than clone: the URL with its credentials never enters config.
         repo = AcaRepo.init(self.workdir)
         repo.git.remote("add", "origin", self.public)
+        repo.git.config(_OWN_CHECKOUT, "true")
         return repo
 
     def _default_branch(self, repo: git.Repo) -> str:
@@ -264,7 +269,8 @@ class RemoteRepository:
     def _git(self, repo: git.Repo, *args: str) -> str:
         """A git command that talks to the remote; its failure is a ``RemoteError`` whose
         message names the public URL only."""
-        env = {"GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh")}
+        # BatchMode: an unattended run fails on a host key or password prompt, never hangs.
+        env = {"GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")}
         try:
             return repo.git.execute(["git", *args], env=env)
         except git.GitCommandError as exc:
@@ -272,13 +278,20 @@ class RemoteRepository:
 
     def _explain(self, command: str, exc: git.GitCommandError) -> str:
         stderr = str(exc.stderr or "").replace(self.url, self.public).strip()
-        stderr = stderr.removeprefix("stderr:").strip().strip("'")
-        lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-        detail = redact_text("; ".join(lines[-3:]) or f"git {command} exited with {exc.status}")
+        stderr = stderr.removeprefix("stderr:").strip()
+        if len(stderr) > 1 and stderr[0] == stderr[-1] == "'":  # GitPython quotes it
+            stderr = stderr[1:-1]
+        # git's own "To <url>" and "failed to push some refs" lines only repeat the URL.
+        lines = [
+            line.strip()
+            for line in stderr.splitlines()
+            if line.strip() and not line.startswith(("To ", "error: failed to push some refs"))
+        ]
+        detail = redact_text("; ".join(lines[:3]) or f"git {command} exited with {exc.status}")
         for secret in url_secrets(self.url):
             detail = detail.replace(secret, "[REDACTED]")
         if command == "push":
-            return f"push to {self.public} failed: {detail}"
+            return detail
         return (
             f"{self.public} cannot be fetched ({detail}). Give --repo a git URL or the path of "
             "a git repository that exists and that you may read."
@@ -286,6 +299,8 @@ class RemoteRepository:
 
 
 _HEADS_REFSPEC = "+refs/heads/*:refs/remotes/origin/*"
+# Set in the checkouts aca makes: only those are moved to the remote's newest commit.
+_OWN_CHECKOUT = "aca.workingarea"
 
 
 def save_session_record(repo: git.Repo, session_id: str, session_dir: Path) -> str:

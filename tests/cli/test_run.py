@@ -133,3 +133,27 @@ def test_open_pr_without_a_token_or_a_github_repository_exits_2_before_any_task(
     assert "Traceback" not in no_token.stderr + no_repo.stderr
     assert [r for r in server.requests if r.method == "POST"] == []
     untouched(repo, head)
+
+
+def test_a_repo_that_cannot_be_fetched_exits_2_naming_it(tmp_path, capsys):
+    not_a_repo = tmp_path / "plain-folder"
+    not_a_repo.mkdir()
+    empty = tmp_path / "empty.git"
+    git.Repo.init(empty, bare=True)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write a.txt {#a}\n")
+    cases = {
+        str(not_a_repo): f"{not_a_repo} cannot be fetched",
+        "https://someone:hunter2secret@127.0.0.1:9/team/app.git": (
+            "https://127.0.0.1:9/team/app.git cannot be fetched"
+        ),
+        str(empty): f"the repository {empty} has no commits",
+    }
+    for url, message in cases.items():
+        code = main(["run", str(tasks), "--repo", url, "--provider", "anthropic"])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert message in err and "Traceback" not in err
+        assert "hunter2secret" not in err
+    # No half-made clone is left where the next run would look.
+    assert [p.name for p in (Path.home() / ".aca" / "repos").iterdir()] == [".locks"]

@@ -178,3 +178,16 @@ def test_log_handlers_get_the_filter_once(tmp_path, monkeypatch):
         handler.close()
     assert sum(isinstance(f, RedactingFilter) for f in handler.filters) == 1
     assert (tmp_path / "run.log").read_text() == "key [REDACTED]\n"
+
+
+def test_credentials_in_urls_are_redacted_and_plain_urls_kept():
+    text = (
+        "cloning https://deploy:s3cretpassword@git.example.com/team/app.git and "
+        "https://abcdef123456token@github.com/o/n.git, "
+        "not ssh://git@host/o/n.git, git@github.com:o/n.git, https://host:8080/a@b or me@x.org"
+    )
+    assert redact_text(text) == (
+        f"cloning https://deploy:{REDACTED}@git.example.com/team/app.git and "
+        f"https://{REDACTED}@github.com/o/n.git, "
+        "not ssh://git@host/o/n.git, git@github.com:o/n.git, https://host:8080/a@b or me@x.org"
+    )

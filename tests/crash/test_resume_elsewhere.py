@@ -1,0 +1,81 @@
+"""A worker killed mid-run, its session resumed on another machine from the remote alone.
+
+``aca run --repo`` on "worker 1" (its own HOME and working area) lands task a, pushes it, and
+is killed with SIGKILL while b's provider call is in flight. ``aca resume ID --repo`` on
+"worker 2" (another HOME, an empty working area, no task file) fetches the session's branch and
+record from the bare remote and finishes: a is not run again, every task is on the remote.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from tests.crash.conftest import Aca, kill_group, only_session, wait_for
+from tests.crash.test_kill_and_resume import CHAIN, Agent, agent_task_ids, branch_tasks
+from tests.fakes.git_repo import make_repo
+
+
+def pushed_tasks(remote: Path) -> list[str]:
+    """The task commits of the (only) session branch on the remote; none before it exists."""
+    branches = subprocess.run(
+        ["git", "-C", str(remote), "for-each-ref", "--format=%(refname)", "refs/heads/aca"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    return branch_tasks(remote, branches[0]) if branches else []
+
+
+def test_a_session_killed_on_one_worker_finishes_on_another_from_the_remote(
+    tmp_path, prefect_api, llm
+):
+    source = make_repo(tmp_path / "source")
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(source), str(remote)], check=True)
+    agent = Agent(block="b")
+    llm.anthropic.scripted_for = lambda r: bool(r.json and r.json.get("tools"))
+    for _ in range(40):
+        llm.anthropic.enqueue(agent)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(CHAIN)
+    workers = []
+    for name in ("worker1", "worker2"):
+        (tmp_path / name).mkdir()
+        workers.append(Aca(tmp_path / name / "area", tmp_path / name, prefect_api, llm))
+    first, second = workers
+
+    try:
+        proc = first.start("run", str(tasks), "--repo", str(remote), "--model", "m", name="run")
+        # The kill point: b's provider call in flight, a pushed (pushes run in the background).
+        wait_for(
+            lambda: (
+                (agent.arrived.is_set() and pushed_tasks(remote) == ["a"])
+                or proc.poll() is not None
+            ),
+            60,
+            "b's call, with a on the remote",
+        )
+        assert proc.poll() is None, f"aca ended before the kill point:\n{first.err('run')}"
+        kill_group(proc)
+    finally:
+        agent.release.set()
+        first.close()
+    session_id = only_session(first.repo).name
+    branch = f"refs/heads/aca/{session_id}"
+    assert branch_tasks(remote, branch) == ["a"]
+    calls_before = len(llm.anthropic.requests)
+
+    try:
+        code, out, err = second.run("resume", session_id, "--repo", str(remote), "--json",
+                                    name="resume")  # fmt: skip
+    finally:
+        second.close()
+    assert code == 0, f"resume exited {code}:\n{err}"
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["status"] == "completed" and summary["counts"] == {"completed": 3}
+    assert summary["unpushed"] is None and "Traceback" not in err
+    assert branch_tasks(remote, branch) == ["a", "b", "c"]
+    assert set(agent_task_ids(llm.anthropic.requests[calls_before:])) == {"b", "c"}
+    # The second worker continued the same session: its record holds both workers' runs.
+    record = Path(second.repo) / ".aca" / "sessions" / session_id / "meta" / "session.json"
+    assert json.loads(record.read_text())["resumes"] == 1
