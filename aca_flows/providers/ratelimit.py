@@ -19,8 +19,9 @@ flows layer backs it with Prefect global concurrency limits, ``flows/provider_li
 the limiter is built with ``local_rates=False`` so it keeps only what a server cannot: the
 server's retry-after pause and the 5-hour usage blocks.
 
-A wait is never silent: a wait expected (or found) to last ``notice_after`` seconds or more is
-told to ``on_notice`` with its reason and length when it starts, and again when the call goes.
+A wait is never silent: a wait expected (or found) to last ``NOTICE_AFTER_SECONDS`` (5 s) or
+more is told to ``on_notice`` with its reason and length when it starts, and again when the
+call goes.
 
 ``RateLimitedProvider(provider, limiter)`` does all of that around any provider. The clock
 (epoch seconds) and the sleep are injectable, so tests run minutes of limits in milliseconds.
@@ -45,7 +46,6 @@ import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -197,7 +197,9 @@ class SharedLimits:
     """Limits held where every run and worker sees them (requests and tokens per minute, calls
     in flight). The flows layer implements it on a Prefect server; this is the interface."""
 
-    def hold(self, estimated_tokens: int, notice: WaitNotice) -> AbstractAsyncContextManager[None]:
+    def hold(
+        self, estimated_tokens: int, notice: WaitNotice
+    ) -> contextlib.AbstractAsyncContextManager[None]:
         """Take a request, ``estimated_tokens`` tokens and a call slot; keep the call slot
         until the block ends. Long waits are told to ``notice``."""
         raise NotImplementedError
