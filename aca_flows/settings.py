@@ -149,6 +149,11 @@ class DeploymentsSection(Section):
         description="Folders deployment runs may work in (read from the worker's environment "
         "or ~/.aca/config.toml only); a deployment run elsewhere is refused.",
     )
+    allowed_repos: list[str] = Field(
+        default_factory=list,
+        description="Repository URL prefixes deployment runs given repo may clone and push to "
+        "(read like allowed_workdirs); another repository is refused.",
+    )
 
 
 class ApprovalSection(Section):
@@ -161,6 +166,18 @@ class ApprovalSection(Section):
     on_failure: Literal["fail", "ask"] = Field(
         default="fail",
         description="ask: a task that fails verification waits for retry-with-hint/skip/fail.",
+    )
+
+
+class GitHubSection(Section):
+    token_secret: str | None = Field(
+        default=None,
+        description="Name of a Prefect Secret block holding the GitHub token for --open-pr "
+        "(default: the GITHUB_TOKEN variable).",
+    )
+    base_branch: str | None = Field(
+        default=None,
+        description="The branch pull requests merge into (default: the repository's default).",
     )
 
 
@@ -202,6 +219,7 @@ class AcaConfig(Section):
     logging: LoggingSection = Field(default_factory=LoggingSection)
     deployments: DeploymentsSection = Field(default_factory=DeploymentsSection)
     approval: ApprovalSection = Field(default_factory=ApprovalSection)
+    github: GitHubSection = Field(default_factory=GitHubSection)
     providers: dict[str, ProviderSection] = Field(default_factory=dict)
 
     def provider(self, name: str) -> ProviderSection:

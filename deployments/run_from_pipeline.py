@@ -5,7 +5,7 @@ job to aca and gets back the session id and branch where the work landed, and th
 summary read from the flow run's persisted result::
 
     PREFECT_API_URL=http://prefect:4200/api python deployments/run_from_pipeline.py \
-        --workdir /srv/checkouts/service --task-file tasks/nightly-fix-tests.md
+        --workdir /srv/checkouts/service --task-file nightly-fix-tests.md
 
 The aca run is a child of this flow run in the UI; its work is on the branch returned.
 Parameters are checked against the flow's signature before the run is created: a wrong type

@@ -9,8 +9,8 @@ scheduled, triggered and on-demand runs itself until stopped (Ctrl-C pauses the 
     python deployments/serve.py --name on-demand --name on-ci-build --limit 2
 
 prefect.yaml stays the one description of the deployments: names, parameters, cron
-schedules and event triggers are read from it. Relative task files (tasks/...) resolve
-against the folder this script is started from, so start it from the repository root.
+schedules and event triggers are read from it. A relative task file names a job shipped
+inside aca (``aca_flows/jobs/``), as it does for a worker.
 """
 
 from __future__ import annotations

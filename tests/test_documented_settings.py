@@ -238,6 +238,15 @@ EFFECTS: dict[str, list[str]] = {
         "tests/flows/test_deployment_guard.py::test_a_workdir_outside_the_allow_list_starts_nothing",
         "tests/flows/test_deployment_guard.py::test_a_workdir_inside_the_allow_list_runs",
     ],
+    "deployments.allowed_repos": [
+        "tests/flows/test_deployment_guard.py::test_a_repo_run_needs_the_repository_allowed_and_works_in_acas_own_area",
+    ],
+    "github.token_secret": [
+        "tests/flows/test_pull_requests.py::test_the_token_comes_from_the_secret_block_named_in_config",
+    ],
+    "github.base_branch": [
+        "tests/flows/test_pull_requests.py::test_the_token_comes_from_the_secret_block_named_in_config",
+    ],
     "providers.*.api_key_secret": [
         "tests/flows/test_secret_keys.py::test_the_key_comes_from_the_secret_block_and_is_redacted",
     ],

@@ -30,10 +30,12 @@ from aca_flows.cli.options import (
     DryRun,
     DumpPlan,
     ForceNaiveParser,
+    GitHubRepoName,
     InitGit,
     JsonOutput,
     MaxConcurrent,
     ModelName,
+    OpenPr,
     ProviderName,
     Record,
     Repo,
@@ -105,6 +107,8 @@ def root(
     init_git: InitGit = False,
     record: Record = None,
     require_approval: RequireApproval = False,
+    open_pr: OpenPr = False,
+    github_repo: GitHubRepoName = None,
     repo: Repo = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
@@ -145,6 +149,8 @@ def run_command(
     init_git: InitGit = False,
     record: Record = None,
     require_approval: RequireApproval = False,
+    open_pr: OpenPr = False,
+    github_repo: GitHubRepoName = None,
     repo: Repo = None,
 ) -> None:
     """Run a task file as a Prefect flow (or review it with --dry-run)."""

@@ -91,6 +91,21 @@ RequireApproval = Annotated[
         help="Wait, once the plan is published, for approval in the Prefect UI or `aca approve`.",
     ),
 ]
+OpenPr = Annotated[
+    bool,
+    typer.Option(
+        "--open-pr",
+        help="Open or update one GitHub pull request for the session branch (GITHUB_TOKEN).",
+    ),
+]
+GitHubRepoName = Annotated[
+    str | None,
+    typer.Option(
+        "--github-repo",
+        metavar="OWNER/NAME",
+        help="--open-pr: the GitHub repository, when the remote URL does not name one.",
+    ),
+]
 
 
 @dataclass
@@ -116,6 +131,8 @@ class RunOptions:
     init_git: bool = False
     record: Path | None = None
     require_approval: bool = False
+    open_pr: bool = False
+    github_repo: str | None = None
     repo: str | None = None
 
     def config_overrides(self) -> dict[str, object]:

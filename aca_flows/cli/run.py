@@ -160,8 +160,25 @@ def _preflight(options: RunOptions, names: set[str], config: AcaConfig) -> None:
         options.workdir.mkdir(parents=True, exist_ok=True)
         open_repository(options.workdir, init_git=True)
     check_sandbox(config.sandbox, claude_code="claude-code" in names)
+    if options.open_pr:
+        _check_pull_request_target(options, config)
     if config.sandbox.mode == "off":
         print(f"warning: {OFF_WARNING}", file=sys.stderr)
+
+
+def _check_pull_request_target(options: RunOptions, config: AcaConfig) -> None:
+    """--open-pr without a token, or without a repository to open it in, is bad input."""
+    import os
+
+    from aca_flows.delivery import parse_github_repo
+    from aca_flows.workspace.repository import origin_url
+
+    if not config.github.token_secret and not os.environ.get("GITHUB_TOKEN", "").strip():
+        raise InputError(
+            "--open-pr needs a GitHub token: set GITHUB_TOKEN, or name a Prefect Secret block "
+            "holding it in [github] token_secret."
+        )
+    parse_github_repo(origin_url(options.workdir), options.github_repo)
 
 
 def _require_providers(names: set[str], config: AcaConfig) -> None:
@@ -234,6 +251,8 @@ def _run_flow(run_flow, options: RunOptions, session_id: str | None, quiet_conso
         config_file=str(options.config.resolve()) if options.config else None,
         record=str(options.record.resolve()) if options.record else None,
         require_approval=options.require_approval,
+        open_pr=options.open_pr,
+        github_repo=options.github_repo,
         repo=options.repo,
     )
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 from prefect import Flow, flow, get_run_logger
@@ -49,7 +48,7 @@ from aca_flows.flows.artifacts import (
     task_artifact_key,
     task_markdown,
 )
-from aca_flows.flows.deployment_guard import deployment_refusal
+from aca_flows.flows.deployment_guard import deployment_refusal, resolve_job_paths
 from aca_flows.flows.events import emit_session_event, emit_task_event
 from aca_flows.flows.interrupt import (
     UI_CANCEL,
@@ -62,6 +61,11 @@ from aca_flows.flows.publishing import (
     progress_text,
     published,
     send_in_background,
+)
+from aca_flows.flows.pull_requests import (
+    PULL_REQUESTS,
+    deliver,
+    pull_request_target,
 )
 from aca_flows.flows.remote_sync import (
     open_remote,
@@ -122,6 +126,8 @@ async def aca_run(
     config_block: str | None = None,
     record: str | None = None,
     require_approval: bool = False,
+    open_pr: bool = False,
+    github_repo: str | None = None,
     repo: str | None = None,
 ) -> RunSummary:
     """Run a plan in ``workdir``; returns the run's ``RunSummary``.
@@ -167,6 +173,11 @@ async def aca_run(
         record: Record every provider call to this cassette file (for the replay provider).
         require_approval: Wait for a person to approve the plan (in the Prefect UI, or with
             `aca approve`) before any task starts.
+        open_pr: Open (or update) one GitHub pull request for the session branch, with the
+            plan, each task's outcome, verify results and cost (docs/deployments.md). Needs
+            GITHUB_TOKEN or [github] token_secret.
+        github_repo: The GitHub repository (OWNER/NAME) of the pull request, when the
+            repository's remote URL does not name one.
         repo: A git repository URL (or the path of a bare repository) to work on instead of
             a local checkout: it is cloned or fetched into workdir (default, or ".":
             ~/.aca/repos/<name>-<hash>), and the session branch and record are pushed to it
@@ -183,11 +194,12 @@ async def aca_run(
         # from the flow run, so a Prefect retry of the run resumes the same session.
         session_name = flow_run.name
         parameters["session_id"] = session_id or deployment_session_id(flow_run)
+        parameters = resolve_job_paths(parameters)
     if repo:  # the run works in its own checkout of the repository
         parameters["workdir"] = run_working_area(repo, workdir)
     request = RunRequest(session_name=session_name, **parameters)
     if deployed:
-        refusal = deployment_refusal(parameters, Path.cwd())
+        refusal = deployment_refusal(parameters)
         if refusal is not None:
             # Before the session, git or a provider: a refused run leaves nothing behind.
             get_run_logger().error(f"refused: {refusal}")
@@ -201,6 +213,17 @@ async def aca_run(
         # Bad input, or the session is in use: a message for the user, not a traceback.
         get_run_logger().error(str(exc))
         return Failed(message=str(exc), data=exc)
+    if request.open_pr:
+        try:
+            PULL_REQUESTS[run.session_id] = pull_request_target(
+                run.config, run.workdir, request.github_repo
+            )
+        except AcaError as exc:
+            # Before any task: a run that could not deliver its work spends nothing.
+            store.finish("failed", str(exc))
+            store.close()
+            get_run_logger().error(str(exc))
+            return Failed(message=str(exc), data=exc)
     ACTIVE_RUNS[run.session_id] = run
     register_remote(run.session_id, remote)
     interrupt = Interrupt(run.config.session.interrupt_grace_seconds)
@@ -215,6 +238,7 @@ async def aca_run(
             )
             emit_session_event(store, "started")
             summary = await _drive(store, run, request, interrupt)
+            await _deliver_pull_request(store, run, summary)
             emit_session_event(store, summary.status, summary.stopped_reason)
     except (asyncio.CancelledError, KeyboardInterrupt, TerminationSignal):
         # Interrupted (a runner's cancel arrives as TerminationSignal): what finished is
@@ -230,6 +254,7 @@ async def aca_run(
     finally:
         watcher.cancel()
         ACTIVE_RUNS.pop(run.session_id, None)
+        PULL_REQUESTS.pop(run.session_id, None)
         register_remote(run.session_id, None)
         store.close()
         with contextlib.suppress(Exception):  # a client that cannot close is no reason to fail
@@ -556,6 +581,43 @@ async def _publish_report(store: SessionStore, run: ActiveRun, task_id: str, sta
         task_run_id=state.state_details.task_run_id,
     )
     send_in_background(run.session_id, artifact.acreate())
+    target = PULL_REQUESTS.get(run.session_id)
+    if target is not None:  # the pull request tells how far the run got
+        send_in_background(
+            run.session_id, deliver(target, store.session, _verify_results(run), _flow_run_url())
+        )
+
+
+async def _deliver_pull_request(store: SessionStore, run: ActiveRun, summary: RunSummary) -> None:
+    """The pull request's last update, once the session's end is recorded; its URL or
+    GitHub's refusal goes into the summary and the log."""
+    target = PULL_REQUESTS.get(run.session_id)
+    if target is None:
+        return
+    await published(run.session_id)  # the per-task updates first: this one is the last word
+    await deliver(target, store.session, _verify_results(run), _flow_run_url())
+    summary.pull_request, summary.pull_request_error = target.url, target.error
+    if target.error:
+        get_run_logger().error(f"pull request not delivered: {target.error}")
+    else:
+        get_run_logger().info(f"pull request: {target.url}")
+
+
+def _verify_results(run: ActiveRun) -> dict[str, str]:
+    """What each task's verify command said in this run, for the pull request."""
+    results = {}
+    for task_id, outcome in run.outcomes.items():
+        if outcome.verify_command and outcome.verify_passed is not None:
+            said = "passed" if outcome.verify_passed else "failed"
+            results[task_id] = f"{said}: `{outcome.verify_command}`"
+    return results
+
+
+def _flow_run_url() -> str | None:
+    from prefect.utilities.urls import url_for
+
+    flow_run = getattr(get_run_context(), "flow_run", None)
+    return url_for(flow_run) if flow_run is not None else None
 
 
 def _record_settled(store: SessionStore, dag: DagProgress, recorded: set[str]) -> None:

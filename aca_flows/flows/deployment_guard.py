@@ -5,14 +5,21 @@ event matching the ``on-ci-build`` trigger, which copies ``workdir`` and ``task_
 any event's payload). A task file holds shell commands (verify commands), so a deployment
 run starts only when its ``workdir`` is inside a folder the worker's owner listed, and the
 files it names (``task_file``, ``execution_plan``, ``config_file``, ``record``) are inside one
-of those folders or inside the deployment's own code folder (its working directory). Anything
-else is refused before the session, the repository or a provider is touched.
+of those folders or among the jobs shipped inside aca (``aca_flows/jobs``, where a relative
+``task_file`` or ``execution_plan`` of a deployment run is looked up: a worker has aca
+installed and nothing of the machine that deployed). Anything else is refused before the
+session, the repository or a provider is touched.
 
-The list comes from the worker's side only: ``ACA_DEPLOYMENTS__ALLOWED_WORKDIRS``
-(comma-separated) in the worker's environment, or ``[deployments] allowed_workdirs`` in the
-worker user's ``~/.aca/config.toml``; never from the repository worked on or a
-``config_file`` parameter, which the requester of the run chooses. An empty list refuses
-every deployment run.
+A run given ``repo`` (a git URL) works in aca's own working area (``~/.aca/repos``, allowed)
+and pushes there, so the repository itself must be allowed: its URL starts with one of
+``ACA_DEPLOYMENTS__ALLOWED_REPOS`` (URL prefixes), or it is a local repository inside an
+allowed folder.
+
+The lists come from the worker's side only: ``ACA_DEPLOYMENTS__ALLOWED_WORKDIRS`` and
+``ACA_DEPLOYMENTS__ALLOWED_REPOS`` (comma-separated) in the worker's environment, or
+``[deployments] allowed_workdirs`` / ``allowed_repos`` in the worker user's
+``~/.aca/config.toml``; never from the repository worked on or a ``config_file`` parameter,
+which the requester of the run chooses. Empty lists refuse every deployment run.
 """
 
 from __future__ import annotations
@@ -20,11 +27,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from aca_flows.errors import AcaError
 from aca_flows.settings import load_config
+from aca_flows.workspace.remote import _SCP_LIKE, normalize_url, public_url, repos_home
 
-__all__ = ["PATH_PARAMETERS", "allowed_workdirs", "deployment_refusal"]
+__all__ = [
+    "JOBS_DIR",
+    "PATH_PARAMETERS",
+    "allowed_repos",
+    "allowed_workdirs",
+    "deployment_refusal",
+    "resolve_job_paths",
+]
 
 PATH_PARAMETERS = ("task_file", "execution_plan", "config_file", "record")
+# The task files shipped inside aca for the project's deployments (prefect.yaml).
+JOBS_DIR = Path(__file__).resolve().parents[1] / "jobs"
+JOB_PARAMETERS = ("task_file", "execution_plan")
 HOW_TO_ALLOW = (
     "set ACA_DEPLOYMENTS__ALLOWED_WORKDIRS (comma-separated folders) in the worker's "
     "environment, or [deployments] allowed_workdirs in its ~/.aca/config.toml "
@@ -32,24 +51,58 @@ HOW_TO_ALLOW = (
 )
 
 
+def _worker_config():
+    user_config = Path.home() / ".aca" / "config.toml"
+    return load_config(Path.home(), user_config if user_config.is_file() else None).config
+
+
 def allowed_workdirs() -> list[Path]:
     """The worker's allowed folders, resolved."""
-    user_config = Path.home() / ".aca" / "config.toml"
-    config = load_config(Path.home(), user_config if user_config.is_file() else None).config
-    return [Path(entry).expanduser().resolve() for entry in config.deployments.allowed_workdirs]
+    entries = _worker_config().deployments.allowed_workdirs
+    return [Path(entry).expanduser().resolve() for entry in entries]
 
 
-def deployment_refusal(parameters: dict[str, Any], code_dir: Path) -> str | None:
+def allowed_repos() -> list[str]:
+    """The worker's allowed repository URL prefixes."""
+    return [entry.strip() for entry in _worker_config().deployments.allowed_repos if entry.strip()]
+
+
+def resolve_job_paths(parameters: dict[str, Any]) -> dict[str, Any]:
+    """``parameters`` with a relative ``task_file`` or ``execution_plan`` made absolute under
+    the shipped jobs (``nightly-fix-tests.md`` is ``aca_flows/jobs/nightly-fix-tests.md``):
+    a deployment run's working folder is a temporary one of the worker's."""
+    resolved = dict(parameters)
+    for name in JOB_PARAMETERS:
+        value = resolved.get(name)
+        if value and not Path(value).expanduser().is_absolute():
+            resolved[name] = str(JOBS_DIR / value)
+    return resolved
+
+
+def deployment_refusal(parameters: dict[str, Any], code_dir: Path = JOBS_DIR) -> str | None:
     """Why a deployment run with ``parameters`` must not start, or ``None`` if it may.
 
     Relative paths are resolved as the run would: against ``code_dir``, its working folder.
     """
-    allowed = allowed_workdirs()
-    if not allowed:
+    allowed, repos = allowed_workdirs(), allowed_repos()
+    if not allowed and not repos:
         return (
             "deployment runs are refused until the worker lists the folders they may work "
             f"in: {HOW_TO_ALLOW}."
         )
+    repo = parameters.get("repo")
+    if not repo and (parameters.get("workdir") or ".") == ".":
+        return (
+            "no repository named: give the deployment run the repository to work on, as "
+            "repo (a git URL, cloned into aca's working area) or workdir (a folder the worker "
+            "allows); its own working folder is a temporary one."
+        )
+    if repo:
+        refusal = _repo_refusal(repo, allowed, repos)
+        if refusal:
+            return refusal
+        # The clone lives in aca's own working area (~/.aca/repos), or a folder allowed.
+        allowed = [*allowed, repos_home().resolve()]
     workdir = _resolve(parameters.get("workdir") or ".", code_dir)
     if not _inside_any(workdir, allowed):
         return (
@@ -66,6 +119,27 @@ def deployment_refusal(parameters: dict[str, Any], code_dir: Path) -> str | None
                 "the repository worked on or the deployment's code."
             )
     return None
+
+
+def _repo_refusal(repo: str, allowed: list[Path], repos: list[str]) -> str | None:
+    """A repository URL must start with one of the allowed prefixes; a local repository (a
+    path) may also be inside an allowed folder. The run pushes to it, and runs its commands."""
+    try:
+        url = normalize_url(repo)
+    except AcaError as exc:
+        return str(exc)
+    if any(url.startswith(prefix) for prefix in repos):
+        return None
+    local = not ("://" in url or _SCP_LIKE.match(url))
+    if local and _inside_any(Path(url), allowed):
+        return None
+    return (
+        f"repo {public_url(url)} is not among the worker's allowed repositories; nothing was "
+        "started. If runs may work on it, set ACA_DEPLOYMENTS__ALLOWED_REPOS (comma-separated "
+        "URL prefixes, e.g. https://github.com/your-org/) in the worker's environment, or "
+        "[deployments] allowed_repos in its ~/.aca/config.toml (a local repository may also "
+        "be inside ACA_DEPLOYMENTS__ALLOWED_WORKDIRS)."
+    )
 
 
 def _resolve(value: str, base: Path) -> Path:

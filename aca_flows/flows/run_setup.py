@@ -89,6 +89,8 @@ class RunRequest(BaseModel):
     config_block: str | None = Field(default=None, min_length=1)
     record: str | None = None
     require_approval: bool = False
+    open_pr: bool = False
+    github_repo: str | None = None
 
     def overrides(self) -> dict[str, object]:
         return {

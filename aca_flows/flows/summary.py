@@ -57,6 +57,12 @@ class RunSummary(BaseModel):
     no_change_ids: list[str] = Field(default_factory=list)
     cost_usd: float = Field(description="The session's spend so far, every run of it.")
     tasks: dict[str, TaskSummary] = Field(default_factory=dict, description="By task id.")
+    pull_request: str | None = Field(
+        default=None, description="The pull request opened or updated (open_pr), its URL."
+    )
+    pull_request_error: str | None = Field(
+        default=None, description="Why the pull request could not be opened or updated."
+    )
     remote: str | None = Field(
         default=None, description="The repository the branch is pushed to (a run with repo)."
     )

@@ -311,6 +311,9 @@ def save_session_record(repo: git.Repo, session_id: str, session_dir: Path) -> s
     with tempfile.TemporaryDirectory(prefix="aca-record-") as scratch:
         env = {"GIT_INDEX_FILE": str(Path(scratch) / "index"), "GIT_WORK_TREE": str(session_dir)}
         excludes = [f":(exclude){path}" for path in _LOCAL_ONLY]
+        # Atomic writes' temporary files (.<name>.<random>.tmp) of tasks still running come
+        # and go while git reads the folder: "unable to stat" failed the whole flow run.
+        excludes.append(":(exclude,glob)**/.*.tmp")
         # -f: the user's global excludes (*.log, ...) must not drop part of the record.
         repo.git.execute(["git", "add", "-A", "-f", "--", ".", *excludes], env=env)
         tree = repo.git.execute(["git", "write-tree"], env=env).strip()

@@ -195,3 +195,11 @@ def _commit_everything(repo: git.Repo) -> None:
             "Initial commit (created by aca --init-git)",
         ]
     )
+
+
+def origin_url(workdir: Path) -> str | None:
+    """The URL of the repository's ``origin`` remote, or ``None`` (no repository, no origin)."""
+    try:
+        return git.Repo(workdir).remote("origin").url
+    except (ValueError, git.GitError):
+        return None

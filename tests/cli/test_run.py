@@ -111,6 +111,30 @@ def test_a_machine_without_bubblewrap_is_refused_naming_the_package(tmp_path, ca
     assert not (repo / ".aca" / "sessions").exists()
 
 
+def test_open_pr_without_a_token_or_a_github_repository_exits_2_before_any_task(tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    head = git.Repo(repo).head.commit.hexsha
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write a.txt {#a}\n")
+    home = tmp_path / "home"
+    home.mkdir()
+
+    with FakeLLMServer() as server:
+        env = {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "test-key"}
+        args = ("run", str(tasks), "--workdir", str(repo), "--provider", "anthropic", "--open-pr")
+        no_token = aca(*args, home=home, **env)
+        # A token, but the repository has no github.com remote and none is named.
+        no_repo = aca(*args, home=home, GITHUB_TOKEN="ghp_" + "x" * 36, **env)
+
+    assert no_token.returncode == 2, no_token.stderr
+    assert "--open-pr needs a GitHub token: set GITHUB_TOKEN" in no_token.stderr
+    assert no_repo.returncode == 2, no_repo.stderr
+    assert "--github-repo OWNER/NAME" in no_repo.stderr
+    assert "Traceback" not in no_token.stderr + no_repo.stderr
+    assert [r for r in server.requests if r.method == "POST"] == []
+    untouched(repo, head)
+
+
 def test_a_repo_that_cannot_be_fetched_exits_2_naming_it(tmp_path, capsys):
     not_a_repo = tmp_path / "plain-folder"
     not_a_repo.mkdir()

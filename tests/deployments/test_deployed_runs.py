@@ -181,7 +181,9 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         clone = _copy_clone(base / "clone")
         _prefect(env, clone, "deploy", "--all", "--no-prompt")
         worker_args = [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process"]
-        processes.append(_start(worker_args, env, base, base / "worker.log"))
+        # The worker starts in an empty folder: it needs aca installed, nothing of the clone.
+        (base / "worker").mkdir()
+        processes.append(_start(worker_args, env, base / "worker", base / "worker.log"))
         yield Stack(base=base, clone=clone, api_url=api_url, env=env)
     finally:
         for process in reversed(processes):
@@ -342,10 +344,10 @@ def test_deploy_creates_the_schedules_and_the_trigger(stack):
     assert {d.work_pool_name for d in deployments.values()} == {POOL}
     nightly = deployments["nightly-fix-tests"]
     assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
-    assert nightly.parameters == {"task_file": "tasks/nightly-fix-tests.md", "workdir": "."}
-    # The worker looks for the code in the clone `prefect deploy` ran in.
-    pull = nightly.pull_steps[0]["prefect.deployments.steps.set_working_directory"]
-    assert pull["directory"] == str(stack.clone)
+    assert nightly.parameters == {"task_file": "nightly-fix-tests.md", "open_pr": True}
+    # Nothing of the clone `prefect deploy` ran in: a module entrypoint and no pull step.
+    assert nightly.entrypoint == "aca_flows.flows.aca_run.aca_run"
+    assert not nightly.pull_steps and str(stack.clone) not in nightly.model_dump_json()
     (trigger,) = [a for a in automations if a.name.startswith("on-ci-build")]
     assert trigger.trigger.expect == {"ci.build.finished"}
     # Shipped schedules are inactive until the user points them at a repository.
@@ -386,7 +388,8 @@ def test_run_deployment_and_the_ci_event_each_land_commits(stack, recorded):
         time.sleep(0.5)
     assert runs, "the ci.build.finished event started no run\n" + worker_log(stack)
     (run,) = runs
-    assert run.parameters == {"workdir": str(by_event), "task_file": str(recorded.tasks)}
+    given = {"repo": "", "workdir": str(by_event), "task_file": str(recorded.tasks)}
+    assert run.parameters == given
     run = wait_final(stack, run.id)
     assert run.state.is_completed(), f"{run.state}\n{worker_log(stack)}"
     (listed,) = sessions_listed(stack, by_event)

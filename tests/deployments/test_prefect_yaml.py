@@ -13,10 +13,12 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from aca_flows.agent.prompt import verify_command_for
 from aca_flows.flows.aca_run import aca_run
+from aca_flows.flows.deployment_guard import JOBS_DIR, resolve_job_paths
 from aca_flows.plan import load_task_file
 
 ROOT = Path(__file__).resolve().parents[2]
-ENTRYPOINT = "aca_flows/flows/aca_run.py:aca_run"
+# A module path: the worker imports the aca it has installed; no file of a clone is named.
+ENTRYPOINT = "aca_flows.flows.aca_run.aca_run"
 
 
 def project() -> dict[str, Any]:
@@ -61,21 +63,20 @@ def test_shipped_schedules_are_inactive_until_pointed_at_a_repository():
     for name in ("nightly-fix-tests", "docs-refresh"):
         schedules = deployments()[name]["schedules"]
         assert schedules and all(s["active"] is False for s in schedules)
-    # Deploying with schedules active would start runs on the clone itself ("."), which the
-    # worker's allow-list refuses anyway; the yaml says how to turn them on.
-    assert "ACA_DEPLOYMENTS__ALLOWED_WORKDIRS" in (ROOT / "prefect.yaml").read_text()
+        # No repository is preset: a run started anyway is refused, naming what to give.
+        parameters = deployments()[name]["parameters"]
+        assert "repo" not in parameters and "workdir" not in parameters
+    text = (ROOT / "prefect.yaml").read_text()
+    assert "ACA_DEPLOYMENTS__ALLOWED_WORKDIRS" in text and "--param repo=" in text
 
 
-def test_no_path_of_one_checkout_is_pinned():
+def test_no_path_of_one_checkout_is_pinned_and_nothing_is_pulled():
     text = (ROOT / "prefect.yaml").read_text()
     assert str(ROOT) not in text
     assert not [s for s in strings(project()) if s.startswith(("/", "~"))]
-    # The worker finds the code where `prefect deploy` ran, recorded at deploy time.
-    (build,) = project()["build"]
-    (pull,) = project()["pull"]
-    step_id = build["prefect.deployments.steps.run_shell_script"]["id"]
-    directory = pull["prefect.deployments.steps.set_working_directory"]["directory"]
-    assert directory == "{{ " + step_id + ".stdout }}"
+    # Nothing to build, push or pull: an explicit empty pull stops `prefect deploy` from
+    # recording the deploying folder as the worker's working directory.
+    assert project()["pull"] == [] and not project()["build"] and not project()["push"]
 
 
 @pytest.mark.parametrize("name", sorted(deployments()))
@@ -88,9 +89,11 @@ def test_preset_parameters_are_valid_flow_parameters(name):
 
 
 @pytest.mark.parametrize("name", ["nightly-fix-tests", "docs-refresh"])
-def test_recurring_jobs_run_task_files_of_tasks_with_verify_commands(name):
-    task_file = ROOT / deployments()[name]["parameters"]["task_file"]
-    assert task_file.parent == ROOT / "tasks"
+def test_recurring_jobs_run_task_files_shipped_in_the_package_with_verify_commands(name):
+    parameters = resolve_job_paths(deployments()[name]["parameters"])
+    task_file = Path(parameters["task_file"])
+    assert task_file.parent == JOBS_DIR == ROOT / "aca_flows" / "jobs"
+    assert deployments()[name]["parameters"]["open_pr"] is True
     plan = load_task_file(task_file)
     leaves = [t for t in plan.tasks if not t.children]
     assert leaves
@@ -105,11 +108,12 @@ def test_the_ci_trigger_renders_payload_fields_as_parameters():
         event = SimpleNamespace(payload=payload)
         return {k: env.from_string(v).render(event=event) for k, v in trigger["parameters"].items()}
 
-    given = render({"workdir": "/srv/repo", "task_file": "tasks/docs-refresh.md"})
-    assert given == {"workdir": "/srv/repo", "task_file": "tasks/docs-refresh.md"}
-    defaulted = render({"workdir": "/srv/repo"})
-    assert defaulted["task_file"] == "tasks/nightly-fix-tests.md"
-    assert (ROOT / defaulted["task_file"]).is_file()
+    given = render({"workdir": "/srv/repo", "task_file": "docs-refresh.md"})
+    assert given == {"repo": "", "workdir": "/srv/repo", "task_file": "docs-refresh.md"}
+    by_url = render({"repo": "https://github.com/org/service.git"})
+    assert by_url["repo"] == "https://github.com/org/service.git" and by_url["workdir"] == "."
+    assert by_url["task_file"] == "nightly-fix-tests.md"
+    assert Path(resolve_job_paths(by_url)["task_file"]).is_file()
 
 
 def test_serve_builds_the_same_deployments_from_prefect_yaml():

@@ -105,3 +105,34 @@ def test_relative_paths_resolve_against_the_deployment_code_folder(tmp_path, mon
     climbing = dict(ok, task_file="../elsewhere/tasks.md")
     assert "task_file" in deployment_refusal(climbing, code)
     assert "workdir" in deployment_refusal(dict(ok, workdir="."), code)
+
+
+def test_a_repo_run_needs_the_repository_allowed_and_works_in_acas_own_area(tmp_path, monkeypatch):
+    from aca_flows.flows.deployment_guard import deployment_refusal
+    from aca_flows.workspace.remote import working_area
+
+    checkouts = tmp_path / "checkouts"
+    monkeypatch.setenv("ACA_DEPLOYMENTS__ALLOWED_WORKDIRS", str(checkouts))
+    monkeypatch.setenv("ACA_DEPLOYMENTS__ALLOWED_REPOS", "https://github.com/octo/")
+    url = "https://github.com/octo/service.git"
+    # The clone goes to aca's working area (~/.aca/repos/...), which is not in the list.
+    ok = {"repo": url, "workdir": str(working_area(url)), "task_file": "nightly-fix-tests.md"}
+    assert deployment_refusal(ok) is None
+    # A local repository inside an allowed folder may be worked on too.
+    local = str(checkouts / "service.git")
+    assert deployment_refusal(dict(ok, repo=local, workdir=str(working_area(local)))) is None
+    # Another host, another owner, or a local path elsewhere is refused, naming the fix.
+    for other in ("https://github.com/mallory/service.git", "/srv/private.git"):
+        refusal = deployment_refusal(dict(ok, repo=other, workdir=str(working_area(other))))
+        assert "not among the worker's allowed repositories" in refusal
+        assert "ACA_DEPLOYMENTS__ALLOWED_REPOS" in refusal
+    # The clone cannot be sent to an arbitrary folder of the worker.
+    assert "workdir /etc" in deployment_refusal(dict(ok, workdir="/etc"))
+
+
+def test_a_run_naming_no_repository_is_refused_with_what_to_give(tmp_path, monkeypatch):
+    from aca_flows.flows.deployment_guard import deployment_refusal
+
+    monkeypatch.setenv("ACA_DEPLOYMENTS__ALLOWED_WORKDIRS", str(tmp_path))
+    refusal = deployment_refusal({"task_file": "nightly-fix-tests.md"})
+    assert refusal.startswith("no repository named") and "repo" in refusal

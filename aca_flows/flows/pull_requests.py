@@ -1,0 +1,106 @@
+"""``open_pr``: the session branch arrives as one pull request on GitHub.
+
+Before any task starts, the run finds its token (``GITHUB_TOKEN``, or the Prefect Secret
+block named by ``[github] token_secret``) and its repository (``github_repo``, else the
+github.com URL of the repository's ``origin``); a run that could not deliver ends Failed with
+the fix before anything is spent. The pull request is opened (or the open one updated) when a
+task lands and once more at the end, from the session record, so its body always tells how far
+the run got. A refusal from GitHub is logged and returned in the summary
+(``pull_request_error``): the work itself is on the session branch either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from aca_flows.delivery import (
+    GitHubError,
+    GitHubRepo,
+    open_or_update_pull_request,
+    parse_github_repo,
+    pull_request_body,
+    pull_request_title,
+)
+from aca_flows.errors import ConfigError
+from aca_flows.flows.secret_keys import read_secret_block
+from aca_flows.session.record import SessionRecord
+from aca_flows.session.redact import register_secret
+from aca_flows.settings import AcaConfig
+from aca_flows.workspace.repository import origin_url
+
+__all__ = ["PULL_REQUESTS", "PullRequestTarget", "deliver", "pull_request_target"]
+
+TOKEN_VARIABLES = ("GITHUB_TOKEN",)
+
+
+@dataclass
+class PullRequestTarget:
+    """Where and as whom a session's pull request is delivered (the token is never logged:
+    it is registered with the redactor when read)."""
+
+    repo: GitHubRepo
+    token: str
+    base: str | None = None
+    url: str | None = None
+    error: str | None = None
+    lock: asyncio.Lock | None = None
+
+
+# The target of each running session that asked for a pull request, by session id.
+PULL_REQUESTS: dict[str, PullRequestTarget] = {}
+
+
+def pull_request_target(
+    config: AcaConfig, workdir: Path, github_repo: str | None
+) -> PullRequestTarget:
+    """The target of ``open_pr`` for the repository at ``workdir``; raises ``AcaError``
+    (naming the fix) when there is none."""
+    repo = parse_github_repo(origin_url(workdir), github_repo)
+    return PullRequestTarget(repo=repo, token=github_token(config), base=config.github.base_branch)
+
+
+def github_token(config: AcaConfig) -> str:
+    block = config.github.token_secret
+    if block:
+        return read_secret_block(block, setting="[github] token_secret")
+    for name in TOKEN_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value:
+            register_secret(value)
+            return value
+    raise ConfigError(
+        "open_pr needs a GitHub token: set GITHUB_TOKEN in the environment of the run (the "
+        "worker's, for a deployment), or name a Prefect Secret block holding it in "
+        "[github] token_secret."
+    )
+
+
+async def deliver(
+    target: PullRequestTarget,
+    session: SessionRecord,
+    verify: dict[str, str],
+    flow_run_url: str | None,
+) -> None:
+    """Open or update the pull request from ``session`` as it stands; records the URL, or
+    GitHub's refusal, on ``target``. One delivery at a time per run."""
+    target.lock = target.lock or asyncio.Lock()
+    title = pull_request_title(session)
+    body = pull_request_body(session, verify, flow_run_url)
+    async with target.lock:
+        try:
+            pull = await asyncio.to_thread(
+                open_or_update_pull_request,
+                target.repo,
+                token=target.token,
+                head=session.branch,
+                title=title,
+                body=body,
+                base=target.base,
+            )
+        except GitHubError as exc:
+            target.error = str(exc)
+            return
+        target.url, target.error = pull.url, None

@@ -1,0 +1,139 @@
+"""open_pr: a run delivers its session branch as one pull request on (a fake) GitHub."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import git
+import pytest
+
+from aca_flows.flows import run_flow
+from aca_flows.session.store import load_session
+from tests.fakes.coding_agent import coding_agent
+from tests.fakes.github_server import FakeGitHub
+
+TOKEN = "ghp_faketoken0123456789abcdefABCDEF"
+
+
+@pytest.fixture
+def github(monkeypatch, repo):
+    """The fake GitHub as the API; the repository's origin names octo/service on github.com
+    (never fetched: aca only reads the URL)."""
+    with FakeGitHub(token=TOKEN) as fake:
+        fake.add_repo("octo/service")
+        monkeypatch.setenv("GITHUB_API_URL", fake.url)
+        monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+        git.Repo(repo).create_remote("origin", "git@github.com:octo/service.git")
+        yield fake
+
+
+def run(tmp_path: Path, repo: Path, text: str, **params):
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(text)
+    return run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test", **params)
+
+
+def every_text(repo: Path) -> str:
+    """Everything aca wrote under .aca (session, logs, results)."""
+    aca = repo / ".aca"
+    return "\n".join(p.read_text(errors="replace") for p in aca.rglob("*") if p.is_file())
+
+
+def test_a_run_opens_one_pull_request_listing_tasks_verify_and_cost(
+    tmp_path, repo, anthropic_fake, github
+):
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    text = (
+        "# Add the letters\n\n- write a.txt {#a verify='test -s a.txt'}\n"
+        "- write b.txt {#b depends_on=a}\n- write c.txt {#c verify='false'}\n"
+    )
+    outcome = run(tmp_path, repo, text, open_pr=True)
+    summary = outcome.summary
+    assert summary["status"] == "failed"  # c's verify never passes
+    (pull,) = github.pulls("octo/service")
+    assert summary["pull_request"] == pull["html_url"] and summary["pull_request_error"] is None
+    assert pull["title"] == "aca: Add the letters"
+    assert (pull["head"]["ref"], pull["base"]["ref"]) == (summary["branch"], "main")
+    body = pull["body"]
+    session = load_session(repo, summary["session_id"])
+    for task_id, outcome_word in (("a", "changed"), ("b", "changed"), ("c", "failed")):
+        row = next(line for line in body.splitlines() if line.startswith(f"| `{task_id}`"))
+        assert f"| {outcome_word}" in row, row
+        assert f"${session.tasks[task_id].cost_usd:.4f}" in row
+    assert "passed: `test -s a.txt`" in body and "failed: `false`" in body
+    assert f"**Total cost:** ${session.cost_usd:.4f}" in body
+    assert "/runs/flow-run/" in body  # the link to the flow run
+    # Updated as tasks landed, then once at the end: one pull request, opened once.
+    creates = [r for r in github.requests if r.method == "POST"]
+    updates = [r for r in github.requests if r.method == "PATCH"]
+    assert len(creates) == 1 and len(updates) >= 1
+    assert TOKEN not in every_text(repo)
+
+
+def test_a_second_run_of_the_session_updates_the_same_pull_request(
+    tmp_path, repo, anthropic_fake, github
+):
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    first = run(tmp_path, repo, "# One\n\n- write a.txt {#a}\n", open_pr=True).summary
+    again = run(
+        tmp_path,
+        repo,
+        "# One\n\n- write a.txt {#a}\n",
+        open_pr=True,
+        session_id=first["session_id"],
+    ).summary
+    assert again["pull_request"] == first["pull_request"]
+    assert len(github.pulls("octo/service")) == 1
+
+
+def test_a_refused_token_is_reported_and_the_work_stays_on_the_branch(
+    tmp_path, repo, anthropic_fake, github, monkeypatch
+):
+    wrong = "ghp_wrongtoken0123456789abcdefABCDEF"
+    monkeypatch.setenv("GITHUB_TOKEN", wrong)
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    summary = run(tmp_path, repo, "# One\n\n- write a.txt {#a}\n", open_pr=True).summary
+    assert summary["status"] == "completed"
+    assert summary["pull_request"] is None
+    assert (
+        "401" in summary["pull_request_error"]
+        and "Bad credentials" in summary["pull_request_error"]
+    )
+    assert wrong not in summary["pull_request_error"]
+    assert github.pulls("octo/service") == []
+    assert wrong not in every_text(repo)
+
+
+def test_without_a_token_the_run_fails_before_any_provider_call(
+    tmp_path, repo, anthropic_fake, github, monkeypatch
+):
+    monkeypatch.delenv("GITHUB_TOKEN")
+    outcome = run(tmp_path, repo, "# One\n\n- write a.txt {#a}\n", open_pr=True)
+    assert outcome.state_name == "Failed"
+    assert "GITHUB_TOKEN" in str(outcome.error)
+    assert anthropic_fake.model_calls == []
+
+
+def test_the_token_comes_from_the_secret_block_named_in_config(
+    tmp_path, repo, anthropic_fake, github, monkeypatch
+):
+    from prefect.blocks.system import Secret
+
+    monkeypatch.delenv("GITHUB_TOKEN")
+    Secret(value=TOKEN).save("aca-test-github-token", overwrite=True)
+    github.add_repo("octo/service", default_branch="trunk")
+    (repo / "aca.toml").write_text(
+        '[github]\ntoken_secret = "aca-test-github-token"\nbase_branch = "release"\n'
+    )
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    summary = run(tmp_path, repo, "# One\n\n- write a.txt {#a}\n", open_pr=True).summary
+    (pull,) = github.pulls("octo/service")
+    assert summary["pull_request"] == pull["html_url"]
+    # The configured base, not the repository's default branch (trunk).
+    assert pull["base"]["ref"] == "release"
+    assert github.requests[-1].headers["authorization"] == f"Bearer {TOKEN}"
+    assert TOKEN not in every_text(repo)
