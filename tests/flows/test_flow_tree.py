@@ -79,11 +79,8 @@ def runs_of_session(session_id: str) -> Runs:
     """The session's top flow run (the one without a parent), read down its subflows."""
 
     async def read():
+        (top,) = await _session_top_runs(session_id)
         async with get_client() as client:
-            runs = await client.read_flow_runs()
-            (top,) = [
-                r for r in runs if f"session:{session_id}" in r.tags and r.parent_task_run_id is None
-            ]
             return await _read(client, top)
 
     return asyncio.run(read())
@@ -160,11 +157,7 @@ def test_a_failed_task_fails_its_group_and_a_resume_completes_the_groups(
     again = run_flow(workdir=str(repo), session_id=session_id).summary
 
     assert again["status"] == "completed" and again["counts"] == {"completed": 5}  # groups too
-    resumed = [
-        r
-        for r in asyncio.run(_session_top_runs(session_id))
-        if r.id != top.flow_run.id
-    ]
+    resumed = [r for r in asyncio.run(_session_top_runs(session_id)) if r.id != top.flow_run.id]
     (second,) = resumed
     second_runs = runs_under(second.id)
     # Only the unfinished group runs again, holding only the task that had not landed.
