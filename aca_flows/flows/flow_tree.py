@@ -117,6 +117,7 @@ class FlowTree:
         context = get_run_context()
         here = _FlowRun()
         self._open: dict[str, _FlowRun] = {}
+        self._calls: list[asyncio.Task] = []  # every subflow call, open or ended
         if context.flow.name == plan_flow_name(plan.name):
             self._open[""] = here  # this flow run is the plan's: no subflow for it
         self._here = here
@@ -135,16 +136,15 @@ class FlowTree:
     async def close(self, run_end: State) -> None:
         """End every subflow run still open (deepest first): settled groups as their tasks
         did, others (and the plan's) as the run ends, ``run_end``; wait until they have."""
-        ended = [h.ended for h in self._open.values() if h.ended is not None]
         for group_id in sorted(self._open, key=self._depth, reverse=True):
             self._end(group_id, run_end)
-        await asyncio.gather(*ended, return_exceptions=True)
+        # Also those ended before: each has its final state on the server before the run ends.
+        await asyncio.gather(*self._calls, return_exceptions=True)
 
     def abandon(self) -> None:
         """The run stopped abruptly: its subflow runs stop with it."""
-        for holder in self._open.values():
-            if holder.ended is not None:
-                holder.ended.cancel()
+        for call in self._calls:
+            call.cancel()
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -176,6 +176,7 @@ class FlowTree:
         self._open[group_id] = holder  # before any await: a sibling admitted now finds it
         try:
             holder.ended = await parent.start(call)
+            self._calls.append(holder.ended)
         finally:
             holder.called.set()
         return holder
