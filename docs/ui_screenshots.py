@@ -93,8 +93,8 @@ def run_demo(work: Path, api: str) -> str:
     return summary["session_id"]
 
 
-async def pages(session_id: str) -> dict[str, tuple[str, list[tuple[int, int]]]]:
-    """The UI paths to shoot, and where to click on them first, by image name."""
+async def pages(session_id: str) -> dict[str, tuple[str, str | None]]:
+    """The UI paths to shoot, and the tab to open on each, by image name."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         ArtifactFilter,
@@ -125,18 +125,25 @@ async def pages(session_id: str) -> dict[str, tuple[str, list[tuple[int, int]]]]
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"aca-tree-{session_id}"]))
         )
         tree = max(versions, key=lambda a: a.created)  # the final one
-    # The run graph's chevrons open a group's subflow run in place: the lower one first, so
-    # the upper one stays where it was drawn.
-    groups_open = [(758, 312), (683, 256)]
     return {
-        "ui-flows": ("/flows", []),
-        "ui-plan-run": (f"/runs/flow-run/{top.id}", []),
-        "ui-plan-graph": (f"/runs/flow-run/{top.id}", groups_open),
-        "ui-artifacts": (f"/runs/flow-run/{top.id}?tab=Artifacts", []),
-        "ui-group-run": (f"/runs/flow-run/{tokenizer.id}?tab=Task%20Runs", []),
-        "ui-task-logs": (f"/runs/task-run/{lexer.id}", []),
-        "ui-tree": (f"/artifacts/artifact/{tree.id}", []),
+        "ui-flows": ("/flows", None),
+        "ui-plan-run": (f"/runs/flow-run/{top.id}", "Subflow Runs"),
+        "ui-artifacts": (f"/runs/flow-run/{top.id}", "Artifacts"),
+        "ui-group-run": (f"/runs/flow-run/{tokenizer.id}", "Task Runs"),
+        "ui-task-logs": (f"/runs/task-run/{lexer.id}", None),
+        "ui-tree": (f"/artifacts/artifact/{tree.id}", None),
     }
+
+
+# Where the page's tab named TAB is: [x, y] of its middle (it is clicked there, as a person
+# would), or null.
+FIND_TAB = """(() => {
+  const tab = [...document.querySelectorAll("*")].reverse()
+    .find(e => e.children.length == 0 && e.textContent.trim() == "TAB");
+  if (!tab) return null;
+  const box = tab.getBoundingClientRect();
+  return [box.x + box.width / 2, box.y + box.height / 2];
+})()"""
 
 
 async def shoot(base: str, shots: dict[str, str], profile: Path) -> None:
@@ -166,11 +173,14 @@ async def shoot(base: str, shots: dict[str, str], profile: Path) -> None:
 
             await call("Emulation.setDeviceMetricsOverride", width=1440, height=1000,
                        deviceScaleFactor=1, mobile=False)  # fmt: skip
-            for name, (path, clicks) in shots.items():
+            for name, (path, tab) in shots.items():
                 try:
                     await call("Page.navigate", url=base + path)
                     await asyncio.sleep(10)  # the UI loads its data and draws the graph
-                    for x, y in clicks:  # e.g. a group's chevron in the run graph
+                    if tab:
+                        found = await call("Runtime.evaluate", returnByValue=True,
+                                           expression=FIND_TAB.replace("TAB", tab))  # fmt: skip
+                        x, y = found["result"]["value"]
                         for kind in ("mousePressed", "mouseReleased"):
                             await call("Input.dispatchMouseEvent", type=kind, x=x, y=y,
                                        button="left", clickCount=1)  # fmt: skip
