@@ -52,6 +52,7 @@ class _Inbox:
 
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     end: State | None = None
+    began: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 # The inboxes of the subflow runs of this process, by (session id, group id; "" the plan's).
@@ -63,6 +64,7 @@ async def run_group(session_id: str, group_id: str) -> State:
     """A group's flow run: starts each child's task run the scheduler hands it, in this flow
     run's context, until the scheduler closes it; ends in the state the scheduler gives."""
     inbox = _INBOXES[(session_id, group_id)]
+    inbox.began.set()
     started: set[asyncio.Task] = set()
     while (item := await inbox.queue.get()) is not None:
         make, handed = item
@@ -161,7 +163,7 @@ class FlowTree:
             flow_name = plan_flow_name(self.plan.name)
             run_name = redact_text(f"{self.plan.name} · {self.session_id}")[:120]
         key = (self.session_id, group_id)
-        _INBOXES[key] = _Inbox()
+        inbox = _INBOXES[key] = _Inbox()
         subflow = run_group.with_options(name=flow_name, flow_run_name=lambda: run_name)
 
         async def call() -> State:
@@ -170,13 +172,23 @@ class FlowTree:
                 with tags(*self.tag_names):
                     return await subflow(self.session_id, group_id, return_state=True)
             finally:
-                _INBOXES.pop(key, None)
+                if _INBOXES.get(key) is inbox:
+                    del _INBOXES[key]
 
         holder = _FlowRun(key)
         self._open[group_id] = holder  # before any await: a sibling admitted now finds it
         try:
-            holder.ended = await parent.start(call)
-            self._calls.append(holder.ended)
+            for _ in range(2):
+                _INBOXES[key] = inbox
+                holder.ended = await parent.start(call)
+                self._calls.append(holder.ended)
+                began = asyncio.ensure_future(inbox.began.wait())
+                await asyncio.wait([began, holder.ended], return_when=asyncio.FIRST_COMPLETED)
+                began.cancel()
+                if inbox.began.is_set():
+                    break
+                # A retried flow run (a deployment's Retry): Prefect gave this call the subflow
+                # run of the earlier attempt, which is over. The next call gets a new one.
         finally:
             holder.called.set()
         return holder
