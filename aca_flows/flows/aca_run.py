@@ -1,4 +1,5 @@
-"""The ``aca-run`` flow: a plan runs as a DAG of Prefect task runs.
+"""The ``aca-run`` flow: a plan runs as a DAG of Prefect task runs, in the flow named after the
+plan, each group of its tree a subflow run holding its task runs (flow_tree.py).
 
 One task run per leaf task, named ``<task-id> <title>``, started when its dependencies have
 completed (``wait_for`` draws the edges in the UI's run graph), higher priority first, at most
