@@ -120,6 +120,9 @@ class FlowTree:
         here = _FlowRun()
         self._open: dict[str, _FlowRun] = {}
         self._calls: list[asyncio.Task] = []  # every subflow call, open or ended
+        # One subflow run is created at a time: on a SQLite server, concurrent creations got
+        # 503s and waited 2 s for Prefect's retry.
+        self._creating = asyncio.Lock()
         if context.flow.name == plan_flow_name(plan.name):
             self._open[""] = here  # this flow run is the plan's: no subflow for it
         self._here = here
@@ -178,20 +181,25 @@ class FlowTree:
         holder = _FlowRun(key)
         self._open[group_id] = holder  # before any await: a sibling admitted now finds it
         try:
-            for _ in range(2):
-                _INBOXES[key] = inbox
-                holder.ended = await parent.start(call)
-                self._calls.append(holder.ended)
-                began = asyncio.ensure_future(inbox.began.wait())
-                await asyncio.wait([began, holder.ended], return_when=asyncio.FIRST_COMPLETED)
-                began.cancel()
-                if inbox.began.is_set():
-                    break
-                # A retried flow run (a deployment's Retry): Prefect gave this call the subflow
-                # run of the earlier attempt, which is over. The next call gets a new one.
+            async with self._creating:
+                await self._call(parent, call, holder, inbox)
         finally:
             holder.called.set()
         return holder
+
+    async def _call(self, parent: _FlowRun, call, holder: _FlowRun, inbox: _Inbox) -> None:
+        """Start the subflow run; return once its body began."""
+        for _ in range(2):
+            _INBOXES[holder.key] = inbox
+            holder.ended = await parent.start(call)
+            self._calls.append(holder.ended)
+            began = asyncio.ensure_future(inbox.began.wait())
+            await asyncio.wait([began, holder.ended], return_when=asyncio.FIRST_COMPLETED)
+            began.cancel()
+            if inbox.began.is_set():
+                return
+            # A retried flow run (a deployment's Retry): Prefect gave this call the subflow
+            # run of the earlier attempt, which is over. The next call gets a new one.
 
     def _end(self, group_id: str, run_end: State | None) -> None:
         holder = self._open.pop(group_id)
