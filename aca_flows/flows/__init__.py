@@ -22,7 +22,8 @@ class FlowOutcome:
 
 
 def run_flow(*, quiet_console: bool = False, **parameters: Any) -> FlowOutcome:
-    """Run ``aca-run`` to its end with ``parameters`` (its keyword arguments).
+    """Run ``aca_run`` to its end with ``parameters`` (its keyword arguments), as the flow
+    named after the plan.
 
     ``quiet_console``: keep Prefect's run logs off the terminal (a live view draws there);
     they still reach the Prefect server and its UI.
@@ -33,15 +34,20 @@ def run_flow(*, quiet_console: bool = False, **parameters: Any) -> FlowOutcome:
     import asyncio
     import sys
 
-    from aca_flows.flows.aca_run import aca_run
+    from aca_flows.flows.aca_run import aca_run, plan_flow
+    from aca_flows.flows.run_setup import plan_name_of
     from aca_flows.flows.server import prefect_api_for_run
     from aca_flows.flows.summary import RunSummary
 
     if quiet_console:
         _quiet_console_logs()
 
+    # Run under the plan's name, so the flow run is the plan's (docs/engine.md).
+    plan_name = plan_name_of(parameters)
+    flow = aca_run if plan_name is None else plan_flow(plan_name)
+
     async def main() -> FlowOutcome:
-        state = await aca_run(**parameters, return_state=True)
+        state = await flow(**parameters, return_state=True)
         result = await state.aresult(raise_on_failure=False)
         if isinstance(result, RunSummary):
             return FlowOutcome(state.name, result.model_dump(mode="json"), None)

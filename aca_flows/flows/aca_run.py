@@ -1,4 +1,5 @@
-"""The ``aca-run`` flow: a plan runs as a DAG of Prefect task runs.
+"""The ``aca-run`` flow: a plan runs as a DAG of Prefect task runs, in the flow named after the
+plan, each group of its tree a subflow run holding its task runs (flow_tree.py).
 
 One task run per leaf task, named ``<task-id> <title>``, started when its dependencies have
 completed (``wait_for`` draws the edges in the UI's run graph), higher priority first, at most
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Literal
 
 from prefect import Flow, flow, get_run_logger
@@ -50,6 +52,7 @@ from aca_flows.flows.artifacts import (
 )
 from aca_flows.flows.deployment_guard import deployment_refusal, resolve_job_paths
 from aca_flows.flows.events import emit_session_event, emit_task_event
+from aca_flows.flows.flow_tree import FlowTree, plan_flow_name
 from aca_flows.flows.interrupt import (
     UI_CANCEL,
     Interrupt,
@@ -96,7 +99,14 @@ from aca_flows.session.record import TaskRun, describe_counts
 from aca_flows.session.redact import redact, redact_log_handlers, redact_text
 from aca_flows.session.store import SessionStore
 
-__all__ = ["Interrupt", "aca_run", "deployment_session_id", "flow_state", "interrupt_on_signals"]
+__all__ = [
+    "Interrupt",
+    "aca_run",
+    "deployment_session_id",
+    "flow_state",
+    "interrupt_on_signals",
+    "plan_flow",
+]
 
 
 @flow(
@@ -253,6 +263,8 @@ async def aca_run(
         raise
     finally:
         watcher.cancel()
+        with contextlib.suppress(KeyError):  # a run that stopped abruptly ends its subflows
+            _TREES.pop(run.session_id).abandon()
         ACTIVE_RUNS.pop(run.session_id, None)
         PULL_REQUESTS.pop(run.session_id, None)
         register_remote(run.session_id, None)
@@ -297,6 +309,19 @@ def _plain(value: Any) -> bool:
 aca_run.serialize_parameters = _stored_parameters
 
 
+def plan_flow(plan_name: str) -> Flow:
+    """``aca_run`` as the flow named after the plan ``plan_name`` (docs/engine.md, "The plan's
+    flow"): what the ``aca`` command runs, so its flow run is the plan's and no subflow run
+    is needed for it."""
+    named = aca_run.with_options(name=plan_flow_name(plan_name))
+    named.serialize_parameters = _stored_parameters
+    return named
+
+
+# Each running session's flow runs (the plan's, its groups'), so the flow can end them.
+_TREES: dict[str, FlowTree] = {}
+
+
 async def _drive(
     store: SessionStore, run: ActiveRun, request: RunRequest, interrupt: Interrupt
 ) -> RunSummary:
@@ -307,6 +332,7 @@ async def _drive(
     limit = run.config.session.max_concurrent_tasks
     budget = run.config.session.budget_usd
     policy = CheckpointPolicy.from_config(run.config.session)
+    tree = _TREES[run.session_id] = FlowTree(run.plan, run.session_id, run_tags(run))
     send_in_background(
         run.session_id,
         acreate_table_artifact(
@@ -348,14 +374,16 @@ async def _drive(
             for task_id in decided.skip:  # a task run that ends Skipped, and its report
                 task = run.plan.task(task_id)
                 name = options_for(run, task)["task_run_name"]
-                states[task_id] = await record_skipped_task(name, task_id, str(task.status), [])
+                skip = partial(record_skipped_task, name, task_id, str(task.status), [])
+                states[task_id] = await tree.run(task, skip)
                 await _publish_report(store, run, task_id, states[task_id])
 
     running: dict[asyncio.Task, str] = {}
     stopped_reason: str | None = None
     while True:
         _record_settled(store, dag, recorded_skips)
-        await _run_skips(store, run, dag, states)
+        await _run_skips(store, run, dag, states, tree)
+        tree.close_settled()
         spent = _spent(store)
         if budget is not None and spent >= budget and stopped_reason is None:
             stopped_reason = f"budget of ${budget:.2f} reached (spent ${spent:.4f})"
@@ -370,7 +398,7 @@ async def _drive(
                 # person's decision, task_help.py) has a failed task run all the same.
                 deps = [states[d] for d in dag.dependency_ids(task) if d in states]
                 waits = [allow_failure(s) for s in deps]
-                running[asyncio.create_task(_run_one(run, task.id, waits))] = task.id
+                running[asyncio.create_task(_run_one(run, task.id, waits, tree))] = task.id
         if not running:
             break
         if interrupt.requested and not interrupt.announced and not interrupt.cancel_now():
@@ -400,7 +428,7 @@ async def _drive(
 
     _record_settled(store, dag, recorded_skips)
     if interrupt.signal_name != UI_CANCEL:  # a cancelled flow run starts no task run
-        await _run_skips(store, run, dag, states)
+        await _run_skips(store, run, dag, states, tree)
     stuck: dict[str, str] = {}
     if interrupt.requested and not _all_settled(dag):
         stopped_reason = f"interrupted by {interrupt.signal_name}"
@@ -452,7 +480,9 @@ async def _drive(
         description="Tokens and cost by provider and model",
     )
     no_change_ids = [t for t, o in run.outcomes.items() if o.completed_without_change]
-    return run_summary(store, status, stopped_reason, stuck, no_change_ids)
+    summary = run_summary(store, status, stopped_reason, stuck, no_change_ids)
+    await tree.close(flow_state(summary))
+    return summary
 
 
 def _failed_ids(store: SessionStore) -> list[str]:
@@ -494,10 +524,13 @@ def _all_settled(dag: DagProgress) -> bool:
     return all(t.status.state in ("completed", "failed", "skipped") for t in dag.leaves())
 
 
-async def _run_one(run: ActiveRun, task_id: str, waits: list[State]) -> State:
+async def _run_one(run: ActiveRun, task_id: str, waits: list[State], tree: FlowTree) -> State:
     task = run.plan.task(task_id)
     runner = execute_plan_task.with_options(**options_for(run, task))
-    return await runner(run.session_id, task_id, wait_for=waits, return_state=True)
+    # In the flow run of the task's group (flow_tree.py).
+    return await tree.run(
+        task, partial(runner, run.session_id, task_id, wait_for=waits, return_state=True)
+    )
 
 
 async def _finish(
@@ -633,11 +666,8 @@ def _record_settled(store: SessionStore, dag: DagProgress, recorded: set[str]) -
         elif (
             task.children
             and task.status.state in ("completed", "failed")
-            and known
-            not in (
-                "completed",
-                "failed",
-            )
+            # A group that failed in an earlier run of the session may complete in this one.
+            and known != task.status.state
         ):
             if task.status.state == "completed":
                 store.task_completed(task.id, TaskResult())
@@ -646,7 +676,9 @@ def _record_settled(store: SessionStore, dag: DagProgress, recorded: set[str]) -
             recorded.add(task.id)
 
 
-async def _run_skips(store: SessionStore, run: ActiveRun, dag: DagProgress, states) -> None:
+async def _run_skips(
+    store: SessionStore, run: ActiveRun, dag: DagProgress, states, tree: FlowTree
+) -> None:
     """Each leaf skipped because a dependency failed gets a task run that ends Skipped (drawn
     after its dependencies' task runs) and a report saying why."""
     for task in dag.plan.tasks:
@@ -658,9 +690,11 @@ async def _run_skips(store: SessionStore, run: ActiveRun, dag: DagProgress, stat
         ):
             waits = [states[d] for d in dag.dependency_ids(task) if d in states]
             options = options_for(run, task)
-            states[task.id] = await record_skipped_task(
-                options["task_run_name"], task.id, str(task.status), waits, options["tags"]
-            )
+            skip = partial(
+                record_skipped_task,
+                options["task_run_name"], task.id, str(task.status), waits, options["tags"],
+            )  # fmt: skip
+            states[task.id] = await tree.run(task, skip)
             await _publish_report(store, run, task.id, states[task.id])
 
 

@@ -61,7 +61,7 @@ from aca_flows.workspace.repository import remove_stale_branch_lock
 if TYPE_CHECKING:
     from aca_flows.plan.intelligent import IntelligentParse
 
-__all__ = ["RunRequest", "open_run", "recorded_state"]
+__all__ = ["RunRequest", "open_run", "plan_name_of", "recorded_state"]
 
 
 class RunRequest(BaseModel):
@@ -170,6 +170,23 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
     return store, run
 
 
+def plan_name_of(parameters: dict[str, object]) -> str | None:
+    """The name of the plan ``aca_run`` runs with ``parameters``, read before the flow
+    starts (the ``aca`` command runs the flow under the plan's name); ``None`` when only the
+    flow can tell (an intelligent parse) or the input is bad (the flow says why)."""
+    try:
+        known = {k: v for k, v in parameters.items() if k in RunRequest.model_fields}
+        request = RunRequest(**known)
+        workdir = Path(request.workdir).expanduser().resolve()
+        if request.session_id and _session_exists(workdir, request.session_id):
+            return load_session(workdir, request.session_id).plan.name
+        if request.use_intelligent_parser:
+            return None
+        return _load_plan(request, None)[0].name
+    except Exception:  # bad input: the flow itself refuses it, with the fix
+        return None
+
+
 def _with_plan_concurrency(
     config: AcaConfig, plan: ExecutionPlan, request: RunRequest
 ) -> AcaConfig:
@@ -225,7 +242,7 @@ def _retry_unfinished(plan: ExecutionPlan) -> None:
 
 
 def _load_plan(
-    request: RunRequest, config: AcaConfig
+    request: RunRequest, config: AcaConfig | None
 ) -> tuple[ExecutionPlan, IntelligentParse | None]:
     """The plan to run, and the intelligent parse it came from (if it did)."""
     given = [name for name in PLAN_SOURCES if getattr(request, name) is not None]

@@ -15,12 +15,12 @@ WAIT = 60
 STOP_NOTICE = "no new task starts"
 
 
-def start_chain(aca, llm, tmp_path, agent, **env):
+def start_chain(aca, llm, tmp_path, agent, plan: str = CHAIN, **env):
     llm.anthropic.scripted_for = lambda r: bool(r.json and r.json.get("tools"))
     for _ in range(40):
         llm.anthropic.enqueue(agent)
     tasks = tmp_path / "tasks.md"
-    tasks.write_text(CHAIN)
+    tasks.write_text(plan)
     return aca.start("run", str(tasks), "--model", "claude-test", name="run", **env)
 
 
@@ -113,3 +113,65 @@ def test_second_sigint_cancels_at_once_and_a_second_aca_is_refused(aca, repo, ll
     assert code == 0, err
     assert branch_tasks(repo, branch) == ["a", "b", "c"]
     assert set(agent_task_ids(llm.anthropic.requests[calls_before:])) == {"b", "c"}
+
+
+GROUPED_CHAIN = """# Grouped chain
+
+## First {#first}
+
+- write a.txt {#a}
+
+## Second {#second}
+
+- write b.txt {#b depends_on=a}
+- write c.txt {#c depends_on=b}
+"""
+
+
+def flow_runs_of(api_url: str, session_id: str) -> dict[str, object]:
+    """The session's flow runs by name, as the Prefect server has them."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_flow_runs()
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        runs = asyncio.run(read())
+    return {r.name: r for r in runs if f"session:{session_id}" in r.tags}
+
+
+def test_an_interrupt_ends_the_group_subflow_runs_with_the_run(
+    aca, repo, llm, tmp_path, prefect_api
+):
+    agent = Agent("b")
+    try:
+        proc = start_chain(
+            aca, llm, tmp_path, agent, GROUPED_CHAIN, ACA_SESSION__INTERRUPT_GRACE_SECONDS="600"
+        )
+        session = only_session(repo)
+        wait_for(lambda: agent.arrived.is_set() or proc.poll() is not None, WAIT, "b's call")
+        proc.send_signal(signal.SIGINT)
+        wait_for(lambda: STOP_NOTICE in aca.err("run") + aca.out("run"), WAIT, "the stop notice")
+        proc.send_signal(signal.SIGINT)
+        code = wait_exit(proc, WAIT)
+    finally:
+        agent.release.set()
+    assert code == 130, aca.err("run")
+    runs = flow_runs_of(prefect_api, session.name)
+    # The finished group completed; the one the interrupt cut short ended as the run did: no
+    # flow run is left running.
+    assert runs["first First"].state.is_completed()
+    second = runs["second Second"]
+    assert second.state.is_cancelled() and second.state.name == "Interrupted"
+    assert runs[f"Grouped chain · {session.name}"].state.name == "Interrupted"
+    assert not [name for name, r in runs.items() if not r.state.is_final()]
+
+    code, out, err = aca.run("resume", session.name, "--json", name="resume")
+    assert code == 0, err
+    assert branch_tasks(repo, f"aca/{session.name}") == ["a", "b", "c"]
+    resumed = [r for r in flow_runs_of(prefect_api, session.name).values() if r.id != second.id]
+    assert any(r.name == "second Second" and r.state.is_completed() for r in resumed)

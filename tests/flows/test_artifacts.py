@@ -17,6 +17,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterId,
     FlowRunFilterName,
+    FlowRunFilterTags,
     LogFilter,
     LogFilterFlowRunId,
 )
@@ -38,17 +39,26 @@ def agent(request) -> Reply:
 
 
 async def read_prefect(name: str, session_id: str):
+    """The session's flow run (named after ``name``), its task runs and their logs (also
+    those in its groups' subflow runs), and its artifacts' latest versions."""
     await APILogHandler.aflush()
     async with get_client() as client:
         (flow_run,) = await client.read_flow_runs(
             flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=name))
         )
-        of_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
-        task_runs = await client.read_task_runs(flow_run_filter=of_run)
+        runs = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"session:{session_id}"]))
+        )
+        of_runs = FlowRunFilter(id=FlowRunFilterId(any_=[r.id for r in runs]))
+        subflows = {r.parent_task_run_id for r in runs}
+        task_runs = [
+            r for r in await client.read_task_runs(flow_run_filter=of_runs) if r.id not in subflows
+        ]
         latest = await client.read_latest_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_=f"%{session_id.lower()}%"))
         )
-        logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])))
+        ids = [r.id for r in runs]
+        logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)))
     return flow_run, task_runs, {a.key: a for a in latest}, logs
 
 

@@ -233,3 +233,24 @@ def test_the_parse_is_billed_once_to_the_session_made_from_it(tmp_path, repo, an
     second = next(s for s in list_sessions(repo) if s.id != first.id)
     assert [c["purpose"] for c in call_events(repo, second.id)] == ["task", "task"]
     assert sum(s.usage[0].calls for s in list_sessions(repo)) == len(anthropic_fake.model_calls)
+
+
+def test_the_plan_name_is_read_before_the_flow_starts_when_it_can_be(
+    tmp_path, repo, anthropic_fake
+):
+    from aca_flows.flows.run_setup import plan_name_of
+
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("# Nightly fixes\n\n- write a.txt {#a}\n")
+    assert plan_name_of({"task_file": str(tasks), "workdir": str(repo)}) == "Nightly fixes"
+    assert plan_name_of({"plan_text": "# From text\n\n- write a.txt\n"}) == "From text"
+    # A resumed session: its record's plan (the file may have changed since).
+    store, _ = open_run(RunRequest(task_file=str(tasks), workdir=str(repo)))
+    store.close()
+    tasks.write_text("# Renamed\n\n- write a.txt {#a}\n")
+    resume = {"workdir": str(repo), "session_id": store.session_id}
+    assert plan_name_of(resume) == "Nightly fixes"
+    # Only the flow can tell: the model names the plan; bad input is the flow's to refuse.
+    assert plan_name_of({"task_file": str(tasks), "use_intelligent_parser": True}) is None
+    assert plan_name_of({"task_file": str(tmp_path / "missing.md")}) is None
+    assert plan_name_of({"task_file": str(tasks), "plan_text": "# Two plans"}) is None

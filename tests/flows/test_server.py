@@ -186,7 +186,9 @@ def test_aca_server_start_status_stop_and_runs_use_it(tmp_path):
         assert run.returncode == 0, run.stderr
         assert HINT not in run.stderr  # the local server was used: no temporary one
         flow_runs = httpx.post(f"http://127.0.0.1:{port}/api/flow_runs/filter", json={}).json()
-        assert [r["state"]["type"] for r in flow_runs] == ["COMPLETED"]
+        # One run (the plan's), and its groups' subflow runs, all on this server.
+        assert {r["state"]["type"] for r in flow_runs} == {"COMPLETED"}
+        assert len([r for r in flow_runs if r["parent_task_run_id"] is None]) == 1
     finally:
         stopped = cli("server", "stop")
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
