@@ -102,6 +102,9 @@ def _say_parse_retry(seconds: float, error: Exception, retry_number: int) -> Non
 
 def execute(options: RunOptions) -> int:
     """Run (or dry-run) what the options ask for; return the process exit code."""
+    from aca_flows._startup import collect_less
+
+    collect_less()  # until the run's SDKs are imported (flows/run_setup.py)
     options.workdir = options.workdir.resolve()
     config = load_config(options.workdir, options.config, options.config_overrides()).config
     if options.task_file and _wants_intelligent_parse(options, options.task_file):
