@@ -102,9 +102,16 @@ def _say_parse_retry(seconds: float, error: Exception, retry_number: int) -> Non
 
 def execute(options: RunOptions) -> int:
     """Run (or dry-run) what the options ask for; return the process exit code."""
-    from aca_flows._startup import collect_less
+    from aca_flows._startup import collect_as_usual, collect_less
 
-    collect_less()  # until the run's SDKs are imported (flows/run_setup.py)
+    collect_less()  # until the run's SDKs are imported (flows/run_setup.py), or the end
+    try:
+        return _execute(options)
+    finally:
+        collect_as_usual()
+
+
+def _execute(options: RunOptions) -> int:
     options.workdir = options.workdir.resolve()
     config = load_config(options.workdir, options.config, options.config_overrides()).config
     if options.task_file and _wants_intelligent_parse(options, options.task_file):
