@@ -77,13 +77,15 @@ class ConversationStore:
             document = _DOCUMENTS.pop(self.path, None)
             if document is None or document.written != _signature(self.path):
                 document = _Document(self._read())
-            _DOCUMENTS[self.path] = document
-            while len(_DOCUMENTS) > _DOCUMENTS_KEPT:  # the sessions used least recently go
-                del _DOCUMENTS[next(iter(_DOCUMENTS))]
             # Only the new entry needs redacting: the file holds redacted entries already.
             document.tasks[self.task_id] = _entry_text(redact(entry))
-            write_text_atomic(self.path, document.text(), durable=False, redact=False)
+            text = document.text()
+            write_text_atomic(self.path, text, durable=False, redact=False)
             document.written = _signature(self.path)
+            if len(text) <= _DOCUMENT_KEPT_CHARS:  # memory stays bounded in long sessions
+                _DOCUMENTS[self.path] = document
+            while len(_DOCUMENTS) > _DOCUMENTS_KEPT:  # the sessions used least recently go
+                del _DOCUMENTS[next(iter(_DOCUMENTS))]
 
     def load(self) -> list[Message]:
         entry = self._read().get("tasks", {}).get(self.task_id, {})
@@ -136,6 +138,8 @@ def _signature(path) -> tuple[int, int, int] | None:
 
 
 # The conversations files this process wrote last (parallel tasks share one per session),
-# least recently used first.
+# least recently used first; a file bigger than _DOCUMENT_KEPT_CHARS is read at each save
+# instead of held in memory.
 _DOCUMENTS: dict[Any, _Document] = {}
 _DOCUMENTS_KEPT = 4
+_DOCUMENT_KEPT_CHARS = 4_000_000

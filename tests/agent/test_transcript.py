@@ -42,6 +42,18 @@ def test_a_file_written_by_someone_else_meanwhile_is_read_not_overwritten(tmp_pa
     assert set(json.loads(paths.messages_json.read_text())["tasks"]) == {"t0", "t1", "t2"}
 
 
+def test_a_big_file_is_read_at_each_save_and_still_loses_nothing(tmp_path, monkeypatch):
+    from aca_flows.agent import transcript
+
+    monkeypatch.setattr(transcript, "_DOCUMENT_KEPT_CHARS", 10)
+    paths = AcaDir(tmp_path).session("s1")
+    ConversationStore(paths, "t1").save(turns("write a"), provider="replay", model=None)
+    ConversationStore(paths, "t2").save(turns("write b"), provider="replay", model=None)
+    assert paths.messages_json not in transcript._DOCUMENTS
+    tasks = json.loads(paths.messages_json.read_text())["tasks"]
+    assert [tasks[t]["messages"][0]["text"] for t in ("t1", "t2")] == ["write a", "write b"]
+
+
 def test_secrets_never_reach_the_conversations_file(tmp_path, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret-value-123456")
     paths = AcaDir(tmp_path).session("s1")
