@@ -4,7 +4,9 @@
 ``execution_logs/task_logs/<task-id>.jsonl`` and hands each record, redacted like the file,
 to a callback (the live display, Prefect's logs). ``ConversationStore`` keeps every task's
 conversation in ``claude/messages.json``, replaced atomically after each turn under a file
-lock, since parallel tasks share the file.
+lock, since parallel tasks share the file. The process keeps each task's entry as JSON text,
+so a turn serialises only its own task's conversation, and reads the file back only when
+someone else wrote it since.
 """
 
 from __future__ import annotations
@@ -72,13 +74,18 @@ class ConversationStore:
             "messages": [m.model_dump(mode="json", exclude_defaults=True) for m in messages],
         }
         with FileLock(self.lock_path):
-            data = self._read()
+            document = _DOCUMENTS.pop(self.path, None)
+            if document is None or document.written != _signature(self.path):
+                document = _Document(self._read())
             # Only the new entry needs redacting: the file holds redacted entries already.
-            data.setdefault("tasks", {})[self.task_id] = redact(entry)
-            # The file holds every task's conversation and is rewritten at every turn:
-            # pydantic's encoder writes the same JSON several times faster than json.dumps.
-            text = to_json(data, indent=2).decode() + "\n"
+            document.tasks[self.task_id] = _entry_text(redact(entry))
+            text = document.text()
             write_text_atomic(self.path, text, durable=False, redact=False)
+            document.written = _signature(self.path)
+            if len(text) <= _DOCUMENT_KEPT_CHARS:  # memory stays bounded in long sessions
+                _DOCUMENTS[self.path] = document
+            while len(_DOCUMENTS) > _DOCUMENTS_KEPT:  # the sessions used least recently go
+                del _DOCUMENTS[next(iter(_DOCUMENTS))]
 
     def load(self) -> list[Message]:
         entry = self._read().get("tasks", {}).get(self.task_id, {})
@@ -88,3 +95,51 @@ class ConversationStore:
         if not self.path.exists():
             return {"schema_version": 1, "tasks": {}}
         return json.loads(self.path.read_text(encoding="utf-8"))
+
+
+class _Document:
+    """``messages.json`` as this process last wrote it: each task's entry as JSON text, laid
+    out exactly as ``to_json(data, indent=2)`` lays out the whole file."""
+
+    def __init__(self, data: dict[str, Any]):
+        # The file's keys in its order; the value of "tasks" is kept as ``self.tasks``.
+        self.fields = dict(data)
+        self.fields.setdefault("tasks", None)
+        self.tasks = {task_id: _entry_text(e) for task_id, e in data.get("tasks", {}).items()}
+        self.written: tuple[int, int, int] | None = None
+
+    def text(self) -> str:
+        fields = []
+        for key, value in self.fields.items():
+            if key == "tasks":
+                entries = ",\n".join(f"    {_json(i)}: {text}" for i, text in self.tasks.items())
+                fields.append('  "tasks": ' + ("{\n" + entries + "\n  }" if entries else "{}"))
+            else:
+                fields.append(f"  {_json(key)}: {_json(value)}")
+        return "{\n" + ",\n".join(fields) + "\n}\n"
+
+
+def _json(value: Any) -> str:
+    return to_json(value, indent=2).decode().replace("\n", "\n  ")
+
+
+def _entry_text(entry: dict[str, Any]) -> str:
+    # JSON strings hold no raw newline: every newline here is layout, indented one level more.
+    return to_json(entry, indent=2).decode().replace("\n", "\n    ")
+
+
+def _signature(path) -> tuple[int, int, int] | None:
+    """Tells the file this process wrote from one written since (it is replaced, never edited)."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+# The conversations files this process wrote last (parallel tasks share one per session),
+# least recently used first; a file bigger than _DOCUMENT_KEPT_CHARS is read at each save
+# instead of held in memory.
+_DOCUMENTS: dict[Any, _Document] = {}
+_DOCUMENTS_KEPT = 4
+_DOCUMENT_KEPT_CHARS = 4_000_000

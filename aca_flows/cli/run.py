@@ -115,6 +115,16 @@ def checkout_remote(url: str, workdir: Path, session_id: str | None = None) -> P
 
 def execute(options: RunOptions) -> int:
     """Run (or dry-run) what the options ask for; return the process exit code."""
+    from aca_flows._startup import collect_as_usual, collect_less
+
+    collect_less()  # until the run's SDKs are imported (flows/run_setup.py), or the end
+    try:
+        return _execute(options)
+    finally:
+        collect_as_usual()
+
+
+def _execute(options: RunOptions) -> int:
     if options.repo:
         options.workdir = checkout_remote(options.repo, options.workdir)
     options.workdir = options.workdir.resolve()

@@ -4,6 +4,7 @@ the flow run's label. ``published`` waits for all of it before the run ends."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine
 
 from prefect.artifacts import aupdate_progress_artifact
@@ -38,12 +39,16 @@ async def published(session_id: str) -> None:
 
 class ProgressArtifact:
     """The progress artifact, created and updated off the critical path: one update in flight
-    at a time, the latest counts win (an update that would be overtaken at once is not sent)."""
+    at a time, at most one per ``interval`` seconds, the latest counts win (tasks that end
+    close together make one API call, not one each). ``flush`` sends what waits at once."""
 
-    def __init__(self, creating: Coroutine):
+    def __init__(self, creating: Coroutine, interval: float = 1.0):
         self._created = asyncio.create_task(creating)
         self._latest: dict[str, int] | None = None
         self._sending: asyncio.Task | None = None
+        self._interval = interval
+        self._last_sent: float | None = None
+        self._hurry = asyncio.Event()
 
     async def artifact_id(self):
         return await self._created
@@ -54,8 +59,14 @@ class ProgressArtifact:
             self._sending = asyncio.create_task(self._send())
 
     async def _send(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._latest is not None:
+            if self._last_sent is not None:
+                wait = self._last_sent + self._interval - loop.time()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._hurry.wait(), max(wait, 0))
             counts, self._latest = self._latest, None
+            self._last_sent = loop.time()
             await aupdate_progress_artifact(
                 await self._created,
                 progress=progress_percent(counts),
@@ -63,6 +74,7 @@ class ProgressArtifact:
             )
 
     async def flush(self) -> None:
+        self._hurry.set()
         await self._created
         if self._sending is not None:
             await self._sending

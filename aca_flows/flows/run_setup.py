@@ -11,12 +11,15 @@ complete whatever the journal says, so it never runs again.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
+from aca_flows._startup import collect_as_usual
 from aca_flows.agent.transcript import TaskLog
 from aca_flows.errors import InputError
 from aca_flows.flows.blocks import load_config_block
@@ -121,13 +124,17 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
     config = load_config(workdir, config_file, overrides, block=block).config
     repo = open_repository(workdir, init_git=request.init_git)
     if resuming:
-        _require_working_providers(recorded.plan.provider_names(config.session.provider), config)
+        names = recorded.plan.provider_names(config.session.provider)
+        _require_working_providers(names, config)
+        _import_sdks_in_background(names)
         store = SessionStore.open(workdir, request.session_id)
         store.resumed()
         asked = None
     else:
         plan, parse = _load_plan(request, config)
-        _require_working_providers(plan.provider_names(config.session.provider), config)
+        names = plan.provider_names(config.session.provider)
+        _require_working_providers(names, config)
+        _import_sdks_in_background(names)
         asked = plan
         store = SessionStore.create(
             workdir,
@@ -345,7 +352,6 @@ def _build_providers(
     from aca_flows.providers import RateLimitedProvider
 
     names = plan.provider_names(config.session.provider)
-    _import_sdks(names)
     # Budget checks read the session's ledger: spend of earlier runs of the session counts.
     meter = SpendMeter(lambda: store.session.cost_usd, config.session.budget_usd)
     ledger = _ledger_of(store)
@@ -439,17 +445,27 @@ def _run_logger():
         return logging.getLogger("aca_flows")
 
 
-# Vendor SDKs take seconds to import; importing one inside the first task run would stall
-# every task run sharing the event loop, so the run imports them before it starts.
+# Vendor SDKs take a second to import. A thread imports them while the run sets up (the
+# session, git, the plan's artifacts: mostly waits), instead of before it; a provider's own
+# ``import`` waits for the thread's (the import lock), so nothing runs half-imported.
 _SDK_MODULES = {"anthropic": "anthropic", "openai": "openai", "claude-code": "claude_agent_sdk"}
+
+
+def _import_sdks_in_background(names: set[str]) -> None:
+    threading.Thread(target=_import_sdks, args=(names,), name="aca-sdk-import").start()
 
 
 def _import_sdks(names: set[str]) -> None:
     import importlib
 
-    for name in names:
-        if name in _SDK_MODULES:
-            importlib.import_module(_SDK_MODULES[name])
+    try:
+        for name in names:
+            if name in _SDK_MODULES:
+                # A failed import is the provider's to report: it imports the SDK when used.
+                with contextlib.suppress(Exception):
+                    importlib.import_module(_SDK_MODULES[name])
+    finally:
+        collect_as_usual()  # start-up is over (aca_flows/_startup.py)
 
 
 def _require_working_providers(names, config: AcaConfig) -> None:

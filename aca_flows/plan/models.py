@@ -7,6 +7,7 @@ An ``ExecutionPlan`` holds its tasks as a flat list; the tree is kept by ``paren
 
 from __future__ import annotations
 
+import weakref
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -156,10 +157,22 @@ class ExecutionPlan(StrictModel):
     tasks: list[Task] = Field(default_factory=list)
 
     def task(self, task_id: str) -> Task:
-        for task in self.tasks:
-            if task.id == task_id:
-                return task
-        raise KeyError(task_id)
+        """The task with this id (the first, were ids repeated); ``KeyError`` if none.
+
+        Looked up through an index of positions, checked at every use and rebuilt when the
+        task list changed, so the engine's lookups stay constant-time in big plans."""
+        tasks = self.tasks
+        positions = _positions_of(self)
+        position = positions.get(task_id) if positions is not None else None
+        if position is None or position >= len(tasks) or tasks[position].id != task_id:
+            positions = {}
+            for index, task in enumerate(tasks):
+                positions.setdefault(task.id, index)
+            _remember_positions(self, positions)
+            position = positions.get(task_id)
+            if position is None:
+                raise KeyError(task_id)
+        return tasks[position]
 
     def with_run_context(
         self, context: list[str], append_system_prompt: str | None
@@ -183,3 +196,21 @@ class ExecutionPlan(StrictModel):
 
 # The Python API's name for it: ``Plan(name=..., tasks=[Task(...), ...])``.
 Plan = ExecutionPlan
+
+
+# ExecutionPlan.task's index: plan id -> (the plan, weakly; its tasks' positions). Kept out of
+# the model, so it is neither dumped, copied nor compared; dropped with its plan.
+_TASK_POSITIONS: dict[int, tuple[weakref.ref, dict[str, int]]] = {}
+
+
+def _positions_of(plan: ExecutionPlan) -> dict[str, int] | None:
+    entry = _TASK_POSITIONS.get(id(plan))
+    return entry[1] if entry is not None and entry[0]() is plan else None
+
+
+def _remember_positions(plan: ExecutionPlan, positions: dict[str, int]) -> None:
+    key = id(plan)
+    _TASK_POSITIONS[key] = (
+        weakref.ref(plan, lambda _ref, key=key: _TASK_POSITIONS.pop(key, None)),
+        positions,
+    )

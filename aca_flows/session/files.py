@@ -44,9 +44,13 @@ def append_jsonl(
     ``durable=False`` skips the fsync (logs: a process crash loses nothing, an OS crash may)."""
     if redact:
         record = _redact(record)
-    path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
-    with open(path, "a", encoding="utf-8") as handle:
+    try:
+        handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by the with below)
+    except FileNotFoundError:  # the first line of this file: its folder may be missing too
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a", encoding="utf-8")  # noqa: SIM115
+    with handle:
         handle.write(line)
         handle.flush()
         if durable:

@@ -196,10 +196,23 @@ def _is_secret_field(key: Any, value: Any) -> bool:
     )
 
 
+# What each pattern above needs somewhere in the text, lower-cased: ASCII text holding none of
+# these cannot match any of them, and skips the regular expressions (most strings written do).
+# Other text always takes them: Unicode case folding matches more than ``lower`` shows.
+_PATTERN_CUES = (
+    "sk-", "gh", "github_pat_", "xox", "akia", "aiza", "pnu_", "bearer",
+    "key", "authorization", "token", "secret", "passw",
+)  # fmt: skip
+
+
 def _redact_text(text: str, secrets: list[str]) -> str:
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
+    if text.isascii():
+        lowered = text.lower()
+        if not any(cue in lowered for cue in _PATTERN_CUES):
+            return text
     for shape in _SHAPES:
         text = shape.sub(REDACTED, text)
     text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)

@@ -120,7 +120,29 @@ def completed_task_commits(repo: git.Repo, session_id: str) -> dict[str, str]:
 
 def find_task_commit(repo: git.Repo, session_id: str, task_id: str) -> str | None:
     """The sha of the task's commit on the session branch, or None if it has not landed."""
-    return completed_task_commits(repo, session_id).get(task_id)
+    branch = f"refs/heads/{session_branch(session_id)}"
+    try:
+        # git keeps only the commits naming both (fixed strings, so an id's "." is a dot),
+        # instead of handing every task commit of the branch to Python: it runs for every
+        # task, twice, and the branch grows with the session. Newest first.
+        out = repo.git.log(
+            branch,
+            "-F",
+            "--all-match",
+            f"--grep={TASK_TRAILER}: {task_id}",
+            f"--grep={SESSION_TRAILER}: {session_id}",
+            "--format=%H%x00%B%x1e",
+            "--",
+        )
+    except git.GitCommandError:
+        if _branch_exists(repo, branch):
+            raise
+        return None
+    for record in out.split("\x1e"):
+        sha, sep, message = record.strip().partition("\x00")
+        if sep and _is_task_commit(message, session_id, task_id):
+            return sha
+    return None
 
 
 def _branch_exists(repo: git.Repo, ref: str) -> bool:
