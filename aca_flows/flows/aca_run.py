@@ -79,7 +79,7 @@ from aca_flows.flows.remote_sync import (
 )
 from aca_flows.flows.run_setup import RunRequest, open_run, recorded_state
 from aca_flows.flows.session_log import session_log
-from aca_flows.flows.skipped import record_skipped_task
+from aca_flows.flows.skipped import record_finished_task, record_skipped_task
 from aca_flows.flows.summary import RunSummary, run_summary
 from aca_flows.flows.task_help import add_hint, ask_about_failed_task, reviewed_reason
 from aca_flows.flows.task_run import (
@@ -378,6 +378,7 @@ async def _drive(
                 states[task_id] = await tree.run(task, skip)
                 await _publish_report(store, run, task_id, states[task_id])
 
+    await _record_finished_before(store, run, dag, states, tree)
     running: dict[asyncio.Task, str] = {}
     stopped_reason: str | None = None
     while True:
@@ -674,6 +675,34 @@ def _record_settled(store: SessionStore, dag: DagProgress, recorded: set[str]) -
             else:
                 store.task_failed(task.id, task.status.reason or "failed")
             recorded.add(task.id)
+
+
+async def _record_finished_before(
+    store: SessionStore, run: ActiveRun, dag: DagProgress, states, tree: FlowTree
+) -> None:
+    """On resume, each task finished in an earlier run gets a task run that ends ``Cached``
+    (its commit in the message), in its group's flow run: the UI shows what a resume reused,
+    and its dependents are drawn after it. No provider is called."""
+    finished = [
+        task
+        for task in dag.plan.tasks
+        if task.status.state == "completed" and not task.children and task.id not in states
+    ]
+    slots = asyncio.Semaphore(8)  # a burst of task runs makes SQLite answer "locked"
+
+    async def record(task) -> None:
+        done = store.session.tasks.get(task.id)
+        landed = f"commit {done.commit[:10]}" if done and done.commit else "no change needed"
+        message = f"finished in an earlier run of session {run.session_id}: {landed}"
+        options = options_for(run, task)
+        make = partial(
+            record_finished_task, options["task_run_name"], task.id, message, options["tags"]
+        )
+        async with slots:
+            states[task.id] = await tree.run(task, make)
+
+    await asyncio.gather(*(record(task) for task in finished))
+    tree.close_settled()
 
 
 async def _run_skips(

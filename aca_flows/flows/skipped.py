@@ -1,9 +1,13 @@
-"""Tasks that will not run still get a task run, one that ends ``Completed`` named ``Skipped``.
+"""Tasks that do not run in this flow run still get a task run: one that ends ``Completed``
+named ``Skipped`` (the task will not run), or named ``Cached`` (it finished in an earlier run of
+the session, so a resume shows it as a cache hit).
 
 Prefect's ``NotReady`` (what a task run waiting on a failed upstream gets) is a pending state
 that never ends: the run graph's timeline stretches to now and the page names an upstream
 task-run UUID. Prefect documents ``Completed(name="Skipped", message=...)`` for work that will
-not run (prefect-dbt records its skips so); the message is the session's reason.
+not run (prefect-dbt records its skips so); the message is the session's reason. The session's
+journal and branch are what decide a task is done (docs/engine.md, "Resume"), not Prefect's
+result cache, which is off: the ``Cached`` run only shows that answer in the UI.
 """
 
 from __future__ import annotations
@@ -12,12 +16,24 @@ from prefect import task
 from prefect.states import Completed, State
 from prefect.utilities.annotations import allow_failure
 
-__all__ = ["record_skipped_task"]
+__all__ = ["record_finished_task", "record_skipped_task"]
 
 
 @task(name="skip_plan_task", persist_result=False)
 async def _skip(task_id: str, message: str) -> State:
     return Completed(name="Skipped", message=message)
+
+
+@task(name="finished_plan_task", persist_result=False)
+async def _finished(task_id: str, message: str) -> State:
+    return Completed(name="Cached", message=message)
+
+
+async def record_finished_task(task_name: str, task_id: str, message: str, tags: list[str]):
+    """A task run named ``task_name`` for ``task_id``, finished in an earlier run of the
+    session, that ends ``Cached`` with ``message``; returns its final state."""
+    runner = _finished.with_options(task_run_name=task_name, tags=tags)
+    return await runner(task_id, message, return_state=True)
 
 
 async def record_skipped_task(

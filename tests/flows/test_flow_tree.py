@@ -49,7 +49,9 @@ class Runs:
     def __init__(self, flow_run, flow_name: str, task_runs: list, children: list[Runs]):
         self.flow_run = flow_run
         self.flow_name = flow_name
-        self.task_runs = sorted(r.name for r in task_runs if r.id not in _parents(children))
+        own = [r for r in task_runs if r.id not in _parents(children)]
+        self.task_runs = sorted(r.name for r in own)
+        self.states = {r.name: (r.state.name, r.state.message) for r in own}
         self.children = children
 
     def child(self, run_name: str) -> Runs:
@@ -160,10 +162,19 @@ def test_a_failed_task_fails_its_group_and_a_resume_completes_the_groups(
     resumed = [r for r in asyncio.run(_session_top_runs(session_id)) if r.id != top.flow_run.id]
     (second,) = resumed
     second_runs = runs_under(second.id)
-    # Only the unfinished group runs again, holding only the task that had not landed.
-    assert [c.flow_run.name for c in second_runs.children] == ["backend Backend"]
-    assert second_runs.children[0].task_runs == ["db write db.txt"]
-    assert second_runs.children[0].flow_run.state.is_completed()
+    # Only the task that had not landed runs again; the finished ones show as cache hits,
+    # each in its group, naming the commit the resume reused.
+    names = sorted(c.flow_run.name for c in second_runs.children)
+    assert names == ["backend Backend", "frontend Frontend"]
+    backend, frontend = second_runs.child("backend Backend"), second_runs.child("frontend Frontend")
+    assert {name: state for name, (state, _) in backend.states.items()} == {
+        "api write api.txt": "Cached",
+        "db write db.txt": "Completed",
+    }
+    assert [state for state, _ in frontend.states.values()] == ["Cached"]
+    (message,) = [message for state, message in frontend.states.values()]
+    assert message.startswith(f"finished in an earlier run of session {session_id}: commit ")
+    assert backend.flow_run.state.is_completed() and frontend.flow_run.state.is_completed()
 
 
 async def _session_top_runs(session_id: str) -> list:
