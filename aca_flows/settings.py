@@ -100,6 +100,15 @@ class RateLimitingSection(Section):
     )
 
 
+# Where a provider's published limits differ from the [rate_limiting] defaults (Anthropic's
+# Tier 1, which claude-code and anthropic share): OpenAI's Tier 1 for its GPT-4o-class models
+# (https://platform.openai.com/docs/guides/rate-limits); ollama is a local server with no
+# published limits, so only its calls in flight are held. A key set in [rate_limiting] wins.
+PUBLISHED_RATE_LIMITS: dict[str, dict[str, int]] = {
+    "openai": {"max_requests_per_minute": 500, "max_tokens_per_minute": 30_000},
+    "ollama": {"max_requests_per_minute": 100_000, "max_tokens_per_minute": 100_000_000},
+}
+
 # Provider keys never enter a sandbox, even when listed in [sandbox] env.
 SANDBOX_FORBIDDEN_ENV = frozenset(
     {"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY", "OPENAI_ORG_ID"}
@@ -224,6 +233,14 @@ class AcaConfig(Section):
 
     def provider(self, name: str) -> ProviderSection:
         return self.providers.get(name) or ProviderSection()
+
+    def rate_limits(self, name: str) -> RateLimitingSection:
+        """Provider ``name``'s limits: the keys set in ``[providers.<name>.rate_limiting]`` if
+        it is there, else in ``[rate_limiting]``, over the provider's published limits
+        (``PUBLISHED_RATE_LIMITS``), over the defaults."""
+        section = self.provider(name).rate_limiting or self.rate_limiting
+        chosen = section.model_dump(include=section.model_fields_set)
+        return RateLimitingSection(**{**PUBLISHED_RATE_LIMITS.get(name, {}), **chosen})
 
 
 class LoadedConfig(BaseModel):

@@ -110,3 +110,26 @@ def test_a_blocks_settings_take_the_files_place_below_variables_and_flags(tmp_pa
 def test_a_block_with_a_bad_key_is_named_as_the_blocks(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown key 'session.bogus' \(from block team\)"):
         load_config(tmp_path, environ={}, block=("team", {"session": {"bogus": 1}}))
+
+
+def test_each_provider_starts_from_its_published_limits_and_the_users_keys_win(tmp_path):
+    config = load_config(tmp_path).config
+    # Anthropic's Tier 1 for claude-code and anthropic; OpenAI's own Tier 1; a local ollama
+    # is not held to a cloud provider's tokens a minute.
+    assert config.rate_limits("anthropic").max_tokens_per_minute == 40_000
+    assert config.rate_limits("claude-code").max_requests_per_minute == 50
+    assert config.rate_limits("openai").max_requests_per_minute == 500
+    assert config.rate_limits("openai").max_tokens_per_minute == 30_000
+    assert config.rate_limits("ollama").max_tokens_per_minute >= 10_000_000
+    assert config.rate_limits("ollama").max_concurrent_requests == 4
+
+    (tmp_path / "aca.toml").write_text(
+        "[rate_limiting]\nmax_tokens_per_minute = 90000\n"
+        "[providers.ollama.rate_limiting]\nmax_concurrent_requests = 1\n"
+    )
+    config = load_config(tmp_path).config
+    openai = config.rate_limits("openai")
+    assert (openai.max_tokens_per_minute, openai.max_requests_per_minute) == (90_000, 500)
+    ollama = config.rate_limits("ollama")  # its own section replaces [rate_limiting]
+    assert ollama.max_concurrent_requests == 1
+    assert ollama.max_tokens_per_minute >= 10_000_000

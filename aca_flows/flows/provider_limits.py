@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from aca_flows.errors import InputError
 from aca_flows.providers import check_provider_name
 from aca_flows.providers.ratelimit import NoticeCallback, SharedLimits, WaitNotice
-from aca_flows.settings import AcaConfig, RateLimitingSection
+from aca_flows.settings import AcaConfig
 
 __all__ = [
     "LIMITED_PROVIDERS",
@@ -68,14 +68,9 @@ def limit_name(provider: str, kind: str) -> str:
     return f"aca-{provider}-{kind}"
 
 
-def rate_limits_of(provider: str, config: AcaConfig) -> RateLimitingSection:
-    """``[providers.<name>.rate_limiting]`` if set, else ``[rate_limiting]``."""
-    return config.provider(provider).rate_limiting or config.rate_limiting
-
-
 def limit_specs(provider: str, config: AcaConfig) -> list[LimitSpec]:
     """The three limits ``provider`` gets from ``config``."""
-    limits = rate_limits_of(provider, config)
+    limits = config.rate_limits(provider)
     rpm, tpm = limits.max_requests_per_minute, limits.max_tokens_per_minute
     values = {
         "requests": (rpm + limits.burst_allowance, rpm / 60),
@@ -192,7 +187,7 @@ def prefect_limits_for(
 ) -> PrefectLimits | None:
     """The shared limits of ``provider`` on the run's server, or ``None`` when its process
     limiter is to do the work (``prefect_limits`` off, or auto and nothing synced)."""
-    mode = rate_limits_of(provider, config).prefect_limits
+    mode = config.rate_limits(provider).prefect_limits
     if mode == "off" or provider not in LIMITED_PROVIDERS:
         return None
     on_server = {

@@ -120,16 +120,14 @@ def rate_limiter_for(
     local_rates: bool = True,
     on_notice: NoticeCallback | None = None,
 ) -> RateLimiter:
-    """The rate limiter for provider ``name``: ``[providers.<name>.rate_limiting]`` if set,
-    else ``[rate_limiting]``; state restored from ``state_file`` when it exists, and saved
-    there after every call. ``local_rates=False``: rates and calls in flight are held by
-    shared limits, this limiter keeps the pauses and the 5-hour blocks. Long waits are told
-    to ``on_notice``."""
+    """The rate limiter for provider ``name``, with its limits (``AcaConfig.rate_limits``);
+    state restored from ``state_file`` when it exists, and saved there after every call.
+    ``local_rates=False``: rates and calls in flight are held by shared limits, this limiter
+    keeps the pauses and the 5-hour blocks. Long waits are told to ``on_notice``."""
     check_provider_name(name)
     config = config or AcaConfig()
-    limits = config.provider(name).rate_limiting or config.rate_limiting
     return RateLimiter(
-        limits,
+        config.rate_limits(name),
         state_file=state_file,
         state_key=name,
         local_rates=local_rates,
