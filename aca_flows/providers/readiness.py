@@ -39,6 +39,7 @@ from aca_flows.settings import AcaConfig
 __all__ = ["ProviderReadiness", "check_provider", "require_providers"]
 
 CHECK_TIMEOUT_SECONDS = 10.0
+CHECK_RETRY_PAUSES = (0.5, 1.5)  # then a last try
 AUTH_STATUS_TIMEOUT_SECONDS = 30.0
 CACHE_SECONDS = 600.0
 ANTHROPIC_URL = "https://api.anthropic.com"
@@ -184,7 +185,7 @@ def _probe(
 
     where = _host(url)
     try:
-        reply = httpx.get(url, headers=headers, timeout=CHECK_TIMEOUT_SECONDS)
+        reply = _get(url, headers)
     except httpx.HTTPError as exc:
         return ProviderReadiness(
             name,
@@ -212,6 +213,19 @@ def _probe(
     )
 
 
+def _get(url: str, headers: dict[str, str]):
+    """A GET of a free, idempotent endpoint, tried again after a dropped connection: one
+    blip must not fail an unattended run before it starts."""
+    import httpx
+
+    for pause in CHECK_RETRY_PAUSES:
+        try:
+            return httpx.get(url, headers=headers, timeout=CHECK_TIMEOUT_SECONDS)
+        except httpx.TransportError:
+            time.sleep(pause)
+    return httpx.get(url, headers=headers, timeout=CHECK_TIMEOUT_SECONDS)
+
+
 def _check_ollama(config: AcaConfig, env: Mapping[str, str]) -> ProviderReadiness:
     import httpx
 
@@ -221,7 +235,7 @@ def _check_ollama(config: AcaConfig, env: Mapping[str, str]) -> ProviderReadines
     model = section.model or DEFAULT_MODEL
     host = normalize_host(section.base_url or env.get("OLLAMA_HOST"))
     try:
-        reply = httpx.get(f"{host}/api/tags", timeout=CHECK_TIMEOUT_SECONDS)
+        reply = _get(f"{host}/api/tags", {})
         reply.raise_for_status()
         listed = reply.json().get("models") or []
     except (httpx.HTTPError, ValueError, AttributeError) as exc:

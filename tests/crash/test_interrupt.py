@@ -128,8 +128,8 @@ GROUPED_CHAIN = """# Grouped chain
 """
 
 
-def flow_runs_of(api_url: str, session_id: str) -> dict[str, object]:
-    """The session's flow runs by name, as the Prefect server has them."""
+def flow_runs_of(api_url: str, session_id: str) -> list:
+    """The session's flow runs, as the Prefect server has them."""
     import asyncio
 
     from prefect.client.orchestration import get_client
@@ -141,7 +141,7 @@ def flow_runs_of(api_url: str, session_id: str) -> dict[str, object]:
 
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
         runs = asyncio.run(read())
-    return {r.name: r for r in runs if f"session:{session_id}" in r.tags}
+    return [r for r in runs if f"session:{session_id}" in r.tags]
 
 
 def test_an_interrupt_ends_the_group_subflow_runs_with_the_run(
@@ -161,7 +161,7 @@ def test_an_interrupt_ends_the_group_subflow_runs_with_the_run(
     finally:
         agent.release.set()
     assert code == 130, aca.err("run")
-    runs = flow_runs_of(prefect_api, session.name)
+    runs = {r.name: r for r in flow_runs_of(prefect_api, session.name)}
     # The finished group completed; the one the interrupt cut short ended as the run did: no
     # flow run is left running.
     assert runs["first First"].state.is_completed()
@@ -173,5 +173,5 @@ def test_an_interrupt_ends_the_group_subflow_runs_with_the_run(
     code, out, err = aca.run("resume", session.name, "--json", name="resume")
     assert code == 0, err
     assert branch_tasks(repo, f"aca/{session.name}") == ["a", "b", "c"]
-    resumed = [r for r in flow_runs_of(prefect_api, session.name).values() if r.id != second.id]
+    resumed = [r for r in flow_runs_of(prefect_api, session.name) if r.id != second.id]
     assert any(r.name == "second Second" and r.state.is_completed() for r in resumed)

@@ -14,6 +14,9 @@ from tests.fakes.llm_server import FakeLLMServer
 @pytest.fixture(autouse=True, scope="session")
 def prefect_server():
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    # Tests read lists back (flow runs, logs, artifacts) without paging; past the default 200
+    # a run made by the test itself could fall off the page of a server the suite shares.
+    os.environ["PREFECT_SERVER_API_DEFAULT_LIMIT"] = "100000"
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=90):

@@ -186,3 +186,38 @@ def test_require_names_every_provider_that_cannot_work(llm_server, monkeypatch):
     assert "the openai provider cannot work: OPENAI_API_KEY is not set" in message
     assert "the anthropic provider" not in message and "No task was started" in message
     require_providers(["anthropic"], AcaConfig())  # a provider that can work passes
+
+
+def test_a_dropped_connection_is_tried_again_before_a_run_is_refused(monkeypatch):
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    seen = []
+
+    def serve():
+        # The first connection is dropped unanswered (a restarting proxy, a reset); the next
+        # is answered with an empty model list.
+        for attempt in range(2):
+            conn, _ = listener.accept()
+            seen.append(conn.recv(65536).split(b"\r\n")[0])
+            if attempt == 1:
+                body = b'{"data": []}'
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+                )
+            conn.close()
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+
+    result = check("anthropic")
+
+    server.join(10)
+    listener.close()
+    assert [line.split(b"?")[0] for line in seen] == [b"GET /v1/models"] * 2
+    assert result.ready, result.detail
