@@ -76,9 +76,12 @@ def test_plan_concurrency_and_setup_commands_apply_to_a_real_run(tmp_path, repo,
     assert "build" not in {item.path for item in tree}
 
 
-def test_a_resumed_session_starts_no_task_run_for_completed_tasks(tmp_path, repo, anthropic_fake):
-    """Completed tasks are skipped from the session's record before any task run starts;
-    Prefect's result cache is not what keeps them from running again."""
+def test_a_resumed_session_shows_its_completed_tasks_as_cached_and_runs_none(
+    tmp_path, repo, anthropic_fake
+):
+    """Completed tasks are settled from the session's record before any task runs: the
+    resumed flow run shows each as a ``Cached`` task run and calls no provider. Prefect's
+    result cache is not what keeps them from running again."""
     for _ in range(10):
         anthropic_fake.anthropic.enqueue(coding_agent)
     name = f"resume-{tmp_path.name}"
@@ -93,9 +96,14 @@ def test_a_resumed_session_starts_no_task_run_for_completed_tasks(tmp_path, repo
     assert len(anthropic_fake.anthropic.requests) == calls
     flow_runs, task_runs = asyncio.run(_runs_named(name))
     assert len(flow_runs) == 2
-    assert sorted(r.name for r in task_runs) == ["a write a.txt", "b write b.txt"]
-    assert {r.flow_run_id for r in task_runs} == {flow_runs[-1].id}  # all from the first run
-    # Their results are still persisted in the session, as JSON.
+    resumed, original = flow_runs
+    by_run = {
+        run.id: sorted((t.name, t.state.name) for t in task_runs if t.flow_run_id == run.id)
+        for run in flow_runs
+    }
+    assert by_run[original.id] == [("a write a.txt", "Completed"), ("b write b.txt", "Completed")]
+    assert by_run[resumed.id] == [("a write a.txt", "Cached"), ("b write b.txt", "Cached")]
+    # Their results are persisted in the session, as JSON, by the run that did the work.
     results = AcaDir(repo).session(first["session_id"]).root / "results"
     assert sorted(f.name.split("-")[0] for f in results.iterdir()) == ["a", "b"]
     assert all(json.loads(f.read_text())["result"] for f in results.iterdir())
