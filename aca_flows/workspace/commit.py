@@ -11,7 +11,7 @@ import git
 
 from aca_flows.session.layout import session_branch
 from aca_flows.session.redact import redact_text
-from aca_flows.workspace.repository import GitIdentity, WorkspaceError
+from aca_flows.workspace.repository import GitIdentity, WorkspaceError, ref_exists
 from aca_flows.workspace.worktree import TaskWorktree
 
 __all__ = [
@@ -102,7 +102,7 @@ def completed_task_commits(repo: git.Repo, session_id: str) -> dict[str, str]:
         # "--" ends the revisions: a missing branch is an error, never read as a path.
         out = repo.git.log(branch, f"--grep=^{TASK_TRAILER}: ", "--format=%H%x00%B%x1e", "--")
     except git.GitCommandError:
-        if _branch_exists(repo, branch):
+        if ref_exists(repo, branch):
             raise
         return {}
     found: dict[str, str] = {}
@@ -135,7 +135,7 @@ def find_task_commit(repo: git.Repo, session_id: str, task_id: str) -> str | Non
             "--",
         )
     except git.GitCommandError:
-        if _branch_exists(repo, branch):
+        if ref_exists(repo, branch):
             raise
         return None
     for record in out.split("\x1e"):
@@ -143,14 +143,6 @@ def find_task_commit(repo: git.Repo, session_id: str, task_id: str) -> str | Non
         if sep and _is_task_commit(message, session_id, task_id):
             return sha
     return None
-
-
-def _branch_exists(repo: git.Repo, ref: str) -> bool:
-    try:
-        repo.git.rev_parse("--verify", "--quiet", ref)
-    except git.GitCommandError:
-        return False
-    return True
 
 
 def _is_task_commit(message: str, session_id: str, task_id: str) -> bool:

@@ -35,7 +35,7 @@ from aca_flows.session.layout import session_branch
 from aca_flows.session.redact import redact_text
 from aca_flows.workspace.file_lock import FileLock
 from aca_flows.workspace.hardened_git import AcaRepo
-from aca_flows.workspace.repository import WorkspaceError
+from aca_flows.workspace.repository import WorkspaceError, config_value, ref_exists
 
 __all__ = [
     "PushResult",
@@ -165,7 +165,7 @@ class RemoteRepository:
                 if fresh:  # a URL that cannot be cloned leaves no empty checkout behind
                     shutil.rmtree(self.workdir if created else self.workdir / ".git", True)
                 raise
-            if _config(repo, _OWN_CHECKOUT) == "true":
+            if config_value(repo, _OWN_CHECKOUT) == "true":
                 repo.git.checkout("--force", "-B", branch, f"refs/remotes/origin/{branch}")
         return repo
 
@@ -211,7 +211,7 @@ class RemoteRepository:
         ref = session_record_ref(session_id)
         head = repo.git.rev_parse("--verify", branch)
         refspecs = [f"{branch}:{branch}"]
-        if _ref_exists(repo, ref):
+        if ref_exists(repo, ref):
             refspecs.append(f"{ref}:{ref}")
         error = ""
         for attempt in range(1, max(attempts, 1) + 1):
@@ -233,7 +233,7 @@ class RemoteRepository:
     def _open_or_init(self) -> git.Repo:
         if (self.workdir / ".git").exists():
             repo = AcaRepo(self.workdir)
-            origin = _config(repo, "remote.origin.url")
+            origin = config_value(repo, "remote.origin.url")
             if origin != self.public:
                 raise RemoteError(
                     f"{self.workdir} is a checkout of {origin or 'no remote'}, not of "
@@ -255,7 +255,7 @@ class RemoteRepository:
     def _default_branch(self, repo: git.Repo) -> str:
         listing = self._git(repo, "ls-remote", "--symref", self.url, "HEAD")
         match = re.search(r"^ref: refs/heads/(\S+)\s+HEAD$", listing, re.MULTILINE)
-        if match and _ref_exists(repo, f"refs/remotes/origin/{match.group(1)}"):
+        if match and ref_exists(repo, f"refs/remotes/origin/{match.group(1)}"):
             return match.group(1)
         branches = repo.git.for_each_ref("--format=%(refname:strip=3)", "refs/remotes/origin")
         names = [b for b in branches.split() if b != "HEAD" and not b.startswith("aca/")]
@@ -307,7 +307,7 @@ def save_session_record(repo: git.Repo, session_id: str, session_dir: Path) -> s
     """Commit the session's folder to ``refs/aca/sessions/<id>`` (a new commit only when it
     changed); returns the ref's commit. Uses a private index: the checkout is not touched."""
     ref = session_record_ref(session_id)
-    parent = repo.git.rev_parse("--verify", "--quiet", ref) if _ref_exists(repo, ref) else ""
+    parent = repo.git.rev_parse("--verify", "--quiet", ref) if ref_exists(repo, ref) else ""
     with tempfile.TemporaryDirectory(prefix="aca-record-") as scratch:
         env = {"GIT_INDEX_FILE": str(Path(scratch) / "index"), "GIT_WORK_TREE": str(session_dir)}
         excludes = [f":(exclude){path}" for path in _LOCAL_ONLY]
@@ -337,7 +337,7 @@ def restore_session_record(repo: git.Repo, session_id: str, session_dir: Path) -
     """Replace ``session_dir`` with the record ``refs/aca/sessions/<id>`` holds; False (and
     nothing changed) if there is no such ref. Call only while no process runs the session."""
     ref = session_record_ref(session_id)
-    if not _ref_exists(repo, ref):
+    if not ref_exists(repo, ref):
         return False
     session_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{session_id}-", dir=session_dir.parent))
@@ -360,7 +360,7 @@ def restore_session_record(repo: git.Repo, session_id: str, session_dir: Path) -
 def _fast_forward(repo: git.Repo, ref: str, to: str) -> None:
     """Move ``ref`` to ``to`` if it is missing or behind it; leave it if it is ahead."""
     target = repo.git.rev_parse("--verify", to)
-    if not _ref_exists(repo, ref):
+    if not ref_exists(repo, ref):
         repo.git.update_ref(ref, target, "0" * 40)
         return
     current = repo.git.rev_parse("--verify", ref)
@@ -374,18 +374,3 @@ def _is_ancestor(repo: git.Repo, ancestor: str, descendant: str) -> bool:
     except git.GitCommandError:
         return False
     return True
-
-
-def _ref_exists(repo: git.Repo, ref: str) -> bool:
-    try:
-        repo.git.rev_parse("--verify", "--quiet", ref)
-    except git.GitCommandError:
-        return False
-    return True
-
-
-def _config(repo: git.Repo, key: str) -> str | None:
-    try:
-        return repo.git.config("--get", key).strip() or None
-    except git.GitCommandError:
-        return None

@@ -112,8 +112,8 @@ def ensure_excluded(repo: git.Repo) -> None:
 
 def commit_identity(repo: git.Repo) -> GitIdentity:
     """The user's git identity where one is configured (any level), else ``aca <aca@localhost>``."""
-    name = _config_value(repo, "user.name")
-    email = _config_value(repo, "user.email")
+    name = config_value(repo, "user.name")
+    email = config_value(repo, "user.email")
     if name and email:
         return GitIdentity(name=name, email=email)
     return DEFAULT_IDENTITY
@@ -132,14 +132,14 @@ def ensure_session_branch(repo: git.Repo, session_id: str) -> str:
             f"session id {session_id!r} cannot be a git branch name; use letters, digits, "
             "'-' and '_' only."
         ) from None
-    if not _ref_exists(repo, f"refs/heads/{branch}"):
+    if not ref_exists(repo, f"refs/heads/{branch}"):
         head = repo.git.rev_parse("HEAD")
         # update-ref with an all-zero old value creates the ref only if it does not exist yet,
         # so two processes starting the same session cannot move it.
         try:
             repo.git.update_ref(f"refs/heads/{branch}", head, "0" * 40)
         except git.GitCommandError:
-            if not _ref_exists(repo, f"refs/heads/{branch}"):
+            if not ref_exists(repo, f"refs/heads/{branch}"):
                 raise
     return branch
 
@@ -165,7 +165,8 @@ def session_branch_head(repo: git.Repo, session_id: str) -> str:
     return repo.git.rev_parse("--verify", f"refs/heads/{session_branch(session_id)}^{{commit}}")
 
 
-def _ref_exists(repo: git.Repo, ref: str) -> bool:
+def ref_exists(repo: git.Repo, ref: str) -> bool:
+    """Whether ``ref`` (a branch, tag or any ref name) names something in ``repo``."""
     try:
         repo.git.rev_parse("--verify", "--quiet", ref)
     except git.GitCommandError:
@@ -173,7 +174,8 @@ def _ref_exists(repo: git.Repo, ref: str) -> bool:
     return True
 
 
-def _config_value(repo: git.Repo, key: str) -> str | None:
+def config_value(repo: git.Repo, key: str) -> str | None:
+    """Git config ``key`` of ``repo``, or None when unset or empty."""
     try:
         value = repo.git.config("--get", key).strip()
     except git.GitCommandError:
