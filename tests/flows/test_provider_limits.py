@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import os
@@ -18,6 +17,7 @@ from aca_flows.flows import run_flow
 from tests.fakes.coding_agent import coding_agent, task_of
 from tests.fakes.git_repo import make_repo
 from tests.fakes.llm_server import FakeLLMServer
+from tests.flows.test_secret_keys import flow_logs
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = [f"aca-anthropic-{kind}" for kind in ("requests", "tokens", "in-flight")]
@@ -145,25 +145,6 @@ def test_a_run_on_a_server_with_the_limits_holds_every_call_to_them(tmp_path, re
     assert summary["counts"] == {"completed": 3}
     assert len(anthropic_fake.model_calls) >= 6
     assert anthropic_fake.most_in_flight() == 1
-
-
-def flow_logs(workdir: Path) -> str:
-    """Every log line the runs in ``workdir`` sent to the Prefect server (what the UI shows)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-    from prefect.logging.handlers import APILogHandler
-
-    async def read():
-        await APILogHandler.aflush()  # the run's logs are sent in batches
-        async with get_client() as client:
-            runs = await client.read_flow_runs()
-            ids = [r.id for r in runs if r.parameters.get("workdir") == str(workdir)]
-            logs = await client.read_logs(
-                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids))
-            )
-            return "\n".join(log.message for log in logs)
-
-    return asyncio.run(read())
 
 
 def test_a_run_without_shared_limits_says_how_to_share_them(

@@ -31,6 +31,7 @@ def configure(repo: Path, block: str) -> None:
 
 
 def flow_logs(workdir: Path) -> str:
+    """Every log line the runs in ``workdir`` sent to the Prefect server (what the UI shows)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.logging.handlers import APILogHandler
