@@ -113,7 +113,7 @@ class Profile:
 
 # What the profile looks inside, in the order printed; indented ones run inside the one above.
 PROFILED = [
-    ("aca_flows.flows.aca_run", "_run_one", "task run (Prefect task engine + all below)", 0),
+    ("aca_flows.flows.scheduler", "_run_one", "task run (Prefect task engine + all below)", 0),
     ("aca_flows.flows.task_run", "execute_task", "agent: execute_task", 1),
     ("aca_flows.agent.execute", "_open_session_repo", "git: open repo, session branch", 2),
     ("aca_flows.agent.execute", "_record_landed", "git: landed already?", 2),
@@ -126,9 +126,9 @@ PROFILED = [
     ("aca_flows.agent.transcript:TaskLog", "write", "task log lines", 2),
     ("aca_flows.agent.transcript:ConversationStore", "save", "conversation saves", 2),
     ("aca_flows.session.store:SessionStore", "record", "session journal (all events)", 0),
-    ("aca_flows.flows.aca_run", "_finish", "flow: finish a task (journal, report)", 0),
-    ("aca_flows.flows.aca_run", "_publish_report", "report artifact", 1),
-    ("aca_flows.flows.aca_run", "aupdate_progress_artifact", "progress artifact (may overlap)", 0),
+    ("aca_flows.flows.scheduler", "_finish", "flow: finish a task (journal, report)", 0),
+    ("aca_flows.flows.scheduler", "_publish_report", "report artifact", 1),
+    ("aca_flows.flows.scheduler", "aupdate_progress_artifact", "progress artifact (overlaps)", 0),
 ]
 
 
@@ -143,9 +143,9 @@ def install_profile() -> Profile:
             owner = getattr(owner, cls)
         profile.wrap(owner, attr, label)
     # The span of the tasks: from the first task run's start to the last task's bookkeeping.
-    import aca_flows.flows.aca_run as aca_run
+    import aca_flows.flows.scheduler as scheduler
 
-    run_one, finish = aca_run._run_one, aca_run._finish
+    run_one, finish = scheduler._run_one, scheduler._finish
 
     async def first(*args, **kwargs):
         if profile.on and profile.first_start is None:
@@ -158,8 +158,8 @@ def install_profile() -> Profile:
         finally:
             profile.last_end = time.perf_counter()
 
-    aca_run._run_one, aca_run._finish = first, last
-    profile._undo += [(aca_run, "_run_one", run_one), (aca_run, "_finish", finish)]
+    scheduler._run_one, scheduler._finish = first, last
+    profile._undo += [(scheduler, "_run_one", run_one), (scheduler, "_finish", finish)]
     profile.count_git()
     return profile
 

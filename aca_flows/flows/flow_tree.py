@@ -2,7 +2,7 @@
 of the tree (a Markdown heading with its items, a task with subtasks) runs as a subflow run
 holding its children's task runs; nested groups nest.
 
-The scheduler (``aca_run._drive``) stays the one owner of ordering and admission: it decides
+The scheduler (``scheduler.drive_plan``) stays the one owner of ordering and admission: it decides
 when a task starts and hands the task run to the flow run it belongs to. A group's subflow
 starts when its first child is admitted (a group that never starts a task run costs nothing)
 and receives its admitted children through an in-process inbox (``_INBOXES``, keyed by

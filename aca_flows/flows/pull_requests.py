@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,13 @@ from aca_flows.session.redact import register_secret
 from aca_flows.settings import AcaConfig
 from aca_flows.workspace.repository import origin_url
 
-__all__ = ["PULL_REQUESTS", "PullRequestTarget", "deliver", "pull_request_target"]
+__all__ = [
+    "PULL_REQUESTS",
+    "PullRequestTarget",
+    "deliver",
+    "pull_request_target",
+    "update_pull_request",
+]
 
 TOKEN_VARIABLES = ("GITHUB_TOKEN",)
 
@@ -104,3 +111,31 @@ async def deliver(
             target.error = str(exc)
             return
         target.url, target.error = pull.url, None
+
+
+def update_pull_request(session: SessionRecord, outcomes: dict) -> Coroutine | None:
+    """The delivery of the run's pull request from ``session`` as it stands, with what each
+    task's verify said (``outcomes``: task id -> ``TaskOutcome``); None when the run opens
+    none. Called inside the flow run, whose UI link goes into the body."""
+    target = PULL_REQUESTS.get(session.id)
+    if target is None:
+        return None
+    return deliver(target, session, _verify_results(outcomes), _flow_run_url())
+
+
+def _verify_results(outcomes: dict) -> dict[str, str]:
+    """What each task's verify command said in this run, for the pull request."""
+    results = {}
+    for task_id, outcome in outcomes.items():
+        if outcome.verify_command and outcome.verify_passed is not None:
+            said = "passed" if outcome.verify_passed else "failed"
+            results[task_id] = f"{said}: `{outcome.verify_command}`"
+    return results
+
+
+def _flow_run_url() -> str | None:
+    from prefect.context import get_run_context
+    from prefect.utilities.urls import url_for
+
+    flow_run = getattr(get_run_context(), "flow_run", None)
+    return url_for(flow_run) if flow_run is not None else None

@@ -18,9 +18,11 @@ from pydantic import BaseModel, Field
 from aca_flows.plan.models import StateName
 
 if TYPE_CHECKING:
+    from prefect.states import State
+
     from aca_flows.session.store import SessionStore
 
-__all__ = ["RunStatus", "RunSummary", "TaskSummary", "run_summary"]
+__all__ = ["RunStatus", "RunSummary", "TaskSummary", "flow_state", "run_summary"]
 
 RunStatus = Literal["completed", "failed", "stopped", "interrupted", "rejected"]
 
@@ -116,3 +118,19 @@ def run_summary(
         remote=session.remote.url if session.remote else None,
         unpushed=session.remote.unpushed if session.remote else None,
     )
+
+
+def flow_state(summary: RunSummary, cancelled_from_ui: bool = False) -> State | RunSummary:
+    """The flow run's final state for a run summary (docs/engine.md, "How a run ends")."""
+    from prefect.states import Cancelled, Failed
+
+    if summary.status == "interrupted":
+        name = "Cancelled" if cancelled_from_ui else "Interrupted"
+        return Cancelled(name=name, message=summary.stopped_reason, data=summary)
+    if summary.status == "stopped":
+        return Cancelled(name="Stopped", message=summary.stopped_reason, data=summary)
+    if summary.status == "rejected":
+        return Cancelled(name="Rejected", message=summary.stopped_reason, data=summary)
+    if summary.status == "failed":
+        return Failed(message=summary.stopped_reason or "failed", data=summary)
+    return summary

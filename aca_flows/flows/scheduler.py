@@ -1,0 +1,485 @@
+"""The scheduler of a run: it admits the plan's tasks in dependency and priority order (at most
+``max_concurrent`` at once), runs each as a task run in the flow run of its group
+(flow_tree.py), settles each into the session and the DAG (skips, finished-before tasks,
+stalls, budgets, interrupts), and publishes reports, progress and the pull request as it goes.
+``aca_run.py`` opens the run and calls ``drive_plan``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from functools import partial
+
+from prefect import get_run_logger
+from prefect.artifacts import (
+    MarkdownArtifact,
+    acreate_markdown_artifact,
+    acreate_progress_artifact,
+    acreate_table_artifact,
+    aupdate_progress_artifact,
+)
+from prefect.states import State
+from prefect.utilities.annotations import allow_failure
+
+from aca_flows.agent.execute import TaskOutcome
+from aca_flows.agent.subtasks import SubtaskProposalError, accept_subtasks
+from aca_flows.errors import AcaError
+from aca_flows.flows.approval import apply_decision, approval_needed, wait_for_approval
+from aca_flows.flows.artifacts import (
+    first_line,
+    md,
+    plan_table,
+    plan_tree_markdown,
+    progress_percent,
+    summary_markdown,
+    task_artifact_key,
+    task_markdown,
+)
+from aca_flows.flows.events import emit_task_event
+from aca_flows.flows.flow_tree import FlowTree
+from aca_flows.flows.interrupt import (
+    UI_CANCEL,
+    Interrupt,
+)
+from aca_flows.flows.publishing import (
+    ProgressArtifact,
+    progress_text,
+    published,
+    send_in_background,
+)
+from aca_flows.flows.pull_requests import (
+    PULL_REQUESTS,
+    update_pull_request,
+)
+from aca_flows.flows.remote_sync import (
+    push_landed_work,
+    push_session_work,
+)
+from aca_flows.flows.run_setup import RunRequest, recorded_state
+from aca_flows.flows.skipped import record_finished_task, record_skipped_task
+from aca_flows.flows.summary import RunSummary, flow_state, run_summary
+from aca_flows.flows.task_help import add_hint, ask_about_failed_task, reviewed_reason
+from aca_flows.flows.task_run import (
+    ActiveRun,
+    TaskRunFailed,
+    execute_plan_task,
+    options_for,
+    run_tags,
+)
+from aca_flows.plan.dag import DagProgress
+from aca_flows.plan.models import TaskStatus
+from aca_flows.session.checkpoints import CheckpointPolicy, create_checkpoint
+from aca_flows.session.events import TaskResult
+from aca_flows.session.record import TaskRun, describe_counts
+from aca_flows.session.store import SessionStore
+
+# Each running session's flow runs (the plan's, its groups'), so the flow can end them.
+TREES: dict[str, FlowTree] = {}
+
+
+async def drive_plan(
+    store: SessionStore, run: ActiveRun, request: RunRequest, interrupt: Interrupt
+) -> RunSummary:
+    """Run the plan's tasks to an end: admission in dependency and priority order, at most
+    ``max_concurrent`` at once, each settled into the session; returns the run's summary."""
+    logger = get_run_logger()
+    dag = DagProgress(run.plan)
+    states: dict[str, State] = {}
+    recorded_skips: set[str] = set()
+    limit = run.config.session.max_concurrent_tasks
+    budget = run.config.session.budget_usd
+    policy = CheckpointPolicy.from_config(run.config.session)
+    tree = TREES[run.session_id] = FlowTree(run.plan, run.session_id, run_tags(run))
+    send_in_background(
+        run.session_id,
+        acreate_table_artifact(
+            key=_key("plan", run.session_id), table=plan_table(run.plan), description="The plan"
+        ),
+    )
+    send_in_background(
+        run.session_id,
+        acreate_markdown_artifact(
+            key=_key("tree", run.session_id),
+            markdown=plan_tree_markdown(run.plan),
+            description="The plan as a tree, with dependencies",
+        ),
+    )
+    counts = store.session.task_counts
+    progress = ProgressArtifact(
+        acreate_progress_artifact(
+            progress=progress_percent(counts),
+            key=_key("progress", run.session_id),
+            description=progress_text(counts),
+        )
+    )
+    create_checkpoint(store, trigger="auto", description="plan compiled")
+    # Written before the first task starts: a SQLite server takes one writer at a time, and
+    # the first task runs' own calls (their tags' concurrency checks) got 503s behind these
+    # writes, then waited 2+ s for Prefect's retry.
+    await published(run.session_id)
+    await progress.artifact_id()
+    if approval_needed(request.require_approval, store):
+        decided = await wait_for_approval(store, run.plan, limit, run.config.approval, interrupt)
+        if decided is not None and decided.decision == "reject":
+            logger.warning(f"the plan was rejected: {decided.reason}")
+            store.finish("rejected", decided.reason)
+            create_checkpoint(store, trigger="end", description="rejected")
+            return run_summary(store, "rejected", decided.reason, {}, [])
+        if decided is not None:
+            apply_decision(decided, run, store)
+            limit = decided.max_concurrent or limit
+            for task_id in decided.skip:  # a task run that ends Skipped, and its report
+                task = run.plan.task(task_id)
+                name = options_for(run, task)["task_run_name"]
+                skip = partial(record_skipped_task, name, task_id, str(task.status), [])
+                states[task_id] = await tree.run(task, skip)
+                await _publish_report(store, run, task_id, states[task_id])
+
+    await _record_finished_before(store, run, dag, states, tree)
+    running: dict[asyncio.Task, str] = {}
+    stopped_reason: str | None = None
+    while True:
+        _record_settled(store, dag, recorded_skips)
+        await _run_skips(store, run, dag, states, tree)
+        tree.close_settled()
+        spent = _spent(store)
+        if budget is not None and spent >= budget and stopped_reason is None:
+            stopped_reason = f"budget of ${budget:.2f} reached (spent ${spent:.4f})"
+            logger.warning(f"{stopped_reason}; no new task starts")
+        if stopped_reason is None and not interrupt.requested:
+            for task in dag.ready():
+                if len(running) >= limit:
+                    break
+                dag.start(task.id)
+                store.task_started(task.id, provider=task.provider or run.default_provider)
+                # The DAG decided it may start; a dependency skipped after it failed (a
+                # person's decision, task_help.py) has a failed task run all the same.
+                deps = [states[d] for d in dag.dependency_ids(task) if d in states]
+                waits = [allow_failure(s) for s in deps]
+                running[asyncio.create_task(_run_one(run, task.id, waits, tree))] = task.id
+        if not running:
+            break
+        if interrupt.requested and not interrupt.announced and not interrupt.cancel_now():
+            interrupt.announced = True
+            logger.warning(
+                f"{interrupt.signal_name}: no new task starts; {len(running)} running task(s) "
+                f"get {interrupt.grace_seconds:g} s to finish (signal again to stop them now)"
+            )
+        if interrupt.cancel_now():
+            await _cancel_running(store, run, dag, running, states, logger)
+            break
+        done = await _wait_for_tasks(running, interrupt)
+        for finished in done:
+            task_id = running.pop(finished)
+            state = finished.result()
+            states[task_id] = state
+            limit_reason = await _finish(store, run, dag, task_id, state, logger, interrupt)
+            if limit_reason and stopped_reason is None:
+                stopped_reason = limit_reason
+                logger.warning(f"{limit_reason}; no new task starts")
+        progress.update(store.session.task_counts)
+        completed = dag.counts().get("completed", 0)
+        now = datetime.now(UTC)
+        if policy.due(now, completed):
+            create_checkpoint(store, trigger="auto")
+            policy.mark(now, completed)
+
+    _record_settled(store, dag, recorded_skips)
+    if interrupt.signal_name != UI_CANCEL:  # a cancelled flow run starts no task run
+        await _run_skips(store, run, dag, states, tree)
+    stuck: dict[str, str] = {}
+    if interrupt.requested and not _all_settled(dag):
+        stopped_reason = f"interrupted by {interrupt.signal_name}"
+        logger.warning(f"{stopped_reason}; `aca resume {run.session_id}` continues")
+        create_checkpoint(store, trigger="interrupt", description=stopped_reason)
+        store.finish("interrupted", f"{stopped_reason}; `aca resume` continues")
+        status = "interrupted"
+    elif stopped_reason and not _all_settled(dag):
+        create_checkpoint(store, trigger="budget", description=stopped_reason)
+        store.finish("stopped", stopped_reason)
+        status = "stopped"
+    else:
+        stopped_reason = None
+        stuck = dag.stuck()
+        for task_id, why in stuck.items():
+            store.task_blocked(task_id, f"can never start: {why}")
+            logger.error(f"{task_id} can never start: it {why}")
+        failed_ids = _failed_ids(store)
+        if stuck:
+            stopped_reason = "stalled: " + "; ".join(f"{t} {why}" for t, why in stuck.items())
+        elif failed_ids:
+            stopped_reason = f"{len(failed_ids)} task(s) failed: {', '.join(failed_ids)}"
+        status = "failed" if stopped_reason else "completed"
+        store.finish(status, stopped_reason)
+        create_checkpoint(store, trigger="end")
+    await push_session_work(store, logger)  # with a repo: the remote gets the end, too
+    counts = store.session.task_counts
+    await progress.flush()
+    await published(run.session_id)
+    await aupdate_progress_artifact(
+        await progress.artifact_id(),
+        progress=progress_percent(counts),
+        description=progress_text(counts),
+    )
+    # The plan table again under its key (a new version): every task's final state.
+    await acreate_table_artifact(
+        key=_key("plan", run.session_id),
+        table=plan_table(store.session.plan),
+        description=f"The plan, {status}: {describe_counts(counts)}",
+    )
+    await acreate_markdown_artifact(
+        key=_key("tree", run.session_id),
+        markdown=plan_tree_markdown(store.session.plan),
+        description=f"The plan as a tree, {status}",
+    )
+    await acreate_markdown_artifact(
+        key=_key("summary", run.session_id),
+        markdown=summary_markdown(store.session.plan, counts, store.session.usage, store.branch),
+        description="Tokens and cost by provider and model",
+    )
+    no_change_ids = [t for t, o in run.outcomes.items() if o.completed_without_change]
+    summary = run_summary(store, status, stopped_reason, stuck, no_change_ids)
+    await tree.close(flow_state(summary))
+    return summary
+
+
+def _failed_ids(store: SessionStore) -> list[str]:
+    return [t.id for t in store.session.plan.tasks if t.status.state == "failed"]
+
+
+async def _wait_for_tasks(
+    running: dict[asyncio.Task, str], interrupt: Interrupt
+) -> set[asyncio.Task]:
+    """Until a task finishes, a signal arrives, or the grace period of an interrupt ends."""
+    signalled = asyncio.create_task(interrupt.wait(interrupt.count))
+    timeout = interrupt.grace_left() if interrupt.requested else None
+    try:
+        done, _ = await asyncio.wait(
+            [*running, signalled], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        signalled.cancel()
+    return {t for t in done if t in running}
+
+
+async def _cancel_running(
+    store, run: ActiveRun, dag: DagProgress, running: dict[asyncio.Task, str], states, logger
+) -> None:
+    """Cancel the running tasks; a task that finished meanwhile is recorded, the others stay
+    unfinished (``aca resume`` starts them again from a clean worktree)."""
+    logger.warning(f"cancelling {len(running)} running task(s): {', '.join(running.values())}")
+    for task in running:
+        task.cancel()
+    results = await asyncio.gather(*running, return_exceptions=True)
+    for task_id, result in zip(list(running.values()), results, strict=True):
+        if isinstance(result, State) and result.is_completed():
+            states[task_id] = result
+            await _finish(store, run, dag, task_id, result, logger)
+    running.clear()
+
+
+def _all_settled(dag: DagProgress) -> bool:
+    return all(t.status.state in ("completed", "failed", "skipped") for t in dag.leaves())
+
+
+async def _run_one(run: ActiveRun, task_id: str, waits: list[State], tree: FlowTree) -> State:
+    task = run.plan.task(task_id)
+    runner = execute_plan_task.with_options(**options_for(run, task))
+    # In the flow run of the task's group (flow_tree.py).
+    return await tree.run(
+        task, partial(runner, run.session_id, task_id, wait_for=waits, return_state=True)
+    )
+
+
+async def _finish(
+    store, run: ActiveRun, dag: DagProgress, task_id: str, state: State, logger, interrupt=None
+) -> str | None:
+    """Mirror a finished task run into the session and the DAG. Returns why the run must
+    stop (a budget or usage limit), if it must."""
+    if state.is_completed():
+        outcome = TaskOutcome.model_validate(await state.aresult())
+        run.outcomes[task_id] = outcome
+        store.task_completed(task_id, _task_result(outcome))
+        emit_task_event(store, task_id, "completed")
+        if outcome.proposed_subtasks:
+            try:
+                children = accept_subtasks(run.plan, task_id, outcome.proposed_subtasks)
+            except SubtaskProposalError as exc:
+                # The task's own work is verified and landed; bad proposals are dropped.
+                logger.warning(f"{task_id}: proposed subtasks ignored: {exc}")
+            else:
+                store.subtasks_added(task_id, children)
+                dag.refresh()
+                logger.info(f"{task_id} proposed {len(children)} subtask(s)")
+        dag.complete(task_id)
+        push_landed_work(store, logger)  # with a repo: the remote gets what landed
+        await _publish_report(store, run, task_id, state)
+        return None
+    error = await state.aresult(raise_on_failure=False)
+    if getattr(error, "exit_code", None) == 3:
+        # A budget or usage limit stopped the task before it finished: not a failure; it
+        # is pending again in the session (its calls are on the bill), and `aca resume`
+        # runs it again.
+        store.task_failed(task_id, str(error), will_retry=True)
+        dag.release(task_id)
+        return str(error)
+    attempts = store.session.tasks[task_id].attempts
+    if isinstance(error, TaskRunFailed):
+        run.outcomes[task_id] = error.outcome
+        reason = error.outcome.failure_reason or "failed"
+        if error.outcome.conflict_files:
+            reason += f" (gave up after {attempts} attempt(s))"
+        elif interrupt is not None and run.config.approval.on_failure == "ask":
+            # A person decides (docs/approval.md, "A stuck task asks").
+            answer = await ask_about_failed_task(run, task_id, error.outcome, attempts, interrupt)
+            if answer.action == "retry":
+                store.task_failed(task_id, reason, will_retry=True)
+                add_hint(run, task_id, answer.hint, error.outcome.human_question)
+                dag.release(task_id)
+                return None
+            reason = reviewed_reason(reason, answer)
+            if answer.action == "skip":
+                dag.release(task_id)
+                why = f"skipped after it failed: {first_line(reason)}"
+                run.plan.task(task_id).status = TaskStatus(state="skipped", reason=why)
+                store.task_skipped(task_id, why)
+                await _publish_report(store, run, task_id, state)
+                return None
+    elif isinstance(error, AcaError):
+        # A provider error names its fix already: say it plainly, with the attempts it took.
+        reason = f"{error} (gave up after {attempts} attempt(s))"
+    else:
+        reason = f"{type(error).__name__}: {error}" if error else (state.message or "failed")
+    store.task_failed(task_id, reason)
+    emit_task_event(store, task_id, "failed", reason)
+    logger.error(f"{task_id} failed: {first_line(reason)}")
+    dag.fail(task_id, reason)
+    await _publish_report(store, run, task_id, state)
+
+
+async def _publish_report(store: SessionStore, run: ActiveRun, task_id: str, state: State) -> None:
+    """The task's report, on its task run's page, written from what the session recorded
+    now. It is sent to the server in the background: the next task need not wait for it
+    (``published`` waits for all of them before the run ends)."""
+    task = store.session.plan.task(task_id)
+    record = store.session.tasks.get(task_id) or TaskRun(task_id=task_id)
+    status = str(task.status).splitlines()[0][:200]
+    artifact = MarkdownArtifact(
+        key=task_artifact_key(run.session_id, task_id),
+        markdown=task_markdown(task, record, run.outcomes.get(task_id)),
+        # Prefect renders a description as Markdown: escaped, like the report.
+        description=f"{md(task_id)}: {md(status, keep_code=True)}",
+        task_run_id=state.state_details.task_run_id,
+    )
+    send_in_background(run.session_id, artifact.acreate())
+    update = update_pull_request(store.session, run.outcomes)
+    if update is not None:  # the pull request tells how far the run got
+        send_in_background(run.session_id, update)
+
+
+async def deliver_pull_request(store: SessionStore, run: ActiveRun, summary: RunSummary) -> None:
+    """The pull request's last update, once the session's end is recorded; its URL or
+    GitHub's refusal goes into the summary and the log."""
+    target = PULL_REQUESTS.get(run.session_id)
+    if target is None:
+        return
+    await published(run.session_id)  # the per-task updates first: this one is the last word
+    await update_pull_request(store.session, run.outcomes)
+    summary.pull_request, summary.pull_request_error = target.url, target.error
+    if target.error:
+        get_run_logger().error(f"pull request not delivered: {target.error}")
+    else:
+        get_run_logger().info(f"pull request: {target.url}")
+
+
+def _record_settled(store: SessionStore, dag: DagProgress, recorded: set[str]) -> None:
+    """Skips and closed groups decided by the DAG go into the session once."""
+    for task in dag.plan.tasks:
+        if task.id in recorded:
+            continue
+        known = recorded_state(store, task.id)
+        if task.status.state == "skipped" and known != "skipped":
+            store.task_skipped(task.id, task.status.reason or "skipped")
+            emit_task_event(store, task.id, "skipped", task.status.reason)
+            recorded.add(task.id)
+        elif (
+            task.children
+            and task.status.state in ("completed", "failed")
+            # A group that failed in an earlier run of the session may complete in this one.
+            and known != task.status.state
+        ):
+            if task.status.state == "completed":
+                store.task_completed(task.id, TaskResult())
+            else:
+                store.task_failed(task.id, task.status.reason or "failed")
+            recorded.add(task.id)
+
+
+async def _record_finished_before(
+    store: SessionStore, run: ActiveRun, dag: DagProgress, states, tree: FlowTree
+) -> None:
+    """On resume, each task finished in an earlier run gets a task run that ends ``Cached``
+    (its commit in the message), in its group's flow run: the UI shows what a resume reused,
+    and its dependents are drawn after it. No provider is called."""
+    finished = [
+        task
+        for task in dag.plan.tasks
+        if task.status.state == "completed" and not task.children and task.id not in states
+    ]
+    slots = asyncio.Semaphore(8)  # a burst of task runs makes SQLite answer "locked"
+
+    async def record(task) -> None:
+        done = store.session.tasks.get(task.id)
+        landed = f"commit {done.commit[:10]}" if done and done.commit else "no change needed"
+        message = f"finished in an earlier run of session {run.session_id}: {landed}"
+        options = options_for(run, task)
+        make = partial(
+            record_finished_task, options["task_run_name"], task.id, message, options["tags"]
+        )
+        async with slots:
+            states[task.id] = await tree.run(task, make)
+
+    await asyncio.gather(*(record(task) for task in finished))
+    tree.close_settled()
+
+
+async def _run_skips(
+    store: SessionStore, run: ActiveRun, dag: DagProgress, states, tree: FlowTree
+) -> None:
+    """Each leaf skipped because a dependency failed gets a task run that ends Skipped (drawn
+    after its dependencies' task runs) and a report saying why."""
+    for task in dag.plan.tasks:
+        if (
+            task.status.state == "skipped"
+            and not task.children
+            and task.id not in states
+            and (task.status.reason or "").startswith("dependency")
+        ):
+            waits = [states[d] for d in dag.dependency_ids(task) if d in states]
+            options = options_for(run, task)
+            skip = partial(
+                record_skipped_task,
+                options["task_run_name"], task.id, str(task.status), waits, options["tags"],
+            )  # fmt: skip
+            states[task.id] = await tree.run(task, skip)
+            await _publish_report(store, run, task.id, states[task.id])
+
+
+def _task_result(outcome: TaskOutcome) -> TaskResult:
+    # Its spend is on the ledger already: one ``call`` event per provider call.
+    return TaskResult(
+        commit=outcome.commit_sha,
+        outcome=outcome.outcome,
+        no_change_reason=outcome.no_change_reason,
+        summary=outcome.summary,
+    )
+
+
+def _spent(store: SessionStore) -> float:
+    """The session's spend so far, from its ledger: every call of every attempt and run."""
+    return store.session.cost_usd
+
+
+def _key(kind: str, session_id: str) -> str:
+    return f"aca-{kind}-{session_id}".lower()
