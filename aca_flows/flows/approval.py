@@ -46,9 +46,11 @@ if TYPE_CHECKING:
 __all__ = [
     "SKIPPED_AT_APPROVAL",
     "PlanApproval",
+    "api_url",
     "apply_decision",
     "approval_needed",
     "decision_problem",
+    "resume_waiting_run",
     "send_decision",
     "wait_for_approval",
     "wait_for_input",
@@ -123,7 +125,7 @@ async def wait_for_approval(
         store.record(
             ApprovalRequested(
                 flow_run_id=str(flow_run.id),
-                api_url=_api_url(),
+                api_url=api_url(),
                 mode=mode,
                 expires_at=datetime.now(UTC) + timedelta(seconds=timeout),
             )
@@ -173,14 +175,6 @@ def send_decision(workdir, session_id: str, answer: dict[str, Any]) -> str:
     returns the flow run id. For ``aca approve`` and ``aca reject``.
 
     Talks to the server the run talks to (recorded when it began to wait)."""
-    from uuid import UUID
-
-    from prefect.exceptions import NotPausedError
-    from prefect.flow_runs import resume_flow_run
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from aca_flows.flows.server import LocalServer
-
     session = load_session(workdir, session_id)
     approval = session.approval
     status = display_status(session, workdir)
@@ -194,23 +188,40 @@ def send_decision(workdir, session_id: str, answer: dict[str, Any]) -> str:
         problem = decision_problem(session.plan, answer.get("skip") or [])
         if problem:
             raise InputError(f"--skip: {problem}.")
-    url = approval.api_url or PREFECT_API_URL.value() or LocalServer().api_url()
+    resume_waiting_run(
+        approval.api_url, approval.flow_run_id, session.id, PlanApproval(**answer).model_dump()
+    )
+    return approval.flow_run_id
+
+
+def resume_waiting_run(
+    server_url: str | None, flow_run_id: str, session_id: str, run_input: dict[str, Any]
+) -> None:
+    """Resume the paused or suspended flow run ``flow_run_id`` with ``run_input``, on the server
+    it waits on (``server_url``, recorded when it began to wait; else this process's). What goes
+    wrong is an ``InputError`` naming the run and the server."""
+    from uuid import UUID
+
+    from prefect.exceptions import NotPausedError
+    from prefect.flow_runs import resume_flow_run
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from aca_flows.flows.server import LocalServer
+
+    url = server_url or PREFECT_API_URL.value() or LocalServer().api_url()
     try:
         with temporary_settings(updates={PREFECT_API_URL: url}):
-            resume_flow_run(
-                UUID(approval.flow_run_id), run_input=PlanApproval(**answer).model_dump()
-            )
+            resume_flow_run(UUID(flow_run_id), run_input=run_input)
     except NotPausedError:
         raise InputError(
-            f"the flow run {approval.flow_run_id} of session {session.id} is not waiting for "
-            "input any more (answered already, timed out or cancelled)."
+            f"the flow run {flow_run_id} of session {session_id} is not waiting for input any "
+            "more (answered already, timed out or cancelled)."
         ) from None
     except Exception as exc:  # the server is gone or refused: say where aca looked
         raise InputError(
-            f"could not resume the flow run {approval.flow_run_id} of session {session.id} at "
-            f"{url}: {exc}. Is the run's Prefect server still up?"
+            f"could not resume the flow run {flow_run_id} of session {session_id} at {url}: "
+            f"{exc}. Is the run's Prefect server still up?"
         ) from None
-    return approval.flow_run_id
 
 
 # -- waiting for input (also for a stuck task: task_help.py) ------------------------------
@@ -292,7 +303,8 @@ def _form_description(session_id: str, plan: ExecutionPlan, limit: int, problem)
     return "\n".join(lines)
 
 
-def _api_url() -> str | None:
+def api_url() -> str | None:
+    """The Prefect API this process talks to, recorded with a wait so answers find it."""
     from prefect.settings import PREFECT_API_URL
 
     return PREFECT_API_URL.value() or None

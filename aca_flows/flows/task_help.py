@@ -35,7 +35,13 @@ from pydantic import Field
 
 from aca_flows.agent.execute import TaskOutcome
 from aca_flows.errors import InputError
-from aca_flows.flows.approval import INTERRUPTED, running_again, wait_for_input
+from aca_flows.flows.approval import (
+    INTERRUPTED,
+    api_url,
+    resume_waiting_run,
+    running_again,
+    wait_for_input,
+)
 from aca_flows.session.events import TaskAnswered, TaskQuestion
 from aca_flows.session.redact import redact_text
 from aca_flows.session.store import display_status, load_session
@@ -96,7 +102,7 @@ async def ask_about_failed_task(
             task_id=task_id,
             question=redact_text(asked),
             flow_run_id=str(get_run_context().flow_run.id),
-            api_url=_api_url(),
+            api_url=api_url(),
             expires_at=datetime.now(UTC) + timedelta(seconds=timeout),
         ),
     )
@@ -144,14 +150,6 @@ def reviewed_reason(reason: str, answer: TaskHelp) -> str:
 def send_answer(workdir, session_id: str, task_id: str, answer: dict[str, Any]) -> str:
     """Resume the flow run of ``session_id`` waiting for an answer about ``task_id`` with
     ``answer`` (a ``TaskHelp``); returns the flow run id. For ``aca answer``; takes no lock."""
-    from uuid import UUID
-
-    from prefect.exceptions import NotPausedError
-    from prefect.flow_runs import resume_flow_run
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from aca_flows.flows.server import LocalServer
-
     session = load_session(workdir, session_id)
     status = display_status(session, workdir)
     question = session.question
@@ -169,20 +167,9 @@ def send_answer(workdir, session_id: str, task_id: str, answer: dict[str, Any]) 
             f"task {task_id} of session {session.id} is not waiting for an answer; task "
             f"{question.task_id} is: `aca answer {session.id} {question.task_id} ...`."
         )
-    url = question.api_url or PREFECT_API_URL.value() or LocalServer().api_url()
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: url}):
-            resume_flow_run(UUID(question.flow_run_id), run_input=TaskHelp(**answer).model_dump())
-    except NotPausedError:
-        raise InputError(
-            f"the flow run {question.flow_run_id} of session {session.id} is not waiting for "
-            "input any more (answered already, timed out or cancelled)."
-        ) from None
-    except Exception as exc:  # the server is gone or refused: say where aca looked
-        raise InputError(
-            f"could not resume the flow run {question.flow_run_id} of session {session.id} at "
-            f"{url}: {exc}. Is the run's Prefect server still up?"
-        ) from None
+    resume_waiting_run(
+        question.api_url, question.flow_run_id, session.id, TaskHelp(**answer).model_dump()
+    )
     return question.flow_run_id
 
 
@@ -245,9 +232,3 @@ def _artifact_key(kind: str, session_id: str, task_id: str) -> str:
     # Artifact keys allow lowercase letters, digits and dashes only.
     raw = f"aca-{kind}-{session_id}-{task_id}".lower()
     return "".join(ch if ch.isalnum() else "-" for ch in raw)[:100]
-
-
-def _api_url() -> str | None:
-    from prefect.settings import PREFECT_API_URL
-
-    return PREFECT_API_URL.value() or None
