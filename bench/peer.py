@@ -131,6 +131,8 @@ def main() -> None:
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
             "ACA_RATE_LIMITING__MAX_REQUESTS_PER_MINUTE": "100000",
             "ACA_RATE_LIMITING__MAX_TOKENS_PER_MINUTE": "100000000",
+            # An account that allows 8 calls at once (the default holds 4 in flight).
+            "ACA_RATE_LIMITING__MAX_CONCURRENT_REQUESTS": str(TASKS),
         }
         tasks = tmp / "tasks.md"
         tasks.write_text(TASK_FILE)

@@ -18,12 +18,15 @@ def main(argv: list[str] | None = None) -> int:
 
     Called without arguments (the console script), it exits the process with that code.
     """
-    from aca_flows.cli.app import app
     from aca_flows.errors import AcaError
 
     try:
-        app(args=argv, prog_name="aca", standalone_mode=True)
-        code = 0
+        code = None if argv is not None else _run_warm(sys.argv[1:])
+        if code is None:
+            from aca_flows.cli.app import app
+
+            app(args=argv, prog_name="aca", standalone_mode=True)
+            code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except AcaError as exc:
@@ -37,3 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:
         sys.exit(code)
     return code
+
+
+def _run_warm(argv: list[str]) -> int | None:
+    """The command run by the warm runner of ``aca server start``, when there is one to use."""
+    if sys.platform != "linux":  # fork, abstract sockets and SO_PEERCRED
+        return None
+    from aca_flows.warm_runner import run_warm
+
+    return run_warm(argv)

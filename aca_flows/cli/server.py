@@ -29,6 +29,11 @@ def start(
     verb = "already running" if already else "started"
     typer.echo(f"Prefect server {verb} (pid {state.pid}): UI at {ui}, API at {state.url}")
     typer.echo(f"log: {state.log}; `aca run` uses it while it is up; `aca server stop` ends it.")
+    runner = server.runner_pid()
+    if runner is not None:
+        typer.echo(f"warm runner (pid {runner}): runs start with Prefect and the SDKs loaded.")
+    else:
+        typer.echo(f"the warm runner did not start (runs start cold); see {server.home}/runner.log")
 
 
 @app.command("status")
@@ -43,12 +48,19 @@ def status(json_output: JsonOutput = False) -> None:
         info = {"running": state is not None, "healthy": healthy}
         if state is not None:
             info |= {"pid": state.pid, "url": state.url, "log": state.log}
+            info["runner_pid"] = server.runner_pid()
         typer.echo(json.dumps(info))
     elif state is None:
         typer.echo("no local Prefect server is running; `aca server start` starts one.")
     else:
         answer = "answering" if healthy else "NOT answering (see its log)"
         typer.echo(f"Prefect server pid {state.pid} at {state.url}: {answer}; log: {state.log}")
+        runner = server.runner_pid()
+        typer.echo(
+            f"warm runner pid {runner}: runs start warm"
+            if runner is not None
+            else "no warm runner (runs start cold): `aca server start` starts one"
+        )
     if not healthy:
         raise typer.Exit(1)
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import httpx
 
 from aca_flows.errors import AcaError, InputError
+from aca_flows.warm_runner import WarmRunner, server_home
 
 __all__ = [
     "LocalServer",
@@ -57,11 +58,6 @@ class ServerError(AcaError):
     """A Prefect server could not be started or reached; the message says where its log is."""
 
     exit_code = 1
-
-
-def server_home() -> Path:
-    """``~/.aca/server``: the local server's state file and logs."""
-    return Path.home() / ".aca" / "server"
 
 
 @dataclass
@@ -102,6 +98,7 @@ class LocalServer:
     def start(self, port: int = DEFAULT_PORT, host: str = "127.0.0.1") -> ServerState:
         running = self.state()
         if running is not None:
+            self._start_runner()
             return running
         if not _port_free(host, port):
             raise ServerError(
@@ -121,16 +118,50 @@ class LocalServer:
         except ServerError:
             self.stop()
             raise
+        self._start_runner()
         return state
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Stop the server and its process group; ``False`` when none was running."""
         state = self.state()
         self.state_file.unlink(missing_ok=True)
+        self._stop_runner()
         if state is None:
             return False
         _stop_group(state.pid, timeout)
         return True
+
+    def runner_pid(self) -> int | None:
+        """The pid of the warm runner beside the server, when it is ready to fork runs."""
+        return WarmRunner(self.home).pid()
+
+    def _start_runner(self) -> None:
+        """The warm runner (aca_flows/warm_runner.py) beside the server; a stale one, which
+        runs another aca than this, is replaced. Without it, runs start as they would."""
+        runner = WarmRunner(self.home)
+        if runner.pid() is not None:
+            return
+        self._stop_runner()
+        # -P: nothing from the folder it was started in shadows a module of the runs; the
+        # aca it runs is this one, wherever it was imported from.
+        command = [sys.executable, "-P", "-m", "aca_flows.warm_runner", str(self.home)]
+        here = str(Path(__file__).resolve().parents[2])
+        path = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
+        process = _spawn(
+            command, runner.log_file, die_with_parent=False, extra_env={"PYTHONPATH": path}
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+        while runner.pid() != process.pid and time.monotonic() < deadline:
+            if process.poll() is not None:
+                return  # its log says why
+            time.sleep(0.05)
+
+    def _stop_runner(self) -> None:
+        runner = WarmRunner(self.home)
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            pid = json.loads(runner.state_file.read_text())["pid"]
+            runner.state_file.unlink()
+            _stop_group(pid, timeout=5.0)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,302 @@
+"""The warm runner: a process kept by ``aca server start`` with Prefect, the provider SDKs and
+aca already imported, which forks one child per ``aca run`` or ``aca resume``. Those imports
+are most of a run's start-up (about 1.3 s of CPU on a 2-core machine); a forked child starts
+with them done.
+
+``run_warm`` (the client, called by ``aca`` before it imports anything heavy) hands the runner
+its arguments, current folder, environment, umask and standard streams (passed as file
+descriptors); the child becomes that command: the same output on the same terminal or pipes,
+the same exit code. Signals the command gets (a terminal's Ctrl-C, a SIGTERM, a hang-up) are
+passed on to the child's process group, as a terminal would have sent them to a command that
+ran by itself; if the command is killed outright (SIGKILL), the child's group is killed too.
+
+A command uses the runner only when the runner runs the same aca (package, its files,
+interpreter, installed packages); otherwise, without a runner, or with ``ACA_WARM_RUNNER=off``
+(a job that must run inside its own cgroup or container, say), it runs by itself as usual.
+Each run it starts is a line of its log (``~/.aca/server/runner.log``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import resource
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from aca_flows._files import write_json_atomic
+
+__all__ = ["WarmRunner", "fingerprint", "run_warm", "serve", "server_home"]
+
+# Commands that run tasks: the ones whose start-up is worth a warm process.
+_RUN_COMMANDS = frozenset({"run", "resume", "--task-file", "--execution-plan"})
+_FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+# The command's resource limits hold for its run too (as far as the runner's allow).
+_RLIMITS = ("RLIMIT_AS", "RLIMIT_CORE", "RLIMIT_CPU", "RLIMIT_DATA", "RLIMIT_FSIZE",
+            "RLIMIT_NOFILE", "RLIMIT_NPROC", "RLIMIT_STACK")  # fmt: skip
+_PRELOADED = (
+    "aca_flows.cli.app",
+    "aca_flows.cli.run",
+    "aca_flows.flows.aca_run",
+    "aca_flows.providers.anthropic_api",
+    "aca_flows.providers.openai_api",
+    "aca_flows.providers.claude_code",
+    "aca_flows.providers.ollama_api",
+    "anthropic",
+    "openai",
+    "claude_agent_sdk",
+)
+
+
+def fingerprint() -> str:
+    """What a runner must share with a command to stand in for it: the interpreter, aca's
+    package (where, and when its files last changed) and the installed packages' folder."""
+    package = Path(__file__).resolve().parents[1]
+    newest = 0
+    for folder, _, files in os.walk(package):
+        for name in files:
+            if name.endswith(".py"):
+                newest = max(newest, os.stat(os.path.join(folder, name)).st_mtime_ns)
+    import importlib.util
+
+    prefect = importlib.util.find_spec("prefect")
+    site = Path(prefect.origin).parents[1] if prefect and prefect.origin else None
+    installed = site.stat().st_mtime_ns if site else 0
+    return json.dumps([sys.executable, sys.version, str(package), newest, str(site), installed])
+
+
+# -- the client: ``aca`` hands its command over -------------------------------------------------
+
+
+def server_home() -> Path:
+    """``~/.aca/server``: the local server's and its runner's state files and logs."""
+    return Path.home() / ".aca" / "server"
+
+
+def run_warm(argv: list[str]) -> int | None:
+    """Run ``aca argv`` in the warm runner and return its exit code; ``None`` when there is no
+    runner to use (the caller runs the command itself)."""
+    if not _RUN_COMMANDS.intersection(argv) or {"-h", "--help"}.intersection(argv):
+        return None
+    if os.environ.get("ACA_WARM_RUNNER", "").lower() in ("0", "off", "false", "no"):
+        return None
+    try:
+        state = json.loads(WarmRunner(server_home()).state_file.read_text())
+    except (OSError, ValueError):
+        return None
+    if state.get("fingerprint") != fingerprint():
+        return None
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(state["socket"])
+        request = {
+            "argv": argv,
+            "cwd": os.getcwd(),
+            "env": dict(os.environ),
+            "umask": _umask(),
+            "rlimits": {name: resource.getrlimit(getattr(resource, name)) for name in _RLIMITS},
+            "stdio": [_stream_settings(s) for s in (sys.stdin, sys.stdout, sys.stderr)],
+        }
+        socket.send_fds(conn, [_line(request)], [0, 1, 2])
+        reader = conn.makefile("rb")
+        started = json.loads(reader.readline() or b"null")
+    except (OSError, KeyError, ValueError):
+        conn.close()
+        return None
+    if not isinstance(started, dict) or "pid" not in started:
+        conn.close()
+        return None
+    return _wait_for(started["pid"], reader)
+
+
+def _wait_for(pid: int, reader) -> int:
+    """Pass signals on to the child's group until it ends; its exit code."""
+
+    def forward(signum, _frame):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signum)
+
+    for signum in _FORWARDED_SIGNALS:
+        signal.signal(signum, forward)
+    code = None
+    for line in reader:  # until the child's end closes the connection
+        with contextlib.suppress(ValueError):
+            code = json.loads(line).get("exit", code)
+    if code is None:
+        print("aca: the run's process ended without an exit code (killed?)", file=sys.stderr)
+        return 1
+    return code
+
+
+def _stream_settings(stream) -> dict | None:
+    if stream is None:
+        return None
+    return {
+        "encoding": stream.encoding,
+        "errors": stream.errors,
+        "line_buffering": stream.line_buffering,
+    }
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _line(message: dict) -> bytes:
+    return json.dumps(message).encode() + b"\n"
+
+
+# -- the runner: preloaded, it forks a child per command ----------------------------------------
+
+
+class WarmRunner:
+    """The runner of a local server's home (``~/.aca/server``): its state file and log."""
+
+    def __init__(self, home: Path):
+        self.state_file = home / "runner.json"
+        self.log_file = home / "runner.log"
+        # An abstract socket (Linux): no path length limit, nothing left behind on a crash.
+        self.address = "\0aca-runner-" + hashlib.sha256(str(home).encode()).hexdigest()[:16]
+
+    def pid(self) -> int | None:
+        """The runner's pid if it is ready and runs this aca, else ``None``."""
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            state = json.loads(self.state_file.read_text())
+            if state["fingerprint"] == fingerprint():
+                os.kill(state["pid"], 0)
+                return state["pid"]
+        return None
+
+
+def serve(runner: WarmRunner) -> None:
+    """Import what runs need, then fork a child for each command that connects (forever)."""
+    import gc
+    import importlib
+
+    for module in _PRELOADED:
+        with contextlib.suppress(ImportError):  # a provider's SDK may not be installed
+            importlib.import_module(module)
+    gc.collect()
+    gc.freeze()  # children neither walk nor copy what was imported here
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(runner.address)
+    listener.listen(16)
+    state = {"pid": os.getpid(), "socket": runner.address, "fingerprint": fingerprint()}
+    write_json_atomic(runner.state_file, state, durable=False)
+    print(f"warm runner {os.getpid()} ready", flush=True)
+    while True:
+        conn, _ = listener.accept()
+        if not _same_user(conn):
+            conn.close()
+            continue
+        if os.fork() == 0:
+            listener.close()
+            _become_the_command(conn)  # never returns
+        conn.close()
+
+
+def _same_user(conn: socket.socket) -> bool:
+    import struct
+
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid == os.getuid()
+
+
+def _become_the_command(conn: socket.socket) -> None:
+    """In the forked child: take on the command's folder, environment and streams, run it,
+    report its exit code, and exit as the command would."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    os.setpgid(0, 0)  # a group of its own: the client signals it, and its children, at once
+    request, fds = _receive(conn)
+    print(f"run {os.getpid()}: aca {' '.join(request['argv'])} in {request['cwd']}", flush=True)
+    for target, fd in zip((0, 1, 2), fds, strict=True):  # from here on, the command's streams
+        os.dup2(fd, target)
+        os.close(fd)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.umask(request["umask"])
+    for name, limits in request["rlimits"].items():
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(getattr(resource, name), tuple(limits))
+    _reset_process_state(request["stdio"])
+    conn.sendall(_line({"pid": os.getpid()}))
+    import threading
+
+    threading.Thread(target=_die_with_client, args=(conn,), daemon=True).start()
+    from aca_flows.cli import main
+
+    code = 1
+    try:
+        code = main(request["argv"])
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        with contextlib.suppress(OSError):
+            conn.sendall(_line({"exit": code}))
+    sys.exit(code)  # atexit handlers (Prefect's log and event flushes) run as in any command
+
+
+def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
+    data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 3)
+    while not data.endswith(b"\n"):
+        more = conn.recv(1 << 20)
+        if not more:
+            os._exit(1)  # the client is gone before it said what to run
+        data += more
+    if len(fds) != 3:
+        os._exit(1)
+    return json.loads(data), fds
+
+
+def _reset_process_state(stdio: list[dict | None]) -> None:
+    """What the runner's own start fixed from its environment, fixed again from the command's:
+    the locale and time zone, the standard streams, Prefect's settings and logging."""
+    import io
+    import locale
+    import time
+
+    with contextlib.suppress(locale.Error):
+        locale.setlocale(locale.LC_CTYPE, "")
+    time.tzset()
+    streams = []
+    for fd, settings, mode in zip((0, 1, 2), stdio, ("r", "w", "w"), strict=True):
+        settings = settings or {"encoding": "utf-8", "errors": "strict", "line_buffering": False}
+        raw = open(fd, mode + "b", closefd=False)  # noqa: SIM115 (the stream outlives this)
+        streams.append(
+            io.TextIOWrapper(
+                raw,
+                encoding=settings["encoding"],
+                errors=settings["errors"],
+                line_buffering=settings["line_buffering"],
+            )
+        )
+    sys.stdin, sys.stdout, sys.stderr = streams
+    sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams
+    from prefect.context import refresh_global_settings_context
+    from prefect.logging.configuration import setup_logging
+
+    refresh_global_settings_context()
+    setup_logging(incremental=False)
+
+
+def _die_with_client(conn: socket.socket) -> None:
+    """The client only closes the connection after the child ends; if it closes first, it was
+    killed: so is the command it stood for."""
+    with contextlib.suppress(OSError):
+        while conn.recv(4096):
+            pass
+    os.killpg(0, signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    serve(WarmRunner(Path(sys.argv[1])))

@@ -1,0 +1,172 @@
+"""The warm runner of ``aca server start``: runs forked from it print, exit, read their
+environment and folder, and answer signals as runs on their own do. Real ``aca`` processes
+with a fresh home, a real local server and runner, the fake Anthropic server."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aca_flows.warm_runner import WarmRunner, run_warm
+from tests.crash.conftest import kill_group, only_session, wait_for
+from tests.crash.test_kill_and_resume import CHAIN, Agent, branch_tasks
+from tests.fakes.git_repo import make_repo
+from tests.fakes.llm_server import FakeLLMServer
+from tests.flows.test_server import aca, alive, fresh_env, output
+
+ROOT = Path(__file__).resolve().parents[1]
+WAIT = 120
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    """A home whose local server and warm runner are up for the module's tests."""
+    home = tmp_path_factory.mktemp("warm-home")
+    env = fresh_env(home, ANTHROPIC_API_KEY="the-runner-s-own-key")
+    started = subprocess.run(
+        [sys.executable, "-m", "aca_flows", "server", "start", "--port", str(_free_port())],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "warm runner (pid" in started.stdout, started.stdout
+    yield home
+    subprocess.run(
+        [sys.executable, "-m", "aca_flows", "server", "stop"], env=env, timeout=60, check=True
+    )
+
+
+def runs_forked(home: Path) -> dict[int, str]:
+    """The runs the runner started (its log): pid -> command line."""
+    log = WarmRunner(home / ".aca" / "server").log_file.read_text()
+    return {int(pid): line for pid, line in re.findall(r"^run (\d+): (.*)$", log, re.M)}
+
+
+def test_the_readme_main_job_runs_warm_with_its_output_and_exit_code(home, tmp_path):
+    before = runs_forked(home)
+    done = subprocess.run(
+        [sys.executable, "-m", "aca_flows", "run", "tasks/examples/hello.md",
+         "--workdir", str(tmp_path / "demo"), "--init-git",
+         "--config", "tasks/examples/hello.aca.toml"],
+        env=fresh_env(home), cwd=ROOT, capture_output=True, text=True, timeout=WAIT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "5 completed of 5" in done.stdout and "Traceback" not in done.stderr
+    assert "no Prefect server is running" not in done.stderr  # the local server was used
+    (forked,) = set(runs_forked(home)) - set(before)
+    # Relative paths were the command's, in the command's folder.
+    assert runs_forked(home)[forked].endswith(f"in {ROOT}")
+    assert not alive(forked)
+
+
+def test_a_run_reads_the_command_s_environment_not_the_runner_s(home, tmp_path):
+    """The runner was started with an Anthropic key; a command without one is refused."""
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write a.txt\n")
+    before = runs_forked(home)
+    done = subprocess.run(
+        [sys.executable, "-m", "aca_flows", "run", str(tasks), "--provider", "anthropic",
+         "--workdir", str(make_repo(tmp_path / "repo"))],
+        env=fresh_env(home), capture_output=True, text=True, timeout=WAIT,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "ANTHROPIC_API_KEY" in done.stderr and "Traceback" not in done.stderr
+    assert len(runs_forked(home)) == len(before) + 1
+
+
+def start_chain(home: Path, tmp_path: Path, llm: FakeLLMServer, agent: Agent):
+    repo = make_repo(tmp_path / "repo")
+    llm.anthropic.scripted_for = lambda r: bool(r.json and r.json.get("tools"))
+    for _ in range(20):
+        llm.anthropic.enqueue(agent)
+    (tmp_path / "tasks.md").write_text(CHAIN)
+    env = fresh_env(
+        home,
+        ANTHROPIC_BASE_URL=llm.url,
+        ANTHROPIC_API_KEY="test-key",
+        ACA_SESSION__PROVIDER="anthropic",
+    )
+    args = ["run", str(tmp_path / "tasks.md"), "--model", "claude-test", "--workdir", str(repo)]
+    return repo, env, aca(*args, env=env, log=tmp_path / "run")
+
+
+def resume(session: Path, repo: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "aca_flows", "resume", session.name, "--workdir", str(repo)],
+        env=env, capture_output=True, text=True, timeout=WAIT,
+    )  # fmt: skip
+
+
+def test_ctrl_c_of_the_command_interrupts_the_warm_run_cleanly(home, tmp_path):
+    agent = Agent("b")
+    before = set(runs_forked(home))
+    with FakeLLMServer() as llm:
+        repo, env, proc = start_chain(home, tmp_path, llm, agent)
+        try:
+            wait_for(lambda: agent.arrived.is_set() or proc.poll() is not None, WAIT, "b's call")
+            assert proc.poll() is None, output(tmp_path / "run")
+            assert set(runs_forked(home)) - before  # the run is the runner's child
+            os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: the command's group
+            wait_for(lambda: "no new task starts" in output(tmp_path / "run"), WAIT, "the notice")
+            agent.release.set()
+            code = proc.wait(timeout=WAIT)
+        finally:
+            agent.release.set()
+            if proc.poll() is None:
+                kill_group(proc)
+        text = output(tmp_path / "run")
+        assert code == 130, text
+        assert "Traceback" not in text
+        session = only_session(repo)
+        meta = json.loads((session / "meta" / "session.json").read_text())
+        assert meta["status"] == "interrupted"
+        resumed = resume(session, repo, env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert branch_tasks(repo, f"aca/{session.name}") == ["a", "b", "c"]
+
+
+def test_a_sigkilled_command_takes_its_warm_run_with_it(home, tmp_path):
+    agent = Agent("b")
+    with FakeLLMServer() as llm:
+        repo, env, proc = start_chain(home, tmp_path, llm, agent)
+        before = set(runs_forked(home))
+        try:
+            wait_for(lambda: agent.arrived.is_set() or proc.poll() is not None, WAIT, "b's call")
+            forked = wait_for(lambda: set(runs_forked(home)) - before, 10, "the runner's log")
+            (run_pid,) = forked
+            assert alive(run_pid)
+            kill_group(proc)  # the command and its group, nothing else
+            wait_for(lambda: not alive(run_pid), 10, "the forked run to end")
+        finally:
+            agent.release.set()
+        session = only_session(repo)
+        calls = len(llm.anthropic.requests)
+        resumed = resume(session, repo, env)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert branch_tasks(repo, f"aca/{session.name}") == ["a", "b", "c"]
+        assert len(llm.anthropic.requests) > calls  # b and c were done by the resume
+
+
+def test_a_runner_of_another_aca_is_not_used(tmp_path, monkeypatch):
+    """A runner started before aca changed (an upgrade, an edit) would run the old code."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    runner = WarmRunner(tmp_path / ".aca" / "server")
+    runner.state_file.parent.mkdir(parents=True)
+    state = {"pid": os.getpid(), "socket": runner.address, "fingerprint": "another aca"}
+    runner.state_file.write_text(json.dumps(state))
+    assert runner.pid() is None
+    assert run_warm(["run", "tasks.md"]) is None  # the command runs by itself
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
