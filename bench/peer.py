@@ -9,9 +9,9 @@ fake LLM server after 2 s. Timed, each from a fresh repository:
 3. `aca run`, claude-code provider (the same bundled binary), 8 at once.
 
 Both aca runs use a warm local Prefect server and its warm runner (`aca server start`, started
-here first), as a user who runs aca often has; the account allows 8 calls in flight. Printed: wall times, the ideal (2 calls x 2 s), and aca's
-speed-up over the loop next to the target (at least 5x). Also printed: seconds from `aca run`
-to its first provider call (target 1.5 s).
+here first), as a user who runs aca often has; the account allows 8 calls in flight. Printed:
+wall times, the ideal (2 calls x 2 s), and aca's speed-up over the loop next to the target (at
+least 5x). Also printed: seconds from `aca run` to its first provider call (target 1.5 s).
 
 Run: .venv/bin/python bench/peer.py   (about two minutes)
 """
