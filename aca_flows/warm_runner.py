@@ -217,18 +217,13 @@ def _become_the_command(conn: socket.socket) -> None:
     os.setpgid(0, 0)  # a group of its own: the client signals it, and its children, at once
     request, fds = _receive(conn)
     print(f"run {os.getpid()}: aca {' '.join(request['argv'])} in {request['cwd']}", flush=True)
-    for target, fd in zip((0, 1, 2), fds, strict=True):  # from here on, the command's streams
-        os.dup2(fd, target)
-        os.close(fd)
-    os.chdir(request["cwd"])
-    os.environ.clear()
-    os.environ.update(request["env"])
-    os.umask(request["umask"])
-    for name, limits in request["rlimits"].items():
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(getattr(resource, name), tuple(limits))
-    _reset_process_state(request["stdio"])
-    conn.sendall(_line({"pid": os.getpid()}))
+    try:
+        _take_on(request, fds)
+        conn.sendall(_line({"pid": os.getpid()}))
+    except BaseException:
+        # Say nothing and end: without a pid, the command runs by itself, and whatever went
+        # wrong here (a folder gone, settings Prefect refuses) is reported as it would be.
+        os._exit(1)
     import threading
 
     threading.Thread(target=_die_with_client, args=(conn,), daemon=True).start()
@@ -246,30 +241,29 @@ def _become_the_command(conn: socket.socket) -> None:
     sys.exit(code)  # atexit handlers (Prefect's log and event flushes) run as in any command
 
 
-def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
-    data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 3)
-    while not data.endswith(b"\n"):
-        more = conn.recv(1 << 20)
-        if not more:
-            os._exit(1)  # the client is gone before it said what to run
-        data += more
-    if len(fds) != 3:
-        os._exit(1)
-    return json.loads(data), fds
-
-
-def _reset_process_state(stdio: list[dict | None]) -> None:
-    """What the runner's own start fixed from its environment, fixed again from the command's:
-    the locale and time zone, the standard streams, Prefect's settings and logging."""
+def _take_on(request: dict, fds: list[int]) -> None:
+    """The command's folder, environment, umask, limits and streams, and what the runner's own
+    start fixed from its environment fixed again from the command's: the locale and time
+    zone, Prefect's settings and logging."""
     import io
     import locale
     import time
 
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.umask(request["umask"])
+    for name, limits in request["rlimits"].items():
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(getattr(resource, name), tuple(limits))
     with contextlib.suppress(locale.Error):
         locale.setlocale(locale.LC_CTYPE, "")
     time.tzset()
+    for target, fd in zip((0, 1, 2), fds, strict=True):
+        os.dup2(fd, target)
+        os.close(fd)
     streams = []
-    for fd, settings, mode in zip((0, 1, 2), stdio, ("r", "w", "w"), strict=True):
+    for fd, settings, mode in zip((0, 1, 2), request["stdio"], ("r", "w", "w"), strict=True):
         settings = settings or {"encoding": "utf-8", "errors": "strict", "line_buffering": False}
         raw = open(fd, mode + "b", closefd=False)  # noqa: SIM115 (the stream outlives this)
         streams.append(
@@ -287,6 +281,18 @@ def _reset_process_state(stdio: list[dict | None]) -> None:
 
     refresh_global_settings_context()
     setup_logging(incremental=False)
+
+
+def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
+    data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 3)
+    while not data.endswith(b"\n"):
+        more = conn.recv(1 << 20)
+        if not more:
+            os._exit(1)  # the client is gone before it said what to run
+        data += more
+    if len(fds) != 3:
+        os._exit(1)
+    return json.loads(data), fds
 
 
 def _die_with_client(conn: socket.socket) -> None:

@@ -80,6 +80,19 @@ def test_a_run_reads_the_command_s_environment_not_the_runner_s(home, tmp_path):
     assert len(runs_forked(home)) == len(before) + 1
 
 
+def test_aca_warm_runner_off_runs_the_command_by_itself(home, tmp_path):
+    before = runs_forked(home)
+    done = subprocess.run(
+        [sys.executable, "-m", "aca_flows", "run", "tasks/examples/hello.md",
+         "--workdir", str(tmp_path / "demo"), "--init-git",
+         "--config", "tasks/examples/hello.aca.toml"],
+        env=fresh_env(home, ACA_WARM_RUNNER="off"), cwd=ROOT, capture_output=True, text=True,
+        timeout=WAIT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert runs_forked(home) == before
+
+
 def start_chain(home: Path, tmp_path: Path, llm: FakeLLMServer, agent: Agent):
     repo = make_repo(tmp_path / "repo")
     llm.anthropic.scripted_for = lambda r: bool(r.json and r.json.get("tools"))
