@@ -108,7 +108,8 @@ class LocalServer:
         self.home.mkdir(parents=True, exist_ok=True)
         prepare_database()
         url = f"http://{host}:{port}/api"
-        command = [sys.executable, "-m", "prefect", "server", "start"]
+        # `prefect server start`, its SQLite writes begun at once (flows/server_app.py).
+        command = [sys.executable, "-m", "aca_flows.flows.server_app", "server", "start"]
         command += ["--host", host, "--port", str(port)]
         process = _spawn(command, self.log_file, die_with_parent=False)
         state = ServerState(process.pid, url, port, str(self.log_file), time.time())
@@ -215,7 +216,9 @@ def _temporary_server() -> Iterator[str]:
     log_file = log_dir / f"temporary-{os.getpid()}.log"
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
-    command = [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app"]
+    # Prefect's app, its SQLite writes begun at once (flows/server_app.py).
+    command = [sys.executable, "-m", "uvicorn", "--factory"]
+    command += ["aca_flows.flows.server_app:create_app"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "error"]
     command += ["--lifespan", "on"]
     # As Prefect's own temporary server: no UI, only the services a single run needs.

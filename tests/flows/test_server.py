@@ -4,6 +4,7 @@ or orphaned. Real ``aca`` processes with fresh homes and no ``PREFECT_API_URL``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -194,3 +195,72 @@ def test_aca_server_start_status_stop_and_runs_use_it(tmp_path):
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     wait_for(lambda: not alive(pid), 15, "the local server to stop")
     assert cli("server", "status").returncode == 1
+
+
+def refused_writes(api: str) -> list[int]:
+    """The status codes of the writes refused when 60 reach the server at once: task runs
+    (each reads its flow run before it writes, as every subflow run's creation does) and
+    artifacts. Prefect's client retries a refused write (503) 2 s later: the README's job
+    had its second group start 2 s late, after work it should have overlapped."""
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(base_url=api, timeout=WAIT) as client:
+            flow = (await client.post("/flows/", json={"name": "burst"})).json()
+            run = (await client.post("/flow_runs/", json={"flow_id": flow["id"]})).json()
+            task_runs = [
+                client.post(
+                    "/task_runs/",
+                    json={"flow_run_id": run["id"], "task_key": "t", "dynamic_key": str(i)},
+                )
+                for i in range(30)
+            ]
+            artifacts = [
+                client.post("/artifacts/", json={"type": "markdown", "data": str(i)})
+                for i in range(30)
+            ]
+            answers = await asyncio.gather(*task_runs, *artifacts)
+        return [a.status_code for a in answers if a.status_code != 201]
+
+    return asyncio.run(burst())
+
+
+def test_acas_servers_queue_concurrent_writes_instead_of_refusing_them(tmp_path):
+    env = fresh_env(tmp_path / "home")
+    # The temporary server a run starts, held open until told to stop.
+    hold = (
+        "import sys\n"
+        "from aca_flows.flows.server import prefect_api_for_run\n"
+        "with prefect_api_for_run(announce=lambda _: None) as url:\n"
+        "    print(url, flush=True)\n"
+        "    sys.stdin.readline()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", hold],
+        env=env,
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=(tmp_path / "temporary.err").open("w"),
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        api = proc.stdout.readline().strip()
+        assert api, (tmp_path / "temporary.err").read_text()
+        assert refused_writes(api) == []
+    finally:
+        proc.communicate("\n", timeout=WAIT)
+    # aca's local server.
+    with contextlib.closing(__import__("socket").socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    aca_server = [sys.executable, "-m", "aca_flows", "server"]
+    started = subprocess.run(
+        [*aca_server, "start", "--port", str(port)], env=env, cwd=ROOT, capture_output=True,
+        text=True, timeout=240,
+    )  # fmt: skip
+    try:
+        assert started.returncode == 0, started.stderr
+        assert refused_writes(f"http://127.0.0.1:{port}/api") == []
+    finally:
+        subprocess.run([*aca_server, "stop"], env=env, cwd=ROOT, timeout=60)
