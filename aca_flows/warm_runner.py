@@ -6,9 +6,10 @@ with them done.
 ``run_warm`` (the client, called by ``aca`` before it imports anything heavy) hands the runner
 its arguments, current folder, environment, umask and standard streams (passed as file
 descriptors); the child becomes that command: the same output on the same terminal or pipes,
-the same exit code. Signals the command gets (a terminal's Ctrl-C, a SIGTERM, a hang-up) are
-passed on to the child's process group, as a terminal would have sent them to a command that
-ran by itself; if the command is killed outright (SIGKILL), the child's group is killed too.
+the same exit code. Signals the command gets are passed on: a terminal's Ctrl-C to the child's
+process group, as it would have reached a command that ran by itself and its children; a
+SIGTERM, SIGHUP or SIGQUIT to the child. If the command is killed outright (SIGKILL), the
+child's group is killed too.
 
 A command uses the runner only when the runner runs the same aca (package, its files,
 interpreter, installed packages); otherwise, without a runner, or with ``ACA_WARM_RUNNER=off``
@@ -114,11 +115,16 @@ def run_warm(argv: list[str]) -> int | None:
 
 
 def _wait_for(pid: int, reader) -> int:
-    """Pass signals on to the child's group until it ends; its exit code."""
+    """Pass signals on to the child until it ends; its exit code. SIGINT goes to the child's
+    group, as a terminal's Ctrl-C reaches a command's children too; the others, sent by
+    ``kill`` or a supervisor to a pid, to the child alone."""
 
     def forward(signum, _frame):
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signum)
+            if signum == signal.SIGINT:
+                os.killpg(pid, signum)
+            else:
+                os.kill(pid, signum)
 
     for signum in _FORWARDED_SIGNALS:
         signal.signal(signum, forward)

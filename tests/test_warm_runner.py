@@ -116,7 +116,15 @@ def resume(session: Path, repo: Path, env: dict[str, str]) -> subprocess.Complet
     )  # fmt: skip
 
 
-def test_ctrl_c_of_the_command_interrupts_the_warm_run_cleanly(home, tmp_path):
+SIGNALS = {
+    "ctrl-c": lambda proc: os.killpg(proc.pid, signal.SIGINT),  # a terminal's: the whole group
+    "sigterm": lambda proc: proc.send_signal(signal.SIGTERM),  # kill's: the command alone
+}
+
+
+@pytest.mark.parametrize("how", sorted(SIGNALS))
+def test_a_signal_to_the_command_stops_the_warm_run_cleanly(how, home, tmp_path):
+    """As a run on its own: no new task starts, the running one finishes, exit 130."""
     agent = Agent("b")
     before = set(runs_forked(home))
     with FakeLLMServer() as llm:
@@ -125,7 +133,7 @@ def test_ctrl_c_of_the_command_interrupts_the_warm_run_cleanly(home, tmp_path):
             wait_for(lambda: agent.arrived.is_set() or proc.poll() is not None, WAIT, "b's call")
             assert proc.poll() is None, output(tmp_path / "run")
             assert set(runs_forked(home)) - before  # the run is the runner's child
-            os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: the command's group
+            SIGNALS[how](proc)
             wait_for(lambda: "no new task starts" in output(tmp_path / "run"), WAIT, "the notice")
             agent.release.set()
             code = proc.wait(timeout=WAIT)
@@ -139,6 +147,7 @@ def test_ctrl_c_of_the_command_interrupts_the_warm_run_cleanly(home, tmp_path):
         session = only_session(repo)
         meta = json.loads((session / "meta" / "session.json").read_text())
         assert meta["status"] == "interrupted"
+        assert branch_tasks(repo, f"aca/{session.name}") == ["a", "b"]  # b finished its call
         resumed = resume(session, repo, env)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert branch_tasks(repo, f"aca/{session.name}") == ["a", "b", "c"]
