@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from aca_flows.cli.warm_runner import WarmRunner  # noqa: E402
 from aca_flows.flows.server import LocalServer  # noqa: E402
 from aca_flows.providers.claude_code import bundled_claude_cli  # noqa: E402
 from tests.fakes.coding_agent import coding_agent  # noqa: E402
@@ -139,6 +140,8 @@ def main() -> None:
         os.environ["HOME"] = str(home)
         local = LocalServer(home / ".aca" / "server")
         local.start(port=_free_port())
+        runner = WarmRunner(local.home)
+        runner.start()
         try:
             loop_s = run_loop(make_repo(tmp / "loop"), env)
             results = {}
@@ -147,8 +150,9 @@ def main() -> None:
                 elapsed, start_wall = run_aca(make_repo(tmp / provider), tasks, provider, env)
                 first = [r.received_at for r in server.anthropic.requests[seen:]]
                 results[provider] = (elapsed, min(first) - start_wall if first else float("nan"))
-            warm = (local.home / "runner.log").read_text().count("\nrun ")
+            warm = runner.log_file.read_text().count("\nrun ")
         finally:
+            runner.stop()
             local.stop()
     ideal = CALLS_PER_TASK * LATENCY
     print(f"peer: {TASKS} independent tasks, {CALLS_PER_TASK} calls each, {LATENCY:g} s a call")

@@ -3,8 +3,8 @@ warm local Prefect server (`aca server start`, started here first), for the anth
 claude-code providers. Target: 1.5 s. Two ways, each run three times (best and median printed;
 this machine is shared, so the best says what aca costs):
 
-- warm: the command handed to the warm runner `aca server start` keeps (aca_flows/warm_runner.py),
-  what a user with a local server gets;
+- warm: the command handed to the warm runner that `aca server start` keeps
+  (aca_flows/cli/warm_runner.py), what a user with a local server gets;
 - cold: `ACA_WARM_RUNNER=off`, the command imports Prefect and the SDKs itself; printed with
   the CPU seconds of the whole run, aca's CPU seconds up to its first call and, from the median
   run, when each phase of the start-up was reached (bench/startup_phases.py marks them).
@@ -31,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from aca_flows.cli.warm_runner import WarmRunner  # noqa: E402
 from aca_flows.flows.server import LocalServer  # noqa: E402
 from bench.peer import _free_port, agent  # noqa: E402
 from tests.fakes.git_repo import make_repo  # noqa: E402
@@ -64,9 +65,10 @@ def main() -> None:
         os.environ["HOME"] = str(home)
         local = LocalServer(home / ".aca" / "server")
         local.start(port=_free_port())
-        if local.runner_pid() is None:
-            raise SystemExit(f"the warm runner did not start: {local.home / 'runner.log'}")
-        _FIRST_CALL["runner_log"] = local.home / "runner.log"
+        runner = WarmRunner(local.home)
+        if runner.start() is None:
+            raise SystemExit(f"the warm runner did not start: {runner.log_file}")
+        _FIRST_CALL["runner_log"] = runner.log_file
         runs: dict[tuple[str, str], list[tuple[float, float, dict[str, float]]]] = {}
         cpu_to_first: dict[tuple[str, str], list[float]] = {}
         try:
@@ -84,6 +86,7 @@ def main() -> None:
                         runs.setdefault((mode, provider), []).append((first - start, cpu, offsets))
                         cpu_to_first.setdefault((mode, provider), []).append(_FIRST_CALL["cpu"])
         finally:
+            runner.stop()
             local.stop()
     for (mode, provider), results in runs.items():
         firsts = [first for first, _, _ in results]

@@ -1,4 +1,5 @@
-"""``aca server start|status|stop``: a local Prefect server (with its UI) that outlives runs.
+"""``aca server start|status|stop``: a local Prefect server (with its UI) that outlives runs,
+and the warm runner beside it (cli/warm_runner.py).
 
 While it is up, ``aca run`` uses it: runs start at once and can be watched in the UI.
 """
@@ -11,6 +12,7 @@ from typing import Annotated
 import typer
 
 from aca_flows.cli.options import JsonOutput
+from aca_flows.cli.warm_runner import WarmRunner
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -19,21 +21,23 @@ app = typer.Typer(no_args_is_help=True)
 def start(
     port: Annotated[int, typer.Option("--port", help="Port of the server and its UI.")] = 4200,
 ) -> None:
-    """Start the server in the background (it keeps running after this command ends)."""
+    """Start the server and the warm runner in the background (they keep running after this
+    command ends)."""
     from aca_flows.flows.server import LocalServer
 
     server = LocalServer()
     already = server.state()
     state = server.start(port=port)
+    runner = WarmRunner().start()
     ui = state.url.removesuffix("/api")
     verb = "already running" if already else "started"
     typer.echo(f"Prefect server {verb} (pid {state.pid}): UI at {ui}, API at {state.url}")
     typer.echo(f"log: {state.log}; `aca run` uses it while it is up; `aca server stop` ends it.")
-    runner = server.runner_pid()
     if runner is not None:
         typer.echo(f"warm runner (pid {runner}): runs start with Prefect and the SDKs loaded.")
     else:
-        typer.echo(f"the warm runner did not start (runs start cold); see {server.home}/runner.log")
+        log = WarmRunner().log_file
+        typer.echo(f"the warm runner did not start (runs start cold); its log: {log}")
 
 
 @app.command("status")
@@ -48,14 +52,14 @@ def status(json_output: JsonOutput = False) -> None:
         info = {"running": state is not None, "healthy": healthy}
         if state is not None:
             info |= {"pid": state.pid, "url": state.url, "log": state.log}
-            info["runner_pid"] = server.runner_pid()
+            info["runner_pid"] = WarmRunner().pid()
         typer.echo(json.dumps(info))
     elif state is None:
         typer.echo("no local Prefect server is running; `aca server start` starts one.")
     else:
         answer = "answering" if healthy else "NOT answering (see its log)"
         typer.echo(f"Prefect server pid {state.pid} at {state.url}: {answer}; log: {state.log}")
-        runner = server.runner_pid()
+        runner = WarmRunner().pid()
         typer.echo(
             f"warm runner pid {runner}: runs start warm"
             if runner is not None
@@ -67,9 +71,10 @@ def status(json_output: JsonOutput = False) -> None:
 
 @app.command("stop")
 def stop() -> None:
-    """Stop the local server and everything it started."""
+    """Stop the local server, everything it started, and the warm runner."""
     from aca_flows.flows.server import LocalServer
 
+    WarmRunner().stop()
     if LocalServer().stop():
         typer.echo("Prefect server stopped.")
     else:

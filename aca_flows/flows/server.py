@@ -29,10 +29,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import httpx
-
 from aca_flows.errors import AcaError, InputError
-from aca_flows.warm_runner import WarmRunner, server_home
 
 __all__ = [
     "LocalServer",
@@ -41,6 +38,8 @@ __all__ = [
     "prefect_api_for_run",
     "prepare_database",
     "server_home",
+    "spawn_background",
+    "stop_process_group",
 ]
 
 DEFAULT_PORT = 4200
@@ -52,6 +51,11 @@ HINT = (
 )
 # The server's own telemetry would try the internet at every start and log a failure.
 _QUIET_SERVER_ENV = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+
+
+def server_home() -> Path:
+    """``~/.aca/server``: the local server's (and its warm runner's) state files and logs."""
+    return Path.home() / ".aca" / "server"
 
 
 class ServerError(AcaError):
@@ -98,7 +102,6 @@ class LocalServer:
     def start(self, port: int = DEFAULT_PORT, host: str = "127.0.0.1") -> ServerState:
         running = self.state()
         if running is not None:
-            self._start_runner()
             return running
         if not _port_free(host, port):
             raise ServerError(
@@ -111,7 +114,7 @@ class LocalServer:
         # `prefect server start`, its SQLite writes begun at once (flows/server_app.py).
         command = [sys.executable, "-m", "aca_flows.flows.server_app", "server", "start"]
         command += ["--host", host, "--port", str(port)]
-        process = _spawn(command, self.log_file, die_with_parent=False)
+        process = spawn_background(command, self.log_file, die_with_parent=False)
         state = ServerState(process.pid, url, port, str(self.log_file), time.time())
         _write_json(self.state_file, asdict(state))
         try:
@@ -119,50 +122,16 @@ class LocalServer:
         except ServerError:
             self.stop()
             raise
-        self._start_runner()
         return state
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Stop the server and its process group; ``False`` when none was running."""
         state = self.state()
         self.state_file.unlink(missing_ok=True)
-        self._stop_runner()
         if state is None:
             return False
-        _stop_group(state.pid, timeout)
+        stop_process_group(state.pid, timeout)
         return True
-
-    def runner_pid(self) -> int | None:
-        """The pid of the warm runner beside the server, when it is ready to fork runs."""
-        return WarmRunner(self.home).pid()
-
-    def _start_runner(self) -> None:
-        """The warm runner (aca_flows/warm_runner.py) beside the server; a stale one, which
-        runs another aca than this, is replaced. Without it, runs start as they would."""
-        runner = WarmRunner(self.home)
-        if runner.pid() is not None:
-            return
-        self._stop_runner()
-        # -P: nothing from the folder it was started in shadows a module of the runs; the
-        # aca it runs is this one, wherever it was imported from.
-        command = [sys.executable, "-P", "-m", "aca_flows.warm_runner", str(self.home)]
-        here = str(Path(__file__).resolve().parents[2])
-        path = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
-        process = _spawn(
-            command, runner.log_file, die_with_parent=False, extra_env={"PYTHONPATH": path}
-        )
-        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-        while runner.pid() != process.pid and time.monotonic() < deadline:
-            if process.poll() is not None:
-                return  # its log says why
-            time.sleep(0.05)
-
-    def _stop_runner(self) -> None:
-        runner = WarmRunner(self.home)
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            pid = json.loads(runner.state_file.read_text())["pid"]
-            runner.state_file.unlink()
-            _stop_group(pid, timeout=5.0)
 
 
 @contextlib.contextmanager
@@ -198,6 +167,8 @@ def prefect_api_for_command(purpose: str) -> Iterator[str]:
             f"no Prefect server to {purpose}: set PREFECT_API_URL to the server your runs and "
             "workers use, or start aca's local one with `aca server start`."
         )
+    import httpx
+
     with temporary_settings(updates={PREFECT_API_URL: url}):
         try:
             yield url
@@ -227,13 +198,13 @@ def _temporary_server() -> Iterator[str]:
         "PREFECT__SERVER_EPHEMERAL": "1",
         "PREFECT__SERVER_FINAL": "1",
     }
-    process = _spawn(command, log_file, die_with_parent=True, extra_env=env)
+    process = spawn_background(command, log_file, die_with_parent=True, extra_env=env)
     try:
         _wait_healthy(url, process, log_file)
         yield url
     finally:
         _drain_to_server()
-        _stop_group(process.pid, timeout=5.0)
+        stop_process_group(process.pid, timeout=5.0)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=1)
     log_file.unlink(missing_ok=True)
@@ -297,8 +268,12 @@ def prepare_database() -> None:
             partial.unlink(missing_ok=True)
 
 
-def _spawn(
-    command: list[str], log_file: Path, *, die_with_parent: bool, extra_env: dict | None = None
+def spawn_background(
+    command: list[str],
+    log_file: Path,
+    *,
+    die_with_parent: bool = False,
+    extra_env: dict | None = None,
 ) -> subprocess.Popen:
     """Start ``command`` in a session of its own (a terminal's Ctrl-C does not reach it), its
     output appended to ``log_file``."""
@@ -345,13 +320,15 @@ def _wait_healthy(url: str, process: subprocess.Popen, log_file: Path) -> None:
 
 
 def _healthy(url: str, timeout: float) -> bool:
+    import httpx  # here: `aca run`'s hand-over to the warm runner imports this module
+
     try:
         return httpx.get(f"{url}/health", timeout=timeout).status_code == 200
     except httpx.HTTPError:
         return False
 
 
-def _stop_group(pid: int, timeout: float) -> None:
+def stop_process_group(pid: int, timeout: float) -> None:
     """SIGTERM the process group led by ``pid``, SIGKILL what is left after ``timeout``."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGTERM)

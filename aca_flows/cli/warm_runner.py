@@ -14,7 +14,8 @@ child's group is killed too.
 A command uses the runner only when the runner runs the same aca (package, its files,
 interpreter, installed packages); otherwise, without a runner, or with ``ACA_WARM_RUNNER=off``
 (a job that must run inside its own cgroup or container, say), it runs by itself as usual.
-Each run it starts is a line of its log (``~/.aca/server/runner.log``).
+Each run it starts is a line of its log (``~/.aca/server/runner.log``). ``aca server start``
+starts it beside the local Prefect server, ``aca server stop`` stops both.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ import resource
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 from aca_flows._files import write_json_atomic
+from aca_flows.flows.server import server_home
 
-__all__ = ["WarmRunner", "fingerprint", "run_warm", "serve", "server_home"]
+__all__ = ["WarmRunner", "fingerprint", "run_warm", "serve"]
 
 # Commands that run tasks: the ones whose start-up is worth a warm process.
 _RUN_COMMANDS = frozenset({"run", "resume", "--task-file", "--execution-plan"})
@@ -73,11 +76,6 @@ def fingerprint() -> str:
 # -- the client: ``aca`` hands its command over -------------------------------------------------
 
 
-def server_home() -> Path:
-    """``~/.aca/server``: the local server's and its runner's state files and logs."""
-    return Path.home() / ".aca" / "server"
-
-
 def run_warm(argv: list[str]) -> int | None:
     """Run ``aca argv`` in the warm runner and return its exit code; ``None`` when there is no
     runner to use (the caller runs the command itself)."""
@@ -86,7 +84,7 @@ def run_warm(argv: list[str]) -> int | None:
     if os.environ.get("ACA_WARM_RUNNER", "").lower() in ("0", "off", "false", "no"):
         return None
     try:
-        state = json.loads(WarmRunner(server_home()).state_file.read_text())
+        state = json.loads(WarmRunner().state_file.read_text())
     except (OSError, ValueError):
         return None
     if state.get("fingerprint") != fingerprint():
@@ -164,7 +162,9 @@ def _line(message: dict) -> bytes:
 class WarmRunner:
     """The runner of a local server's home (``~/.aca/server``): its state file and log."""
 
-    def __init__(self, home: Path):
+    def __init__(self, home: Path | None = None):
+        home = home or server_home()
+        self.home = home
         self.state_file = home / "runner.json"
         self.log_file = home / "runner.log"
         # An abstract socket (Linux): no path length limit, nothing left behind on a crash.
@@ -178,6 +178,41 @@ class WarmRunner:
                 os.kill(state["pid"], 0)
                 return state["pid"]
         return None
+
+    def start(self) -> int | None:
+        """Start the runner in the background, unless this aca's runs; a stale one (another
+        aca's) is replaced. Its pid once it is ready, ``None`` if it did not start (its log
+        says why; runs then start as they would without it)."""
+        from aca_flows.flows.server import STARTUP_TIMEOUT_SECONDS, spawn_background
+
+        if self.pid() is not None:
+            return self.pid()
+        self.stop()
+        # -P: nothing from the folder it was started in shadows a module of the runs; the
+        # aca it runs is this one, wherever it was imported from.
+        command = [sys.executable, "-P", "-m", "aca_flows.cli.warm_runner", str(self.home)]
+        here = str(Path(__file__).resolve().parents[2])
+        path = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
+        self.home.mkdir(parents=True, exist_ok=True)
+        process = spawn_background(command, self.log_file, extra_env={"PYTHONPATH": path})
+        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+        while self.pid() != process.pid and time.monotonic() < deadline:
+            if process.poll() is not None:
+                return None
+            time.sleep(0.05)
+        return self.pid()
+
+    def stop(self) -> bool:
+        """Stop the runner (runs it forked go on); ``False`` when none was running."""
+        from aca_flows.flows.server import stop_process_group
+
+        try:
+            pid = json.loads(self.state_file.read_text())["pid"]
+        except (OSError, ValueError, KeyError):
+            return False
+        self.state_file.unlink(missing_ok=True)
+        stop_process_group(pid, timeout=5.0)
+        return True
 
 
 def serve(runner: WarmRunner) -> None:

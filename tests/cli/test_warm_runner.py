@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from aca_flows.warm_runner import WarmRunner, run_warm
+from aca_flows.cli.warm_runner import WarmRunner, run_warm
 from tests.crash.conftest import kill_group, only_session, wait_for
 from tests.crash.test_kill_and_resume import CHAIN, Agent, branch_tasks
 from tests.fakes.git_repo import make_repo
 from tests.fakes.llm_server import FakeLLMServer
 from tests.flows.test_server import aca, alive, fresh_env, output
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WAIT = 120
 
 
