@@ -16,6 +16,9 @@ targets of the speed issue:
    calls a task, 8 at once: makespan divided by the lower bound max(critical path, total
    work / 8). Target at most 1.15.
 
+Each figure is the median of ``ACA_BENCH_REPEATS`` runs (default 3), the spread (lowest to
+highest) beside it; the profile adds up all runs.
+
 Run: .venv/bin/python bench/engine_speed.py   (about two minutes)
 """
 
@@ -25,6 +28,7 @@ import asyncio
 import functools
 import os
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -43,6 +47,9 @@ os.environ["ACA_RATE_LIMITING__MAX_CONCURRENT_REQUESTS"] = "64"
 TASKS = 30
 CONCURRENCY = 8
 SAMPLES = 20
+# Each figure is the median of this many runs, its spread beside it: on a shared machine one
+# sample can be noise.
+REPEATS = int(os.environ.get("ACA_BENCH_REPEATS", "3"))
 
 
 # -- the profile: time spent inside aca's functions, and git commands run ---------------------
@@ -55,6 +62,7 @@ class Profile:
         self.first_start: float | None = None
         self.last_end = 0.0
         self.git_commands = 0
+        self._span = 0.0  # of merged profiles
         self.on = False
         self._undo: list = []
 
@@ -89,6 +97,19 @@ class Profile:
         if self.on:
             self.seconds[label] += time.perf_counter() - start
             self.calls[label] += 1
+
+    @property
+    def span(self) -> float:
+        """Seconds from the first task run's start to the last task's bookkeeping end."""
+        return self._span + (self.last_end - self.first_start if self.first_start else 0.0)
+
+    def merge(self, other: Profile) -> None:
+        """Add another run's profile to this one (a profile of all repeats)."""
+        for label, seconds in other.seconds.items():
+            self.seconds[label] += seconds
+            self.calls[label] += other.calls[label]
+        self._span += other.span
+        self.git_commands += other.git_commands
 
     def count_git(self) -> None:
         import git
@@ -233,7 +254,7 @@ def journal_writes(tmp: Path, calls_per_task: float) -> float:
     from aca_flows.providers.base import Usage
     from aca_flows.session.store import SessionStore
 
-    tmp.mkdir()
+    tmp.mkdir(parents=True)
     tasks = tmp / "journal.md"
     tasks.write_text("".join(f"- write f{i}.txt\n" for i in range(TASKS)))
     plan = load_task_file(tasks)
@@ -260,7 +281,8 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def overhead(tmp: Path) -> None:
+def record_cassette(tmp: Path) -> tuple[Path, Path]:
+    """The task file and a replay config whose cassette holds its tasks' calls."""
     from aca_flows.flows import run_flow
     from tests.fakes.coding_agent import coding_agent
     from tests.fakes.git_repo import make_repo
@@ -282,6 +304,14 @@ def overhead(tmp: Path) -> None:
             task_file=str(tasks), workdir=str(make_repo(tmp / "record")), provider="anthropic",
             model="claude-test", max_concurrent=CONCURRENCY, record=str(cassette),
         )  # fmt: skip
+    return tasks, config
+
+
+def overhead(tmp: Path, tasks: Path, config: Path, profile_total: Profile) -> dict[str, float]:
+    """One replayed run of the tasks, one at a time, and the parts measured after it."""
+    from aca_flows.flows import run_flow
+    from tests.fakes.git_repo import make_repo
+
     profile = install_profile()
     workdir = make_repo(tmp / "replay")
     profile.on = True
@@ -299,44 +329,30 @@ def overhead(tmp: Path) -> None:
     assert outcome.summary and outcome.summary["counts"] == {"completed": TASKS}, outcome.summary
     journal = next((workdir / ".aca" / "sessions").glob("*/meta/events.jsonl")).read_text()
     calls_per_task = journal.count('"type":"call"') / TASKS
+    profile_total.merge(profile)
 
     per_task = (profile.last_end - profile.first_start) / TASKS
     git_s, git_commands = git_cycle(tmp)
     prefect_s = bare_task_run()
     journal_s = journal_writes(tmp / "journal", calls_per_task)
     parts = git_s + prefect_s + journal_s
-    ms = 1000
-    print(f"overhead: {TASKS} replayed tasks, one at a time, warm server; run wall {wall:.2f} s")
-    print(f"overhead: per task, task run start to bookkeeping end  {per_task * ms:6.1f} ms")
-    print(f"overhead: part: git cycle (add, commit, merge, remove)  {git_s * ms:6.1f} ms "
-          f"({git_commands:.0f} git commands)")  # fmt: skip
-    print(f"overhead: part: bare Prefect task run                   {prefect_s * ms:6.1f} ms")
-    print(f"overhead: part: journal writes of a task ({2 + calls_per_task:.0f} events)     "
-          f"{journal_s * ms:6.1f} ms")  # fmt: skip
-    print(f"overhead: sum of the parts                              {parts * ms:6.1f} ms")
-    print(f"overhead: per task beyond the parts                     "
-          f"{(per_task - parts) * ms:6.1f} ms")  # fmt: skip
-    print(f"overhead: ratio, per task / parts (target <= 1.5)       {per_task / parts:6.2f}")
-    print(f"overhead: CPU seconds per task (aca + git children)     {cpu / TASKS:6.3f} s")
-    print(f"overhead: git commands per task in the run              "
-          f"{profile.git_commands / TASKS:6.1f}")  # fmt: skip
-    print("profile: ms per task inside aca's functions (indented: inside the line above)")
-    for _, _, label, depth in PROFILED:
-        if profile.calls.get(label):
-            shown = "  " * depth + label
-            print(f"profile:   {shown:<52} {profile.seconds[label] / TASKS * ms:6.1f} ms "
-                  f"({profile.calls[label] / TASKS:.1f} calls)")  # fmt: skip
-    run_one = profile.seconds["task run (Prefect task engine + all below)"]
-    agent = profile.seconds["agent: execute_task"]
-    finish = profile.seconds["flow: finish a task (journal, report)"]
-    scheduler = per_task * TASKS - run_one - finish
-    print(f"profile:   {'Prefect task engine (task run minus agent)':<52} "
-          f"{(run_one - agent) / TASKS * ms:6.1f} ms")  # fmt: skip
-    print(f"profile:   {'flow scheduler, the rest (awaited API calls incl.)':<52} "
-          f"{scheduler / TASKS * ms:6.1f} ms")  # fmt: skip
+    return {
+        "wall": wall,
+        "per_task": per_task,
+        "git": git_s,
+        "git_commands": git_commands,
+        "prefect": prefect_s,
+        "journal": journal_s,
+        "events": 2 + calls_per_task,
+        "parts": parts,
+        "beyond": per_task - parts,
+        "ratio": per_task / parts,
+        "cpu": cpu / TASKS,
+        "run_git_commands": profile.git_commands / TASKS,
+    }
 
 
-def parallel_efficiency(tmp: Path) -> None:
+def parallel_efficiency(tmp: Path) -> dict[str, float]:
     from aca_flows.flows import run_flow
     from tests.fakes.coding_agent import coding_agent
     from tests.fakes.git_repo import make_repo
@@ -348,6 +364,7 @@ def parallel_efficiency(tmp: Path) -> None:
         for step in range(5):
             dep = f" depends_on=c{chain}s{step - 1}" if step else ""
             lines.append(f"- write c{chain}s{step}.txt {{#c{chain}s{step}{dep}}}\n")
+    tmp.mkdir(parents=True)
     tasks = tmp / "dag.md"
     tasks.write_text("".join(lines))
     calls_per_task, latency = 2, 1.0
@@ -362,17 +379,77 @@ def parallel_efficiency(tmp: Path) -> None:
         os.environ.update(ANTHROPIC_BASE_URL=server.url, ANTHROPIC_API_KEY=server.api_key)
         cpu_before, start = cpu_seconds(), time.perf_counter()
         outcome = run_flow(quiet_console=True,
-            task_file=str(tasks), workdir=str(make_repo(tmp / "dag")), provider="anthropic",
+            task_file=str(tasks), workdir=str(make_repo(tmp / "repo")), provider="anthropic",
             model="claude-test", max_concurrent=CONCURRENCY,
         )  # fmt: skip
         makespan, cpu = time.perf_counter() - start, cpu_seconds() - cpu_before
     assert outcome.summary and outcome.summary["counts"] == {"completed": 40}, outcome.summary
     per_task = calls_per_task * latency
     bound = max(5 * per_task, 40 * per_task / CONCURRENCY)
-    print(f"parallel: makespan, 40 tasks, 8 at once, warm server {makespan:7.2f} s")
-    print(f"parallel: lower bound                              {bound:7.2f} s")
-    print(f"parallel: efficiency ratio (target <= 1.15)        {makespan / bound:7.2f}")
-    print(f"parallel: CPU seconds per task (aca + git)         {cpu / 40:7.3f} s")
+    return {"makespan": makespan, "bound": bound, "ratio": makespan / bound, "cpu": cpu / 40}
+
+
+# -- the report: medians of the repeats, their spread, next to the targets ---------------
+
+
+def _figure(runs: list[dict[str, float]], key: str, scale: float = 1.0) -> str:
+    values = sorted(run[key] * scale for run in runs)
+    median = statistics.median(values)
+    digits = 3 if median < 1 else 2 if median < 10 else 1
+    if len(values) == 1:
+        return f"{median:7.{digits}f}"
+    return f"{median:7.{digits}f}  ({values[0]:.{digits}f}-{values[-1]:.{digits}f})"
+
+
+def report_overhead(runs: list[dict[str, float]], profile: Profile) -> None:
+    ms = 1000
+    n = len(runs)
+    print(f"overhead: {TASKS} replayed tasks, one at a time, warm server; median of {n} "
+          f"(spread)")  # fmt: skip
+    rows = [
+        ("run wall, s", "wall", 1),
+        ("per task, task run start to bookkeeping end, ms", "per_task", ms),
+        (f"part: git cycle (add, commit, merge, remove), ms; "
+         f"{runs[0]['git_commands']:.0f} git commands", "git", ms),
+        ("part: bare Prefect task run, ms", "prefect", ms),
+        (f"part: journal writes of a task ({runs[0]['events']:.0f} events), ms", "journal", ms),
+        ("sum of the parts, ms", "parts", ms),
+        ("per task beyond the parts, ms", "beyond", ms),
+        ("ratio, per task / parts (target <= 1.5)", "ratio", 1),
+        ("CPU seconds per task (aca + git children)", "cpu", 1),
+        ("git commands per task in the run", "run_git_commands", 1),
+    ]  # fmt: skip
+    for label, key, scale in rows:
+        print(f"overhead: {label:<62} {_figure(runs, key, scale)}")
+    tasks = TASKS * n
+    print(f"profile: ms per task inside aca's functions, all {n} runs (indented: inside the "
+          "line above)")  # fmt: skip
+    for _, _, label, depth in PROFILED:
+        if profile.calls.get(label):
+            shown = "  " * depth + label
+            print(f"profile:   {shown:<52} {profile.seconds[label] / tasks * ms:6.1f} ms "
+                  f"({profile.calls[label] / tasks:.1f} calls)")  # fmt: skip
+    run_one = profile.seconds["task run (Prefect task engine + all below)"]
+    agent = profile.seconds["agent: execute_task"]
+    finish = profile.seconds["flow: finish a task (journal, report)"]
+    scheduler = profile.span - run_one - finish
+    print(f"profile:   {'Prefect task engine (task run minus agent)':<52} "
+          f"{(run_one - agent) / tasks * ms:6.1f} ms")  # fmt: skip
+    print(f"profile:   {'flow scheduler, the rest (awaited API calls incl.)':<52} "
+          f"{scheduler / tasks * ms:6.1f} ms")  # fmt: skip
+
+
+def report_parallel(runs: list[dict[str, float]]) -> None:
+    print(f"parallel: 40 tasks (8 chains of 5), 1 s per call, 8 at once, warm server; median of "
+          f"{len(runs)} (spread)")  # fmt: skip
+    rows = [
+        ("makespan, s", "makespan"),
+        ("lower bound, s", "bound"),
+        ("efficiency ratio (target <= 1.15)", "ratio"),
+        ("CPU seconds per task (aca + git)", "cpu"),
+    ]
+    for label, key in rows:
+        print(f"parallel: {label:<62} {_figure(runs, key)}")
 
 
 def main() -> None:
@@ -386,11 +463,21 @@ def main() -> None:
         try:
             # Every flow here, aca's and the bare one, talks to this server.
             with prefect_api_for_run():
-                overhead(tmp)
-                parallel_efficiency(tmp)
+                tasks, config = record_cassette(tmp)
+                profile = Profile()
+                overheads = [
+                    overhead(tmp / f"overhead-{i}", tasks, config, profile) for i in _repeats()
+                ]
+                report_overhead(overheads, profile)
+                parallel = [parallel_efficiency(tmp / f"dag-{i}") for i in _repeats()]
+                report_parallel(parallel)
                 _drain_to_server()  # the last log lines, before the server goes
         finally:
             server.stop()
+
+
+def _repeats() -> range:
+    return range(REPEATS)
 
 
 def _free_port() -> int:

@@ -16,20 +16,23 @@ __all__ = ["FileLock"]
 
 
 class FileLock:
-    """``with FileLock(path): ...`` holds an exclusive lock on ``path`` (created if missing).
+    """``with FileLock(path): ...`` holds an exclusive lock on ``path`` (created if missing);
+    ``FileLock(path, shared=True)`` a shared one: any number of holders at once, never while
+    an exclusive one is held.
 
     Blocking; not re-entrant (a second ``with`` on the same path in the same thread deadlocks).
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, shared: bool = False):
         self.path = path
+        self.shared = shared
         self._fd: int | None = None
 
     def __enter__(self) -> FileLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
         except BaseException:
             os.close(fd)
             raise

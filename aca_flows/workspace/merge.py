@@ -3,10 +3,11 @@
 Merges happen one at a time under a file lock (``.aca/worktrees/<sid>/.merge.lock``), shared
 by threads, processes and workers on one disk. The session branch stays linear, one commit per
 task: when the branch has not moved since the task started, it is fast-forwarded to the task's
-commit; when another task landed meanwhile, the commit is cherry-picked onto the new head in
-the task's own worktree (never the user's checkout). A cherry-pick that conflicts is aborted
-and reported as ``MergeConflictError`` naming the files; the caller retries the task on the
-new head.
+commit; when another task landed meanwhile, the commit is put onto the new head as a
+cherry-pick would, merged by git in memory (``merge-tree``; with a git older than 2.38,
+cherry-picked in the task's own worktree, never the user's checkout). A conflict leaves the
+branch and the worktree as they were and is reported as ``MergeConflictError`` naming the
+files; the caller retries the task on the new head.
 
 Every step is safe to repeat after a crash: the commit is reused if the worktree already has
 it, a task whose ``Aca-Task:`` commit is on the branch is not merged again, and the change
@@ -119,10 +120,44 @@ def merge_task_commit(
     if _is_ancestor(repo, head, commit):
         landed = commit
     else:
-        landed = _cherry_pick_onto(worktree, head, commit, identity)
+        landed = _replay_onto(repo, worktree, head, commit, identity)
+        if landed is None:  # a git older than 2.38
+            landed = _cherry_pick_onto(worktree, head, commit, identity)
     # The old value makes the update fail rather than lose a commit if the branch moved anyway.
     repo.git.update_ref(ref, landed, head)
     return landed
+
+
+def _replay_onto(
+    repo: git.Repo, worktree: TaskWorktree, head: str, commit: str, identity: GitIdentity
+) -> str | None:
+    """``commit`` put onto ``head`` as one new commit, as a cherry-pick would, but merged by
+    git in memory (``merge-tree``): no checkout, no index, the worktree untouched, so the
+    merge lock is held for less. Same message and author; the committer is ``identity``.
+    ``None`` when this git cannot (``merge-tree --write-tree`` needs git 2.38)."""
+    status, out, _ = repo.git.execute(
+        ["git", "merge-tree", "--write-tree", "--name-only", "-z", head, commit],
+        with_extended_output=True,
+        with_exceptions=False,
+        strip_newline_in_stdout=False,
+    )
+    if status not in (0, 1):
+        return None
+    tree, *conflicted = out.split("\0\0", 1)[0].split("\0")
+    if status == 1:
+        # The branch and the worktree are unchanged: there is nothing to undo.
+        raise MergeConflictError(worktree.task_id, sorted(set(f for f in conflicted if f)))
+    raw = repo.git.cat_file("commit", commit, strip_newline_in_stdout=False)
+    headers, _, message = raw.partition("\n\n")
+    author = next(line for line in headers.splitlines() if line.startswith("author "))
+    name_email, _, when = author[len("author ") :].rpartition("> ")
+    name, _, email = name_email.partition(" <")
+    env = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_AUTHOR_DATE": when}
+    # commit-tree keeps the message as given (no cleanup; a final newline only if missing).
+    return repo.git.execute(
+        ["git", *identity.config_args(), "commit-tree", tree, "-p", head, "-m", message],
+        env=env,
+    ).strip()
 
 
 def _cherry_pick_onto(worktree: TaskWorktree, head: str, commit: str, identity: GitIdentity) -> str:

@@ -42,14 +42,16 @@ class TaskWorktree:
         """Create a clean worktree at the session branch head, discarding any stale one."""
         root = Path(repo.working_tree_dir)
         path = AcaDir(root).worktrees_dir(session_id) / task_id
-        with _admin_lock(repo):
-            base = session_branch_head(repo, session_id)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if path.exists() or not _added(repo, path, base):
+        base = session_branch_head(repo, session_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _admin_lock(repo, shared=True):  # the common case: other tasks add theirs too
+            added = not path.exists() and _added(repo, path, base)
+        if not added:
+            with _admin_lock(repo):
                 # A crash's leftover there (a folder, a registered or locked worktree).
                 _discard(repo, path)
                 repo.git.worktree("add", "--detach", str(path), base)
-            git_dir = Path(HardenedGit(str(path)).rev_parse("--absolute-git-dir"))
+        git_dir = Path(HardenedGit(str(path)).rev_parse("--absolute-git-dir"))
         return cls(
             repo_root=root,
             session_id=session_id,
@@ -127,9 +129,10 @@ def list_worktrees(repo: git.Repo) -> list[dict[str, str]]:
 
 def discard_worktree(repo: git.Repo, path: Path) -> None:
     """Unlock, remove and prune the worktree at ``path``, and delete the folder if left over."""
-    with _admin_lock(repo):
+    with _admin_lock(repo, shared=True):  # the common case: other tasks add or remove theirs
         if path.exists() and _removed(repo, path):
             return
+    with _admin_lock(repo):
         _discard(repo, path)
 
 
@@ -152,10 +155,14 @@ def _removed(repo: git.Repo, path: Path) -> bool:
     return not path.exists()
 
 
-def _admin_lock(repo: git.Repo) -> FileLock:
+def _admin_lock(repo: git.Repo, *, shared: bool = False) -> FileLock:
     # `git worktree prune` can delete the admin folder of a worktree another thread or process
-    # is adding at that moment: adds and removals of one repository take turns.
-    return FileLock(AcaDir(Path(repo.working_tree_dir)).root / "worktrees" / ".admin.lock")
+    # is adding at that moment: a prune (``_discard``) holds the lock alone. Plain adds and
+    # removals of different worktrees are safe together in git (each has its own admin
+    # folder, named by an atomic mkdir): they share the lock, so concurrent tasks do not
+    # queue for it.
+    lock = AcaDir(Path(repo.working_tree_dir)).root / "worktrees" / ".admin.lock"
+    return FileLock(lock, shared=shared)
 
 
 def _discard(repo: git.Repo, path: Path) -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import subprocess
 import sys
 import threading
 import time
+
+import pytest
 
 from aca_flows.workspace.file_lock import FileLock
 
@@ -46,3 +50,26 @@ def test_another_process_waits_for_the_lock(tmp_path):
         time.sleep(0.3)
     waited = float(child.communicate(timeout=30)[0])
     assert waited >= 0.2
+
+
+def test_shared_holders_hold_it_together_and_keep_an_exclusive_one_out(tmp_path):
+    lock_path = tmp_path / "x.lock"
+    second_inside = threading.Event()
+
+    def second() -> None:
+        with FileLock(lock_path, shared=True):
+            second_inside.set()
+
+    with FileLock(lock_path, shared=True):
+        thread = threading.Thread(target=second)
+        thread.start()
+        assert second_inside.wait(30)  # it got in while the first held the lock
+        fd = os.open(lock_path, os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+    thread.join()
+    with FileLock(lock_path):  # and once both left, an exclusive holder gets it
+        pass

@@ -20,6 +20,7 @@ from aca_flows.workspace import (
     record_landed_task,
     session_branch_head,
 )
+from aca_flows.workspace.commit import commit_task_work
 from tests.workspace.test_worktree import session_repo
 
 
@@ -166,3 +167,31 @@ def test_tasks_editing_the_same_lines_conflict_and_the_branch_is_unchanged(tmp_p
     assert session_branch_head(repo, "s1") == head
     assert "t2" not in completed_task_commits(repo, "s1")
     assert two.git.status("--porcelain") == ""  # the worktree is left clean, not mid-pick
+
+
+@pytest.mark.parametrize("old_git", [False, True], ids=["merge-tree", "cherry-pick"])
+def test_a_task_landing_after_another_keeps_its_message_and_author_on_top(
+    tmp_path, monkeypatch, old_git
+):
+    if old_git:  # a git before 2.38 has no `merge-tree --write-tree`: the worktree cherry-picks
+        monkeypatch.setattr("aca_flows.workspace.merge._replay_onto", lambda *args: None)
+    repo = session_repo(tmp_path)
+    one = TaskWorktree.create(repo, "s1", "t1")
+    two = TaskWorktree.create(repo, "s1", "t2")
+    (one.path / "one.txt").write_text("1\n")
+    (two.path / "two.txt").write_text("2\n")
+    first = land_task(repo, one, title="one", summary="", identity=DEFAULT_IDENTITY)
+    summary = "# Notes\n\nkept as written, with a '#' line"
+    author = GitIdentity("A", "a@x")
+    own = repo.commit(commit_task_work(two, title="two", summary=summary, identity=author))
+    landed = land_task(repo, two, title="two", summary=summary, identity=GitIdentity("B", "b@x"))
+    on_branch = repo.commit(landed.commit_sha)
+    assert on_branch.hexsha == session_branch_head(repo, "s1") != own.hexsha
+    assert [p.hexsha for p in on_branch.parents] == [first.commit_sha]
+    assert on_branch.message == own.message and "# Notes" in on_branch.message
+    assert (on_branch.author.name, on_branch.author.email) == ("A", "a@x")
+    assert on_branch.authored_datetime == own.authored_datetime
+    assert (on_branch.committer.name, on_branch.committer.email) == ("B", "b@x")
+    assert repo.git.show(f"{on_branch.hexsha}:one.txt") == "1"
+    assert repo.git.show(f"{on_branch.hexsha}:two.txt") == "2"
+    assert completed_task_commits(repo, "s1")["t2"] == on_branch.hexsha

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import git
 
 from aca_flows.workspace import (
@@ -76,3 +78,21 @@ def test_a_leftover_folder_that_is_no_worktree_is_replaced(tmp_path):
     wt = TaskWorktree.create(repo, "s1", "t1")
     assert not (wt.path / "junk").exists()
     assert (wt.path / "app.py").exists()
+
+
+def test_many_tasks_add_and_remove_their_worktrees_at_once(tmp_path):
+    # Adds and removals share the admin lock; git keeps concurrent ones of different
+    # worktrees apart. Each task gets a clean checkout and nothing is left behind.
+    repo = session_repo(tmp_path)
+
+    def cycle(task_id: str) -> str:
+        wt = TaskWorktree.create(git.Repo(tmp_path), "s1", task_id)
+        content = (wt.path / "app.py").read_text()
+        wt.remove()
+        return content
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        contents = list(pool.map(cycle, [f"t{i}" for i in range(16)]))
+    assert contents == ["print('hello')\n"] * 16
+    assert repo.git.worktree("list", "--porcelain").count("worktree ") == 1  # the checkout
+    assert not any((tmp_path / ".aca" / "worktrees" / "s1").glob("t*"))

@@ -1,0 +1,41 @@
+"""``exit_process``: the process ends with the code given, after what ``sys.exit`` would have
+done that anyone can see: threads finished, exit handlers run, output and logs flushed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_exit_process_keeps_what_sys_exit_delivers(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import atexit, logging, threading, time
+        from pathlib import Path
+        from aca_flows._exit import exit_process
+
+        out = Path({str(tmp_path)!r})
+        def late_writer():
+            time.sleep(0.3)
+            (out / "thread.txt").write_text("done")
+        threading.Thread(target=late_writer).start()
+        atexit.register(lambda: (out / "atexit.txt").write_text("ran"))
+        logger = logging.getLogger("t")
+        logger.addHandler(logging.FileHandler(out / "log.txt"))
+        logger.warning("last words")
+        print("buffered, no newline", end="")
+        exit_process(3)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "buffered, no newline"
+    assert (tmp_path / "thread.txt").read_text() == "done"
+    assert (tmp_path / "atexit.txt").read_text() == "ran"
+    assert (tmp_path / "log.txt").read_text() == "last words\n"
