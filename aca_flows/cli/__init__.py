@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         code = 130
     if argv is None:
-        sys.exit(code)
+        from aca_flows._exit import exit_process
+
+        exit_process(code)  # without the interpreter's teardown: the prompt comes back sooner
     return code
 
 

@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+from aca_flows._exit import exit_process
 from aca_flows._files import write_json_atomic
 from aca_flows.flows.server import server_home
 
@@ -279,7 +280,9 @@ def _become_the_command(conn: socket.socket) -> None:
                 stream.flush()
         with contextlib.suppress(OSError):
             conn.sendall(_line({"exit": code}))
-    sys.exit(code)  # atexit handlers (Prefect's log and event flushes) run as in any command
+    # As the command would: threads joined, exit handlers (Prefect's last logs and events)
+    # run, output flushed; the connection closes with the process, and the client exits.
+    exit_process(code)
 
 
 def _take_on(request: dict, fds: list[int]) -> None:
