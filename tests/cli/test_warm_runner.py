@@ -30,16 +30,18 @@ def home(tmp_path_factory) -> Path:
     """A home whose local server and warm runner are up for the module's tests."""
     home = tmp_path_factory.mktemp("warm-home")
     env = fresh_env(home, ANTHROPIC_API_KEY="the-runner-s-own-key")
-    started = subprocess.run(
-        [sys.executable, "-m", "aca_flows", "server", "start", "--port", str(_free_port())],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert started.returncode == 0, started.stdout + started.stderr
-    assert "warm runner (pid" in started.stdout, started.stdout
-    yield home
-    subprocess.run(
-        [sys.executable, "-m", "aca_flows", "server", "stop"], env=env, timeout=60, check=True
-    )
+    try:
+        started = subprocess.run(
+            [sys.executable, "-m", "aca_flows", "server", "start", "--port", str(_free_port())],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert "warm runner (pid" in started.stdout, started.stdout
+        yield home
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "aca_flows", "server", "stop"], env=env, timeout=60, check=True
+        )
 
 
 def runs_forked(home: Path) -> dict[int, str]:
