@@ -57,7 +57,7 @@ def finished_tasks(workdir: Path) -> int:
 
 def main() -> None:
     from aca_flows.flows import run_flow
-    from aca_flows.flows.server import LocalServer
+    from aca_flows.flows.server import LocalServer, _drain_to_server
     from tests.fakes.coding_agent import coding_agent
     from tests.fakes.git_repo import make_repo
     from tests.fakes.llm_server import FakeLLMServer
@@ -105,6 +105,7 @@ def main() -> None:
             wall = time.perf_counter() - start
             stop.set()
             cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+            _drain_to_server()  # the last log lines, before the server goes
         finally:
             server.stop()
     assert outcome.summary and outcome.summary["status"] == "completed", outcome.summary
