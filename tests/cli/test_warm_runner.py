@@ -50,14 +50,18 @@ def runs_forked(home: Path) -> dict[int, str]:
     return {int(pid): line for pid, line in re.findall(r"^run (\d+): (.*)$", log, re.M)}
 
 
+def readme_job(home: Path, demo: Path, **env: str) -> subprocess.CompletedProcess:
+    """The README's main job, its paths relative to the project's folder."""
+    return subprocess.run(
+        [sys.executable, "-m", "aca_flows", "run", "tasks/examples/hello.md",
+         "--workdir", str(demo), "--init-git", "--config", "tasks/examples/hello.aca.toml"],
+        env=fresh_env(home, **env), cwd=ROOT, capture_output=True, text=True, timeout=WAIT,
+    )  # fmt: skip
+
+
 def test_the_readme_main_job_runs_warm_with_its_output_and_exit_code(home, tmp_path):
     before = runs_forked(home)
-    done = subprocess.run(
-        [sys.executable, "-m", "aca_flows", "run", "tasks/examples/hello.md",
-         "--workdir", str(tmp_path / "demo"), "--init-git",
-         "--config", "tasks/examples/hello.aca.toml"],
-        env=fresh_env(home), cwd=ROOT, capture_output=True, text=True, timeout=WAIT,
-    )  # fmt: skip
+    done = readme_job(home, tmp_path / "demo")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "5 completed of 5" in done.stdout and "Traceback" not in done.stderr
     assert "no Prefect server is running" not in done.stderr  # the local server was used
@@ -84,13 +88,7 @@ def test_a_run_reads_the_command_s_environment_not_the_runner_s(home, tmp_path):
 
 def test_aca_warm_runner_off_runs_the_command_by_itself(home, tmp_path):
     before = runs_forked(home)
-    done = subprocess.run(
-        [sys.executable, "-m", "aca_flows", "run", "tasks/examples/hello.md",
-         "--workdir", str(tmp_path / "demo"), "--init-git",
-         "--config", "tasks/examples/hello.aca.toml"],
-        env=fresh_env(home, ACA_WARM_RUNNER="off"), cwd=ROOT, capture_output=True, text=True,
-        timeout=WAIT,
-    )  # fmt: skip
+    done = readme_job(home, tmp_path / "demo", ACA_WARM_RUNNER="off")
     assert done.returncode == 0, done.stdout + done.stderr
     assert runs_forked(home) == before
 
