@@ -90,6 +90,10 @@ def run_warm(argv: list[str]) -> int | None:
         return None
     if state.get("fingerprint") != fingerprint():
         return None
+    if not all(_is_open(fd) for fd in (0, 1, 2)):
+        # A closed standard stream (``<&-``): the connection would take its number and be
+        # handed over as that stream, the run's own connection as its stdin, say.
+        return None
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(state["socket"])
@@ -145,6 +149,14 @@ def _stream_settings(stream) -> dict | None:
         "errors": stream.errors,
         "line_buffering": stream.line_buffering,
     }
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def _umask() -> int:

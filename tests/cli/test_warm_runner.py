@@ -93,7 +93,9 @@ def test_aca_warm_runner_off_runs_the_command_by_itself(home, tmp_path):
     assert runs_forked(home) == before
 
 
-def start_chain(home: Path, tmp_path: Path, llm: FakeLLMServer, agent: Agent):
+def start_chain(
+    home: Path, tmp_path: Path, llm: FakeLLMServer, agent: Agent, stdin_closed: bool = False
+):
     repo = make_repo(tmp_path / "repo")
     llm.anthropic.scripted_for = lambda r: bool(r.json and r.json.get("tools"))
     for _ in range(20):
@@ -106,7 +108,15 @@ def start_chain(home: Path, tmp_path: Path, llm: FakeLLMServer, agent: Agent):
         ACA_SESSION__PROVIDER="anthropic",
     )
     args = ["run", str(tmp_path / "tasks.md"), "--model", "claude-test", "--workdir", str(repo)]
-    return repo, env, aca(*args, env=env, log=tmp_path / "run")
+    if not stdin_closed:
+        return repo, env, aca(*args, env=env, log=tmp_path / "run")
+    log = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aca_flows", *args], env=env, cwd=ROOT,
+        stdout=log.with_suffix(".out").open("w"), stderr=log.with_suffix(".err").open("w"),
+        start_new_session=True, preexec_fn=lambda: os.close(0),
+    )  # fmt: skip
+    return repo, env, proc
 
 
 def resume(session: Path, repo: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -173,6 +183,27 @@ def test_a_sigkilled_command_takes_its_warm_run_with_it(home, tmp_path):
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
         assert branch_tasks(repo, f"aca/{session.name}") == ["a", "b", "c"]
         assert len(llm.anthropic.requests) > calls  # b and c were done by the resume
+
+
+def test_a_sigkilled_command_with_stdin_closed_leaves_no_run_behind(home, tmp_path):
+    """With fd 0 closed, the command's connection to the runner would take fd 0 and be handed
+    to its run as stdin: the run would hold the command's end open and outlive a SIGKILL."""
+    agent = Agent("b")
+    with FakeLLMServer() as llm:
+        repo, env, proc = start_chain(home, tmp_path, llm, agent, stdin_closed=True)
+        before = set(runs_forked(home))
+        try:
+            wait_for(lambda: agent.arrived.is_set() or proc.poll() is not None, WAIT, "b's call")
+            assert proc.poll() is None, output(tmp_path / "run")
+            forked = set(runs_forked(home)) - before
+            kill_group(proc)
+            wait_for(lambda: not any(alive(pid) for pid in forked), 10, "no run left")
+        finally:
+            agent.release.set()
+        session = only_session(repo)
+        resumed = resume(session, repo, env)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert branch_tasks(repo, f"aca/{session.name}") == ["a", "b", "c"]
 
 
 def test_a_runner_of_another_aca_is_not_used(tmp_path, monkeypatch):
