@@ -8,8 +8,8 @@ its arguments, current folder, environment, umask and standard streams (passed a
 descriptors); the child becomes that command: the same output on the same terminal or pipes,
 the same exit code. Signals the command gets are passed on: a terminal's Ctrl-C to the child's
 process group, as it would have reached a command that ran by itself and its children; a
-SIGTERM, SIGHUP or SIGQUIT to the child. If the command is killed outright (SIGKILL), the
-child's group is killed too.
+SIGTERM, SIGHUP or SIGQUIT to the child; a Ctrl-Z stops the child's group until the command
+goes on. If the command is killed outright (SIGKILL), the child's group is killed too.
 
 A command uses the runner only when the runner runs the same aca (package, its files,
 interpreter, installed packages); otherwise, without a runner, or with ``ACA_WARM_RUNNER=off``
@@ -129,8 +129,20 @@ def _wait_for(pid: int, reader) -> int:
             else:
                 os.kill(pid, signum)
 
+    def suspend(_signum, _frame):
+        # Ctrl-Z stops the command's group, not the run (a group of the runner's session): it
+        # stops alongside, as a command's children would, and goes on when the command does.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGSTOP)  # SIGTSTP is dropped in a group without a shell
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)  # returns once continued (``fg``, ``bg``)
+        signal.signal(signal.SIGTSTP, suspend)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGCONT)
+
     for signum in _FORWARDED_SIGNALS:
         signal.signal(signum, forward)
+    signal.signal(signal.SIGTSTP, suspend)
     code = None
     for line in reader:  # until the child's end closes the connection
         with contextlib.suppress(ValueError):

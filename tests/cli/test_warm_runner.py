@@ -93,9 +93,8 @@ def test_aca_warm_runner_off_runs_the_command_by_itself(home, tmp_path):
     assert runs_forked(home) == before
 
 
-def start_chain(
-    home: Path, tmp_path: Path, llm: FakeLLMServer, agent: Agent, stdin_closed: bool = False
-):
+def start_chain(home: Path, tmp_path: Path, llm: FakeLLMServer, agent: Agent, **popen):
+    """The chain a -> b -> c started; ``popen``: how its process starts, if not as ``aca``'s."""
     repo = make_repo(tmp_path / "repo")
     llm.anthropic.scripted_for = lambda r: bool(r.json and r.json.get("tools"))
     for _ in range(20):
@@ -108,13 +107,13 @@ def start_chain(
         ACA_SESSION__PROVIDER="anthropic",
     )
     args = ["run", str(tmp_path / "tasks.md"), "--model", "claude-test", "--workdir", str(repo)]
-    if not stdin_closed:
+    if not popen:
         return repo, env, aca(*args, env=env, log=tmp_path / "run")
     log = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "aca_flows", *args], env=env, cwd=ROOT,
         stdout=log.with_suffix(".out").open("w"), stderr=log.with_suffix(".err").open("w"),
-        start_new_session=True, preexec_fn=lambda: os.close(0),
+        **popen,
     )  # fmt: skip
     return repo, env, proc
 
@@ -190,8 +189,10 @@ def test_a_sigkilled_command_with_stdin_closed_leaves_no_run_behind(home, tmp_pa
     to its run as stdin: the run would hold the command's end open and outlive a SIGKILL."""
     agent = Agent("b")
     with FakeLLMServer() as llm:
-        repo, env, proc = start_chain(home, tmp_path, llm, agent, stdin_closed=True)
         before = set(runs_forked(home))
+        repo, env, proc = start_chain(
+            home, tmp_path, llm, agent, start_new_session=True, preexec_fn=lambda: os.close(0)
+        )
         try:
             wait_for(lambda: agent.arrived.is_set() or proc.poll() is not None, WAIT, "b's call")
             assert proc.poll() is None, output(tmp_path / "run")
@@ -204,6 +205,35 @@ def test_a_sigkilled_command_with_stdin_closed_leaves_no_run_behind(home, tmp_pa
         resumed = resume(session, repo, env)
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
         assert branch_tasks(repo, f"aca/{session.name}") == ["a", "b", "c"]
+
+
+def test_ctrl_z_stops_the_warm_run_until_the_command_goes_on(home, tmp_path):
+    """As a command run by itself, with its children, stops on a terminal's Ctrl-Z. The
+    command is a job of this process's session, as a shell's job is of the shell's."""
+    agent = Agent("b")
+    with FakeLLMServer() as llm:
+        before = set(runs_forked(home))
+        repo, env, proc = start_chain(home, tmp_path, llm, agent, process_group=0)
+        try:
+            wait_for(lambda: agent.arrived.is_set() or proc.poll() is not None, WAIT, "b's call")
+            assert proc.poll() is None, output(tmp_path / "run")
+            (run_pid,) = wait_for(lambda: set(runs_forked(home)) - before, 10, "the runner's log")
+            os.killpg(proc.pid, signal.SIGTSTP)  # the terminal's Ctrl-Z, to the command's group
+            wait_for(lambda: _state(proc.pid) == _state(run_pid) == "T", 30, "both stopped")
+            os.killpg(proc.pid, signal.SIGCONT)  # the shell's ``fg``
+            agent.release.set()
+            code = proc.wait(timeout=WAIT)
+        finally:
+            agent.release.set()
+            if proc.poll() is None:
+                kill_group(proc)
+    assert code == 0, output(tmp_path / "run")
+    session = only_session(repo)
+    assert branch_tasks(repo, f"aca/{session.name}") == ["a", "b", "c"]
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 def test_a_runner_of_another_aca_is_not_used(tmp_path, monkeypatch):
