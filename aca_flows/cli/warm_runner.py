@@ -199,10 +199,18 @@ class WarmRunner:
         """The runner's pid if it is ready and runs this aca, else ``None``."""
         with contextlib.suppress(OSError, ValueError, KeyError):
             state = json.loads(self.state_file.read_text())
-            if state["fingerprint"] == fingerprint():
-                os.kill(state["pid"], 0)
+            if state["fingerprint"] == fingerprint() and self._is_runner(state["pid"]):
                 return state["pid"]
         return None
+
+    def _is_runner(self, pid: int) -> bool:
+        """Whether ``pid`` is this home's runner: a runner that died (a reboot, the OOM
+        killer) leaves its pid behind, which another process may have since."""
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return cmdline[-3:-1] == [b"aca_flows.cli.warm_runner", os.fsencode(self.home)]
 
     def start(self) -> int | None:
         """Start the runner in the background, unless this aca's runs; a stale one (another
@@ -236,6 +244,8 @@ class WarmRunner:
         except (OSError, ValueError, KeyError):
             return False
         self.state_file.unlink(missing_ok=True)
+        if not self._is_runner(pid):
+            return False
         stop_process_group(pid, timeout=5.0)
         return True
 

@@ -247,6 +247,28 @@ def test_a_runner_of_another_aca_is_not_used(tmp_path, monkeypatch):
     assert run_warm(["run", "tasks.md"]) is None  # the command runs by itself
 
 
+def test_a_dead_runner_s_pid_taken_by_another_process_is_neither_used_nor_stopped(
+    tmp_path, monkeypatch
+):
+    """A runner that died (a reboot, the OOM killer) leaves its state file; its pid may be
+    another process's since, which ``aca server stop`` must not kill."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    from aca_flows.cli.warm_runner import fingerprint
+
+    runner = WarmRunner(tmp_path / ".aca" / "server")
+    runner.state_file.parent.mkdir(parents=True)
+    other = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    try:
+        state = {"pid": other.pid, "socket": runner.address, "fingerprint": fingerprint()}
+        runner.state_file.write_text(json.dumps(state))
+        assert runner.pid() is None
+        assert runner.stop() is False
+        assert other.poll() is None  # still running
+    finally:
+        other.kill()
+        other.wait()
+
+
 def _free_port() -> int:
     import socket
 
