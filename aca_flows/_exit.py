@@ -30,7 +30,7 @@ def exit_process(code: int) -> NoReturn:
             thread.join()
     atexit._run_exitfuncs()  # what sys.exit would run, in the same order
     for stream in (sys.stdout, sys.stderr):
-        # A closed pipe or stream: nothing left to deliver.
-        with contextlib.suppress(OSError, ValueError):
+        # A closed pipe or stream (``None`` when the fd was closed at start): nothing to deliver.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             stream.flush()
     os._exit(code)

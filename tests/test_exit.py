@@ -3,6 +3,7 @@ done that anyone can see: threads finished, exit handlers run, output and logs f
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -39,3 +40,15 @@ def test_exit_process_keeps_what_sys_exit_delivers(tmp_path):
     assert (tmp_path / "thread.txt").read_text() == "done"
     assert (tmp_path / "atexit.txt").read_text() == "ran"
     assert (tmp_path / "log.txt").read_text() == "last words\n"
+
+
+def test_a_command_with_stdout_closed_keeps_its_exit_code():
+    """``aca ... >&-``: Python starts with ``sys.stdout`` None; the code is the command's, with
+    no traceback from flushing it."""
+    done = subprocess.run(
+        [sys.executable, "-c", "from aca_flows._exit import exit_process; exit_process(3)"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=60,
+        preexec_fn=lambda: os.close(1),
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr
