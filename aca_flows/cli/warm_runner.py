@@ -40,6 +40,8 @@ __all__ = ["WarmRunner", "fingerprint", "run_warm", "serve"]
 # Commands that run tasks: the ones whose start-up is worth a warm process.
 _RUN_COMMANDS = frozenset({"run", "resume", "--task-file", "--execution-plan"})
 _FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+# Signals aca does not handle itself: a command that ignores them (``nohup``) would run on.
+_KEPT_IF_IGNORED = (signal.SIGHUP, signal.SIGQUIT)
 # The command's resource limits hold for its run too (as far as the runner's allow).
 _RLIMITS = ("RLIMIT_AS", "RLIMIT_CORE", "RLIMIT_CPU", "RLIMIT_DATA", "RLIMIT_FSIZE",
             "RLIMIT_NOFILE", "RLIMIT_NPROC", "RLIMIT_STACK")  # fmt: skip
@@ -141,6 +143,8 @@ def _wait_for(pid: int, reader) -> int:
             os.killpg(pid, signal.SIGCONT)
 
     for signum in _FORWARDED_SIGNALS:
+        if signum in _KEPT_IF_IGNORED and signal.getsignal(signum) == signal.SIG_IGN:
+            continue  # ``nohup aca run``: a hangup would not have stopped the command
         signal.signal(signum, forward)
     signal.signal(signal.SIGTSTP, suspend)
     code = None

@@ -232,6 +232,31 @@ def test_ctrl_z_stops_the_warm_run_until_the_command_goes_on(home, tmp_path):
     assert branch_tasks(repo, f"aca/{session.name}") == ["a", "b", "c"]
 
 
+def test_a_nohup_command_s_warm_run_goes_on_after_a_hangup(home, tmp_path):
+    """``nohup aca run ... &``: the command ignores SIGHUP, and so must its run."""
+    agent = Agent("b")
+    with FakeLLMServer() as llm:
+        nohup = lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)  # noqa: E731
+        before = set(runs_forked(home))
+        repo, env, proc = start_chain(
+            home, tmp_path, llm, agent, start_new_session=True, preexec_fn=nohup
+        )
+        try:
+            wait_for(lambda: agent.arrived.is_set() or proc.poll() is not None, WAIT, "b's call")
+            assert proc.poll() is None, output(tmp_path / "run")
+            assert set(runs_forked(home)) - before  # the run is the runner's child
+            proc.send_signal(signal.SIGHUP)  # the terminal closed
+            agent.release.set()
+            code = proc.wait(timeout=WAIT)
+        finally:
+            agent.release.set()
+            if proc.poll() is None:
+                kill_group(proc)
+    assert code == 0, output(tmp_path / "run")
+    session = only_session(repo)
+    assert branch_tasks(repo, f"aca/{session.name}") == ["a", "b", "c"]
+
+
 def _state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
