@@ -37,11 +37,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 130
+    except Exception as exc:
+        if not _interrupt_inside(exc):
+            raise
+        print("interrupted", file=sys.stderr)
+        code = 130
     if argv is None:
         from aca_flows._exit import exit_process
 
         exit_process(code)  # without the interpreter's teardown: the prompt comes back sooner
     return code
+
+
+def _interrupt_inside(exc: BaseException | None) -> bool:
+    """A Ctrl-C that landed in a library's callback while Prefect started (before the flow
+    takes over the signals), re-raised as that library's error: pydantic-core keeps only
+    ``KeyboardInterrupt`` in its message."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, KeyboardInterrupt) or "KeyboardInterrupt" in str(exc):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def _run_warm(argv: list[str]) -> int | None:

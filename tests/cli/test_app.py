@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from aca_flows.cli import main
+from tests.fakes.git_repo import make_repo
 from tests.fixtures import COMPAT
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -230,3 +231,32 @@ def test_a_plan_that_can_never_progress_is_exit_2_before_anything_runs(tmp_path,
     assert "move 'build' above 'deploy'" in err
     assert "Traceback" not in err + out
     assert not (tmp_path / ".aca").exists()
+
+
+def test_ctrl_c_inside_a_library_callback_while_prefect_starts_is_an_interrupt(
+    monkeypatch, tmp_path, capsys
+):
+    """Before the flow handles signals, Ctrl-C raises KeyboardInterrupt wherever Python is,
+    also inside pydantic's serializer callbacks, which re-raise it as their own error."""
+    from pydantic import BaseModel, field_serializer
+
+    import aca_flows.cli.run as run_cli
+
+    class Parameters(BaseModel):
+        task_file: str
+
+        @field_serializer("task_file")
+        def _hit_by_ctrl_c(self, value):
+            raise KeyboardInterrupt
+
+    def starting_prefect(options, session_id=None):
+        Parameters(task_file="tasks.md").model_dump_json()
+
+    monkeypatch.setattr(run_cli, "run_session", starting_prefect)
+    monkeypatch.setattr(run_cli, "_preflight", lambda *args: None)  # no provider to reach
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write a.txt\n")
+    workdir = make_repo(tmp_path / "repo")
+    code = main(["run", str(tasks), "--workdir", str(workdir), "--provider", "anthropic"])
+    assert code == 130
+    assert "interrupted" in capsys.readouterr().err
