@@ -34,10 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         code = exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        code = 130
-    except Exception as exc:
+    except (KeyboardInterrupt, Exception) as exc:
         if not _interrupt_inside(exc):
             raise
         print("interrupted", file=sys.stderr)
@@ -50,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _interrupt_inside(exc: BaseException | None) -> bool:
-    """A Ctrl-C that landed in a library's callback while Prefect started (before the flow
-    takes over the signals), re-raised as that library's error: pydantic-core keeps only
-    ``KeyboardInterrupt`` in its message."""
+    """A Ctrl-C: a ``KeyboardInterrupt``, or one that landed in a library's callback while
+    Prefect started (before the flow takes over the signals) and was re-raised as that
+    library's error: pydantic-core keeps only ``KeyboardInterrupt`` in its message."""
     seen = 0
     while exc is not None and seen < 10:
         if isinstance(exc, KeyboardInterrupt) or "KeyboardInterrupt" in str(exc):

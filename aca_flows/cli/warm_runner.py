@@ -33,6 +33,7 @@ from pathlib import Path
 
 from aca_flows._exit import exit_process
 from aca_flows._files import write_json_atomic
+from aca_flows.flows import reload_prefect_settings
 from aca_flows.flows.server import server_home
 
 __all__ = ["WarmRunner", "fingerprint", "run_warm", "serve"]
@@ -157,9 +158,7 @@ def _wait_for(pid: int, reader) -> int:
     return code
 
 
-def _stream_settings(stream) -> dict | None:
-    if stream is None:
-        return None
+def _stream_settings(stream) -> dict:
     return {
         "encoding": stream.encoding,
         "errors": stream.errors,
@@ -222,8 +221,8 @@ class WarmRunner:
         says why; runs then start as they would without it)."""
         from aca_flows.flows.server import STARTUP_TIMEOUT_SECONDS, spawn_background
 
-        if self.pid() is not None:
-            return self.pid()
+        if (running := self.pid()) is not None:
+            return running
         self.stop()
         # -P: nothing from the folder it was started in shadows a module of the runs; the
         # aca it runs is this one, wherever it was imported from.
@@ -313,9 +312,8 @@ def _become_the_command(conn: socket.socket) -> None:
     try:
         code = main(request["argv"])
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
+        # The client waits for the connection to close, at the process's end, before it
+        # exits: the output below is flushed by then.
         with contextlib.suppress(OSError):
             conn.sendall(_line({"exit": code}))
     # As the command would: threads joined, exit handlers (Prefect's last logs and events)
@@ -329,7 +327,6 @@ def _take_on(request: dict, fds: list[int]) -> None:
     zone, Prefect's settings and logging."""
     import io
     import locale
-    import time
 
     os.chdir(request["cwd"])
     os.environ.clear()
@@ -346,7 +343,6 @@ def _take_on(request: dict, fds: list[int]) -> None:
         os.close(fd)
     streams = []
     for fd, settings, mode in zip((0, 1, 2), request["stdio"], ("r", "w", "w"), strict=True):
-        settings = settings or {"encoding": "utf-8", "errors": "strict", "line_buffering": False}
         raw = open(fd, mode + "b", closefd=False)  # noqa: SIM115 (the stream outlives this)
         streams.append(
             io.TextIOWrapper(
@@ -358,11 +354,7 @@ def _take_on(request: dict, fds: list[int]) -> None:
         )
     sys.stdin, sys.stdout, sys.stderr = streams
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams
-    from prefect.context import refresh_global_settings_context
-    from prefect.logging.configuration import setup_logging
-
-    refresh_global_settings_context()
-    setup_logging(incremental=False)
+    reload_prefect_settings()
 
 
 def _receive(conn: socket.socket) -> tuple[dict, list[int]]:

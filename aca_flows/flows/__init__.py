@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["FlowOutcome", "run_flow"]
+__all__ = ["FlowOutcome", "reload_prefect_settings", "run_flow"]
+
+
+def reload_prefect_settings() -> None:
+    """Prefect's settings and logging read again from this process's environment and streams,
+    which changed after Prefect was imported (a run forked by the warm runner)."""
+    from prefect.context import refresh_global_settings_context
+    from prefect.logging.configuration import setup_logging
+
+    refresh_global_settings_context()
+    setup_logging(incremental=False)
 
 
 class FlowOutcome:
