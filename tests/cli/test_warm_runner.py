@@ -4,13 +4,16 @@ with a fresh home, a real local server and runner, the fake Anthropic server."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -118,11 +121,49 @@ def start_chain(home: Path, tmp_path: Path, llm: FakeLLMServer, agent: Agent, **
     return repo, env, proc
 
 
-def resume(session: Path, repo: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
+class Held(NamedTuple):
+    repo: Path
+    env: dict[str, str]
+    proc: subprocess.Popen
+    agent: Agent
+    llm: FakeLLMServer
+    forked: set[int]  # the runs the runner forked for it (none if it ran by itself)
+
+
+@contextlib.contextmanager
+def chain_held_at_b(home: Path, tmp_path: Path, **popen) -> Iterator[Held]:
+    """The chain run with b's model call held: yields once the call came (the command still
+    running); at the end the call is released and the command's group killed if still there."""
+    agent = Agent("b")
+    before = set(runs_forked(home))
+    with FakeLLMServer() as llm:
+        repo, env, proc = start_chain(home, tmp_path, llm, agent, **popen)
+        try:
+            wait_for(lambda: agent.arrived.is_set() or proc.poll() is not None, WAIT, "b's call")
+            assert proc.poll() is None, output(tmp_path / "run")
+            yield Held(repo, env, proc, agent, llm, set(runs_forked(home)) - before)
+        finally:
+            agent.release.set()
+            if proc.poll() is None:
+                kill_group(proc)
+
+
+def resume_completes(repo: Path, env: dict[str, str]) -> None:
+    """``aca resume`` of the repository's session lands the rest of the chain."""
+    session = only_session(repo)
+    resumed = subprocess.run(
         [sys.executable, "-m", "aca_flows", "resume", session.name, "--workdir", str(repo)],
         env=env, capture_output=True, text=True, timeout=WAIT,
     )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert branch_tasks(repo, f"aca/{session.name}") == ["a", "b", "c"]
+
+
+def chain_completed(held: Held, tmp_path: Path) -> None:
+    code = held.proc.wait(timeout=WAIT)
+    assert code == 0, output(tmp_path / "run")
+    session = only_session(held.repo)
+    assert branch_tasks(held.repo, f"aca/{session.name}") == ["a", "b", "c"]
 
 
 SIGNALS = {
@@ -134,127 +175,68 @@ SIGNALS = {
 @pytest.mark.parametrize("how", sorted(SIGNALS))
 def test_a_signal_to_the_command_stops_the_warm_run_cleanly(how, home, tmp_path):
     """As a run on its own: no new task starts, the running one finishes, exit 130."""
-    agent = Agent("b")
-    before = set(runs_forked(home))
-    with FakeLLMServer() as llm:
-        repo, env, proc = start_chain(home, tmp_path, llm, agent)
-        try:
-            wait_for(lambda: agent.arrived.is_set() or proc.poll() is not None, WAIT, "b's call")
-            assert proc.poll() is None, output(tmp_path / "run")
-            assert set(runs_forked(home)) - before  # the run is the runner's child
-            SIGNALS[how](proc)
-            wait_for(lambda: "no new task starts" in output(tmp_path / "run"), WAIT, "the notice")
-            agent.release.set()
-            code = proc.wait(timeout=WAIT)
-        finally:
-            agent.release.set()
-            if proc.poll() is None:
-                kill_group(proc)
+    with chain_held_at_b(home, tmp_path) as held:
+        assert held.forked  # the run is the runner's child
+        SIGNALS[how](held.proc)
+        wait_for(lambda: "no new task starts" in output(tmp_path / "run"), WAIT, "the notice")
+        held.agent.release.set()
+        code = held.proc.wait(timeout=WAIT)
         text = output(tmp_path / "run")
         assert code == 130, text
         assert "Traceback" not in text
-        session = only_session(repo)
+        session = only_session(held.repo)
         meta = json.loads((session / "meta" / "session.json").read_text())
         assert meta["status"] == "interrupted"
-        assert branch_tasks(repo, f"aca/{session.name}") == ["a", "b"]  # b finished its call
-        resumed = resume(session, repo, env)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert branch_tasks(repo, f"aca/{session.name}") == ["a", "b", "c"]
+        assert branch_tasks(held.repo, f"aca/{session.name}") == ["a", "b"]  # b finished
+        resume_completes(held.repo, held.env)
 
 
 def test_a_sigkilled_command_takes_its_warm_run_with_it(home, tmp_path):
-    agent = Agent("b")
-    with FakeLLMServer() as llm:
-        repo, env, proc = start_chain(home, tmp_path, llm, agent)
-        before = set(runs_forked(home))
-        try:
-            wait_for(lambda: agent.arrived.is_set() or proc.poll() is not None, WAIT, "b's call")
-            forked = wait_for(lambda: set(runs_forked(home)) - before, 10, "the runner's log")
-            (run_pid,) = forked
-            assert alive(run_pid)
-            kill_group(proc)  # the command and its group, nothing else
-            wait_for(lambda: not alive(run_pid), 10, "the forked run to end")
-        finally:
-            agent.release.set()
-        session = only_session(repo)
-        calls = len(llm.anthropic.requests)
-        resumed = resume(session, repo, env)
-        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-        assert branch_tasks(repo, f"aca/{session.name}") == ["a", "b", "c"]
-        assert len(llm.anthropic.requests) > calls  # b and c were done by the resume
+    with chain_held_at_b(home, tmp_path) as held:
+        (run_pid,) = held.forked
+        assert alive(run_pid)
+        kill_group(held.proc)  # the command and its group, nothing else
+        wait_for(lambda: not alive(run_pid), 10, "the forked run to end")
+        held.agent.release.set()
+        calls = len(held.llm.anthropic.requests)
+        resume_completes(held.repo, held.env)
+        assert len(held.llm.anthropic.requests) > calls  # b and c were done by the resume
 
 
 def test_a_sigkilled_command_with_stdin_closed_leaves_no_run_behind(home, tmp_path):
     """With fd 0 closed, the command's connection to the runner would take fd 0 and be handed
     to its run as stdin: the run would hold the command's end open and outlive a SIGKILL."""
-    agent = Agent("b")
-    with FakeLLMServer() as llm:
-        before = set(runs_forked(home))
-        repo, env, proc = start_chain(
-            home, tmp_path, llm, agent, start_new_session=True, preexec_fn=lambda: os.close(0)
-        )
-        try:
-            wait_for(lambda: agent.arrived.is_set() or proc.poll() is not None, WAIT, "b's call")
-            assert proc.poll() is None, output(tmp_path / "run")
-            forked = set(runs_forked(home)) - before
-            kill_group(proc)
-            wait_for(lambda: not any(alive(pid) for pid in forked), 10, "no run left")
-        finally:
-            agent.release.set()
-        session = only_session(repo)
-        resumed = resume(session, repo, env)
-        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-        assert branch_tasks(repo, f"aca/{session.name}") == ["a", "b", "c"]
+    closed_stdin = {"start_new_session": True, "preexec_fn": lambda: os.close(0)}
+    with chain_held_at_b(home, tmp_path, **closed_stdin) as held:
+        kill_group(held.proc)
+        wait_for(lambda: not any(alive(pid) for pid in held.forked), 10, "no run left")
+        held.agent.release.set()
+        resume_completes(held.repo, held.env)
 
 
 def test_ctrl_z_stops_the_warm_run_until_the_command_goes_on(home, tmp_path):
     """As a command run by itself, with its children, stops on a terminal's Ctrl-Z. The
     command is a job of this process's session, as a shell's job is of the shell's."""
-    agent = Agent("b")
-    with FakeLLMServer() as llm:
-        before = set(runs_forked(home))
-        repo, env, proc = start_chain(home, tmp_path, llm, agent, process_group=0)
-        try:
-            wait_for(lambda: agent.arrived.is_set() or proc.poll() is not None, WAIT, "b's call")
-            assert proc.poll() is None, output(tmp_path / "run")
-            (run_pid,) = wait_for(lambda: set(runs_forked(home)) - before, 10, "the runner's log")
-            os.killpg(proc.pid, signal.SIGTSTP)  # the terminal's Ctrl-Z, to the command's group
-            wait_for(lambda: _state(proc.pid) == _state(run_pid) == "T", 30, "both stopped")
-            os.killpg(proc.pid, signal.SIGCONT)  # the shell's ``fg``
-            agent.release.set()
-            code = proc.wait(timeout=WAIT)
-        finally:
-            agent.release.set()
-            if proc.poll() is None:
-                kill_group(proc)
-    assert code == 0, output(tmp_path / "run")
-    session = only_session(repo)
-    assert branch_tasks(repo, f"aca/{session.name}") == ["a", "b", "c"]
+    with chain_held_at_b(home, tmp_path, process_group=0) as held:
+        (run_pid,) = held.forked
+        os.killpg(held.proc.pid, signal.SIGTSTP)  # the terminal's Ctrl-Z, to the command's group
+        wait_for(lambda: _state(held.proc.pid) == _state(run_pid) == "T", 30, "both stopped")
+        os.killpg(held.proc.pid, signal.SIGCONT)  # the shell's ``fg``
+        held.agent.release.set()
+        chain_completed(held, tmp_path)
 
 
 def test_a_nohup_command_s_warm_run_goes_on_after_a_hangup(home, tmp_path):
     """``nohup aca run ... &``: the command ignores SIGHUP, and so must its run."""
-    agent = Agent("b")
-    with FakeLLMServer() as llm:
-        nohup = lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)  # noqa: E731
-        before = set(runs_forked(home))
-        repo, env, proc = start_chain(
-            home, tmp_path, llm, agent, start_new_session=True, preexec_fn=nohup
-        )
-        try:
-            wait_for(lambda: agent.arrived.is_set() or proc.poll() is not None, WAIT, "b's call")
-            assert proc.poll() is None, output(tmp_path / "run")
-            assert set(runs_forked(home)) - before  # the run is the runner's child
-            proc.send_signal(signal.SIGHUP)  # the terminal closed
-            agent.release.set()
-            code = proc.wait(timeout=WAIT)
-        finally:
-            agent.release.set()
-            if proc.poll() is None:
-                kill_group(proc)
-    assert code == 0, output(tmp_path / "run")
-    session = only_session(repo)
-    assert branch_tasks(repo, f"aca/{session.name}") == ["a", "b", "c"]
+    nohup = {
+        "start_new_session": True,
+        "preexec_fn": lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    }
+    with chain_held_at_b(home, tmp_path, **nohup) as held:
+        assert held.forked  # the run is the runner's child
+        held.proc.send_signal(signal.SIGHUP)  # the terminal closed
+        held.agent.release.set()
+        chain_completed(held, tmp_path)
 
 
 def _state(pid: int) -> str:
