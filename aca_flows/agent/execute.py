@@ -150,13 +150,16 @@ async def execute_task(
     on_log: LogCallback | None = None,
     init_git: bool = False,
     max_runs: int | None = None,
+    first_attempt: bool = False,
 ) -> TaskOutcome:
     """Run one task of ``plan`` to a verified commit on ``aca/<session_id>``.
 
     ``dependency_outcomes`` gives the summaries of finished dependencies (those missing are
     read back from the session branch and change log). ``on_log`` receives every task-log
     record as it is written. ``max_runs`` bounds runs after merge conflicts (default: the
-    task's ``max_attempts``, else ``session.max_attempts``).
+    task's ``max_attempts``, else ``session.max_attempts``). ``first_attempt``: the session
+    never started this task before, so no commit of it can be on the session branch and the
+    two looks for one (before the work, and under the merge lock) are skipped.
     """
     config = config or AcaConfig()
     workdir = Path(workdir)
@@ -167,7 +170,9 @@ async def execute_task(
     log = TaskLog(paths, task_id, on_log)
     model = task.model or config.provider(provider.name).model or config.session.model
 
-    landed = await asyncio.to_thread(_record_landed, workdir, session_id, task_id)
+    landed = None
+    if not first_attempt:
+        landed = await asyncio.to_thread(_record_landed, workdir, session_id, task_id)
     if landed is not None:
         # Finish what a crash may have left: the worktree of a task that already landed.
         await asyncio.to_thread(
@@ -248,7 +253,7 @@ async def execute_task(
                 )
             try:
                 landed = await asyncio.to_thread(
-                    _land, workdir, worktree, task.title, summary, identity
+                    _land, workdir, worktree, task.title, summary, identity, first_attempt
                 )
             except MergeConflictError as exc:
                 # Start again from a clean worktree on the head that now holds the other work.
@@ -435,11 +440,23 @@ def _failed_diff(worktree: TaskWorktree, changed: list[str]) -> str:
 
 
 def _land(
-    workdir: Path, worktree: TaskWorktree, title: str, summary: str, identity: GitIdentity
+    workdir: Path,
+    worktree: TaskWorktree,
+    title: str,
+    summary: str,
+    identity: GitIdentity,
+    first_attempt: bool,
 ) -> LandedTask:
     # Runs in a worker thread: a Repo object of its own, and the event loop stays free while
     # the merge lock is waited for.
-    return land_task(AcaRepo(workdir), worktree, title=title, summary=summary, identity=identity)
+    return land_task(
+        AcaRepo(workdir),
+        worktree,
+        title=title,
+        summary=summary,
+        identity=identity,
+        first_attempt=first_attempt,
+    )
 
 
 # A session's repository is checked, its branch ensured and its commit identity read once per

@@ -270,6 +270,8 @@ async def execute_plan_task(session_id: str, task_id: str) -> dict[str, Any]:
             dependency_outcomes=run.outcomes,
             on_log=log_line,
             max_runs=1,  # a merge conflict is a failed attempt too: max_attempts counts them
+            # The flow journals each start first: the session's first start of this task.
+            first_attempt=run.store is not None and number == 1,
         )
     except TransientProviderError as exc:
         _journal_retry(run, task_id, attempt, retries, str(exc), logger)

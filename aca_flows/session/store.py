@@ -6,11 +6,15 @@ lock (``SessionLockedError`` if another live process has it) and keep it until `
 
 1. the event is appended to ``meta/events.jsonl`` and fsynced (the truth after a crash);
 2. it is applied to the in-memory ``SessionRecord``;
-3. ``meta/session.json`` is replaced atomically with the new record.
+3. ``meta/session.json`` is replaced atomically with the new record: at once, or, when it was
+   written less than ``SESSION_JSON_DELAY`` ago, once that time is up (events that come
+   close together share one write; ``close`` writes what is left).
 
-A crash between 1 and 3 leaves session.json one event behind; ``open`` and ``load_session``
-notice (``last_seq`` differs from the journal) and rebuild it from the journal, as they do
-when session.json is missing, truncated or corrupt. Everything written passes the redaction
+session.json is the whole record, so writing it costs more as the plan grows (about 4 ms at
+500 tasks): written for every event, it made a task's bookkeeping grow with the plan. A crash
+leaves it behind the journal; ``open`` and ``load_session`` notice (``last_seq`` differs
+from the journal) and rebuild it from the journal, as they do when session.json is missing,
+truncated or corrupt, so a reader that is not the writer never sees less than the journal. Everything written passes the redaction
 filter. Readers that are not the writer (``aca sessions list``) use ``load_session`` and
 ``scan_sessions``, which take no lock and change nothing on disk.
 """
@@ -21,6 +25,7 @@ import json
 import os
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,6 +88,10 @@ def new_session_id(now: datetime | None = None) -> str:
     return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
+# The longest session.json trails the journal while the store is open (see the module doc).
+SESSION_JSON_DELAY = 0.2
+
+
 class SessionStore:
     """The writer of one session. Build it with ``create`` or ``open``, never directly.
 
@@ -95,6 +104,9 @@ class SessionStore:
         self._session = session
         self._lock = lock
         self._mutex = threading.Lock()
+        self._json_seq = session.last_seq  # the last event session.json holds
+        self._json_written_at = -SESSION_JSON_DELAY  # time.monotonic() of that write
+        self._json_timer: threading.Timer | None = None
         self.repairs: list[str] = []
         """What ``open`` had to fix (a torn journal line, a rebuilt session.json), for logs."""
 
@@ -178,7 +190,14 @@ class SessionStore:
         return store
 
     def close(self) -> None:
-        """Release the lock. The store records nothing afterwards."""
+        """Bring session.json up to the journal and release the lock. The store records
+        nothing afterwards."""
+        with self._mutex:
+            if self._json_timer is not None:
+                self._json_timer.cancel()
+                self._json_timer = None
+            if self._lock.held and self._json_seq != self._session.last_seq:
+                self._write_session_json()
         self._lock.release()
 
     def __enter__(self) -> SessionStore:
@@ -229,7 +248,7 @@ class SessionStore:
             except BaseException:
                 self._session = fold_events(read_journal(self.paths.events_jsonl).events)
                 raise
-            self._write_session_json()
+            self._session_json_changed()
             return True
 
     def resumed(self, checkpoint_id: str | None = None) -> None:
@@ -319,6 +338,23 @@ class SessionStore:
             },
         )
 
+    def _session_json_changed(self) -> None:
+        # Under the mutex. Written at once unless it was a moment ago; then the timer writes
+        # it, with every event recorded until then.
+        wait = self._json_written_at + SESSION_JSON_DELAY - time.monotonic()
+        if wait <= 0:
+            self._write_session_json()
+        elif self._json_timer is None:
+            self._json_timer = threading.Timer(wait, self._write_pending_session_json)
+            self._json_timer.daemon = True
+            self._json_timer.start()
+
+    def _write_pending_session_json(self) -> None:
+        with self._mutex:
+            self._json_timer = None
+            if self._lock.held and self._json_seq != self._session.last_seq:
+                self._write_session_json()
+
     def _write_session_json(self) -> None:
         # No fsync: the journal is fsynced and is the truth; a session.json that an OS crash
         # left stale or empty is detected (last_seq) and rebuilt from it.
@@ -327,6 +363,8 @@ class SessionStore:
         # the dumped dict): this runs for every event.
         text = self._session.model_dump_json(indent=2) + "\n"
         write_text_atomic(self.paths.session_json, text, durable=False, redact=False)
+        self._json_seq = self._session.last_seq
+        self._json_written_at = time.monotonic()
 
 
 def _redacted(event: Event) -> Event:

@@ -78,15 +78,20 @@ def land_task(
     title: str,
     summary: str,
     identity: GitIdentity,
+    first_attempt: bool = False,
 ) -> LandedTask:
     """Commit the worktree, merge the commit into the session branch, record the change.
 
     Raises ``MergeConflictError`` when the commit conflicts with the branch's new head; the
-    branch is then unchanged. Safe to repeat.
+    branch is then unchanged. Safe to repeat. ``first_attempt``: the task never started
+    before in this session, so its commit cannot be on the branch yet and the merge lock is
+    held without looking for it (a look that grows with the branch).
     """
     commit = commit_task_work(worktree, title=title, summary=summary, identity=identity)
     with merge_lock(worktree.repo_root, worktree.session_id):
-        existing = find_task_commit(repo, worktree.session_id, worktree.task_id)
+        existing = None
+        if not first_attempt:
+            existing = find_task_commit(repo, worktree.session_id, worktree.task_id)
         merged = existing or merge_task_commit(repo, worktree, commit, identity)
     # After the lock: the next task's merge need not wait for this record (it has a lock of
     # its own); a crash before it is finished on resume, like any landed task's.

@@ -51,14 +51,13 @@ class TaskWorktree:
                 # A crash's leftover there (a folder, a registered or locked worktree).
                 _discard(repo, path)
                 repo.git.worktree("add", "--detach", str(path), base)
-        git_dir = Path(HardenedGit(str(path)).rev_parse("--absolute-git-dir"))
         return cls(
             repo_root=root,
             session_id=session_id,
             task_id=task_id,
             path=path,
             base_sha=base,
-            git_dir=git_dir,
+            git_dir=_git_dir_of(path),
         )
 
     @property
@@ -72,9 +71,25 @@ class TaskWorktree:
     def changed_files(self) -> list[str]:
         """Paths changed since ``base_sha``: committed, staged, unstaged or new (untracked
         files that ``.gitignore`` does not exclude)."""
-        changed = set(self.git.diff("--name-only", self.base_sha).splitlines())
-        untracked = self.git.ls_files("--others", "--exclude-standard").splitlines()
-        return sorted(path for path in changed | set(untracked) if path)
+        if self._head_is_base():
+            # The common case in one command: against HEAD, which is the base, status lists
+            # the staged, unstaged and untracked paths (a rename as both of its paths).
+            listed = self.git.status("--porcelain", "-z", "--untracked-files=all", "--no-renames")
+            return sorted({entry[3:] for entry in listed.split("\0") if entry[3:]})
+        # -z: paths as they are (without it, git quotes a name with a space or an accent).
+        changed = self.git.diff("--name-only", "-z", self.base_sha).split("\0")
+        untracked = self.git.ls_files("-z", "--others", "--exclude-standard").split("\0")
+        return sorted(path for path in {*changed, *untracked} if path)
+
+    def _head_is_base(self) -> bool:
+        """HEAD still at ``base_sha`` (no commit made in the worktree), read from the git dir
+        recorded at creation, without a git command."""
+        if self.git_dir is None:
+            return False
+        try:
+            return (self.git_dir / "HEAD").read_text(encoding="utf-8").strip() == self.base_sha
+        except OSError:
+            return False
 
     def diff(self, paths: list[str], limit: int) -> str:
         """The patch of ``paths`` against ``base_sha``, new files included, for a person to
@@ -83,7 +98,7 @@ class TaskWorktree:
         so call it only on a worktree about to be discarded."""
         if not paths:
             return ""
-        untracked = set(self.git.ls_files("--others", "--exclude-standard").splitlines())
+        untracked = set(self.git.ls_files("-z", "--others", "--exclude-standard").split("\0"))
         new = [path for path in paths if path in untracked]
         if new:
             self.git.add("--intent-to-add", "--", *new)
@@ -134,6 +149,17 @@ def discard_worktree(repo: git.Repo, path: Path) -> None:
             return
     with _admin_lock(repo):
         _discard(repo, path)
+
+
+def _git_dir_of(path: Path) -> Path:
+    """The worktree's git dir, as ``git rev-parse --absolute-git-dir`` would say, read from
+    the ``.git`` file git just wrote (``gitdir: <path>``, relative with
+    ``worktree.useRelativePaths``): one git command less per task."""
+    text = (path / ".git").read_text(encoding="utf-8").strip()
+    key, _, value = text.partition(": ")
+    if key != "gitdir" or not value:
+        return Path(HardenedGit(str(path)).rev_parse("--absolute-git-dir"))
+    return Path(os.path.normpath(path / value))
 
 
 def _added(repo: git.Repo, path: Path, base: str) -> bool:

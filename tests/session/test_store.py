@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 
 import pytest
 
@@ -192,7 +193,7 @@ def test_session_json_is_rebuilt_from_the_journal_alone(tmp_path):
     with SessionStore.create(tmp_path, make_plan("a", "b"), provider="replay") as store:
         finish_task(store, "a")
         store.task_started("b")
-        written = read_json(store.paths.session_json)
+    written = read_json(store.paths.session_json)
     store.paths.session_json.unlink()
     rebuilt = load_session(tmp_path, store.session_id)
     assert rebuilt.model_dump(mode="json") == written
@@ -210,13 +211,29 @@ def test_session_json_is_rebuilt_from_the_journal_alone(tmp_path):
 def test_damaged_session_json_is_rebuilt_and_repaired_on_open(tmp_path, damage):
     with SessionStore.create(tmp_path, make_plan("a", "b"), provider="replay") as store:
         finish_task(store, "a")
-        good = read_json(store.paths.session_json)
+    good = read_json(store.paths.session_json)
     path = store.paths.session_json
     path.write_text(damage(path.read_text()))
     assert load_session(tmp_path, store.session_id).model_dump(mode="json") == good
     with SessionStore.open(tmp_path, store.session_id) as reopened:
         assert any("rebuilt from the journal" in r for r in reopened.repairs)
     assert read_json(path) == good
+
+
+def test_session_json_follows_the_journal_within_its_delay_and_is_whole_at_close(tmp_path):
+    # Events close together share one write of session.json; it catches up on its own a
+    # moment later, and a reader that is not the writer sees every event at once.
+    with SessionStore.create(tmp_path, make_plan("a", "b"), provider="replay") as store:
+        finish_task(store, "a")
+        store.task_started("b")
+        assert load_session(tmp_path, store.session_id).tasks["b"].attempts == 1
+        deadline = time.monotonic() + 10
+        while read_json(store.paths.session_json)["last_seq"] != store.session.last_seq:
+            assert time.monotonic() < deadline, "session.json never caught up with the journal"
+            time.sleep(0.02)
+        store.task_completed("b", TaskResult(commit="abc"))
+    assert read_json(store.paths.session_json)["last_seq"] == store.session.last_seq
+    assert read_json(store.paths.session_json)["tasks"]["b"]["commit"] == "abc"
 
 
 def test_session_json_one_event_behind_is_caught_up(tmp_path):

@@ -96,3 +96,26 @@ def test_many_tasks_add_and_remove_their_worktrees_at_once(tmp_path):
     assert contents == ["print('hello')\n"] * 16
     assert repo.git.worktree("list", "--porcelain").count("worktree ") == 1  # the checkout
     assert not any((tmp_path / ".aca" / "worktrees" / "s1").glob("t*"))
+
+
+def test_changed_files_lists_every_kind_of_change_before_and_after_a_commit_in_the_worktree(
+    tmp_path,
+):
+    repo = session_repo(tmp_path)
+    wt = TaskWorktree.create(repo, "s1", "t1")
+    assert wt.git_dir is not None and wt.git_dir == type(wt.git_dir)(
+        wt.git.rev_parse("--absolute-git-dir")
+    )
+    (wt.path / ".gitignore").write_text("*.log\n")
+    (wt.path / "app.py").write_text("print('changed')\n")  # modified
+    (wt.path / "deep" / "er").mkdir(parents=True)
+    (wt.path / "deep" / "er" / "new file ü.py").write_text("x = 1\n")  # untracked, nested
+    (wt.path / "staged.py").write_text("y = 2\n")
+    wt.git.add("staged.py")
+    (wt.path / "debug.log").write_text("ignored\n")
+    expected = [".gitignore", "app.py", "deep/er/new file ü.py", "staged.py"]
+    assert wt.changed_files() == expected
+    # An agent that commits its own work moves HEAD: the commit's files still count.
+    wt.git.execute(["git", "-c", "user.name=a", "-c", "user.email=a@b", "commit", "-qam", "x"])
+    (wt.path / "later.py").write_text("z = 3\n")
+    assert wt.changed_files() == sorted([*expected, "later.py"])
