@@ -14,9 +14,10 @@ session.json is the whole record, so writing it costs more as the plan grows (ab
 500 tasks): written for every event, it made a task's bookkeeping grow with the plan. A crash
 leaves it behind the journal; ``open`` and ``load_session`` notice (``last_seq`` differs
 from the journal) and rebuild it from the journal, as they do when session.json is missing,
-truncated or corrupt, so a reader that is not the writer never sees less than the journal. Everything written passes the redaction
-filter. Readers that are not the writer (``aca sessions list``) use ``load_session`` and
-``scan_sessions``, which take no lock and change nothing on disk.
+truncated or corrupt, so a reader that is not the writer never sees less than the journal.
+Everything written passes the redaction filter. Readers that are not the writer (``aca
+sessions list``) use ``load_session`` and ``scan_sessions``, which take no lock and change
+nothing on disk.
 """
 
 from __future__ import annotations
