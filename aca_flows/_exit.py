@@ -24,10 +24,10 @@ __all__ = ["exit_process"]
 def exit_process(code: int) -> NoReturn:
     """Exit with ``code`` as ``sys.exit(code)`` would from the main thread of a command, minus
     the interpreter's teardown."""
-    for thread in threading.enumerate():
-        # Python waits for non-daemon threads before it exits; so does this.
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    # What the interpreter's exit does first: threading's own exit calls (they stop thread
+    # pools' idle workers, which would otherwise wait for work forever), then it waits for
+    # every non-daemon thread.
+    threading._shutdown()
     atexit._run_exitfuncs()  # what sys.exit would run, in the same order
     for stream in (sys.stdout, sys.stderr):
         # A closed pipe or stream (``None`` when the fd was closed at start): nothing to deliver.

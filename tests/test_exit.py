@@ -42,6 +42,25 @@ def test_exit_process_keeps_what_sys_exit_delivers(tmp_path):
     assert (tmp_path / "log.txt").read_text() == "last words\n"
 
 
+def test_exit_process_ends_with_idle_pool_threads_waiting_for_work():
+    """aca's blocking work runs in a thread pool whose idle workers wait for more: the
+    process must still end (they are stopped as at the interpreter's own exit)."""
+    script = textwrap.dedent(
+        """
+        import asyncio
+        from aca_flows._exit import exit_process
+        from aca_flows._threads import in_thread
+
+        print(asyncio.run(in_thread(sum, [1, 2])), end="")
+        exit_process(4)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout) == (4, "3"), done.stderr
+
+
 def test_a_command_with_stdout_closed_keeps_its_exit_code():
     """``aca ... >&-``: Python starts with ``sys.stdout`` None; the code is the command's, with
     no traceback from flushing it."""

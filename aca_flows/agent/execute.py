@@ -22,7 +22,6 @@ Prefect flow) decides about retries; the task's worktree is removed either way.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -30,6 +29,7 @@ from typing import Literal
 import git
 from pydantic import BaseModel, Field
 
+from aca_flows._threads import in_thread
 from aca_flows.agent.loop import AgentConversation, AgentRound, run_claude_code, run_tool_loop
 from aca_flows.agent.needs_human import asks_human_reason
 from aca_flows.agent.no_change import evidence_problem, real_changes
@@ -165,19 +165,17 @@ async def execute_task(
     workdir = Path(workdir)
     task = plan.task(task_id)
     # Git runs in worker threads: on the event loop it would stall every other task's turn.
-    repo, identity = await asyncio.to_thread(_open_session_repo, workdir, session_id, init_git)
+    repo, identity = await in_thread(_open_session_repo, workdir, session_id, init_git)
     paths = AcaDir(workdir).session(session_id)
     log = TaskLog(paths, task_id, on_log)
     model = task.model or config.provider(provider.name).model or config.session.model
 
     landed = None
     if not first_attempt:
-        landed = await asyncio.to_thread(_record_landed, workdir, session_id, task_id)
+        landed = await in_thread(_record_landed, workdir, session_id, task_id)
     if landed is not None:
         # Finish what a crash may have left: the worktree of a task that already landed.
-        await asyncio.to_thread(
-            discard_worktree, repo, AcaDir(workdir).worktrees_dir(session_id) / task_id
-        )
+        await in_thread(discard_worktree, repo, AcaDir(workdir).worktrees_dir(session_id) / task_id)
         log.write("already_completed", commit=landed.commit_sha)
         return _completed(
             landed,
@@ -189,14 +187,14 @@ async def execute_task(
             already_completed=True,
         )
 
-    dependencies = await asyncio.to_thread(
+    dependencies = await in_thread(
         _dependency_contexts, plan, task, repo, paths, dependency_outcomes or {}
     )
     total_runs = max_runs or task.max_attempts or config.session.max_attempts
     totals = _Totals()
     conflict: MergeConflictError | None = None
     for run in range(1, total_runs + 1):
-        worktree = await asyncio.to_thread(TaskWorktree.create, repo, session_id, task_id)
+        worktree = await in_thread(TaskWorktree.create, repo, session_id, task_id)
         log.write("run_started", run=run, base=worktree.base_sha, worktree=str(worktree.path))
         try:
             setup_sandbox = Sandbox.for_worktree(worktree.path, config.sandbox, network=True)
@@ -233,12 +231,12 @@ async def execute_task(
             summary = result.last_round.summary if result.last_round else ""
             if not result.passed:
                 log.write("task_failed", reason=result.failure_reason)
-                changed = real_changes(await asyncio.to_thread(worktree.changed_files))
+                changed = real_changes(await in_thread(worktree.changed_files))
                 return TaskOutcome(
                     status="failed",
                     failure_reason=result.failure_reason,
                     human_question=result.human_question,
-                    diff=await asyncio.to_thread(_failed_diff, worktree, changed),
+                    diff=await in_thread(_failed_diff, worktree, changed),
                     summary=summary,
                     **fields,
                 )
@@ -252,7 +250,7 @@ async def execute_task(
                     **fields,
                 )
             try:
-                landed = await asyncio.to_thread(
+                landed = await in_thread(
                     _land, workdir, worktree, task.title, summary, identity, first_attempt
                 )
             except MergeConflictError as exc:
@@ -264,7 +262,7 @@ async def execute_task(
             return _completed(landed, summary=summary, **fields)
         finally:
             # In a worker thread, as all git here: the event loop runs the other tasks.
-            await asyncio.to_thread(worktree.remove)
+            await in_thread(worktree.remove)
 
     assert conflict is not None
     # One run is one attempt of the caller (the flow), which counts its attempts itself.
@@ -371,7 +369,7 @@ async def _run_agent_and_verify(
                 last_round=agent_round,
                 attempts=attempt,
             )
-        changed = real_changes(await asyncio.to_thread(worktree.changed_files))
+        changed = real_changes(await in_thread(worktree.changed_files))
         no_change = agent_round.no_change_reason
         if no_change is None and not changed and agent_round.proposed_subtasks:
             # Splitting is the work: the subtasks change the code, the parent itself does not.

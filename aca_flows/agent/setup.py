@@ -13,10 +13,10 @@ Setup must not change what the task commits: a command that leaves files git wou
 
 from __future__ import annotations
 
-import asyncio
 import shlex
 from pathlib import Path
 
+from aca_flows._threads import in_thread
 from aca_flows.agent.tools import ToolRefused, resolve_inside
 from aca_flows.agent.transcript import TaskLog
 from aca_flows.plan.models import SetupCommand
@@ -68,7 +68,7 @@ async def run_setup_commands(
             )
     if not commands:
         return None
-    leftovers = await asyncio.to_thread(_uncommitted_paths, worktree)
+    leftovers = await in_thread(_uncommitted_paths, worktree)
     if leftovers:
         listed = ", ".join(leftovers[:10]) + (" ..." if len(leftovers) > 10 else "")
         return (

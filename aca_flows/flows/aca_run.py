@@ -28,6 +28,7 @@ from prefect.context import get_run_context
 from prefect.exceptions import TerminationSignal
 from prefect.states import Failed
 
+from aca_flows._threads import in_thread
 from aca_flows.errors import AcaError
 from aca_flows.flows.deployment_guard import deployment_refusal, resolve_job_paths
 from aca_flows.flows.events import emit_session_event
@@ -184,7 +185,7 @@ async def aca_run(
     try:
         remote = None
         if repo:
-            remote = await asyncio.to_thread(open_remote, repo, workdir, request.session_id)
+            remote = await in_thread(open_remote, repo, workdir, request.session_id)
         store, run = open_run(request)
     except AcaError as exc:
         # Bad input, or the session is in use: a message for the user, not a traceback.

@@ -17,6 +17,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 
+from aca_flows._threads import in_thread
 from aca_flows.delivery import (
     GitHubError,
     GitHubRepo,
@@ -98,7 +99,7 @@ async def deliver(
     body = pull_request_body(session, verify, flow_run_url)
     async with target.lock:
         try:
-            pull = await asyncio.to_thread(
+            pull = await in_thread(
                 open_or_update_pull_request,
                 target.repo,
                 token=target.token,

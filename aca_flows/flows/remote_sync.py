@@ -18,6 +18,7 @@ from pathlib import Path
 
 import git
 
+from aca_flows._threads import in_thread
 from aca_flows.session.layout import AcaDir
 from aca_flows.session.lock import SessionLock
 from aca_flows.session.redact import register_secret
@@ -168,7 +169,7 @@ async def _push(remote: RunRemote, store: SessionStore, logger) -> None:
             f"(try {attempt + 1})"
         )
 
-    result = await asyncio.to_thread(
+    result = await in_thread(
         remote.remote.push_session,
         remote.repo,
         store.session_id,

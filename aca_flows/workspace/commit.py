@@ -59,7 +59,7 @@ def commit_task_work(
     verify command is the gate.
     """
     wt = worktree.git
-    head = wt.rev_parse("HEAD")
+    head = worktree.head()
     if head != worktree.base_sha and _is_task_commit(
         wt.log("-1", "--format=%B", head), worktree.session_id, worktree.task_id
     ):
@@ -88,7 +88,7 @@ def commit_task_work(
                 "commit; a task that needs no change is completed without one."
             ) from None
         raise
-    return wt.rev_parse("HEAD")
+    return worktree.head()
 
 
 def completed_task_commits(repo: git.Repo, session_id: str) -> dict[str, str]:

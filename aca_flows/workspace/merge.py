@@ -87,12 +87,14 @@ def land_task(
     before in this session, so its commit cannot be on the branch yet and the merge lock is
     held without looking for it (a look that grows with the branch).
     """
+    # HEAD still at the base: the commit made now has the base as its one parent.
+    on_base = worktree.head() == worktree.base_sha
     commit = commit_task_work(worktree, title=title, summary=summary, identity=identity)
     with merge_lock(worktree.repo_root, worktree.session_id):
         existing = None
         if not first_attempt:
             existing = find_task_commit(repo, worktree.session_id, worktree.task_id)
-        merged = existing or merge_task_commit(repo, worktree, commit, identity)
+        merged = existing or merge_task_commit(repo, worktree, commit, identity, on_base=on_base)
     # After the lock: the next task's merge need not wait for this record (it has a lock of
     # its own); a crash before it is finished on resume, like any landed task's.
     paths = AcaDir(worktree.repo_root).session(worktree.session_id)
@@ -114,15 +116,23 @@ def record_landed_task(repo: git.Repo, session_id: str, task_id: str) -> LandedT
 
 
 def merge_task_commit(
-    repo: git.Repo, worktree: TaskWorktree, commit: str, identity: GitIdentity
+    repo: git.Repo,
+    worktree: TaskWorktree,
+    commit: str,
+    identity: GitIdentity,
+    *,
+    on_base: bool = False,
 ) -> str:
     """Put ``commit`` on the session branch; returns the sha now at the branch head.
 
     Call under ``merge_lock``. Fast-forwards when possible, else cherry-picks onto the head.
+    ``on_base``: the commit's one parent is the worktree's base.
     """
     ref = f"refs/heads/{session_branch(worktree.session_id)}"
     head = session_branch_head(repo, worktree.session_id)
-    if _is_ancestor(repo, head, commit):
+    # With ``on_base`` no git command is needed: the branch only moves forward from the base,
+    # so the head is an ancestor of a child of the base exactly when it still is the base.
+    if head == worktree.base_sha if on_base else _is_ancestor(repo, head, commit):
         landed = commit
     else:
         landed = _replay_onto(repo, worktree, head, commit, identity)

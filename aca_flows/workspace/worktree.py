@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,9 @@ from aca_flows.workspace.hardened_git import AcaRepo, HardenedGit
 from aca_flows.workspace.repository import session_branch_head
 
 __all__ = ["TaskWorktree", "clip_patch", "discard_worktree", "list_worktrees"]
+
+# A commit id as a detached HEAD file holds it (SHA-1 or SHA-256).
+_OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -66,12 +70,19 @@ class TaskWorktree:
         return HardenedGit(str(self.path), git_dir=self.git_dir)
 
     def head(self) -> str:
+        """The commit HEAD is at: read from the git dir recorded at creation while HEAD is
+        detached at a commit, as aca leaves it (no git command); else asked of git."""
+        if self.git_dir is not None:
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                text = (self.git_dir / "HEAD").read_text(encoding="utf-8").strip()
+                if _OBJECT_ID.fullmatch(text):
+                    return text
         return self.git.rev_parse("HEAD")
 
     def changed_files(self) -> list[str]:
         """Paths changed since ``base_sha``: committed, staged, unstaged or new (untracked
         files that ``.gitignore`` does not exclude)."""
-        if self._head_is_base():
+        if self.head() == self.base_sha:
             # The common case in one command: against HEAD, which is the base, status lists
             # the staged, unstaged and untracked paths (a rename as both of its paths).
             listed = self.git.status("--porcelain", "-z", "--untracked-files=all", "--no-renames")
@@ -80,16 +91,6 @@ class TaskWorktree:
         changed = self.git.diff("--name-only", "-z", self.base_sha).split("\0")
         untracked = self.git.ls_files("-z", "--others", "--exclude-standard").split("\0")
         return sorted(path for path in {*changed, *untracked} if path)
-
-    def _head_is_base(self) -> bool:
-        """HEAD still at ``base_sha`` (no commit made in the worktree), read from the git dir
-        recorded at creation, without a git command."""
-        if self.git_dir is None:
-            return False
-        try:
-            return (self.git_dir / "HEAD").read_text(encoding="utf-8").strip() == self.base_sha
-        except OSError:
-            return False
 
     def diff(self, paths: list[str], limit: int) -> str:
         """The patch of ``paths`` against ``base_sha``, new files included, for a person to

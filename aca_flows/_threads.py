@@ -1,0 +1,33 @@
+"""Blocking work (git, files) off the event loop, in aca's own threads: ``in_thread``.
+
+asyncio's default executor, which ``asyncio.to_thread`` uses, has min(32, cores + 4) threads:
+six on a two-core machine. Eight tasks landing at once each held one of them while waiting
+for the merge lock, and every other task's git work (the next task's worktree, a removal)
+queued behind those waits. aca's threads mostly wait (on git, on locks, on the disk), so
+its pool is sized for waiting, not for the cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import ParamSpec, TypeVar
+
+__all__ = ["in_thread"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Threads start when work arrives and stay for the next; a fork (the warm runner's) inherits
+# none, since the runner never uses the pool itself.
+_POOL = ThreadPoolExecutor(max_workers=64, thread_name_prefix="aca-blocking")
+
+
+async def in_thread(func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    """``asyncio.to_thread`` on aca's pool: ``func`` runs in a worker thread with the
+    caller's context variables, while the event loop runs everything else."""
+    call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(_POOL, call)
