@@ -155,7 +155,8 @@ QUIET_ENV = {"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
 
 
 def quiet_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """``QUIET_ENV`` without what ``environ`` sets itself: the user's own value wins."""
+    """``QUIET_ENV`` without what ``environ`` sets itself: the user's own value wins (Claude
+    Code treats any non-empty value as on, so an empty one turns the traffic back on)."""
     return {name: value for name, value in QUIET_ENV.items() if name not in environ}
 
 

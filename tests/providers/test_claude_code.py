@@ -224,10 +224,10 @@ def test_a_run_makes_no_side_requests_unless_the_user_asks_for_them(
     assert [(r.method, bool(r.json and r.json.get("tools"))) for r in llm_server.requests] == [
         ("POST", True)
     ]
-    # A value the user sets is theirs.
-    monkeypatch.setenv("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "0")
+    # A value the user sets is theirs: an empty one turns the traffic back on.
+    monkeypatch.setenv("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "")
     options = _provider().build_options(_request(tmp_path, "Say done"))
-    assert options.env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "0"
+    assert options.env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == ""
 
 
 def _user_mcp_server(home: Path, marker: Path) -> None:
