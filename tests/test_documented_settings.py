@@ -281,7 +281,8 @@ EFFECTS: dict[str, list[str]] = {
         f"{HERE}::test_the_claude_code_section_reaches_claude_codes_options"
     ],
     "claude_code.allowed_tools": [
-        f"{HERE}::test_the_claude_code_section_reaches_claude_codes_options"
+        f"{HERE}::test_the_claude_code_section_reaches_claude_codes_options",
+        "tests/providers/test_claude_code.py::test_the_users_mcp_servers_start_only_when_an_mcp_tool_is_allowed",
     ],
     "claude_code.max_turns": [
         f"{HERE}::test_the_claude_code_section_reaches_claude_codes_options",

@@ -15,6 +15,11 @@ calls to execute). What a caller may rely on:
 - unless ``[sandbox] mode = "off"``: Claude Code's own sandbox on with no unsandboxed escape,
   only the environment claude needs, aca's deny list as ``Bash(...)`` rules, no project
   settings (``claude_sandbox_settings``, ``claude_environment``);
+- Claude Code's non-essential traffic is off (``QUIET_ENV``: no session-title model call, no
+  connectivity check, telemetry or update check) unless the environment sets the variable;
+  MCP servers from the user's Claude Code configuration start only when ``allowed_tools``
+  names an MCP tool or permissions are bypassed (``mcp_tools_allowed``): each is a process
+  started with every run, before its first request;
 - ``request.system`` is appended to Claude Code's own system prompt, never replaces it;
   ``request.tools`` are not used: Claude Code works with its own tools (``allowed_tools``);
 - ``response_schema`` is passed as Claude Code's JSON schema option (``--json-schema``); the
@@ -60,6 +65,8 @@ __all__ = [
     "bundled_claude_cli",
     "claude_environment",
     "find_claude_cli",
+    "mcp_tools_allowed",
+    "quiet_environment",
     "render_prompt",
     "result_error",
 ]
@@ -139,6 +146,27 @@ CLAUDE_ENV_NAMES = frozenset(
     | {"NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "ACA_CLAUDE_CLI"}
 )
 CLAUDE_ENV_PREFIXES = ("ANTHROPIC_", "CLAUDE_", "DISABLE_", "LC_", "AWS_BEARER_TOKEN_BEDROCK")
+
+
+# Claude Code's side traffic, of no use to an unattended run: a model call on the task's model
+# to title the session, a connectivity check, telemetry, error reports, update checks. Measured
+# against the fake server: one paid request and about 0.2 s of CPU per claude process.
+QUIET_ENV = {"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+
+
+def quiet_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """``QUIET_ENV`` without what ``environ`` sets itself: the user's own value wins (Claude
+    Code treats any non-empty value as on, so an empty one turns the traffic back on)."""
+    return {name: value for name, value in QUIET_ENV.items() if name not in environ}
+
+
+def mcp_tools_allowed(allowed_tools: list[str], permission_mode: str) -> bool:
+    """Whether a run may use MCP tools: an allowed tool names one (``mcp__github`` or
+    ``mcp__github__create_issue``), or permissions are bypassed. Otherwise Claude Code would
+    still start every MCP server of the user's configuration, for tools nobody may approve."""
+    return permission_mode == "bypassPermissions" or any(
+        tool.startswith("mcp__") for tool in allowed_tools
+    )
 
 
 def claude_environment(
@@ -310,12 +338,16 @@ class ClaudeCodeProvider:
         env = {**self.env, **opts.get("env", {})}
         if sandboxed:
             env = {**claude_environment(os.environ, self.sandbox.env), **env}
+        env = {**quiet_environment(os.environ), **env}
+        permission_mode = opts.get("permission_mode", self.permission_mode)
+        allowed_tools = list(opts.get("allowed_tools", self.allowed_tools))
         return ClaudeAgentOptions(
             cwd=opts.get("cwd"),
             resume=opts.get("resume"),
             model=request.model or self.model,
-            permission_mode=opts.get("permission_mode", self.permission_mode),
-            allowed_tools=list(opts.get("allowed_tools", self.allowed_tools)),
+            permission_mode=permission_mode,
+            allowed_tools=allowed_tools,
+            strict_mcp_config=not mcp_tools_allowed(allowed_tools, permission_mode),
             max_turns=opts.get("max_turns", self.max_turns),
             max_budget_usd=opts.get("max_budget_usd", self.max_budget_usd),
             system_prompt=system_prompt,

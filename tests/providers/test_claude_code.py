@@ -6,7 +6,9 @@ test finds the file on disk, the usage in the result and every stream message in
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -203,3 +205,51 @@ def test_a_dropped_connection_is_a_transient_error(claude_env, llm_server, tmp_p
 
     with pytest.raises(TransientProviderError, match="connection"):
         run(_provider().complete(_request(tmp_path, "Write a.txt")))
+
+
+def test_a_run_makes_no_side_requests_unless_the_user_asks_for_them(
+    claude_env, llm_server, tmp_path, monkeypatch
+):
+    # A user's plain environment: none of Claude Code's quieting variables set.
+    for name in ("DISABLE_TELEMETRY", "DISABLE_ERROR_REPORTING", "DISABLE_AUTOUPDATER"):
+        monkeypatch.delenv(name)
+    monkeypatch.delenv("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC")
+    llm_server.anthropic.enqueue(text="Done.")
+
+    response = run(_provider().complete(_request(tmp_path, "Say done")))
+
+    # Only the agent's own turn reached the API: no paid call to title the session, no
+    # connectivity check.
+    assert response.text == "Done."
+    assert [(r.method, bool(r.json and r.json.get("tools"))) for r in llm_server.requests] == [
+        ("POST", True)
+    ]
+    # A value the user sets is theirs: an empty one turns the traffic back on.
+    monkeypatch.setenv("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "")
+    options = _provider().build_options(_request(tmp_path, "Say done"))
+    assert options.env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == ""
+
+
+def _user_mcp_server(home: Path, marker: Path) -> None:
+    """A stdio MCP server in the user's Claude Code configuration that records its start."""
+    start = f"open({str(marker)!r}, 'w').write('started')"
+    server = {"type": "stdio", "command": sys.executable, "args": ["-c", start]}
+    (home / ".claude.json").write_text(json.dumps({"mcpServers": {"demo": server}}))
+
+
+def test_the_users_mcp_servers_start_only_when_an_mcp_tool_is_allowed(
+    claude_env, llm_server, tmp_path
+):
+    marker = tmp_path / "mcp-started"
+    _user_mcp_server(Path(claude_env["HOME"]), marker)
+    llm_server.anthropic.enqueue(text="Done.")
+
+    response = run(_provider().complete(_request(tmp_path, "Say done")))
+
+    assert response.text == "Done." and not marker.exists()
+
+    llm_server.anthropic.enqueue(text="Done.")
+    tools = ["Read", "Write", "Edit", "Glob", "Grep", "Bash", "mcp__demo"]
+    run(_provider(allowed_tools=tools).complete(_request(tmp_path, "Say done")))
+
+    assert marker.read_text() == "started"
