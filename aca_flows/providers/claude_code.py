@@ -533,41 +533,6 @@ def result_error(result: Any, text: str, tools_used: int = 0) -> ProviderError |
         "`aca providers list` then shows it ready.",
         provider=name,
     )
-    if "api key" in lowered:
-        return PermanentProviderError(
-            f"claude-code: the API key was rejected{said}. Check ANTHROPIC_API_KEY (and "
-            "ANTHROPIC_BASE_URL), or unset it to use Claude Code's login.",
-            provider=name,
-        )
-    if any(marker in lowered for marker in _SPEND_MARKERS):
-        return PermanentProviderError(
-            f"claude-code: the account's credit or usage limit is exhausted{said}. Add credit "
-            "or wait for the limit to reset, then resume the session.",
-            provider=name,
-        )
-    if any(marker in lowered for marker in _REFUSAL_MARKERS):
-        return PermanentProviderError(
-            f"claude-code: the model refused the request{said}. Rephrase the task, or choose "
-            "another model with --model.",
-            provider=name,
-        )
-    if any(marker in lowered for marker in _OUTPUT_LIMIT_MARKERS):
-        return PermanentProviderError(
-            f"claude-code: the answer was cut off at the output token limit{said}. Split the "
-            "task, or raise CLAUDE_CODE_MAX_OUTPUT_TOKENS.",
-            provider=name,
-        )
-    if any(marker in lowered for marker in _CONNECTION_MARKERS):
-        return TransientProviderError(
-            f"claude-code: the connection to the API failed{said}. Retry later; if it "
-            "persists check ANTHROPIC_BASE_URL and the network.",
-            provider=name,
-        )
-    return PermanentProviderError(
-        f"claude-code: the run ended in an error{said or ' without a message'}. Run `aca "
-        "providers check claude-code` to see whether Claude Code can work here.",
-        provider=name,
-    )
 
 
 def _events(message: Any) -> list[ProviderEvent]:

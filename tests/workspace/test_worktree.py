@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import git
 
@@ -103,9 +104,7 @@ def test_changed_files_lists_every_kind_of_change_before_and_after_a_commit_in_t
 ):
     repo = session_repo(tmp_path)
     wt = TaskWorktree.create(repo, "s1", "t1")
-    assert wt.git_dir is not None and wt.git_dir == type(wt.git_dir)(
-        wt.git.rev_parse("--absolute-git-dir")
-    )
+    assert wt.git_dir == Path(wt.git.rev_parse("--absolute-git-dir"))
     (wt.path / ".gitignore").write_text("*.log\n")
     (wt.path / "app.py").write_text("print('changed')\n")  # modified
     (wt.path / "deep" / "er").mkdir(parents=True)
