@@ -156,26 +156,31 @@ def read_limits(providers: Iterable[str] | None = None) -> dict[str, LimitOnServ
     """Every aca limit name of ``providers`` (default: all) -> its state on the current
     server, ``None`` where it does not exist."""
     from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
 
-    found: dict[str, LimitOnServer | None] = {}
+    wanted = [limit_name(provider, kind) for provider in _providers(providers) for kind in KINDS]
+    found: dict[str, LimitOnServer | None] = dict.fromkeys(wanted)
+    # The server's whole list, a page at a time: one request where a lookup by name makes one
+    # per limit (three a provider), at the start of every run.
     with get_client(sync_client=True) as client:
-        for provider in _providers(providers):
-            for kind in KINDS:
-                name = limit_name(provider, kind)
-                try:
-                    limit = client.read_global_concurrency_limit_by_name(name)
-                except ObjectNotFound:
-                    found[name] = None
-                    continue
-                found[name] = LimitOnServer(
-                    name,
-                    limit.limit,
-                    limit.slot_decay_per_second,
-                    limit.active_slots,
-                    bool(limit.active),
-                )
-    return found
+        offset = 0
+        while True:
+            page = client.read_global_concurrency_limits(limit=_PAGE, offset=offset)
+            for limit in page:
+                if limit.name in found:
+                    found[limit.name] = LimitOnServer(
+                        limit.name,
+                        limit.limit,
+                        limit.slot_decay_per_second,
+                        limit.active_slots,
+                        bool(limit.active),
+                    )
+            if len(page) < _PAGE:
+                return found
+            offset += _PAGE
+
+
+# Prefect's API answers at most this many objects a request (PREFECT_API_DEFAULT_LIMIT).
+_PAGE = 200
 
 
 # Providers whose run was told, in this process, that their limits are not shared.

@@ -320,12 +320,23 @@ def _wait_healthy(url: str, process: subprocess.Popen, log_file: Path) -> None:
 
 
 def _healthy(url: str, timeout: float) -> bool:
-    import httpx  # here: `aca run`'s hand-over to the warm runner imports this module
+    # The standard library's client: an httpx client costs about 20 ms of CPU to make (a TLS
+    # context with every CA certificate), and every `aca run` asks this once.
+    import http.client
+    from urllib.parse import urlsplit
 
+    parts = urlsplit(f"{url}/health")
+    connection_class = (
+        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    )
+    connection = connection_class(parts.netloc, timeout=timeout)
     try:
-        return httpx.get(f"{url}/health", timeout=timeout).status_code == 200
-    except httpx.HTTPError:
+        connection.request("GET", parts.path)
+        return connection.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
         return False
+    finally:
+        connection.close()
 
 
 def stop_process_group(pid: int, timeout: float) -> None:

@@ -8,6 +8,8 @@ the repository and its first commit.
 
 from __future__ import annotations
 
+import contextlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,8 @@ __all__ = [
 ]
 
 ACA_EXCLUDE_LINE = ".aca/"
+# A commit id as a loose ref or a detached HEAD file holds it (SHA-1 or SHA-256).
+OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 class WorkspaceError(AcaError):
@@ -161,8 +165,16 @@ def remove_stale_branch_lock(repo: git.Repo, session_id: str) -> bool:
 
 
 def session_branch_head(repo: git.Repo, session_id: str) -> str:
-    """The commit the session branch points at now."""
-    return repo.git.rev_parse("--verify", f"refs/heads/{session_branch(session_id)}^{{commit}}")
+    """The commit the session branch points at now: read from the branch's ref file while git
+    keeps it loose, as it does for a branch it just moved (twice a task, one of them under the
+    merge lock, so a git command less each time); else asked of git (packed refs, reftable)."""
+    ref = f"refs/heads/{session_branch(session_id)}"
+    # git replaces a loose ref file whole (a lock file renamed over it): never read half-written.
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        text = (Path(repo.common_dir) / ref).read_text(encoding="ascii").strip()
+        if OBJECT_ID.fullmatch(text):
+            return text
+    return repo.git.rev_parse("--verify", f"{ref}^{{commit}}")
 
 
 def ref_exists(repo: git.Repo, ref: str) -> bool:

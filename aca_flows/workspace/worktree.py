@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +21,9 @@ import git
 from aca_flows.session.layout import AcaDir
 from aca_flows.workspace.file_lock import FileLock
 from aca_flows.workspace.hardened_git import AcaRepo, HardenedGit
-from aca_flows.workspace.repository import session_branch_head
+from aca_flows.workspace.repository import OBJECT_ID, session_branch_head
 
 __all__ = ["TaskWorktree", "clip_patch", "discard_worktree", "list_worktrees"]
-
-# A commit id as a detached HEAD file holds it (SHA-1 or SHA-256).
-_OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -75,7 +71,7 @@ class TaskWorktree:
         if self.git_dir is not None:
             with contextlib.suppress(OSError, UnicodeDecodeError):
                 text = (self.git_dir / "HEAD").read_text(encoding="utf-8").strip()
-                if _OBJECT_ID.fullmatch(text):
+                if OBJECT_ID.fullmatch(text):
                     return text
         return self.git.rev_parse("HEAD")
 

@@ -100,6 +100,27 @@ def test_session_branch_and_exclude_are_safe_to_repeat(tmp_path):
     assert exclude.count(".aca/") == 1
 
 
+def test_the_session_head_is_the_branch_head_whether_git_keeps_the_ref_loose_or_packed(tmp_path):
+    repo = make_user_repo(tmp_path / "user")
+    open_repository(repo.working_tree_dir)
+    ensure_session_branch(repo, "s1")
+    first = repo.head.commit.hexsha
+    (tmp_path / "user" / "b.py").write_text("b\n")
+    repo.git.add("-A")
+    repo.git.execute(["git", "-c", "user.name=U", "-c", "user.email=u@x", "commit", "-qm", "b"])
+    second = repo.head.commit.hexsha
+    repo.git.update_ref("refs/heads/aca/s1", second, first)
+    assert session_branch_head(repo, "s1") == second  # loose, as git just wrote it
+    repo.git.pack_refs("--all")  # as `git gc` does: no ref file is left
+    assert not (tmp_path / "user" / ".git" / "refs" / "heads" / "aca" / "s1").exists()
+    assert session_branch_head(repo, "s1") == second
+    repo.git.update_ref("refs/heads/aca/s1", first, second)  # loose again, over the packed one
+    assert session_branch_head(repo, "s1") == first
+    # Opened from a linked worktree of the user's, the branch is the repository's all the same.
+    repo.git.worktree("add", "--detach", str(tmp_path / "linked"), "main")
+    assert session_branch_head(git.Repo(tmp_path / "linked"), "s1") == first
+
+
 def test_aca_folder_never_shows_as_a_change(tmp_path):
     make_user_repo(tmp_path)
     open_repository(tmp_path)
