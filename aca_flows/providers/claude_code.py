@@ -32,8 +32,10 @@ calls to execute). What a caller may rely on:
   the fix in its message (``result_error``): not logged in, a rejected key, a refusal, the
   turn or budget limit, output cut off are permanent; an API failure is mapped by its status;
   a dropped connection or a failure during execution is transient. So is an empty answer
-  from a run that used no tool. A CLI crash is transient; a missing binary is permanent. The
-  error carries what the run cost (``usage``, ``cost_usd``).
+  from a run that used no tool, and an error result nothing recognises (its message quotes
+  Claude Code and points at ``aca providers check claude-code``). A CLI crash is transient;
+  a missing binary is permanent. The error carries what the run cost (``usage``,
+  ``cost_usd``).
 """
 
 from __future__ import annotations
@@ -528,9 +530,11 @@ def result_error(result: Any, text: str, tools_used: int = 0) -> ProviderError |
     for markers, error, message in _BY_MESSAGE:
         if any(marker in lowered for marker in markers):
             return error(f"claude-code: {message.format(said=said)}", provider=name)
-    return PermanentProviderError(
-        f"claude-code: Claude Code is not logged in{said}. To fix it, {LOGIN_FIX}; "
-        "`aca providers list` then shows it ready.",
+    # An error nothing above recognises (a crash, an unknown API failure): say what it was,
+    # not a guess. A retry may get past it, and the retries are bounded.
+    return TransientProviderError(
+        f"claude-code: the run ended in an error{said or ': no detail'}. Retry later; if it "
+        "persists run `aca providers check claude-code`.",
         provider=name,
     )
 

@@ -207,6 +207,22 @@ def test_a_dropped_connection_is_a_transient_error(claude_env, llm_server, tmp_p
         run(_provider().complete(_request(tmp_path, "Write a.txt")))
 
 
+def test_an_unrecognised_error_result_says_what_claude_code_said_not_to_log_in(
+    claude_env, llm_server, tmp_path
+):
+    # A 200 whose body is not JSON: Claude Code ends the run with an "API Error" result that
+    # has no status and names no known cause.
+    for _ in range(4):
+        llm_server.anthropic.enqueue(fault="malformed_json")
+
+    with pytest.raises(TransientProviderError, match="the run ended in an error") as caught:
+        run(_provider().complete(_request(tmp_path, "Write a.txt")))
+
+    message = str(caught.value)
+    assert "malformed response" in message and "aca providers check claude-code" in message
+    assert "logged in" not in message and "claude auth login" not in message
+
+
 def test_a_run_makes_no_side_requests_unless_the_user_asks_for_them(
     claude_env, llm_server, tmp_path, monkeypatch
 ):
