@@ -2,8 +2,8 @@
 
 - ``claude_environment``: ``options.env`` when sandboxed; every inherited variable claude does
   not need is passed blank, and Claude Code scrubs its credentials from its commands' env;
-- ``quiet_environment`` (``QUIET_ENV``): Claude Code's non-essential traffic off, unless the
-  environment sets the variable itself;
+- ``quiet_environment`` (``QUIET_ENV``): Claude Code's non-essential traffic and its git
+  instructions off, unless the environment sets the variable itself;
 - ``claude_sandbox_settings``: Claude Code's own sandbox for Bash, with no unsandboxed escape,
   no home readable but the worktree's, no credentials, ``protected`` paths not writable;
 - ``denied_bash_rules``: aca's deny list as ``Bash(...)`` permission rules.
@@ -33,10 +33,16 @@ CLAUDE_ENV_NAMES = frozenset(
 CLAUDE_ENV_PREFIXES = ("ANTHROPIC_", "CLAUDE_", "DISABLE_", "LC_", "AWS_BEARER_TOKEN_BEDROCK")
 
 
-# Claude Code's side traffic, of no use to an unattended run: a model call on the task's model
-# to title the session, a connectivity check, telemetry, error reports, update checks. Measured
-# against the fake server: one paid request and about 0.2 s of CPU per claude process.
-QUIET_ENV = {"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+# What an unattended run has no use for. Side traffic: a model call on the task's model to
+# title the session, a connectivity check, telemetry, error reports, update checks (measured
+# against the fake server: one paid request and about 0.2 s of CPU per claude process). Git
+# instructions: aca commits, so Claude Code's commit and pull-request instructions, its
+# attribution lines and the git-status snapshot it gathers at start-up (six git processes per
+# claude process, about 2,000 input tokens in every request) only contradict aca's prompt.
+QUIET_ENV = {
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    "CLAUDE_CODE_DISABLE_GIT_INSTRUCTIONS": "1",
+}
 
 
 def quiet_environment(environ: Mapping[str, str]) -> dict[str, str]:
