@@ -14,9 +14,11 @@ calls to execute). What a caller may rely on:
   ``network`` (its sandboxed Bash may use the network; default ``[sandbox] network``);
 - unless ``[sandbox] mode = "off"``: Claude Code's own sandbox on with no unsandboxed escape,
   only the environment claude needs, aca's deny list as ``Bash(...)`` rules, no project
-  settings (``claude_sandbox_settings``, ``claude_environment``);
-- Claude Code's non-essential traffic is off (``QUIET_ENV``: no session-title model call, no
-  connectivity check, telemetry or update check) unless the environment sets the variable;
+  settings (``claude_code_sandbox``: ``claude_sandbox_settings``, ``claude_environment``);
+- Claude Code's non-essential traffic and git instructions are off
+  (``claude_code_sandbox.QUIET_ENV``: no session-title model call, no connectivity check,
+  telemetry or update check; no commit instructions nor git-status snapshot) unless the
+  environment sets the variable;
   MCP servers from the user's Claude Code configuration start only when ``allowed_tools``
   names an MCP tool or permissions are bypassed (``mcp_tools_allowed``): each is a process
   started with every run, before its first request;
@@ -32,8 +34,10 @@ calls to execute). What a caller may rely on:
   the fix in its message (``result_error``): not logged in, a rejected key, a refusal, the
   turn or budget limit, output cut off are permanent; an API failure is mapped by its status;
   a dropped connection or a failure during execution is transient. So is an empty answer
-  from a run that used no tool. A CLI crash is transient; a missing binary is permanent. The
-  error carries what the run cost (``usage``, ``cost_usd``).
+  from a run that used no tool, and an error result nothing recognises (its message quotes
+  Claude Code and points at ``aca providers check claude-code``). A CLI crash is transient;
+  a missing binary is permanent. The error carries what the run cost (``usage``,
+  ``cost_usd``).
 """
 
 from __future__ import annotations
@@ -55,6 +59,12 @@ from aca_flows.providers.base import (
     ProviderResponse,
     Usage,
 )
+from aca_flows.providers.claude_code_sandbox import (
+    claude_environment,
+    claude_sandbox_settings,
+    denied_bash_rules,
+    quiet_environment,
+)
 from aca_flows.providers.failures import error_for_status, error_from_exception
 from aca_flows.providers.pricing import cost_usd, price_for
 from aca_flows.settings import ClaudeCodeSection, ModelPrice, ProviderSection, SandboxSection
@@ -63,10 +73,8 @@ __all__ = [
     "ClaudeCodeProvider",
     "LOGIN_FIX",
     "bundled_claude_cli",
-    "claude_environment",
     "find_claude_cli",
     "mcp_tools_allowed",
-    "quiet_environment",
     "render_prompt",
     "result_error",
 ]
@@ -138,27 +146,6 @@ _BY_MESSAGE = (
     ),
 )
 
-# What the claude process needs from aca's environment; every other inherited variable is
-# passed blank (the SDK starts claude with aca's environment merged under ``options.env``).
-CLAUDE_ENV_NAMES = frozenset(
-    {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TERM", "TZ", "TMPDIR"}
-    | {"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"}
-    | {"NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "ACA_CLAUDE_CLI"}
-)
-CLAUDE_ENV_PREFIXES = ("ANTHROPIC_", "CLAUDE_", "DISABLE_", "LC_", "AWS_BEARER_TOKEN_BEDROCK")
-
-
-# Claude Code's side traffic, of no use to an unattended run: a model call on the task's model
-# to title the session, a connectivity check, telemetry, error reports, update checks. Measured
-# against the fake server: one paid request and about 0.2 s of CPU per claude process.
-QUIET_ENV = {"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
-
-
-def quiet_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """``QUIET_ENV`` without what ``environ`` sets itself: the user's own value wins (Claude
-    Code treats any non-empty value as on, so an empty one turns the traffic back on)."""
-    return {name: value for name, value in QUIET_ENV.items() if name not in environ}
-
 
 def mcp_tools_allowed(allowed_tools: list[str], permission_mode: str) -> bool:
     """Whether a run may use MCP tools: an allowed tool names one (``mcp__github`` or
@@ -167,58 +154,6 @@ def mcp_tools_allowed(allowed_tools: list[str], permission_mode: str) -> bool:
     return permission_mode == "bypassPermissions" or any(
         tool.startswith("mcp__") for tool in allowed_tools
     )
-
-
-def claude_environment(
-    environ: Mapping[str, str], extra_names: list[str] | tuple[str, ...] = ()
-) -> dict[str, str]:
-    """``options.env`` for claude: blanks every inherited variable it does not need, and has
-    Claude Code scrub its own credentials from the environment of the commands it runs."""
-    keep = CLAUDE_ENV_NAMES | set(extra_names)
-    env = {
-        name: ("" if name not in keep and not name.startswith(CLAUDE_ENV_PREFIXES) else value)
-        for name, value in environ.items()
-    }
-    env["CLAUDE_CODE_SUBPROCESS_ENV_SCRUB"] = "1"
-    return env
-
-
-# Credentials a command has no business reading, wherever the homes are.
-HIDDEN_IN_HOME = (".ssh", ".aws", ".git-credentials", ".netrc", ".gnupg", ".docker", ".kube")
-HIDDEN_IN_HOME += (".config/gcloud", ".claude/.credentials.json")
-
-
-# Claude Code's sandbox leaves these writable by default (seen with claude 2.1.332 on Linux).
-SYSTEM_WRITABLE = ("/var", "/opt", "/mnt", "/srv", "/run")
-
-
-def claude_sandbox_settings(
-    network: bool, cwd: str | None, protected: list[str] | tuple[str, ...] = ()
-) -> dict[str, Any]:
-    """Claude Code's own sandbox: Bash reads no home (but the one holding the working
-    directory, and there no credentials), writes none of ``protected`` (the repository's
-    ``.git``, aca's session records) nor system folders, and has no way around it."""
-    where = Path(cwd or ".").resolve()
-    homes = [Path("/root"), Path("/home"), Path.home()]
-    deny = {str(h) for h in homes if h != where and h not in where.parents}
-    deny |= {str(h / name) for h in homes for name in HIDDEN_IN_HOME if str(h) not in deny}
-    settings: dict[str, Any] = {
-        "enabled": True,
-        "allowUnsandboxedCommands": False,
-        "autoAllowBashIfSandboxed": True,
-        "filesystem": {
-            "denyRead": sorted(deny),
-            "denyWrite": [*SYSTEM_WRITABLE, *protected],
-        },
-    }
-    if not network:
-        settings["network"] = {"allowedDomains": [], "allowLocalBinding": False}
-    return settings
-
-
-def denied_bash_rules(deny_commands: list[str]) -> list[str]:
-    """aca's deny list as Claude Code permission rules: ``Bash(curl:*)`` for ``curl``."""
-    return [f"Bash({entry.strip()}:*)" for entry in deny_commands if entry.strip()]
 
 
 def bundled_claude_cli() -> Path | None:
@@ -528,9 +463,11 @@ def result_error(result: Any, text: str, tools_used: int = 0) -> ProviderError |
     for markers, error, message in _BY_MESSAGE:
         if any(marker in lowered for marker in markers):
             return error(f"claude-code: {message.format(said=said)}", provider=name)
-    return PermanentProviderError(
-        f"claude-code: Claude Code is not logged in{said}. To fix it, {LOGIN_FIX}; "
-        "`aca providers list` then shows it ready.",
+    # An error nothing above recognises (a crash, an unknown API failure): say what it was,
+    # not a guess. A retry may get past it, and the retries are bounded.
+    return TransientProviderError(
+        f"claude-code: the run ended in an error{said or ': no detail'}. Retry later; if it "
+        "persists run `aca providers check claude-code`.",
         provider=name,
     )
 

@@ -18,6 +18,7 @@ from aca_flows.providers import get_provider
 from aca_flows.providers.base import Message, ProviderEvent, ProviderRequest
 from aca_flows.providers.claude_code import bundled_claude_cli, find_claude_cli, render_prompt
 from aca_flows.settings import AcaConfig, ClaudeCodeSection, ProviderSection
+from tests.fakes.git_repo import make_repo
 from tests.providers.conftest import run
 
 MODEL = "claude-sonnet-4-6"
@@ -207,6 +208,22 @@ def test_a_dropped_connection_is_a_transient_error(claude_env, llm_server, tmp_p
         run(_provider().complete(_request(tmp_path, "Write a.txt")))
 
 
+def test_an_unrecognised_error_result_says_what_claude_code_said_not_to_log_in(
+    claude_env, llm_server, tmp_path
+):
+    # A 200 whose body is not JSON: Claude Code ends the run with an "API Error" result that
+    # has no status and names no known cause.
+    for _ in range(4):
+        llm_server.anthropic.enqueue(fault="malformed_json")
+
+    with pytest.raises(TransientProviderError, match="the run ended in an error") as caught:
+        run(_provider().complete(_request(tmp_path, "Write a.txt")))
+
+    message = str(caught.value)
+    assert "malformed response" in message and "aca providers check claude-code" in message
+    assert "logged in" not in message and "claude auth login" not in message
+
+
 def test_a_run_makes_no_side_requests_unless_the_user_asks_for_them(
     claude_env, llm_server, tmp_path, monkeypatch
 ):
@@ -228,6 +245,30 @@ def test_a_run_makes_no_side_requests_unless_the_user_asks_for_them(
     monkeypatch.setenv("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "")
     options = _provider().build_options(_request(tmp_path, "Say done"))
     assert options.env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == ""
+
+
+def test_claude_code_gets_no_git_instructions_since_aca_commits(
+    claude_env, llm_server, tmp_path, monkeypatch
+):
+    worktree = tmp_path / "worktree"
+    make_repo(worktree)
+    llm_server.anthropic.enqueue(text="Done.")
+
+    run(_provider().complete(_request(worktree, "Say done")))
+
+    # No commit or pull-request instructions, no attribution lines, no git-status snapshot
+    # (six git processes at each start): aca commits, its prompt says so.
+    prompt = llm_server.anthropic.requests[0].body.decode()
+    assert "Say done" in prompt
+    assert "# gitStatus" not in prompt and "Committing changes with git" not in prompt
+    # A user who wants them sets the variable (any value, empty turns them back on).
+    monkeypatch.setenv("CLAUDE_CODE_DISABLE_GIT_INSTRUCTIONS", "")
+    llm_server.anthropic.enqueue(text="Done.")
+
+    run(_provider().complete(_request(worktree, "Say done again")))
+
+    prompt = llm_server.anthropic.requests[-1].body.decode()
+    assert "# gitStatus" in prompt and "Committing changes with git" in prompt
 
 
 def _user_mcp_server(home: Path, marker: Path) -> None:

@@ -1,0 +1,103 @@
+"""What the ``claude`` process runs with: its environment and Claude Code's sandbox settings.
+
+- ``claude_environment``: ``options.env`` when sandboxed; every inherited variable claude does
+  not need is passed blank, and Claude Code scrubs its credentials from its commands' env;
+- ``quiet_environment`` (``QUIET_ENV``): Claude Code's non-essential traffic and its git
+  instructions off, unless the environment sets the variable itself;
+- ``claude_sandbox_settings``: Claude Code's own sandbox for Bash, with no unsandboxed escape,
+  no home readable but the worktree's, no credentials, ``protected`` paths not writable;
+- ``denied_bash_rules``: aca's deny list as ``Bash(...)`` permission rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "QUIET_ENV",
+    "claude_environment",
+    "claude_sandbox_settings",
+    "denied_bash_rules",
+    "quiet_environment",
+]
+
+# What the claude process needs from aca's environment; every other inherited variable is
+# passed blank (the SDK starts claude with aca's environment merged under ``options.env``).
+CLAUDE_ENV_NAMES = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TERM", "TZ", "TMPDIR"}
+    | {"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"}
+    | {"NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "ACA_CLAUDE_CLI"}
+)
+CLAUDE_ENV_PREFIXES = ("ANTHROPIC_", "CLAUDE_", "DISABLE_", "LC_", "AWS_BEARER_TOKEN_BEDROCK")
+
+
+# What an unattended run has no use for. Side traffic: a model call on the task's model to
+# title the session, a connectivity check, telemetry, error reports, update checks (measured
+# against the fake server: one paid request and about 0.2 s of CPU per claude process). Git
+# instructions: aca commits, so Claude Code's commit and pull-request instructions, its
+# attribution lines and the git-status snapshot it gathers at start-up (six git processes per
+# claude process, about 2,000 input tokens in every request) only contradict aca's prompt.
+QUIET_ENV = {
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    "CLAUDE_CODE_DISABLE_GIT_INSTRUCTIONS": "1",
+}
+
+
+def quiet_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """``QUIET_ENV`` without what ``environ`` sets itself: the user's own value wins (Claude
+    Code treats any non-empty value as on, so an empty one turns the traffic back on)."""
+    return {name: value for name, value in QUIET_ENV.items() if name not in environ}
+
+
+def claude_environment(
+    environ: Mapping[str, str], extra_names: list[str] | tuple[str, ...] = ()
+) -> dict[str, str]:
+    """``options.env`` for claude: blanks every inherited variable it does not need, and has
+    Claude Code scrub its own credentials from the environment of the commands it runs."""
+    keep = CLAUDE_ENV_NAMES | set(extra_names)
+    env = {
+        name: ("" if name not in keep and not name.startswith(CLAUDE_ENV_PREFIXES) else value)
+        for name, value in environ.items()
+    }
+    env["CLAUDE_CODE_SUBPROCESS_ENV_SCRUB"] = "1"
+    return env
+
+
+# Credentials a command has no business reading, wherever the homes are.
+HIDDEN_IN_HOME = (".ssh", ".aws", ".git-credentials", ".netrc", ".gnupg", ".docker", ".kube")
+HIDDEN_IN_HOME += (".config/gcloud", ".claude/.credentials.json")
+
+
+# Claude Code's sandbox leaves these writable by default (seen with claude 2.1.332 on Linux).
+SYSTEM_WRITABLE = ("/var", "/opt", "/mnt", "/srv", "/run")
+
+
+def claude_sandbox_settings(
+    network: bool, cwd: str | None, protected: list[str] | tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Claude Code's own sandbox: Bash reads no home (but the one holding the working
+    directory, and there no credentials), writes none of ``protected`` (the repository's
+    ``.git``, aca's session records) nor system folders, and has no way around it."""
+    where = Path(cwd or ".").resolve()
+    homes = [Path("/root"), Path("/home"), Path.home()]
+    deny = {str(h) for h in homes if h != where and h not in where.parents}
+    deny |= {str(h / name) for h in homes for name in HIDDEN_IN_HOME if str(h) not in deny}
+    settings: dict[str, Any] = {
+        "enabled": True,
+        "allowUnsandboxedCommands": False,
+        "autoAllowBashIfSandboxed": True,
+        "filesystem": {
+            "denyRead": sorted(deny),
+            "denyWrite": [*SYSTEM_WRITABLE, *protected],
+        },
+    }
+    if not network:
+        settings["network"] = {"allowedDomains": [], "allowLocalBinding": False}
+    return settings
+
+
+def denied_bash_rules(deny_commands: list[str]) -> list[str]:
+    """aca's deny list as Claude Code permission rules: ``Bash(curl:*)`` for ``curl``."""
+    return [f"Bash({entry.strip()}:*)" for entry in deny_commands if entry.strip()]
