@@ -15,10 +15,10 @@ calls to execute). What a caller may rely on:
 - unless ``[sandbox] mode = "off"``: Claude Code's own sandbox on with no unsandboxed escape,
   only the environment claude needs, aca's deny list as ``Bash(...)`` rules, no project
   settings (``claude_code_sandbox``: ``claude_sandbox_settings``, ``claude_environment``);
-- Claude Code's non-essential traffic and git instructions are off
+- Claude Code's non-essential traffic, git instructions and auto memory are off
   (``claude_code_sandbox.QUIET_ENV``: no session-title model call, no connectivity check,
-  telemetry or update check; no commit instructions nor git-status snapshot) unless the
-  environment sets the variable;
+  telemetry or update check; no commit instructions nor git-status snapshot; no memory folder
+  shared across tasks) unless the environment sets the variable;
   MCP servers from the user's Claude Code configuration start only when ``allowed_tools``
   names an MCP tool or permissions are bypassed (``mcp_tools_allowed``): each is a process
   started with every run, before its first request;

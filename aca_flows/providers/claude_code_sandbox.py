@@ -2,8 +2,8 @@
 
 - ``claude_environment``: ``options.env`` when sandboxed; every inherited variable claude does
   not need is passed blank, and Claude Code scrubs its credentials from its commands' env;
-- ``quiet_environment`` (``QUIET_ENV``): Claude Code's non-essential traffic and its git
-  instructions off, unless the environment sets the variable itself;
+- ``quiet_environment`` (``QUIET_ENV``): Claude Code's non-essential traffic, its git
+  instructions and its auto memory off, unless the environment sets the variable itself;
 - ``claude_sandbox_settings``: Claude Code's own sandbox for Bash, with no unsandboxed escape,
   no home readable but the worktree's, no credentials, ``protected`` paths not writable;
 - ``denied_bash_rules``: aca's deny list as ``Bash(...)`` permission rules.
@@ -39,9 +39,13 @@ CLAUDE_ENV_PREFIXES = ("ANTHROPIC_", "CLAUDE_", "DISABLE_", "LC_", "AWS_BEARER_T
 # instructions: aca commits, so Claude Code's commit and pull-request instructions, its
 # attribution lines and the git-status snapshot it gathers at start-up (six git processes per
 # claude process, about 2,000 input tokens in every request) only contradict aca's prompt.
+# Auto memory: a folder outside the worktree (``~/.claude/projects/<repository>/memory``),
+# shared by every task and session on the repository, that the model is told to write to and
+# every request carries (about 3,000 tokens): a task starts from its prompt and its worktree.
 QUIET_ENV = {
     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     "CLAUDE_CODE_DISABLE_GIT_INSTRUCTIONS": "1",
+    "CLAUDE_CODE_DISABLE_AUTO_MEMORY": "1",
 }
 
 

@@ -271,6 +271,27 @@ def test_claude_code_gets_no_git_instructions_since_aca_commits(
     assert "# gitStatus" in prompt and "Committing changes with git" in prompt
 
 
+def test_claude_code_keeps_no_memory_between_tasks_unless_the_user_asks(
+    claude_env, llm_server, tmp_path, monkeypatch
+):
+    worktree = tmp_path / "worktree"
+    make_repo(worktree)
+    llm_server.anthropic.enqueue(text="Done.")
+
+    run(_provider().complete(_request(worktree, "Say done")))
+
+    # No auto memory: a folder outside the worktree, shared by every task on the repository,
+    # that the model is told to write to and that every later request carries.
+    prompt = llm_server.anthropic.requests[0].body.decode()
+    assert "Say done" in prompt and "# auto memory" not in prompt
+    monkeypatch.setenv("CLAUDE_CODE_DISABLE_AUTO_MEMORY", "")
+    llm_server.anthropic.enqueue(text="Done.")
+
+    run(_provider().complete(_request(worktree, "Say done again")))
+
+    assert "# auto memory" in llm_server.anthropic.requests[-1].body.decode()
+
+
 def _user_mcp_server(home: Path, marker: Path) -> None:
     """A stdio MCP server in the user's Claude Code configuration that records its start."""
     start = f"open({str(marker)!r}, 'w').write('started')"
