@@ -236,6 +236,27 @@ def test_session_json_follows_the_journal_within_its_delay_and_is_whole_at_close
     assert read_json(store.paths.session_json)["tasks"]["b"]["commit"] == "abc"
 
 
+def test_a_store_keeps_one_thread_for_session_json_however_many_events_and_none_after_close(
+    tmp_path,
+):
+    # Each thread started costs the process memory for good (the allocator's arenas): the
+    # delayed writes of a whole run share one thread, and closing the store ends it.
+    before = set(threading.enumerate())
+    seen: set[threading.Thread] = set()
+    with SessionStore.create(tmp_path, make_plan("a"), provider="replay") as store:
+        for _ in range(4):  # several delays, each with events close together
+            for _ in range(3):
+                pay(store, 10, 0.001, task_id="a")
+                seen |= set(threading.enumerate()) - before
+            deadline = time.monotonic() + 10
+            while read_json(store.paths.session_json)["last_seq"] != store.session.last_seq:
+                assert time.monotonic() < deadline, "session.json never caught up"
+                time.sleep(0.02)
+    assert len(seen) == 1
+    assert not any(thread.is_alive() for thread in seen)
+    assert read_json(store.paths.session_json)["last_seq"] == store.session.last_seq
+
+
 def test_session_json_one_event_behind_is_caught_up(tmp_path):
     # A crash after the journal append and before session.json was replaced.
     with SessionStore.create(tmp_path, make_plan("a"), provider="replay") as store:
