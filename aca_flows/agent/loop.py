@@ -2,7 +2,8 @@
 
 ``AgentConversation`` is one task's conversation with its provider. It lives across the fix
 attempts of verification (the verify output goes back into the same conversation), adds up
-tokens and cost, saves the messages after every turn and logs every turn and tool call. Every
+tokens and cost, saves the messages after every provider call (and what was added since when a
+round ends or a call fails) and logs every turn and tool call. Every
 provider call of a task passes through ``AgentConversation.complete``: the one place where a
 spend check can stop a task before a call.
 
@@ -38,6 +39,7 @@ from aca_flows.providers.base import (
     ProviderRequest,
     ProviderResponse,
     ToolDefinition,
+    ToolResult,
     Usage,
 )
 from aca_flows.sandbox import existing_placeholders, remove_new_placeholders
@@ -94,6 +96,7 @@ class AgentConversation:
         self.turns = 0
         self.session_id: str | None = None
         self.response_model = ""
+        self._unsaved = False  # messages added since the last save
 
     def add_user_text(self, text: str) -> None:
         """Add a user turn. After tool results it joins that turn, keeping roles alternating."""
@@ -103,7 +106,13 @@ class AgentConversation:
             self.messages[-1] = last.model_copy(update={"text": joined})
         else:
             self.messages.append(Message(role="user", text=text))
-        self.save()
+        # Saved with the response it asks for: a save is for what a crash must not lose, and
+        # only a provider call costs anything to redo (one save less per turn).
+        self._unsaved = True
+
+    def add_tool_results(self, results: list[ToolResult]) -> None:
+        self.messages.append(Message(role="user", tool_results=results))
+        self._unsaved = True  # saved with the next response, or when the round ends
 
     def add_assistant(self, response: ProviderResponse) -> None:
         self.messages.append(
@@ -123,7 +132,11 @@ class AgentConversation:
             max_tokens=self.max_tokens,
             options=options or {},
         )
-        response = await self.provider.complete(request, on_event=self._on_event)
+        try:
+            response = await self.provider.complete(request, on_event=self._on_event)
+        except BaseException:
+            self.save_changes()  # the conversation up to the failed call stays on record
+            raise
         self.turns += 1
         self.usage = self.usage + response.usage
         self.cost_usd += response.cost_usd
@@ -144,6 +157,11 @@ class AgentConversation:
 
     def save(self) -> None:
         self.store.save(self.messages, provider=self.provider.name, model=self.model)
+        self._unsaved = False
+
+    def save_changes(self) -> None:
+        if self._unsaved:
+            self.save()
 
     def _on_event(self, event: ProviderEvent) -> None:
         self.log.write("provider_event", event=event.kind, data=_clip_data(event.data))
@@ -158,6 +176,18 @@ async def run_tool_loop(
     tools.no_change_reason = None
     tools.human_question = None
     definitions = tools.definitions()
+    try:
+        return await _tool_turns(conversation, tools, definitions, max_turns)
+    finally:
+        conversation.save_changes()  # the last turn's tool results
+
+
+async def _tool_turns(
+    conversation: AgentConversation,
+    tools: TaskTools,
+    definitions: list[ToolDefinition],
+    max_turns: int,
+) -> AgentRound:
     for turn in range(1, max_turns + 1):
         response = await conversation.complete(tools=definitions)
         conversation.add_assistant(response)
@@ -182,8 +212,7 @@ async def run_tool_loop(
                 content=_clip(result.content),
             )
             results.append(result)
-        conversation.messages.append(Message(role="user", tool_results=results))
-        conversation.save()
+        conversation.add_tool_results(results)
         if tools.finished:
             return AgentRound(
                 stop="finish",

@@ -396,10 +396,12 @@ def _tell_wait(message: str) -> None:
 
 
 def _ledger_of(store: SessionStore) -> CallLedger:
-    """Journal each returned provider call as a ``call`` event of the session."""
+    """Journal each returned provider call as a ``call`` event of the session (off the event
+    loop: other tasks go on while it is fsynced)."""
 
     def record(provider: str, model: str, response: ProviderResponse, owner: CallOwner | None):
-        store.call_recorded(
+        return store.off_loop(
+            store.call_recorded,
             provider=provider,
             model=model,
             usage=response.usage,

@@ -152,7 +152,9 @@ async def drive_plan(
                 if len(running) >= limit:
                     break
                 dag.start(task.id)
-                store.task_started(task.id, provider=task.provider or run.default_provider)
+                # Off the loop (session/store.py): running tasks go on while it is fsynced.
+                provider = task.provider or run.default_provider
+                await store.off_loop(store.task_started, task.id, provider=provider)
                 # The DAG decided it may start; a dependency skipped after it failed (a
                 # person's decision, task_help.py) has a failed task run all the same.
                 deps = [states[d] for d in dag.dependency_ids(task) if d in states]
@@ -300,7 +302,7 @@ async def _finish(
     if state.is_completed():
         outcome = TaskOutcome.model_validate(await state.aresult())
         run.outcomes[task_id] = outcome
-        store.task_completed(task_id, _task_result(outcome))
+        await store.off_loop(store.task_completed, task_id, _task_result(outcome))
         emit_task_event(store, task_id, "completed")
         if outcome.proposed_subtasks:
             try:
@@ -351,7 +353,7 @@ async def _finish(
         reason = f"{error} (gave up after {attempts} attempt(s))"
     else:
         reason = f"{type(error).__name__}: {error}" if error else (state.message or "failed")
-    store.task_failed(task_id, reason)
+    await store.off_loop(store.task_failed, task_id, reason)
     emit_task_event(store, task_id, "failed", reason)
     logger.error(f"{task_id} failed: {first_line(reason)}")
     dag.fail(task_id, reason)

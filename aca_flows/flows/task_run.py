@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,7 +128,7 @@ class CallOwner:
 CALL_OWNER: ContextVar[CallOwner | None] = ContextVar("aca_call_owner", default=None)
 
 # Puts one returned call on the session's ledger: (provider, model, response, owner).
-CallLedger = Callable[[str, str, ProviderResponse, "CallOwner | None"], None]
+CallLedger = Callable[[str, str, ProviderResponse, "CallOwner | None"], Awaitable[object]]
 
 
 class SpendMeter:
@@ -172,15 +172,15 @@ class SpendGuard:
         except ProviderError as error:
             # A call can fail after it was paid for (a Claude Code run stopped mid-way).
             if isinstance(error.billed, ProviderResponse) and _costs(error.billed):
-                self._record(request, error.billed)
+                await self._record(request, error.billed)
             raise
-        self._record(request, response)
+        await self._record(request, response)
         return response
 
-    def _record(self, request: ProviderRequest, response: ProviderResponse) -> None:
+    async def _record(self, request: ProviderRequest, response: ProviderResponse) -> None:
         if self.ledger is not None:
             model = response.model or request.model or ""
-            self.ledger(self.name, model, response, CALL_OWNER.get())
+            await self.ledger(self.name, model, response, CALL_OWNER.get())
 
 
 def _costs(response: ProviderResponse) -> bool:

@@ -10,6 +10,14 @@ lock (``SessionLockedError`` if another live process has it) and keep it until `
    written less than ``SESSION_JSON_DELAY`` ago, once that time is up (events that come
    close together share one write; ``close`` writes what is left).
 
+The delayed writes are made by one writer thread per store, started at the first of them and
+joined by ``close``: a thread per delayed write (a ``threading.Timer``) cost a 500-task run
+about 25 MB of memory, the allocator keeping an arena for each new thread.
+
+A run records from its event loop; ``off_loop`` records in the store's journal thread instead,
+so the loop runs every other task while the journal is fsynced (1-10 ms each on a busy disk),
+and returns once the event is on disk, as ``record`` does.
+
 session.json is the whole record, so writing it costs more as the plan grows (about 4 ms at
 500 tasks): written for every event, it made a task's bookkeeping grow with the plan. A crash
 leaves it behind the journal; ``open`` and ``load_session`` notice (``last_seq`` differs
@@ -22,15 +30,19 @@ nothing on disk.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from pydantic import ValidationError
 
@@ -82,6 +94,9 @@ __all__ = [
 
 CONFIG_SCHEMA_VERSION = 1
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 
 def new_session_id(now: datetime | None = None) -> str:
     """``20261125-183000-a1b2c3``: UTC time then 6 random hex digits; sorts by creation."""
@@ -107,7 +122,12 @@ class SessionStore:
         self._mutex = threading.Lock()
         self._json_seq = session.last_seq  # the last event session.json holds
         self._json_written_at = -SESSION_JSON_DELAY  # time.monotonic() of that write
-        self._json_timer: threading.Timer | None = None
+        self._json_due: float | None = None  # when the writer thread writes session.json
+        self._json_wake = threading.Condition(self._mutex)
+        self._json_writer: threading.Thread | None = None
+        self._closed = False
+        self._closing = False
+        self._journal_thread: ThreadPoolExecutor | None = None  # for ``off_loop``
         self.repairs: list[str] = []
         """What ``open`` had to fix (a torn journal line, a rebuilt session.json), for logs."""
 
@@ -194,11 +214,18 @@ class SessionStore:
         """Bring session.json up to the journal and release the lock. The store records
         nothing afterwards."""
         with self._mutex:
-            if self._json_timer is not None:
-                self._json_timer.cancel()
-                self._json_timer = None
+            self._closing = True  # ``off_loop`` takes nothing more
+            journal_thread = self._journal_thread
+        if journal_thread is not None:
+            journal_thread.shutdown(wait=True)  # what was handed to ``off_loop`` is recorded
+        with self._mutex:
+            self._closed = True
+            self._json_wake.notify()
+            writer, self._json_writer = self._json_writer, None
             if self._lock.held and self._json_seq != self._session.last_seq:
                 self._write_session_json()
+        if writer is not None:
+            writer.join()  # it only takes the mutex, sees the store closed and ends
         self._lock.release()
 
     def __enter__(self) -> SessionStore:
@@ -236,7 +263,7 @@ class SessionStore:
         a completed task); nothing is written then.
         """
         with self._mutex:
-            if not self._lock.held:
+            if self._closed or not self._lock.held:
                 raise RuntimeError(f"session {self.session_id} is closed; open it again")
             event = _redacted(event.model_copy(update={"seq": self._session.last_seq + 1}))
             # Applied in place (a copy of the whole record per event costs more than the rest
@@ -251,6 +278,22 @@ class SessionStore:
                 raise
             self._session_json_changed()
             return True
+
+    async def off_loop(self, change: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """``change(*args, **kwargs)`` (``record`` or a method built on it, such as
+        ``task_completed``) in the store's journal thread, awaited: returns once the event is
+        on disk, while the event loop runs everything else. One thread, so the events handed
+        here are journalled in the order of the calls."""
+        with self._mutex:
+            if self._closing or not self._lock.held:
+                raise RuntimeError(f"session {self.session_id} is closed; open it again")
+            if self._journal_thread is None:
+                self._journal_thread = ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix=f"aca-journal-{self.session_id}"
+                )
+            future = self._journal_thread.submit(change, *args, **kwargs)
+        # Shielded: a cancelled caller must not take back an event (a paid call) once handed.
+        return await asyncio.shield(asyncio.wrap_future(future))
 
     def resumed(self, checkpoint_id: str | None = None) -> None:
         """Record that this process continues the session: tasks that were running become
@@ -340,21 +383,39 @@ class SessionStore:
         )
 
     def _session_json_changed(self) -> None:
-        # Under the mutex. Written at once unless it was a moment ago; then the timer writes
-        # it, with every event recorded until then.
-        wait = self._json_written_at + SESSION_JSON_DELAY - time.monotonic()
-        if wait <= 0:
+        # Under the mutex. Written at once unless it was a moment ago; then the writer thread
+        # writes it once the delay is up, with every event recorded until then.
+        due = self._json_written_at + SESSION_JSON_DELAY
+        if due <= time.monotonic():
             self._write_session_json()
-        elif self._json_timer is None:
-            self._json_timer = threading.Timer(wait, self._write_pending_session_json)
-            self._json_timer.daemon = True
-            self._json_timer.start()
+        elif self._json_due is None:
+            self._json_due = due
+            if self._json_writer is None:
+                # A daemon: a process that ends without ``close`` (a crash, in effect) loses at
+                # most this write, which the next reader rebuilds from the journal; a
+                # non-daemon thread would keep such a process from ending at all.
+                self._json_writer = threading.Thread(
+                    target=self._write_delayed_session_json,
+                    name=f"aca-session-json-{self.session_id}",
+                    daemon=True,
+                )
+                self._json_writer.start()
+            self._json_wake.notify()
 
-    def _write_pending_session_json(self) -> None:
+    def _write_delayed_session_json(self) -> None:
+        # The writer thread: sleeps until a write is due, writes, until the store is closed.
         with self._mutex:
-            self._json_timer = None
-            if self._lock.held and self._json_seq != self._session.last_seq:
-                self._write_session_json()
+            while not self._closed:
+                wait = None if self._json_due is None else self._json_due - time.monotonic()
+                if wait is None or wait > 0:
+                    self._json_wake.wait(wait)
+                    continue
+                self._json_due = None
+                if self._json_seq != self._session.last_seq:
+                    # A failed write (a full disk) must not end the thread: the next event or
+                    # ``close`` writes again, and a reader rebuilds from the journal meanwhile.
+                    with contextlib.suppress(OSError):
+                        self._write_session_json()
 
     def _write_session_json(self) -> None:
         # No fsync: the journal is fsynced and is the truth; a session.json that an OS crash

@@ -345,6 +345,22 @@ def test_a_provider_error_propagates_and_leaves_no_worktree(tmp_path, repo):
     assert not (tmp_path / ".aca" / "worktrees" / SESSION / "t1").exists()
 
 
+def test_a_failed_call_leaves_the_conversation_up_to_it_on_record(tmp_path, repo):
+    # The first call was paid for and its tool ran: both stay in messages.json, with the
+    # prompt, when the next call fails.
+    provider = ScriptedProvider(
+        tool_calls(tool_use("write_file", path="a.txt", content="a\n")),
+        TransientProviderError("overloaded", retry_after=1),
+    )
+    with pytest.raises(TransientProviderError):
+        asyncio.run(execute(tmp_path, plan_of(Task(id="t1", title="T")), "t1", provider))
+    paths = AcaDir(tmp_path).session(SESSION)
+    stored = json.loads(paths.messages_json.read_text())["tasks"]["t1"]["messages"]
+    assert [m["role"] for m in stored] == ["user", "assistant", "user"]
+    assert stored[1]["tool_calls"][0]["name"] == "write_file"
+    assert stored[2]["tool_results"][0]["content"].startswith("wrote")
+
+
 def test_a_final_answer_without_finish_ends_the_loop(tmp_path, repo):
     provider = ScriptedProvider(
         tool_calls(tool_use("write_file", path="a.txt", content="a\n")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import threading
@@ -234,6 +235,49 @@ def test_session_json_follows_the_journal_within_its_delay_and_is_whole_at_close
         store.task_completed("b", TaskResult(commit="abc"))
     assert read_json(store.paths.session_json)["last_seq"] == store.session.last_seq
     assert read_json(store.paths.session_json)["tasks"]["b"]["commit"] == "abc"
+
+
+def test_a_store_keeps_one_thread_for_session_json_however_many_events_and_none_after_close(
+    tmp_path,
+):
+    # Each thread started costs the process memory for good (the allocator's arenas): the
+    # delayed writes of a whole run share one thread, and closing the store ends it.
+    before = set(threading.enumerate())
+    seen: set[threading.Thread] = set()
+    with SessionStore.create(tmp_path, make_plan("a"), provider="replay") as store:
+        for _ in range(4):  # several delays, each with events close together
+            for _ in range(3):
+                pay(store, 10, 0.001, task_id="a")
+                seen |= set(threading.enumerate()) - before
+            deadline = time.monotonic() + 10
+            while read_json(store.paths.session_json)["last_seq"] != store.session.last_seq:
+                assert time.monotonic() < deadline, "session.json never caught up"
+                time.sleep(0.02)
+    assert len(seen) == 1
+    assert not any(thread.is_alive() for thread in seen)
+    assert read_json(store.paths.session_json)["last_seq"] == store.session.last_seq
+
+
+def test_events_recorded_off_the_event_loop_are_journalled_in_call_order_and_on_disk(tmp_path):
+    # Many tasks' calls return at once; each is in the journal when its await returns, and
+    # the journal keeps the order the calls returned in.
+    async def run(store):
+        async def call(n):
+            await store.off_loop(
+                store.call_recorded, provider="anthropic", model="m-1",
+                usage=Usage(input_tokens=n, output_tokens=1), cost_usd=0.01, task_id="a",
+            )  # fmt: skip
+            journal = store.paths.events_jsonl.read_text()
+            assert f'"input_tokens":{n},' in journal
+
+        await asyncio.gather(*(call(n) for n in range(1, 41)))
+
+    with SessionStore.create(tmp_path, make_plan("a"), provider="replay") as store:
+        asyncio.run(run(store))
+    lines = [json.loads(line) for line in store.paths.events_jsonl.read_text().splitlines()]
+    calls = [line["usage"]["input_tokens"] for line in lines if line["type"] == "call"]
+    assert calls == list(range(1, 41))
+    assert load_session(tmp_path, store.session_id).cost_usd == pytest.approx(0.4)
 
 
 def test_session_json_one_event_behind_is_caught_up(tmp_path):
