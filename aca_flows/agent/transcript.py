@@ -3,8 +3,8 @@
 ``TaskLog`` appends one JSON line per turn, tool call, provider event, verify run and merge to
 ``execution_logs/task_logs/<task-id>.jsonl`` and hands each record, redacted like the file,
 to a callback (the live display, Prefect's logs). ``ConversationStore`` keeps every task's
-conversation in ``claude/messages.json``, replaced atomically after each turn under a file
-lock, since parallel tasks share the file. The process keeps each task's entry as JSON text,
+conversation in ``claude/messages.json``, replaced atomically after each provider call under a
+file lock, since parallel tasks share the file. The process keeps each task's entry as JSON text,
 so a turn serialises only its own task's conversation, and reads the file back only when
 someone else wrote it since.
 """
