@@ -247,8 +247,19 @@ def test_a_run_makes_no_side_requests_unless_the_user_asks_for_them(
     assert options.env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == ""
 
 
-def test_claude_code_gets_no_git_instructions_since_aca_commits(
-    claude_env, llm_server, tmp_path, monkeypatch
+# What aca does itself, or must not share between tasks, is off in Claude Code: its git
+# instructions (commit and pull-request instructions, attribution lines, a git-status snapshot
+# taken by six git processes at each start: aca commits) and its auto memory (a folder outside
+# the worktree, shared by every task on the repository, that the model is told to write to).
+@pytest.mark.parametrize(
+    ("variable", "markers"),
+    [
+        ("CLAUDE_CODE_DISABLE_GIT_INSTRUCTIONS", ("# gitStatus", "Committing changes with git")),
+        ("CLAUDE_CODE_DISABLE_AUTO_MEMORY", ("# auto memory",)),
+    ],
+)
+def test_claude_code_runs_without_what_aca_does_itself_unless_the_user_asks(
+    variable, markers, claude_env, llm_server, tmp_path, monkeypatch
 ):
     worktree = tmp_path / "worktree"
     make_repo(worktree)
@@ -256,40 +267,17 @@ def test_claude_code_gets_no_git_instructions_since_aca_commits(
 
     run(_provider().complete(_request(worktree, "Say done")))
 
-    # No commit or pull-request instructions, no attribution lines, no git-status snapshot
-    # (six git processes at each start): aca commits, its prompt says so.
     prompt = llm_server.anthropic.requests[0].body.decode()
     assert "Say done" in prompt
-    assert "# gitStatus" not in prompt and "Committing changes with git" not in prompt
-    # A user who wants them sets the variable (any value, empty turns them back on).
-    monkeypatch.setenv("CLAUDE_CODE_DISABLE_GIT_INSTRUCTIONS", "")
+    assert not [marker for marker in markers if marker in prompt]
+    # A user who wants it sets the variable (any value; an empty one turns it back on).
+    monkeypatch.setenv(variable, "")
     llm_server.anthropic.enqueue(text="Done.")
 
     run(_provider().complete(_request(worktree, "Say done again")))
 
     prompt = llm_server.anthropic.requests[-1].body.decode()
-    assert "# gitStatus" in prompt and "Committing changes with git" in prompt
-
-
-def test_claude_code_keeps_no_memory_between_tasks_unless_the_user_asks(
-    claude_env, llm_server, tmp_path, monkeypatch
-):
-    worktree = tmp_path / "worktree"
-    make_repo(worktree)
-    llm_server.anthropic.enqueue(text="Done.")
-
-    run(_provider().complete(_request(worktree, "Say done")))
-
-    # No auto memory: a folder outside the worktree, shared by every task on the repository,
-    # that the model is told to write to and that every later request carries.
-    prompt = llm_server.anthropic.requests[0].body.decode()
-    assert "Say done" in prompt and "# auto memory" not in prompt
-    monkeypatch.setenv("CLAUDE_CODE_DISABLE_AUTO_MEMORY", "")
-    llm_server.anthropic.enqueue(text="Done.")
-
-    run(_provider().complete(_request(worktree, "Say done again")))
-
-    assert "# auto memory" in llm_server.anthropic.requests[-1].body.decode()
+    assert all(marker in prompt for marker in markers)
 
 
 def _user_mcp_server(home: Path, marker: Path) -> None:
