@@ -152,6 +152,10 @@ class LimitOnServer:
     active: bool
 
 
+# Prefect's API answers at most this many objects a request (PREFECT_API_DEFAULT_LIMIT).
+_PAGE = 200
+
+
 def read_limits(providers: Iterable[str] | None = None) -> dict[str, LimitOnServer | None]:
     """Every aca limit name of ``providers`` (default: all) -> its state on the current
     server, ``None`` where it does not exist."""
@@ -177,10 +181,6 @@ def read_limits(providers: Iterable[str] | None = None) -> dict[str, LimitOnServ
             if len(page) < _PAGE:
                 return found
             offset += _PAGE
-
-
-# Prefect's API answers at most this many objects a request (PREFECT_API_DEFAULT_LIMIT).
-_PAGE = 200
 
 
 # Providers whose run was told, in this process, that their limits are not shared.

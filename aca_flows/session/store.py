@@ -10,9 +10,8 @@ lock (``SessionLockedError`` if another live process has it) and keep it until `
    written less than ``SESSION_JSON_DELAY`` ago, once that time is up (events that come
    close together share one write; ``close`` writes what is left).
 
-The delayed writes are made by one writer thread per store, started at the first of them and
-joined by ``close``: a thread per delayed write (a ``threading.Timer``) cost a 500-task run
-about 25 MB of memory, the allocator keeping an arena for each new thread.
+The delayed writes are made by one writer thread per store (``DelayedWrite``), joined by
+``close``.
 
 A run records from its event loop; ``off_loop`` records in the store's journal thread instead,
 so the loop runs every other task while the journal is fsynced (1-10 ms each on a busy disk),
@@ -31,12 +30,10 @@ nothing on disk.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import secrets
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -48,6 +45,7 @@ from pydantic import ValidationError
 
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import Usage
+from aca_flows.session.delayed_write import DelayedWrite
 from aca_flows.session.errors import SessionFileError, UnknownSessionError
 from aca_flows.session.events import (
     BranchPushed,
@@ -121,10 +119,12 @@ class SessionStore:
         self._lock = lock
         self._mutex = threading.Lock()
         self._json_seq = session.last_seq  # the last event session.json holds
-        self._json_written_at = -SESSION_JSON_DELAY  # time.monotonic() of that write
-        self._json_due: float | None = None  # when the writer thread writes session.json
-        self._json_wake = threading.Condition(self._mutex)
-        self._json_writer: threading.Thread | None = None
+        self._json_writes = DelayedWrite(
+            self._write_session_json,
+            SESSION_JSON_DELAY,
+            self._mutex,
+            name=f"aca-session-json-{session.id}",
+        )
         self._closed = False
         self._closing = False
         self._journal_thread: ThreadPoolExecutor | None = None  # for ``off_loop``
@@ -183,7 +183,7 @@ class SessionStore:
             # Journal first: from this line on the session exists and can be rebuilt.
             append_event(paths.events_jsonl, started)
             store.write_session_config(provider, model, options or {})
-            store._write_session_json()
+            store._json_writes.now()
         except BaseException:
             lock.release()
             raise
@@ -220,8 +220,7 @@ class SessionStore:
             journal_thread.shutdown(wait=True)  # what was handed to ``off_loop`` is recorded
         with self._mutex:
             self._closed = True
-            self._json_wake.notify()
-            writer, self._json_writer = self._json_writer, None
+            writer = self._json_writes.stop()
             if self._lock.held and self._json_seq != self._session.last_seq:
                 self._write_session_json()
         if writer is not None:
@@ -276,7 +275,7 @@ class SessionStore:
             except BaseException:
                 self._session = fold_events(read_journal(self.paths.events_jsonl).events)
                 raise
-            self._session_json_changed()
+            self._json_writes.changed()
             return True
 
     async def off_loop(self, change: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -382,41 +381,6 @@ class SessionStore:
             },
         )
 
-    def _session_json_changed(self) -> None:
-        # Under the mutex. Written at once unless it was a moment ago; then the writer thread
-        # writes it once the delay is up, with every event recorded until then.
-        due = self._json_written_at + SESSION_JSON_DELAY
-        if due <= time.monotonic():
-            self._write_session_json()
-        elif self._json_due is None:
-            self._json_due = due
-            if self._json_writer is None:
-                # A daemon: a process that ends without ``close`` (a crash, in effect) loses at
-                # most this write, which the next reader rebuilds from the journal; a
-                # non-daemon thread would keep such a process from ending at all.
-                self._json_writer = threading.Thread(
-                    target=self._write_delayed_session_json,
-                    name=f"aca-session-json-{self.session_id}",
-                    daemon=True,
-                )
-                self._json_writer.start()
-            self._json_wake.notify()
-
-    def _write_delayed_session_json(self) -> None:
-        # The writer thread: sleeps until a write is due, writes, until the store is closed.
-        with self._mutex:
-            while not self._closed:
-                wait = None if self._json_due is None else self._json_due - time.monotonic()
-                if wait is None or wait > 0:
-                    self._json_wake.wait(wait)
-                    continue
-                self._json_due = None
-                if self._json_seq != self._session.last_seq:
-                    # A failed write (a full disk) must not end the thread: the next event or
-                    # ``close`` writes again, and a reader rebuilds from the journal meanwhile.
-                    with contextlib.suppress(OSError):
-                        self._write_session_json()
-
     def _write_session_json(self) -> None:
         # No fsync: the journal is fsynced and is the truth; a session.json that an OS crash
         # left stale or empty is detected (last_seq) and rebuilt from it.
@@ -426,7 +390,6 @@ class SessionStore:
         text = self._session.model_dump_json(indent=2) + "\n"
         write_text_atomic(self.paths.session_json, text, durable=False, redact=False)
         self._json_seq = self._session.last_seq
-        self._json_written_at = time.monotonic()
 
 
 def _redacted(event: Event) -> Event:
