@@ -29,6 +29,7 @@ from aca_flows.workspace.file_lock import FileLock
 from aca_flows.workspace.repository import (
     GitIdentity,
     WorkspaceError,
+    read_commit,
     session_branch_head,
 )
 from aca_flows.workspace.worktree import TaskWorktree
@@ -162,7 +163,7 @@ def _replay_onto(
     if status == 1:
         # The branch and the worktree are unchanged: there is nothing to undo.
         raise MergeConflictError(worktree.task_id, sorted(set(f for f in conflicted if f)))
-    raw = repo.git.cat_file("commit", commit, strip_newline_in_stdout=False)
+    raw = read_commit(repo, commit)
     headers, _, message = raw.partition("\n\n")
     author = next(line for line in headers.splitlines() if line.startswith("author "))
     name_email, _, when = author[len("author ") :].rpartition("> ")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ __all__ = [
     "ensure_excluded",
     "ensure_session_branch",
     "open_repository",
+    "read_commit",
     "remove_stale_branch_lock",
     "session_branch_head",
 ]
@@ -175,6 +177,18 @@ def session_branch_head(repo: git.Repo, session_id: str) -> str:
         if OBJECT_ID.fullmatch(text):
             return text
     return repo.git.rev_parse("--verify", f"{ref}^{{commit}}")
+
+
+def read_commit(repo: git.Repo, sha: str) -> str:
+    """Commit ``sha`` as ``git cat-file commit`` prints it (headers, a blank line, the message):
+    read from its object file while git keeps it loose, as it does for a commit it just made
+    (the merge lock is then held for one git command less); else asked of git (packed)."""
+    path = Path(repo.common_dir) / "objects" / sha[:2] / sha[2:]
+    with contextlib.suppress(OSError, zlib.error, ValueError):
+        header, _, body = zlib.decompress(path.read_bytes()).partition(b"\0")
+        if header.startswith(b"commit "):
+            return body.decode("utf-8")
+    return repo.git.cat_file("commit", sha, strip_newline_in_stdout=False)
 
 
 def ref_exists(repo: git.Repo, ref: str) -> bool:

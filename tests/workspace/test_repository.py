@@ -18,6 +18,7 @@ from aca_flows.workspace import (
     open_repository,
     session_branch_head,
 )
+from aca_flows.workspace.repository import read_commit
 
 
 def make_user_repo(path: Path) -> git.Repo:
@@ -119,6 +120,20 @@ def test_the_session_head_is_the_branch_head_whether_git_keeps_the_ref_loose_or_
     # Opened from a linked worktree of the user's, the branch is the repository's all the same.
     repo.git.worktree("add", "--detach", str(tmp_path / "linked"), "main")
     assert session_branch_head(git.Repo(tmp_path / "linked"), "s1") == first
+
+
+def test_a_commit_reads_as_git_prints_it_whether_its_object_is_loose_or_packed(tmp_path):
+    repo = make_user_repo(tmp_path / "user")
+    (tmp_path / "user" / "b.py").write_text("b\n")
+    repo.git.add("-A")
+    message = "aca(t1): add b\n\n# a heading, kept\n\nAca-Session: s1\nAca-Task: t1"
+    repo.git.execute(["git", "-c", "user.name=Ü", "-c", "user.email=u@x", "commit", "-qm", message])
+    sha = repo.head.commit.hexsha
+    printed = repo.git.cat_file("commit", sha, strip_newline_in_stdout=False)
+    loose = tmp_path / "user" / ".git" / "objects" / sha[:2] / sha[2:]
+    assert loose.exists() and read_commit(repo, sha) == printed
+    repo.git.gc("--quiet")  # packed: no loose file is left
+    assert not loose.exists() and read_commit(repo, sha) == printed
 
 
 def test_aca_folder_never_shows_as_a_change(tmp_path):
