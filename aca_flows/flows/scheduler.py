@@ -219,26 +219,32 @@ async def drive_plan(
     counts = store.session.task_counts
     await progress.flush()
     await published(run.session_id)
-    await aupdate_progress_artifact(
-        await progress.artifact_id(),
-        progress=progress_percent(counts),
-        description=progress_text(counts),
-    )
-    # The plan table again under its key (a new version): every task's final state.
-    await acreate_table_artifact(
-        key=_key("plan", run.session_id),
-        table=plan_table(store.session.plan),
-        description=f"The plan, {status}: {describe_counts(counts)}",
-    )
-    await acreate_markdown_artifact(
-        key=_key("tree", run.session_id),
-        markdown=plan_tree_markdown(store.session.plan),
-        description=f"The plan as a tree, {status}",
-    )
-    await acreate_markdown_artifact(
-        key=_key("summary", run.session_id),
-        markdown=summary_markdown(store.session.plan, counts, store.session.usage, store.branch),
-        description="Tokens and cost by provider and model",
+    # Four artifacts under four keys, independent of each other: sent at once, the run's end
+    # waits for one round trip instead of four.
+    await asyncio.gather(
+        aupdate_progress_artifact(
+            await progress.artifact_id(),
+            progress=progress_percent(counts),
+            description=progress_text(counts),
+        ),
+        # The plan table again under its key (a new version): every task's final state.
+        acreate_table_artifact(
+            key=_key("plan", run.session_id),
+            table=plan_table(store.session.plan),
+            description=f"The plan, {status}: {describe_counts(counts)}",
+        ),
+        acreate_markdown_artifact(
+            key=_key("tree", run.session_id),
+            markdown=plan_tree_markdown(store.session.plan),
+            description=f"The plan as a tree, {status}",
+        ),
+        acreate_markdown_artifact(
+            key=_key("summary", run.session_id),
+            markdown=summary_markdown(
+                store.session.plan, counts, store.session.usage, store.branch
+            ),
+            description="Tokens and cost by provider and model",
+        ),
     )
     no_change_ids = [t for t, o in run.outcomes.items() if o.completed_without_change]
     summary = run_summary(store, status, stopped_reason, stuck, no_change_ids)
