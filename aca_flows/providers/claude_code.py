@@ -9,7 +9,8 @@ calls to execute). What a caller may rely on:
   else the one bundled with claude-agent-sdk (``find_claude_cli``);
 - ``request.options`` understood: ``cwd`` (the task's worktree), ``resume`` (a previous
   Claude session id, for context continuity), ``max_budget_usd``, ``max_turns``,
-  ``allowed_tools``, ``permission_mode``, ``append_system_prompt``, ``env`` (extra variables
+  ``allowed_tools`` (also the only tools Claude Code offers, unless MCP tools may be used:
+  ``offered_tools``), ``permission_mode``, ``append_system_prompt``, ``env`` (extra variables
   for the CLI), ``protected_paths`` (never writable by Claude Code's sandboxed Bash),
   ``network`` (its sandboxed Bash may use the network; default ``[sandbox] network``);
 - unless ``[sandbox] mode = "off"``: Claude Code's own sandbox on with no unsandboxed escape,
@@ -75,6 +76,7 @@ __all__ = [
     "bundled_claude_cli",
     "find_claude_cli",
     "mcp_tools_allowed",
+    "offered_tools",
     "render_prompt",
     "result_error",
 ]
@@ -154,6 +156,19 @@ def mcp_tools_allowed(allowed_tools: list[str], permission_mode: str) -> bool:
     return permission_mode == "bypassPermissions" or any(
         tool.startswith("mcp__") for tool in allowed_tools
     )
+
+
+def offered_tools(allowed_tools: list[str], permission_mode: str) -> list[str] | None:
+    """The built-in tools Claude Code offers the model (``--tools``): those ``allowed_tools``
+    names (``Bash`` for ``Bash(git:*)``). Otherwise Claude Code also offers tools that run
+    without any approval (Agent, Skill, Workflow, ScheduleWakeup, ListAgents, ReportFindings,
+    ToolSearch and the deferred tools it loads: 38 KB of every request), so ``allowed_tools``
+    would not be what a task can use. Its whole default set (``None``) where MCP tools may be
+    used (``mcp_tools_allowed``): it offers them through ToolSearch."""
+    if mcp_tools_allowed(allowed_tools, permission_mode):
+        return None
+    names = (tool.split("(", 1)[0].strip() for tool in allowed_tools)
+    return list(dict.fromkeys(name for name in names if name))
 
 
 def bundled_claude_cli() -> Path | None:
@@ -281,6 +296,7 @@ class ClaudeCodeProvider:
             resume=opts.get("resume"),
             model=request.model or self.model,
             permission_mode=permission_mode,
+            tools=offered_tools(allowed_tools, permission_mode),
             allowed_tools=allowed_tools,
             strict_mcp_config=not mcp_tools_allowed(allowed_tools, permission_mode),
             max_turns=opts.get("max_turns", self.max_turns),

@@ -280,6 +280,48 @@ def test_claude_code_runs_without_what_aca_does_itself_unless_the_user_asks(
     assert all(marker in prompt for marker in markers)
 
 
+def _tool_results(requests) -> list[str]:
+    return [
+        str(block.get("content"))
+        for request in requests
+        for message in request.json["messages"]
+        if isinstance(message["content"], list)
+        for block in message["content"]
+        if block.get("type") == "tool_result"
+    ]
+
+
+def test_claude_code_is_offered_only_the_tools_aca_allows(claude_env, llm_server, tmp_path):
+    # Claude Code's own default set holds tools that run without any approval (a subagent,
+    # skills, workflows, wake-ups, a list of other local sessions): a task gets none of them
+    # unless allowed_tools names them.
+    llm_server.anthropic.enqueue(
+        tool_calls=[{"name": "Agent", "arguments": {"description": "x", "prompt": "Say hi"}}]
+    )
+    llm_server.anthropic.enqueue(text="Done.")
+
+    run(_provider().complete(_request(tmp_path, "Use a subagent")))
+
+    offered = {tool["name"] for tool in llm_server.anthropic.requests[0].json["tools"]}
+    assert offered == {"Read", "Write", "Edit", "Glob", "Grep", "Bash"}
+    assert "No such tool available: Agent" in _tool_results(llm_server.anthropic.requests)[0]
+
+    # A tool allowed_tools names is offered and runs, a rule like Bash(git:*) offers Bash.
+    allowed = ["Read", "Write", "Bash(git:*)", "Agent"]
+    seen = len(llm_server.anthropic.requests)
+    llm_server.anthropic.enqueue(
+        tool_calls=[{"name": "Agent", "arguments": {"description": "x", "prompt": "Say hi"}}]
+    )
+    llm_server.anthropic.enqueue(text="Done.")
+
+    run(_provider(allowed_tools=allowed).complete(_request(tmp_path, "Use a subagent")))
+
+    requests = llm_server.anthropic.requests[seen:]
+    offered = {tool["name"] for tool in requests[0].json["tools"]}
+    assert offered == {"Read", "Write", "Bash", "Agent"}
+    assert "No such tool" not in _tool_results(requests)[0]
+
+
 def _user_mcp_server(home: Path, marker: Path) -> None:
     """A stdio MCP server in the user's Claude Code configuration that records its start."""
     start = f"open({str(marker)!r}, 'w').write('started')"
