@@ -321,6 +321,21 @@ def test_claude_code_is_offered_only_the_tools_aca_allows(claude_env, llm_server
     assert offered == {"Read", "Write", "Bash", "Agent"}
     assert "No such tool" not in _tool_results(requests)[0]
 
+    # With an MCP tool allowed, the whole default set is offered (MCP tools come through
+    # ToolSearch), and the unapproved tools allowed_tools does not name are denied.
+    seen = len(llm_server.anthropic.requests)
+    llm_server.anthropic.enqueue(
+        tool_calls=[{"name": "Agent", "arguments": {"description": "x", "prompt": "Say hi"}}]
+    )
+    llm_server.anthropic.enqueue(text="Done.")
+
+    run(_provider(allowed_tools=["Read", "mcp__demo"]).complete(_request(tmp_path, "Subagent")))
+
+    requests = llm_server.anthropic.requests[seen:]
+    assert "ToolSearch" in {tool["name"] for tool in requests[0].json["tools"]}
+    assert "No such tool available: Agent" in _tool_results(requests)[0]
+    assert len(requests) == 2  # and no subagent's request in between
+
 
 def _user_mcp_server(home: Path, marker: Path) -> None:
     """A stdio MCP server in the user's Claude Code configuration that records its start."""
