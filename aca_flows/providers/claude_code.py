@@ -183,9 +183,7 @@ def denied_tools(
     default set is offered for MCP tools (``offered_tools``), the ``UNAPPROVED_TOOLS`` that
     ``allowed_tools`` does not name. With ``bypassPermissions`` the user allowed everything."""
     denied = denied_bash_rules(deny_commands)
-    if offered_tools(allowed_tools, permission_mode) is None and (
-        permission_mode != "bypassPermissions"
-    ):
+    if permission_mode != "bypassPermissions" and mcp_tools_allowed(allowed_tools, permission_mode):
         named = set(_tool_names(allowed_tools))
         denied += [tool for tool in UNAPPROVED_TOOLS if tool not in named]
     return denied
