@@ -192,6 +192,8 @@ def _error(message: str, status: int, errors: list | None = None, doc: str = "")
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeGitHub
     protocol_version = "HTTP/1.1"
+    # As real servers do: the body, a second small write, does not wait for a delayed ACK.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
