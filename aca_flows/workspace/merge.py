@@ -191,7 +191,7 @@ def _cherry_pick_onto(worktree: TaskWorktree, head: str, commit: str, identity: 
             ]
         )
     except git.GitCommandError as exc:
-        files = [f for f in wt.diff("--name-only", "--diff-filter=U").splitlines() if f]
+        files = [f for f in wt.diff("--name-only", "--diff-filter=U", "-z").split("\0") if f]
         failure = exc
         try:
             wt.cherry_pick("--abort")

@@ -73,6 +73,25 @@ def test_landing_again_after_a_crash_changes_nothing(tmp_path):
     assert record_landed_task(repo, "s1", "never-ran") is None
 
 
+def test_the_change_log_keeps_every_task_and_never_a_secret(tmp_path):
+    repo = session_repo(tmp_path)
+    secret = "sk-ant-" + "x7" * 12
+    for task_id, name in (("t1", "café.txt"), ("t2", f"{secret}.txt")):
+        wt = TaskWorktree.create(repo, "s1", task_id)
+        (wt.path / name).write_text("x\n")
+        land_task(repo, wt, title=task_id, summary="", identity=DEFAULT_IDENTITY)
+        wt.remove()
+
+    paths = AcaDir(tmp_path).session("s1")
+    text = paths.change_log_json.read_text(encoding="utf-8")
+    assert secret not in text
+    log = read_change_log(paths)
+    assert list(log) == ["t1", "t2"]
+    assert log["t1"].files == ["café.txt"]
+    assert log["t2"].files == ["[REDACTED].txt"]
+    assert (log["t2"].insertions, log["t2"].deletions) == (1, 0)
+
+
 def test_a_task_that_changed_nothing_gets_no_empty_commit(tmp_path):
     repo = session_repo(tmp_path)
     wt = TaskWorktree.create(repo, "s1", "t1")
