@@ -8,7 +8,6 @@ into ``.aca`` passes ``aca_flows.session.files``, which redacts and then writes 
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -41,8 +40,13 @@ def write_text_atomic(path: Path, text: str, *, durable: bool = True) -> None:
 
 
 def write_json_atomic(path: Path, data: Any, *, durable: bool = True) -> None:
-    """Replace ``path`` with ``data`` as indented JSON, atomically."""
-    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", durable=durable)
+    """Replace ``path`` with ``data`` as indented JSON (UTF-8, not escaped), atomically."""
+    # pydantic's encoder: Python's own indents in pure Python, and the files rewritten whole
+    # as they grow (a recorded cassette at every call, the change log at every task) made
+    # that O(n) a write. Imported here: the command line's start-up does not need it.
+    from pydantic_core import to_json
+
+    write_text_atomic(path, to_json(data, indent=2).decode() + "\n", durable=durable)
 
 
 def _fsync_dir(folder: Path) -> None:
