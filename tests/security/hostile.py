@@ -110,7 +110,15 @@ HOSTILE: list[Hostile] = [
     _h("denied-git-push", "git push {repo} HEAD:main", DENIED),
     _h("denied-ssh-after-and", "true && ssh localhost", DENIED),
     # Resources.
-    _h("fork-bomb", "bash -c ':(){{ :|:& }};:'; sleep 2; echo survived", "survived", "timed out"),
+    # Contained three ways: the bomb burns out, the timeout ends it, or it holds every process
+    # slot when the shell starts `sleep` (then the shell stops at "Cannot fork", exit code 2).
+    _h(
+        "fork-bomb",
+        "bash -c ':(){{ :|:& }};:'; sleep 2; echo survived",
+        "survived",
+        "timed out",
+        "Cannot fork",
+    ),
     _h("memory-hog", "python3 -c 'x = bytearray(4 * 1024**3)'", "MemoryError"),
     _h("cpu-burner", "python3 -c 'while True: pass'", "exit code 137", "exit code 152"),
     _h("huge-file", "head -c 100M /dev/zero > big.bin; ls -l big.bin; rm -f big.bin", "16777216"),
