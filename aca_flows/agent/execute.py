@@ -197,10 +197,12 @@ async def execute_task(
         worktree = await in_thread(TaskWorktree.create, repo, session_id, task_id)
         log.write("run_started", run=run, base=worktree.base_sha, worktree=str(worktree.path))
         try:
-            setup_sandbox = Sandbox.for_worktree(worktree.path, config.sandbox, network=True)
-            setup_failure = await run_setup_commands(
-                plan.setup_commands, worktree, setup_sandbox, config.agent, log
-            )
+            setup_failure = None
+            if plan.setup_commands:  # a sandbox's mounts take file system look-ups to plan
+                setup_sandbox = Sandbox.for_worktree(worktree.path, config.sandbox, network=True)
+                setup_failure = await run_setup_commands(
+                    plan.setup_commands, worktree, setup_sandbox, config.agent, log
+                )
             if setup_failure:
                 log.write("task_failed", reason=setup_failure)
                 return TaskOutcome(

@@ -404,20 +404,22 @@ async def deliver_pull_request(store: SessionStore, run: ActiveRun, summary: Run
 def _record_settled(store: SessionStore, dag: DagProgress, recorded: set[str]) -> None:
     """Skips and closed groups decided by the DAG go into the session once."""
     for task in dag.plan.tasks:
-        if task.id in recorded:
+        state = task.status.state
+        # Asked after the cheap tests: this runs after every finished task, over every task.
+        if task.id in recorded or (state != "skipped" and not task.children):
             continue
         known = recorded_state(store, task.id)
-        if task.status.state == "skipped" and known != "skipped":
+        if state == "skipped" and known != "skipped":
             store.task_skipped(task.id, task.status.reason or "skipped")
             emit_task_event(store, task.id, "skipped", task.status.reason)
             recorded.add(task.id)
         elif (
             task.children
-            and task.status.state in ("completed", "failed")
+            and state in ("completed", "failed")
             # A group that failed in an earlier run of the session may complete in this one.
-            and known != task.status.state
+            and known != state
         ):
-            if task.status.state == "completed":
+            if state == "completed":
                 store.task_completed(task.id, TaskResult())
             else:
                 store.task_failed(task.id, task.status.reason or "failed")

@@ -199,10 +199,9 @@ def _is_secret_field(key: Any, value: Any) -> bool:
 # What each pattern above needs somewhere in the text, lower-cased: ASCII text holding none of
 # these cannot match any of them, and skips the regular expressions (most strings written do).
 # Other text always takes them: Unicode case folding matches more than ``lower`` shows.
-_PATTERN_CUES = (
-    "sk-", "gh", "github_pat_", "xox", "akia", "aiza", "pnu_", "bearer",
-    "key", "authorization", "token", "secret", "passw",
-)  # fmt: skip
+_PATTERN_CUES = re.compile(
+    "sk-|gh|github_pat_|xox|akia|aiza|pnu_|bearer|key|authorization|token|secret|passw"
+)  # one search in C: a loop over the cues in Python cost most of a record's redaction
 
 
 def _redact_text(text: str, secrets: list[str]) -> str:
@@ -211,7 +210,7 @@ def _redact_text(text: str, secrets: list[str]) -> str:
             text = text.replace(secret, REDACTED)
     if text.isascii():
         lowered = text.lower()
-        if not any(cue in lowered for cue in _PATTERN_CUES):
+        if _PATTERN_CUES.search(lowered) is None:
             return text
     for shape in _SHAPES:
         text = shape.sub(REDACTED, text)
