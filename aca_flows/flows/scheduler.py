@@ -405,7 +405,8 @@ def _record_settled(store: SessionStore, dag: DagProgress, recorded: set[str]) -
     """Skips and closed groups decided by the DAG go into the session once."""
     for task in dag.plan.tasks:
         state = task.status.state
-        # Asked after the cheap tests: this runs after every finished task, over every task.
+        # Only skipped tasks and groups are recorded here, and this runs over every task after
+        # every finished one: the others are passed over before the session is asked.
         if task.id in recorded or (state != "skipped" and not task.children):
             continue
         known = recorded_state(store, task.id)

@@ -119,13 +119,20 @@ def load_cassette(path: Path) -> list[dict[str, Any]]:
             f"replay: cassette {path} cannot be read ({exc}). Record it again with --record.",
             provider="replay",
         ) from None
-    if not isinstance(data, dict) or data.get("version") != CASSETTE_VERSION:
+    interactions = data.get("interactions", []) if isinstance(data, dict) else None
+    if (
+        not isinstance(data, dict)
+        or data.get("version") != CASSETTE_VERSION
+        or not isinstance(interactions, list)
+        # Each recorded request is compared from the start (``ReplayProvider``).
+        or not all(isinstance(i, dict) and isinstance(i.get("request"), dict) for i in interactions)
+    ):
         raise PermanentProviderError(
             f"replay: {path} is not a version-{CASSETTE_VERSION} cassette. "
             "Record it again with --record.",
             provider="replay",
         )
-    return list(data.get("interactions", []))
+    return interactions
 
 
 class ReplayProvider:

@@ -140,6 +140,10 @@ def test_replay_is_configured_by_its_cassette(tmp_path):
         get_provider("replay", AcaConfig())
     with pytest.raises(PermanentProviderError, match="does not exist"):
         get_provider("replay", AcaConfig(), cassette=tmp_path / "missing.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"version": 1, "interactions": [{"response": {"text": "A"}}]}))
+    with pytest.raises(PermanentProviderError, match="not a version-1 cassette"):
+        get_provider("replay", AcaConfig(), cassette=broken)
 
 
 def test_first_difference_reports_missing_and_extra_items():
