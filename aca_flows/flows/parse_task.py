@@ -157,7 +157,9 @@ def parse_in_flow(
     )
     cache_dir = aca_root / PARSE_CACHE_FOLDER
     runner = parse_task_file_run.with_options(
-        task_run_name=f"parse {task_file.name}",
+        # A callable: Prefect formats a string name with the parameters; a file name may hold
+        # braces.
+        task_run_name=lambda: f"parse {task_file.name}",
         result_storage=cache_dir / RESULTS_FOLDER,
         tags=["aca", f"provider:{provider.name}"],
     )

@@ -63,9 +63,10 @@ from aca_flows.flows.task_help import add_hint, ask_about_failed_task, reviewed_
 from aca_flows.flows.task_run import (
     ActiveRun,
     TaskRunFailed,
-    execute_plan_task,
-    options_for,
     run_tags,
+    runner_for,
+    task_run_name,
+    task_tags,
 )
 from aca_flows.plan.dag import DagProgress
 from aca_flows.plan.models import TaskStatus
@@ -131,7 +132,7 @@ async def drive_plan(
             limit = decided.max_concurrent or limit
             for task_id in decided.skip:  # a task run that ends Skipped, and its report
                 task = run.plan.task(task_id)
-                name = options_for(run, task)["task_run_name"]
+                name = task_run_name(task)
                 skip = partial(record_skipped_task, name, task_id, str(task.status), [])
                 states[task_id] = await tree.run(task, skip)
                 await _publish_report(store, run, task_id, states[task_id])
@@ -293,7 +294,7 @@ def _all_settled(dag: DagProgress) -> bool:
 
 async def _run_one(run: ActiveRun, task_id: str, waits: list[State], tree: FlowTree) -> State:
     task = run.plan.task(task_id)
-    runner = execute_plan_task.with_options(**options_for(run, task))
+    runner = runner_for(run, task)
     # In the flow run of the task's group (flow_tree.py).
     return await tree.run(
         task, partial(runner, run.session_id, task_id, wait_for=waits, return_state=True)
@@ -444,10 +445,8 @@ async def _record_finished_before(
         done = store.session.tasks.get(task.id)
         landed = f"commit {done.commit[:10]}" if done and done.commit else "no change needed"
         message = f"finished in an earlier run of session {run.session_id}: {landed}"
-        options = options_for(run, task)
-        make = partial(
-            record_finished_task, options["task_run_name"], task.id, message, options["tags"]
-        )
+        tags = task_tags(run, task)
+        make = partial(record_finished_task, task_run_name(task), task.id, message, tags)
         async with slots:
             states[task.id] = await tree.run(task, make)
 
@@ -468,11 +467,10 @@ async def _run_skips(
             and (task.status.reason or "").startswith("dependency")
         ):
             waits = [states[d] for d in dag.dependency_ids(task) if d in states]
-            options = options_for(run, task)
+            tags = task_tags(run, task)
             skip = partial(
-                record_skipped_task,
-                options["task_run_name"], task.id, str(task.status), waits, options["tags"],
-            )  # fmt: skip
+                record_skipped_task, task_run_name(task), task.id, str(task.status), waits, tags
+            )
             states[task.id] = await tree.run(task, skip)
             await _publish_report(store, run, task.id, states[task.id])
 

@@ -57,6 +57,9 @@ __all__ = [
     "execute_plan_task",
     "options_for",
     "run_tags",
+    "runner_for",
+    "task_run_name",
+    "task_tags",
 ]
 
 
@@ -85,6 +88,8 @@ class ActiveRun:
     outcomes: dict[str, TaskOutcome] = field(default_factory=dict)
     store: SessionStore | None = None
     """The session's writer: task runs journal their attempts into it."""
+    runners: dict[tuple[int, tuple[str, ...]], Any] = field(default_factory=dict)
+    """``execute_plan_task`` with each set of options the run's tasks need (``runner_for``)."""
 
     def provider_for(self, task: Task) -> Provider:
         return self.providers[task.provider or self.default_provider]
@@ -238,9 +243,7 @@ async def execute_plan_task(session_id: str, task_id: str) -> dict[str, Any]:
         ``TaskOutcome`` as a dict: summary, commit, files, usage, cost, attempts, subtasks.
 
     Example:
-        state = await execute_plan_task.with_options(**options_for(run, task))(
-            run.session_id, task.id, return_state=True
-        )
+        state = await runner_for(run, task)(run.session_id, task.id, return_state=True)
     """
     run = ACTIVE_RUNS[session_id]
     task_ = run.plan.task(task_id)
@@ -306,16 +309,44 @@ def options_for(run: ActiveRun, task_: Task) -> dict[str, Any]:
     base = run.config.session.retry_backoff_seconds
     return {
         "name": "execute_plan_task",
-        # The name is stored on the server and shown in the UI: redacted like a log line.
-        "task_run_name": redact_text(f"{task_.id} {task_.title}")[:120],
+        "task_run_name": _task_run_name_of,
         # A Path is local result storage that needs no saved block.
         "result_storage": run.workdir / ".aca" / "sessions" / run.session_id / "results",
         "retries": retries,
         "retry_delay_seconds": [base * 2**i for i in range(retries)] or 0,
         "retry_jitter_factor": 0.5,
         "retry_condition_fn": _another_attempt_helps,
-        "tags": run_tags(run, task_.provider or run.default_provider),
+        "tags": task_tags(run, task_),
     }
+
+
+def runner_for(run: ActiveRun, task_: Task) -> Any:
+    """``execute_plan_task`` with ``task_``'s options, made once for all the run's tasks that
+    share them: Prefect reads a task function's source whenever it builds a task (about 3 ms
+    of CPU; the task run names itself from its parameters)."""
+    options = options_for(run, task_)
+    key = (options["retries"], tuple(options["tags"]))
+    if key not in run.runners:
+        run.runners[key] = execute_plan_task.with_options(**options)
+    return run.runners[key]
+
+
+def task_run_name(task_: Task) -> str:
+    """A plan task's task runs' name: its id and title. It is stored on the server and shown
+    in the UI, so it is redacted like a log line."""
+    return redact_text(f"{task_.id} {task_.title}")[:120]
+
+
+def _task_run_name_of(parameters: dict[str, Any]) -> str:
+    # A callable, not the name itself: Prefect formats a string name with the run's
+    # parameters, and a title may hold braces ("fix {name} lookups" failed the whole run).
+    run = ACTIVE_RUNS[parameters["session_id"]]
+    return task_run_name(run.plan.task(parameters["task_id"]))
+
+
+def task_tags(run: ActiveRun, task_: Task) -> list[str]:
+    """A task run's tags: the run's, with the provider the task uses."""
+    return run_tags(run, task_.provider or run.default_provider)
 
 
 def run_tags(run: ActiveRun, *providers: str) -> list[str]:

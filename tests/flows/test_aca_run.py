@@ -200,6 +200,35 @@ def test_artifacts_and_task_run_names_are_in_prefect(tmp_path, repo, anthropic_f
     assert json.loads(plan_table.data)[0]["id"] == "a"
 
 
+def test_titles_with_braces_run_and_name_their_task_runs(tmp_path, repo, anthropic_fake):
+    # Prefect formats a string task-run name with the run's parameters: these titles once
+    # failed the whole run with KeyError('x').
+    from prefect.client.orchestration import get_client
+
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = write_tasks(
+        tmp_path,
+        "- write {x}.txt {#a}\n"
+        '- write {0}.txt {#b verify="false"}\n'
+        "- write {c}.txt {#c depends_on=b}\n",
+    )
+    outcome = run(tasks, repo)
+    summary = outcome.summary
+    assert summary["counts"] == {"completed": 1, "failed": 1, "skipped": 1}
+    files = branch_files(repo, summary["branch"])
+    assert files["{x}.txt"] == "{x}.txt\n" and "{0}.txt" not in files
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_task_runs()
+
+    states = {r.name: r.state.name for r in asyncio.run(read())}
+    assert states["a write {x}.txt"] == "Completed"
+    assert states["b write {0}.txt"] == "Failed"
+    assert states["c write {c}.txt"] == "Skipped"
+
+
 def test_budget_stops_the_run_and_resume_finishes_without_repeating(tmp_path, repo, anthropic_fake):
     for _ in range(20):
         anthropic_fake.anthropic.enqueue(coding_agent)
