@@ -75,8 +75,8 @@ def show(
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
-    console.print(f"config file: {loaded.file or '(none found; defaults)'}", markup=False)
+    console = Console(markup=False)  # values are the user's: "[/]" is no markup
+    console.print(f"config file: {loaded.file or '(none found; defaults)'}")
     table = Table("key", "value", "source")
     for key, value, source in rows:
         table.add_row(key, json.dumps(value), source)

@@ -96,7 +96,9 @@ def render(session: SessionRecord, aca: AcaDir) -> Group:
     for task in tasks:
         if task.status.state == "in_progress" and not task.children:
             paths = aca.session(session.id)
-            table.add_row(Text(task.id, style="cyan"), _last_activity(paths.task_log(task.id)))
+            # Text, not markup: the activity is the agent's ("rm [/]" is no tag).
+            activity = Text(_last_activity(paths.task_log(task.id)))
+            table.add_row(Text(task.id, style="cyan"), activity)
     return Group(header, table) if table.row_count else Group(header)
 
 

@@ -56,16 +56,15 @@ def list_providers(
         typer.echo(json.dumps(rows, indent=2))
         return
     from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
 
     table = Table("provider", "ready", "model", "details")
     for s in statuses:
         name = f"{s.name} (default)" if s.name == default else s.name
         detail = s.detail if s.ready else f"{s.detail}. To fix it, {s.fix}."
-        # Fixes name config sections such as [providers.replay]: text, not rich markup.
-        table.add_row(name, "yes" if s.ready else "no", s.model, escape(detail))
-    Console(width=160).print(table)
+        table.add_row(name, "yes" if s.ready else "no", s.model, detail)
+    # Text, not rich markup: fixes name config sections such as [providers.replay].
+    Console(width=160, markup=False).print(table)
 
 
 @app.command("check")

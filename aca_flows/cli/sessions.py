@@ -90,8 +90,10 @@ def show_command(
         }
         typer.echo(json.dumps(data, indent=2))
         return
+    from rich.text import Text
+
     out = console()
-    out.print(f"[bold]Session {session.id}[/bold]  {session.name}")
+    out.print(Text.assemble((f"Session {session.id}", "bold"), f"  {session.name}"))
     facts = [
         ("status", display_status(session, workdir) + _reason(session.status_reason)),
         ("branch", session.branch),
@@ -108,14 +110,14 @@ def show_command(
     if session.remote is not None:  # a run with --repo
         facts.insert(2, ("remote", _remote_fact(session.remote)))
     for label, value in facts:
-        out.print(f"  {label:<16}{value}", highlight=False, markup=False)
+        out.print(f"  {label:<16}{value}")
     _print_waiting(out, session, display_status(session, workdir))
     out.print(_task_table(session))
     no_change = [run for run in session.tasks.values() if run.no_change]
     if no_change:
         out.print("Completed without a change (the agent's reason, confirmed by verify):")
         for run in no_change:
-            out.print(f"  {run.task_id}: {run.no_change_reason}", highlight=False, markup=False)
+            out.print(f"  {run.task_id}: {run.no_change_reason}")
     out.print(usage_table(session.usage, title="Cost by provider and model"))
 
 
@@ -125,19 +127,15 @@ def _print_waiting(out: Console, session: SessionRecord, status: str) -> None:
         out.print(
             f"The plan waits for approval: `aca approve {session.id}` or "
             f"`aca reject {session.id} --reason TEXT`, or the form of flow run "
-            f"{session.approval.flow_run_id} in the Prefect UI.",
-            highlight=False,
-            markup=False,
+            f"{session.approval.flow_run_id} in the Prefect UI."
         )
     elif status.startswith("waiting: task") and session.question is not None:
         asked = session.question
-        out.print(f"Task {asked.task_id} waits for an answer:", highlight=False, markup=False)
-        out.print(f"  {asked.question}", highlight=False, markup=False)
+        out.print(f"Task {asked.task_id} waits for an answer:")
+        out.print(f"  {asked.question}")
         out.print(
             f"  `aca answer {session.id} {asked.task_id} --retry --hint TEXT` (or --skip, "
-            f"--fail), or the form of flow run {asked.flow_run_id} in the Prefect UI.",
-            highlight=False,
-            markup=False,
+            f"--fail), or the form of flow run {asked.flow_run_id} in the Prefect UI."
         )
 
 
@@ -191,13 +189,14 @@ def usage_table(entries: list[UsageEntry], title: str) -> Table:
 
 
 def console() -> Console:
-    """A rich console; when output is not a terminal (pipes, tests) it is wide enough that
-    ids are never cut."""
+    """A rich console that prints text as it is: names, titles and reasons are the user's
+    and the agent's ("[/]" in a title is no markup). When output is not a terminal (pipes,
+    tests) it is wide enough that ids are never cut."""
     from rich.console import Console
 
-    out = Console(highlight=False)
+    out = Console(highlight=False, markup=False)
     if not out.is_terminal:
-        out = Console(highlight=False, width=200)
+        out = Console(highlight=False, markup=False, width=200)
     return out
 
 

@@ -100,6 +100,19 @@ def test_show_has_tasks_branch_checkpoint_and_costs(tmp_path):
     assert "anthropic" in costs and "$0.0420" in costs
 
 
+def test_names_and_titles_are_printed_as_written_not_as_markup(tmp_path):
+    # "[/]" and "[red]" are rich markup: printed as markup, "[/]" crashed the run's summary.
+    with make_session(tmp_path, name="Fix [/] and [red]parsing") as store:
+        store.subtasks_added("feature", [Task(id="b", title="Handle [bold] in `--opt[=x]`")])
+        store.finish("completed")
+    listed = invoke("list", "--workdir", str(tmp_path))
+    shown = invoke("show", store.session_id, "--workdir", str(tmp_path))
+    for result in (listed, shown):
+        assert result.exit_code == 0, result.output
+        assert "Fix [/] and [red]parsing" in result.output
+    assert "Handle [bold] in `--opt[=x]`" in shown.output
+
+
 def test_show_accepts_a_prefix_and_prints_json(tmp_path):
     with make_session(tmp_path) as store:
         pass
