@@ -121,33 +121,6 @@ def test_plan_parse_refuses_a_structured_file(tmp_path, capsys):
     assert code == 2 and "use `aca plan show`" in err
 
 
-def test_the_flow_reuses_the_cli_parse(llm_server, tmp_path, capsys, monkeypatch):  # noqa: F811
-    """A dry run's parse (or a --dump-plan's) leaves its answer in the parser's cache: the
-    flow's own parse makes no second call, and bills the call the dry run made."""
-    from aca_flows.flows.run_setup import RunRequest, _load_plan
-    from aca_flows.settings import load_config
-
-    llm_server.anthropic.enqueue(**respond(dependencies_proposal()))
-    args = ["--task-file", str(TEST6), "--use-intelligent-parser", "--context", "ctx"]
-    assert run(capsys, *args, "--provider", "anthropic", "--dry-run", "-w", str(tmp_path))[0] == 0
-    request = RunRequest(
-        task_file=str(TEST6),
-        workdir=str(tmp_path),
-        provider="anthropic",
-        context=["ctx"],
-        use_intelligent_parser=True,
-    )
-    config = load_config(tmp_path, None, request.overrides()).config
-
-    plan, parse = _load_plan(request, config)
-
-    assert {t.id: t.dependencies for t in plan.roots()} == DEPENDENCIES
-    assert plan.context_hints[-1] == "ctx"
-    assert len(llm_server.anthropic.requests) == 1
-    # The dry run's parse made the call; no session has billed it yet.
-    assert parse.from_cache and parse.unbilled.calls == 1
-
-
 def test_plan_parse_never_imports_prefect(tmp_path):
     code = "\n".join(
         [

@@ -16,7 +16,9 @@ from aca_flows.flows import run_flow
 from aca_flows.session.layout import AcaDir
 from aca_flows.session.store import list_sessions
 from tests.fakes.coding_agent import coding_agent
+from tests.fakes.llm_server import llm_server  # noqa: F401  (fixture)
 from tests.flows.test_run_setup import aca_run, call_events, parse_reply
+from tests.plan.test_intelligent import DEPENDENCIES, TEST6, dependencies_proposal, respond
 
 
 def parse_task_runs(session_id: str) -> list:
@@ -209,3 +211,31 @@ def test_a_transient_error_of_the_parse_is_retried_and_logged_in_its_task_run(
     assert parse_run.state.name == "Completed"
     assert "Retrying the parse's call in 0.0 s (retry 1 of 4)" in task_run_logs(parse_run.id)
     assert len(anthropic_fake.model_calls) == 4  # the failed call, the parse, write, finish
+
+
+def test_the_flow_reuses_the_cli_parse(llm_server, tmp_path, capsys, monkeypatch):  # noqa: F811
+    """A dry run's parse (or a --dump-plan's) leaves its answer in the parser's cache: the
+    flow's own parse makes no second call, and bills the call the dry run made. (Here, on the
+    session's test server: the parse is a Prefect task run.)"""
+    from aca_flows.flows.run_setup import RunRequest, _load_plan
+    from aca_flows.settings import load_config
+
+    llm_server.anthropic.enqueue(**respond(dependencies_proposal()))
+    args = ["--task-file", str(TEST6), "--use-intelligent-parser", "--context", "ctx"]
+    assert main([*args, "--provider", "anthropic", "--dry-run", "-w", str(tmp_path)]) == 0
+    request = RunRequest(
+        task_file=str(TEST6),
+        workdir=str(tmp_path),
+        provider="anthropic",
+        context=["ctx"],
+        use_intelligent_parser=True,
+    )
+    config = load_config(tmp_path, None, request.overrides()).config
+
+    plan, parse = _load_plan(request, config)
+
+    assert {t.id: t.dependencies for t in plan.roots()} == DEPENDENCIES
+    assert plan.context_hints[-1] == "ctx"
+    assert len(llm_server.anthropic.requests) == 1
+    # The dry run's parse made the call; no session has billed it yet.
+    assert parse.from_cache and parse.unbilled.calls == 1
