@@ -46,7 +46,8 @@ DEFAULT_PORT = 4200
 # A fresh database on a busy 2-core machine takes tens of seconds; Prefect's default is 20 s.
 STARTUP_TIMEOUT_SECONDS = float(os.environ.get("ACA_SERVER_STARTUP_TIMEOUT", "180"))
 HINT = (
-    "aca: no Prefect server is running, so this run starts a temporary one (about 10 s). "
+    "aca: no Prefect server is running, so this run starts a temporary one (about 10 s; the "
+    "first time longer, while it creates its database). "
     "`aca server start` keeps one up: runs start at once and show in its UI."
 )
 # The server's own telemetry would try the internet at every start and log a failure.
