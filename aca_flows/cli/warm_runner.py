@@ -68,7 +68,9 @@ _PRELOADED = (
 
 def fingerprint() -> str:
     """What a runner must share with a command to stand in for it: the interpreter, aca's
-    package (where, and when its files last changed) and the installed packages' folder."""
+    package (where, and when its files last changed) and the installed packages' folder.
+    The interpreter is its file, whatever it was called by: ``python -m aca_flows server
+    start`` and the ``aca`` script (run by ``python3``) are one interpreter."""
     package = Path(__file__).resolve().parents[1]
     newest = 0
     for folder, _, files in os.walk(package):
@@ -80,7 +82,8 @@ def fingerprint() -> str:
     prefect = importlib.util.find_spec("prefect")
     site = Path(prefect.origin).parents[1] if prefect and prefect.origin else None
     installed = site.stat().st_mtime_ns if site else 0
-    return json.dumps([sys.executable, sys.version, str(package), newest, str(site), installed])
+    interpreter = os.path.realpath(sys.executable)
+    return json.dumps([interpreter, sys.version, str(package), newest, str(site), installed])
 
 
 # -- the client: ``aca`` hands its command over -------------------------------------------------

@@ -74,6 +74,27 @@ def test_the_readme_main_job_runs_warm_with_its_output_and_exit_code(home, tmp_p
     assert not alive(forked)
 
 
+def test_a_command_run_by_another_name_of_the_interpreter_runs_warm(home, tmp_path):
+    """The runner was started by ``python -m aca_flows``; the ``aca`` script runs under
+    ``python3``: one interpreter, and its runs are forked from the runner."""
+    interpreter = Path(sys.executable)
+    aliases = [
+        path
+        for path in interpreter.parent.glob("python*")
+        if path.name != interpreter.name and path.resolve() == interpreter.resolve()
+    ]
+    assert aliases, f"no other name for {interpreter} in its folder"
+    before = runs_forked(home)
+    done = subprocess.run(
+        [str(aliases[0]), "-m", "aca_flows", "run", "tasks/examples/hello.md",
+         "--workdir", str(tmp_path / "demo"), "--init-git",
+         "--config", "tasks/examples/hello.aca.toml"],
+        env=fresh_env(home), cwd=ROOT, capture_output=True, text=True, timeout=WAIT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(set(runs_forked(home)) - set(before)) == 1
+
+
 def test_a_run_reads_the_command_s_environment_not_the_runner_s(home, tmp_path):
     """The runner was started with an Anthropic key; a command without one is refused."""
     tasks = tmp_path / "tasks.md"
