@@ -32,7 +32,9 @@ async def _finished(task_id: str, message: str) -> State:
 async def record_finished_task(task_name: str, task_id: str, message: str, tags: list[str]):
     """A task run named ``task_name`` for ``task_id``, finished in an earlier run of the
     session, that ends ``Cached`` with ``message``; returns its final state."""
-    runner = _finished.with_options(task_run_name=_named(task_name), tags=tags)
+    # A callable name: Prefect formats a string one with the run's parameters, and a title may
+    # hold braces.
+    runner = _finished.with_options(task_run_name=lambda: task_name, tags=tags)
     return await runner(task_id, message, return_state=True)
 
 
@@ -45,13 +47,7 @@ async def record_skipped_task(
 
     Returns its final state.
     """
-    runner = _skip.with_options(task_run_name=_named(task_name), tags=tags or [])
+    runner = _skip.with_options(task_run_name=lambda: task_name, tags=tags or [])
     return await runner(
         task_id, message, wait_for=[allow_failure(s) for s in waits], return_state=True
     )
-
-
-def _named(name: str):
-    # A callable: Prefect formats a string name with the run's parameters, and a title may
-    # hold braces.
-    return lambda: name
