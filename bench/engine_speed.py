@@ -37,6 +37,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.machine import print_machine  # noqa: E402
+
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 # The scheduler is measured here, not the provider rate limits (bench those separately).
@@ -453,6 +456,7 @@ def report_parallel(runs: list[dict[str, float]]) -> None:
 
 
 def main() -> None:
+    print_machine("engine")
     from aca_flows.flows.server import LocalServer, _drain_to_server, prefect_api_for_run
 
     with tempfile.TemporaryDirectory() as tmp_name:

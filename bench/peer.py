@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from aca_flows.cli.warm_runner import WarmRunner  # noqa: E402
 from aca_flows.flows.server import LocalServer  # noqa: E402
 from aca_flows.providers.claude_code import bundled_claude_cli  # noqa: E402
+from bench.machine import print_machine  # noqa: E402
 from tests.fakes.coding_agent import coding_agent  # noqa: E402
 from tests.fakes.git_repo import make_repo  # noqa: E402
 from tests.fakes.llm_server import FakeLLMServer, RecordedRequest, Reply  # noqa: E402
@@ -114,6 +115,7 @@ def run_aca(repo: Path, tasks: Path, provider: str, env: dict[str, str]) -> tupl
 
 
 def main() -> None:
+    print_machine("peer")
     with tempfile.TemporaryDirectory() as tmp_name, FakeLLMServer() as server:
         tmp = Path(tmp_name)
         home = tmp / "home"

@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 import git  # noqa: E402
 
+from bench.machine import print_machine  # noqa: E402
 from tests.fakes.coding_agent import coding_agent, task_of  # noqa: E402
 from tests.fakes.git_repo import make_repo  # noqa: E402
 from tests.fakes.llm_server import FakeLLMServer  # noqa: E402
@@ -65,6 +66,7 @@ def completed_in_journal(journal: Path) -> int:
 
 
 def main() -> None:
+    print_machine("resume")
     tmp = Path(tempfile.mkdtemp(prefix="aca-resume-bench-"))
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"

@@ -20,6 +20,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.machine import print_machine  # noqa: E402
+
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["ACA_RATE_LIMITING__MAX_REQUESTS_PER_MINUTE"] = "1000000"
@@ -56,6 +59,7 @@ def finished_tasks(workdir: Path) -> int:
 
 
 def main() -> None:
+    print_machine("scale")
     from aca_flows.flows import run_flow
     from aca_flows.flows.server import LocalServer, _drain_to_server
     from tests.fakes.coding_agent import coding_agent

@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from aca_flows.cli.warm_runner import WarmRunner  # noqa: E402
 from aca_flows.flows.server import LocalServer  # noqa: E402
+from bench.machine import print_machine  # noqa: E402
 from bench.peer import _free_port, agent  # noqa: E402
 from tests.fakes.git_repo import make_repo  # noqa: E402
 from tests.fakes.llm_server import FakeLLMServer  # noqa: E402
@@ -41,6 +42,7 @@ RUNS = int(os.environ.get("RUNS", "3"))
 
 
 def main() -> None:
+    print_machine("startup")
     with tempfile.TemporaryDirectory() as tmp_name, FakeLLMServer() as server:
         tmp = Path(tmp_name)
         home = tmp / "home"
@@ -98,6 +100,9 @@ def main() -> None:
             f"CPU: {whose} {statistics.median(cpus):4.2f} s, the run's up to its first call "
             f"{statistics.median(cpu_to_first[(mode, provider)]):4.2f} s"
         )
+        if mode == "warm" and provider == "anthropic":
+            print(f"startup: warm, the first run after `aca server start`, {provider}: "
+                  f"{firsts[0]:4.2f} s")  # fmt: skip
         if mode == "cold":
             median_run = sorted(results)[len(results) // 2][2]
             for name, offset in sorted(median_run.items(), key=lambda item: item[1]):
