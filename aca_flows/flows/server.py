@@ -123,6 +123,10 @@ class LocalServer:
         except ServerError:
             self.stop()
             raise
+        # FastAPI builds a route's request models when a request first reaches it, and the
+        # routes before it on the way: the first run would wait about a second for that (on
+        # a 2-core machine). A path that no route matches builds them all now.
+        _status_of(f"{url}/aca-warm-up", timeout=STARTUP_TIMEOUT_SECONDS)
         return state
 
     def stop(self, timeout: float = 10.0) -> bool:
@@ -142,17 +146,13 @@ def prefect_api_for_run(*, announce=print) -> Iterator[str]:
     and stopped (with everything it started) when the block ends."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    configured = PREFECT_API_URL.value()
-    if configured:
-        yield configured
-        return
-    local = LocalServer().api_url()
-    if local:
-        with temporary_settings(updates={PREFECT_API_URL: local}):
-            yield local
+    url = PREFECT_API_URL.value() or LocalServer().api_url()
+    if url:
+        with temporary_settings(updates=_client_settings(url)):
+            yield url
         return
     announce(HINT)
-    with _temporary_server() as url, temporary_settings(updates={PREFECT_API_URL: url}):
+    with _temporary_server() as url, temporary_settings(updates=_client_settings(url)):
         yield url
 
 
@@ -170,7 +170,7 @@ def prefect_api_for_command(purpose: str) -> Iterator[str]:
         )
     import httpx
 
-    with temporary_settings(updates={PREFECT_API_URL: url}):
+    with temporary_settings(updates=_client_settings(url)):
         try:
             yield url
         except httpx.HTTPError as exc:
@@ -178,6 +178,29 @@ def prefect_api_for_command(purpose: str) -> Iterator[str]:
                 f"the Prefect server at {url} did not answer ({exc}); check that it runs and "
                 "that PREFECT_API_URL names it."
             ) from None
+
+
+def _client_settings(url: str) -> dict:
+    """Prefect's settings for clients of the server at ``url``.
+
+    Each of Prefect's API clients loads a CA bundle (about 50 ms of CPU on a 2-core machine),
+    and a run opens about nine, most before its first task: a third of a warm run's start-up.
+    A plain-HTTP server on this machine (aca's local or temporary server) has no certificate
+    to check, so its clients get a file of one certificate instead, whose key was thrown
+    away: were TLS ever attempted with it, verification would fail, never pass.
+    """
+    from urllib.parse import urlsplit
+
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE, PREFECT_API_URL
+
+    updates = {PREFECT_API_URL: url}
+    parts = urlsplit(url)
+    if parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1"):
+        updates[PREFECT_API_SSL_CERT_FILE] = str(_PLAIN_HTTP_CA)
+    return updates
+
+
+_PLAIN_HTTP_CA = Path(__file__).with_name("plain_http_ca.pem")
 
 
 @contextlib.contextmanager
@@ -321,21 +344,26 @@ def _wait_healthy(url: str, process: subprocess.Popen, log_file: Path) -> None:
 
 
 def _healthy(url: str, timeout: float) -> bool:
+    return _status_of(f"{url}/health", timeout) == 200
+
+
+def _status_of(url: str, timeout: float) -> int | None:
+    """The status code of a GET of ``url``; ``None`` when nothing answers."""
     # The standard library's client: an httpx client costs about 20 ms of CPU to make (a TLS
-    # context with every CA certificate), and every `aca run` asks this once.
+    # context with every CA certificate), and every `aca run` asks for the server's health.
     import http.client
     from urllib.parse import urlsplit
 
-    parts = urlsplit(f"{url}/health")
+    parts = urlsplit(url)
     connection_class = (
         http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     )
     connection = connection_class(parts.netloc, timeout=timeout)
     try:
         connection.request("GET", parts.path)
-        return connection.getresponse().status == 200
+        return connection.getresponse().status
     except (OSError, http.client.HTTPException):
-        return False
+        return None
     finally:
         connection.close()
 

@@ -264,3 +264,36 @@ def test_acas_servers_queue_concurrent_writes_instead_of_refusing_them(tmp_path)
         assert refused_writes(f"http://127.0.0.1:{port}/api") == []
     finally:
         subprocess.run([*aca_server, "stop"], env=env, cwd=ROOT, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:4200/api", "http://localhost:4200/api", "http://[::1]:4200/api"]
+)
+def test_prefect_clients_of_a_server_on_this_machine_load_no_ca_bundle(url):
+    """Each Prefect client loads a CA bundle (about 50 ms of CPU), and a run opens about nine
+    before its first task. A plain-HTTP server on this machine has nothing to verify: its
+    clients get one certificate, whose key nobody has."""
+    import ssl
+
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE, PREFECT_API_URL, temporary_settings
+
+    from aca_flows.flows.server import _client_settings
+
+    with temporary_settings(updates=_client_settings(url)):
+        assert PREFECT_API_URL.value() == url
+        context = ssl.create_default_context(cafile=PREFECT_API_SSL_CERT_FILE.value())
+    assert context.cert_store_stats()["x509_ca"] == 1
+    assert not list((ROOT / "aca_flows").rglob("*.key"))
+
+
+@pytest.mark.parametrize(
+    "url", ["https://prefect.example.com/api", "http://prefect.internal:4200/api"]
+)
+def test_prefect_clients_of_another_machine_s_server_keep_their_ca_bundle(url):
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE, temporary_settings
+
+    from aca_flows.flows.server import _client_settings
+
+    before = PREFECT_API_SSL_CERT_FILE.value()
+    with temporary_settings(updates=_client_settings(url)):
+        assert PREFECT_API_SSL_CERT_FILE.value() == before
