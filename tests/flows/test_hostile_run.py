@@ -12,6 +12,7 @@ import asyncio
 import subprocess
 
 import pytest
+from prefect.settings import PREFECT_HOME
 
 from aca_flows.flows import run_flow
 from aca_flows.sandbox import check_sandbox
@@ -36,6 +37,9 @@ def world(tmp_path, monkeypatch):
     world = HostileWorld.create(tmp_path / "world")
     with FakeLLMServer(api_key=world.key) as server:
         world.llm_port = int(server.url.rsplit(":", 1)[1])
+        # Prefect's home stays the session's: a run reads Prefect's settings again when it
+        # starts, and would put its results under the world's HOME, in the world's snapshot.
+        monkeypatch.setenv("PREFECT_HOME", str(PREFECT_HOME.value()))
         for name, value in {**world.environment(), "ANTHROPIC_BASE_URL": server.url}.items():
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("ACA_SESSION__PROVIDER", "anthropic")
