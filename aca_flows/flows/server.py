@@ -184,7 +184,7 @@ def _client_settings(url: str) -> dict:
     """Prefect's settings for clients of the server at ``url``.
 
     Each of Prefect's API clients loads a CA bundle (about 50 ms of CPU on a 2-core machine),
-    and a run opens about nine, most before its first task: a third of a warm run's start-up.
+    and a run opens seven before its first task: about a quarter of a warm run's start-up.
     A plain-HTTP server on this machine (aca's local or temporary server) has no certificate
     to check, so its clients get a file of one certificate instead, whose key was thrown
     away: were TLS ever attempted with it, verification would fail, never pass.

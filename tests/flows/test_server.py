@@ -270,7 +270,7 @@ def test_acas_servers_queue_concurrent_writes_instead_of_refusing_them(tmp_path)
     "url", ["http://127.0.0.1:4200/api", "http://localhost:4200/api", "http://[::1]:4200/api"]
 )
 def test_prefect_clients_of_a_server_on_this_machine_load_no_ca_bundle(url):
-    """Each Prefect client loads a CA bundle (about 50 ms of CPU), and a run opens about nine
+    """Each Prefect client loads a CA bundle (about 50 ms of CPU), and a run opens seven
     before its first task. A plain-HTTP server on this machine has nothing to verify: its
     clients get one certificate, whose key nobody has."""
     import ssl
