@@ -333,7 +333,7 @@ def _become_the_command(conn: socket.socket) -> None:
 def _take_on(request: dict, fds: list[int]) -> None:
     """The command's folder, environment, umask, limits and streams, and what the runner's own
     start fixed from its environment fixed again from the command's: the locale and time
-    zone, Prefect's settings and logging."""
+    zone, the values modules read at import, Prefect's settings and logging."""
     import io
     import locale
 
@@ -363,7 +363,24 @@ def _take_on(request: dict, fds: list[int]) -> None:
         )
     sys.stdin, sys.stdout, sys.stderr = streams
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams
+    _read_again_at_import()
     reload_prefect_settings()
+
+
+def _read_again_at_import() -> None:
+    """What the preloaded modules read from the environment once, at import, read again from
+    the command's: Prefect's CA file for its server defaults to ``SSL_CERT_FILE``, and
+    GitPython's git is ``GIT_PYTHON_GIT_EXECUTABLE``."""
+    import git
+    from prefect.settings.models.api import APISettings
+
+    ca_file = APISettings.model_fields["ssl_cert_file"]
+    if ca_file.default != os.environ.get("SSL_CERT_FILE"):
+        ca_file.default = os.environ.get("SSL_CERT_FILE")
+        APISettings.model_rebuild(force=True)
+    git_executable = os.environ.get("GIT_PYTHON_GIT_EXECUTABLE", "git")
+    if git_executable != git.Git.GIT_PYTHON_GIT_EXECUTABLE:
+        git.refresh()
 
 
 def _receive(conn: socket.socket) -> tuple[dict, list[int]]:

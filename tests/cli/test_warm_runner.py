@@ -117,6 +117,41 @@ def test_aca_warm_runner_off_runs_the_command_by_itself(home, tmp_path):
     assert runs_forked(home) == before
 
 
+def test_a_command_with_its_own_ca_file_still_runs_warm(home, tmp_path):
+    """The runner was started without ``SSL_CERT_FILE``; a command that has one is forked all
+    the same (its Prefect settings read it again: the test below)."""
+    import certifi
+
+    before = runs_forked(home)
+    done = readme_job(home, tmp_path / "demo", SSL_CERT_FILE=certifi.where())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(runs_forked(home)) == len(before) + 1
+
+
+@pytest.mark.parametrize("command_s", ["/etc/ssl/the-command-s.pem", None])
+def test_a_forked_run_s_prefect_takes_the_command_s_ca_file(command_s, monkeypatch):
+    """Prefect reads ``SSL_CERT_FILE`` once, at import, as the default of its server's CA
+    file: a run forked from a runner started with another value verifies the command's
+    server against the command's certificates, as the command run by itself would."""
+    from prefect.context import refresh_global_settings_context
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE
+
+    from aca_flows.cli.warm_runner import _read_again_at_import
+
+    monkeypatch.delenv("PREFECT_API_SSL_CERT_FILE", raising=False)
+    for value in ("/etc/ssl/the-runner-s.pem", command_s):
+        if value is None:
+            monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        else:
+            monkeypatch.setenv("SSL_CERT_FILE", value)
+        _read_again_at_import()
+        refresh_global_settings_context()
+        assert PREFECT_API_SSL_CERT_FILE.value() == value
+    monkeypatch.undo()
+    _read_again_at_import()  # the session's own value again, for the tests that follow
+    refresh_global_settings_context()
+
+
 def start_chain(home: Path, tmp_path: Path, llm: FakeLLMServer, agent: Agent, **popen):
     """The chain a -> b -> c started; ``popen``: how its process starts, if not as ``aca``'s."""
     repo = make_repo(tmp_path / "repo")
