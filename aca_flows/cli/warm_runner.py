@@ -228,7 +228,7 @@ class WarmRunner:
         """Start the runner in the background, unless this aca's runs; a stale one (another
         aca's) is replaced. Its pid once it is ready, ``None`` if it did not start (its log
         says why; runs then start as they would without it)."""
-        from aca_flows.flows.server import STARTUP_TIMEOUT_SECONDS, spawn_background
+        from aca_flows.flows.server import spawn_background, startup_timeout
 
         if (running := self.pid()) is not None:
             return running
@@ -240,7 +240,7 @@ class WarmRunner:
         path = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
         self.home.mkdir(parents=True, exist_ok=True)
         process = spawn_background(command, self.log_file, extra_env={"PYTHONPATH": path})
-        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+        deadline = time.monotonic() + startup_timeout()
         while self.pid() != process.pid and time.monotonic() < deadline:
             if process.poll() is not None:
                 return None

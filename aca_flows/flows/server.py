@@ -39,12 +39,11 @@ __all__ = [
     "prepare_database",
     "server_home",
     "spawn_background",
+    "startup_timeout",
     "stop_process_group",
 ]
 
 DEFAULT_PORT = 4200
-# A fresh database on a busy 2-core machine takes tens of seconds; Prefect's default is 20 s.
-STARTUP_TIMEOUT_SECONDS = float(os.environ.get("ACA_SERVER_STARTUP_TIMEOUT", "180"))
 HINT = (
     "aca: no Prefect server is running, so this run starts a temporary one (about 10 s; the "
     "first time longer, while it creates its database). "
@@ -52,6 +51,13 @@ HINT = (
 )
 # The server's own telemetry would try the internet at every start and log a failure.
 _QUIET_SERVER_ENV = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+
+
+def startup_timeout() -> float:
+    """Seconds to wait for a server to answer: a fresh database on a busy 2-core machine takes
+    tens of seconds (Prefect's default is 20 s). Read at each start, not at import: a run
+    forked by the warm runner has the command's environment."""
+    return float(os.environ.get("ACA_SERVER_STARTUP_TIMEOUT", "180"))
 
 
 def server_home() -> Path:
@@ -126,7 +132,7 @@ class LocalServer:
         # FastAPI builds a route's request models when a request first reaches it, and the
         # routes before it on the way: the first run would wait about a second for that (on
         # a 2-core machine). A path that no route matches builds them all now.
-        _status_of(f"{url}/aca-warm-up", timeout=STARTUP_TIMEOUT_SECONDS)
+        _status_of(f"{url}/aca-warm-up", timeout=startup_timeout())
         return state
 
     def stop(self, timeout: float = 10.0) -> bool:
@@ -280,7 +286,7 @@ def prepare_database() -> None:
                 env=env,
                 capture_output=True,
                 text=True,
-                timeout=STARTUP_TIMEOUT_SECONDS,
+                timeout=startup_timeout(),
             )
             if done.returncode != 0:
                 raise ServerError(
@@ -327,7 +333,8 @@ def _die_with_parent() -> None:
 
 
 def _wait_healthy(url: str, process: subprocess.Popen, log_file: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    timeout = startup_timeout()
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise ServerError(
@@ -338,7 +345,7 @@ def _wait_healthy(url: str, process: subprocess.Popen, log_file: Path) -> None:
             return
         time.sleep(0.1)
     raise ServerError(
-        f"the Prefect server did not answer within {STARTUP_TIMEOUT_SECONDS:.0f} s "
+        f"the Prefect server did not answer within {timeout:.0f} s "
         f"(ACA_SERVER_STARTUP_TIMEOUT sets the wait); its log: {log_file}\n{_tail(log_file)}"
     )
 
