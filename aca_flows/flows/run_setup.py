@@ -124,7 +124,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
     config = load_config(workdir, config_file, overrides, block=block).config
     repo = open_repository(workdir, init_git=request.init_git)
     if resuming:
-        names = recorded.plan.provider_names(config.session.provider)
+        names = _providers_left(recorded.plan, config.session.provider)
         _require_working_providers(names, config)
         _import_sdks_in_background(names)
         store = SessionStore.open(workdir, request.session_id)
@@ -164,7 +164,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         plan = store.session.plan.model_copy(deep=True)
         _retry_unfinished(plan)
     config = _with_plan_concurrency(config, plan, request)
-    providers = _build_providers(plan, config, store, request)
+    providers = _build_providers(names, config, store, request)
     run = ActiveRun(
         plan=plan,
         workdir=workdir,
@@ -347,11 +347,10 @@ def _parse_intelligently(
 
 
 def _build_providers(
-    plan: ExecutionPlan, config: AcaConfig, store: SessionStore, request: RunRequest
+    names: set[str], config: AcaConfig, store: SessionStore, request: RunRequest
 ) -> dict[str, Provider]:
     from aca_flows.providers import RateLimitedProvider
 
-    names = plan.provider_names(config.session.provider)
     # Budget checks read the session's ledger: spend of earlier runs of the session counts.
     meter = SpendMeter(lambda: store.session.cost_usd, config.session.budget_usd)
     ledger = _ledger_of(store)
@@ -468,6 +467,14 @@ def _import_sdks(names: set[str]) -> None:
                     importlib.import_module(_SDK_MODULES[name])
     finally:
         collect_as_usual()  # start-up is over (aca_flows/_startup.py)
+
+
+def _providers_left(plan: ExecutionPlan, default: str) -> set[str]:
+    """The providers of the tasks a resume may still run: none when every task completed, so
+    a finished session resumes (and ends completed) without its keys or its config."""
+    left = [t for t in plan.tasks if not t.children and t.status.state != "completed"]
+    # The run's own provider too while work is left: subtasks a task proposes use it.
+    return {default} | {t.provider for t in left if t.provider} if left else set()
 
 
 def _require_working_providers(names, config: AcaConfig) -> None:

@@ -109,6 +109,28 @@ def test_a_resumed_session_shows_its_completed_tasks_as_cached_and_runs_none(
     assert all(json.loads(f.read_text())["result"] for f in results.iterdir())
 
 
+def test_a_completed_session_resumes_without_its_provider(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    """Nothing is left to run, so nothing is asked of the provider: a resume of a finished
+    session without its key (or without the config that named its cassette) ends completed
+    instead of refusing the provider."""
+    for _ in range(4):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write a.txt\n")
+    first = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test").summary
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    calls = len(anthropic_fake.anthropic.requests)
+
+    again = run_flow(workdir=str(repo), session_id=first["session_id"])
+
+    assert again.summary is not None, again.error
+    assert again.summary["status"] == "completed"
+    assert again.summary["counts"] == {"completed": 1}
+    assert len(anthropic_fake.anthropic.requests) == calls
+
+
 async def _runs_named(name: str):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
