@@ -161,7 +161,9 @@ def run_command(
 @app.command("resume")
 def resume_command(
     target: Annotated[str | None, typer.Argument(help="A checkpoint id or a session id.")] = None,
-    latest: Annotated[bool, typer.Option("--latest", help="Resume the newest session.")] = False,
+    latest: Annotated[
+        bool, typer.Option("--latest", help="Resume the newest unfinished session.")
+    ] = False,
     workdir: Workdir = Path("."),
     budget_usd: BudgetUsd = None,
     config: ConfigFile = None,
