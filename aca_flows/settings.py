@@ -409,6 +409,27 @@ REMOVED_KEYS = {
 }
 
 
+def _did_you_mean(key: str) -> str | None:
+    """The valid key closest to a misspelt one, at its depth (``session.modle``:
+    ``session.model``; ``sesion``: ``session``)."""
+    import difflib
+
+    known: list[str] = []
+
+    def walk(data: dict, prefix: str) -> None:
+        for name, value in data.items():
+            known.append(prefix + name)
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{name}.")
+
+    walk(AcaConfig().model_dump(), "")
+    provider = key.split(".")[1] if key.startswith("providers.") and key.count(".") == 2 else ""
+    walk(ProviderSection().model_dump(), f"providers.{provider}.")  # a provider's own keys
+    same_depth = [k for k in known if k.count(".") == key.count(".")]
+    close = difflib.get_close_matches(key, same_depth, n=1, cutoff=0.8)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
 def _describe(exc: ValidationError, file: Path | None, sources: dict[str, str]) -> str:
     lines = []
     for err in exc.errors():
@@ -418,8 +439,13 @@ def _describe(exc: ValidationError, file: Path | None, sources: dict[str, str]) 
         )
         origin = origin or (str(file) if file else "defaults")
         if err["type"] == "extra_forbidden":
-            hint = REMOVED_KEYS.get(key)
-            lines.append(f"unknown key '{key}' (from {origin})" + (f": {hint}" if hint else ""))
+            if key in REMOVED_KEYS:
+                lines.append(f"unknown key '{key}' (from {origin}): {REMOVED_KEYS[key]}")
+            else:
+                guess = _did_you_mean(key)
+                lines.append(
+                    f"unknown key '{key}' (from {origin}" + (f"; {guess})" if guess else ")")
+                )
         else:
             lines.append(f"'{key}' (from {origin}): {err['msg']}")
     listed = "; ".join(lines)

@@ -58,8 +58,29 @@ def test_unknown_key_and_wrong_type_name_key_and_file(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path, environ={})
     text = str(info.value)
-    assert f"unknown key 'session.max_concurent_tasks' (from {tmp_path / 'aca.toml'})" in text
+    assert (
+        f"unknown key 'session.max_concurent_tasks' (from {tmp_path / 'aca.toml'}; "
+        "did you mean 'session.max_concurrent_tasks'?)"
+    ) in text
     assert "'rate_limiting.max_requests_per_minute'" in text
+
+
+@pytest.mark.parametrize(
+    ("written", "meant"),
+    [
+        ("[sesion]\nmodel = 'm'\n", "session"),
+        ("[providers.anthropic]\nmodle = 'm'\n", "providers.anthropic.model"),
+        ("[session]\nbogus = 1\n", None),  # nothing close: no guess
+    ],
+)
+def test_an_unknown_key_names_the_valid_key_it_is_closest_to(tmp_path, written, meant):
+    (tmp_path / "aca.toml").write_text(written)
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path, environ={})
+    if meant is None:
+        assert "did you mean" not in str(info.value)
+    else:
+        assert f"did you mean '{meant}'?" in str(info.value)
 
 
 def test_bad_env_variable_is_named(tmp_path):

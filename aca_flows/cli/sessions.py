@@ -32,6 +32,11 @@ def list_command(workdir: Workdir = Path("."), json_output: JsonOutput = False) 
     """List sessions, newest first: id, name, started, status, tasks by state, tokens, cost."""
     from rich.table import Table
 
+    from aca_flows.errors import InputError
+
+    if not workdir.is_dir():  # "no sessions" would hide a mistyped path
+        raise InputError(f"workdir {workdir} does not exist; check the path given to --workdir.")
+
     from aca_flows.session.record import describe_counts
     from aca_flows.session.store import display_status, scan_sessions
 

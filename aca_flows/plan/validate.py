@@ -62,7 +62,10 @@ def plan_problems(plan: ExecutionPlan) -> list[str]:
     problems.extend(_parent_loops(by_id))
     graph: dict[str, list[str]] = {}
     for task in plan.tasks:  # duplicates merge, so no edge hides behind a repeated id
-        graph.setdefault(task.id, []).extend(d for d in task.dependencies if d in by_id)
+        # A task that depends on itself is reported above, not again as a cycle of one.
+        graph.setdefault(task.id, []).extend(
+            d for d in task.dependencies if d in by_id and d != task.id
+        )
     for cycle in find_cycles(graph):
         problems.append("dependency cycle: " + " -> ".join(cycle))
     if not problems:  # the stall checks need a sound tree and graph

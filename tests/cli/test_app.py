@@ -167,6 +167,14 @@ def test_config_show_masks_secrets(tmp_path, capsys, monkeypatch):
     assert "sk-ant-secret" not in out
 
 
+def test_sessions_of_a_workdir_that_does_not_exist_are_refused(tmp_path, capsys):
+    """Not "no sessions": a mistyped path is named, exit 2, and nothing is created."""
+    missing = tmp_path / "not-here"
+    code, out, err = run(capsys, "sessions", "list", "--workdir", str(missing))
+    assert code == 2 and f"workdir {missing} does not exist" in err
+    assert "Traceback" not in err and not missing.exists()
+
+
 def test_original_config_is_rejected_naming_keys(capsys):
     code, _, err = run(capsys, "config", "show", "--config", str(COMPAT / "default-config.toml"))
     assert code == 2 and "unknown key 'claude_config'" in err
