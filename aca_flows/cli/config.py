@@ -72,12 +72,16 @@ def show(
             )
         )
         return
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(markup=False)  # values are the user's: "[/]" is no markup
+    from aca_flows.cli.sessions import console as make_console
+
+    console = make_console()  # values are the user's: "[/]" is no markup; wide in a pipe
     console.print(f"config file: {loaded.file or '(none found; defaults)'}")
-    table = Table("key", "value", "source")
+    table = Table()
+    table.add_column("key", no_wrap=True)  # whole: a key is what a config file needs
+    table.add_column("value")
+    table.add_column("source")
     for key, value, source in rows:
         table.add_row(key, json.dumps(value), source)
     console.print(table)

@@ -167,6 +167,15 @@ def test_config_show_masks_secrets(tmp_path, capsys, monkeypatch):
     assert "sk-ant-secret" not in out
 
 
+def test_config_show_in_a_pipe_prints_every_key_whole(tmp_path, capsys):
+    """The list an unknown-key error sends a user to: no key cut short ("session.max_co…")."""
+    code, out, _ = run(capsys, "config", "show", "--workdir", str(tmp_path))
+    assert code == 0
+    assert "…" not in out
+    for key in ("session.max_concurrent_tasks", "rate_limiting.max_concurrent_requests"):
+        assert key in out
+
+
 def test_sessions_of_a_workdir_that_does_not_exist_are_refused(tmp_path, capsys):
     """Not "no sessions": a mistyped path is named, exit 2, and nothing is created."""
     missing = tmp_path / "not-here"
