@@ -423,8 +423,8 @@ def _did_you_mean(key: str) -> str | None:
                 walk(value, f"{prefix}{name}.")
 
     walk(AcaConfig().model_dump(), "")
-    provider = key.split(".")[1] if key.startswith("providers.") and key.count(".") == 2 else ""
-    walk(ProviderSection().model_dump(), f"providers.{provider}.")  # a provider's own keys
+    if key.startswith("providers.") and key.count(".") == 2:  # a provider's own keys
+        walk(ProviderSection().model_dump(), f"providers.{key.split('.')[1]}.")
     same_depth = [k for k in known if k.count(".") == key.count(".")]
     close = difflib.get_close_matches(key, same_depth, n=1, cutoff=0.8)
     return f"did you mean '{close[0]}'?" if close else None

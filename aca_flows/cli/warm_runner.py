@@ -363,21 +363,14 @@ def _take_on(request: dict, fds: list[int]) -> None:
         )
     sys.stdin, sys.stdout, sys.stderr = streams
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams
-    _read_again_at_import()
-    reload_prefect_settings()
+    _refresh_git()
+    reload_prefect_settings()  # its default CA file, SSL_CERT_FILE at import, included
 
 
-def _read_again_at_import() -> None:
-    """What the preloaded modules read from the environment once, at import, read again from
-    the command's: Prefect's CA file for its server defaults to ``SSL_CERT_FILE``, and
-    GitPython's git is ``GIT_PYTHON_GIT_EXECUTABLE``."""
+def _refresh_git() -> None:
+    """GitPython's git is ``GIT_PYTHON_GIT_EXECUTABLE`` as it was at import: the command's."""
     import git
-    from prefect.settings.models.api import APISettings
 
-    ca_file = APISettings.model_fields["ssl_cert_file"]
-    if ca_file.default != os.environ.get("SSL_CERT_FILE"):
-        ca_file.default = os.environ.get("SSL_CERT_FILE")
-        APISettings.model_rebuild(force=True)
     git_executable = os.environ.get("GIT_PYTHON_GIT_EXECUTABLE", "git")
     if git_executable != git.Git.GIT_PYTHON_GIT_EXECUTABLE:
         git.refresh()

@@ -17,8 +17,23 @@ def reload_prefect_settings() -> None:
     from prefect.context import refresh_global_settings_context
     from prefect.logging.configuration import setup_logging
 
+    _ca_file_default_from_environment()
     refresh_global_settings_context()
     setup_logging(incremental=False)
+
+
+def _ca_file_default_from_environment() -> None:
+    """Prefect's default CA file for its server is ``SSL_CERT_FILE`` as it was at import: set
+    it again from the environment now, so a forked run verifies its server as the command
+    run by itself would."""
+    import os
+
+    from prefect.settings.models.api import APISettings
+
+    ca_file = APISettings.model_fields["ssl_cert_file"]
+    if ca_file.default != os.environ.get("SSL_CERT_FILE"):
+        ca_file.default = os.environ.get("SSL_CERT_FILE")
+        APISettings.model_rebuild(force=True)
 
 
 class FlowOutcome:

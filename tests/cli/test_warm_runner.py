@@ -132,11 +132,12 @@ def test_a_command_with_its_own_ca_file_still_runs_warm(home, tmp_path):
 def test_a_forked_run_s_prefect_takes_the_command_s_ca_file(command_s, monkeypatch):
     """Prefect reads ``SSL_CERT_FILE`` once, at import, as the default of its server's CA
     file: a run forked from a runner started with another value verifies the command's
-    server against the command's certificates, as the command run by itself would."""
+    server against the command's certificates, as the command run by itself would. (Here,
+    not beside the flow tests: their Prefect test harness holds the settings it started with.)"""
     from prefect.context import refresh_global_settings_context
     from prefect.settings import PREFECT_API_SSL_CERT_FILE
 
-    from aca_flows.cli.warm_runner import _read_again_at_import
+    from aca_flows.flows import _ca_file_default_from_environment
 
     monkeypatch.delenv("PREFECT_API_SSL_CERT_FILE", raising=False)
     for value in ("/etc/ssl/the-runner-s.pem", command_s):
@@ -144,11 +145,11 @@ def test_a_forked_run_s_prefect_takes_the_command_s_ca_file(command_s, monkeypat
             monkeypatch.delenv("SSL_CERT_FILE", raising=False)
         else:
             monkeypatch.setenv("SSL_CERT_FILE", value)
-        _read_again_at_import()
+        _ca_file_default_from_environment()
         refresh_global_settings_context()
         assert PREFECT_API_SSL_CERT_FILE.value() == value
     monkeypatch.undo()
-    _read_again_at_import()  # the session's own value again, for the tests that follow
+    _ca_file_default_from_environment()  # the session's own value again, for the tests that follow
     refresh_global_settings_context()
 
 
