@@ -29,6 +29,7 @@ from aca_flows.cli.options import (
     Context,
     DryRun,
     DumpPlan,
+    ExistingWorkdir,
     ForceNaiveParser,
     GitHubRepoName,
     InitGit,
@@ -44,6 +45,7 @@ from aca_flows.cli.options import (
     Strict,
     UseIntelligentParser,
     Workdir,
+    existing_folder,
 )
 
 app = typer.Typer(
@@ -120,7 +122,7 @@ def root(
     if list_checkpoints:
         from aca_flows.cli.checkpoints import print_checkpoints
 
-        print_checkpoints(workdir, all_sessions=True)
+        print_checkpoints(existing_folder(workdir), all_sessions=True)
         raise typer.Exit(0)
     if task_file is None and execution_plan is None:
         typer.echo(ctx.get_help())
@@ -176,7 +178,7 @@ def resume_command(
 
     if repo:  # the session's branch and record come from the remote (docs/sessions.md)
         workdir = checkout_remote(repo, workdir, session_id=target)
-    workdir = workdir.resolve()
+    workdir = existing_folder(workdir).resolve()
     resolved = resolve_resume_target(workdir, target, latest=latest)
     options = RunOptions(
         workdir=workdir, config=config, json=json_output, budget_usd=budget_usd, repo=repo
@@ -185,7 +187,7 @@ def resume_command(
 
 
 @app.command("usage")
-def usage_command(workdir: Workdir = Path("."), json_output: JsonOutput = False) -> None:
+def usage_command(workdir: ExistingWorkdir = Path("."), json_output: JsonOutput = False) -> None:
     """Tokens and cost of every session of the workdir, by provider and model."""
     import json
 

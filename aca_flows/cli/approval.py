@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from aca_flows.cli.options import Workdir
+from aca_flows.cli.options import ExistingWorkdir
 
 __all__ = ["answer_command", "approve_command", "reject_command"]
 
@@ -34,7 +34,7 @@ def approve_command(
         str, typer.Option("--note", help="A note appended to every task's prompt.")
     ] = "",
     reason: Annotated[str, typer.Option("--reason", help="Why (kept in the session).")] = "",
-    workdir: Workdir = Path("."),
+    workdir: ExistingWorkdir = Path("."),
 ) -> None:
     """Approve the plan of a waiting run, optionally with changes."""
     answer = {
@@ -50,7 +50,7 @@ def approve_command(
 def reject_command(
     session: SessionArg,
     reason: Annotated[str, typer.Option("--reason", help="Why (kept in the session).")],
-    workdir: Workdir = Path("."),
+    workdir: ExistingWorkdir = Path("."),
 ) -> None:
     """Reject the plan of a waiting run: it ends Cancelled, no task runs."""
     _send(workdir, session, {"decision": "reject", "reason": reason}, "rejected")
@@ -77,7 +77,7 @@ def answer_command(
         str, typer.Option("--hint", help="With --retry: appended to the task's prompt.")
     ] = "",
     reason: Annotated[str, typer.Option("--reason", help="Why (kept in the task's status).")] = "",
-    workdir: Workdir = Path("."),
+    workdir: ExistingWorkdir = Path("."),
 ) -> None:
     """Answer a failed task that waits for a person: --retry [--hint TEXT], --skip or --fail."""
     from aca_flows.errors import InputError

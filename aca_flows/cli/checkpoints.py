@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from aca_flows.cli.options import JsonOutput, Workdir
+from aca_flows.cli.options import ExistingWorkdir, JsonOutput
 from aca_flows.cli.sessions import console, format_time
 
 if TYPE_CHECKING:  # imported where used: `aca --help` pays for none of it
@@ -36,7 +36,7 @@ def list_command(
         bool, typer.Option("--all-sessions", help="Checkpoints of every session, not one.")
     ] = False,
     session: SessionOption = None,
-    workdir: Workdir = Path("."),
+    workdir: ExistingWorkdir = Path("."),
     json_output: JsonOutput = False,
 ) -> None:
     """List checkpoints, newest first: id, session, time, tasks done/total, description."""
@@ -47,7 +47,7 @@ def list_command(
 def create_command(
     description: Annotated[str, typer.Argument(help="What this point of the work is.")],
     session: SessionOption = None,
-    workdir: Workdir = Path("."),
+    workdir: ExistingWorkdir = Path("."),
     json_output: JsonOutput = False,
 ) -> None:
     """Checkpoint the newest session of the workdir (or --session) now; resumable by its id."""

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from aca_flows.cli.options import ConfigFile, JsonOutput, Workdir
+from aca_flows.cli.options import ConfigFile, ExistingWorkdir, JsonOutput
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -42,7 +42,7 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 @app.command("show")
 def show(
-    workdir: Workdir = Path("."),
+    workdir: ExistingWorkdir = Path("."),
     config: ConfigFile = None,
     json_output: JsonOutput = False,
 ) -> None:

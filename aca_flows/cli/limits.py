@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from aca_flows.cli.options import ConfigFile, JsonOutput, Workdir
+from aca_flows.cli.options import ConfigFile, ExistingWorkdir, JsonOutput
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -30,7 +30,7 @@ Providers = Annotated[
 @app.command("sync")
 def sync(
     provider: Providers = None,
-    workdir: Workdir = Path("."),
+    workdir: ExistingWorkdir = Path("."),
     config: ConfigFile = None,
     json_output: JsonOutput = False,
 ) -> None:

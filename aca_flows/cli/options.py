@@ -17,6 +17,28 @@ Workdir = Annotated[
         file_okay=False,
     ),
 ]
+
+
+def existing_folder(workdir: Path) -> Path:
+    """The workdir of a command that only reads it: a mistyped path must not read as "no
+    sessions", "no checkpoints" or the default configuration."""
+    if not workdir.is_dir():
+        from aca_flows.errors import InputError
+
+        raise InputError(f"{workdir} is not a folder; pass an existing folder to --workdir.")
+    return workdir
+
+
+ExistingWorkdir = Annotated[
+    Path,
+    typer.Option(
+        "--workdir",
+        "-w",
+        help="The repository worked on; its .aca/ holds the sessions.",
+        file_okay=False,
+        callback=existing_folder,
+    ),
+]
 DryRun = Annotated[
     bool, typer.Option("--dry-run", help="Load, validate and show the plan; run nothing.")
 ]

@@ -14,10 +14,10 @@ from aca_flows.cli.options import (
     ConfigFile,
     Context,
     DumpPlan,
+    ExistingWorkdir,
     ModelName,
     ProviderName,
     Strict,
-    Workdir,
 )
 
 app = typer.Typer(no_args_is_help=True)
@@ -61,7 +61,7 @@ def parse(
         PlanFormat, typer.Option("--format", "-f", help="tree, mermaid or json.")
     ] = PlanFormat.tree,
     dump_plan: DumpPlan = None,
-    workdir: Workdir = Path("."),
+    workdir: ExistingWorkdir = Path("."),
     context: Context = None,
     append_system_prompt: AppendSystemPrompt = None,
     provider: ProviderName = None,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import typer
 
-from aca_flows.cli.options import ConfigFile, JsonOutput, ModelName, Workdir
+from aca_flows.cli.options import ConfigFile, ExistingWorkdir, JsonOutput, ModelName
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -31,7 +31,7 @@ def _config(workdir: Path, config: Path | None):
 
 @app.command("list")
 def list_providers(
-    workdir: Workdir = Path("."),
+    workdir: ExistingWorkdir = Path("."),
     config: ConfigFile = None,
     json_output: JsonOutput = False,
 ) -> None:
@@ -70,7 +70,7 @@ def list_providers(
 @app.command("check")
 def check_provider(
     name: str = typer.Argument(..., help="claude-code, anthropic, openai, ollama or replay."),
-    workdir: Workdir = Path("."),
+    workdir: ExistingWorkdir = Path("."),
     config: ConfigFile = None,
     model: ModelName = None,
     json_output: JsonOutput = False,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from aca_flows.cli.options import JsonOutput, Workdir
+from aca_flows.cli.options import ExistingWorkdir, JsonOutput
 
 if TYPE_CHECKING:  # imported where used: `aca --help` pays for none of it
     from rich.console import Console
@@ -28,14 +28,9 @@ app = typer.Typer(no_args_is_help=True, help="List and inspect the sessions of a
 
 
 @app.command("list")
-def list_command(workdir: Workdir = Path("."), json_output: JsonOutput = False) -> None:
+def list_command(workdir: ExistingWorkdir = Path("."), json_output: JsonOutput = False) -> None:
     """List sessions, newest first: id, name, started, status, tasks by state, tokens, cost."""
     from rich.table import Table
-
-    from aca_flows.errors import InputError
-
-    if not workdir.is_dir():  # "no sessions" would hide a mistyped path
-        raise InputError(f"workdir {workdir} does not exist; check the path given to --workdir.")
 
     from aca_flows.session.record import describe_counts
     from aca_flows.session.store import display_status, scan_sessions
@@ -75,7 +70,7 @@ def list_command(workdir: Workdir = Path("."), json_output: JsonOutput = False) 
 @app.command("show")
 def show_command(
     session_id: Annotated[str, typer.Argument(help="A session id, or a unique prefix of one.")],
-    workdir: Workdir = Path("."),
+    workdir: ExistingWorkdir = Path("."),
     json_output: JsonOutput = False,
 ) -> None:
     """Show one session: its tasks and statuses, branch, duration, last checkpoint, costs."""

@@ -176,11 +176,25 @@ def test_config_show_in_a_pipe_prints_every_key_whole(tmp_path, capsys):
         assert key in out
 
 
-def test_sessions_of_a_workdir_that_does_not_exist_are_refused(tmp_path, capsys):
-    """Not "no sessions": a mistyped path is named, exit 2, and nothing is created."""
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["sessions", "list"],
+        ["sessions", "show", "s-1"],
+        ["usage"],
+        ["checkpoints", "list"],
+        ["--list-checkpoints"],
+        ["resume", "--latest"],
+        ["config", "show"],
+        ["providers", "list"],
+    ],
+)
+def test_a_workdir_that_does_not_exist_is_refused(tmp_path, capsys, command):
+    """Not "no sessions", "no checkpoints", an empty usage table or the default configuration:
+    a mistyped path is named, exit 2, and nothing is created."""
     missing = tmp_path / "not-here"
-    code, out, err = run(capsys, "sessions", "list", "--workdir", str(missing))
-    assert code == 2 and f"workdir {missing} does not exist" in err
+    code, out, err = run(capsys, *command, "--workdir", str(missing))
+    assert code == 2 and f"{missing} is not a folder; pass an existing folder" in err
     assert "Traceback" not in err and not missing.exists()
 
 
