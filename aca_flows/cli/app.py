@@ -69,8 +69,12 @@ app.add_typer(
     limits_cli.app, name="limits", help="Provider limits on the Prefect server, for every worker."
 )
 app.command("approve")(approval_cli.approve_command)
-app.command("reject")(approval_cli.reject_command)
-app.command("answer")(approval_cli.answer_command)
+app.command("reject", short_help="Reject the plan of a waiting run; no task runs.")(
+    approval_cli.reject_command
+)
+app.command("answer", short_help="Answer a task that waits: --retry, --skip or --fail.")(
+    approval_cli.answer_command
+)
 
 
 def _version(value: bool) -> None:
@@ -131,7 +135,7 @@ def root(
     _run(options)
 
 
-@app.command("run")
+@app.command("run", short_help="Run a task file as a Prefect flow, or --dry-run it.")
 def run_command(
     file: Annotated[Path, typer.Argument(help="Task file (.md, .toml) or execution plan (.json).")],
     workdir: Workdir = Path("."),
@@ -160,7 +164,7 @@ def run_command(
     _run(options)
 
 
-@app.command("resume")
+@app.command("resume", short_help="Continue a session; finished tasks are never redone.")
 def resume_command(
     target: Annotated[str | None, typer.Argument(help="A checkpoint id or a session id.")] = None,
     latest: Annotated[
@@ -186,7 +190,7 @@ def resume_command(
     raise typer.Exit(run_session(options, session_id=resolved.session_id))
 
 
-@app.command("usage")
+@app.command("usage", short_help="Tokens and cost of the workdir's sessions, by model.")
 def usage_command(workdir: ExistingWorkdir = Path("."), json_output: JsonOutput = False) -> None:
     """Tokens and cost of every session of the workdir, by provider and model."""
     import json

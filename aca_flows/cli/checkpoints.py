@@ -30,7 +30,7 @@ SessionOption = Annotated[
 ]
 
 
-@app.command("list")
+@app.command("list", short_help="List checkpoints, newest first.")
 def list_command(
     all_sessions: Annotated[
         bool, typer.Option("--all-sessions", help="Checkpoints of every session, not one.")
@@ -43,7 +43,7 @@ def list_command(
     print_checkpoints(workdir, all_sessions, session_id=session, as_json=json_output)
 
 
-@app.command("create")
+@app.command("create", short_help="Checkpoint the newest session (or --session) now.")
 def create_command(
     description: Annotated[str, typer.Argument(help="What this point of the work is.")],
     session: SessionOption = None,

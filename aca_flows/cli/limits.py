@@ -27,7 +27,7 @@ Providers = Annotated[
 ]
 
 
-@app.command("sync")
+@app.command("sync", short_help="Create or update the limits on the Prefect server.")
 def sync(
     provider: Providers = None,
     workdir: ExistingWorkdir = Path("."),

@@ -54,7 +54,7 @@ def _print_plan(plan, format: PlanFormat) -> None:
         typer.echo(render_tree(plan))
 
 
-@app.command("parse")
+@app.command("parse", short_help="Let an LLM turn a Markdown task file into a plan.")
 def parse(
     file: Annotated[Path, typer.Argument(help="Markdown task file for the LLM to read.")],
     format: Annotated[
@@ -103,7 +103,7 @@ def parse(
     _print_plan(plan, format)
 
 
-@app.command("schema")
+@app.command("schema", short_help="Print the JSON Schema of execution plans.")
 def schema() -> None:
     """Print the JSON Schema of execution plans, generated from the models."""
     from aca_flows.plan.render import plan_json_schema

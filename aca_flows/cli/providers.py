@@ -29,7 +29,7 @@ def _config(workdir: Path, config: Path | None):
     return load_config(workdir.resolve(), config).config
 
 
-@app.command("list")
+@app.command("list", short_help="Whether each provider can work here, and why.")
 def list_providers(
     workdir: ExistingWorkdir = Path("."),
     config: ConfigFile = None,
@@ -67,7 +67,7 @@ def list_providers(
     Console(width=160, markup=False).print(table)
 
 
-@app.command("check")
+@app.command("check", short_help="Check a provider with one minimal real call.")
 def check_provider(
     name: str = typer.Argument(..., help="claude-code, anthropic, openai, ollama or replay."),
     workdir: ExistingWorkdir = Path("."),

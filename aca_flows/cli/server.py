@@ -17,7 +17,7 @@ from aca_flows.cli.warm_runner import WarmRunner
 app = typer.Typer(no_args_is_help=True)
 
 
-@app.command("start")
+@app.command("start", short_help="Start the server and the warm runner in the background.")
 def start(
     port: Annotated[int, typer.Option("--port", help="Port of the server and its UI.")] = 4200,
 ) -> None:

@@ -27,7 +27,7 @@ __all__ = ["app", "console", "format_cost", "format_time"]
 app = typer.Typer(no_args_is_help=True, help="List and inspect the sessions of a workdir.")
 
 
-@app.command("list")
+@app.command("list", short_help="List sessions, newest first, with status and cost.")
 def list_command(workdir: ExistingWorkdir = Path("."), json_output: JsonOutput = False) -> None:
     """List sessions, newest first: id, name, started, status, tasks by state, tokens, cost."""
     from rich.table import Table
@@ -67,7 +67,7 @@ def list_command(workdir: ExistingWorkdir = Path("."), json_output: JsonOutput =
     console().print(table)
 
 
-@app.command("show")
+@app.command("show", short_help="Show one session: tasks, branch, cost, how to resume.")
 def show_command(
     session_id: Annotated[str, typer.Argument(help="A session id, or a unique prefix of one.")],
     workdir: ExistingWorkdir = Path("."),

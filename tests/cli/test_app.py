@@ -291,3 +291,15 @@ def test_ctrl_c_inside_a_library_callback_while_prefect_starts_is_an_interrupt(
     code = main(["run", str(tasks), "--workdir", str(workdir), "--provider", "anthropic"])
     assert code == 130
     assert "interrupted" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "group", ["", "plan", "config", "sessions", "checkpoints", "providers", "server", "limits"]
+)
+def test_every_command_is_described_whole_in_help(capsys, group):
+    """Click cuts a long first sentence to fit 80 columns ("it ends Cancelled, no..."): each
+    command's line in a listing says all it has to say."""
+    code, out, _ = run(capsys, *group.split(), "--help")
+    listing = out.split("Commands:", 1)[1]
+    assert code == 0 and listing.strip()
+    assert "..." not in listing, listing
