@@ -168,6 +168,10 @@ class SessionRecord(_Model):
     )
     remote: RemoteState | None = None
     resumes: int = 0
+    resumed_at: datetime | None = Field(default=None, description="Start of the latest run.")
+    earlier_runs_seconds: float = Field(
+        default=0.0, description="Wall time of the runs before the latest one, idle time not."
+    )
     last_seq: int = Field(default=0, description="seq of the last journal event applied.")
 
     @property
@@ -201,8 +205,11 @@ class SessionRecord(_Model):
 
     @property
     def duration(self) -> timedelta:
-        """Wall time from creation to the end, or to the last event while unfinished."""
-        return (self.finished_at or self.updated_at) - self.created_at
+        """Wall time the session ran: each run from its start (or resume) to its end, or to
+        its last event while unfinished. A day between an interrupt and its resume is not in
+        it."""
+        latest = (self.finished_at or self.updated_at) - (self.resumed_at or self.created_at)
+        return timedelta(seconds=self.earlier_runs_seconds) + latest
 
     def task_run(self, task_id: str) -> TaskRun:
         if task_id not in self.tasks:
@@ -273,6 +280,9 @@ def _started(record: SessionRecord, event: SessionStarted) -> bool:
 
 
 def _resumed(record: SessionRecord, event: SessionResumed) -> bool:
+    # The run before ended at its finish, or at its last event if it crashed.
+    record.earlier_runs_seconds = record.duration.total_seconds()
+    record.resumed_at = event.at
     # Tasks running at the crash start again from a clean worktree: they are pending now.
     for task in record.plan.tasks:
         if task.status.state == "in_progress":

@@ -7,6 +7,7 @@ import json
 import re
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -14,8 +15,15 @@ from aca_flows.errors import AcaError
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import Usage
 from aca_flows.session.errors import SessionFileError, UnknownSessionError
-from aca_flows.session.events import TaskResult
+from aca_flows.session.events import (
+    SessionFinished,
+    SessionResumed,
+    SessionStarted,
+    TaskResult,
+    TaskStarted,
+)
 from aca_flows.session.layout import AcaDir
+from aca_flows.session.record import fold_events
 from aca_flows.session.store import (
     SessionStore,
     latest_session_id,
@@ -177,6 +185,32 @@ def test_resumed_puts_running_tasks_back_to_pending(tmp_path):
     assert [t.status.state for t in session.plan.tasks] == ["completed", "pending"]
     assert session.status == "running" and session.resumes == 1
     assert session.tasks["b"].attempts == 1
+
+
+def test_duration_counts_the_runs_not_the_days_between_them():
+    """Interrupted after 10 s, resumed a day later, done 5 s after: it ran for 15 s."""
+    start = datetime(2026, 12, 1, 22, 0, tzinfo=UTC)
+    plan = make_plan("a")
+    events = [
+        SessionStarted(
+            seq=1,
+            at=start,
+            session_id="s-1",
+            name="n",
+            workdir="/w",
+            branch="aca/s-1",
+            provider="replay",
+            plan=plan,
+        ),  # fmt: skip
+        SessionFinished(seq=2, at=start + timedelta(seconds=10), status="interrupted"),
+        SessionResumed(seq=3, at=start + timedelta(days=1)),
+        TaskStarted(seq=4, at=start + timedelta(days=1, seconds=1), task_id="a"),
+        # The second run crashed after its last event; the third one finished.
+        SessionResumed(seq=5, at=start + timedelta(days=2)),
+        SessionFinished(seq=6, at=start + timedelta(days=2, seconds=4), status="completed"),
+    ]
+    assert fold_events(events).duration == timedelta(seconds=15)
+    assert fold_events(events[:4]).duration == timedelta(seconds=11)  # running: to its last event
 
 
 def test_subtasks_join_the_tree_once(tmp_path):
