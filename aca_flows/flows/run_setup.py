@@ -62,7 +62,10 @@ from aca_flows.workspace.commit import completed_task_commits
 from aca_flows.workspace.repository import remove_stale_branch_lock
 
 if TYPE_CHECKING:
+    import git
+
     from aca_flows.plan.intelligent import IntelligentParse
+    from aca_flows.session.record import SessionRecord
 
 __all__ = ["RunRequest", "open_run", "plan_name_of", "recorded_state"]
 
@@ -124,6 +127,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
     config = load_config(workdir, config_file, overrides, block=block).config
     repo = open_repository(workdir, init_git=request.init_git)
     if resuming:
+        _refuse_lost_work(repo, recorded)
         names = _providers_left(recorded.plan, config.session.provider)
         _require_working_providers(names, config)
         _import_sdks_in_background(names)
@@ -481,6 +485,34 @@ def _require_working_providers(names, config: AcaConfig) -> None:
     """Each provider in ``names`` can work (keys from Secret blocks included), or the run
     ends here, before anything is spent or committed."""
     require_providers(names, config, providers_environ(names, config))
+
+
+def _refuse_lost_work(repo: git.Repo, session: SessionRecord) -> None:
+    """A resume builds on the session branch: every task on record as landed must be on it.
+    A deleted or reset branch would otherwise be made again from HEAD, the tasks after it
+    built on work that is gone, and the session still reported completed."""
+    landed = [
+        task.id
+        for task in session.plan.tasks
+        if task.status.state == "completed"
+        and task.id in session.tasks
+        and session.tasks[task.id].commit
+    ]
+    if not landed:
+        return
+    lost = sorted(set(landed) - set(completed_task_commits(repo, session.id)))
+    if not lost:
+        return
+    last = max(
+        (session.tasks[t] for t in landed), key=lambda run: run.finished_at or session.created_at
+    )
+    shown = ", ".join(lost[:10]) + (" ..." if len(lost) > 10 else "")
+    raise InputError(
+        f"the session branch {session.branch} no longer holds the work of {len(lost)} "
+        f"completed task(s) ({shown}): it was deleted or reset. Restore it "
+        f"(`git branch -f {session.branch} {last.commit}`, the last commit on record; "
+        "`git reflog` finds others), then resume; or start the work again with `aca run`."
+    )
 
 
 def _session_exists(workdir: Path, session_id: str) -> bool:

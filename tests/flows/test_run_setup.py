@@ -131,6 +131,33 @@ def test_a_completed_session_resumes_without_its_provider(
     assert len(anthropic_fake.anthropic.requests) == calls
 
 
+def test_a_resume_refuses_a_session_branch_that_lost_landed_work(tmp_path, repo, anthropic_fake):
+    """A deleted session branch, made again from HEAD, would let the tasks left build on work
+    that is gone while the session said completed: the resume refuses (exit 2), names the
+    lost tasks and how to restore the branch, and writes nothing."""
+    for _ in range(4):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write a.txt\n")
+    first = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test").summary
+    branch = f"aca/{first['session_id']}"
+    landed = git.Repo(repo).git.rev_parse(branch)
+    git.Repo(repo).git.branch("-D", branch)
+    events = next((repo / ".aca" / "sessions").glob("*/meta/events.jsonl"))
+    journal = events.read_text()
+
+    again = run_flow(workdir=str(repo), session_id=first["session_id"])
+
+    assert getattr(again.error, "exit_code", None) == 2, again.error
+    message = str(again.error)
+    assert f"session branch {branch} no longer holds the work of 1 completed task(s) (write-a-txt)" in (
+        message
+    )
+    assert f"git branch -f {branch} {landed}" in message
+    assert events.read_text() == journal
+    assert branch not in [h.name for h in git.Repo(repo).heads]
+
+
 async def _runs_named(name: str):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
