@@ -121,6 +121,9 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         _refuse_redacted_work(recorded.plan, recorded.id)
         overrides["session.provider"] = request.provider or recorded.provider
         overrides["session.model"] = request.model or recorded.model
+        # and its budget: a nightly `aca resume` must not lose the cap `aca run` was given.
+        if request.budget_usd is None and recorded.budget_usd is not None:
+            overrides["session.budget_usd"] = recorded.budget_usd
     block = None
     if request.config_block:  # settings from the Prefect server: nothing read from disk
         block = (request.config_block, load_config_block(request.config_block))
@@ -132,7 +135,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         _require_working_providers(names, config)
         _import_sdks_in_background(names)
         store = SessionStore.open(workdir, request.session_id)
-        store.resumed()
+        store.resumed(budget_usd=request.budget_usd)
         asked = None
     else:
         plan, parse = _load_plan(request, config)
@@ -147,6 +150,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
             model=config.session.model,
             name=request.session_name,
             session_id=request.session_id,
+            budget_usd=config.session.budget_usd,
         )
         if parse is not None:
             _bill_parse(store, parse)

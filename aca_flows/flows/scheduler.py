@@ -63,6 +63,7 @@ from aca_flows.flows.task_help import add_hint, ask_about_failed_task, reviewed_
 from aca_flows.flows.task_run import (
     ActiveRun,
     TaskRunFailed,
+    budget_reached,
     run_tags,
     runner_for,
     task_run_name,
@@ -146,7 +147,7 @@ async def drive_plan(
         tree.close_settled()
         spent = _spent(store)
         if budget is not None and spent >= budget and stopped_reason is None:
-            stopped_reason = f"budget of ${budget:.2f} reached (spent ${spent:.4f})"
+            stopped_reason = budget_reached(budget, spent)
             logger.warning(f"{stopped_reason}; no new task starts")
         if stopped_reason is None and not interrupt.requested:
             for task in dag.ready():

@@ -54,6 +54,7 @@ __all__ = [
     "SpendGuard",
     "SpendMeter",
     "TaskRunFailed",
+    "budget_reached",
     "execute_plan_task",
     "options_for",
     "run_tags",
@@ -151,10 +152,17 @@ class SpendMeter:
     def check(self) -> None:
         if self.budget_usd is not None and self.spent_usd >= self.budget_usd:
             raise BudgetReached(
-                f"budget of ${self.budget_usd:.2f} reached (spent ${self.spent_usd:.4f}); "
+                f"{budget_reached(self.budget_usd, self.spent_usd)}; "
                 "`aca resume` with a higher --budget-usd continues",
                 provider="",
             )
+
+
+def budget_reached(budget_usd: float, spent_usd: float) -> str:
+    """Why a run stops for its budget. A budget under a cent is not shown as "$0.00", which
+    reads as no budget at all."""
+    budget = f"{budget_usd:.2f}" if budget_usd >= 0.01 else f"{budget_usd:g}"
+    return f"budget of ${budget} reached (spent ${spent_usd:.4f})"
 
 
 class SpendGuard:

@@ -92,12 +92,15 @@ class SessionStarted(_Event):
     provider: str
     model: str | None = None
     plan: ExecutionPlan
+    budget_usd: float | None = None
 
 
 class SessionResumed(_Event):
     type: Literal["session_resumed"] = "session_resumed"
     pid: int | None = None
     checkpoint_id: str | None = None
+    budget_usd: float | None = None
+    """The budget from this run on (``aca resume --budget-usd``); None keeps the one before."""
 
 
 class TaskStarted(_Event):

@@ -168,6 +168,9 @@ class SessionRecord(_Model):
     )
     remote: RemoteState | None = None
     resumes: int = 0
+    budget_usd: float | None = Field(
+        default=None, description="The spend cap: a resume keeps it unless given another."
+    )
     resumed_at: datetime | None = Field(default=None, description="Start of the latest run.")
     earlier_runs_seconds: float = Field(
         default=0.0, description="Wall time of the runs before the latest one, idle time not."
@@ -257,6 +260,7 @@ def _start(event: SessionStarted) -> SessionRecord:
         provider=event.provider,
         model=event.model,
         plan=plan,
+        budget_usd=event.budget_usd,
         tasks={task.id: TaskRun(task_id=task.id) for task in plan.tasks},
         last_seq=event.seq,
     )
@@ -283,6 +287,8 @@ def _resumed(record: SessionRecord, event: SessionResumed) -> bool:
     # The run before ended at its finish, or at its last event if it crashed.
     record.earlier_runs_seconds = record.duration.total_seconds()
     record.resumed_at = event.at
+    if event.budget_usd is not None:
+        record.budget_usd = event.budget_usd
     # Tasks running at the crash start again from a clean worktree: they are pending now.
     for task in record.plan.tasks:
         if task.status.state == "in_progress":

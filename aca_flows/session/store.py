@@ -145,6 +145,7 @@ class SessionStore:
         options: dict[str, Any] | None = None,
         now: datetime | None = None,
         session_id: str | None = None,
+        budget_usd: float | None = None,
     ) -> SessionStore:
         """A new session for ``plan`` in ``<workdir>/.aca/sessions/<new id>/``, locked.
 
@@ -176,6 +177,7 @@ class SessionStore:
                 provider=provider,
                 model=model,
                 plan=plan,
+                budget_usd=budget_usd,
                 **({"at": now.astimezone(UTC)} if now else {}),
             )
             started = _redacted(started)
@@ -294,10 +296,13 @@ class SessionStore:
         # Shielded: a cancelled caller must not take back an event (a paid call) once handed.
         return await asyncio.shield(asyncio.wrap_future(future))
 
-    def resumed(self, checkpoint_id: str | None = None) -> None:
+    def resumed(self, checkpoint_id: str | None = None, budget_usd: float | None = None) -> None:
         """Record that this process continues the session: tasks that were running become
-        pending (they start again from a clean worktree) and the status is ``running``."""
-        self.record(SessionResumed(pid=os.getpid(), checkpoint_id=checkpoint_id))
+        pending (they start again from a clean worktree) and the status is ``running``;
+        ``budget_usd`` replaces the session's budget."""
+        self.record(
+            SessionResumed(pid=os.getpid(), checkpoint_id=checkpoint_id, budget_usd=budget_usd)
+        )
 
     def task_started(self, task_id: str, *, provider: str | None = None, model: str | None = None):
         return self.record(TaskStarted(task_id=task_id, provider=provider, model=model))

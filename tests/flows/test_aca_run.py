@@ -241,7 +241,7 @@ def test_budget_stops_the_run_and_resume_finishes_without_repeating(tmp_path, re
     first = stopped.summary
     assert stopped.state_name == "Stopped"  # a Cancelled state: not done, not failed
     assert first["status"] == "stopped"
-    assert "budget of $0.00 reached" in first["stopped_reason"]
+    assert "budget of $0.001 reached" in first["stopped_reason"]
     assert first["counts"]["completed"] == 1
     done_before = task_commits(repo, first["branch"])
     calls = len(anthropic_fake.anthropic.requests)

@@ -167,7 +167,7 @@ def test_a_run_stopped_by_its_budget_says_so_and_why(tmp_path, repo, anthropic_f
 
     events = eventually(stopped, "aca.session.stopped")
     assert events[0].payload["reason"] == summary["stopped_reason"]
-    assert events[0].payload["reason"].startswith("budget of $0.00 reached")
+    assert events[0].payload["reason"].startswith("budget of $0.001 reached")
     assert events[0].payload["cost_usd"] == pytest.approx(summary["cost_usd"])
     names = {e.event for e in aca_events(str(flow_run.id), since)}
     assert "aca.session.failed" not in names and "aca.task.failed" not in names
