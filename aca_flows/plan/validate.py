@@ -1,7 +1,8 @@
 """Plan validation: every problem at once, never just the first.
 
 Checks duplicate ids, unknown and self dependencies, dependency cycles (reported with their
-path), the tree's consistency (``parent_id`` and ``children`` agree, no parent loops), and
+path), the tree's consistency (``parent_id`` and ``children`` agree, no parent loops, no
+verify command on a group, which nothing would run), and
 plans that could never progress (``stall_problems``): tasks that wait for each other through
 their groups, and with ``strategy = sequential`` a task that depends on a later one.
 """
@@ -49,6 +50,13 @@ def plan_problems(plan: ExecutionPlan) -> list[str]:
                     f"task '{task.id}' names parent '{task.parent_id}', "
                     f"but '{task.parent_id}' does not list it in children"
                 )
+        if task.children and task.verify and task.status.state != "completed":
+            # A group's own title is not a piece of work: nothing would ever run its check.
+            problems.append(
+                f"task '{task.id}' has subtasks, so it is a group and its verify command "
+                f"`{task.verify}` would never run; give the check to one of its subtasks, or "
+                f"to a task that depends on '{task.id}'"
+            )
         for child_id in task.children:
             child = by_id.get(child_id)
             if child is None:

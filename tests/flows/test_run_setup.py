@@ -150,8 +150,9 @@ def test_a_resume_refuses_a_session_branch_that_lost_landed_work(tmp_path, repo,
 
     assert getattr(again.error, "exit_code", None) == 2, again.error
     message = str(again.error)
-    assert f"session branch {branch} no longer holds the work of 1 completed task(s) (write-a-txt)" in (
-        message
+    assert (
+        f"session branch {branch} no longer holds the work of 1 completed task(s) (write-a-txt)"
+        in (message)
     )
     assert f"git branch -f {branch} {landed}" in message
     assert events.read_text() == journal
