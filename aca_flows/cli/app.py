@@ -129,6 +129,13 @@ def root(
         print_checkpoints(existing_folder(workdir), all_sessions=True)
         raise typer.Exit(0)
     if task_file is None and execution_plan is None:
+        if _options_given(ctx):  # `aca --dry-run`: a run was asked for, of nothing
+            from aca_flows.errors import InputError
+
+            raise InputError(
+                "nothing to run: give a task file (`aca run FILE` or --task-file FILE) or a "
+                "reviewed plan (--execution-plan FILE)."
+            )
         typer.echo(ctx.get_help())
         raise typer.Exit(0)
     options = _run_options(locals())
@@ -204,6 +211,12 @@ def usage_command(workdir: ExistingWorkdir = Path("."), json_output: JsonOutput 
         typer.echo(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
         return
     console().print(usage_table(entries, title=f"Usage of the sessions in {workdir}"))
+
+
+def _options_given(ctx: typer.Context) -> bool:
+    # By name: typer carries its own copy of click, with its own ParameterSource.
+    sources = (ctx.get_parameter_source(name) for name in ctx.params)
+    return any(source is not None and source.name != "DEFAULT" for source in sources)
 
 
 def _refuse_misplaced_options(ctx: typer.Context) -> None:

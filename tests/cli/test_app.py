@@ -303,3 +303,13 @@ def test_every_command_is_described_whole_in_help(capsys, group):
     listing = out.split("Commands:", 1)[1]
     assert code == 0 and listing.strip()
     assert "..." not in listing, listing
+
+
+@pytest.mark.parametrize("options", [["--dry-run"], ["--json", "--budget-usd", "5"]])
+def test_run_options_without_a_task_file_are_refused_not_answered_with_help(capsys, options):
+    """`aca --dry-run` in a script that lost its file argument: exit 2 naming what is
+    missing, not the help and exit 0 (a nightly job would count that as done)."""
+    code, out, err = run(capsys, *options)
+    assert code == 2 and "nothing to run: give a task file" in err and "Usage" not in out
+    code, out, _ = run(capsys)
+    assert code == 0 and "Usage: aca" in out  # plain `aca` still shows its help
