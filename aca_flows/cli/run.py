@@ -225,7 +225,7 @@ def _run_session(options: RunOptions, session_id: str | None) -> int:
         view = LiveView(options.workdir, session_id=session_id, console=Console())
     # SIGINT/SIGTERM: the flow stops starting tasks, lets running ones finish within
     # [session] interrupt_grace_seconds, checkpoints and reports "interrupted" (exit 130).
-    with view, _sigterm_interrupts(), interrupt_on_signals():
+    with view, _signals_interrupt(), interrupt_on_signals():
         outcome = _run_flow(run_flow, options, session_id, quiet_console=live)
     if outcome.summary is None:
         error = outcome.error
@@ -295,22 +295,26 @@ def redacted_terminal() -> Iterator[None]:
 
 
 @contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM before the flow takes over its signals (while Prefect starts) ends the process
-    like Ctrl-C does: "interrupted", exit 130, no traceback."""
+def _signals_interrupt() -> Iterator[None]:
+    """SIGINT or SIGTERM before the flow takes over its signals (while Prefect and its
+    temporary server start) ends the process: "interrupted", exit 130, no traceback. Python's
+    own SIGINT handler would not do for SIGINT: under it, ``asyncio.run`` turns a Ctrl-C into
+    a cancel of its main task, which Prefect's start-up can swallow, and the run went on to
+    the end and exited 0."""
 
     def handler(signum, frame):
         raise KeyboardInterrupt
 
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, earlier in previous.items():
+            signal.signal(sig, earlier)
 
 
 class RunCrashed(AcaError):

@@ -157,3 +157,27 @@ def test_a_repo_that_cannot_be_fetched_exits_2_naming_it(tmp_path, capsys):
         assert "hunter2secret" not in err
     # No half-made clone is left where the next run would look.
     assert [p.name for p in (Path.home() / ".aca" / "repos").iterdir()] == [".locks"]
+
+
+def test_ctrl_c_while_prefect_starts_ends_the_command_even_if_start_up_swallows_a_cancel():
+    """Under Python's own SIGINT handler `asyncio.run` turns Ctrl-C into a cancel of its main
+    task; start-up code that swallows the cancel (Prefect's, waiting for its temporary server)
+    went on, and the run finished with exit 0. Before the flow takes over its signals, a
+    Ctrl-C must end the command (exit 130 via KeyboardInterrupt)."""
+    import asyncio
+    import contextlib
+    import signal
+
+    import pytest
+
+    from aca_flows.cli.run import _signals_interrupt
+
+    async def start_up_that_swallows_a_cancel() -> str:
+        os.kill(os.getpid(), signal.SIGINT)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(1)
+        return "went on"
+
+    with _signals_interrupt(), pytest.raises(KeyboardInterrupt):
+        asyncio.run(start_up_that_swallows_a_cancel())
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
