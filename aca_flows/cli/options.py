@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-Workdir = Annotated[
-    Path,
-    typer.Option(
+
+def _workdir_option(**extra: Any) -> Any:
+    return typer.Option(
         "--workdir",
         "-w",
         help="The repository worked on; its .aca/ holds the sessions.",
         file_okay=False,
-    ),
-]
+        **extra,
+    )
+
+
+# A run may create its workdir (--init-git, --repo); a command that only reads one may not.
+Workdir = Annotated[Path, _workdir_option()]
 
 
 def existing_folder(workdir: Path) -> Path:
@@ -29,16 +33,7 @@ def existing_folder(workdir: Path) -> Path:
     return workdir
 
 
-ExistingWorkdir = Annotated[
-    Path,
-    typer.Option(
-        "--workdir",
-        "-w",
-        help="The repository worked on; its .aca/ holds the sessions.",
-        file_okay=False,
-        callback=existing_folder,
-    ),
-]
+ExistingWorkdir = Annotated[Path, _workdir_option(callback=existing_folder)]
 DryRun = Annotated[
     bool, typer.Option("--dry-run", help="Load, validate and show the plan; run nothing.")
 ]
