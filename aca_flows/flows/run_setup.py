@@ -495,13 +495,7 @@ def _refuse_lost_work(repo: git.Repo, session: SessionRecord) -> None:
     """A resume builds on the session branch: every task on record as landed must be on it.
     A deleted or reset branch would otherwise be made again from HEAD, the tasks after it
     built on work that is gone, and the session still reported completed."""
-    landed = [
-        task.id
-        for task in session.plan.tasks
-        if task.status.state == "completed"
-        and task.id in session.tasks
-        and session.tasks[task.id].commit
-    ]
+    landed = [t for t in session.completed_task_ids if (run := session.tasks.get(t)) and run.commit]
     if not landed:
         return
     lost = sorted(set(landed) - set(completed_task_commits(repo, session.id)))

@@ -3,15 +3,20 @@ not be sandboxed, end the run before any task."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import git
+import pytest
 
 from aca_flows.cli import main
+from aca_flows.cli.run import _signals_interrupt
 from tests.fakes.git_repo import make_repo
 from tests.fakes.llm_server import FakeLLMServer
 
@@ -164,13 +169,6 @@ def test_ctrl_c_while_prefect_starts_ends_the_command_even_if_start_up_swallows_
     task; start-up code that swallows the cancel (Prefect's, waiting for its temporary server)
     went on, and the run finished with exit 0. Before the flow takes over its signals, a
     Ctrl-C must end the command (exit 130 via KeyboardInterrupt)."""
-    import asyncio
-    import contextlib
-    import signal
-
-    import pytest
-
-    from aca_flows.cli.run import _signals_interrupt
 
     async def start_up_that_swallows_a_cancel() -> str:
         os.kill(os.getpid(), signal.SIGINT)

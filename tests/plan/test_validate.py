@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from aca_flows.plan import ExecutionPlan, Task
+import pytest
+
+from aca_flows.errors import PlanValidationError
+from aca_flows.plan import ExecutionPlan, Task, load_task_file
+from aca_flows.plan.models import TaskStatus
 from aca_flows.plan.validate import find_cycles, plan_problems, stall_problems
 
 
@@ -126,12 +130,6 @@ def test_completed_tasks_block_nothing():
 def test_a_group_with_a_verify_command_is_refused_naming_where_the_check_goes(tmp_path):
     """A task with subtasks is a group: its own line is not run, so its check never would be,
     and the run said "completed" without it."""
-    import pytest
-
-    from aca_flows.errors import PlanValidationError
-    from aca_flows.plan import load_task_file
-    from aca_flows.plan.models import TaskStatus
-
     tasks = tmp_path / "tasks.md"
     tasks.write_text('- [ ] write p.txt {#p verify="test -f p.txt"}\n  - [ ] write p1.txt\n')
     with pytest.raises(PlanValidationError, match="task 'p' has subtasks, so it is a group"):

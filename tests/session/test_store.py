@@ -201,7 +201,7 @@ def test_duration_counts_the_runs_not_the_days_between_them():
             branch="aca/s-1",
             provider="replay",
             plan=plan,
-        ),  # fmt: skip
+        ),
         SessionFinished(seq=2, at=start + timedelta(seconds=10), status="interrupted"),
         SessionResumed(seq=3, at=start + timedelta(days=1)),
         TaskStarted(seq=4, at=start + timedelta(days=1, seconds=1), task_id="a"),
