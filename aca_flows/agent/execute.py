@@ -22,7 +22,7 @@ Prefect flow) decides about retries; the task's worktree is removed either way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -151,6 +151,7 @@ async def execute_task(
     init_git: bool = False,
     max_runs: int | None = None,
     first_attempt: bool = False,
+    stop_requested: Callable[[], bool] = lambda: False,
 ) -> TaskOutcome:
     """Run one task of ``plan`` to a verified commit on ``aca/<session_id>``.
 
@@ -160,6 +161,8 @@ async def execute_task(
     task's ``max_attempts``, else ``session.max_attempts``). ``first_attempt``: the session
     never started this task before, so no commit of it can be on the session branch and the
     two looks for one (before the work, and under the merge lock) are skipped.
+    ``stop_requested``: the run is stopping; a failed verify then ends the task instead of
+    going back to the agent (the stop's signal may be what failed it).
     """
     config = config or AcaConfig()
     workdir = Path(workdir)
@@ -224,7 +227,7 @@ async def execute_task(
             )
             try:
                 result = await _run_agent_and_verify(
-                    plan, task, worktree, conversation, dependencies, config
+                    plan, task, worktree, conversation, dependencies, config, stop_requested
                 )
             finally:
                 totals.add(conversation)
@@ -319,8 +322,9 @@ async def _run_agent_and_verify(
     conversation: AgentConversation,
     dependencies: list[DependencyContext],
     config: AcaConfig,
+    stop_requested: Callable[[], bool],
 ) -> _RunResult:
-    """Agent rounds until verify passes or the fix attempts run out."""
+    """Agent rounds until verify passes, the fix attempts run out or the run is stopping."""
     message = build_task_prompt(
         plan, task, dependencies=dependencies, read_file=lambda p: _read_ref(worktree.path, p)
     )
@@ -400,6 +404,14 @@ async def _run_agent_and_verify(
             return _RunResult(
                 passed=True,
                 no_change_reason=no_change,
+                last_round=agent_round,
+                verify=verify,
+                attempts=attempt,
+            )
+        if stop_requested():
+            return _RunResult(
+                passed=False,
+                failure_reason=f"verify command `{verify_command}` failed while the run stopped",
                 last_round=agent_round,
                 verify=verify,
                 attempts=attempt,

@@ -206,6 +206,7 @@ async def aca_run(
     ACTIVE_RUNS[run.session_id] = run
     register_remote(run.session_id, remote)
     interrupt = Interrupt(run.config.session.interrupt_grace_seconds)
+    run.stopping = lambda: interrupt.requested
     watcher = asyncio.create_task(watch_for_cancel(interrupt))
     logs = session_log(
         store.paths.system_log, run.config.logging.level, flow_run and str(flow_run.id)

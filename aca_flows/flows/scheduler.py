@@ -326,6 +326,12 @@ async def _finish(
         push_landed_work(store, logger)  # with a repo: the remote gets what landed
         await _publish_report(store, run, task_id, state)
         return None
+    if state.is_cancelled():
+        # Stopped by an interrupt (task_run._stopped): pending again, `aca resume` runs it.
+        store.task_failed(task_id, state.message or "stopped", will_retry=True)
+        dag.release(task_id)
+        logger.warning(f"{task_id} stays unfinished ({state.message}); `aca resume` runs it")
+        return None
     error = await state.aresult(raise_on_failure=False)
     if getattr(error, "exit_code", None) == 3:
         # A budget or usage limit stopped the task before it finished: not a failure; it

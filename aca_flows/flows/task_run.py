@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from prefect import get_run_logger, task
 from prefect.concurrency.asyncio import concurrency
 from prefect.context import TaskRunContext
+from prefect.states import Cancelled, State
 
 from aca_flows.agent.execute import TaskOutcome, execute_task
 from aca_flows.errors import (
@@ -36,6 +37,7 @@ from aca_flows.errors import (
     ProviderError,
     TransientProviderError,
 )
+from aca_flows.flows.artifacts import first_line
 from aca_flows.flows.log_lines import describe_record
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import EventCallback, Provider, ProviderRequest, ProviderResponse
@@ -91,6 +93,8 @@ class ActiveRun:
     """The session's writer: task runs journal their attempts into it."""
     runners: dict[tuple[int, tuple[str, ...]], Any] = field(default_factory=dict)
     """``execute_plan_task`` with each set of options the run's tasks need (``runner_for``)."""
+    stopping: Callable[[], bool] = lambda: False
+    """Whether the run was asked to stop (the flow's ``Interrupt``)."""
 
     def provider_for(self, task: Task) -> Provider:
         return self.providers[task.provider or self.default_provider]
@@ -240,7 +244,7 @@ def _attempt() -> tuple[int, int]:
     result_serializer="json",
     result_storage_key="{parameters[task_id]}-{task_run.id}.json",
 )
-async def execute_plan_task(session_id: str, task_id: str) -> dict[str, Any]:
+async def execute_plan_task(session_id: str, task_id: str) -> dict[str, Any] | State:
     """Run one plan task with its coding agent; return its outcome as JSON-able data.
 
     Args:
@@ -283,9 +287,13 @@ async def execute_plan_task(session_id: str, task_id: str) -> dict[str, Any]:
             max_runs=1,  # a merge conflict is a failed attempt too: max_attempts counts them
             # The flow journals each start first: the session's first start of this task.
             first_attempt=run.store is not None and number == 1,
+            stop_requested=run.stopping,
         )
-    except TransientProviderError as exc:
-        _journal_retry(run, task_id, attempt, retries, str(exc), logger)
+    except Exception as exc:
+        if run.stopping():
+            return _stopped(str(exc))
+        if isinstance(exc, TransientProviderError):
+            _journal_retry(run, task_id, attempt, retries, str(exc), logger)
         raise
     finally:
         CALL_OWNER.reset(owner)
@@ -294,10 +302,21 @@ async def execute_plan_task(session_id: str, task_id: str) -> dict[str, Any]:
     # session, once the task run has ended.
     outcome = TaskOutcome.model_validate(redact(outcome.model_dump(mode="json")))
     if outcome.status != "completed":
+        if run.stopping():
+            return _stopped(outcome.failure_reason or "failed")
         if outcome.conflict_files:
             _journal_retry(run, task_id, attempt, retries, outcome.failure_reason or "", logger)
         raise TaskRunFailed(outcome)
     return outcome.model_dump(mode="json")
+
+
+def _stopped(why: str) -> State:
+    """A task that ended unfinished after the run was asked to stop. The signal reaches the
+    task's processes too (a check, a setup command, Claude Code), so its failure is no verdict
+    on the work: its task run ends Cancelled, the task stays pending, `aca resume` runs it."""
+    return Cancelled(
+        name="Interrupted", message=f"stopped by the interrupt: {redact_text(first_line(why))}"
+    )
 
 
 def _journal_retry(run: ActiveRun, task_id: str, attempt: int, retries: int, why: str, logger):

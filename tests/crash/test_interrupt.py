@@ -115,6 +115,56 @@ def test_second_sigint_cancels_at_once_and_a_second_aca_is_refused(aca, repo, ll
     assert set(agent_task_ids(llm.anthropic.requests[calls_before:])) == {"b", "c"}
 
 
+# b's check signals itself once told to (as a stop of a systemd unit signals every process of
+# it): it fails because of the stop, not because of b's work. On resume it passes.
+KILLED_CHECK = (
+    "if [ -e {ctl}/resume ]; then exit 0; fi; touch check-started; "
+    "while [ ! -e {ctl}/go ]; do sleep 0.05; done; kill -TERM $$"
+)
+CHAIN_WITH_KILLED_CHECK = """# Chain
+
+- write a.txt {{#a}}
+- write b.txt {{#b depends_on=a verify="{check}"}}
+- write c.txt {{#c depends_on=b}}
+"""
+
+
+def test_a_check_the_stop_signal_killed_leaves_its_task_unfinished(
+    aca, repo, llm, tmp_path, prefect_api
+):
+    ctl = repo / "ctl"  # inside the repository: the sandbox sees it (read-only)
+    ctl.mkdir()
+    plan = CHAIN_WITH_KILLED_CHECK.format(check=KILLED_CHECK.format(ctl=ctl))
+    proc = start_chain(aca, llm, tmp_path, Agent(), plan=plan)
+    session = only_session(repo)
+    started = repo / ".aca" / "worktrees" / session.name / "b" / "check-started"
+    wait_for(lambda: started.exists() or proc.poll() is not None, WAIT, "b's check")
+    proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: STOP_NOTICE in aca.err("run") + aca.out("run"), WAIT, "the stop notice")
+    (ctl / "go").touch()
+    code = wait_exit(proc, WAIT)
+
+    err = aca.err("run")
+    assert code == 130, err
+    assert "Traceback" not in err and "Traceback" not in aca.out("run")
+    # The check's failure did not go back to the agent as something to fix.
+    prompts = [json.dumps(r.json) for r in llm.anthropic.requests if r.json]
+    assert not any("The verify command" in p for p in prompts)
+    data = json.loads((session / "meta" / "session.json").read_text())
+    assert data["status"] == "interrupted"
+    states = {t["id"]: t["status"]["state"] for t in data["plan"]["tasks"]}
+    assert states == {"a": "completed", "b": "pending", "c": "pending"}
+    assert "b stays unfinished" in err + aca.out("run")
+    # The UI says so too: b's task run ended Cancelled, not Failed.
+    (b_run,) = [r for r in task_runs_of(prefect_api, session.name) if r.name.startswith("b ")]
+    assert b_run.state.is_cancelled(), b_run.state
+
+    (ctl / "resume").touch()
+    code, out, err = aca.run("resume", session.name, "--json", name="resume")
+    assert code == 0, err
+    assert branch_tasks(repo, f"aca/{session.name}") == ["a", "b", "c"]
+
+
 GROUPED_CHAIN = """# Grouped chain
 
 ## First {#first}
@@ -128,8 +178,17 @@ GROUPED_CHAIN = """# Grouped chain
 """
 
 
+def task_runs_of(api_url: str, session_id: str) -> list:
+    """The session's task runs, as the Prefect server has them."""
+    return _runs_of(api_url, session_id, "read_task_runs")
+
+
 def flow_runs_of(api_url: str, session_id: str) -> list:
     """The session's flow runs, as the Prefect server has them."""
+    return _runs_of(api_url, session_id, "read_flow_runs")
+
+
+def _runs_of(api_url: str, session_id: str, read_method: str) -> list:
     import asyncio
 
     from prefect.client.orchestration import get_client
@@ -137,7 +196,7 @@ def flow_runs_of(api_url: str, session_id: str) -> list:
 
     async def read():
         async with get_client() as client:
-            return await client.read_flow_runs()
+            return await getattr(client, read_method)()
 
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
         runs = asyncio.run(read())
