@@ -9,6 +9,7 @@ Rules the engine relies on:
 - Among ready leaves, higher priority comes first, then plan order. With the ``sequential``
   strategy, one leaf at a time in tree order (``sequential_order``: plan order, subtasks in
   their parent's place); the next one waits for the one before it, never the other way round.
+- A skipped task counts as done; a task after it also waits for what it depended on.
 - A failed leaf skips every task that depends on it, directly or through a group, with the
   reason ``dependency <id> failed``; independent branches go on.
 - Nothing running and nothing ready while tasks are pending is a stall: ``stuck`` names each
@@ -138,10 +139,23 @@ class DagProgress:
         return task.status.state == "pending" and task.id not in self._running and not task.children
 
     def _deps_of(self, task: Task) -> set[str]:
+        """The task's dependencies and its ancestors'; one left out (skipped, not for a failure)
+        brings its own along: what it would have built on, the tasks after it build on."""
         deps: set[str] = set()
+        todo = self._own_deps_of(task)
+        while todo:
+            dep = todo.pop()
+            if dep not in deps:
+                deps.add(dep)
+                if self._by_id[dep].status.state == "skipped" and not self._broken(dep):
+                    todo.extend(self._own_deps_of(self._by_id[dep]))
+        return deps
+
+    def _own_deps_of(self, task: Task) -> list[str]:
+        deps: list[str] = []
         node: Task | None = task
         while node is not None:
-            deps.update(node.dependencies)
+            deps.extend(node.dependencies)
             node = self._by_id.get(node.parent_id) if node.parent_id else None
         return deps
 

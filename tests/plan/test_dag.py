@@ -81,6 +81,39 @@ def test_failure_skips_dependents_transitively_and_independent_work_goes_on():
     assert dag.counts() == {"failed": 1, "skipped": 2, "completed": 1}
 
 
+LEFT_OUT = {"state": "skipped", "reason": "left out at approval"}
+
+
+def test_a_skipped_task_passes_its_own_dependencies_on_to_its_dependents():
+    # b is left out (at approval, or in the task file) before a ran: c still builds on a.
+    dag = DagProgress(
+        plan_of(
+            Task(id="a", title="A"),
+            Task(id="b", title="B", dependencies=["a"], status=LEFT_OUT),
+            Task(id="c", title="C", dependencies=["b"]),
+        )
+    )
+    assert ids(dag.ready()) == ["a"]
+    assert dag.dependency_ids(dag.task("c")) == ["a", "b"]
+    dag.start("a")
+    dag.complete("a")
+    assert ids(dag.ready()) == ["c"]
+
+
+def test_a_failure_before_a_skipped_task_skips_the_tasks_after_it():
+    dag = DagProgress(
+        plan_of(
+            Task(id="a", title="A"),
+            Task(id="b", title="B", dependencies=["a"], status=LEFT_OUT),
+            Task(id="c", title="C", dependencies=["b"]),
+        )
+    )
+    dag.start("a")
+    dag.fail("a", "verify failed")
+    assert dag.task("c").status.reason == "dependency `a` failed"
+    assert dag.is_finished() and not dag.stuck()
+
+
 def test_failed_member_fails_its_group_and_skips_the_groups_dependents():
     dag = DagProgress(
         plan_of(
