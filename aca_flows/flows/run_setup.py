@@ -249,10 +249,7 @@ def _retry_unfinished(plan: ExecutionPlan) -> None:
     """On resume, failed tasks get another chance, and so do the tasks their failure
     skipped and those a stall blocked; completed work is never redone."""
     for task in plan.tasks:
-        state, reason = task.status.state, task.status.reason or ""
-        if state in ("failed", "blocked") or (
-            state == "skipped" and reason.startswith("dependency")
-        ):
+        if task.status.state in ("failed", "blocked") or task.status.skipped_for_failure:
             task.status = TaskStatus()
 
 

@@ -467,12 +467,7 @@ async def _run_skips(
     """Each leaf skipped because a dependency failed gets a task run that ends Skipped (drawn
     after its dependencies' task runs) and a report saying why."""
     for task in dag.plan.tasks:
-        if (
-            task.status.state == "skipped"
-            and not task.children
-            and task.id not in states
-            and (task.status.reason or "").startswith("dependency")
-        ):
+        if task.status.skipped_for_failure and not task.children and task.id not in states:
             waits = [states[d] for d in dag.dependency_ids(task) if d in states]
             tags = task_tags(run, task)
             skip = partial(

@@ -169,7 +169,7 @@ class DagProgress:
         task = self._by_id[task_id]
         if task.status.state == "failed":
             return True
-        if task.status.state == "skipped" and (task.status.reason or "").startswith("dependency"):
+        if task.status.skipped_for_failure:
             return True
         return any(self._broken(c) for c in task.children)
 

@@ -83,8 +83,17 @@ class TaskStatus(StrictModel):
         return self
 
     @property
+    def skipped_for_failure(self) -> bool:
+        """Skipped because a dependency failed (``dependency `a` failed``): a resume runs the
+        failed task again, and this one after it."""
+        return self.state == "skipped" and (self.reason or "").startswith("dependency")
+
+    @property
     def is_done(self) -> bool:
-        return self.state in ("completed", "skipped")
+        """Completed, or left out: what a resume will not run."""
+        return self.state == "completed" or (
+            self.state == "skipped" and not self.skipped_for_failure
+        )
 
     def __str__(self) -> str:
         return f"{self.state}: {self.reason}" if self.reason else self.state

@@ -183,7 +183,7 @@ class SessionRecord(_Model):
 
     @property
     def tasks_done(self) -> int:
-        """Completed or skipped tasks: the ones a resume will not run."""
+        """Completed or left-out tasks: the ones a resume will not run."""
         return sum(1 for task in self.plan.tasks if task.status.is_done)
 
     @property

@@ -39,6 +39,16 @@ def new_session(workdir, *, now=None, finish=None) -> SessionStore:
     return store
 
 
+def test_tasks_done_leaves_out_what_a_failure_skipped(tmp_path):
+    # A resume runs b again, and c after it: they are not done, whatever "skipped" says.
+    with new_session(tmp_path) as store:
+        store.task_started("b")
+        store.task_failed("b", "verify failed")
+        store.task_skipped("c", "dependency `b` failed")
+        checkpoint = create_checkpoint(store, "end", now=T0)
+        assert (checkpoint.tasks_done, checkpoint.tasks_total) == (1, 3)
+
+
 def test_a_checkpoint_is_a_file_and_a_journal_event(tmp_path):
     with new_session(tmp_path) as store:
         checkpoint = create_checkpoint(store, "auto", now=T0)
