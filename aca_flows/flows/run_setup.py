@@ -11,9 +11,11 @@ complete whatever the journal says, so it never runs again.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -155,34 +157,48 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         if parse is not None:
             _bill_parse(store, parse)
             _keep_parse(store, parse)
-    # The session lock is ours: a ref lock on the session branch is a crash's leftover.
-    remove_stale_branch_lock(repo, store.session_id)
-    ensure_session_branch(repo, store.session_id)
-    for task_id, sha in completed_task_commits(repo, store.session_id).items():
-        if recorded_state(store, task_id) not in (None, "completed"):
-            # Landed, but the crash came before the journal entry: finish its bookkeeping
-            # (change log, its worktree) as the task itself would have.
-            record_landed_task(repo, store.session_id, task_id)
-            discard_worktree(repo, AcaDir(workdir).worktrees_dir(store.session_id) / task_id)
-            store.task_completed(task_id, TaskResult(commit=sha))
-    # The record holds the plan redacted; what runs is the plan as the user wrote it.
-    if asked is not None:
-        plan = _with_statuses(asked, store.session.plan)
-    else:
-        plan = store.session.plan.model_copy(deep=True)
-        _retry_unfinished(plan)
-    config = _with_plan_concurrency(config, plan, request)
-    providers = _build_providers(names, config, store, request)
-    run = ActiveRun(
-        plan=plan,
-        workdir=workdir,
-        session_id=store.session_id,
-        config=config,
-        providers=providers,
-        default_provider=config.session.provider,
-        store=store,
-    )
+    with _ended_on_error(store):
+        # The session lock is ours: a ref lock on the session branch is a crash's leftover.
+        remove_stale_branch_lock(repo, store.session_id)
+        ensure_session_branch(repo, store.session_id)
+        for task_id, sha in completed_task_commits(repo, store.session_id).items():
+            if recorded_state(store, task_id) not in (None, "completed"):
+                # Landed, but the crash came before the journal entry: finish its bookkeeping
+                # (change log, its worktree) as the task itself would have.
+                record_landed_task(repo, store.session_id, task_id)
+                discard_worktree(repo, AcaDir(workdir).worktrees_dir(store.session_id) / task_id)
+                store.task_completed(task_id, TaskResult(commit=sha))
+        # The record holds the plan redacted; what runs is the plan as the user wrote it.
+        if asked is not None:
+            plan = _with_statuses(asked, store.session.plan)
+        else:
+            plan = store.session.plan.model_copy(deep=True)
+            _retry_unfinished(plan)
+        config = _with_plan_concurrency(config, plan, request)
+        providers = _build_providers(names, config, store, request)
+        run = ActiveRun(
+            plan=plan,
+            workdir=workdir,
+            session_id=store.session_id,
+            config=config,
+            providers=providers,
+            default_provider=config.session.provider,
+            store=store,
+        )
     return store, run
+
+
+@contextlib.contextmanager
+def _ended_on_error(store: SessionStore) -> Iterator[None]:
+    """A run that cannot start once its session exists ends the session, lock released: left
+    "running", it would list as interrupted and hold its lock until the process exits."""
+    try:
+        yield
+    except BaseException as exc:
+        interrupted = isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError))
+        store.finish("interrupted" if interrupted else "failed", str(exc) or type(exc).__name__)
+        store.close()
+        raise
 
 
 def plan_name_of(parameters: dict[str, object]) -> str | None:

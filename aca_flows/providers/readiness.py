@@ -13,7 +13,7 @@ the flow ends Failed), before any task starts. The checks are free:
   ``ANTHROPIC_BASE_URL``), or ``claude auth status`` says it is logged in (a local check; a
   ``claude`` without that command is trusted when ``~/.claude/.credentials.json`` or
   ``CLAUDE_CODE_OAUTH_TOKEN`` is there). Bedrock and Vertex set-ups are not checked;
-- ``replay``: the cassette file exists.
+- ``replay``: the cassette file exists and reads as a cassette.
 
 A server that answers the check with 404, 429 or 5xx is reachable: it counts as ready (the key
 is then not verified), since the run's own calls will retry or report it. A rejected key or an
@@ -330,16 +330,22 @@ def _claude_login(cli: Path, env: Mapping[str, str]) -> tuple[bool, str]:
 
 
 def _check_replay(config: AcaConfig, env: Mapping[str, str]) -> ProviderReadiness:
+    from aca_flows.providers.replay import cassette_problem
+
     cassette = config.provider("replay").cassette
-    if cassette and Path(cassette).is_file():
-        return ProviderReadiness("replay", True, f"cassette {cassette}", "as recorded")
-    found = f"the cassette {cassette} does not exist" if cassette else "no cassette configured"
+    if not cassette:
+        return ProviderReadiness(
+            "replay",
+            False,
+            "no cassette configured",
+            "as recorded",
+            'set [providers.replay] cassette = "FILE" to a cassette recorded with --record FILE',
+        )
+    interactions, problem, fix = cassette_problem(Path(cassette))
+    if problem:
+        return ProviderReadiness("replay", False, problem, "as recorded", fix)
     return ProviderReadiness(
-        "replay",
-        False,
-        found,
-        "as recorded",
-        'set [providers.replay] cassette = "FILE" to a cassette recorded with --record FILE',
+        "replay", True, f"cassette {cassette} ({len(interactions)} calls)", "as recorded"
     )
 
 

@@ -54,6 +54,7 @@ __all__ = [
     "RecordingProvider",
     "ReplayProvider",
     "first_difference",
+    "cassette_problem",
     "load_cassette",
 ]
 
@@ -104,21 +105,14 @@ def _show(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def load_cassette(path: Path) -> list[dict[str, Any]]:
-    """The interactions of a cassette file; a missing or broken file is a permanent error."""
+def cassette_problem(path: Path) -> tuple[list[dict[str, Any]], str, str]:
+    """A cassette's interactions, or (with none) what is wrong with the file and the fix."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise PermanentProviderError(
-            f"replay: cassette {path} does not exist. Record one with --record FILE on a run "
-            "with a real provider, or fix [providers.replay] cassette.",
-            provider="replay",
-        ) from None
+        return [], f"the cassette {path} does not exist", RECORD_ONE
     except (OSError, ValueError) as exc:
-        raise PermanentProviderError(
-            f"replay: cassette {path} cannot be read ({exc}). Record it again with --record.",
-            provider="replay",
-        ) from None
+        return [], f"the cassette {path} cannot be read ({exc})", RECORD_AGAIN
     interactions = data.get("interactions", []) if isinstance(data, dict) else None
     if (
         not isinstance(data, dict)
@@ -127,10 +121,23 @@ def load_cassette(path: Path) -> list[dict[str, Any]]:
         # Each recorded request is compared from the start (``ReplayProvider``).
         or not all(isinstance(i, dict) and isinstance(i.get("request"), dict) for i in interactions)
     ):
+        return [], f"{path} is not a version-{CASSETTE_VERSION} cassette", RECORD_AGAIN
+    return interactions, "", ""
+
+
+RECORD_ONE = (
+    "record one with --record FILE on a run with a real provider, or fix [providers.replay] "
+    "cassette"
+)
+RECORD_AGAIN = "record it again with --record FILE"
+
+
+def load_cassette(path: Path) -> list[dict[str, Any]]:
+    """The interactions of a cassette file; a missing or broken file is a permanent error."""
+    interactions, problem, fix = cassette_problem(path)
+    if problem:
         raise PermanentProviderError(
-            f"replay: {path} is not a version-{CASSETTE_VERSION} cassette. "
-            "Record it again with --record.",
-            provider="replay",
+            f"replay: {problem}. {fix[0].upper()}{fix[1:]}.", provider="replay"
         )
     return interactions
 

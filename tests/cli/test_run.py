@@ -71,6 +71,34 @@ def test_claude_code_with_no_login_and_no_key_exits_2_before_any_task(tmp_path):
     assert not (home / ".prefect").exists()  # Prefect never started
 
 
+def test_an_unreadable_cassette_exits_2_before_the_session_exists(tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    head = git.Repo(repo).head.commit.hexsha
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write a.txt {#a}\n")
+    cassette = tmp_path / "tasks.cassette.json"
+    cassette.write_text('{"version": 1, "interactions": [')  # cut short
+    home = tmp_path / "home"
+    home.mkdir()
+
+    done = aca(
+        "run",
+        str(tasks),
+        "--workdir",
+        str(repo),
+        "--provider",
+        "replay",
+        home=home,
+        ACA_PROVIDERS__REPLAY__CASSETTE=str(cassette),
+    )
+
+    assert done.returncode == 2, done.stderr
+    assert f"the cassette {cassette} cannot be read" in done.stderr
+    assert "record it again with --record FILE" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    untouched(repo, head)  # no session left running with its lock held
+
+
 def test_a_rejected_key_exits_2_before_any_task_and_spends_nothing(tmp_path):
     repo = make_repo(tmp_path / "repo")
     head = git.Repo(repo).head.commit.hexsha

@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 
 import git
+import pytest
 
 from aca_flows.cli import main
+from aca_flows.errors import ProviderError
 from aca_flows.flows import run_flow
 from aca_flows.flows.run_setup import RunRequest, open_run
 from aca_flows.session.layout import AcaDir
@@ -312,3 +314,25 @@ def test_the_plan_name_is_read_before_the_flow_starts_when_it_can_be(
     assert plan_name_of({"task_file": str(tasks), "use_intelligent_parser": True}) is None
     assert plan_name_of({"task_file": str(tmp_path / "missing.md")}) is None
     assert plan_name_of({"task_file": str(tasks), "plan_text": "# Two plans"}) is None
+
+
+def test_a_run_that_cannot_start_after_its_session_exists_ends_it_and_frees_it(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    import aca_flows.flows.run_setup as run_setup
+
+    def broken(*args, **kwargs):
+        raise ProviderError("the provider could not be built")
+
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write a.txt {#a}\n")
+    built = run_setup._build_providers
+    monkeypatch.setattr(run_setup, "_build_providers", broken)
+    with pytest.raises(ProviderError, match="could not be built"):
+        open_run(RunRequest(task_file=str(tasks), workdir=str(repo)))
+    (session,) = list_sessions(repo)
+    assert session.status == "failed" and "could not be built" in session.status_reason
+    # Its lock is free: the session resumes at once.
+    monkeypatch.setattr(run_setup, "_build_providers", built)
+    store, _ = open_run(RunRequest(workdir=str(repo), session_id=session.id))
+    store.close()

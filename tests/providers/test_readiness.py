@@ -154,11 +154,13 @@ def test_an_older_claude_without_auth_status_is_trusted_with_a_credentials_file(
     assert result.ready and "not verified" in result.detail
 
 
-def test_a_replay_cassette_must_exist(tmp_path):
-    missing = AcaConfig(providers={"replay": ProviderSection(cassette=str(tmp_path / "c.json"))})
-    assert not check("replay", missing).ready
+def test_a_replay_cassette_must_exist_and_read_as_one(tmp_path):
+    config = AcaConfig(providers={"replay": ProviderSection(cassette=str(tmp_path / "c.json"))})
+    assert "does not exist" in check("replay", config).detail
     (tmp_path / "c.json").write_text("{}")
-    assert check("replay", missing).ready
+    assert "is not a version-1 cassette" in check("replay", config).detail
+    (tmp_path / "c.json").write_text('{"version": 1, "interactions": []}')
+    assert check("replay", config).ready
 
 
 def test_a_ready_result_is_cached_and_a_failure_is_checked_again(llm_server, monkeypatch):
