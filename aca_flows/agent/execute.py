@@ -422,8 +422,9 @@ async def _run_agent_and_verify(
     return _RunResult(
         passed=False,
         failure_reason=(
-            f"verify command `{verify_command}` still failed after {max_rounds} attempt(s) "
-            f"(exit code {verify.exit_code}); nothing was merged. Output:\n{tail}"
+            f"verify command `{verify_command}` still failed after {max_rounds - 1} fix "
+            f"round(s) of the agent (exit code {verify.exit_code}); nothing was merged. "
+            f"Output:\n{tail}"
         ),
         last_round=agent_round,
         verify=verify,

@@ -129,7 +129,7 @@ def test_a_task_that_never_passes_verify_merges_nothing(tmp_path, repo):
     outcome = asyncio.run(execute(tmp_path, plan_of(task), "t1", provider))
 
     assert outcome.status == "failed" and outcome.attempts == 3
-    assert "still failed after 3 attempt(s)" in outcome.failure_reason
+    assert "still failed after 2 fix round(s) of the agent" in outcome.failure_reason
     assert "still wrong" in outcome.failure_reason and outcome.verify_passed is False
     assert outcome.commit_sha is None
     assert session_branch_head(repo, SESSION) == user_head
