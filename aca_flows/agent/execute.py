@@ -272,7 +272,7 @@ async def execute_task(
     assert conflict is not None
     # One run is one attempt of the caller (the flow), which counts its attempts itself.
     reason = str(conflict) if total_runs == 1 else f"{conflict} (gave up after {total_runs} run(s))"
-    log.write("task_failed", reason=reason)
+    log.write("task_failed", reason=reason, conflict_files=conflict.files)
     return TaskOutcome(
         task_id=task_id,
         status="failed",

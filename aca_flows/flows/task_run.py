@@ -268,6 +268,10 @@ async def execute_plan_task(session_id: str, task_id: str) -> dict[str, Any] | S
 
     def log_line(record: dict[str, Any]) -> None:
         level = _log_level(record)
+        if level == logging.ERROR and (
+            run.stopping() or (record.get("conflict_files") and attempt <= retries)
+        ):
+            level = logging.WARNING  # not the task's end: it runs again (a retry, or a resume)
         if run.config.logging.log_tool_calls or level > logging.INFO:
             logger.log(level, _one_line(record))
 

@@ -304,6 +304,10 @@ def test_a_merge_conflict_ends_an_attempt_and_the_next_lands_on_the_new_head(
     calls = [(e["task_id"], e["attempt"]) for e in events if e["type"] == "call"]
     assert len(calls) == 6 == len(anthropic_fake.model_calls)
     assert calls.count((second, 2)) == 2
+    # The conflict was retried, not the task's end: the log warns, and errs nowhere.
+    log = (AcaDir(repo).session(summary["session_id"]).system_log).read_text()
+    assert "conflict with work already on the session branch" in log
+    assert " ERROR " not in log, log
 
 
 def active_run(**session) -> ActiveRun:
