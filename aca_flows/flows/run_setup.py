@@ -61,7 +61,7 @@ from aca_flows.workspace import (
     record_landed_task,
 )
 from aca_flows.workspace.commit import completed_task_commits
-from aca_flows.workspace.repository import remove_stale_branch_lock
+from aca_flows.workspace.repository import remove_stale_branch_lock, uncommitted_paths
 
 if TYPE_CHECKING:
     import git
@@ -161,6 +161,8 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         # The session lock is ours: a ref lock on the session branch is a crash's leftover.
         remove_stale_branch_lock(repo, store.session_id)
         ensure_session_branch(repo, store.session_id)
+        if asked is not None:
+            _warn_of_uncommitted_work(repo, request)
         for task_id, sha in completed_task_commits(repo, store.session_id).items():
             if recorded_state(store, task_id) not in (None, "completed"):
                 # Landed, but the crash came before the journal entry: finish its bookkeeping
@@ -186,6 +188,20 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
             store=store,
         )
     return store, run
+
+
+def _warn_of_uncommitted_work(repo: git.Repo, request: RunRequest) -> None:
+    # aca's own inputs (the task file, say) are read by aca, not by the tasks.
+    root = Path(repo.working_tree_dir or ".")
+    given = [request.task_file, request.execution_plan, request.config_file, request.record]
+    inputs = {Path(f).expanduser().resolve() for f in given if f}
+    paths = [p for p in uncommitted_paths(repo) if (root / p).resolve() not in inputs]
+    if paths:
+        shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+        _run_logger().warning(
+            f"the checkout has uncommitted changes ({shown}): the tasks start from its last "
+            "commit and do not see them; commit them first for the tasks to build on them"
+        )
 
 
 @contextlib.contextmanager

@@ -31,6 +31,7 @@ __all__ = [
     "read_commit",
     "remove_stale_branch_lock",
     "session_branch_head",
+    "uncommitted_paths",
 ]
 
 ACA_EXCLUDE_LINE = ".aca/"
@@ -148,6 +149,13 @@ def ensure_session_branch(repo: git.Repo, session_id: str) -> str:
             if not ref_exists(repo, f"refs/heads/{branch}"):
                 raise
     return branch
+
+
+def uncommitted_paths(repo: git.Repo) -> list[str]:
+    """Paths of the checkout that differ from HEAD (untracked ones too, ignored ones not):
+    work a session does not see, since it starts from the last commit."""
+    listed = repo.git.status("--porcelain", "-z", "--untracked-files=normal", "--no-renames")
+    return [entry[3:] for entry in listed.split("\0") if entry]
 
 
 def remove_stale_branch_lock(repo: git.Repo, session_id: str) -> bool:

@@ -336,3 +336,20 @@ def test_a_run_that_cannot_start_after_its_session_exists_ends_it_and_frees_it(
     monkeypatch.setattr(run_setup, "_build_providers", built)
     store, _ = open_run(RunRequest(workdir=str(repo), session_id=session.id))
     store.close()
+
+
+def test_a_run_on_a_checkout_with_uncommitted_changes_says_the_tasks_do_not_see_them(
+    tmp_path, repo, anthropic_fake, caplog
+):
+    tasks = repo / "tasks.md"  # aca's input, not the tasks': not worth a warning
+    tasks.write_text("- write a.txt {#a}\n")
+    store, _ = open_run(RunRequest(task_file=str(tasks), workdir=str(repo)))
+    store.close()
+    assert "uncommitted" not in caplog.text  # a clean checkout (aca's .aca/ is excluded)
+
+    (repo / "README.md").write_text("edited, not committed\n")
+    (repo / "notes.txt").write_text("new\n")
+    store, _ = open_run(RunRequest(task_file=str(tasks), workdir=str(repo)))
+    store.close()
+    assert "uncommitted changes (README.md, notes.txt)" in caplog.text
+    assert "the tasks start from its last commit and do not see them" in caplog.text
