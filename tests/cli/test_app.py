@@ -125,6 +125,21 @@ def test_unknown_provider_is_refused_before_anything_runs(tmp_path, capsys):
     assert code == 2 and "unknown provider 'gpt'" in err
 
 
+@pytest.mark.parametrize(
+    ("task_line", "option"),
+    [("- x {#z}", ["--provider", "bogus"]), ("- x {#z provider=bogus}", [])],
+)
+def test_a_dry_run_refuses_an_unknown_provider_as_the_run_does(tmp_path, capsys, task_line, option):
+    """The dry run is the review before the run: it must not pass a plan the run refuses."""
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(f"# T\n\n{task_line}\n")
+    dump = tmp_path / "plan.json"
+    code, out, err = run(capsys, "run", str(tasks), "--dry-run", "--dump-plan", str(dump), *option)
+    assert code == 2 and "Dry run" not in out
+    assert "unknown provider 'bogus'; choose one of claude-code, anthropic" in err
+    assert not dump.exists()
+
+
 def test_provider_without_its_key_is_refused_before_anything_runs(tmp_path, capsys):
     repo = tmp_path / "repo"
     code, _, err = run(
