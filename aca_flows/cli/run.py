@@ -133,13 +133,18 @@ def _execute(options: RunOptions) -> int:
     default = config.session.provider
     names = {default} if plan is None else plan.provider_names(default)
     _check_provider_names(names)  # a dry run too: it must not pass a plan the run refuses
-    if plan is not None and options.dump_plan:
-        dump_plan(plan, options.dump_plan)
     if plan is not None and options.dry_run:
+        _dump_if_asked(plan, options)
         _show_dry_run(plan, options)
         return 0
     _preflight(options, names, config)
+    _dump_if_asked(plan, options)  # only now: a refused run leaves no file behind
     return run_session(options)
+
+
+def _dump_if_asked(plan: ExecutionPlan | None, options: RunOptions) -> None:
+    if plan is not None and options.dump_plan:
+        dump_plan(plan, options.dump_plan)
 
 
 def _plan_unless_the_flow_parses(options: RunOptions, config: AcaConfig) -> ExecutionPlan | None:

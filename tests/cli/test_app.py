@@ -120,6 +120,16 @@ def test_run_in_a_folder_that_is_not_a_repository_names_the_fix(tmp_path, capsys
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_refused_run_writes_no_dumped_plan(tmp_path, capsys):
+    """--dump-plan writes the plan of a run that goes ahead, not of one refused at the start."""
+    dump = tmp_path / "plan.json"
+    workdir = tmp_path / "not-a-repo"
+    workdir.mkdir()
+    code, _, err = run(capsys, "run", str(HELLO), "-w", str(workdir), "--dump-plan", str(dump))
+    assert code == 2 and "pass --init-git" in err
+    assert not dump.exists()
+
+
 def test_unknown_provider_is_refused_before_anything_runs(tmp_path, capsys):
     code, _, err = run(capsys, "run", str(HELLO), "-w", str(tmp_path), "--provider", "gpt")
     assert code == 2 and "unknown provider 'gpt'" in err
