@@ -19,8 +19,8 @@ from aca_flows.settings import AcaConfig, load_config
 
 
 def prepare_plan(options: RunOptions) -> ExecutionPlan:
-    """The plan the user asked for, with command-line context applied, fully validated."""
-    check_options(options)
+    """The plan the user asked for (options already passed ``check_options``), with
+    command-line context applied, fully validated."""
     if options.execution_plan:
         plan = load_execution_plan(options.execution_plan)
     elif options.task_file and _wants_intelligent_parse(options, options.task_file):
@@ -125,6 +125,7 @@ def execute(options: RunOptions) -> int:
 
 
 def _execute(options: RunOptions) -> int:
+    check_options(options)  # before a clone or a provider is asked: their errors would hide it
     if options.repo:
         options.workdir = checkout_remote(options.repo, options.workdir)
     options.workdir = options.workdir.resolve()
@@ -157,7 +158,6 @@ def _plan_unless_the_flow_parses(options: RunOptions, config: AcaConfig) -> Exec
         # The flow parses, in its `parse-task-file` task run (shown, cached, billed there);
         # the plan it makes uses the configured provider only. (A dump, a dry run or --strict
         # needs the plan here; the flow then finds the parse in the parser's cache.)
-        check_options(options)
         return None
     return prepare_plan(options)
 

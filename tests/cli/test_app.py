@@ -54,15 +54,6 @@ def test_context_and_appended_prompt_reach_the_plan(tmp_path, capsys):
     code, _, _ = run(
         capsys,
         "--task-file", str(COMPAT / "multi-task" / "tasks.md"),
-        "--use-intelligent-parser", "--force-naive-parser",
-        "--context", "project context", "--context", "more",
-        "--append-system-prompt", "additional instructions",
-        "--dry-run", "--dump-plan", str(plan_file), "-w", str(tmp_path),
-    )  # fmt: skip
-    assert code == 2  # the two parser switches contradict
-    code, _, _ = run(
-        capsys,
-        "--task-file", str(COMPAT / "multi-task" / "tasks.md"),
         "--context", "project context", "--context", "more",
         "--append-system-prompt", "additional instructions",
         "--dry-run", "--dump-plan", str(plan_file), "-w", str(tmp_path),
@@ -71,6 +62,19 @@ def test_context_and_appended_prompt_reach_the_plan(tmp_path, capsys):
     assert code == 0
     assert plan["context_hints"] == ["project context", "more"]
     assert plan["append_system_prompt"] == "additional instructions"
+
+
+@pytest.mark.parametrize("dry_run", [["--dry-run"], []])
+def test_contradicting_parser_switches_are_named_before_any_provider_is_asked(
+    tmp_path, capsys, dry_run
+):
+    """Not the login error of a provider the user never meant to reach (none works here)."""
+    tasks = COMPAT / "multi-task" / "tasks.md"
+    code, _, err = run(capsys, "run", str(tasks), "-w", str(tmp_path), *dry_run,
+                       "--use-intelligent-parser", "--force-naive-parser")  # fmt: skip
+    assert code == 2
+    assert "--use-intelligent-parser and --force-naive-parser contradict; pick one" in err
+    assert "cannot work" not in err
 
 
 def test_json_summary(tmp_path, capsys):
