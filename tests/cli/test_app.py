@@ -113,6 +113,24 @@ def test_cycle_is_exit_2_with_path_and_nothing_written(tmp_path, capsys):
     assert not dump.exists()
 
 
+@pytest.mark.parametrize(
+    ("command", "what"),
+    [
+        (["run", "{dir}", "--dry-run"], "task file"),
+        (["plan", "show", "{dir}"], "task file"),
+        (["plan", "parse", "{dir}"], "task file"),
+        (["--execution-plan", "{dir}", "--dry-run"], "execution plan"),
+    ],
+)
+def test_a_folder_given_as_the_task_file_is_called_a_folder(tmp_path, capsys, command, what):
+    """Not "unknown task file type '(none)'": the user gave a folder where a file belongs."""
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    code, _, err = run(capsys, *(arg.format(dir=folder) for arg in command))
+    assert code == 2
+    assert f"{what} {folder} is a folder, not a file; give the path of the {what} itself" in err
+
+
 def test_dump_to_unknown_format_is_refused_before_anything(tmp_path, capsys):
     code, _, err = run(capsys, "run", str(HELLO), "--dry-run", "--dump-plan", str(tmp_path / "p.x"))
     assert code == 2 and "name the file .json or .toml" in err
