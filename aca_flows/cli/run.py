@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from aca_flows._words import counted
 from aca_flows.cli.options import RunOptions
 from aca_flows.errors import AcaError, InputError
 from aca_flows.plan import ExecutionPlan, load_execution_plan, load_task_file, plan_to_text
@@ -376,7 +377,8 @@ def _show_dry_run(plan: ExecutionPlan, options: RunOptions) -> None:
         print(json.dumps(summary))
         return
     print(render_tree(plan))
-    print(f"\nDry run: {len(plan.tasks)} tasks ({len(pending)} pending); nothing was run.")
+    tasks = counted(len(plan.tasks), "task")
+    print(f"\nDry run: {tasks} ({len(pending)} pending); nothing was run.")
     if options.dump_plan:
         print(
             f"Plan written to {options.dump_plan}; review or edit it, then run "

@@ -38,6 +38,15 @@ def test_dry_run_dumps_and_runs_nothing(tmp_path, capsys):
     assert not (tmp_path / ".aca").exists()
 
 
+def test_a_one_task_plan_reads_1_task_not_1_tasks(tmp_path, capsys):
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("# T\n\n- write a.txt {#a}\n")
+    code, out, _ = run(capsys, "run", str(tasks), "--dry-run")
+    assert code == 0
+    assert out.startswith("T  (1 task, strategy intelligent)")
+    assert "Dry run: 1 task (1 pending); nothing was run." in out
+
+
 def test_review_workflow_edit_then_load(tmp_path, capsys):
     plan_file = tmp_path / "plan.toml"
     assert run(capsys, "run", str(HELLO), "-w", str(tmp_path), "--dry-run",
