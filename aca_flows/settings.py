@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from aca_flows.errors import ConfigError
 
-__all__ = ["AcaConfig", "LoadedConfig", "config_candidates", "load_config"]
+__all__ = ["AcaConfig", "LoadedConfig", "config_candidates", "load_config", "source_of"]
 
 ENV_PREFIX = "ACA_"
 ENV_NESTING = "__"
@@ -430,14 +430,21 @@ def _did_you_mean(key: str) -> str | None:
     return f"did you mean '{close[0]}'?" if close else None
 
 
+def source_of(key: str, sources: dict[str, str]) -> str | None:
+    """Where ``key``'s value came from: its own entry in ``sources``, the table it is part of
+    (a price table), or the keys set under it: a misspelt section (``[sesion]``,
+    ``ACA_SESION__MAX_PARALLEL``) is no key of its own."""
+    if key in sources:
+        return sources[key]
+    related = (s for k, s in sources.items() if key.startswith(k + ".") or k.startswith(key + "."))
+    return ", ".join(dict.fromkeys(related)) or None  # each source once, in order
+
+
 def _describe(exc: ValidationError, file: Path | None, sources: dict[str, str]) -> str:
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"])
-        origin = sources.get(key) or next(
-            (src for k, src in sources.items() if key.startswith(k + ".")), None
-        )
-        origin = origin or (str(file) if file else "defaults")
+        origin = source_of(key, sources) or (str(file) if file else "defaults")
         if err["type"] == "extra_forbidden":
             if key in REMOVED_KEYS:
                 lines.append(f"unknown key '{key}' (from {origin}): {REMOVED_KEYS[key]}")

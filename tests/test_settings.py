@@ -88,6 +88,18 @@ def test_bad_env_variable_is_named(tmp_path):
         load_config(tmp_path, environ={"ACA_SESSION__MAX_CONCURRENT_TASKS": "many"})
 
 
+@pytest.mark.parametrize("config_file", ["", "[session]\nmodel = 'm'\n"])
+def test_a_misspelt_section_in_a_variable_names_the_variable(tmp_path, config_file):
+    """Not "from defaults" (nor the config file, when there is one): the variable to fix."""
+    if config_file:
+        (tmp_path / "aca.toml").write_text(config_file)
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path, environ={"ACA_SESION__MAX_PARALLEL": "3"})
+    assert (
+        "unknown key 'sesion' (from env ACA_SESION__MAX_PARALLEL; did you mean 'session'?)"
+    ) in str(info.value)
+
+
 def test_original_aca_config_is_rejected_naming_its_keys(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path, COMPAT_CONFIG, environ={})

@@ -47,16 +47,11 @@ def show(
     json_output: JsonOutput = False,
 ) -> None:
     """Print the effective configuration with the source of each value."""
-    from aca_flows.settings import load_config
+    from aca_flows.settings import load_config, source_of
 
     loaded = load_config(workdir.resolve(), config)
     values = flatten(loaded.config.model_dump(mode="json"))
-    rows = []
-    for key, value in values.items():
-        source = loaded.sources.get(key) or next(
-            (s for k, s in loaded.sources.items() if key.startswith(k + ".")), "default"
-        )
-        rows.append((key, value, source))
+    rows = [(k, v, source_of(k, loaded.sources) or "default") for k, v in values.items()]
     credentials = {
         name: mask(name, os.environ[name]) for name in CREDENTIAL_VARIABLES if name in os.environ
     }

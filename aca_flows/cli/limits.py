@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from aca_flows._words import counted
 from aca_flows.cli.options import ConfigFile, ExistingWorkdir, JsonOutput
 
 app = typer.Typer(no_args_is_help=True)
@@ -86,5 +87,5 @@ def show(provider: Providers = None, json_output: JsonOutput = False) -> None:
 
 def _describe(kind: str, limit: int, decay_per_second: float) -> str:
     if kind == "in-flight":
-        return f"{limit} calls at once"
+        return f"{counted(limit, 'call')} at once"
     return f"{decay_per_second * 60:,.0f} {kind} a minute, up to {limit:,} at once"

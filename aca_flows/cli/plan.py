@@ -79,7 +79,9 @@ def parse(
     from aca_flows.cli.run import dump_plan as write_plan_file
     from aca_flows.errors import InputError
     from aca_flows.plan.io import MARKDOWN_SUFFIXES
+    from aca_flows.plan.source import require_file
 
+    require_file(file)
     if file.suffix.lower() not in MARKDOWN_SUFFIXES:
         raise InputError(
             f"{file}: the intelligent parser reads Markdown task files (.md, .markdown, .txt); "

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import typer
 
+from aca_flows._words import counted
 from aca_flows.cli.options import ConfigFile, ExistingWorkdir, JsonOutput, ModelName
 
 app = typer.Typer(no_args_is_help=True)
@@ -87,7 +88,8 @@ def check_provider(
     require_providers([name], loaded, environ)
     if name == "replay":
         # A cassette answers only what it recorded; checking it means reading it.
-        typer.echo(f"replay: cassette {provider.cassette} holds {provider.remaining} calls")
+        calls = counted(provider.remaining, "call")
+        typer.echo(f"replay: cassette {provider.cassette} holds {calls}")
         return
     import asyncio
     import tempfile

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from aca_flows._words import counted
 from aca_flows.cli.options import RunOptions
 from aca_flows.errors import AcaError, InputError
 from aca_flows.plan import ExecutionPlan, load_execution_plan, load_task_file, plan_to_text
@@ -19,8 +20,8 @@ from aca_flows.settings import AcaConfig, load_config
 
 
 def prepare_plan(options: RunOptions) -> ExecutionPlan:
-    """The plan the user asked for, with command-line context applied, fully validated."""
-    check_options(options)
+    """The plan the user asked for (options already passed ``check_options``), with
+    command-line context applied, fully validated."""
     if options.execution_plan:
         plan = load_execution_plan(options.execution_plan)
     elif options.task_file and _wants_intelligent_parse(options, options.task_file):
@@ -125,10 +126,31 @@ def execute(options: RunOptions) -> int:
 
 
 def _execute(options: RunOptions) -> int:
+    check_options(options)  # before a clone or a provider is asked: their errors would hide it
     if options.repo:
         options.workdir = checkout_remote(options.repo, options.workdir)
     options.workdir = options.workdir.resolve()
     config = load_config(options.workdir, options.config, options.config_overrides()).config
+    plan = _plan_unless_the_flow_parses(options, config)
+    default = config.session.provider
+    names = {default} if plan is None else plan.provider_names(default)
+    _check_provider_names(names)  # a dry run too: it must not pass a plan the run refuses
+    if plan is not None and options.dry_run:
+        _dump_if_asked(plan, options)
+        _show_dry_run(plan, options)
+        return 0
+    _preflight(options, names, config)
+    _dump_if_asked(plan, options)  # only now: a refused run leaves no file behind
+    return run_session(options)
+
+
+def _dump_if_asked(plan: ExecutionPlan | None, options: RunOptions) -> None:
+    if plan is not None and options.dump_plan:
+        dump_plan(plan, options.dump_plan)
+
+
+def _plan_unless_the_flow_parses(options: RunOptions, config: AcaConfig) -> ExecutionPlan | None:
+    """The plan to run, or ``None`` when the flow parses the task file with the LLM."""
     intelligent = bool(options.task_file and _wants_intelligent_parse(options, options.task_file))
     if intelligent:
         # The parser calls the provider: it must be able to work before anything is spent.
@@ -137,31 +159,25 @@ def _execute(options: RunOptions) -> int:
         # The flow parses, in its `parse-task-file` task run (shown, cached, billed there);
         # the plan it makes uses the configured provider only. (A dump, a dry run or --strict
         # needs the plan here; the flow then finds the parse in the parser's cache.)
-        check_options(options)
-        names = {config.session.provider}
-    else:
-        plan = prepare_plan(options)
-        if options.dump_plan:
-            dump_plan(plan, options.dump_plan)
-        if options.dry_run:
-            _show_dry_run(plan, options)
-            return 0
-        names = plan.provider_names(config.session.provider)
-    _preflight(options, names, config)
-    return run_session(options)
+        return None
+    return prepare_plan(options)
+
+
+def _check_provider_names(names: set[str]) -> None:
+    from aca_flows.providers import check_provider_name
+
+    for name in sorted(names):
+        check_provider_name(name)
 
 
 def _preflight(options: RunOptions, names: set[str], config: AcaConfig) -> None:
     """Refuse what would fail inside the flow, before Prefect starts: a workdir that is not
-    a repository, an unknown provider, a provider that cannot work (no key, a rejected key,
-    no login, no server, no cassette: ``providers.require_providers``), a sandbox that cannot
-    start (warned about when switched off)."""
-    from aca_flows.providers import check_provider_name
+    a repository, a provider that cannot work (no key, a rejected key, no login, no server,
+    no cassette: ``providers.require_providers``), a sandbox that cannot start (warned about
+    when switched off)."""
     from aca_flows.sandbox import OFF_WARNING, check_sandbox
     from aca_flows.workspace import open_repository
 
-    for name in sorted(names):
-        check_provider_name(name)
     if not options.init_git:
         open_repository(options.workdir)  # only looks: a missing repository is named first
     # Before --init-git creates anything: a run that cannot work leaves nothing behind.
@@ -361,7 +377,8 @@ def _show_dry_run(plan: ExecutionPlan, options: RunOptions) -> None:
         print(json.dumps(summary))
         return
     print(render_tree(plan))
-    print(f"\nDry run: {len(plan.tasks)} tasks ({len(pending)} pending); nothing was run.")
+    tasks = counted(len(plan.tasks), "task")
+    print(f"\nDry run: {tasks} ({len(pending)} pending); nothing was run.")
     if options.dump_plan:
         print(
             f"Plan written to {options.dump_plan}; review or edit it, then run "

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from aca_flows.errors import TaskFileError
 from aca_flows.plan.markdown_loader import load_markdown
 from aca_flows.plan.models import ExecutionPlan
-from aca_flows.plan.source import read_text_file
+from aca_flows.plan.source import read_text_file, require_file
 from aca_flows.plan.toml_loader import load_toml_task_file, pydantic_problems
 from aca_flows.plan.validate import check_plan
 
@@ -46,6 +46,7 @@ _TOML_START = re.compile(r"^\s*(\[\[?\s*[\w.\-\" ]+\s*\]\]?\s*(#.*)?$|[\w.\-\"]+
 
 def load_task_file(path: Path) -> ExecutionPlan:
     """A Markdown or TOML task file, or a dumped execution plan, as a validated plan."""
+    require_file(path)
     suffix = path.suffix.lower()
     if suffix not in MARKDOWN_SUFFIXES + PLAN_SUFFIXES:
         raise TaskFileError(
@@ -95,6 +96,7 @@ def _looks_like_toml(text: str) -> bool:
 
 def load_execution_plan(path: Path) -> ExecutionPlan:
     """A plan written by ``--dump-plan`` (and perhaps edited since), validated."""
+    require_file(path, "execution plan")
     if path.suffix.lower() not in PLAN_SUFFIXES:
         raise TaskFileError(
             f"{path}: an execution plan is a .json or .toml file written by --dump-plan; "

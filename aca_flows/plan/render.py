@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aca_flows._words import counted
 from aca_flows.plan.models import ExecutionPlan, Task
 
 __all__ = ["plan_json_schema", "render_mermaid", "render_tree"]
@@ -21,7 +22,7 @@ _MARKS = {
 def render_tree(plan: ExecutionPlan) -> str:
     """``plan.name`` then one line per task, children indented under their parent."""
     by_id = {t.id: t for t in plan.tasks}
-    lines = [f"{plan.name}  ({len(plan.tasks)} tasks, strategy {plan.strategy.value})"]
+    lines = [f"{plan.name}  ({counted(len(plan.tasks), 'task')}, strategy {plan.strategy.value})"]
 
     def walk(task: Task, prefix: str, last: bool) -> None:
         branch = "└── " if last else "├── "

@@ -9,16 +9,26 @@ from pathlib import Path
 
 from aca_flows.errors import TaskFileError
 
-__all__ = ["MAX_FILE_BYTES", "read_text_file", "resolve_inside"]
+__all__ = ["MAX_FILE_BYTES", "read_text_file", "require_file", "resolve_inside"]
 
 MAX_FILE_BYTES = 5 * 1024 * 1024
 
 
-def read_text_file(path: Path, what: str = "task file") -> str:
+def require_file(path: Path, what: str = "task file") -> None:
+    """Refuse a path that is missing or not a file; checked before its name is judged, so a
+    folder is not called a file of an unknown type."""
     if not path.exists():
         raise TaskFileError(f"{what} {path} does not exist; check the path.")
+    if path.is_dir():
+        raise TaskFileError(
+            f"{what} {path} is a folder, not a file; give the path of the {what} itself."
+        )
     if not path.is_file():
         raise TaskFileError(f"{what} {path} is not a file; give the path of a file.")
+
+
+def read_text_file(path: Path, what: str = "task file") -> str:
+    require_file(path, what)
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise TaskFileError(

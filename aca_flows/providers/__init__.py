@@ -53,7 +53,7 @@ def check_provider_name(name: str) -> None:
     if name not in PROVIDER_NAMES:
         raise ConfigError(
             f"unknown provider '{name}'; choose one of {', '.join(PROVIDER_NAMES)} "
-            "(--provider or [session] provider)."
+            "(--provider, [session] provider, or a task's provider)."
         )
 
 

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from aca_flows._files import write_json_atomic
+from aca_flows._words import counted
 from aca_flows.errors import PermanentProviderError, ProviderError, TransientProviderError
 from aca_flows.providers.base import (
     EventCallback,
@@ -93,7 +94,7 @@ def first_difference(expected: Any, actual: Any, path: str = "request") -> str |
             if found:
                 return found
         if len(expected) != len(actual):
-            return f"{path}: recorded {len(expected)} items, got {len(actual)}"
+            return f"{path}: recorded {counted(len(expected), 'item')}, got {len(actual)}"
         return None
     if expected != actual:
         return f"{path}: recorded {_show(expected)}, got {_show(actual)}"

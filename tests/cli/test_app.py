@@ -38,6 +38,15 @@ def test_dry_run_dumps_and_runs_nothing(tmp_path, capsys):
     assert not (tmp_path / ".aca").exists()
 
 
+def test_a_one_task_plan_reads_1_task_not_1_tasks(tmp_path, capsys):
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("# T\n\n- write a.txt {#a}\n")
+    code, out, _ = run(capsys, "run", str(tasks), "--dry-run")
+    assert code == 0
+    assert out.startswith("T  (1 task, strategy intelligent)")
+    assert "Dry run: 1 task (1 pending); nothing was run." in out
+
+
 def test_review_workflow_edit_then_load(tmp_path, capsys):
     plan_file = tmp_path / "plan.toml"
     assert run(capsys, "run", str(HELLO), "-w", str(tmp_path), "--dry-run",
@@ -54,15 +63,6 @@ def test_context_and_appended_prompt_reach_the_plan(tmp_path, capsys):
     code, _, _ = run(
         capsys,
         "--task-file", str(COMPAT / "multi-task" / "tasks.md"),
-        "--use-intelligent-parser", "--force-naive-parser",
-        "--context", "project context", "--context", "more",
-        "--append-system-prompt", "additional instructions",
-        "--dry-run", "--dump-plan", str(plan_file), "-w", str(tmp_path),
-    )  # fmt: skip
-    assert code == 2  # the two parser switches contradict
-    code, _, _ = run(
-        capsys,
-        "--task-file", str(COMPAT / "multi-task" / "tasks.md"),
         "--context", "project context", "--context", "more",
         "--append-system-prompt", "additional instructions",
         "--dry-run", "--dump-plan", str(plan_file), "-w", str(tmp_path),
@@ -71,6 +71,19 @@ def test_context_and_appended_prompt_reach_the_plan(tmp_path, capsys):
     assert code == 0
     assert plan["context_hints"] == ["project context", "more"]
     assert plan["append_system_prompt"] == "additional instructions"
+
+
+@pytest.mark.parametrize("dry_run", [["--dry-run"], []])
+def test_contradicting_parser_switches_are_named_before_any_provider_is_asked(
+    tmp_path, capsys, dry_run
+):
+    """Not the login error of a provider the user never meant to reach (none works here)."""
+    tasks = COMPAT / "multi-task" / "tasks.md"
+    code, _, err = run(capsys, "run", str(tasks), "-w", str(tmp_path), *dry_run,
+                       "--use-intelligent-parser", "--force-naive-parser")  # fmt: skip
+    assert code == 2
+    assert "--use-intelligent-parser and --force-naive-parser contradict; pick one" in err
+    assert "cannot work" not in err
 
 
 def test_json_summary(tmp_path, capsys):
@@ -109,6 +122,24 @@ def test_cycle_is_exit_2_with_path_and_nothing_written(tmp_path, capsys):
     assert not dump.exists()
 
 
+@pytest.mark.parametrize(
+    ("command", "what"),
+    [
+        (["run", "{dir}", "--dry-run"], "task file"),
+        (["plan", "show", "{dir}"], "task file"),
+        (["plan", "parse", "{dir}"], "task file"),
+        (["--execution-plan", "{dir}", "--dry-run"], "execution plan"),
+    ],
+)
+def test_a_folder_given_as_the_task_file_is_called_a_folder(tmp_path, capsys, command, what):
+    """Not "unknown task file type '(none)'": the user gave a folder where a file belongs."""
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    code, _, err = run(capsys, *(arg.format(dir=folder) for arg in command))
+    assert code == 2
+    assert f"{what} {folder} is a folder, not a file; give the path of the {what} itself" in err
+
+
 def test_dump_to_unknown_format_is_refused_before_anything(tmp_path, capsys):
     code, _, err = run(capsys, "run", str(HELLO), "--dry-run", "--dump-plan", str(tmp_path / "p.x"))
     assert code == 2 and "name the file .json or .toml" in err
@@ -120,9 +151,34 @@ def test_run_in_a_folder_that_is_not_a_repository_names_the_fix(tmp_path, capsys
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_refused_run_writes_no_dumped_plan(tmp_path, capsys):
+    """--dump-plan writes the plan of a run that goes ahead, not of one refused at the start."""
+    dump = tmp_path / "plan.json"
+    workdir = tmp_path / "not-a-repo"
+    workdir.mkdir()
+    code, _, err = run(capsys, "run", str(HELLO), "-w", str(workdir), "--dump-plan", str(dump))
+    assert code == 2 and "pass --init-git" in err
+    assert not dump.exists()
+
+
 def test_unknown_provider_is_refused_before_anything_runs(tmp_path, capsys):
     code, _, err = run(capsys, "run", str(HELLO), "-w", str(tmp_path), "--provider", "gpt")
     assert code == 2 and "unknown provider 'gpt'" in err
+
+
+@pytest.mark.parametrize(
+    ("task_line", "option"),
+    [("- x {#z}", ["--provider", "bogus"]), ("- x {#z provider=bogus}", [])],
+)
+def test_a_dry_run_refuses_an_unknown_provider_as_the_run_does(tmp_path, capsys, task_line, option):
+    """The dry run is the review before the run: it must not pass a plan the run refuses."""
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(f"# T\n\n{task_line}\n")
+    dump = tmp_path / "plan.json"
+    code, out, err = run(capsys, "run", str(tasks), "--dry-run", "--dump-plan", str(dump), *option)
+    assert code == 2 and "Dry run" not in out
+    assert "unknown provider 'bogus'; choose one of claude-code, anthropic" in err
+    assert not dump.exists()
 
 
 def test_provider_without_its_key_is_refused_before_anything_runs(tmp_path, capsys):

@@ -68,8 +68,10 @@ def test_execution_plan_flag_refuses_task_files(tmp_path):
     path.write_text('[[tasks]]\ntitle = "A"\n')
     with pytest.raises(TaskFileError, match="not an execution plan"):
         load_execution_plan(path)
+    markdown = tmp_path / "tasks.md"
+    markdown.write_text("- A\n")
     with pytest.raises(TaskFileError, match="use --task-file"):
-        load_execution_plan(tmp_path / "tasks.md")
+        load_execution_plan(markdown)
 
 
 TOML_TEXT = """\
