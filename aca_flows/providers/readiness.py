@@ -330,6 +330,7 @@ def _claude_login(cli: Path, env: Mapping[str, str]) -> tuple[bool, str]:
 
 
 def _check_replay(config: AcaConfig, env: Mapping[str, str]) -> ProviderReadiness:
+    from aca_flows._words import counted
     from aca_flows.providers.replay import cassette_problem
 
     cassette = config.provider("replay").cassette
@@ -345,7 +346,7 @@ def _check_replay(config: AcaConfig, env: Mapping[str, str]) -> ProviderReadines
     if problem:
         return ProviderReadiness("replay", False, problem, "as recorded", fix)
     return ProviderReadiness(
-        "replay", True, f"cassette {cassette} ({len(interactions)} calls)", "as recorded"
+        "replay", True, f"cassette {cassette} ({counted(len(interactions), 'call')})", "as recorded"
     )
 
 
