@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -55,11 +56,19 @@ def check_dump_target(path: Path | None) -> None:
         raise InputError(
             f"--dump-plan {path}: name the file .json or .toml so aca knows which format to write."
         )
+    folder = path.resolve().parent if path else None
+    if folder and not (folder.is_dir() and os.access(folder, os.W_OK)):
+        raise InputError(
+            f"--dump-plan {path}: {folder} is not a folder aca can write to; name a file in one."
+        )
 
 
 def dump_plan(plan: ExecutionPlan, path: Path) -> None:
     # The plan is the user's own text, written where they asked: dumped exactly, unredacted.
-    write_text_atomic(path, plan_to_text(plan, path.suffix), redact=False)
+    try:
+        write_text_atomic(path, plan_to_text(plan, path.suffix), redact=False)
+    except OSError as exc:
+        raise InputError(f"--dump-plan {path}: the plan cannot be written ({exc}).") from None
 
 
 def _wants_intelligent_parse(options: RunOptions, task_file: Path) -> bool:

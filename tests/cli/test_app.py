@@ -161,6 +161,13 @@ def test_a_refused_run_writes_no_dumped_plan(tmp_path, capsys):
     assert not dump.exists()
 
 
+def test_a_dumped_plan_with_nowhere_to_go_is_refused_before_anything_runs(tmp_path, capsys):
+    dump = tmp_path / "missing" / "plan.json"
+    code, out, err = run(capsys, "run", str(HELLO), "--dry-run", "--dump-plan", str(dump))
+    assert code == 2 and "Dry run" not in out and "Traceback" not in err
+    assert "is not a folder aca can write to" in err
+
+
 def test_unknown_provider_is_refused_before_anything_runs(tmp_path, capsys):
     code, _, err = run(capsys, "run", str(HELLO), "-w", str(tmp_path), "--provider", "gpt")
     assert code == 2 and "unknown provider 'gpt'" in err
