@@ -63,6 +63,7 @@ def run_flow(*, quiet_console: bool = False, **parameters: Any) -> FlowOutcome:
     from aca_flows.flows.run_setup import plan_name_of
     from aca_flows.flows.server import prefect_api_for_run
     from aca_flows.flows.summary import RunSummary
+    from aca_flows.session.store import new_session_id
 
     if quiet_console:
         _quiet_console_logs()
@@ -70,6 +71,12 @@ def run_flow(*, quiet_console: bool = False, **parameters: Any) -> FlowOutcome:
     # Run under the plan's name, so the flow run is the plan's (docs/engine.md).
     plan_name = plan_name_of(parameters)
     flow = aca_run if plan_name is None else plan_flow(plan_name)
+    if plan_name is not None and not parameters.get("repo"):
+        # The session id made here, not in the flow: the flow run is named "<plan> · <id>"
+        # from its first line on, in the terminal as in the UI. (With a remote, a given id
+        # means "fetch this session first": the flow names that run once it knows the id.)
+        parameters.setdefault("session_id", new_session_id())
+        flow = plan_flow(plan_name, run_name=f"{plan_name} · {parameters['session_id']}")
 
     async def main() -> FlowOutcome:
         state = await flow(**parameters, return_state=True)

@@ -265,14 +265,17 @@ def _plain(value: Any) -> bool:
 aca_run.serialize_parameters = _stored_parameters
 
 
-def plan_flow(plan_name: str) -> Flow:
+def plan_flow(plan_name: str, run_name: str | None = None) -> Flow:
     """``aca_run`` as the flow named after the plan ``plan_name`` (docs/engine.md, "The plan's
     flow"): what the ``aca`` command runs, so its flow run is the plan's and no subflow run
-    is needed for it."""
+    is needed for it. ``run_name``: the flow run's name (redacted, as it is stored)."""
     # A copy under the plan's name (a slug, a valid flow name): ``with_options`` would build
     # the flow's parameter schema again, the same for every plan, 30 ms of each run's start.
     named = copy.copy(aca_run)
     named.name = plan_flow_name(plan_name)
+    if run_name is not None:
+        shown = redact_text(run_name)
+        named.flow_run_name = lambda: shown  # a callable: a string would be .format()ted
     return named
 
 

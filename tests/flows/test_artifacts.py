@@ -170,7 +170,9 @@ def test_proposed_subtasks_get_reports_and_rows_that_match_the_session(
     assert {row["id"]: row["status"] for row in table} == status
 
 
-def test_names_tags_log_lines_and_reports_read_as_a_person_would(tmp_path, repo, anthropic_fake):
+def test_names_tags_log_lines_and_reports_read_as_a_person_would(
+    tmp_path, repo, anthropic_fake, capfd
+):
     """Item 6 of issue 15, read back through the API: a flow run named after the plan and the
     session, tags on flow and task runs, log lines in words, titles with ``<angle>`` brackets
     kept, the tree as a nested list, and a run form that describes every parameter."""
@@ -188,8 +190,12 @@ def test_names_tags_log_lines_and_reports_read_as_a_person_would(tmp_path, repo,
     session_id = outcome.summary["session_id"]
 
     flow_run, task_runs, artifacts, logs = asyncio.run(read_prefect(name, session_id))
-    # Two runs of one file differ, and each names its session.
+    # Two runs of one file differ, and each names its session: in the UI, and in the
+    # terminal from the run's first line on.
     assert flow_run.name == f"{name} · {session_id}"
+    terminal = capfd.readouterr().err
+    assert f"Beginning flow run '{name} · {session_id}'" in terminal
+    assert f"Flow run '{name} · {session_id}' - Finished in state Failed" in terminal
     tags = {"aca", f"session:{session_id}", "provider:anthropic"}
     assert tags <= set(flow_run.tags)
     assert {r.name for r in task_runs} == {"a write a.txt", "b write b.txt"}
