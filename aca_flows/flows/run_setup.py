@@ -47,6 +47,7 @@ from aca_flows.plan import (
 from aca_flows.plan.io import MARKDOWN_SUFFIXES
 from aca_flows.providers import get_provider, rate_limiter_for, require_providers
 from aca_flows.providers.base import Provider, ProviderResponse
+from aca_flows.providers.pricing import price_for
 from aca_flows.providers.ratelimit import account_state_file
 from aca_flows.providers.retry import with_call_retries
 from aca_flows.session.events import TaskResult
@@ -135,6 +136,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         _refuse_lost_work(repo, recorded)
         names = _providers_left(recorded.plan, config.session.provider)
         _require_working_providers(names, config)
+        _refuse_a_budget_without_prices(recorded.plan, config)
         _import_sdks_in_background(names)
         store = SessionStore.open(workdir, request.session_id)
         store.resumed(budget_usd=request.budget_usd)
@@ -143,6 +145,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         plan, parse = _load_plan(request, config)
         names = plan.provider_names(config.session.provider)
         _require_working_providers(names, config)
+        _refuse_a_budget_without_prices(plan, config)
         _import_sdks_in_background(names)
         asked = plan
         store = SessionStore.create(
@@ -504,6 +507,37 @@ def _import_sdks(names: set[str]) -> None:
                     importlib.import_module(_SDK_MODULES[name])
     finally:
         collect_as_usual()  # start-up is over (aca_flows/_startup.py)
+
+
+# Providers whose calls aca prices from its table: a model it has no price for costs $0.
+# (Claude Code reports its own cost; replay plays recorded ones; Ollama runs locally.)
+PRICED_BY_TABLE = ("anthropic", "openai")
+
+
+def _refuse_a_budget_without_prices(plan: ExecutionPlan, config: AcaConfig) -> None:
+    """A budget aca cannot keep is refused before anything is spent: the calls of a model
+    with no known price would count $0 and never reach it."""
+    budget = config.session.budget_usd
+    if budget is None:
+        return
+    unpriced: set[tuple[str, str]] = set()
+    for task in plan.tasks:
+        provider = task.provider or config.session.provider
+        if task.children or task.status.is_done or provider not in PRICED_BY_TABLE:
+            continue
+        section = config.provider(provider)
+        model = task.model or section.model or config.session.model
+        if model and price_for(model, section.prices) is None:
+            unpriced.add((provider, model))
+    if unpriced:
+        provider, model = min(unpriced)
+        listed = ", ".join(f"{m} ({p})" for p, m in sorted(unpriced))
+        raise InputError(
+            f"a budget of ${budget:g} cannot be kept: aca has no price for {listed}, so its "
+            f"calls would count $0. Give the price in the config "
+            f'([providers.{provider}.prices."{model}"] input = ..., output = ..., in USD per '
+            "million tokens), or run without a budget."
+        )
 
 
 def _providers_left(plan: ExecutionPlan, default: str) -> set[str]:

@@ -353,3 +353,25 @@ def test_a_run_on_a_checkout_with_uncommitted_changes_says_the_tasks_do_not_see_
     store.close()
     assert "uncommitted changes (README.md, notes.txt)" in caplog.text
     assert "the tasks start from its last commit and do not see them" in caplog.text
+
+
+def test_a_budget_on_a_model_without_a_price_is_refused_before_anything_is_written(
+    tmp_path, repo, anthropic_fake
+):
+    from aca_flows.errors import InputError
+
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write a.txt {#a}\n")
+    request = {"task_file": str(tasks), "workdir": str(repo), "budget_usd": 0.5}
+    with pytest.raises(InputError, match=r"no price for claude-fake \(anthropic\)") as refused:
+        open_run(RunRequest(model="claude-fake", **request))
+    assert '[providers.anthropic.prices."claude-fake"]' in str(refused.value)
+    assert not (repo / ".aca" / "sessions").exists()
+
+    # With its price given, the budget can be kept.
+    (repo / "aca.toml").write_text(
+        '[providers.anthropic.prices."claude-fake"]\ninput = 1.0\noutput = 2.0\n'
+    )
+    store, run = open_run(RunRequest(model="claude-fake", **request))
+    store.close()
+    assert run.config.session.budget_usd == 0.5
