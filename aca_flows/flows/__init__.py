@@ -75,11 +75,17 @@ def run_flow(*, quiet_console: bool = False, **parameters: Any) -> FlowOutcome:
         # The session id made here, not in the flow: the flow run is named "<plan> · <id>"
         # from its first line on, in the terminal as in the UI. (With a remote, a given id
         # means "fetch this session first": the flow names that run once it knows the id.)
-        parameters.setdefault("session_id", new_session_id())
+        parameters["session_id"] = parameters.get("session_id") or new_session_id()
         flow = plan_flow(plan_name, run_name=f"{plan_name} · {parameters['session_id']}")
 
     async def main() -> FlowOutcome:
-        state = await flow(**parameters, return_state=True)
+        from prefect import tags
+
+        # Tagged with its session from the start: a resume finds it even if this process
+        # dies before the flow labels its run (abandoned_runs.py).
+        session = parameters.get("session_id")
+        with tags(*(["aca", f"session:{session}"] if session else [])):
+            state = await flow(**parameters, return_state=True)
         result = await state.aresult(raise_on_failure=False)
         if isinstance(result, RunSummary):
             return FlowOutcome(state.name, result.model_dump(mode="json"), None)

@@ -31,6 +31,7 @@ from prefect.states import Failed
 
 from aca_flows._threads import in_thread
 from aca_flows.errors import AcaError
+from aca_flows.flows.abandoned_runs import crash_abandoned_runs
 from aca_flows.flows.deployment_guard import deployment_refusal, resolve_job_paths
 from aca_flows.flows.events import emit_session_event
 from aca_flows.flows.flow_tree import plan_flow_name
@@ -217,6 +218,10 @@ async def aca_run(
                 run.session_id, _label_flow_run(store, run, rename=session_name is None)
             )
             emit_session_event(store, "started")
+            if store.session.resumes and not repo:
+                # The lock says no other process here runs the session (a remote's session
+                # may run on another machine); before this run starts any run of its own.
+                await crash_abandoned_runs(run.session_id, flow_run and str(flow_run.id))
             summary = await drive_plan(store, run, request, interrupt)
             await deliver_pull_request(store, run, summary)
             emit_session_event(store, summary.status, summary.stopped_reason)

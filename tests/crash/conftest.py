@@ -212,3 +212,34 @@ def journal(session: Path) -> list[dict]:
         except ValueError:
             break
     return events
+
+
+def task_runs_of(api_url: str, session_id: str) -> list:
+    """The session's task runs, as the Prefect server has them."""
+    return _runs_of(api_url, session_id, task_runs=True)
+
+
+def flow_runs_of(api_url: str, session_id: str) -> list:
+    """The session's flow runs, as the Prefect server has them."""
+    return _runs_of(api_url, session_id, task_runs=False)
+
+
+def _runs_of(api_url: str, session_id: str, *, task_runs: bool) -> list:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas import filters
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    tag = [f"session:{session_id}"]
+
+    async def read():
+        async with get_client() as client:
+            if task_runs:
+                by_tag = filters.TaskRunFilter(tags=filters.TaskRunFilterTags(all_=tag))
+                return await client.read_task_runs(task_run_filter=by_tag)
+            by_tag = filters.FlowRunFilter(tags=filters.FlowRunFilterTags(all_=tag))
+            return await client.read_flow_runs(flow_run_filter=by_tag)
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        return asyncio.run(read())

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 
-from tests.crash.conftest import only_session, wait_for
+from tests.crash.conftest import flow_runs_of, only_session, task_runs_of, wait_for
 from tests.crash.test_kill_and_resume import CHAIN, Agent, agent_task_ids, branch_tasks
 
 WAIT = 60
@@ -155,6 +155,8 @@ def test_a_check_the_stop_signal_killed_leaves_its_task_unfinished(
     states = {t["id"]: t["status"]["state"] for t in data["plan"]["tasks"]}
     assert states == {"a": "completed", "b": "pending", "c": "pending"}
     assert "b stays unfinished" in err + aca.out("run")
+    # The terminal names the flow run as the UI does, from its first line.
+    assert f"Beginning flow run 'Chain · {session.name}'" in err
     # The UI says so too: b's task run ended Cancelled, not Failed.
     (b_run,) = [r for r in task_runs_of(prefect_api, session.name) if r.name.startswith("b ")]
     assert b_run.state.is_cancelled(), b_run.state
@@ -176,31 +178,6 @@ GROUPED_CHAIN = """# Grouped chain
 - write b.txt {#b depends_on=a}
 - write c.txt {#c depends_on=b}
 """
-
-
-def task_runs_of(api_url: str, session_id: str) -> list:
-    """The session's task runs, as the Prefect server has them."""
-    return _runs_of(api_url, session_id, "read_task_runs")
-
-
-def flow_runs_of(api_url: str, session_id: str) -> list:
-    """The session's flow runs, as the Prefect server has them."""
-    return _runs_of(api_url, session_id, "read_flow_runs")
-
-
-def _runs_of(api_url: str, session_id: str, read_method: str) -> list:
-    import asyncio
-
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    async def read():
-        async with get_client() as client:
-            return await getattr(client, read_method)()
-
-    with temporary_settings(updates={PREFECT_API_URL: api_url}):
-        runs = asyncio.run(read())
-    return [r for r in runs if f"session:{session_id}" in r.tags]
 
 
 def test_an_interrupt_ends_the_group_subflow_runs_with_the_run(

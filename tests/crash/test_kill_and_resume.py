@@ -22,7 +22,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.crash.conftest import journal, kill_group, only_session, wait_for
+from tests.crash.conftest import (
+    flow_runs_of,
+    journal,
+    kill_group,
+    only_session,
+    task_runs_of,
+    wait_for,
+)
 from tests.fakes.coding_agent import coding_agent, task_of
 from tests.fakes.llm_server import RecordedRequest, Reply
 
@@ -156,7 +163,9 @@ KILL_POINTS = {
 
 
 @pytest.mark.parametrize("name", list(KILL_POINTS))
-def test_sigkill_then_resume_completes_without_repeating_work(name, aca, repo, llm, tmp_path):
+def test_sigkill_then_resume_completes_without_repeating_work(
+    name, aca, repo, llm, tmp_path, prefect_api
+):
     point = KILL_POINTS[name]
     hold, git_wrapper = install_git_wrapper(tmp_path)
     if point.hook_at:
@@ -231,3 +240,7 @@ def test_sigkill_then_resume_completes_without_repeating_work(name, aca, repo, l
     # The user's checkout is untouched.
     assert git(repo, "rev-parse", "--abbrev-ref", "HEAD").strip() == "main"
     assert not (repo / "a.txt").exists()
+    # The killed run is no longer Running on the server: the resume ended it Crashed.
+    flow_runs = flow_runs_of(prefect_api, session.name)
+    assert sorted(r.state.type.value for r in flow_runs) == ["COMPLETED", "CRASHED"]
+    assert not [r for r in task_runs_of(prefect_api, session.name) if r.state.is_running()]

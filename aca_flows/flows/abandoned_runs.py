@@ -1,0 +1,60 @@
+"""Flow and task runs left ``Running`` by a process that died (SIGKILL, an OOM kill, a
+reboot) end ``Crashed`` when their session is resumed: nothing else tells the server that
+they stopped, and the UI, automations and counts of running runs would see them forever.
+
+The resuming run holds the session's lock, so no other live process runs the session: every
+other run of it still ``Running`` was abandoned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    FlowRunFilterTags,
+    TaskRunFilter,
+    TaskRunFilterState,
+    TaskRunFilterStateType,
+    TaskRunFilterTags,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.states import Crashed
+
+__all__ = ["crash_abandoned_runs"]
+
+
+async def crash_abandoned_runs(session_id: str, current_flow_run_id: str | None) -> int:
+    """End the session's ``Running`` flow and task runs, but the current flow run, as
+    ``Crashed``; returns how many. A server that cannot be asked is no reason to fail."""
+    tag = FlowRunFilterTags(all_=[f"session:{session_id}"])
+    running = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
+    message = f"its process ended without finishing; session {session_id} was resumed"
+    ended = 0
+    with contextlib.suppress(Exception):
+        async with get_client() as client:
+            flow_runs = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(tags=tag, state=running)
+            )
+            task_runs = await client.read_task_runs(
+                task_run_filter=TaskRunFilter(
+                    tags=TaskRunFilterTags(all_=[f"session:{session_id}"]),
+                    state=TaskRunFilterState(type=TaskRunFilterStateType(any_=[StateType.RUNNING])),
+                )
+            )
+            for flow_run in flow_runs:
+                if str(flow_run.id) != current_flow_run_id:
+                    await client.set_flow_run_state(
+                        flow_run.id, Crashed(message=message), force=True
+                    )
+                    ended += 1
+            for task_run in task_runs:
+                if str(task_run.flow_run_id) != current_flow_run_id:
+                    await client.set_task_run_state(
+                        task_run.id, Crashed(message=message), force=True
+                    )
+                    ended += 1
+    return ended
