@@ -152,14 +152,39 @@ def prefect_api_for_run(*, announce=print) -> Iterator[str]:
     and stopped (with everything it started) when the block ends."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    url = PREFECT_API_URL.value() or LocalServer().api_url()
+    given = PREFECT_API_URL.value()
+    url = given or LocalServer().api_url()
     if url:
-        with temporary_settings(updates=_client_settings(url)):
+        with temporary_settings(updates=_client_settings(url)), _unreachable(url, given):
             yield url
         return
     announce(HINT)
     with _temporary_server() as url, temporary_settings(updates=_client_settings(url)):
         yield url
+
+
+@contextlib.contextmanager
+def _unreachable(url: str, given: str | None) -> Iterator[None]:
+    """A server that does not answer ends the command with a message, not a traceback: the
+    one ``PREFECT_API_URL`` names is the user's to fix (exit 2)."""
+    import httpx
+
+    try:
+        yield
+    except (RuntimeError, httpx.TransportError) as exc:
+        cause = exc if isinstance(exc, httpx.TransportError) else exc.__cause__
+        if not isinstance(cause, httpx.TransportError):
+            raise
+        if given:
+            raise InputError(
+                f"the Prefect server at {url} (PREFECT_API_URL) does not answer ({cause}); "
+                "start it, or unset PREFECT_API_URL so that aca uses its local server or a "
+                "temporary one."
+            ) from None
+        raise ServerError(
+            f"aca's local Prefect server at {url} stopped answering ({cause}); "
+            "`aca server start` starts it again, and `aca resume` continues the session."
+        ) from None
 
 
 @contextlib.contextmanager

@@ -207,3 +207,22 @@ def test_ctrl_c_while_prefect_starts_ends_the_command_even_if_start_up_swallows_
     with _signals_interrupt(), pytest.raises(KeyboardInterrupt):
         asyncio.run(start_up_that_swallows_a_cancel())
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_prefect_server_that_does_not_answer_is_named_not_a_traceback(tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    head = git.Repo(repo).head.commit.hexsha
+    home = tmp_path / "home"
+    home.mkdir()
+    unanswered = "http://127.0.0.1:9/api"  # the discard port: nothing listens there
+
+    done = aca(
+        "run", str(HELLO), "--workdir", str(repo), "--config", str(HELLO_CONFIG),
+        home=home, PREFECT_API_URL=unanswered,
+    )  # fmt: skip
+
+    assert done.returncode == 2, done.stderr
+    assert f"the Prefect server at {unanswered} (PREFECT_API_URL) does not answer" in done.stderr
+    assert "unset PREFECT_API_URL" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    untouched(repo, head)
