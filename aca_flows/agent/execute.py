@@ -419,12 +419,13 @@ async def _run_agent_and_verify(
         message = fix_request(verify, attempts_left=max_rounds - attempt)
     assert verify is not None
     tail = verify.output[-FAILURE_OUTPUT_LIMIT:]
+    rounds = max_rounds - 1  # fix rounds, after the first try
+    how = f"still failed after {rounds} fix round(s) of the agent" if rounds else "failed"
     return _RunResult(
         passed=False,
         failure_reason=(
-            f"verify command `{verify_command}` still failed after {max_rounds - 1} fix "
-            f"round(s) of the agent (exit code {verify.exit_code}); nothing was merged. "
-            f"Output:\n{tail}"
+            f"verify command `{verify_command}` {how} (exit code {verify.exit_code}); "
+            f"nothing was merged. Output:\n{tail}"
         ),
         last_round=agent_round,
         verify=verify,

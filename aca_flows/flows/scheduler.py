@@ -349,6 +349,11 @@ async def _finish(
         elif interrupt is not None and run.config.approval.on_failure == "ask":
             # A person decides (docs/approval.md, "A stuck task asks").
             answer = await ask_about_failed_task(run, task_id, error.outcome, attempts, interrupt)
+            if answer is None:  # the run was stopped while it waited
+                store.task_failed(task_id, reason, will_retry=True)
+                dag.release(task_id)
+                logger.warning(f"{task_id} stays unfinished: the run stopped before an answer")
+                return None
             if answer.action == "retry":
                 store.task_failed(task_id, reason, will_retry=True)
                 add_hint(run, task_id, answer.hint, error.outcome.human_question)

@@ -77,9 +77,9 @@ class TaskHelp(RunInput):
 
 async def ask_about_failed_task(
     run: ActiveRun, task_id: str, outcome: TaskOutcome, attempt: int, interrupt
-) -> TaskHelp:
+) -> TaskHelp | None:
     """A person's answer for ``task_id``, failed at its ``attempt``; ``fail`` when nobody
-    answers in time or the run is stopped meanwhile."""
+    answers in time, ``None`` when the run is stopped meanwhile (nobody decided)."""
     logger = get_run_logger()
     question = _question(run, task_id, outcome)
     key = _artifact_key("question", run.session_id, task_id)
@@ -113,11 +113,10 @@ async def ask_about_failed_task(
     form = TaskHelp.with_initial_data(description=form_text)
     pause_key = f"aca-help-{task_id}-{attempt}"
     answer = await wait_for_input(form, "pause", timeout, pause_key, interrupt)
-    # Nobody decided: the task fails for its own reason (the journal says why it did not wait).
     if answer is INTERRUPTED:
-        why = "the run was stopped while the task waited"
-        _record(run, TaskAnswered(task_id=task_id, action="fail", reason=why))
-        return TaskHelp(action="fail")
+        # No decision, so no verdict: the task stays unfinished, and a resume asks again.
+        return None
+    # Nobody decided in time: the task fails for its own reason (the journal says why).
     if answer is None:
         logger.warning(f"nobody answered for {task_id} within {timeout:g} s: it fails")
         await running_again()

@@ -421,6 +421,39 @@ def test_a_stuck_task_can_be_skipped_and_its_dependents_run(
     assert statuses["b"] == "completed"
 
 
+def test_a_stop_while_a_stuck_task_waits_leaves_it_and_its_dependents_unfinished(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    from prefect.states import Cancelling
+
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    monkeypatch.setenv("ACA_APPROVAL__ON_FAILURE", "ask")
+    monkeypatch.setenv("ACA_AGENT__MAX_FIX_ATTEMPTS", "0")
+    name = f"Stuck stop {uuid.uuid4().hex[:8]}"
+    tasks = stuck_plan(tmp_path, name)
+    thread, outcomes = start(lambda: run_flow(task_file=tasks, workdir=str(repo)))
+    try:
+        flow_run_id = flow_run_id_named(name)
+        wait_until_paused(flow_run_id, thread)
+
+        async def cancel():  # the UI's Cancel, while the task waits for an answer
+            async with get_client() as client:
+                await client.set_flow_run_state(flow_run_id, Cancelling(), force=True)
+
+        asyncio.run(cancel())
+        thread.join(WAIT)
+    finally:
+        thread.join(WAIT)
+
+    # Nobody decided: not a failure (exit 1) but an interrupted run that a resume continues.
+    (outcome,) = outcomes
+    assert outcome.summary["status"] == "interrupted"
+    session = load_session(repo, outcome.summary["session_id"])
+    assert session.status == "interrupted"
+    assert {t.id: t.status.state for t in session.plan.tasks} == {"a": "pending", "b": "pending"}
+
+
 async def artifact(key: str) -> str:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
