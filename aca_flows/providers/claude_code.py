@@ -47,6 +47,7 @@ import importlib.util
 import json
 import os
 import shutil
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ from aca_flows.providers.claude_code_sandbox import (
     claude_environment,
     claude_sandbox_settings,
     denied_bash_rules,
+    npm_root_answered,
     quiet_environment,
 )
 from aca_flows.providers.failures import error_for_status, error_from_exception
@@ -269,6 +271,8 @@ class ClaudeCodeProvider:
         self.prices = dict(prices or {})
         self.sandbox = sandbox or SandboxSection()
         self.deny_commands = list(deny_commands or [])
+        if self.sandbox.mode != "off":  # npm's answer, read off the first call's path (once)
+            threading.Thread(target=npm_root_answered, args=(dict(os.environ),)).start()
 
     @classmethod
     def from_config(
@@ -309,8 +313,14 @@ class ClaudeCodeProvider:
         # hold hooks, which run outside the sandbox).
         sandboxed = self.sandbox.mode != "off"
         env = {**self.env, **opts.get("env", {})}
+        protected = list(opts.get("protected_paths", ()))
         if sandboxed:
             env = {**claude_environment(os.environ, self.sandbox.env), **env}
+            npm = npm_root_answered(env)
+            if npm:
+                env["PATH"] = os.pathsep.join(p for p in (npm, env.get("PATH")) if p)
+                # claude runs it outside its sandbox: no command inside may change it.
+                protected.append(npm)
         env = {**quiet_environment(os.environ), **env}
         permission_mode = opts.get("permission_mode", self.permission_mode)
         allowed_tools = list(opts.get("allowed_tools", self.allowed_tools))
@@ -329,9 +339,7 @@ class ClaudeCodeProvider:
             env=env,
             sandbox=(
                 claude_sandbox_settings(
-                    opts.get("network", self.sandbox.network),
-                    opts.get("cwd"),
-                    opts.get("protected_paths", ()),
+                    opts.get("network", self.sandbox.network), opts.get("cwd"), protected
                 )
                 if sandboxed
                 else None

@@ -6,11 +6,22 @@
   instructions and its auto memory off, unless the environment sets the variable itself;
 - ``claude_sandbox_settings``: Claude Code's own sandbox for Bash, with no unsandboxed escape,
   no home readable but the worktree's, no credentials, ``protected`` paths not writable;
-- ``denied_bash_rules``: aca's deny list as ``Bash(...)`` permission rules.
+- ``denied_bash_rules``: aca's deny list as ``Bash(...)`` permission rules;
+- ``npm_root_answered``: a folder for the front of claude's ``PATH`` whose ``npm`` answers
+  ``npm root -g`` at once (Claude Code's sandbox asks it at every start, to look for its
+  seccomp helper: about 0.2 s of wall time and 0.3 s of CPU of node per task); anything else
+  goes to npm itself.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
+import shlex
+import shutil
+import subprocess
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +31,7 @@ __all__ = [
     "claude_environment",
     "claude_sandbox_settings",
     "denied_bash_rules",
+    "npm_root_answered",
     "quiet_environment",
 ]
 
@@ -105,3 +117,60 @@ def claude_sandbox_settings(
 def denied_bash_rules(deny_commands: list[str]) -> list[str]:
     """aca's deny list as Claude Code permission rules: ``Bash(curl:*)`` for ``curl``."""
     return [f"Bash({entry.strip()}:*)" for entry in deny_commands if entry.strip()]
+
+
+NPM_SHIM = """#!/bin/sh
+# Written by aca (aca_flows/providers/claude_code_sandbox.py): Claude Code's sandbox runs
+# `npm root -g` at every start; its answer, read once, is given from npm.root beside this.
+if [ "$#" -eq 2 ] && [ "$1" = root ] && [ "$2" = -g ] && [ -s "$0.root" ]; then
+  exec cat "$0.root"
+fi
+exec {npm} "$@"
+"""
+
+
+NPM_PREFIX_VARIABLES = ("npm_config_prefix", "NPM_CONFIG_PREFIX")
+
+
+def npm_root_answered(environ: Mapping[str, str]) -> str | None:
+    """The folder of an ``npm`` that answers ``npm root -g`` from a copy of the real answer
+    (made once: ``~/.aca/npm-shim/<key>``), or ``None`` when ``environ``'s PATH has no npm.
+    The key changes with npm itself and its prefix settings, so the copy is never stale."""
+    npm = shutil.which("npm", path=environ.get("PATH"))
+    if npm is None:
+        return None
+    npmrc = Path.home() / ".npmrc"
+    key = "\0".join(
+        [
+            os.path.realpath(npm),
+            *(environ.get(name, "") for name in NPM_PREFIX_VARIABLES),
+            str(npmrc.stat().st_mtime_ns) if npmrc.exists() else "",
+        ]
+    )
+    folder = Path.home() / ".aca" / "npm-shim" / hashlib.sha256(key.encode()).hexdigest()[:16]
+    return _npm_shim(npm, folder)
+
+
+_NPM_SHIM_LOCK = threading.Lock()  # a provider's thread and its first call may both ask
+
+
+@functools.cache
+def _npm_shim(npm: str, folder: Path) -> str | None:
+    from aca_flows.session.files import write_text_atomic
+
+    shim = folder / "npm"
+    with _NPM_SHIM_LOCK:
+        if shim.is_file():
+            return str(folder)
+        try:
+            root = subprocess.run(
+                [npm, "root", "-g"], capture_output=True, text=True, timeout=30, check=True
+            ).stdout.strip()
+            folder.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(folder / "npm.root", root + "\n", redact=False, durable=False)
+            script = NPM_SHIM.format(npm=shlex.quote(npm))
+            write_text_atomic(shim, script, redact=False, durable=False)
+            shim.chmod(0o755)
+        except (OSError, subprocess.SubprocessError):
+            return None  # claude asks npm itself, as it would without aca
+    return str(folder)

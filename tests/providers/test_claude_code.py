@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -360,3 +361,44 @@ def test_the_users_mcp_servers_start_only_when_an_mcp_tool_is_allowed(
     run(_provider(allowed_tools=tools).complete(_request(tmp_path, "Say done")))
 
     assert marker.read_text() == "started"
+
+
+def test_claudes_npm_root_question_is_answered_without_starting_npm(tmp_path, monkeypatch):
+    """Claude Code's sandbox runs `npm root -g` at every start (node, about 0.2 s): aca puts
+    an npm first on claude's PATH that answers it from npm's own answer, asked once."""
+    from aca_flows.providers.claude_code_sandbox import npm_root_answered
+    from aca_flows.settings import SandboxSection
+
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    calls = tmp_path / "npm-calls"
+    fake_npm = tools / "npm"
+    fake_npm.write_text(
+        f'#!/bin/sh\necho "$@" >> {calls}\n'
+        'if [ "$*" = "root -g" ]; then echo /opt/npm/lib/node_modules; fi\n'
+    )
+    fake_npm.chmod(0o755)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PATH", f"{tools}:/usr/bin:/bin")
+
+    provider = _provider()
+    provider.sandbox = SandboxSection(mode="bwrap")
+    options = provider.build_options(_request(tmp_path, "hi"))
+    path = options.env["PATH"]
+    assert path.endswith(f"{tools}:/usr/bin:/bin") and path != f"{tools}:/usr/bin:/bin"
+    # claude runs that npm outside its sandbox: no command inside may rewrite it.
+    shim = path.split(":")[0]
+    assert shim in options.sandbox["filesystem"]["denyWrite"]
+
+    def npm(*args: str) -> str:
+        done = subprocess.run(["sh", "-c", f"npm {' '.join(args)}"], env={"PATH": path},
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        return done.stdout
+
+    assert npm("root", "-g") == npm("root", "-g") == "/opt/npm/lib/node_modules\n"
+    npm("install", "left-pad")  # anything else is npm's own
+    assert calls.read_text().splitlines() == ["root -g", "install left-pad"]
+    # Without npm on the PATH there is nothing to answer; with the sandbox off, nothing asks.
+    assert npm_root_answered({"PATH": str(tmp_path / "nowhere")}) is None
+    provider.sandbox = SandboxSection(mode="off")
+    assert provider.build_options(_request(tmp_path, "hi")).env.get("PATH") is None

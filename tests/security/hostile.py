@@ -86,6 +86,14 @@ HOSTILE: list[Hostile] = [
         "echo x >> {repo}/.aca/sessions/s1/meta/events.jsonl",
         "Directory nonexistent",
     ),  # fmt: skip
+    # The npm that claude runs outside its sandbox at start (claude_code_sandbox.py).
+    _h(
+        "aca-npm-shim",
+        "for f in {home}/.aca/npm-shim/*/npm; do echo 'touch {marker}' >> \"$f\"; done",
+        "Directory nonexistent",
+        "No such file",
+        READ_ONLY,
+    ),  # fmt: skip
     _h("etc-hosts", "echo 1.2.3.4 evil >> /etc/hosts", READ_ONLY),
     _h("mount-over-repository", "mount -t tmpfs none {repo}; echo rc=$?", "rc=32", "rc=1"),
     _h("new-user-namespace", "unshare -r id; echo rc=$?", "rc=1"),

@@ -37,6 +37,7 @@ THROUGH_CLAUDE = {
     "git-config-append": ("Read-only file system", "sensitive file"),
     "users-checkout": ("Read-only file system",),
     "session-journal": ("Read-only file system", "No such file"),
+    "aca-npm-shim": ("No such file", "Read-only file system", "Operation not permitted"),
     "connect-local-listener": ("Connection refused", "Network is unreachable", "Error"),
     "denied-curl": ("denied",),
     "denied-sudo": ("denied",),
@@ -108,6 +109,10 @@ def test_the_claude_run_completes_and_changes_nothing_outside_its_worktree(claud
     world, outcome, _, scripted = claude_run
     assert outcome.status == "completed", outcome.failure_reason
     assert world.changes_outside_the_worktree(new_allowed=CLAUDE_STATE) == []
+    # The npm claude runs outside its sandbox is aca's as it wrote it.
+    (shim,) = world.home.glob(".aca/npm-shim/*/npm")
+    assert shim.read_text().startswith("#!/bin/sh\n# Written by aca")
+    assert "touch" not in shim.read_text()
     assert world.listener.connections == 0
     files = subprocess.run(
         ["git", "-C", str(world.repo), "ls-tree", "-r", "--name-only", "aca/s1"],
