@@ -84,15 +84,19 @@ def test_failure_skips_dependents_transitively_and_independent_work_goes_on():
 LEFT_OUT = {"state": "skipped", "reason": "left out at approval"}
 
 
-def test_a_skipped_task_passes_its_own_dependencies_on_to_its_dependents():
+def chain_with_b_left_out() -> DagProgress:
     # b is left out (at approval, or in the task file) before a ran: c still builds on a.
-    dag = DagProgress(
+    return DagProgress(
         plan_of(
             Task(id="a", title="A"),
             Task(id="b", title="B", dependencies=["a"], status=LEFT_OUT),
             Task(id="c", title="C", dependencies=["b"]),
         )
     )
+
+
+def test_a_skipped_task_passes_its_own_dependencies_on_to_its_dependents():
+    dag = chain_with_b_left_out()
     assert ids(dag.ready()) == ["a"]
     assert dag.dependency_ids(dag.task("c")) == ["a", "b"]
     dag.start("a")
@@ -101,13 +105,7 @@ def test_a_skipped_task_passes_its_own_dependencies_on_to_its_dependents():
 
 
 def test_a_failure_before_a_skipped_task_skips_the_tasks_after_it():
-    dag = DagProgress(
-        plan_of(
-            Task(id="a", title="A"),
-            Task(id="b", title="B", dependencies=["a"], status=LEFT_OUT),
-            Task(id="c", title="C", dependencies=["b"]),
-        )
-    )
+    dag = chain_with_b_left_out()
     dag.start("a")
     dag.fail("a", "verify failed")
     assert dag.task("c").status.reason == "dependency `a` failed"
