@@ -27,34 +27,29 @@ from prefect.states import Crashed
 __all__ = ["crash_abandoned_runs"]
 
 
-async def crash_abandoned_runs(session_id: str, current_flow_run_id: str | None) -> int:
-    """End the session's ``Running`` flow and task runs, but the current flow run, as
-    ``Crashed``; returns how many. A server that cannot be asked is no reason to fail."""
-    tag = FlowRunFilterTags(all_=[f"session:{session_id}"])
-    running = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
-    message = f"its process ended without finishing; session {session_id} was resumed"
-    ended = 0
+async def crash_abandoned_runs(session_id: str, current_flow_run_id: str | None) -> None:
+    """End the session's ``Running`` flow and task runs, but the current flow run's, as
+    ``Crashed``. A server that cannot be asked is no reason to fail the run."""
+    tag = [f"session:{session_id}"]
+    running = [StateType.RUNNING]
+    crashed = Crashed(message=f"its process ended without finishing; session {session_id} resumed")
     with contextlib.suppress(Exception):
         async with get_client() as client:
             flow_runs = await client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(tags=tag, state=running)
+                flow_run_filter=FlowRunFilter(
+                    tags=FlowRunFilterTags(all_=tag),
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=running)),
+                )
             )
             task_runs = await client.read_task_runs(
                 task_run_filter=TaskRunFilter(
-                    tags=TaskRunFilterTags(all_=[f"session:{session_id}"]),
-                    state=TaskRunFilterState(type=TaskRunFilterStateType(any_=[StateType.RUNNING])),
+                    tags=TaskRunFilterTags(all_=tag),
+                    state=TaskRunFilterState(type=TaskRunFilterStateType(any_=running)),
                 )
             )
             for flow_run in flow_runs:
                 if str(flow_run.id) != current_flow_run_id:
-                    await client.set_flow_run_state(
-                        flow_run.id, Crashed(message=message), force=True
-                    )
-                    ended += 1
+                    await client.set_flow_run_state(flow_run.id, crashed, force=True)
             for task_run in task_runs:
                 if str(task_run.flow_run_id) != current_flow_run_id:
-                    await client.set_task_run_state(
-                        task_run.id, Crashed(message=message), force=True
-                    )
-                    ended += 1
-    return ended
+                    await client.set_task_run_state(task_run.id, crashed, force=True)

@@ -328,8 +328,7 @@ async def _finish(
         return None
     if state.is_cancelled():
         # Stopped by an interrupt (task_run._stopped): pending again, `aca resume` runs it.
-        store.task_failed(task_id, state.message or "stopped", will_retry=True)
-        dag.release(task_id)
+        _pending_again(store, dag, task_id, state.message or "stopped")
         logger.warning(f"{task_id} stays unfinished ({state.message}); `aca resume` runs it")
         return None
     error = await state.aresult(raise_on_failure=False)
@@ -337,8 +336,7 @@ async def _finish(
         # A budget or usage limit stopped the task before it finished: not a failure; it
         # is pending again in the session (its calls are on the bill), and `aca resume`
         # runs it again.
-        store.task_failed(task_id, str(error), will_retry=True)
-        dag.release(task_id)
+        _pending_again(store, dag, task_id, str(error))
         return str(error)
     attempts = store.session.tasks[task_id].attempts
     if isinstance(error, TaskRunFailed):
@@ -350,14 +348,12 @@ async def _finish(
             # A person decides (docs/approval.md, "A stuck task asks").
             answer = await ask_about_failed_task(run, task_id, error.outcome, attempts, interrupt)
             if answer is None:  # the run was stopped while it waited
-                store.task_failed(task_id, reason, will_retry=True)
-                dag.release(task_id)
+                _pending_again(store, dag, task_id, reason)
                 logger.warning(f"{task_id} stays unfinished: the run stopped before an answer")
                 return None
             if answer.action == "retry":
-                store.task_failed(task_id, reason, will_retry=True)
+                _pending_again(store, dag, task_id, reason)
                 add_hint(run, task_id, answer.hint, error.outcome.human_question)
-                dag.release(task_id)
                 return None
             reason = reviewed_reason(reason, answer)
             if answer.action == "skip":
@@ -377,6 +373,12 @@ async def _finish(
     logger.error(f"{task_id} failed: {first_line(reason)}")
     dag.fail(task_id, reason)
     await _publish_report(store, run, task_id, state)
+
+
+def _pending_again(store: SessionStore, dag: DagProgress, task_id: str, why: str) -> None:
+    """A task that ended without a verdict (stopped, or to be retried) is pending again."""
+    store.task_failed(task_id, why, will_retry=True)
+    dag.release(task_id)
 
 
 async def _publish_report(store: SessionStore, run: ActiveRun, task_id: str, state: State) -> None:

@@ -54,8 +54,8 @@ __all__ = [
     "VOLATILE_OPTIONS",
     "RecordingProvider",
     "ReplayProvider",
-    "first_difference",
     "cassette_problem",
+    "first_difference",
     "load_cassette",
 ]
 
@@ -106,6 +106,14 @@ def _show(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+# The fixes a cassette's problems name.
+RECORD_ONE = (
+    "record one with --record FILE on a run with a real provider, or fix [providers.replay] "
+    "cassette"
+)
+RECORD_AGAIN = "record it again with --record FILE"
+
+
 def cassette_problem(path: Path) -> tuple[list[dict[str, Any]], str, str]:
     """A cassette's interactions, or (with none) what is wrong with the file and the fix."""
     try:
@@ -124,13 +132,6 @@ def cassette_problem(path: Path) -> tuple[list[dict[str, Any]], str, str]:
     ):
         return [], f"{path} is not a version-{CASSETTE_VERSION} cassette", RECORD_AGAIN
     return interactions, "", ""
-
-
-RECORD_ONE = (
-    "record one with --record FILE on a run with a real provider, or fix [providers.replay] "
-    "cassette"
-)
-RECORD_AGAIN = "record it again with --record FILE"
 
 
 def load_cassette(path: Path) -> list[dict[str, Any]]:
