@@ -19,6 +19,7 @@ from prefect.artifacts import (
     acreate_table_artifact,
     aupdate_progress_artifact,
 )
+from prefect.client.schemas.objects import StateDetails
 from prefect.states import State
 from prefect.utilities.annotations import allow_failure
 
@@ -159,8 +160,7 @@ async def drive_plan(
                 await store.off_loop(store.task_started, task.id, provider=provider)
                 # The DAG decided it may start; a dependency skipped after it failed (a
                 # person's decision, task_help.py) has a failed task run all the same.
-                deps = [states[d] for d in dag.dependency_ids(task) if d in states]
-                waits = [allow_failure(s) for s in deps]
+                waits = [allow_failure(s) for s in _edges(states, dag.dependency_ids(task))]
                 running[asyncio.create_task(_run_one(run, task.id, waits, tree))] = task.id
         if not running:
             break
@@ -252,6 +252,25 @@ async def drive_plan(
     summary = run_summary(store, status, stopped_reason, stuck, no_change_ids)
     await tree.close(flow_state(summary))
     return summary
+
+
+def _edges(states: dict[str, State], dependency_ids) -> list[State]:
+    """What a task run waits for: its dependencies' task runs, each as its state without its
+    result. Prefect walks every ``wait_for`` value whole, result included, twice per task run
+    (once for the UI's edges, once to check it completed) and reads a persisted result back;
+    the edge needs only the type and the task run's id. The data is the task's id, so the
+    check finds a value and nothing to walk."""
+    return [
+        State(
+            type=states[d].type,
+            name=states[d].name,
+            message=states[d].message,
+            data=d,
+            state_details=StateDetails(task_run_id=states[d].state_details.task_run_id),
+        )
+        for d in dependency_ids
+        if d in states
+    ]
 
 
 def _failed_ids(store: SessionStore) -> list[str]:
@@ -475,7 +494,7 @@ async def _run_skips(
     after its dependencies' task runs) and a report saying why."""
     for task in dag.plan.tasks:
         if task.status.skipped_for_failure and not task.children and task.id not in states:
-            waits = [states[d] for d in dag.dependency_ids(task) if d in states]
+            waits = _edges(states, dag.dependency_ids(task))
             tags = task_tags(run, task)
             skip = partial(
                 record_skipped_task, task_run_name(task), task.id, str(task.status), waits, tags
