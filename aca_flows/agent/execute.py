@@ -43,13 +43,15 @@ from aca_flows.agent.setup import run_setup_commands
 from aca_flows.agent.subtasks import ProposedSubtask, placement_problems
 from aca_flows.agent.tools import TaskTools, ToolRefused, resolve_inside
 from aca_flows.agent.transcript import ConversationStore, LogCallback, TaskLog
-from aca_flows.agent.verify import VerifyResult, fix_request, run_verify
+from aca_flows.agent.verify import Check, VerifyResult, fix_request, run_checks, task_checks
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import Provider, Usage
 from aca_flows.sandbox import Sandbox
 from aca_flows.session.layout import AcaDir, SessionPaths
 from aca_flows.settings import AcaConfig
 from aca_flows.workspace import (
+    BranchMovedError,
+    ChecksFailedOnHead,
     GitIdentity,
     LandedTask,
     MergeConflictError,
@@ -227,7 +229,7 @@ async def execute_task(
             )
             try:
                 result = await _run_agent_and_verify(
-                    plan, task, worktree, conversation, dependencies, config, stop_requested
+                    plan, task, worktree, conversation, dependencies, config, paths, stop_requested
                 )
             finally:
                 totals.add(conversation)
@@ -255,8 +257,8 @@ async def execute_task(
                     **fields,
                 )
             try:
-                landed = await in_thread(
-                    _land, workdir, worktree, task.title, summary, identity, first_attempt
+                landed = await _land_checked(
+                    plan, task, worktree, summary, identity, first_attempt, config, paths, log
                 )
             except MergeConflictError as exc:
                 # Start again from a clean worktree on the head that now holds the other work.
@@ -322,13 +324,13 @@ async def _run_agent_and_verify(
     conversation: AgentConversation,
     dependencies: list[DependencyContext],
     config: AcaConfig,
+    paths: SessionPaths,
     stop_requested: Callable[[], bool],
 ) -> _RunResult:
-    """Agent rounds until verify passes, the fix attempts run out or the run is stopping."""
+    """Agent rounds until the checks pass, the fix attempts run out or the run is stopping."""
     message = build_task_prompt(
         plan, task, dependencies=dependencies, read_file=lambda p: _read_ref(worktree.path, p)
     )
-    verify_command = verify_command_for(plan, task)
     # run_command and verify; network off unless the task or [sandbox] network allows it
     sandbox = Sandbox.for_worktree(worktree.path, config.sandbox, network=task.network)
     tools = TaskTools(
@@ -340,6 +342,7 @@ async def _run_agent_and_verify(
     )
     max_rounds = 1 + config.agent.max_fix_attempts
     verify: VerifyResult | None = None
+    failed: tuple[Check, VerifyResult] | None = None
     agent_round: AgentRound | None = None
     for attempt in range(1, max_rounds + 1):
         if conversation.provider.name == CLAUDE_CODE:
@@ -386,21 +389,26 @@ async def _run_agent_and_verify(
             return _RunResult(
                 passed=False, failure_reason=problem, last_round=agent_round, attempts=attempt
             )
-        if verify_command is None:
+        checks = await in_thread(task_checks, plan, task, changed, paths, worktree.contains)
+        if not checks:
             return _RunResult(
                 passed=True, no_change_reason=no_change, last_round=agent_round, attempts=attempt
             )
-        verify = await run_verify(verify_command, sandbox, config.agent)
-        conversation.log.write(
-            "verify",
-            attempt=attempt,
-            command=verify_command,
-            passed=verify.passed,
-            exit_code=verify.exit_code,
-            timed_out=verify.timed_out,
-            output=verify.output[-FAILURE_OUTPUT_LIMIT:],
-        )
-        if verify.passed:
+        results = await run_checks(checks, sandbox, config.agent)
+        for check, result in zip(checks, results, strict=False):
+            conversation.log.write(
+                "verify",
+                attempt=attempt,
+                command=check.command,
+                of_task=check.owner,
+                passed=result.passed,
+                exit_code=result.exit_code,
+                timed_out=result.timed_out,
+                output=result.output[-FAILURE_OUTPUT_LIMIT:],
+            )
+        verify = results[0] if checks[0].owner is None else None  # the task's own check
+        failed = checks[len(results) - 1], results[-1]
+        if failed[1].passed:
             return _RunResult(
                 passed=True,
                 no_change_reason=no_change,
@@ -409,22 +417,24 @@ async def _run_agent_and_verify(
                 attempts=attempt,
             )
         if stop_requested():
+            why = f"verify command {failed[0].describe()} failed while the run stopped"
             return _RunResult(
                 passed=False,
-                failure_reason=f"verify command `{verify_command}` failed while the run stopped",
+                failure_reason=why,
                 last_round=agent_round,
                 verify=verify,
                 attempts=attempt,
             )
-        message = fix_request(verify, attempts_left=max_rounds - attempt)
-    assert verify is not None
-    tail = verify.output[-FAILURE_OUTPUT_LIMIT:]
+        message = fix_request(failed[1], attempts_left=max_rounds - attempt, owner=failed[0].owner)
+    assert failed is not None
+    check, result = failed
+    tail = result.output[-FAILURE_OUTPUT_LIMIT:]
     rounds = max_rounds - 1  # fix rounds, after the first try
     how = f"still failed after {rounds} fix round(s) of the agent" if rounds else "failed"
     return _RunResult(
         passed=False,
         failure_reason=(
-            f"verify command `{verify_command}` {how} (exit code {verify.exit_code}); "
+            f"verify command {check.describe()} {how} (exit code {result.exit_code}); "
             f"nothing was merged. Output:\n{tail}"
         ),
         last_round=agent_round,
@@ -453,23 +463,52 @@ def _failed_diff(worktree: TaskWorktree, changed: list[str]) -> str:
         return f"[the diff could not be taken: {str(exc).strip().splitlines()[0]}]\n"
 
 
-def _land(
-    workdir: Path,
+async def _land_checked(
+    plan: ExecutionPlan,
+    task: Task,
     worktree: TaskWorktree,
-    title: str,
     summary: str,
     identity: GitIdentity,
     first_attempt: bool,
+    config: AcaConfig,
+    paths: SessionPaths,
+    log: TaskLog,
+) -> LandedTask:
+    """Land the verified work. Work that landed meanwhile in files this task changed too was
+    never checked together with it: the worktree is put onto the new head, the task's checks
+    run there, and only then does it land. A check that fails there starts the task again on
+    the new head (``ChecksFailedOnHead``, handled as a conflict)."""
+    while True:  # again each time yet another task landed in the same files meanwhile
+        try:
+            return await in_thread(_land, worktree, task.title, summary, identity, first_attempt)
+        except BranchMovedError as moved:
+            worktree = await in_thread(worktree.onto, moved.head, moved.commit)
+            log.write("caught_up", base=moved.head, files=moved.files)
+            changed = real_changes(await in_thread(worktree.changed_files))
+            checks = await in_thread(task_checks, plan, task, changed, paths, worktree.contains)
+            sandbox = Sandbox.for_worktree(worktree.path, config.sandbox, network=task.network)
+            results = await run_checks(checks, sandbox, config.agent)
+            if results and not results[-1].passed:
+                check = checks[len(results) - 1]
+                log.write("verify", command=check.command, of_task=check.owner, passed=False,
+                          exit_code=results[-1].exit_code,
+                          output=results[-1].output[-FAILURE_OUTPUT_LIMIT:])  # fmt: skip
+                raise ChecksFailedOnHead(task.id, moved.files, check.describe()) from None
+
+
+def _land(
+    worktree: TaskWorktree, title: str, summary: str, identity: GitIdentity, first_attempt: bool
 ) -> LandedTask:
     # Runs in a worker thread: a Repo object of its own, and the event loop stays free while
     # the merge lock is waited for.
     return land_task(
-        AcaRepo(workdir),
+        AcaRepo(worktree.repo_root),
         worktree,
         title=title,
         summary=summary,
         identity=identity,
         first_attempt=first_attempt,
+        refuse_unchecked=True,
     )
 
 

@@ -1,18 +1,80 @@
-"""Verification: the task's verify command, run in its worktree after the agent finishes.
+"""Verification: the checks a task's change must pass, run in its worktree after the agent
+finishes.
 
-Only verified work is committed. A failing command's output goes back to the agent in the
-same conversation (``fix_request``) and it tries again, up to ``agent.max_fix_attempts``
-times; a task without a verify command (and no plan default) passes as is.
+The checks (``task_checks``) are the task's own verify command, then those of the tasks that
+landed earlier in the session and whose files the change touches too: a change that breaks an
+earlier task's check is not verified work, whatever its own check says. Only verified work is
+committed. A failing check's output goes back to the agent in the same conversation
+(``fix_request``, naming the earlier task when the check is its) and it tries again, up to
+``agent.max_fix_attempts`` times; a task without checks passes as is.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from pydantic import BaseModel
 
+from aca_flows.agent.prompt import verify_command_for
+from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.sandbox import Sandbox
+from aca_flows.session.layout import SessionPaths
 from aca_flows.settings import AgentSection
+from aca_flows.workspace import read_change_log
 
-__all__ = ["VerifyResult", "fix_request", "run_verify"]
+__all__ = ["Check", "VerifyResult", "fix_request", "run_checks", "run_verify", "task_checks"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """A command the change must pass; ``owner`` is the landed task it belongs to (None: the
+    task's own verify command)."""
+
+    command: str
+    owner: str | None = None
+
+    def describe(self) -> str:
+        own = "" if self.owner is None else f" of task {self.owner} (landed earlier)"
+        return f"`{self.command}`{own}"
+
+
+def task_checks(
+    plan: ExecutionPlan,
+    task: Task,
+    changed: list[str],
+    paths: SessionPaths,
+    contains: Callable[[str], bool],
+) -> list[Check]:
+    """The task's own check, then the check of each landed task whose files ``changed`` touches
+    and whose commit the worktree ``contains`` (what landed after it started is checked once
+    the work is put onto it). A command already listed is not run twice: a plan-wide default
+    covers every task at once."""
+    own = verify_command_for(plan, task)
+    checks = [Check(own)] if own else []
+    touched = set(changed)
+    for task_id, change in read_change_log(paths).items():
+        if task_id == task.id or not touched.intersection(change.files):
+            continue
+        if not contains(change.commit):
+            continue
+        landed = next((t for t in plan.tasks if t.id == task_id), None)
+        command = verify_command_for(plan, landed) if landed is not None else None
+        if command and all(command != c.command for c in checks):
+            checks.append(Check(command, owner=task_id))
+    return checks
+
+
+async def run_checks(
+    checks: list[Check], sandbox: Sandbox, settings: AgentSection
+) -> list[VerifyResult]:
+    """Each check's result, in order, up to the first that fails."""
+    results = []
+    for check in checks:
+        results.append(await run_verify(check.command, sandbox, settings))
+        if not results[-1].passed:
+            break
+    return results
 
 
 class VerifyResult(BaseModel):
@@ -41,15 +103,22 @@ async def run_verify(command: str, sandbox: Sandbox, settings: AgentSection) -> 
     )
 
 
-def fix_request(result: VerifyResult, *, attempts_left: int) -> str:
-    """The message that sends a failed verification back to the agent."""
+def fix_request(result: VerifyResult, *, attempts_left: int, owner: str | None = None) -> str:
+    """The message that sends a failed check back to the agent; ``owner``: the landed task
+    whose check the change broke."""
     how = (
         f"timed out after {result.duration_seconds:.0f}s"
         if result.timed_out
         else f"failed with exit code {result.exit_code}"
     )
+    whose = "The verify command"
+    if owner is not None:
+        whose = (
+            f"Your change touches files of task {owner}, which landed earlier; its verify "
+            "command must keep passing. It"
+        )
     return (
-        f"The verify command `{result.command}` {how}. Its output:\n```\n{result.output}\n```\n"
+        f"{whose} `{result.command}` {how}. Its output:\n```\n{result.output}\n```\n"
         f"Fix the problem so that it passes ({attempts_left} attempt(s) left), then finish again "
         "with a summary of all your changes."
     )

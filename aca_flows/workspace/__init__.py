@@ -5,7 +5,8 @@ The user's checkout is never modified. What the agent layer and the flow call:
 - ``open_repository(workdir, init_git=False)`` then ``ensure_session_branch(repo, session_id)``
 - ``TaskWorktree.create(repo, session_id, task_id)`` / ``.remove()``
 - ``land_task(repo, worktree, title=, summary=, identity=)``: commit, merge under the lock,
-  record the change; raises ``MergeConflictError``
+  record the change; raises ``MergeConflictError`` (``ChecksFailedOnHead`` is one), and
+  ``BranchMovedError`` when asked to refuse an unchecked merge
 - ``completed_task_commits(repo, session_id)``: task ids whose commit is on the session branch
   (what resume trusts), and ``record_landed_task`` to finish their bookkeeping again
 """
@@ -17,6 +18,8 @@ from aca_flows.workspace.commit import (
     find_task_commit,
 )
 from aca_flows.workspace.merge import (
+    BranchMovedError,
+    ChecksFailedOnHead,
     LandedTask,
     MergeConflictError,
     land_task,
@@ -36,7 +39,9 @@ from aca_flows.workspace.worktree import TaskWorktree, discard_worktree
 
 __all__ = [
     "DEFAULT_IDENTITY",
+    "BranchMovedError",
     "ChangeRecord",
+    "ChecksFailedOnHead",
     "GitIdentity",
     "LandedTask",
     "MergeConflictError",

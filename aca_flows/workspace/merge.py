@@ -35,6 +35,8 @@ from aca_flows.workspace.repository import (
 from aca_flows.workspace.worktree import TaskWorktree
 
 __all__ = [
+    "BranchMovedError",
+    "ChecksFailedOnHead",
     "LandedTask",
     "MergeConflictError",
     "land_task",
@@ -47,15 +49,42 @@ __all__ = [
 class MergeConflictError(AcaError):
     """The task's commit conflicts with work another task landed first. ``files`` names them."""
 
-    def __init__(self, task_id: str, files: list[str]):
+    def __init__(self, task_id: str, files: list[str], message: str | None = None):
         self.task_id = task_id
         self.files = files
         listed = ", ".join(files) or "(unknown files)"
         super().__init__(
-            f"task {task_id}: its changes conflict with work already on the session branch in "
-            f"{listed}. Make the conflicting tasks depend on each other so they run in order, "
-            "or merge the files by hand and resume."
+            message
+            or f"task {task_id}: its changes conflict with work already on the session branch "
+            f"in {listed}. Make the conflicting tasks depend on each other so they run in "
+            "order, or merge the files by hand and resume."
         )
+
+
+class ChecksFailedOnHead(MergeConflictError):
+    """The task's change, put onto work that landed meanwhile in the same files, fails a
+    check there. Handled as a conflict: the task starts again on the new head."""
+
+    def __init__(self, task_id: str, files: list[str], check: str):
+        super().__init__(
+            task_id,
+            files,
+            f"task {task_id}: its changes, put onto work that landed meanwhile in "
+            f"{', '.join(files)}, fail the check {check}. Make the tasks depend on each other "
+            "so they run in order, or fix the files by hand and resume.",
+        )
+
+
+class BranchMovedError(AcaError):
+    """Work landed on the session branch since the task's base, in files the task's commit
+    changes too: the combination was never checked. ``head`` is the branch's head now, and
+    ``commit`` the task's commit in its worktree."""
+
+    def __init__(self, task_id: str, files: list[str], head: str, commit: str):
+        super().__init__(f"task {task_id}: work landed meanwhile in {', '.join(files)}")
+        self.files = files
+        self.head = head
+        self.commit = commit
 
 
 @dataclass(frozen=True)
@@ -80,13 +109,16 @@ def land_task(
     summary: str,
     identity: GitIdentity,
     first_attempt: bool = False,
+    refuse_unchecked: bool = False,
 ) -> LandedTask:
     """Commit the worktree, merge the commit into the session branch, record the change.
 
     Raises ``MergeConflictError`` when the commit conflicts with the branch's new head; the
     branch is then unchanged. Safe to repeat. ``first_attempt``: the task never started
     before in this session, so its commit cannot be on the branch yet and the merge lock is
-    held without looking for it (a look that grows with the branch).
+    held without looking for it (a look that grows with the branch). ``refuse_unchecked``:
+    raise ``BranchMovedError`` instead of merging onto work that landed since the task's base
+    in files its commit changes too (the caller checks the combination first).
     """
     # HEAD still at the base: the commit made now has the base as its one parent.
     on_base = worktree.head() == worktree.base_sha
@@ -95,12 +127,29 @@ def land_task(
         existing = None
         if not first_attempt:
             existing = find_task_commit(repo, worktree.session_id, worktree.task_id)
+        if existing is None and refuse_unchecked:
+            _refuse_unchecked(repo, worktree, commit)
         merged = existing or merge_task_commit(repo, worktree, commit, identity, on_base=on_base)
     # After the lock: the next task's merge need not wait for this record (it has a lock of
     # its own); a crash before it is finished on resume, like any landed task's.
     paths = AcaDir(worktree.repo_root).session(worktree.session_id)
     change = record_task_change(repo, paths, worktree.task_id, merged)
     return LandedTask(commit_sha=merged, change=change, already_landed=existing is not None)
+
+
+def _refuse_unchecked(repo: git.Repo, worktree: TaskWorktree, commit: str) -> None:
+    head = session_branch_head(repo, worktree.session_id)
+    if head == worktree.base_sha:
+        return
+    landed = _changed_paths(repo, worktree.base_sha, head)
+    shared = sorted(landed.intersection(_changed_paths(repo, worktree.base_sha, commit)))
+    if shared:
+        raise BranchMovedError(worktree.task_id, shared, head, commit)
+
+
+def _changed_paths(repo: git.Repo, old: str, new: str) -> set[str]:
+    listed = repo.git.diff("--name-only", "--no-renames", "-z", old, new)
+    return {path for path in listed.split("\0") if path}
 
 
 def record_landed_task(repo: git.Repo, session_id: str, task_id: str) -> LandedTask | None:

@@ -11,6 +11,7 @@ still locked by an interrupted ``git worktree add``, so a retried task starts cl
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 from dataclasses import dataclass
@@ -74,6 +75,29 @@ class TaskWorktree:
                 if OBJECT_ID.fullmatch(text):
                     return text
         return self.git.rev_parse("HEAD")
+
+    def onto(self, head: str, commit: str) -> TaskWorktree:
+        """This worktree moved to ``head`` with ``commit``'s changes on it, uncommitted: the
+        task's work put onto what landed since its base, for its checks to run on. Raises
+        ``MergeConflictError`` when the changes do not apply there."""
+        from aca_flows.workspace.merge import MergeConflictError  # merge.py imports this module
+
+        wt = self.git
+        wt.checkout("--detach", "-q", head)
+        try:
+            wt.cherry_pick("--no-commit", commit)
+        except git.GitCommandError:
+            files = [f for f in wt.diff("--name-only", "--diff-filter=U", "-z").split("\0") if f]
+            raise MergeConflictError(self.task_id, files or ["(unknown files)"]) from None
+        return dataclasses.replace(self, base_sha=head)
+
+    def contains(self, commit: str) -> bool:
+        """Whether ``commit`` is in the history this worktree's work starts from."""
+        try:
+            self.git.merge_base("--is-ancestor", commit, self.base_sha)
+        except git.GitCommandError:
+            return False
+        return True
 
     def changed_files(self) -> list[str]:
         """Paths changed since ``base_sha``: committed, staged, unstaged or new (untracked
