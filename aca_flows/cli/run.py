@@ -196,14 +196,14 @@ def _preflight(options: RunOptions, names: set[str], config: AcaConfig) -> None:
 
     if not options.init_git:
         open_repository(options.workdir)  # only looks: a missing repository is named first
-    # Before --init-git creates anything: a run that cannot work leaves nothing behind.
+    # Every refusal before --init-git creates anything: a refused run leaves nothing behind.
     _require_providers(names, config)
-    if options.init_git:
-        options.workdir.mkdir(parents=True, exist_ok=True)
-        open_repository(options.workdir, init_git=True)
     check_sandbox(config.sandbox, claude_code="claude-code" in names)
     if options.open_pr:
         _check_pull_request_target(options, config)
+    if options.init_git:
+        options.workdir.mkdir(parents=True, exist_ok=True)
+        open_repository(options.workdir, init_git=True)
     if config.sandbox.mode == "off":
         print(f"warning: {OFF_WARNING}", file=sys.stderr)
 

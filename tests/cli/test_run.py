@@ -145,7 +145,21 @@ def test_a_machine_without_bubblewrap_is_refused_naming_the_package(tmp_path, ca
     assert code == 2 and "Traceback" not in err
     assert "bubblewrap ('bwrap') is not installed" in err
     assert "apt-get install bubblewrap" in err and '[sandbox] mode = "off"' in err
-    assert not (repo / ".aca" / "sessions").exists()
+    assert not repo.exists()  # --init-git made nothing: the run was refused first
+
+
+def test_open_pr_without_a_token_is_refused_before_init_git_makes_the_repository(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+    repo = tmp_path / "repo"
+    args = ["run", str(HELLO), "-w", str(repo), "--init-git", "--config", str(HELLO_CONFIG)]
+
+    code = main([*args, "--open-pr"])
+
+    assert code == 2
+    assert "--open-pr needs a GitHub token" in capsys.readouterr().err
+    assert not repo.exists()
 
 
 def test_open_pr_without_a_token_or_a_github_repository_exits_2_before_any_task(tmp_path):
