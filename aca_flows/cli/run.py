@@ -169,6 +169,9 @@ def _plan_unless_the_flow_parses(options: RunOptions, config: AcaConfig) -> Exec
     """The plan to run, or ``None`` when the flow parses the task file with the LLM."""
     intelligent = bool(options.task_file and _wants_intelligent_parse(options, options.task_file))
     if intelligent:
+        from aca_flows.plan.source import read_text_file
+
+        read_text_file(options.task_file)  # a missing or unusable file is named first
         # The parser calls the provider: it must be able to work before anything is spent.
         _require_providers({config.session.provider}, config)
     if intelligent and not (options.dry_run or options.dump_plan or options.strict):

@@ -132,6 +132,20 @@ def test_a_rejected_key_exits_2_before_any_task_and_spends_nothing(tmp_path):
     untouched(repo, head)
 
 
+def test_a_missing_task_file_is_named_before_the_intelligent_parser_s_provider(tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    home = tmp_path / "home"
+    home.mkdir()
+    missing = tmp_path / "tasks.md"
+
+    # No ANTHROPIC_API_KEY: the provider could not work either; the file is what to fix first.
+    args = ("run", str(missing), "--use-intelligent-parser", "--provider", "anthropic")
+    done = aca(*args, "--workdir", str(repo), home=home)
+
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"error: task file {missing} does not exist; check the path.\n"
+
+
 def test_a_machine_without_bubblewrap_is_refused_naming_the_package(tmp_path, capsys, monkeypatch):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
