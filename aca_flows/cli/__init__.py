@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["main"]
+__all__ = ["interrupt_inside", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,13 +29,15 @@ def main(argv: list[str] | None = None) -> int:
             code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code == 130 and interrupt_inside(exc.__context__):
+            print("interrupted", file=sys.stderr)  # typer ends a Ctrl-C with 130, silently
     except AcaError as exc:
         from aca_flows.session.redact import redact_text
 
         print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         code = exc.exit_code
     except (KeyboardInterrupt, Exception) as exc:
-        if not _interrupt_inside(exc):
+        if not interrupt_inside(exc):
             raise
         print("interrupted", file=sys.stderr)
         code = 130
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _interrupt_inside(exc: BaseException | None) -> bool:
+def interrupt_inside(exc: BaseException | None) -> bool:
     """A Ctrl-C: a ``KeyboardInterrupt``, or one that landed in a library's callback while
     Prefect started (before the flow takes over the signals) and was re-raised as that
     library's error: pydantic-core keeps only ``KeyboardInterrupt`` in its message."""

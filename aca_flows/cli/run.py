@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -130,6 +131,8 @@ def execute(options: RunOptions) -> int:
     collect_less()  # until the run's SDKs are imported (flows/run_setup.py), or the end
     try:
         return _execute(options)
+    except BaseException as exc:
+        return said_interrupted(exc, lambda: NOT_STARTED)  # run_session makes the session
     finally:
         collect_as_usual()
 
@@ -150,7 +153,11 @@ def _execute(options: RunOptions) -> int:
         return 0
     _preflight(options, names, config)
     _dump_if_asked(plan, options)  # only now: a refused run leaves no file behind
-    return run_session(options)
+    # The id made here, not in the flow: a Ctrl-C while Prefect starts can name the session.
+    # (With --repo, a given id means "fetch this session first": the flow makes it.)
+    from aca_flows.session.store import new_session_id
+
+    return run_session(options, session_id=None if options.repo else new_session_id())
 
 
 def _dump_if_asked(plan: ExecutionPlan | None, options: RunOptions) -> None:
@@ -162,6 +169,9 @@ def _plan_unless_the_flow_parses(options: RunOptions, config: AcaConfig) -> Exec
     """The plan to run, or ``None`` when the flow parses the task file with the LLM."""
     intelligent = bool(options.task_file and _wants_intelligent_parse(options, options.task_file))
     if intelligent:
+        from aca_flows.plan.source import read_text_file
+
+        read_text_file(options.task_file)  # a missing or unusable file is named first
         # The parser calls the provider: it must be able to work before anything is spent.
         _require_providers({config.session.provider}, config)
     if intelligent and not (options.dry_run or options.dump_plan or options.strict):
@@ -189,14 +199,14 @@ def _preflight(options: RunOptions, names: set[str], config: AcaConfig) -> None:
 
     if not options.init_git:
         open_repository(options.workdir)  # only looks: a missing repository is named first
-    # Before --init-git creates anything: a run that cannot work leaves nothing behind.
+    # Every refusal before --init-git creates anything: a refused run leaves nothing behind.
     _require_providers(names, config)
-    if options.init_git:
-        options.workdir.mkdir(parents=True, exist_ok=True)
-        open_repository(options.workdir, init_git=True)
     check_sandbox(config.sandbox, claude_code="claude-code" in names)
     if options.open_pr:
         _check_pull_request_target(options, config)
+    if options.init_git:
+        options.workdir.mkdir(parents=True, exist_ok=True)
+        open_repository(options.workdir, init_git=True)
     if config.sandbox.mode == "off":
         print(f"warning: {OFF_WARNING}", file=sys.stderr)
 
@@ -225,10 +235,47 @@ def _require_providers(names: set[str], config: AcaConfig) -> None:
 
 
 def run_session(options: RunOptions, session_id: str | None = None) -> int:
-    """Run the flow (a new session, or ``session_id`` resumed) and report how it ended;
-    everything the run prints is redacted."""
+    """Run the flow (``session_id`` resumed, or a new session: with that id, if given) and
+    report how it ended; everything the run prints is redacted."""
     with redacted_terminal():
-        return _run_session(options, session_id)
+        try:
+            return _run_session(options, session_id)
+        except BaseException as exc:
+            return said_interrupted(exc, lambda: interrupted_line(options.workdir, session_id))
+
+
+NOT_STARTED = "interrupted before the run started: no session was created, no task ran."
+
+
+def said_interrupted(exc: BaseException, explain: Callable[[], str]) -> int:
+    """A Ctrl-C (or SIGTERM) that came before the flow took over the signals, or after it
+    ended, said in one line on stderr (``explain()``), and its exit code (130); ``exc`` is
+    re-raised if it is anything else. (Left to typer, a ``KeyboardInterrupt`` ends the
+    command with 130 and not a word.)"""
+    from aca_flows.cli import interrupt_inside
+
+    if not interrupt_inside(exc):
+        raise exc
+    print(f"aca: {explain()}", file=sys.stderr)
+    return 130
+
+
+def interrupted_line(workdir: Path, session_id: str | None) -> str:
+    """What an interrupted run left behind: ``session_id`` is the run's session, if known."""
+    from aca_flows.session.layout import AcaDir
+    from aca_flows.session.store import load_session
+
+    if session_id is None:
+        return (
+            f"interrupted; `aca sessions list --workdir {workdir}` shows whether the run "
+            "made a session to resume."
+        )
+    if not (AcaDir(workdir).session(session_id).root / "meta").is_dir():
+        return NOT_STARTED
+    with contextlib.suppress(AcaError):  # a record that cannot be read: resume says why
+        if load_session(workdir, session_id).status == "completed":
+            return f"interrupted after session {session_id} completed."
+    return f"interrupted before session {session_id} finished: `aca resume {session_id}` continues."
 
 
 def _run_session(options: RunOptions, session_id: str | None) -> int:

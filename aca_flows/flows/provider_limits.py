@@ -32,7 +32,12 @@ from dataclasses import dataclass
 
 from aca_flows.errors import InputError
 from aca_flows.providers import check_provider_name
-from aca_flows.providers.ratelimit import NoticeCallback, SharedLimits, WaitNotice
+from aca_flows.providers.ratelimit import (
+    NoticeCallback,
+    SharedLimits,
+    WaitNotice,
+    in_flight_to_end,
+)
 from aca_flows.settings import AcaConfig
 
 __all__ = [
@@ -234,7 +239,7 @@ class PrefectLimits(SharedLimits):
         in_flight = self._limit("in-flight")
         async with contextlib.AsyncExitStack() as stack:
             if in_flight is not None:
-                why = f"one of {in_flight.limit} calls in flight to end ({in_flight.name})"
+                why = f"{in_flight_to_end(in_flight.limit)} ({in_flight.name})"
                 async with _told(notice, why):
                     await stack.enter_async_context(
                         concurrency(in_flight.name, occupy=1, lease_duration=LEASE_SECONDS)

@@ -52,6 +52,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from aca_flows._words import counted
 from aca_flows.errors import PermanentProviderError, ProviderError, TransientProviderError
 from aca_flows.providers.base import (
     EventCallback,
@@ -485,14 +486,15 @@ def result_error(result: Any, text: str, tools_used: int = 0) -> ProviderError |
     if subtype == "error_max_budget_usd":
         return PermanentProviderError(
             f"claude-code: the run reached its budget (max_budget_usd) after "
-            f"{result.num_turns} turns. Raise [claude_code] max_budget_usd_per_task or "
+            f"{counted(result.num_turns, 'turn')}. Raise [claude_code] max_budget_usd_per_task or "
             "split the task.",
             provider=name,
         )
     if subtype == "error_max_turns":
         return PermanentProviderError(
-            f"claude-code: the run stopped at its turn limit after {result.num_turns} turns, "
-            "before it finished. Raise [claude_code] max_turns, or split the task.",
+            "claude-code: the run stopped at its turn limit after "
+            f"{counted(result.num_turns, 'turn')}, before it finished. Raise [claude_code] "
+            "max_turns, or split the task.",
             provider=name,
         )
     if result.is_error and subtype == "error_during_execution":

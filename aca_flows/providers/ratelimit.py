@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from aca_flows._files import write_json_atomic
+from aca_flows._words import counted
 from aca_flows.errors import PermanentProviderError, TransientProviderError
 from aca_flows.providers.base import (
     EventCallback,
@@ -72,6 +73,7 @@ __all__ = [
     "UsageLimitReached",
     "account_state_file",
     "estimate_tokens",
+    "in_flight_to_end",
 ]
 
 Clock = Callable[[], float]
@@ -186,6 +188,13 @@ class WaitNotice:
             self.say(f"{self.subject} waited {waited} and goes now.")
 
 
+def in_flight_to_end(limit: int) -> str:
+    """What a call waits for when ``limit`` calls are in flight: "one of 4 calls in flight to
+    end", "the 1 call in flight to end"."""
+    calls = counted(limit, "call")
+    return f"the {calls} in flight to end" if limit == 1 else f"one of {calls} in flight to end"
+
+
 def _duration(seconds: float) -> str:
     seconds = max(0.0, seconds)
     if seconds < 90:
@@ -287,7 +296,7 @@ class RateLimiter:
                     return Permit(estimated_tokens, self.tokens.spilled)
                 if wait <= 0:
                     reason, wait = "calls in flight", self.poll_seconds
-                    told = f"one of {self.limits.max_concurrent_requests} calls in flight to end"
+                    told = in_flight_to_end(self.limits.max_concurrent_requests)
                     notice.waiting(f"{told} (max_concurrent_requests)")
                 else:
                     notice.waiting(self._why(reason, estimated_tokens), wait)

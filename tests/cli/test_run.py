@@ -15,14 +15,18 @@ from pathlib import Path
 import git
 import pytest
 
+import aca_flows.cli.run as run_cli
 from aca_flows.cli import main
 from aca_flows.cli.run import _signals_interrupt
+from aca_flows.plan import load_task_file
+from aca_flows.session.store import SessionStore
 from tests.fakes.git_repo import make_repo
 from tests.fakes.llm_server import FakeLLMServer
 
 ROOT = Path(__file__).resolve().parents[2]
 HELLO = ROOT / "tasks" / "examples" / "hello.md"
 HELLO_CONFIG = ROOT / "tasks" / "examples" / "hello.aca.toml"
+NOTHING_RAN = "interrupted before the run started: no session was created, no task ran."
 
 
 def aca(*args: str, home: Path, **env: str) -> subprocess.CompletedProcess:
@@ -128,6 +132,20 @@ def test_a_rejected_key_exits_2_before_any_task_and_spends_nothing(tmp_path):
     untouched(repo, head)
 
 
+def test_a_missing_task_file_is_named_before_the_intelligent_parser_s_provider(tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    home = tmp_path / "home"
+    home.mkdir()
+    missing = tmp_path / "tasks.md"
+
+    # No ANTHROPIC_API_KEY: the provider could not work either; the file is what to fix first.
+    args = ("run", str(missing), "--use-intelligent-parser", "--provider", "anthropic")
+    done = aca(*args, "--workdir", str(repo), home=home)
+
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"error: task file {missing} does not exist; check the path.\n"
+
+
 def test_a_machine_without_bubblewrap_is_refused_naming_the_package(tmp_path, capsys, monkeypatch):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -141,7 +159,21 @@ def test_a_machine_without_bubblewrap_is_refused_naming_the_package(tmp_path, ca
     assert code == 2 and "Traceback" not in err
     assert "bubblewrap ('bwrap') is not installed" in err
     assert "apt-get install bubblewrap" in err and '[sandbox] mode = "off"' in err
-    assert not (repo / ".aca" / "sessions").exists()
+    assert not repo.exists()  # --init-git made nothing: the run was refused first
+
+
+def test_open_pr_without_a_token_is_refused_before_init_git_makes_the_repository(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+    repo = tmp_path / "repo"
+    args = ["run", str(HELLO), "-w", str(repo), "--init-git", "--config", str(HELLO_CONFIG)]
+
+    code = main([*args, "--open-pr"])
+
+    assert code == 2
+    assert "--open-pr needs a GitHub token" in capsys.readouterr().err
+    assert not repo.exists()
 
 
 def test_open_pr_without_a_token_or_a_github_repository_exits_2_before_any_task(tmp_path):
@@ -207,6 +239,68 @@ def test_ctrl_c_while_prefect_starts_ends_the_command_even_if_start_up_swallows_
     with _signals_interrupt(), pytest.raises(KeyboardInterrupt):
         asyncio.run(start_up_that_swallows_a_cancel())
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_ctrl_c_before_prefect_starts_says_that_nothing_ran(tmp_path, capsys, monkeypatch):
+    """Typer ends a KeyboardInterrupt with exit 130 and not a word: the user must be told."""
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_cli, "_preflight", interrupted)  # Ctrl-C while aca looks around
+    repo = make_repo(tmp_path / "repo")
+    head = git.Repo(repo).head.commit.hexsha
+
+    code = main(["run", str(HELLO), "-w", str(repo), "--config", str(HELLO_CONFIG)])
+
+    assert code == 130
+    assert capsys.readouterr().err == f"aca: {NOTHING_RAN}\n"
+    untouched(repo, head)
+
+
+@pytest.mark.parametrize("session_made", [False, True])
+def test_ctrl_c_while_prefect_starts_says_whether_a_session_can_be_resumed(
+    tmp_path, capsys, monkeypatch, session_made
+):
+    def prefect_starting(run_flow, options, session_id, quiet_console):
+        if session_made:  # the flow made the session, and had not yet taken over the signals
+            SessionStore.create(
+                options.workdir, load_task_file(HELLO), provider="replay", model="m",
+                session_id=session_id,
+            ).close()  # fmt: skip
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_cli, "_run_flow", prefect_starting)
+    monkeypatch.setattr(run_cli, "_preflight", lambda *args: None)  # no provider to reach
+    repo = make_repo(tmp_path / "repo")
+
+    code = main(["run", str(HELLO), "-w", str(repo), "--config", str(HELLO_CONFIG)])
+
+    err = capsys.readouterr().err
+    assert code == 130
+    if session_made:
+        [session] = [p.name for p in (repo / ".aca" / "sessions").iterdir()]
+        assert err == (
+            f"aca: interrupted before session {session} finished: "
+            f"`aca resume {session}` continues.\n"
+        )
+    else:
+        assert err == f"aca: {NOTHING_RAN}\n"
+        assert not (repo / ".aca" / "sessions").exists()
+
+
+def test_ctrl_c_in_any_command_says_interrupted(tmp_path, capsys, monkeypatch):
+    import aca_flows.session.checkpoints as checkpoints
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoints, "resolve_resume_target", interrupted)
+
+    code = main(["resume", "--latest", "-w", str(tmp_path)])
+
+    assert code == 130
+    assert capsys.readouterr().err == "interrupted\n"
 
 
 def test_a_prefect_server_that_does_not_answer_is_named_not_a_traceback(tmp_path):

@@ -275,7 +275,7 @@ def test_two_runs_in_two_processes_never_exceed_the_calls_in_flight_limit_togeth
     assert both_ready.is_set()
     assert server.most_in_flight() == 1
     # Six calls queued for one slot: the last waits several seconds, and says so.
-    assert "calls in flight to end" in "".join(outputs)
+    assert "the 1 call in flight to end" in "".join(outputs)
     assert "and goes now" in "".join(outputs)
 
 

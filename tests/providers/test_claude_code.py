@@ -11,13 +11,19 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from aca_flows.errors import PermanentProviderError, TransientProviderError
 from aca_flows.providers import get_provider
 from aca_flows.providers.base import Message, ProviderEvent, ProviderRequest
-from aca_flows.providers.claude_code import bundled_claude_cli, find_claude_cli, render_prompt
+from aca_flows.providers.claude_code import (
+    bundled_claude_cli,
+    find_claude_cli,
+    render_prompt,
+    result_error,
+)
 from aca_flows.settings import AcaConfig, ClaudeCodeSection, ProviderSection
 from tests.fakes.git_repo import make_repo
 from tests.providers.conftest import run
@@ -161,6 +167,15 @@ def test_a_run_out_of_turns_is_a_permanent_error_that_keeps_its_cost(
     assert "[claude_code] max_turns" in str(caught.value)
     assert caught.value.billed.cost_usd > 0 and caught.value.billed.usage.input_tokens == 10
     assert (tmp_path / "a.txt").read_text() == "a"
+
+
+@pytest.mark.parametrize("subtype", ["error_max_turns", "error_max_budget_usd"])
+def test_a_run_stopped_after_one_turn_says_1_turn(subtype):
+    stopped = SimpleNamespace(subtype=subtype, num_turns=1, is_error=True, api_error_status=None)
+
+    message = str(result_error(stopped, ""))
+
+    assert "after 1 turn" in message and "1 turns" not in message
 
 
 def test_not_logged_in_and_no_key_is_a_permanent_error_naming_the_fix(
