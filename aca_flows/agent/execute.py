@@ -30,6 +30,7 @@ import git
 from pydantic import BaseModel, Field
 
 from aca_flows._threads import in_thread
+from aca_flows._words import counted
 from aca_flows.agent.loop import AgentConversation, AgentRound, run_claude_code, run_tool_loop
 from aca_flows.agent.needs_human import asks_human_reason
 from aca_flows.agent.no_change import evidence_problem, real_changes
@@ -362,8 +363,8 @@ async def _run_agent_and_verify(
             return _RunResult(
                 passed=False,
                 failure_reason=(
-                    f"the agent did not finish within {config.agent.max_turns} turns; raise "
-                    "agent.max_turns or split the task"
+                    f"the agent did not finish within {counted(config.agent.max_turns, 'turn')}; "
+                    "raise agent.max_turns or split the task"
                 ),
                 last_round=agent_round,
                 attempts=attempt,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import threading
 from collections.abc import Iterator
@@ -50,7 +51,7 @@ from aca_flows.providers.base import Provider, ProviderResponse
 from aca_flows.providers.pricing import price_for
 from aca_flows.providers.ratelimit import account_state_file
 from aca_flows.providers.retry import with_call_retries
-from aca_flows.session.events import TaskResult
+from aca_flows.session.events import SourceFile, TaskResult
 from aca_flows.session.layout import AcaDir
 from aca_flows.session.redact import REDACTED, redact
 from aca_flows.session.store import SessionStore, load_session
@@ -140,6 +141,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         _import_sdks_in_background(names)
         store = SessionStore.open(workdir, request.session_id)
         store.resumed(budget_usd=request.budget_usd)
+        _warn_of_a_changed_source(recorded)
         asked = None
     else:
         plan, parse = _load_plan(request, config)
@@ -156,6 +158,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
             name=request.session_name,
             session_id=request.session_id,
             budget_usd=config.session.budget_usd,
+            source=_source_of(request),
         )
         if parse is not None:
             _bill_parse(store, parse)
@@ -191,6 +194,31 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
             store=store,
         )
     return store, run
+
+
+def _source_of(request: RunRequest) -> SourceFile | None:
+    given = request.task_file or request.execution_plan
+    if not given:
+        return None
+    path = Path(given).expanduser().resolve()
+    with contextlib.suppress(OSError):
+        return SourceFile(path=str(path), sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    return None
+
+
+def _warn_of_a_changed_source(recorded: SessionRecord) -> None:
+    """A resume runs the plan recorded at the session's start; an edit of its file since then
+    is not in it, and the user must hear so."""
+    source = recorded.source
+    if source is None:  # a session from before sources were recorded
+        return
+    path = Path(source.path)
+    with contextlib.suppress(OSError):
+        if hashlib.sha256(path.read_bytes()).hexdigest() != source.sha256:
+            _run_logger().warning(
+                f"{path} changed since session {recorded.id} started: the resume runs the plan "
+                f"as it was then; to run the file as it is now, start a new run (aca run {path})"
+            )
 
 
 def _warn_of_uncommitted_work(repo: git.Repo, request: RunRequest) -> None:

@@ -50,6 +50,7 @@ __all__ = [
     "SessionFinished",
     "SessionResumed",
     "SessionStarted",
+    "SourceFile",
     "SubtasksAdded",
     "TaskAnswered",
     "TaskBlocked",
@@ -83,6 +84,13 @@ class _Event(BaseModel):
     at: datetime = Field(default_factory=_now)
 
 
+class SourceFile(BaseModel):
+    """The file the plan was read from, as it was when the session started."""
+
+    path: str
+    sha256: str
+
+
 class SessionStarted(_Event):
     type: Literal["session_started"] = "session_started"
     session_id: str
@@ -93,6 +101,7 @@ class SessionStarted(_Event):
     model: str | None = None
     plan: ExecutionPlan
     budget_usd: float | None = None
+    source: SourceFile | None = None
 
 
 class SessionResumed(_Event):

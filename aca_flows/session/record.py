@@ -32,6 +32,7 @@ from aca_flows.session.events import (
     SessionFinished,
     SessionResumed,
     SessionStarted,
+    SourceFile,
     SubtasksAdded,
     TaskAnswered,
     TaskBlocked,
@@ -171,6 +172,9 @@ class SessionRecord(_Model):
     budget_usd: float | None = Field(
         default=None, description="The spend cap: a resume keeps it unless given another."
     )
+    source: SourceFile | None = Field(
+        default=None, description="The task file or plan the session was started from."
+    )
     resumed_at: datetime | None = Field(default=None, description="Start of the latest run.")
     earlier_runs_seconds: float = Field(
         default=0.0, description="Wall time of the runs before the latest one, idle time not."
@@ -261,6 +265,7 @@ def _start(event: SessionStarted) -> SessionRecord:
         model=event.model,
         plan=plan,
         budget_usd=event.budget_usd,
+        source=event.source,
         tasks={task.id: TaskRun(task_id=task.id) for task in plan.tasks},
         last_seq=event.seq,
     )

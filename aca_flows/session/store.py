@@ -55,6 +55,7 @@ from aca_flows.session.events import (
     SessionFinished,
     SessionResumed,
     SessionStarted,
+    SourceFile,
     SubtasksAdded,
     TaskBlocked,
     TaskCompleted,
@@ -146,6 +147,7 @@ class SessionStore:
         now: datetime | None = None,
         session_id: str | None = None,
         budget_usd: float | None = None,
+        source: SourceFile | None = None,
     ) -> SessionStore:
         """A new session for ``plan`` in ``<workdir>/.aca/sessions/<new id>/``, locked.
 
@@ -178,6 +180,7 @@ class SessionStore:
                 model=model,
                 plan=plan,
                 budget_usd=budget_usd,
+                source=source,
                 **({"at": now.astimezone(UTC)} if now else {}),
             )
             started = _redacted(started)

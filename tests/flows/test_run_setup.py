@@ -375,3 +375,28 @@ def test_a_budget_on_a_model_without_a_price_is_refused_before_anything_is_writt
     store, run = open_run(RunRequest(model="claude-fake", **request))
     store.close()
     assert run.config.session.budget_usd == 0.5
+
+
+def test_a_resume_says_when_its_task_file_changed_since_the_session_started(
+    tmp_path, repo, anthropic_fake, caplog
+):
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write a.txt {#a}\n")
+    store, _ = open_run(RunRequest(task_file=str(tasks), workdir=str(repo)))
+    store.close()
+    session_id = store.session_id
+
+    def resume() -> str:
+        caplog.clear()
+        store, run = open_run(RunRequest(workdir=str(repo), session_id=session_id))
+        store.close()
+        assert [t.id for t in run.plan.tasks] == ["a"]  # the recorded plan runs, either way
+        return caplog.text
+
+    assert "changed since" not in resume()
+    tasks.write_text("- write a.txt {#a}\n- write b.txt {#b}\n")
+    said = resume()
+    assert f"{tasks} changed since session {session_id} started" in said
+    assert f"start a new run (aca run {tasks})" in said
+    tasks.unlink()  # gone: nothing to compare, nothing to say
+    assert "changed since" not in resume()
