@@ -10,8 +10,9 @@ targets of the speed issue:
    and the journal writes of one task (``task_started``, its ``call`` events,
    ``task_completed``). Target: overhead at most 1.5 x the sum of the parts. A profile says
    where the time goes (time inside aca's functions per task; nested ones are indented) and
-   how many git commands a task runs. CPU seconds per task (this process and its git
-   children) are printed too.
+   how many git commands a task runs. CPU seconds per task are printed too: this process and
+   its git children, and the Prefect server's processes, which answer each task's API calls
+   (task run, states, tag slots, logs, report artifact, events) on the same cores.
 2. Parallel efficiency: a 40-task DAG (8 chains of 5), fake LLM latency 1 s per call, two
    calls a task, 8 at once: makespan divided by the lower bound max(critical path, total
    work / 8). Target at most 1.15.
@@ -284,6 +285,26 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+# The Prefect server's process group, set by main(): its CPU competes with aca and git for
+# the machine's cores, and each task's API calls (task run, states, logs, artifact) cost it.
+SERVER_GROUP: int | None = None
+
+
+def server_cpu_seconds() -> float:
+    """CPU seconds used so far by the processes of the server's group (0 if unknown)."""
+    if SERVER_GROUP is None:
+        return 0.0
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == SERVER_GROUP:  # pgrp; then utime, stime at 11, 12
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def record_cassette(tmp: Path) -> tuple[Path, Path]:
     """The task file and a replay config whose cassette holds its tasks' calls."""
     from aca_flows.flows import run_flow
@@ -318,6 +339,7 @@ def overhead(tmp: Path, tasks: Path, config: Path, profile_total: Profile) -> di
     profile = install_profile()
     workdir = make_repo(tmp / "replay")
     profile.on = True
+    server_before = server_cpu_seconds()
     cpu_before, start = cpu_seconds(), time.perf_counter()
     outcome = run_flow(
         quiet_console=True,
@@ -327,6 +349,7 @@ def overhead(tmp: Path, tasks: Path, config: Path, profile_total: Profile) -> di
         max_concurrent=1,
     )
     wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu_before
+    server_cpu = server_cpu_seconds() - server_before
     profile.on = False
     profile.undo()
     assert outcome.summary and outcome.summary["counts"] == {"completed": TASKS}, outcome.summary
@@ -351,6 +374,7 @@ def overhead(tmp: Path, tasks: Path, config: Path, profile_total: Profile) -> di
         "beyond": per_task - parts,
         "ratio": per_task / parts,
         "cpu": cpu / TASKS,
+        "server_cpu": server_cpu / TASKS,
         "run_git_commands": profile.git_commands / TASKS,
     }
 
@@ -380,16 +404,24 @@ def parallel_efficiency(tmp: Path) -> dict[str, float]:
         for _ in range(200):
             server.anthropic.enqueue(slow)
         os.environ.update(ANTHROPIC_BASE_URL=server.url, ANTHROPIC_API_KEY=server.api_key)
+        server_before = server_cpu_seconds()
         cpu_before, start = cpu_seconds(), time.perf_counter()
         outcome = run_flow(quiet_console=True,
             task_file=str(tasks), workdir=str(make_repo(tmp / "repo")), provider="anthropic",
             model="claude-test", max_concurrent=CONCURRENCY,
         )  # fmt: skip
         makespan, cpu = time.perf_counter() - start, cpu_seconds() - cpu_before
+        server_cpu = server_cpu_seconds() - server_before
     assert outcome.summary and outcome.summary["counts"] == {"completed": 40}, outcome.summary
     per_task = calls_per_task * latency
     bound = max(5 * per_task, 40 * per_task / CONCURRENCY)
-    return {"makespan": makespan, "bound": bound, "ratio": makespan / bound, "cpu": cpu / 40}
+    return {
+        "makespan": makespan,
+        "bound": bound,
+        "ratio": makespan / bound,
+        "cpu": cpu / 40,
+        "server_cpu": server_cpu / 40,
+    }
 
 
 # -- the report: medians of the repeats, their spread, next to the targets ---------------
@@ -420,6 +452,7 @@ def report_overhead(runs: list[dict[str, float]], profile: Profile) -> None:
         ("per task beyond the parts, ms", "beyond", ms),
         ("ratio, per task / parts (target <= 1.5)", "ratio", 1),
         ("CPU seconds per task (aca + git children)", "cpu", 1),
+        ("CPU seconds per task of the Prefect server (its API calls)", "server_cpu", 1),
         ("git commands per task in the run", "run_git_commands", 1),
     ]  # fmt: skip
     for label, key, scale in rows:
@@ -450,6 +483,7 @@ def report_parallel(runs: list[dict[str, float]]) -> None:
         ("lower bound, s", "bound"),
         ("efficiency ratio (target <= 1.15)", "ratio"),
         ("CPU seconds per task (aca + git)", "cpu"),
+        ("CPU seconds per task of the Prefect server", "server_cpu"),
     ]
     for label, key in rows:
         print(f"parallel: {label:<62} {_figure(runs, key)}")
@@ -463,7 +497,8 @@ def main() -> None:
         tmp = Path(tmp_name)
         os.environ["HOME"] = str(tmp / "home")
         server = LocalServer(tmp / "home" / ".aca" / "server")
-        server.start(port=_free_port())
+        global SERVER_GROUP
+        SERVER_GROUP = server.start(port=_free_port()).pid  # it leads its own group
         try:
             # Every flow here, aca's and the bare one, talks to this server.
             with prefect_api_for_run():
