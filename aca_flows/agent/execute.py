@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field
 
 from aca_flows._threads import in_thread
 from aca_flows._words import counted
+from aca_flows.agent.links import leaving_links_problem
 from aca_flows.agent.loop import AgentConversation, AgentRound, run_claude_code, run_tool_loop
 from aca_flows.agent.needs_human import asks_human_reason
 from aca_flows.agent.no_change import evidence_problem, real_changes
@@ -386,6 +387,7 @@ async def _run_agent_and_verify(
             ids = ", ".join(p.id for p in agent_round.proposed_subtasks)
             no_change = f"the work is split into subtasks ({ids}); they make the changes"
         problem = evidence_problem(no_change, changed, agent_round.summary)
+        problem = problem or leaving_links_problem(worktree.path, changed)
         if problem is not None:
             return _RunResult(
                 passed=False, failure_reason=problem, last_round=agent_round, attempts=attempt

@@ -1,0 +1,46 @@
+"""Links an agent leaves in its worktree that point out of the repository.
+
+A symbolic link is committed as its target's path. One that is absolute, or relative but
+climbing out of the repository (``../../etc/passwd``), points at whatever is at that path on
+the machine of whoever checks the branch out, or builds or tests it: a reviewer's ``~/.ssh``,
+say. The sandbox stops writes through such a link while the task runs; this keeps it from
+being committed at all. A link that stays inside the repository is ordinary work.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["leaving_links_problem"]
+
+_SHOWN = 5
+
+
+def leaving_links_problem(root: Path, changed_files: list[str]) -> str | None:
+    """Why the changed files cannot be committed, when some are links out of the repository;
+    ``None`` when none is."""
+    leaving = [f"{path} -> {target}" for path in changed_files
+               if (target := _target_outside(root, path)) is not None]  # fmt: skip
+    if not leaving:
+        return None
+    more = len(leaving) - _SHOWN
+    shown = "; ".join(leaving[:_SHOWN]) + (f" and {more} more" if more > 0 else "")
+    return (
+        f"the agent left symbolic links that point out of the repository ({shown}); aca "
+        "commits no such link, since it would point at that path on every machine the branch "
+        "is checked out on; nothing was committed. Replace each with the file it should be, or "
+        "a relative link to a file inside the repository, and run the task again."
+    )
+
+
+def _target_outside(root: Path, path: str) -> str | None:
+    link = root / path
+    if not link.is_symlink():
+        return None
+    target = os.readlink(link)
+    if os.path.isabs(target):
+        return target
+    # Resolved as text, link by link the way git stores it: no file system lookup follows it.
+    resolved = os.path.normpath(os.path.join(os.path.dirname(path), target))
+    return target if resolved == ".." or resolved.startswith(("../", "/")) else None
