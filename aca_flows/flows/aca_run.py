@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 from datetime import UTC
 from typing import Any, Literal
 
@@ -39,6 +40,7 @@ from aca_flows.flows.interrupt import (
     UI_CANCEL,
     Interrupt,
     interrupt_on_signals,
+    stop_for_lost_server,
     watch_for_cancel,
 )
 from aca_flows.flows.publishing import (
@@ -56,6 +58,7 @@ from aca_flows.flows.remote_sync import (
 )
 from aca_flows.flows.run_setup import RunRequest, open_run
 from aca_flows.flows.scheduler import TREES, deliver_pull_request, drive_plan
+from aca_flows.flows.server import ServerLost, lost_server, run_lost_server
 from aca_flows.flows.session_log import session_log
 from aca_flows.flows.summary import RunSummary, flow_state
 from aca_flows.flows.task_run import (
@@ -208,6 +211,7 @@ async def aca_run(
     register_remote(run.session_id, remote)
     interrupt = Interrupt(run.config.session.interrupt_grace_seconds)
     run.stopping = lambda: interrupt.requested
+    run.stop_if_server_lost = functools.partial(stop_for_lost_server, interrupt)
     watcher = asyncio.create_task(watch_for_cancel(interrupt))
     logs = session_log(
         store.paths.system_log, run.config.logging.level, flow_run and str(flow_run.id)
@@ -223,6 +227,8 @@ async def aca_run(
                 # may run on another machine); before this run starts any run of its own.
                 await crash_abandoned_runs(run.session_id, flow_run and str(flow_run.id))
             summary = await drive_plan(store, run, request, interrupt)
+            if interrupt.server_lost:  # the session says "interrupted" already
+                raise run_lost_server(run.session_id)
             await deliver_pull_request(store, run, summary)
             emit_session_event(store, summary.status, summary.stopped_reason)
     except (asyncio.CancelledError, KeyboardInterrupt, TerminationSignal):
@@ -232,7 +238,13 @@ async def aca_run(
         store.finish("interrupted", "interrupted; `aca resume` continues")
         emit_session_event(store, "interrupted", "interrupted; `aca resume` continues")
         raise
+    except ServerLost:
+        raise
     except Exception as exc:
+        if await in_thread(lost_server, exc):
+            # Nothing failed: the run was cut off. It ends as an interrupt does.
+            _interrupted_by_lost_server(store)
+            raise run_lost_server(run.session_id, store.session.status) from None
         store.finish("failed", f"{type(exc).__name__}: {exc}")
         emit_session_event(store, "failed", f"{type(exc).__name__}: {exc}")
         raise
@@ -249,6 +261,19 @@ async def aca_run(
         with contextlib.suppress(Exception):  # a run that ended early still sends its reports
             await published(run.session_id)
     return flow_state(summary, cancelled_from_ui=interrupt.signal_name == UI_CANCEL)
+
+
+def _interrupted_by_lost_server(store: SessionStore) -> None:
+    """The session ends interrupted (tasks cut short are pending again), unless the run's
+    stop already ended it so."""
+    from prefect.settings import PREFECT_API_URL
+
+    if store.session.status != "running":
+        return
+    reason = f"the Prefect server at {PREFECT_API_URL.value()} stopped answering"
+    create_checkpoint(store, trigger="interrupt", description=reason)
+    store.finish("interrupted", f"{reason}; `aca resume` continues")
+    emit_session_event(store, "interrupted", f"{reason}; `aca resume` continues")
 
 
 def _stored_parameters(parameters: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ __all__ = [
     "UI_CANCEL",
     "Interrupt",
     "interrupt_on_signals",
+    "stop_for_lost_server",
     "watch_for_cancel",
 ]
 
@@ -24,6 +25,9 @@ INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # the state to Cancelling; nothing else tells a flow run that no worker started).
 CANCEL_POLL_SECONDS = 2.0
 UI_CANCEL = "a cancel from the Prefect UI"
+# A look at the flow run with no answer in this long (Prefect's client retries a refused
+# connection after 2 s, then 4 s, ...) asks whether the server is still there.
+LOOK_TIMEOUT_SECONDS = 10.0
 # Set by ``interrupt_on_signals`` (the CLI): the flow then turns SIGINT/SIGTERM into a stop.
 _SIGNALS_WANTED = False
 
@@ -54,6 +58,7 @@ class Interrupt:
         self.signal_name: str | None = None
         self.count = 0
         self.announced = False
+        self.server_lost = False
         self._since: float | None = None
         self._changed = asyncio.Event()
 
@@ -121,7 +126,8 @@ class Interrupt:
 # The summary is persisted (JSON, in Prefect's result storage) so a caller that started the
 # run with ``run_deployment`` reads it from the flow run's state.
 async def watch_for_cancel(interrupt: Interrupt) -> None:
-    """Turn a cancel of this flow run (the UI's Cancel: state Cancelling) into a stop."""
+    """Turn a cancel of this flow run (the UI's Cancel: state Cancelling) into a stop, and
+    so a Prefect server that stopped answering (``stop_for_lost_server``)."""
     from prefect.client.orchestration import get_client
 
     flow_run = getattr(get_run_context(), "flow_run", None)
@@ -130,8 +136,30 @@ async def watch_for_cancel(interrupt: Interrupt) -> None:
     async with get_client() as client:
         while True:
             await asyncio.sleep(CANCEL_POLL_SECONDS)
-            with contextlib.suppress(Exception):  # a missed look is retried at the next one
-                state = (await client.read_flow_run(flow_run.id)).state
-                if state is not None and (state.is_cancelling() or state.is_cancelled()):
-                    interrupt.request_cancel(UI_CANCEL)
+            look = client.read_flow_run(flow_run.id)
+            try:
+                state = (await asyncio.wait_for(look, LOOK_TIMEOUT_SECONDS)).state
+            except Exception as exc:  # a missed look is retried at the next one...
+                if await stop_for_lost_server(interrupt, exc):  # ...unless the server is gone
                     return
+                continue
+            if state is not None and (state.is_cancelling() or state.is_cancelled()):
+                interrupt.request_cancel(UI_CANCEL)
+                return
+
+
+async def stop_for_lost_server(interrupt: Interrupt, exc: BaseException) -> bool:
+    """When ``exc`` failed because the Prefect server is gone, stop the run now, as a cancel
+    from the UI does (running tasks stay unfinished; ``aca resume`` runs them); ``True``
+    then."""
+    from prefect.settings import PREFECT_API_URL
+
+    from aca_flows._threads import in_thread
+    from aca_flows.flows.server import give_up_on_server, lost_server
+
+    if not await in_thread(lost_server, exc):
+        return False
+    give_up_on_server()
+    interrupt.server_lost = True
+    interrupt.request_cancel(f"the loss of the Prefect server at {PREFECT_API_URL.value()}")
+    return True

@@ -34,6 +34,10 @@ from aca_flows.errors import AcaError, InputError
 __all__ = [
     "LocalServer",
     "ServerError",
+    "ServerLost",
+    "give_up_on_server",
+    "lost_server",
+    "run_lost_server",
     "prefect_api_for_command",
     "prefect_api_for_run",
     "prepare_database",
@@ -69,6 +73,98 @@ class ServerError(AcaError):
     """A Prefect server could not be started or reached; the message says where its log is."""
 
     exit_code = 1
+
+
+class ServerLost(AcaError):
+    """The Prefect server stopped answering in the middle of a run. Nothing failed: the run
+    stopped as an interrupt does (exit 130), its finished work kept, and resumes once the
+    server is back."""
+
+    exit_code = 130
+
+    def __init__(self, url: str, session_id: str, status: str = "interrupted"):
+        # A run whose tasks all ended before its last reports failed keeps its status.
+        super().__init__(
+            f"the Prefect server at {url} stopped answering, so the run stopped; session "
+            f"{session_id} is {status} and its finished work kept. Start the server again "
+            f"(`aca server start`, or the one PREFECT_API_URL names), then run "
+            f"`aca resume {session_id}`."
+        )
+        self.url = url
+        self.session_id = session_id
+
+
+# The run of this process that lost its server (its error), for ``_unreachable``: what the
+# flow engine raises after the run ends is a connection error that no longer names it.
+_LOST: list[ServerLost] = []
+# Set once the run stopped for a lost server: a call cut short then fails as it may (an
+# in-flight retry of Prefect's client ends with an AssertionError), for the same reason.
+_GIVEN_UP: list[bool] = []
+
+
+def lost_server(exc: BaseException) -> bool:
+    """Whether ``exc`` failed because the Prefect server is gone: a connection error, a 5xx
+    answer (after Prefect's retries) or a timeout in its chain, and the server does not
+    answer its health check now. Blocks for at most two seconds (the health check)."""
+    from prefect.settings import PREFECT_API_URL
+
+    if _GIVEN_UP:
+        return True
+    url = PREFECT_API_URL.value()
+    return bool(url) and _server_error_in(exc) and not _healthy(url, timeout=2.0)
+
+
+def _server_error_in(exc: BaseException | None) -> bool:
+    import httpx
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, httpx.TransportError | TimeoutError):
+            return True
+        if isinstance(exc, PrefectHTTPStatusError) and exc.response.status_code >= 500:
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def give_up_on_server() -> None:
+    """From now on this process's Prefect clients fail at once instead of retrying each call
+    for a minute (Prefect retries a refused connection 5 times, 2 s to 32 s apart): the
+    run's last reports and its flow run's final state cannot reach a server that is gone.
+    Its logs are no longer sent there, and the terminal gets no traceback of a call that
+    failed for it (Prefect logs some with one, such as a concurrency slot it could not
+    give back)."""
+    import logging
+
+    from prefect.settings import get_current_settings
+
+    _GIVEN_UP[:] = [True]
+    settings = get_current_settings()
+    settings.client.max_retries = 0
+    settings.logging.to_api.enabled = False
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)]
+    for logger in [logging.getLogger(), *loggers]:
+        for handler in getattr(logger, "handlers", []):
+            if type(handler).__name__ == "PrefectConsoleHandler":
+                handler.addFilter(_no_traceback_of_server_errors)
+
+
+def _no_traceback_of_server_errors(record) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    if error is not None and _server_error_in(error):
+        record.exc_info = record.exc_text = None
+    return True
+
+
+def run_lost_server(session_id: str, status: str = "interrupted") -> ServerLost:
+    """The error that ends the run of ``session_id``, whose server is gone; remembered for
+    ``_unreachable``."""
+    from prefect.settings import PREFECT_API_URL
+
+    give_up_on_server()
+    _LOST[:] = [ServerLost(PREFECT_API_URL.value(), session_id, status)]
+    return _LOST[0]
 
 
 @dataclass
@@ -154,6 +250,8 @@ def prefect_api_for_run(*, announce=print) -> Iterator[str]:
 
     given = PREFECT_API_URL.value()
     url = given or LocalServer().api_url()
+    _LOST.clear()
+    _GIVEN_UP.clear()
     if url:
         with temporary_settings(updates=_client_settings(url)), _unreachable(url, given):
             yield url
@@ -172,6 +270,8 @@ def _unreachable(url: str, given: str | None) -> Iterator[None]:
     try:
         yield
     except (RuntimeError, httpx.TransportError) as exc:
+        if _LOST:  # lost in the middle of a run: the session says it is interrupted
+            raise _LOST[0] from None
         cause = exc if isinstance(exc, httpx.TransportError) else exc.__cause__
         if not isinstance(cause, httpx.TransportError):
             raise
@@ -443,6 +543,9 @@ def _free_port() -> int:
 
 def _port_free(host: str, port: int) -> bool:
     with socket.socket() as sock:
+        # As the server binds: connections of a server that just died (TIME_WAIT) do not
+        # hold the port, a program listening on it does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -77,6 +77,10 @@ class TaskRunFailed(AcaError):
         self.outcome = outcome
 
 
+async def _never_lost(_error: BaseException) -> bool:
+    return False
+
+
 @dataclass
 class ActiveRun:
     """What task runs of one flow run share in this process (providers are not parameters:
@@ -95,6 +99,9 @@ class ActiveRun:
     """``execute_plan_task`` with each set of options the run's tasks need (``runner_for``)."""
     stopping: Callable[[], bool] = lambda: False
     """Whether the run was asked to stop (the flow's ``Interrupt``)."""
+    stop_if_server_lost: Callable[[BaseException], Awaitable[bool]] = _never_lost
+    """Stops the run when an error came from a Prefect server that is gone; ``True`` then
+    (the flow's ``interrupt.stop_for_lost_server``)."""
 
     def provider_for(self, task: Task) -> Provider:
         return self.providers[task.provider or self.default_provider]
@@ -112,9 +119,10 @@ class _NoTracebackForAcaErrors(logging.Filter):
         return True
 
 
-_TASK_RUN_LOGGER = logging.getLogger("prefect.task_runs")
-if not any(isinstance(f, _NoTracebackForAcaErrors) for f in _TASK_RUN_LOGGER.filters):
-    _TASK_RUN_LOGGER.addFilter(_NoTracebackForAcaErrors())
+# The flow's logger too: a run that lost its server ends by raising ``ServerLost``.
+for _logger in map(logging.getLogger, ("prefect.task_runs", "prefect.flow_runs")):
+    if not any(isinstance(f, _NoTracebackForAcaErrors) for f in _logger.filters):
+        _logger.addFilter(_NoTracebackForAcaErrors())
 
 # The flow registers its run here; task runs find it by session id.
 ACTIVE_RUNS: dict[str, ActiveRun] = {}
@@ -294,7 +302,8 @@ async def execute_plan_task(session_id: str, task_id: str) -> dict[str, Any] | S
             stop_requested=run.stopping,
         )
     except Exception as exc:
-        if run.stopping():
+        # A Prefect server that went away (a provider limit's slot) is no verdict either.
+        if run.stopping() or await run.stop_if_server_lost(exc):
             return _stopped(str(exc))
         if isinstance(exc, TransientProviderError):
             _journal_retry(run, task_id, attempt, retries, str(exc), logger)

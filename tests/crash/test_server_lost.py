@@ -1,0 +1,94 @@
+"""The Prefect server goes away in the middle of a run: the run stops as an interrupt does
+(exit 130, the session interrupted, one line naming the server and the fix, no traceback)
+and ``aca resume`` finishes it once the server is back. Real ``aca`` processes, aca's local
+server (``aca server start``) in a fresh home, real git, the fake Anthropic server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+from tests.crash.conftest import ROOT, only_session, wait_for
+from tests.crash.test_interrupt import wait_exit
+from tests.crash.test_kill_and_resume import CHAIN, Agent, branch_tasks
+
+WAIT = 120
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_run_whose_server_dies_stops_interrupted_and_resumes(repo, llm, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "ANTHROPIC_BASE_URL": llm.url,
+        "ANTHROPIC_API_KEY": "test-key",
+        "ACA_SESSION__PROVIDER": "anthropic",
+        "PYTHONUNBUFFERED": "1",
+    }
+    port = free_port()
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "aca_flows", *args],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+        )
+
+    agent = Agent("b")  # b's provider call is held while the server dies
+    llm.anthropic.scripted_for = lambda r: bool(r.json and r.json.get("tools"))
+    for _ in range(40):
+        llm.anthropic.enqueue(agent)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(CHAIN)
+    try:
+        assert cli("server", "start", "--port", str(port)).returncode == 0
+        server = json.loads((home / ".aca" / "server" / "server.json").read_text())
+        run = [sys.executable, "-m", "aca_flows", "run", str(tasks), "--model", "claude-test"]
+        with (tmp_path / "run.out").open("w") as out, (tmp_path / "run.err").open("w") as err:
+            proc = subprocess.Popen(
+                [*run, "--workdir", str(repo)], env=env, cwd=ROOT, stdout=out, stderr=err
+            )
+        session = only_session(repo)
+        wait_for(lambda: agent.arrived.is_set() or proc.poll() is not None, WAIT, "b's call")
+        os.killpg(server["pid"], signal.SIGKILL)  # the server dies: the machine's, or ours
+        code = wait_exit(proc, WAIT)
+    finally:
+        agent.release.set()
+        cli("server", "stop")
+    out, err = (tmp_path / "run.out").read_text(), (tmp_path / "run.err").read_text()
+    assert code == 130, err
+    assert "Traceback" not in out + err
+    url = f"http://127.0.0.1:{port}/api"
+    (line,) = [x for x in err.splitlines() if x.startswith("error:")]
+    assert f"the Prefect server at {url} stopped answering" in line
+    assert "aca server start" in line and f"`aca resume {session.name}`" in line
+    data = json.loads((session / "meta" / "session.json").read_text())
+    assert data["status"] == "interrupted"
+    states = {t["id"]: t["status"]["state"] for t in data["plan"]["tasks"]}
+    assert states == {"a": "completed", "b": "pending", "c": "pending"}
+    branch = f"aca/{session.name}"
+    assert branch_tasks(repo, branch) == ["a"]  # what landed stays landed
+
+    try:
+        assert cli("server", "start", "--port", str(port)).returncode == 0
+        resumed = cli("resume", session.name, "--workdir", str(repo), "--json")
+    finally:
+        cli("server", "stop")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["status"] == "completed"
+    assert branch_tasks(repo, branch) == ["a", "b", "c"]
