@@ -22,6 +22,7 @@ Prefect flow) decides about retries; the task's worktree is removed either way.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
@@ -397,7 +398,9 @@ async def _run_agent_and_verify(
             return _RunResult(
                 passed=True, no_change_reason=no_change, last_round=agent_round, attempts=attempt
             )
-        results = await run_checks(checks, sandbox, config.agent)
+        results = await run_checks(
+            checks, lambda network: _sandbox(worktree, config, network, sandbox), config.agent
+        )
         for check, result in zip(checks, results, strict=False):
             conversation.log.write(
                 "verify",
@@ -489,14 +492,25 @@ async def _land_checked(
             log.write("caught_up", base=moved.head, files=moved.files)
             changed = real_changes(await in_thread(worktree.changed_files))
             checks = await in_thread(task_checks, plan, task, changed, paths, worktree.contains)
-            sandbox = Sandbox.for_worktree(worktree.path, config.sandbox, network=task.network)
-            results = await run_checks(checks, sandbox, config.agent)
+            sandbox_for = functools.partial(_sandbox, worktree, config)
+            results = await run_checks(checks, sandbox_for, config.agent)
             if results and not results[-1].passed:
                 check = checks[len(results) - 1]
                 log.write("verify", command=check.command, of_task=check.owner, passed=False,
                           exit_code=results[-1].exit_code,
                           output=results[-1].output[-FAILURE_OUTPUT_LIMIT:])  # fmt: skip
                 raise ChecksFailedOnHead(task.id, moved.files, check.describe()) from None
+
+
+def _sandbox(
+    worktree: TaskWorktree, config: AcaConfig, network: bool | None, made: Sandbox | None = None
+) -> Sandbox:
+    """The sandbox of a command in the worktree with ``network`` (None: [sandbox] network);
+    ``made`` when it is that one already."""
+    wanted = config.sandbox.network if network is None else network
+    if made is not None and made.network == wanted:
+        return made
+    return Sandbox.for_worktree(worktree.path, config.sandbox, network=network)
 
 
 def _land(

@@ -33,6 +33,7 @@ class Check:
 
     command: str
     owner: str | None = None
+    network: bool | None = None  # the owner's: its check runs as it did for that task
 
     def describe(self) -> str:
         own = "" if self.owner is None else f" of task {self.owner} (landed earlier)"
@@ -51,7 +52,7 @@ def task_checks(
     the work is put onto it). A command already listed is not run twice: a plan-wide default
     covers every task at once."""
     own = verify_command_for(plan, task)
-    checks = [Check(own)] if own else []
+    checks = [Check(own, network=task.network)] if own else []
     touched = set(changed)
     for task_id, change in read_change_log(paths).items():
         if task_id == task.id or not touched.intersection(change.files):
@@ -61,17 +62,18 @@ def task_checks(
         landed = next((t for t in plan.tasks if t.id == task_id), None)
         command = verify_command_for(plan, landed) if landed is not None else None
         if command and all(command != c.command for c in checks):
-            checks.append(Check(command, owner=task_id))
+            checks.append(Check(command, owner=task_id, network=landed.network))
     return checks
 
 
 async def run_checks(
-    checks: list[Check], sandbox: Sandbox, settings: AgentSection
+    checks: list[Check], sandbox_for: Callable[[bool | None], Sandbox], settings: AgentSection
 ) -> list[VerifyResult]:
-    """Each check's result, in order, up to the first that fails."""
+    """Each check's result, in order, up to the first that fails; each runs in the sandbox
+    ``sandbox_for`` gives for its network setting."""
     results = []
     for check in checks:
-        results.append(await run_verify(check.command, sandbox, settings))
+        results.append(await run_verify(check.command, sandbox_for(check.network), settings))
         if not results[-1].passed:
             break
     return results

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 
 import pytest
 
@@ -176,3 +177,20 @@ def test_a_combination_that_fails_a_check_starts_the_task_again_on_the_new_head(
     assert conflict["files"] == ["notes.txt"]
     landed = repo.git.show(f"aca/{SESSION}:notes.txt").splitlines()
     assert landed[0] == "new" and landed[8] == "use new" and "use line 1" not in landed
+
+
+def test_an_earlier_tasks_check_runs_with_that_tasks_network_setting(tmp_path, repo):
+    # t1's check needs the network (a service on this machine); t2's commands run without.
+    with socket.socket() as service:
+        service.bind(("127.0.0.1", 0))
+        service.listen()
+        port = service.getsockname()[1]
+        reach = f"python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}))\""
+        one = Task(id="t1", title="One", verify=f"grep -q one notes.txt && {reach}", network=True)
+        plan = plan_of(one, TWO)
+        asyncio.run(execute(tmp_path, plan, "t1", ScriptedProvider(*writes("one\n", "one"))))
+        two = ScriptedProvider(*writes("one\ntwo\n", "two"))
+        outcome = asyncio.run(execute(tmp_path, plan, "t2", two))
+
+    assert outcome.status == "completed" and outcome.attempts == 1
+    assert [r["passed"] for r in log_of(tmp_path, "t2") if r["kind"] == "verify"] == [True, True]
