@@ -116,8 +116,8 @@ def fix_request(result: VerifyResult, *, attempts_left: int, owner: str | None =
     whose = "The verify command"
     if owner is not None:
         whose = (
-            f"Your change touches files of task {owner}, which landed earlier; its verify "
-            "command must keep passing. It"
+            f"Your change touches files of task {owner}, which landed earlier, and that task's "
+            "verify command"
         )
     return (
         f"{whose} `{result.command}` {how}. Its output:\n```\n{result.output}\n```\n"
