@@ -398,8 +398,12 @@ async def _run_agent_and_verify(
             return _RunResult(
                 passed=True, no_change_reason=no_change, last_round=agent_round, attempts=attempt
             )
-        results = await run_checks(
-            checks, lambda network: _sandbox(worktree, config, network, sandbox), config.agent
+        results = await _run_checks_on_the_work(
+            worktree,
+            checks,
+            lambda network: _sandbox(worktree, config, network, sandbox),
+            config,
+            conversation.log,
         )
         for check, result in zip(checks, results, strict=False):
             conversation.log.write(
@@ -493,13 +497,31 @@ async def _land_checked(
             changed = real_changes(await in_thread(worktree.changed_files))
             checks = await in_thread(task_checks, plan, task, changed, paths, worktree.contains)
             sandbox_for = functools.partial(_sandbox, worktree, config)
-            results = await run_checks(checks, sandbox_for, config.agent)
+            results = await _run_checks_on_the_work(worktree, checks, sandbox_for, config, log)
             if results and not results[-1].passed:
                 check = checks[len(results) - 1]
                 log.write("verify", command=check.command, of_task=check.owner, passed=False,
                           exit_code=results[-1].exit_code,
                           output=results[-1].output[-FAILURE_OUTPUT_LIMIT:])  # fmt: skip
                 raise ChecksFailedOnHead(task.id, moved.files, check.describe()) from None
+
+
+async def _run_checks_on_the_work(
+    worktree: TaskWorktree,
+    checks: list[Check],
+    sandbox_for: Callable[[bool | None], Sandbox],
+    config: AcaConfig,
+    log: TaskLog,
+) -> list[VerifyResult]:
+    """The checks' results on the work as it is now. What the checks write themselves (a
+    cache, a generated file, an edit, a deletion) is undone after them: what is committed is
+    the work they checked, not what checking it left behind."""
+    tree = await in_thread(worktree.snapshot)
+    results = await run_checks(checks, sandbox_for, config.agent)
+    undone = await in_thread(worktree.restore, tree)
+    if undone:
+        log.write("checks_undone", files=undone)
+    return results
 
 
 def _sandbox(

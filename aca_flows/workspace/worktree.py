@@ -91,6 +91,21 @@ class TaskWorktree:
             raise MergeConflictError(self.task_id, files or ["(unknown files)"]) from None
         return dataclasses.replace(self, base_sha=head)
 
+    def snapshot(self) -> str:
+        """The worktree's files now, as a git tree (staged, and written to the object store):
+        what ``restore`` brings them back to. Files git ignores are not in it."""
+        self.git.add("-A")
+        return self.git.write_tree()
+
+    def restore(self, tree: str) -> list[str]:
+        """The worktree's files back as ``snapshot`` gave ``tree``: changed ones restored, new
+        ones removed (files git ignores stay). Returns the paths that had changed."""
+        self.git.add("-A")
+        changed = [p for p in self.git.diff("--cached", "--name-only", "-z", tree).split("\0") if p]
+        if changed:
+            self.git.read_tree("--reset", "-u", tree)
+        return changed
+
     def contains(self, commit: str) -> bool:
         """Whether ``commit`` is in the history this worktree's work starts from."""
         try:

@@ -402,3 +402,29 @@ def test_a_workdir_that_is_not_a_repository_names_the_fix(tmp_path):
 
     with pytest.raises(WorkspaceError, match="--init-git"):
         asyncio.run(execute(tmp_path, plan_of(Task(id="t1", title="T")), "t1", ScriptedProvider()))
+
+
+def test_what_the_verify_command_writes_is_not_committed(tmp_path, repo):
+    # A check that leaves a cache and a generated file behind, edits the work and deletes
+    # another file of it: the commit holds the work as the check found it.
+    provider = ScriptedProvider(
+        tool_calls(
+            tool_use("write_file", path="app.py", content="print('checked')\n"),
+            tool_use("write_file", path="notes.txt", content="notes\n"),
+        ),
+        tool_calls(tool_use("finish", summary="done")),
+    )
+    check = (
+        "grep -q checked app.py && mkdir -p __pycache__ && echo x > __pycache__/app.pyc"
+        " && echo generated > gen.out && echo MUTATED > app.py && rm notes.txt"
+    )
+    task = Task(id="t1", title="Check", verify=check)
+    outcome = asyncio.run(execute(tmp_path, plan_of(task), "t1", provider))
+
+    assert outcome.status == "completed"
+    assert sorted(outcome.files_changed) == ["app.py", "notes.txt"]
+    assert repo.git.show(f"aca/{SESSION}:app.py") == "print('checked')"
+    assert repo.git.show(f"aca/{SESSION}:notes.txt") == "notes"
+    log = AcaDir(tmp_path).session(SESSION).task_log("t1").read_text().splitlines()
+    undone = [json.loads(line) for line in log if '"checks_undone"' in line]
+    assert sorted(undone[0]["files"]) == ["__pycache__/app.pyc", "app.py", "gen.out", "notes.txt"]
