@@ -1,10 +1,24 @@
-"""Counts as a reader says them: "1 task", "3 tasks", never "1 tasks"."""
+"""Words as a reader says them: counts ("1 task", "3 tasks", never "1 tasks"), and the
+``--workdir`` a command printed for the reader needs."""
 
 from __future__ import annotations
 
-__all__ = ["counted"]
+import os
+import shlex
+from pathlib import Path
+
+__all__ = ["counted", "workdir_option"]
 
 
 def counted(count: int, noun: str) -> str:
     """``count`` and ``noun`` (singular), with an "s" unless the count is one."""
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def workdir_option(workdir: str | Path) -> str:
+    """`` --workdir DIR`` for a command printed for the reader to run, unless ``workdir`` is
+    the current folder: a run started by a worker (a deployment) works in a folder of its
+    own, and `aca approve ID` run anywhere else would not find the session."""
+    if Path(workdir).resolve() == Path(os.getcwd()).resolve():
+        return ""
+    return f" --workdir {shlex.quote(str(Path(workdir).resolve()))}"

@@ -34,6 +34,7 @@ from prefect.flow_runs import apause_flow_run, asuspend_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
+from aca_flows._words import workdir_option
 from aca_flows.errors import InputError
 from aca_flows.plan.models import ExecutionPlan, TaskStatus
 from aca_flows.session.events import ApprovalDecided, ApprovalRequested
@@ -135,11 +136,15 @@ async def wait_for_approval(
     while True:
         attempt += 1
         form = PlanApproval.with_initial_data(
-            description=_form_description(store.session_id, plan, limit, problem)
+            description=_form_description(
+                store.session_id, plan, limit, problem, workdir_option(store.session.workdir)
+            )
         )
+        where = workdir_option(store.session.workdir)
         logger.warning(
             f"waiting for approval of the plan: resume the flow run in the Prefect UI, or "
-            f"`aca approve {store.session_id}` / `aca reject {store.session_id} --reason ...`"
+            f"`aca approve {store.session_id}{where}` / "
+            f"`aca reject {store.session_id}{where} --reason ...`"
         )
         answer = await wait_for_input(form, mode, timeout, f"{PAUSE_KEY}-{attempt}", interrupt)
         if answer is INTERRUPTED:
@@ -278,8 +283,11 @@ def _decided(answer: PlanApproval, timed_out: bool) -> ApprovalDecided:
     )
 
 
-def _form_description(session_id: str, plan: ExecutionPlan, limit: int, problem) -> str:
-    """The Markdown above the form in the UI: the tasks that would run, and how to answer."""
+def _form_description(
+    session_id: str, plan: ExecutionPlan, limit: int, problem, where: str = ""
+) -> str:
+    """The Markdown above the form in the UI: the tasks that would run, and how to answer
+    (``where``: the ``--workdir`` option the commands need)."""
     lines = [f"## Approve the plan of session `{session_id}`", ""]
     if problem:
         lines += [f"**The last answer could not be applied: {problem}.**", ""]
@@ -297,8 +305,8 @@ def _form_description(session_id: str, plan: ExecutionPlan, limit: int, problem)
         "",
         "Choose **approve** (optionally: task ids to skip — their dependents still run —, "
         "another max_concurrent, a note for every task's prompt) or **reject** with a reason. "
-        f"From a terminal: `aca approve {session_id} --skip ID` or "
-        f"`aca reject {session_id} --reason TEXT`.",
+        f"From a terminal: `aca approve {session_id}{where} --skip ID` or "
+        f"`aca reject {session_id}{where} --reason TEXT`.",
     ]
     return "\n".join(lines)
 

@@ -33,6 +33,7 @@ from prefect.context import get_run_context
 from prefect.input import RunInput
 from pydantic import Field
 
+from aca_flows._words import workdir_option
 from aca_flows.agent.execute import TaskOutcome
 from aca_flows.errors import InputError
 from aca_flows.flows.approval import (
@@ -108,7 +109,8 @@ async def ask_about_failed_task(
     )
     logger.warning(
         f"{task_id} failed and waits for a decision: resume the flow run in the Prefect UI, "
-        f"or `aca answer {run.session_id} {task_id} --retry --hint TEXT | --skip | --fail`"
+        f"or `aca answer {run.session_id} {task_id}{workdir_option(run.workdir)} --retry --hint "
+        "TEXT | --skip | --fail`"
     )
     form = TaskHelp.with_initial_data(description=form_text)
     pause_key = f"aca-help-{task_id}-{attempt}"
@@ -197,7 +199,8 @@ def _question(run: ActiveRun, task_id: str, outcome: TaskOutcome) -> str:
         "",
         "Choose **retry** with a hint for the agent, **skip** (its dependents still run) or "
         "**fail** (its dependents are skipped). From a terminal: "
-        f"`aca answer {run.session_id} {task_id} --retry --hint TEXT` (or `--skip`, `--fail`).",
+        f"`aca answer {run.session_id} {task_id}{workdir_option(run.workdir)} --retry --hint "
+        "TEXT` (or `--skip`, `--fail`).",
     ]
     if outcome.summary and outcome.summary != outcome.human_question:
         lines += ["", "### The agent's last answer", "", _fenced(outcome.summary[-OUTPUT_LIMIT:])]

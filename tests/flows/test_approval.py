@@ -75,6 +75,18 @@ def task_run_states(flow_run_id: str) -> dict[str, str]:
     return asyncio.run(read())
 
 
+def flow_run_log(flow_run_id: str) -> str:
+    """The log lines of one flow run, as the server keeps them."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    async def read():
+        async with get_client() as client:
+            ids = [UUID(flow_run_id)]
+            return await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)))
+
+    return "\n".join(log.message for log in asyncio.run(read()))
+
+
 def task_file(tmp_path, title: str) -> str:
     path = tmp_path / "tasks.md"
     path.write_text(
@@ -115,6 +127,12 @@ def test_a_run_waits_paused_and_an_approval_with_changes_resumes_it(
         assert main(["usage", "--workdir", str(repo), "--json"]) == 0
         capsys.readouterr()
         assert agent_requests(anthropic_fake) == []
+        # The command the run's log names works from any folder: it names the workdir.
+        hint = f"`aca approve {session.id} --workdir {repo.resolve()}`"
+        deadline = time.monotonic() + WAIT  # logs reach the server in batches
+        while hint not in flow_run_log(session.approval.flow_run_id):
+            assert time.monotonic() < deadline, "the waiting run's log never named the command"
+            time.sleep(0.5)
 
         # What the UI's form sends: skip b, one task at a time, a note for every prompt.
         resume_flow_run(
