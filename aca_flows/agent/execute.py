@@ -46,7 +46,14 @@ from aca_flows.agent.setup import run_setup_commands
 from aca_flows.agent.subtasks import ProposedSubtask, placement_problems
 from aca_flows.agent.tools import TaskTools, ToolRefused, resolve_inside
 from aca_flows.agent.transcript import ConversationStore, LogCallback, TaskLog
-from aca_flows.agent.verify import Check, VerifyResult, fix_request, run_checks, task_checks
+from aca_flows.agent.verify import (
+    Check,
+    VerifyResult,
+    describe_failure,
+    fix_request,
+    run_checks,
+    task_checks,
+)
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import Provider, Usage
 from aca_flows.sandbox import Sandbox
@@ -444,8 +451,8 @@ async def _run_agent_and_verify(
     return _RunResult(
         passed=False,
         failure_reason=(
-            f"verify command {check.describe()} {how} (exit code {result.exit_code}); "
-            f"nothing was merged. Output:\n{tail}"
+            f"verify command {check.describe()} {how} ({describe_failure(result)}); "
+            f"nothing was merged. Output:\n{tail or '(none)'}"
         ),
         last_round=agent_round,
         verify=verify,
@@ -501,9 +508,10 @@ async def _land_checked(
             if results and not results[-1].passed:
                 check = checks[len(results) - 1]
                 log.write("verify", command=check.command, of_task=check.owner, passed=False,
-                          exit_code=results[-1].exit_code,
+                          exit_code=results[-1].exit_code, timed_out=results[-1].timed_out,
                           output=results[-1].output[-FAILURE_OUTPUT_LIMIT:])  # fmt: skip
-                raise ChecksFailedOnHead(task.id, moved.files, check.describe()) from None
+                failed = f"{check.describe()} ({describe_failure(results[-1])})"
+                raise ChecksFailedOnHead(task.id, moved.files, failed) from None
 
 
 async def _run_checks_on_the_work(

@@ -23,7 +23,15 @@ from aca_flows.session.layout import SessionPaths
 from aca_flows.settings import AgentSection
 from aca_flows.workspace import read_change_log
 
-__all__ = ["Check", "VerifyResult", "fix_request", "run_checks", "run_verify", "task_checks"]
+__all__ = [
+    "Check",
+    "VerifyResult",
+    "describe_failure",
+    "fix_request",
+    "run_checks",
+    "run_verify",
+    "task_checks",
+]
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,15 @@ async def run_verify(command: str, sandbox: Sandbox, settings: AgentSection) -> 
         timed_out=result.timed_out,
         duration_seconds=result.duration_seconds,
     )
+
+
+def describe_failure(result: VerifyResult) -> str:
+    """How a failed check ended, as a task's failure reason says it: "exit code 1", or
+    "timed out after 5s" (a killed command has no exit code, and "exit code None" explained
+    nothing)."""
+    if result.timed_out:
+        return f"timed out after {result.duration_seconds:.0f}s"
+    return f"exit code {result.exit_code}"
 
 
 def fix_request(result: VerifyResult, *, attempts_left: int, owner: str | None = None) -> str:

@@ -1,9 +1,13 @@
 """Flow and task runs left ``Running`` by a process that died (SIGKILL, an OOM kill, a
 reboot) end ``Crashed`` when their session is resumed: nothing else tells the server that
 they stopped, and the UI, automations and counts of running runs would see them forever.
+So do flow runs left ``Paused`` by a process killed while it waited for approval or for an
+answer (``aca answer``): the UI would offer to resume them forever, and nothing would.
 
 The resuming run holds the session's lock, so no other live process runs the session: every
-other run of it still ``Running`` was abandoned.
+other run of it still ``Running``, or paused with its process waiting, was abandoned. A
+*suspended* run (a deployment run waiting for approval) has no process by design: its resume
+schedules it again, so it is left as it is.
 """
 
 from __future__ import annotations
@@ -28,17 +32,19 @@ __all__ = ["crash_abandoned_runs"]
 
 
 async def crash_abandoned_runs(session_id: str, current_flow_run_id: str | None) -> None:
-    """End the session's ``Running`` flow and task runs, but the current flow run's, as
-    ``Crashed``. A server that cannot be asked is no reason to fail the run."""
+    """End the session's ``Running`` flow and task runs and its ``Paused`` flow runs, but the
+    current flow run's, as ``Crashed``. A server that cannot be asked is no reason to fail the
+    run."""
     tag = [f"session:{session_id}"]
     running = [StateType.RUNNING]
+    unfinished = [StateType.RUNNING, StateType.PAUSED]
     crashed = Crashed(message=f"its process ended without finishing; session {session_id} resumed")
     with contextlib.suppress(Exception):
         async with get_client() as client:
             flow_runs = await client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(
                     tags=FlowRunFilterTags(all_=tag),
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=running)),
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished)),
                 )
             )
             task_runs = await client.read_task_runs(
@@ -48,8 +54,13 @@ async def crash_abandoned_runs(session_id: str, current_flow_run_id: str | None)
                 )
             )
             for flow_run in flow_runs:
-                if str(flow_run.id) != current_flow_run_id:
+                if str(flow_run.id) != current_flow_run_id and not _suspended(flow_run.state):
                     await client.set_flow_run_state(flow_run.id, crashed, force=True)
             for task_run in task_runs:
                 if str(task_run.flow_run_id) != current_flow_run_id:
                     await client.set_task_run_state(task_run.id, crashed, force=True)
+
+
+def _suspended(state) -> bool:
+    """Paused with no process waiting (``suspend_flow_run``): Prefect runs it again once resumed."""
+    return state.is_paused() and bool(state.state_details.pause_reschedule)

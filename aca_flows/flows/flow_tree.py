@@ -30,6 +30,7 @@ from prefect import flow, tags
 from prefect.context import get_run_context
 from prefect.states import Completed, Failed, State
 
+from aca_flows.flows.summary import failure_reason
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.session.redact import redact_text
 
@@ -216,7 +217,7 @@ class FlowTree:
         if group.status.state not in _FINAL and run_end is not None:
             return _copy(run_end)
         if failed:
-            return Failed(message=f"{len(failed)} task(s) failed: {', '.join(failed)}")
+            return Failed(message=failure_reason(leaves))
         if leaves and all(t.status.state == "skipped" for t in leaves):
             return Completed(name="Skipped", message=leaves[0].status.reason)
         return Completed()

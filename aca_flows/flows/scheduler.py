@@ -59,7 +59,7 @@ from aca_flows.flows.remote_sync import (
 )
 from aca_flows.flows.run_setup import RunRequest, recorded_state
 from aca_flows.flows.skipped import record_finished_task, record_skipped_task
-from aca_flows.flows.summary import RunSummary, flow_state, run_summary
+from aca_flows.flows.summary import RunSummary, failure_reason, flow_state, run_summary
 from aca_flows.flows.task_help import add_hint, ask_about_failed_task, reviewed_reason
 from aca_flows.flows.task_run import (
     ActiveRun,
@@ -209,11 +209,10 @@ async def drive_plan(
         for task_id, why in stuck.items():
             store.task_blocked(task_id, f"can never start: {why}")
             logger.error(f"{task_id} can never start: it {why}")
-        failed_ids = _failed_ids(store)
         if stuck:
             stopped_reason = "stalled: " + "; ".join(f"{t} {why}" for t, why in stuck.items())
-        elif failed_ids:
-            stopped_reason = f"{len(failed_ids)} task(s) failed: {', '.join(failed_ids)}"
+        else:
+            stopped_reason = failure_reason(store.session.plan.tasks)
         status = "failed" if stopped_reason else "completed"
         store.finish(status, stopped_reason)
         create_checkpoint(store, trigger="end")
@@ -271,10 +270,6 @@ def _edges(states: dict[str, State], dependency_ids) -> list[State]:
         for d in dependency_ids
         if d in states
     ]
-
-
-def _failed_ids(store: SessionStore) -> list[str]:
-    return [t.id for t in store.session.plan.tasks if t.status.state == "failed"]
 
 
 async def _wait_for_tasks(

@@ -15,14 +15,22 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
-from aca_flows.plan.models import StateName
+from aca_flows._words import counted
+from aca_flows.plan.models import StateName, Task
 
 if TYPE_CHECKING:
     from prefect.states import State
 
     from aca_flows.session.store import SessionStore
 
-__all__ = ["RunStatus", "RunSummary", "TaskSummary", "flow_state", "run_summary"]
+__all__ = [
+    "RunStatus",
+    "RunSummary",
+    "TaskSummary",
+    "failure_reason",
+    "flow_state",
+    "run_summary",
+]
 
 RunStatus = Literal["completed", "failed", "stopped", "interrupted", "rejected"]
 
@@ -118,6 +126,24 @@ def run_summary(
         remote=session.remote.url if session.remote else None,
         unpushed=session.remote.unpushed if session.remote else None,
     )
+
+
+def failure_reason(tasks: list[Task]) -> str | None:
+    """Why ``tasks`` (a plan's, or a group's leaves) ended failed: "1 task failed: greet; 2
+    skipped", or None if none failed. Only tasks without subtasks are named and counted: a
+    group fails with its subtask, and so does every group above it, so counting them told one
+    failure as several. Skipped ones are counted: they run on resume, after the failed one."""
+    leaves = [t for t in tasks if not t.children]
+    # A group failed with no failed subtask recorded (never expected): it is still named, so
+    # the run is never told as completed.
+    failed = [t.id for t in leaves if t.status.state == "failed"] or [
+        t.id for t in tasks if t.status.state == "failed"
+    ]
+    if not failed:
+        return None
+    reason = f"{counted(len(failed), 'task')} failed: {', '.join(failed)}"
+    skipped = sum(1 for t in leaves if t.status.skipped_for_failure)
+    return f"{reason}; {skipped} skipped" if skipped else reason
 
 
 def flow_state(summary: RunSummary, cancelled_from_ui: bool = False) -> State | RunSummary:

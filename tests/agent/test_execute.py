@@ -138,6 +138,27 @@ def test_a_task_that_never_passes_verify_merges_nothing(tmp_path, repo):
     assert not (tmp_path / ".aca" / "worktrees" / SESSION / "t1").exists()
 
 
+def test_a_verify_command_that_times_out_is_reported_as_a_timeout(tmp_path, repo):
+    provider = ScriptedProvider()
+    for attempt in range(2):
+        provider.enqueue(
+            tool_calls(tool_use("write_file", path="app.py", content=f"try {attempt}\n")),
+            tool_calls(tool_use("finish", summary=f"try {attempt}")),
+        )
+    config = AcaConfig.model_validate(
+        {"agent": {"max_fix_attempts": 1, "command_timeout_seconds": 1}}
+    )
+    task = Task(id="t1", title="Slow", verify="sleep 1000")
+    outcome = asyncio.run(execute(tmp_path, plan_of(task), "t1", provider, config=config))
+
+    assert outcome.status == "failed" and outcome.attempts == 2
+    assert outcome.failure_reason == (
+        "verify command `sleep 1000` still failed after 1 fix round(s) of the agent "
+        "(timed out after 1s); nothing was merged. Output:\n(none)"
+    )
+    assert "timed out after 1s" in provider.history[2].messages[-1].text  # the fix request
+
+
 def test_the_plan_default_verify_command_applies_and_fix_attempts_are_configurable(tmp_path, repo):
     provider = ScriptedProvider(
         tool_calls(

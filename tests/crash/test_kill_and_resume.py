@@ -244,3 +244,39 @@ def test_sigkill_then_resume_completes_without_repeating_work(
     flow_runs = flow_runs_of(prefect_api, session.name)
     assert sorted(r.state.type.value for r in flow_runs) == ["COMPLETED", "CRASHED"]
     assert not [r for r in task_runs_of(prefect_api, session.name) if r.state.is_running()]
+
+
+def approval_requests(session: Path) -> int:
+    return sum(e["type"] == "approval_requested" for e in journal(session))
+
+
+def test_a_run_killed_while_it_waits_for_approval_is_crashed_on_resume(
+    aca, repo, llm, tmp_path, prefect_api
+):
+    for _ in range(10):
+        llm.anthropic.enqueue(coding_agent)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("# Approve me\n\n- write a.txt {#a}\n")
+    proc = aca.start("run", str(tasks), "--model", "claude-test", "--require-approval", name="run")
+    session = only_session(repo)
+
+    def paused_runs() -> list:
+        return [r for r in flow_runs_of(prefect_api, session.name) if r.state.is_paused()]
+
+    (waiting,) = wait_for(lambda: paused_runs() or proc.poll(), WAIT, "the paused flow run")
+    assert proc.poll() is None, f"aca ended instead of waiting:\n{aca.err('run')}"
+    kill_group(proc)
+
+    # The resume asks for approval again (nobody approved the plan); approved, it completes.
+    resume = aca.start("resume", session.name, "--json", name="resume")
+    wait_for(lambda: approval_requests(session) == 2 or resume.poll(), WAIT, "the second ask")
+    code, _, err = aca.run("approve", session.name, name="approve")
+    assert code == 0, err
+    assert resume.wait(timeout=WAIT) == 0, aca.err("resume")
+    assert json.loads(aca.out("resume").strip().splitlines()[-1])["status"] == "completed"
+
+    # The killed run no longer waits in the UI (no Resume on it): the resume ended it Crashed.
+    states = {r.id: r.state for r in flow_runs_of(prefect_api, session.name)}
+    assert states[waiting.id].type.value == "CRASHED"
+    assert states[waiting.id].message.startswith("its process ended without finishing")
+    assert sorted(s.type.value for s in states.values()) == ["COMPLETED", "CRASHED"]

@@ -322,9 +322,7 @@ def test_the_shipped_automations_fire_on_acas_events(
             "the failed-session notification",
         )[0]
         assert note["subject"] == f"aca session {session_id} failed"
-        assert (
-            f"aca session {session_id} (Broken build) failed: 1 task(s) failed: a" in (note["body"])
-        )
+        assert f"aca session {session_id} (Broken build) failed: 1 task failed: a" in (note["body"])
         assert f"aca resume {session_id}" in note["body"]
         assert _docs_refresh_runs(ids["ACA_DOCS_REFRESH_DEPLOYMENT_ID"]) == []
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import uuid
 
@@ -129,6 +130,39 @@ def test_subtask_waiting_for_its_own_parent_ends_failed_naming_it(repo, anthropi
     again = run_flow(workdir=str(repo), session_id=session_id)
     assert again.state_name == "Failed" and again.summary["stuck"] == summary["stuck"]
     assert load_session(repo, session_id).status == "failed"
+
+
+def test_a_failed_task_in_a_group_is_counted_once_and_its_skipped_dependents_by_number(
+    tmp_path, repo, anthropic_fake, capsys
+):
+    # tasks/examples/hello.md's shape: greet fails; tests (its group) and readme (another
+    # group) are skipped for it. Both groups end failed with it, but they did not fail.
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    name = f"Hello {uuid.uuid4().hex[:8]}"
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(
+        f"# {name}\n\n## Greeting module\n\n"
+        '- write greet.py {#greet verify="false"}\n'
+        "- write test_greet.py {#tests depends_on=greet}\n\n"
+        "## Documentation\n\n"
+        "- write README.md {#readme depends_on=greet}\n"
+    )
+
+    code = main(["run", str(tasks), "--workdir", str(repo), "--model", "claude-test"])
+    out, err = capsys.readouterr()
+
+    reason = "1 task failed: greet; 2 skipped"
+    assert code == 1, err
+    assert f"Why: {reason}. `aca resume" in out
+    (session_id,) = re.findall(r"Session (\S+) failed", out)
+    session = load_session(repo, session_id)
+    assert session.status == "failed" and session.status_reason == reason
+    state, result = asyncio.run(result_of(name))
+    assert state.is_failed() and state.message == reason
+    assert result["stopped_reason"] == reason
+    assert main(["sessions", "show", session_id, "--workdir", str(repo)]) == 0
+    assert f"failed ({reason})" in capsys.readouterr().out
 
 
 class SlowAgent:
