@@ -215,7 +215,9 @@ def test_aca_approve_refuses_an_unknown_task_then_approves(tmp_path, repo, anthr
         assert "no task zz in the plan; its tasks are a, b, c" in capsys.readouterr().err
         assert flow_run_of(session).state.is_paused()  # still waiting
 
-        assert main(["approve", session.id, "--skip", "c", "-w", str(repo)]) == 0
+        prefix = session.id[:-2]  # a unique prefix names the session; the answer names it whole
+        assert main(["approve", prefix, "--skip", "c", "-w", str(repo)]) == 0
+        assert f"Session {session.id}: plan approved" in capsys.readouterr().out
         thread.join(WAIT)
         assert not thread.is_alive(), "the approved run did not end"
     finally:
