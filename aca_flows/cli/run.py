@@ -402,7 +402,8 @@ def _show_summary(summary: dict, workdir) -> None:
     if summary.get("unpushed"):
         line += (
             f" (NOT pushed to {summary['remote']}: {summary['unpushed']}; it is kept in "
-            f"{workdir}, and `aca resume {summary['session_id']} --repo ...` pushes it)."
+            f"{workdir}, and `aca resume {summary['session_id']} --repo {summary['remote']}` "
+            "pushes it)."
         )
     elif summary.get("remote"):
         line += f", pushed to {summary['remote']}."

@@ -108,7 +108,7 @@ def show_command(
         ),  # fmt: skip
     ]
     if session.remote is not None:  # a run with --repo
-        facts.insert(2, ("remote", _remote_fact(session.remote)))
+        facts.insert(2, ("remote", _remote_fact(session, workdir)))
     for label, value in facts:
         out.print(f"  {label:<16}{value}")
     _print_waiting(out, session, display_status(session, workdir))
@@ -139,9 +139,13 @@ def _print_waiting(out: Console, session: SessionRecord, status: str) -> None:
         )
 
 
-def _remote_fact(remote) -> str:
-    if remote.unpushed:
-        return f"{remote.url} (NOT pushed: {remote.unpushed})"
+def _remote_fact(session: SessionRecord, workdir: Path) -> str:
+    from aca_flows.flows.summary import unpushed_work
+
+    remote = session.remote
+    unpushed = unpushed_work(remote, workdir.resolve(), session.id)
+    if unpushed:
+        return f"{remote.url} (NOT pushed: {unpushed})"
     return f"{remote.url} (pushed {(remote.pushed_head or '')[:10]})"
 
 
