@@ -232,6 +232,9 @@ async def aca_run(
             if interrupt.server_lost:  # the session says "interrupted" already
                 raise run_lost_server(run.session_id)
             await deliver_pull_request(store, run, summary)
+            if summary.pull_request or summary.pull_request_error:
+                # `aca sessions show` tells it after the run, as the ending does.
+                store.pull_request_delivered(summary.pull_request, summary.pull_request_error)
             emit_session_event(store, summary.status, summary.stopped_reason)
     except (asyncio.CancelledError, KeyboardInterrupt, TerminationSignal):
         # Interrupted (a runner's cancel arrives as TerminationSignal): what finished is
