@@ -1,5 +1,5 @@
-"""Words as a reader says them: counts ("1 task", "3 tasks", never "1 tasks"), and the
-``--workdir`` a command printed for the reader needs."""
+"""Words as a reader sees them: counts ("1 task", "3 tasks", never "1 tasks"), a message on
+one line, and the ``--workdir`` a command printed for the reader needs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import shlex
 from pathlib import Path
 
-__all__ = ["counted", "workdir_option"]
+__all__ = ["counted", "one_line", "workdir_option"]
 
 
 def counted(count: int, noun: str) -> str:
@@ -22,3 +22,9 @@ def workdir_option(workdir: str | Path) -> str:
     if Path(workdir).resolve() == Path(os.getcwd()).resolve():
         return ""
     return f" --workdir {shlex.quote(str(Path(workdir).resolve()))}"
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: its lines joined, each run of whitespace one space (a message
+    that quotes a server's answer may hold newlines)."""
+    return " ".join(text.split())

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from aca_flows._words import counted
+from aca_flows._words import counted, one_line
 from aca_flows.cli.options import RunOptions
 from aca_flows.errors import AcaError, InputError
 from aca_flows.plan import ExecutionPlan, load_execution_plan, load_task_file, plan_to_text
@@ -402,7 +402,8 @@ def _show_summary(summary: dict, workdir) -> None:
     if summary.get("unpushed"):
         line += (
             f" (NOT pushed to {summary['remote']}: {summary['unpushed']}; it is kept in "
-            f"{workdir}, and `aca resume {summary['session_id']} --repo ...` pushes it)."
+            f"{workdir}, and `aca resume {summary['session_id']} --repo {summary['remote']}` "
+            "pushes it)."
         )
     elif summary.get("remote"):
         line += f", pushed to {summary['remote']}."
@@ -418,6 +419,20 @@ def _show_summary(summary: dict, workdir) -> None:
         else:
             line += f" `aca resume {summary['session_id']}` continues."
     print(line)
+    pull_request = _pull_request_line(summary)
+    if pull_request:
+        print(pull_request)
+
+
+def _pull_request_line(summary: dict) -> str | None:
+    """What became of the pull request the run was asked for (--open-pr), on one line: the
+    work is on the branch either way, so its failure is told here, not by the exit code."""
+    if summary.get("pull_request_error"):
+        why = one_line(summary["pull_request_error"])
+        return f"Pull request NOT delivered: {why}"
+    if summary.get("pull_request"):
+        return f"Pull request: {summary['pull_request']}"
+    return None
 
 
 def _show_dry_run(plan: ExecutionPlan, options: RunOptions) -> None:

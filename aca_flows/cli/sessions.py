@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # imported where used: `aca --help` pays for none of it
     from rich.console import Console
     from rich.table import Table
 
-    from aca_flows.session.record import SessionRecord, TaskRun
+    from aca_flows.session.record import PullRequestState, SessionRecord, TaskRun
     from aca_flows.session.usage import UsageEntry
 
 __all__ = ["app", "console", "format_cost", "format_time"]
@@ -108,7 +108,9 @@ def show_command(
         ),  # fmt: skip
     ]
     if session.remote is not None:  # a run with --repo
-        facts.insert(2, ("remote", _remote_fact(session.remote)))
+        facts.insert(2, ("remote", _remote_fact(session, workdir)))
+    if session.pull_request is not None:  # a run with --open-pr
+        facts.insert(3, ("pull request", _pull_request_fact(session.pull_request)))
     for label, value in facts:
         out.print(f"  {label:<16}{value}")
     _print_waiting(out, session, display_status(session, workdir))
@@ -139,10 +141,20 @@ def _print_waiting(out: Console, session: SessionRecord, status: str) -> None:
         )
 
 
-def _remote_fact(remote) -> str:
-    if remote.unpushed:
-        return f"{remote.url} (NOT pushed: {remote.unpushed})"
+def _remote_fact(session: SessionRecord, workdir: Path) -> str:
+    from aca_flows.flows.summary import unpushed_work
+
+    remote = session.remote
+    unpushed = unpushed_work(remote, workdir.resolve(), session.id)
+    if unpushed:
+        return f"{remote.url} (NOT pushed: {unpushed})"
     return f"{remote.url} (pushed {(remote.pushed_head or '')[:10]})"
+
+
+def _pull_request_fact(pull: PullRequestState) -> str:
+    from aca_flows._words import one_line
+
+    return pull.url or f"NOT delivered: {one_line(pull.error or 'no reason given')}"
 
 
 def usage_table(entries: list[UsageEntry], title: str) -> Table:

@@ -222,6 +222,8 @@ async def aca_run(
                 run.session_id, _label_flow_run(store, run, rename=session_name is None)
             )
             emit_session_event(store, "started")
+            if store.session.remote is not None and not repo:
+                _warn_nothing_is_pushed(store)
             if store.session.resumes and not repo:
                 # The lock says no other process here runs the session (a remote's session
                 # may run on another machine); before this run starts any run of its own.
@@ -230,6 +232,9 @@ async def aca_run(
             if interrupt.server_lost:  # the session says "interrupted" already
                 raise run_lost_server(run.session_id)
             await deliver_pull_request(store, run, summary)
+            if summary.pull_request or summary.pull_request_error:
+                # `aca sessions show` tells it after the run, as the ending does.
+                store.pull_request_delivered(summary.pull_request, summary.pull_request_error)
             emit_session_event(store, summary.status, summary.stopped_reason)
     except (asyncio.CancelledError, KeyboardInterrupt, TerminationSignal):
         # Interrupted (a runner's cancel arrives as TerminationSignal): what finished is
@@ -261,6 +266,16 @@ async def aca_run(
         with contextlib.suppress(Exception):  # a run that ended early still sends its reports
             await published(run.session_id)
     return flow_state(summary, cancelled_from_ui=interrupt.signal_name == UI_CANCEL)
+
+
+def _warn_nothing_is_pushed(store: SessionStore) -> None:
+    """A session started with a repo, run here without one: its new work stays local."""
+    url = store.session.remote.url
+    get_run_logger().warning(
+        f"session {store.session_id} was started with --repo {url}; this run was given no "
+        f"--repo, so nothing it does is pushed: `aca resume {store.session_id} --repo {url}` "
+        "pushes it"
+    )
 
 
 def _interrupted_by_lost_server(store: SessionStore) -> None:

@@ -11,6 +11,7 @@ Imports no Prefect: the CLI reads it too.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
@@ -21,6 +22,7 @@ from aca_flows.plan.models import StateName, Task
 if TYPE_CHECKING:
     from prefect.states import State
 
+    from aca_flows.session.record import RemoteState
     from aca_flows.session.store import SessionStore
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "failure_reason",
     "flow_state",
     "run_summary",
+    "unpushed_work",
 ]
 
 RunStatus = Literal["completed", "failed", "stopped", "interrupted", "rejected"]
@@ -78,8 +81,9 @@ class RunSummary(BaseModel):
     )
     unpushed: str | None = Field(
         default=None,
-        description="Why the remote lacks some of the branch's work (the last push failed); "
-        "the next run or resume of the session pushes it.",
+        description="Why the remote lacks some of the branch's work (the last push failed, "
+        "or a run without repo added commits); a run or resume of the session with repo "
+        "pushes it.",
     )
 
     @property
@@ -124,7 +128,7 @@ def run_summary(
         cost_usd=session.cost_usd,
         tasks=tasks,
         remote=session.remote.url if session.remote else None,
-        unpushed=session.remote.unpushed if session.remote else None,
+        unpushed=unpushed_work(session.remote, store.paths.workdir, store.session_id),
     )
 
 
@@ -144,6 +148,37 @@ def failure_reason(tasks: list[Task]) -> str | None:
     reason = f"{counted(len(failed), 'task')} failed: {', '.join(failed)}"
     skipped = sum(1 for t in leaves if t.status.skipped_for_failure)
     return f"{reason}; {skipped} skipped" if skipped else reason
+
+
+def unpushed_work(remote: RemoteState | None, workdir: Path, session_id: str) -> str | None:
+    """Why the remote lacks some of the session branch's work in ``workdir``; None when it
+    holds all of it, or the session has no remote. A push that failed says why; a branch
+    that moved since its last push (a resume without repo pushes nothing) says so."""
+    if remote is None:
+        return None
+    if remote.unpushed:
+        return remote.unpushed
+    head = _branch_head(workdir, session_id)
+    if head is None or head == remote.pushed_head:
+        return None
+    pushed = (remote.pushed_head or "")[:10] or "nothing"
+    return (
+        f"the branch (at {head[:10]}) is ahead of what was pushed ({pushed}): "
+        "a run without --repo pushes nothing"
+    )
+
+
+def _branch_head(workdir: Path, session_id: str) -> str | None:
+    """The session branch's commit in ``workdir``; None where there is no such branch."""
+    import git
+
+    from aca_flows.workspace.hardened_git import AcaRepo
+    from aca_flows.workspace.repository import session_branch_head
+
+    try:
+        return session_branch_head(AcaRepo(workdir), session_id)
+    except (git.GitError, OSError):  # not a repository (any more), or no such branch
+        return None
 
 
 def flow_state(summary: RunSummary, cancelled_from_ui: bool = False) -> State | RunSummary:

@@ -22,6 +22,8 @@ after the task's commit is merged, so replaying the journal never invents finish
     task_answered      the answer came: retry (with a hint), skip or fail
     branch_pushed      the session branch and record were pushed to the run's remote
                        (``pushed``), or a push failed after its retries (``error``)
+    pull_request_delivered  the run's pull request (``open_pr``) was opened or updated
+                       (``url``), or GitHub did not take it (``error``)
     session_finished   the run ended: completed, failed, interrupted, stopped (by a budget)
                        or rejected (at approval)
 """
@@ -47,6 +49,7 @@ __all__ = [
     "CheckpointCreated",
     "CheckpointTrigger",
     "Event",
+    "PullRequestDelivered",
     "SessionFinished",
     "SessionResumed",
     "SessionStarted",
@@ -249,6 +252,15 @@ class BranchPushed(_Event):
     error: str | None = None
 
 
+class PullRequestDelivered(_Event):
+    """The run's last update of its pull request (``open_pr``): its URL, or why GitHub did
+    not take it (``error``)."""
+
+    type: Literal["pull_request_delivered"] = "pull_request_delivered"
+    url: str | None = None
+    error: str | None = None
+
+
 class SessionFinished(_Event):
     type: Literal["session_finished"] = "session_finished"
     status: FinalStatus
@@ -271,6 +283,7 @@ Event = Annotated[
     | TaskQuestion
     | TaskAnswered
     | BranchPushed
+    | PullRequestDelivered
     | SessionFinished,
     Field(discriminator="type"),
 ]

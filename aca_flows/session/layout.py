@@ -49,6 +49,11 @@ class SessionPaths:
         return self.root.name
 
     @property
+    def workdir(self) -> Path:
+        """The repository the session works in (``<workdir>/.aca/sessions/<id>``)."""
+        return self.root.parents[2]
+
+    @property
     def session_json(self) -> Path:
         return self.root / "meta" / "session.json"
 

@@ -29,6 +29,7 @@ from aca_flows.session.events import (
     CheckpointCreated,
     CheckpointTrigger,
     Event,
+    PullRequestDelivered,
     SessionFinished,
     SessionResumed,
     SessionStarted,
@@ -49,6 +50,7 @@ __all__ = [
     "Approval",
     "PendingQuestion",
     "CheckpointRef",
+    "PullRequestState",
     "RemoteState",
     "SessionRecord",
     "SessionStatus",
@@ -135,6 +137,15 @@ class RemoteState(_Model):
     unpushed: str | None = None
 
 
+class PullRequestState(_Model):
+    """The session's pull request (``open_pr``) as its last run left it: its URL, or why it
+    was not delivered."""
+
+    url: str | None = None
+    error: str | None = None
+    at: datetime
+
+
 class CheckpointRef(_Model):
     id: str
     created_at: datetime
@@ -168,6 +179,7 @@ class SessionRecord(_Model):
         default=None, description="The task waiting for a person's answer, while it waits."
     )
     remote: RemoteState | None = None
+    pull_request: PullRequestState | None = None
     resumes: int = 0
     budget_usd: float | None = Field(
         default=None, description="The spend cap: a resume keeps it unless given another."
@@ -465,6 +477,11 @@ def _branch_pushed(record: SessionRecord, event: BranchPushed) -> bool:
     return True
 
 
+def _pull_request_delivered(record: SessionRecord, event: PullRequestDelivered) -> bool:
+    record.pull_request = PullRequestState(url=event.url, error=event.error, at=event.at)
+    return True
+
+
 def _finished(record: SessionRecord, event: SessionFinished) -> bool:
     if event.status in ("interrupted", "stopped"):
         # Tasks cut short start again on resume: the record says so now, not only then.
@@ -494,6 +511,7 @@ _HANDLERS = {
     TaskQuestion: _task_question,
     TaskAnswered: _task_answered,
     BranchPushed: _branch_pushed,
+    PullRequestDelivered: _pull_request_delivered,
     SessionFinished: _finished,
 }
 

@@ -52,6 +52,7 @@ from aca_flows.session.events import (
     CallPurpose,
     CallRecorded,
     Event,
+    PullRequestDelivered,
     SessionFinished,
     SessionResumed,
     SessionStarted,
@@ -367,6 +368,10 @@ class SessionStore:
         return self.record(
             BranchPushed(remote=remote, head=head, pushed=pushed, attempts=attempts, error=error)
         )
+
+    def pull_request_delivered(self, url: str | None, error: str | None) -> bool:
+        """Record the run's pull request: its URL, or why it was not delivered."""
+        return self.record(PullRequestDelivered(url=url, error=error))
 
     def finish(self, status: SessionStatus, reason: str | None = None) -> bool:
         """Record the end of this run: completed, failed, interrupted, stopped or rejected."""

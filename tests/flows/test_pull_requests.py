@@ -9,6 +9,7 @@ import pytest
 
 from aca_flows.flows import run_flow
 from aca_flows.session.store import load_session
+from aca_flows.workspace.remote import working_area
 from tests.fakes.coding_agent import coding_agent
 from tests.fakes.github_server import FakeGitHub
 
@@ -137,3 +138,55 @@ def test_the_token_comes_from_the_secret_block_named_in_config(
     assert pull["base"]["ref"] == "release"
     assert github.requests[-1].headers["authorization"] == f"Bearer {TOKEN}"
     assert TOKEN not in every_text(repo)
+
+
+def test_a_pull_request_github_refused_is_told_in_the_ending_and_in_sessions_show(
+    tmp_path, repo, anthropic_fake, github, monkeypatch, capsys
+):
+    from aca_flows.cli import main
+
+    wrong = "ghp_wrongtoken0123456789abcdefABCDEF"
+    monkeypatch.setenv("GITHUB_TOKEN", wrong)
+    remote = tmp_path / "remote.git"
+    git.Repo(repo).clone(remote, bare=True)
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("# One\n\n- write a.txt {#a}\n")
+    args = ["run", str(tasks), "--repo", str(remote), "--model", "m", "--open-pr"]
+    # The work completed and was pushed: the exit code says so (docs/deployments.md).
+    assert main([*args, "--github-repo", "octo/service"]) == 0
+    out = capsys.readouterr().out
+    ending, pull_line = out.strip().splitlines()[-2:]
+    assert ending.startswith("Session ") and f"pushed to {remote}." in ending
+    assert pull_line.startswith("Pull request NOT delivered: GitHub 401 ")
+    assert "Bad credentials" in pull_line and wrong not in out
+    session_id = ending.split(" ", 2)[1]
+
+    area = working_area(str(remote))
+    assert main(["sessions", "show", session_id, "--workdir", str(area)]) == 0
+    shown = capsys.readouterr().out
+    assert "pull request    NOT delivered: GitHub 401 " in shown and wrong not in shown
+    assert github.pulls("octo/service") == []
+
+
+def test_a_delivered_pull_request_is_named_in_the_ending_and_in_sessions_show(
+    tmp_path, repo, anthropic_fake, github, capsys
+):
+    from aca_flows.cli import main
+
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("# One\n\n- write a.txt {#a}\n")
+    assert main(["run", str(tasks), "--workdir", str(repo), "--model", "m", "--open-pr"]) == 0
+    (pull,) = github.pulls("octo/service")
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == f"Pull request: {pull['html_url']}"
+    session_id = load_session_ids(repo)[0]
+    assert main(["sessions", "show", session_id, "--workdir", str(repo)]) == 0
+    assert f"pull request    {pull['html_url']}" in capsys.readouterr().out
+
+
+def load_session_ids(repo: Path) -> list[str]:
+    return sorted(p.name for p in (repo / ".aca" / "sessions").iterdir())

@@ -235,3 +235,45 @@ def test_credentials_in_the_repo_url_reach_no_record_log_or_server(
     }
     assert [where for where, text in seen.items() if secret in text] == []
     assert "a.txt" in on_disk and "task_completed" in record  # the places were really read
+
+
+def test_a_resume_without_repo_says_its_work_is_not_pushed_and_how_to_push_it(
+    tmp_path, remote, anthropic_fake, capsys
+):
+    from aca_flows.cli import main
+
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = write_tasks(tmp_path)
+    # One task's calls fit the budget: the run stops after a landed and was pushed.
+    args = ["run", str(tasks), "--repo", str(remote), "--model", "claude-sonnet-4-6"]
+    assert main([*args, "--max-concurrent", "1", "--budget-usd", "0.001"]) == 3
+    session_id = capsys.readouterr().out.split("Session ", 1)[1].split(" ", 1)[0]
+    branch = f"refs/heads/aca/{session_id}"
+    assert task_commits(remote, branch) == ["a"]
+    area = working_area(str(remote))
+
+    # Resumed in the working area, without --repo: b lands on the local branch only.
+    resume = ["resume", session_id, "--workdir", str(area), "--budget-usd", "1"]
+    assert main(resume) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert task_commits(remote, branch) == ["a"] and task_commits(area, branch) == ["a", "b"]
+    assert f"pushed to {remote}." not in last
+    assert f"NOT pushed to {remote}: the branch (at " in last
+    assert f"`aca resume {session_id} --repo {remote}` pushes it" in last
+    # Warned once, as it started (the session's log holds what the terminal showed).
+    log = area / ".aca" / "sessions" / session_id / "execution_logs" / "system_logs"
+    warning = (
+        f"this run was given no --repo, so nothing it does is pushed: `aca resume {session_id}"
+    )
+    assert (log / "session.log").read_text().count(warning) == 1
+
+    assert main(["sessions", "show", session_id, "--workdir", str(area)]) == 0
+    shown = capsys.readouterr().out
+    assert f"remote          {remote} (NOT pushed: the branch (at " in shown
+    assert "is ahead of what was pushed" in shown
+
+    # Pushed as the ending said: every word of it true again.
+    assert main(["resume", session_id, "--repo", str(remote)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith(f"pushed to {remote}.")
+    assert task_commits(remote, branch) == ["a", "b"]
