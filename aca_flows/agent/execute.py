@@ -23,6 +23,7 @@ Prefect flow) decides about retries; the task's worktree is removed either way.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
@@ -35,7 +36,7 @@ from aca_flows._words import counted
 from aca_flows.agent.links import leaving_links_problem
 from aca_flows.agent.loop import AgentConversation, AgentRound, run_claude_code, run_tool_loop
 from aca_flows.agent.needs_human import asks_human_reason
-from aca_flows.agent.no_change import evidence_problem, real_changes
+from aca_flows.agent.no_change import evidence_problem, real_changes, with_ignored_writes
 from aca_flows.agent.prompt import (
     DependencyContext,
     build_system_prompt,
@@ -351,6 +352,7 @@ async def _run_agent_and_verify(
         sandbox=sandbox,
     )
     max_rounds = 1 + config.agent.max_fix_attempts
+    started = time.time()  # what the agent writes from now on (setup commands ran before)
     verify: VerifyResult | None = None
     failed: tuple[Check, VerifyResult] | None = None
     agent_round: AgentRound | None = None
@@ -395,6 +397,9 @@ async def _run_agent_and_verify(
             ids = ", ".join(p.id for p in agent_round.proposed_subtasks)
             no_change = f"the work is split into subtasks ({ids}); they make the changes"
         problem = evidence_problem(no_change, changed, agent_round.summary)
+        if problem is not None and not changed and no_change is None:
+            ignored = await in_thread(worktree.ignored_since, started)
+            problem = with_ignored_writes(problem, ignored)
         problem = problem or leaving_links_problem(worktree.path, changed)
         if problem is not None:
             return _RunResult(

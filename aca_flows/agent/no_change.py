@@ -21,6 +21,7 @@ __all__ = [
     "evidence_problem",
     "parse_no_change",
     "real_changes",
+    "with_ignored_writes",
 ]
 
 NO_CHANGE_MARKER = "NO CHANGE NEEDED:"
@@ -70,3 +71,18 @@ def evidence_problem(
             "again."
         )
     return None
+
+
+def with_ignored_writes(problem: str, ignored: list[str]) -> str:
+    """``problem`` (the agent changed nothing) with the files it wrote that git ignores: the
+    agent did write, where no commit can hold it."""
+    if not ignored:
+        return problem
+    shown = ", ".join(ignored[:_SHOWN_FILES])
+    hidden = len(ignored) - _SHOWN_FILES
+    more = f" and {hidden} more" if hidden > 0 else ""
+    return (
+        f"{problem} It did write {shown}{more}, but git ignores those paths (.gitignore or "
+        ".git/info/exclude), so no commit can hold them: have the task write elsewhere, or "
+        "change the ignore rules as part of the task."
+    )

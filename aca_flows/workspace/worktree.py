@@ -106,6 +106,17 @@ class TaskWorktree:
             self.git.read_tree("--reset", "-u", tree)
         return changed
 
+    def ignored_since(self, since: float) -> list[str]:
+        """Paths git ignores (``.gitignore``, ``.git/info/exclude``) written since ``since`` (a
+        ``time.time()``): work that no commit can hold."""
+        listed = self.git.status("--porcelain", "-z", "--ignored=matching", "--untracked-files=all")
+        found = []
+        for path in (entry[3:] for entry in listed.split("\0") if entry.startswith("!! ")):
+            with contextlib.suppress(OSError):
+                if (self.path / path).lstat().st_mtime >= since:
+                    found.append(path.rstrip("/"))
+        return sorted(found)
+
     def contains(self, commit: str) -> bool:
         """Whether ``commit`` is in the history this worktree's work starts from."""
         try:

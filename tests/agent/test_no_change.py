@@ -157,3 +157,19 @@ def test_claude_code_stopping_with_a_summary_but_no_change_fails(tmp_path):
 
     assert outcome.status == "failed" and "Done! I updated app.py." in outcome.failure_reason
     assert completed_task_commits(repo, SESSION) == {}
+
+
+def test_an_agent_that_wrote_only_ignored_files_is_told_why_nothing_counts(tmp_path):
+    repo = make_user_repo(tmp_path)
+    (tmp_path / ".gitignore").write_text("*.log\n")
+    repo.git.add("-A")
+    repo.git.execute(["git", "-c", "user.name=U", "-c", "user.email=u@x", "commit", "-qm", "ign"])
+    provider = ScriptedProvider(
+        tool_calls(tool_use("write_file", path="out.log", content="the work\n")),
+        tool_calls(tool_use("finish", summary="wrote out.log")),
+    )
+    outcome = asyncio.run(execute(tmp_path, plan_of(Task(id="t1", title="Log")), "t1", provider))
+
+    assert outcome.status == "failed" and outcome.commit_sha is None
+    assert "the agent stopped without changing anything" in outcome.failure_reason
+    assert "It did write out.log, but git ignores those paths" in outcome.failure_reason
