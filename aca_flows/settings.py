@@ -406,6 +406,16 @@ def _set_dotted(data: dict, dotted: str, value: Any) -> None:
 # Keys that older versions of this documentation listed but that never did anything.
 REMOVED_KEYS = {
     "docker": "aca never ran tasks in Docker; delete the [docker] section",
+    # The original aca's default-config.toml (docs/configuration.md, "The original aca's
+    # configuration"): each section named with where its settings went.
+    "task_config": "the original aca's section; its max_concurrent_tasks is now [session] "
+    "max_concurrent_tasks, its max_retry_attempts [session] max_attempts",
+    "session_config": "the original aca's section; its auto_checkpoint_interval_minutes is now "
+    "[session] checkpoint_interval_minutes",
+    "claude_config": "the original aca's section; its rate_limits are now [rate_limiting] "
+    "(max_tokens_per_minute, max_requests_per_minute, burst_allowance)",
+    "setup_commands": "setup commands belong to a TOML task file's [[setup_commands]] "
+    "(timeout is timeout_seconds there, and args are written into command)",
 }
 
 

@@ -106,6 +106,10 @@ def test_original_aca_config_is_rejected_naming_its_keys(tmp_path):
     text = str(info.value)
     for key in ("workspace_path", "session_config", "task_config", "claude_config"):
         assert f"unknown key '{key}'" in text
+    # Each of the original's sections says where its settings went.
+    assert "max_concurrent_tasks is now [session] max_concurrent_tasks" in text
+    assert "auto_checkpoint_interval_minutes is now [session] checkpoint_interval_minutes" in text
+    assert "rate_limits are now [rate_limiting]" in text
 
 
 def test_malformed_toml(tmp_path):

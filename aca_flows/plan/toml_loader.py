@@ -132,6 +132,15 @@ def _explicit_ids(specs: list[TaskSpec]):
         yield from _explicit_ids(spec.subtasks)
 
 
+# Keys of the original aca's files (and of other tools') that a reader may carry over, with
+# what aca calls them.
+_RENAMED = {
+    "dependencies": "aca calls it depends_on",
+    "timeout": "aca calls it timeout_seconds",
+    "args": "write the arguments into command",
+}
+
+
 def pydantic_problems(exc: ValidationError) -> str:
     """Every validation error on one line: ``'tasks[2].priority': Input should be ...``."""
     parts = []
@@ -139,7 +148,8 @@ def pydantic_problems(exc: ValidationError) -> str:
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
         where = where.lstrip(".") or "(top level)"
         if err["type"] == "extra_forbidden":
-            parts.append(f"unknown key '{where}'")
+            renamed = _RENAMED.get(str(err["loc"][-1]))
+            parts.append(f"unknown key '{where}'" + (f" ({renamed})" if renamed else ""))
         elif err["type"] == "missing":
             parts.append(f"missing key '{where}'")
         else:

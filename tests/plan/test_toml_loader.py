@@ -76,3 +76,17 @@ def test_no_tasks_is_an_error(tmp_path):
 def test_bad_explicit_id(tmp_path):
     with pytest.raises(TaskFileError, match="task id 'a b' is not valid"):
         load_task_file(write(tmp_path, '[[tasks]]\nid = "a b"\ntitle = "A"\n'))
+
+
+def test_keys_of_the_original_format_name_what_aca_calls_them(tmp_path):
+    path = tmp_path / "old.toml"
+    path.write_text(
+        '[[setup_commands]]\nname = "x"\ncommand = "echo"\nargs = ["hi"]\ntimeout = 60\n\n'
+        '[[tasks]]\nid = "a"\ntitle = "write a.txt"\ndependencies = []\n'
+    )
+    with pytest.raises(TaskFileError) as refused:
+        load_task_file(path)
+    text = str(refused.value)
+    assert "unknown key 'setup_commands[0].args' (write the arguments into command)" in text
+    assert "unknown key 'setup_commands[0].timeout' (aca calls it timeout_seconds)" in text
+    assert "unknown key 'tasks[0].dependencies' (aca calls it depends_on)" in text
