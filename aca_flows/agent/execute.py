@@ -416,18 +416,8 @@ async def _run_agent_and_verify(
             lambda network: _sandbox(worktree, config, network, sandbox),
             config,
             conversation.log,
+            attempt=attempt,
         )
-        for check, result in zip(checks, results, strict=False):
-            conversation.log.write(
-                "verify",
-                attempt=attempt,
-                command=check.command,
-                of_task=check.owner,
-                passed=result.passed,
-                exit_code=result.exit_code,
-                timed_out=result.timed_out,
-                output=result.output[-FAILURE_OUTPUT_LIMIT:],
-            )
         verify = results[0] if checks[0].owner is None else None  # the task's own check
         failed = checks[len(results) - 1], results[-1]
         if failed[1].passed:
@@ -512,9 +502,6 @@ async def _land_checked(
             results = await _run_checks_on_the_work(worktree, checks, sandbox_for, config, log)
             if results and not results[-1].passed:
                 check = checks[len(results) - 1]
-                log.write("verify", command=check.command, of_task=check.owner, passed=False,
-                          exit_code=results[-1].exit_code, timed_out=results[-1].timed_out,
-                          output=results[-1].output[-FAILURE_OUTPUT_LIMIT:])  # fmt: skip
                 failed = f"{check.describe()} ({describe_failure(results[-1])})"
                 raise ChecksFailedOnHead(task.id, moved.files, failed) from None
 
@@ -525,12 +512,24 @@ async def _run_checks_on_the_work(
     sandbox_for: Callable[[bool | None], Sandbox],
     config: AcaConfig,
     log: TaskLog,
+    attempt: int | None = None,
 ) -> list[VerifyResult]:
-    """The checks' results on the work as it is now. What the checks write themselves (a
-    cache, a generated file, an edit, a deletion) is undone after them: what is committed is
-    the work they checked, not what checking it left behind."""
+    """The checks' results on the work as it is now, each in the task log. What the checks
+    write themselves (a cache, a generated file, an edit, a deletion) is undone after them:
+    what is committed is the work they checked, not what checking it left behind."""
     tree = await in_thread(worktree.snapshot)
     results = await run_checks(checks, sandbox_for, config.agent)
+    for check, result in zip(checks, results, strict=False):
+        log.write(
+            "verify",
+            attempt=attempt,
+            command=check.command,
+            of_task=check.owner,
+            passed=result.passed,
+            exit_code=result.exit_code,
+            timed_out=result.timed_out,
+            output=result.output[-FAILURE_OUTPUT_LIMIT:],
+        )
     undone = await in_thread(worktree.restore, tree)
     if undone:
         log.write("checks_undone", files=undone)
