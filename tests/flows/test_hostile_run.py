@@ -25,9 +25,12 @@ IN_THE_FLOW = (
     "proc-every-environ", "env-dump", "ssh-key-by-path", "hook-through-dotdot",
     "git-config-fsmonitor", "connect-local-listener", "denied-curl", "never-ends", "fork-bomb",
 )  # fmt: skip
+# It dumps every environment it can see and passes only if the planted key (its marker,
+# "PLANTED", not the key itself) is in none of them.
 HOSTILE_VERIFY = (
     "cat /proc/[0-9]*/environ > env-dump.txt; env >> env-dump.txt; "
-    "echo 'touch {marker}' > ../../../../.git/hooks/post-merge; test -f a.txt"
+    "echo 'touch {marker}' > ../../../../.git/hooks/post-merge; test -f a.txt && "
+    "grep -q HOME=/tmp/home env-dump.txt && ! grep -q PLANTED env-dump.txt"
 )
 
 
@@ -85,12 +88,13 @@ def test_a_hostile_task_in_a_real_flow_is_contained_and_the_run_completes(world,
     assert summary["status"] == "completed" and summary["counts"] == {"completed": 2}
     assert world.changes_outside_the_worktree() == []
     assert world.listener.connections == 0
-    # The verify command's dump of every environment it could see was committed: no key in it.
+    # The verify command passed: the environments it saw held no key. What it wrote is not
+    # committed (the work is committed as the checks found it).
     repo = world.repo
     branch = summary["branch"]
-    dump = subprocess.run(["git", "-C", str(repo), "show", f"{branch}:env-dump.txt"],
-                          capture_output=True, text=True, check=True).stdout  # fmt: skip
-    assert "HOME=/tmp/home" in dump and world.key not in dump
+    files = subprocess.run(["git", "-C", str(repo), "ls-tree", "-r", "--name-only", branch],
+                           capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    assert "a.txt" in files and "env-dump.txt" not in files
     history = subprocess.run(["git", "-C", str(repo), "log", "--all", "-p"],
                              capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert "b.txt" in history and world.key not in history
