@@ -298,7 +298,7 @@ def _run_session(options: RunOptions, session_id: str | None) -> int:
     # SIGINT/SIGTERM: the flow stops starting tasks, lets running ones finish within
     # [session] interrupt_grace_seconds, checkpoints and reports "interrupted" (exit 130).
     with view, _signals_interrupt(), interrupt_on_signals():
-        outcome = _run_flow(run_flow, options, session_id, quiet_console=live)
+        outcome = _outcome_of(run_flow, options, session_id, quiet_console=live)
     if outcome.summary is None:
         error = outcome.error
         if isinstance(error, AcaError):
@@ -310,6 +310,21 @@ def _run_session(options: RunOptions, session_id: str | None) -> int:
     else:
         _show_summary(summary, options.workdir)
     return EXIT_CODES[summary["status"]]
+
+
+def _outcome_of(run_flow, options: RunOptions, session_id: str | None, quiet_console: bool):
+    """How the run ended. A server lost after the session ended takes only the flow run's
+    final state with it: the session's end is the outcome, and a note says what was lost."""
+    from aca_flows.flows import FlowOutcome
+    from aca_flows.flows.server import ServerLost
+
+    try:
+        return _run_flow(run_flow, options, session_id, quiet_console)
+    except ServerLost as lost:
+        if lost.summary is None:
+            raise
+        print(f"aca: note: {lost}", file=sys.stderr)
+        return FlowOutcome("Unrecorded", lost.summary.model_dump(mode="json"), None)
 
 
 def _run_flow(run_flow, options: RunOptions, session_id: str | None, quiet_console: bool):

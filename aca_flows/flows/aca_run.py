@@ -60,7 +60,7 @@ from aca_flows.flows.run_setup import RunRequest, open_run
 from aca_flows.flows.scheduler import TREES, deliver_pull_request, drive_plan
 from aca_flows.flows.server import ServerLost, lost_server, run_lost_server
 from aca_flows.flows.session_log import session_log
-from aca_flows.flows.summary import RunSummary, flow_state
+from aca_flows.flows.summary import RunSummary, flow_state, run_summary
 from aca_flows.flows.task_run import (
     ACTIVE_RUNS,
     ActiveRun,
@@ -229,8 +229,8 @@ async def aca_run(
                 # may run on another machine); before this run starts any run of its own.
                 await crash_abandoned_runs(run.session_id, flow_run and str(flow_run.id))
             summary = await drive_plan(store, run, request, interrupt)
-            if interrupt.server_lost:  # the session says "interrupted" already
-                raise run_lost_server(run.session_id)
+            if interrupt.server_lost:  # the session says how it ended already
+                raise _lost_server_error(store, run, summary)
             await deliver_pull_request(store, run, summary)
             if summary.pull_request or summary.pull_request_error:
                 # `aca sessions show` tells it after the run, as the ending does.
@@ -247,9 +247,10 @@ async def aca_run(
         raise
     except Exception as exc:
         if await in_thread(lost_server, exc):
-            # Nothing failed: the run was cut off. It ends as an interrupt does.
+            # Nothing failed: the run was cut off. It ends as an interrupt does, or as its
+            # session did when that had ended.
             _interrupted_by_lost_server(store)
-            raise run_lost_server(run.session_id, store.session.status) from None
+            raise _lost_server_error(store, run) from None
         store.finish("failed", f"{type(exc).__name__}: {exc}")
         emit_session_event(store, "failed", f"{type(exc).__name__}: {exc}")
         raise
@@ -289,6 +290,22 @@ def _interrupted_by_lost_server(store: SessionStore) -> None:
     create_checkpoint(store, trigger="interrupt", description=reason)
     store.finish("interrupted", f"{reason}; `aca resume` continues")
     emit_session_event(store, "interrupted", f"{reason}; `aca resume` continues")
+
+
+def _lost_server_error(
+    store: SessionStore, run: ActiveRun, summary: RunSummary | None = None
+) -> ServerLost:
+    """What ends a run whose server is gone. A session that ended before (every task settled,
+    its end in the journal) keeps that end: the error carries its summary, and the command
+    tells the session's outcome; only the flow run's final state is lost with the server."""
+    status = store.session.status
+    if status in ("running", "interrupted"):
+        return run_lost_server(run.session_id, status)
+    if summary is None:  # the server went while the run sent its last reports
+        no_change_ids = [t for t, o in run.outcomes.items() if o.completed_without_change]
+        reason = store.session.status_reason
+        summary = run_summary(store, status, reason, {}, no_change_ids)
+    return run_lost_server(run.session_id, status, summary)
 
 
 def _stored_parameters(parameters: dict[str, Any]) -> dict[str, Any]:

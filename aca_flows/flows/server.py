@@ -28,8 +28,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aca_flows.errors import AcaError, InputError
+
+if TYPE_CHECKING:
+    from aca_flows.flows.summary import RunSummary
 
 __all__ = [
     "LocalServer",
@@ -78,20 +82,36 @@ class ServerError(AcaError):
 class ServerLost(AcaError):
     """The Prefect server stopped answering in the middle of a run. Nothing failed: the run
     stopped as an interrupt does (exit 130), its finished work kept, and resumes once the
-    server is back."""
+    server is back. A run whose session had already ended when the server went carries that
+    end (``summary``): its outcome is the session's, only the flow run's final state is lost."""
 
     exit_code = 130
 
-    def __init__(self, url: str, session_id: str, status: str = "interrupted"):
-        # A run whose tasks all ended before its last reports failed keeps its status.
-        super().__init__(
-            f"the Prefect server at {url} stopped answering, so the run stopped; session "
-            f"{session_id} is {status} and its finished work kept. Start the server again "
-            f"(`aca server start`, or the one PREFECT_API_URL names), then run "
-            f"`aca resume {session_id}`."
-        )
+    def __init__(
+        self,
+        url: str,
+        session_id: str,
+        status: str = "interrupted",
+        summary: RunSummary | None = None,
+    ):
+        if summary is not None:
+            message = (
+                f"the Prefect server at {url} stopped answering after session {session_id} "
+                f"ended ({summary.status}): its flow run's final state could not be recorded "
+                "there; the session's record (.aca) holds the run's outcome."
+            )
+        else:
+            # A run whose tasks all ended before its last reports failed keeps its status.
+            message = (
+                f"the Prefect server at {url} stopped answering, so the run stopped; session "
+                f"{session_id} is {status} and its finished work kept. Start the server again "
+                f"(`aca server start`, or the one PREFECT_API_URL names), then run "
+                f"`aca resume {session_id}`."
+            )
+        super().__init__(message)
         self.url = url
         self.session_id = session_id
+        self.summary = summary
 
 
 # The run of this process that lost its server (its error), for ``_unreachable``: what the
@@ -157,13 +177,15 @@ def _no_traceback_of_server_errors(record) -> bool:
     return True
 
 
-def run_lost_server(session_id: str, status: str = "interrupted") -> ServerLost:
-    """The error that ends the run of ``session_id``, whose server is gone; remembered for
-    ``_unreachable``."""
+def run_lost_server(
+    session_id: str, status: str = "interrupted", summary: RunSummary | None = None
+) -> ServerLost:
+    """The error that ends the run of ``session_id``, whose server is gone (``summary``: the
+    session's end, when it ended before); remembered for ``_unreachable``."""
     from prefect.settings import PREFECT_API_URL
 
     give_up_on_server()
-    _LOST[:] = [ServerLost(PREFECT_API_URL.value(), session_id, status)]
+    _LOST[:] = [ServerLost(PREFECT_API_URL.value(), session_id, status, summary)]
     return _LOST[0]
 
 

@@ -1,12 +1,15 @@
 """The Prefect server goes away in the middle of a run: the run stops as an interrupt does
 (exit 130, the session interrupted, one line naming the server and the fix, no traceback)
-and ``aca resume`` finishes it once the server is back. Real ``aca`` processes, aca's local
-server (``aca server start``) in a fresh home, real git, the fake Anthropic server."""
+and ``aca resume`` finishes it once the server is back. A server that goes after the session
+ended takes only the flow run's final state with it: the run ends as its session did. Real
+``aca`` processes, aca's local server (``aca server start``) in a fresh home, real git, the
+fake Anthropic server."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +18,7 @@ import sys
 from tests.crash.conftest import ROOT, only_session, wait_for
 from tests.crash.test_interrupt import wait_exit
 from tests.crash.test_kill_and_resume import CHAIN, Agent, branch_tasks
+from tests.fakes.git_repo import make_repo
 
 WAIT = 120
 
@@ -92,3 +96,78 @@ def test_a_run_whose_server_dies_stops_interrupted_and_resumes(repo, llm, tmp_pa
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout.strip().splitlines()[-1])["status"] == "completed"
     assert branch_tasks(repo, branch) == ["a", "b", "c"]
+
+
+# The server dies as the run pushes its end (--repo): every task completed, the session's end
+# in its journal, only the flow run's final state still to send. aca's git runs no hooks, so
+# a ``git`` first on PATH kills it at that push.
+KILL_AT_THE_END = """#!/bin/sh
+case " $* " in
+  *" push "*)
+    if grep -qs session_finished {area}/.aca/sessions/*/meta/events.jsonl; then
+      kill -9 -{server_pid} 2>/dev/null && : > {area}.killed
+    fi ;;
+esac
+exec '{real}' "$@"
+"""
+
+
+def test_a_run_whose_server_dies_after_its_last_task_ends_completed(llm, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    area = tmp_path / "area"
+    remote = tmp_path / "remote.git"
+    source = make_repo(tmp_path / "source")
+    subprocess.run(["git", "clone", "-q", "--bare", str(source), str(remote)], check=True)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "ANTHROPIC_BASE_URL": llm.url,
+        "ANTHROPIC_API_KEY": "test-key",
+        "ACA_SESSION__PROVIDER": "anthropic",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+    def cli(*args: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "aca_flows", *args],
+            env={**env, **extra},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+        )
+
+    llm.anthropic.scripted_for = lambda r: bool(r.json and r.json.get("tools"))
+    for _ in range(40):
+        llm.anthropic.enqueue(Agent())
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(CHAIN)
+    try:
+        assert cli("server", "start", "--port", str(free_port())).returncode == 0
+        server = json.loads((home / ".aca" / "server" / "server.json").read_text())
+        (tmp_path / "bin").mkdir()
+        wrapper = tmp_path / "bin" / "git"
+        wrapper.write_text(
+            KILL_AT_THE_END.format(area=area, server_pid=server["pid"], real=shutil.which("git"))
+        )
+        wrapper.chmod(0o755)
+        run = ["run", str(tasks), "--model", "claude-test", "--repo", str(remote), "--json"]
+        done = cli(*run, "--workdir", str(area), PATH=f"{wrapper.parent}:{env['PATH']}")
+        assert (tmp_path / "area.killed").exists(), done.stderr  # the server did die
+    finally:
+        cli("server", "stop")
+    # The outcome is the session's: completed (exit 0), and one note says what was lost.
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert not [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    (note,) = [line for line in done.stderr.splitlines() if line.startswith("aca: note:")]
+    assert "stopped answering after session" in note and "final state" in note
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "completed" and summary["counts"] == {"completed": 3}
+    session = only_session(area)
+    assert json.loads((session / "meta" / "session.json").read_text())["status"] == "completed"
+    shown = cli("sessions", "show", session.name, "--workdir", str(area), "--json")
+    assert json.loads(shown.stdout)["status_now"] == "completed", shown.stderr
+    assert branch_tasks(remote, f"aca/{session.name}") == ["a", "b", "c"]
