@@ -279,10 +279,12 @@ def interrupted_line(workdir: Path, session_id: str | None) -> str:
 
 
 def _run_session(options: RunOptions, session_id: str | None) -> int:
-    from contextlib import nullcontext
+    with _held_for_the_run(options.workdir, session_id):
+        return _run_held_session(options, session_id)
 
-    if session_id is not None:
-        _refuse_if_in_use(options.workdir, session_id)
+
+def _run_held_session(options: RunOptions, session_id: str | None) -> int:
+    from contextlib import nullcontext
 
     from aca_flows.flows import run_flow
     from aca_flows.flows.aca_run import interrupt_on_signals
@@ -357,15 +359,20 @@ def _run_flow(run_flow, options: RunOptions, session_id: str | None, quiet_conso
 EXIT_CODES = {"completed": 0, "failed": 1, "stopped": 3, "rejected": 3, "interrupted": 130}
 
 
-def _refuse_if_in_use(workdir, session_id: str) -> None:
-    """A session another process runs is refused (exit 2, naming its pid) before Prefect
-    starts; the flow takes the lock for real, so this only saves the wait."""
+@contextmanager
+def _held_for_the_run(workdir, session_id: str | None) -> Iterator[None]:
+    """An existing session's lock, from before Prefect starts to the run's end: a session
+    another process runs is refused here (exit 2, naming its pid), before a flow run is made
+    that would end failed beside that process's run; the flow's store borrows the lock."""
     from aca_flows.session.layout import AcaDir
-    from aca_flows.session.lock import SessionLock
+    from aca_flows.session.lock import held_for_run
 
-    lock_file = AcaDir(workdir).session(session_id).lock_file
-    if lock_file.parent.is_dir():  # never create a session's folder here
-        SessionLock(lock_file, session_id).acquire().release()
+    lock_file = AcaDir(workdir).session(session_id).lock_file if session_id else None
+    if lock_file is None or not lock_file.parent.is_dir():  # never create a session's folder
+        yield
+        return
+    with held_for_run(lock_file, session_id):
+        yield
 
 
 @contextmanager

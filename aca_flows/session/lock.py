@@ -8,6 +8,10 @@ over and reports the previous holder in ``SessionLock.previous_holder``. A live 
 
 A caller may rely on: at most one ``SessionLock`` per session is held at a time across all
 processes of the machine; ``release`` (or leaving the ``with`` block) removes the file.
+
+``held_for_run`` takes a session's lock for a run this process is about to start (the ``aca``
+command, before Prefect makes a flow run): the run's own locks of that session borrow it, so
+no other process can take the session between the command's check and the run.
 Locks on network filesystems are as good as their ``flock``; keep ``.aca`` on a local disk.
 """
 
@@ -18,6 +22,7 @@ import fcntl
 import json
 import os
 import socket
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from aca_flows.session.errors import SessionLockedError
 
-__all__ = ["LockHolder", "SessionLock", "read_lock_holder"]
+__all__ = ["LockHolder", "SessionLock", "held_for_run", "read_lock_holder"]
 
 LOCK_SCHEMA_VERSION = 1
 
@@ -55,6 +60,7 @@ class SessionLock:
         self.session_id = session_id or lock_file.parent.parent.name
         self.previous_holder: LockHolder | None = None
         self._fd: int | None = None
+        self._borrowed = False  # from ``held_for_run``: its block gives the lock up
 
     @property
     def held(self) -> bool:
@@ -63,6 +69,11 @@ class SessionLock:
     def acquire(self) -> SessionLock:
         """Take the lock, or raise ``SessionLockedError`` naming the live holder."""
         if self._fd is not None:
+            return self
+        held = _held_for_run(self.lock_file)
+        if held is not None:  # this process took it for this run: a second flock would fail
+            self._fd, self._borrowed = held._fd, True
+            self.previous_holder = held.previous_holder
             return self
         self.lock_file.parent.mkdir(parents=True, exist_ok=True)
         while True:
@@ -96,10 +107,15 @@ class SessionLock:
         """Give the lock up and remove the file. Safe to call twice."""
         if self._fd is None:
             return
+        if self._borrowed:
+            self._fd, self._borrowed = None, False
+            return
         fd, self._fd = self._fd, None
-        # Unlink while still locked: nobody can lock this inode and find it still named.
+        # Unlink while still locked: nobody can lock this inode and find it still named. Only
+        # our own file: a session folder replaced from a remote has another's by now.
         with contextlib.suppress(FileNotFoundError):
-            self.lock_file.unlink()
+            if _same_file(fd, self.lock_file):
+                self.lock_file.unlink()
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 
@@ -108,6 +124,31 @@ class SessionLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+# The locks ``held_for_run`` holds now.
+_HELD_FOR_RUN: list[SessionLock] = []
+
+
+@contextlib.contextmanager
+def held_for_run(lock_file: Path, session_id: str) -> Iterator[SessionLock]:
+    """Hold the session's lock for the block, for a run this process starts in it: the run's
+    own ``acquire`` of the same lock file borrows it. Raises ``SessionLockedError`` (naming the
+    live holder) at once if another process holds it."""
+    lock = SessionLock(lock_file, session_id).acquire()
+    _HELD_FOR_RUN.append(lock)
+    try:
+        yield lock
+    finally:
+        _HELD_FOR_RUN.remove(lock)
+        lock.release()
+
+
+def _held_for_run(lock_file: Path) -> SessionLock | None:
+    for lock in _HELD_FOR_RUN:
+        if lock._fd is not None and _same_file(lock._fd, lock_file):
+            return lock
+    return None
 
 
 def read_lock_holder(lock_file: Path) -> LockHolder | None:

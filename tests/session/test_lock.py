@@ -14,7 +14,7 @@ import pytest
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.session.errors import SessionLockedError
 from aca_flows.session.layout import AcaDir
-from aca_flows.session.lock import SessionLock, read_lock_holder
+from aca_flows.session.lock import SessionLock, held_for_run, read_lock_holder
 from aca_flows.session.store import SessionStore, display_status, load_session
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,3 +119,21 @@ def test_a_finished_holder_leaves_the_session_free(tmp_path, session_id):
     with SessionStore.open(tmp_path, session_id) as store:
         assert store.session.status == "completed"
         assert store.previous_holder is None
+
+
+def test_a_lock_held_for_a_run_is_borrowed_by_its_store_and_refuses_other_processes(
+    tmp_path, session_id
+):
+    lock_file = AcaDir(tmp_path).session(session_id).lock_file
+    check = "from aca_flows.session.store import SessionStore; SessionStore.open(*sys.argv[1:])"
+    with held_for_run(lock_file, session_id):
+        other = subprocess.run(
+            [sys.executable, "-c", f"import sys; {check}", str(tmp_path), session_id],
+            capture_output=True, text=True, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+        assert "SessionLockedError" in other.stderr and f"pid {os.getpid()}" in other.stderr
+        with SessionStore.open(tmp_path, session_id) as store:  # the run in this process
+            store.task_started("a")
+        assert read_lock_holder(lock_file).pid == os.getpid()  # still held after the store
+    assert read_lock_holder(lock_file) is None and not lock_file.exists()
