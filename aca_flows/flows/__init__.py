@@ -71,10 +71,11 @@ def run_flow(*, quiet_console: bool = False, **parameters: Any) -> FlowOutcome:
     # Run under the plan's name, so the flow run is the plan's (docs/engine.md).
     plan_name = plan_name_of(parameters)
     run_name = None
-    if plan_name is not None and not parameters.get("repo"):
+    if plan_name is not None and (parameters.get("session_id") or not parameters.get("repo")):
         # The session id made here, not in the flow: the flow run is named "<plan> · <id>"
-        # from its first line on, in the terminal as in the UI. (With a remote, a given id
-        # means "fetch this session first": the flow names that run once it knows the id.)
+        # from its first line on, in the terminal as in the UI. (With a remote, an id means
+        # "fetch this session first": a new session's is made by the flow, which names that
+        # run once it knows it; a resume's is given.)
         parameters["session_id"] = parameters.get("session_id") or new_session_id()
         run_name = f"{plan_name} · {parameters['session_id']}"
     flow = aca_run if plan_name is None else plan_flow(plan_name, run_name)

@@ -277,3 +277,31 @@ def test_a_resume_without_repo_says_its_work_is_not_pushed_and_how_to_push_it(
     assert main(["resume", session_id, "--repo", str(remote)]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].endswith(f"pushed to {remote}.")
     assert task_commits(remote, branch) == ["a", "b"]
+
+
+def test_a_push_only_resume_names_its_flow_run_as_every_aca_run(tmp_path, remote, anthropic_fake):
+    import logging
+
+    from aca_flows.cli import main
+
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    left = reject_pushes(remote, times=None)
+    tasks = write_tasks(tmp_path, "# Pushed later\n\n" + TASKS)
+    session_id = run_flow(task_file=str(tasks), repo=str(remote), model="m").summary["session_id"]
+    left.write_text("0")  # the remote accepts pushes again: the resume only pushes
+
+    class Names(logging.Handler):  # the flow run's name on each of its log lines
+        names: set[str] = set()
+
+        def emit(self, record):
+            self.names.add(getattr(record, "flow_run_name", None))
+
+    logger = logging.getLogger("prefect.flow_runs")  # Prefect's loggers do not propagate
+    logger.addHandler(handler := Names())
+    try:
+        assert main(["resume", session_id, "--repo", str(remote)]) == 0
+    finally:
+        logger.removeHandler(handler)
+    # Named "<plan> · <session id>" from its first line on, in the terminal as in the UI.
+    assert handler.names == {f"Pushed later · {session_id}"}
