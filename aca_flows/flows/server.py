@@ -160,6 +160,10 @@ def give_up_on_server() -> None:
     from prefect.settings import get_current_settings
 
     _GIVEN_UP[:] = [True]
+    # In place, on purpose: every task and thread of the run (and the flow engine, which sets
+    # the final state outside the flow) reads Prefect's settings through its own copy of the
+    # context, so a temporary_settings entered here would reach this caller only. Under
+    # prefect_api_for_run the object is the run's own copy, dropped when the run ends.
     settings = get_current_settings()
     settings.client.max_retries = 0
     settings.logging.to_api.enabled = False
