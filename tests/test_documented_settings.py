@@ -467,11 +467,12 @@ def test_the_claude_code_section_reaches_claude_codes_options(tmp_path):
         {
             "claude_code": {
                 "cli_path": str(claude),
-                "permission_mode": "default",
+                "permission_mode": "bypassPermissions",
                 "allowed_tools": ["Read", "Grep"],
                 "max_turns": 9,
                 "max_budget_usd_per_task": 0.5,
-            }
+            },
+            "sandbox": {"mode": "off"},  # the mode applies outside the sandbox only
         }
     )
 
@@ -479,7 +480,7 @@ def test_the_claude_code_section_reaches_claude_codes_options(tmp_path):
     options = provider.build_options(ProviderRequest(messages=[Message(role="user", text="hi")]))
 
     assert Path(options.cli_path) == claude
-    assert options.permission_mode == "default"
+    assert options.permission_mode == "bypassPermissions"
     assert options.allowed_tools == ["Read", "Grep"]
     assert options.max_turns == 9
     assert options.max_budget_usd == 0.5

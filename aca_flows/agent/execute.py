@@ -2,10 +2,10 @@
 
 worktree (from the session branch head) -> the plan's setup commands -> prompt -> provider
 (tool loop, or Claude Code in the worktree) -> evidence check -> verify, sending failures back
-up to ``max_fix_attempts`` times -> commit -> merge under the lock -> change log -> worktree
-removed. A merge conflict starts the task again on the new head, at most ``max_runs`` times,
-then fails it naming the files. Unverified work is never committed, and nothing is committed
-without a change.
+up to ``max_fix_attempts`` times -> commit -> merge under the lock (``landing.py``) -> change
+log -> worktree removed. A merge conflict starts the task again on the new head, at most
+``max_runs`` times, then fails it naming the files. Unverified work is never committed, and
+nothing is committed without a change.
 
 A task completes with evidence (``no_change.py``): a verified change committed
 (``outcome="changed"``), or the agent's explicit "no change needed" with its reason, the
@@ -22,7 +22,6 @@ Prefect flow) decides about retries; the task's worktree is removed either way.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -33,6 +32,7 @@ from pydantic import BaseModel, Field
 
 from aca_flows._threads import in_thread
 from aca_flows._words import counted
+from aca_flows.agent.landing import land_checked, run_checks_on_the_work, sandbox_for_check
 from aca_flows.agent.links import leaving_links_problem
 from aca_flows.agent.loop import AgentConversation, AgentRound, run_claude_code, run_tool_loop
 from aca_flows.agent.needs_human import asks_human_reason
@@ -48,11 +48,11 @@ from aca_flows.agent.subtasks import ProposedSubtask, placement_problems
 from aca_flows.agent.tools import TaskTools, ToolRefused, resolve_inside
 from aca_flows.agent.transcript import ConversationStore, LogCallback, TaskLog
 from aca_flows.agent.verify import (
+    FAILURE_OUTPUT_LIMIT,
     Check,
     VerifyResult,
     describe_failure,
     fix_request,
-    run_checks,
     task_checks,
 )
 from aca_flows.plan.models import ExecutionPlan, Task
@@ -61,8 +61,6 @@ from aca_flows.sandbox import Sandbox
 from aca_flows.session.layout import AcaDir, SessionPaths
 from aca_flows.settings import AcaConfig
 from aca_flows.workspace import (
-    BranchMovedError,
-    ChecksFailedOnHead,
     GitIdentity,
     LandedTask,
     MergeConflictError,
@@ -70,7 +68,6 @@ from aca_flows.workspace import (
     commit_identity,
     discard_worktree,
     ensure_session_branch,
-    land_task,
     open_repository,
     read_change_log,
     record_landed_task,
@@ -81,7 +78,6 @@ from aca_flows.workspace.hardened_git import AcaRepo
 __all__ = ["CLAUDE_CODE", "TaskOutcome", "execute_task"]
 
 CLAUDE_CODE = "claude-code"
-FAILURE_OUTPUT_LIMIT = 4000
 # A failed task's diff, as kept in its outcome (the persisted result) and shown to a person.
 DIFF_LIMIT = 20_000
 
@@ -268,7 +264,7 @@ async def execute_task(
                     **fields,
                 )
             try:
-                landed = await _land_checked(
+                landed = await land_checked(
                     plan, task, worktree, summary, identity, first_attempt, config, paths, log
                 )
             except MergeConflictError as exc:
@@ -410,10 +406,10 @@ async def _run_agent_and_verify(
             return _RunResult(
                 passed=True, no_change_reason=no_change, last_round=agent_round, attempts=attempt
             )
-        results = await _run_checks_on_the_work(
+        results = await run_checks_on_the_work(
             worktree,
             checks,
-            lambda network: _sandbox(worktree, config, network, sandbox),
+            lambda network: sandbox_for_check(worktree, config, network, sandbox),
             config,
             conversation.log,
             attempt=attempt,
@@ -473,94 +469,6 @@ def _failed_diff(worktree: TaskWorktree, changed: list[str]) -> str:
         return worktree.diff(changed, DIFF_LIMIT)
     except (git.GitCommandError, OSError) as exc:
         return f"[the diff could not be taken: {str(exc).strip().splitlines()[0]}]\n"
-
-
-async def _land_checked(
-    plan: ExecutionPlan,
-    task: Task,
-    worktree: TaskWorktree,
-    summary: str,
-    identity: GitIdentity,
-    first_attempt: bool,
-    config: AcaConfig,
-    paths: SessionPaths,
-    log: TaskLog,
-) -> LandedTask:
-    """Land the verified work. Work that landed meanwhile in files this task changed too was
-    never checked together with it: the worktree is put onto the new head, the task's checks
-    run there, and only then does it land. A check that fails there starts the task again on
-    the new head (``ChecksFailedOnHead``, handled as a conflict)."""
-    while True:  # again each time yet another task landed in the same files meanwhile
-        try:
-            return await in_thread(_land, worktree, task.title, summary, identity, first_attempt)
-        except BranchMovedError as moved:
-            worktree = await in_thread(worktree.onto, moved.head, moved.commit)
-            log.write("caught_up", base=moved.head, files=moved.files)
-            changed = real_changes(await in_thread(worktree.changed_files))
-            checks = await in_thread(task_checks, plan, task, changed, paths, worktree.contains)
-            sandbox_for = functools.partial(_sandbox, worktree, config)
-            results = await _run_checks_on_the_work(worktree, checks, sandbox_for, config, log)
-            if results and not results[-1].passed:
-                check = checks[len(results) - 1]
-                failed = f"{check.describe()} ({describe_failure(results[-1])})"
-                raise ChecksFailedOnHead(task.id, moved.files, failed) from None
-
-
-async def _run_checks_on_the_work(
-    worktree: TaskWorktree,
-    checks: list[Check],
-    sandbox_for: Callable[[bool | None], Sandbox],
-    config: AcaConfig,
-    log: TaskLog,
-    attempt: int | None = None,
-) -> list[VerifyResult]:
-    """The checks' results on the work as it is now, each in the task log. What the checks
-    write themselves (a cache, a generated file, an edit, a deletion) is undone after them:
-    what is committed is the work they checked, not what checking it left behind."""
-    tree = await in_thread(worktree.snapshot)
-    results = await run_checks(checks, sandbox_for, config.agent)
-    for check, result in zip(checks, results, strict=False):
-        log.write(
-            "verify",
-            attempt=attempt,
-            command=check.command,
-            of_task=check.owner,
-            passed=result.passed,
-            exit_code=result.exit_code,
-            timed_out=result.timed_out,
-            output=result.output[-FAILURE_OUTPUT_LIMIT:],
-        )
-    undone = await in_thread(worktree.restore, tree)
-    if undone:
-        log.write("checks_undone", files=undone)
-    return results
-
-
-def _sandbox(
-    worktree: TaskWorktree, config: AcaConfig, network: bool | None, made: Sandbox | None = None
-) -> Sandbox:
-    """The sandbox of a command in the worktree with ``network`` (None: [sandbox] network);
-    ``made`` when it is that one already."""
-    wanted = config.sandbox.network if network is None else network
-    if made is not None and made.network == wanted:
-        return made
-    return Sandbox.for_worktree(worktree.path, config.sandbox, network=network)
-
-
-def _land(
-    worktree: TaskWorktree, title: str, summary: str, identity: GitIdentity, first_attempt: bool
-) -> LandedTask:
-    # Runs in a worker thread: a Repo object of its own, and the event loop stays free while
-    # the merge lock is waited for.
-    return land_task(
-        AcaRepo(worktree.repo_root),
-        worktree,
-        title=title,
-        summary=summary,
-        identity=identity,
-        first_attempt=first_attempt,
-        refuse_unchecked=True,
-    )
 
 
 # A session's repository is checked, its branch ensured and its commit identity read once per

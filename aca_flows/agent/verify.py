@@ -24,6 +24,7 @@ from aca_flows.settings import AgentSection
 from aca_flows.workspace import read_change_log
 
 __all__ = [
+    "FAILURE_OUTPUT_LIMIT",
     "Check",
     "VerifyResult",
     "describe_failure",
@@ -32,6 +33,9 @@ __all__ = [
     "run_verify",
     "task_checks",
 ]
+
+# The end of a failed check's output kept in the task log and a failure reason.
+FAILURE_OUTPUT_LIMIT = 4000
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import json
 import re
 from typing import Any
 
+from aca_flows._words import counted
 from aca_flows.session.redact import redact_text
 
 __all__ = ["describe_record"]
@@ -99,6 +100,8 @@ def _provider_event(r: dict[str, Any]) -> str:
         return _result(data.get("content", ""), bool(data.get("is_error")))
     if event == "assistant_text":
         return f"says: {_short(data.get('text', ''))}"
+    if event == "stderr":
+        return f"stderr: {_short(data.get('text', ''))}"
     return f"{event}: {data.get('subtype', '')}".rstrip(": ")
 
 
@@ -112,7 +115,7 @@ _DESCRIBERS = {
     "run_started": lambda r: f"run {r.get('run', 1)} started on {str(r.get('base', ''))[:10]}",
     "already_completed": lambda r: f"already completed in {str(r.get('commit', ''))[:10]}",
     "merged": lambda r: (
-        f"merged {str(r.get('commit') or '')[:10]} ({len(r.get('files') or [])} file(s))"
+        f"merged {str(r.get('commit') or '')[:10]} ({counted(len(r.get('files') or []), 'file')})"
     ),
     "merge_conflict": lambda r: f"merge conflict in {', '.join(r.get('files') or [])}",
     "no_change": lambda r: f"no change needed: {_short(r.get('reason', ''))}",

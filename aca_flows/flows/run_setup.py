@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +25,13 @@ from aca_flows.agent.transcript import TaskLog
 from aca_flows.errors import InputError
 from aca_flows.flows.blocks import load_config_block
 from aca_flows.flows.provider_limits import prefect_limits_for
+from aca_flows.flows.run_inputs import (
+    changed_source_warning,
+    refuse_lost_work,
+    refuse_redacted_work,
+    source_of,
+    uncommitted_work_warning,
+)
 from aca_flows.flows.secret_keys import provider_environ, providers_environ
 from aca_flows.flows.task_run import (
     CALL_OWNER,
@@ -51,9 +56,9 @@ from aca_flows.providers.base import Provider, ProviderResponse
 from aca_flows.providers.pricing import price_for
 from aca_flows.providers.ratelimit import account_state_file
 from aca_flows.providers.retry import with_call_retries
-from aca_flows.session.events import SourceFile, TaskResult
+from aca_flows.session.events import TaskResult
 from aca_flows.session.layout import AcaDir
-from aca_flows.session.redact import REDACTED, redact
+from aca_flows.session.redact import redact
 from aca_flows.session.store import SessionStore, load_session
 from aca_flows.settings import AcaConfig, load_config
 from aca_flows.workspace import (
@@ -63,13 +68,10 @@ from aca_flows.workspace import (
     record_landed_task,
 )
 from aca_flows.workspace.commit import completed_task_commits
-from aca_flows.workspace.repository import remove_stale_branch_lock, uncommitted_paths
+from aca_flows.workspace.repository import remove_stale_branch_lock
 
 if TYPE_CHECKING:
-    import git
-
     from aca_flows.plan.intelligent import IntelligentParse
-    from aca_flows.session.record import SessionRecord
 
 __all__ = ["RunRequest", "open_run", "plan_name_of", "recorded_state"]
 
@@ -122,7 +124,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         # A resumed session keeps the provider and model it was started with, unless the
         # caller names others.
         recorded = load_session(workdir, request.session_id)
-        _refuse_redacted_work(recorded.plan, recorded.id)
+        refuse_redacted_work(recorded.plan, recorded.id)
         overrides["session.provider"] = request.provider or recorded.provider
         overrides["session.model"] = request.model or recorded.model
         # and its budget: a nightly `aca resume` must not lose the cap `aca run` was given.
@@ -134,14 +136,14 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
     config = load_config(workdir, config_file, overrides, block=block).config
     repo = open_repository(workdir, init_git=request.init_git)
     if resuming:
-        _refuse_lost_work(repo, recorded)
+        refuse_lost_work(repo, recorded)
         names = _providers_left(recorded.plan, config.session.provider)
         _require_working_providers(names, config)
         _refuse_a_budget_without_prices(recorded.plan, config)
         _import_sdks_in_background(names)
         store = SessionStore.open(workdir, request.session_id)
         store.resumed(budget_usd=request.budget_usd)
-        _warn_of_a_changed_source(recorded)
+        _warn(changed_source_warning(recorded))
         asked = None
     else:
         plan, parse = _load_plan(request, config)
@@ -158,7 +160,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
             name=request.session_name,
             session_id=request.session_id,
             budget_usd=config.session.budget_usd,
-            source=_source_of(request),
+            source=source_of(request),
         )
         if parse is not None:
             _bill_parse(store, parse)
@@ -168,7 +170,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         remove_stale_branch_lock(repo, store.session_id)
         ensure_session_branch(repo, store.session_id)
         if asked is not None:
-            _warn_of_uncommitted_work(repo, request)
+            _warn(uncommitted_work_warning(repo, request))
         for task_id, sha in completed_task_commits(repo, store.session_id).items():
             if recorded_state(store, task_id) not in (None, "completed"):
                 # Landed, but the crash came before the journal entry: finish its bookkeeping
@@ -194,45 +196,6 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
             store=store,
         )
     return store, run
-
-
-def _source_of(request: RunRequest) -> SourceFile | None:
-    given = request.task_file or request.execution_plan
-    if not given:
-        return None
-    path = Path(given).expanduser().resolve()
-    with contextlib.suppress(OSError):
-        return SourceFile(path=str(path), sha256=hashlib.sha256(path.read_bytes()).hexdigest())
-    return None
-
-
-def _warn_of_a_changed_source(recorded: SessionRecord) -> None:
-    """A resume runs the plan recorded at the session's start; an edit of its file since then
-    is not in it, and the user must hear so."""
-    source = recorded.source
-    if source is None:  # a session from before sources were recorded
-        return
-    path = Path(source.path)
-    with contextlib.suppress(OSError):
-        if hashlib.sha256(path.read_bytes()).hexdigest() != source.sha256:
-            _run_logger().warning(
-                f"{path} changed since session {recorded.id} started: the resume runs the plan "
-                f"as it was then; to run the file as it is now, start a new run (aca run {path})"
-            )
-
-
-def _warn_of_uncommitted_work(repo: git.Repo, request: RunRequest) -> None:
-    # aca's own inputs (the task file, say) are read by aca, not by the tasks.
-    root = Path(repo.working_tree_dir or ".")
-    given = [request.task_file, request.execution_plan, request.config_file, request.record]
-    inputs = {Path(f).expanduser().resolve() for f in given if f}
-    paths = [p for p in uncommitted_paths(repo) if (root / p).resolve() not in inputs]
-    if paths:
-        shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
-        _run_logger().warning(
-            f"the checkout has uncommitted changes ({shown}): the tasks start from its last "
-            "commit and do not see them; commit them first for the tasks to build on them"
-        )
 
 
 @contextlib.contextmanager
@@ -282,30 +245,6 @@ def _with_statuses(asked: ExecutionPlan, recorded: ExecutionPlan) -> ExecutionPl
     for task in plan.tasks:
         task.status = recorded.task(task.id).status.model_copy()
     return plan
-
-
-def _refuse_redacted_work(plan: ExecutionPlan, session_id: str) -> None:
-    """A resumed session runs the plan from its record, which was redacted when written: an
-    unfinished task whose prompt or commands lost a secret-looking value would run altered."""
-    unfinished = [t for t in plan.tasks if not t.children and t.status.state != "completed"]
-    if not unfinished:
-        return
-    shared = plan.model_dump(
-        mode="json", include={"context_hints", "append_system_prompt", "verify", "setup_commands"}
-    )
-    fields = {"title", "description", "verify", "metadata"}
-    altered = [t.id for t in unfinished if REDACTED in json.dumps(t.model_dump(include=fields))]
-    if REDACTED in json.dumps(shared):
-        altered = [t.id for t in unfinished]
-    if altered:
-        raise InputError(
-            f"session {session_id} cannot be resumed: its record keeps the plan with secrets "
-            f"redacted, and unfinished task(s) {', '.join(altered)} would run with "
-            f"{REDACTED} in place of your text. aca never runs an altered command or prompt. "
-            "Keep secret values out of task files and prompts (read them from environment "
-            "variables, e.g. verify = 'pytest' with SECRET exported), and start a new run "
-            "from the task file."
-        )
 
 
 def _retry_unfinished(plan: ExecutionPlan) -> None:
@@ -502,6 +441,11 @@ def _log_call_retry(store: SessionStore, retries: int):
     return log
 
 
+def _warn(message: str | None) -> None:
+    if message:
+        _run_logger().warning(message)
+
+
 def _run_logger():
     import logging
 
@@ -580,28 +524,6 @@ def _require_working_providers(names, config: AcaConfig) -> None:
     """Each provider in ``names`` can work (keys from Secret blocks included), or the run
     ends here, before anything is spent or committed."""
     require_providers(names, config, providers_environ(names, config))
-
-
-def _refuse_lost_work(repo: git.Repo, session: SessionRecord) -> None:
-    """A resume builds on the session branch: every task on record as landed must be on it.
-    A deleted or reset branch would otherwise be made again from HEAD, the tasks after it
-    built on work that is gone, and the session still reported completed."""
-    landed = [t for t in session.completed_task_ids if (run := session.tasks.get(t)) and run.commit]
-    if not landed:
-        return
-    lost = sorted(set(landed) - set(completed_task_commits(repo, session.id)))
-    if not lost:
-        return
-    last = max(
-        (session.tasks[t] for t in landed), key=lambda run: run.finished_at or session.created_at
-    )
-    shown = ", ".join(lost[:10]) + (" ..." if len(lost) > 10 else "")
-    raise InputError(
-        f"the session branch {session.branch} no longer holds the work of {len(lost)} "
-        f"completed task(s) ({shown}): it was deleted or reset. Restore it "
-        f"(`git branch -f {session.branch} {last.commit}`, the last commit on record; "
-        "`git reflog` finds others), then resume; or start the work again with `aca run`."
-    )
 
 
 def _session_exists(workdir: Path, session_id: str) -> bool:

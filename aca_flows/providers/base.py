@@ -116,7 +116,7 @@ class ProviderResponse(WireModel):
 class ProviderEvent(WireModel):
     """A live event from a provider (Claude Code's stream messages): for logs and displays."""
 
-    kind: Literal["assistant_text", "tool_use", "tool_result", "result", "system"]
+    kind: Literal["assistant_text", "tool_use", "tool_result", "result", "system", "stderr"]
     data: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -43,6 +43,7 @@ calls to execute). What a caller may rely on:
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -89,6 +90,8 @@ LOGIN_FIX = (
     "and set CLAUDE_CODE_OAUTH_TOKEN), or set ANTHROPIC_API_KEY"
 )
 # Error results without an HTTP status are told apart by what Claude Code says.
+# The last lines of claude's stderr kept for the reason of a failed process.
+STDERR_KEPT = 20
 _LOGIN_MARKERS = ("not logged in", "/login", "please log in", "oauth token has expired")
 _REFUSAL_MARKERS = (
     "/legal/aup",  # every refusal message links the usage policy
@@ -323,7 +326,12 @@ class ClaudeCodeProvider:
                 # claude runs it outside its sandbox: no command inside may change it.
                 protected.append(npm)
         env = {**quiet_environment(os.environ), **env}
+        # Claude Code keeps its default mode while it scrubs its commands' environment, as the
+        # sandbox has it do, and warns at every start when told another: allowed_tools alone
+        # decides there (readiness refuses bypassPermissions with the sandbox on).
         permission_mode = opts.get("permission_mode", self.permission_mode)
+        if sandboxed:
+            permission_mode = "default"
         allowed_tools = list(opts.get("allowed_tools", self.allowed_tools))
         return ClaudeAgentOptions(
             cwd=opts.get("cwd"),
@@ -366,11 +374,13 @@ class ClaudeCodeProvider:
             )
         result = None
         texts: list[str] = []
+        stderr: list[str] = []
         tools_used = 0
         try:
             from claude_agent_sdk import query
 
             options = self.build_options(request)
+            options.stderr = functools.partial(_heard, stderr, on_event)
             prompt = render_prompt(request.messages, resuming=bool(options.resume))
             async for message in query(prompt=prompt, options=options):
                 for event in _events(message):
@@ -387,14 +397,14 @@ class ClaudeCodeProvider:
             if result is not None and type(exc).__name__ == "ResultError":
                 # The CLI exits non-zero after an error result; the result says why.
                 return self._response(request, result, texts, tools_used)
-            raise self._error(exc) from None
+            raise self._error(exc, stderr) from None
         if result is None:
             raise TransientProviderError(
                 "claude-code: the run ended without a result. Retry later.", provider=self.name
             )
         return self._response(request, result, texts, tools_used)
 
-    def _error(self, exc: Exception):
+    def _error(self, exc: Exception, stderr: list[str]):
         kind = type(exc).__name__
         if kind == "CLINotFoundError":
             return PermanentProviderError(
@@ -407,8 +417,12 @@ class ClaudeCodeProvider:
             detail = getattr(exc, "result", None) or str(exc)
             return error_for_status(self.name, status, detail, key_hint="ANTHROPIC_API_KEY")
         if kind in ("ProcessError", "CLIConnectionError", "ResultError"):
+            # The SDK's message points at stderr, which aca reads instead of the terminal.
+            said = str(exc).replace("Check stderr output for details", "").strip()
+            heard = " | ".join(line.strip() for line in stderr[-5:] if line.strip())
             return TransientProviderError(
-                f"claude-code: the claude process failed ({kind}: {str(exc)[:300]}). "
+                f"claude-code: the claude process failed ({kind}: {said[:300]}"
+                f"{f'; it said: {heard[-500:]}' if heard else ''}). "
                 "Retry later; if it persists run `aca providers check claude-code`.",
                 provider=self.name,
             )
@@ -457,6 +471,15 @@ class ClaudeCodeProvider:
             provider=self.name,
             session_id=result.session_id,
         )
+
+
+def _heard(lines: list[str], on_event: EventCallback | None, line: str) -> None:
+    """A line claude wrote to stderr: kept for a failure's reason and logged as a step of the
+    task, not left on the terminal of the run (or of a worker)."""
+    lines.append(line)
+    del lines[:-STDERR_KEPT]
+    if on_event is not None and line.strip():
+        on_event(ProviderEvent(kind="stderr", data={"text": line.rstrip()}))
 
 
 def _model_usage(raw: Any) -> Usage:

@@ -122,6 +122,7 @@ def _cache_key(name: str, config: AcaConfig, env: Mapping[str, str]) -> str:
         "name": name,
         "provider": config.provider(name).model_dump(mode="json"),
         "claude_code": config.claude_code.model_dump(mode="json"),
+        "sandbox_mode": config.sandbox.mode,
         "env": {k: env.get(k) for k in _ENV_INPUTS},
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
@@ -276,6 +277,17 @@ def _check_claude_code(config: AcaConfig, env: Mapping[str, str]) -> ProviderRea
             "the one bundled with claude-agent-sdk",
         )
     binary = f"binary {cli} ({source})"
+    if config.claude_code.permission_mode == "bypassPermissions" and config.sandbox.mode != "off":
+        return ProviderReadiness(
+            "claude-code",
+            False,
+            '[claude_code] permission_mode = "bypassPermissions" has no effect with the sandbox '
+            "on: Claude Code keeps its default mode while it scrubs API keys from its commands' "
+            "environment, so tools allowed_tools does not name would be refused mid-task",
+            model,
+            "name the tools the agent may use in [claude_code] allowed_tools and drop "
+            'permission_mode, or set [sandbox] mode = "off" to run unsandboxed',
+        )
     switch = next((s for s in _CLOUD_SWITCHES if env.get(s)), None)
     if switch:
         return ProviderReadiness(

@@ -17,11 +17,9 @@ from aca_flows.workspace.commit import (
     completed_task_commits,
     find_task_commit,
 )
+from aca_flows.workspace.conflicts import BranchMovedError, ChecksFailedOnHead, MergeConflictError
 from aca_flows.workspace.merge import (
-    BranchMovedError,
-    ChecksFailedOnHead,
     LandedTask,
-    MergeConflictError,
     land_task,
     merge_lock,
     record_landed_task,

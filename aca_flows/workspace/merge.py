@@ -21,10 +21,10 @@ from pathlib import Path
 
 import git
 
-from aca_flows.errors import AcaError
 from aca_flows.session.layout import AcaDir, session_branch
 from aca_flows.workspace.change_log import ChangeRecord, record_task_change
 from aca_flows.workspace.commit import commit_task_work, find_task_commit
+from aca_flows.workspace.conflicts import BranchMovedError, MergeConflictError
 from aca_flows.workspace.file_lock import FileLock
 from aca_flows.workspace.repository import (
     GitIdentity,
@@ -35,56 +35,12 @@ from aca_flows.workspace.repository import (
 from aca_flows.workspace.worktree import TaskWorktree
 
 __all__ = [
-    "BranchMovedError",
-    "ChecksFailedOnHead",
     "LandedTask",
-    "MergeConflictError",
     "land_task",
     "merge_lock",
     "merge_task_commit",
     "record_landed_task",
 ]
-
-
-class MergeConflictError(AcaError):
-    """The task's commit conflicts with work another task landed first. ``files`` names them."""
-
-    def __init__(self, task_id: str, files: list[str], message: str | None = None):
-        self.task_id = task_id
-        self.files = files
-        listed = ", ".join(files) or "(unknown files)"
-        super().__init__(
-            message
-            or f"task {task_id}: its changes conflict with work already on the session branch "
-            f"in {listed}. Make the conflicting tasks depend on each other so they run in "
-            "order, or merge the files by hand and resume."
-        )
-
-
-class ChecksFailedOnHead(MergeConflictError):
-    """The task's change, put onto work that landed meanwhile in the same files, fails a
-    check there. Handled as a conflict: the task starts again on the new head."""
-
-    def __init__(self, task_id: str, files: list[str], check: str):
-        super().__init__(
-            task_id,
-            files,
-            f"task {task_id}: its changes, put onto work that landed meanwhile in "
-            f"{', '.join(files)}, fail the check {check}. Make the tasks depend on each other "
-            "so they run in order, or fix the files by hand and resume.",
-        )
-
-
-class BranchMovedError(AcaError):
-    """Work landed on the session branch since the task's base, in files the task's commit
-    changes too: the combination was never checked. ``head`` is the branch's head now, and
-    ``commit`` the task's commit in its worktree."""
-
-    def __init__(self, task_id: str, files: list[str], head: str, commit: str):
-        super().__init__(f"task {task_id}: work landed meanwhile in {', '.join(files)}")
-        self.files = files
-        self.head = head
-        self.commit = commit
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 import git
 
 from aca_flows.session.layout import AcaDir
+from aca_flows.workspace.conflicts import MergeConflictError
 from aca_flows.workspace.file_lock import FileLock
 from aca_flows.workspace.hardened_git import AcaRepo, HardenedGit
 from aca_flows.workspace.repository import OBJECT_ID, session_branch_head
@@ -80,8 +81,6 @@ class TaskWorktree:
         """This worktree moved to ``head`` with ``commit``'s changes on it, uncommitted: the
         task's work put onto what landed since its base, for its checks to run on. Raises
         ``MergeConflictError`` when the changes do not apply there."""
-        from aca_flows.workspace.merge import MergeConflictError  # merge.py imports this module
-
         wt = self.git
         wt.checkout("--detach", "-q", head)
         try:

@@ -24,7 +24,7 @@ from aca_flows.providers.claude_code import (
     render_prompt,
     result_error,
 )
-from aca_flows.settings import AcaConfig, ClaudeCodeSection, ProviderSection
+from aca_flows.settings import AcaConfig, ClaudeCodeSection, ProviderSection, SandboxSection
 from tests.fakes.git_repo import make_repo
 from tests.providers.conftest import run
 
@@ -86,6 +86,41 @@ def test_claude_code_writes_a_file_and_reports_usage_and_every_step(
     system = str(llm_server.anthropic.requests[0].json["system"])
     assert "Commit nothing; aca commits for you." in system
     assert "Claude" in system.replace("Commit nothing; aca commits for you.", "")
+
+
+def test_what_claude_writes_to_stderr_is_a_step_of_the_task_not_a_line_on_the_terminal(
+    claude_env, llm_server, tmp_path, capfd, monkeypatch
+):
+    # With the sandbox on (the default), Claude Code runs in its default mode: told another,
+    # it warned on the terminal of every run that its permission mode was forced.
+    llm_server.anthropic.enqueue(text="Done.")
+    events: list[ProviderEvent] = []
+
+    run(_provider().complete(_request(tmp_path, "Say done"), on_event=events.append))
+
+    assert "Permission mode forced" not in capfd.readouterr().err
+    assert not [e for e in events if "Permission mode" in str(e.data)]
+
+    # What claude does write to stderr (here: a user's own scrub setting outside the sandbox
+    # makes it warn) reaches the task's events, and not aca's terminal.
+    monkeypatch.setenv("CLAUDE_CODE_SUBPROCESS_ENV_SCRUB", "1")
+    unsandboxed = AcaConfig(
+        claude_code=ClaudeCodeSection(),
+        providers={"claude-code": ProviderSection(model=MODEL)},
+        sandbox=SandboxSection(mode="off"),
+    )
+    llm_server.anthropic.enqueue(text="Done.")
+    events.clear()
+
+    run(
+        get_provider("claude-code", unsandboxed).complete(
+            _request(tmp_path, "Say done"), on_event=events.append
+        )
+    )
+
+    assert "Permission mode forced" not in capfd.readouterr().err
+    heard = [e.data["text"] for e in events if e.kind == "stderr"]
+    assert any("Permission mode forced to default" in line for line in heard)
 
 
 def test_resume_continues_the_previous_claude_session(claude_env, llm_server, tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from aca_flows.errors import PermanentProviderError
 from aca_flows.providers import check_provider, require_providers
-from aca_flows.settings import AcaConfig, ProviderSection
+from aca_flows.settings import AcaConfig, ClaudeCodeSection, ProviderSection, SandboxSection
 
 
 def check(name: str, config: AcaConfig | None = None):
@@ -127,6 +127,22 @@ def test_claude_code_with_an_auth_token_sends_it_as_a_bearer(llm_server, monkeyp
 
     assert result.ready and "ANTHROPIC_AUTH_TOKEN accepted" in result.detail
     assert llm_server.requests[-1].headers["authorization"] == "Bearer test-key"
+
+
+def test_claude_code_told_to_bypass_permissions_inside_the_sandbox_is_refused_with_the_fix(
+    llm_server,
+):
+    # Claude Code keeps its default mode while it scrubs its commands' environment (as the
+    # sandbox has it do): the mode would silently not apply, and tools refused mid-task.
+    bypass = ClaudeCodeSection(permission_mode="bypassPermissions")
+
+    result = check("claude-code", AcaConfig(claude_code=bypass))
+
+    assert not result.ready and "bypassPermissions" in result.detail
+    assert "allowed_tools" in result.fix and '[sandbox] mode = "off"' in result.fix
+    assert not llm_server.requests  # refused before any call
+    unsandboxed = AcaConfig(claude_code=bypass, sandbox=SandboxSection(mode="off"))
+    assert check("claude-code", unsandboxed).ready
 
 
 def test_claude_code_with_a_missing_binary_names_the_fix(monkeypatch, tmp_path):

@@ -1,0 +1,128 @@
+"""Landing checked work: a task's verified change goes onto the session branch only as checked.
+
+``run_checks_on_the_work`` runs a task's checks on its worktree and undoes what they write, so
+that what is committed is the work they checked. ``land_checked`` commits and merges it under
+the merge lock; when work landed meanwhile in the same files, the change is first put onto the
+new head and checked there (``BranchMovedError``), and a check that fails there raises
+``ChecksFailedOnHead`` for the task to start again on that head.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+from aca_flows._threads import in_thread
+from aca_flows.agent.no_change import real_changes
+from aca_flows.agent.transcript import TaskLog
+from aca_flows.agent.verify import (
+    FAILURE_OUTPUT_LIMIT,
+    Check,
+    VerifyResult,
+    describe_failure,
+    run_checks,
+    task_checks,
+)
+from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.sandbox import Sandbox
+from aca_flows.session.layout import SessionPaths
+from aca_flows.settings import AcaConfig
+from aca_flows.workspace import (
+    BranchMovedError,
+    ChecksFailedOnHead,
+    GitIdentity,
+    LandedTask,
+    TaskWorktree,
+    land_task,
+)
+from aca_flows.workspace.hardened_git import AcaRepo
+
+__all__ = ["land_checked", "run_checks_on_the_work", "sandbox_for_check"]
+
+
+async def land_checked(
+    plan: ExecutionPlan,
+    task: Task,
+    worktree: TaskWorktree,
+    summary: str,
+    identity: GitIdentity,
+    first_attempt: bool,
+    config: AcaConfig,
+    paths: SessionPaths,
+    log: TaskLog,
+) -> LandedTask:
+    """Land the verified work. Work that landed meanwhile in files this task changed too was
+    never checked together with it: the worktree is put onto the new head, the task's checks
+    run there, and only then does it land. A check that fails there starts the task again on
+    the new head (``ChecksFailedOnHead``, handled as a conflict)."""
+    while True:  # again each time yet another task landed in the same files meanwhile
+        try:
+            return await in_thread(_land, worktree, task.title, summary, identity, first_attempt)
+        except BranchMovedError as moved:
+            worktree = await in_thread(worktree.onto, moved.head, moved.commit)
+            log.write("caught_up", base=moved.head, files=moved.files)
+            changed = real_changes(await in_thread(worktree.changed_files))
+            checks = await in_thread(task_checks, plan, task, changed, paths, worktree.contains)
+            sandbox_for = functools.partial(sandbox_for_check, worktree, config)
+            results = await run_checks_on_the_work(worktree, checks, sandbox_for, config, log)
+            if results and not results[-1].passed:
+                check = checks[len(results) - 1]
+                failed = f"{check.describe()} ({describe_failure(results[-1])})"
+                raise ChecksFailedOnHead(task.id, moved.files, failed) from None
+
+
+async def run_checks_on_the_work(
+    worktree: TaskWorktree,
+    checks: list[Check],
+    sandbox_for: Callable[[bool | None], Sandbox],
+    config: AcaConfig,
+    log: TaskLog,
+    attempt: int | None = None,
+) -> list[VerifyResult]:
+    """The checks' results on the work as it is now, each in the task log. What the checks
+    write themselves (a cache, a generated file, an edit, a deletion) is undone after them:
+    what is committed is the work they checked, not what checking it left behind."""
+    tree = await in_thread(worktree.snapshot)
+    results = await run_checks(checks, sandbox_for, config.agent)
+    for check, result in zip(checks, results, strict=False):
+        log.write(
+            "verify",
+            attempt=attempt,
+            command=check.command,
+            of_task=check.owner,
+            passed=result.passed,
+            exit_code=result.exit_code,
+            timed_out=result.timed_out,
+            output=result.output[-FAILURE_OUTPUT_LIMIT:],
+        )
+    undone = await in_thread(worktree.restore, tree)
+    if undone:
+        log.write("checks_undone", files=undone)
+    return results
+
+
+def sandbox_for_check(
+    worktree: TaskWorktree, config: AcaConfig, network: bool | None, made: Sandbox | None = None
+) -> Sandbox:
+    """The sandbox of a command in the worktree with ``network`` (None: [sandbox] network);
+    ``made`` when it is that one already."""
+    wanted = config.sandbox.network if network is None else network
+    if made is not None and made.network == wanted:
+        return made
+    return Sandbox.for_worktree(worktree.path, config.sandbox, network=network)
+
+
+def _land(
+    worktree: TaskWorktree, title: str, summary: str, identity: GitIdentity, first_attempt: bool
+) -> LandedTask:
+    # Runs in a worker thread: a Repo object of its own, and the event loop stays free while
+    # the merge lock is waited for.
+    return land_task(
+        AcaRepo(worktree.repo_root),
+        worktree,
+        title=title,
+        summary=summary,
+        identity=identity,
+        first_attempt=first_attempt,
+        refuse_unchecked=True,
+    )

@@ -1,0 +1,122 @@
+"""What a run's inputs are checked for before it starts: refusals (``InputError``, exit 2)
+of a resume that would run altered prompts or build on lost work, and warnings of what the
+user may not expect (uncommitted changes the tasks do not see, a task file edited since the
+session started)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aca_flows.errors import InputError
+from aca_flows.plan import ExecutionPlan
+from aca_flows.session.events import SourceFile
+from aca_flows.session.redact import REDACTED
+from aca_flows.workspace.commit import completed_task_commits
+from aca_flows.workspace.repository import uncommitted_paths
+
+if TYPE_CHECKING:
+    import git
+
+    from aca_flows.flows.run_setup import RunRequest
+    from aca_flows.session.record import SessionRecord
+
+__all__ = [
+    "changed_source_warning",
+    "refuse_lost_work",
+    "refuse_redacted_work",
+    "source_of",
+    "uncommitted_work_warning",
+]
+
+
+def source_of(request: RunRequest) -> SourceFile | None:
+    """The task file or plan the run was started from, with its digest: what a resume compares."""
+    given = request.task_file or request.execution_plan
+    if not given:
+        return None
+    path = Path(given).expanduser().resolve()
+    with contextlib.suppress(OSError):
+        return SourceFile(path=str(path), sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    return None
+
+
+def changed_source_warning(recorded: SessionRecord) -> str | None:
+    """A resume runs the plan recorded at the session's start; an edit of its file since then
+    is not in it, and the user must hear so."""
+    source = recorded.source
+    if source is None:  # a session from before sources were recorded
+        return None
+    path = Path(source.path)
+    with contextlib.suppress(OSError):
+        if hashlib.sha256(path.read_bytes()).hexdigest() != source.sha256:
+            return (
+                f"{path} changed since session {recorded.id} started: the resume runs the plan "
+                f"as it was then; to run the file as it is now, start a new run (aca run {path})"
+            )
+    return None
+
+
+def uncommitted_work_warning(repo: git.Repo, request: RunRequest) -> str | None:
+    """The tasks start from the checkout's last commit: changes not committed are not theirs.
+    aca's own inputs (the task file, say) are read by aca, not by the tasks."""
+    root = Path(repo.working_tree_dir or ".")
+    given = [request.task_file, request.execution_plan, request.config_file, request.record]
+    inputs = {Path(f).expanduser().resolve() for f in given if f}
+    paths = [p for p in uncommitted_paths(repo) if (root / p).resolve() not in inputs]
+    if not paths:
+        return None
+    shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+    return (
+        f"the checkout has uncommitted changes ({shown}): the tasks start from its last "
+        "commit and do not see them; commit them first for the tasks to build on them"
+    )
+
+
+def refuse_redacted_work(plan: ExecutionPlan, session_id: str) -> None:
+    """A resumed session runs the plan from its record, which was redacted when written: an
+    unfinished task whose prompt or commands lost a secret-looking value would run altered."""
+    unfinished = [t for t in plan.tasks if not t.children and t.status.state != "completed"]
+    if not unfinished:
+        return
+    shared = plan.model_dump(
+        mode="json", include={"context_hints", "append_system_prompt", "verify", "setup_commands"}
+    )
+    fields = {"title", "description", "verify", "metadata"}
+    altered = [t.id for t in unfinished if REDACTED in json.dumps(t.model_dump(include=fields))]
+    if REDACTED in json.dumps(shared):
+        altered = [t.id for t in unfinished]
+    if altered:
+        raise InputError(
+            f"session {session_id} cannot be resumed: its record keeps the plan with secrets "
+            f"redacted, and unfinished task(s) {', '.join(altered)} would run with "
+            f"{REDACTED} in place of your text. aca never runs an altered command or prompt. "
+            "Keep secret values out of task files and prompts (read them from environment "
+            "variables, e.g. verify = 'pytest' with SECRET exported), and start a new run "
+            "from the task file."
+        )
+
+
+def refuse_lost_work(repo: git.Repo, session: SessionRecord) -> None:
+    """A resume builds on the session branch: every task on record as landed must be on it.
+    A deleted or reset branch would otherwise be made again from HEAD, the tasks after it
+    built on work that is gone, and the session still reported completed."""
+    landed = [t for t in session.completed_task_ids if (run := session.tasks.get(t)) and run.commit]
+    if not landed:
+        return
+    lost = sorted(set(landed) - set(completed_task_commits(repo, session.id)))
+    if not lost:
+        return
+    last = max(
+        (session.tasks[t] for t in landed), key=lambda run: run.finished_at or session.created_at
+    )
+    shown = ", ".join(lost[:10]) + (" ..." if len(lost) > 10 else "")
+    raise InputError(
+        f"the session branch {session.branch} no longer holds the work of {len(lost)} "
+        f"completed task(s) ({shown}): it was deleted or reset. Restore it "
+        f"(`git branch -f {session.branch} {last.commit}`, the last commit on record; "
+        "`git reflog` finds others), then resume; or start the work again with `aca run`."
+    )
