@@ -182,8 +182,11 @@ def resume_command(
     config: ConfigFile = None,
     json_output: JsonOutput = False,
     repo: Repo = None,
+    open_pr: OpenPr = False,
+    github_repo: GitHubRepoName = None,
 ) -> None:
-    """Continue a session from a checkpoint or session id; finished tasks are never redone."""
+    """Continue a session from a checkpoint or session id; finished tasks are never redone.
+    With --open-pr, a completed session's pull request is delivered (again)."""
     from aca_flows.cli.run import checkout_remote, run_session
     from aca_flows.session.checkpoints import resolve_resume_target
 
@@ -192,7 +195,13 @@ def resume_command(
     workdir = existing_folder(workdir).resolve()
     resolved = resolve_resume_target(workdir, target, latest=latest)
     options = RunOptions(
-        workdir=workdir, config=config, json=json_output, budget_usd=budget_usd, repo=repo
+        workdir=workdir,
+        config=config,
+        json=json_output,
+        budget_usd=budget_usd,
+        repo=repo,
+        open_pr=open_pr,
+        github_repo=github_repo,
     )
     raise typer.Exit(run_session(options, session_id=resolved.session_id))
 

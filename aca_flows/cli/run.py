@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from aca_flows._words import counted, one_line
+from aca_flows._words import counted, one_line, workdir_option
 from aca_flows.cli.options import RunOptions
 from aca_flows.errors import AcaError, InputError
 from aca_flows.plan import ExecutionPlan, load_execution_plan, load_task_file, plan_to_text
@@ -310,7 +310,7 @@ def _run_held_session(options: RunOptions, session_id: str | None) -> int:
     if options.json:
         print(json.dumps(summary))
     else:
-        _show_summary(summary, options.workdir)
+        _show_summary(summary, options)
     return EXIT_CODES[summary["status"]]
 
 
@@ -415,9 +415,10 @@ class RunCrashed(AcaError):
     exit_code = 1
 
 
-def _show_summary(summary: dict, workdir) -> None:
+def _show_summary(summary: dict, options: RunOptions) -> None:
     from aca_flows.cli.sessions import show_command
 
+    workdir = options.workdir
     show_command(summary["session_id"], workdir=workdir, json_output=False)
     status = summary["status"]
     line = f"Session {summary['session_id']} {status}; work is on branch {summary['branch']}"
@@ -441,17 +442,22 @@ def _show_summary(summary: dict, workdir) -> None:
         else:
             line += f" `aca resume {summary['session_id']}` continues."
     print(line)
-    pull_request = _pull_request_line(summary)
+    pull_request = _pull_request_line(summary, options)
     if pull_request:
         print(pull_request)
 
 
-def _pull_request_line(summary: dict) -> str | None:
+def _pull_request_line(summary: dict, options: RunOptions) -> str | None:
     """What became of the pull request the run was asked for (--open-pr), on one line: the
-    work is on the branch either way, so its failure is told here, not by the exit code."""
+    work is on the branch either way, so its failure is told here, not by the exit code,
+    with the command that delivers it once the cause is fixed."""
     if summary.get("pull_request_error"):
-        why = one_line(summary["pull_request_error"])
-        return f"Pull request NOT delivered: {why}"
+        why = one_line(summary["pull_request_error"]).rstrip(".")
+        where = f" --repo {summary['remote']}" if summary.get("remote") else ""
+        where = where or workdir_option(options.workdir)
+        github = f" --github-repo {options.github_repo}" if options.github_repo else ""
+        again = f"aca resume {summary['session_id']}{where} --open-pr{github}"
+        return f"Pull request NOT delivered: {why}. Once that is fixed, `{again}` delivers it."
     if summary.get("pull_request"):
         return f"Pull request: {summary['pull_request']}"
     return None

@@ -162,12 +162,24 @@ def test_a_pull_request_github_refused_is_told_in_the_ending_and_in_sessions_sho
     assert pull_line.startswith("Pull request NOT delivered: GitHub 401 ")
     assert "Bad credentials" in pull_line and wrong not in out
     session_id = ending.split(" ", 2)[1]
+    again = f"aca resume {session_id} --repo {remote} --open-pr --github-repo octo/service"
+    assert pull_line.endswith(f"Once that is fixed, `{again}` delivers it.")
 
     area = working_area(str(remote))
     assert main(["sessions", "show", session_id, "--workdir", str(area)]) == 0
     shown = capsys.readouterr().out
     assert "pull request    NOT delivered: GitHub 401 " in shown and wrong not in shown
     assert github.pulls("octo/service") == []
+
+    # The token fixed, the command it named delivers the pull request, and no task runs again.
+    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+    calls = len(anthropic_fake.model_calls)
+    assert main(again.split()[1:]) == 0
+    (pull,) = github.pulls("octo/service")
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"Pull request: {pull['html_url']}"
+    assert len(anthropic_fake.model_calls) == calls
+    assert main(["sessions", "show", session_id, "--workdir", str(area)]) == 0
+    assert f"pull request    {pull['html_url']}" in capsys.readouterr().out
 
 
 def test_a_delivered_pull_request_is_named_in_the_ending_and_in_sessions_show(
