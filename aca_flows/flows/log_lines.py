@@ -117,6 +117,10 @@ _DESCRIBERS = {
     "merged": lambda r: (
         f"merged {str(r.get('commit') or '')[:10]} ({counted(len(r.get('files') or []), 'file')})"
     ),
+    "sandbox_placeholders_removed": lambda r: (
+        f"removed {counted(len(r.get('files') or []), 'empty placeholder')} Claude Code's "
+        "sandbox left"
+    ),
     "merge_conflict": lambda r: f"merge conflict in {', '.join(r.get('files') or [])}",
     "no_change": lambda r: f"no change needed: {_short(r.get('reason', ''))}",
     "task_failed": lambda r: f"task failed: {_short(r.get('reason', ''))}",

@@ -66,3 +66,12 @@ def test_a_line_passes_the_redactor(monkeypatch):
     assert "tok-0123456789abcdef" not in line and "[REDACTED]" in line
     unknown = {"kind": "something_new", "task_id": "a", "value": "tok-0123456789abcdef"}
     assert describe_record(unknown) == 'something_new {"value": "[REDACTED]"}'
+
+
+def test_what_claude_code_and_its_sandbox_leave_reads_as_a_sentence():
+    stderr = {"kind": "provider_event", "event": "stderr", "data": {"text": "warning: x\n"}}
+    assert describe_record(stderr) == "stderr: warning: x"
+    left = {"kind": "sandbox_placeholders_removed", "files": ["a/.bashrc", "a/.zshrc"]}
+    assert describe_record(left) == "removed 2 empty placeholders Claude Code's sandbox left"
+    merged = {"kind": "merged", "commit": "3253fa4771abc", "files": ["f0.txt"]}
+    assert describe_record(merged) == "merged 3253fa4771 (1 file)"
