@@ -200,6 +200,10 @@ def _split_attrs(title: str, path: Path, line: int) -> tuple[str, dict[str, str]
     return title[: match.start()].strip(), attrs
 
 
+# The attribute a user wrote, for a model field a validation error names.
+_ATTRIBUTE_OF = {"estimated_complexity": "complexity", "dependencies": "depends_on"}
+
+
 def _task_fields(attrs: dict[str, str], path: Path, line: int) -> dict[str, Any]:
     def csv(value: str) -> list[str]:
         return [v.strip() for v in value.split(",") if v.strip()]
@@ -219,12 +223,14 @@ def _task_fields(attrs: dict[str, str], path: Path, line: int) -> dict[str, Any]
             "max_attempts": attrs.get("max_attempts"),
             "network": attrs.get("network"),
         }
+        # A probe: a bad value is named here, with its line, not by a traceback later.
+        probed = {k: fields[k] for k in ("max_attempts", "network") if fields[k] is not None}
+        Task(id=attrs.get("id", "check"), title="check", **probed)
         if "id" in attrs:
-            Task(id=attrs["id"], title="check")
             fields["task_id"] = attrs["id"]
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
+        where = ".".join(_ATTRIBUTE_OF.get(str(p), str(p)) for p in err["loc"])
         raise TaskFileError(
             f"{path}:{line}: bad attribute value for '{where}': {err['msg']}; "
             "see docs/task-files.md for the allowed values."

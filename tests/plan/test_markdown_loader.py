@@ -154,6 +154,21 @@ def test_unknown_attribute_names_key_and_line(tmp_path):
         load_task_file(write(tmp_path, "- A {#a}\n- B {dependz=a}\n"))
 
 
+@pytest.mark.parametrize(
+    ("attribute", "named"),
+    [
+        ("max_attempts=50", "max_attempts"),
+        ("max_attempts=abc", "max_attempts"),
+        ("network=maybe", "network"),
+        ("complexity=huge", "complexity"),
+    ],
+)
+def test_a_bad_value_of_any_attribute_names_it_and_its_line(tmp_path, attribute, named):
+    # Before, max_attempts and network got past the loader and ended in a traceback (exit 1).
+    with pytest.raises(TaskFileError, match=rf"tasks.md:2: bad attribute value for '{named}'"):
+        load_task_file(write(tmp_path, f"- A {{#a}}\n- B {{#b {attribute}}}\n"))
+
+
 def test_bad_attribute_value_is_explained(tmp_path):
     with pytest.raises(TaskFileError, match=r":1: bad attribute value for 'priority'"):
         load_task_file(write(tmp_path, "- A {priority=urgent}\n"))
