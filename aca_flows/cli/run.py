@@ -437,14 +437,34 @@ def _show_summary(summary: dict, options: RunOptions) -> None:
         line += f" Completed without a change (no change needed): {ids}."
     if summary.get("stopped_reason"):
         line += f" {'Why' if status == 'failed' else 'Stopped'}: {summary['stopped_reason']}."
-        if summary.get("stuck"):  # resuming runs the same plan, which stalls the same way
-            line += " The plan cannot progress: fix the dependencies named and run it anew."
-        else:
-            line += f" `aca resume {summary['session_id']}` continues."
+        line += f" {_how_to_go_on(summary, workdir)}"
     print(line)
     pull_request = _pull_request_line(summary, options)
     if pull_request:
         print(pull_request)
+
+
+def _how_to_go_on(summary: dict, workdir: Path) -> str:
+    """What continues a run that did not complete, as the user would run it: a resume that
+    would stop or be refused the same way is not offered as the way on."""
+    from aca_flows.errors import InputError
+    from aca_flows.flows.run_inputs import refuse_redacted_work
+    from aca_flows.session.store import load_session
+
+    session_id = summary["session_id"]
+    if summary.get("stuck"):  # resuming runs the same plan, which stalls the same way
+        return "The plan cannot progress: fix the dependencies named and run it anew."
+    try:
+        refuse_redacted_work(load_session(workdir, session_id).plan, session_id)
+    except InputError as refused:
+        return f"It cannot be resumed: {refused}"
+    budget, spent = summary.get("budget_usd"), summary.get("cost_usd") or 0.0
+    if summary["status"] == "stopped" and budget is not None and spent >= budget:
+        return (
+            f"`aca resume {session_id}{workdir_option(workdir)} --budget-usd N` continues, "
+            f"with N above the ${spent:.4f} spent."
+        )
+    return f"`aca resume {session_id}` continues."
 
 
 def _pull_request_line(summary: dict, options: RunOptions) -> str | None:

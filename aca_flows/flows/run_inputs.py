@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "changed_source_warning",
+    "refuse_a_spent_budget",
     "refuse_lost_work",
     "refuse_redacted_work",
     "source_of",
@@ -119,4 +120,16 @@ def refuse_lost_work(repo: git.Repo, session: SessionRecord) -> None:
         f"completed task(s) ({shown}): it was deleted or reset. Restore it "
         f"(`git branch -f {session.branch} {last.commit}`, the last commit on record; "
         "`git reflog` finds others), then resume; or start the work again with `aca run`."
+    )
+
+
+def refuse_a_spent_budget(session: SessionRecord, budget_usd: float | None) -> None:
+    """A resume given a budget the session has already spent would stop before its first
+    call: refused, naming the spend to give more than."""
+    if budget_usd is None or session.cost_usd < budget_usd:
+        return
+    raise InputError(
+        f"session {session.id} has spent ${session.cost_usd:.4f} already, so a budget of "
+        f"${budget_usd:g} would stop it before any task runs. Give it a budget above what "
+        f"is spent (`aca resume {session.id} --budget-usd N`, N > {session.cost_usd:.4f})."
     )

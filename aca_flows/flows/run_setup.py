@@ -27,6 +27,7 @@ from aca_flows.flows.blocks import load_config_block
 from aca_flows.flows.provider_limits import prefect_limits_for
 from aca_flows.flows.run_inputs import (
     changed_source_warning,
+    refuse_a_spent_budget,
     refuse_lost_work,
     refuse_redacted_work,
     source_of,
@@ -125,6 +126,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         # caller names others.
         recorded = load_session(workdir, request.session_id)
         refuse_redacted_work(recorded.plan, recorded.id)
+        refuse_a_spent_budget(recorded, request.budget_usd)
         overrides["session.provider"] = request.provider or recorded.provider
         overrides["session.model"] = request.model or recorded.model
         # and its budget: a nightly `aca resume` must not lose the cap `aca run` was given.

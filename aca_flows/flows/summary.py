@@ -69,6 +69,7 @@ class RunSummary(BaseModel):
     )
     no_change_ids: list[str] = Field(default_factory=list)
     cost_usd: float = Field(description="The session's spend so far, every run of it.")
+    budget_usd: float | None = Field(default=None, description="The session's budget, if any.")
     tasks: dict[str, TaskSummary] = Field(default_factory=dict, description="By task id.")
     pull_request: str | None = Field(
         default=None, description="The pull request opened or updated (open_pr), its URL."
@@ -126,6 +127,7 @@ def run_summary(
         stuck=stuck,
         no_change_ids=no_change_ids,
         cost_usd=session.cost_usd,
+        budget_usd=session.budget_usd,
         tasks=tasks,
         remote=session.remote.url if session.remote else None,
         unpushed=unpushed_work(session.remote, store.paths.workdir, store.session_id),

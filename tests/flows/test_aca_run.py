@@ -255,6 +255,50 @@ def test_budget_stops_the_run_and_resume_finishes_without_repeating(tmp_path, re
     assert {task_of(r)[0] for r in new_calls if r.json.get("tools")}.isdisjoint(done_before)
 
 
+def test_a_budget_stop_names_the_resume_that_goes_on_and_a_spent_budget_is_refused(
+    tmp_path, repo, anthropic_fake, capsys
+):
+    from aca_flows.cli import main
+
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = write_tasks(tmp_path, "- write a.txt {#a}\n- write b.txt {#b}\n")
+    args = ["-w", str(repo), "--model", "claude-sonnet-4-6", "--max-concurrent", "1"]
+
+    assert main(["run", str(tasks), *args, "--budget-usd", "0.001"]) == 3
+
+    ending = capsys.readouterr().out.strip().splitlines()[-1]
+    session_id = ending.split(" ", 2)[1]
+    # A plain `aca resume ID` stops again at once: the way on is a larger budget.
+    assert ending.endswith("--budget-usd N` continues, with N above the $0.0012 spent.")
+    calls = len(anthropic_fake.anthropic.requests)
+
+    assert main(["resume", session_id, "-w", str(repo), "--budget-usd", "0.001"]) == 2
+
+    err = capsys.readouterr().err
+    assert "has spent $0.0012 already" in err and "--budget-usd N" in err
+    assert len(anthropic_fake.anthropic.requests) == calls
+    assert load_session(repo, session_id).status == "stopped"
+
+
+def test_a_failed_run_that_cannot_be_resumed_does_not_offer_the_resume(
+    tmp_path, repo, anthropic_fake, capsys
+):
+    from aca_flows.cli import main
+
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    # The session's record keeps the verify command redacted: a resume would run it altered,
+    # so aca refuses it, and the ending must not say that it continues.
+    tasks = write_tasks(tmp_path, '- write a.txt {#a verify="SECRET=abcdefgh12 test -s nope"}\n')
+
+    assert main(["run", str(tasks), "-w", str(repo), "--model", "claude-sonnet-4-6"]) == 1
+
+    ending = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "aca resume" not in ending.split("It cannot be resumed:")[0]
+    assert "It cannot be resumed: session " in ending and "start a new run" in ending
+
+
 def test_resume_gives_failed_tasks_another_chance(tmp_path, repo, anthropic_fake, monkeypatch):
     for _ in range(40):
         anthropic_fake.anthropic.enqueue(coding_agent)
