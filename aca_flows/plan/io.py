@@ -138,7 +138,7 @@ def _execution_plan(path: Path, data: dict[str, Any]) -> ExecutionPlan:
         raise TaskFileError(
             f"{path}: {pydantic_problems(exc)}. `aca plan schema` prints the plan format."
         ) from None
-    return check_plan(plan, str(path))
+    return check_plan(plan, str(path), run_states=True)
 
 
 def _parse_structured(path: Path, text: str) -> dict[str, Any]:

@@ -16,9 +16,13 @@ from aca_flows.plan.models import ExecutionPlan, Strategy, Task
 __all__ = ["check_plan", "find_cycles", "plan_problems", "stall_problems"]
 
 
-def check_plan(plan: ExecutionPlan, source: str) -> ExecutionPlan:
-    """Return ``plan`` unchanged, or raise ``PlanValidationError`` listing every problem."""
+def check_plan(plan: ExecutionPlan, source: str, run_states: bool = False) -> ExecutionPlan:
+    """Return ``plan`` unchanged, or raise ``PlanValidationError`` listing every problem.
+    ``run_states``: the plan is one to start a run from (an execution plan file), whose tasks
+    are pending, or completed to be passed over."""
     problems = plan_problems(plan)
+    if run_states:
+        problems += _run_state_problems(plan)
     if problems:
         raise PlanValidationError(source, problems)
     return plan
@@ -196,3 +200,14 @@ def _did_you_mean(name: str, known) -> str:
 
     close = difflib.get_close_matches(name, list(known), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _run_state_problems(plan: ExecutionPlan) -> list[str]:
+    """A state a run gives its tasks (in_progress, failed, ...) in a plan a run starts from:
+    the run would wait on it for ever, or skip what depends on it, and never run the task."""
+    return [
+        f"task '{task.id}' is {task.status.state}: a plan starts its tasks pending (or "
+        'completed, to pass them over); set its status to {"state": "pending"}'
+        for task in plan.tasks
+        if task.status.state not in ("pending", "completed")
+    ]

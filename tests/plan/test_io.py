@@ -37,6 +37,25 @@ def test_edited_plan_is_revalidated(tmp_path):
         load_execution_plan(edited)
 
 
+@pytest.mark.parametrize("state", ["in_progress", "blocked", "failed"])
+def test_an_edited_plan_whose_task_is_in_a_run_state_is_refused_with_the_fix(tmp_path, state):
+    # A run would wait on an in_progress task for ever and never run it (it stalled, blaming
+    # the dependencies), while the dry run passed the plan.
+    plan = load_task_file(ROOT / "tasks" / "examples" / "hello.md")
+    data = json.loads(plan_to_text(plan, ".json"))
+    data["tasks"][1]["status"] = {"state": state}
+    if state != "in_progress":
+        data["tasks"][1]["status"]["reason"] = "edited"
+    edited = tmp_path / "plan.json"
+    edited.write_text(json.dumps(data))
+    task_id = data["tasks"][1]["id"]
+    with pytest.raises(PlanValidationError, match=f"task '{task_id}' is {state}: .*pending"):
+        load_execution_plan(edited)
+    data["tasks"][1]["status"] = {"state": "completed"}  # passed over: still accepted
+    edited.write_text(json.dumps(data))
+    assert load_execution_plan(edited).tasks[1].status.state == "completed"
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
