@@ -205,6 +205,9 @@ def _preflight(options: RunOptions, names: set[str], config: AcaConfig) -> None:
     if options.open_pr:
         _check_pull_request_target(options, config)
     if options.init_git:
+        from aca_flows.flows.server import require_given_server
+
+        require_given_server()
         options.workdir.mkdir(parents=True, exist_ok=True)
         open_repository(options.workdir, init_git=True)
     if config.sandbox.mode == "off":

@@ -45,6 +45,7 @@ __all__ = [
     "prefect_api_for_command",
     "prefect_api_for_run",
     "prepare_database",
+    "require_given_server",
     "server_home",
     "spawn_background",
     "startup_timeout",
@@ -287,6 +288,23 @@ def prefect_api_for_run(*, announce=print) -> Iterator[str]:
         yield url
 
 
+def require_given_server() -> None:
+    """Refuse (exit 2) a run whose ``PREFECT_API_URL`` names a server that does not answer,
+    before the run changes anything (``--init-git``)."""
+    from prefect.settings import PREFECT_API_URL
+
+    given = PREFECT_API_URL.value()
+    if given and not _healthy(given, timeout=5.0):
+        raise InputError(_not_answering(given, "no answer to /health"))
+
+
+def _not_answering(url: str, cause: object) -> str:
+    return (
+        f"the Prefect server at {url} (PREFECT_API_URL) does not answer ({cause}); start it, "
+        "or unset PREFECT_API_URL so that aca uses its local server or a temporary one."
+    )
+
+
 @contextlib.contextmanager
 def _unreachable(url: str, given: str | None) -> Iterator[None]:
     """A server that does not answer ends the command with a message, not a traceback: the
@@ -302,11 +320,7 @@ def _unreachable(url: str, given: str | None) -> Iterator[None]:
         if not isinstance(cause, httpx.TransportError):
             raise
         if given:
-            raise InputError(
-                f"the Prefect server at {url} (PREFECT_API_URL) does not answer ({cause}); "
-                "start it, or unset PREFECT_API_URL so that aca uses its local server or a "
-                "temporary one."
-            ) from None
+            raise InputError(_not_answering(url, cause)) from None
         raise ServerError(
             f"aca's local Prefect server at {url} stopped answering ({cause}); "
             "`aca server start` starts it again, and `aca resume` continues the session."

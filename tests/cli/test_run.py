@@ -8,6 +8,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -174,6 +175,22 @@ def test_open_pr_without_a_token_is_refused_before_init_git_makes_the_repository
     assert code == 2
     assert "--open-pr needs a GitHub token" in capsys.readouterr().err
     assert not repo.exists()
+
+
+def test_a_prefect_server_that_does_not_answer_is_refused_before_init_git(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    repo = tmp_path / "repo"
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/api"
+    args = ("run", str(HELLO), "-w", str(repo), "--init-git", "--config", str(HELLO_CONFIG))
+
+    done = aca(*args, home=home, PREFECT_API_URL=url)
+
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"the Prefect server at {url} (PREFECT_API_URL) does not answer" in done.stderr
+    assert not repo.exists()  # before, the repository was made and committed, then refused
 
 
 def test_open_pr_without_a_token_or_a_github_repository_exits_2_before_any_task(tmp_path):
