@@ -47,8 +47,17 @@ def check_options(options: RunOptions) -> None:
             "the execution plan is the reviewed form of a task file."
         )
     check_dump_target(options.dump_plan)
+    if options.dump_plan and options.task_file and _same_path(options.dump_plan, options.task_file):
+        raise InputError(
+            f"--dump-plan {options.dump_plan} is the task file itself: the plan would replace "
+            "what you wrote. Name another file, e.g. --dump-plan plan.json."
+        )
     if options.use_intelligent_parser and options.force_naive_parser:
         raise InputError("--use-intelligent-parser and --force-naive-parser contradict; pick one.")
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
 def check_dump_target(path: Path | None) -> None:

@@ -145,6 +145,15 @@ def test_dump_to_unknown_format_is_refused_before_anything(tmp_path, capsys):
     assert code == 2 and "name the file .json or .toml" in err
 
 
+def test_a_dump_over_the_task_file_itself_is_refused_and_the_file_kept(tmp_path, capsys):
+    tasks = tmp_path / "tasks.toml"
+    text = '[[tasks]]\nid = "a"\ntitle = "write a.txt"\n'
+    tasks.write_text(text)
+    code, _, err = run(capsys, "run", str(tasks), "--dry-run", "--dump-plan", str(tasks))
+    assert code == 2 and "is the task file itself" in err
+    assert tasks.read_text() == text
+
+
 def test_run_in_a_folder_that_is_not_a_repository_names_the_fix(tmp_path, capsys):
     code, _, err = run(capsys, "run", str(HELLO), "-w", str(tmp_path))
     assert code == 2 and "pass --init-git" in err
