@@ -23,6 +23,8 @@ from pydantic import BaseModel
 __all__ = ["CommandResult", "run_process"]
 
 _CGROUP_ROOTS = (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup"))
+# After a kill, how long the output left in the pipe may take to reach its end.
+_AFTER_KILL_SECONDS = 5.0
 _counter = itertools.count()
 
 
@@ -86,7 +88,7 @@ async def run_process(
         except TimeoutError:
             timed_out = True
             _kill(process, cgroup)
-            await process.wait()
+            await _reap(process, capture)
         except BaseException:
             # Cancelled (interrupt, flow cancellation): never leave the command running.
             _kill(process, cgroup)
@@ -109,6 +111,22 @@ async def _drain(process: asyncio.subprocess.Process, capture: _CappedOutput) ->
     while chunk := await process.stdout.read(65536):
         capture.add(chunk)
     await process.wait()
+
+
+async def _reap(process: asyncio.subprocess.Process, capture: _CappedOutput) -> None:
+    """After the kill: read the output to its end, then collect the exit status.
+
+    asyncio's ``wait()`` returns only once the output pipe is closed. Left unread, a flood's
+    last output fills the pipe and the reader's buffer, reading pauses, and ``wait()`` never
+    returns: the run hung there, idle, for good.
+    """
+    try:
+        await asyncio.wait_for(_drain(process, capture), timeout=_AFTER_KILL_SECONDS)
+    except TimeoutError:
+        # Something outside the process group (mode "off": a daemonized child) holds the pipe
+        # open; close our end, the only way left for wait() to return.
+        process._transport.close()  # type: ignore[attr-defined]
+        await process.wait()
 
 
 def _kill(process: asyncio.subprocess.Process, cgroup: _PidsCgroup | None) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from aca_flows.errors import AcaError
 from aca_flows.sandbox import OFF_WARNING, Sandbox, SandboxUnavailable, check_sandbox
+from aca_flows.sandbox import process as sandbox_process
 from aca_flows.settings import SandboxSection
 from tests.sandbox.test_bwrap import task_worktree
 from tests.security.hostile import Listener
@@ -73,6 +74,36 @@ def test_a_timeout_kills_everything_the_command_started(worktree):
     assert "timed out after" in result.describe()
     time.sleep(max(0.0, 4 - (time.monotonic() - started)))
     assert not (worktree / "late.txt").exists() and not (worktree / "late2.txt").exists()
+
+
+def test_a_command_flooding_output_is_timed_out_not_hung(worktree):
+    # Once a reader stopped at the timeout, output left in the pipe filled asyncio's buffer and
+    # wait() waited forever for an end of output. A 1 MiB pipe leaves more than that buffer
+    # holds at every kill; the outer bound makes a regression fail instead of hanging.
+    grow_pipe = "python3 -c 'import fcntl; fcntl.fcntl(1, fcntl.F_SETPIPE_SZ, 1 << 20)'"
+    sandbox = Sandbox.for_worktree(worktree)
+
+    async def flood():
+        command = sandbox.run(f"{grow_pipe}; yes", timeout_seconds=2, output_limit_bytes=2000)
+        return await asyncio.wait_for(command, timeout=20)
+
+    started = time.monotonic()
+    result = asyncio.run(flood())
+    assert result.timed_out and "timed out after 2s" in result.describe()
+    assert time.monotonic() - started < 10
+    assert result.truncated_bytes > 0 and len(result.output) < 2100
+
+
+def test_a_timeout_returns_though_a_process_outside_the_group_holds_the_output(
+    worktree, monkeypatch
+):
+    # Mode "off" cannot kill a daemonized child; its open end of the pipe must not hold aca.
+    monkeypatch.setattr(sandbox_process, "_AFTER_KILL_SECONDS", 0.5)
+    sandbox = Sandbox.for_worktree(worktree, SandboxSection(mode="off"))
+    started = time.monotonic()
+    result = run(sandbox, "(setsid sh -c 'sleep 4' &); echo started; sleep 60", timeout=1)
+    assert result.timed_out and result.output == "started\n"
+    assert time.monotonic() - started < 3
 
 
 def test_output_is_capped_head_and_tail(worktree):
