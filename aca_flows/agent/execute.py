@@ -53,6 +53,7 @@ from aca_flows.agent.verify import (
     VerifyResult,
     describe_failure,
     fix_request,
+    missing_from_worktree,
     task_checks,
 )
 from aca_flows.plan.models import ExecutionPlan, Task
@@ -424,8 +425,12 @@ async def _run_agent_and_verify(
                 verify=verify,
                 attempts=attempt,
             )
-        if stop_requested():
+        missing = missing_from_worktree(failed[1], worktree.path, worktree.repo_root)
+        if stop_requested() or missing:
+            # The agent cannot fix a program missing from the worktree: no fix round is paid.
             why = f"verify command {failed[0].describe()} failed while the run stopped"
+            if missing:
+                why = f"verify command {failed[0].describe()} found no program to run: {missing}"
             return _RunResult(
                 passed=False,
                 failure_reason=why,
