@@ -36,7 +36,12 @@ from aca_flows.agent.landing import land_checked, run_checks_on_the_work, sandbo
 from aca_flows.agent.links import leaving_links_problem
 from aca_flows.agent.loop import AgentConversation, AgentRound, run_claude_code, run_tool_loop
 from aca_flows.agent.needs_human import asks_human_reason
-from aca_flows.agent.no_change import evidence_problem, real_changes, with_ignored_writes
+from aca_flows.agent.no_change import (
+    evidence_problem,
+    real_changes,
+    with_ignored_writes,
+    with_refused_writes,
+)
 from aca_flows.agent.prompt import (
     DependencyContext,
     build_system_prompt,
@@ -53,6 +58,7 @@ from aca_flows.agent.verify import (
     VerifyResult,
     describe_failure,
     fix_request,
+    missing_from_worktree,
     task_checks,
 )
 from aca_flows.plan.models import ExecutionPlan, Task
@@ -396,6 +402,7 @@ async def _run_agent_and_verify(
         if problem is not None and not changed and no_change is None:
             ignored = await in_thread(worktree.ignored_since, started)
             problem = with_ignored_writes(problem, ignored)
+            problem = with_refused_writes(problem, agent_round.refused_writes)
         problem = problem or leaving_links_problem(worktree.path, changed)
         if problem is not None:
             return _RunResult(
@@ -424,8 +431,12 @@ async def _run_agent_and_verify(
                 verify=verify,
                 attempts=attempt,
             )
-        if stop_requested():
+        missing = missing_from_worktree(failed[1], worktree.path, worktree.repo_root)
+        if stop_requested() or missing:
+            # The agent cannot fix a program missing from the worktree: no fix round is paid.
             why = f"verify command {failed[0].describe()} failed while the run stopped"
+            if missing:
+                why = f"verify command {failed[0].describe()} found no program to run: {missing}"
             return _RunResult(
                 passed=False,
                 failure_reason=why,

@@ -51,6 +51,10 @@ LOGGED_TEXT_LIMIT = 4000
 StopKind = Literal["finish", "final_answer", "max_turns"]
 
 
+# The tools that change files: a refusal of one is why a task may end with no change.
+WRITE_TOOLS = ("write_file", "edit_file")
+
+
 class AgentRound(BaseModel):
     """How one round of agent work (the first try, or one fix attempt) ended."""
 
@@ -64,6 +68,9 @@ class AgentRound(BaseModel):
     )
     human_question: str | None = Field(
         default=None, description="Set when the agent cannot go on without a person."
+    )
+    refused_writes: list[str] = Field(
+        default_factory=list, description="Why each write or edit of the agent was refused."
     )
 
     @property
@@ -188,6 +195,7 @@ async def _tool_turns(
     definitions: list[ToolDefinition],
     max_turns: int,
 ) -> AgentRound:
+    refused: list[str] = []
     for turn in range(1, max_turns + 1):
         response = await conversation.complete(tools=definitions)
         conversation.add_assistant(response)
@@ -197,6 +205,7 @@ async def _tool_turns(
                 summary=response.text.strip(),
                 turns=turn,
                 proposed_subtasks=tools.proposed_subtasks,
+                refused_writes=refused,
             )
         results = []
         for call in response.tool_calls:
@@ -212,6 +221,8 @@ async def _tool_turns(
                 content=_clip(result.content),
             )
             results.append(result)
+            if result.is_error and call.name in WRITE_TOOLS:
+                refused.append(f"{call.name} {call.arguments.get('path', '?')}: {result.content}")
         conversation.add_tool_results(results)
         if tools.finished:
             return AgentRound(
@@ -221,6 +232,7 @@ async def _tool_turns(
                 proposed_subtasks=tools.proposed_subtasks,
                 no_change_reason=tools.no_change_reason,
                 human_question=tools.human_question,
+                refused_writes=refused,
             )
     return AgentRound(stop="max_turns", turns=max_turns, proposed_subtasks=tools.proposed_subtasks)
 

@@ -22,6 +22,7 @@ __all__ = [
     "parse_no_change",
     "real_changes",
     "with_ignored_writes",
+    "with_refused_writes",
 ]
 
 NO_CHANGE_MARKER = "NO CHANGE NEEDED:"
@@ -86,3 +87,14 @@ def with_ignored_writes(problem: str, ignored: list[str]) -> str:
         ".git/info/exclude), so no commit can hold them: have the task write elsewhere, or "
         "change the ignore rules as part of the task."
     )
+
+
+def with_refused_writes(problem: str, refused: list[str]) -> str:
+    """``problem`` (the agent changed nothing) with the writes aca refused it: the agent did
+    try, where aca does not let it write."""
+    if not refused:
+        return problem
+    shown = "; ".join(refused[:_SHOWN_FILES])
+    hidden = len(refused) - _SHOWN_FILES
+    more = f"; and {hidden} more" if hidden > 0 else ""
+    return f"{problem} aca refused its writes: {shown}{more}."

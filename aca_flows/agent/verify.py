@@ -11,8 +11,11 @@ committed. A failing check's output goes back to the agent in the same conversat
 
 from __future__ import annotations
 
+import contextlib
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydantic import BaseModel
 
@@ -29,6 +32,7 @@ __all__ = [
     "VerifyResult",
     "describe_failure",
     "fix_request",
+    "missing_from_worktree",
     "run_checks",
     "run_verify",
     "task_checks",
@@ -124,6 +128,25 @@ def describe_failure(result: VerifyResult) -> str:
     if result.timed_out:
         return f"timed out after {result.duration_seconds:.0f}s"
     return f"exit code {result.exit_code}"
+
+
+def missing_from_worktree(result: VerifyResult, worktree: Path, checkout: Path) -> str | None:
+    """Why a check that exited 127 (no such command) cannot pass however the agent works:
+    the program it runs is in the user's checkout but not in the task's worktree, which holds
+    only what git tracks (a virtualenv, a build). None when that is not the case."""
+    if result.exit_code != 127:
+        return None
+    with contextlib.suppress(ValueError, IndexError):
+        program = shlex.split(result.command)[0]
+        relative = "/" in program and not Path(program).is_absolute()
+        if relative and (checkout / program).exists() and not (worktree / program).exists():
+            return (
+                f"{program} is in your checkout but not in the task's worktree, which holds "
+                "only what git tracks (it is ignored, or not committed): make it in the "
+                "worktree with [[setup_commands]] (docs/task-files.md), or call a program "
+                "on PATH"
+            )
+    return None
 
 
 def fix_request(result: VerifyResult, *, attempts_left: int, owner: str | None = None) -> str:

@@ -159,6 +159,33 @@ def test_a_verify_command_that_times_out_is_reported_as_a_timeout(tmp_path, repo
     assert "timed out after 1s" in provider.history[2].messages[-1].text  # the fix request
 
 
+def test_a_verify_program_only_the_checkout_has_fails_at_once_naming_the_cause(tmp_path, repo):
+    # A git-ignored virtualenv is in the user's checkout, never in a task's worktree: the
+    # agent cannot fix that, so no fix round is paid for it.
+    (tmp_path / ".gitignore").write_text(".venv/\n")
+    repo.index.add([".gitignore"])
+    repo.index.commit("ignore the virtualenv")
+    program = tmp_path / ".venv" / "bin" / "pytest"
+    program.parent.mkdir(parents=True)
+    program.write_text("#!/bin/sh\nexit 0\n")
+    program.chmod(0o755)
+    provider = ScriptedProvider()
+    provider.enqueue(
+        tool_calls(tool_use("write_file", path="app.py", content="x = 1\n")),
+        tool_calls(tool_use("finish", summary="wrote app.py")),
+    )
+    task = Task(id="t1", title="Tested", verify=".venv/bin/pytest -q")
+    outcome = asyncio.run(execute(tmp_path, plan_of(task), "t1", provider))
+
+    assert outcome.status == "failed" and outcome.attempts == 1
+    assert outcome.failure_reason.startswith(
+        "verify command `.venv/bin/pytest -q` found no program to run: .venv/bin/pytest is in "
+        "your checkout but not in the task's worktree"
+    )
+    assert "[[setup_commands]]" in outcome.failure_reason
+    assert len(provider.history) == 2  # the one round, no fix round after it
+
+
 def test_the_plan_default_verify_command_applies_and_fix_attempts_are_configurable(tmp_path, repo):
     provider = ScriptedProvider(
         tool_calls(

@@ -173,3 +173,23 @@ def test_an_agent_that_wrote_only_ignored_files_is_told_why_nothing_counts(tmp_p
     assert outcome.status == "failed" and outcome.commit_sha is None
     assert "the agent stopped without changing anything" in outcome.failure_reason
     assert "It did write out.log, but git ignores those paths" in outcome.failure_reason
+
+
+def test_an_agent_whose_writes_were_refused_is_told_so_not_only_that_it_changed_nothing(
+    tmp_path,
+):
+    make_user_repo(tmp_path)
+    provider = ScriptedProvider(
+        tool_calls(tool_use("write_file", path="../outside.txt", content="x\n")),
+        tool_calls(tool_use("write_file", path=".git/hooks/pre-commit", content="x\n")),
+        tool_calls(tool_use("finish", summary="wrote them")),
+    )
+    outcome = asyncio.run(execute(tmp_path, plan_of(Task(id="t1", title="Out")), "t1", provider))
+
+    assert outcome.status == "failed"
+    assert "the agent stopped without changing anything" in outcome.failure_reason
+    reason = outcome.failure_reason.split("aca refused its writes: ", 1)[1]
+    assert reason.startswith("write_file ../outside.txt: ")
+    assert "write_file .git/hooks/pre-commit: refused: '.git/hooks/pre-commit' is inside .git" in (
+        reason
+    )
