@@ -258,7 +258,23 @@ def _status_text(task, run: TaskRun | None) -> str:
     evidence, so it never reads like committed work."""
     if task.status.state == "completed" and run is not None and run.no_change:
         return "completed, no change"
-    return str(task.status)
+    return _with_short_output(str(task.status))
+
+
+# A failed check's output, as a reason holds it (up to 4,000 characters), would fill the
+# screen from one table cell: its last lines say why.
+_SHOWN_OUTPUT_LINES = 5
+
+
+def _with_short_output(text: str) -> str:
+    reason, marker, output = text.partition(" Output:\n")
+    lines = output.splitlines()
+    if not marker or len(lines) <= _SHOWN_OUTPUT_LINES:
+        return text
+    shown = "\n".join(lines[-_SHOWN_OUTPUT_LINES:])
+    return (
+        f"{reason} Output, its last {_SHOWN_OUTPUT_LINES} lines (the task log holds more):\n{shown}"
+    )
 
 
 def _tree_order(session: SessionRecord):

@@ -100,6 +100,21 @@ def test_show_has_tasks_branch_checkpoint_and_costs(tmp_path):
     assert "anthropic" in costs and "$0.0420" in costs
 
 
+def test_a_failed_checks_output_shows_its_last_lines_not_a_screenful(tmp_path):
+    output = "\n".join(f"line {n}" for n in range(1, 801))
+    with make_session(tmp_path) as store:
+        store.task_failed(
+            "feature.api",
+            f"verify command `pytest` failed (exit code 1); nothing was merged. Output:\n{output}",
+        )
+    result = invoke("show", store.session_id, "--workdir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "line 800" in out and "line 796" in out and "line 795" not in out
+    assert "Output, its last 5 lines" in out
+    assert len(out.splitlines()) < 60  # before: one table row of 800 lines
+
+
 def test_names_and_titles_are_printed_as_written_not_as_markup(tmp_path):
     # "[/]" and "[red]" are rich markup: printed as markup, "[/]" crashed the run's summary.
     with make_session(tmp_path, name="Fix [/] and [red]parsing") as store:
