@@ -75,9 +75,23 @@ ModelName = Annotated[str | None, typer.Option("--model", help="Model name for t
 MaxConcurrent = Annotated[
     int | None, typer.Option("--max-concurrent", min=1, max=64, help="Tasks run at once.")
 ]
+
+
+def _positive_budget(value: float | None) -> float | None:
+    if value is not None and value <= 0:
+        raise typer.BadParameter(
+            f"{value:g} is no budget: give the dollars to spend at most, e.g. 5"
+        )
+    return value
+
+
 BudgetUsd = Annotated[
     float | None,
-    typer.Option("--budget-usd", min=0.0, help="Stop (exit 3, resumable) before spending more."),
+    typer.Option(
+        "--budget-usd",
+        callback=_positive_budget,
+        help="Stop (exit 3, resumable) before spending more.",
+    ),
 ]
 ConfigFile = Annotated[
     Path | None, typer.Option("--config", help="Configuration file (default: first found).")

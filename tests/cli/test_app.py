@@ -154,6 +154,13 @@ def test_a_dump_over_the_task_file_itself_is_refused_and_the_file_kept(tmp_path,
     assert tasks.read_text() == text
 
 
+@pytest.mark.parametrize("budget", ["-5", "0"])
+def test_a_budget_of_nothing_is_refused_with_one_message(capsys, budget):
+    # Before, -5 was "greater than or equal to 0" and then 0 "greater than 0".
+    code, _, err = run(capsys, "run", str(HELLO), "--dry-run", "--budget-usd", budget)
+    assert code == 2 and f"{budget} is no budget: give the dollars to spend at most" in err
+
+
 def test_run_in_a_folder_that_is_not_a_repository_names_the_fix(tmp_path, capsys):
     code, _, err = run(capsys, "run", str(HELLO), "-w", str(tmp_path))
     assert code == 2 and "pass --init-git" in err
