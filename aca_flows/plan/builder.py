@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 
 from aca_flows.plan.models import FileRef, Task, TaskMetadata
@@ -14,8 +15,10 @@ _MAX_SLUG = 40
 
 
 def slugify(title: str) -> str:
-    """A short, readable id from a title: ``Create a script`` -> ``create-a-script``."""
-    words = re.findall(r"[a-z0-9]+", title.lower())
+    """A short, readable id from a title: ``Create a script`` -> ``create-a-script``, ``Café``
+    -> ``cafe`` (ids are ASCII: letters lose their accents rather than vanish)."""
+    plain = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    words = re.findall(r"[a-z0-9]+", plain.lower())
     slug = ""
     for word in words:
         candidate = f"{slug}-{word}" if slug else word

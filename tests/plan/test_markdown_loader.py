@@ -141,6 +141,11 @@ def test_missing_reference_names_the_file(tmp_path):
         load_task_file(write(tmp_path, "- Do it -> missing.md\n"))
 
 
+def test_generated_ids_keep_accented_letters_without_their_accents(tmp_path):
+    plan = load_task_file(write(tmp_path, "- Café au lait\n- Émoji 🎉 task\n- 日本語\n"))
+    assert [t.id for t in plan.tasks] == ["cafe-au-lait", "emoji-task", "task"]
+
+
 def test_reference_outside_the_folder_is_refused(tmp_path):
     (tmp_path / "secret.md").write_text("secret")
     sub = tmp_path / "sub"
