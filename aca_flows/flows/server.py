@@ -171,15 +171,32 @@ def give_up_on_server() -> None:
     loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)]
     for logger in [logging.getLogger(), *loggers]:
         for handler in getattr(logger, "handlers", []):
-            if type(handler).__name__ == "PrefectConsoleHandler":
+            # The terminal's: Prefect's console, and its internal loggers' stream (workers).
+            if type(handler).__name__ in ("PrefectConsoleHandler", "_SafeStreamHandler"):
                 handler.addFilter(_no_traceback_of_server_errors)
 
 
 def _no_traceback_of_server_errors(record) -> bool:
+    """What the terminal shows of a run whose server is gone: aca's one line says it all,
+    so Prefect's echoes of it (the run's end as an exception, a final state it could not
+    set, events it could not send) are not shown, and no record carries a traceback."""
     error = record.exc_info[1] if record.exc_info else None
+    if isinstance(error, ServerLost) or _echoes_a_lost_server(record):
+        return False
     if error is not None and _server_error_in(error):
         record.exc_info = record.exc_text = None
     return True
+
+
+def _echoes_a_lost_server(record) -> bool:
+    message = record.getMessage()
+    return (
+        record.name == "prefect.events.clients"
+        or (record.name == "prefect._internal.concurrency" and "failed to process" in message)
+        or message == "Finished in state Running()"  # its final state never reached it
+        # The run's end as an exception (the redacting filter has formatted it by now).
+        or message.startswith("Encountered exception during execution: ServerLost(")
+    )
 
 
 def run_lost_server(
@@ -268,6 +285,35 @@ class LocalServer:
         return True
 
 
+def _quiet_failed_log_batches() -> None:
+    """Prefect's log worker writes a batch it could not send to stderr as "--- Error logging
+    to API ---" and the error, with no newline after it: glued to the next line on the
+    terminal, aca's own line about the server included. A server that does not answer is
+    told by aca, once; any other failure keeps Prefect's words, on lines of their own."""
+    import httpx
+    from prefect.logging.handlers import APILogWorker
+
+    if getattr(APILogWorker._handle_batch, "_aca_quiet", False):
+        return
+
+    async def handle_batch(self, items: list[bytes]) -> None:
+        try:
+            await self._client.request(
+                "POST",
+                "/logs/",
+                content=b"[" + b",".join(items) + b"]",
+                headers={"Content-Type": "application/json"},
+            )
+        except httpx.TransportError:
+            pass
+        except Exception as exc:
+            if sys.stderr:
+                sys.stderr.write(f"--- Error logging to API ---\n{exc}\n")
+
+    handle_batch._aca_quiet = True  # type: ignore[attr-defined]
+    APILogWorker._handle_batch = handle_batch  # type: ignore[method-assign]
+
+
 @contextlib.contextmanager
 def prefect_api_for_run(*, announce=print) -> Iterator[str]:
     """Within the block, Prefect clients talk to the server this run should use: the one
@@ -277,6 +323,7 @@ def prefect_api_for_run(*, announce=print) -> Iterator[str]:
 
     given = PREFECT_API_URL.value()
     url = given or LocalServer().api_url()
+    _quiet_failed_log_batches()
     _LOST.clear()
     _GIVEN_UP.clear()
     if url:

@@ -77,6 +77,9 @@ def test_a_run_whose_server_dies_stops_interrupted_and_resumes(repo, llm, tmp_pa
     out, err = (tmp_path / "run.out").read_text(), (tmp_path / "run.err").read_text()
     assert code == 130, err
     assert "Traceback" not in out + err
+    # aca's one line says it all: none of Prefect's echoes of the lost server after it.
+    for echo in ("ServerLost(", "Finished in state Running()", "EventsWorker", "Error logging"):
+        assert echo not in err
     url = f"http://127.0.0.1:{port}/api"
     (line,) = [x for x in err.splitlines() if x.startswith("error:")]
     assert f"the Prefect server at {url} stopped answering" in line
