@@ -1,17 +1,36 @@
-"""Start-up of a run: fewer garbage collections while aca's heavy dependencies load.
+"""Start-up of a run: fewer garbage collections while aca's heavy dependencies load, and a
+Ctrl-C (or SIGTERM) that comes before the flow handles its signals is never lost.
 
 Importing Prefect and a vendor SDK creates hundreds of thousands of objects that all live to
 the end of the process; the collector, run every 700 new objects, walks them again and again
 for nothing (about a fifth of the import time). ``collect_less`` raises that threshold for
 the start-up; ``collect_as_usual`` puts back what was there once the SDKs are in.
+
+``signals_remembered`` makes SIGINT and SIGTERM end the command (``KeyboardInterrupt``) until
+the flow takes them over, and remembers that one came: a ``KeyboardInterrupt`` raised where
+Python or a library swallows it (a finalizer such as GitPython's ``Repo.__del__`` run by the
+garbage collector: "Exception ignored in ..."; a callback; a cancelled start-up task) would
+otherwise be lost, and the run went on to its end with exit 0. ``stop_if_signalled`` raises
+it again where aca looks (before the session is made, before the flow starts), and the flow
+takes the signal over with ``take_signal`` once its own handlers are in.
 """
 
 from __future__ import annotations
 
 import gc
+import signal
+import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-__all__ = ["collect_as_usual", "collect_less"]
+__all__ = [
+    "collect_as_usual",
+    "collect_less",
+    "signals_remembered",
+    "stop_if_signalled",
+    "take_signal",
+]
 
 _STARTUP_THRESHOLD = 100_000
 _saved: tuple[int, int, int] | None = None
@@ -34,3 +53,65 @@ def collect_as_usual() -> None:
         if _saved is not None:
             gc.set_threshold(*_saved)
             _saved = None
+
+
+INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# The first SIGINT/SIGTERM that ``signals_remembered``'s handler saw, until a stop takes it.
+_signalled: int | None = None
+_depth = 0
+
+
+@contextmanager
+def signals_remembered() -> Iterator[None]:
+    """SIGINT or SIGTERM within this block (before the flow takes over its signals: while aca
+    looks around, Prefect and its server start) ends the command: a ``KeyboardInterrupt``,
+    which the CLI says as "interrupted" (exit 130), and the signal is remembered for
+    ``stop_if_signalled`` and ``take_signal``. Python's own SIGINT handler would not do:
+    under it, ``asyncio.run`` turns a Ctrl-C into a cancel of its main task, which Prefect's
+    start-up can swallow; and SIGTERM would kill the process without a word. A
+    ``KeyboardInterrupt`` Python drops (in a finalizer) is not printed as "Exception ignored":
+    the signal is remembered, and the run ends as interrupted."""
+    global _depth, _signalled
+
+    def handler(signum, frame):
+        global _signalled
+        if _signalled is None:
+            _signalled = signum
+        raise KeyboardInterrupt
+
+    try:
+        previous = {sig: signal.signal(sig, handler) for sig in INTERRUPT_SIGNALS}
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    unraisable = sys.unraisablehook
+
+    def remembered_not_printed(info) -> None:
+        if not (issubclass(info.exc_type, KeyboardInterrupt) and _signalled is not None):
+            unraisable(info)
+
+    sys.unraisablehook = remembered_not_printed
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+        sys.unraisablehook = unraisable
+        for sig, earlier in previous.items():
+            signal.signal(sig, earlier)
+        if _depth == 0:
+            _signalled = None  # this command is done with it (a test runs several)
+
+
+def stop_if_signalled() -> None:
+    """Raise the ``KeyboardInterrupt`` of a signal that came and was swallowed on its way."""
+    if _signalled is not None:
+        raise KeyboardInterrupt
+
+
+def take_signal() -> int | None:
+    """The signal that came before the flow handled its signals (``None`` if none did); the
+    flow's interrupt takes it from here on."""
+    global _signalled
+    signum, _signalled = _signalled, None
+    return signum

@@ -187,6 +187,17 @@ def resume_command(
 ) -> None:
     """Continue a session from a checkpoint or session id; finished tasks are never redone.
     With --open-pr, a completed session's pull request is delivered (again)."""
+    given = dict(locals())
+    from aca_flows._startup import signals_remembered
+
+    with signals_remembered():  # a Ctrl-C from now on is never lost (_startup.py)
+        code = _resume(**given)
+    raise typer.Exit(code)
+
+
+def _resume(
+    *, target, latest, workdir, budget_usd, config, json_output, repo, open_pr, github_repo
+) -> int:
     from aca_flows.cli.run import checkout_remote, run_session
     from aca_flows.session.checkpoints import resolve_resume_target
 
@@ -203,7 +214,7 @@ def resume_command(
         open_pr=open_pr,
         github_repo=github_repo,
     )
-    raise typer.Exit(run_session(options, session_id=resolved.session_id))
+    return run_session(options, session_id=resolved.session_id)
 
 
 @app.command("usage", short_help="Tokens and cost of the workdir's sessions, by model.")

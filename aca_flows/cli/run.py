@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -135,11 +134,12 @@ def checkout_remote(url: str, workdir: Path, session_id: str | None = None) -> P
 
 def execute(options: RunOptions) -> int:
     """Run (or dry-run) what the options ask for; return the process exit code."""
-    from aca_flows._startup import collect_as_usual, collect_less
+    from aca_flows._startup import collect_as_usual, collect_less, signals_remembered
 
     collect_less()  # until the run's SDKs are imported (flows/run_setup.py), or the end
     try:
-        return _execute(options)
+        with signals_remembered():  # a Ctrl-C from now on is never lost (_startup.py)
+            return _execute(options)
     except BaseException as exc:
         return said_interrupted(exc, lambda: NOT_STARTED)  # run_session makes the session
     finally:
@@ -164,8 +164,10 @@ def _execute(options: RunOptions) -> int:
     _dump_if_asked(plan, options)  # only now: a refused run leaves no file behind
     # The id made here, not in the flow: a Ctrl-C while Prefect starts can name the session.
     # (With --repo, a given id means "fetch this session first": the flow makes it.)
+    from aca_flows._startup import stop_if_signalled
     from aca_flows.session.store import new_session_id
 
+    stop_if_signalled()  # a Ctrl-C swallowed on its way (a finalizer's): nothing is made
     return run_session(options, session_id=None if options.repo else new_session_id())
 
 
@@ -249,9 +251,12 @@ def _require_providers(names: set[str], config: AcaConfig) -> None:
 def run_session(options: RunOptions, session_id: str | None = None) -> int:
     """Run the flow (``session_id`` resumed, or a new session: with that id, if given) and
     report how it ended; everything the run prints is redacted."""
+    from aca_flows._startup import signals_remembered
+
     with redacted_terminal():
         try:
-            return _run_session(options, session_id)
+            with signals_remembered():
+                return _run_session(options, session_id)
         except BaseException as exc:
             return said_interrupted(exc, lambda: interrupted_line(options.workdir, session_id))
 
@@ -298,6 +303,7 @@ def _run_session(options: RunOptions, session_id: str | None) -> int:
 def _run_held_session(options: RunOptions, session_id: str | None) -> int:
     from contextlib import nullcontext
 
+    from aca_flows._startup import signals_remembered, stop_if_signalled
     from aca_flows.flows import run_flow
     from aca_flows.flows.aca_run import interrupt_on_signals
 
@@ -311,7 +317,10 @@ def _run_held_session(options: RunOptions, session_id: str | None) -> int:
         view = LiveView(options.workdir, session_id=session_id, console=Console())
     # SIGINT/SIGTERM: the flow stops starting tasks, lets running ones finish within
     # [session] interrupt_grace_seconds, checkpoints and reports "interrupted" (exit 130).
-    with view, _signals_interrupt(), interrupt_on_signals():
+    # One that came before (or comes before the flow's handlers are in) ends the command, or
+    # is handed to the flow: signals_remembered.
+    with view, signals_remembered(), interrupt_on_signals():
+        stop_if_signalled()
         outcome = _outcome_of(run_flow, options, session_id, quiet_console=live)
     if outcome.summary is None:
         error = outcome.error
@@ -398,29 +407,6 @@ def redacted_terminal() -> Iterator[None]:
         yield
     finally:
         sys.stdout, sys.stderr = streams
-
-
-@contextmanager
-def _signals_interrupt() -> Iterator[None]:
-    """SIGINT or SIGTERM before the flow takes over its signals (while Prefect and its
-    temporary server start) ends the process: "interrupted", exit 130, no traceback. Python's
-    own SIGINT handler would not do for SIGINT: under it, ``asyncio.run`` turns a Ctrl-C into
-    a cancel of its main task, which Prefect's start-up can swallow, and the run went on to
-    the end and exited 0."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        for sig, earlier in previous.items():
-            signal.signal(sig, earlier)
 
 
 class RunCrashed(AcaError):

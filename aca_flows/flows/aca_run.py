@@ -30,6 +30,7 @@ from prefect.context import get_run_context
 from prefect.exceptions import TerminationSignal
 from prefect.states import Failed
 
+from aca_flows._startup import stop_if_signalled, take_signal
 from aca_flows._threads import in_thread
 from aca_flows.errors import AcaError
 from aca_flows.flows.abandoned_runs import crash_abandoned_runs
@@ -187,6 +188,9 @@ async def aca_run(
             # Before the session, git or a provider: a refused run leaves nothing behind.
             get_run_logger().error(f"refused: {refusal}")
             return Failed(message=f"refused: {refusal}")
+    # A Ctrl-C to the ``aca`` command that was swallowed on its way here (_startup.py): the
+    # run ends before it makes its session, as it would have, had the signal not been lost.
+    stop_if_signalled()
     try:
         remote = None
         if repo:
@@ -218,6 +222,9 @@ async def aca_run(
     )
     try:
         with interrupt.installed(), logs:
+            early = take_signal()  # came before the flow's handlers were in, and was lost
+            if early is not None:
+                interrupt.request(early)
             send_in_background(
                 run.session_id, _label_flow_run(store, run, rename=session_name is None)
             )

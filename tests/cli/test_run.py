@@ -17,8 +17,8 @@ import git
 import pytest
 
 import aca_flows.cli.run as run_cli
+from aca_flows._startup import signals_remembered
 from aca_flows.cli import main
-from aca_flows.cli.run import _signals_interrupt
 from aca_flows.plan import load_task_file
 from aca_flows.session.store import SessionStore
 from tests.fakes.git_repo import make_repo
@@ -253,7 +253,7 @@ def test_ctrl_c_while_prefect_starts_ends_the_command_even_if_start_up_swallows_
             await asyncio.sleep(1)
         return "went on"
 
-    with _signals_interrupt(), pytest.raises(KeyboardInterrupt):
+    with signals_remembered(), pytest.raises(KeyboardInterrupt):
         asyncio.run(start_up_that_swallows_a_cancel())
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
