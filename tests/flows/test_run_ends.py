@@ -11,12 +11,18 @@ import threading
 import uuid
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterName,
+    TaskRunFilter,
+    TaskRunFilterTags,
+)
 from prefect.states import Cancelling
 
 from aca_flows.cli import main
 from aca_flows.flows import run_flow
 from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.session.layout import AcaDir
 from aca_flows.session.store import SessionStore, load_session
 from tests.fakes.coding_agent import coding_agent, task_of
 
@@ -46,6 +52,16 @@ async def result_of(name: str):
     flow_run = await flow_run_named(name)
     summary = await flow_run.state.aresult(raise_on_failure=False)
     return flow_run.state, summary.model_dump(mode="json")
+
+
+async def task_runs_of(session_id: str) -> list:
+    async with get_client() as client:
+        tag = TaskRunFilterTags(all_=[f"session:{session_id}"])
+        return await client.read_task_runs(task_run_filter=TaskRunFilter(tags=tag))
+
+
+def load_session_log(repo, session_id: str) -> str:
+    return AcaDir(repo).session(session_id).system_log.read_text()
 
 
 def agent_task_ids(server) -> set[str]:
@@ -219,6 +235,12 @@ def test_a_cancel_from_the_ui_leaves_a_resumable_session(tmp_path, repo, anthrop
     assert {t.id: str(t.status) for t in session.plan.tasks} == {"a": "completed", "b": "pending"}
     state, result = asyncio.run(result_of(name))
     assert state.is_cancelled() and result == summary
+    # b's task run was cut off by the stop: Cancelled, "Interrupted", not a crash (whose
+    # ERROR line, "Crash detected!", would be in the log).
+    (b_run,) = [r for r in asyncio.run(task_runs_of(summary["session_id"])) if r.name[0] == "b"]
+    assert b_run.state.is_cancelled() and b_run.state.name == "Interrupted", b_run.state
+    log = load_session_log(repo, summary["session_id"])
+    assert "Crash detected" not in log and "b stays unfinished" in log, log
 
     for _ in range(10):
         anthropic_fake.anthropic.enqueue(coding_agent)
