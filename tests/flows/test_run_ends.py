@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import signal
 import threading
+import time
 import uuid
 
 from prefect.client.orchestration import get_client
@@ -261,3 +264,52 @@ def test_a_completed_runs_summary_is_read_back_from_the_flow_run(tmp_path, repo,
     assert state.is_completed()
     assert result == outcome.summary
     assert result["status"] == "completed" and result["counts"] == {"completed": 1}
+
+
+def test_a_signal_while_an_interrupted_run_ends_leaves_its_flow_run_interrupted(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    """A third Ctrl-C soon after the second came while the flow run recorded its end, after
+    the flow had put the command's handlers back: a KeyboardInterrupt there ended the flow
+    run Crashed, with no summary, while the session said interrupted."""
+    from aca_flows.cli.run import _signals_interrupt
+    from aca_flows.flows import aca_run
+    from aca_flows.flows.interrupt import interrupt_on_signals
+
+    agent = SlowAgent("b")
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(agent)
+    name = f"Signals {uuid.uuid4().hex[:8]}"
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(f"# {name}\n\n- write a.txt {{#a}}\n- write b.txt {{#b depends_on=a}}\n")
+    close_clients = aca_run.close_clients
+
+    async def signalled_close_clients():  # the flow's cleanup, after it gave the signals back
+        os.kill(os.getpid(), signal.SIGINT)
+        await asyncio.sleep(0.2)
+        await close_clients()
+
+    monkeypatch.setattr(aca_run, "close_clients", signalled_close_clients)
+
+    def ctrl_c_twice():
+        if agent.arrived.wait(WAIT):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    signaller = threading.Thread(target=ctrl_c_twice)
+    signaller.start()
+    outcome = None
+    try:
+        with _signals_interrupt(), interrupt_on_signals():
+            outcome = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test")
+    except KeyboardInterrupt:
+        pass  # the flow run crashed: asserted below
+    finally:
+        agent.release.set()
+        signaller.join(WAIT)
+
+    state = asyncio.run(flow_run_named(name)).state
+    assert state.is_cancelled() and state.name == "Interrupted", state
+    assert outcome is not None and outcome.summary["status"] == "interrupted"
+    assert load_session(repo, outcome.summary["session_id"]).status == "interrupted"
