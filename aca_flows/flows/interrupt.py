@@ -59,6 +59,7 @@ class Interrupt:
         self.count = 0
         self.announced = False
         self.server_lost = False
+        self.late = 0  # signals after the run's stop, while it ends (``installed``)
         self._since: float | None = None
         self._changed = asyncio.Event()
 
@@ -99,7 +100,14 @@ class Interrupt:
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
         """Handle SIGINT/SIGTERM in the running loop while the block runs (if the CLI asked
-        for it); the handlers found before are put back after."""
+        for it); the handlers found before are put back after.
+
+        Unless the run was interrupted: it is ending, and its flow run records that end after
+        this block (the flow's cleanup, then Prefect's engine). A signal then, under the
+        command's handler, raised KeyboardInterrupt there and the flow run ended Crashed
+        while the session said interrupted. So the loop keeps a handler that lets one more
+        signal pass unheeded (``_late``); one after it goes to the handler found before, as
+        do signals after the event loop closes (it removes its handlers)."""
         if not _SIGNALS_WANTED:
             yield
             return
@@ -120,7 +128,21 @@ class Interrupt:
         finally:
             for sig, handler in previous.items():
                 loop.remove_signal_handler(sig)
-                signal.signal(sig, handler)
+                if self.requested:
+                    loop.add_signal_handler(sig, self._late, sig, loop, previous)
+                else:
+                    signal.signal(sig, handler)
+
+    def _late(self, signum: int, loop: asyncio.AbstractEventLoop, previous: dict) -> None:
+        """A signal while an interrupted run records its end: the first is let pass, the next
+        puts the handlers found before back and is sent to them."""
+        self.late += 1
+        if self.late < 2:
+            return
+        for sig, handler in previous.items():
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, handler)
+        signal.raise_signal(signum)
 
 
 # The summary is persisted (JSON, in Prefect's result storage) so a caller that started the

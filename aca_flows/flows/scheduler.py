@@ -291,13 +291,14 @@ async def _cancel_running(
     store, run: ActiveRun, dag: DagProgress, running: dict[asyncio.Task, str], states, logger
 ) -> None:
     """Cancel the running tasks; a task that finished meanwhile is recorded, the others stay
-    unfinished (``aca resume`` starts them again from a clean worktree)."""
+    unfinished (``aca resume`` starts them again from a clean worktree). A task run cancelled
+    in its work ends Cancelled ("Interrupted", ``task_run._cancelled``)."""
     logger.warning(f"cancelling {len(running)} running task(s): {', '.join(running.values())}")
     for task in running:
         task.cancel()
     results = await asyncio.gather(*running, return_exceptions=True)
     for task_id, result in zip(list(running.values()), results, strict=True):
-        if isinstance(result, State) and result.is_completed():
+        if isinstance(result, State) and (result.is_completed() or result.is_cancelled()):
             states[task_id] = result
             await _finish(store, run, dag, task_id, result, logger)
     running.clear()

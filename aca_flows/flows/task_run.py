@@ -3,9 +3,14 @@
 - Two depths of retry. A transient error on one provider call is retried on that call
   (``providers.retry``, keeping the conversation). Only when those retries are used up does
   the attempt fail with ``TransientProviderError``; then, and only then, Prefect retries the
-  task run (a retry condition), after exponential backoff with jitter, as a clean attempt from
-  a new worktree. ``max_attempts`` counts these attempts of the whole task; each is journalled
-  (``task_started``; ``task_failed`` with ``will_retry`` when another follows).
+  task run (a retry condition), as a clean attempt from a new worktree. ``max_attempts``
+  counts these attempts of the whole task; each is journalled (``task_started``;
+  ``task_failed`` with ``will_retry`` when another follows). The exponential backoff with
+  jitter before an attempt is waited inside the task run, not by Prefect: a stop of the run
+  ends the wait at once, and the attempt never starts (the task run ends Cancelled).
+- A task run cut off by the run's stop (its grace period over, a second signal, a cancel from
+  the UI, a lost server) ends Cancelled ("Interrupted"), as one that ended unfinished inside
+  the grace period does, not Crashed: the cancellation is caught in the task function.
 - A failed verification or a permanent provider error fails the task run without retrying.
 - Every provider call passes ``SpendGuard``: it refuses a call once the budget is spent and
   puts each call that returns on the session's ledger at once, with the task and attempt
@@ -18,7 +23,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -29,6 +36,7 @@ from prefect import get_run_logger, task
 from prefect.concurrency.asyncio import concurrency
 from prefect.context import TaskRunContext
 from prefect.states import Cancelled, State
+from prefect.utilities.math import clamped_poisson_interval
 
 from aca_flows.agent.execute import TaskOutcome, execute_task
 from aca_flows.errors import (
@@ -102,6 +110,8 @@ class ActiveRun:
     stop_if_server_lost: Callable[[BaseException], Awaitable[bool]] = _never_lost
     """Stops the run when an error came from a Prefect server that is gone; ``True`` then
     (the flow's ``interrupt.stop_for_lost_server``)."""
+    retry_waits: dict[str, float] = field(default_factory=dict)
+    """Seconds a task waits before its next attempt, set when an attempt fails."""
 
     def provider_for(self, task: Task) -> Provider:
         return self.providers[task.provider or self.default_provider]
@@ -123,6 +133,27 @@ class _NoTracebackForAcaErrors(logging.Filter):
 for _logger in map(logging.getLogger, ("prefect.task_runs", "prefect.flow_runs")):
     if not any(isinstance(f, _NoTracebackForAcaErrors) for f in _logger.filters):
         _logger.addFilter(_NoTracebackForAcaErrors())
+
+
+class _RetryStartsAfterBackoff(logging.Filter):
+    """Prefect starts a task's retry at once and says so ("Retry 1/2 will start
+    immediately"); the task run then waits its backoff itself (``_wait_to_retry``), as the
+    warning before that line says: Prefect's line is corrected to agree."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            isinstance(record.msg, str)
+            and record.msg.startswith("Task run failed with %s: %r - Retry %s/%s will start")
+            and isinstance(record.args, tuple)
+            and record.args[-1:] == ("immediately",)
+        ):
+            record.args = (*record.args[:-1], "after the backoff in the warning above")
+        return True
+
+
+_task_logger = logging.getLogger("prefect.task_runs")
+if not any(isinstance(f, _RetryStartsAfterBackoff) for f in _task_logger.filters):
+    _task_logger.addFilter(_RetryStartsAfterBackoff())
 
 # The flow registers its run here; task runs find it by session id.
 ACTIVE_RUNS: dict[str, ActiveRun] = {}
@@ -270,12 +301,24 @@ async def execute_plan_task(session_id: str, task_id: str) -> dict[str, Any] | S
     logger = get_run_logger()
     attempt, retries = _attempt()
     provider = run.provider_for(task_)
-    if attempt > 1 and run.store is not None:
-        # The flow journalled the first attempt's start; Prefect's retries start the others.
-        run.store.task_started(task_id, provider=provider.name)
+    if attempt > 1:
+        try:
+            stopped = await _wait_to_retry(run, task_id)
+        except asyncio.CancelledError:
+            if not run.stopping():
+                raise
+            return _cancelled()
+        if stopped:
+            # No new attempt once the run is stopping: the task is pending, `aca resume` runs it.
+            return _stopped(f"attempt {attempt} did not start")
+        if run.store is not None:
+            # The flow journalled the first attempt's start; Prefect's retries start the others.
+            run.store.task_started(task_id, provider=provider.name)
 
     def log_line(record: dict[str, Any]) -> None:
         level = _log_level(record)
+        if record.get("kind") == "run_started":
+            record = {**record, "run": number}  # the task's attempt, not the agent's run in it
         if level == logging.ERROR and (
             run.stopping() or (record.get("conflict_files") and attempt <= retries)
         ):
@@ -301,6 +344,13 @@ async def execute_plan_task(session_id: str, task_id: str) -> dict[str, Any] | S
             first_attempt=run.store is not None and number == 1,
             stop_requested=run.stopping,
         )
+    except asyncio.CancelledError:
+        # The run's stop cancelled the task (the grace period ended, a second signal, a cancel
+        # from the UI, a lost server): returned as Cancelled, else Prefect calls it a crash.
+        # Any other cancel goes on as one.
+        if not run.stopping():
+            raise
+        return _cancelled()
     except Exception as exc:
         # A Prefect server that went away (a provider limit's slot) is no verdict either.
         if run.stopping() or await run.stop_if_server_lost(exc):
@@ -332,29 +382,71 @@ def _stopped(why: str) -> State:
     )
 
 
+def _cancelled() -> State:
+    """The task run's coroutine was cancelled by the run's stop: it ends Cancelled like any
+    task the stop cut short."""
+    current = asyncio.current_task()
+    if current is not None:
+        current.uncancel()  # handled here: the engine records the state and returns it
+    return _stopped("cancelled before it finished")
+
+
+RETRY_POLL_SECONDS = 0.1
+
+
+async def _wait_to_retry(run: ActiveRun, task_id: str) -> bool:
+    """The backoff before a task's next attempt, or until the run is asked to stop; whether
+    it was."""
+    deadline = time.monotonic() + run.retry_waits.pop(task_id, 0.0)
+    while not run.stopping():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        await asyncio.sleep(min(left, RETRY_POLL_SECONDS))
+    return True
+
+
 def _journal_retry(run: ActiveRun, task_id: str, attempt: int, retries: int, why: str, logger):
     """An attempt failed in a way another attempt can fix: when Prefect will retry, say so
-    in the log and the journal (the task goes back to pending until its next attempt)."""
+    in the log and the journal (the task goes back to pending until its next attempt), and
+    pick the backoff before that attempt."""
     if attempt > retries:
         return
+    delays = _retry_delays(run, run.plan.task(task_id))
+    wait = clamped_poisson_interval(delays[min(attempt, len(delays)) - 1], RETRY_JITTER)
+    run.retry_waits[task_id] = wait
     reason = f"attempt {attempt} of {retries + 1} failed: {why}"
-    logger.warning(f"{task_id}: {reason}; the task starts again from a clean worktree")
+    when = f" in {wait:.1f} s" if wait > 0 else ""
+    logger.warning(f"{task_id}: {reason}; the task starts again from a clean worktree{when}")
     if run.store is not None:
         run.store.task_failed(task_id, reason, will_retry=True)
 
 
-def options_for(run: ActiveRun, task_: Task) -> dict[str, Any]:
-    """``with_options`` for one task: name, result storage, retries with backoff."""
-    retries = max((task_.max_attempts or run.config.session.max_attempts) - 1, 0)
+RETRY_JITTER = 0.5
+
+
+def _retries(run: ActiveRun, task_: Task) -> int:
+    return max((task_.max_attempts or run.config.session.max_attempts) - 1, 0)
+
+
+def _retry_delays(run: ActiveRun, task_: Task) -> list[float]:
+    """The mean backoff before each retry of a task: exponential from
+    ``retry_backoff_seconds``."""
     base = run.config.session.retry_backoff_seconds
+    return [base * 2**i for i in range(_retries(run, task_))] or [0.0]
+
+
+def options_for(run: ActiveRun, task_: Task) -> dict[str, Any]:
+    """``with_options`` for one task: name, result storage, retries. Prefect starts a retry
+    at once: the task run waits the backoff itself (``_wait_to_retry``), which a stop ends."""
+    retries = _retries(run, task_)
     return {
         "name": "execute_plan_task",
         "task_run_name": _task_run_name_of,
         # A Path is local result storage that needs no saved block.
         "result_storage": run.workdir / ".aca" / "sessions" / run.session_id / "results",
         "retries": retries,
-        "retry_delay_seconds": [base * 2**i for i in range(retries)] or 0,
-        "retry_jitter_factor": 0.5,
+        "retry_delay_seconds": 0,
         "retry_condition_fn": _another_attempt_helps,
         "tags": task_tags(run, task_),
     }

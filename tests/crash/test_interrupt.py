@@ -4,12 +4,15 @@ session is refused. Real ``aca`` processes, real git, real Prefect, the fake Ant
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
 
 from tests.crash.conftest import flow_runs_of, only_session, task_runs_of, wait_for
 from tests.crash.test_kill_and_resume import CHAIN, Agent, agent_task_ids, branch_tasks
+from tests.fakes.coding_agent import coding_agent
+from tests.fakes.llm_server import Reply
 
 WAIT = 60
 STOP_NOTICE = "no new task starts"
@@ -75,7 +78,9 @@ def test_sigterm_lets_the_running_task_finish_and_resume_does_the_rest(aca, repo
     assert sum(u["calls"] for u in data["usage"]) == len(llm.anthropic.requests)
 
 
-def test_second_sigint_cancels_at_once_and_a_second_aca_is_refused(aca, repo, llm, tmp_path):
+def test_second_sigint_cancels_at_once_and_a_second_aca_is_refused(
+    aca, repo, llm, tmp_path, prefect_api
+):
     agent = Agent("b")  # b's provider call does not return until the test ends
     try:
         # A grace period far longer than the test may wait: only the second signal ends it.
@@ -107,6 +112,10 @@ def test_second_sigint_cancels_at_once_and_a_second_aca_is_refused(aca, repo, ll
     assert any(c["trigger"] == "interrupt" for c in checkpoints(session))
     # The cancelled task's worktree is gone; resume starts it again from a clean one.
     assert not (repo / ".aca" / "worktrees" / session.name / "b").exists()
+    # The UI and the terminal tell an interrupt, not a crash: b's task run ended Cancelled.
+    assert "Crash detected" not in err and "b stays unfinished" in err, err
+    (b_run,) = [r for r in task_runs_of(prefect_api, session.name) if r.name.startswith("b ")]
+    assert b_run.state.is_cancelled() and b_run.state.name == "Interrupted", b_run.state
 
     calls_before = len(llm.anthropic.requests)
     code, out, err = aca.run("resume", session.name, "--json", name="resume")
@@ -211,3 +220,53 @@ def test_an_interrupt_ends_the_group_subflow_runs_with_the_run(
     assert branch_tasks(repo, f"aca/{session.name}") == ["a", "b", "c"]
     resumed = [r for r in flow_runs_of(prefect_api, session.name) if r.id != second.id]
     assert any(r.name == "second Second" and r.state.is_completed() for r in resumed)
+
+
+def test_a_stop_during_a_tasks_retry_wait_starts_no_new_attempt(
+    aca, repo, llm, tmp_path, prefect_api
+):
+    # a's first attempt fails (a 529 and no call retries left), so it waits 25-60 s before its
+    # second; the run is stopped during that wait, with a grace period far longer.
+    llm.anthropic.scripted_for = lambda r: bool(r.json and r.json.get("tools"))
+    llm.anthropic.enqueue(Reply(status=529, error="Overloaded"))
+    for _ in range(10):
+        llm.anthropic.enqueue(coding_agent)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("# Retry\n\n- write a.txt {#a max_attempts=2}\n")
+    proc = aca.start(
+        "run",
+        str(tasks),
+        "--model",
+        "claude-test",
+        name="run",
+        ACA_SESSION__RETRY_BACKOFF_SECONDS="40",
+        ACA_SESSION__CALL_RETRIES="0",
+        ACA_SESSION__INTERRUPT_GRACE_SECONDS="600",
+    )
+    session = only_session(repo)
+    output = lambda: aca.err("run") + aca.out("run")  # noqa: E731
+    wait_for(lambda: "attempt 1 of 2 failed" in output() or proc.poll() is not None, WAIT, "")
+    assert proc.poll() is None, output()
+    calls = len(llm.anthropic.requests)
+    proc.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    code = wait_exit(proc, 90)
+
+    assert code == 130, output()
+    assert time.monotonic() - started < 15  # the wait ended with the stop
+    assert len(llm.anthropic.requests) == calls  # no second attempt
+    assert re.search(r"starts again from a clean worktree in \d+\.\d s", output())
+    assert "Retry 1/1 will start after the backoff in the warning above" in output()
+    assert "Crash detected" not in output() and "Traceback" not in output()
+    data = json.loads((session / "meta" / "session.json").read_text())
+    assert data["status"] == "interrupted"
+    assert [t["status"]["state"] for t in data["plan"]["tasks"]] == ["pending"]
+    (a_run,) = task_runs_of(prefect_api, session.name)
+    assert a_run.state.is_cancelled() and a_run.state.name == "Interrupted", a_run.state
+
+    code, out, err = aca.run("resume", session.name, "--json", name="resume")
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["status"] == "completed"
+    assert branch_tasks(repo, f"aca/{session.name}") == ["a"]
+    # The resume's attempt is the task's second: its log line says so.
+    assert "run 2 started on" in err, err

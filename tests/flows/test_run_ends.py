@@ -6,17 +6,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import signal
 import threading
+import time
 import uuid
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterName,
+    TaskRunFilter,
+    TaskRunFilterTags,
+)
 from prefect.states import Cancelling
 
 from aca_flows.cli import main
 from aca_flows.flows import run_flow
 from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.session.layout import AcaDir
 from aca_flows.session.store import SessionStore, load_session
 from tests.fakes.coding_agent import coding_agent, task_of
 
@@ -46,6 +55,16 @@ async def result_of(name: str):
     flow_run = await flow_run_named(name)
     summary = await flow_run.state.aresult(raise_on_failure=False)
     return flow_run.state, summary.model_dump(mode="json")
+
+
+async def task_runs_of(session_id: str) -> list:
+    async with get_client() as client:
+        tag = TaskRunFilterTags(all_=[f"session:{session_id}"])
+        return await client.read_task_runs(task_run_filter=TaskRunFilter(tags=tag))
+
+
+def load_session_log(repo, session_id: str) -> str:
+    return AcaDir(repo).session(session_id).system_log.read_text()
 
 
 def agent_task_ids(server) -> set[str]:
@@ -219,6 +238,12 @@ def test_a_cancel_from_the_ui_leaves_a_resumable_session(tmp_path, repo, anthrop
     assert {t.id: str(t.status) for t in session.plan.tasks} == {"a": "completed", "b": "pending"}
     state, result = asyncio.run(result_of(name))
     assert state.is_cancelled() and result == summary
+    # b's task run was cut off by the stop: Cancelled, "Interrupted", not a crash (whose
+    # ERROR line, "Crash detected!", would be in the log).
+    (b_run,) = [r for r in asyncio.run(task_runs_of(summary["session_id"])) if r.name[0] == "b"]
+    assert b_run.state.is_cancelled() and b_run.state.name == "Interrupted", b_run.state
+    log = load_session_log(repo, summary["session_id"])
+    assert "Crash detected" not in log and "b stays unfinished" in log, log
 
     for _ in range(10):
         anthropic_fake.anthropic.enqueue(coding_agent)
@@ -239,3 +264,52 @@ def test_a_completed_runs_summary_is_read_back_from_the_flow_run(tmp_path, repo,
     assert state.is_completed()
     assert result == outcome.summary
     assert result["status"] == "completed" and result["counts"] == {"completed": 1}
+
+
+def test_a_signal_while_an_interrupted_run_ends_leaves_its_flow_run_interrupted(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    """A third Ctrl-C soon after the second came while the flow run recorded its end, after
+    the flow had put the command's handlers back: a KeyboardInterrupt there ended the flow
+    run Crashed, with no summary, while the session said interrupted."""
+    from aca_flows.cli.run import _signals_interrupt
+    from aca_flows.flows import aca_run
+    from aca_flows.flows.interrupt import interrupt_on_signals
+
+    agent = SlowAgent("b")
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(agent)
+    name = f"Signals {uuid.uuid4().hex[:8]}"
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(f"# {name}\n\n- write a.txt {{#a}}\n- write b.txt {{#b depends_on=a}}\n")
+    close_clients = aca_run.close_clients
+
+    async def signalled_close_clients():  # the flow's cleanup, after it gave the signals back
+        os.kill(os.getpid(), signal.SIGINT)
+        await asyncio.sleep(0.2)
+        await close_clients()
+
+    monkeypatch.setattr(aca_run, "close_clients", signalled_close_clients)
+
+    def ctrl_c_twice():
+        if agent.arrived.wait(WAIT):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    signaller = threading.Thread(target=ctrl_c_twice)
+    signaller.start()
+    outcome = None
+    try:
+        with _signals_interrupt(), interrupt_on_signals():
+            outcome = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test")
+    except KeyboardInterrupt:
+        pass  # the flow run crashed: asserted below
+    finally:
+        agent.release.set()
+        signaller.join(WAIT)
+
+    state = asyncio.run(flow_run_named(name)).state
+    assert state.is_cancelled() and state.name == "Interrupted", state
+    assert outcome is not None and outcome.summary["status"] == "interrupted"
+    assert load_session(repo, outcome.summary["session_id"]).status == "interrupted"

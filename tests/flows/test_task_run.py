@@ -25,6 +25,7 @@ from aca_flows.flows.task_run import (
     CallOwner,
     SpendGuard,
     SpendMeter,
+    _retry_delays,
     options_for,
 )
 from aca_flows.plan.models import ExecutionPlan, Task
@@ -325,6 +326,8 @@ def test_max_attempts_and_retry_backoff_set_the_task_runs_retries():
     own = options_for(run, run.plan.task("own"))
 
     assert plain["retries"] == 3
-    assert plain["retry_delay_seconds"] == [5, 10, 20]  # exponential from the backoff
+    # Prefect retries at once; the task run waits the backoff itself, which a stop ends.
+    assert plain["retry_delay_seconds"] == 0
+    assert _retry_delays(run, run.plan.task("plain")) == [5, 10, 20]  # exponential
     assert own["retries"] == 1  # the task's own max_attempts wins
     assert options_for(active_run(max_attempts=1), run.plan.task("plain"))["retries"] == 0
