@@ -314,6 +314,9 @@ async def execute_plan_task(session_id: str, task_id: str) -> dict[str, Any] | S
         if run.store is not None:
             # The flow journalled the first attempt's start; Prefect's retries start the others.
             run.store.task_started(task_id, provider=provider.name)
+    elif run.stopping():
+        # Handed to Prefect just before the stop: nothing is paid for it after the Ctrl-C.
+        return _stopped("it had not started when the run stopped")
 
     def log_line(record: dict[str, Any]) -> None:
         level = _log_level(record)

@@ -20,6 +20,7 @@ from aca_flows.errors import PermanentProviderError, TransientProviderError
 from aca_flows.flows import run_flow
 from aca_flows.flows.run_setup import _ledger_of
 from aca_flows.flows.task_run import (
+    ACTIVE_RUNS,
     CALL_OWNER,
     ActiveRun,
     CallOwner,
@@ -27,6 +28,7 @@ from aca_flows.flows.task_run import (
     SpendMeter,
     _retry_delays,
     options_for,
+    runner_for,
 )
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import Message, ProviderRequest
@@ -331,3 +333,28 @@ def test_max_attempts_and_retry_backoff_set_the_task_runs_retries():
     assert _retry_delays(run, run.plan.task("plain")) == [5, 10, 20]  # exponential
     assert own["retries"] == 1  # the task's own max_attempts wins
     assert options_for(active_run(max_attempts=1), run.plan.task("plain"))["retries"] == 0
+
+
+def test_a_task_run_that_starts_after_the_stop_runs_nothing_and_stays_unfinished(tmp_path, repo):
+    # Handed to Prefect just before a Ctrl-C, the task run began after it: it used to run
+    # the agent and pay for it within the grace period.
+    from prefect import flow
+
+    provider = ScriptedProvider(final("never asked"))
+    plan = ExecutionPlan(name="p", tasks=[Task(id="a", title="write a.txt")])
+    run = ActiveRun(plan, repo, "s-late", AcaConfig(), {"scripted": provider}, "scripted")
+    run.stopping = lambda: True
+    ACTIVE_RUNS[run.session_id] = run
+
+    @flow
+    async def one_task():
+        state = await runner_for(run, plan.task("a"))(run.session_id, "a", return_state=True)
+        return state.type.value, state.name, state.message
+
+    try:
+        kind, name, message = asyncio.run(one_task())
+    finally:
+        del ACTIVE_RUNS[run.session_id]
+    assert (kind, name) == ("CANCELLED", "Interrupted")
+    assert "had not started when the run stopped" in message
+    assert provider.history == []
