@@ -22,6 +22,7 @@ import fcntl
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,7 +82,7 @@ class SessionLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = _read_fd(fd)
+                holder = _holder_of_a_taken_lock(fd)
                 os.close(fd)
                 raise SessionLockedError(
                     self.session_id,
@@ -165,6 +166,22 @@ def read_lock_holder(lock_file: Path) -> LockHolder | None:
     if holder is None or not holder.is_alive():
         return None
     return holder
+
+
+def _holder_of_a_taken_lock(fd: int) -> LockHolder | None:
+    """Who holds the lock we could not take. Its taker writes itself in just after the flock:
+    until then the file still names the one before (a crashed run, dead), so a dead or
+    missing holder is read again for a moment before it is named."""
+    deadline = time.monotonic() + _WRITE_IN_SECONDS
+    holder = _read_fd(fd)
+    while (holder is None or not holder.is_alive()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+        holder = _read_fd(fd)
+    return holder
+
+
+# How long a lock's new holder may take to write itself in after its flock.
+_WRITE_IN_SECONDS = 1.0
 
 
 def _read_fd(fd: int) -> LockHolder | None:

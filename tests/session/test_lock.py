@@ -137,3 +137,36 @@ def test_a_lock_held_for_a_run_is_borrowed_by_its_store_and_refuses_other_proces
             store.task_started("a")
         assert read_lock_holder(lock_file).pid == os.getpid()  # still held after the store
     assert read_lock_holder(lock_file) is None and not lock_file.exists()
+
+
+def test_a_lock_taken_a_moment_ago_names_its_new_holder_not_the_dead_one_before(tmp_path):
+    # The file still names a crashed run when the winner of a race has its flock but has not
+    # written itself in yet: the loser used to name the dead pid.
+    import fcntl
+    import json
+    import socket
+    import threading
+
+    lock_file = tmp_path / "lock"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], text=True,
+                          capture_output=True, check=True)  # fmt: skip
+    host = socket.gethostname()
+    lock_file.write_text(json.dumps({"pid": int(dead.stdout), "host": host,
+                                     "started_at": "2026-12-01T00:00:00+00:00"}))  # fmt: skip
+    winner = os.open(lock_file, os.O_RDWR)
+    fcntl.flock(winner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def write_in() -> None:
+        me = {"pid": os.getpid(), "host": host, "started_at": "2026-12-01T00:00:01+00:00"}
+        os.ftruncate(winner, 0)
+        os.pwrite(winner, json.dumps(me).encode(), 0)
+
+    later = threading.Timer(0.2, write_in)
+    later.start()
+    try:
+        with pytest.raises(SessionLockedError) as refused:
+            SessionLock(lock_file, "s1").acquire()
+    finally:
+        later.join()
+        os.close(winner)
+    assert refused.value.pid == os.getpid()
