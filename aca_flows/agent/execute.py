@@ -70,6 +70,7 @@ from aca_flows.workspace import (
     GitIdentity,
     LandedTask,
     MergeConflictError,
+    SessionBranchCheckedOut,
     TaskWorktree,
     commit_identity,
     discard_worktree,
@@ -278,6 +279,18 @@ async def execute_task(
                 conflict = exc
                 log.write("merge_conflict", run=run, files=exc.files)
                 continue
+            except SessionBranchCheckedOut as exc:
+                # Nothing landed, the branch is as it was: the work is shown in the outcome,
+                # and once the checkout is on another branch a resume runs the task again.
+                log.write("task_failed", reason=str(exc))
+                changed = real_changes(await in_thread(worktree.changed_files))
+                return TaskOutcome(
+                    status="failed",
+                    failure_reason=str(exc),
+                    diff=await in_thread(_failed_diff, worktree, changed),
+                    summary=summary,
+                    **fields,
+                )
             log.write("merged", commit=landed.commit_sha, files=landed.change.files)
             return _completed(landed, summary=summary, **fields)
         finally:

@@ -1,5 +1,6 @@
 """What a run's inputs are checked for before it starts: refusals (``InputError``, exit 2)
-of a resume that would run altered prompts or build on lost work, and warnings of what the
+of a resume that would run altered prompts or build on lost work, or of a run whose session
+branch is checked out where aca cannot move it, and warnings of what the
 user may not expect (uncommitted changes the tasks do not see, a task file edited since the
 session started)."""
 
@@ -16,7 +17,8 @@ from aca_flows.plan import ExecutionPlan
 from aca_flows.session.events import SourceFile
 from aca_flows.session.redact import REDACTED
 from aca_flows.workspace.commit import completed_task_commits
-from aca_flows.workspace.repository import uncommitted_paths
+from aca_flows.workspace.merge import refuse_checked_out_branch
+from aca_flows.workspace.repository import SessionBranchCheckedOut, uncommitted_paths
 
 if TYPE_CHECKING:
     import git
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "changed_source_warning",
     "refuse_a_spent_budget",
+    "refuse_checked_out_session_branch",
     "refuse_lost_work",
     "refuse_redacted_work",
     "source_of",
@@ -133,3 +136,14 @@ def refuse_a_spent_budget(session: SessionRecord, budget_usd: float | None) -> N
         f"${budget_usd:g} would stop it before any task runs. Give it a budget above what "
         f"is spent (`aca resume {session.id} --budget-usd N`, N > {session.cost_usd:.4f})."
     )
+
+
+def refuse_checked_out_session_branch(repo: git.Repo, session_id: str) -> None:
+    """aca moves the session branch as tasks land; checked out in the user's checkout (as
+    after "the work is on branch aca/<id>") or a worktree of theirs, that checkout's files
+    would stay behind it, and show the tasks' work as staged deletions. Refused before the
+    run starts (the merge refuses it too, should the branch be checked out mid-run)."""
+    try:
+        refuse_checked_out_branch(repo, session_id)
+    except SessionBranchCheckedOut as exc:
+        raise InputError(str(exc)) from None

@@ -28,6 +28,7 @@ from aca_flows.flows.provider_limits import prefect_limits_for
 from aca_flows.flows.run_inputs import (
     changed_source_warning,
     refuse_a_spent_budget,
+    refuse_checked_out_session_branch,
     refuse_lost_work,
     refuse_redacted_work,
     source_of,
@@ -140,6 +141,8 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
     if resuming:
         refuse_lost_work(repo, recorded)
         names = _providers_left(recorded.plan, config.session.provider)
+        if names:  # tasks are left to land (a finished session's branch does not move)
+            refuse_checked_out_session_branch(repo, recorded.id)
         _require_working_providers(names, config)
         _refuse_a_budget_without_prices(recorded.plan, config)
         _import_sdks_in_background(names)
@@ -148,6 +151,8 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         _warn(changed_source_warning(recorded))
         asked = None
     else:
+        if request.session_id:  # else the run names a new branch: no one has it out yet
+            refuse_checked_out_session_branch(repo, request.session_id)
         plan, parse = _load_plan(request, config)
         names = plan.provider_names(config.session.provider)
         _require_working_providers(names, config)

@@ -6,7 +6,8 @@ The user's checkout is never modified. What the agent layer and the flow call:
 - ``TaskWorktree.create(repo, session_id, task_id)`` / ``.remove()``
 - ``land_task(repo, worktree, title=, summary=, identity=)``: commit, merge under the lock,
   record the change; raises ``MergeConflictError`` (``ChecksFailedOnHead`` is one), and
-  ``BranchMovedError`` when asked to refuse an unchecked merge
+  ``BranchMovedError`` when asked to refuse an unchecked merge, and ``SessionBranchCheckedOut``
+  (the branch unmoved) when a checkout of the user's has the session branch checked out
 - ``completed_task_commits(repo, session_id)``: task ids whose commit is on the session branch
   (what resume trusts), and ``record_landed_task`` to finish their bookkeeping again
 """
@@ -27,6 +28,7 @@ from aca_flows.workspace.merge import (
 from aca_flows.workspace.repository import (
     DEFAULT_IDENTITY,
     GitIdentity,
+    SessionBranchCheckedOut,
     WorkspaceError,
     commit_identity,
     ensure_session_branch,
@@ -43,6 +45,7 @@ __all__ = [
     "GitIdentity",
     "LandedTask",
     "MergeConflictError",
+    "SessionBranchCheckedOut",
     "TaskWorktree",
     "WorkspaceError",
     "commit_identity",

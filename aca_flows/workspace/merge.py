@@ -7,7 +7,9 @@ commit; when another task landed meanwhile, the commit is put onto the new head 
 cherry-pick would, merged by git in memory (``merge-tree``; with a git older than 2.38,
 cherry-picked in the task's own worktree, never the user's checkout). A conflict leaves the
 branch and the worktree as they were and is reported as ``MergeConflictError`` naming the
-files; the caller retries the task on the new head.
+files; the caller retries the task on the new head. A session branch checked out in the
+user's checkout or a worktree of theirs is never moved (``SessionBranchCheckedOut``): its
+files would stay behind the branch, and show the task's work as undone.
 
 Every step is safe to repeat after a crash: the commit is reused if the worktree already has
 it, a task whose ``Aca-Task:`` commit is on the branch is not merged again, and the change
@@ -28,8 +30,10 @@ from aca_flows.workspace.conflicts import BranchMovedError, MergeConflictError
 from aca_flows.workspace.file_lock import FileLock
 from aca_flows.workspace.repository import (
     GitIdentity,
+    SessionBranchCheckedOut,
     WorkspaceError,
     read_commit,
+    session_branch_checkouts,
     session_branch_head,
 )
 from aca_flows.workspace.worktree import TaskWorktree
@@ -40,6 +44,7 @@ __all__ = [
     "merge_lock",
     "merge_task_commit",
     "record_landed_task",
+    "refuse_checked_out_branch",
 ]
 
 
@@ -132,8 +137,11 @@ def merge_task_commit(
     """Put ``commit`` on the session branch; returns the sha now at the branch head.
 
     Call under ``merge_lock``. Fast-forwards when possible, else cherry-picks onto the head.
-    ``on_base``: the commit's one parent is the worktree's base.
+    ``on_base``: the commit's one parent is the worktree's base. Raises
+    ``SessionBranchCheckedOut``, the branch unchanged, when a checkout that is not aca's has
+    the branch checked out: moving it would leave that checkout's files behind.
     """
+    refuse_checked_out_branch(repo, worktree.session_id, task_id=worktree.task_id)
     ref = f"refs/heads/{session_branch(worktree.session_id)}"
     head = session_branch_head(repo, worktree.session_id)
     # With ``on_base`` no git command is needed: the branch only moves forward from the base,
@@ -147,6 +155,16 @@ def merge_task_commit(
     # The old value makes the update fail rather than lose a commit if the branch moved anyway.
     repo.git.update_ref(ref, landed, head)
     return landed
+
+
+def refuse_checked_out_branch(repo: git.Repo, session_id: str, task_id: str | None = None) -> None:
+    """Raise ``SessionBranchCheckedOut`` when the session branch is checked out anywhere but
+    in aca's own task worktrees (which are detached). Reads HEAD files, runs no git."""
+    root = Path(repo.working_tree_dir)
+    mine = AcaDir(root).worktrees_dir(session_id)
+    found = session_branch_checkouts(repo, session_id, ignore_under=mine)
+    if found:
+        raise SessionBranchCheckedOut(session_id, found[0], task_id)
 
 
 def _replay_onto(

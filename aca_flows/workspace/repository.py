@@ -9,7 +9,9 @@ the repository and its first commit.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import shlex
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ from aca_flows.workspace.hardened_git import AcaRepo
 __all__ = [
     "DEFAULT_IDENTITY",
     "GitIdentity",
+    "SessionBranchCheckedOut",
     "WorkspaceError",
     "commit_identity",
     "ensure_excluded",
@@ -30,6 +33,7 @@ __all__ = [
     "open_repository",
     "read_commit",
     "remove_stale_branch_lock",
+    "session_branch_checkouts",
     "session_branch_head",
     "uncommitted_paths",
 ]
@@ -41,6 +45,33 @@ OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 class WorkspaceError(AcaError):
     """The repository cannot be worked on as it is; the message says how to fix it."""
+
+
+class SessionBranchCheckedOut(WorkspaceError):
+    """The session branch is checked out in a checkout or worktree that is not aca's: moving
+    it as a task lands would leave that checkout's files and index behind its branch (``git
+    status`` there would show the task's work as undone, ``git commit -a`` would undo it).
+    ``task_id``: the task that did not land for it; None before the run started."""
+
+    def __init__(self, session_id: str, path: Path, task_id: str | None = None):
+        self.session_id = session_id
+        self.path = path
+        self.task_id = task_id
+        branch = session_branch(session_id)
+        where = shlex.quote(str(path))
+        problem = (
+            f"the session branch {branch} is checked out in {path}: aca moves it as tasks "
+            "land, which would leave that checkout's files behind its branch. Check out "
+            f"another branch there (`git -C {where} checkout -`; `git -C {where} switch "
+            "--detach` keeps its files as they are)"
+        )
+        if task_id is None:
+            super().__init__(f"{problem} and run again.")
+        else:
+            super().__init__(
+                f"task {task_id} did not land ({branch} is unchanged): {problem}, then "
+                f"`aca resume {session_id}` runs it again."
+            )
 
 
 @dataclass(frozen=True)
@@ -185,6 +216,77 @@ def session_branch_head(repo: git.Repo, session_id: str) -> str:
         if OBJECT_ID.fullmatch(text):
             return text
     return repo.git.rev_parse("--verify", f"{ref}^{{commit}}")
+
+
+def session_branch_checkouts(
+    repo: git.Repo, session_id: str, *, ignore_under: Path | None = None
+) -> list[Path]:
+    """The checkouts (the main one, linked worktrees) that have the session branch checked
+    out, or are rebasing it, except worktrees under ``ignore_under`` (aca's own).
+
+    Read from the HEAD files of the repository and of each worktree (no git command: this is
+    asked under the merge lock, before every landing; git is asked only where refs are kept
+    in a reftable, whose HEAD files say nothing)."""
+    # From a linked worktree, GitPython gives ``<admin>/../..``: resolved, it ends in ``.git``.
+    common = Path(os.path.realpath(repo.common_dir))
+    ref = f"refs/heads/{session_branch(session_id)}"
+    found: list[Path] = []
+    main = _main_checkout(repo, common)
+    if main is not None and _has_checked_out(repo, common, ref):
+        found.append(main)
+    with contextlib.suppress(OSError):
+        for admin in sorted((common / "worktrees").iterdir()):
+            if not _has_checked_out(repo, admin, ref):
+                continue
+            path = _worktree_path(admin)
+            if ignore_under is not None and path.is_relative_to(ignore_under.resolve()):
+                continue
+            found.append(path)
+    return found
+
+
+def _has_checked_out(repo: git.Repo, git_dir: Path, ref: str) -> bool:
+    """Whether the HEAD of ``git_dir`` is ``ref``, or a rebase there is rewriting it."""
+    for name in ("HEAD", "rebase-merge/head-name", "rebase-apply/head-name"):
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            text = (git_dir / name).read_text(encoding="utf-8").strip()
+            if name == "HEAD" and text == _REFTABLE_HEAD:
+                text = _symbolic_head(repo, git_dir)
+            if text.removeprefix("ref:").strip() == ref:
+                return True
+    return False
+
+
+# What the HEAD file of a repository that keeps its refs in a reftable holds: the real HEAD is
+# in the table, and only git can read it.
+_REFTABLE_HEAD = "ref: refs/heads/.invalid"
+
+
+def _symbolic_head(repo: git.Repo, git_dir: Path) -> str:
+    status, out, _ = repo.git.execute(
+        ["git", f"--git-dir={git_dir}", "symbolic-ref", "-q", "HEAD"],
+        with_extended_output=True,
+        with_exceptions=False,
+    )
+    return out.strip() if status == 0 else ""
+
+
+def _main_checkout(repo: git.Repo, common: Path) -> Path | None:
+    """The main checkout's folder; None when the repository is bare (its HEAD has no files)."""
+    if Path(repo.git_dir).resolve() == common:
+        return Path(repo.working_tree_dir)
+    # The run's folder is a linked worktree: the main checkout holds ``.git`` itself, unless
+    # the repository is bare.
+    return common.parent if common.name == ".git" else None
+
+
+def _worktree_path(admin: Path) -> Path:
+    """A linked worktree's folder, from its admin folder's ``gitdir`` (``<path>/.git``)."""
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        text = (admin / "gitdir").read_text(encoding="utf-8").strip()
+        if text:
+            return Path(os.path.realpath(admin / text)).parent
+    return admin
 
 
 def read_commit(repo: git.Repo, sha: str) -> str:

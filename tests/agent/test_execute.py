@@ -476,3 +476,30 @@ def test_what_the_verify_command_writes_is_not_committed(tmp_path, repo):
     log = AcaDir(tmp_path).session(SESSION).task_log("t1").read_text().splitlines()
     undone = [json.loads(line) for line in log if '"checks_undone"' in line]
     assert sorted(undone[0]["files"]) == ["__pycache__/app.pyc", "app.py", "gen.out", "notes.txt"]
+
+
+def test_work_that_cannot_land_on_a_checked_out_session_branch_fails_showing_the_work(
+    tmp_path, repo
+):
+    """The user checked the session branch out while the task ran: moving it would leave
+    their files behind. The task fails with the fix, the branch unmoved, the work in its
+    diff, the spend counted; the checkout stays clean."""
+
+    def write_and_check_out(_request):
+        repo.git.checkout(f"aca/{SESSION}")  # the user, in their checkout, mid-task
+        return tool_calls(tool_use("write_file", path="b.txt", content="b\n"))
+
+    provider = ScriptedProvider(write_and_check_out, tool_calls(tool_use("finish", summary="b")))
+    task = Task(id="t1", title="Write b")
+    outcome = asyncio.run(execute(tmp_path, plan_of(task), "t1", provider))
+
+    assert outcome.status == "failed"
+    assert outcome.failure_reason.startswith(
+        f"task t1 did not land (aca/{SESSION} is unchanged): the session branch "
+        f"aca/{SESSION} is checked out in {tmp_path}:"
+    )
+    assert f"`aca resume {SESSION}` runs it again" in outcome.failure_reason
+    assert "+b" in outcome.diff and outcome.cost_usd > 0
+    assert branch_subjects(repo) == ["init"] and completed_task_commits(repo, SESSION) == {}
+    assert repo.git.status("--porcelain") == "" and not (tmp_path / "b.txt").exists()
+    assert not (tmp_path / ".aca" / "worktrees" / SESSION / "t1").exists()

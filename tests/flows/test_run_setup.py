@@ -400,3 +400,76 @@ def test_a_resume_says_when_its_task_file_changed_since_the_session_started(
     assert f"start a new run (aca run {tasks})" in said
     tasks.unlink()  # gone: nothing to compare, nothing to say
     assert "changed since" not in resume()
+
+
+def test_a_resume_refuses_a_session_branch_checked_out_in_the_users_checkout(
+    tmp_path, repo, anthropic_fake
+):
+    """ "The work is on branch aca/<id>": a user who checks it out and resumes would see the
+    next task's files as staged deletions once aca moved the branch under the checkout. The
+    resume refuses (exit 2), names the checkout and the fix, and writes nothing; after the
+    fix it runs."""
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write a.txt {#a}\n- tidy up {#b}\n")  # b changes nothing: it fails
+    first = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test").summary
+    assert first["status"] == "failed"
+    branch, session_id = first["branch"], first["session_id"]
+    user = git.Repo(repo)
+    user.git.checkout(branch)
+    head = user.git.rev_parse(branch)
+    events = AcaDir(repo).session(session_id).root / "meta" / "events.jsonl"
+    journal = events.read_text()
+
+    again = run_flow(workdir=str(repo), session_id=session_id)
+
+    assert getattr(again.error, "exit_code", None) == 2, again.error
+    message = str(again.error)
+    assert f"the session branch {branch} is checked out in {repo}:" in message
+    assert f"git -C {repo} checkout -" in message and "run again" in message
+    assert events.read_text() == journal
+    assert user.git.rev_parse(branch) == head and user.git.status("--porcelain") == ""
+
+    user.git.checkout("-")
+    fixed = run_flow(workdir=str(repo), session_id=session_id)
+    assert fixed.summary is not None, fixed.error
+    assert fixed.summary["failed_ids"] == ["b"]  # it ran (and failed again, changing nothing)
+
+
+def test_a_session_branch_checked_out_mid_run_stops_the_landing_and_a_resume_lands_it(
+    tmp_path, repo, anthropic_fake
+):
+    """The user checks the session branch out in a worktree of theirs while a task runs: the
+    task does not land (the branch is not moved under that checkout), it fails naming the
+    checkout and the fix; after the fix, a resume lands it."""
+    view = tmp_path / "view"
+
+    def checks_out_then_works(request):
+        if not view.exists():
+            git.Repo(repo).git.worktree("add", str(view), "aca/mid")
+        return coding_agent(request)
+
+    for _ in range(3):
+        anthropic_fake.anthropic.enqueue(checks_out_then_works)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write b.txt {#b}\n")
+    start = git.Repo(repo).git.rev_parse("HEAD")
+
+    first = run_flow(task_file=str(tasks), workdir=str(repo), session_id="mid").summary
+
+    assert first["status"] == "failed" and first["failed_ids"] == ["b"]
+    reason = first["tasks"]["b"]["reason"]
+    assert "task b did not land (aca/mid is unchanged)" in reason
+    assert f"the session branch aca/mid is checked out in {view}:" in reason
+    assert f"git -C {view} checkout -" in reason and "aca resume mid" in reason
+    assert git.Repo(repo).git.rev_parse("aca/mid") == start
+    assert git.Repo(view).git.status("--porcelain") == ""
+
+    git.Repo(view).git.switch("--detach")
+    for _ in range(3):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    again = run_flow(workdir=str(repo), session_id="mid").summary
+    assert again["status"] == "completed", again
+    assert git.Repo(repo).git.show("aca/mid:b.txt") == "b.txt"
+    assert git.Repo(view).git.status("--porcelain") == ""

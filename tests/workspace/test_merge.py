@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 
+import git
 import pytest
 
 from aca_flows.session.layout import AcaDir
@@ -12,6 +13,7 @@ from aca_flows.workspace import (
     DEFAULT_IDENTITY,
     GitIdentity,
     MergeConflictError,
+    SessionBranchCheckedOut,
     TaskWorktree,
     WorkspaceError,
     completed_task_commits,
@@ -21,6 +23,7 @@ from aca_flows.workspace import (
     session_branch_head,
 )
 from aca_flows.workspace.commit import commit_task_work
+from aca_flows.workspace.repository import session_branch_checkouts
 from tests.workspace.test_worktree import session_repo
 
 
@@ -214,3 +217,75 @@ def test_a_task_landing_after_another_keeps_its_message_and_author_on_top(
     assert repo.git.show(f"{on_branch.hexsha}:one.txt") == "1"
     assert repo.git.show(f"{on_branch.hexsha}:two.txt") == "2"
     assert completed_task_commits(repo, "s1")["t2"] == on_branch.hexsha
+
+
+def test_a_session_branch_checked_out_in_a_worktree_of_the_user_is_not_moved(tmp_path):
+    """Moving a branch a checkout has out leaves its files behind: `git status` there would
+    show the task's new files as staged deletions. The task does not land, the branch stays,
+    the error names the checkout and the fix; once fixed, the task lands."""
+    repo = session_repo(tmp_path / "repo")
+    before = session_branch_head(repo, "s1")
+    wt = TaskWorktree.create(repo, "s1", "t1")
+    (wt.path / "b.txt").write_text("b\n")
+    other = tmp_path / "my view"
+    repo.git.worktree("add", str(other), "aca/s1")  # the user, mid-run
+
+    with pytest.raises(SessionBranchCheckedOut) as refused:
+        land_task(repo, wt, title="B", summary="", identity=DEFAULT_IDENTITY)
+
+    message = str(refused.value)
+    assert f"the session branch aca/s1 is checked out in {other}" in message
+    assert f"git -C '{other}' checkout -" in message and "aca resume s1" in message
+    assert "task t1 did not land" in message
+    assert session_branch_head(repo, "s1") == before
+    assert git.Repo(other).git.status("--porcelain") == ""
+
+    git.Repo(other).git.checkout("--detach")
+    landed = land_task(repo, wt, title="B", summary="", identity=DEFAULT_IDENTITY)
+    assert session_branch_head(repo, "s1") == landed.commit_sha != before
+
+
+def test_a_session_branch_checked_out_in_the_users_checkout_is_not_moved(tmp_path):
+    repo = session_repo(tmp_path)
+    wt = TaskWorktree.create(repo, "s1", "t1")
+    (wt.path / "b.txt").write_text("b\n")
+    repo.git.checkout("aca/s1")
+    before = session_branch_head(repo, "s1")
+    with pytest.raises(SessionBranchCheckedOut, match=f"checked out in {tmp_path}:"):
+        land_task(repo, wt, title="B", summary="", identity=DEFAULT_IDENTITY)
+    assert session_branch_head(repo, "s1") == before
+    assert repo.git.status("--porcelain") == ""
+
+
+def test_other_branches_checked_out_elsewhere_do_not_stop_a_landing(tmp_path):
+    repo = session_repo(tmp_path / "repo")
+    repo.git.branch("aca/s1-other")  # a prefix of the session branch's name is another branch
+    repo.git.worktree("add", str(tmp_path / "side"), "aca/s1-other")
+    repo.git.worktree("add", "--detach", str(tmp_path / "detached"), "aca/s1")
+    wt = TaskWorktree.create(repo, "s1", "t1")
+    (wt.path / "b.txt").write_text("b\n")
+    landed = land_task(repo, wt, title="B", summary="", identity=DEFAULT_IDENTITY)
+    assert session_branch_head(repo, "s1") == landed.commit_sha
+
+
+def test_the_checkouts_of_the_session_branch_are_found_from_any_worktree(tmp_path):
+    """Seen from a linked worktree (aca run there), the main checkout counts too; a
+    worktree under aca's own folder does not; a rebase of the branch counts as checked out."""
+    user = session_repo(tmp_path / "repo")
+    user.git.checkout("aca/s1")
+    user.git.worktree("add", "-b", "work", str(tmp_path / "linked"))
+    linked = git.Repo(tmp_path / "linked")
+    assert session_branch_checkouts(linked, "s1") == [tmp_path / "repo"]
+
+    user.git.checkout("main")
+    ours = AcaDir(tmp_path / "repo").worktrees_dir("s1")
+    user.git.worktree("add", str(ours / "t1"), "aca/s1")
+    assert session_branch_checkouts(user, "s1", ignore_under=ours) == []
+    assert session_branch_checkouts(user, "s1") == [ours / "t1"]
+
+    admin = next(
+        p for p in (tmp_path / "repo" / ".git" / "worktrees").iterdir() if "linked" in p.name
+    )
+    (admin / "rebase-merge").mkdir()
+    (admin / "rebase-merge" / "head-name").write_text("refs/heads/aca/s1\n")
+    assert session_branch_checkouts(user, "s1", ignore_under=ours) == [tmp_path / "linked"]
