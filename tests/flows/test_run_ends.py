@@ -272,7 +272,7 @@ def test_a_signal_while_an_interrupted_run_ends_leaves_its_flow_run_interrupted(
     """A third Ctrl-C soon after the second came while the flow run recorded its end, after
     the flow had put the command's handlers back: a KeyboardInterrupt there ended the flow
     run Crashed, with no summary, while the session said interrupted."""
-    from aca_flows.cli.run import _signals_interrupt
+    from aca_flows._startup import signals_remembered
     from aca_flows.flows import aca_run
     from aca_flows.flows.interrupt import interrupt_on_signals
 
@@ -301,7 +301,7 @@ def test_a_signal_while_an_interrupted_run_ends_leaves_its_flow_run_interrupted(
     signaller.start()
     outcome = None
     try:
-        with _signals_interrupt(), interrupt_on_signals():
+        with signals_remembered(), interrupt_on_signals():
             outcome = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test")
     except KeyboardInterrupt:
         pass  # the flow run crashed: asserted below
