@@ -339,7 +339,7 @@ def _outcome_of(run_flow, options: RunOptions, session_id: str | None, quiet_con
     """How the run ended. A server lost after the session ended takes only the flow run's
     final state with it: the session's end is the outcome, and a note says what was lost."""
     from aca_flows.flows import FlowOutcome
-    from aca_flows.flows.server import ServerLost
+    from aca_flows.flows.lost_server import ServerLost
 
     try:
         return _run_flow(run_flow, options, session_id, quiet_console)

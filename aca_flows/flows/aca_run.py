@@ -44,6 +44,7 @@ from aca_flows.flows.interrupt import (
     stop_for_lost_server,
     watch_for_cancel,
 )
+from aca_flows.flows.lost_server import ServerLost, lost_server, run_lost_server
 from aca_flows.flows.publishing import (
     published,
     send_in_background,
@@ -59,7 +60,6 @@ from aca_flows.flows.remote_sync import (
 )
 from aca_flows.flows.run_setup import RunRequest, open_run
 from aca_flows.flows.scheduler import TREES, deliver_pull_request, drive_plan
-from aca_flows.flows.server import ServerLost, lost_server, run_lost_server
 from aca_flows.flows.session_log import session_log
 from aca_flows.flows.summary import RunSummary, flow_state, run_summary
 from aca_flows.flows.task_run import (

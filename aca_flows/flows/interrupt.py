@@ -177,7 +177,7 @@ async def stop_for_lost_server(interrupt: Interrupt, exc: BaseException) -> bool
     from prefect.settings import PREFECT_API_URL
 
     from aca_flows._threads import in_thread
-    from aca_flows.flows.server import give_up_on_server, lost_server
+    from aca_flows.flows.lost_server import give_up_on_server, lost_server
 
     if not await in_thread(lost_server, exc):
         return False

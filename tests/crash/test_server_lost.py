@@ -29,10 +29,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_a_run_whose_server_dies_stops_interrupted_and_resumes(repo, llm, tmp_path):
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {
+def aca_env(home, llm) -> dict[str, str]:
+    """An aca command's environment: its own home, the fake LLM server, nothing else."""
+    return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -41,6 +40,12 @@ def test_a_run_whose_server_dies_stops_interrupted_and_resumes(repo, llm, tmp_pa
         "ACA_SESSION__PROVIDER": "anthropic",
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def test_a_run_whose_server_dies_stops_interrupted_and_resumes(repo, llm, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = aca_env(home, llm)
     port = free_port()
 
     def cli(*args: str) -> subprocess.CompletedProcess:
@@ -122,15 +127,7 @@ def test_a_run_whose_server_dies_after_its_last_task_ends_completed(llm, tmp_pat
     remote = tmp_path / "remote.git"
     source = make_repo(tmp_path / "source")
     subprocess.run(["git", "clone", "-q", "--bare", str(source), str(remote)], check=True)
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "ANTHROPIC_BASE_URL": llm.url,
-        "ANTHROPIC_API_KEY": "test-key",
-        "ACA_SESSION__PROVIDER": "anthropic",
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = aca_env(home, llm)
 
     def cli(*args: str, **extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(
