@@ -7,12 +7,12 @@ calls to execute). What a caller may rely on:
 
 - the binary is ``ACA_CLAUDE_CLI``, else ``[claude_code] cli_path``, else ``claude`` on PATH,
   else the one bundled with claude-agent-sdk (``find_claude_cli``);
-- ``request.options`` understood: ``cwd`` (the task's worktree), ``resume`` (a previous
-  Claude session id, for context continuity), ``max_budget_usd``, ``max_turns``,
-  ``allowed_tools`` (also the only tools Claude Code offers, unless MCP tools may be used:
-  ``offered_tools``), ``permission_mode``, ``append_system_prompt``, ``env`` (extra variables
-  for the CLI), ``protected_paths`` (never writable by Claude Code's sandboxed Bash),
-  ``network`` (its sandboxed Bash may use the network; default ``[sandbox] network``);
+- ``request.options`` understood: ``cwd`` (the task's worktree), ``resume`` (a previous Claude
+  session id, for context continuity), ``max_budget_usd``, ``max_turns``, ``allowed_tools``
+  (also the only tools Claude Code offers, unless MCP tools may be used:
+  ``claude_code_tools.offered_tools``), ``permission_mode``, ``append_system_prompt``, ``env``
+  (extra variables for the CLI), ``protected_paths`` (never writable by Claude Code's sandboxed
+  Bash), ``network`` (its sandboxed Bash may use the network; default ``[sandbox] network``);
 - unless ``[sandbox] mode = "off"``: Claude Code's own sandbox on with no unsandboxed escape,
   only the environment claude needs, aca's deny list as ``Bash(...)`` rules, no project
   settings (``claude_code_sandbox``: ``claude_sandbox_settings``, ``claude_environment``);
@@ -21,8 +21,8 @@ calls to execute). What a caller may rely on:
   telemetry or update check; no commit instructions nor git-status snapshot; no memory folder
   shared across tasks) unless the environment sets the variable;
   MCP servers from the user's Claude Code configuration start only when ``allowed_tools``
-  names an MCP tool or permissions are bypassed (``mcp_tools_allowed``): each is a process
-  started with every run, before its first request;
+  names an MCP tool or permissions are bypassed (``claude_code_tools.mcp_tools_allowed``):
+  each is a process started with every run, before its first request;
 - ``request.system`` is appended to Claude Code's own system prompt, never replaces it;
   ``request.tools`` are not used: Claude Code works with its own tools (``allowed_tools``);
 - ``response_schema`` is passed as Claude Code's JSON schema option (``--json-schema``); the
@@ -31,13 +31,13 @@ calls to execute). What a caller may rely on:
   ``tool_use``, ``tool_result`` and finally ``result``;
 - the response carries the Claude session id (pass it back as ``resume``), usage and the
   cost Claude Code reported;
-- a provider error is never work: every error result of the run is a classified error with
-  the fix in its message (``result_error``): not logged in, a rejected key, a refusal, the
-  turn or budget limit, output cut off are permanent; an API failure is mapped by its status;
-  a dropped connection or a failure during execution is transient. So is an empty answer
-  from a run that used no tool, and an error result nothing recognises (its message quotes
-  Claude Code and points at ``aca providers check claude-code``). A CLI crash is transient;
-  a missing binary is permanent. The error carries what the run cost (``usage``,
+- a provider error is never work: every error result of the run is a classified error with the
+  fix in its message (``claude_code_results.result_error``): not logged in, a rejected key, a
+  refusal, the turn or budget limit, output cut off are permanent; an API failure is mapped by
+  its status; a dropped connection or a failure during execution is transient. So is an empty
+  answer from a run that used no tool, and an error result nothing recognises (its message
+  quotes Claude Code and points at ``aca providers check claude-code``). A CLI crash is
+  transient; a missing binary is permanent. The error carries what the run cost (``usage``,
   ``cost_usd``).
 """
 
@@ -53,8 +53,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from aca_flows._words import counted
-from aca_flows.errors import PermanentProviderError, ProviderError, TransientProviderError
+from aca_flows.errors import PermanentProviderError, TransientProviderError
 from aca_flows.providers.base import (
     EventCallback,
     Message,
@@ -63,141 +62,31 @@ from aca_flows.providers.base import (
     ProviderResponse,
     Usage,
 )
+from aca_flows.providers.claude_code_results import (
+    events_of,
+    model_usage,
+    result_error,
+)
 from aca_flows.providers.claude_code_sandbox import (
     claude_environment,
     claude_sandbox_settings,
-    denied_bash_rules,
     npm_root_answered,
     quiet_environment,
 )
+from aca_flows.providers.claude_code_tools import denied_tools, mcp_tools_allowed, offered_tools
 from aca_flows.providers.failures import error_for_status, error_from_exception
 from aca_flows.providers.pricing import cost_usd, price_for
 from aca_flows.settings import ClaudeCodeSection, ModelPrice, ProviderSection, SandboxSection
 
 __all__ = [
     "ClaudeCodeProvider",
-    "LOGIN_FIX",
     "bundled_claude_cli",
     "find_claude_cli",
-    "mcp_tools_allowed",
-    "offered_tools",
     "render_prompt",
-    "result_error",
 ]
 
-LOGIN_FIX = (
-    "log Claude Code in with `claude auth login` (or create a token with `claude setup-token` "
-    "and set CLAUDE_CODE_OAUTH_TOKEN), or set ANTHROPIC_API_KEY"
-)
-# Error results without an HTTP status are told apart by what Claude Code says.
 # The last lines of claude's stderr kept for the reason of a failed process.
 STDERR_KEPT = 20
-_LOGIN_MARKERS = ("not logged in", "/login", "please log in", "oauth token has expired")
-_REFUSAL_MARKERS = (
-    "/legal/aup",  # every refusal message links the usage policy
-    "safeguards flagged",
-    "usage policy",
-    "can't help with",
-    "can't respond",
-)
-_OUTPUT_LIMIT_MARKERS = ("output token maximum", "max_output_tokens")
-_CONNECTION_MARKERS = (
-    "connection",
-    "econn",
-    "etimedout",
-    "timed out",
-    "timeout",
-    "socket",
-    "network",
-    "overloaded",
-    "rate limit",
-)
-_SPEND_MARKERS = ("credit balance", "spend limit", "billing", "usage limit")
-# What each kind of error result tells the user, first match wins: (markers, error, message).
-_BY_MESSAGE = (
-    (
-        _LOGIN_MARKERS,
-        PermanentProviderError,
-        "Claude Code is not logged in{said}. To fix it, "
-        + LOGIN_FIX
-        + "; `aca providers list` then shows it ready.",
-    ),
-    (
-        ("api key",),
-        PermanentProviderError,
-        "the API key was rejected{said}. Check ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL), or "
-        "unset it to use Claude Code's login.",
-    ),
-    (
-        _SPEND_MARKERS,
-        PermanentProviderError,
-        "the account's credit or usage limit is exhausted{said}. Add credit or wait for the "
-        "limit to reset, then resume the session.",
-    ),
-    (
-        _REFUSAL_MARKERS,
-        PermanentProviderError,
-        "the model refused the request{said}. Rephrase the task, or choose another model with "
-        "--model.",
-    ),
-    (
-        _OUTPUT_LIMIT_MARKERS,
-        PermanentProviderError,
-        "the answer was cut off at the output token limit{said}. Split the task, or raise "
-        "CLAUDE_CODE_MAX_OUTPUT_TOKENS.",
-    ),
-    (
-        _CONNECTION_MARKERS,
-        TransientProviderError,
-        "the connection to the API failed{said}. Retry later; if it persists check "
-        "ANTHROPIC_BASE_URL and the network.",
-    ),
-)
-
-
-def mcp_tools_allowed(allowed_tools: list[str], permission_mode: str) -> bool:
-    """Whether a run may use MCP tools: an allowed tool names one (``mcp__github`` or
-    ``mcp__github__create_issue``), or permissions are bypassed. Otherwise Claude Code would
-    still start every MCP server of the user's configuration, for tools nobody may approve."""
-    return permission_mode == "bypassPermissions" or any(
-        tool.startswith("mcp__") for tool in allowed_tools
-    )
-
-
-# Built-in tools of Claude Code's default set that run without any approval, besides
-# ToolSearch (which offers MCP tools): a subagent, skills, workflows, wake-ups, a list of the
-# machine's other Claude sessions, findings reports.
-UNAPPROVED_TOOLS = ("Agent", "Skill", "Workflow", "ScheduleWakeup", "ListAgents", "ReportFindings")
-
-
-def offered_tools(allowed_tools: list[str], permission_mode: str) -> list[str] | None:
-    """The built-in tools Claude Code offers the model (``--tools``): those ``allowed_tools``
-    names (``Bash`` for ``Bash(git:*)``). Otherwise Claude Code also offers tools that run
-    without any approval (``UNAPPROVED_TOOLS``, ToolSearch and the deferred tools it loads:
-    38 KB of every request), so ``allowed_tools`` would not be what a task can use. Its whole
-    default set (``None``) where MCP tools may be used (``mcp_tools_allowed``): it offers them
-    through ToolSearch; ``denied_tools`` then denies the unapproved ones."""
-    if mcp_tools_allowed(allowed_tools, permission_mode):
-        return None
-    return list(dict.fromkeys(_tool_names(allowed_tools)))
-
-
-def denied_tools(
-    allowed_tools: list[str], permission_mode: str, deny_commands: list[str]
-) -> list[str]:
-    """Claude Code's ``--disallowedTools``: aca's deny list as Bash rules and, where the whole
-    default set is offered for MCP tools (``offered_tools``), the ``UNAPPROVED_TOOLS`` that
-    ``allowed_tools`` does not name. With ``bypassPermissions`` the user allowed everything."""
-    denied = denied_bash_rules(deny_commands)
-    if permission_mode != "bypassPermissions" and mcp_tools_allowed(allowed_tools, permission_mode):
-        named = set(_tool_names(allowed_tools))
-        denied += [tool for tool in UNAPPROVED_TOOLS if tool not in named]
-    return denied
-
-
-def _tool_names(allowed_tools: list[str]) -> list[str]:
-    names = (tool.split("(", 1)[0].strip() for tool in allowed_tools)
-    return [name for name in names if name]
 
 
 def bundled_claude_cli() -> Path | None:
@@ -383,7 +272,7 @@ class ClaudeCodeProvider:
             options.stderr = functools.partial(_heard, stderr, on_event)
             prompt = render_prompt(request.messages, resuming=bool(options.resume))
             async for message in query(prompt=prompt, options=options):
-                for event in _events(message):
+                for event in events_of(message):
                     if event.kind == "assistant_text":
                         texts.append(event.data["text"])
                     tools_used += event.kind == "tool_use"
@@ -451,7 +340,7 @@ class ClaudeCodeProvider:
         if usage.total_tokens == 0:
             # An error result (a budget stop) leaves ``usage`` empty; its per-model usage
             # still says what was spent.
-            usage = sum((_model_usage(u) for u in (result.model_usage or {}).values()), Usage())
+            usage = sum((model_usage(u) for u in (result.model_usage or {}).values()), Usage())
         model = request.model or self.model or next(iter(result.model_usage or {}), "")
         # A configured price wins (the contract: cost from the price table, overridable);
         # otherwise trust the cost Claude Code computed for itself.
@@ -480,125 +369,3 @@ def _heard(lines: list[str], on_event: EventCallback | None, line: str) -> None:
     del lines[:-STDERR_KEPT]
     if on_event is not None and line.strip():
         on_event(ProviderEvent(kind="stderr", data={"text": line.rstrip()}))
-
-
-def _model_usage(raw: Any) -> Usage:
-    """One entry of a result's ``model_usage`` (camelCase counts) as ``Usage``."""
-    raw = raw if isinstance(raw, dict) else {}
-    return Usage(
-        input_tokens=raw.get("inputTokens") or 0,
-        output_tokens=raw.get("outputTokens") or 0,
-        cache_read_tokens=raw.get("cacheReadInputTokens") or 0,
-        cache_write_tokens=raw.get("cacheCreationInputTokens") or 0,
-    )
-
-
-def result_error(result: Any, text: str, tools_used: int = 0) -> ProviderError | None:
-    """The classified error of a Claude Code result message, or ``None`` for a real answer.
-
-    ``text`` is the run's final answer; ``tools_used`` how many tool calls the run made (an
-    empty answer after work is an answer, an empty answer after nothing is not)."""
-    name = ClaudeCodeProvider.name
-    detail = (text or "; ".join(getattr(result, "errors", None) or [])).strip()
-    said = f": {' '.join(detail.split())[:300]}" if detail else ""
-    lowered = detail.lower()
-    status = getattr(result, "api_error_status", None)
-    subtype = getattr(result, "subtype", "")
-    if result.is_error and isinstance(status, int) and status >= 400:
-        return error_for_status(name, status, detail, key_hint="ANTHROPIC_API_KEY")
-    if subtype == "error_max_budget_usd":
-        return PermanentProviderError(
-            f"claude-code: the run reached its budget (max_budget_usd) after "
-            f"{counted(result.num_turns, 'turn')}. Raise [claude_code] max_budget_usd_per_task or "
-            "split the task.",
-            provider=name,
-        )
-    if subtype == "error_max_turns":
-        return PermanentProviderError(
-            "claude-code: the run stopped at its turn limit after "
-            f"{counted(result.num_turns, 'turn')}, before it finished. Raise [claude_code] "
-            "max_turns, or split the task.",
-            provider=name,
-        )
-    if result.is_error and subtype == "error_during_execution":
-        return TransientProviderError(
-            f"claude-code: the run failed{said or ': no detail'}.", provider=name
-        )
-    if not result.is_error:
-        if detail or tools_used:
-            return None
-        return TransientProviderError(
-            "claude-code: Claude Code returned an empty answer and did nothing. Retry later; "
-            "if it keeps happening, choose another model with --model.",
-            provider=name,
-        )
-    for markers, error, message in _BY_MESSAGE:
-        if any(marker in lowered for marker in markers):
-            return error(f"claude-code: {message.format(said=said)}", provider=name)
-    # An error nothing above recognises (a crash, an unknown API failure): say what it was,
-    # not a guess. A retry may get past it, and the retries are bounded.
-    return TransientProviderError(
-        f"claude-code: the run ended in an error{said or ': no detail'}. Retry later; if it "
-        "persists run `aca providers check claude-code`.",
-        provider=name,
-    )
-
-
-def _events(message: Any) -> list[ProviderEvent]:
-    """One SDK stream message as our events (plain data, safe to log as JSON)."""
-    kind = type(message).__name__
-    events: list[ProviderEvent] = []
-    if kind == "SystemMessage":
-        data = message.data or {}
-        events.append(
-            ProviderEvent(
-                kind="system",
-                data={
-                    "subtype": message.subtype,
-                    "session_id": data.get("session_id"),
-                    "model": data.get("model"),
-                },
-            )
-        )
-    elif kind in ("AssistantMessage", "UserMessage"):
-        content = message.content if isinstance(message.content, list) else []
-        if isinstance(message.content, str) and kind == "AssistantMessage":
-            events.append(ProviderEvent(kind="assistant_text", data={"text": message.content}))
-        for block in content:
-            block_kind = type(block).__name__
-            if block_kind == "TextBlock" and kind == "AssistantMessage":
-                events.append(ProviderEvent(kind="assistant_text", data={"text": block.text}))
-            elif block_kind == "ToolUseBlock":
-                events.append(
-                    ProviderEvent(
-                        kind="tool_use",
-                        data={"id": block.id, "name": block.name, "input": block.input},
-                    )
-                )
-            elif block_kind == "ToolResultBlock":
-                events.append(
-                    ProviderEvent(
-                        kind="tool_result",
-                        data={
-                            "tool_use_id": block.tool_use_id,
-                            "content": block.content,
-                            "is_error": bool(block.is_error),
-                        },
-                    )
-                )
-    elif kind == "ResultMessage":
-        events.append(
-            ProviderEvent(
-                kind="result",
-                data={
-                    "subtype": message.subtype,
-                    "is_error": message.is_error,
-                    "num_turns": message.num_turns,
-                    "session_id": message.session_id,
-                    "total_cost_usd": message.total_cost_usd,
-                    "usage": message.usage,
-                    "duration_ms": message.duration_ms,
-                },
-            )
-        )
-    return events

@@ -262,7 +262,8 @@ def _check_ollama(config: AcaConfig, env: Mapping[str, str]) -> ProviderReadines
 
 
 def _check_claude_code(config: AcaConfig, env: Mapping[str, str]) -> ProviderReadiness:
-    from aca_flows.providers.claude_code import LOGIN_FIX, find_claude_cli
+    from aca_flows.providers.claude_code import find_claude_cli
+    from aca_flows.providers.claude_code_results import LOGIN_FIX
 
     model = config.provider("claude-code").model or "Claude Code's default"
     cli, source = find_claude_cli(config.claude_code.cli_path, env)
