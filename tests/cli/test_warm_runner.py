@@ -128,29 +128,37 @@ def test_a_command_with_its_own_ca_file_still_runs_warm(home, tmp_path):
     assert len(runs_forked(home)) == len(before) + 1
 
 
+# A process of its own, as a forked run is: the flow tests' Prefect harness, when it ran
+# earlier in the session, holds the settings it started with.
+CA_FILE_AFTER_FORK = """
+import os, sys
+from prefect.context import refresh_global_settings_context
+from prefect.settings import PREFECT_API_SSL_CERT_FILE
+from aca_flows.flows import _ca_file_default_from_environment
+
+for value in sys.argv[1:]:
+    if value == "-":
+        os.environ.pop("SSL_CERT_FILE", None)
+    else:
+        os.environ["SSL_CERT_FILE"] = value
+    _ca_file_default_from_environment()
+    refresh_global_settings_context()
+    print(PREFECT_API_SSL_CERT_FILE.value())
+"""
+
+
 @pytest.mark.parametrize("command_s", ["/etc/ssl/the-command-s.pem", None])
-def test_a_forked_run_s_prefect_takes_the_command_s_ca_file(command_s, monkeypatch):
+def test_a_forked_run_s_prefect_takes_the_command_s_ca_file(command_s):
     """Prefect reads ``SSL_CERT_FILE`` once, at import, as the default of its server's CA
     file: a run forked from a runner started with another value verifies the command's
-    server against the command's certificates, as the command run by itself would. (Here,
-    not beside the flow tests: their Prefect test harness holds the settings it started with.)"""
-    from prefect.context import refresh_global_settings_context
-    from prefect.settings import PREFECT_API_SSL_CERT_FILE
-
-    from aca_flows.flows import _ca_file_default_from_environment
-
-    monkeypatch.delenv("PREFECT_API_SSL_CERT_FILE", raising=False)
-    for value in ("/etc/ssl/the-runner-s.pem", command_s):
-        if value is None:
-            monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-        else:
-            monkeypatch.setenv("SSL_CERT_FILE", value)
-        _ca_file_default_from_environment()
-        refresh_global_settings_context()
-        assert PREFECT_API_SSL_CERT_FILE.value() == value
-    monkeypatch.undo()
-    _ca_file_default_from_environment()  # the session's own value again, for the tests that follow
-    refresh_global_settings_context()
+    server against the command's certificates, as the command run by itself would."""
+    env = {k: v for k, v in os.environ.items() if not k.endswith("SSL_CERT_FILE")}
+    env["SSL_CERT_FILE"] = "/etc/ssl/the-runner-s.pem"  # the runner's, when Prefect was imported
+    done = subprocess.run(
+        [sys.executable, "-c", CA_FILE_AFTER_FORK, "/etc/ssl/the-runner-s.pem", command_s or "-"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert done.stdout.splitlines() == ["/etc/ssl/the-runner-s.pem", str(command_s)]
 
 
 def start_chain(home: Path, tmp_path: Path, llm: FakeLLMServer, agent: Agent, **popen):
