@@ -15,7 +15,8 @@ targets of the speed issue:
    (task run, states, tag slots, logs, report artifact, events) on the same cores.
 2. Parallel efficiency: a 40-task DAG (8 chains of 5), fake LLM latency 1 s per call, two
    calls a task, 8 at once: makespan divided by the lower bound max(critical path, total
-   work / 8). Target at most 1.15.
+   work / 8). Target at most 1.15. Where the time beyond the calls goes follows: the run's
+   start, the gaps between a task's calls, the links between tasks, the run's end.
 
 Each figure is the median of ``ACA_BENCH_REPEATS`` runs (default 3), the spread (lowest to
 highest) beside it; the profile adds up all runs.
@@ -406,6 +407,7 @@ def parallel_efficiency(tmp: Path) -> dict[str, float]:
         os.environ.update(ANTHROPIC_BASE_URL=server.url, ANTHROPIC_API_KEY=server.api_key)
         server_before = server_cpu_seconds()
         cpu_before, start = cpu_seconds(), time.perf_counter()
+        started_at = time.time()
         outcome = run_flow(quiet_console=True,
             task_file=str(tasks), workdir=str(make_repo(tmp / "repo")), provider="anthropic",
             model="claude-test", max_concurrent=CONCURRENCY,
@@ -421,6 +423,33 @@ def parallel_efficiency(tmp: Path) -> dict[str, float]:
         "ratio": makespan / bound,
         "cpu": cpu / 40,
         "server_cpu": server_cpu / 40,
+        **timeline(server.anthropic.requests, started_at, started_at + makespan),
+    }
+
+
+def timeline(requests: list, started_at: float, ended_at: float) -> dict[str, float]:
+    """Where the DAG's time beyond its calls goes, from when the fake server saw each call:
+    the run's start (to its first call), its end (from the last call's answer), a task's
+    calls (the gap between its answer and its next call: aca's work between them) and the
+    links (a task's last answer to its dependent's first call, median and longest)."""
+    from tests.fakes.coding_agent import task_of
+
+    calls: dict[str, list] = defaultdict(list)
+    for request in requests:
+        calls[task_of(request)[0]].append(request)
+    gaps, links = [], []
+    for task_id, made in calls.items():
+        gaps += [b.received_at - a.answered_at for a, b in zip(made, made[1:], strict=False)]
+        chain, step = task_id[1:].split("s")
+        if int(step):
+            before = calls[f"c{chain}s{int(step) - 1}"][-1]
+            links.append(made[0].received_at - before.answered_at)
+    return {
+        "to_first_call": min(r.received_at for r in requests) - started_at,
+        "after_last_answer": ended_at - max(r.answered_at for r in requests),
+        "gap": statistics.median(gaps),
+        "link": statistics.median(links),
+        "longest_link": max(links),
     }
 
 
@@ -484,6 +513,11 @@ def report_parallel(runs: list[dict[str, float]]) -> None:
         ("efficiency ratio (target <= 1.15)", "ratio"),
         ("CPU seconds per task (aca + git)", "cpu"),
         ("CPU seconds per task of the Prefect server", "server_cpu"),
+        ("where beyond the calls: run start to its first call, s", "to_first_call"),
+        ("  a task's answer to its next call, median, s", "gap"),
+        ("  a link, last answer to the dependent's first call, median, s", "link"),
+        ("  the longest link, s", "longest_link"),
+        ("  the last answer to the run's end, s", "after_last_answer"),
     ]
     for label, key in rows:
         print(f"parallel: {label:<62} {_figure(runs, key)}")
