@@ -1,5 +1,6 @@
-"""Words as a reader sees them: counts ("1 task", "3 tasks", never "1 tasks"), a message on
-one line, and the ``--workdir`` a command printed for the reader needs."""
+"""Words as a reader sees them: counts ("1 task", "3 tasks", never "1 tasks"), costs
+("$0.0123"), a message on one line, and the ``--workdir`` a command printed for the reader
+needs."""
 
 from __future__ import annotations
 
@@ -7,12 +8,17 @@ import os
 import shlex
 from pathlib import Path
 
-__all__ = ["counted", "one_line", "workdir_option"]
+__all__ = ["counted", "format_cost", "one_line", "workdir_option"]
 
 
 def counted(count: int, noun: str) -> str:
     """``count`` and ``noun`` (singular), with an "s" unless the count is one."""
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def format_cost(usd: float) -> str:
+    """USD as aca shows it everywhere: four decimals under a dollar, cents above."""
+    return f"${usd:,.4f}" if usd < 1 else f"${usd:,.2f}"
 
 
 def workdir_option(workdir: str | Path) -> str:

@@ -3,7 +3,8 @@
     AcaError                      root: anything the user can act on; the CLI prints it, exit 2
     ├── InputError                a file or option the user gave is unusable
     │   ├── TaskFileError         a task file or plan file cannot be read or parsed
-    │   └── PlanValidationError   a plan parsed but is inconsistent (carries every problem)
+    │   ├── PlanValidationError   a plan parsed but is inconsistent (carries every problem)
+    │   └── TaskFileProblems      both: a task file's problems of every stage, listed together
     ├── ConfigError               a configuration file or ACA_* variable is wrong
     └── ProviderError             an LLM provider call failed; nothing else leaks from providers
         ├── TransientProviderError   worth retrying: 429, 5xx, 529, timeouts, dropped connections
@@ -24,6 +25,7 @@ __all__ = [
     "PlanValidationError",
     "ProviderError",
     "TaskFileError",
+    "TaskFileProblems",
     "TransientProviderError",
 ]
 
@@ -53,6 +55,12 @@ class PlanValidationError(InputError):
             f"{source}: the plan has {len(problems)} problem(s):\n{listed}\n"
             "Fix these in the task file and run again."
         )
+
+
+class TaskFileProblems(TaskFileError, PlanValidationError):
+    """A task file with several problems found at different stages (an unknown key, a missing
+    referenced file, a dependency cycle), reported together as a compiler does, so one run
+    shows them all. Caught as either of its parents."""
 
 
 class ConfigError(AcaError):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from aca_flows._words import format_cost
 from aca_flows.cli.options import ExistingWorkdir, JsonOutput
 
 if TYPE_CHECKING:  # imported where used: `aca --help` pays for none of it
@@ -215,10 +216,6 @@ def console() -> Console:
 def format_time(moment: datetime) -> str:
     """In the machine's local time zone, to the second."""
     return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def format_cost(usd: float) -> str:
-    return f"${usd:,.4f}" if usd < 1 else f"${usd:,.2f}"
 
 
 def format_duration(span: timedelta) -> str:

@@ -6,6 +6,7 @@ import re
 import unicodedata
 from pathlib import Path
 
+from aca_flows.errors import TaskFileError
 from aca_flows.plan.models import FileRef, Task, TaskMetadata
 from aca_flows.plan.source import read_text_file, resolve_inside
 
@@ -31,7 +32,8 @@ def slugify(title: str) -> str:
 class TaskTreeBuilder:
     """Collects tasks in file order. Explicit ids are kept; others are slugs of their titles,
     made unique with a ``-2``, ``-3`` suffix. Referenced files are read from ``base_dir``
-    (default: the task file's folder)."""
+    (default: the task file's folder). ``problems``: what the loader found wrong so far, each a
+    whole message; the loader goes on past them, so one run reports them all."""
 
     def __init__(self, task_file: Path, base_dir: Path | None = None):
         self.task_file = task_file
@@ -39,6 +41,7 @@ class TaskTreeBuilder:
         self.tasks: list[Task] = []
         self._by_id: dict[str, Task] = {}
         self._explicit_ids: set[str] = set()
+        self.problems: list[str] = []
 
     def reserve_ids(self, ids: list[str]) -> None:
         """Explicit ids anywhere in the file win over generated ones."""
@@ -58,9 +61,22 @@ class TaskTreeBuilder:
             parent.children = [*parent.children, task.id]
         return task
 
-    def file_ref(self, reference: str) -> FileRef:
-        path = resolve_inside(self.base_dir, reference, self.task_file)
+    def file_ref(self, reference: str, referrer: Path | str | None = None) -> FileRef:
+        """``referrer`` names where the reference is in error messages (the task file's)."""
+        path = resolve_inside(self.base_dir, reference, referrer or self.task_file)
         return FileRef(path=reference, content=read_text_file(path, "referenced file"))
+
+    def file_refs(self, references: list[str], referrer: str) -> list[FileRef]:
+        """The referenced files that can be read; one that cannot is a problem noted, not
+        raised, so the rest of the task file is still checked. ``referrer``: the line or task
+        that references them, as ``tasks.md:4``."""
+        refs = []
+        for reference in references:
+            try:
+                refs.append(self.file_ref(reference, referrer))
+            except TaskFileError as exc:
+                self.problems.append(str(exc))
+        return refs
 
     def _fresh_id(self, title: str) -> str:
         base = slugify(title)

@@ -10,7 +10,8 @@ What a caller may rely on:
   (``response_schema``, generated from the models in ``intelligent_prompt``);
 - an answer that is not JSON, does not fit the models, names unknown tasks or files, or has
   cycles goes back to the model with every problem, at most ``max_repairs`` times; after that a
-  ``TaskFileError`` lists what was still wrong;
+  ``TaskFileError`` lists what was still wrong and what the calls cost (no session bills a
+  failed parse);
 - a usable answer is cached in ``cache_dir`` under a hash of the prompt version, provider,
   model and the whole request text: parsing the same input again makes no provider call. An
   answer that ``scrub`` (the session's redactor) would change holds a secret and is not cached:
@@ -38,7 +39,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aca_flows._files import write_json_atomic
-from aca_flows.errors import TaskFileError
+from aca_flows._words import counted, format_cost
+from aca_flows.errors import ProviderError, TaskFileError
 from aca_flows.plan.intelligent_prompt import (
     PROMPT_VERSION,
     SYSTEM_PROMPT,
@@ -165,7 +167,11 @@ async def parse_with_llm(
                 response_schema=schema,
                 options=options if provider.name == "claude-code" else {},
             )
-            response = await provider.complete(request)
+            try:
+                response = await provider.complete(request)
+            except ProviderError as exc:
+                _name_spend_in(exc, calls, cost)
+                raise
             calls, cost = calls + 1, cost + response.cost_usd
             unbilled = unbilled.model_copy(
                 update={
@@ -194,7 +200,8 @@ async def parse_with_llm(
             listed = "\n".join(f"  - {p}" for p in problems)
             raise TaskFileError(
                 f"{path}: the intelligent parser ({provider.name}) gave no usable plan after "
-                f"{calls} attempt(s); the last answer had these problems:\n{listed}\n"
+                f"{calls} attempt(s) ({_spent(calls, cost)} spent); the last answer had these "
+                f"problems:\n{listed}\n"
                 "Run again, guide it with --context, or use the deterministic parser "
                 "(--force-naive-parser)."
             )
@@ -203,8 +210,25 @@ async def parse_with_llm(
     lost = lost_items(plan, source_items(source.text))
     parse = IntelligentParse(plan, lost, calls, calls == 0, cost, cache_file, unbilled)
     if lost and strict:
-        raise TaskFileError(f"{path}: --strict: {parse.lost_warning()}")
+        spent = f"\nSpent on this parse: {_spent(calls, cost)}." if calls else ""
+        raise TaskFileError(f"{path}: --strict: {parse.lost_warning()}{spent}")
     return parse
+
+
+def _name_spend_in(error: ProviderError, calls: int, cost: float) -> None:
+    """The message of ``error``, a parse's failed call, names what the parse had spent by then:
+    the calls before it, and this one if it was paid for."""
+    billed = getattr(error.billed, "cost_usd", None)
+    if billed is not None:
+        calls, cost = calls + 1, cost + billed
+    if calls and error.args:
+        error.args = (f"{error.args[0]} (the parse had spent {_spent(calls, cost)})",)
+
+
+def _spent(calls: int, cost: float) -> str:
+    """A failed parse's spend, for its message: no session exists to bill it to, so the
+    message is where the user learns what the failure cost."""
+    return f"{counted(calls, 'call')}, {format_cost(cost)}"
 
 
 def parse_with_llm_sync(path: Path, provider: Provider, **kwargs) -> IntelligentParse:

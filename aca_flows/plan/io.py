@@ -55,11 +55,11 @@ def load_task_file(path: Path) -> ExecutionPlan:
         )
     text = read_text_file(path)
     if suffix in MARKDOWN_SUFFIXES:
-        return check_plan(load_markdown(path, text), str(path))
+        return load_markdown(path, text)
     data = _parse_structured(path, text)
     if suffix == ".json" or "schema_version" in data:
         return _execution_plan(path, data)
-    return check_plan(load_toml_task_file(path, data), str(path))
+    return load_toml_task_file(path, data)
 
 
 def load_task_text(
@@ -80,11 +80,11 @@ def load_task_text(
         raise TaskFileError(f"{source} is empty; write at least one task in it.")
     path = Path(source)
     if plan_format == "markdown":
-        return check_plan(load_markdown(path, text, base_dir), source)
+        return load_markdown(path, text, base_dir)
     data = _parse_structured(path, text)
     if "schema_version" in data:
         return _execution_plan(path, data)
-    return check_plan(load_toml_task_file(path, data, base_dir), source)
+    return load_toml_task_file(path, data, base_dir)
 
 
 def _looks_like_toml(text: str) -> bool:

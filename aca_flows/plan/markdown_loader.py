@@ -11,6 +11,9 @@
 - A trailing attribute block sets ids, dependencies and more:
   ``- [ ] Add login {#login depends_on=db,models verify="pytest -q tests/test_login.py"}``.
 - A file without list items is one task.
+
+A problem (an unknown attribute, a bad value, a missing referenced file) is noted with its line
+and the file is read on without it, so ``check_plan`` raises every problem of the file at once.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pydantic import ValidationError
 from aca_flows.errors import TaskFileError
 from aca_flows.plan.builder import TaskTreeBuilder
 from aca_flows.plan.models import ExecutionPlan, Task, TaskMetadata, TaskStatus
+from aca_flows.plan.validate import check_plan
 
 __all__ = ["ATTRIBUTE_KEYS", "load_markdown"]
 
@@ -68,21 +72,28 @@ class _Node:
 
 
 def load_markdown(path: Path, text: str, base_dir: Path | None = None) -> ExecutionPlan:
+    """The task file as a plan that passed ``check_plan``, which raises every problem found."""
     root = _parse(text)
     builder = TaskTreeBuilder(path, base_dir)
     builder.reserve_ids(_explicit_ids(root, path))
+    if root.has_items():
+        plan = _items_plan(path, root, builder)
+    else:
+        plan = _single_task_plan(path, root, builder)
+    return check_plan(plan, str(path), found_before=builder.problems)
+
+
+def _items_plan(path: Path, root: _Node, builder: TaskTreeBuilder) -> ExecutionPlan:
     tops = root.children
-    if not root.has_items():
-        return _single_task_plan(path, root, builder)
 
     plan_fields: dict[str, Any] = {"name": path.stem, "description": _join(root.text)}
     headings = [n for n in tops if not n.is_item]
     if len(headings) == 1 and headings[0].level == 1 and not any(n.is_item for n in tops):
         title_node = headings[0]
-        title, attrs = _split_attrs(title_node.title, path, title_node.line)
+        title, attrs = _split_attrs(title_node.title, path, title_node.line, builder.problems)
         plan_fields["name"] = title
         plan_fields["description"] = _join(root.text + title_node.text)
-        plan_fields.update(_plan_attrs(attrs, path, title_node.line))
+        plan_fields.update(_plan_attrs(attrs, path, title_node.line, builder.problems))
         tops = title_node.children
     hints: list[str] = []
     for node in tops:
@@ -100,8 +111,8 @@ def _single_task_plan(path: Path, root: _Node, builder: TaskTreeBuilder) -> Exec
         lines = [ln for ln in root.text if ln.strip()]
         title, line = lines[0].strip(), 1
         body = _join(root.text[root.text.index(lines[0]) + 1 :])
-    title, attrs = _split_attrs(title, path, line)
-    fields = _task_fields(attrs, path, line)
+    title, attrs = _split_attrs(title, path, line, builder.problems)
+    fields = _task_fields(attrs, path, line, builder.problems)
     builder.add(None, title=title[:200], description=body, **fields)
     return ExecutionPlan(name=title[:200], tasks=builder.tasks)
 
@@ -110,9 +121,9 @@ def _add_node(node: _Node, parent: Task | None, builder: TaskTreeBuilder, hints:
     if not node.is_item and not node.has_items():
         hints.append(_join([f"{node.title}:", *node.text, *_flatten_text(node.children)]))
         return
-    title, attrs = _split_attrs(node.title, builder.task_file, node.line)
-    title, refs = _references(title, builder)
-    fields = _task_fields(attrs, builder.task_file, node.line)
+    title, attrs = _split_attrs(node.title, builder.task_file, node.line, builder.problems)
+    title, refs = _references(title, builder, f"{builder.task_file}:{node.line}")
+    fields = _task_fields(attrs, builder.task_file, node.line, builder.problems)
     task_id = fields.pop("task_id", None)
     if node.checked:
         fields["status"] = TaskStatus(state="completed")
@@ -172,17 +183,21 @@ def _owner(headings: list[_Node], items: list[_Node], line: str) -> _Node:
     return items[-1] if items else headings[-1]
 
 
-def _split_attrs(title: str, path: Path, line: int) -> tuple[str, dict[str, str]]:
+def _split_attrs(
+    title: str, path: Path, line: int, problems: list[str]
+) -> tuple[str, dict[str, str]]:
+    """The title and its attributes; one that cannot be read is noted in ``problems``."""
     match = _ATTRS.search(title)
     if not match:
         return title.strip(), {}
     try:
         tokens = shlex.split(match.group(1))
     except ValueError as exc:
-        raise TaskFileError(
+        problems.append(
             f"{path}:{line}: cannot read the attribute block {{{match.group(1)}}}: {exc}; "
             'quote values with spaces, e.g. verify="pytest -q".'
-        ) from None
+        )
+        return title[: match.start()].strip(), {}
     if not tokens or not all(t.startswith("#") or "=" in t for t in tokens):
         return title.strip(), {}  # literal braces in a title, not attributes
     attrs: dict[str, str] = {}
@@ -192,10 +207,11 @@ def _split_attrs(title: str, path: Path, line: int) -> tuple[str, dict[str, str]
             continue
         key, _, value = token.partition("=")
         if key not in ATTRIBUTE_KEYS:
-            raise TaskFileError(
+            problems.append(
                 f"{path}:{line}: unknown attribute '{key}'; known attributes are "
                 f"#id, {', '.join(ATTRIBUTE_KEYS)}."
             )
+            continue
         attrs[key] = value
     return title[: match.start()].strip(), attrs
 
@@ -204,64 +220,79 @@ def _split_attrs(title: str, path: Path, line: int) -> tuple[str, dict[str, str]
 _ATTRIBUTE_OF = {"estimated_complexity": "complexity", "dependencies": "depends_on"}
 
 
-def _task_fields(attrs: dict[str, str], path: Path, line: int) -> dict[str, Any]:
+def _task_fields(
+    attrs: dict[str, str], path: Path, line: int, problems: list[str]
+) -> dict[str, Any]:
+    """The task's fields from its attributes; each bad value is noted in ``problems`` and left
+    out, so the task is still built and the rest of the file checked."""
+    while True:
+        try:
+            return _checked_task_fields(attrs)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(_ATTRIBUTE_OF.get(str(p), str(p)) for p in err["loc"])
+            message = (
+                f"{path}:{line}: bad attribute value for '{where}': {err['msg']}; "
+                "see docs/task-files.md for the allowed values."
+            )
+            if where not in attrs:  # not an attribute's fault: nothing to leave out
+                raise TaskFileError(message) from None
+            problems.append(message)
+            attrs = {k: v for k, v in attrs.items() if k != where}
+
+
+def _checked_task_fields(attrs: dict[str, str]) -> dict[str, Any]:
     def csv(value: str) -> list[str]:
         return [v.strip() for v in value.split(",") if v.strip()]
 
-    try:
-        metadata = TaskMetadata(
-            priority=attrs.get("priority", "normal"),
-            estimated_complexity=attrs.get("complexity"),
-            tags=csv(attrs.get("tags", "")),
-        )
-        fields: dict[str, Any] = {
-            "metadata": metadata,
-            "dependencies": csv(attrs.get("depends_on", "")),
-            "verify": attrs.get("verify"),
-            "provider": attrs.get("provider"),
-            "model": attrs.get("model"),
-            "max_attempts": attrs.get("max_attempts"),
-            "network": attrs.get("network"),
-        }
-        # A probe: a bad value is named here, with its line, not by a traceback later.
-        probed = {k: fields[k] for k in ("max_attempts", "network") if fields[k] is not None}
-        Task(id=attrs.get("id", "check"), title="check", **probed)
-        if "id" in attrs:
-            fields["task_id"] = attrs["id"]
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(_ATTRIBUTE_OF.get(str(p), str(p)) for p in err["loc"])
-        raise TaskFileError(
-            f"{path}:{line}: bad attribute value for '{where}': {err['msg']}; "
-            "see docs/task-files.md for the allowed values."
-        ) from None
+    metadata = TaskMetadata(
+        priority=attrs.get("priority", "normal"),
+        estimated_complexity=attrs.get("complexity"),
+        tags=csv(attrs.get("tags", "")),
+    )
+    fields: dict[str, Any] = {
+        "metadata": metadata,
+        "dependencies": csv(attrs.get("depends_on", "")),
+        "verify": attrs.get("verify"),
+        "provider": attrs.get("provider"),
+        "model": attrs.get("model"),
+        "max_attempts": attrs.get("max_attempts"),
+        "network": attrs.get("network"),
+    }
+    # A probe: a bad value is named here, with its line, not by a traceback later.
+    probed = {k: fields[k] for k in ("max_attempts", "network") if fields[k] is not None}
+    Task(id=attrs.get("id", "check"), title="check", **probed)
+    if "id" in attrs:
+        fields["task_id"] = attrs["id"]
     return fields
 
 
-def _plan_attrs(attrs: dict[str, str], path: Path, line: int) -> dict[str, Any]:
+def _plan_attrs(
+    attrs: dict[str, str], path: Path, line: int, problems: list[str]
+) -> dict[str, Any]:
     extra = set(attrs) - {"verify"}
     if extra:
-        raise TaskFileError(
+        problems.append(
             f"{path}:{line}: the plan title takes only a verify attribute (the default verify "
             f"command), not {', '.join(sorted(extra))}; put task attributes on items."
         )
     return {"verify": attrs["verify"]} if "verify" in attrs else {}
 
 
-def _references(title: str, builder: TaskTreeBuilder):
-    refs = []
+def _references(title: str, builder: TaskTreeBuilder, referrer: str):
+    references = []
     if match := _ARROW.match(title):
         title = match.group(1).strip()
-        refs.append(builder.file_ref(match.group(2)))
+        references.append(match.group(2))
 
     def replace(link: re.Match) -> str:
         target = link.group(2)
         if "://" not in target and not target.startswith(("#", "mailto:")):
-            refs.append(builder.file_ref(target.split("#")[0]))
+            references.append(target.split("#")[0])
         return link.group(1)
 
     title = _LINK.sub(replace, title)
-    return title, refs
+    return title, builder.file_refs(references, referrer)
 
 
 def _explicit_ids(root: _Node, path: Path) -> list[str]:
@@ -269,7 +300,8 @@ def _explicit_ids(root: _Node, path: Path) -> list[str]:
     while stack:
         node = stack.pop()
         if node.line:
-            _, attrs = _split_attrs(node.title, path, node.line)
+            # Its problems are noted when the task is built, not twice.
+            _, attrs = _split_attrs(node.title, path, node.line, problems=[])
             if "id" in attrs:
                 ids.append(attrs["id"])
         stack.extend(node.children)

@@ -51,7 +51,7 @@ def read_text_file(path: Path, what: str = "task file") -> str:
     return text
 
 
-def resolve_inside(base_dir: Path, reference: str, referrer: Path) -> Path:
+def resolve_inside(base_dir: Path, reference: str, referrer: Path | str) -> Path:
     """Resolve ``reference`` relative to ``base_dir``; it must stay inside that folder tree."""
     target = (base_dir / reference).resolve()
     root = base_dir.resolve()

@@ -7,6 +7,7 @@ See docs/task-files.md for the whole schema with examples.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,9 @@ from aca_flows.plan.models import (
     Task,
     TaskMetadata,
 )
+from aca_flows.plan.validate import check_plan
 
-__all__ = ["TaskFileSpec", "load_toml_task_file", "pydantic_problems"]
+__all__ = ["TaskFileSpec", "load_toml_task_file", "pydantic_problem_list", "pydantic_problems"]
 
 
 class _Spec(BaseModel):
@@ -69,17 +71,15 @@ class TaskFileSpec(_Spec):
 def load_toml_task_file(
     path: Path, data: dict[str, Any], base_dir: Path | None = None
 ) -> ExecutionPlan:
-    try:
-        spec = TaskFileSpec.model_validate(data)
-    except ValidationError as exc:
-        raise TaskFileError(
-            f"{path}: {pydantic_problems(exc)}. See docs/task-files.md for the TOML schema."
-        ) from None
+    """The task file as a plan that passed ``check_plan``. Every problem is raised at once: a
+    key the schema refuses is left out so the rest (ids, referenced files, dependencies) is
+    still checked; only a file whose tasks cannot be read at all stops at its schema problems."""
     builder = TaskTreeBuilder(path, base_dir)
+    spec = _task_file_spec(path, data, builder.problems)
     builder.reserve_ids(list(_explicit_ids(spec.tasks)))
     for task_spec in spec.tasks:
         _add(task_spec, None, builder)
-    return ExecutionPlan(
+    plan = ExecutionPlan(
         name=spec.plan.name or path.stem,
         description=spec.plan.description,
         strategy=spec.plan.strategy,
@@ -90,20 +90,61 @@ def load_toml_task_file(
         verify=spec.plan.verify,
         tasks=builder.tasks,
     )
+    return check_plan(plan, str(path), found_before=builder.problems)
+
+
+def _task_file_spec(path: Path, data: dict[str, Any], problems: list[str]) -> TaskFileSpec:
+    try:
+        return TaskFileSpec.model_validate(data)
+    except ValidationError as exc:
+        refused = exc
+    try:  # without the refused keys, to check the rest of the file too
+        spec = TaskFileSpec.model_validate(
+            _without_keys(data, [e["loc"] for e in refused.errors()])
+        )
+    except ValidationError:
+        raise TaskFileError(_schema_message(path, pydantic_problems(refused))) from None
+    problems.extend(_schema_message(path, p) for p in pydantic_problem_list(refused))
+    return spec
+
+
+def _schema_message(path: Path, problem: str) -> str:
+    return f"{path}: {problem}. See docs/task-files.md for the TOML schema."
+
+
+def _without_keys(data: dict[str, Any], locations: list[tuple]) -> dict[str, Any]:
+    """``data`` without the innermost table key of each location (``tasks[0].colour``, or
+    ``tasks[0].depends_on`` for a bad item in it); a missing key stays missing."""
+    data = copy.deepcopy(data)
+    for loc in locations:
+        node: Any = data
+        key_at = None
+        for part in loc:
+            if isinstance(node, dict) and isinstance(part, str):
+                key_at = (node, part)
+            try:
+                node = node[part]
+            except (KeyError, IndexError, TypeError):
+                break
+        if key_at is not None:
+            key_at[0].pop(key_at[1], None)
+    return data
 
 
 def _add(spec: TaskSpec, parent: Task | None, builder: TaskTreeBuilder) -> None:
-    if spec.id is not None:
+    task_id = spec.id
+    if task_id is not None:
         try:
-            Task(id=spec.id, title=spec.title)
+            Task(id=task_id, title=spec.title)
         except ValidationError:
-            raise TaskFileError(
-                f"{builder.task_file}: task id '{spec.id}' is not valid; use letters, digits, "
+            builder.problems.append(
+                f"{builder.task_file}: task id '{task_id}' is not valid; use letters, digits, "
                 "'.', '_' and '-', starting with a letter or digit."
-            ) from None
+            )
+            task_id = None  # a generated one, so the rest of the file is still checked
     task = builder.add(
         parent,
-        task_id=spec.id,
+        task_id=task_id,
         title=spec.title,
         description=spec.description.strip(),
         dependencies=spec.depends_on,
@@ -117,9 +158,12 @@ def _add(spec: TaskSpec, parent: Task | None, builder: TaskTreeBuilder) -> None:
             priority=spec.priority,
             estimated_complexity=spec.complexity,
             repository_refs=spec.repositories,
-            file_refs=[builder.file_ref(f) for f in spec.files],
             tags=spec.tags,
         ),
+    )
+    # Read once the task has its id, which a problem with a file names.
+    task.metadata.file_refs = builder.file_refs(
+        spec.files, f"{builder.task_file}: task '{task.id}'"
     )
     for child in spec.subtasks:
         _add(child, task, builder)
@@ -143,6 +187,11 @@ _RENAMED = {
 
 def pydantic_problems(exc: ValidationError) -> str:
     """Every validation error on one line: ``'tasks[2].priority': Input should be ...``."""
+    return "; ".join(pydantic_problem_list(exc))
+
+
+def pydantic_problem_list(exc: ValidationError) -> list[str]:
+    """Each validation error as ``pydantic_problems`` words it."""
     parts = []
     for err in exc.errors():
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
@@ -154,4 +203,4 @@ def pydantic_problems(exc: ValidationError) -> str:
             parts.append(f"missing key '{where}'")
         else:
             parts.append(f"'{where}': {err['msg']}")
-    return "; ".join(parts)
+    return parts

@@ -9,23 +9,41 @@ their groups, and with ``strategy = sequential`` a task that depends on a later 
 
 from __future__ import annotations
 
-from aca_flows.errors import PlanValidationError
+from collections.abc import Sequence
+
+from aca_flows.errors import PlanValidationError, TaskFileError, TaskFileProblems
 from aca_flows.plan.dag import sequential_order
 from aca_flows.plan.models import ExecutionPlan, Strategy, Task
 
 __all__ = ["check_plan", "find_cycles", "plan_problems", "stall_problems"]
 
 
-def check_plan(plan: ExecutionPlan, source: str, run_states: bool = False) -> ExecutionPlan:
+def check_plan(
+    plan: ExecutionPlan,
+    source: str,
+    run_states: bool = False,
+    found_before: Sequence[str] = (),
+) -> ExecutionPlan:
     """Return ``plan`` unchanged, or raise ``PlanValidationError`` listing every problem.
     ``run_states``: the plan is one to start a run from (an execution plan file), whose tasks
-    are pending, or completed to be passed over."""
+    are pending, or completed to be passed over. ``found_before``: what the loader already
+    found wrong in the file (each a whole message), listed first."""
     problems = plan_problems(plan)
     if run_states:
         problems += _run_state_problems(plan)
+    if found_before:
+        _raise_file_problems(source, [*found_before, *problems])
     if problems:
         raise PlanValidationError(source, problems)
     return plan
+
+
+def _raise_file_problems(source: str, problems: list[str]) -> None:
+    """A loader's single problem keeps the message (and class) it always had; several, of any
+    stage, are listed together."""
+    if len(problems) == 1:
+        raise TaskFileError(problems[0])
+    raise TaskFileProblems(source, problems)
 
 
 def plan_problems(plan: ExecutionPlan) -> list[str]:

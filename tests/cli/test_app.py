@@ -122,6 +122,64 @@ def test_cycle_is_exit_2_with_path_and_nothing_written(tmp_path, capsys):
     assert not dump.exists()
 
 
+# A task file with three problems of three stages: the schema (an unknown key or attribute), a
+# referenced file, the dependencies. One run names them all, as a compiler would.
+_THREE_PROBLEMS = {
+    "tasks.toml": """
+[[tasks]]
+id = "a"
+title = "First"
+colour = "red"
+
+[[tasks]]
+id = "b"
+title = "Second"
+files = ["missing.md"]
+depends_on = ["c"]
+
+[[tasks]]
+id = "c"
+title = "Third"
+depends_on = ["b"]
+""",
+    "tasks.md": """# Plan
+
+- [ ] First {#a colour=red}
+- [ ] Second -> missing.md {#b depends_on=c}
+- [ ] Third {#c depends_on=b}
+""",
+}
+# Each as it starts its line of the list; the loader's name the file, and the line or task.
+_THE_PROBLEMS = {
+    "tasks.toml": [
+        "{file}: unknown key 'tasks[0].colour'",
+        "{file}: task 'b': referenced file 'missing.md' does not exist",
+        "dependency cycle: b -> c -> b",
+    ],
+    "tasks.md": [
+        "{file}:3: unknown attribute 'colour'",
+        "{file}:4: referenced file 'missing.md' does not exist",
+        "dependency cycle: b -> c -> b",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", list(_THREE_PROBLEMS))
+@pytest.mark.parametrize("command", [["run", "{file}", "--dry-run"], ["plan", "show", "{file}"]])
+def test_every_problem_of_a_task_file_is_named_in_one_run(tmp_path, capsys, name, command):
+    tasks = tmp_path / name
+    tasks.write_text(_THREE_PROBLEMS[name])
+
+    code, out, err = run(capsys, *(a.format(file=tasks) for a in command))
+
+    assert code == 2 and out == ""
+    assert "Traceback" not in err
+    assert f"{tasks}: the plan has 3 problem(s):" in err
+    for problem in _THE_PROBLEMS[name]:
+        assert "\n  - " + problem.format(file=tasks) in err
+    assert "Fix these in the task file and run again." in err
+
+
 @pytest.mark.parametrize(
     ("command", "what"),
     [

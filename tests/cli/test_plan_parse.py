@@ -92,6 +92,49 @@ def test_a_cyclic_answer_exits_2_without_a_traceback(llm_server, tmp_path, capsy
     assert not list((tmp_path / ".aca" / "parse_cache").glob("*.json"))
 
 
+def test_a_parse_that_fails_names_what_its_calls_cost(llm_server, tmp_path, capsys):  # noqa: F811
+    # No session exists to bill a failed parse to: the message is where its spend is told.
+    cyclic = dependencies_proposal()
+    cyclic["tasks"][0]["depends_on"] = ["launch"]
+    for _ in range(3):
+        llm_server.anthropic.enqueue(
+            **respond(cyclic), usage={"input_tokens": 1000, "output_tokens": 100}
+        )
+
+    code, out, err = run(
+        capsys, "run", str(TEST6), "--use-intelligent-parser", "--provider", "anthropic",
+        "--model", "claude-sonnet-4-6", "--dry-run", "-w", str(tmp_path),
+    )  # fmt: skip
+
+    assert code == 2 and out == ""
+    # $3 and $15 per million input and output tokens: 3 x (0.003 + 0.0015).
+    assert "gave no usable plan after 3 attempt(s) (3 calls, $0.0135 spent)" in err
+    assert "Traceback" not in err
+
+
+def test_a_provider_error_after_paid_calls_names_what_they_cost(
+    llm_server,  # noqa: F811
+    tmp_path,
+    capsys,
+):
+    cyclic = dependencies_proposal()
+    cyclic["tasks"][0]["depends_on"] = ["launch"]
+    llm_server.anthropic.enqueue(
+        **respond(cyclic), usage={"input_tokens": 1000, "output_tokens": 100}
+    )
+    llm_server.anthropic.enqueue(status=400, error="prompt is too long")
+
+    code, _, err = run(
+        capsys, "plan", "parse", str(TEST6), "--provider", "anthropic",
+        "--model", "claude-sonnet-4-6", "-w", str(tmp_path),
+    )  # fmt: skip
+
+    assert code == 2
+    assert "prompt is too long" in err
+    assert "(the parse had spent 1 call, $0.0045)" in err
+    assert "Traceback" not in err
+
+
 def test_lost_items_warn_and_strict_refuses(llm_server, tmp_path, capsys):  # noqa: F811
     lossy = dependencies_proposal()
     del lossy["tasks"][0]["subtasks"][3]  # "Schedule nightly exports"

@@ -193,3 +193,25 @@ def test_every_problem_reported_at_once(tmp_path):
     assert "duplicate task id 'a'" in text
     assert "unknown task 'ghost'" in text
     assert "dependency cycle: a -> b -> a" in text
+
+
+def test_every_bad_attribute_of_the_file_is_named_with_its_line(tmp_path):
+    path = write(
+        tmp_path,
+        "# Plan {max_attempts=2}\n\n- A {#a colour=red priority=asap}\n"
+        '- B {#b network=maybe depends_on=a,zz}\n- C {verify="unclosed}\n',
+    )
+    with pytest.raises(PlanValidationError) as refused:
+        load_task_file(path)
+    starts = [
+        f"{path}:1: the plan title takes only a verify attribute",
+        f"{path}:3: unknown attribute 'colour'",
+        f"{path}:3: bad attribute value for 'priority'",
+        f"{path}:4: bad attribute value for 'network'",
+        f"{path}:5: cannot read the attribute block",
+        "task 'b' depends on unknown task 'zz'",
+    ]
+    problems = refused.value.problems
+    assert len(problems) == len(starts), problems
+    for problem, start in zip(problems, starts, strict=True):
+        assert problem.startswith(start), problem

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from aca_flows.errors import TaskFileError
+from aca_flows.errors import PlanValidationError, TaskFileError
 from aca_flows.plan import load_task_file
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "tasks" / "examples"
@@ -90,3 +90,32 @@ def test_keys_of_the_original_format_name_what_aca_calls_them(tmp_path):
     assert "unknown key 'setup_commands[0].args' (write the arguments into command)" in text
     assert "unknown key 'setup_commands[0].timeout' (aca calls it timeout_seconds)" in text
     assert "unknown key 'tasks[0].dependencies' (aca calls it depends_on)" in text
+
+
+def test_problems_past_a_refused_key_are_found_in_the_same_load(tmp_path):
+    path = write(
+        tmp_path,
+        '[[tasks]]\nid = "a b"\ntitle = "A"\npriority = "asap"\n'
+        '[[tasks]]\nid = "b"\ntitle = "B"\nfiles = ["gone.md"]\ndepends_on = ["nope"]\n',
+    )
+    with pytest.raises(PlanValidationError) as refused:
+        load_task_file(path)
+    # The plan's error, and the file's too: a caller may catch either.
+    assert isinstance(refused.value, TaskFileError)
+    problems = refused.value.problems
+    assert len(problems) == 4
+    assert problems[0].startswith(f"{path}: 'tasks[0].priority': Input should be")
+    assert problems[1].startswith(f"{path}: task id 'a b' is not valid")
+    assert problems[2].startswith(f"{path}: task 'b': referenced file 'gone.md' does not exist")
+    assert problems[3] == "task 'b' depends on unknown task 'nope'"
+
+
+def test_a_file_whose_tasks_cannot_be_read_stops_at_its_schema(tmp_path):
+    # Without a title there is no task to check the dependencies of: only the schema is named.
+    path = write(tmp_path, '[[tasks]]\nid = "a"\ncolour = 1\ndepends_on = ["nope"]\n')
+    with pytest.raises(TaskFileError) as refused:
+        load_task_file(path)
+    assert str(refused.value) == (
+        f"{path}: missing key 'tasks[0].title'; unknown key 'tasks[0].colour'. "
+        "See docs/task-files.md for the TOML schema."
+    )
