@@ -88,7 +88,7 @@ def render(session: SessionRecord, aca: AcaDir) -> Group:
         (f"{counts.get('failed', 0)} failed", "red"),
         "  ",
         (f"{counts.get('skipped', 0)} skipped", "yellow"),
-        f"  of {len(tasks)}   tokens {session.total_tokens:,}   ${session.cost_usd:.4f}",
+        f"  of {sum(counts.values())}   tokens {session.total_tokens:,}   ${session.cost_usd:.4f}",
     )
     table = Table(show_header=True, box=None, pad_edge=False)
     table.add_column("task", no_wrap=True)

@@ -61,9 +61,13 @@ class RunSummary(BaseModel):
     stopped_reason: str | None = Field(
         default=None, description="Why the run did not complete (failed, stopped, interrupted)."
     )
-    counts: dict[str, int] = Field(description="Tasks by state: {'completed': 3, ...}.")
+    counts: dict[str, int] = Field(
+        description="Tasks by state, groups left out (they run nothing): {'completed': 3, ...}."
+    )
     failed: int = 0
-    failed_ids: list[str] = Field(default_factory=list)
+    failed_ids: list[str] = Field(
+        default_factory=list, description="The failed tasks, groups left out."
+    )
     stuck: dict[str, str] = Field(
         default_factory=dict, description="Tasks that could never start, and what they wait on."
     )
@@ -115,7 +119,8 @@ def run_summary(
             attempts=record.attempts if record else 0,
             cost_usd=record.cost_usd if record else 0.0,
         )
-    failed_ids = [t.id for t in session.plan.tasks if t.status.state == "failed"]
+    # Counted as ``counts`` counts: the tasks that ran, not the groups that failed with them.
+    failed_ids = [t.id for t in session.plan.leaves() if t.status.state == "failed"]
     return RunSummary(
         session_id=store.session_id,
         branch=store.branch,

@@ -88,13 +88,10 @@ class DagProgress:
         return out
 
     def leaves(self) -> list[Task]:
-        return [t for t in self.plan.tasks if not t.children]
+        return self.plan.leaves()
 
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for task in self.plan.tasks:
-            out[task.status.state] = out.get(task.status.state, 0) + 1
-        return out
+        return self.plan.counts()
 
     def dependency_ids(self, task: Task) -> list[str]:
         """Every task this one waits for (own and inherited), for drawing edges."""

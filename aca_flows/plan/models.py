@@ -202,6 +202,19 @@ class ExecutionPlan(StrictModel):
     def roots(self) -> list[Task]:
         return [t for t in self.tasks if t.parent_id is None]
 
+    def leaves(self) -> list[Task]:
+        """The tasks that run: those without subtasks. A group runs nothing of its own."""
+        return [t for t in self.tasks if not t.children]
+
+    def counts(self) -> dict[str, int]:
+        """How many of the tasks that run (``leaves``) are in each state: what every view of a
+        session counts (docs/engine.md, "How tasks are counted"). Groups are left out: a group
+        fails with its subtask, so counting it told one failure as two."""
+        counts: dict[str, int] = {}
+        for task in self.leaves():
+            counts[task.status.state] = counts.get(task.status.state, 0) + 1
+        return counts
+
 
 # The Python API's name for it: ``Plan(name=..., tasks=[Task(...), ...])``.
 Plan = ExecutionPlan

@@ -195,20 +195,19 @@ class SessionRecord(_Model):
 
     @property
     def tasks_total(self) -> int:
-        return len(self.plan.tasks)
+        """The tasks that run (groups left out), as ``task_counts`` counts them."""
+        return len(self.plan.leaves())
 
     @property
     def tasks_done(self) -> int:
-        """Completed or left-out tasks: the ones a resume will not run."""
-        return sum(1 for task in self.plan.tasks if task.status.is_done)
+        """Completed or left-out tasks (groups left out): the ones a resume will not run."""
+        return sum(1 for task in self.plan.leaves() if task.status.is_done)
 
     @property
     def task_counts(self) -> dict[str, int]:
-        """How many tasks (groups included) are in each state: what every view counts."""
-        counts: dict[str, int] = {}
-        for task in self.plan.tasks:
-            counts[task.status.state] = counts.get(task.status.state, 0) + 1
-        return counts
+        """How many tasks that run are in each state: what every view counts
+        (``ExecutionPlan.counts``)."""
+        return self.plan.counts()
 
     @property
     def completed_task_ids(self) -> list[str]:

@@ -50,7 +50,8 @@ def test_list_shows_each_session_with_progress_tokens_and_cost(tmp_path):
     result = invoke("list", "--workdir", str(tmp_path))
     assert result.exit_code == 0, result.output
     row = next(line for line in result.output.splitlines() if store.session_id in line)
-    for expected in ("Nightly fixes", "1 completed, 2 pending of 3", "1,500", "$0.0420"):
+    # feature got a subtask: it is a group now, and the subtask is what runs and is counted.
+    for expected in ("Nightly fixes", "1 completed, 1 pending of 2", "1,500", "$0.0420"):
         assert expected in row
 
 
@@ -62,7 +63,7 @@ def test_list_json(tmp_path):
     (session,) = data["sessions"]
     assert session["id"] == store.session_id
     assert session["status"] == "interrupted"  # "running" on disk, but its process is gone
-    assert (session["tasks_done"], session["tasks_total"], session["tokens"]) == (1, 3, 1500)
+    assert (session["tasks_done"], session["tasks_total"], session["tokens"]) == (1, 2, 1500)
     assert session["branch"] == f"aca/{store.session_id}"
 
 
@@ -92,7 +93,7 @@ def test_show_has_tasks_branch_checkpoint_and_costs(tmp_path):
     out = result.output
     assert f"aca/{store.session_id}" in out
     assert checkpoint.id in out
-    assert "1 completed, 2 pending of 3" in out
+    assert "1 completed, 1 pending of 2" in out
     setup = next(line for line in out.splitlines() if "Set up the project" in line)
     assert "completed" in setup and "1234567890" in setup and "1,500" in setup
     assert any("feature.api" in line and "pending" in line for line in out.splitlines())
