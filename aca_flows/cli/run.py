@@ -10,12 +10,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from aca_flows._words import counted, one_line, workdir_option
+from aca_flows._words import one_line, workdir_option
 from aca_flows.cli.options import RunOptions
 from aca_flows.errors import AcaError, InputError
 from aca_flows.plan import ExecutionPlan, load_execution_plan, load_task_file, plan_to_text
 from aca_flows.plan.io import MARKDOWN_SUFFIXES, PLAN_SUFFIXES
-from aca_flows.plan.render import render_tree
+from aca_flows.plan.render import plan_size, render_tree
 from aca_flows.session.files import write_text_atomic
 from aca_flows.settings import AcaConfig, load_config
 
@@ -482,20 +482,20 @@ def _pull_request_line(summary: dict, options: RunOptions) -> str | None:
 
 
 def _show_dry_run(plan: ExecutionPlan, options: RunOptions) -> None:
-    pending = [t for t in plan.tasks if t.status.state == "pending"]
+    pending = [t for t in plan.leaves() if t.status.state == "pending"]
     if options.json:
         summary = {
             "dry_run": True,
             "plan": plan.name,
-            "tasks": len(plan.tasks),
+            "tasks": len(plan.leaves()),
+            "groups": len(plan.tasks) - len(plan.leaves()),
             "pending": len(pending),
             "dumped_to": str(options.dump_plan) if options.dump_plan else None,
         }
         print(json.dumps(summary))
         return
     print(render_tree(plan))
-    tasks = counted(len(plan.tasks), "task")
-    print(f"\nDry run: {tasks} ({len(pending)} pending); nothing was run.")
+    print(f"\nDry run: {plan_size(plan)} ({len(pending)} pending); nothing was run.")
     if options.dump_plan:
         print(
             f"Plan written to {options.dump_plan}; review or edit it, then run "

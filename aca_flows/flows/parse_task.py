@@ -36,6 +36,7 @@ from aca_flows.plan.intelligent import (
 )
 from aca_flows.plan.intelligent_source import SourceItem
 from aca_flows.plan.models import ExecutionPlan
+from aca_flows.plan.render import plan_size
 from aca_flows.providers.retry import RetryingProvider
 from aca_flows.session.redact import redact, redact_text
 
@@ -116,9 +117,7 @@ def parse_task_file_run(
         logger.error(redact_text(str(exc)))
         return Failed(message=redact_text(str(exc)), data=exc)
     how = "from the parser's cache" if parse.from_cache else f"{parse.provider_calls} call(s)"
-    logger.info(
-        f"plan {parse.plan.name!r}: {len(parse.plan.tasks)} task(s); {how}, ${parse.cost_usd:.4f}"
-    )
+    logger.info(f"plan {parse.plan.name!r}: {plan_size(parse.plan)}; {how}, ${parse.cost_usd:.4f}")
     if parse.lost:
         logger.warning(parse.lost_warning())
     parsed = ParsedTaskFile(

@@ -7,7 +7,7 @@ from typing import Any
 from aca_flows._words import counted
 from aca_flows.plan.models import ExecutionPlan, Task
 
-__all__ = ["plan_json_schema", "render_mermaid", "render_tree"]
+__all__ = ["plan_json_schema", "plan_size", "render_mermaid", "render_tree"]
 
 _MARKS = {
     "pending": "[ ]",
@@ -19,10 +19,18 @@ _MARKS = {
 }
 
 
+def plan_size(plan: ExecutionPlan) -> str:
+    """ "3 tasks in 2 groups": the tasks that run, counted as a run counts them (groups run
+    nothing of their own), then the groups."""
+    tasks = counted(len(plan.leaves()), "task")
+    groups = len(plan.tasks) - len(plan.leaves())
+    return f"{tasks} in {counted(groups, 'group')}" if groups else tasks
+
+
 def render_tree(plan: ExecutionPlan) -> str:
     """``plan.name`` then one line per task, children indented under their parent."""
     by_id = {t.id: t for t in plan.tasks}
-    lines = [f"{plan.name}  ({counted(len(plan.tasks), 'task')}, strategy {plan.strategy.value})"]
+    lines = [f"{plan.name}  ({plan_size(plan)}, strategy {plan.strategy.value})"]
 
     def walk(task: Task, prefix: str, last: bool) -> None:
         branch = "└── " if last else "├── "

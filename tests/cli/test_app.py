@@ -33,7 +33,7 @@ def test_dry_run_dumps_and_runs_nothing(tmp_path, capsys):
         "--dump-plan", str(plan_file),
     )  # fmt: skip
     assert code == 0
-    assert "Dry run: 5 tasks (5 pending); nothing was run." in out
+    assert "Dry run: 3 tasks in 2 groups (3 pending); nothing was run." in out
     assert json.loads(plan_file.read_text())["name"] == "Hello, aca"
     assert not (tmp_path / ".aca").exists()
 
@@ -92,8 +92,9 @@ def test_json_summary(tmp_path, capsys):
     assert json.loads(out) == {
         "dry_run": True,
         "plan": "Hello, aca",
-        "tasks": 5,
-        "pending": 5,
+        "tasks": 3,
+        "groups": 2,
+        "pending": 3,
         "dumped_to": None,
     }
 
@@ -102,7 +103,7 @@ def test_json_summary(tmp_path, capsys):
 def test_plan_show_formats(capsys, fmt):
     code, out, _ = run(capsys, "plan", "show", str(HELLO), "--format", fmt)
     assert code == 0
-    first = {"tree": "Hello, aca  (5 tasks", "mermaid": "flowchart TD", "json": "{"}[fmt]
+    first = {"tree": "Hello, aca  (3 tasks in 2 groups", "mermaid": "flowchart TD", "json": "{"}[fmt]
     assert out.startswith(first)
 
 

@@ -30,7 +30,7 @@ def test_plan_parse_prints_the_tree_and_dumps_the_plan(llm_server, tmp_path, cap
     )  # fmt: skip
 
     assert code == 0, err
-    assert out.startswith("Release Pipeline with Dependencies  (25 tasks, strategy sequential)")
+    assert out.startswith("Release Pipeline with Dependencies  (20 tasks in 5 groups, strategy sequential)")
     assert "launch — 5. Launch  (after storage-layer, service-endpoints, web-dashboard, " in out
     assert "storage-layer-4 — Schedule nightly exports" in out
     assert "warning" not in err
@@ -64,7 +64,7 @@ def test_design_usage_with_the_intelligent_parser_dry_run(llm_server, tmp_path, 
     )  # fmt: skip
 
     assert code == 0
-    assert "Dry run: 25 tasks (25 pending); nothing was run." in out
+    assert "Dry run: 20 tasks in 5 groups (20 pending); nothing was run." in out
     plan = json.loads(dumped.read_text())
     assert plan["context_hints"][-1] == "project context"
     assert plan["append_system_prompt"] == "additional instructions"

@@ -84,7 +84,7 @@ def test_the_parse_is_a_task_run_and_a_second_run_is_a_prefect_cache_hit(
     assert set(parse_run.tags) >= {"aca", "provider:anthropic"}
     logs = task_run_logs(parse_run.id)
     assert "parsing tasks{0}.md with anthropic claude-sonnet-4-6" in logs
-    assert "plan 'Files': 1 task(s); 1 call(s)" in logs
+    assert "plan 'Files': 1 task; 1 call(s)" in logs
     assert len(anthropic_fake.model_calls) == 3  # the parse, then write and finish
     # Its cost is on the session's bill, and its result is kept with the session.
     parse, *_ = call_events(repo, first.id)

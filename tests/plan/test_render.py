@@ -13,7 +13,7 @@ HELLO = Path(__file__).resolve().parents[2] / "tasks" / "examples" / "hello.md"
 
 def test_tree_shows_hierarchy_dependencies_and_verify():
     lines = render_tree(load_task_file(HELLO)).splitlines()
-    assert lines[0] == "Hello, aca  (5 tasks, strategy intelligent)"
+    assert lines[0] == "Hello, aca  (3 tasks in 2 groups, strategy intelligent)"
     assert lines[1] == "├── [ ] greeting-module — Greeting module"
     assert lines[3].startswith("│   └── [ ] tests — Add `test_greet.py`")
     assert "(after greet; verify: python3 test_greet.py)" in lines[3]
