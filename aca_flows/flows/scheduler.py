@@ -171,7 +171,7 @@ async def drive_plan(
                 f"get {interrupt.grace_seconds:g} s to finish (signal again to stop them now)"
             )
         if interrupt.cancel_now():
-            await _cancel_running(store, run, dag, running, states, logger)
+            await _cancel_running(store, run, dag, running, states, logger, interrupt)
             break
         done = await _wait_for_tasks(running, interrupt)
         for finished in done:
@@ -287,15 +287,35 @@ async def _wait_for_tasks(
     return {t for t in done if t in running}
 
 
+# How long a stop lets a task run finish Prefect's own work on it (its start, its result, its
+# end: a round trip or a file write, 2 s more when a busy SQLite server makes Prefect's client
+# retry) before it is cancelled there all the same, and Prefect records a crash.
+ENGINE_WAIT_SECONDS = 10.0
+
+
 async def _cancel_running(
-    store, run: ActiveRun, dag: DagProgress, running: dict[asyncio.Task, str], states, logger
+    store,
+    run: ActiveRun,
+    dag: DagProgress,
+    running: dict[asyncio.Task, str],
+    states,
+    logger,
+    interrupt: Interrupt,
 ) -> None:
     """Cancel the running tasks; a task that finished meanwhile is recorded, the others stay
-    unfinished (``aca resume`` starts them again from a clean worktree). A task run cancelled
-    in its work ends Cancelled ("Interrupted", ``task_run._cancelled``)."""
+    unfinished (``aca resume`` starts them again from a clean worktree). A task run is
+    cancelled in its task function, where it ends Cancelled ("Interrupted",
+    ``task_run._cancelled``); one in Prefect's engine then is left to reach its function,
+    which stops at once, or its end (``ActiveRun.cut_short``)."""
     logger.warning(f"cancelling {len(running)} running task(s): {', '.join(running.values())}")
-    for task in running:
-        task.cancel()
+    for task_id in running.values():
+        run.cut_short(task_id)
+    # A lost server keeps Prefect's calls in their retries, and can be told nothing anyway.
+    wait = 0 if interrupt.server_lost else ENGINE_WAIT_SECONDS
+    _, late = await asyncio.wait(running, timeout=wait)
+    for task in late:
+        if running[task] not in run.working:  # still in Prefect's engine (a cut one cleans up)
+            task.cancel()
     results = await asyncio.gather(*running, return_exceptions=True)
     for task_id, result in zip(list(running.values()), results, strict=True):
         if isinstance(result, State) and (result.is_completed() or result.is_cancelled()):

@@ -10,7 +10,9 @@
   ends the wait at once, and the attempt never starts (the task run ends Cancelled).
 - A task run cut off by the run's stop (its grace period over, a second signal, a cancel from
   the UI, a lost server) ends Cancelled ("Interrupted"), as one that ended unfinished inside
-  the grace period does, not Crashed: the cancellation is caught in the task function.
+  the grace period does, not Crashed: the stop cancels a task run only while it is in its
+  task function (``ActiveRun.cut_short``), which catches the cancellation. Prefect calls a
+  cancellation anywhere else (its engine starting the task run, writing its result) a crash.
 - A failed verification or a permanent provider error fails the task run without retrying.
 - Every provider call passes ``SpendGuard``: it refuses a call once the budget is spent and
   puts each call that returns on the session's ledger at once, with the task and attempt
@@ -112,9 +114,21 @@ class ActiveRun:
     (the flow's ``interrupt.stop_for_lost_server``)."""
     retry_waits: dict[str, float] = field(default_factory=dict)
     """Seconds a task waits before its next attempt, set when an attempt fails."""
+    working: dict[str, asyncio.Task] = field(default_factory=dict)
+    """The asyncio task running each task's task function, while it runs (``cut_short``)."""
 
     def provider_for(self, task: Task) -> Provider:
         return self.providers[task.provider or self.default_provider]
+
+    def cut_short(self, task_id: str) -> bool:
+        """Cancel ``task_id``'s task run if it is in its task function, which ends it
+        Cancelled ("Interrupted"); whether it is. Outside it the task run is in Prefect's
+        engine (being started, its result written), where a cancellation ends it Crashed;
+        there it reaches its task function, which stops at once, or its end."""
+        worker = self.working.get(task_id)
+        if worker is not None:
+            worker.cancel()
+        return worker is not None
 
 
 class _NoTracebackForAcaErrors(logging.Filter):
@@ -297,18 +311,29 @@ async def execute_plan_task(session_id: str, task_id: str) -> dict[str, Any] | S
         state = await runner_for(run, task)(run.session_id, task.id, return_state=True)
     """
     run = ACTIVE_RUNS[session_id]
+    run.working[task_id] = asyncio.current_task()
+    try:
+        return await _run_attempt(run, task_id)
+    except asyncio.CancelledError:
+        # The run's stop cancelled the task (``cut_short``: the grace period ended, a second
+        # signal, a cancel from the UI, a lost server): returned as Cancelled, else Prefect
+        # calls it a crash. Any other cancel goes on as one.
+        if not run.stopping():
+            raise
+        return _cancelled()
+    finally:
+        run.working.pop(task_id, None)
+
+
+async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
+    """One attempt of ``task_id`` in its task run: the backoff before a retry, the agent's
+    work, its outcome."""
     task_ = run.plan.task(task_id)
     logger = get_run_logger()
     attempt, retries = _attempt()
     provider = run.provider_for(task_)
     if attempt > 1:
-        try:
-            stopped = await _wait_to_retry(run, task_id)
-        except asyncio.CancelledError:
-            if not run.stopping():
-                raise
-            return _cancelled()
-        if stopped:
+        if await _wait_to_retry(run, task_id):
             # No new attempt once the run is stopping: the task is pending, `aca resume` runs it.
             return _stopped(f"attempt {attempt} did not start")
         if run.store is not None:
@@ -337,7 +362,7 @@ async def execute_plan_task(session_id: str, task_id: str) -> dict[str, Any] | S
             run.plan,
             task_id,
             workdir=run.workdir,
-            session_id=session_id,
+            session_id=run.session_id,
             provider=provider,
             config=run.config,
             dependency_outcomes=run.outcomes,
@@ -347,13 +372,6 @@ async def execute_plan_task(session_id: str, task_id: str) -> dict[str, Any] | S
             first_attempt=run.store is not None and number == 1,
             stop_requested=run.stopping,
         )
-    except asyncio.CancelledError:
-        # The run's stop cancelled the task (the grace period ended, a second signal, a cancel
-        # from the UI, a lost server): returned as Cancelled, else Prefect calls it a crash.
-        # Any other cancel goes on as one.
-        if not run.stopping():
-            raise
-        return _cancelled()
     except Exception as exc:
         # A Prefect server that went away (a provider limit's slot) is no verdict either.
         if run.stopping() or await run.stop_if_server_lost(exc):

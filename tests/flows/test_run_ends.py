@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 import uuid
+from pathlib import Path
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -313,3 +314,115 @@ def test_a_signal_while_an_interrupted_run_ends_leaves_its_flow_run_interrupted(
     assert state.is_cancelled() and state.name == "Interrupted", state
     assert outcome is not None and outcome.summary["status"] == "interrupted"
     assert load_session(repo, outcome.summary["session_id"]).status == "interrupted"
+
+
+def cancel_from_the_ui_once(name: str, *events: threading.Event) -> threading.Thread:
+    """A thread that cancels the flow run named ``name`` as the UI's Cancel does, once every
+    one of ``events`` is set."""
+
+    def cancel_when_set():
+        if all(event.wait(WAIT) for event in events):
+
+            async def cancel():
+                flow_run = await flow_run_named(name)
+                async with get_client() as client:
+                    await client.set_flow_run_state(flow_run.id, Cancelling(), force=True)
+
+            asyncio.run(cancel())
+
+    canceller = threading.Thread(target=cancel_when_set)
+    canceller.start()
+    return canceller
+
+
+# Longer than the flow takes to see a cancel from the UI (it looks every 2 s).
+SLOW_ENGINE_STEP_SECONDS = 5
+
+
+def test_a_cancel_while_prefect_starts_a_task_run_ends_it_interrupted(
+    tmp_path, repo, anthropic_fake, monkeypatch, capsys
+):
+    """The stop came while Prefect's engine, not aca's task function, had the task run: its
+    tag concurrency check at the start (slow, as behind a busy SQLite server). The cancel
+    landed in Prefect's code, which called it a crash: the task run ended Crashed ("Crash
+    detected!" in the log) while the session said interrupted."""
+    from prefect.client.orchestration import PrefectClient
+
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    name = f"Engine cancel {uuid.uuid4().hex[:8]}"
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(f"# {name}\n\n- write a.txt {{#a}}\n")
+    checking = threading.Event()
+    check = PrefectClient.increment_concurrency_slots_with_lease
+
+    async def slow_check(self, names, *args, **kwargs):
+        if all(n.startswith("tag:") for n in names):  # a task run's own, at its start
+            checking.set()
+            await asyncio.sleep(SLOW_ENGINE_STEP_SECONDS)
+        return await check(self, names, *args, **kwargs)
+
+    monkeypatch.setattr(PrefectClient, "increment_concurrency_slots_with_lease", slow_check)
+    canceller = cancel_from_the_ui_once(name, checking)
+    try:
+        code = main(["run", str(tasks), "--workdir", str(repo), "--model", "claude-test"])
+    finally:
+        checking.set()
+        canceller.join(WAIT)
+    out, err = capsys.readouterr()
+
+    assert code == 130, out + err
+    (session_id,) = re.findall(r"Session (\S+) interrupted", out)
+    session = load_session(repo, session_id)
+    assert session.status == "interrupted" and str(session.plan.task("a").status) == "pending"
+    assert asyncio.run(flow_run_named(name)).state.is_cancelled()
+    (a_run,) = asyncio.run(task_runs_of(session_id))
+    assert a_run.state.is_cancelled() and a_run.state.name == "Interrupted", a_run.state
+    log = load_session_log(repo, session_id)
+    assert "Crash detected" not in log + out + err and "a stays unfinished" in log, log
+    assert agent_task_ids(anthropic_fake) == set()  # nothing was paid for after the stop
+
+
+def test_a_cancel_while_prefect_writes_a_task_result_keeps_the_task_completed(
+    tmp_path, repo, anthropic_fake, monkeypatch, capsys
+):
+    """The stop came once a's work was done, while Prefect wrote its result: the cancel
+    landed there and a's task run ended Crashed, its finished work left pending. b, cut off
+    in its work, ends Interrupted."""
+    from prefect.results import ResultStore
+
+    agent = SlowAgent("b")
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(agent)
+    name = f"Result cancel {uuid.uuid4().hex[:8]}"
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(f"# {name}\n\n- write a.txt {{#a}}\n- write b.txt {{#b}}\n")
+    writing = threading.Event()
+    write = ResultStore.apersist_result_record
+
+    async def slow_write(self, result_record, *args, **kwargs):
+        if Path(result_record.metadata.storage_key).name.startswith("a-"):  # a's result
+            writing.set()
+            await asyncio.sleep(SLOW_ENGINE_STEP_SECONDS)
+        return await write(self, result_record, *args, **kwargs)
+
+    monkeypatch.setattr(ResultStore, "apersist_result_record", slow_write)
+    canceller = cancel_from_the_ui_once(name, writing, agent.arrived)
+    try:
+        code = main(["run", str(tasks), "--workdir", str(repo), "--model", "claude-test"])
+    finally:
+        writing.set()
+        agent.release.set()
+        canceller.join(WAIT)
+    out, err = capsys.readouterr()
+
+    assert code == 130, out + err
+    (session_id,) = re.findall(r"Session (\S+) interrupted", out)
+    session = load_session(repo, session_id)
+    assert session.status == "interrupted"
+    assert {t.id: str(t.status) for t in session.plan.tasks} == {"a": "completed", "b": "pending"}
+    runs = {r.name[0]: r.state for r in asyncio.run(task_runs_of(session_id))}
+    assert runs["a"].is_completed(), runs
+    assert runs["b"].is_cancelled() and runs["b"].name == "Interrupted", runs
+    log = load_session_log(repo, session_id)
+    assert "Crash detected" not in log + out + err and "b stays unfinished" in log, log
