@@ -103,7 +103,8 @@ def test_json_summary(tmp_path, capsys):
 def test_plan_show_formats(capsys, fmt):
     code, out, _ = run(capsys, "plan", "show", str(HELLO), "--format", fmt)
     assert code == 0
-    first = {"tree": "Hello, aca  (3 tasks in 2 groups", "mermaid": "flowchart TD", "json": "{"}[fmt]
+    tree = "Hello, aca  (3 tasks in 2 groups"
+    first = {"tree": tree, "mermaid": "flowchart TD", "json": "{"}[fmt]
     assert out.startswith(first)
 
 

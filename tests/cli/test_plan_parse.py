@@ -30,7 +30,8 @@ def test_plan_parse_prints_the_tree_and_dumps_the_plan(llm_server, tmp_path, cap
     )  # fmt: skip
 
     assert code == 0, err
-    assert out.startswith("Release Pipeline with Dependencies  (20 tasks in 5 groups, strategy sequential)")
+    header = "Release Pipeline with Dependencies  (20 tasks in 5 groups, strategy sequential)"
+    assert out.startswith(header)
     assert "launch — 5. Launch  (after storage-layer, service-endpoints, web-dashboard, " in out
     assert "storage-layer-4 — Schedule nightly exports" in out
     assert "warning" not in err
