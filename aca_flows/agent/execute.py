@@ -65,6 +65,7 @@ from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import Provider, Usage
 from aca_flows.sandbox import Sandbox
 from aca_flows.session.layout import AcaDir, SessionPaths
+from aca_flows.session.usage import summed_cost
 from aca_flows.settings import AcaConfig
 from aca_flows.workspace import (
     GitIdentity,
@@ -483,7 +484,7 @@ class _Totals:
 
     def add(self, conversation: AgentConversation) -> None:
         self.usage = self.usage + conversation.usage
-        self.cost_usd += conversation.cost_usd
+        self.cost_usd = summed_cost((self.cost_usd, conversation.cost_usd))
         self.turns += conversation.turns
 
 

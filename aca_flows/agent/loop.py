@@ -43,6 +43,7 @@ from aca_flows.providers.base import (
     Usage,
 )
 from aca_flows.sandbox import existing_placeholders, remove_new_placeholders
+from aca_flows.session.usage import summed_cost
 
 __all__ = ["AgentConversation", "AgentRound", "run_claude_code", "run_tool_loop"]
 
@@ -146,7 +147,7 @@ class AgentConversation:
             raise
         self.turns += 1
         self.usage = self.usage + response.usage
-        self.cost_usd += response.cost_usd
+        self.cost_usd = summed_cost((self.cost_usd, response.cost_usd))
         self.session_id = response.session_id or self.session_id
         self.response_model = response.model or self.response_model
         self.log.write(

@@ -22,6 +22,7 @@ __all__ = [
     "UsageEntry",
     "add_usage",
     "merge_usage",
+    "summed_cost",
     "total_cost",
     "total_tokens",
     "usage_by_provider_model",
@@ -52,7 +53,7 @@ class UsageEntry(BaseModel):
             provider=self.provider,
             model=self.model,
             usage=self.usage + other.usage,
-            cost_usd=self.cost_usd + other.cost_usd,
+            cost_usd=summed_cost((self.cost_usd, other.cost_usd)),
             calls=self.calls + other.calls,
         )
 
@@ -78,7 +79,13 @@ def total_tokens(entries: Iterable[UsageEntry]) -> int:
 
 
 def total_cost(entries: Iterable[UsageEntry]) -> float:
-    return sum(entry.cost_usd for entry in entries)
+    return summed_cost(entry.cost_usd for entry in entries)
+
+
+def summed_cost(costs: Iterable[float]) -> float:
+    """Dollars added up to the nano-dollar: what a float sum adds beyond that
+    (0.041999999999999996 for 0.024 + 0.018) is no cost, and showed in every JSON view."""
+    return round(sum(costs), 9)
 
 
 def usage_by_provider_model(sessions: Iterable[SessionRecord]) -> list[UsageEntry]:

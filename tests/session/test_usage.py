@@ -57,3 +57,25 @@ def test_usage_across_sessions(tmp_path):
             )
     (total,) = usage_by_provider_model(list_sessions(tmp_path))
     assert (total.calls, total.usage.input_tokens, total.cost_usd) == (2, 200, 0.75)
+
+
+def test_a_session_s_spend_shows_in_json_without_float_noise(tmp_path, capsys):
+    """0.024 + 0.018 is 0.041999999999999996 in floats: `aca sessions list --json`, the run's
+    summary and `aca usage --json` said so."""
+    import json
+
+    from aca_flows.cli import main
+    from aca_flows.plan.models import ExecutionPlan, Task
+    from aca_flows.session.store import SessionStore
+
+    plan = ExecutionPlan(name="p", tasks=[Task(id="a", title="a")])
+    with SessionStore.create(tmp_path, plan, provider="anthropic") as store:
+        for cost in (0.024, 0.018):
+            store.call_recorded(
+                provider="anthropic", model="m", usage=Usage(input_tokens=100), cost_usd=cost
+            )
+    capsys.readouterr()
+    assert main(["sessions", "list", "--json", "-w", str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["sessions"][0]["cost_usd"] == 0.042
+    assert main(["usage", "--json", "-w", str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["cost_usd"] == 0.042
