@@ -8,7 +8,7 @@ import os
 import shlex
 from pathlib import Path
 
-__all__ = ["counted", "format_cost", "one_line", "workdir_option"]
+__all__ = ["counted", "format_cost", "one_line", "quoted_clause", "workdir_option"]
 
 
 def counted(count: int, noun: str) -> str:
@@ -34,3 +34,10 @@ def one_line(text: str) -> str:
     """``text`` on one line: its lines joined, each run of whitespace one space (a message
     that quotes a server's answer may hold newlines)."""
     return " ".join(text.split())
+
+
+def quoted_clause(text: str, limit: int = 300) -> str:
+    """Someone else's words quoted inside aca's sentence, which then goes on with its own
+    period: on one line, at most ``limit`` characters, without a final ``.``, ``!`` or ``?``
+    (a server's "check your billing details." made "details.. Add credit")."""
+    return one_line(text)[:limit].rstrip(" .!?")

@@ -16,6 +16,8 @@ run (``__pycache__``, ``.pytest_cache`` and the like) is not a change (``real_ch
 
 from __future__ import annotations
 
+from aca_flows._words import quoted_clause
+
 __all__ = [
     "NO_CHANGE_MARKER",
     "evidence_problem",
@@ -56,7 +58,7 @@ def evidence_problem(
 ) -> str | None:
     """Why a finished agent round is not evidence of done work, or ``None`` when it is."""
     if no_change_reason is None and not changed_files:
-        answer = " ".join(last_answer.split())[:_SHOWN_ANSWER] or "(empty)"
+        answer = quoted_clause(last_answer, _SHOWN_ANSWER) or "(empty)"
         return (
             "the agent stopped without changing anything and without stating that no change "
             f"is needed; nothing was committed. Its last answer: {answer}. Make the task "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aca_flows._words import counted
+from aca_flows._words import counted, quoted_clause
 from aca_flows.errors import PermanentProviderError, ProviderError, TransientProviderError
 from aca_flows.providers.base import ProviderEvent, Usage
 from aca_flows.providers.failures import error_for_status
@@ -94,7 +94,7 @@ def result_error(result: Any, text: str, tools_used: int = 0) -> ProviderError |
     empty answer after work is an answer, an empty answer after nothing is not)."""
     name = NAME
     detail = (text or "; ".join(getattr(result, "errors", None) or [])).strip()
-    said = f": {' '.join(detail.split())[:300]}" if detail else ""
+    said = f": {quoted_clause(detail)}" if detail else ""
     lowered = detail.lower()
     status = getattr(result, "api_error_status", None)
     subtype = getattr(result, "subtype", "")

@@ -81,8 +81,10 @@ def test_arguments_that_are_not_json_are_handed_back_unparsed(llm_server):
 def test_an_exhausted_quota_is_permanent_not_a_rate_limit(llm_server):
     llm_server.openai.enqueue(status=429, error="You exceeded your current quota, check billing.")
 
-    with pytest.raises(PermanentProviderError, match="spend limit"):
+    with pytest.raises(PermanentProviderError, match="spend limit") as raised:
         run(_provider().complete(_request()))
+    # The server's sentence goes on as aca's: one period, not "billing.. Add credit".
+    assert "check billing. Add credit" in str(raised.value)
 
 
 def test_a_missing_key_says_how_to_fix_it(llm_server, monkeypatch):
