@@ -203,15 +203,16 @@ def resolve_resume_target(
     if latest and target:
         raise InputError("give either an id or --latest to `aca resume`, not both")
     if latest:
-        for session in list_sessions(workdir):
+        sessions = list_sessions(workdir)
+        for session in sessions:
             status = display_status(session, workdir)
             # A waiting run is alive (or suspended): answer it instead.
             if status not in ("completed", "running") and not status.startswith("waiting"):
                 return ResumeTarget(session.id)
+        why = "every session there completed or is running" if sessions else "it holds none"
         raise NothingToResumeError(
-            f"no unfinished session in {workdir / '.aca' / 'sessions'}: every session there "
-            "completed or is running. Start new work with `aca run`, or pick a session id "
-            "from `aca sessions list`."
+            f"no unfinished session in {workdir / '.aca' / 'sessions'}: {why}. Start new work "
+            "with `aca run`, or pick a session id from `aca sessions list`."
         )
     if not target:
         raise InputError("`aca resume` needs a checkpoint id, a session id, or --latest")

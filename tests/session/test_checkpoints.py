@@ -127,7 +127,11 @@ def test_resume_latest_picks_the_newest_unfinished_session(tmp_path):
 
 
 def test_resume_explains_what_it_cannot_resolve(tmp_path):
-    with pytest.raises(NothingToResumeError, match="aca run"):
+    with pytest.raises(NothingToResumeError, match="it holds none. Start new work with `aca run`"):
+        resolve_resume_target(tmp_path, latest=True)
+    with new_session(tmp_path, now=T0, finish="completed"):
+        pass
+    with pytest.raises(NothingToResumeError, match="every session there completed or is running"):
         resolve_resume_target(tmp_path, latest=True)
     with pytest.raises(InputError, match="not both"):
         resolve_resume_target(tmp_path, "x", latest=True)
