@@ -482,7 +482,8 @@ async def _record_finished_before(
 ) -> None:
     """On resume, each task finished in an earlier run gets a task run that ends ``Cached``
     (its commit in the message), in its group's flow run: the UI shows what a resume reused,
-    and its dependents are drawn after it. No provider is called."""
+    and its dependents are drawn after it; so does a task the plan marked done. No provider
+    is called."""
     finished = [
         task
         for task in dag.plan.tasks
@@ -492,8 +493,11 @@ async def _record_finished_before(
 
     async def record(task) -> None:
         done = store.session.tasks.get(task.id)
-        landed = f"commit {done.commit[:10]}" if done and done.commit else "no change needed"
-        message = f"finished in an earlier run of session {run.session_id}: {landed}"
+        if done is None or not done.attempts:  # never started: the plan said it was done
+            message = "marked done in the plan the run was given (an [x] in the task file); not run"
+        else:
+            landed = f"commit {done.commit[:10]}" if done.commit else "no change needed"
+            message = f"finished in an earlier run of session {run.session_id}: {landed}"
         tags = task_tags(run, task)
         make = partial(record_finished_task, task_run_name(task), task.id, message, tags)
         async with slots:

@@ -180,6 +180,27 @@ def test_a_failed_task_fails_its_group_and_a_resume_completes_the_groups(
     assert backend.flow_run.state.is_completed() and frontend.flow_run.state.is_completed()
 
 
+def test_a_task_the_task_file_marks_done_shows_as_not_run_not_as_an_earlier_run(
+    tmp_path, repo, anthropic_fake
+):
+    """The session's first run never ran it: no earlier run of the session may be claimed."""
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(
+        f"# Marked {uuid.uuid4().hex[:6]}\n\n- [x] done already {{#d}}\n- write a.txt\n"
+    )
+
+    summary = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test").summary
+
+    assert summary["status"] == "completed", summary["stopped_reason"]
+    states = runs_of_session(summary["session_id"]).states
+    assert states["d done already"] == (
+        "Cached",
+        "marked done in the plan the run was given (an [x] in the task file); not run",
+    )
+
+
 async def _session_top_runs(session_id: str) -> list:
     async with get_client() as client:
         runs = await client.read_flow_runs()
