@@ -113,6 +113,9 @@ class SessionResumed(_Event):
     checkpoint_id: str | None = None
     budget_usd: float | None = None
     """The budget from this run on (``aca resume --budget-usd``); None keeps the one before."""
+    workdir: str | None = None
+    """Where this run works when not where the session began: a ``--repo`` session resumed
+    in another working area (another machine's); None keeps the one before."""
 
 
 class TaskStarted(_Event):

@@ -305,6 +305,8 @@ def _resumed(record: SessionRecord, event: SessionResumed) -> bool:
     record.resumed_at = event.at
     if event.budget_usd is not None:
         record.budget_usd = event.budget_usd
+    if event.workdir is not None:
+        record.workdir = event.workdir
     # Tasks running at the crash start again from a clean worktree: they are pending now.
     for task in record.plan.tasks:
         if task.status.state == "in_progress":

@@ -303,9 +303,16 @@ class SessionStore:
     def resumed(self, checkpoint_id: str | None = None, budget_usd: float | None = None) -> None:
         """Record that this process continues the session: tasks that were running become
         pending (they start again from a clean worktree) and the status is ``running``;
-        ``budget_usd`` replaces the session's budget."""
+        ``budget_usd`` replaces the session's budget. A session fetched into another working
+        area (``--repo`` on another machine) works here from now on."""
+        here = str(self.paths.workdir.resolve())
         self.record(
-            SessionResumed(pid=os.getpid(), checkpoint_id=checkpoint_id, budget_usd=budget_usd)
+            SessionResumed(
+                pid=os.getpid(),
+                checkpoint_id=checkpoint_id,
+                budget_usd=budget_usd,
+                workdir=here if here != self.session.workdir else None,
+            )
         )
 
     def task_started(self, task_id: str, *, provider: str | None = None, model: str | None = None):

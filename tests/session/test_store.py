@@ -187,6 +187,24 @@ def test_resumed_puts_running_tasks_back_to_pending(tmp_path):
     assert session.tasks["b"].attempts == 1
 
 
+def test_a_session_resumed_in_another_working_area_says_it_works_there(tmp_path):
+    """A ``--repo`` session fetched on another machine: its record came from the first one,
+    whose working area the ending and `aca sessions show` named after the resume."""
+    import shutil
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    with SessionStore.create(first, make_plan("a"), provider="replay") as store:
+        session_id = store.session_id
+    shutil.copytree(first / ".aca", second / ".aca")  # what restoring the pushed record does
+
+    with SessionStore.open(second, session_id) as store:
+        store.resumed()
+    assert load_session(second, session_id).workdir == str(second.resolve())
+    with SessionStore.open(second, session_id) as store:
+        store.resumed()  # resumed where it works: nothing to say
+        assert store.session.workdir == str(second.resolve())
+
+
 def test_duration_counts_the_runs_not_the_days_between_them():
     """Interrupted after 10 s, resumed a day later, done 5 s after: it ran for 15 s."""
     start = datetime(2026, 12, 1, 22, 0, tzinfo=UTC)
