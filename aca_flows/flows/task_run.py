@@ -316,10 +316,9 @@ async def execute_plan_task(session_id: str, task_id: str) -> dict[str, Any] | S
         return await _run_attempt(run, task_id)
     except asyncio.CancelledError:
         # The run's stop cancelled the task (``cut_short``: the grace period ended, a second
-        # signal, a cancel from the UI, a lost server): returned as Cancelled, else Prefect
-        # calls it a crash. Any other cancel goes on as one.
-        if not run.stopping():
-            raise
+        # signal, a cancel from the UI, a lost server), or its process is ending under it (a
+        # worker's SIGTERM, Prefect's own cancel of the flow): returned as Cancelled, else
+        # Prefect calls it a crash. The task is unfinished either way: a resume runs it.
         return _cancelled()
     finally:
         run.working.pop(task_id, None)

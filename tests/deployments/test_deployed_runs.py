@@ -308,6 +308,18 @@ def start_run(stack: Stack, deployment: str, **parameters):
         return run_deployment(f"aca-run/{deployment}", parameters=parameters, timeout=0)
 
 
+def task_run_states(stack: Stack, session_id: str) -> dict[str, tuple[str, str]]:
+    """The session's task runs, by name: their state's name and message."""
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterTags
+
+    async def read(client):
+        tagged = TaskRunFilter(tags=TaskRunFilterTags(all_=[f"session:{session_id}"]))
+        return await client.read_task_runs(task_run_filter=tagged)
+
+    runs = prefect_call(stack, read)
+    return {r.name: (r.state.name, r.state.message) for r in runs}
+
+
 def task_commits(repo: Path, branch: str) -> list[str]:
     log = git.Repo(repo).git.log("--reverse", "--format=%(trailers:key=Aca-Task,valueonly)", branch)
     return [line.strip() for line in log.splitlines() if line.strip()]
@@ -444,6 +456,10 @@ def test_a_retried_flow_run_resumes_its_session(stack, recorded):
     cancelled = wait_final(stack, flow_run.id, timeout=60)
     assert cancelled.state.is_cancelled(), f"{cancelled.state}\n{worker_log(stack)}"
     assert task_commits(repo, f"aca/{session_id}") == ["a"]
+    # The task run the worker's cancel cut short ends as aca's own stops end one, not Crashed.
+    states = task_run_states(stack, session_id)
+    assert states["b write b.txt"][0] == "Interrupted", f"{states}\n{worker_log(stack)}"
+    assert "Crashed" not in {name for name, _ in states.values()}, states
 
     # Retry it, as the UI's Retry does: the same flow run goes back to the worker.
     recorded.release.write_text("go\n")
