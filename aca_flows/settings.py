@@ -47,7 +47,10 @@ class SessionSection(Section):
         default=2, ge=0, description="First (jittered) wait before retrying a call."
     )
     call_retry_max_wait_seconds: float = Field(
-        default=120, ge=0, description="Longest wait before retrying a call (retry-after too)."
+        default=120,
+        ge=0,
+        description="Longest wait before retrying a call (retry-after too), and longest "
+        "a server's pause holds the provider's other calls.",
     )
     checkpoint_interval_minutes: float = Field(default=30, gt=0)
     checkpoint_every_tasks: int = Field(default=5, ge=1)

@@ -221,6 +221,7 @@ EFFECTS: dict[str, list[str]] = {
     ],
     "session.call_retry_max_wait_seconds": [
         "tests/providers/test_retry.py::test_waits_are_capped",
+        "tests/providers/test_ratelimit.py::test_a_long_pause_written_by_an_older_aca_is_capped_when_read",
     ],
     "approval.timeout_seconds": [
         "tests/flows/test_approval.py::test_nobody_answering_in_time_takes_the_configured_default",

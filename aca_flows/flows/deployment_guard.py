@@ -12,8 +12,9 @@ session, the repository or a provider is touched.
 
 A run given ``repo`` (a git URL) works in aca's own working area (``~/.aca/repos``, allowed)
 and pushes there, so the repository itself must be allowed: its URL starts with one of
-``ACA_DEPLOYMENTS__ALLOWED_REPOS`` (URL prefixes), or it is a local repository inside an
-allowed folder.
+``ACA_DEPLOYMENTS__ALLOWED_REPOS`` (URL prefixes, matched up to a path boundary), or it is a
+local repository inside an allowed folder. A URL with ``.`` or ``..`` in its path is refused
+(a local path is resolved instead): the text checked must be the repository reached.
 
 The lists come from the worker's side only: ``ACA_DEPLOYMENTS__ALLOWED_WORKDIRS`` and
 ``ACA_DEPLOYMENTS__ALLOWED_REPOS`` (comma-separated) in the worker's environment, or
@@ -24,8 +25,10 @@ which the requester of the run chooses. Empty lists refuse every deployment run.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from aca_flows.errors import AcaError
 from aca_flows.settings import load_config
@@ -126,9 +129,19 @@ def _repo_refusal(repo: str, allowed: list[Path], repos: list[str]) -> str | Non
     path) may also be inside an allowed folder. The run pushes to it, and runs its commands."""
     try:
         url = normalize_url(repo)
+        urlsplit(url)  # what public_url reads; raises on a malformed host ("https://[x/y")
     except AcaError as exc:
         return str(exc)
-    if any(url.startswith(prefix) for prefix in repos):
+    except ValueError as exc:
+        return f"repo is not a URL git can use ({exc}); nothing was started."
+    if _has_dot_segments(url):
+        return (
+            f"repo {public_url(url)} has a '.' or '..' segment in its path (or one "
+            "percent-encoded, or between backslashes): git, ssh or the server would resolve it "
+            "to another repository than the one the allow-list sees, so it is refused; nothing "
+            "was started. Give the repository's URL without them."
+        )
+    if any(_under_prefix(url, prefix) for prefix in repos):
         return None
     local = not ("://" in url or _SCP_LIKE.match(url))
     if local and _inside_any(Path(url), allowed):
@@ -140,6 +153,38 @@ def _repo_refusal(repo: str, allowed: list[Path], repos: list[str]) -> str | Non
         "[deployments] allowed_repos in its ~/.aca/config.toml (a local repository may also "
         "be inside ACA_DEPLOYMENTS__ALLOWED_WORKDIRS)."
     )
+
+
+def _has_dot_segments(url: str) -> bool:
+    """Whether the path of ``url`` (normalised: a local path is already resolved) holds a
+    ``.`` or ``..`` segment, percent-encoded or not, ``/`` or ``\\`` separated. Refused
+    rather than resolved: curl, ssh servers, git hosts and proxies each resolve (or decode)
+    them their own way, and no repository needs them."""
+    path = _path_of(url)
+    while (decoded := unquote(path)) != path:  # %252e%252e is %2e%2e to a proxy
+        path = decoded
+    return any(segment in (".", "..") for segment in re.split(r"[/\\]", path))
+
+
+def _path_of(url: str) -> str:
+    """Where ``url``'s path is: what follows ``scheme://`` (the host is one more segment,
+    never ``.`` or ``..`` in a usable URL), what follows ``host:`` in git's scp-like syntax,
+    or the whole of a local path."""
+    if "://" in url:
+        return url.split("://", 1)[1]
+    scp_like = _SCP_LIKE.match(url)
+    return url[scp_like.end() :] if scp_like else url
+
+
+def _under_prefix(url: str, prefix: str) -> bool:
+    """Whether ``url`` starts with the allowed ``prefix`` at a boundary: the prefix ends with
+    ``/`` or ``:``, or the URL goes on with ``/``, ``.git`` or nothing. So the prefix
+    ``https://github.com/your-org`` does not allow ``https://github.com/your-org-evil/x`` nor
+    ``https://github.com.evil.com/x``."""
+    if not url.startswith(prefix):
+        return False
+    rest = url[len(prefix) :]
+    return prefix.endswith(("/", ":")) or rest in ("", ".git") or rest.startswith("/")
 
 
 def _resolve(value: str, base: Path) -> Path:

@@ -123,7 +123,8 @@ def rate_limiter_for(
     """The rate limiter for provider ``name``, with its limits (``AcaConfig.rate_limits``);
     state restored from ``state_file`` when it exists, and saved there after every call.
     ``local_rates=False``: rates and calls in flight are held by shared limits, this limiter
-    keeps the pauses and the 5-hour blocks. Long waits are told to ``on_notice``."""
+    keeps the pauses and the 5-hour blocks. Long waits are told to ``on_notice``. A server's
+    pause is held at most ``[session] call_retry_max_wait_seconds``, as a call's retry is."""
     check_provider_name(name)
     config = config or AcaConfig()
     return RateLimiter(
@@ -132,4 +133,5 @@ def rate_limiter_for(
         state_key=name,
         local_rates=local_rates,
         on_notice=on_notice,
+        max_pause_seconds=config.session.call_retry_max_wait_seconds,
     )

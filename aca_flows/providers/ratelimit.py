@@ -4,7 +4,9 @@ Before a call, ``acquire`` waits (never raises, unless told to stop at a usage b
 - the requests-per-minute bucket has a request (capacity = per minute + burst allowance),
 - the tokens-per-minute bucket has the call's estimated tokens,
 - fewer than ``max_concurrent_requests`` calls are in flight,
-- any pause asked by the server (``retry-after`` on 429/529) is over,
+- any pause asked by the server (``retry-after`` on 429/529) is over: never longer than
+  ``max_pause_seconds`` (``[session] call_retry_max_wait_seconds``, the longest a call waits
+  before its own retry), so one answer asking for an hour cannot park every run for an hour,
 - the current 5-hour usage block is under ``max_tokens_per_session`` (else it waits for the
   block's end, or raises ``UsageLimitReached`` — exit 3, resumable — with
   ``on_session_limit = "stop"``).
@@ -78,6 +80,8 @@ __all__ = [
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+# The longest pause when none is given: [session] call_retry_max_wait_seconds's default.
+MAX_PAUSE_SECONDS = 120.0
 WaitCallback = Callable[[float, str], None]
 NoticeCallback = Callable[[str], None]
 STATE_VERSION = 1
@@ -243,8 +247,10 @@ class RateLimiter:
         local_rates: bool = True,
         on_notice: NoticeCallback | None = None,
         label: str | None = None,
+        max_pause_seconds: float = MAX_PAUSE_SECONDS,
     ):
         self.limits = limits
+        self.max_pause_seconds = max_pause_seconds
         # False: requests, tokens and calls in flight are held by ``SharedLimits`` instead.
         self.local_rates = local_rates
         self.on_notice = on_notice
@@ -369,8 +375,15 @@ class RateLimiter:
     def pause(self, seconds: float) -> None:
         """Hold every call back for ``seconds`` (a server's retry-after)."""
         with self._lock:
-            self.paused_until = max(self.paused_until, self.clock() + seconds)
+            now = self.clock()
+            self.paused_until = max(self.paused_until, self._capped(now + seconds, now))
         self.save()
+
+    def _capped(self, paused_until: float, now: float) -> float:
+        """``paused_until`` no later than ``max_pause_seconds`` from ``now``: a call would not
+        wait longer before its own retry, and a pause read back from the account's file (maybe
+        written by an older aca, or a run with a longer cap) must not hold this run longer."""
+        return min(paused_until, now + self.max_pause_seconds)
 
     # ------------------------------------------------------------------ headers
 
@@ -393,19 +406,20 @@ class RateLimiter:
                     continue
                 bucket.tighten(remaining=remaining, limit=limit, now=now)
                 if remaining is not None and remaining <= 0 and reset is not None:
-                    self.paused_until = max(self.paused_until, reset)
+                    self.paused_until = max(self.paused_until, self._capped(reset, now))
 
     # ------------------------------------------------------------------ persistence
 
     def snapshot(self) -> dict[str, Any]:
         """Everything worth keeping across a restart, as JSON data."""
         with self._lock:
+            now = self.clock()
             return {
                 "schema_version": STATE_VERSION,
-                "saved_at": self.clock(),
+                "saved_at": now,
                 "requests": self.requests.to_dict(),
                 "tokens": self.tokens.to_dict(),
-                "paused_until": self.paused_until,
+                "paused_until": self._capped(self.paused_until, now),
                 "blocks": self.blocks.to_list(),
                 "last_headers": dict(self.last_headers),
             }
@@ -417,7 +431,8 @@ class RateLimiter:
         with self._lock:
             self.requests.restore(state.get("requests", {}))
             self.tokens.restore(state.get("tokens", {}))
-            self.paused_until = float(state.get("paused_until", 0.0))
+            saved_pause = float(state.get("paused_until", 0.0))
+            self.paused_until = self._capped(saved_pause, self.clock())
             self.blocks = UsageBlocks.from_list(state.get("blocks", []))
             self.last_headers = dict(state.get("last_headers", {}))
 
@@ -429,7 +444,8 @@ class RateLimiter:
         if saved and saved.get("schema_version") == STATE_VERSION:
             with self._lock:
                 self.blocks = UsageBlocks.from_list(saved.get("blocks", []))
-                self.paused_until = max(self.paused_until, float(saved.get("paused_until", 0)))
+                saved_pause = self._capped(float(saved.get("paused_until", 0)), self.clock())
+                self.paused_until = max(self.paused_until, saved_pause)
 
     def save(self, recorded: tuple[float, int, float] | None = None) -> None:
         """Write this limiter's state under its ``state_key``, keeping other providers'; with

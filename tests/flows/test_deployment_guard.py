@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import git
+import pytest
 
 from tests.fakes.coding_agent import coding_agent
 
@@ -136,3 +137,120 @@ def test_a_run_naming_no_repository_is_refused_with_what_to_give(tmp_path, monke
     monkeypatch.setenv("ACA_DEPLOYMENTS__ALLOWED_WORKDIRS", str(tmp_path))
     refusal = deployment_refusal({"task_file": "nightly-fix-tests.md"})
     assert refusal.startswith("no repository named") and "repo" in refusal
+
+
+DOT_SEGMENT_URLS = [
+    "https://github.com/your-org/../evil/x.git",
+    "https://github.com/your-org/./x.git",
+    "https://github.com/your-org/%2e%2e/evil/x.git",
+    "https://github.com/your-org/%2E./evil/x.git",
+    "https://github.com/your-org/%252e%252e/evil/x.git",  # decoded twice by a proxy
+    "https://github.com/your-org/x%2f..%2f..%2fevil/x.git",
+    "https://github.com/your-org/x\\..\\..\\evil\\x.git",
+    "ssh://git@github.com/your-org/../evil/x.git",
+    "git@github.com:your-org/../evil/x.git",
+    "git@github.com:your-org/%2e%2e/evil/x.git",
+    "file:///srv/allowed/../private.git",
+]
+
+
+@pytest.mark.parametrize("url", DOT_SEGMENT_URLS)
+def test_a_repo_url_with_dot_segments_is_refused_whatever_its_form(url, monkeypatch):
+    from aca_flows.flows.deployment_guard import deployment_refusal
+    from aca_flows.workspace.remote import working_area
+
+    # Each would pass a raw text match with its prefix, then reach another repository.
+    monkeypatch.setenv(
+        "ACA_DEPLOYMENTS__ALLOWED_REPOS",
+        "https://github.com/your-org/,ssh://git@github.com/your-org/,"
+        "git@github.com:your-org/,file:///srv/allowed/",
+    )
+    refusal = deployment_refusal({"repo": url, "workdir": str(working_area(url))})
+    assert refusal and "has a '.' or '..' segment in its path" in refusal
+    assert "nothing was started" in refusal
+
+
+def test_dots_inside_a_repository_name_are_no_dot_segments(monkeypatch):
+    from aca_flows.flows.deployment_guard import deployment_refusal
+    from aca_flows.workspace.remote import working_area
+
+    monkeypatch.setenv("ACA_DEPLOYMENTS__ALLOWED_REPOS", "https://github.com/your-org/")
+    for url in (
+        "https://github.com/your-org/my.service.git",
+        "https://github.com/your-org/.github.git",
+        "https://github.com/your-org/x..y.git",
+    ):
+        assert deployment_refusal({"repo": url, "workdir": str(working_area(url))}) is None
+
+
+def test_a_local_repository_path_is_resolved_before_the_check(tmp_path, monkeypatch):
+    from aca_flows.flows.deployment_guard import deployment_refusal
+    from aca_flows.workspace.remote import working_area
+
+    allowed = tmp_path / "allowed"
+    monkeypatch.setenv("ACA_DEPLOYMENTS__ALLOWED_WORKDIRS", str(allowed))
+    monkeypatch.setenv("ACA_DEPLOYMENTS__ALLOWED_REPOS", f"{allowed}/")
+
+    def refusal(path: str) -> str | None:
+        return deployment_refusal({"repo": path, "workdir": str(working_area(path))})
+
+    # A path is the worker's own to resolve, as workdir and task_file are: no ambiguity.
+    assert refusal(f"{allowed}/team/../service.git") is None
+    climbing = refusal(f"{allowed}/../private.git")
+    assert f"repo {tmp_path / 'private.git'} is not among the worker's allowed" in climbing
+
+
+def test_an_allowed_prefix_without_a_trailing_slash_ends_at_a_path_boundary(monkeypatch):
+    from aca_flows.flows.deployment_guard import deployment_refusal
+    from aca_flows.workspace.remote import working_area
+
+    monkeypatch.setenv(
+        "ACA_DEPLOYMENTS__ALLOWED_REPOS",
+        "https://github.com/your-org,git@github.com:your-org,https://git.example.com,"
+        "https://github.com/other/one",
+    )
+
+    def refusal(url: str) -> str | None:
+        return deployment_refusal({"repo": url, "workdir": str(working_area(url))})
+
+    for allowed in (
+        "https://github.com/your-org/service.git",
+        "git@github.com:your-org/service.git",
+        "https://git.example.com/team/service.git",
+        "https://github.com/other/one",
+        "https://github.com/other/one.git",
+    ):
+        assert refusal(allowed) is None, allowed
+    for other in (
+        "https://github.com/your-org-evil/service.git",
+        "git@github.com:your-org-evil/service.git",
+        "https://git.example.com.evil.net/team/service.git",
+        "https://git.example.com@evil.net/team/service.git",
+        "https://github.com/other/one-more.git",
+    ):
+        assert "not among the worker's allowed repositories" in refusal(other), other
+
+
+def test_a_deployment_run_cannot_climb_out_of_an_allowed_file_url(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    # The walkthrough's run: file://<allowed>/../<repo> cloned and pushed outside the list.
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    monkeypatch.setenv("ACA_DEPLOYMENTS__ALLOWED_REPOS", f"file://{allowed}/")
+    monkeypatch.setenv("ACA_DEPLOYMENTS__ALLOWED_WORKDIRS", str(allowed))
+    tasks = write_tasks(allowed)
+    climbing = f"file://{allowed}/../{repo.relative_to(tmp_path)}"
+    state = deployed_run(repo=climbing, task_file=str(tasks), provider="anthropic")
+    assert state.is_failed()
+    assert "has a '.' or '..' segment in its path" in state.message
+    assert untouched(repo)
+    assert anthropic_fake.anthropic.requests == []
+
+
+def test_a_malformed_repo_url_is_refused_not_a_crash(monkeypatch):
+    from aca_flows.flows.deployment_guard import deployment_refusal
+
+    monkeypatch.setenv("ACA_DEPLOYMENTS__ALLOWED_REPOS", "https://github.com/your-org/")
+    refusal = deployment_refusal({"repo": "https://[github.com/your-org/x.git"})
+    assert refusal.startswith("repo is not a URL git can use")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 
 import pytest
 
@@ -19,7 +20,7 @@ from aca_flows.providers.ratelimit import (
     account_state_file,
     estimate_tokens,
 )
-from aca_flows.settings import AcaConfig, ProviderSection, RateLimitingSection
+from aca_flows.settings import AcaConfig, ProviderSection, RateLimitingSection, SessionSection
 from tests.providers.conftest import FakeClock, run
 
 REQUEST = ProviderRequest(messages=[Message(role="user", text="hello")])
@@ -308,6 +309,75 @@ def test_providers_sharing_a_state_file_keep_their_own_state(tmp_path):
     assert (
         rate_limiter_for("ollama", config, state_file=state_file).paused_until < again.paused_until
     )
+
+
+# -- a server's pause is held no longer than a call's own retry waits ---------------------------
+
+
+def capped_config(seconds: float) -> AcaConfig:
+    """The config of a run whose calls wait at most ``seconds`` before a retry."""
+    return AcaConfig(session=SessionSection(call_retry_max_wait_seconds=seconds))
+
+
+def saved_pause(state_file, provider: str = "openai") -> float:
+    """How long from now the account's file holds calls back."""
+    state = json.loads(state_file.read_text())["providers"][provider]
+    return state["paused_until"] - time.time()
+
+
+def test_one_429_asking_for_an_hour_pauses_the_next_session_only_for_the_retry_cap(
+    llm_server, tmp_path
+):
+    # The walkthrough's hang: one 429 with retry-after 3600 parked every later run for 59 min.
+    state_file, config = tmp_path / "openai-account.json", capped_config(0.2)
+    llm_server.openai.enqueue(status=429, retry_after=3600, error="rate limited")
+    first = rate_limiter_for("openai", config, state_file=state_file)
+    with pytest.raises(TransientProviderError):
+        run(RateLimitedProvider(get_provider("openai"), first).complete(REQUEST))
+    assert saved_pause(state_file) <= 0.2
+
+    # A brand-new session on the account still waits out the pause, capped, and goes.
+    second = rate_limiter_for("openai", config, state_file=state_file)
+    assert second.paused_until - time.time() <= 0.2
+    call = RateLimitedProvider(get_provider("openai"), second).complete(REQUEST)
+    assert run(asyncio.wait_for(call, timeout=10)).text == "ok"
+
+
+def test_a_long_pause_written_by_an_older_aca_is_capped_when_read(llm_server, tmp_path):
+    state_file = tmp_path / "openai-account.json"
+    paused = {"schema_version": 1, "paused_until": time.time() + 3600}
+    state_file.write_text(json.dumps({"schema_version": 1, "providers": {"openai": paused}}))
+
+    limiter = rate_limiter_for("openai", capped_config(0.2), state_file=state_file)
+
+    assert limiter.paused_until - time.time() <= 0.2
+    call = RateLimitedProvider(get_provider("openai"), limiter).complete(REQUEST)
+    assert run(asyncio.wait_for(call, timeout=10)).text == "ok"
+    assert saved_pause(state_file) <= 0.2
+
+
+def test_a_run_waits_no_longer_than_the_cap_for_a_retry_after_or_a_header_reset(fake_clock):
+    waits: list[tuple[float, str]] = []
+    inner = TimedProvider(fake_clock)
+    inner.failures.append(TransientProviderError("rate limited", retry_after=3600))
+    inner.headers.append(
+        {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "6h"}
+    )
+    limiter = RateLimiter(
+        _limits(),
+        clock=fake_clock,
+        sleep=fake_clock.sleep,
+        on_wait=lambda s, why: waits.append((s, why)),
+        max_pause_seconds=120,
+    )
+    limited = RateLimitedProvider(inner, limiter)
+
+    with pytest.raises(TransientProviderError):
+        run(limited.complete(REQUEST))
+    run(limited.complete(REQUEST))  # waits out the retry-after; its headers say 0 left for 6 h
+    run(limited.complete(REQUEST))
+
+    assert waits == [(pytest.approx(120.0), "server retry-after")] * 2
 
 
 # -- waits are told -----------------------------------------------------------------------------
