@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import git
+import pytest
 
 from aca_flows.flows import run_flow
 from aca_flows.session.redact import REDACTED
@@ -167,8 +168,10 @@ def test_keys_planted_everywhere_leave_aca_nowhere(tmp_path, repo, anthropic_fak
     assert git.Repo(repo).commit(f"aca/{session_dir.name}").tree["a.txt"]
 
 
+# SECRET_KEY: the secret word need not be the name's last part (it leaked so once).
+@pytest.mark.parametrize("name", ["SECRET", "SECRET_KEY"])
 def test_a_verify_command_with_a_secret_looking_assignment_runs_as_written(
-    tmp_path, repo, anthropic_fake
+    tmp_path, repo, anthropic_fake, name
 ):
     for _ in range(5):
         anthropic_fake.anthropic.enqueue(coding_agent)
@@ -176,14 +179,19 @@ def test_a_verify_command_with_a_secret_looking_assignment_runs_as_written(
     # It passes only if it ran with the literal value: it compares the digest of what it saw
     # (the digest, so that the value itself is written nowhere).
     digest = hashlib.sha256(b"abcdefgh12\n").hexdigest()
-    command = f"test $(SECRET=abcdefgh12 printenv SECRET | sha256sum | cut -c1-64) = {digest}"
+    command = f"test $({name}=abcdefgh12 printenv {name} | sha256sum | cut -c1-64) = {digest}"
     tasks.write_text(f'- write a.txt {{#a verify="{command}"}}\n')
     outcome = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test")
     assert outcome.summary["status"] == "completed", outcome.error
-    # The record of it is redacted.
+    # The record of it is redacted, and so is what the server keeps: logs and parameters.
     assert "abcdefgh12" not in files_text(repo / ".aca")
     session = load_session(repo, outcome.summary["session_id"])
     assert session.plan.task("a").verify == command.replace("abcdefgh12", REDACTED)
+    from prefect.logging.handlers import APILogHandler
+
+    asyncio.run(APILogHandler.aflush())
+    logs, _, parameters = server_record(repo)
+    assert "abcdefgh12" not in logs + json.dumps(parameters)
 
 
 def test_resume_refuses_to_run_a_command_the_record_redacted(tmp_path, repo, anthropic_fake):

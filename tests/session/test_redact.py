@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.session.events import TaskResult
 from aca_flows.session.files import append_jsonl, write_json_atomic, write_text_atomic
@@ -141,6 +143,56 @@ def test_assignments_of_literals_are_redacted_and_code_stays_readable():
     ]
     for line in code:
         assert redact_text(line, environ={}) == line
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('SECRET_KEY = "django-insecure-8f3k2j1h9g"', 'SECRET_KEY = "[REDACTED]"'),
+        ("SECRET_KEY=abcd1234efgh5678 test -f a.txt", "SECRET_KEY=[REDACTED] test -f a.txt"),
+        ("SECRET_TOKEN=abcdef123456", "SECRET_TOKEN=[REDACTED]"),
+        ("DB_PASSWORD_PROD=hunter2hunter2x", "DB_PASSWORD_PROD=[REDACTED]"),
+        ("PRIVATE_KEY=abcd1234efgh5678", "PRIVATE_KEY=[REDACTED]"),
+        ("SLACK_TOKEN=abcd1234efgh5678", "SLACK_TOKEN=[REDACTED]"),
+        ("token=abcd1234efgh5678", "token=[REDACTED]"),
+        ("STRIPE_KEY=live1234abcd", "STRIPE_KEY=[REDACTED]"),
+        ("DB_PWD=hunter2x9", "DB_PWD=[REDACTED]"),
+        ("BASIC_AUTH=user:pass1234", "BASIC_AUTH=[REDACTED]"),
+        # JSON, YAML, camelCase, a command-line option, a git hook's message, a query string.
+        ('{"secret_key": "django-insecure-8f3k2j1h9g"}', '{"secret_key": "[REDACTED]"}'),
+        ("private_key: abcd1234efgh5678", "private_key: [REDACTED]"),
+        ("const secretKey = 'abcd1234efgh';", "const secretKey = '[REDACTED]';"),
+        ("aws --secret-key=abcd1234efgh", "aws --secret-key=[REDACTED]"),
+        ("remote: SECRET_TOKEN=abcdef123456", "remote: SECRET_TOKEN=[REDACTED]"),
+        ("/cb?key=abc&token=abcd1234efgh5678", "/cb?key=abc&token=[REDACTED]"),
+    ],
+)
+def test_a_secret_word_anywhere_in_a_name_redacts_the_literal_it_is_given(text, expected):
+    assert redact_text(text, environ={}) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "KEY_COUNT=12345678",  # a number
+        'KEY_COUNT = "12345678"',  # KEY first: the name is a count
+        "MONKEY=abcd1234efgh",  # KEY inside a word is no key
+        "KEYBOARD=abcd1234efgh",
+        "sort_key=name1234x",  # keys in code: of a sort, a cache, a table
+        'cache_key = "user-profile"',
+        "primary_key: id12345678",
+        "SSH_KEY_PATH=/home/me/.ssh/id_ed25519",  # where a secret is, not the secret
+        "SSH_KEY=~/.ssh/id_ed25519",
+        "GOOGLE_APPLICATION_CREDENTIALS=/home/me/sa-2024.json",
+        "PWD=/home/me/proj2",
+        '"token_uri": "https://oauth2.googleapis.com/token"',
+        'TOKEN_TYPE = "access_token"',
+        "input_tokens=12345678 tokenizer=cl100k_base",
+        "AUTH_METHOD=oauth2x; author: jane1234doe",
+    ],
+)
+def test_names_that_only_look_secret_keep_their_values(text):
+    assert redact_text(text, environ={}) == text
 
 
 def test_registered_secrets_are_redacted_whatever_their_shape():
