@@ -232,7 +232,7 @@ async def aca_run(
             emit_session_event(store, "started")
             if store.session.remote is not None and not repo:
                 _warn_nothing_is_pushed(store)
-            if store.session.resumes:
+            if store.session.resumes or _retried(flow_run):
                 # Before this run starts any run of its own (abandoned_runs.py).
                 await crash_abandoned_runs(
                     run.session_id,
@@ -278,6 +278,12 @@ async def aca_run(
         with contextlib.suppress(Exception):  # a run that ended early still sends its reports
             await published(run.session_id)
     return flow_state(summary, cancelled_from_ui=interrupt.signal_name == UI_CANCEL)
+
+
+def _retried(flow_run) -> bool:
+    """A Prefect retry of the flow run: its earlier attempt may have left runs even when the
+    session is new here (killed before its record reached this disk or the remote)."""
+    return flow_run is not None and flow_run.run_count > 1
 
 
 def _warn_nothing_is_pushed(store: SessionStore) -> None:
