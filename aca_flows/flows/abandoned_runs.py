@@ -8,6 +8,19 @@ The resuming run holds the session's lock, so no other live process runs the ses
 other run of it still ``Running``, or paused with its process waiting, was abandoned. A
 *suspended* run (a deployment run waiting for approval) has no process by design: its resume
 schedules it again, so it is left as it is.
+
+A Prefect retry of a flow run (the UI's Retry after a worker's process was killed) runs the
+same flow run again: the task runs and subflow runs its earlier attempt left ``Running`` are
+under it, so every ``Running`` task run of the session ends too, the current flow run's
+included. The resume calls this before it starts any run of its own, so all of them are an
+earlier run's or an earlier attempt's. A crashed subflow run is not reattached by the retry:
+Prefect starts a new one for its group.
+
+A run with a ``repo`` holds the lock of its own working area only: the earlier run may have
+worked on another machine, and no record tells whether its process is gone. It ends those
+runs all the same, saying so: a resume with ``--repo`` takes the session over (it pushes the
+same branch, and an earlier run still going could push no more), so the earlier run no longer
+runs the session whatever became of its process.
 """
 
 from __future__ import annotations
@@ -31,14 +44,17 @@ from prefect.states import Crashed
 __all__ = ["crash_abandoned_runs"]
 
 
-async def crash_abandoned_runs(session_id: str, current_flow_run_id: str | None) -> None:
-    """End the session's ``Running`` flow and task runs and its ``Paused`` flow runs, but the
-    current flow run's, as ``Crashed``. A server that cannot be asked is no reason to fail the
-    run."""
+async def crash_abandoned_runs(
+    session_id: str, current_flow_run_id: str | None, taken_over_on: str | None = None
+) -> None:
+    """End as ``Crashed`` the session's ``Running`` and ``Paused`` flow runs but the current
+    one, and every ``Running`` task run of the session: call it before this run starts any.
+    ``taken_over_on``: the host of a resume with a ``repo``, which takes the session over from
+    runs it cannot see end. A server that cannot be asked is no reason to fail the run."""
     tag = [f"session:{session_id}"]
     running = [StateType.RUNNING]
     unfinished = [StateType.RUNNING, StateType.PAUSED]
-    crashed = Crashed(message=f"its process ended without finishing; session {session_id} resumed")
+    crashed = Crashed(message=_crash_message(session_id, taken_over_on))
     with contextlib.suppress(Exception):
         async with get_client() as client:
             flow_runs = await client.read_flow_runs(
@@ -57,8 +73,16 @@ async def crash_abandoned_runs(session_id: str, current_flow_run_id: str | None)
                 if str(flow_run.id) != current_flow_run_id and not _suspended(flow_run.state):
                     await client.set_flow_run_state(flow_run.id, crashed, force=True)
             for task_run in task_runs:
-                if str(task_run.flow_run_id) != current_flow_run_id:
-                    await client.set_task_run_state(task_run.id, crashed, force=True)
+                await client.set_task_run_state(task_run.id, crashed, force=True)
+
+
+def _crash_message(session_id: str, taken_over_on: str | None) -> str:
+    if taken_over_on is None:  # the lock proves the process gone
+        return f"its process ended without finishing; session {session_id} resumed"
+    return (
+        f"its process ended without finishing, or no longer runs the session: session "
+        f"{session_id} was resumed on {taken_over_on}, which took it over"
+    )
 
 
 def _suspended(state) -> bool:

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import copy
 import functools
+import socket
 from datetime import UTC
 from typing import Any, Literal
 
@@ -231,10 +232,13 @@ async def aca_run(
             emit_session_event(store, "started")
             if store.session.remote is not None and not repo:
                 _warn_nothing_is_pushed(store)
-            if store.session.resumes and not repo:
-                # The lock says no other process here runs the session (a remote's session
-                # may run on another machine); before this run starts any run of its own.
-                await crash_abandoned_runs(run.session_id, flow_run and str(flow_run.id))
+            if store.session.resumes or _retried(flow_run):
+                # Before this run starts any run of its own (abandoned_runs.py).
+                await crash_abandoned_runs(
+                    run.session_id,
+                    flow_run and str(flow_run.id),
+                    taken_over_on=socket.gethostname() if repo else None,
+                )
             summary = await drive_plan(store, run, request, interrupt)
             if interrupt.server_lost:  # the session says how it ended already
                 raise _lost_server_error(store, run, summary)
@@ -274,6 +278,12 @@ async def aca_run(
         with contextlib.suppress(Exception):  # a run that ended early still sends its reports
             await published(run.session_id)
     return flow_state(summary, cancelled_from_ui=interrupt.signal_name == UI_CANCEL)
+
+
+def _retried(flow_run) -> bool:
+    """A Prefect retry of the flow run: its earlier attempt may have left runs even when the
+    session is new here (killed before its record reached this disk or the remote)."""
+    return flow_run is not None and flow_run.run_count > 1
 
 
 def _warn_nothing_is_pushed(store: SessionStore) -> None:

@@ -9,10 +9,18 @@ record from the bare remote and finishes: a is not run again, every task is on t
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from pathlib import Path
 
-from tests.crash.conftest import Aca, kill_group, only_session, wait_for
+from tests.crash.conftest import (
+    Aca,
+    flow_runs_of,
+    kill_group,
+    only_session,
+    task_runs_of,
+    wait_for,
+)
 from tests.crash.test_kill_and_resume import CHAIN, Agent, agent_task_ids, branch_tasks
 from tests.fakes.git_repo import make_repo
 
@@ -79,3 +87,12 @@ def test_a_session_killed_on_one_worker_finishes_on_another_from_the_remote(
     # The second worker continued the same session: its record holds both workers' runs.
     record = Path(second.repo) / ".aca" / "sessions" / session_id / "meta" / "session.json"
     assert json.loads(record.read_text())["resumes"] == 1
+    # The killed run no longer works in the UI: the resume, which took the session over,
+    # ended it Crashed, its running task run too, saying where the session went on.
+    states = {r.id: r.state for r in flow_runs_of(prefect_api, session_id)}
+    assert sorted(s.type.value for s in states.values()) == ["COMPLETED", "CRASHED"]
+    (crashed,) = [s for s in states.values() if s.is_crashed()]
+    assert f"resumed on {socket.gethostname()}, which took it over" in crashed.message
+    task_runs = task_runs_of(prefect_api, session_id)
+    assert not [r for r in task_runs if r.state.is_running()]
+    assert any(r.state.is_crashed() and r.name.startswith("b ") for r in task_runs)

@@ -436,6 +436,31 @@ def test_a_killed_workers_run_retried_finishes_on_the_other_without_repeating_ca
     pull = pull_for(cluster, branch)
     assert pull is not None and "| `b` write slow-b.txt | changed" in pull["body"]
     assert cluster.agent.max_in_flight <= CALLS_LIMIT
+    # Nothing the killed attempt left shows as still working: the retry ended its task run of
+    # b (and the group's subflow run it was in) Crashed, beside its own Completed one.
+    task_runs = session_task_runs(cluster, session_id)
+    assert not [r.name for r in task_runs if r.state.is_running()], task_runs
+    assert sorted(r.state.type.value for r in task_runs if r.name.startswith("b ")) == [
+        "COMPLETED",
+        "CRASHED",
+    ]
+    # The deployment's flow run, the killed attempt's plan subflow run, the retry's new one.
+    subflows = [r for r in session_flow_runs(cluster, session_id) if r.id != flow_run.id]
+    assert sorted(r.state.type.value for r in subflows) == ["COMPLETED", "CRASHED"]
+
+
+def session_task_runs(cluster, session_id: str) -> list:
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterTags
+
+    only = TaskRunFilter(tags=TaskRunFilterTags(all_=[f"session:{session_id}"]))
+    return prefect_call(cluster, lambda c: c.read_task_runs(task_run_filter=only))
+
+
+def session_flow_runs(cluster, session_id: str) -> list:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    only = FlowRunFilter(tags=FlowRunFilterTags(all_=[f"session:{session_id}"]))
+    return prefect_call(cluster, lambda c: c.read_flow_runs(flow_run_filter=only))
 
 
 def remote_task_commits_safe(remote: Path, branch: str) -> list[str]:
