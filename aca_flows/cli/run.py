@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from aca_flows._words import one_line, workdir_option
+from aca_flows._words import one_line, resume_command
 from aca_flows.cli.options import RunOptions
 from aca_flows.errors import AcaError, InputError
 from aca_flows.plan import ExecutionPlan, load_execution_plan, load_task_file, plan_to_text
@@ -258,7 +258,9 @@ def run_session(options: RunOptions, session_id: str | None = None) -> int:
             with signals_remembered():
                 return _run_session(options, session_id)
         except BaseException as exc:
-            return said_interrupted(exc, lambda: interrupted_line(options.workdir, session_id))
+            return said_interrupted(
+                exc, lambda: interrupted_line(options.workdir, session_id, options.repo)
+            )
 
 
 NOT_STARTED = "interrupted before the run started: no session was created, no task ran."
@@ -277,8 +279,9 @@ def said_interrupted(exc: BaseException, explain: Callable[[], str]) -> int:
     return 130
 
 
-def interrupted_line(workdir: Path, session_id: str | None) -> str:
-    """What an interrupted run left behind: ``session_id`` is the run's session, if known."""
+def interrupted_line(workdir: Path, session_id: str | None, repo: str | None = None) -> str:
+    """What an interrupted run left behind: ``session_id`` is the run's session, if known
+    (``repo``: the run's ``--repo``)."""
     from aca_flows.session.layout import AcaDir
     from aca_flows.session.store import load_session
 
@@ -292,7 +295,8 @@ def interrupted_line(workdir: Path, session_id: str | None) -> str:
     with contextlib.suppress(AcaError):  # a record that cannot be read: resume says why
         if load_session(workdir, session_id).status == "completed":
             return f"interrupted after session {session_id} completed."
-    return f"interrupted before session {session_id} finished: `aca resume {session_id}` continues."
+    resume = resume_command(session_id, workdir, repo)
+    return f"interrupted before session {session_id} finished: `{resume}` continues."
 
 
 def _run_session(options: RunOptions, session_id: str | None) -> int:
@@ -423,8 +427,7 @@ def _show_summary(summary: dict, options: RunOptions) -> None:
     if summary.get("unpushed"):
         line += (
             f" (NOT pushed to {summary['remote']}: {summary['unpushed']}; it is kept in "
-            f"{workdir}, and `aca resume {summary['session_id']} --repo {summary['remote']}` "
-            "pushes it)."
+            f"{workdir}, and `{_resume_of(summary, options)}` pushes it)."
         )
     elif summary.get("remote"):
         line += f", pushed to {summary['remote']}."
@@ -435,21 +438,28 @@ def _show_summary(summary: dict, options: RunOptions) -> None:
         line += f" Completed without a change (no change needed): {ids}."
     if summary.get("stopped_reason"):
         line += f" {'Why' if status == 'failed' else 'Stopped'}: {summary['stopped_reason']}."
-        line += f" {_how_to_go_on(summary, workdir)}"
+        line += f" {_how_to_go_on(summary, options)}"
     print(line)
     pull_request = _pull_request_line(summary, options)
     if pull_request:
         print(pull_request)
 
 
-def _how_to_go_on(summary: dict, workdir: Path) -> str:
+def _resume_of(summary: dict, options: RunOptions) -> str:
+    """The resume of the run's session, as the reader runs it: with the run's remote (this
+    run's ``--repo``, or the one the session pushed to before), if it has one."""
+    remote = summary.get("remote") or options.repo
+    return resume_command(summary["session_id"], options.workdir, remote)
+
+
+def _how_to_go_on(summary: dict, options: RunOptions) -> str:
     """What continues a run that did not complete, as the user would run it: a resume that
     would stop or be refused the same way is not offered as the way on."""
     from aca_flows.errors import InputError
     from aca_flows.flows.run_inputs import refuse_redacted_work
     from aca_flows.session.store import load_session
 
-    session_id = summary["session_id"]
+    workdir, session_id = options.workdir, summary["session_id"]
     if summary.get("stuck"):  # resuming runs the same plan, which stalls the same way
         return "The plan cannot progress: fix the dependencies named and run it anew."
     try:
@@ -459,10 +469,10 @@ def _how_to_go_on(summary: dict, workdir: Path) -> str:
     budget, spent = summary.get("budget_usd"), summary.get("cost_usd") or 0.0
     if summary["status"] == "stopped" and budget is not None and spent >= budget:
         return (
-            f"`aca resume {session_id}{workdir_option(workdir)} --budget-usd N` continues, "
+            f"`{_resume_of(summary, options)} --budget-usd N` continues, "
             f"with N above the ${spent:.4f} spent."
         )
-    return f"`aca resume {session_id}` continues."
+    return f"`{_resume_of(summary, options)}` continues."
 
 
 def _pull_request_line(summary: dict, options: RunOptions) -> str | None:
@@ -471,10 +481,8 @@ def _pull_request_line(summary: dict, options: RunOptions) -> str | None:
     with the command that delivers it once the cause is fixed."""
     if summary.get("pull_request_error"):
         why = one_line(summary["pull_request_error"]).rstrip(".")
-        where = f" --repo {summary['remote']}" if summary.get("remote") else ""
-        where = where or workdir_option(options.workdir)
         github = f" --github-repo {options.github_repo}" if options.github_repo else ""
-        again = f"aca resume {summary['session_id']}{where} --open-pr{github}"
+        again = f"{_resume_of(summary, options)} --open-pr{github}"
         return f"Pull request NOT delivered: {why}. Once that is fixed, `{again}` delivers it."
     if summary.get("pull_request"):
         return f"Pull request: {summary['pull_request']}"

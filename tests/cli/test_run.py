@@ -299,7 +299,7 @@ def test_ctrl_c_while_prefect_starts_says_whether_a_session_can_be_resumed(
         [session] = [p.name for p in (repo / ".aca" / "sessions").iterdir()]
         assert err == (
             f"aca: interrupted before session {session} finished: "
-            f"`aca resume {session}` continues.\n"
+            f"`aca resume {session} --workdir {repo}` continues.\n"
         )
     else:
         assert err == f"aca: {NOTHING_RAN}\n"
