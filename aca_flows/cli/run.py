@@ -301,7 +301,25 @@ def interrupted_line(workdir: Path, session_id: str | None, repo: str | None = N
 
 def _run_session(options: RunOptions, session_id: str | None) -> int:
     with _held_for_the_run(options.workdir, session_id):
+        _refuse_a_spent_budget(options, session_id)
         return _run_held_session(options, session_id)
+
+
+def _refuse_a_spent_budget(options: RunOptions, session_id: str | None) -> None:
+    """A resume whose budget (given, or the session's own, kept) is spent would start a flow
+    run that stops at once: refused here, before a flow run exists or anything is journalled.
+    (The flow refuses it too, for a run started without the CLI.)"""
+    from aca_flows.flows.run_inputs import refuse_a_spent_budget
+    from aca_flows.session.layout import AcaDir
+    from aca_flows.session.store import load_session
+
+    if (
+        session_id is None
+        or not (AcaDir(options.workdir).session(session_id).root / "meta").is_dir()
+    ):
+        return  # a new session
+    session = load_session(options.workdir, session_id)
+    refuse_a_spent_budget(session, options.budget_usd, options.workdir)
 
 
 def _run_held_session(options: RunOptions, session_id: str | None) -> int:

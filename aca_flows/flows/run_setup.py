@@ -32,6 +32,7 @@ from aca_flows.flows.run_inputs import (
     refuse_lost_work,
     refuse_redacted_work,
     source_of,
+    tasks_left,
     uncommitted_work_warning,
 )
 from aca_flows.flows.secret_keys import provider_environ, providers_environ
@@ -127,7 +128,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         # caller names others.
         recorded = load_session(workdir, request.session_id)
         refuse_redacted_work(recorded.plan, recorded.id)
-        refuse_a_spent_budget(recorded, request.budget_usd)
+        refuse_a_spent_budget(recorded, request.budget_usd, workdir)
         overrides["session.provider"] = request.provider or recorded.provider
         overrides["session.model"] = request.model or recorded.model
         # and its budget: a nightly `aca resume` must not lose the cap `aca run` was given.
@@ -522,7 +523,7 @@ def _refuse_a_budget_without_prices(plan: ExecutionPlan, config: AcaConfig) -> N
 def _providers_left(plan: ExecutionPlan, default: str) -> set[str]:
     """The providers of the tasks a resume may still run: none when every task completed, so
     a finished session resumes (and ends completed) without its keys or its config."""
-    left = [t for t in plan.tasks if not t.children and t.status.state != "completed"]
+    left = tasks_left(plan)
     # The run's own provider too while work is left: subtasks a task proposes use it.
     return {default} | {t.provider for t in left if t.provider} if left else set()
 
