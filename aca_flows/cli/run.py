@@ -160,7 +160,8 @@ def _execute(options: RunOptions) -> int:
         _dump_if_asked(plan, options)
         _show_dry_run(plan, options)
         return 0
-    _preflight(options, names, config)
+    models = None if plan is None else plan.models_by_provider(default)
+    _preflight(options, names, config, models)
     _dump_if_asked(plan, options)  # only now: a refused run leaves no file behind
     # The id made here, not in the flow: a Ctrl-C while Prefect starts can name the session.
     # (With --repo, a given id means "fetch this session first": the flow makes it.)
@@ -200,10 +201,13 @@ def _check_provider_names(names: set[str]) -> None:
         check_provider_name(name)
 
 
-def _preflight(options: RunOptions, names: set[str], config: AcaConfig) -> None:
+def _preflight(
+    options: RunOptions, names: set[str], config: AcaConfig, models: dict | None = None
+) -> None:
     """Refuse what would fail inside the flow, before Prefect starts: a workdir that is not
-    a repository, a provider that cannot work (no key, a rejected key, no login, no server,
-    no cassette: ``providers.require_providers``), a sandbox that cannot start (warned about
+    a repository, a provider that cannot work (no key, a rejected key, no login, no server
+    or a model it lacks (``models``: by provider, ``ExecutionPlan.models_by_provider``), no
+    cassette: ``providers.require_providers``), a sandbox that cannot start (warned about
     when switched off)."""
     from aca_flows.sandbox import OFF_WARNING, check_sandbox
     from aca_flows.workspace import open_repository
@@ -211,7 +215,7 @@ def _preflight(options: RunOptions, names: set[str], config: AcaConfig) -> None:
     if not options.init_git:
         open_repository(options.workdir)  # only looks: a missing repository is named first
     # Every refusal before --init-git creates anything: a refused run leaves nothing behind.
-    _require_providers(names, config)
+    _require_providers(names, config, models)
     check_sandbox(config.sandbox, claude_code="claude-code" in names)
     if options.open_pr:
         _check_pull_request_target(options, config)
@@ -240,12 +244,13 @@ def _check_pull_request_target(options: RunOptions, config: AcaConfig) -> None:
     parse_github_repo(origin_url(options.workdir), options.github_repo)
 
 
-def _require_providers(names: set[str], config: AcaConfig) -> None:
+def _require_providers(names: set[str], config: AcaConfig, models: dict | None = None) -> None:
     from aca_flows.providers import require_providers
 
     # A key in a Prefect Secret block can only be read once Prefect is up: the flow checks
     # those providers itself, before any task starts.
-    require_providers({n for n in names if not config.provider(n).api_key_secret}, config)
+    names = {n for n in names if not config.provider(n).api_key_secret}
+    require_providers(names, config, models=models)
 
 
 def run_session(options: RunOptions, session_id: str | None = None) -> int:
