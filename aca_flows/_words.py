@@ -1,6 +1,6 @@
 """Words as a reader sees them: counts ("1 task", "3 tasks", never "1 tasks"), costs
-("$0.0123"), a message on one line, and the ``--workdir`` a command printed for the reader
-needs."""
+("$0.0123"), a message on one line, and the ``--workdir`` (or ``--repo``) a command printed for
+the reader needs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ import os
 import shlex
 from pathlib import Path
 
-__all__ = ["counted", "format_cost", "one_line", "quoted_clause", "workdir_option"]
+__all__ = [
+    "counted",
+    "format_cost",
+    "one_line",
+    "quoted_clause",
+    "resume_command",
+    "workdir_option",
+]
 
 
 def counted(count: int, noun: str) -> str:
@@ -28,6 +35,22 @@ def workdir_option(workdir: str | Path) -> str:
     if Path(workdir).resolve() == Path(os.getcwd()).resolve():
         return ""
     return f" --workdir {shlex.quote(str(Path(workdir).resolve()))}"
+
+
+def resume_command(session_id: str, workdir: str | Path, remote: str | None = None) -> str:
+    """``aca resume ID`` as the reader runs it, wherever they are. A session of a remote
+    (``--repo``) lives in the remote's working area, not in the reader's folder: its resume
+    takes ``--repo URL`` (without credentials), which finds that area (or fetches the session
+    into a new one) and pushes what it lands; ``--workdir`` only for an area given by hand.
+    Any other session takes the ``--workdir`` the current folder needs."""
+    if remote is None:
+        return f"aca resume {session_id}{workdir_option(workdir)}"
+    from aca_flows.workspace.remote import public_url, working_area
+
+    command = f"aca resume {session_id} --repo {shlex.quote(public_url(remote))}"
+    if working_area(remote).resolve() != Path(workdir).resolve():
+        command += f" --workdir {shlex.quote(str(Path(workdir).resolve()))}"
+    return command
 
 
 def one_line(text: str) -> str:

@@ -237,6 +237,12 @@ class AcaConfig(Section):
     def provider(self, name: str) -> ProviderSection:
         return self.providers.get(name) or ProviderSection()
 
+    def model_for(self, provider: str, task_model: str | None = None) -> str | None:
+        """The model a task of ``provider`` runs with: its own (``model=``), else the
+        provider's ``[providers.<name>] model``, else the run's (``--model``); ``None``
+        leaves it to the provider's default."""
+        return task_model or self.provider(provider).model or self.session.model
+
     def rate_limits(self, name: str) -> RateLimitingSection:
         """Provider ``name``'s limits: the keys set in ``[providers.<name>.rate_limiting]`` if
         it is there, else in ``[rate_limiting]``, over the provider's published limits

@@ -188,7 +188,7 @@ async def execute_task(
     repo, identity = await in_thread(_open_session_repo, workdir, session_id, init_git)
     paths = AcaDir(workdir).session(session_id)
     log = TaskLog(paths, task_id, on_log)
-    model = task.model or config.provider(provider.name).model or config.session.model
+    model = config.model_for(provider.name, task.model)
 
     landed = None
     if not first_attempt:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from aca_flows._words import one_line, workdir_option
+from aca_flows._words import one_line, resume_command
 from aca_flows.cli.options import RunOptions
 from aca_flows.errors import AcaError, InputError
 from aca_flows.plan import ExecutionPlan, load_execution_plan, load_task_file, plan_to_text
@@ -160,7 +160,8 @@ def _execute(options: RunOptions) -> int:
         _dump_if_asked(plan, options)
         _show_dry_run(plan, options)
         return 0
-    _preflight(options, names, config)
+    models = None if plan is None else plan.models_by_provider(default)
+    _preflight(options, names, config, models)
     _dump_if_asked(plan, options)  # only now: a refused run leaves no file behind
     # The id made here, not in the flow: a Ctrl-C while Prefect starts can name the session.
     # (With --repo, a given id means "fetch this session first": the flow makes it.)
@@ -200,10 +201,13 @@ def _check_provider_names(names: set[str]) -> None:
         check_provider_name(name)
 
 
-def _preflight(options: RunOptions, names: set[str], config: AcaConfig) -> None:
+def _preflight(
+    options: RunOptions, names: set[str], config: AcaConfig, models: dict | None = None
+) -> None:
     """Refuse what would fail inside the flow, before Prefect starts: a workdir that is not
-    a repository, a provider that cannot work (no key, a rejected key, no login, no server,
-    no cassette: ``providers.require_providers``), a sandbox that cannot start (warned about
+    a repository, a provider that cannot work (no key, a rejected key, no login, no server
+    or a model it lacks (``models``: by provider, ``ExecutionPlan.models_by_provider``), no
+    cassette: ``providers.require_providers``), a sandbox that cannot start (warned about
     when switched off)."""
     from aca_flows.sandbox import OFF_WARNING, check_sandbox
     from aca_flows.workspace import open_repository
@@ -211,7 +215,7 @@ def _preflight(options: RunOptions, names: set[str], config: AcaConfig) -> None:
     if not options.init_git:
         open_repository(options.workdir)  # only looks: a missing repository is named first
     # Every refusal before --init-git creates anything: a refused run leaves nothing behind.
-    _require_providers(names, config)
+    _require_providers(names, config, models)
     check_sandbox(config.sandbox, claude_code="claude-code" in names)
     if options.open_pr:
         _check_pull_request_target(options, config)
@@ -240,12 +244,13 @@ def _check_pull_request_target(options: RunOptions, config: AcaConfig) -> None:
     parse_github_repo(origin_url(options.workdir), options.github_repo)
 
 
-def _require_providers(names: set[str], config: AcaConfig) -> None:
+def _require_providers(names: set[str], config: AcaConfig, models: dict | None = None) -> None:
     from aca_flows.providers import require_providers
 
     # A key in a Prefect Secret block can only be read once Prefect is up: the flow checks
     # those providers itself, before any task starts.
-    require_providers({n for n in names if not config.provider(n).api_key_secret}, config)
+    names = {n for n in names if not config.provider(n).api_key_secret}
+    require_providers(names, config, models=models)
 
 
 def run_session(options: RunOptions, session_id: str | None = None) -> int:
@@ -258,7 +263,9 @@ def run_session(options: RunOptions, session_id: str | None = None) -> int:
             with signals_remembered():
                 return _run_session(options, session_id)
         except BaseException as exc:
-            return said_interrupted(exc, lambda: interrupted_line(options.workdir, session_id))
+            return said_interrupted(
+                exc, lambda: interrupted_line(options.workdir, session_id, options.repo)
+            )
 
 
 NOT_STARTED = "interrupted before the run started: no session was created, no task ran."
@@ -277,8 +284,9 @@ def said_interrupted(exc: BaseException, explain: Callable[[], str]) -> int:
     return 130
 
 
-def interrupted_line(workdir: Path, session_id: str | None) -> str:
-    """What an interrupted run left behind: ``session_id`` is the run's session, if known."""
+def interrupted_line(workdir: Path, session_id: str | None, repo: str | None = None) -> str:
+    """What an interrupted run left behind: ``session_id`` is the run's session, if known
+    (``repo``: the run's ``--repo``)."""
     from aca_flows.session.layout import AcaDir
     from aca_flows.session.store import load_session
 
@@ -292,12 +300,31 @@ def interrupted_line(workdir: Path, session_id: str | None) -> str:
     with contextlib.suppress(AcaError):  # a record that cannot be read: resume says why
         if load_session(workdir, session_id).status == "completed":
             return f"interrupted after session {session_id} completed."
-    return f"interrupted before session {session_id} finished: `aca resume {session_id}` continues."
+    resume = resume_command(session_id, workdir, repo)
+    return f"interrupted before session {session_id} finished: `{resume}` continues."
 
 
 def _run_session(options: RunOptions, session_id: str | None) -> int:
     with _held_for_the_run(options.workdir, session_id):
+        _refuse_a_spent_budget(options, session_id)
         return _run_held_session(options, session_id)
+
+
+def _refuse_a_spent_budget(options: RunOptions, session_id: str | None) -> None:
+    """A resume whose budget (given, or the session's own, kept) is spent would start a flow
+    run that stops at once: refused here, before a flow run exists or anything is journalled.
+    (The flow refuses it too, for a run started without the CLI.)"""
+    from aca_flows.flows.run_inputs import refuse_a_spent_budget
+    from aca_flows.session.layout import AcaDir
+    from aca_flows.session.store import load_session
+
+    if (
+        session_id is None
+        or not (AcaDir(options.workdir).session(session_id).root / "meta").is_dir()
+    ):
+        return  # a new session
+    session = load_session(options.workdir, session_id)
+    refuse_a_spent_budget(session, options.budget_usd, options.workdir)
 
 
 def _run_held_session(options: RunOptions, session_id: str | None) -> int:
@@ -423,8 +450,7 @@ def _show_summary(summary: dict, options: RunOptions) -> None:
     if summary.get("unpushed"):
         line += (
             f" (NOT pushed to {summary['remote']}: {summary['unpushed']}; it is kept in "
-            f"{workdir}, and `aca resume {summary['session_id']} --repo {summary['remote']}` "
-            "pushes it)."
+            f"{workdir}, and `{_resume_of(summary, options)}` pushes it)."
         )
     elif summary.get("remote"):
         line += f", pushed to {summary['remote']}."
@@ -435,21 +461,28 @@ def _show_summary(summary: dict, options: RunOptions) -> None:
         line += f" Completed without a change (no change needed): {ids}."
     if summary.get("stopped_reason"):
         line += f" {'Why' if status == 'failed' else 'Stopped'}: {summary['stopped_reason']}."
-        line += f" {_how_to_go_on(summary, workdir)}"
+        line += f" {_how_to_go_on(summary, options)}"
     print(line)
     pull_request = _pull_request_line(summary, options)
     if pull_request:
         print(pull_request)
 
 
-def _how_to_go_on(summary: dict, workdir: Path) -> str:
+def _resume_of(summary: dict, options: RunOptions) -> str:
+    """The resume of the run's session, as the reader runs it: with the run's remote (this
+    run's ``--repo``, or the one the session pushed to before), if it has one."""
+    remote = summary.get("remote") or options.repo
+    return resume_command(summary["session_id"], options.workdir, remote)
+
+
+def _how_to_go_on(summary: dict, options: RunOptions) -> str:
     """What continues a run that did not complete, as the user would run it: a resume that
     would stop or be refused the same way is not offered as the way on."""
     from aca_flows.errors import InputError
     from aca_flows.flows.run_inputs import refuse_redacted_work
     from aca_flows.session.store import load_session
 
-    session_id = summary["session_id"]
+    workdir, session_id = options.workdir, summary["session_id"]
     if summary.get("stuck"):  # resuming runs the same plan, which stalls the same way
         return "The plan cannot progress: fix the dependencies named and run it anew."
     try:
@@ -459,10 +492,10 @@ def _how_to_go_on(summary: dict, workdir: Path) -> str:
     budget, spent = summary.get("budget_usd"), summary.get("cost_usd") or 0.0
     if summary["status"] == "stopped" and budget is not None and spent >= budget:
         return (
-            f"`aca resume {session_id}{workdir_option(workdir)} --budget-usd N` continues, "
+            f"`{_resume_of(summary, options)} --budget-usd N` continues, "
             f"with N above the ${spent:.4f} spent."
         )
-    return f"`aca resume {session_id}` continues."
+    return f"`{_resume_of(summary, options)}` continues."
 
 
 def _pull_request_line(summary: dict, options: RunOptions) -> str | None:
@@ -471,10 +504,8 @@ def _pull_request_line(summary: dict, options: RunOptions) -> str | None:
     with the command that delivers it once the cause is fixed."""
     if summary.get("pull_request_error"):
         why = one_line(summary["pull_request_error"]).rstrip(".")
-        where = f" --repo {summary['remote']}" if summary.get("remote") else ""
-        where = where or workdir_option(options.workdir)
         github = f" --github-repo {options.github_repo}" if options.github_repo else ""
-        again = f"aca resume {summary['session_id']}{where} --open-pr{github}"
+        again = f"{_resume_of(summary, options)} --open-pr{github}"
         return f"Pull request NOT delivered: {why}. Once that is fixed, `{again}` delivers it."
     if summary.get("pull_request"):
         return f"Pull request: {summary['pull_request']}"

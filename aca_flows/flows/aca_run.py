@@ -57,6 +57,7 @@ from aca_flows.flows.pull_requests import (
 from aca_flows.flows.remote_sync import (
     open_remote,
     register_remote,
+    resume_of,
     run_working_area,
 )
 from aca_flows.flows.run_setup import RunRequest, open_run
@@ -251,8 +252,9 @@ async def aca_run(
         # Interrupted (a runner's cancel arrives as TerminationSignal): what finished is
         # recorded; running tasks start again on resume.
         create_checkpoint(store, trigger="interrupt", description="interrupted")
-        store.finish("interrupted", "interrupted; `aca resume` continues")
-        emit_session_event(store, "interrupted", "interrupted; `aca resume` continues")
+        reason = f"interrupted; `{resume_of(store)}` continues"
+        store.finish("interrupted", reason)
+        emit_session_event(store, "interrupted", reason)
         raise
     except ServerLost:
         raise
@@ -291,8 +293,7 @@ def _warn_nothing_is_pushed(store: SessionStore) -> None:
     url = store.session.remote.url
     get_run_logger().warning(
         f"session {store.session_id} was started with --repo {url}; this run was given no "
-        f"--repo, so nothing it does is pushed: `aca resume {store.session_id} --repo {url}` "
-        "pushes it"
+        f"--repo, so nothing it does is pushed: `{resume_of(store)}` pushes it"
     )
 
 
@@ -305,8 +306,9 @@ def _interrupted_by_lost_server(store: SessionStore) -> None:
         return
     reason = f"the Prefect server at {PREFECT_API_URL.value()} stopped answering"
     create_checkpoint(store, trigger="interrupt", description=reason)
-    store.finish("interrupted", f"{reason}; `aca resume` continues")
-    emit_session_event(store, "interrupted", f"{reason}; `aca resume` continues")
+    reason += f"; `{resume_of(store)}` continues"
+    store.finish("interrupted", reason)
+    emit_session_event(store, "interrupted", reason)
 
 
 def _lost_server_error(
@@ -317,7 +319,7 @@ def _lost_server_error(
     tells the session's outcome; only the flow run's final state is lost with the server."""
     status = store.session.status
     if status in ("running", "interrupted"):
-        return run_lost_server(run.session_id, status)
+        return run_lost_server(run.session_id, status, resume=resume_of(store))
     if summary is None:  # the server went while the run sent its last reports
         no_change_ids = [t for t, o in run.outcomes.items() if o.completed_without_change]
         reason = store.session.status_reason

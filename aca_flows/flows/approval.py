@@ -36,6 +36,7 @@ from pydantic import Field
 
 from aca_flows._words import workdir_option
 from aca_flows.errors import InputError
+from aca_flows.flows.remote_sync import session_resume
 from aca_flows.plan.models import ExecutionPlan, TaskStatus
 from aca_flows.session.events import ApprovalDecided, ApprovalRequested
 from aca_flows.session.store import SessionStore, display_status, load_session
@@ -184,10 +185,11 @@ def send_decision(workdir, session_id: str, answer: dict[str, Any]) -> str:
     approval = session.approval
     status = display_status(session, workdir)
     if approval is None or status != "waiting for approval":
+        again = f"; `{session_resume(session, workdir)}` asks again."
         raise InputError(
             f"session {session.id} is not waiting for approval (status: {status}); "
             "`aca sessions list` shows the sessions that are"
-            + (f"; `aca resume {session.id}` asks again." if status == "interrupted" else ".")
+            + (again if status == "interrupted" else ".")
         )
     if answer["decision"] == "approve":
         problem = decision_problem(session.plan, answer.get("skip") or [])

@@ -43,6 +43,7 @@ class ServerLost(AcaError):
         session_id: str,
         status: str = "interrupted",
         summary: RunSummary | None = None,
+        resume: str | None = None,
     ):
         if summary is not None:
             message = (
@@ -56,7 +57,7 @@ class ServerLost(AcaError):
                 f"the Prefect server at {url} stopped answering, so the run stopped; session "
                 f"{session_id} is {status} and its finished work kept. Start the server again "
                 f"(`aca server start`, or the one PREFECT_API_URL names), then run "
-                f"`aca resume {session_id}`."
+                f"`{resume or f'aca resume {session_id}'}`."
             )
         super().__init__(message)
         self.url = url
@@ -149,14 +150,18 @@ def _echoes_a_lost_server(record) -> bool:
 
 
 def run_lost_server(
-    session_id: str, status: str = "interrupted", summary: RunSummary | None = None
+    session_id: str,
+    status: str = "interrupted",
+    summary: RunSummary | None = None,
+    resume: str | None = None,
 ) -> ServerLost:
     """The error that ends the run of ``session_id``, whose server is gone (``summary``: the
-    session's end, when it ended before); remembered for ``_unreachable``."""
+    session's end, when it ended before; ``resume``: the command that continues it);
+    remembered for ``_unreachable``."""
     from prefect.settings import PREFECT_API_URL
 
     give_up_on_server()
-    _LOST[:] = [ServerLost(PREFECT_API_URL.value(), session_id, status, summary)]
+    _LOST[:] = [ServerLost(PREFECT_API_URL.value(), session_id, status, summary, resume)]
     return _LOST[0]
 
 

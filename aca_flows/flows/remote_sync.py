@@ -21,6 +21,7 @@ import git
 from aca_flows._threads import in_thread
 from aca_flows.session.layout import AcaDir
 from aca_flows.session.lock import SessionLock
+from aca_flows.session.record import SessionRecord
 from aca_flows.session.redact import register_secret
 from aca_flows.session.store import SessionStore
 from aca_flows.workspace.remote import (
@@ -40,6 +41,8 @@ __all__ = [
     "push_landed_work",
     "push_session_work",
     "register_remote",
+    "resume_of",
+    "session_resume",
     "run_working_area",
 ]
 
@@ -120,6 +123,22 @@ def register_remote(session_id: str, remote: RunRemote | None) -> None:
             gone.pushing.cancel()
     else:
         _REMOTES[session_id] = remote
+
+
+def resume_of(store: SessionStore) -> str:
+    """``aca resume ID`` of the session of ``store``, as the reader runs it: with this run's
+    remote, or the one the session pushed to before (its resume pushes what it lands)."""
+    running = _REMOTES.get(store.session_id)
+    remote = running.remote.public if running else None
+    return session_resume(store.session, store.paths.workdir, remote)
+
+
+def session_resume(session: SessionRecord, workdir: Path, remote: str | None = None) -> str:
+    """``aca resume ID`` of ``session`` (in ``workdir``), as the reader runs it: with
+    ``remote``, else the remote the session pushed to, if any."""
+    from aca_flows._words import resume_command
+
+    return resume_command(session.id, workdir, remote or getattr(session.remote, "url", None))
 
 
 def push_landed_work(store: SessionStore, logger) -> None:

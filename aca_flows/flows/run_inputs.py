@@ -33,6 +33,7 @@ __all__ = [
     "refuse_lost_work",
     "refuse_redacted_work",
     "source_of",
+    "tasks_left",
     "uncommitted_work_warning",
 ]
 
@@ -126,16 +127,30 @@ def refuse_lost_work(repo: git.Repo, session: SessionRecord) -> None:
     )
 
 
-def refuse_a_spent_budget(session: SessionRecord, budget_usd: float | None) -> None:
-    """A resume given a budget the session has already spent would stop before its first
-    call: refused, naming the spend to give more than."""
-    if budget_usd is None or session.cost_usd < budget_usd:
+def refuse_a_spent_budget(session: SessionRecord, budget_usd: float | None, workdir: Path) -> None:
+    """A resume whose budget the session has already spent would stop before its first call
+    (a run that does nothing, ending "Stopped" again): refused, naming the spend to give more
+    than. ``budget_usd`` is the resume's; without one, the session keeps the budget it has.
+    A session with no task left to run is let through (a resume that only pushes, or delivers
+    its pull request, spends nothing)."""
+    budget = session.budget_usd if budget_usd is None else budget_usd
+    if budget is None or session.cost_usd < budget or not tasks_left(session.plan):
         return
+    from aca_flows._words import resume_command
+
+    given = "" if budget_usd is not None else " (its own, kept without --budget-usd)"
+    remote = getattr(session.remote, "url", None)
     raise InputError(
         f"session {session.id} has spent ${session.cost_usd:.4f} already, so a budget of "
-        f"${budget_usd:g} would stop it before any task runs. Give it a budget above what "
-        f"is spent (`aca resume {session.id} --budget-usd N`, N > {session.cost_usd:.4f})."
+        f"${budget:g}{given} would stop it before any task runs. Give it a budget above what "
+        f"is spent (`{resume_command(session.id, workdir, remote)} --budget-usd N`, "
+        f"N > {session.cost_usd:.4f})."
     )
+
+
+def tasks_left(plan: ExecutionPlan) -> list:
+    """The tasks a resume may still run: none when every task completed."""
+    return [t for t in plan.tasks if not t.children and t.status.state != "completed"]
 
 
 def refuse_checked_out_session_branch(repo: git.Repo, session_id: str) -> None:

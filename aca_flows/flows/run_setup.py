@@ -32,6 +32,7 @@ from aca_flows.flows.run_inputs import (
     refuse_lost_work,
     refuse_redacted_work,
     source_of,
+    tasks_left,
     uncommitted_work_warning,
 )
 from aca_flows.flows.secret_keys import provider_environ, providers_environ
@@ -127,7 +128,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         # caller names others.
         recorded = load_session(workdir, request.session_id)
         refuse_redacted_work(recorded.plan, recorded.id)
-        refuse_a_spent_budget(recorded, request.budget_usd)
+        refuse_a_spent_budget(recorded, request.budget_usd, workdir)
         overrides["session.provider"] = request.provider or recorded.provider
         overrides["session.model"] = request.model or recorded.model
         # and its budget: a nightly `aca resume` must not lose the cap `aca run` was given.
@@ -143,7 +144,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         names = _providers_left(recorded.plan, config.session.provider)
         if names:  # tasks are left to land (a finished session's branch does not move)
             refuse_checked_out_session_branch(repo, recorded.id)
-        _require_working_providers(names, config)
+        _require_working_providers(names, config, recorded.plan)
         _refuse_a_budget_without_prices(recorded.plan, config)
         _import_sdks_in_background(names)
         store = SessionStore.open(workdir, request.session_id)
@@ -155,7 +156,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
             refuse_checked_out_session_branch(repo, request.session_id)
         plan, parse = _load_plan(request, config)
         names = plan.provider_names(config.session.provider)
-        _require_working_providers(names, config)
+        _require_working_providers(names, config, plan)
         _refuse_a_budget_without_prices(plan, config)
         _import_sdks_in_background(names)
         asked = plan
@@ -504,9 +505,8 @@ def _refuse_a_budget_without_prices(plan: ExecutionPlan, config: AcaConfig) -> N
         provider = task.provider or config.session.provider
         if task.children or task.status.is_done or provider not in PRICED_BY_TABLE:
             continue
-        section = config.provider(provider)
-        model = task.model or section.model or config.session.model
-        if model and price_for(model, section.prices) is None:
+        model = config.model_for(provider, task.model)
+        if model and price_for(model, config.provider(provider).prices) is None:
             unpriced.add((provider, model))
     if unpriced:
         provider, model = min(unpriced)
@@ -522,15 +522,17 @@ def _refuse_a_budget_without_prices(plan: ExecutionPlan, config: AcaConfig) -> N
 def _providers_left(plan: ExecutionPlan, default: str) -> set[str]:
     """The providers of the tasks a resume may still run: none when every task completed, so
     a finished session resumes (and ends completed) without its keys or its config."""
-    left = [t for t in plan.tasks if not t.children and t.status.state != "completed"]
+    left = tasks_left(plan)
     # The run's own provider too while work is left: subtasks a task proposes use it.
     return {default} | {t.provider for t in left if t.provider} if left else set()
 
 
-def _require_working_providers(names, config: AcaConfig) -> None:
-    """Each provider in ``names`` can work (keys from Secret blocks included), or the run
-    ends here, before anything is spent or committed."""
-    require_providers(names, config, providers_environ(names, config))
+def _require_working_providers(names, config: AcaConfig, plan: ExecutionPlan) -> None:
+    """Each provider in ``names`` can work (keys from Secret blocks included) with every
+    model ``plan``'s tasks left use with it, or the run ends here, before anything is spent
+    or committed."""
+    models = plan.models_by_provider(config.session.provider)
+    require_providers(names, config, providers_environ(names, config), models)
 
 
 def _session_exists(workdir: Path, session_id: str) -> bool:

@@ -56,6 +56,7 @@ from aca_flows.flows.pull_requests import (
 from aca_flows.flows.remote_sync import (
     push_landed_work,
     push_session_work,
+    resume_of,
 )
 from aca_flows.flows.run_setup import RunRequest, recorded_state
 from aca_flows.flows.skipped import record_finished_task, record_skipped_task
@@ -195,9 +196,10 @@ async def drive_plan(
     stuck: dict[str, str] = {}
     if interrupt.requested and not _all_settled(dag):
         stopped_reason = f"interrupted by {interrupt.signal_name}"
-        logger.warning(f"{stopped_reason}; `aca resume {run.session_id}` continues")
+        resume = f"`{resume_of(store)}` continues"
+        logger.warning(f"{stopped_reason}; {resume}")
         create_checkpoint(store, trigger="interrupt", description=stopped_reason)
-        store.finish("interrupted", f"{stopped_reason}; `aca resume` continues")
+        store.finish("interrupted", f"{stopped_reason}; {resume}")
         status = "interrupted"
     elif stopped_reason and not _all_settled(dag):
         create_checkpoint(store, trigger="budget", description=stopped_reason)

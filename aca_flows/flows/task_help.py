@@ -43,6 +43,7 @@ from aca_flows.flows.approval import (
     running_again,
     wait_for_input,
 )
+from aca_flows.flows.remote_sync import session_resume
 from aca_flows.session.events import TaskAnswered, TaskQuestion
 from aca_flows.session.redact import redact_text
 from aca_flows.session.store import display_status, load_session
@@ -157,7 +158,9 @@ def send_answer(workdir, session_id: str, task_id: str, answer: dict[str, Any]) 
     if question is None or not status.startswith("waiting: task"):
         hint = {
             "waiting for approval": f"; `aca approve {session.id}` answers it.",
-            "interrupted": f"; `aca resume {session.id}` runs its unfinished tasks again.",
+            "interrupted": (
+                f"; `{session_resume(session, workdir)}` runs its unfinished tasks again."
+            ),
         }.get(status, ".")
         raise InputError(
             f"session {session.id} has no task waiting for an answer (status: {status}); "

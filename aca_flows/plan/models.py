@@ -199,6 +199,16 @@ class ExecutionPlan(StrictModel):
         names."""
         return {default} | {t.provider for t in self.tasks if t.provider}
 
+    def models_by_provider(self, default: str) -> dict[str, set[str | None]]:
+        """The models the tasks left to run name, by the provider each runs on (``default``:
+        the run's, whose model subtasks proposed at run time use): a task's ``model=``, or
+        ``None`` for the model the configuration gives it (``AcaConfig.model_for``)."""
+        used: dict[str, set[str | None]] = {default: {None}}
+        for task in self.leaves():
+            if not task.status.is_done:
+                used.setdefault(task.provider or default, set()).add(task.model)
+        return used
+
     def roots(self) -> list[Task]:
         return [t for t in self.tasks if t.parent_id is None]
 

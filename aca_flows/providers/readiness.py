@@ -7,7 +7,8 @@ the flow ends Failed), before any task starts. The checks are free:
 
 - ``anthropic``: ``ANTHROPIC_API_KEY`` set and accepted by ``GET /v1/models`` at the base URL;
 - ``openai``: ``OPENAI_API_KEY`` set and accepted by ``GET /models`` at the base URL;
-- ``ollama``: the server answers ``GET /api/tags`` and lists the model;
+- ``ollama``: the server answers ``GET /api/tags`` and lists every model the run uses with
+  it (the run's, and each task's own ``model=``);
 - ``claude-code``: the ``claude`` binary is found, and either ``ANTHROPIC_API_KEY`` /
   ``ANTHROPIC_AUTH_TOKEN`` is set and accepted (checked like ``anthropic``, against
   ``ANTHROPIC_BASE_URL``), or ``claude auth status`` says it is logged in (a local check; a
@@ -81,30 +82,42 @@ def check_provider(
     environ: Mapping[str, str] | None = None,
     *,
     use_cache: bool = True,
+    models: Iterable[str | None] | None = None,
 ) -> ProviderReadiness:
     """Whether provider ``name`` can work with ``config`` and ``environ`` (default: the
-    process environment). Makes at most one free network request or one local command."""
+    process environment). Makes at most one free network request or one local command.
+    ``models``: those a run uses with it (a task's ``model=``, or ``None`` for the one the
+    configuration gives, ``AcaConfig.model_for``); default: the provider's configured one.
+    Only Ollama can tell which models it has: the other checks are of the key."""
     from aca_flows.providers import check_provider_name
 
     check_provider_name(name)
     config = config or AcaConfig()
     env = os.environ if environ is None else environ
-    key = _cache_key(name, config, env)
+    wanted = _wanted_models(name, config, models)
+    key = _cache_key(name, config, env, wanted)
     cached = _CACHE.get(key)
     if use_cache and cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
         return cached[1]
-    result = _CHECKS[name](config, env)
+    result = _check_ollama(config, env, wanted) if name == "ollama" else _CHECKS[name](config, env)
     if result.ready:  # a failure is checked again next time: the user may have fixed it
         _CACHE[key] = (time.monotonic(), result)
     return result
 
 
 def require_providers(
-    names: Iterable[str], config: AcaConfig, environ: Mapping[str, str] | None = None
+    names: Iterable[str],
+    config: AcaConfig,
+    environ: Mapping[str, str] | None = None,
+    models: Mapping[str, Iterable[str | None]] | None = None,
 ) -> None:
     """Raise ``PermanentProviderError`` naming each provider of ``names`` that cannot work,
-    with its fix; nothing has been spent or committed when it does."""
-    checked = [check_provider(name, config, environ) for name in sorted(set(names))]
+    with its fix; nothing has been spent or committed when it does. ``models``: those the run
+    uses with each provider (``ExecutionPlan.models_by_provider``); default: the run's."""
+    checked = [
+        check_provider(name, config, environ, models=(models or {}).get(name, {None}))
+        for name in sorted(set(names))
+    ]
     failing = [result for result in checked if not result.ready]
     if not failing:
         return
@@ -116,10 +129,22 @@ def require_providers(
     )
 
 
-def _cache_key(name: str, config: AcaConfig, env: Mapping[str, str]) -> str:
+def _wanted_models(
+    name: str, config: AcaConfig, models: Iterable[str | None] | None
+) -> list[str | None]:
+    """The models to check, as the run resolves them (``None``: the provider's default)."""
+    if models is None:
+        return [config.provider(name).model]
+    return sorted({config.model_for(name, model) for model in models}, key=lambda m: m or "")
+
+
+def _cache_key(
+    name: str, config: AcaConfig, env: Mapping[str, str], models: list[str | None]
+) -> str:
     # Hashed, so no key sits in the cache as text.
     inputs = {
         "name": name,
+        "models": models,
         "provider": config.provider(name).model_dump(mode="json"),
         "claude_code": config.claude_code.model_dump(mode="json"),
         "sandbox_mode": config.sandbox.mode,
@@ -227,13 +252,16 @@ def _get(url: str, headers: dict[str, str]):
     return httpx.get(url, headers=headers, timeout=CHECK_TIMEOUT_SECONDS)
 
 
-def _check_ollama(config: AcaConfig, env: Mapping[str, str]) -> ProviderReadiness:
+def _check_ollama(
+    config: AcaConfig, env: Mapping[str, str], models: list[str | None]
+) -> ProviderReadiness:
     import httpx
 
     from aca_flows.providers.ollama_api import DEFAULT_MODEL, normalize_host
 
     section = config.provider("ollama")
-    model = section.model or DEFAULT_MODEL
+    wanted = sorted({model or DEFAULT_MODEL for model in models})
+    model = ", ".join(wanted)
     host = normalize_host(section.base_url or env.get("OLLAMA_HOST"))
     try:
         reply = _get(f"{host}/api/tags", {})
@@ -248,15 +276,18 @@ def _check_ollama(config: AcaConfig, env: Mapping[str, str]) -> ProviderReadines
             "start Ollama there (`ollama serve`), or set OLLAMA_HOST to where it runs",
         )
     names = {str(m.get("name") or m.get("model")) for m in listed if isinstance(m, dict)}
-    wanted = {model} if ":" in model else {model, f"{model}:latest"}
-    if not names & wanted:
+    missing = [m for m in wanted if not names & ({m} if ":" in m else {m, f"{m}:latest"})]
+    if missing:
+        quoted = ", ".join(f"'{m}'" for m in missing)
+        pulls = " and ".join(f"`ollama pull {m}`" for m in missing)
         return ProviderReadiness(
             "ollama",
             False,
-            f"the Ollama server at {host} does not have the model '{model}'",
+            f"the Ollama server at {host} does not have the model{'s' * (len(missing) > 1)} "
+            f"{quoted}",
             model,
-            f"run `ollama pull {model}` there, or set [providers.ollama] model (it has: "
-            f"{', '.join(sorted(names)) or 'no models'})",
+            f"run {pulls} there, or name a model it has (--model, [providers.ollama] model, "
+            f"or the task's model=; it has: {', '.join(sorted(names)) or 'no models'})",
         )
     return ProviderReadiness("ollama", True, f"server {host} has {model}", model)
 

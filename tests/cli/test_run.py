@@ -299,7 +299,7 @@ def test_ctrl_c_while_prefect_starts_says_whether_a_session_can_be_resumed(
         [session] = [p.name for p in (repo / ".aca" / "sessions").iterdir()]
         assert err == (
             f"aca: interrupted before session {session} finished: "
-            f"`aca resume {session}` continues.\n"
+            f"`aca resume {session} --workdir {repo}` continues.\n"
         )
     else:
         assert err == f"aca: {NOTHING_RAN}\n"
@@ -337,3 +337,32 @@ def test_a_prefect_server_that_does_not_answer_is_named_not_a_traceback(tmp_path
     assert "unset PREFECT_API_URL" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     untouched(repo, head)
+
+
+@pytest.mark.parametrize(
+    ("tasks", "options", "missing"),
+    [
+        ("- write a.txt {#a}\n", ["--model", "nosuch"], "nosuch"),
+        # A task's own model: the run's is on the server, this one is not.
+        ("- write a.txt {#a}\n- write b.txt {#b model=nosuch5}\n", [], "nosuch5"),
+    ],
+)
+def test_a_model_the_ollama_server_lacks_is_refused_before_the_run(
+    tmp_path, capsys, monkeypatch, tasks, options, missing
+):
+    with FakeLLMServer() as server:
+        for name, value in server.env().items():
+            monkeypatch.setenv(name, value)
+        server.ollama_models = ["llama3.1:latest", "qwen2.5-coder:latest"]
+        repo = make_repo(tmp_path / "repo")
+        (tmp_path / "tasks.md").write_text(tasks)
+
+        code = main(
+            ["run", str(tmp_path / "tasks.md"), "-w", str(repo), "--provider", "ollama", *options]
+        )
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"does not have the model '{missing}'" in err
+    assert f"To fix it, run `ollama pull {missing}`" in err
+    assert not (repo / ".aca" / "sessions").exists()  # nothing ran, nothing was made

@@ -128,7 +128,7 @@ def test_a_ctrl_c_swallowed_in_the_flow_or_a_resume_interrupts_and_resume_finish
     assert done.returncode == 130, done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
         f"aca: interrupted before session {session.name} finished: "
-        f"`aca resume {session.name}` continues."
+        f"`aca resume {session.name} --workdir {aca.repo}` continues."
     )
     assert llm.model_calls == []
 

@@ -88,7 +88,8 @@ def test_a_run_whose_server_dies_stops_interrupted_and_resumes(repo, llm, tmp_pa
     url = f"http://127.0.0.1:{port}/api"
     (line,) = [x for x in err.splitlines() if x.startswith("error:")]
     assert f"the Prefect server at {url} stopped answering" in line
-    assert "aca server start" in line and f"`aca resume {session.name}`" in line
+    assert "aca server start" in line
+    assert f"`aca resume {session.name} --workdir {repo}`" in line  # run from another folder
     data = json.loads((session / "meta" / "session.json").read_text())
     assert data["status"] == "interrupted"
     states = {t["id"]: t["status"]["state"] for t in data["plan"]["tasks"]}

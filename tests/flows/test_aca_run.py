@@ -272,13 +272,37 @@ def test_a_budget_stop_names_the_resume_that_goes_on_and_a_spent_budget_is_refus
     # A plain `aca resume ID` stops again at once: the way on is a larger budget.
     assert ending.endswith("--budget-usd N` continues, with N above the $0.0012 spent.")
     calls = len(anthropic_fake.anthropic.requests)
+    journal = (repo / ".aca" / "sessions" / session_id / "meta" / "events.jsonl").read_text()
 
+    # Refused before a flow run exists or anything is journalled: the budget given, and the
+    # session's own, kept by a resume that gives none, are both spent.
     assert main(["resume", session_id, "-w", str(repo), "--budget-usd", "0.001"]) == 2
-
     err = capsys.readouterr().err
-    assert "has spent $0.0012 already" in err and "--budget-usd N" in err
+    fix = f"`aca resume {session_id} --workdir {repo} --budget-usd N`, N > 0.0012"
+    assert "has spent $0.0012 already" in err and fix in err
+    assert main(["resume", session_id, "-w", str(repo)]) == 2
+    err = capsys.readouterr().err
+    assert "a budget of $0.001 (its own, kept without --budget-usd) would stop it" in err
+    assert fix in err
     assert len(anthropic_fake.anthropic.requests) == calls
     assert load_session(repo, session_id).status == "stopped"
+    assert (repo / ".aca" / "sessions" / session_id / "meta" / "events.jsonl").read_text() == (
+        journal
+    )
+    assert [r.state.name for r in asyncio.run(flow_runs_of(session_id))] == ["Stopped"]
+
+    # Started without the CLI (a deployment's retry), the flow refuses it itself.
+    refused = run_flow(workdir=str(repo), session_id=session_id)
+    assert refused.state_name == "Failed" and "has spent $0.0012 already" in str(refused.error)
+
+
+async def flow_runs_of(session_id: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    async with get_client() as client:
+        tags = FlowRunFilterTags(all_=[f"session:{session_id}"])
+        return await client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=tags))
 
 
 def test_a_failed_run_that_cannot_be_resumed_does_not_offer_the_resume(

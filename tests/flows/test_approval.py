@@ -499,7 +499,8 @@ def test_aca_approve_refuses_a_run_whose_process_is_gone(repo, capsys):
     assert main(["approve", store.session_id, "-w", str(repo)]) == 2
     err = capsys.readouterr().err
     assert "is not waiting for approval (status: interrupted)" in err
-    assert f"`aca resume {store.session_id}` asks again" in err
+    # Run from another folder, the command names the session's: as given to it.
+    assert f"`aca resume {store.session_id} --workdir {repo}` asks again" in err
 
 
 def test_a_resumed_session_keeps_its_approval_and_is_not_asked_again(

@@ -248,7 +248,10 @@ def test_a_resume_without_repo_says_its_work_is_not_pushed_and_how_to_push_it(
     # One task's calls fit the budget: the run stops after a landed and was pushed.
     args = ["run", str(tasks), "--repo", str(remote), "--model", "claude-sonnet-4-6"]
     assert main([*args, "--max-concurrent", "1", "--budget-usd", "0.001"]) == 3
-    session_id = capsys.readouterr().out.split("Session ", 1)[1].split(" ", 1)[0]
+    out = capsys.readouterr().out
+    session_id = out.split("Session ", 1)[1].split(" ", 1)[0]
+    # The way on names the remote: it finds the session from any folder, and pushes.
+    assert f"`aca resume {session_id} --repo {remote} --budget-usd N` continues" in out
     branch = f"refs/heads/aca/{session_id}"
     assert task_commits(remote, branch) == ["a"]
     area = working_area(str(remote))
@@ -305,3 +308,47 @@ def test_a_push_only_resume_names_its_flow_run_as_every_aca_run(tmp_path, remote
         logger.removeHandler(handler)
     # Named "<plan> · <session id>" from its first line on, in the terminal as in the UI.
     assert handler.names == {f"Pushed later · {session_id}"}
+
+
+def _command_in(line: str, ending: str) -> list[str]:
+    """The arguments of the `aca ...` command a line names just before ``ending``."""
+    import shlex
+
+    command = line.split(f"` {ending}")[0].rsplit("`", 1)[1]
+    assert command.startswith("aca ")
+    return shlex.split(command)[1:]
+
+
+def test_a_failed_repo_run_names_the_resume_that_finds_its_session(
+    tmp_path, remote, anthropic_fake, capsys, monkeypatch
+):
+    from aca_flows.cli import main
+
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = write_tasks(tmp_path, '- write a.txt {#a verify="false" max_attempts=1}\n')
+    monkeypatch.chdir(tmp_path)  # the session lives in the working area, not here
+
+    assert main(["run", str(tasks), "--repo", str(remote), "--model", "m"]) == 1
+
+    ending = capsys.readouterr().out.strip().splitlines()[-1]
+    session_id = ending.split(" ", 2)[1]
+    resume = _command_in(ending, "continues.")
+    assert resume == ["resume", session_id, "--repo", str(remote)]
+    # Run where it was printed, it resumes the session (its task fails again: exit 1, not 2).
+    assert main(resume) == 1
+    assert load_session(working_area(str(remote)), session_id).resumes == 1
+
+
+def test_every_resume_hint_of_a_repo_session_names_its_remote(tmp_path, remote):
+    from aca_flows._words import resume_command
+
+    url = f"file://deploy:s3cret-passw0rd@{remote}"
+    assert resume_command("S", working_area(url), url) == f"aca resume S --repo file://{remote}"
+    # A working area given by hand is named too: --repo alone would use the default one.
+    own = tmp_path / "own area"
+    assert resume_command("S", own, str(remote)) == (
+        f"aca resume S --repo {remote} --workdir '{own}'"
+    )
+    # Not a remote's session: --workdir, unless it is the current folder.
+    assert resume_command("S", tmp_path) == f"aca resume S --workdir {tmp_path}"

@@ -254,6 +254,58 @@ def test_a_cancel_from_the_ui_leaves_a_resumable_session(tmp_path, repo, anthrop
     assert load_session(repo, summary["session_id"]).status == "completed"
 
 
+def test_a_cancelled_repo_run_records_the_resume_that_finds_its_session(
+    tmp_path, anthropic_fake, monkeypatch
+):
+    import shlex
+    import subprocess
+
+    from aca_flows.workspace.remote import working_area
+    from tests.fakes.git_repo import make_repo
+
+    remote = tmp_path / "remote.git"
+    source = make_repo(tmp_path / "source")
+    subprocess.run(["git", "clone", "-q", "--bare", str(source), str(remote)], check=True)
+    agent = SlowAgent("b")
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(agent)
+    name = f"Cancel {uuid.uuid4().hex[:8]}"
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(f"# {name}\n\n- write a.txt {{#a}}\n- write b.txt {{#b depends_on=a}}\n")
+    outcomes = []
+    runner = threading.Thread(
+        target=lambda: outcomes.append(
+            run_flow(task_file=str(tasks), repo=str(remote), model="claude-test")
+        )
+    )
+    runner.start()
+    try:
+        assert agent.arrived.wait(WAIT), "b's provider call never came"
+
+        async def cancel():
+            flow_run = await flow_run_named(name)
+            async with get_client() as client:
+                await client.set_flow_run_state(flow_run.id, Cancelling(), force=True)
+
+        asyncio.run(cancel())
+        runner.join(WAIT)
+    finally:
+        agent.release.set()
+        runner.join(WAIT)
+
+    (outcome,) = outcomes
+    session_id = outcome.summary["session_id"]
+    # What `aca sessions show` says of it names the remote: the session is in its working
+    # area, which `aca resume ID` alone would not look in.
+    reason = load_session(working_area(str(remote)), session_id).status_reason
+    resume = f"aca resume {session_id} --repo {remote}"
+    assert reason == f"interrupted by a cancel from the Prefect UI; `{resume}` continues"
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    monkeypatch.chdir(tmp_path)
+    assert main(shlex.split(resume)[1:]) == 0
+
+
 def test_a_completed_runs_summary_is_read_back_from_the_flow_run(tmp_path, repo, anthropic_fake):
     for _ in range(10):
         anthropic_fake.anthropic.enqueue(coding_agent)

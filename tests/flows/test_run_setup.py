@@ -473,3 +473,24 @@ def test_a_session_branch_checked_out_mid_run_stops_the_landing_and_a_resume_lan
     assert again["status"] == "completed", again
     assert git.Repo(repo).git.show("aca/mid:b.txt") == "b.txt"
     assert git.Repo(view).git.status("--porcelain") == ""
+
+
+def test_the_flow_refuses_a_model_the_ollama_server_lacks_as_the_cli_does(
+    tmp_path, repo, monkeypatch
+):
+    """A deployment run has no CLI before it: the flow checks every model it would use."""
+    from aca_flows.errors import PermanentProviderError
+    from tests.fakes.llm_server import FakeLLMServer
+
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write a.txt {#a}\n- write b.txt {#b model=nosuch5}\n")
+    with FakeLLMServer() as server:
+        for name, value in server.env().items():
+            monkeypatch.setenv(name, value)
+        server.ollama_models = ["llama3.1:latest"]
+        request = {"task_file": str(tasks), "workdir": str(repo), "provider": "ollama"}
+        with pytest.raises(PermanentProviderError) as refused:
+            open_run(RunRequest(model="nosuch", **request))
+    assert "does not have the models 'nosuch', 'nosuch5'" in str(refused.value)
+    assert "`ollama pull nosuch` and `ollama pull nosuch5`" in str(refused.value)
+    assert not (repo / ".aca" / "sessions").exists()

@@ -207,17 +207,20 @@ def test_a_budget_stop_mid_task_keeps_its_calls_and_resumes_count_them(
     stopped = load_session(repo, session_id)
     assert stopped.usage[0].calls == 2 and stopped.cost_usd == pytest.approx(agent.cost())
     assert stopped.plan.task("a").status.state == "pending"
-    # A resume without --budget-usd keeps the session's cap (a nightly retry must not lose it).
-    kept = run_flow(workdir=str(repo), session_id=session_id).summary
-    assert kept["status"] == "stopped" and len(anthropic_fake.model_calls) == 2
+    # A resume without --budget-usd keeps the session's cap (a nightly retry must not lose
+    # it): spent already, so the resume is refused before it starts.
+    kept = run_flow(workdir=str(repo), session_id=session_id)
+    assert kept.state_name == "Failed" and "its own, kept without --budget-usd" in str(kept.error)
+    assert len(anthropic_fake.model_calls) == 2
 
     # The budget covers the whole session: what was spent before still counts.
     again = run_flow(workdir=str(repo), session_id=session_id, budget_usd=0.0015).summary
     assert again["status"] == "stopped"
     assert len(anthropic_fake.model_calls) == 3  # one more call took it past $0.0015
     # The raised budget is the session's from now on.
-    kept = run_flow(workdir=str(repo), session_id=session_id).summary
-    assert kept["status"] == "stopped" and len(anthropic_fake.model_calls) == 3
+    kept = run_flow(workdir=str(repo), session_id=session_id)
+    assert "a budget of $0.0015 (its own" in str(kept.error)
+    assert len(anthropic_fake.model_calls) == 3
 
     done = run_flow(workdir=str(repo), session_id=session_id, budget_usd=1.0).summary
     assert done["status"] == "completed"
