@@ -238,10 +238,15 @@ class AcaConfig(Section):
         return self.providers.get(name) or ProviderSection()
 
     def model_for(self, provider: str, task_model: str | None = None) -> str | None:
-        """The model a task of ``provider`` runs with: its own (``model=``), else the
-        provider's ``[providers.<name>] model``, else the run's (``--model``); ``None``
-        leaves it to the provider's default."""
-        return task_model or self.provider(provider).model or self.session.model
+        """The model a task of ``provider`` runs with: its own (``model=``), else the run's
+        (``--model``, ``[session] model``) when the task runs on the run's provider, else the
+        provider's ``[providers.<name>] model``; ``None`` leaves it to the provider's default.
+        The run's model is one of its provider's: a task on another provider never gets it."""
+        if task_model:
+            return task_model
+        if provider == self.session.provider and self.session.model:
+            return self.session.model
+        return self.provider(provider).model
 
     def rate_limits(self, name: str) -> RateLimitingSection:
         """Provider ``name``'s limits: the keys set in ``[providers.<name>.rate_limiting]`` if

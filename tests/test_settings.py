@@ -51,6 +51,22 @@ def test_provider_sections_and_prices(tmp_path):
     assert config.provider("ollama").model is None
 
 
+def test_the_run_s_model_beats_its_provider_s_and_stays_with_that_provider(tmp_path):
+    """`aca run --model X` runs X, whatever `[providers.anthropic] model` says; a task on
+    another provider gets that provider's model, not a model of the run's provider."""
+    (tmp_path / "aca.toml").write_text(
+        '[session]\nprovider = "anthropic"\n[providers.anthropic]\nmodel = "claude-x"\n'
+        '[providers.openai]\nmodel = "gpt-y"\n'
+    )
+    flags = {"session.model": "claude-from-the-flag"}
+    config = load_config(tmp_path, environ={}, overrides=flags).config
+    assert config.model_for("anthropic") == "claude-from-the-flag"
+    assert config.model_for("openai") == "gpt-y"
+    assert config.model_for("ollama") is None  # its own default
+    assert config.model_for("anthropic", "claude-task") == "claude-task"
+    assert load_config(tmp_path, environ={}).config.model_for("anthropic") == "claude-x"
+
+
 def test_unknown_key_and_wrong_type_name_key_and_file(tmp_path):
     (tmp_path / "aca.toml").write_text(
         "[session]\nmax_concurent_tasks = 5\n[rate_limiting]\nmax_requests_per_minute = 'lots'\n"
