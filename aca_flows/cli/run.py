@@ -446,7 +446,9 @@ def _show_summary(summary: dict, options: RunOptions) -> None:
     workdir = options.workdir
     show_command(summary["session_id"], workdir=workdir, json_output=False)
     status = summary["status"]
-    line = f"Session {summary['session_id']} {status}; work is on branch {summary['branch']}"
+    committed = any(task.get("commit") for task in summary.get("tasks", {}).values())
+    where = "work is on" if committed else "nothing was committed to"
+    line = f"Session {summary['session_id']} {status}; {where} branch {summary['branch']}"
     if summary.get("unpushed"):
         line += (
             f" (NOT pushed to {summary['remote']}: {summary['unpushed']}; it is kept in "

@@ -114,7 +114,7 @@ def test_sequential_stall_ends_failed_naming_each_stuck_task(repo, anthropic_fak
     code = main(["resume", session_id, "--workdir", str(repo)])
     out, err = capsys.readouterr()
     assert code == 1, err
-    assert f"Session {session_id} failed" in out
+    assert f"Session {session_id} failed; work is on branch aca/{session_id}" in out
     assert "Why: stalled: deploy waits on build (pending)" in out
     assert "The plan cannot progress: fix the dependencies named" in out
     assert "Traceback" not in out + err
@@ -176,6 +176,8 @@ def test_a_failed_task_in_a_group_is_counted_once_and_its_skipped_dependents_by_
     assert code == 1, err
     assert f"Why: {reason}. `aca resume" in out
     (session_id,) = re.findall(r"Session (\S+) failed", out)
+    # No task landed: the branch holds no work to look at.
+    assert f"failed; nothing was committed to branch aca/{session_id}." in out
     session = load_session(repo, session_id)
     assert session.status == "failed" and session.status_reason == reason
     state, result = asyncio.run(result_of(name))
