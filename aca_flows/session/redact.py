@@ -106,8 +106,11 @@ def _any_case(word: str) -> str:
 # The look-behind starts a match only where a name starts: cheaper than trying every position.
 _NAME_CHAR = r"[A-Za-z0-9_.\-]"
 _NAME_CUES = ("secret", "token", "passw", "passphrase", "pwd", "credential", "auth", "key")
+# The name is taken whole and at once (a look-ahead for a cue, then a possessive run): a long
+# run of name characters holding many cues ("tokentoken...") is scanned once, not once a cue.
 _ASSIGNED = re.compile(
-    rf"(?<!{_NAME_CHAR})({_NAME_CHAR}*?(?:{'|'.join(map(_any_case, _NAME_CUES))}){_NAME_CHAR}*)"
+    rf"(?<!{_NAME_CHAR})(?=(?>{_NAME_CHAR}*?(?:{'|'.join(map(_any_case, _NAME_CUES))})))"
+    rf"({_NAME_CHAR}++)"
     r"""(["']?\s*[:=]\s*["']?)(?!\[REDACTED\])([^\s"',;]{8,})"""
 )
 # A name's parts: SECRET_KEY, x-api-key, spring.datasource.password, secretKey.
