@@ -24,7 +24,7 @@ def counted(count: int, noun: str) -> str:
 
 
 def format_cost(usd: float) -> str:
-    """USD as aca shows it everywhere: four decimals under a dollar, cents above."""
+    """USD as aca shows a spend to a reader: four decimals under a dollar, cents above."""
     return f"${usd:,.4f}" if usd < 1 else f"${usd:,.2f}"
 
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # imported where used: `aca --help` pays for none of it
     from aca_flows.session.record import PullRequestState, SessionRecord, TaskRun
     from aca_flows.session.usage import UsageEntry
 
-__all__ = ["app", "console", "format_cost", "format_time"]
+__all__ = ["app", "console", "format_time"]
 
 app = typer.Typer(no_args_is_help=True, help="List and inspect the sessions of a workdir.")
 

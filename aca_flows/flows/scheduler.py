@@ -482,10 +482,11 @@ def _record_settled(store: SessionStore, dag: DagProgress, recorded: set[str]) -
 async def _record_finished_before(
     store: SessionStore, run: ActiveRun, dag: DagProgress, states, tree: FlowTree
 ) -> None:
-    """On resume, each task finished in an earlier run gets a task run that ends ``Cached``
-    (its commit in the message), in its group's flow run: the UI shows what a resume reused,
-    and its dependents are drawn after it; so does a task the plan marked done. No provider
-    is called."""
+    """Each task finished in an earlier run gets a task run that ends ``Cached`` (its commit
+    in the message), in its group's flow run: the UI shows what a resume reused, and its
+    dependents are drawn after it; so does a task the plan marked done (an ``[x]`` in the
+    task file, ``done = true``, a completed task of an execution plan). No provider is
+    called."""
     finished = [
         task
         for task in dag.plan.tasks
@@ -496,7 +497,7 @@ async def _record_finished_before(
     async def record(task) -> None:
         done = store.session.tasks.get(task.id)
         if done is None or not done.attempts:  # never started: the plan said it was done
-            message = "marked done in the plan the run was given (an [x] in the task file); not run"
+            message = "marked done in the plan the run was given; not run"
         else:
             landed = f"commit {done.commit[:10]}" if done.commit else "no change needed"
             message = f"finished in an earlier run of session {run.session_id}: {landed}"

@@ -208,11 +208,8 @@ class SpendMeter:
 
     def check(self) -> None:
         if self.budget_usd is not None and self.spent_usd >= self.budget_usd:
-            raise BudgetReached(
-                f"{budget_reached(self.budget_usd, self.spent_usd)}; "
-                "`aca resume` with a higher --budget-usd continues",
-                provider="",
-            )
+            # No resume hint here: the run's ending names the one that finds the session.
+            raise BudgetReached(budget_reached(self.budget_usd, self.spent_usd), provider="")
 
 
 def budget_reached(budget_usd: float, spent_usd: float) -> str:

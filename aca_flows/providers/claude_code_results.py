@@ -94,7 +94,7 @@ def result_error(result: Any, text: str, tools_used: int = 0) -> ProviderError |
     empty answer after work is an answer, an empty answer after nothing is not)."""
     name = NAME
     detail = (text or "; ".join(getattr(result, "errors", None) or [])).strip()
-    said = f": {quoted_clause(detail)}" if detail else ""
+    said = f": {quoted}" if (quoted := quoted_clause(detail)) else ""
     lowered = detail.lower()
     status = getattr(result, "api_error_status", None)
     subtype = getattr(result, "subtype", "")

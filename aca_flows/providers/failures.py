@@ -105,7 +105,7 @@ def error_for_status(
     """The error for an HTTP error response. ``key_hint`` names the variable holding the key."""
     detail = server_message(body)
     body = body[:_BODY_LIMIT] if body else body
-    said = f": {quoted_clause(detail)}" if detail else ""
+    said = f": {quoted}" if (quoted := quoted_clause(detail)) else ""
     common = {"provider": provider, "status_code": status, "body": body}
     lowered = (body or "").lower()
     if any(marker in lowered for marker in _SPEND_MARKERS) or status == 402:
@@ -194,7 +194,7 @@ def answer_error(
     ``max_tokens`` before any tool call, or an empty answer. ``None`` for a real answer."""
     provider = response.provider
     spent = {"provider": provider, "billed": response}  # paid for, though not work
-    said = f": {quoted_clause(response.text)}" if response.text.strip() else ""
+    said = f": {quoted}" if (quoted := quoted_clause(response.text)) else ""
     if response.stop_reason == "refusal":
         return PermanentProviderError(
             f"{provider}: the model refused the request{said}. Rephrase the task, or choose "

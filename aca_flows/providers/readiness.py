@@ -134,7 +134,7 @@ def _wanted_models(
 ) -> list[str | None]:
     """The models to check, as the run resolves them (``None``: the provider's default)."""
     if models is None:
-        return [config.provider(name).model]
+        return [config.model_for(name)]
     return sorted({config.model_for(name, model) for model in models}, key=lambda m: m or "")
 
 

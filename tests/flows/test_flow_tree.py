@@ -197,7 +197,7 @@ def test_a_task_the_task_file_marks_done_shows_as_not_run_not_as_an_earlier_run(
     states = runs_of_session(summary["session_id"]).states
     assert states["d done already"] == (
         "Cached",
-        "marked done in the plan the run was given (an [x] in the task file); not run",
+        "marked done in the plan the run was given; not run",
     )
 
 
