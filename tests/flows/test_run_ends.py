@@ -202,7 +202,9 @@ class SlowAgent:
         return coding_agent(request)
 
 
-def test_a_cancel_from_the_ui_leaves_a_resumable_session(tmp_path, repo, anthropic_fake):
+def cancel_from_the_ui_while_b_runs(tmp_path, anthropic_fake, **where):
+    """Runs a -> b (``where``: ``workdir`` or ``repo``) and cancels its flow run as the UI's
+    Cancel does while b's provider call waits; the run's outcome and the plan's name."""
     agent = SlowAgent("b")
     for _ in range(20):
         anthropic_fake.anthropic.enqueue(agent)
@@ -211,9 +213,7 @@ def test_a_cancel_from_the_ui_leaves_a_resumable_session(tmp_path, repo, anthrop
     tasks.write_text(f"# {name}\n\n- write a.txt {{#a}}\n- write b.txt {{#b depends_on=a}}\n")
     outcomes = []
     runner = threading.Thread(
-        target=lambda: outcomes.append(
-            run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test")
-        )
+        target=lambda: outcomes.append(run_flow(task_file=str(tasks), model="claude-test", **where))
     )
     runner.start()
     try:
@@ -230,8 +230,12 @@ def test_a_cancel_from_the_ui_leaves_a_resumable_session(tmp_path, repo, anthrop
     finally:
         agent.release.set()
         runner.join(WAIT)
-
     (outcome,) = outcomes
+    return outcome, name
+
+
+def test_a_cancel_from_the_ui_leaves_a_resumable_session(tmp_path, repo, anthropic_fake):
+    outcome, name = cancel_from_the_ui_while_b_runs(tmp_path, anthropic_fake, workdir=str(repo))
     summary = outcome.summary
     assert outcome.state_name == "Cancelled"
     assert summary["status"] == "interrupted"
@@ -268,34 +272,7 @@ def test_a_cancelled_repo_run_records_the_resume_that_finds_its_session(
     remote = tmp_path / "remote.git"
     source = make_repo(tmp_path / "source")
     subprocess.run(["git", "clone", "-q", "--bare", str(source), str(remote)], check=True)
-    agent = SlowAgent("b")
-    for _ in range(20):
-        anthropic_fake.anthropic.enqueue(agent)
-    name = f"Cancel {uuid.uuid4().hex[:8]}"
-    tasks = tmp_path / "tasks.md"
-    tasks.write_text(f"# {name}\n\n- write a.txt {{#a}}\n- write b.txt {{#b depends_on=a}}\n")
-    outcomes = []
-    runner = threading.Thread(
-        target=lambda: outcomes.append(
-            run_flow(task_file=str(tasks), repo=str(remote), model="claude-test")
-        )
-    )
-    runner.start()
-    try:
-        assert agent.arrived.wait(WAIT), "b's provider call never came"
-
-        async def cancel():
-            flow_run = await flow_run_named(name)
-            async with get_client() as client:
-                await client.set_flow_run_state(flow_run.id, Cancelling(), force=True)
-
-        asyncio.run(cancel())
-        runner.join(WAIT)
-    finally:
-        agent.release.set()
-        runner.join(WAIT)
-
-    (outcome,) = outcomes
+    outcome, _ = cancel_from_the_ui_while_b_runs(tmp_path, anthropic_fake, repo=str(remote))
     session_id = outcome.summary["session_id"]
     # What `aca sessions show` says of it names the remote: the session is in its working
     # area, which `aca resume ID` alone would not look in.
