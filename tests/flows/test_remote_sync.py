@@ -15,6 +15,7 @@ from aca_flows.session.store import load_session
 from aca_flows.workspace.remote import working_area
 from tests.fakes.coding_agent import coding_agent, task_of
 from tests.fakes.git_repo import make_repo
+from tests.flows.test_run_ends import load_session_log
 
 TASKS = "- write a.txt {#a}\n- write b.txt {#b depends_on=a}\n"
 
@@ -108,7 +109,7 @@ def test_a_push_rejected_once_is_retried_and_lands(tmp_path, remote, anthropic_f
 
 
 def test_a_remote_that_keeps_refusing_is_reported_and_a_resume_pushes_later(
-    tmp_path, remote, anthropic_fake, caplog
+    tmp_path, remote, anthropic_fake
 ):
     for _ in range(10):
         anthropic_fake.anthropic.enqueue(coding_agent)
@@ -118,8 +119,11 @@ def test_a_remote_that_keeps_refusing_is_reported_and_a_resume_pushes_later(
     # The tasks are done: the run completed; only the delivery is behind, and says so.
     assert first.state_name == "Completed" and summary["status"] == "completed"
     assert "push refused by policy" in summary["unpushed"]
-    assert f"{summary['branch']} is not on {remote} yet (3 tries)" in caplog.text
     area = working_area(str(remote))
+    # The session's own log: pytest's caplog loses its handler when the run (the first of a
+    # test process) sets Prefect's logging up.
+    log = load_session_log(area, summary["session_id"])
+    assert f"{summary['branch']} is not on {remote} yet (3 tries)" in log
     assert task_commits(area, summary["branch"]) == ["a", "b"]  # nothing lost locally
     assert f"refs/heads/{summary['branch']}" not in git.Repo(remote).git.for_each_ref()
     session = load_session(area, summary["session_id"])
