@@ -12,7 +12,8 @@ targets of the speed issue:
    where the time goes (time inside aca's functions per task; nested ones are indented) and
    how many git commands a task runs. CPU seconds per task are printed too: this process and
    its git children, and the Prefect server's processes, which answer each task's API calls
-   (task run, states, tag slots, logs, report artifact, events) on the same cores.
+   (task run, states, tag slots, logs, report artifact, events) on the same cores, next to
+   what the server spends on a bare task run, and how many cores the run kept busy.
 2. Parallel efficiency: a 40-task DAG (8 chains of 5), fake LLM latency 1 s per call, two
    calls a task, 8 at once: makespan divided by the lower bound max(critical path, total
    work / 8). Target at most 1.15. Where the time beyond the calls goes follows: the run's
@@ -234,8 +235,11 @@ def git_cycle(tmp: Path) -> tuple[float, float]:
     return seconds, commands / SAMPLES
 
 
-def bare_task_run() -> float:
-    """Seconds of one Prefect task run (async, no-op) on the same server, in a flow."""
+def bare_task_run() -> tuple[float, float]:
+    """Seconds of one Prefect task run (async, no-op) on the same server, in a flow, and the
+    CPU seconds the server spends on it: it records a task run's states from the events the
+    run sends, after the run has gone on, so its share is read once the server is idle again
+    (its own idle use, measured first, taken off)."""
     from prefect import flow, task
 
     @task
@@ -250,7 +254,33 @@ def bare_task_run() -> float:
             await noop(i)
         return (time.perf_counter() - start) / n
 
-    return asyncio.run(bare(SAMPLES * 2))
+    idle = _server_cpu_while_idle(1.0)
+    before = server_cpu_seconds()
+    waited = time.perf_counter()
+    seconds = asyncio.run(bare(SAMPLES * 2))
+    _wait_for_idle_server()
+    waited = time.perf_counter() - waited
+    server_cpu = server_cpu_seconds() - before - idle * waited
+    return seconds, max(server_cpu, 0.0) / (SAMPLES * 2 + 1)
+
+
+def _server_cpu_while_idle(seconds: float) -> float:
+    """The server's CPU seconds per second when nothing is sent to it (its loop services)."""
+    before = server_cpu_seconds()
+    time.sleep(seconds)
+    return (server_cpu_seconds() - before) / seconds
+
+
+def _wait_for_idle_server(quiet: float = 0.02, most: float = 10.0) -> None:
+    """Until the server used less than ``quiet`` CPU seconds over the last half second."""
+    deadline = time.monotonic() + most
+    last = server_cpu_seconds()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = server_cpu_seconds()
+        if now - last < quiet:
+            return
+        last = now
 
 
 def journal_writes(tmp: Path, calls_per_task: float) -> float:
@@ -360,7 +390,7 @@ def overhead(tmp: Path, tasks: Path, config: Path, profile_total: Profile) -> di
 
     per_task = (profile.last_end - profile.first_start) / TASKS
     git_s, git_commands = git_cycle(tmp)
-    prefect_s = bare_task_run()
+    prefect_s, prefect_server_cpu = bare_task_run()
     journal_s = journal_writes(tmp / "journal", calls_per_task)
     parts = git_s + prefect_s + journal_s
     return {
@@ -376,6 +406,8 @@ def overhead(tmp: Path, tasks: Path, config: Path, profile_total: Profile) -> di
         "ratio": per_task / parts,
         "cpu": cpu / TASKS,
         "server_cpu": server_cpu / TASKS,
+        "prefect_server_cpu": prefect_server_cpu,
+        "cores_busy": (cpu + server_cpu) / wall,
         "run_git_commands": profile.git_commands / TASKS,
     }
 
@@ -482,6 +514,8 @@ def report_overhead(runs: list[dict[str, float]], profile: Profile) -> None:
         ("ratio, per task / parts (target <= 1.5)", "ratio", 1),
         ("CPU seconds per task (aca + git children)", "cpu", 1),
         ("CPU seconds per task of the Prefect server (its API calls)", "server_cpu", 1),
+        ("  of which a bare Prefect task run costs it", "prefect_server_cpu", 1),
+        (f"cores busy in the run (aca, git, server; {os.cpu_count()} here)", "cores_busy", 1),
         ("git commands per task in the run", "run_git_commands", 1),
     ]  # fmt: skip
     for label, key, scale in rows:
