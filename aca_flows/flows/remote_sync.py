@@ -72,11 +72,12 @@ class RunRemote:
 
 def run_working_area(url: str, workdir: str | None) -> str:
     """The folder a run of ``url`` works in (``workdir``, or the default working area when it
-    is ``None`` or ``"."``); ``workdir`` itself for a URL that is not one (``open_remote``
-    then says what is wrong)."""
+    is ``None`` or ``"."``); ``workdir`` itself for a URL that is not one (``open_remote``, or
+    a deployment run's guard, then says what is wrong, without the URL's credentials, which
+    the URL parser's own error would quote)."""
     try:
         return str(working_area(url, None if workdir in (None, ".") else Path(workdir)))
-    except RemoteError:
+    except (RemoteError, ValueError):
         return workdir or "."
 
 
