@@ -104,7 +104,7 @@ def _bring_session(remote: RemoteRepository, repo: git.Repo, session_id: str) ->
         return  # the local record is the remote's or newer
     if paths.lock_file.parent.is_dir():
         # A live run of the session here keeps its record: this refuses, naming it.
-        SessionLock(paths.lock_file, session_id).acquire().release()
+        SessionLock(paths.lock_file, session_id, remote.public).acquire().release()
     restore_session_record(repo, session_id, paths.root)
 
 
