@@ -108,13 +108,16 @@ class SessionLock:
         self._fd = fd
         return self
 
-    def _resume(self) -> str:
-        """The session's ``aca resume``, as the reader runs it from where they are."""
+    def _resume(self) -> str | None:
+        """The session's ``aca resume``, as the reader runs it from where they are; ``None``
+        for a lock file outside a session's folder (``<id>/meta/session.lock``)."""
         from aca_flows._words import resume_command
         from aca_flows.session.layout import SessionPaths
 
-        workdir = SessionPaths(self.lock_file.parent.parent).workdir  # <id>/meta/session.lock
-        return resume_command(self.session_id, workdir, self.remote)
+        paths = SessionPaths(self.lock_file.parent.parent)
+        if paths.lock_file != self.lock_file or len(paths.root.parents) < 3:
+            return None
+        return resume_command(self.session_id, paths.workdir, self.remote)
 
     def release(self) -> None:
         """Give the lock up and remove the file. Safe to call twice."""
