@@ -169,6 +169,7 @@ async def execute_task(
     max_runs: int | None = None,
     first_attempt: bool = False,
     stop_requested: Callable[[], bool] = lambda: False,
+    resume: str | None = None,
 ) -> TaskOutcome:
     """Run one task of ``plan`` to a verified commit on ``aca/<session_id>``.
 
@@ -179,7 +180,9 @@ async def execute_task(
     never started this task before, so no commit of it can be on the session branch and the
     two looks for one (before the work, and under the merge lock) are skipped.
     ``stop_requested``: the run is stopping; a failed verify then ends the task instead of
-    going back to the agent (the stop's signal may be what failed it).
+    going back to the agent (the stop's signal may be what failed it). ``resume``: the
+    session's ``aca resume`` as the reader runs it (``_words.resume_command``, with the
+    run's ``--repo``), named by a failure that a resume undoes.
     """
     config = config or AcaConfig()
     workdir = Path(workdir)
@@ -283,6 +286,8 @@ async def execute_task(
             except SessionBranchCheckedOut as exc:
                 # Nothing landed, the branch is as it was: the work is shown in the outcome,
                 # and once the checkout is on another branch a resume runs the task again.
+                if resume is not None:
+                    exc = SessionBranchCheckedOut(exc.session_id, exc.path, exc.task_id, resume)
                 log.write("task_failed", reason=str(exc))
                 changed = real_changes(await in_thread(worktree.changed_files))
                 return TaskOutcome(

@@ -51,16 +51,20 @@ def create_command(
     json_output: JsonOutput = False,
 ) -> None:
     """Checkpoint the newest session of the workdir (or --session) now; resumable by its id."""
+    from aca_flows._words import resume_command
     from aca_flows.session.checkpoints import create_manual_checkpoint
+    from aca_flows.session.store import load_session
 
     checkpoint = create_manual_checkpoint(workdir, description, session)
     if json_output:
         typer.echo(json.dumps(checkpoint.model_dump(mode="json"), indent=2))
         return
+    # From where the reader is, and with the remote a --repo session pushes to.
+    remote = getattr(load_session(workdir.resolve(), checkpoint.session_id).remote, "url", None)
     typer.echo(
         f"Created checkpoint {checkpoint.id} of session {checkpoint.session_id} "
         f"({checkpoint.tasks_done}/{checkpoint.tasks_total} tasks done). "
-        f"Resume with `aca resume {checkpoint.id}`."
+        f"Resume with `{resume_command(checkpoint.id, workdir, remote)}`."
     )
 
 

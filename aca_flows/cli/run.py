@@ -305,7 +305,7 @@ def interrupted_line(workdir: Path, session_id: str | None, repo: str | None = N
 
 
 def _run_session(options: RunOptions, session_id: str | None) -> int:
-    with _held_for_the_run(options.workdir, session_id):
+    with _held_for_the_run(options.workdir, session_id, options.repo):
         _refuse_a_spent_budget(options, session_id)
         return _run_held_session(options, session_id)
 
@@ -408,10 +408,11 @@ EXIT_CODES = {"completed": 0, "failed": 1, "stopped": 3, "rejected": 3, "interru
 
 
 @contextmanager
-def _held_for_the_run(workdir, session_id: str | None) -> Iterator[None]:
+def _held_for_the_run(workdir, session_id: str | None, repo: str | None) -> Iterator[None]:
     """An existing session's lock, from before Prefect starts to the run's end: a session
-    another process runs is refused here (exit 2, naming its pid), before a flow run is made
-    that would end failed beside that process's run; the flow's store borrows the lock."""
+    another process runs is refused here (exit 2, naming its pid and the resume to run after,
+    with ``repo``), before a flow run is made that would end failed beside that process's run;
+    the flow's store borrows the lock."""
     from aca_flows.session.layout import AcaDir
     from aca_flows.session.lock import held_for_run
 
@@ -419,7 +420,7 @@ def _held_for_the_run(workdir, session_id: str | None) -> Iterator[None]:
     if lock_file is None or not lock_file.parent.is_dir():  # never create a session's folder
         yield
         return
-    with held_for_run(lock_file, session_id):
+    with held_for_run(lock_file, session_id, repo):
         yield
 
 

@@ -14,7 +14,10 @@ A run given ``repo`` (a git URL) works in aca's own working area (``~/.aca/repos
 and pushes there, so the repository itself must be allowed: its URL starts with one of
 ``ACA_DEPLOYMENTS__ALLOWED_REPOS`` (URL prefixes, matched up to a path boundary), or it is a
 local repository inside an allowed folder. A URL with ``.`` or ``..`` in its path is refused
-(a local path is resolved instead): the text checked must be the repository reached.
+(a local path is resolved instead): the text checked must be the repository reached. So a
+``file://`` URL is compared by the path it reaches (symlinks resolved, as a local path's are),
+and credentials in a URL (``https://token@host/...``), which choose no repository, are left
+out of the comparison (on both sides) and of every message.
 
 The lists come from the worker's side only: ``ACA_DEPLOYMENTS__ALLOWED_WORKDIRS`` and
 ``ACA_DEPLOYMENTS__ALLOWED_REPOS`` (comma-separated) in the worker's environment, or
@@ -129,11 +132,12 @@ def _repo_refusal(repo: str, allowed: list[Path], repos: list[str]) -> str | Non
     path) may also be inside an allowed folder. The run pushes to it, and runs its commands."""
     try:
         url = normalize_url(repo)
-        urlsplit(url)  # what public_url reads; raises on a malformed host ("https://[x/y")
+        reached = _repository_reached(url)
     except AcaError as exc:
         return str(exc)
     except ValueError as exc:
-        return f"repo is not a URL git can use ({exc}); nothing was started."
+        reason = _without_userinfo(str(exc), url)
+        return f"repo is not a URL git can use ({reason}); nothing was started."
     if _has_dot_segments(url):
         return (
             f"repo {public_url(url)} has a '.' or '..' segment in its path (or one "
@@ -141,13 +145,16 @@ def _repo_refusal(repo: str, allowed: list[Path], repos: list[str]) -> str | Non
             "to another repository than the one the allow-list sees, so it is refused; nothing "
             "was started. Give the repository's URL without them."
         )
-    if any(_under_prefix(url, prefix) for prefix in repos):
+    if any(_under_prefix(reached, _comparable_prefix(prefix)) for prefix in repos):
         return None
     local = not ("://" in url or _SCP_LIKE.match(url))
     if local and _inside_any(Path(url), allowed):
         return None
+    shown = public_url(url)
+    if url.startswith("file://") and reached != url:
+        shown += f" (which reaches {urlsplit(reached).path})"
     return (
-        f"repo {public_url(url)} is not among the worker's allowed repositories; nothing was "
+        f"repo {shown} is not among the worker's allowed repositories; nothing was "
         "started. If runs may work on it, set ACA_DEPLOYMENTS__ALLOWED_REPOS (comma-separated "
         "URL prefixes, e.g. https://github.com/your-org/) in the worker's environment, or "
         "[deployments] allowed_repos in its ~/.aca/config.toml (a local repository may also "
@@ -174,6 +181,58 @@ def _path_of(url: str) -> str:
         return url.split("://", 1)[1]
     scp_like = _SCP_LIKE.match(url)
     return url[scp_like.end() :] if scp_like else url
+
+
+def _repository_reached(url: str) -> str:
+    """``url`` as the allow-list compares it: without the credentials git sends (a bare user of
+    ``http(s)://user@host``, which is a token there, and any password), which choose no
+    repository, and for a ``file://`` URL with the path git reads (percent-decoded once, as
+    git does) resolved through symlinks, as a local path is. A user name of any other scheme
+    stays (``ssh://git@host/``; ``ssh://alice@host/~/x`` is in alice's home). Raises
+    ``ValueError``, without the credentials in its message, when the URL is malformed or its
+    user part ambiguous (an ``@`` in it, where git and curl disagree on the host)."""
+    if "://" not in url:
+        return url
+    urlsplit(url)  # raises on a malformed host ("https://[x/y")
+    scheme, rest = url.split("://", 1)
+    authority, path = re.match(r"([^/?#]*)(.*)", rest, re.DOTALL).groups()
+    if "@" in authority:
+        userinfo, host = authority.rsplit("@", 1)
+        if "@" in userinfo:
+            raise ValueError(
+                "more than one '@' before its host; write an '@' of a user name or password as %40"
+            )
+        user = userinfo.partition(":")[0]
+        keep_user = user and scheme.lower() not in ("http", "https")
+        authority = f"{user}@{host}" if keep_user else host
+    if scheme == "file" and path:
+        path = str(Path(unquote(path)).resolve())
+    return f"{scheme}://{authority}{path}"
+
+
+def _comparable_prefix(prefix: str) -> str:
+    """An allowed ``prefix`` compared as a URL is: its credentials left out, and a folder (a
+    path, or a ``file://`` URL) resolved through symlinks, its trailing ``/`` kept."""
+    if "://" in prefix:
+        try:
+            compared = _repository_reached(prefix)
+        except ValueError:
+            return prefix  # matches no URL that parses
+    elif Path(prefix).expanduser().is_absolute() and not _SCP_LIKE.match(prefix):
+        compared = str(Path(prefix).expanduser().resolve())
+    else:
+        return prefix
+    if prefix.endswith("/") and not compared.endswith("/"):
+        compared += "/"
+    return compared
+
+
+def _without_userinfo(message: str, url: str) -> str:
+    """``message`` (a parser's, which may quote the URL's host part) without the user part of
+    ``url``: credentials are never shown."""
+    authority = re.split(r"[/?#]", url.split("://", 1)[-1], maxsplit=1)[0]
+    userinfo = authority.rpartition("@")[0]
+    return message.replace(userinfo, "[REDACTED]") if userinfo else message
 
 
 def _under_prefix(url: str, prefix: str) -> bool:

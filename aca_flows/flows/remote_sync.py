@@ -72,11 +72,12 @@ class RunRemote:
 
 def run_working_area(url: str, workdir: str | None) -> str:
     """The folder a run of ``url`` works in (``workdir``, or the default working area when it
-    is ``None`` or ``"."``); ``workdir`` itself for a URL that is not one (``open_remote``
-    then says what is wrong)."""
+    is ``None`` or ``"."``); ``workdir`` itself for a URL that is not one (``open_remote``, or
+    a deployment run's guard, then says what is wrong, without the URL's credentials, which
+    the URL parser's own error would quote)."""
     try:
         return str(working_area(url, None if workdir in (None, ".") else Path(workdir)))
-    except RemoteError:
+    except (RemoteError, ValueError):
         return workdir or "."
 
 
@@ -103,7 +104,7 @@ def _bring_session(remote: RemoteRepository, repo: git.Repo, session_id: str) ->
         return  # the local record is the remote's or newer
     if paths.lock_file.parent.is_dir():
         # A live run of the session here keeps its record: this refuses, naming it.
-        SessionLock(paths.lock_file, session_id).acquire().release()
+        SessionLock(paths.lock_file, session_id, remote.public).acquire().release()
     restore_session_record(repo, session_id, paths.root)
 
 

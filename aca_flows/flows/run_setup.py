@@ -106,6 +106,8 @@ class RunRequest(BaseModel):
     require_approval: bool = False
     open_pr: bool = False
     github_repo: str | None = None
+    repo: str | None = None
+    """The ``--repo`` URL the run works on (its checkout is ``workdir`` by now)."""
 
     def overrides(self) -> dict[str, object]:
         return {
@@ -147,7 +149,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         _require_working_providers(names, config, recorded.plan)
         _refuse_a_budget_without_prices(recorded.plan, config)
         _import_sdks_in_background(names)
-        store = SessionStore.open(workdir, request.session_id)
+        store = SessionStore.open(workdir, request.session_id, request.repo)
         store.resumed(budget_usd=request.budget_usd)
         _warn(changed_source_warning(recorded))
         asked = None

@@ -367,6 +367,7 @@ async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
             # The flow journals each start first: the session's first start of this task.
             first_attempt=run.store is not None and number == 1,
             stop_requested=run.stopping,
+            resume=_resume_of(run),
         )
     except Exception as exc:
         # A Prefect server that went away (a provider limit's slot) is no verdict either.
@@ -519,3 +520,11 @@ def _log_level(record: dict[str, Any]) -> int:
 def _one_line(record: dict[str, Any]) -> str:
     # For a person (the JSON stays whole in the task log); redacted before it is cut.
     return describe_record(record)
+
+
+def _resume_of(run) -> str | None:
+    """The session's ``aca resume`` as the reader runs it (with the run's remote), for a task
+    failure a resume undoes; ``None`` for a run without a session store."""
+    from aca_flows.flows.remote_sync import resume_of
+
+    return resume_of(run.store) if run.store is not None else None

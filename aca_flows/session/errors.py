@@ -37,7 +37,14 @@ class SessionFileError(AcaError):
 class SessionLockedError(AcaError):
     """Another process holds the session's lock. ``pid``/``host`` name it when known."""
 
-    def __init__(self, session_id: str, lock_file: Path, pid: int | None, host: str | None):
+    def __init__(
+        self,
+        session_id: str,
+        lock_file: Path,
+        pid: int | None,
+        host: str | None,
+        resume: str | None = None,
+    ):
         self.session_id = session_id
         self.lock_file = lock_file
         self.pid = pid
@@ -45,10 +52,11 @@ class SessionLockedError(AcaError):
         who = f"pid {pid}" if pid is not None else "another process"
         if host:
             who += f" on {host}"
+        # ``resume``: the session's resume as the reader runs it (``_words.resume_command``).
         super().__init__(
             f"session {session_id} is in use by {who} (lock {lock_file}). Only one aca process "
             f"may run a session: wait for it to finish, or stop it (kill {pid if pid else 'it'}"
-            ") and run `aca resume` again."
+            f") and run `{resume or 'aca resume'}` again."
         )
 
 

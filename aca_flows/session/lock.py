@@ -56,9 +56,12 @@ class LockHolder(BaseModel):
 class SessionLock:
     """The writer lock of one session. Use as a context manager or ``acquire``/``release``."""
 
-    def __init__(self, lock_file: Path, session_id: str | None = None):
+    def __init__(self, lock_file: Path, session_id: str | None = None, remote: str | None = None):
+        """``remote``: the URL a ``--repo`` session pushes to, which its refusal's resume
+        command names (the session's folder, hence its workdir, is the lock file's)."""
         self.lock_file = lock_file
         self.session_id = session_id or lock_file.parent.parent.name
+        self.remote = remote
         self.previous_holder: LockHolder | None = None
         self._fd: int | None = None
         self._borrowed = False  # from ``held_for_run``: its block gives the lock up
@@ -89,6 +92,7 @@ class SessionLock:
                     self.lock_file,
                     holder.pid if holder else None,
                     holder.host if holder else None,
+                    self._resume(),
                 ) from None
             # The releaser unlinks the file: if we locked an unlinked inode, try again on
             # the new file, or two processes would both believe they hold the lock.
@@ -103,6 +107,17 @@ class SessionLock:
         os.fsync(fd)
         self._fd = fd
         return self
+
+    def _resume(self) -> str | None:
+        """The session's ``aca resume``, as the reader runs it from where they are; ``None``
+        for a lock file outside a session's folder (``<id>/meta/session.lock``)."""
+        from aca_flows._words import resume_command
+        from aca_flows.session.layout import SessionPaths
+
+        paths = SessionPaths(self.lock_file.parent.parent)
+        if paths.lock_file != self.lock_file or len(paths.root.parents) < 3:
+            return None
+        return resume_command(self.session_id, paths.workdir, self.remote)
 
     def release(self) -> None:
         """Give the lock up and remove the file. Safe to call twice."""
@@ -132,11 +147,14 @@ _HELD_FOR_RUN: list[SessionLock] = []
 
 
 @contextlib.contextmanager
-def held_for_run(lock_file: Path, session_id: str) -> Iterator[SessionLock]:
+def held_for_run(
+    lock_file: Path, session_id: str, remote: str | None = None
+) -> Iterator[SessionLock]:
     """Hold the session's lock for the block, for a run this process starts in it: the run's
     own ``acquire`` of the same lock file borrows it. Raises ``SessionLockedError`` (naming the
-    live holder) at once if another process holds it."""
-    lock = SessionLock(lock_file, session_id).acquire()
+    live holder, and the resume to run after, with ``remote``) at once if another process
+    holds it."""
+    lock = SessionLock(lock_file, session_id, remote).acquire()
     _HELD_FOR_RUN.append(lock)
     try:
         yield lock

@@ -196,8 +196,9 @@ class SessionStore:
         return store
 
     @classmethod
-    def open(cls, workdir: Path, session_id: str) -> SessionStore:
+    def open(cls, workdir: Path, session_id: str, remote: str | None = None) -> SessionStore:
         """The existing session ``session_id`` (or a unique prefix of it), locked for writing.
+        ``remote``: the run's ``--repo``, named by the resume command of a refusal.
 
         Repairs what a crash can leave: a torn last journal line is cut off, and a stale,
         missing or corrupt session.json is rebuilt from the journal (listed in ``repairs``).
@@ -206,7 +207,7 @@ class SessionStore:
         workdir = Path(workdir).resolve()
         session_id = resolve_session_id(workdir, session_id)
         paths = AcaDir(workdir).session(session_id)
-        lock = SessionLock(paths.lock_file, session_id).acquire()
+        lock = SessionLock(paths.lock_file, session_id, remote).acquire()
         try:
             loaded = _load(paths, repair=True)
         except BaseException:

@@ -159,12 +159,17 @@ def merge_task_commit(
 
 def refuse_checked_out_branch(repo: git.Repo, session_id: str, task_id: str | None = None) -> None:
     """Raise ``SessionBranchCheckedOut`` when the session branch is checked out anywhere but
-    in aca's own task worktrees (which are detached). Reads HEAD files, runs no git."""
+    in aca's own task worktrees (which are detached). Reads HEAD files, runs no git. Its
+    resume names the repository's folder; the flow, which knows the session's remote, names
+    that too (``execute_task``'s ``resume``)."""
+    from aca_flows._words import resume_command
+
     root = Path(repo.working_tree_dir)
     mine = AcaDir(root).worktrees_dir(session_id)
     found = session_branch_checkouts(repo, session_id, ignore_under=mine)
     if found:
-        raise SessionBranchCheckedOut(session_id, found[0], task_id)
+        resume = resume_command(session_id, root) if task_id is not None else None
+        raise SessionBranchCheckedOut(session_id, found[0], task_id, resume)
 
 
 def _replay_onto(

@@ -51,12 +51,17 @@ class SessionBranchCheckedOut(WorkspaceError):
     """The session branch is checked out in a checkout or worktree that is not aca's: moving
     it as a task lands would leave that checkout's files and index behind its branch (``git
     status`` there would show the task's work as undone, ``git commit -a`` would undo it).
-    ``task_id``: the task that did not land for it; None before the run started."""
+    ``task_id``: the task that did not land for it; None before the run started. ``resume``:
+    the session's resume as the reader runs it (``_words.resume_command``), which runs the
+    task again."""
 
-    def __init__(self, session_id: str, path: Path, task_id: str | None = None):
+    def __init__(
+        self, session_id: str, path: Path, task_id: str | None = None, resume: str | None = None
+    ):
         self.session_id = session_id
         self.path = path
         self.task_id = task_id
+        self.resume = resume
         branch = session_branch(session_id)
         where = shlex.quote(str(path))
         problem = (
@@ -70,7 +75,7 @@ class SessionBranchCheckedOut(WorkspaceError):
         else:
             super().__init__(
                 f"task {task_id} did not land ({branch} is unchanged): {problem}, then "
-                f"`aca resume {session_id}` runs it again."
+                f"{f'`{resume}`' if resume else 'a resume of the session'} runs it again."
             )
 
 

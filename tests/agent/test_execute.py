@@ -498,7 +498,8 @@ def test_work_that_cannot_land_on_a_checked_out_session_branch_fails_showing_the
         f"task t1 did not land (aca/{SESSION} is unchanged): the session branch "
         f"aca/{SESSION} is checked out in {tmp_path}:"
     )
-    assert f"`aca resume {SESSION}` runs it again" in outcome.failure_reason
+    # The resume names the repository: the reader is elsewhere (the merge knows its folder).
+    assert f"`aca resume {SESSION} --workdir {tmp_path}` runs it again" in outcome.failure_reason
     assert "+b" in outcome.diff and outcome.cost_usd > 0
     assert branch_subjects(repo) == ["init"] and completed_task_commits(repo, SESSION) == {}
     assert repo.git.status("--porcelain") == "" and not (tmp_path / "b.txt").exists()

@@ -92,3 +92,28 @@ def test_an_unknown_session_is_a_user_error(tmp_path):
     result = runner.invoke(app, ["list", "--session", "nope", "-w", str(tmp_path)])
     assert isinstance(result.exception, UnknownSessionError)
     assert "aca sessions list" in str(result.exception)
+
+
+def test_create_names_the_resume_that_finds_the_checkpoint_from_another_folder(
+    tmp_path, monkeypatch, capsys
+):
+    import re
+    import shlex
+
+    from aca_flows.cli import main
+
+    repo, elsewhere = tmp_path / "repo", tmp_path / "elsewhere"
+    repo.mkdir()
+    elsewhere.mkdir()
+    with make_session(repo) as store:
+        pass
+    monkeypatch.chdir(elsewhere)
+    result = runner.invoke(app, ["create", "before lunch", "--workdir", str(repo)])
+    assert result.exit_code == 0, result.output
+    (checkpoint,) = list_checkpoints(repo)
+    command = re.search(r"Resume with `([^`]*)`", result.output)[1]
+    assert command == f"aca resume {checkpoint.id} --workdir {repo}"
+    # Run from here, it finds the checkpoint's session (held by a run: refused, naming it).
+    with SessionStore.open(repo, store.session_id):
+        assert main(shlex.split(command)[1:]) == 2
+    assert f"session {store.session_id} is in use by pid" in capsys.readouterr().err

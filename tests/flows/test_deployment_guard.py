@@ -254,3 +254,130 @@ def test_a_malformed_repo_url_is_refused_not_a_crash(monkeypatch):
     monkeypatch.setenv("ACA_DEPLOYMENTS__ALLOWED_REPOS", "https://github.com/your-org/")
     refusal = deployment_refusal({"repo": "https://[github.com/your-org/x.git"})
     assert refusal.startswith("repo is not a URL git can use")
+
+
+CREDENTIALS = ("s3cr3t-token-value", "us3r-name", "pa55-word-value")
+
+
+def test_credentials_in_a_repo_url_are_left_out_of_the_comparison_and_of_the_message(
+    monkeypatch,
+):
+    from aca_flows.flows.deployment_guard import deployment_refusal
+    from aca_flows.workspace.remote import working_area
+
+    monkeypatch.setenv(
+        "ACA_DEPLOYMENTS__ALLOWED_REPOS",
+        "https://github.com/your-org/,https://old-token-value@git.example.com/team/,"
+        "ssh://git@github.com/your-org/",
+    )
+
+    def refusal(url: str) -> str | None:
+        return deployment_refusal({"repo": url, "workdir": str(working_area(url))})
+
+    # The token or user:password git sends choose no repository: the URL is the org's.
+    for allowed in (
+        "https://s3cr3t-token-value@github.com/your-org/x.git",
+        "https://us3r-name:pa55-word-value@github.com/your-org/x.git",
+        "https://git.example.com/team/service.git",  # the prefix's own token left out too
+        "https://s3cr3t-token-value@git.example.com/team/service.git",
+        "ssh://git:pa55-word-value@github.com/your-org/x.git",
+    ):
+        assert refusal(allowed) is None, allowed
+    # Another host, port, scheme or ssh user is still another repository, and said so
+    # without the credentials.
+    for other in (
+        "https://s3cr3t-token-value@github.com.evil.net/your-org/x.git",
+        "https://us3r-name:pa55-word-value@evil.net/your-org/x.git",
+        "https://us3r-name:pa55-word-value@github.com:8443/your-org/x.git",
+        "http://s3cr3t-token-value@github.com/your-org/x.git",
+        "ssh://us3r-name:pa55-word-value@github.com/your-org/x.git",
+        "https://github.com@evil.net/your-org/x.git",
+    ):
+        message = refusal(other)
+        assert "not among the worker's allowed repositories" in message, other
+        assert not any(secret in message for secret in CREDENTIALS), message
+    # Where git and the guard could disagree on the host, or the URL does not parse, the
+    # refusal says so, without the credentials either.
+    for malformed in (
+        "https://s3cr3t-token-value@evil.net@github.com/your-org/x.git",
+        "https://s3cr3t-token-value\uff03@github.com/your-org/x.git",
+    ):
+        message = deployment_refusal({"repo": malformed})
+        assert message.startswith("repo is not a URL git can use"), malformed
+        assert not any(secret in message for secret in CREDENTIALS), message
+
+
+def test_a_refused_run_with_a_token_in_its_url_shows_it_nowhere(
+    tmp_path, repo, anthropic_fake, monkeypatch, caplog, capfd
+):
+    allowed = tmp_path / "allowed"
+    monkeypatch.setenv("ACA_DEPLOYMENTS__ALLOWED_REPOS", "https://github.com/your-org/")
+    monkeypatch.setenv("ACA_DEPLOYMENTS__ALLOWED_WORKDIRS", str(allowed))
+    tasks = write_tasks(tmp_path)
+    for url, refusal in (
+        (
+            "https://s3cr3t-token-value@evil.example.net/your-org/x.git",
+            "repo https://evil.example.net/your-org/x.git is not among",
+        ),
+        # One the URL parser refuses, quoting its host part: refused, not a traceback.
+        (
+            "https://s3cr3t-token-value\uff03@github.com/your-org/x.git",
+            "repo is not a URL git can use",
+        ),
+    ):
+        state = deployed_run(repo=url, task_file=str(tasks), provider="anthropic")
+        assert state.is_failed()
+        assert refusal in state.message
+        out, err = capfd.readouterr()
+        for shown in (state.message, caplog.text, out, err):
+            assert "s3cr3t-token-value" not in shown
+    assert anthropic_fake.anthropic.requests == []
+
+
+def test_a_file_url_is_resolved_through_symlinks_before_the_check(tmp_path, monkeypatch):
+    from aca_flows.flows.deployment_guard import deployment_refusal
+    from aca_flows.workspace.remote import working_area
+
+    allowed, private = tmp_path / "allowed", tmp_path / "private.git"
+    (allowed / "service.git").mkdir(parents=True)
+    private.mkdir()
+    (allowed / "escape.git").symlink_to(private)
+    (allowed / "alias.git").symlink_to(allowed / "service.git")
+    (tmp_path / "via").symlink_to(allowed)
+    monkeypatch.setenv("ACA_DEPLOYMENTS__ALLOWED_WORKDIRS", str(allowed))
+    monkeypatch.setenv("ACA_DEPLOYMENTS__ALLOWED_REPOS", f"file://{allowed}/,{allowed}/")
+
+    def refusal(repo: str) -> str | None:
+        return deployment_refusal({"repo": repo, "workdir": str(working_area(repo))})
+
+    # A symlink inside the allowed folder that leads out is refused, as a URL as as a path.
+    for escaping in (f"file://{allowed}/escape.git", f"file://{allowed}/escape%2egit"):
+        message = refusal(escaping)
+        assert f"(which reaches {private})" in message, escaping
+        assert "is not among the worker's allowed repositories" in message
+    assert "is not among" in refusal(f"{allowed}/escape.git")
+    # One that resolves inside stays allowed; so does the folder reached through a symlink.
+    for inside in (
+        f"file://{allowed}/alias.git",
+        f"file://{allowed}/service.git",
+        f"file://{tmp_path}/via/service.git",
+        f"{allowed}/alias.git",
+    ):
+        assert refusal(inside) is None, inside
+    # The '..' of a file:// URL is still refused, not resolved.
+    assert "'..' segment" in refusal(f"file://{allowed}/service.git/../../private.git")
+
+
+def test_an_allowed_folder_reached_through_a_symlink_is_compared_resolved(tmp_path, monkeypatch):
+    from aca_flows.flows.deployment_guard import deployment_refusal
+    from aca_flows.workspace.remote import working_area
+
+    real = tmp_path / "real"
+    (real / "service.git").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(real)
+    # The worker listed the folder by a path that is a symlink (/tmp is one on macOS).
+    monkeypatch.setenv(
+        "ACA_DEPLOYMENTS__ALLOWED_REPOS", f"file://{tmp_path}/link/,{tmp_path}/link/"
+    )
+    for repo in (f"file://{tmp_path}/link/service.git", f"{tmp_path}/link/service.git"):
+        assert deployment_refusal({"repo": repo, "workdir": str(working_area(repo))}) is None

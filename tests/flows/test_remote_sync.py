@@ -356,3 +356,40 @@ def test_every_resume_hint_of_a_repo_session_names_its_remote(tmp_path, remote):
     )
     # Not a remote's session: --workdir, unless it is the current folder.
     assert resume_command("S", tmp_path) == f"aca resume S --workdir {tmp_path}"
+
+
+def test_a_checked_out_branch_and_a_session_in_use_name_the_repo_resume(
+    tmp_path, remote, anthropic_fake, capsys, monkeypatch
+):
+    from aca_flows.cli import main
+
+    area, view = working_area(str(remote)), tmp_path / "view"
+
+    def checks_out_then_works(request):
+        if not view.exists():  # someone checks the session branch out in the working area
+            git.Repo(area).git.worktree("add", str(view), "aca/mid")
+        return coding_agent(request)
+
+    for _ in range(3):
+        anthropic_fake.anthropic.enqueue(checks_out_then_works)
+    tasks = write_tasks(tmp_path, "- write a.txt {#a}\n")
+    monkeypatch.chdir(tmp_path)
+    first = run_flow(task_file=str(tasks), repo=str(remote), session_id="mid").summary
+    reason = first["tasks"]["a"]["reason"]
+    assert "task a did not land" in reason
+    resume = _command_in(reason, "runs it again.")
+    assert resume == ["resume", "mid", "--repo", str(remote)]
+    # While another run holds the session, its refusal names the same resume.
+    from aca_flows.session.store import SessionStore
+
+    with SessionStore.open(area, "mid"):
+        assert main(resume) == 2
+    assert _command_in(capsys.readouterr().err, "again.") == resume
+
+    git.Repo(view).git.switch("--detach")
+    for _ in range(3):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    assert main([*resume, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["status"] == "completed", summary
+    assert task_commits(remote, "refs/heads/aca/mid") == ["a"]

@@ -438,12 +438,16 @@ def test_a_resume_refuses_a_session_branch_checked_out_in_the_users_checkout(
 
 
 def test_a_session_branch_checked_out_mid_run_stops_the_landing_and_a_resume_lands_it(
-    tmp_path, repo, anthropic_fake
+    tmp_path, repo, anthropic_fake, monkeypatch, capsys
 ):
     """The user checks the session branch out in a worktree of theirs while a task runs: the
     task does not land (the branch is not moved under that checkout), it fails naming the
-    checkout and the fix; after the fix, a resume lands it."""
+    checkout and the fix; after the fix, the resume it names lands it, run from where the
+    reader is."""
+    import shlex
+
     view = tmp_path / "view"
+    monkeypatch.chdir(tmp_path)  # not the repository: the resume must name it
 
     def checks_out_then_works(request):
         if not view.exists():
@@ -462,14 +466,17 @@ def test_a_session_branch_checked_out_mid_run_stops_the_landing_and_a_resume_lan
     reason = first["tasks"]["b"]["reason"]
     assert "task b did not land (aca/mid is unchanged)" in reason
     assert f"the session branch aca/mid is checked out in {view}:" in reason
-    assert f"git -C {view} checkout -" in reason and "aca resume mid" in reason
+    assert f"git -C {view} checkout -" in reason
+    resume = reason.split(" runs it again")[0].rsplit("`", 2)[1]
+    assert resume == f"aca resume mid --workdir {repo}"
     assert git.Repo(repo).git.rev_parse("aca/mid") == start
     assert git.Repo(view).git.status("--porcelain") == ""
 
     git.Repo(view).git.switch("--detach")
     for _ in range(3):
         anthropic_fake.anthropic.enqueue(coding_agent)
-    again = run_flow(workdir=str(repo), session_id="mid").summary
+    assert main([*shlex.split(resume)[1:], "--json"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["status"] == "completed", again
     assert git.Repo(repo).git.show("aca/mid:b.txt") == "b.txt"
     assert git.Repo(view).git.status("--porcelain") == ""

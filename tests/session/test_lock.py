@@ -170,3 +170,34 @@ def test_a_lock_taken_a_moment_ago_names_its_new_holder_not_the_dead_one_before(
         later.join()
         os.close(winner)
     assert refused.value.pid == os.getpid()
+
+
+def test_the_refusal_names_the_resume_that_finds_the_session_from_another_folder(
+    tmp_path, session_id, monkeypatch, capsys
+):
+    import re
+    import shlex
+
+    from aca_flows.cli import main
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the session lives in tmp_path, not here
+    with SessionStore.open(tmp_path, session_id):  # a run of the session holds it
+        assert main(["resume", session_id, "--workdir", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        command = re.search(r"run `([^`]*)` again", err)[1]
+        assert command == f"aca resume {session_id} --workdir {tmp_path}"
+        # Run where it was printed, it finds the session (still in use: refused again, not
+        # "no session").
+        assert main(shlex.split(command)[1:]) == 2
+        assert f"session {session_id} is in use by pid {os.getpid()}" in capsys.readouterr().err
+        # A --repo session's names its remote, without the credentials.
+        url = "https://s3cr3t-token-value@git.example.com/team/x.git"
+        with pytest.raises(SessionLockedError) as refused:
+            SessionStore.open(tmp_path, session_id, remote=url)
+        assert (
+            f"run `aca resume {session_id} --repo https://git.example.com/team/x.git "
+            f"--workdir {tmp_path}` again" in str(refused.value)
+        )
+        assert "s3cr3t-token-value" not in str(refused.value)
