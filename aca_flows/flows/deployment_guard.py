@@ -35,7 +35,13 @@ from urllib.parse import unquote, urlsplit
 
 from aca_flows.errors import AcaError
 from aca_flows.settings import load_config
-from aca_flows.workspace.remote import _SCP_LIKE, normalize_url, public_url, repos_home
+from aca_flows.workspace.remote import (
+    _SCP_LIKE,
+    normalize_url,
+    public_url,
+    repos_home,
+    without_userinfo,
+)
 
 __all__ = [
     "JOBS_DIR",
@@ -136,7 +142,7 @@ def _repo_refusal(repo: str, allowed: list[Path], repos: list[str]) -> str | Non
     except AcaError as exc:
         return str(exc)
     except ValueError as exc:
-        reason = _without_userinfo(str(exc), url)
+        reason = without_userinfo(str(exc), url)
         return f"repo is not a URL git can use ({reason}); nothing was started."
     if _has_dot_segments(url):
         return (
@@ -225,14 +231,6 @@ def _comparable_prefix(prefix: str) -> str:
     if prefix.endswith("/") and not compared.endswith("/"):
         compared += "/"
     return compared
-
-
-def _without_userinfo(message: str, url: str) -> str:
-    """``message`` (a parser's, which may quote the URL's host part) without the user part of
-    ``url``: credentials are never shown."""
-    authority = re.split(r"[/?#]", url.split("://", 1)[-1], maxsplit=1)[0]
-    userinfo = authority.rpartition("@")[0]
-    return message.replace(userinfo, "[REDACTED]") if userinfo else message
 
 
 def _under_prefix(url: str, prefix: str) -> bool:

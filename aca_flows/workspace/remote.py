@@ -73,9 +73,26 @@ def normalize_url(url: str) -> str:
     url = url.strip()
     if not url:
         raise RemoteError("--repo is empty; give a git URL or the path of a repository.")
-    if "://" in url or _SCP_LIKE.match(url):
+    if "://" in url:
+        try:
+            urlsplit(url)  # what every later step reads ("https://[x/y", "https://tok＃@h/")
+        except ValueError as exc:
+            raise RemoteError(
+                f"repo is not a URL git can use ({without_userinfo(str(exc), url)}); nothing "
+                "was started. Give the repository's URL as git takes it."
+            ) from None
+        return url
+    if _SCP_LIKE.match(url):
         return url
     return str(Path(url).expanduser().resolve())
+
+
+def without_userinfo(message: str, url: str) -> str:
+    """``message`` (a URL parser's, which may quote the URL's host part) without the user part
+    of ``url``: credentials are never shown."""
+    authority = re.split(r"[/?#]", url.split("://", 1)[-1], maxsplit=1)[0]
+    userinfo = authority.rpartition("@")[0]
+    return message.replace(userinfo, "[REDACTED]") if userinfo else message
 
 
 # user@host:path, host:path (git's scp-like syntax); a Windows drive letter is not one.

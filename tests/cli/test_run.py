@@ -230,6 +230,8 @@ def test_a_repo_that_cannot_be_fetched_exits_2_naming_it(tmp_path, capsys):
             "https://127.0.0.1:9/team/app.git cannot be fetched"
         ),
         str(empty): f"the repository {empty} has no commits",
+        # A host Python's URL parser refuses: its error quotes the host part, token and all.
+        "https://hunter2secret\uff03@github.com/team/app.git": "repo is not a URL git can use",
     }
     for url, message in cases.items():
         code = main(["run", str(tasks), "--repo", url, "--provider", "anthropic"])
