@@ -12,23 +12,27 @@ What is removed, replaced by ``[REDACTED]``:
 - the value of every provider key variable present in the environment (``ANTHROPIC_API_KEY``,
   ``OPENAI_API_KEY``, ``ANTHROPIC_AUTH_TOKEN``, ``GITHUB_TOKEN``, ...), and of any variable
   whose name contains ``KEY``, ``TOKEN``, ``SECRET``, ``PASSWORD`` or ``CREDENTIAL`` and whose
-  value has 8 characters or more (except values that are file locations: names ending
-  ``_PATH``/``_FILE``/``_DIR``, or values starting with ``/`` or ``~``, which would otherwise
-  mangle every path written);
+  value has 8 characters or more (except file locations, which would otherwise mangle every
+  path written: names ending ``_PATH``/``_FILE``/``_DIR``/``_SOCK``/``_HOME``, and values that
+  are paths, see below);
 - every value handed to ``register_secret`` (the flow registers the Prefect Secret blocks it
   loads);
 - anything shaped like a credential, whether or not it is in the environment: ``sk-...`` and
-  ``sk-ant-...`` keys, ``Bearer <token>``, GitHub, Slack, AWS, Google and Prefect keys;
-- assignments to a secret-sounding name (``api_key=``, ``MY_SECRET:``, ``"password": ``,
-  ``SECRET_KEY=``, ``DB_PASSWORD_PROD=``) whose value is a literal: quoted and 8+ characters,
-  or unquoted, 8+ characters and mixing letters and digits. A name is secret-sounding by its
-  parts, wherever the secret word stands (``_names_a_secret``); ``MONKEY``, ``sort_key``,
-  ``KEY_COUNT``, ``SSH_KEY_PATH`` and file locations (``~/.ssh/id``) are not. Code that assigns
-  an expression stays readable (``password = request.form[...]``, ``api_key =
-  os.environ["KEY"]``, ``token=$GITHUB_TOKEN``): patches and logs of ordinary code are not
-  mangled;
-- string values of dict keys such as ``api_key``, ``secret``, ``password`` or
-  ``authorization`` (8+ characters);
+  ``sk-ant-...`` keys, ``Bearer <token>``, ``Basic <base64 of user:password>``, GitHub, Slack,
+  AWS, Google and Prefect keys;
+- literals given to a secret-sounding name, in text (``api_key=``, ``MY_SECRET:``,
+  ``"password": ``, ``token: str = ``, ``export DB_PASSWORD=``) and as string values of dict
+  keys alike (``_holds_a_secret``: one rule): a quoted value of 8+ characters, taken whole,
+  spaces and all, or an unquoted one of 8+ characters mixing letters and digits. A name is
+  secret-sounding by its parts, wherever the secret word stands (``_names_a_secret``);
+  ``MONKEY``, ``KEY_COUNT``, ``SSH_KEY_PATH`` are not. A name ending in ``key`` that the word
+  rules leave out (``stripe_key``, ``webhookKey``, ``sort_key``) counts only for a quoted value
+  that looks random: 16+ characters, no space or dot, digits and letters of both cases.
+  Values that are file locations are kept: ``~/``, ``~user/``, ``./``, ``../`` or ``/dir/``
+  (a plain directory name and a further ``/``: ``/home/me/k.pem``, not ``/abc123secret``).
+  Code that assigns an expression stays readable (``password = request.form[...]``,
+  ``api_key = os.environ["KEY"]``, ``token=$GITHUB_TOKEN``): patches and logs of ordinary
+  code are not mangled;
 - credentials in URLs: the password of ``scheme://user:password@host``, and the whole user
   part of ``http(s)://user@host`` (there it is usually a token: ``https://<token>@github.com``).
 
@@ -39,6 +43,7 @@ everything that is not a string is returned as it is.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import re
@@ -94,6 +99,9 @@ _SHAPES = [
 _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^/\s:@]*:)([^/\s@]+)(?=@)")
 _URL_TOKEN = re.compile(r"(?i)\b(https?://)([^/\s:@\[]+)(?=@)")
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=\-]{16,}")
+# Basic <base64 of user:password> (an Authorization or Proxy-Authorization header's value):
+# "basic" is an ordinary word, so what follows must decode to a user:password pair.
+_BASIC = re.compile(r"\b([Bb][Aa][Ss][Ii][Cc]\s+)([A-Za-z0-9+/]{4,}={0,2})(?![A-Za-z0-9+/=])")
 
 
 def _any_case(word: str) -> str:
@@ -101,18 +109,29 @@ def _any_case(word: str) -> str:
     return "".join(f"[{c.upper()}{c.lower()}]" for c in word)
 
 
-# NAME=value, NAME: value, "name": "value" in free text, headers and shell commands, where
-# the name holds a secret word somewhere; ``_assignment`` decides whether it names a secret.
-# The look-behind starts a match only where a name starts: cheaper than trying every position.
+# NAME=value, NAME: value, "name": "value", name: type = value in free text, headers, shell
+# commands and code, where the name holds a secret word somewhere; ``_assignment`` decides
+# whether it names a secret. The look-behind starts a match only where a name starts: cheaper
+# than trying every position.
 _NAME_CHAR = r"[A-Za-z0-9_.\-]"
 _NAME_CUES = ("secret", "token", "passw", "passphrase", "pwd", "credential", "auth", "key")
+# A type annotation between the name and "=": token: str = ..., api_key: Final[str] = ...
+_ANNOTATION = r"[A-Za-z_][\w.\[\], |]*+="
 # The name is taken whole and at once (a look-ahead for a cue, then a possessive run): a long
 # run of name characters holding many cues ("tokentoken...") is scanned once, not once a cue.
+# The value: a quoted string whole, spaces and all, else a run of 8+ characters. A quoted
+# value starting or ending with a space or the other quote is code between two strings, its
+# "opening" quote the end of one: "token=" + value + "...", "key='" + key + "'".
 _ASSIGNED = re.compile(
     rf"(?<!{_NAME_CHAR})(?=(?>{_NAME_CHAR}*?(?:{'|'.join(map(_any_case, _NAME_CUES))})))"
-    rf"({_NAME_CHAR}++)"
-    r"""(["']?\s*[:=]\s*["']?)(?!\[REDACTED\])([^\s"',;]{8,})"""
+    rf"""({_NAME_CHAR}++)(["']?\s*+(?::\s*+{_ANNOTATION}|[:=])\s*+)"""
+    r"""(?:"([^"'\s][^"\n]{7,}+)(?<![\s'])(?=")|'([^'"\s][^'\n]{7,}+)(?<![\s"])(?=')"""
+    r"""|(["']?)([^\s"',;]{8,}+))"""
 )
+# A kept value is searched for assignments of its own (?key=abc&token=...), this deep at most:
+# a deeper chain (key=key=key=...) has its value redacted, so that no text is scanned more
+# than this many times over.
+_MAX_NESTED = 8
 # A name's parts: SECRET_KEY, x-api-key, spring.datasource.password, secretKey.
 _NAME_PARTS = re.compile(r"[_.\-]+|(?<=[a-z0-9])(?=[A-Z])")
 # Secret wherever they stand in a name: DB_PASSWORD_PROD, SECRET_KEY_BASE, SLACK_TOKEN.
@@ -134,24 +153,25 @@ _SECRET_WORDS = frozenset(
 _SECRET_ENDINGS = ("SECRET", "PASSWORD", "PASSWD", "TOKEN", "APIKEY", "AUTHORIZATION")
 _LAST_SECRET_WORDS = frozenset({"AUTH"})
 # KEY is a secret after these (API_KEY, private_key, secretKey), or last in a name in capitals
-# as environment variables are (STRIPE_KEY); sort_key, cache_key, KEY_COUNT are ordinary keys.
+# as environment variables are (STRIPE_KEY). Any other name ending in KEY (stripe_key,
+# signingKey, key) names a secret only when its value looks like one (``_looks_random``):
+# sort_key, cache_key, primary_key hold names; KEY_COUNT does not end in KEY.
 _KEY_QUALIFIERS = frozenset(
     ["API", "ACCESS", "PRIVATE", "SECRET", "SIGNING", "ENCRYPTION", "MASTER"]
 )
+_MIN_RANDOM_KEY = 16
 # The name says the value is about a secret, not the secret: SSH_KEY_PATH, TOKEN_URL.
 _NOT_THE_SECRET = frozenset({"PATH", "FILE", "DIR", "SOCK", "HOME", "URL", "URI", "NAME", "TYPE"})
-# A file location (~/.ssh/id, ./key.pem, /home/me/creds.json): no key is shaped so.
-_LOCATION_VALUE = re.compile(r"~[\w.\-]*/|\.\.?/|/[A-Za-z._\-]+(?:/|$)")
+# A file location: ~/.ssh/id, ~me/keys, ./key.pem, ../k, or /dir/... whose first directory is
+# a plain name (/home/me/creds.json). /abc123secret or /tokenvalue is no path a key is kept at.
+_LOCATION_VALUE = re.compile(r"~[\w.\-]*/|\.\.?/|/[A-Za-z._\-]+/")
 _EXPRESSION_CHARS = frozenset("()[]{}<>$%")
-_SECRET_FIELD = re.compile(
-    r"(?i)(api[-_]?key|secret|password|passwd|auth[-_]?token|access[-_]?token|^token$"
-    r"|^authorization$|credential)"
-)
 
 
 def is_secret_name(name: str) -> bool:
-    """Whether a field or option called ``name`` holds a credential (``api_key``, ...)."""
-    return _SECRET_FIELD.search(name) is not None
+    """Whether a field or option called ``name`` holds a credential (``api_key``, ``token``,
+    ``DB_PASSWORD``, ...): the name rule of ``redact_text``, whatever the value."""
+    return _names_a_secret(name)
 
 
 def is_secret_variable(name: str) -> bool:
@@ -213,7 +233,7 @@ def redact(obj: Any, environ: Mapping[str, str] | None = None) -> Any:
 
 def _names_a_location(upper_name: str, value: str) -> bool:
     # SSH_KEY_PATH=/home/me/.ssh/id: redacting the path would mangle every file path below it.
-    return upper_name.endswith(_LOCATION_SUFFIXES) or value.startswith(("/", "~", "./"))
+    return upper_name.endswith(_LOCATION_SUFFIXES) or _LOCATION_VALUE.match(value) is not None
 
 
 def _redact_obj(obj: Any, secrets: list[str]) -> Any:
@@ -232,13 +252,9 @@ def _redact_obj(obj: Any, secrets: list[str]) -> Any:
 
 
 def _is_secret_field(key: Any, value: Any) -> bool:
-    # {"api_key": "..."} in options or headers: the key says what the value is.
-    return (
-        isinstance(key, str)
-        and isinstance(value, str)
-        and len(value) >= _MIN_NAMED_SECRET
-        and _SECRET_FIELD.search(key) is not None
-    )
+    # {"api_key": "..."} in options or headers: the key says what the value is, by the same
+    # rule as NAME="value" in text (a string value is a quoted literal).
+    return isinstance(key, str) and isinstance(value, str) and _holds_a_secret(key, value, True)
 
 
 # What each pattern above needs somewhere in the text, lower-cased: ASCII text holding none of
@@ -249,7 +265,7 @@ def _is_secret_field(key: Any, value: Any) -> bool:
 # a cue; "auth" and "authorization" are.
 _PATTERN_CUES = re.compile(
     "s(?:k-|ecret)|g(?:h|ithub_pat_)|xox|a(?:kia|iza|uth(?:oriz|(?!or)))|p(?:nu_|ass[wp]|wd)"
-    "|bearer|key|token|credential"
+    "|b(?:earer|asic)|key|token|credential"
 )
 
 
@@ -257,28 +273,55 @@ def _redact_text(text: str, secrets: list[str]) -> str:
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
-    if text.isascii():
-        lowered = text.lower()
-        if _PATTERN_CUES.search(lowered) is None:
-            return text
+    lowered = text.lower() if text.isascii() else None
+    if lowered is not None and _PATTERN_CUES.search(lowered) is None:
+        return text
     for shape in _SHAPES:
         text = shape.sub(REDACTED, text)
     text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
+    if lowered is None or "basic" in lowered:
+        text = _BASIC.sub(_basic_credentials, text)
     if "@" in text:
         text = _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED, text)
         text = _URL_TOKEN.sub(lambda m: m.group(1) + REDACTED, text)
     return _ASSIGNED.sub(_assignment, text)
 
 
-def _assignment(match: re.Match) -> str:
-    name, separator, value = match.groups()
-    quoted = separator.endswith(("'", '"'))
-    if _is_literal(value, quoted) and _names_a_secret(name) and not _LOCATION_VALUE.match(value):
-        return name + separator + REDACTED
+def _basic_credentials(match: re.Match) -> str:
+    encoded = match.group(2)
+    try:
+        decoded = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True).decode()
+    except ValueError:  # not base64 (binascii.Error), or not text (UnicodeDecodeError)
+        return match.group(0)
+    if ":" in decoded and decoded.isprintable():
+        return match.group(1) + REDACTED
+    return match.group(0)
+
+
+def _assignment(match: re.Match, depth: int = 0) -> str:
+    name, _, double, single, opening, word = match.groups()
+    group = 3 if double is not None else 4 if single is not None else 6
+    value = match.group(group)
+    kept = match.group(0)
+    before = kept[: match.start(group) - match.start()]  # the name, "=", an opening quote
+    # A value holding [REDACTED] lost its secret already ("Basic [REDACTED]").
+    if REDACTED not in value and _holds_a_secret(name, value, word is None or bool(opening)):
+        return before + REDACTED
     if "=" in value or ":" in value:
         # Kept, but it may hold an assignment of its own: ?key=abc&token=...
-        return name + separator + _ASSIGNED.sub(_assignment, value)
-    return match.group(0)
+        if depth >= _MAX_NESTED:
+            return before + REDACTED
+        return before + _ASSIGNED.sub(lambda inner: _assignment(inner, depth + 1), value)
+    return kept
+
+
+def _holds_a_secret(name: str, value: str, quoted: bool) -> bool:
+    """The one rule, for text (NAME=value) and structures ({"name": "value"}) alike."""
+    if len(value) < _MIN_NAMED_SECRET or _LOCATION_VALUE.match(value):
+        return False
+    if _names_a_secret(name):
+        return _is_literal(value, quoted)
+    return quoted and _names_a_key_by_its_value(name) and _looks_random(value)
 
 
 def _is_literal(value: str, quoted: bool) -> bool:
@@ -293,7 +336,7 @@ def _is_literal(value: str, quoted: bool) -> bool:
 
 def _names_a_secret(name: str) -> bool:
     # SECRET_KEY, db.password, x-api-key, secretKey; see the word lists above.
-    parts = [part.upper() for part in _NAME_PARTS.split(name) if part]
+    parts = _name_parts(name)
     if not parts or parts[-1] in _NOT_THE_SECRET:
         return False
     return (
@@ -304,12 +347,36 @@ def _names_a_secret(name: str) -> bool:
     )
 
 
+def _name_parts(name: str) -> list[str]:
+    return [part.upper() for part in _NAME_PARTS.split(name) if part]
+
+
 def _names_a_key(parts: list[str], in_capitals: bool) -> bool:
     after_qualifier = any(
         first in _KEY_QUALIFIERS and second == "KEY"
         for first, second in zip(parts, parts[1:], strict=False)
     )
     return after_qualifier or (in_capitals and parts[-1] == "KEY")
+
+
+def _names_a_key_by_its_value(name: str) -> bool:
+    # stripe_key, signingKey, key: a key of some kind; its value says whether it is a secret.
+    parts = _name_parts(name)
+    return bool(parts) and parts[-1] == "KEY"
+
+
+def _looks_random(value: str) -> bool:
+    # sk_live_4eC39HqLyjWDarjtT1zdp7dc, wJalrXUtnFEMI/K7MDENG: what keys look like; the names a
+    # sort key or cache key holds ("user-profile", "task_v2") are not in both cases with digits,
+    # an object key ("uploads/2024/Report.pdf") holds a dot.
+    return (
+        len(value) >= _MIN_RANDOM_KEY
+        and "." not in value
+        and not any(c.isspace() for c in value)
+        and any(c.isdigit() for c in value)
+        and any(c.isupper() for c in value)
+        and any(c.islower() for c in value)
+    )
 
 
 class RedactingFilter(logging.Filter):

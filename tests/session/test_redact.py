@@ -13,6 +13,7 @@ from aca_flows.session.redact import (
     REDACTED,
     RedactingFilter,
     RedactingStream,
+    is_secret_name,
     redact,
     redact_log_handlers,
     redact_text,
@@ -140,6 +141,9 @@ def test_assignments_of_literals_are_redacted_and_code_stays_readable():
         "token=$GITHUB_TOKEN",
         "db_password = get_password(user1)",
         "secret: settings.SECRET_NAME",
+        'token: Optional[str] = os.environ.get("TOKEN")',
+        'print("token=" + tok + " and secret=" + s)',
+        'x = "api_key=\'" + key + "\'"',
     ]
     for line in code:
         assert redact_text(line, environ={}) == line
@@ -193,6 +197,144 @@ def test_a_secret_word_anywhere_in_a_name_redacts_the_literal_it_is_given(text, 
 )
 def test_names_that_only_look_secret_keep_their_values(text):
     assert redact_text(text, environ={}) == text
+
+
+STRIPE_LIVE = "sk_live_4eC39HqLyjWDarjtT1zdp7dc"
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # A quoted value is taken whole, spaces and all.
+        ("PASSWORD='correct horse battery'", "PASSWORD='[REDACTED]'"),
+        ('export DB_PASSWORD="my secret pw"', 'export DB_PASSWORD="[REDACTED]"'),
+        ("""curl -d '{"secret": "top secret value"}'""", """curl -d '{"secret": "[REDACTED]"}'"""),
+        ('clientSecret: "s3cret with spaces"', 'clientSecret: "[REDACTED]"'),
+        # A type annotation between the name and the value.
+        ('token: str = "abcd1234efgh"', 'token: str = "[REDACTED]"'),
+        ("api_key: Final[str] = 'sk-test-1234'", "api_key: Final[str] = '[REDACTED]'"),
+        ('secret: str | None = "abcd1234efgh"', 'secret: str | None = "[REDACTED]"'),
+        ('def f(password: str = "hunter2hunter2"):', 'def f(password: str = "[REDACTED]"):'),
+        # Basic credentials, in either header, as Bearer tokens are.
+        ("Authorization: Basic dXNlcjpwYXNz", "Authorization: Basic [REDACTED]"),
+        ("Proxy-Authorization: Basic dXNlcjpwYXNz", "Proxy-Authorization: Basic [REDACTED]"),
+        (
+            "curl -H 'authorization: basic YWxhZGRpbjpvcGVuIHNlc2FtZQ==' https://x.org",
+            "curl -H 'authorization: basic [REDACTED]' https://x.org",
+        ),
+        # A name ending in key, in any case, given a quoted value that looks random.
+        (f'stripe_key = "{STRIPE_LIVE}"', 'stripe_key = "[REDACTED]"'),
+        (f"webhookKey: '{AWS_SECRET}'", "webhookKey: '[REDACTED]'"),
+        ('{"key": "Zm9vYmFyYmF6MTIzNDU2Nzg5"}', '{"key": "[REDACTED]"}'),
+        # A value starting with / that is no path.
+        ('API_KEY="/abcdefsecretvalue"', 'API_KEY="[REDACTED]"'),
+    ],
+)
+def test_quoted_annotated_basic_and_lower_case_key_secrets_are_redacted(text, expected):
+    assert redact_text(text, environ={}) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Already caught by a secret word in the name; still caught.
+        f'aws_secret_access_key = "{AWS_SECRET}"',
+        f"aws_secret_access_key = {AWS_SECRET}",
+        'clientSecret: "a1b2c3d4e5f6g7"',
+        "API_KEY=/abc123secretvalue",
+        "SECRET_TOKEN=/abcd1234efgh5678",
+    ],
+)
+def test_secrets_named_by_a_secret_word_stay_redacted(text):
+    assert redact_text(text, environ={}).endswith((REDACTED, REDACTED + '"'))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Keys in code hold names: a lambda, a word, words and digits, a hash, an object's path.
+        "sort_key = lambda item: item.name",
+        'key = "name"',
+        'cache_key = "user-profile-v2-2024"',
+        'idempotency_key = "3f2a9c0d8e7b6a5f4e3d2c1b0a998877"',
+        's3_key = "uploads/2024/01/Report2024.pdf"',
+        'primary_key: str = "id12345678"',
+        # "basic" as a word; Basic with what is not base64 of user:password.
+        "Basic configuration: internationalization first",
+        "a basic Authentication flow; Authorization: Basic $CREDENTIALS",
+        # File locations, quoted or annotated, and what a name says is no secret.
+        'SSH_KEY="~/.ssh/id_ed25519"',
+        "KEY_FILE=/home/u/.config/k.pem",
+        'token_url: str = "https://oauth2.googleapis.com/token"',
+        'password = " starts with a space"',
+    ],
+)
+def test_keys_in_code_words_and_locations_keep_their_values(text):
+    assert redact_text(text, environ={}) == text
+
+
+def test_fields_of_structures_follow_the_name_rule_of_text():
+    fields = {
+        "refresh_token": "abcd1234efgh",
+        "x-api-key": "anything-at-all",
+        "Proxy-Authorization": "Basic dXNlcjpwYXNz",
+        "stripe_key": STRIPE_LIVE,
+        "db.password": "correct horse battery",
+        "sort_key": "name",
+        "cache_key": "user-profile-v2-2024",
+        "secret_name": "my-anthropic-key",  # the name of a Secret block, not the secret
+        "token_url": "https://oauth2.googleapis.com/token",
+        "GOOGLE_APPLICATION_CREDENTIALS": "/home/me/sa-2024.json",
+        "SSH_KEY": "~/.ssh/id_ed25519",
+        "max_tokens": 100,
+    }
+    redacted = redact(fields, environ={})
+    assert [k for k in fields if redacted[k] == REDACTED] == [
+        "refresh_token",
+        "x-api-key",
+        "Proxy-Authorization",
+        "stripe_key",
+        "db.password",
+    ]
+    for name, value in fields.items():
+        # One rule: a field's value is kept exactly when it is kept in name = "value" in text.
+        in_text = redact_text(f'{name} = "{value}"', environ={})
+        assert (f'"{value}"' in in_text) == (redacted[name] == value), name
+    assert is_secret_name("refresh_token") and is_secret_name("Proxy-Authorization")
+    assert not is_secret_name("secret_name") and not is_secret_name("max_tokens")
+
+
+def test_an_environment_value_starting_with_a_slash_is_a_location_only_if_a_path():
+    environ = {
+        "API_KEY": "/abc123secretvalue",
+        "SSH_KEY": "~/.ssh/id_ed25519",
+        "KEY_FILE": "/home/u/.config/k.pem",
+        "MY_TOKEN_STORE": "/home/u/tokens",
+    }
+    text = "ran with /abc123secretvalue, ~/.ssh/id_ed25519, /home/u/.config/k.pem, /home/u/tokens"
+    assert redact_text(text, environ) == (
+        "ran with [REDACTED], ~/.ssh/id_ed25519, /home/u/.config/k.pem, /home/u/tokens"
+    )
+
+
+def test_a_value_redacted_already_is_still_searched_for_assignments():
+    environ = {"MY_TOKEN": "tok123456789"}
+    text = "/cb?token=tok123456789&secret=abcd1234efgh and Authorization: Basic dXNlcjpwYXNz"
+    assert redact_text(text, environ) == (
+        f"/cb?token={REDACTED}&secret={REDACTED} and Authorization: Basic {REDACTED}"
+    )
+
+
+def test_a_long_chain_of_kept_assignments_is_searched_to_a_bounded_depth():
+    # key=key=key=...: each kept value was searched again, one recursion a link (and the
+    # text scanned once a link); past a few links the rest is redacted instead.
+    text = "key=" * 25_000 + "abcd1234"
+    redacted = redact_text(text, environ={})
+    assert redacted.startswith("key=key=key=") and redacted.endswith("key=" + REDACTED)
+    assert redact_text("/cb?key=abc&sort_key=x&token=abcd1234efgh5678", environ={}) == (
+        "/cb?key=abc&sort_key=x&token=" + REDACTED
+    )
 
 
 def test_registered_secrets_are_redacted_whatever_their_shape():
