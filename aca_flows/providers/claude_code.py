@@ -73,7 +73,13 @@ from aca_flows.providers.claude_code_sandbox import (
     npm_root_answered,
     quiet_environment,
 )
-from aca_flows.providers.claude_code_tools import denied_tools, mcp_tools_allowed, offered_tools
+from aca_flows.providers.claude_code_tools import (
+    confined_settings,
+    confined_tools,
+    denied_tools,
+    mcp_tools_allowed,
+    offered_tools,
+)
 from aca_flows.providers.failures import error_for_status, error_from_exception
 from aca_flows.providers.pricing import cost_usd, price_for
 from aca_flows.settings import ClaudeCodeSection, ModelPrice, ProviderSection, SandboxSection
@@ -222,13 +228,18 @@ class ClaudeCodeProvider:
         if sandboxed:
             permission_mode = "default"
         allowed_tools = list(opts.get("allowed_tools", self.allowed_tools))
+        # Its file tools too, which run in the claude process, outside its Bash sandbox: they
+        # write and read the worktree only.
+        approved = allowed_tools
+        if sandboxed and opts.get("cwd"):
+            approved = confined_tools(allowed_tools, str(Path(opts["cwd"]).resolve()))
         return ClaudeAgentOptions(
             cwd=opts.get("cwd"),
             resume=opts.get("resume"),
             model=request.model or self.model,
             permission_mode=permission_mode,
             tools=offered_tools(allowed_tools, permission_mode),
-            allowed_tools=allowed_tools,
+            allowed_tools=approved,
             strict_mcp_config=not mcp_tools_allowed(allowed_tools, permission_mode),
             max_turns=opts.get("max_turns", self.max_turns),
             max_budget_usd=opts.get("max_budget_usd", self.max_budget_usd),
@@ -244,6 +255,7 @@ class ClaudeCodeProvider:
             ),
             disallowed_tools=denied_tools(allowed_tools, permission_mode, self.deny_commands),
             setting_sources=["user"] if sandboxed else None,
+            settings=confined_settings() if sandboxed else None,
             output_format=(
                 {"type": "json_schema", "schema": request.response_schema}
                 if request.response_schema is not None

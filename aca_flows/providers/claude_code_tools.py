@@ -3,9 +3,20 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 from aca_flows.providers.claude_code_sandbox import denied_bash_rules
 
-__all__ = ["UNAPPROVED_TOOLS", "denied_tools", "mcp_tools_allowed", "offered_tools"]
+__all__ = [
+    "EDITING_TOOLS",
+    "UNAPPROVED_TOOLS",
+    "confined_settings",
+    "confined_tools",
+    "denied_tools",
+    "mcp_tools_allowed",
+    "offered_tools",
+]
 
 
 def mcp_tools_allowed(allowed_tools: list[str], permission_mode: str) -> bool:
@@ -51,3 +62,34 @@ def denied_tools(
 def _tool_names(allowed_tools: list[str]) -> list[str]:
     names = (tool.split("(", 1)[0].strip() for tool in allowed_tools)
     return [name for name in names if name]
+
+
+# Claude Code's tools that write files; a permission rule on ``Edit`` applies to all of them.
+EDITING_TOOLS = ("Write", "Edit", "MultiEdit", "NotebookEdit")
+
+
+def confined_tools(allowed_tools: list[str], cwd: str) -> list[str]:
+    """``allowed_tools`` with each bare file-editing tool allowed only inside ``cwd`` (the
+    task's worktree): ``Edit(//<worktree>/**)``. Claude Code's sandbox confines Bash alone; its
+    file tools run in the claude process, and a bare ``Write`` approves a write anywhere (the
+    user's checkout, ``~/.aca``, ``/etc``). A write outside matches no rule, so Claude Code
+    would ask, and a run nobody watches answers no. A rule the user scoped stays as given."""
+    scope = f"(/{_pattern_of(cwd)}/**)"
+    confined = []
+    for tool in allowed_tools:
+        name = tool.strip()
+        confined.append(f"Edit{scope}" if name in EDITING_TOOLS else tool)
+    return list(dict.fromkeys(confined))
+
+
+def confined_settings() -> str:
+    """Claude Code's ``--settings`` for a sandboxed run: its file tools (Read, Grep, Glob)
+    refuse to read outside the working directory, the task's worktree, in every permission
+    mode: the user's keys, other checkouts and Claude Code's own credentials stay unread.
+    Bash is confined by the sandbox's own rules (``claude_sandbox_settings``)."""
+    return json.dumps({"permissions": {"blockReadsOutsideWorkingDirectories": True}})
+
+
+def _pattern_of(path: str) -> str:
+    # Permission paths are gitignore patterns: a folder's name may hold their special signs.
+    return re.sub(r"([*?\[\]\\])", r"\\\1", path)

@@ -452,3 +452,26 @@ def test_claudes_npm_root_question_is_answered_without_starting_npm(tmp_path, mo
     assert npm_root_answered({"PATH": str(tmp_path / "nowhere")}) is None
     provider.sandbox = SandboxSection(mode="off")
     assert provider.build_options(_request(tmp_path, "hi")).env.get("PATH") is None
+
+
+def test_file_tools_are_approved_in_the_worktree_only_and_read_nothing_outside(tmp_path):
+    # Claude Code's sandbox confines Bash alone: its file tools run in the claude process.
+    worktree = tmp_path / "repo [1]" / "wt*"
+    worktree.mkdir(parents=True)
+    provider = _provider(allowed_tools=["Read", "Write", "Edit", "Bash", "Edit(docs/**)"])
+    provider.sandbox = SandboxSection(mode="bwrap")
+    options = provider.build_options(_request(worktree, "hi"))
+    # Permission paths are gitignore patterns: the folder's own [ ] * are escaped.
+    escaped = str(worktree.resolve()).translate({ord(c): "\\" + c for c in "[]*"})
+    scope = f"Edit(/{escaped}/**)"
+    # A bare Write or Edit is approved inside the worktree only; a rule the user scoped stays.
+    assert options.allowed_tools == ["Read", scope, "Bash", "Edit(docs/**)"]
+    assert options.tools == ["Read", "Write", "Edit", "Bash"]  # still offered
+    assert json.loads(options.settings) == {
+        "permissions": {"blockReadsOutsideWorkingDirectories": True}
+    }
+    # With the sandbox off the user chose Claude Code's own rules: nothing is changed.
+    provider.sandbox = SandboxSection(mode="off")
+    options = provider.build_options(_request(worktree, "hi"))
+    assert options.allowed_tools == ["Read", "Write", "Edit", "Bash", "Edit(docs/**)"]
+    assert options.settings is None

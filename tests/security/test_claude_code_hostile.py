@@ -1,4 +1,5 @@
-"""The same escapes through the real ``claude`` binary's Bash tool, in a real run.
+"""The same escapes through the real ``claude`` binary's Bash tool, and its file tools, in a
+real run.
 
 ``execute_task`` drives the claude-code provider (the bundled binary, against the fake
 server, which scripts one Bash call per turn) in a task worktree. Claude Code's own sandbox
@@ -24,13 +25,15 @@ from tests.fakes.llm_server import FakeLLMServer
 from tests.security.hostile import HOSTILE, HostileWorld
 
 MODEL = "claude-sonnet-4-6"
+# Claude Code refuses a command naming a path outside the worktree before its sandbox would.
+BLOCKED = "Reads outside the working directories are blocked"
 THROUGH_CLAUDE = {
-    "ssh-key-by-tilde": ("No such file", "Permission denied", "Operation not permitted"),
-    "ssh-key-by-path": ("No such file", "Permission denied", "Operation not permitted"),
-    "aws-credentials": ("No such file", "Permission denied", "Operation not permitted"),
+    "ssh-key-by-tilde": ("No such file", "Permission denied", "Operation not permitted", BLOCKED),
+    "ssh-key-by-path": ("No such file", "Permission denied", "Operation not permitted", BLOCKED),
+    "aws-credentials": ("No such file", "Permission denied", "Operation not permitted", BLOCKED),
     "env-dump": ("end-of-env",),
-    "proc-every-environ": ("read-done",),
-    "proc-of-aca": ("No such file", "Permission denied"),
+    "proc-every-environ": ("read-done", BLOCKED),
+    "proc-of-aca": ("No such file", "Permission denied", BLOCKED),
     "hook-through-dotdot": ("Read-only file system", "sensitive file"),
     "hook-by-path": ("Read-only file system", "sensitive file"),
     "git-config-fsmonitor": ("rc=4", "rc=255", "rc=1", "rc=2"),
@@ -42,6 +45,34 @@ THROUGH_CLAUDE = {
     "denied-curl": ("denied",),
     "denied-sudo": ("denied",),
 }
+# Claude Code's own file tools, which run in the claude process, outside its Bash sandbox:
+# a read outside the worktree is blocked, a write outside it is never approved.
+READ_REFUSED = ("outside the working directories", "blockReadsOutsideWorkingDirectories")
+WRITE_REFUSED = ("haven't granted it",)
+THROUGH_FILE_TOOLS = {
+    "file-read-ssh-key": ("Read", {"file_path": "{home}/.ssh/id_rsa"}, READ_REFUSED),
+    "file-read-claude-credentials": (
+        "Read", {"file_path": "{home}/.claude/.credentials.json"}, READ_REFUSED
+    ),
+    "file-read-users-checkout": ("Read", {"file_path": "{repo}/README.md"}, READ_REFUSED),
+    "file-grep-home": (
+        "Grep", {"pattern": "PLANTED", "path": "{home}", "output_mode": "content"}, READ_REFUSED
+    ),
+    "file-glob-ssh": ("Glob", {"pattern": "*", "path": "{home}/.ssh"}, READ_REFUSED),
+    "file-write-users-checkout": (
+        "Write", {"file_path": "{repo}/escaped.txt", "content": "escaped"}, WRITE_REFUSED
+    ),
+    "file-write-dotdot": (
+        "Write", {"file_path": "../../../../escaped.txt", "content": "escaped"}, WRITE_REFUSED
+    ),
+    "file-write-path-hijack": (
+        "Write", {"file_path": "{home}/.local/bin/git", "content": "#!/bin/sh\ntouch {marker}\n"},
+        WRITE_REFUSED,
+    ),
+    "file-write-beside": (
+        "Write", {"file_path": "{outside}/escaped.txt", "content": "escaped"}, WRITE_REFUSED
+    ),
+}  # fmt: skip
 # What Claude Code writes into its HOME for itself.
 CLAUDE_STATE = ("home/.claude/", "home/.claude.json", "home/.cache/", "home/.config/", "home/.npm/")
 
@@ -69,6 +100,15 @@ def claude_run(tmp_path_factory):
                 tool_calls=[{"id": f"toolu_{h.id}", "name": "Bash",
                              "arguments": {"command": world.command(h), "description": h.id}}]
             )  # fmt: skip
+        for probe, (tool, arguments, _) in THROUGH_FILE_TOOLS.items():
+            arguments = {
+                name: value.format(home=world.home, repo=world.repo, outside=world.outside,
+                                   marker=world.marker)
+                for name, value in arguments.items()
+            }  # fmt: skip
+            server.anthropic.enqueue(
+                tool_calls=[{"id": f"toolu_{probe}", "name": tool, "arguments": arguments}]
+            )
         # Nothing to change: the agent says so, as aca asks (the worktree must be untouched).
         server.anthropic.enqueue(text="Tried everything.\nNO CHANGE NEEDED: the task only probes")
         config = AcaConfig.model_validate(
@@ -105,6 +145,15 @@ def test_each_escape_through_claudes_bash_is_contained(claude_run, hostile_id):
     assert world.key not in text and "PLANTED" not in text
 
 
+@pytest.mark.parametrize("probe", sorted(THROUGH_FILE_TOOLS))
+def test_claudes_file_tools_read_and_write_only_the_worktree(claude_run, probe):
+    world, _, results, _ = claude_run
+    text = text_of(results[probe])
+    assert results[probe].get("is_error"), text[:2000]
+    assert any(expected in text for expected in THROUGH_FILE_TOOLS[probe][2]), text[:2000]
+    assert world.key not in text and "PLANTED" not in text
+
+
 def test_the_claude_run_completes_and_changes_nothing_outside_its_worktree(claude_run):
     world, outcome, _, scripted = claude_run
     assert outcome.status == "completed", outcome.failure_reason
@@ -114,6 +163,7 @@ def test_the_claude_run_completes_and_changes_nothing_outside_its_worktree(claud
     assert shim.read_text().startswith("#!/bin/sh\n# Written by aca")
     assert "touch" not in shim.read_text()
     assert world.listener.connections == 0
+    assert not (world.home / ".local").exists()  # no program planted on the user's PATH
     files = subprocess.run(
         ["git", "-C", str(world.repo), "ls-tree", "-r", "--name-only", "aca/s1"],
         capture_output=True, text=True, check=True,
