@@ -34,7 +34,8 @@ What is removed, replaced by ``[REDACTED]``:
   ``api_key = os.environ["KEY"]``, ``token=$GITHUB_TOKEN``): patches and logs of ordinary
   code are not mangled;
 - credentials in URLs: the password of ``scheme://user:password@host``, and the whole user
-  part of ``http(s)://user@host`` (there it is usually a token: ``https://<token>@github.com``).
+  part of ``http(s)://user@host`` (there it is usually a token: ``https://<token>@github.com``);
+- PEM private keys (``-----BEGIN ... PRIVATE KEY-----`` to its END line).
 
 The environment is read at every call, so a key exported after import is still caught.
 ``redact`` walks dicts, lists and tuples (keys and values) and returns a new structure;
@@ -99,6 +100,10 @@ _SHAPES = [
 _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^/\s:@]*:)([^/\s@]+)(?=@)")
 _URL_TOKEN = re.compile(r"(?i)\b(https?://)([^/\s:@\[]+)(?=@)")
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=\-]{16,}")
+# A PEM private key, whole (up to its END line, or the end of the text when it was cut off).
+_PEM_KEY = re.compile(
+    r"(-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----)(?s:.*?)(?:-----END \2PRIVATE KEY-----|\Z)"
+)
 # Basic <base64 of user:password> (an Authorization or Proxy-Authorization header's value):
 # "basic" is an ordinary word, so what follows must decode to a user:password pair.
 _BASIC = re.compile(r"\b([Bb][Aa][Ss][Ii][Cc]\s+)([A-Za-z0-9+/]{4,}={0,2})(?![A-Za-z0-9+/=])")
@@ -273,6 +278,12 @@ def _redact_text(text: str, secrets: list[str]) -> str:
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
+    # Shapes no word announces: a URL's credentials (postgres://admin:pw@db), a PEM key.
+    if "@" in text and "://" in text:
+        text = _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED, text)
+        text = _URL_TOKEN.sub(lambda m: m.group(1) + REDACTED, text)
+    if "PRIVATE KEY-----" in text:
+        text = _PEM_KEY.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     lowered = text.lower() if text.isascii() else None
     if lowered is not None and _PATTERN_CUES.search(lowered) is None:
         return text
@@ -281,9 +292,6 @@ def _redact_text(text: str, secrets: list[str]) -> str:
     text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
     if lowered is None or "basic" in lowered:
         text = _BASIC.sub(_basic_credentials, text)
-    if "@" in text:
-        text = _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED, text)
-        text = _URL_TOKEN.sub(lambda m: m.group(1) + REDACTED, text)
     return _ASSIGNED.sub(_assignment, text)
 
 

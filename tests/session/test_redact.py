@@ -385,3 +385,25 @@ def test_credentials_in_urls_are_redacted_and_plain_urls_kept():
         f"https://{REDACTED}@github.com/o/n.git, "
         "not ssh://git@host/o/n.git, git@github.com:o/n.git, https://host:8080/a@b or me@x.org"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "kept", "gone"),
+    [
+        # No secret word anywhere in the text: the URL's shape alone says it.
+        ("connect: postgres://admin:S3cr3tPw99@db.internal:5432/app", "db.internal", "S3cr3tPw99"),
+        ("clone https://0123456789abcdef0123456789abcdef01234567@github.com/me/app.git",
+         "github.com/me/app.git", "0123456789abcdef"),
+        ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXkt\nQUFBQQ==\n"
+         "-----END OPENSSH PRIVATE KEY-----\nnext line", "next line", "b3BlbnNzaC1rZXkt"),
+        ("cut off: -----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA", "cut off", "MIIEowIBAAK"),
+    ],
+)  # fmt: skip
+def test_url_credentials_and_private_keys_need_no_secret_word_nearby(text, kept, gone):
+    redacted = redact_text(text)
+    assert gone not in redacted and kept in redacted and REDACTED in redacted
+
+
+def test_an_address_or_an_scp_remote_is_no_url_credential():
+    text = "mail joe@example.com; remote git@github.com:me/x.git"
+    assert redact_text(text) == text
