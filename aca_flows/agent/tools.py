@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
+import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import regex
+
+from aca_flows._threads import in_thread
 from aca_flows.agent.commands import denied_by
 from aca_flows.agent.subtasks import (
     ProposedSubtask,
@@ -33,6 +37,9 @@ __all__ = ["TaskTools", "ToolRefused", "resolve_inside"]
 
 MAX_LISTED_FILES = 1000
 MAX_SEARCH_MATCHES = 200
+# A search's whole time: a pattern that backtracks without end ("^(a+)+$") is stopped, not let
+# hold the process (Python's own ``re`` cannot be stopped, nor let other threads run meanwhile).
+SEARCH_SECONDS = 10.0
 
 
 class ToolRefused(Exception):
@@ -213,6 +220,8 @@ class TaskTools:
             return self._error(call, f"bad arguments for {call.name}: {exc}")
         except (OSError, UnicodeDecodeError) as exc:
             return self._error(call, f"{call.name} failed: {exc}")
+        except ValueError as exc:  # a NUL byte in a path or a command
+            return self._error(call, f"bad arguments for {call.name}: {exc}")
         return ToolResult(tool_call_id=call.id, content=content)
 
     @staticmethod
@@ -236,7 +245,7 @@ class TaskTools:
         if target.is_dir():
             raise ToolRefused(f"{path} is a folder; give a file path.")
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content, encoding="utf-8")
+        _write_regular_file(target, path, content)
         return f"wrote {len(content)} characters to {path}"
 
     async def _tool_edit_file(self, path: str, old_string: str, new_string: str) -> str:
@@ -253,7 +262,7 @@ class TaskTools:
                 f"old_string {where} in {path}; it must match exactly once. Read the file "
                 "and include more surrounding text."
             )
-        target.write_text(text.replace(old_string, new_string, 1), encoding="utf-8")
+        _write_regular_file(target, path, text.replace(old_string, new_string, 1))
         return f"edited {path}"
 
     async def _tool_list_files(self, pattern: str = "**/*") -> str:
@@ -264,17 +273,31 @@ class TaskTools:
 
     async def _tool_search(self, pattern: str, glob: str = "**/*") -> str:
         try:
-            regex = re.compile(pattern)
-        except re.error as exc:
+            compiled = regex.compile(pattern)
+        except regex.error as exc:
             raise ToolRefused(f"invalid regular expression {pattern!r}: {exc}") from None
+        # In a thread, the match letting go of the interpreter: other tasks go on meanwhile.
+        return await in_thread(self._search, compiled, pattern, glob)
+
+    def _search(self, compiled: regex.Pattern, pattern: str, glob: str) -> str:
         matches: list[str] = []
+        deadline = time.monotonic() + SEARCH_SECONDS
         for relative in self._glob(glob):
             try:
                 lines = (self.root / relative).read_text(encoding="utf-8").splitlines()
             except (UnicodeDecodeError, OSError):
                 continue  # binary or unreadable files are not searched
             for number, line in enumerate(lines, start=1):
-                if regex.search(line):
+                try:
+                    found = compiled.search(
+                        line, concurrent=True, timeout=max(deadline - time.monotonic(), 0.001)
+                    )
+                except TimeoutError:
+                    raise ToolRefused(
+                        f"search {pattern!r} stopped after {SEARCH_SECONDS:g} s (at {relative}:"
+                        f"{number}); the pattern backtracks too much: simplify it."
+                    ) from None
+                if found:
                     matches.append(f"{relative}:{number}: {line[:300]}")
                     if len(matches) >= MAX_SEARCH_MATCHES:
                         return "\n".join(matches) + "\n[more matches not shown; narrow the search]"
@@ -358,3 +381,21 @@ class TaskTools:
                 continue  # a symlink pointing out of the worktree
             found.append(relative.as_posix())
         return sorted(found)
+
+
+def _write_regular_file(target: Path, shown: str, text: str) -> None:
+    """Write ``text`` to ``target``, a regular file or a new one. A FIFO an agent made would
+    block the open for ever (and the whole run with it), a device would take the text: both
+    are refused, the open never waits, and a symlink put there since is not followed."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW
+    try:
+        fd = os.open(target, flags, 0o644)
+    except OSError as exc:
+        raise ToolRefused(
+            f"{shown} cannot be written ({exc.strerror}); give a regular file."
+        ) from None
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ToolRefused(f"{shown} is not a regular file; aca writes regular files only.")
+        handle.truncate(0)
+        handle.write(text)

@@ -151,3 +151,47 @@ def test_run_command_tells_the_model_whether_it_has_network(tools):
     assert "the network is off" in described() and "sandbox" in described()
     tools.sandbox = Sandbox.for_worktree(tools.root, network=True)
     assert "the network is on" in described()
+
+
+# A hostile model must not be able to stop the run: every tool call ends, as a result.
+@pytest.mark.timeout(30)
+def test_writing_to_a_fifo_or_a_device_is_refused_without_waiting(tools):
+    import os
+
+    os.mkfifo(tools.root / "pipe")
+    for name, arguments in [
+        ("write_file", {"path": "pipe", "content": "x"}),
+        ("edit_file", {"path": "pipe", "old_string": "a", "new_string": "b"}),
+    ]:
+        result = call(tools, name, **arguments)
+        assert result.is_error, result.content
+    assert call(tools, "write_file", path="src/app.py", content="c = 3\n").is_error is False
+    assert (tools.root / "src" / "app.py").read_text() == "c = 3\n"  # truncated, then written
+
+
+def test_a_nul_byte_in_an_argument_is_a_result_the_model_can_correct(tools):
+    for name, arguments in [
+        ("write_file", {"path": "a\x00b.txt", "content": "x"}),
+        ("read_file", {"path": "a\x00b.txt"}),
+        ("run_command", {"command": "echo hi\x00there"}),
+    ]:
+        result = call(tools, name, **arguments)
+        assert result.is_error and "null byte" in result.content, result.content
+
+
+@pytest.mark.timeout(60)
+def test_a_search_that_backtracks_without_end_is_stopped(tools, monkeypatch):
+    import time
+
+    import aca_flows.agent.tools as tools_module
+
+    monkeypatch.setattr(tools_module, "SEARCH_SECONDS", 0.5)
+    (tools.root / "slow.txt").write_text("a" * 40 + "!\n")
+    started = time.monotonic()
+    result = call(tools, "search", pattern="(a|aa)+$", glob="slow.txt")
+    assert result.is_error and "simplify it" in result.content, result.content
+    assert time.monotonic() - started < 5
+    # An ordinary search is unchanged.
+    assert call(tools, "search", pattern=r"print\(", glob="src/*.py").content == (
+        "src/app.py:3: print(a)"
+    )
