@@ -63,6 +63,7 @@ from aca_flows.flows.skipped import record_finished_task, record_skipped_task
 from aca_flows.flows.summary import RunSummary, failure_reason, flow_state, run_summary
 from aca_flows.flows.task_help import add_hint, ask_about_failed_task, reviewed_reason
 from aca_flows.flows.task_run import (
+    LIMIT_STOPPED,
     ActiveRun,
     TaskRunFailed,
     budget_reached,
@@ -363,18 +364,17 @@ async def _finish(
         push_landed_work(store, logger)  # with a repo: the remote gets what landed
         await _publish_report(store, run, task_id, state)
         return None
+    if state.is_cancelled() and state.name == LIMIT_STOPPED:
+        # A budget or usage limit stopped the task before it finished (task_run._limit_reached):
+        # not a failure; it is pending again (its calls are on the bill), and the run stops.
+        _pending_again(store, dag, task_id, state.message or "stopped by a limit")
+        return state.message or "stopped by a limit"
     if state.is_cancelled():
         # Stopped by an interrupt (task_run._stopped): pending again, `aca resume` runs it.
         _pending_again(store, dag, task_id, state.message or "stopped")
         logger.warning(f"{task_id} stays unfinished ({state.message}); `aca resume` runs it")
         return None
     error = await state.aresult(raise_on_failure=False)
-    if getattr(error, "exit_code", None) == 3:
-        # A budget or usage limit stopped the task before it finished: not a failure; it
-        # is pending again in the session (its calls are on the bill), and `aca resume`
-        # runs it again.
-        _pending_again(store, dag, task_id, str(error))
-        return str(error)
     attempts = store.session.tasks[task_id].attempts
     if isinstance(error, TaskRunFailed):
         run.outcomes[task_id] = error.outcome

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CALL_OWNER",
+    "LIMIT_STOPPED",
     "ActiveRun",
     "BudgetReached",
     "CallLedger",
@@ -373,6 +374,8 @@ async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
         # A Prefect server that went away (a provider limit's slot) is no verdict either.
         if run.stopping() or await run.stop_if_server_lost(exc):
             return _stopped(str(exc))
+        if getattr(exc, "exit_code", None) == 3:
+            return _limit_reached(str(exc))
         if isinstance(exc, TransientProviderError):
             _journal_retry(run, task_id, attempt, retries, str(exc), logger)
         raise
@@ -398,6 +401,17 @@ def _stopped(why: str) -> State:
     return Cancelled(
         name="Interrupted", message=f"stopped by the interrupt: {redact_text(first_line(why))}"
     )
+
+
+def _limit_reached(why: str) -> State:
+    """A task a budget or usage limit stopped before its next call: no failure of the task,
+    which stays pending (its calls are on the bill). Its task run ends Cancelled, "Stopped",
+    as the flow run does; the message is the limit's, which the flow stops the run with."""
+    return Cancelled(name=LIMIT_STOPPED, message=redact_text(why))
+
+
+# The name of a task run a budget or usage limit stopped (``_limit_reached``).
+LIMIT_STOPPED = "Stopped"
 
 
 def _cancelled() -> State:

@@ -207,6 +207,10 @@ def test_a_budget_stop_mid_task_keeps_its_calls_and_resumes_count_them(
     stopped = load_session(repo, session_id)
     assert stopped.usage[0].calls == 2 and stopped.cost_usd == pytest.approx(agent.cost())
     assert stopped.plan.task("a").status.state == "pending"
+    # Prefect says what the session says: the task run was stopped, not failed.
+    (task_run,) = session_task_runs(session_id)
+    assert (task_run.state.type.value, task_run.state.name) == ("CANCELLED", "Stopped")
+    assert task_run.state.message.startswith("budget of $0.001 reached")
     # A resume without --budget-usd keeps the session's cap (a nightly retry must not lose
     # it): spent already, so the resume is refused before it starts.
     kept = run_flow(workdir=str(repo), session_id=session_id)
@@ -361,3 +365,16 @@ def test_a_task_run_that_starts_after_the_stop_runs_nothing_and_stays_unfinished
     assert (kind, name) == ("CANCELLED", "Interrupted")
     assert "had not started when the run stopped" in message
     assert provider.history == []
+
+
+def session_task_runs(session_id: str) -> list:
+    """The task runs of one session, read from the server."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterTags
+
+    async def read():
+        async with get_client() as client:
+            tagged = TaskRunFilter(tags=TaskRunFilterTags(all_=[f"session:{session_id}"]))
+            return await client.read_task_runs(task_run_filter=tagged)
+
+    return asyncio.run(read())
