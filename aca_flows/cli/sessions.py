@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from aca_flows._words import format_cost
+from aca_flows._words import counted, format_cost
 from aca_flows.cli.options import ExistingWorkdir, JsonOutput
 
 if TYPE_CHECKING:  # imported where used: `aca --help` pays for none of it
@@ -45,7 +45,12 @@ def list_command(workdir: ExistingWorkdir = Path("."), json_output: JsonOutput =
         typer.echo(json.dumps({"sessions": rows, "damaged": broken}, indent=2))
         return
     if not scan.sessions:
-        typer.echo(f"No sessions in {Path(workdir).resolve() / '.aca' / 'sessions'}.")
+        where = Path(workdir).resolve() / ".aca" / "sessions"
+        if scan.damaged:  # they are there, only unreadable: the warnings above say why
+            damaged = counted(len(scan.damaged), "damaged session")
+            typer.echo(f"No readable sessions in {where}; {damaged} (see above).")
+        else:
+            typer.echo(f"No sessions in {where}.")
         return
     table = Table(title=f"Sessions of {Path(workdir).resolve()}")
     table.add_column("id", no_wrap=True)

@@ -83,6 +83,11 @@ def test_list_reports_a_damaged_session_and_still_lists_the_others(tmp_path):
     assert result.exit_code == 0
     assert good.session_id in result.stdout
     assert "journal is missing" in result.stderr
+    # With no readable session left, the list does not claim there are none.
+    good.paths.events_jsonl.unlink()
+    result = runner.invoke(app, ["list", "--workdir", str(tmp_path)])
+    assert "No sessions in" not in result.stdout
+    assert "No readable sessions in" in result.stdout and "2 damaged sessions" in result.stdout
 
 
 def test_show_has_tasks_branch_checkpoint_and_costs(tmp_path):
