@@ -1,5 +1,7 @@
-"""Stopping a run: a signal (the ``aca`` command's Ctrl-C or SIGTERM) or a cancel from the
-Prefect UI becomes an ``Interrupt``: no new task starts, running ones get a grace period."""
+"""Stopping a run: a signal (the ``aca`` command's Ctrl-C or SIGTERM), a cancel from the
+Prefect UI or a takeover of the session (its flow run ended ``Crashed`` by a resume elsewhere)
+becomes an ``Interrupt``: no new task starts, running ones get a grace period (none for a
+cancel or a takeover)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prefect.context import get_run_context
 
@@ -60,6 +62,9 @@ class Interrupt:
         self.announced = False
         self.server_lost = False
         self.late = 0  # signals after the run's stop, while it ends (``installed``)
+        # Why the run stopped when its session was taken over (``watch_for_cancel``): its end
+        # then says so, and it pushes nothing more.
+        self.taken_over: str | None = None
         self._since: float | None = None
         self._changed = asyncio.Event()
 
@@ -147,9 +152,19 @@ class Interrupt:
 
 # The summary is persisted (JSON, in Prefect's result storage) so a caller that started the
 # run with ``run_deployment`` reads it from the flow run's state.
-async def watch_for_cancel(interrupt: Interrupt) -> None:
+async def watch_for_cancel(
+    interrupt: Interrupt,
+    session_id: str | None = None,
+    on_taken_over: Callable[[], None] | None = None,
+) -> None:
     """Turn a cancel of this flow run (the UI's Cancel: state Cancelling) into a stop, and
-    so a Prefect server that stopped answering (``stop_for_lost_server``)."""
+    so a Prefect server that stopped answering (``stop_for_lost_server``), and a takeover:
+    the flow run ended ``Crashed`` while this run still runs it. This run never sets that
+    state itself while the watch runs (its flow run is Running, or Paused while it waits for
+    an answer; Prefect records its end after the flow returns, once the watch is over), so
+    someone else did: a resume of the session with ``--repo`` on another machine, which took
+    the session over (abandoned_runs.py). ``on_taken_over`` is called then, before the stop
+    (the run drops its remote: the session's pushes are the resume's now)."""
     from prefect.client.orchestration import get_client
 
     flow_run = getattr(get_run_context(), "flow_run", None)
@@ -167,6 +182,14 @@ async def watch_for_cancel(interrupt: Interrupt) -> None:
                 continue
             if state is not None and (state.is_cancelling() or state.is_cancelled()):
                 interrupt.request_cancel(UI_CANCEL)
+                return
+            if state is not None and state.is_crashed():
+                from aca_flows.flows.abandoned_runs import taken_over_reason
+
+                interrupt.taken_over = taken_over_reason(session_id, state.message)
+                if on_taken_over is not None:
+                    on_taken_over()
+                interrupt.request_cancel(interrupt.taken_over)
                 return
 
 
