@@ -91,19 +91,16 @@ def _crash_message(session_id: str, taken_over_on: str | None) -> str:
 _TAKEN_OVER = re.compile(r"session (\S+) was resumed on (.+), which took it over$")
 
 
-def taken_over_reason(session_id: str | None, message: str | None) -> str:
+def taken_over_reason(message: str | None) -> str | None:
     """Why a run stopped whose flow run was ended ``Crashed`` (``message``) by someone else
-    while it ran: a resume with a ``repo`` (``_crash_message``) names the host that took the
-    session over."""
+    while it ran, when that was a resume with a ``repo`` (``_crash_message``), which took the
+    session over: it names the host. ``None`` for any other message."""
     found = _TAKEN_OVER.search(message or "")
-    if found:
-        return (
-            f"session {found.group(1)} was taken over by a resume on {found.group(2)}; "
-            "this run stopped"
-        )
-    why = f" ({message.strip()})" if message and message.strip() else ""
-    session = f" of session {session_id}" if session_id else ""
-    return f"the flow run{session} was ended Crashed from outside{why}; this run stopped"
+    if found is None:
+        return None
+    return (
+        f"session {found.group(1)} was taken over by a resume on {found.group(2)}; this run stopped"
+    )
 
 
 def _suspended(state) -> bool:

@@ -65,6 +65,7 @@ class Interrupt:
         # Why the run stopped when its session was taken over (``watch_for_cancel``): its end
         # then says so, and it pushes nothing more.
         self.taken_over: str | None = None
+        self.flow_run_crashed = False  # by someone else while the run ran it: it starts none
         self._since: float | None = None
         self._changed = asyncio.Event()
 
@@ -153,9 +154,7 @@ class Interrupt:
 # The summary is persisted (JSON, in Prefect's result storage) so a caller that started the
 # run with ``run_deployment`` reads it from the flow run's state.
 async def watch_for_cancel(
-    interrupt: Interrupt,
-    session_id: str | None = None,
-    on_taken_over: Callable[[], None] | None = None,
+    interrupt: Interrupt, on_taken_over: Callable[[], None] | None = None
 ) -> None:
     """Turn a cancel of this flow run (the UI's Cancel: state Cancelling) into a stop, and
     so a Prefect server that stopped answering (``stop_for_lost_server``), and a takeover:
@@ -163,8 +162,9 @@ async def watch_for_cancel(
     state itself while the watch runs (its flow run is Running, or Paused while it waits for
     an answer; Prefect records its end after the flow returns, once the watch is over), so
     someone else did: a resume of the session with ``--repo`` on another machine, which took
-    the session over (abandoned_runs.py). ``on_taken_over`` is called then, before the stop
-    (the run drops its remote: the session's pushes are the resume's now)."""
+    the session over (abandoned_runs.py; ``interrupt.taken_over`` says so), or anyone else
+    (the run stops as at a cancel, resumable). ``on_taken_over`` is called at a takeover,
+    before the stop (the run drops its remote: the session's pushes are the resume's now)."""
     from prefect.client.orchestration import get_client
 
     flow_run = getattr(get_run_context(), "flow_run", None)
@@ -186,11 +186,21 @@ async def watch_for_cancel(
             if state is not None and state.is_crashed():
                 from aca_flows.flows.abandoned_runs import taken_over_reason
 
-                interrupt.taken_over = taken_over_reason(session_id, state.message)
+                interrupt.flow_run_crashed = True
+                interrupt.taken_over = taken_over_reason(state.message)
+                if interrupt.taken_over is None:  # not by a resume: stopped as by a cancel
+                    interrupt.request_cancel(crashed_from_outside(state.message))
+                    return
                 if on_taken_over is not None:
                     on_taken_over()
                 interrupt.request_cancel(interrupt.taken_over)
                 return
+
+
+def crashed_from_outside(message: str | None) -> str:
+    """What stopped a run whose flow run someone else ended ``Crashed`` (not a resume)."""
+    why = f": {message.strip()}" if message and message.strip() else ""
+    return f"its flow run set Crashed from outside{why}"
 
 
 async def stop_for_lost_server(interrupt: Interrupt, exc: BaseException) -> bool:

@@ -191,8 +191,8 @@ async def drive_plan(
             policy.mark(now, completed)
 
     _record_settled(store, dag, recorded_skips)
-    # A cancelled flow run starts no task run, nor does one ended by a takeover.
-    if interrupt.signal_name != UI_CANCEL and interrupt.taken_over is None:
+    # A cancelled flow run starts no task run, nor does one crashed from outside.
+    if interrupt.signal_name != UI_CANCEL and not interrupt.flow_run_crashed:
         await _run_skips(store, run, dag, states, tree)
     stuck: dict[str, str] = {}
     if interrupt.taken_over is not None and not _all_settled(dag):

@@ -116,17 +116,62 @@ def test_a_run_whose_session_a_resume_took_over_stops_at_once_and_says_so(
     assert ended.name == "Taken over" and ended.message == said
 
 
-def test_the_stop_names_the_host_that_took_the_session_over_else_what_ended_the_flow_run():
+def set_crashed(api_url: str, flow_run_id, message: str) -> None:
+    """Ends the flow run ``Crashed`` on the server, as Prefect's automation for a run whose
+    heartbeat lapsed does."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.states import Crashed
+
+    async def crash():
+        async with get_client() as client:
+            await client.set_flow_run_state(flow_run_id, Crashed(message=message), force=True)
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        asyncio.run(crash())
+
+
+def test_a_run_whose_flow_run_another_process_crashed_stops_as_at_a_cancel(aca, prefect_api, llm):
+    """Not a takeover: the run stops, resumable, naming what the state said."""
+    agent = Agent(block="b")
+    llm.anthropic.scripted_for = lambda r: bool(r.json and r.json.get("tools"))
+    for _ in range(40):
+        llm.anthropic.enqueue(agent)
+    tasks = aca.repo / "tasks.md"
+    tasks.write_text(CHAIN)
+    try:
+        proc = aca.start("run", str(tasks), "--model", "m", name="run")
+        wait_for(lambda: agent.arrived.is_set() or proc.poll() is not None, 60, "b's call")
+        assert proc.poll() is None, f"aca ended before the crash:\n{aca.err('run')}"
+        session_id = only_session(aca.repo).name
+        (flow_run,) = wait_for(lambda: flow_runs_of(prefect_api, session_id), 30, "the run")
+        calls_before = len(llm.model_calls)
+        set_crashed(prefect_api, flow_run.id, "no heartbeat for 90 s")
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the crashed run did not stop:\n{aca.err('run')}") from None
+    finally:
+        agent.release.set()
+
+    err, out = aca.err("run"), aca.out("run")
+    said = "interrupted by its flow run set Crashed from outside: no heartbeat for 90 s"
+    assert code == 130, f"exited {code}:\n{err}"
+    assert said in err and "Traceback" not in err
+    assert f"Stopped: {said}." in out and f"`aca resume {session_id}" in out
+    assert len(llm.model_calls) == calls_before
+    (ended,) = [r.state for r in flow_runs_of(prefect_api, session_id)]
+    assert (ended.type.value, ended.name) == ("CANCELLED", "Interrupted")
+
+
+def test_the_stop_names_the_host_that_took_the_session_over():
     from aca_flows.flows.abandoned_runs import _crash_message, taken_over_reason
 
     message = _crash_message("20261203-1", "build-7.example.com")
-    assert taken_over_reason("20261203-1", message) == (
+    assert taken_over_reason(message) == (
         "session 20261203-1 was taken over by a resume on build-7.example.com; this run stopped"
     )
-    assert taken_over_reason("20261203-1", "zombie: no heartbeat") == (
-        "the flow run of session 20261203-1 was ended Crashed from outside (zombie: no "
-        "heartbeat); this run stopped"
-    )
-    assert taken_over_reason("20261203-1", None) == (
-        "the flow run of session 20261203-1 was ended Crashed from outside; this run stopped"
-    )
+    assert taken_over_reason("no heartbeat for 90 s") is None
+    assert taken_over_reason(_crash_message("20261203-1", None)) is None
