@@ -450,7 +450,9 @@ def _show_summary(summary: dict, options: RunOptions) -> None:
     committed = any(task.get("commit") for task in summary.get("tasks", {}).values())
     where = "work is on" if committed else "nothing was committed to"
     line = f"Session {summary['session_id']} {status}; {where} branch {summary['branch']}"
-    if summary.get("unpushed"):
+    if summary.get("unpushed") and summary.get("taken_over"):  # the remote is the resume's
+        line += f" (NOT pushed to {summary['remote']}: {summary['unpushed']}; kept in {workdir})."
+    elif summary.get("unpushed"):
         line += (
             f" (NOT pushed to {summary['remote']}: {summary['unpushed']}; it is kept in "
             f"{workdir}, and `{_resume_of(summary, options)}` pushes it)."
@@ -486,6 +488,8 @@ def _how_to_go_on(summary: dict, options: RunOptions) -> str:
     from aca_flows.session.store import load_session
 
     workdir, session_id = options.workdir, summary["session_id"]
+    if summary.get("taken_over"):  # a resume here would take it back from a live run
+        return "The session goes on where it was resumed."
     if summary.get("stuck"):  # resuming runs the same plan, which stalls the same way
         return "The plan cannot progress: fix the dependencies named and run it anew."
     try:

@@ -20,12 +20,15 @@ A run with a ``repo`` holds the lock of its own working area only: the earlier r
 worked on another machine, and no record tells whether its process is gone. It ends those
 runs all the same, saying so: a resume with ``--repo`` takes the session over (it pushes the
 same branch, and an earlier run still going could push no more), so the earlier run no longer
-runs the session whatever became of its process.
+runs the session whatever became of its process. An earlier run that is still alive (on
+another machine, or a process that was stopped and continued) sees its flow run ``Crashed``
+and stops (``interrupt.watch_for_cancel``), saying why (``taken_over_reason``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -41,7 +44,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import StateType
 from prefect.states import Crashed
 
-__all__ = ["crash_abandoned_runs"]
+__all__ = ["crash_abandoned_runs", "taken_over_reason"]
 
 
 async def crash_abandoned_runs(
@@ -82,6 +85,21 @@ def _crash_message(session_id: str, taken_over_on: str | None) -> str:
     return (
         f"its process ended without finishing, or no longer runs the session: session "
         f"{session_id} was resumed on {taken_over_on}, which took it over"
+    )
+
+
+_TAKEN_OVER = re.compile(r"session (\S+) was resumed on (.+), which took it over$")
+
+
+def taken_over_reason(message: str | None) -> str | None:
+    """Why a run stopped whose flow run was ended ``Crashed`` (``message``) by someone else
+    while it ran, when that was a resume with a ``repo`` (``_crash_message``), which took the
+    session over: it names the host. ``None`` for any other message."""
+    found = _TAKEN_OVER.search(message or "")
+    if found is None:
+        return None
+    return (
+        f"session {found.group(1)} was taken over by a resume on {found.group(2)}; this run stopped"
     )
 
 

@@ -218,7 +218,9 @@ async def aca_run(
     interrupt = Interrupt(run.config.session.interrupt_grace_seconds)
     run.stopping = lambda: interrupt.requested
     run.stop_if_server_lost = functools.partial(stop_for_lost_server, interrupt)
-    watcher = asyncio.create_task(watch_for_cancel(interrupt))
+    # A takeover (a resume with repo elsewhere) leaves the session's pushes to the resume.
+    taken_over = functools.partial(register_remote, run.session_id, None)
+    watcher = asyncio.create_task(watch_for_cancel(interrupt, taken_over))
     logs = session_log(
         store.paths.system_log, run.config.logging.level, flow_run and str(flow_run.id)
     )

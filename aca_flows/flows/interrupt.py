@@ -1,5 +1,7 @@
-"""Stopping a run: a signal (the ``aca`` command's Ctrl-C or SIGTERM) or a cancel from the
-Prefect UI becomes an ``Interrupt``: no new task starts, running ones get a grace period."""
+"""Stopping a run: a signal (the ``aca`` command's Ctrl-C or SIGTERM), a cancel from the
+Prefect UI or a takeover of the session (its flow run ended ``Crashed`` by a resume elsewhere)
+becomes an ``Interrupt``: no new task starts, running ones get a grace period (none for a
+cancel or a takeover)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prefect.context import get_run_context
 
@@ -60,6 +62,10 @@ class Interrupt:
         self.announced = False
         self.server_lost = False
         self.late = 0  # signals after the run's stop, while it ends (``installed``)
+        # Why the run stopped when its session was taken over (``watch_for_cancel``): its end
+        # then says so, and it pushes nothing more.
+        self.taken_over: str | None = None
+        self.flow_run_crashed = False  # by someone else while the run ran it: it starts none
         self._since: float | None = None
         self._changed = asyncio.Event()
 
@@ -147,9 +153,18 @@ class Interrupt:
 
 # The summary is persisted (JSON, in Prefect's result storage) so a caller that started the
 # run with ``run_deployment`` reads it from the flow run's state.
-async def watch_for_cancel(interrupt: Interrupt) -> None:
+async def watch_for_cancel(
+    interrupt: Interrupt, on_taken_over: Callable[[], None] | None = None
+) -> None:
     """Turn a cancel of this flow run (the UI's Cancel: state Cancelling) into a stop, and
-    so a Prefect server that stopped answering (``stop_for_lost_server``)."""
+    so a Prefect server that stopped answering (``stop_for_lost_server``), and a takeover:
+    the flow run ended ``Crashed`` while this run still runs it. This run never sets that
+    state itself while the watch runs (its flow run is Running, or Paused while it waits for
+    an answer; Prefect records its end after the flow returns, once the watch is over), so
+    someone else did: a resume of the session with ``--repo`` on another machine, which took
+    the session over (abandoned_runs.py; ``interrupt.taken_over`` says so), or anyone else
+    (the run stops as at a cancel, resumable). ``on_taken_over`` is called at a takeover,
+    before the stop (the run drops its remote: the session's pushes are the resume's now)."""
     from prefect.client.orchestration import get_client
 
     flow_run = getattr(get_run_context(), "flow_run", None)
@@ -168,6 +183,24 @@ async def watch_for_cancel(interrupt: Interrupt) -> None:
             if state is not None and (state.is_cancelling() or state.is_cancelled()):
                 interrupt.request_cancel(UI_CANCEL)
                 return
+            if state is not None and state.is_crashed():
+                from aca_flows.flows.abandoned_runs import taken_over_reason
+
+                interrupt.flow_run_crashed = True
+                interrupt.taken_over = taken_over_reason(state.message)
+                if interrupt.taken_over is None:  # not by a resume: stopped as by a cancel
+                    interrupt.request_cancel(crashed_from_outside(state.message))
+                    return
+                if on_taken_over is not None:
+                    on_taken_over()
+                interrupt.request_cancel(interrupt.taken_over)
+                return
+
+
+def crashed_from_outside(message: str | None) -> str:
+    """What stopped a run whose flow run someone else ended ``Crashed`` (not a resume)."""
+    why = f": {message.strip()}" if message and message.strip() else ""
+    return f"its flow run set Crashed from outside{why}"
 
 
 async def stop_for_lost_server(interrupt: Interrupt, exc: BaseException) -> bool:

@@ -192,10 +192,18 @@ async def drive_plan(
             policy.mark(now, completed)
 
     _record_settled(store, dag, recorded_skips)
-    if interrupt.signal_name != UI_CANCEL:  # a cancelled flow run starts no task run
+    # A cancelled flow run starts no task run, nor does one crashed from outside.
+    if interrupt.signal_name != UI_CANCEL and not interrupt.flow_run_crashed:
         await _run_skips(store, run, dag, states, tree)
     stuck: dict[str, str] = {}
-    if interrupt.requested and not _all_settled(dag):
+    if interrupt.taken_over is not None and not _all_settled(dag):
+        # The session goes on where it was resumed: no resume is offered here.
+        stopped_reason = interrupt.taken_over
+        logger.warning(stopped_reason)
+        create_checkpoint(store, trigger="interrupt", description=stopped_reason)
+        store.finish("interrupted", stopped_reason)
+        status = "interrupted"
+    elif interrupt.requested and not _all_settled(dag):
         stopped_reason = f"interrupted by {interrupt.signal_name}"
         resume = f"`{resume_of(store)}` continues"
         logger.warning(f"{stopped_reason}; {resume}")
@@ -252,6 +260,7 @@ async def drive_plan(
     )
     no_change_ids = [t for t, o in run.outcomes.items() if o.completed_without_change]
     summary = run_summary(store, status, stopped_reason, stuck, no_change_ids)
+    summary.taken_over = interrupt.taken_over is not None
     await tree.close(flow_state(summary))
     return summary
 
@@ -323,7 +332,8 @@ async def _cancel_running(
     for task_id, result in zip(list(running.values()), results, strict=True):
         if isinstance(result, State) and (result.is_completed() or result.is_cancelled()):
             states[task_id] = result
-            await _finish(store, run, dag, task_id, result, logger)
+            taken_over = interrupt.taken_over is not None
+            await _finish(store, run, dag, task_id, result, logger, taken_over=taken_over)
     running.clear()
 
 
@@ -341,10 +351,18 @@ async def _run_one(run: ActiveRun, task_id: str, waits: list[State], tree: FlowT
 
 
 async def _finish(
-    store, run: ActiveRun, dag: DagProgress, task_id: str, state: State, logger, interrupt=None
+    store,
+    run: ActiveRun,
+    dag: DagProgress,
+    task_id: str,
+    state: State,
+    logger,
+    interrupt=None,
+    taken_over: bool = False,
 ) -> str | None:
     """Mirror a finished task run into the session and the DAG. Returns why the run must
-    stop (a budget or usage limit), if it must."""
+    stop (a budget or usage limit), if it must. ``taken_over``: the run stops because its
+    session was taken over (``interrupt.taken_over`` says so too, when given)."""
     if state.is_completed():
         outcome = TaskOutcome.model_validate(await state.aresult())
         run.outcomes[task_id] = outcome
@@ -372,7 +390,10 @@ async def _finish(
     if state.is_cancelled():
         # Stopped by an interrupt (task_run._stopped): pending again, `aca resume` runs it.
         _pending_again(store, dag, task_id, state.message or "stopped")
-        logger.warning(f"{task_id} stays unfinished ({state.message}); `aca resume` runs it")
+        then = "`aca resume` runs it"
+        if taken_over or (interrupt is not None and interrupt.taken_over is not None):
+            then = "the resume that took the session over runs it"  # it goes on there
+        logger.warning(f"{task_id} stays unfinished ({state.message}); {then}")
         return None
     error = await state.aresult(raise_on_failure=False)
     attempts = store.session.tasks[task_id].attempts

@@ -90,6 +90,11 @@ class RunSummary(BaseModel):
         "or a run without repo added commits); a run or resume of the session with repo "
         "pushes it.",
     )
+    taken_over: bool = Field(
+        default=False,
+        description="The run stopped because its session was taken over (a resume with "
+        "repo elsewhere ended its flow run): the session goes on there.",
+    )
 
     @property
     def commits(self) -> dict[str, str]:
@@ -194,6 +199,7 @@ def flow_state(summary: RunSummary, cancelled_from_ui: bool = False) -> State | 
 
     if summary.status == "interrupted":
         name = "Cancelled" if cancelled_from_ui else "Interrupted"
+        name = "Taken over" if summary.taken_over else name
         return Cancelled(name=name, message=summary.stopped_reason, data=summary)
     if summary.status == "stopped":
         return Cancelled(name="Stopped", message=summary.stopped_reason, data=summary)
