@@ -221,10 +221,17 @@ async def execute_task(
         log.write("run_started", run=run, base=worktree.base_sha, worktree=str(worktree.path))
         try:
             setup_failure = None
-            if plan.setup_commands:  # a sandbox's mounts take file system look-ups to plan
-                setup_sandbox = Sandbox.for_worktree(worktree.path, config.sandbox, network=True)
+            if plan.setup_commands:
+                # The network as the task's commands have it (agents' files run there too),
+                # or the author's opt-in while the worktree holds none of that (setup.py).
+                task_network = config.sandbox.network if task.network is None else task.network
                 setup_failure = await run_setup_commands(
-                    plan.setup_commands, worktree, setup_sandbox, config.agent, log
+                    plan.setup_commands,
+                    worktree,
+                    config.sandbox,
+                    task_network,
+                    config.agent,
+                    log,
                 )
             if setup_failure:
                 log.write("task_failed", reason=setup_failure)
