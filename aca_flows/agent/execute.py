@@ -431,7 +431,7 @@ async def _run_agent_and_verify(
             ignored = await in_thread(worktree.ignored_since, started)
             problem = with_ignored_writes(problem, ignored)
             problem = with_refused_writes(problem, agent_round.refused_writes)
-        problem = problem or leaving_links_problem(worktree.path, changed)
+        problem = problem or leaving_links_problem(worktree.path, every_change)
         problem = problem or aca_files_problem(every_change)
         if problem is not None:
             return _RunResult(
