@@ -392,6 +392,11 @@ EFFECTS: dict[str, list[str]] = {
         f"{SETUP}::test_a_required_command_that_fails_fails_the_task_before_any_provider_call",
         f"{SETUP}::test_an_optional_command_that_fails_is_logged_and_the_task_goes_on",
     ],
+    "setup_commands.network": [
+        f"{SETUP}::test_setup_has_the_network_only_when_the_task_has_it",
+        f"{SETUP}::test_a_setup_commands_own_network_holds_only_until_agents_work_landed",
+        f"{SETUP}::test_network_false_keeps_a_setup_command_offline_even_when_the_task_has_it",
+    ],
     "tasks.id": ["tests/plan/test_toml_loader.py::test_ids_default_to_slugs_of_titles"],
     "tasks.title": ["tests/plan/test_toml_loader.py::test_ids_default_to_slugs_of_titles"],
     "tasks.description": [

@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field
 
 from aca_flows._threads import in_thread
 from aca_flows._words import counted
+from aca_flows.agent.aca_files import aca_files_problem
 from aca_flows.agent.landing import land_checked, run_checks_on_the_work, sandbox_for_check
 from aca_flows.agent.links import leaving_links_problem
 from aca_flows.agent.loop import AgentConversation, AgentRound, run_claude_code, run_tool_loop
@@ -221,10 +222,17 @@ async def execute_task(
         log.write("run_started", run=run, base=worktree.base_sha, worktree=str(worktree.path))
         try:
             setup_failure = None
-            if plan.setup_commands:  # a sandbox's mounts take file system look-ups to plan
-                setup_sandbox = Sandbox.for_worktree(worktree.path, config.sandbox, network=True)
+            if plan.setup_commands:
+                # The network as the task's commands have it (agents' files run there too),
+                # or the author's opt-in while the worktree holds none of that (setup.py).
+                task_network = config.sandbox.network if task.network is None else task.network
                 setup_failure = await run_setup_commands(
-                    plan.setup_commands, worktree, setup_sandbox, config.agent, log
+                    plan.setup_commands,
+                    worktree,
+                    config.sandbox,
+                    task_network,
+                    config.agent,
+                    log,
                 )
             if setup_failure:
                 log.write("task_failed", reason=setup_failure)
@@ -411,7 +419,8 @@ async def _run_agent_and_verify(
                 last_round=agent_round,
                 attempts=attempt,
             )
-        changed = real_changes(await in_thread(worktree.changed_files))
+        every_change = await in_thread(worktree.changed_files)  # what `git add -A` would take
+        changed = real_changes(every_change)
         no_change = agent_round.no_change_reason
         if no_change is None and not changed and agent_round.proposed_subtasks:
             # Splitting is the work: the subtasks change the code, the parent itself does not.
@@ -422,7 +431,8 @@ async def _run_agent_and_verify(
             ignored = await in_thread(worktree.ignored_since, started)
             problem = with_ignored_writes(problem, ignored)
             problem = with_refused_writes(problem, agent_round.refused_writes)
-        problem = problem or leaving_links_problem(worktree.path, changed)
+        problem = problem or leaving_links_problem(worktree.path, every_change)
+        problem = problem or aca_files_problem(every_change)
         if problem is not None:
             return _RunResult(
                 passed=False, failure_reason=problem, last_round=agent_round, attempts=attempt

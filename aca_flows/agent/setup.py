@@ -2,10 +2,17 @@
 
 Every task works in a fresh worktree, so what setup prepares (installed dependencies, a build)
 must be prepared there: the commands run in order, in every run of every task, in the task's
-sandbox with the limits of the verify command. They are the plan author's own commands, not
-the agent's, and usually install dependencies: the network is on for them. A ``required``
-command that fails fails the task before any provider call; an optional one is logged and the
-task goes on.
+sandbox with the limits of the verify command. A ``required`` command that fails fails the task
+before any provider call; an optional one is logged and the task goes on.
+
+The network: the commands are the plan author's, but what they run (``setup.py``, a build
+backend, npm's lifecycle scripts, a script of the repository) is the worktree's, which holds
+what earlier tasks' agents committed. So a setup command has the network only when the task's
+own commands have it (the task's ``network``, else ``[sandbox] network``), or when it says
+``network = true`` itself *and* the worktree holds no work of this session's agents yet (it is
+the commit the session started from): the author vouches for their own files, not for what an
+agent wrote since. ``network = false`` keeps it off even where the task has the network. A
+failure of a command that ran without the network says so, naming the options.
 
 Setup must not change what the task commits: a command that leaves files git would commit
 (neither ignored nor unchanged) fails the task, naming them, so the fix (ignore them) is clear.
@@ -21,8 +28,9 @@ from aca_flows.agent.tools import ToolRefused, resolve_inside
 from aca_flows.agent.transcript import TaskLog
 from aca_flows.plan.models import SetupCommand
 from aca_flows.sandbox import CommandResult, Sandbox
-from aca_flows.settings import AgentSection
+from aca_flows.settings import AgentSection, SandboxSection
 from aca_flows.workspace import TaskWorktree
+from aca_flows.workspace.commit import session_tasks_in
 
 __all__ = ["run_setup_commands"]
 
@@ -32,12 +40,16 @@ OUTPUT_TAIL = 4000
 async def run_setup_commands(
     commands: list[SetupCommand],
     worktree: TaskWorktree,
-    sandbox: Sandbox,
+    sandbox_settings: SandboxSection,
+    task_network: bool,
     settings: AgentSection,
     log: TaskLog,
 ) -> str | None:
-    """Run ``commands`` in ``worktree`` (in ``sandbox``); returns why the task cannot start,
-    or None."""
+    """Run ``commands`` in ``worktree``, each in a sandbox with the network as the module
+    docstring says (``task_network``: the task's own commands have it); returns why the task
+    cannot start, or None."""
+    sandboxes: dict[bool, Sandbox] = {}
+    agents_work: list[str] | None = None  # looked up once, and only when a command needs it
     for command in commands:
         try:
             cwd = resolve_inside(worktree.path, command.working_dir or ".")
@@ -47,7 +59,20 @@ async def run_setup_commands(
         line = command.command
         if where != Path("."):
             line = f"cd {shlex.quote(str(where))} && {line}"
-        result = await sandbox.run(
+        network, withheld = task_network, []
+        if command.network is False:
+            network = False
+        elif command.network and not task_network:
+            if agents_work is None:
+                agents_work = await in_thread(
+                    session_tasks_in, worktree.git, worktree.session_id, worktree.base_sha
+                )
+            network, withheld = not agents_work, agents_work
+        if network not in sandboxes:  # a sandbox's mounts take file system look-ups to plan
+            sandboxes[network] = Sandbox.for_worktree(
+                worktree.path, sandbox_settings, network=network
+            )
+        result = await sandboxes[network].run(
             line,
             timeout_seconds=command.timeout_seconds,
             output_limit_bytes=settings.command_output_limit_bytes,
@@ -59,12 +84,17 @@ async def run_setup_commands(
             passed=result.ok,
             exit_code=result.exit_code,
             timed_out=result.timed_out,
+            network=network,
+            **({"network_withheld_for_work_of": withheld} if withheld else {}),
             output=result.output[-OUTPUT_TAIL:],
         )
         if not result.ok and command.required:
+            offline = ""
+            if not network and command.network is not False and sandbox_settings.mode != "off":
+                offline = " " + _without_network(withheld)
             return (
                 f"setup command '{command.name}' (`{command.command}`) {_how(result)}; the "
-                f"agent was not started. Output:\n{result.output[-OUTPUT_TAIL:]}"
+                f"agent was not started.{offline} Output:\n{result.output[-OUTPUT_TAIL:]}"
             )
     if not commands:
         return None
@@ -77,6 +107,24 @@ async def run_setup_commands(
             "or have the setup commands write elsewhere."
         )
     return None
+
+
+def _without_network(withheld: list[str]) -> str:
+    """Why a setup command that failed ran without the network, and how to give it one."""
+    if withheld:
+        shown = ", ".join(withheld[:5]) + (" ..." if len(withheld) > 5 else "")
+        return (
+            "It ran without the network: its `network = true` holds only in a worktree "
+            "without work of this session's agents, and this one holds the work of task(s) "
+            f"{shown}, whose files the command may run. If the task's setup needs the network "
+            'there, give the task `network = true` (docs/security.md, "Setup commands").'
+        )
+    return (
+        "It ran without the network, as the task's own commands do. If it needs the network, "
+        "give the setup command `network = true` (it holds while the worktree has no work of "
+        "this session's agents) or the task `network = true` (docs/task-files.md, "
+        '"Setup commands").'
+    )
 
 
 def _how(result: CommandResult) -> str:

@@ -142,13 +142,19 @@ class Task(StrictModel):
 
 
 class SetupCommand(StrictModel):
-    """A command run once in the session's repository before any task starts."""
+    """A command run in each task's worktree before its agent starts (``agent/setup.py``)."""
 
     name: str
     command: str
     working_dir: str | None = None
     timeout_seconds: int = Field(default=600, ge=1)
     required: bool = True
+    network: bool | None = Field(
+        default=None,
+        description="true: the network also while the worktree holds no work of this "
+        "session's agents (the commit it started from); false: never. Default: as the "
+        "task's commands.",
+    )
 
 
 class ExecutionPlan(StrictModel):

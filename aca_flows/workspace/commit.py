@@ -19,6 +19,7 @@ __all__ = [
     "commit_task_work",
     "completed_task_commits",
     "find_task_commit",
+    "session_tasks_in",
     "task_trailers",
 ]
 
@@ -143,6 +144,23 @@ def find_task_commit(repo: git.Repo, session_id: str, task_id: str) -> str | Non
         if sep and _is_task_commit(message, session_id, task_id):
             return sha
     return None
+
+
+def session_tasks_in(git_cmd: git.Git, session_id: str, commit: str) -> list[str]:
+    """Ids of this session's tasks whose commits ``commit`` holds (itself or an ancestor):
+    agents' work, as opposed to the history the session started from. Newest first."""
+    # Only aca commits on the session branch, always with both trailers; an agent cannot
+    # commit (``.git`` is read-only in the sandbox).
+    out = git_cmd.log(
+        commit, "-F", f"--grep={SESSION_TRAILER}: {session_id}", "--format=%B%x1e", "--"
+    )
+    found: list[str] = []
+    for message in out.split("\x1e"):
+        trailers = task_trailers(message)
+        task_id = trailers.get(TASK_TRAILER)
+        if trailers.get(SESSION_TRAILER) == session_id and task_id and task_id not in found:
+            found.append(task_id)
+    return found
 
 
 def _is_task_commit(message: str, session_id: str, task_id: str) -> bool:

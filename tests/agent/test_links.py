@@ -43,3 +43,19 @@ def test_a_task_that_leaves_a_link_out_of_the_repository_fails_and_commits_nothi
     assert "notes.txt -> /etc/passwd" in outcome.failure_reason
     assert "nothing was committed" in outcome.failure_reason
     assert session_branch_head(repo, SESSION) == user_head
+
+
+def test_a_link_out_of_the_repository_in_a_cache_folder_is_refused_too(tmp_path):
+    # A cache folder's files are no evidence of work, but `git add -A` would commit them.
+    repo = make_user_repo(tmp_path)
+    user_head = repo.head.commit.hexsha
+    command = "mkdir __pycache__ && ln -s /etc/passwd __pycache__/app.pyc && echo a > a.txt"
+    provider = ScriptedProvider(
+        tool_calls(tool_use("run_command", command=command)),
+        tool_calls(tool_use("finish", summary="wrote a.txt")),
+    )
+    outcome = asyncio.run(execute(tmp_path, plan_of(Task(id="t1", title="A")), "t1", provider))
+
+    assert outcome.status == "failed" and outcome.commit_sha is None
+    assert "__pycache__/app.pyc -> /etc/passwd" in outcome.failure_reason
+    assert session_branch_head(repo, SESSION) == user_head

@@ -12,6 +12,7 @@ from aca_flows.agent import execute_task
 from aca_flows.plan.models import ExecutionPlan, SetupCommand, Task
 from aca_flows.session.layout import AcaDir
 from tests.fakes.scripted_provider import ScriptedProvider, tool_calls, tool_use
+from tests.security.hostile import Listener
 from tests.workspace.test_repository import make_user_repo
 
 SESSION = "s1"
@@ -124,3 +125,127 @@ def test_a_working_dir_outside_the_worktree_is_refused(tmp_path, repo):
     assert outcome.status == "failed"
     assert "setup command 'out': working_dir '../..'" in outcome.failure_reason
     assert provider.history == []
+
+
+# -- the network: as the task's own commands have it; the author's opt-in only on their files --
+
+
+@pytest.fixture
+def listener():
+    service = Listener()  # a service on this machine, as the Prefect API on 127.0.0.1 is
+    yield service
+    service.close()
+
+
+def run_plan(workdir: Path, plan: ExecutionPlan, task_id: str, provider):
+    return asyncio.run(
+        execute_task(plan, task_id, workdir=workdir, session_id=SESSION, provider=provider)
+    )
+
+
+def reach(port: int) -> str:
+    return f"python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), 3)\""
+
+
+def test_setup_has_the_network_only_when_the_task_has_it(tmp_path, repo, listener):
+    setup = [SetupCommand(name="deps", command=reach(listener.port))]
+    provider = ScriptedProvider()
+
+    outcome = run_task(tmp_path, setup, provider)
+
+    # A plan without network anywhere: its setup has none either, and says how to give it one.
+    assert outcome.status == "failed"
+    assert listener.connections == 0
+    assert "ran without the network" in outcome.failure_reason
+    assert "setup command `network = true`" in outcome.failure_reason
+    assert "task `network = true`" in outcome.failure_reason
+    assert provider.history == []
+    assert [r["network"] for r in setup_records(tmp_path)] == [False]
+
+    plan = ExecutionPlan(
+        name="p",
+        setup_commands=setup,
+        tasks=[Task(id="t2", title="Write done.txt", network=True)],
+    )
+    allowed = run_plan(tmp_path, plan, "t2", agent_writing_done())
+
+    assert allowed.status == "completed", allowed.failure_reason
+    assert listener.connections == 1
+
+
+def test_a_setup_command_never_runs_an_earlier_agents_script_with_the_network(
+    tmp_path, repo, listener
+):
+    # The plan runs the repository's bootstrap script before each task; no task has the
+    # network. Task a's agent rewrites the script to reach a local service; task b's setup
+    # runs it, and must not reach it.
+    (tmp_path / "bootstrap.sh").write_text("true\n")
+    repo.git.add("-A")
+    repo.git.execute(["git", "-c", "user.name=U", "-c", "user.email=u@x", "commit", "-qm", "b"])
+    plan = ExecutionPlan(
+        name="p",
+        setup_commands=[SetupCommand(name="bootstrap", command="sh bootstrap.sh", required=False)],
+        tasks=[
+            Task(id="a", title="Improve bootstrap", verify="sh bootstrap.sh; true"),
+            Task(id="b", title="Write done.txt", dependencies=["a"]),
+        ],
+    )
+    hostile = ScriptedProvider(
+        tool_calls(tool_use("write_file", path="bootstrap.sh", content=reach(listener.port))),
+        tool_calls(tool_use("finish", summary="improved bootstrap")),
+    )
+
+    for task_id, agent in (("a", hostile), ("b", agent_writing_done())):
+        outcome = run_plan(tmp_path, plan, task_id, agent)
+        assert outcome.status == "completed", outcome.failure_reason
+
+    assert listener.connections == 0
+
+
+def test_a_setup_commands_own_network_holds_only_until_agents_work_landed(tmp_path, repo, listener):
+    setup = [SetupCommand(name="deps", command=reach(listener.port), network=True)]
+    plan = ExecutionPlan(
+        name="p",
+        setup_commands=setup,
+        tasks=[
+            Task(id="t1", title="Write done.txt"),
+            Task(id="t2", title="Write more.txt", dependencies=["t1"]),
+        ],
+    )
+
+    first = run_plan(tmp_path, plan, "t1", agent_writing_done())
+
+    # The worktree is the commit the session started from: the author's own files.
+    assert first.status == "completed", first.failure_reason
+    assert listener.connections == 1
+
+    provider = ScriptedProvider()
+    second = run_plan(tmp_path, plan, "t2", provider)
+
+    # t2's worktree holds t1's work: what the command runs may be the agent's now.
+    assert second.status == "failed"
+    assert listener.connections == 1
+    assert "holds the work of task(s) t1" in second.failure_reason
+    assert "give the task `network = true`" in second.failure_reason
+    assert provider.history == []
+    log = AcaDir(tmp_path).session(SESSION).task_log("t2")
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    setup_run = next(r for r in records if r["kind"] == "setup")
+    assert setup_run["network"] is False
+    assert setup_run["network_withheld_for_work_of"] == ["t1"]
+
+
+def test_network_false_keeps_a_setup_command_offline_even_when_the_task_has_it(
+    tmp_path, repo, listener
+):
+    plan = ExecutionPlan(
+        name="p",
+        setup_commands=[SetupCommand(name="deps", command=reach(listener.port), network=False)],
+        tasks=[Task(id="t1", title="Write done.txt", network=True)],
+    )
+
+    outcome = run_plan(tmp_path, plan, "t1", ScriptedProvider())
+
+    assert outcome.status == "failed"
+    assert listener.connections == 0
+    assert "ran without the network" not in outcome.failure_reason  # the author's own choice

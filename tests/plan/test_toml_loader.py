@@ -23,8 +23,10 @@ def test_shipped_example_loads_with_every_feature():
     assert plan.name == "Tidy the utils package"
     assert plan.max_concurrent == 2 and plan.verify == ".venv/bin/python -m pytest -q"
     assert plan.setup_commands[0].command == (
-        "python -m venv .venv && .venv/bin/pip install -q -e ."
+        "python -m venv --system-site-packages .venv"
+        " && .venv/bin/pip install -q --no-index --no-build-isolation -e ."
     )
+    assert plan.setup_commands[0].network is False
     assert plan.context_hints == ["Python 3.11 project; tests run with `python -m pytest -q`."]
     inventory = plan.task("inventory")
     assert inventory.metadata.priority == "high"

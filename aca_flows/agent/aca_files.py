@@ -1,0 +1,57 @@
+"""aca's own files in a task's work: the configuration it reads from the repository, and ``.aca``.
+
+aca reads its configuration from the repository it runs in (``<workdir>/aca.toml``,
+``<workdir>/.aca/config.toml``: ``settings.config_candidates``) and keeps its sessions, jobs
+and locks in ``.aca/``. An agent that commits one of them — ``.aca/`` is ignored only through
+``.git/info/exclude``, which a committed ``.gitignore`` with ``!.aca/`` overrides — changes
+every later run on the branch once it is merged: ``[sandbox] mode = "off"``,
+``network = true``, another permission mode for Claude Code. As with a link out of the
+repository (``links.py``), such a change is never committed: the task fails, naming the files.
+Any change counts (a new file, an edit, a deletion), and names are compared without case, as a
+case-insensitive file system (macOS) would open them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aca_flows.settings import config_candidates
+
+__all__ = ["aca_files_problem", "is_aca_file"]
+
+ACA_FOLDER = ".aca"
+_SHOWN = 5
+
+
+def is_aca_file(path: str) -> bool:
+    """Whether ``path`` (relative to the repository's root, as git names it) is one of aca's
+    own files: a configuration file aca reads from the repository, or under ``.aca``."""
+    name = path.strip("/").lower()
+    return name == ACA_FOLDER or name.startswith(f"{ACA_FOLDER}/") or name in _config_names()
+
+
+def aca_files_problem(changed_files: list[str]) -> str | None:
+    """Why the changed files cannot be committed, when some are aca's own; ``None`` when none
+    is."""
+    own = [path for path in changed_files if is_aca_file(path)]
+    if not own:
+        return None
+    more = len(own) - _SHOWN
+    shown = ", ".join(own[:_SHOWN]) + (f" and {more} more" if more > 0 else "")
+    return (
+        f"the agent changed aca's own files ({shown}); aca commits none of them, since aca "
+        "reads its configuration (its sandbox, the network, permissions) and its sessions from "
+        "them in every later run once the branch is merged; nothing was committed. Leave "
+        "aca.toml and .aca/ out of the task (change them yourself if they need a change) and "
+        "run it again."
+    )
+
+
+def _config_names() -> set[str]:
+    """The configuration files aca reads from a repository, relative to its root."""
+    root = Path("/repository")
+    return {
+        path.relative_to(root).as_posix().lower()
+        for path in config_candidates(root)
+        if path.is_relative_to(root)
+    }
