@@ -79,8 +79,9 @@ class AgentSection(Section):
 class ClaudeCodeSection(Section):
     cli_path: str | None = None
     permission_mode: Literal["default", "acceptEdits", "bypassPermissions"] = "acceptEdits"
+    # At least one: an empty list would leave Claude Code's defaults in force, not no tools.
     allowed_tools: list[str] = Field(
-        default_factory=lambda: ["Read", "Write", "Edit", "Glob", "Grep", "Bash"]
+        default_factory=lambda: ["Read", "Write", "Edit", "Glob", "Grep", "Bash"], min_length=1
     )
     max_turns: int = Field(default=50, ge=1)
     max_budget_usd_per_task: float | None = Field(default=None, gt=0)

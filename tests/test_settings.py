@@ -116,6 +116,14 @@ def test_a_misspelt_section_in_a_variable_names_the_variable(tmp_path, config_fi
     ) in str(info.value)
 
 
+def test_an_empty_allowed_tools_is_refused_not_read_as_claude_codes_defaults(tmp_path):
+    (tmp_path / "aca.toml").write_text("[claude_code]\nallowed_tools = []\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path, environ={})
+    assert "'claude_code.allowed_tools'" in str(info.value)
+    assert "at least 1 item" in str(info.value)
+
+
 def test_original_aca_config_is_rejected_naming_its_keys(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path, COMPAT_CONFIG, environ={})
