@@ -16,17 +16,29 @@ interpreter, installed packages); otherwise, without a runner, or with ``ACA_WAR
 (a job that must run inside its own cgroup or container, say), it runs by itself as usual.
 Each run it starts is a line of its log (``~/.aca/server/runner.log``). ``aca server start``
 starts it beside the local Prefect server, ``aca server stop`` stops both.
+
+The runner runs what it is sent outside any sandbox, so nothing but the user's own ``aca`` may
+drive it. It listens on a file-system socket in its folder (``~/.aca/server/runner.sock``; the
+folder is made 0700), which aca's sandbox never shows (the homes are empty there, and
+``~/.aca`` is hidden again under any path shown read-only) and Claude Code's may not read;
+never on an abstract socket, which any process of the machine's network namespace reaches,
+a sandboxed command allowed the network included. Each request carries the token of
+``runner.token`` beside it (0600, new at each start), compared before anything is forked; a
+request without it, or for anything but ``aca run`` or ``aca resume``, is refused (a line of
+the log) and its command runs by itself.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import hmac
 import json
 import os
 import resource
+import secrets
 import signal
 import socket
+import stat
 import sys
 import time
 from pathlib import Path
@@ -36,10 +48,17 @@ from aca_flows._files import write_json_atomic
 from aca_flows.flows import reload_prefect_settings
 from aca_flows.flows.server import server_home
 
-__all__ = ["WarmRunner", "fingerprint", "run_warm", "serve"]
+__all__ = ["WarmRunner", "fingerprint", "is_run_command", "run_warm", "serve"]
 
-# Commands that run tasks: the ones whose start-up is worth a warm process.
-_RUN_COMMANDS = frozenset({"run", "resume", "--task-file", "--execution-plan"})
+# Commands that run tasks: the ones whose start-up is worth a warm process, and the only ones
+# the runner runs (``is_run_command``).
+_RUN_SUBCOMMANDS = ("run", "resume")
+_RUN_OPTIONS = frozenset({"--task-file", "--execution-plan"})  # the original aca's form
+_NOT_RUNS = frozenset({"-h", "--help", "--version", "--list-checkpoints"})
+# A request is read whole before anything is forked: its size and time are bounded.
+_REQUEST_LIMIT = 8 << 20
+_REQUEST_TIMEOUT = 10.0
+_SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes, the last one its terminating NUL
 _FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 # Signals aca does not handle itself: a command that ignores them (``nohup``) would run on.
 _KEPT_IF_IGNORED = (signal.SIGHUP, signal.SIGQUIT)
@@ -86,21 +105,49 @@ def fingerprint() -> str:
     return json.dumps([interpreter, sys.version, str(package), newest, str(site), installed])
 
 
+def is_run_command(argv: object) -> bool:
+    """Whether ``argv`` is a command the runner is for: ``aca run`` or ``aca resume`` with
+    their options, or the original form (``aca --task-file FILE ...``, ``aca --execution-plan
+    FILE ...``), never a help or version request. The original form names no subcommand that
+    could run: aca refuses a subcommand after an option of its own (``cli/app.py``,
+    ``_refuse_misplaced_options``)."""
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        return False
+    options = argv[: argv.index("--")] if "--" in argv else argv
+    if _NOT_RUNS.intersection(options):
+        return False
+    if argv[0] in _RUN_SUBCOMMANDS:
+        return True
+    return argv[0].startswith("-") and any(
+        option.split("=", 1)[0] in _RUN_OPTIONS for option in options
+    )
+
+
 # -- the client: ``aca`` hands its command over -------------------------------------------------
 
 
 def run_warm(argv: list[str]) -> int | None:
     """Run ``aca argv`` in the warm runner and return its exit code; ``None`` when there is no
     runner to use (the caller runs the command itself)."""
-    if not _RUN_COMMANDS.intersection(argv) or {"-h", "--help"}.intersection(argv):
+    if not is_run_command(argv):
         return None
     if os.environ.get("ACA_WARM_RUNNER", "").lower() in ("0", "off", "false", "no"):
         return None
+    runner = WarmRunner()
     try:
-        state = json.loads(WarmRunner().state_file.read_text())
+        state = json.loads(runner.state_file.read_text())
     except (OSError, ValueError):
         return None
-    if state.get("fingerprint") != fingerprint():
+    if not isinstance(state, dict):
+        return None
+    if str(state.get("socket", "")).startswith("\0"):
+        _stop_exposed(runner)
+        return None
+    try:
+        token = runner.token_file.read_text().strip()
+    except (OSError, ValueError):
+        return None
+    if state.get("fingerprint") != fingerprint() or not token:
         return None
     if not all(_is_open(fd) for fd in (0, 1, 2)):
         # A closed standard stream (``<&-``): the connection would take its number and be
@@ -108,8 +155,10 @@ def run_warm(argv: list[str]) -> int | None:
         return None
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        conn.connect(state["socket"])
+        with _socket_address(runner.socket_path) as address:
+            conn.connect(address)
         request = {
+            "token": token,
             "argv": argv,
             "cwd": os.getcwd(),
             "env": dict(os.environ),
@@ -120,13 +169,25 @@ def run_warm(argv: list[str]) -> int | None:
         socket.send_fds(conn, [_line(request)], [0, 1, 2])
         reader = conn.makefile("rb")
         started = json.loads(reader.readline() or b"null")
-    except (OSError, KeyError, ValueError):
+    except (OSError, ValueError):
         conn.close()
         return None
-    if not isinstance(started, dict) or "pid" not in started:
+    if not isinstance(started, dict) or "pid" not in started:  # refused: the command runs itself
         conn.close()
         return None
     return _wait_for(started["pid"], reader)
+
+
+def _stop_exposed(runner: WarmRunner) -> None:
+    """A runner of an aca before this one listens on an abstract socket, which a sandboxed
+    command allowed the network reaches, and runs whatever it is sent: it is stopped (the runs
+    it forked go on), and the command runs by itself."""
+    if runner.stop():
+        print(
+            "aca: stopped the warm runner of an earlier aca: sandboxed commands allowed the "
+            "network could reach it. `aca server start` starts a new one.",
+            file=sys.stderr,
+        )
 
 
 def _wait_for(pid: int, reader) -> int:
@@ -193,19 +254,37 @@ def _line(message: dict) -> bytes:
     return json.dumps(message).encode() + b"\n"
 
 
+@contextlib.contextmanager
+def _socket_address(path: Path):
+    """``path`` as an address to bind or connect to: itself when it fits ``sun_path``, else
+    the same file reached through a descriptor of its folder (``/proc/self/fd/N/name``) for
+    as long as the block lasts; a long home needs no other folder, and no abstract name."""
+    if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+        yield str(path)
+        return
+    folder = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{folder}/{path.name}"
+    finally:
+        os.close(folder)
+
+
 # -- the runner: preloaded, it forks a child per command ----------------------------------------
 
 
 class WarmRunner:
-    """The runner of a local server's home (``~/.aca/server``): its state file and log."""
+    """The runner of a local server's home (``~/.aca/server``): its state file, log, socket
+    and token."""
 
     def __init__(self, home: Path | None = None):
         home = home or server_home()
         self.home = home
         self.state_file = home / "runner.json"
         self.log_file = home / "runner.log"
-        # An abstract socket (Linux): no path length limit, nothing left behind on a crash.
-        self.address = "\0aca-runner-" + hashlib.sha256(str(home).encode()).hexdigest()[:16]
+        # In the home's folder (0700), which no sandbox shows: never an abstract socket, which
+        # a sandboxed command sharing the network namespace (network = true) would reach.
+        self.socket_path = home / "runner.sock"
+        self.token_file = home / "runner.token"  # 0600: what every request must carry
 
     def pid(self) -> int | None:
         """The runner's pid if it is ready and runs this aca, else ``None``."""
@@ -259,7 +338,41 @@ class WarmRunner:
         if not self._is_runner(pid):
             return False
         stop_process_group(pid, timeout=5.0)
+        for path in (self.socket_path, self.token_file):
+            path.unlink(missing_ok=True)
         return True
+
+    def listen(self) -> tuple[socket.socket, str]:
+        """The runner's listening socket and its new token: the folder made the user's alone
+        (0700), the socket bound in it, the token written beside it (0600)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        info = os.lstat(self.home)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            raise SystemExit(f"{self.home} is not a folder of this user's: no runner")
+        os.chmod(self.home, 0o700)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with _socket_address(self.socket_path) as address:
+            if os.path.lexists(self.socket_path):
+                probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    probe.connect(address)
+                except OSError:
+                    self.socket_path.unlink()  # a runner's that ended without removing it
+                else:
+                    raise SystemExit(f"another runner listens on {self.socket_path}")
+                finally:
+                    probe.close()
+            listener.bind(address)
+        os.chmod(self.socket_path, 0o600)
+        token = secrets.token_hex(32)
+        partial = self.token_file.with_name(f".{self.token_file.name}.{os.getpid()}")
+        partial.unlink(missing_ok=True)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(token + "\n")
+        os.replace(partial, self.token_file)
+        listener.listen(16)
+        return listener, token
 
 
 def serve(runner: WarmRunner) -> None:
@@ -273,37 +386,98 @@ def serve(runner: WarmRunner) -> None:
     gc.collect()
     gc.freeze()  # children neither walk nor copy what was imported here
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(runner.address)
-    listener.listen(16)
-    state = {"pid": os.getpid(), "socket": runner.address, "fingerprint": fingerprint()}
+    listener, token = runner.listen()
+    state = {"pid": os.getpid(), "socket": str(runner.socket_path), "fingerprint": fingerprint()}
     write_json_atomic(runner.state_file, state, durable=False)
     print(f"warm runner {os.getpid()} ready", flush=True)
     while True:
         conn, _ = listener.accept()
-        if not _same_user(conn):
+        request, fds = _admitted(conn, token)
+        if request is None:
             conn.close()
             continue
         if os.fork() == 0:
             listener.close()
-            _become_the_command(conn)  # never returns
+            _become_the_command(conn, request, fds)  # never returns
+        for fd in fds:
+            os.close(fd)
         conn.close()
 
 
-def _same_user(conn: socket.socket) -> bool:
+def _peer(conn: socket.socket) -> tuple[int, int]:
+    """The connecting process's pid and uid (``SO_PEERCRED``, as seen from here)."""
     import struct
 
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid == os.getuid()
+    pid, uid, _gid = struct.unpack("3i", creds)
+    return pid, uid
 
 
-def _become_the_command(conn: socket.socket) -> None:
+def _admitted(conn: socket.socket, token: str) -> tuple[dict | None, list[int]]:
+    """The request on ``conn`` and its streams if the runner may run it, read here, before
+    anything is forked; else ``(None, [])``, the refusal logged and sent to the client (whose
+    command then runs by itself)."""
+    fds: list[int] = []
+    request, pid = None, 0
+    try:
+        conn.settimeout(_REQUEST_TIMEOUT)
+        pid, uid = _peer(conn)
+        if uid != os.getuid():
+            reason = f"uid {uid} is not the runner's"
+        else:
+            data, fds = _receive(conn)
+            request = json.loads(data)
+            reason = _refusal(request, fds, token)
+    except Exception as exc:  # a timeout, a client gone, no JSON: the runner goes on
+        reason = f"an unreadable request ({type(exc).__name__})"
+    if reason is None:
+        conn.settimeout(None)
+        del request["token"]
+        return request, fds
+    for fd in fds:
+        os.close(fd)
+    print(f"refused a request of pid {pid}: {reason}", flush=True)
+    with contextlib.suppress(OSError):
+        conn.sendall(_line({"refused": reason}))
+    return None, []
+
+
+def _refusal(request: object, fds: list[int], token: str) -> str | None:
+    """Why the runner will not run ``request``, or ``None``: it carries the token, names
+    ``aca run`` or ``aca resume`` and has the shape the client sends."""
+    if not isinstance(request, dict):
+        return "not a request"
+    given = request.get("token")
+    if not isinstance(given, str) or not hmac.compare_digest(given.encode(), token.encode()):
+        return "without the runner's token"
+    argv = request.get("argv")
+    if not is_run_command(argv):
+        what = argv[0] if isinstance(argv, list) and argv and isinstance(argv[0], str) else "?"
+        return f"not a run or resume command ({what[:40]!r})"
+    env, stdio, rlimits = request.get("env"), request.get("stdio"), request.get("rlimits")
+    well_formed = (
+        isinstance(request.get("cwd"), str)
+        and isinstance(env, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
+        and type(request.get("umask")) is int
+        and isinstance(rlimits, dict)
+        and set(rlimits) <= set(_RLIMITS)
+        and isinstance(stdio, list)
+        and len(stdio) == 3
+        and all(isinstance(s, dict) for s in stdio)
+    )
+    if not well_formed:
+        return "a malformed request"
+    if len(fds) != 3:
+        return "without its three standard streams"
+    return None
+
+
+def _become_the_command(conn: socket.socket, request: dict, fds: list[int]) -> None:
     """In the forked child: take on the command's folder, environment and streams, run it,
     report its exit code, and exit as the command would."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.setpgid(0, 0)  # a group of its own: the client signals it, and its children, at once
-    request, fds = _receive(conn)
     print(f"run {os.getpid()}: aca {' '.join(request['argv'])} in {request['cwd']}", flush=True)
     try:
         _take_on(request, fds)
@@ -376,16 +550,21 @@ def _refresh_git() -> None:
         git.refresh()
 
 
-def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
+def _receive(conn: socket.socket) -> tuple[bytes, list[int]]:
+    """The request's line and the descriptors sent with it; ``ValueError`` (the descriptors
+    closed) when the client is gone before the line's end or sends too much."""
     data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 3)
-    while not data.endswith(b"\n"):
-        more = conn.recv(1 << 20)
-        if not more:
-            os._exit(1)  # the client is gone before it said what to run
-        data += more
-    if len(fds) != 3:
-        os._exit(1)
-    return json.loads(data), fds
+    try:
+        while not data.endswith(b"\n"):
+            more = conn.recv(1 << 20)
+            if not more or len(data) > _REQUEST_LIMIT:
+                raise ValueError("no whole request")
+            data += more
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return data, fds
 
 
 def _die_with_client(conn: socket.socket) -> None:

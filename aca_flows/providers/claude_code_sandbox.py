@@ -84,6 +84,8 @@ def claude_environment(
 # Credentials a command has no business reading, wherever the homes are.
 HIDDEN_IN_HOME = (".ssh", ".aws", ".git-credentials", ".netrc", ".gnupg", ".docker", ".kube")
 HIDDEN_IN_HOME += (".config/gcloud", ".claude/.credentials.json")
+# aca's warm runner (its socket and token): it runs what it is sent outside any sandbox.
+HIDDEN_IN_HOME += (".aca/server",)
 
 
 # Claude Code's sandbox leaves these writable by default (seen with claude 2.1.332 on Linux).

@@ -5,7 +5,9 @@ What a sandboxed command sees (``bwrap_argv``):
 - the whole file system read-only (``--ro-bind / /``), with a fresh ``/dev``, a fresh ``/proc``
   of its own PID namespace (no other process, aca's included, is visible), a private ``/tmp``;
 - every home (``/home``, ``/root``, ``$HOME``) and ``/run`` (sockets of docker, ssh-agent,
-  dbus) replaced by empty tmpfs folders; ``HOME`` is the empty ``/tmp/home``;
+  dbus) replaced by empty tmpfs folders; ``HOME`` is the empty ``/tmp/home``; aca's own folder
+  in a home (``~/.aca``: the warm runner's socket and token, the local server's state) is
+  hidden again under any path shown read-only, the repository included;
 - the repository read-only again, its ``.aca`` folder hidden, and the task's worktree the one
   writable place; the repository's git directory stays read-only, so ``git status``/``diff``
   work in the worktree but nothing can be planted in ``.git`` (aca commits outside);
@@ -69,6 +71,9 @@ class MountPlan:
     git_dirs: tuple[Path, ...] = ()  # git directories the worktree points into, read-only
     hidden: tuple[Path, ...] = ()  # folders replaced by empty ones
     read_only: tuple[Path, ...] = ()  # extra paths shown read-only (toolchains in a home)
+    # aca's folders in the homes (``~/.aca``): hidden last, whatever is shown around them. The
+    # warm runner there runs what it is sent outside the sandbox (cli/warm_runner.py).
+    private: tuple[Path, ...] = ()
 
 
 def mount_plan(
@@ -79,9 +84,12 @@ def mount_plan(
     git_dirs = _git_dirs_of(worktree)
     repository = None
     hidden = {Path(p) for p in HIDDEN_ALWAYS}
+    private = set()
     for home_dir in (home or Path.home(), Path(pwd.getpwuid(os.getuid()).pw_dir)):
         if home_dir.resolve() != Path("/"):
             hidden.add(home_dir.resolve())
+        if (home_dir / ".aca").is_dir():
+            private.add((home_dir / ".aca").resolve())
     if git_dirs and git_dirs[-1].name == ".git":
         repository = git_dirs[-1].parent
         aca_dir = repository / ".aca"
@@ -93,6 +101,7 @@ def mount_plan(
         git_dirs=git_dirs,
         hidden=tuple(sorted(hidden)),
         read_only=tuple(Path(p).resolve() for p in read_only),
+        private=tuple(sorted(private)),
     )
 
 
@@ -119,16 +128,25 @@ def bwrap_argv(
     argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     argv += ["--tmpfs", "/tmp"]
     # Later mounts go on top of earlier ones: hide first, then show what the task needs.
+    # ``layers``: each folder mounted so far, and whether it shows the host's files there.
+    layers: list[tuple[Path, bool]] = [(Path("/"), True), (Path("/tmp"), False)]
     inside_repository = [p for p in plan.hidden if plan.repository in p.parents]
     for path in plan.hidden:
         if path.is_dir() and not path.is_symlink() and path not in inside_repository:
             argv += ["--tmpfs", str(path)]
+            layers.append((path, False))
     argv += ["--dir", SANDBOX_HOME]
     for path in plan.read_only:  # before the repository: a parent shown must not show .aca
         argv += ["--ro-bind-try", str(path), str(path)]
+        layers.append((path, True))
     if plan.repository is not None:
         argv += ["--ro-bind", str(plan.repository), str(plan.repository)]
+        layers.append((plan.repository, True))
         for path in inside_repository:
+            argv += ["--tmpfs", str(path)]
+            layers.append((path, False))
+    for path in plan.private:  # hidden again wherever a path shown around it shows it
+        if _shown(path, layers) and path.is_dir() and not path.is_symlink():
             argv += ["--tmpfs", str(path)]
     argv += ["--bind", str(plan.worktree), str(plan.worktree)]
     for git_dir in plan.git_dirs:
@@ -145,6 +163,13 @@ def bwrap_argv(
     argv += ["--chdir", str(plan.worktree)]
     argv += ["--", _prlimit(), *limits.prlimit_args(), "--", *command]
     return argv
+
+
+def _shown(path: Path, layers: list[tuple[Path, bool]]) -> bool:
+    """Whether ``path`` shows the host's files under ``layers``: the last mount over it (a
+    mount replaces everything mounted beneath it before) decides."""
+    over = [shows for folder, shows in layers if folder == path or folder in path.parents]
+    return over[-1]
 
 
 def bwrap_problem(bwrap: str = "bwrap") -> str | None:

@@ -313,7 +313,7 @@ def test_a_runner_of_another_aca_is_not_used(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     runner = WarmRunner(tmp_path / ".aca" / "server")
     runner.state_file.parent.mkdir(parents=True)
-    state = {"pid": os.getpid(), "socket": runner.address, "fingerprint": "another aca"}
+    state = {"pid": os.getpid(), "socket": str(runner.socket_path), "fingerprint": "another aca"}
     runner.state_file.write_text(json.dumps(state))
     assert runner.pid() is None
     assert run_warm(["run", "tasks.md"]) is None  # the command runs by itself
@@ -331,7 +331,7 @@ def test_a_dead_runner_s_pid_taken_by_another_process_is_neither_used_nor_stoppe
     runner.state_file.parent.mkdir(parents=True)
     other = subprocess.Popen(["sleep", "600"], start_new_session=True)
     try:
-        state = {"pid": other.pid, "socket": runner.address, "fingerprint": fingerprint()}
+        state = {"pid": other.pid, "socket": str(runner.socket_path), "fingerprint": fingerprint()}
         runner.state_file.write_text(json.dumps(state))
         assert runner.pid() is None
         assert runner.stop() is False

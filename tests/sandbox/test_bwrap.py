@@ -72,3 +72,24 @@ def test_bubblewrap_missing_is_named(tmp_path, monkeypatch):
     assert "bubblewrap ('bwrap') is not installed" in bwrap_problem()
     monkeypatch.undo()
     assert bwrap_problem() is None
+
+
+def test_aca_s_folder_in_a_home_is_hidden_again_under_a_path_shown(tmp_path):
+    """``~/.aca`` holds the warm runner's socket and token (it runs what it is sent outside
+    the sandbox): hidden with the home, and hidden again when the home is shown read-only."""
+    home = tmp_path / "home"
+    (home / ".aca" / "server").mkdir(parents=True)
+    _, worktree = task_worktree(tmp_path)
+
+    hidden = bwrap_argv(mount_plan(worktree, home=home), ["/bin/true"], limits=LIMITS,
+                        network=True)  # fmt: skip
+    shown = bwrap_argv(mount_plan(worktree, read_only=(home,), home=home), ["/bin/true"],
+                       limits=LIMITS, network=True)  # fmt: skip
+
+    # The home's own tmpfs hides it: no mount that would put a folder in the empty home.
+    assert str(home) in pairs(hidden, "--tmpfs")
+    assert str(home / ".aca") not in pairs(hidden, "--tmpfs")
+    shown_home = next(i for i in range(len(shown) - 1) if shown[i : i + 2] == [
+        "--ro-bind-try", str(home)])  # fmt: skip
+    hide_again = shown.index(str(home / ".aca"))
+    assert shown_home < hide_again and shown[hide_again - 1] == "--tmpfs"
