@@ -65,6 +65,7 @@ from aca_flows.providers.base import (
 from aca_flows.providers.claude_code_results import (
     SessionSpend,
     StreamedSpend,
+    claude_rates,
     events_of,
     result_error,
 )
@@ -171,6 +172,8 @@ class ClaudeCodeProvider:
         # What runs of a session that ended without a result were billed from their stream:
         # Claude Code may have kept it in the session's spend, or not (``_paid``).
         self._unsettled: dict[str, SessionSpend] = {}
+        # What Claude Code charged per token for each model it reported (``claude_rates``).
+        self._claude_rates: dict[str, float] = {}
         if self.sandbox.mode != "off":  # npm's answer, read off the first call's path (once)
             threading.Thread(target=npm_root_answered, args=(dict(os.environ),)).start()
 
@@ -316,7 +319,7 @@ class ClaudeCodeProvider:
         carrying the turns its stream showed: they were paid for (``StreamedSpend``)."""
         if isinstance(error, (PermanentProviderError, TransientProviderError)) and streamed.turns:
             model = request.model or self.model or ""
-            spent = streamed.spend(model, self.prices)
+            spent = streamed.spend(model, self.prices, self._claude_rates)
             resumed = request.options.get("resume")
             error.billed = ProviderResponse(
                 text="",
@@ -376,6 +379,7 @@ class ClaudeCodeProvider:
     ) -> ProviderResponse:
         """The response of a finished run: its answer, its own usage and cost."""
         spent = SessionSpend.of(result)
+        self._claude_rates.update(claude_rates(result))
         before = self._session_spend.get(resumed) if resumed else SessionSpend()
         if result.session_id:
             self._session_spend[result.session_id] = spent

@@ -16,13 +16,14 @@ from aca_flows._words import counted, quoted_clause
 from aca_flows.errors import PermanentProviderError, ProviderError, TransientProviderError
 from aca_flows.providers.base import ProviderEvent, Usage
 from aca_flows.providers.failures import error_for_status
-from aca_flows.providers.pricing import cost_usd
+from aca_flows.providers.pricing import cost_usd, price_for
 from aca_flows.settings import ModelPrice
 
 __all__ = [
     "LOGIN_FIX",
     "SessionSpend",
     "StreamedSpend",
+    "claude_rates",
     "events_of",
     "model_usage",
     "result_error",
@@ -219,6 +220,37 @@ class SessionSpend:
         )
 
 
+# Anthropic prices a model's tokens in (about) the same proportions to its input tokens:
+# output 5x, cache reads 0.1x, cache writes (5 minutes) 1.25x. Only for an estimate: the turns
+# of a model aca has no price for, which no result of Claude Code priced (``claude_rates``).
+_TOKEN_WEIGHTS = (1.0, 5.0, 0.1, 1.25)
+
+
+def _weighted(usage: Usage) -> float:
+    counts = (
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_read_tokens,
+        usage.cache_write_tokens,
+    )
+    return sum(count * weight for count, weight in zip(counts, _TOKEN_WEIGHTS, strict=True))
+
+
+def claude_rates(result: Any) -> dict[str, float]:
+    """What Claude Code charged per input token (or its equivalent, ``_TOKEN_WEIGHTS``) for
+    each model of a result: an estimate of its price of a model aca's table does not know, for
+    turns no result priced (a killed run's). Better than $0 on the bill and against a budget;
+    exact for input and output tokens in Anthropic's usual 1:5 proportion."""
+    models = result.model_usage if isinstance(result.model_usage, Mapping) else {}
+    rates = {}
+    for name, raw in models.items():
+        cost = raw.get("costUSD") if isinstance(raw, Mapping) else None
+        weighted = _weighted(model_usage(raw))
+        if isinstance(cost, (int, float)) and cost > 0 and weighted > 0:
+            rates[name] = cost / weighted
+    return rates
+
+
 _USAGE_FIELDS = {
     "input_tokens": "input_tokens",
     "output_tokens": "output_tokens",
@@ -270,13 +302,24 @@ class StreamedSpend:
     def usage(self) -> Usage:
         return sum((self._usage(counts) for _, counts in self.turns.values()), Usage())
 
-    def spend(self, default_model: str, prices: Mapping[str, ModelPrice]) -> SessionSpend:
-        """The turns as a session's spend, by model (``cost_usd``)."""
+    def spend(
+        self,
+        default_model: str,
+        prices: Mapping[str, ModelPrice],
+        rates: Mapping[str, float] | None = None,
+    ) -> SessionSpend:
+        """The turns as a session's spend, by model, priced as a result's turns are: at a
+        configured price, else at Claude Code's own (``rates``, from earlier results: see
+        ``claude_rates``), else at aca's list price; a model none of them knows costs $0."""
         spent = SessionSpend()
-        for model, counts in self.turns.values():
+        for named, counts in self.turns.values():
+            model = named or default_model
             usage = self._usage(counts)
-            cost = cost_usd(model or default_model, usage, prices)
-            spent = spent.plus(SessionSpend(cost, {model or default_model: usage}))
+            if price_for(model, prices, include_defaults=False) is None and model in (rates or {}):
+                cost = _weighted(usage) * rates[model]
+            else:
+                cost = cost_usd(model, usage, prices)
+            spent = spent.plus(SessionSpend(cost, {model: usage}))
         return spent
 
     @staticmethod

@@ -152,3 +152,34 @@ def test_a_claude_run_killed_mid_way_bills_the_turns_it_was_answered_once(
 
     assert third.usage == Usage(input_tokens=100, output_tokens=20)
     assert third.cost_usd == pytest.approx(_price(third.usage))
+
+
+def test_a_killed_runs_turns_of_a_model_aca_has_no_price_for_cost_what_claude_charges(
+    claude_env, llm_server, tmp_path
+):
+    # Claude Code prices a model aca's table does not list (its default model may be one):
+    # the turns of a run killed before its result are priced as Claude Code prices them.
+    model = "claude-opus-5-5"
+    provider = _provider()
+    provider.model = model
+    llm_server.anthropic.enqueue(text="First.", usage={"input_tokens": 100, "output_tokens": 20})
+    first = run(provider.complete(_request(tmp_path, "Say hi")))
+    assert first.cost_usd > 0
+    # (Input and output: an estimate from the proportions of Anthropic's prices, which this
+    # model's cache reads do not keep exactly.)
+    turn = {"input_tokens": 1000, "output_tokens": 200}
+    write = {"file_path": str(tmp_path / "a.txt"), "content": "a"}
+    llm_server.anthropic.enqueue(tool_calls=[{"name": "Write", "arguments": write}], usage=turn)
+    llm_server.anthropic.enqueue(text="Late.", delay=30)
+    killer = _kill_claude_at(llm_server, 3, signal.SIGKILL)
+
+    with pytest.raises(TransientProviderError) as caught:
+        run(provider.complete(_request(tmp_path, "Write a.txt")))
+    killer.join()
+
+    # What Claude Code charges for the same turn, in a run that ends with its result.
+    llm_server.anthropic.enqueue(text="Same.", usage=turn)
+    same = run(provider.complete(_request(tmp_path, "Say it")))
+    killed = caught.value.billed
+    assert killed.usage == same.usage == Usage(**turn)
+    assert killed.cost_usd == pytest.approx(same.cost_usd)
