@@ -29,8 +29,9 @@ calls to execute). What a caller may rely on:
   response's ``text`` is then the structured output as JSON;
 - every stream message is handed to ``on_event`` as it arrives: ``system``, ``assistant_text``,
   ``tool_use``, ``tool_result`` and finally ``result``;
-- the response carries the Claude session id (pass it back as ``resume``), usage and the
-  cost Claude Code reported;
+- the response carries the Claude session id (pass it back as ``resume``), and the run's own
+  usage and cost as Claude Code reported them: a resumed session's result sums the whole
+  session, so a run is billed what it added (``claude_code_results.SessionSpend``);
 - a provider error is never work: every error result of the run is a classified error with the
   fix in its message (``claude_code_results.result_error``): not logged in, a rejected key, a
   refusal, the turn or budget limit, output cut off are permanent; an API failure is mapped by
@@ -38,7 +39,8 @@ calls to execute). What a caller may rely on:
   answer from a run that used no tool, and an error result nothing recognises (its message
   quotes Claude Code and points at ``aca providers check claude-code``). A CLI crash is
   transient; a missing binary is permanent. The error carries what the run cost (``usage``,
-  ``cost_usd``).
+  ``cost_usd``), a run that ended without a result (killed, interrupted) what its stream
+  showed it paid for (``claude_code_results.StreamedSpend``).
 """
 
 from __future__ import annotations
