@@ -45,6 +45,7 @@ calls to execute). What a caller may rely on:
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib.util
 import json
@@ -300,6 +301,12 @@ class ClaudeCodeProvider:
                     result = message
         except (PermanentProviderError, TransientProviderError):
             raise
+        except asyncio.CancelledError as cancel:
+            # The run's stop cancelled the call (its grace period over, a second Ctrl-C): the
+            # turns the run was answered were paid for; the cancel carries them to the bill
+            # (``SpendGuard``).
+            cancel.billed = self._streamed_bill(request, streamed)
+            raise
         except Exception as exc:
             if result is not None and type(exc).__name__ == "ResultError":
                 # The CLI exits non-zero after an error result; the result says why.
@@ -319,22 +326,30 @@ class ClaudeCodeProvider:
     def _unfinished(self, error: Exception, request: ProviderRequest, streamed: StreamedSpend):
         """``error`` of a run that ended without a result (its process killed, a Ctrl-C),
         carrying the turns its stream showed: they were paid for (``StreamedSpend``)."""
-        if isinstance(error, (PermanentProviderError, TransientProviderError)) and streamed.turns:
-            model = request.model or self.model or ""
-            spent = streamed.spend(model, self.prices, self._claude_rates)
-            resumed = request.options.get("resume")
-            error.billed = ProviderResponse(
-                text="",
-                stop_reason="error",
-                usage=spent.usage,
-                cost_usd=spent.cost_usd,
-                model=model or next(iter(spent.by_model), ""),
-                provider=self.name,
-                session_id=resumed,
-            )
-            if resumed:
-                self._unsettled[resumed] = self._unsettled.get(resumed, SessionSpend()).plus(spent)
+        if isinstance(error, (PermanentProviderError, TransientProviderError)):
+            error.billed = self._streamed_bill(request, streamed)
         return error
+
+    def _streamed_bill(
+        self, request: ProviderRequest, streamed: StreamedSpend
+    ) -> ProviderResponse | None:
+        """The bill of a run that ended without a result: the turns its stream showed."""
+        if not streamed.turns:
+            return None
+        model = request.model or self.model or ""
+        spent = streamed.spend(model, self.prices, self._claude_rates)
+        resumed = request.options.get("resume")
+        if resumed:
+            self._unsettled[resumed] = self._unsettled.get(resumed, SessionSpend()).plus(spent)
+        return ProviderResponse(
+            text="",
+            stop_reason="error",
+            usage=spent.usage,
+            cost_usd=spent.cost_usd,
+            model=model or next(iter(spent.by_model), ""),
+            provider=self.name,
+            session_id=resumed,
+        )
 
     def _error(self, exc: Exception, stderr: list[str]):
         kind = type(exc).__name__

@@ -183,3 +183,39 @@ def test_a_killed_runs_turns_of_a_model_aca_has_no_price_for_cost_what_claude_ch
     killed = caught.value.billed
     assert killed.usage == same.usage == Usage(**turn)
     assert killed.cost_usd == pytest.approx(same.cost_usd)
+
+
+def test_a_claude_run_cancelled_by_the_runs_stop_puts_its_answered_turns_on_the_ledger(
+    claude_env, llm_server, tmp_path
+):
+    # The stop's grace period over (or a second Ctrl-C), the task is cancelled while Claude
+    # Code works: the turns it was answered were paid for all the same.
+    import asyncio
+
+    from aca_flows.flows.task_run import SpendGuard, SpendMeter
+
+    recorded = []
+
+    async def ledger(provider, model, response, owner):
+        recorded.append(response)
+
+    guard = SpendGuard(_provider(), SpendMeter(lambda: 0.0, None), ledger)
+    turn = {"input_tokens": 1000, "output_tokens": 200}
+    write = {"file_path": str(tmp_path / "a.txt"), "content": "a"}
+    llm_server.anthropic.enqueue(tool_calls=[{"name": "Write", "arguments": write}], usage=turn)
+    llm_server.anthropic.enqueue(text="Late.", delay=30)
+
+    async def cancel_mid_way() -> None:
+        working = asyncio.create_task(guard.complete(_request(tmp_path, "Write a.txt")))
+        while len([r for r in llm_server.anthropic.requests if r.json.get("tools")]) < 2:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1)
+        working.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await working
+
+    run(cancel_mid_way())
+
+    assert [response.usage for response in recorded] == [Usage(**turn)]
+    assert recorded[0].cost_usd == pytest.approx(_price(Usage(**turn)))
+    assert _claude_processes() == []
