@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import Awaitable, Callable
 
 from aca_flows.errors import TransientProviderError
@@ -110,12 +109,13 @@ class RetryingProvider:
         if self.stopping is None:
             await self.sleep(wait)
             return False
-        deadline = time.monotonic() + wait
+        left = wait
         while not self.stopping():
-            left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            await self.sleep(min(left, STOP_POLL_SECONDS))
+            step = min(left, STOP_POLL_SECONDS)
+            await self.sleep(step)
+            left -= step
         return True
 
 
