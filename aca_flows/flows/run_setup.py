@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,7 @@ from aca_flows.flows.run_inputs import (
 )
 from aca_flows.flows.secret_keys import provider_environ, providers_environ
 from aca_flows.flows.task_run import (
+    ACTIVE_RUNS,
     CALL_OWNER,
     ActiveRun,
     CallLedger,
@@ -401,8 +403,16 @@ def _build_providers(
             SpendGuard(provider, meter, ledger),
             config.session,
             on_wait=_log_call_retry(store, config.session.call_retries),
+            # No call retried once the run is stopping: its Ctrl-C may be what failed it.
+            stopping=functools.partial(_run_stopping, store.session_id),
         )
     return built
+
+
+def _run_stopping(session_id: str) -> bool:
+    """Whether the session's run, registered once it started (``ACTIVE_RUNS``), is stopping."""
+    run = ACTIVE_RUNS.get(session_id)
+    return run is not None and run.stopping()
 
 
 def _tell_wait(message: str) -> None:

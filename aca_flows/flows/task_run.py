@@ -242,6 +242,12 @@ class SpendGuard:
             if isinstance(error.billed, ProviderResponse) and _costs(error.billed):
                 await self._record(request, error.billed)
             raise
+        except asyncio.CancelledError as cancel:
+            # So can a call the run's stop cancelled (a Claude Code run's answered turns).
+            billed = getattr(cancel, "billed", None)
+            if isinstance(billed, ProviderResponse) and _costs(billed):
+                await self._record(request, billed)
+            raise
         await self._record(request, response)
         return response
 

@@ -29,8 +29,9 @@ calls to execute). What a caller may rely on:
   response's ``text`` is then the structured output as JSON;
 - every stream message is handed to ``on_event`` as it arrives: ``system``, ``assistant_text``,
   ``tool_use``, ``tool_result`` and finally ``result``;
-- the response carries the Claude session id (pass it back as ``resume``), usage and the
-  cost Claude Code reported;
+- the response carries the Claude session id (pass it back as ``resume``), and the run's own
+  usage and cost as Claude Code reported them: a resumed session's result sums the whole
+  session, so a run is billed what it added (``claude_code_results.SessionSpend``);
 - a provider error is never work: every error result of the run is a classified error with the
   fix in its message (``claude_code_results.result_error``): not logged in, a rejected key, a
   refusal, the turn or budget limit, output cut off are permanent; an API failure is mapped by
@@ -38,11 +39,13 @@ calls to execute). What a caller may rely on:
   answer from a run that used no tool, and an error result nothing recognises (its message
   quotes Claude Code and points at ``aca providers check claude-code``). A CLI crash is
   transient; a missing binary is permanent. The error carries what the run cost (``usage``,
-  ``cost_usd``).
+  ``cost_usd``), a run that ended without a result (killed, interrupted) what its stream
+  showed it paid for (``claude_code_results.StreamedSpend``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib.util
 import json
@@ -63,8 +66,10 @@ from aca_flows.providers.base import (
     Usage,
 )
 from aca_flows.providers.claude_code_results import (
+    SessionSpend,
+    StreamedSpend,
+    claude_rates,
     events_of,
-    model_usage,
     result_error,
 )
 from aca_flows.providers.claude_code_sandbox import (
@@ -170,6 +175,14 @@ class ClaudeCodeProvider:
         self.prices = dict(prices or {})
         self.sandbox = sandbox or SandboxSection()
         self.deny_commands = list(deny_commands or [])
+        # Each Claude session's spend as its last result said: a resumed run's result reports
+        # the whole session's, and is billed only what it added (``SessionSpend``).
+        self._session_spend: dict[str, SessionSpend] = {}
+        # What runs of a session that ended without a result were billed from their stream:
+        # Claude Code may have kept it in the session's spend, or not (``_paid``).
+        self._unsettled: dict[str, SessionSpend] = {}
+        # What Claude Code charged per token for each model it reported (``claude_rates``).
+        self._claude_rates: dict[str, float] = {}
         if self.sandbox.mode != "off":  # npm's answer, read off the first call's path (once)
             threading.Thread(target=npm_root_answered, args=(dict(os.environ),)).start()
 
@@ -277,13 +290,19 @@ class ClaudeCodeProvider:
         texts: list[str] = []
         stderr: list[str] = []
         tools_used = 0
+        streamed = StreamedSpend()
+        resumed = request.options.get("resume")
         try:
             from claude_agent_sdk import query
 
             options = self.build_options(request)
             options.stderr = functools.partial(_heard, stderr, on_event)
+            # The API's stream events too: the final output count of each turn, for the bill of
+            # a run that ends without a result (``StreamedSpend``).
+            options.include_partial_messages = True
             prompt = render_prompt(request.messages, resuming=bool(options.resume))
             async for message in query(prompt=prompt, options=options):
+                streamed.heard(message)
                 for event in events_of(message):
                     if event.kind == "assistant_text":
                         texts.append(event.data["text"])
@@ -294,16 +313,55 @@ class ClaudeCodeProvider:
                     result = message
         except (PermanentProviderError, TransientProviderError):
             raise
+        except asyncio.CancelledError as cancel:
+            # The run's stop cancelled the call (its grace period over, a second Ctrl-C): the
+            # turns the run was answered were paid for; the cancel carries them to the bill
+            # (``SpendGuard``).
+            cancel.billed = self._streamed_bill(request, streamed)
+            raise
         except Exception as exc:
             if result is not None and type(exc).__name__ == "ResultError":
                 # The CLI exits non-zero after an error result; the result says why.
-                return self._response(request, result, texts, tools_used)
-            raise self._error(exc, stderr) from None
+                return self._response(request, result, texts, tools_used, resumed)
+            raise self._unfinished(self._error(exc, stderr), request, streamed) from None
         if result is None:
-            raise TransientProviderError(
-                "claude-code: the run ended without a result. Retry later.", provider=self.name
+            raise self._unfinished(
+                TransientProviderError(
+                    "claude-code: the run ended without a result. Retry later.",
+                    provider=self.name,
+                ),
+                request,
+                streamed,
             )
-        return self._response(request, result, texts, tools_used)
+        return self._response(request, result, texts, tools_used, resumed)
+
+    def _unfinished(self, error: Exception, request: ProviderRequest, streamed: StreamedSpend):
+        """``error`` of a run that ended without a result (its process killed, a Ctrl-C),
+        carrying the turns its stream showed: they were paid for (``StreamedSpend``)."""
+        if isinstance(error, (PermanentProviderError, TransientProviderError)):
+            error.billed = self._streamed_bill(request, streamed)
+        return error
+
+    def _streamed_bill(
+        self, request: ProviderRequest, streamed: StreamedSpend
+    ) -> ProviderResponse | None:
+        """The bill of a run that ended without a result: the turns its stream showed."""
+        if not streamed.turns:
+            return None
+        model = request.model or self.model or ""
+        spent = streamed.spend(model, self.prices, self._claude_rates)
+        resumed = request.options.get("resume")
+        if resumed:
+            self._unsettled[resumed] = self._unsettled.get(resumed, SessionSpend()).plus(spent)
+        return ProviderResponse(
+            text="",
+            stop_reason="error",
+            usage=spent.usage,
+            cost_usd=spent.cost_usd,
+            model=model or next(iter(spent.by_model), ""),
+            provider=self.name,
+            session_id=resumed,
+        )
 
     def _error(self, exc: Exception, stderr: list[str]):
         kind = type(exc).__name__
@@ -330,9 +388,14 @@ class ClaudeCodeProvider:
         return error_from_exception(self.name, exc)
 
     def _response(
-        self, request: ProviderRequest, result: Any, texts: list[str], tools_used: int
+        self,
+        request: ProviderRequest,
+        result: Any,
+        texts: list[str],
+        tools_used: int,
+        resumed: str | None,
     ) -> ProviderResponse:
-        response = self._paid(request, result, texts)
+        response = self._paid(request, result, texts, resumed)
         error = result_error(result, response.text, tools_used)
         if error is not None:
             # A run that fails may have paid for turns first: the error carries them.
@@ -340,23 +403,46 @@ class ClaudeCodeProvider:
             raise error
         return response
 
-    def _paid(self, request: ProviderRequest, result: Any, texts: list[str]) -> ProviderResponse:
-        """The response of a finished run: its answer, usage and cost."""
-        raw = result.usage or {}
-        usage = Usage(
-            input_tokens=raw.get("input_tokens") or 0,
-            output_tokens=raw.get("output_tokens") or 0,
-            cache_read_tokens=raw.get("cache_read_input_tokens") or 0,
-            cache_write_tokens=raw.get("cache_creation_input_tokens") or 0,
-        )
-        if usage.total_tokens == 0:
-            # An error result (a budget stop) leaves ``usage`` empty; its per-model usage
-            # still says what was spent.
-            usage = sum((model_usage(u) for u in (result.model_usage or {}).values()), Usage())
+    def _paid(
+        self, request: ProviderRequest, result: Any, texts: list[str], resumed: str | None
+    ) -> ProviderResponse:
+        """The response of a finished run: its answer, its own usage and cost."""
+        spent = SessionSpend.of(result)
+        self._claude_rates.update(claude_rates(result))
+        before = self._session_spend.get(resumed) if resumed else SessionSpend()
+        if result.session_id:
+            self._session_spend[result.session_id] = spent
+        own = spent.since(before) if before is not None else None
+        billed = self._unsettled.pop(resumed, None) if resumed else None
+        if own is not None and billed is not None:
+            # Runs of this session since ``before`` ended without a result and were billed from
+            # their stream. A claude that had time to save the session's spend (SIGTERM, not
+            # SIGKILL) counts them in it: then ``own`` holds more than this run's own ``usage``,
+            # and what was billed already comes off (what is left of those runs, output their
+            # stream did not show, is billed now).
+            run_input = (result.usage or {}).get("input_tokens") or 0
+            if own.usage.input_tokens - run_input >= billed.usage.input_tokens:
+                own = own.since(billed)
+        if own is not None and own.by_model:
+            # The run's own: Claude Code's session figures minus the session's before the run
+            # (a resumed session's result sums every run of it). Per model, so an error result
+            # whose ``usage`` holds part of the run (a budget stop) is whole, too.
+            usage = own.usage
+            cost = own.cost_usd if result.total_cost_usd is not None else None
+        else:
+            # No per-model figures, or a session resumed that this provider never saw end:
+            # ``usage`` is the run's own, its ``total_cost_usd`` may be the whole session's.
+            raw = result.usage or {}
+            usage = Usage(
+                input_tokens=raw.get("input_tokens") or 0,
+                output_tokens=raw.get("output_tokens") or 0,
+                cache_read_tokens=raw.get("cache_read_input_tokens") or 0,
+                cache_write_tokens=raw.get("cache_creation_input_tokens") or 0,
+            )
+            cost = None if resumed else result.total_cost_usd
         model = request.model or self.model or next(iter(result.model_usage or {}), "")
         # A configured price wins (the contract: cost from the price table, overridable);
         # otherwise trust the cost Claude Code computed for itself.
-        cost = result.total_cost_usd
         if cost is None or price_for(model, self.prices, include_defaults=False) is not None:
             cost = cost_usd(model, usage, self.prices)
         text = result.result if result.result is not None else (texts[-1] if texts else "")

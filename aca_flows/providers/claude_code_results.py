@@ -8,14 +8,26 @@ transient; anything else is transient too, its message quoting Claude Code.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from aca_flows._words import counted, quoted_clause
 from aca_flows.errors import PermanentProviderError, ProviderError, TransientProviderError
 from aca_flows.providers.base import ProviderEvent, Usage
 from aca_flows.providers.failures import error_for_status
+from aca_flows.providers.pricing import cost_usd, price_for
+from aca_flows.settings import ModelPrice
 
-__all__ = ["LOGIN_FIX", "events_of", "model_usage", "result_error"]
+__all__ = [
+    "LOGIN_FIX",
+    "SessionSpend",
+    "StreamedSpend",
+    "claude_rates",
+    "events_of",
+    "model_usage",
+    "result_error",
+]
 
 NAME = "claude-code"
 
@@ -147,6 +159,172 @@ def model_usage(raw: Any) -> Usage:
         cache_read_tokens=raw.get("cacheReadInputTokens") or 0,
         cache_write_tokens=raw.get("cacheCreationInputTokens") or 0,
     )
+
+
+def _minus(after: Usage, before: Usage) -> Usage:
+    return Usage(
+        input_tokens=max(after.input_tokens - before.input_tokens, 0),
+        output_tokens=max(after.output_tokens - before.output_tokens, 0),
+        cache_read_tokens=max(after.cache_read_tokens - before.cache_read_tokens, 0),
+        cache_write_tokens=max(after.cache_write_tokens - before.cache_write_tokens, 0),
+    )
+
+
+@dataclass
+class SessionSpend:
+    """What a Claude session has spent so far, as its last result message said.
+
+    Claude Code keeps a session's spend with the session: a resumed run starts from the spend
+    its session had when it last ended in order, and its result's ``total_cost_usd`` and
+    ``model_usage`` are summed over the whole session (only its ``usage`` is the run's own).
+    A run's own spend is therefore its result's figures minus its session's spend before it
+    (``since``): exact, and Claude Code's own cost (its prices, per model, side calls
+    included), not a price guessed by aca.
+    """
+
+    cost_usd: float = 0.0
+    by_model: dict[str, Usage] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, result: Any) -> SessionSpend:
+        models = result.model_usage if isinstance(result.model_usage, Mapping) else {}
+        return cls(
+            cost_usd=result.total_cost_usd or 0.0,
+            by_model={name: model_usage(raw) for name, raw in models.items()},
+        )
+
+    @property
+    def usage(self) -> Usage:
+        return sum(self.by_model.values(), Usage())
+
+    def plus(self, other: SessionSpend) -> SessionSpend:
+        names = {**self.by_model, **other.by_model}
+        nothing = Usage()
+        return SessionSpend(
+            cost_usd=self.cost_usd + other.cost_usd,
+            by_model={
+                name: self.by_model.get(name, nothing) + other.by_model.get(name, nothing)
+                for name in names
+            },
+        )
+
+    def since(self, before: SessionSpend) -> SessionSpend:
+        """The spend added after ``before``."""
+        nothing = Usage()
+        return SessionSpend(
+            cost_usd=max(self.cost_usd - before.cost_usd, 0.0),
+            by_model={
+                name: _minus(usage, before.by_model.get(name, nothing))
+                for name, usage in self.by_model.items()
+            },
+        )
+
+
+# Anthropic prices a model's tokens in (about) the same proportions to its input tokens:
+# output 5x, cache reads 0.1x, cache writes (5 minutes) 1.25x. Only for an estimate: the turns
+# of a model aca has no price for, which no result of Claude Code priced (``claude_rates``).
+_TOKEN_WEIGHTS = (1.0, 5.0, 0.1, 1.25)
+
+
+def _weighted(usage: Usage) -> float:
+    counts = (
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_read_tokens,
+        usage.cache_write_tokens,
+    )
+    return sum(count * weight for count, weight in zip(counts, _TOKEN_WEIGHTS, strict=True))
+
+
+def claude_rates(result: Any) -> dict[str, float]:
+    """What Claude Code charged per input token (or its equivalent, ``_TOKEN_WEIGHTS``) for
+    each model of a result: an estimate of its price of a model aca's table does not know, for
+    turns no result priced (a killed run's). Better than $0 on the bill and against a budget;
+    exact for input and output tokens in Anthropic's usual 1:5 proportion."""
+    models = result.model_usage if isinstance(result.model_usage, Mapping) else {}
+    rates = {}
+    for name, raw in models.items():
+        cost = raw.get("costUSD") if isinstance(raw, Mapping) else None
+        weighted = _weighted(model_usage(raw))
+        if isinstance(cost, (int, float)) and cost > 0 and weighted > 0:
+            rates[name] = cost / weighted
+    return rates
+
+
+_USAGE_FIELDS = {
+    "input_tokens": "input_tokens",
+    "output_tokens": "output_tokens",
+    "cache_read_input_tokens": "cache_read_tokens",
+    "cache_creation_input_tokens": "cache_write_tokens",
+}
+
+
+class StreamedSpend:
+    """What a run's model turns used, as its stream said while it ran: the bill of a run that
+    ends without a result message (its claude process killed, a Ctrl-C), whose turns were
+    paid for all the same. A run that ends with a result is billed by the result instead.
+
+    Each model turn counts once, by its message id, with the largest count seen of each kind:
+    Claude Code streams one assistant message per content block, all with the turn's usage as
+    the API started it (output tokens 1); the API's own stream events (partial messages)
+    carry the turn's final output count when it ended (``message_delta``).
+    """
+
+    def __init__(self) -> None:
+        self.turns: dict[str, tuple[str, dict[str, int]]] = {}
+        self._streaming: dict[Any, str] = {}  # the message each stream is in (main, subagents)
+
+    def heard(self, message: Any) -> None:
+        kind = type(message).__name__
+        if kind == "AssistantMessage":
+            self._count(message.message_id, message.model, message.usage)
+        elif kind == "StreamEvent":
+            event = message.event if isinstance(message.event, Mapping) else {}
+            stream = getattr(message, "parent_tool_use_id", None)
+            if event.get("type") == "message_start":
+                started = event.get("message") or {}
+                if started.get("id"):
+                    self._streaming[stream] = started["id"]
+                    self._count(started["id"], started.get("model"), started.get("usage"))
+            elif event.get("type") == "message_delta" and stream in self._streaming:
+                self._count(self._streaming[stream], None, event.get("usage"))
+
+    def _count(self, message_id: Any, model: Any, usage: Any) -> None:
+        if not message_id or not isinstance(usage, Mapping):
+            return
+        known_model, counts = self.turns.get(message_id, ("", {}))
+        for key in _USAGE_FIELDS:
+            value = usage.get(key)
+            if isinstance(value, int):
+                counts[key] = max(counts.get(key, 0), value)
+        self.turns[message_id] = (known_model or (model if isinstance(model, str) else ""), counts)
+
+    def usage(self) -> Usage:
+        return sum((self._usage(counts) for _, counts in self.turns.values()), Usage())
+
+    def spend(
+        self,
+        default_model: str,
+        prices: Mapping[str, ModelPrice],
+        rates: Mapping[str, float] | None = None,
+    ) -> SessionSpend:
+        """The turns as a session's spend, by model, priced as a result's turns are: at a
+        configured price, else at Claude Code's own (``rates``, from earlier results: see
+        ``claude_rates``), else at aca's list price; a model none of them knows costs $0."""
+        spent = SessionSpend()
+        for named, counts in self.turns.values():
+            model = named or default_model
+            usage = self._usage(counts)
+            if price_for(model, prices, include_defaults=False) is None and model in (rates or {}):
+                cost = _weighted(usage) * rates[model]
+            else:
+                cost = cost_usd(model, usage, prices)
+            spent = spent.plus(SessionSpend(cost, {model: usage}))
+        return spent
+
+    @staticmethod
+    def _usage(counts: dict[str, int]) -> Usage:
+        return Usage(**{ours: counts.get(theirs, 0) for theirs, ours in _USAGE_FIELDS.items()})
 
 
 def events_of(message: Any) -> list[ProviderEvent]:

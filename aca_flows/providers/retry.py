@@ -12,6 +12,11 @@ Every wait is reported to ``on_wait(seconds, error, retry_number)`` before it st
 retry is silent. When the retries are used up the last error propagates: the caller's attempt
 fails and a retry at a higher level (a clean attempt of the whole task) may follow.
 ``PermanentProviderError`` and anything else pass through at once.
+
+No retry starts once ``stopping()`` says the run is stopping (a Ctrl-C, a cancel): the
+error propagates at once, or when the stop comes during the wait, as soon as it comes. The
+failure may be the stop's own doing (the signal reached the provider's process too, as it
+does Claude Code's), and a new call would be paid for after the user asked to stop.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ __all__ = ["RetryingProvider", "RetryWaitCallback", "retry_wait_seconds", "with_
 
 RetryWaitCallback = Callable[[float, TransientProviderError, int], None]
 Sleep = Callable[[float], Awaitable[None]]
+
+# How often a retry's wait looks whether the run is stopping.
+STOP_POLL_SECONDS = 0.2
 
 
 def retry_wait_seconds(
@@ -58,6 +66,7 @@ class RetryingProvider:
         on_wait: RetryWaitCallback | None = None,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        stopping: Callable[[], bool] | None = None,
     ):
         self.inner = inner
         self.name = inner.name
@@ -67,6 +76,7 @@ class RetryingProvider:
         self.on_wait = on_wait
         self.sleep = sleep
         self.rng = rng
+        self.stopping = stopping
 
     async def complete(
         self, request: ProviderRequest, on_event: EventCallback | None = None
@@ -76,7 +86,7 @@ class RetryingProvider:
             try:
                 return await self.inner.complete(request, on_event)
             except TransientProviderError as error:
-                if retry_number >= self.retries:
+                if retry_number >= self.retries or self._stopping():
                     raise
                 retry_number += 1
                 wait = retry_wait_seconds(
@@ -88,18 +98,41 @@ class RetryingProvider:
                 )
                 if self.on_wait is not None:
                     self.on_wait(wait, error, retry_number)
-                await self.sleep(wait)
+                if await self._stopped_during(wait):
+                    raise
+
+    def _stopping(self) -> bool:
+        return self.stopping is not None and self.stopping()
+
+    async def _stopped_during(self, wait: float) -> bool:
+        """Wait ``wait`` seconds, or until the run is stopping; whether it is."""
+        if self.stopping is None:
+            await self.sleep(wait)
+            return False
+        left = wait
+        while not self.stopping():
+            if left <= 0:
+                return False
+            step = min(left, STOP_POLL_SECONDS)
+            await self.sleep(step)
+            left -= step
+        return True
 
 
 def with_call_retries(
-    provider: Provider, session: SessionSection, on_wait: RetryWaitCallback | None = None
+    provider: Provider,
+    session: SessionSection,
+    on_wait: RetryWaitCallback | None = None,
+    stopping: Callable[[], bool] | None = None,
 ) -> RetryingProvider:
     """``provider`` with the call retries of ``[session]``: ``call_retries``,
-    ``call_retry_backoff_seconds`` and ``call_retry_max_wait_seconds``."""
+    ``call_retry_backoff_seconds`` and ``call_retry_max_wait_seconds``; none once
+    ``stopping()``."""
     return RetryingProvider(
         provider,
         retries=session.call_retries,
         backoff_seconds=session.call_retry_backoff_seconds,
         max_wait_seconds=session.call_retry_max_wait_seconds,
         on_wait=on_wait,
+        stopping=stopping,
     )

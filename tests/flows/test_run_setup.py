@@ -501,3 +501,19 @@ def test_the_flow_refuses_a_model_the_ollama_server_lacks_as_the_cli_does(
     assert "does not have the models 'nosuch', 'nosuch5'" in str(refused.value)
     assert "`ollama pull nosuch` and `ollama pull nosuch5`" in str(refused.value)
     assert not (repo / ".aca" / "sessions").exists()
+
+
+def test_a_runs_providers_retry_no_call_once_the_run_is_stopping(tmp_path, repo, anthropic_fake):
+    from aca_flows.flows.task_run import ACTIVE_RUNS
+
+    tasks = toml_tasks(tmp_path, 'name = "stop"', count=1)
+    store, run = open_run(RunRequest(task_file=str(tasks), workdir=str(repo)))
+    store.close()
+    provider = run.providers[run.default_provider]
+    ACTIVE_RUNS[run.session_id] = run
+    try:
+        assert provider.stopping() is False
+        run.stopping = lambda: True  # the flow's Interrupt, set once the run started
+        assert provider.stopping() is True
+    finally:
+        ACTIVE_RUNS.pop(run.session_id)

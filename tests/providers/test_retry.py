@@ -101,3 +101,31 @@ def test_waits_are_capped():
     ]
     assert max(waits) <= 5 and min(waits) >= 0
     assert len(set(waits)) > 1  # jitter: not all the same
+
+
+def test_no_retry_starts_once_the_run_is_stopping(llm_server):
+    # A Ctrl-C reaches the provider's process too (Claude Code's): the call it failed is not
+    # retried, which would start a new paid call after the user asked to stop.
+    for _ in range(3):
+        llm_server.anthropic.enqueue(status=500, error="boom")
+    stop = {"now": True}
+    provider, waits = retrying(retries=2, stopping=lambda: stop["now"])
+
+    with pytest.raises(TransientProviderError, match="500"):
+        run(provider.complete(conversation()))
+
+    assert len(llm_server.anthropic.requests) == 1 and waits == []
+
+    # A stop during the wait ends it, and no retry follows.
+    stop["now"] = False
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        stop["now"] = True  # the Ctrl-C comes while the retry waits
+
+    provider.sleep = sleep
+    with pytest.raises(TransientProviderError, match="500"):
+        run(provider.complete(conversation()))
+
+    assert len(llm_server.anthropic.requests) == 2 and len(slept) == 1
