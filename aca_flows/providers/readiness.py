@@ -299,15 +299,21 @@ def _check_claude_code(config: AcaConfig, env: Mapping[str, str]) -> ProviderRea
     model = config.provider("claude-code").model or "Claude Code's default"
     cli, source = find_claude_cli(config.claude_code.cli_path, env)
     if cli is None or not cli.is_file() or not os.access(cli, os.X_OK):
-        found = f"the claude binary {cli} ({source}) does not exist" if cli else source
-        return ProviderReadiness(
-            "claude-code",
-            False,
-            found,
-            model,
+        fix = (
             "install Claude Code, set ACA_CLAUDE_CLI to a claude binary, or unset it to use "
-            "the one bundled with claude-agent-sdk",
+            "the one bundled with claude-agent-sdk"
         )
+        if cli is None:
+            found = source
+        elif cli.is_dir():
+            found = f"the claude binary {cli} ({source}) is a folder"
+            fix = f"name the claude binary in it ({cli / 'claude'}?), not the folder"
+        elif cli.is_file():
+            found = f"the claude binary {cli} ({source}) is not executable"
+            fix = f"make it executable (chmod +x {cli}), or name another claude binary"
+        else:
+            found = f"the claude binary {cli} ({source}) does not exist"
+        return ProviderReadiness("claude-code", False, found, model, fix)
     binary = f"binary {cli} ({source})"
     if config.claude_code.permission_mode == "bypassPermissions" and config.sandbox.mode != "off":
         return ProviderReadiness(

@@ -154,6 +154,19 @@ def test_claude_code_with_a_missing_binary_names_the_fix(monkeypatch, tmp_path):
     assert "ACA_CLAUDE_CLI" in result.fix
 
 
+def test_claude_code_with_a_binary_that_cannot_run_names_why(monkeypatch, tmp_path):
+    unrunnable = tmp_path / "claude"
+    unrunnable.write_text("#!/bin/sh\n")  # not executable
+    monkeypatch.setenv("ACA_CLAUDE_CLI", str(unrunnable))
+    result = check("claude-code")
+    assert not result.ready and "is not executable" in result.detail
+    assert f"chmod +x {unrunnable}" in result.fix
+    monkeypatch.setenv("ACA_CLAUDE_CLI", str(tmp_path))  # its folder
+    result = check("claude-code")
+    assert not result.ready and "is a folder" in result.detail
+    assert str(unrunnable) in result.fix
+
+
 def test_an_older_claude_without_auth_status_is_trusted_with_a_credentials_file(
     monkeypatch, tmp_path, _isolated_home
 ):
