@@ -102,7 +102,19 @@ def _provider_event(r: dict[str, Any]) -> str:
         return f"says: {_short(data.get('text', ''))}"
     if event == "stderr":
         return f"stderr: {_short(data.get('text', ''))}"
+    if data.get("subtype") == "api_retry":
+        return _api_retry(data)
     return f"{event}: {data.get('subtype', '')}".rstrip(": ")
+
+
+def _api_retry(data: dict[str, Any]) -> str:
+    """Claude Code retrying an API call itself: its wait can be minutes, so say it."""
+    attempt, most = data.get("attempt"), data.get("max_retries")
+    which = f" (retry {attempt} of {most})" if attempt and most else ""
+    delay = data.get("retry_delay_ms")
+    when = f" in {delay / 1000:.1f} s" if isinstance(delay, int | float) else ""
+    why = " ".join(str(part) for part in (data.get("error_status"), data.get("error")) if part)
+    return f"Claude Code retries an API call{which}{when}" + (f": {_short(why)}" if why else "")
 
 
 _DESCRIBERS = {

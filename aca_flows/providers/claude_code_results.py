@@ -327,6 +327,9 @@ class StreamedSpend:
         return Usage(**{ours: counts.get(theirs, 0) for theirs, ours in _USAGE_FIELDS.items()})
 
 
+_RETRY_FIELDS = ("attempt", "max_retries", "retry_delay_ms", "error_status", "error")
+
+
 def events_of(message: Any) -> list[ProviderEvent]:
     """One SDK stream message as our events (plain data, safe to log as JSON)."""
     kind = type(message).__name__
@@ -340,6 +343,8 @@ def events_of(message: Any) -> list[ProviderEvent]:
                     "subtype": message.subtype,
                     "session_id": data.get("session_id"),
                     "model": data.get("model"),
+                    # Claude Code's own retry of an API call: which, how long, and why.
+                    **{k: data[k] for k in _RETRY_FIELDS if data.get(k) is not None},
                 },
             )
         )

@@ -75,3 +75,17 @@ def test_what_claude_code_and_its_sandbox_leave_reads_as_a_sentence():
     assert describe_record(left) == "removed 2 empty placeholders Claude Code's sandbox left"
     merged = {"kind": "merged", "commit": "3253fa4771abc", "files": ["f0.txt"]}
     assert describe_record(merged) == "merged 3253fa4771 (1 file)"
+
+
+def test_claude_codes_own_retry_says_which_how_long_and_why():
+    from claude_agent_sdk.types import SystemMessage
+
+    from aca_flows.providers.claude_code_results import events_of
+
+    data = {"type": "system", "subtype": "api_retry", "attempt": 2, "max_retries": 10,
+            "retry_delay_ms": 35000, "error_status": 429, "error": "rate_limit_error"}  # fmt: skip
+    (event,) = events_of(SystemMessage(subtype="api_retry", data=data))
+    record = {"kind": "provider_event", "event": event.kind, "data": event.data}
+    assert describe_record(record) == (
+        "Claude Code retries an API call (retry 2 of 10) in 35.0 s: 429 rate_limit_error"
+    )
