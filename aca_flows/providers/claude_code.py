@@ -196,8 +196,14 @@ class ClaudeCodeProvider:
         deny_commands: list[str] | None = None,
     ) -> ClaudeCodeProvider:
         cli, _ = find_claude_cli(claude.cli_path, environ)
+        # A call of Claude Code is a whole run of many requests: a timeout set for the
+        # provider bounds each of them, as it bounds an API provider's call.
+        env = {}
+        if "timeout_seconds" in section.model_fields_set:
+            env["API_TIMEOUT_MS"] = str(round(section.timeout_seconds * 1000))
         return cls(
             cli_path=cli,
+            env=env,
             model=section.model,
             permission_mode=claude.permission_mode,
             allowed_tools=claude.allowed_tools,

@@ -475,3 +475,12 @@ def test_file_tools_are_approved_in_the_worktree_only_and_read_nothing_outside(t
     options = provider.build_options(_request(worktree, "hi"))
     assert options.allowed_tools == ["Read", "Write", "Edit", "Bash", "Edit(docs/**)"]
     assert options.settings is None
+
+
+def test_a_timeout_set_for_claude_code_bounds_each_of_its_api_requests(tmp_path):
+    def options_with(section: dict):
+        config = AcaConfig.model_validate({"providers": {"claude-code": section}})
+        return get_provider("claude-code", config).build_options(_request(tmp_path, "hi"))
+
+    assert options_with({"timeout_seconds": 90}).env["API_TIMEOUT_MS"] == "90000"
+    assert "API_TIMEOUT_MS" not in options_with({}).env  # Claude Code's own default
