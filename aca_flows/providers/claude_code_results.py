@@ -99,6 +99,11 @@ _BY_MESSAGE = (
 )
 
 
+# A rate limit's wait when Claude Code says 429 but not how long: Anthropic's limits are per
+# minute, and Claude Code's own retries (unless CLAUDE_CODE_MAX_RETRIES=0) came first.
+RATE_LIMIT_WAIT_SECONDS = 30.0
+
+
 def result_error(result: Any, text: str, tools_used: int = 0) -> ProviderError | None:
     """The classified error of a Claude Code result message, or ``None`` for a real answer.
 
@@ -111,7 +116,13 @@ def result_error(result: Any, text: str, tools_used: int = 0) -> ProviderError |
     status = getattr(result, "api_error_status", None)
     subtype = getattr(result, "subtype", "")
     if result.is_error and isinstance(status, int) and status >= 400:
-        return error_for_status(name, status, detail, key_hint="ANTHROPIC_API_KEY")
+        error = error_for_status(name, status, detail, key_hint="ANTHROPIC_API_KEY")
+        if status == 429 and isinstance(error, TransientProviderError):
+            # Claude Code passes no retry-after on: a rate limit is waited out, not tried
+            # again at once (the call's retry waits this, the limiter holds other calls back).
+            error.retry_after = RATE_LIMIT_WAIT_SECONDS
+            error.args = (f"{error} aca waits {RATE_LIMIT_WAIT_SECONDS:g} s before trying again.",)
+        return error
     if subtype == "error_max_budget_usd":
         return PermanentProviderError(
             f"claude-code: the run reached its budget (max_budget_usd) after "

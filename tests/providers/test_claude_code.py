@@ -484,3 +484,16 @@ def test_a_timeout_set_for_claude_code_bounds_each_of_its_api_requests(tmp_path)
 
     assert options_with({"timeout_seconds": 90}).env["API_TIMEOUT_MS"] == "90000"
     assert "API_TIMEOUT_MS" not in options_with({}).env  # Claude Code's own default
+
+
+def test_a_rate_limit_claude_code_reports_is_waited_out_not_tried_again_at_once():
+    from aca_flows.errors import TransientProviderError
+    from aca_flows.providers.claude_code_results import RATE_LIMIT_WAIT_SECONDS, result_error
+
+    limited = SimpleNamespace(subtype="success", num_turns=1, is_error=True, api_error_status=429)
+    error = result_error(limited, "API Error: Request rejected (429) · rate_limit_error")
+    assert isinstance(error, TransientProviderError)
+    assert error.retry_after == RATE_LIMIT_WAIT_SECONDS == 30
+    assert str(error).endswith("aca waits 30 s before trying again.")
+    overloaded = SimpleNamespace(**{**vars(limited), "api_error_status": 529})
+    assert result_error(overloaded, "API Error: 529 overloaded").retry_after is None
