@@ -49,6 +49,7 @@ import asyncio
 import functools
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import threading
@@ -95,6 +96,10 @@ __all__ = [
     "find_claude_cli",
     "render_prompt",
 ]
+
+# The SDK logs a claude process that failed ("Fatal error in message reader ... Check stderr
+# output for details") on the terminal; aca reports that failure itself, with claude's stderr.
+logging.getLogger("claude_agent_sdk._internal.query").setLevel(logging.CRITICAL)
 
 # The last lines of claude's stderr kept for the reason of a failed process.
 STDERR_KEPT = 20

@@ -497,3 +497,19 @@ def test_a_rate_limit_claude_code_reports_is_waited_out_not_tried_again_at_once(
     assert str(error).endswith("aca waits 30 s before trying again.")
     overloaded = SimpleNamespace(**{**vars(limited), "api_error_status": 529})
     assert result_error(overloaded, "API Error: 529 overloaded").retry_after is None
+
+
+def test_a_claude_that_crashes_is_reported_once_by_aca_not_by_the_sdk_too(
+    monkeypatch, tmp_path, caplog
+):
+    from aca_flows.errors import TransientProviderError
+
+    crashing = tmp_path / "claude"
+    # It reads its first message, as claude does, then dies.
+    crashing.write_text("#!/bin/sh\nread line\necho 'claude crashed: segfault' >&2\nexit 139\n")
+    crashing.chmod(0o755)
+    monkeypatch.setenv("ACA_CLAUDE_CLI", str(crashing))
+    with pytest.raises(TransientProviderError) as caught:
+        run(_provider().complete(_request(tmp_path, "hi")))
+    assert "claude crashed: segfault" in str(caught.value)
+    assert "Fatal error in message reader" not in caplog.text
