@@ -66,24 +66,36 @@ class MountPlan:
 
     worktree: Path
     repository: Path | None = None  # the repository's top folder, shown read-only
-    git_dirs: tuple[Path, ...] = ()  # git directories the worktree points into, read-only
+    git_dirs: tuple[Path, ...] = ()  # the worktree's git directory and the common one, read-only
     hidden: tuple[Path, ...] = ()  # folders replaced by empty ones
     read_only: tuple[Path, ...] = ()  # extra paths shown read-only (toolchains in a home)
 
 
 def mount_plan(
-    worktree: Path, *, read_only: tuple[Path, ...] = (), home: Path | None = None
+    worktree: Path,
+    *,
+    git_dir: Path | None = None,
+    repository: Path | None = None,
+    read_only: tuple[Path, ...] = (),
+    home: Path | None = None,
 ) -> MountPlan:
-    """The mount plan of ``worktree``, following its ``.git`` file to the repository."""
+    """The mount plan of ``worktree``. ``git_dir`` and ``repository`` are what was recorded
+    when the worktree was made (``TaskWorktree.git_dir``, ``.repo_root``); without them the
+    worktree's ``.git`` file is read, which is only safe before an agent ran there. Either way
+    only the repository's own git directory and its admin folder for this worktree are shown:
+    a ``.git`` file pointing anywhere else widens nothing."""
     worktree = Path(worktree).resolve()
-    git_dirs = _git_dirs_of(worktree)
-    repository = None
+    if repository is not None:
+        repository = Path(repository).resolve()
+    if git_dir is None:
+        git_dir = _git_dir_named_by(worktree)
+    git_dirs, found = _checked_git_dirs(worktree, git_dir, repository)
+    repository = repository or found
     hidden = {Path(p) for p in HIDDEN_ALWAYS}
     for home_dir in (home or Path.home(), Path(pwd.getpwuid(os.getuid()).pw_dir)):
         if home_dir.resolve() != Path("/"):
             hidden.add(home_dir.resolve())
-    if git_dirs and git_dirs[-1].name == ".git":
-        repository = git_dirs[-1].parent
+    if repository is not None:
         aca_dir = repository / ".aca"
         if aca_dir.is_dir():
             hidden.add(aca_dir)  # other tasks' worktrees, transcripts, the journal
@@ -180,25 +192,79 @@ def _prlimit() -> str:
     return shutil.which("prlimit") or "prlimit"
 
 
-def _git_dirs_of(worktree: Path) -> tuple[Path, ...]:
-    """The worktree's own git directory and the repository's common one (``.git``)."""
+def _git_dir_named_by(worktree: Path) -> Path | None:
+    """The git directory the worktree's ``.git`` names now: a ``.git`` folder, or the target
+    of a ``.git`` file. Read only when the plan is made before the agent ran."""
     dot_git = worktree / ".git"
+    if dot_git.is_symlink():
+        return None
     if dot_git.is_dir():
-        return (dot_git.resolve(),)
+        return dot_git
     try:
         line = dot_git.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError):
-        return ()
+        return None
     if not line.startswith("gitdir:"):
-        return ()
-    own = (worktree / line.removeprefix("gitdir:").strip()).resolve()
-    if not _is_git_dir(own) or worktree in own.parents:
-        return ()
+        return None
+    return worktree / line.removeprefix("gitdir:").strip()
+
+
+def _checked_git_dirs(
+    worktree: Path, git_dir: Path | None, repository: Path | None
+) -> tuple[tuple[Path, ...], Path | None]:
+    """The git directories to show, and the repository they belong to: the worktree's own
+    ``.git`` folder, or a linked worktree's admin folder ``<common>/worktrees/<name>`` (which
+    git made for this very worktree: its ``gitdir`` file names the worktree's ``.git``) and the
+    common directory ``<common>``, ``<repository>/.git`` when the repository is known. Any
+    other directory, however much a git directory it is, is never shown: ``()``."""
+    if git_dir is None:
+        return (), None
+    own = Path(git_dir).resolve()
+    if own == worktree / ".git" and not (worktree / ".git").is_symlink():
+        if _is_git_dir(own) and repository in (None, worktree):
+            return (own,), worktree
+        return (), None
+    common = own.parent.parent
+    if own.parent.name != "worktrees" or worktree in own.parents:
+        return (), None
+    if not (_is_git_dir(own) and _is_git_dir(common)):
+        return (), None
+    # Compared without following the worktree's .git: the agent may have replaced it.
+    points_back = _named_by(own / "gitdir")
+    if points_back is None or points_back.name != ".git":
+        return (), None
+    if points_back.parent.resolve() != worktree:
+        return (), None
+    named_common = _named_by(own / "commondir")
+    if named_common is not None and named_common.resolve() != common:
+        return (), None
+    if repository is not None and _common_dir_of(repository) != common:
+        return (), None
+    return (own, common), repository or (common.parent if common.name == ".git" else None)
+
+
+def _named_by(file: Path) -> Path | None:
+    """The path a git admin file holds (absolute, or relative to its folder), normalized."""
     try:
-        common = (own / (own / "commondir").read_text(encoding="utf-8").strip()).resolve()
-    except OSError:
-        return (own,)
-    return (own, common) if _is_git_dir(common) else (own,)
+        text = file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return Path(os.path.normpath(file.parent / text)) if text else None
+
+
+def _common_dir_of(repository: Path) -> Path | None:
+    """The git directory of the user's checkout: its ``.git`` folder, or where its ``.git``
+    file points (``git init --separate-git-dir``)."""
+    dot_git = repository / ".git"
+    if dot_git.is_dir():
+        return dot_git.resolve()
+    try:
+        line = dot_git.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not line.startswith("gitdir:"):
+        return None
+    return (repository / line.removeprefix("gitdir:").strip()).resolve()
 
 
 def _is_git_dir(path: Path) -> bool:

@@ -72,3 +72,44 @@ def test_bubblewrap_missing_is_named(tmp_path, monkeypatch):
     assert "bubblewrap ('bwrap') is not installed" in bwrap_problem()
     monkeypatch.undo()
     assert bwrap_problem() is None
+
+
+def git_repo_with_a_secret(path: Path) -> Path:
+    """A git repository holding a secret beside its .git: a dotfiles home, say."""
+    make_repo(path)
+    (path / "secret.txt").write_text("HOME-SECRET\n")
+    return path
+
+
+def test_a_git_file_rewritten_to_point_elsewhere_widens_no_plan(tmp_path):
+    repo, worktree = task_worktree(tmp_path)
+    home = git_repo_with_a_secret(tmp_path / "home")
+    other = task_worktree(tmp_path / "other")[1]  # a real admin folder, of another worktree
+    recorded = mount_plan(worktree, home=tmp_path / "nohome")
+    admin = repo / ".git" / "worktrees" / "t1"
+
+    for rewrite in (f"gitdir: {home}/.git", f"gitdir: {other.parents[3]}/.git/worktrees/t1",
+                    f"gitdir: {home}"):  # fmt: skip
+        (worktree / ".git").write_text(rewrite + "\n")
+        # From what was recorded when the worktree was made: the same plan as before.
+        later = mount_plan(worktree, git_dir=admin, repository=repo, home=tmp_path / "nohome")
+        assert later == recorded
+        # Read from the .git file: nothing of the other repository is shown.
+        read = mount_plan(worktree, home=tmp_path / "nohome")
+        assert read.git_dirs == () and read.repository is None, rewrite
+    (worktree / ".git").unlink()
+    (worktree / ".git").symlink_to(home / ".git")
+    assert mount_plan(worktree).git_dirs == ()
+
+
+def test_a_recorded_git_dir_that_is_not_the_repositorys_is_never_shown(tmp_path):
+    repo, worktree = task_worktree(tmp_path)
+    home = git_repo_with_a_secret(tmp_path / "home")
+
+    plan = mount_plan(worktree, git_dir=home / ".git", repository=repo)
+    assert plan.git_dirs == () and plan.repository == repo  # the checkout is still hidden
+    argv = bwrap_argv(plan, ["/bin/true"], limits=LIMITS, network=False)
+    assert str(home) not in " ".join(argv)
+    # Nor is the admin folder of this worktree claimed for another repository.
+    admin = repo / ".git" / "worktrees" / "t1"
+    assert mount_plan(worktree, git_dir=admin, repository=home).git_dirs == ()
