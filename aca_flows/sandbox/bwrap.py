@@ -6,9 +6,12 @@ What a sandboxed command sees (``bwrap_argv``):
   of its own PID namespace (no other process, aca's included, is visible), a private ``/tmp``;
 - every home (``/home``, ``/root``, ``$HOME``) and ``/run`` (sockets of docker, ssh-agent,
   dbus) replaced by empty tmpfs folders; ``HOME`` is the empty ``/tmp/home``;
-- the repository read-only again, its ``.aca`` folder hidden, and the task's worktree the one
-  writable place; the repository's git directory stays read-only, so ``git status``/``diff``
-  work in the worktree but nothing can be planted in ``.git`` (aca commits outside);
+- of the repository, only what git in the worktree needs: the repository's folder is replaced
+  by an empty read-only one (its working files, untracked ``.env`` files and ``.aca`` are not
+  there), in which the repository's git directory (``.git``, read-only, its ``config`` without
+  credentials) and the task's worktree (the one writable place) are shown again; so
+  ``git status``/``diff``/``log`` work in the worktree but nothing can be planted in ``.git``
+  (aca commits outside);
 - no network unless asked (``--unshare-net``: a loopback of its own, nothing listening);
 - a new session (no terminal to push keystrokes into), and death with its parent; no
   capabilities, and no user namespaces to regain them in;
@@ -25,6 +28,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from aca_flows.sandbox.git_config import git_config_without_credentials
 
 __all__ = [
     "INSTALL_HINT",
@@ -65,10 +70,11 @@ class MountPlan:
     (never again from files the agent can change)."""
 
     worktree: Path
-    repository: Path | None = None  # the repository's top folder, shown read-only
+    repository: Path | None = None  # the repository's top folder: hidden but for git_dirs
     git_dirs: tuple[Path, ...] = ()  # the worktree's git directory and the common one, read-only
     hidden: tuple[Path, ...] = ()  # folders replaced by empty ones
     read_only: tuple[Path, ...] = ()  # extra paths shown read-only (toolchains in a home)
+    git_config: Path | None = None  # shown as the common git dir's config: without credentials
 
 
 def mount_plan(
@@ -105,6 +111,7 @@ def mount_plan(
         git_dirs=git_dirs,
         hidden=tuple(sorted(hidden)),
         read_only=tuple(Path(p).resolve() for p in read_only),
+        git_config=git_config_without_credentials(git_dirs[-1]) if git_dirs else None,
     )
 
 
@@ -131,20 +138,33 @@ def bwrap_argv(
     argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     argv += ["--tmpfs", "/tmp"]
     # Later mounts go on top of earlier ones: hide first, then show what the task needs.
-    inside_repository = [p for p in plan.hidden if plan.repository in p.parents]
+    repository = _hidden_repository(plan)
     for path in plan.hidden:
-        if path.is_dir() and not path.is_symlink() and path not in inside_repository:
+        if path.is_dir() and not path.is_symlink() and not _within(path, repository):
             argv += ["--tmpfs", str(path)]
     argv += ["--dir", SANDBOX_HOME]
-    for path in plan.read_only:  # before the repository: a parent shown must not show .aca
-        argv += ["--ro-bind-try", str(path), str(path)]
-    if plan.repository is not None:
-        argv += ["--ro-bind", str(plan.repository), str(plan.repository)]
-        for path in inside_repository:
-            argv += ["--tmpfs", str(path)]
+    # Shown on request, before the repository is hidden: a parent shown must not show it.
+    argv += _ro_binds(p for p in plan.read_only if not _within(p, repository))
+    if repository is not None:
+        # The user's checkout is not the task's: its working files (an untracked .env, a
+        # virtualenv, .aca) are replaced by an empty folder, made read-only once the git
+        # directory and the worktree are shown in it again.
+        argv += ["--tmpfs", str(repository)]
+        inside = [p for p in plan.read_only if _within(p, repository)]
+        argv += _ro_binds(inside)
+        for path in plan.hidden:  # .aca stays hidden though a path asked for shows it
+            if _within(path, repository) and any(_within(path, shown) for shown in inside):
+                argv += ["--tmpfs", str(path)]
     argv += ["--bind", str(plan.worktree), str(plan.worktree)]
+    # After the worktree (a .git folder in it stays read-only); the admin folder of a linked
+    # worktree is in the common git directory.
     for git_dir in plan.git_dirs:
-        argv += ["--ro-bind", str(git_dir), str(git_dir)]
+        if not any(other in git_dir.parents for other in plan.git_dirs):
+            argv += ["--ro-bind", str(git_dir), str(git_dir)]
+    if plan.git_config is not None and plan.git_dirs:
+        argv += ["--ro-bind", str(plan.git_config), str(plan.git_dirs[-1] / "config")]
+    if repository is not None:
+        argv += ["--remount-ro", str(repository)]
     if network:
         # DNS on systemd machines lives under the hidden /run.
         argv += ["--ro-bind-try", "/run/systemd/resolve", "/run/systemd/resolve"]
@@ -190,6 +210,26 @@ def _probe(bwrap: str, path: str) -> str | None:
 
 def _prlimit() -> str:
     return shutil.which("prlimit") or "prlimit"
+
+
+def _hidden_repository(plan: MountPlan) -> Path | None:
+    """The repository folder to replace by an empty one: not when it is the worktree or inside
+    it (a checkout used directly), nor the root."""
+    repository = plan.repository
+    if repository is None or repository == Path("/") or _within(repository, plan.worktree):
+        return None
+    return repository
+
+
+def _within(path: Path, folder: Path | None) -> bool:
+    return folder is not None and (path == folder or folder in path.parents)
+
+
+def _ro_binds(paths) -> list[str]:
+    argv: list[str] = []
+    for path in paths:
+        argv += ["--ro-bind-try", str(path), str(path)]
+    return argv
 
 
 def _git_dir_named_by(worktree: Path) -> Path | None:

@@ -41,11 +41,13 @@ def test_the_worktree_is_the_one_writable_bind_and_comes_after_what_hides_it(tmp
 
     assert argv[:4] == ["bwrap", "--ro-bind", "/", "/"]
     assert pairs(argv, "--bind") == [str(worktree)]
-    assert pairs(argv, "--tmpfs").index(str(repo / ".aca")) >= 0
-    # Order matters: the repository is shown read-only, .aca hidden, then the worktree bound.
-    assert argv.index(str(repo)) < argv.index(str(repo / ".aca")) < argv.index(str(worktree))
-    assert str(repo / ".git") in pairs(argv, "--ro-bind")
-    assert argv.index("--bind") < len(argv) - argv[::-1].index(str(repo / ".git"))
+    # Order matters: the checkout is replaced by an empty folder (.aca with it), the worktree
+    # and the git directory are shown in it, then it is made read-only.
+    assert str(repo) in pairs(argv, "--tmpfs")
+    assert pairs(argv, "--ro-bind") == ["/", str(repo / ".git")]
+    assert argv.index(str(repo)) < argv.index(str(worktree)) < argv.index(str(repo / ".git"))
+    assert pairs(argv, "--remount-ro") == [str(repo)]
+    assert argv.index("--remount-ro") > argv.index(str(repo / ".git"))
     for flag in ("--unshare-net", "--unshare-pid", "--die-with-parent", "--new-session"):
         assert flag in argv
     assert argv[argv.index("--") + 1].endswith("prlimit")
