@@ -147,8 +147,9 @@ def missing_from_worktree(result: VerifyResult, worktree: Path, checkout: Path) 
                 "worktree with [[setup_commands]] (docs/task-files.md), or call a program "
                 "on PATH"
             )
-        path, checkout = Path(program).resolve(), checkout.resolve()
-        if checkout in path.parents and worktree.resolve() not in path.parents and path.exists():
+        path, checkout = Path(program), checkout.resolve()
+        outside = path.is_absolute() and worktree.resolve() not in path.resolve().parents
+        if outside and checkout in path.resolve().parents and path.exists():
             return (
                 f"{program} is in your checkout, whose files sandboxed commands do not see "
                 "(only its .git and the task's worktree): list its folder in [sandbox] "

@@ -129,10 +129,10 @@ class Sandbox:
         repository: Path | None = None,
     ) -> Sandbox:
         """The sandbox of ``worktree``. ``git_dir`` and ``repository``: what was recorded when
-        the worktree was made (``TaskWorktree.git_dir`` and ``.repo_root``); every sandbox of
-        a task made after its agent ran must be given them, or the mounts would follow the
-        ``.git`` file the agent can rewrite (they never show another repository: ``bwrap.py``,
-        but git in the worktree would then find no repository at all)."""
+        the worktree was made (``TaskWorktree.git_dir`` and ``.repo_root``). Without them the
+        mounts follow the worktree's ``.git`` file, which is right only before an agent ran
+        there (after, git in the sandbox may find no repository; ``mount_plan`` never shows
+        another one)."""
         settings = settings or SandboxSection()
         mounts = None
         if settings.mode == "off":
