@@ -132,7 +132,8 @@ class SandboxSection(Section):
     )
     read_only_paths: list[str] = Field(
         default_factory=list,
-        description="Paths shown read-only inside the sandbox (e.g. a toolchain in a home).",
+        description="Paths shown read-only inside the sandbox (a toolchain in a home, a "
+        "virtualenv in the checkout).",
     )
     cpu_seconds: int = Field(default=600, ge=1, description="CPU time per process.")
     memory_mb: int = Field(default=8192, ge=64, description="Address space per process.")

@@ -33,7 +33,12 @@ from pydantic import BaseModel, Field
 from aca_flows._threads import in_thread
 from aca_flows._words import counted
 from aca_flows.agent.aca_files import aca_files_problem
-from aca_flows.agent.landing import land_checked, run_checks_on_the_work, sandbox_for_check
+from aca_flows.agent.landing import (
+    land_checked,
+    run_checks_on_the_work,
+    sandbox_for_check,
+    sandbox_of,
+)
 from aca_flows.agent.links import leaving_links_problem
 from aca_flows.agent.loop import AgentConversation, AgentRound, run_claude_code, run_tool_loop
 from aca_flows.agent.needs_human import asks_human_reason
@@ -64,7 +69,6 @@ from aca_flows.agent.verify import (
 )
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import Provider, Usage
-from aca_flows.sandbox import Sandbox
 from aca_flows.session.layout import AcaDir, SessionPaths
 from aca_flows.session.usage import summed_cost
 from aca_flows.settings import AcaConfig
@@ -372,7 +376,7 @@ async def _run_agent_and_verify(
         plan, task, dependencies=dependencies, read_file=lambda p: _read_ref(worktree.path, p)
     )
     # run_command and verify; network off unless the task or [sandbox] network allows it
-    sandbox = Sandbox.for_worktree(worktree.path, config.sandbox, network=task.network)
+    sandbox = sandbox_of(worktree, config, network=task.network)
     tools = TaskTools(
         worktree.path,
         config.agent,

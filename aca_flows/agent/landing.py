@@ -9,6 +9,7 @@ new head and checked there (``BranchMovedError``), and a check that fails there 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 
@@ -37,7 +38,7 @@ from aca_flows.workspace import (
 )
 from aca_flows.workspace.hardened_git import AcaRepo
 
-__all__ = ["land_checked", "run_checks_on_the_work", "sandbox_for_check"]
+__all__ = ["land_checked", "run_checks_on_the_work", "sandbox_for_check", "sandbox_of"]
 
 
 async def land_checked(
@@ -105,11 +106,25 @@ def sandbox_for_check(
     worktree: TaskWorktree, config: AcaConfig, network: bool | None, made: Sandbox | None = None
 ) -> Sandbox:
     """The sandbox of a command in the worktree with ``network`` (None: [sandbox] network);
-    ``made`` when it is that one already."""
+    ``made`` when it is that one already. Its mounts come from ``made`` or from what was
+    recorded when the worktree was made, never from the ``.git`` file the agent may have
+    rewritten since."""
     wanted = config.sandbox.network if network is None else network
-    if made is not None and made.network == wanted:
-        return made
-    return Sandbox.for_worktree(worktree.path, config.sandbox, network=network)
+    if made is not None:
+        return made if made.network == wanted else dataclasses.replace(made, network=wanted)
+    return sandbox_of(worktree, config, network=network)
+
+
+def sandbox_of(worktree: TaskWorktree, config: AcaConfig, *, network: bool | None) -> Sandbox:
+    """A sandbox of the task's worktree, its mounts from the git directory and repository
+    recorded when the worktree was made."""
+    return Sandbox.for_worktree(
+        worktree.path,
+        config.sandbox,
+        network=network,
+        git_dir=worktree.git_dir,
+        repository=worktree.repo_root,
+    )
 
 
 def _land(

@@ -69,8 +69,13 @@ async def run_setup_commands(
                 )
             network, withheld = not agents_work, agents_work
         if network not in sandboxes:  # a sandbox's mounts take file system look-ups to plan
+            # Its mounts from what was recorded when the worktree was made (landing.py).
             sandboxes[network] = Sandbox.for_worktree(
-                worktree.path, sandbox_settings, network=network
+                worktree.path,
+                sandbox_settings,
+                network=network,
+                git_dir=worktree.git_dir,
+                repository=worktree.repo_root,
             )
         result = await sandboxes[network].run(
             line,

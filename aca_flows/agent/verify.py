@@ -133,10 +133,11 @@ def describe_failure(result: VerifyResult) -> str:
 def missing_from_worktree(result: VerifyResult, worktree: Path, checkout: Path) -> str | None:
     """Why a check that exited 127 (no such command) cannot pass however the agent works:
     the program it runs is in the user's checkout but not in the task's worktree, which holds
-    only what git tracks (a virtualenv, a build). None when that is not the case."""
+    only what git tracks (a virtualenv, a build), or is named by its path in the checkout,
+    whose files the sandbox does not show. None when that is not the case."""
     if result.exit_code != 127:
         return None
-    with contextlib.suppress(ValueError, IndexError):
+    with contextlib.suppress(ValueError, IndexError, OSError):
         program = shlex.split(result.command)[0]
         relative = "/" in program and not Path(program).is_absolute()
         if relative and (checkout / program).exists() and not (worktree / program).exists():
@@ -145,6 +146,15 @@ def missing_from_worktree(result: VerifyResult, worktree: Path, checkout: Path) 
                 "only what git tracks (it is ignored, or not committed): make it in the "
                 "worktree with [[setup_commands]] (docs/task-files.md), or call a program "
                 "on PATH"
+            )
+        path, checkout = Path(program), checkout.resolve()
+        outside = path.is_absolute() and worktree.resolve() not in path.resolve().parents
+        if outside and checkout in path.resolve().parents and path.exists():
+            return (
+                f"{program} is in your checkout, whose files sandboxed commands do not see "
+                "(only its .git and the task's worktree): list its folder in [sandbox] "
+                "read_only_paths (docs/security.md), make it in the worktree with "
+                "[[setup_commands]], or call a program on PATH"
             )
     return None
 

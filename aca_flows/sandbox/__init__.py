@@ -1,7 +1,8 @@
 """Sandbox: every command aca runs for an agent (its ``run_command`` tool, verify commands)
 runs under bubblewrap, confined to the task's worktree. Imports no prefect.
 
-- ``Sandbox.for_worktree(path, settings)`` then ``await sandbox.run(command, ...)``
+- ``Sandbox.for_worktree(path, settings, git_dir=..., repository=...)`` (what was recorded
+  when the worktree was made) then ``await sandbox.run(command, ...)``
 - ``check_sandbox(settings)``: refuses (``SandboxUnavailable``) when bubblewrap cannot start
 - ``bwrap_argv`` / ``mount_plan``: the command line itself, for inspection and tests
 - for Claude Code's own sandbox: ``protected_paths`` (its write-deny list) and

@@ -7,10 +7,13 @@ What a sandboxed command sees (``bwrap_argv``):
 - every home (``/home``, ``/root``, ``$HOME``) and ``/run`` (sockets of docker, ssh-agent,
   dbus) replaced by empty tmpfs folders; ``HOME`` is the empty ``/tmp/home``; aca's own folder
   in a home (``~/.aca``: the warm runner's socket and token, the local server's state) is
-  hidden again under any path shown read-only, the repository included;
-- the repository read-only again, its ``.aca`` folder hidden, and the task's worktree the one
-  writable place; the repository's git directory stays read-only, so ``git status``/``diff``
-  work in the worktree but nothing can be planted in ``.git`` (aca commits outside);
+  hidden again under any path shown read-only;
+- of the repository, only what git in the worktree needs: the repository's folder is replaced
+  by an empty read-only one (its working files, untracked ``.env`` files and ``.aca`` are not
+  there), in which the repository's git directory (``.git``, read-only, its ``config`` without
+  credentials) and the task's worktree (the one writable place) are shown again; so
+  ``git status``/``diff``/``log`` work in the worktree but nothing can be planted in ``.git``
+  (aca commits outside);
 - no network unless asked (``--unshare-net``: a loopback of its own, nothing listening);
 - a new session (no terminal to push keystrokes into), and death with its parent; no
   capabilities, and no user namespaces to regain them in;
@@ -27,6 +30,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from aca_flows.sandbox.git_config import git_config_without_credentials
 
 __all__ = [
     "INSTALL_HINT",
@@ -67,22 +72,36 @@ class MountPlan:
     (never again from files the agent can change)."""
 
     worktree: Path
-    repository: Path | None = None  # the repository's top folder, shown read-only
-    git_dirs: tuple[Path, ...] = ()  # git directories the worktree points into, read-only
+    repository: Path | None = None  # the repository's top folder: hidden but for git_dirs
+    git_dirs: tuple[Path, ...] = ()  # the worktree's git directory and the common one, read-only
     hidden: tuple[Path, ...] = ()  # folders replaced by empty ones
     read_only: tuple[Path, ...] = ()  # extra paths shown read-only (toolchains in a home)
-    # aca's folders in the homes (``~/.aca``): hidden last, whatever is shown around them. The
-    # warm runner there runs what it is sent outside the sandbox (cli/warm_runner.py).
+    git_config: Path | None = None  # shown as the common git dir's config: without credentials
+    # aca's folders in the homes (``~/.aca``): hidden again under any path shown around them.
+    # The warm runner there runs what it is sent outside the sandbox (cli/warm_runner.py).
     private: tuple[Path, ...] = ()
 
 
 def mount_plan(
-    worktree: Path, *, read_only: tuple[Path, ...] = (), home: Path | None = None
+    worktree: Path,
+    *,
+    git_dir: Path | None = None,
+    repository: Path | None = None,
+    read_only: tuple[Path, ...] = (),
+    home: Path | None = None,
 ) -> MountPlan:
-    """The mount plan of ``worktree``, following its ``.git`` file to the repository."""
+    """The mount plan of ``worktree``. ``git_dir`` and ``repository`` are what was recorded
+    when the worktree was made (``TaskWorktree.git_dir``, ``.repo_root``); without them the
+    worktree's ``.git`` file is read, which is only safe before an agent ran there. Either way
+    only the repository's own git directory and its admin folder for this worktree are shown:
+    a ``.git`` file pointing anywhere else widens nothing."""
     worktree = Path(worktree).resolve()
-    git_dirs = _git_dirs_of(worktree)
-    repository = None
+    if repository is not None:
+        repository = Path(repository).resolve()
+    if git_dir is None:
+        git_dir = _git_dir_named_by(worktree)
+    git_dirs, found = _checked_git_dirs(worktree, git_dir, repository)
+    repository = repository or found
     hidden = {Path(p) for p in HIDDEN_ALWAYS}
     private = set()
     for home_dir in (home or Path.home(), Path(pwd.getpwuid(os.getuid()).pw_dir)):
@@ -90,8 +109,7 @@ def mount_plan(
             hidden.add(home_dir.resolve())
         if (home_dir / ".aca").is_dir():
             private.add((home_dir / ".aca").resolve())
-    if git_dirs and git_dirs[-1].name == ".git":
-        repository = git_dirs[-1].parent
+    if repository is not None:
         aca_dir = repository / ".aca"
         if aca_dir.is_dir():
             hidden.add(aca_dir)  # other tasks' worktrees, transcripts, the journal
@@ -101,6 +119,7 @@ def mount_plan(
         git_dirs=git_dirs,
         hidden=tuple(sorted(hidden)),
         read_only=tuple(Path(p).resolve() for p in read_only),
+        git_config=git_config_without_credentials(git_dirs[-1]) if git_dirs else None,
         private=tuple(sorted(private)),
     )
 
@@ -128,29 +147,37 @@ def bwrap_argv(
     argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     argv += ["--tmpfs", "/tmp"]
     # Later mounts go on top of earlier ones: hide first, then show what the task needs.
-    # ``layers``: each folder mounted so far, and whether it shows the host's files there.
-    layers: list[tuple[Path, bool]] = [(Path("/"), True), (Path("/tmp"), False)]
-    inside_repository = [p for p in plan.hidden if plan.repository in p.parents]
+    repository = _hidden_repository(plan)
     for path in plan.hidden:
-        if path.is_dir() and not path.is_symlink() and path not in inside_repository:
+        if path.is_dir() and not path.is_symlink() and not _within(path, repository):
             argv += ["--tmpfs", str(path)]
-            layers.append((path, False))
     argv += ["--dir", SANDBOX_HOME]
-    for path in plan.read_only:  # before the repository: a parent shown must not show .aca
-        argv += ["--ro-bind-try", str(path), str(path)]
-        layers.append((path, True))
-    if plan.repository is not None:
-        argv += ["--ro-bind", str(plan.repository), str(plan.repository)]
-        layers.append((plan.repository, True))
-        for path in inside_repository:
+    # Shown on request, before the repository is hidden: a parent shown must not show it.
+    argv += _ro_binds(p for p in plan.read_only if not _within(p, repository))
+    for path in plan.private:  # hidden again where a path shown around it shows it
+        shown = any(_within(path, p) for p in plan.read_only if not _within(p, repository))
+        if shown and not _within(path, repository) and path.is_dir() and not path.is_symlink():
             argv += ["--tmpfs", str(path)]
-            layers.append((path, False))
-    for path in plan.private:  # hidden again wherever a path shown around it shows it
-        if _shown(path, layers) and path.is_dir() and not path.is_symlink():
-            argv += ["--tmpfs", str(path)]
+    if repository is not None:
+        # The user's checkout is not the task's: its working files (an untracked .env, a
+        # virtualenv, .aca) are replaced by an empty folder, made read-only once the git
+        # directory and the worktree are shown in it again.
+        argv += ["--tmpfs", str(repository)]
+        inside = [p for p in plan.read_only if _within(p, repository)]
+        argv += _ro_binds(inside)
+        for path in plan.hidden:  # .aca stays hidden though a path asked for shows it
+            if _within(path, repository) and any(_within(path, shown) for shown in inside):
+                argv += ["--tmpfs", str(path)]
     argv += ["--bind", str(plan.worktree), str(plan.worktree)]
+    # After the worktree (a .git folder in it stays read-only); the admin folder of a linked
+    # worktree is in the common git directory.
     for git_dir in plan.git_dirs:
-        argv += ["--ro-bind", str(git_dir), str(git_dir)]
+        if not any(other in git_dir.parents for other in plan.git_dirs):
+            argv += ["--ro-bind", str(git_dir), str(git_dir)]
+    if plan.git_config is not None and plan.git_dirs:
+        argv += ["--ro-bind", str(plan.git_config), str(plan.git_dirs[-1] / "config")]
+    if repository is not None:
+        argv += ["--remount-ro", str(repository)]
     if network:
         # DNS on systemd machines lives under the hidden /run.
         argv += ["--ro-bind-try", "/run/systemd/resolve", "/run/systemd/resolve"]
@@ -163,13 +190,6 @@ def bwrap_argv(
     argv += ["--chdir", str(plan.worktree)]
     argv += ["--", _prlimit(), *limits.prlimit_args(), "--", *command]
     return argv
-
-
-def _shown(path: Path, layers: list[tuple[Path, bool]]) -> bool:
-    """Whether ``path`` shows the host's files under ``layers``: the last mount over it (a
-    mount replaces everything mounted beneath it before) decides."""
-    over = [shows for folder, shows in layers if folder == path or folder in path.parents]
-    return over[-1]
 
 
 def bwrap_problem(bwrap: str = "bwrap") -> str | None:
@@ -205,25 +225,99 @@ def _prlimit() -> str:
     return shutil.which("prlimit") or "prlimit"
 
 
-def _git_dirs_of(worktree: Path) -> tuple[Path, ...]:
-    """The worktree's own git directory and the repository's common one (``.git``)."""
+def _hidden_repository(plan: MountPlan) -> Path | None:
+    """The repository folder to replace by an empty one: not when it is the worktree or inside
+    it (a checkout used directly), nor the root."""
+    repository = plan.repository
+    if repository is None or repository == Path("/") or _within(repository, plan.worktree):
+        return None
+    return repository
+
+
+def _within(path: Path, folder: Path | None) -> bool:
+    return folder is not None and (path == folder or folder in path.parents)
+
+
+def _ro_binds(paths) -> list[str]:
+    argv: list[str] = []
+    for path in paths:
+        argv += ["--ro-bind-try", str(path), str(path)]
+    return argv
+
+
+def _git_dir_named_by(worktree: Path) -> Path | None:
+    """The git directory the worktree's ``.git`` names now: a ``.git`` folder, or the target
+    of a ``.git`` file. Read only when the plan is made before the agent ran."""
     dot_git = worktree / ".git"
+    if dot_git.is_symlink():
+        return None
     if dot_git.is_dir():
-        return (dot_git.resolve(),)
+        return dot_git
     try:
         line = dot_git.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError):
-        return ()
+        return None
     if not line.startswith("gitdir:"):
-        return ()
-    own = (worktree / line.removeprefix("gitdir:").strip()).resolve()
-    if not _is_git_dir(own) or worktree in own.parents:
-        return ()
+        return None
+    return worktree / line.removeprefix("gitdir:").strip()
+
+
+def _checked_git_dirs(
+    worktree: Path, git_dir: Path | None, repository: Path | None
+) -> tuple[tuple[Path, ...], Path | None]:
+    """The git directories to show, and the repository they belong to: the worktree's own
+    ``.git`` folder, or a linked worktree's admin folder ``<common>/worktrees/<name>`` (which
+    git made for this very worktree: its ``gitdir`` file names the worktree's ``.git``) and the
+    common directory ``<common>``, ``<repository>/.git`` when the repository is known. Any
+    other directory, however much a git directory it is, is never shown: ``()``."""
+    if git_dir is None:
+        return (), None
+    own = Path(git_dir).resolve()
+    if own == worktree / ".git" and not (worktree / ".git").is_symlink():
+        if _is_git_dir(own) and repository in (None, worktree):
+            return (own,), worktree
+        return (), None
+    common = own.parent.parent
+    if own.parent.name != "worktrees" or worktree in own.parents:
+        return (), None
+    if not (_is_git_dir(own) and _is_git_dir(common)):
+        return (), None
+    # Compared without following the worktree's .git: the agent may have replaced it.
+    points_back = _named_by(own / "gitdir")
+    if points_back is None or points_back.name != ".git":
+        return (), None
+    if points_back.parent.resolve() != worktree:
+        return (), None
+    named_common = _named_by(own / "commondir")
+    if named_common is not None and named_common.resolve() != common:
+        return (), None
+    if repository is not None and _common_dir_of(repository) != common:
+        return (), None
+    return (own, common), repository or (common.parent if common.name == ".git" else None)
+
+
+def _named_by(file: Path) -> Path | None:
+    """The path a git admin file holds (absolute, or relative to its folder), normalized."""
     try:
-        common = (own / (own / "commondir").read_text(encoding="utf-8").strip()).resolve()
-    except OSError:
-        return (own,)
-    return (own, common) if _is_git_dir(common) else (own,)
+        text = file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return Path(os.path.normpath(file.parent / text)) if text else None
+
+
+def _common_dir_of(repository: Path) -> Path | None:
+    """The git directory of the user's checkout: its ``.git`` folder, or where its ``.git``
+    file points (``git init --separate-git-dir``)."""
+    dot_git = repository / ".git"
+    if dot_git.is_dir():
+        return dot_git.resolve()
+    try:
+        line = dot_git.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not line.startswith("gitdir:"):
+        return None
+    return (repository / line.removeprefix("gitdir:").strip()).resolve()
 
 
 def _is_git_dir(path: Path) -> bool:

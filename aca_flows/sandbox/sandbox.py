@@ -1,6 +1,7 @@
 """``Sandbox``: where every command aca runs for an agent goes, bound to one task's worktree.
 
-``Sandbox.for_worktree(path, settings)`` works out the mounts once; ``run(command)`` runs it
+``Sandbox.for_worktree(path, settings, git_dir=..., repository=...)`` works out the mounts
+once, from what was recorded when the worktree was made; ``run(command)`` runs it
 with ``/bin/sh -c`` under bubblewrap (see ``bwrap.py`` for what it can and cannot reach),
 with an environment built from an allow-list, limits, a wall-clock timeout and capped output.
 
@@ -119,15 +120,28 @@ class Sandbox:
 
     @classmethod
     def for_worktree(
-        cls, worktree: Path, settings: SandboxSection | None = None, *, network: bool | None = None
+        cls,
+        worktree: Path,
+        settings: SandboxSection | None = None,
+        *,
+        network: bool | None = None,
+        git_dir: Path | None = None,
+        repository: Path | None = None,
     ) -> Sandbox:
+        """The sandbox of ``worktree``. ``git_dir`` and ``repository``: what was recorded when
+        the worktree was made (``TaskWorktree.git_dir`` and ``.repo_root``). Without them the
+        mounts follow the worktree's ``.git`` file, which is right only before an agent ran
+        there (after, git in the sandbox may find no repository; ``mount_plan`` never shows
+        another one)."""
         settings = settings or SandboxSection()
         mounts = None
         if settings.mode == "off":
             log.warning(OFF_WARNING)  # once per task run: the user chose this, keep saying so
         else:
             extra = tuple(Path(p).expanduser() for p in settings.read_only_paths)
-            mounts = mount_plan(Path(worktree), read_only=extra)
+            mounts = mount_plan(
+                Path(worktree), git_dir=git_dir, repository=repository, read_only=extra
+            )
         return cls(
             worktree=Path(worktree),
             settings=settings,

@@ -186,6 +186,38 @@ def test_a_verify_program_only_the_checkout_has_fails_at_once_naming_the_cause(t
     assert len(provider.history) == 2  # the one round, no fix round after it
 
 
+def test_a_verify_program_named_by_its_path_in_the_checkout_fails_at_once_naming_the_fix(
+    tmp_path, repo
+):
+    # The sandbox shows none of the checkout's own files (docs/security.md): a program called
+    # by its path there is not found, and no fix round of the agent could change that.
+    program = tmp_path / ".venv" / "bin" / "pytest"
+    program.parent.mkdir(parents=True)
+    program.write_text("#!/bin/sh\nexit 0\n")
+    program.chmod(0o755)
+    provider = ScriptedProvider(
+        tool_calls(tool_use("write_file", path="app.py", content="x = 1\n")),
+        tool_calls(tool_use("finish", summary="wrote app.py")),
+    )
+    task = Task(id="t1", title="Tested", verify=f"{program} -q")
+    outcome = asyncio.run(execute(tmp_path, plan_of(task), "t1", provider))
+
+    assert outcome.status == "failed" and outcome.attempts == 1
+    assert f"{program} is in your checkout, whose files sandboxed commands do not see" in (
+        outcome.failure_reason
+    )
+    assert "[sandbox] read_only_paths" in outcome.failure_reason
+    assert len(provider.history) == 2  # the one round, no fix round after it
+
+    shown = AcaConfig.model_validate({"sandbox": {"read_only_paths": [str(program.parent)]}})
+    provider = ScriptedProvider(
+        tool_calls(tool_use("write_file", path="app.py", content="x = 1\n")),
+        tool_calls(tool_use("finish", summary="wrote app.py")),
+    )
+    outcome = asyncio.run(execute(tmp_path, plan_of(task), "t1", provider, config=shown))
+    assert outcome.status == "completed", outcome.failure_reason
+
+
 def test_the_plan_default_verify_command_applies_and_fix_attempts_are_configurable(tmp_path, repo):
     provider = ScriptedProvider(
         tool_calls(

@@ -141,7 +141,9 @@ CHAIN_WITH_KILLED_CHECK = """# Chain
 def test_a_check_the_stop_signal_killed_leaves_its_task_unfinished(
     aca, repo, llm, tmp_path, prefect_api
 ):
-    ctl = repo / "ctl"  # inside the repository: the sandbox sees it (read-only)
+    # In the repository's git directory: the sandbox shows it (read-only), and of the checkout
+    # nothing else (docs/security.md).
+    ctl = repo / ".git" / "test-ctl"
     ctl.mkdir()
     plan = CHAIN_WITH_KILLED_CHECK.format(check=KILLED_CHECK.format(ctl=ctl))
     proc = start_chain(aca, llm, tmp_path, Agent(), plan=plan)

@@ -41,11 +41,13 @@ def test_the_worktree_is_the_one_writable_bind_and_comes_after_what_hides_it(tmp
 
     assert argv[:4] == ["bwrap", "--ro-bind", "/", "/"]
     assert pairs(argv, "--bind") == [str(worktree)]
-    assert pairs(argv, "--tmpfs").index(str(repo / ".aca")) >= 0
-    # Order matters: the repository is shown read-only, .aca hidden, then the worktree bound.
-    assert argv.index(str(repo)) < argv.index(str(repo / ".aca")) < argv.index(str(worktree))
-    assert str(repo / ".git") in pairs(argv, "--ro-bind")
-    assert argv.index("--bind") < len(argv) - argv[::-1].index(str(repo / ".git"))
+    # Order matters: the checkout is replaced by an empty folder (.aca with it), the worktree
+    # and the git directory are shown in it, then it is made read-only.
+    assert str(repo) in pairs(argv, "--tmpfs")
+    assert pairs(argv, "--ro-bind") == ["/", str(repo / ".git")]
+    assert argv.index(str(repo)) < argv.index(str(worktree)) < argv.index(str(repo / ".git"))
+    assert pairs(argv, "--remount-ro") == [str(repo)]
+    assert argv.index("--remount-ro") > argv.index(str(repo / ".git"))
     for flag in ("--unshare-net", "--unshare-pid", "--die-with-parent", "--new-session"):
         assert flag in argv
     assert argv[argv.index("--") + 1].endswith("prlimit")
@@ -93,3 +95,44 @@ def test_aca_s_folder_in_a_home_is_hidden_again_under_a_path_shown(tmp_path):
         "--ro-bind-try", str(home)])  # fmt: skip
     hide_again = shown.index(str(home / ".aca"))
     assert shown_home < hide_again and shown[hide_again - 1] == "--tmpfs"
+
+
+def git_repo_with_a_secret(path: Path) -> Path:
+    """A git repository holding a secret beside its .git: a dotfiles home, say."""
+    make_repo(path)
+    (path / "secret.txt").write_text("HOME-SECRET\n")
+    return path
+
+
+def test_a_git_file_rewritten_to_point_elsewhere_widens_no_plan(tmp_path):
+    repo, worktree = task_worktree(tmp_path)
+    home = git_repo_with_a_secret(tmp_path / "home")
+    other = task_worktree(tmp_path / "other")[1]  # a real admin folder, of another worktree
+    recorded = mount_plan(worktree, home=tmp_path / "nohome")
+    admin = repo / ".git" / "worktrees" / "t1"
+
+    for rewrite in (f"gitdir: {home}/.git", f"gitdir: {other.parents[3]}/.git/worktrees/t1",
+                    f"gitdir: {home}"):  # fmt: skip
+        (worktree / ".git").write_text(rewrite + "\n")
+        # From what was recorded when the worktree was made: the same plan as before.
+        later = mount_plan(worktree, git_dir=admin, repository=repo, home=tmp_path / "nohome")
+        assert later == recorded
+        # Read from the .git file: nothing of the other repository is shown.
+        read = mount_plan(worktree, home=tmp_path / "nohome")
+        assert read.git_dirs == () and read.repository is None, rewrite
+    (worktree / ".git").unlink()
+    (worktree / ".git").symlink_to(home / ".git")
+    assert mount_plan(worktree).git_dirs == ()
+
+
+def test_a_recorded_git_dir_that_is_not_the_repositorys_is_never_shown(tmp_path):
+    repo, worktree = task_worktree(tmp_path)
+    home = git_repo_with_a_secret(tmp_path / "home")
+
+    plan = mount_plan(worktree, git_dir=home / ".git", repository=repo)
+    assert plan.git_dirs == () and plan.repository == repo  # the checkout is still hidden
+    argv = bwrap_argv(plan, ["/bin/true"], limits=LIMITS, network=False)
+    assert str(home) not in " ".join(argv)
+    # Nor is the admin folder of this worktree claimed for another repository.
+    admin = repo / ".git" / "worktrees" / "t1"
+    assert mount_plan(worktree, git_dir=admin, repository=home).git_dirs == ()

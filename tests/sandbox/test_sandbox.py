@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -166,3 +168,82 @@ def test_the_network_is_off_unless_the_task_or_config_allows_it(worktree):
     assert "Connection refused" in off.output and "connected" not in off.output
     assert by_task.output.strip() == by_config.output.strip() == "connected"
     assert listener.connections == 2
+
+
+# -- what of the user's checkout a command sees: its git directory, not its files --------------
+
+
+def test_the_checkouts_own_files_are_not_shown_only_what_git_needs(worktree):
+    repo = worktree.parents[3]
+    (repo / ".env").write_text("STRIPE_SECRET=sk_live_CHECKOUT\n")  # untracked, in the checkout
+    (repo / "notes.txt").write_text("the user's own work\n")
+    (worktree / "new.txt").write_text("the agent's\n")
+    sandbox = Sandbox.for_worktree(worktree)
+
+    result = run(
+        sandbox,
+        f"cat {repo}/.env {repo}/notes.txt {repo}/README.md; ls -A {repo}; "
+        f"ls -A {repo}/.aca/worktrees/s1; echo x > {repo}/planted.txt; "
+        "echo ---; git status --short; git log --format=%s; git diff HEAD --stat",
+    )
+
+    assert "sk_live_CHECKOUT" not in result.output and "the user's own" not in result.output
+    assert result.output.count("No such file or directory") == 3
+    shown, _, git = result.output.partition("---\n")
+    assert ".aca\n.git\n" in shown and "t1\n" in shown  # no other entry of the checkout
+    assert "Read-only file system" in shown and not (repo / "planted.txt").exists()
+    assert git.splitlines() == ["?? new.txt", "init"]
+
+
+def test_git_in_the_worktree_reads_the_repositorys_config_without_its_credentials(worktree):
+    repo = worktree.parents[3]
+    token = "ghp_" + "A1b2C3d4E5f6G7h8I9j0" * 2
+    git = ["git", "-C", str(repo), "config"]
+    subprocess.run([*git, "remote.origin.url", f"https://user:{token}@example.com/r.git"],
+                   check=True)  # fmt: skip
+    subprocess.run([*git, "http.https://example.com/.extraheader", "AUTHORIZATION: basic eDp5"],
+                   check=True)  # fmt: skip
+    subprocess.run([*git, "core.abbrev", "12"], check=True)
+
+    result = run(
+        Sandbox.for_worktree(worktree),
+        f"cat {repo}/.git/config; git config --get-regexp 'remote|extraheader|abbrev'; "
+        "git log -1 --format=%h",
+    )
+
+    assert token not in result.output and "eDp5" not in result.output
+    assert "remote.origin.url https://[REDACTED]@example.com/r.git" in result.output
+    assert "core.abbrev 12" in result.output  # the rest of the config is git's as it was
+    assert len(result.output.splitlines()[-1]) == 12
+    assert token in (repo / ".git" / "config").read_text()  # the user's file is untouched
+
+
+def test_a_verify_command_runs_python_tests_in_the_worktree(worktree):
+    (worktree / "test_it.py").write_text("def test_it():\n    assert True\n")
+    # This interpreter (a virtualenv, its Python maybe in a home) shown as a user would.
+    shown = [str(Path(p).resolve()) for p in {sys.prefix, sys.base_prefix}]
+    sandbox = Sandbox.for_worktree(worktree, SandboxSection(read_only_paths=shown))
+    result = run(sandbox, f"{sys.executable} -m pytest -q -p no:cacheprovider", timeout=120)
+    assert result.exit_code == 0, result.output
+    assert "1 passed" in result.output
+
+
+def test_paths_of_the_checkout_shown_on_request_are_shown_but_never_aca(worktree):
+    repo = worktree.parents[3]
+    (repo / ".venv" / "bin").mkdir(parents=True)
+    (repo / ".venv" / "bin" / "tool").write_text("echo the-venv-tool\n")
+    (repo / ".aca" / "sessions").mkdir()
+    (repo / ".aca" / "sessions" / "journal").write_text("private\n")
+    (repo / ".env").write_text("SECRET=1\n")
+
+    venv = SandboxSection(read_only_paths=[str(repo / ".venv")])
+    result = run(Sandbox.for_worktree(worktree, venv), f"sh {repo}/.venv/bin/tool; cat {repo}/.env")
+    assert "the-venv-tool" in result.output and "SECRET" not in result.output
+
+    whole = SandboxSection(read_only_paths=[str(repo)])  # the user shows the checkout
+    result = run(
+        Sandbox.for_worktree(worktree, whole),
+        f"cat {repo}/.env {repo}/.aca/sessions/journal; echo ---; ls {repo}/.aca",
+    )
+    assert "SECRET=1" in result.output and "private" not in result.output
+    assert result.output.split("---\n")[1] == "worktrees\n"  # the task's own, no sessions

@@ -1,0 +1,88 @@
+"""The repository's git config as a sandboxed command sees it: without credentials.
+
+git in a task's worktree reads the repository's ``.git/config`` (its ``core`` settings, its
+``extensions``), so the sandbox shows it; but a user's config may hold a credential: a remote
+URL ``https://user:token@host/...``, an ``http.<url>.extraHeader = Authorization: ...`` (as CI
+checkouts write it). ``git_config_without_credentials`` returns a copy with every such value
+replaced by ``[REDACTED]`` (the user part of http(s) URLs, the password of others, the values
+of keys naming a header, token, password or secret, then aca's redactor line by line), made
+when the sandbox is planned and shown read-only in the config's place; ``None`` when the
+config holds nothing to remove.
+
+Copies are kept in ``~/.aca/sandbox/git-config/`` (the home is hidden in the sandbox), named by
+their content, so they do not pile up; when that folder cannot be written, ``/dev/null`` is
+shown instead (git then runs with its defaults).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from aca_flows.session.redact import REDACTED, redact_text
+
+__all__ = ["git_config_without_credentials", "without_credentials"]
+
+# A line naming a header (``http.extraHeader``) or a key, token or password: its value is a
+# credential whatever it looks like (the redactor keeps values that look like paths or words).
+_SECRET_KEY = re.compile(
+    r"^(\s*)(extraheader|[\w-]*(?:token|password|passwd|secret)[\w-]*)(\s*=).*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+# The user part of a URL (``scheme://user:password@host``), in a value or a section name.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)([^/\s@\"]+)@")
+
+
+def without_credentials(text: str) -> str:
+    """``text`` (a git config file) with its credentials replaced by ``[REDACTED]``."""
+    text = _SECRET_KEY.sub(r"\1\2\3 [REDACTED]", text)
+    text = _USERINFO.sub(_without_password, text)
+    return "".join(redact_text(line) for line in text.splitlines(keepends=True))
+
+
+def _without_password(match: re.Match) -> str:
+    # http(s)://<token>@host: a user name alone is usually a token there; ssh://git@host is not.
+    scheme, userinfo = match.group(1), match.group(2)
+    user, colon, _ = userinfo.partition(":")
+    if scheme.lower().startswith(("http", "ftp")):
+        return f"{scheme}{REDACTED}@"
+    return f"{scheme}{user}:{REDACTED}@" if colon else match.group(0)
+
+
+def git_config_without_credentials(git_dir: Path) -> Path | None:
+    """A file to show as ``git_dir``'s config: a copy without its credentials, or ``None``
+    when it holds none (or cannot be read: git reads it or not, as it would anyway)."""
+    try:
+        text = (git_dir / "config").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    clean = without_credentials(text)
+    if clean == text:
+        return None
+    name = hashlib.sha256(clean.encode()).hexdigest()[:32]
+    copy = Path.home() / ".aca" / "sandbox" / "git-config" / name
+    try:
+        if not copy.is_file():
+            _write(copy, clean)
+    except OSError:
+        return Path(os.devnull)
+    return copy
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise

@@ -1,0 +1,51 @@
+"""The repository's git config as a sandboxed command sees it: credentials removed."""
+
+from __future__ import annotations
+
+import subprocess
+
+from aca_flows.sandbox.git_config import git_config_without_credentials, without_credentials
+
+TOKEN = "ghp_" + "Z9y8X7w6V5u4T3s2R1q0" * 2
+
+CONFIG = f"""[core]
+\trepositoryformatversion = 0
+\tbare = false
+[remote "origin"]
+\turl = https://{TOKEN}@github.com/o/r.git
+\tpushurl = https://user:hunter2hunter2@example.com/r.git
+\tfetch = +refs/heads/*:refs/remotes/origin/*
+[remote "mirror"]
+\turl = ssh://git@example.com/r.git
+[url "https://x-access-token:{TOKEN}@github.com/"]
+\tinsteadOf = https://github.com/
+[http "https://github.com/"]
+\textraheader = AUTHORIZATION: basic eC1hY2Nlc3MtdG9rZW46c2VjcmV0
+[hub]
+\toauthtoken = plainwordsecret
+"""
+
+
+def test_credentials_are_removed_and_the_rest_is_kept(tmp_path):
+    clean = without_credentials(CONFIG)
+
+    for secret in (TOKEN, "hunter2hunter2", "eC1hY2Nlc3MtdG9rZW46c2VjcmV0", "plainwordsecret"):
+        assert secret not in clean
+    assert "url = ssh://git@example.com/r.git" in clean  # no credential there
+    assert "fetch = +refs/heads/*:refs/remotes/origin/*" in clean and "bare = false" in clean
+    (tmp_path / "config").write_text(clean)
+    listed = subprocess.run(["git", "config", "--file", str(tmp_path / "config"), "--list"],
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "core.bare=false" in listed and "remote.origin.url=https://" in listed
+
+
+def test_a_config_without_credentials_is_shown_as_it_is(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "config").write_text('[core]\n\tbare = false\n[remote "o"]\n\turl = /srv/r\n')
+    assert git_config_without_credentials(tmp_path) is None
+
+    (tmp_path / "config").write_text(CONFIG)
+    copy = git_config_without_credentials(tmp_path)
+    assert copy is not None and copy.parent == tmp_path / "home" / ".aca" / "sandbox" / "git-config"
+    assert copy.read_text() == without_credentials(CONFIG)
+    assert git_config_without_credentials(tmp_path) == copy  # one copy per content
