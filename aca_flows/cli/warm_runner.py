@@ -47,6 +47,7 @@ from aca_flows._exit import exit_process
 from aca_flows._files import write_json_atomic
 from aca_flows.flows import reload_prefect_settings
 from aca_flows.flows.server import server_home
+from aca_flows.session.redact import redact_text
 
 __all__ = ["WarmRunner", "fingerprint", "is_run_command", "run_warm", "serve"]
 
@@ -436,7 +437,7 @@ def _admitted(conn: socket.socket, token: str) -> tuple[dict | None, list[int]]:
         return request, fds
     for fd in fds:
         os.close(fd)
-    print(f"refused a request of pid {pid}: {reason}", flush=True)
+    print(redact_text(f"refused a request of pid {pid}: {reason}"), flush=True)
     with contextlib.suppress(OSError):
         conn.sendall(_line({"refused": reason}))
     return None, []
@@ -478,7 +479,9 @@ def _become_the_command(conn: socket.socket, request: dict, fds: list[int]) -> N
     report its exit code, and exit as the command would."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.setpgid(0, 0)  # a group of its own: the client signals it, and its children, at once
-    print(f"run {os.getpid()}: aca {' '.join(request['argv'])} in {request['cwd']}", flush=True)
+    # Redacted: an argv may hold a secret (--repo https://x-access-token:TOKEN@github.com/...).
+    line = f"run {os.getpid()}: aca {' '.join(request['argv'])} in {request['cwd']}"
+    print(redact_text(line), flush=True)
     try:
         _take_on(request, fds)
         conn.sendall(_line({"pid": os.getpid()}))

@@ -97,9 +97,17 @@ __all__ = [
     "render_prompt",
 ]
 
-# The SDK logs a claude process that failed ("Fatal error in message reader ... Check stderr
-# output for details") on the terminal; aca reports that failure itself, with claude's stderr.
-logging.getLogger("claude_agent_sdk._internal.query").setLevel(logging.CRITICAL)
+
+class _FailureReportedByAca(logging.Filter):
+    """The SDK logs a claude process that failed ("Fatal error in message reader ... Check
+    stderr output for details") on the terminal; aca reports that failure itself, with
+    claude's stderr. The SDK's other records pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Fatal error in message reader")
+
+
+logging.getLogger("claude_agent_sdk._internal.query").addFilter(_FailureReportedByAca())
 
 # The last lines of claude's stderr kept for the reason of a failed process.
 STDERR_KEPT = 20

@@ -120,8 +120,7 @@ def result_error(result: Any, text: str, tools_used: int = 0) -> ProviderError |
         if status == 429 and isinstance(error, TransientProviderError):
             # Claude Code passes no retry-after on: a rate limit is waited out, not tried
             # again at once (the call's retry waits this, the limiter holds other calls back).
-            error.retry_after = RATE_LIMIT_WAIT_SECONDS
-            error.args = (f"{error} aca waits {RATE_LIMIT_WAIT_SECONDS:g} s before trying again.",)
+            error.retry_after = RATE_LIMIT_WAIT_SECONDS  # the retry's own line says the wait
         return error
     if subtype == "error_max_budget_usd":
         return PermanentProviderError(

@@ -118,7 +118,12 @@ def mount_plan(
         repository=repository,
         git_dirs=git_dirs,
         hidden=tuple(sorted(hidden)),
-        read_only=tuple(Path(p).resolve() for p in read_only),
+        # Nothing inside aca's own folders is shown, whatever asks for it.
+        read_only=tuple(
+            path
+            for path in (Path(p).resolve() for p in read_only)
+            if not any(_within(path, folder) for folder in private)
+        ),
         git_config=git_config_without_credentials(git_dirs[-1]) if git_dirs else None,
         private=tuple(sorted(private)),
     )

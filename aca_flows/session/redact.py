@@ -97,12 +97,19 @@ _SHAPES = [
     re.compile(r"\bpnu_[A-Za-z0-9]{20,}"),
 ]
 # scheme://user:<password>@ (any scheme), and http(s)://<token>@ (a user name alone).
-_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^/\s:@]*:)([^/\s@]+)(?=@)")
+# It starts only where a scheme can start, and takes its runs whole: "a.a.a.a..." before a
+# "://" is scanned once, not once for each of its dots.
+_URL_PASSWORD = re.compile(
+    r"(?i)(?<![a-z0-9+.\-])([a-z][a-z0-9+.\-]*+://[^/\s:@]*+:)([^/\s@]++)(?=@)"
+)
 _URL_TOKEN = re.compile(r"(?i)\b(https?://)([^/\s:@\[]+)(?=@)")
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=\-]{16,}")
 # A PEM private key, whole (up to its END line, or the end of the text when it was cut off).
+# Its body only: lines of base64 and headers (Proc-Type: 4,ENCRYPTED), so a header named in
+# code ('if line.startswith("-----BEGIN RSA PRIVATE KEY-----"):') takes nothing after it.
 _PEM_KEY = re.compile(
-    r"(-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----)(?s:.*?)(?:-----END \2PRIVATE KEY-----|\Z)"
+    r"(-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----)(?:[ \t]*\r?\n(?!-----)[A-Za-z0-9+/=:,\- \t]*+)++"
+    r"(?:[ \t]*\r?\n-----END \2PRIVATE KEY-----)?"
 )
 # Basic <base64 of user:password> (an Authorization or Proxy-Authorization header's value):
 # "basic" is an ordinary word, so what follows must decode to a user:password pair.

@@ -74,6 +74,20 @@ def test_the_readme_main_job_runs_warm_with_its_output_and_exit_code(home, tmp_p
     assert not alive(forked)
 
 
+def test_the_runner_s_log_keeps_no_token_of_a_command_line(home, tmp_path):
+    token = "ghs_runnerlogtoken0123456789abcdef"
+    url = f"https://x-access-token:{token}@127.0.0.1:9/team/app.git"
+    before = runs_forked(home)
+    done = subprocess.run(
+        [sys.executable, "-m", "aca_flows", "run", str(tmp_path / "t.md"), "--repo", url],
+        env=fresh_env(home), cwd=ROOT, capture_output=True, text=True, timeout=WAIT,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr  # the remote cannot be fetched
+    (forked,) = set(runs_forked(home)) - set(before)
+    assert "--repo https://x-access-token:[REDACTED]@127.0.0.1" in runs_forked(home)[forked]
+    assert token not in WarmRunner(home / ".aca" / "server").log_file.read_text()
+
+
 def test_a_command_run_by_another_name_of_the_interpreter_runs_warm(home, tmp_path):
     """The runner was started by ``python -m aca_flows``; the ``aca`` script runs under
     ``python3``: one interpreter, and its runs are forked from the runner."""

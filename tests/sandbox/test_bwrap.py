@@ -136,3 +136,11 @@ def test_a_recorded_git_dir_that_is_not_the_repositorys_is_never_shown(tmp_path)
     # Nor is the admin folder of this worktree claimed for another repository.
     admin = repo / ".git" / "worktrees" / "t1"
     assert mount_plan(worktree, git_dir=admin, repository=home).git_dirs == ()
+
+
+def test_a_path_asked_for_inside_acas_folder_is_not_shown(tmp_path):
+    home = tmp_path / "home"
+    (home / ".aca" / "server").mkdir(parents=True)
+    _, worktree = task_worktree(tmp_path)
+    plan = mount_plan(worktree, read_only=(home / ".aca" / "server", home / ".cargo"), home=home)
+    assert plan.read_only == ((home / ".cargo").resolve(),)

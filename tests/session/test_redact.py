@@ -407,3 +407,18 @@ def test_url_credentials_and_private_keys_need_no_secret_word_nearby(text, kept,
 def test_an_address_or_an_scp_remote_is_no_url_credential():
     text = "mail joe@example.com; remote git@github.com:me/x.git"
     assert redact_text(text) == text
+
+
+def test_a_pem_header_named_in_code_takes_nothing_after_it():
+    code = 'if line.startswith("-----BEGIN RSA PRIVATE KEY-----"):\n    parse(rest)\n'
+    assert redact_text(code) == code
+    key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAK\n-----END RSA PRIVATE KEY-----\nnext"
+    assert redact_text(key) == f"-----BEGIN RSA PRIVATE KEY----- {REDACTED}\nnext"
+
+
+@pytest.mark.timeout(20)
+def test_a_long_run_before_a_url_is_scanned_once():
+    # A scheme can start at every dot of "a.a.a..."; each start must not rescan the run
+    # (160 KB took 50 s).
+    text = "a." * 80000 + " see https://x@y"
+    assert redact_text(text).endswith(f"https://{REDACTED}@y")
