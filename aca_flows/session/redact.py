@@ -23,7 +23,8 @@ What is removed, replaced by ``[REDACTED]``:
 - literals given to a secret-sounding name, in text (``api_key=``, ``MY_SECRET:``,
   ``"password": ``, ``token: str = ``, ``export DB_PASSWORD=``) and as string values of dict
   keys alike (``_holds_a_secret``: one rule): a quoted value of 8+ characters, taken whole,
-  spaces and all, or an unquoted one of 8+ characters mixing letters and digits. A name is
+  spaces and all (a sentence only when the name's last part is the secret's word: not
+  ``PASSWORD_MISMATCH = "Passwords do not match"``), or an unquoted one of 8+ characters mixing letters and digits. A name is
   secret-sounding by its parts, wherever the secret word stands (``_names_a_secret``);
   ``MONKEY``, ``KEY_COUNT``, ``SSH_KEY_PATH`` are not. A name ending in ``key`` that the word
   rules leave out (``stripe_key``, ``webhookKey``, ``sort_key``) counts only for a quoted value
@@ -335,8 +336,24 @@ def _holds_a_secret(name: str, value: str, quoted: bool) -> bool:
     if len(value) < _MIN_NAMED_SECRET or _LOCATION_VALUE.match(value):
         return False
     if _names_a_secret(name):
+        if quoted and " " in value and not _names_the_secret_itself(name):
+            return False  # a sentence about one: PASSWORD_MISMATCH = "Passwords do not match"
         return _is_literal(value, quoted)
     return quoted and _names_a_key_by_its_value(name) and _looks_random(value)
+
+
+def _names_the_secret_itself(name: str) -> bool:
+    # Its last part is the secret's word (DB_PASSWORD, secret, apiKey), not a thing about it
+    # (PASSWORD_MISMATCH, token_expired_msg, password_help).
+    parts = _name_parts(name)
+    last = parts[-1] if parts else ""
+    return (
+        last in _SECRET_WORDS
+        or last.endswith(_SECRET_ENDINGS)
+        or last in _LAST_SECRET_WORDS
+        or _names_a_key(parts, in_capitals=name.isupper())
+        or _names_a_key_by_its_value(name)
+    )
 
 
 def _is_literal(value: str, quoted: bool) -> bool:

@@ -422,3 +422,17 @@ def test_a_long_run_before_a_url_is_scanned_once():
     # (160 KB took 50 s).
     text = "a." * 80000 + " see https://x@y"
     assert redact_text(text).endswith(f"https://{REDACTED}@y")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'PASSWORD_MISMATCH = "Passwords do not match"',
+        'INVALID_PASSWORD_MESSAGE = "The password you entered is incorrect"',
+        'token_expired_msg: "Your session token has expired"',
+        '{"password_help": "Use eight or more characters"}',
+    ],
+)
+def test_a_sentence_about_a_secret_is_no_secret(text):
+    # The name's last part is not the secret's word: a message, a help text (a login form).
+    assert redact_text(text) == text
