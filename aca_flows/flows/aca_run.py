@@ -271,8 +271,8 @@ async def aca_run(
         raise
     finally:
         watcher.cancel()
-        with contextlib.suppress(KeyError):  # a run that stopped abruptly ends its subflows
-            TREES.pop(run.session_id).abandon()
+        if (tree := TREES.pop(run.session_id, None)) is not None:
+            await tree.abandon()  # a run that stopped abruptly ends its subflows
         ACTIVE_RUNS.pop(run.session_id, None)
         PULL_REQUESTS.pop(run.session_id, None)
         register_remote(run.session_id, None)

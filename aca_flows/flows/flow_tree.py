@@ -28,7 +28,8 @@ from typing import Any
 
 from prefect import flow, tags
 from prefect.context import get_run_context
-from prefect.states import Completed, Failed, State
+from prefect.exceptions import TerminationSignal
+from prefect.states import Cancelled, Completed, Failed, State
 
 from aca_flows.flows.summary import failure_reason
 from aca_flows.plan.models import ExecutionPlan, Task
@@ -147,10 +148,20 @@ class FlowTree:
         # Also those ended before: each has its final state on the server before the run ends.
         await asyncio.gather(*self._calls, return_exceptions=True)
 
-    def abandon(self) -> None:
-        """The run stopped abruptly: its subflow runs stop with it."""
+    async def abandon(self) -> None:
+        """The run stopped abruptly: its subflow runs stop with it; wait until they have.
+
+        A deployment run cancelled through its worker (SIGTERM) has every asyncio task of the
+        process cancelled at once, and each subflow run's engine then records its end
+        (Cancelling, then Cancelled, which the server copies onto the task run standing for
+        it in its parent). A second cancel cut that short, and so did the flow run's engine
+        closing the client they share when the flow returned first: both stayed
+        ``Cancelling`` or ``Running`` for good. So a call already being cancelled is not
+        cancelled again, and the flow waits for every call to end."""
         for call in self._calls:
-            call.cancel()
+            if not call.cancelling():
+                call.cancel()
+        await asyncio.gather(*self._calls, return_exceptions=True)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -175,6 +186,14 @@ class FlowTree:
             try:
                 with tags(*self.tag_names):
                     return await subflow(self.session_id, group_id, return_state=True)
+            except TerminationSignal:
+                if not _being_cancelled():
+                    raise
+                # A worker's cancel: the subflow's engine ended its run Cancelled and turned
+                # this call's cancellation into TerminationSignal, which asyncio would log
+                # as a traceback when it ends the process's tasks. The flow run's own
+                # engine reports the signal.
+                return Cancelled(message="Flow run was cancelled.")
             finally:
                 if _INBOXES.get(key) is inbox:
                     del _INBOXES[key]
@@ -235,6 +254,11 @@ class FlowTree:
             depth += 1
             task = self.plan.task(task.parent_id) if task.parent_id else None
         return depth
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _copy(state: Any) -> State:

@@ -320,6 +320,32 @@ def task_run_states(stack: Stack, session_id: str) -> dict[str, tuple[str, str]]
     return {r.name: (r.state.name, r.state.message) for r in runs}
 
 
+def runs_under(stack: Stack, flow_run_id) -> list:
+    """The flow run's subflow runs, nested ones too, and the task runs of all of them
+    (read by flow run, not by tag: the task run standing for a subflow run carries none)."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterParentFlowRunId,
+    )
+
+    async def read(client):
+        found, ids = [], [flow_run_id]
+        while ids:
+            task_runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids))
+            )
+            parents = FlowRunFilterParentFlowRunId(any_=ids)
+            subflows = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(parent_flow_run_id=parents)
+            )
+            found += [*task_runs, *subflows]
+            ids = [r.id for r in subflows]
+        return found
+
+    return prefect_call(stack, read)
+
+
 def task_commits(repo: Path, branch: str) -> list[str]:
     log = git.Repo(repo).git.log("--reverse", "--format=%(trailers:key=Aca-Task,valueonly)", branch)
     return [line.strip() for line in log.splitlines() if line.strip()]
@@ -452,6 +478,7 @@ def test_a_retried_flow_run_resumes_its_session(stack, recorded):
         time.sleep(0.3)
     else:
         pytest.fail("b never started\n" + worker_log(stack))
+    logged_before = len((stack.base / "worker.log").read_text())
     prefect_call(stack, lambda c: c.set_flow_run_state(flow_run.id, Cancelling(), force=True))
     cancelled = wait_final(stack, flow_run.id, timeout=60)
     assert cancelled.state.is_cancelled(), f"{cancelled.state}\n{worker_log(stack)}"
@@ -460,6 +487,17 @@ def test_a_retried_flow_run_resumes_its_session(stack, recorded):
     states = task_run_states(stack, session_id)
     assert states["b write b.txt"][0] == "Interrupted", f"{states}\n{worker_log(stack)}"
     assert "Crashed" not in {name for name, _ in states.values()}, states
+    # Every run under it ends too: each group's subflow run and the task run standing for it
+    # in its parent (no session tag), not left Running or Cancelling on the server.
+    unfinished = [r for r in runs_under(stack, flow_run.id) if not r.state.is_final()]
+    assert not unfinished, [(r.name, r.state) for r in unfinished]
+    # The worker's log: no subflow run ends "Running", and no traceback of aca's subflow
+    # calls (the flow run's own, run_flow_async's, is Prefect's: see docs/deployments.md).
+    log = (stack.base / "worker.log").read_text()[logged_before:]
+    assert "Finished in state Cancelled(" in log, log[-4000:]  # the plan's subflow run
+    own = f"Flow run '{flow_run.name}' - Finished in state Running()"
+    assert "Finished in state Running()" not in log.replace(own, ""), log[-4000:]
+    assert log.count("unhandled exception during asyncio.run() shutdown") <= 1, log[-4000:]
 
     # Retry it, as the UI's Retry does: the same flow run goes back to the worker.
     recorded.release.write_text("go\n")
