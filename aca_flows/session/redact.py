@@ -24,16 +24,16 @@ What is removed, replaced by ``[REDACTED]``:
   ``"password": ``, ``token: str = ``, ``export DB_PASSWORD=``) and as string values of dict
   keys alike (``_holds_a_secret``: one rule): a quoted value of 8+ characters, taken whole,
   spaces and all (a sentence only when the name's last part is the secret's word: not
-  ``PASSWORD_MISMATCH = "Passwords do not match"``), or an unquoted one of 8+ characters mixing letters and digits. A name is
-  secret-sounding by its parts, wherever the secret word stands (``_names_a_secret``);
-  ``MONKEY``, ``KEY_COUNT``, ``SSH_KEY_PATH`` are not. A name ending in ``key`` that the word
-  rules leave out (``stripe_key``, ``webhookKey``, ``sort_key``) counts only for a quoted value
-  that looks random: 16+ characters, no space or dot, digits and letters of both cases.
-  Values that are file locations are kept: ``~/``, ``~user/``, ``./``, ``../`` or ``/dir/``
-  (a plain directory name and a further ``/``: ``/home/me/k.pem``, not ``/abc123secret``).
-  Code that assigns an expression stays readable (``password = request.form[...]``,
-  ``api_key = os.environ["KEY"]``, ``token=$GITHUB_TOKEN``): patches and logs of ordinary
-  code are not mangled;
+  ``PASSWORD_MISMATCH = "Passwords do not match"``), or an unquoted one of 8+ characters
+  mixing letters and digits. A name is secret-sounding by its parts, wherever the secret word
+  stands (``_names_a_secret``); ``MONKEY``, ``KEY_COUNT``, ``SSH_KEY_PATH`` are not. A name
+  ending in ``key`` that the word rules leave out (``stripe_key``, ``webhookKey``,
+  ``sort_key``) counts only for a quoted value that looks random: 16+ characters, no space or
+  dot, digits and letters of both cases. Values that are file locations are kept: ``~/``,
+  ``~user/``, ``./``, ``../`` or ``/dir/`` (a plain directory name and a further ``/``:
+  ``/home/me/k.pem``, not ``/abc123secret``). Code that assigns an expression stays readable
+  (``password = request.form[...]``, ``api_key = os.environ["KEY"]``,
+  ``token=$GITHUB_TOKEN``): patches and logs of ordinary code are not mangled;
 - credentials in URLs: the password of ``scheme://user:password@host``, and the whole user
   part of ``http(s)://user@host`` (there it is usually a token: ``https://<token>@github.com``);
 - PEM private keys (``-----BEGIN ... PRIVATE KEY-----`` to its END line).
@@ -108,9 +108,13 @@ _BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=\-]{16,}")
 # A PEM private key, whole (up to its END line, or the end of the text when it was cut off).
 # Its body only: lines of base64 and headers (Proc-Type: 4,ENCRYPTED), so a header named in
 # code ('if line.startswith("-----BEGIN RSA PRIVATE KEY-----"):') takes nothing after it.
+# Its body: lines after a line break, written or escaped (a key in JSON, a Python repr), or
+# chunks of 16+ base64 characters after spaces (a key echoed on one line; not prose).
+_PEM_BREAK = r"[ \t]*(?:\r?\n|\\r\\n|\\n)"
+_PEM_BODY = rf"(?:{_PEM_BREAK}(?!-----)[A-Za-z0-9+/=:,\- \t]*+|[ \t]++[A-Za-z0-9+/=]{{16,}}+)"
 _PEM_KEY = re.compile(
-    r"(-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----)(?:[ \t]*\r?\n(?!-----)[A-Za-z0-9+/=:,\- \t]*+)++"
-    r"(?:[ \t]*\r?\n-----END \2PRIVATE KEY-----)?"
+    rf"(-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----){_PEM_BODY}++"
+    rf"(?:(?:{_PEM_BREAK}|[ \t]*)-----END \2PRIVATE KEY-----)?"
 )
 # Basic <base64 of user:password> (an Authorization or Proxy-Authorization header's value):
 # "basic" is an ordinary word, so what follows must decode to a user:password pair.

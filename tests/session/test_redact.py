@@ -436,3 +436,20 @@ def test_a_long_run_before_a_url_is_scanned_once():
 def test_a_sentence_about_a_secret_is_no_secret(text):
     # The name's last part is not the secret's word: a message, a help text (a login form).
     assert redact_text(text) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # As JSON prints it, as Python's repr does, and echoed on one line (a CI log).
+        '{"data": "-----BEGIN RSA PRIVATE KEY-----\\nMIIEowIBAAKCAQEAx1\\n-----END RSA '
+        'PRIVATE KEY-----\\n"}',
+        "b'-----BEGIN PRIVATE KEY-----\\nMIIEowIBAAKCAQEAx1\\n-----END PRIVATE KEY-----\\n'",
+        "-----BEGIN OPENSSH PRIVATE KEY----- MIIEowIBAAKCAQEAx1 AAAAEbm9uZQAAAAAAAAAB "
+        "-----END OPENSSH PRIVATE KEY-----",
+        "-----BEGIN RSA PRIVATE KEY-----\r\nProc-Type: 4,ENCRYPTED\r\n\r\nMIIEowIBAAKCAQEAx1\r\n",
+    ],
+)
+def test_a_private_key_not_on_lines_of_its_own_is_redacted_too(text):
+    assert "MIIEowIBAAKCAQEAx1" not in redact_text(text)
+    assert "PRIVATE KEY----- [REDACTED]" in redact_text(text)
