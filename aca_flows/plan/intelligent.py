@@ -89,6 +89,19 @@ PARSE_CACHE_FOLDER = "parse_cache"
 _CLAUDE_CODE_OPTIONS = {"permission_mode": "default", "allowed_tools": ["Read", "Glob", "Grep"]}
 
 
+def _folder_to_read(task_file: Path) -> Path:
+    """Where Claude Code's file tools may read while it plans: the task file's folder, the
+    project it describes. Not a home or a folder holding one (``~/tasks.md``: ``~/.ssh``,
+    Claude Code's own credentials): then an empty folder, and it plans from the file alone."""
+    folder = task_file.resolve().parent
+    homes = {Path.home().resolve(), Path("/root"), Path("/home")}
+    if any(folder == home or folder in home.parents for home in homes):
+        empty = Path.home() / ".aca" / "parse-empty"
+        empty.mkdir(parents=True, exist_ok=True)
+        return empty
+    return folder
+
+
 class ParseSpend(BaseModel):
     """What the provider calls of one parse cost (tokens and USD), all of them together."""
 
@@ -157,7 +170,7 @@ async def parse_with_llm(
         unbilled = ParseSpend(provider=provider.name, model=cache_model or "")
         messages = [Message(role="user", text=prompt)]
         schema = proposal_schema()
-        options = _CLAUDE_CODE_OPTIONS | {"cwd": str(path.resolve().parent)}
+        options = _CLAUDE_CODE_OPTIONS | {"cwd": str(_folder_to_read(path))}
         problems: list[str] = []
         for _ in range(max_repairs + 1):
             request = ProviderRequest(

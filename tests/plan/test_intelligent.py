@@ -373,3 +373,16 @@ def test_the_parse_spend_stays_unbilled_in_the_cache_until_a_session_bills_it(
     again = parse(tasks, cache_dir=cache, model="claude-sonnet-4-6")
     assert again.from_cache and again.unbilled is None
     assert len(llm_server.anthropic.requests) == 2
+
+
+def test_claude_code_reads_the_task_files_project_never_a_home(tmp_path, monkeypatch):
+    from aca_flows.plan.intelligent import _folder_to_read
+
+    home = tmp_path / "home"
+    (home / "proj").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    assert _folder_to_read(home / "proj" / "tasks.md") == (home / "proj").resolve()
+    # ~/tasks.md would let it read ~/.ssh: it reads an empty folder instead.
+    for task_file in (home / "tasks.md", tmp_path / "tasks.md", Path("/tasks.md")):
+        folder = _folder_to_read(task_file)
+        assert folder == home / ".aca" / "parse-empty" and list(folder.iterdir()) == []
