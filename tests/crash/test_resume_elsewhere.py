@@ -34,9 +34,9 @@ def pushed_tasks(remote: Path) -> list[str]:
     return branch_tasks(remote, branches[0]) if branches else []
 
 
-def test_a_session_killed_on_one_worker_finishes_on_another_from_the_remote(
-    tmp_path, prefect_api, llm
-):
+def two_workers(tmp_path: Path, prefect_api, llm) -> tuple[Path, Path, Agent, Aca, Aca]:
+    """A bare remote, the chain's task file, the agent (its reply for b held) and two workers,
+    each with its own HOME and working area."""
     source = make_repo(tmp_path / "source")
     remote = tmp_path / "remote.git"
     subprocess.run(["git", "clone", "-q", "--bare", str(source), str(remote)], check=True)
@@ -50,7 +50,13 @@ def test_a_session_killed_on_one_worker_finishes_on_another_from_the_remote(
     for name in ("worker1", "worker2"):
         (tmp_path / name).mkdir()
         workers.append(Aca(tmp_path / name / "area", tmp_path / name, prefect_api, llm))
-    first, second = workers
+    return remote, tasks, agent, *workers
+
+
+def test_a_session_killed_on_one_worker_finishes_on_another_from_the_remote(
+    tmp_path, prefect_api, llm
+):
+    remote, tasks, agent, first, second = two_workers(tmp_path, prefect_api, llm)
 
     try:
         proc = first.start("run", str(tasks), "--repo", str(remote), "--model", "m", name="run")

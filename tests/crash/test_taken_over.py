@@ -20,10 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.crash.conftest import Aca, flow_runs_of, journal, only_session, wait_for
+from tests.crash.conftest import flow_runs_of, journal, only_session, wait_for
 from tests.crash.test_kill_and_resume import CHAIN, Agent, branch_tasks
-from tests.crash.test_resume_elsewhere import pushed_tasks
-from tests.fakes.git_repo import make_repo
+from tests.crash.test_resume_elsewhere import pushed_tasks, two_workers
 
 FIRST_KEY = "worker-1-key"
 
@@ -42,21 +41,8 @@ def remote_ends(remote: Path, session_id: str) -> list[str]:
 def test_a_run_whose_session_a_resume_took_over_stops_at_once_and_says_so(
     tmp_path, prefect_api, llm, stopped
 ):
-    source = make_repo(tmp_path / "source")
-    remote = tmp_path / "remote.git"
-    subprocess.run(["git", "clone", "-q", "--bare", str(source), str(remote)], check=True)
     llm.api_key = None  # each worker's calls carry its own key
-    agent = Agent(block="b")
-    llm.anthropic.scripted_for = lambda r: bool(r.json and r.json.get("tools"))
-    for _ in range(40):
-        llm.anthropic.enqueue(agent)
-    tasks = tmp_path / "tasks.md"
-    tasks.write_text(CHAIN)
-    workers = []
-    for name in ("worker1", "worker2"):
-        (tmp_path / name).mkdir()
-        workers.append(Aca(tmp_path / name / "area", tmp_path / name, prefect_api, llm))
-    first, second = workers
+    remote, tasks, agent, first, second = two_workers(tmp_path, prefect_api, llm)
 
     def first_calls() -> int:
         return sum(r.headers.get("x-api-key") == FIRST_KEY for r in llm.model_calls)
