@@ -2,7 +2,7 @@
 of a resume that would run altered prompts or build on lost work, or of a run whose session
 branch is checked out where aca cannot move it, and warnings of what the
 user may not expect (uncommitted changes the tasks do not see, a task file edited since the
-session started)."""
+session started, setup commands that will run without the network)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from aca_flows.flows.run_setup import RunRequest
     from aca_flows.session.record import SessionRecord
+    from aca_flows.settings import SandboxSection
 
 __all__ = [
     "changed_source_warning",
@@ -32,6 +33,7 @@ __all__ = [
     "refuse_checked_out_session_branch",
     "refuse_lost_work",
     "refuse_redacted_work",
+    "setup_network_warning",
     "source_of",
     "tasks_left",
     "uncommitted_work_warning",
@@ -145,6 +147,33 @@ def refuse_a_spent_budget(session: SessionRecord, budget_usd: float | None, work
         f"${budget:g}{given} would stop it before any task runs. Give it a budget above what "
         f"is spent (`{resume_command(session.id, workdir, remote)} --budget-usd N`, "
         f"N > {session.cost_usd:.4f})."
+    )
+
+
+def setup_network_warning(plan: ExecutionPlan, sandbox: SandboxSection) -> str | None:
+    """Said before any task starts, not found out at the second task's setup: required setup
+    commands that run without the network in tasks whose commands have none (a command's own
+    ``network = true`` holds only until a task's work has landed; agent/setup.py)."""
+    if sandbox.mode == "off" or not plan.setup_commands:
+        return None
+    offline = [
+        t.id for t in tasks_left(plan) if not (sandbox.network if t.network is None else t.network)
+    ]
+    # Its own network = true covers the tasks that start before any lands: one task at least.
+    named = [
+        c.name
+        for c in plan.setup_commands
+        if c.required and (c.network is None or (c.network and len(offline) > 1))
+    ]
+    if not offline or not named:
+        return None
+    shown = ", ".join(offline[:3]) + (f" and {len(offline) - 3} more" if len(offline) > 3 else "")
+    return (
+        f"setup command {', '.join(repr(n) for n in named)} will run without the network in "
+        f"tasks whose commands have none ({shown}), at the latest once a task's work has "
+        "landed: if it installs from the network, those tasks fail at setup. Give them "
+        "`network = true`, or install offline and set the command's `network = false` "
+        '(docs/security.md, "Setup commands")'
     )
 
 

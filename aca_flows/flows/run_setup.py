@@ -32,6 +32,7 @@ from aca_flows.flows.run_inputs import (
     refuse_checked_out_session_branch,
     refuse_lost_work,
     refuse_redacted_work,
+    setup_network_warning,
     source_of,
     tasks_left,
     uncommitted_work_warning,
@@ -197,6 +198,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
             plan = store.session.plan.model_copy(deep=True)
             _retry_unfinished(plan)
         config = _with_plan_concurrency(config, plan, request)
+        _warn(setup_network_warning(plan, config.sandbox))
         providers = _build_providers(names, config, store, request)
         run = ActiveRun(
             plan=plan,
