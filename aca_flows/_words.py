@@ -23,6 +23,12 @@ def counted(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
+def listed(items: list[str], most: int, separator: str = ", ") -> str:
+    """The first ``most`` of ``items``, and how many more: "a, b, c and 2 more"."""
+    more = len(items) - most
+    return separator.join(items[:most]) + (f" and {more} more" if more > 0 else "")
+
+
 def format_cost(usd: float) -> str:
     """USD as aca shows a spend to a reader: four decimals under a dollar, cents above."""
     return f"${usd:,.4f}" if usd < 1 else f"${usd:,.2f}"

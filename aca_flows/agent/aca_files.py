@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from aca_flows._words import listed
 from aca_flows.settings import config_candidates
 
 __all__ = ["aca_files_problem", "is_aca_file"]
@@ -36,8 +37,7 @@ def aca_files_problem(changed_files: list[str]) -> str | None:
     own = [path for path in changed_files if is_aca_file(path)]
     if not own:
         return None
-    more = len(own) - _SHOWN
-    shown = ", ".join(own[:_SHOWN]) + (f" and {more} more" if more > 0 else "")
+    shown = listed(own, _SHOWN)
     return (
         f"the agent changed aca's own files ({shown}); aca commits none of them, since aca "
         "reads its configuration (its sandbox, the network, permissions) and its sessions from "

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from aca_flows._words import listed
+
 __all__ = ["leaving_links_problem"]
 
 _SHOWN = 5
@@ -24,8 +26,7 @@ def leaving_links_problem(root: Path, changed_files: list[str]) -> str | None:
                if (target := _target_outside(root, path)) is not None]  # fmt: skip
     if not leaving:
         return None
-    more = len(leaving) - _SHOWN
-    shown = "; ".join(leaving[:_SHOWN]) + (f" and {more} more" if more > 0 else "")
+    shown = listed(leaving, _SHOWN, "; ")
     return (
         f"the agent left symbolic links that point out of the repository ({shown}); aca "
         "commits no such link, since it would point at that path on every machine the branch "

@@ -16,7 +16,7 @@ run (``__pycache__``, ``.pytest_cache`` and the like) is not a change (``real_ch
 
 from __future__ import annotations
 
-from aca_flows._words import quoted_clause
+from aca_flows._words import listed, quoted_clause
 
 __all__ = [
     "NO_CHANGE_MARKER",
@@ -65,12 +65,10 @@ def evidence_problem(
             "description say what to change, or run it again."
         )
     if no_change_reason is not None and changed_files:
-        shown = ", ".join(changed_files[:_SHOWN_FILES])
-        hidden = len(changed_files) - _SHOWN_FILES
-        more = f" and {hidden} more" if hidden > 0 else ""
+        shown = listed(changed_files, _SHOWN_FILES)
         return (
             f"the agent said no change is needed ({no_change_reason}) but left changes in "
-            f"{len(changed_files)} file(s): {shown}{more}; nothing was committed. Run the task "
+            f"{len(changed_files)} file(s): {shown}; nothing was committed. Run the task "
             "again."
         )
     return None
@@ -81,11 +79,9 @@ def with_ignored_writes(problem: str, ignored: list[str]) -> str:
     agent did write, where no commit can hold it."""
     if not ignored:
         return problem
-    shown = ", ".join(ignored[:_SHOWN_FILES])
-    hidden = len(ignored) - _SHOWN_FILES
-    more = f" and {hidden} more" if hidden > 0 else ""
+    shown = listed(ignored, _SHOWN_FILES)
     return (
-        f"{problem} It did write {shown}{more}, but git ignores those paths (.gitignore or "
+        f"{problem} It did write {shown}, but git ignores those paths (.gitignore or "
         ".git/info/exclude), so no commit can hold them: have the task write elsewhere, or "
         "change the ignore rules as part of the task."
     )

@@ -24,6 +24,7 @@ import shlex
 from pathlib import Path
 
 from aca_flows._threads import in_thread
+from aca_flows._words import listed
 from aca_flows.agent.tools import ToolRefused, resolve_inside
 from aca_flows.agent.transcript import TaskLog
 from aca_flows.plan.models import SetupCommand
@@ -117,7 +118,7 @@ async def run_setup_commands(
 def _without_network(withheld: list[str]) -> str:
     """Why a setup command that failed ran without the network, and how to give it one."""
     if withheld:
-        shown = ", ".join(withheld[:5]) + (" ..." if len(withheld) > 5 else "")
+        shown = listed(withheld, 5)
         return (
             "It ran without the network: its `network = true` holds only in a worktree "
             "without work of this session's agents, and this one holds the work of task(s) "

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aca_flows._words import listed, resume_command
 from aca_flows.errors import InputError
 from aca_flows.plan import ExecutionPlan
 from aca_flows.session.events import SourceFile
@@ -76,7 +77,7 @@ def uncommitted_work_warning(repo: git.Repo, request: RunRequest) -> str | None:
     paths = [p for p in uncommitted_paths(repo) if (root / p).resolve() not in inputs]
     if not paths:
         return None
-    shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+    shown = listed(paths, 3)
     return (
         f"the checkout has uncommitted changes ({shown}): the tasks start from its last "
         "commit and do not see them; commit them first for the tasks to build on them"
@@ -138,8 +139,6 @@ def refuse_a_spent_budget(session: SessionRecord, budget_usd: float | None, work
     budget = session.budget_usd if budget_usd is None else budget_usd
     if budget is None or session.cost_usd < budget or not tasks_left(session.plan):
         return
-    from aca_flows._words import resume_command
-
     given = "" if budget_usd is not None else " (its own, kept without --budget-usd)"
     remote = getattr(session.remote, "url", None)
     raise InputError(
@@ -167,7 +166,7 @@ def setup_network_warning(plan: ExecutionPlan, sandbox: SandboxSection) -> str |
     ]
     if not offline or not named:
         return None
-    shown = ", ".join(offline[:3]) + (f" and {len(offline) - 3} more" if len(offline) > 3 else "")
+    shown = listed(offline, 3)
     return (
         f"setup command {', '.join(repr(n) for n in named)} will run without the network in "
         f"tasks whose commands have none ({shown}), at the latest once a task's work has "
