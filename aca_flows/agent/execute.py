@@ -453,6 +453,7 @@ async def _run_agent_and_verify(
             config,
             conversation.log,
             attempt=attempt,
+            agent_since=started,
         )
         verify = results[0] if checks[0].owner is None else None  # the task's own check
         failed = checks[len(results) - 1], results[-1]

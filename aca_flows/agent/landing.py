@@ -14,6 +14,7 @@ import functools
 from collections.abc import Callable
 
 from aca_flows._threads import in_thread
+from aca_flows.agent.ignored_writes import set_aside
 from aca_flows.agent.no_change import real_changes
 from aca_flows.agent.transcript import TaskLog
 from aca_flows.agent.verify import (
@@ -79,12 +80,23 @@ async def run_checks_on_the_work(
     config: AcaConfig,
     log: TaskLog,
     attempt: int | None = None,
+    agent_since: float | None = None,
 ) -> list[VerifyResult]:
     """The checks' results on the work as it is now, each in the task log. What the checks
     write themselves (a cache, a generated file, an edit, a deletion) is undone after them:
-    what is committed is the work they checked, not what checking it left behind."""
+    what is committed is the work they checked, not what checking it left behind. With
+    ``agent_since`` (when the agent started), the files git ignores that it wrote since are
+    set aside while the checks run (``ignored_writes``): no commit holds them."""
+    aside = await in_thread(set_aside, worktree, agent_since) if agent_since else None
+    if aside is not None:
+        log.write("ignored_set_aside", files=aside.paths)
     tree = await in_thread(worktree.snapshot)
     results = await run_checks(checks, sandbox_for, config.agent)
+    if aside is not None and results and not results[-1].passed:
+        await in_thread(aside.put_back)
+        results[-1] = results[-1].model_copy(update={"output": results[-1].output + aside.note()})
+    elif aside is not None:
+        await in_thread(aside.discard)
     for check, result in zip(checks, results, strict=False):
         log.write(
             "verify",

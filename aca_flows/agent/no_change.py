@@ -19,6 +19,8 @@ from __future__ import annotations
 from aca_flows._words import listed, quoted_clause
 
 __all__ = [
+    "CACHE_FOLDERS",
+    "CACHE_SUFFIXES",
     "NO_CHANGE_MARKER",
     "evidence_problem",
     "parse_no_change",
@@ -32,8 +34,8 @@ _SHOWN_ANSWER = 300
 _SHOWN_FILES = 10
 # Caches that running a project's tests or linters writes into a repository without a
 # .gitignore for them: byproducts, not work.
-_CACHE_FOLDERS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis"}
-_CACHE_SUFFIXES = (".pyc", ".pyo")
+CACHE_FOLDERS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis"}
+CACHE_SUFFIXES = (".pyc", ".pyo")
 
 
 def parse_no_change(text: str) -> str | None:
@@ -49,7 +51,7 @@ def real_changes(paths: list[str]) -> list[str]:
     return [
         path
         for path in paths
-        if not _CACHE_FOLDERS.intersection(path.split("/")) and not path.endswith(_CACHE_SUFFIXES)
+        if not CACHE_FOLDERS.intersection(path.split("/")) and not path.endswith(CACHE_SUFFIXES)
     ]
 
 

@@ -105,15 +105,21 @@ class TaskWorktree:
             self.git.read_tree("--reset", "-u", tree)
         return changed
 
-    def ignored_since(self, since: float) -> list[str]:
-        """Paths git ignores (``.gitignore``, ``.git/info/exclude``) written since ``since`` (a
-        ``time.time()``): work that no commit can hold."""
+    def ignored_paths(self) -> list[str]:
+        """Paths git ignores (``.gitignore``, ``.git/info/exclude``): a file, or a folder
+        (without its trailing ``/``) that an ignore rule names, whose files git does not list.
+        """
         listed = self.git.status("--porcelain", "-z", "--ignored=matching", "--untracked-files=all")
+        return [entry[3:].rstrip("/") for entry in listed.split("\0") if entry.startswith("!! ")]
+
+    def ignored_since(self, since: float) -> list[str]:
+        """``ignored_paths`` written since ``since`` (a ``time.time()``): work that no commit
+        can hold."""
         found = []
-        for path in (entry[3:] for entry in listed.split("\0") if entry.startswith("!! ")):
+        for path in self.ignored_paths():
             with contextlib.suppress(OSError):
                 if (self.path / path).lstat().st_mtime >= since:
-                    found.append(path.rstrip("/"))
+                    found.append(path)
         return sorted(found)
 
     def contains(self, commit: str) -> bool:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
 
 from aca_flows.agent import execute_task
 from aca_flows.errors import TransientProviderError
-from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.plan.models import ExecutionPlan, SetupCommand, Task
 from aca_flows.session.layout import AcaDir
 from aca_flows.settings import AcaConfig
 from aca_flows.workspace import completed_task_commits, read_change_log, session_branch_head
@@ -508,6 +509,89 @@ def test_what_the_verify_command_writes_is_not_committed(tmp_path, repo):
     log = AcaDir(tmp_path).session(SESSION).task_log("t1").read_text().splitlines()
     undone = [json.loads(line) for line in log if '"checks_undone"' in line]
     assert sorted(undone[0]["files"]) == ["__pycache__/app.pyc", "app.py", "gen.out", "notes.txt"]
+
+
+def test_a_check_does_not_see_the_files_git_ignores_that_the_agent_wrote(tmp_path, repo):
+    """No commit holds an ignored file, so a check passing because of one would pass in the
+    worktree and fail on the branch. The check runs without it (what setup made and the
+    dependencies the agent installed stay), its output says why, and the agent gets the file
+    back for its fix round."""
+    (Path(repo.git_dir) / "info" / "exclude").write_text("*.log\nnode_modules/\nout/\n")
+    worktree = tmp_path / ".aca" / "worktrees" / SESSION / "t1"
+    seen = {}
+
+    def write_work(_request):
+        time.sleep(0.05)  # after the start, as the file system's coarse clock sees it
+        return tool_calls(
+            tool_use("write_file", path="a.txt", content="a\n"),
+            tool_use("write_file", path="b.log", content="what the check needs\n"),
+            tool_use("write_file", path="node_modules/dep/index.js", content="x\n"),
+            tool_use("write_file", path="out/deep/new.txt", content="x\n"),
+        )
+
+    def fix(request):
+        seen["b.log back"] = (worktree / "b.log").read_text()
+        seen["told"] = request.messages[-1].text
+        return tool_calls(tool_use("write_file", path="b.txt", content="b\n"))
+
+    provider = ScriptedProvider(
+        write_work,
+        tool_calls(tool_use("finish", summary="a")),
+        fix,
+        tool_calls(tool_use("finish", summary="b")),
+    )
+    check = (
+        "test -f setup.log && test -f out/deep/old.txt && ! test -e out/deep/new.txt"
+        " && test -f node_modules/dep/index.js && test -f a.txt"
+        " && (test -f b.log || test -f b.txt)"
+    )
+    plan = plan_of(
+        Task(id="t1", title="Write a", verify=check),
+        setup_commands=[
+            SetupCommand(
+                name="setup",
+                command="echo made > setup.log && mkdir -p out/deep && echo x > out/deep/old.txt",
+            )
+        ],
+    )
+    config = AcaConfig.model_validate({"agent": {"max_fix_attempts": 1}})
+    outcome = asyncio.run(execute(tmp_path, plan, "t1", provider, config=config))
+
+    assert outcome.status == "completed", outcome.failure_reason
+    assert seen["b.log back"] == "what the check needs\n"
+    assert (
+        "without the files the agent wrote that git ignores (b.log, out/deep/new.txt)"
+        in seen["told"]
+    )
+    assert repo.git.ls_tree("-r", "--name-only", f"aca/{SESSION}").split() == [
+        "a.txt",
+        "app.py",
+        "b.txt",
+    ]
+    log = AcaDir(tmp_path).session(SESSION).task_log("t1").read_text().splitlines()
+    aside = [json.loads(line) for line in log if '"ignored_set_aside"' in line]
+    assert [record["files"] for record in aside] == [["b.log", "out/deep/new.txt"]] * 2
+    assert not (tmp_path / ".aca" / "worktrees" / SESSION / ".t1.ignored").exists()
+
+
+def test_a_check_that_passes_only_with_an_ignored_file_fails_the_task(tmp_path, repo):
+    (Path(repo.git_dir) / "info" / "exclude").write_text("*.log\n")
+
+    def write_work(_request):
+        time.sleep(0.05)
+        return tool_calls(
+            tool_use("write_file", path="a.txt", content="a\n"),
+            tool_use("write_file", path="logs/b.log", content="b\n"),
+        )
+
+    provider = ScriptedProvider(write_work, tool_calls(tool_use("finish", summary="a")))
+    task = Task(id="t1", title="Write a", verify="test -f a.txt && test -f logs/b.log")
+    config = AcaConfig.model_validate({"agent": {"max_fix_attempts": 0}})
+    outcome = asyncio.run(execute(tmp_path, plan_of(task), "t1", provider, config=config))
+
+    assert outcome.status == "failed"
+    assert "git ignores (logs/b.log): no commit can hold them" in outcome.failure_reason
+    assert session_branch_head(repo, SESSION) == repo.head.commit.hexsha
 
 
 def test_work_that_cannot_land_on_a_checked_out_session_branch_fails_showing_the_work(

@@ -1,0 +1,123 @@
+"""Files the agent wrote that git ignores, kept out of the task's checks.
+
+No commit holds them, so a check that passes only because of one passes in the worktree and
+fails on the branch: a verify ``test -f out.log`` in a repository that ignores ``*.log``.
+Before the checks run, ``set_aside`` moves such files out of the worktree, into a folder no
+sandboxed command sees (under ``.aca``). What every checkout makes for itself stays where it
+is: caches, installed dependencies and build output (``KEPT_FOLDERS``), which a check makes
+again as it would on any clone; so does whatever the setup commands made before the agent
+started. A failed check gives them back for the agent's next round, its output naming them;
+after the checks passed they are deleted, as the worktree soon is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from aca_flows._words import listed
+from aca_flows.agent.no_change import CACHE_FOLDERS, CACHE_SUFFIXES
+from aca_flows.workspace import TaskWorktree
+
+__all__ = ["KEPT_FOLDERS", "SetAside", "set_aside"]
+
+KEPT_FOLDERS = CACHE_FOLDERS | {
+    # installed dependencies
+    ".venv",
+    "venv",
+    "node_modules",
+    ".eggs",
+    ".tox",
+    ".nox",
+    # build output and build caches
+    "build",
+    "dist",
+    "target",
+    ".gradle",
+    ".next",
+    ".cache",
+}
+KEPT_SUFFIXES = (*CACHE_SUFFIXES, ".egg-info", ".o", ".class")
+# An ignored folder that is not one of the above is searched file by file for what the agent
+# wrote; one this big is left alone (a data set, a checkout of something) rather than walked.
+_MOST_ENTRIES_WALKED = 20_000
+_SHOWN = 10
+
+
+@dataclass
+class SetAside:
+    """The agent's ignored files, moved to ``holding`` while the checks run."""
+
+    worktree: Path
+    holding: Path
+    paths: list[str]
+
+    def note(self) -> str:
+        """What a failed check's output says of them, for the agent and the failure reason."""
+        return (
+            f"\n[aca ran this check without the files the agent wrote that git ignores "
+            f"({listed(self.paths, _SHOWN)}): no commit can hold them, so the checked work "
+            "must not need them. They are back in the worktree.]"
+        )
+
+    def put_back(self) -> None:
+        """Every file to where it was (one a check wrote there since is replaced)."""
+        for path in self.paths:
+            with contextlib.suppress(OSError):
+                target = self.worktree / path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.holding / path, target)
+        shutil.rmtree(self.holding, ignore_errors=True)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.holding, ignore_errors=True)
+
+
+def set_aside(worktree: TaskWorktree, since: float) -> SetAside | None:
+    """Move the files git ignores that were written in the worktree since ``since`` (a
+    ``time.time()``, when the agent started) out of it; ``None`` when there are none."""
+    found = [
+        path
+        for entry in worktree.ignored_paths()
+        if not _kept(entry)
+        for path in _written_since(worktree.path, entry, since)
+    ]
+    if not found:
+        return None
+    holding = worktree.path.parent / f".{worktree.task_id}.ignored"
+    shutil.rmtree(holding, ignore_errors=True)  # a crash's leftover
+    moved = []
+    for path in found:
+        with contextlib.suppress(OSError):
+            (holding / path).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(worktree.path / path, holding / path)
+            moved.append(path)
+    return SetAside(worktree.path, holding, moved) if moved else None
+
+
+def _kept(path: str) -> bool:
+    return bool(KEPT_FOLDERS.intersection(path.split("/"))) or path.endswith(KEPT_SUFFIXES)
+
+
+def _written_since(root: Path, entry: str, since: float) -> list[str]:
+    """``entry`` (a path git lists as ignored) if it is a file written since ``since``; the
+    files under it that were, if it is a folder. Links count as files, never followed."""
+    path = root / entry
+    with contextlib.suppress(OSError):
+        if not path.is_dir() or path.is_symlink():
+            return [entry] if path.lstat().st_mtime >= since else []
+        found, seen = [], 0
+        for folder, folders, files in os.walk(path):
+            folders[:] = [name for name in folders if name not in KEPT_FOLDERS]
+            seen += len(files) + len(folders)
+            if seen > _MOST_ENTRIES_WALKED:
+                return []
+            for name in files:
+                file = Path(folder, name)
+                if not name.endswith(KEPT_SUFFIXES) and file.lstat().st_mtime >= since:
+                    found.append(file.relative_to(root).as_posix())
+        return found
+    return []
