@@ -376,7 +376,7 @@ async def _run_agent_and_verify(
         plan, task, dependencies=dependencies, read_file=lambda p: _read_ref(worktree.path, p)
     )
     # run_command and verify; network off unless the task or [sandbox] network allows it
-    sandbox = sandbox_of(worktree, config, network=task.network)
+    sandbox = sandbox_of(worktree, config.sandbox, network=task.network)
     tools = TaskTools(
         worktree.path,
         config.agent,

@@ -28,7 +28,7 @@ from aca_flows.agent.verify import (
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.sandbox import Sandbox
 from aca_flows.session.layout import SessionPaths
-from aca_flows.settings import AcaConfig
+from aca_flows.settings import AcaConfig, SandboxSection
 from aca_flows.workspace import (
     BranchMovedError,
     ChecksFailedOnHead,
@@ -124,15 +124,18 @@ def sandbox_for_check(
     wanted = config.sandbox.network if network is None else network
     if made is not None:
         return made if made.network == wanted else dataclasses.replace(made, network=wanted)
-    return sandbox_of(worktree, config, network=network)
+    return sandbox_of(worktree, config.sandbox, network=network)
 
 
-def sandbox_of(worktree: TaskWorktree, config: AcaConfig, *, network: bool | None) -> Sandbox:
+def sandbox_of(
+    worktree: TaskWorktree, settings: SandboxSection, *, network: bool | None
+) -> Sandbox:
     """A sandbox of the task's worktree, its mounts from the git directory and repository
-    recorded when the worktree was made."""
+    recorded when the worktree was made (never from the ``.git`` file the agent may have
+    rewritten since)."""
     return Sandbox.for_worktree(
         worktree.path,
-        config.sandbox,
+        settings,
         network=network,
         git_dir=worktree.git_dir,
         repository=worktree.repo_root,

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from aca_flows._threads import in_thread
 from aca_flows._words import listed
+from aca_flows.agent.landing import sandbox_of
 from aca_flows.agent.tools import ToolRefused, resolve_inside
 from aca_flows.agent.transcript import TaskLog
 from aca_flows.plan.models import SetupCommand
@@ -70,14 +71,7 @@ async def run_setup_commands(
                 )
             network, withheld = not agents_work, agents_work
         if network not in sandboxes:  # a sandbox's mounts take file system look-ups to plan
-            # Its mounts from what was recorded when the worktree was made (landing.py).
-            sandboxes[network] = Sandbox.for_worktree(
-                worktree.path,
-                sandbox_settings,
-                network=network,
-                git_dir=worktree.git_dir,
-                repository=worktree.repo_root,
-            )
+            sandboxes[network] = sandbox_of(worktree, sandbox_settings, network=network)
         result = await sandboxes[network].run(
             line,
             timeout_seconds=command.timeout_seconds,
@@ -106,11 +100,10 @@ async def run_setup_commands(
         return None
     leftovers = await in_thread(_uncommitted_paths, worktree)
     if leftovers:
-        listed = ", ".join(leftovers[:10]) + (" ..." if len(leftovers) > 10 else "")
         return (
             f"the setup commands left changes that would be committed with the task's work: "
-            f"{listed}. Add them to .gitignore (or to .git/info/exclude of the repository), "
-            "or have the setup commands write elsewhere."
+            f"{listed(leftovers, 10)}. Add them to .gitignore (or to .git/info/exclude of the "
+            "repository), or have the setup commands write elsewhere."
         )
     return None
 
