@@ -48,12 +48,12 @@ If you cannot go on without a person's decision, call ask_human with your questi
 
 _CLAUDE_CODE_RULES = (
     f"""\
-Use your own tools to read, edit and test. When you are done, answer with a short summary of
-what you changed. If the task needs no change at all (it is already done, or what it asks is
-already true), change nothing and make the last line of your answer exactly
-`{NO_CHANGE_MARKER} <the reason>`; stopping without a change and without that line fails the
-task. If you cannot go on without a person's decision, make the last line of your answer
-exactly `{NEEDS_HUMAN_MARKER} <your question>`.
+Use your own tools to read, edit and test. Put temporary files in $TMPDIR, not in /tmp.
+When you are done, answer with a short summary of what you changed. If the task needs no
+change at all (it is already done, or what it asks is already true), change nothing and make
+the last line of your answer exactly `{NO_CHANGE_MARKER} <the reason>`; stopping without a
+change and without that line fails the task. If you cannot go on without a person's decision,
+make the last line of your answer exactly `{NEEDS_HUMAN_MARKER} <your question>`.
 """
     + SUBTASK_BLOCK_HELP
 )

@@ -23,6 +23,11 @@ calls to execute). What a caller may rely on:
   MCP servers from the user's Claude Code configuration start only when ``allowed_tools``
   names an MCP tool or permissions are bypassed (``claude_code_tools.mcp_tools_allowed``):
   each is a process started with every run, before its first request;
+- sandboxed, each run gets a private scratch folder (``tempfile.mkdtemp``, 0700) as its
+  ``TMPDIR`` and a working directory besides ``cwd`` (Claude Code refuses other paths outside
+  the worktree, ``/tmp`` too), removed when the run ends; calls it refused for reaching
+  outside are counted in one last ``system`` event and at the end of a run's error
+  (``claude_code_results.OutsideRefusals``);
 - ``request.system`` is appended to Claude Code's own system prompt, never replaces it;
   ``request.tools`` are not used: Claude Code works with its own tools (``allowed_tools``);
 - ``response_schema`` is passed as Claude Code's JSON schema option (``--json-schema``); the
@@ -52,12 +57,13 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from aca_flows.errors import PermanentProviderError, TransientProviderError
+from aca_flows.errors import PermanentProviderError, ProviderError, TransientProviderError
 from aca_flows.providers.base import (
     EventCallback,
     Message,
@@ -67,6 +73,7 @@ from aca_flows.providers.base import (
     Usage,
 )
 from aca_flows.providers.claude_code_results import (
+    OutsideRefusals,
     SessionSpend,
     StreamedSpend,
     claude_rates,
@@ -227,8 +234,9 @@ class ClaudeCodeProvider:
             deny_commands=deny_commands,
         )
 
-    def build_options(self, request: ProviderRequest) -> Any:
-        """The ``ClaudeAgentOptions`` for ``request``."""
+    def build_options(self, request: ProviderRequest, scratch: str | None = None) -> Any:
+        """The ``ClaudeAgentOptions`` for ``request``; ``scratch``, a private folder for the
+        run's temporary files, is its ``TMPDIR`` and a working directory besides ``cwd``."""
         from claude_agent_sdk import ClaudeAgentOptions  # lazy: keeps `aca --help` fast
 
         opts = request.options
@@ -253,6 +261,8 @@ class ClaudeCodeProvider:
                 # claude runs it outside its sandbox: no command inside may change it.
                 protected.append(npm)
         env = {**quiet_environment(os.environ), **env}
+        if scratch:
+            env["TMPDIR"] = scratch
         # Claude Code keeps its default mode while it scrubs its commands' environment, as the
         # sandbox has it do, and warns at every start when told another: allowed_tools alone
         # decides there (readiness refuses bypassPermissions with the sandbox on).
@@ -264,9 +274,11 @@ class ClaudeCodeProvider:
         # write and read the worktree only.
         approved = allowed_tools
         if sandboxed and opts.get("cwd"):
-            approved = confined_tools(allowed_tools, str(Path(opts["cwd"]).resolve()))
+            folders = [str(Path(opts["cwd"]).resolve()), *([scratch] if scratch else [])]
+            approved = confined_tools(allowed_tools, folders)
         return ClaudeAgentOptions(
             cwd=opts.get("cwd"),
+            add_dirs=[scratch] if scratch else [],
             resume=opts.get("resume"),
             model=request.model or self.model,
             permission_mode=permission_mode,
@@ -298,6 +310,25 @@ class ClaudeCodeProvider:
     async def complete(
         self, request: ProviderRequest, on_event: EventCallback | None = None
     ) -> ProviderResponse:
+        # Sandboxed, Claude Code refuses paths outside its working directories, the host's
+        # /tmp too: the run gets a private folder for its temporary files (``TMPDIR``).
+        sandboxed = self.sandbox.mode != "off"
+        scratch = tempfile.mkdtemp(prefix="aca-scratch-") if sandboxed else None
+        refusals = OutsideRefusals(on_event)
+        try:
+            return await self._run(request, refusals.heard, scratch)
+        except ProviderError as error:
+            if refusals.count:
+                error.args = (f"{error} {refusals.said()}",)
+            raise
+        finally:
+            refusals.report()
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+
+    async def _run(
+        self, request: ProviderRequest, on_event: EventCallback, scratch: str | None
+    ) -> ProviderResponse:
         if self.cli_path is not None and not self.cli_path.is_file():
             raise PermanentProviderError(
                 f"claude-code: the claude binary {self.cli_path} does not exist. Set "
@@ -314,7 +345,7 @@ class ClaudeCodeProvider:
         try:
             from claude_agent_sdk import query
 
-            options = self.build_options(request)
+            options = self.build_options(request, scratch)
             options.stderr = functools.partial(_heard, stderr, on_event)
             # The API's stream events too: the final output count of each turn, for the bill of
             # a run that ends without a result (``StreamedSpend``).
@@ -326,8 +357,7 @@ class ClaudeCodeProvider:
                     if event.kind == "assistant_text":
                         texts.append(event.data["text"])
                     tools_used += event.kind == "tool_use"
-                    if on_event is not None:
-                        on_event(event)
+                    on_event(event)
                 if type(message).__name__ == "ResultMessage":
                     result = message
         except (PermanentProviderError, TransientProviderError):

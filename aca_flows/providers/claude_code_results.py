@@ -8,7 +8,7 @@ transient; anything else is transient too, its message quoting Claude Code.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from aca_flows.settings import ModelPrice
 
 __all__ = [
     "LOGIN_FIX",
+    "OutsideRefusals",
     "SessionSpend",
     "StreamedSpend",
     "claude_rates",
@@ -400,3 +401,37 @@ def events_of(message: Any) -> list[ProviderEvent]:
             )
         )
     return events
+
+
+# How Claude Code answers a tool call naming a path outside its working directories (claude
+# 2.1.332): a read is blocked (``blockReadsOutsideWorkingDirectories``), a command that may
+# read one "requires approval", a write is not granted. Unattended, each is refused, not run.
+OUTSIDE_MARKERS = ("blockReadsOutsideWorkingDirectories", "requires approval", "haven't granted")
+
+
+class OutsideRefusals:
+    """Passes a run's events on to ``on_event`` and counts its tool calls Claude Code refused
+    for reaching outside the worktree: each is a paid turn the task learns nothing from."""
+
+    def __init__(self, on_event: Callable[[ProviderEvent], None] | None) -> None:
+        self.on_event = on_event
+        self.count = 0
+
+    def heard(self, event: ProviderEvent) -> None:
+        if event.kind == "tool_result" and event.data.get("is_error"):
+            content = str(event.data.get("content"))
+            self.count += any(marker in content for marker in OUTSIDE_MARKERS)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def said(self) -> str:
+        return (
+            f"Claude Code refused {counted(self.count, 'command')} reaching outside the "
+            "worktree (see docs/security.md)."
+        )
+
+    def report(self) -> None:
+        """One event saying how many, after the run, if any was refused."""
+        if self.count and self.on_event is not None:
+            data = {"subtype": "refused_outside_worktree", "refused": self.count}
+            self.on_event(ProviderEvent(kind="system", data={**data, "text": self.said()}))

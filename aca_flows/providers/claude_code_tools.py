@@ -68,17 +68,18 @@ def _tool_names(allowed_tools: list[str]) -> list[str]:
 EDITING_TOOLS = ("Write", "Edit", "MultiEdit", "NotebookEdit")
 
 
-def confined_tools(allowed_tools: list[str], cwd: str) -> list[str]:
-    """``allowed_tools`` with each bare file-editing tool allowed only inside ``cwd`` (the
-    task's worktree): ``Edit(//<worktree>/**)``. Claude Code's sandbox confines Bash alone; its
-    file tools run in the claude process, and a bare ``Write`` approves a write anywhere (the
-    user's checkout, ``~/.aca``, ``/etc``). A write outside matches no rule, so Claude Code
-    would ask, and a run nobody watches answers no. A rule the user scoped stays as given."""
-    scope = f"(/{_pattern_of(cwd)}/**)"
+def confined_tools(allowed_tools: list[str], folders: list[str]) -> list[str]:
+    """``allowed_tools`` with each bare file-editing tool allowed only inside ``folders`` (the
+    task's worktree, the run's scratch folder): ``Edit(//<worktree>/**)``. Claude Code's
+    sandbox confines Bash alone; its file tools run in the claude process, and a bare
+    ``Write`` approves a write anywhere (the user's checkout, ``~/.aca``, ``/etc``). A write
+    outside matches no rule, so Claude Code would ask, and a run nobody watches answers no. A
+    rule the user scoped stays as given."""
+    scoped = [f"Edit(/{_pattern_of(folder)}/**)" for folder in folders]
     confined = []
     for tool in allowed_tools:
         name = tool.strip()
-        confined.append(f"Edit{scope}" if name in EDITING_TOOLS else tool)
+        confined.extend(scoped if name in EDITING_TOOLS else [tool])
     return list(dict.fromkeys(confined))
 
 

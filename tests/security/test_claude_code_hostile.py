@@ -20,6 +20,7 @@ from aca_flows.agent import execute_task
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers import get_provider
 from aca_flows.sandbox import check_sandbox
+from aca_flows.session.layout import AcaDir
 from aca_flows.settings import AcaConfig
 from tests.fakes.llm_server import FakeLLMServer
 from tests.security.hostile import HOSTILE, HostileWorld
@@ -171,3 +172,20 @@ def test_the_claude_run_completes_and_changes_nothing_outside_its_worktree(claud
     assert files == ["README.md"]  # no sandbox placeholder (.env, package.json, ...) committed
     sent = json.dumps([r.json for r in scripted])
     assert world.key not in sent
+
+
+def test_the_task_log_says_how_many_calls_claude_code_refused_outside_the_worktree(claude_run):
+    world, _, results, scripted = claude_run
+    refused = [
+        probe for probe, result in results.items()
+        if any(said in text_of(result) for said in (BLOCKED, *READ_REFUSED, *WRITE_REFUSED))
+    ]  # fmt: skip
+    log = AcaDir(world.repo).session("s1").task_log("t1").read_text().splitlines()
+    (line,) = [json.loads(record) for record in log if "refused_outside_worktree" in record]
+    assert line["data"]["refused"] == len(refused) >= len(THROUGH_FILE_TOOLS)
+    assert line["data"]["text"] == (
+        f"Claude Code refused {len(refused)} commands reaching outside the worktree "
+        "(see docs/security.md)."
+    )
+    # The model is told where its temporary files go.
+    assert "Put temporary files in $TMPDIR" in json.dumps(scripted[0].json["system"])

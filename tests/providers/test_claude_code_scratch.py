@@ -1,0 +1,127 @@
+"""A Claude Code run's private scratch folder and the count of its refusals outside the
+worktree, with the real bundled ``claude`` binary against the fake server.
+
+Sandboxed, Claude Code refuses any path outside its working directories, the host's /tmp
+too: each run gets its own folder for temporary files (``TMPDIR``), and a run whose calls
+were refused anyway says how many.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+
+import pytest
+
+from aca_flows.errors import PermanentProviderError
+from tests.fakes.llm_server import Reply
+from tests.providers.conftest import run
+from tests.providers.test_claude_code import _provider, _request, _tool_results
+
+REFUSED = "refused_outside_worktree"
+
+
+@pytest.fixture
+def scratch_folders(monkeypatch) -> list[str]:
+    """The folders the provider makes with ``tempfile.mkdtemp``, as they are made."""
+    made: list[str] = []
+
+    def recorded(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    real = tempfile.mkdtemp
+    monkeypatch.setattr(tempfile, "mkdtemp", recorded)
+    return made
+
+
+def test_a_run_writes_its_temporary_files_to_a_private_scratch_folder_removed_after(
+    claude_env, llm_server, tmp_path, scratch_folders
+):
+    seen = {}
+
+    def in_scratch(tool: str, arguments):
+        def reply(request) -> Reply:
+            folder = scratch_folders[0] if scratch_folders else "/no/scratch/folder"
+            seen.setdefault(
+                "mode", stat.S_IMODE(os.stat(folder).st_mode) if scratch_folders else None
+            )
+            return Reply(tool_calls=[{"name": tool, "arguments": arguments(folder)}])
+
+        return reply
+
+    python = "import tempfile; print('py', tempfile.mkdtemp())"
+    shell = f'echo hi > "$TMPDIR/x" && cat "$TMPDIR/x" && mktemp && python3 -c "{python}"'
+    llm_server.anthropic.enqueue(tool_calls=[{"name": "Bash", "arguments": {"command": shell}}])
+    llm_server.anthropic.enqueue(
+        in_scratch("Bash", lambda folder: {"command": f"echo top > {folder}/y && cat {folder}/y"})
+    )
+    llm_server.anthropic.enqueue(
+        in_scratch("Write", lambda folder: {"file_path": f"{folder}/w.txt", "content": "w"})
+    )
+    llm_server.anthropic.enqueue(
+        in_scratch("Read", lambda folder: {"file_path": f"{folder}/w.txt"})
+    )
+    llm_server.anthropic.enqueue(text="Done.")
+    events = []
+
+    run(_provider().complete(_request(tmp_path, "Use scratch files"), on_event=events.append))
+
+    assert len(scratch_folders) == 1, "no scratch folder was made for the run"
+    folder = scratch_folders[0]
+    bash, top, write, read = _tool_results(llm_server.anthropic.requests[-1:])
+    lines = bash.splitlines()
+    assert lines[0] == "hi" and lines[1].startswith(folder), bash
+    assert lines[2].startswith(f"py {folder}"), bash
+    assert top.startswith("top\n"), top
+    assert "created successfully" in write, write
+    assert "1\tw" in read and "blocked" not in read, read
+    assert seen["mode"] == 0o700  # private: the host's /tmp is shared with other users
+    assert not os.path.exists(folder)  # removed after the run
+    assert not [e for e in events if e.data.get("subtype") == REFUSED]  # nothing refused
+
+
+def test_refusals_outside_the_worktree_are_counted_in_one_line_and_in_a_failure(
+    claude_env, llm_server, tmp_path, scratch_folders
+):
+    llm_server.anthropic.enqueue(
+        tool_calls=[{"name": "Bash", "arguments": {"command": "cat /etc/hostname"}}]
+    )
+    llm_server.anthropic.enqueue(
+        tool_calls=[{"name": "Bash", "arguments": {"command": "cd .. && ls"}}]
+    )
+    llm_server.anthropic.enqueue(
+        tool_calls=[{"name": "Read", "arguments": {"file_path": "/etc/hostname"}}]
+    )
+    beside = tmp_path.parent / "escaped.txt"
+    llm_server.anthropic.enqueue(
+        tool_calls=[{"name": "Write", "arguments": {"file_path": str(beside), "content": "x"}}]
+    )
+    llm_server.anthropic.enqueue(text="Done.")
+    events = []
+
+    run(_provider().complete(_request(tmp_path, "Look around"), on_event=events.append))
+
+    *reads, write = _tool_results(llm_server.anthropic.requests[-1:])
+    assert all("blockReadsOutsideWorkingDirectories" in result for result in reads), reads
+    assert "haven't granted it" in write and not beside.exists(), write
+    (line,) = [e.data for e in events if e.data.get("subtype") == REFUSED]
+    assert line["refused"] == 4
+    assert line["text"] == (
+        "Claude Code refused 4 commands reaching outside the worktree (see docs/security.md)."
+    )
+    assert events[-1].data is line  # after the run's own result
+
+    # A run that fails says it too: the refusals may be why it ran out of turns.
+    llm_server.anthropic.enqueue(
+        tool_calls=[{"name": "Bash", "arguments": {"command": "ls /usr/lib | head -2"}}]
+    )
+    with pytest.raises(PermanentProviderError, match="turn limit") as caught:
+        run(_provider().complete(_request(tmp_path, "Look", max_turns=1)))
+    assert str(caught.value).endswith(
+        "Claude Code refused 1 command reaching outside the worktree (see docs/security.md)."
+    )
+    assert len(scratch_folders) == 2 and not any(
+        os.path.exists(folder) for folder in scratch_folders
+    )
