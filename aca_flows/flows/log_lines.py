@@ -104,6 +104,8 @@ def _provider_event(r: dict[str, Any]) -> str:
         return f"stderr: {_short(data.get('text', ''))}"
     if data.get("subtype") == "api_retry":
         return _api_retry(data)
+    if data.get("subtype") == "refused_outside_worktree":
+        return str(data.get("text", ""))
     return f"{event}: {data.get('subtype', '')}".rstrip(": ")
 
 

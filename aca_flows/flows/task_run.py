@@ -530,8 +530,11 @@ def _log_level(record: dict[str, Any]) -> int:
     kind = record.get("kind")
     if kind == "task_failed":
         return logging.ERROR
-    if kind in ("merge_conflict", "subtasks_rejected") or (
-        kind == "verify" and not record.get("passed")
+    refused = (record.get("data") or {}).get("subtype") == "refused_outside_worktree"
+    if (
+        kind in ("merge_conflict", "subtasks_rejected")
+        or refused
+        or (kind == "verify" and not record.get("passed"))
     ):
         return logging.WARNING
     return logging.INFO

@@ -89,3 +89,16 @@ def test_claude_codes_own_retry_says_which_how_long_and_why():
     assert describe_record(record) == (
         "Claude Code retries an API call (retry 2 of 10) in 35.0 s: 429 rate_limit_error"
     )
+
+
+def test_claude_codes_refusals_outside_the_worktree_are_one_warning_saying_how_many():
+    import logging
+
+    from aca_flows.flows.task_run import _log_level
+
+    text = "Claude Code refused 3 commands reaching outside the worktree (see docs/security.md)."
+    data = {"subtype": "refused_outside_worktree", "refused": 3, "text": text}
+    record = {"kind": "provider_event", "event": "system", "data": data}
+    assert describe_record(record) == text
+    # A warning: shown in the run's log even when tool calls are not logged.
+    assert _log_level(record) == logging.WARNING
