@@ -40,7 +40,7 @@ __all__ = [
 CLAUDE_ENV_NAMES = frozenset(
     {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TERM", "TZ", "TMPDIR"}
     | {"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"}
-    | {"NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "ACA_CLAUDE_CLI"}
+    | {"NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "ACA_CLAUDE_CLI", "BUN_GC_TIMER_DISABLE"}
 )
 CLAUDE_ENV_PREFIXES = ("ANTHROPIC_", "CLAUDE_", "DISABLE_", "LC_", "AWS_BEARER_TOKEN_BEDROCK")
 
@@ -54,10 +54,15 @@ CLAUDE_ENV_PREFIXES = ("ANTHROPIC_", "CLAUDE_", "DISABLE_", "LC_", "AWS_BEARER_T
 # Auto memory: a folder outside the worktree (``~/.claude/projects/<repository>/memory``),
 # shared by every task and session on the repository, that the model is told to write to and
 # every request carries (about 3,000 tokens): a task starts from its prompt and its worktree.
+# Bun's idle GC timer (claude is a Bun program): collections of a ~200 MB heap while claude
+# waits for the model, about 0.2 of a short run's 0.7 CPU-s (eight at once on two cores: most
+# of what held bench/peer.py above its target). The heap is still collected as it grows;
+# about 35 MB more per process.
 QUIET_ENV = {
     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     "CLAUDE_CODE_DISABLE_GIT_INSTRUCTIONS": "1",
     "CLAUDE_CODE_DISABLE_AUTO_MEMORY": "1",
+    "BUN_GC_TIMER_DISABLE": "1",
 }
 
 

@@ -331,6 +331,17 @@ def test_claude_code_runs_without_what_aca_does_itself_unless_the_user_asks(
     assert all(marker in prompt for marker in markers)
 
 
+def test_claude_runs_without_buns_idle_collections_unless_the_user_sets_it(tmp_path, monkeypatch):
+    # Bun's idle GC timer costs about 0.2 CPU-s of a short claude run (bench/peer.py):
+    # off, unless the user's environment says otherwise.
+    monkeypatch.delenv("BUN_GC_TIMER_DISABLE", raising=False)
+    options = _provider().build_options(_request(tmp_path, "Say done"))
+    assert options.env["BUN_GC_TIMER_DISABLE"] == "1"
+    monkeypatch.setenv("BUN_GC_TIMER_DISABLE", "0")
+    options = _provider().build_options(_request(tmp_path, "Say done"))
+    assert options.env["BUN_GC_TIMER_DISABLE"] == "0"
+
+
 def _tool_results(requests) -> list[str]:
     return [
         str(block.get("content"))
