@@ -29,7 +29,7 @@ from aca_flows.agent.subtasks import (
     check_proposals,
     parse_proposals,
 )
-from aca_flows.providers.base import ToolCall, ToolDefinition, ToolResult
+from aca_flows.providers.base import UNPARSED_ARGUMENTS, ToolCall, ToolDefinition, ToolResult
 from aca_flows.sandbox import Sandbox
 from aca_flows.settings import AgentSection
 
@@ -212,6 +212,13 @@ class TaskTools:
         if handler is None:
             names = ", ".join(d.name for d in TOOL_DEFINITIONS)
             return self._error(call, f"unknown tool {call.name!r}; the tools are: {names}")
+        unparsed = call.arguments.get(UNPARSED_ARGUMENTS)
+        if unparsed is not None:  # the provider could not read them (openai_api, ollama_api)
+            return self._error(
+                call,
+                f"the arguments of {call.name} were not a JSON object ({str(unparsed)[:200]!r}): "
+                "call it again with its arguments as one JSON object",
+            )
         try:
             content = await handler(**call.arguments)
         except ToolRefused as exc:

@@ -19,6 +19,7 @@ import re
 from typing import Any
 
 from aca_flows._words import counted
+from aca_flows.providers.base import UNPARSED_ARGUMENTS
 from aca_flows.session.redact import redact_text
 
 __all__ = ["describe_record"]
@@ -57,6 +58,8 @@ def _tool_call(r: dict[str, Any]) -> str:
 
 
 def _call(name: str, args: dict[str, Any]) -> str:
+    if UNPARSED_ARGUMENTS in args:
+        return f"{name} (arguments not a JSON object)"
     path = args.get("path") or args.get("file_path")
     if name == "write_file" or (name == "Write" and "content" in args):
         return f"{name} {path} ({_length(args.get('content', '')):,} chars)"

@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "UNPARSED_ARGUMENTS",
     "EventCallback",
     "Message",
     "Provider",
@@ -35,6 +36,11 @@ class ToolDefinition(WireModel):
     name: str
     description: str
     input_schema: dict[str, Any]
+
+
+# A tool call's arguments that were not a JSON object, as a wire format had them: the tools
+# tell the model so rather than run the call with none.
+UNPARSED_ARGUMENTS = "_unparsed_arguments"
 
 
 class ToolCall(WireModel):

@@ -22,6 +22,7 @@ from typing import Any
 
 from aca_flows.errors import PermanentProviderError
 from aca_flows.providers.base import (
+    UNPARSED_ARGUMENTS,
     EventCallback,
     Message,
     ProviderRequest,
@@ -199,5 +200,5 @@ def _arguments(raw: Any) -> dict[str, Any]:
     try:  # some Ollama-compatible servers send arguments as a JSON string
         parsed = json.loads(raw or "{}")
     except (TypeError, ValueError):
-        return {"_unparsed_arguments": raw}
-    return parsed if isinstance(parsed, dict) else {"_unparsed_arguments": raw}
+        return {UNPARSED_ARGUMENTS: raw}
+    return parsed if isinstance(parsed, dict) else {UNPARSED_ARGUMENTS: raw}

@@ -20,6 +20,7 @@ import json
 from typing import Any
 
 from aca_flows.providers.base import (
+    UNPARSED_ARGUMENTS,
     EventCallback,
     Message,
     ProviderRequest,
@@ -74,8 +75,8 @@ def _parse_arguments(raw: str | None) -> dict[str, Any]:
     try:
         parsed = json.loads(raw or "{}")
     except ValueError:
-        return {"_unparsed_arguments": raw}
-    return parsed if isinstance(parsed, dict) else {"_unparsed_arguments": raw}
+        return {UNPARSED_ARGUMENTS: raw}
+    return parsed if isinstance(parsed, dict) else {UNPARSED_ARGUMENTS: raw}
 
 
 def function_tools(tools: list[ToolDefinition]) -> list[dict[str, Any]]:

@@ -81,6 +81,21 @@ def test_missing_files_unknown_tools_and_bad_arguments_are_results(tools):
     assert call(tools, "write_file", path="a.txt").is_error  # content missing
 
 
+def test_arguments_a_provider_could_not_read_are_named_to_the_model_as_such(tools):
+    # openai_api/ollama_api hand back arguments that are not JSON unparsed: the model is told
+    # what to fix, not about a Python keyword argument.
+    from aca_flows.flows.log_lines import describe_record
+
+    result = call(tools, "write_file", _unparsed_arguments='{"path": "a.txt", "content": "x')
+    assert result.is_error
+    assert result.content == (
+        'the arguments of write_file were not a JSON object (\'{"path": "a.txt", '
+        '"content": "x\'): call it again with its arguments as one JSON object'
+    )
+    record = {"kind": "tool_call", "name": "write_file", "arguments": {"_unparsed_arguments": "{"}}
+    assert describe_record(record) == "write_file (arguments not a JSON object)"
+
+
 def test_run_command_runs_in_the_worktree_with_only_allowed_variables(tools, monkeypatch):
     monkeypatch.setenv("MY_API_KEY", "sk-123")
     monkeypatch.setenv("GITHUB_TOKEN", "ghp")
