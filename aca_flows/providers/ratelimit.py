@@ -13,7 +13,8 @@ Before a call, ``acquire`` waits (never raises, unless told to stop at a usage b
 
 After a call, ``release`` charges the actual tokens (input + output + cache writes: cache reads
 do not count against Anthropic's token limits), records the usage in the 5-hour blocks, and
-tightens the buckets from ``anthropic-ratelimit-*`` and ``x-ratelimit-*`` response headers.
+sets the buckets from ``anthropic-ratelimit-*`` and ``x-ratelimit-*`` response headers: each
+limit they give is followed up or down, never above the configured one.
 
 Limits every worker must share (requests and tokens per minute, calls in flight) can be held
 elsewhere: ``RateLimitedProvider(provider, limiter, shared=...)`` takes a ``SharedLimits`` (the
@@ -29,10 +30,12 @@ call goes.
 (epoch seconds) and the sleep are injectable, so tests run minutes of limits in milliseconds.
 The state (buckets, pause, blocks, last headers) is saved to ``state_file`` after every call,
 under the limiter's ``state_key`` (the provider name), and restored from it when the limiter is
-built again. A run keeps one file per account (``account_state_file``: the provider and a hash
-of its key and endpoint, under ``~/.aca/rate_limits/``), so every session and process of this
-machine spending on one account counts against one 5-hour block: each save merges, under a
-file lock, the usage other processes recorded there since. The file is
+built again (a limit learned from headers only while younger than a 5-hour block, so a restart
+does not overrun the server yet does not keep an old limit for ever). A run keeps one file per
+account (``account_state_file``: the provider and a hash of its key and endpoint, under
+``~/.aca/rate_limits/``), so every session and process of this machine spending on one account
+counts against one 5-hour block: each save merges, under a file lock, the usage other processes
+recorded there since. The file is
 ``{"schema_version": 1, "providers": {"<name>": {...snapshot...}}}``.
 """
 
@@ -87,6 +90,9 @@ NoticeCallback = Callable[[str], None]
 STATE_VERSION = 1
 # Waits shorter than this pass unremarked; longer ones are always told.
 NOTICE_AFTER_SECONDS = 5.0
+# A limit learned from headers and read back from the state file holds this long (one 5-hour
+# usage block) or until the next headers say otherwise.
+LEARNED_LIMIT_SECONDS = 5 * 3600.0
 
 
 class UsageLimitReached(PermanentProviderError):
@@ -100,10 +106,15 @@ class TokenBucket:
 
     Spending more than is there leaves a debt that later callers wait out, so one call larger
     than the whole bucket still goes through (once the bucket is full) instead of never.
+    The rate is the configured one, or a server's lower limit (``learned`` at ``learned_at``)
+    while the latest headers say so.
     """
 
     def __init__(self, per_minute: float, burst: float, now: float):
-        self.per_minute = float(per_minute)
+        self.configured = float(per_minute)
+        self.per_minute = self.configured
+        self.learned: float | None = None
+        self.learned_at = 0.0
         self.burst = float(burst)
         self.level = self.capacity
         self.updated = now
@@ -132,19 +143,33 @@ class TokenBucket:
         self.level = min(self.capacity, self.level - amount)
 
     def tighten(self, *, remaining: float | None, limit: float | None, now: float) -> None:
-        """Lower the rate to a server's smaller ``limit``; lower the level to its ``remaining``."""
+        """Follow a server's ``limit`` (up or down, never above the configured rate); lower the
+        level to its ``remaining``."""
         self._refill(now)
-        if limit is not None and 0 < limit < self.per_minute:
-            self.per_minute = limit
+        if limit is not None and limit > 0:
+            self.learned, self.learned_at = limit, now
+            self.per_minute = min(self.configured, limit)
             self.level = min(self.level, self.capacity)
         if remaining is not None:
             self.level = min(self.level, remaining)
 
-    def to_dict(self) -> dict[str, float]:
-        return {"per_minute": self.per_minute, "level": self.level, "updated": self.updated}
+    def to_dict(self) -> dict[str, float | None]:
+        return {
+            "per_minute": self.per_minute,
+            "level": self.level,
+            "updated": self.updated,
+            "learned": self.learned,
+            "learned_at": self.learned_at,
+        }
 
-    def restore(self, data: Mapping[str, float]) -> None:
-        self.per_minute = min(self.per_minute, float(data.get("per_minute", self.per_minute)))
+    def restore(self, data: Mapping[str, Any]) -> None:
+        """Take back ``to_dict``'s data. A limit the server's headers gave holds for
+        ``LEARNED_LIMIT_SECONDS`` (so a restart does not overrun it) under the configured rate,
+        until new headers come; a saved ``per_minute`` alone (an older aca's) is not trusted."""
+        learned, learned_at = data.get("learned"), float(data.get("learned_at") or 0.0)
+        if learned and float(learned) > 0 and self.updated - learned_at < LEARNED_LIMIT_SECONDS:
+            self.learned, self.learned_at = float(learned), learned_at
+            self.per_minute = min(self.configured, self.learned)
         self.level = min(self.capacity, float(data.get("level", self.level)))
         self.updated = float(data.get("updated", self.updated))
 
@@ -321,6 +346,8 @@ class RateLimiter:
         if reason == "tokens per minute":
             limit = self.tokens.per_minute
             why = f"tokens per minute (about {estimated_tokens:,} tokens; limit {limit:,.0f}/min"
+            if limit < self.tokens.configured:
+                why += ", from the server's rate-limit headers"
             if estimated_tokens > self.tokens.capacity:
                 why += "; larger than a minute's tokens, it goes alone once the bucket is full"
             elif self.tokens.level < 0:

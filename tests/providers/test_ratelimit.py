@@ -216,6 +216,40 @@ def test_openai_headers_lower_the_limits(fake_clock):
     assert inner.started[1] - inner.started[0] == pytest.approx(90.0)
 
 
+def _tokens_header(limit: int) -> dict[str, str]:
+    return {"x-ratelimit-limit-tokens": str(limit), "x-ratelimit-remaining-tokens": str(limit)}
+
+
+def test_a_low_limit_header_then_a_high_one_raises_the_limit_back_up_to_the_config(fake_clock):
+    inner = TimedProvider(fake_clock)
+    inner.headers += [_tokens_header(30_000), _tokens_header(900_000), _tokens_header(50_000)]
+    limiter = RateLimiter(
+        _limits(max_tokens_per_minute=100_000), clock=fake_clock, sleep=fake_clock.sleep
+    )
+    limited = RateLimitedProvider(inner, limiter)
+
+    run(limited.complete(REQUEST))
+    assert limiter.tokens.per_minute == 30_000
+    run(limited.complete(REQUEST))
+    assert limiter.tokens.per_minute == 100_000  # the server says more: the config caps it
+    run(limited.complete(REQUEST))
+    assert limiter.tokens.per_minute == 50_000
+
+
+def test_a_limit_from_headers_is_named_as_such_in_the_wait_line(fake_clock):
+    notices: list[str] = []
+    inner = TimedProvider(fake_clock)
+    inner.headers.append(_tokens_header(30_000) | {"x-ratelimit-remaining-tokens": "0"})
+    limiter = told_limiter(fake_clock, notices, max_tokens_per_minute=10_000_000)
+    limited = RateLimitedProvider(inner, limiter)
+    large = ProviderRequest(messages=[Message(role="user", text="x" * 80_000)])  # ~20k tokens
+
+    run(limited.complete(REQUEST))
+    run(limited.complete(large))
+
+    assert "limit 30,000/min, from the server's rate-limit headers" in notices[0]
+
+
 def test_a_spent_block_budget_waits_for_the_block_to_end(fake_clock):
     inner = TimedProvider(fake_clock, usage=Usage(input_tokens=800, output_tokens=200))
     limiter = RateLimiter(
@@ -271,6 +305,45 @@ def test_state_persists_and_is_restored_on_resume(fake_clock, tmp_path):
     inner2 = TimedProvider(fake_clock)
     run(RateLimitedProvider(inner2, resumed).complete(REQUEST))
     assert inner2.started[0] - inner.started[0] == pytest.approx(30.0)
+
+
+def test_a_saved_low_limit_does_not_pin_later_runs_that_headers_or_config_say_more(
+    fake_clock, tmp_path
+):
+    state_file = tmp_path / "openai-account.json"
+    limits = _limits(max_tokens_per_minute=10_000_000)
+
+    def limiter(config=limits) -> RateLimiter:
+        return RateLimiter(config, clock=fake_clock, sleep=fake_clock.sleep, state_file=state_file)
+
+    first = limiter()
+    inner = TimedProvider(fake_clock)
+    inner.headers.append(_tokens_header(30_000))
+    run(RateLimitedProvider(inner, first).complete(REQUEST))
+
+    # Right after a restart the server's limit still holds: the next run does not overrun it.
+    second = limiter()
+    assert second.tokens.per_minute == 30_000
+    # A lower configuration wins over it.
+    assert limiter(_limits(max_tokens_per_minute=20_000)).tokens.per_minute == 20_000
+    # The next headers say more: the limit follows them.
+    inner.headers.append(_tokens_header(900_000))
+    run(RateLimitedProvider(inner, second).complete(REQUEST))
+    assert second.tokens.per_minute == 900_000
+    assert limiter().tokens.per_minute == 900_000
+
+    # A learned limit older than a 5-hour block, or a bare per_minute an older aca saved, is
+    # not trusted over the configuration.
+    inner.headers.append(_tokens_header(30_000))
+    run(RateLimitedProvider(inner, second).complete(REQUEST))
+    fake_clock.now += 5 * 3600 + 1
+    assert limiter().tokens.per_minute == 10_000_000
+    state = json.loads(state_file.read_text())
+    for key in ("learned", "learned_at"):
+        del state["providers"]["default"]["tokens"][key]
+    fake_clock.now -= 5 * 3600 + 1
+    state_file.write_text(json.dumps(state))
+    assert limiter().tokens.per_minute == 10_000_000
 
 
 def test_the_per_provider_limits_override_the_global_ones(tmp_path):
