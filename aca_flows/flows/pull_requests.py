@@ -5,7 +5,9 @@ block named by ``[github] token_secret``) and its repository (``github_repo``, e
 github.com URL of the repository's ``origin``); a run that could not deliver ends Failed with
 the fix before anything is spent. The pull request is opened (or the open one updated) when a
 task lands and once more at the end, from the session record, so its body always tells how far
-the run got. A refusal from GitHub is logged and returned in the summary
+the run got. With a ``repo`` it is delivered only once the push of what landed succeeded: while
+the remote lacks landed commits it is not touched, and at the end that is the summary's
+``pull_request_error``. A refusal from GitHub is logged and returned in the summary
 (``pull_request_error``): the work itself is on the session branch either way.
 """
 
@@ -27,6 +29,7 @@ from aca_flows.delivery import (
     pull_request_title,
 )
 from aca_flows.errors import ConfigError
+from aca_flows.flows.remote_sync import pushes_settled
 from aca_flows.flows.secret_keys import read_secret_block
 from aca_flows.session.record import SessionRecord
 from aca_flows.session.redact import register_secret
@@ -93,8 +96,12 @@ async def deliver(
     flow_run_url: str | None,
 ) -> None:
     """Open or update the pull request from ``session`` as it stands; records the URL, or
-    GitHub's refusal, on ``target``. One delivery at a time per run."""
+    GitHub's refusal, on ``target``. One delivery at a time per run. Nothing is delivered
+    while the session's last push failed: the body would list commits the remote lacks."""
     target.lock = target.lock or asyncio.Lock()
+    await pushes_settled(session.id)  # the push of what landed first
+    if session.remote is not None and session.remote.unpushed:
+        return  # the push's warning says why; the end of the run tells it (scheduler.py)
     title = pull_request_title(session)
     body = pull_request_body(session, verify, flow_run_url)
     async with target.lock:

@@ -40,6 +40,7 @@ __all__ = [
     "open_remote",
     "push_landed_work",
     "push_session_work",
+    "pushes_settled",
     "register_remote",
     "resume_of",
     "session_resume",
@@ -163,6 +164,15 @@ async def push_session_work(store: SessionStore, logger) -> None:
     if remote.pushing is not None:
         await remote.pushing
     await _push(remote, store, logger)
+
+
+async def pushes_settled(session_id: str) -> None:
+    """Wait until no push for ``session_id`` is under way (one that started while waiting
+    included): the session's ``remote`` then says whether the remote holds what landed."""
+    while (remote := _REMOTES.get(session_id)) is not None and remote.pushing is not None:
+        if remote.pushing.done():
+            return
+        await asyncio.wait({remote.pushing})  # a push abandoned (cancelled) raises nothing
 
 
 async def _push_until_current(remote: RunRemote, store: SessionStore, logger) -> None:

@@ -466,10 +466,17 @@ async def deliver_pull_request(store: SessionStore, run: ActiveRun, summary: Run
     if target is None:
         return
     await published(run.session_id)  # the per-task updates first: this one is the last word
-    await update_pull_request(store.session, run.outcomes)
-    summary.pull_request, summary.pull_request_error = target.url, target.error
-    if target.error:
-        get_run_logger().error(f"pull request not delivered: {target.error}")
+    if summary.unpushed:
+        # The remote lacks landed commits: the pull request would claim work it does not hold.
+        summary.pull_request = None
+        summary.pull_request_error = (
+            f"{summary.branch} is not on {summary.remote}: {summary.unpushed}"
+        )
+    else:
+        await update_pull_request(store.session, run.outcomes)
+        summary.pull_request, summary.pull_request_error = target.url, target.error
+    if summary.pull_request_error:
+        get_run_logger().error(f"pull request not delivered: {summary.pull_request_error}")
     else:
         get_run_logger().info(f"pull request: {target.url}")
 

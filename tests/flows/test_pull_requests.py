@@ -202,3 +202,46 @@ def test_a_delivered_pull_request_is_named_in_the_ending_and_in_sessions_show(
 
 def load_session_ids(repo: Path) -> list[str]:
     return sorted(p.name for p in (repo / ".aca" / "sessions").iterdir())
+
+
+def test_a_branch_the_remote_refused_after_its_first_push_is_not_delivered(
+    tmp_path, repo, anthropic_fake, github, monkeypatch, capsys
+):
+    from aca_flows.cli import main
+    from aca_flows.flows import remote_sync
+    from tests.flows.test_remote_sync import task_commits
+
+    monkeypatch.setattr(remote_sync, "PUSH_BACKOFF_SECONDS", 0.05)
+    remote = tmp_path / "remote.git"
+    git.Repo(repo).clone(remote, bare=True)
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    # The remote takes the first push (task a) and refuses every later one.
+    first = tmp_path / "first-push-taken"
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text(
+        f'#!/bin/sh\n[ -e "{first}" ] || {{ touch "{first}"; exit 0; }}\n'
+        'echo "push refused by policy" >&2\nexit 1\n'
+    )
+    hook.chmod(0o755)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("# Two\n\n- write a.txt {#a}\n- write b.txt {#b depends_on=a}\n")
+    args = ["run", str(tasks), "--repo", str(remote), "--model", "m", "--open-pr"]
+    assert main([*args, "--github-repo", "octo/service"]) == 0
+    out = capsys.readouterr().out
+    ending, pull_line = out.strip().splitlines()[-2:]
+    session_id = ending.split(" ", 2)[1]
+    branch = f"aca/{session_id}"
+    assert task_commits(remote, f"refs/heads/{branch}") == ["a"]
+    # The pull request was opened for a (on the remote), never updated to claim b.
+    (pull,) = github.pulls("octo/service")
+    assert "| `a`" in pull["body"] and "| `b`" in pull["body"]
+    row = next(line for line in pull["body"].splitlines() if line.startswith("| `b`"))
+    assert "| changed" not in row, row
+    again = f"aca resume {session_id} --repo {remote} --open-pr --github-repo octo/service"
+    assert pull_line.startswith(f"Pull request NOT delivered: {branch} is not on {remote}: ")
+    assert "push refused by policy" in pull_line
+    assert pull_line.endswith(f"Once that is fixed, `{again}` delivers it.")
+    area = working_area(str(remote))
+    assert main(["sessions", "show", session_id, "--workdir", str(area)]) == 0
+    assert "pull request    NOT delivered: " in capsys.readouterr().out
