@@ -1,7 +1,8 @@
 """The command line: ``main`` runs the typer app and turns errors into exit codes.
 
 Exit codes: 0 all done; 1 some task failed; 2 bad input or usage; 3 stopped by a budget or
-usage limit, or the plan rejected at approval (resumable); 130 interrupted (resumable). An
+usage limit, or the plan rejected at approval (resumable); 4 every task done, but the push to
+``--repo`` or the pull request failed (a resume delivers it); 130 interrupted (resumable). An
 ``AcaError`` is printed as one paragraph, never as a traceback; usage errors are typer's own
 (exit 2).
 """

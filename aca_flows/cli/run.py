@@ -359,6 +359,8 @@ def _run_held_session(options: RunOptions, session_id: str | None) -> int:
         print(json.dumps(summary))
     else:
         _show_summary(summary, options)
+    if summary.get("not_delivered"):
+        return NOT_DELIVERED
     return EXIT_CODES[summary["status"]]
 
 
@@ -405,6 +407,9 @@ def _run_flow(run_flow, options: RunOptions, session_id: str | None, quiet_conso
 
 
 EXIT_CODES = {"completed": 0, "failed": 1, "stopped": 3, "rejected": 3, "interrupted": 130}
+# Every task completed, but the push to --repo or the pull request failed: the job's product
+# is not where it was to go. Its own code, so a pipeline can retry the delivery alone.
+NOT_DELIVERED = 4
 
 
 @contextmanager
@@ -506,9 +511,8 @@ def _how_to_go_on(summary: dict, options: RunOptions) -> str:
 
 
 def _pull_request_line(summary: dict, options: RunOptions) -> str | None:
-    """What became of the pull request the run was asked for (--open-pr), on one line: the
-    work is on the branch either way, so its failure is told here, not by the exit code,
-    with the command that delivers it once the cause is fixed."""
+    """What became of the pull request the run was asked for (--open-pr), on one line; a
+    failure with the command that delivers it once the cause is fixed."""
     if summary.get("pull_request_error"):
         why = one_line(summary["pull_request_error"]).rstrip(".")
         github = f" --github-repo {options.github_repo}" if options.github_repo else ""

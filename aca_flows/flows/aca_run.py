@@ -63,7 +63,7 @@ from aca_flows.flows.remote_sync import (
 from aca_flows.flows.run_setup import RunRequest, open_run
 from aca_flows.flows.scheduler import TREES, deliver_pull_request, drive_plan
 from aca_flows.flows.session_log import session_log
-from aca_flows.flows.summary import RunSummary, flow_state, run_summary
+from aca_flows.flows.summary import RunSummary, delivery_failure, flow_state, run_summary
 from aca_flows.flows.task_run import (
     ACTIVE_RUNS,
     ActiveRun,
@@ -249,7 +249,11 @@ async def aca_run(
             if summary.pull_request or summary.pull_request_error:
                 # `aca sessions show` tells it after the run, as the ending does.
                 store.pull_request_delivered(summary.pull_request, summary.pull_request_error)
-            emit_session_event(store, summary.status, summary.stopped_reason)
+            summary.not_delivered = delivery_failure(summary, pushes=bool(repo))
+            if summary.not_delivered and not summary.pull_request_error:  # that one is logged
+                get_run_logger().error(f"the run's work is {summary.not_delivered}")
+            end = summary.stopped_reason or summary.not_delivered
+            emit_session_event(store, summary.status, end)
     except (asyncio.CancelledError, KeyboardInterrupt, TerminationSignal):
         # Interrupted (a runner's cancel arrives as TerminationSignal): what finished is
         # recorded; running tasks start again on resume.

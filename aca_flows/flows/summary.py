@@ -29,6 +29,7 @@ __all__ = [
     "RunStatus",
     "RunSummary",
     "TaskSummary",
+    "delivery_failure",
     "failure_reason",
     "flow_state",
     "run_summary",
@@ -90,6 +91,12 @@ class RunSummary(BaseModel):
         "or a run without repo added commits); a run or resume of the session with repo "
         "pushes it.",
     )
+    not_delivered: str | None = Field(
+        default=None,
+        description="Why the work of a run whose tasks all completed did not reach where it "
+        "was to go: its push to repo, or its pull request (open_pr), failed. The run ends "
+        "'Not delivered' (exit code 4); a resume of the session with repo delivers it.",
+    )
     taken_over: bool = Field(
         default=False,
         description="The run stopped because its session was taken over (a resume with "
@@ -142,6 +149,19 @@ def run_summary(
         remote=session.remote.url if session.remote else None,
         unpushed=unpushed_work(session.remote, store.paths.workdir, store.session_id),
     )
+
+
+def delivery_failure(summary: RunSummary, pushes: bool) -> str | None:
+    """Why a completed run's work is not where the run was to deliver it: on its remote
+    (``pushes``: the run was given one) and in its pull request; None when it is, or the run
+    did not complete (its own end says more)."""
+    if summary.status != "completed":
+        return None
+    if pushes and summary.unpushed:
+        return f"NOT pushed to {summary.remote}: {summary.unpushed}"
+    if summary.pull_request_error:
+        return f"pull request NOT delivered: {summary.pull_request_error}"
+    return None
 
 
 def failure_reason(tasks: list[Task]) -> str | None:
@@ -207,4 +227,7 @@ def flow_state(summary: RunSummary, cancelled_from_ui: bool = False) -> State | 
         return Cancelled(name="Rejected", message=summary.stopped_reason, data=summary)
     if summary.status == "failed":
         return Failed(message=summary.stopped_reason or "failed", data=summary)
+    if summary.not_delivered:
+        # Every task is done, but not where it was to go: a pipeline must not see it green.
+        return Failed(name="Not delivered", message=summary.not_delivered, data=summary)
     return summary

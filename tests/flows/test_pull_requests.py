@@ -96,8 +96,11 @@ def test_a_refused_token_is_reported_and_the_work_stays_on_the_branch(
     monkeypatch.setenv("GITHUB_TOKEN", wrong)
     for _ in range(10):
         anthropic_fake.anthropic.enqueue(coding_agent)
-    summary = run(tmp_path, repo, "# One\n\n- write a.txt {#a}\n", open_pr=True).summary
-    assert summary["status"] == "completed"
+    outcome = run(tmp_path, repo, "# One\n\n- write a.txt {#a}\n", open_pr=True)
+    summary = outcome.summary
+    # The task is done, its product (the pull request) is not: the flow run is not green.
+    assert summary["status"] == "completed" and outcome.state_name == "Not delivered"
+    assert summary["not_delivered"].startswith("pull request NOT delivered: GitHub 401")
     assert summary["pull_request"] is None
     assert (
         "401" in summary["pull_request_error"]
@@ -154,8 +157,8 @@ def test_a_pull_request_github_refused_is_told_in_the_ending_and_in_sessions_sho
     tasks = tmp_path / "tasks.md"
     tasks.write_text("# One\n\n- write a.txt {#a}\n")
     args = ["run", str(tasks), "--repo", str(remote), "--model", "m", "--open-pr"]
-    # The work completed and was pushed: the exit code says so (docs/deployments.md).
-    assert main([*args, "--github-repo", "octo/service"]) == 0
+    # The work completed and was pushed, the pull request was not: exit 4, not delivered.
+    assert main([*args, "--github-repo", "octo/service"]) == 4
     out = capsys.readouterr().out
     ending, pull_line = out.strip().splitlines()[-2:]
     assert ending.startswith("Session ") and f"pushed to {remote}." in ending
@@ -227,7 +230,7 @@ def test_a_branch_the_remote_refused_after_its_first_push_is_not_delivered(
     tasks = tmp_path / "tasks.md"
     tasks.write_text("# Two\n\n- write a.txt {#a}\n- write b.txt {#b depends_on=a}\n")
     args = ["run", str(tasks), "--repo", str(remote), "--model", "m", "--open-pr"]
-    assert main([*args, "--github-repo", "octo/service"]) == 0
+    assert main([*args, "--github-repo", "octo/service"]) == 4
     out = capsys.readouterr().out
     ending, pull_line = out.strip().splitlines()[-2:]
     session_id = ending.split(" ", 2)[1]

@@ -116,9 +116,10 @@ def test_a_remote_that_keeps_refusing_is_reported_and_a_resume_pushes_later(
     left = reject_pushes(remote, times=None)
     first = run_flow(task_file=str(write_tasks(tmp_path)), repo=str(remote), model="m")
     summary = first.summary
-    # The tasks are done: the run completed; only the delivery is behind, and says so.
-    assert first.state_name == "Completed" and summary["status"] == "completed"
+    # The tasks are done, their delivery is not: the flow run says so, not "Completed".
+    assert first.state_name == "Not delivered" and summary["status"] == "completed"
     assert "push refused by policy" in summary["unpushed"]
+    assert summary["not_delivered"] == f"NOT pushed to {remote}: {summary['unpushed']}"
     area = working_area(str(remote))
     # The session's own log: pytest's caplog loses its handler when the run (the first of a
     # test process) sets Prefect's logging up.
@@ -131,7 +132,9 @@ def test_a_remote_that_keeps_refusing_is_reported_and_a_resume_pushes_later(
     calls = len(anthropic_fake.model_calls)
 
     left.write_text("0")  # the remote accepts pushes again
-    again = run_flow(repo=str(remote), session_id=summary["session_id"]).summary
+    resumed = run_flow(repo=str(remote), session_id=summary["session_id"])
+    again = resumed.summary
+    assert resumed.state_name == "Completed" and again["not_delivered"] is None
     assert again["status"] == "completed" and again["unpushed"] is None
     assert task_commits(remote, f"refs/heads/{summary['branch']}") == ["a", "b"]
     assert len(anthropic_fake.model_calls) == calls  # nothing was run again
@@ -178,7 +181,8 @@ def test_aca_run_and_resume_with_repo_report_where_the_work_is(
         anthropic_fake.anthropic.enqueue(coding_agent)
     left = reject_pushes(remote, times=None)
     tasks = write_tasks(tmp_path)
-    assert main(["run", str(tasks), "--repo", str(remote), "--model", "m"]) == 0
+    # Every task completed, none reached the remote: exit 4, "not delivered", not a green 0.
+    assert main(["run", str(tasks), "--repo", str(remote), "--model", "m"]) == 4
     out = capsys.readouterr().out
     assert f"NOT pushed to {remote}: remote: push refused by policy" in out
     assert f"remote          {remote} (NOT pushed: " in out  # aca sessions show, too
