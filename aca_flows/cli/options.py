@@ -90,7 +90,7 @@ BudgetUsd = Annotated[
     typer.Option(
         "--budget-usd",
         callback=_positive_budget,
-        help="Stop (exit 3, resumable) before spending more.",
+        help="Cap on the session's spend in US dollars (reached: exit 3, resumable).",
     ),
 ]
 ConfigFile = Annotated[

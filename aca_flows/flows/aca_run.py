@@ -144,8 +144,9 @@ async def aca_run(
             replay); default: the configuration's.
         model: The model to use; default: the configuration's for the provider.
         max_concurrent: How many tasks run at once (1-64); default: the configuration's.
-        budget_usd: Stop starting tasks once the session has spent this many US dollars
-            (resumable).
+        budget_usd: Cap on the session's spend in US dollars, every run of it: no provider
+            call starts once it is spent, and calls in flight count against it. Reached, the
+            run stops, resumable.
         session_id: Continue this session instead of starting a new one.
         context: Hints about the project, added to the plan and every task's prompt.
         append_system_prompt: Extra instructions added to every task's system prompt.

@@ -38,16 +38,8 @@ from aca_flows.flows.run_inputs import (
     uncommitted_work_warning,
 )
 from aca_flows.flows.secret_keys import provider_environ, providers_environ
-from aca_flows.flows.task_run import (
-    ACTIVE_RUNS,
-    CALL_OWNER,
-    ActiveRun,
-    CallLedger,
-    CallOwner,
-    GlobalLimitProvider,
-    SpendGuard,
-    SpendMeter,
-)
+from aca_flows.flows.spend import CALL_OWNER, CallLedger, CallOwner, SpendGuard, SpendMeter
+from aca_flows.flows.task_run import ACTIVE_RUNS, ActiveRun, GlobalLimitProvider
 from aca_flows.plan import (
     ExecutionPlan,
     TaskStatus,
@@ -373,7 +365,12 @@ def _build_providers(
     from aca_flows.providers import RateLimitedProvider
 
     # Budget checks read the session's ledger: spend of earlier runs of the session counts.
-    meter = SpendMeter(lambda: store.session.cost_usd, config.session.budget_usd)
+    meter = SpendMeter(
+        lambda: store.session.cost_usd,
+        config.session.budget_usd,
+        costliest_call_usd=_typical_call_usd(store),
+        on_hold=_tell_wait,
+    )
     ledger = _ledger_of(store)
     built: dict[str, Provider] = {}
     for name in sorted(names):
@@ -415,6 +412,12 @@ def _run_stopping(session_id: str) -> bool:
     """Whether the session's run, registered once it started (``ACTIVE_RUNS``), is stopping."""
     run = ACTIVE_RUNS.get(session_id)
     return run is not None and run.stopping()
+
+
+def _typical_call_usd(store: SessionStore) -> float:
+    """What a call of the session's earlier runs cost, on average, with its costliest model
+    (0.0 for a new session): the budget's first estimate of a call in flight."""
+    return max((e.cost_usd / e.calls for e in store.session.usage if e.calls), default=0.0)
 
 
 def _tell_wait(message: str) -> None:

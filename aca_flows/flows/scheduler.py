@@ -60,13 +60,13 @@ from aca_flows.flows.remote_sync import (
 )
 from aca_flows.flows.run_setup import RunRequest, recorded_state
 from aca_flows.flows.skipped import record_finished_task, record_skipped_task
+from aca_flows.flows.spend import budget_reached
 from aca_flows.flows.summary import RunSummary, failure_reason, flow_state, run_summary
 from aca_flows.flows.task_help import add_hint, ask_about_failed_task, reviewed_reason
 from aca_flows.flows.task_run import (
     LIMIT_STOPPED,
     ActiveRun,
     TaskRunFailed,
-    budget_reached,
     run_tags,
     runner_for,
     task_run_name,

@@ -14,9 +14,9 @@
   task function (``ActiveRun.cut_short``), which catches the cancellation. Prefect calls a
   cancellation anywhere else (its engine starting the task run, writing its result) a crash.
 - A failed verification or a permanent provider error fails the task run without retrying.
-- Every provider call passes ``SpendGuard``: it refuses a call once the budget is spent and
-  puts each call that returns on the session's ledger at once, with the task and attempt
-  that made it (``CALL_OWNER``), so no spend is lost whatever happens to the attempt.
+- Every provider call passes ``SpendGuard`` (``spend.py``): it keeps the budget and puts each
+  call that returns on the session's ledger at once, with the task and attempt that made it
+  (``CALL_OWNER``), so no spend is lost whatever happens to the attempt.
 - Results are stored as JSON in ``.aca/sessions/<id>/results/<task-id>-<task-run-id>.json``.
   Prefect's cache is not used: the storage key is unique to the task run, so nothing is ever
   read back from it. A resumed session skips completed tasks from its record and its branch
@@ -29,7 +29,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,12 +42,11 @@ from prefect.utilities.math import clamped_poisson_interval
 from aca_flows.agent.execute import TaskOutcome, execute_task
 from aca_flows.errors import (
     AcaError,
-    PermanentProviderError,
-    ProviderError,
     TransientProviderError,
 )
 from aca_flows.flows.artifacts import first_line
 from aca_flows.flows.log_lines import describe_record
+from aca_flows.flows.spend import CALL_OWNER, CallOwner
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import EventCallback, Provider, ProviderRequest, ProviderResponse
 from aca_flows.session.redact import redact, redact_text
@@ -58,16 +56,9 @@ if TYPE_CHECKING:
     from aca_flows.session.store import SessionStore
 
 __all__ = [
-    "CALL_OWNER",
     "LIMIT_STOPPED",
     "ActiveRun",
-    "BudgetReached",
-    "CallLedger",
-    "CallOwner",
-    "SpendGuard",
-    "SpendMeter",
     "TaskRunFailed",
-    "budget_reached",
     "execute_plan_task",
     "options_for",
     "run_tags",
@@ -172,93 +163,6 @@ if not any(isinstance(f, _RetryStartsAfterBackoff) for f in _task_logger.filters
 
 # The flow registers its run here; task runs find it by session id.
 ACTIVE_RUNS: dict[str, ActiveRun] = {}
-
-
-class BudgetReached(PermanentProviderError):
-    """The session's spend reached ``budget_usd``: the run stops (exit 3) and can be resumed."""
-
-    exit_code = 3
-
-
-@dataclass(frozen=True)
-class CallOwner:
-    """Who a provider call is made for: a task and its attempt (1, 2, ...)."""
-
-    task_id: str
-    attempt: int
-
-
-# Set by ``execute_plan_task`` around the agent's work, read by ``SpendGuard`` for the ledger.
-CALL_OWNER: ContextVar[CallOwner | None] = ContextVar("aca_call_owner", default=None)
-
-# Puts one returned call on the session's ledger: (provider, model, response, owner).
-CallLedger = Callable[[str, str, ProviderResponse, "CallOwner | None"], Awaitable[object]]
-
-
-class SpendMeter:
-    """The budget check. The spend is read from the session's ledger (``spent``), so calls of
-    every attempt, task and earlier run of the session count."""
-
-    def __init__(self, spent: Callable[[], float], budget_usd: float | None):
-        self._spent = spent
-        self.budget_usd = budget_usd
-
-    @property
-    def spent_usd(self) -> float:
-        return self._spent()
-
-    def check(self) -> None:
-        if self.budget_usd is not None and self.spent_usd >= self.budget_usd:
-            # No resume hint here: the run's ending names the one that finds the session.
-            raise BudgetReached(budget_reached(self.budget_usd, self.spent_usd), provider="")
-
-
-def budget_reached(budget_usd: float, spent_usd: float) -> str:
-    """Why a run stops for its budget. A budget under a cent is not shown as "$0.00", which
-    reads as no budget at all."""
-    budget = f"{budget_usd:.2f}" if budget_usd >= 0.01 else f"{budget_usd:g}"
-    return f"budget of ${budget} reached (spent ${spent_usd:.4f})"
-
-
-class SpendGuard:
-    """The one place every provider call passes: it refuses a call once the budget is reached
-    (so a running task cannot overspend it by much), and hands every call that returns to
-    ``ledger`` as soon as it returns, with its owner (``CALL_OWNER``)."""
-
-    def __init__(self, inner: Provider, meter: SpendMeter, ledger: CallLedger | None = None):
-        self.inner = inner
-        self.name = inner.name
-        self.meter = meter
-        self.ledger = ledger
-
-    async def complete(
-        self, request: ProviderRequest, on_event: EventCallback | None = None
-    ) -> ProviderResponse:
-        self.meter.check()
-        try:
-            response = await self.inner.complete(request, on_event)
-        except ProviderError as error:
-            # A call can fail after it was paid for (a Claude Code run stopped mid-way).
-            if isinstance(error.billed, ProviderResponse) and _costs(error.billed):
-                await self._record(request, error.billed)
-            raise
-        except asyncio.CancelledError as cancel:
-            # So can a call the run's stop cancelled (a Claude Code run's answered turns).
-            billed = getattr(cancel, "billed", None)
-            if isinstance(billed, ProviderResponse) and _costs(billed):
-                await self._record(request, billed)
-            raise
-        await self._record(request, response)
-        return response
-
-    async def _record(self, request: ProviderRequest, response: ProviderResponse) -> None:
-        if self.ledger is not None:
-            model = response.model or request.model or ""
-            await self.ledger(self.name, model, response, CALL_OWNER.get())
-
-
-def _costs(response: ProviderResponse) -> bool:
-    return response.cost_usd > 0 or response.usage.total_tokens > 0
 
 
 class GlobalLimitProvider:

@@ -192,7 +192,7 @@ def test_a_claude_run_cancelled_by_the_runs_stop_puts_its_answered_turns_on_the_
     # Code works: the turns it was answered were paid for all the same.
     import asyncio
 
-    from aca_flows.flows.task_run import SpendGuard, SpendMeter
+    from aca_flows.flows.spend import SpendGuard, SpendMeter
 
     recorded = []
 

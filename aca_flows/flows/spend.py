@@ -1,0 +1,174 @@
+"""What a run spends: every provider call passes ``SpendGuard``, which keeps the budget and
+puts each paid call on the session's ledger.
+
+The budget (``--budget-usd``, ``[session] budget_usd``) caps the session's spend, all of its
+runs together. A call is made only while the spend so far is under it; and because calls in
+flight are paid only when they return, a call is also held back while the spend plus the
+calls in flight, each counted at the costliest call the session has made, would pass it: it
+goes once they return and the budget still has room. So tasks running at once cannot take
+the spend past the budget by more than about one call, where a check of the spend alone let
+each of them make one more (8 tasks: 8 calls over). Until a call of the session has returned
+nothing is known of their cost, and the first calls go unheld.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from aca_flows.errors import PermanentProviderError, ProviderError
+from aca_flows.providers.base import EventCallback, Provider, ProviderRequest, ProviderResponse
+
+__all__ = [
+    "CALL_OWNER",
+    "BudgetReached",
+    "CallLedger",
+    "CallOwner",
+    "SpendGuard",
+    "SpendMeter",
+    "budget_reached",
+]
+
+# How often a call held back for the budget looks again (only near the budget).
+HELD_CALL_POLL_SECONDS = 0.05
+
+
+class BudgetReached(PermanentProviderError):
+    """The session's spend reached ``budget_usd``: the run stops (exit 3) and can be resumed."""
+
+    exit_code = 3
+
+
+@dataclass(frozen=True)
+class CallOwner:
+    """Who a provider call is made for: a task and its attempt (1, 2, ...)."""
+
+    task_id: str
+    attempt: int
+
+
+# Set by ``execute_plan_task`` around the agent's work, read by ``SpendGuard`` for the ledger.
+CALL_OWNER: ContextVar[CallOwner | None] = ContextVar("aca_call_owner", default=None)
+
+# Puts one returned call on the session's ledger: (provider, model, response, owner).
+CallLedger = Callable[[str, str, ProviderResponse, "CallOwner | None"], Awaitable[object]]
+
+
+class SpendMeter:
+    """The budget. The spend is read from the session's ledger (``spent``), so calls of every
+    attempt, task and earlier run of the session count. ``costliest_call_usd`` is what a call
+    in flight is counted at until it returns: the costliest call of this run so far, from a
+    first estimate (a resume's: what its earlier runs paid a call, so a resume near its budget
+    holds calls back from its first one)."""
+
+    def __init__(
+        self,
+        spent: Callable[[], float],
+        budget_usd: float | None,
+        costliest_call_usd: float = 0.0,
+        on_hold: Callable[[str], None] | None = None,
+    ):
+        self._spent = spent
+        self.budget_usd = budget_usd
+        self.costliest_call_usd = costliest_call_usd
+        self.in_flight = 0
+        self._on_hold = on_hold
+
+    @property
+    def spent_usd(self) -> float:
+        return self._spent()
+
+    def check(self) -> None:
+        """Raise ``BudgetReached`` once the spend reached the budget."""
+        if self.budget_usd is not None and self.spent_usd >= self.budget_usd:
+            # No resume hint here: the run's ending names the one that finds the session.
+            raise BudgetReached(budget_reached(self.budget_usd, self.spent_usd), provider="")
+
+    async def admit(self) -> None:
+        """Wait until one more call fits the budget, then count it in flight; raise
+        ``BudgetReached`` once the spend reached the budget. ``returned`` must follow."""
+        told = False
+        while True:
+            self.check()
+            if self._fits():
+                self.in_flight += 1
+                return
+            if not told and self._on_hold is not None:
+                self._on_hold(self._holding())
+                told = True
+            await asyncio.sleep(HELD_CALL_POLL_SECONDS)
+
+    def returned(self, cost_usd: float) -> None:
+        """A call admitted ended (paid ``cost_usd``, on the ledger already)."""
+        self.in_flight -= 1
+        self.costliest_call_usd = max(self.costliest_call_usd, cost_usd)
+
+    def _fits(self) -> bool:
+        if self.budget_usd is None or self.in_flight == 0:
+            return True  # with nothing in flight, the spend alone decides
+        expected = (self.in_flight + 1) * self.costliest_call_usd
+        return self.spent_usd + expected <= self.budget_usd
+
+    def _holding(self) -> str:
+        return (
+            f"a provider call waits: ${self.spent_usd:.4f} spent and {self.in_flight} call(s) "
+            f"in flight (up to ${self.costliest_call_usd:.4f} each) would pass the budget of "
+            f"${self.budget_usd:g}; it goes once they return, if the budget still has room"
+        )
+
+
+def budget_reached(budget_usd: float, spent_usd: float) -> str:
+    """Why a run stops for its budget. A budget under a cent is not shown as "$0.00", which
+    reads as no budget at all."""
+    budget = f"{budget_usd:.2f}" if budget_usd >= 0.01 else f"{budget_usd:g}"
+    return f"budget of ${budget} reached (spent ${spent_usd:.4f})"
+
+
+class SpendGuard:
+    """The one place every provider call passes: it makes a call only when the budget has
+    room for it (``SpendMeter.admit``), and hands every call that returns to ``ledger`` as
+    soon as it returns, with its owner (``CALL_OWNER``)."""
+
+    def __init__(self, inner: Provider, meter: SpendMeter, ledger: CallLedger | None = None):
+        self.inner = inner
+        self.name = inner.name
+        self.meter = meter
+        self.ledger = ledger
+
+    async def complete(
+        self, request: ProviderRequest, on_event: EventCallback | None = None
+    ) -> ProviderResponse:
+        await self.meter.admit()
+        paid: ProviderResponse | None = None
+        try:
+            try:
+                paid = await self.inner.complete(request, on_event)
+                return paid
+            except (ProviderError, asyncio.CancelledError) as stopped:
+                # A call can fail after it was paid for (a Claude Code run stopped mid-way),
+                # and so can a call the run's stop cancelled (its answered turns).
+                paid = _billed(stopped)
+                raise
+            finally:
+                if paid is not None:
+                    await self._record(request, paid)
+        finally:
+            # After the ledger has it: a call held back reads the spend with this one in it.
+            self.meter.returned(paid.cost_usd if paid is not None else 0.0)
+
+    async def _record(self, request: ProviderRequest, response: ProviderResponse) -> None:
+        if self.ledger is not None:
+            model = response.model or request.model or ""
+            await self.ledger(self.name, model, response, CALL_OWNER.get())
+
+
+def _billed(stopped: BaseException) -> ProviderResponse | None:
+    """What a call that failed or was cancelled was paid for, if anything."""
+    billed = getattr(stopped, "billed", None)
+    if isinstance(billed, ProviderResponse) and (
+        billed.cost_usd > 0 or billed.usage.total_tokens > 0
+    ):
+        return billed
+    return None
