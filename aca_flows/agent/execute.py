@@ -69,6 +69,7 @@ from aca_flows.agent.verify import (
 )
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import Provider, Usage
+from aca_flows.providers.claude_code_results import refused_outside
 from aca_flows.session.layout import AcaDir, SessionPaths
 from aca_flows.session.usage import summed_cost
 from aca_flows.settings import AcaConfig
@@ -267,11 +268,12 @@ async def execute_task(
             fields["model"] = model
             summary = result.last_round.summary if result.last_round else ""
             if not result.passed:
-                log.write("task_failed", reason=result.failure_reason)
+                reason = with_refusals(result.failure_reason, conversation.refused_outside)
+                log.write("task_failed", reason=reason)
                 changed = real_changes(await in_thread(worktree.changed_files))
                 return TaskOutcome(
                     status="failed",
-                    failure_reason=result.failure_reason,
+                    failure_reason=reason,
                     human_question=result.human_question,
                     diff=await in_thread(_failed_diff, worktree, changed),
                     summary=summary,
@@ -494,6 +496,20 @@ async def _run_agent_and_verify(
         verify=verify,
         attempts=max_rounds,
     )
+
+
+def with_refusals(reason: str | None, refused: int) -> str | None:
+    """``reason`` a task failed for, with the calls its agent was refused outside the worktree
+    (they may be why): at the end of its first line, the one every view shows, before the
+    output a failed check quotes."""
+    if not refused or reason is None:
+        return reason
+    said = refused_outside(refused)
+    head, output, tail = reason.partition(" Output:\n")
+    if output:
+        return f"{head} {said}{output}{tail}"
+    first, newline, rest = reason.partition("\n")
+    return f"{first} {said}{newline}{rest}"
 
 
 class _Totals:

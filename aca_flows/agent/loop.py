@@ -104,6 +104,8 @@ class AgentConversation:
         self.turns = 0
         self.session_id: str | None = None
         self.response_model = ""
+        self.refused_outside = 0
+        """Tool calls the provider's own agent refused outside the worktree (Claude Code)."""
         self._unsaved = False  # messages added since the last save
 
     def add_user_text(self, text: str) -> None:
@@ -173,6 +175,8 @@ class AgentConversation:
 
     def _on_event(self, event: ProviderEvent) -> None:
         self.log.write("provider_event", event=event.kind, data=_clip_data(event.data))
+        if event.data.get("subtype") == "refused_outside_worktree":
+            self.refused_outside += event.data.get("refused", 0)
 
 
 async def run_tool_loop(

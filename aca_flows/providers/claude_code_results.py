@@ -27,6 +27,7 @@ __all__ = [
     "claude_rates",
     "events_of",
     "model_usage",
+    "refused_outside",
     "result_error",
 ]
 
@@ -409,6 +410,14 @@ def events_of(message: Any) -> list[ProviderEvent]:
 OUTSIDE_MARKERS = ("blockReadsOutsideWorkingDirectories", "requires approval", "haven't granted")
 
 
+def refused_outside(count: int) -> str:
+    """What ``count`` tool calls Claude Code refused outside the worktree tell a reader."""
+    return (
+        f"Claude Code refused {counted(count, 'command')} reaching outside the worktree "
+        "(see docs/security.md)."
+    )
+
+
 class OutsideRefusals:
     """Passes a run's events on to ``on_event`` and counts its tool calls Claude Code refused
     for reaching outside the worktree: each is a paid turn the task learns nothing from."""
@@ -425,10 +434,7 @@ class OutsideRefusals:
             self.on_event(event)
 
     def said(self) -> str:
-        return (
-            f"Claude Code refused {counted(self.count, 'command')} reaching outside the "
-            "worktree (see docs/security.md)."
-        )
+        return refused_outside(self.count)
 
     def report(self) -> None:
         """One event saying how many, after the run, if any was refused."""

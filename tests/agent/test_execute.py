@@ -620,3 +620,14 @@ def test_work_that_cannot_land_on_a_checked_out_session_branch_fails_showing_the
     assert branch_subjects(repo) == ["init"] and completed_task_commits(repo, SESSION) == {}
     assert repo.git.status("--porcelain") == "" and not (tmp_path / "b.txt").exists()
     assert not (tmp_path / ".aca" / "worktrees" / SESSION / "t1").exists()
+
+
+def test_refusals_end_the_first_line_of_a_failure_before_the_output_it_quotes():
+    from aca_flows.agent.execute import with_refusals
+
+    reason = "verify command `pytest` failed (exit code 1); nothing was merged. Output:\nE boom"
+    assert with_refusals(reason, 2) == (
+        "verify command `pytest` failed (exit code 1); nothing was merged. Claude Code refused "
+        "2 commands reaching outside the worktree (see docs/security.md). Output:\nE boom"
+    )
+    assert with_refusals(reason, 0) == reason

@@ -125,3 +125,26 @@ def test_refusals_outside_the_worktree_are_counted_in_one_line_and_in_a_failure(
     assert len(scratch_folders) == 2 and not any(
         os.path.exists(folder) for folder in scratch_folders
     )
+
+
+def test_a_task_that_fails_after_refusals_says_so_in_its_reason(claude_env, llm_server, tmp_path):
+    from aca_flows.agent.execute import execute_task
+    from aca_flows.plan.models import ExecutionPlan, Task
+    from tests.fakes.git_repo import make_repo
+
+    repo = make_repo(tmp_path / "repo")
+    beside = tmp_path / "notes.txt"  # the agent writes its work beside the worktree
+    llm_server.anthropic.enqueue(
+        tool_calls=[{"name": "Write", "arguments": {"file_path": str(beside), "content": "x"}}]
+    )
+    llm_server.anthropic.enqueue(text="Done: the notes are written.")
+    plan = ExecutionPlan(name="p", tasks=[Task(id="t1", title="Write the notes")])
+    provider = _provider()
+    outcome = run(execute_task(plan, "t1", workdir=repo, session_id="s1", provider=provider))
+    assert outcome.status == "failed" and not beside.exists()
+    # The task changed nothing because Claude Code refused its write: the reason says both.
+    first_line = outcome.failure_reason.splitlines()[0]
+    assert first_line.startswith("the agent stopped without changing anything")
+    assert first_line.endswith(
+        "Claude Code refused 1 command reaching outside the worktree (see docs/security.md)."
+    )
