@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -71,14 +72,31 @@ ProviderName = Annotated[
     str | None,
     typer.Option("--provider", help="claude-code (default), anthropic, openai, ollama or replay."),
 ]
-ModelName = Annotated[str | None, typer.Option("--model", help="Model name for the provider.")]
+
+
+def _named_model(value: str | None) -> str | None:
+    # An empty name (``--model "$MODEL"`` with the variable unset) would quietly drop the
+    # configured model for the provider's default.
+    if value is not None and not value.strip():
+        raise typer.BadParameter(
+            "the model name is empty: name a model, e.g. claude-sonnet-4-5, or leave "
+            "--model out for the configured one"
+        )
+    return value
+
+
+ModelName = Annotated[
+    str | None,
+    typer.Option("--model", callback=_named_model, help="Model name for the provider."),
+]
 MaxConcurrent = Annotated[
     int | None, typer.Option("--max-concurrent", min=1, max=64, help="Tasks run at once.")
 ]
 
 
 def _positive_budget(value: float | None) -> float | None:
-    if value is not None and value <= 0:
+    # nan passes no comparison and inf caps nothing: neither is a budget.
+    if value is not None and not (0 < value < math.inf):
         raise typer.BadParameter(
             f"{value:g} is no budget: give the dollars to spend at most, e.g. 5"
         )

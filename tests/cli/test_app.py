@@ -214,11 +214,20 @@ def test_a_dump_over_the_task_file_itself_is_refused_and_the_file_kept(tmp_path,
     assert tasks.read_text() == text
 
 
-@pytest.mark.parametrize("budget", ["-5", "0"])
+@pytest.mark.parametrize("budget", ["-5", "0", "nan", "inf"])
 def test_a_budget_of_nothing_is_refused_with_one_message(capsys, budget):
-    # Before, -5 was "greater than or equal to 0" and then 0 "greater than 0".
+    # Before, -5 was "greater than or equal to 0" and then 0 "greater than 0"; nan was the
+    # config's "'session.budget_usd' (from command line)", and inf capped nothing.
     code, _, err = run(capsys, "run", str(HELLO), "--dry-run", "--budget-usd", budget)
     assert code == 2 and f"{budget} is no budget: give the dollars to spend at most" in err
+
+
+@pytest.mark.parametrize("command", [["run", str(HELLO), "--dry-run"], ["plan", "parse", "x.md"]])
+def test_an_empty_model_name_is_refused_not_taken_for_the_default(capsys, command):
+    """``--model "$MODEL"`` with the variable unset: the run would drop the configured model."""
+    code, out, err = run(capsys, *command, "--model", " ")
+    assert code == 2 and "Dry run" not in out
+    assert "the model name is empty: name a model" in err and "Traceback" not in err
 
 
 def test_run_in_a_folder_that_is_not_a_repository_names_the_fix(tmp_path, capsys):
