@@ -43,9 +43,21 @@ def list_command(
     print_checkpoints(workdir, all_sessions, session_id=session, as_json=json_output)
 
 
+def _described(description: str) -> str:
+    # The description is how a person picks this checkpoint out of the list later.
+    if not description.strip():
+        raise typer.BadParameter(
+            'the description is empty: say what this point of the work is, e.g. "before the '
+            'refactor"'
+        )
+    return description
+
+
 @app.command("create", short_help="Checkpoint the newest session (or --session) now.")
 def create_command(
-    description: Annotated[str, typer.Argument(help="What this point of the work is.")],
+    description: Annotated[
+        str, typer.Argument(help="What this point of the work is.", callback=_described)
+    ],
     session: SessionOption = None,
     workdir: ExistingWorkdir = Path("."),
     json_output: JsonOutput = False,

@@ -49,6 +49,16 @@ def test_create_for_a_named_session_with_json(tmp_path):
     assert (data["tasks_done"], data["tasks_total"], data["schema_version"]) == (1, 2, 1)
 
 
+def test_an_empty_description_is_refused_and_no_checkpoint_made(tmp_path):
+    with make_session(tmp_path):
+        pass
+    result = runner.invoke(app, ["create", "  ", "--workdir", str(tmp_path)])
+    said = " ".join(result.output.replace("│", " ").split())  # typer's box, unwrapped
+    assert result.exit_code == 2
+    assert "the description is empty: say what this point of the work is" in said
+    assert list_checkpoints(tmp_path) == []
+
+
 def test_create_without_any_session_is_a_user_error(tmp_path):
     result = runner.invoke(app, ["create", "x", "--workdir", str(tmp_path)])
     assert isinstance(result.exception, UnknownSessionError)
