@@ -320,6 +320,11 @@ def load_config(
 
 def _pick_file(workdir: Path, config_file: Path | None) -> Path | None:
     if config_file is not None:
+        if config_file.is_dir():
+            raise ConfigError(
+                f"config file {config_file} is a folder, not a file; give the path of the "
+                "config file itself to --config."
+            )
         if not config_file.is_file():
             raise ConfigError(
                 f"config file {config_file} does not exist; check the path given to --config."
@@ -484,5 +489,6 @@ def _describe(exc: ValidationError, file: Path | None, sources: dict[str, str]) 
     listed = "; ".join(lines)
     return (
         f"configuration is invalid: {listed}. Remove or correct these keys; "
-        "`aca config show` lists every valid key with its value."
+        # Not `aca config show`: it reads the same configuration, and refuses it the same way.
+        "docs/configuration.md lists every valid key."
     )

@@ -147,6 +147,19 @@ def test_missing_explicit_config(tmp_path):
         load_config(tmp_path, tmp_path / "nope.toml", environ={})
 
 
+def test_a_folder_given_as_the_config_is_called_a_folder(tmp_path):
+    with pytest.raises(ConfigError, match="is a folder, not a file; give the path of the config"):
+        load_config(tmp_path, tmp_path, environ={})
+
+
+def test_an_invalid_config_points_at_the_docs_not_at_a_command_that_refuses_it_too(tmp_path):
+    (tmp_path / "aca.toml").write_text("[session]\nmax_concurrent_tasks = -1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path, environ={})
+    assert str(info.value).endswith("docs/configuration.md lists every valid key.")
+    assert "aca config show" not in str(info.value)
+
+
 def test_a_blocks_settings_take_the_files_place_below_variables_and_flags(tmp_path):
     (tmp_path / "aca.toml").write_text("[session]\nmax_concurrent_tasks = 7\nmodel = 'm'\n")
     settings = {
