@@ -198,13 +198,14 @@ def resume_command(
 def _resume(
     *, target, latest, workdir, budget_usd, config, json_output, repo, open_pr, github_repo
 ) -> int:
-    from aca_flows.cli.run import checkout_remote, run_session
+    from aca_flows.cli.run import checkout_remote, require_writable_workdir, run_session
     from aca_flows.session.checkpoints import resolve_resume_target
 
     if repo:  # the session's branch and record come from the remote (docs/sessions.md)
         workdir = checkout_remote(repo, workdir, session_id=target)
     workdir = existing_folder(workdir).resolve()
     resolved = resolve_resume_target(workdir, target, latest=latest)
+    require_writable_workdir(workdir)
     options = RunOptions(
         workdir=workdir,
         config=config,

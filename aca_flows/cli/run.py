@@ -212,6 +212,8 @@ def _preflight(
     from aca_flows.sandbox import OFF_WARNING, check_sandbox
     from aca_flows.workspace import open_repository
 
+    if options.workdir.is_dir():
+        require_writable_workdir(options.workdir)  # open_repository writes .git/info/exclude
     if not options.init_git:
         open_repository(options.workdir)  # only looks: a missing repository is named first
     # Every refusal before --init-git creates anything: a refused run leaves nothing behind.
@@ -227,6 +229,23 @@ def _preflight(
         open_repository(options.workdir, init_git=True)
     if config.sandbox.mode == "off":
         print(f"warning: {OFF_WARNING}", file=sys.stderr)
+
+
+def require_writable_workdir(workdir: Path) -> None:
+    """Refuse a workdir aca cannot write its session (``.aca/``) and branch (``.git/``) to:
+    found inside the run, it was a traceback and exit 1."""
+    aca = workdir / ".aca"
+    if aca.exists() and not aca.is_dir():
+        raise InputError(
+            f"{aca} is a file, but aca keeps its sessions in a folder of that name; move the "
+            "file away and run again."
+        )
+    for folder in (workdir, aca, workdir / ".git"):
+        if folder.is_dir() and not os.access(folder, os.W_OK):
+            raise InputError(
+                f"{folder} is read-only; aca writes its session (.aca/) and a branch (.git/) in "
+                "the workdir. Make it writable, or give --workdir a writable clone."
+            )
 
 
 def _check_pull_request_target(options: RunOptions, config: AcaConfig) -> None:

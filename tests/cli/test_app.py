@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import git
 import pytest
 
 from aca_flows.cli import main
+from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.session.store import SessionStore
 from tests.fakes.git_repo import make_repo
 from tests.fixtures import COMPAT
 
 ROOT = Path(__file__).resolve().parents[2]
 HELLO = ROOT / "tasks" / "examples" / "hello.md"
+HELLO_CONFIG = ROOT / "tasks" / "examples" / "hello.aca.toml"
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -234,6 +239,37 @@ def test_run_in_a_folder_that_is_not_a_repository_names_the_fix(tmp_path, capsys
     code, _, err = run(capsys, "run", str(HELLO), "-w", str(tmp_path))
     assert code == 2 and "pass --init-git" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_named_aca_in_the_workdir_is_named_not_a_traceback(tmp_path, capsys):
+    """Before, Prefect started and the run crashed making .aca/sessions/ (exit 1)."""
+    repo = make_repo(tmp_path / "repo")
+    (repo / ".aca").write_text("notes\n")
+    code, _, err = run(capsys, "run", str(HELLO), "-w", str(repo), "--config", str(HELLO_CONFIG))
+    assert code == 2 and "Traceback" not in err
+    assert f"{repo / '.aca'} is a file, but aca keeps its sessions in a folder" in err
+    assert (repo / ".aca").read_text() == "notes\n"
+    assert [h.name for h in git.Repo(repo).heads] == ["main"]
+
+
+@pytest.mark.parametrize("command", ["run", "resume"])
+def test_a_read_only_workdir_is_refused_before_the_run(tmp_path, capsys, monkeypatch, command):
+    """Before, writing .git/info/exclude (run) or the session's lock (resume) was a traceback
+    and exit 1. (A read-only mount in real life; os.access says so, even to root.)"""
+    repo = make_repo(tmp_path / "repo")
+    plan = ExecutionPlan(name="p", tasks=[Task(id="a", title="A")])
+    with SessionStore.create(repo, plan, provider="replay") as store:
+        pass
+    access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: access(p, mode) and not (mode & os.W_OK and p == repo)
+    )
+    target = str(HELLO) if command == "run" else store.session_id
+    code, _, err = run(capsys, command, target, "-w", str(repo), "--config", str(HELLO_CONFIG))
+    assert code == 2 and "Traceback" not in err
+    assert f"{repo} is read-only; aca writes its session (.aca/) and a branch" in err
+    assert [h.name for h in git.Repo(repo).heads] == ["main"]
+    assert not (repo / ".git" / "info" / "exclude").read_text().count(".aca")
 
 
 def test_a_refused_run_writes_no_dumped_plan(tmp_path, capsys):
