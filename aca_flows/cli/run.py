@@ -46,6 +46,7 @@ def check_options(options: RunOptions) -> None:
             "the execution plan is the reviewed form of a task file."
         )
     check_dump_target(options.dump_plan)
+    _not_a_folder("--record", options.record, "cassette.json")  # found by the first call
     if options.dump_plan and options.task_file and _same_path(options.dump_plan, options.task_file):
         raise InputError(
             f"--dump-plan {options.dump_plan} is the task file itself: the plan would replace "
@@ -65,11 +66,19 @@ def check_dump_target(path: Path | None) -> None:
         raise InputError(
             f"--dump-plan {path}: name the file .json or .toml so aca knows which format to write."
         )
+    _not_a_folder("--dump-plan", path, "plan.json")
     folder = path.resolve().parent if path else None
     if folder and not (folder.is_dir() and os.access(folder, os.W_OK)):
         raise InputError(
             f"--dump-plan {path}: {folder} is not a folder aca can write to; name a file in one."
         )
+
+
+def _not_a_folder(flag: str, path: Path | None, example: str) -> None:
+    """A file aca writes must not name an existing folder: found when writing, it was an
+    error about a temporary file (--dump-plan), or a failed task (--record)."""
+    if path and path.is_dir():
+        raise InputError(f"{flag} {path} is a folder; name a file in it, e.g. {path / example}.")
 
 
 def dump_plan(plan: ExecutionPlan, path: Path) -> None:

@@ -289,6 +289,21 @@ def test_a_dumped_plan_with_nowhere_to_go_is_refused_before_anything_runs(tmp_pa
     assert "is not a folder aca can write to" in err
 
 
+@pytest.mark.parametrize(
+    ("flag", "example"), [("--dump-plan", "plan.json"), ("--record", "cassette.json")]
+)
+def test_a_folder_named_as_the_file_to_write_is_refused_before_anything(
+    tmp_path, capsys, flag, example
+):
+    """Before, --dump-plan failed on a temporary file's name; --record made a session and
+    failed its first task (exit 1)."""
+    folder = tmp_path / "out.json"
+    folder.mkdir()
+    code, out, err = run(capsys, "run", str(HELLO), "--dry-run", flag, str(folder))
+    assert code == 2 and "Dry run" not in out and "Traceback" not in err
+    assert f"{flag} {folder} is a folder; name a file in it, e.g. {folder}/{example}" in err
+
+
 def test_unknown_provider_is_refused_before_anything_runs(tmp_path, capsys):
     code, _, err = run(capsys, "run", str(HELLO), "-w", str(tmp_path), "--provider", "gpt")
     assert code == 2 and "unknown provider 'gpt'" in err
