@@ -227,9 +227,14 @@ def usage_command(workdir: ExistingWorkdir = Path("."), json_output: JsonOutput 
     from aca_flows.session.store import list_sessions
     from aca_flows.session.usage import usage_by_provider_model
 
-    entries = usage_by_provider_model(list_sessions(workdir.resolve()))
+    workdir = workdir.resolve()
+    sessions = list_sessions(workdir)
+    entries = usage_by_provider_model(sessions)
     if json_output:
         typer.echo(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
+        return
+    if not sessions:  # as `aca sessions list` says it: a table of zeros reads as a wrong folder
+        typer.echo(f"No sessions in {workdir / '.aca' / 'sessions'}.")
         return
     console().print(usage_table(entries, title=f"Usage of the sessions in {workdir}"))
 

@@ -397,6 +397,12 @@ def test_a_workdir_that_does_not_exist_is_refused(tmp_path, capsys, command):
     assert "Traceback" not in err and not missing.exists()
 
 
+def test_usage_of_a_folder_without_sessions_says_so_not_a_table_of_zeros(tmp_path, capsys):
+    code, out, _ = run(capsys, "usage", "--workdir", str(tmp_path))
+    assert code == 0 and out == f"No sessions in {tmp_path / '.aca' / 'sessions'}.\n"
+    assert run(capsys, "usage", "--workdir", str(tmp_path), "--json")[1] == "[]\n"
+
+
 def test_original_config_is_rejected_naming_keys(capsys):
     code, _, err = run(capsys, "config", "show", "--config", str(COMPAT / "default-config.toml"))
     assert code == 2 and "unknown key 'claude_config'" in err
