@@ -325,6 +325,11 @@ def _pick_file(workdir: Path, config_file: Path | None) -> Path | None:
                 f"config file {config_file} is a folder, not a file; give the path of the "
                 "config file itself to --config."
             )
+        if config_file.exists() and not config_file.is_file():  # /dev/null, a pipe
+            raise ConfigError(
+                f"config file {config_file} is not a file; give --config the path of a TOML "
+                "file (an empty one for no settings)."
+            )
         if not config_file.is_file():
             raise ConfigError(
                 f"config file {config_file} does not exist; check the path given to --config."

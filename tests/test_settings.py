@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from aca_flows.errors import ConfigError
@@ -150,6 +152,11 @@ def test_missing_explicit_config(tmp_path):
 def test_a_folder_given_as_the_config_is_called_a_folder(tmp_path):
     with pytest.raises(ConfigError, match="is a folder, not a file; give the path of the config"):
         load_config(tmp_path, tmp_path, environ={})
+
+
+def test_a_device_given_as_the_config_is_not_said_to_be_missing():
+    with pytest.raises(ConfigError, match="/dev/null is not a file; give --config the path"):
+        load_config(Path("."), Path("/dev/null"), environ={})
 
 
 def test_an_invalid_config_points_at_the_docs_not_at_a_command_that_refuses_it_too(tmp_path):
