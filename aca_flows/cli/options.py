@@ -123,11 +123,24 @@ Record = Annotated[
     typer.Option("--record", help="Record every provider request and response to a cassette."),
 ]
 
+
+def _named_repo(value: str | None) -> str | None:
+    # Read as no --repo, ``--repo "$URL"`` with the variable unset would work on the current
+    # folder instead of the remote, and push nothing.
+    if value is not None and not value.strip():
+        raise typer.BadParameter(
+            "the repository is empty: give a git URL or the path of a bare repository, or "
+            "leave --repo out to work on --workdir"
+        )
+    return value
+
+
 Repo = Annotated[
     str | None,
     typer.Option(
         "--repo",
         metavar="URL",
+        callback=_named_repo,
         help="Work on this git repository (URL or path of a bare repository): cloned into "
         "~/.aca/repos/ (or --workdir), the session branch pushed back after each task.",
     ),

@@ -241,6 +241,19 @@ def test_run_in_a_folder_that_is_not_a_repository_names_the_fix(tmp_path, capsys
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("command", [["run", str(HELLO)], ["resume", "--latest"]])
+def test_an_empty_repo_url_is_refused_not_read_as_the_current_folder(tmp_path, capsys, command):
+    """``--repo "$URL"`` with the variable unset: the run worked on the workdir, pushing nothing."""
+    repo = make_repo(tmp_path / "repo")
+    code, _, err = run(
+        capsys, *command, "--repo", "", "-w", str(repo), "--config", str(HELLO_CONFIG)
+    )
+    assert code == 2 and "Traceback" not in err
+    assert "the repository is empty: give a git URL or the path of a bare repository" in err
+    assert [h.name for h in git.Repo(repo).heads] == ["main"]
+    assert not (repo / ".aca").exists()
+
+
 def test_a_file_named_aca_in_the_workdir_is_named_not_a_traceback(tmp_path, capsys):
     """Before, Prefect started and the run crashed making .aca/sessions/ (exit 1)."""
     repo = make_repo(tmp_path / "repo")
