@@ -7,6 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from aca_flows.cli.checkpoints import app, print_checkpoints
+from aca_flows.errors import InputError
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.session.checkpoints import create_checkpoint, list_checkpoints
 from aca_flows.session.errors import UnknownSessionError
@@ -61,8 +62,13 @@ def test_an_empty_description_is_refused_and_no_checkpoint_made(tmp_path):
 
 def test_create_without_any_session_is_a_user_error(tmp_path):
     result = runner.invoke(app, ["create", "x", "--workdir", str(tmp_path)])
-    assert isinstance(result.exception, UnknownSessionError)
+    assert isinstance(result.exception, InputError)
     assert result.exception.exit_code == 2
+    # Before: "there is no session '(latest)' in ...", as if '(latest)' were an id.
+    assert str(result.exception).startswith(
+        f"no session to checkpoint: {tmp_path / '.aca' / 'sessions'} holds none."
+    )
+    assert "(latest)" not in str(result.exception)
 
 
 def test_list_shows_the_newest_sessions_checkpoints_or_all(tmp_path):
