@@ -10,12 +10,27 @@ from typing import Annotated, Any
 import typer
 
 
+def _workdir_path(given: str | Path) -> Path:
+    # Read as a path, "" is "." : ``--workdir "$DIR"`` with the variable unset would work on,
+    # or report about, the current folder.
+    if not str(given).strip():
+        raise typer.BadParameter(
+            "the folder is empty: name the repository's folder, or leave --workdir out for "
+            "the current one"
+        )
+    path = Path(given)
+    if path.exists() and not path.is_dir():
+        raise typer.BadParameter(f"{path} is a file: name the repository's folder")
+    return path
+
+
 def _workdir_option(**extra: Any) -> Any:
     return typer.Option(
         "--workdir",
         "-w",
         help="The repository worked on; its .aca/ holds the sessions.",
-        file_okay=False,
+        parser=_workdir_path,
+        metavar="<dir>",
         **extra,
     )
 

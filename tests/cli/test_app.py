@@ -416,6 +416,21 @@ def test_usage_of_a_folder_without_sessions_says_so_not_a_table_of_zeros(tmp_pat
     assert run(capsys, "usage", "--workdir", str(tmp_path), "--json")[1] == "[]\n"
 
 
+@pytest.mark.parametrize(
+    "command", [["run", str(HELLO), "--dry-run"], ["sessions", "list"], ["resume", "--latest"]]
+)
+def test_an_empty_or_file_workdir_is_refused_not_read_as_the_current_folder(
+    tmp_path, capsys, command
+):
+    """``--workdir "$DIR"`` with the variable unset was read as ".": the run worked on, and
+    the listing reported about, whatever folder the command was started in."""
+    code, out, err = run(capsys, *command, "--workdir", "")
+    assert code == 2 and "Dry run" not in out and "Traceback" not in err
+    assert "the folder is empty: name the repository's folder, or leave --workdir out" in err
+    code, _, err = run(capsys, *command, "--workdir", str(HELLO))
+    assert code == 2 and f"{HELLO} is a file: name the repository's folder" in err
+
+
 def test_original_config_is_rejected_naming_keys(capsys):
     code, _, err = run(capsys, "config", "show", "--config", str(COMPAT / "default-config.toml"))
     assert code == 2 and "unknown key 'claude_config'" in err
