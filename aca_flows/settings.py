@@ -345,6 +345,10 @@ def _read_toml(file: Path) -> dict[str, Any]:
         raise ConfigError(f"{file}: not UTF-8 text; save the config file as UTF-8.") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: invalid TOML: {exc}. Fix the syntax there.") from None
+    except OSError as exc:  # no read permission (chmod 000, another user's file)
+        raise ConfigError(
+            f"config file {file} cannot be read ({exc.strerror}); check its permissions."
+        ) from None
 
 
 def _merge(

@@ -159,6 +159,18 @@ def test_a_device_given_as_the_config_is_not_said_to_be_missing():
         load_config(Path("."), Path("/dev/null"), environ={})
 
 
+def test_a_config_without_read_permission_is_named_not_a_traceback(tmp_path, monkeypatch):
+    # chmod 000 does not stop root, who runs these tests in containers: the refusal is faked.
+    (tmp_path / "aca.toml").write_text("[session]\n")
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    with pytest.raises(ConfigError, match="aca.toml cannot be read \\(Permission denied\\)"):
+        load_config(tmp_path, environ={})
+
+
 def test_an_invalid_config_points_at_the_docs_not_at_a_command_that_refuses_it_too(tmp_path):
     (tmp_path / "aca.toml").write_text("[session]\nmax_concurrent_tasks = -1\n")
     with pytest.raises(ConfigError) as info:

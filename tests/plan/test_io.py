@@ -80,6 +80,19 @@ def test_bad_files_are_explained(tmp_path, name, content, message):
         load_task_file(path)
 
 
+def test_a_file_without_read_permission_is_named_not_a_traceback(tmp_path, monkeypatch):
+    # chmod 000 does not stop root, who runs these tests in containers: the refusal is faked.
+    path = tmp_path / "tasks.md"
+    path.write_text("- a {#a}\n")
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(TaskFileError, match="cannot be read \\(Permission denied\\); check its"):
+        load_task_file(path)
+
+
 def test_file_over_5_mb_is_refused(tmp_path):
     path = tmp_path / "huge.md"
     path.write_text("- a\n" * (MAX_FILE_BYTES // 4 + 1))
