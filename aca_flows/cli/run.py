@@ -52,8 +52,21 @@ def check_options(options: RunOptions) -> None:
             f"--dump-plan {options.dump_plan} is the task file itself: the plan would replace "
             "what you wrote. Name another file, e.g. --dump-plan plan.json."
         )
+    _record_beside_the_work(options)
     if options.use_intelligent_parser and options.force_naive_parser:
         raise InputError("--use-intelligent-parser and --force-naive-parser contradict; pick one.")
+
+
+def _record_beside_the_work(options: RunOptions) -> None:
+    """The cassette is rewritten after each call: over the task file or the plan, it would
+    replace what the user wrote."""
+    source = options.task_file or options.execution_plan
+    if options.record and source and _same_path(options.record, source):
+        what = "task file" if options.task_file else "execution plan"
+        raise InputError(
+            f"--record {options.record} is the {what} itself: the cassette would replace what "
+            "you wrote. Name another file, e.g. --record tasks.cassette.json."
+        )
 
 
 def _same_path(a: Path, b: Path) -> bool:

@@ -219,6 +219,24 @@ def test_a_dump_over_the_task_file_itself_is_refused_and_the_file_kept(tmp_path,
     assert tasks.read_text() == text
 
 
+@pytest.mark.parametrize(
+    ("option", "what"), [("--task-file", "task file"), ("--execution-plan", "execution plan")]
+)
+def test_a_cassette_over_the_task_file_itself_is_refused_and_the_file_kept(
+    tmp_path, capsys, option, what
+):
+    """Before, the run went ahead and the cassette, rewritten after each call, replaced it."""
+    tasks = tmp_path / ("tasks.json" if option == "--execution-plan" else "tasks.md")
+    written = tmp_path / "written.json"
+    run(capsys, "run", str(HELLO), "--dry-run", "--dump-plan", str(written))
+    tasks.write_text(written.read_text() if option == "--execution-plan" else "- a {#a}\n")
+    before = tasks.read_text()
+    code, out, err = run(capsys, option, str(tasks), "--dry-run", "--record", str(tasks))
+    assert code == 2 and "Dry run" not in out
+    assert f"--record {tasks} is the {what} itself: the cassette would replace" in err
+    assert tasks.read_text() == before
+
+
 @pytest.mark.parametrize("budget", ["-5", "0", "nan", "inf"])
 def test_a_budget_of_nothing_is_refused_with_one_message(capsys, budget):
     # Before, -5 was "greater than or equal to 0" and then 0 "greater than 0"; nan was the
