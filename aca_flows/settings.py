@@ -320,6 +320,16 @@ def load_config(
 
 def _pick_file(workdir: Path, config_file: Path | None) -> Path | None:
     if config_file is not None:
+        if config_file.is_dir():
+            raise ConfigError(
+                f"config file {config_file} is a folder, not a file; give the path of the "
+                "config file itself to --config."
+            )
+        if config_file.exists() and not config_file.is_file():  # /dev/null, a pipe
+            raise ConfigError(
+                f"config file {config_file} is not a file; give --config the path of a TOML "
+                "file (an empty one for no settings)."
+            )
         if not config_file.is_file():
             raise ConfigError(
                 f"config file {config_file} does not exist; check the path given to --config."
@@ -335,6 +345,10 @@ def _read_toml(file: Path) -> dict[str, Any]:
         raise ConfigError(f"{file}: not UTF-8 text; save the config file as UTF-8.") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: invalid TOML: {exc}. Fix the syntax there.") from None
+    except OSError as exc:  # no read permission (chmod 000, another user's file)
+        raise ConfigError(
+            f"config file {file} cannot be read ({exc.strerror}); check its permissions."
+        ) from None
 
 
 def _merge(
@@ -484,5 +498,6 @@ def _describe(exc: ValidationError, file: Path | None, sources: dict[str, str]) 
     listed = "; ".join(lines)
     return (
         f"configuration is invalid: {listed}. Remove or correct these keys; "
-        "`aca config show` lists every valid key with its value."
+        # Not `aca config show`: it reads the same configuration, and refuses it the same way.
+        "docs/configuration.md lists every valid key."
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from aca_flows.errors import ConfigError
@@ -145,6 +147,36 @@ def test_malformed_toml(tmp_path):
 def test_missing_explicit_config(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path, tmp_path / "nope.toml", environ={})
+
+
+def test_a_folder_given_as_the_config_is_called_a_folder(tmp_path):
+    with pytest.raises(ConfigError, match="is a folder, not a file; give the path of the config"):
+        load_config(tmp_path, tmp_path, environ={})
+
+
+def test_a_device_given_as_the_config_is_not_said_to_be_missing():
+    with pytest.raises(ConfigError, match="/dev/null is not a file; give --config the path"):
+        load_config(Path("."), Path("/dev/null"), environ={})
+
+
+def test_a_config_without_read_permission_is_named_not_a_traceback(tmp_path, monkeypatch):
+    # chmod 000 does not stop root, who runs these tests in containers: the refusal is faked.
+    (tmp_path / "aca.toml").write_text("[session]\n")
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    with pytest.raises(ConfigError, match="aca.toml cannot be read \\(Permission denied\\)"):
+        load_config(tmp_path, environ={})
+
+
+def test_an_invalid_config_points_at_the_docs_not_at_a_command_that_refuses_it_too(tmp_path):
+    (tmp_path / "aca.toml").write_text("[session]\nmax_concurrent_tasks = -1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path, environ={})
+    assert str(info.value).endswith("docs/configuration.md lists every valid key.")
+    assert "aca config show" not in str(info.value)
 
 
 def test_a_blocks_settings_take_the_files_place_below_variables_and_flags(tmp_path):

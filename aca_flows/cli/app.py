@@ -198,13 +198,14 @@ def resume_command(
 def _resume(
     *, target, latest, workdir, budget_usd, config, json_output, repo, open_pr, github_repo
 ) -> int:
-    from aca_flows.cli.run import checkout_remote, run_session
+    from aca_flows.cli.run import checkout_remote, require_writable_workdir, run_session
     from aca_flows.session.checkpoints import resolve_resume_target
 
     if repo:  # the session's branch and record come from the remote (docs/sessions.md)
         workdir = checkout_remote(repo, workdir, session_id=target)
     workdir = existing_folder(workdir).resolve()
     resolved = resolve_resume_target(workdir, target, latest=latest)
+    require_writable_workdir(workdir)
     options = RunOptions(
         workdir=workdir,
         config=config,
@@ -226,9 +227,14 @@ def usage_command(workdir: ExistingWorkdir = Path("."), json_output: JsonOutput 
     from aca_flows.session.store import list_sessions
     from aca_flows.session.usage import usage_by_provider_model
 
-    entries = usage_by_provider_model(list_sessions(workdir.resolve()))
+    workdir = workdir.resolve()
+    sessions = list_sessions(workdir)
+    entries = usage_by_provider_model(sessions)
     if json_output:
         typer.echo(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
+        return
+    if not sessions:  # as `aca sessions list` says it: a table of zeros reads as a wrong folder
+        typer.echo(f"No sessions in {workdir / '.aca' / 'sessions'}.")
         return
     console().print(usage_table(entries, title=f"Usage of the sessions in {workdir}"))
 

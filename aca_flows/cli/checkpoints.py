@@ -43,9 +43,21 @@ def list_command(
     print_checkpoints(workdir, all_sessions, session_id=session, as_json=json_output)
 
 
+def _described(description: str) -> str:
+    # The description is how a person picks this checkpoint out of the list later.
+    if not description.strip():
+        raise typer.BadParameter(
+            'the description is empty: say what this point of the work is, e.g. "before the '
+            'refactor"'
+        )
+    return description
+
+
 @app.command("create", short_help="Checkpoint the newest session (or --session) now.")
 def create_command(
-    description: Annotated[str, typer.Argument(help="What this point of the work is.")],
+    description: Annotated[
+        str, typer.Argument(help="What this point of the work is.", callback=_described)
+    ],
     session: SessionOption = None,
     workdir: ExistingWorkdir = Path("."),
     json_output: JsonOutput = False,
@@ -55,6 +67,8 @@ def create_command(
     from aca_flows.session.checkpoints import create_manual_checkpoint
     from aca_flows.session.store import load_session
 
+    if session is None:
+        _require_a_session(workdir.resolve())
     checkpoint = create_manual_checkpoint(workdir, description, session)
     if json_output:
         typer.echo(json.dumps(checkpoint.model_dump(mode="json"), indent=2))
@@ -66,6 +80,19 @@ def create_command(
         f"({checkpoint.tasks_done}/{checkpoint.tasks_total} tasks done). "
         f"Resume with `{resume_command(checkpoint.id, workdir, remote)}`."
     )
+
+
+def _require_a_session(workdir: Path) -> None:
+    """Not "no session '(latest)'": a workdir without sessions is said to hold none."""
+    from aca_flows.errors import InputError
+    from aca_flows.session.store import latest_session_id
+
+    if latest_session_id(workdir) is None:
+        raise InputError(
+            f"no session to checkpoint: {workdir / '.aca' / 'sessions'} holds none. A checkpoint "
+            "marks a point of a session's work: run a task file first (`aca run FILE`), or give "
+            "--workdir the repository the session worked on."
+        )
 
 
 def print_checkpoints(

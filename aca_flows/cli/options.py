@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -9,12 +10,27 @@ from typing import Annotated, Any
 import typer
 
 
+def _workdir_path(given: str | Path) -> Path:
+    # Read as a path, "" is "." : ``--workdir "$DIR"`` with the variable unset would work on,
+    # or report about, the current folder.
+    if not str(given).strip():
+        raise typer.BadParameter(
+            "the folder is empty: name the repository's folder, or leave --workdir out for "
+            "the current one"
+        )
+    path = Path(given)
+    if path.exists() and not path.is_dir():
+        raise typer.BadParameter(f"{path} is a file: name the repository's folder")
+    return path
+
+
 def _workdir_option(**extra: Any) -> Any:
     return typer.Option(
         "--workdir",
         "-w",
         help="The repository worked on; its .aca/ holds the sessions.",
-        file_okay=False,
+        parser=_workdir_path,
+        metavar="<dir>",
         **extra,
     )
 
@@ -71,14 +87,31 @@ ProviderName = Annotated[
     str | None,
     typer.Option("--provider", help="claude-code (default), anthropic, openai, ollama or replay."),
 ]
-ModelName = Annotated[str | None, typer.Option("--model", help="Model name for the provider.")]
+
+
+def _named_model(value: str | None) -> str | None:
+    # An empty name (``--model "$MODEL"`` with the variable unset) would quietly drop the
+    # configured model for the provider's default.
+    if value is not None and not value.strip():
+        raise typer.BadParameter(
+            "the model name is empty: name a model, e.g. claude-sonnet-4-5, or leave "
+            "--model out for the configured one"
+        )
+    return value
+
+
+ModelName = Annotated[
+    str | None,
+    typer.Option("--model", callback=_named_model, help="Model name for the provider."),
+]
 MaxConcurrent = Annotated[
     int | None, typer.Option("--max-concurrent", min=1, max=64, help="Tasks run at once.")
 ]
 
 
 def _positive_budget(value: float | None) -> float | None:
-    if value is not None and value <= 0:
+    # nan passes no comparison and inf caps nothing: neither is a budget.
+    if value is not None and not (0 < value < math.inf):
         raise typer.BadParameter(
             f"{value:g} is no budget: give the dollars to spend at most, e.g. 5"
         )
@@ -105,11 +138,24 @@ Record = Annotated[
     typer.Option("--record", help="Record every provider request and response to a cassette."),
 ]
 
+
+def _named_repo(value: str | None) -> str | None:
+    # Read as no --repo, ``--repo "$URL"`` with the variable unset would work on the current
+    # folder instead of the remote, and push nothing.
+    if value is not None and not value.strip():
+        raise typer.BadParameter(
+            "the repository is empty: give a git URL or the path of a bare repository, or "
+            "leave --repo out to work on --workdir"
+        )
+    return value
+
+
 Repo = Annotated[
     str | None,
     typer.Option(
         "--repo",
         metavar="URL",
+        callback=_named_repo,
         help="Work on this git repository (URL or path of a bare repository): cloned into "
         "~/.aca/repos/ (or --workdir), the session branch pushed back after each task.",
     ),

@@ -46,13 +46,27 @@ def check_options(options: RunOptions) -> None:
             "the execution plan is the reviewed form of a task file."
         )
     check_dump_target(options.dump_plan)
+    _not_a_folder("--record", options.record, "cassette.json")  # found by the first call
     if options.dump_plan and options.task_file and _same_path(options.dump_plan, options.task_file):
         raise InputError(
             f"--dump-plan {options.dump_plan} is the task file itself: the plan would replace "
             "what you wrote. Name another file, e.g. --dump-plan plan.json."
         )
+    _record_beside_the_work(options)
     if options.use_intelligent_parser and options.force_naive_parser:
         raise InputError("--use-intelligent-parser and --force-naive-parser contradict; pick one.")
+
+
+def _record_beside_the_work(options: RunOptions) -> None:
+    """The cassette is rewritten after each call: over the task file or the plan, it would
+    replace what the user wrote."""
+    source = options.task_file or options.execution_plan
+    if options.record and source and _same_path(options.record, source):
+        what = "task file" if options.task_file else "execution plan"
+        raise InputError(
+            f"--record {options.record} is the {what} itself: the cassette would replace what "
+            "you wrote. Name another file, e.g. --record tasks.cassette.json."
+        )
 
 
 def _same_path(a: Path, b: Path) -> bool:
@@ -65,11 +79,19 @@ def check_dump_target(path: Path | None) -> None:
         raise InputError(
             f"--dump-plan {path}: name the file .json or .toml so aca knows which format to write."
         )
+    _not_a_folder("--dump-plan", path, "plan.json")
     folder = path.resolve().parent if path else None
     if folder and not (folder.is_dir() and os.access(folder, os.W_OK)):
         raise InputError(
             f"--dump-plan {path}: {folder} is not a folder aca can write to; name a file in one."
         )
+
+
+def _not_a_folder(flag: str, path: Path | None, example: str) -> None:
+    """A file aca writes must not name an existing folder: found when writing, it was an
+    error about a temporary file (--dump-plan), or a failed task (--record)."""
+    if path and path.is_dir():
+        raise InputError(f"{flag} {path} is a folder; name a file in it, e.g. {path / example}.")
 
 
 def dump_plan(plan: ExecutionPlan, path: Path) -> None:
@@ -212,6 +234,8 @@ def _preflight(
     from aca_flows.sandbox import OFF_WARNING, check_sandbox
     from aca_flows.workspace import open_repository
 
+    if options.workdir.is_dir():
+        require_writable_workdir(options.workdir)  # open_repository writes .git/info/exclude
     if not options.init_git:
         open_repository(options.workdir)  # only looks: a missing repository is named first
     # Every refusal before --init-git creates anything: a refused run leaves nothing behind.
@@ -227,6 +251,23 @@ def _preflight(
         open_repository(options.workdir, init_git=True)
     if config.sandbox.mode == "off":
         print(f"warning: {OFF_WARNING}", file=sys.stderr)
+
+
+def require_writable_workdir(workdir: Path) -> None:
+    """Refuse a workdir aca cannot write its session (``.aca/``) and branch (``.git/``) to:
+    found inside the run, it was a traceback and exit 1."""
+    aca = workdir / ".aca"
+    if aca.exists() and not aca.is_dir():
+        raise InputError(
+            f"{aca} is a file, but aca keeps its sessions in a folder of that name; move the "
+            "file away and run again."
+        )
+    for folder in (workdir, aca, workdir / ".git"):
+        if folder.is_dir() and not os.access(folder, os.W_OK):
+            raise InputError(
+                f"{folder} is read-only; aca writes its session (.aca/) and a branch (.git/) in "
+                "the workdir. Make it writable, or give --workdir a writable clone."
+            )
 
 
 def _check_pull_request_target(options: RunOptions, config: AcaConfig) -> None:

@@ -82,9 +82,9 @@ def show_command(
     """Show one session: its tasks and statuses, branch, duration, last checkpoint, costs."""
     from aca_flows.session.checkpoints import list_checkpoints
     from aca_flows.session.record import describe_counts
-    from aca_flows.session.store import display_status, load_session
+    from aca_flows.session.store import display_status
 
-    session = load_session(workdir, session_id)
+    session = _session_named(workdir, session_id)
     checkpoints = list_checkpoints(workdir, session.id)
     last = checkpoints[0] if checkpoints else None
     if json_output:
@@ -127,6 +127,32 @@ def show_command(
         for run in no_change:
             out.print(f"  {run.task_id}: {run.no_change_reason}")
     out.print(usage_table(session.usage, title="Cost by provider and model"))
+
+
+def _session_named(workdir: Path, session_id: str) -> SessionRecord:
+    """The session ``session_id`` names; a checkpoint id (which `aca resume` takes) is told
+    apart from a mistyped session id, with the command that shows its session."""
+    from aca_flows._words import resume_command, workdir_option
+    from aca_flows.errors import InputError
+    from aca_flows.session.checkpoints import CHECKPOINT_PREFIX, find_checkpoint
+    from aca_flows.session.errors import UnknownCheckpointError, UnknownSessionError
+    from aca_flows.session.store import load_session
+
+    try:
+        return load_session(workdir, session_id)
+    except UnknownSessionError as unknown:
+        if not session_id.startswith(CHECKPOINT_PREFIX):
+            raise
+        try:
+            checkpoint = find_checkpoint(workdir, session_id)
+        except UnknownCheckpointError:
+            raise unknown from None
+    where = workdir_option(workdir)
+    raise InputError(
+        f"{checkpoint.id} is a checkpoint of session {checkpoint.session_id}: `aca sessions "
+        f"show {checkpoint.session_id}{where}` shows the session, "
+        f"`{resume_command(checkpoint.id, workdir)}` resumes from the checkpoint."
+    )
 
 
 def _print_waiting(out: Console, session: SessionRecord, status: str) -> None:

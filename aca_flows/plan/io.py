@@ -126,19 +126,33 @@ def plan_to_text(plan: ExecutionPlan, suffix: str) -> str:
 
 
 def _execution_plan(path: Path, data: dict[str, Any]) -> ExecutionPlan:
-    version = data.get("schema_version")
-    if version != 1:
-        raise TaskFileError(
-            f"{path}: plan schema_version {version!r} is not supported (this aca reads 1); "
-            "dump the plan again with this version of aca."
-        )
+    _check_schema_version(path, data.get("schema_version"))
     try:
         plan = ExecutionPlan.model_validate(data)
     except ValidationError as exc:
         raise TaskFileError(
             f"{path}: {pydantic_problems(exc)}. `aca plan schema` prints the plan format."
         ) from None
+    if not plan.tasks:  # a run of it would make a session and a branch, and do nothing
+        raise TaskFileError(
+            f"{path}: the plan has no tasks; add one, or dump the plan of the task file again."
+        )
     return check_plan(plan, str(path), run_states=True)
+
+
+def _check_schema_version(path: Path, version: Any) -> None:
+    # A hand-edited "1" (a string) must not read as "'1' is not supported (this aca reads 1)".
+    if version is None:
+        problem = "has no schema_version"
+    elif type(version) is not int:
+        problem = f"schema_version {version!r} is not a number"
+    elif version != 1:
+        problem = f"schema_version {version} is not supported"
+    else:
+        return
+    raise TaskFileError(
+        f"{path}: plan {problem} (this aca reads 1); dump the plan again with this version of aca."
+    )
 
 
 def _parse_structured(path: Path, text: str) -> dict[str, Any]:

@@ -35,7 +35,12 @@ def read_text_file(path: Path, what: str = "task file") -> str:
             f"{what} {path} is {size / 1024 / 1024:.1f} MB, over the 5 MB limit; "
             "split it into smaller files or reference large documents instead of inlining them."
         )
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:  # no read permission (chmod 000, another user's file)
+        raise TaskFileError(
+            f"{what} {path} cannot be read ({exc.strerror}); check its permissions."
+        ) from None
     if b"\x00" in data[:8192]:
         raise TaskFileError(
             f"{what} {path} looks binary (it contains NUL bytes); give a text file."

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import git
 import pytest
 
 from aca_flows.cli import main
+from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.session.store import SessionStore
 from tests.fakes.git_repo import make_repo
 from tests.fixtures import COMPAT
 
 ROOT = Path(__file__).resolve().parents[2]
 HELLO = ROOT / "tasks" / "examples" / "hello.md"
+HELLO_CONFIG = ROOT / "tasks" / "examples" / "hello.aca.toml"
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -214,17 +219,88 @@ def test_a_dump_over_the_task_file_itself_is_refused_and_the_file_kept(tmp_path,
     assert tasks.read_text() == text
 
 
-@pytest.mark.parametrize("budget", ["-5", "0"])
+@pytest.mark.parametrize(
+    ("option", "what"), [("--task-file", "task file"), ("--execution-plan", "execution plan")]
+)
+def test_a_cassette_over_the_task_file_itself_is_refused_and_the_file_kept(
+    tmp_path, capsys, option, what
+):
+    """Before, the run went ahead and the cassette, rewritten after each call, replaced it."""
+    tasks = tmp_path / ("tasks.json" if option == "--execution-plan" else "tasks.md")
+    written = tmp_path / "written.json"
+    run(capsys, "run", str(HELLO), "--dry-run", "--dump-plan", str(written))
+    tasks.write_text(written.read_text() if option == "--execution-plan" else "- a {#a}\n")
+    before = tasks.read_text()
+    code, out, err = run(capsys, option, str(tasks), "--dry-run", "--record", str(tasks))
+    assert code == 2 and "Dry run" not in out
+    assert f"--record {tasks} is the {what} itself: the cassette would replace" in err
+    assert tasks.read_text() == before
+
+
+@pytest.mark.parametrize("budget", ["-5", "0", "nan", "inf"])
 def test_a_budget_of_nothing_is_refused_with_one_message(capsys, budget):
-    # Before, -5 was "greater than or equal to 0" and then 0 "greater than 0".
+    # Before, -5 was "greater than or equal to 0" and then 0 "greater than 0"; nan was the
+    # config's "'session.budget_usd' (from command line)", and inf capped nothing.
     code, _, err = run(capsys, "run", str(HELLO), "--dry-run", "--budget-usd", budget)
     assert code == 2 and f"{budget} is no budget: give the dollars to spend at most" in err
+
+
+@pytest.mark.parametrize("command", [["run", str(HELLO), "--dry-run"], ["plan", "parse", "x.md"]])
+def test_an_empty_model_name_is_refused_not_taken_for_the_default(capsys, command):
+    """``--model "$MODEL"`` with the variable unset: the run would drop the configured model."""
+    code, out, err = run(capsys, *command, "--model", " ")
+    assert code == 2 and "Dry run" not in out
+    assert "the model name is empty: name a model" in err and "Traceback" not in err
 
 
 def test_run_in_a_folder_that_is_not_a_repository_names_the_fix(tmp_path, capsys):
     code, _, err = run(capsys, "run", str(HELLO), "-w", str(tmp_path))
     assert code == 2 and "pass --init-git" in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [["run", str(HELLO)], ["resume", "--latest"]])
+def test_an_empty_repo_url_is_refused_not_read_as_the_current_folder(tmp_path, capsys, command):
+    """``--repo "$URL"`` with the variable unset: the run worked on the workdir, pushing nothing."""
+    repo = make_repo(tmp_path / "repo")
+    code, _, err = run(
+        capsys, *command, "--repo", "", "-w", str(repo), "--config", str(HELLO_CONFIG)
+    )
+    assert code == 2 and "Traceback" not in err
+    assert "the repository is empty: give a git URL or the path of a bare repository" in err
+    assert [h.name for h in git.Repo(repo).heads] == ["main"]
+    assert not (repo / ".aca").exists()
+
+
+def test_a_file_named_aca_in_the_workdir_is_named_not_a_traceback(tmp_path, capsys):
+    """Before, Prefect started and the run crashed making .aca/sessions/ (exit 1)."""
+    repo = make_repo(tmp_path / "repo")
+    (repo / ".aca").write_text("notes\n")
+    code, _, err = run(capsys, "run", str(HELLO), "-w", str(repo), "--config", str(HELLO_CONFIG))
+    assert code == 2 and "Traceback" not in err
+    assert f"{repo / '.aca'} is a file, but aca keeps its sessions in a folder" in err
+    assert (repo / ".aca").read_text() == "notes\n"
+    assert [h.name for h in git.Repo(repo).heads] == ["main"]
+
+
+@pytest.mark.parametrize("command", ["run", "resume"])
+def test_a_read_only_workdir_is_refused_before_the_run(tmp_path, capsys, monkeypatch, command):
+    """Before, writing .git/info/exclude (run) or the session's lock (resume) was a traceback
+    and exit 1. (A read-only mount in real life; os.access says so, even to root.)"""
+    repo = make_repo(tmp_path / "repo")
+    plan = ExecutionPlan(name="p", tasks=[Task(id="a", title="A")])
+    with SessionStore.create(repo, plan, provider="replay") as store:
+        pass
+    access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: access(p, mode) and not (mode & os.W_OK and p == repo)
+    )
+    target = str(HELLO) if command == "run" else store.session_id
+    code, _, err = run(capsys, command, target, "-w", str(repo), "--config", str(HELLO_CONFIG))
+    assert code == 2 and "Traceback" not in err
+    assert f"{repo} is read-only; aca writes its session (.aca/) and a branch" in err
+    assert [h.name for h in git.Repo(repo).heads] == ["main"]
+    assert not (repo / ".git" / "info" / "exclude").read_text().count(".aca")
 
 
 def test_a_refused_run_writes_no_dumped_plan(tmp_path, capsys):
@@ -242,6 +318,21 @@ def test_a_dumped_plan_with_nowhere_to_go_is_refused_before_anything_runs(tmp_pa
     code, out, err = run(capsys, "run", str(HELLO), "--dry-run", "--dump-plan", str(dump))
     assert code == 2 and "Dry run" not in out and "Traceback" not in err
     assert "is not a folder aca can write to" in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "example"), [("--dump-plan", "plan.json"), ("--record", "cassette.json")]
+)
+def test_a_folder_named_as_the_file_to_write_is_refused_before_anything(
+    tmp_path, capsys, flag, example
+):
+    """Before, --dump-plan failed on a temporary file's name; --record made a session and
+    failed its first task (exit 1)."""
+    folder = tmp_path / "out.json"
+    folder.mkdir()
+    code, out, err = run(capsys, "run", str(HELLO), "--dry-run", flag, str(folder))
+    assert code == 2 and "Dry run" not in out and "Traceback" not in err
+    assert f"{flag} {folder} is a folder; name a file in it, e.g. {folder}/{example}" in err
 
 
 def test_unknown_provider_is_refused_before_anything_runs(tmp_path, capsys):
@@ -335,6 +426,27 @@ def test_a_workdir_that_does_not_exist_is_refused(tmp_path, capsys, command):
     code, out, err = run(capsys, *command, "--workdir", str(missing))
     assert code == 2 and f"{missing} is not a folder; pass an existing folder" in err
     assert "Traceback" not in err and not missing.exists()
+
+
+def test_usage_of_a_folder_without_sessions_says_so_not_a_table_of_zeros(tmp_path, capsys):
+    code, out, _ = run(capsys, "usage", "--workdir", str(tmp_path))
+    assert code == 0 and out == f"No sessions in {tmp_path / '.aca' / 'sessions'}.\n"
+    assert run(capsys, "usage", "--workdir", str(tmp_path), "--json")[1] == "[]\n"
+
+
+@pytest.mark.parametrize(
+    "command", [["run", str(HELLO), "--dry-run"], ["sessions", "list"], ["resume", "--latest"]]
+)
+def test_an_empty_or_file_workdir_is_refused_not_read_as_the_current_folder(
+    tmp_path, capsys, command
+):
+    """``--workdir "$DIR"`` with the variable unset was read as ".": the run worked on, and
+    the listing reported about, whatever folder the command was started in."""
+    code, out, err = run(capsys, *command, "--workdir", "")
+    assert code == 2 and "Dry run" not in out and "Traceback" not in err
+    assert "the folder is empty: name the repository's folder, or leave --workdir out" in err
+    code, _, err = run(capsys, *command, "--workdir", str(HELLO))
+    assert code == 2 and f"{HELLO} is a file: name the repository's folder" in err
 
 
 def test_original_config_is_rejected_naming_keys(capsys):

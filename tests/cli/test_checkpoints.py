@@ -7,6 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from aca_flows.cli.checkpoints import app, print_checkpoints
+from aca_flows.errors import InputError
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.session.checkpoints import create_checkpoint, list_checkpoints
 from aca_flows.session.errors import UnknownSessionError
@@ -49,10 +50,25 @@ def test_create_for_a_named_session_with_json(tmp_path):
     assert (data["tasks_done"], data["tasks_total"], data["schema_version"]) == (1, 2, 1)
 
 
+def test_an_empty_description_is_refused_and_no_checkpoint_made(tmp_path):
+    with make_session(tmp_path):
+        pass
+    result = runner.invoke(app, ["create", "  ", "--workdir", str(tmp_path)])
+    said = " ".join(result.output.replace("│", " ").split())  # typer's box, unwrapped
+    assert result.exit_code == 2
+    assert "the description is empty: say what this point of the work is" in said
+    assert list_checkpoints(tmp_path) == []
+
+
 def test_create_without_any_session_is_a_user_error(tmp_path):
     result = runner.invoke(app, ["create", "x", "--workdir", str(tmp_path)])
-    assert isinstance(result.exception, UnknownSessionError)
+    assert isinstance(result.exception, InputError)
     assert result.exception.exit_code == 2
+    # Before: "there is no session '(latest)' in ...", as if '(latest)' were an id.
+    assert str(result.exception).startswith(
+        f"no session to checkpoint: {tmp_path / '.aca' / 'sessions'} holds none."
+    )
+    assert "(latest)" not in str(result.exception)
 
 
 def test_list_shows_the_newest_sessions_checkpoints_or_all(tmp_path):

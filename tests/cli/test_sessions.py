@@ -152,6 +152,17 @@ def test_show_of_an_unknown_id_is_a_user_error_that_says_how_to_find_ids(tmp_pat
     assert "aca sessions list" in str(result.exception)
 
 
+def test_show_of_a_checkpoint_id_names_its_session_and_the_commands(tmp_path):
+    with make_session(tmp_path) as store:
+        checkpoint = create_checkpoint(store, "manual", "before lunch")
+    result = runner.invoke(app, ["show", checkpoint.id, "-w", str(tmp_path)])
+    assert isinstance(result.exception, AcaError) and result.exception.exit_code == 2
+    said = str(result.exception)
+    assert f"{checkpoint.id} is a checkpoint of session {store.session_id}" in said
+    assert f"`aca sessions show {store.session_id} --workdir {tmp_path}`" in said
+    assert f"`aca resume {checkpoint.id} --workdir {tmp_path}`" in said
+
+
 def test_sessions_commands_do_not_import_prefect():
     import subprocess
     import sys

@@ -65,6 +65,11 @@ def test_an_edited_plan_whose_task_is_in_a_run_state_is_refused_with_the_fix(tmp
         ("bad.json", b'{"schema_version": 1,\n  "name": }', "invalid JSON at line 2, column"),
         ("list.json", b"[1, 2]", "must be a JSON object"),
         ("old.json", b'{"schema_version": 7, "name": "x"}', "schema_version 7 is not supported"),
+        # Edited by hand: not "'1' is not supported (this aca reads 1)", nor "None is not ...".
+        ("text.json", b'{"schema_version": "1", "name": "x"}', "'1' is not a number"),
+        ("bare.json", b"{}", "plan has no schema_version"),
+        # A run of it made a session and a branch, did nothing, and exited 0.
+        ("none.json", b'{"schema_version": 1, "name": "x", "tasks": []}', "plan has no tasks"),
         ("plan.yaml", b"tasks: []", "unknown task file type '.yaml'"),
     ],
 )
@@ -72,6 +77,19 @@ def test_bad_files_are_explained(tmp_path, name, content, message):
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(TaskFileError, match=message):
+        load_task_file(path)
+
+
+def test_a_file_without_read_permission_is_named_not_a_traceback(tmp_path, monkeypatch):
+    # chmod 000 does not stop root, who runs these tests in containers: the refusal is faked.
+    path = tmp_path / "tasks.md"
+    path.write_text("- a {#a}\n")
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(TaskFileError, match="cannot be read \\(Permission denied\\); check its"):
         load_task_file(path)
 
 
