@@ -56,6 +56,10 @@ def test_a_dry_run_warns_of_dependencies_stated_in_prose(tmp_path, capsys):
     assert "4 task(s) state dependencies in prose" in err
     assert "2-service-endpoints: **Dependencies**: Requires Storage Layer (task #1)" in err
     assert "--use-intelligent-parser" in err
+    # `aca plan show` says it too, on stderr: its JSON stays clean.
+    code, out, err = run(capsys, "plan", "show", str(tasks), "--format", "json")
+    assert code == 0 and json.loads(out)["name"] == "Release Pipeline with Dependencies"
+    assert "4 task(s) state dependencies in prose" in err
 
 
 def test_review_workflow_edit_then_load(tmp_path, capsys):
