@@ -172,15 +172,21 @@ class FlowTree:
         holder = _FlowRun(key)
         # Registered before any await, its parent's creation included: a sibling admitted
         # meanwhile waits for this holder (``start`` waits until it is called) instead of
-        # making a second subflow run of the group, which nobody would end.
+        # making a second subflow run of the group, which nobody would end. The inbox too,
+        # so that a close meanwhile is kept for the run about to start.
         self._open[group_id] = holder
+        inbox = _INBOXES[key] = _Inbox()
         try:
-            await self._open_flow_run(group_id, holder)
+            await self._open_flow_run(group_id, holder, inbox)
+        except BaseException:
+            if holder.ended is None and _INBOXES.get(key) is inbox:
+                del _INBOXES[key]  # no run was started to remove it
+            raise
         finally:
             holder.called.set()
         return holder
 
-    async def _open_flow_run(self, group_id: str, holder: _FlowRun) -> None:
+    async def _open_flow_run(self, group_id: str, holder: _FlowRun, inbox: _Inbox) -> None:
         """Start the subflow run of ``group_id`` (the plan's for ``""``) in its parent's."""
         if group_id:
             group = self.plan.task(group_id)
@@ -192,7 +198,6 @@ class FlowTree:
             flow_name = plan_flow_name(self.plan.name)
             run_name = redact_text(f"{self.plan.name} · {self.session_id}")[:120]
         key = holder.key
-        inbox = _INBOXES[key] = _Inbox()
         subflow = run_group.with_options(name=flow_name, flow_run_name=lambda: run_name)
 
         async def call() -> State:
