@@ -438,12 +438,31 @@ REMOVED_KEYS = {
     "docker": "aca never ran tasks in Docker; delete the [docker] section",
     # The original aca's default-config.toml (docs/configuration.md, "The original aca's
     # configuration"): each section named with where its settings went.
+    "workspace_path": "the original aca's workspace; aca works on the repository given with "
+    "--workdir (default: the current directory)",
     "task_config": "the original aca's section; its max_concurrent_tasks is now [session] "
-    "max_concurrent_tasks, its max_retry_attempts [session] max_attempts",
+    "max_concurrent_tasks, its max_retry_attempts [session] max_attempts (attempts in all, the "
+    "first included; auto_retry_failed_tasks = false is max_attempts = 1), its "
+    "retry_delay_minutes [session] retry_backoff_seconds; auto_cleanup_completed, "
+    "cleanup_after_hours and enable_task_metrics have no setting (aca keeps every session and "
+    "always counts)",
     "session_config": "the original aca's section; its auto_checkpoint_interval_minutes is now "
-    "[session] checkpoint_interval_minutes",
+    "[session] checkpoint_interval_minutes, checkpoint_on_significant_progress and "
+    "significant_progress_threshold [session] checkpoint_every_tasks (finished tasks); "
+    "auto_save_interval_minutes, enable_crash_recovery and validate_on_save have no setting "
+    "(aca journals every event and always recovers), nor have max_session_duration_hours and "
+    "compress_checkpoints",
     "claude_config": "the original aca's section; its rate_limits are now [rate_limiting] "
-    "(max_tokens_per_minute, max_requests_per_minute, burst_allowance)",
+    "(max_tokens_per_minute, max_requests_per_minute) but not its burst_allowance: aca's "
+    "counts extra requests (default 5), so do not copy the original's 5000; "
+    "error_config.max_retries is [session] call_retries, rate_limits.max_backoff_delay "
+    "[session] call_retry_max_wait_seconds, session_config.max_concurrent_sessions "
+    "[rate_limiting] max_concurrent_requests, session_config.auto_checkpoint_interval "
+    "[session] checkpoint_interval_minutes; track_tokens, track_costs and track_performance "
+    "are always on; session_timeout, context_window_size, compression_threshold, "
+    "max_history_length, relevance_threshold, history_retention, backoff_multiplier, "
+    "circuit_breaker_threshold, circuit_breaker_timeout and enable_fallback_models have no "
+    "setting",
     "setup_commands": "setup commands belong to a TOML task file's [[setup_commands]] "
     "(timeout is timeout_seconds there, and args are written into command)",
 }

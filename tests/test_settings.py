@@ -138,6 +138,33 @@ def test_original_aca_config_is_rejected_naming_its_keys(tmp_path):
     assert "rate_limits are now [rate_limiting]" in text
 
 
+def _setting_names(table: dict) -> set[str]:
+    """The names of a TOML table's settings at any depth; a duration's secs/nanos count as
+    the duration."""
+    names = set()
+    for name, value in table.items():
+        if isinstance(value, dict) and not {"secs", "nanos"} >= value.keys():
+            names |= _setting_names(value)
+        else:
+            names.add(name)
+    return names
+
+
+def test_every_setting_of_the_original_config_is_mapped_or_named_as_having_none(tmp_path):
+    import tomllib
+
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path, COMPAT_CONFIG, environ={})
+    text = str(info.value)
+    settings = _setting_names(tomllib.loads(COMPAT_CONFIG.read_text()))
+    named = {s for s in settings if s in text}
+    assert settings - named == set()
+    assert "--workdir" in text  # workspace_path
+    assert "retry_delay_minutes [session] retry_backoff_seconds" in text
+    # Same name, another unit: the original's 5000 would lift aca's request limit.
+    assert "not its burst_allowance" in text
+
+
 def test_malformed_toml(tmp_path):
     (tmp_path / "aca.toml").write_text("[session\n")
     with pytest.raises(ConfigError, match="invalid TOML.*line 1"):

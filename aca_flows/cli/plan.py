@@ -38,8 +38,12 @@ def show(
 ) -> None:
     """Print a task file's plan as a tree, a Mermaid graph or JSON."""
     from aca_flows.plan import load_task_file
+    from aca_flows.plan.prose_dependencies import prose_dependencies_warning
 
-    _print_plan(load_task_file(file), format)
+    plan = load_task_file(file)
+    if warning := prose_dependencies_warning(plan):  # as `aca run` warns (cli/run.py)
+        typer.echo(f"warning: {file}: {warning}", err=True)
+    _print_plan(plan, format)
 
 
 def _print_plan(plan, format: PlanFormat) -> None:

@@ -30,12 +30,22 @@ def prepare_plan(options: RunOptions) -> ExecutionPlan:
         return parse_intelligently(options.task_file, options)
     elif options.task_file:
         plan = load_task_file(options.task_file)
+        _warn_of_prose_dependencies(options.task_file, plan)
     else:
         raise InputError(
             "no work given: pass a task file (aca run tasks.md, or aca --task-file tasks.md) "
             "or a reviewed plan (aca --execution-plan plan.json)."
         )
     return plan.with_run_context(options.context, options.append_system_prompt)
+
+
+def _warn_of_prose_dependencies(task_file: Path, plan: ExecutionPlan) -> None:
+    """The original aca's files state dependencies in prose; run as read, those tasks would
+    run at once without a word (docs/task-files.md, "Files of the original aca")."""
+    from aca_flows.plan.prose_dependencies import prose_dependencies_warning
+
+    if warning := prose_dependencies_warning(plan):
+        print(f"warning: {task_file}: {warning}", file=sys.stderr)
 
 
 def check_options(options: RunOptions) -> None:

@@ -168,6 +168,26 @@ class FlowTree:
     async def _flow_run(self, group_id: str) -> _FlowRun:
         if group_id in self._open:
             return self._open[group_id]
+        key = (self.session_id, group_id)
+        holder = _FlowRun(key)
+        # Registered before any await, its parent's creation included: a sibling admitted
+        # meanwhile waits for this holder (``start`` waits until it is called) instead of
+        # making a second subflow run of the group, which nobody would end. The inbox too,
+        # so that a close meanwhile is kept for the run about to start.
+        self._open[group_id] = holder
+        inbox = _INBOXES[key] = _Inbox()
+        try:
+            await self._open_flow_run(group_id, holder, inbox)
+        except BaseException:
+            if holder.ended is None and _INBOXES.get(key) is inbox:
+                del _INBOXES[key]  # no run was started to remove it
+            raise
+        finally:
+            holder.called.set()
+        return holder
+
+    async def _open_flow_run(self, group_id: str, holder: _FlowRun, inbox: _Inbox) -> None:
+        """Start the subflow run of ``group_id`` (the plan's for ``""``) in its parent's."""
         if group_id:
             group = self.plan.task(group_id)
             parent = await self._flow_run(group.parent_id or "")
@@ -177,8 +197,7 @@ class FlowTree:
             parent = self._here
             flow_name = plan_flow_name(self.plan.name)
             run_name = redact_text(f"{self.plan.name} · {self.session_id}")[:120]
-        key = (self.session_id, group_id)
-        inbox = _INBOXES[key] = _Inbox()
+        key = holder.key
         subflow = run_group.with_options(name=flow_name, flow_run_name=lambda: run_name)
 
         async def call() -> State:
@@ -198,14 +217,8 @@ class FlowTree:
                 if _INBOXES.get(key) is inbox:
                     del _INBOXES[key]
 
-        holder = _FlowRun(key)
-        self._open[group_id] = holder  # before any await: a sibling admitted now finds it
-        try:
-            async with self._creating:
-                await self._call(parent, call, holder, inbox)
-        finally:
-            holder.called.set()
-        return holder
+        async with self._creating:
+            await self._call(parent, call, holder, inbox)
 
     async def _call(self, parent: _FlowRun, call, holder: _FlowRun, inbox: _Inbox) -> None:
         """Start the subflow run; return once its body began."""

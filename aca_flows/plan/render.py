@@ -67,7 +67,7 @@ def render_mermaid(plan: ExecutionPlan) -> str:
     node = {t.id: f"t{i}" for i, t in enumerate(plan.tasks)}
     lines = ["flowchart TD"]
     for task in plan.tasks:
-        label = f"{task.id}: {task.title}".replace('"', "'")
+        label = _mermaid_label(f"{task.id}: {task.title}")
         lines.append(f'    {node[task.id]}["{label}"]')
     for task in plan.tasks:
         for child in task.children:
@@ -77,6 +77,12 @@ def render_mermaid(plan: ExecutionPlan) -> str:
             if dep in node:
                 lines.append(f"    {node[dep]} --> {node[task.id]}")
     return "\n".join(lines)
+
+
+def _mermaid_label(text: str) -> str:
+    """``text`` inside a quoted Mermaid label, shown as written: ``#`` and ``"`` as Mermaid's
+    entity codes (a bare ``"`` ends the label; ``#...;`` would read as an entity)."""
+    return text.replace("#", "#35;").replace('"', "#quot;")
 
 
 def plan_json_schema() -> dict[str, Any]:

@@ -52,6 +52,21 @@ def test_a_one_task_plan_reads_1_task_not_1_tasks(tmp_path, capsys):
     assert "Dry run: 1 task (1 pending); nothing was run." in out
 
 
+def test_a_dry_run_warns_of_dependencies_stated_in_prose(tmp_path, capsys):
+    # The original aca's numbered phases say "Requires Storage Layer (task #1)": read
+    # deterministically they would run at once, so the user is told, with the way out.
+    tasks = COMPAT / "nested-complex-tasks" / "dependencies-test.md"
+    code, _, err = run(capsys, "--task-file", str(tasks), "-w", str(tmp_path), "--dry-run")
+    assert code == 0
+    assert "4 task(s) state dependencies in prose" in err
+    assert "2-service-endpoints: **Dependencies**: Requires Storage Layer (task #1)" in err
+    assert "--use-intelligent-parser" in err
+    # `aca plan show` says it too, on stderr: its JSON stays clean.
+    code, out, err = run(capsys, "plan", "show", str(tasks), "--format", "json")
+    assert code == 0 and json.loads(out)["name"] == "Release Pipeline with Dependencies"
+    assert "4 task(s) state dependencies in prose" in err
+
+
 def test_review_workflow_edit_then_load(tmp_path, capsys):
     plan_file = tmp_path / "plan.toml"
     assert run(capsys, "run", str(HELLO), "-w", str(tmp_path), "--dry-run",

@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import git
+import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -132,6 +133,30 @@ def test_a_plan_with_two_groups_is_a_flow_named_after_it_with_a_subflow_run_per_
     )
     landed = [line.strip() for line in order.splitlines() if line.strip()]
     assert landed.index("api") < landed.index("ui")
+
+
+@pytest.mark.timeout(120)  # the bug hung the run for good: fail instead of waiting
+def test_a_group_inside_a_group_gets_one_subflow_run_and_the_run_ends(
+    tmp_path, repo, anthropic_fake
+):
+    # The original aca's shape (numbered `###` phases under a `##` heading): the first two
+    # tasks of the inner group are admitted together, before the outer group's run exists.
+    # Both made a subflow run of the inner group; the one nobody ended kept the run open.
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    name = f"Nested {uuid.uuid4().hex[:6]}"
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(f"# {name}\n\n## Outer\n\n### Inner\n\n- write a.txt\n- write b.txt\n")
+
+    summary = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test").summary
+
+    assert summary["status"] == "completed", summary["stopped_reason"]
+    top = runs_of_session(summary["session_id"])
+    (outer,) = top.children
+    assert outer.flow_run.name == "outer Outer"
+    (inner,) = outer.children
+    assert inner.flow_run.name == "inner Inner" and inner.flow_run.state.is_completed()
+    assert inner.task_runs == ["write-a-txt write a.txt", "write-b-txt write b.txt"]
 
 
 def test_a_failed_task_fails_its_group_and_a_resume_completes_the_groups(

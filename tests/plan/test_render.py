@@ -30,6 +30,15 @@ def test_mermaid_has_nodes_and_dependency_edges():
     assert f"{greet} --> {tests}" in text
 
 
+def test_mermaid_labels_keep_quotes_and_hashes_as_written(tmp_path):
+    # The original aca's test4: `Create ... that prints "Hello World"` showed 'Hello World'.
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text('- Print "Hello World" {#hello}\n- Fix issue #3; then #quot; {#fix}\n')
+    text = render_mermaid(load_task_file(tasks))
+    assert 't0["hello: Print #quot;Hello World#quot;"]' in text
+    assert 't1["fix: Fix issue #35;3; then #35;quot;"]' in text
+
+
 def test_schema_is_generated_from_the_models():
     schema = plan_json_schema()
     assert schema["title"] == "aca execution plan"
