@@ -34,7 +34,9 @@ def check_plan(
     if found_before:
         _raise_file_problems(source, [*found_before, *problems])
     if problems:
-        raise PlanValidationError(source, problems)
+        # An execution plan is edited itself (or dumped again), not its task file.
+        fix_in = "the execution plan" if run_states else "the task file"
+        raise PlanValidationError(source, problems, fix_in)
     return plan
 
 

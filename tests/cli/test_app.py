@@ -203,6 +203,27 @@ def test_every_problem_of_a_task_file_is_named_in_one_run(tmp_path, capsys, name
 
 
 @pytest.mark.parametrize(
+    "command",
+    [["--execution-plan", "{file}", "--dry-run"], ["run", "{file}", "--dry-run"]],
+)
+def test_problems_of_an_execution_plan_are_fixed_in_the_plan_not_a_task_file(
+    tmp_path, capsys, command
+):
+    plan_file = tmp_path / "plan.json"
+    assert run(capsys, "run", str(HELLO), "--dry-run", "--dump-plan", str(plan_file))[0] == 0
+    plan = json.loads(plan_file.read_text())
+    plan["tasks"][1]["dependencies"] = ["nosuch"]
+    plan_file.write_text(json.dumps(plan))
+
+    code, out, err = run(capsys, *(a.format(file=plan_file) for a in command))
+
+    assert code == 2 and out == ""
+    assert "depends on unknown task 'nosuch'" in err
+    assert "Fix these in the execution plan and run again." in err
+    assert "task file" not in err
+
+
+@pytest.mark.parametrize(
     ("command", "what"),
     [
         (["run", "{dir}", "--dry-run"], "task file"),
