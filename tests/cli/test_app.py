@@ -223,6 +223,31 @@ def test_problems_of_an_execution_plan_are_fixed_in_the_plan_not_a_task_file(
     assert "task file" not in err
 
 
+_CAFE = {
+    "tasks.md": "- [ ] brew {#café}\n- [ ] serve {#serve depends_on=café}\n",
+    "tasks.toml": '[[tasks]]\nid = "café"\ntitle = "brew"\n\n'
+    '[[tasks]]\nid = "serve"\ntitle = "serve"\ndepends_on = ["café"]\n',
+    "plan.json": json.dumps(
+        {"schema_version": 1, "name": "p", "tasks": [{"id": "café", "title": "brew"}]}
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(_CAFE))
+def test_a_non_ascii_task_id_is_explained_not_given_as_a_regex(tmp_path, capsys, name):
+    tasks = tmp_path / name
+    tasks.write_text(_CAFE[name])
+
+    code, out, err = run(capsys, "plan", "show", str(tasks))
+
+    assert code == 2 and out == ""
+    assert "task id 'café' is not valid; use at most 80 ASCII letters" in err
+    assert "e.g. 'cafe'" in err
+    assert "pattern" not in err
+    # The refused id is one problem, not again as an unknown dependency.
+    assert "unknown task" not in err
+
+
 @pytest.mark.parametrize(
     ("command", "what"),
     [
