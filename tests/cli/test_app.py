@@ -248,6 +248,31 @@ def test_a_non_ascii_task_id_is_explained_not_given_as_a_regex(tmp_path, capsys,
     assert "unknown task" not in err
 
 
+_EMPTY_VERIFY = {
+    "tasks.md": '- [ ] write a.txt {#a verify=""}\n',
+    "tasks.toml": '[[tasks]]\nid = "a"\ntitle = "write a.txt"\nverify = "  "\n',
+    "plan.json": json.dumps(
+        {"schema_version": 1, "name": "p", "tasks": [{"id": "a", "title": "a", "verify": ""}]}
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(_EMPTY_VERIFY))
+def test_an_empty_verify_is_refused_naming_the_task_and_both_ways_out(tmp_path, capsys, name):
+    # Neither "no check" nor "the plan's default" is what an empty check plainly says.
+    repo = make_repo(tmp_path / "repo")
+    tasks = tmp_path / name
+    tasks.write_text(_EMPTY_VERIFY[name])
+
+    code, out, err = run(capsys, "run", str(tasks), "-w", str(repo), "--provider", "replay")
+
+    assert code == 2 and out == ""
+    assert "task 'a' has an empty verify; write the command its work must pass" in err
+    assert "or leave verify out for the plan's default" in err
+    assert not (repo / ".aca").exists()
+    assert [h.name for h in git.Repo(repo).heads] == ["main"]
+
+
 @pytest.mark.parametrize(
     ("command", "what"),
     [
