@@ -164,6 +164,15 @@ def checkout_remote(url: str, workdir: Path, session_id: str | None = None) -> P
     return open_remote(url, str(workdir), session_id).workdir
 
 
+def working_area_of(url: str, workdir: Path) -> Path:
+    """Where a run of ``--repo URL`` works, cloned or not: a dry run reaches no network and
+    leaves no clone behind (an earlier clone there gives its aca.toml). A URL git cannot use
+    is refused as a run refuses it."""
+    from aca_flows.workspace.remote import working_area
+
+    return working_area(url, None if str(workdir) == "." else workdir)
+
+
 def execute(options: RunOptions) -> int:
     """Run (or dry-run) what the options ask for; return the process exit code."""
     from aca_flows._startup import collect_as_usual, collect_less, signals_remembered
@@ -180,7 +189,9 @@ def execute(options: RunOptions) -> int:
 
 def _execute(options: RunOptions) -> int:
     check_options(options)  # before a clone or a provider is asked: their errors would hide it
-    if options.repo:
+    if options.repo and options.dry_run:
+        options.workdir = working_area_of(options.repo, options.workdir)
+    elif options.repo:
         options.workdir = checkout_remote(options.repo, options.workdir)
     options.workdir = options.workdir.resolve()
     config = load_config(options.workdir, options.config, options.config_overrides()).config
@@ -585,12 +596,32 @@ def _show_dry_run(plan: ExecutionPlan, options: RunOptions) -> None:
             "pending": len(pending),
             "dumped_to": str(options.dump_plan) if options.dump_plan else None,
         }
+        if options.repo:  # not cloned: where a run would clone it
+            summary["working_area"] = str(options.workdir)
         print(json.dumps(summary))
         return
     print(render_tree(plan))
     print(f"\nDry run: {plan_size(plan)} ({len(pending)} pending); nothing was run.")
+    if options.repo:
+        print(_repo_line(options.repo, options.workdir))
     if options.dump_plan:
         print(
             f"Plan written to {options.dump_plan}; review or edit it, then run "
             f"`aca --execution-plan {options.dump_plan}`."
         )
+
+
+def _repo_line(url: str, area: Path) -> str:
+    """What a run would do with ``--repo``, which a dry run did not (the URL shown without
+    its credentials)."""
+    from aca_flows.workspace.remote import public_url
+
+    if (area / ".git").exists():
+        return (
+            f"--repo {public_url(url)} was not fetched; a run fetches it into {area} "
+            "(this dry run read that checkout's configuration as it is)."
+        )
+    return (
+        f"--repo {public_url(url)} was not cloned; a run clones it into {area} (and reads "
+        "its aca.toml, which this dry run could not)."
+    )

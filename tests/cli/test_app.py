@@ -358,6 +358,22 @@ def test_an_empty_repo_url_is_refused_not_read_as_the_current_folder(tmp_path, c
     assert not (repo / ".aca").exists()
 
 
+def test_a_dry_run_with_repo_clones_nothing_and_says_where_a_run_would(tmp_path, capsys):
+    """Before, the dry run cloned the repository into ~/.aca/repos and left it there."""
+    bare = tmp_path / "app.git"
+    subprocess.run(
+        ["git", "clone", "-q", "--bare", str(make_repo(tmp_path / "src")), str(bare)], check=True
+    )
+    code, out, err = run(
+        capsys, "run", str(HELLO), "--repo", str(bare), "--dry-run", "--config", str(HELLO_CONFIG)
+    )
+    assert code == 0 and "Traceback" not in err
+    assert "Dry run: 3 tasks in 2 groups (3 pending); nothing was run." in out
+    area = Path.home() / ".aca" / "repos"
+    assert f"--repo {bare} was not cloned; a run clones it into {area}" in out
+    assert not (Path.home() / ".aca").exists()
+
+
 def test_a_file_named_aca_in_the_workdir_is_named_not_a_traceback(tmp_path, capsys):
     """Before, Prefect started and the run crashed making .aca/sessions/ (exit 1)."""
     repo = make_repo(tmp_path / "repo")
