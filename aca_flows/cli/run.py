@@ -11,7 +11,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from aca_flows._words import one_line, resume_command
-from aca_flows.cli.options import RunOptions
+from aca_flows.cli.options import (
+    RunOptions,
+    refuse_options_that_do_nothing,
+    warn_of_options_a_dry_run_ignores,
+)
 from aca_flows.errors import AcaError, InputError
 from aca_flows.plan import ExecutionPlan, load_execution_plan, load_task_file, plan_to_text
 from aca_flows.plan.io import MARKDOWN_SUFFIXES, PLAN_SUFFIXES
@@ -49,7 +53,7 @@ def _warn_of_prose_dependencies(task_file: Path, plan: ExecutionPlan) -> None:
 
 
 def check_options(options: RunOptions) -> None:
-    """Refuse options that contradict each other, before any work is done."""
+    """Refuse options that contradict each other or do nothing, before any work is done."""
     if options.task_file and options.execution_plan:
         raise InputError(
             "give either --task-file or --execution-plan, not both: "
@@ -65,6 +69,8 @@ def check_options(options: RunOptions) -> None:
     _record_beside_the_work(options)
     if options.use_intelligent_parser and options.force_naive_parser:
         raise InputError("--use-intelligent-parser and --force-naive-parser contradict; pick one.")
+    refuse_options_that_do_nothing(options)
+    warn_of_options_a_dry_run_ignores(options)
 
 
 def _record_beside_the_work(options: RunOptions) -> None:

@@ -374,6 +374,49 @@ def test_a_dry_run_with_repo_clones_nothing_and_says_where_a_run_would(tmp_path,
     assert not (Path.home() / ".aca").exists()
 
 
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["run", str(HELLO), "--strict"], "--strict checks the plan of the intelligent parser: "
+         "add --use-intelligent-parser, or leave --strict out."),
+        (["run", str(HELLO), "--repo", "{remote}", "--init-git"], "--init-git makes a new "
+         "repository in --workdir, but --repo clones one: leave --init-git out."),
+        (["run", str(HELLO), "--github-repo", "me/app"], "--github-repo me/app names where "
+         "--open-pr opens the pull request: add --open-pr, or leave --github-repo out."),
+        (["resume", "--latest", "--github-repo", "me/app"], "--github-repo me/app names where "
+         "--open-pr opens the pull request"),
+    ],
+    ids=["strict", "repo-init-git", "github-repo", "resume-github-repo"],
+)  # fmt: skip
+def test_an_option_that_would_do_nothing_is_refused_naming_both(
+    tmp_path, capsys, command, message
+):
+    repo = make_repo(tmp_path / "repo")
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(remote)], check=True)
+    args = [a.format(remote=remote) for a in command]
+
+    code, out, err = run(capsys, *args, "-w", str(repo), "--config", str(HELLO_CONFIG))
+
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert message in err
+    assert not (repo / ".aca").exists() and not (Path.home() / ".aca").exists()
+    assert [h.name for h in git.Repo(repo).heads] == ["main"]
+
+
+def test_a_dry_run_names_the_run_options_it_ignores(tmp_path, capsys):
+    # Not refused: a dry run is often the run's own command line with --dry-run added.
+    code, out, err = run(
+        capsys, "run", str(HELLO), "--dry-run", "--json", "--budget-usd", "5", "--open-pr",
+        "--require-approval", "--record", str(tmp_path / "c.json"), "--init-git",
+    )  # fmt: skip
+    assert code == 0 and json.loads(out)["tasks"] == 3
+    assert (
+        "warning: --dry-run runs no task, so these apply to nothing: --budget-usd, --init-git, "
+        "--open-pr, --record, --require-approval." in err
+    )
+
+
 def test_a_file_named_aca_in_the_workdir_is_named_not_a_traceback(tmp_path, capsys):
     """Before, Prefect started and the run crashed making .aca/sessions/ (exit 1)."""
     repo = make_repo(tmp_path / "repo")
