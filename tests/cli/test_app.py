@@ -511,6 +511,46 @@ def test_provider_without_its_key_is_refused_before_anything_runs(tmp_path, caps
     assert not repo.exists()  # --init-git created nothing
 
 
+_SECRET = "sk-ant-api03-readinesssecret0123456789"
+_CLOSED_PORT = "http://127.0.0.1:9"  # offline: what a key check there would answer
+
+
+@pytest.mark.parametrize(
+    ("provider", "environ", "message"),
+    [
+        ("anthropic", {"ANTHROPIC_API_KEY": _SECRET, "ANTHROPIC_BASE_URL": "notaurl"},
+         "ANTHROPIC_BASE_URL is not an http(s) URL. To fix it, set ANTHROPIC_BASE_URL to the "
+         "API's address"),
+        ("anthropic", {"ANTHROPIC_API_KEY": "  ", "ANTHROPIC_BASE_URL": _CLOSED_PORT},
+         "ANTHROPIC_API_KEY is set but blank. To fix it, set ANTHROPIC_API_KEY to the key "
+         "itself, or unset it."),
+        ("claude-code", {"ANTHROPIC_API_KEY": "\t", "ANTHROPIC_BASE_URL": _CLOSED_PORT},
+         "ANTHROPIC_API_KEY is set but blank"),
+        ("openai", {"OPENAI_API_KEY": _SECRET, "OPENAI_BASE_URL": "localhost:8000/v1"},
+         "OPENAI_BASE_URL is not an http(s) URL"),
+    ],
+    ids=["anthropic-url", "anthropic-blank-key", "claude-code-blank-key", "openai-url"],
+)  # fmt: skip
+def test_a_provider_variable_that_cannot_work_is_named_before_anything_runs(
+    tmp_path, capsys, monkeypatch, provider, environ, message
+):
+    claude = tmp_path / "claude"  # found and runnable: the variables are what is checked
+    claude.write_text("#!/bin/sh\nexit 0\n")
+    claude.chmod(0o755)
+    monkeypatch.setenv("ACA_CLAUDE_CLI", str(claude))
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    repo = make_repo(tmp_path / "repo")
+
+    code, out, err = run(capsys, "run", str(HELLO), "-w", str(repo), "--provider", provider)
+
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert f"the {provider} provider cannot work: " in err and message in err
+    assert "No task was started" in err and _SECRET not in err
+    assert not (repo / ".aca").exists()
+    assert [h.name for h in git.Repo(repo).heads] == ["main"]
+
+
 def test_replay_without_a_cassette_is_refused(tmp_path, capsys):
     code, _, err = run(
         capsys, "run", str(HELLO), "-w", str(tmp_path), "--init-git", "--provider", "replay"
