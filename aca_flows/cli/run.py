@@ -374,17 +374,23 @@ def interrupted_line(workdir: Path, session_id: str | None, repo: str | None = N
 
 def _run_session(options: RunOptions, session_id: str | None) -> int:
     with _held_for_the_run(options.workdir, session_id, options.repo):
-        _refuse_a_spent_budget(options, session_id)
+        _refuse_a_resume_the_flow_would_refuse(options, session_id)
         return _run_held_session(options, session_id)
 
 
-def _refuse_a_spent_budget(options: RunOptions, session_id: str | None) -> None:
-    """A resume whose budget (given, or the session's own, kept) is spent would start a flow
-    run that stops at once: refused here, before a flow run exists or anything is journalled.
-    (The flow refuses it too, for a run started without the CLI.)"""
-    from aca_flows.flows.run_inputs import refuse_a_spent_budget
+def _refuse_a_resume_the_flow_would_refuse(options: RunOptions, session_id: str | None) -> None:
+    """A resume whose budget (given, or the session's own, kept) is spent, or whose session
+    branch is checked out where aca cannot move it, is refused here: in the flow it was
+    refused only once Prefect had started (seconds), leaving a Failed flow run in the UI.
+    (The flow refuses both too, for a run started without the CLI.)"""
+    from aca_flows.flows.run_inputs import (
+        refuse_a_spent_budget,
+        refuse_checked_out_session_branch,
+        tasks_left,
+    )
     from aca_flows.session.layout import AcaDir
     from aca_flows.session.store import load_session
+    from aca_flows.workspace import open_repository
 
     if (
         session_id is None
@@ -393,6 +399,8 @@ def _refuse_a_spent_budget(options: RunOptions, session_id: str | None) -> None:
         return  # a new session
     session = load_session(options.workdir, session_id)
     refuse_a_spent_budget(session, options.budget_usd, options.workdir)
+    if tasks_left(session.plan):  # a finished session's branch does not move
+        refuse_checked_out_session_branch(open_repository(options.workdir), session_id)
 
 
 def _run_held_session(options: RunOptions, session_id: str | None) -> int:
