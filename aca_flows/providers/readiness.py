@@ -384,9 +384,7 @@ def _check_claude_code(config: AcaConfig, env: Mapping[str, str]) -> ProviderRea
         return ProviderReadiness(
             "claude-code", True, f"{binary}; {switch} set (cloud credentials not checked)", model
         )
-    if blank := _blank_key(
-        "claude-code", model, env, "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"
-    ):
+    if blank := _blank_key("claude-code", model, env, "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"):
         return blank
     key, token = env.get("ANTHROPIC_API_KEY"), env.get("ANTHROPIC_AUTH_TOKEN")
     if key or token:

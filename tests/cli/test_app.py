@@ -388,9 +388,7 @@ def test_a_dry_run_with_repo_clones_nothing_and_says_where_a_run_would(tmp_path,
     ],
     ids=["strict", "repo-init-git", "github-repo", "resume-github-repo"],
 )  # fmt: skip
-def test_an_option_that_would_do_nothing_is_refused_naming_both(
-    tmp_path, capsys, command, message
-):
+def test_an_option_that_would_do_nothing_is_refused_naming_both(tmp_path, capsys, command, message):
     repo = make_repo(tmp_path / "repo")
     remote = tmp_path / "remote.git"
     subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(remote)], check=True)
