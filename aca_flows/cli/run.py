@@ -195,7 +195,9 @@ def execute(options: RunOptions) -> int:
 
 def _execute(options: RunOptions) -> int:
     check_options(options)  # before a clone or a provider is asked: their errors would hide it
-    if options.repo and options.dry_run:
+    # The LLM's parse is cached in the working area: a dry run that parses clones as a run.
+    parses = bool(options.task_file and _wants_intelligent_parse(options, options.task_file))
+    if options.repo and options.dry_run and not parses:
         options.workdir = working_area_of(options.repo, options.workdir)
     elif options.repo:
         options.workdir = checkout_remote(options.repo, options.workdir)
@@ -626,14 +628,13 @@ def _show_dry_run(plan: ExecutionPlan, options: RunOptions) -> None:
 
 
 def _repo_line(url: str, area: Path) -> str:
-    """What a run would do with ``--repo``, which a dry run did not (the URL shown without
-    its credentials)."""
+    """What a run would do with ``--repo`` (the URL shown without its credentials)."""
     from aca_flows.workspace.remote import public_url
 
     if (area / ".git").exists():
         return (
-            f"--repo {public_url(url)} was not fetched; a run fetches it into {area} "
-            "(this dry run read that checkout's configuration as it is)."
+            f"--repo {public_url(url)}: a run fetches it into {area}, the checkout whose "
+            "configuration this dry run read."
         )
     return (
         f"--repo {public_url(url)} was not cloned; a run clones it into {area} (and reads "
