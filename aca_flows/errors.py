@@ -45,15 +45,16 @@ class TaskFileError(InputError):
 
 
 class PlanValidationError(InputError):
-    """A plan is inconsistent. ``problems`` lists every problem found, not just the first."""
+    """A plan is inconsistent. ``problems`` lists every problem found, not just the first;
+    ``fix_in`` names what the user edits to fix them."""
 
-    def __init__(self, source: str, problems: list[str]):
+    def __init__(self, source: str, problems: list[str], fix_in: str = "the task file"):
         self.source = source
         self.problems = problems
         listed = "\n".join(f"  - {p}" for p in problems)
         super().__init__(
             f"{source}: the plan has {len(problems)} problem(s):\n{listed}\n"
-            "Fix these in the task file and run again."
+            f"Fix these in {fix_in} and run again."
         )
 
 

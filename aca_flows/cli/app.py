@@ -46,6 +46,7 @@ from aca_flows.cli.options import (
     UseIntelligentParser,
     Workdir,
     existing_folder,
+    refuse_github_repo_without_open_pr,
 )
 
 app = typer.Typer(
@@ -201,6 +202,7 @@ def _resume(
     from aca_flows.cli.run import checkout_remote, require_writable_workdir, run_session
     from aca_flows.session.checkpoints import resolve_resume_target
 
+    refuse_github_repo_without_open_pr(github_repo, open_pr)  # before a clone or a fetch
     if repo:  # the session's branch and record come from the remote (docs/sessions.md)
         workdir = checkout_remote(repo, workdir, session_id=target)
     workdir = existing_folder(workdir).resolve()

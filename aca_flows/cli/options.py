@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -219,3 +220,49 @@ class RunOptions:
             "session.max_concurrent_tasks": self.max_concurrent,
             "session.budget_usd": self.budget_usd,
         }
+
+
+def refuse_options_that_do_nothing(options: RunOptions) -> None:
+    """An option that only shapes another one, given without it, is refused: the user asked
+    for something the run would silently not do."""
+    from aca_flows.errors import InputError
+
+    if options.strict and not options.use_intelligent_parser:
+        raise InputError(
+            "--strict checks the plan of the intelligent parser: add --use-intelligent-parser, "
+            "or leave --strict out."
+        )
+    if options.repo and options.init_git:
+        raise InputError(
+            "--init-git makes a new repository in --workdir, but --repo clones one: leave "
+            "--init-git out."
+        )
+    refuse_github_repo_without_open_pr(options.github_repo, options.open_pr)
+
+
+def refuse_github_repo_without_open_pr(github_repo: str | None, open_pr: bool) -> None:
+    if github_repo is not None and not open_pr:
+        from aca_flows.errors import InputError
+
+        raise InputError(
+            f"--github-repo {github_repo} names where --open-pr opens the pull request: add "
+            "--open-pr, or leave --github-repo out."
+        )
+
+
+def warn_of_options_a_dry_run_ignores(options: RunOptions) -> None:
+    """A dry run may be the run's own command line with --dry-run added: its run options are
+    not refused, but the user is told they did nothing."""
+    given = {
+        "--budget-usd": options.budget_usd is not None,
+        "--init-git": options.init_git,
+        "--open-pr": options.open_pr,
+        "--record": options.record is not None,
+        "--require-approval": options.require_approval,
+    }
+    ignored = [flag for flag, on in given.items() if on]
+    if options.dry_run and ignored:
+        print(
+            f"warning: --dry-run runs no task, so these apply to nothing: {', '.join(ignored)}.",
+            file=sys.stderr,
+        )

@@ -11,7 +11,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from aca_flows._words import one_line, resume_command
-from aca_flows.cli.options import RunOptions
+from aca_flows.cli.options import (
+    RunOptions,
+    refuse_options_that_do_nothing,
+    warn_of_options_a_dry_run_ignores,
+)
 from aca_flows.errors import AcaError, InputError
 from aca_flows.plan import ExecutionPlan, load_execution_plan, load_task_file, plan_to_text
 from aca_flows.plan.io import MARKDOWN_SUFFIXES, PLAN_SUFFIXES
@@ -49,7 +53,7 @@ def _warn_of_prose_dependencies(task_file: Path, plan: ExecutionPlan) -> None:
 
 
 def check_options(options: RunOptions) -> None:
-    """Refuse options that contradict each other, before any work is done."""
+    """Refuse options that contradict each other or do nothing, before any work is done."""
     if options.task_file and options.execution_plan:
         raise InputError(
             "give either --task-file or --execution-plan, not both: "
@@ -65,6 +69,8 @@ def check_options(options: RunOptions) -> None:
     _record_beside_the_work(options)
     if options.use_intelligent_parser and options.force_naive_parser:
         raise InputError("--use-intelligent-parser and --force-naive-parser contradict; pick one.")
+    refuse_options_that_do_nothing(options)
+    warn_of_options_a_dry_run_ignores(options)
 
 
 def _record_beside_the_work(options: RunOptions) -> None:
@@ -164,6 +170,15 @@ def checkout_remote(url: str, workdir: Path, session_id: str | None = None) -> P
     return open_remote(url, str(workdir), session_id).workdir
 
 
+def working_area_of(url: str, workdir: Path) -> Path:
+    """Where a run of ``--repo URL`` works, cloned or not: a dry run reaches no network and
+    leaves no clone behind (an earlier clone there gives its aca.toml). A URL git cannot use
+    is refused as a run refuses it."""
+    from aca_flows.workspace.remote import working_area
+
+    return working_area(url, None if str(workdir) == "." else workdir)
+
+
 def execute(options: RunOptions) -> int:
     """Run (or dry-run) what the options ask for; return the process exit code."""
     from aca_flows._startup import collect_as_usual, collect_less, signals_remembered
@@ -180,7 +195,11 @@ def execute(options: RunOptions) -> int:
 
 def _execute(options: RunOptions) -> int:
     check_options(options)  # before a clone or a provider is asked: their errors would hide it
-    if options.repo:
+    # The LLM's parse is cached in the working area: a dry run that parses clones as a run.
+    parses = bool(options.task_file and _wants_intelligent_parse(options, options.task_file))
+    if options.repo and options.dry_run and not parses:
+        options.workdir = working_area_of(options.repo, options.workdir)
+    elif options.repo:
         options.workdir = checkout_remote(options.repo, options.workdir)
     options.workdir = options.workdir.resolve()
     config = load_config(options.workdir, options.config, options.config_overrides()).config
@@ -357,17 +376,23 @@ def interrupted_line(workdir: Path, session_id: str | None, repo: str | None = N
 
 def _run_session(options: RunOptions, session_id: str | None) -> int:
     with _held_for_the_run(options.workdir, session_id, options.repo):
-        _refuse_a_spent_budget(options, session_id)
+        _refuse_a_resume_the_flow_would_refuse(options, session_id)
         return _run_held_session(options, session_id)
 
 
-def _refuse_a_spent_budget(options: RunOptions, session_id: str | None) -> None:
-    """A resume whose budget (given, or the session's own, kept) is spent would start a flow
-    run that stops at once: refused here, before a flow run exists or anything is journalled.
-    (The flow refuses it too, for a run started without the CLI.)"""
-    from aca_flows.flows.run_inputs import refuse_a_spent_budget
+def _refuse_a_resume_the_flow_would_refuse(options: RunOptions, session_id: str | None) -> None:
+    """A resume whose budget (given, or the session's own, kept) is spent, or whose session
+    branch is checked out where aca cannot move it, is refused here: in the flow it was
+    refused only once Prefect had started (seconds), leaving a Failed flow run in the UI.
+    (The flow refuses both too, for a run started without the CLI.)"""
+    from aca_flows.flows.run_inputs import (
+        refuse_a_spent_budget,
+        refuse_checked_out_session_branch,
+        tasks_left,
+    )
     from aca_flows.session.layout import AcaDir
     from aca_flows.session.store import load_session
+    from aca_flows.workspace import open_repository
 
     if (
         session_id is None
@@ -376,6 +401,8 @@ def _refuse_a_spent_budget(options: RunOptions, session_id: str | None) -> None:
         return  # a new session
     session = load_session(options.workdir, session_id)
     refuse_a_spent_budget(session, options.budget_usd, options.workdir)
+    if tasks_left(session.plan):  # a finished session's branch does not move
+        refuse_checked_out_session_branch(open_repository(options.workdir), session_id)
 
 
 def _run_held_session(options: RunOptions, session_id: str | None) -> int:
@@ -585,12 +612,31 @@ def _show_dry_run(plan: ExecutionPlan, options: RunOptions) -> None:
             "pending": len(pending),
             "dumped_to": str(options.dump_plan) if options.dump_plan else None,
         }
+        if options.repo:  # not cloned: where a run would clone it
+            summary["working_area"] = str(options.workdir)
         print(json.dumps(summary))
         return
     print(render_tree(plan))
     print(f"\nDry run: {plan_size(plan)} ({len(pending)} pending); nothing was run.")
+    if options.repo:
+        print(_repo_line(options.repo, options.workdir))
     if options.dump_plan:
         print(
             f"Plan written to {options.dump_plan}; review or edit it, then run "
             f"`aca --execution-plan {options.dump_plan}`."
         )
+
+
+def _repo_line(url: str, area: Path) -> str:
+    """What a run would do with ``--repo`` (the URL shown without its credentials)."""
+    from aca_flows.workspace.remote import public_url
+
+    if (area / ".git").exists():
+        return (
+            f"--repo {public_url(url)}: a run fetches it into {area}, the checkout whose "
+            "configuration this dry run read."
+        )
+    return (
+        f"--repo {public_url(url)} was not cloned; a run clones it into {area} (and reads "
+        "its aca.toml, which this dry run could not)."
+    )

@@ -6,11 +6,13 @@ import re
 import unicodedata
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from aca_flows.errors import TaskFileError
 from aca_flows.plan.models import FileRef, Task, TaskMetadata
 from aca_flows.plan.source import read_text_file, resolve_inside
 
-__all__ = ["TaskTreeBuilder", "slugify"]
+__all__ = ["TaskTreeBuilder", "bad_task_id", "slugify"]
 
 _MAX_SLUG = 40
 
@@ -29,6 +31,23 @@ def slugify(title: str) -> str:
     return slug or (words[0][:_MAX_SLUG] if words else "task")
 
 
+def bad_task_id(task_id: str) -> str:
+    """Why ``task_id`` was refused, with an id that would do: the model's pattern, quoted as
+    it was, is a regex a user of ``{#café}`` cannot be expected to read."""
+    return (
+        f"task id '{task_id}' is not valid; use at most 80 ASCII letters, digits, '.', '_' "
+        f"and '-', starting with a letter or digit, e.g. '{slugify(task_id)}'"
+    )
+
+
+def valid_task_id(task_id: str) -> bool:
+    try:
+        Task(id=task_id, title="check")
+    except ValidationError:
+        return False
+    return True
+
+
 class TaskTreeBuilder:
     """Collects tasks in file order. Explicit ids are kept; others are slugs of their titles,
     made unique with a ``-2``, ``-3`` suffix. Referenced files are read from ``base_dir``
@@ -41,14 +60,19 @@ class TaskTreeBuilder:
         self.tasks: list[Task] = []
         self._by_id: dict[str, Task] = {}
         self._explicit_ids: set[str] = set()
+        self._refused_ids: set[str] = set()
         self.problems: list[str] = []
 
     def reserve_ids(self, ids: list[str]) -> None:
-        """Explicit ids anywhere in the file win over generated ones."""
+        """Explicit ids anywhere in the file win over generated ones. An id that is not valid
+        is the loader's problem to note; a dependency on it is not noted again as unknown."""
         self._explicit_ids.update(ids)
+        self._refused_ids.update(i for i in ids if not valid_task_id(i))
 
     def add(self, parent: Task | None, *, task_id: str | None = None, **fields) -> Task:
         metadata = fields.pop("metadata", None) or TaskMetadata()
+        deps = fields.pop("dependencies", [])
+        fields["dependencies"] = [d for d in deps if d not in self._refused_ids]
         task = Task(
             id=task_id or self._fresh_id(fields["title"]),
             parent_id=parent.id if parent else None,

@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from aca_flows.errors import TaskFileError
-from aca_flows.plan.builder import TaskTreeBuilder
+from aca_flows.plan.builder import TaskTreeBuilder, bad_task_id
 from aca_flows.plan.models import ExecutionPlan, Task, TaskMetadata, TaskStatus
 from aca_flows.plan.validate import check_plan
 
@@ -235,6 +235,8 @@ def _task_fields(
                 f"{path}:{line}: bad attribute value for '{where}': {err['msg']}; "
                 "see docs/task-files.md for the allowed values."
             )
+            if where == "id":
+                message = f"{path}:{line}: {bad_task_id(attrs['id'])}."
             if where not in attrs:  # not an attribute's fault: nothing to leave out
                 raise TaskFileError(message) from None
             problems.append(message)

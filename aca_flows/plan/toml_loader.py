@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aca_flows.errors import TaskFileError
-from aca_flows.plan.builder import TaskTreeBuilder
+from aca_flows.plan.builder import TaskTreeBuilder, bad_task_id, valid_task_id
 from aca_flows.plan.models import (
     Complexity,
     ExecutionPlan,
@@ -133,15 +133,9 @@ def _without_keys(data: dict[str, Any], locations: list[tuple]) -> dict[str, Any
 
 def _add(spec: TaskSpec, parent: Task | None, builder: TaskTreeBuilder) -> None:
     task_id = spec.id
-    if task_id is not None:
-        try:
-            Task(id=task_id, title=spec.title)
-        except ValidationError:
-            builder.problems.append(
-                f"{builder.task_file}: task id '{task_id}' is not valid; use letters, digits, "
-                "'.', '_' and '-', starting with a letter or digit."
-            )
-            task_id = None  # a generated one, so the rest of the file is still checked
+    if task_id is not None and not valid_task_id(task_id):
+        builder.problems.append(f"{builder.task_file}: {bad_task_id(task_id)}.")
+        task_id = None  # a generated one, so the rest of the file is still checked
     task = builder.add(
         parent,
         task_id=task_id,
@@ -185,6 +179,10 @@ _RENAMED = {
 }
 
 
+# A task id that is a string, but not one an id may be.
+_BAD_ID = ("string_pattern_mismatch", "string_too_long")
+
+
 def pydantic_problems(exc: ValidationError) -> str:
     """Every validation error on one line: ``'tasks[2].priority': Input should be ...``."""
     return "; ".join(pydantic_problem_list(exc))
@@ -201,6 +199,8 @@ def pydantic_problem_list(exc: ValidationError) -> list[str]:
             parts.append(f"unknown key '{where}'" + (f" ({renamed})" if renamed else ""))
         elif err["type"] == "missing":
             parts.append(f"missing key '{where}'")
+        elif err["loc"][-1] == "id" and err["type"] in _BAD_ID:
+            parts.append(f"'{where}': {bad_task_id(err['input'])}")
         else:
             parts.append(f"'{where}': {err['msg']}")
     return parts

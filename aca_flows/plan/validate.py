@@ -1,10 +1,10 @@
 """Plan validation: every problem at once, never just the first.
 
 Checks duplicate ids, unknown and self dependencies, dependency cycles (reported with their
-path), the tree's consistency (``parent_id`` and ``children`` agree, no parent loops, no
-verify command on a group, which nothing would run), and
-plans that could never progress (``stall_problems``): tasks that wait for each other through
-their groups, and with ``strategy = sequential`` a task that depends on a later one.
+path), empty verify commands, the tree's consistency (``parent_id`` and ``children`` agree, no
+parent loops, no verify command on a group, which nothing would run), and plans that could
+never progress (``stall_problems``): tasks that wait for each other through their groups, and
+with ``strategy = sequential`` a task that depends on a later one.
 """
 
 from __future__ import annotations
@@ -34,8 +34,28 @@ def check_plan(
     if found_before:
         _raise_file_problems(source, [*found_before, *problems])
     if problems:
-        raise PlanValidationError(source, problems)
+        # An execution plan is edited itself (or dumped again), not its task file.
+        fix_in = "the execution plan" if run_states else "the task file"
+        raise PlanValidationError(source, problems, fix_in)
     return plan
+
+
+def _empty_verify_problems(plan: ExecutionPlan) -> list[str]:
+    """An empty verify reads as a check but checks nothing, and whether it means "no check"
+    or "the plan's default" the file does not say: it is refused, with both ways out."""
+    problems = []
+    if plan.verify is not None and not plan.verify.strip():
+        problems.append(
+            "the plan's default verify is empty; write the command every task's work must "
+            'pass, e.g. verify="pytest -q", or leave verify out for no default'
+        )
+    problems += [
+        f"task '{task.id}' has an empty verify; write the command its work must pass, e.g. "
+        'verify="pytest -q", or leave verify out for the plan\'s default'
+        for task in plan.tasks
+        if task.verify is not None and not task.verify.strip()
+    ]
+    return problems
 
 
 def _raise_file_problems(source: str, problems: list[str]) -> None:
@@ -89,6 +109,7 @@ def plan_problems(plan: ExecutionPlan) -> list[str]:
                     f"but '{child_id}' names parent '{child.parent_id}'"
                 )
 
+    problems.extend(_empty_verify_problems(plan))
     problems.extend(_parent_loops(by_id))
     graph: dict[str, list[str]] = {}
     for task in plan.tasks:  # duplicates merge, so no edge hides behind a repeated id

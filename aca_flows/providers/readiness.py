@@ -170,16 +170,57 @@ def _check_anthropic(config: AcaConfig, env: Mapping[str, str]) -> ProviderReadi
             model,
             "set ANTHROPIC_API_KEY (https://console.anthropic.com/settings/keys)",
         )
+    if blank := _blank_key("anthropic", model, env, "ANTHROPIC_API_KEY"):
+        return blank
     base = section.base_url or env.get("ANTHROPIC_BASE_URL") or ANTHROPIC_URL
-    return _probe_anthropic("anthropic", base, model, {"x-api-key": key}, "ANTHROPIC_API_KEY")
+    base_name = _base_name("anthropic", section.base_url, "ANTHROPIC_BASE_URL")
+    auth = {"x-api-key": key}
+    return _probe_anthropic("anthropic", base, model, auth, "ANTHROPIC_API_KEY", base_name)
 
 
 def _probe_anthropic(
-    name: str, base: str, model: str, auth: dict[str, str], key_name: str
+    name: str,
+    base: str,
+    model: str,
+    auth: dict[str, str],
+    key_name: str,
+    base_name: str = "ANTHROPIC_BASE_URL",
 ) -> ProviderReadiness:
     headers = {"anthropic-version": "2023-06-01", **auth}
     url = f"{base.rstrip('/')}/v1/models?limit=1"
-    return _probe(name, url, headers, model, key_name, "ANTHROPIC_BASE_URL")
+    return _probe(name, url, headers, model, key_name, base_name)
+
+
+def _base_name(provider: str, configured: str | None, variable: str) -> str:
+    """Where the base URL came from, as the user would fix it."""
+    return f"[providers.{provider}] base_url" if configured else variable
+
+
+def _blank_key(
+    name: str, model: str, env: Mapping[str, str], *variables: str
+) -> ProviderReadiness | None:
+    """A key of only spaces is set, so it would be sent: the check would read "cannot reach"
+    offline and "rejected" online, neither naming the mistake. (An empty one is not set.)"""
+    for variable in variables:
+        value = env.get(variable)
+        if value and not value.strip():
+            return ProviderReadiness(
+                name,
+                False,
+                f"{variable} is set but blank",
+                model,
+                f"set {variable} to the {'token' if 'TOKEN' in variable else 'key'} itself, "
+                "or unset it",
+            )
+    return None
+
+
+def _not_a_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return parts.scheme not in ("http", "https") or not parts.hostname
+    except ValueError:  # "https://[x": a host that cannot be read
+        return True
 
 
 def _check_openai(config: AcaConfig, env: Mapping[str, str]) -> ProviderReadiness:
@@ -197,10 +238,13 @@ def _check_openai(config: AcaConfig, env: Mapping[str, str]) -> ProviderReadines
             "set OPENAI_API_KEY (https://platform.openai.com/api-keys; for a local "
             "OpenAI-compatible server set OPENAI_BASE_URL and any non-empty key)",
         )
+    if blank := _blank_key("openai", model, env, "OPENAI_API_KEY"):
+        return blank
     base = section.base_url or env.get("OPENAI_BASE_URL") or OPENAI_URL
     url = f"{base.rstrip('/')}/models"
     headers = {"authorization": f"Bearer {key}"}
-    return _probe("openai", url, headers, model, "OPENAI_API_KEY", "OPENAI_BASE_URL")
+    base_name = _base_name("openai", section.base_url, "OPENAI_BASE_URL")
+    return _probe("openai", url, headers, model, "OPENAI_API_KEY", base_name)
 
 
 def _probe(
@@ -209,6 +253,15 @@ def _probe(
     """One free GET that needs the key: accepted, rejected, or the server out of reach."""
     import httpx
 
+    if _not_a_url(url):  # it was "cannot reach ://None (UnsupportedProtocol)"
+        return ProviderReadiness(
+            name,
+            False,
+            f"{base_name} is not an http(s) URL",
+            model,
+            f"set {base_name} to the API's address (http://host:port or https://host), or "
+            "leave it out for the default",
+        )
     where = _host(url)
     try:
         reply = _get(url, headers)
@@ -331,6 +384,8 @@ def _check_claude_code(config: AcaConfig, env: Mapping[str, str]) -> ProviderRea
         return ProviderReadiness(
             "claude-code", True, f"{binary}; {switch} set (cloud credentials not checked)", model
         )
+    if blank := _blank_key("claude-code", model, env, "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"):
+        return blank
     key, token = env.get("ANTHROPIC_API_KEY"), env.get("ANTHROPIC_AUTH_TOKEN")
     if key or token:
         auth = {"x-api-key": key} if key else {"authorization": f"Bearer {token}"}

@@ -203,6 +203,77 @@ def test_every_problem_of_a_task_file_is_named_in_one_run(tmp_path, capsys, name
 
 
 @pytest.mark.parametrize(
+    "command",
+    [["--execution-plan", "{file}", "--dry-run"], ["run", "{file}", "--dry-run"]],
+)
+def test_problems_of_an_execution_plan_are_fixed_in_the_plan_not_a_task_file(
+    tmp_path, capsys, command
+):
+    plan_file = tmp_path / "plan.json"
+    assert run(capsys, "run", str(HELLO), "--dry-run", "--dump-plan", str(plan_file))[0] == 0
+    plan = json.loads(plan_file.read_text())
+    plan["tasks"][1]["dependencies"] = ["nosuch"]
+    plan_file.write_text(json.dumps(plan))
+
+    code, out, err = run(capsys, *(a.format(file=plan_file) for a in command))
+
+    assert code == 2 and out == ""
+    assert "depends on unknown task 'nosuch'" in err
+    assert "Fix these in the execution plan and run again." in err
+    assert "task file" not in err
+
+
+_CAFE = {
+    "tasks.md": "- [ ] brew {#café}\n- [ ] serve {#serve depends_on=café}\n",
+    "tasks.toml": '[[tasks]]\nid = "café"\ntitle = "brew"\n\n'
+    '[[tasks]]\nid = "serve"\ntitle = "serve"\ndepends_on = ["café"]\n',
+    "plan.json": json.dumps(
+        {"schema_version": 1, "name": "p", "tasks": [{"id": "café", "title": "brew"}]}
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(_CAFE))
+def test_a_non_ascii_task_id_is_explained_not_given_as_a_regex(tmp_path, capsys, name):
+    tasks = tmp_path / name
+    tasks.write_text(_CAFE[name])
+
+    code, out, err = run(capsys, "plan", "show", str(tasks))
+
+    assert code == 2 and out == ""
+    assert "task id 'café' is not valid; use at most 80 ASCII letters" in err
+    assert "e.g. 'cafe'" in err
+    assert "pattern" not in err
+    # The refused id is one problem, not again as an unknown dependency.
+    assert "unknown task" not in err
+
+
+_EMPTY_VERIFY = {
+    "tasks.md": '- [ ] write a.txt {#a verify=""}\n',
+    "tasks.toml": '[[tasks]]\nid = "a"\ntitle = "write a.txt"\nverify = "  "\n',
+    "plan.json": json.dumps(
+        {"schema_version": 1, "name": "p", "tasks": [{"id": "a", "title": "a", "verify": ""}]}
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(_EMPTY_VERIFY))
+def test_an_empty_verify_is_refused_naming_the_task_and_both_ways_out(tmp_path, capsys, name):
+    # Neither "no check" nor "the plan's default" is what an empty check plainly says.
+    repo = make_repo(tmp_path / "repo")
+    tasks = tmp_path / name
+    tasks.write_text(_EMPTY_VERIFY[name])
+
+    code, out, err = run(capsys, "run", str(tasks), "-w", str(repo), "--provider", "replay")
+
+    assert code == 2 and out == ""
+    assert "task 'a' has an empty verify; write the command its work must pass" in err
+    assert "or leave verify out for the plan's default" in err
+    assert not (repo / ".aca").exists()
+    assert [h.name for h in git.Repo(repo).heads] == ["main"]
+
+
+@pytest.mark.parametrize(
     ("command", "what"),
     [
         (["run", "{dir}", "--dry-run"], "task file"),
@@ -285,6 +356,63 @@ def test_an_empty_repo_url_is_refused_not_read_as_the_current_folder(tmp_path, c
     assert "the repository is empty: give a git URL or the path of a bare repository" in err
     assert [h.name for h in git.Repo(repo).heads] == ["main"]
     assert not (repo / ".aca").exists()
+
+
+def test_a_dry_run_with_repo_clones_nothing_and_says_where_a_run_would(tmp_path, capsys):
+    """Before, the dry run cloned the repository into ~/.aca/repos and left it there."""
+    bare = tmp_path / "app.git"
+    subprocess.run(
+        ["git", "clone", "-q", "--bare", str(make_repo(tmp_path / "src")), str(bare)], check=True
+    )
+    code, out, err = run(
+        capsys, "run", str(HELLO), "--repo", str(bare), "--dry-run", "--config", str(HELLO_CONFIG)
+    )
+    assert code == 0 and "Traceback" not in err
+    assert "Dry run: 3 tasks in 2 groups (3 pending); nothing was run." in out
+    area = Path.home() / ".aca" / "repos"
+    assert f"--repo {bare} was not cloned; a run clones it into {area}" in out
+    assert not (Path.home() / ".aca").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["run", str(HELLO), "--strict"], "--strict checks the plan of the intelligent parser: "
+         "add --use-intelligent-parser, or leave --strict out."),
+        (["run", str(HELLO), "--repo", "{remote}", "--init-git"], "--init-git makes a new "
+         "repository in --workdir, but --repo clones one: leave --init-git out."),
+        (["run", str(HELLO), "--github-repo", "me/app"], "--github-repo me/app names where "
+         "--open-pr opens the pull request: add --open-pr, or leave --github-repo out."),
+        (["resume", "--latest", "--github-repo", "me/app"], "--github-repo me/app names where "
+         "--open-pr opens the pull request"),
+    ],
+    ids=["strict", "repo-init-git", "github-repo", "resume-github-repo"],
+)  # fmt: skip
+def test_an_option_that_would_do_nothing_is_refused_naming_both(tmp_path, capsys, command, message):
+    repo = make_repo(tmp_path / "repo")
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(remote)], check=True)
+    args = [a.format(remote=remote) for a in command]
+
+    code, out, err = run(capsys, *args, "-w", str(repo), "--config", str(HELLO_CONFIG))
+
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert message in err
+    assert not (repo / ".aca").exists() and not (Path.home() / ".aca").exists()
+    assert [h.name for h in git.Repo(repo).heads] == ["main"]
+
+
+def test_a_dry_run_names_the_run_options_it_ignores(tmp_path, capsys):
+    # Not refused: a dry run is often the run's own command line with --dry-run added.
+    code, out, err = run(
+        capsys, "run", str(HELLO), "--dry-run", "--json", "--budget-usd", "5", "--open-pr",
+        "--require-approval", "--record", str(tmp_path / "c.json"), "--init-git",
+    )  # fmt: skip
+    assert code == 0 and json.loads(out)["tasks"] == 3
+    assert (
+        "warning: --dry-run runs no task, so these apply to nothing: --budget-usd, --init-git, "
+        "--open-pr, --record, --require-approval." in err
+    )
 
 
 def test_a_file_named_aca_in_the_workdir_is_named_not_a_traceback(tmp_path, capsys):
@@ -379,6 +507,46 @@ def test_provider_without_its_key_is_refused_before_anything_runs(tmp_path, caps
     assert "the anthropic provider cannot work: ANTHROPIC_API_KEY is not set" in err
     assert "To fix it, set ANTHROPIC_API_KEY" in err
     assert not repo.exists()  # --init-git created nothing
+
+
+_SECRET = "sk-ant-api03-readinesssecret0123456789"
+_CLOSED_PORT = "http://127.0.0.1:9"  # offline: what a key check there would answer
+
+
+@pytest.mark.parametrize(
+    ("provider", "environ", "message"),
+    [
+        ("anthropic", {"ANTHROPIC_API_KEY": _SECRET, "ANTHROPIC_BASE_URL": "notaurl"},
+         "ANTHROPIC_BASE_URL is not an http(s) URL. To fix it, set ANTHROPIC_BASE_URL to the "
+         "API's address"),
+        ("anthropic", {"ANTHROPIC_API_KEY": "  ", "ANTHROPIC_BASE_URL": _CLOSED_PORT},
+         "ANTHROPIC_API_KEY is set but blank. To fix it, set ANTHROPIC_API_KEY to the key "
+         "itself, or unset it."),
+        ("claude-code", {"ANTHROPIC_API_KEY": "\t", "ANTHROPIC_BASE_URL": _CLOSED_PORT},
+         "ANTHROPIC_API_KEY is set but blank"),
+        ("openai", {"OPENAI_API_KEY": _SECRET, "OPENAI_BASE_URL": "localhost:8000/v1"},
+         "OPENAI_BASE_URL is not an http(s) URL"),
+    ],
+    ids=["anthropic-url", "anthropic-blank-key", "claude-code-blank-key", "openai-url"],
+)  # fmt: skip
+def test_a_provider_variable_that_cannot_work_is_named_before_anything_runs(
+    tmp_path, capsys, monkeypatch, provider, environ, message
+):
+    claude = tmp_path / "claude"  # found and runnable: the variables are what is checked
+    claude.write_text("#!/bin/sh\nexit 0\n")
+    claude.chmod(0o755)
+    monkeypatch.setenv("ACA_CLAUDE_CLI", str(claude))
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    repo = make_repo(tmp_path / "repo")
+
+    code, out, err = run(capsys, "run", str(HELLO), "-w", str(repo), "--provider", provider)
+
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert f"the {provider} provider cannot work: " in err and message in err
+    assert "No task was started" in err and _SECRET not in err
+    assert not (repo / ".aca").exists()
+    assert [h.name for h in git.Repo(repo).heads] == ["main"]
 
 
 def test_replay_without_a_cassette_is_refused(tmp_path, capsys):

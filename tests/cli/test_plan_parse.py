@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from aca_flows.cli import main
+from tests.fakes.git_repo import make_repo
 from tests.fakes.llm_server import FakeLLMServer, llm_server  # noqa: F401  (fixture)
 from tests.plan.test_intelligent import DEPENDENCIES, TEST6, dependencies_proposal, respond
 
@@ -74,6 +75,29 @@ def test_design_usage_with_the_intelligent_parser_dry_run(llm_server, tmp_path, 
     # The reviewed plan runs like any other.
     code, out, _ = run(capsys, "--execution-plan", str(dumped), "-w", str(tmp_path), "--dry-run")
     assert code == 0 and "e2e-checks — 4. End-to-End Checks" in out
+
+
+def test_a_dry_run_that_parses_a_repo_s_task_file_keeps_the_parse_in_its_clone(
+    llm_server,  # noqa: F811
+    tmp_path,
+    capsys,
+):
+    # A dry run with --repo clones nothing, but the parse is cached in the clone: a cache in
+    # a folder of its own would make the run's clone refuse the folder as "not empty".
+    remote = tmp_path / "app.git"
+    source = make_repo(tmp_path / "src")
+    subprocess.run(["git", "clone", "-q", "--bare", str(source), str(remote)], check=True)
+    llm_server.anthropic.enqueue(**respond(dependencies_proposal()))
+
+    code, out, _ = run(
+        capsys, "run", str(TEST6), "--use-intelligent-parser", "--provider", "anthropic",
+        "--repo", str(remote), "--dry-run",
+    )  # fmt: skip
+
+    assert code == 0
+    [area] = (Path.home() / ".aca" / "repos").glob("app-*")
+    assert f"--repo {remote}: a run fetches it into {area}" in out
+    assert (area / ".git").is_dir() and list((area / ".aca" / "parse_cache").glob("*.json"))
 
 
 def test_a_cyclic_answer_exits_2_without_a_traceback(llm_server, tmp_path, capsys):  # noqa: F811

@@ -368,3 +368,26 @@ def test_a_model_the_ollama_server_lacks_is_refused_before_the_run(
     assert f"does not have the model '{missing}'" in err
     assert f"To fix it, run `ollama pull {missing}`" in err
     assert not (repo / ".aca" / "sessions").exists()  # nothing ran, nothing was made
+
+
+def test_a_resume_whose_branch_is_checked_out_is_refused_before_prefect_starts(
+    tmp_path, capsys, monkeypatch
+):
+    """Before, the flow refused it once Prefect had started (~10 s), its flow run Failed."""
+
+    def prefect_starting(*args):
+        pytest.fail("Prefect was started for a resume that is refused")
+
+    monkeypatch.setattr(run_cli, "_run_flow", prefect_starting)
+    repo = make_repo(tmp_path / "repo")
+    SessionStore.create(
+        repo, load_task_file(HELLO), provider="replay", model="m", session_id="s1"
+    ).close()
+    git.Repo(repo).git.checkout("-q", "-b", "aca/s1")  # "the work is on branch aca/s1"
+
+    code = main(["resume", "s1", "-w", str(repo), "--config", str(HELLO_CONFIG)])
+
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"the session branch aca/s1 is checked out in {repo}" in err
+    assert f"git -C {repo} checkout -" in err and "and run again." in err
