@@ -6,7 +6,8 @@ What a caller may rely on:
 - the system prompt and the tool definitions carry ``cache_control`` breakpoints, so the shared
   prefix of a tool loop is billed as cache reads from the second call on;
 - the response is streamed (long outputs never hit the SDK's non-streaming limit) and returned
-  whole; a stream cut off part-way is a ``TransientProviderError``;
+  whole; a stream cut off part-way is a ``TransientProviderError`` that carries, as
+  ``billed``, the usage the stream reported before it broke (the call was paid for);
 - ``response_schema`` is honoured by forcing a ``respond`` tool whose input is the answer; the
   response's ``text`` is then that JSON;
 - SDK retries are off; every failure is a Transient/PermanentProviderError, and so is an answer
@@ -124,23 +125,36 @@ class AnthropicProvider(SdkProvider):
     ) -> ProviderResponse:
         client = self._client()
         params = self.build_params(request)
+        stream = None
         try:
             async with client.messages.stream(**params) as stream:
                 message = await stream.get_final_message()
                 headers = rate_limit_headers(stream.response.headers)
         except Exception as exc:
-            raise error_from_exception(self.name, exc, key_hint=_KEY) from None
+            error = error_from_exception(self.name, exc, key_hint=_KEY)
+            error.billed = self._streamed_bill(request, stream)
+            raise error from None
         if message.stop_reason is None:
             # The stream ended without message_delta/message_stop: the answer is incomplete.
             raise TransientProviderError(
                 "anthropic: the response stream was cut off before the end. Retry later.",
                 provider=self.name,
+                billed=self._response(request, message, headers),
             )
         response = self._response(request, message, headers)
         error = answer_error(response, max_tokens=params["max_tokens"])
         if error is not None:
             raise error
         return response
+
+    def _streamed_bill(self, request: ProviderRequest, stream: Any) -> ProviderResponse | None:
+        """What a stream that broke part-way was paid for: once its ``message_start`` came,
+        the server bills the input, and the output it sent; ``None`` before that."""
+        try:
+            snapshot = stream.current_message_snapshot if stream is not None else None
+        except AssertionError:  # the SDK's way of saying no message_start came
+            return None
+        return self._response(request, snapshot, {}) if snapshot is not None else None
 
     def _response(
         self, request: ProviderRequest, message: Any, headers: dict[str, str]

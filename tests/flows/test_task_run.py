@@ -130,6 +130,22 @@ def test_a_529_at_turn_5_of_6_costs_exactly_one_extra_call(tmp_path, repo, anthr
     assert entry.cost_usd == pytest.approx(agent.cost())
 
 
+def test_a_stream_cut_off_after_it_began_is_on_the_bill_and_retried(tmp_path, repo, anthropic_fake):
+    agent = TurnsAgent(2)
+    # The stream breaks after message_start reported 5,000 input tokens: the server bills them.
+    cut = Reply(text="I will write f1.txt", usage={"input_tokens": 5000}, fault="truncate")
+    script(anthropic_fake, agent, cut, agent)
+
+    summary = run(tmp_path, repo).summary
+
+    assert summary["status"] == "completed"
+    (billed,) = aca_usage(repo)
+    assert billed["calls"] == 3
+    assert billed["usage"]["input_tokens"] == 5000 + sum(u["input_tokens"] for u in agent.paid)
+    cut_cost = (5000 * 3 + 1 * 15) / 1e6  # message_start's one output token too
+    assert summary["cost_usd"] == pytest.approx(agent.cost() + cut_cost)
+
+
 def test_a_task_that_fails_after_three_paid_calls_then_succeeds_has_every_call_on_the_bill(
     tmp_path, repo, anthropic_fake, monkeypatch
 ):
