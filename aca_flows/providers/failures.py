@@ -150,6 +150,8 @@ def error_from_exception(provider: str, exc: BaseException, *, key_hint: str = "
         return exc
     status = getattr(exc, "status_code", None)
     response = getattr(exc, "response", None)
+    if isinstance(status, int) and status < 400 and response is not None:
+        return _error_event(provider, exc, key_hint)
     if isinstance(status, int) and response is not None:
         try:
             body = response.text
@@ -185,6 +187,32 @@ def error_from_exception(provider: str, exc: BaseException, *, key_hint: str = "
         f"{provider}: the call failed unexpectedly ({type(exc).__name__}: {str(exc)[:200]}).",
         provider=provider,
     )
+
+
+# The HTTP status each Anthropic error type stands for, for an error that came as a stream
+# event after a 200 (the real API's overloaded_error mid-stream).
+_ERROR_TYPE_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+
+def _error_event(provider: str, exc: BaseException, key_hint: str) -> ProviderError:
+    """The error of an ``error`` event in a stream that began with a 200: the event's type
+    decides, as its HTTP status would have; an unknown type is the server's fault (500)."""
+    body = getattr(exc, "body", None)
+    error = body.get("error") if isinstance(body, dict) else None
+    kind = error.get("type") if isinstance(error, dict) else None
+    text = json.dumps(body) if isinstance(body, dict) else None
+    return error_for_status(provider, _ERROR_TYPE_STATUS.get(kind, 500), text, key_hint=key_hint)
 
 
 def answer_error(

@@ -49,8 +49,10 @@ The API, all of it:
 
 Faults: ``status`` (+ ``retry_after``, ``error``), ``delay`` seconds, ``fault`` one of
 ``"drop"`` (close the connection without a response), ``"malformed_json"`` (a 200 whose body is
-not JSON), ``"truncate"`` (a stream, or a body, cut off part-way). A reply may also be a plain
-callable ``(RecordedRequest) -> Reply`` for dynamic answers.
+not JSON), ``"truncate"`` (a stream, or a body, cut off part-way), ``"error_event"`` (Anthropic
+streams only: a 200 whose stream stops part-way with an ``error`` event, an
+``overloaded_error`` saying ``error`` or "Overloaded", as the real API sends after a 200). A
+reply may also be a plain callable ``(RecordedRequest) -> Reply`` for dynamic answers.
 
 Auth: with ``server.api_key`` set (default ``"test-key"``) Anthropic requests need
 ``x-api-key`` or ``Authorization: Bearer`` with that key and OpenAI requests need the Bearer
@@ -77,7 +79,7 @@ import pytest
 
 __all__ = ["FakeLLMServer", "RecordedRequest", "Reply", "llm_server"]
 
-FAULTS = ("drop", "malformed_json", "truncate")
+FAULTS = ("drop", "malformed_json", "truncate", "error_event")
 
 
 @dataclass
@@ -516,7 +518,11 @@ def _route_anthropic(handler: _Handler, request: RecordedRequest) -> None:
     if not handler._answer(request, reply, lambda: message, _anthropic_error):
         return
     if (request.json or {}).get("stream"):
-        handler._stream(_anthropic_events(message), reply.headers, reply.fault == "truncate")
+        events = _anthropic_events(message)
+        if reply.fault == "error_event":
+            overloaded = _anthropic_error(Reply(status=529, error=reply.error or "Overloaded"))
+            events = [*events[: max(2, len(events) // 2)], ("error", overloaded)]
+        handler._stream(events, reply.headers, reply.fault == "truncate")
     else:
         handler._send_json(200, message, reply.headers)
 

@@ -146,6 +146,22 @@ def test_a_stream_cut_off_after_it_began_is_on_the_bill_and_retried(tmp_path, re
     assert summary["cost_usd"] == pytest.approx(agent.cost() + cut_cost)
 
 
+def test_an_overloaded_error_in_the_stream_after_a_200_is_retried_not_a_bad_request(
+    tmp_path, repo, anthropic_fake
+):
+    agent = TurnsAgent(2)
+    script(anthropic_fake, Reply(fault="error_event", error="Overloaded"), agent, agent)
+
+    summary = run(tmp_path, repo).summary
+
+    assert summary["status"] == "completed"
+    assert len(anthropic_fake.model_calls) == 3
+    assert aca_usage(repo)[0]["calls"] == 3  # the broken stream had begun: it was paid
+    log = AcaDir(repo).session(summary["session_id"]).task_log("a").read_text()
+    (retry,) = [r for r in map(json.loads, log.splitlines()) if r["kind"] == "call_retry"]
+    assert retry["error"] == "anthropic: temporarily unavailable (529): Overloaded."
+
+
 def test_a_task_that_fails_after_three_paid_calls_then_succeeds_has_every_call_on_the_bill(
     tmp_path, repo, anthropic_fake, monkeypatch
 ):
