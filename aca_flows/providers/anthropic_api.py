@@ -7,7 +7,8 @@ What a caller may rely on:
   prefix of a tool loop is billed as cache reads from the second call on;
 - the response is streamed (long outputs never hit the SDK's non-streaming limit) and returned
   whole; a stream cut off part-way is a ``TransientProviderError`` that carries, as
-  ``billed``, the usage the stream reported before it broke (the call was paid for);
+  ``billed``, the usage the stream reported before it broke (the call was paid for), and so
+  does the ``CancelledError`` of a call cancelled mid-stream;
 - ``response_schema`` is honoured by forcing a ``respond`` tool whose input is the answer; the
   response's ``text`` is then that JSON;
 - SDK retries are off; every failure is a Transient/PermanentProviderError, and so is an answer
@@ -16,6 +17,7 @@ What a caller may rely on:
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -130,6 +132,11 @@ class AnthropicProvider(SdkProvider):
             async with client.messages.stream(**params) as stream:
                 message = await stream.get_final_message()
                 headers = rate_limit_headers(stream.response.headers)
+        except asyncio.CancelledError as cancel:
+            # A stop of the run mid-stream: what the stream reported goes on the bill
+            # (``SpendGuard`` reads ``billed`` from the cancel).
+            cancel.billed = self._streamed_bill(request, stream)
+            raise
         except Exception as exc:
             error = error_from_exception(self.name, exc, key_hint=_KEY)
             error.billed = self._streamed_bill(request, stream)
