@@ -5,7 +5,7 @@ Transient (worth retrying later): 408, 409, 429, 5xx, 529 overloaded, timeouts, 
 connections, cut-off streams, unreadable responses, empty answers. Permanent (retrying cannot
 help): 400 bad request, 401/403 auth, 404 unknown model, 413, 422, spend limits (402, OpenAI's
 ``insufficient_quota`` 429, Anthropic's "credit balance is too low" 400), refusals, and
-answers cut off by ``max_tokens`` before the model did anything.
+answers cut off by ``max_tokens`` before they call any tool.
 
 A provider error is never work: ``answer_error`` is applied to every successful response, so
 an answer that holds nothing (empty, refused, cut off) never reaches the agent as a result.
@@ -234,8 +234,9 @@ def answer_error(
     if response.stop_reason == "max_tokens":
         limit = f" ({max_tokens})" if max_tokens else ""
         return PermanentProviderError(
-            f"{provider}: the answer was cut off at the max_tokens limit{limit} before the "
-            f"model did anything. Raise [providers.{provider}] max_tokens, or split the task.",
+            # "Before it did anything" was false after earlier turns had changed files.
+            f"{provider}: an answer was cut off at the max_tokens limit{limit} before it "
+            f"called any tool. Raise [providers.{provider}] max_tokens, or split the task.",
             **spent,
         )
     if not response.text.strip():
