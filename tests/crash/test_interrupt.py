@@ -304,3 +304,25 @@ def test_a_call_cancelled_mid_stream_by_a_second_sigint_is_on_the_bill(aca, repo
     assert billed["calls"] == 1 and billed["usage"]["input_tokens"] == 5000
     data = json.loads((session / "meta" / "session.json").read_text())
     assert data["status"] == "interrupted"
+
+
+def test_a_hangup_stops_the_run_as_sigterm_does(aca, repo, llm, tmp_path, prefect_api):
+    # The terminal (or ssh session) of a run without nohup closed: aca was killed mid-task,
+    # its flow run left Running; it now stops cleanly, resumable.
+    agent = Agent("b")
+    try:
+        proc = start_chain(aca, llm, tmp_path, agent)
+        session = only_session(repo)
+        wait_for(lambda: agent.arrived.is_set() or proc.poll() is not None, WAIT, "b's call")
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: STOP_NOTICE in aca.err("run") or proc.poll() is not None, WAIT, "stop")
+        agent.release.set()
+        code = wait_exit(proc, WAIT)
+    finally:
+        agent.release.set()
+    assert code == 130, aca.err("run")
+    assert "Stopped: interrupted by SIGHUP" in aca.out("run")
+    data = json.loads((session / "meta" / "session.json").read_text())
+    assert data["status"] == "interrupted"
+    (flow_run,) = flow_runs_of(prefect_api, session.name)
+    assert flow_run.state.is_cancelled() and flow_run.state.message == "interrupted by SIGHUP"
