@@ -12,7 +12,8 @@ What a caller may rely on:
 - ``response_schema`` is honoured by forcing a ``respond`` tool whose input is the answer; the
   response's ``text`` is then that JSON;
 - SDK retries are off; every failure is a Transient/PermanentProviderError, and so is an answer
-  that holds nothing: a refusal, an empty answer, ``max_tokens`` reached before any tool call.
+  that holds nothing: a refusal, an empty answer, ``max_tokens`` or the context window
+  reached before any tool call.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import asyncio
 import json
 from typing import Any
 
-from aca_flows.errors import TransientProviderError
+from aca_flows.errors import PermanentProviderError, TransientProviderError
 from aca_flows.providers.base import (
     EventCallback,
     Message,
@@ -40,6 +41,8 @@ DEFAULT_MODEL = "claude-sonnet-4-6"
 _KEY = "ANTHROPIC_API_KEY"
 _RESPOND_TOOL = "respond"
 _CACHE = {"type": "ephemeral"}
+# The stop reason of an answer the context window cut off (the API's, since late 2025).
+_CONTEXT_FULL = "model_context_window_exceeded"
 _STOP_REASONS = {
     "end_turn": "end_turn",
     "tool_use": "tool_use",
@@ -149,6 +152,15 @@ class AnthropicProvider(SdkProvider):
                 billed=self._response(request, message, headers),
             )
         response = self._response(request, message, headers)
+        if message.stop_reason == _CONTEXT_FULL and not response.tool_calls:
+            # Cut off as by max_tokens: the answer is no more an end of the task than that.
+            raise PermanentProviderError(
+                "anthropic: the answer was cut off where the conversation filled the model's "
+                "context window, before it called any tool. Split the task, or choose a model "
+                "with a larger context window (--model).",
+                provider=self.name,
+                billed=response,
+            )
         error = answer_error(response, max_tokens=params["max_tokens"])
         if error is not None:
             raise error

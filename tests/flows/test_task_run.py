@@ -162,6 +162,22 @@ def test_an_overloaded_error_in_the_stream_after_a_200_is_retried_not_a_bad_requ
     assert retry["error"] == "anthropic: temporarily unavailable (529): Overloaded."
 
 
+def test_an_answer_cut_off_by_the_context_window_after_a_change_fails_the_task(
+    tmp_path, repo, anthropic_fake
+):
+    agent = TurnsAgent(2)  # writes f1.txt, then would finish
+    full = Reply(text="Now I will also upd", stop_reason="model_context_window_exceeded")
+    script(anthropic_fake, agent, full)
+
+    outcome = run(tmp_path, repo)
+
+    assert outcome.summary["status"] == "failed" and outcome.state_name == "Failed"
+    session = load_session(repo, outcome.summary["session_id"])
+    assert "filled the model's context window" in str(session.plan.task("a").status)
+    assert session.tasks["a"].commit is None  # the half-done work was not committed
+    assert aca_usage(repo)[0]["calls"] == 2
+
+
 def test_a_task_that_fails_after_three_paid_calls_then_succeeds_has_every_call_on_the_bill(
     tmp_path, repo, anthropic_fake, monkeypatch
 ):
