@@ -24,6 +24,7 @@ from typing import Any
 
 from aca_flows.errors import PermanentProviderError, TransientProviderError
 from aca_flows.providers.base import (
+    UNPARSED_ARGUMENTS,
     EventCallback,
     Message,
     ProviderRequest,
@@ -187,7 +188,12 @@ class AnthropicProvider(SdkProvider):
                 if request.response_schema is not None and block.name == _RESPOND_TOOL:
                     texts.append(json.dumps(block.input))
                 else:
-                    calls.append(ToolCall(id=block.id, name=block.name, arguments=block.input))
+                    arguments = block.input
+                    if message.stop_reason == "max_tokens" and block is message.content[-1]:
+                        # The limit fell inside this call: the SDK parsed what came of its
+                        # input, so a file write would run cut short. It is refused instead.
+                        arguments = {UNPARSED_ARGUMENTS: json.dumps(block.input)}
+                    calls.append(ToolCall(id=block.id, name=block.name, arguments=arguments))
         usage = Usage(
             input_tokens=message.usage.input_tokens or 0,
             output_tokens=message.usage.output_tokens or 0,

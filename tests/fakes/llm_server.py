@@ -55,8 +55,10 @@ streams only: a 200 whose stream stops part-way with an ``error`` event, an
 ``overloaded_error`` saying ``error`` or "Overloaded", as the real API sends after a 200),
 ``"stall"`` (Anthropic streams only: the stream sends part of the answer, then nothing more
 until the server stops, as a long generation does; ``server.stalled`` is set once that part
-is sent). A reply may also be a plain callable ``(RecordedRequest) -> Reply`` for dynamic
-answers.
+is sent), ``"cut_tool"`` (Anthropic streams only: ``max_tokens`` reached inside the last tool
+call, as the real API ends such an answer: half of its input sent, then ``stop_reason``
+``max_tokens``). A reply may also be a plain callable ``(RecordedRequest) -> Reply`` for
+dynamic answers.
 
 Auth: with ``server.api_key`` set (default ``"test-key"``) Anthropic requests need
 ``x-api-key`` or ``Authorization: Bearer`` with that key and OpenAI requests need the Bearer
@@ -83,7 +85,7 @@ import pytest
 
 __all__ = ["FakeLLMServer", "RecordedRequest", "Reply", "llm_server"]
 
-FAULTS = ("drop", "malformed_json", "truncate", "error_event", "stall")
+FAULTS = ("drop", "malformed_json", "truncate", "error_event", "stall", "cut_tool")
 # How long a stalled stream is held open at most (the server's stop ends it sooner).
 STALL_SECONDS = 120
 
@@ -521,6 +523,23 @@ def _anthropic_events(message: dict[str, Any]) -> list[tuple[str, Any]]:
     return events
 
 
+def _cut_last_tool_call(events: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """The events of an answer ``max_tokens`` ended inside its last tool call: the second half
+    of that call's input never comes, and the message stops for ``max_tokens``."""
+    inputs = [
+        i
+        for i, (name, data) in enumerate(events)
+        if name == "content_block_delta" and data["delta"]["type"] == "input_json_delta"
+    ]
+    last = [i for i in inputs if events[i][1]["index"] == events[inputs[-1]][1]["index"]]
+    dropped = set(last[max(1, len(last) // 2) :])
+    kept = [event for i, event in enumerate(events) if i not in dropped]
+    for name, data in kept:
+        if name == "message_delta":
+            data["delta"]["stop_reason"] = "max_tokens"
+    return kept
+
+
 def _route_anthropic(handler: _Handler, request: RecordedRequest) -> None:
     if not handler._authorized(request, allow_x_api_key=True):
         handler._send_json(401, _anthropic_error(Reply(status=401, error="invalid x-api-key")))
@@ -531,6 +550,8 @@ def _route_anthropic(handler: _Handler, request: RecordedRequest) -> None:
         return
     if (request.json or {}).get("stream"):
         events = _anthropic_events(message)
+        if reply.fault == "cut_tool":
+            events = _cut_last_tool_call(events)
         if reply.fault == "error_event":
             overloaded = _anthropic_error(Reply(status=529, error=reply.error or "Overloaded"))
             events = [*events[: max(2, len(events) // 2)], ("error", overloaded)]

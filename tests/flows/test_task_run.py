@@ -178,6 +178,29 @@ def test_an_answer_cut_off_by_the_context_window_after_a_change_fails_the_task(
     assert aca_usage(repo)[0]["calls"] == 2
 
 
+def test_subtasks_proposed_in_an_answer_cut_off_by_max_tokens_are_not_taken_in_part(
+    tmp_path, repo, anthropic_fake
+):
+    subtasks = [
+        {"id": "one", "title": "write one.txt", "description": "x" * 5},
+        {"id": "two", "title": "write two.txt"},
+        {"id": "three", "title": "write three.txt", "description": "y" * 40},
+    ]
+    propose = {"name": "propose_subtasks", "arguments": {"subtasks": subtasks}}
+    # The limit falls inside the proposal, just after "two": the SDK parses the list it got.
+    script(anthropic_fake, TurnsAgent(2), Reply(tool_calls=[propose], fault="cut_tool"))
+    anthropic_fake.anthropic.default = TurnsAgent(1)  # then it finishes, and so would "one"
+
+    summary = run(tmp_path, repo).summary
+
+    session = load_session(repo, summary["session_id"])
+    assert session.plan.task("a").children == []  # not one and two without three
+    assert summary["status"] == "completed"
+    log = AcaDir(repo).session(summary["session_id"]).task_log("a").read_text()
+    refused = [r for r in map(json.loads, log.splitlines()) if r["kind"] == "tool_result"][1]
+    assert refused["is_error"] and "propose_subtasks" in refused["content"]
+
+
 def test_a_task_that_fails_after_three_paid_calls_then_succeeds_has_every_call_on_the_bill(
     tmp_path, repo, anthropic_fake, monkeypatch
 ):
