@@ -55,7 +55,20 @@ def collect_as_usual() -> None:
             _saved = None
 
 
-INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def interrupt_signals() -> list[int]:
+    """The signals that stop a run: SIGINT, SIGTERM, and SIGHUP (the terminal or ssh session
+    of an unattended run closed, which killed it mid-task) unless it is ignored (``nohup``:
+    the user asked the run to outlive its terminal)."""
+    return [
+        sig
+        for sig in INTERRUPT_SIGNALS
+        if sig != signal.SIGHUP or signal.getsignal(sig) is not signal.SIG_IGN
+    ]
+
+
 # The first SIGINT/SIGTERM that ``signals_remembered``'s handler saw, until a stop takes it.
 _signalled: int | None = None
 _depth = 0
@@ -63,14 +76,14 @@ _depth = 0
 
 @contextmanager
 def signals_remembered() -> Iterator[None]:
-    """SIGINT or SIGTERM within this block (before the flow takes over its signals: while aca
-    looks around, Prefect and its server start) ends the command: a ``KeyboardInterrupt``,
-    which the CLI says as "interrupted" (exit 130), and the signal is remembered for
-    ``stop_if_signalled`` and ``take_signal``. Python's own SIGINT handler would not do:
-    under it, ``asyncio.run`` turns a Ctrl-C into a cancel of its main task, which Prefect's
-    start-up can swallow; and SIGTERM would kill the process without a word. A
-    ``KeyboardInterrupt`` Python drops (in a finalizer) is not printed as "Exception ignored":
-    the signal is remembered, and the run ends as interrupted."""
+    """SIGINT, SIGTERM or SIGHUP within this block (before the flow takes over its signals:
+    while aca looks around, Prefect and its server start) ends the command: a
+    ``KeyboardInterrupt``, which the CLI says as "interrupted" (exit 130), and the signal is
+    remembered for ``stop_if_signalled`` and ``take_signal``. Python's own SIGINT handler
+    would not do: under it, ``asyncio.run`` turns a Ctrl-C into a cancel of its main task,
+    which Prefect's start-up can swallow; and SIGTERM would kill the process without a word.
+    A ``KeyboardInterrupt`` Python drops (in a finalizer) is not printed as "Exception
+    ignored": the signal is remembered, and the run ends as interrupted."""
     global _depth, _signalled
 
     def handler(signum, frame):
@@ -80,7 +93,7 @@ def signals_remembered() -> Iterator[None]:
         raise KeyboardInterrupt
 
     try:
-        previous = {sig: signal.signal(sig, handler) for sig in INTERRUPT_SIGNALS}
+        previous = {sig: signal.signal(sig, handler) for sig in interrupt_signals()}
     except ValueError:  # not the main thread: leave signals alone
         yield
         return

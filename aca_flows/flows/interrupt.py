@@ -1,4 +1,4 @@
-"""Stopping a run: a signal (the ``aca`` command's Ctrl-C or SIGTERM), a cancel from the
+"""Stopping a run: a signal (the ``aca`` command's Ctrl-C, SIGTERM or SIGHUP), a cancel from the
 Prefect UI or a takeover of the session (its flow run ended ``Crashed`` by a resume elsewhere)
 becomes an ``Interrupt``: no new task starts, running ones get a grace period (none for a
 cancel or a takeover)."""
@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 
 from prefect.context import get_run_context
 
+from aca_flows._startup import interrupt_signals
+
 __all__ = [
     "CANCEL_POLL_SECONDS",
     "UI_CANCEL",
@@ -22,7 +24,6 @@ __all__ = [
     "watch_for_cancel",
 ]
 
-INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # How often the flow looks whether its flow run was cancelled (the Prefect UI's Cancel sets
 # the state to Cancelling; nothing else tells a flow run that no worker started).
 CANCEL_POLL_SECONDS = 2.0
@@ -118,9 +119,9 @@ class Interrupt:
             yield
             return
         loop = asyncio.get_running_loop()
-        previous = {sig: signal.getsignal(sig) for sig in INTERRUPT_SIGNALS}
+        previous = {sig: signal.getsignal(sig) for sig in interrupt_signals()}
         try:
-            for sig in INTERRUPT_SIGNALS:
+            for sig in previous:
                 loop.add_signal_handler(sig, self.request, sig)
         except (ValueError, RuntimeError):  # not the main thread: signals are not ours
             installed = False

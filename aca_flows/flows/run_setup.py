@@ -42,6 +42,7 @@ from aca_flows.flows.spend import CALL_OWNER, CallLedger, CallOwner, SpendGuard,
 from aca_flows.flows.task_run import ACTIVE_RUNS, ActiveRun, GlobalLimitProvider
 from aca_flows.plan import (
     ExecutionPlan,
+    Task,
     TaskStatus,
     check_plan,
     load_execution_plan,
@@ -255,10 +256,24 @@ def _with_statuses(asked: ExecutionPlan, recorded: ExecutionPlan) -> ExecutionPl
 
 def _retry_unfinished(plan: ExecutionPlan) -> None:
     """On resume, failed tasks get another chance, and so do the tasks their failure
-    skipped and those a stall blocked; completed work is never redone."""
+    skipped and those a stall blocked; completed work is never redone. A task recorded
+    completed when its own work landed, before the subtasks it proposed finished, is a
+    group still open: pending again in the run (its record keeps its own work completed),
+    so what depends on it waits for them."""
     for task in plan.tasks:
         if task.status.state in ("failed", "blocked") or task.status.skipped_for_failure:
             task.status = TaskStatus()
+    for task in plan.tasks:
+        if task.children and task.status.state == "completed" and _open_group(plan, task):
+            task.status = TaskStatus()
+
+
+def _open_group(plan: ExecutionPlan, group: Task) -> bool:
+    """Whether a task under ``group`` is still to run."""
+    for child in (plan.task(c) for c in group.children):
+        if _open_group(plan, child) if child.children else not child.status.is_done:
+            return True
+    return False
 
 
 def _load_plan(

@@ -6,20 +6,25 @@ What a caller may rely on:
 - the system prompt and the tool definitions carry ``cache_control`` breakpoints, so the shared
   prefix of a tool loop is billed as cache reads from the second call on;
 - the response is streamed (long outputs never hit the SDK's non-streaming limit) and returned
-  whole; a stream cut off part-way is a ``TransientProviderError``;
+  whole; a stream cut off part-way is a ``TransientProviderError`` that carries, as
+  ``billed``, the usage the stream reported before it broke (the call was paid for), and so
+  does the ``CancelledError`` of a call cancelled mid-stream;
 - ``response_schema`` is honoured by forcing a ``respond`` tool whose input is the answer; the
   response's ``text`` is then that JSON;
 - SDK retries are off; every failure is a Transient/PermanentProviderError, and so is an answer
-  that holds nothing: a refusal, an empty answer, ``max_tokens`` reached before any tool call.
+  that holds nothing: a refusal, an empty answer, ``max_tokens`` or the context window
+  reached before any tool call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
-from aca_flows.errors import TransientProviderError
+from aca_flows.errors import PermanentProviderError, TransientProviderError
 from aca_flows.providers.base import (
+    UNPARSED_ARGUMENTS,
     EventCallback,
     Message,
     ProviderRequest,
@@ -37,6 +42,8 @@ DEFAULT_MODEL = "claude-sonnet-4-6"
 _KEY = "ANTHROPIC_API_KEY"
 _RESPOND_TOOL = "respond"
 _CACHE = {"type": "ephemeral"}
+# The stop reason of an answer the context window cut off (the API's, since late 2025).
+_CONTEXT_FULL = "model_context_window_exceeded"
 _STOP_REASONS = {
     "end_turn": "end_turn",
     "tool_use": "tool_use",
@@ -124,23 +131,50 @@ class AnthropicProvider(SdkProvider):
     ) -> ProviderResponse:
         client = self._client()
         params = self.build_params(request)
+        stream = None
         try:
             async with client.messages.stream(**params) as stream:
                 message = await stream.get_final_message()
                 headers = rate_limit_headers(stream.response.headers)
+        except asyncio.CancelledError as cancel:
+            # A stop of the run mid-stream: what the stream reported goes on the bill
+            # (``SpendGuard`` reads ``billed`` from the cancel).
+            cancel.billed = self._streamed_bill(request, stream)
+            raise
         except Exception as exc:
-            raise error_from_exception(self.name, exc, key_hint=_KEY) from None
+            error = error_from_exception(self.name, exc, key_hint=_KEY)
+            error.billed = self._streamed_bill(request, stream)
+            raise error from None
         if message.stop_reason is None:
             # The stream ended without message_delta/message_stop: the answer is incomplete.
             raise TransientProviderError(
                 "anthropic: the response stream was cut off before the end. Retry later.",
                 provider=self.name,
+                billed=self._response(request, message, headers),
             )
         response = self._response(request, message, headers)
+        if message.stop_reason == _CONTEXT_FULL and not response.tool_calls:
+            # Cut off as by max_tokens: the answer is no more an end of the task than that.
+            raise PermanentProviderError(
+                "anthropic: the answer was cut off where the conversation filled the model's "
+                "context window, before it called any tool. Split the task, or choose a model "
+                "with a larger context window (--model).",
+                provider=self.name,
+                billed=response,
+            )
         error = answer_error(response, max_tokens=params["max_tokens"])
         if error is not None:
             raise error
         return response
+
+    def _streamed_bill(self, request: ProviderRequest, stream: Any) -> ProviderResponse | None:
+        """What a stream that broke part-way was paid for: once its ``message_start`` came,
+        the server bills the input, and the output it sent; ``None`` before that."""
+        try:
+            snapshot = stream.current_message_snapshot if stream is not None else None
+        except AssertionError:  # the SDK's way of saying no message_start came
+            return None
+        return self._response(request, snapshot, {}) if snapshot is not None else None
 
     def _response(
         self, request: ProviderRequest, message: Any, headers: dict[str, str]
@@ -154,7 +188,12 @@ class AnthropicProvider(SdkProvider):
                 if request.response_schema is not None and block.name == _RESPOND_TOOL:
                     texts.append(json.dumps(block.input))
                 else:
-                    calls.append(ToolCall(id=block.id, name=block.name, arguments=block.input))
+                    arguments = block.input
+                    if message.stop_reason == "max_tokens" and block is message.content[-1]:
+                        # The limit fell inside this call: the SDK parsed what came of its
+                        # input, so a file write would run cut short. It is refused instead.
+                        arguments = {UNPARSED_ARGUMENTS: json.dumps(block.input)}
+                    calls.append(ToolCall(id=block.id, name=block.name, arguments=arguments))
         usage = Usage(
             input_tokens=message.usage.input_tokens or 0,
             output_tokens=message.usage.output_tokens or 0,

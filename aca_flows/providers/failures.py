@@ -5,7 +5,7 @@ Transient (worth retrying later): 408, 409, 429, 5xx, 529 overloaded, timeouts, 
 connections, cut-off streams, unreadable responses, empty answers. Permanent (retrying cannot
 help): 400 bad request, 401/403 auth, 404 unknown model, 413, 422, spend limits (402, OpenAI's
 ``insufficient_quota`` 429, Anthropic's "credit balance is too low" 400), refusals, and
-answers cut off by ``max_tokens`` before the model did anything.
+answers cut off by ``max_tokens`` before they call any tool.
 
 A provider error is never work: ``answer_error`` is applied to every successful response, so
 an answer that holds nothing (empty, refused, cut off) never reaches the agent as a result.
@@ -150,6 +150,8 @@ def error_from_exception(provider: str, exc: BaseException, *, key_hint: str = "
         return exc
     status = getattr(exc, "status_code", None)
     response = getattr(exc, "response", None)
+    if isinstance(status, int) and status < 400 and response is not None:
+        return _error_event(provider, exc, key_hint)
     if isinstance(status, int) and response is not None:
         try:
             body = response.text
@@ -187,6 +189,32 @@ def error_from_exception(provider: str, exc: BaseException, *, key_hint: str = "
     )
 
 
+# The HTTP status each Anthropic error type stands for, for an error that came as a stream
+# event after a 200 (the real API's overloaded_error mid-stream).
+_ERROR_TYPE_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+
+def _error_event(provider: str, exc: BaseException, key_hint: str) -> ProviderError:
+    """The error of an ``error`` event in a stream that began with a 200: the event's type
+    decides, as its HTTP status would have; an unknown type is the server's fault (500)."""
+    body = getattr(exc, "body", None)
+    error = body.get("error") if isinstance(body, dict) else None
+    kind = error.get("type") if isinstance(error, dict) else None
+    text = json.dumps(body) if isinstance(body, dict) else None
+    return error_for_status(provider, _ERROR_TYPE_STATUS.get(kind, 500), text, key_hint=key_hint)
+
+
 def answer_error(
     response: ProviderResponse, *, max_tokens: int | None = None
 ) -> ProviderError | None:
@@ -206,8 +234,9 @@ def answer_error(
     if response.stop_reason == "max_tokens":
         limit = f" ({max_tokens})" if max_tokens else ""
         return PermanentProviderError(
-            f"{provider}: the answer was cut off at the max_tokens limit{limit} before the "
-            f"model did anything. Raise [providers.{provider}] max_tokens, or split the task.",
+            # "Before it did anything" was false after earlier turns had changed files.
+            f"{provider}: an answer was cut off at the max_tokens limit{limit} before it "
+            f"called any tool. Raise [providers.{provider}] max_tokens, or split the task.",
             **spent,
         )
     if not response.text.strip():

@@ -272,3 +272,57 @@ def test_a_stop_during_a_tasks_retry_wait_starts_no_new_attempt(
     assert branch_tasks(repo, f"aca/{session.name}") == ["a"]
     # The resume's attempt is the task's second: its log line says so.
     assert "run 2 started on" in err, err
+
+
+def test_a_call_cancelled_mid_stream_by_a_second_sigint_is_on_the_bill(aca, repo, llm, tmp_path):
+    # a's first call streams its start (5,000 input tokens: the server bills them), then
+    # nothing more; the second SIGINT cancels the call there.
+    llm.anthropic.scripted_for = lambda r: bool(r.json and r.json.get("tools"))
+    llm.anthropic.enqueue(Reply(text="Writing a.txt", usage={"input_tokens": 5000}, fault="stall"))
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("# Stall\n\n- write a.txt {#a}\n")
+    proc = aca.start(
+        "run",
+        str(tasks),
+        "--model",
+        "claude-test",
+        name="run",
+        ACA_SESSION__INTERRUPT_GRACE_SECONDS="600",
+    )
+    session = only_session(repo)
+    output = lambda: aca.err("run") + aca.out("run")  # noqa: E731
+    wait_for(lambda: llm.stalled.is_set() or proc.poll() is not None, WAIT, "a's stream")
+    proc.send_signal(signal.SIGINT)
+    wait_for(lambda: STOP_NOTICE in output() or proc.poll() is not None, WAIT, "the stop notice")
+    proc.send_signal(signal.SIGINT)
+    code = wait_exit(proc, WAIT)
+
+    assert code == 130, output()
+    code, out, err = aca.run("usage", "--json", name="usage")
+    assert code == 0, err
+    (billed,) = json.loads(out)
+    assert billed["calls"] == 1 and billed["usage"]["input_tokens"] == 5000
+    data = json.loads((session / "meta" / "session.json").read_text())
+    assert data["status"] == "interrupted"
+
+
+def test_a_hangup_stops_the_run_as_sigterm_does(aca, repo, llm, tmp_path, prefect_api):
+    # The terminal (or ssh session) of a run without nohup closed: aca was killed mid-task,
+    # its flow run left Running; it now stops cleanly, resumable.
+    agent = Agent("b")
+    try:
+        proc = start_chain(aca, llm, tmp_path, agent)
+        session = only_session(repo)
+        wait_for(lambda: agent.arrived.is_set() or proc.poll() is not None, WAIT, "b's call")
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: STOP_NOTICE in aca.err("run") or proc.poll() is not None, WAIT, "stop")
+        agent.release.set()
+        code = wait_exit(proc, WAIT)
+    finally:
+        agent.release.set()
+    assert code == 130, aca.err("run")
+    assert "Stopped: interrupted by SIGHUP" in aca.out("run")
+    data = json.loads((session / "meta" / "session.json").read_text())
+    assert data["status"] == "interrupted"
+    (flow_run,) = flow_runs_of(prefect_api, session.name)
+    assert flow_run.state.is_cancelled() and flow_run.state.message == "interrupted by SIGHUP"

@@ -33,6 +33,7 @@ The API, all of it:
     server.requests                     every RecordedRequest, all protocols, in arrival order
     server.model_calls                  the POSTs among them (what a provider pays for)
     server.most_in_flight()             the most model calls being answered at one moment
+    server.stalled                      a threading.Event: a "stall" reply has sent its part
     server.models / .ollama_models      the model ids the lists report (change them freely)
     server.anthropic / .openai / .ollama   a ReplyQueue:
         .enqueue(Reply | callable | **Reply fields)
@@ -49,8 +50,15 @@ The API, all of it:
 
 Faults: ``status`` (+ ``retry_after``, ``error``), ``delay`` seconds, ``fault`` one of
 ``"drop"`` (close the connection without a response), ``"malformed_json"`` (a 200 whose body is
-not JSON), ``"truncate"`` (a stream, or a body, cut off part-way). A reply may also be a plain
-callable ``(RecordedRequest) -> Reply`` for dynamic answers.
+not JSON), ``"truncate"`` (a stream, or a body, cut off part-way), ``"error_event"`` (Anthropic
+streams only: a 200 whose stream stops part-way with an ``error`` event, an
+``overloaded_error`` saying ``error`` or "Overloaded", as the real API sends after a 200),
+``"stall"`` (Anthropic streams only: the stream sends part of the answer, then nothing more
+until the server stops, as a long generation does; ``server.stalled`` is set once that part
+is sent), ``"cut_tool"`` (Anthropic streams only: ``max_tokens`` reached inside the last tool
+call, as the real API ends such an answer: half of its input sent, then ``stop_reason``
+``max_tokens``). A reply may also be a plain callable ``(RecordedRequest) -> Reply`` for
+dynamic answers.
 
 Auth: with ``server.api_key`` set (default ``"test-key"``) Anthropic requests need
 ``x-api-key`` or ``Authorization: Bearer`` with that key and OpenAI requests need the Bearer
@@ -77,7 +85,9 @@ import pytest
 
 __all__ = ["FakeLLMServer", "RecordedRequest", "Reply", "llm_server"]
 
-FAULTS = ("drop", "malformed_json", "truncate")
+FAULTS = ("drop", "malformed_json", "truncate", "error_event", "stall", "cut_tool")
+# How long a stalled stream is held open at most (the server's stop ends it sooner).
+STALL_SECONDS = 120
 
 
 @dataclass
@@ -174,6 +184,8 @@ class FakeLLMServer:
         self.openai = ReplyQueue("openai")
         self.ollama = ReplyQueue("ollama")
         self.requests: list[RecordedRequest] = []
+        self.stalled = threading.Event()
+        self._stopped = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -221,6 +233,7 @@ class FakeLLMServer:
         return self
 
     def stop(self) -> None:
+        self._stopped.set()  # ends the stalled streams
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -365,7 +378,7 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     def _stream(
-        self, events: list[tuple[str, Any]], headers: dict[str, str], truncate: bool
+        self, events: list[tuple[str, Any]], headers: dict[str, str], truncate: bool, stall: bool
     ) -> None:
         """Server-sent events with chunked transfer encoding, as the real API sends them."""
         self.send_response(200)
@@ -376,13 +389,16 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
-        if truncate:
+        if truncate or stall:
             events = events[: max(2, len(events) // 2)]
         for event, data in events:
             chunk = f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
             self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
             self.wfile.flush()
-        if truncate:
+        if stall:
+            self.fake.stalled.set()
+            self.fake._stopped.wait(STALL_SECONDS)
+        if truncate or stall:
             self._drop()  # no terminating chunk: the client sees a cut-off stream
             return
         self.wfile.write(b"0\r\n\r\n")
@@ -507,6 +523,23 @@ def _anthropic_events(message: dict[str, Any]) -> list[tuple[str, Any]]:
     return events
 
 
+def _cut_last_tool_call(events: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """The events of an answer ``max_tokens`` ended inside its last tool call: the second half
+    of that call's input never comes, and the message stops for ``max_tokens``."""
+    inputs = [
+        i
+        for i, (name, data) in enumerate(events)
+        if name == "content_block_delta" and data["delta"]["type"] == "input_json_delta"
+    ]
+    last = [i for i in inputs if events[i][1]["index"] == events[inputs[-1]][1]["index"]]
+    dropped = set(last[max(1, len(last) // 2) :])
+    kept = [event for i, event in enumerate(events) if i not in dropped]
+    for name, data in kept:
+        if name == "message_delta":
+            data["delta"]["stop_reason"] = "max_tokens"
+    return kept
+
+
 def _route_anthropic(handler: _Handler, request: RecordedRequest) -> None:
     if not handler._authorized(request, allow_x_api_key=True):
         handler._send_json(401, _anthropic_error(Reply(status=401, error="invalid x-api-key")))
@@ -516,7 +549,13 @@ def _route_anthropic(handler: _Handler, request: RecordedRequest) -> None:
     if not handler._answer(request, reply, lambda: message, _anthropic_error):
         return
     if (request.json or {}).get("stream"):
-        handler._stream(_anthropic_events(message), reply.headers, reply.fault == "truncate")
+        events = _anthropic_events(message)
+        if reply.fault == "cut_tool":
+            events = _cut_last_tool_call(events)
+        if reply.fault == "error_event":
+            overloaded = _anthropic_error(Reply(status=529, error=reply.error or "Overloaded"))
+            events = [*events[: max(2, len(events) // 2)], ("error", overloaded)]
+        handler._stream(events, reply.headers, reply.fault == "truncate", reply.fault == "stall")
     else:
         handler._send_json(200, message, reply.headers)
 

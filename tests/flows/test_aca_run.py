@@ -13,6 +13,7 @@ import git
 from aca_flows.flows import run_flow
 from aca_flows.session.store import load_session
 from tests.fakes.coding_agent import coding_agent, task_of
+from tests.fakes.llm_server import Reply
 
 
 def write_tasks(tmp_path: Path, text: str) -> Path:
@@ -162,6 +163,51 @@ def test_proposed_subtasks_run_in_the_same_flow(tmp_path, repo, anthropic_fake):
     assert len(base.children) == 2 and str(base.status) == "completed"
     assert all(str(session.plan.task(c).status) == "completed" for c in base.children)
     assert task_commits(repo, summary["branch"])[0] == "base"
+
+
+SPLIT_THEN_AFTER = (
+    "- write base.txt {#base}\n  propose: one, two\n- write after.txt {#after depends_on=base}\n"
+)
+
+
+def test_a_resume_runs_the_dependent_of_a_task_after_its_failed_subtask(
+    tmp_path, repo, anthropic_fake
+):
+    def agent(request):  # two.txt's agent gives up the first time
+        refuses = task_of(request)[0] == "base.two" and not agent.refused
+        agent.refused = agent.refused or refuses
+        return Reply(text="I cannot do that") if refuses else coding_agent(request)
+
+    agent.refused = False
+    anthropic_fake.anthropic.default = agent
+    tasks = write_tasks(tmp_path, SPLIT_THEN_AFTER)
+    first = run(tasks, repo).summary
+    assert first["status"] == "failed" and first["failed_ids"] == ["base.two"]
+    session = load_session(repo, first["session_id"])
+    assert str(session.plan.task("after").status) == "skipped: dependency `base` failed"
+
+    again = run_flow(workdir=str(repo), session_id=first["session_id"]).summary
+    assert again["status"] == "completed"
+    # after waited for base.two: it did not start on a head without base's subtask's work.
+    assert task_commits(repo, first["branch"])[-2:] == ["base.two", "after"]
+
+
+def test_a_parent_stopped_before_its_subtasks_ran_holds_its_dependent_back_on_resume(
+    tmp_path, repo, anthropic_fake
+):
+    anthropic_fake.anthropic.default = coding_agent
+    tasks = write_tasks(tmp_path, SPLIT_THEN_AFTER)
+    # base's three calls ($0.0006 each) land its own work; the budget then stops the run.
+    first = run_flow(
+        task_file=str(tasks), workdir=str(repo), model="claude-sonnet-4-6",
+        max_concurrent=1, budget_usd=0.0015,
+    ).summary  # fmt: skip
+    assert first["status"] == "stopped" and task_commits(repo, first["branch"]) == ["base"]
+
+    again = run_flow(workdir=str(repo), session_id=first["session_id"], budget_usd=1.0)
+    assert again.summary and again.summary["status"] == "completed", again.state_name
+    commits = task_commits(repo, first["branch"])
+    assert commits[-1] == "after" and {"base.one", "base.two"} <= set(commits)
 
 
 def test_artifacts_and_task_run_names_are_in_prefect(tmp_path, repo, anthropic_fake):

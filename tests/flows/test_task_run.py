@@ -130,6 +130,77 @@ def test_a_529_at_turn_5_of_6_costs_exactly_one_extra_call(tmp_path, repo, anthr
     assert entry.cost_usd == pytest.approx(agent.cost())
 
 
+def test_a_stream_cut_off_after_it_began_is_on_the_bill_and_retried(tmp_path, repo, anthropic_fake):
+    agent = TurnsAgent(2)
+    # The stream breaks after message_start reported 5,000 input tokens: the server bills them.
+    cut = Reply(text="I will write f1.txt", usage={"input_tokens": 5000}, fault="truncate")
+    script(anthropic_fake, agent, cut, agent)
+
+    summary = run(tmp_path, repo).summary
+
+    assert summary["status"] == "completed"
+    (billed,) = aca_usage(repo)
+    assert billed["calls"] == 3
+    assert billed["usage"]["input_tokens"] == 5000 + sum(u["input_tokens"] for u in agent.paid)
+    cut_cost = (5000 * 3 + 1 * 15) / 1e6  # message_start's one output token too
+    assert summary["cost_usd"] == pytest.approx(agent.cost() + cut_cost)
+
+
+def test_an_overloaded_error_in_the_stream_after_a_200_is_retried_not_a_bad_request(
+    tmp_path, repo, anthropic_fake
+):
+    agent = TurnsAgent(2)
+    script(anthropic_fake, Reply(fault="error_event", error="Overloaded"), agent, agent)
+
+    summary = run(tmp_path, repo).summary
+
+    assert summary["status"] == "completed"
+    assert len(anthropic_fake.model_calls) == 3
+    assert aca_usage(repo)[0]["calls"] == 3  # the broken stream had begun: it was paid
+    log = AcaDir(repo).session(summary["session_id"]).task_log("a").read_text()
+    (retry,) = [r for r in map(json.loads, log.splitlines()) if r["kind"] == "call_retry"]
+    assert retry["error"] == "anthropic: temporarily unavailable (529): Overloaded."
+
+
+def test_an_answer_cut_off_by_the_context_window_after_a_change_fails_the_task(
+    tmp_path, repo, anthropic_fake
+):
+    agent = TurnsAgent(2)  # writes f1.txt, then would finish
+    full = Reply(text="Now I will also upd", stop_reason="model_context_window_exceeded")
+    script(anthropic_fake, agent, full)
+
+    outcome = run(tmp_path, repo)
+
+    assert outcome.summary["status"] == "failed" and outcome.state_name == "Failed"
+    session = load_session(repo, outcome.summary["session_id"])
+    assert "filled the model's context window" in str(session.plan.task("a").status)
+    assert session.tasks["a"].commit is None  # the half-done work was not committed
+    assert aca_usage(repo)[0]["calls"] == 2
+
+
+def test_subtasks_proposed_in_an_answer_cut_off_by_max_tokens_are_not_taken_in_part(
+    tmp_path, repo, anthropic_fake
+):
+    subtasks = [
+        {"id": "one", "title": "write one.txt", "description": "x" * 5},
+        {"id": "two", "title": "write two.txt"},
+        {"id": "three", "title": "write three.txt", "description": "y" * 40},
+    ]
+    propose = {"name": "propose_subtasks", "arguments": {"subtasks": subtasks}}
+    # The limit falls inside the proposal, just after "two": the SDK parses the list it got.
+    script(anthropic_fake, TurnsAgent(2), Reply(tool_calls=[propose], fault="cut_tool"))
+    anthropic_fake.anthropic.default = TurnsAgent(1)  # then it finishes, and so would "one"
+
+    summary = run(tmp_path, repo).summary
+
+    session = load_session(repo, summary["session_id"])
+    assert session.plan.task("a").children == []  # not one and two without three
+    assert summary["status"] == "completed"
+    log = AcaDir(repo).session(summary["session_id"]).task_log("a").read_text()
+    refused = [r for r in map(json.loads, log.splitlines()) if r["kind"] == "tool_result"][1]
+    assert refused["is_error"] and "propose_subtasks" in refused["content"]
+
+
 def test_a_task_that_fails_after_three_paid_calls_then_succeeds_has_every_call_on_the_bill(
     tmp_path, repo, anthropic_fake, monkeypatch
 ):
