@@ -10,8 +10,8 @@ What a sandboxed command sees (``bwrap_argv``):
   hidden again under any path shown read-only;
 - of the repository, only what git in the worktree needs: the repository's folder is replaced
   by an empty read-only one (its working files, untracked ``.env`` files and ``.aca`` are not
-  there), in which the repository's git directory (``.git``, read-only, its ``config`` without
-  credentials) and the task's worktree (the one writable place) are shown again; so
+  there), in which the repository's git directory (``.git``, read-only, its config files
+  without credentials: its own, the worktrees' and the submodules') and the task's worktree (the one writable place) are shown again; so
   ``git status``/``diff``/``log`` work in the worktree but nothing can be planted in ``.git``
   (aca commits outside);
 - no network unless asked (``--unshare-net``: a loopback of its own, nothing listening);
@@ -31,7 +31,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from aca_flows.sandbox.git_config import git_config_without_credentials
+from aca_flows.sandbox.git_config import configs_without_credentials
 
 __all__ = [
     "INSTALL_HINT",
@@ -76,7 +76,8 @@ class MountPlan:
     git_dirs: tuple[Path, ...] = ()  # the worktree's git directory and the common one, read-only
     hidden: tuple[Path, ...] = ()  # folders replaced by empty ones
     read_only: tuple[Path, ...] = ()  # extra paths shown read-only (toolchains in a home)
-    git_config: Path | None = None  # shown as the common git dir's config: without credentials
+    # (copy, config file): config files of the git dirs shown as copies without credentials.
+    git_configs: tuple[tuple[Path, Path], ...] = ()
     # aca's folders in the homes (``~/.aca``): hidden again under any path shown around them.
     # The warm runner there runs what it is sent outside the sandbox (cli/warm_runner.py).
     private: tuple[Path, ...] = ()
@@ -124,7 +125,7 @@ def mount_plan(
             for path in (Path(p).resolve() for p in read_only)
             if not any(_within(path, folder) for folder in private)
         ),
-        git_config=git_config_without_credentials(git_dirs[-1]) if git_dirs else None,
+        git_configs=tuple(configs_without_credentials(git_dirs[-1])) if git_dirs else (),
         private=tuple(sorted(private)),
     )
 
@@ -179,8 +180,8 @@ def bwrap_argv(
     for git_dir in plan.git_dirs:
         if not any(other in git_dir.parents for other in plan.git_dirs):
             argv += ["--ro-bind", str(git_dir), str(git_dir)]
-    if plan.git_config is not None and plan.git_dirs:
-        argv += ["--ro-bind", str(plan.git_config), str(plan.git_dirs[-1] / "config")]
+    for copy, config in plan.git_configs:
+        argv += ["--ro-bind", str(copy), str(config)]
     if repository is not None:
         argv += ["--remount-ro", str(repository)]
     if network:
