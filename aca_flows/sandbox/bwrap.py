@@ -11,7 +11,8 @@ What a sandboxed command sees (``bwrap_argv``):
 - of the repository, only what git in the worktree needs: the repository's folder is replaced
   by an empty read-only one (its working files, untracked ``.env`` files and ``.aca`` are not
   there), in which the repository's git directory (``.git``, read-only, its config files
-  without credentials: its own, the worktrees' and the submodules') and the task's worktree (the one writable place) are shown again; so
+  without credentials: its own, the worktrees' and the submodules') and the task's worktree
+  (the one writable place) are shown again; so
   ``git status``/``diff``/``log`` work in the worktree but nothing can be planted in ``.git``
   (aca commits outside);
 - no network unless asked (``--unshare-net``: a loopback of its own, nothing listening);
@@ -132,13 +133,36 @@ def mount_plan(
 
 def protected_paths(plan: MountPlan) -> list[Path]:
     """What a command must never write besides the worktree's own git files: the repository's
-    git directories, the user's checkout (its top-level entries) and aca's session records.
-    For sandboxes that take a deny list of paths (Claude Code's) rather than mounts."""
+    git directories, the user's checkout (its top-level entries), aca's configuration there
+    (``aca.toml``, ``.aca/config.toml``: the next run reads them, so they are denied before
+    they exist), aca's records and the other tasks' worktrees found now. For sandboxes that
+    take a deny list of paths (Claude Code's, which leaves ``/tmp`` writable: a checkout there
+    would be too) rather than mounts."""
     paths = list(plan.git_dirs)
     if plan.repository is not None:
-        paths += [p for p in sorted(plan.repository.iterdir()) if p.name not in (".aca", ".git")]
-        paths += [plan.repository / ".aca" / name for name in ("sessions", "config.toml")]
+        aca = plan.repository / ".aca"
+        paths += [p for p in _entries(plan.repository) if p.name not in (".aca", ".git")]
+        paths += [aca / name for name in ("sessions", "config.toml")]
+        if not (plan.repository / "aca.toml").exists():
+            paths.append(plan.repository / "aca.toml")
+        paths += [
+            p for p in _entries(aca) if p.name not in ("sessions", "config.toml", "worktrees")
+        ]
+        paths += _beside_the_way(plan.worktree, aca / "worktrees")
     return paths
+
+
+def _entries(folder: Path) -> list[Path]:
+    return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
+def _beside_the_way(worktree: Path, top: Path) -> list[Path]:
+    """What lies beside the way from ``top`` down to ``worktree``: the other sessions' and
+    tasks' worktrees (none when the worktree is not under ``top``)."""
+    if top not in worktree.parents:
+        return []
+    way = [worktree, *worktree.parents[: worktree.parents.index(top) + 1]]
+    return [p for folder in way[1:] for p in _entries(folder) if p not in way]
 
 
 def bwrap_argv(
