@@ -545,7 +545,7 @@ def _open_session_repo(
     key = (str(workdir.resolve()), session_id)
     identity = _SESSION_REPOS.get(key)
     if identity is not None:
-        return git.Repo(workdir), identity
+        return AcaRepo(workdir), identity  # hardened, as open_repository's
     repo = open_repository(workdir, init_git=init_git)
     ensure_session_branch(repo, session_id)
     identity = _SESSION_REPOS[key] = commit_identity(repo)
