@@ -171,10 +171,11 @@ def bwrap_argv(
     *,
     limits: Limits,
     network: bool,
-    bwrap: str = "bwrap",
+    bwrap: str | None = None,
 ) -> list[str]:
-    """The full command line: bwrap, its mounts, then ``prlimit ... -- command``."""
-    argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    """The full command line: bwrap (by its path: ``installed``), its mounts, then
+    ``prlimit ... -- command``."""
+    argv = [bwrap or installed("bwrap"), "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     argv += ["--tmpfs", "/tmp"]
     # Later mounts go on top of earlier ones: hide first, then show what the task needs.
     repository = _hidden_repository(plan)
@@ -218,14 +219,28 @@ def bwrap_argv(
     argv += ["--unshare-user", "--disable-userns"]
     argv += ["--cap-drop", "ALL", "--die-with-parent", "--new-session"]
     argv += ["--chdir", str(plan.worktree)]
-    argv += ["--", _prlimit(), *limits.prlimit_args(), "--", *command]
+    argv += ["--", installed("prlimit"), *limits.prlimit_args(), "--", *command]
     return argv
 
 
 def bwrap_problem(bwrap: str = "bwrap") -> str | None:
     """Why bubblewrap cannot sandbox commands here, or None when it can (checked once per
     PATH: starting bwrap costs a few milliseconds)."""
-    return _probe(bwrap, os.environ.get("PATH", os.defpath))
+    return _probe(bwrap, _absolute_path())
+
+
+def installed(program: str) -> str:
+    """``program``'s path, looked for in PATH's absolute folders only (its name when none has
+    it: ``bwrap_problem`` refuses to start then). A relative entry (``.``,
+    ``node_modules/.bin``, an empty one) names a folder of whatever directory a program starts
+    in: aca starts bwrap in the task's worktree, where the agent could put a ``bwrap`` of its
+    own, run as the user outside any sandbox."""
+    return shutil.which(program, path=_absolute_path()) or program
+
+
+def _absolute_path() -> str:
+    folders = os.environ.get("PATH", os.defpath).split(os.pathsep)
+    return os.pathsep.join(folder for folder in folders if os.path.isabs(folder))
 
 
 @functools.cache
@@ -249,10 +264,6 @@ def _probe(bwrap: str, path: str) -> str | None:
         detail = done.stderr.decode(errors="replace").strip() or f"exit code {done.returncode}"
         return f"bubblewrap cannot start here: {detail}"
     return None
-
-
-def _prlimit() -> str:
-    return shutil.which("prlimit") or "prlimit"
 
 
 def _hidden_repository(plan: MountPlan) -> Path | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def test_the_worktree_is_the_one_writable_bind_and_comes_after_what_hides_it(tmp
     repo, worktree = task_worktree(tmp_path)
     argv = bwrap_argv(mount_plan(worktree), ["/bin/true"], limits=LIMITS, network=False)
 
-    assert argv[:4] == ["bwrap", "--ro-bind", "/", "/"]
+    assert argv[:4] == [shutil.which("bwrap"), "--ro-bind", "/", "/"]
     assert pairs(argv, "--bind") == [str(worktree)]
     # Order matters: the checkout is replaced by an empty folder (.aca with it), the worktree
     # and the git directory are shown in it, then it is made read-only.
