@@ -230,7 +230,7 @@ def test_submodule_and_worktree_configs_are_shown_without_their_credentials(work
             f'[http "https://github.com/"]\n\textraheader = AUTHORIZATION: basic {token}\n'
         ),
         git_dir / "modules" / "lib" / "modules" / "deep" / "config": (
-            f"[core]\n\tbare = false\n[remote \"o\"]\n\turl = https://{token}@github.com/d\n"
+            f'[core]\n\tbare = false\n[remote "o"]\n\turl = https://{token}@github.com/d\n'
         ),
         git_dir / "config.worktree": f"[http]\n\textraheader = Authorization: bearer {token}\n",
         git_dir / "worktrees" / "t1" / "config.worktree": f"[hub]\n\toauthtoken = {token}\n",
