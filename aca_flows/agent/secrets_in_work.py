@@ -29,7 +29,7 @@ _SHOWN = 5
 def secrets_problem(worktree: TaskWorktree, changed_files: list[str]) -> str | None:
     """Why the changed files cannot be committed, when some add a secret aca knows; ``None``
     when none does."""
-    secrets = [value.encode() for value in secret_values() if len(value) >= _MIN_SECRET]
+    secrets = [value.encode() for value in secret_values() if _a_credential(value)]
     if not secrets:
         return None
     holding = [path for path in changed_files if _adds_a_secret(worktree, path, secrets)]
@@ -42,6 +42,12 @@ def secrets_problem(worktree: TaskWorktree, changed_files: list[str]) -> str | N
         "secrets out of the repository (read them from the environment at run time), and "
         "out of [sandbox] env unless a command needs them."
     )
+
+
+def _a_credential(value: str) -> bool:
+    # The redactor's name rule is broad (KEYCLOAK_URL=https://..., KEYBOARD_LAYOUT=...): a URL
+    # or a sentence a file may hold for good reasons is redacted from records, not refused here.
+    return len(value) >= _MIN_SECRET and "://" not in value and not any(c.isspace() for c in value)
 
 
 def _adds_a_secret(worktree: TaskWorktree, path: str, secrets: list[bytes]) -> bool:

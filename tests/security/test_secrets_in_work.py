@@ -30,11 +30,11 @@ CONFIG = AcaConfig.model_validate(
 LEAK = 'printf %s "$NPM_TOKEN" > token.txt && printf x:%s "$NPM_TOKEN" | base64 -w0 > auth.txt'
 
 
-def run_agent(repo, command: str):
+def run_agent(repo, command: str, **environ: str):
     """One task whose agent runs ``command``, then finishes."""
     check_sandbox(CONFIG.sandbox)
     with FakeLLMServer() as server, pytest.MonkeyPatch.context() as patch:
-        for name, value in {**server.env(), "NPM_TOKEN": TOKEN}.items():
+        for name, value in {**server.env(), "NPM_TOKEN": TOKEN, **environ}.items():
             patch.setenv(name, value)
         server.anthropic.enqueue(
             tool_calls=[{"name": "run_command", "arguments": {"command": command}}]
@@ -76,5 +76,16 @@ def test_a_token_the_repository_held_already_does_not_stop_the_task(tmp_path):
     subprocess.run([*git, "commit", "-q", "-m", "the user's own token"], check=True)
 
     outcome = run_agent(repo, "echo more >> token.txt")
+
+    assert outcome.status == "completed", outcome.failure_reason
+
+
+def test_a_url_under_a_secret_sounding_name_may_be_written(tmp_path):
+    """The redactor takes KEYCLOAK_URL's value out of records (its name holds KEY); a URL is
+    no credential to refuse in the work."""
+    repo = make_repo(tmp_path / "repo")
+    url = "https://auth.example.com/realms/main"
+
+    outcome = run_agent(repo, f"echo 'issuer: {url}' > auth.yml", KEYCLOAK_URL=url)
 
     assert outcome.status == "completed", outcome.failure_reason
