@@ -15,12 +15,11 @@ import pytest
 
 from aca_flows.agent import execute_task
 from aca_flows.plan.models import ExecutionPlan, Task
-from aca_flows.providers import get_provider
 from aca_flows.sandbox import check_sandbox
 from aca_flows.session.redact import redact_text
 from aca_flows.settings import AcaConfig
 from tests.fakes.git_repo import make_repo
-from tests.fakes.llm_server import FakeLLMServer
+from tests.fakes.scripted_provider import ScriptedProvider, tool_calls, tool_use
 
 TOKEN = "npm_" + "Q7pLx2Rv9WcN4tYb8KfZ" * 2
 CONFIG = AcaConfig.model_validate(
@@ -50,17 +49,16 @@ CHECK = (
 def failed_check(tmp_path_factory):
     check_sandbox(CONFIG.sandbox)
     repo = make_repo(tmp_path_factory.mktemp("encoded") / "repo")
-    with FakeLLMServer() as server, pytest.MonkeyPatch.context() as patch:
-        for name, value in {**server.env(), "NPM_TOKEN": TOKEN}.items():
-            patch.setenv(name, value)
-        server.anthropic.enqueue(
-            tool_calls=[{"name": "write_file", "arguments": {"path": "a.txt", "content": "a"}}]
-        )
-        server.anthropic.enqueue(tool_calls=[{"name": "finish", "arguments": {"summary": "a"}}])
-        plan = ExecutionPlan(name="encoded", tasks=[Task(id="t1", title="Add a", verify=CHECK)])
+    provider = ScriptedProvider(
+        tool_calls(tool_use("write_file", path="a.txt", content="a")),
+        tool_calls(tool_use("finish", summary="a")),
+    )
+    plan = ExecutionPlan(name="encoded", tasks=[Task(id="t1", title="Add a", verify=CHECK)])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NPM_TOKEN", TOKEN)
         outcome = asyncio.run(
-            execute_task(plan, "t1", workdir=repo, session_id="s1",
-                         provider=get_provider("anthropic", CONFIG), config=CONFIG)
+            execute_task(plan, "t1", workdir=repo, session_id="s1", provider=provider,
+                         config=CONFIG)
         )  # fmt: skip
         # The outcome leaves aca through the flow, which redacts it (flows/task_run.py).
         reason = redact_text(outcome.failure_reason or "")

@@ -17,11 +17,10 @@ import pytest
 
 from aca_flows.agent import execute_task
 from aca_flows.plan.models import ExecutionPlan, Task
-from aca_flows.providers import get_provider
 from aca_flows.sandbox import check_sandbox
 from aca_flows.settings import AcaConfig
 from tests.fakes.git_repo import make_repo
-from tests.fakes.llm_server import FakeLLMServer
+from tests.fakes.scripted_provider import ScriptedProvider, tool_calls, tool_use
 
 TOKEN = "npm_" + "W3kTz8Hq1LmV6cXp0RbN" * 2
 CONFIG = AcaConfig.model_validate(
@@ -33,17 +32,17 @@ LEAK = 'printf %s "$NPM_TOKEN" > token.txt && printf x:%s "$NPM_TOKEN" | base64 
 def run_agent(repo, command: str, **environ: str):
     """One task whose agent runs ``command``, then finishes."""
     check_sandbox(CONFIG.sandbox)
-    with FakeLLMServer() as server, pytest.MonkeyPatch.context() as patch:
-        for name, value in {**server.env(), "NPM_TOKEN": TOKEN, **environ}.items():
+    provider = ScriptedProvider(
+        tool_calls(tool_use("run_command", command=command)),
+        tool_calls(tool_use("finish", summary="ok")),
+    )
+    plan = ExecutionPlan(name="secrets", tasks=[Task(id="t1", title="Configure npm")])
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {"NPM_TOKEN": TOKEN, **environ}.items():
             patch.setenv(name, value)
-        server.anthropic.enqueue(
-            tool_calls=[{"name": "run_command", "arguments": {"command": command}}]
-        )
-        server.anthropic.enqueue(tool_calls=[{"name": "finish", "arguments": {"summary": "ok"}}])
-        plan = ExecutionPlan(name="secrets", tasks=[Task(id="t1", title="Configure npm")])
         return asyncio.run(
-            execute_task(plan, "t1", workdir=repo, session_id="s1",
-                         provider=get_provider("anthropic", CONFIG), config=CONFIG)
+            execute_task(plan, "t1", workdir=repo, session_id="s1", provider=provider,
+                         config=CONFIG)
         )  # fmt: skip
 
 
