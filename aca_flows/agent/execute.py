@@ -54,6 +54,7 @@ from aca_flows.agent.prompt import (
     build_task_prompt,
     verify_command_for,
 )
+from aca_flows.agent.secrets_in_work import secrets_problem
 from aca_flows.agent.setup import run_setup_commands
 from aca_flows.agent.subtasks import ProposedSubtask, placement_problems
 from aca_flows.agent.tools import TaskTools, ToolRefused, resolve_inside
@@ -439,6 +440,7 @@ async def _run_agent_and_verify(
             problem = with_refused_writes(problem, agent_round.refused_writes)
         problem = problem or leaving_links_problem(worktree.path, every_change)
         problem = problem or aca_files_problem(every_change)
+        problem = problem or secrets_problem(worktree, every_change)
         if problem is not None:
             return _RunResult(
                 passed=False, failure_reason=problem, last_round=agent_round, attempts=attempt
@@ -543,7 +545,7 @@ def _open_session_repo(
     key = (str(workdir.resolve()), session_id)
     identity = _SESSION_REPOS.get(key)
     if identity is not None:
-        return git.Repo(workdir), identity
+        return AcaRepo(workdir), identity  # hardened, as open_repository's
     repo = open_repository(workdir, init_git=init_git)
     ensure_session_branch(repo, session_id)
     identity = _SESSION_REPOS[key] = commit_identity(repo)

@@ -209,6 +209,7 @@ def _child_of(
         parent_id=parent.id,
         dependencies=[subtask_id(parent.id, d) if d in local else d for d in proposal.dependencies],
         verify=proposal.verify or parent.verify,
+        network=parent.network,  # no more reach than the task that proposed it
         provider=parent.provider,
         model=parent.model,
         metadata=TaskMetadata(priority=parent.metadata.priority),

@@ -2,6 +2,7 @@
 
 - ``claude_environment``: ``options.env`` when sandboxed; every inherited variable claude does
   not need is passed blank, and Claude Code scrubs its credentials from its commands' env;
+  ``PATH`` keeps its absolute folders only;
 - ``quiet_environment`` (``QUIET_ENV``): Claude Code's non-essential traffic, its git
   instructions and its auto memory off, unless the environment sets the variable itself;
 - ``claude_sandbox_settings``: Claude Code's own sandbox for Bash, with no unsandboxed escape,
@@ -83,7 +84,16 @@ def claude_environment(
         for name, value in environ.items()
     }
     env["CLAUDE_CODE_SUBPROCESS_ENV_SCRUB"] = "1"
+    if "PATH" in env:
+        env["PATH"] = _absolute_folders(env["PATH"])
     return env
+
+
+def _absolute_folders(path: str) -> str:
+    # claude starts bwrap, socat and git outside its sandbox, from its working directory: a
+    # relative entry (".", "node_modules/.bin", an empty one) would find the agent's own there.
+    folders = path.split(os.pathsep)
+    return os.pathsep.join(folder for folder in folders if os.path.isabs(folder))
 
 
 # Credentials a command has no business reading, wherever the homes are.

@@ -10,8 +10,9 @@ What a sandboxed command sees (``bwrap_argv``):
   hidden again under any path shown read-only;
 - of the repository, only what git in the worktree needs: the repository's folder is replaced
   by an empty read-only one (its working files, untracked ``.env`` files and ``.aca`` are not
-  there), in which the repository's git directory (``.git``, read-only, its ``config`` without
-  credentials) and the task's worktree (the one writable place) are shown again; so
+  there), in which the repository's git directory (``.git``, read-only, its config files
+  without credentials: its own, the worktrees' and the submodules') and the task's worktree
+  (the one writable place) are shown again; so
   ``git status``/``diff``/``log`` work in the worktree but nothing can be planted in ``.git``
   (aca commits outside);
 - no network unless asked (``--unshare-net``: a loopback of its own, nothing listening);
@@ -31,7 +32,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from aca_flows.sandbox.git_config import git_config_without_credentials
+from aca_flows.sandbox.git_config import configs_without_credentials
 
 __all__ = [
     "INSTALL_HINT",
@@ -76,7 +77,8 @@ class MountPlan:
     git_dirs: tuple[Path, ...] = ()  # the worktree's git directory and the common one, read-only
     hidden: tuple[Path, ...] = ()  # folders replaced by empty ones
     read_only: tuple[Path, ...] = ()  # extra paths shown read-only (toolchains in a home)
-    git_config: Path | None = None  # shown as the common git dir's config: without credentials
+    # (copy, config file): config files of the git dirs shown as copies without credentials.
+    git_configs: tuple[tuple[Path, Path], ...] = ()
     # aca's folders in the homes (``~/.aca``): hidden again under any path shown around them.
     # The warm runner there runs what it is sent outside the sandbox (cli/warm_runner.py).
     private: tuple[Path, ...] = ()
@@ -124,20 +126,43 @@ def mount_plan(
             for path in (Path(p).resolve() for p in read_only)
             if not any(_within(path, folder) for folder in private)
         ),
-        git_config=git_config_without_credentials(git_dirs[-1]) if git_dirs else None,
+        git_configs=tuple(configs_without_credentials(git_dirs[-1])) if git_dirs else (),
         private=tuple(sorted(private)),
     )
 
 
 def protected_paths(plan: MountPlan) -> list[Path]:
     """What a command must never write besides the worktree's own git files: the repository's
-    git directories, the user's checkout (its top-level entries) and aca's session records.
-    For sandboxes that take a deny list of paths (Claude Code's) rather than mounts."""
+    git directories, the user's checkout (its top-level entries), aca's configuration there
+    (``aca.toml``, ``.aca/config.toml``: the next run reads them, so they are denied before
+    they exist), aca's records and the other tasks' worktrees found now. For sandboxes that
+    take a deny list of paths (Claude Code's, which leaves ``/tmp`` writable: a checkout there
+    would be too) rather than mounts."""
     paths = list(plan.git_dirs)
     if plan.repository is not None:
-        paths += [p for p in sorted(plan.repository.iterdir()) if p.name not in (".aca", ".git")]
-        paths += [plan.repository / ".aca" / name for name in ("sessions", "config.toml")]
+        aca = plan.repository / ".aca"
+        paths += [p for p in _entries(plan.repository) if p.name not in (".aca", ".git")]
+        paths += [aca / name for name in ("sessions", "config.toml")]
+        if not (plan.repository / "aca.toml").exists():
+            paths.append(plan.repository / "aca.toml")
+        paths += [
+            p for p in _entries(aca) if p.name not in ("sessions", "config.toml", "worktrees")
+        ]
+        paths += _beside_the_way(plan.worktree, aca / "worktrees")
     return paths
+
+
+def _entries(folder: Path) -> list[Path]:
+    return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
+def _beside_the_way(worktree: Path, top: Path) -> list[Path]:
+    """What lies beside the way from ``top`` down to ``worktree``: the other sessions' and
+    tasks' worktrees (none when the worktree is not under ``top``)."""
+    if top not in worktree.parents:
+        return []
+    way = [worktree, *worktree.parents[: worktree.parents.index(top) + 1]]
+    return [p for folder in way[1:] for p in _entries(folder) if p not in way]
 
 
 def bwrap_argv(
@@ -146,10 +171,11 @@ def bwrap_argv(
     *,
     limits: Limits,
     network: bool,
-    bwrap: str = "bwrap",
+    bwrap: str | None = None,
 ) -> list[str]:
-    """The full command line: bwrap, its mounts, then ``prlimit ... -- command``."""
-    argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    """The full command line: bwrap (by its path: ``installed``), its mounts, then
+    ``prlimit ... -- command``."""
+    argv = [bwrap or installed("bwrap"), "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     argv += ["--tmpfs", "/tmp"]
     # Later mounts go on top of earlier ones: hide first, then show what the task needs.
     repository = _hidden_repository(plan)
@@ -179,8 +205,8 @@ def bwrap_argv(
     for git_dir in plan.git_dirs:
         if not any(other in git_dir.parents for other in plan.git_dirs):
             argv += ["--ro-bind", str(git_dir), str(git_dir)]
-    if plan.git_config is not None and plan.git_dirs:
-        argv += ["--ro-bind", str(plan.git_config), str(plan.git_dirs[-1] / "config")]
+    for copy, config in plan.git_configs:
+        argv += ["--ro-bind", str(copy), str(config)]
     if repository is not None:
         argv += ["--remount-ro", str(repository)]
     if network:
@@ -193,14 +219,28 @@ def bwrap_argv(
     argv += ["--unshare-user", "--disable-userns"]
     argv += ["--cap-drop", "ALL", "--die-with-parent", "--new-session"]
     argv += ["--chdir", str(plan.worktree)]
-    argv += ["--", _prlimit(), *limits.prlimit_args(), "--", *command]
+    argv += ["--", installed("prlimit"), *limits.prlimit_args(), "--", *command]
     return argv
 
 
 def bwrap_problem(bwrap: str = "bwrap") -> str | None:
     """Why bubblewrap cannot sandbox commands here, or None when it can (checked once per
     PATH: starting bwrap costs a few milliseconds)."""
-    return _probe(bwrap, os.environ.get("PATH", os.defpath))
+    return _probe(bwrap, _absolute_path())
+
+
+def installed(program: str) -> str:
+    """``program``'s path, looked for in PATH's absolute folders only (its name when none has
+    it: ``bwrap_problem`` refuses to start then). A relative entry (``.``,
+    ``node_modules/.bin``, an empty one) names a folder of whatever directory a program starts
+    in: aca starts bwrap in the task's worktree, where the agent could put a ``bwrap`` of its
+    own, run as the user outside any sandbox."""
+    return shutil.which(program, path=_absolute_path()) or program
+
+
+def _absolute_path() -> str:
+    folders = os.environ.get("PATH", os.defpath).split(os.pathsep)
+    return os.pathsep.join(folder for folder in folders if os.path.isabs(folder))
 
 
 @functools.cache
@@ -224,10 +264,6 @@ def _probe(bwrap: str, path: str) -> str | None:
         detail = done.stderr.decode(errors="replace").strip() or f"exit code {done.returncode}"
         return f"bubblewrap cannot start here: {detail}"
     return None
-
-
-def _prlimit() -> str:
-    return shutil.which("prlimit") or "prlimit"
 
 
 def _hidden_repository(plan: MountPlan) -> Path | None:

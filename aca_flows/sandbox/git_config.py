@@ -3,11 +3,13 @@
 git in a task's worktree reads the repository's ``.git/config`` (its ``core`` settings, its
 ``extensions``), so the sandbox shows it; but a user's config may hold a credential: a remote
 URL ``https://user:token@host/...``, an ``http.<url>.extraHeader = Authorization: ...`` (as CI
-checkouts write it). ``git_config_without_credentials`` returns a copy with every such value
-replaced by ``[REDACTED]`` (the user part of http(s) URLs, the password of others, the values
-of keys naming a header, token, password or secret, then aca's redactor line by line), made
-when the sandbox is planned and shown read-only in the config's place; ``None`` when the
-config holds nothing to remove.
+checkouts write it, into each submodule's config too). ``git_config_without_credentials``
+returns a copy with every such value replaced by ``[REDACTED]`` (the user part of http(s)
+URLs, the password of others, the values of keys naming a header, token, password or secret,
+then aca's redactor line by line), made when the sandbox is planned and shown read-only in
+the config's place; ``None`` when the config holds nothing to remove.
+``configs_without_credentials`` does so for every config file of a git directory: its own,
+the worktrees' (``config.worktree``) and the submodules' (``modules/**/config``).
 
 Copies are kept in ``~/.aca/sandbox/git-config/`` (the home is hidden in the sandbox), named by
 their content, so they do not pile up; when that folder cannot be written, ``/dev/null`` is
@@ -25,7 +27,7 @@ from pathlib import Path
 
 from aca_flows.session.redact import REDACTED, redact_text
 
-__all__ = ["git_config_without_credentials", "without_credentials"]
+__all__ = ["configs_without_credentials", "git_config_without_credentials", "without_credentials"]
 
 # A line naming a header (``http.extraHeader``) or a key, token or password: its value is a
 # credential whatever it looks like (the redactor keeps values that look like paths or words).
@@ -55,11 +57,11 @@ def _without_password(match: re.Match) -> str:
     return f"{scheme}{user}:{REDACTED}@" if colon else match.group(0)
 
 
-def git_config_without_credentials(git_dir: Path) -> Path | None:
-    """A file to show as ``git_dir``'s config: a copy without its credentials, or ``None``
-    when it holds none (or cannot be read: git reads it or not, as it would anyway)."""
+def git_config_without_credentials(git_dir: Path, name: str = "config") -> Path | None:
+    """A file to show as ``git_dir``'s config ``name``: a copy without its credentials, or
+    ``None`` when it holds none (or cannot be read: git reads it or not, as it would)."""
     try:
-        text = (git_dir / "config").read_text(encoding="utf-8")
+        text = (git_dir / name).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None
     clean = without_credentials(text)
@@ -73,6 +75,25 @@ def git_config_without_credentials(git_dir: Path) -> Path | None:
     except OSError:
         return Path(os.devnull)
     return copy
+
+
+# Config files git keeps in a git directory, and the folders that hold none (and many files).
+_CONFIG_NAMES = ("config", "config.worktree")
+_NO_CONFIG = {"objects", "refs", "logs", "hooks", "lfs"}
+
+
+def configs_without_credentials(git_dir: Path) -> list[tuple[Path, Path]]:
+    """``(copy, config)`` for each config file in ``git_dir`` holding a credential: the copy
+    (``git_config_without_credentials``) to show in its place."""
+    found = []
+    for folder, subfolders, files in os.walk(git_dir):
+        subfolders[:] = [name for name in subfolders if name not in _NO_CONFIG]
+        for name in _CONFIG_NAMES:
+            if name in files:
+                copy = git_config_without_credentials(Path(folder), name)
+                if copy is not None:
+                    found.append((copy, Path(folder) / name))
+    return sorted(found, key=lambda pair: pair[1])
 
 
 def _write(path: Path, text: str) -> None:

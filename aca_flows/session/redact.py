@@ -17,6 +17,10 @@ What is removed, replaced by ``[REDACTED]``:
   are paths, see below);
 - every value handed to ``register_secret`` (the flow registers the Prefect Secret blocks it
   loads);
+- those values of 12 characters or more encoded: in hex, and in base64 at each of the three
+  alignments it can have in a longer text (``Basic base64("user:" + token)``), so a check
+  that prints a token it was given (``[sandbox] env``) through ``base64`` or ``od`` is
+  redacted too (base64 wrapped across lines is not);
 - anything shaped like a credential, whether or not it is in the environment: ``sk-...`` and
   ``sk-ant-...`` keys, ``Bearer <token>``, ``Basic <base64 of user:password>``, GitHub, Slack,
   AWS, Google and Prefect keys;
@@ -85,6 +89,8 @@ _MIN_NAMED_SECRET = 8
 _LOCATION_SUFFIXES = ("_PATH", "_FILE", "_DIR", "_SOCK", "_HOME")
 # Shorter values would redact ordinary words ("test", "dev"); a real key is never this short.
 _MIN_PROVIDER_SECRET = 4
+# Shorter secrets' encodings are too short to tell from other text.
+_MIN_ENCODED_SECRET = 12
 
 # Shapes of credentials. Each pattern matches only the secret part, so surrounding text stays.
 _SHAPES = [
@@ -234,8 +240,23 @@ def _secret_values(environ: Mapping[str, str]) -> list[str]:
             and not _names_a_location(name.upper(), value)
         ):
             found.add(value)
+    for value in list(found):
+        if len(value) >= _MIN_ENCODED_SECRET:
+            found.update(_encodings(value))
     # Longest first: a key that contains another key is removed whole.
     return sorted(found, key=len, reverse=True)
+
+
+def _encodings(secret: str) -> list[str]:
+    """``secret`` in hex, and in base64 after 0, 1 and 2 other bytes: of each, only the
+    characters the secret alone decides (the first and last groups share bits with whatever
+    stands beside it)."""
+    raw = secret.encode()
+    forms = [raw.hex(), raw.hex().upper()]
+    for shift in range(3):
+        encoded = base64.b64encode(b"\0" * shift + raw).decode()
+        forms.append(encoded[4 if shift else 0 : (len(raw) + shift) // 3 * 4])
+    return forms
 
 
 def redact_text(text: str, environ: Mapping[str, str] | None = None) -> str:

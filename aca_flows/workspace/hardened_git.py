@@ -11,7 +11,8 @@ An agent works in a worktree and (sandboxed) cannot write the repository's ``.gi
   ``core.editor``, ``sequence.editor``, ``core.askPass``, ``diff.external``, ``gpg.program``,
   and looks at no submodule (a nested repository's own config could name a filter);
 - in a task's worktree, uses the git directory aca recorded when it made the worktree
-  (``GIT_DIR``/``GIT_WORK_TREE``), never the ``.git`` file the agent could rewrite.
+  (``GIT_DIR``/``GIT_WORK_TREE``), never the ``.git`` file the agent could rewrite;
+- finds git, and git the programs it starts, in the absolute folders of ``PATH`` only.
 
 The overrides travel as ``GIT_CONFIG_COUNT``/``GIT_CONFIG_KEY_n``/``GIT_CONFIG_VALUE_n``
 (git 2.31+), which git also hands to the git processes it starts itself. Not covered: a
@@ -22,6 +23,7 @@ repository config that defines them is read-only to sandboxed agents (docs/secur
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +49,26 @@ GIT_SAFETY_CONFIG: dict[str, str] = {
 
 
 def hardened_environment() -> dict[str, str]:
-    """The variables that make git ignore system config and apply ``GIT_SAFETY_CONFIG``."""
+    """The variables that make git ignore system config and apply ``GIT_SAFETY_CONFIG``, and
+    a ``PATH`` of absolute folders only (``absolute_path``)."""
     env = {
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_TERMINAL_PROMPT": "0",
         "GIT_CONFIG_COUNT": str(len(GIT_SAFETY_CONFIG)),
+        "PATH": absolute_path(),
     }
     for index, (key, value) in enumerate(GIT_SAFETY_CONFIG.items()):
         env[f"GIT_CONFIG_KEY_{index}"] = key
         env[f"GIT_CONFIG_VALUE_{index}"] = value
     return env
+
+
+def absolute_path() -> str:
+    """``PATH`` without its relative entries (``.``, ``node_modules/.bin``, an empty one): git
+    starts in a task's worktree, and such an entry would find a ``git`` (or an ``ssh`` for git
+    to start) the agent put there, run as the user outside the sandbox."""
+    folders = os.environ.get("PATH", os.defpath).split(os.pathsep)
+    return os.pathsep.join(folder for folder in folders if os.path.isabs(folder))
 
 
 class HardenedGit(git.Git):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -35,11 +36,28 @@ def test_the_plan_follows_the_worktree_to_its_repository(tmp_path):
     assert repo / "README.md" in protected_paths(plan)
 
 
+def test_claude_codes_deny_list_has_acas_config_before_it_exists_and_the_other_worktrees(
+    tmp_path,
+):
+    repo, worktree = task_worktree(tmp_path)
+    others = [repo / ".aca" / "worktrees" / "s1" / "t2", repo / ".aca" / "worktrees" / "s0" / "t1"]
+    for other in others:
+        subprocess.run(["git", "-C", str(repo), "worktree", "add", "-q", "--detach", str(other)],
+                       check=True)  # fmt: skip
+
+    denied = protected_paths(mount_plan(worktree))
+
+    assert {repo / "aca.toml", repo / ".aca" / "config.toml", others[0], others[1].parent} <= set(
+        denied
+    )
+    assert not any(worktree == p or p in worktree.parents for p in denied[2:])
+
+
 def test_the_worktree_is_the_one_writable_bind_and_comes_after_what_hides_it(tmp_path):
     repo, worktree = task_worktree(tmp_path)
     argv = bwrap_argv(mount_plan(worktree), ["/bin/true"], limits=LIMITS, network=False)
 
-    assert argv[:4] == ["bwrap", "--ro-bind", "/", "/"]
+    assert argv[:4] == [shutil.which("bwrap"), "--ro-bind", "/", "/"]
     assert pairs(argv, "--bind") == [str(worktree)]
     # Order matters: the checkout is replaced by an empty folder (.aca with it), the worktree
     # and the git directory are shown in it, then it is made read-only.

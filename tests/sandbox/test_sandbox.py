@@ -218,6 +218,39 @@ def test_git_in_the_worktree_reads_the_repositorys_config_without_its_credential
     assert token in (repo / ".git" / "config").read_text()  # the user's file is untouched
 
 
+def test_submodule_and_worktree_configs_are_shown_without_their_credentials(worktree):
+    """A CI checkout with submodules writes its token into each submodule's config too
+    (``.git/modules/<name>/config``); ``config.worktree`` files are git's config as well."""
+    repo = worktree.parents[3]
+    token = "ghs_" + "S9u8B7m6O5d4U3l2E1t0" * 2
+    git_dir = repo / ".git"
+    configs = {
+        git_dir / "modules" / "lib" / "config": (
+            f'[remote "origin"]\n\turl = https://x-access-token:{token}@github.com/o/lib\n'
+            f'[http "https://github.com/"]\n\textraheader = AUTHORIZATION: basic {token}\n'
+        ),
+        git_dir / "modules" / "lib" / "modules" / "deep" / "config": (
+            f'[core]\n\tbare = false\n[remote "o"]\n\turl = https://{token}@github.com/d\n'
+        ),
+        git_dir / "config.worktree": f"[http]\n\textraheader = Authorization: bearer {token}\n",
+        git_dir / "worktrees" / "t1" / "config.worktree": f"[hub]\n\toauthtoken = {token}\n",
+    }
+    for path, text in configs.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+    result = run(
+        Sandbox.for_worktree(worktree),
+        " ; ".join(f"cat {path}" for path in configs)
+        + f"; git config --file {git_dir}/modules/lib/modules/deep/config core.bare",
+    )
+
+    assert token not in result.output, result.output
+    assert "url = https://[REDACTED]@github.com/o/lib" in result.output
+    assert result.output.splitlines()[-1] == "false"  # the rest is git's config as it was
+    assert all(token in path.read_text() for path in configs)  # the user's files untouched
+
+
 def test_a_verify_command_runs_python_tests_in_the_worktree(worktree):
     (worktree / "test_it.py").write_text("def test_it():\n    assert True\n")
     # This interpreter (a virtualenv, its Python maybe in a home) shown as a user would.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -78,6 +79,20 @@ HOSTILE: list[Hostile] = [
     ),  # fmt: skip
     _h("symlink-to-ssh-key", "ln -s {home}/.ssh/id_rsa key && cat key; rm key", "No such file"),
     _h("users-checkout", "echo pwned > {repo}/README.md", READ_ONLY),
+    # aca's configuration, which the next run reads ([sandbox] mode = "off"), not there yet.
+    _h(
+        "new-aca-config",
+        "echo '[sandbox]' > {repo}/aca.toml",
+        READ_ONLY,
+        "Permission denied",
+    ),  # fmt: skip
+    _h(
+        "another-tasks-worktree",
+        "echo planted > {repo}/.aca/worktrees/s1/t0/planted.txt",
+        READ_ONLY,
+        "Permission denied",
+        "Directory nonexistent",
+    ),  # fmt: skip
     _h("beside-the-repository", "echo x > {outside}/escaped.txt; echo wrote=$?", "wrote="),
     _h("host-tmp", "echo x > /tmp/{escape_name}; echo wrote=$?", "wrote="),
     _h("home-dotfile", "echo 'touch {marker}' >> {home}/.bashrc; echo wrote=$?", "wrote="),
@@ -192,6 +207,10 @@ class HostileWorld:
         for name, text in secrets.items():
             (home / name).parent.mkdir(parents=True, exist_ok=True)
             (home / name).write_text(text)
+        # Another task's worktree of the session, beside the one the hostile task works in.
+        other = repo / ".aca" / "worktrees" / "s1" / "t0"
+        subprocess.run(["git", "-C", str(repo), "worktree", "add", "-q", "--detach", str(other)],
+                       check=True)  # fmt: skip
         outside = root / "outside"
         outside.mkdir()
         world = cls(root, repo, home, outside, root / "planted-ran", key, Listener(),

@@ -40,6 +40,9 @@ THROUGH_CLAUDE = {
     "git-config-fsmonitor": ("rc=4", "rc=255", "rc=1", "rc=2"),
     "git-config-append": ("Read-only file system", "sensitive file"),
     "users-checkout": ("Read-only file system",),
+    # Claude Code's sandbox leaves /tmp writable, and a checkout there: these are denied.
+    "new-aca-config": ("Read-only file system", "Permission denied"),
+    "another-tasks-worktree": ("Read-only file system", "Permission denied"),
     "session-journal": ("Read-only file system", "No such file"),
     "aca-npm-shim": ("No such file", "Read-only file system", "Operation not permitted"),
     "connect-local-listener": ("Connection refused", "Network is unreachable", "Error"),
@@ -164,6 +167,7 @@ def test_the_claude_run_completes_and_changes_nothing_outside_its_worktree(claud
     assert shim.read_text().startswith("#!/bin/sh\n# Written by aca")
     assert "touch" not in shim.read_text()
     assert world.listener.connections == 0
+    assert not (world.repo / ".aca" / "worktrees" / "s1" / "t0" / "planted.txt").exists()
     assert not (world.home / ".local").exists()  # no program planted on the user's PATH
     files = subprocess.run(
         ["git", "-C", str(world.repo), "ls-tree", "-r", "--name-only", "aca/s1"],

@@ -1,0 +1,71 @@
+"""Secrets aca knows, in a task's work: never committed.
+
+The redactor's values (provider keys and secret-named variables of aca's environment, the
+Secret blocks in use, and their hex and base64 forms) are kept out of every record aca
+writes; a commit is one too, and it is pushed and shown in pull requests, where no redactor
+runs. An agent holds such a value when it was given one (``[sandbox] env``) or ran
+unsandboxed. A change that adds one to a file is never committed: the task fails, naming the
+files, never the value. A file that held it already when the task started is the
+repository's own content, not the agent's doing, and passes.
+"""
+
+from __future__ import annotations
+
+import git
+
+from aca_flows._words import listed
+from aca_flows.session.redact import secret_values
+from aca_flows.workspace import TaskWorktree
+
+__all__ = ["secrets_problem"]
+
+# Shorter values ("test-key" in a test's environment) are words a file may hold anyway.
+_MIN_SECRET = 12
+# A file larger than this is read this far: a key sits in configuration, not in a dump.
+_READ_LIMIT = 16 * 1024 * 1024
+_SHOWN = 5
+
+
+def secrets_problem(worktree: TaskWorktree, changed_files: list[str]) -> str | None:
+    """Why the changed files cannot be committed, when some add a secret aca knows; ``None``
+    when none does."""
+    secrets = [value.encode() for value in secret_values() if _a_credential(value)]
+    if not secrets:
+        return None
+    holding = [path for path in changed_files if _adds_a_secret(worktree, path, secrets)]
+    if not holding:
+        return None
+    return (
+        f"the agent's change writes a secret aca knows (a key or token of its environment, "
+        f"plain or encoded) into {listed(holding, _SHOWN)}; aca commits no secret, since a "
+        "commit is pushed and shown where nothing redacts it; nothing was committed. Keep "
+        "secrets out of the repository (read them from the environment at run time), and "
+        "out of [sandbox] env unless a command needs them."
+    )
+
+
+def _a_credential(value: str) -> bool:
+    # The redactor's name rule is broad (KEYCLOAK_URL=https://..., KEYBOARD_LAYOUT=...): a URL
+    # or a sentence a file may hold for good reasons is redacted from records, not refused here.
+    return len(value) >= _MIN_SECRET and "://" not in value and not any(c.isspace() for c in value)
+
+
+def _adds_a_secret(worktree: TaskWorktree, path: str, secrets: list[bytes]) -> bool:
+    file = worktree.path / path
+    if file.is_symlink() or not file.is_file():
+        return False
+    with open(file, "rb") as handle:
+        data = handle.read(_READ_LIMIT)
+    found = [secret for secret in secrets if secret in data]
+    if not found:
+        return False
+    before = _at_start(worktree, path)
+    return any(secret not in before for secret in found)
+
+
+def _at_start(worktree: TaskWorktree, path: str) -> bytes:
+    """The file as the task's start commit holds it (empty when it had none)."""
+    try:
+        return worktree.git.cat_file("blob", f"{worktree.base_sha}:{path}", stdout_as_string=False)
+    except git.GitCommandError:
+        return b""

@@ -1,0 +1,90 @@
+"""A secret the agent was given, written into its work, is never committed (nor pushed).
+
+The user passes a token into the sandbox (``[sandbox] env = ["NPM_TOKEN"]``); the agent's
+command copies it into the worktree, plain and in base64. No redactor runs on a commit, which
+``--repo`` pushes and a pull request shows: the task must fail, naming the files and not the
+token, and no commit of any ref may hold it. A file that held the token before the task
+started is the repository's own content and does not stop the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import subprocess
+
+import pytest
+
+from aca_flows.agent import execute_task
+from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.sandbox import check_sandbox
+from aca_flows.settings import AcaConfig
+from tests.fakes.git_repo import make_repo
+from tests.fakes.scripted_provider import ScriptedProvider, tool_calls, tool_use
+
+TOKEN = "npm_" + "W3kTz8Hq1LmV6cXp0RbN" * 2
+CONFIG = AcaConfig.model_validate(
+    {"session": {"model": "claude-test"}, "sandbox": {"env": ["NPM_TOKEN"]}}
+)
+LEAK = 'printf %s "$NPM_TOKEN" > token.txt && printf x:%s "$NPM_TOKEN" | base64 -w0 > auth.txt'
+
+
+def run_agent(repo, command: str, **environ: str):
+    """One task whose agent runs ``command``, then finishes."""
+    check_sandbox(CONFIG.sandbox)
+    provider = ScriptedProvider(
+        tool_calls(tool_use("run_command", command=command)),
+        tool_calls(tool_use("finish", summary="ok")),
+    )
+    plan = ExecutionPlan(name="secrets", tasks=[Task(id="t1", title="Configure npm")])
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {"NPM_TOKEN": TOKEN, **environ}.items():
+            patch.setenv(name, value)
+        return asyncio.run(
+            execute_task(plan, "t1", workdir=repo, session_id="s1", provider=provider,
+                         config=CONFIG)
+        )  # fmt: skip
+
+
+def every_commit_holds(repo, text: str) -> bool:
+    found = subprocess.run(
+        ["git", "-C", str(repo), "log", "--all", "-p", "--format=%B"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return text in found
+
+
+def test_a_token_written_into_the_work_fails_the_task_and_is_never_committed(tmp_path):
+    repo = make_repo(tmp_path / "repo")
+
+    outcome = run_agent(repo, LEAK)
+
+    assert outcome.status == "failed"
+    assert "writes a secret aca knows" in outcome.failure_reason
+    assert "token.txt" in outcome.failure_reason and "auth.txt" in outcome.failure_reason
+    assert TOKEN not in outcome.failure_reason
+    encoded = base64.b64encode(b"x:" + TOKEN.encode()).decode()[4:52]
+    assert not every_commit_holds(repo, TOKEN) and not every_commit_holds(repo, encoded)
+
+
+def test_a_token_the_repository_held_already_does_not_stop_the_task(tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    (repo / "token.txt").write_text(TOKEN)
+    git = ["git", "-C", str(repo), "-c", "user.name=u", "-c", "user.email=u@example.com"]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "the user's own token"], check=True)
+
+    outcome = run_agent(repo, "echo more >> token.txt")
+
+    assert outcome.status == "completed", outcome.failure_reason
+
+
+def test_a_url_under_a_secret_sounding_name_may_be_written(tmp_path):
+    """The redactor takes KEYCLOAK_URL's value out of records (its name holds KEY); a URL is
+    no credential to refuse in the work."""
+    repo = make_repo(tmp_path / "repo")
+    url = "https://auth.example.com/realms/main"
+
+    outcome = run_agent(repo, f"echo 'issuer: {url}' > auth.yml", KEYCLOAK_URL=url)
+
+    assert outcome.status == "completed", outcome.failure_reason
