@@ -292,7 +292,7 @@ def _load_plan(
             "give plan_text or plan without use_intelligent_parser."
         )
     if request.plan is not None:
-        plan = check_plan(request.plan.model_copy(deep=True), "plan")
+        plan = check_plan(request.plan.model_copy(deep=True), "plan", fix_in="the plan you passed")
     elif request.plan_text is not None:
         workdir = Path(request.workdir).expanduser().resolve()
         plan = load_task_text(request.plan_text, workdir, request.plan_format)
