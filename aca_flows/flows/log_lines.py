@@ -18,7 +18,7 @@ import json
 import re
 from typing import Any
 
-from aca_flows._words import counted
+from aca_flows._words import counted, listed
 from aca_flows.providers.base import UNPARSED_ARGUMENTS
 from aca_flows.session.redact import redact_text
 
@@ -139,6 +139,14 @@ _DESCRIBERS = {
         "sandbox left"
     ),
     "merge_conflict": lambda r: f"merge conflict in {', '.join(r.get('files') or [])}",
+    "caught_up": lambda r: (
+        f"work landed meanwhile in {_files(r)}: caught up with {str(r.get('base', ''))[:10]}, "
+        "the checks run again there"
+    ),
+    "ignored_set_aside": lambda r: (
+        f"files git ignores that the agent wrote, set aside while the checks run: {_files(r)}"
+    ),
+    "checks_undone": lambda r: f"the checks' own changes were undone: {_files(r)}",
     "no_change": lambda r: f"no change needed: {_short(r.get('reason', ''))}",
     "task_failed": lambda r: f"task failed: {_short(r.get('reason', ''))}",
     "subtasks_rejected": lambda r: f"subtasks rejected: {_short(r.get('reason', ''))}",
@@ -148,6 +156,10 @@ _DESCRIBERS = {
 def _fallback(kind: str, record: dict[str, Any]) -> str:
     rest = {k: v for k, v in record.items() if k not in ("kind", "ts", "task_id")}
     return f"{kind} {json.dumps(rest, ensure_ascii=False, default=str)}"
+
+
+def _files(record: dict[str, Any]) -> str:
+    return listed(record.get("files") or [], 5)
 
 
 def _short(text: Any) -> str:

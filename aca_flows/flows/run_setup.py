@@ -153,6 +153,8 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         if request.session_id:  # else the run names a new branch: no one has it out yet
             refuse_checked_out_session_branch(repo, request.session_id)
         plan, parse = _load_plan(request, config)
+        if request.task_file and parse is None:  # read as written: its prose is text
+            _warn_of_prose_dependencies(request.task_file, plan)
         names = plan.provider_names(config.session.provider)
         _require_working_providers(names, config, plan)
         _refuse_a_budget_without_prices(plan, config)
@@ -292,7 +294,7 @@ def _load_plan(
             "give plan_text or plan without use_intelligent_parser."
         )
     if request.plan is not None:
-        plan = check_plan(request.plan.model_copy(deep=True), "plan")
+        plan = check_plan(request.plan.model_copy(deep=True), "plan", fix_in="the plan you passed")
     elif request.plan_text is not None:
         workdir = Path(request.workdir).expanduser().resolve()
         plan = load_task_text(request.plan_text, workdir, request.plan_format)
@@ -479,6 +481,15 @@ def _log_call_retry(store: SessionStore, retries: int):
             )
 
     return log
+
+
+def _warn_of_prose_dependencies(task_file: str, plan: ExecutionPlan) -> None:
+    """As ``aca run`` warns as it loads the task file (cli/run.py), once: a run started
+    without it warns here."""
+    from aca_flows.plan.prose_dependencies import unsaid_prose_dependencies_warning
+
+    if warning := unsaid_prose_dependencies_warning(plan):
+        _warn(f"{task_file}: {warning}")
 
 
 def _warn(message: str | None) -> None:

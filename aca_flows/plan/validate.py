@@ -23,11 +23,13 @@ def check_plan(
     source: str,
     run_states: bool = False,
     found_before: Sequence[str] = (),
+    fix_in: str | None = None,
 ) -> ExecutionPlan:
     """Return ``plan`` unchanged, or raise ``PlanValidationError`` listing every problem.
     ``run_states``: the plan is one to start a run from (an execution plan file), whose tasks
     are pending, or completed to be passed over. ``found_before``: what the loader already
-    found wrong in the file (each a whole message), listed first."""
+    found wrong in the file (each a whole message), listed first. ``fix_in``: what the user
+    edits (else the task file, or the execution plan with ``run_states``)."""
     problems = plan_problems(plan)
     if run_states:
         problems += _run_state_problems(plan)
@@ -35,7 +37,7 @@ def check_plan(
         _raise_file_problems(source, [*found_before, *problems])
     if problems:
         # An execution plan is edited itself (or dumped again), not its task file.
-        fix_in = "the execution plan" if run_states else "the task file"
+        fix_in = fix_in or ("the execution plan" if run_states else "the task file")
         raise PlanValidationError(source, problems, fix_in)
     return plan
 

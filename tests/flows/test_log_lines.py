@@ -102,3 +102,32 @@ def test_claude_codes_refusals_outside_the_worktree_are_one_warning_saying_how_m
     assert describe_record(record) == text
     # A warning: shown in the run's log even when tool calls are not logged.
     assert _log_level(record) == logging.WARNING
+
+
+def test_what_happens_around_the_checks_reads_as_a_sentence():
+    # Every kind the agent writes to the task log has its line: none is left as raw JSON.
+    undone = {"kind": "checks_undone", "files": ["junk.txt"]}
+    assert describe_record(undone) == "the checks' own changes were undone: junk.txt"
+    aside = {"kind": "ignored_set_aside", "files": [f"build/{i}.o" for i in range(7)]}
+    assert describe_record(aside) == (
+        "files git ignores that the agent wrote, set aside while the checks run: "
+        "build/0.o, build/1.o, build/2.o, build/3.o, build/4.o and 2 more"
+    )
+    caught_up = {"kind": "caught_up", "base": "3253fa4771abc", "files": ["notes.txt"]}
+    assert describe_record(caught_up) == (
+        "work landed meanwhile in notes.txt: caught up with 3253fa4771, the checks run again there"
+    )
+
+
+def test_every_kind_the_agent_writes_to_the_task_log_has_its_line():
+    import re
+    from pathlib import Path
+
+    import aca_flows.agent
+    from aca_flows.flows.log_lines import _DESCRIBERS
+
+    agent = Path(aca_flows.agent.__file__).parent
+    source = "".join(path.read_text() for path in agent.glob("*.py"))
+    kinds = set(re.findall(r'log\.write\(\s*"(\w+)"', source))
+    assert "checks_undone" in kinds  # the pattern still finds them
+    assert kinds - _DESCRIBERS.keys() == set()

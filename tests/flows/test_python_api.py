@@ -188,6 +188,7 @@ def test_a_bad_plan_fails_the_subflow_with_every_problem_before_any_call(repo, a
     assert failed
     assert "task 'a' depends on unknown task 'nope'" in message
     assert "task 'b' depends on itself" in message
+    assert message.endswith("Fix these in the plan you passed and run again.")  # no task file
     # Two plans at once are refused, naming them.
     failed, message = asyncio.run(caller(str(repo), plan=plan, plan_text="- write a.txt\n"))
     assert failed and "give one plan, not plan_text and plan" in message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -517,3 +518,53 @@ def test_a_runs_providers_retry_no_call_once_the_run_is_stopping(tmp_path, repo,
         assert provider.stopping() is True
     finally:
         ACTIVE_RUNS.pop(run.session_id)
+
+
+def flow_run_warnings(session_id: str) -> list[str]:
+    """The WARNING lines of the session's flow run, read back from the server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterName,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+    from prefect.logging.handlers import APILogHandler
+
+    async def read() -> list[str]:
+        await APILogHandler.aflush()
+        async with get_client() as client:
+            (flow_run,) = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=session_id))
+            )
+            logs = await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id]))
+            )
+        return [entry.message for entry in logs if entry.level == logging.WARNING]
+
+    return asyncio.run(read())
+
+
+def test_a_run_without_the_cli_warns_of_dependencies_stated_in_prose_once(
+    tmp_path, repo, anthropic_fake, capsys
+):
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(
+        "# Login\n\n- write a.txt {#a}\n- write b.txt {#b}\n"
+        "  **Dependencies**: Requires Database Setup (task #1)\n"
+    )
+    summary = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test").summary
+    (warning,) = [w for w in flow_run_warnings(summary["session_id"]) if "in prose" in w]
+    assert warning.startswith(f"{tasks}: 1 task(s) state dependencies in prose")
+    assert "b: **Dependencies**: Requires Database Setup (task #1)" in warning
+
+    # `aca run` says it as it loads the file: the flow it starts does not say it again.
+    capsys.readouterr()
+    args = ["run", str(tasks), "--workdir", str(repo), "--model", "claude-test", "--json"]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert "state dependencies in prose" in err
+    session_id = json.loads(out)["session_id"]
+    assert not [w for w in flow_run_warnings(session_id) if "in prose" in w]
