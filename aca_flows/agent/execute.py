@@ -46,6 +46,7 @@ from aca_flows.agent.no_change import (
     evidence_problem,
     real_changes,
     with_ignored_writes,
+    with_refusals,
     with_refused_writes,
 )
 from aca_flows.agent.prompt import (
@@ -70,7 +71,6 @@ from aca_flows.agent.verify import (
 )
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import Provider, Usage
-from aca_flows.providers.claude_code_results import refused_outside
 from aca_flows.session.layout import AcaDir, SessionPaths
 from aca_flows.session.usage import summed_cost
 from aca_flows.settings import AcaConfig
@@ -315,8 +315,9 @@ async def execute_task(
             log.write("merged", commit=landed.commit_sha, files=landed.change.files)
             return _completed(landed, summary=summary, **fields)
         finally:
-            # In a worker thread, as all git here: the event loop runs the other tasks.
-            await in_thread(worktree.remove)
+            # In the background: the task's end, and its dependents' start, need not wait for
+            # it (the next worktree at this path waits for it; the flow's end for all).
+            worktree.remove_in_background()
 
     assert conflict is not None
     # One run is one attempt of the caller (the flow), which counts its attempts itself.
@@ -498,20 +499,6 @@ async def _run_agent_and_verify(
         verify=verify,
         attempts=max_rounds,
     )
-
-
-def with_refusals(reason: str | None, refused: int) -> str | None:
-    """``reason`` a task failed for, with the calls its agent was refused outside the worktree
-    (they may be why): at the end of its first line, the one every view shows, before the
-    output a failed check quotes."""
-    if not refused or reason is None:
-        return reason
-    said = refused_outside(refused)
-    head, output, tail = reason.partition(" Output:\n")
-    if output:
-        return f"{head} {said}{output}{tail}"
-    first, newline, rest = reason.partition("\n")
-    return f"{first} {said}{newline}{rest}"
 
 
 class _Totals:

@@ -17,6 +17,7 @@ run (``__pycache__``, ``.pytest_cache`` and the like) is not a change (``real_ch
 from __future__ import annotations
 
 from aca_flows._words import listed, quoted_clause
+from aca_flows.providers.claude_code_results import refused_outside
 
 __all__ = [
     "CACHE_FOLDERS",
@@ -26,6 +27,7 @@ __all__ = [
     "parse_no_change",
     "real_changes",
     "with_ignored_writes",
+    "with_refusals",
     "with_refused_writes",
 ]
 
@@ -98,3 +100,17 @@ def with_refused_writes(problem: str, refused: list[str]) -> str:
     hidden = len(refused) - _SHOWN_FILES
     more = f"; and {hidden} more" if hidden > 0 else ""
     return f"{problem} aca refused its writes: {shown}{more}."
+
+
+def with_refusals(reason: str | None, refused: int) -> str | None:
+    """``reason`` a task failed for, with the calls its agent was refused outside the worktree
+    (they may be why): at the end of its first line, the one every view shows, before the
+    output a failed check quotes."""
+    if not refused or reason is None:
+        return reason
+    said = refused_outside(refused)
+    head, output, tail = reason.partition(" Output:\n")
+    if output:
+        return f"{head} {said}{output}{tail}"
+    first, newline, rest = reason.partition("\n")
+    return f"{first} {said}{newline}{rest}"

@@ -31,7 +31,6 @@ __all__ = [
     "plan_table",
     "progress_percent",
     "summary_markdown",
-    "task_artifact_key",
     "task_markdown",
 ]
 
@@ -109,12 +108,6 @@ def plan_tree_markdown(plan: ExecutionPlan) -> str:
     for root in plan.roots():
         walk(root, 0)
     return redact_text("\n".join(lines) + "\n")
-
-
-def task_artifact_key(session_id: str, task_id: str) -> str:
-    # Artifact keys allow lowercase letters, digits and dashes only.
-    raw = f"aca-{session_id}-{task_id}".lower()
-    return "".join(ch if ch.isalnum() else "-" for ch in raw)[:100]
 
 
 def task_markdown(task: Task, run: TaskRun, outcome: TaskOutcome | None) -> str:

@@ -34,7 +34,6 @@ from aca_flows.flows.artifacts import (
     plan_tree_markdown,
     progress_percent,
     summary_markdown,
-    task_artifact_key,
     task_markdown,
 )
 from aca_flows.flows.events import emit_task_event
@@ -230,10 +229,9 @@ async def drive_plan(
     await push_session_work(store, logger)  # with a repo: the remote gets the end, too
     counts = store.session.task_counts
     await progress.flush()
-    await published(run.session_id)
-    # Four artifacts under four keys, independent of each other: sent at once, the run's end
-    # waits for one round trip instead of four.
-    await asyncio.gather(
+    # Four artifacts under four keys, independent of each other and of the reports still on
+    # their way: sent at once, the run's end waits for one round trip, not five.
+    for final in (
         aupdate_progress_artifact(
             await progress.artifact_id(),
             progress=progress_percent(counts),
@@ -257,7 +255,9 @@ async def drive_plan(
             ),
             description="Tokens and cost by provider and model",
         ),
-    )
+    ):
+        send_in_background(run.session_id, final)
+    await published(run.session_id)
     no_change_ids = [t for t, o in run.outcomes.items() if o.completed_without_change]
     summary = run_summary(store, status, stopped_reason, stuck, no_change_ids)
     summary.taken_over = interrupt.taken_over is not None
@@ -320,13 +320,14 @@ async def _cancel_running(
     ``task_run._cancelled``); one in Prefect's engine then is left to reach its function,
     which stops at once, or its end (``ActiveRun.cut_short``)."""
     logger.warning(f"cancelling {len(running)} running task(s): {', '.join(running.values())}")
-    for task_id in running.values():
-        run.cut_short(task_id)
+    cut = {task_id for task_id in running.values() if run.cut_short(task_id)}
     # A lost server keeps Prefect's calls in their retries, and can be told nothing anyway.
     wait = 0 if interrupt.server_lost else ENGINE_WAIT_SECONDS
     _, late = await asyncio.wait(running, timeout=wait)
     for task in late:
-        if running[task] not in run.working:  # still in Prefect's engine (a cut one cleans up)
+        # Still in Prefect's engine, before its task function. One cut there may have left it
+        # already, and be in the engine reporting its end: cancelled there, it would crash.
+        if running[task] not in cut and running[task] not in run.working:
             task.cancel()
     results = await asyncio.gather(*running, return_exceptions=True)
     for task_id, result in zip(list(running.values()), results, strict=True):
@@ -446,8 +447,9 @@ async def _publish_report(store: SessionStore, run: ActiveRun, task_id: str, sta
     task = store.session.plan.task(task_id)
     record = store.session.tasks.get(task_id) or TaskRun(task_id=task_id)
     status = str(task.status).splitlines()[0][:200]
+    # No key: a key makes a collection of the Artifacts page for each task of every run, and
+    # costs the server twice the work of the report itself (its collection, two more events).
     artifact = MarkdownArtifact(
-        key=task_artifact_key(run.session_id, task_id),
         markdown=task_markdown(task, record, run.outcomes.get(task_id)),
         # Prefect renders a description as Markdown: escaped, like the report.
         description=f"{md(task_id)}: {md(status, keep_code=True)}",

@@ -199,11 +199,13 @@ def _attempt() -> tuple[int, int]:
 
 
 # A storage key and no cache policy: Prefect persists the result under a key no other task run
-# has, so it is written but never served from cache.
+# has, so it is written but never served from cache. ``refresh_cache``: nor looked up (a file
+# read for each task run that could only find nothing).
 @task(
     persist_result=True,
     result_serializer="json",
     result_storage_key="{parameters[task_id]}-{task_run.id}.json",
+    refresh_cache=True,
 )
 async def execute_plan_task(session_id: str, task_id: str) -> dict[str, Any] | State:
     """Run one plan task with its coding agent; return its outcome as JSON-able data.

@@ -84,12 +84,17 @@ def land_task(
     # HEAD still at the base: the commit made now has the base as its one parent.
     on_base = worktree.head() == worktree.base_sha
     commit = commit_task_work(worktree, title=title, summary=summary, identity=identity)
+    own = None
+    if refuse_unchecked and session_branch_head(repo, worktree.session_id) != worktree.base_sha:
+        # Work landed since the task started: its own files are compared with that work's
+        # under the lock, and found out here, so that the lock is held for a git command less.
+        own = _changed_paths(repo, worktree.base_sha, commit)
     with merge_lock(worktree.repo_root, worktree.session_id):
         existing = None
         if not first_attempt:
             existing = find_task_commit(repo, worktree.session_id, worktree.task_id)
         if existing is None and refuse_unchecked:
-            _refuse_unchecked(repo, worktree, commit)
+            _refuse_unchecked(repo, worktree, commit, own)
         merged = existing or merge_task_commit(repo, worktree, commit, identity, on_base=on_base)
     # After the lock: the next task's merge need not wait for this record (it has a lock of
     # its own); a crash before it is finished on resume, like any landed task's.
@@ -98,12 +103,18 @@ def land_task(
     return LandedTask(commit_sha=merged, change=change, already_landed=existing is not None)
 
 
-def _refuse_unchecked(repo: git.Repo, worktree: TaskWorktree, commit: str) -> None:
+def _refuse_unchecked(
+    repo: git.Repo, worktree: TaskWorktree, commit: str, own: set[str] | None
+) -> None:
+    """Raise ``BranchMovedError`` when work landed since the task's base in files its commit
+    changes too (``own``, when known already)."""
     head = session_branch_head(repo, worktree.session_id)
     if head == worktree.base_sha:
         return
     landed = _changed_paths(repo, worktree.base_sha, head)
-    shared = sorted(landed.intersection(_changed_paths(repo, worktree.base_sha, commit)))
+    if own is None:
+        own = _changed_paths(repo, worktree.base_sha, commit)
+    shared = sorted(landed.intersection(own))
     if shared:
         raise BranchMovedError(worktree.task_id, shared, head, commit)
 

@@ -14,7 +14,12 @@ from aca_flows.errors import TransientProviderError
 from aca_flows.plan.models import ExecutionPlan, SetupCommand, Task
 from aca_flows.session.layout import AcaDir
 from aca_flows.settings import AcaConfig
-from aca_flows.workspace import completed_task_commits, read_change_log, session_branch_head
+from aca_flows.workspace import (
+    completed_task_commits,
+    read_change_log,
+    removals_finished,
+    session_branch_head,
+)
 from tests.fakes.scripted_provider import ScriptedProvider, final, tool_calls, tool_use
 from tests.workspace.test_repository import make_user_repo
 
@@ -25,10 +30,14 @@ def plan_of(*tasks: Task, **fields) -> ExecutionPlan:
     return ExecutionPlan(name="test plan", tasks=list(tasks), **fields)
 
 
-def execute(workdir: Path, plan: ExecutionPlan, task_id: str, provider, **options):
-    return execute_task(
-        plan, task_id, workdir=workdir, session_id=SESSION, provider=provider, **options
-    )
+async def execute(workdir: Path, plan: ExecutionPlan, task_id: str, provider, **options):
+    """``execute_task``, then its worktree's removal (in the background) waited for."""
+    try:
+        return await execute_task(
+            plan, task_id, workdir=workdir, session_id=SESSION, provider=provider, **options
+        )
+    finally:
+        removals_finished()
 
 
 def branch_subjects(repo) -> list[str]:
@@ -623,7 +632,7 @@ def test_work_that_cannot_land_on_a_checked_out_session_branch_fails_showing_the
 
 
 def test_refusals_end_the_first_line_of_a_failure_before_the_output_it_quotes():
-    from aca_flows.agent.execute import with_refusals
+    from aca_flows.agent.no_change import with_refusals
 
     reason = "verify command `pytest` failed (exit code 1); nothing was merged. Output:\nE boom"
     assert with_refusals(reason, 2) == (

@@ -14,6 +14,7 @@ from aca_flows.flows import run_flow
 from aca_flows.session.store import load_session
 from tests.fakes.coding_agent import coding_agent, task_of
 from tests.fakes.llm_server import Reply
+from tests.flows.test_artifacts import reports_of
 
 
 def write_tasks(tmp_path: Path, text: str) -> Path:
@@ -232,14 +233,12 @@ def test_artifacts_and_task_run_names_are_in_prefect(tmp_path, repo, anthropic_f
             return artifacts, runs, flows
 
     artifacts, task_runs, flow_runs = asyncio.run(read())
+    reports = reports_of(session_id)
     by_key = {a.key: a for a in artifacts}
     sid = session_id.lower()
-    task_key = f"aca-{sid}-a"
-    assert {f"aca-{kind}-{sid}" for kind in ("plan", "tree", "progress", "summary")} | {
-        task_key
-    } == set(by_key)
-    task_doc = by_key[task_key]
-    assert "**Commit:**" in task_doc.data and "a.txt" in task_doc.data
+    # The session's four under their keys; a task's report on its task run, without one.
+    assert {f"aca-{kind}-{sid}" for kind in ("plan", "tree", "progress", "summary")} == set(by_key)
+    assert "**Commit:**" in reports["a"].data and "a.txt" in reports["a"].data
     assert "a write a.txt" in {r.name for r in task_runs}
     assert f"Art · {session_id}" in {f.name for f in flow_runs}
     plan_table = by_key[f"aca-plan-{sid}"]
@@ -395,9 +394,6 @@ def test_resume_gives_failed_tasks_another_chance(tmp_path, repo, anthropic_fake
 def test_a_no_change_task_completes_as_such_and_a_changeless_stop_fails(
     tmp_path, repo, anthropic_fake
 ):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-
     for _ in range(20):
         anthropic_fake.anthropic.enqueue(coding_agent)
     tasks = write_tasks(
@@ -419,15 +415,7 @@ def test_a_no_change_task_completes_as_such_and_a_changeless_stop_fails(
     assert session.tasks["a"].outcome == "changed"
     assert "without changing anything" in str(session.plan.task("idle").status)
 
-    async def task_artifact(task_id):
-        async with get_client() as client:
-            key = f"aca-{summary['session_id'].lower()}-{task_id}"
-            (artifact,) = await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
-            )
-            return artifact.data
-
-    k_doc = asyncio.run(task_artifact("k"))
+    k_doc = reports_of(summary["session_id"])["k"].data
     assert "**Status:** completed, no change: README.md is fine as it is" in k_doc
     assert "**Commit:** none (no change needed; the verify command confirmed it)" in k_doc
     assert "**Verify:** `grep -q demo README.md` → passed" in k_doc

@@ -14,14 +14,17 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterKey,
+    ArtifactFilterTaskRunId,
     FlowRunFilter,
     FlowRunFilterId,
     FlowRunFilterName,
     FlowRunFilterTags,
     LogFilter,
     LogFilterFlowRunId,
+    TaskRunFilter,
+    TaskRunFilterTags,
 )
-from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.objects import Artifact, StateType
 from prefect.logging.handlers import APILogHandler
 
 from aca_flows.flows import run_flow
@@ -40,7 +43,8 @@ def agent(request) -> Reply:
 
 async def read_prefect(name: str, session_id: str):
     """The session's flow run (named after ``name``), its task runs and their logs (also
-    those in its groups' subflow runs), and its artifacts' latest versions."""
+    those in its groups' subflow runs), its artifacts' latest versions by key, and each
+    task's report (its task run's artifact, which has no key) by task id."""
     await APILogHandler.aflush()
     async with get_client() as client:
         (flow_run,) = await client.read_flow_runs(
@@ -59,7 +63,29 @@ async def read_prefect(name: str, session_id: str):
         )
         ids = [r.id for r in runs]
         logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)))
-    return flow_run, task_runs, {a.key: a for a in latest}, logs
+        reports = await task_reports(client, task_runs)
+    return flow_run, task_runs, {a.key: a for a in latest}, logs, reports
+
+
+def reports_of(session_id: str) -> dict[str, Artifact]:
+    """Each task's report in the session, by task id."""
+
+    async def read() -> dict[str, Artifact]:
+        async with get_client() as client:
+            tagged = TaskRunFilterTags(all_=[f"session:{session_id}"])
+            runs = await client.read_task_runs(task_run_filter=TaskRunFilter(tags=tagged))
+            return await task_reports(client, runs)
+
+    return asyncio.run(read())
+
+
+async def task_reports(client, task_runs) -> dict[str, Artifact]:
+    """Each task's report, by task id: the artifact on its task run (named "<id> ...")."""
+    task_ids = {r.id: r.name.split(" ", 1)[0] for r in task_runs}
+    artifacts = await client.read_artifacts(
+        artifact_filter=ArtifactFilter(task_run_id=ArtifactFilterTaskRunId(any_=list(task_ids)))
+    )
+    return {task_ids[a.task_run_id]: a for a in sorted(artifacts, key=lambda a: a.created)}
 
 
 def test_after_a_failed_run_prefect_shows_what_the_session_holds(tmp_path, repo, anthropic_fake):
@@ -83,7 +109,7 @@ def test_after_a_failed_run_prefect_shows_what_the_session_holds(tmp_path, repo,
     assert status["b"] == "skipped: dependency `a` failed"
     assert status["c"] == "skipped: dependency `b` was skipped"
 
-    flow_run, task_runs, artifacts, logs = asyncio.run(read_prefect(name, session.id))
+    flow_run, task_runs, artifacts, logs, reports = asyncio.run(read_prefect(name, session.id))
     assert flow_run.state.type == StateType.FAILED
 
     # Task runs: every one ended; the skipped ones are Completed named Skipped, with the reason.
@@ -104,7 +130,7 @@ def test_after_a_failed_run_prefect_shows_what_the_session_holds(tmp_path, repo,
 
     # One report per task, on its own task run's page, agreeing with the session.
     sid = session.id.lower()
-    reports = {k: artifacts[f"aca-{sid}-{k}"] for k in runs}
+    assert set(reports) == set(runs)
     for task_id, report in reports.items():
         assert report.task_run_id == runs[task_id].id
         first_status = status[task_id].splitlines()[0].removesuffix(" Output:")
@@ -160,11 +186,11 @@ def test_proposed_subtasks_get_reports_and_rows_that_match_the_session(
     assert status["base.one"].startswith("failed: verify command `test ! -f one.txt`")
     assert outcome.state_name == "Failed" and outcome.summary["failed_ids"] == ["base.one"]
 
-    _, task_runs, artifacts, _ = asyncio.run(read_prefect(name, session.id))
+    _, task_runs, artifacts, _, reports = asyncio.run(read_prefect(name, session.id))
     sid = session.id.lower()
     assert {r.name.split(" ")[0] for r in task_runs} == {"base", "base.one", "base.two"}
     for task_id in ("base", "base.one", "base.two"):
-        report = artifacts[f"aca-{sid}-{task_id.replace('.', '-')}"].data
+        report = reports[task_id].data
         assert f"**Status:** {status[task_id].splitlines()[0].removesuffix(' Output:')}" in report
     table = json.loads(artifacts[f"aca-plan-{sid}"].data)
     assert {row["id"]: row["status"] for row in table} == status
@@ -187,7 +213,7 @@ def test_names_tags_log_lines_and_reports_read_as_a_person_would(tmp_path, repo,
     outcome = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-sonnet-4-5")
     session_id = outcome.summary["session_id"]
 
-    flow_run, task_runs, artifacts, logs = asyncio.run(read_prefect(name, session_id))
+    flow_run, task_runs, artifacts, logs, reports = asyncio.run(read_prefect(name, session_id))
     # Two runs of one file differ, and each names its session, from the run's first log
     # line on (the terminal shows the same lines).
     assert flow_run.name == f"{name} · {session_id}"
@@ -219,7 +245,7 @@ def test_names_tags_log_lines_and_reports_read_as_a_person_would(tmp_path, repo,
     assert "  - `b` write b.txt — *failed*; after `a`" in tree
     summary = artifacts[f"aca-summary-{sid}"].data
     assert "# Session summary: Tidy &lt;name&gt;" in summary
-    report = artifacts[f"aca-{sid}-b"].data
+    report = reports["b"].data
     assert "**Verify:** `echo no; false` → failed" in report
 
 

@@ -16,7 +16,6 @@ import pytest
 
 from aca_flows.cli import main
 from aca_flows.flows import run_flow
-from aca_flows.flows.artifacts import task_artifact_key
 from aca_flows.session.store import list_sessions, load_session
 from tests.fakes.coding_agent import coding_agent, task_of
 from tests.fakes.llm_server import Reply
@@ -28,6 +27,7 @@ from tests.flows.test_approval import (
     start,
     wait_until_paused,
 )
+from tests.flows.test_artifacts import reports_of
 
 ROOT = Path(__file__).resolve().parents[2]
 QUESTION = "Tabs or spaces for a.txt?"
@@ -182,7 +182,7 @@ def test_without_ask_an_agent_that_asks_fails_its_task_with_the_question(
     sid = summary["session_id"]
     assert main(["sessions", "show", sid, "-w", str(repo)]) == 0
     assert f"failed: {reason}" in capsys.readouterr().out
-    report = asyncio.run(artifact(task_artifact_key(sid, "a")))
+    report = reports_of(sid)["a"].data
     assert "## Why it failed" in report and QUESTION in report
     assert load_session(repo, sid).question is None  # nobody was asked
 

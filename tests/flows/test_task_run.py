@@ -29,6 +29,7 @@ from aca_flows.settings import AcaConfig, SessionSection
 from tests.fakes.coding_agent import coding_agent, task_of
 from tests.fakes.llm_server import RecordedRequest, Reply
 from tests.fakes.scripted_provider import ScriptedProvider, final
+from tests.flows.test_artifacts import reports_of
 
 MODEL = "claude-sonnet-4-6"  # priced: $3 in / $15 out per million tokens
 
@@ -90,15 +91,7 @@ def aca_usage(workdir: Path) -> list[dict]:
 
 def task_report(session_id: str, task_id: str) -> str:
     """The task's Markdown artifact in Prefect, as the UI shows it."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-
-    async def read():
-        async with get_client() as client:
-            key = ArtifactFilterKey(any_=[f"aca-{session_id}-{task_id}".lower()])
-            return await client.read_artifacts(artifact_filter=ArtifactFilter(key=key))
-
-    return asyncio.run(read())[-1].data
+    return reports_of(session_id)[task_id].data
 
 
 def journal(repo: Path, session_id: str) -> list[dict]:
