@@ -259,9 +259,9 @@ def _with_statuses(asked: ExecutionPlan, recorded: ExecutionPlan) -> ExecutionPl
 def _retry_unfinished(plan: ExecutionPlan) -> None:
     """On resume, failed tasks get another chance, and so do the tasks their failure
     skipped and those a stall blocked; completed work is never redone. A task recorded
-    completed when its own work landed, before the subtasks it proposed finished, is a
-    group still open: pending again in the run (its record keeps its own work completed),
-    so what depends on it waits for them."""
+    completed when its own work landed, whose proposed subtasks did not all finish (a
+    stopped run), is a group still open: pending again in the run, so what depends on it
+    waits for them (its own commit is found on the branch, not made again)."""
     for task in plan.tasks:
         if task.status.state in ("failed", "blocked") or task.status.skipped_for_failure:
             task.status = TaskStatus()

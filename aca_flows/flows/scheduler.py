@@ -144,7 +144,9 @@ async def drive_plan(
     running: dict[asyncio.Task, str] = {}
     stopped_reason: str | None = None
     while True:
-        _record_settled(store, dag, recorded_skips)
+        for group_id in _record_settled(store, dag, recorded_skips):
+            if group_id in states:  # a task whose subtasks closed its group: its report again
+                await _publish_report(store, run, group_id, states[group_id])
         await _run_skips(store, run, dag, states, tree)
         tree.close_settled()
         spent = _spent(store)
@@ -483,8 +485,10 @@ async def deliver_pull_request(store: SessionStore, run: ActiveRun, summary: Run
         get_run_logger().info(f"pull request: {target.url}")
 
 
-def _record_settled(store: SessionStore, dag: DagProgress, recorded: set[str]) -> None:
-    """Skips and closed groups decided by the DAG go into the session once."""
+def _record_settled(store: SessionStore, dag: DagProgress, recorded: set[str]) -> list[str]:
+    """Skips and closed groups decided by the DAG go into the session once; returns the
+    groups recorded now."""
+    closed = []
     for task in dag.plan.tasks:
         state = task.status.state
         # Only skipped tasks and groups are recorded here, and this runs over every task after
@@ -507,6 +511,8 @@ def _record_settled(store: SessionStore, dag: DagProgress, recorded: set[str]) -
             else:
                 store.task_failed(task.id, task.status.reason or "failed")
             recorded.add(task.id)
+            closed.append(task.id)
+    return closed
 
 
 async def _record_finished_before(

@@ -349,7 +349,10 @@ def _task_completed(record: SessionRecord, event: TaskCompleted) -> bool:
 
 
 def _task_failed(record: SessionRecord, event: TaskFailed) -> bool:
-    if _task(record, event.task_id).status.state == "completed":
+    task = _task(record, event.task_id)
+    # Completed work stays completed; but a task whose own work landed fails when a subtask it
+    # proposed fails (its group closes failed): it completes only when they all have.
+    if task.status.state == "completed" and (event.will_retry or not task.children):
         return False
     status = (
         TaskStatus(state="pending")
