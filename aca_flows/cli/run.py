@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from aca_flows._words import one_line, resume_command
+from aca_flows.cli.dry_run import show_dry_run, working_area_of
 from aca_flows.cli.options import (
     RunOptions,
     refuse_options_that_do_nothing,
@@ -19,7 +20,6 @@ from aca_flows.cli.options import (
 from aca_flows.errors import AcaError, InputError
 from aca_flows.plan import ExecutionPlan, load_execution_plan, load_task_file, plan_to_text
 from aca_flows.plan.io import MARKDOWN_SUFFIXES, PLAN_SUFFIXES
-from aca_flows.plan.render import plan_size, render_tree
 from aca_flows.session.files import write_text_atomic
 from aca_flows.settings import AcaConfig, load_config
 
@@ -170,15 +170,6 @@ def checkout_remote(url: str, workdir: Path, session_id: str | None = None) -> P
     return open_remote(url, str(workdir), session_id).workdir
 
 
-def working_area_of(url: str, workdir: Path) -> Path:
-    """Where a run of ``--repo URL`` works, cloned or not: a dry run reaches no network and
-    leaves no clone behind (an earlier clone there gives its aca.toml). A URL git cannot use
-    is refused as a run refuses it."""
-    from aca_flows.workspace.remote import working_area
-
-    return working_area(url, None if str(workdir) == "." else workdir)
-
-
 def execute(options: RunOptions) -> int:
     """Run (or dry-run) what the options ask for; return the process exit code."""
     from aca_flows._startup import collect_as_usual, collect_less, signals_remembered
@@ -209,7 +200,7 @@ def _execute(options: RunOptions) -> int:
     _check_provider_names(names)  # a dry run too: it must not pass a plan the run refuses
     if plan is not None and options.dry_run:
         _dump_if_asked(plan, options)
-        _show_dry_run(plan, options)
+        show_dry_run(plan, options)
         return 0
     models = None if plan is None else plan.models_by_provider(default)
     _preflight(options, names, config, models)
@@ -599,44 +590,3 @@ def _pull_request_line(summary: dict, options: RunOptions) -> str | None:
     if summary.get("pull_request"):
         return f"Pull request: {summary['pull_request']}"
     return None
-
-
-def _show_dry_run(plan: ExecutionPlan, options: RunOptions) -> None:
-    pending = [t for t in plan.leaves() if t.status.state == "pending"]
-    if options.json:
-        summary = {
-            "dry_run": True,
-            "plan": plan.name,
-            "tasks": len(plan.leaves()),
-            "groups": len(plan.tasks) - len(plan.leaves()),
-            "pending": len(pending),
-            "dumped_to": str(options.dump_plan) if options.dump_plan else None,
-        }
-        if options.repo:  # not cloned: where a run would clone it
-            summary["working_area"] = str(options.workdir)
-        print(json.dumps(summary))
-        return
-    print(render_tree(plan))
-    print(f"\nDry run: {plan_size(plan)} ({len(pending)} pending); nothing was run.")
-    if options.repo:
-        print(_repo_line(options.repo, options.workdir))
-    if options.dump_plan:
-        print(
-            f"Plan written to {options.dump_plan}; review or edit it, then run "
-            f"`aca --execution-plan {options.dump_plan}`."
-        )
-
-
-def _repo_line(url: str, area: Path) -> str:
-    """What a run would do with ``--repo`` (the URL shown without its credentials)."""
-    from aca_flows.workspace.remote import public_url
-
-    if (area / ".git").exists():
-        return (
-            f"--repo {public_url(url)}: a run fetches it into {area}, the checkout whose "
-            "configuration this dry run read."
-        )
-    return (
-        f"--repo {public_url(url)} was not cloned; a run clones it into {area} (and reads "
-        "its aca.toml, which this dry run could not)."
-    )
