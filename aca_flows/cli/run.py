@@ -452,6 +452,8 @@ def _outcome_of(run_flow, options: RunOptions, session_id: str | None, quiet_con
 def _run_flow(run_flow, options: RunOptions, session_id: str | None, quiet_console: bool):
     return run_flow(
         quiet_console=quiet_console,
+        # prepare_plan warned of the task file's prose dependencies; the flow need not.
+        prose_warning_said=options.task_file is not None,
         task_file=str(options.task_file.resolve()) if options.task_file else None,
         execution_plan=str(options.execution_plan.resolve()) if options.execution_plan else None,
         workdir=str(options.workdir),

@@ -545,7 +545,7 @@ def flow_run_warnings(session_id: str) -> list[str]:
     return asyncio.run(read())
 
 
-def test_a_run_without_the_cli_warns_of_dependencies_stated_in_prose_once(
+def test_every_run_the_cli_did_not_start_warns_of_dependencies_stated_in_prose(
     tmp_path, repo, anthropic_fake, capsys
 ):
     for _ in range(10):
@@ -555,10 +555,14 @@ def test_a_run_without_the_cli_warns_of_dependencies_stated_in_prose_once(
         "# Login\n\n- write a.txt {#a}\n- write b.txt {#b}\n"
         "  **Dependencies**: Requires Database Setup (task #1)\n"
     )
-    summary = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test").summary
-    (warning,) = [w for w in flow_run_warnings(summary["session_id"]) if "in prose" in w]
-    assert warning.startswith(f"{tasks}: 1 task(s) state dependencies in prose")
-    assert "b: **Dependencies**: Requires Database Setup (task #1)" in warning
+    # A dry run says it on the terminal and starts no flow: the next flow run still says it.
+    assert main(["run", str(tasks), "--workdir", str(repo), "--dry-run"]) == 0
+    assert "state dependencies in prose" in capsys.readouterr().err
+    for _ in range(2):  # the same plan, twice in one process: each flow run says it
+        summary = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test").summary
+        (warning,) = [w for w in flow_run_warnings(summary["session_id"]) if "in prose" in w]
+        assert warning.startswith(f"{tasks}: 1 task(s) state dependencies in prose")
+        assert "b: **Dependencies**: Requires Database Setup (task #1)" in warning
 
     # `aca run` says it as it loads the file: the flow it starts does not say it again.
     capsys.readouterr()
