@@ -19,6 +19,7 @@ from aca_flows.flows.run_setup import RunRequest, open_run
 from aca_flows.session.layout import AcaDir
 from aca_flows.session.store import list_sessions
 from tests.fakes.coding_agent import coding_agent, task_of
+from tests.flows.conftest import flow_run_logs
 
 
 def toml_tasks(tmp_path: Path, plan: str, setup: str = "", count: int = 3) -> Path:
@@ -522,27 +523,7 @@ def test_a_runs_providers_retry_no_call_once_the_run_is_stopping(tmp_path, repo,
 
 def flow_run_warnings(session_id: str) -> list[str]:
     """The WARNING lines of the session's flow run, read back from the server."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterName,
-        LogFilter,
-        LogFilterFlowRunId,
-    )
-    from prefect.logging.handlers import APILogHandler
-
-    async def read() -> list[str]:
-        await APILogHandler.aflush()
-        async with get_client() as client:
-            (flow_run,) = await client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=session_id))
-            )
-            logs = await client.read_logs(
-                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id]))
-            )
-        return [entry.message for entry in logs if entry.level == logging.WARNING]
-
-    return asyncio.run(read())
+    return [text for level, text in flow_run_logs(session_id) if level == logging.WARNING]
 
 
 def test_every_run_the_cli_did_not_start_warns_of_dependencies_stated_in_prose(
