@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field
 from aca_flows._threads import in_thread
 from aca_flows._words import counted
 from aca_flows.agent.aca_files import aca_files_problem
+from aca_flows.agent.dependency_contexts import dependency_contexts, task_commit_summary
 from aca_flows.agent.landing import (
     land_checked,
     run_checks_on_the_work,
@@ -84,10 +85,8 @@ from aca_flows.workspace import (
     discard_worktree,
     ensure_session_branch,
     open_repository,
-    read_change_log,
     record_landed_task,
 )
-from aca_flows.workspace.commit import task_trailers
 from aca_flows.workspace.hardened_git import AcaRepo
 
 __all__ = ["CLAUDE_CODE", "TaskOutcome", "execute_task"]
@@ -210,7 +209,7 @@ async def execute_task(
         return _completed(
             landed,
             task_id=task_id,
-            summary=_summary_of(repo, landed.commit_sha),
+            summary=task_commit_summary(repo, landed.commit_sha),
             provider=provider.name,
             model=model,
             verify_command=verify_command_for(plan, task),
@@ -218,7 +217,7 @@ async def execute_task(
         )
 
     dependencies = await in_thread(
-        _dependency_contexts, plan, task, repo, paths, dependency_outcomes or {}
+        dependency_contexts, plan, task, repo, paths, dependency_outcomes or {}
     )
     total_runs = max_runs or task.max_attempts or config.session.max_attempts
     totals = _Totals()
@@ -554,53 +553,6 @@ def _completed(landed: LandedTask, *, summary: str, **fields) -> TaskOutcome:
         deletions=landed.change.deletions,
         **fields,
     )
-
-
-def _summary_of(repo: git.Repo, sha: str) -> str:
-    """The summary stored in a task commit's body, without its trailers."""
-    body = repo.git.log("-1", "--format=%b", sha)
-    trailers = task_trailers(body)
-    lines = [line for line in body.splitlines() if line.partition(":")[0].strip() not in trailers]
-    return "\n".join(lines).strip()
-
-
-def _dependency_contexts(
-    plan: ExecutionPlan,
-    task: Task,
-    repo: git.Repo,
-    paths: SessionPaths,
-    outcomes: Mapping[str, TaskOutcome],
-) -> list[DependencyContext]:
-    contexts = []
-    change_log = None
-    for dep_id in task.dependencies:
-        try:
-            title = plan.task(dep_id).title
-        except KeyError:
-            title = dep_id
-        outcome = outcomes.get(dep_id)
-        if outcome is not None:
-            contexts.append(
-                DependencyContext(
-                    task_id=dep_id,
-                    title=title,
-                    summary=outcome.summary,
-                    files_changed=outcome.files_changed,
-                )
-            )
-            continue
-        # Resumed session: what the dependency did is on record in the change log and commit.
-        change_log = read_change_log(paths) if change_log is None else change_log
-        change = change_log.get(dep_id)
-        contexts.append(
-            DependencyContext(
-                task_id=dep_id,
-                title=title,
-                summary=_summary_of(repo, change.commit) if change else "",
-                files_changed=change.files if change else [],
-            )
-        )
-    return contexts
 
 
 def _read_ref(root: Path, path: str) -> str | None:

@@ -10,16 +10,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from aca_flows._words import one_line, resume_command
+from aca_flows._words import resume_command
+from aca_flows.cli.dry_run import show_dry_run, working_area_of
 from aca_flows.cli.options import (
     RunOptions,
     refuse_options_that_do_nothing,
     warn_of_options_a_dry_run_ignores,
 )
+from aca_flows.cli.run_summary import show_summary
 from aca_flows.errors import AcaError, InputError
 from aca_flows.plan import ExecutionPlan, load_execution_plan, load_task_file, plan_to_text
 from aca_flows.plan.io import MARKDOWN_SUFFIXES, PLAN_SUFFIXES
-from aca_flows.plan.render import plan_size, render_tree
 from aca_flows.session.files import write_text_atomic
 from aca_flows.settings import AcaConfig, load_config
 
@@ -170,15 +171,6 @@ def checkout_remote(url: str, workdir: Path, session_id: str | None = None) -> P
     return open_remote(url, str(workdir), session_id).workdir
 
 
-def working_area_of(url: str, workdir: Path) -> Path:
-    """Where a run of ``--repo URL`` works, cloned or not: a dry run reaches no network and
-    leaves no clone behind (an earlier clone there gives its aca.toml). A URL git cannot use
-    is refused as a run refuses it."""
-    from aca_flows.workspace.remote import working_area
-
-    return working_area(url, None if str(workdir) == "." else workdir)
-
-
 def execute(options: RunOptions) -> int:
     """Run (or dry-run) what the options ask for; return the process exit code."""
     from aca_flows._startup import collect_as_usual, collect_less, signals_remembered
@@ -209,7 +201,7 @@ def _execute(options: RunOptions) -> int:
     _check_provider_names(names)  # a dry run too: it must not pass a plan the run refuses
     if plan is not None and options.dry_run:
         _dump_if_asked(plan, options)
-        _show_dry_run(plan, options)
+        show_dry_run(plan, options)
         return 0
     models = None if plan is None else plan.models_by_provider(default)
     _preflight(options, names, config, models)
@@ -436,7 +428,7 @@ def _run_held_session(options: RunOptions, session_id: str | None) -> int:
     if options.json:
         print(json.dumps(summary))
     else:
-        _show_summary(summary, options)
+        show_summary(summary, options)
     if summary.get("not_delivered"):
         return NOT_DELIVERED
     return EXIT_CODES[summary["status"]]
@@ -460,6 +452,8 @@ def _outcome_of(run_flow, options: RunOptions, session_id: str | None, quiet_con
 def _run_flow(run_flow, options: RunOptions, session_id: str | None, quiet_console: bool):
     return run_flow(
         quiet_console=quiet_console,
+        # prepare_plan warned of the task file's prose dependencies; the flow need not.
+        prose_warning_said=options.task_file is not None,
         task_file=str(options.task_file.resolve()) if options.task_file else None,
         execution_plan=str(options.execution_plan.resolve()) if options.execution_plan else None,
         workdir=str(options.workdir),
@@ -522,121 +516,3 @@ def redacted_terminal() -> Iterator[None]:
 
 class RunCrashed(AcaError):
     exit_code = 1
-
-
-def _show_summary(summary: dict, options: RunOptions) -> None:
-    from aca_flows.cli.sessions import show_command
-
-    workdir = options.workdir
-    show_command(summary["session_id"], workdir=workdir, json_output=False)
-    status = summary["status"]
-    committed = any(task.get("commit") for task in summary.get("tasks", {}).values())
-    where = "work is on" if committed else "nothing was committed to"
-    line = f"Session {summary['session_id']} {status}; {where} branch {summary['branch']}"
-    if summary.get("unpushed") and summary.get("taken_over"):  # the remote is the resume's
-        line += f" (NOT pushed to {summary['remote']}: {summary['unpushed']}; kept in {workdir})."
-    elif summary.get("unpushed"):
-        line += (
-            f" (NOT pushed to {summary['remote']}: {summary['unpushed']}; it is kept in "
-            f"{workdir}, and `{_resume_of(summary, options)}` pushes it)."
-        )
-    elif summary.get("remote"):
-        line += f", pushed to {summary['remote']}."
-    else:
-        line += "."
-    if summary.get("no_change_ids"):
-        ids = ", ".join(summary["no_change_ids"])
-        line += f" Completed without a change (no change needed): {ids}."
-    if summary.get("stopped_reason"):
-        line += f" {'Why' if status == 'failed' else 'Stopped'}: {summary['stopped_reason']}."
-        line += f" {_how_to_go_on(summary, options)}"
-    print(line)
-    pull_request = _pull_request_line(summary, options)
-    if pull_request:
-        print(pull_request)
-
-
-def _resume_of(summary: dict, options: RunOptions) -> str:
-    """The resume of the run's session, as the reader runs it: with the run's remote (this
-    run's ``--repo``, or the one the session pushed to before), if it has one."""
-    remote = summary.get("remote") or options.repo
-    return resume_command(summary["session_id"], options.workdir, remote)
-
-
-def _how_to_go_on(summary: dict, options: RunOptions) -> str:
-    """What continues a run that did not complete, as the user would run it: a resume that
-    would stop or be refused the same way is not offered as the way on."""
-    from aca_flows.errors import InputError
-    from aca_flows.flows.run_inputs import refuse_redacted_work
-    from aca_flows.session.store import load_session
-
-    workdir, session_id = options.workdir, summary["session_id"]
-    if summary.get("taken_over"):  # a resume here would take it back from a live run
-        return "The session goes on where it was resumed."
-    if summary.get("stuck"):  # resuming runs the same plan, which stalls the same way
-        return "The plan cannot progress: fix the dependencies named and run it anew."
-    try:
-        refuse_redacted_work(load_session(workdir, session_id).plan, session_id)
-    except InputError as refused:
-        return f"It cannot be resumed: {refused}"
-    budget, spent = summary.get("budget_usd"), summary.get("cost_usd") or 0.0
-    if summary["status"] == "stopped" and budget is not None and spent >= budget:
-        return (
-            f"`{_resume_of(summary, options)} --budget-usd N` continues, "
-            f"with N above the ${spent:.4f} spent."
-        )
-    return f"`{_resume_of(summary, options)}` continues."
-
-
-def _pull_request_line(summary: dict, options: RunOptions) -> str | None:
-    """What became of the pull request the run was asked for (--open-pr), on one line; a
-    failure with the command that delivers it once the cause is fixed."""
-    if summary.get("pull_request_error"):
-        why = one_line(summary["pull_request_error"]).rstrip(".")
-        github = f" --github-repo {options.github_repo}" if options.github_repo else ""
-        again = f"{_resume_of(summary, options)} --open-pr{github}"
-        return f"Pull request NOT delivered: {why}. Once that is fixed, `{again}` delivers it."
-    if summary.get("pull_request"):
-        return f"Pull request: {summary['pull_request']}"
-    return None
-
-
-def _show_dry_run(plan: ExecutionPlan, options: RunOptions) -> None:
-    pending = [t for t in plan.leaves() if t.status.state == "pending"]
-    if options.json:
-        summary = {
-            "dry_run": True,
-            "plan": plan.name,
-            "tasks": len(plan.leaves()),
-            "groups": len(plan.tasks) - len(plan.leaves()),
-            "pending": len(pending),
-            "dumped_to": str(options.dump_plan) if options.dump_plan else None,
-        }
-        if options.repo:  # not cloned: where a run would clone it
-            summary["working_area"] = str(options.workdir)
-        print(json.dumps(summary))
-        return
-    print(render_tree(plan))
-    print(f"\nDry run: {plan_size(plan)} ({len(pending)} pending); nothing was run.")
-    if options.repo:
-        print(_repo_line(options.repo, options.workdir))
-    if options.dump_plan:
-        print(
-            f"Plan written to {options.dump_plan}; review or edit it, then run "
-            f"`aca --execution-plan {options.dump_plan}`."
-        )
-
-
-def _repo_line(url: str, area: Path) -> str:
-    """What a run would do with ``--repo`` (the URL shown without its credentials)."""
-    from aca_flows.workspace.remote import public_url
-
-    if (area / ".git").exists():
-        return (
-            f"--repo {public_url(url)}: a run fetches it into {area}, the checkout whose "
-            "configuration this dry run read."
-        )
-    return (
-        f"--repo {public_url(url)} was not cloned; a run clones it into {area} (and reads "
-        "its aca.toml, which this dry run could not)."
-    )

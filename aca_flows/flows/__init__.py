@@ -46,12 +46,17 @@ class FlowOutcome:
         self.error = error
 
 
-def run_flow(*, quiet_console: bool = False, **parameters: Any) -> FlowOutcome:
+def run_flow(
+    *, quiet_console: bool = False, prose_warning_said: bool = False, **parameters: Any
+) -> FlowOutcome:
     """Run ``aca_run`` to its end with ``parameters`` (its keyword arguments), as the flow
     named after the plan.
 
     ``quiet_console``: keep Prefect's run logs off the terminal (a live view draws there);
     they still reach the Prefect server and its UI.
+
+    ``prose_warning_said``: the caller warned of the dependencies the task file states in
+    prose (``aca run`` does as it loads it); the flow run does not log it again.
 
     The run talks to the server ``PREFECT_API_URL`` names, else to aca's local server
     (``aca server start``), else to a temporary server that ends with the run.
@@ -60,7 +65,7 @@ def run_flow(*, quiet_console: bool = False, **parameters: Any) -> FlowOutcome:
     import sys
 
     from aca_flows.flows.aca_run import aca_run, plan_flow
-    from aca_flows.flows.run_setup import plan_name_of
+    from aca_flows.flows.run_setup import plan_name_of, prose_warning_said_by_caller
     from aca_flows.flows.server import prefect_api_for_run
     from aca_flows.flows.summary import RunSummary
     from aca_flows.session.store import new_session_id
@@ -94,7 +99,10 @@ def run_flow(*, quiet_console: bool = False, **parameters: Any) -> FlowOutcome:
         error = result if isinstance(result, Exception) else RuntimeError(state.message)
         return FlowOutcome(state.name, None, error)
 
-    with prefect_api_for_run(announce=lambda line: print(line, file=sys.stderr)):
+    with (
+        prefect_api_for_run(announce=lambda line: print(line, file=sys.stderr)),
+        prose_warning_said_by_caller(prose_warning_said),
+    ):
         return asyncio.run(main())
 
 

@@ -16,6 +16,7 @@ import contextlib
 import functools
 import threading
 from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -72,7 +73,17 @@ from aca_flows.workspace.repository import remove_stale_branch_lock
 if TYPE_CHECKING:
     from aca_flows.plan.intelligent import IntelligentParse
 
-__all__ = ["RunRequest", "open_run", "plan_name_of", "recorded_state"]
+__all__ = [
+    "RunRequest",
+    "open_run",
+    "plan_name_of",
+    "prose_warning_said_by_caller",
+    "recorded_state",
+]
+
+# Whether the caller that starts a flow run here said the prose-dependencies warning already
+# (``aca run`` says it on the terminal as it loads the task file).
+_PROSE_WARNING_SAID: ContextVar[bool] = ContextVar("aca_prose_warning_said", default=False)
 
 
 class RunRequest(BaseModel):
@@ -494,12 +505,25 @@ def _log_call_retry(store: SessionStore, retries: int):
     return log
 
 
-def _warn_of_prose_dependencies(task_file: str, plan: ExecutionPlan) -> None:
-    """As ``aca run`` warns as it loads the task file (cli/run.py), once: a run started
-    without it warns here."""
-    from aca_flows.plan.prose_dependencies import unsaid_prose_dependencies_warning
+@contextlib.contextmanager
+def prose_warning_said_by_caller(said: bool) -> Iterator[None]:
+    """Inside, with ``said``, a flow run started does not log the warning of dependencies its
+    task file states in prose: the caller said it (``aca run``, on its terminal)."""
+    token = _PROSE_WARNING_SAID.set(said)
+    try:
+        yield
+    finally:
+        _PROSE_WARNING_SAID.reset(token)
 
-    if warning := unsaid_prose_dependencies_warning(plan):
+
+def _warn_of_prose_dependencies(task_file: str, plan: ExecutionPlan) -> None:
+    """As ``aca run`` warns as it loads the task file (cli/run.py): every flow run it did not
+    start warns in its log."""
+    from aca_flows.plan.prose_dependencies import prose_dependencies_warning
+
+    if _PROSE_WARNING_SAID.get():
+        return
+    if warning := prose_dependencies_warning(plan):
         _warn(f"{task_file}: {warning}")
 
 

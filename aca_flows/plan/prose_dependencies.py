@@ -3,8 +3,9 @@ text: the original aca's files say "**Dependencies**: Requires Database Setup (t
 
 The reader invents no edges from prose (only the intelligent parser reads it), so such a plan
 runs those tasks as independent; ``prose_dependencies`` finds the lines to warn about.
-``aca run`` warns as it loads the task file, and the flow, which loads it again, warns when
-it was not said (a deployment run, ``run_flow`` from Python).
+``aca run`` warns as it loads the task file, and tells the flow it starts, which loads it
+again, not to repeat it; any other flow run (a deployment run, ``run_flow`` from Python) warns
+in its log.
 """
 
 from __future__ import annotations
@@ -13,16 +14,13 @@ import re
 
 from aca_flows.plan.models import ExecutionPlan
 
-__all__ = ["prose_dependencies", "prose_dependencies_warning", "unsaid_prose_dependencies_warning"]
+__all__ = ["prose_dependencies", "prose_dependencies_warning"]
 
 # "Dependencies: ...", "**Depends on**: ...", "Requires: ...", "Prerequisites - ..."
 _LABEL = re.compile(
     r"^(?:dependencies|depends on|requires|prerequisites?)\s*[:\-]\s*(?P<rest>.+)$", re.I
 )
 _NOTHING = re.compile(r"^(?:none|n/?a|nothing|-)\b", re.I)
-# Warnings said and not yet passed over by a flow: the command said it, the flow it then
-# runs in this process must not say it again.
-_SAID: set[str] = set()
 
 
 def prose_dependencies(plan: ExecutionPlan) -> list[tuple[str, str]]:
@@ -39,25 +37,8 @@ def prose_dependencies(plan: ExecutionPlan) -> list[tuple[str, str]]:
 
 
 def prose_dependencies_warning(plan: ExecutionPlan) -> str:
-    """The warning for ``prose_dependencies`` (empty when there are none), for the caller to
-    say: the flow that runs the plan next passes it over (``unsaid_prose_dependencies_warning``)."""
-    warning = _warning(plan)
-    if warning:
-        _SAID.add(warning)
-    return warning
-
-
-def unsaid_prose_dependencies_warning(plan: ExecutionPlan) -> str:
-    """The warning for a plan the flow loaded itself, empty when the command that started the
-    flow said it already (once: the next run says it again)."""
-    warning = _warning(plan)
-    if warning in _SAID:
-        _SAID.discard(warning)
-        return ""
-    return warning
-
-
-def _warning(plan: ExecutionPlan) -> str:
+    """The warning for ``prose_dependencies``, for the caller to say; empty when there are
+    none."""
     found = prose_dependencies(plan)
     if not found:
         return ""

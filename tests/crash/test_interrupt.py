@@ -18,13 +18,19 @@ WAIT = 60
 STOP_NOTICE = "no new task starts"
 
 
-def start_chain(aca, llm, tmp_path, agent, plan: str = CHAIN, **env):
+def start_run(aca, llm, tmp_path, plan: str, replies: list, **env) -> subprocess.Popen:
+    """``aca run`` (named "run") started on a task file of ``plan``, in the environment
+    ``env``; the fake server answers the agent's calls with ``replies``, in turn."""
     llm.anthropic.scripted_for = lambda r: bool(r.json and r.json.get("tools"))
-    for _ in range(40):
-        llm.anthropic.enqueue(agent)
+    for reply in replies:
+        llm.anthropic.enqueue(reply)
     tasks = tmp_path / "tasks.md"
     tasks.write_text(plan)
     return aca.start("run", str(tasks), "--model", "claude-test", name="run", **env)
+
+
+def start_chain(aca, llm, tmp_path, agent, plan: str = CHAIN, **env) -> subprocess.Popen:
+    return start_run(aca, llm, tmp_path, plan, [agent] * 40, **env)
 
 
 def wait_exit(proc: subprocess.Popen, timeout: float) -> int:
@@ -229,18 +235,14 @@ def test_a_stop_during_a_tasks_retry_wait_starts_no_new_attempt(
 ):
     # a's first attempt fails (a 529 and no call retries left), so it waits 25-60 s before its
     # second; the run is stopped during that wait, with a grace period far longer.
-    llm.anthropic.scripted_for = lambda r: bool(r.json and r.json.get("tools"))
-    llm.anthropic.enqueue(Reply(status=529, error="Overloaded"))
-    for _ in range(10):
-        llm.anthropic.enqueue(coding_agent)
-    tasks = tmp_path / "tasks.md"
-    tasks.write_text("# Retry\n\n- write a.txt {#a max_attempts=2}\n")
-    proc = aca.start(
-        "run",
-        str(tasks),
-        "--model",
-        "claude-test",
-        name="run",
+    overloaded = Reply(status=529, error="Overloaded")
+    plan = "# Retry\n\n- write a.txt {#a max_attempts=2}\n"
+    proc = start_run(
+        aca,
+        llm,
+        tmp_path,
+        plan,
+        [overloaded, *[coding_agent] * 10],
         ACA_SESSION__RETRY_BACKOFF_SECONDS="40",
         ACA_SESSION__CALL_RETRIES="0",
         ACA_SESSION__INTERRUPT_GRACE_SECONDS="600",
@@ -277,18 +279,9 @@ def test_a_stop_during_a_tasks_retry_wait_starts_no_new_attempt(
 def test_a_call_cancelled_mid_stream_by_a_second_sigint_is_on_the_bill(aca, repo, llm, tmp_path):
     # a's first call streams its start (5,000 input tokens: the server bills them), then
     # nothing more; the second SIGINT cancels the call there.
-    llm.anthropic.scripted_for = lambda r: bool(r.json and r.json.get("tools"))
-    llm.anthropic.enqueue(Reply(text="Writing a.txt", usage={"input_tokens": 5000}, fault="stall"))
-    tasks = tmp_path / "tasks.md"
-    tasks.write_text("# Stall\n\n- write a.txt {#a}\n")
-    proc = aca.start(
-        "run",
-        str(tasks),
-        "--model",
-        "claude-test",
-        name="run",
-        ACA_SESSION__INTERRUPT_GRACE_SECONDS="600",
-    )
+    stall = Reply(text="Writing a.txt", usage={"input_tokens": 5000}, fault="stall")
+    plan = "# Stall\n\n- write a.txt {#a}\n"
+    proc = start_run(aca, llm, tmp_path, plan, [stall], ACA_SESSION__INTERRUPT_GRACE_SECONDS="600")
     session = only_session(repo)
     output = lambda: aca.err("run") + aca.out("run")  # noqa: E731
     wait_for(lambda: llm.stalled.is_set() or proc.poll() is not None, WAIT, "a's stream")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -39,3 +40,29 @@ def anthropic_fake(monkeypatch):
         monkeypatch.setenv("ACA_SESSION__RETRY_BACKOFF_SECONDS", "0")
         monkeypatch.setenv("ACA_SESSION__CALL_RETRY_BACKOFF_SECONDS", "0")
         yield server
+
+
+def flow_run_logs(flow_run_name: str) -> list[tuple[int, str]]:
+    """(level, message) of each log line of the one flow run whose name contains
+    ``flow_run_name`` (a session id, or a plan name), read back from the server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterName,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+    from prefect.logging.handlers import APILogHandler
+
+    async def read() -> list[tuple[int, str]]:
+        await APILogHandler.aflush()  # the run's logs are sent in batches
+        async with get_client() as client:
+            (flow_run,) = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=flow_run_name))
+            )
+            logs = await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id]))
+            )
+        return [(entry.level, entry.message) for entry in logs]
+
+    return asyncio.run(read())

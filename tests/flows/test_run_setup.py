@@ -19,6 +19,7 @@ from aca_flows.flows.run_setup import RunRequest, open_run
 from aca_flows.session.layout import AcaDir
 from aca_flows.session.store import list_sessions
 from tests.fakes.coding_agent import coding_agent, task_of
+from tests.flows.conftest import flow_run_logs
 
 
 def toml_tasks(tmp_path: Path, plan: str, setup: str = "", count: int = 3) -> Path:
@@ -543,30 +544,10 @@ def test_a_runs_providers_retry_no_call_once_the_run_is_stopping(tmp_path, repo,
 
 def flow_run_warnings(session_id: str) -> list[str]:
     """The WARNING lines of the session's flow run, read back from the server."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterName,
-        LogFilter,
-        LogFilterFlowRunId,
-    )
-    from prefect.logging.handlers import APILogHandler
-
-    async def read() -> list[str]:
-        await APILogHandler.aflush()
-        async with get_client() as client:
-            (flow_run,) = await client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=session_id))
-            )
-            logs = await client.read_logs(
-                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id]))
-            )
-        return [entry.message for entry in logs if entry.level == logging.WARNING]
-
-    return asyncio.run(read())
+    return [text for level, text in flow_run_logs(session_id) if level == logging.WARNING]
 
 
-def test_a_run_without_the_cli_warns_of_dependencies_stated_in_prose_once(
+def test_every_run_the_cli_did_not_start_warns_of_dependencies_stated_in_prose(
     tmp_path, repo, anthropic_fake, capsys
 ):
     for _ in range(10):
@@ -576,10 +557,14 @@ def test_a_run_without_the_cli_warns_of_dependencies_stated_in_prose_once(
         "# Login\n\n- write a.txt {#a}\n- write b.txt {#b}\n"
         "  **Dependencies**: Requires Database Setup (task #1)\n"
     )
-    summary = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test").summary
-    (warning,) = [w for w in flow_run_warnings(summary["session_id"]) if "in prose" in w]
-    assert warning.startswith(f"{tasks}: 1 task(s) state dependencies in prose")
-    assert "b: **Dependencies**: Requires Database Setup (task #1)" in warning
+    # A dry run says it on the terminal and starts no flow: the next flow run still says it.
+    assert main(["run", str(tasks), "--workdir", str(repo), "--dry-run"]) == 0
+    assert "state dependencies in prose" in capsys.readouterr().err
+    for _ in range(2):  # the same plan, twice in one process: each flow run says it
+        summary = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test").summary
+        (warning,) = [w for w in flow_run_warnings(summary["session_id"]) if "in prose" in w]
+        assert warning.startswith(f"{tasks}: 1 task(s) state dependencies in prose")
+        assert "b: **Dependencies**: Requires Database Setup (task #1)" in warning
 
     # `aca run` says it as it loads the file: the flow it starts does not say it again.
     capsys.readouterr()

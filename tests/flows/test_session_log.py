@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from aca_flows.flows import run_flow
 from aca_flows.session.layout import AcaDir
 from tests.fakes.coding_agent import coding_agent
+from tests.flows.conftest import flow_run_logs
 
 
 def run_two_tasks(tmp_path: Path, repo: Path, server, name: str) -> tuple[dict, str]:
@@ -29,7 +29,7 @@ def test_the_session_log_holds_the_runs_log_lines_at_info(tmp_path, repo, anthro
     assert " ERROR prefect.flow_runs: b failed: verify command `false`" in log
     # Credentials never reach it: the fake's key is an environment secret.
     assert "test-key" not in log
-    prefect_logs = asyncio.run(_prefect_logs(name))
+    prefect_logs = flow_run_logs(name)
     assert (20, "write_file a.txt (6 chars)") in prefect_logs
 
 
@@ -43,7 +43,7 @@ def test_level_warning_drops_info_lines_from_the_session_log_and_prefect(
 
     assert "b failed: verify command `false`" in log
     assert " INFO " not in log and "write_file" not in log
-    prefect_logs = asyncio.run(_prefect_logs(name))
+    prefect_logs = flow_run_logs(name)
     assert any(level == 40 and "b failed" in text for level, text in prefect_logs)
     # Below WARNING, only what Prefect's engine says before the flow's code starts.
     assert {text.split(" ")[0] for level, text in prefect_logs if level < 30} <= {
@@ -60,24 +60,3 @@ def test_log_tool_calls_false_keeps_tool_calls_out_of_the_logs(
     _, log = run_two_tasks(tmp_path, repo, anthropic_fake, f"quiet-{tmp_path.name}")
 
     assert "write_file" not in log and "b failed" in log
-
-
-async def _prefect_logs(flow_run_name: str) -> list[tuple[int, str]]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterName,
-        LogFilter,
-        LogFilterFlowRunId,
-    )
-    from prefect.logging.handlers import APILogHandler
-
-    await APILogHandler.aflush()
-    async with get_client() as client:
-        (flow_run,) = await client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=flow_run_name))
-        )
-        logs = await client.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id]))
-        )
-    return [(entry.level, entry.message) for entry in logs]

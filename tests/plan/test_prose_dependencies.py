@@ -34,15 +34,3 @@ def test_a_plain_checklist_or_a_task_with_depends_on_gives_no_warning(tmp_path):
         "  Dependencies: none\n"
     )
     assert prose_dependencies(load_task_file(tasks)) == []
-
-
-def test_the_flow_passes_over_a_warning_the_command_said_once(tmp_path):
-    from aca_flows.plan.prose_dependencies import unsaid_prose_dependencies_warning
-
-    tasks = tmp_path / "tasks.md"
-    tasks.write_text("- Add docs {#docs}\n  Requires: the docs site (task #7)\n")
-    plan = load_task_file(tasks)
-    assert unsaid_prose_dependencies_warning(plan).startswith("1 task(s) state dependencies")
-    said = prose_dependencies_warning(plan)  # `aca run` says it, then starts the flow
-    assert said and unsaid_prose_dependencies_warning(plan) == ""
-    assert unsaid_prose_dependencies_warning(plan) == said  # the next run says it again

@@ -1,0 +1,63 @@
+"""What ``aca run --dry-run`` prints: the plan's tree and size (or its JSON summary), where a
+``--repo`` run would work, and where ``--dump-plan`` wrote the plan."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from aca_flows.cli.options import RunOptions
+from aca_flows.plan import ExecutionPlan
+from aca_flows.plan.render import plan_size, render_tree
+
+__all__ = ["show_dry_run", "working_area_of"]
+
+
+def working_area_of(url: str, workdir: Path) -> Path:
+    """Where a run of ``--repo URL`` works, cloned or not: a dry run reaches no network and
+    leaves no clone behind (an earlier clone there gives its aca.toml). A URL git cannot use
+    is refused as a run refuses it."""
+    from aca_flows.workspace.remote import working_area
+
+    return working_area(url, None if str(workdir) == "." else workdir)
+
+
+def show_dry_run(plan: ExecutionPlan, options: RunOptions) -> None:
+    pending = [t for t in plan.leaves() if t.status.state == "pending"]
+    if options.json:
+        summary = {
+            "dry_run": True,
+            "plan": plan.name,
+            "tasks": len(plan.leaves()),
+            "groups": len(plan.tasks) - len(plan.leaves()),
+            "pending": len(pending),
+            "dumped_to": str(options.dump_plan) if options.dump_plan else None,
+        }
+        if options.repo:  # not cloned: where a run would clone it
+            summary["working_area"] = str(options.workdir)
+        print(json.dumps(summary))
+        return
+    print(render_tree(plan))
+    print(f"\nDry run: {plan_size(plan)} ({len(pending)} pending); nothing was run.")
+    if options.repo:
+        print(_repo_line(options.repo, options.workdir))
+    if options.dump_plan:
+        print(
+            f"Plan written to {options.dump_plan}; review or edit it, then run "
+            f"`aca --execution-plan {options.dump_plan}`."
+        )
+
+
+def _repo_line(url: str, area: Path) -> str:
+    """What a run would do with ``--repo`` (the URL shown without its credentials)."""
+    from aca_flows.workspace.remote import public_url
+
+    if (area / ".git").exists():
+        return (
+            f"--repo {public_url(url)}: a run fetches it into {area}, the checkout whose "
+            "configuration this dry run read."
+        )
+    return (
+        f"--repo {public_url(url)} was not cloned; a run clones it into {area} (and reads "
+        "its aca.toml, which this dry run could not)."
+    )

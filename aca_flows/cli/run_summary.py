@@ -1,0 +1,87 @@
+"""What ``aca run`` and ``aca resume`` print when the flow has ended: the session's tasks, one
+line of how the run ended (where the work is, and what continues it), and what became of the
+pull request."""
+
+from __future__ import annotations
+
+from aca_flows._words import one_line, resume_command
+from aca_flows.cli.options import RunOptions
+
+__all__ = ["show_summary"]
+
+
+def show_summary(summary: dict, options: RunOptions) -> None:
+    from aca_flows.cli.sessions import show_command
+
+    workdir = options.workdir
+    show_command(summary["session_id"], workdir=workdir, json_output=False)
+    status = summary["status"]
+    committed = any(task.get("commit") for task in summary.get("tasks", {}).values())
+    where = "work is on" if committed else "nothing was committed to"
+    line = f"Session {summary['session_id']} {status}; {where} branch {summary['branch']}"
+    if summary.get("unpushed") and summary.get("taken_over"):  # the remote is the resume's
+        line += f" (NOT pushed to {summary['remote']}: {summary['unpushed']}; kept in {workdir})."
+    elif summary.get("unpushed"):
+        line += (
+            f" (NOT pushed to {summary['remote']}: {summary['unpushed']}; it is kept in "
+            f"{workdir}, and `{_resume_of(summary, options)}` pushes it)."
+        )
+    elif summary.get("remote"):
+        line += f", pushed to {summary['remote']}."
+    else:
+        line += "."
+    if summary.get("no_change_ids"):
+        ids = ", ".join(summary["no_change_ids"])
+        line += f" Completed without a change (no change needed): {ids}."
+    if summary.get("stopped_reason"):
+        line += f" {'Why' if status == 'failed' else 'Stopped'}: {summary['stopped_reason']}."
+        line += f" {_how_to_go_on(summary, options)}"
+    print(line)
+    pull_request = _pull_request_line(summary, options)
+    if pull_request:
+        print(pull_request)
+
+
+def _resume_of(summary: dict, options: RunOptions) -> str:
+    """The resume of the run's session, as the reader runs it: with the run's remote (this
+    run's ``--repo``, or the one the session pushed to before), if it has one."""
+    remote = summary.get("remote") or options.repo
+    return resume_command(summary["session_id"], options.workdir, remote)
+
+
+def _how_to_go_on(summary: dict, options: RunOptions) -> str:
+    """What continues a run that did not complete, as the user would run it: a resume that
+    would stop or be refused the same way is not offered as the way on."""
+    from aca_flows.errors import InputError
+    from aca_flows.flows.run_inputs import refuse_redacted_work
+    from aca_flows.session.store import load_session
+
+    workdir, session_id = options.workdir, summary["session_id"]
+    if summary.get("taken_over"):  # a resume here would take it back from a live run
+        return "The session goes on where it was resumed."
+    if summary.get("stuck"):  # resuming runs the same plan, which stalls the same way
+        return "The plan cannot progress: fix the dependencies named and run it anew."
+    try:
+        refuse_redacted_work(load_session(workdir, session_id).plan, session_id)
+    except InputError as refused:
+        return f"It cannot be resumed: {refused}"
+    budget, spent = summary.get("budget_usd"), summary.get("cost_usd") or 0.0
+    if summary["status"] == "stopped" and budget is not None and spent >= budget:
+        return (
+            f"`{_resume_of(summary, options)} --budget-usd N` continues, "
+            f"with N above the ${spent:.4f} spent."
+        )
+    return f"`{_resume_of(summary, options)}` continues."
+
+
+def _pull_request_line(summary: dict, options: RunOptions) -> str | None:
+    """What became of the pull request the run was asked for (--open-pr), on one line; a
+    failure with the command that delivers it once the cause is fixed."""
+    if summary.get("pull_request_error"):
+        why = one_line(summary["pull_request_error"]).rstrip(".")
+        github = f" --github-repo {options.github_repo}" if options.github_repo else ""
+        again = f"{_resume_of(summary, options)} --open-pr{github}"
+        return f"Pull request NOT delivered: {why}. Once that is fixed, `{again}` delivers it."
+    if summary.get("pull_request"):
+        return f"Pull request: {summary['pull_request']}"
+    return None
