@@ -39,7 +39,14 @@ from aca_flows.flows.run_inputs import (
     uncommitted_work_warning,
 )
 from aca_flows.flows.secret_keys import provider_environ, providers_environ
-from aca_flows.flows.spend import CALL_OWNER, CallLedger, CallOwner, SpendGuard, SpendMeter
+from aca_flows.flows.spend import (
+    CALL_OWNER,
+    CallLedger,
+    CallOwner,
+    SpendGuard,
+    SpendMeter,
+    call_ceiling,
+)
 from aca_flows.flows.task_run import ACTIVE_RUNS, ActiveRun, GlobalLimitProvider
 from aca_flows.plan import (
     ExecutionPlan,
@@ -438,7 +445,7 @@ def _build_providers(
         # Retries outermost: each try passes the budget check and its spend reaches the
         # ledger, and a retry's wait holds no concurrency slot.
         built[name] = with_call_retries(
-            SpendGuard(provider, meter, ledger),
+            SpendGuard(provider, meter, ledger, call_ceiling(name, config)),
             config.session,
             on_wait=_log_call_retry(store, config.session.call_retries),
             # No call retried once the run is stopping: its Ctrl-C may be what failed it.

@@ -7,8 +7,15 @@ flight are paid only when they return, a call is also held back while the spend 
 calls in flight, each counted at the costliest call the session has made, would pass it: it
 goes once they return and the budget still has room. So tasks running at once cannot take
 the spend past the budget by more than about one call, where a check of the spend alone let
-each of them make one more (8 tasks: 8 calls over). Until a call of the session has returned
-nothing is known of their cost, and the first calls go unheld.
+each of them make one more (8 tasks: 8 calls over).
+
+Until a call of the session has returned paid, each call in flight is counted at the most a
+call may cost, known before it is made (``call_ceiling``): an API call's input, estimated from
+its characters, and its ``max_tokens`` of output at its model's price; a Claude Code call (a
+whole run of the agent) at ``[claude_code] max_budget_usd_per_task``. So the first calls are
+held too when the budget has no room for them all, and all go at once when it has. A Claude
+Code run without a per-task budget, or a model with no price, has no such bound: those first
+calls go unheld.
 """
 
 from __future__ import annotations
@@ -20,6 +27,9 @@ from dataclasses import dataclass
 
 from aca_flows.errors import PermanentProviderError, ProviderError
 from aca_flows.providers.base import EventCallback, Provider, ProviderRequest, ProviderResponse
+from aca_flows.providers.pricing import price_for
+from aca_flows.providers.ratelimit import estimate_tokens
+from aca_flows.settings import AcaConfig
 
 __all__ = [
     "CALL_OWNER",
@@ -29,6 +39,7 @@ __all__ = [
     "SpendGuard",
     "SpendMeter",
     "budget_reached",
+    "call_ceiling",
 ]
 
 # How often a call held back for the budget looks again (only near the budget).
@@ -55,13 +66,17 @@ CALL_OWNER: ContextVar[CallOwner | None] = ContextVar("aca_call_owner", default=
 # Puts one returned call on the session's ledger: (provider, model, response, owner).
 CallLedger = Callable[[str, str, ProviderResponse, "CallOwner | None"], Awaitable[object]]
 
+# The most one call may cost, in USD, known before it is made (0.0: unknown).
+CallCeiling = Callable[[ProviderRequest], float]
+
 
 class SpendMeter:
     """The budget. The spend is read from the session's ledger (``spent``), so calls of every
     attempt, task and earlier run of the session count. ``costliest_call_usd`` is what a call
     in flight is counted at until it returns: the costliest call of this run so far, from a
     first estimate (a resume's: what its earlier runs paid a call, so a resume near its budget
-    holds calls back from its first one)."""
+    holds calls back from its first one). While it is 0.0 (no call has returned paid yet),
+    calls in flight are counted at ``ceiling_usd``, the dearest ceiling of a call admitted."""
 
     def __init__(
         self,
@@ -73,6 +88,7 @@ class SpendMeter:
         self._spent = spent
         self.budget_usd = budget_usd
         self.costliest_call_usd = costliest_call_usd
+        self.ceiling_usd = 0.0
         self.in_flight = 0
         self._on_hold = on_hold
 
@@ -86,9 +102,11 @@ class SpendMeter:
             # No resume hint here: the run's ending names the one that finds the session.
             raise BudgetReached(budget_reached(self.budget_usd, self.spent_usd), provider="")
 
-    async def admit(self) -> None:
-        """Wait until one more call fits the budget, then count it in flight; raise
-        ``BudgetReached`` once the spend reached the budget. ``returned`` must follow."""
+    async def admit(self, ceiling_usd: float = 0.0) -> None:
+        """Wait until one more call, costing at most ``ceiling_usd`` if known, fits the budget,
+        then count it in flight; raise ``BudgetReached`` once the spend reached the budget.
+        ``returned`` must follow."""
+        self.ceiling_usd = max(self.ceiling_usd, ceiling_usd)
         told = False
         while True:
             self.check()
@@ -108,14 +126,24 @@ class SpendMeter:
     def _fits(self) -> bool:
         if self.budget_usd is None or self.in_flight == 0:
             return True  # with nothing in flight, the spend alone decides
-        expected = (self.in_flight + 1) * self.costliest_call_usd
+        expected = (self.in_flight + 1) * self._call_usd()
         return self.spent_usd + expected <= self.budget_usd
 
+    def _call_usd(self) -> float:
+        # What calls did cost beats what they might: ceilings are far above most calls.
+        return self.costliest_call_usd or self.ceiling_usd
+
     def _holding(self) -> str:
+        counted = (
+            "as the session's calls so far cost"
+            if self.costliest_call_usd
+            else "the most a call may cost, as none has returned yet"
+        )
         return (
             f"a provider call waits: ${self.spent_usd:.4f} spent and {self.in_flight} call(s) "
-            f"in flight (up to ${self.costliest_call_usd:.4f} each) would pass the budget of "
-            f"${self.budget_usd:g}; it goes once they return, if the budget still has room"
+            f"in flight, counted at ${self._call_usd():.4f} each ({counted}), would pass the "
+            f"budget of ${self.budget_usd:g}; it goes once they return, if the budget still "
+            "has room"
         )
 
 
@@ -128,19 +156,27 @@ def budget_reached(budget_usd: float, spent_usd: float) -> str:
 
 class SpendGuard:
     """The one place every provider call passes: it makes a call only when the budget has
-    room for it (``SpendMeter.admit``), and hands every call that returns to ``ledger`` as
-    soon as it returns, with its owner (``CALL_OWNER``)."""
+    room for it (``SpendMeter.admit``, told the most the call may cost by ``ceiling``), and
+    hands every call that returns to ``ledger`` as soon as it returns, with its owner
+    (``CALL_OWNER``)."""
 
-    def __init__(self, inner: Provider, meter: SpendMeter, ledger: CallLedger | None = None):
+    def __init__(
+        self,
+        inner: Provider,
+        meter: SpendMeter,
+        ledger: CallLedger | None = None,
+        ceiling: CallCeiling | None = None,
+    ):
         self.inner = inner
         self.name = inner.name
         self.meter = meter
         self.ledger = ledger
+        self.ceiling = ceiling
 
     async def complete(
         self, request: ProviderRequest, on_event: EventCallback | None = None
     ) -> ProviderResponse:
-        await self.meter.admit()
+        await self.meter.admit(self.ceiling(request) if self.ceiling is not None else 0.0)
         paid: ProviderResponse | None = None
         try:
             try:
@@ -162,6 +198,42 @@ class SpendGuard:
         if self.ledger is not None:
             model = response.model or request.model or ""
             await self.ledger(self.name, model, response, CALL_OWNER.get())
+
+
+def call_ceiling(provider: str, config: AcaConfig) -> CallCeiling:
+    """The most one call of ``provider`` may cost, known before it is made; 0.0 when nothing
+    bounds it. A Claude Code call is a whole run of the agent: ``[claude_code]
+    max_budget_usd_per_task``, where claude ends the run (after the turn that reaches it).
+    An API call is its input (about 4 characters a token), at the dearer of its model's input
+    and cache-write prices, and its ``max_tokens`` of output at the output price."""
+    if provider == "claude-code":
+        per_run = config.claude_code.max_budget_usd_per_task or 0.0
+        return lambda request: per_run
+    section = config.provider(provider)
+    default_model = section.model or _default_model(provider)
+
+    def ceiling(request: ProviderRequest) -> float:
+        price = price_for(request.model or default_model or "", section.prices)
+        if price is None:
+            return 0.0
+        output_tokens = request.max_tokens or section.max_tokens
+        input_usd = estimate_tokens(request) * max(price.input, price.cache_write)
+        return (input_usd + output_tokens * price.output) / 1_000_000
+
+    return ceiling
+
+
+def _default_model(provider: str) -> str | None:
+    """The model a provider's calls use when neither the request nor the config names one."""
+    if provider == "anthropic":
+        from aca_flows.providers.anthropic_api import DEFAULT_MODEL
+    elif provider == "openai":
+        from aca_flows.providers.openai_api import DEFAULT_MODEL
+    elif provider == "ollama":
+        from aca_flows.providers.ollama_api import DEFAULT_MODEL
+    else:
+        return None  # replay: a cassette's calls, recorded
+    return DEFAULT_MODEL
 
 
 def _billed(stopped: BaseException) -> ProviderResponse | None:

@@ -1,5 +1,6 @@
 """The budget is a cap: calls in flight count against it, so tasks running at once stop
-within about one call of it instead of each making one more call past it."""
+within about one call of it instead of each making one more call past it. Before any call has
+returned, calls in flight count at the most a call may cost (its ceiling)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from dataclasses import replace
 import pytest
 
 from aca_flows.flows import run_flow
-from aca_flows.flows.spend import BudgetReached, SpendGuard, SpendMeter
+from aca_flows.flows.spend import BudgetReached, SpendGuard, SpendMeter, call_ceiling
 from aca_flows.providers.base import Message, ProviderRequest
 from aca_flows.session.store import load_session
+from aca_flows.settings import AcaConfig
 from tests.fakes.scripted_provider import final
 from tests.flows.test_run_ends import load_session_log
 from tests.flows.test_task_run import MODEL, TurnsAgent
@@ -27,11 +29,30 @@ class PaidCalls:
 
     def __init__(self):
         self.made = 0
+        self.in_flight = 0
+        self.most_at_once = 0
 
     async def complete(self, request, on_event=None):
         self.made += 1
+        self.in_flight += 1
+        self.most_at_once = max(self.most_at_once, self.in_flight)
         await asyncio.sleep(0.05)
+        self.in_flight -= 1
         return final("done", cost_usd=0.001)
+
+
+def calls_until_refused(guard: SpendGuard, agents: int = 8) -> None:
+    """``agents`` agents at once, each calling until the budget refuses a call."""
+
+    async def agent():
+        with contextlib.suppress(BudgetReached):
+            while True:
+                await guard.complete(REQUEST)
+
+    async def all_of_them():
+        await asyncio.gather(*(agent() for _ in range(agents)))
+
+    asyncio.run(all_of_them())
 
 
 def test_eight_agents_at_once_stop_within_a_call_of_the_budget():
@@ -43,23 +64,64 @@ def test_eight_agents_at_once_stop_within_a_call_of_the_budget():
         spent[0] += response.cost_usd
 
     meter = SpendMeter(lambda: spent[0], 0.0125, on_hold=held.append)
-    guard = SpendGuard(provider, meter, ledger)
-
-    async def agent():  # calls until the budget refuses one
-        with contextlib.suppress(BudgetReached):
-            while True:
-                await guard.complete(REQUEST)
-
-    async def eight():
-        await asyncio.gather(*(agent() for _ in range(8)))
-
-    asyncio.run(eight())
+    calls_until_refused(SpendGuard(provider, meter, ledger))
     # 8 calls, then 4 that fit beside each other, then 1 alone: $0.013. A check of the spend
     # alone let all 8 make one more call each: 16 calls, $0.016.
     assert provider.made == 13
     assert spent[0] == pytest.approx(0.013)
     assert meter.in_flight == 0
     assert "would pass the budget of $0.0125" in held[0]
+
+
+def test_the_first_calls_are_held_by_their_ceiling_under_a_small_budget():
+    provider = PaidCalls()
+    spent = [0.0]
+    held: list[str] = []
+
+    async def ledger(_provider, _model, response, _owner):
+        spent[0] += response.cost_usd
+
+    meter = SpendMeter(lambda: spent[0], 0.0035, on_hold=held.append)
+    # A call may cost $0.002, known before any returned: room for one of them alone.
+    calls_until_refused(SpendGuard(provider, meter, ledger, ceiling=lambda request: 0.002))
+    # 1 alone, then 2 at $0.001 (what it cost) beside each other, then 1 alone: $0.004. Unheld,
+    # the first 8 calls all went at once: $0.008, 4.5 calls past the budget.
+    assert provider.made == 4
+    assert spent[0] == pytest.approx(0.004)
+    assert held[0].startswith("a provider call waits: $0.0000 spent and 1 call(s) in flight")
+    assert "$0.0020 each (the most a call may cost, as none has returned yet)" in held[0]
+
+
+def test_the_first_calls_all_go_at_once_when_the_budget_has_room_for_them():
+    provider = PaidCalls()
+    held: list[str] = []
+    meter = SpendMeter(lambda: 0.0, 1.0, on_hold=held.append)
+    guard = SpendGuard(provider, meter, ceiling=lambda request: 0.1)
+
+    async def eight():  # 8 calls of at most $0.1 each: $0.8 fits the budget of $1
+        await asyncio.gather(*(guard.complete(REQUEST) for _ in range(8)))
+
+    asyncio.run(eight())
+    assert provider.most_at_once == 8 and not held
+
+
+def test_a_call_s_ceiling_is_its_size_at_its_price_or_a_claude_code_run_s_cap():
+    config = AcaConfig.model_validate(
+        {
+            "claude_code": {"max_budget_usd_per_task": 0.5},
+            "providers": {"openai": {"max_tokens": 1000}},
+        }
+    )
+    request = ProviderRequest(messages=[Message(role="user", text="x" * 4000)], max_tokens=2000)
+    # 1,000 tokens in at $3.75 (sonnet's cache write, dearer than its $3 input), 2,000 out at $15.
+    assert call_ceiling("anthropic", config)(request) == pytest.approx(0.03375)
+    # gpt-5.1, the default model: 1,000 in at $1.25, and the config's 1,000 out at $10.
+    assert call_ceiling("openai", config)(
+        request.model_copy(update={"max_tokens": None})
+    ) == pytest.approx(0.01125)
+    assert call_ceiling("claude-code", config)(request) == 0.5
+    assert call_ceiling("claude-code", AcaConfig())(request) == 0.0  # no cap: unheld
+    assert call_ceiling("ollama", config)(request) == 0.0  # no price: unheld
 
 
 def test_a_call_fits_when_nothing_is_in_flight_and_none_once_the_budget_is_spent():
@@ -99,3 +161,27 @@ def test_a_run_of_eight_tasks_stops_within_a_call_of_its_budget(tmp_path, repo, 
     assert session.usage[0].calls == len(agent.paid)  # every paid call is on the bill
     log = load_session_log(repo, summary["session_id"])
     assert "a provider call waits: $" in log and "would pass the budget of $0.007" in log
+
+
+def test_a_run_of_eight_tasks_holds_its_first_calls_under_a_small_budget(
+    tmp_path, repo, anthropic_fake
+):
+    agent = TurnsAgent(3)
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(lambda request: replace(agent(request), delay=0.3))
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("".join(f"- write the files {{#t{i}}}\n" for i in range(8)))
+    # About $0.0006 a call; a call may cost $0.12 (8192 tokens of output): the first goes
+    # alone, then the budget holds two more beside each other, then one alone.
+    budget = 0.002
+    outcome = run_flow(
+        task_file=str(tasks), workdir=str(repo), model=MODEL, max_concurrent=8, budget_usd=budget
+    )
+    summary = outcome.summary
+    assert outcome.state_name == "Stopped"
+    one_call = max(u["input_tokens"] * 3 + u["output_tokens"] * 15 for u in agent.paid) / 1e6
+    # The 8 tasks' first calls all went at once before: 8 calls, $0.0049.
+    assert len(agent.paid) == 4
+    assert budget <= summary["cost_usd"] < budget + one_call
+    log = load_session_log(repo, summary["session_id"])
+    assert "(the most a call may cost, as none has returned yet)" in log
