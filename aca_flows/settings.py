@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from aca_flows.errors import ConfigError
+from aca_flows.session.redact import PROVIDER_KEY_VARIABLES
 
 __all__ = ["AcaConfig", "LoadedConfig", "config_candidates", "load_config", "source_of"]
 
@@ -113,10 +114,13 @@ PUBLISHED_RATE_LIMITS: dict[str, dict[str, int]] = {
     "ollama": {"max_requests_per_minute": 100_000, "max_tokens_per_minute": 100_000_000},
 }
 
-# Provider keys never enter a sandbox, even when listed in [sandbox] env.
-SANDBOX_FORBIDDEN_ENV = frozenset(
-    {"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY", "OPENAI_ORG_ID"}
-)
+# The credentials aca itself uses never enter a sandbox, even when listed in [sandbox] env:
+# the providers' keys, Claude Code's login and Bedrock token, the GitHub token of --open-pr
+# and the Prefect server's key (whose API runs flows as the user).
+SANDBOX_FORBIDDEN_ENV = frozenset(PROVIDER_KEY_VARIABLES) | {
+    "AWS_BEARER_TOKEN_BEDROCK",
+    "PREFECT_API_AUTH_STRING",
+}
 
 
 class SandboxSection(Section):
@@ -146,8 +150,10 @@ class SandboxSection(Section):
         forbidden = sorted(set(names) & SANDBOX_FORBIDDEN_ENV)
         if forbidden:
             raise ValueError(
-                f"{', '.join(forbidden)} may not be passed into the sandbox; agent commands "
-                "never see provider keys"
+                f"{', '.join(forbidden)} may not be passed into the sandbox: agent commands "
+                "never see aca's own credentials. Remove them from [sandbox] env; a command "
+                "that needs a credential gets one of its own, under another name, with only "
+                "the rights it needs"
             )
         return names
 
