@@ -85,13 +85,14 @@ def claude_environment(
     }
     env["CLAUDE_CODE_SUBPROCESS_ENV_SCRUB"] = "1"
     if "PATH" in env:
-        env["PATH"] = _absolute_folders(env["PATH"])
+        env["PATH"] = absolute_folders(env["PATH"])
     return env
 
 
-def _absolute_folders(path: str) -> str:
-    # claude starts bwrap, socat and git outside its sandbox, from its working directory: a
-    # relative entry (".", "node_modules/.bin", an empty one) would find the agent's own there.
+def absolute_folders(path: str) -> str:
+    """``path`` (a ``PATH`` value) without its relative entries. claude is started, and starts
+    bwrap, socat and git outside its sandbox, in the task's worktree: a relative entry (".",
+    "node_modules/.bin", an empty one) would find the agent's own program there."""
     folders = path.split(os.pathsep)
     return os.pathsep.join(folder for folder in folders if os.path.isabs(folder))
 
