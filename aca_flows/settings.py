@@ -2,7 +2,9 @@
 
 Precedence, lowest first: built-in defaults, the config file, environment variables, command
 line flags. The file is ``--config FILE`` if given, else the first that exists of
-``<workdir>/aca.toml``, ``<workdir>/.aca/config.toml`` and ``~/.aca/config.toml``.
+``<workdir>/aca.toml``, ``<workdir>/.aca/config.toml`` and ``~/.aca/config.toml``; in a
+checkout aca cloned for ``--repo``, the clone's own file may not weaken the sandbox
+(``cloned_config.py``).
 Every effective value remembers where it came from, for ``aca config show``.
 Secrets never live here: provider keys are read from their standard environment variables, or
 from a Prefect Secret block this file names (``[providers.<name>] api_key_secret``).
@@ -17,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from aca_flows.cloned_config import drop_weakening_keys, is_cloned_working_area
 from aca_flows.errors import ConfigError
 from aca_flows.session.redact import PROVIDER_KEY_VARIABLES
 
@@ -271,6 +274,11 @@ class LoadedConfig(BaseModel):
     sources: dict[str, str] = Field(
         default_factory=dict, description="dotted key -> where its value came from"
     )
+    ignored: list[str] = Field(
+        default_factory=list,
+        description="Settings of a cloned repository's config left out, each with how to "
+        "allow it (cloned_config.py): to be shown to the user.",
+    )
 
 
 def config_candidates(workdir: Path) -> list[Path]:
@@ -306,8 +314,11 @@ def load_config(
         _merge(data, block[1], sources, f"block {block[0]}", relative_paths=False)
     else:
         file = _pick_file(workdir, config_file)
+    ignored: list[str] = []
     if file is not None:
         file_data = _read_toml(file)
+        if config_file is None and _the_clones_own(workdir, file):
+            ignored = drop_weakening_keys(file_data, file, AcaConfig())
         _merge(data, file_data, sources, str(file))
     env_data = _env_overrides(environ)
     for key, value in env_data.items():
@@ -321,7 +332,12 @@ def load_config(
         config = AcaConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, file, sources)) from None
-    return LoadedConfig(config=config, file=file, sources=sources)
+    return LoadedConfig(config=config, file=file, sources=sources, ignored=ignored)
+
+
+def _the_clones_own(workdir: Path, file: Path) -> bool:
+    # The file the clone of --repo brought (not ~/.aca/config.toml, read when it has none).
+    return file in config_candidates(workdir)[:2] and is_cloned_working_area(workdir)
 
 
 def _pick_file(workdir: Path, config_file: Path | None) -> Path | None:

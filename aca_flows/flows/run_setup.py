@@ -135,7 +135,10 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
     block = None
     if request.config_block:  # settings from the Prefect server: nothing read from disk
         block = (request.config_block, load_config_block(request.config_block))
-    config = load_config(workdir, config_file, overrides, block=block).config
+    loaded = load_config(workdir, config_file, overrides, block=block)
+    for line in loaded.ignored:  # settings a cloned repository may not make (cloned_config)
+        _warn(line)
+    config = loaded.config
     repo = open_repository(workdir, init_git=request.init_git)
     if resuming:
         refuse_lost_work(repo, recorded)

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import git
 
+from aca_flows.cloned_config import WORKING_AREA_KEY
 from aca_flows.session.layout import session_branch
 from aca_flows.session.redact import redact_text
 from aca_flows.workspace.file_lock import FileLock
@@ -316,8 +317,9 @@ class RemoteRepository:
 
 
 _HEADS_REFSPEC = "+refs/heads/*:refs/remotes/origin/*"
-# Set in the checkouts aca makes: only those are moved to the remote's newest commit.
-_OWN_CHECKOUT = "aca.workingarea"
+# Set in the checkouts aca makes: only those are moved to the remote's newest commit, and
+# their own config may not weaken the sandbox (cloned_config.py).
+_OWN_CHECKOUT = WORKING_AREA_KEY
 
 
 def save_session_record(repo: git.Repo, session_id: str, session_dir: Path) -> str:
