@@ -56,7 +56,7 @@ from aca_flows.providers.pricing import price_for
 from aca_flows.providers.ratelimit import account_state_file
 from aca_flows.providers.retry import with_call_retries
 from aca_flows.session.events import TaskResult
-from aca_flows.session.layout import AcaDir
+from aca_flows.session.layout import AcaDir, linked_aca_folder
 from aca_flows.session.redact import redact
 from aca_flows.session.store import SessionStore, load_session
 from aca_flows.settings import AcaConfig, load_config
@@ -118,6 +118,8 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
     """The session store (locked) and what the task runs share. Raises ``AcaError`` on bad
     input before anything is written."""
     workdir = Path(request.workdir).expanduser().resolve()
+    if problem := linked_aca_folder(workdir):
+        raise InputError(problem)
     config_file = Path(request.config_file) if request.config_file else None
     resuming = bool(request.session_id and _session_exists(workdir, request.session_id))
     overrides = request.overrides()

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 import git
 
 from aca_flows.cloned_config import WORKING_AREA_KEY
-from aca_flows.session.layout import session_branch
+from aca_flows.session.layout import linked_aca_folder, session_branch
 from aca_flows.session.redact import redact_text
 from aca_flows.workspace.file_lock import FileLock
 from aca_flows.workspace.hardened_git import AcaRepo
@@ -185,6 +185,8 @@ class RemoteRepository:
                 raise
             if config_value(repo, _OWN_CHECKOUT) == "true":
                 repo.git.checkout("--force", "-B", branch, f"refs/remotes/origin/{branch}")
+        if problem := linked_aca_folder(self.workdir):  # before a session record is written
+            raise RemoteError(problem)
         return repo
 
     def fetch_session(self, repo: git.Repo, session_id: str) -> bool:
