@@ -32,6 +32,7 @@ GUARDED: dict[tuple[str, str], str] = {
     ("claude_code", "cli_path"): "run a program of its choosing as claude",
     ("claude_code", "permission_mode"): "change Claude Code's permissions",
     ("claude_code", "allowed_tools"): "offer Claude Code other tools",
+    ("approval", "on_timeout"): "approve a plan nobody approved (--require-approval)",
 }
 # [providers.<name>] base_url: where the provider's key is sent.
 _BASE_URL = "send your provider key to another server"
