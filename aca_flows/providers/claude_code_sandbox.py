@@ -153,8 +153,10 @@ NPM_PREFIX_VARIABLES = ("npm_config_prefix", "NPM_CONFIG_PREFIX")
 def npm_root_answered(environ: Mapping[str, str]) -> str | None:
     """The folder of an ``npm`` that answers ``npm root -g`` from a copy of the real answer
     (made once: ``~/.aca/npm-shim/<key>``), or ``None`` when ``environ``'s PATH has no npm.
-    The key changes with npm itself and its prefix settings, so the copy is never stale."""
-    npm = shutil.which("npm", path=environ.get("PATH"))
+    The key changes with npm itself and its prefix settings, so the copy is never stale.
+    npm is looked for in PATH's absolute folders only: aca runs it, and claude the shim, from
+    folders (the checkout, the worktree) where a relative entry would find a file of theirs."""
+    npm = shutil.which("npm", path=absolute_folders(environ.get("PATH", os.defpath)))
     if npm is None:
         return None
     npmrc = Path.home() / ".npmrc"

@@ -60,7 +60,8 @@ def test_acas_git_and_bubblewrap_never_run_the_agents_programs(tmp_path, monkeyp
 def test_claude_never_runs_the_agents_programs(tmp_path, monkeypatch, cli_path):
     # aca runs from the repository's root; evil/claude in the task's worktree (where claude
     # starts) is the agent's: a claude found on PATH must come from an absolute folder, and a
-    # relative cli_path names the checkout's file (the user's), not the worktree's.
+    # relative cli_path names the checkout's file (the user's), not the worktree's. npm, which
+    # aca asks for its root (the shim claude is given), is found on an absolute folder too.
     config = AcaConfig.model_validate(
         {
             "providers": {"claude-code": {"model": "claude-test"}},
@@ -72,7 +73,7 @@ def test_claude_never_runs_the_agents_programs(tmp_path, monkeypatch, cli_path):
     monkeypatch.chdir(repo)
     marker = tmp_path / "ran-outside"
     (repo / "evil").mkdir()
-    for name in PLANTED + ("claude",):
+    for name in PLANTED + ("claude", "npm"):
         (repo / "evil" / name).write_text(planted(name, marker))
         (repo / "evil" / name).chmod(0o755)
     git = ["git", "-C", str(repo), "-c", "user.name=u", "-c", "user.email=u@example.com"]
