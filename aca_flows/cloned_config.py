@@ -5,9 +5,11 @@ A run of ``--repo URL`` (and a deployment run given ``repo``) works in a checkou
 (``aca.workingarea = true`` in its git config) and reads that checkout's ``aca.toml`` or
 ``.aca/config.toml`` like any other, for the project's own settings. Whoever can push to the
 URL writes that file, so there it may not weaken what confines the agent: such a value is left
-out, and said (``LoadedConfig.ignored``). The user's own settings are untouched: an
-``ACA_*`` variable, a flag, ``--config FILE`` (naming the clone's file trusts it whole) and
-``~/.aca/config.toml`` (read when the clone has no config) set these keys as ever.
+out, and said (``LoadedConfig.ignored``). So it is from any file of the clone, however named:
+``--config`` and a deployment run's ``config_file`` (whoever requests the run chooses it, and
+aca's working area is an allowed folder). The user's own settings are untouched: an ``ACA_*``
+variable, a flag, ``--config`` naming a file outside the clone, and ``~/.aca/config.toml``
+(read when the clone has no config) set these keys as ever.
 """
 
 from __future__ import annotations
@@ -17,7 +19,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["WORKING_AREA_KEY", "drop_weakening_keys", "is_cloned_working_area"]
+__all__ = [
+    "WORKING_AREA_KEY",
+    "drop_weakening_keys",
+    "in_cloned_working_area",
+    "is_cloned_working_area",
+]
 
 # Set by aca in the git config of a checkout it cloned for --repo (workspace/remote.py).
 WORKING_AREA_KEY = "aca.workingarea"
@@ -36,6 +43,15 @@ GUARDED: dict[tuple[str, str], str] = {
 }
 # [providers.<name>] base_url: where the provider's key is sent.
 _BASE_URL = "send your provider key to another server"
+
+
+def in_cloned_working_area(file: Path) -> bool:
+    """Whether ``file`` is inside a checkout aca cloned for ``--repo``: the repository's, by
+    whatever path it is named (its ``aca.toml``, or ``--config`` or a deployment run's
+    ``config_file`` naming a file of the clone)."""
+    # By the path as named and the path it resolves to: a link in the clone, or to it.
+    named, real = Path(file).absolute(), Path(file).resolve()
+    return any(is_cloned_working_area(folder) for folder in {*named.parents, *real.parents})
 
 
 def is_cloned_working_area(workdir: Path) -> bool:
@@ -68,5 +84,6 @@ def drop_weakening_keys(data: dict[str, Any], file: Path, defaults: Any) -> list
 def _line(setting: str, effect: str, section: str, key: str) -> str:
     return (
         f"ignored {setting}: a cloned repository's config may not {effect}. To allow it, set "
-        f"it yourself: ACA_{section.upper()}__{key.upper()}, or --config naming a file you trust."
+        f"it yourself: ACA_{section.upper()}__{key.upper()}, or --config naming a file of "
+        "yours, outside the clone."
     )

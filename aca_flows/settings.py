@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from aca_flows.cloned_config import drop_weakening_keys, is_cloned_working_area
+from aca_flows.cloned_config import drop_weakening_keys, in_cloned_working_area
 from aca_flows.errors import ConfigError
 from aca_flows.session.redact import PROVIDER_KEY_VARIABLES
 
@@ -317,7 +317,7 @@ def load_config(
     ignored: list[str] = []
     if file is not None:
         file_data = _read_toml(file)
-        if config_file is None and _the_clones_own(workdir, file):
+        if in_cloned_working_area(file):
             ignored = drop_weakening_keys(file_data, file, AcaConfig())
         _merge(data, file_data, sources, str(file))
     env_data = _env_overrides(environ)
@@ -333,11 +333,6 @@ def load_config(
     except ValidationError as exc:
         raise ConfigError(_describe(exc, file, sources)) from None
     return LoadedConfig(config=config, file=file, sources=sources, ignored=ignored)
-
-
-def _the_clones_own(workdir: Path, file: Path) -> bool:
-    # The file the clone of --repo brought (not ~/.aca/config.toml, read when it has none).
-    return file in config_candidates(workdir)[:2] and is_cloned_working_area(workdir)
 
 
 def _pick_file(workdir: Path, config_file: Path | None) -> Path | None:

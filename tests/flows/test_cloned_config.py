@@ -9,6 +9,7 @@ to allow it.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -79,7 +80,8 @@ def test_a_cloned_repositorys_config_cannot_weaken_the_sandbox(
     assert len(said) == 8, "\n".join(said)
     assert said[0].startswith(f'{area / "aca.toml"}: ignored [sandbox] mode = "off": ')
     assert said[1].endswith(
-        "set it yourself: ACA_SANDBOX__NETWORK, or --config naming a file you trust."
+        "set it yourself: ACA_SANDBOX__NETWORK, or --config naming a file of yours, outside "
+        "the clone."
     )
 
 
@@ -102,7 +104,7 @@ def test_config_show_says_what_is_ignored_and_the_users_own_settings_win(
 
     area = checkout_remote(str(hostile_remote), Path("."))
     assert main(["config", "show", "--workdir", str(area), "--json"]) == 0
-    shown = __import__("json").loads(capsys.readouterr().out)
+    shown = json.loads(capsys.readouterr().out)
     assert shown["values"]["sandbox.mode"] == {"value": "bwrap", "source": "default"}
     assert shown["values"]["claude_code.cli_path"]["value"] is None
     assert shown["values"]["agent.max_fix_attempts"]["value"] == 0  # the rest is read
@@ -116,17 +118,22 @@ def test_config_show_says_what_is_ignored_and_the_users_own_settings_win(
         capsys.readouterr().err
     )
 
-    # The user's own settings: a variable, or the file named on the command line.
+    # The user's own settings: a variable, or a file of theirs named on the command line; the
+    # clone's own file, named so (a deployment run's config_file can), is still the clone's.
     monkeypatch.setenv("ACA_SANDBOX__NETWORK", "true")
     assert main(["config", "show", "--workdir", str(area), "--json"]) == 0
     assert '"source": "env ACA_SANDBOX__NETWORK"' in capsys.readouterr().out
-    args = ["config", "show", "--workdir", str(area), "--config", str(area / "aca.toml")]
-    assert main([*args, "--json"]) == 0
-    trusted = __import__("json").loads(capsys.readouterr().out)
+    named = ["config", "show", "--workdir", str(area), "--json", "--config"]
+    assert main([*named, str(area / "aca.toml")]) == 0
+    assert len(json.loads(capsys.readouterr().out)["ignored"]) == 8
+    mine = area.parent / "mine.toml"
+    mine.write_text(HOSTILE)
+    assert main([*named, str(mine)]) == 0
+    trusted = json.loads(capsys.readouterr().out)
     assert trusted["values"]["sandbox.mode"]["value"] == "off" and trusted["ignored"] == []
 
     # Not a clone aca made (the user's own checkout): its file is the user's, read whole.
     own = make_repo(area.parent / "own")
     (own / "aca.toml").write_text(HOSTILE)
     assert main(["config", "show", "--workdir", str(own), "--json"]) == 0
-    assert __import__("json").loads(capsys.readouterr().out)["ignored"] == []
+    assert json.loads(capsys.readouterr().out)["ignored"] == []
