@@ -360,6 +360,7 @@ def restore_session_record(repo: git.Repo, session_id: str, session_dir: Path) -
     ref = session_record_ref(session_id)
     if not ref_exists(repo, ref):
         return False
+    _refuse_links(repo, ref)
     session_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{session_id}-", dir=session_dir.parent))
     try:
@@ -376,6 +377,21 @@ def restore_session_record(repo: git.Repo, session_id: str, session_dir: Path) -
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return True
+
+
+def _refuse_links(repo: git.Repo, ref: str) -> None:
+    """A record aca pushed holds files and folders only. Whoever can push to the remote can
+    replace it: a symbolic link there (``meta/events.jsonl`` to ``~/.bashrc``) would have aca
+    write the session's journal wherever it points."""
+    tree = repo.git.ls_tree("-r", "--full-tree", ref).splitlines()
+    links = [line.split("\t", 1)[1] for line in tree if not line.startswith("100")]
+    if links:
+        raise RemoteError(
+            f"the session record {ref} on the remote holds what aca never writes there, a "
+            f"symbolic link or a submodule ({', '.join(links[:3])}); it was not restored. "
+            "Someone who can push to the remote changed it: check the remote, or resume the "
+            "session where its record is (without --repo)."
+        )
 
 
 def _fast_forward(repo: git.Repo, ref: str, to: str) -> None:
