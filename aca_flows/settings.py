@@ -2,7 +2,9 @@
 
 Precedence, lowest first: built-in defaults, the config file, environment variables, command
 line flags. The file is ``--config FILE`` if given, else the first that exists of
-``<workdir>/aca.toml``, ``<workdir>/.aca/config.toml`` and ``~/.aca/config.toml``.
+``<workdir>/aca.toml``, ``<workdir>/.aca/config.toml`` and ``~/.aca/config.toml``; in a
+checkout aca cloned for ``--repo``, the clone's own file may not weaken the sandbox
+(``cloned_config.py``).
 Every effective value remembers where it came from, for ``aca config show``.
 Secrets never live here: provider keys are read from their standard environment variables, or
 from a Prefect Secret block this file names (``[providers.<name>] api_key_secret``).
@@ -17,7 +19,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from aca_flows.cloned_config import drop_weakening_keys, in_cloned_working_area
 from aca_flows.errors import ConfigError
+from aca_flows.session.redact import PROVIDER_KEY_VARIABLES
 
 __all__ = ["AcaConfig", "LoadedConfig", "config_candidates", "load_config", "source_of"]
 
@@ -113,10 +117,13 @@ PUBLISHED_RATE_LIMITS: dict[str, dict[str, int]] = {
     "ollama": {"max_requests_per_minute": 100_000, "max_tokens_per_minute": 100_000_000},
 }
 
-# Provider keys never enter a sandbox, even when listed in [sandbox] env.
-SANDBOX_FORBIDDEN_ENV = frozenset(
-    {"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY", "OPENAI_ORG_ID"}
-)
+# The credentials aca itself uses never enter a sandbox, even when listed in [sandbox] env:
+# the providers' keys, Claude Code's login and Bedrock token, the GitHub token of --open-pr
+# and the Prefect server's key (whose API runs flows as the user).
+SANDBOX_FORBIDDEN_ENV = frozenset(PROVIDER_KEY_VARIABLES) | {
+    "AWS_BEARER_TOKEN_BEDROCK",
+    "PREFECT_API_AUTH_STRING",
+}
 
 
 class SandboxSection(Section):
@@ -146,8 +153,10 @@ class SandboxSection(Section):
         forbidden = sorted(set(names) & SANDBOX_FORBIDDEN_ENV)
         if forbidden:
             raise ValueError(
-                f"{', '.join(forbidden)} may not be passed into the sandbox; agent commands "
-                "never see provider keys"
+                f"{', '.join(forbidden)} may not be passed into the sandbox: agent commands "
+                "never see aca's own credentials. Remove them from [sandbox] env; a command "
+                "that needs a credential gets one of its own, under another name, with only "
+                "the rights it needs"
             )
         return names
 
@@ -265,6 +274,11 @@ class LoadedConfig(BaseModel):
     sources: dict[str, str] = Field(
         default_factory=dict, description="dotted key -> where its value came from"
     )
+    ignored: list[str] = Field(
+        default_factory=list,
+        description="Settings of a cloned repository's config left out, each with how to "
+        "allow it (cloned_config.py): to be shown to the user.",
+    )
 
 
 def config_candidates(workdir: Path) -> list[Path]:
@@ -300,8 +314,11 @@ def load_config(
         _merge(data, block[1], sources, f"block {block[0]}", relative_paths=False)
     else:
         file = _pick_file(workdir, config_file)
+    ignored: list[str] = []
     if file is not None:
         file_data = _read_toml(file)
+        if in_cloned_working_area(file):
+            ignored = drop_weakening_keys(file_data, file, AcaConfig())
         _merge(data, file_data, sources, str(file))
     env_data = _env_overrides(environ)
     for key, value in env_data.items():
@@ -315,7 +332,7 @@ def load_config(
         config = AcaConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, file, sources)) from None
-    return LoadedConfig(config=config, file=file, sources=sources)
+    return LoadedConfig(config=config, file=file, sources=sources, ignored=ignored)
 
 
 def _pick_file(workdir: Path, config_file: Path | None) -> Path | None:

@@ -1,12 +1,12 @@
 """Secrets aca knows, in a task's work: never committed.
 
 The redactor's values (provider keys and secret-named variables of aca's environment, the
-Secret blocks in use, and their hex and base64 forms) are kept out of every record aca
-writes; a commit is one too, and it is pushed and shown in pull requests, where no redactor
-runs. An agent holds such a value when it was given one (``[sandbox] env``) or ran
-unsandboxed. A change that adds one to a file is never committed: the task fails, naming the
-files, never the value. A file that held it already when the task started is the
-repository's own content, not the agent's doing, and passes.
+Secret blocks in use, and their hex and base64 forms, wrapped across lines or not) are kept
+out of every record aca writes; a commit is one too, and it is pushed and shown in pull
+requests, where no redactor runs. An agent holds such a value when it was given one
+(``[sandbox] env``) or ran unsandboxed. A change that adds one to a file is never committed:
+the task fails, naming the files, never the value. A file that held it already when the task
+started is the repository's own content, not the agent's doing, and passes.
 """
 
 from __future__ import annotations
@@ -55,12 +55,20 @@ def _adds_a_secret(worktree: TaskWorktree, path: str, secrets: list[bytes]) -> b
     if file.is_symlink() or not file.is_file():
         return False
     with open(file, "rb") as handle:
-        data = handle.read(_READ_LIMIT)
+        data = _with_lines_joined(handle.read(_READ_LIMIT))
     found = [secret for secret in secrets if secret in data]
     if not found:
         return False
-    before = _at_start(worktree, path)
+    before = _with_lines_joined(_at_start(worktree, path))
     return any(secret not in before for secret in found)
+
+
+def _with_lines_joined(data: bytes) -> bytes:
+    # base64 wraps its output at 76 characters: an encoded secret is whole only once the
+    # lines are joined. The data as written stays beside them: a secret of several lines.
+    if b"\n" not in data:
+        return data
+    return data + b"\0" + data.replace(b"\r", b"").replace(b"\n", b"")
 
 
 def _at_start(worktree: TaskWorktree, path: str) -> bytes:

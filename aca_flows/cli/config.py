@@ -62,6 +62,7 @@ def show(
                     "file": str(loaded.file) if loaded.file else None,
                     "values": {k: {"value": v, "source": s} for k, v, s in rows},
                     "credentials": credentials,
+                    "ignored": loaded.ignored,
                 },
                 indent=2,
             )
@@ -73,6 +74,8 @@ def show(
 
     console = make_console()  # values are the user's: "[/]" is no markup; wide in a pipe
     console.print(f"config file: {loaded.file or '(none found; defaults)'}")
+    for line in loaded.ignored:
+        console.print(f"warning: {line}")
     table = Table()
     table.add_column("key", no_wrap=True)  # whole: a key is what a config file needs
     table.add_column("value")

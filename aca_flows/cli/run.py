@@ -194,7 +194,10 @@ def _execute(options: RunOptions) -> int:
     elif options.repo:
         options.workdir = checkout_remote(options.repo, options.workdir)
     options.workdir = options.workdir.resolve()
-    config = load_config(options.workdir, options.config, options.config_overrides()).config
+    loaded = load_config(options.workdir, options.config, options.config_overrides())
+    for line in loaded.ignored if options.dry_run else ():  # a run's flow says it in its log
+        print(f"warning: {line}", file=sys.stderr)
+    config = loaded.config
     plan = _plan_unless_the_flow_parses(options, config)
     default = config.session.provider
     names = {default} if plan is None else plan.provider_names(default)

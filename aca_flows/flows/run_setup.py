@@ -54,7 +54,7 @@ from aca_flows.plan import (
 from aca_flows.plan.io import MARKDOWN_SUFFIXES
 from aca_flows.providers import require_providers
 from aca_flows.session.events import TaskResult
-from aca_flows.session.layout import AcaDir
+from aca_flows.session.layout import AcaDir, linked_aca_folder
 from aca_flows.session.redact import redact
 from aca_flows.session.store import SessionStore, load_session
 from aca_flows.settings import AcaConfig, load_config
@@ -126,6 +126,8 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
     """The session store (locked) and what the task runs share. Raises ``AcaError`` on bad
     input before anything is written."""
     workdir = Path(request.workdir).expanduser().resolve()
+    if problem := linked_aca_folder(workdir):
+        raise InputError(problem)
     config_file = Path(request.config_file) if request.config_file else None
     resuming = bool(request.session_id and _session_exists(workdir, request.session_id))
     overrides = request.overrides()
@@ -143,7 +145,10 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
     block = None
     if request.config_block:  # settings from the Prefect server: nothing read from disk
         block = (request.config_block, load_config_block(request.config_block))
-    config = load_config(workdir, config_file, overrides, block=block).config
+    loaded = load_config(workdir, config_file, overrides, block=block)
+    for line in loaded.ignored:  # settings a cloned repository may not make (cloned_config)
+        _warn(line)
+    config = loaded.config
     repo = open_repository(workdir, init_git=request.init_git)
     if resuming:
         refuse_lost_work(repo, recorded)

@@ -81,6 +81,7 @@ from aca_flows.providers.claude_code_results import (
     result_error,
 )
 from aca_flows.providers.claude_code_sandbox import (
+    absolute_folders,
     claude_environment,
     claude_sandbox_settings,
     npm_root_answered,
@@ -135,12 +136,15 @@ def find_claude_cli(
 ) -> tuple[Path | None, str]:
     """The binary to run and where it came from (``ACA_CLAUDE_CLI``, ``config``, ``PATH``,
     ``bundled``); ``(None, reason)`` when there is none. A path set explicitly is returned
-    even when it does not exist, so using it fails loudly instead of falling back."""
+    even when it does not exist, so using it fails loudly instead of falling back. ``PATH`` is
+    searched in its absolute folders only (``absolute_folders``)."""
     env = os.environ if environ is None else environ
     for value, source in ((env.get("ACA_CLAUDE_CLI"), "ACA_CLAUDE_CLI"), (configured, "config")):
         if value:
-            return Path(value).expanduser(), source
-    on_path = shutil.which("claude", path=env.get("PATH"))
+            # Made absolute here: claude starts in the task's worktree, where a relative
+            # path would name the agent's file.
+            return Path(value).expanduser().absolute(), source
+    on_path = shutil.which("claude", path=absolute_folders(env.get("PATH", os.defpath)))
     if on_path:
         return Path(on_path), "PATH"
     bundled = bundled_claude_cli()

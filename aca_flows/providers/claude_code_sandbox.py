@@ -85,13 +85,14 @@ def claude_environment(
     }
     env["CLAUDE_CODE_SUBPROCESS_ENV_SCRUB"] = "1"
     if "PATH" in env:
-        env["PATH"] = _absolute_folders(env["PATH"])
+        env["PATH"] = absolute_folders(env["PATH"])
     return env
 
 
-def _absolute_folders(path: str) -> str:
-    # claude starts bwrap, socat and git outside its sandbox, from its working directory: a
-    # relative entry (".", "node_modules/.bin", an empty one) would find the agent's own there.
+def absolute_folders(path: str) -> str:
+    """``path`` (a ``PATH`` value) without its relative entries. claude is started, and starts
+    bwrap, socat and git outside its sandbox, in the task's worktree: a relative entry (".",
+    "node_modules/.bin", an empty one) would find the agent's own program there."""
     folders = path.split(os.pathsep)
     return os.pathsep.join(folder for folder in folders if os.path.isabs(folder))
 
@@ -152,8 +153,10 @@ NPM_PREFIX_VARIABLES = ("npm_config_prefix", "NPM_CONFIG_PREFIX")
 def npm_root_answered(environ: Mapping[str, str]) -> str | None:
     """The folder of an ``npm`` that answers ``npm root -g`` from a copy of the real answer
     (made once: ``~/.aca/npm-shim/<key>``), or ``None`` when ``environ``'s PATH has no npm.
-    The key changes with npm itself and its prefix settings, so the copy is never stale."""
-    npm = shutil.which("npm", path=environ.get("PATH"))
+    The key changes with npm itself and its prefix settings, so the copy is never stale.
+    npm is looked for in PATH's absolute folders only: aca runs it, and claude the shim, from
+    folders (the checkout, the worktree) where a relative entry would find a file of theirs."""
+    npm = shutil.which("npm", path=absolute_folders(environ.get("PATH", os.defpath)))
     if npm is None:
         return None
     npmrc = Path.home() / ".npmrc"

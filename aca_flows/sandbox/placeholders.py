@@ -7,12 +7,16 @@ stage them"). It does the same in the user's home (``.gitconfig``, ``.netrc``, .
 in the repository's git directory (``config.worktree``). aca stages everything, so a
 placeholder that appeared during a run, is still empty and carries one of those names is
 deleted (from the worktree with the empty folders it made, from the other folders given).
-A file the agent wrote has content, or existed before the run, and stays.
+A file the agent wrote has content, or existed before the run, and stays. In the repository's
+checkout it also makes folders and leaves them empty (``.claude/.cc-writes``, and
+``.claude-sandbox-noreplace`` in folders of ``.git``): those that were not there before are
+removed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 __all__ = ["PLACEHOLDER_NAMES", "existing_placeholders", "remove_new_placeholders"]
@@ -31,6 +35,12 @@ PLACEHOLDER_NAMES = frozenset(
 )
 # Folders it creates to hold placeholders or to mount over.
 PLACEHOLDER_DIRS = (".claude", "node_modules", ".github", ".idea", ".vscode", "scripts")
+# Folders it makes in the repository's checkout (its project root, for a worktree), outside
+# the worktree, and leaves empty: the staging folder of its settings' writes, and in the git
+# directory a marker in each folder it pins against replacement (info, objects/info, ...).
+# Removed when new and still empty, innermost first.
+CHECKOUT_LEFTOVERS = (".claude/.cc-writes", ".claude")
+PINNED_MARKER = ".claude-sandbox-noreplace"
 
 
 def existing_placeholders(root: Path, others: list[Path] | tuple[Path, ...] = ()) -> set[Path]:
@@ -55,6 +65,10 @@ def remove_new_placeholders(
         folder = root / name
         if folder not in before:
             _remove_empty_tree(folder)
+    for folder in _leftovers(others):
+        if folder not in before and folder.is_dir() and not folder.is_symlink():
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only succeeds when empty
     return removed
 
 
@@ -69,6 +83,22 @@ def _candidates(root: Path, others: list[Path] | tuple[Path, ...] = ()) -> list[
     if claude.is_dir() and not claude.is_symlink():
         found += [p for p in claude.rglob("*") if p.name in PLACEHOLDER_NAMES]
     found += [root / name for name in PLACEHOLDER_DIRS if (root / name).exists()]
+    return found + [path for path in _leftovers(others) if path.exists()]
+
+
+def _leftovers(others: list[Path] | tuple[Path, ...]) -> list[Path]:
+    checkouts = [folder for folder in others if (folder / ".git").is_dir()]
+    found = [checkout / name for checkout in checkouts for name in CHECKOUT_LEFTOVERS]
+    return found + [m for checkout in checkouts for m in _pinned_markers(checkout / ".git")]
+
+
+def _pinned_markers(git_dir: Path) -> list[Path]:
+    found = []
+    for folder, names, _ in os.walk(git_dir):
+        if PINNED_MARKER in names:
+            found.append(Path(folder) / PINNED_MARKER)
+        if Path(folder) == git_dir / "objects":  # the loose objects' 256 folders: none there
+            names[:] = [name for name in names if name == "info"]
     return found
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["AcaDir", "SessionPaths", "session_branch"]
+__all__ = ["AcaDir", "SessionPaths", "linked_aca_folder", "session_branch"]
 
 
 def session_branch(session_id: str) -> str:
@@ -36,6 +37,23 @@ class AcaDir:
 
     def session(self, session_id: str) -> SessionPaths:
         return SessionPaths(self.sessions_dir / session_id)
+
+
+def linked_aca_folder(workdir: Path) -> str | None:
+    """Why ``workdir``'s ``.aca`` cannot hold aca's files, or ``None``: it, or a folder aca
+    keeps in it, is a symbolic link. A repository can commit one, pointing anywhere (a home):
+    its sessions and the tasks' worktrees would be written there, outside the checkout and
+    outside what the sandboxes keep hidden."""
+    root = AcaDir(workdir).root
+    for path in (root, root / "sessions", root / "worktrees"):
+        if path.is_symlink():
+            return (
+                f"{path} is a symbolic link (to {os.readlink(path)}), not a folder: aca keeps "
+                "its sessions and the tasks' worktrees there, in the repository's own .aca "
+                "folder. If the repository commits it, remove it from the repository; else "
+                "remove the link, and aca makes the folder."
+            )
+    return None
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ What is removed, replaced by ``[REDACTED]``:
 - those values of 12 characters or more encoded: in hex, and in base64 at each of the three
   alignments it can have in a longer text (``Basic base64("user:" + token)``), so a check
   that prints a token it was given (``[sandbox] env``) through ``base64`` or ``od`` is
-  redacted too (base64 wrapped across lines is not);
+  redacted too, and so is base64 wrapped across lines (``base64`` wraps at 76 characters,
+  ``openssl`` at 64): the secret's part of it, line breaks and all (``wrapped_base64.py``);
 - anything shaped like a credential, whether or not it is in the environment: ``sk-...`` and
   ``sk-ant-...`` keys, ``Bearer <token>``, ``Basic <base64 of user:password>``, GitHub, Slack,
   AWS, Google and Prefect keys;
@@ -42,7 +43,8 @@ What is removed, replaced by ``[REDACTED]``:
   part of ``http(s)://user@host`` (there it is usually a token: ``https://<token>@github.com``);
 - PEM private keys (``-----BEGIN ... PRIVATE KEY-----`` to its END line).
 
-The environment is read at every call, so a key exported after import is still caught.
+The environment is read at every call, so a key exported after import is still caught; a
+secret's encoded forms are computed once per value.
 ``redact`` walks dicts, lists and tuples (keys and values) and returns a new structure;
 everything that is not a string is returned as it is.
 """
@@ -50,11 +52,14 @@ everything that is not a string is returned as it is.
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import os
 import re
 from collections.abc import Mapping
 from typing import Any
+
+from aca_flows.session.wrapped_base64 import redact_wrapped
 
 __all__ = [
     "REDACTED",
@@ -247,7 +252,8 @@ def _secret_values(environ: Mapping[str, str]) -> list[str]:
     return sorted(found, key=len, reverse=True)
 
 
-def _encodings(secret: str) -> list[str]:
+@functools.lru_cache(maxsize=256)
+def _encodings(secret: str) -> tuple[str, ...]:
     """``secret`` in hex, and in base64 after 0, 1 and 2 other bytes: of each, only the
     characters the secret alone decides (the first and last groups share bits with whatever
     stands beside it)."""
@@ -256,7 +262,7 @@ def _encodings(secret: str) -> list[str]:
     for shift in range(3):
         encoded = base64.b64encode(b"\0" * shift + raw).decode()
         forms.append(encoded[4 if shift else 0 : (len(raw) + shift) // 3 * 4])
-    return forms
+    return tuple(forms)
 
 
 def redact_text(text: str, environ: Mapping[str, str] | None = None) -> str:
@@ -308,6 +314,8 @@ _PATTERN_CUES = re.compile(
 
 
 def _redact_text(text: str, secrets: list[str]) -> str:
+    if secrets and "\n" in text:  # first: a replaced secret would cut the lines around it
+        text = redact_wrapped(text, secrets, REDACTED)
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)

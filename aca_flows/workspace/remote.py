@@ -31,7 +31,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import git
 
-from aca_flows.session.layout import session_branch
+from aca_flows.cloned_config import WORKING_AREA_KEY
+from aca_flows.session.layout import linked_aca_folder, session_branch
 from aca_flows.session.redact import redact_text
 from aca_flows.workspace.file_lock import FileLock
 from aca_flows.workspace.hardened_git import AcaRepo
@@ -184,6 +185,8 @@ class RemoteRepository:
                 raise
             if config_value(repo, _OWN_CHECKOUT) == "true":
                 repo.git.checkout("--force", "-B", branch, f"refs/remotes/origin/{branch}")
+        if problem := linked_aca_folder(self.workdir):  # before a session record is written
+            raise RemoteError(problem)
         return repo
 
     def fetch_session(self, repo: git.Repo, session_id: str) -> bool:
@@ -316,8 +319,9 @@ class RemoteRepository:
 
 
 _HEADS_REFSPEC = "+refs/heads/*:refs/remotes/origin/*"
-# Set in the checkouts aca makes: only those are moved to the remote's newest commit.
-_OWN_CHECKOUT = "aca.workingarea"
+# Set in the checkouts aca makes: only those are moved to the remote's newest commit, and
+# their own config may not weaken the sandbox (cloned_config.py).
+_OWN_CHECKOUT = WORKING_AREA_KEY
 
 
 def save_session_record(repo: git.Repo, session_id: str, session_dir: Path) -> str:
@@ -356,6 +360,7 @@ def restore_session_record(repo: git.Repo, session_id: str, session_dir: Path) -
     ref = session_record_ref(session_id)
     if not ref_exists(repo, ref):
         return False
+    _refuse_links(repo, ref)
     session_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{session_id}-", dir=session_dir.parent))
     try:
@@ -372,6 +377,21 @@ def restore_session_record(repo: git.Repo, session_id: str, session_dir: Path) -
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return True
+
+
+def _refuse_links(repo: git.Repo, ref: str) -> None:
+    """A record aca pushed holds files and folders only. Whoever can push to the remote can
+    replace it: a symbolic link there (``meta/events.jsonl`` to ``~/.bashrc``) would have aca
+    write the session's journal wherever it points."""
+    tree = repo.git.ls_tree("-r", "--full-tree", ref).splitlines()
+    links = [line.split("\t", 1)[1] for line in tree if not line.startswith("100")]
+    if links:
+        raise RemoteError(
+            f"the session record {ref} on the remote holds what aca never writes there, a "
+            f"symbolic link or a submodule ({', '.join(links[:3])}); it was not restored. "
+            "Someone who can push to the remote changed it: check the remote, or resume the "
+            "session where its record is (without --repo)."
+        )
 
 
 def _fast_forward(repo: git.Repo, ref: str, to: str) -> None:

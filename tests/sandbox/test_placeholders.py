@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from aca_flows.sandbox import existing_placeholders, remove_new_placeholders
+import asyncio
+
+import pytest
+
+from aca_flows.agent import execute_task
+from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.providers import get_provider
+from aca_flows.sandbox import check_sandbox, existing_placeholders, remove_new_placeholders
+from aca_flows.settings import AcaConfig
+from tests.fakes.git_repo import make_repo
+from tests.fakes.llm_server import FakeLLMServer
+
+PLAN = ExecutionPlan(name="leftovers", tasks=[Task(id="t1", title="Write a.txt")])
 
 
 def test_new_empty_placeholders_go_and_everything_else_stays(tmp_path):
@@ -34,3 +46,35 @@ def test_placeholders_in_the_home_and_git_directory_go_too(tmp_path):
     remove_new_placeholders(worktree, before, [home, git_dir])
 
     assert [p.name for p in home.iterdir()] == [".gitconfig"] and not any(git_dir.iterdir())
+
+
+@pytest.mark.parametrize("own_claude_folder", [False, True])
+def test_a_claude_code_task_leaves_no_folder_in_the_checkout(
+    tmp_path, monkeypatch, own_claude_folder
+):
+    # Claude Code makes <checkout>/.claude/.cc-writes (its settings' staging folder: the checkout
+    # is its project root) and .claude-sandbox-noreplace in folders of .git, and leaves them.
+    config = AcaConfig.model_validate({"providers": {"claude-code": {"model": "claude-test"}}})
+    check_sandbox(config.sandbox, claude_code=True)
+    repo = make_repo(tmp_path / "repo")
+    if own_claude_folder:  # the user's own (untracked): it stays, with what it holds
+        (repo / ".claude").mkdir()
+        (repo / ".claude" / "notes.md").write_text("mine\n")
+    with FakeLLMServer() as server:
+        for name, value in server.env().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("CLAUDE_CODE_MAX_RETRIES", "0")
+        server.anthropic.scripted_for = lambda request: bool((request.json or {}).get("tools"))
+        server.anthropic.enqueue(
+            tool_calls=[{"name": "Bash", "arguments": {"command": "echo hi > a.txt"}}]
+        )
+        server.anthropic.enqueue(text="Wrote a.txt.")
+        outcome = asyncio.run(
+            execute_task(PLAN, "t1", workdir=repo, session_id="s1",
+                         provider=get_provider("claude-code", config), config=config)
+        )  # fmt: skip
+
+    assert outcome.status == "completed", outcome.failure_reason
+    inside = (str(path.relative_to(repo)) for path in repo.rglob("*"))
+    left = sorted(path for path in inside if ".claude" in path and "/worktrees/" not in path)
+    assert left == ([".claude", ".claude/notes.md"] if own_claude_folder else [])

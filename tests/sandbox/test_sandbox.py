@@ -43,9 +43,27 @@ def test_the_environment_is_built_from_the_allow_list(worktree, monkeypatch):
     assert "sk-ant-planted" not in result.output and "not-passed" not in result.output
 
 
-def test_provider_keys_cannot_be_configured_into_the_sandbox():
-    with pytest.raises(ValueError, match="ANTHROPIC_API_KEY may not be passed"):
-        SandboxSection(env=["ANTHROPIC_API_KEY"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ANTHROPIC_API_KEY",
+        "GITHUB_TOKEN",
+        "GH_TOKEN",
+        "CLAUDE_CODE_OAUTH_TOKEN",
+        "PREFECT_API_KEY",
+        "PREFECT_API_AUTH_STRING",
+        "AWS_BEARER_TOKEN_BEDROCK",
+    ],
+)
+def test_acas_own_credentials_cannot_be_configured_into_the_sandbox(name, tmp_path, capsys):
+    from aca_flows.cli import main
+
+    (tmp_path / "aca.toml").write_text(f'[sandbox]\nenv = ["NPM_TOKEN", "{name}"]\n')
+
+    assert main(["config", "show", "--workdir", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert f"{name} may not be passed into the sandbox" in error
+    assert "Remove them from [sandbox] env" in error
 
 
 def test_only_the_worktree_and_a_private_tmp_are_writable(worktree, tmp_path):

@@ -1,4 +1,5 @@
-"""A secret a check can see, printed encoded: base64 (at any alignment) and hex reach no record.
+"""A secret a check can see, printed encoded: base64 (at any alignment, wrapped or not) and hex
+reach no record.
 
 A user passes a token into the sandbox (``[sandbox] env = ["NPM_TOKEN"]``, for a private
 registry); a careless or hostile check prints it encoded, so the plain value is nowhere in
@@ -41,7 +42,10 @@ ENCODED = {
 CHECK = (
     'printf %s "$NPM_TOKEN" | base64 -w0; echo; printf x%s "$NPM_TOKEN" | base64 -w0; echo; '
     'printf x:%s "$NPM_TOKEN" | base64 -w0; echo; printf %s "$NPM_TOKEN" | od -An -tx1 | '
-    "tr -d ' \\n'; echo; exit 1"
+    "tr -d ' \\n'; echo; "
+    # Wrapped at 76 characters, the second token cut by the line break (it starts after 49
+    # bytes: the alignment of "base64 after 1 byte").
+    """printf 'user:%s%s' "$NPM_TOKEN" "$NPM_TOKEN" | base64; exit 1"""
 )
 
 
@@ -84,6 +88,11 @@ def test_no_encoding_of_the_token_is_in_the_failure_reason_or_in_aca(failed_chec
         (name, form)
         for name, text in written.items()
         for form, encoded in ENCODED.items()
-        if encoded in text or TOKEN in text
+        if encoded in joined(text) or TOKEN in text
     ]
     assert leaks == []
+
+
+def joined(text: str) -> str:
+    # Line breaks out, written or escaped (JSON): an encoding wrapped across lines is whole.
+    return text.replace("\\n", "").replace("\n", "")

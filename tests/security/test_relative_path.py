@@ -14,9 +14,12 @@ import os
 import shutil
 import subprocess
 
+import pytest
+
 from aca_flows.agent import execute_task
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers import get_provider
+from aca_flows.providers.claude_code import bundled_claude_cli
 from aca_flows.sandbox import check_sandbox
 from aca_flows.settings import AcaConfig
 from tests.fakes.git_repo import make_repo
@@ -28,7 +31,8 @@ PLAN = ExecutionPlan(name="path", tasks=[Task(id="t1", title="Work")])
 
 
 def planted(name: str, marker) -> str:
-    return f'#!/bin/sh\necho {name} >> {marker}\nexec {shutil.which(name)} "$@"\n'
+    real = shutil.which(name) or bundled_claude_cli()
+    return f'#!/bin/sh\necho {name} >> {marker}\nexec {real} "$@"\n'
 
 
 def test_acas_git_and_bubblewrap_never_run_the_agents_programs(tmp_path, monkeypatch):
@@ -52,18 +56,31 @@ def test_acas_git_and_bubblewrap_never_run_the_agents_programs(tmp_path, monkeyp
     assert not marker.exists(), marker.read_text()
 
 
-def test_claude_never_runs_the_agents_programs(tmp_path, monkeypatch):
-    config = AcaConfig.model_validate({"providers": {"claude-code": {"model": "claude-test"}}})
+@pytest.mark.parametrize("cli_path", [None, "evil/claude"])
+def test_claude_never_runs_the_agents_programs(tmp_path, monkeypatch, cli_path):
+    # aca runs from the repository's root; evil/claude in the task's worktree (where claude
+    # starts) is the agent's: a claude found on PATH must come from an absolute folder, and a
+    # relative cli_path names the checkout's file (the user's), not the worktree's. npm, which
+    # aca asks for its root (the shim claude is given), is found on an absolute folder too.
+    config = AcaConfig.model_validate(
+        {
+            "providers": {"claude-code": {"model": "claude-test"}},
+            "claude_code": {"cli_path": cli_path},
+        }
+    )
     check_sandbox(config.sandbox, claude_code=True)
     repo = make_repo(tmp_path / "repo")
+    monkeypatch.chdir(repo)
     marker = tmp_path / "ran-outside"
     (repo / "evil").mkdir()
-    for name in PLANTED:
+    for name in PLANTED + ("claude", "npm"):
         (repo / "evil" / name).write_text(planted(name, marker))
         (repo / "evil" / name).chmod(0o755)
     git = ["git", "-C", str(repo), "-c", "user.name=u", "-c", "user.email=u@example.com"]
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "programs on a relative PATH"], check=True)
+    # The checkout's own claude (the user's): runs the real one, noting nothing.
+    (repo / "evil" / "claude").write_text(f'#!/bin/sh\nexec {bundled_claude_cli()} "$@"\n')
     with FakeLLMServer() as server:
         for name, value in server.env().items():
             monkeypatch.setenv(name, value)

@@ -67,6 +67,18 @@ def test_a_token_written_into_the_work_fails_the_task_and_is_never_committed(tmp
     assert not every_commit_holds(repo, TOKEN) and not every_commit_holds(repo, encoded)
 
 
+def test_a_token_written_in_base64_wrapped_across_lines_is_never_committed(tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    # 40 bytes before it: base64 wraps at 76 characters (57 bytes), cutting its encoding.
+    wrapped = 'printf %040d%s 0 "$NPM_TOKEN" | base64 > auth.txt && test $(wc -l < auth.txt) = 2'
+
+    outcome = run_agent(repo, wrapped)
+
+    assert outcome.status == "failed"
+    assert "writes a secret aca knows" in outcome.failure_reason
+    assert "auth.txt" in outcome.failure_reason
+
+
 def test_a_token_the_repository_held_already_does_not_stop_the_task(tmp_path):
     repo = make_repo(tmp_path / "repo")
     (repo / "token.txt").write_text(TOKEN)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import logging
+import textwrap
 
 import pytest
 
@@ -453,3 +455,43 @@ def test_a_sentence_about_a_secret_is_no_secret(text):
 def test_a_private_key_not_on_lines_of_its_own_is_redacted_too(text):
     assert "MIIEowIBAAKCAQEAx1" not in redact_text(text)
     assert "PRIVATE KEY----- [REDACTED]" in redact_text(text)
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda data: base64.encodebytes(data).decode(),  # `base64`: 76 characters a line
+        lambda data: "\r\n".join(textwrap.wrap(base64.b64encode(data).decode(), 64)) + "\r\n",
+    ],
+    ids=["base64", "openssl-crlf"],
+)
+def test_a_secret_in_base64_wrapped_across_lines_is_redacted_and_its_neighbours_kept(
+    monkeypatch, encode
+):
+    token = "npm_" + "Q7pLx2Rv9WcN4tYb8KfZ" * 4  # 84 bytes: its base64 takes two lines
+    monkeypatch.setenv("NPM_TOKEN", token)
+    for data in (token, "user:" + token, "x" * 50 + token):
+        wrapped = encode(data.encode())
+        text = redact_text(f"$ base64 creds\n{wrapped}after\n")
+        assert text.startswith("$ base64 creds\n") and text.endswith("after\n")
+        assert REDACTED in text
+        assert base64.b64encode(token.encode()).decode()[8:80] not in joined_lines(text)
+    unrelated = encode(b"\x00" * 120)  # wrapped base64 holding no secret is kept as it is
+    assert redact_text(unrelated + "after\n") == unrelated + "after\n"
+
+
+def joined_lines(text: str) -> str:
+    return text.replace("\r", "").replace("\n", "")
+
+
+def test_a_secrets_encodings_are_computed_once(monkeypatch):
+    from aca_flows.session import redact as redactor
+
+    monkeypatch.setenv("NPM_TOKEN", "npm_" + "Q7pLx2Rv9WcN4tYb8KfZ" * 2)
+    redact_text("a line")
+    computed = redactor._encodings.cache_info().misses
+    for other in range(20):  # the environment changes: read again, nothing encoded again
+        monkeypatch.setenv("UNRELATED", str(other))
+        redact_text("a line", {"NPM_TOKEN": "npm_" + "Q7pLx2Rv9WcN4tYb8KfZ" * 2})
+        redact_text("a line")
+    assert redactor._encodings.cache_info().misses == computed
