@@ -144,9 +144,7 @@ async def drive_plan(
     running: dict[asyncio.Task, str] = {}
     stopped_reason: str | None = None
     while True:
-        for group_id in _record_settled(store, dag, recorded_skips):
-            if group_id in states:  # a task whose subtasks closed its group: its report again
-                await _publish_report(store, run, group_id, states[group_id])
+        await _close_groups(store, run, dag, states, recorded_skips)
         await _run_skips(store, run, dag, states, tree)
         tree.close_settled()
         spent = _spent(store)
@@ -192,7 +190,7 @@ async def drive_plan(
             create_checkpoint(store, trigger="auto")
             policy.mark(now, completed)
 
-    _record_settled(store, dag, recorded_skips)
+    await _close_groups(store, run, dag, states, recorded_skips)
     # A cancelled flow run starts no task run, nor does one crashed from outside.
     if interrupt.signal_name != UI_CANCEL and not interrupt.flow_run_crashed:
         await _run_skips(store, run, dag, states, tree)
@@ -513,6 +511,22 @@ def _record_settled(store: SessionStore, dag: DagProgress, recorded: set[str]) -
             recorded.add(task.id)
             closed.append(task.id)
     return closed
+
+
+async def _close_groups(
+    store: SessionStore, run: ActiveRun, dag: DagProgress, states, recorded: set[str]
+) -> None:
+    """Records the groups that closed; a task that did work of its own and proposed subtasks
+    (it has a task run) gets its report again, and, failed with a subtask, the failed event:
+    it sent ``aca.task.completed`` when its own work landed."""
+    for group_id in _record_settled(store, dag, recorded):
+        if group_id not in states:
+            continue
+        status = dag.plan.task(group_id).status
+        if status.state == "failed":
+            emit_task_event(store, group_id, "failed", status.reason)
+            get_run_logger().warning(f"{group_id} failed: {status.reason}")
+        await _publish_report(store, run, group_id, states[group_id])
 
 
 async def _record_finished_before(
