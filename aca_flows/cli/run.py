@@ -158,7 +158,7 @@ def secret_block_environ(name: str, config: AcaConfig):
     return provider_environ(name, config)
 
 
-def _say_parse_retry(seconds: float, error: Exception, retry_number: int) -> None:
+def _say_parse_retry(seconds: float, error: Exception, retry_number: int, retries: int) -> None:
     print(f"warning: {error} Retrying in {seconds:.1f} s.", file=sys.stderr)
 
 
