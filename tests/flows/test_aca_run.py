@@ -487,8 +487,52 @@ def test_the_terminal_summary_shows_a_no_change_task_as_its_own_kind(
     assert "completed, no change" in k_row
     a_row = next(line for line in out.splitlines() if "write a.txt" in line)
     assert "no change" not in a_row
-    assert "k: README.md is fine as it is" in out
+    # No verify command confirmed it: the agent's word alone, and the summary says so.
+    assert "k: README.md is fine as it is (not checked: no verify command)" in out
+    assert "confirmed by" not in out
     assert "Completed without a change (no change needed): k." in out
+    k_doc = reports_of(_session_of(repo))["k"].data
+    assert "**Commit:** none (no change needed, on the agent's word: no check confirmed it)" in (
+        k_doc
+    )
+
+
+def _session_of(repo: Path) -> str:
+    (session,) = (repo / ".aca" / "sessions").iterdir()
+    return session.name
+
+
+def test_a_verify_command_that_cannot_fail_is_reported_as_checking_nothing(
+    tmp_path, repo, anthropic_fake, capsys, caplog
+):
+    """``true``, or a pipeline whose status is ``tail``'s, passes whatever the work holds: the
+    task completes as before, and every place that reports the pass says it proved nothing."""
+    from aca_flows.cli import main
+
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = write_tasks(
+        tmp_path,
+        '- write a.txt {#a verify="true"}\n'
+        '- keep README.md {#k verify="test -f nothing.txt | tail -1"}\n'
+        '- write b.txt {#b verify="test -f b.txt"}\n',
+    )
+
+    code = main(["run", str(tasks), "--workdir", str(repo), "--model", "claude-test"])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "k: README.md is fine as it is (not checked: `test -f nothing.txt | tail -1` checks" in (
+        out
+    )
+    reports = reports_of(_session_of(repo))
+    note = "(it checks nothing: it passes whatever the work holds)"
+    assert f"**Verify:** `true` → passed {note}" in reports["a"].data
+    assert "**Commit:** none (no change needed, on the agent's word" in reports["k"].data
+    assert "**Verify:** `test -f b.txt` → passed\n" in reports["b"].data
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"verify passed: true {note}" in warnings
+    assert not any(m.startswith("verify passed: test -f b.txt") for m in warnings)
 
 
 def test_a_resume_whose_provider_cannot_work_is_refused_and_leaves_the_session_as_it_was(
