@@ -497,6 +497,39 @@ def test_the_terminal_summary_shows_a_no_change_task_as_its_own_kind(
     )
 
 
+def test_a_session_branch_deleted_mid_run_is_named_not_a_git_error_nor_said_to_hold_the_work(
+    tmp_path, repo, anthropic_fake, capsys
+):
+    from aca_flows.cli import main
+
+    def deletes_the_branch_first(request):
+        if task_of(request)[0] == "b":  # a landed; the user deletes the session branch
+            git.Repo(repo).git.branch("-D", f"aca/{_session_of(repo)}")
+        return coding_agent(request)
+
+    anthropic_fake.anthropic.enqueue(coding_agent)
+    anthropic_fake.anthropic.enqueue(coding_agent)
+    anthropic_fake.anthropic.enqueue(deletes_the_branch_first)
+    anthropic_fake.anthropic.default = coding_agent
+    tasks = write_tasks(
+        tmp_path,
+        "- write a.txt {#a}\n- write b.txt {#b depends_on=a}\n- write c.txt {#c depends_on=b}\n",
+    )
+
+    code = main(["run", str(tasks), "--workdir", str(repo), "--model", "claude-test"])
+
+    out = capsys.readouterr().out
+    sid = _session_of(repo)
+    assert code == 1
+    session = load_session(repo, sid)
+    reason = session.plan.task("b").status.reason
+    assert reason.startswith(f"the session branch aca/{sid} is gone (deleted or renamed while")
+    assert "GitCommandError" not in reason
+    assert str(session.plan.task("c").status) == "skipped: dependency `b` failed"
+    assert f"Session {sid} failed; its branch aca/{sid} is gone" in out
+    assert "work is on branch" not in out
+
+
 def _session_of(repo: Path) -> str:
     (session,) = (repo / ".aca" / "sessions").iterdir()
     return session.name
