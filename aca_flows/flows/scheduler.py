@@ -8,6 +8,7 @@ stalls, budgets, interrupts), and publishes reports, progress and the pull reque
 from __future__ import annotations
 
 import asyncio
+import errno
 from datetime import UTC, datetime
 from functools import partial
 
@@ -425,6 +426,12 @@ async def _finish(
     elif isinstance(error, AcaError):
         # A provider error names its fix already: say it plainly, with the attempts it took.
         reason = f"{error} (gave up after {attempts} attempt(s))"
+    elif isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        # No bug of aca's and no verdict on the work: the machine's, and it says the fix.
+        reason = (
+            f"a disk is full ({error}): free space where {store.paths.workdir} (its worktrees "
+            f"and session) and /tmp are, then `{resume_of(store)}` runs it again"
+        )
     else:
         reason = f"{type(error).__name__}: {error}" if error else (state.message or "failed")
     await store.off_loop(store.task_failed, task_id, reason)

@@ -530,6 +530,38 @@ def test_a_session_branch_deleted_mid_run_is_named_not_a_git_error_nor_said_to_h
     assert "work is on branch" not in out
 
 
+def test_a_full_disk_fails_the_task_saying_so_and_how_to_go_on(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    """ENOSPC is no bug of aca's: the reason names the full disk, where, and the resume."""
+    import errno
+
+    from aca_flows.workspace.worktree import TaskWorktree
+
+    create = TaskWorktree.create.__func__
+
+    def full_for_b(cls, repo_, session_id, task_id):
+        if task_id == "b":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return create(cls, repo_, session_id, task_id)
+
+    monkeypatch.setattr(TaskWorktree, "create", classmethod(full_for_b))
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = write_tasks(tmp_path, "- write a.txt {#a}\n- write b.txt {#b depends_on=a}\n")
+
+    outcome = run(tasks, repo)
+
+    sid = outcome.summary["session_id"]
+    reason = outcome.summary["tasks"]["b"]["reason"]
+    assert reason == (
+        f"a disk is full ([Errno 28] No space left on device): free space where {repo} (its "
+        f"worktrees and session) and /tmp are, then `aca resume {sid} --workdir {repo}` runs it "
+        "again"
+    )
+    assert str(load_session(repo, sid).plan.task("b").status) == f"failed: {reason}"
+
+
 def _session_of(repo: Path) -> str:
     (session,) = (repo / ".aca" / "sessions").iterdir()
     return session.name
