@@ -14,9 +14,9 @@ caller's attempt fails and a retry at a higher level (a clean attempt of the who
 follow. ``PermanentProviderError`` and anything else pass through at once.
 
 An empty answer (``EmptyAnswerError``: a 200 holding no text and no tool call) was paid for:
-it is retried at most ``EMPTY_ANSWER_RETRIES`` times, then fails the call as a
-``PermanentProviderError`` counting the empty answers, so no clean attempt follows (it would
-send its first request again, and be paid again).
+it is retried at most ``EMPTY_ANSWER_RETRIES`` times in a row (within ``retries``), then
+fails the call as a ``PermanentProviderError`` counting the empty answers, so no clean attempt
+follows (it would send its first request again, and be paid again).
 
 No retry starts once ``stopping()`` says the run is stopping (a Ctrl-C, a cancel): the
 error propagates at once, or when the stop comes during the wait, as soon as it comes. The
@@ -97,16 +97,21 @@ class RetryingProvider:
         self, request: ProviderRequest, on_event: EventCallback | None = None
     ) -> ProviderResponse:
         retry_number = 0
+        empty = 0  # empty answers in a row
         while True:
             try:
                 return await self.inner.complete(request, on_event)
             except TransientProviderError as error:
                 if self._stopping():
                     raise
-                retries = self._retries_for(error)
-                if retry_number >= retries:
-                    if isinstance(error, EmptyAnswerError):
-                        raise _empty_answers(error, retry_number + 1) from error
+                empty = empty + 1 if isinstance(error, EmptyAnswerError) else 0
+                # This retry's number and how many this error gets, as the log tells them.
+                number, retries = retry_number + 1, self.retries
+                if empty:
+                    number, retries = empty, min(self.retries, EMPTY_ANSWER_RETRIES)
+                if number > retries or retry_number >= self.retries:
+                    if empty:
+                        raise _empty_answers(error, empty) from error
                     raise
                 retry_number += 1
                 wait = retry_wait_seconds(
@@ -117,14 +122,9 @@ class RetryingProvider:
                     rng=self.rng,
                 )
                 if self.on_wait is not None:
-                    self.on_wait(wait, error, retry_number, retries)
+                    self.on_wait(wait, error, number, retries)
                 if await self._stopped_during(wait):
                     raise
-
-    def _retries_for(self, error: TransientProviderError) -> int:
-        if isinstance(error, EmptyAnswerError):
-            return min(self.retries, EMPTY_ANSWER_RETRIES)
-        return self.retries
 
     def _stopping(self) -> bool:
         return self.stopping is not None and self.stopping()

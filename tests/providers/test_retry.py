@@ -89,6 +89,22 @@ def test_an_empty_answer_is_retried_twice_then_fails_the_call_for_good(llm_serve
     assert caught.value.billed.usage.input_tokens == 50
 
 
+def test_empty_answers_are_counted_in_a_row_among_other_retries(llm_server):
+    empty = {"text": "", "usage": {"input_tokens": 50, "output_tokens": 0}}
+    llm_server.anthropic.enqueue(status=529, error="Overloaded")
+    llm_server.anthropic.enqueue(status=529, error="Overloaded")
+    for _ in range(3):
+        llm_server.anthropic.enqueue(**empty)
+    provider, waits = retrying(retries=6)
+
+    with pytest.raises(PermanentProviderError, match="answered 3 time"):
+        run(provider.complete(conversation()))
+
+    assert len(llm_server.anthropic.requests) == 5
+    # The 529s' retries 1 and 2 of 6, then the empty answers' 1 and 2 of 2.
+    assert [n for _, _, n in waits] == [1, 2, 1, 2]
+
+
 def test_a_permanent_error_is_not_retried(llm_server):
     llm_server.anthropic.enqueue(status=400, error="bad request")
     provider, waits = retrying()
