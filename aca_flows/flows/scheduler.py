@@ -515,6 +515,11 @@ def _record_settled(store: SessionStore, dag: DagProgress, recorded: set[str]) -
                 store.task_completed(task.id, TaskResult())
             else:
                 store.task_failed(task.id, task.status.reason or "failed")
+                if (run := store.session.tasks.get(task.id)) and run.attempts:
+                    # A task that proposed subtasks: it sent aca.task.completed when its own
+                    # work landed. Before its dependents' skips, as the DAG decided them.
+                    emit_task_event(store, task.id, "failed", task.status.reason)
+                    get_run_logger().warning(f"{task.id} failed: {task.status.reason}")
             recorded.add(task.id)
             closed.append(task.id)
     return closed
@@ -523,17 +528,11 @@ def _record_settled(store: SessionStore, dag: DagProgress, recorded: set[str]) -
 async def _close_groups(
     store: SessionStore, run: ActiveRun, dag: DagProgress, states, recorded: set[str]
 ) -> None:
-    """Records the groups that closed; a task that did work of its own and proposed subtasks
-    (it has a task run) gets its report again, and, failed with a subtask, the failed event:
-    it sent ``aca.task.completed`` when its own work landed."""
+    """Records what the DAG settled; a task that did work of its own and proposed subtasks
+    (it has a task run) gets its report again when its group closes."""
     for group_id in _record_settled(store, dag, recorded):
-        if group_id not in states:
-            continue
-        status = dag.plan.task(group_id).status
-        if status.state == "failed":
-            emit_task_event(store, group_id, "failed", status.reason)
-            get_run_logger().warning(f"{group_id} failed: {status.reason}")
-        await _publish_report(store, run, group_id, states[group_id])
+        if group_id in states:
+            await _publish_report(store, run, group_id, states[group_id])
 
 
 async def _record_finished_before(

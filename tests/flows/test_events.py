@@ -162,6 +162,7 @@ def test_a_task_whose_proposed_subtask_failed_sends_its_failed_event(
     tasks.write_text(
         f"# Split {uuid.uuid4().hex[:6]}\n\n"
         '- write base.txt {#base verify="test ! -f one.txt"}\n  propose: one, two\n'
+        "- write after.txt {#after depends_on=base}\n"
     )
     summary = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test").summary
     session = load_session(repo, summary["session_id"])
@@ -170,10 +171,16 @@ def test_a_task_whose_proposed_subtask_failed_sends_its_failed_event(
 
     def of_base() -> list[str]:
         found = aca_events(str(flow_run.id), since)
-        names = [e.event for e in found if e.payload.get("task_id") == "base"]
-        return "aca.session.failed" in {e.event for e in found} and names
+        names = [f"{e.event} {e.payload['task_id']}" for e in found if "task_id" in e.payload]
+        ours = [n for n in names if n.endswith((" base", " after"))]
+        return "aca.session.failed" in {e.event for e in found} and ours
 
-    assert eventually(of_base, "base's events") == ["aca.task.completed", "aca.task.failed"]
+    # In the order the DAG decided: base failed, then its dependent skipped for it.
+    assert eventually(of_base, "base's events") == [
+        "aca.task.completed base",
+        "aca.task.failed base",
+        "aca.task.skipped after",
+    ]
     (failed,) = [
         e
         for e in aca_events(str(flow_run.id), since)
