@@ -8,6 +8,7 @@
     ├── ConfigError               a configuration file or ACA_* variable is wrong
     └── ProviderError             an LLM provider call failed; nothing else leaks from providers
         ├── TransientProviderError   worth retrying: 429, 5xx, 529, timeouts, dropped connections
+        │   └── EmptyAnswerError     a paid answer holding nothing: retried a few times only
         └── PermanentProviderError   retrying cannot help: auth, bad request, unknown model
 
 A message names what was wrong and how to fix it, in one paragraph, without a traceback.
@@ -20,6 +21,7 @@ from typing import Any
 __all__ = [
     "AcaError",
     "ConfigError",
+    "EmptyAnswerError",
     "InputError",
     "PermanentProviderError",
     "PlanValidationError",
@@ -98,6 +100,12 @@ class TransientProviderError(ProviderError):
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs):
         super().__init__(message, **kwargs)
         self.retry_after = retry_after
+
+
+class EmptyAnswerError(TransientProviderError):
+    """The model answered (HTTP 200, a paid call) with nothing: no text, no tool call. Worth
+    a retry or two on the call, not more: each one is paid, and a new attempt of the task would
+    send its first request again (``providers.retry``)."""
 
 
 class PermanentProviderError(ProviderError):

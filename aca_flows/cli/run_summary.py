@@ -12,13 +12,17 @@ __all__ = ["show_summary"]
 
 def show_summary(summary: dict, options: RunOptions) -> None:
     from aca_flows.cli.sessions import show_command
+    from aca_flows.flows.summary import branch_head
 
     workdir = options.workdir
     show_command(summary["session_id"], workdir=workdir, json_output=False)
     status = summary["status"]
     committed = any(task.get("commit") for task in summary.get("tasks", {}).values())
     where = "work is on" if committed else "nothing was committed to"
-    line = f"Session {summary['session_id']} {status}; {where} branch {summary['branch']}"
+    where += f" branch {summary['branch']}"
+    if committed and branch_head(workdir, summary["session_id"]) is None:
+        where = f"its branch {summary['branch']} is gone (deleted or renamed while it ran)"
+    line = f"Session {summary['session_id']} {status}; {where}"
     if summary.get("unpushed") and summary.get("taken_over"):  # the remote is the resume's
         line += f" (NOT pushed to {summary['remote']}: {summary['unpushed']}; kept in {workdir})."
     elif summary.get("unpushed"):

@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # imported where used: `aca --help` pays for none of it
     from rich.console import Console
     from rich.table import Table
 
+    from aca_flows.plan.models import ExecutionPlan
     from aca_flows.session.record import PullRequestState, SessionRecord, TaskRun
     from aca_flows.session.usage import UsageEntry
 
@@ -123,10 +124,23 @@ def show_command(
     out.print(_task_table(session))
     no_change = [run for run in session.tasks.values() if run.no_change]
     if no_change:
-        out.print("Completed without a change (the agent's reason, confirmed by verify):")
+        out.print("Completed without a change (the agent's reason):")
         for run in no_change:
-            out.print(f"  {run.task_id}: {run.no_change_reason}")
+            check = _no_change_check(session.plan, run.task_id)
+            out.print(f"  {run.task_id}: {run.no_change_reason} ({check})")
     out.print(usage_table(session.usage, title="Cost by provider and model"))
+
+
+def _no_change_check(plan: ExecutionPlan, task_id: str) -> str:
+    """What confirmed a task's "no change needed": its verify command, or nothing."""
+    from aca_flows.plan.vacuous_check import checks_nothing
+
+    command = (plan.task(task_id).verify or plan.verify or "").strip()  # as the agent ran it
+    if not command:
+        return "not checked: no verify command"
+    if checks_nothing(command):
+        return f"not checked: `{command}` checks nothing"
+    return f"confirmed by `{command}`"
 
 
 def _session_named(workdir: Path, session_id: str) -> SessionRecord:

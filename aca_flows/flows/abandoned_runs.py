@@ -9,6 +9,10 @@ other run of it still ``Running``, or paused with its process waiting, was aband
 *suspended* run (a deployment run waiting for approval) has no process by design: its resume
 schedules it again, so it is left as it is.
 
+A task run left ``Running`` whose task the session records completed (its process landed the
+work, then died or lost the server before the task run's end reached it) ends ``Completed``
+instead, saying so: it did not end without finishing.
+
 A Prefect retry of a flow run (the UI's Retry after a worker's process was killed) runs the
 same flow run again: the task runs and subflow runs its earlier attempt left ``Running`` are
 under it, so every ``Running`` task run of the session ends too, the current flow run's
@@ -43,7 +47,7 @@ from prefect.client.schemas.filters import (
     TaskRunFilterTags,
 )
 from prefect.client.schemas.objects import StateType
-from prefect.states import Crashed
+from prefect.states import Completed, Crashed
 
 from aca_flows.flows.server import RECORDER_FLUSH_SECONDS
 
@@ -51,12 +55,17 @@ __all__ = ["crash_abandoned_runs", "taken_over_reason"]
 
 
 async def crash_abandoned_runs(
-    session_id: str, current_flow_run_id: str | None, taken_over_on: str | None = None
+    session_id: str,
+    current_flow_run_id: str | None,
+    taken_over_on: str | None = None,
+    finished: dict[str, str] | None = None,
 ) -> None:
     """End as ``Crashed`` the session's ``Running`` and ``Paused`` flow runs but the current
     one, and every ``Running`` task run of the session: call it before this run starts any.
     ``taken_over_on``: the host of a resume with a ``repo``, which takes the session over from
-    runs it cannot see end. A server that cannot be asked is no reason to fail the run."""
+    runs it cannot see end. ``finished``: what each task the session records completed left
+    (its commit), whose task runs end ``Completed``. A server that cannot be asked is no
+    reason to fail the run."""
     tag = [f"session:{session_id}"]
     running = [StateType.RUNNING]
     unfinished = [StateType.RUNNING, StateType.PAUSED]
@@ -83,7 +92,17 @@ async def crash_abandoned_runs(
                 if str(flow_run.id) != current_flow_run_id and not _suspended(flow_run.state):
                     await client.set_flow_run_state(flow_run.id, crashed, force=True)
             for task_run in task_runs:
-                await client.set_task_run_state(task_run.id, crashed, force=True)
+                task_id = task_run.name.split(" ", 1)[0]  # named "<task-id> <title>"
+                left = (finished or {}).get(task_id)
+                state = crashed if left is None else _finished_unrecorded(left)
+                await client.set_task_run_state(task_run.id, state, force=True)
+
+
+def _finished_unrecorded(left: str):
+    return Completed(
+        message=f"finished ({left}), but its end never reached the server: its process "
+        "stopped first"
+    )
 
 
 def _crash_message(session_id: str, taken_over_on: str | None) -> str:

@@ -243,6 +243,7 @@ async def aca_run(
                     run.session_id,
                     flow_run and str(flow_run.id),
                     taken_over_on=socket.gethostname() if repo else None,
+                    finished=_finished_tasks(store),
                 )
             summary = await drive_plan(store, run, request, interrupt)
             if interrupt.server_lost:  # the session says how it ended already
@@ -289,6 +290,16 @@ async def aca_run(
             await published(run.session_id)
         await in_thread(removals_finished)  # the run leaves no worktree behind
     return flow_state(summary, cancelled_from_ui=interrupt.signal_name == UI_CANCEL)
+
+
+def _finished_tasks(store: SessionStore) -> dict[str, str]:
+    """What each task the session records completed left: its commit, or no change."""
+    session = store.session
+    finished = {}
+    for task_id in session.completed_task_ids:
+        commit = run.commit if (run := session.tasks.get(task_id)) else None
+        finished[task_id] = f"commit {commit[:10]}" if commit else "no change needed"
+    return finished
 
 
 def _retried(flow_run) -> bool:

@@ -13,6 +13,7 @@ import re
 from typing import TYPE_CHECKING
 
 from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.plan.vacuous_check import VACUOUS_NOTE, checks_nothing
 from aca_flows.providers.base import Usage
 from aca_flows.session.record import describe_counts
 from aca_flows.session.redact import REDACTED, redact, redact_text
@@ -132,7 +133,8 @@ def task_markdown(task: Task, run: TaskRun, outcome: TaskOutcome | None) -> str:
             f"**Agent rounds:** {outcome.attempts} (1 + fix requests after a failed verify), "
             f"provider calls: {outcome.turns}",
             f"**Verify:** {code(outcome.verify_command or '-')} → "
-            f"{_verdict(outcome.verify_passed)}",
+            f"{_verdict(outcome.verify_passed)}"
+            + (f" ({VACUOUS_NOTE})" if _checked_nothing(outcome) else ""),
         ]
     usage = sum((u.usage for u in run.usage), Usage())
     lines += [
@@ -160,9 +162,16 @@ def task_markdown(task: Task, run: TaskRun, outcome: TaskOutcome | None) -> str:
 def _commit_line(outcome: TaskOutcome) -> str:
     if outcome.commit_sha:
         return code(outcome.commit_sha)
-    if outcome.completed_without_change:
+    if outcome.completed_without_change and outcome.verify_passed and not _checked_nothing(outcome):
         return "none (no change needed; the verify command confirmed it)"
+    if outcome.completed_without_change:
+        return "none (no change needed, on the agent's word: no check confirmed it)"
     return "none"
+
+
+def _checked_nothing(outcome: TaskOutcome) -> bool:
+    """Its verify command passed, but would have whatever the work held."""
+    return bool(outcome.verify_passed) and checks_nothing(outcome.verify_command)
 
 
 def _by_whom(outcome: TaskOutcome) -> str:

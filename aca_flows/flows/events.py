@@ -4,7 +4,8 @@
 - ``aca.session.completed`` / ``failed`` / ``stopped`` / ``interrupted``: the run ended so.
   Their resource is ``aca.session.<session-id>``, named after the session.
 - ``aca.task.completed`` / ``failed`` / ``skipped``: a task ended so; resource
-  ``aca.task.<session-id>.<task-id>``, named ``<task-id> <title>``.
+  ``aca.task.<session-id>.<task-id>``, named ``<task-id> <title>``. A task that proposed
+  subtasks sends ``completed`` when its own work lands and ``failed`` when one of them fails.
 
 Every event names the session's flow run as a related resource (role ``flow-run``); task
 events also name their session (role ``aca-session``). Prefect adds the flow, the deployment,

@@ -19,6 +19,7 @@ import re
 from typing import Any
 
 from aca_flows._words import counted, listed
+from aca_flows.plan.vacuous_check import VACUOUS_NOTE
 from aca_flows.providers.base import UNPARSED_ARGUMENTS
 from aca_flows.session.redact import redact_text
 
@@ -88,7 +89,8 @@ def _result(content: Any, is_error: bool) -> str:
 def _verify(r: dict[str, Any], what: str = "verify") -> str:
     command = _short(r.get("command", ""))
     if r.get("passed"):
-        return f"{what} passed: {command}"
+        vacuous = f" ({VACUOUS_NOTE})" if r.get("checks_nothing") else ""
+        return f"{what} passed: {command}{vacuous}"
     if r.get("timed_out"):
         return f"{what} timed out: {command}"
     return f"{what} failed (exit {r.get('exit_code')}): {command}"

@@ -95,9 +95,8 @@ def parse_task_file_run(
 ) -> ParsedTaskFile | State:
     """Parse ``task_file`` with ``provider`` into a plan (``cache_key``: the parse's key)."""
     logger = get_run_logger()
-    provider.on_wait = lambda seconds, error, number: logger.warning(
-        f"{error} Retrying the parse's call in {seconds:.1f} s "
-        f"(retry {number} of {provider.retries})."
+    provider.on_wait = lambda seconds, error, number, retries: logger.warning(
+        f"{error} Retrying the parse's call in {seconds:.1f} s (retry {number} of {retries})."
     )
     logger.info(f"parsing {Path(task_file).name} with {provider.name} {model or ''}".rstrip())
     try:

@@ -92,7 +92,7 @@ def build_providers(
         built[name] = with_call_retries(
             SpendGuard(provider, meter, ledger, call_ceiling(name, config)),
             config.session,
-            on_wait=_log_call_retry(store, config.session.call_retries),
+            on_wait=_log_call_retry(store),
             # No call retried once the run is stopping: its Ctrl-C may be what failed it.
             stopping=functools.partial(_run_stopping, store.session_id),
         )
@@ -135,11 +135,11 @@ def _ledger_of(store: SessionStore) -> CallLedger:
     return record
 
 
-def _log_call_retry(store: SessionStore, retries: int):
+def _log_call_retry(store: SessionStore):
     """A call's retry is never silent: it goes to the task run's log (else aca's log) and to
     the task's own log in the session."""
 
-    def log(seconds: float, error: Exception, retry_number: int) -> None:
+    def log(seconds: float, error: Exception, retry_number: int, retries: int) -> None:
         run_logger().warning(
             f"{error} Retrying this call in {seconds:.1f} s (retry {retry_number} of {retries})."
         )

@@ -8,6 +8,7 @@ stalls, budgets, interrupts), and publishes reports, progress and the pull reque
 from __future__ import annotations
 
 import asyncio
+import errno
 from datetime import UTC, datetime
 from functools import partial
 
@@ -144,9 +145,7 @@ async def drive_plan(
     running: dict[asyncio.Task, str] = {}
     stopped_reason: str | None = None
     while True:
-        for group_id in _record_settled(store, dag, recorded_skips):
-            if group_id in states:  # a task whose subtasks closed its group: its report again
-                await _publish_report(store, run, group_id, states[group_id])
+        await _close_groups(store, run, dag, states, recorded_skips)
         await _run_skips(store, run, dag, states, tree)
         tree.close_settled()
         spent = _spent(store)
@@ -192,7 +191,7 @@ async def drive_plan(
             create_checkpoint(store, trigger="auto")
             policy.mark(now, completed)
 
-    _record_settled(store, dag, recorded_skips)
+    await _close_groups(store, run, dag, states, recorded_skips)
     # A cancelled flow run starts no task run, nor does one crashed from outside.
     if interrupt.signal_name != UI_CANCEL and not interrupt.flow_run_crashed:
         await _run_skips(store, run, dag, states, tree)
@@ -427,6 +426,12 @@ async def _finish(
     elif isinstance(error, AcaError):
         # A provider error names its fix already: say it plainly, with the attempts it took.
         reason = f"{error} (gave up after {attempts} attempt(s))"
+    elif isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        # No bug of aca's and no verdict on the work: the machine's, and it says the fix.
+        reason = (
+            f"a disk is full ({error}): free space where {store.paths.workdir} (its worktrees "
+            f"and session) and /tmp are, then `{resume_of(store)}` runs it again"
+        )
     else:
         reason = f"{type(error).__name__}: {error}" if error else (state.message or "failed")
     await store.off_loop(store.task_failed, task_id, reason)
@@ -510,9 +515,24 @@ def _record_settled(store: SessionStore, dag: DagProgress, recorded: set[str]) -
                 store.task_completed(task.id, TaskResult())
             else:
                 store.task_failed(task.id, task.status.reason or "failed")
+                if (run := store.session.tasks.get(task.id)) and run.attempts:
+                    # A task that proposed subtasks: it sent aca.task.completed when its own
+                    # work landed. Before its dependents' skips, as the DAG decided them.
+                    emit_task_event(store, task.id, "failed", task.status.reason)
+                    get_run_logger().warning(f"{task.id} failed: {task.status.reason}")
             recorded.add(task.id)
             closed.append(task.id)
     return closed
+
+
+async def _close_groups(
+    store: SessionStore, run: ActiveRun, dag: DagProgress, states, recorded: set[str]
+) -> None:
+    """Records what the DAG settled; a task that did work of its own and proposed subtasks
+    (it has a task run) gets its report again when its group closes."""
+    for group_id in _record_settled(store, dag, recorded):
+        if group_id in states:
+            await _publish_report(store, run, group_id, states[group_id])
 
 
 async def _record_finished_before(

@@ -29,6 +29,7 @@ __all__ = [
     "RunStatus",
     "RunSummary",
     "TaskSummary",
+    "branch_head",
     "delivery_failure",
     "failure_reason",
     "flow_state",
@@ -190,7 +191,7 @@ def unpushed_work(remote: RemoteState | None, workdir: Path, session_id: str) ->
         return None
     if remote.unpushed:
         return remote.unpushed
-    head = _branch_head(workdir, session_id)
+    head = branch_head(workdir, session_id)
     if head is None or head == remote.pushed_head:
         return None
     pushed = (remote.pushed_head or "")[:10] or "nothing"
@@ -200,16 +201,16 @@ def unpushed_work(remote: RemoteState | None, workdir: Path, session_id: str) ->
     )
 
 
-def _branch_head(workdir: Path, session_id: str) -> str | None:
+def branch_head(workdir: Path, session_id: str) -> str | None:
     """The session branch's commit in ``workdir``; None where there is no such branch."""
     import git
 
     from aca_flows.workspace.hardened_git import AcaRepo
-    from aca_flows.workspace.repository import session_branch_head
+    from aca_flows.workspace.repository import WorkspaceError, session_branch_head
 
     try:
         return session_branch_head(AcaRepo(workdir), session_id)
-    except (git.GitError, OSError):  # not a repository (any more), or no such branch
+    except (git.GitError, OSError, WorkspaceError):  # not a repository (any more), no branch
         return None
 
 

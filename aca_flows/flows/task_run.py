@@ -432,7 +432,8 @@ def run_tags(run: ActiveRun, *providers: str) -> list[str]:
 
 
 def _log_level(record: dict[str, Any]) -> int:
-    """Failures stand out in the UI's log filter: a failed verify warns, a failed task errs."""
+    """Failures stand out in the UI's log filter: a failed verify warns, a failed task errs;
+    a verify that passed but checks nothing warns too."""
     kind = record.get("kind")
     if kind == "task_failed":
         return logging.ERROR
@@ -440,7 +441,7 @@ def _log_level(record: dict[str, Any]) -> int:
     if (
         kind in ("merge_conflict", "subtasks_rejected")
         or refused
-        or (kind == "verify" and not record.get("passed"))
+        or (kind == "verify" and (not record.get("passed") or record.get("checks_nothing")))
     ):
         return logging.WARNING
     return logging.INFO

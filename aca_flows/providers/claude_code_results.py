@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aca_flows._words import counted, quoted_clause
-from aca_flows.errors import PermanentProviderError, ProviderError, TransientProviderError
+from aca_flows.errors import (
+    EmptyAnswerError,
+    PermanentProviderError,
+    ProviderError,
+    TransientProviderError,
+)
 from aca_flows.providers.base import ProviderEvent, Usage
 from aca_flows.providers.failures import error_for_status
 from aca_flows.providers.pricing import cost_usd, price_for
@@ -145,7 +150,7 @@ def result_error(result: Any, text: str, tools_used: int = 0) -> ProviderError |
     if not result.is_error:
         if detail or tools_used:
             return None
-        return TransientProviderError(
+        return EmptyAnswerError(
             "claude-code: Claude Code returned an empty answer and did nothing. Retry later; "
             "if it keeps happening, choose another model with --model.",
             provider=name,

@@ -2,7 +2,8 @@
 ``PermanentProviderError`` — the only two errors a provider raises.
 
 Transient (worth retrying later): 408, 409, 429, 5xx, 529 overloaded, timeouts, dropped
-connections, cut-off streams, unreadable responses, empty answers. Permanent (retrying cannot
+connections, cut-off streams, unreadable responses, empty answers (``EmptyAnswerError``: paid,
+so retried only a few times, see ``providers.retry``). Permanent (retrying cannot
 help): 400 bad request, 401/403 auth, 404 unknown model, 413, 422, spend limits (402, OpenAI's
 ``insufficient_quota`` 429, Anthropic's "credit balance is too low" 400), refusals, and
 answers cut off by ``max_tokens`` before they call any tool.
@@ -23,7 +24,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from aca_flows._words import quoted_clause
-from aca_flows.errors import PermanentProviderError, ProviderError, TransientProviderError
+from aca_flows.errors import (
+    EmptyAnswerError,
+    PermanentProviderError,
+    ProviderError,
+    TransientProviderError,
+)
 from aca_flows.providers.base import ProviderResponse
 
 __all__ = [
@@ -240,9 +246,9 @@ def answer_error(
             **spent,
         )
     if not response.text.strip():
-        return TransientProviderError(
-            f"{provider}: the model returned an empty answer. Retry later; if it keeps "
-            "happening, choose another model with --model.",
+        return EmptyAnswerError(
+            f"{provider}: the model returned an empty answer (no text, no tool call). Retry "
+            "later; if it keeps happening, choose another model with --model.",
             **spent,
         )
     return None

@@ -8,10 +8,15 @@ timeouts, dropped connections), at most ``retries`` times. Before each retry it 
 - else ``backoff_seconds * 2**n`` with full jitter (a random part of it, so that many tasks
   hit by the same overload do not come back at the same instant), up to ``max_wait_seconds``.
 
-Every wait is reported to ``on_wait(seconds, error, retry_number)`` before it starts, so no
-retry is silent. When the retries are used up the last error propagates: the caller's attempt
-fails and a retry at a higher level (a clean attempt of the whole task) may follow.
-``PermanentProviderError`` and anything else pass through at once.
+Every wait is reported to ``on_wait(seconds, error, retry_number, retries)`` before it
+starts, so no retry is silent. When the retries are used up the last error propagates: the
+caller's attempt fails and a retry at a higher level (a clean attempt of the whole task) may
+follow. ``PermanentProviderError`` and anything else pass through at once.
+
+An empty answer (``EmptyAnswerError``: a 200 holding no text and no tool call) was paid for:
+it is retried at most ``EMPTY_ANSWER_RETRIES`` times in a row (within ``retries``), then
+fails the call as a ``PermanentProviderError`` counting the empty answers, so no clean attempt
+follows (it would send its first request again, and be paid again).
 
 No retry starts once ``stopping()`` says the run is stopping (a Ctrl-C, a cancel): the
 error propagates at once, or when the stop comes during the wait, as soon as it comes. The
@@ -25,17 +30,27 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 
-from aca_flows.errors import TransientProviderError
+from aca_flows.errors import EmptyAnswerError, PermanentProviderError, TransientProviderError
 from aca_flows.providers.base import EventCallback, Provider, ProviderRequest, ProviderResponse
 from aca_flows.settings import SessionSection
 
-__all__ = ["RetryingProvider", "RetryWaitCallback", "retry_wait_seconds", "with_call_retries"]
+__all__ = [
+    "EMPTY_ANSWER_RETRIES",
+    "RetryingProvider",
+    "RetryWaitCallback",
+    "retry_wait_seconds",
+    "with_call_retries",
+]
 
-RetryWaitCallback = Callable[[float, TransientProviderError, int], None]
+# (seconds, error, retry number, retries this error gets)
+RetryWaitCallback = Callable[[float, TransientProviderError, int, int], None]
 Sleep = Callable[[float], Awaitable[None]]
 
 # How often a retry's wait looks whether the run is stopping.
 STOP_POLL_SECONDS = 0.2
+# Retries of an empty answer: each is paid, and a model that keeps answering nothing to a
+# request rarely stops doing so.
+EMPTY_ANSWER_RETRIES = 2
 
 
 def retry_wait_seconds(
@@ -82,11 +97,21 @@ class RetryingProvider:
         self, request: ProviderRequest, on_event: EventCallback | None = None
     ) -> ProviderResponse:
         retry_number = 0
+        empty = 0  # empty answers in a row
         while True:
             try:
                 return await self.inner.complete(request, on_event)
             except TransientProviderError as error:
-                if retry_number >= self.retries or self._stopping():
+                if self._stopping():
+                    raise
+                empty = empty + 1 if isinstance(error, EmptyAnswerError) else 0
+                # This retry's number and how many this error gets, as the log tells them.
+                number, retries = retry_number + 1, self.retries
+                if empty:
+                    number, retries = empty, min(self.retries, EMPTY_ANSWER_RETRIES)
+                if number > retries or retry_number >= self.retries:
+                    if empty:
+                        raise _empty_answers(error, empty) from error
                     raise
                 retry_number += 1
                 wait = retry_wait_seconds(
@@ -97,7 +122,7 @@ class RetryingProvider:
                     rng=self.rng,
                 )
                 if self.on_wait is not None:
-                    self.on_wait(wait, error, retry_number)
+                    self.on_wait(wait, error, number, retries)
                 if await self._stopped_during(wait):
                     raise
 
@@ -117,6 +142,20 @@ class RetryingProvider:
             await self.sleep(step)
             left -= step
         return True
+
+
+def _empty_answers(error: EmptyAnswerError, calls: int) -> PermanentProviderError:
+    """The call's end after ``calls`` empty answers in a row, each paid (already billed)."""
+    provider = error.provider or "the provider"
+    return PermanentProviderError(
+        f"{provider}: the model answered {calls} time(s) in a row with nothing (HTTP 200, no "
+        "text and no tool call; each call billed). Retry later; if it keeps happening, choose "
+        "another model with --model.",
+        provider=error.provider,
+        status_code=error.status_code,
+        body=error.body,
+        billed=error.billed,
+    )
 
 
 def with_call_retries(

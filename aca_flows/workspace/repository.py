@@ -18,6 +18,7 @@ from pathlib import Path
 
 import git
 
+from aca_flows._words import resume_command
 from aca_flows.errors import AcaError
 from aca_flows.session.layout import session_branch
 from aca_flows.workspace.hardened_git import AcaRepo
@@ -26,6 +27,7 @@ __all__ = [
     "DEFAULT_IDENTITY",
     "GitIdentity",
     "SessionBranchCheckedOut",
+    "SessionBranchLost",
     "WorkspaceError",
     "commit_identity",
     "ensure_excluded",
@@ -45,6 +47,19 @@ OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 class WorkspaceError(AcaError):
     """The repository cannot be worked on as it is; the message says how to fix it."""
+
+
+class SessionBranchLost(WorkspaceError):
+    """The session branch is gone while its session runs (deleted or renamed by hand): no task
+    can start from it or land on it. A resume names the commit to restore it at."""
+
+    def __init__(self, session_id: str, workdir: Path):
+        branch = session_branch(session_id)
+        super().__init__(
+            f"the session branch {branch} is gone (deleted or renamed while the run ran), so "
+            "no task can start from it or land on it; the work that landed is on no branch. "
+            f"`{resume_command(session_id, workdir)}` names the commit to restore it at."
+        )
 
 
 class SessionBranchCheckedOut(WorkspaceError):
@@ -213,14 +228,20 @@ def remove_stale_branch_lock(repo: git.Repo, session_id: str) -> bool:
 def session_branch_head(repo: git.Repo, session_id: str) -> str:
     """The commit the session branch points at now: read from the branch's ref file while git
     keeps it loose, as it does for a branch it just moved (twice a task, one of them under the
-    merge lock, so a git command less each time); else asked of git (packed refs, reftable)."""
+    merge lock, so a git command less each time); else asked of git (packed refs, reftable).
+    Raises ``SessionBranchLost`` when there is no such branch."""
     ref = f"refs/heads/{session_branch(session_id)}"
     # git replaces a loose ref file whole (a lock file renamed over it): never read half-written.
     with contextlib.suppress(OSError, UnicodeDecodeError):
         text = (Path(repo.common_dir) / ref).read_text(encoding="ascii").strip()
         if OBJECT_ID.fullmatch(text):
             return text
-    return repo.git.rev_parse("--verify", f"{ref}^{{commit}}")
+    try:
+        return repo.git.rev_parse("--verify", f"{ref}^{{commit}}")
+    except git.GitCommandError:
+        if ref_exists(repo, ref):
+            raise
+        raise SessionBranchLost(session_id, Path(repo.working_tree_dir)) from None
 
 
 def session_branch_checkouts(

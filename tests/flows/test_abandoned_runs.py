@@ -111,3 +111,52 @@ def test_a_retried_flow_run_ends_the_runs_its_killed_attempt_left_running_crashe
     assert [
         r.state.type.value for r in task_runs if r.name.startswith("a ") and r.id not in leftovers
     ] == ["COMPLETED"]
+
+
+def test_a_task_run_whose_task_landed_before_its_end_reached_the_server_ends_completed(
+    tmp_path, repo, anthropic_fake
+):
+    """The server was lost (or the process killed) after ``a`` landed and before its task
+    run's end reached the server: the resume ends that task run ``Completed``, naming the
+    commit, not "ended without finishing"; ``b``'s, which did not finish, ends ``Crashed``."""
+    from aca_flows.flows import run_flow
+    from aca_flows.session.store import load_session
+
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text('- write a.txt {#a}\n- write b.txt {#b verify="false"}\n')
+    first = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test").summary
+    sid = first["session_id"]
+    commit = load_session(repo, sid).tasks["a"].commit
+
+    async def left_running() -> list:
+        tags = ["aca", f"session:{sid}"]
+        async with get_client() as client:
+            flow_run = await client.create_flow_run(_earlier_subflow, tags=tags, state=Running())
+            return [
+                (
+                    await client.create_task_run(
+                        _earlier_task, flow_run.id, key, name=name, extra_tags=tags, state=Running()
+                    )
+                ).id
+                for key, name in (("0", "a write a.txt"), ("1", "b write b.txt"))
+            ]
+
+    landed, unfinished = asyncio.run(left_running())
+    run_flow(workdir=str(repo), session_id=sid)
+
+    async def states() -> dict:
+        async with get_client() as client:
+            return {i: (await client.read_task_run(i)).state for i in (landed, unfinished)}
+
+    ended = asyncio.run(states())
+    assert ended[landed].is_completed(), ended[landed]
+    assert ended[landed].message == (
+        f"finished (commit {commit[:10]}), but its end never reached the server: its process "
+        "stopped first"
+    )
+    assert ended[unfinished].is_crashed()
+    assert (
+        ended[unfinished].message == f"its process ended without finishing; session {sid} resumed"
+    )

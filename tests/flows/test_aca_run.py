@@ -487,8 +487,117 @@ def test_the_terminal_summary_shows_a_no_change_task_as_its_own_kind(
     assert "completed, no change" in k_row
     a_row = next(line for line in out.splitlines() if "write a.txt" in line)
     assert "no change" not in a_row
-    assert "k: README.md is fine as it is" in out
+    # No verify command confirmed it: the agent's word alone, and the summary says so.
+    assert "k: README.md is fine as it is (not checked: no verify command)" in out
+    assert "confirmed by" not in out
     assert "Completed without a change (no change needed): k." in out
+    k_doc = reports_of(_session_of(repo))["k"].data
+    assert "**Commit:** none (no change needed, on the agent's word: no check confirmed it)" in (
+        k_doc
+    )
+
+
+def test_a_session_branch_deleted_mid_run_is_named_not_a_git_error_nor_said_to_hold_the_work(
+    tmp_path, repo, anthropic_fake, capsys
+):
+    from aca_flows.cli import main
+
+    def deletes_the_branch_first(request):
+        if task_of(request)[0] == "b":  # a landed; the user deletes the session branch
+            git.Repo(repo).git.branch("-D", f"aca/{_session_of(repo)}")
+        return coding_agent(request)
+
+    anthropic_fake.anthropic.enqueue(coding_agent)
+    anthropic_fake.anthropic.enqueue(coding_agent)
+    anthropic_fake.anthropic.enqueue(deletes_the_branch_first)
+    anthropic_fake.anthropic.default = coding_agent
+    tasks = write_tasks(
+        tmp_path,
+        "- write a.txt {#a}\n- write b.txt {#b depends_on=a}\n- write c.txt {#c depends_on=b}\n",
+    )
+
+    code = main(["run", str(tasks), "--workdir", str(repo), "--model", "claude-test"])
+
+    out = capsys.readouterr().out
+    sid = _session_of(repo)
+    assert code == 1
+    session = load_session(repo, sid)
+    reason = session.plan.task("b").status.reason
+    assert reason.startswith(f"the session branch aca/{sid} is gone (deleted or renamed while")
+    assert "GitCommandError" not in reason
+    assert str(session.plan.task("c").status) == "skipped: dependency `b` failed"
+    assert f"Session {sid} failed; its branch aca/{sid} is gone" in out
+    assert "work is on branch" not in out
+
+
+def test_a_full_disk_fails_the_task_saying_so_and_how_to_go_on(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    """ENOSPC is no bug of aca's: the reason names the full disk, where, and the resume."""
+    import errno
+
+    from aca_flows.workspace.worktree import TaskWorktree
+
+    create = TaskWorktree.create.__func__
+
+    def full_for_b(cls, repo_, session_id, task_id):
+        if task_id == "b":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return create(cls, repo_, session_id, task_id)
+
+    monkeypatch.setattr(TaskWorktree, "create", classmethod(full_for_b))
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = write_tasks(tmp_path, "- write a.txt {#a}\n- write b.txt {#b depends_on=a}\n")
+
+    outcome = run(tasks, repo)
+
+    sid = outcome.summary["session_id"]
+    reason = outcome.summary["tasks"]["b"]["reason"]
+    assert reason == (
+        f"a disk is full ([Errno 28] No space left on device): free space where {repo} (its "
+        f"worktrees and session) and /tmp are, then `aca resume {sid} --workdir {repo}` runs it "
+        "again"
+    )
+    assert str(load_session(repo, sid).plan.task("b").status) == f"failed: {reason}"
+
+
+def _session_of(repo: Path) -> str:
+    (session,) = (repo / ".aca" / "sessions").iterdir()
+    return session.name
+
+
+def test_a_verify_command_that_cannot_fail_is_reported_as_checking_nothing(
+    tmp_path, repo, anthropic_fake, capsys, caplog
+):
+    """``true``, or a pipeline whose status is ``tail``'s, passes whatever the work holds: the
+    task completes as before, and every place that reports the pass says it proved nothing."""
+    from aca_flows.cli import main
+
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = write_tasks(
+        tmp_path,
+        '- write a.txt {#a verify="true"}\n'
+        '- keep README.md {#k verify="test -f nothing.txt | tail -1"}\n'
+        '- write b.txt {#b verify="test -f b.txt"}\n',
+    )
+
+    code = main(["run", str(tasks), "--workdir", str(repo), "--model", "claude-test"])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "k: README.md is fine as it is (not checked: `test -f nothing.txt | tail -1` checks" in (
+        out
+    )
+    reports = reports_of(_session_of(repo))
+    note = "(it checks nothing: it passes whatever the work holds)"
+    assert f"**Verify:** `true` → passed {note}" in reports["a"].data
+    assert "**Commit:** none (no change needed, on the agent's word" in reports["k"].data
+    assert "**Verify:** `test -f b.txt` → passed\n" in reports["b"].data
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"verify passed: true {note}" in warnings
+    assert not any(m.startswith("verify passed: test -f b.txt") for m in warnings)
 
 
 def test_a_resume_whose_provider_cannot_work_is_refused_and_leaves_the_session_as_it_was(

@@ -77,7 +77,8 @@ def aca_events(flow_run_id: str, since) -> list:
 async def flow_run_of_session(session_id: str):
     async with get_client() as client:
         runs = await client.read_flow_runs()
-    (run,) = [r for r in runs if f"session:{session_id}" in r.tags]
+    # The session's flow run, not its groups' subflow runs (tagged with the session too).
+    (run,) = [r for r in runs if f"session:{session_id}" in r.tags and not r.parent_task_run_id]
     return run
 
 
@@ -144,6 +145,48 @@ def test_a_run_emits_session_and_task_events_naming_its_flow_run(tmp_path, repo,
     assert failed.payload["reason"].startswith("verify command `false`")
     assert by_name["aca.task.skipped"].payload["task_id"] == "c"
     assert by_name["aca.task.skipped"].payload["reason"] == "dependency `b` failed"
+
+
+def test_a_task_whose_proposed_subtask_failed_sends_its_failed_event(
+    tmp_path, repo, anthropic_fake
+):
+    """Its own work landed (``aca.task.completed``), then a subtask it proposed failed: it is
+    failed in the session, so a pipeline listening for its events hears that too."""
+    from prefect.types._datetime import now
+
+    for _ in range(30):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    since = now("UTC")
+    tasks = tmp_path / "tasks.md"
+    # The subtasks inherit the verify command: base.one writes one.txt, so it fails.
+    tasks.write_text(
+        f"# Split {uuid.uuid4().hex[:6]}\n\n"
+        '- write base.txt {#base verify="test ! -f one.txt"}\n  propose: one, two\n'
+        "- write after.txt {#after depends_on=base}\n"
+    )
+    summary = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test").summary
+    session = load_session(repo, summary["session_id"])
+    assert str(session.plan.task("base").status) == "failed: subtask base.one failed"
+    flow_run = asyncio.run(flow_run_of_session(session.id))
+
+    def of_base() -> list[str]:
+        found = aca_events(str(flow_run.id), since)
+        names = [f"{e.event} {e.payload['task_id']}" for e in found if "task_id" in e.payload]
+        ours = [n for n in names if n.endswith((" base", " after"))]
+        return "aca.session.failed" in {e.event for e in found} and ours
+
+    # In the order the DAG decided: base failed, then its dependent skipped for it.
+    assert eventually(of_base, "base's events") == [
+        "aca.task.completed base",
+        "aca.task.failed base",
+        "aca.task.skipped after",
+    ]
+    (failed,) = [
+        e
+        for e in aca_events(str(flow_run.id), since)
+        if e.event == "aca.task.failed" and e.payload["task_id"] == "base"
+    ]
+    assert failed.payload["reason"] == "subtask base.one failed"
 
 
 def test_a_run_stopped_by_its_budget_says_so_and_why(tmp_path, repo, anthropic_fake):

@@ -249,6 +249,34 @@ def test_attempts_used_up_fail_the_task_with_a_plain_reason(
     assert "Retries are exhausted" in caplog.text and "Traceback" not in caplog.text
 
 
+def test_empty_answers_fail_the_task_after_three_paid_calls_saying_what_the_model_did(
+    tmp_path, repo, anthropic_fake, caplog
+):
+    """A 200 with no text and no tool call, again and again: three calls (each on the bill),
+    not the 15 of five calls in each of three attempts; the task fails naming what happened."""
+    empty = {"text": "", "usage": {"input_tokens": 100, "output_tokens": 0}}
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(**empty)
+
+    outcome = run(tmp_path, repo)
+
+    assert outcome.state_name == "Failed" and outcome.summary["failed_ids"] == ["a"]
+    assert len(anthropic_fake.model_calls) == 3
+    session = load_session(repo, outcome.summary["session_id"])
+    assert session.tasks["a"].attempts == 1 and session.usage[0].calls == 3
+    reason = session.plan.task("a").status.reason
+    assert reason == (
+        "anthropic: the model answered 3 time(s) in a row with nothing (HTTP 200, no text and "
+        "no tool call; each call billed). Retry later; if it keeps happening, choose another "
+        "model with --model. (gave up after 1 attempt(s))"
+    )
+    assert outcome.summary["tasks"]["a"]["reason"] == reason
+    assert "(retry 2 of 2)" in caplog.text and "(retry 1 of 4)" not in caplog.text
+    assert reason.removesuffix(" (gave up after 1 attempt(s))") in task_report(
+        outcome.summary["session_id"], "a"
+    )
+
+
 def test_a_budget_stop_mid_task_keeps_its_calls_and_resumes_count_them(
     tmp_path, repo, anthropic_fake
 ):

@@ -33,7 +33,7 @@ def retrying(**options) -> tuple[RetryingProvider, list[tuple[float, str, int]]]
 
     provider = RetryingProvider(
         get_provider("anthropic", config),
-        on_wait=lambda seconds, error, n: waits.append((seconds, str(error), n)),
+        on_wait=lambda seconds, error, n, _retries: waits.append((seconds, str(error), n)),
         sleep=sleep,
         rng=random.Random(7),
         **options,
@@ -69,6 +69,40 @@ def test_retries_are_bounded_and_the_last_error_propagates(llm_server):
     assert [n for _, _, n in waits] == [1, 2]
     # No retry-after: jittered exponential backoff within 1 s, then 2 s.
     assert 0 <= waits[0][0] <= 1 and 0 <= waits[1][0] <= 2
+
+
+def test_an_empty_answer_is_retried_twice_then_fails_the_call_for_good(llm_server):
+    # Each empty answer is paid: two retries, not call_retries, then an error no new attempt
+    # of the task follows (it would send its first request again).
+    for _ in range(5):
+        llm_server.anthropic.enqueue(text="", usage={"input_tokens": 50, "output_tokens": 0})
+    provider, waits = retrying(retries=4)
+
+    with pytest.raises(PermanentProviderError) as caught:
+        run(provider.complete(conversation()))
+
+    assert len(llm_server.anthropic.requests) == 3 and [n for _, _, n in waits] == [1, 2]
+    assert str(caught.value).startswith(
+        "anthropic: the model answered 3 time(s) in a row with nothing (HTTP 200, no text and "
+        "no tool call; each call billed)."
+    )
+    assert caught.value.billed.usage.input_tokens == 50
+
+
+def test_empty_answers_are_counted_in_a_row_among_other_retries(llm_server):
+    empty = {"text": "", "usage": {"input_tokens": 50, "output_tokens": 0}}
+    llm_server.anthropic.enqueue(status=529, error="Overloaded")
+    llm_server.anthropic.enqueue(status=529, error="Overloaded")
+    for _ in range(3):
+        llm_server.anthropic.enqueue(**empty)
+    provider, waits = retrying(retries=6)
+
+    with pytest.raises(PermanentProviderError, match="answered 3 time"):
+        run(provider.complete(conversation()))
+
+    assert len(llm_server.anthropic.requests) == 5
+    # The 529s' retries 1 and 2 of 6, then the empty answers' 1 and 2 of 2.
+    assert [n for _, _, n in waits] == [1, 2, 1, 2]
 
 
 def test_a_permanent_error_is_not_retried(llm_server):

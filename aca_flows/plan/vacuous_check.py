@@ -1,0 +1,101 @@
+"""Checks that cannot fail: a verify command whose exit status does not depend on the work.
+
+``true``, ``:``, ``exit 0``, an ``echo``; and, as ``/bin/sh`` runs them, a pipeline whose last
+command always succeeds (``pytest -q | tail -5``: its status is ``tail``'s), a list whose last
+part always does (``pytest; echo done``), ``X || true``. Such a check passes whatever the
+worktree holds, so its pass proves nothing: aca still runs it, and says so wherever it reports
+the pass (the log, the task's report, ``aca sessions show``).
+
+Conservative: anything not understood (a subshell, ``if``, a function, ``!``) may fail, so is
+never called vacuous.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+__all__ = ["VACUOUS_NOTE", "checks_nothing"]
+
+VACUOUS_NOTE = "it checks nothing: it passes whatever the work holds"
+
+_ALWAYS = {"true", ":", "/bin/true", "/usr/bin/true", "echo", "printf"}
+# At the end of a pipeline they succeed on any input (their status is the pipeline's).
+_SINKS = {"tail", "head", "tee", "cat", "wc", "sort", "uniq", "less", "more"}
+_REDIRECTS = {">", ">>", "<", ">&", "<&", ">|", "<>"}
+_LISTS = {";", "&", "\n"}
+_AND_OR = {"&&", "||"}
+
+
+def checks_nothing(command: str | None) -> bool:
+    """Whether ``command`` succeeds whatever the files it runs on hold (see the module doc)."""
+    if not command or not command.strip():
+        return False
+    try:
+        lexer = shlex.shlex(command.replace("\n", " ; "), posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        tokens = list(lexer)
+    except ValueError:  # unbalanced quotes: the shell would fail it
+        return False
+    if any(t in ("(", ")", "!", "{", "}") or t.startswith(("(", ")")) for t in tokens):
+        return False
+    lists = [part for part in _split(tokens, _LISTS) if part]
+    # A list's status is its last command's.
+    return bool(lists) and _and_or_always_passes(lists[-1])
+
+
+def _and_or_always_passes(tokens: list[str]) -> bool:
+    passes: bool | None = None
+    operator = None
+    part: list[str] = []
+    for token in [*tokens, "&&"]:
+        if token not in _AND_OR:
+            part.append(token)
+            continue
+        this = _pipeline_always_passes(part)
+        if passes is None:
+            passes = this
+        elif operator == "&&":  # fails when either part may
+            passes = passes and this
+        else:  # ||: the second part runs only when the first failed
+            passes = passes or this
+        operator, part = token, []
+    return bool(passes)
+
+
+def _pipeline_always_passes(tokens: list[str]) -> bool:
+    stages = _split(tokens, {"|"})
+    if not all(stages):
+        return False
+    last = _words(stages[-1])
+    if not last:
+        return False
+    program = last[0]
+    if program == "exit":
+        return last[1:] == ["0"]
+    return program in _ALWAYS or (len(stages) > 1 and program in _SINKS)
+
+
+def _words(tokens: list[str]) -> list[str]:
+    """A simple command's words: its assignments and redirections left out."""
+    words: list[str] = []
+    skip = False
+    for token in tokens:
+        if skip:
+            skip = False
+        elif token in _REDIRECTS:
+            skip = True  # the file or descriptor it names
+        elif not words and "=" in token and token.split("=", 1)[0].isidentifier():
+            continue  # VAR=value before the program
+        else:
+            words.append(token)
+    return words
+
+
+def _split(tokens: list[str], separators: set[str]) -> list[list[str]]:
+    parts: list[list[str]] = [[]]
+    for token in tokens:
+        if token in separators:
+            parts.append([])
+        else:
+            parts[-1].append(token)
+    return parts

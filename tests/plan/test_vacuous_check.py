@@ -1,0 +1,51 @@
+"""A verify command whose exit status cannot depend on the work is told apart, conservatively."""
+
+from __future__ import annotations
+
+import pytest
+
+from aca_flows.plan.vacuous_check import checks_nothing
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "true",
+        ":",
+        "exit 0",
+        "echo ok",
+        "X=1 true > out.txt",
+        "pytest -q | tail -5",  # sh: a pipeline's status is its last command's
+        "pytest -q 2>&1 | tail -n 20",
+        "pytest; echo done",  # a list's status is its last part's
+        "pytest -q\ntrue",
+        "pytest || true",
+        "grep -c x f | wc -l",
+    ],
+)
+def test_a_command_that_passes_whatever_the_work_holds_checks_nothing(command):
+    assert checks_nothing(command)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "",
+        "pytest -q",
+        "test -f README",
+        "pytest && echo ok",
+        "true && pytest",
+        "false || pytest",
+        "pytest | grep passed",
+        "exit 1",
+        "exit",  # the status of what ran before it
+        "cat x",  # fails when x is missing
+        "(true)",  # not understood: never called vacuous
+        "! false",
+        "echo $(pytest)",
+        "if true; then false; fi",
+        "echo 'unbalanced",
+    ],
+)
+def test_a_command_that_may_fail_is_a_check(command):
+    assert not checks_nothing(command)
