@@ -202,18 +202,28 @@ def _split_attrs(
         return title.strip(), {}  # literal braces in a title, not attributes
     attrs: dict[str, str] = {}
     for token in tokens:
-        if token.startswith("#"):
-            attrs["id"] = token[1:]
-            continue
-        key, _, value = token.partition("=")
-        if key not in ATTRIBUTE_KEYS:
+        key, _, value = ("id", "", token[1:]) if token.startswith("#") else token.partition("=")
+        if key not in ATTRIBUTE_KEYS and key != "id":
             problems.append(
                 f"{path}:{line}: unknown attribute '{key}'; known attributes are "
                 f"#id, {', '.join(ATTRIBUTE_KEYS)}."
             )
             continue
+        if key in attrs:  # a second value would silently replace the first
+            fix = "keep the one you mean"
+            if key in ("depends_on", "tags"):
+                fix = f"list them in one, e.g. {key}={attrs[key]},{value}"
+            problems.append(
+                f"{path}:{line}: attribute {'#id' if key == 'id' else key} is given twice "
+                f"({_shown(key, attrs[key])} and {_shown(key, value)}); {fix}."
+            )
+            continue
         attrs[key] = value
     return title[: match.start()].strip(), attrs
+
+
+def _shown(key: str, value: str) -> str:
+    return f"#{value}" if key == "id" else f"{key}={shlex.quote(value)}"
 
 
 # The attribute a user wrote, for a model field a validation error names.

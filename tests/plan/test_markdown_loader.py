@@ -159,6 +159,21 @@ def test_unknown_attribute_names_key_and_line(tmp_path):
         load_task_file(write(tmp_path, "- A {#a}\n- B {dependz=a}\n"))
 
 
+def test_an_attribute_given_twice_is_refused_not_overwritten(tmp_path):
+    # depends_on=a depends_on=b used to keep only b: a dependency silently dropped.
+    path = write(
+        tmp_path,
+        "- A {#a}\n- B {#b}\n- C {depends_on=a depends_on=b}\n- D {#d #e priority=low}\n",
+    )
+    with pytest.raises(TaskFileError) as refused:
+        load_task_file(path)
+    assert refused.value.problems == [
+        f"{path}:3: attribute depends_on is given twice (depends_on=a and depends_on=b); "
+        "list them in one, e.g. depends_on=a,b.",
+        f"{path}:4: attribute #id is given twice (#d and #e); keep the one you mean.",
+    ]
+
+
 @pytest.mark.parametrize(
     ("attribute", "named"),
     [
