@@ -578,6 +578,15 @@ def test_a_misplaced_option_is_pointed_where_it_works(capsys):
     assert code == 2 and "put options after it, e.g. `aca sessions ... --json ...`" in err
 
 
+@pytest.mark.parametrize("port", ["0", "99999"])
+def test_server_start_refuses_a_port_it_cannot_use_at_once(tmp_path, capsys, monkeypatch, port):
+    # 0 waited 180 s for a server on "port 0", then exit 1; 99999 was an OverflowError traceback.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    code, out, err = run(capsys, "server", "start", "--port", port)
+    assert code == 2 and "Invalid value for '--port'" in err and "Traceback" not in err
+    assert not (tmp_path / ".aca" / "server").exists()
+
+
 def test_config_show_masks_secrets(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret-value-1234")
     (tmp_path / "aca.toml").write_text("[session]\nmax_concurrent_tasks = 4\n")
