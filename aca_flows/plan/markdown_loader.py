@@ -50,6 +50,8 @@ _ITEM = re.compile(r"^(\s*)(?:[-*+]|\d{1,9}[.)])\s+(?:\[([ xX])\]\s+)?(.*)$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _ATTRS = re.compile(r"\s*\{([^{}]*)\}\s*$")
 _ARROW = re.compile(r"^(.*?)\s+->\s+(\S+)\s*$")
+# What a `-> target` must look like to be a file: a folder in it, or a file extension.
+_PATH_LIKE = re.compile(r"^[^`'\"]*(/|\.[A-Za-z0-9]+$)")
 _LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
 
 
@@ -293,14 +295,16 @@ def _plan_attrs(
 
 def _references(title: str, builder: TaskTreeBuilder, referrer: str):
     references = []
-    if match := _ARROW.match(title):
+    # `-> spec.md` attaches a file; `Rename getUser -> fetchUser` is a title, not a reference.
+    if (match := _ARROW.match(title)) and _PATH_LIKE.search(match.group(2)):
         title = match.group(1).strip()
         references.append(match.group(2))
 
     def replace(link: re.Match) -> str:
         target = link.group(2)
-        if "://" not in target and not target.startswith(("#", "mailto:")):
-            references.append(target.split("#")[0])
+        if "://" in target or target.startswith(("#", "mailto:")):
+            return link.group(0)  # a URL stays as written: the agent needs it
+        references.append(target.split("#")[0])
         return link.group(1)
 
     title = _LINK.sub(replace, title)

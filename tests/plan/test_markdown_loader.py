@@ -159,6 +159,29 @@ def test_unknown_attribute_names_key_and_line(tmp_path):
         load_task_file(write(tmp_path, "- A {#a}\n- B {dependz=a}\n"))
 
 
+def test_an_arrow_to_something_not_a_path_stays_in_the_title(tmp_path):
+    # `Rename getUser -> fetchUser` was refused: "referenced file 'fetchUser' does not exist".
+    (tmp_path / "spec.md").write_text("the spec\n")
+    plan = load_task_file(
+        write(
+            tmp_path,
+            "- Rename getUser -> fetchUser {#r}\n- Map `a` -> `b` {#m}\n- Do it -> spec.md {#d}\n",
+        )
+    )
+    tasks = {t.id: t for t in plan.tasks}
+    assert tasks["r"].title == "Rename getUser -> fetchUser" and not tasks["r"].metadata.file_refs
+    assert tasks["m"].title == "Map `a` -> `b`" and not tasks["m"].metadata.file_refs
+    assert tasks["d"].title == "Do it" and [r.path for r in tasks["d"].metadata.file_refs] == [
+        "spec.md"
+    ]
+
+
+def test_a_link_to_a_url_keeps_its_url(tmp_path):
+    # Documented "left as they are"; the URL was dropped, leaving only the link text.
+    plan = load_task_file(write(tmp_path, "- Follow [the guide](https://example.com/g) {#g}\n"))
+    assert plan.tasks[0].title == "Follow [the guide](https://example.com/g)"
+
+
 def test_an_attribute_given_twice_is_refused_not_overwritten(tmp_path):
     # depends_on=a depends_on=b used to keep only b: a dependency silently dropped.
     path = write(
