@@ -47,6 +47,8 @@ ATTRIBUTE_KEYS = (
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _ITEM = re.compile(r"^(\s*)(?:[-*+]|\d{1,9}[.)])\s+(?:\[([ xX])\]\s+)?(.*)$")
+# A setext heading's underline (CommonMark: up to 3 spaces, then only = or only -).
+_SETEXT = re.compile(r"^ {0,3}(=+|-+)\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _ATTRS = re.compile(r"\s*\{([^{}]*)\}\s*$")
 _ARROW = re.compile(r"^(.*?)\s+->\s+(\S+)\s*$")
@@ -141,23 +143,24 @@ def _parse(text: str) -> _Node:
     headings: list[_Node] = [root]
     items: list[_Node] = []
     in_fence = False
+    paragraph: tuple[_Node, str, int] | None = None  # the text line just read: its owner, line
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.rstrip()
-        if _FENCE.match(line):
-            in_fence = not in_fence
+        if in_fence or _FENCE.match(line):
+            in_fence = in_fence != bool(_FENCE.match(line))
             _owner(headings, items, line).text.append(line)
+            paragraph = None
             continue
-        if in_fence:
-            _owner(headings, items, line).text.append(line)
+        if (match := _SETEXT.match(line)) and paragraph is not None and not items:
+            # `Title` over `=====` or `-----`: the line above was a heading, not text.
+            owner, title, title_number = paragraph
+            owner.text.pop()
+            _open_heading(headings, items, title, title_number, 1 if line.strip()[0] == "=" else 2)
+            paragraph = None
             continue
+        paragraph = None
         if match := _HEADING.match(line):
-            level = len(match.group(1))
-            while len(headings) > 1 and headings[-1].level >= level:
-                headings.pop()
-            node = _Node(title=match.group(2), line=number, level=level)
-            headings[-1].children.append(node)
-            headings.append(node)
-            items.clear()
+            _open_heading(headings, items, match.group(2), number, len(match.group(1)))
             continue
         if match := _ITEM.match(line):
             indent = len(match.group(1).expandtabs(4))
@@ -172,8 +175,22 @@ def _parse(text: str) -> _Node:
             (items[-1] if items else headings[-1]).children.append(node)
             items.append(node)
             continue
-        _owner(headings, items, line).text.append(line)
+        owner = _owner(headings, items, line)
+        owner.text.append(line)
+        if line.strip() and not line.startswith("    "):
+            paragraph = (owner, line.strip(), number)
     return root
+
+
+def _open_heading(
+    headings: list[_Node], items: list[_Node], title: str, number: int, level: int
+) -> None:
+    while len(headings) > 1 and headings[-1].level >= level:
+        headings.pop()
+    node = _Node(title=title, line=number, level=level)
+    headings[-1].children.append(node)
+    headings.append(node)
+    items.clear()
 
 
 def _owner(headings: list[_Node], items: list[_Node], line: str) -> _Node:

@@ -159,6 +159,20 @@ def test_unknown_attribute_names_key_and_line(tmp_path):
         load_task_file(write(tmp_path, "- A {#a}\n- B {dependz=a}\n"))
 
 
+def test_setext_headings_are_headings(tmp_path):
+    # `Phase A` over `-------` was text: its items landed in the group above, the title in a
+    # description, and a `=====` title did not name the plan.
+    text = (
+        "Big plan\n========\n\nIntro.\n\nPhase A\n-------\n- [ ] a1 {#a1}\n\n"
+        "Phase B\n-------\n- [ ] b1 {#b1}\n\n```\ncode\n```\n---\n"
+    )
+    plan = load_task_file(write(tmp_path, text))
+    tasks = {t.id: t for t in plan.tasks}
+    assert (plan.name, plan.description) == ("Big plan", "Intro.")
+    assert tasks["a1"].parent_id == "phase-a" and tasks["b1"].parent_id == "phase-b"
+    assert tasks["phase-b"].description == "```\ncode\n```\n---"
+
+
 def test_an_arrow_to_something_not_a_path_stays_in_the_title(tmp_path):
     # `Rename getUser -> fetchUser` was refused: "referenced file 'fetchUser' does not exist".
     (tmp_path / "spec.md").write_text("the spec\n")
