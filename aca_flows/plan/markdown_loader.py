@@ -142,10 +142,16 @@ def _parse(text: str) -> _Node:
     root = _Node(title="", line=0, level=0, indent=-1)
     headings: list[_Node] = [root]
     items: list[_Node] = []
-    in_fence = False
+    in_fence = front_matter = False
     paragraph: tuple[_Node, str, int] | None = None  # the text line just read: its owner, line
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.rstrip()
+        if number == 1 and line == "---":
+            front_matter = True  # YAML front matter: text, its closing `---` no underline
+        if front_matter:
+            front_matter = number == 1 or line not in ("---", "...")
+            _owner(headings, items, line).text.append(line)
+            continue
         if in_fence or _FENCE.match(line):
             in_fence = in_fence != bool(_FENCE.match(line))
             _owner(headings, items, line).text.append(line)

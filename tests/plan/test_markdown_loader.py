@@ -173,6 +173,12 @@ def test_setext_headings_are_headings(tmp_path):
     assert tasks["phase-b"].description == "```\ncode\n```\n---"
 
 
+def test_front_matter_is_no_setext_heading(tmp_path):
+    plan = load_task_file(write(tmp_path, "---\ntitle: x\n---\n\n# Plan\n\n- [ ] one\n"))
+    assert (plan.name, plan.description) == ("Plan", "---\ntitle: x\n---")
+    assert [t.title for t in plan.tasks] == ["one"]
+
+
 def test_an_arrow_to_something_not_a_path_stays_in_the_title(tmp_path):
     # `Rename getUser -> fetchUser` was refused: "referenced file 'fetchUser' does not exist".
     (tmp_path / "spec.md").write_text("the spec\n")
