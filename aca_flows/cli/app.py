@@ -248,19 +248,40 @@ def _options_given(ctx: typer.Context) -> bool:
 
 
 def _refuse_misplaced_options(ctx: typer.Context) -> None:
-    """``aca --workdir x sessions list`` would silently ignore --workdir: say where it goes."""
+    """``aca --workdir x sessions list`` would silently ignore --workdir: say where it goes,
+    or that the subcommand has no such option (``aca --dry-run usage``), or that ``aca run``
+    takes the file itself (``aca -t tasks.md run``)."""
     from aca_flows.errors import InputError
 
     given = [
-        "--" + name.replace("_", "-").removesuffix("-output")
-        for name in ctx.params
-        if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
+        max(param.opts, key=len)
+        for param in ctx.command.params
+        if param.name in ctx.params
+        and getattr(ctx.get_parameter_source(param.name), "name", "") == "COMMANDLINE"
     ]
-    if given:
+    if not given:
+        return
+    sub = ctx.invoked_subcommand
+    message = f"{', '.join(given)} given before the subcommand '{sub}'"
+    if sub == "run" and given[0] in ("--task-file", "--execution-plan"):
         raise InputError(
-            f"{', '.join(given)} given before the subcommand '{ctx.invoked_subcommand}'; "
-            f"put options after it, e.g. `aca {ctx.invoked_subcommand} ... {given[0]} ...`."
+            f"{message}; `aca run` takes the file itself: `aca run FILE`, "
+            f"or `aca {given[0]} FILE` without the subcommand."
         )
+    taken = _options_of(ctx.command.get_command(ctx, sub)) if sub else set()
+    if given[0] in taken:
+        raise InputError(f"{message}; put options after it, e.g. `aca {sub} ... {given[0]} ...`.")
+    raise InputError(
+        f"{message}, which takes no {given[0]}; see `aca {sub} --help` for its options."
+    )
+
+
+def _options_of(command: Any) -> set[str]:
+    """Every option name of a command and of its subcommands (``aca sessions list``)."""
+    names = {opt for param in getattr(command, "params", []) for opt in param.opts}
+    for child in getattr(command, "commands", {}).values():
+        names |= _options_of(child)
+    return names
 
 
 def _run_options(params: dict[str, Any], **fields: Any) -> RunOptions:

@@ -272,9 +272,24 @@ def _preflight(
 
         require_given_server()
         options.workdir.mkdir(parents=True, exist_ok=True)
-        open_repository(options.workdir, init_git=True)
+        _say_secrets_left_out(open_repository(options.workdir, init_git=True))
     if config.sandbox.mode == "off":
         print(f"warning: {OFF_WARNING}", file=sys.stderr)
+
+
+def _say_secrets_left_out(repo) -> None:
+    """--init-git leaves secrets (``.env``, keys) out of the first commit: say which."""
+    from aca_flows.workspace.repository import secrets_left_out
+
+    left = secrets_left_out(repo)
+    if left:
+        shown = ", ".join(left[:10]) + (f" and {len(left) - 10} more" if len(left) > 10 else "")
+        print(
+            f"aca: --init-git left {shown} out of the first commit (secrets the agents must not "
+            f"see; listed in {Path(repo.common_dir) / 'info' / 'exclude'}). Commit a file "
+            "yourself (git add -f) if the tasks need it.",
+            file=sys.stderr,
+        )
 
 
 def require_writable_workdir(workdir: Path) -> None:

@@ -19,7 +19,10 @@ app = typer.Typer(no_args_is_help=True)
 
 @app.command("start", short_help="Start the server and the warm runner in the background.")
 def start(
-    port: Annotated[int, typer.Option("--port", help="Port of the server and its UI.")] = 4200,
+    # 0 would let the server pick a port aca does not know (and wait for it 180 s in vain).
+    port: Annotated[
+        int, typer.Option("--port", min=1, max=65535, help="Port of the server and its UI.")
+    ] = 4200,
 ) -> None:
     """Start the server and the warm runner in the background (they keep running after this
     command ends)."""

@@ -47,9 +47,13 @@ ATTRIBUTE_KEYS = (
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _ITEM = re.compile(r"^(\s*)(?:[-*+]|\d{1,9}[.)])\s+(?:\[([ xX])\]\s+)?(.*)$")
+# A setext heading's underline (CommonMark: up to 3 spaces, then only = or only -).
+_SETEXT = re.compile(r"^ {0,3}(=+|-+)\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _ATTRS = re.compile(r"\s*\{([^{}]*)\}\s*$")
 _ARROW = re.compile(r"^(.*?)\s+->\s+(\S+)\s*$")
+# What a `-> target` must look like to be a file: a folder in it, or a file extension.
+_PATH_LIKE = re.compile(r"^[^`'\"]*(/|\.[A-Za-z0-9]+$)")
 _LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
 
 
@@ -138,24 +142,31 @@ def _parse(text: str) -> _Node:
     root = _Node(title="", line=0, level=0, indent=-1)
     headings: list[_Node] = [root]
     items: list[_Node] = []
-    in_fence = False
+    in_fence = front_matter = False
+    paragraph: tuple[_Node, str, int] | None = None  # the text line just read: its owner, line
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.rstrip()
-        if _FENCE.match(line):
-            in_fence = not in_fence
+        if number == 1 and line == "---":
+            front_matter = True  # YAML front matter: text, its closing `---` no underline
+        if front_matter:
+            front_matter = number == 1 or line not in ("---", "...")
             _owner(headings, items, line).text.append(line)
             continue
-        if in_fence:
+        if in_fence or _FENCE.match(line):
+            in_fence = in_fence != bool(_FENCE.match(line))
             _owner(headings, items, line).text.append(line)
+            paragraph = None
             continue
+        if (match := _SETEXT.match(line)) and paragraph is not None and not items:
+            # `Title` over `=====` or `-----`: the line above was a heading, not text.
+            owner, title, title_number = paragraph
+            owner.text.pop()
+            _open_heading(headings, items, title, title_number, 1 if line.strip()[0] == "=" else 2)
+            paragraph = None
+            continue
+        paragraph = None
         if match := _HEADING.match(line):
-            level = len(match.group(1))
-            while len(headings) > 1 and headings[-1].level >= level:
-                headings.pop()
-            node = _Node(title=match.group(2), line=number, level=level)
-            headings[-1].children.append(node)
-            headings.append(node)
-            items.clear()
+            _open_heading(headings, items, match.group(2), number, len(match.group(1)))
             continue
         if match := _ITEM.match(line):
             indent = len(match.group(1).expandtabs(4))
@@ -170,8 +181,22 @@ def _parse(text: str) -> _Node:
             (items[-1] if items else headings[-1]).children.append(node)
             items.append(node)
             continue
-        _owner(headings, items, line).text.append(line)
+        owner = _owner(headings, items, line)
+        owner.text.append(line)
+        if line.strip() and not line.startswith("    "):
+            paragraph = (owner, line.strip(), number)
     return root
+
+
+def _open_heading(
+    headings: list[_Node], items: list[_Node], title: str, number: int, level: int
+) -> None:
+    while len(headings) > 1 and headings[-1].level >= level:
+        headings.pop()
+    node = _Node(title=title, line=number, level=level)
+    headings[-1].children.append(node)
+    headings.append(node)
+    items.clear()
 
 
 def _owner(headings: list[_Node], items: list[_Node], line: str) -> _Node:
@@ -202,18 +227,28 @@ def _split_attrs(
         return title.strip(), {}  # literal braces in a title, not attributes
     attrs: dict[str, str] = {}
     for token in tokens:
-        if token.startswith("#"):
-            attrs["id"] = token[1:]
-            continue
-        key, _, value = token.partition("=")
-        if key not in ATTRIBUTE_KEYS:
+        key, _, value = ("id", "", token[1:]) if token.startswith("#") else token.partition("=")
+        if key not in ATTRIBUTE_KEYS and key != "id":
             problems.append(
                 f"{path}:{line}: unknown attribute '{key}'; known attributes are "
                 f"#id, {', '.join(ATTRIBUTE_KEYS)}."
             )
             continue
+        if key in attrs:  # a second value would silently replace the first
+            fix = "keep the one you mean"
+            if key in ("depends_on", "tags"):
+                fix = f"list them in one, e.g. {key}={attrs[key]},{value}"
+            problems.append(
+                f"{path}:{line}: attribute {'#id' if key == 'id' else key} is given twice "
+                f"({_shown(key, attrs[key])} and {_shown(key, value)}); {fix}."
+            )
+            continue
         attrs[key] = value
     return title[: match.start()].strip(), attrs
+
+
+def _shown(key: str, value: str) -> str:
+    return f"#{value}" if key == "id" else f"{key}={shlex.quote(value)}"
 
 
 # The attribute a user wrote, for a model field a validation error names.
@@ -283,14 +318,16 @@ def _plan_attrs(
 
 def _references(title: str, builder: TaskTreeBuilder, referrer: str):
     references = []
-    if match := _ARROW.match(title):
+    # `-> spec.md` attaches a file; `Rename getUser -> fetchUser` is a title, not a reference.
+    if (match := _ARROW.match(title)) and _PATH_LIKE.search(match.group(2)):
         title = match.group(1).strip()
         references.append(match.group(2))
 
     def replace(link: re.Match) -> str:
         target = link.group(2)
-        if "://" not in target and not target.startswith(("#", "mailto:")):
-            references.append(target.split("#")[0])
+        if "://" in target or target.startswith(("#", "mailto:")):
+            return link.group(0)  # a URL stays as written: the agent needs it
+        references.append(target.split("#")[0])
         return link.group(1)
 
     title = _LINK.sub(replace, title)

@@ -31,6 +31,8 @@ def render_tree(plan: ExecutionPlan) -> str:
     """``plan.name`` then one line per task, children indented under their parent."""
     by_id = {t.id: t for t in plan.tasks}
     lines = [f"{plan.name}  ({plan_size(plan)}, strategy {plan.strategy.value})"]
+    if plan.verify:  # the check of every task that names none: a reviewer must see it
+        lines.append(f"default verify: {plan.verify}")
 
     def walk(task: Task, prefix: str, last: bool) -> None:
         branch = "└── " if last else "├── "

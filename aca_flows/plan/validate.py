@@ -70,6 +70,9 @@ def _raise_file_problems(source: str, problems: list[str]) -> None:
 
 def plan_problems(plan: ExecutionPlan) -> list[str]:
     problems: list[str] = []
+    # Problems that leave the tree and graph sound (the stall checks can still look): a task
+    # depending on itself or on an unknown task, a group's verify, an empty verify.
+    harmless: list[str] = []
     seen: set[str] = set()
     for task in plan.tasks:
         if task.id in seen:
@@ -80,11 +83,13 @@ def plan_problems(plan: ExecutionPlan) -> list[str]:
     for task in plan.tasks:
         for dep in task.dependencies:
             if dep == task.id:
-                problems.append(f"task '{task.id}' depends on itself")
+                harmless.append(f"task '{task.id}' depends on itself")
+                problems.append(harmless[-1])
             elif dep not in by_id:
-                problems.append(
+                harmless.append(
                     f"task '{task.id}' depends on unknown task '{dep}'{_did_you_mean(dep, by_id)}"
                 )
+                problems.append(harmless[-1])
         if task.parent_id is not None:
             parent = by_id.get(task.parent_id)
             if parent is None:
@@ -96,11 +101,12 @@ def plan_problems(plan: ExecutionPlan) -> list[str]:
                 )
         if task.children and task.verify and task.status.state != "completed":
             # A group's own title is not a piece of work: nothing would ever run its check.
-            problems.append(
+            harmless.append(
                 f"task '{task.id}' has subtasks, so it is a group and its verify command "
                 f"`{task.verify}` would never run; give the check to one of its subtasks, or "
                 f"to a task that depends on '{task.id}'"
             )
+            problems.append(harmless[-1])
         for child_id in task.children:
             child = by_id.get(child_id)
             if child is None:
@@ -111,7 +117,9 @@ def plan_problems(plan: ExecutionPlan) -> list[str]:
                     f"but '{child_id}' names parent '{child.parent_id}'"
                 )
 
-    problems.extend(_empty_verify_problems(plan))
+    empty_verify = _empty_verify_problems(plan)
+    harmless.extend(empty_verify)
+    problems.extend(empty_verify)
     problems.extend(_parent_loops(by_id))
     graph: dict[str, list[str]] = {}
     for task in plan.tasks:  # duplicates merge, so no edge hides behind a repeated id
@@ -121,9 +129,22 @@ def plan_problems(plan: ExecutionPlan) -> list[str]:
         )
     for cycle in find_cycles(graph):
         problems.append("dependency cycle: " + " -> ".join(cycle))
-    if not problems:  # the stall checks need a sound tree and graph
-        problems.extend(stall_problems(plan))
+    if len(problems) == len(harmless):  # the stall checks need a sound tree and graph
+        problems.extend(stall_problems(_without_self_dependencies(plan)))
     return problems
+
+
+def _without_self_dependencies(plan: ExecutionPlan) -> ExecutionPlan:
+    """``plan`` with no task depending on itself (reported once already, not again as a stall)."""
+    if not any(t.id in t.dependencies for t in plan.tasks):
+        return plan
+    tasks = [
+        t.model_copy(update={"dependencies": [d for d in t.dependencies if d != t.id]})
+        if t.id in t.dependencies
+        else t
+        for t in plan.tasks
+    ]
+    return plan.model_copy(update={"tasks": tasks})
 
 
 def stall_problems(plan: ExecutionPlan, involving: set[str] | None = None) -> list[str]:

@@ -25,6 +25,7 @@ from aca_flows.workspace.hardened_git import AcaRepo
 
 __all__ = [
     "DEFAULT_IDENTITY",
+    "SECRET_PATTERNS",
     "GitIdentity",
     "SessionBranchCheckedOut",
     "SessionBranchLost",
@@ -32,9 +33,11 @@ __all__ = [
     "commit_identity",
     "ensure_excluded",
     "ensure_session_branch",
+    "exclude_secrets",
     "open_repository",
     "read_commit",
     "remove_stale_branch_lock",
+    "secrets_left_out",
     "session_branch_checkouts",
     "session_branch_head",
     "uncommitted_paths",
@@ -135,6 +138,7 @@ def open_repository(workdir: Path, *, init_git: bool = False) -> git.Repo:
                 "`git init` and commit your files there, or pass --init-git to let aca do it."
             ) from None
         repo = AcaRepo.init(workdir)
+        exclude_secrets(repo)  # before the first commit puts them in every worktree
     if repo.bare:
         raise WorkspaceError(
             f"{workdir} is a bare git repository; point --workdir at a checkout instead."
@@ -154,6 +158,51 @@ def open_repository(workdir: Path, *, init_git: bool = False) -> git.Repo:
             )
         _commit_everything(repo)
     return repo
+
+
+# Files of a folder that `--init-git` makes a repository which hold secrets, not code: left out
+# of the first commit (so out of the history, the worktrees and the agents' sight: the
+# sandbox hides an untracked `.env`, not a committed one; docs/security.md).
+SECRET_PATTERNS = (
+    ".env",
+    ".env.*",
+    "!.env.example",
+    "!.env.sample",
+    "!.env.template",
+    ".envrc",
+    ".netrc",
+    ".pypirc",
+    ".npmrc",
+    "*.pem",
+    "*.key",
+    "id_rsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
+)
+_SECRETS_HEADER = "# secrets left out of the first commit by aca --init-git"
+
+
+def exclude_secrets(repo: git.Repo) -> None:
+    """Add ``SECRET_PATTERNS`` to ``.git/info/exclude`` of a repository aca just created."""
+    exclude = Path(repo.common_dir) / "info" / "exclude"
+    text = exclude.read_text(encoding="utf-8") if exclude.exists() else ""
+    if _SECRETS_HEADER in text:
+        return
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    if text and not text.endswith("\n"):
+        text += "\n"
+    lines = "\n".join((_SECRETS_HEADER, *SECRET_PATTERNS))
+    exclude.write_text(f"{text}{lines}\n", encoding="utf-8")
+
+
+def secrets_left_out(repo: git.Repo) -> list[str]:
+    """The files ``exclude_secrets`` keeps out of ``repo`` (untracked, matching its patterns)."""
+    exclude = Path(repo.common_dir) / "info" / "exclude"
+    if _SECRETS_HEADER not in (exclude.read_text(encoding="utf-8") if exclude.exists() else ""):
+        return []
+    args = [f"--exclude={pattern}" for pattern in SECRET_PATTERNS]
+    listed = repo.git.ls_files("--others", "--ignored", *args)
+    return sorted(p for p in listed.splitlines() if p and not p.startswith(".aca/"))
 
 
 def ensure_excluded(repo: git.Repo) -> None:

@@ -566,6 +566,27 @@ def test_options_before_a_subcommand_are_not_silently_dropped(capsys):
     assert code == 2 and "put options after it" in err
 
 
+def test_a_misplaced_option_is_pointed_where_it_works(capsys):
+    # `aca -t tasks.md run` used to suggest `aca run ... --task-file ...`, an option `aca run`
+    # does not have; `aca --dry-run usage` suggested `aca usage ... --dry-run ...`, ditto.
+    code, _, err = run(capsys, "-t", "tasks.md", "run", "tasks.md")
+    assert code == 2 and "`aca run` takes the file itself: `aca run FILE`" in err
+    assert "--task-file ...`" not in err
+    code, _, err = run(capsys, "--dry-run", "usage")
+    assert code == 2 and "'usage', which takes no --dry-run; see `aca usage --help`" in err
+    code, _, err = run(capsys, "--json", "sessions", "list")
+    assert code == 2 and "put options after it, e.g. `aca sessions ... --json ...`" in err
+
+
+@pytest.mark.parametrize("port", ["0", "99999"])
+def test_server_start_refuses_a_port_it_cannot_use_at_once(tmp_path, capsys, monkeypatch, port):
+    # 0 waited 180 s for a server on "port 0", then exit 1; 99999 was an OverflowError traceback.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    code, out, err = run(capsys, "server", "start", "--port", port)
+    assert code == 2 and "Invalid value for '--port'" in err and "Traceback" not in err
+    assert not (tmp_path / ".aca" / "server").exists()
+
+
 def test_config_show_masks_secrets(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret-value-1234")
     (tmp_path / "aca.toml").write_text("[session]\nmax_concurrent_tasks = 4\n")

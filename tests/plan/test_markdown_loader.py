@@ -159,6 +159,64 @@ def test_unknown_attribute_names_key_and_line(tmp_path):
         load_task_file(write(tmp_path, "- A {#a}\n- B {dependz=a}\n"))
 
 
+def test_setext_headings_are_headings(tmp_path):
+    # `Phase A` over `-------` was text: its items landed in the group above, the title in a
+    # description, and a `=====` title did not name the plan.
+    text = (
+        "Big plan\n========\n\nIntro.\n\nPhase A\n-------\n- [ ] a1 {#a1}\n\n"
+        "Phase B\n-------\n- [ ] b1 {#b1}\n\n```\ncode\n```\n---\n"
+    )
+    plan = load_task_file(write(tmp_path, text))
+    tasks = {t.id: t for t in plan.tasks}
+    assert (plan.name, plan.description) == ("Big plan", "Intro.")
+    assert tasks["a1"].parent_id == "phase-a" and tasks["b1"].parent_id == "phase-b"
+    assert tasks["phase-b"].description == "```\ncode\n```\n---"
+
+
+def test_front_matter_is_no_setext_heading(tmp_path):
+    plan = load_task_file(write(tmp_path, "---\ntitle: x\n---\n\n# Plan\n\n- [ ] one\n"))
+    assert (plan.name, plan.description) == ("Plan", "---\ntitle: x\n---")
+    assert [t.title for t in plan.tasks] == ["one"]
+
+
+def test_an_arrow_to_something_not_a_path_stays_in_the_title(tmp_path):
+    # `Rename getUser -> fetchUser` was refused: "referenced file 'fetchUser' does not exist".
+    (tmp_path / "spec.md").write_text("the spec\n")
+    plan = load_task_file(
+        write(
+            tmp_path,
+            "- Rename getUser -> fetchUser {#r}\n- Map `a` -> `b` {#m}\n- Do it -> spec.md {#d}\n",
+        )
+    )
+    tasks = {t.id: t for t in plan.tasks}
+    assert tasks["r"].title == "Rename getUser -> fetchUser" and not tasks["r"].metadata.file_refs
+    assert tasks["m"].title == "Map `a` -> `b`" and not tasks["m"].metadata.file_refs
+    assert tasks["d"].title == "Do it" and [r.path for r in tasks["d"].metadata.file_refs] == [
+        "spec.md"
+    ]
+
+
+def test_a_link_to_a_url_keeps_its_url(tmp_path):
+    # Documented "left as they are"; the URL was dropped, leaving only the link text.
+    plan = load_task_file(write(tmp_path, "- Follow [the guide](https://example.com/g) {#g}\n"))
+    assert plan.tasks[0].title == "Follow [the guide](https://example.com/g)"
+
+
+def test_an_attribute_given_twice_is_refused_not_overwritten(tmp_path):
+    # depends_on=a depends_on=b used to keep only b: a dependency silently dropped.
+    path = write(
+        tmp_path,
+        "- A {#a}\n- B {#b}\n- C {depends_on=a depends_on=b}\n- D {#d #e priority=low}\n",
+    )
+    with pytest.raises(TaskFileError) as refused:
+        load_task_file(path)
+    assert refused.value.problems == [
+        f"{path}:3: attribute depends_on is given twice (depends_on=a and depends_on=b); "
+        "list them in one, e.g. depends_on=a,b.",
+        f"{path}:4: attribute #id is given twice (#d and #e); keep the one you mean.",
+    ]
+
+
 @pytest.mark.parametrize(
     ("attribute", "named"),
     [

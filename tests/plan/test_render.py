@@ -47,3 +47,14 @@ def test_schema_is_generated_from_the_models():
     assert {"id", "dependencies", "verify", "max_attempts"} <= set(task)
     assert json.loads(json.dumps(schema)) == schema
     assert ExecutionPlan.model_json_schema()["properties"].keys() == schema["properties"].keys()
+
+
+def test_tree_shows_the_plans_default_verify(tmp_path):
+    # `# Nightly {verify="pytest -q"}` checks every task naming none; the tree used to hide it.
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(
+        '# Nightly {verify="pytest -q"}\n\n- Fix it {#fix}\n- Lint {#lint verify="ruff ."}\n'
+    )
+    lines = render_tree(load_task_file(tasks)).splitlines()
+    assert lines[:2] == ["Nightly  (2 tasks, strategy intelligent)", "default verify: pytest -q"]
+    assert lines[2] == "├── [ ] fix — Fix it"

@@ -115,6 +115,22 @@ def test_a_subtask_depending_on_its_own_group_can_never_start():
     assert set(problem.split(": ", 1)[1].split(" (")[0].split(" -> ")) == {"p", "c"}
 
 
+def test_a_stall_is_reported_with_the_other_problems_not_after_they_are_fixed():
+    # "Every problem is reported at once": a self-dependency used to hide the stall until fixed.
+    plan = plan_of(
+        Task(id="p", title="P", children=["c"]),
+        Task(id="c", title="C", parent_id="p", dependencies=["p"]),
+        Task(id="e", title="E", dependencies=["e", "nope"]),
+    )
+    problems = plan_problems(plan)
+    assert problems[:2] == [
+        "task 'e' depends on itself",
+        "task 'e' depends on unknown task 'nope'",
+    ]
+    assert len(problems) == 3 and "can never start: " in problems[2]
+    assert "e -> e" not in problems[2]
+
+
 def test_completed_tasks_block_nothing():
     plan = ExecutionPlan(
         name="p",

@@ -18,7 +18,7 @@ from aca_flows.workspace import (
     open_repository,
     session_branch_head,
 )
-from aca_flows.workspace.repository import read_commit
+from aca_flows.workspace.repository import read_commit, secrets_left_out
 
 
 def make_user_repo(path: Path) -> git.Repo:
@@ -48,6 +48,27 @@ def test_init_git_creates_the_repository_with_a_first_commit(tmp_path):
     assert repo.git.ls_files().splitlines() == ["notes.txt"]
     assert repo.head.commit.author.name == DEFAULT_IDENTITY.name
     assert ".aca/" in (tmp_path / ".git" / "info" / "exclude").read_text()
+
+
+def test_init_git_leaves_secrets_out_of_the_first_commit(tmp_path):
+    # They were committed: in the history and in every task's worktree, so the agents read the
+    # `.env` the sandbox hides when it is untracked.
+    for name in (".env", ".env.local", ".env.example", "id_rsa", "keys/tls.pem", "app.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x\n")
+    repo = open_repository(tmp_path, init_git=True)
+    assert repo.git.ls_files().splitlines() == [".env.example", "app.py"]
+    assert secrets_left_out(repo) == [".env", ".env.local", "id_rsa", "keys/tls.pem"]
+    assert not repo.is_dirty(untracked_files=True)
+
+
+def test_an_existing_repository_keeps_its_own_choices(tmp_path):
+    repo = git.Repo.init(tmp_path)
+    (tmp_path / ".env").write_text("x\n")
+    repo.git.add("-A")
+    repo.git.execute(["git", "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "i"])
+    opened = open_repository(tmp_path, init_git=True)
+    assert opened.git.ls_files().splitlines() == [".env"] and secrets_left_out(opened) == []
 
 
 def test_a_repository_without_commits_is_an_error_naming_the_fix(tmp_path):
