@@ -1,5 +1,4 @@
-"""Blocking work (git, files) off the event loop, in aca's own threads: ``in_thread``, or
-``in_background`` for work nobody waits for at once.
+"""Blocking work (git, files) off the event loop, in aca's own threads: ``in_thread``.
 
 asyncio's default executor, which ``asyncio.to_thread`` uses, has min(32, cores + 4) threads:
 six on a two-core machine. Eight tasks landing at once each held one of them while waiting
@@ -14,10 +13,10 @@ import asyncio
 import contextvars
 import functools
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
-__all__ = ["in_background", "in_thread"]
+__all__ = ["in_thread"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -32,9 +31,3 @@ async def in_thread(func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) 
     caller's context variables, while the event loop runs everything else."""
     call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
     return await asyncio.get_running_loop().run_in_executor(_POOL, call)
-
-
-def in_background(func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
-    """``func`` in a worker thread of aca's pool, from any thread; the caller goes on at once
-    and may wait for the returned future later."""
-    return _POOL.submit(func, *args, **kwargs)

@@ -149,7 +149,7 @@ PROFILED = [
     ("aca_flows.providers.replay:ReplayProvider", "complete", "provider calls (replay)", 2),
     ("aca_flows.workspace.worktree:TaskWorktree", "changed_files", "git: changed files", 2),
     ("aca_flows.agent.landing", "_land", "git: commit, merge, change log", 2),
-    ("aca_flows.workspace.worktree:TaskWorktree", "remove", "git: worktree remove (background)", 2),
+    ("aca_flows.workspace.worktree:TaskWorktree", "remove", "git: worktree remove", 2),
     ("aca_flows.agent.transcript:TaskLog", "write", "task log lines", 2),
     ("aca_flows.agent.transcript:ConversationStore", "save", "conversation saves", 2),
     ("aca_flows.session.store:SessionStore", "record", "session journal (all events)", 0),

@@ -314,9 +314,8 @@ async def execute_task(
             log.write("merged", commit=landed.commit_sha, files=landed.change.files)
             return _completed(landed, summary=summary, **fields)
         finally:
-            # In the background: the task's end, and its dependents' start, need not wait for
-            # it (the next worktree at this path waits for it; the flow's end for all).
-            worktree.remove_in_background()
+            # In a worker thread, as all git here: the event loop runs the other tasks.
+            await in_thread(worktree.remove)
 
     assert conflict is not None
     # One run is one attempt of the caller (the flow), which counts its attempts itself.

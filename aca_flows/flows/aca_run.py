@@ -74,7 +74,6 @@ from aca_flows.providers.sdk_client import close_clients
 from aca_flows.session.checkpoints import create_checkpoint
 from aca_flows.session.redact import redact, redact_log_handlers, redact_text
 from aca_flows.session.store import SessionStore
-from aca_flows.workspace import removals_finished
 
 __all__ = [
     "Interrupt",
@@ -288,7 +287,6 @@ async def aca_run(
             await close_clients()
         with contextlib.suppress(Exception):  # a run that ended early still sends its reports
             await published(run.session_id)
-        await in_thread(removals_finished)  # the run leaves no worktree behind
     return flow_state(summary, cancelled_from_ui=interrupt.signal_name == UI_CANCEL)
 
 

@@ -199,8 +199,6 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
                 record_landed_task(repo, store.session_id, task_id)
                 discard_worktree(repo, AcaDir(workdir).worktrees_dir(store.session_id) / task_id)
                 store.task_completed(task_id, TaskResult(commit=sha))
-        if resuming:
-            _discard_finished_worktrees(repo, store, AcaDir(workdir))
         # The record holds the plan redacted; what runs is the plan as the user wrote it.
         if asked is not None:
             plan = _with_statuses(asked, store.session.plan)
@@ -220,15 +218,6 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
             store=store,
         )
     return store, run
-
-
-def _discard_finished_worktrees(repo, store: SessionStore, aca_dir: AcaDir) -> None:
-    """A completed task's worktree is removed in the background: a run killed before that
-    ended left it. (A task that runs again discards its own when it starts.)"""
-    with contextlib.suppress(FileNotFoundError):
-        for path in aca_dir.worktrees_dir(store.session_id).iterdir():
-            if path.is_dir() and recorded_state(store, path.name) == "completed":
-                discard_worktree(repo, path)
 
 
 @contextlib.contextmanager

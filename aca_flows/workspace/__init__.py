@@ -35,7 +35,7 @@ from aca_flows.workspace.repository import (
     open_repository,
     session_branch_head,
 )
-from aca_flows.workspace.worktree import TaskWorktree, discard_worktree, removals_finished
+from aca_flows.workspace.worktree import TaskWorktree, discard_worktree
 
 __all__ = [
     "DEFAULT_IDENTITY",
@@ -52,7 +52,6 @@ __all__ = [
     "commit_task_work",
     "completed_task_commits",
     "discard_worktree",
-    "removals_finished",
     "ensure_session_branch",
     "find_task_commit",
     "land_task",

@@ -6,15 +6,10 @@ could not coexist with the session branch ``aca/<sid>`` (git refs are files and 
 
 Creating a worktree first discards whatever a crash left at that path, including a worktree
 still locked by an interrupted ``git worktree add``, so a retried task starts clean.
-
-A finished task's worktree is removed in the background (``remove_in_background``): its
-dependents need not wait for it. Creating a worktree at that path waits for it first, and
-``removals_finished`` waits for all of them (a run's end).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import os
@@ -24,23 +19,13 @@ from pathlib import Path
 
 import git
 
-from aca_flows._threads import in_background
 from aca_flows.session.layout import AcaDir
 from aca_flows.workspace.conflicts import MergeConflictError
 from aca_flows.workspace.file_lock import FileLock
 from aca_flows.workspace.hardened_git import AcaRepo, HardenedGit
 from aca_flows.workspace.repository import OBJECT_ID, session_branch_head
 
-__all__ = [
-    "TaskWorktree",
-    "clip_patch",
-    "discard_worktree",
-    "list_worktrees",
-    "removals_finished",
-]
-
-# Removals under way, by worktree path (``remove_in_background``).
-_REMOVALS: dict[Path, concurrent.futures.Future] = {}
+__all__ = ["TaskWorktree", "clip_patch", "discard_worktree", "list_worktrees"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +44,6 @@ class TaskWorktree:
         """Create a clean worktree at the session branch head, discarding any stale one."""
         root = Path(repo.working_tree_dir)
         path = AcaDir(root).worktrees_dir(session_id) / task_id
-        _wait_for_removal(path)  # of this task's last worktree, there
         base = session_branch_head(repo, session_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         with _admin_lock(repo, shared=True):  # the common case: other tasks add theirs too
@@ -176,23 +160,6 @@ class TaskWorktree:
     def remove(self) -> None:
         """Remove the worktree and its folder. Safe to repeat; a missing worktree is fine."""
         discard_worktree(AcaRepo(self.repo_root), self.path)
-
-    def remove_in_background(self) -> None:
-        """``remove`` in a worker thread: the caller goes on at once."""
-        _REMOVALS[self.path] = in_background(self.remove)
-
-
-def removals_finished() -> None:
-    """Wait for every worktree removal under way (``remove_in_background``)."""
-    for path in list(_REMOVALS):
-        _wait_for_removal(path)
-
-
-def _wait_for_removal(path: Path) -> None:
-    removal = _REMOVALS.pop(path, None)
-    if removal is not None:
-        # A removal that failed left the worktree: creating one there discards it anyway.
-        concurrent.futures.wait([removal])
 
 
 def clip_patch(patch: str, limit: int) -> str:

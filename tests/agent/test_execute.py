@@ -17,7 +17,6 @@ from aca_flows.settings import AcaConfig
 from aca_flows.workspace import (
     completed_task_commits,
     read_change_log,
-    removals_finished,
     session_branch_head,
 )
 from tests.fakes.scripted_provider import ScriptedProvider, final, tool_calls, tool_use
@@ -30,14 +29,10 @@ def plan_of(*tasks: Task, **fields) -> ExecutionPlan:
     return ExecutionPlan(name="test plan", tasks=list(tasks), **fields)
 
 
-async def execute(workdir: Path, plan: ExecutionPlan, task_id: str, provider, **options):
-    """``execute_task``, then its worktree's removal (in the background) waited for."""
-    try:
-        return await execute_task(
-            plan, task_id, workdir=workdir, session_id=SESSION, provider=provider, **options
-        )
-    finally:
-        removals_finished()
+def execute(workdir: Path, plan: ExecutionPlan, task_id: str, provider, **options):
+    return execute_task(
+        plan, task_id, workdir=workdir, session_id=SESSION, provider=provider, **options
+    )
 
 
 def branch_subjects(repo) -> list[str]:

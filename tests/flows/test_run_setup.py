@@ -135,27 +135,6 @@ def test_a_completed_session_resumes_without_its_provider(
     assert len(anthropic_fake.anthropic.requests) == calls
 
 
-def test_a_resume_removes_the_worktree_a_kill_left_of_a_completed_task(
-    tmp_path, repo, anthropic_fake
-):
-    """A finished task's worktree is removed in the background: a run killed just after the
-    task landed leaves it. The resume removes it, so no task worktree is left behind."""
-    for _ in range(2):
-        anthropic_fake.anthropic.enqueue(coding_agent)
-    tasks = tmp_path / "tasks.md"
-    tasks.write_text("- write a.txt {#a}\n")
-    session_id = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test").summary[
-        "session_id"
-    ]
-    left = AcaDir(repo).worktrees_dir(session_id) / "a"
-    git.Repo(repo).git.worktree("add", "--detach", str(left), f"aca/{session_id}")
-
-    open_run(RunRequest(workdir=str(repo), session_id=session_id))
-
-    assert not left.exists()
-    assert git.Repo(repo).git.worktree("list", "--porcelain").count("worktree ") == 1
-
-
 def test_a_resume_refuses_a_session_branch_that_lost_landed_work(tmp_path, repo, anthropic_fake):
     """A deleted session branch, made again from HEAD, would let the tasks left build on work
     that is gone while the session said completed: the resume refuses (exit 2), names the
