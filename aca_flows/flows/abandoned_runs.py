@@ -31,6 +31,7 @@ and stops (``interrupt.watch_for_cancel``), saying why (``taken_over_reason``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 
@@ -47,6 +48,8 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 from prefect.states import Completed, Crashed
+
+from aca_flows.flows.server import RECORDER_FLUSH_SECONDS
 
 __all__ = ["crash_abandoned_runs", "taken_over_reason"]
 
@@ -75,6 +78,10 @@ async def crash_abandoned_runs(
                     state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished)),
                 )
             )
+            if any(str(flow_run.id) != current_flow_run_id for flow_run in flow_runs):
+                # A run died just now, maybe: the server records task runs from their events
+                # in batches, a second apart (server.py), so its last ones may be on the way.
+                await asyncio.sleep(RECORDER_FLUSH_SECONDS + 0.5)
             task_runs = await client.read_task_runs(
                 task_run_filter=TaskRunFilter(
                     tags=TaskRunFilterTags(all_=tag),

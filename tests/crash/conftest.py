@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from aca_flows.flows.server import BATCHED_RECORDER_ENV, RECORDER_FLUSH_SECONDS
 from tests.fakes.git_repo import make_repo
 from tests.fakes.llm_server import FakeLLMServer
 
@@ -71,6 +72,8 @@ def prefect_api(tmp_path_factory) -> Iterator[str]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "false",
         "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        # As aca's own servers record task runs: in batches, a second apart.
+        **BATCHED_RECORDER_ENV,
     }
     log = (home / "server.log").open("w")
     server = subprocess.Popen(
@@ -232,6 +235,8 @@ def _runs_of(api_url: str, session_id: str, *, task_runs: bool) -> list:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     tag = [f"session:{session_id}"]
+    if task_runs:  # the server records them from their events a second apart (server.py)
+        time.sleep(RECORDER_FLUSH_SECONDS + 0.5)
 
     async def read():
         async with get_client() as client:

@@ -328,14 +328,14 @@ def test_a_run_that_cannot_start_after_its_session_exists_ends_it_and_frees_it(
 
     tasks = tmp_path / "tasks.md"
     tasks.write_text("- write a.txt {#a}\n")
-    built = run_setup._build_providers
-    monkeypatch.setattr(run_setup, "_build_providers", broken)
+    built = run_setup.build_providers
+    monkeypatch.setattr(run_setup, "build_providers", broken)
     with pytest.raises(ProviderError, match="could not be built"):
         open_run(RunRequest(task_file=str(tasks), workdir=str(repo)))
     (session,) = list_sessions(repo)
     assert session.status == "failed" and "could not be built" in session.status_reason
     # Its lock is free: the session resumes at once.
-    monkeypatch.setattr(run_setup, "_build_providers", built)
+    monkeypatch.setattr(run_setup, "build_providers", built)
     store, _ = open_run(RunRequest(workdir=str(repo), session_id=session.id))
     store.close()
 

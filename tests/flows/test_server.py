@@ -191,10 +191,18 @@ def test_aca_server_start_status_stop_and_runs_use_it(tmp_path):
         assert {r["state"]["type"] for r in flow_runs} == {"COMPLETED"}
         assert len([r for r in flow_runs if r["parent_task_run_id"] is None]) == 1
     finally:
-        stopped = cli("server", "stop")
+        stopped = cli("server", "stop")  # at once: task runs' last states are still in batches
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     wait_for(lambda: not alive(pid), 15, "the local server to stop")
     assert cli("server", "status").returncode == 1
+    # The server wrote them before it stopped: started again, its UI shows every task done.
+    assert cli("server", "start", "--port", str(port)).returncode == 0
+    try:
+        task_runs = httpx.post(f"http://127.0.0.1:{port}/api/task_runs/filter", json={}).json()
+    finally:
+        cli("server", "stop")
+    states = {r["name"].split()[0]: r["state"]["type"] for r in task_runs}
+    assert {states.get(task) for task in ("greet", "tests", "readme")} == {"COMPLETED"}, states
 
 
 def refused_writes(api: str) -> list[int]:

@@ -18,7 +18,7 @@ import pytest
 
 from aca_flows.errors import PermanentProviderError, TransientProviderError
 from aca_flows.flows import run_flow
-from aca_flows.flows.run_setup import _ledger_of
+from aca_flows.flows.run_providers import _ledger_of
 from aca_flows.flows.spend import CALL_OWNER, CallOwner, SpendGuard, SpendMeter
 from aca_flows.flows.task_run import ACTIVE_RUNS, ActiveRun, _retry_delays, options_for, runner_for
 from aca_flows.plan.models import ExecutionPlan, Task

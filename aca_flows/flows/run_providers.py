@@ -1,0 +1,238 @@
+"""The providers of a run: checked able to work before anything is spent, then built, each
+wrapped in what every call passes (rate limits, the Prefect concurrency limit, the budget and
+the session's ledger, retries), and their SDKs imported while the run sets up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aca_flows._startup import collect_as_usual
+from aca_flows.agent.transcript import TaskLog
+from aca_flows.errors import InputError
+from aca_flows.flows.provider_limits import prefect_limits_for
+from aca_flows.flows.run_inputs import tasks_left
+from aca_flows.flows.secret_keys import provider_environ, providers_environ
+from aca_flows.flows.spend import (
+    CALL_OWNER,
+    CallLedger,
+    CallOwner,
+    SpendGuard,
+    SpendMeter,
+    call_ceiling,
+)
+from aca_flows.flows.task_run import ACTIVE_RUNS, GlobalLimitProvider
+from aca_flows.plan import ExecutionPlan
+from aca_flows.providers import get_provider, rate_limiter_for, require_providers
+from aca_flows.providers.base import Provider, ProviderResponse
+from aca_flows.providers.pricing import price_for
+from aca_flows.providers.ratelimit import account_state_file
+from aca_flows.providers.retry import with_call_retries
+from aca_flows.session.redact import redact
+from aca_flows.session.store import SessionStore
+from aca_flows.settings import AcaConfig
+
+if TYPE_CHECKING:
+    from aca_flows.flows.run_setup import RunRequest
+
+__all__ = [
+    "PRICED_BY_TABLE",
+    "build_providers",
+    "import_sdks_in_background",
+    "providers_left",
+    "refuse_a_budget_without_prices",
+    "require_working_providers",
+    "run_logger",
+]
+
+
+def build_providers(
+    names: set[str], config: AcaConfig, store: SessionStore, request: RunRequest
+) -> dict[str, Provider]:
+    from aca_flows.providers import RateLimitedProvider
+
+    # Budget checks read the session's ledger: spend of earlier runs of the session counts.
+    meter = SpendMeter(
+        lambda: store.session.cost_usd,
+        config.session.budget_usd,
+        costliest_call_usd=_typical_call_usd(store),
+        on_hold=_tell_wait,
+    )
+    ledger = _ledger_of(store)
+    built: dict[str, Provider] = {}
+    for name in sorted(names):
+        environ = provider_environ(name, config)
+        provider = get_provider(
+            name,
+            config,
+            environ=environ,
+            record=Path(request.record) if request.record else None,
+            scrub=redact,
+        )
+        if name != "replay":  # a cassette has no rate limits to respect
+            shared = prefect_limits_for(name, config, say=run_logger().info)
+            limiter = rate_limiter_for(
+                name,
+                config,
+                # Per account, not per session: the 5-hour block is the account's.
+                state_file=account_state_file(name, environ, config.provider(name).base_url),
+                local_rates=shared is None,
+                on_notice=_tell_wait,
+            )
+            provider = RateLimitedProvider(provider, limiter, shared)
+        limit_name = config.provider(name).concurrency_limit
+        if limit_name:
+            provider = GlobalLimitProvider(provider, limit_name)
+        # Retries outermost: each try passes the budget check and its spend reaches the
+        # ledger, and a retry's wait holds no concurrency slot.
+        built[name] = with_call_retries(
+            SpendGuard(provider, meter, ledger, call_ceiling(name, config)),
+            config.session,
+            on_wait=_log_call_retry(store),
+            # No call retried once the run is stopping: its Ctrl-C may be what failed it.
+            stopping=functools.partial(_run_stopping, store.session_id),
+        )
+    return built
+
+
+def _run_stopping(session_id: str) -> bool:
+    """Whether the session's run, registered once it started (``ACTIVE_RUNS``), is stopping."""
+    run = ACTIVE_RUNS.get(session_id)
+    return run is not None and run.stopping()
+
+
+def _typical_call_usd(store: SessionStore) -> float:
+    """What a call of the session's earlier runs cost, on average, with its costliest model
+    (0.0 for a new session): the budget's first estimate of a call in flight."""
+    return max((e.cost_usd / e.calls for e in store.session.usage if e.calls), default=0.0)
+
+
+def _tell_wait(message: str) -> None:
+    """A provider call's long wait (rate limits, calls in flight) goes to the run's log: the
+    terminal and the Prefect UI."""
+    run_logger().warning(message)
+
+
+def _ledger_of(store: SessionStore) -> CallLedger:
+    """Journal each returned provider call as a ``call`` event of the session (off the event
+    loop: other tasks go on while it is fsynced)."""
+
+    def record(provider: str, model: str, response: ProviderResponse, owner: CallOwner | None):
+        return store.off_loop(
+            store.call_recorded,
+            provider=provider,
+            model=model,
+            usage=response.usage,
+            cost_usd=response.cost_usd,
+            task_id=owner.task_id if owner else None,
+            attempt=owner.attempt if owner else None,
+        )
+
+    return record
+
+
+def _log_call_retry(store: SessionStore):
+    """A call's retry is never silent: it goes to the task run's log (else aca's log) and to
+    the task's own log in the session."""
+
+    def log(seconds: float, error: Exception, retry_number: int, retries: int) -> None:
+        run_logger().warning(
+            f"{error} Retrying this call in {seconds:.1f} s (retry {retry_number} of {retries})."
+        )
+        owner = CALL_OWNER.get()
+        if owner is not None:
+            TaskLog(store.paths, owner.task_id).write(
+                "call_retry",
+                attempt=owner.attempt,
+                retry=retry_number,
+                of=retries,
+                wait_seconds=round(seconds, 3),
+                error=str(error),
+            )
+
+    return log
+
+
+def run_logger():
+    import logging
+
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("aca_flows")
+
+
+# Vendor SDKs take a second to import. A thread imports them while the run sets up (the
+# session, git, the plan's artifacts: mostly waits), instead of before it; a provider's own
+# ``import`` waits for the thread's (the import lock), so nothing runs half-imported.
+_SDK_MODULES = {"anthropic": "anthropic", "openai": "openai", "claude-code": "claude_agent_sdk"}
+
+
+def import_sdks_in_background(names: set[str]) -> None:
+    threading.Thread(target=_import_sdks, args=(names,), name="aca-sdk-import").start()
+
+
+def _import_sdks(names: set[str]) -> None:
+    import importlib
+
+    try:
+        for name in names:
+            if name in _SDK_MODULES:
+                # A failed import is the provider's to report: it imports the SDK when used.
+                with contextlib.suppress(Exception):
+                    importlib.import_module(_SDK_MODULES[name])
+    finally:
+        collect_as_usual()  # start-up is over (aca_flows/_startup.py)
+
+
+# Providers whose calls aca prices from its table: a model it has no price for costs $0.
+# (Claude Code reports its own cost; replay plays recorded ones; Ollama runs locally.)
+PRICED_BY_TABLE = ("anthropic", "openai")
+
+
+def refuse_a_budget_without_prices(plan: ExecutionPlan, config: AcaConfig) -> None:
+    """A budget aca cannot keep is refused before anything is spent: the calls of a model
+    with no known price would count $0 and never reach it."""
+    budget = config.session.budget_usd
+    if budget is None:
+        return
+    unpriced: set[tuple[str, str]] = set()
+    for task in plan.tasks:
+        provider = task.provider or config.session.provider
+        if task.children or task.status.is_done or provider not in PRICED_BY_TABLE:
+            continue
+        model = config.model_for(provider, task.model)
+        if model and price_for(model, config.provider(provider).prices) is None:
+            unpriced.add((provider, model))
+    if unpriced:
+        provider, model = min(unpriced)
+        listed = ", ".join(f"{m} ({p})" for p, m in sorted(unpriced))
+        raise InputError(
+            f"a budget of ${budget:g} cannot be kept: aca has no price for {listed}, so its "
+            f"calls would count $0. Give the price in the config "
+            f'([providers.{provider}.prices."{model}"] input = ..., output = ..., in USD per '
+            "million tokens), or run without a budget."
+        )
+
+
+def providers_left(plan: ExecutionPlan, default: str) -> set[str]:
+    """The providers of the tasks a resume may still run: none when every task completed, so
+    a finished session resumes (and ends completed) without its keys or its config."""
+    left = tasks_left(plan)
+    # The run's own provider too while work is left: subtasks a task proposes use it.
+    return {default} | {t.provider for t in left if t.provider} if left else set()
+
+
+def require_working_providers(names, config: AcaConfig, plan: ExecutionPlan) -> None:
+    """Each provider in ``names`` can work (keys from Secret blocks included) with every
+    model ``plan``'s tasks left use with it, or the run ends here, before anything is spent
+    or committed."""
+    models = plan.models_by_provider(config.session.provider)
+    require_providers(names, config, providers_environ(names, config), models)
