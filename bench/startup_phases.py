@@ -23,9 +23,9 @@ WATCHED = {
     "aca_flows.cli.run": [("_preflight", None, "CLI: provider checks done")],
     "aca_flows.flows.server": [("prefect_api_for_run", "Prefect and the flow imported", None)],
     "aca_flows.flows.aca_run": [("open_run", "flow run created, flow started", None)],
-    "aca_flows.flows.run_setup": [
+    "aca_flows.flows.run_providers": [
         ("_import_sdks", "provider SDK import started (a thread)", "provider SDK imported"),
-        ("_build_providers", "session created", "providers built"),
+        ("build_providers", "session created", "providers built"),
     ],
     "aca_flows.flows.task_run": [("execute_task", "first task run started", None)],
     "aca_flows.agent.execute": [("_run_agent_and_verify", "worktree ready, prompt next", None)],
