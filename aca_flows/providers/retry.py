@@ -107,8 +107,9 @@ class RetryingProvider:
                 empty = empty + 1 if isinstance(error, EmptyAnswerError) else 0
                 # This retry's number and how many this error gets, as the log tells them.
                 number, retries = retry_number + 1, self.retries
-                if empty:
-                    number, retries = empty, min(self.retries, EMPTY_ANSWER_RETRIES)
+                if empty:  # its own few, and no more than the call's retries left allow
+                    left = self.retries - retry_number
+                    number, retries = empty, min(EMPTY_ANSWER_RETRIES, empty - 1 + left)
                 if number > retries or retry_number >= self.retries:
                     if empty:
                         raise _empty_answers(error, empty) from error

@@ -105,6 +105,24 @@ def test_empty_answers_are_counted_in_a_row_among_other_retries(llm_server):
     assert [n for _, _, n in waits] == [1, 2, 1, 2]
 
 
+def test_an_empty_answers_retry_is_announced_out_of_what_the_call_has_left(llm_server):
+    """Two 529s used two of the call's three retries: the empty answer after them gets the
+    one left, and the log says "retry 1 of 1", not "1 of 2" for a second that never comes."""
+    llm_server.anthropic.enqueue(status=529, error="Overloaded")
+    llm_server.anthropic.enqueue(status=529, error="Overloaded")
+    for _ in range(2):
+        llm_server.anthropic.enqueue(text="", usage={"input_tokens": 50, "output_tokens": 0})
+    provider, _ = retrying(retries=3)
+    announced: list[tuple[int, int]] = []
+    provider.on_wait = lambda seconds, error, n, retries: announced.append((n, retries))
+
+    with pytest.raises(PermanentProviderError, match="answered 2 time"):
+        run(provider.complete(conversation()))
+
+    assert len(llm_server.anthropic.requests) == 4
+    assert announced == [(1, 3), (2, 3), (1, 1)]
+
+
 def test_a_permanent_error_is_not_retried(llm_server):
     llm_server.anthropic.enqueue(status=400, error="bad request")
     provider, waits = retrying()
