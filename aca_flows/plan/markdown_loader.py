@@ -129,12 +129,16 @@ def _add_node(node: _Node, parent: Task | None, builder: TaskTreeBuilder, hints:
     title, refs = _references(title, builder, f"{builder.task_file}:{node.line}")
     fields = _task_fields(attrs, builder.task_file, node.line, builder.problems)
     task_id = fields.pop("task_id", None)
-    if node.checked:
+    if node.checked and _all_checked(node):  # a group is done when its tasks are
         fields["status"] = TaskStatus(state="completed")
     fields["metadata"].file_refs = refs
     task = builder.add(parent, task_id=task_id, title=title, description=_join(node.text), **fields)
     for child in node.children:
         _add_node(child, task, builder, hints)
+
+
+def _all_checked(node: _Node) -> bool:
+    return all(child.checked and _all_checked(child) for child in node.children if child.is_item)
 
 
 def _parse(text: str) -> _Node:

@@ -8,6 +8,7 @@ import pytest
 
 from aca_flows.errors import PlanValidationError, TaskFileError
 from aca_flows.plan import load_task_file
+from aca_flows.plan.render import render_tree
 from tests.fixtures import COMPAT
 
 
@@ -96,6 +97,25 @@ def test_attribute_block_sets_id_dependencies_verify_and_more(tmp_path):
     assert (login.model, login.max_attempts) == ("claude-x", 2)
     assert (login.network, db.network) == (True, None)
     assert old.status.state == "completed" and db.status.state == "pending"
+
+
+def test_a_checked_item_with_unchecked_items_under_it_is_not_done(tmp_path):
+    """Its tasks are not all done, so neither is it: `plan show` and the session showed it
+    completed beside its pending child, which ran all the same."""
+    path = write(
+        tmp_path,
+        "- [x] Parent {#parent}\n  - [ ] write child.txt {#child}\n"
+        "- [x] Done {#done}\n  - [x] write done.txt {#done-child}\n",
+    )
+    plan = load_task_file(path)
+    states = {task.id: task.status.state for task in plan.tasks}
+    assert states == {
+        "parent": "pending",
+        "child": "pending",
+        "done": "completed",
+        "done-child": "completed",
+    }
+    assert "[ ] parent" in render_tree(plan) and "[x] done " in render_tree(plan)
 
 
 def test_nested_items_and_indented_text(tmp_path):
