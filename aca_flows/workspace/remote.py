@@ -183,7 +183,7 @@ class RemoteRepository:
                 if fresh:  # a URL that cannot be cloned leaves no empty checkout behind
                     shutil.rmtree(self.workdir if created else self.workdir / ".git", True)
                 raise
-            if config_value(repo, _OWN_CHECKOUT) == "true":
+            if config_value(repo, WORKING_AREA_KEY) == "true":
                 repo.git.checkout("--force", "-B", branch, f"refs/remotes/origin/{branch}")
         if problem := linked_aca_folder(self.workdir):  # before a session record is written
             raise RemoteError(problem)
@@ -269,7 +269,9 @@ class RemoteRepository:
         # init + fetch rather than clone: the URL with its credentials never enters config.
         repo = AcaRepo.init(self.workdir)
         repo.git.remote("add", "origin", self.public)
-        repo.git.config(_OWN_CHECKOUT, "true")
+        # aca's mark: only its own checkouts are moved to the remote's newest commit, and their
+        # own config may not weaken the sandbox (cloned_config.py).
+        repo.git.config(WORKING_AREA_KEY, "true")
         return repo
 
     def _default_branch(self, repo: git.Repo) -> str:
@@ -319,9 +321,6 @@ class RemoteRepository:
 
 
 _HEADS_REFSPEC = "+refs/heads/*:refs/remotes/origin/*"
-# Set in the checkouts aca makes: only those are moved to the remote's newest commit, and
-# their own config may not weaken the sandbox (cloned_config.py).
-_OWN_CHECKOUT = WORKING_AREA_KEY
 
 
 def save_session_record(repo: git.Repo, session_id: str, session_dir: Path) -> str:

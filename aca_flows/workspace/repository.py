@@ -184,21 +184,12 @@ _SECRETS_HEADER = "# secrets left out of the first commit by aca --init-git"
 
 def exclude_secrets(repo: git.Repo) -> None:
     """Add ``SECRET_PATTERNS`` to ``.git/info/exclude`` of a repository aca just created."""
-    exclude = Path(repo.common_dir) / "info" / "exclude"
-    text = exclude.read_text(encoding="utf-8") if exclude.exists() else ""
-    if _SECRETS_HEADER in text:
-        return
-    exclude.parent.mkdir(parents=True, exist_ok=True)
-    if text and not text.endswith("\n"):
-        text += "\n"
-    lines = "\n".join((_SECRETS_HEADER, *SECRET_PATTERNS))
-    exclude.write_text(f"{text}{lines}\n", encoding="utf-8")
+    _exclude_once(repo, (_SECRETS_HEADER, *SECRET_PATTERNS))
 
 
 def secrets_left_out(repo: git.Repo) -> list[str]:
     """The files ``exclude_secrets`` keeps out of ``repo`` (untracked, matching its patterns)."""
-    exclude = Path(repo.common_dir) / "info" / "exclude"
-    if _SECRETS_HEADER not in (exclude.read_text(encoding="utf-8") if exclude.exists() else ""):
+    if _SECRETS_HEADER not in _excluded(repo):
         return []
     args = [f"--exclude={pattern}" for pattern in SECRET_PATTERNS]
     listed = repo.git.ls_files("--others", "--ignored", *args)
@@ -207,14 +198,28 @@ def secrets_left_out(repo: git.Repo) -> list[str]:
 
 def ensure_excluded(repo: git.Repo) -> None:
     """Add ``.aca/`` to ``.git/info/exclude`` once, so aca's own files never show as changes."""
-    exclude = Path(repo.common_dir) / "info" / "exclude"
-    text = exclude.read_text(encoding="utf-8") if exclude.exists() else ""
-    if ACA_EXCLUDE_LINE in (line.strip() for line in text.splitlines()):
+    _exclude_once(repo, (ACA_EXCLUDE_LINE,))
+
+
+def _exclude_once(repo: git.Repo, lines: tuple[str, ...]) -> None:
+    """Append ``lines`` to ``.git/info/exclude`` unless its first line is there already."""
+    text = _excluded(repo)
+    if lines[0] in (line.strip() for line in text.splitlines()):
         return
-    exclude.parent.mkdir(parents=True, exist_ok=True)
     if text and not text.endswith("\n"):
         text += "\n"
-    exclude.write_text(text + ACA_EXCLUDE_LINE + "\n", encoding="utf-8")
+    exclude = _exclude_file(repo)
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    exclude.write_text(text + "\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _excluded(repo: git.Repo) -> str:
+    exclude = _exclude_file(repo)
+    return exclude.read_text(encoding="utf-8") if exclude.exists() else ""
+
+
+def _exclude_file(repo: git.Repo) -> Path:
+    return Path(repo.common_dir) / "info" / "exclude"
 
 
 def commit_identity(repo: git.Repo) -> GitIdentity:
