@@ -52,6 +52,7 @@ from aca_flows.flows.publishing import (
 )
 from aca_flows.flows.pull_requests import (
     PULL_REQUESTS,
+    deliver_pull_request,
     pull_request_target,
 )
 from aca_flows.flows.remote_sync import (
@@ -61,7 +62,7 @@ from aca_flows.flows.remote_sync import (
     run_working_area,
 )
 from aca_flows.flows.run_setup import RunRequest, open_run
-from aca_flows.flows.scheduler import TREES, deliver_pull_request, drive_plan
+from aca_flows.flows.scheduler import TREES, drive_plan
 from aca_flows.flows.session_log import session_log
 from aca_flows.flows.summary import RunSummary, delivery_failure, flow_state, run_summary
 from aca_flows.flows.task_run import (

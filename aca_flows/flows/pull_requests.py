@@ -18,6 +18,7 @@ import os
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aca_flows._threads import in_thread
 from aca_flows.delivery import (
@@ -29,6 +30,7 @@ from aca_flows.delivery import (
     pull_request_title,
 )
 from aca_flows.errors import ConfigError
+from aca_flows.flows.publishing import published
 from aca_flows.flows.remote_sync import pushes_settled
 from aca_flows.flows.secret_keys import read_secret_block
 from aca_flows.session.record import SessionRecord
@@ -36,10 +38,16 @@ from aca_flows.session.redact import register_secret
 from aca_flows.settings import AcaConfig
 from aca_flows.workspace.repository import origin_url
 
+if TYPE_CHECKING:
+    from aca_flows.flows.summary import RunSummary
+    from aca_flows.flows.task_run import ActiveRun
+    from aca_flows.session.store import SessionStore
+
 __all__ = [
     "PULL_REQUESTS",
     "PullRequestTarget",
     "deliver",
+    "deliver_pull_request",
     "pull_request_target",
     "update_pull_request",
 ]
@@ -147,3 +155,27 @@ def _flow_run_url() -> str | None:
 
     flow_run = getattr(get_run_context(), "flow_run", None)
     return url_for(flow_run) if flow_run is not None else None
+
+
+async def deliver_pull_request(store: SessionStore, run: ActiveRun, summary: RunSummary) -> None:
+    """The pull request's last update, once the session's end is recorded; its URL or
+    GitHub's refusal goes into the summary and the log."""
+    target = PULL_REQUESTS.get(run.session_id)
+    if target is None:
+        return
+    from prefect import get_run_logger
+
+    await published(run.session_id)  # the per-task updates first: this one is the last word
+    if summary.unpushed:
+        # The remote lacks landed commits: the pull request would claim work it does not hold.
+        summary.pull_request = None
+        summary.pull_request_error = (
+            f"{summary.branch} is not on {summary.remote}: {summary.unpushed}"
+        )
+    else:
+        await update_pull_request(store.session, run.outcomes)
+        summary.pull_request, summary.pull_request_error = target.url, target.error
+    if summary.pull_request_error:
+        get_run_logger().error(f"pull request not delivered: {summary.pull_request_error}")
+    else:
+        get_run_logger().info(f"pull request: {target.url}")

@@ -50,7 +50,6 @@ from aca_flows.flows.publishing import (
     send_in_background,
 )
 from aca_flows.flows.pull_requests import (
-    PULL_REQUESTS,
     update_pull_request,
 )
 from aca_flows.flows.remote_sync import (
@@ -466,28 +465,6 @@ async def _publish_report(store: SessionStore, run: ActiveRun, task_id: str, sta
     update = update_pull_request(store.session, run.outcomes)
     if update is not None:  # the pull request tells how far the run got
         send_in_background(run.session_id, update)
-
-
-async def deliver_pull_request(store: SessionStore, run: ActiveRun, summary: RunSummary) -> None:
-    """The pull request's last update, once the session's end is recorded; its URL or
-    GitHub's refusal goes into the summary and the log."""
-    target = PULL_REQUESTS.get(run.session_id)
-    if target is None:
-        return
-    await published(run.session_id)  # the per-task updates first: this one is the last word
-    if summary.unpushed:
-        # The remote lacks landed commits: the pull request would claim work it does not hold.
-        summary.pull_request = None
-        summary.pull_request_error = (
-            f"{summary.branch} is not on {summary.remote}: {summary.unpushed}"
-        )
-    else:
-        await update_pull_request(store.session, run.outcomes)
-        summary.pull_request, summary.pull_request_error = target.url, target.error
-    if summary.pull_request_error:
-        get_run_logger().error(f"pull request not delivered: {summary.pull_request_error}")
-    else:
-        get_run_logger().info(f"pull request: {target.url}")
 
 
 def _record_settled(store: SessionStore, dag: DagProgress, recorded: set[str]) -> list[str]:
