@@ -223,6 +223,15 @@ class FakeLLMServer:
             "OLLAMA_HOST": self.url,
         }
 
+    def serve_claude_code(self, monkeypatch) -> None:
+        """Point the real claude binary (and every provider) at this server, without its own
+        retries; only its agent loop, whose requests always hold tools, takes the scripted
+        replies (its side calls, titles and quota checks, get the default answer)."""
+        for name, value in self.env().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("CLAUDE_CODE_MAX_RETRIES", "0")
+        self.anthropic.scripted_for = lambda request: bool((request.json or {}).get("tools"))
+
     def start(self) -> FakeLLMServer:
         handler = type("Handler", (_Handler,), {"fake": self})
         self._httpd = _QuietServer(("127.0.0.1", 0), handler)

@@ -61,10 +61,7 @@ def test_a_claude_code_task_leaves_no_folder_in_the_checkout(
         (repo / ".claude").mkdir()
         (repo / ".claude" / "notes.md").write_text("mine\n")
     with FakeLLMServer() as server:
-        for name, value in server.env().items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.setenv("CLAUDE_CODE_MAX_RETRIES", "0")
-        server.anthropic.scripted_for = lambda request: bool((request.json or {}).get("tools"))
+        server.serve_claude_code(monkeypatch)
         server.anthropic.enqueue(
             tool_calls=[{"name": "Bash", "arguments": {"command": "echo hi > a.txt"}}]
         )

@@ -82,11 +82,8 @@ def test_claude_never_runs_the_agents_programs(tmp_path, monkeypatch, cli_path):
     # The checkout's own claude (the user's): runs the real one, noting nothing.
     (repo / "evil" / "claude").write_text(f'#!/bin/sh\nexec {bundled_claude_cli()} "$@"\n')
     with FakeLLMServer() as server:
-        for name, value in server.env().items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.setenv("CLAUDE_CODE_MAX_RETRIES", "0")
+        server.serve_claude_code(monkeypatch)
         monkeypatch.setenv("PATH", "evil" + os.pathsep + os.environ["PATH"])
-        server.anthropic.scripted_for = lambda request: bool((request.json or {}).get("tools"))
         server.anthropic.enqueue(
             tool_calls=[{"name": "Bash", "arguments": {"command": "echo inside"}}]
         )
