@@ -16,6 +16,7 @@ from uuid import UUID
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.flow_runs import resume_flow_run
+from prefect.logging.handlers import APILogHandler
 
 from aca_flows.cli import main
 from aca_flows.flows import run_flow
@@ -80,6 +81,7 @@ def flow_run_log(flow_run_id: str) -> str:
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
     async def read():
+        await APILogHandler.aflush()  # the run's logs are sent in batches
         async with get_client() as client:
             ids = [UUID(flow_run_id)]
             return await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)))

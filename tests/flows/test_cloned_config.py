@@ -20,6 +20,7 @@ from aca_flows.flows import run_flow
 from aca_flows.workspace.remote import working_area
 from tests.fakes.coding_agent import coding_agent
 from tests.fakes.git_repo import make_repo
+from tests.flows.conftest import flow_run_logs
 
 TOKEN = "svc_" + "Z8q2Lm4Nx7Rt" * 2
 HOSTILE = """\
@@ -76,25 +77,14 @@ def test_a_cloned_repositorys_config_cannot_weaken_the_sandbox(
     assert anthropic_fake.model_calls  # the calls reached the fake, not the file's base_url
     area = working_area(str(hostile_remote))
     # In the flow run's log, on the Prefect server (the UI): each setting left out, and how.
-    said = [line for line in server_logs() if line.startswith(f"{area / 'aca.toml'}: ignored")]
+    logs = flow_run_logs(outcome.summary["session_id"])
+    said = [line for _, line in logs if line.startswith(f"{area / 'aca.toml'}: ignored")]
     assert len(said) == 8, "\n".join(said)
     assert said[0].startswith(f'{area / "aca.toml"}: ignored [sandbox] mode = "off": ')
     assert said[1].endswith(
         "set it yourself: ACA_SANDBOX__NETWORK, or --config naming a file of yours, outside "
         "the clone."
     )
-
-
-def server_logs() -> list[str]:
-    import asyncio
-
-    from prefect.client.orchestration import get_client
-
-    async def read() -> list[str]:
-        async with get_client() as client:
-            return [entry.message for entry in await client.read_logs()]
-
-    return asyncio.run(read())
 
 
 def test_config_show_says_what_is_ignored_and_the_users_own_settings_win(

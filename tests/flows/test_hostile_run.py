@@ -113,8 +113,10 @@ def prefect_text(session_id: str) -> str:
         LogFilter,
         LogFilterFlowRunId,
     )
+    from prefect.logging.handlers import APILogHandler
 
     async def read() -> str:
+        await APILogHandler.aflush()  # the run's logs are sent in batches
         async with get_client() as client:
             artifacts = await client.read_artifacts(
                 artifact_filter=ArtifactFilter(

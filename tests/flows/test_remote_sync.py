@@ -208,6 +208,7 @@ def test_credentials_in_the_repo_url_reach_no_record_log_or_server(
     import asyncio
 
     from prefect.client.orchestration import get_client
+    from prefect.logging.handlers import APILogHandler
 
     for _ in range(10):
         anthropic_fake.anthropic.enqueue(coding_agent)
@@ -225,6 +226,7 @@ def test_credentials_in_the_repo_url_reach_no_record_log_or_server(
     record = git.Repo(remote).git.archive(f"refs/aca/sessions/{summary['session_id']}")
 
     async def on_the_server() -> str:
+        await APILogHandler.aflush()  # the run's logs are sent in batches
         async with get_client() as client:
             runs = await client.read_flow_runs()
             logs = await client.read_logs()

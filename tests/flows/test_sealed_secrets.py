@@ -86,8 +86,10 @@ def server_record(workdir: Path) -> tuple[str, str, dict]:
         LogFilter,
         LogFilterFlowRunId,
     )
+    from prefect.logging.handlers import APILogHandler
 
     async def read():
+        await APILogHandler.aflush()  # the run's logs are sent in batches
         async with get_client() as client:
             runs = [
                 r
