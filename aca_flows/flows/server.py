@@ -203,6 +203,31 @@ def _not_answering(url: str, cause: object) -> str:
     )
 
 
+def _refused(url: str, answer: BaseException | None) -> str | None:
+    """Why the server ``PREFECT_API_URL`` names answered aca's requests without serving them,
+    when that is the user's to fix: no credentials, or a URL that is not a Prefect API."""
+    import httpx
+
+    if not isinstance(answer, httpx.HTTPStatusError):
+        return None
+    status, path = answer.response.status_code, answer.request.url.path
+    if status in (401, 403):
+        return (
+            f"the Prefect server at {url} (PREFECT_API_URL) refused aca's requests (HTTP "
+            f"{status}): set PREFECT_API_AUTH_STRING to its `user:password` (a server started "
+            "with PREFECT_SERVER_API_AUTH_STRING), or PREFECT_API_KEY for Prefect Cloud."
+        )
+    if status == 404 and path.endswith("/admin/version"):  # a client's first request
+        api = url.rstrip("/")
+        fix = f"name its API, {api}/api" if not api.endswith("/api") else "name a Prefect API"
+        return (
+            f"{url} (PREFECT_API_URL) is not a Prefect server's API (HTTP 404 for {path}): "
+            f"set PREFECT_API_URL to {fix}, or unset it so that aca uses its local server or "
+            "a temporary one."
+        )
+    return None
+
+
 @contextlib.contextmanager
 def _unreachable(url: str, given: str | None) -> Iterator[None]:
     """A server that does not answer ends the command with a message, not a traceback: the
@@ -213,10 +238,13 @@ def _unreachable(url: str, given: str | None) -> Iterator[None]:
 
     try:
         yield
-    except (RuntimeError, httpx.TransportError) as exc:
+    except (RuntimeError, httpx.TransportError, httpx.HTTPStatusError) as exc:
         if lost_run() is not None:  # lost in the middle of a run: the session says how it ended
             raise lost_run() from None
-        cause = exc if isinstance(exc, httpx.TransportError) else exc.__cause__
+        cause = exc if isinstance(exc, httpx.HTTPError) else exc.__cause__
+        refusal = _refused(url, cause) if given else None
+        if refusal:
+            raise InputError(refusal) from None
         if not isinstance(cause, httpx.TransportError):
             raise
         if given:
@@ -245,6 +273,8 @@ def prefect_api_for_command(purpose: str) -> Iterator[str]:
         try:
             yield url
         except httpx.HTTPError as exc:
+            if refusal := _refused(url, exc):
+                raise InputError(refusal) from None
             raise ServerError(
                 f"the Prefect server at {url} did not answer ({exc}); check that it runs and "
                 "that PREFECT_API_URL names it."

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import git
@@ -337,6 +339,57 @@ def test_a_prefect_server_that_does_not_answer_is_named_not_a_traceback(tmp_path
     assert done.returncode == 2, done.stderr
     assert f"the Prefect server at {unanswered} (PREFECT_API_URL) does not answer" in done.stderr
     assert "unset PREFECT_API_URL" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    untouched(repo, head)
+
+
+class _Answers(http.server.BaseHTTPRequestHandler):
+    """A web server that is no Prefect API (404), or one that wants credentials (401)."""
+
+    status = 404
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"exception_message": "Unauthorized"}' if self.status == 401 else b"{}")
+
+    do_POST = do_PATCH = do_GET
+
+    def log_message(self, *args):  # quiet
+        pass
+
+
+@pytest.mark.parametrize(
+    ("status", "path", "says"),
+    [
+        (404, "", "is not a Prefect server's API (HTTP 404 for /admin/version): set "
+         "PREFECT_API_URL to name its API, {url}/api"),
+        (404, "/api", "is not a Prefect server's API (HTTP 404 for /api/admin/version)"),
+        (401, "/api", "refused aca's requests (HTTP 401): set PREFECT_API_AUTH_STRING"),
+    ],
+)  # fmt: skip
+def test_a_prefect_api_url_that_answers_but_serves_no_run_is_named_not_a_traceback(
+    tmp_path, status, path, says
+):
+    # The UI's address (no /api), another web server, a server that wants a password: each
+    # once ended the run with Prefect's traceback and exit code 1.
+    repo = make_repo(tmp_path / "repo")
+    head = git.Repo(repo).head.commit.hexsha
+    home = tmp_path / "home"
+    home.mkdir()
+    handler = type("Answers", (_Answers,), {"status": status})
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as web:
+        threading.Thread(target=web.serve_forever, daemon=True).start()
+        root = f"http://127.0.0.1:{web.server_port}"
+        done = aca(
+            "run", str(HELLO), "--workdir", str(repo), "--config", str(HELLO_CONFIG),
+            home=home, PREFECT_API_URL=root + path,
+        )  # fmt: skip
+        web.shutdown()
+
+    assert done.returncode == 2, done.stderr
+    assert says.format(url=root) in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     untouched(repo, head)
 
