@@ -8,8 +8,9 @@ URL writes that file, so there it may not weaken what confines the agent: such a
 out, and said (``LoadedConfig.ignored``). So it is from any file of the clone, however named:
 ``--config`` and a deployment run's ``config_file`` (whoever requests the run chooses it, and
 aca's working area is an allowed folder). The user's own settings are untouched: an ``ACA_*``
-variable, a flag, ``--config`` naming a file outside the clone, and ``~/.aca/config.toml``
-(read when the clone has no config) set these keys as ever.
+variable, a flag, ``--config`` naming a file outside the clone set these keys as ever, and
+``~/.aca/config.toml`` is read under the clone's file, which may only tighten what it sets
+(a budget, a limit, the deny list).
 """
 
 from __future__ import annotations
@@ -44,8 +45,12 @@ GUARDED: dict[tuple[str, str], str] = {
     ("github", "token_secret"): "choose which of your Prefect Secret blocks is sent as your "
     "GitHub token",
 }
-# (section, key) -> what a value above the default would do; a lower one is stricter, kept.
+# (section, key) -> what a value above the user's (or the default) would do; a lower one is
+# stricter, kept. A budget nobody set (None) is no limit: any value is stricter.
 CEILINGS: dict[tuple[str, str], str] = {
+    ("session", "budget_usd"): "raise your budget for the run",
+    ("claude_code", "max_budget_usd_per_task"): "raise your budget for a task",
+    ("rate_limiting", "max_tokens_per_session"): "raise your token budget per usage block",
     ("sandbox", "cpu_seconds"): "raise the CPU time an agent command may take",
     ("sandbox", "memory_mb"): "raise the memory an agent command may take",
     ("sandbox", "file_size_mb"): "raise the size of a file an agent command may write",
@@ -84,9 +89,9 @@ def is_cloned_working_area(workdir: Path) -> bool:
 
 def drop_weakening_keys(data: dict[str, Any], file: Path, defaults: Any) -> list[str]:
     """Take out of ``data`` (the TOML of ``file``, a cloned repository's config) each guarded
-    key set to anything but its value in ``defaults`` (an ``AcaConfig``), each limit raised
-    above it, a deny list missing one of its commands, and a price below a published one;
-    return one line for each, saying how to allow it."""
+    key set to anything but its value in ``defaults`` (an ``AcaConfig``: the user's own
+    settings), each limit or budget raised above it, a deny list missing one of its commands,
+    and a price below a published one; return one line for each, saying how to allow it."""
     ignored = []
     for (section, key), effect in GUARDED.items():
         table = data.get(section)
@@ -97,7 +102,8 @@ def drop_weakening_keys(data: dict[str, Any], file: Path, defaults: Any) -> list
     for (section, key), effect in CEILINGS.items():
         table = data.get(section)
         value = table.get(key) if isinstance(table, dict) else None
-        if _is_number(value) and value > getattr(getattr(defaults, section), key):
+        limit = getattr(getattr(defaults, section), key)
+        if _is_number(value) and limit is not None and value > limit:
             ignored.append(_line(f"[{section}] {key} = {table.pop(key)}", effect, section, key))
     ignored += _drop_shorter_deny_list(data, getattr(defaults, _DENY[0]))
     for name, table in (data.get("providers") or {}).items():

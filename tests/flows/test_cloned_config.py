@@ -141,6 +141,19 @@ def test_config_show_says_what_is_ignored_and_the_users_own_settings_win(
     named = ["config", "show", "--workdir", str(area), "--json", "--config"]
     assert main([*named, str(area / "aca.toml")]) == 0
     assert len(json.loads(capsys.readouterr().out)["ignored"]) == 14
+    # The user's own ~/.aca/config.toml is read under the clone's, which may only tighten it.
+    with (area / "aca.toml").open("a") as clones:
+        clones.write("\n[session]\nbudget_usd = 1000\n")
+    (Path.home() / ".aca").mkdir(exist_ok=True)
+    (Path.home() / ".aca" / "config.toml").write_text(
+        "[session]\nbudget_usd = 5\n\n[sandbox]\nmemory_mb = 1024\n"
+    )
+    assert main(["config", "show", "--workdir", str(area), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["values"]["session.budget_usd"]["value"] == 5
+    assert shown["values"]["sandbox.memory_mb"]["value"] == 1024
+    assert "ignored [session] budget_usd = 1000" in "\n".join(shown["ignored"])
+    (Path.home() / ".aca" / "config.toml").unlink()
     mine = area.parent / "mine.toml"
     mine.write_text(HOSTILE)
     assert main([*named, str(mine)]) == 0
