@@ -91,6 +91,8 @@ def _cut_secrets(
     for number, line_bytes in block:
         end = start + len(line_bytes)
         if any(first < end and last > start for first, last in spans):
-            offset = _OFFSET.match(lines[number])
-            lines[number] = (offset.group(0) + " " if offset else " ") + replacement
+            line = lines[number]
+            offset = _OFFSET.match(line)
+            kept = offset.group(0) + " " if offset else " "
+            lines[number] = kept + replacement + ("\r" if line.endswith("\r") else "")
         start = end
