@@ -3,8 +3,8 @@
 Precedence, lowest first: built-in defaults, the config file, environment variables, command
 line flags. The file is ``--config FILE`` if given, else the first that exists of
 ``<workdir>/aca.toml``, ``<workdir>/.aca/config.toml`` and ``~/.aca/config.toml``; in a
-checkout aca cloned for ``--repo``, the clone's own file may not weaken the sandbox
-(``cloned_config.py``).
+checkout aca cloned for ``--repo``, ``~/.aca/config.toml`` is read under the clone's own file,
+which may not weaken it or the sandbox (``cloned_config.py``).
 Every effective value remembers where it came from, for ``aca config show``.
 Secrets never live here: provider keys are read from their standard environment variables, or
 from a Prefect Secret block this file names (``[providers.<name>] api_key_secret``).
@@ -318,7 +318,10 @@ def load_config(
     if file is not None:
         file_data = _read_toml(file)
         if in_cloned_working_area(file):
-            ignored = drop_weakening_keys(file_data, file, AcaConfig())
+            # The user's own file under the clone's: a repository that brings an aca.toml
+            # would otherwise drop the user's budget and limits, and may only tighten them.
+            users = _users_own_settings(data, sources)
+            ignored = drop_weakening_keys(file_data, file, users)
         _merge(data, file_data, sources, str(file))
     env_data = _env_overrides(environ)
     for key, value in env_data.items():
@@ -333,6 +336,22 @@ def load_config(
     except ValidationError as exc:
         raise ConfigError(_describe(exc, file, sources)) from None
     return LoadedConfig(config=config, file=file, sources=sources, ignored=ignored)
+
+
+def _users_own_settings(data: dict[str, Any], sources: dict[str, str]) -> AcaConfig:
+    """Merge ``~/.aca/config.toml`` (when there is one) into ``data``; return the settings it
+    makes: what a cloned repository's config is judged against."""
+    file = Path.home() / ".aca" / "config.toml"
+    if not file.is_file():
+        return AcaConfig()
+    users: dict[str, Any] = {}
+    _merge(users, _read_toml(file), {}, str(file))
+    try:
+        config = AcaConfig.model_validate(users)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, file, {})) from None
+    _merge(data, users, sources, str(file), relative_paths=False)
+    return config
 
 
 def _pick_file(workdir: Path, config_file: Path | None) -> Path | None:

@@ -72,6 +72,7 @@ from aca_flows.agent.verify import (
 )
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import Provider, Usage
+from aca_flows.providers.claude_code_transcripts import remove_claude_transcripts
 from aca_flows.session.layout import AcaDir, SessionPaths
 from aca_flows.session.usage import summed_cost
 from aca_flows.settings import AcaConfig
@@ -264,6 +265,8 @@ async def execute_task(
                 )
             finally:
                 totals.add(conversation)
+                if provider.name == CLAUDE_CODE:  # its transcripts in the home, unredacted
+                    remove_claude_transcripts(worktree.path, [conversation.session_id])
             fields = _run_fields(plan, task, result, totals, run=run, provider=provider)
             fields["model"] = model
             summary = result.last_round.summary if result.last_round else ""

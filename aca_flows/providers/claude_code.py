@@ -63,6 +63,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from aca_flows._search_path import absolute_folders
 from aca_flows.errors import PermanentProviderError, ProviderError, TransientProviderError
 from aca_flows.providers.base import (
     EventCallback,
@@ -81,7 +82,6 @@ from aca_flows.providers.claude_code_results import (
     result_error,
 )
 from aca_flows.providers.claude_code_sandbox import (
-    absolute_folders,
     claude_environment,
     claude_sandbox_settings,
     npm_root_answered,

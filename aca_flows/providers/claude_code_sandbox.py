@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from aca_flows._search_path import absolute_folders
+
 __all__ = [
     "QUIET_ENV",
     "claude_environment",
@@ -85,16 +87,10 @@ def claude_environment(
     }
     env["CLAUDE_CODE_SUBPROCESS_ENV_SCRUB"] = "1"
     if "PATH" in env:
+        # claude is started, and starts bwrap, socat and git outside its sandbox, in the
+        # task's worktree: no relative entry may find the agent's own program there.
         env["PATH"] = absolute_folders(env["PATH"])
     return env
-
-
-def absolute_folders(path: str) -> str:
-    """``path`` (a ``PATH`` value) without its relative entries. claude is started, and starts
-    bwrap, socat and git outside its sandbox, in the task's worktree: a relative entry (".",
-    "node_modules/.bin", an empty one) would find the agent's own program there."""
-    folders = path.split(os.pathsep)
-    return os.pathsep.join(folder for folder in folders if os.path.isabs(folder))
 
 
 # Credentials a command has no business reading, wherever the homes are.

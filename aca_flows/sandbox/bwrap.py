@@ -32,6 +32,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from aca_flows._search_path import absolute_folders
 from aca_flows.sandbox.git_config import configs_without_credentials
 
 __all__ = [
@@ -226,7 +227,7 @@ def bwrap_argv(
 def bwrap_problem(bwrap: str = "bwrap") -> str | None:
     """Why bubblewrap cannot sandbox commands here, or None when it can (checked once per
     PATH: starting bwrap costs a few milliseconds)."""
-    return _probe(bwrap, _absolute_path())
+    return _probe(bwrap, absolute_folders())
 
 
 def installed(program: str) -> str:
@@ -235,12 +236,7 @@ def installed(program: str) -> str:
     ``node_modules/.bin``, an empty one) names a folder of whatever directory a program starts
     in: aca starts bwrap in the task's worktree, where the agent could put a ``bwrap`` of its
     own, run as the user outside any sandbox."""
-    return shutil.which(program, path=_absolute_path()) or program
-
-
-def _absolute_path() -> str:
-    folders = os.environ.get("PATH", os.defpath).split(os.pathsep)
-    return os.pathsep.join(folder for folder in folders if os.path.isabs(folder))
+    return shutil.which(program, path=absolute_folders()) or program
 
 
 @functools.cache

@@ -17,11 +17,13 @@ What is removed, replaced by ``[REDACTED]``:
   are paths, see below);
 - every value handed to ``register_secret`` (the flow registers the Prefect Secret blocks it
   loads);
-- those values of 12 characters or more encoded: in hex, and in base64 at each of the three
-  alignments it can have in a longer text (``Basic base64("user:" + token)``), so a check
-  that prints a token it was given (``[sandbox] env``) through ``base64`` or ``od`` is
-  redacted too, and so is base64 wrapped across lines (``base64`` wraps at 76 characters,
-  ``openssl`` at 64): the secret's part of it, line breaks and all (``wrapped_base64.py``);
+- those values of 12 characters or more encoded: in hex, in rot13, and in base64 at each of
+  the three alignments it can have in a longer text (``Basic base64("user:" + token)``), so
+  a check that prints a token it was given (``[sandbox] env``) through ``base64`` or ``od``
+  is redacted too, and so is base64 wrapped across lines (``base64`` wraps at 76 characters,
+  ``openssl`` at 64), and so is hex wrapped across lines (``xxd -p``): the secret's part of
+  it, line breaks and all (``wrapped_base64.py``); in a hex dump (``xxd``, ``hexdump -C``,
+  ``od -tx1``, ``od -x``), each line holding a byte of the secret (``hex_dumps.py``);
 - anything shaped like a credential, whether or not it is in the environment: ``sk-...`` and
   ``sk-ant-...`` keys, ``Bearer <token>``, ``Basic <base64 of user:password>``, GitHub, Slack,
   AWS, Google and Prefect keys;
@@ -52,6 +54,7 @@ everything that is not a string is returned as it is.
 from __future__ import annotations
 
 import base64
+import codecs
 import functools
 import logging
 import os
@@ -59,6 +62,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from aca_flows.session.hex_dumps import redact_hex_dumps
 from aca_flows.session.wrapped_base64 import redact_wrapped
 
 __all__ = [
@@ -254,11 +258,11 @@ def _secret_values(environ: Mapping[str, str]) -> list[str]:
 
 @functools.lru_cache(maxsize=256)
 def _encodings(secret: str) -> tuple[str, ...]:
-    """``secret`` in hex, and in base64 after 0, 1 and 2 other bytes: of each, only the
-    characters the secret alone decides (the first and last groups share bits with whatever
-    stands beside it)."""
+    """``secret`` in hex, in rot13, and in base64 after 0, 1 and 2 other bytes: of each, only
+    the characters the secret alone decides (the first and last groups share bits with
+    whatever stands beside it)."""
     raw = secret.encode()
-    forms = [raw.hex(), raw.hex().upper()]
+    forms = [raw.hex(), raw.hex().upper(), codecs.encode(secret, "rot13")]
     for shift in range(3):
         encoded = base64.b64encode(b"\0" * shift + raw).decode()
         forms.append(encoded[4 if shift else 0 : (len(raw) + shift) // 3 * 4])
@@ -314,8 +318,10 @@ _PATTERN_CUES = re.compile(
 
 
 def _redact_text(text: str, secrets: list[str]) -> str:
-    if secrets and "\n" in text:  # first: a replaced secret would cut the lines around it
-        text = redact_wrapped(text, secrets, REDACTED)
+    if secrets:  # first: a replaced secret would cut the lines around it
+        text = redact_hex_dumps(text, secrets, REDACTED)
+        if "\n" in text:
+            text = redact_wrapped(text, secrets, REDACTED)
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)

@@ -23,11 +23,12 @@ repository config that defines them is read-only to sandboxed agents (docs/secur
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import git
+
+from aca_flows._search_path import absolute_folders
 
 __all__ = ["GIT_SAFETY_CONFIG", "AcaRepo", "HardenedGit", "hardened_environment"]
 
@@ -50,25 +51,17 @@ GIT_SAFETY_CONFIG: dict[str, str] = {
 
 def hardened_environment() -> dict[str, str]:
     """The variables that make git ignore system config and apply ``GIT_SAFETY_CONFIG``, and
-    a ``PATH`` of absolute folders only (``absolute_path``)."""
+    a ``PATH`` of absolute folders only (``absolute_folders``)."""
     env = {
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_TERMINAL_PROMPT": "0",
         "GIT_CONFIG_COUNT": str(len(GIT_SAFETY_CONFIG)),
-        "PATH": absolute_path(),
+        "PATH": absolute_folders(),  # git starts in a worktree, where the agent writes
     }
     for index, (key, value) in enumerate(GIT_SAFETY_CONFIG.items()):
         env[f"GIT_CONFIG_KEY_{index}"] = key
         env[f"GIT_CONFIG_VALUE_{index}"] = value
     return env
-
-
-def absolute_path() -> str:
-    """``PATH`` without its relative entries (``.``, ``node_modules/.bin``, an empty one): git
-    starts in a task's worktree, and such an entry would find a ``git`` (or an ``ssh`` for git
-    to start) the agent put there, run as the user outside the sandbox."""
-    folders = os.environ.get("PATH", os.defpath).split(os.pathsep)
-    return os.pathsep.join(folder for folder in folders if os.path.isabs(folder))
 
 
 class HardenedGit(git.Git):

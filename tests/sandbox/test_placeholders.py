@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +76,8 @@ def test_a_claude_code_task_leaves_no_folder_in_the_checkout(
     inside = (str(path.relative_to(repo)) for path in repo.rglob("*"))
     left = sorted(path for path in inside if ".claude" in path and "/worktrees/" not in path)
     assert left == ([".claude", ".claude/notes.md"] if own_claude_folder else [])
+    # Nor its conversation in the home (Claude Code's transcript: ~/.claude/projects/...).
+    home = Path.home()
+    kept = [str(p) for p in home.rglob("*") if p.is_file() and b"echo hi" in p.read_bytes()]
+    assert kept == []
+    assert [p.name for p in (home / ".claude" / "session-env").iterdir()] == []

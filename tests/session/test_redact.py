@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import codecs
 import logging
+import re
 import textwrap
 
 import pytest
@@ -482,6 +484,68 @@ def test_a_secret_in_base64_wrapped_across_lines_is_redacted_and_its_neighbours_
 
 def joined_lines(text: str) -> str:
     return text.replace("\r", "").replace("\n", "")
+
+
+def _rows(data: bytes, width: int = 16):
+    return [(at, data[at : at + width]) for at in range(0, len(data), width)]
+
+
+def _shown(row: bytes) -> str:
+    return "".join(chr(b) if 32 <= b < 127 else "." for b in row)
+
+
+# What the tools print: xxd (2-byte groups in byte order, an ASCII column), hexdump -C (pairs,
+# a gap after 8, |ASCII|), od -x (2-byte words little-endian, octal offsets), xxd -p (plain
+# hex, 60 characters a line, upper case with -u); and rot13 (tr a-zA-Z n-za-mN-ZA-M).
+HEX_DUMPS = {
+    "xxd": lambda data: "".join(
+        f"{at:08x}: {' '.join(row[i : i + 2].hex() for i in range(0, len(row), 2)):<39}  "
+        f"{_shown(row)}\n"
+        for at, row in _rows(data)
+    ),
+    "hexdump -C": lambda data: "".join(
+        f"{at:08x}  {row[:8].hex(' '):<23}  {row[8:].hex(' '):<23}  |{_shown(row)}|\n"
+        for at, row in _rows(data)
+    ),
+    "od -x": lambda data: "".join(
+        f"{at:07o} "
+        + " ".join((row + b"\0")[i : i + 2][::-1].hex() for i in range(0, len(row), 2))
+        + "\n"
+        for at, row in _rows(data)
+    ),
+    "xxd -p -u": lambda data: "".join(f"{row.hex().upper()}\n" for _, row in _rows(data, 30)),
+    "rot13": lambda data: codecs.encode(data.decode(), "rot13") + "\n",
+}
+
+
+@pytest.mark.parametrize("dump", HEX_DUMPS.values(), ids=HEX_DUMPS.keys())
+def test_a_secret_in_a_hex_dump_or_rot13_is_redacted_and_its_neighbours_kept(monkeypatch, dump):
+    token = "npm_" + "Q7pLx2Rv9WcN4tYb8KfZ" * 2
+    monkeypatch.setenv("NPM_TOKEN", token)
+    for data in (token, "user:" + token + "\n", "x" * 21 + token + "!"):
+        text = redact_text(f"$ xxd creds\n{dump(data.encode())}after\n")
+        assert text.startswith("$ xxd creds\n") and text.endswith("after\n")
+        assert REDACTED in text and readable_pieces(token, text) == []
+    unrelated = dump(b"no secret here, only a dump of ordinary bytes\n")
+    assert redact_text(unrelated + "after\n") == unrelated + "after\n"
+
+
+def readable_pieces(token: str, text: str) -> list[str]:
+    """The 8-character pieces of ``token`` still in ``text``: as they are (an ASCII column),
+    or in hex, in byte order or in 2-byte words swapped (od -x) at either alignment."""
+    hex_digits = re.sub(r"[^0-9a-f]", "", text.lower())
+    pieces = [token[at : at + 8] for at in range(len(token) - 8)]
+
+    def swapped(piece: bytes) -> str:
+        return b"".join(piece[i : i + 2][::-1] for i in range(0, len(piece), 2)).hex()
+
+    return [
+        piece
+        for piece in pieces
+        if piece in text
+        or piece.encode().hex() in hex_digits
+        or swapped(piece.encode()) in hex_digits
+    ]
 
 
 def test_a_secrets_encodings_are_computed_once(monkeypatch):
