@@ -39,7 +39,8 @@ def show_summary(summary: dict, options: RunOptions) -> None:
         line += f" Completed without a change (no change needed): {ids}."
     if summary.get("stopped_reason"):
         line += f" {'Why' if status == 'failed' else 'Stopped'}: {summary['stopped_reason']}."
-        line += f" {_how_to_go_on(summary, options)}"
+        if go_on := _how_to_go_on(summary, options):
+            line += f" {go_on}"
     print(line)
     pull_request = _pull_request_line(summary, options)
     if pull_request:
@@ -65,17 +66,22 @@ def _how_to_go_on(summary: dict, options: RunOptions) -> str:
         return "The session goes on where it was resumed."
     if summary.get("stuck"):  # resuming runs the same plan, which stalls the same way
         return "The plan cannot progress: fix the dependencies named and run it anew."
+    session = load_session(workdir, session_id)
     try:
-        refuse_redacted_work(load_session(workdir, session_id).plan, session_id)
+        refuse_redacted_work(session.plan, session_id)
     except InputError as refused:
         return f"It cannot be resumed: {refused}"
+    resume = _resume_of(summary, options)
+    # A stop that names its fix names the resume after it (a refused key, a lost branch).
+    said = f"`{resume}`" in summary["stopped_reason"]
     budget, spent = summary.get("budget_usd"), summary.get("cost_usd") or 0.0
-    if summary["status"] == "stopped" and budget is not None and spent >= budget:
-        return (
-            f"`{_resume_of(summary, options)} --budget-usd N` continues, "
-            f"with N above the ${spent:.4f} spent."
-        )
-    return f"`{_resume_of(summary, options)}` continues."
+    if said:
+        go_on = ""
+    elif summary["status"] == "stopped" and budget is not None and spent >= budget:
+        go_on = f"`{resume} --budget-usd N` continues, with N above the ${spent:.4f} spent."
+    else:
+        go_on = f"`{resume}` continues."
+    return go_on.strip()
 
 
 def _pull_request_line(summary: dict, options: RunOptions) -> str | None:

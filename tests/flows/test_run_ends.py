@@ -457,3 +457,51 @@ def test_a_cancel_while_prefect_writes_a_task_result_keeps_the_task_completed(
     assert runs["b"].is_cancelled() and runs["b"].name == "Interrupted", runs
     log = load_session_log(repo, session_id)
     assert "Crash detected" not in log + out + err and "b stays unfinished" in log, log
+
+
+def test_a_key_refused_mid_run_starts_no_more_of_its_tasks_and_a_resume_finishes_them(
+    tmp_path, repo, anthropic_fake, capsys, monkeypatch
+):
+    def revokes_the_key(request):  # a's last turn: the key is revoked once it is answered
+        anthropic_fake.api_key = "new-key"
+        return coding_agent(request)
+
+    anthropic_fake.anthropic.enqueue(coding_agent)
+    anthropic_fake.anthropic.enqueue(revokes_the_key)
+    anthropic_fake.anthropic.default = coding_agent
+    name = f"Revoked {uuid.uuid4().hex[:8]}"
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(f"# {name}\n\n" + "".join(f"- write {t}.txt {{#{t}}}\n" for t in "abcd"))
+    run = ["run", str(tasks), "--workdir", str(repo), "--model", "claude-test"]
+
+    code = main([*run, "--max-concurrent", "1"])
+
+    out, err = capsys.readouterr()
+    (session_id,) = [p.name for p in (repo / ".aca" / "sessions").iterdir()]
+    agent_calls = [task_of(r)[0] for r in anthropic_fake.model_calls if r.json.get("tools")]
+    assert agent_calls == ["a", "a", "b"]  # b's call refused; c and d never called
+    assert code == 3, err
+    resume = f"aca resume {session_id} --workdir {repo}"
+    why = (
+        "anthropic refused its credentials (401: invalid x-api-key), so no anthropic task "
+        f"starts: set a valid ANTHROPIC_API_KEY, then `{resume}` continues"
+    )
+    session = load_session(repo, session_id)
+    assert (session.status, session.status_reason) == ("stopped", why)
+    states = {t.id: t.status.state for t in session.plan.tasks if not t.children}
+    assert states == {"a": "completed", "b": "pending", "c": "pending", "d": "pending"}
+    state, result = asyncio.run(result_of(name))
+    assert (state.type.value, state.name, state.message) == ("CANCELLED", "Stopped", why)
+    assert (result["status"], result["stopped_reason"]) == ("stopped", why)
+    last = out.strip().splitlines()[-1]
+    ending = f"Session {session_id} stopped; work is on branch aca/{session_id}. Stopped: {why}."
+    assert last == ending
+    assert main(["sessions", "show", session_id, "--workdir", str(repo)]) == 0
+    assert f"stopped ({why})" in " ".join(capsys.readouterr().out.split())
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "new-key")  # the user fixes the key
+    assert main(["resume", session_id, "--workdir", str(repo)]) == 0
+    session = load_session(repo, session_id)
+    assert {t.id: t.status.state for t in session.plan.tasks if not t.children} == dict.fromkeys(
+        "abcd", "completed"
+    )
