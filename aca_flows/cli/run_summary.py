@@ -4,7 +4,9 @@ pull request."""
 
 from __future__ import annotations
 
-from aca_flows._words import one_line, resume_command
+import shlex
+
+from aca_flows._words import one_line, resume_command, workdir_option
 from aca_flows.cli.options import RunOptions
 
 __all__ = ["show_summary"]
@@ -58,7 +60,7 @@ def _how_to_go_on(summary: dict, options: RunOptions) -> str:
     """What continues a run that did not complete, as the user would run it: a resume that
     would stop or be refused the same way is not offered as the way on."""
     from aca_flows.errors import InputError
-    from aca_flows.flows.run_inputs import refuse_redacted_work
+    from aca_flows.flows.run_inputs import changed_source_warning, refuse_redacted_work
     from aca_flows.session.store import load_session
 
     workdir, session_id = options.workdir, summary["session_id"]
@@ -81,6 +83,14 @@ def _how_to_go_on(summary: dict, options: RunOptions) -> str:
         go_on = f"`{resume} --budget-usd N` continues, with N above the ${spent:.4f} spent."
     else:
         go_on = f"`{resume}` continues."
+    if changed_source_warning(session):
+        # The resume replays the plan as the session started: the file's edits are not in it.
+        path = session.source.path
+        run = f"aca run {shlex.quote(path)}{workdir_option(workdir)}"
+        go_on += (
+            f" But {path} changed since the session started, and a resume runs the plan as it "
+            f"was then: `{run}` runs it as it is now."
+        )
     return go_on.strip()
 
 

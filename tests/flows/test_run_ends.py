@@ -505,3 +505,24 @@ def test_a_key_refused_mid_run_starts_no_more_of_its_tasks_and_a_resume_finishes
     assert {t.id: t.status.state for t in session.plan.tasks if not t.children} == dict.fromkeys(
         "abcd", "completed"
     )
+
+
+def test_the_end_of_a_resume_says_its_task_file_changed_and_how_to_run_it_as_it_is(
+    tmp_path, repo, anthropic_fake, capsys
+):
+    anthropic_fake.anthropic.default = coding_agent
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text('- write a.txt {#a verify="false"}\n')
+    assert main(["run", str(tasks), "--workdir", str(repo), "--model", "claude-test"]) == 1
+    (session_id,) = [p.name for p in (repo / ".aca" / "sessions").iterdir()]
+    tasks.write_text('- write a.txt {#a verify="true"}\n')  # the user fixes the check
+    capsys.readouterr()
+
+    assert main(["resume", session_id, "--workdir", str(repo)]) == 1  # the old check again
+
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.endswith(
+        f"`aca resume {session_id} --workdir {repo}` continues. But {tasks} changed since the "
+        "session started, and a resume runs the plan as it was then: "
+        f"`aca run {tasks} --workdir {repo}` runs it as it is now."
+    )
