@@ -462,24 +462,32 @@ def test_a_cancel_while_prefect_writes_a_task_result_keeps_the_task_completed(
 def test_a_key_refused_mid_run_starts_no_more_of_its_tasks_and_a_resume_finishes_them(
     tmp_path, repo, anthropic_fake, capsys, monkeypatch
 ):
-    def revokes_the_key(request):  # a's last turn: the key is revoked once it is answered
-        anthropic_fake.api_key = "new-key"
-        return coding_agent(request)
-
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{anthropic_fake.url}/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
     anthropic_fake.anthropic.enqueue(coding_agent)
-    anthropic_fake.anthropic.enqueue(revokes_the_key)
+    anthropic_fake.anthropic.enqueue(coding_agent)
+    # Then the key is revoked: the real API's answer to it.
+    anthropic_fake.anthropic.enqueue(status=401, error="invalid x-api-key")
     anthropic_fake.anthropic.default = coding_agent
+    write = {"name": "write_file", "arguments": {"path": "e.txt", "content": "e\n"}}
+    anthropic_fake.openai.enqueue(tool_calls=[write])
+    anthropic_fake.openai.enqueue(tool_calls=[{"name": "finish", "arguments": {"summary": "e"}}])
     name = f"Revoked {uuid.uuid4().hex[:8]}"
     tasks = tmp_path / "tasks.md"
-    tasks.write_text(f"# {name}\n\n" + "".join(f"- write {t}.txt {{#{t}}}\n" for t in "abcd"))
+    tasks.write_text(
+        f"# {name}\n\n"
+        + "".join(f"- write {t}.txt {{#{t}}}\n" for t in "abcd")
+        + "- write e.txt {#e provider=openai model=gpt-test}\n"
+    )
     run = ["run", str(tasks), "--workdir", str(repo), "--model", "claude-test"]
 
     code = main([*run, "--max-concurrent", "1"])
 
     out, err = capsys.readouterr()
     (session_id,) = [p.name for p in (repo / ".aca" / "sessions").iterdir()]
-    agent_calls = [task_of(r)[0] for r in anthropic_fake.model_calls if r.json.get("tools")]
+    agent_calls = [task_of(r)[0] for r in anthropic_fake.anthropic.requests]
     assert agent_calls == ["a", "a", "b"]  # b's call refused; c and d never called
+    assert len(anthropic_fake.openai.requests) == 2  # another provider's task went on
     assert code == 3, err
     resume = f"aca resume {session_id} --workdir {repo}"
     why = (
@@ -489,7 +497,9 @@ def test_a_key_refused_mid_run_starts_no_more_of_its_tasks_and_a_resume_finishes
     session = load_session(repo, session_id)
     assert (session.status, session.status_reason) == ("stopped", why)
     states = {t.id: t.status.state for t in session.plan.tasks if not t.children}
-    assert states == {"a": "completed", "b": "pending", "c": "pending", "d": "pending"}
+    assert states == {
+        "a": "completed", "b": "pending", "c": "pending", "d": "pending", "e": "completed"
+    }  # fmt: skip
     state, result = asyncio.run(result_of(name))
     assert (state.type.value, state.name, state.message) == ("CANCELLED", "Stopped", why)
     assert (result["status"], result["stopped_reason"]) == ("stopped", why)
@@ -499,12 +509,15 @@ def test_a_key_refused_mid_run_starts_no_more_of_its_tasks_and_a_resume_finishes
     assert main(["sessions", "show", session_id, "--workdir", str(repo)]) == 0
     assert f"stopped ({why})" in " ".join(capsys.readouterr().out.split())
 
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "new-key")  # the user fixes the key
+    # The key fixed, the resume runs the tasks left, and only those.
     assert main(["resume", session_id, "--workdir", str(repo)]) == 0
     session = load_session(repo, session_id)
     assert {t.id: t.status.state for t in session.plan.tasks if not t.children} == dict.fromkeys(
-        "abcd", "completed"
+        "abcde", "completed"
     )
+    assert sorted(task_of(r)[0] for r in anthropic_fake.anthropic.requests[3:]) == [
+        "b", "b", "c", "c", "d", "d"
+    ]  # fmt: skip
 
 
 def test_the_end_of_a_resume_says_its_task_file_changed_and_how_to_run_it_as_it_is(
