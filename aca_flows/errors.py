@@ -10,6 +10,8 @@
         ├── TransientProviderError   worth retrying: 429, 5xx, 529, timeouts, dropped connections
         │   └── EmptyAnswerError     a paid answer holding nothing: retried a few times only
         └── PermanentProviderError   retrying cannot help: auth, bad request, unknown model
+            └── KeyRejected          the provider refused its key or login (401/403): no
+                                     call of that provider can succeed until it is fixed
 
 A message names what was wrong and how to fix it, in one paragraph, without a traceback.
 """
@@ -23,6 +25,7 @@ __all__ = [
     "ConfigError",
     "EmptyAnswerError",
     "InputError",
+    "KeyRejected",
     "PermanentProviderError",
     "PlanValidationError",
     "ProviderError",
@@ -110,3 +113,15 @@ class EmptyAnswerError(TransientProviderError):
 
 class PermanentProviderError(ProviderError):
     """Retrying cannot help: bad credentials, a bad request, an unknown model, a spend limit."""
+
+
+class KeyRejected(PermanentProviderError):
+    """The provider refused its credentials (a 401/403, an expired login): every call of that
+    provider fails the same way until they are fixed, so a run starts no more of its tasks.
+    ``fix``: what the user does, as a clause ("set a valid ANTHROPIC_API_KEY"); ``detail``:
+    what the server said, if anything."""
+
+    def __init__(self, message: str, *, fix: str, detail: str = "", **kwargs):
+        super().__init__(message, **kwargs)
+        self.fix = fix
+        self.detail = detail

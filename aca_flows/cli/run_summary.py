@@ -4,7 +4,9 @@ pull request."""
 
 from __future__ import annotations
 
-from aca_flows._words import one_line, resume_command
+import shlex
+
+from aca_flows._words import one_line, resume_command, workdir_option
 from aca_flows.cli.options import RunOptions
 
 __all__ = ["show_summary"]
@@ -39,7 +41,8 @@ def show_summary(summary: dict, options: RunOptions) -> None:
         line += f" Completed without a change (no change needed): {ids}."
     if summary.get("stopped_reason"):
         line += f" {'Why' if status == 'failed' else 'Stopped'}: {summary['stopped_reason']}."
-        line += f" {_how_to_go_on(summary, options)}"
+        if go_on := _how_to_go_on(summary, options):
+            line += f" {go_on}"
     print(line)
     pull_request = _pull_request_line(summary, options)
     if pull_request:
@@ -57,7 +60,7 @@ def _how_to_go_on(summary: dict, options: RunOptions) -> str:
     """What continues a run that did not complete, as the user would run it: a resume that
     would stop or be refused the same way is not offered as the way on."""
     from aca_flows.errors import InputError
-    from aca_flows.flows.run_inputs import refuse_redacted_work
+    from aca_flows.flows.run_inputs import changed_source_warning, refuse_redacted_work
     from aca_flows.session.store import load_session
 
     workdir, session_id = options.workdir, summary["session_id"]
@@ -65,17 +68,30 @@ def _how_to_go_on(summary: dict, options: RunOptions) -> str:
         return "The session goes on where it was resumed."
     if summary.get("stuck"):  # resuming runs the same plan, which stalls the same way
         return "The plan cannot progress: fix the dependencies named and run it anew."
+    session = load_session(workdir, session_id)
     try:
-        refuse_redacted_work(load_session(workdir, session_id).plan, session_id)
+        refuse_redacted_work(session.plan, session_id)
     except InputError as refused:
         return f"It cannot be resumed: {refused}"
+    resume = _resume_of(summary, options)
+    # A stop that names its fix names the resume after it (a refused key, a lost branch).
+    said = f"`{resume}`" in summary["stopped_reason"]
     budget, spent = summary.get("budget_usd"), summary.get("cost_usd") or 0.0
-    if summary["status"] == "stopped" and budget is not None and spent >= budget:
-        return (
-            f"`{_resume_of(summary, options)} --budget-usd N` continues, "
-            f"with N above the ${spent:.4f} spent."
+    if said:
+        go_on = ""
+    elif summary["status"] == "stopped" and budget is not None and spent >= budget:
+        go_on = f"`{resume} --budget-usd N` continues, with N above the ${spent:.4f} spent."
+    else:
+        go_on = f"`{resume}` continues."
+    if changed_source_warning(session):
+        # The resume replays the plan as the session started: the file's edits are not in it.
+        path = session.source.path
+        run = f"aca run {shlex.quote(path)}{workdir_option(workdir)}"
+        go_on += (
+            f" But {path} changed since the session started, and a resume runs the plan as it "
+            f"was then: `{run}` runs it as it is now."
         )
-    return f"`{_resume_of(summary, options)}` continues."
+    return go_on.strip()
 
 
 def _pull_request_line(summary: dict, options: RunOptions) -> str | None:

@@ -143,6 +143,7 @@ async def drive_plan(
     await _record_finished_before(store, run, dag, states, tree)
     running: dict[asyncio.Task, str] = {}
     stopped_reason: str | None = None
+    refused: list[str] = []  # providers' refused keys: their tasks no longer start
     while True:
         await _close_groups(store, run, dag, states, recorded_skips)
         await _run_skips(store, run, dag, states, tree)
@@ -155,9 +156,11 @@ async def drive_plan(
             for task in dag.ready():
                 if len(running) >= limit:
                     break
+                provider = task.provider or run.default_provider
+                if provider in run.rejected_keys:  # it stays pending; `aca resume` runs it
+                    continue
                 dag.start(task.id)
                 # Off the loop (session/store.py): running tasks go on while it is fsynced.
-                provider = task.provider or run.default_provider
                 await store.off_loop(store.task_started, task.id, provider=provider)
                 # The DAG decided it may start; a dependency skipped after it failed (a
                 # person's decision, task_help.py) has a failed task run all the same.
@@ -180,7 +183,12 @@ async def drive_plan(
             state = finished.result()
             states[task_id] = state
             limit_reason = await _finish(store, run, dag, task_id, state, logger, interrupt)
-            if limit_reason and stopped_reason is None:
+            if limit_reason in run.rejected_keys.values():
+                # One provider's: the tasks of the others go on.
+                if limit_reason not in refused:
+                    refused.append(limit_reason)
+                    logger.warning(limit_reason)
+            elif limit_reason and stopped_reason is None:
                 stopped_reason = limit_reason
                 logger.warning(f"{limit_reason}; no new task starts")
         progress.update(store.session.task_counts)
@@ -191,6 +199,7 @@ async def drive_plan(
             policy.mark(now, completed)
 
     await _close_groups(store, run, dag, states, recorded_skips)
+    stopped_reason = "; ".join(filter(None, [stopped_reason, *refused])) or None
     # A cancelled flow run starts no task run, nor does one crashed from outside.
     if interrupt.signal_name != UI_CANCEL and not interrupt.flow_run_crashed:
         await _run_skips(store, run, dag, states, tree)

@@ -42,15 +42,18 @@ from prefect.utilities.math import clamped_poisson_interval
 from aca_flows.agent.execute import TaskOutcome, execute_task
 from aca_flows.errors import (
     AcaError,
+    KeyRejected,
     TransientProviderError,
 )
 from aca_flows.flows.artifacts import first_line
 from aca_flows.flows.log_lines import describe_record
+from aca_flows.flows.secret_keys import KEY_VARIABLES
 from aca_flows.flows.spend import CALL_OWNER, CallOwner
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import EventCallback, Provider, ProviderRequest, ProviderResponse
 from aca_flows.session.redact import redact, redact_text
 from aca_flows.settings import AcaConfig
+from aca_flows.workspace.repository import SessionBranchLost
 
 if TYPE_CHECKING:
     from aca_flows.session.store import SessionStore
@@ -108,6 +111,9 @@ class ActiveRun:
     """Seconds a task waits before its next attempt, set when an attempt fails."""
     working: dict[str, asyncio.Task] = field(default_factory=dict)
     """The asyncio task running each task's task function, while it runs (``cut_short``)."""
+    rejected_keys: dict[str, str] = field(default_factory=dict)
+    """Providers that refused their key in this run, each with the run's stop reason: none of
+    their tasks starts again (``key_rejected_stop``)."""
 
     def provider_for(self, task: Task) -> Provider:
         return self.providers[task.provider or self.default_provider]
@@ -241,6 +247,8 @@ async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
     logger = get_run_logger()
     attempt, retries = _attempt()
     provider = run.provider_for(task_)
+    if (refused := run.rejected_keys.get(task_.provider or run.default_provider)) is not None:
+        return _limit_reached(refused)  # no call: it would be refused as the last one was
     if attempt > 1:
         if await _wait_to_retry(run, task_id):
             # No new attempt once the run is stopping: the task is pending, `aca resume` runs it.
@@ -288,6 +296,12 @@ async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
             return _stopped(str(exc))
         if getattr(exc, "exit_code", None) == 3:
             return _limit_reached(str(exc))
+        # No verdict on the work, and every later task would end the same: the task stays
+        # pending and the scheduler starts no more (of that provider, or at all).
+        if isinstance(exc, KeyRejected):
+            return _limit_reached(key_rejected_stop(run, task_, exc))
+        if isinstance(exc, SessionBranchLost):
+            return _limit_reached(branch_lost_stop(run, exc))
         if isinstance(exc, TransientProviderError):
             _journal_retry(run, task_id, attempt, retries, str(exc), logger)
         raise
@@ -324,6 +338,55 @@ def _limit_reached(why: str) -> State:
 
 # The name of a task run a budget or usage limit stopped (``_limit_reached``).
 LIMIT_STOPPED = "Stopped"
+
+
+def key_rejected_stop(run: ActiveRun, task_: Task, error: KeyRejected) -> str:
+    """Why the run starts no more tasks of ``task_``'s provider, which refused its key: the
+    provider, what it said, the variable or Secret block to fix, and the resume. Kept in
+    ``run.rejected_keys``, so its other tasks stop with the same words."""
+    name = task_.provider or run.default_provider
+    if name in run.rejected_keys:
+        return run.rejected_keys[name]
+    said = ": ".join(str(p) for p in (error.status_code, first_line(error.detail)) if p)
+    fix = error.fix
+    block = run.config.provider(name).api_key_secret if name in KEY_VARIABLES else None
+    if block:  # the flow reads the key from there, not from the variable (secret_keys.py)
+        fix = (
+            f"save a valid key in the Prefect Secret block {block!r} "
+            f"([providers.{name}] api_key_secret)"
+        )
+    resume = _resume_of(run)
+    then = f"`{resume}` continues" if resume else "resume the session"
+    reason = (
+        f"{name} refused its credentials{f' ({said})' if said else ''}, so no {name} task "
+        f"starts: {fix}, then {then}"
+    )
+    run.rejected_keys[name] = reason
+    return reason
+
+
+def branch_lost_stop(run: ActiveRun, error: SessionBranchLost) -> str:
+    """Why the run starts no more tasks: the session branch is gone. The fix is the one a
+    resume would refuse with until it is done (``run_inputs.refuse_lost_work``): the branch
+    restored at the last commit on record."""
+    if run.store is None:
+        return str(error)
+    session = run.store.session
+    landed = [
+        record
+        for task_id in session.completed_task_ids
+        if (record := session.tasks.get(task_id)) is not None and record.commit
+    ]
+    gone = f"the session branch {session.branch} is gone (deleted or renamed while the run ran)"
+    then = f"`{_resume_of(run)}` continues"
+    if not landed:
+        return f"{gone}, so no task can start from it: {then}"
+    last = max(landed, key=lambda record: record.finished_at or session.created_at)
+    return (
+        f"{gone}, so no task can start from it or land on it: restore it with "
+        f"`git branch -f {session.branch} {last.commit}` (the last commit on record), "
+        f"then {then}"
+    )
 
 
 def _cancelled() -> State:

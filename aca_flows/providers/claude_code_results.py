@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from aca_flows._words import counted, quoted_clause
 from aca_flows.errors import (
     EmptyAnswerError,
+    KeyRejected,
     PermanentProviderError,
     ProviderError,
     TransientProviderError,
@@ -68,14 +70,16 @@ _SPEND_MARKERS = ("credit balance", "spend limit", "billing", "usage limit")
 _BY_MESSAGE = (
     (
         _LOGIN_MARKERS,
-        PermanentProviderError,
+        partial(KeyRejected, fix=LOGIN_FIX),
         "Claude Code is not logged in{said}. To fix it, "
         + LOGIN_FIX
         + "; `aca providers list` then shows it ready.",
     ),
     (
         ("api key",),
-        PermanentProviderError,
+        partial(
+            KeyRejected, fix="set a valid ANTHROPIC_API_KEY, or unset it to use Claude Code's login"
+        ),
         "the API key was rejected{said}. Check ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL), or "
         "unset it to use Claude Code's login.",
     ),
@@ -157,7 +161,10 @@ def result_error(result: Any, text: str, tools_used: int = 0) -> ProviderError |
         )
     for markers, error, message in _BY_MESSAGE:
         if any(marker in lowered for marker in markers):
-            return error(f"claude-code: {message.format(said=said)}", provider=name)
+            found = error(f"claude-code: {message.format(said=said)}", provider=name)
+            if isinstance(found, KeyRejected):
+                found.detail = detail[:300]  # the run's stop quotes it
+            return found
     # An error nothing above recognises (a crash, an unknown API failure): say what it was,
     # not a guess. A retry may get past it, and the retries are bounded.
     return TransientProviderError(

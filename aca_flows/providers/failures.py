@@ -4,7 +4,8 @@
 Transient (worth retrying later): 408, 409, 429, 5xx, 529 overloaded, timeouts, dropped
 connections, cut-off streams, unreadable responses, empty answers (``EmptyAnswerError``: paid,
 so retried only a few times, see ``providers.retry``). Permanent (retrying cannot
-help): 400 bad request, 401/403 auth, 404 unknown model, 413, 422, spend limits (402, OpenAI's
+help): 400 bad request, 401/403 auth (``KeyRejected``: a run starts no more tasks of that
+provider), 404 unknown model, 413, 422, spend limits (402, OpenAI's
 ``insufficient_quota`` 429, Anthropic's "credit balance is too low" 400), refusals, and
 answers cut off by ``max_tokens`` before they call any tool.
 
@@ -26,6 +27,7 @@ from typing import Any
 from aca_flows._words import quoted_clause
 from aca_flows.errors import (
     EmptyAnswerError,
+    KeyRejected,
     PermanentProviderError,
     ProviderError,
     TransientProviderError,
@@ -122,8 +124,10 @@ def error_for_status(
         )
     if status in (401, 403):
         fix = f"check {key_hint}" if key_hint else "check the provider's credentials"
-        return PermanentProviderError(
+        return KeyRejected(
             f"{provider}: authentication failed ({status}){said}. The key was rejected; {fix}.",
+            fix=f"set a valid {key_hint}" if key_hint else fix,
+            detail=detail,
             **common,
         )
     if status == 404:

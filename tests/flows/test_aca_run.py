@@ -119,7 +119,8 @@ def test_overloaded_529s_are_retried_on_the_call_to_success(tmp_path, repo, anth
 
 
 def test_permanent_error_fails_without_retry(tmp_path, repo, anthropic_fake):
-    anthropic_fake.anthropic.enqueue(status=401, error="invalid x-api-key")
+    # (A refused key stops the run instead: test_run_ends.py.)
+    anthropic_fake.anthropic.enqueue(status=400, error="messages: field required")
     tasks = write_tasks(tmp_path, "- write a.txt {#a}\n")
     outcome = run(tasks, repo)
     assert outcome.state_name == "Failed"
@@ -440,7 +441,7 @@ def test_the_flow_refuses_a_provider_that_cannot_work_before_any_task(
     assert [h.name for h in git.Repo(repo).heads] == ["main"]
 
 
-def test_a_claude_code_error_result_is_a_classified_failure_not_a_commit(
+def test_a_claude_code_error_result_is_a_classified_stop_not_a_commit(
     tmp_path, repo, anthropic_fake, monkeypatch
 ):
     home = tmp_path / "claude-home"
@@ -461,11 +462,13 @@ def test_a_claude_code_error_result_is_a_classified_failure_not_a_commit(
 
     outcome = run(tasks, repo)
 
-    assert outcome.state_name == "Failed"
-    assert outcome.summary["failed_ids"] == ["a"]
+    # A refused key is no verdict on the task: the run stops, the task stays pending.
+    assert outcome.state_name == "Stopped"
     session = load_session(repo, outcome.summary["session_id"])
-    reason = str(session.plan.task("a").status)
-    assert "authentication failed (401)" in reason and "check ANTHROPIC_API_KEY" in reason
+    assert session.plan.task("a").status.state == "pending"
+    reason = outcome.summary["stopped_reason"]
+    assert reason.startswith("claude-code refused its credentials (401: Invalid API key")
+    assert "set a valid ANTHROPIC_API_KEY" in reason
     assert task_commits(repo, outcome.summary["branch"]) == []
     assert len(agent_requests(anthropic_fake)) == 1  # permanent: never retried
 
@@ -497,7 +500,7 @@ def test_the_terminal_summary_shows_a_no_change_task_as_its_own_kind(
     )
 
 
-def test_a_session_branch_deleted_mid_run_is_named_not_a_git_error_nor_said_to_hold_the_work(
+def test_a_session_branch_deleted_mid_run_stops_the_run_naming_the_branch_to_restore(
     tmp_path, repo, anthropic_fake, capsys
 ):
     from aca_flows.cli import main
@@ -511,23 +514,34 @@ def test_a_session_branch_deleted_mid_run_is_named_not_a_git_error_nor_said_to_h
     anthropic_fake.anthropic.enqueue(coding_agent)
     anthropic_fake.anthropic.enqueue(deletes_the_branch_first)
     anthropic_fake.anthropic.default = coding_agent
-    tasks = write_tasks(
-        tmp_path,
-        "- write a.txt {#a}\n- write b.txt {#b depends_on=a}\n- write c.txt {#c depends_on=b}\n",
-    )
+    tasks = write_tasks(tmp_path, "".join(f"- write {t}.txt {{#{t}}}\n" for t in "abcd"))
+    run = ["run", str(tasks), "--workdir", str(repo), "--model", "claude-test"]
 
-    code = main(["run", str(tasks), "--workdir", str(repo), "--model", "claude-test"])
+    code = main([*run, "--max-concurrent", "1"])
 
     out = capsys.readouterr().out
     sid = _session_of(repo)
-    assert code == 1
+    assert code == 3
+    assert [task_of(r)[0] for r in agent_requests(anthropic_fake)] == ["a", "a", "b", "b"]
     session = load_session(repo, sid)
-    reason = session.plan.task("b").status.reason
-    assert reason.startswith(f"the session branch aca/{sid} is gone (deleted or renamed while")
-    assert "GitCommandError" not in reason
-    assert str(session.plan.task("c").status) == "skipped: dependency `b` failed"
-    assert f"Session {sid} failed; its branch aca/{sid} is gone" in out
-    assert "work is on branch" not in out
+    states = {t.id: t.status.state for t in session.plan.tasks}
+    assert states == {"a": "completed", "b": "pending", "c": "pending", "d": "pending"}
+    restore = f"git branch -f aca/{sid} {session.tasks['a'].commit}"
+    why = (
+        f"the session branch aca/{sid} is gone (deleted or renamed while the run ran), so no "
+        f"task can start from it or land on it: restore it with `{restore}` (the last commit "
+        f"on record), then `aca resume {sid} --workdir {repo}` continues"
+    )
+    assert (session.status, session.status_reason) == ("stopped", why)
+    assert "GitCommandError" not in out
+    last = out.strip().splitlines()[-1]
+    assert last == (
+        f"Session {sid} stopped; its branch aca/{sid} is gone (deleted or renamed while it "
+        f"ran). Stopped: {why}."
+    )
+    git.Repo(repo).git.branch("-f", f"aca/{sid}", session.tasks["a"].commit)  # as it says
+    assert main(["resume", sid, "--workdir", str(repo)]) == 0
+    assert sorted(task_commits(repo, f"aca/{sid}")) == ["a", "b", "c", "d"]
 
 
 def test_a_full_disk_fails_the_task_saying_so_and_how_to_go_on(

@@ -457,3 +457,85 @@ def test_a_cancel_while_prefect_writes_a_task_result_keeps_the_task_completed(
     assert runs["b"].is_cancelled() and runs["b"].name == "Interrupted", runs
     log = load_session_log(repo, session_id)
     assert "Crash detected" not in log + out + err and "b stays unfinished" in log, log
+
+
+def test_a_key_refused_mid_run_starts_no_more_of_its_tasks_and_a_resume_finishes_them(
+    tmp_path, repo, anthropic_fake, capsys, monkeypatch
+):
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{anthropic_fake.url}/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    anthropic_fake.anthropic.enqueue(coding_agent)
+    anthropic_fake.anthropic.enqueue(coding_agent)
+    # Then the key is revoked: the real API's answer to it.
+    anthropic_fake.anthropic.enqueue(status=401, error="invalid x-api-key")
+    anthropic_fake.anthropic.default = coding_agent
+    write = {"name": "write_file", "arguments": {"path": "e.txt", "content": "e\n"}}
+    anthropic_fake.openai.enqueue(tool_calls=[write])
+    anthropic_fake.openai.enqueue(tool_calls=[{"name": "finish", "arguments": {"summary": "e"}}])
+    name = f"Revoked {uuid.uuid4().hex[:8]}"
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(
+        f"# {name}\n\n"
+        + "".join(f"- write {t}.txt {{#{t}}}\n" for t in "abcd")
+        + "- write e.txt {#e provider=openai model=gpt-test}\n"
+    )
+    run = ["run", str(tasks), "--workdir", str(repo), "--model", "claude-test"]
+
+    code = main([*run, "--max-concurrent", "1"])
+
+    out, err = capsys.readouterr()
+    (session_id,) = [p.name for p in (repo / ".aca" / "sessions").iterdir()]
+    agent_calls = [task_of(r)[0] for r in anthropic_fake.anthropic.requests]
+    assert agent_calls == ["a", "a", "b"]  # b's call refused; c and d never called
+    assert len(anthropic_fake.openai.requests) == 2  # another provider's task went on
+    assert code == 3, err
+    resume = f"aca resume {session_id} --workdir {repo}"
+    why = (
+        "anthropic refused its credentials (401: invalid x-api-key), so no anthropic task "
+        f"starts: set a valid ANTHROPIC_API_KEY, then `{resume}` continues"
+    )
+    session = load_session(repo, session_id)
+    assert (session.status, session.status_reason) == ("stopped", why)
+    states = {t.id: t.status.state for t in session.plan.tasks if not t.children}
+    assert states == {
+        "a": "completed", "b": "pending", "c": "pending", "d": "pending", "e": "completed"
+    }  # fmt: skip
+    state, result = asyncio.run(result_of(name))
+    assert (state.type.value, state.name, state.message) == ("CANCELLED", "Stopped", why)
+    assert (result["status"], result["stopped_reason"]) == ("stopped", why)
+    last = out.strip().splitlines()[-1]
+    ending = f"Session {session_id} stopped; work is on branch aca/{session_id}. Stopped: {why}."
+    assert last == ending
+    assert main(["sessions", "show", session_id, "--workdir", str(repo)]) == 0
+    assert f"stopped ({why})" in " ".join(capsys.readouterr().out.split())
+
+    # The key fixed, the resume runs the tasks left, and only those.
+    assert main(["resume", session_id, "--workdir", str(repo)]) == 0
+    session = load_session(repo, session_id)
+    assert {t.id: t.status.state for t in session.plan.tasks if not t.children} == dict.fromkeys(
+        "abcde", "completed"
+    )
+    assert sorted(task_of(r)[0] for r in anthropic_fake.anthropic.requests[3:]) == [
+        "b", "b", "c", "c", "d", "d"
+    ]  # fmt: skip
+
+
+def test_the_end_of_a_resume_says_its_task_file_changed_and_how_to_run_it_as_it_is(
+    tmp_path, repo, anthropic_fake, capsys
+):
+    anthropic_fake.anthropic.default = coding_agent
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text('- write a.txt {#a verify="false"}\n')
+    assert main(["run", str(tasks), "--workdir", str(repo), "--model", "claude-test"]) == 1
+    (session_id,) = [p.name for p in (repo / ".aca" / "sessions").iterdir()]
+    tasks.write_text('- write a.txt {#a verify="true"}\n')  # the user fixes the check
+    capsys.readouterr()
+
+    assert main(["resume", session_id, "--workdir", str(repo)]) == 1  # the old check again
+
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.endswith(
+        f"`aca resume {session_id} --workdir {repo}` continues. But {tasks} changed since the "
+        "session started, and a resume runs the plan as it was then: "
+        f"`aca run {tasks} --workdir {repo}` runs it as it is now."
+    )

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from aca_flows.errors import PermanentProviderError, TransientProviderError
+from aca_flows.errors import KeyRejected, PermanentProviderError, TransientProviderError
 from aca_flows.providers import get_provider
 from aca_flows.providers.base import Message, ProviderEvent, ProviderRequest
 from aca_flows.providers.claude_code import (
@@ -223,6 +223,7 @@ def test_not_logged_in_and_no_key_is_a_permanent_error_naming_the_fix(
         run(_provider().complete(_request(tmp_path, "Write a.txt")))
 
     assert "claude auth login" in str(caught.value) and "ANTHROPIC_API_KEY" in str(caught.value)
+    assert isinstance(caught.value, KeyRejected)  # a run starts no more claude-code tasks
     assert llm_server.requests == []
 
 

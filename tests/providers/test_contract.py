@@ -12,7 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from aca_flows.errors import PermanentProviderError, ProviderError, TransientProviderError
+from aca_flows.errors import (
+    KeyRejected,
+    PermanentProviderError,
+    ProviderError,
+    TransientProviderError,
+)
 from aca_flows.providers import get_provider
 from aca_flows.providers.base import (
     Message,
@@ -198,6 +203,8 @@ def test_rejections_are_permanent(case, status):
 
     assert caught.value.status_code == status
     assert "rejected by the fake" in str(caught.value)
+    # A refused key: a run starts no more tasks of the provider (test_run_ends.py).
+    assert isinstance(caught.value, KeyRejected) == (status in (401, 403) and case.name != "replay")
 
 
 def test_one_call_is_one_request_because_sdk_retries_are_off(case):
