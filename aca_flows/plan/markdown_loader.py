@@ -46,7 +46,8 @@ ATTRIBUTE_KEYS = (
 )
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
-_ITEM = re.compile(r"^(\s*)(?:[-*+]|\d{1,9}[.)])\s+(?:\[([ xX])\]\s+)?(.*)$")
+# A checkbox may end the line: `- [ ]` is an item without a title, not the title "[ ]".
+_ITEM = re.compile(r"^(\s*)(?:[-*+]|\d{1,9}[.)])\s+(?:\[([ xX])\](?:\s+|$))?(.*)$")
 # A setext heading's underline (CommonMark: up to 3 spaces, then only = or only -).
 _SETEXT = re.compile(r"^ {0,3}(=+|-+)\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
@@ -116,6 +117,7 @@ def _single_task_plan(path: Path, root: _Node, builder: TaskTreeBuilder) -> Exec
         title, line = lines[0].strip(), 1
         body = _join(root.text[root.text.index(lines[0]) + 1 :])
     title, attrs = _split_attrs(title, path, line, builder.problems)
+    title = _titled(title, path, line, builder.problems)
     fields = _task_fields(attrs, path, line, builder.problems)
     builder.add(None, title=title[:200], description=body, **fields)
     return ExecutionPlan(name=title[:200], tasks=builder.tasks)
@@ -127,6 +129,7 @@ def _add_node(node: _Node, parent: Task | None, builder: TaskTreeBuilder, hints:
         return
     title, attrs = _split_attrs(node.title, builder.task_file, node.line, builder.problems)
     title, refs = _references(title, builder, f"{builder.task_file}:{node.line}")
+    title = _titled(title, builder.task_file, node.line, builder.problems)
     fields = _task_fields(attrs, builder.task_file, node.line, builder.problems)
     task_id = fields.pop("task_id", None)
     if node.checked and _all_checked(node):  # a group is done when its tasks are
@@ -249,6 +252,17 @@ def _split_attrs(
             continue
         attrs[key] = value
     return title[: match.start()].strip(), attrs
+
+
+def _titled(title: str, path: Path, line: int, problems: list[str]) -> str:
+    """``title``, or a stand-in once its absence is noted: `- [ ]`, `- [ ] {#id}` (an item
+    the agent would be asked to do nothing for)."""
+    if title:
+        return title
+    problems.append(
+        f"{path}:{line}: this task has no title; write what it is to do, or delete the line."
+    )
+    return "untitled"
 
 
 def _shown(key: str, value: str) -> str:

@@ -23,6 +23,7 @@ from aca_flows.plan.models import (
     Strategy,
     Task,
     TaskMetadata,
+    Title,
 )
 from aca_flows.plan.validate import check_plan
 
@@ -35,7 +36,7 @@ class _Spec(BaseModel):
 
 class TaskSpec(_Spec):
     id: str | None = None
-    title: str = Field(min_length=1)
+    title: Title
     description: str = ""
     priority: Priority = Priority.normal
     complexity: Complexity | None = None

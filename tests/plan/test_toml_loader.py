@@ -65,6 +65,12 @@ def test_wrong_type_is_named(tmp_path):
         )
 
 
+def test_a_title_of_only_spaces_is_refused(tmp_path):
+    # `title = "   "` loaded, and its agent would have been asked to do "   ".
+    with pytest.raises(TaskFileError, match=r"'tasks\[0\].title': .*the title is only spaces"):
+        load_task_file(write(tmp_path, '[[tasks]]\ntitle = "   "\n'))
+
+
 def test_malformed_toml_gives_line_and_column(tmp_path):
     with pytest.raises(TaskFileError, match=r"invalid TOML: .*line 2, column"):
         load_task_file(write(tmp_path, '[[tasks]]\ntitle = "A\n'))
