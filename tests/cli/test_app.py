@@ -119,6 +119,23 @@ def test_json_summary(tmp_path, capsys):
     }
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "missing.md"], "task file missing.md does not exist; check the path."),
+        (["run"], "Missing argument 'file'."),  # a usage error, typer's own
+        (["sessions", "show", "nope"], "no session 'nope' in "),
+        (["config", "show", "--config", "nope.toml"], "config file nope.toml does not exist"),
+    ],
+)
+def test_json_of_an_input_error_is_an_error_object_on_stdout(tmp_path, capsys, args, message):
+    # stdout was empty (the error only on stderr): a script parsing it got nothing to read.
+    code, out, err = run(capsys, *args, "--json", "-w", str(tmp_path))
+    assert code == 2 and message in err
+    answer = json.loads(out)
+    assert answer["exit_code"] == 2 and answer["error"].startswith(message)
+
+
 @pytest.mark.parametrize("fmt", ["tree", "mermaid", "json"])
 def test_plan_show_formats(capsys, fmt):
     code, out, _ = run(capsys, "plan", "show", str(HELLO), "--format", fmt)
