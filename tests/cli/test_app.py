@@ -474,10 +474,19 @@ def test_a_refused_run_writes_no_dumped_plan(tmp_path, capsys):
 
 
 def test_a_dumped_plan_with_nowhere_to_go_is_refused_before_anything_runs(tmp_path, capsys):
-    dump = tmp_path / "missing" / "plan.json"
+    (tmp_path / "file").write_text("x")
+    dump = tmp_path / "file" / "plan.json"
     code, out, err = run(capsys, "run", str(HELLO), "--dry-run", "--dump-plan", str(dump))
     assert code == 2 and "Dry run" not in out and "Traceback" not in err
     assert "is not a folder aca can write to" in err
+
+
+def test_a_dumped_plan_makes_its_missing_folder_as_record_does(tmp_path, capsys):
+    # Refused before ("not a folder aca can write to"), while --record made its folder.
+    dump = tmp_path / "review" / "today" / "plan.json"
+    code, _, err = run(capsys, "run", str(HELLO), "--dry-run", "--dump-plan", str(dump))
+    assert code == 0, err
+    assert json.loads(dump.read_text())["name"] == "Hello, aca"
 
 
 @pytest.mark.parametrize(
