@@ -336,10 +336,15 @@ def _plan_attrs(
 
 def _references(title: str, builder: TaskTreeBuilder, referrer: str):
     references = []
-    # `-> spec.md` attaches a file; `Rename getUser -> fetchUser` is a title, not a reference.
+    # `-> spec.md` attaches a file; `Rename getUser -> fetchUser` is a title, not a reference,
+    # and so is `Rename utils.py -> helpers.py` while helpers.py does not exist: a path on the
+    # left and a new name on the right are a rename or a move.
     if (match := _ARROW.match(title)) and _PATH_LIKE.search(match.group(2)):
-        title = match.group(1).strip()
-        references.append(match.group(2))
+        before, target = match.group(1).split(), match.group(2)
+        renamed = before and _PATH_LIKE.search(before[-1])
+        if not (renamed and not (builder.base_dir / target).exists()):
+            title = match.group(1).strip()
+            references.append(target)
 
     def replace(link: re.Match) -> str:
         target = link.group(2)

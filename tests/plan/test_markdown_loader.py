@@ -205,10 +205,16 @@ def test_an_arrow_to_something_not_a_path_stays_in_the_title(tmp_path):
     plan = load_task_file(
         write(
             tmp_path,
-            "- Rename getUser -> fetchUser {#r}\n- Map `a` -> `b` {#m}\n- Do it -> spec.md {#d}\n",
+            "- Rename getUser -> fetchUser {#r}\n- Map `a` -> `b` {#m}\n- Do it -> spec.md {#d}\n"
+            # A path on both sides: a rename, its new name no file yet (was "does not exist").
+            "- Rename utils.py -> helpers.py {#u}\n- Move src/old -> lib/new {#v}\n"
+            "- Update notes.md -> spec.md {#w}\n",  # spec.md exists: attached
         )
     )
     tasks = {t.id: t for t in plan.tasks}
+    assert tasks["u"].title == "Rename utils.py -> helpers.py" and not tasks["u"].metadata.file_refs
+    assert tasks["v"].title == "Move src/old -> lib/new"
+    assert tasks["w"].title == "Update notes.md" and tasks["w"].metadata.file_refs
     assert tasks["r"].title == "Rename getUser -> fetchUser" and not tasks["r"].metadata.file_refs
     assert tasks["m"].title == "Map `a` -> `b`" and not tasks["m"].metadata.file_refs
     assert tasks["d"].title == "Do it" and [r.path for r in tasks["d"].metadata.file_refs] == [
