@@ -26,9 +26,13 @@ def slugify(title: str) -> str:
     for word in words:
         candidate = f"{slug}-{word}" if slug else word
         if len(candidate) > _MAX_SLUG:
+            # Words end the id whole; a long one after a short start is cut instead, or
+            # `write <200-char name>.txt` and its siblings were `write`, `write-2`, ...
+            if len(slug) < _MAX_SLUG // 2:
+                slug = candidate[:_MAX_SLUG]
             break
         slug = candidate
-    return slug or (words[0][:_MAX_SLUG] if words else "task")
+    return slug or "task"
 
 
 def bad_task_id(task_id: str) -> str:

@@ -156,6 +156,13 @@ def test_generated_ids_are_unique_and_avoid_explicit_ones(tmp_path):
     assert [t.id for t in plan.tasks] == ["fix-it", "fix-it-3", "fix-it-2"]
 
 
+def test_a_long_word_is_cut_into_the_id_not_left_out(tmp_path):
+    # `write <long name>.txt` items were all `write`, `write-2`: ids that told them apart by
+    # their order only. A long word after a short start is cut to fit now.
+    plan = load_task_file(write(tmp_path, f"- write {'a' * 60}.txt\n- write {'b' * 60}.txt\n"))
+    assert [t.id for t in plan.tasks] == [f"write-{'a' * 34}", f"write-{'b' * 34}"]
+
+
 def test_missing_reference_names_the_file(tmp_path):
     with pytest.raises(TaskFileError, match="'missing.md' does not exist"):
         load_task_file(write(tmp_path, "- Do it -> missing.md\n"))
