@@ -58,3 +58,12 @@ def test_tree_shows_the_plans_default_verify(tmp_path):
     lines = render_tree(load_task_file(tasks)).splitlines()
     assert lines[:2] == ["Nightly  (2 tasks, strategy intelligent)", "default verify: pytest -q"]
     assert lines[2] == "├── [ ] fix — Fix it"
+
+
+def test_tree_shows_the_headings_read_as_context_not_tasks(tmp_path):
+    # `## Deploy` with prose and no list item runs no task; the tree gave no trace of it, so a
+    # reviewer could not tell that the work it states would never be done.
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("# P\n\n## Build\n- Build it\n\n## Deploy\nDeploy it all.\n")
+    lines = render_tree(load_task_file(tasks)).splitlines()
+    assert lines[1] == "context, given to every task (no task of its own): Deploy"
