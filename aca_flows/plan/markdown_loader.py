@@ -51,6 +51,7 @@ _ITEM = re.compile(r"^(\s*)(?:[-*+]|\d{1,9}[.)])\s+(?:\[([ xX])\](?:\s+|$))?(.*)
 # A setext heading's underline (CommonMark: up to 3 spaces, then only = or only -).
 _SETEXT = re.compile(r"^ {0,3}(=+|-+)\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
+_COMMENT = re.compile(r"^\s*<!--")
 _ATTRS = re.compile(r"\s*\{([^{}]*)\}\s*$")
 _ARROW = re.compile(r"^(.*?)\s+->\s+(\S+)\s*$")
 # What a `-> target` must look like to be a file: a folder in it, or a file extension.
@@ -149,7 +150,7 @@ def _parse(text: str) -> _Node:
     root = _Node(title="", line=0, level=0, indent=-1)
     headings: list[_Node] = [root]
     items: list[_Node] = []
-    in_fence = front_matter = False
+    in_fence = front_matter = in_comment = False
     paragraph: tuple[_Node, str, int] | None = None  # the text line just read: its owner, line
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.rstrip()
@@ -161,6 +162,12 @@ def _parse(text: str) -> _Node:
             continue
         if in_fence or _FENCE.match(line):
             in_fence = in_fence != bool(_FENCE.match(line))
+            _owner(headings, items, line).text.append(line)
+            paragraph = None
+            continue
+        if in_comment or _COMMENT.match(line):
+            # `<!-- - [ ] later -->` over lines: an item commented out is no task to run.
+            in_comment = "-->" not in (line if in_comment else line.split("<!--", 1)[1])
             _owner(headings, items, line).text.append(line)
             paragraph = None
             continue

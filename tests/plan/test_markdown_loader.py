@@ -151,6 +151,13 @@ def test_list_markers_inside_code_fences_are_not_tasks(tmp_path):
     assert "- not a task" in plan.tasks[0].description
 
 
+def test_items_in_an_html_comment_are_not_tasks(tmp_path):
+    # An item commented out over several lines (to switch it off) was a task, and ran.
+    text = "- [ ] real\n<!--\n- [ ] switched off\n  - [ ] its child\n-->\n- [ ] after\n"
+    plan = load_task_file(write(tmp_path, text))
+    assert titles(plan) == ["real", "after"]
+
+
 def test_generated_ids_are_unique_and_avoid_explicit_ones(tmp_path):
     plan = load_task_file(write(tmp_path, "- Fix it\n- Fix it\n- Other {#fix-it-2}\n"))
     assert [t.id for t in plan.tasks] == ["fix-it", "fix-it-3", "fix-it-2"]
