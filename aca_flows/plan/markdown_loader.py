@@ -31,7 +31,7 @@ from aca_flows.plan.builder import TaskTreeBuilder, bad_task_id
 from aca_flows.plan.models import ExecutionPlan, Task, TaskMetadata, TaskStatus
 from aca_flows.plan.validate import check_plan
 
-__all__ = ["ATTRIBUTE_KEYS", "load_markdown"]
+__all__ = ["ATTRIBUTE_KEYS", "arrow_reference", "load_markdown"]
 
 ATTRIBUTE_KEYS = (
     "depends_on",
@@ -56,7 +56,7 @@ _ATTRS = re.compile(r"\s*\{([^{}]*)\}\s*$")
 _ARROW = re.compile(r"^(.*?)\s+->\s+(\S+)\s*$")
 # What a `-> target` must look like to be a file: a folder in it, or a file extension.
 _PATH_LIKE = re.compile(r"^[^`'\"]*(/|\.[A-Za-z0-9]+$)")
-_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+_LINK = re.compile(r"(!?)\[([^\]]+)\]\(([^)\s]+)\)")
 
 
 @dataclass
@@ -341,24 +341,30 @@ def _plan_attrs(
     return {"verify": attrs["verify"]} if "verify" in attrs else {}
 
 
+def arrow_reference(title: str, base_dir: Path) -> tuple[str, str | None]:
+    """``Do it -> spec.md``: the title without its arrow, and the file it attaches; else the
+    title as it is and ``None``. `Rename getUser -> fetchUser` is a title, not a reference, and
+    so is `Rename utils.py -> helpers.py` while helpers.py does not exist: a path on the left
+    and a new name on the right are a rename or a move."""
+    match = _ARROW.match(title)
+    if not (match and _PATH_LIKE.search(match.group(2))):
+        return title, None
+    before, target = match.group(1).split(), match.group(2)
+    if before and _PATH_LIKE.search(before[-1]) and not (base_dir / target).exists():
+        return title, None
+    return match.group(1).strip(), target
+
+
 def _references(title: str, builder: TaskTreeBuilder, referrer: str):
-    references = []
-    # `-> spec.md` attaches a file; `Rename getUser -> fetchUser` is a title, not a reference,
-    # and so is `Rename utils.py -> helpers.py` while helpers.py does not exist: a path on the
-    # left and a new name on the right are a rename or a move.
-    if (match := _ARROW.match(title)) and _PATH_LIKE.search(match.group(2)):
-        before, target = match.group(1).split(), match.group(2)
-        renamed = before and _PATH_LIKE.search(before[-1])
-        if not (renamed and not (builder.base_dir / target).exists()):
-            title = match.group(1).strip()
-            references.append(target)
+    title, target = arrow_reference(title, builder.base_dir)
+    references = [target] if target else []
 
     def replace(link: re.Match) -> str:
-        target = link.group(2)
-        if "://" in target or target.startswith(("#", "mailto:")):
-            return link.group(0)  # a URL stays as written: the agent needs it
+        image, text, target = link.groups()
+        if image or "://" in target or target.startswith(("#", "mailto:")):
+            return link.group(0)  # a URL stays as written: the agent needs it; an image too
         references.append(target.split("#")[0])
-        return link.group(1)
+        return text
 
     title = _LINK.sub(replace, title)
     return title, builder.file_refs(references, referrer)

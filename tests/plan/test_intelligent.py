@@ -285,6 +285,16 @@ def test_a_missing_referenced_file_is_a_task_file_error_before_any_call(
     assert llm_server.anthropic.requests == []
 
 
+def test_a_rename_arrow_is_sent_as_text_not_read_as_a_file(tmp_path):
+    # The parser read every `-> X` as a file: `Rename getUser -> fetchUser` (which the
+    # deterministic loader keeps as a title) stopped the parse, "'fetchUser' does not exist".
+    from aca_flows.plan.intelligent_source import read_parse_source
+
+    task_file = tmp_path / "tasks.md"
+    task_file.write_text("- Rename getUser -> fetchUser\n- Rename utils.py -> helpers.py\n")
+    assert read_parse_source(task_file).references == {}
+
+
 def test_the_sync_form_works_inside_a_running_event_loop(llm_server, tmp_path):  # noqa: F811
     """The flow is async and parses from synchronous setup code."""
     from aca_flows.plan.intelligent import parse_with_llm_sync

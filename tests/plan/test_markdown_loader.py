@@ -240,6 +240,10 @@ def test_a_link_to_a_url_keeps_its_url(tmp_path):
     # Documented "left as they are"; the URL was dropped, leaving only the link text.
     plan = load_task_file(write(tmp_path, "- Follow [the guide](https://example.com/g) {#g}\n"))
     assert plan.tasks[0].title == "Follow [the guide](https://example.com/g)"
+    # An image (a screenshot of the bug) was read as a text file: "looks binary", no line.
+    (tmp_path / "bug.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00")
+    plan = load_task_file(write(tmp_path, "- Fix it, see ![the bug](bug.png)\n"))
+    assert plan.tasks[0].title == "Fix it, see ![the bug](bug.png)"
 
 
 def test_an_attribute_given_twice_is_refused_not_overwritten(tmp_path):
