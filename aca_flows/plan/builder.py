@@ -91,8 +91,12 @@ class TaskTreeBuilder:
 
     def file_ref(self, reference: str, referrer: Path | str | None = None) -> FileRef:
         """``referrer`` names where the reference is in error messages (the task file's)."""
-        path = resolve_inside(self.base_dir, reference, referrer or self.task_file)
-        return FileRef(path=reference, content=read_text_file(path, "referenced file"))
+        referrer = referrer or self.task_file
+        path = resolve_inside(self.base_dir, reference, referrer)
+        try:
+            return FileRef(path=reference, content=read_text_file(path, "referenced file"))
+        except TaskFileError as exc:  # binary, empty, too big: said with the line that refers
+            raise TaskFileError(f"{referrer}: {exc}") from None
 
     def file_refs(self, references: list[str], referrer: str) -> list[FileRef]:
         """The referenced files that can be read; one that cannot is a problem noted, not

@@ -175,6 +175,23 @@ def test_missing_reference_names_the_file(tmp_path):
         load_task_file(write(tmp_path, "- Do it -> missing.md\n"))
 
 
+def test_a_reference_that_cannot_be_attached_is_told_truly_with_its_line(tmp_path):
+    # A folder was "does not exist"; an empty file "write at least one task in it"; a binary
+    # file had no line.
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "empty.md").write_text("")
+    (tmp_path / "blob.md").write_bytes(b"a\x00b")
+    path = write(tmp_path, "- A -> empty.md\n- B [d](docs/)\n- C -> blob.md\n")
+    with pytest.raises(TaskFileError) as refused:
+        load_task_file(path)
+    assert refused.value.problems == [
+        f"{path}:1: referenced file {tmp_path / 'empty.md'} is empty; write its text.",
+        f"{path}:2: reference 'docs/' is a folder; reference the files in it.",
+        f"{path}:3: referenced file {tmp_path / 'blob.md'} looks binary (it contains NUL "
+        "bytes); give a text file.",
+    ]
+
+
 def test_generated_ids_keep_accented_letters_without_their_accents(tmp_path):
     plan = load_task_file(write(tmp_path, "- Café au lait\n- Émoji 🎉 task\n- 日本語\n"))
     assert [t.id for t in plan.tasks] == ["cafe-au-lait", "emoji-task", "task"]
