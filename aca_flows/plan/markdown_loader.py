@@ -261,9 +261,19 @@ def _split_attrs(
     return title[: match.start()].strip(), attrs
 
 
+# Other editors' checkbox marks (`[-]` cancelled, `[/]` started, `[>]` deferred, ...).
+_OTHER_MARK = re.compile(r"^\[([^\w\s\]])\](?:\s|$)")
+
+
 def _titled(title: str, path: Path, line: int, problems: list[str]) -> str:
     """``title``, or a stand-in once its absence is noted: `- [ ]`, `- [ ] {#id}` (an item
-    the agent would be asked to do nothing for)."""
+    the agent would be asked to do nothing for). A mark aca does not know is noted too: a
+    `- [-] cancelled` item would otherwise run, titled "[-] cancelled"."""
+    if mark := _OTHER_MARK.match(title):
+        problems.append(
+            f"{path}:{line}: checkbox [{mark.group(1)}] is not one aca knows; write [ ] for a "
+            "task to run, [x] for one done, or delete the line."
+        )
     if title:
         return title
     problems.append(
