@@ -237,10 +237,17 @@ def _split_attrs(
             'quote values with spaces, e.g. verify="pytest -q".'
         )
         return title[: match.start()].strip(), {}
-    if not tokens or not all(t.startswith("#") or "=" in t for t in tokens):
+    stray = [t for t in tokens if not (t.startswith("#") or "=" in t)]
+    if not tokens or (stray and not any(_known_attribute(t) for t in tokens)):
         return title.strip(), {}  # literal braces in a title, not attributes
+    if stray:  # `{depends_on=db verify=pytest -q}`: was all title, the dependency lost
+        problems.append(
+            f"{path}:{line}: {', '.join(repr(t) for t in stray)} in {{{match.group(1)}}} is no "
+            'attribute; quote a value with spaces (verify="pytest -q") and list values with '
+            "commas only (tags=a,b)."
+        )
     attrs: dict[str, str] = {}
-    for token in tokens:
+    for token in (t for t in tokens if t not in stray):
         key, _, value = ("id", "", token[1:]) if token.startswith("#") else token.partition("=")
         if key not in ATTRIBUTE_KEYS and key != "id":
             problems.append(
@@ -280,6 +287,11 @@ def _titled(title: str, path: Path, line: int, problems: list[str]) -> str:
         f"{path}:{line}: this task has no title; write what it is to do, or delete the line."
     )
     return "untitled"
+
+
+def _known_attribute(token: str) -> bool:
+    key, equals, _ = token.partition("=")
+    return (token.startswith("#") and len(token) > 1) or (bool(equals) and key in ATTRIBUTE_KEYS)
 
 
 def _shown(key: str, value: str) -> str:

@@ -278,6 +278,17 @@ def test_an_attribute_given_twice_is_refused_not_overwritten(tmp_path):
     ]
 
 
+def test_an_unquoted_value_with_spaces_is_named_not_taken_for_title_text(tmp_path):
+    # The whole block was title text: the dependency on db and the verify silently gone.
+    path = write(tmp_path, "- DB {#db}\n- API {depends_on=db verify=pytest -q}\n- {x} stays\n")
+    with pytest.raises(TaskFileError) as refused:
+        load_task_file(path)
+    assert str(refused.value) == (
+        f"{path}:2: '-q' in {{depends_on=db verify=pytest -q}} is no attribute; quote a value "
+        'with spaces (verify="pytest -q") and list values with commas only (tags=a,b).'
+    )
+
+
 def test_an_item_without_a_title_is_named_not_a_traceback_nor_a_task(tmp_path):
     # `- [ ] {#x}` ended in a pydantic traceback (exit 1); `- [ ]` and `- [x]` became tasks
     # titled "[ ]" and "[x]", pending, that an agent would have been asked to do.
