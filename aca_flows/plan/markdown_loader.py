@@ -225,7 +225,22 @@ def _owner(headings: list[_Node], items: list[_Node], line: str) -> _Node:
 def _split_attrs(
     title: str, path: Path, line: int, problems: list[str]
 ) -> tuple[str, dict[str, str]]:
-    """The title and its attributes; one that cannot be read is noted in ``problems``."""
+    """The title and its attributes; one that cannot be read is noted in ``problems``, and so
+    is a block of attributes inside the title (`API {depends_on=db} -> spec.md`), which would
+    be title text, its dependency lost."""
+    title, attrs = _trailing_attrs(title, path, line, problems)
+    for block in re.finditer(r"\{([^{}]*)\}", re.sub(r"`[^`]*`", "", title)):  # not in code
+        if any(_known_attribute(token) for token in block.group(1).split()):
+            problems.append(
+                f"{path}:{line}: the attribute block {block.group(0)} is inside the title, where "
+                "it is text; move it to the end of the line."
+            )
+    return title, attrs
+
+
+def _trailing_attrs(
+    title: str, path: Path, line: int, problems: list[str]
+) -> tuple[str, dict[str, str]]:
     match = _ATTRS.search(title)
     if not match:
         return title.strip(), {}

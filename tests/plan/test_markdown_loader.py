@@ -280,13 +280,21 @@ def test_an_attribute_given_twice_is_refused_not_overwritten(tmp_path):
 
 def test_an_unquoted_value_with_spaces_is_named_not_taken_for_title_text(tmp_path):
     # The whole block was title text: the dependency on db and the verify silently gone.
-    path = write(tmp_path, "- DB {#db}\n- API {depends_on=db verify=pytest -q}\n- {x} stays\n")
+    # So was a block inside the title: `API {depends_on=db} -> spec.md`.
+    (tmp_path / "spec.md").write_text("spec")
+    path = write(
+        tmp_path,
+        "- DB {#db}\n- API {depends_on=db verify=pytest -q}\n- {x} stays, `{#css}` too\n"
+        "- UI {depends_on=db} -> spec.md\n",
+    )
     with pytest.raises(TaskFileError) as refused:
         load_task_file(path)
-    assert str(refused.value) == (
+    assert refused.value.problems == [
         f"{path}:2: '-q' in {{depends_on=db verify=pytest -q}} is no attribute; quote a value "
-        'with spaces (verify="pytest -q") and list values with commas only (tags=a,b).'
-    )
+        'with spaces (verify="pytest -q") and list values with commas only (tags=a,b).',
+        f"{path}:4: the attribute block {{depends_on=db}} is inside the title, where it is "
+        "text; move it to the end of the line.",
+    ]
 
 
 def test_an_item_without_a_title_is_named_not_a_traceback_nor_a_task(tmp_path):
