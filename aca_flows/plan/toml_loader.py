@@ -148,7 +148,7 @@ def _add(spec: TaskSpec, parent: Task | None, builder: TaskTreeBuilder) -> None:
         model=spec.model,
         max_attempts=spec.max_attempts,
         network=spec.network,
-        status="completed" if spec.done else "pending",
+        status="completed" if _all_done(spec) else "pending",
         metadata=TaskMetadata(
             priority=spec.priority,
             estimated_complexity=spec.complexity,
@@ -162,6 +162,11 @@ def _add(spec: TaskSpec, parent: Task | None, builder: TaskTreeBuilder) -> None:
     )
     for child in spec.subtasks:
         _add(child, task, builder)
+
+
+def _all_done(spec: TaskSpec) -> bool:
+    """A group is done when its tasks are, as a checked Markdown item is (markdown_loader)."""
+    return spec.done and all(_all_done(child) for child in spec.subtasks)
 
 
 def _explicit_ids(specs: list[TaskSpec]):

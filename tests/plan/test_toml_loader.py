@@ -48,6 +48,11 @@ def test_ids_default_to_slugs_of_titles(tmp_path):
 def test_done_tasks_load_completed(tmp_path):
     plan = load_task_file(write(tmp_path, '[[tasks]]\ntitle = "Old"\ndone = true\n'))
     assert plan.tasks[0].status.state == "completed"
+    # A done group with a subtask to do loaded completed, shown `[x]` beside its pending
+    # child (Markdown's `- [x] parent` / `  - [ ] child` loads pending since fc0f532).
+    text = '[[tasks]]\ntitle = "G"\ndone = true\n[[tasks.subtasks]]\ntitle = "Child"\n'
+    plan = load_task_file(write(tmp_path, text))
+    assert [t.status.state for t in plan.tasks] == ["pending", "pending"]
 
 
 def test_unknown_key_is_named(tmp_path):
