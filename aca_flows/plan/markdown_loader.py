@@ -129,6 +129,7 @@ def _add_node(node: _Node, parent: Task | None, builder: TaskTreeBuilder, hints:
         hints.append(_join([f"{node.title}:", *node.text, *_flatten_text(node.children)]))
         return
     title, attrs = _split_attrs(node.title, builder.task_file, node.line, builder.problems)
+    _refuse_attributes_in_text(node, builder)
     title, refs = _references(title, builder, f"{builder.task_file}:{node.line}")
     title = _titled(title, builder.task_file, node.line, builder.problems)
     fields = _task_fields(attrs, builder.task_file, node.line, builder.problems)
@@ -139,6 +140,20 @@ def _add_node(node: _Node, parent: Task | None, builder: TaskTreeBuilder, hints:
     task = builder.add(parent, task_id=task_id, title=title, description=_join(node.text), **fields)
     for child in node.children:
         _add_node(child, task, builder, hints)
+
+
+def _refuse_attributes_in_text(node: _Node, builder: TaskTreeBuilder) -> None:
+    """`{depends_on=db}` on the line under its item is description text: noted, not lost."""
+    in_fence = False
+    for text in node.text:
+        in_fence = in_fence != bool(_FENCE.match(text))  # a code block may show attributes
+        block = not in_fence and _ATTRS.fullmatch(text)
+        if block and any(_known_attribute(t) for t in block.group(1).split()):
+            builder.problems.append(
+                f"{builder.task_file}:{node.line}: the attribute block {text.strip()} is on a "
+                "line of its own, where it is description text; move it to the end of the "
+                "item's (or heading's) line."
+            )
 
 
 def _all_checked(node: _Node) -> bool:

@@ -285,7 +285,9 @@ def test_an_unquoted_value_with_spaces_is_named_not_taken_for_title_text(tmp_pat
     path = write(
         tmp_path,
         "- DB {#db}\n- API {depends_on=db verify=pytest -q}\n- {x} stays, `{#css}` too\n"
-        "- UI {depends_on=db} -> spec.md\n",
+        "- UI {depends_on=db} -> spec.md\n"
+        # And one on the line under its item; in a code block it is an example.
+        "- CLI\n  {depends_on=db}\n  ```\n  - x {#shown}\n  {#shown}\n  ```\n",
     )
     with pytest.raises(TaskFileError) as refused:
         load_task_file(path)
@@ -294,6 +296,8 @@ def test_an_unquoted_value_with_spaces_is_named_not_taken_for_title_text(tmp_pat
         'with spaces (verify="pytest -q") and list values with commas only (tags=a,b).',
         f"{path}:4: the attribute block {{depends_on=db}} is inside the title, where it is "
         "text; move it to the end of the line.",
+        f"{path}:5: the attribute block {{depends_on=db}} is on a line of its own, where it is "
+        "description text; move it to the end of the item's (or heading's) line.",
     ]
 
 
