@@ -126,6 +126,12 @@ def _single_task_plan(path: Path, root: _Node, builder: TaskTreeBuilder) -> Exec
 
 def _add_node(node: _Node, parent: Task | None, builder: TaskTreeBuilder, hints: list[str]):
     if not node.is_item and not node.has_items():
+        if _split_attrs(node.title, builder.task_file, node.line, problems=[])[1]:
+            builder.problems.append(  # `## Deploy {depends_on=build}` over prose: no task
+                f"{builder.task_file}:{node.line}: heading '{node.title}' has attributes but no "
+                "list item under it, so it is context for every task, not a task; write its "
+                f"work as a list item under it (`- {node.title}`)."
+            )
         hints.append(_join([f"{node.title}:", *node.text, *_flatten_text(node.children)]))
         return
     title, attrs = _split_attrs(node.title, builder.task_file, node.line, builder.problems)

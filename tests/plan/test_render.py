@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from aca_flows.errors import TaskFileError
 from aca_flows.plan import ExecutionPlan, load_task_file
 from aca_flows.plan.render import plan_json_schema, render_mermaid, render_tree
 
@@ -67,3 +70,7 @@ def test_tree_shows_the_headings_read_as_context_not_tasks(tmp_path):
     tasks.write_text("# P\n\n## Build\n- Build it\n\n## Deploy\nDeploy it all.\n")
     lines = render_tree(load_task_file(tasks)).splitlines()
     assert lines[1] == "context, given to every task (no task of its own): Deploy"
+    # With attributes, the heading was surely meant as a task: refused, not context.
+    tasks.write_text("# P\n\n## Build {#b}\n- Build it\n\n## Deploy {depends_on=b}\nDo it.\n")
+    with pytest.raises(TaskFileError, match=r"tasks.md:6: heading 'Deploy \{depends_on=b\}' has"):
+        load_task_file(tasks)
