@@ -149,16 +149,17 @@ def _add_node(node: _Node, parent: Task | None, builder: TaskTreeBuilder, hints:
 
 
 def _refuse_attributes_in_text(node: _Node, builder: TaskTreeBuilder) -> None:
-    """`{depends_on=db}` on the line under its item is description text: noted, not lost."""
+    """`{depends_on=db}` under its item, alone or ending a wrapped title's second line, is
+    description text: noted, not lost."""
     in_fence = False
     for text in node.text:
         in_fence = in_fence != bool(_FENCE.match(text))  # a code block may show attributes
-        block = not in_fence and _ATTRS.fullmatch(text)
+        block = not in_fence and _ATTRS.search(text)
         if block and any(_known_attribute(t) for t in block.group(1).split()):
             builder.problems.append(
-                f"{builder.task_file}:{node.line}: the attribute block {text.strip()} is on a "
-                "line of its own, where it is description text; move it to the end of the "
-                "item's (or heading's) line."
+                f"{builder.task_file}:{node.line}: the attribute block {block.group(0).strip()} "
+                "is on a line under the item, where it is description text; move it to the "
+                "end of the item's (or heading's) own line."
             )
 
 

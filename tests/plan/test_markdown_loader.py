@@ -287,7 +287,8 @@ def test_an_unquoted_value_with_spaces_is_named_not_taken_for_title_text(tmp_pat
         "- DB {#db}\n- API {depends_on=db verify=pytest -q}\n- {x} stays, `{#css}` too\n"
         "- UI {depends_on=db} -> spec.md\n"
         # And one on the line under its item; in a code block it is an example.
-        "- CLI\n  {depends_on=db}\n  ```\n  - x {#shown}\n  {#shown}\n  ```\n",
+        "- CLI\n  {depends_on=db}\n  ```\n  - x {#shown}\n  {#shown}\n  ```\n"
+        '- Wrapped title that goes on\n  to a second line {verify="pytest -q"}\n',
     )
     with pytest.raises(TaskFileError) as refused:
         load_task_file(path)
@@ -296,8 +297,11 @@ def test_an_unquoted_value_with_spaces_is_named_not_taken_for_title_text(tmp_pat
         'with spaces (verify="pytest -q") and list values with commas only (tags=a,b).',
         f"{path}:4: the attribute block {{depends_on=db}} is inside the title, where it is "
         "text; move it to the end of the line.",
-        f"{path}:5: the attribute block {{depends_on=db}} is on a line of its own, where it is "
-        "description text; move it to the end of the item's (or heading's) line.",
+        *(
+            f"{path}:{line}: the attribute block {block} is on a line under the item, where "
+            "it is description text; move it to the end of the item's (or heading's) own line."
+            for line, block in ((5, "{depends_on=db}"), (11, '{verify="pytest -q"}'))
+        ),
     ]
 
 
