@@ -147,6 +147,7 @@ def test_referenced_files_are_inlined_and_attached(llm_server, tmp_path):  # noq
     [
         ({"text": 'Here is the plan: {"name": "Project"'}, "the answer is not valid JSON"),
         ("unknown dependency", "depends on unknown task 'storge-layer'"),
+        ("a title of spaces", "the title is only spaces"),  # not a traceback making its Task
     ],
 )
 def test_an_unusable_answer_is_repaired_in_a_second_round(
@@ -157,6 +158,10 @@ def test_an_unusable_answer_is_repaired_in_a_second_round(
     if first_answer == "unknown dependency":
         wrong = dependencies_proposal()
         wrong["tasks"][1]["depends_on"] = ["storge-layer"]
+        first_answer = respond(wrong)
+    if first_answer == "a title of spaces":
+        wrong = dependencies_proposal()
+        wrong["tasks"][1]["title"] = "   "
         first_answer = respond(wrong)
     llm_server.anthropic.enqueue(**first_answer)
     llm_server.anthropic.enqueue(**respond(dependencies_proposal()))
