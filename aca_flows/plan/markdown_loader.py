@@ -97,7 +97,7 @@ def _items_plan(path: Path, root: _Node, builder: TaskTreeBuilder) -> ExecutionP
     if len(headings) == 1 and headings[0].level == 1 and not any(n.is_item for n in tops):
         title_node = headings[0]
         title, attrs = _split_attrs(title_node.title, path, title_node.line, builder.problems)
-        plan_fields["name"] = title
+        plan_fields["name"] = title or path.stem  # `# {verify=...}`: no words to name it
         plan_fields["description"] = _join(root.text + title_node.text)
         plan_fields.update(_plan_attrs(attrs, path, title_node.line, builder.problems))
         tops = title_node.children

@@ -81,7 +81,7 @@ def load_toml_task_file(
     for task_spec in spec.tasks:
         _add(task_spec, None, builder)
     plan = ExecutionPlan(
-        name=spec.plan.name or path.stem,
+        name=(spec.plan.name or "").strip() or path.stem,  # blank: named after the file too
         description=spec.plan.description,
         strategy=spec.plan.strategy,
         max_concurrent=spec.plan.max_concurrent,

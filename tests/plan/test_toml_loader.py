@@ -74,6 +74,9 @@ def test_a_title_of_only_spaces_is_refused(tmp_path):
     # `title = "   "` loaded, and its agent would have been asked to do "   ".
     with pytest.raises(TaskFileError, match=r"'tasks\[0\].title': .*the title is only spaces"):
         load_task_file(write(tmp_path, '[[tasks]]\ntitle = "   "\n'))
+    # A plan name of spaces named the plan (and its flow) "  "; blank, it is the file's name.
+    plan = load_task_file(write(tmp_path, '[plan]\nname = "  "\n[[tasks]]\ntitle = "A"\n'))
+    assert plan.name == "tasks"
 
 
 def test_malformed_toml_gives_line_and_column(tmp_path):
