@@ -60,6 +60,14 @@ def test_tree_shows_the_plans_default_verify(tmp_path):
     )
     lines = render_tree(load_task_file(tasks)).splitlines()
     assert lines[:2] == ["Nightly  (2 tasks, strategy intelligent)", "default verify: pytest -q"]
+    # So were the setup commands, run in every task's worktree before its agent.
+    toml = tmp_path / "tasks.toml"
+    toml.write_text(
+        '[[setup_commands]]\nname = "deps"\ncommand = "make deps"\n[[tasks]]\ntitle = "A"\n'
+    )
+    assert render_tree(load_task_file(toml)).splitlines()[1] == (
+        "setup, before every task: deps: make deps"
+    )
     assert lines[2] == "├── [ ] fix — Fix it"
 
 
