@@ -52,6 +52,8 @@ _ITEM = re.compile(r"^(\s*)(?:[-*+]|\d{1,9}[.)])\s+(?:\[([ xX])\](?:\s+|$))?(.*)
 _SETEXT = re.compile(r"^ {0,3}(=+|-+)\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _COMMENT = re.compile(r"^\s*<!--")
+# A thematic break (`* * *`, `- - -`): a separator, though it starts like a list item.
+_BREAK = re.compile(r"^ {0,3}([-*_])(?:\s*\1){2,}\s*$")
 _ATTRS = re.compile(r"\s*\{([^{}]*)\}\s*$")
 _ARROW = re.compile(r"^(.*?)\s+->\s+(\S+)\s*$")
 # What a `-> target` must look like to be a file: a folder in it, or a file extension.
@@ -204,7 +206,7 @@ def _parse(text: str) -> _Node:
         if match := _HEADING.match(line):
             _open_heading(headings, items, match.group(2), number, len(match.group(1)))
             continue
-        if match := _ITEM.match(line):
+        if (match := _ITEM.match(line)) and not _BREAK.match(line):
             indent = len(match.group(1).expandtabs(4))
             while items and items[-1].indent >= indent:
                 items.pop()

@@ -151,9 +151,11 @@ def test_list_markers_inside_code_fences_are_not_tasks(tmp_path):
     assert "- not a task" in plan.tasks[0].description
 
 
-def test_items_in_an_html_comment_are_not_tasks(tmp_path):
+def test_html_comments_and_separators_are_not_tasks(tmp_path):
     # An item commented out over several lines (to switch it off) was a task, and ran.
     text = "- [ ] real\n<!--\n- [ ] switched off\n  - [ ] its child\n-->\n- [ ] after\n"
+    # Nor is a separator written `* * *` or `- - -`: they were tasks titled "* *" and "- -".
+    text += "\n* * *\n\n- - -\n"
     plan = load_task_file(write(tmp_path, text))
     assert titles(plan) == ["real", "after"]
 
