@@ -55,7 +55,7 @@ _COMMENT = re.compile(r"^\s*<!--")
 # A thematic break (`* * *`, `- - -`): a separator, though it starts like a list item.
 _BREAK = re.compile(r"^ {0,3}([-*_])(?:\s*\1){2,}\s*$")
 _ATTRS = re.compile(r"\s*\{([^{}]*)\}\s*$")
-_ARROW = re.compile(r"^(.*?)\s+->\s+(\S+)\s*$")
+_ARROW = re.compile(r"^(?:(.*?)\s+)?->\s+(\S+)\s*$")  # `- [ ] -> spec.md`: no title
 # What a `-> target` must look like to be a file: a folder in it, or a file extension.
 _PATH_LIKE = re.compile(r"^[^`'\"]*(/|\.[A-Za-z0-9]+$)")
 _LINK = re.compile(r"(!?)\[([^\]]+)\]\(([^)\s]+)\)")
@@ -410,10 +410,11 @@ def arrow_reference(title: str, base_dir: Path) -> tuple[str, str | None]:
     match = _ARROW.match(title)
     if not (match and _PATH_LIKE.search(match.group(2))):
         return title, None
-    before, target = match.group(1).split(), match.group(2)
+    text, target = match.group(1) or "", match.group(2)
+    before = text.split()
     if before and _PATH_LIKE.search(before[-1]) and not (base_dir / target).exists():
         return title, None
-    return match.group(1).strip(), target
+    return text.strip(), target
 
 
 def _references(title: str, builder: TaskTreeBuilder, referrer: str):
