@@ -4,7 +4,8 @@ Exit codes: 0 all done; 1 some task failed; 2 bad input or usage; 3 stopped by a
 usage limit, or the plan rejected at approval (resumable); 4 every task done, but the push to
 ``--repo`` or the pull request failed (a resume delivers it); 130 interrupted (resumable). An
 ``AcaError`` is printed as one paragraph, never as a traceback; usage errors are typer's own
-(exit 2).
+(exit 2). With ``--json``, an error is also a JSON object on stdout, ``{"error": ...,
+"exit_code": ...}``: a script reading stdout gets an answer, not nothing.
 """
 
 from __future__ import annotations
@@ -21,13 +22,17 @@ def main(argv: list[str] | None = None) -> int:
     """
     from aca_flows.errors import AcaError
 
+    as_json = "--json" in (sys.argv[1:] if argv is None else argv)
     try:
         code = None if argv is not None else _run_warm(sys.argv[1:])
         if code is None:
             from aca_flows.cli.app import app
 
-            app(args=argv, prog_name="aca", standalone_mode=True)
-            code = 0
+            if as_json:
+                code = _run_for_json(app, argv)
+            else:
+                app(args=argv, prog_name="aca", standalone_mode=True)
+                code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if code == 130 and interrupt_inside(exc.__context__):
@@ -35,8 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     except AcaError as exc:
         from aca_flows.session.redact import redact_text
 
-        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
+        message = redact_text(str(exc))
+        print(f"error: {message}", file=sys.stderr)
         code = exc.exit_code
+        if as_json:
+            _print_json_error(message, code)
     except (KeyboardInterrupt, Exception) as exc:
         if not interrupt_inside(exc):
             raise
@@ -47,6 +55,30 @@ def main(argv: list[str] | None = None) -> int:
 
         exit_process(code)  # without the interpreter's teardown: the prompt comes back sooner
     return code
+
+
+def _run_for_json(app, argv: list[str] | None) -> int:
+    """The app run so that a usage error (a missing argument, a bad option value) reaches us:
+    typer's standalone mode prints it and exits, leaving stdout empty."""
+    import typer  # its own click: click's exception classes are not the ones raised
+
+    try:
+        result = app(args=argv, prog_name="aca", standalone_mode=False)
+    except typer.TyperException as exc:  # click's ClickException, usage errors included
+        exc.show()  # stderr, as without --json
+        _print_json_error(exc.format_message(), exc.exit_code)
+        return exc.exit_code
+    except typer.Abort:
+        print("Aborted!", file=sys.stderr)
+        return 1
+    # Not standalone, typer returns an Exit's code, or the command's own return value (None).
+    return result if isinstance(result, int) else 0
+
+
+def _print_json_error(message: str, code: int) -> None:
+    import json
+
+    print(json.dumps({"error": message, "exit_code": code}), flush=True)
 
 
 def interrupt_inside(exc: BaseException | None) -> bool:

@@ -127,7 +127,7 @@ def root(
     if list_checkpoints:
         from aca_flows.cli.checkpoints import print_checkpoints
 
-        print_checkpoints(existing_folder(workdir), all_sessions=True)
+        print_checkpoints(existing_folder(workdir), all_sessions=True, as_json=json_output)
         raise typer.Exit(0)
     if task_file is None and execution_plan is None:
         if _options_given(ctx):  # `aca --dry-run`: a run was asked for, of nothing

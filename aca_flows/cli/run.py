@@ -97,8 +97,14 @@ def check_dump_target(path: Path | None) -> None:
             f"--dump-plan {path}: name the file .json or .toml so aca knows which format to write."
         )
     _not_a_folder("--dump-plan", path, "plan.json")
-    folder = path.resolve().parent if path else None
-    if folder and not (folder.is_dir() and os.access(folder, os.W_OK)):
+    if not path:
+        return
+    # A missing folder is made when the plan is written, as --record makes its own: the
+    # nearest one that exists is the one aca must be able to write in.
+    folder = path.resolve().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not (folder.is_dir() and os.access(folder, os.W_OK)):
         raise InputError(
             f"--dump-plan {path}: {folder} is not a folder aca can write to; name a file in one."
         )

@@ -26,9 +26,13 @@ def slugify(title: str) -> str:
     for word in words:
         candidate = f"{slug}-{word}" if slug else word
         if len(candidate) > _MAX_SLUG:
+            # Words end the id whole; a long one after a short start is cut instead, or
+            # `write <200-char name>.txt` and its siblings were `write`, `write-2`, ...
+            if len(slug) < _MAX_SLUG // 2:
+                slug = candidate[:_MAX_SLUG]
             break
         slug = candidate
-    return slug or (words[0][:_MAX_SLUG] if words else "task")
+    return slug or "task"
 
 
 def bad_task_id(task_id: str) -> str:
@@ -87,8 +91,12 @@ class TaskTreeBuilder:
 
     def file_ref(self, reference: str, referrer: Path | str | None = None) -> FileRef:
         """``referrer`` names where the reference is in error messages (the task file's)."""
-        path = resolve_inside(self.base_dir, reference, referrer or self.task_file)
-        return FileRef(path=reference, content=read_text_file(path, "referenced file"))
+        referrer = referrer or self.task_file
+        path = resolve_inside(self.base_dir, reference, referrer)
+        try:
+            return FileRef(path=reference, content=read_text_file(path, "referenced file"))
+        except TaskFileError as exc:  # binary, empty, too big: said with the line that refers
+            raise TaskFileError(f"{referrer}: {exc}") from None
 
     def file_refs(self, references: list[str], referrer: str) -> list[FileRef]:
         """The referenced files that can be read; one that cannot is a problem noted, not

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from aca_flows.plan.intelligent_source import ParseSource
-from aca_flows.plan.models import Complexity, Priority, Strategy
+from aca_flows.plan.models import Complexity, Priority, Strategy, Title
 
 __all__ = [
     "PROMPT_VERSION",
@@ -41,7 +41,8 @@ class ProposedTask(_Proposal):
         max_length=80,
         description="Short unique kebab-case id, e.g. 'database-setup'.",
     )
-    title: str = Field(min_length=1, max_length=200, description="What is done, in a few words.")
+    # Title: a title of spaces is an answer to repair, not a Task that cannot be made.
+    title: Title = Field(max_length=200, description="What is done, in a few words.")
     description: str = Field(
         default="",
         description="Everything the source says about this task, its details and requirements "

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aca_flows.plan.builder import TaskTreeBuilder
+from aca_flows.plan.markdown_loader import arrow_reference
 from aca_flows.plan.models import ExecutionPlan
 from aca_flows.plan.source import read_text_file
 
@@ -37,7 +38,6 @@ _HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 _ITEM = re.compile(r"^(\s*)(?:[-*+]|\d{1,9}[.)])\s+(?:\[[ xX]\]\s+)?(.*)$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _ATTRS = re.compile(r"\s*\{[^{}]*\}\s*$")
-_ARROW = re.compile(r"^(.*?)\s+->\s+(\S+)\s*$")
 _LINK = re.compile(r"(!?)\[([^\]]+)\]\(([^)\s]+)\)")
 _WORD = re.compile(r"[a-z0-9]+")
 _STOPWORDS = frozenset(
@@ -88,8 +88,8 @@ def read_parse_source(path: Path) -> ParseSource:
         item = _ITEM.match(line) or _HEADING.match(line)
         if item:
             title = _ATTRS.sub("", item.group(2))
-            if arrow := _ARROW.match(title):
-                add(arrow.group(2))
+            if target := arrow_reference(title, builder.base_dir)[1]:  # as the loader reads it
+                add(target)
         for link in _LINK.finditer(line):
             target = link.group(3)
             if link.group(1) or "://" in target or target.startswith(("#", "mailto:")):

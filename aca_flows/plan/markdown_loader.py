@@ -31,7 +31,7 @@ from aca_flows.plan.builder import TaskTreeBuilder, bad_task_id
 from aca_flows.plan.models import ExecutionPlan, Task, TaskMetadata, TaskStatus
 from aca_flows.plan.validate import check_plan
 
-__all__ = ["ATTRIBUTE_KEYS", "load_markdown"]
+__all__ = ["ATTRIBUTE_KEYS", "arrow_reference", "load_markdown"]
 
 ATTRIBUTE_KEYS = (
     "depends_on",
@@ -46,15 +46,19 @@ ATTRIBUTE_KEYS = (
 )
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
-_ITEM = re.compile(r"^(\s*)(?:[-*+]|\d{1,9}[.)])\s+(?:\[([ xX])\]\s+)?(.*)$")
+# A checkbox may end the line: `- [ ]` is an item without a title, not the title "[ ]".
+_ITEM = re.compile(r"^(\s*)(?:[-*+]|\d{1,9}[.)])\s+(?:\[([ xX])\](?:\s+|$))?(.*)$")
 # A setext heading's underline (CommonMark: up to 3 spaces, then only = or only -).
 _SETEXT = re.compile(r"^ {0,3}(=+|-+)\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
+_COMMENT = re.compile(r"^\s*<!--")
+# A thematic break (`* * *`, `- - -`): a separator, though it starts like a list item.
+_BREAK = re.compile(r"^ {0,3}([-*_])(?:\s*\1){2,}\s*$")
 _ATTRS = re.compile(r"\s*\{([^{}]*)\}\s*$")
-_ARROW = re.compile(r"^(.*?)\s+->\s+(\S+)\s*$")
+_ARROW = re.compile(r"^(?:(.*?)\s+)?->\s+(\S+)\s*$")  # `- [ ] -> spec.md`: no title
 # What a `-> target` must look like to be a file: a folder in it, or a file extension.
 _PATH_LIKE = re.compile(r"^[^`'\"]*(/|\.[A-Za-z0-9]+$)")
-_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+_LINK = re.compile(r"(!?)\[([^\]]+)\]\(([^)\s]+)\)")
 
 
 @dataclass
@@ -95,7 +99,7 @@ def _items_plan(path: Path, root: _Node, builder: TaskTreeBuilder) -> ExecutionP
     if len(headings) == 1 and headings[0].level == 1 and not any(n.is_item for n in tops):
         title_node = headings[0]
         title, attrs = _split_attrs(title_node.title, path, title_node.line, builder.problems)
-        plan_fields["name"] = title
+        plan_fields["name"] = title or path.stem  # `# {verify=...}`: no words to name it
         plan_fields["description"] = _join(root.text + title_node.text)
         plan_fields.update(_plan_attrs(attrs, path, title_node.line, builder.problems))
         tops = title_node.children
@@ -116,6 +120,7 @@ def _single_task_plan(path: Path, root: _Node, builder: TaskTreeBuilder) -> Exec
         title, line = lines[0].strip(), 1
         body = _join(root.text[root.text.index(lines[0]) + 1 :])
     title, attrs = _split_attrs(title, path, line, builder.problems)
+    title = _titled(title, path, line, builder.problems)
     fields = _task_fields(attrs, path, line, builder.problems)
     builder.add(None, title=title[:200], description=body, **fields)
     return ExecutionPlan(name=title[:200], tasks=builder.tasks)
@@ -123,10 +128,18 @@ def _single_task_plan(path: Path, root: _Node, builder: TaskTreeBuilder) -> Exec
 
 def _add_node(node: _Node, parent: Task | None, builder: TaskTreeBuilder, hints: list[str]):
     if not node.is_item and not node.has_items():
+        if _split_attrs(node.title, builder.task_file, node.line, problems=[])[1]:
+            builder.problems.append(  # `## Deploy {depends_on=build}` over prose: no task
+                f"{builder.task_file}:{node.line}: heading '{node.title}' has attributes but no "
+                "list item under it, so it is context for every task, not a task; write its "
+                f"work as a list item under it (`- {node.title}`)."
+            )
         hints.append(_join([f"{node.title}:", *node.text, *_flatten_text(node.children)]))
         return
     title, attrs = _split_attrs(node.title, builder.task_file, node.line, builder.problems)
+    _refuse_attributes_in_text(node, builder)
     title, refs = _references(title, builder, f"{builder.task_file}:{node.line}")
+    title = _titled(title, builder.task_file, node.line, builder.problems)
     fields = _task_fields(attrs, builder.task_file, node.line, builder.problems)
     task_id = fields.pop("task_id", None)
     if node.checked and _all_checked(node):  # a group is done when its tasks are
@@ -135,6 +148,21 @@ def _add_node(node: _Node, parent: Task | None, builder: TaskTreeBuilder, hints:
     task = builder.add(parent, task_id=task_id, title=title, description=_join(node.text), **fields)
     for child in node.children:
         _add_node(child, task, builder, hints)
+
+
+def _refuse_attributes_in_text(node: _Node, builder: TaskTreeBuilder) -> None:
+    """`{depends_on=db}` under its item, alone or ending a wrapped title's second line, is
+    description text: noted, not lost."""
+    in_fence = False
+    for text in node.text:
+        in_fence = in_fence != bool(_FENCE.match(text))  # a code block may show attributes
+        block = not in_fence and _ATTRS.search(text)
+        if block and any(_known_attribute(t) for t in block.group(1).split()):
+            builder.problems.append(
+                f"{builder.task_file}:{node.line}: the attribute block {block.group(0).strip()} "
+                "is on a line under the item, where it is description text; move it to the "
+                "end of the item's (or heading's) own line."
+            )
 
 
 def _all_checked(node: _Node) -> bool:
@@ -146,7 +174,7 @@ def _parse(text: str) -> _Node:
     root = _Node(title="", line=0, level=0, indent=-1)
     headings: list[_Node] = [root]
     items: list[_Node] = []
-    in_fence = front_matter = False
+    in_fence = front_matter = in_comment = False
     paragraph: tuple[_Node, str, int] | None = None  # the text line just read: its owner, line
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.rstrip()
@@ -161,6 +189,12 @@ def _parse(text: str) -> _Node:
             _owner(headings, items, line).text.append(line)
             paragraph = None
             continue
+        if in_comment or _COMMENT.match(line):
+            # `<!-- - [ ] later -->` over lines: an item commented out is no task to run.
+            in_comment = "-->" not in (line if in_comment else line.split("<!--", 1)[1])
+            _owner(headings, items, line).text.append(line)
+            paragraph = None
+            continue
         if (match := _SETEXT.match(line)) and paragraph is not None and not items:
             # `Title` over `=====` or `-----`: the line above was a heading, not text.
             owner, title, title_number = paragraph
@@ -172,7 +206,7 @@ def _parse(text: str) -> _Node:
         if match := _HEADING.match(line):
             _open_heading(headings, items, match.group(2), number, len(match.group(1)))
             continue
-        if match := _ITEM.match(line):
+        if (match := _ITEM.match(line)) and not _BREAK.match(line):
             indent = len(match.group(1).expandtabs(4))
             while items and items[-1].indent >= indent:
                 items.pop()
@@ -215,7 +249,22 @@ def _owner(headings: list[_Node], items: list[_Node], line: str) -> _Node:
 def _split_attrs(
     title: str, path: Path, line: int, problems: list[str]
 ) -> tuple[str, dict[str, str]]:
-    """The title and its attributes; one that cannot be read is noted in ``problems``."""
+    """The title and its attributes; one that cannot be read is noted in ``problems``, and so
+    is a block of attributes inside the title (`API {depends_on=db} -> spec.md`), which would
+    be title text, its dependency lost."""
+    title, attrs = _trailing_attrs(title, path, line, problems)
+    for block in re.finditer(r"\{([^{}]*)\}", re.sub(r"`[^`]*`", "", title)):  # not in code
+        if any(_known_attribute(token) for token in block.group(1).split()):
+            problems.append(
+                f"{path}:{line}: the attribute block {block.group(0)} is inside the title, where "
+                "it is text; move it to the end of the line."
+            )
+    return title, attrs
+
+
+def _trailing_attrs(
+    title: str, path: Path, line: int, problems: list[str]
+) -> tuple[str, dict[str, str]]:
     match = _ATTRS.search(title)
     if not match:
         return title.strip(), {}
@@ -227,10 +276,17 @@ def _split_attrs(
             'quote values with spaces, e.g. verify="pytest -q".'
         )
         return title[: match.start()].strip(), {}
-    if not tokens or not all(t.startswith("#") or "=" in t for t in tokens):
+    stray = [t for t in tokens if not (t.startswith("#") or "=" in t)]
+    if not tokens or (stray and not any(_known_attribute(t) for t in tokens)):
         return title.strip(), {}  # literal braces in a title, not attributes
+    if stray:  # `{depends_on=db verify=pytest -q}`: was all title, the dependency lost
+        problems.append(
+            f"{path}:{line}: {', '.join(repr(t) for t in stray)} in {{{match.group(1)}}} is no "
+            'attribute; quote a value with spaces (verify="pytest -q") and list values with '
+            "commas only (tags=a,b)."
+        )
     attrs: dict[str, str] = {}
-    for token in tokens:
+    for token in (t for t in tokens if t not in stray):
         key, _, value = ("id", "", token[1:]) if token.startswith("#") else token.partition("=")
         if key not in ATTRIBUTE_KEYS and key != "id":
             problems.append(
@@ -249,6 +305,32 @@ def _split_attrs(
             continue
         attrs[key] = value
     return title[: match.start()].strip(), attrs
+
+
+# Other editors' checkbox marks (`[-]` cancelled, `[/]` started, `[>]` deferred, ...).
+_OTHER_MARK = re.compile(r"^\[([^\w\s\]])\](?:\s|$)")
+
+
+def _titled(title: str, path: Path, line: int, problems: list[str]) -> str:
+    """``title``, or a stand-in once its absence is noted: `- [ ]`, `- [ ] {#id}` (an item
+    the agent would be asked to do nothing for). A mark aca does not know is noted too: a
+    `- [-] cancelled` item would otherwise run, titled "[-] cancelled"."""
+    if mark := _OTHER_MARK.match(title):
+        problems.append(
+            f"{path}:{line}: checkbox [{mark.group(1)}] is not one aca knows; write [ ] for a "
+            "task to run, [x] for one done, or delete the line."
+        )
+    if title:
+        return title
+    problems.append(
+        f"{path}:{line}: this task has no title; write what it is to do, or delete the line."
+    )
+    return "untitled"
+
+
+def _known_attribute(token: str) -> bool:
+    key, equals, _ = token.partition("=")
+    return (token.startswith("#") and len(token) > 1) or (bool(equals) and key in ATTRIBUTE_KEYS)
 
 
 def _shown(key: str, value: str) -> str:
@@ -320,19 +402,31 @@ def _plan_attrs(
     return {"verify": attrs["verify"]} if "verify" in attrs else {}
 
 
+def arrow_reference(title: str, base_dir: Path) -> tuple[str, str | None]:
+    """``Do it -> spec.md``: the title without its arrow, and the file it attaches; else the
+    title as it is and ``None``. `Rename getUser -> fetchUser` is a title, not a reference, and
+    so is `Rename utils.py -> helpers.py` while helpers.py does not exist: a path on the left
+    and a new name on the right are a rename or a move."""
+    match = _ARROW.match(title)
+    if not (match and _PATH_LIKE.search(match.group(2))):
+        return title, None
+    text, target = match.group(1) or "", match.group(2)
+    before = text.split()
+    if before and _PATH_LIKE.search(before[-1]) and not (base_dir / target).exists():
+        return title, None
+    return text.strip(), target
+
+
 def _references(title: str, builder: TaskTreeBuilder, referrer: str):
-    references = []
-    # `-> spec.md` attaches a file; `Rename getUser -> fetchUser` is a title, not a reference.
-    if (match := _ARROW.match(title)) and _PATH_LIKE.search(match.group(2)):
-        title = match.group(1).strip()
-        references.append(match.group(2))
+    title, target = arrow_reference(title, builder.base_dir)
+    references = [target] if target else []
 
     def replace(link: re.Match) -> str:
-        target = link.group(2)
-        if "://" in target or target.startswith(("#", "mailto:")):
-            return link.group(0)  # a URL stays as written: the agent needs it
+        image, text, target = link.groups()
+        if image or "://" in target or target.startswith(("#", "mailto:")):
+            return link.group(0)  # a URL stays as written: the agent needs it; an image too
         references.append(target.split("#")[0])
-        return link.group(1)
+        return text
 
     title = _LINK.sub(replace, title)
     return title, builder.file_refs(references, referrer)

@@ -10,11 +10,21 @@ from __future__ import annotations
 import weakref
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 SCHEMA_VERSION = 1
+
+
+def _has_words(title: str) -> str:
+    if not title.strip():  # `title = "   "` would send the agent a task of nothing
+        raise ValueError("the title is only spaces; say what the task is")
+    return title
+
+
+# A task's title: what its agent is asked to do, so never empty nor only spaces.
+Title = Annotated[str, Field(min_length=1), AfterValidator(_has_words)]
 
 
 def utc_now() -> datetime:
@@ -117,7 +127,7 @@ class TaskMetadata(StrictModel):
 
 class Task(StrictModel):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=80)
-    title: str = Field(min_length=1)
+    title: Title
     description: str = ""
     status: TaskStatus = Field(default_factory=TaskStatus)
     parent_id: str | None = None

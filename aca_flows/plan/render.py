@@ -33,6 +33,11 @@ def render_tree(plan: ExecutionPlan) -> str:
     lines = [f"{plan.name}  ({plan_size(plan)}, strategy {plan.strategy.value})"]
     if plan.verify:  # the check of every task that names none: a reviewer must see it
         lines.append(f"default verify: {plan.verify}")
+    for setup in plan.setup_commands:  # runs in every task's worktree: a reviewer must see it
+        lines.append(f"setup, before every task: {setup.name}: {setup.command}")
+    if hints := [h.splitlines()[0].rstrip(":")[:60] for h in plan.context_hints if h.strip()]:
+        # A heading without items is context, not work: a reviewer must see it runs no task.
+        lines.append(f"context, given to every task (no task of its own): {'; '.join(hints)}")
 
     def walk(task: Task, prefix: str, last: bool) -> None:
         branch = "└── " if last else "├── "

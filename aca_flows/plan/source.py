@@ -52,7 +52,8 @@ def read_text_file(path: Path, what: str = "task file") -> str:
             f"{what} {path} is not valid UTF-8 (bad byte at offset {exc.start}); save it as UTF-8."
         ) from None
     if not text.strip():
-        raise TaskFileError(f"{what} {path} is empty; write at least one task in it.")
+        fix = "write at least one task in it" if what != "referenced file" else "write its text"
+        raise TaskFileError(f"{what} {path} is empty; {fix}.")
     return text
 
 
@@ -64,6 +65,10 @@ def resolve_inside(base_dir: Path, reference: str, referrer: Path | str) -> Path
         raise TaskFileError(
             f"{referrer}: reference '{reference}' points outside {root}; "
             "referenced files must live in the task file's folder or below it."
+        )
+    if target.is_dir():  # it exists: "does not exist" sent users looking for a typo
+        raise TaskFileError(
+            f"{referrer}: reference '{reference}' is a folder; reference the files in it."
         )
     if not target.is_file():
         raise TaskFileError(

@@ -23,6 +23,7 @@ from aca_flows.plan.models import (
     Strategy,
     Task,
     TaskMetadata,
+    Title,
 )
 from aca_flows.plan.validate import check_plan
 
@@ -35,7 +36,7 @@ class _Spec(BaseModel):
 
 class TaskSpec(_Spec):
     id: str | None = None
-    title: str = Field(min_length=1)
+    title: Title
     description: str = ""
     priority: Priority = Priority.normal
     complexity: Complexity | None = None
@@ -80,7 +81,7 @@ def load_toml_task_file(
     for task_spec in spec.tasks:
         _add(task_spec, None, builder)
     plan = ExecutionPlan(
-        name=spec.plan.name or path.stem,
+        name=(spec.plan.name or "").strip() or path.stem,  # blank: named after the file too
         description=spec.plan.description,
         strategy=spec.plan.strategy,
         max_concurrent=spec.plan.max_concurrent,
@@ -147,7 +148,7 @@ def _add(spec: TaskSpec, parent: Task | None, builder: TaskTreeBuilder) -> None:
         model=spec.model,
         max_attempts=spec.max_attempts,
         network=spec.network,
-        status="completed" if spec.done else "pending",
+        status="completed" if _all_done(spec) else "pending",
         metadata=TaskMetadata(
             priority=spec.priority,
             estimated_complexity=spec.complexity,
@@ -161,6 +162,11 @@ def _add(spec: TaskSpec, parent: Task | None, builder: TaskTreeBuilder) -> None:
     )
     for child in spec.subtasks:
         _add(child, task, builder)
+
+
+def _all_done(spec: TaskSpec) -> bool:
+    """A group is done when its tasks are, as a checked Markdown item is (markdown_loader)."""
+    return spec.done and all(_all_done(child) for child in spec.subtasks)
 
 
 def _explicit_ids(specs: list[TaskSpec]):

@@ -35,6 +35,9 @@ def test_a_malformed_block_is_an_error_naming_the_problem():
         parse_subtask_block("```aca-subtasks\n[oops\n```")
     with pytest.raises(SubtaskProposalError, match="title"):
         parse_subtask_block('```aca-subtasks\n[{"id": "x"}]\n```')
+    # A title of spaces is the agent's to correct, not a Task the plan cannot make.
+    with pytest.raises(SubtaskProposalError, match="title: Value error, the title is only"):
+        parse_subtask_block('```aca-subtasks\n[{"id": "x", "title": "  "}]\n```')
 
 
 def test_accepted_subtasks_become_children_with_mapped_dependencies():

@@ -119,6 +119,23 @@ def test_json_summary(tmp_path, capsys):
     }
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "missing.md"], "task file missing.md does not exist; check the path."),
+        (["run"], "Missing argument 'file'."),  # a usage error, typer's own
+        (["sessions", "show", "nope"], "no session 'nope' in "),
+        (["config", "show", "--config", "nope.toml"], "config file nope.toml does not exist"),
+    ],
+)
+def test_json_of_an_input_error_is_an_error_object_on_stdout(tmp_path, capsys, args, message):
+    # stdout was empty (the error only on stderr): a script parsing it got nothing to read.
+    code, out, err = run(capsys, *args, "--json", "-w", str(tmp_path))
+    assert code == 2 and message in err
+    answer = json.loads(out)
+    assert answer["exit_code"] == 2 and answer["error"].startswith(message)
+
+
 @pytest.mark.parametrize("fmt", ["tree", "mermaid", "json"])
 def test_plan_show_formats(capsys, fmt):
     code, out, _ = run(capsys, "plan", "show", str(HELLO), "--format", fmt)
@@ -457,10 +474,19 @@ def test_a_refused_run_writes_no_dumped_plan(tmp_path, capsys):
 
 
 def test_a_dumped_plan_with_nowhere_to_go_is_refused_before_anything_runs(tmp_path, capsys):
-    dump = tmp_path / "missing" / "plan.json"
+    (tmp_path / "file").write_text("x")
+    dump = tmp_path / "file" / "plan.json"
     code, out, err = run(capsys, "run", str(HELLO), "--dry-run", "--dump-plan", str(dump))
     assert code == 2 and "Dry run" not in out and "Traceback" not in err
     assert "is not a folder aca can write to" in err
+
+
+def test_a_dumped_plan_makes_its_missing_folder_as_record_does(tmp_path, capsys):
+    # Refused before ("not a folder aca can write to"), while --record made its folder.
+    dump = tmp_path / "review" / "today" / "plan.json"
+    code, _, err = run(capsys, "run", str(HELLO), "--dry-run", "--dump-plan", str(dump))
+    assert code == 0, err
+    assert json.loads(dump.read_text())["name"] == "Hello, aca"
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
+from aca_flows.cli import main
 from aca_flows.cli.checkpoints import app, print_checkpoints
 from aca_flows.errors import InputError
 from aca_flows.plan.models import ExecutionPlan, Task
@@ -102,6 +103,9 @@ def test_print_checkpoints_for_the_root_flag(tmp_path, capsys):
     print_checkpoints(tmp_path, all_sessions=True)
     out = capsys.readouterr().out
     assert cp.id in out and store.session_id in out and "interrupt" in out
+    # `aca --list-checkpoints --json` printed the table: its --json was dropped.
+    assert main(["--list-checkpoints", "--json", "-w", str(tmp_path)]) == 0
+    assert [c["id"] for c in json.loads(capsys.readouterr().out)] == [cp.id]
 
 
 def test_an_unknown_session_is_a_user_error(tmp_path):

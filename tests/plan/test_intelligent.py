@@ -147,6 +147,7 @@ def test_referenced_files_are_inlined_and_attached(llm_server, tmp_path):  # noq
     [
         ({"text": 'Here is the plan: {"name": "Project"'}, "the answer is not valid JSON"),
         ("unknown dependency", "depends on unknown task 'storge-layer'"),
+        ("a title of spaces", "the title is only spaces"),  # not a traceback making its Task
     ],
 )
 def test_an_unusable_answer_is_repaired_in_a_second_round(
@@ -157,6 +158,10 @@ def test_an_unusable_answer_is_repaired_in_a_second_round(
     if first_answer == "unknown dependency":
         wrong = dependencies_proposal()
         wrong["tasks"][1]["depends_on"] = ["storge-layer"]
+        first_answer = respond(wrong)
+    if first_answer == "a title of spaces":
+        wrong = dependencies_proposal()
+        wrong["tasks"][1]["title"] = "   "
         first_answer = respond(wrong)
     llm_server.anthropic.enqueue(**first_answer)
     llm_server.anthropic.enqueue(**respond(dependencies_proposal()))
@@ -283,6 +288,16 @@ def test_a_missing_referenced_file_is_a_task_file_error_before_any_call(
     with pytest.raises(TaskFileError, match="referenced file 'missing.md' does not exist"):
         parse(task_file)
     assert llm_server.anthropic.requests == []
+
+
+def test_a_rename_arrow_is_sent_as_text_not_read_as_a_file(tmp_path):
+    # The parser read every `-> X` as a file: `Rename getUser -> fetchUser` (which the
+    # deterministic loader keeps as a title) stopped the parse, "'fetchUser' does not exist".
+    from aca_flows.plan.intelligent_source import read_parse_source
+
+    task_file = tmp_path / "tasks.md"
+    task_file.write_text("- Rename getUser -> fetchUser\n- Rename utils.py -> helpers.py\n")
+    assert read_parse_source(task_file).references == {}
 
 
 def test_the_sync_form_works_inside_a_running_event_loop(llm_server, tmp_path):  # noqa: F811

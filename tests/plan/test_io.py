@@ -154,7 +154,7 @@ def test_task_text_reads_referenced_files_from_the_base_folder_only(tmp_path):
     plan = load_task_text("- write a.txt -> spec.md\n", tmp_path)
     assert plan.tasks[0].metadata.file_refs[0].content == "the spec"
     with pytest.raises(TaskFileError, match="points outside"):
-        load_task_text("- write a.txt -> ../outside.md\n", tmp_path)
+        load_task_text("- write it -> ../outside.md\n", tmp_path)
 
 
 def test_task_text_format_can_be_named_and_bad_text_is_explained(tmp_path):

@@ -151,14 +151,47 @@ def test_list_markers_inside_code_fences_are_not_tasks(tmp_path):
     assert "- not a task" in plan.tasks[0].description
 
 
+def test_html_comments_and_separators_are_not_tasks(tmp_path):
+    # An item commented out over several lines (to switch it off) was a task, and ran.
+    text = "- [ ] real\n<!--\n- [ ] switched off\n  - [ ] its child\n-->\n- [ ] after\n"
+    # Nor is a separator written `* * *` or `- - -`: they were tasks titled "* *" and "- -".
+    text += "\n* * *\n\n- - -\n"
+    plan = load_task_file(write(tmp_path, text))
+    assert titles(plan) == ["real", "after"]
+
+
 def test_generated_ids_are_unique_and_avoid_explicit_ones(tmp_path):
     plan = load_task_file(write(tmp_path, "- Fix it\n- Fix it\n- Other {#fix-it-2}\n"))
     assert [t.id for t in plan.tasks] == ["fix-it", "fix-it-3", "fix-it-2"]
 
 
+def test_a_long_word_is_cut_into_the_id_not_left_out(tmp_path):
+    # `write <long name>.txt` items were all `write`, `write-2`: ids that told them apart by
+    # their order only. A long word after a short start is cut to fit now.
+    plan = load_task_file(write(tmp_path, f"- write {'a' * 60}.txt\n- write {'b' * 60}.txt\n"))
+    assert [t.id for t in plan.tasks] == [f"write-{'a' * 34}", f"write-{'b' * 34}"]
+
+
 def test_missing_reference_names_the_file(tmp_path):
     with pytest.raises(TaskFileError, match="'missing.md' does not exist"):
         load_task_file(write(tmp_path, "- Do it -> missing.md\n"))
+
+
+def test_a_reference_that_cannot_be_attached_is_told_truly_with_its_line(tmp_path):
+    # A folder was "does not exist"; an empty file "write at least one task in it"; a binary
+    # file had no line.
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "empty.md").write_text("")
+    (tmp_path / "blob.md").write_bytes(b"a\x00b")
+    path = write(tmp_path, "- A -> empty.md\n- B [d](docs/)\n- C -> blob.md\n")
+    with pytest.raises(TaskFileError) as refused:
+        load_task_file(path)
+    assert refused.value.problems == [
+        f"{path}:1: referenced file {tmp_path / 'empty.md'} is empty; write its text.",
+        f"{path}:2: reference 'docs/' is a folder; reference the files in it.",
+        f"{path}:3: referenced file {tmp_path / 'blob.md'} looks binary (it contains NUL "
+        "bytes); give a text file.",
+    ]
 
 
 def test_generated_ids_keep_accented_letters_without_their_accents(tmp_path):
@@ -205,10 +238,16 @@ def test_an_arrow_to_something_not_a_path_stays_in_the_title(tmp_path):
     plan = load_task_file(
         write(
             tmp_path,
-            "- Rename getUser -> fetchUser {#r}\n- Map `a` -> `b` {#m}\n- Do it -> spec.md {#d}\n",
+            "- Rename getUser -> fetchUser {#r}\n- Map `a` -> `b` {#m}\n- Do it -> spec.md {#d}\n"
+            # A path on both sides: a rename, its new name no file yet (was "does not exist").
+            "- Rename utils.py -> helpers.py {#u}\n- Move src/old -> lib/new {#v}\n"
+            "- Update notes.md -> spec.md {#w}\n",  # spec.md exists: attached
         )
     )
     tasks = {t.id: t for t in plan.tasks}
+    assert tasks["u"].title == "Rename utils.py -> helpers.py" and not tasks["u"].metadata.file_refs
+    assert tasks["v"].title == "Move src/old -> lib/new"
+    assert tasks["w"].title == "Update notes.md" and tasks["w"].metadata.file_refs
     assert tasks["r"].title == "Rename getUser -> fetchUser" and not tasks["r"].metadata.file_refs
     assert tasks["m"].title == "Map `a` -> `b`" and not tasks["m"].metadata.file_refs
     assert tasks["d"].title == "Do it" and [r.path for r in tasks["d"].metadata.file_refs] == [
@@ -220,6 +259,10 @@ def test_a_link_to_a_url_keeps_its_url(tmp_path):
     # Documented "left as they are"; the URL was dropped, leaving only the link text.
     plan = load_task_file(write(tmp_path, "- Follow [the guide](https://example.com/g) {#g}\n"))
     assert plan.tasks[0].title == "Follow [the guide](https://example.com/g)"
+    # An image (a screenshot of the bug) was read as a text file: "looks binary", no line.
+    (tmp_path / "bug.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00")
+    plan = load_task_file(write(tmp_path, "- Fix it, see ![the bug](bug.png)\n"))
+    assert plan.tasks[0].title == "Fix it, see ![the bug](bug.png)"
 
 
 def test_an_attribute_given_twice_is_refused_not_overwritten(tmp_path):
@@ -234,6 +277,52 @@ def test_an_attribute_given_twice_is_refused_not_overwritten(tmp_path):
         f"{path}:3: attribute depends_on is given twice (depends_on=a and depends_on=b); "
         "list them in one, e.g. depends_on=a,b.",
         f"{path}:4: attribute #id is given twice (#d and #e); keep the one you mean.",
+    ]
+
+
+def test_an_unquoted_value_with_spaces_is_named_not_taken_for_title_text(tmp_path):
+    # The whole block was title text: the dependency on db and the verify silently gone.
+    # So was a block inside the title: `API {depends_on=db} -> spec.md`.
+    (tmp_path / "spec.md").write_text("spec")
+    path = write(
+        tmp_path,
+        "- DB {#db}\n- API {depends_on=db verify=pytest -q}\n- {x} stays, `{#css}` too\n"
+        "- UI {depends_on=db} -> spec.md\n"
+        # And one on the line under its item; in a code block it is an example.
+        "- CLI\n  {depends_on=db}\n  ```\n  - x {#shown}\n  {#shown}\n  ```\n"
+        '- Wrapped title that goes on\n  to a second line {verify="pytest -q"}\n',
+    )
+    with pytest.raises(TaskFileError) as refused:
+        load_task_file(path)
+    assert refused.value.problems == [
+        f"{path}:2: '-q' in {{depends_on=db verify=pytest -q}} is no attribute; quote a value "
+        'with spaces (verify="pytest -q") and list values with commas only (tags=a,b).',
+        f"{path}:4: the attribute block {{depends_on=db}} is inside the title, where it is "
+        "text; move it to the end of the line.",
+        *(
+            f"{path}:{line}: the attribute block {block} is on a line under the item, where "
+            "it is description text; move it to the end of the item's (or heading's) own line."
+            for line, block in ((5, "{depends_on=db}"), (11, '{verify="pytest -q"}'))
+        ),
+    ]
+
+
+def test_an_item_without_a_title_is_named_not_a_traceback_nor_a_task(tmp_path):
+    # `- [ ] {#x}` ended in a pydantic traceback (exit 1); `- [ ]` and `- [x]` became tasks
+    # titled "[ ]" and "[x]", pending, that an agent would have been asked to do.
+    # `- [-] dropped` (another editor's "cancelled") ran, titled "[-] dropped".
+    # `- [ ] -> spec.md` was the task "-> spec.md", its file not attached.
+    (tmp_path / "spec.md").write_text("spec")
+    text = "- [ ] real\n- [ ] {#x}\n- [ ]\n- [x]\n- [-] dropped\n- [ ] -> spec.md\n"
+    path = write(tmp_path, text)
+    with pytest.raises(TaskFileError) as refused:
+        load_task_file(path)
+    no_title = "this task has no title; write what it is to do, or delete the line."
+    assert refused.value.problems == [
+        *(f"{path}:{n}: {no_title}" for n in (2, 3, 4)),
+        f"{path}:5: checkbox [-] is not one aca knows; write [ ] for a task to run, [x] for "
+        "one done, or delete the line.",
+        f"{path}:6: {no_title}",
     ]
 
 

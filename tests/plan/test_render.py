@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from aca_flows.errors import TaskFileError
 from aca_flows.plan import ExecutionPlan, load_task_file
 from aca_flows.plan.render import plan_json_schema, render_mermaid, render_tree
 
@@ -57,4 +60,25 @@ def test_tree_shows_the_plans_default_verify(tmp_path):
     )
     lines = render_tree(load_task_file(tasks)).splitlines()
     assert lines[:2] == ["Nightly  (2 tasks, strategy intelligent)", "default verify: pytest -q"]
+    # So were the setup commands, run in every task's worktree before its agent.
+    toml = tmp_path / "tasks.toml"
+    toml.write_text(
+        '[[setup_commands]]\nname = "deps"\ncommand = "make deps"\n[[tasks]]\ntitle = "A"\n'
+    )
+    assert render_tree(load_task_file(toml)).splitlines()[1] == (
+        "setup, before every task: deps: make deps"
+    )
     assert lines[2] == "├── [ ] fix — Fix it"
+
+
+def test_tree_shows_the_headings_read_as_context_not_tasks(tmp_path):
+    # `## Deploy` with prose and no list item runs no task; the tree gave no trace of it, so a
+    # reviewer could not tell that the work it states would never be done.
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("# P\n\n## Build\n- Build it\n\n## Deploy\nDeploy it all.\n")
+    lines = render_tree(load_task_file(tasks)).splitlines()
+    assert lines[1] == "context, given to every task (no task of its own): Deploy"
+    # With attributes, the heading was surely meant as a task: refused, not context.
+    tasks.write_text("# P\n\n## Build {#b}\n- Build it\n\n## Deploy {depends_on=b}\nDo it.\n")
+    with pytest.raises(TaskFileError, match=r"tasks.md:6: heading 'Deploy \{depends_on=b\}' has"):
+        load_task_file(tasks)

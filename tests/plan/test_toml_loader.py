@@ -48,6 +48,11 @@ def test_ids_default_to_slugs_of_titles(tmp_path):
 def test_done_tasks_load_completed(tmp_path):
     plan = load_task_file(write(tmp_path, '[[tasks]]\ntitle = "Old"\ndone = true\n'))
     assert plan.tasks[0].status.state == "completed"
+    # A done group with a subtask to do loaded completed, shown `[x]` beside its pending
+    # child (Markdown's `- [x] parent` / `  - [ ] child` loads pending since fc0f532).
+    text = '[[tasks]]\ntitle = "G"\ndone = true\n[[tasks.subtasks]]\ntitle = "Child"\n'
+    plan = load_task_file(write(tmp_path, text))
+    assert [t.status.state for t in plan.tasks] == ["pending", "pending"]
 
 
 def test_unknown_key_is_named(tmp_path):
@@ -63,6 +68,15 @@ def test_wrong_type_is_named(tmp_path):
                 '[[tasks]]\ntitle = "A"\n[[tasks.subtasks]]\ntitle = "B"\npriority = "asap"\n',
             )
         )
+
+
+def test_a_title_of_only_spaces_is_refused(tmp_path):
+    # `title = "   "` loaded, and its agent would have been asked to do "   ".
+    with pytest.raises(TaskFileError, match=r"'tasks\[0\].title': .*the title is only spaces"):
+        load_task_file(write(tmp_path, '[[tasks]]\ntitle = "   "\n'))
+    # A plan name of spaces named the plan (and its flow) "  "; blank, it is the file's name.
+    plan = load_task_file(write(tmp_path, '[plan]\nname = "  "\n[[tasks]]\ntitle = "A"\n'))
+    assert plan.name == "tasks"
 
 
 def test_malformed_toml_gives_line_and_column(tmp_path):
