@@ -190,9 +190,7 @@ def rewrite_record(remote: Path, scratch: Path, session_id: str, change) -> None
     work.git.push("origin", f"HEAD:{ref}")
 
 
-def test_a_remote_cannot_change_the_plan_a_resume_runs(
-    tmp_path, remote, anthropic_fake, capsys
-):
+def test_a_remote_cannot_change_the_plan_a_resume_runs(tmp_path, remote, anthropic_fake, capsys):
     from aca_flows.cli import main
 
     for _ in range(20):
@@ -223,8 +221,9 @@ def test_a_remote_cannot_change_the_plan_a_resume_runs(
 
     # The record as this machine's run left it is restored and resumed, as ever.
     bare, ref = git.Repo(remote), f"refs/aca/sessions/{session_id}"
-    undo = ["commit-tree", f"{ref}~1^{{tree}}", "-p", ref, "-m", "undo"]
-    bare.git.update_ref(ref, bare.git.execute(["git", "-c", "user.name=x", "-c", "user.email=x@x", *undo]))
+    who = ["-c", "user.name=x", "-c", "user.email=x@x"]
+    undo = ["git", *who, "commit-tree", f"{ref}~1^{{tree}}", "-p", ref, "-m", "undo"]
+    bare.git.update_ref(ref, bare.git.execute(undo))
     assert main(["resume", session_id, "--repo", str(remote), "--budget-usd", "1"]) == 0
     assert task_commits(remote, f"refs/heads/aca/{session_id}") == ["a", "b"]
 
