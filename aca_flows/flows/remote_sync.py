@@ -125,7 +125,7 @@ def _refuse_a_changed_plan(remote: str, session_id: str, fetched: Path) -> None:
         changes = [f"its record cannot be read ({exc.problem})"]
     if not changes:
         return
-    source = sealed_source(session_id) or "TASKS.md"
+    source = sealed_source(session_id) or "<your task file>"
     raise RemoteError(
         f"session {session_id}: its record on {remote} is not the plan you started or "
         f"approved here ({'; '.join(dict.fromkeys(changes))}); it was not restored and nothing "
