@@ -101,7 +101,7 @@ def check_provider(
             model=model,
             max_tokens=16,
             # claude-code works in a folder: give it an empty one and nothing to do there.
-            options={"cwd": scratch, "max_turns": 1, "allowed_tools": []},
+            options={"cwd": scratch, "max_turns": 1, "allowed_tools": [], "resumable": False},
         )
         started = time.monotonic()
         response = asyncio.run(provider.complete(request))

@@ -13,17 +13,20 @@ summary's ``unpushed``; the next landing or run pushes everything again.
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import git
 
 from aca_flows._threads import in_thread
+from aca_flows.session.errors import SessionFileError
 from aca_flows.session.layout import AcaDir
 from aca_flows.session.lock import SessionLock
+from aca_flows.session.plan_seals import seal_changes, seal_path, sealed_source
 from aca_flows.session.record import SessionRecord
 from aca_flows.session.redact import register_secret
-from aca_flows.session.store import SessionStore
+from aca_flows.session.store import SessionStore, read_records
 from aca_flows.workspace.remote import (
     RemoteError,
     RemoteRepository,
@@ -106,7 +109,31 @@ def _bring_session(remote: RemoteRepository, repo: git.Repo, session_id: str) ->
     if paths.lock_file.parent.is_dir():
         # A live run of the session here keeps its record: this refuses, naming it.
         SessionLock(paths.lock_file, session_id, remote.public).acquire().release()
-    restore_session_record(repo, session_id, paths.root)
+    accept = functools.partial(_refuse_a_changed_plan, remote.public, session_id)
+    restore_session_record(repo, session_id, paths.root, accept)
+
+
+def _refuse_a_changed_plan(remote: str, session_id: str, fetched: Path) -> None:
+    """A record from the remote whose plan is not the one this machine's runs sealed (started,
+    approved, extended by their own agents) is refused: whoever can push to the remote can
+    rewrite it, and the resume would run their tasks with the user's key and budget."""
+    if not seal_path(session_id).exists():
+        return  # never run here: resumed elsewhere as the remote holds it (docs/security.md)
+    try:
+        changes = [c for record in read_records(fetched) for c in seal_changes(record)]
+    except SessionFileError as exc:
+        changes = [f"its record cannot be read ({exc.problem})"]
+    if not changes:
+        return
+    source = sealed_source(session_id) or "<your task file>"
+    raise RemoteError(
+        f"session {session_id}: its record on {remote} is not the plan you started or "
+        f"approved here ({'; '.join(dict.fromkeys(changes))}); it was not restored and nothing "
+        "ran. Whoever can push to the remote can rewrite a session's record. To run your task "
+        f"file, start a new run (`aca run {source} --repo {remote}`). If you made this change "
+        "yourself, resuming the session on another machine, resume it there, or remove "
+        f"{seal_path(session_id)} to accept the remote's plan and resume again."
+    )
 
 
 def _record_commit(repo: git.Repo, session_id: str) -> str | None:

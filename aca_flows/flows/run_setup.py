@@ -53,6 +53,7 @@ from aca_flows.plan import (
 )
 from aca_flows.plan.io import MARKDOWN_SUFFIXES
 from aca_flows.providers import require_providers
+from aca_flows.providers.claude_code_transcripts import remove_worktree_transcripts
 from aca_flows.session.events import TaskResult
 from aca_flows.session.layout import AcaDir, linked_aca_folder
 from aca_flows.session.redact import redact
@@ -160,6 +161,9 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         import_sdks_in_background(names)
         store = SessionStore.open(workdir, request.session_id, request.repo)
         store.resumed(budget_usd=request.budget_usd)
+        # A run killed outright left Claude Code's transcripts of its tasks in the home.
+        worktrees = AcaDir(workdir).worktrees_dir(recorded.id)
+        remove_worktree_transcripts(worktrees, [task.id for task in recorded.plan.tasks])
         _warn(changed_source_warning(recorded))
         asked = None
     else:

@@ -86,7 +86,11 @@ CACHE_SCHEMA_VERSION = 1
 PARSE_CACHE_FOLDER = "parse_cache"
 
 # Claude Code runs an agent: let it read the task file's folder, never edit anything.
-_CLAUDE_CODE_OPTIONS = {"permission_mode": "default", "allowed_tools": ["Read", "Glob", "Grep"]}
+_CLAUDE_CODE_OPTIONS = {
+    "permission_mode": "default",
+    "allowed_tools": ["Read", "Glob", "Grep"],
+    "resumable": False,  # its transcript (the task file, the context) is not kept in ~/.claude
+}
 
 
 def _folder_to_read(task_file: Path) -> Path:

@@ -12,7 +12,8 @@ calls to execute). What a caller may rely on:
   (also the only tools Claude Code offers, unless MCP tools may be used:
   ``claude_code_tools.offered_tools``), ``permission_mode``, ``append_system_prompt``, ``env``
   (extra variables for the CLI), ``protected_paths`` (never writable by Claude Code's sandboxed
-  Bash), ``network`` (its sandboxed Bash may use the network; default ``[sandbox] network``);
+  Bash), ``network`` (its sandboxed Bash may use the network; default ``[sandbox] network``),
+  ``resumable`` (``False``: a one-shot call, whose transcript Claude Code does not keep);
 - unless ``[sandbox] mode = "off"``: Claude Code's own sandbox on with no unsandboxed escape,
   only the environment claude needs, aca's deny list as ``Bash(...)`` rules, no project
   settings (``claude_code_sandbox``: ``claude_sandbox_settings``, ``claude_environment``);
@@ -304,6 +305,9 @@ class ClaudeCodeProvider:
             disallowed_tools=denied_tools(allowed_tools, permission_mode, self.deny_commands),
             setting_sources=["user"] if sandboxed else None,
             settings=confined_settings() if sandboxed else None,
+            # A call nobody resumes (a parse, a check) keeps no transcript in ~/.claude/projects:
+            # it would hold the task file and context there, unredacted.
+            extra_args={} if opts.get("resumable", True) else {"no-session-persistence": None},
             output_format=(
                 {"type": "json_schema", "schema": request.response_schema}
                 if request.response_schema is not None

@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-__all__ = ["remove_claude_transcripts"]
+__all__ = ["remove_claude_transcripts", "remove_worktree_transcripts"]
 
 # Claude Code names a project's folder by its path, every other character a dash; a name
 # longer than this is cut and given a hash aca does not compute (found by session id then).
@@ -55,6 +55,13 @@ def remove_claude_transcripts(
             continue
         removed.append(path)
     return removed
+
+
+def remove_worktree_transcripts(worktrees: Path, task_ids: Iterable[str]) -> list[Path]:
+    """Remove what Claude Code kept of the runs in the worktrees ``worktrees/<task id>``: a
+    run killed outright (SIGKILL, a power cut) never reached its task's own cleanup. Those
+    folders are named after aca's worktrees only, never a project of the user's."""
+    return [path for task_id in task_ids for path in remove_claude_transcripts(worktrees / task_id)]
 
 
 def _project_name(path: str) -> str:

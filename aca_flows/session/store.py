@@ -48,6 +48,7 @@ from aca_flows.providers.base import Usage
 from aca_flows.session.delayed_write import DelayedWrite
 from aca_flows.session.errors import SessionFileError, UnknownSessionError
 from aca_flows.session.events import (
+    ApprovalDecided,
     BranchPushed,
     CallPurpose,
     CallRecorded,
@@ -71,6 +72,7 @@ from aca_flows.session.files import write_json_atomic, write_text_atomic
 from aca_flows.session.journal import append_event, read_journal, repair_journal
 from aca_flows.session.layout import AcaDir, SessionPaths, session_branch
 from aca_flows.session.lock import LockHolder, SessionLock, read_lock_holder
+from aca_flows.session.plan_seals import keep_seal
 from aca_flows.session.record import (
     SESSION_SCHEMA_VERSION,
     SessionRecord,
@@ -83,6 +85,7 @@ from aca_flows.session.redact import is_secret_name, redact
 __all__ = [
     "SessionScan",
     "SessionStore",
+    "read_records",
     "display_status",
     "latest_session_id",
     "list_sessions",
@@ -188,6 +191,7 @@ class SessionStore:
             store = cls(paths, fold_events([started]), lock)
             # Journal first: from this line on the session exists and can be rebuilt.
             append_event(paths.events_jsonl, started)
+            keep_seal(store.session)
             store.write_session_config(provider, model, options or {})
             store._json_writes.now()
         except BaseException:
@@ -282,6 +286,8 @@ class SessionStore:
             except BaseException:
                 self._session = fold_events(read_journal(self.paths.events_jsonl).events)
                 raise
+            if isinstance(event, _SEALED):  # what this run defines now (plan_seals.py)
+                keep_seal(self._session)
             self._json_writes.changed()
             return True
 
@@ -413,6 +419,10 @@ class SessionStore:
         self._json_seq = self._session.last_seq
 
 
+# The events that change what a session runs: its plan, provider, model, budget, approval.
+_SEALED = (SubtasksAdded, SessionResumed, ApprovalDecided)
+
+
 def _redacted(event: Event) -> Event:
     """The event as it may be kept: redacted once, here, so the journal, the in-memory record
     and session.json never hold a secret and nothing is redacted twice."""
@@ -435,6 +445,19 @@ def load_session(workdir: Path, session_id: str) -> SessionRecord:
     workdir = Path(workdir).resolve()
     session_id = resolve_session_id(workdir, session_id)
     return _load(AcaDir(workdir).session(session_id), repair=False).session
+
+
+def read_records(session_dir: Path) -> list[SessionRecord]:
+    """The record of the session folder ``session_dir`` as a resume reads it (its
+    session.json when current), then as its journal alone describes it: the two differ only
+    where another hand wrote one of them. Raises ``SessionFileError``; takes no lock and
+    changes nothing."""
+    paths = SessionPaths(session_dir)
+    read = _load(paths, repair=False).session
+    try:
+        return [read, fold_events(read_journal(paths.events_jsonl).events)]
+    except ValueError as exc:
+        raise SessionFileError(paths.events_jsonl, f"not a session's journal ({exc})", "") from None
 
 
 @dataclass

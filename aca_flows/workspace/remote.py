@@ -353,9 +353,16 @@ def save_session_record(repo: git.Repo, session_id: str, session_dir: Path) -> s
     return commit
 
 
-def restore_session_record(repo: git.Repo, session_id: str, session_dir: Path) -> bool:
+def restore_session_record(
+    repo: git.Repo,
+    session_id: str,
+    session_dir: Path,
+    accept: Callable[[Path], None] | None = None,
+) -> bool:
     """Replace ``session_dir`` with the record ``refs/aca/sessions/<id>`` holds; False (and
-    nothing changed) if there is no such ref. Call only while no process runs the session."""
+    nothing changed) if there is no such ref. ``accept(folder)`` sees the record first, in a
+    folder of its own, and raises to keep ``session_dir`` as it is. Call only while no
+    process runs the session."""
     ref = session_record_ref(session_id)
     if not ref_exists(repo, ref):
         return False
@@ -367,6 +374,8 @@ def restore_session_record(repo: git.Repo, session_id: str, session_dir: Path) -
             env = {"GIT_INDEX_FILE": str(Path(scratch) / "index"), "GIT_WORK_TREE": str(staging)}
             repo.git.execute(["git", "read-tree", ref], env=env)
             repo.git.execute(["git", "checkout-index", "-a", "-f"], env=env)
+        if accept is not None:
+            accept(staging)
         old = session_dir.with_name(f".{session_id}.replaced")
         if session_dir.exists():
             shutil.rmtree(old, ignore_errors=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import threading
 import time
 from pathlib import Path
@@ -402,6 +403,26 @@ def test_a_resume_says_when_its_task_file_changed_since_the_session_started(
     assert f"start a new run (aca run {tasks})" in said
     tasks.unlink()  # gone: nothing to compare, nothing to say
     assert "changed since" not in resume()
+
+
+def test_a_resume_removes_the_claude_transcripts_a_killed_run_left(tmp_path, repo, anthropic_fake):
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write a.txt {#a}\n")
+    store, _ = open_run(RunRequest(task_file=str(tasks), workdir=str(repo)))
+    store.close()
+    # What claude keeps of a task's run that SIGKILL cut short (its cleanup never ran), as it
+    # names it: ~/.claude/projects/<the worktree's path, every other character a dash>/.
+    projects = Path.home() / ".claude" / "projects"
+    worktree = repo.resolve() / ".aca" / "worktrees" / store.session_id / "a"
+    killed = projects / re.sub(r"[^a-zA-Z0-9]", "-", str(worktree)) / "4f1c.jsonl"
+    users = projects / re.sub(r"[^a-zA-Z0-9]", "-", str(repo.resolve())) / "mine.jsonl"
+    for transcript in (killed, users):
+        transcript.parent.mkdir(parents=True)
+        transcript.write_text('{"content": "cat .env"}\n')
+
+    store, _ = open_run(RunRequest(workdir=str(repo), session_id=store.session_id))
+    store.close()
+    assert not killed.parent.exists() and users.exists()  # the user's own sessions stay
 
 
 def test_a_resume_refuses_a_session_branch_checked_out_in_the_users_checkout(

@@ -401,3 +401,27 @@ def test_claude_code_reads_the_task_files_project_never_a_home(tmp_path, monkeyp
     for task_file in (home / "tasks.md", tmp_path / "tasks.md", Path("/tasks.md")):
         folder = _folder_to_read(task_file)
         assert folder == home / ".aca" / "parse-empty" and list(folder.iterdir()) == []
+
+
+def test_a_claude_code_parse_leaves_no_transcript_in_the_home(tmp_path, monkeypatch):
+    # The real claude, which keeps every conversation in ~/.claude/projects/<its cwd>/.
+    from aca_flows.settings import AcaConfig
+
+    config = AcaConfig.model_validate({"providers": {"claude-code": {"model": "claude-test"}}})
+    tasks = tmp_path / "project" / "tasks.md"
+    tasks.parent.mkdir()
+    tasks.write_text(TEST6.read_text())
+    with FakeLLMServer() as server:
+        server.serve_claude_code(monkeypatch)
+        server.anthropic.enqueue(
+            tool_calls=[{"name": "StructuredOutput", "arguments": dependencies_proposal()}]
+        )
+        server.anthropic.enqueue(text="Done.")
+        result = asyncio.run(
+            parse_with_llm(tasks, get_provider("claude-code", config), context=["MARK_ctx_41"])
+        )
+
+    assert {t.id: t.dependencies for t in result.plan.roots()} == DEPENDENCIES
+    home = Path.home()
+    kept = [str(p) for p in home.rglob("*") if p.is_file() and b"MARK_ctx_41" in p.read_bytes()]
+    assert kept == []

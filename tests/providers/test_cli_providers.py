@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -124,3 +125,6 @@ def test_check_runs_claude_code_for_one_turn(claude_env, llm_server, tmp_path):
 
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["answer"] == "ok"
+    # The real claude keeps no transcript of it in the home (~/.claude/projects/...).
+    home = Path(claude_env["HOME"])
+    assert [p for p in home.rglob("*.jsonl") if b"single word" in p.read_bytes()] == []
