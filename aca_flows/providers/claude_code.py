@@ -256,10 +256,21 @@ class ClaudeCodeProvider:
         # needs, and no project settings (an agent's committed .claude/settings.json could
         # hold hooks, which run outside the sandbox).
         sandboxed = self.sandbox.mode != "off"
+        # Claude Code keeps its default mode while it scrubs its commands' environment, as the
+        # sandbox has it do, and warns at every start when told another: allowed_tools alone
+        # decides there (readiness refuses bypassPermissions with the sandbox on).
+        permission_mode = opts.get("permission_mode", self.permission_mode)
+        if sandboxed:
+            permission_mode = "default"
+        allowed_tools = list(opts.get("allowed_tools", self.allowed_tools))
+        tools = offered_tools(allowed_tools, permission_mode)
+        # Its Bash sandbox confines commands: a call offering no Bash (a parse, a check) runs
+        # none, and would only leave its empty placeholders (package.json, .env, ...) in cwd.
+        bash_sandbox = sandboxed and (tools is None or "Bash" in tools)
         env = {**self.env, **opts.get("env", {})}
         protected = list(opts.get("protected_paths", ()))
         if sandboxed:
-            env = {**claude_environment(os.environ, self.sandbox.env), **env}
+            env = {**claude_environment(os.environ, self.sandbox.env, scrub=bash_sandbox), **env}
             npm = npm_root_answered(env)
             if npm:
                 env["PATH"] = os.pathsep.join(p for p in (npm, env.get("PATH")) if p)
@@ -268,13 +279,6 @@ class ClaudeCodeProvider:
         env = {**quiet_environment(os.environ), **env}
         if scratch:
             env["TMPDIR"] = scratch
-        # Claude Code keeps its default mode while it scrubs its commands' environment, as the
-        # sandbox has it do, and warns at every start when told another: allowed_tools alone
-        # decides there (readiness refuses bypassPermissions with the sandbox on).
-        permission_mode = opts.get("permission_mode", self.permission_mode)
-        if sandboxed:
-            permission_mode = "default"
-        allowed_tools = list(opts.get("allowed_tools", self.allowed_tools))
         # Its file tools too, which run in the claude process, outside its Bash sandbox: they
         # write and read the worktree only.
         approved = allowed_tools
@@ -287,7 +291,7 @@ class ClaudeCodeProvider:
             resume=opts.get("resume"),
             model=request.model or self.model,
             permission_mode=permission_mode,
-            tools=offered_tools(allowed_tools, permission_mode),
+            tools=tools,
             allowed_tools=approved,
             strict_mcp_config=not mcp_tools_allowed(allowed_tools, permission_mode),
             max_turns=opts.get("max_turns", self.max_turns),
@@ -299,7 +303,7 @@ class ClaudeCodeProvider:
                 claude_sandbox_settings(
                     opts.get("network", self.sandbox.network), opts.get("cwd"), protected
                 )
-                if sandboxed
+                if bash_sandbox
                 else None
             ),
             disallowed_tools=denied_tools(allowed_tools, permission_mode, self.deny_commands),

@@ -76,16 +76,18 @@ def quiet_environment(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def claude_environment(
-    environ: Mapping[str, str], extra_names: list[str] | tuple[str, ...] = ()
+    environ: Mapping[str, str], extra_names: list[str] | tuple[str, ...] = (), *, scrub: bool = True
 ) -> dict[str, str]:
-    """``options.env`` for claude: blanks every inherited variable it does not need, and has
-    Claude Code scrub its own credentials from the environment of the commands it runs."""
+    """``options.env`` for claude: blanks every inherited variable it does not need, and
+    (``scrub``, for a run that may run commands) has Claude Code scrub its own credentials from
+    the environment of the commands it runs: that starts its sandbox, placeholders and all."""
     keep = CLAUDE_ENV_NAMES | set(extra_names)
     env = {
         name: ("" if name not in keep and not name.startswith(CLAUDE_ENV_PREFIXES) else value)
         for name, value in environ.items()
     }
-    env["CLAUDE_CODE_SUBPROCESS_ENV_SCRUB"] = "1"
+    if scrub:
+        env["CLAUDE_CODE_SUBPROCESS_ENV_SCRUB"] = "1"
     if "PATH" in env:
         # claude is started, and starts bwrap, socat and git outside its sandbox, in the
         # task's worktree: no relative entry may find the agent's own program there.

@@ -425,3 +425,5 @@ def test_a_claude_code_parse_leaves_no_transcript_in_the_home(tmp_path, monkeypa
     home = Path.home()
     kept = [str(p) for p in home.rglob("*") if p.is_file() and b"MARK_ctx_41" in p.read_bytes()]
     assert kept == []
+    # Nor does its sandbox leave empty placeholders (an empty package.json breaks npm there).
+    assert sorted(p.name for p in tasks.parent.iterdir()) == ["tasks.md"]
