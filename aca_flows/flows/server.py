@@ -112,7 +112,7 @@ class LocalServer:
             state = ServerState(**json.loads(self.state_file.read_text()))
         except (OSError, ValueError, TypeError):
             return None
-        if not _alive(state.pid):
+        if not _alive(state.pid) or not _is_local_server(state.pid):
             self.state_file.unlink(missing_ok=True)
             return None
         return state
@@ -492,6 +492,19 @@ def _group_alive(pgid: int) -> bool:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pgid, os.WNOHANG)
     return _alive(pgid)
+
+
+def _is_local_server(pid: int) -> bool:
+    """Whether ``pid`` runs the server ``aca server start`` starts: one that died (a reboot, the
+    OOM killer, ``kill -9``) leaves its pid in server.json, which another program may have
+    since; taken for the server, it was reported running and ``aca server stop`` killed it."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()  # no /proc (not Linux): the pid is all there is
+    except OSError:
+        return True
+    return b"aca_flows.flows.server_app" in cmdline
 
 
 def _alive(pid: int) -> bool:

@@ -305,3 +305,22 @@ def test_prefect_clients_of_another_machine_s_server_keep_their_ca_bundle(url):
     before = PREFECT_API_SSL_CERT_FILE.value()
     with temporary_settings(updates=_client_settings(url)):
         assert PREFECT_API_SSL_CERT_FILE.value() == before
+
+
+def test_a_stale_server_pid_taken_by_another_program_is_neither_reported_nor_killed(tmp_path):
+    """After a reboot (or ``kill -9``) server.json names a pid another program may have since:
+    ``aca server start`` said "already running" and started nothing, ``stop`` killed it."""
+    from aca_flows.flows.server import LocalServer
+
+    other = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    try:
+        server = LocalServer(home=tmp_path)
+        tmp_path.mkdir(exist_ok=True)
+        state = {"pid": other.pid, "url": "http://127.0.0.1:4200/api", "port": 4200}
+        server.state_file.write_text(json.dumps(state | {"log": "x", "started_at": 1.0}))
+        assert server.state() is None
+        assert server.stop() is False
+        assert other.poll() is None, "aca server stop killed another program"
+    finally:
+        other.kill()
+        other.wait()
