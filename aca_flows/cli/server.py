@@ -13,6 +13,7 @@ import typer
 
 from aca_flows.cli.options import JsonOutput
 from aca_flows.cli.warm_runner import WarmRunner
+from aca_flows.errors import InputError
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -21,16 +22,30 @@ app = typer.Typer(no_args_is_help=True)
 def start(
     # 0 would let the server pick a port aca does not know (and wait for it 180 s in vain).
     port: Annotated[
-        int, typer.Option("--port", min=1, max=65535, help="Port of the server and its UI.")
-    ] = 4200,
+        int | None,
+        typer.Option("--port", min=1, max=65535, help="Port of the server and its UI [4200]."),
+    ] = None,
 ) -> None:
     """Start the server and the warm runner in the background (they keep running after this
     command ends)."""
-    from aca_flows.flows.server import LocalServer
+    from aca_flows.flows.server import DEFAULT_PORT, LocalServer, ServerError
 
     server = LocalServer()
     already = server.state()
-    state = server.start(port=port)
+    if already is not None:
+        # "already running" is true only of a server that answers, where it was asked for.
+        if port is not None and port != already.port:
+            raise InputError(
+                f"aca's local Prefect server already runs on port {already.port} (pid "
+                f"{already.pid}), not {port}: `aca server stop` first to move it."
+            )
+        if server.api_url() is None:
+            raise ServerError(
+                f"aca's local Prefect server (pid {already.pid}) runs but does NOT answer at "
+                f"{already.url}; its log: {already.log}. `aca server stop`, then `aca server "
+                "start`, starts it again."
+            )
+    state = server.start(port=port or DEFAULT_PORT)
     runner = WarmRunner().start()
     ui = state.url.removesuffix("/api")
     verb = "already running" if already else "started"

@@ -613,6 +613,32 @@ def test_server_start_refuses_a_port_it_cannot_use_at_once(tmp_path, capsys, mon
     assert not (tmp_path / ".aca" / "server").exists()
 
 
+def test_server_start_says_already_running_only_of_a_server_that_answers_where_asked(
+    tmp_path, capsys, monkeypatch
+):
+    # A hung server, or one on another port than --port asked, was "already running", exit 0.
+    from aca_flows.cli.warm_runner import WarmRunner
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    home = tmp_path / ".aca" / "server"
+    home.mkdir(parents=True)
+    hung = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)", "aca_flows.flows.server_app"]
+    )
+    try:
+        state = {"pid": hung.pid, "url": "http://127.0.0.1:9/api", "port": 9, "log": "x.log"}
+        (home / "server.json").write_text(json.dumps(state | {"started_at": 1.0}))
+        code, out, err = run(capsys, "server", "start")
+        assert code == 1 and "does NOT answer at http://127.0.0.1:9/api" in err
+        assert "already running" not in out
+        code, out, err = run(capsys, "server", "start", "--port", "4300")
+        assert code == 2 and "already runs on port 9" in err and "not 4300" in err
+    finally:
+        hung.kill()
+        hung.wait()
+        WarmRunner(home).stop()  # started by the "already running" of an aca without the fix
+
+
 def test_config_show_masks_secrets(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret-value-1234")
     (tmp_path / "aca.toml").write_text("[session]\nmax_concurrent_tasks = 4\n")
