@@ -175,15 +175,26 @@ def prefect_api_for_run(*, announce=print) -> Iterator[str]:
     from aca_flows.flows.lost_server import watch_for_a_lost_server
 
     given = PREFECT_API_URL.value()
-    url = given or LocalServer().api_url()
+    local = LocalServer()
+    url = given or local.api_url()
     watch_for_a_lost_server()
     if url:
         with temporary_settings(updates=_client_settings(url)), _unreachable(url, given):
             yield url
         return
-    announce(HINT)
+    announce(_hung_hint(hung) if (hung := local.state()) else HINT)
     with _temporary_server() as url, temporary_settings(updates=_client_settings(url)):
         yield url
+
+
+def _hung_hint(state: ServerState) -> str:
+    """``HINT`` for a local server that runs but does not answer: "no server is running" was
+    untrue, and the run missing from its UI unexplained."""
+    return (
+        f"aca: aca's local Prefect server (pid {state.pid}) does not answer at {state.url} "
+        f"(its log: {state.log}), so this run starts a temporary one and will not show in its "
+        "UI. `aca server stop`, then `aca server start`, starts it again."
+    )
 
 
 def require_given_server() -> None:

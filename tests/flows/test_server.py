@@ -324,3 +324,37 @@ def test_a_stale_server_pid_taken_by_another_program_is_neither_reported_nor_kil
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_run_beside_a_local_server_that_does_not_answer_says_so(tmp_path, monkeypatch):
+    """It said "no Prefect server is running" while ``aca server status`` showed one: the user
+    looked for the run in that server's UI."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from aca_flows.flows import server as server_module
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setattr(
+        server_module, "_temporary_server", lambda: contextlib.nullcontext("http://127.0.0.1:9/api")
+    )
+    hung = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)", "aca_flows.flows.server_app"]
+    )
+    try:
+        home = tmp_path / ".aca" / "server"
+        home.mkdir(parents=True)
+        state = {"pid": hung.pid, "url": "http://127.0.0.1:9/api", "port": 9, "log": "s.log"}
+        (home / "server.json").write_text(json.dumps(state | {"started_at": 1.0}))
+        said = []
+        # No PREFECT_API_URL (the tests' server is given in the settings).
+        with (
+            temporary_settings(restore_defaults={PREFECT_API_URL}),
+            server_module.prefect_api_for_run(announce=said.append),
+        ):
+            pass
+    finally:
+        hung.kill()
+        hung.wait()
+    assert said != [HINT]
+    assert f"local Prefect server (pid {hung.pid}) does not answer" in said[0]
