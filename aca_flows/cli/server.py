@@ -92,8 +92,50 @@ def stop() -> None:
     """Stop the local server, everything it started, and the warm runner."""
     from aca_flows.flows.server import LocalServer
 
+    server = LocalServer()
+    state = server.state()
+    cut_off = _sessions_running_on(state.url) if state is not None else []
     WarmRunner().stop()
-    if LocalServer().stop():
+    if server.stop():
         typer.echo("Prefect server stopped.")
     else:
         typer.echo("no local Prefect server was running.")
+    if cut_off:
+        # A run that uses it stops when it stops, interrupted: say which, and how to go on.
+        typer.echo(
+            f"Runs of {len(cut_off)} session(s) were running or waiting on it: "
+            f"{', '.join(cut_off)}. Any still going stops, interrupted; start the server "
+            "again and `aca resume ID` (in its workdir) continues it."
+        )
+
+
+def _sessions_running_on(url: str) -> list[str]:
+    """The sessions whose flow runs are running, pending or paused on the server at ``url``."""
+    import httpx
+
+    live = {"type": {"any_": ["RUNNING", "PENDING", "PAUSED"]}}
+    body = {"flow_runs": {"state": live, "tags": {"all_": ["aca"]}}}
+    try:
+        runs = httpx.post(f"{url}/flow_runs/filter", json=body, timeout=5.0).json()
+    except (httpx.HTTPError, ValueError):
+        return []  # a server that does not answer tells nothing
+    sessions = set()
+    for run in runs:
+        for tag in run.get("tags", []):
+            if tag.startswith("session:") and _may_run(tag.removeprefix("session:"), run):
+                sessions.add(tag.removeprefix("session:"))
+    return sorted(sessions)
+
+
+def _may_run(session_id: str, flow_run: dict) -> bool:
+    """Whether the flow run's process may still run: a killed run's flow run stays RUNNING on
+    the server, but its session's lock, in the workdir it names, has no live holder."""
+    from pathlib import Path
+
+    from aca_flows.session.layout import AcaDir
+    from aca_flows.session.lock import read_lock_holder
+
+    workdir = (flow_run.get("parameters") or {}).get("workdir")
+    if not workdir:  # a deployment run's clone, or another machine's: cannot tell
+        return True
+    return read_lock_holder(AcaDir(Path(workdir)).session(session_id).lock_file) is not None

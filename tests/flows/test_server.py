@@ -358,3 +358,38 @@ def test_a_run_beside_a_local_server_that_does_not_answer_says_so(tmp_path, monk
         hung.wait()
     assert said != [HINT]
     assert f"local Prefect server (pid {hung.pid}) does not answer" in said[0]
+
+
+def test_aca_server_stop_names_the_sessions_whose_runs_it_cuts_off(tmp_path, monkeypatch, capsys):
+    """It stopped a server a run was using with a bare "Prefect server stopped."."""
+    from prefect.settings import PREFECT_API_URL
+
+    from aca_flows.cli import main
+
+    api = PREFECT_API_URL.value()  # the tests' server stands in for the local one
+    flow = httpx.post(f"{api}/flows/", json={"name": "stop-cuts-off"}).json()
+    session = "20261204-205500-5709ff"
+    running = {"type": "RUNNING", "name": "Running"}
+    tags = ["aca", f"session:{session}"]
+    httpx.post(f"{api}/flow_runs/", json={"flow_id": flow["id"], "tags": tags, "state": running})
+    # One whose process is gone: its session's lock, in the workdir it names, is not held.
+    gone = {"tags": ["aca", "session:20261204-205500-90e5e1"], "state": running}
+    gone |= {"flow_id": flow["id"], "parameters": {"workdir": str(tmp_path)}}
+    httpx.post(f"{api}/flow_runs/", json=gone)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    home = tmp_path / ".aca" / "server"
+    home.mkdir(parents=True)
+    server = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)", "aca_flows.flows.server_app"],
+        start_new_session=True,
+    )
+    try:
+        state = {"pid": server.pid, "url": api, "port": 1, "log": "s.log", "started_at": 1.0}
+        (home / "server.json").write_text(json.dumps(state))
+        assert main(["server", "stop"]) == 0
+        out = capsys.readouterr().out
+    finally:
+        server.kill()
+        server.wait()
+    assert "Prefect server stopped." in out
+    assert f"Runs of 1 session(s) were running or waiting on it: {session}." in out
