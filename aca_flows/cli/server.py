@@ -29,6 +29,7 @@ def start(
     """Start the server and the warm runner in the background (they keep running after this
     command ends)."""
     from aca_flows.flows.server import DEFAULT_PORT, LocalServer, ServerError
+    from aca_flows.workspace.file_lock import FileLock
 
     server = LocalServer()
     already = server.state()
@@ -45,10 +46,11 @@ def start(
                 f"{already.url}; its log: {already.log}. `aca server stop`, then `aca server "
                 "start`, starts it again."
             )
-    state = server.start(port=port or DEFAULT_PORT)
-    runner = WarmRunner().start()
+    state, started = server.start(port=port or DEFAULT_PORT)
+    with FileLock(server.start_lock):  # one runner, however many starts at once
+        runner = WarmRunner().start()
     ui = state.url.removesuffix("/api")
-    verb = "already running" if already else "started"
+    verb = "started" if started else "already running"
     typer.echo(f"Prefect server {verb} (pid {state.pid}): UI at {ui}, API at {state.url}")
     typer.echo(f"log: {state.log}; `aca run` uses it while it is up; `aca server stop` ends it.")
     if runner is not None:

@@ -105,6 +105,7 @@ class LocalServer:
         self.home = home or server_home()
         self.state_file = self.home / "server.json"
         self.log_file = self.home / "server.log"
+        self.start_lock = self.home / "start.lock"  # held while a server or runner starts
 
     def state(self) -> ServerState | None:
         """The recorded server if its process is alive, else ``None`` (a stale file is removed)."""
@@ -124,16 +125,26 @@ class LocalServer:
             return state.url
         return None
 
-    def start(self, port: int = DEFAULT_PORT, host: str = "127.0.0.1") -> ServerState:
-        running = self.state()
-        if running is not None:
-            return running
+    def start(self, port: int = DEFAULT_PORT, host: str = "127.0.0.1") -> tuple[ServerState, bool]:
+        """The server, started unless one runs, and whether this call started it."""
+        from aca_flows.workspace.file_lock import FileLock
+
+        self.home.mkdir(parents=True, exist_ok=True)
+        # Two `aca server start` at once both found none and started one each: the second's
+        # server.json named a server that could not bind, and the first's ran on, orphaned
+        # (`aca server stop` missed it; the next start called the port another program's).
+        with FileLock(self.start_lock):
+            running = self.state()
+            if running is not None:
+                return running, False
+            return self._start(port, host), True
+
+    def _start(self, port: int, host: str) -> ServerState:
         if not _port_free(host, port):
             raise ServerError(
                 f"port {port} on {host} is in use by another program; choose another with "
                 f"`aca server start --port N`."
             )
-        self.home.mkdir(parents=True, exist_ok=True)
         prepare_database()
         url = f"http://{host}:{port}/api"
         # `prefect server start`, its SQLite writes begun at once (flows/server_app.py).

@@ -18,7 +18,7 @@ import git
 import httpx
 import pytest
 
-from aca_flows.flows.server import HINT
+from aca_flows.flows.server import HINT, LocalServer
 from tests.crash.conftest import kill_group, only_session, wait_for
 from tests.crash.test_kill_and_resume import CHAIN, Agent, branch_tasks
 from tests.fakes.git_repo import make_repo
@@ -310,8 +310,6 @@ def test_prefect_clients_of_another_machine_s_server_keep_their_ca_bundle(url):
 def test_a_stale_server_pid_taken_by_another_program_is_neither_reported_nor_killed(tmp_path):
     """After a reboot (or ``kill -9``) server.json names a pid another program may have since:
     ``aca server start`` said "already running" and started nothing, ``stop`` killed it."""
-    from aca_flows.flows.server import LocalServer
-
     other = subprocess.Popen(["sleep", "600"], start_new_session=True)
     try:
         server = LocalServer(home=tmp_path)
@@ -393,3 +391,41 @@ def test_aca_server_stop_names_the_sessions_whose_runs_it_cuts_off(tmp_path, mon
         server.wait()
     assert "Prefect server stopped." in out
     assert f"Runs of 1 session(s) were running or waiting on it: {session}." in out
+
+
+def test_two_server_starts_at_once_start_one_server(tmp_path, monkeypatch):
+    """Both found none and started one each: server.json named the one that could not bind,
+    and the other ran on, orphaned (``aca server stop`` missed it)."""
+    import threading
+    import time
+
+    from aca_flows.flows import server as server_module
+
+    spawned = []
+
+    def spawn(command, log_file, **_):
+        time.sleep(0.5)  # as a real start takes a while: long enough for the other to look
+        fake = [sys.executable, "-c", "import time; time.sleep(600)", "aca_flows.flows.server_app"]
+        spawned.append(subprocess.Popen(fake))
+        return spawned[-1]
+
+    monkeypatch.setattr(server_module, "spawn_background", spawn)
+    monkeypatch.setattr(server_module, "prepare_database", lambda: None)
+    monkeypatch.setattr(server_module, "_wait_healthy", lambda *_: None)
+    monkeypatch.setattr(server_module, "_status_of", lambda *_, **__: None)
+    results = []
+    starts = [
+        threading.Thread(target=lambda: results.append(LocalServer(tmp_path).start(port=9)))
+        for _ in range(2)
+    ]
+    try:
+        for start in starts:
+            start.start()
+        for start in starts:
+            start.join()
+        assert len(spawned) == 1
+        assert sorted(started for _, started in results) == [False, True]
+    finally:
+        for process in spawned:
+            process.kill()
+            process.wait()
