@@ -141,7 +141,7 @@ class LocalServer:
 
     def _start(self, port: int, host: str) -> ServerState:
         if not _port_free(host, port):
-            raise ServerError(
+            raise InputError(  # the port is the user's to choose: exit 2, as any bad option
                 f"port {port} on {host} is in use by another program; choose another with "
                 f"`aca server start --port N`."
             )
