@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import shlex
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +156,15 @@ def missing_from_worktree(result: VerifyResult, worktree: Path, checkout: Path) 
                 "(only its .git and the task's worktree): list its folder in [sandbox] "
                 "read_only_paths (docs/security.md), make it in the worktree with "
                 "[[setup_commands]], or call a program on PATH"
+            )
+        said_missing = f"{program}: not found" in result.output or (
+            f"{program}: command not found" in result.output
+        )
+        if "/" not in program and said_missing and shutil.which(program) is None:
+            # A name looked up on PATH only: no change in the worktree can make it exist.
+            return (
+                f"{program} is not a command on PATH: check the verify command's spelling, "
+                "or install the program"
             )
     return None
 

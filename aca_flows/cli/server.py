@@ -13,6 +13,7 @@ import typer
 
 from aca_flows.cli.options import JsonOutput
 from aca_flows.cli.warm_runner import WarmRunner
+from aca_flows.errors import InputError
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -21,19 +22,35 @@ app = typer.Typer(no_args_is_help=True)
 def start(
     # 0 would let the server pick a port aca does not know (and wait for it 180 s in vain).
     port: Annotated[
-        int, typer.Option("--port", min=1, max=65535, help="Port of the server and its UI.")
-    ] = 4200,
+        int | None,
+        typer.Option("--port", min=1, max=65535, help="Port of the server and its UI [4200]."),
+    ] = None,
 ) -> None:
     """Start the server and the warm runner in the background (they keep running after this
     command ends)."""
-    from aca_flows.flows.server import LocalServer
+    from aca_flows.flows.server import DEFAULT_PORT, LocalServer, ServerError
+    from aca_flows.workspace.file_lock import FileLock
 
     server = LocalServer()
     already = server.state()
-    state = server.start(port=port)
-    runner = WarmRunner().start()
+    if already is not None:
+        # "already running" is true only of a server that answers, where it was asked for.
+        if port is not None and port != already.port:
+            raise InputError(
+                f"aca's local Prefect server already runs on port {already.port} (pid "
+                f"{already.pid}), not {port}: `aca server stop` first to move it."
+            )
+        if server.api_url() is None:
+            raise ServerError(
+                f"aca's local Prefect server (pid {already.pid}) runs but does NOT answer at "
+                f"{already.url}; its log: {already.log}. `aca server stop`, then `aca server "
+                "start`, starts it again."
+            )
+    state, started = server.start(port=port or DEFAULT_PORT)
+    with FileLock(server.start_lock):  # one runner, however many starts at once
+        runner = WarmRunner().start()
     ui = state.url.removesuffix("/api")
-    verb = "already running" if already else "started"
+    verb = "started" if started else "already running"
     typer.echo(f"Prefect server {verb} (pid {state.pid}): UI at {ui}, API at {state.url}")
     typer.echo(f"log: {state.log}; `aca run` uses it while it is up; `aca server stop` ends it.")
     if runner is not None:
@@ -77,8 +94,50 @@ def stop() -> None:
     """Stop the local server, everything it started, and the warm runner."""
     from aca_flows.flows.server import LocalServer
 
+    server = LocalServer()
+    state = server.state()
+    cut_off = _sessions_running_on(state.url) if state is not None else []
     WarmRunner().stop()
-    if LocalServer().stop():
+    if server.stop():
         typer.echo("Prefect server stopped.")
     else:
         typer.echo("no local Prefect server was running.")
+    if cut_off:
+        # A run that uses it stops when it stops, interrupted: say which, and how to go on.
+        typer.echo(
+            f"Runs of {len(cut_off)} session(s) were running or waiting on it: "
+            f"{', '.join(cut_off)}. Any still going stops, interrupted; start the server "
+            "again and `aca resume ID` (in its workdir) continues it."
+        )
+
+
+def _sessions_running_on(url: str) -> list[str]:
+    """The sessions whose flow runs are running, pending or paused on the server at ``url``."""
+    import httpx
+
+    live = {"type": {"any_": ["RUNNING", "PENDING", "PAUSED"]}}
+    body = {"flow_runs": {"state": live, "tags": {"all_": ["aca"]}}}
+    try:
+        runs = httpx.post(f"{url}/flow_runs/filter", json=body, timeout=5.0).json()
+    except (httpx.HTTPError, ValueError):
+        return []  # a server that does not answer tells nothing
+    sessions = set()
+    for run in runs:
+        for tag in run.get("tags", []):
+            if tag.startswith("session:") and _may_run(tag.removeprefix("session:"), run):
+                sessions.add(tag.removeprefix("session:"))
+    return sorted(sessions)
+
+
+def _may_run(session_id: str, flow_run: dict) -> bool:
+    """Whether the flow run's process may still run: a killed run's flow run stays RUNNING on
+    the server, but its session's lock, in the workdir it names, has no live holder."""
+    from pathlib import Path
+
+    from aca_flows.session.layout import AcaDir
+    from aca_flows.session.lock import read_lock_holder
+
+    workdir = (flow_run.get("parameters") or {}).get("workdir")
+    if not workdir:  # a deployment run's clone, or another machine's: cannot tell
+        return True
+    return read_lock_holder(AcaDir(Path(workdir)).session(session_id).lock_file) is not None

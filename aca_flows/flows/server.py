@@ -105,6 +105,7 @@ class LocalServer:
         self.home = home or server_home()
         self.state_file = self.home / "server.json"
         self.log_file = self.home / "server.log"
+        self.start_lock = self.home / "start.lock"  # held while a server or runner starts
 
     def state(self) -> ServerState | None:
         """The recorded server if its process is alive, else ``None`` (a stale file is removed)."""
@@ -112,7 +113,7 @@ class LocalServer:
             state = ServerState(**json.loads(self.state_file.read_text()))
         except (OSError, ValueError, TypeError):
             return None
-        if not _alive(state.pid):
+        if not _alive(state.pid) or not _is_local_server(state.pid):
             self.state_file.unlink(missing_ok=True)
             return None
         return state
@@ -124,16 +125,26 @@ class LocalServer:
             return state.url
         return None
 
-    def start(self, port: int = DEFAULT_PORT, host: str = "127.0.0.1") -> ServerState:
-        running = self.state()
-        if running is not None:
-            return running
+    def start(self, port: int = DEFAULT_PORT, host: str = "127.0.0.1") -> tuple[ServerState, bool]:
+        """The server, started unless one runs, and whether this call started it."""
+        from aca_flows.workspace.file_lock import FileLock
+
+        self.home.mkdir(parents=True, exist_ok=True)
+        # Two `aca server start` at once both found none and started one each: the second's
+        # server.json named a server that could not bind, and the first's ran on, orphaned
+        # (`aca server stop` missed it; the next start called the port another program's).
+        with FileLock(self.start_lock):
+            running = self.state()
+            if running is not None:
+                return running, False
+            return self._start(port, host), True
+
+    def _start(self, port: int, host: str) -> ServerState:
         if not _port_free(host, port):
-            raise ServerError(
+            raise InputError(  # the port is the user's to choose: exit 2, as any bad option
                 f"port {port} on {host} is in use by another program; choose another with "
                 f"`aca server start --port N`."
             )
-        self.home.mkdir(parents=True, exist_ok=True)
         prepare_database()
         url = f"http://{host}:{port}/api"
         # `prefect server start`, its SQLite writes begun at once (flows/server_app.py).
@@ -175,15 +186,26 @@ def prefect_api_for_run(*, announce=print) -> Iterator[str]:
     from aca_flows.flows.lost_server import watch_for_a_lost_server
 
     given = PREFECT_API_URL.value()
-    url = given or LocalServer().api_url()
+    local = LocalServer()
+    url = given or local.api_url()
     watch_for_a_lost_server()
     if url:
         with temporary_settings(updates=_client_settings(url)), _unreachable(url, given):
             yield url
         return
-    announce(HINT)
+    announce(_hung_hint(hung) if (hung := local.state()) else HINT)
     with _temporary_server() as url, temporary_settings(updates=_client_settings(url)):
         yield url
+
+
+def _hung_hint(state: ServerState) -> str:
+    """``HINT`` for a local server that runs but does not answer: "no server is running" was
+    untrue, and the run missing from its UI unexplained."""
+    return (
+        f"aca: aca's local Prefect server (pid {state.pid}) does not answer at {state.url} "
+        f"(its log: {state.log}), so this run starts a temporary one and will not show in its "
+        "UI. `aca server stop`, then `aca server start`, starts it again."
+    )
 
 
 def require_given_server() -> None:
@@ -492,6 +514,19 @@ def _group_alive(pgid: int) -> bool:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pgid, os.WNOHANG)
     return _alive(pgid)
+
+
+def _is_local_server(pid: int) -> bool:
+    """Whether ``pid`` runs the server ``aca server start`` starts: one that died (a reboot, the
+    OOM killer, ``kill -9``) leaves its pid in server.json, which another program may have
+    since; taken for the server, it was reported running and ``aca server stop`` killed it."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()  # no /proc (not Linux): the pid is all there is
+    except OSError:
+        return True
+    return b"aca_flows.flows.server_app" in cmdline
 
 
 def _alive(pid: int) -> bool:

@@ -191,6 +191,24 @@ def test_a_verify_program_only_the_checkout_has_fails_at_once_naming_the_cause(t
     assert len(provider.history) == 2  # the one round, no fix round after it
 
 
+def test_a_verify_command_not_on_path_fails_at_once_without_paying_fix_rounds(tmp_path, repo):
+    # A misspelt command (exit 127, "not found") cost two fix rounds the agent could not win.
+    provider = ScriptedProvider()
+    provider.enqueue(
+        tool_calls(tool_use("write_file", path="app.py", content="x = 1\n")),
+        tool_calls(tool_use("finish", summary="wrote app.py")),
+    )
+    task = Task(id="t1", title="Tested", verify="pytset -q")
+    outcome = asyncio.run(execute(tmp_path, plan_of(task), "t1", provider))
+
+    assert outcome.status == "failed" and outcome.attempts == 1
+    assert outcome.failure_reason == (
+        "verify command `pytset -q` found no program to run: pytset is not a command on PATH: "
+        "check the verify command's spelling, or install the program"
+    )
+    assert len(provider.history) == 2  # the one round, no fix round after it
+
+
 def test_a_verify_program_named_by_its_path_in_the_checkout_fails_at_once_naming_the_fix(
     tmp_path, repo
 ):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -604,13 +606,46 @@ def test_a_misplaced_option_is_pointed_where_it_works(capsys):
     assert code == 2 and "put options after it, e.g. `aca sessions ... --json ...`" in err
 
 
-@pytest.mark.parametrize("port", ["0", "99999"])
+@pytest.mark.parametrize("port", ["0", "99999", "taken"])
 def test_server_start_refuses_a_port_it_cannot_use_at_once(tmp_path, capsys, monkeypatch, port):
-    # 0 waited 180 s for a server on "port 0", then exit 1; 99999 was an OverflowError traceback.
+    # 0 waited 180 s for a server on "port 0", then exit 1; 99999 was an OverflowError traceback;
+    # a port another program listens on was exit 1, as if aca had failed.
     monkeypatch.setenv("HOME", str(tmp_path))
-    code, out, err = run(capsys, "server", "start", "--port", port)
-    assert code == 2 and "Invalid value for '--port'" in err and "Traceback" not in err
-    assert not (tmp_path / ".aca" / "server").exists()
+    with contextlib.closing(socket.socket()) as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        if port == "taken":
+            port = str(other.getsockname()[1])
+        code, out, err = run(capsys, "server", "start", "--port", port)
+    assert code == 2 and "Traceback" not in err
+    assert "Invalid value for '--port'" in err or f"port {port} on 127.0.0.1 is in use" in err
+    assert not (tmp_path / ".aca" / "server" / "server.json").exists()
+
+
+def test_server_start_says_already_running_only_of_a_server_that_answers_where_asked(
+    tmp_path, capsys, monkeypatch
+):
+    # A hung server, or one on another port than --port asked, was "already running", exit 0.
+    from aca_flows.cli.warm_runner import WarmRunner
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    home = tmp_path / ".aca" / "server"
+    home.mkdir(parents=True)
+    hung = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)", "aca_flows.flows.server_app"]
+    )
+    try:
+        state = {"pid": hung.pid, "url": "http://127.0.0.1:9/api", "port": 9, "log": "x.log"}
+        (home / "server.json").write_text(json.dumps(state | {"started_at": 1.0}))
+        code, out, err = run(capsys, "server", "start")
+        assert code == 1 and "does NOT answer at http://127.0.0.1:9/api" in err
+        assert "already running" not in out
+        code, out, err = run(capsys, "server", "start", "--port", "4300")
+        assert code == 2 and "already runs on port 9" in err and "not 4300" in err
+    finally:
+        hung.kill()
+        hung.wait()
+        WarmRunner(home).stop()  # started by the "already running" of an aca without the fix
 
 
 def test_config_show_masks_secrets(tmp_path, capsys, monkeypatch):

@@ -18,7 +18,7 @@ import git
 import httpx
 import pytest
 
-from aca_flows.flows.server import HINT
+from aca_flows.flows.server import HINT, LocalServer
 from tests.crash.conftest import kill_group, only_session, wait_for
 from tests.crash.test_kill_and_resume import CHAIN, Agent, branch_tasks
 from tests.fakes.git_repo import make_repo
@@ -305,3 +305,127 @@ def test_prefect_clients_of_another_machine_s_server_keep_their_ca_bundle(url):
     before = PREFECT_API_SSL_CERT_FILE.value()
     with temporary_settings(updates=_client_settings(url)):
         assert PREFECT_API_SSL_CERT_FILE.value() == before
+
+
+def test_a_stale_server_pid_taken_by_another_program_is_neither_reported_nor_killed(tmp_path):
+    """After a reboot (or ``kill -9``) server.json names a pid another program may have since:
+    ``aca server start`` said "already running" and started nothing, ``stop`` killed it."""
+    other = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    try:
+        server = LocalServer(home=tmp_path)
+        tmp_path.mkdir(exist_ok=True)
+        state = {"pid": other.pid, "url": "http://127.0.0.1:4200/api", "port": 4200}
+        server.state_file.write_text(json.dumps(state | {"log": "x", "started_at": 1.0}))
+        assert server.state() is None
+        assert server.stop() is False
+        assert other.poll() is None, "aca server stop killed another program"
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_run_beside_a_local_server_that_does_not_answer_says_so(tmp_path, monkeypatch):
+    """It said "no Prefect server is running" while ``aca server status`` showed one: the user
+    looked for the run in that server's UI."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from aca_flows.flows import server as server_module
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setattr(
+        server_module, "_temporary_server", lambda: contextlib.nullcontext("http://127.0.0.1:9/api")
+    )
+    hung = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)", "aca_flows.flows.server_app"]
+    )
+    try:
+        home = tmp_path / ".aca" / "server"
+        home.mkdir(parents=True)
+        state = {"pid": hung.pid, "url": "http://127.0.0.1:9/api", "port": 9, "log": "s.log"}
+        (home / "server.json").write_text(json.dumps(state | {"started_at": 1.0}))
+        said = []
+        # No PREFECT_API_URL (the tests' server is given in the settings).
+        with (
+            temporary_settings(restore_defaults={PREFECT_API_URL}),
+            server_module.prefect_api_for_run(announce=said.append),
+        ):
+            pass
+    finally:
+        hung.kill()
+        hung.wait()
+    assert said != [HINT]
+    assert f"local Prefect server (pid {hung.pid}) does not answer" in said[0]
+
+
+def test_aca_server_stop_names_the_sessions_whose_runs_it_cuts_off(tmp_path, monkeypatch, capsys):
+    """It stopped a server a run was using with a bare "Prefect server stopped."."""
+    from prefect.settings import PREFECT_API_URL
+
+    from aca_flows.cli import main
+
+    api = PREFECT_API_URL.value()  # the tests' server stands in for the local one
+    flow = httpx.post(f"{api}/flows/", json={"name": "stop-cuts-off"}).json()
+    session = "20261204-205500-5709ff"
+    running = {"type": "RUNNING", "name": "Running"}
+    tags = ["aca", f"session:{session}"]
+    httpx.post(f"{api}/flow_runs/", json={"flow_id": flow["id"], "tags": tags, "state": running})
+    # One whose process is gone: its session's lock, in the workdir it names, is not held.
+    gone = {"tags": ["aca", "session:20261204-205500-90e5e1"], "state": running}
+    gone |= {"flow_id": flow["id"], "parameters": {"workdir": str(tmp_path)}}
+    httpx.post(f"{api}/flow_runs/", json=gone)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    home = tmp_path / ".aca" / "server"
+    home.mkdir(parents=True)
+    server = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)", "aca_flows.flows.server_app"],
+        start_new_session=True,
+    )
+    try:
+        state = {"pid": server.pid, "url": api, "port": 1, "log": "s.log", "started_at": 1.0}
+        (home / "server.json").write_text(json.dumps(state))
+        assert main(["server", "stop"]) == 0
+        out = capsys.readouterr().out
+    finally:
+        server.kill()
+        server.wait()
+    assert "Prefect server stopped." in out
+    assert f"Runs of 1 session(s) were running or waiting on it: {session}." in out
+
+
+def test_two_server_starts_at_once_start_one_server(tmp_path, monkeypatch):
+    """Both found none and started one each: server.json named the one that could not bind,
+    and the other ran on, orphaned (``aca server stop`` missed it)."""
+    import threading
+    import time
+
+    from aca_flows.flows import server as server_module
+
+    spawned = []
+
+    def spawn(command, log_file, **_):
+        time.sleep(0.5)  # as a real start takes a while: long enough for the other to look
+        fake = [sys.executable, "-c", "import time; time.sleep(600)", "aca_flows.flows.server_app"]
+        spawned.append(subprocess.Popen(fake))
+        return spawned[-1]
+
+    monkeypatch.setattr(server_module, "spawn_background", spawn)
+    monkeypatch.setattr(server_module, "prepare_database", lambda: None)
+    monkeypatch.setattr(server_module, "_wait_healthy", lambda *_: None)
+    monkeypatch.setattr(server_module, "_status_of", lambda *_, **__: None)
+    results = []
+    starts = [
+        threading.Thread(target=lambda: results.append(LocalServer(tmp_path).start(port=9)))
+        for _ in range(2)
+    ]
+    try:
+        for start in starts:
+            start.start()
+        for start in starts:
+            start.join()
+        assert len(spawned) == 1
+        assert sorted(started for _, started in results) == [False, True]
+    finally:
+        for process in spawned:
+            process.kill()
+            process.wait()
