@@ -566,7 +566,8 @@ def main() -> None:
         os.environ["HOME"] = str(tmp / "home")
         server = LocalServer(tmp / "home" / ".aca" / "server")
         global SERVER_GROUP
-        SERVER_GROUP = server.start(port=_free_port()).pid  # it leads its own group
+        state, _ = server.start(port=_free_port())
+        SERVER_GROUP = state.pid  # it leads its own group
         try:
             # Every flow here, aca's and the bare one, talks to this server.
             with prefect_api_for_run():
