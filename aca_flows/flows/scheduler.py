@@ -143,7 +143,7 @@ async def drive_plan(
     await _record_finished_before(store, run, dag, states, tree)
     running: dict[asyncio.Task, str] = {}
     stopped_reason: str | None = None
-    refused: list[str] = []  # providers' refused keys: their tasks no longer start
+    refused: list[str] = []  # providers that cannot serve the run: their tasks no longer start
     while True:
         await _close_groups(store, run, dag, states, recorded_skips)
         await _run_skips(store, run, dag, states, tree)
@@ -157,7 +157,7 @@ async def drive_plan(
                 if len(running) >= limit:
                     break
                 provider = task.provider or run.default_provider
-                if provider in run.rejected_keys:  # it stays pending; `aca resume` runs it
+                if provider in run.cannot_serve:  # it stays pending; `aca resume` runs it
                     continue
                 dag.start(task.id)
                 # Off the loop (session/store.py): running tasks go on while it is fsynced.
@@ -183,7 +183,7 @@ async def drive_plan(
             state = finished.result()
             states[task_id] = state
             limit_reason = await _finish(store, run, dag, task_id, state, logger, interrupt)
-            if limit_reason in run.rejected_keys.values():
+            if limit_reason in run.cannot_serve.values():
                 # One provider's: the tasks of the others go on.
                 if limit_reason not in refused:
                     refused.append(limit_reason)

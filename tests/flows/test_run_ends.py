@@ -14,6 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     FlowRunFilter,
@@ -459,15 +460,30 @@ def test_a_cancel_while_prefect_writes_a_task_result_keeps_the_task_completed(
     assert "Crash detected" not in log + out + err and "b stays unfinished" in log, log
 
 
-def test_a_key_refused_mid_run_starts_no_more_of_its_tasks_and_a_resume_finishes_them(
-    tmp_path, repo, anthropic_fake, capsys, monkeypatch
+CREDIT_TOO_LOW = (
+    "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing "
+    "to upgrade or purchase credits."
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "said", "cannot_serve"),
+    [
+        # The key is revoked: the real API's answer to it.
+        (401, "invalid x-api-key", "refused its credentials"),
+        # The account's credit runs out: the real API's answer then.
+        (400, CREDIT_TOO_LOW, "says the account's credit or spend limit is spent"),
+    ],
+    ids=["key-refused", "credit-spent"],
+)
+def test_a_provider_that_cannot_serve_mid_run_starts_no_more_of_its_tasks_a_resume_finishes_them(
+    tmp_path, repo, anthropic_fake, capsys, monkeypatch, status, said, cannot_serve
 ):
     monkeypatch.setenv("OPENAI_BASE_URL", f"{anthropic_fake.url}/v1")
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
     anthropic_fake.anthropic.enqueue(coding_agent)
     anthropic_fake.anthropic.enqueue(coding_agent)
-    # Then the key is revoked: the real API's answer to it.
-    anthropic_fake.anthropic.enqueue(status=401, error="invalid x-api-key")
+    anthropic_fake.anthropic.enqueue(status=status, error=said)
     anthropic_fake.anthropic.default = coding_agent
     write = {"name": "write_file", "arguments": {"path": "e.txt", "content": "e\n"}}
     anthropic_fake.openai.enqueue(tool_calls=[write])
@@ -490,9 +506,13 @@ def test_a_key_refused_mid_run_starts_no_more_of_its_tasks_and_a_resume_finishes
     assert len(anthropic_fake.openai.requests) == 2  # another provider's task went on
     assert code == 3, err
     resume = f"aca resume {session_id} --workdir {repo}"
+    fix = {
+        401: "set a valid ANTHROPIC_API_KEY",
+        400: "add credit to the account, or raise its spend limit, with the provider",
+    }[status]
     why = (
-        "anthropic refused its credentials (401: invalid x-api-key), so no anthropic task "
-        f"starts: set a valid ANTHROPIC_API_KEY, then `{resume}` continues"
+        f"anthropic {cannot_serve} ({status}: {said}), so no anthropic task "
+        f"starts: {fix}, then `{resume}` continues"
     )
     session = load_session(repo, session_id)
     assert (session.status, session.status_reason) == ("stopped", why)
@@ -509,7 +529,7 @@ def test_a_key_refused_mid_run_starts_no_more_of_its_tasks_and_a_resume_finishes
     assert main(["sessions", "show", session_id, "--workdir", str(repo)]) == 0
     assert f"stopped ({why})" in " ".join(capsys.readouterr().out.split())
 
-    # The key fixed, the resume runs the tasks left, and only those.
+    # The key fixed (or the credit added), the resume runs the tasks left, and only those.
     assert main(["resume", session_id, "--workdir", str(repo)]) == 0
     session = load_session(repo, session_id)
     assert {t.id: t.status.state for t in session.plan.tasks if not t.children} == dict.fromkeys(
