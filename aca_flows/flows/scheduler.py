@@ -74,7 +74,7 @@ from aca_flows.flows.task_run import (
 from aca_flows.plan.dag import DagProgress
 from aca_flows.plan.models import TaskStatus
 from aca_flows.session.checkpoints import CheckpointPolicy, create_checkpoint
-from aca_flows.session.events import TaskResult
+from aca_flows.session.events import StopTrigger, TaskResult
 from aca_flows.session.record import TaskRun, describe_counts
 from aca_flows.session.store import SessionStore
 
@@ -143,6 +143,7 @@ async def drive_plan(
     await _record_finished_before(store, run, dag, states, tree)
     running: dict[asyncio.Task, str] = {}
     stopped_reason: str | None = None
+    stop_trigger: StopTrigger = "budget"  # what stopped_reason is: its checkpoint's trigger
     refused: list[str] = []  # providers that cannot serve the run: their tasks no longer start
     while True:
         await _close_groups(store, run, dag, states, recorded_skips)
@@ -190,6 +191,7 @@ async def drive_plan(
                     logger.warning(limit_reason)
             elif limit_reason and stopped_reason is None:
                 stopped_reason = limit_reason
+                stop_trigger = run.stop_triggers.get(limit_reason, "budget")
                 logger.warning(f"{limit_reason}; no new task starts")
         progress.update(store.session.task_counts)
         completed = dag.counts().get("completed", 0)
@@ -199,6 +201,8 @@ async def drive_plan(
             policy.mark(now, completed)
 
     await _close_groups(store, run, dag, states, recorded_skips)
+    if stopped_reason is None and refused:
+        stop_trigger = "provider"
     stopped_reason = "; ".join(filter(None, [stopped_reason, *refused])) or None
     # A cancelled flow run starts no task run, nor does one crashed from outside.
     if interrupt.signal_name != UI_CANCEL and not interrupt.flow_run_crashed:
@@ -219,7 +223,7 @@ async def drive_plan(
         store.finish("interrupted", f"{stopped_reason}; {resume}")
         status = "interrupted"
     elif stopped_reason and not _all_settled(dag):
-        create_checkpoint(store, trigger="budget", description=stopped_reason)
+        create_checkpoint(store, trigger=stop_trigger, description=stopped_reason)
         store.finish("stopped", stopped_reason)
         status = "stopped"
     else:

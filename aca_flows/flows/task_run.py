@@ -52,6 +52,8 @@ from aca_flows.flows.secret_keys import KEY_VARIABLES
 from aca_flows.flows.spend import CALL_OWNER, CallOwner
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import EventCallback, Provider, ProviderRequest, ProviderResponse
+from aca_flows.providers.ratelimit import UsageLimitReached
+from aca_flows.session.events import StopTrigger
 from aca_flows.session.redact import redact, redact_text
 from aca_flows.settings import AcaConfig
 from aca_flows.workspace.repository import SessionBranchLost
@@ -115,6 +117,10 @@ class ActiveRun:
     cannot_serve: dict[str, str] = field(default_factory=dict)
     """Providers that cannot serve this run (a refused key, spent credit), each with the run's
     stop reason: none of their tasks starts again (``cannot_serve_stop``)."""
+
+    stop_triggers: dict[str, StopTrigger] = field(default_factory=dict)
+    """What each reason a task run stopped the run with is (``_limit_reached``): the trigger
+    of the stop's checkpoint."""
 
     def provider_for(self, task: Task) -> Provider:
         return self.providers[task.provider or self.default_provider]
@@ -249,7 +255,8 @@ async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
     attempt, retries = _attempt()
     provider = run.provider_for(task_)
     if (refused := run.cannot_serve.get(task_.provider or run.default_provider)) is not None:
-        return _limit_reached(refused)  # no call: it would be refused as the last one was
+        # No call: it would be refused as the last one was.
+        return _limit_reached(run, refused, "provider")
     if attempt > 1:
         if await _wait_to_retry(run, task_id):
             # No new attempt once the run is stopping: the task is pending, `aca resume` runs it.
@@ -296,13 +303,14 @@ async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
         if run.stopping() or await run.stop_if_server_lost(exc):
             return _stopped(str(exc))
         if getattr(exc, "exit_code", None) == 3:
-            return _limit_reached(str(exc))
+            limit = "usage-limit" if isinstance(exc, UsageLimitReached) else "budget"
+            return _limit_reached(run, str(exc), limit)
         # No verdict on the work, and every later task would end the same: the task stays
         # pending and the scheduler starts no more (of that provider, or at all).
         if isinstance(exc, ProviderCannotServe):
-            return _limit_reached(cannot_serve_stop(run, task_, exc))
+            return _limit_reached(run, cannot_serve_stop(run, task_, exc), "provider")
         if isinstance(exc, SessionBranchLost):
-            return _limit_reached(branch_lost_stop(run, exc))
+            return _limit_reached(run, branch_lost_stop(run, exc), "branch-lost")
         if isinstance(exc, TransientProviderError):
             _journal_retry(run, task_id, attempt, retries, str(exc), logger)
         raise
@@ -330,11 +338,15 @@ def _stopped(why: str) -> State:
     )
 
 
-def _limit_reached(why: str) -> State:
-    """A task a budget or usage limit stopped before its next call: no failure of the task,
-    which stays pending (its calls are on the bill). Its task run ends Cancelled, "Stopped",
-    as the flow run does; the message is the limit's, which the flow stops the run with."""
-    return Cancelled(name=LIMIT_STOPPED, message=redact_text(why))
+def _limit_reached(run: ActiveRun, why: str, trigger: StopTrigger) -> State:
+    """A task stopped before its next call by what stops the run (a budget or usage limit, a
+    provider that cannot serve it, the session branch gone): no failure of the task, which
+    stays pending (its calls are on the bill). Its task run ends Cancelled, "Stopped", as the
+    flow run does; the message is the reason the flow stops the run with, and ``trigger``,
+    kept in ``run.stop_triggers``, labels the stop's checkpoint."""
+    message = redact_text(why)
+    run.stop_triggers[message] = trigger
+    return Cancelled(name=LIMIT_STOPPED, message=message)
 
 
 # The name of a task run a budget or usage limit stopped (``_limit_reached``).

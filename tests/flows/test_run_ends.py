@@ -528,6 +528,10 @@ def test_a_provider_that_cannot_serve_mid_run_starts_no_more_of_its_tasks_a_resu
     assert last == ending
     assert main(["sessions", "show", session_id, "--workdir", str(repo)]) == 0
     assert f"stopped ({why})" in " ".join(capsys.readouterr().out.split())
+    listed = ["checkpoints", "list", "--session", session_id, "--workdir", str(repo), "--json"]
+    assert main(listed) == 0
+    stop = json.loads(capsys.readouterr().out)[0]  # newest first
+    assert (stop["trigger"], stop["description"]) == ("provider", why)  # no budget stopped it
 
     # The key fixed (or the credit added), the resume runs the tasks left, and only those.
     assert main(["resume", session_id, "--workdir", str(repo)]) == 0
