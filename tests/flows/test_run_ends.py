@@ -544,22 +544,33 @@ def test_a_provider_that_cannot_serve_mid_run_starts_no_more_of_its_tasks_a_resu
     ]  # fmt: skip
 
 
+@pytest.mark.parametrize("remote", [False, True], ids=["workdir", "repo"])
 def test_the_end_of_a_resume_says_its_task_file_changed_and_how_to_run_it_as_it_is(
-    tmp_path, repo, anthropic_fake, capsys
+    tmp_path, repo, anthropic_fake, capsys, monkeypatch, remote
 ):
+    import shlex
+    import subprocess
+
     anthropic_fake.anthropic.default = coding_agent
+    where = f"--workdir {repo}"
+    if remote:  # the session lives in the remote's working area, pushed to the remote
+        bare = tmp_path / "remote.git"
+        subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(bare)], check=True)
+        where = f"--repo {bare}"
+        monkeypatch.chdir(tmp_path)
     tasks = tmp_path / "tasks.md"
     tasks.write_text('- write a.txt {#a verify="false"}\n')
-    assert main(["run", str(tasks), "--workdir", str(repo), "--model", "claude-test"]) == 1
-    (session_id,) = [p.name for p in (repo / ".aca" / "sessions").iterdir()]
+    assert main(["run", str(tasks), *where.split(), "--model", "claude-test"]) == 1
+    session_id = capsys.readouterr().out.strip().splitlines()[-1].split()[1]
     tasks.write_text('- write a.txt {#a verify="true"}\n')  # the user fixes the check
-    capsys.readouterr()
 
-    assert main(["resume", session_id, "--workdir", str(repo)]) == 1  # the old check again
+    assert main(["resume", session_id, *where.split()]) == 1  # the old check again
 
     last = capsys.readouterr().out.strip().splitlines()[-1]
+    run = f"aca run {tasks} {where}"
     assert last.endswith(
-        f"`aca resume {session_id} --workdir {repo}` continues. But {tasks} changed since the "
-        "session started, and a resume runs the plan as it was then: "
-        f"`aca run {tasks} --workdir {repo}` runs it as it is now."
+        f"`aca resume {session_id} {where}` continues. But {tasks} changed since the "
+        f"session started, and a resume runs the plan as it was then: `{run}` runs it as it "
+        "is now."
     )
+    assert main([*shlex.split(run)[1:], "--model", "claude-test"]) == 0  # as it says
