@@ -10,8 +10,10 @@
         ├── TransientProviderError   worth retrying: 429, 5xx, 529, timeouts, dropped connections
         │   └── EmptyAnswerError     a paid answer holding nothing: retried a few times only
         └── PermanentProviderError   retrying cannot help: auth, bad request, unknown model
-            └── KeyRejected          the provider refused its key or login (401/403): no
-                                     call of that provider can succeed until it is fixed
+            └── ProviderCannotServe  no call of that provider can succeed until the user
+                │                    acts: a run starts no more of its tasks
+                ├── KeyRejected      it refused its key or login (401/403)
+                └── CreditExhausted  the account's credit or spend limit is spent (402, ...)
 
 A message names what was wrong and how to fix it, in one paragraph, without a traceback.
 """
@@ -23,11 +25,13 @@ from typing import Any
 __all__ = [
     "AcaError",
     "ConfigError",
+    "CreditExhausted",
     "EmptyAnswerError",
     "InputError",
     "KeyRejected",
     "PermanentProviderError",
     "PlanValidationError",
+    "ProviderCannotServe",
     "ProviderError",
     "TaskFileError",
     "TaskFileProblems",
@@ -115,13 +119,28 @@ class PermanentProviderError(ProviderError):
     """Retrying cannot help: bad credentials, a bad request, an unknown model, a spend limit."""
 
 
-class KeyRejected(PermanentProviderError):
-    """The provider refused its credentials (a 401/403, an expired login): every call of that
-    provider fails the same way until they are fixed, so a run starts no more of its tasks.
-    ``fix``: what the user does, as a clause ("set a valid ANTHROPIC_API_KEY"); ``detail``:
-    what the server said, if anything."""
+class ProviderCannotServe(PermanentProviderError):
+    """The provider cannot serve the run until the user acts: every call of it fails the same
+    way, so a run starts no more of its tasks. ``what``: what happened, as a clause after the
+    provider's name; ``fix``: what the user does, as a clause ("set a valid
+    ANTHROPIC_API_KEY"); ``detail``: what the server said, if anything."""
+
+    what = "cannot serve the run"
 
     def __init__(self, message: str, *, fix: str, detail: str = "", **kwargs):
         super().__init__(message, **kwargs)
         self.fix = fix
         self.detail = detail
+
+
+class KeyRejected(ProviderCannotServe):
+    """The provider refused its credentials (a 401/403, an expired login)."""
+
+    what = "refused its credentials"
+
+
+class CreditExhausted(ProviderCannotServe):
+    """The account's credit or spend limit is spent (a 402, OpenAI's ``insufficient_quota``,
+    Anthropic's "credit balance is too low")."""
+
+    what = "says the account's credit or spend limit is spent"

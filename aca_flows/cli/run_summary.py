@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shlex
 
-from aca_flows._words import one_line, resume_command, workdir_option
+from aca_flows._words import one_line, resume_command
 from aca_flows.cli.options import RunOptions
 
 __all__ = ["show_summary"]
@@ -86,7 +86,10 @@ def _how_to_go_on(summary: dict, options: RunOptions) -> str:
     if changed_source_warning(session):
         # The resume replays the plan as the session started: the file's edits are not in it.
         path = session.source.path
-        run = f"aca run {shlex.quote(path)}{workdir_option(workdir)}"
+        # Where the resume works, the run works too: a remote's session takes its --repo
+        # (--workdir alone would run in its working area, and push nothing).
+        where = resume.removeprefix(f"aca resume {session_id}")
+        run = f"aca run {shlex.quote(path)}{where}"
         go_on += (
             f" But {path} changed since the session started, and a resume runs the plan as it "
             f"was then: `{run}` runs it as it is now."

@@ -13,23 +13,46 @@ the work pool and the run's tags from the run's context, so an automation can ma
 ``match_related`` (e.g. the deployment named ``nightly-fix-tests``). The payload carries the
 session id, branch and cost; task events add the task id, title and commit; failures and stops
 their reason. Payloads are redacted: they leave aca for the Prefect server.
+
+A task event's id is fixed by what it tells (``task_event_id``): the server keeps one event of
+an id, so one sent twice is one. A server lost mid-run drops the events Prefect had not sent
+yet; a resume asks the server which ``aca.task.completed`` of the tasks completed before it
+has, and sends the missing ones again, as they were (``resend_lost_task_events``): those
+tasks never end again, so nothing else would.
 ``deployments/automations.yaml`` has examples; docs/deployments.md, "Automations".
 """
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 from prefect.events import emit_event
+from prefect.events.filters import EventFilter, EventIDFilter, EventOccurredFilter
 
 from aca_flows.flows.artifacts import first_line
 from aca_flows.session.redact import redact, redact_text
 
 if TYPE_CHECKING:
+    from aca_flows.session.record import SessionRecord
     from aca_flows.session.store import SessionStore
 
-__all__ = ["SESSION_ENDS", "TASK_ENDS", "emit_session_event", "emit_task_event"]
+__all__ = [
+    "SESSION_ENDS",
+    "TASK_ENDS",
+    "emit_session_event",
+    "emit_task_event",
+    "resend_lost_task_events",
+    "task_event_id",
+]
+
+# The namespace of task events' ids (uuid5): fixed, so every aca names an event alike.
+_EVENT_IDS = uuid.UUID("5b0e3c52-8f0c-4d7e-9a51-3f4e6c1d2a90")
+# Ids asked about in one read of the server's events (its page size is larger).
+_IDS_PER_READ = 50
 
 SESSION_ENDS = ("completed", "failed", "stopped", "interrupted")
 # A reason's first line, this long at most: an event has a size limit, and a verify's output
@@ -61,10 +84,28 @@ def emit_session_event(store: SessionStore, what: str, reason: str | None = None
     _emit(f"aca.session.{what}", session_resource(store), [], payload)
 
 
+def task_event_id(session: SessionRecord, task_id: str, what: str) -> uuid.UUID:
+    """The id of ``aca.task.<what>`` for the end of ``task_id`` the session recorded last. A
+    task completes once, at the time its record keeps: that id is the same whenever it is
+    sent (a resume sends it again). A failure or a skip may come again in a later run (a
+    skip records no time): each run's is another event."""
+    record = session.tasks.get(task_id)
+    ended = record.finished_at if record is not None else None
+    when = ended.isoformat() if ended is not None else ""
+    if what != "completed":
+        when += f" run {session.resumes}"
+    return uuid.uuid5(_EVENT_IDS, f"{session.id}/{task_id}/{what}/{when}")
+
+
 def emit_task_event(
-    store: SessionStore, task_id: str, what: str, reason: str | None = None
+    store: SessionStore,
+    task_id: str,
+    what: str,
+    reason: str | None = None,
+    occurred: datetime | None = None,
 ) -> None:
-    """``aca.task.<what>`` (one of ``TASK_ENDS``) for one task of the session."""
+    """``aca.task.<what>`` (one of ``TASK_ENDS``) for one task of the session; ``occurred``
+    for an event sent again, when the task ended."""
     session = store.session
     task = session.plan.task(task_id)
     record = session.tasks.get(task_id)
@@ -83,11 +124,52 @@ def emit_task_event(
         "prefect.resource.name": redact_text(f"{task_id} {task.title}")[:200],
     }
     session_related = {**session_resource(store), "prefect.resource.role": "aca-session"}
-    _emit(f"aca.task.{what}", resource, [session_related], payload)
+    event_id = task_event_id(session, task_id, what)
+    _emit(f"aca.task.{what}", resource, [session_related], payload, event_id, occurred)
+
+
+async def resend_lost_task_events(store: SessionStore) -> list[str]:
+    """Send again the ``aca.task.completed`` of each task completed in an earlier run of the
+    session that the server does not have (a server lost mid-run dropped it), with its id and
+    time; returns those tasks. A server that cannot say is asked nothing more: the run goes on
+    without them."""
+    session = store.session
+    ended = {
+        task_event_id(session, task.id, "completed"): (task.id, record.finished_at)
+        for task in session.plan.tasks
+        if task.status.state == "completed"
+        and not task.children
+        and (record := session.tasks.get(task.id)) is not None
+        and record.attempts  # run by aca: a task the plan marked done sent nothing
+        and record.finished_at is not None
+    }
+    if not ended:
+        return []
+    ids = list(ended)
+    # Without a time filter the server reads only the last day's events.
+    first = min(when for _, when in ended.values()) - timedelta(minutes=1)
+    window = EventOccurredFilter(since=first, until=datetime.now(UTC) + timedelta(minutes=1))
+    known: set[uuid.UUID] = set()
+    async with get_client() as client:
+        for start in range(0, len(ids), _IDS_PER_READ):
+            batch = ids[start : start + _IDS_PER_READ]
+            page = await client.read_events(
+                EventFilter(id=EventIDFilter(id=batch), occurred=window), limit=len(batch)
+            )
+            known.update(event.id for event in page.events)
+    lost = [ended[event_id] for event_id in ids if event_id not in known]
+    for task_id, when in lost:
+        emit_task_event(store, task_id, "completed", occurred=when)
+    return [task_id for task_id, _ in lost]
 
 
 def _emit(
-    event: str, resource: dict[str, str], related: list[dict[str, str]], payload: dict[str, Any]
+    event: str,
+    resource: dict[str, str],
+    related: list[dict[str, str]],
+    payload: dict[str, Any],
+    event_id: uuid.UUID | None = None,
+    occurred: datetime | None = None,
 ) -> None:
     flow_run = getattr(FlowRunContext.get(), "flow_run", None)
     if flow_run is not None:
@@ -100,7 +182,14 @@ def _emit(
             *related,
         ]
     # An event that cannot be sent is Prefect's to log; the run goes on.
-    emit_event(event=event, resource=resource, related=related, payload=redact(payload))
+    emit_event(
+        event=event,
+        resource=resource,
+        related=related,
+        payload=redact(payload),
+        id=event_id,
+        occurred=occurred,
+    )
 
 
 def _short(reason: str | None) -> str | None:

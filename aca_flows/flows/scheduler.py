@@ -37,7 +37,7 @@ from aca_flows.flows.artifacts import (
     summary_markdown,
     task_markdown,
 )
-from aca_flows.flows.events import emit_task_event
+from aca_flows.flows.events import emit_task_event, resend_lost_task_events
 from aca_flows.flows.flow_tree import FlowTree
 from aca_flows.flows.interrupt import (
     UI_CANCEL,
@@ -74,7 +74,7 @@ from aca_flows.flows.task_run import (
 from aca_flows.plan.dag import DagProgress
 from aca_flows.plan.models import TaskStatus
 from aca_flows.session.checkpoints import CheckpointPolicy, create_checkpoint
-from aca_flows.session.events import TaskResult
+from aca_flows.session.events import StopTrigger, TaskResult
 from aca_flows.session.record import TaskRun, describe_counts
 from aca_flows.session.store import SessionStore
 
@@ -141,9 +141,11 @@ async def drive_plan(
                 await _publish_report(store, run, task_id, states[task_id])
 
     await _record_finished_before(store, run, dag, states, tree)
+    await _resend_lost_events(store, logger)
     running: dict[asyncio.Task, str] = {}
     stopped_reason: str | None = None
-    refused: list[str] = []  # providers' refused keys: their tasks no longer start
+    stop_trigger: StopTrigger = "budget"  # what stopped_reason is: its checkpoint's trigger
+    refused: list[str] = []  # providers that cannot serve the run: their tasks no longer start
     while True:
         await _close_groups(store, run, dag, states, recorded_skips)
         await _run_skips(store, run, dag, states, tree)
@@ -157,7 +159,7 @@ async def drive_plan(
                 if len(running) >= limit:
                     break
                 provider = task.provider or run.default_provider
-                if provider in run.rejected_keys:  # it stays pending; `aca resume` runs it
+                if provider in run.cannot_serve:  # it stays pending; `aca resume` runs it
                     continue
                 dag.start(task.id)
                 # Off the loop (session/store.py): running tasks go on while it is fsynced.
@@ -183,13 +185,14 @@ async def drive_plan(
             state = finished.result()
             states[task_id] = state
             limit_reason = await _finish(store, run, dag, task_id, state, logger, interrupt)
-            if limit_reason in run.rejected_keys.values():
+            if limit_reason in run.cannot_serve.values():
                 # One provider's: the tasks of the others go on.
                 if limit_reason not in refused:
                     refused.append(limit_reason)
                     logger.warning(limit_reason)
             elif limit_reason and stopped_reason is None:
                 stopped_reason = limit_reason
+                stop_trigger = run.stop_triggers.get(limit_reason, "budget")
                 logger.warning(f"{limit_reason}; no new task starts")
         progress.update(store.session.task_counts)
         completed = dag.counts().get("completed", 0)
@@ -199,6 +202,8 @@ async def drive_plan(
             policy.mark(now, completed)
 
     await _close_groups(store, run, dag, states, recorded_skips)
+    if stopped_reason is None and refused:
+        stop_trigger = "provider"
     stopped_reason = "; ".join(filter(None, [stopped_reason, *refused])) or None
     # A cancelled flow run starts no task run, nor does one crashed from outside.
     if interrupt.signal_name != UI_CANCEL and not interrupt.flow_run_crashed:
@@ -219,7 +224,7 @@ async def drive_plan(
         store.finish("interrupted", f"{stopped_reason}; {resume}")
         status = "interrupted"
     elif stopped_reason and not _all_settled(dag):
-        create_checkpoint(store, trigger="budget", description=stopped_reason)
+        create_checkpoint(store, trigger=stop_trigger, description=stopped_reason)
         store.finish("stopped", stopped_reason)
         status = "stopped"
     else:
@@ -272,6 +277,20 @@ async def drive_plan(
     summary.taken_over = interrupt.taken_over is not None
     await tree.close(flow_state(summary))
     return summary
+
+
+async def _resend_lost_events(store: SessionStore, logger) -> None:
+    """The ``aca.task.completed`` events of earlier runs a lost server dropped, sent again:
+    an automation waiting for them hears them once (``events.resend_lost_task_events``)."""
+    try:
+        resent = await resend_lost_task_events(store)
+    except Exception as exc:  # no verdict on the run: its tasks go on without them
+        logger.warning(f"the server could not say which task events it has ({exc}); none resent")
+        return
+    if resent:
+        logger.info(
+            f"sent again the aca.task.completed event(s) the server lost: {', '.join(resent)}"
+        )
 
 
 def _edges(states: dict[str, State], dependency_ids) -> list[State]:

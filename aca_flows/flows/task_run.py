@@ -43,6 +43,7 @@ from aca_flows.agent.execute import TaskOutcome, execute_task
 from aca_flows.errors import (
     AcaError,
     KeyRejected,
+    ProviderCannotServe,
     TransientProviderError,
 )
 from aca_flows.flows.artifacts import first_line
@@ -51,6 +52,8 @@ from aca_flows.flows.secret_keys import KEY_VARIABLES
 from aca_flows.flows.spend import CALL_OWNER, CallOwner
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import EventCallback, Provider, ProviderRequest, ProviderResponse
+from aca_flows.providers.ratelimit import UsageLimitReached
+from aca_flows.session.events import StopTrigger
 from aca_flows.session.redact import redact, redact_text
 from aca_flows.settings import AcaConfig
 from aca_flows.workspace.repository import SessionBranchLost
@@ -111,9 +114,13 @@ class ActiveRun:
     """Seconds a task waits before its next attempt, set when an attempt fails."""
     working: dict[str, asyncio.Task] = field(default_factory=dict)
     """The asyncio task running each task's task function, while it runs (``cut_short``)."""
-    rejected_keys: dict[str, str] = field(default_factory=dict)
-    """Providers that refused their key in this run, each with the run's stop reason: none of
-    their tasks starts again (``key_rejected_stop``)."""
+    cannot_serve: dict[str, str] = field(default_factory=dict)
+    """Providers that cannot serve this run (a refused key, spent credit), each with the run's
+    stop reason: none of their tasks starts again (``cannot_serve_stop``)."""
+
+    stop_triggers: dict[str, StopTrigger] = field(default_factory=dict)
+    """What each reason a task run stopped the run with is (``_limit_reached``): the trigger
+    of the stop's checkpoint."""
 
     def provider_for(self, task: Task) -> Provider:
         return self.providers[task.provider or self.default_provider]
@@ -247,8 +254,9 @@ async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
     logger = get_run_logger()
     attempt, retries = _attempt()
     provider = run.provider_for(task_)
-    if (refused := run.rejected_keys.get(task_.provider or run.default_provider)) is not None:
-        return _limit_reached(refused)  # no call: it would be refused as the last one was
+    if (refused := run.cannot_serve.get(task_.provider or run.default_provider)) is not None:
+        # No call: it would be refused as the last one was.
+        return _limit_reached(run, refused, "provider")
     if attempt > 1:
         if await _wait_to_retry(run, task_id):
             # No new attempt once the run is stopping: the task is pending, `aca resume` runs it.
@@ -295,13 +303,14 @@ async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
         if run.stopping() or await run.stop_if_server_lost(exc):
             return _stopped(str(exc))
         if getattr(exc, "exit_code", None) == 3:
-            return _limit_reached(str(exc))
+            limit = "usage-limit" if isinstance(exc, UsageLimitReached) else "budget"
+            return _limit_reached(run, str(exc), limit)
         # No verdict on the work, and every later task would end the same: the task stays
         # pending and the scheduler starts no more (of that provider, or at all).
-        if isinstance(exc, KeyRejected):
-            return _limit_reached(key_rejected_stop(run, task_, exc))
+        if isinstance(exc, ProviderCannotServe):
+            return _limit_reached(run, cannot_serve_stop(run, task_, exc), "provider")
         if isinstance(exc, SessionBranchLost):
-            return _limit_reached(branch_lost_stop(run, exc))
+            return _limit_reached(run, branch_lost_stop(run, exc), "branch-lost")
         if isinstance(exc, TransientProviderError):
             _journal_retry(run, task_id, attempt, retries, str(exc), logger)
         raise
@@ -329,28 +338,34 @@ def _stopped(why: str) -> State:
     )
 
 
-def _limit_reached(why: str) -> State:
-    """A task a budget or usage limit stopped before its next call: no failure of the task,
-    which stays pending (its calls are on the bill). Its task run ends Cancelled, "Stopped",
-    as the flow run does; the message is the limit's, which the flow stops the run with."""
-    return Cancelled(name=LIMIT_STOPPED, message=redact_text(why))
+def _limit_reached(run: ActiveRun, why: str, trigger: StopTrigger) -> State:
+    """A task stopped before its next call by what stops the run (a budget or usage limit, a
+    provider that cannot serve it, the session branch gone): no failure of the task, which
+    stays pending (its calls are on the bill). Its task run ends Cancelled, "Stopped", as the
+    flow run does; the message is the reason the flow stops the run with, and ``trigger``,
+    kept in ``run.stop_triggers``, labels the stop's checkpoint."""
+    message = redact_text(why)
+    run.stop_triggers[message] = trigger
+    return Cancelled(name=LIMIT_STOPPED, message=message)
 
 
 # The name of a task run a budget or usage limit stopped (``_limit_reached``).
 LIMIT_STOPPED = "Stopped"
 
 
-def key_rejected_stop(run: ActiveRun, task_: Task, error: KeyRejected) -> str:
-    """Why the run starts no more tasks of ``task_``'s provider, which refused its key: the
-    provider, what it said, the variable or Secret block to fix, and the resume. Kept in
-    ``run.rejected_keys``, so its other tasks stop with the same words."""
+def cannot_serve_stop(run: ActiveRun, task_: Task, error: ProviderCannotServe) -> str:
+    """Why the run starts no more tasks of ``task_``'s provider, which cannot serve it (it
+    refused its key, the account's credit is spent): the provider, what it said, the fix (for
+    a key, the variable or Secret block), and the resume. Kept in ``run.cannot_serve``, so
+    its other tasks stop with the same words."""
     name = task_.provider or run.default_provider
-    if name in run.rejected_keys:
-        return run.rejected_keys[name]
+    if name in run.cannot_serve:
+        return run.cannot_serve[name]
     said = ": ".join(str(p) for p in (error.status_code, first_line(error.detail)) if p)
     fix = error.fix
     block = run.config.provider(name).api_key_secret if name in KEY_VARIABLES else None
-    if block:  # the flow reads the key from there, not from the variable (secret_keys.py)
+    # The flow reads the key from there, not from the variable (secret_keys.py).
+    if block and isinstance(error, KeyRejected):
         fix = (
             f"save a valid key in the Prefect Secret block {block!r} "
             f"([providers.{name}] api_key_secret)"
@@ -358,10 +373,10 @@ def key_rejected_stop(run: ActiveRun, task_: Task, error: KeyRejected) -> str:
     resume = _resume_of(run)
     then = f"`{resume}` continues" if resume else "resume the session"
     reason = (
-        f"{name} refused its credentials{f' ({said})' if said else ''}, so no {name} task "
+        f"{name} {error.what}{f' ({said})' if said else ''}, so no {name} task "
         f"starts: {fix}, then {then}"
     )
-    run.rejected_keys[name] = reason
+    run.cannot_serve[name] = reason
     return reason
 
 

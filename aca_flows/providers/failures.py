@@ -5,8 +5,9 @@ Transient (worth retrying later): 408, 409, 429, 5xx, 529 overloaded, timeouts, 
 connections, cut-off streams, unreadable responses, empty answers (``EmptyAnswerError``: paid,
 so retried only a few times, see ``providers.retry``). Permanent (retrying cannot
 help): 400 bad request, 401/403 auth (``KeyRejected``: a run starts no more tasks of that
-provider), 404 unknown model, 413, 422, spend limits (402, OpenAI's
-``insufficient_quota`` 429, Anthropic's "credit balance is too low" 400), refusals, and
+provider), 404 unknown model, 413, 422, spend limits (``CreditExhausted``, which stops a
+run's tasks of that provider too: 402, OpenAI's ``insufficient_quota`` 429, Anthropic's
+"credit balance is too low" 400), refusals, and
 answers cut off by ``max_tokens`` before they call any tool.
 
 A provider error is never work: ``answer_error`` is applied to every successful response, so
@@ -26,6 +27,7 @@ from typing import Any
 
 from aca_flows._words import quoted_clause
 from aca_flows.errors import (
+    CreditExhausted,
     EmptyAnswerError,
     KeyRejected,
     PermanentProviderError,
@@ -117,9 +119,11 @@ def error_for_status(
     common = {"provider": provider, "status_code": status, "body": body}
     lowered = (body or "").lower()
     if any(marker in lowered for marker in _SPEND_MARKERS) or status == 402:
-        return PermanentProviderError(
+        return CreditExhausted(
             f"{provider}: the account's spend limit or credit is exhausted ({status}){said}. "
             "Add credit or raise the limit with the provider, then resume the session.",
+            fix="add credit to the account, or raise its spend limit, with the provider",
+            detail=detail,
             **common,
         )
     if status in (401, 403):

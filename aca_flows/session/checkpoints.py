@@ -1,7 +1,8 @@
 """Checkpoints: named, dated points of a session, and what ``aca resume`` continues from.
 
 A checkpoint is ``checkpoints/<checkpoint-id>.json`` in its session folder: when, why
-(``trigger``: auto, manual, interrupt, budget, end), a description, tasks done/total and the
+(``trigger``: auto, manual, interrupt, end, or what stopped the run: budget, usage-limit,
+provider, branch-lost), a description, tasks done/total and the
 ids of the completed tasks. Its id, ``cp-20261125-183000-a1b2c3``, sorts by time and is
 unique across sessions, so ``aca resume <checkpoint-id>`` needs no session id.
 
@@ -302,6 +303,9 @@ def _default_description(session: SessionRecord, trigger: CheckpointTrigger) -> 
         "auto": f"automatic: {progress}",
         "manual": f"manual: {progress}",
         "interrupt": f"interrupted: {progress}",
-        "budget": f"stopped by a budget or usage limit: {progress}",
+        "budget": f"stopped by a budget: {progress}",
+        "usage-limit": f"stopped by a provider's usage limit: {progress}",
+        "provider": f"stopped: a provider cannot serve the run: {progress}",
+        "branch-lost": f"stopped: the session branch is gone: {progress}",
         "end": f"end of run ({session.status}): {progress}",
     }[trigger]

@@ -48,6 +48,7 @@ __all__ = [
     "CallRecorded",
     "CheckpointCreated",
     "CheckpointTrigger",
+    "StopTrigger",
     "Event",
     "PullRequestDelivered",
     "SessionFinished",
@@ -70,7 +71,10 @@ __all__ = [
 EVENT_SCHEMA_VERSION = 1
 
 FinalStatus = Literal["completed", "failed", "interrupted", "stopped", "rejected"]
-CheckpointTrigger = Literal["auto", "manual", "interrupt", "budget", "end"]
+# What stopped a run (session ``stopped``): a budget, a provider's usage limit, a provider that
+# cannot serve the run (a refused key, spent credit), the session branch gone.
+StopTrigger = Literal["budget", "usage-limit", "provider", "branch-lost"]
+CheckpointTrigger = Literal["auto", "manual", "interrupt", "end", StopTrigger]
 CallPurpose = Literal["task", "parse"]
 
 

@@ -100,11 +100,43 @@ def test_a_run_whose_server_dies_stops_interrupted_and_resumes(repo, llm, tmp_pa
     try:
         assert cli("server", "start", "--port", str(port)).returncode == 0
         resumed = cli("resume", session.name, "--workdir", str(repo), "--json")
+        # Each task's completion reached the server once, a's too, whose event went with the
+        # server if it had not been sent yet, and which the resume only reused.
+        completed = wait_for(
+            lambda: (found := completed_events(url, home)) and len(found) >= 3 and found,
+            WAIT,
+            "the tasks' aca.task.completed events",
+            interval=0.5,
+        )
     finally:
         cli("server", "stop")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout.strip().splitlines()[-1])["status"] == "completed"
     assert branch_tasks(repo, branch) == ["a", "b", "c"]
+    assert sorted(completed) == ["a", "b", "c"]
+
+
+def completed_events(url: str, home) -> list[str]:
+    """The task ids of the ``aca.task.completed`` events the server at ``url`` has."""
+    read = (
+        "import asyncio\n"
+        "from prefect.client.orchestration import get_client\n"
+        "from prefect.events.filters import EventFilter, EventNameFilter\n"
+        "async def main():\n"
+        "    async with get_client() as client:\n"
+        "        page = await client.read_events(\n"
+        "            EventFilter(event=EventNameFilter(name=['aca.task.completed'])), limit=50\n"
+        "        )\n"
+        "    for event in page.events:\n"
+        "        print(event.payload['task_id'])\n"
+        "asyncio.run(main())\n"
+    )
+    env = {"PATH": os.environ.get("PATH", ""), "PREFECT_API_URL": url, "HOME": str(home)}
+    done = subprocess.run(
+        [sys.executable, "-c", read], env=env, capture_output=True, text=True, timeout=WAIT
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
 
 
 # The server dies as the run pushes its end (--repo): every task completed, the session's end

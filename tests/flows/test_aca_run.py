@@ -533,6 +533,7 @@ def test_a_session_branch_deleted_mid_run_stops_the_run_naming_the_branch_to_res
         f"on record), then `aca resume {sid} --workdir {repo}` continues"
     )
     assert (session.status, session.status_reason) == ("stopped", why)
+    assert session.last_checkpoint.trigger == "branch-lost"  # `aca checkpoints list` says so
     assert "GitCommandError" not in out
     last = out.strip().splitlines()[-1]
     assert last == (

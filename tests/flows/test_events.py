@@ -189,6 +189,68 @@ def test_a_task_whose_proposed_subtask_failed_sends_its_failed_event(
     assert failed.payload["reason"] == "subtask base.one failed"
 
 
+def test_a_resume_sends_again_the_task_events_a_lost_server_dropped(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    """A server lost mid-run drops the events not yet sent (a's ``aca.task.completed``); a
+    resume, whose task run of a is only Cached, sends it again, once, as it was."""
+    from prefect.events import emit_event
+    from prefect.types._datetime import now
+
+    from aca_flows.flows import events
+
+    for _ in range(30):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    since = now("UTC")
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(
+        f"# Lost {uuid.uuid4().hex[:6]}\n\n- write a.txt {{#a}}\n"
+        '- write b.txt {#b verify="false"}\n'
+    )
+    sent: list[str] = []
+
+    def lost_with_the_server(*, event: str, **fields):
+        sent.append(f"{event} {fields['payload'].get('task_id')}")
+        if event != "aca.task.completed":
+            return emit_event(event=event, **fields)
+
+    monkeypatch.setattr(events, "emit_event", lost_with_the_server)
+    first = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test").summary
+    session_id = first["session_id"]
+    assert "aca.task.completed a" in sent  # sent, and lost
+    monkeypatch.setattr(events, "emit_event", emit_event)  # the server is back
+
+    run_flow(session_id=session_id, workdir=str(repo))  # b fails again; a is done
+
+    session = load_session(repo, session_id)
+
+    def a_completed() -> list:
+        EventsWorker.drain_all()
+
+        async def read():
+            async with get_client() as client:
+                page = await client.read_events(
+                    EventFilter(
+                        occurred=EventOccurredFilter(since=since),
+                        resource=EventResourceFilter(id=[f"aca.task.{session_id}.a"]),
+                    ),
+                    limit=50,
+                )
+            return [e for e in page.events if e.event == "aca.task.completed"]
+
+        return asyncio.run(read())
+
+    (event,) = eventually(a_completed, "a's aca.task.completed, sent again")
+    assert event.id == events.task_event_id(session, "a", "completed")
+    assert event.occurred == session.tasks["a"].finished_at  # when a completed, not now
+    assert event.payload["commit"] == session.tasks["a"].commit and event.payload["commit"]
+    # The next resume finds it on the server: it is not sent a third time.
+    sent.clear()
+    monkeypatch.setattr(events, "emit_event", lost_with_the_server)
+    run_flow(session_id=session_id, workdir=str(repo))
+    assert "aca.task.failed b" in sent and "aca.task.completed a" not in sent
+
+
 def test_a_run_stopped_by_its_budget_says_so_and_why(tmp_path, repo, anthropic_fake):
     from prefect.types._datetime import now
 

@@ -14,6 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     FlowRunFilter,
@@ -459,15 +460,30 @@ def test_a_cancel_while_prefect_writes_a_task_result_keeps_the_task_completed(
     assert "Crash detected" not in log + out + err and "b stays unfinished" in log, log
 
 
-def test_a_key_refused_mid_run_starts_no_more_of_its_tasks_and_a_resume_finishes_them(
-    tmp_path, repo, anthropic_fake, capsys, monkeypatch
+CREDIT_TOO_LOW = (
+    "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing "
+    "to upgrade or purchase credits."
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "said", "cannot_serve"),
+    [
+        # The key is revoked: the real API's answer to it.
+        (401, "invalid x-api-key", "refused its credentials"),
+        # The account's credit runs out: the real API's answer then.
+        (400, CREDIT_TOO_LOW, "says the account's credit or spend limit is spent"),
+    ],
+    ids=["key-refused", "credit-spent"],
+)
+def test_a_provider_that_cannot_serve_mid_run_starts_no_more_of_its_tasks_a_resume_finishes_them(
+    tmp_path, repo, anthropic_fake, capsys, monkeypatch, status, said, cannot_serve
 ):
     monkeypatch.setenv("OPENAI_BASE_URL", f"{anthropic_fake.url}/v1")
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
     anthropic_fake.anthropic.enqueue(coding_agent)
     anthropic_fake.anthropic.enqueue(coding_agent)
-    # Then the key is revoked: the real API's answer to it.
-    anthropic_fake.anthropic.enqueue(status=401, error="invalid x-api-key")
+    anthropic_fake.anthropic.enqueue(status=status, error=said)
     anthropic_fake.anthropic.default = coding_agent
     write = {"name": "write_file", "arguments": {"path": "e.txt", "content": "e\n"}}
     anthropic_fake.openai.enqueue(tool_calls=[write])
@@ -490,9 +506,13 @@ def test_a_key_refused_mid_run_starts_no_more_of_its_tasks_and_a_resume_finishes
     assert len(anthropic_fake.openai.requests) == 2  # another provider's task went on
     assert code == 3, err
     resume = f"aca resume {session_id} --workdir {repo}"
+    fix = {
+        401: "set a valid ANTHROPIC_API_KEY",
+        400: "add credit to the account, or raise its spend limit, with the provider",
+    }[status]
     why = (
-        "anthropic refused its credentials (401: invalid x-api-key), so no anthropic task "
-        f"starts: set a valid ANTHROPIC_API_KEY, then `{resume}` continues"
+        f"anthropic {cannot_serve} ({status}: {said}), so no anthropic task "
+        f"starts: {fix}, then `{resume}` continues"
     )
     session = load_session(repo, session_id)
     assert (session.status, session.status_reason) == ("stopped", why)
@@ -508,8 +528,12 @@ def test_a_key_refused_mid_run_starts_no_more_of_its_tasks_and_a_resume_finishes
     assert last == ending
     assert main(["sessions", "show", session_id, "--workdir", str(repo)]) == 0
     assert f"stopped ({why})" in " ".join(capsys.readouterr().out.split())
+    listed = ["checkpoints", "list", "--session", session_id, "--workdir", str(repo), "--json"]
+    assert main(listed) == 0
+    stop = json.loads(capsys.readouterr().out)[0]  # newest first
+    assert (stop["trigger"], stop["description"]) == ("provider", why)  # no budget stopped it
 
-    # The key fixed, the resume runs the tasks left, and only those.
+    # The key fixed (or the credit added), the resume runs the tasks left, and only those.
     assert main(["resume", session_id, "--workdir", str(repo)]) == 0
     session = load_session(repo, session_id)
     assert {t.id: t.status.state for t in session.plan.tasks if not t.children} == dict.fromkeys(
@@ -520,22 +544,33 @@ def test_a_key_refused_mid_run_starts_no_more_of_its_tasks_and_a_resume_finishes
     ]  # fmt: skip
 
 
+@pytest.mark.parametrize("remote", [False, True], ids=["workdir", "repo"])
 def test_the_end_of_a_resume_says_its_task_file_changed_and_how_to_run_it_as_it_is(
-    tmp_path, repo, anthropic_fake, capsys
+    tmp_path, repo, anthropic_fake, capsys, monkeypatch, remote
 ):
+    import shlex
+    import subprocess
+
     anthropic_fake.anthropic.default = coding_agent
+    where = f"--workdir {repo}"
+    if remote:  # the session lives in the remote's working area, pushed to the remote
+        bare = tmp_path / "remote.git"
+        subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(bare)], check=True)
+        where = f"--repo {bare}"
+        monkeypatch.chdir(tmp_path)
     tasks = tmp_path / "tasks.md"
     tasks.write_text('- write a.txt {#a verify="false"}\n')
-    assert main(["run", str(tasks), "--workdir", str(repo), "--model", "claude-test"]) == 1
-    (session_id,) = [p.name for p in (repo / ".aca" / "sessions").iterdir()]
+    assert main(["run", str(tasks), *where.split(), "--model", "claude-test"]) == 1
+    session_id = capsys.readouterr().out.strip().splitlines()[-1].split()[1]
     tasks.write_text('- write a.txt {#a verify="true"}\n')  # the user fixes the check
-    capsys.readouterr()
 
-    assert main(["resume", session_id, "--workdir", str(repo)]) == 1  # the old check again
+    assert main(["resume", session_id, *where.split()]) == 1  # the old check again
 
     last = capsys.readouterr().out.strip().splitlines()[-1]
+    run = f"aca run {tasks} {where}"
     assert last.endswith(
-        f"`aca resume {session_id} --workdir {repo}` continues. But {tasks} changed since the "
-        "session started, and a resume runs the plan as it was then: "
-        f"`aca run {tasks} --workdir {repo}` runs it as it is now."
+        f"`aca resume {session_id} {where}` continues. But {tasks} changed since the "
+        f"session started, and a resume runs the plan as it was then: `{run}` runs it as it "
+        "is now."
     )
+    assert main([*shlex.split(run)[1:], "--model", "claude-test"]) == 0  # as it says

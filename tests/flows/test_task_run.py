@@ -465,7 +465,7 @@ def session_task_runs(session_id: str) -> list:
 
 def test_a_key_refused_from_a_secret_block_names_the_block_to_fix_not_the_variable():
     from aca_flows.errors import KeyRejected
-    from aca_flows.flows.task_run import key_rejected_stop
+    from aca_flows.flows.task_run import cannot_serve_stop
     from aca_flows.settings import ProviderSection
 
     run = active_run()
@@ -478,11 +478,11 @@ def test_a_key_refused_from_a_secret_block_names_the_block_to_fix_not_the_variab
         status_code=401,
     )
 
-    reason = key_rejected_stop(run, Task(id="a", title="t", provider="anthropic"), refused)
+    reason = cannot_serve_stop(run, Task(id="a", title="t", provider="anthropic"), refused)
 
     assert reason == (
         "anthropic refused its credentials (401: invalid x-api-key), so no anthropic task "
         "starts: save a valid key in the Prefect Secret block 'team-key' ([providers.anthropic] "
         "api_key_secret), then resume the session"
     )
-    assert run.rejected_keys == {"anthropic": reason}  # its other tasks start no call
+    assert run.cannot_serve == {"anthropic": reason}  # its other tasks start no call

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aca_flows.errors import PermanentProviderError
+from aca_flows.errors import CreditExhausted, PermanentProviderError
 from aca_flows.providers import get_provider
 from aca_flows.providers.base import (
     Message,
@@ -81,7 +81,8 @@ def test_arguments_that_are_not_json_are_handed_back_unparsed(llm_server):
 def test_an_exhausted_quota_is_permanent_not_a_rate_limit(llm_server):
     llm_server.openai.enqueue(status=429, error="You exceeded your current quota, check billing.")
 
-    with pytest.raises(PermanentProviderError, match="spend limit") as raised:
+    # A run starts no more openai tasks then (test_run_ends.py).
+    with pytest.raises(CreditExhausted, match="spend limit") as raised:
         run(_provider().complete(_request()))
     # The server's sentence goes on as aca's: one period, not "billing.. Add credit".
     assert "check billing. Add credit" in str(raised.value)
