@@ -53,6 +53,9 @@ __all__ = [
 _EVENT_IDS = uuid.UUID("5b0e3c52-8f0c-4d7e-9a51-3f4e6c1d2a90")
 # Ids asked about in one read of the server's events (its page size is larger).
 _IDS_PER_READ = 50
+# Prefect's server keeps events this long by default (PREFECT_EVENTS_RETENTION_PERIOD): an
+# older event it lacks may have been dropped as old, and sent again would fire automations twice.
+_RESEND_WITHIN = timedelta(days=7)
 
 SESSION_ENDS = ("completed", "failed", "stopped", "interrupted")
 # A reason's first line, this long at most: an event has a size limit, and a verify's output
@@ -130,9 +133,9 @@ def emit_task_event(
 
 async def resend_lost_task_events(store: SessionStore) -> list[str]:
     """Send again the ``aca.task.completed`` of each task completed in an earlier run of the
-    session that the server does not have (a server lost mid-run dropped it), with its id and
-    time; returns those tasks. A server that cannot say is asked nothing more: the run goes on
-    without them."""
+    session (within the server's default retention) that the server does not have (a server
+    lost mid-run dropped it), with its id and time; returns those tasks. A server that cannot
+    say is asked nothing more: the run goes on without them."""
     session = store.session
     ended = {
         task_event_id(session, task.id, "completed"): (task.id, record.finished_at)
@@ -142,6 +145,7 @@ async def resend_lost_task_events(store: SessionStore) -> list[str]:
         and (record := session.tasks.get(task.id)) is not None
         and record.attempts  # run by aca: a task the plan marked done sent nothing
         and record.finished_at is not None
+        and record.finished_at > datetime.now(UTC) - _RESEND_WITHIN
     }
     if not ended:
         return []
