@@ -224,12 +224,14 @@ class FakeLLMServer:
         }
 
     def serve_claude_code(self, monkeypatch) -> None:
-        """Point the real claude binary (and every provider) at this server, without its own
-        retries; only its agent loop, whose requests always hold tools, takes the scripted
-        replies (its side calls, titles and quota checks, get the default answer)."""
+        """Point the real claude binary (and every provider) at this server; only its agent
+        loop, whose requests always hold tools, takes the scripted replies (its side calls,
+        titles and quota checks, get the default answer). For scripts without errors: claude
+        retries a dropped connection as it would the real API's (CI once saw its first request
+        reset, ECONNRESET, on a loaded machine); a test of errors sets no retries itself."""
         for name, value in self.env().items():
             monkeypatch.setenv(name, value)
-        monkeypatch.setenv("CLAUDE_CODE_MAX_RETRIES", "0")
+        monkeypatch.setenv("CLAUDE_CODE_MAX_RETRIES", "2")
         self.anthropic.scripted_for = lambda request: bool((request.json or {}).get("tools"))
 
     def start(self) -> FakeLLMServer:
