@@ -131,11 +131,28 @@ def emit_task_event(
     _emit(f"aca.task.{what}", resource, [session_related], payload, event_id, occurred)
 
 
-async def resend_lost_task_events(store: SessionStore) -> list[str]:
+async def resend_lost_task_events(store: SessionStore, logger: Any) -> list[str]:
     """Send again the ``aca.task.completed`` of each task completed in an earlier run of the
     session (within the server's default retention) that the server does not have (a server
-    lost mid-run dropped it), with its id and time; returns those tasks. A server that cannot
-    say is asked nothing more: the run goes on without them."""
+    lost mid-run dropped it), with its id and time; log and return those tasks. A server that
+    cannot say is asked nothing more: a warning, and the run goes on without them."""
+    try:
+        lost = await _lost_completions(store)
+    except Exception as exc:  # no verdict on the run: its tasks go on without them
+        logger.warning(f"the server could not say which task events it has ({exc}); none resent")
+        return []
+    for task_id, when in lost:
+        emit_task_event(store, task_id, "completed", occurred=when)
+    resent = [task_id for task_id, _ in lost]
+    if resent:
+        logger.info(
+            f"sent again the aca.task.completed event(s) the server lost: {', '.join(resent)}"
+        )
+    return resent
+
+
+async def _lost_completions(store: SessionStore) -> list[tuple[str, datetime]]:
+    """(task id, end time) of the earlier runs' completions whose events the server lacks."""
     session = store.session
     ended = {
         task_event_id(session, task.id, "completed"): (task.id, record.finished_at)
@@ -161,10 +178,7 @@ async def resend_lost_task_events(store: SessionStore) -> list[str]:
                 EventFilter(id=EventIDFilter(id=batch), occurred=window), limit=len(batch)
             )
             known.update(event.id for event in page.events)
-    lost = [ended[event_id] for event_id in ids if event_id not in known]
-    for task_id, when in lost:
-        emit_task_event(store, task_id, "completed", occurred=when)
-    return [task_id for task_id, _ in lost]
+    return [ended[event_id] for event_id in ids if event_id not in known]
 
 
 def _emit(

@@ -141,7 +141,7 @@ async def drive_plan(
                 await _publish_report(store, run, task_id, states[task_id])
 
     await _record_finished_before(store, run, dag, states, tree)
-    await _resend_lost_events(store, logger)
+    await resend_lost_task_events(store, logger)  # events a lost server dropped
     running: dict[asyncio.Task, str] = {}
     stopped_reason: str | None = None
     stop_trigger: StopTrigger = "budget"  # what stopped_reason is: its checkpoint's trigger
@@ -277,20 +277,6 @@ async def drive_plan(
     summary.taken_over = interrupt.taken_over is not None
     await tree.close(flow_state(summary))
     return summary
-
-
-async def _resend_lost_events(store: SessionStore, logger) -> None:
-    """The ``aca.task.completed`` events of earlier runs a lost server dropped, sent again:
-    an automation waiting for them hears them once (``events.resend_lost_task_events``)."""
-    try:
-        resent = await resend_lost_task_events(store)
-    except Exception as exc:  # no verdict on the run: its tasks go on without them
-        logger.warning(f"the server could not say which task events it has ({exc}); none resent")
-        return
-    if resent:
-        logger.info(
-            f"sent again the aca.task.completed event(s) the server lost: {', '.join(resent)}"
-        )
 
 
 def _edges(states: dict[str, State], dependency_ids) -> list[State]:
