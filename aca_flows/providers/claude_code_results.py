@@ -15,9 +15,11 @@ from typing import Any
 
 from aca_flows._words import counted, quoted_clause
 from aca_flows.errors import (
+    CreditExhausted,
     EmptyAnswerError,
     KeyRejected,
     PermanentProviderError,
+    ProviderCannotServe,
     ProviderError,
     TransientProviderError,
 )
@@ -66,6 +68,7 @@ _CONNECTION_MARKERS = (
     "rate limit",
 )
 _SPEND_MARKERS = ("credit balance", "spend limit", "billing", "usage limit")
+SPEND_FIX = "add credit to the account, or wait for its usage limit to reset"
 # What each kind of error result tells the user, first match wins: (markers, error, message).
 _BY_MESSAGE = (
     (
@@ -76,7 +79,7 @@ _BY_MESSAGE = (
         + "; `aca providers list` then shows it ready.",
     ),
     (
-        ("api key",),
+        ("api key", "x-api-key", "authentication_error"),
         partial(
             KeyRejected, fix="set a valid ANTHROPIC_API_KEY, or unset it to use Claude Code's login"
         ),
@@ -85,7 +88,8 @@ _BY_MESSAGE = (
     ),
     (
         _SPEND_MARKERS,
-        PermanentProviderError,
+        # As a 402 is (``error_for_status``): the run starts no more claude-code tasks.
+        partial(CreditExhausted, fix=SPEND_FIX),
         "the account's credit or usage limit is exhausted{said}. Add credit or wait for the "
         "limit to reset, then resume the session.",
     ),
@@ -162,7 +166,7 @@ def result_error(result: Any, text: str, tools_used: int = 0) -> ProviderError |
     for markers, error, message in _BY_MESSAGE:
         if any(marker in lowered for marker in markers):
             found = error(f"claude-code: {message.format(said=said)}", provider=name)
-            if isinstance(found, KeyRejected):
+            if isinstance(found, ProviderCannotServe):
                 found.detail = detail[:300]  # the run's stop quotes it
             return found
     # An error nothing above recognises (a crash, an unknown API failure): say what it was,

@@ -15,7 +15,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from aca_flows.errors import KeyRejected, PermanentProviderError, TransientProviderError
+from aca_flows.errors import (
+    CreditExhausted,
+    KeyRejected,
+    PermanentProviderError,
+    TransientProviderError,
+)
 from aca_flows.providers import get_provider
 from aca_flows.providers.base import Message, ProviderEvent, ProviderRequest
 from aca_flows.providers.claude_code import (
@@ -211,6 +216,27 @@ def test_a_run_stopped_after_one_turn_says_1_turn(subtype):
     message = str(result_error(stopped, ""))
 
     assert "after 1 turn" in message and "1 turns" not in message
+
+
+@pytest.mark.parametrize(
+    ("said", "kind"),
+    [
+        ("Credit balance is too low", CreditExhausted),
+        ("Claude AI usage limit reached|1767225600", CreditExhausted),
+        ("Invalid API key · Please run /login", KeyRejected),
+        ('API Error: {"type":"authentication_error","message":"invalid x-api-key"}', KeyRejected),
+    ],
+    ids=["credit", "usage-limit", "login", "x-api-key"],
+)
+def test_spent_credit_or_a_rejected_key_without_a_status_stops_the_providers_tasks(said, kind):
+    # Claude Code says so in its result's text only: no api_error_status. A 402 or 401 would
+    # stop the run's claude-code tasks (exit 3, resumable); so must these.
+    ended = SimpleNamespace(subtype="success", num_turns=1, is_error=True, api_error_status=None)
+
+    error = result_error(ended, said)
+
+    assert isinstance(error, kind), type(error)
+    assert error.detail == said and error.fix
 
 
 def test_not_logged_in_and_no_key_is_a_permanent_error_naming_the_fix(
