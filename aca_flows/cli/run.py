@@ -209,6 +209,7 @@ def _execute(options: RunOptions) -> int:
     names = {default} if plan is None else plan.provider_names(default)
     _check_provider_names(names)  # a dry run too: it must not pass a plan the run refuses
     if plan is not None and options.dry_run:
+        _require_the_runs_workdir(options)  # a dry run passes no workdir the run refuses
         _dump_if_asked(plan, options)
         show_dry_run(plan, options)
         return 0
@@ -264,10 +265,7 @@ def _preflight(
     from aca_flows.sandbox import OFF_WARNING, check_sandbox
     from aca_flows.workspace import open_repository
 
-    if options.workdir.is_dir():
-        require_writable_workdir(options.workdir)  # open_repository writes .git/info/exclude
-    if not options.init_git:
-        open_repository(options.workdir)  # only looks: a missing repository is named first
+    _require_the_runs_workdir(options)  # a missing repository is named first
     # Every refusal before --init-git creates anything: a refused run leaves nothing behind.
     _require_providers(names, config, models)
     check_sandbox(config.sandbox, claude_code="claude-code" in names)
@@ -281,6 +279,18 @@ def _preflight(
         _say_secrets_left_out(open_repository(options.workdir, init_git=True))
     if config.sandbox.mode == "off":
         print(f"warning: {OFF_WARNING}", file=sys.stderr)
+
+
+def _require_the_runs_workdir(options: RunOptions) -> None:
+    """Refuse a workdir the run's flow would refuse (read-only, not a repository's top level,
+    no commit), writing nothing. A --repo URL's working area is the run's to clone."""
+    from aca_flows.workspace.repository import require_repository
+
+    if options.repo and options.dry_run:
+        return
+    if options.workdir.is_dir():
+        require_writable_workdir(options.workdir)  # the run writes .aca/ and .git/ there
+    require_repository(options.workdir, init_git=options.init_git)
 
 
 def _say_secrets_left_out(repo) -> None:

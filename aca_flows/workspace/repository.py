@@ -37,6 +37,7 @@ __all__ = [
     "open_repository",
     "read_commit",
     "remove_stale_branch_lock",
+    "require_repository",
     "secrets_left_out",
     "session_branch_checkouts",
     "session_branch_head",
@@ -127,6 +128,43 @@ def open_repository(workdir: Path, *, init_git: bool = False) -> git.Repo:
     first commit; without it, a folder that is not a repository is a ``WorkspaceError``.
     """
     workdir = Path(workdir)
+    repo = _top_level_repository(workdir, init_git=init_git)
+    if not repo.head.is_valid() and not init_git:
+        raise _no_commit(workdir)  # before .git/info/exclude is written: a refusal writes nothing
+    ensure_excluded(repo)
+    if not repo.head.is_valid():
+        _commit_everything(repo)
+    return repo
+
+
+def require_repository(workdir: Path, *, init_git: bool = False) -> None:
+    """Refuse ``workdir`` as ``open_repository`` refuses it (not a repository, bare, a folder
+    inside one, no commit), writing nothing: a dry run's check, and the run's before Prefect
+    starts. With ``init_git``, a folder in no repository (or none yet) passes: a run makes it."""
+    workdir = Path(workdir)
+    if init_git and not _in_a_repository(workdir):
+        return
+    if not _top_level_repository(workdir, init_git=False).head.is_valid() and not init_git:
+        raise _no_commit(workdir)
+
+
+def _in_a_repository(path: Path) -> bool:
+    try:
+        AcaRepo(path, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return False
+    return True
+
+
+def _no_commit(workdir: Path) -> WorkspaceError:
+    return WorkspaceError(
+        f"the git repository {workdir} has no commits yet; commit your files first "
+        "(git add -A && git commit -m 'initial'), or pass --init-git to let aca do it."
+    )
+
+
+def _top_level_repository(workdir: Path, *, init_git: bool) -> git.Repo:
+    """The repository whose top level ``workdir`` is; with ``init_git`` made if missing."""
     if not workdir.is_dir():
         raise WorkspaceError(f"{workdir} is not a folder; pass an existing folder to --workdir.")
     try:
@@ -149,14 +187,6 @@ def open_repository(workdir: Path, *, init_git: bool = False) -> git.Repo:
             f"{workdir} is inside the git repository {top}, not its top level; "
             f"run aca with --workdir {top}."
         )
-    ensure_excluded(repo)
-    if not repo.head.is_valid():
-        if not init_git:
-            raise WorkspaceError(
-                f"the git repository {workdir} has no commits yet; commit your files first "
-                "(git add -A && git commit -m 'initial'), or pass --init-git to let aca do it."
-            )
-        _commit_everything(repo)
     return repo
 
 

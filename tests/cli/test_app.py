@@ -30,19 +30,52 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def test_dry_run_dumps_and_runs_nothing(tmp_path, capsys):
     plan_file = tmp_path / "plan.json"
+    work = make_repo(tmp_path / "work")
+    before = _files(work)
     code, out, _ = run(
         capsys,
         "--task-file", str(HELLO),
-        "--workdir", str(tmp_path),
+        "--workdir", str(work),
         "--dry-run",
         "--dump-plan", str(plan_file),
     )  # fmt: skip
     assert code == 0
     assert "Dry run: 3 tasks in 2 groups (3 pending); nothing was run." in out
     assert json.loads(plan_file.read_text())["name"] == "Hello, aca"
-    assert not (tmp_path / ".aca").exists()
+    assert _files(work) == before  # no .aca/, no line added to .git/info/exclude
+
+
+@pytest.mark.parametrize("dry_run", [["--dry-run"], []])
+@pytest.mark.parametrize(
+    ("workdir", "refused"),
+    [
+        ("plain", "is not a git repository"),
+        ("no-commit", "has no commits yet"),
+        ("work/sub", "not its top level; run aca with --workdir"),
+    ],
+)
+def test_a_dry_run_refuses_the_workdir_the_run_refuses_and_writes_nothing(
+    tmp_path, capsys, dry_run, workdir, refused
+):
+    """Before, the dry run passed all three (exit 0), and the run's own refusal of a
+    repository with no commit wrote .aca/ into its .git/info/exclude first."""
+    make_repo(tmp_path / "work")
+    git.Repo.init(tmp_path / "no-commit")
+    for folder in ("plain", "work/sub"):
+        (tmp_path / folder).mkdir()
+    before = _files(tmp_path)
+
+    code, out, err = run(capsys, "run", str(HELLO), "-w", str(tmp_path / workdir), *dry_run)
+
+    assert (code, out) == (2, "")
+    assert refused in err and "Traceback" not in err
+    assert _files(tmp_path) == before
 
 
 def test_a_one_task_plan_reads_1_task_not_1_tasks(tmp_path, capsys):
@@ -55,10 +88,11 @@ def test_a_one_task_plan_reads_1_task_not_1_tasks(tmp_path, capsys):
 
 
 def test_a_dry_run_warns_of_dependencies_stated_in_prose(tmp_path, capsys):
+    work = make_repo(tmp_path / "work")
     # The original aca's numbered phases say "Requires Storage Layer (task #1)": read
     # deterministically they would run at once, so the user is told, with the way out.
     tasks = COMPAT / "nested-complex-tasks" / "dependencies-test.md"
-    code, _, err = run(capsys, "--task-file", str(tasks), "-w", str(tmp_path), "--dry-run")
+    code, _, err = run(capsys, "--task-file", str(tasks), "-w", str(work), "--dry-run")
     assert code == 0
     assert "4 task(s) state dependencies in prose" in err
     assert "2-service-endpoints: **Dependencies**: Requires Storage Layer (task #1)" in err
@@ -70,24 +104,26 @@ def test_a_dry_run_warns_of_dependencies_stated_in_prose(tmp_path, capsys):
 
 
 def test_review_workflow_edit_then_load(tmp_path, capsys):
+    work = make_repo(tmp_path / "work")
     plan_file = tmp_path / "plan.toml"
-    assert run(capsys, "run", str(HELLO), "-w", str(tmp_path), "--dry-run",
+    assert run(capsys, "run", str(HELLO), "-w", str(work), "--dry-run",
                "--dump-plan", str(plan_file))[0] == 0  # fmt: skip
     edited = plan_file.read_text().replace('title = "Documentation"', 'title = "Docs, reviewed"')
     plan_file.write_text(edited)
-    code, out, _ = run(capsys, "--execution-plan", str(plan_file), "-w", str(tmp_path), "--dry-run")
+    code, out, _ = run(capsys, "--execution-plan", str(plan_file), "-w", str(work), "--dry-run")
     assert code == 0
     assert "documentation — Docs, reviewed" in out
 
 
 def test_context_and_appended_prompt_reach_the_plan(tmp_path, capsys):
+    work = make_repo(tmp_path / "work")
     plan_file = tmp_path / "plan.json"
     code, _, _ = run(
         capsys,
         "--task-file", str(COMPAT / "multi-task" / "tasks.md"),
         "--context", "project context", "--context", "more",
         "--append-system-prompt", "additional instructions",
-        "--dry-run", "--dump-plan", str(plan_file), "-w", str(tmp_path),
+        "--dry-run", "--dump-plan", str(plan_file), "-w", str(work),
     )  # fmt: skip
     plan = json.loads(plan_file.read_text())
     assert code == 0
@@ -109,7 +145,8 @@ def test_contradicting_parser_switches_are_named_before_any_provider_is_asked(
 
 
 def test_json_summary(tmp_path, capsys):
-    code, out, _ = run(capsys, "run", str(HELLO), "--dry-run", "--json", "-w", str(tmp_path))
+    work = make_repo(tmp_path / "work")
+    code, out, _ = run(capsys, "run", str(HELLO), "--dry-run", "--json", "-w", str(work))
     assert code == 0
     assert json.loads(out) == {
         "dry_run": True,

@@ -24,6 +24,7 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
 def test_plan_parse_prints_the_tree_and_dumps_the_plan(llm_server, tmp_path, capsys):  # noqa: F811
     llm_server.anthropic.enqueue(**respond(dependencies_proposal()))
     dumped = tmp_path / "plan.json"
+    work = make_repo(tmp_path / "work")
 
     code, out, err = run(
         capsys, "plan", "parse", str(TEST6), "--provider", "anthropic", "-w", str(tmp_path),
@@ -57,12 +58,13 @@ def test_plan_parse_again_makes_no_call_and_prints_json(llm_server, tmp_path, ca
 def test_design_usage_with_the_intelligent_parser_dry_run(llm_server, tmp_path, capsys):  # noqa: F811
     llm_server.anthropic.enqueue(**respond(dependencies_proposal()))
     dumped = tmp_path / "plan.json"
+    work = make_repo(tmp_path / "work")
 
     code, out, _ = run(
         capsys,
         "--task-file", str(TEST6), "--use-intelligent-parser", "--provider", "anthropic",
         "--context", "project context", "--append-system-prompt", "additional instructions",
-        "--dry-run", "--dump-plan", str(dumped), "-w", str(tmp_path),
+        "--dry-run", "--dump-plan", str(dumped), "-w", str(work),
     )  # fmt: skip
 
     assert code == 0
@@ -73,7 +75,7 @@ def test_design_usage_with_the_intelligent_parser_dry_run(llm_server, tmp_path, 
     sent = json.dumps(llm_server.anthropic.requests[0].json)
     assert "project context" in sent and "additional instructions" in sent
     # The reviewed plan runs like any other.
-    code, out, _ = run(capsys, "--execution-plan", str(dumped), "-w", str(tmp_path), "--dry-run")
+    code, out, _ = run(capsys, "--execution-plan", str(dumped), "-w", str(work), "--dry-run")
     assert code == 0 and "e2e-checks — 4. End-to-End Checks" in out
 
 
@@ -199,7 +201,7 @@ def test_plan_parse_never_imports_prefect(tmp_path):
             "with FakeLLMServer() as server:",
             "    os.environ.update(server.env())",
             "    server.anthropic.enqueue(**respond(dependencies_proposal()))",
-            f"    args = ['--provider', 'anthropic', '-w', {str(tmp_path)!r}]",
+            f"    args = ['--provider', 'anthropic', '-w', {str(make_repo(tmp_path / 'w'))!r}]",
             "    assert main(['plan', 'parse', str(TEST6), *args]) == 0",
             "    assert main(['--task-file', str(TEST6), '--use-intelligent-parser',",
             "                 '--dry-run', *args]) == 0",

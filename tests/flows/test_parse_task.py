@@ -16,6 +16,7 @@ from aca_flows.flows import run_flow
 from aca_flows.session.layout import AcaDir
 from aca_flows.session.store import list_sessions
 from tests.fakes.coding_agent import coding_agent
+from tests.fakes.git_repo import make_repo
 from tests.fakes.llm_server import llm_server  # noqa: F401  (fixture)
 from tests.flows.test_run_setup import aca_run, call_events, parse_reply
 from tests.plan.test_intelligent import DEPENDENCIES, TEST6, dependencies_proposal, respond
@@ -220,17 +221,18 @@ def test_the_flow_reuses_the_cli_parse(llm_server, tmp_path, capsys, monkeypatch
     from aca_flows.flows.run_setup import RunRequest, _load_plan
     from aca_flows.settings import load_config
 
+    work = make_repo(tmp_path / "work")  # a dry run refuses a workdir the run refuses
     llm_server.anthropic.enqueue(**respond(dependencies_proposal()))
     args = ["--task-file", str(TEST6), "--use-intelligent-parser", "--context", "ctx"]
-    assert main([*args, "--provider", "anthropic", "--dry-run", "-w", str(tmp_path)]) == 0
+    assert main([*args, "--provider", "anthropic", "--dry-run", "-w", str(work)]) == 0
     request = RunRequest(
         task_file=str(TEST6),
-        workdir=str(tmp_path),
+        workdir=str(work),
         provider="anthropic",
         context=["ctx"],
         use_intelligent_parser=True,
     )
-    config = load_config(tmp_path, None, request.overrides()).config
+    config = load_config(work, None, request.overrides()).config
 
     plan, parse = _load_plan(request, config)
 
