@@ -24,7 +24,6 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
 def test_plan_parse_prints_the_tree_and_dumps_the_plan(llm_server, tmp_path, capsys):  # noqa: F811
     llm_server.anthropic.enqueue(**respond(dependencies_proposal()))
     dumped = tmp_path / "plan.json"
-    work = make_repo(tmp_path / "work")
 
     code, out, err = run(
         capsys, "plan", "parse", str(TEST6), "--provider", "anthropic", "-w", str(tmp_path),
