@@ -331,6 +331,7 @@ def _temporary_server() -> Iterator[str]:
     prepare_database()
     log_dir = server_home()
     log_dir.mkdir(parents=True, exist_ok=True)
+    _remove_logs_of_dead_runs(log_dir)
     log_file = log_dir / f"temporary-{os.getpid()}.log"
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
@@ -356,6 +357,15 @@ def _temporary_server() -> Iterator[str]:
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=1)
     log_file.unlink(missing_ok=True)
+
+
+def _remove_logs_of_dead_runs(log_dir: Path) -> None:
+    """The temporary servers' logs of runs that are gone: a run killed outright (SIGKILL, a
+    crash) never removed its own, and they piled up, one a run."""
+    for log in log_dir.glob("temporary-*.log"):
+        pid = log.stem.removeprefix("temporary-")
+        if pid.isdigit() and not _alive(int(pid)):
+            log.unlink(missing_ok=True)
 
 
 def _drain_to_server(timeout: float = 15.0) -> None:

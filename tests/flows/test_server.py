@@ -234,6 +234,14 @@ def refused_writes(api: str) -> list[int]:
 
 def test_acas_servers_queue_concurrent_writes_instead_of_refusing_them(tmp_path):
     env = fresh_env(tmp_path / "home")
+    # Logs of temporary servers: a killed run's (its pid gone) is removed when the next run
+    # starts one; a running one's is kept.
+    logs = tmp_path / "home" / ".aca" / "server"
+    logs.mkdir(parents=True)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    for pid in (gone.pid, os.getpid()):
+        (logs / f"temporary-{pid}.log").write_text("a run's server log\n")
     # The temporary server a run starts, held open until told to stop.
     hold = (
         "import sys\n"
@@ -256,6 +264,8 @@ def test_acas_servers_queue_concurrent_writes_instead_of_refusing_them(tmp_path)
         api = proc.stdout.readline().strip()
         assert api, (tmp_path / "temporary.err").read_text()
         assert refused_writes(api) == []
+        left = sorted(p.name for p in logs.glob("temporary-*.log"))
+        assert left == sorted(f"temporary-{pid}.log" for pid in (os.getpid(), proc.pid))
     finally:
         proc.communicate("\n", timeout=WAIT)
     # aca's local server.
