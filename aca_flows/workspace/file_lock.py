@@ -21,6 +21,8 @@ class FileLock:
     an exclusive one is held.
 
     Blocking; not re-entrant (a second ``with`` on the same path in the same thread deadlocks).
+    An exclusive holder may remove the file (``merge.remove_idle_merge_folder``): whoever
+    waited for it then locks the path's new file, so the lock still excludes.
     """
 
     def __init__(self, path: Path, *, shared: bool = False):
@@ -29,13 +31,22 @@ class FileLock:
         self._fd: int | None = None
 
     def __enter__(self) -> FileLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
-        except BaseException:
+        while True:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # its folder was removed meanwhile: make it again
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
+                if _still_at(fd, self.path):
+                    break
+            except BaseException:
+                os.close(fd)
+                raise
+            # Its holder removed the file while this one waited: a lock on a file no one
+            # else can open would exclude no one. Lock the file now at the path instead.
             os.close(fd)
-            raise
         self._fd = fd
         return self
 
@@ -49,3 +60,13 @@ class FileLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def _still_at(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)

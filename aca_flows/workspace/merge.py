@@ -45,6 +45,7 @@ __all__ = [
     "merge_task_commit",
     "record_landed_task",
     "refuse_checked_out_branch",
+    "remove_idle_merge_folder",
 ]
 
 
@@ -60,6 +61,32 @@ class LandedTask:
 def merge_lock(repo_root: Path, session_id: str) -> FileLock:
     """The lock every merge into ``aca/<session-id>`` is made under."""
     return FileLock(AcaDir(Path(repo_root)).worktrees_dir(session_id) / ".merge.lock")
+
+
+def remove_idle_merge_folder(repo_root: Path, session_id: str) -> bool:
+    """Remove the session's folder of worktrees (``.aca/worktrees/<session-id>``) when it
+    holds nothing but its merge lock: what every run left behind once its tasks' worktrees
+    were gone. A worktree still there (a failed task's, kept to look at) keeps it. Safe
+    beside a run of the session: removed under the lock, which its waiters then take anew."""
+    folder = AcaDir(Path(repo_root)).worktrees_dir(session_id)
+    if not _holds_only_its_lock(folder):
+        return False
+    with merge_lock(repo_root, session_id) as lock:
+        if not _holds_only_its_lock(folder):  # a task made its worktree meanwhile
+            return False
+        lock.path.unlink()  # held: its waiters lock the next file there (``FileLock``)
+    try:
+        folder.rmdir()
+    except OSError:  # filled again meanwhile (a worktree, the lock): it is in use
+        return False
+    return True
+
+
+def _holds_only_its_lock(folder: Path) -> bool:
+    try:
+        return {entry.name for entry in folder.iterdir()} == {".merge.lock"}
+    except OSError:  # no folder: nothing to remove
+        return False
 
 
 def land_task(

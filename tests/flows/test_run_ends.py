@@ -542,6 +542,9 @@ def test_a_provider_that_cannot_serve_mid_run_starts_no_more_of_its_tasks_a_resu
     assert sorted(task_of(r)[0] for r in anthropic_fake.anthropic.requests[3:]) == [
         "b", "b", "c", "c", "d", "d"
     ]  # fmt: skip
+    # Every worktree gone, the run leaves no folder of them behind (it kept one with only
+    # its merge lock in it, for every session).
+    assert not (repo / ".aca" / "worktrees" / session_id).exists()
 
 
 @pytest.mark.parametrize("remote", [False, True], ids=["workdir", "repo"])

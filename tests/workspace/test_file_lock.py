@@ -73,3 +73,32 @@ def test_shared_holders_hold_it_together_and_keep_an_exclusive_one_out(tmp_path)
     thread.join()
     with FileLock(lock_path):  # and once both left, an exclusive holder gets it
         pass
+
+
+def test_a_lock_whose_file_its_holder_removed_still_excludes(tmp_path):
+    """A waiter that opened the file before its holder removed it (the end of a run removes
+    the merge lock's folder) must not hold a lock on a file no one else can open."""
+    lock_path = tmp_path / "session" / ".merge.lock"
+    waiter_inside = threading.Event()
+    done = threading.Event()
+
+    def wait_for_it() -> None:
+        with FileLock(lock_path):
+            waiter_inside.set()
+            done.wait(30)
+
+    with FileLock(lock_path):
+        waiter = threading.Thread(target=wait_for_it)
+        waiter.start()
+        time.sleep(0.2)  # it has opened the file and waits for the lock
+        lock_path.unlink()
+    assert waiter_inside.wait(30)
+
+    newcomer = os.open(lock_path, os.O_RDWR | os.O_CREAT)
+    try:
+        with pytest.raises(BlockingIOError):  # the waiter holds the file at the path
+            fcntl.flock(newcomer, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(newcomer)
+        done.set()
+        waiter.join()
