@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["interrupt_inside", "main"]
+__all__ = ["interrupt_inside", "main", "print_json_error"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,12 +44,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {message}", file=sys.stderr)
         code = exc.exit_code
         if as_json:
-            _print_json_error(message, code)
+            print_json_error(message, code)
     except (KeyboardInterrupt, Exception) as exc:
         if not interrupt_inside(exc):
             raise
         print("interrupted", file=sys.stderr)
         code = 130
+        if as_json:
+            print_json_error("interrupted", code)
     if argv is None:
         from aca_flows._exit import exit_process
 
@@ -66,7 +68,7 @@ def _run_for_json(app, argv: list[str] | None) -> int:
         result = app(args=argv, prog_name="aca", standalone_mode=False)
     except typer.TyperException as exc:  # click's ClickException, usage errors included
         exc.show()  # stderr, as without --json
-        _print_json_error(exc.format_message(), exc.exit_code)
+        print_json_error(exc.format_message(), exc.exit_code)
         return exc.exit_code
     except typer.Abort:
         print("Aborted!", file=sys.stderr)
@@ -75,7 +77,8 @@ def _run_for_json(app, argv: list[str] | None) -> int:
     return result if isinstance(result, int) else 0
 
 
-def _print_json_error(message: str, code: int) -> None:
+def print_json_error(message: str, code: int) -> None:
+    """An error as ``--json`` says it, on stdout: ``{"error": ..., "exit_code": ...}``."""
     import json
 
     print(json.dumps({"error": message, "exit_code": code}), flush=True)

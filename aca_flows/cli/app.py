@@ -49,8 +49,24 @@ from aca_flows.cli.options import (
     refuse_github_repo_without_open_pr,
 )
 
+
+class CommandInterrupted(Exception):
+    """A Ctrl-C that ended a command: ``main`` says so (with ``--json``, on stdout too)."""
+
+
+class _Commands(typer.core.TyperGroup):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            # Left to typer, it ends the command with 130 and no word: silently with --json,
+            # whose stdout a script reads.
+            raise CommandInterrupted("interrupted") from exc
+
+
 app = typer.Typer(
     name="aca",
+    cls=_Commands,
     help=(
         "aca — Automatic Coding Agent. Runs a task file (Markdown or TOML) as a DAG of "
         "verified coding tasks on Prefect."

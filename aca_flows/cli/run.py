@@ -186,7 +186,8 @@ def execute(options: RunOptions) -> int:
         with signals_remembered():  # a Ctrl-C from now on is never lost (_startup.py)
             return _execute(options)
     except BaseException as exc:
-        return said_interrupted(exc, lambda: NOT_STARTED)  # run_session makes the session
+        # run_session makes the session
+        return said_interrupted(exc, lambda: NOT_STARTED, as_json=options.json)
     finally:
         collect_as_usual()
 
@@ -360,23 +361,31 @@ def run_session(options: RunOptions, session_id: str | None = None) -> int:
                 return _run_session(options, session_id)
         except BaseException as exc:
             return said_interrupted(
-                exc, lambda: interrupted_line(options.workdir, session_id, options.repo)
+                exc,
+                lambda: interrupted_line(options.workdir, session_id, options.repo),
+                as_json=options.json,
             )
 
 
 NOT_STARTED = "interrupted before the run started: no session was created, no task ran."
 
 
-def said_interrupted(exc: BaseException, explain: Callable[[], str]) -> int:
+def said_interrupted(
+    exc: BaseException, explain: Callable[[], str], *, as_json: bool = False
+) -> int:
     """A Ctrl-C (or SIGTERM) that came before the flow took over the signals, or after it
-    ended, said in one line on stderr (``explain()``), and its exit code (130); ``exc`` is
-    re-raised if it is anything else. (Left to typer, a ``KeyboardInterrupt`` ends the
-    command with 130 and not a word.)"""
-    from aca_flows.cli import interrupt_inside
+    ended, said in one line on stderr (``explain()``; with ``as_json`` on stdout too, as
+    ``--json`` says an error), and its exit code (130); ``exc`` is re-raised if it is
+    anything else. (Left to typer, a ``KeyboardInterrupt`` ends the command with 130 and not
+    a word.)"""
+    from aca_flows.cli import interrupt_inside, print_json_error
 
     if not interrupt_inside(exc):
         raise exc
-    print(f"aca: {explain()}", file=sys.stderr)
+    said = explain()
+    print(f"aca: {said}", file=sys.stderr)
+    if as_json:
+        print_json_error(said, 130)
     return 130
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.server
+import json
 import os
 import shutil
 import signal
@@ -277,6 +278,13 @@ def test_ctrl_c_before_prefect_starts_says_that_nothing_ran(tmp_path, capsys, mo
     assert code == 130
     assert capsys.readouterr().err == f"aca: {NOTHING_RAN}\n"
     untouched(repo, head)
+    # With --json, stdout says it too (it was empty).
+    assert (
+        main(["run", str(HELLO), "-w", str(repo), "--json", "--config", str(HELLO_CONFIG)]) == 130
+    )
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"error": NOTHING_RAN, "exit_code": 130}
+    assert err == f"aca: {NOTHING_RAN}\n"
 
 
 @pytest.mark.parametrize("session_made", [False, True])
@@ -322,6 +330,12 @@ def test_ctrl_c_in_any_command_says_interrupted(tmp_path, capsys, monkeypatch):
 
     assert code == 130
     assert capsys.readouterr().err == "interrupted\n"
+    # With --json, stdout says it too, as every other error with --json: a script reading
+    # it got nothing.
+    assert main(["resume", "--latest", "-w", str(tmp_path), "--json"]) == 130
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"error": "interrupted", "exit_code": 130}
+    assert err == "interrupted\n"
 
 
 def test_a_prefect_server_that_does_not_answer_is_named_not_a_traceback(tmp_path):
