@@ -18,7 +18,9 @@ A task event's id is fixed by what it tells (``task_event_id``): the server keep
 an id, so one sent twice is one. A server lost mid-run drops the events Prefect had not sent
 yet; a resume asks the server which ``aca.task.completed`` of the tasks completed before it
 has, and sends the missing ones again, as they were (``resend_lost_task_events``): those
-tasks never end again, so nothing else would.
+tasks never end again, so nothing else would. A session's end lost so (``interrupted``) is
+not sent again: by the resume the session runs, and an automation resuming interrupted
+sessions would start a second run of it; the resume's own ``started`` and end tell instead.
 ``deployments/automations.yaml`` has examples; docs/deployments.md, "Automations".
 """
 
