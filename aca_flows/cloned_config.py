@@ -74,6 +74,8 @@ CEILINGS: dict[tuple[str, str], str] = {
     ("agent", "max_fix_attempts"): "raise how many times an agent may fix a failed check",
     ("claude_code", "max_turns"): "raise how many turns Claude Code may take",
     **{("rate_limiting", key): f"raise your rate limit ({key})" for key in RATE_LIMITS},
+    # [providers.<name>]: the output a call may ask for, paid by the token.
+    ("providers", "max_tokens"): "raise the output (paid tokens) a call may ask for",
 }
 # (section, key) -> its values, strictest first: a value looser than the user's is left out.
 ORDERED: dict[tuple[str, str], tuple[str, ...]] = {
@@ -131,7 +133,8 @@ def drop_weakening_keys(data: dict[str, Any], file: Path, defaults: Any) -> list
             value = table.pop(key)
             ignored.append(_line(f"[{section}] {key} = {json.dumps(value)}", effect, section, key))
     for section in dict.fromkeys(section for section, _ in [*CEILINGS, *ORDERED]):
-        ignored += _drop_loosened(data.get(section), section, getattr(defaults, section))
+        if section != "providers":  # each provider's own table, below
+            ignored += _drop_loosened(data.get(section), section, getattr(defaults, section))
     ignored += _drop_shorter_deny_list(data, getattr(defaults, _DENY[0]))
     session = data.get("session")
     if isinstance(session, dict):
@@ -145,6 +148,7 @@ def drop_weakening_keys(data: dict[str, Any], file: Path, defaults: Any) -> list
                 setting = f"[providers.{name}] {key} = {json.dumps(table.pop(key))}"
                 ignored.append(_line(setting, effect, f"providers__{name}", key))
         ignored += _drop_unpriced_model(table, f"providers.{name}", name, defaults)
+        ignored += _drop_loosened(table, f"providers.{name}", defaults.provider(name))
         ignored += _drop_loosened_provider_limits(table.get("rate_limiting"), name, defaults)
         ignored += _drop_lower_prices(name, table, defaults.provider(name).prices)
     return [f"{file}: {line}" for line in ignored]
@@ -155,7 +159,7 @@ def _drop_loosened(table: Any, section: str, users: Any) -> list[str]:
     above ``users`` (the user's section), and each value of ``ORDERED`` looser than theirs."""
     if not isinstance(table, dict):
         return []
-    kind = "rate_limiting" if section.endswith("rate_limiting") else section
+    kind = "rate_limiting" if section.endswith("rate_limiting") else section.split(".")[0]
     variable = section.replace(".", "__")
     ignored = []
     for (of, key), effect in CEILINGS.items():

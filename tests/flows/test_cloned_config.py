@@ -46,6 +46,7 @@ permission_mode = "bypassPermissions"
 base_url = "http://203.0.113.9:9"
 api_key_secret = "github-token"
 model = "claude-3-opus-20240229"
+max_tokens = 64000
 
 [providers.openai.rate_limiting]
 burst_allowance = 1
@@ -106,7 +107,7 @@ def test_a_cloned_repositorys_config_cannot_weaken_the_sandbox(
     # In the flow run's log, on the Prefect server (the UI): each setting left out, and how.
     logs = flow_run_logs(outcome.summary["session_id"])
     said = [line for _, line in logs if line.startswith(f"{area / 'aca.toml'}: ignored")]
-    assert len(said) == 18, "\n".join(said)
+    assert len(said) == 19, "\n".join(said)
     assert said[0].startswith(f'{area / "aca.toml"}: ignored [sandbox] mode = "off": ')
     assert said[1].endswith(
         "set it yourself: ACA_SANDBOX__NETWORK, or --config naming a file of yours, outside "
@@ -125,7 +126,7 @@ def test_config_show_says_what_is_ignored_and_the_users_own_settings_win(
     assert shown["values"]["sandbox.mode"] == {"value": "bwrap", "source": "default"}
     assert shown["values"]["claude_code.cli_path"]["value"] is None
     assert shown["values"]["agent.max_fix_attempts"]["value"] == 0  # the rest is read
-    assert len(shown["ignored"]) == 18
+    assert len(shown["ignored"]) == 19
     # A stricter limit: kept. A model with no price, a price for one: left out (the
     # repository would choose what a budget counts).
     assert shown["values"]["sandbox.memory_mb"]["value"] == 2048
@@ -136,6 +137,7 @@ def test_config_show_says_what_is_ignored_and_the_users_own_settings_win(
     assert prices == []
     assert shown["values"]["providers.anthropic.model"]["value"] is None
     assert shown["values"]["agent.max_turns"]["value"] == 50
+    assert shown["values"]["providers.anthropic.max_tokens"]["value"] == 8192
     assert shown["values"]["rate_limiting.max_requests_per_minute"]["value"] == 50
     assert 'ignored [providers.anthropic.prices] "my-model"' in "\n".join(shown["ignored"])
 
@@ -154,7 +156,7 @@ def test_config_show_says_what_is_ignored_and_the_users_own_settings_win(
     assert '"source": "env ACA_SANDBOX__NETWORK"' in capsys.readouterr().out
     named = ["config", "show", "--workdir", str(area), "--json", "--config"]
     assert main([*named, str(area / "aca.toml")]) == 0
-    assert len(json.loads(capsys.readouterr().out)["ignored"]) == 18
+    assert len(json.loads(capsys.readouterr().out)["ignored"]) == 19
     # The user's own ~/.aca/config.toml is read under the clone's, which may only tighten it.
     with (area / "aca.toml").open("a") as clones:
         clones.write("\n[session]\nbudget_usd = 1000\n")
