@@ -21,9 +21,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from aca_flows.cloned_config import drop_weakening_keys, in_cloned_working_area
 from aca_flows.errors import ConfigError
+from aca_flows.prices import ModelPrice
 from aca_flows.session.redact import PROVIDER_KEY_VARIABLES
 
-__all__ = ["AcaConfig", "LoadedConfig", "config_candidates", "load_config", "source_of"]
+__all__ = [
+    "AcaConfig",
+    "LoadedConfig",
+    "ModelPrice",
+    "config_candidates",
+    "load_config",
+    "source_of",
+]
 
 ENV_PREFIX = "ACA_"
 ENV_NESTING = "__"
@@ -202,15 +210,6 @@ class GitHubSection(Section):
         default=None,
         description="The branch pull requests merge into (default: the repository's default).",
     )
-
-
-class ModelPrice(Section):
-    """USD per million tokens."""
-
-    input: float = Field(ge=0)
-    output: float = Field(ge=0)
-    cache_read: float = Field(default=0, ge=0)
-    cache_write: float = Field(default=0, ge=0)
 
 
 class ProviderSection(Section):

@@ -27,9 +27,9 @@ from aca_flows.flows.spend import (
 )
 from aca_flows.flows.task_run import ACTIVE_RUNS, GlobalLimitProvider
 from aca_flows.plan import ExecutionPlan
+from aca_flows.prices import PRICED_BY_TABLE, price_for
 from aca_flows.providers import get_provider, rate_limiter_for, require_providers
 from aca_flows.providers.base import Provider, ProviderResponse
-from aca_flows.providers.pricing import price_for
 from aca_flows.providers.ratelimit import account_state_file
 from aca_flows.providers.retry import with_call_retries
 from aca_flows.session.redact import redact
@@ -190,11 +190,6 @@ def _import_sdks(names: set[str]) -> None:
                     importlib.import_module(_SDK_MODULES[name])
     finally:
         collect_as_usual()  # start-up is over (aca_flows/_startup.py)
-
-
-# Providers whose calls aca prices from its table: a model it has no price for costs $0.
-# (Claude Code reports its own cost; replay plays recorded ones; Ollama runs locally.)
-PRICED_BY_TABLE = ("anthropic", "openai")
 
 
 def refuse_a_budget_without_prices(plan: ExecutionPlan, config: AcaConfig) -> None:

@@ -22,8 +22,9 @@ What is removed, replaced by ``[REDACTED]``:
   a check that prints a token it was given (``[sandbox] env``) through ``base64`` or ``od``
   is redacted too, and so is base64 wrapped across lines (``base64`` wraps at 76 characters,
   ``openssl`` at 64), and so is hex wrapped across lines (``xxd -p``): the secret's part of
-  it, line breaks and all (``wrapped_base64.py``); in a hex dump (``xxd``, ``hexdump -C``,
-  ``od -tx1``, ``od -x``), each line holding a byte of the secret (``hex_dumps.py``);
+  it, line breaks and all (``wrapped_base64.py``); in a dump (``xxd``, ``xxd -e``,
+  ``hexdump -C``, ``od -tx1``, ``od -x``, ``od -c``, after a prefix too), each line holding a
+  byte of the secret (``hex_dumps.py``);
 - anything shaped like a credential, whether or not it is in the environment: ``sk-...`` and
   ``sk-ant-...`` keys, ``Bearer <token>``, ``Basic <base64 of user:password>``, GitHub, Slack,
   AWS, Google and Prefect keys;

@@ -215,6 +215,8 @@ def test_a_remote_cannot_change_the_plan_a_resume_runs(tmp_path, remote, anthrop
     assert f"session {session_id}: its record on {remote} is not the plan you started" in err
     assert "task(s) added: x; task(s) changed: b" in err and "claude-opus-4-1" in err
     assert f"aca run {tasks} --repo {remote}" in err
+    # A change of the user's own (resumed on another machine): the file to remove, whole.
+    assert f"remove {Path.home() / '.aca' / 'plan-seals' / session_id}.json to accept" in err
     assert len(anthropic_fake.model_calls) == calls  # nothing ran
     area = working_area(str(remote))
     assert [t.id for t in load_session(area, session_id).plan.tasks] == ["a", "b"]

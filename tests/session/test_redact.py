@@ -490,6 +490,13 @@ def _rows(data: bytes, width: int = 16):
     return [(at, data[at : at + width]) for at in range(0, len(data), width)]
 
 
+def _od_c(byte: int) -> str:
+    escapes = {0: "\\0", 9: "\\t", 10: "\\n", 13: "\\r"}
+    if byte in escapes:
+        return f"  {escapes[byte]}"
+    return f"   {chr(byte)}" if 32 <= byte < 127 else f" {byte:03o}"
+
+
 def _shown(row: bytes) -> str:
     return "".join(chr(b) if 32 <= b < 127 else "." for b in row)
 
@@ -514,6 +521,24 @@ HEX_DUMPS = {
         for at, row in _rows(data)
     ),
     "xxd -p -u": lambda data: "".join(f"{row.hex().upper()}\n" for _, row in _rows(data, 30)),
+    # od -c (a character, an escape or octal in 4 columns), xxd -e (4-byte groups little-endian,
+    # a short last one right-aligned), and dumps after a prefix: quoted, a log line's.
+    "od -c": lambda data: (
+        "".join(
+            f"{at:07o}" + "".join(_od_c(byte) for byte in row) + "\n" for at, row in _rows(data)
+        )
+        + f"{len(data):07o}\n"
+    ),
+    "xxd -e": lambda data: "".join(
+        f"{at:08x}: "
+        + f"{' '.join(row[i : i + 4][::-1].hex().rjust(8) for i in range(0, len(row), 4)):<35}"
+        + f"  {_shown(row)}\n"
+        for at, row in _rows(data)
+    ),
+    "> xxd": lambda data: "".join(f"> {line}\n" for line in HEX_DUMPS["xxd"](data).splitlines()),
+    "log: hexdump -C": lambda data: "".join(
+        f"12:00:01 INFO [task a] {line}\n" for line in HEX_DUMPS["hexdump -C"](data).splitlines()
+    ),
     "rot13": lambda data: codecs.encode(data.decode(), "rot13") + "\n",
 }
 
@@ -532,19 +557,22 @@ def test_a_secret_in_a_hex_dump_or_rot13_is_redacted_and_its_neighbours_kept(mon
 
 def readable_pieces(token: str, text: str) -> list[str]:
     """The 8-character pieces of ``token`` still in ``text``: as they are (an ASCII column),
-    or in hex, in byte order or in 2-byte words swapped (od -x) at either alignment."""
+    spread over od -c's columns, or in hex, in byte order or in 2- or 4-byte words swapped
+    (od -x, xxd -e) at each alignment."""
     hex_digits = re.sub(r"[^0-9a-f]", "", text.lower())
     pieces = [token[at : at + 8] for at in range(len(token) - 8)]
 
-    def swapped(piece: bytes) -> str:
-        return b"".join(piece[i : i + 2][::-1] for i in range(0, len(piece), 2)).hex()
+    def swapped(piece: bytes, size: int) -> str:
+        return b"".join(piece[i : i + size][::-1] for i in range(0, len(piece), size)).hex()
 
     return [
         piece
         for piece in pieces
         if piece in text
+        or "   ".join(piece) in text  # od -c
         or piece.encode().hex() in hex_digits
-        or swapped(piece.encode()) in hex_digits
+        or swapped(piece.encode(), 2) in hex_digits
+        or swapped(piece.encode(), 4) in hex_digits
     ]
 
 
