@@ -468,7 +468,6 @@ def _run_held_session(options: RunOptions, session_id: str | None) -> int:
             raise error
         raise RunCrashed(f"the run stopped before finishing: {error}")
     summary = outcome.summary
-    _remove_idle_worktrees_folder(options.workdir, summary.get("session_id"))
     if options.json:
         print(json.dumps(summary))
     else:
@@ -476,16 +475,6 @@ def _run_held_session(options: RunOptions, session_id: str | None) -> int:
     if summary.get("not_delivered"):
         return NOT_DELIVERED
     return EXIT_CODES[summary["status"]]
-
-
-def _remove_idle_worktrees_folder(workdir: Path, session_id: str | None) -> None:
-    """The session's run is over: its folder of worktrees, if nothing is left in it but the
-    merge lock, goes (a kept worktree keeps it). Every run left one behind."""
-    from aca_flows.workspace.merge import remove_idle_merge_folder
-
-    if session_id:
-        with contextlib.suppress(OSError):  # tidying; never a reason for the run to fail
-            remove_idle_merge_folder(workdir, session_id)
 
 
 def _outcome_of(run_flow, options: RunOptions, session_id: str | None, quiet_console: bool):

@@ -75,6 +75,7 @@ from aca_flows.providers.sdk_client import close_clients
 from aca_flows.session.checkpoints import create_checkpoint
 from aca_flows.session.redact import redact, redact_log_handlers, redact_text
 from aca_flows.session.store import SessionStore
+from aca_flows.workspace.merge import remove_idle_merge_folder
 
 __all__ = [
     "Interrupt",
@@ -284,6 +285,8 @@ async def aca_run(
         PULL_REQUESTS.pop(run.session_id, None)
         register_remote(run.session_id, None)
         store.close()
+        with contextlib.suppress(OSError):  # every run left its folder of worktrees behind
+            remove_idle_merge_folder(run.workdir, run.session_id)
         with contextlib.suppress(Exception):  # a client that cannot close is no reason to fail
             await close_clients()
         with contextlib.suppress(Exception):  # a run that ended early still sends its reports
