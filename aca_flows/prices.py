@@ -55,7 +55,8 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
 }
 
 # Providers whose calls aca prices from this table: a model it has no price for costs $0.
-# (Claude Code reports its own cost; replay plays recorded ones; Ollama runs locally.)
+# (Claude Code reports its own cost; replay plays recorded ones; Ollama is too when its server
+# is not on this machine: ``run_providers.refuse_a_budget_without_prices``.)
 PRICED_BY_TABLE = ("anthropic", "openai")
 
 

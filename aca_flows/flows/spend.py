@@ -29,6 +29,7 @@ from aca_flows.errors import PermanentProviderError, ProviderError
 from aca_flows.providers.base import EventCallback, Provider, ProviderRequest, ProviderResponse
 from aca_flows.providers.pricing import price_for
 from aca_flows.providers.ratelimit import estimate_tokens
+from aca_flows.providers.readiness import default_model
 from aca_flows.settings import AcaConfig
 
 __all__ = [
@@ -210,10 +211,10 @@ def call_ceiling(provider: str, config: AcaConfig) -> CallCeiling:
         per_run = config.claude_code.max_budget_usd_per_task or 0.0
         return lambda request: per_run
     section = config.provider(provider)
-    default_model = section.model or _default_model(provider)
+    default = section.model or default_model(provider)
 
     def ceiling(request: ProviderRequest) -> float:
-        price = price_for(request.model or default_model or "", section.prices)
+        price = price_for(request.model or default or "", section.prices)
         if price is None:
             return 0.0
         output_tokens = request.max_tokens or section.max_tokens
@@ -221,19 +222,6 @@ def call_ceiling(provider: str, config: AcaConfig) -> CallCeiling:
         return (input_usd + output_tokens * price.output) / 1_000_000
 
     return ceiling
-
-
-def _default_model(provider: str) -> str | None:
-    """The model a provider's calls use when neither the request nor the config names one."""
-    if provider == "anthropic":
-        from aca_flows.providers.anthropic_api import DEFAULT_MODEL
-    elif provider == "openai":
-        from aca_flows.providers.openai_api import DEFAULT_MODEL
-    elif provider == "ollama":
-        from aca_flows.providers.ollama_api import DEFAULT_MODEL
-    else:
-        return None  # replay: a cassette's calls, recorded
-    return DEFAULT_MODEL
 
 
 def _billed(stopped: BaseException) -> ProviderResponse | None:

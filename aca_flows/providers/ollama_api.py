@@ -15,10 +15,12 @@ What a caller may rely on:
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from aca_flows.errors import PermanentProviderError
 from aca_flows.providers.base import (
@@ -38,6 +40,8 @@ from aca_flows.settings import ModelPrice, ProviderSection
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_MODEL",
+    "host_of",
+    "runs_here",
     "OllamaProvider",
     "normalize_host",
     "to_ollama_messages",
@@ -62,6 +66,28 @@ def normalize_host(value: str | None) -> str:
     if hostport.startswith("0.0.0.0"):  # a bind address, not one to connect to
         rest = rest.replace("0.0.0.0", "127.0.0.1", 1)
     return f"{scheme}://{rest}".rstrip("/")
+
+
+def host_of(section: ProviderSection, environ: Mapping[str, str] | None = None) -> str:
+    """The server a provider built from ``section`` calls: ``base_url``, else ``OLLAMA_HOST``."""
+    env = os.environ if environ is None else environ
+    return normalize_host(section.base_url or env.get("OLLAMA_HOST"))
+
+
+def runs_here(host: str) -> bool:
+    """Whether the Ollama server at ``host`` (a URL, ``normalize_host``'s) is on this machine:
+    a loopback address, ``localhost`` or a unix socket. Elsewhere it may bill its calls (a
+    hosted Ollama), which aca cannot know without a configured price."""
+    parts = urlsplit(host)
+    if parts.scheme not in ("http", "https"):
+        return True  # http+unix:// and the like: a socket, on this machine
+    name = (parts.hostname or "").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # a name: some other machine's
 
 
 def to_ollama_messages(system: str, messages: list[Message]) -> list[dict[str, Any]]:
@@ -116,7 +142,7 @@ class OllamaProvider:
     ) -> OllamaProvider:
         env = os.environ if environ is None else environ
         return cls(
-            host=section.base_url or env.get("OLLAMA_HOST"),
+            host=host_of(section, env),
             model=section.model or DEFAULT_MODEL,
             max_tokens=section.max_tokens,
             timeout_seconds=section.timeout_seconds,

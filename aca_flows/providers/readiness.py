@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 from aca_flows.errors import PermanentProviderError
 from aca_flows.settings import AcaConfig
 
-__all__ = ["ProviderReadiness", "check_provider", "require_providers"]
+__all__ = ["ProviderReadiness", "check_provider", "default_model", "require_providers"]
 
 CHECK_TIMEOUT_SECONDS = 10.0
 CHECK_RETRY_PAUSES = (0.5, 1.5)  # then a last try
@@ -74,6 +74,20 @@ class ProviderReadiness:
 
 
 _CACHE: dict[str, tuple[float, ProviderReadiness]] = {}
+
+
+def default_model(provider: str) -> str | None:
+    """The model a provider's calls use when neither a task, the run nor the config names
+    one; ``None`` where the provider decides itself (claude-code) or has none (replay)."""
+    if provider == "anthropic":
+        from aca_flows.providers.anthropic_api import DEFAULT_MODEL
+    elif provider == "openai":
+        from aca_flows.providers.openai_api import DEFAULT_MODEL
+    elif provider == "ollama":
+        from aca_flows.providers.ollama_api import DEFAULT_MODEL
+    else:
+        return None
+    return DEFAULT_MODEL
 
 
 def check_provider(
@@ -157,10 +171,8 @@ def _cache_key(
 
 
 def _check_anthropic(config: AcaConfig, env: Mapping[str, str]) -> ProviderReadiness:
-    from aca_flows.providers.anthropic_api import DEFAULT_MODEL
-
     section = config.provider("anthropic")
-    model = section.model or DEFAULT_MODEL
+    model = section.model or default_model("anthropic")
     key = env.get("ANTHROPIC_API_KEY")
     if not key:
         return ProviderReadiness(
@@ -224,10 +236,8 @@ def _not_a_url(url: str) -> bool:
 
 
 def _check_openai(config: AcaConfig, env: Mapping[str, str]) -> ProviderReadiness:
-    from aca_flows.providers.openai_api import DEFAULT_MODEL
-
     section = config.provider("openai")
-    model = section.model or DEFAULT_MODEL
+    model = section.model or default_model("openai")
     key = env.get("OPENAI_API_KEY")
     if not key:
         return ProviderReadiness(
@@ -310,12 +320,11 @@ def _check_ollama(
 ) -> ProviderReadiness:
     import httpx
 
-    from aca_flows.providers.ollama_api import DEFAULT_MODEL, normalize_host
+    from aca_flows.providers.ollama_api import host_of
 
-    section = config.provider("ollama")
-    wanted = sorted({model or DEFAULT_MODEL for model in models})
+    wanted = sorted({model or default_model("ollama") for model in models})
     model = ", ".join(wanted)
-    host = normalize_host(section.base_url or env.get("OLLAMA_HOST"))
+    host = host_of(config.provider("ollama"), env)
     try:
         reply = _get(f"{host}/api/tags", {})
         reply.raise_for_status()

@@ -380,6 +380,34 @@ def test_a_budget_on_a_model_without_a_price_is_refused_before_anything_is_writt
     assert run.config.session.budget_usd == 0.5
 
 
+def test_a_budget_on_a_hosted_ollama_without_a_price_is_refused(monkeypatch):
+    # An Ollama server elsewhere may bill its calls: with no price they counted $0, unsaid.
+    from aca_flows.errors import InputError
+    from aca_flows.flows.run_providers import refuse_a_budget_without_prices
+    from aca_flows.plan import ExecutionPlan, Task
+    from aca_flows.settings import AcaConfig
+
+    monkeypatch.delenv("OLLAMA_HOST", raising=False)
+    plan = ExecutionPlan(name="p", tasks=[Task(id="a", title="write a.txt")])
+
+    def config(base_url: str, **prices) -> AcaConfig:
+        section = {"base_url": base_url, "prices": prices}
+        session = {"provider": "ollama", "budget_usd": 0.5}
+        return AcaConfig(session=session, providers={"ollama": section})
+
+    with pytest.raises(InputError, match=r"no price for llama3.1 \(ollama\)") as refused:
+        refuse_a_budget_without_prices(plan, config("https://ollama.example.com"))
+    assert "the Ollama server at https://ollama.example.com is not on this machine" in str(
+        refused.value
+    )
+    assert '[providers.ollama.prices."llama3.1"]' in str(refused.value)
+    # On this machine its calls are free; elsewhere, a price (0 too) keeps the budget.
+    for local in ("http://localhost:11434", "http://127.0.0.1:11434", "http://[::1]:11434"):
+        refuse_a_budget_without_prices(plan, config(local))
+    free = {"llama3.1": {"input": 0, "output": 0}}
+    refuse_a_budget_without_prices(plan, config("https://ollama.example.com", **free))
+
+
 def test_a_resume_says_when_its_task_file_changed_since_the_session_started(
     tmp_path, repo, anthropic_fake, caplog
 ):
