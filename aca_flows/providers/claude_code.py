@@ -80,6 +80,7 @@ from aca_flows.providers.claude_code_results import (
     StreamedSpend,
     claude_rates,
     events_of,
+    priced_as_claude,
     result_error,
 )
 from aca_flows.providers.claude_code_sandbox import (
@@ -504,8 +505,15 @@ class ClaudeCodeProvider:
         model = request.model or self.model or next(iter(result.model_usage or {}), "")
         # A configured price wins (the contract: cost from the price table, overridable);
         # otherwise trust the cost Claude Code computed for itself.
-        if cost is None or price_for(model, self.prices, include_defaults=False) is not None:
+        if price_for(model, self.prices, include_defaults=False) is not None:
             cost = cost_usd(model, usage, self.prices)
+        elif cost is None:
+            # Claude Code's cost is the whole session's: the run's own tokens at its prices,
+            # else (no figure to price them by) that whole cost, the most the run can have
+            # cost: a budget never counts paid turns $0.
+            cost = priced_as_claude(model, usage, self.prices, self._claude_rates)
+            if cost is None:
+                cost = result.total_cost_usd or 0.0
         text = result.result if result.result is not None else (texts[-1] if texts else "")
         structured = getattr(result, "structured_output", None)
         if request.response_schema is not None and structured is not None:

@@ -36,6 +36,7 @@ __all__ = [
     "claude_rates",
     "events_of",
     "model_usage",
+    "priced_as_claude",
     "refused_outside",
     "result_error",
 ]
@@ -279,6 +280,24 @@ def claude_rates(result: Any) -> dict[str, float]:
     return rates
 
 
+def priced_as_claude(
+    model: str, usage: Usage, prices: Mapping[str, ModelPrice], rates: Mapping[str, float]
+) -> float | None:
+    """What ``usage`` of ``model`` cost, for tokens Claude Code gave no cost of their own (a
+    killed run's turns, a resumed session's run whose result sums the whole session): at a
+    configured price, else at Claude Code's own for the model (``rates``, see
+    ``claude_rates``), else at aca's list price, else at the dearest rate Claude Code charged
+    for any model (``model`` may be an alias, ``sonnet``, that its figures name otherwise):
+    paid turns never count $0 against a budget. ``None`` when none of them prices it."""
+    if price_for(model, prices, include_defaults=False) is None and model in rates:
+        return _weighted(usage) * rates[model]
+    if price_for(model, prices) is not None:
+        return cost_usd(model, usage, prices)
+    if rates:
+        return _weighted(usage) * max(rates.values())
+    return None
+
+
 _USAGE_FIELDS = {
     "input_tokens": "input_tokens",
     "output_tokens": "output_tokens",
@@ -336,17 +355,13 @@ class StreamedSpend:
         prices: Mapping[str, ModelPrice],
         rates: Mapping[str, float] | None = None,
     ) -> SessionSpend:
-        """The turns as a session's spend, by model, priced as a result's turns are: at a
-        configured price, else at Claude Code's own (``rates``, from earlier results: see
-        ``claude_rates``), else at aca's list price; a model none of them knows costs $0."""
+        """The turns as a session's spend, by model, priced as ``priced_as_claude`` says; a
+        model nothing prices (no result of Claude Code seen yet) costs $0."""
         spent = SessionSpend()
         for named, counts in self.turns.values():
             model = named or default_model
             usage = self._usage(counts)
-            if price_for(model, prices, include_defaults=False) is None and model in (rates or {}):
-                cost = _weighted(usage) * rates[model]
-            else:
-                cost = cost_usd(model, usage, prices)
+            cost = priced_as_claude(model, usage, prices, rates or {}) or 0.0
             spent = spent.plus(SessionSpend(cost, {model: usage}))
         return spent
 

@@ -185,6 +185,29 @@ def test_a_killed_runs_turns_of_a_model_aca_has_no_price_for_cost_what_claude_ch
     assert killed.cost_usd == pytest.approx(same.cost_usd)
 
 
+def test_a_resumed_session_of_a_model_aca_has_no_price_for_costs_what_claude_charges(
+    claude_env, llm_server, tmp_path
+):
+    # A resumed aca session's provider never saw its Claude sessions end: their results sum
+    # the whole session, so the run is priced from its own tokens, which for a model aca
+    # has no price for counted $0 against the budget, unsaid.
+    model = "claude-opus-5-5"
+    first_provider = _provider()
+    first_provider.model = model
+    turn = {"input_tokens": 1000, "output_tokens": 200}
+    llm_server.anthropic.enqueue(text="First.", usage=turn)
+    first = run(first_provider.complete(_request(tmp_path, "Say hi")))
+    assert first.cost_usd > 0
+
+    resumed = _provider()  # the next run's: a new process
+    resumed.model = model
+    llm_server.anthropic.enqueue(text="Again.", usage=turn)
+    again = run(resumed.complete(_request(tmp_path, "Go on", resume=first.session_id)))
+
+    assert again.usage == first.usage == Usage(**turn)
+    assert again.cost_usd == pytest.approx(first.cost_usd)
+
+
 def test_a_claude_run_cancelled_by_the_runs_stop_puts_its_answered_turns_on_the_ledger(
     claude_env, llm_server, tmp_path
 ):
