@@ -91,7 +91,14 @@ def build_providers(
         # Retries outermost: each try passes the budget check and its spend reaches the
         # ledger, and a retry's wait holds no concurrency slot.
         built[name] = with_call_retries(
-            SpendGuard(provider, meter, ledger, call_ceiling(name, config)),
+            SpendGuard(
+                provider,
+                meter,
+                ledger,
+                call_ceiling(name, config),
+                # A replay's calls cost what they were recorded at; a local Ollama's, nothing.
+                free=name == "replay" or (name == "ollama" and not _priced_by_aca(name, config)),
+            ),
             config.session,
             on_wait=_log_call_retry(store),
             # No call retried once the run is stopping: its Ctrl-C may be what failed it.
@@ -113,8 +120,8 @@ def _typical_call_usd(store: SessionStore) -> float:
 
 
 def _tell_wait(message: str) -> None:
-    """A provider call's long wait (rate limits, calls in flight) goes to the run's log: the
-    terminal and the Prefect UI."""
+    """A provider call's long wait (rate limits, calls in flight), or a paid call the budget
+    cannot count (no price), goes to the run's log: the terminal and the Prefect UI."""
     run_logger().warning(message)
 
 

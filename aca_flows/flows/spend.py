@@ -16,6 +16,11 @@ whole run of the agent) at ``[claude_code] max_budget_usd_per_task``. So the fir
 held too when the budget has no room for them all, and all go at once when it has. A Claude
 Code run without a per-task budget, or a model with no price, has no such bound: those first
 calls go unheld.
+
+A paid call (tokens used) that costs $0 under a budget is never silent: no price was found for
+its model (aca's, the config's, Claude Code's own), so the budget does not count it; the run's
+log says so once per model, naming the price to set. Providers whose calls are free (an Ollama
+on this machine) or replayed are not warned of.
 """
 
 from __future__ import annotations
@@ -91,7 +96,8 @@ class SpendMeter:
         self.costliest_call_usd = costliest_call_usd
         self.ceiling_usd = 0.0
         self.in_flight = 0
-        self._on_hold = on_hold
+        self._on_hold = on_hold  # where the meter's warnings go: a call held, a call unpriced
+        self._unpriced: set[tuple[str, str]] = set()
 
     @property
     def spent_usd(self) -> float:
@@ -123,6 +129,20 @@ class SpendMeter:
         """A call admitted ended (paid ``cost_usd``, on the ledger already)."""
         self.in_flight -= 1
         self.costliest_call_usd = max(self.costliest_call_usd, cost_usd)
+
+    def unpriced(self, provider: str, model: str, tokens: int) -> None:
+        """A call of ``model`` used ``tokens`` and cost $0: the budget cannot count it. Said
+        once per model, with the price that would count it."""
+        if self.budget_usd is None or (provider, model) in self._unpriced:
+            return
+        self._unpriced.add((provider, model))
+        if self._on_hold is not None:
+            self._on_hold(
+                f"a {provider} call of {model or 'its default model'} used {tokens:,} tokens "
+                f"and counts $0 against the budget of ${self.budget_usd:g}: aca has no price "
+                f'for it. Set [providers.{provider}.prices."{model}"] (input = ..., output = '
+                "..., USD per million tokens) so the budget counts its calls."
+            )
 
     def _fits(self) -> bool:
         if self.budget_usd is None or self.in_flight == 0:
@@ -167,12 +187,14 @@ class SpendGuard:
         meter: SpendMeter,
         ledger: CallLedger | None = None,
         ceiling: CallCeiling | None = None,
+        free: bool = False,
     ):
         self.inner = inner
         self.name = inner.name
         self.meter = meter
         self.ledger = ledger
         self.ceiling = ceiling
+        self.free = free  # its calls cost nothing (an Ollama on this machine): $0 is true
 
     async def complete(
         self, request: ProviderRequest, on_event: EventCallback | None = None
@@ -196,9 +218,11 @@ class SpendGuard:
             self.meter.returned(paid.cost_usd if paid is not None else 0.0)
 
     async def _record(self, request: ProviderRequest, response: ProviderResponse) -> None:
+        model = response.model or request.model or ""
         if self.ledger is not None:
-            model = response.model or request.model or ""
             await self.ledger(self.name, model, response, CALL_OWNER.get())
+        if not self.free and response.cost_usd == 0 and response.usage.total_tokens:
+            self.meter.unpriced(self.name, model, response.usage.total_tokens)
 
 
 def call_ceiling(provider: str, config: AcaConfig) -> CallCeiling:

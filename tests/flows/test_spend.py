@@ -15,7 +15,7 @@ from aca_flows.flows.spend import BudgetReached, SpendGuard, SpendMeter, call_ce
 from aca_flows.providers.base import Message, ProviderRequest
 from aca_flows.session.store import load_session
 from aca_flows.settings import AcaConfig
-from tests.fakes.scripted_provider import final
+from tests.fakes.scripted_provider import ScriptedProvider, final
 from tests.flows.test_run_ends import load_session_log
 from tests.flows.test_task_run import MODEL, TurnsAgent
 
@@ -103,6 +103,29 @@ def test_the_first_calls_all_go_at_once_when_the_budget_has_room_for_them():
 
     asyncio.run(eight())
     assert provider.most_at_once == 8 and not held
+
+
+def test_a_paid_call_that_counts_nothing_against_the_budget_is_said_once_per_model():
+    # A call no price was found for (a Claude Code run killed before any result, of a model
+    # aca has no price for) was billed $0: the budget did not count it, and nothing said so.
+    free_call = ScriptedProvider(*(final("done", cost_usd=0.0) for _ in range(4)))
+    said: list[str] = []
+
+    def guard(budget_usd, **free) -> SpendGuard:
+        meter = SpendMeter(lambda: 0.0, budget_usd, on_hold=said.append)
+        return SpendGuard(free_call, meter, **free)
+
+    budgeted = guard(1.0)
+    for _ in range(2):
+        asyncio.run(budgeted.complete(REQUEST))
+    assert said == [
+        "a scripted call of scripted-model used 110 tokens and counts $0 against the budget of "
+        '$1: aca has no price for it. Set [providers.scripted.prices."scripted-model"] (input '
+        "= ..., output = ..., USD per million tokens) so the budget counts its calls."
+    ]
+    asyncio.run(guard(1.0, free=True).complete(REQUEST))  # an Ollama on this machine
+    asyncio.run(guard(None).complete(REQUEST))  # no budget to count it against
+    assert len(said) == 1
 
 
 def test_a_call_s_ceiling_is_its_size_at_its_price_or_a_claude_code_run_s_cap():
