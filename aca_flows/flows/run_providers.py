@@ -24,6 +24,7 @@ from aca_flows.flows.spend import (
     SpendGuard,
     SpendMeter,
     call_ceiling,
+    unbounded_runs_warning,
 )
 from aca_flows.flows.task_run import ACTIVE_RUNS, GlobalLimitProvider
 from aca_flows.plan import ExecutionPlan
@@ -64,6 +65,8 @@ def build_providers(
         on_hold=_tell_wait,
     )
     ledger = _ledger_of(store)
+    if warning := unbounded_runs_warning(names, config):
+        run_logger().warning(warning)
     built: dict[str, Provider] = {}
     for name in sorted(names):
         environ = provider_environ(name, config)

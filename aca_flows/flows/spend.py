@@ -26,7 +26,7 @@ on this machine) or replayed are not warned of.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -46,6 +46,7 @@ __all__ = [
     "SpendMeter",
     "budget_reached",
     "call_ceiling",
+    "unbounded_runs_warning",
 ]
 
 # How often a call held back for the budget looks again (only near the budget).
@@ -246,6 +247,23 @@ def call_ceiling(provider: str, config: AcaConfig) -> CallCeiling:
         return (input_usd + output_tokens * price.output) / 1_000_000
 
     return ceiling
+
+
+def unbounded_runs_warning(providers: Iterable[str], config: AcaConfig) -> str | None:
+    """Why a run's budget may be passed by far more than a call, unless the user sets the cap
+    that bounds it: a Claude Code call is a task's whole agent run, checked against the budget
+    when it starts, not while it works."""
+    budget = config.session.budget_usd
+    if budget is None or config.claude_code.max_budget_usd_per_task is not None:
+        return None
+    if "claude-code" not in providers:
+        return None
+    return (
+        f"with a budget of ${budget:g}, a claude-code task's agent run is checked against the "
+        "budget before it starts, not while it works, and has no cap of its own: one run, and "
+        "the runs beside it, may spend past the budget. Set [claude_code] "
+        "max_budget_usd_per_task to cap each run (runs the budget has no room for then wait)."
+    )
 
 
 def _billed(stopped: BaseException) -> ProviderResponse | None:

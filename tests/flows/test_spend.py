@@ -11,7 +11,13 @@ from dataclasses import replace
 import pytest
 
 from aca_flows.flows import run_flow
-from aca_flows.flows.spend import BudgetReached, SpendGuard, SpendMeter, call_ceiling
+from aca_flows.flows.spend import (
+    BudgetReached,
+    SpendGuard,
+    SpendMeter,
+    call_ceiling,
+    unbounded_runs_warning,
+)
 from aca_flows.providers.base import Message, ProviderRequest
 from aca_flows.session.store import load_session
 from aca_flows.settings import AcaConfig
@@ -145,6 +151,21 @@ def test_a_call_s_ceiling_is_its_size_at_its_price_or_a_claude_code_run_s_cap():
     assert call_ceiling("claude-code", config)(request) == 0.5
     assert call_ceiling("claude-code", AcaConfig())(request) == 0.0  # no cap: unheld
     assert call_ceiling("ollama", config)(request) == 0.0  # no price: unheld
+
+
+def test_a_budget_says_a_claude_code_run_without_a_cap_of_its_own_may_pass_it():
+    # A claude-code call is a task's whole run: with no per-run cap, the runs going at once
+    # could spend past the budget by whole runs, and nothing said that they could.
+    budget = AcaConfig.model_validate({"session": {"budget_usd": 1.0}})
+    warning = unbounded_runs_warning({"claude-code"}, budget)
+    assert warning is not None and warning.startswith("with a budget of $1, a claude-code task")
+    assert "Set [claude_code] max_budget_usd_per_task to cap each run" in warning
+    capped = AcaConfig.model_validate(
+        {"session": {"budget_usd": 1.0}, "claude_code": {"max_budget_usd_per_task": 0.5}}
+    )
+    assert unbounded_runs_warning({"claude-code"}, capped) is None
+    assert unbounded_runs_warning({"anthropic"}, budget) is None  # each call is bounded
+    assert unbounded_runs_warning({"claude-code"}, AcaConfig()) is None  # no budget
 
 
 def test_a_call_fits_when_nothing_is_in_flight_and_none_once_the_budget_is_spent():
