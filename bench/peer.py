@@ -11,7 +11,9 @@ fake LLM server after 2 s. Timed, each from a fresh repository:
 Both aca runs use a warm local Prefect server and its warm runner (`aca server start`, started
 here first), as a user who runs aca often has; the account allows 8 calls in flight. Printed:
 wall times, the ideal (2 calls x 2 s), and aca's speed-up over the loop next to the target (at
-least 5x). Also printed: seconds from `aca run` to its first provider call (target 1.5 s).
+least 5x). Also printed: seconds from `aca run` to its first provider call (target 1.5 s), and
+the CPU seconds of each claude process of the claude-code runs (its children included): on this
+shared machine wall times move with other work, CPU seconds much less.
 aca's figures are medians of three runs of each (RUNS=N).
 
 Run: .venv/bin/python bench/peer.py   (about two minutes)
@@ -114,6 +116,27 @@ def run_aca(repo: Path, tasks: Path, provider: str, env: dict[str, str]) -> tupl
     return elapsed, start_wall
 
 
+def timed_claude(folder: Path) -> Path | None:
+    """A ``claude`` for ACA_CLAUDE_CLI that appends its CPU seconds (user, system, its children
+    included) to ``folder / "cpu"``; ``None`` without /usr/bin/time."""
+    if not Path("/usr/bin/time").is_file():
+        return None
+    script = folder / "claude"
+    script.write_text(
+        f'#!/bin/sh\nexec /usr/bin/time -a -o "{folder / "cpu"}" -f "%U %S" '
+        f'"{bundled_claude_cli()}" "$@"\n'
+    )
+    script.chmod(0o755)
+    return script
+
+
+def claude_cpu(folder: Path) -> list[float]:
+    """Each timed claude process's CPU seconds (``timed_claude``)."""
+    log = folder / "cpu"
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [sum(map(float, line.split())) for line in lines if line[:1].isdigit()]
+
+
 def main() -> None:
     print_machine("peer")
     with tempfile.TemporaryDirectory() as tmp_name, FakeLLMServer() as server:
@@ -140,6 +163,7 @@ def main() -> None:
             # An account that allows 8 calls at once (the default holds 4 in flight).
             "ACA_RATE_LIMITING__MAX_CONCURRENT_REQUESTS": str(TASKS),
         }
+        timed = timed_claude(tmp)
         tasks = tmp / "tasks.md"
         tasks.write_text(TASK_FILE)
         os.environ["HOME"] = str(home)
@@ -154,10 +178,13 @@ def main() -> None:
                 for provider in ("anthropic", "claude-code"):
                     seen = len(server.anthropic.requests)
                     repo = make_repo(tmp / f"{provider}-{n}")
-                    elapsed, start_wall = run_aca(repo, tasks, provider, env)
+                    timer = {"ACA_CLAUDE_CLI": str(timed)} if timed else {}
+                    run_env = {**env, **timer} if provider == "claude-code" else env
+                    elapsed, start_wall = run_aca(repo, tasks, provider, run_env)
                     first = min(r.received_at for r in server.anthropic.requests[seen:])
                     results.setdefault(provider, []).append((elapsed, first - start_wall))
             warm = runner.log_file.read_text().count("\nrun ")
+            cpu = claude_cpu(tmp)
         finally:
             runner.stop()
             local.stop()
@@ -172,6 +199,12 @@ def main() -> None:
             f"peer: aca run, {provider:<11}, 8 at once  {elapsed:7.1f} s  "
             f"speed-up {loop_s / elapsed:4.1f}x (target >= 5x); first provider call after "
             f"{first:4.1f} s (target <= 1.5 s); median of {len(runs)} ({spread} s)"
+        )
+    if cpu:
+        print(
+            f"peer: claude-code, CPU of one claude process (children included): median "
+            f"{statistics.median(cpu):.2f} s, {sum(cpu) / RUNS:.1f} s a run "
+            f"({len(cpu)} processes)"
         )
     print(f"peer: ideal, all 8 at once              {ideal:7.1f} s")
     print(f"peer: aca runs forked by the warm runner of `aca server start`: {warm} of {2 * RUNS}")

@@ -4,7 +4,8 @@
   not need is passed blank, and Claude Code scrubs its credentials from its commands' env;
   ``PATH`` keeps its absolute folders only;
 - ``quiet_environment`` (``QUIET_ENV``): Claude Code's non-essential traffic, its git
-  instructions and its auto memory off, unless the environment sets the variable itself;
+  instructions, its auto memory and Bun's idle GC and DFG JIT off, unless the environment sets
+  the variable itself;
 - ``claude_sandbox_settings``: Claude Code's own sandbox for Bash, with no unsandboxed escape,
   no home readable but the worktree's, no credentials, ``protected`` paths not writable;
 - ``denied_bash_rules``: aca's deny list as ``Bash(...)`` permission rules;
@@ -45,7 +46,16 @@ CLAUDE_ENV_NAMES = frozenset(
     | {"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"}
     | {"NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "ACA_CLAUDE_CLI", "BUN_GC_TIMER_DISABLE"}
 )
-CLAUDE_ENV_PREFIXES = ("ANTHROPIC_", "CLAUDE_", "DISABLE_", "LC_", "AWS_BEARER_TOKEN_BEDROCK")
+# BUN_JSC_: claude's JavaScript engine options (no secrets); claude refuses to start with one
+# passed blank ("invalid JSC environment variable").
+CLAUDE_ENV_PREFIXES = (
+    "ANTHROPIC_",
+    "CLAUDE_",
+    "DISABLE_",
+    "LC_",
+    "AWS_BEARER_TOKEN_BEDROCK",
+    "BUN_JSC_",
+)
 
 
 # What an unattended run has no use for. Side traffic: a model call on the task's model to
@@ -60,12 +70,17 @@ CLAUDE_ENV_PREFIXES = ("ANTHROPIC_", "CLAUDE_", "DISABLE_", "LC_", "AWS_BEARER_T
 # Bun's idle GC timer (claude is a Bun program): collections of a ~200 MB heap while claude
 # waits for the model, about 0.2 of a short run's 0.7 CPU-s (eight at once on two cores: most
 # of what held bench/peer.py above its target). The heap is still collected as it grows;
-# about 35 MB more per process.
+# about 35 MB more per process. Bun's optimizing JIT tier (DFG): it compiles start-up code
+# that a run of a few turns never gets back, about 0.05 of the 0.45 CPU-s before claude's first
+# request (medians of interleaved runs against the fake server; a 21-turn run of large reads
+# spent less too, 1.61 -> 1.48 CPU-s); hot code still runs compiled by the baseline JIT. Both
+# reach the commands claude runs (a `bun` the agent starts), as its whole environment does.
 QUIET_ENV = {
     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     "CLAUDE_CODE_DISABLE_GIT_INSTRUCTIONS": "1",
     "CLAUDE_CODE_DISABLE_AUTO_MEMORY": "1",
     "BUN_GC_TIMER_DISABLE": "1",
+    "BUN_JSC_useDFGJIT": "0",
 }
 
 

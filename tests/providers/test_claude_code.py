@@ -29,6 +29,7 @@ from aca_flows.providers.claude_code import (
     render_prompt,
     result_error,
 )
+from aca_flows.providers.claude_code_sandbox import QUIET_ENV
 from aca_flows.settings import AcaConfig, ClaudeCodeSection, ProviderSection, SandboxSection
 from tests.fakes.git_repo import make_repo
 from tests.providers.conftest import run
@@ -358,15 +359,19 @@ def test_claude_code_runs_without_what_aca_does_itself_unless_the_user_asks(
     assert all(marker in prompt for marker in markers)
 
 
-def test_claude_runs_without_buns_idle_collections_unless_the_user_sets_it(tmp_path, monkeypatch):
-    # Bun's idle GC timer costs about 0.2 CPU-s of a short claude run (bench/peer.py):
-    # off, unless the user's environment says otherwise.
-    monkeypatch.delenv("BUN_GC_TIMER_DISABLE", raising=False)
+@pytest.mark.parametrize("variable", ["BUN_GC_TIMER_DISABLE", "BUN_JSC_useDFGJIT"])
+def test_claude_runs_without_buns_start_up_extras_unless_the_user_sets_them(
+    variable, tmp_path, monkeypatch
+):
+    # Bun's idle GC timer (about 0.2 CPU-s of a short claude run, bench/peer.py) and its DFG
+    # JIT (about 0.05 CPU-s of its start): off, unless the user's environment says otherwise.
+    monkeypatch.delenv(variable, raising=False)
     options = _provider().build_options(_request(tmp_path, "Say done"))
-    assert options.env["BUN_GC_TIMER_DISABLE"] == "1"
-    monkeypatch.setenv("BUN_GC_TIMER_DISABLE", "0")
+    assert options.env[variable] == QUIET_ENV[variable]
+    # The user's own value reaches claude as set: a blank engine option stops it from starting.
+    monkeypatch.setenv(variable, "1")
     options = _provider().build_options(_request(tmp_path, "Say done"))
-    assert options.env["BUN_GC_TIMER_DISABLE"] == "0"
+    assert options.env[variable] == "1"
 
 
 def _tool_results(requests) -> list[str]:
