@@ -86,6 +86,7 @@ from aca_flows.providers.claude_code_results import (
 from aca_flows.providers.claude_code_sandbox import (
     claude_environment,
     claude_sandbox_settings,
+    end_leftover_bridges,
     npm_root_answered,
     quiet_environment,
 )
@@ -337,6 +338,7 @@ class ClaudeCodeProvider:
         finally:
             refusals.report()
             if scratch is not None:
+                end_leftover_bridges(scratch)
                 shutil.rmtree(scratch, ignore_errors=True)
 
     async def _run(

@@ -22,6 +22,7 @@ import hashlib
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import threading
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ __all__ = [
     "claude_environment",
     "claude_sandbox_settings",
     "denied_bash_rules",
+    "end_leftover_bridges",
     "npm_root_answered",
     "quiet_environment",
 ]
@@ -207,3 +209,29 @@ def _npm_shim(npm: str, folder: Path) -> str | None:
         except (OSError, subprocess.SubprocessError):
             return None  # claude asks npm itself, as it would without aca
     return str(folder)
+
+
+def end_leftover_bridges(scratch: str) -> int:
+    """End the network bridges of a claude run that ended without stopping them, and say how
+    many: Claude Code's sandbox starts ``socat UNIX-LISTEN:<scratch>/claude-http-….sock …``,
+    and a claude killed mid-run (a Ctrl-C, the grace period, a crash) leaves it running
+    forever, re-parented to pid 1. ``scratch`` is the run's own folder, so only its bridges
+    name it."""
+    proc = Path("/proc")
+    if not (proc / "self").exists():  # not Linux: nothing to look at
+        return 0
+    ended = 0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            program, _, args = (entry / "cmdline").read_bytes().partition(b"\0")
+        except OSError:
+            continue
+        if Path(os.fsdecode(program)).name == "socat" and f"{scratch}/".encode() in args:
+            try:
+                os.kill(int(entry.name), signal.SIGTERM)
+                ended += 1
+            except (ProcessLookupError, PermissionError):
+                pass
+    return ended

@@ -136,10 +136,13 @@ def test_a_claude_run_killed_mid_way_bills_the_turns_it_was_answered_once(
     )
     llm_server.anthropic.enqueue(text="Late.", delay=30)
     killer = _kill_claude_at(llm_server, 3, signum)
+    orphans = _orphaned_bridges()  # other sessions' killed runs
 
     with pytest.raises(TransientProviderError) as caught:
         run(provider.complete(_request(tmp_path, "Write a.txt", resume=first.session_id)))
     killer.join()
+    # Its sandbox's network bridge went with it (it outlived claude, re-parented to pid 1).
+    assert _gone(_orphaned_bridges() - orphans)
 
     # The answered turn is on the bill, once, though no result came.
     killed = caught.value.billed
@@ -242,3 +245,29 @@ def test_a_claude_run_cancelled_by_the_runs_stop_puts_its_answered_turns_on_the_
     assert [response.usage for response in recorded] == [Usage(**turn)]
     assert recorded[0].cost_usd == pytest.approx(_price(Usage(**turn)))
     assert _claude_processes() == []
+
+
+def _orphaned_bridges() -> set[int]:
+    """Pids of Claude Code sandbox bridges (socat on a socket in an aca run's scratch folder)
+    whose folder is gone: their run has ended."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            program, _, args = (entry / "cmdline").read_bytes().partition(b"\0")
+        except OSError:
+            continue
+        listen = [a for a in args.split(b"\0") if a.startswith(b"UNIX-LISTEN:")]
+        if program.endswith(b"socat") and listen and b"/aca-scratch-" in listen[0]:
+            socket = Path(os.fsdecode(listen[0].split(b":", 1)[1].split(b",", 1)[0]))
+            if not socket.parent.exists():
+                found.add(int(entry.name))
+    return found
+
+
+def _gone(pids: set[int]) -> bool:
+    """Whether the processes ``pids`` have ended (each is given a few seconds to)."""
+    for _ in range(50):
+        if not pids & _orphaned_bridges():
+            return True
+        time.sleep(0.1)
+    return False
