@@ -34,8 +34,8 @@ def list_command(workdir: ExistingWorkdir = Path("."), json_output: JsonOutput =
     """List sessions, newest first: id, name, started, status, tasks by state, tokens, cost."""
     from rich.table import Table
 
+    from aca_flows.session.reading import display_status, scan_sessions
     from aca_flows.session.record import describe_counts
-    from aca_flows.session.store import display_status, scan_sessions
 
     scan = scan_sessions(workdir)
     for damaged in scan.damaged:
@@ -82,8 +82,8 @@ def show_command(
 ) -> None:
     """Show one session: its tasks and statuses, branch, duration, last checkpoint, costs."""
     from aca_flows.session.checkpoints import list_checkpoints
+    from aca_flows.session.reading import display_status
     from aca_flows.session.record import describe_counts
-    from aca_flows.session.store import display_status
 
     session = _session_named(workdir, session_id)
     checkpoints = list_checkpoints(workdir, session.id)
@@ -150,7 +150,7 @@ def _session_named(workdir: Path, session_id: str) -> SessionRecord:
     from aca_flows.errors import InputError
     from aca_flows.session.checkpoints import CHECKPOINT_PREFIX, find_checkpoint
     from aca_flows.session.errors import UnknownCheckpointError, UnknownSessionError
-    from aca_flows.session.store import load_session
+    from aca_flows.session.reading import load_session
 
     try:
         return load_session(workdir, session_id)
@@ -340,7 +340,7 @@ def _tree_order(session: SessionRecord):
 
 
 def _summary(session: SessionRecord, workdir: Path) -> dict[str, Any]:
-    from aca_flows.session.store import display_status
+    from aca_flows.session.reading import display_status
 
     return {
         "id": session.id,

@@ -11,7 +11,7 @@ from pathlib import Path
 import git
 
 from aca_flows.flows import run_flow
-from aca_flows.session.store import load_session
+from aca_flows.session.reading import load_session
 from tests.fakes.coding_agent import coding_agent, task_of
 from tests.fakes.llm_server import Reply
 from tests.flows.test_artifacts import reports_of

@@ -20,7 +20,7 @@ from prefect.logging.handlers import APILogHandler
 
 from aca_flows.cli import main
 from aca_flows.flows import run_flow
-from aca_flows.session.store import list_sessions, load_session
+from aca_flows.session.reading import list_sessions, load_session
 from tests.fakes.coding_agent import coding_agent, task_of
 
 WAIT = 120

@@ -18,7 +18,7 @@ from aca_flows.errors import ProviderError
 from aca_flows.flows import run_flow
 from aca_flows.flows.run_setup import RunRequest, open_run
 from aca_flows.session.layout import AcaDir
-from aca_flows.session.store import list_sessions
+from aca_flows.session.reading import list_sessions
 from tests.fakes.coding_agent import coding_agent, task_of
 from tests.flows.conftest import flow_run_logs
 

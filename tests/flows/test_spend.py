@@ -13,7 +13,7 @@ import pytest
 from aca_flows.flows import run_flow
 from aca_flows.flows.spend import BudgetReached, SpendGuard, SpendMeter, call_ceiling
 from aca_flows.providers.base import Message, ProviderRequest
-from aca_flows.session.store import load_session
+from aca_flows.session.reading import load_session
 from aca_flows.settings import AcaConfig
 from tests.fakes.scripted_provider import final
 from tests.flows.test_run_ends import load_session_log
