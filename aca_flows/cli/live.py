@@ -23,8 +23,6 @@ from aca_flows.session.record import SessionRecord
 
 __all__ = ["LiveView"]
 
-_STYLE = {"completed": "green", "failed": "red", "skipped": "yellow", "in_progress": "cyan"}
-
 
 class LiveView:
     """A background thread drawing the newest session of ``workdir`` started after ``since``
