@@ -133,9 +133,10 @@ def show_command(
 
 def _no_change_check(plan: ExecutionPlan, task_id: str) -> str:
     """What confirmed a task's "no change needed": its verify command, or nothing."""
+    from aca_flows.plan.models import verify_command_for
     from aca_flows.plan.vacuous_check import checks_nothing
 
-    command = (plan.task(task_id).verify or plan.verify or "").strip()  # as the agent ran it
+    command = verify_command_for(plan, plan.task(task_id))  # as the agent ran it
     if not command:
         return "not checked: no verify command"
     if checks_nothing(command):
