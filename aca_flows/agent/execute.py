@@ -54,7 +54,6 @@ from aca_flows.agent.prompt import (
     DependencyContext,
     build_system_prompt,
     build_task_prompt,
-    verify_command_for,
 )
 from aca_flows.agent.secrets_in_work import secrets_problem
 from aca_flows.agent.setup import run_setup_commands
@@ -70,7 +69,7 @@ from aca_flows.agent.verify import (
     missing_from_worktree,
     task_checks,
 )
-from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.plan.models import ExecutionPlan, Task, verify_command_for
 from aca_flows.providers.base import Provider, Usage
 from aca_flows.providers.claude_code_transcripts import remove_claude_transcripts
 from aca_flows.session.layout import AcaDir, SessionPaths

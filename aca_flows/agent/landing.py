@@ -26,7 +26,7 @@ from aca_flows.agent.verify import (
     task_checks,
 )
 from aca_flows.plan.models import ExecutionPlan, Task
-from aca_flows.plan.vacuous_check import checks_nothing
+from aca_flows.plan.vacuous_check import proved_nothing
 from aca_flows.sandbox import Sandbox
 from aca_flows.session.layout import SessionPaths
 from aca_flows.settings import AcaConfig, SandboxSection
@@ -106,7 +106,7 @@ async def run_checks_on_the_work(
             of_task=check.owner,
             passed=result.passed,
             # Its pass proved nothing: the log and the report say so (vacuous_check.py).
-            checks_nothing=result.passed and checks_nothing(check.command),
+            checks_nothing=proved_nothing(result.passed, check.command),
             exit_code=result.exit_code,
             timed_out=result.timed_out,
             output=result.output[-FAILURE_OUTPUT_LIMIT:],

@@ -16,14 +16,13 @@ from pydantic import BaseModel, Field
 from aca_flows.agent.needs_human import NEEDS_HUMAN_MARKER
 from aca_flows.agent.no_change import NO_CHANGE_MARKER
 from aca_flows.agent.subtasks import SUBTASK_BLOCK_HELP
-from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.plan.models import ExecutionPlan, Task, verify_command_for
 
 __all__ = [
     "DependencyContext",
     "ancestors_of",
     "build_system_prompt",
     "build_task_prompt",
-    "verify_command_for",
 ]
 
 REFERENCED_FILE_LIMIT = 20_000
@@ -66,11 +65,6 @@ class DependencyContext(BaseModel):
     title: str
     summary: str = ""
     files_changed: list[str] = Field(default_factory=list)
-
-
-def verify_command_for(plan: ExecutionPlan, task: Task) -> str | None:
-    """The task's own verify command, else the plan's default, else None."""
-    return (task.verify or plan.verify or "").strip() or None
 
 
 def ancestors_of(plan: ExecutionPlan, task: Task) -> list[Task]:

@@ -20,8 +20,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from aca_flows.agent.prompt import verify_command_for
-from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.plan.models import ExecutionPlan, Task, verify_command_for
 from aca_flows.sandbox import Sandbox
 from aca_flows.session.layout import SessionPaths
 from aca_flows.settings import AgentSection

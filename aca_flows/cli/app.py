@@ -242,7 +242,7 @@ def usage_command(workdir: ExistingWorkdir = Path("."), json_output: JsonOutput 
     import json
 
     from aca_flows.cli.sessions import console, usage_table
-    from aca_flows.session.store import list_sessions
+    from aca_flows.session.reading import list_sessions
     from aca_flows.session.usage import usage_by_provider_model
 
     workdir = workdir.resolve()

@@ -58,7 +58,7 @@ def reject_command(
 
 def _send(workdir: Path, session: str, answer: dict, verb: str) -> None:
     from aca_flows.flows.approval import send_decision
-    from aca_flows.session.store import resolve_session_id
+    from aca_flows.session.reading import resolve_session_id
 
     session = resolve_session_id(workdir.resolve(), session)  # a prefix names the whole id
     flow_run_id = send_decision(workdir.resolve(), session, answer)
@@ -93,7 +93,7 @@ def answer_command(
     if hint and action != "retry":
         raise InputError(f"--hint goes with --retry; --{action} takes --reason instead.")
     from aca_flows.flows.task_help import send_answer
-    from aca_flows.session.store import resolve_session_id
+    from aca_flows.session.reading import resolve_session_id
 
     session = resolve_session_id(workdir.resolve(), session)  # a prefix names the whole id
     answer = {"action": action, "hint": hint, "reason": reason}

@@ -65,7 +65,7 @@ def create_command(
     """Checkpoint the newest session of the workdir (or --session) now; resumable by its id."""
     from aca_flows._words import resume_command
     from aca_flows.session.checkpoints import create_manual_checkpoint
-    from aca_flows.session.store import load_session
+    from aca_flows.session.reading import load_session
 
     if session is None:
         _require_a_session(workdir.resolve())
@@ -85,7 +85,7 @@ def create_command(
 def _require_a_session(workdir: Path) -> None:
     """Not "no session '(latest)'": a workdir without sessions is said to hold none."""
     from aca_flows.errors import InputError
-    from aca_flows.session.store import latest_session_id
+    from aca_flows.session.reading import latest_session_id
 
     if latest_session_id(workdir) is None:
         raise InputError(
@@ -108,7 +108,7 @@ def print_checkpoints(
     ``UnknownSessionError`` for a ``session_id`` that matches no session.
     """
     from aca_flows.session.checkpoints import list_checkpoints
-    from aca_flows.session.store import latest_session_id
+    from aca_flows.session.reading import latest_session_id
 
     workdir = Path(workdir).resolve()
     if all_sessions:

@@ -18,12 +18,10 @@ from rich.table import Table
 from rich.text import Text
 
 from aca_flows.session.layout import AcaDir
+from aca_flows.session.reading import load_session
 from aca_flows.session.record import SessionRecord
-from aca_flows.session.store import load_session
 
 __all__ = ["LiveView"]
-
-_STYLE = {"completed": "green", "failed": "red", "skipped": "yellow", "in_progress": "cyan"}
 
 
 class LiveView:

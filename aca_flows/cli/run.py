@@ -393,7 +393,7 @@ def interrupted_line(workdir: Path, session_id: str | None, repo: str | None = N
     """What an interrupted run left behind: ``session_id`` is the run's session, if known
     (``repo``: the run's ``--repo``)."""
     from aca_flows.session.layout import AcaDir
-    from aca_flows.session.store import load_session
+    from aca_flows.session.reading import load_session
 
     if session_id is None:
         return (
@@ -426,7 +426,7 @@ def _refuse_a_resume_the_flow_would_refuse(options: RunOptions, session_id: str 
         tasks_left,
     )
     from aca_flows.session.layout import AcaDir
-    from aca_flows.session.store import load_session
+    from aca_flows.session.reading import load_session
     from aca_flows.workspace import open_repository
 
     if (

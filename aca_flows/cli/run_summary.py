@@ -61,7 +61,7 @@ def _how_to_go_on(summary: dict, options: RunOptions) -> str:
     would stop or be refused the same way is not offered as the way on."""
     from aca_flows.errors import InputError
     from aca_flows.flows.run_inputs import changed_source_warning, refuse_redacted_work
-    from aca_flows.session.store import load_session
+    from aca_flows.session.reading import load_session
 
     workdir, session_id = options.workdir, summary["session_id"]
     if summary.get("taken_over"):  # a resume here would take it back from a live run

@@ -34,8 +34,8 @@ def list_command(workdir: ExistingWorkdir = Path("."), json_output: JsonOutput =
     """List sessions, newest first: id, name, started, status, tasks by state, tokens, cost."""
     from rich.table import Table
 
+    from aca_flows.session.reading import display_status, scan_sessions
     from aca_flows.session.record import describe_counts
-    from aca_flows.session.store import display_status, scan_sessions
 
     scan = scan_sessions(workdir)
     for damaged in scan.damaged:
@@ -82,8 +82,8 @@ def show_command(
 ) -> None:
     """Show one session: its tasks and statuses, branch, duration, last checkpoint, costs."""
     from aca_flows.session.checkpoints import list_checkpoints
+    from aca_flows.session.reading import display_status
     from aca_flows.session.record import describe_counts
-    from aca_flows.session.store import display_status
 
     session = _session_named(workdir, session_id)
     checkpoints = list_checkpoints(workdir, session.id)
@@ -133,9 +133,10 @@ def show_command(
 
 def _no_change_check(plan: ExecutionPlan, task_id: str) -> str:
     """What confirmed a task's "no change needed": its verify command, or nothing."""
+    from aca_flows.plan.models import verify_command_for
     from aca_flows.plan.vacuous_check import checks_nothing
 
-    command = (plan.task(task_id).verify or plan.verify or "").strip()  # as the agent ran it
+    command = verify_command_for(plan, plan.task(task_id))  # as the agent ran it
     if not command:
         return "not checked: no verify command"
     if checks_nothing(command):
@@ -150,7 +151,7 @@ def _session_named(workdir: Path, session_id: str) -> SessionRecord:
     from aca_flows.errors import InputError
     from aca_flows.session.checkpoints import CHECKPOINT_PREFIX, find_checkpoint
     from aca_flows.session.errors import UnknownCheckpointError, UnknownSessionError
-    from aca_flows.session.store import load_session
+    from aca_flows.session.reading import load_session
 
     try:
         return load_session(workdir, session_id)
@@ -340,7 +341,7 @@ def _tree_order(session: SessionRecord):
 
 
 def _summary(session: SessionRecord, workdir: Path) -> dict[str, Any]:
-    from aca_flows.session.store import display_status
+    from aca_flows.session.reading import display_status
 
     return {
         "id": session.id,

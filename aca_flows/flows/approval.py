@@ -39,7 +39,8 @@ from aca_flows.errors import InputError
 from aca_flows.flows.remote_sync import session_resume
 from aca_flows.plan.models import ExecutionPlan, TaskStatus
 from aca_flows.session.events import ApprovalDecided, ApprovalRequested
-from aca_flows.session.store import SessionStore, display_status, load_session
+from aca_flows.session.reading import display_status, load_session
+from aca_flows.session.store import SessionStore
 from aca_flows.settings import ApprovalSection
 
 if TYPE_CHECKING:

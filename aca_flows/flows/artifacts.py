@@ -13,7 +13,7 @@ import re
 from typing import TYPE_CHECKING
 
 from aca_flows.plan.models import ExecutionPlan, Task
-from aca_flows.plan.vacuous_check import VACUOUS_NOTE, checks_nothing
+from aca_flows.plan.vacuous_check import VACUOUS_NOTE, proved_nothing
 from aca_flows.providers.base import Usage
 from aca_flows.session.record import describe_counts
 from aca_flows.session.redact import REDACTED, redact, redact_text
@@ -171,7 +171,7 @@ def _commit_line(outcome: TaskOutcome) -> str:
 
 def _checked_nothing(outcome: TaskOutcome) -> bool:
     """Its verify command passed, but would have whatever the work held."""
-    return bool(outcome.verify_passed) and checks_nothing(outcome.verify_command)
+    return proved_nothing(outcome.verify_passed, outcome.verify_command)
 
 
 def _by_whom(outcome: TaskOutcome) -> str:

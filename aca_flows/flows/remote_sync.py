@@ -24,9 +24,10 @@ from aca_flows.session.errors import SessionFileError
 from aca_flows.session.layout import AcaDir
 from aca_flows.session.lock import SessionLock
 from aca_flows.session.plan_seals import seal_changes, seal_path, sealed_source
+from aca_flows.session.reading import read_records
 from aca_flows.session.record import SessionRecord
 from aca_flows.session.redact import register_secret
-from aca_flows.session.store import SessionStore, read_records
+from aca_flows.session.store import SessionStore
 from aca_flows.workspace.remote import (
     RemoteError,
     RemoteRepository,

@@ -56,8 +56,9 @@ from aca_flows.providers import require_providers
 from aca_flows.providers.claude_code_transcripts import remove_worktree_transcripts
 from aca_flows.session.events import TaskResult
 from aca_flows.session.layout import AcaDir, linked_aca_folder
+from aca_flows.session.reading import load_session
 from aca_flows.session.redact import redact
-from aca_flows.session.store import SessionStore, load_session
+from aca_flows.session.store import SessionStore
 from aca_flows.settings import AcaConfig, load_config
 from aca_flows.workspace import (
     discard_worktree,

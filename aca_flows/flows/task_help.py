@@ -45,8 +45,8 @@ from aca_flows.flows.approval import (
 )
 from aca_flows.flows.remote_sync import session_resume
 from aca_flows.session.events import TaskAnswered, TaskQuestion
+from aca_flows.session.reading import display_status, load_session
 from aca_flows.session.redact import redact_text
-from aca_flows.session.store import display_status, load_session
 
 if TYPE_CHECKING:
     from aca_flows.flows.task_run import ActiveRun

@@ -246,6 +246,11 @@ class ExecutionPlan(StrictModel):
 Plan = ExecutionPlan
 
 
+def verify_command_for(plan: ExecutionPlan, task: Task) -> str | None:
+    """The task's own verify command, else the plan's default, else None."""
+    return (task.verify or plan.verify or "").strip() or None
+
+
 # ExecutionPlan.task's index: plan id -> (the plan, weakly; its tasks' positions). Kept out of
 # the model, so it is neither dumped, copied nor compared; dropped with its plan.
 _TASK_POSITIONS: dict[int, tuple[weakref.ref, dict[str, int]]] = {}

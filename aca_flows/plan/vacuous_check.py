@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import shlex
 
-__all__ = ["VACUOUS_NOTE", "checks_nothing"]
+__all__ = ["VACUOUS_NOTE", "checks_nothing", "proved_nothing"]
 
 VACUOUS_NOTE = "it checks nothing: it passes whatever the work holds"
 
@@ -41,6 +41,12 @@ def checks_nothing(command: str | None) -> bool:
     lists = [part for part in _split(tokens, _LISTS) if part]
     # A list's status is its last command's.
     return bool(lists) and _and_or_always_passes(lists[-1])
+
+
+def proved_nothing(passed: bool | None, command: str | None) -> bool:
+    """Whether a check's pass proved nothing: it passed, and would have whatever the work held.
+    The one test of it: the log's ``checks_nothing``, the task's report and the commit line."""
+    return bool(passed) and checks_nothing(command)
 
 
 def _and_or_always_passes(tokens: list[str]) -> bool:

@@ -36,15 +36,15 @@ from aca_flows.session.errors import (
 from aca_flows.session.events import CheckpointCreated, CheckpointTrigger
 from aca_flows.session.files import write_json_atomic
 from aca_flows.session.layout import AcaDir, SessionPaths
-from aca_flows.session.record import SessionRecord, describe_counts
-from aca_flows.session.store import (
-    SessionStore,
+from aca_flows.session.reading import (
     display_status,
     latest_session_id,
     list_sessions,
     load_session,
     resolve_session_id,
 )
+from aca_flows.session.record import SessionRecord, describe_counts
+from aca_flows.session.store import SessionStore
 
 __all__ = [
     "Checkpoint",

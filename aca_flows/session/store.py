@@ -23,8 +23,7 @@ leaves it behind the journal; ``open`` and ``load_session`` notice (``last_seq``
 from the journal) and rebuild it from the journal, as they do when session.json is missing,
 truncated or corrupt, so a reader that is not the writer never sees less than the journal.
 Everything written passes the redaction filter. Readers that are not the writer (``aca
-sessions list``) use ``load_session`` and ``scan_sessions``, which take no lock and change
-nothing on disk.
+sessions list``) use ``reading.py``, which takes no lock and changes nothing on disk.
 """
 
 from __future__ import annotations
@@ -36,17 +35,13 @@ import secrets
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from pydantic import ValidationError
-
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import Usage
 from aca_flows.session.delayed_write import DelayedWrite
-from aca_flows.session.errors import SessionFileError, UnknownSessionError
 from aca_flows.session.events import (
     ApprovalDecided,
     BranchPushed,
@@ -69,31 +64,15 @@ from aca_flows.session.events import (
     event_to_json,
 )
 from aca_flows.session.files import write_json_atomic, write_text_atomic
-from aca_flows.session.journal import append_event, read_journal, repair_journal
+from aca_flows.session.journal import append_event, read_journal
 from aca_flows.session.layout import AcaDir, SessionPaths, session_branch
-from aca_flows.session.lock import LockHolder, SessionLock, read_lock_holder
+from aca_flows.session.lock import LockHolder, SessionLock
 from aca_flows.session.plan_seals import keep_seal
-from aca_flows.session.record import (
-    SESSION_SCHEMA_VERSION,
-    SessionRecord,
-    SessionStatus,
-    apply_event,
-    fold_events,
-)
+from aca_flows.session.reading import read_session_folder, resolve_session_id
+from aca_flows.session.record import SessionRecord, SessionStatus, apply_event, fold_events
 from aca_flows.session.redact import is_secret_name, redact
 
-__all__ = [
-    "SessionScan",
-    "SessionStore",
-    "read_records",
-    "display_status",
-    "latest_session_id",
-    "list_sessions",
-    "load_session",
-    "new_session_id",
-    "resolve_session_id",
-    "scan_sessions",
-]
+__all__ = ["SessionStore", "new_session_id"]
 
 CONFIG_SCHEMA_VERSION = 1
 
@@ -213,7 +192,7 @@ class SessionStore:
         paths = AcaDir(workdir).session(session_id)
         lock = SessionLock(paths.lock_file, session_id, remote).acquire()
         try:
-            loaded = _load(paths, repair=True)
+            loaded = read_session_folder(paths, repair=True)
         except BaseException:
             lock.release()
             raise
@@ -432,180 +411,3 @@ def _redacted(event: Event) -> Event:
 def _reason(reason: str | None, state: str) -> str:
     # An exception with an empty message must still leave a readable status.
     return (reason or "").strip() or f"{state} (no reason given)"
-
-
-# -- readers: no lock, no writes ----------------------------------------------------------
-
-
-def load_session(workdir: Path, session_id: str) -> SessionRecord:
-    """The current record of a session (id or unique prefix), rebuilt in memory if needed.
-
-    Raises ``UnknownSessionError`` or ``SessionFileError`` (damage that cannot be rebuilt).
-    """
-    workdir = Path(workdir).resolve()
-    session_id = resolve_session_id(workdir, session_id)
-    return _load(AcaDir(workdir).session(session_id), repair=False).session
-
-
-def read_records(session_dir: Path) -> list[SessionRecord]:
-    """The record of the session folder ``session_dir`` as a resume reads it (its
-    session.json when current), then as its journal alone describes it: the two differ only
-    where another hand wrote one of them. Raises ``SessionFileError``; takes no lock and
-    changes nothing."""
-    paths = SessionPaths(session_dir)
-    read = _load(paths, repair=False).session
-    try:
-        return [read, fold_events(read_journal(paths.events_jsonl).events)]
-    except ValueError as exc:
-        raise SessionFileError(paths.events_jsonl, f"not a session's journal ({exc})", "") from None
-
-
-@dataclass
-class SessionScan:
-    """All sessions of a workdir, newest first, and the ones that could not be read."""
-
-    sessions: list[SessionRecord] = field(default_factory=list)
-    damaged: list[SessionFileError] = field(default_factory=list)
-
-
-def scan_sessions(workdir: Path) -> SessionScan:
-    """Every session of ``workdir``, newest first; damaged ones are reported, not raised."""
-    workdir = Path(workdir).resolve()
-    aca = AcaDir(workdir)
-    scan = SessionScan()
-    for session_id in _session_ids(aca):
-        try:
-            scan.sessions.append(_load(aca.session(session_id), repair=False).session)
-        except SessionFileError as exc:
-            scan.damaged.append(exc)
-    scan.sessions.sort(key=lambda s: (s.created_at, s.id), reverse=True)
-    return scan
-
-
-def list_sessions(workdir: Path) -> list[SessionRecord]:
-    """The readable sessions of ``workdir``, newest first."""
-    return scan_sessions(workdir).sessions
-
-
-def latest_session_id(workdir: Path) -> str | None:
-    """The id of the newest session of ``workdir``, or ``None`` when it has none."""
-    sessions = list_sessions(workdir)
-    return sessions[0].id if sessions else None
-
-
-def resolve_session_id(workdir: Path, text: str) -> str:
-    """The session id ``text`` names: an exact id or a prefix matching exactly one session."""
-    workdir = Path(workdir).resolve()
-    aca = AcaDir(workdir)
-    ids = _session_ids(aca)
-    if text in ids:
-        return text
-    matches = [i for i in ids if text and i.startswith(text)]
-    if len(matches) == 1:
-        return matches[0]
-    if matches:
-        raise UnknownSessionError(text, workdir, "ambiguous session id", ambiguous=True)
-    raise UnknownSessionError(text, workdir)
-
-
-def display_status(session: SessionRecord, workdir: Path | None = None) -> str:
-    """The status to show: a ``running`` session whose process is gone shows ``interrupted``;
-    one whose plan waits for a person shows ``waiting for approval`` (a suspended deployment
-    run has no process while it waits); one with a failed task waiting for a person's answer
-    shows ``waiting: task <id> asks: <question>`` (cut to one short line). Every status of a
-    run that waits for a person starts with ``waiting``.
-
-    ``workdir`` is where the session was read from (default: where it was created).
-    """
-    if session.status != "running":
-        return session.status
-    paths = AcaDir(Path(workdir or session.workdir).resolve()).session(session.id)
-    alive = read_lock_holder(paths.lock_file) is not None
-    approval = session.approval
-    waiting = approval is not None and approval.state == "waiting"
-    if waiting and (alive or approval.mode == "suspend"):
-        return "waiting for approval"
-    if alive and session.question is not None:
-        question = " ".join(session.question.question.split())
-        if len(question) > _SHOWN_QUESTION:
-            question = question[: _SHOWN_QUESTION - 1].rstrip() + "…"
-        return f"waiting: task {session.question.task_id} asks: {question}"
-    return "running" if alive else "interrupted"
-
-
-_SHOWN_QUESTION = 60
-
-
-# -- loading ------------------------------------------------------------------------------
-
-
-@dataclass
-class _Loaded:
-    session: SessionRecord
-    repairs: list[str]
-
-
-def _session_ids(aca: AcaDir) -> list[str]:
-    if not aca.sessions_dir.is_dir():
-        return []
-    return sorted(p.name for p in aca.sessions_dir.iterdir() if (p / "meta").is_dir())
-
-
-def _load(paths: SessionPaths, repair: bool) -> _Loaded:
-    journal = read_journal(paths.events_jsonl)
-    repairs: list[str] = []
-    if journal.torn_line is not None:
-        repairs.append(
-            f"{paths.events_jsonl}: dropped the unfinished last line {journal.torn_line} "
-            "(written during a crash)"
-        )
-    session, problem = _read_session_json(paths.session_json)
-    if session is None or session.last_seq != journal.last_seq:
-        if session is not None:
-            problem = f"was at event {session.last_seq}, the journal at {journal.last_seq}"
-        try:
-            session = fold_events(journal.events)
-        except ValueError as exc:
-            raise SessionFileError(
-                paths.events_jsonl,
-                f"the journal does not describe a session ({exc})",
-                "Restore the file from a backup, or delete the session folder "
-                f"{paths.root} and start a new run.",
-            ) from None
-        repairs.append(f"{paths.session_json}: {problem}; rebuilt from the journal")
-        if repair:
-            write_json_atomic(paths.session_json, session.model_dump(mode="json"))
-    if repair and journal.torn_line is not None:
-        repair_journal(paths.events_jsonl, journal)
-    return _Loaded(session, repairs)
-
-
-def _read_session_json(path: Path) -> tuple[SessionRecord | None, str]:
-    """The record in ``path``, or ``None`` and why it is unusable (then the journal decides)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None, "was missing"
-    except UnicodeDecodeError:
-        return None, "was not UTF-8 text (damaged)"
-    try:
-        return SessionRecord.model_validate_json(text), ""
-    except ValidationError as exc:
-        version = _schema_version(text)
-        if isinstance(version, int) and version > SESSION_SCHEMA_VERSION:
-            raise SessionFileError(
-                path,
-                f"written by a newer aca (schema {version}, this aca reads "
-                f"{SESSION_SCHEMA_VERSION})",
-                "Upgrade aca (`pip install -U aca-flows`) to read this session.",
-            ) from None
-        kind = "truncated or not JSON" if exc.errors()[0]["type"] == "json_invalid" else "invalid"
-        return None, f"was {kind}"
-
-
-def _schema_version(text: str) -> Any:
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None
-    return data.get("schema_version") if isinstance(data, dict) else None

@@ -6,10 +6,9 @@ from aca_flows.agent.prompt import (
     DependencyContext,
     build_system_prompt,
     build_task_prompt,
-    verify_command_for,
 )
 from aca_flows.agent.subtasks import SUBTASK_BLOCK_HELP
-from aca_flows.plan.models import ExecutionPlan, FileRef, Task, TaskMetadata
+from aca_flows.plan.models import ExecutionPlan, FileRef, Task, TaskMetadata, verify_command_for
 
 
 def sample_plan() -> ExecutionPlan:

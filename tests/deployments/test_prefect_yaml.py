@@ -11,10 +11,10 @@ import pytest
 import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from aca_flows.agent.prompt import verify_command_for
 from aca_flows.flows.aca_run import aca_run
 from aca_flows.flows.deployment_guard import JOBS_DIR, resolve_job_paths
 from aca_flows.plan import load_task_file
+from aca_flows.plan.models import verify_command_for
 
 ROOT = Path(__file__).resolve().parents[2]
 # A module path: the worker imports the aca it has installed; no file of a clone is named.

@@ -17,11 +17,13 @@ Each step is one turn: write, (propose), finish. Use it as a reply source::
 from __future__ import annotations
 
 import re
+import threading
+import time
 from typing import Any
 
 from tests.fakes.llm_server import RecordedRequest, Reply
 
-__all__ = ["coding_agent", "task_of"]
+__all__ = ["SlowAgent", "coding_agent", "task_of"]
 
 
 def _text(content: Any) -> str:
@@ -65,3 +67,23 @@ def coding_agent(request: RecordedRequest) -> Reply:
     steps.append({"name": "finish", "arguments": {"summary": f"did: {title}"}})
     step = steps[min(turn, len(steps) - 1)]
     return Reply(tool_calls=[step], usage={"input_tokens": 100, "output_tokens": 20})
+
+
+class SlowAgent:
+    """``coding_agent`` taking ``seconds`` a call, counting the most calls it had at once
+    (``peak``): for tests of how many tasks, or provider calls, a run lets run together."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.peak = 0
+        self._active = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, request: RecordedRequest) -> Reply:
+        with self._lock:
+            self._active += 1
+            self.peak = max(self.peak, self._active)
+        time.sleep(self.seconds)
+        with self._lock:
+            self._active -= 1
+        return coding_agent(request)

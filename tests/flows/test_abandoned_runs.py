@@ -120,7 +120,7 @@ def test_a_task_run_whose_task_landed_before_its_end_reached_the_server_ends_com
     run's end reached the server: the resume ends that task run ``Completed``, naming the
     commit, not "ended without finishing"; ``b``'s, which did not finish, ends ``Crashed``."""
     from aca_flows.flows import run_flow
-    from aca_flows.session.store import load_session
+    from aca_flows.session.reading import load_session
 
     for _ in range(20):
         anthropic_fake.anthropic.enqueue(coding_agent)

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
 from pathlib import Path
 
 import git
 
 from aca_flows.flows import run_flow
-from aca_flows.session.store import load_session
-from tests.fakes.coding_agent import coding_agent, task_of
+from aca_flows.session.reading import load_session
+from tests.fakes.coding_agent import SlowAgent, coding_agent, task_of
 from tests.fakes.llm_server import Reply
 from tests.flows.test_artifacts import reports_of
 
@@ -85,23 +83,14 @@ def test_rerunning_the_session_makes_no_provider_call(tmp_path, repo, anthropic_
 
 
 def test_concurrency_is_bounded(tmp_path, repo, anthropic_fake):
-    active, peak, lock = [0], [0], threading.Lock()
-
-    def slow_agent(request):
-        with lock:
-            active[0] += 1
-            peak[0] = max(peak[0], active[0])
-        time.sleep(0.3)
-        with lock:
-            active[0] -= 1
-        return coding_agent(request)
+    slow_agent = SlowAgent(0.3)
 
     for _ in range(40):
         anthropic_fake.anthropic.enqueue(slow_agent)
     tasks = write_tasks(tmp_path, "".join(f"- write f{i}.txt\n" for i in range(6)))
     summary = run(tasks, repo, max_concurrent=2).summary
     assert summary["counts"] == {"completed": 6}
-    assert peak[0] == 2
+    assert slow_agent.peak == 2
 
 
 def test_overloaded_529s_are_retried_on_the_call_to_success(tmp_path, repo, anthropic_fake):

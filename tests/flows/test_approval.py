@@ -6,6 +6,7 @@ Real git, the fake Anthropic server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import threading
@@ -20,7 +21,7 @@ from prefect.logging.handlers import APILogHandler
 
 from aca_flows.cli import main
 from aca_flows.flows import run_flow
-from aca_flows.session.store import list_sessions, load_session
+from aca_flows.session.reading import list_sessions, load_session
 from tests.fakes.coding_agent import coding_agent, task_of
 
 WAIT = 120
@@ -375,36 +376,43 @@ def flow_run_id_named(name: str) -> UUID:
     return runs[0].id
 
 
-def stuck_plan(tmp_path, name: str) -> str:
-    path = tmp_path / "tasks.md"
-    path.write_text(
-        f"# {name}\n\n"
-        '- write a.txt with wrong {#a verify="grep -q right a.txt"}\n'
-        "- write b.txt {#b depends_on=a}\n"
-    )
-    return str(path)
+@pytest.fixture
+def stuck_run(tmp_path, repo, anthropic_fake, monkeypatch):
+    """``with stuck_run(agent) as (flow_run_id, outcomes):`` a run whose task a fails its
+    verify and waits, Paused, for a person's answer (b depends on a); the run is joined on
+    leaving the block, its outcome in ``outcomes``."""
+
+    @contextlib.contextmanager
+    def started(agent=coding_agent):
+        for _ in range(20):
+            anthropic_fake.anthropic.enqueue(agent)
+        monkeypatch.setenv("ACA_APPROVAL__ON_FAILURE", "ask")
+        monkeypatch.setenv("ACA_AGENT__MAX_FIX_ATTEMPTS", "0")
+        name = f"Stuck {uuid.uuid4().hex[:8]}"
+        tasks = tmp_path / "tasks.md"
+        tasks.write_text(
+            f"# {name}\n\n"
+            '- write a.txt with wrong {#a verify="grep -q right a.txt"}\n'
+            "- write b.txt {#b depends_on=a}\n"
+        )
+        thread, outcomes = start(lambda: run_flow(task_file=str(tasks), workdir=str(repo)))
+        try:
+            flow_run_id = flow_run_id_named(name)
+            wait_until_paused(flow_run_id, thread)
+            yield flow_run_id, outcomes
+        finally:
+            thread.join(WAIT)
+
+    return started
 
 
-def test_a_stuck_task_retried_with_a_hint_succeeds(tmp_path, repo, anthropic_fake, monkeypatch):
-    for _ in range(20):
-        anthropic_fake.anthropic.enqueue(hint_follower)
-    monkeypatch.setenv("ACA_APPROVAL__ON_FAILURE", "ask")
-    monkeypatch.setenv("ACA_AGENT__MAX_FIX_ATTEMPTS", "0")
-    name = f"Stuck {uuid.uuid4().hex[:8]}"
-    tasks = stuck_plan(tmp_path, name)
-    thread, outcomes = start(lambda: run_flow(task_file=tasks, workdir=str(repo)))
-    try:
-        flow_run_id = flow_run_id_named(name)
-        wait_until_paused(flow_run_id, thread)
+def test_a_stuck_task_retried_with_a_hint_succeeds(repo, stuck_run):
+    with stuck_run(hint_follower) as (flow_run_id, outcomes):
         resume_flow_run(
             flow_run_id, run_input={"action": "retry", "hint": "write a.txt with right"}
         )
-        thread.join(WAIT)
-        assert not thread.is_alive(), "the run did not end"
-    finally:
-        thread.join(WAIT)
 
-    (outcome,) = outcomes
+    (outcome,) = outcomes  # the run ended
     assert outcome.summary["status"] == "completed"
     session = load_session(repo, outcome.summary["session_id"])
     assert {t.id: str(t.status) for t in session.plan.tasks} == {
@@ -416,23 +424,9 @@ def test_a_stuck_task_retried_with_a_hint_succeeds(tmp_path, repo, anthropic_fak
     assert "Task `a` failed" in question and "grep -q right a.txt" in question
 
 
-def test_a_stuck_task_can_be_skipped_and_its_dependents_run(
-    tmp_path, repo, anthropic_fake, monkeypatch
-):
-    for _ in range(20):
-        anthropic_fake.anthropic.enqueue(coding_agent)
-    monkeypatch.setenv("ACA_APPROVAL__ON_FAILURE", "ask")
-    monkeypatch.setenv("ACA_AGENT__MAX_FIX_ATTEMPTS", "0")
-    name = f"Stuck skip {uuid.uuid4().hex[:8]}"
-    tasks = stuck_plan(tmp_path, name)
-    thread, outcomes = start(lambda: run_flow(task_file=tasks, workdir=str(repo)))
-    try:
-        flow_run_id = flow_run_id_named(name)
-        wait_until_paused(flow_run_id, thread)
+def test_a_stuck_task_can_be_skipped_and_its_dependents_run(repo, stuck_run):
+    with stuck_run() as (flow_run_id, outcomes):
         resume_flow_run(flow_run_id, run_input={"action": "skip"})
-        thread.join(WAIT)
-    finally:
-        thread.join(WAIT)
 
     (outcome,) = outcomes
     assert outcome.summary["status"] == "completed"
@@ -443,30 +437,16 @@ def test_a_stuck_task_can_be_skipped_and_its_dependents_run(
     assert statuses["b"] == "completed"
 
 
-def test_a_stop_while_a_stuck_task_waits_leaves_it_and_its_dependents_unfinished(
-    tmp_path, repo, anthropic_fake, monkeypatch
-):
+def test_a_stop_while_a_stuck_task_waits_leaves_it_and_its_dependents_unfinished(repo, stuck_run):
     from prefect.states import Cancelling
 
-    for _ in range(20):
-        anthropic_fake.anthropic.enqueue(coding_agent)
-    monkeypatch.setenv("ACA_APPROVAL__ON_FAILURE", "ask")
-    monkeypatch.setenv("ACA_AGENT__MAX_FIX_ATTEMPTS", "0")
-    name = f"Stuck stop {uuid.uuid4().hex[:8]}"
-    tasks = stuck_plan(tmp_path, name)
-    thread, outcomes = start(lambda: run_flow(task_file=tasks, workdir=str(repo)))
-    try:
-        flow_run_id = flow_run_id_named(name)
-        wait_until_paused(flow_run_id, thread)
+    with stuck_run() as (flow_run_id, outcomes):
 
         async def cancel():  # the UI's Cancel, while the task waits for an answer
             async with get_client() as client:
                 await client.set_flow_run_state(flow_run_id, Cancelling(), force=True)
 
         asyncio.run(cancel())
-        thread.join(WAIT)
-    finally:
-        thread.join(WAIT)
 
     # Nobody decided: not a failure (exit 1) but an interrupted run that a resume continues.
     (outcome,) = outcomes

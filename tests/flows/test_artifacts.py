@@ -29,7 +29,7 @@ from prefect.logging.handlers import APILogHandler
 
 from aca_flows.flows import run_flow
 from aca_flows.session.layout import AcaDir
-from aca_flows.session.store import load_session
+from aca_flows.session.reading import load_session
 from tests.fakes.coding_agent import coding_agent, task_of
 from tests.fakes.llm_server import Reply
 

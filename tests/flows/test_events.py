@@ -33,7 +33,7 @@ from prefect.events.filters import (
 from prefect.events.worker import EventsWorker
 
 from aca_flows.flows import run_flow
-from aca_flows.session.store import load_session
+from aca_flows.session.reading import load_session
 from tests.fakes.coding_agent import coding_agent
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from aca_flows.cli import main
 from aca_flows.errors import TaskFileError
 from aca_flows.flows import run_flow
 from aca_flows.session.layout import AcaDir
-from aca_flows.session.store import list_sessions
+from aca_flows.session.reading import list_sessions
 from tests.fakes.coding_agent import coding_agent
 from tests.fakes.git_repo import make_repo
 from tests.fakes.llm_server import llm_server  # noqa: F401  (fixture)

@@ -8,7 +8,7 @@ import git
 import pytest
 
 from aca_flows.flows import run_flow
-from aca_flows.session.store import load_session
+from aca_flows.session.reading import load_session
 from aca_flows.workspace.remote import working_area
 from tests.fakes.coding_agent import coding_agent
 from tests.fakes.github_server import FakeGitHub

@@ -11,7 +11,7 @@ import git
 import pytest
 
 from aca_flows.flows import remote_sync, run_flow
-from aca_flows.session.store import load_session
+from aca_flows.session.reading import load_session
 from aca_flows.workspace.remote import working_area
 from tests.fakes.coding_agent import coding_agent, task_of
 from tests.fakes.git_repo import make_repo

@@ -28,7 +28,8 @@ from aca_flows.cli import main
 from aca_flows.flows import run_flow
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.session.layout import AcaDir
-from aca_flows.session.store import SessionStore, load_session
+from aca_flows.session.reading import load_session
+from aca_flows.session.store import SessionStore
 from tests.fakes.coding_agent import coding_agent, task_of
 
 WAIT = 120

@@ -6,8 +6,6 @@ import asyncio
 import json
 import logging
 import re
-import threading
-import time
 from pathlib import Path
 
 import git
@@ -18,8 +16,8 @@ from aca_flows.errors import ProviderError
 from aca_flows.flows import run_flow
 from aca_flows.flows.run_setup import RunRequest, open_run
 from aca_flows.session.layout import AcaDir
-from aca_flows.session.store import list_sessions
-from tests.fakes.coding_agent import coding_agent, task_of
+from aca_flows.session.reading import list_sessions
+from tests.fakes.coding_agent import SlowAgent, coding_agent, task_of
 from tests.flows.conftest import flow_run_logs
 
 
@@ -53,16 +51,7 @@ def test_a_plans_max_concurrent_beats_the_config_file_and_yields_to_the_command_
 
 
 def test_plan_concurrency_and_setup_commands_apply_to_a_real_run(tmp_path, repo, anthropic_fake):
-    active, peak, lock = [0], [0], threading.Lock()
-
-    def slow_agent(request):
-        with lock:
-            active[0] += 1
-            peak[0] = max(peak[0], active[0])
-        time.sleep(0.2)
-        with lock:
-            active[0] -= 1
-        return coding_agent(request)
+    slow_agent = SlowAgent(0.2)
 
     for _ in range(20):
         anthropic_fake.anthropic.enqueue(slow_agent)
@@ -76,7 +65,7 @@ def test_plan_concurrency_and_setup_commands_apply_to_a_real_run(tmp_path, repo,
 
     # Every verify command found what setup built in its worktree; one task ran at a time.
     assert summary["status"] == "completed" and summary["counts"] == {"completed": 3}
-    assert peak[0] == 1
+    assert slow_agent.peak == 1
     tree = git.Repo(repo).commit(summary["branch"]).tree
     assert "build" not in {item.path for item in tree}
 
@@ -219,16 +208,7 @@ def test_a_configured_prefect_concurrency_limit_is_held_around_every_call(
 
     asyncio.run(create_limit())
     monkeypatch.setenv("ACA_PROVIDERS__ANTHROPIC__CONCURRENCY_LIMIT", limit_name)
-    active, peak, lock = [0], [0], threading.Lock()
-
-    def slow_agent(request):
-        with lock:
-            active[0] += 1
-            peak[0] = max(peak[0], active[0])
-        time.sleep(0.2)
-        with lock:
-            active[0] -= 1
-        return coding_agent(request)
+    slow_agent = SlowAgent(0.2)
 
     for _ in range(20):
         anthropic_fake.anthropic.enqueue(slow_agent)
@@ -240,7 +220,7 @@ def test_a_configured_prefect_concurrency_limit_is_held_around_every_call(
     ).summary
 
     assert summary["counts"] == {"completed": 3}
-    assert peak[0] == 1  # three tasks ran at once, but one call at a time held the slot
+    assert slow_agent.peak == 1  # three tasks ran at once, but one call at a time held the slot
 
 
 PROPOSAL = {

@@ -21,8 +21,8 @@ import git
 import pytest
 
 from aca_flows.flows import run_flow
+from aca_flows.session.reading import load_session
 from aca_flows.session.redact import REDACTED
-from aca_flows.session.store import load_session
 from tests.fakes.coding_agent import coding_agent
 from tests.fakes.llm_server import RecordedRequest, Reply
 

@@ -19,7 +19,7 @@ from aca_flows.flows.spend import (
     unbounded_runs_warning,
 )
 from aca_flows.providers.base import Message, ProviderRequest
-from aca_flows.session.store import load_session
+from aca_flows.session.reading import load_session
 from aca_flows.settings import AcaConfig
 from tests.fakes.scripted_provider import ScriptedProvider, final
 from tests.flows.test_run_ends import load_session_log

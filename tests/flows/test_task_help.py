@@ -16,7 +16,7 @@ import pytest
 
 from aca_flows.cli import main
 from aca_flows.flows import run_flow
-from aca_flows.session.store import list_sessions, load_session
+from aca_flows.session.reading import list_sessions, load_session
 from tests.fakes.coding_agent import coding_agent, task_of
 from tests.fakes.llm_server import Reply
 from tests.flows.test_approval import (

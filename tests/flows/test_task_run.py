@@ -24,7 +24,8 @@ from aca_flows.flows.task_run import ACTIVE_RUNS, ActiveRun, _retry_delays, opti
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import Message, ProviderRequest
 from aca_flows.session.layout import AcaDir
-from aca_flows.session.store import SessionStore, load_session
+from aca_flows.session.reading import load_session
+from aca_flows.session.store import SessionStore
 from aca_flows.settings import AcaConfig, SessionSection
 from tests.fakes.coding_agent import coding_agent, task_of
 from tests.fakes.llm_server import RecordedRequest, Reply

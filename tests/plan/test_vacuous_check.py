@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aca_flows.plan.vacuous_check import checks_nothing
+from aca_flows.plan.vacuous_check import checks_nothing, proved_nothing
 
 
 @pytest.mark.parametrize(
@@ -49,3 +49,10 @@ def test_a_command_that_passes_whatever_the_work_holds_checks_nothing(command):
 )
 def test_a_command_that_may_fail_is_a_check(command):
     assert not checks_nothing(command)
+
+
+def test_only_a_pass_of_a_check_that_checks_nothing_proved_nothing():
+    assert proved_nothing(True, "pytest -q | tail -5")
+    assert not proved_nothing(False, "true")  # it failed: the report shows the failure
+    assert not proved_nothing(None, "true")  # not run
+    assert not proved_nothing(True, "pytest -q")

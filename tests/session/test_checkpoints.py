@@ -23,7 +23,8 @@ from aca_flows.session.errors import (
     UnknownSessionError,
 )
 from aca_flows.session.events import TaskResult
-from aca_flows.session.store import SessionStore, load_session
+from aca_flows.session.reading import load_session
+from aca_flows.session.store import SessionStore
 from aca_flows.settings import AcaConfig
 
 T0 = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)

@@ -15,7 +15,8 @@ from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.session.errors import SessionLockedError
 from aca_flows.session.layout import AcaDir
 from aca_flows.session.lock import SessionLock, held_for_run, read_lock_holder
-from aca_flows.session.store import SessionStore, display_status, load_session
+from aca_flows.session.reading import display_status, load_session
+from aca_flows.session.store import SessionStore
 
 ROOT = Path(__file__).resolve().parents[2]
 

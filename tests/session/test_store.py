@@ -23,14 +23,9 @@ from aca_flows.session.events import (
     TaskStarted,
 )
 from aca_flows.session.layout import AcaDir
+from aca_flows.session.reading import latest_session_id, list_sessions, load_session, scan_sessions
 from aca_flows.session.record import fold_events
-from aca_flows.session.store import (
-    SessionStore,
-    latest_session_id,
-    list_sessions,
-    load_session,
-    scan_sessions,
-)
+from aca_flows.session.store import SessionStore
 
 
 def make_plan(*ids: str, name: str = "Demo plan") -> ExecutionPlan:
@@ -480,7 +475,7 @@ def test_a_failure_without_a_message_still_reads_well(tmp_path):
 
 def test_a_task_question_shows_as_waiting_while_its_run_lives(tmp_path):
     from aca_flows.session.events import TaskAnswered, TaskQuestion
-    from aca_flows.session.store import display_status
+    from aca_flows.session.reading import display_status
 
     long = "Which of the two storage engines should the new cache use, given the old one leaks?"
     asked = TaskQuestion(task_id="a", question=long, flow_run_id="f1")

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from aca_flows.plan.models import ExecutionPlan, Task
-from aca_flows.session.store import SessionStore, load_session
+from aca_flows.session.reading import load_session
+from aca_flows.session.store import SessionStore
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -47,7 +47,8 @@ def test_adding_usage_leaves_the_original_list_alone():
 
 def test_usage_across_sessions(tmp_path):
     from aca_flows.plan.models import ExecutionPlan, Task
-    from aca_flows.session.store import SessionStore, list_sessions
+    from aca_flows.session.reading import list_sessions
+    from aca_flows.session.store import SessionStore
 
     plan = ExecutionPlan(name="p", tasks=[Task(id="a", title="a")])
     for cost in (0.5, 0.25):
