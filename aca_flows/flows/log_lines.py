@@ -1,7 +1,8 @@
 """Task-log records as lines a person reads in the Prefect UI.
 
 The task log (``execution_logs/task_logs/<task-id>.jsonl``) keeps every record whole, as JSON;
-a task run's Prefect log gets one short line per record instead::
+a task run's Prefect log gets one short line per record instead (lines that come together
+are sent as one entry, ``log_batch.py``)::
 
     greet: turn 1, claude-sonnet-4-5, 1,800 in / 120 out, $0.0075: write_file
     write_file greet.py (128 chars)

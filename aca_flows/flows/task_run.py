@@ -47,6 +47,7 @@ from aca_flows.errors import (
     TransientProviderError,
 )
 from aca_flows.flows.artifacts import first_line
+from aca_flows.flows.log_batch import LineBatch
 from aca_flows.flows.log_lines import describe_record
 from aca_flows.flows.secret_keys import KEY_VARIABLES
 from aca_flows.flows.spend import CALL_OWNER, CallOwner
@@ -268,6 +269,8 @@ async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
         # Handed to Prefect just before the stop: nothing is paid for it after the Ctrl-C.
         return _stopped("it had not started when the run stopped")
 
+    lines = LineBatch(logger)
+
     def log_line(record: dict[str, Any]) -> None:
         level = _log_level(record)
         if record.get("kind") == "run_started":
@@ -277,7 +280,7 @@ async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
         ):
             level = logging.WARNING  # not the task's end: it runs again (a retry, or a resume)
         if run.config.logging.log_tool_calls or level > logging.INFO:
-            logger.log(level, _one_line(record))
+            lines.add(level, _one_line(record))
 
     # The ledger numbers attempts as the session does: across resumes, not per flow run.
     number = run.store.session.tasks[task_id].attempts if run.store is not None else attempt
@@ -299,6 +302,7 @@ async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
             resume=_resume_of(run),
         )
     except Exception as exc:
+        lines.flush()  # before the warnings below
         # A Prefect server that went away (a provider limit's slot) is no verdict either.
         if run.stopping() or await run.stop_if_server_lost(exc):
             return _stopped(str(exc))
@@ -316,6 +320,7 @@ async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
         raise
     finally:
         CALL_OWNER.reset(owner)
+        lines.flush()
     # What leaves from here (the persisted result in results/, the failure) is a record, so it
     # is redacted; the work itself is done. Its report is written by the flow, from the
     # session, once the task run has ended.

@@ -226,15 +226,16 @@ def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
     if environ is None:
         # Every record aca writes or logs asks for these: computed again only when the
         # process environment or the registered secrets change (a cheap comparison).
+        # (a comparison of two dicts, without building anything).
         global _CACHED
-        key = (tuple(getattr(os.environ, "_data", os.environ).items()), len(_REGISTERED))
-        if _CACHED is None or _CACHED[0] != key:
-            _CACHED = (key, _secret_values(os.environ))
-        return _CACHED[1]
+        current = getattr(os.environ, "_data", os.environ)
+        if _CACHED is None or _CACHED[1] != len(_REGISTERED) or _CACHED[0] != current:
+            _CACHED = (dict(current), len(_REGISTERED), _secret_values(os.environ))
+        return _CACHED[2]
     return _secret_values(environ)
 
 
-_CACHED: tuple[Any, list[str]] | None = None
+_CACHED: tuple[dict, int, list[str]] | None = None
 
 
 def _secret_values(environ: Mapping[str, str]) -> list[str]:

@@ -42,6 +42,12 @@ def anthropic_fake(monkeypatch):
         yield server
 
 
+def flow_run_lines(flow_run_name: str) -> list[tuple[int, str]]:
+    """(level, line) of each line of ``flow_run_logs``: a task run's lines that came together
+    are one log entry (flows/log_batch.py)."""
+    return [(lvl, line) for lvl, text in flow_run_logs(flow_run_name) for line in text.splitlines()]
+
+
 def flow_run_logs(flow_run_name: str) -> list[tuple[int, str]]:
     """(level, message) of each log line of the one flow run whose name contains
     ``flow_run_name`` (a session id, or a plan name), read back from the server."""

@@ -222,8 +222,9 @@ def test_names_tags_log_lines_and_reports_read_as_a_person_would(tmp_path, repo,
     assert {r.name for r in task_runs} == {"a write a.txt", "b write b.txt"}
     assert all(tags <= set(r.tags) for r in task_runs)
 
-    # Log lines for a person; the JSON stays in the task log.
-    messages = [log.message for log in logs]
+    # Log lines for a person; the JSON stays in the task log. Lines that come together are
+    # one entry of several lines.
+    messages = [line for log in logs for line in log.message.splitlines()]
     assert f"Beginning flow run '{name} · {session_id}' for flow" in " ".join(messages)
     (turn,) = [m for m in messages if m.startswith("a: turn 1, ")]
     assert re.fullmatch(r"a: turn 1, claude-sonnet-4-5, 100 in / 20 out, \$0\.\d{4}: \w+", turn)

@@ -7,7 +7,7 @@ from pathlib import Path
 from aca_flows.flows import run_flow
 from aca_flows.session.layout import AcaDir
 from tests.fakes.coding_agent import coding_agent
-from tests.flows.conftest import flow_run_logs
+from tests.flows.conftest import flow_run_lines, flow_run_logs
 
 
 def run_two_tasks(tmp_path: Path, repo: Path, server, name: str) -> tuple[dict, str]:
@@ -29,8 +29,7 @@ def test_the_session_log_holds_the_runs_log_lines_at_info(tmp_path, repo, anthro
     assert " ERROR prefect.flow_runs: b failed: verify command `false`" in log
     # Credentials never reach it: the fake's key is an environment secret.
     assert "test-key" not in log
-    prefect_logs = flow_run_logs(name)
-    assert (20, "write_file a.txt (6 chars)") in prefect_logs
+    assert (20, "write_file a.txt (6 chars)") in flow_run_lines(name)
 
 
 def test_level_warning_drops_info_lines_from_the_session_log_and_prefect(
