@@ -483,10 +483,9 @@ def runner_for(run: ActiveRun, task_: Task) -> Any:
     """``execute_plan_task`` with ``task_``'s options, made once for all the run's tasks that
     share them: Prefect reads a task function's source whenever it builds a task (about 3 ms
     of CPU; the task run names itself from its parameters)."""
-    options = options_for(run, task_)
-    key = (options["retries"], tuple(options["tags"]))
+    key = (_retries(run, task_), tuple(task_tags(run, task_)))
     if key not in run.runners:
-        run.runners[key] = execute_plan_task.with_options(**options)
+        run.runners[key] = execute_plan_task.with_options(**options_for(run, task_))
     return run.runners[key]
 
 

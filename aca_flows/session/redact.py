@@ -461,6 +461,8 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         secrets = secret_values()
+        if getattr(record, "_aca_redacted_for", None) is secrets:
+            return True  # by the filter of a handler before this one, for the same secrets
         # Format once here, so a secret passed as an argument cannot slip through "%s".
         record.msg = _redact_text(record.getMessage(), secrets)
         record.args = None
@@ -470,6 +472,7 @@ class RedactingFilter(logging.Filter):
             record.exc_text = _redact_text(record.exc_text, secrets)
         if record.stack_info:
             record.stack_info = _redact_text(record.stack_info, secrets)
+        record._aca_redacted_for = secrets
         return True
 
 
