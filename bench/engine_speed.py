@@ -141,17 +141,18 @@ class Profile:
 # What the profile looks inside, in the order printed; indented ones run inside the one above.
 PROFILED = [
     ("aca_flows.flows.scheduler", "_run_one", "task run (Prefect task engine + all below)", 0),
-    ("aca_flows.flows.task_run", "execute_task", "agent: execute_task", 1),
-    ("aca_flows.agent.execute", "_open_session_repo", "git: open repo, session branch", 2),
-    ("aca_flows.agent.execute", "_record_landed", "git: landed already?", 2),
-    ("aca_flows.agent.execute", "commit_identity", "git: commit identity", 2),
-    ("aca_flows.workspace.worktree:TaskWorktree", "create", "git: worktree add", 2),
-    ("aca_flows.providers.replay:ReplayProvider", "complete", "provider calls (replay)", 2),
-    ("aca_flows.workspace.worktree:TaskWorktree", "changed_files", "git: changed files", 2),
-    ("aca_flows.agent.landing", "_land", "git: commit, merge, change log", 2),
-    ("aca_flows.workspace.worktree:TaskWorktree", "remove", "git: worktree remove", 2),
-    ("aca_flows.agent.transcript:TaskLog", "write", "task log lines", 2),
-    ("aca_flows.agent.transcript:ConversationStore", "save", "conversation saves", 2),
+    ("aca_flows.flows.task_run", "_run_attempt", "aca's task function (execute_plan_task)", 1),
+    ("aca_flows.flows.task_run", "execute_task", "agent: execute_task", 2),
+    ("aca_flows.agent.execute", "_open_session_repo", "git: open repo, session branch", 3),
+    ("aca_flows.agent.execute", "_record_landed", "git: landed already?", 3),
+    ("aca_flows.agent.execute", "commit_identity", "git: commit identity", 3),
+    ("aca_flows.workspace.worktree:TaskWorktree", "create", "git: worktree add", 3),
+    ("aca_flows.providers.replay:ReplayProvider", "complete", "provider calls (replay)", 3),
+    ("aca_flows.workspace.worktree:TaskWorktree", "changed_files", "git: changed files", 3),
+    ("aca_flows.agent.landing", "_land", "git: commit, merge, change log", 3),
+    ("aca_flows.workspace.worktree:TaskWorktree", "remove", "git: worktree remove", 3),
+    ("aca_flows.agent.transcript:TaskLog", "write", "task log lines", 3),
+    ("aca_flows.agent.transcript:ConversationStore", "save", "conversation saves", 3),
     ("aca_flows.session.store:SessionStore", "record", "session journal (all events)", 0),
     ("aca_flows.flows.scheduler", "_finish", "flow: finish a task (journal, report)", 0),
     ("aca_flows.flows.scheduler", "_publish_report", "report artifact", 1),
@@ -235,33 +236,45 @@ def git_cycle(tmp: Path) -> tuple[float, float]:
     return seconds, commands / SAMPLES
 
 
-def bare_task_run() -> tuple[float, float]:
+def bare_task_run(tmp: Path) -> tuple[float, float, float]:
     """Seconds of one Prefect task run (async, no-op) on the same server, in a flow, and the
     CPU seconds the server spends on it: it records a task run's states from the events the
     run sends, after the run has gone on, so its share is read once the server is idle again
-    (its own idle use, measured first, taken off)."""
+    (its own idle use, measured first, taken off). Third, the seconds of a no-op task run with
+    the options aca's task runs need (``task_run.options_for``): three tags, for which Prefect
+    asks the server for tag concurrency slots before the run, and a result persisted as JSON."""
     from prefect import flow, task
 
     @task
     async def noop(i: int) -> int:
         return i
 
+    as_aca = noop.with_options(
+        tags=["aca", "session:bench", "provider:replay"],
+        persist_result=True,
+        result_serializer="json",
+        result_storage=tmp / "results",
+        result_storage_key="{parameters[i]}-{task_run.id}.json",
+        refresh_cache=True,
+    )
+
     @flow
-    async def bare(n: int) -> float:
-        await noop(-1)  # the first task run pays for one-off set-up
+    async def bare(n: int, runner) -> float:
+        await runner(-1)  # the first task run pays for one-off set-up
         start = time.perf_counter()
         for i in range(n):
-            await noop(i)
+            await runner(i)
         return (time.perf_counter() - start) / n
 
     idle = _server_cpu_while_idle(1.0)
     before = server_cpu_seconds()
     waited = time.perf_counter()
-    seconds = asyncio.run(bare(SAMPLES * 2))
+    seconds = asyncio.run(bare(SAMPLES * 2, noop))
     _wait_for_idle_server()
     waited = time.perf_counter() - waited
     server_cpu = server_cpu_seconds() - before - idle * waited
-    return seconds, max(server_cpu, 0.0) / (SAMPLES * 2 + 1)
+    with_options = asyncio.run(bare(SAMPLES * 2, as_aca))
+    return seconds, max(server_cpu, 0.0) / (SAMPLES * 2 + 1), with_options
 
 
 def _server_cpu_while_idle(seconds: float) -> float:
@@ -390,9 +403,10 @@ def overhead(tmp: Path, tasks: Path, config: Path, profile_total: Profile) -> di
 
     per_task = (profile.last_end - profile.first_start) / TASKS
     git_s, git_commands = git_cycle(tmp)
-    prefect_s, prefect_server_cpu = bare_task_run()
+    prefect_s, prefect_server_cpu, prefect_as_aca_s = bare_task_run(tmp / "bare")
     journal_s = journal_writes(tmp / "journal", calls_per_task)
     parts = git_s + prefect_s + journal_s
+    parts_as_aca = git_s + prefect_as_aca_s + journal_s
     return {
         "wall": wall,
         "per_task": per_task,
@@ -404,6 +418,8 @@ def overhead(tmp: Path, tasks: Path, config: Path, profile_total: Profile) -> di
         "parts": parts,
         "beyond": per_task - parts,
         "ratio": per_task / parts,
+        "prefect_as_aca": prefect_as_aca_s,
+        "ratio_as_aca": per_task / parts_as_aca,
         "cpu": cpu / TASKS,
         "server_cpu": server_cpu / TASKS,
         "prefect_server_cpu": prefect_server_cpu,
@@ -512,6 +528,9 @@ def report_overhead(runs: list[dict[str, float]], profile: Profile) -> None:
         ("sum of the parts, ms", "parts", ms),
         ("per task beyond the parts, ms", "beyond", ms),
         ("ratio, per task / parts (target <= 1.5)", "ratio", 1),
+        ("part: Prefect task run with aca's options (3 tags, persisted result), ms",
+         "prefect_as_aca", ms),
+        ("  ratio with that task run in the parts", "ratio_as_aca", 1),
         ("CPU seconds per task (aca + git children)", "cpu", 1),
         ("CPU seconds per task of the Prefect server (its API calls)", "server_cpu", 1),
         ("  of which a bare Prefect task run costs it", "prefect_server_cpu", 1),
@@ -529,10 +548,10 @@ def report_overhead(runs: list[dict[str, float]], profile: Profile) -> None:
             print(f"profile:   {shown:<52} {profile.seconds[label] / tasks * ms:6.1f} ms "
                   f"({profile.calls[label] / tasks:.1f} calls)")  # fmt: skip
     run_one = profile.seconds["task run (Prefect task engine + all below)"]
-    agent = profile.seconds["agent: execute_task"]
+    agent = profile.seconds["aca's task function (execute_plan_task)"]
     finish = profile.seconds["flow: finish a task (journal, report)"]
     scheduler = profile.span - run_one - finish
-    print(f"profile:   {'Prefect task engine (task run minus agent)':<52} "
+    print(f"profile:   {'Prefect task engine (task run minus aca function)':<52} "
           f"{(run_one - agent) / tasks * ms:6.1f} ms")  # fmt: skip
     print(f"profile:   {'flow scheduler, the rest (awaited API calls incl.)':<52} "
           f"{scheduler / tasks * ms:6.1f} ms")  # fmt: skip
