@@ -109,8 +109,7 @@ def run_flow(
 def _quiet_console_logs() -> None:
     import logging
 
-    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)]
-    for logger in [logging.getLogger(), *loggers]:
-        for handler in getattr(logger, "handlers", []):
-            if type(handler).__name__ == "PrefectConsoleHandler":
-                handler.setLevel(logging.WARNING)
+    from aca_flows.flows.log_batch import console_handlers
+
+    for handler in console_handlers():
+        handler.setLevel(logging.WARNING)

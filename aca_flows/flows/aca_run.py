@@ -45,6 +45,7 @@ from aca_flows.flows.interrupt import (
     stop_for_lost_server,
     watch_for_cancel,
 )
+from aca_flows.flows.log_batch import console_handlers, print_each_line
 from aca_flows.flows.lost_server import ServerLost, lost_server, run_lost_server
 from aca_flows.flows.publishing import (
     published,
@@ -175,6 +176,8 @@ async def aca_run(
     parameters = dict(locals(), context=context or [])
     # Every record this run logs, to the server or the terminal, passes the redactor.
     redact_log_handlers()
+    for handler in console_handlers():
+        print_each_line(handler)  # a task run's lines as they were before they were joined
     session_name = None
     flow_run = getattr(get_run_context(), "flow_run", None)
     deployed = flow_run is not None and flow_run.deployment_id is not None

@@ -5,19 +5,24 @@ log entry of several lines: every entry costs the run and the server about half 
 millisecond of CPU (the record, its filters, its validation, a thread's wake-up, a row), and
 a task writes eight lines or more. A line waits at most ``DELAY`` seconds, less than Prefect
 itself holds logs before it sends them (2 s); a warning or an error goes at once, after the
-lines before it, so the UI's level filter still finds it alone.
+lines before it, so the UI's level filter still finds it alone. Where lines are printed (the
+terminal, ``session.log``), each line of an entry keeps its own time, level and run
+(``print_each_line``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import threading
 from typing import Any
 
-__all__ = ["LineBatch"]
+__all__ = ["LineBatch", "console_handlers", "print_each_line"]
 
 DELAY = 0.5
+# Marks an entry of joined lines (``LogRecord.aca_lines``).
+_JOINED = "aca_lines"
 
 
 class LineBatch:
@@ -58,9 +63,43 @@ class LineBatch:
         if timer is not None:
             timer.cancel()
         if lines:
-            self._logger.info("\n".join(lines))
+            self._logger.info("\n".join(lines), extra={_JOINED: True})
 
     def _arm(self) -> None:
         with self._lock:
             if self._timer is None and self._lines:
                 self._timer = self._loop.call_later(self._delay, self.flush)
+
+
+def print_each_line(handler: logging.Handler) -> None:
+    """Have ``handler`` write each line of a ``LineBatch`` entry as a line of its own, with
+    the prefix it gives a record (its time, level and run), as they were before they were
+    joined. Other records, a traceback's among them, are written as they are."""
+    if not isinstance(handler.format, _EachLine):
+        handler.format = _EachLine(handler.format)  # type: ignore[method-assign]
+
+
+class _EachLine:
+    def __init__(self, format_record):
+        self._format = format_record
+
+    def __call__(self, record: logging.LogRecord) -> str:
+        if not getattr(record, _JOINED, False):
+            return self._format(record)
+        lines = []
+        for line in record.getMessage().split("\n"):
+            one = copy.copy(record)
+            one.msg, one.args = line, None
+            lines.append(self._format(one))
+        return "\n".join(lines)
+
+
+def console_handlers() -> list[logging.Handler]:
+    """Prefect's terminal handlers, on whichever loggers there are now."""
+    loggers = [logging.getLogger(), *logging.root.manager.loggerDict.values()]
+    return [
+        handler
+        for logger in loggers
+        for handler in getattr(logger, "handlers", [])
+        if type(handler).__name__ == "PrefectConsoleHandler"
+    ]

@@ -13,30 +13,13 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+from aca_flows.flows.log_batch import print_each_line
 from aca_flows.session.redact import RedactingFilter
 
 __all__ = ["session_log"]
 
 RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "aca_flows")
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-class _LineFormatter(logging.Formatter):
-    """Every line of a message with its time, level and logger: lines of a task run that came
-    together are one record (``log_batch.py``), and each stays a line of its own here."""
-
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        message = record.message
-        if "\n" not in message:
-            return super().formatMessage(record)
-        try:
-            lines = []
-            for line in message.split("\n"):
-                record.message = line
-                lines.append(super().formatMessage(record))
-        finally:
-            record.message = message
-        return "\n".join(lines)
 
 
 class _ThisFlowRun(logging.Filter):
@@ -58,7 +41,8 @@ def session_log(path: Path, level: str, flow_run_id: str | None) -> Iterator[Non
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setLevel(level)
-    handler.setFormatter(_LineFormatter(FORMAT))
+    handler.setFormatter(logging.Formatter(FORMAT))
+    print_each_line(handler)
     handler.addFilter(_ThisFlowRun(flow_run_id))
     handler.addFilter(RedactingFilter())
     loggers = [logging.getLogger(name) for name in RUN_LOGGERS]

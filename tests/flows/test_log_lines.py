@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 
-from aca_flows.flows.log_batch import LineBatch
+from aca_flows.flows.log_batch import LineBatch, print_each_line
 from aca_flows.flows.log_lines import describe_record
 
 
@@ -140,35 +141,46 @@ def test_every_kind_the_agent_writes_to_the_task_log_has_its_line():
 def test_lines_that_come_together_are_one_entry_and_a_warning_stands_alone():
     """A task's lines reach Prefect's log in order, the ones that come together as one entry
     (each entry costs the run and the server a record's work); a warning is its own entry,
-    after the lines before it; nothing is held once the task ends, nor longer than the delay."""
+    after the lines before it; nothing is held once the task ends, nor longer than the delay.
+    Where lines are printed, each keeps its own prefix."""
+    logger = logging.getLogger("test-line-batch")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    entries, printed = [], io.StringIO()
 
-    class Logger:
-        def __init__(self):
-            self.entries = []
+    class Entries(logging.Handler):
+        def emit(self, record):
+            entries.append((record.levelno, record.getMessage()))
 
-        def info(self, message):
-            self.entries.append((logging.INFO, message))
-
-        def log(self, level, message):
-            self.entries.append((level, message))
+    terminal = logging.StreamHandler(printed)
+    terminal.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    print_each_line(terminal)
+    logger.handlers = [Entries(), terminal]
 
     async def run():
-        logger = Logger()
         batch = LineBatch(logger, delay=0.05)
         batch.add(logging.INFO, "a: turn 1")
         batch.add(logging.INFO, "write_file a.txt")
-        assert logger.entries == []  # held for the delay
+        assert entries == []  # held for the delay
         batch.add(logging.WARNING, "verify failed")
         batch.add(logging.INFO, "a: turn 2")
         await asyncio.to_thread(batch.add, logging.INFO, "-> wrote a.txt")  # from a thread
         await asyncio.sleep(0.2)  # the delay passed: sent without a flush
         batch.add(logging.INFO, "merged")
         batch.flush()  # the task's end
-        return logger.entries
 
-    assert asyncio.run(run()) == [
+    asyncio.run(run())
+    assert entries == [
         (logging.INFO, "a: turn 1\nwrite_file a.txt"),
         (logging.WARNING, "verify failed"),
         (logging.INFO, "a: turn 2\n-> wrote a.txt"),
         (logging.INFO, "merged"),
+    ]
+    assert printed.getvalue().splitlines() == [
+        "INFO a: turn 1",
+        "INFO write_file a.txt",
+        "WARNING verify failed",
+        "INFO a: turn 2",
+        "INFO -> wrote a.txt",
+        "INFO merged",
     ]
