@@ -90,7 +90,7 @@ def test_a_ctrl_c_swallowed_before_the_session_exists_ends_the_run_before_it_sta
     tasks.write_text(TASKS)
     # aca looks at the repository before Prefect starts (the preflight).
     done = ctrl_c_in_a_finalizer(
-        aca, "aca_flows.workspace:open_repository", "run", str(tasks), name="run"
+        aca, "aca_flows.workspace.repository:require_repository", "run", str(tasks), name="run"
     )
     assert done.returncode == 130, done.stderr
     assert done.stderr.strip().splitlines()[-1] == NOT_STARTED
