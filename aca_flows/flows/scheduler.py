@@ -59,7 +59,7 @@ from aca_flows.flows.remote_sync import (
 )
 from aca_flows.flows.run_setup import RunRequest, recorded_state
 from aca_flows.flows.skipped import record_finished_task, record_skipped_task
-from aca_flows.flows.spend import budget_reached
+from aca_flows.flows.spend import budget_reached, with_final_spend
 from aca_flows.flows.summary import RunSummary, failure_reason, flow_state, run_summary
 from aca_flows.flows.task_help import add_hint, ask_about_failed_task, reviewed_reason
 from aca_flows.flows.task_run import (
@@ -152,8 +152,8 @@ async def drive_plan(
         tree.close_settled()
         spent = _spent(store)
         if budget is not None and spent >= budget and stopped_reason is None:
-            stopped_reason = budget_reached(budget, spent)
-            logger.warning(f"{stopped_reason}; no new task starts")
+            stopped_reason = budget_reached(budget)
+            logger.warning(f"{stopped_reason} (${spent:.4f} spent so far); no new task starts")
         if stopped_reason is None and not interrupt.requested:
             for task in dag.ready():
                 if len(running) >= limit:
@@ -202,6 +202,9 @@ async def drive_plan(
             policy.mark(now, completed)
 
     await _close_groups(store, run, dag, states, recorded_skips)
+    if stopped_reason is not None and stop_trigger == "budget":
+        # Every call of the run has returned now, those in flight at the stop included.
+        stopped_reason = with_final_spend(stopped_reason, _spent(store))
     if stopped_reason is None and refused:
         stop_trigger = "provider"
     stopped_reason = "; ".join(filter(None, [stopped_reason, *refused])) or None

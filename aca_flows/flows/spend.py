@@ -47,6 +47,7 @@ __all__ = [
     "budget_reached",
     "call_ceiling",
     "unbounded_runs_warning",
+    "with_final_spend",
 ]
 
 # How often a call held back for the budget looks again (only near the budget).
@@ -108,7 +109,7 @@ class SpendMeter:
         """Raise ``BudgetReached`` once the spend reached the budget."""
         if self.budget_usd is not None and self.spent_usd >= self.budget_usd:
             # No resume hint here: the run's ending names the one that finds the session.
-            raise BudgetReached(budget_reached(self.budget_usd, self.spent_usd), provider="")
+            raise BudgetReached(budget_reached(self.budget_usd), provider="")
 
     async def admit(self, ceiling_usd: float = 0.0) -> None:
         """Wait until one more call, costing at most ``ceiling_usd`` if known, fits the budget,
@@ -169,11 +170,18 @@ class SpendMeter:
         )
 
 
-def budget_reached(budget_usd: float, spent_usd: float) -> str:
+def budget_reached(budget_usd: float) -> str:
     """Why a run stops for its budget. A budget under a cent is not shown as "$0.00", which
-    reads as no budget at all."""
+    reads as no budget at all. No spend in it: calls in flight when the budget was reached
+    return later, paid; the run's end adds the final spend (``with_final_spend``)."""
     budget = f"{budget_usd:.2f}" if budget_usd >= 0.01 else f"{budget_usd:g}"
-    return f"budget of ${budget} reached (spent ${spent_usd:.4f})"
+    return f"budget of ${budget} reached"
+
+
+def with_final_spend(reason: str, spent_usd: float) -> str:
+    """A budget stop's reason as the run's end says it: with the session's spend once every
+    call of the run has returned (what `aca sessions show` says too)."""
+    return f"{reason}; the session spent ${spent_usd:.4f} in all"
 
 
 class SpendGuard:

@@ -176,7 +176,7 @@ def test_a_call_fits_when_nothing_is_in_flight_and_none_once_the_budget_is_spent
         await meter.admit()  # alone: the spend decides, however dear a call was before
         meter.returned(0.02)
         spent[0] = 0.02
-        with pytest.raises(BudgetReached, match=r"budget of \$0.01 reached \(spent \$0.0200\)"):
+        with pytest.raises(BudgetReached, match=r"^budget of \$0.01 reached$"):
             await meter.admit()
 
     asyncio.run(calls())
@@ -203,6 +203,9 @@ def test_a_run_of_eight_tasks_stops_within_a_call_of_its_budget(tmp_path, repo, 
     assert budget <= summary["cost_usd"] < budget + one_call
     session = load_session(repo, summary["session_id"])
     assert session.usage[0].calls == len(agent.paid)  # every paid call is on the bill
+    # The calls in flight when the budget was reached returned after: the end says the total.
+    final = f"budget of $0.007 reached; the session spent ${session.cost_usd:.4f} in all"
+    assert summary["stopped_reason"] == final and session.status_reason == final
     log = load_session_log(repo, summary["session_id"])
     assert "a provider call waits: $" in log and "would pass the budget of $0.007" in log
 
