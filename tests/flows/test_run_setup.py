@@ -558,8 +558,10 @@ def flow_run_warnings(session_id: str) -> list[str]:
 def test_every_run_the_cli_did_not_start_warns_of_dependencies_stated_in_prose(
     tmp_path, repo, anthropic_fake, capsys
 ):
-    for _ in range(10):
-        anthropic_fake.anthropic.enqueue(coding_agent)
+    # Every call answered for its own task: three runs of two tasks make 12 calls, and a
+    # queue of 10 answers left the last two to the default "ok", which under load could be a
+    # task's first call (no file written: the task failed, and so did `aca run`).
+    anthropic_fake.anthropic.default = coding_agent
     tasks = tmp_path / "tasks.md"
     tasks.write_text(
         "# Login\n\n- write a.txt {#a}\n- write b.txt {#b}\n"
