@@ -148,6 +148,7 @@ class Aca:
             stdout=out,
             stderr=err,
             start_new_session=True,
+            preexec_fn=_hangup_as_from_a_terminal,
         )
         proc.log_name = name  # type: ignore[attr-defined]
         self._procs.append(proc)
@@ -175,6 +176,13 @@ class Aca:
         for proc in self._procs:
             if proc.poll() is None:
                 kill_group(proc)
+
+
+def _hangup_as_from_a_terminal() -> None:
+    """SIGHUP at its default, as a command started in a terminal has it. A test process that
+    ignores it (started under ``nohup``, or by a supervisor that ignores it) would pass that on,
+    and aca rightly runs on through a hangup then: the hangup test waited 60 s for a stop."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def kill_group(proc: subprocess.Popen) -> None:
