@@ -70,6 +70,7 @@ key.
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import threading
 import time
@@ -271,6 +272,10 @@ def llm_server(monkeypatch) -> Iterator[FakeLLMServer]:
 
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
+    # A listen backlog as a real server's: socketserver's default of 5 dropped the connections
+    # past it that came while the accept loop waited for the CPU (a burst of tasks' first
+    # calls on a loaded machine), which the client saw fail (APIConnectionError, ECONNRESET).
+    request_queue_size = socket.SOMAXCONN
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that gave up (a timeout test) breaks the pipe: expected, not worth a trace.

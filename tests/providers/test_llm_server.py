@@ -78,3 +78,35 @@ def test_the_model_lists_check_the_key_like_the_real_apis(llm_server):
     llm_server.ollama_models = ["qwen3:8b"]
     tags = httpx.get(f"{llm_server.url}/api/tags").json()
     assert [m["name"] for m in tags["models"]] == ["qwen3:8b"]
+
+
+def test_a_burst_of_connections_waits_to_be_accepted_instead_of_being_dropped(llm_server):
+    # While the accept loop is busy (a loaded machine), the kernel holds new connections in
+    # the listen backlog; socketserver's default of 5 dropped the rest of a burst, which a
+    # client saw as a connection that failed (the SDKs' APIConnectionError, claude's reset).
+    import select
+    import socket
+    import threading
+
+    httpd = llm_server._httpd
+    accept = httpd.get_request
+    go = threading.Event()
+    httpd.get_request = lambda: (go.wait(), accept())[1]
+    host, port = httpd.server_address[:2]
+    clients = [socket.socket() for _ in range(32)]
+    try:
+        for client in clients:
+            client.setblocking(False)
+            client.connect_ex((host, port))
+        connected: set[socket.socket] = set()
+        for _ in range(100):  # until all are connected, 10 s at most
+            _, writable, _ = select.select([], [c for c in clients if c not in connected], [], 0.1)
+            connected.update(writable)
+            if len(connected) == len(clients):
+                break
+        failed = [c for c in connected if c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)]
+        assert len(connected) == len(clients) and not failed
+    finally:
+        go.set()
+        for client in clients:
+            client.close()
