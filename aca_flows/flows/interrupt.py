@@ -131,7 +131,8 @@ class Interrupt:
             yield
             return
         try:
-            yield
+            with _subflows_leave_sigterm_alone():
+                yield
         finally:
             for sig, handler in previous.items():
                 loop.remove_signal_handler(sig)
@@ -150,6 +151,23 @@ class Interrupt:
             loop.remove_signal_handler(sig)
             signal.signal(sig, handler)
         signal.raise_signal(signum)
+
+
+@contextlib.contextmanager
+def _subflows_leave_sigterm_alone() -> Iterator[None]:
+    """Prefect's engine puts its own SIGTERM handler back around each subflow run (a group's)
+    when it finds another in place: a SIGTERM while a group ran raised ``TerminationSignal``
+    there, and the run crashed ("Crash detected!", a traceback, no grace period) instead of
+    stopping as it does outside a group. While the run handles SIGTERM itself, a subflow run
+    takes no handler (the root flow run's, installed before, is left as it is)."""
+    from prefect import flow_engine
+
+    prefects = flow_engine.capture_sigterm
+    flow_engine.capture_sigterm = contextlib.nullcontext
+    try:
+        yield
+    finally:
+        flow_engine.capture_sigterm = prefects
 
 
 # The summary is persisted (JSON, in Prefect's result storage) so a caller that started the
