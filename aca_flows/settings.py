@@ -30,6 +30,7 @@ __all__ = [
     "ModelPrice",
     "config_candidates",
     "load_config",
+    "run_overrides",
     "source_of",
 ]
 
@@ -286,6 +287,21 @@ def config_candidates(workdir: Path) -> list[Path]:
         workdir / ".aca" / "config.toml",
         Path.home() / ".aca" / "config.toml",
     ]
+
+
+# The settings a run's own options override: setting key -> the option's attribute.
+_RUN_OVERRIDES = {
+    "session.provider": "provider",
+    "session.model": "model",
+    "session.max_concurrent_tasks": "max_concurrent",
+    "session.budget_usd": "budget_usd",
+}
+
+
+def run_overrides(run: Any) -> dict[str, Any]:
+    """``load_config``'s ``overrides`` from a run's options (``aca run``'s ``RunOptions`` or
+    the flow's ``RunRequest``); ``None`` is an option not given."""
+    return {key: getattr(run, attribute) for key, attribute in _RUN_OVERRIDES.items()}
 
 
 def load_config(

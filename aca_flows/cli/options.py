@@ -213,14 +213,6 @@ class RunOptions:
     github_repo: str | None = None
     repo: str | None = None
 
-    def config_overrides(self) -> dict[str, object]:
-        return {
-            "session.provider": self.provider,
-            "session.model": self.model,
-            "session.max_concurrent_tasks": self.max_concurrent,
-            "session.budget_usd": self.budget_usd,
-        }
-
 
 def refuse_options_that_do_nothing(options: RunOptions) -> None:
     """An option that only shapes another one, given without it, is refused: the user asked

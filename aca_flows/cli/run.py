@@ -22,7 +22,7 @@ from aca_flows.errors import AcaError, InputError
 from aca_flows.plan import ExecutionPlan, load_execution_plan, load_task_file, plan_to_text
 from aca_flows.plan.io import MARKDOWN_SUFFIXES, PLAN_SUFFIXES
 from aca_flows.session.files import write_text_atomic
-from aca_flows.settings import AcaConfig, load_config
+from aca_flows.settings import AcaConfig, load_config, run_overrides
 
 
 def prepare_plan(options: RunOptions) -> ExecutionPlan:
@@ -138,7 +138,7 @@ def parse_intelligently(task_file: Path, options: RunOptions) -> ExecutionPlan:
     from aca_flows.session.redact import redact
 
     workdir = options.workdir.resolve()
-    config = load_config(workdir, options.config, options.config_overrides()).config
+    config = load_config(workdir, options.config, run_overrides(options)).config
     parse = parse_task_file(
         task_file,
         config,
@@ -201,7 +201,7 @@ def _execute(options: RunOptions) -> int:
     elif options.repo:
         options.workdir = checkout_remote(options.repo, options.workdir)
     options.workdir = options.workdir.resolve()
-    loaded = load_config(options.workdir, options.config, options.config_overrides())
+    loaded = load_config(options.workdir, options.config, run_overrides(options))
     for line in loaded.ignored if options.dry_run else ():  # a run's flow says it in its log
         print(f"warning: {line}", file=sys.stderr)
     config = loaded.config

@@ -8,6 +8,7 @@ at the end say the same things, and the whole text passes the redactor.
 
 from __future__ import annotations
 
+from aca_flows.plan.models import verify_command_for
 from aca_flows.session.record import SessionRecord
 from aca_flows.session.redact import redact_text
 from aca_flows.session.usage import total_cost
@@ -66,7 +67,7 @@ def pull_request_body(
         outcome = task_outcome(session, task.id)
         if task.status.reason:
             outcome += f": {_one_line(task.status.reason)}"
-        command = task.verify or plan.verify
+        command = verify_command_for(plan, task)  # as the agent ran it
         check = verify.get(task.id) or (f"`{command}`" if command else "none")
         lines.append(
             f"| `{task.id}` {_cell(task.title)} | {_cell(outcome)} | {_cell(check)} "

@@ -59,7 +59,7 @@ from aca_flows.session.layout import AcaDir, linked_aca_folder
 from aca_flows.session.reading import load_session
 from aca_flows.session.redact import redact
 from aca_flows.session.store import SessionStore
-from aca_flows.settings import AcaConfig, load_config
+from aca_flows.settings import AcaConfig, load_config, run_overrides
 from aca_flows.workspace import (
     discard_worktree,
     ensure_session_branch,
@@ -115,14 +115,6 @@ class RunRequest(BaseModel):
     repo: str | None = None
     """The ``--repo`` URL the run works on (its checkout is ``workdir`` by now)."""
 
-    def overrides(self) -> dict[str, object]:
-        return {
-            "session.provider": self.provider,
-            "session.model": self.model,
-            "session.max_concurrent_tasks": self.max_concurrent,
-            "session.budget_usd": self.budget_usd,
-        }
-
 
 def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
     """The session store (locked) and what the task runs share. Raises ``AcaError`` on bad
@@ -132,7 +124,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         raise InputError(problem)
     config_file = Path(request.config_file) if request.config_file else None
     resuming = bool(request.session_id and _session_exists(workdir, request.session_id))
-    overrides = request.overrides()
+    overrides = run_overrides(request)
     if resuming:
         # A resumed session keeps the provider and model it was started with, unless the
         # caller names others.

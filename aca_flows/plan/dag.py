@@ -59,9 +59,6 @@ class DagProgress:
             return [first] if first in candidates else []
         return sorted(candidates, key=lambda t: (-t.metadata.priority.rank, self._order[t.id]))
 
-    def is_finished(self) -> bool:
-        return not self._running and not self.ready()
-
     def stuck(self) -> dict[str, str]:
         """When nothing runs and nothing is ready: each pending leaf and what it waits on.
         Empty when every leaf has ended (or something can still run)."""

@@ -4,7 +4,7 @@
 command always succeeds (``pytest -q | tail -5``: its status is ``tail``'s), a list whose last
 part always does (``pytest; echo done``), ``X || true``. Such a check passes whatever the
 worktree holds, so its pass proves nothing: aca still runs it, and says so wherever it reports
-the pass (the log, the task's report, ``aca sessions show``).
+the pass (the log, the task's report, the pull request, ``aca sessions show``).
 
 Conservative: anything not understood (a subshell, ``if``, a function, ``!``) may fail, so is
 never called vacuous.

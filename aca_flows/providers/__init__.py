@@ -32,7 +32,6 @@ from aca_flows.providers.retry import RetryingProvider
 from aca_flows.settings import AcaConfig
 
 __all__ = [
-    "DEFAULT_PROVIDER",
     "PROVIDER_NAMES",
     "ProviderReadiness",
     "RateLimitedProvider",
@@ -44,7 +43,6 @@ __all__ = [
     "require_providers",
 ]
 
-DEFAULT_PROVIDER = "claude-code"
 PROVIDER_NAMES: tuple[str, ...] = ("claude-code", "anthropic", "openai", "ollama", "replay")
 
 

@@ -173,17 +173,10 @@ def _cache_key(
 def _check_anthropic(config: AcaConfig, env: Mapping[str, str]) -> ProviderReadiness:
     section = config.provider("anthropic")
     model = section.model or default_model("anthropic")
-    key = env.get("ANTHROPIC_API_KEY")
-    if not key:
-        return ProviderReadiness(
-            "anthropic",
-            False,
-            "ANTHROPIC_API_KEY is not set",
-            model,
-            "set ANTHROPIC_API_KEY (https://console.anthropic.com/settings/keys)",
-        )
-    if blank := _blank_key("anthropic", model, env, "ANTHROPIC_API_KEY"):
-        return blank
+    where = "https://console.anthropic.com/settings/keys"
+    if problem := _key_problem("anthropic", model, env, "ANTHROPIC_API_KEY", where):
+        return problem
+    key = env["ANTHROPIC_API_KEY"]
     base = section.base_url or env.get("ANTHROPIC_BASE_URL") or ANTHROPIC_URL
     base_name = _base_name("anthropic", section.base_url, "ANTHROPIC_BASE_URL")
     auth = {"x-api-key": key}
@@ -206,6 +199,17 @@ def _probe_anthropic(
 def _base_name(provider: str, configured: str | None, variable: str) -> str:
     """Where the base URL came from, as the user would fix it."""
     return f"[providers.{provider}] base_url" if configured else variable
+
+
+def _key_problem(
+    name: str, model: str, env: Mapping[str, str], variable: str, where: str
+) -> ProviderReadiness | None:
+    """Why the key in ``variable`` cannot work (not set, or blank), with where to get one."""
+    if not env.get(variable):
+        return ProviderReadiness(
+            name, False, f"{variable} is not set", model, f"set {variable} ({where})"
+        )
+    return _blank_key(name, model, env, variable)
 
 
 def _blank_key(
@@ -238,18 +242,13 @@ def _not_a_url(url: str) -> bool:
 def _check_openai(config: AcaConfig, env: Mapping[str, str]) -> ProviderReadiness:
     section = config.provider("openai")
     model = section.model or default_model("openai")
-    key = env.get("OPENAI_API_KEY")
-    if not key:
-        return ProviderReadiness(
-            "openai",
-            False,
-            "OPENAI_API_KEY is not set",
-            model,
-            "set OPENAI_API_KEY (https://platform.openai.com/api-keys; for a local "
-            "OpenAI-compatible server set OPENAI_BASE_URL and any non-empty key)",
-        )
-    if blank := _blank_key("openai", model, env, "OPENAI_API_KEY"):
-        return blank
+    where = (
+        "https://platform.openai.com/api-keys; for a local OpenAI-compatible server set "
+        "OPENAI_BASE_URL and any non-empty key"
+    )
+    if problem := _key_problem("openai", model, env, "OPENAI_API_KEY", where):
+        return problem
+    key = env["OPENAI_API_KEY"]
     base = section.base_url or env.get("OPENAI_BASE_URL") or OPENAI_URL
     url = f"{base.rstrip('/')}/models"
     headers = {"authorization": f"Bearer {key}"}

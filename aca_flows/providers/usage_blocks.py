@@ -3,8 +3,7 @@
 Claude's subscription limits reset in 5-hour windows. A block starts at the hour (UTC) of its
 first call, floored; a call opens a new block when it comes 5 h or more after the block's start
 or after the previous call (a 5-hour gap). A block is active until 5 h after its start, unless
-nothing happened for 5 h. Burn rate is tokens per minute between the block's first and last
-call; the projection extends it to the block's end.
+nothing happened for 5 h.
 
 Times are epoch seconds, so a caller (and a test) can supply any clock.
 """
@@ -34,18 +33,6 @@ class UsageBlock:
 
     def is_active(self, now: float) -> bool:
         return now < self.end and now - self.last_activity < BLOCK_SECONDS
-
-    def burn_rate_per_minute(self) -> float | None:
-        """Tokens per minute between the first and the last call; None with a single instant."""
-        minutes = (self.last_activity - self.first_activity) / 60
-        return self.tokens / minutes if minutes > 0 else None
-
-    def projected_tokens(self, now: float) -> int:
-        """Tokens by the block's end if the burn rate holds."""
-        rate = self.burn_rate_per_minute()
-        if rate is None or now >= self.end:
-            return self.tokens
-        return int(self.tokens + rate * (self.end - now) / 60)
 
 
 class UsageBlocks:

@@ -12,6 +12,7 @@ AcaError
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from aca_flows.errors import AcaError, InputError
 
@@ -21,6 +22,7 @@ __all__ = [
     "SessionLockedError",
     "UnknownCheckpointError",
     "UnknownSessionError",
+    "refuse_newer_schema",
 ]
 
 
@@ -32,6 +34,21 @@ class SessionFileError(AcaError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{path}: {problem}. {fix}")
+
+
+def refuse_newer_schema(
+    path: Path, version: Any, reads: int, *, kind: str = "schema", line: int | None = None
+) -> None:
+    """Raise ``SessionFileError`` if ``version`` (a file's or a journal line's
+    ``schema_version``) is newer than the ``reads`` this aca understands; else nothing."""
+    if not (isinstance(version, int) and version > reads):
+        return
+    where = "" if line is None else f"line {line} was "
+    raise SessionFileError(
+        path,
+        f"{where}written by a newer aca ({kind} {version}, this aca reads {reads})",
+        "Upgrade aca (`pip install -U aca-flows`) to read this session.",
+    ) from None
 
 
 class SessionLockedError(AcaError):

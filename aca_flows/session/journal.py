@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from aca_flows.session.errors import SessionFileError
+from aca_flows.session.errors import SessionFileError, refuse_newer_schema
 from aca_flows.session.events import EVENT_SCHEMA_VERSION, Event, event_from_json, event_to_json
 from aca_flows.session.files import append_jsonl
 
@@ -104,13 +104,7 @@ def _parse(path: Path, number: int, line: bytes, is_last: bool) -> Event | None:
             path, f"line {number} is not JSON (damaged after it was written)", _truncate_fix(number)
         ) from None
     version = raw.get("schema_version") if isinstance(raw, dict) else None
-    if isinstance(version, int) and version > EVENT_SCHEMA_VERSION:
-        raise SessionFileError(
-            path,
-            f"line {number} was written by a newer aca (event schema {version}, "
-            f"this aca reads {EVENT_SCHEMA_VERSION})",
-            "Upgrade aca (`pip install -U aca-flows`) to read this session.",
-        )
+    refuse_newer_schema(path, version, EVENT_SCHEMA_VERSION, kind="event schema", line=number)
     try:
         return event_from_json(line)
     except ValidationError as exc:

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from aca_flows.session.errors import SessionFileError, UnknownSessionError
+from aca_flows.session.errors import SessionFileError, UnknownSessionError, refuse_newer_schema
 from aca_flows.session.files import write_json_atomic
 from aca_flows.session.journal import read_journal, repair_journal
 from aca_flows.session.layout import AcaDir, SessionPaths
@@ -195,14 +195,7 @@ def _read_session_json(path: Path) -> tuple[SessionRecord | None, str]:
     try:
         return SessionRecord.model_validate_json(text), ""
     except ValidationError as exc:
-        version = _schema_version(text)
-        if isinstance(version, int) and version > SESSION_SCHEMA_VERSION:
-            raise SessionFileError(
-                path,
-                f"written by a newer aca (schema {version}, this aca reads "
-                f"{SESSION_SCHEMA_VERSION})",
-                "Upgrade aca (`pip install -U aca-flows`) to read this session.",
-            ) from None
+        refuse_newer_schema(path, _schema_version(text), SESSION_SCHEMA_VERSION)
         kind = "truncated or not JSON" if exc.errors()[0]["type"] == "json_invalid" else "invalid"
         return None, f"was {kind}"
 

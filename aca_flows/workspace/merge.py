@@ -32,6 +32,7 @@ from aca_flows.workspace.repository import (
     GitIdentity,
     SessionBranchCheckedOut,
     WorkspaceError,
+    is_ancestor,
     read_commit,
     session_branch_checkouts,
     session_branch_head,
@@ -184,7 +185,7 @@ def merge_task_commit(
     head = session_branch_head(repo, worktree.session_id)
     # With ``on_base`` no git command is needed: the branch only moves forward from the base,
     # so the head is an ancestor of a child of the base exactly when it still is the base.
-    if head == worktree.base_sha if on_base else _is_ancestor(repo, head, commit):
+    if head == worktree.base_sha if on_base else is_ancestor(repo.git, head, commit):
         landed = commit
     else:
         landed = _replay_onto(repo, worktree, head, commit, identity)
@@ -272,11 +273,3 @@ def _cherry_pick_onto(worktree: TaskWorktree, head: str, commit: str, identity: 
             ) from None
         raise MergeConflictError(worktree.task_id, files) from None
     return wt.rev_parse("HEAD")
-
-
-def _is_ancestor(repo: git.Repo, ancestor: str, descendant: str) -> bool:
-    try:
-        repo.git.merge_base("--is-ancestor", ancestor, descendant)
-    except git.GitCommandError:
-        return False
-    return True

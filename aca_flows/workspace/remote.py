@@ -36,7 +36,12 @@ from aca_flows.session.layout import linked_aca_folder, session_branch
 from aca_flows.session.redact import redact_text
 from aca_flows.workspace.file_lock import FileLock
 from aca_flows.workspace.hardened_git import AcaRepo
-from aca_flows.workspace.repository import WorkspaceError, config_value, ref_exists
+from aca_flows.workspace.repository import (
+    WorkspaceError,
+    config_value,
+    is_ancestor,
+    ref_exists,
+)
 
 __all__ = [
     "PushResult",
@@ -409,13 +414,5 @@ def _fast_forward(repo: git.Repo, ref: str, to: str) -> None:
         repo.git.update_ref(ref, target, "0" * 40)
         return
     current = repo.git.rev_parse("--verify", ref)
-    if current != target and _is_ancestor(repo, current, target):
+    if current != target and is_ancestor(repo.git, current, target):
         repo.git.update_ref(ref, target, current)
-
-
-def _is_ancestor(repo: git.Repo, ancestor: str, descendant: str) -> bool:
-    try:
-        repo.git.merge_base("--is-ancestor", ancestor, descendant)
-    except git.GitCommandError:
-        return False
-    return True

@@ -34,6 +34,7 @@ __all__ = [
     "ensure_excluded",
     "ensure_session_branch",
     "exclude_secrets",
+    "is_ancestor",
     "open_repository",
     "read_commit",
     "remove_stale_branch_lock",
@@ -415,6 +416,16 @@ def ref_exists(repo: git.Repo, ref: str) -> bool:
     """Whether ``ref`` (a branch, tag or any ref name) names something in ``repo``."""
     try:
         repo.git.rev_parse("--verify", "--quiet", ref)
+    except git.GitCommandError:
+        return False
+    return True
+
+
+def is_ancestor(runner: git.Git, ancestor: str, descendant: str) -> bool:
+    """Whether commit ``ancestor`` is in the history of ``descendant`` (or is it). ``runner``:
+    ``repo.git``, or a worktree's; they share the objects, so either answers the same."""
+    try:
+        runner.merge_base("--is-ancestor", ancestor, descendant)
     except git.GitCommandError:
         return False
     return True

@@ -23,7 +23,7 @@ from aca_flows.session.layout import AcaDir
 from aca_flows.workspace.conflicts import MergeConflictError
 from aca_flows.workspace.file_lock import FileLock
 from aca_flows.workspace.hardened_git import AcaRepo, HardenedGit
-from aca_flows.workspace.repository import OBJECT_ID, session_branch_head
+from aca_flows.workspace.repository import OBJECT_ID, is_ancestor, session_branch_head
 
 __all__ = ["TaskWorktree", "clip_patch", "discard_worktree", "list_worktrees"]
 
@@ -124,11 +124,7 @@ class TaskWorktree:
 
     def contains(self, commit: str) -> bool:
         """Whether ``commit`` is in the history this worktree's work starts from."""
-        try:
-            self.git.merge_base("--is-ancestor", commit, self.base_sha)
-        except git.GitCommandError:
-            return False
-        return True
+        return is_ancestor(self.git, commit, self.base_sha)
 
     def changed_files(self) -> list[str]:
         """Paths changed since ``base_sha``: committed, staged, unstaged or new (untracked

@@ -219,7 +219,7 @@ def test_the_flow_reuses_the_cli_parse(llm_server, tmp_path, capsys, monkeypatch
     flow's own parse makes no second call, and bills the call the dry run made. (Here, on the
     session's test server: the parse is a Prefect task run.)"""
     from aca_flows.flows.run_setup import RunRequest, _load_plan
-    from aca_flows.settings import load_config
+    from aca_flows.settings import load_config, run_overrides
 
     work = make_repo(tmp_path / "work")  # a dry run refuses a workdir the run refuses
     llm_server.anthropic.enqueue(**respond(dependencies_proposal()))
@@ -232,7 +232,7 @@ def test_the_flow_reuses_the_cli_parse(llm_server, tmp_path, capsys, monkeypatch
         context=["ctx"],
         use_intelligent_parser=True,
     )
-    config = load_config(work, None, request.overrides()).config
+    config = load_config(work, None, run_overrides(request)).config
 
     plan, parse = _load_plan(request, config)
 

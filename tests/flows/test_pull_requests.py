@@ -47,7 +47,7 @@ def test_a_run_opens_one_pull_request_listing_tasks_verify_and_cost(
         anthropic_fake.anthropic.enqueue(coding_agent)
     text = (
         "# Add the letters\n\n- write a.txt {#a verify='test -s a.txt'}\n"
-        "- write b.txt {#b depends_on=a}\n- write c.txt {#c verify='false'}\n"
+        "- write b.txt {#b depends_on=a verify=true}\n- write c.txt {#c verify='false'}\n"
     )
     outcome = run(tmp_path, repo, text, open_pr=True)
     summary = outcome.summary
@@ -63,6 +63,8 @@ def test_a_run_opens_one_pull_request_listing_tasks_verify_and_cost(
         assert f"| {outcome_word}" in row, row
         assert f"${session.tasks[task_id].cost_usd:.4f}" in row
     assert "passed: `test -s a.txt`" in body and "failed: `false`" in body
+    # A pass that proves nothing is told as such, as in the log and the task's report.
+    assert "passed: `true` (it checks nothing: it passes whatever the work holds)" in body
     assert f"**Total cost:** ${session.cost_usd:.4f}" in body
     assert "/runs/flow-run/" in body  # the link to the flow run
     # Updated as tasks landed, then once at the end: one pull request, opened once.

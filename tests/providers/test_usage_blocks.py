@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from aca_flows.providers.usage_blocks import BLOCK_SECONDS, UsageBlocks
 
 HOUR = 3600.0
@@ -38,15 +36,6 @@ def test_a_block_ends_early_after_five_idle_hours():
     blocks.record(T0, 100)
     assert blocks.current(T0 + 4 * HOUR) is not None
     assert blocks.current(T0 + BLOCK_SECONDS) is None
-
-
-def test_burn_rate_and_projection():
-    blocks = UsageBlocks()
-    blocks.record(T0, 1000)
-    block = blocks.record(T0 + 10 * 60, 1000)  # 2000 tokens over 10 minutes
-    assert block.burn_rate_per_minute() == pytest.approx(200)
-    # 200/min for the 290 minutes left in the block
-    assert block.projected_tokens(T0 + 10 * 60) == 2000 + 200 * 290
 
 
 def test_blocks_survive_a_round_trip_through_json_data():
