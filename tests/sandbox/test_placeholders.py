@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,8 @@ def test_a_claude_code_task_leaves_nothing_in_the_checkout_or_the_home(
     # Claude Code makes <checkout>/.claude/.cc-writes (its settings' staging folder: the checkout
     # is its project root) and .claude-sandbox-noreplace in folders of .git, and leaves them.
     # In its HOME it makes empty dotfiles (.bashrc, .netrc, .gitconfig...) and folders (.pip,
-    # .config/gh, ...) to mount over: that HOME is aca's, and the login in the user's is used.
+    # .config/gh, ...) to mount over, and the missing folders of its PATH: that HOME is aca's,
+    # and the login in the user's is used.
     config = AcaConfig.model_validate({"providers": {"claude-code": {"model": "claude-test"}}})
     check_sandbox(config.sandbox, claude_code=True)
     repo = make_repo(tmp_path / "repo")
@@ -66,6 +68,7 @@ def test_a_claude_code_task_leaves_nothing_in_the_checkout_or_the_home(
         (repo / ".claude").mkdir()
         (repo / ".claude" / "notes.md").write_text("mine\n")
     home_before = {path.name for path in home.iterdir()}
+    monkeypatch.setenv("PATH", f"{home}/.local/bin:{os.environ['PATH']}")  # a folder not made yet
     with FakeLLMServer() as server:
         server.serve_claude_code(monkeypatch)
         if users_own:  # logged in (~/.claude/.credentials.json), no key
