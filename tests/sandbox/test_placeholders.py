@@ -90,6 +90,8 @@ def test_a_claude_code_task_leaves_nothing_in_the_checkout_or_the_home(
     inside = (str(path.relative_to(repo)) for path in repo.rglob("*"))
     left = sorted(path for path in inside if ".claude" in path and "/worktrees/" not in path)
     assert left == ([".claude", ".claude/notes.md"] if users_own else [])
+    made_in_git = ("glab-cli", "NOTES_MERGE_WORKTREE", "objects/info/alternates")
+    assert [name for name in made_in_git if (repo / ".git" / name).exists()] == []
     if users_own:
         assert server.anthropic.requests[-1].headers["authorization"] == f"Bearer {server.api_key}"
     new_in_home = {path.name for path in home.iterdir()} - home_before
