@@ -13,8 +13,9 @@ own commands have it (the task's ``network``, else ``[sandbox] network``), or wh
 the commit the session started from): the author vouches for their own files, not for what an
 agent wrote since. Where this machine started the session, that commit is the one recorded
 then (``session_start``), never a commit found in the branch's history: a ``--repo`` session's
-branch is fast-forwarded to its remote's on resume, and commits pushed there carry no marks. ``network = false`` keeps it off even where the task has the network. A
-failure of a command that ran without the network says so, naming the options.
+branch is fast-forwarded to its remote's on resume, and commits pushed there carry no marks.
+``network = false`` keeps it off even where the task has the network. A failure of a command
+that ran without the network says so, naming the options.
 
 Setup must not change what the task commits: a command that leaves files git would commit
 (neither ignored nor unchanged) fails the task, naming them, so the fix (ignore them) is clear.
@@ -131,7 +132,7 @@ def _without_network(withheld: list[str]) -> str:
             "It ran without the network: its `network = true` holds only in the commit the "
             f"session started from, and this worktree is at {withheld[0]}, which the session "
             "branch holds since (pushed to it, or fetched from its remote). If the task's "
-            'setup needs the network there, give the task `network = true` (docs/security.md, '
+            "setup needs the network there, give the task `network = true` (docs/security.md, "
             '"Setup commands").'
         )
     if withheld:
