@@ -69,6 +69,7 @@ CEILINGS: dict[tuple[str, str], str] = {
     "the model",
     # Each of these multiplies the paid calls a task may make, or how fast they are made.
     ("session", "max_attempts"): "raise how many times a task is attempted",
+    ("session", "max_concurrent_tasks"): "raise how many tasks (agents, paid calls) run at once",
     ("session", "call_retries"): "raise how many times a failed provider call is made again",
     ("agent", "max_turns"): "raise how many turns (paid calls) an agent may take",
     ("agent", "max_fix_attempts"): "raise how many times an agent may fix a failed check",

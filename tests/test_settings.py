@@ -253,3 +253,20 @@ def test_each_provider_starts_from_its_published_limits_and_the_users_keys_win(t
     ollama = config.rate_limits("ollama")  # its own section replaces [rate_limiting]
     assert ollama.max_concurrent_requests == 1
     assert ollama.max_tokens_per_minute >= 10_000_000
+
+
+def test_a_clones_config_may_lower_the_tasks_run_at_once_not_raise_them(tmp_path, _isolated_home):
+    clone = tmp_path / "clone"
+    (clone / ".git").mkdir(parents=True)
+    (clone / ".git" / "config").write_text("[aca]\n\tworkingarea = true\n")  # aca cloned it
+    (_isolated_home / ".aca").mkdir()
+    (_isolated_home / ".aca" / "config.toml").write_text("[session]\nmax_concurrent_tasks = 2\n")
+    for asked, kept in ((64, 2), (1, 1)):
+        (clone / "aca.toml").write_text(f"[session]\nmax_concurrent_tasks = {asked}\n")
+        loaded = load_config(clone)
+        assert loaded.config.session.max_concurrent_tasks == kept
+    (clone / "aca.toml").write_text("[session]\nmax_concurrent_tasks = 64\n")
+    (ignored,) = load_config(clone).ignored
+    assert "ignored [session] max_concurrent_tasks = 64: a cloned repository's config may not" in (
+        ignored
+    )

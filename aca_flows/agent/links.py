@@ -42,6 +42,41 @@ def _target_outside(root: Path, path: str) -> str | None:
     target = os.readlink(link)
     if os.path.isabs(target):
         return target
-    # Resolved as text, link by link the way git stores it: no file system lookup follows it.
+    # Resolved as text, the way git stores it: no file system lookup follows it.
     resolved = os.path.normpath(os.path.join(os.path.dirname(path), target))
-    return target if resolved == ".." or resolved.startswith(("../", "/")) else None
+    if resolved == ".." or resolved.startswith(("../", "/")):
+        return target
+    # And as a checkout resolves it, through the other links of the worktree: with
+    # ``hop -> .``, ``hop/hop/../../x`` reads as ``x`` but climbs two folders out.
+    return target if _climbs_out(root, Path(path).parent.parts, target) else None
+
+
+# The kernel's limit: a chain this long resolves nowhere, on any machine.
+_MAX_HOPS = 40
+
+
+def _climbs_out(root: Path, where: tuple[str, ...], target: str) -> bool:
+    """Whether ``target``, relative to the folder ``where`` of ``root``, climbs above
+    ``root`` at any step, following the links it meets inside ``root`` as the kernel would."""
+    here, todo, hops = list(where), target.split("/"), 0
+    while todo:
+        part = todo.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not here:
+                return True
+            here.pop()
+            continue
+        here.append(part)
+        step = root.joinpath(*here)
+        if step.is_symlink():
+            hops += 1
+            inner = os.readlink(step)
+            if os.path.isabs(inner):
+                return True
+            if hops > _MAX_HOPS:
+                return False
+            here.pop()
+            todo = inner.split("/") + todo
+    return False

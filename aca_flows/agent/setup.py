@@ -11,8 +11,11 @@ what earlier tasks' agents committed. So a setup command has the network only wh
 own commands have it (the task's ``network``, else ``[sandbox] network``), or when it says
 ``network = true`` itself *and* the worktree holds no work of this session's agents yet (it is
 the commit the session started from): the author vouches for their own files, not for what an
-agent wrote since. ``network = false`` keeps it off even where the task has the network. A
-failure of a command that ran without the network says so, naming the options.
+agent wrote since. Where this machine started the session, that commit is the one recorded
+then (``session_start``), never a commit found in the branch's history: a ``--repo`` session's
+branch is fast-forwarded to its remote's on resume, and commits pushed there carry no marks.
+``network = false`` keeps it off even where the task has the network. A failure of a command
+that ran without the network says so, naming the options.
 
 Setup must not change what the task commits: a command that leaves files git would commit
 (neither ignored nor unchanged) fails the task, naming them, so the fix (ignore them) is clear.
@@ -33,6 +36,7 @@ from aca_flows.sandbox import CommandResult, Sandbox
 from aca_flows.settings import AgentSection, SandboxSection
 from aca_flows.workspace import TaskWorktree
 from aca_flows.workspace.commit import session_tasks_in
+from aca_flows.workspace.repository import session_start
 
 __all__ = ["run_setup_commands"]
 
@@ -66,9 +70,7 @@ async def run_setup_commands(
             network = False
         elif command.network and not task_network:
             if agents_work is None:
-                agents_work = await in_thread(
-                    session_tasks_in, worktree.git, worktree.session_id, worktree.base_sha
-                )
+                agents_work = await in_thread(_work_since_start, worktree)
             network, withheld = not agents_work, agents_work
         if network not in sandboxes:  # a sandbox's mounts take file system look-ups to plan
             sandboxes[network] = sandbox_of(worktree, sandbox_settings, network=network)
@@ -108,8 +110,31 @@ async def run_setup_commands(
     return None
 
 
+def _work_since_start(worktree: TaskWorktree) -> list[str]:
+    """What the worktree holds beyond the commit the session started from: the ids of this
+    session's tasks whose work it holds, else (a branch moved otherwise, by a fetch) the
+    commit it is at; empty when it is that commit."""
+    tasks = session_tasks_in(worktree.git, worktree.session_id, worktree.base_sha)
+    start = session_start(worktree.git, worktree.session_id)
+    if tasks or start is None or start == worktree.base_sha:
+        return tasks
+    return [f"{UNTRACED}{worktree.base_sha[:12]}"]
+
+
+# How ``_work_since_start`` names a commit that is not the start and holds no task's work.
+UNTRACED = "commit "
+
+
 def _without_network(withheld: list[str]) -> str:
     """Why a setup command that failed ran without the network, and how to give it one."""
+    if withheld and withheld[0].startswith(UNTRACED):
+        return (
+            "It ran without the network: its `network = true` holds only in the commit the "
+            f"session started from, and this worktree is at {withheld[0]}, which the session "
+            "branch holds since (pushed to it, or fetched from its remote). If the task's "
+            "setup needs the network there, give the task `network = true` (docs/security.md, "
+            '"Setup commands").'
+        )
     if withheld:
         shown = listed(withheld, 5)
         return (

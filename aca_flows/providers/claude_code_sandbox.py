@@ -2,7 +2,9 @@
 
 - ``claude_environment``: ``options.env`` when sandboxed; every inherited variable claude does
   not need is passed blank, and Claude Code scrubs its credentials from its commands' env;
-  ``PATH`` keeps its absolute folders only;
+  ``PATH`` keeps its absolute folders that exist only; a run that may run commands gets
+  ``HOME=~/.aca/claude-home`` (``claude_home``), so the placeholders Claude Code's sandbox
+  makes in its home never land in the user's;
 - ``quiet_environment`` (``QUIET_ENV``): Claude Code's non-essential traffic, its git
   instructions, its auto memory and Bun's idle GC and DFG JIT off, unless the environment sets
   the variable itself;
@@ -34,6 +36,8 @@ from aca_flows._search_path import absolute_folders
 __all__ = [
     "QUIET_ENV",
     "claude_environment",
+    "claude_home",
+    "claude_home_path",
     "claude_sandbox_settings",
     "denied_bash_rules",
     "end_leftover_bridges",
@@ -105,11 +109,65 @@ def claude_environment(
     }
     if scrub:
         env["CLAUDE_CODE_SUBPROCESS_ENV_SCRUB"] = "1"
+        # Its sandbox then creates empty dotfiles and folders in HOME to mount over (.bashrc,
+        # .netrc, .npmrc, .gitconfig, .config/gh, .pip, ...): in a home of aca's, not the user's.
+        env["HOME"] = str(claude_home(environ))
     if "PATH" in env:
         # claude is started, and starts bwrap, socat and git outside its sandbox, in the
-        # task's worktree: no relative entry may find the agent's own program there.
-        env["PATH"] = absolute_folders(env["PATH"])
+        # task's worktree: no relative entry may find the agent's own program there. Nor a
+        # missing folder: its sandbox creates every PATH folder under /home, /root, /tmp...
+        env["PATH"] = os.pathsep.join(
+            folder for folder in absolute_folders(env["PATH"]).split(os.pathsep)
+            if os.path.isdir(folder)
+        )  # fmt: skip
     return env
+
+
+# What claude reads in its home, shown in ``claude_home`` as links to the user's own: its
+# login, settings and transcripts (``.claude``, made when missing, as claude would) and its
+# state (``.claude.json``: claude writes it where the link points), and git's global
+# configuration where the user has one (claude would create a missing one, through a link too).
+CLAUDE_HOME_LINKS = (".claude", ".claude.json")
+GIT_HOME_LINKS = (".gitconfig", ".config/git")
+
+
+def claude_home_path() -> Path:
+    return Path.home() / ".aca" / "claude-home"
+
+
+def claude_home(environ: Mapping[str, str] | None = None) -> Path:
+    """``~/.aca/claude-home``: the ``HOME`` of a claude whose sandbox is on. It holds links to
+    what claude and git read of the user's home (``CLAUDE_HOME_LINKS``, ``GIT_HOME_LINKS``),
+    and whatever claude creates in its home besides. Commands in its sandbox cannot write it
+    (``claude_sandbox_settings``)."""
+    environ = os.environ if environ is None else environ
+    real, home = Path.home(), claude_home_path()
+    (home / ".config").mkdir(parents=True, exist_ok=True)
+    if not environ.get("CLAUDE_CONFIG_DIR"):
+        (real / ".claude").mkdir(mode=0o700, exist_ok=True)
+    for name in (*CLAUDE_HOME_LINKS, *GIT_HOME_LINKS):
+        if name in CLAUDE_HOME_LINKS or (real / name).exists():
+            _link(home / name, real / name)
+        elif (home / name).is_symlink():
+            # The user's is gone: claude would create it again, empty, through the link.
+            (home / name).unlink(missing_ok=True)
+    return home
+
+
+def _link(link: Path, target: Path) -> None:
+    """``link`` pointing at ``target``, replaced atomically when it is anything else (claude
+    may have written a file over it); runs of other tasks and processes may do the same."""
+    try:
+        if os.readlink(link) == str(target):
+            return
+    except OSError:
+        pass
+    if link.is_dir() and not link.is_symlink():
+        shutil.rmtree(link, ignore_errors=True)  # os.replace cannot put a link over a folder
+    spare = link.with_name(f"{link.name}.{os.getpid()}.{threading.get_ident()}.link")
+    spare.unlink(missing_ok=True)
+    os.symlink(target, spare)
+    os.replace(spare, link)
 
 
 # Credentials a command has no business reading, wherever the homes are.
@@ -139,7 +197,8 @@ def claude_sandbox_settings(
         "autoAllowBashIfSandboxed": True,
         "filesystem": {
             "denyRead": sorted(deny),
-            "denyWrite": [*SYSTEM_WRITABLE, *protected],
+            # claude's home (``claude_home``): what claude reads there is its settings.
+            "denyWrite": [*SYSTEM_WRITABLE, str(claude_home_path()), *protected],
         },
     }
     if not network:

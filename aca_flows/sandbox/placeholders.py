@@ -9,7 +9,9 @@ placeholder that appeared during a run, is still empty and carries one of those 
 deleted (from the worktree with the empty folders it made, from the other folders given).
 A file the agent wrote has content, or existed before the run, and stays. In the repository's
 checkout it also makes folders and leaves them empty (``.claude/.cc-writes``, and
-``.claude-sandbox-noreplace`` in folders of ``.git``): those that were not there before are
+``.claude-sandbox-noreplace`` in folders of ``.git``; ``.git/glab-cli``,
+``.git/NOTES_MERGE_WORKTREE``, ``.git/objects/info/commit-graphs``) and an empty
+``.git/objects/info/alternates``: those that were not there before, and are still empty, are
 removed.
 """
 
@@ -41,6 +43,10 @@ PLACEHOLDER_DIRS = (".claude", "node_modules", ".github", ".idea", ".vscode", "s
 # Removed when new and still empty, innermost first.
 CHECKOUT_LEFTOVERS = (".claude/.cc-writes", ".claude")
 PINNED_MARKER = ".claude-sandbox-noreplace"
+# In the git directory, what it creates to mount over (seen with claude 2.1.332): empty
+# folders, and an empty alternates file; removed when new and still empty.
+GIT_DIR_LEFTOVERS = ("glab-cli", "NOTES_MERGE_WORKTREE", "objects/info/commit-graphs")
+GIT_DIR_EMPTY_FILES = ("objects/info/alternates",)
 
 
 def existing_placeholders(root: Path, others: list[Path] | tuple[Path, ...] = ()) -> set[Path]:
@@ -66,9 +72,14 @@ def remove_new_placeholders(
         if folder not in before:
             _remove_empty_tree(folder)
     for folder in _leftovers(others):
-        if folder not in before and folder.is_dir() and not folder.is_symlink():
+        if folder in before or folder.is_symlink():
+            continue
+        if folder.is_dir():
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only succeeds when empty
+        elif folder.is_file() and folder.stat().st_size == 0:
+            folder.unlink()
+            removed.append(str(folder))
     return removed
 
 
@@ -89,6 +100,8 @@ def _candidates(root: Path, others: list[Path] | tuple[Path, ...] = ()) -> list[
 def _leftovers(others: list[Path] | tuple[Path, ...]) -> list[Path]:
     checkouts = [folder for folder in others if (folder / ".git").is_dir()]
     found = [checkout / name for checkout in checkouts for name in CHECKOUT_LEFTOVERS]
+    in_git = (*GIT_DIR_LEFTOVERS, *GIT_DIR_EMPTY_FILES)
+    found += [checkout / ".git" / name for checkout in checkouts for name in in_git]
     return found + [m for checkout in checkouts for m in _pinned_markers(checkout / ".git")]
 
 

@@ -20,9 +20,9 @@ What is removed, replaced by ``[REDACTED]``:
 - those values of 12 characters or more encoded: in hex, in rot13, and in base64 at each of
   the three alignments it can have in a longer text (``Basic base64("user:" + token)``), so
   a check that prints a token it was given (``[sandbox] env``) through ``base64`` or ``od``
-  is redacted too, and so is base64 wrapped across lines (``base64`` wraps at 76 characters,
-  ``openssl`` at 64), and so is hex wrapped across lines (``xxd -p``): the secret's part of
-  it, line breaks and all (``wrapped_base64.py``); in a dump (``xxd``, ``xxd -e``,
+  is redacted too, and so is each of them, plain or encoded, cut by line breaks (``base64``
+  wraps at 76 characters, ``openssl`` at 64, ``xxd -p`` at 60; ``fold`` anywhere): the
+  secret's part of it, line breaks and all (``wrapped_base64.py``); in a dump (``xxd``, ``xxd -e``,
   ``hexdump -C``, ``od -tx1``, ``od -x``, ``od -c``, after a prefix too), each line holding a
   byte of the secret (``hex_dumps.py``);
 - anything shaped like a credential, whether or not it is in the environment: ``sk-...`` and

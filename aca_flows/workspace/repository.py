@@ -42,6 +42,8 @@ __all__ = [
     "secrets_left_out",
     "session_branch_checkouts",
     "session_branch_head",
+    "session_start",
+    "session_start_ref",
     "uncommitted_paths",
 ]
 
@@ -284,7 +286,26 @@ def ensure_session_branch(repo: git.Repo, session_id: str) -> str:
         except git.GitCommandError:
             if not ref_exists(repo, f"refs/heads/{branch}"):
                 raise
+        else:
+            # Where the session started, kept here only (never pushed): the branch itself
+            # may move by a fetch from a remote (``workspace/remote.py``), not this.
+            with contextlib.suppress(git.GitCommandError):
+                repo.git.update_ref(session_start_ref(session_id), head, "0" * 40)
     return branch
+
+
+def session_start_ref(session_id: str) -> str:
+    """The local ref at the commit the session branch was created at on this machine."""
+    return f"refs/aca/session-starts/{session_id}"
+
+
+def session_start(git_cmd: git.Git, session_id: str) -> str | None:
+    """The commit the session started from on this machine (``ensure_session_branch``);
+    None for a session whose branch was made elsewhere (fetched) or by an older aca."""
+    try:
+        return git_cmd.rev_parse("--verify", "--quiet", session_start_ref(session_id)).strip()
+    except git.GitCommandError:
+        return None
 
 
 def uncommitted_paths(repo: git.Repo) -> list[str]:

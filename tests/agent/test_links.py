@@ -20,12 +20,16 @@ def test_links_that_climb_out_or_are_absolute_are_named_and_inner_ones_pass(tmp_
     os.symlink("../docs/guide.md", tmp_path / "docs" / "again.md")  # out and back in: fine
     os.symlink("../../secrets", tmp_path / "docs" / "up.md")
     os.symlink("/etc/passwd", tmp_path / "passwd")
+    # Inside as text, but through hop (itself inside) it climbs two folders out.
+    os.symlink(".", tmp_path / "hop")
+    os.symlink("../hop/hop/../../secrets", tmp_path / "docs" / "through.md")
     files = ["docs/guide.md", "docs/readme.md", "docs/again.md", "docs/up.md", "passwd"]
+    files += ["hop", "docs/through.md"]
 
     problem = leaving_links_problem(tmp_path, files)
 
     assert problem is not None
-    assert "docs/up.md -> ../../secrets; passwd -> /etc/passwd" in problem
+    assert "docs/up.md -> ../../secrets; passwd -> /etc/passwd; docs/through.md" in problem
     assert "readme.md" not in problem and "again.md" not in problem
     assert leaving_links_problem(tmp_path, files[:3]) is None
 

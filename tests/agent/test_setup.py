@@ -11,6 +11,7 @@ import pytest
 from aca_flows.agent import execute_task
 from aca_flows.plan.models import ExecutionPlan, SetupCommand, Task
 from aca_flows.session.layout import AcaDir
+from aca_flows.workspace import ensure_session_branch
 from tests.fakes.scripted_provider import ScriptedProvider, tool_calls, tool_use
 from tests.security.hostile import Listener
 from tests.workspace.test_repository import make_user_repo
@@ -233,6 +234,26 @@ def test_a_setup_commands_own_network_holds_only_until_agents_work_landed(tmp_pa
     setup_run = next(r for r in records if r["kind"] == "setup")
     assert setup_run["network"] is False
     assert setup_run["network_withheld_for_work_of"] == ["t1"]
+
+
+def test_a_setup_commands_own_network_holds_only_on_the_commit_the_session_started_from(
+    tmp_path, repo, listener
+):
+    # A --repo session's branch is fast-forwarded to its remote's when it resumes: a commit
+    # pushed there carries no task's mark, and is not the files the author's opt-in was for.
+    ensure_session_branch(repo, SESSION)
+    (tmp_path / "setup.py").write_text("print('pushed to the session branch')\n")
+    repo.git.add("-A")
+    repo.git.execute(["git", "-c", "user.name=U", "-c", "user.email=u@x", "commit", "-qm", "p"])
+    repo.git.update_ref(f"refs/heads/aca/{SESSION}", repo.head.commit.hexsha)
+    setup = [SetupCommand(name="deps", command=reach(listener.port), network=True)]
+    plan = ExecutionPlan(name="p", setup_commands=setup, tasks=[Task(id="t1", title="Write")])
+
+    outcome = run_plan(tmp_path, plan, "t1", agent_writing_done())
+
+    assert listener.connections == 0
+    assert outcome.status == "failed"
+    assert "holds only in the commit the session started from" in outcome.failure_reason
 
 
 def test_network_false_keeps_a_setup_command_offline_even_when_the_task_has_it(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -49,20 +51,32 @@ def test_placeholders_in_the_home_and_git_directory_go_too(tmp_path):
     assert [p.name for p in home.iterdir()] == [".gitconfig"] and not any(git_dir.iterdir())
 
 
-@pytest.mark.parametrize("own_claude_folder", [False, True])
-def test_a_claude_code_task_leaves_no_folder_in_the_checkout(
-    tmp_path, monkeypatch, own_claude_folder
+@pytest.mark.parametrize("users_own", [False, True])
+def test_a_claude_code_task_leaves_nothing_in_the_checkout_or_the_home(
+    tmp_path, monkeypatch, users_own
 ):
     # Claude Code makes <checkout>/.claude/.cc-writes (its settings' staging folder: the checkout
     # is its project root) and .claude-sandbox-noreplace in folders of .git, and leaves them.
+    # In its HOME it makes empty dotfiles (.bashrc, .netrc, .gitconfig...) and folders (.pip,
+    # .config/gh, ...) to mount over, and the missing folders of its PATH: that HOME is aca's,
+    # and the login in the user's is used.
     config = AcaConfig.model_validate({"providers": {"claude-code": {"model": "claude-test"}}})
     check_sandbox(config.sandbox, claude_code=True)
     repo = make_repo(tmp_path / "repo")
-    if own_claude_folder:  # the user's own (untracked): it stays, with what it holds
+    home = Path.home()
+    if users_own:  # the user's own .claude (untracked): it stays, with what it holds
         (repo / ".claude").mkdir()
         (repo / ".claude" / "notes.md").write_text("mine\n")
+    home_before = {path.name for path in home.iterdir()}
+    monkeypatch.setenv("PATH", f"{home}/.local/bin:{os.environ['PATH']}")  # a folder not made yet
     with FakeLLMServer() as server:
         server.serve_claude_code(monkeypatch)
+        if users_own:  # logged in (~/.claude/.credentials.json), no key
+            monkeypatch.delenv("ANTHROPIC_API_KEY")
+            (home / ".claude").mkdir(exist_ok=True)
+            login = {"accessToken": server.api_key, "expiresAt": 4_102_444_800_000}
+            credentials = {"claudeAiOauth": {**login, "scopes": ["user:inference"]}}
+            (home / ".claude" / ".credentials.json").write_text(json.dumps(credentials))
         server.anthropic.enqueue(
             tool_calls=[{"name": "Bash", "arguments": {"command": "echo hi > a.txt"}}]
         )
@@ -75,9 +89,14 @@ def test_a_claude_code_task_leaves_no_folder_in_the_checkout(
     assert outcome.status == "completed", outcome.failure_reason
     inside = (str(path.relative_to(repo)) for path in repo.rglob("*"))
     left = sorted(path for path in inside if ".claude" in path and "/worktrees/" not in path)
-    assert left == ([".claude", ".claude/notes.md"] if own_claude_folder else [])
+    assert left == ([".claude", ".claude/notes.md"] if users_own else [])
+    made_in_git = ("glab-cli", "NOTES_MERGE_WORKTREE", "objects/info/alternates")
+    assert [name for name in made_in_git if (repo / ".git" / name).exists()] == []
+    if users_own:
+        assert server.anthropic.requests[-1].headers["authorization"] == f"Bearer {server.api_key}"
+    new_in_home = {path.name for path in home.iterdir()} - home_before
+    assert new_in_home <= {".aca", ".claude", ".claude.json", ".npm"}
     # Nor its conversation in the home (Claude Code's transcript: ~/.claude/projects/...).
-    home = Path.home()
     kept = [str(p) for p in home.rglob("*") if p.is_file() and b"echo hi" in p.read_bytes()]
     assert kept == []
     assert [p.name for p in (home / ".claude" / "session-env").iterdir()] == []

@@ -1,5 +1,5 @@
 """A secret a check can see, printed encoded: base64 (at any alignment, wrapped or not) and hex
-reach no record.
+reach no record, nor the secret itself folded across lines.
 
 A user passes a token into the sandbox (``[sandbox] env = ["NPM_TOKEN"]``, for a private
 registry); a careless or hostile check prints it encoded, so the plain value is nowhere in
@@ -38,11 +38,14 @@ ENCODED = {
     "base64 after 1 byte": base64.b64encode(b"x" + TOKEN.encode()).decode()[4:52],
     "base64 after 2 bytes": base64.b64encode(b"x:" + TOKEN.encode()).decode()[4:52],
     "hex": TOKEN.encode().hex(),
+    "plain, folded across lines": TOKEN,
 }
 CHECK = (
     'printf %s "$NPM_TOKEN" | base64 -w0; echo; printf x%s "$NPM_TOKEN" | base64 -w0; echo; '
     'printf x:%s "$NPM_TOKEN" | base64 -w0; echo; printf %s "$NPM_TOKEN" | od -An -tx1 | '
     "tr -d ' \\n'; echo; "
+    # Folded, as `fold` or a terminal's copy cuts a long line.
+    'printf %s "$NPM_TOKEN" | fold -w 10; echo; '
     # Wrapped at 76 characters, the second token cut by the line break (it starts after 49
     # bytes: the alignment of "base64 after 1 byte").
     """printf 'user:%s%s' "$NPM_TOKEN" "$NPM_TOKEN" | base64; exit 1"""
