@@ -65,7 +65,11 @@ UseIntelligentParser = Annotated[
     ),
 ]
 ForceNaiveParser = Annotated[
-    bool, typer.Option("--force-naive-parser", help="Always use the deterministic parser.")
+    bool,
+    typer.Option(
+        "--force-naive-parser",
+        help="Use the deterministic parser (the default; the original aca's flag).",
+    ),
 ]
 Strict = Annotated[
     bool,
