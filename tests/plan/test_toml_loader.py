@@ -89,6 +89,19 @@ def test_no_tasks_is_an_error(tmp_path):
         load_task_file(write(tmp_path, '[plan]\nname = "x"\n'))
 
 
+def test_a_configuration_file_given_as_the_task_file_says_so():
+    # It was "missing key 'tasks'; unknown key 'session'; ...": the fix is --config.
+    config = EXAMPLES / "hello.aca.toml"
+    with pytest.raises(TaskFileError) as caught:
+        load_task_file(config)
+    said = str(caught.value)
+    assert "is a configuration file ([session], [providers]), not a task file" in said
+    assert f"give it with --config {config}" in said
+    original = Path(__file__).resolve().parents[1] / "fixtures" / "compat" / "default-config.toml"
+    with pytest.raises(TaskFileError, match="is the original aca's configuration file"):
+        load_task_file(original)
+
+
 def test_bad_explicit_id(tmp_path):
     with pytest.raises(TaskFileError, match="task id 'a b' is not valid"):
         load_task_file(write(tmp_path, '[[tasks]]\nid = "a b"\ntitle = "A"\n'))
