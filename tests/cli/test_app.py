@@ -175,6 +175,15 @@ def test_json_of_an_input_error_is_an_error_object_on_stdout(tmp_path, capsys, a
     assert answer["exit_code"] == 2 and answer["error"].startswith(message)
 
 
+def test_a_task_file_in_the_workdir_but_not_here_names_the_path_to_give(tmp_path, capsys):
+    # It was "task file tasks-of-the-workdir.md does not exist; check the path.": it does.
+    (tmp_path / "tasks-of-the-workdir.md").write_text("- write a.txt\n")
+    code, out, err = run(capsys, "run", "tasks-of-the-workdir.md", "--dry-run", "-w", str(tmp_path))
+    assert code == 2 and "Traceback" not in err
+    assert f"is not in the current folder {Path.cwd()}, where a relative path is read from" in err
+    assert f"give {tmp_path / 'tasks-of-the-workdir.md'}." in err
+
+
 @pytest.mark.parametrize("fmt", ["tree", "mermaid", "json"])
 def test_plan_show_formats(capsys, fmt):
     code, out, _ = run(capsys, "plan", "show", str(HELLO), "--format", fmt)
