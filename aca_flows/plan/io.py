@@ -36,7 +36,8 @@ __all__ = [
     "plan_to_text",
 ]
 
-MARKDOWN_SUFFIXES = (".md", ".markdown", ".txt")
+# "": a file without a suffix (`TODO`), Markdown unless its first line is TOML (load_task_file).
+MARKDOWN_SUFFIXES = (".md", ".markdown", ".txt", "")
 PLAN_SUFFIXES = (".json", ".toml")
 PLAN_FORMATS = ("toml", "markdown")
 # A TOML task file starts (after comments) with a table header or a key: ``[plan]``,
