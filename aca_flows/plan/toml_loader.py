@@ -8,6 +8,7 @@ See docs/task-files.md for the whole schema with examples.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +236,10 @@ def pydantic_problem_list(exc: ValidationError) -> list[str]:
             parts.append(f"missing key '{where}'")
         elif err["loc"][-1] == "id" and err["type"] in _BAD_ID:
             parts.append(f"'{where}': {bad_task_id(err['input'])}")
+        elif err["type"] == "list_type" and isinstance(err["input"], str):
+            # `depends_on = "a"`: the list it meant, written out (the same in TOML and JSON).
+            quoted = json.dumps(err["input"])
+            parts.append(f"'{where}' must be a list, e.g. [{quoted}], not the string {quoted}")
         else:
             parts.append(f"'{where}': {err['msg']}")
     return parts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,12 @@ def test_wrong_type_is_named(tmp_path):
                 tmp_path,
                 '[[tasks]]\ntitle = "A"\n[[tasks.subtasks]]\ntitle = "B"\npriority = "asap"\n',
             )
+        )
+    # A string where a list is wanted was "Input should be a valid list": the fix is written out.
+    wanted = '\'tasks[1].depends_on\' must be a list, e.g. ["a"], not the string "a"'
+    with pytest.raises(TaskFileError, match=re.escape(wanted)):
+        load_task_file(
+            write(tmp_path, '[[tasks]]\ntitle = "A"\n[[tasks]]\ntitle = "B"\ndepends_on = "a"\n')
         )
 
 
