@@ -57,14 +57,15 @@ def existing_folder(workdir: Path) -> Path:
 
 
 def _top_level_holding_aca(folder: Path) -> Path | None:
-    """The top level of the git repository ``folder`` is a subfolder of, when it has a
-    ``.aca``; found without git (these commands answer at once)."""
+    """The top level of the git repository ``folder`` is a subfolder of, when aca has worked
+    there (``.aca/sessions``: a home that is a repository holds ``~/.aca`` of the server and
+    clones only); found without git (these commands answer at once)."""
     here = folder.resolve()
     if (here / ".aca").exists() or (here / ".git").exists():  # a top level, or a worktree
         return None
     for parent in here.parents:
         if (parent / ".git").exists():
-            return parent if (parent / ".aca").is_dir() else None
+            return parent if (parent / ".aca" / "sessions").is_dir() else None
     return None
 
 

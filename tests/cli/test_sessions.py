@@ -83,6 +83,12 @@ def test_a_subfolder_of_the_repository_is_refused_naming_its_top_level(tmp_path)
     assert isinstance(result.exception, AcaError) and result.exception.exit_code == 2
     assert f"is inside the git repository {tmp_path}, not its top level" in str(result.exception)
     assert f"run aca with --workdir {tmp_path}." in str(result.exception)
+    # A home kept in git holds ~/.aca (the server's, the clones) and no sessions: not refused.
+    home = tmp_path / "home"
+    (home / ".git").mkdir(parents=True)
+    (home / ".aca" / "server").mkdir(parents=True)
+    (home / "notes").mkdir()
+    assert invoke("list", "--workdir", str(home / "notes")).exit_code == 0
 
 
 def test_list_reports_a_damaged_session_and_still_lists_the_others(tmp_path):
