@@ -71,7 +71,8 @@ def _top_level_holding_aca(folder: Path) -> Path | None:
 
 ExistingWorkdir = Annotated[Path, _workdir_option(callback=existing_folder)]
 DryRun = Annotated[
-    bool, typer.Option("--dry-run", help="Load, validate and show the plan; run nothing.")
+    bool,
+    typer.Option("--dry-run", "-n", help="Load, validate and show the plan; run nothing."),
 ]
 DumpPlan = Annotated[
     Path | None,
@@ -151,7 +152,8 @@ BudgetUsd = Annotated[
     ),
 ]
 ConfigFile = Annotated[
-    Path | None, typer.Option("--config", help="Configuration file (default: first found).")
+    Path | None,
+    typer.Option("--config", "-c", help="Configuration file (default: first found)."),
 ]
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")]
 InitGit = Annotated[

@@ -764,9 +764,13 @@ def test_an_empty_or_file_workdir_is_refused_not_read_as_the_current_folder(
     assert code == 2 and f"{HELLO} is a file: name the repository's folder" in err
 
 
-def test_original_config_is_rejected_naming_keys(capsys):
+def test_original_config_is_rejected_naming_keys(tmp_path, capsys):
     code, _, err = run(capsys, "config", "show", "--config", str(COMPAT / "default-config.toml"))
     assert code == 2 and "unknown key 'claude_config'" in err
+    # The original's short flags, `aca run FILE -n -c CONFIG`, were "No such option: -n".
+    work = make_repo(tmp_path / "work")
+    code, out, err = run(capsys, "run", str(HELLO), "-n", "-c", str(HELLO_CONFIG), "-w", str(work))
+    assert code == 0 and "nothing was run" in out, err
 
 
 def _python(*code_lines: str) -> subprocess.CompletedProcess:
