@@ -51,8 +51,8 @@ def show_dry_run(plan: ExecutionPlan, options: RunOptions) -> None:
 
 def _run_command(options: RunOptions) -> str:
     """The command that runs the dumped plan as this dry run would have run it: the same
-    workdir (or --repo) and the options that pick the provider and configuration. Without
-    them, the plan ran in the current folder with the default provider."""
+    workdir (or --repo) and the options that pick the provider, concurrency and configuration.
+    Without them, the plan ran in the current folder with the default provider."""
     from aca_flows._words import workdir_option
     from aca_flows.workspace.remote import public_url
 
@@ -64,6 +64,7 @@ def _run_command(options: RunOptions) -> str:
     for flag, value in (
         ("--provider", options.provider),
         ("--model", options.model),
+        ("--max-concurrent", options.max_concurrent),
         ("--config", options.config),
     ):
         if value is not None:

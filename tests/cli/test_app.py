@@ -45,11 +45,14 @@ def test_dry_run_dumps_and_runs_nothing(tmp_path, capsys):
         "--dry-run",
         "--dump-plan", str(plan_file),
         "--provider", "anthropic",
+        "--max-concurrent", "2",
     )  # fmt: skip
     assert code == 0
     assert "Dry run: 3 tasks in 2 groups (3 pending); nothing was run." in out
     # It said `aca --execution-plan PLAN`: run here, with the default provider, not as asked.
-    command = f"aca --execution-plan {plan_file} --workdir {work} --provider anthropic"
+    command = (
+        f"aca --execution-plan {plan_file} --workdir {work} --provider anthropic --max-concurrent 2"
+    )
     assert f"then run `{command}`." in out
     assert json.loads(plan_file.read_text())["name"] == "Hello, aca"
     assert _files(work) == before  # no .aca/, no line added to .git/info/exclude
