@@ -122,9 +122,13 @@ def print_checkpoints(
         typer.echo(json.dumps([c.model_dump(mode="json") for c in checkpoints], indent=2))
         return
     if not checkpoints:
+        where = workdir / ".aca" / "sessions"
+        if latest_session_id(workdir) is None:  # `checkpoints create` needs a session too
+            typer.echo(f"No checkpoints in {where}: no session yet. A run writes them as it goes.")
+            return
         typer.echo(
-            f"No checkpoints in {workdir / '.aca' / 'sessions'} ({scope}). A run writes them "
-            'as it goes; `aca checkpoints create "description"` adds one.'
+            f"No checkpoints in {where} ({scope}). A run writes them as it goes; "
+            '`aca checkpoints create "description"` adds one.'
         )
         return
     console().print(_table(checkpoints, f"Checkpoints of {workdir} ({scope})"))

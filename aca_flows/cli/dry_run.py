@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 from aca_flows.cli.options import RunOptions
@@ -44,8 +45,31 @@ def show_dry_run(plan: ExecutionPlan, options: RunOptions) -> None:
     if options.dump_plan:
         print(
             f"Plan written to {options.dump_plan}; review or edit it, then run "
-            f"`aca --execution-plan {options.dump_plan}`."
+            f"`{_run_command(options)}`."
         )
+
+
+def _run_command(options: RunOptions) -> str:
+    """The command that runs the dumped plan as this dry run would have run it: the same
+    workdir (or --repo) and the options that pick the provider, concurrency and configuration.
+    Without them, the plan ran in the current folder with the default provider."""
+    from aca_flows._words import workdir_option
+    from aca_flows.workspace.remote import public_url
+
+    command = f"aca --execution-plan {shlex.quote(str(options.dump_plan))}"
+    if options.repo:
+        command += f" --repo {shlex.quote(public_url(options.repo))}"
+    else:
+        command += workdir_option(options.workdir)
+    for flag, value in (
+        ("--provider", options.provider),
+        ("--model", options.model),
+        ("--max-concurrent", options.max_concurrent),
+        ("--config", options.config),
+    ):
+        if value is not None:
+            command += f" {flag} {shlex.quote(str(value))}"
+    return command
 
 
 def _repo_line(url: str, area: Path) -> str:

@@ -43,16 +43,36 @@ Workdir = Annotated[Path, _workdir_option()]
 def existing_folder(workdir: Path) -> Path:
     """The workdir of a command that only reads it: a mistyped path must not read as "no
     sessions", "no checkpoints" or the default configuration."""
-    if not workdir.is_dir():
-        from aca_flows.errors import InputError
+    from aca_flows.errors import InputError
 
+    if not workdir.is_dir():
         raise InputError(f"{workdir} is not a folder; pass an existing folder to --workdir.")
+    if top := _top_level_holding_aca(workdir):
+        # Read here, its own .aca (none) would say "no sessions": the run refuses it too.
+        raise InputError(
+            f"{workdir} is inside the git repository {top}, not its top level, where .aca/ "
+            f"holds the sessions and configuration; run aca with --workdir {top}."
+        )
     return workdir
+
+
+def _top_level_holding_aca(folder: Path) -> Path | None:
+    """The top level of the git repository ``folder`` is a subfolder of, when aca has worked
+    there (``.aca/sessions``: a home that is a repository holds ``~/.aca`` of the server and
+    clones only); found without git (these commands answer at once)."""
+    here = folder.resolve()
+    if (here / ".aca").exists() or (here / ".git").exists():  # a top level, or a worktree
+        return None
+    for parent in here.parents:
+        if (parent / ".git").exists():
+            return parent if (parent / ".aca" / "sessions").is_dir() else None
+    return None
 
 
 ExistingWorkdir = Annotated[Path, _workdir_option(callback=existing_folder)]
 DryRun = Annotated[
-    bool, typer.Option("--dry-run", help="Load, validate and show the plan; run nothing.")
+    bool,
+    typer.Option("--dry-run", "-n", help="Load, validate and show the plan; run nothing."),
 ]
 DumpPlan = Annotated[
     Path | None,
@@ -65,7 +85,11 @@ UseIntelligentParser = Annotated[
     ),
 ]
 ForceNaiveParser = Annotated[
-    bool, typer.Option("--force-naive-parser", help="Always use the deterministic parser.")
+    bool,
+    typer.Option(
+        "--force-naive-parser",
+        help="Use the deterministic parser (the default; the original aca's flag).",
+    ),
 ]
 Strict = Annotated[
     bool,
@@ -128,7 +152,8 @@ BudgetUsd = Annotated[
     ),
 ]
 ConfigFile = Annotated[
-    Path | None, typer.Option("--config", help="Configuration file (default: first found).")
+    Path | None,
+    typer.Option("--config", "-c", help="Configuration file (default: first found)."),
 ]
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")]
 InitGit = Annotated[

@@ -88,7 +88,8 @@ def parse(
     require_file(file)
     if file.suffix.lower() not in MARKDOWN_SUFFIXES:
         raise InputError(
-            f"{file}: the intelligent parser reads Markdown task files (.md, .markdown, .txt); "
+            f"{file}: the intelligent parser reads Markdown task files (.md, .markdown, .txt, "
+            "or no suffix); "
             "TOML task files and plans are structured already: use `aca plan show`."
         )
     check_dump_target(dump_plan)

@@ -60,6 +60,7 @@ def check_options(options: RunOptions) -> None:
             "give either --task-file or --execution-plan, not both: "
             "the execution plan is the reviewed form of a task file."
         )
+    _in_the_workdir_not_here(options.task_file or options.execution_plan, options)
     check_dump_target(options.dump_plan)
     _not_a_folder("--record", options.record, "cassette.json")  # found by the first call
     if options.dump_plan and options.task_file and _same_path(options.dump_plan, options.task_file):
@@ -72,6 +73,20 @@ def check_options(options: RunOptions) -> None:
         raise InputError("--use-intelligent-parser and --force-naive-parser contradict; pick one.")
     refuse_options_that_do_nothing(options)
     warn_of_options_a_dry_run_ignores(options)
+
+
+def _in_the_workdir_not_here(source: Path | None, options: RunOptions) -> None:
+    """A relative path is read from the current folder: a file found only in --workdir
+    was "does not exist; check the path" while the user saw it there."""
+    if not source or source.is_absolute() or source.exists() or options.repo:
+        return
+    beside = options.workdir / source
+    if beside.is_file():
+        what = "task file" if options.task_file else "execution plan"
+        raise InputError(
+            f"{what} {source} is not in the current folder {Path.cwd()}, where a relative "
+            f"path is read from (not from --workdir); give {beside}."
+        )
 
 
 def _record_beside_the_work(options: RunOptions) -> None:

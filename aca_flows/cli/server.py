@@ -79,14 +79,20 @@ def status(json_output: JsonOutput = False) -> None:
     else:
         answer = "answering" if healthy else "NOT answering (see its log)"
         typer.echo(f"Prefect server pid {state.pid} at {state.url}: {answer}; log: {state.log}")
-        runner = WarmRunner().pid()
-        typer.echo(
-            f"warm runner pid {runner}: runs start warm"
-            if runner is not None
-            else "no warm runner (runs start cold): `aca server start` starts one"
-        )
+        typer.echo(_runner_line(WarmRunner()))
     if not healthy:
         raise typer.Exit(1)
+
+
+def _runner_line(runner: WarmRunner) -> str:
+    if (pid := runner.pid()) is not None:
+        return f"warm runner pid {pid}: runs start warm"
+    if (stale := runner.stale_pid()) is not None:  # it was "no warm runner" beside its process
+        return (
+            f"warm runner pid {stale} runs an older aca (changed or reinstalled since it "
+            "started), so runs start cold: `aca server start` replaces it"
+        )
+    return "no warm runner (runs start cold): `aca server start` starts one"
 
 
 @app.command("stop")

@@ -295,6 +295,15 @@ class WarmRunner:
                 return state["pid"]
         return None
 
+    def stale_pid(self) -> int | None:
+        """The pid of a runner that runs another aca (this one changed or was reinstalled
+        since it started): alive, but no run is handed to it."""
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            state = json.loads(self.state_file.read_text())
+            if state["fingerprint"] != fingerprint() and self._is_runner(state["pid"]):
+                return state["pid"]
+        return None
+
     def _is_runner(self, pid: int) -> bool:
         """Whether ``pid`` is this home's runner: a runner that died (a reboot, the OOM
         killer) leaves its pid behind, which another process may have since."""

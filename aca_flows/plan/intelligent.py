@@ -219,8 +219,8 @@ async def parse_with_llm(
                 f"{path}: the intelligent parser ({provider.name}) gave no usable plan after "
                 f"{calls} attempt(s) ({_spent(calls, cost)} spent); the last answer had these "
                 f"problems:\n{listed}\n"
-                "Run again, guide it with --context, or use the deterministic parser "
-                "(--force-naive-parser)."
+                "Run again, guide it with --context, or leave out --use-intelligent-parser "
+                f"for the deterministic parser (`aca plan show {path}` shows its plan)."
             )
         _write_cache(cache_file, proposal, provider.name, cache_model, path, scrub, unbilled)
     plan = proposal_to_plan(proposal, source, context, append_system_prompt)

@@ -1,7 +1,8 @@
 """Loading any task file or execution plan, and serialising plans for ``--dump-plan``.
 
 ``load_task_file`` picks the loader by suffix: Markdown (``.md``), TOML task files (``.toml``)
-and execution plans (``.json``, or ``.toml`` with a top-level ``schema_version``);
+and execution plans (``.json``, or ``.toml`` with a top-level ``schema_version``); a file
+without one is Markdown or TOML as its first line says (``load_task_text``);
 ``load_task_text`` reads the same Markdown or TOML given as text (the flow's ``plan_text``,
 built by a program rather than saved to a file). Every plan
 returned has passed ``check_plan``. ``plan_to_text`` and ``load_execution_plan`` round-trip
@@ -35,7 +36,8 @@ __all__ = [
     "plan_to_text",
 ]
 
-MARKDOWN_SUFFIXES = (".md", ".markdown", ".txt")
+# "": a file without a suffix (`TODO`), Markdown unless its first line is TOML (load_task_file).
+MARKDOWN_SUFFIXES = (".md", ".markdown", ".txt", "")
 PLAN_SUFFIXES = (".json", ".toml")
 PLAN_FORMATS = ("toml", "markdown")
 # A TOML task file starts (after comments) with a table header or a key: ``[plan]``,
@@ -48,9 +50,11 @@ def load_task_file(path: Path) -> ExecutionPlan:
     """A Markdown or TOML task file, or a dumped execution plan, as a validated plan."""
     require_file(path)
     suffix = path.suffix.lower()
+    if not suffix:  # `TODO`, `tasks`: the original aca read such a file as a task list
+        return load_task_text(read_text_file(path), path.parent, source=str(path))
     if suffix not in MARKDOWN_SUFFIXES + PLAN_SUFFIXES:
         raise TaskFileError(
-            f"{path}: unknown task file type '{suffix or '(none)'}'; use a Markdown (.md), "
+            f"{path}: unknown task file type '{suffix}'; use a Markdown (.md), "
             "TOML (.toml) or JSON plan (.json) file."
         )
     text = read_text_file(path)

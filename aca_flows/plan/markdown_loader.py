@@ -55,6 +55,8 @@ _COMMENT = re.compile(r"^\s*<!--")
 # A thematic break (`* * *`, `- - -`): a separator, though it starts like a list item.
 _BREAK = re.compile(r"^ {0,3}([-*_])(?:\s*\1){2,}\s*$")
 _ATTRS = re.compile(r"\s*\{([^{}]*)\}\s*$")
+_TYPOGRAPHIC_QUOTES = re.compile("[\u2018\u2019\u201c\u201d\u201e\u00ab\u00bb]")
+_STRAIGHT_QUOTES = str.maketrans("\u2018\u2019\u201c\u201d\u201e\u00ab\u00bb", '\'\'"""""')
 _ARROW = re.compile(r"^(?:(.*?)\s+)?->\s+(\S+)\s*$")  # `- [ ] -> spec.md`: no title
 # What a `-> target` must look like to be a file: a folder in it, or a file extension.
 _PATH_LIKE = re.compile(r"^[^`'\"]*(/|\.[A-Za-z0-9]+$)")
@@ -268,8 +270,17 @@ def _trailing_attrs(
     match = _ATTRS.search(title)
     if not match:
         return title.strip(), {}
+    block = match.group(1)
+    if _TYPOGRAPHIC_QUOTES.search(block) and any(_known_attribute(t) for t in block.split()):
+        # An editor's “pytest -q”: to shlex they are letters, so verify=“true” was the command
+        # `“true”`, failing only when the task had done its work.
+        problems.append(
+            f"{path}:{line}: the attribute block {{{block}}} has typographic quotes (“ ” ‘ ’), "
+            'which are text to aca; write straight quotes, e.g. verify="pytest -q".'
+        )
+        block = block.translate(_STRAIGHT_QUOTES)  # read on as meant: its id, its dependencies
     try:
-        tokens = shlex.split(match.group(1))
+        tokens = shlex.split(block)
     except ValueError as exc:
         problems.append(
             f"{path}:{line}: cannot read the attribute block {{{match.group(1)}}}: {exc}; "

@@ -8,6 +8,7 @@ See docs/task-files.md for the whole schema with examples.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,7 @@ def load_toml_task_file(
 
 
 def _task_file_spec(path: Path, data: dict[str, Any], problems: list[str]) -> TaskFileSpec:
+    _refuse_a_configuration_file(path, data)
     try:
         return TaskFileSpec.model_validate(data)
     except ValidationError as exc:
@@ -107,6 +109,33 @@ def _task_file_spec(path: Path, data: dict[str, Any], problems: list[str]) -> Ta
         raise TaskFileError(_schema_message(path, pydantic_problems(refused))) from None
     problems.extend(_schema_message(path, p) for p in pydantic_problem_list(refused))
     return spec
+
+
+# The top-level keys of the original aca's configuration file (docs/configuration.md).
+_ORIGINAL_CONFIG_KEYS = ("session_config", "task_config", "claude_config", "workspace_path")
+
+
+def _refuse_a_configuration_file(path: Path, data: dict[str, Any]) -> None:
+    """A configuration file given as the task file (``aca run aca.toml``) is told as such,
+    not as a task file missing ``tasks`` with every section unknown."""
+    from aca_flows.settings import AcaConfig
+
+    if "tasks" in data or "plan" in data:
+        return
+    sections = [key for key in data if key in AcaConfig.model_fields]
+    if sections:
+        named = ", ".join(f"[{key}]" for key in sections)
+        raise TaskFileError(
+            f"{path} is a configuration file ({named}), not a task file: give it with "
+            f"--config {path}, and the task file to run beside it (docs/task-files.md)."
+        )
+    original = [key for key in data if key in _ORIGINAL_CONFIG_KEYS]
+    if original:
+        raise TaskFileError(
+            f"{path} is the original aca's configuration file ({', '.join(original)}), not a "
+            f"task file: `aca config show --config {path}` names each key's replacement in "
+            "aca's configuration (docs/configuration.md)."
+        )
 
 
 def _schema_message(path: Path, problem: str) -> str:
@@ -207,6 +236,10 @@ def pydantic_problem_list(exc: ValidationError) -> list[str]:
             parts.append(f"missing key '{where}'")
         elif err["loc"][-1] == "id" and err["type"] in _BAD_ID:
             parts.append(f"'{where}': {bad_task_id(err['input'])}")
+        elif err["type"] == "list_type" and isinstance(err["input"], str):
+            # `depends_on = "a"`: the list it meant, written out (the same in TOML and JSON).
+            quoted = json.dumps(err["input"])
+            parts.append(f"'{where}' must be a list, e.g. [{quoted}], not the string {quoted}")
         else:
             parts.append(f"'{where}': {err['msg']}")
     return parts

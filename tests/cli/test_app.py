@@ -44,9 +44,16 @@ def test_dry_run_dumps_and_runs_nothing(tmp_path, capsys):
         "--workdir", str(work),
         "--dry-run",
         "--dump-plan", str(plan_file),
+        "--provider", "anthropic",
+        "--max-concurrent", "2",
     )  # fmt: skip
     assert code == 0
     assert "Dry run: 3 tasks in 2 groups (3 pending); nothing was run." in out
+    # It said `aca --execution-plan PLAN`: run here, with the default provider, not as asked.
+    command = (
+        f"aca --execution-plan {plan_file} --workdir {work} --provider anthropic --max-concurrent 2"
+    )
+    assert f"then run `{command}`." in out
     assert json.loads(plan_file.read_text())["name"] == "Hello, aca"
     assert _files(work) == before  # no .aca/, no line added to .git/info/exclude
 
@@ -173,6 +180,15 @@ def test_json_of_an_input_error_is_an_error_object_on_stdout(tmp_path, capsys, a
     assert code == 2 and message in err
     answer = json.loads(out)
     assert answer["exit_code"] == 2 and answer["error"].startswith(message)
+
+
+def test_a_task_file_in_the_workdir_but_not_here_names_the_path_to_give(tmp_path, capsys):
+    # It was "task file tasks-of-the-workdir.md does not exist; check the path.": it does.
+    (tmp_path / "tasks-of-the-workdir.md").write_text("- write a.txt\n")
+    code, out, err = run(capsys, "run", "tasks-of-the-workdir.md", "--dry-run", "-w", str(tmp_path))
+    assert code == 2 and "Traceback" not in err
+    assert f"is not in the current folder {Path.cwd()}, where a relative path is read from" in err
+    assert f"give {tmp_path / 'tasks-of-the-workdir.md'}." in err
 
 
 @pytest.mark.parametrize("fmt", ["tree", "mermaid", "json"])
@@ -751,9 +767,13 @@ def test_an_empty_or_file_workdir_is_refused_not_read_as_the_current_folder(
     assert code == 2 and f"{HELLO} is a file: name the repository's folder" in err
 
 
-def test_original_config_is_rejected_naming_keys(capsys):
+def test_original_config_is_rejected_naming_keys(tmp_path, capsys):
     code, _, err = run(capsys, "config", "show", "--config", str(COMPAT / "default-config.toml"))
     assert code == 2 and "unknown key 'claude_config'" in err
+    # The original's short flags, `aca run FILE -n -c CONFIG`, were "No such option: -n".
+    work = make_repo(tmp_path / "work")
+    code, out, err = run(capsys, "run", str(HELLO), "-n", "-c", str(HELLO_CONFIG), "-w", str(work))
+    assert code == 0 and "nothing was run" in out, err
 
 
 def _python(*code_lines: str) -> subprocess.CompletedProcess:

@@ -90,7 +90,10 @@ def test_list_shows_the_newest_sessions_checkpoints_or_all(tmp_path):
 
 
 def test_list_json_and_empty(tmp_path):
-    assert "No checkpoints" in runner.invoke(app, ["list", "-w", str(tmp_path)]).output
+    # It offered `aca checkpoints create`, which refuses a workdir without a session.
+    empty = runner.invoke(app, ["list", "-w", str(tmp_path)]).output
+    assert "No checkpoints in" in empty and "no session yet" in empty
+    assert "checkpoints create" not in empty
     with make_session(tmp_path) as store:
         cp = create_checkpoint(store, "end")
     result = runner.invoke(app, ["list", "-w", str(tmp_path), "--json"])

@@ -52,6 +52,13 @@ def test_plan_parse_again_makes_no_call_and_prints_json(llm_server, tmp_path, ca
     assert code == 0
     assert json.loads(out)["name"] == "Release Pipeline with Dependencies"
     assert len(llm_server.anthropic.requests) == 1
+    # The same Markdown in a file without a suffix (the original aca's `TODO`) is parsed too.
+    llm_server.anthropic.enqueue(**respond(dependencies_proposal()))
+    bare = tmp_path / "TODO"
+    bare.write_text(TEST6.read_text())
+    code, out, err = run(capsys, *args[:2], str(bare), *args[3:], "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["name"] == "Release Pipeline with Dependencies"
 
 
 def test_design_usage_with_the_intelligent_parser_dry_run(llm_server, tmp_path, capsys):  # noqa: F811

@@ -73,6 +73,24 @@ def test_list_of_an_empty_workdir_says_so(tmp_path):
     assert "No sessions in" in result.output
 
 
+def test_a_subfolder_of_the_repository_is_refused_naming_its_top_level(tmp_path):
+    # Read as a workdir of its own, it said "No sessions" beside a repository full of them.
+    (tmp_path / ".git").mkdir()
+    with make_session(tmp_path) as store:
+        store.finish("completed")
+    (tmp_path / "src").mkdir()
+    result = invoke("list", "--workdir", str(tmp_path / "src"))
+    assert isinstance(result.exception, AcaError) and result.exception.exit_code == 2
+    assert f"is inside the git repository {tmp_path}, not its top level" in str(result.exception)
+    assert f"run aca with --workdir {tmp_path}." in str(result.exception)
+    # A home kept in git holds ~/.aca (the server's, the clones) and no sessions: not refused.
+    home = tmp_path / "home"
+    (home / ".git").mkdir(parents=True)
+    (home / ".aca" / "server").mkdir(parents=True)
+    (home / "notes").mkdir()
+    assert invoke("list", "--workdir", str(home / "notes")).exit_code == 0
+
+
 def test_list_reports_a_damaged_session_and_still_lists_the_others(tmp_path):
     with make_session(tmp_path) as good:
         pass

@@ -331,6 +331,23 @@ def test_a_runner_of_another_aca_is_not_used(tmp_path, monkeypatch):
     runner.state_file.write_text(json.dumps(state))
     assert runner.pid() is None
     assert run_warm(["run", "tasks.md"]) is None  # the command runs by itself
+    # `aca server status` said "no warm runner" beside its process: it names it, and the fix.
+    from aca_flows.cli.server import _runner_line
+
+    old = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)", "aca_flows.cli.warm_runner",
+         str(runner.home)], start_new_session=True,
+    )  # fmt: skip
+    try:
+        runner.state_file.write_text(json.dumps(state | {"pid": old.pid}))
+        assert runner.pid() is None
+        assert _runner_line(runner) == (
+            f"warm runner pid {old.pid} runs an older aca (changed or reinstalled since it "
+            "started), so runs start cold: `aca server start` replaces it"
+        )
+    finally:
+        old.kill()
+        old.wait()
 
 
 def test_a_dead_runner_s_pid_taken_by_another_process_is_neither_used_nor_stopped(

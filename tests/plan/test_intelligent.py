@@ -189,7 +189,9 @@ def test_an_answer_that_stays_cyclic_fails_naming_the_cycle(llm_server):  # noqa
     message = str(caught.value)
     assert "no usable plan after 3 attempt(s)" in message
     assert "dependency cycle: storage-layer -> launch -> storage-layer" in message
-    assert "--force-naive-parser" in message
+    # The deterministic parser is the default: --force-naive-parser beside the flag is refused.
+    assert "leave out --use-intelligent-parser" in message and "--force-naive" not in message
+    assert f"`aca plan show {TEST6}` shows its plan" in message
     assert len(llm_server.anthropic.requests) == 3
 
 

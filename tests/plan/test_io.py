@@ -147,6 +147,10 @@ def test_task_text_is_read_as_toml_or_markdown_as_its_first_line_says(tmp_path, 
     assert load_task_text(text, tmp_path).model_dump(exclude={"tasks"}) == load_task_file(
         saved
     ).model_dump(exclude={"tasks"})
+    # And as a file without a suffix (`TODO`), which the original aca read as a task list.
+    bare = tmp_path / "TODO"
+    bare.write_text(text)
+    assert load_task_file(bare) == load_task_text(text, tmp_path)
 
 
 def test_task_text_reads_referenced_files_from_the_base_folder_only(tmp_path):

@@ -290,7 +290,9 @@ def test_an_unquoted_value_with_spaces_is_named_not_taken_for_title_text(tmp_pat
         "- UI {depends_on=db} -> spec.md\n"
         # And one on the line under its item; in a code block it is an example.
         "- CLI\n  {depends_on=db}\n  ```\n  - x {#shown}\n  {#shown}\n  ```\n"
-        '- Wrapped title that goes on\n  to a second line {verify="pytest -q"}\n',
+        '- Wrapped title that goes on\n  to a second line {verify="pytest -q"}\n'
+        # An editor's quotes were letters: verify=“true” ran the command `“true”`.
+        "- Lint {depends_on=db verify=“true”}\n",
     )
     with pytest.raises(TaskFileError) as refused:
         load_task_file(path)
@@ -304,6 +306,8 @@ def test_an_unquoted_value_with_spaces_is_named_not_taken_for_title_text(tmp_pat
             "it is description text; move it to the end of the item's (or heading's) own line."
             for line, block in ((5, "{depends_on=db}"), (11, '{verify="pytest -q"}'))
         ),
+        f"{path}:13: the attribute block {{depends_on=db verify=“true”}} has typographic "
+        'quotes (“ ” ‘ ’), which are text to aca; write straight quotes, e.g. verify="pytest -q".',
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,12 @@ def test_wrong_type_is_named(tmp_path):
                 '[[tasks]]\ntitle = "A"\n[[tasks.subtasks]]\ntitle = "B"\npriority = "asap"\n',
             )
         )
+    # A string where a list is wanted was "Input should be a valid list": the fix is written out.
+    wanted = '\'tasks[1].depends_on\' must be a list, e.g. ["a"], not the string "a"'
+    with pytest.raises(TaskFileError, match=re.escape(wanted)):
+        load_task_file(
+            write(tmp_path, '[[tasks]]\ntitle = "A"\n[[tasks]]\ntitle = "B"\ndepends_on = "a"\n')
+        )
 
 
 def test_a_title_of_only_spaces_is_refused(tmp_path):
@@ -87,6 +94,19 @@ def test_malformed_toml_gives_line_and_column(tmp_path):
 def test_no_tasks_is_an_error(tmp_path):
     with pytest.raises(TaskFileError, match="missing key 'tasks'"):
         load_task_file(write(tmp_path, '[plan]\nname = "x"\n'))
+
+
+def test_a_configuration_file_given_as_the_task_file_says_so():
+    # It was "missing key 'tasks'; unknown key 'session'; ...": the fix is --config.
+    config = EXAMPLES / "hello.aca.toml"
+    with pytest.raises(TaskFileError) as caught:
+        load_task_file(config)
+    said = str(caught.value)
+    assert "is a configuration file ([session], [providers]), not a task file" in said
+    assert f"give it with --config {config}" in said
+    original = Path(__file__).resolve().parents[1] / "fixtures" / "compat" / "default-config.toml"
+    with pytest.raises(TaskFileError, match="is the original aca's configuration file"):
+        load_task_file(original)
 
 
 def test_bad_explicit_id(tmp_path):
