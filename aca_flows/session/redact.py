@@ -255,7 +255,35 @@ def _secret_values(environ: Mapping[str, str]) -> list[str]:
         if len(value) >= _MIN_ENCODED_SECRET:
             found.update(_encodings(value))
     # Longest first: a key that contains another key is removed whole.
-    return sorted(found, key=len, reverse=True)
+    return _Secrets(sorted(found, key=len, reverse=True))
+
+
+class _Secrets(list):
+    """Secret values, longest first, and the texts already redacted for exactly these.
+
+    What aca writes repeats most of its strings (field names, a conversation's system prompt
+    and tool schemas sent again at every call, the run's task titles): each is redacted once.
+    The memo belongs to this list, so a text redacted before a secret was added is never
+    served for the list that holds it."""
+
+    __slots__ = ("memo", "memo_chars")
+
+    def __init__(self, values: list[str]):
+        super().__init__(values)
+        self.memo: dict[str, str] = {}
+        self.memo_chars = 0
+
+    def remember(self, text: str, redacted: str) -> None:
+        if self.memo_chars > _MEMO_CHARS_KEPT:
+            self.memo.clear()  # memory stays bounded: a long run's log lines are all new
+            self.memo_chars = 0
+        self.memo[text] = redacted
+        self.memo_chars += len(text)
+
+
+# Longer texts (a file, a diff, a verify's output) seldom come again: redacted each time.
+_MEMO_TEXT = 4096
+_MEMO_CHARS_KEPT = 1_000_000
 
 
 @functools.lru_cache(maxsize=256)
@@ -320,6 +348,17 @@ _PATTERN_CUES = re.compile(
 
 
 def _redact_text(text: str, secrets: list[str]) -> str:
+    memo = getattr(secrets, "memo", None)
+    if memo is None or len(text) > _MEMO_TEXT:
+        return _redacted_text(text, secrets)
+    done = memo.get(text)
+    if done is None:
+        done = _redacted_text(text, secrets)
+        secrets.remember(text, done)
+    return done
+
+
+def _redacted_text(text: str, secrets: list[str]) -> str:
     if secrets:  # first: a replaced secret would cut the lines around it
         text = redact_hex_dumps(text, secrets, REDACTED)
         if "\n" in text:
@@ -420,11 +459,12 @@ def _names_a_secret(name: str) -> bool:
     )
 
 
-def _name_parts(name: str) -> list[str]:
-    return [part.upper() for part in _NAME_PARTS.split(name) if part]
+@functools.lru_cache(maxsize=1024)  # the same field names come in every record
+def _name_parts(name: str) -> tuple[str, ...]:
+    return tuple(part.upper() for part in _NAME_PARTS.split(name) if part)
 
 
-def _names_a_key(parts: list[str], in_capitals: bool) -> bool:
+def _names_a_key(parts: tuple[str, ...], in_capitals: bool) -> bool:
     after_qualifier = any(
         first in _KEY_QUALIFIERS and second == "KEY"
         for first, second in zip(parts, parts[1:], strict=False)
