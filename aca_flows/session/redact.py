@@ -63,6 +63,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from aca_flows._logging import all_log_handlers
 from aca_flows.session.hex_dumps import redact_hex_dumps
 from aca_flows.session.wrapped_base64 import redact_wrapped
 
@@ -520,15 +521,9 @@ def redact_log_handlers() -> None:
     """Put a ``RedactingFilter`` on every handler of every logger there is now (once each):
     Prefect's API handler (the server's logs, the UI), its console handler (the terminal) and
     any other. Handler filters see records from every logger that reaches the handler."""
-    loggers = [logging.getLogger()] + [
-        logger
-        for logger in list(logging.root.manager.loggerDict.values())
-        if isinstance(logger, logging.Logger)
-    ]
-    for logger in loggers:
-        for handler in logger.handlers:
-            if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-                handler.addFilter(RedactingFilter())
+    for handler in all_log_handlers():
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
 
 
 class RedactingStream:
