@@ -23,6 +23,7 @@ Prefect flow) decides about retries; the task's worktree is removed either way.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -543,12 +544,18 @@ def _open_session_repo(
 ) -> tuple[git.Repo, GitIdentity]:
     key = (str(workdir.resolve()), session_id)
     identity = _SESSION_REPOS.get(key)
-    if identity is not None:
-        return AcaRepo(workdir), identity  # hardened, as open_repository's
-    repo = open_repository(workdir, init_git=init_git)
-    ensure_session_branch(repo, session_id)
-    identity = _SESSION_REPOS[key] = commit_identity(repo)
-    return repo, identity
+    if identity is None:
+        with _OPENING:  # the tasks that start together: one opens it, the others wait
+            identity = _SESSION_REPOS.get(key)
+            if identity is None:
+                repo = open_repository(workdir, init_git=init_git)
+                ensure_session_branch(repo, session_id)
+                identity = _SESSION_REPOS[key] = commit_identity(repo)
+                return repo, identity
+    return AcaRepo(workdir), identity  # hardened, as open_repository's
+
+
+_OPENING = threading.Lock()
 
 
 def _record_landed(workdir: Path, session_id: str, task_id: str) -> LandedTask | None:
