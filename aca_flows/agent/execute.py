@@ -22,6 +22,8 @@ Prefect flow) decides about retries; the task's worktree is removed either way.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -176,6 +178,7 @@ async def execute_task(
     first_attempt: bool = False,
     stop_requested: Callable[[], bool] = lambda: False,
     resume: str | None = None,
+    removals: dict[str, asyncio.Future] | None = None,
 ) -> TaskOutcome:
     """Run one task of ``plan`` to a verified commit on ``aca/<session_id>``.
 
@@ -188,7 +191,10 @@ async def execute_task(
     ``stop_requested``: the run is stopping; a failed verify then ends the task instead of
     going back to the agent (the stop's signal may be what failed it). ``resume``: the
     session's ``aca resume`` as the reader runs it (``_words.resume_command``, with the
-    run's ``--repo``), named by a failure that a resume undoes.
+    run's ``--repo``), named by a failure that a resume undoes. ``removals``: the worktree
+    is removed after the outcome is returned (its dependents start meanwhile), by a future
+    kept here under the task's id, which the caller awaits before it ends; without it,
+    before. A later attempt of the task waits for it: its worktree has the same path.
     """
     config = config or AcaConfig()
     workdir = Path(workdir)
@@ -199,6 +205,9 @@ async def execute_task(
     log = TaskLog(paths, task_id, on_log)
     model = config.model_for(provider.name, task.model)
 
+    removing = {} if removals is None else removals
+    if (removal := removing.get(task_id)) is not None:
+        await asyncio.wait([removal])  # an earlier attempt's worktree, at this one's path
     landed = None
     if not first_attempt:
         landed = await in_thread(_record_landed, workdir, session_id, task_id)
@@ -223,6 +232,8 @@ async def execute_task(
     totals = _Totals()
     conflict: MergeConflictError | None = None
     for run in range(1, total_runs + 1):
+        if (removal := removing.get(task_id)) is not None:
+            await asyncio.wait([removal])  # the last run's worktree, at this run's path
         worktree = await in_thread(TaskWorktree.create, repo, session_id, task_id)
         log.write("run_started", run=run, base=worktree.base_sha, worktree=str(worktree.path))
         try:
@@ -317,7 +328,9 @@ async def execute_task(
             return _completed(landed, summary=summary, **fields)
         finally:
             # In a worker thread, as all git here: the event loop runs the other tasks.
-            await in_thread(worktree.remove)
+            removing[task_id] = asyncio.ensure_future(in_thread(worktree.remove))
+            if removals is None:
+                await removing.pop(task_id)
 
     assert conflict is not None
     # One run is one attempt of the caller (the flow), which counts its attempts itself.
@@ -531,12 +544,18 @@ def _open_session_repo(
 ) -> tuple[git.Repo, GitIdentity]:
     key = (str(workdir.resolve()), session_id)
     identity = _SESSION_REPOS.get(key)
-    if identity is not None:
-        return AcaRepo(workdir), identity  # hardened, as open_repository's
-    repo = open_repository(workdir, init_git=init_git)
-    ensure_session_branch(repo, session_id)
-    identity = _SESSION_REPOS[key] = commit_identity(repo)
-    return repo, identity
+    if identity is None:
+        with _OPENING:  # the tasks that start together: one opens it, the others wait
+            identity = _SESSION_REPOS.get(key)
+            if identity is None:
+                repo = open_repository(workdir, init_git=init_git)
+                ensure_session_branch(repo, session_id)
+                identity = _SESSION_REPOS[key] = commit_identity(repo)
+                return repo, identity
+    return AcaRepo(workdir), identity  # hardened, as open_repository's
+
+
+_OPENING = threading.Lock()
 
 
 def _record_landed(workdir: Path, session_id: str, task_id: str) -> LandedTask | None:

@@ -70,6 +70,7 @@ from aca_flows.flows.task_run import (
     ACTIVE_RUNS,
     ActiveRun,
     run_tags,
+    worktrees_removed,
 )
 from aca_flows.plan.models import ExecutionPlan
 from aca_flows.providers.sdk_client import close_clients
@@ -284,6 +285,8 @@ async def aca_run(
         watcher.cancel()
         if (tree := TREES.pop(run.session_id, None)) is not None:
             await tree.abandon()  # a run that stopped abruptly ends its subflows
+        with contextlib.suppress(Exception):  # a removal's failure is logged there
+            await worktrees_removed(run)
         ACTIVE_RUNS.pop(run.session_id, None)
         PULL_REQUESTS.pop(run.session_id, None)
         register_remote(run.session_id, None)

@@ -18,6 +18,8 @@ import logging
 import threading
 from typing import Any
 
+from aca_flows._logging import all_log_handlers
+
 __all__ = ["LineBatch", "console_handlers", "print_each_line"]
 
 DELAY = 0.5
@@ -75,31 +77,28 @@ def print_each_line(handler: logging.Handler) -> None:
     """Have ``handler`` write each line of a ``LineBatch`` entry as a line of its own, with
     the prefix it gives a record (its time, level and run), as they were before they were
     joined. Other records, a traceback's among them, are written as they are."""
-    if not isinstance(handler.format, _EachLine):
-        handler.format = _EachLine(handler.format)  # type: ignore[method-assign]
+    if not isinstance(handler.formatter, _EachLine):
+        handler.setFormatter(_EachLine(handler.formatter))
 
 
-class _EachLine:
-    def __init__(self, format_record):
-        self._format = format_record
+class _EachLine(logging.Formatter):
+    """The handler's own formatter, applied to each line of a joined entry."""
 
-    def __call__(self, record: logging.LogRecord) -> str:
+    def __init__(self, inner: logging.Formatter | None):
+        super().__init__()
+        self._inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
         if not getattr(record, _JOINED, False):
-            return self._format(record)
+            return self._inner.format(record)
         lines = []
         for line in record.getMessage().split("\n"):
             one = copy.copy(record)
             one.msg, one.args = line, None
-            lines.append(self._format(one))
+            lines.append(self._inner.format(one))
         return "\n".join(lines)
 
 
 def console_handlers() -> list[logging.Handler]:
     """Prefect's terminal handlers, on whichever loggers there are now."""
-    loggers = [logging.getLogger(), *logging.root.manager.loggerDict.values()]
-    return [
-        handler
-        for logger in loggers
-        for handler in getattr(logger, "handlers", [])
-        if type(handler).__name__ == "PrefectConsoleHandler"
-    ]
+    return [h for h in all_log_handlers() if type(h).__name__ == "PrefectConsoleHandler"]

@@ -58,6 +58,7 @@ from aca_flows.flows.remote_sync import (
     resume_of,
 )
 from aca_flows.flows.run_setup import RunRequest, recorded_state
+from aca_flows.flows.server import runs_on_acas_server
 from aca_flows.flows.skipped import record_finished_task, record_skipped_task
 from aca_flows.flows.spend import budget_reached, with_final_spend
 from aca_flows.flows.summary import RunSummary, failure_reason, flow_state, run_summary
@@ -118,12 +119,16 @@ async def drive_plan(
         )
     )
     create_checkpoint(store, trigger="auto", description="plan compiled")
-    # Written before the first task starts: a SQLite server takes one writer at a time, and
-    # the first task runs' own calls (their tags' concurrency checks) got 503s behind these
-    # writes, then waited 2+ s for Prefect's retry.
-    await published(run.session_id)
-    await progress.artifact_id()
-    if approval_needed(request.require_approval, store):
+    needs_approval = approval_needed(request.require_approval, store)
+    if needs_approval or not runs_on_acas_server():
+        # Written before the first task starts: a stock SQLite server takes one writer at a
+        # time, and the first task runs' own calls (their tags' concurrency checks) got 503s
+        # behind these writes, then waited 2+ s for Prefect's retry. aca's own servers make
+        # writes wait their turn: there the first tasks start while these are on their way.
+        # A plan waiting for approval is shown first.
+        await published(run.session_id)
+        await progress.artifact_id()
+    if needs_approval:
         decided = await wait_for_approval(store, run.plan, limit, run.config.approval, interrupt)
         if decided is not None and decided.decision == "reject":
             logger.warning(f"the plan was rejected: {decided.reason}")

@@ -41,6 +41,7 @@ __all__ = [
     "healthy",
     "prepare_database",
     "require_given_server",
+    "runs_on_acas_server",
     "server_home",
     "spawn_background",
     "startup_timeout",
@@ -187,15 +188,44 @@ def prefect_api_for_run(*, announce=print) -> Iterator[str]:
 
     given = PREFECT_API_URL.value()
     local = LocalServer()
-    url = given or local.api_url()
+    local_url = local.api_url()
+    url = given or local_url
     watch_for_a_lost_server()
     if url:
-        with temporary_settings(updates=_client_settings(url)), _unreachable(url, given):
+        with (
+            temporary_settings(updates=_client_settings(url)),
+            _unreachable(url, given),
+            _acas_server(url == local_url),
+        ):
             yield url
         return
     announce(_hung_hint(hung) if (hung := local.state()) else HINT)
-    with _temporary_server() as url, temporary_settings(updates=_client_settings(url)):
+    with (
+        _temporary_server() as url,
+        temporary_settings(updates=_client_settings(url)),
+        _acas_server(True),
+    ):
         yield url
+
+
+_ON_ACAS_SERVER = False
+
+
+def runs_on_acas_server() -> bool:
+    """Whether this process's run talks to a server aca started (local or temporary), whose
+    SQLite writes wait for the lock (``server_app.py``) instead of failing with "database
+    is locked" when two come together. A deployed run's server may be any."""
+    return _ON_ACAS_SERVER
+
+
+@contextlib.contextmanager
+def _acas_server(is_acas: bool) -> Iterator[None]:
+    global _ON_ACAS_SERVER
+    _ON_ACAS_SERVER = is_acas
+    try:
+        yield
+    finally:
+        _ON_ACAS_SERVER = False
 
 
 def _hung_hint(state: ServerState) -> str:

@@ -72,6 +72,7 @@ __all__ = [
     "runner_for",
     "task_run_name",
     "task_tags",
+    "worktrees_removed",
 ]
 
 
@@ -119,6 +120,8 @@ class ActiveRun:
     """Providers that cannot serve this run (a refused key, spent credit), each with the run's
     stop reason: none of their tasks starts again (``cannot_serve_stop``)."""
 
+    removals: dict[str, asyncio.Future] = field(default_factory=dict)
+    """Each task's worktree being removed after its task run ended (``worktrees_removed``)."""
     stop_triggers: dict[str, StopTrigger] = field(default_factory=dict)
     """What each reason a task run stopped the run with is (``_limit_reached``): the trigger
     of the stop's checkpoint."""
@@ -300,6 +303,7 @@ async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
             first_attempt=run.store is not None and number == 1,
             stop_requested=run.stopping,
             resume=_resume_of(run),
+            removals=run.removals,  # its dependents need not wait for git to remove it
         )
     except Exception as exc:
         lines.flush()  # before the warnings below
@@ -332,6 +336,15 @@ async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
             _journal_retry(run, task_id, attempt, retries, outcome.failure_reason or "", logger)
         raise TaskRunFailed(outcome)
     return outcome.model_dump(mode="json")
+
+
+async def worktrees_removed(run: ActiveRun) -> None:
+    """Until git has removed the worktree of every task run of ``run``. A removal that
+    failed is warned of: the task's work is on the session branch already, and the next
+    run of the session clears the folder."""
+    for error in await asyncio.gather(*run.removals.values(), return_exceptions=True):
+        if isinstance(error, Exception):
+            get_run_logger().warning(f"a task's worktree was not removed: {error}")
 
 
 def _stopped(why: str) -> State:

@@ -63,6 +63,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from aca_flows._logging import all_log_handlers
 from aca_flows.session.hex_dumps import redact_hex_dumps
 from aca_flows.session.wrapped_base64 import redact_wrapped
 
@@ -255,7 +256,35 @@ def _secret_values(environ: Mapping[str, str]) -> list[str]:
         if len(value) >= _MIN_ENCODED_SECRET:
             found.update(_encodings(value))
     # Longest first: a key that contains another key is removed whole.
-    return sorted(found, key=len, reverse=True)
+    return _Secrets(sorted(found, key=len, reverse=True))
+
+
+class _Secrets(list):
+    """Secret values, longest first, and the texts already redacted for exactly these.
+
+    What aca writes repeats most of its strings (field names, a conversation's system prompt
+    and tool schemas sent again at every call, the run's task titles): each is redacted once.
+    The memo belongs to this list, so a text redacted before a secret was added is never
+    served for the list that holds it."""
+
+    __slots__ = ("memo", "memo_chars")
+
+    def __init__(self, values: list[str]):
+        super().__init__(values)
+        self.memo: dict[str, str] = {}
+        self.memo_chars = 0
+
+    def remember(self, text: str, redacted: str) -> None:
+        if self.memo_chars > _MEMO_CHARS_KEPT:
+            self.memo.clear()  # memory stays bounded: a long run's log lines are all new
+            self.memo_chars = 0
+        self.memo[text] = redacted
+        self.memo_chars += len(text)
+
+
+# Longer texts (a file, a diff, a verify's output) seldom come again: redacted each time.
+_MEMO_TEXT = 4096
+_MEMO_CHARS_KEPT = 1_000_000
 
 
 @functools.lru_cache(maxsize=256)
@@ -320,6 +349,17 @@ _PATTERN_CUES = re.compile(
 
 
 def _redact_text(text: str, secrets: list[str]) -> str:
+    memo = getattr(secrets, "memo", None)
+    if memo is None or len(text) > _MEMO_TEXT:
+        return _redacted_text(text, secrets)
+    done = memo.get(text)
+    if done is None:
+        done = _redacted_text(text, secrets)
+        secrets.remember(text, done)
+    return done
+
+
+def _redacted_text(text: str, secrets: list[str]) -> str:
     if secrets:  # first: a replaced secret would cut the lines around it
         text = redact_hex_dumps(text, secrets, REDACTED)
         if "\n" in text:
@@ -420,11 +460,12 @@ def _names_a_secret(name: str) -> bool:
     )
 
 
-def _name_parts(name: str) -> list[str]:
-    return [part.upper() for part in _NAME_PARTS.split(name) if part]
+@functools.lru_cache(maxsize=1024)  # the same field names come in every record
+def _name_parts(name: str) -> tuple[str, ...]:
+    return tuple(part.upper() for part in _NAME_PARTS.split(name) if part)
 
 
-def _names_a_key(parts: list[str], in_capitals: bool) -> bool:
+def _names_a_key(parts: tuple[str, ...], in_capitals: bool) -> bool:
     after_qualifier = any(
         first in _KEY_QUALIFIERS and second == "KEY"
         for first, second in zip(parts, parts[1:], strict=False)
@@ -480,15 +521,9 @@ def redact_log_handlers() -> None:
     """Put a ``RedactingFilter`` on every handler of every logger there is now (once each):
     Prefect's API handler (the server's logs, the UI), its console handler (the terminal) and
     any other. Handler filters see records from every logger that reaches the handler."""
-    loggers = [logging.getLogger()] + [
-        logger
-        for logger in list(logging.root.manager.loggerDict.values())
-        if isinstance(logger, logging.Logger)
-    ]
-    for logger in loggers:
-        for handler in logger.handlers:
-            if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-                handler.addFilter(RedactingFilter())
+    for handler in all_log_handlers():
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
 
 
 class RedactingStream:

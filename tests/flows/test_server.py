@@ -245,9 +245,9 @@ def test_acas_servers_queue_concurrent_writes_instead_of_refusing_them(tmp_path)
     # The temporary server a run starts, held open until told to stop.
     hold = (
         "import sys\n"
-        "from aca_flows.flows.server import prefect_api_for_run\n"
+        "from aca_flows.flows.server import prefect_api_for_run, runs_on_acas_server\n"
         "with prefect_api_for_run(announce=lambda _: None) as url:\n"
-        "    print(url, flush=True)\n"
+        "    print(url, runs_on_acas_server(), flush=True)\n"
         "    sys.stdin.readline()\n"
     )
     proc = subprocess.Popen(
@@ -261,8 +261,10 @@ def test_acas_servers_queue_concurrent_writes_instead_of_refusing_them(tmp_path)
         start_new_session=True,
     )
     try:
-        api = proc.stdout.readline().strip()
+        api, _, acas = proc.stdout.readline().strip().partition(" ")
         assert api, (tmp_path / "temporary.err").read_text()
+        # So the run starts its first tasks without waiting for its plan's artifacts.
+        assert acas == "True"
         assert refused_writes(api) == []
         left = sorted(p.name for p in logs.glob("temporary-*.log"))
         assert left == sorted(f"temporary-{pid}.log" for pid in (os.getpid(), proc.pid))
@@ -439,3 +441,19 @@ def test_two_server_starts_at_once_start_one_server(tmp_path, monkeypatch):
         for process in spawned:
             process.kill()
             process.wait()
+
+
+def test_a_run_on_a_server_aca_did_not_start_keeps_its_first_writes_apart(tmp_path, monkeypatch):
+    """A server ``PREFECT_API_URL`` names may be a stock SQLite one, which refuses a write that
+    comes while another is under way ("database is locked"): a run there waits for its
+    plan's artifacts before its first task runs (aca's own servers queue writes, above)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from aca_flows.flows.server import prefect_api_for_run, runs_on_acas_server
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with (
+        temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}),
+        prefect_api_for_run(announce=print),
+    ):
+        assert not runs_on_acas_server()

@@ -347,6 +347,11 @@ def test_registered_secrets_are_redacted_whatever_their_shape():
     register_secret(value)
     assert redact_text(f"x {value} y", environ={}) == "x [REDACTED] y"
     assert redact({"note": [value]}, environ={}) == {"note": [REDACTED]}
+    # A text redacted (and remembered) before a secret was registered is redacted again.
+    later = "registered-later-value-43"
+    assert redact({"note": [later]}) == {"note": [later]}
+    register_secret(later)
+    assert redact({"note": [later]}) == {"note": [REDACTED]}
 
 
 def test_the_terminal_stream_redacts_what_is_printed(monkeypatch):
