@@ -23,6 +23,7 @@ Prefect flow) decides about retries; the task's worktree is removed either way.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -328,9 +329,11 @@ async def execute_task(
             return _completed(landed, summary=summary, **fields)
         finally:
             # In a worker thread, as all git here: the event loop runs the other tasks.
-            removing[task_id] = asyncio.ensure_future(in_thread(worktree.remove))
+            removal = removing[task_id] = asyncio.ensure_future(in_thread(worktree.remove))
             if removals is None:
                 await removing.pop(task_id)
+            else:
+                removal.add_done_callback(functools.partial(_forget_removed, removing, task_id))
 
     assert conflict is not None
     # One run is one attempt of the caller (the flow), which counts its attempts itself.
@@ -537,6 +540,13 @@ def _failed_diff(worktree: TaskWorktree, changed: list[str]) -> str:
 # A session's repository is checked, its branch ensured and its commit identity read once per
 # process: each task of a run would otherwise repeat the same git commands.
 _SESSION_REPOS: dict[tuple[str, str], GitIdentity] = {}
+
+
+def _forget_removed(removals: dict[str, asyncio.Future], task_id: str, removal) -> None:
+    """A removal that succeeded leaves ``removals``: a finished asyncio task keeps the context
+    it ran in (its task run's), and a long run would keep one for every task."""
+    if removals.get(task_id) is removal and not removal.cancelled() and not removal.exception():
+        del removals[task_id]
 
 
 def _open_session_repo(

@@ -284,7 +284,7 @@ class _Secrets(list):
 
 # Longer texts (a file, a diff, a verify's output) seldom come again: redacted each time.
 _MEMO_TEXT = 4096
-_MEMO_CHARS_KEPT = 1_000_000
+_MEMO_CHARS_KEPT = 200_000  # characters: about 2 MB of texts and their redactions
 
 
 @functools.lru_cache(maxsize=256)
