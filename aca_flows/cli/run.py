@@ -362,7 +362,7 @@ def _require_providers(names: set[str], config: AcaConfig, models: dict | None =
     # A key in a Prefect Secret block can only be read once Prefect is up: the flow checks
     # those providers itself, before any task starts.
     names = {n for n in names if not config.provider(n).api_key_secret}
-    require_providers(names, config, models=models)
+    require_providers(names, config, models=models, another="--provider picks another")
 
 
 def run_session(options: RunOptions, session_id: str | None = None) -> int:

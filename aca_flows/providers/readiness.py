@@ -124,10 +124,12 @@ def require_providers(
     config: AcaConfig,
     environ: Mapping[str, str] | None = None,
     models: Mapping[str, Iterable[str | None]] | None = None,
+    another: str | None = None,
 ) -> None:
     """Raise ``PermanentProviderError`` naming each provider of ``names`` that cannot work,
     with its fix; nothing has been spent or committed when it does. ``models``: those the run
-    uses with each provider (``ExecutionPlan.models_by_provider``); default: the run's."""
+    uses with each provider (``ExecutionPlan.models_by_provider``); default: the run's.
+    ``another``: how the caller picks another provider, where it can (a resume cannot)."""
     checked = [
         check_provider(name, config, environ, models=(models or {}).get(name, {None}))
         for name in sorted(set(names))
@@ -138,7 +140,7 @@ def require_providers(
     lines = [f"the {r.name} provider cannot work: {r.detail}. To fix it, {r.fix}." for r in failing]
     raise PermanentProviderError(
         "\n".join(lines) + "\nNo task was started. `aca providers list` shows what each "
-        "provider has; --provider picks another.",
+        f"provider has{f'; {another}' if another else ''}.",
         provider=failing[0].name,
     )
 

@@ -626,6 +626,7 @@ def test_a_provider_variable_that_cannot_work_is_named_before_anything_runs(
     assert code == 2 and out == "" and "Traceback" not in err
     assert f"the {provider} provider cannot work: " in err and message in err
     assert "No task was started" in err and _SECRET not in err
+    assert "--provider picks another" in err  # `aca run` has one
     assert not (repo / ".aca").exists()
     assert [h.name for h in git.Repo(repo).heads] == ["main"]
 

@@ -216,6 +216,8 @@ def test_require_names_every_provider_that_cannot_work(llm_server, monkeypatch):
     assert "the ollama provider cannot work" in message
     assert "the openai provider cannot work: OPENAI_API_KEY is not set" in message
     assert "the anthropic provider" not in message and "No task was started" in message
+    # A resume (its flow checks the session's providers) has no --provider to offer.
+    assert "--provider" not in message
     require_providers(["anthropic"], AcaConfig())  # a provider that can work passes
 
 
