@@ -258,9 +258,15 @@ def test_ctrl_c_while_prefect_starts_ends_the_command_even_if_start_up_swallows_
             await asyncio.sleep(1)
         return "went on"
 
-    with signals_remembered(), pytest.raises(KeyboardInterrupt):
-        asyncio.run(start_up_that_swallows_a_cancel())
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Python's own handler, as in a terminal (a test run started in the background of a
+    # script inherits SIGINT ignored, and Python then leaves it so).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with signals_remembered(), pytest.raises(KeyboardInterrupt):
+            asyncio.run(start_up_that_swallows_a_cancel())
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_ctrl_c_before_prefect_starts_says_that_nothing_ran(tmp_path, capsys, monkeypatch):
