@@ -22,7 +22,6 @@ Prefect flow) decides about retries; the task's worktree is removed either way.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import threading
 import time
@@ -58,6 +57,7 @@ from aca_flows.agent.prompt import (
     build_system_prompt,
     build_task_prompt,
 )
+from aca_flows.agent.run_worktrees import RunWorktrees
 from aca_flows.agent.secrets_in_work import secrets_problem
 from aca_flows.agent.setup import run_setup_commands
 from aca_flows.agent.subtasks import ProposedSubtask, placement_problems
@@ -179,7 +179,7 @@ async def execute_task(
     first_attempt: bool = False,
     stop_requested: Callable[[], bool] = lambda: False,
     resume: str | None = None,
-    removals: dict[str, asyncio.Future] | None = None,
+    worktrees: RunWorktrees | None = None,
 ) -> TaskOutcome:
     """Run one task of ``plan`` to a verified commit on ``aca/<session_id>``.
 
@@ -192,10 +192,11 @@ async def execute_task(
     ``stop_requested``: the run is stopping; a failed verify then ends the task instead of
     going back to the agent (the stop's signal may be what failed it). ``resume``: the
     session's ``aca resume`` as the reader runs it (``_words.resume_command``, with the
-    run's ``--repo``), named by a failure that a resume undoes. ``removals``: the worktree
-    is removed after the outcome is returned (its dependents start meanwhile), by a future
-    kept here under the task's id, which the caller awaits before it ends; without it,
-    before. A later attempt of the task waits for it: its worktree has the same path.
+    run's ``--repo``), named by a failure that a resume undoes. ``worktrees``: the run's
+    (``run_worktrees``): the task's worktree may have been made ahead, once it lands the next
+    task's is, and it is removed after the outcome is returned (its dependents start
+    meanwhile); the caller awaits ``worktrees.settled()`` before it ends. Without it, the
+    worktree is made here and removed before the outcome is returned.
     """
     config = config or AcaConfig()
     workdir = Path(workdir)
@@ -206,14 +207,16 @@ async def execute_task(
     log = TaskLog(paths, task_id, on_log)
     model = config.model_for(provider.name, task.model)
 
-    removing = {} if removals is None else removals
-    if (removal := removing.get(task_id)) is not None:
-        await asyncio.wait([removal])  # an earlier attempt's worktree, at this one's path
+    own_worktrees = worktrees is None
+    if worktrees is None:
+        worktrees = RunWorktrees(functools.partial(TaskWorktree.create, repo, session_id))
+    await worktrees.removed(task_id)  # an earlier attempt's worktree, at this one's path
     landed = None
     if not first_attempt:
         landed = await in_thread(_record_landed, workdir, session_id, task_id)
     if landed is not None:
         # Finish what a crash may have left: the worktree of a task that already landed.
+        await worktrees.take(task_id)  # and one made ahead for it: the same folder
         await in_thread(discard_worktree, repo, AcaDir(workdir).worktrees_dir(session_id) / task_id)
         log.write("already_completed", commit=landed.commit_sha)
         return _completed(
@@ -232,10 +235,11 @@ async def execute_task(
     total_runs = max_runs or task.max_attempts or config.session.max_attempts
     totals = _Totals()
     conflict: MergeConflictError | None = None
+    made = await worktrees.take(task_id)
     for run in range(1, total_runs + 1):
-        if (removal := removing.get(task_id)) is not None:
-            await asyncio.wait([removal])  # the last run's worktree, at this run's path
-        worktree = await in_thread(TaskWorktree.create, repo, session_id, task_id)
+        await worktrees.removed(task_id)  # the last run's worktree, at this run's path
+        worktree = made or await in_thread(TaskWorktree.create, repo, session_id, task_id)
+        made = None
         log.write("run_started", run=run, base=worktree.base_sha, worktree=str(worktree.path))
         try:
             setup_failure = None
@@ -325,15 +329,14 @@ async def execute_task(
                     summary=summary,
                     **fields,
                 )
+            worktrees.landed(task_id)
             log.write("merged", commit=landed.commit_sha, files=landed.change.files)
             return _completed(landed, summary=summary, **fields)
         finally:
             # In a worker thread, as all git here: the event loop runs the other tasks.
-            removal = removing[task_id] = asyncio.ensure_future(in_thread(worktree.remove))
-            if removals is None:
-                await removing.pop(task_id)
-            else:
-                removal.add_done_callback(functools.partial(_forget_removed, removing, task_id))
+            removal = worktrees.remove(task_id, worktree)
+            if own_worktrees:
+                await removal
 
     assert conflict is not None
     # One run is one attempt of the caller (the flow), which counts its attempts itself.
@@ -542,11 +545,11 @@ def _failed_diff(worktree: TaskWorktree, changed: list[str]) -> str:
 _SESSION_REPOS: dict[tuple[str, str], GitIdentity] = {}
 
 
-def _forget_removed(removals: dict[str, asyncio.Future], task_id: str, removal) -> None:
-    """A removal that succeeded leaves ``removals``: a finished asyncio task keeps the context
-    it ran in (its task run's), and a long run would keep one for every task."""
-    if removals.get(task_id) is removal and not removal.cancelled() and not removal.exception():
-        del removals[task_id]
+def make_worktree(workdir: Path, session_id: str, task_id: str) -> TaskWorktree:
+    """``task_id``'s worktree at the session branch head, made before its task runs
+    (``RunWorktrees.make``)."""
+    repo, _ = _open_session_repo(Path(workdir), session_id, init_git=False)
+    return TaskWorktree.create(repo, session_id, task_id)
 
 
 def _open_session_repo(

@@ -23,6 +23,7 @@ import contextlib
 import copy
 import functools
 import socket
+import sys
 from datetime import UTC
 from typing import Any, Literal
 
@@ -87,6 +88,9 @@ __all__ = [
     "interrupt_on_signals",
     "plan_flow",
 ]
+
+
+SWITCH_INTERVAL = 0.001
 
 
 @flow(
@@ -175,6 +179,10 @@ async def aca_run(
             after each task lands; with session_id, a session the remote holds is resumed.
     """
     parameters = dict(locals(), context=context or [])
+    # Git runs in aca's threads beside the flow's own work (the next task's worktree is made
+    # while a task's run ends, run_worktrees.py): a thread back from git waits this long at
+    # most for the interpreter while the event loop is busy, not Python's 5 ms a time.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     # Every record this run logs, to the server or the terminal, passes the redactor.
     redact_log_handlers()
     for handler in console_handlers():

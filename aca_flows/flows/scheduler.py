@@ -151,6 +151,18 @@ async def drive_plan(
     stopped_reason: str | None = None
     stop_trigger: StopTrigger = "budget"  # what stopped_reason is: its checkpoint's trigger
     refused: list[str] = []  # providers that cannot serve the run: their tasks no longer start
+
+    def next_after(landed: str) -> str | None:
+        # The task that takes a landed task's slot, for its worktree to be made meanwhile.
+        if stopped_reason is not None or interrupt.requested:
+            return None
+        for task in dag.ready(once=landed):
+            provider = task.provider or run.default_provider
+            if provider not in run.cannot_serve and not run.worktrees.claimed(task.id):
+                return task.id
+        return None
+
+    run.worktrees.next_after = next_after
     while True:
         await _close_groups(store, run, dag, states, recorded_skips)
         await _run_skips(store, run, dag, states, tree)
@@ -167,12 +179,14 @@ async def drive_plan(
                 if provider in run.cannot_serve:  # it stays pending; `aca resume` runs it
                     continue
                 dag.start(task.id)
+                run.worktrees.ahead(task.id)  # made while Prefect starts its task run
                 # Off the loop (session/store.py): running tasks go on while it is fsynced.
                 await store.off_loop(store.task_started, task.id, provider=provider)
                 # The DAG decided it may start; a dependency skipped after it failed (a
                 # person's decision, task_help.py) has a failed task run all the same.
                 waits = [allow_failure(s) for s in _edges(states, dag.dependency_ids(task))]
                 running[asyncio.create_task(_run_one(run, task.id, waits, tree))] = task.id
+        run.worktrees.drop_unclaimed(running=dag.running.__contains__)
         if not running:
             break
         if interrupt.requested and not interrupt.announced and not interrupt.cancel_now():

@@ -30,6 +30,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +40,8 @@ from prefect.context import TaskRunContext
 from prefect.states import Cancelled, State
 from prefect.utilities.math import clamped_poisson_interval
 
-from aca_flows.agent.execute import TaskOutcome, execute_task
+from aca_flows.agent.execute import TaskOutcome, execute_task, make_worktree
+from aca_flows.agent.run_worktrees import RunWorktrees
 from aca_flows.errors import (
     AcaError,
     KeyRejected,
@@ -120,11 +122,15 @@ class ActiveRun:
     """Providers that cannot serve this run (a refused key, spent credit), each with the run's
     stop reason: none of their tasks starts again (``cannot_serve_stop``)."""
 
-    removals: dict[str, asyncio.Future] = field(default_factory=dict)
-    """Each task's worktree being removed after its task run ended (``worktrees_removed``)."""
+    worktrees: RunWorktrees = field(init=False)
+    """The tasks' worktrees made ahead and removed after their task runs (``run_worktrees``),
+    all settled by ``worktrees_removed``."""
     stop_triggers: dict[str, StopTrigger] = field(default_factory=dict)
     """What each reason a task run stopped the run with is (``_limit_reached``): the trigger
     of the stop's checkpoint."""
+
+    def __post_init__(self) -> None:
+        self.worktrees = RunWorktrees(partial(make_worktree, self.workdir, self.session_id))
 
     def provider_for(self, task: Task) -> Provider:
         return self.providers[task.provider or self.default_provider]
@@ -303,7 +309,7 @@ async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
             first_attempt=run.store is not None and number == 1,
             stop_requested=run.stopping,
             resume=_resume_of(run),
-            removals=run.removals,  # its dependents need not wait for git to remove it
+            worktrees=run.worktrees,  # made ahead, removed after: git's work beside the tasks
         )
     except Exception as exc:
         lines.flush()  # before the warnings below
@@ -339,12 +345,11 @@ async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
 
 
 async def worktrees_removed(run: ActiveRun) -> None:
-    """Until git has removed the worktree of every task run of ``run``. A removal that
-    failed is warned of: the task's work is on the session branch already, and the next
-    run of the session clears the folder."""
-    for error in await asyncio.gather(*run.removals.values(), return_exceptions=True):
-        if isinstance(error, Exception):
-            get_run_logger().warning(f"a task's worktree was not removed: {error}")
+    """Until git has removed the worktree of every task run of ``run``, and those made ahead
+    for tasks that did not start. A removal that failed is warned of: the task's work is on
+    the session branch already, and the next run of the session clears the folder."""
+    for error in await run.worktrees.settled():
+        get_run_logger().warning(f"a task's worktree was not removed: {error}")
 
 
 def _stopped(why: str) -> State:

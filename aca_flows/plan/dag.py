@@ -43,15 +43,17 @@ class DagProgress:
     def running(self) -> set[str]:
         return set(self._running)
 
-    def ready(self) -> list[Task]:
-        """Leaves that may start now, best first."""
+    def ready(self, *, once: str | None = None) -> list[Task]:
+        """Leaves that may start now, best first; with ``once``, those that may start once
+        that running task has completed (and became no group)."""
+        done = self._finished_ok if once is None else lambda d: d == once or self._finished_ok(d)
         candidates = [
             t
             for t in self.plan.tasks
-            if self._is_runnable_leaf(t) and all(self._finished_ok(d) for d in self._deps_of(t))
+            if self._is_runnable_leaf(t) and all(done(d) for d in self._deps_of(t))
         ]
         if self.plan.strategy is Strategy.sequential:
-            if self._running:
+            if self._running - {once}:
                 return []
             first = next(
                 (t for t in sequential_order(self.plan) if self._is_runnable_leaf(t)), None

@@ -282,6 +282,9 @@ def test_budget_stops_the_run_and_resume_finishes_without_repeating(tmp_path, re
     calls = len(anthropic_fake.anthropic.requests)
     session = load_session(repo, first["session_id"])
     assert session.status == "stopped" and session.last_checkpoint.trigger == "budget"
+    # b's worktree, made while a's task run ended, went with the run: b never started.
+    assert list((repo / ".aca" / "worktrees").glob("*/*")) == []
+    assert git.Repo(repo).git.worktree("list", "--porcelain").count("worktree ") == 1
 
     again = run_flow(workdir=str(repo), session_id=first["session_id"], budget_usd=1.0).summary
     assert again["status"] == "completed" and again["counts"] == {"completed": 3}

@@ -161,3 +161,33 @@ def test_sequential_strategy_runs_one_leaf_at_a_time_in_order():
     assert dag.ready() == []
     dag.complete("a")
     assert ids(dag.ready()) == ["b"]
+
+
+def test_ready_once_a_running_task_completes_is_what_its_completion_makes_ready():
+    # The scheduler's guess of the task that takes a landed task's place (run_worktrees.py).
+    dag = DagProgress(
+        plan_of(
+            Task(id="a", title="A"),
+            Task(id="b", title="B"),
+            Task(id="after-a", title="After A", dependencies=["a"], metadata={"priority": "high"}),
+            Task(id="after-ab", title="After A and B", dependencies=["a", "b"]),
+            Task(id="later", title="Later", metadata={"priority": "low"}),
+        )
+    )
+    dag.start("a")
+    dag.start("b")
+    assert ids(dag.ready()) == ["later"]
+    assert ids(dag.ready(once="a")) == ["after-a", "later"]  # after-ab still waits for b
+    assert ids(dag.ready()) == ["later"]  # nothing changed by asking
+    dag.complete("a")
+    assert ids(dag.ready()) == ["after-a", "later"]
+    assert ids(dag.ready(once="b")) == ["after-a", "after-ab", "later"]
+
+
+def test_ready_once_in_sequential_order_is_the_next_leaf_only_when_nothing_else_runs():
+    dag = DagProgress(
+        plan_of(Task(id="a", title="A"), Task(id="b", title="B"), strategy="sequential")
+    )
+    dag.start("a")
+    assert dag.ready() == []
+    assert ids(dag.ready(once="a")) == ["b"]
