@@ -269,11 +269,13 @@ def _refused(url: str, answer: BaseException | None) -> str | None:
             f"{status}): set PREFECT_API_AUTH_STRING to its `user:password` (a server started "
             "with PREFECT_SERVER_API_AUTH_STRING), or PREFECT_API_KEY for Prefect Cloud."
         )
-    if status == 404 and path.endswith("/admin/version"):  # a client's first request
+    # A run's client asks for the version first; a command's first request is its own, which
+    # a web server that is no Prefect API refuses as a method it does not serve.
+    if (status == 404 and path.endswith("/admin/version")) or status in (405, 501):
         api = url.rstrip("/")
         fix = f"name its API, {api}/api" if not api.endswith("/api") else "name a Prefect API"
         return (
-            f"{url} (PREFECT_API_URL) is not a Prefect server's API (HTTP 404 for {path}): "
+            f"{url} (PREFECT_API_URL) is not a Prefect server's API (HTTP {status} for {path}): "
             f"set PREFECT_API_URL to {fix}, or unset it so that aca uses its local server or "
             "a temporary one."
         )

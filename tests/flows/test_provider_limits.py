@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import http.server
 import json
 import os
 import subprocess
@@ -121,6 +122,33 @@ def test_limits_sync_without_a_server_says_how_to_name_one(capsys):
     assert code == 2 and "Traceback" not in err
     assert "no Prefect server to hold the limits" in err
     assert "PREFECT_API_URL" in err and "aca server start" in err
+
+
+def test_limits_sync_against_a_web_server_that_is_no_prefect_api_says_so(tmp_path, capsys):
+    # A plain web server answers 501 to a POST: that once read "did not answer", exit 1.
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NoPost) as web:
+        threading.Thread(target=web.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{web.server_port}/api"
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            synced = main(["limits", "sync", "--provider", "anthropic"])
+            sync_err = capsys.readouterr().err
+            shown = main(["limits", "show", "--provider", "anthropic"])
+            show_err = capsys.readouterr().err
+        web.shutdown()
+
+    for code, err in ((synced, sync_err), (shown, show_err)):
+        assert code == 2 and "Traceback" not in err
+        assert f"{url} (PREFECT_API_URL) is not a Prefect server's API (HTTP 501 for" in err
+        assert "did not answer" not in err
+
+
+class _NoPost(http.server.BaseHTTPRequestHandler):
+    """A web server without POST, as `python -m http.server` is."""
+
+    def log_message(self, *args):  # quiet
+        pass
 
 
 def slow(seconds: float):
