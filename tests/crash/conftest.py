@@ -225,9 +225,31 @@ def journal(session: Path) -> list[dict]:
     return events
 
 
-def task_runs_of(api_url: str, session_id: str) -> list:
-    """The session's task runs, as the Prefect server has them."""
-    return _runs_of(api_url, session_id, task_runs=True)
+def task_runs_of(api_url: str, session_id: str, until: Callable[[list], bool]) -> list:
+    """The session's task runs, as the Prefect server has them once ``until`` holds for them.
+    The server records task runs from their events in batches a second apart (server.py), and
+    later when a write of a batch waits for SQLite or is retried: a test waits for the state
+    it expects (at most ``RECORDER_WAIT`` seconds), then asserts on the last read, which shows
+    what the server has when the state never comes."""
+    deadline = time.monotonic() + RECORDER_WAIT
+    while True:
+        runs = _runs_of(api_url, session_id, task_runs=True)
+        if until(runs) or time.monotonic() > deadline:
+            return runs
+        time.sleep(RECORDER_FLUSH_SECONDS / 2)
+
+
+RECORDER_WAIT = 60
+
+
+def task_ended(task_id: str) -> Callable[[list], bool]:
+    """``until`` for ``task_runs_of``: a task run of ``task_id`` is in a final state."""
+    return lambda runs: any(r.name.startswith(f"{task_id} ") and r.state.is_final() for r in runs)
+
+
+def none_running(runs: list) -> bool:
+    """``until`` for ``task_runs_of``: the session has task runs, none of them Running."""
+    return bool(runs) and not any(r.state.is_running() for r in runs)
 
 
 def flow_runs_of(api_url: str, session_id: str) -> list:
@@ -243,8 +265,6 @@ def _runs_of(api_url: str, session_id: str, *, task_runs: bool) -> list:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     tag = [f"session:{session_id}"]
-    if task_runs:  # the server records them from their events a second apart (server.py)
-        time.sleep(RECORDER_FLUSH_SECONDS + 0.5)
 
     async def read():
         async with get_client() as client:

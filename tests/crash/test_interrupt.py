@@ -9,7 +9,7 @@ import signal
 import subprocess
 import time
 
-from tests.crash.conftest import flow_runs_of, only_session, task_runs_of, wait_for
+from tests.crash.conftest import flow_runs_of, only_session, task_ended, task_runs_of, wait_for
 from tests.crash.test_kill_and_resume import CHAIN, Agent, agent_task_ids, branch_tasks
 from tests.fakes.coding_agent import coding_agent
 from tests.fakes.llm_server import Reply
@@ -120,7 +120,8 @@ def test_second_sigint_cancels_at_once_and_a_second_aca_is_refused(
     assert not (repo / ".aca" / "worktrees" / session.name / "b").exists()
     # The UI and the terminal tell an interrupt, not a crash: b's task run ended Cancelled.
     assert "Crash detected" not in err and "b stays unfinished" in err, err
-    (b_run,) = [r for r in task_runs_of(prefect_api, session.name) if r.name.startswith("b ")]
+    runs = task_runs_of(prefect_api, session.name, task_ended("b"))
+    (b_run,) = [r for r in runs if r.name.startswith("b ")]
     assert b_run.state.is_cancelled() and b_run.state.name == "Interrupted", b_run.state
 
     calls_before = len(llm.anthropic.requests)
@@ -175,7 +176,8 @@ def test_a_check_the_stop_signal_killed_leaves_its_task_unfinished(
     # The terminal names the flow run as the UI does, from its first line.
     assert f"Beginning flow run 'Chain · {session.name}'" in err
     # The UI says so too: b's task run ended Cancelled, not Failed.
-    (b_run,) = [r for r in task_runs_of(prefect_api, session.name) if r.name.startswith("b ")]
+    runs = task_runs_of(prefect_api, session.name, task_ended("b"))
+    (b_run,) = [r for r in runs if r.name.startswith("b ")]
     assert b_run.state.is_cancelled(), b_run.state
 
     (ctl / "resume").touch()
@@ -268,7 +270,7 @@ def test_a_stop_during_a_tasks_retry_wait_starts_no_new_attempt(
     data = json.loads((session / "meta" / "session.json").read_text())
     assert data["status"] == "interrupted"
     assert [t["status"]["state"] for t in data["plan"]["tasks"]] == ["pending"]
-    (a_run,) = task_runs_of(prefect_api, session.name)
+    (a_run,) = task_runs_of(prefect_api, session.name, task_ended("a"))
     assert a_run.state.is_cancelled() and a_run.state.name == "Interrupted", a_run.state
 
     code, out, err = aca.run("resume", session.name, "--json", name="resume")

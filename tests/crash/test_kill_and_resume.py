@@ -26,6 +26,7 @@ from tests.crash.conftest import (
     flow_runs_of,
     journal,
     kill_group,
+    none_running,
     only_session,
     task_runs_of,
     wait_for,
@@ -243,7 +244,8 @@ def test_sigkill_then_resume_completes_without_repeating_work(
     # The killed run is no longer Running on the server: the resume ended it Crashed.
     flow_runs = flow_runs_of(prefect_api, session.name)
     assert sorted(r.state.type.value for r in flow_runs) == ["COMPLETED", "CRASHED"]
-    assert not [r for r in task_runs_of(prefect_api, session.name) if r.state.is_running()]
+    task_runs = task_runs_of(prefect_api, session.name, none_running)
+    assert not [r for r in task_runs if r.state.is_running()]
 
 
 def approval_requests(session: Path) -> int:

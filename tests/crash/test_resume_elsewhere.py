@@ -17,6 +17,7 @@ from tests.crash.conftest import (
     Aca,
     flow_runs_of,
     kill_group,
+    none_running,
     only_session,
     task_runs_of,
     wait_for,
@@ -99,6 +100,6 @@ def test_a_session_killed_on_one_worker_finishes_on_another_from_the_remote(
     assert sorted(s.type.value for s in states.values()) == ["COMPLETED", "CRASHED"]
     (crashed,) = [s for s in states.values() if s.is_crashed()]
     assert f"resumed on {socket.gethostname()}, which took it over" in crashed.message
-    task_runs = task_runs_of(prefect_api, session_id)
+    task_runs = task_runs_of(prefect_api, session_id, none_running)
     assert not [r for r in task_runs if r.state.is_running()]
     assert any(r.state.is_crashed() and r.name.startswith("b ") for r in task_runs)
