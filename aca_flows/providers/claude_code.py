@@ -303,7 +303,11 @@ class ClaudeCodeProvider:
             env=env,
             sandbox=(
                 claude_sandbox_settings(
-                    opts.get("network", self.sandbox.network), opts.get("cwd"), protected
+                    opts.get("network", self.sandbox.network),
+                    opts.get("cwd"),
+                    protected,
+                    unreadable=opts.get("unreadable_paths", ()),
+                    readable=opts.get("readable_paths", ()),
                 )
                 if bash_sandbox
                 else None

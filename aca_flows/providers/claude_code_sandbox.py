@@ -9,7 +9,8 @@
   instructions, its auto memory and Bun's idle GC and DFG JIT off, unless the environment sets
   the variable itself;
 - ``claude_sandbox_settings``: Claude Code's own sandbox for Bash, with no unsandboxed escape,
-  no home readable but the worktree's, no credentials, ``protected`` paths not writable;
+  no home nor the user's checkout readable but the worktree and git's folders, no
+  credentials, ``protected`` paths not writable;
 - ``denied_bash_rules``: aca's deny list as ``Bash(...)`` permission rules;
 - ``npm_root_answered``: a folder for the front of claude's ``PATH`` whose ``npm`` answers
   ``npm root -g`` at once (Claude Code's sandbox asks it at every start, to look for its
@@ -173,8 +174,9 @@ def _link(link: Path, target: Path) -> None:
 # Credentials a command has no business reading, wherever the homes are.
 HIDDEN_IN_HOME = (".ssh", ".aws", ".git-credentials", ".netrc", ".gnupg", ".docker", ".kube")
 HIDDEN_IN_HOME += (".config/gcloud", ".claude/.credentials.json")
-# aca's warm runner (its socket and token): it runs what it is sent outside any sandbox.
-HIDDEN_IN_HOME += (".aca/server",)
+# aca's own folder, whatever path the user shows around it: its warm runner's socket and token
+# (it runs what it is sent outside any sandbox), clones of other repositories, plan seals.
+HIDDEN_IN_HOME += (".aca",)
 
 
 # Claude Code's sandbox leaves these writable by default (seen with claude 2.1.332 on Linux).
@@ -182,21 +184,31 @@ SYSTEM_WRITABLE = ("/var", "/opt", "/mnt", "/srv", "/run")
 
 
 def claude_sandbox_settings(
-    network: bool, cwd: str | None, protected: list[str] | tuple[str, ...] = ()
+    network: bool,
+    cwd: str | None,
+    protected: list[str] | tuple[str, ...] = (),
+    *,
+    unreadable: list[str] | tuple[str, ...] = (),
+    readable: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Claude Code's own sandbox: Bash reads no home (but the one holding the working
-    directory, and there no credentials), writes none of ``protected`` (the repository's
-    ``.git``, aca's session records) nor system folders, and has no way around it."""
-    where = Path(cwd or ".").resolve()
+    """Claude Code's own sandbox: Bash reads no home, nor ``unreadable`` (the user's checkout),
+    but the working directory and ``readable`` inside them (git's folders, the user's
+    ``read_only_paths``), and no credentials even there; it writes none of ``protected`` (the
+    repository's ``.git``, aca's session records) nor system folders, and has no way around
+    it. A home holding the worktree is no exception: a script the agent wrote read the user's
+    tokens there (``~/.pypirc``, ``~/.config/gh``) and sent them to the model."""
     homes = [Path("/root"), Path("/home"), Path.home()]
-    deny = {str(h) for h in homes if h != where and h not in where.parents}
-    deny |= {str(h / name) for h in homes for name in HIDDEN_IN_HOME if str(h) not in deny}
+    deny = {str(h) for h in homes} | {str(h / name) for h in homes for name in HIDDEN_IN_HOME}
+    deny |= set(unreadable)
+    allow = [str(Path(cwd).resolve()), *readable] if cwd else list(readable)
     settings: dict[str, Any] = {
         "enabled": True,
         "allowUnsandboxedCommands": False,
         "autoAllowBashIfSandboxed": True,
         "filesystem": {
             "denyRead": sorted(deny),
+            # Shown again inside what is denied; a path of ``HIDDEN_IN_HOME`` stays denied.
+            "allowRead": list(dict.fromkeys(allow)),
             # claude's home (``claude_home``): what claude reads there is its settings.
             "denyWrite": [*SYSTEM_WRITABLE, str(claude_home_path()), *protected],
         },

@@ -5,7 +5,8 @@ runs under bubblewrap, confined to the task's worktree. Imports no prefect.
   when the worktree was made) then ``await sandbox.run(command, ...)``
 - ``check_sandbox(settings)``: refuses (``SandboxUnavailable``) when bubblewrap cannot start
 - ``bwrap_argv`` / ``mount_plan``: the command line itself, for inspection and tests
-- for Claude Code's own sandbox: ``protected_paths`` (its write-deny list) and
+- for Claude Code's own sandbox: ``protected_paths`` (its write-deny list),
+  ``Sandbox.read_rules`` (what it may not read, and what it may inside that) and
   ``remove_new_placeholders`` (the empty files it leaves in a worktree)
 """
 

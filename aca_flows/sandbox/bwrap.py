@@ -43,6 +43,7 @@ __all__ = [
     "bwrap_problem",
     "mount_plan",
     "protected_paths",
+    "read_rules",
 ]
 
 INSTALL_HINT = "apt-get install bubblewrap (Debian/Ubuntu; dnf install bubblewrap on Fedora)"
@@ -151,6 +152,18 @@ def protected_paths(plan: MountPlan) -> list[Path]:
         ]
         paths += _beside_the_way(plan.worktree, aca / "worktrees")
     return paths
+
+
+def read_rules(plan: MountPlan) -> tuple[list[Path], list[Path]]:
+    """What a command must never read, and what it may read inside those folders, for sandboxes
+    that take lists of paths (Claude Code's) rather than mounts: as the mounts show it, the
+    user's checkout (its untracked ``.env`` files, aca's records, the other worktrees) is
+    unreadable but for the worktree, the repository's git directories and the paths the user
+    shows read-only (``read_only_paths``). The homes are the caller's to hide: a sandbox of
+    paths knows them."""
+    unreadable = [plan.repository] if plan.repository is not None else []
+    readable = [plan.worktree, *plan.git_dirs, *plan.read_only]
+    return unreadable, readable
 
 
 def _entries(folder: Path) -> list[Path]:

@@ -29,6 +29,7 @@ from aca_flows.sandbox.bwrap import (
     bwrap_problem,
     mount_plan,
     protected_paths,
+    read_rules,
 )
 from aca_flows.sandbox.process import CommandResult, run_process
 from aca_flows.session.redact import is_secret_variable
@@ -163,6 +164,15 @@ class Sandbox:
         """What Claude Code's own sandbox must not write (the repository beyond the worktree),
         worked out with the mounts, before the agent ran."""
         return [str(p) for p in protected_paths(self.mounts)] if self.mounts else []
+
+    def read_rules(self) -> tuple[list[str], list[str]]:
+        """What Claude Code's own sandbox must not read besides the homes (the user's checkout),
+        and what it may read inside them (the worktree, git's folders, ``read_only_paths``),
+        worked out with the mounts, before the agent ran."""
+        if self.mounts is None:
+            return [], []
+        unreadable, readable = read_rules(self.mounts)
+        return [str(p) for p in unreadable], [str(p) for p in readable]
 
     def command_line(self, command: str) -> list[str]:
         """What runs for ``command``: bubblewrap around ``/bin/sh -c command``."""

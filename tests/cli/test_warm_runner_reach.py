@@ -268,7 +268,7 @@ def test_claude_code_s_bash_may_not_read_the_runner_s_folder(tmp_path, monkeypat
     (home / "repo").mkdir(parents=True)
     monkeypatch.setenv("HOME", str(home))
     settings = claude_sandbox_settings(True, str(home / "repo"))
-    assert str(home / ".aca" / "server") in settings["filesystem"]["denyRead"]
+    assert str(home / ".aca") in settings["filesystem"]["denyRead"]
 
 
 def test_a_runner_of_an_earlier_aca_on_an_abstract_socket_is_stopped(tmp_path):

@@ -39,10 +39,12 @@ THROUGH_CLAUDE = {
     "hook-by-path": ("Read-only file system", "sensitive file"),
     "git-config-fsmonitor": ("rc=4", "rc=255", "rc=1", "rc=2"),
     "git-config-append": ("Read-only file system", "sensitive file"),
-    "users-checkout": ("Read-only file system",),
-    # Claude Code's sandbox leaves /tmp writable, and a checkout there: these are denied.
-    "new-aca-config": ("Read-only file system", "Permission denied"),
-    "another-tasks-worktree": ("Read-only file system", "Permission denied"),
+    # The checkout is unreadable but for the worktree and git's folders (allowRead): Claude
+    # Code's sandbox puts an empty folder in its place, where a write lands and is gone with
+    # the command (``changes_outside_the_worktree`` below finds nothing).
+    "users-checkout": ("Bash completed with no output",),
+    "new-aca-config": ("Bash completed with no output",),
+    "another-tasks-worktree": ("No such file",),
     "session-journal": ("Read-only file system", "No such file"),
     "aca-npm-shim": ("No such file", "Read-only file system", "Operation not permitted"),
     "connect-local-listener": ("Connection refused", "Network is unreachable", "Error"),
