@@ -332,6 +332,8 @@ def load_config(
     ignored: list[str] = []
     if file is not None:
         file_data = _read_toml(file)
+        if file == config_file and isinstance(file_data.get("tasks"), list):
+            raise ConfigError(_task_file_as_config(file))
         if in_cloned_working_area(file):
             # The user's own file under the clone's: a repository that brings an aca.toml
             # would otherwise drop the user's budget and limits, and may only tighten them.
@@ -385,8 +387,18 @@ def _pick_file(workdir: Path, config_file: Path | None) -> Path | None:
             raise ConfigError(
                 f"config file {config_file} does not exist; check the path given to --config."
             )
+        if config_file.suffix.lower() in (".md", ".markdown"):
+            raise ConfigError(_task_file_as_config(config_file))
         return config_file
     return next((p for p in config_candidates(workdir) if p.is_file()), None)
+
+
+def _task_file_as_config(file: Path) -> str:
+    # Its Markdown read as TOML said "invalid TOML", its tasks "unknown key 'tasks'".
+    return (
+        f"{file} is a task file, not a configuration: give it as the task file (`aca run "
+        f"{file}`); --config takes a TOML file of settings (aca.toml, docs/configuration.md)."
+    )
 
 
 def _read_toml(file: Path) -> dict[str, Any]:

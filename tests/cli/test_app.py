@@ -777,6 +777,18 @@ def test_original_config_is_rejected_naming_keys(tmp_path, capsys):
     assert code == 0 and "nothing was run" in out, err
 
 
+@pytest.mark.parametrize("name", ["tasks.md", "tasks.toml"])
+def test_a_task_file_given_as_the_config_is_called_one(tmp_path, capsys, name):
+    """``aca run --config tasks.md`` said "invalid TOML", and a TOML task file "unknown key
+    'tasks'": neither said the file was a task file in the wrong place."""
+    work = make_repo(tmp_path / "work")
+    tasks = tmp_path / name
+    tasks.write_text("- write a.txt\n" if name.endswith(".md") else '[[tasks]]\ntitle = "a"\n')
+    code, out, err = run(capsys, "run", str(tasks), "--config", str(tasks), "-w", str(work), "-n")
+    assert code == 2 and "Traceback" not in err and "nothing was run" not in out
+    assert f"{tasks} is a task file, not a configuration: give it as the task file" in err
+
+
 def _python(*code_lines: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", "\n".join(code_lines)], capture_output=True, text=True, check=True
