@@ -155,8 +155,8 @@ PROFILED = [
     ("aca_flows.agent.transcript:ConversationStore", "save", "conversation saves", 3),
     ("aca_flows.session.store:SessionStore", "record", "session journal (all events)", 0),
     ("aca_flows.flows.scheduler", "_finish", "flow: finish a task (journal, report)", 0),
-    ("aca_flows.flows.scheduler", "_publish_report", "report artifact", 1),
-    ("aca_flows.flows.scheduler", "aupdate_progress_artifact", "progress artifact (overlaps)", 0),
+    ("aca_flows.flows.scheduler", "publish_report", "report artifact", 1),
+    ("aca_flows.flows.publishing", "aupdate_progress_artifact", "progress artifact (overlaps)", 0),
 ]
 
 
@@ -578,7 +578,8 @@ def report_parallel(runs: list[dict[str, float]]) -> None:
 
 def main() -> None:
     print_machine("engine")
-    from aca_flows.flows.server import LocalServer, _drain_to_server, prefect_api_for_run
+    from aca_flows.flows.local_servers import LocalServer, _drain_to_server
+    from aca_flows.flows.server import prefect_api_for_run
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from aca_flows.cli.warm_runner import WarmRunner  # noqa: E402
-from aca_flows.flows.server import LocalServer  # noqa: E402
+from aca_flows.flows.local_servers import LocalServer  # noqa: E402
 from aca_flows.providers.claude_code import bundled_claude_cli  # noqa: E402
 from bench.machine import print_machine  # noqa: E402
 from tests.fakes.coding_agent import coding_agent  # noqa: E402

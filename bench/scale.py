@@ -61,7 +61,7 @@ def finished_tasks(workdir: Path) -> int:
 def main() -> None:
     print_machine("scale")
     from aca_flows.flows import run_flow
-    from aca_flows.flows.server import LocalServer, _drain_to_server
+    from aca_flows.flows.local_servers import LocalServer, _drain_to_server
     from tests.fakes.coding_agent import coding_agent
     from tests.fakes.git_repo import make_repo
     from tests.fakes.llm_server import FakeLLMServer

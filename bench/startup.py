@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from aca_flows.cli.warm_runner import WarmRunner  # noqa: E402
-from aca_flows.flows.server import LocalServer  # noqa: E402
+from aca_flows.flows.local_servers import LocalServer  # noqa: E402
 from bench.machine import print_machine  # noqa: E402
 from bench.peer import _free_port, agent  # noqa: E402
 from tests.fakes.git_repo import make_repo  # noqa: E402

@@ -28,7 +28,7 @@ def start(
 ) -> None:
     """Start the server and the warm runner in the background (they keep running after this
     command ends)."""
-    from aca_flows.flows.server import DEFAULT_PORT, LocalServer, ServerError
+    from aca_flows.flows.local_servers import DEFAULT_PORT, LocalServer, ServerError
     from aca_flows.workspace.file_lock import FileLock
 
     server = LocalServer()
@@ -63,7 +63,7 @@ def start(
 @app.command("status")
 def status(json_output: JsonOutput = False) -> None:
     """Whether the local server runs, and where. Exit code 1 when it does not."""
-    from aca_flows.flows.server import LocalServer
+    from aca_flows.flows.local_servers import LocalServer
 
     server = LocalServer()
     state = server.state()
@@ -98,7 +98,7 @@ def _runner_line(runner: WarmRunner) -> str:
 @app.command("stop")
 def stop() -> None:
     """Stop the local server, everything it started, and the warm runner."""
-    from aca_flows.flows.server import LocalServer
+    from aca_flows.flows.local_servers import LocalServer
 
     server = LocalServer()
     state = server.state()

@@ -46,7 +46,7 @@ from pathlib import Path
 from aca_flows._exit import exit_process
 from aca_flows._files import write_json_atomic
 from aca_flows.flows import reload_prefect_settings
-from aca_flows.flows.server import server_home
+from aca_flows.flows.local_servers import server_home
 from aca_flows.session.redact import redact_text
 
 __all__ = ["WarmRunner", "fingerprint", "is_run_command", "run_warm", "serve"]
@@ -317,7 +317,7 @@ class WarmRunner:
         """Start the runner in the background, unless this aca's runs; a stale one (another
         aca's) is replaced. Its pid once it is ready, ``None`` if it did not start (its log
         says why; runs then start as they would without it)."""
-        from aca_flows.flows.server import spawn_background, startup_timeout
+        from aca_flows.flows.local_servers import spawn_background, startup_timeout
 
         if (running := self.pid()) is not None:
             return running
@@ -338,7 +338,7 @@ class WarmRunner:
 
     def stop(self) -> bool:
         """Stop the runner (runs it forked go on); ``False`` when none was running."""
-        from aca_flows.flows.server import stop_process_group
+        from aca_flows.flows.local_servers import stop_process_group
 
         try:
             pid = json.loads(self.state_file.read_text())["pid"]

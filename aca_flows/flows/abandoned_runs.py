@@ -49,7 +49,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import StateType
 from prefect.states import Completed, Crashed
 
-from aca_flows.flows.server import RECORDER_FLUSH_SECONDS
+from aca_flows.flows.local_servers import RECORDER_FLUSH_SECONDS
 
 __all__ = ["crash_abandoned_runs", "taken_over_reason"]
 
@@ -80,7 +80,7 @@ async def crash_abandoned_runs(
             )
             if any(str(flow_run.id) != current_flow_run_id for flow_run in flow_runs):
                 # A run died just now, maybe: the server records task runs from their events
-                # in batches, a second apart (server.py), so its last ones may be on the way.
+                # in batches, a second apart (local_servers.py), so its last ones may be on the way.
                 await asyncio.sleep(RECORDER_FLUSH_SECONDS + 0.5)
             task_runs = await client.read_task_runs(
                 task_run_filter=TaskRunFilter(

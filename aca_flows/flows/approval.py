@@ -214,7 +214,7 @@ def resume_waiting_run(
     from prefect.flow_runs import resume_flow_run
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from aca_flows.flows.server import LocalServer
+    from aca_flows.flows.local_servers import LocalServer
 
     url = server_url or PREFECT_API_URL.value() or LocalServer().api_url()
     try:

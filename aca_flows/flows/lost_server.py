@@ -14,7 +14,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from aca_flows.errors import AcaError
-from aca_flows.flows.server import healthy
+from aca_flows.flows.local_servers import healthy
 
 if TYPE_CHECKING:
     from aca_flows.flows.summary import RunSummary

@@ -1,7 +1,7 @@
 """The scheduler of a run: it admits the plan's tasks in dependency and priority order (at most
 ``max_concurrent`` at once), runs each as a task run in the flow run of its group
 (flow_tree.py), settles each into the session and the DAG (skips, finished-before tasks,
-stalls, budgets, interrupts), and publishes reports, progress and the pull request as it goes.
+stalls, budgets, interrupts), and has each task's report sent as it goes (publishing.py).
 ``aca_run.py`` opens the run and calls ``drive_plan``.
 """
 
@@ -13,13 +13,6 @@ from datetime import UTC, datetime
 from functools import partial
 
 from prefect import get_run_logger
-from prefect.artifacts import (
-    MarkdownArtifact,
-    acreate_markdown_artifact,
-    acreate_progress_artifact,
-    acreate_table_artifact,
-    aupdate_progress_artifact,
-)
 from prefect.client.schemas.objects import StateDetails
 from prefect.states import State
 from prefect.utilities.annotations import allow_failure
@@ -28,35 +21,12 @@ from aca_flows.agent.execute import TaskOutcome
 from aca_flows.agent.subtasks import SubtaskProposalError, accept_subtasks
 from aca_flows.errors import AcaError
 from aca_flows.flows.approval import apply_decision, approval_needed, wait_for_approval
-from aca_flows.flows.artifacts import (
-    first_line,
-    md,
-    plan_table,
-    plan_tree_markdown,
-    progress_percent,
-    summary_markdown,
-    task_markdown,
-)
+from aca_flows.flows.artifacts import first_line
 from aca_flows.flows.events import emit_task_event, resend_lost_task_events
 from aca_flows.flows.flow_tree import FlowTree
-from aca_flows.flows.interrupt import (
-    UI_CANCEL,
-    Interrupt,
-)
-from aca_flows.flows.publishing import (
-    ProgressArtifact,
-    progress_text,
-    published,
-    send_in_background,
-)
-from aca_flows.flows.pull_requests import (
-    update_pull_request,
-)
-from aca_flows.flows.remote_sync import (
-    push_landed_work,
-    push_session_work,
-    resume_of,
-)
+from aca_flows.flows.interrupt import UI_CANCEL, Interrupt
+from aca_flows.flows.publishing import publish_end, publish_plan, publish_report, published
+from aca_flows.flows.remote_sync import push_landed_work, push_session_work, resume_of
 from aca_flows.flows.run_setup import RunRequest, recorded_state
 from aca_flows.flows.server import runs_on_acas_server
 from aca_flows.flows.skipped import record_finished_task, record_skipped_task
@@ -76,7 +46,6 @@ from aca_flows.plan.dag import DagProgress
 from aca_flows.plan.models import TaskStatus
 from aca_flows.session.checkpoints import CheckpointPolicy, create_checkpoint
 from aca_flows.session.events import StopTrigger, TaskResult
-from aca_flows.session.record import TaskRun, describe_counts
 from aca_flows.session.store import SessionStore
 
 # Each running session's flow runs (the plan's, its groups'), so the flow can end them.
@@ -96,28 +65,7 @@ async def drive_plan(
     budget = run.config.session.budget_usd
     policy = CheckpointPolicy.from_config(run.config.session)
     tree = TREES[run.session_id] = FlowTree(run.plan, run.session_id, run_tags(run))
-    send_in_background(
-        run.session_id,
-        acreate_table_artifact(
-            key=_key("plan", run.session_id), table=plan_table(run.plan), description="The plan"
-        ),
-    )
-    send_in_background(
-        run.session_id,
-        acreate_markdown_artifact(
-            key=_key("tree", run.session_id),
-            markdown=plan_tree_markdown(run.plan),
-            description="The plan as a tree, with dependencies",
-        ),
-    )
-    counts = store.session.task_counts
-    progress = ProgressArtifact(
-        acreate_progress_artifact(
-            progress=progress_percent(counts),
-            key=_key("progress", run.session_id),
-            description=progress_text(counts),
-        )
-    )
+    progress = publish_plan(store, run)
     create_checkpoint(store, trigger="auto", description="plan compiled")
     needs_approval = approval_needed(request.require_approval, store)
     if needs_approval or not runs_on_acas_server():
@@ -143,7 +91,7 @@ async def drive_plan(
                 name = task_run_name(task)
                 skip = partial(record_skipped_task, name, task_id, str(task.status), [])
                 states[task_id] = await tree.run(task, skip)
-                await _publish_report(store, run, task_id, states[task_id])
+                publish_report(store, run, task_id, states[task_id])
 
     await _record_finished_before(store, run, dag, states, tree)
     await resend_lost_task_events(store, logger)  # events a lost server dropped
@@ -263,37 +211,7 @@ async def drive_plan(
         store.finish(status, stopped_reason)
         create_checkpoint(store, trigger="end")
     await push_session_work(store, logger)  # with a repo: the remote gets the end, too
-    counts = store.session.task_counts
-    await progress.flush()
-    # Four artifacts under four keys, independent of each other and of the reports still on
-    # their way: sent at once, the run's end waits for one round trip, not five.
-    for final in (
-        aupdate_progress_artifact(
-            await progress.artifact_id(),
-            progress=progress_percent(counts),
-            description=progress_text(counts),
-        ),
-        # The plan table again under its key (a new version): every task's final state.
-        acreate_table_artifact(
-            key=_key("plan", run.session_id),
-            table=plan_table(store.session.plan),
-            description=f"The plan, {status}: {describe_counts(counts)}",
-        ),
-        acreate_markdown_artifact(
-            key=_key("tree", run.session_id),
-            markdown=plan_tree_markdown(store.session.plan),
-            description=f"The plan as a tree, {status}",
-        ),
-        acreate_markdown_artifact(
-            key=_key("summary", run.session_id),
-            markdown=summary_markdown(
-                store.session.plan, counts, store.session.usage, store.branch
-            ),
-            description="Tokens and cost by provider and model",
-        ),
-    ):
-        send_in_background(run.session_id, final)
-    await published(run.session_id)
+    await publish_end(store, run, progress, status)
     no_change_ids = [t for t, o in run.outcomes.items() if o.completed_without_change]
     summary = run_summary(store, status, stopped_reason, stuck, no_change_ids)
     summary.taken_over = interrupt.taken_over is not None
@@ -417,7 +335,7 @@ async def _finish(
                 logger.info(f"{task_id} proposed {len(children)} subtask(s)")
         dag.complete(task_id)
         push_landed_work(store, logger)  # with a repo: the remote gets what landed
-        await _publish_report(store, run, task_id, state)
+        publish_report(store, run, task_id, state)
         return None
     if state.is_cancelled() and state.name == LIMIT_STOPPED:
         # A budget or usage limit stopped the task before it finished (task_run._limit_reached):
@@ -456,7 +374,7 @@ async def _finish(
                 why = f"skipped after it failed: {first_line(reason)}"
                 run.plan.task(task_id).status = TaskStatus(state="skipped", reason=why)
                 store.task_skipped(task_id, why)
-                await _publish_report(store, run, task_id, state)
+                publish_report(store, run, task_id, state)
                 return None
     elif isinstance(error, AcaError):
         # A provider error names its fix already: say it plainly, with the attempts it took.
@@ -473,34 +391,13 @@ async def _finish(
     emit_task_event(store, task_id, "failed", reason)
     logger.error(f"{task_id} failed: {first_line(reason)}")
     dag.fail(task_id, reason)
-    await _publish_report(store, run, task_id, state)
+    publish_report(store, run, task_id, state)
 
 
 def _pending_again(store: SessionStore, dag: DagProgress, task_id: str, why: str) -> None:
     """A task that ended without a verdict (stopped, or to be retried) is pending again."""
     store.task_failed(task_id, why, will_retry=True)
     dag.release(task_id)
-
-
-async def _publish_report(store: SessionStore, run: ActiveRun, task_id: str, state: State) -> None:
-    """The task's report, on its task run's page, written from what the session recorded
-    now. It is sent to the server in the background: the next task need not wait for it
-    (``published`` waits for all of them before the run ends)."""
-    task = store.session.plan.task(task_id)
-    record = store.session.tasks.get(task_id) or TaskRun(task_id=task_id)
-    status = str(task.status).splitlines()[0][:200]
-    # No key: a key makes a collection of the Artifacts page for each task of every run, and
-    # costs the server twice the work of the report itself (its collection, two more events).
-    artifact = MarkdownArtifact(
-        markdown=task_markdown(task, record, run.outcomes.get(task_id)),
-        # Prefect renders a description as Markdown: escaped, like the report.
-        description=f"{md(task_id)}: {md(status, keep_code=True)}",
-        task_run_id=state.state_details.task_run_id,
-    )
-    send_in_background(run.session_id, artifact.acreate())
-    update = update_pull_request(store.session, run.outcomes)
-    if update is not None:  # the pull request tells how far the run got
-        send_in_background(run.session_id, update)
 
 
 def _record_settled(store: SessionStore, dag: DagProgress, recorded: set[str]) -> list[str]:
@@ -545,7 +442,7 @@ async def _close_groups(
     (it has a task run) gets its report again when its group closes."""
     for group_id in _record_settled(store, dag, recorded):
         if group_id in states:
-            await _publish_report(store, run, group_id, states[group_id])
+            publish_report(store, run, group_id, states[group_id])
 
 
 async def _record_finished_before(
@@ -592,7 +489,7 @@ async def _run_skips(
                 record_skipped_task, task_run_name(task), task.id, str(task.status), waits, tags
             )
             states[task.id] = await tree.run(task, skip)
-            await _publish_report(store, run, task.id, states[task.id])
+            publish_report(store, run, task.id, states[task.id])
 
 
 def _task_result(outcome: TaskOutcome) -> TaskResult:
@@ -608,7 +505,3 @@ def _task_result(outcome: TaskOutcome) -> TaskResult:
 def _spent(store: SessionStore) -> float:
     """The session's spend so far, from its ledger: every call of every attempt and run."""
     return store.session.cost_usd
-
-
-def _key(kind: str, session_id: str) -> str:
-    return f"aca-{kind}-{session_id}".lower()

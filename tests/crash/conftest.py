@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from aca_flows.flows.server import BATCHED_RECORDER_ENV, RECORDER_FLUSH_SECONDS
+from aca_flows.flows.local_servers import BATCHED_RECORDER_ENV, RECORDER_FLUSH_SECONDS
 from tests.fakes.git_repo import make_repo
 from tests.fakes.llm_server import FakeLLMServer
 
@@ -227,7 +227,7 @@ def journal(session: Path) -> list[dict]:
 
 def task_runs_of(api_url: str, session_id: str, until: Callable[[list], bool]) -> list:
     """The session's task runs, as the Prefect server has them once ``until`` holds for them.
-    The server records task runs from their events in batches a second apart (server.py), and
+    The server records task runs from their events in batches a second apart (local_servers.py), and
     later when a write of a batch waits for SQLite or is retried: a test waits for the state
     it expects (at most ``RECORDER_WAIT`` seconds), then asserts on the last read, which shows
     what the server has when the state never comes."""

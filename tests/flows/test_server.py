@@ -18,7 +18,8 @@ import git
 import httpx
 import pytest
 
-from aca_flows.flows.server import HINT, LocalServer
+from aca_flows.flows.local_servers import LocalServer
+from aca_flows.flows.server import HINT
 from tests.crash.conftest import kill_group, only_session, wait_for
 from tests.crash.test_kill_and_resume import CHAIN, Agent, branch_tasks
 from tests.fakes.git_repo import make_repo
@@ -346,7 +347,7 @@ def test_a_run_beside_a_local_server_that_does_not_answer_says_so(tmp_path, monk
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.setattr(
-        server_module, "_temporary_server", lambda: contextlib.nullcontext("http://127.0.0.1:9/api")
+        server_module, "temporary_server", lambda: contextlib.nullcontext("http://127.0.0.1:9/api")
     )
     hung = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(600)", "aca_flows.flows.server_app"]
@@ -411,7 +412,7 @@ def test_two_server_starts_at_once_start_one_server(tmp_path, monkeypatch):
     import threading
     import time
 
-    from aca_flows.flows import server as server_module
+    from aca_flows.flows import local_servers
 
     spawned = []
 
@@ -421,10 +422,10 @@ def test_two_server_starts_at_once_start_one_server(tmp_path, monkeypatch):
         spawned.append(subprocess.Popen(fake))
         return spawned[-1]
 
-    monkeypatch.setattr(server_module, "spawn_background", spawn)
-    monkeypatch.setattr(server_module, "prepare_database", lambda: None)
-    monkeypatch.setattr(server_module, "_wait_healthy", lambda *_: None)
-    monkeypatch.setattr(server_module, "_status_of", lambda *_, **__: None)
+    monkeypatch.setattr(local_servers, "spawn_background", spawn)
+    monkeypatch.setattr(local_servers, "prepare_database", lambda: None)
+    monkeypatch.setattr(local_servers, "_wait_healthy", lambda *_: None)
+    monkeypatch.setattr(local_servers, "_status_of", lambda *_, **__: None)
     results = []
     starts = [
         threading.Thread(target=lambda: results.append(LocalServer(tmp_path).start(port=9)))
