@@ -17,6 +17,7 @@ from aca_flows.cli import main
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.session.store import SessionStore
 from tests.fakes.git_repo import make_repo
+from tests.fakes.stand_in import stand_in
 from tests.fixtures import COMPAT
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -685,9 +686,7 @@ def test_server_start_says_already_running_only_of_a_server_that_answers_where_a
     monkeypatch.setenv("HOME", str(tmp_path))
     home = tmp_path / ".aca" / "server"
     home.mkdir(parents=True)
-    hung = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(600)", "aca_flows.flows.server_app"]
-    )
+    hung = stand_in("aca_flows.flows.server_app")
     try:
         state = {"pid": hung.pid, "url": "http://127.0.0.1:9/api", "port": 9, "log": "x.log"}
         (home / "server.json").write_text(json.dumps(state | {"started_at": 1.0}))

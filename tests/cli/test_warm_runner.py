@@ -22,6 +22,7 @@ from tests.crash.conftest import kill_group, only_session, wait_for
 from tests.crash.test_kill_and_resume import CHAIN, Agent, branch_tasks
 from tests.fakes.git_repo import make_repo
 from tests.fakes.llm_server import FakeLLMServer
+from tests.fakes.stand_in import stand_in
 from tests.flows.test_server import aca, alive, fresh_env, output
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -334,10 +335,7 @@ def test_a_runner_of_another_aca_is_not_used(tmp_path, monkeypatch):
     # `aca server status` said "no warm runner" beside its process: it names it, and the fix.
     from aca_flows.cli.server import _runner_line
 
-    old = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(600)", "aca_flows.cli.warm_runner",
-         str(runner.home)], start_new_session=True,
-    )  # fmt: skip
+    old = stand_in("aca_flows.cli.warm_runner", str(runner.home), start_new_session=True)
     try:
         runner.state_file.write_text(json.dumps(state | {"pid": old.pid}))
         assert runner.pid() is None

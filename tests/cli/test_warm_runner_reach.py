@@ -24,6 +24,7 @@ from aca_flows.cli.warm_runner import WarmRunner
 from aca_flows.sandbox import Sandbox
 from aca_flows.settings import SandboxSection
 from tests.fakes.git_repo import make_repo
+from tests.fakes.stand_in import stand_in
 from tests.flows.test_server import fresh_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -278,11 +279,7 @@ def test_a_runner_of_an_earlier_aca_on_an_abstract_socket_is_stopped(tmp_path):
     home = tmp_path / "home"
     runner = WarmRunner(home / ".aca" / "server")
     runner.home.mkdir(parents=True)
-    earlier = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(600)", "aca_flows.cli.warm_runner",
-         str(runner.home)],
-        start_new_session=True,
-    )  # fmt: skip
+    earlier = stand_in("aca_flows.cli.warm_runner", str(runner.home), start_new_session=True)
     try:
         state = {"pid": earlier.pid, "socket": "\0aca-runner-0123456789abcdef", "fingerprint": "x"}
         runner.state_file.write_text(json.dumps(state))

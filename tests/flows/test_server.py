@@ -24,6 +24,7 @@ from tests.crash.conftest import kill_group, only_session, wait_for
 from tests.crash.test_kill_and_resume import CHAIN, Agent, branch_tasks
 from tests.fakes.git_repo import make_repo
 from tests.fakes.llm_server import FakeLLMServer
+from tests.fakes.stand_in import stand_in
 from tests.flows.test_readme_demo import readme_commands
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -349,9 +350,7 @@ def test_a_run_beside_a_local_server_that_does_not_answer_says_so(tmp_path, monk
     monkeypatch.setattr(
         server_module, "temporary_server", lambda: contextlib.nullcontext("http://127.0.0.1:9/api")
     )
-    hung = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(600)", "aca_flows.flows.server_app"]
-    )
+    hung = stand_in("aca_flows.flows.server_app")
     try:
         home = tmp_path / ".aca" / "server"
         home.mkdir(parents=True)
@@ -390,10 +389,7 @@ def test_aca_server_stop_names_the_sessions_whose_runs_it_cuts_off(tmp_path, mon
     monkeypatch.setenv("HOME", str(tmp_path))
     home = tmp_path / ".aca" / "server"
     home.mkdir(parents=True)
-    server = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(600)", "aca_flows.flows.server_app"],
-        start_new_session=True,
-    )
+    server = stand_in("aca_flows.flows.server_app", start_new_session=True)
     try:
         state = {"pid": server.pid, "url": api, "port": 1, "log": "s.log", "started_at": 1.0}
         (home / "server.json").write_text(json.dumps(state))
@@ -418,8 +414,7 @@ def test_two_server_starts_at_once_start_one_server(tmp_path, monkeypatch):
 
     def spawn(command, log_file, **_):
         time.sleep(0.5)  # as a real start takes a while: long enough for the other to look
-        fake = [sys.executable, "-c", "import time; time.sleep(600)", "aca_flows.flows.server_app"]
-        spawned.append(subprocess.Popen(fake))
+        spawned.append(stand_in("aca_flows.flows.server_app"))
         return spawned[-1]
 
     monkeypatch.setattr(local_servers, "spawn_background", spawn)
