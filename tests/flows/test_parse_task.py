@@ -142,7 +142,8 @@ def test_the_prefect_cache_survives_the_process_and_follows_the_file(
     assert len(anthropic_fake.model_calls) == 5  # 3 of the first run, write and finish
     newest = max(list_sessions(repo), key=lambda s: s.id)
     (cached,) = parse_task_runs(newest.id)
-    assert cached.state.name == "Cached"
+    # Once in CI it was Completed: the parser's own cache answered, Prefect's was missed.
+    assert cached.state.name == "Cached", done.stderr[-3000:]
 
     tasks.write_text("# Files\n\n- write a.txt\n- write b.txt\n")
     anthropic_fake.anthropic.enqueue(**parse_reply())  # asked again: the file changed
