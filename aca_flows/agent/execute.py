@@ -416,17 +416,11 @@ async def _run_agent_and_verify(
         if conversation.provider.name == CLAUDE_CODE:
             # Permission mode, allowed tools, turns and budget come from [claude_code] config,
             # which the provider reads itself; aca adds only the worktree and the session.
-            unreadable, readable = sandbox.read_rules()
             agent_round = await run_claude_code(
                 conversation,
                 message,
                 worktree=worktree.path,
-                options={
-                    "protected_paths": sandbox.protected_paths(),
-                    "unreadable_paths": unreadable,
-                    "readable_paths": readable,
-                    "network": sandbox.network,
-                },
+                options={**sandbox.claude_code_paths(), "network": sandbox.network},
             )
         else:
             agent_round = await run_tool_loop(

@@ -160,19 +160,20 @@ class Sandbox:
             max_processes=s.max_processes,
         )
 
-    def protected_paths(self) -> list[str]:
-        """What Claude Code's own sandbox must not write (the repository beyond the worktree),
-        worked out with the mounts, before the agent ran."""
-        return [str(p) for p in protected_paths(self.mounts)] if self.mounts else []
-
-    def read_rules(self) -> tuple[list[str], list[str]]:
-        """What Claude Code's own sandbox must not read besides the homes (the user's checkout),
-        and what it may read inside them (the worktree, git's folders, ``read_only_paths``),
-        worked out with the mounts, before the agent ran."""
+    def claude_code_paths(self) -> dict[str, list[str]]:
+        """The paths Claude Code's own sandbox takes from this one (call options), worked out
+        with the mounts before the agent ran: what it must not write (``protected_paths``: the
+        repository beyond the worktree), must not read besides the homes (``unreadable_paths``:
+        the user's checkout) and may read inside them (``readable_paths``: the worktree, git's
+        folders, ``read_only_paths``)."""
         if self.mounts is None:
-            return [], []
+            return {"protected_paths": [], "unreadable_paths": [], "readable_paths": []}
         unreadable, readable = read_rules(self.mounts)
-        return [str(p) for p in unreadable], [str(p) for p in readable]
+        return {
+            "protected_paths": [str(p) for p in protected_paths(self.mounts)],
+            "unreadable_paths": [str(p) for p in unreadable],
+            "readable_paths": [str(p) for p in readable],
+        }
 
     def command_line(self, command: str) -> list[str]:
         """What runs for ``command``: bubblewrap around ``/bin/sh -c command``."""
