@@ -29,6 +29,8 @@ calls to execute). What a caller may rely on:
   the worktree, ``/tmp`` too), removed when the run ends; calls it refused for reaching
   outside are counted in one last ``system`` event and at the end of a run's error
   (``claude_code_results.OutsideRefusals``);
+- claude processes start in turn, at most one per core at a time, each until its first
+  message (``claude_code_starts.starting``);
 - ``request.system`` is appended to Claude Code's own system prompt, never replaces it;
   ``request.tools`` are not used: Claude Code works with its own tools (``allowed_tools``);
 - ``response_schema`` is passed as Claude Code's JSON schema option (``--json-schema``); the
@@ -90,6 +92,7 @@ from aca_flows.providers.claude_code_sandbox import (
     npm_root_answered,
     quiet_environment,
 )
+from aca_flows.providers.claude_code_starts import starting
 from aca_flows.providers.claude_code_tools import (
     confined_settings,
     confined_tools,
@@ -370,15 +373,17 @@ class ClaudeCodeProvider:
             # a run that ends without a result (``StreamedSpend``).
             options.include_partial_messages = True
             prompt = render_prompt(request.messages, resuming=bool(options.resume))
-            async for message in query(prompt=prompt, options=options):
-                streamed.heard(message)
-                for event in events_of(message):
-                    if event.kind == "assistant_text":
-                        texts.append(event.data["text"])
-                    tools_used += event.kind == "tool_use"
-                    on_event(event)
-                if type(message).__name__ == "ResultMessage":
-                    result = message
+            async with starting() as started:
+                async for message in query(prompt=prompt, options=options):
+                    started()
+                    streamed.heard(message)
+                    for event in events_of(message):
+                        if event.kind == "assistant_text":
+                            texts.append(event.data["text"])
+                        tools_used += event.kind == "tool_use"
+                        on_event(event)
+                    if type(message).__name__ == "ResultMessage":
+                        result = message
         except (PermanentProviderError, TransientProviderError):
             raise
         except asyncio.CancelledError as cancel:
