@@ -420,7 +420,7 @@ async def _run_agent_and_verify(
                 conversation,
                 message,
                 worktree=worktree.path,
-                options={**sandbox.claude_code_paths(), "network": sandbox.network},
+                options=sandbox.claude_code_options(),
             )
         else:
             agent_round = await run_tool_loop(

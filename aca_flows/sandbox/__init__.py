@@ -5,9 +5,9 @@ runs under bubblewrap, confined to the task's worktree. Imports no prefect.
   when the worktree was made) then ``await sandbox.run(command, ...)``
 - ``check_sandbox(settings)``: refuses (``SandboxUnavailable``) when bubblewrap cannot start
 - ``bwrap_argv`` / ``mount_plan``: the command line itself, for inspection and tests
-- for Claude Code's own sandbox: ``Sandbox.claude_code_paths`` (what it may not write, may
-  not read, and may read inside that) and ``remove_new_placeholders`` (the empty files it
-  leaves in a worktree)
+- for Claude Code's own sandbox: ``Sandbox.claude_code_options`` (what it may not write, may
+  not read, and may read inside that; a note for the agent when git cannot run there) and
+  ``remove_new_placeholders`` (the empty files it leaves in a worktree)
 """
 
 from aca_flows.sandbox.bwrap import (

@@ -159,9 +159,12 @@ def read_rules(plan: MountPlan) -> tuple[list[Path], list[Path]]:
     that take lists of paths (Claude Code's) rather than mounts: as the mounts show it, the
     user's checkout (its untracked ``.env`` files, aca's records, the other worktrees) is
     unreadable but for the worktree, the repository's git directories and the paths the user
-    shows read-only (``read_only_paths``). The homes are the caller's to hide: a sandbox of
-    paths knows them."""
+    shows read-only (``read_only_paths``). The git config files that hold a credential are
+    unreadable too: such a sandbox cannot show their copies without it (Claude Code's shows
+    the git directories and their config itself), and git there stops at them. The homes are
+    the caller's to hide: a sandbox of paths knows them."""
     unreadable = [plan.repository] if plan.repository is not None else []
+    unreadable += [config for _copy, config in plan.git_configs]
     readable = [plan.worktree, *plan.git_dirs, *plan.read_only]
     return unreadable, readable
 

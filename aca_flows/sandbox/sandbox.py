@@ -18,6 +18,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aca_flows.errors import AcaError
 from aca_flows.sandbox.bwrap import (
@@ -52,6 +53,19 @@ BASE_ENV_NAMES = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ")
 OFF_WARNING = (
     '[sandbox] mode = "off": agent and verify commands run unsandboxed, as you, with your '
     "files, network and processes in reach. Install bubblewrap and remove that setting."
+)
+# Claude Code's sandbox shows the repository's git config as it is, and cannot show a copy:
+# one that holds a credential is unreadable there, and git stops at it.
+CREDENTIAL_WARNING = (
+    "{config} holds a credential (a token in a remote URL, an http extraHeader): Claude Code's "
+    "sandbox cannot show the agent a copy without it, so git does not run in its Bash; aca "
+    "still commits the work. To give the agent git, keep credentials out of the repository's "
+    "config (actions/checkout: persist-credentials: false; a credential helper instead)."
+)
+NO_GIT_NOTE = (
+    "git cannot run in this worktree: the repository's git configuration is hidden from your "
+    "commands because it holds a credential. Do not try git commands or work around them; "
+    "aca commits your changes when you are done."
 )
 # Any variable whose name contains one of these is treated as a secret (mode "off").
 # Inherited git plumbing variables would point commands at the user's checkout, not the worktree.
@@ -160,20 +174,28 @@ class Sandbox:
             max_processes=s.max_processes,
         )
 
-    def claude_code_paths(self) -> dict[str, list[str]]:
-        """The paths Claude Code's own sandbox takes from this one (call options), worked out
-        with the mounts before the agent ran: what it must not write (``protected_paths``: the
-        repository beyond the worktree), must not read besides the homes (``unreadable_paths``:
-        the user's checkout) and may read inside them (``readable_paths``: the worktree, git's
-        folders, ``read_only_paths``)."""
+    def claude_code_options(self) -> dict[str, Any]:
+        """The call options of Claude Code's own sandbox, worked out with the mounts before the
+        agent ran: what it must not write (``protected_paths``: the repository beyond the
+        worktree), must not read besides the homes (``unreadable_paths``: the user's checkout,
+        the git config files that hold a credential), may read inside them
+        (``readable_paths``: the worktree, git's folders, ``read_only_paths``), ``network``;
+        and, when a git config is unreadable, ``append_system_prompt`` telling the agent that
+        git cannot run (``NO_GIT_NOTE``), while the user is told why (``CREDENTIAL_WARNING``)."""
+        options: dict[str, Any] = {"network": self.network}
         if self.mounts is None:
-            return {"protected_paths": [], "unreadable_paths": [], "readable_paths": []}
+            return {**options, "protected_paths": [], "unreadable_paths": [], "readable_paths": []}
         unreadable, readable = read_rules(self.mounts)
-        return {
+        options |= {
             "protected_paths": [str(p) for p in protected_paths(self.mounts)],
             "unreadable_paths": [str(p) for p in unreadable],
             "readable_paths": [str(p) for p in readable],
         }
+        if self.mounts.git_configs:
+            config = self.mounts.git_configs[0][1]
+            log.warning(CREDENTIAL_WARNING.format(config=config))
+            options["append_system_prompt"] = NO_GIT_NOTE
+        return options
 
     def command_line(self, command: str) -> list[str]:
         """What runs for ``command``: bubblewrap around ``/bin/sh -c command``."""
