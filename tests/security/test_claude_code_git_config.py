@@ -25,6 +25,7 @@ from aca_flows.sandbox.sandbox import NO_GIT_NOTE
 from aca_flows.settings import AcaConfig
 from tests.fakes.git_repo import make_repo
 from tests.fakes.llm_server import FakeLLMServer
+from tests.security.test_claude_code_home_repo import call, quiet_claude
 
 MODEL = "claude-sonnet-4-6"
 # Written in the worktree and run there: Claude Code refuses a command naming a path outside.
@@ -52,24 +53,15 @@ def test_a_credential_in_the_repositorys_git_config_never_reaches_the_model(
         ["remote.origin.url", f"https://x-access-token:{token}@github.com/team/repo.git"],
     ):
         subprocess.run(["git", "-C", str(repo), "config", *setting], check=True)
-    for name, value in {
-        "HOME": str(home),
-        "ANTHROPIC_API_KEY": key,
-        "DISABLE_TELEMETRY": "1",
-        "DISABLE_ERROR_REPORTING": "1",
-        "DISABLE_AUTOUPDATER": "1",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "CLAUDE_CODE_MAX_RETRIES": "0",
-    }.items():
-        monkeypatch.setenv(name, value)
+    quiet_claude(monkeypatch, home, key)
     with FakeLLMServer(api_key=key) as server:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
         fake = server.anthropic
         fake.scripted_for = lambda request: bool((request.json or {}).get("tools"))
         probe = PROBE.format(config=str(repo / ".git" / "config"))
-        fake.enqueue(tool_calls=[_call("write", "Write", file_path="probe.py", content=probe)])
+        fake.enqueue(tool_calls=[call("write", "Write", file_path="probe.py", content=probe)])
         command = "python3 probe.py; git status --short; git log -1 --format=%s"
-        fake.enqueue(tool_calls=[_call("read", "Bash", command=command)])
+        fake.enqueue(tool_calls=[call("read", "Bash", command=command)])
         fake.enqueue(text="Wrote probe.py.")
         config = AcaConfig.model_validate(
             {"session": {"model": MODEL}, "providers": {"claude-code": {"model": MODEL}}}
@@ -98,7 +90,3 @@ def test_a_credential_in_the_repositorys_git_config_never_reaches_the_model(
     assert "probe.py" in outcome.files_changed
     # The user's checkout keeps its config: aca pushes with it.
     assert token in (repo / ".git" / "config").read_text()
-
-
-def _call(name: str, tool: str, **arguments) -> dict:
-    return {"id": f"toolu_{name}", "name": tool, "arguments": arguments}

@@ -69,24 +69,15 @@ def test_a_script_claude_runs_reads_nothing_of_the_home_that_holds_the_repositor
     for path, text in planted.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    for name, value in {
-        "HOME": str(home),
-        "ANTHROPIC_API_KEY": key,
-        "DISABLE_TELEMETRY": "1",
-        "DISABLE_ERROR_REPORTING": "1",
-        "DISABLE_AUTOUPDATER": "1",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "CLAUDE_CODE_MAX_RETRIES": "0",
-    }.items():
-        monkeypatch.setenv(name, value)
+    quiet_claude(monkeypatch, home, key)
     with FakeLLMServer(api_key=key) as server:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
         fake = server.anthropic
         fake.scripted_for = lambda request: bool((request.json or {}).get("tools"))
         probe = PROBE.format(home=str(home), repo=str(repo))
-        fake.enqueue(tool_calls=[_call("write", "Write", file_path="probe.py", content=probe)])
-        fake.enqueue(tool_calls=[_call("probe", "Bash", command="python3 probe.py")])
-        fake.enqueue(tool_calls=[_call("git", "Bash", command="git status --short; git log -1")])
+        fake.enqueue(tool_calls=[call("write", "Write", file_path="probe.py", content=probe)])
+        fake.enqueue(tool_calls=[call("probe", "Bash", command="python3 probe.py")])
+        fake.enqueue(tool_calls=[call("git", "Bash", command="git status --short; git log -1")])
         fake.enqueue(text="Wrote probe.py.")
         config = AcaConfig.model_validate(
             {
@@ -118,5 +109,20 @@ def test_a_script_claude_runs_reads_nothing_of_the_home_that_holds_the_repositor
     assert outcome.status == "completed", outcome.failure_reason
 
 
-def _call(name: str, tool: str, **arguments) -> dict:
+def quiet_claude(monkeypatch, home, key: str) -> None:
+    """The environment of a claude run against the fake server: ``home``, ``key``, no side
+    traffic, no retries."""
+    for name, value in {
+        "HOME": str(home),
+        "ANTHROPIC_API_KEY": key,
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "CLAUDE_CODE_MAX_RETRIES": "0",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+def call(name: str, tool: str, **arguments) -> dict:
     return {"id": f"toolu_{name}", "name": tool, "arguments": arguments}
