@@ -407,20 +407,20 @@ async def _run_agent_and_verify(
         plan_check=lambda proposals: placement_problems(plan, task.id, proposals),
         sandbox=sandbox,
     )
+    claude_code = conversation.provider.name == CLAUDE_CODE
+    # Its sandbox's paths, worked out once, with the mounts, before the agent runs.
+    claude_options = sandbox.claude_code_options() if claude_code else {}
     max_rounds = 1 + config.agent.max_fix_attempts
     started = time.time()  # what the agent writes from now on (setup commands ran before)
     verify: VerifyResult | None = None
     failed: tuple[Check, VerifyResult] | None = None
     agent_round: AgentRound | None = None
     for attempt in range(1, max_rounds + 1):
-        if conversation.provider.name == CLAUDE_CODE:
+        if claude_code:
             # Permission mode, allowed tools, turns and budget come from [claude_code] config,
             # which the provider reads itself; aca adds only the worktree and the session.
             agent_round = await run_claude_code(
-                conversation,
-                message,
-                worktree=worktree.path,
-                options=sandbox.claude_code_options(),
+                conversation, message, worktree=worktree.path, options=claude_options
             )
         else:
             agent_round = await run_tool_loop(
