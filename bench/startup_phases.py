@@ -28,7 +28,7 @@ WATCHED = {
         ("build_providers", "session created", "providers built"),
     ],
     "aca_flows.flows.task_run": [("execute_task", "first task run started", None)],
-    "aca_flows.agent.execute": [("_run_agent_and_verify", "worktree ready, prompt next", None)],
+    "aca_flows.agent.execute": [("run_agent_and_verify", "worktree ready, prompt next", None)],
 }
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import threading
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
@@ -33,49 +32,27 @@ import git
 from pydantic import BaseModel, Field
 
 from aca_flows._threads import in_thread
-from aca_flows._words import counted
-from aca_flows.agent.aca_files import aca_files_problem
 from aca_flows.agent.dependency_contexts import dependency_contexts, task_commit_summary
 from aca_flows.agent.landing import (
     land_checked,
-    run_checks_on_the_work,
-    sandbox_for_check,
-    sandbox_of,
 )
-from aca_flows.agent.links import leaving_links_problem
-from aca_flows.agent.loop import AgentConversation, AgentRound, run_claude_code, run_tool_loop
-from aca_flows.agent.needs_human import asks_human_reason
+from aca_flows.agent.loop import AgentConversation
 from aca_flows.agent.no_change import (
-    evidence_problem,
     real_changes,
-    with_ignored_writes,
     with_refusals,
-    with_refused_writes,
 )
 from aca_flows.agent.prompt import (
-    DependencyContext,
     build_system_prompt,
-    build_task_prompt,
 )
+from aca_flows.agent.rounds import CLAUDE_CODE, RoundsResult, run_agent_and_verify
 from aca_flows.agent.run_worktrees import RunWorktrees
-from aca_flows.agent.secrets_in_work import secrets_problem
 from aca_flows.agent.setup import run_setup_commands
-from aca_flows.agent.subtasks import ProposedSubtask, placement_problems
-from aca_flows.agent.tools import TaskTools, ToolRefused, resolve_inside
+from aca_flows.agent.subtasks import ProposedSubtask
 from aca_flows.agent.transcript import ConversationStore, LogCallback, TaskLog
-from aca_flows.agent.verify import (
-    FAILURE_OUTPUT_LIMIT,
-    Check,
-    VerifyResult,
-    describe_failure,
-    fix_request,
-    missing_from_worktree,
-    task_checks,
-)
 from aca_flows.plan.models import ExecutionPlan, Task, verify_command_for
 from aca_flows.providers.base import Provider, Usage
 from aca_flows.providers.claude_code_transcripts import remove_claude_transcripts
-from aca_flows.session.layout import AcaDir, SessionPaths
+from aca_flows.session.layout import AcaDir
 from aca_flows.session.usage import summed_cost
 from aca_flows.settings import AcaConfig
 from aca_flows.workspace import (
@@ -92,9 +69,8 @@ from aca_flows.workspace import (
 )
 from aca_flows.workspace.hardened_git import AcaRepo
 
-__all__ = ["CLAUDE_CODE", "TaskOutcome", "execute_task"]
+__all__ = ["TaskOutcome", "execute_task"]
 
-CLAUDE_CODE = "claude-code"
 # A failed task's diff, as kept in its outcome (the persisted result) and shown to a person.
 DIFF_LIMIT = 20_000
 
@@ -150,18 +126,6 @@ class TaskOutcome(BaseModel):
     def display_status(self) -> str:
         """How people read the outcome: ``completed``, ``completed, no change`` or ``failed``."""
         return "completed, no change" if self.completed_without_change else self.status
-
-
-class _RunResult(BaseModel):
-    """One run in one worktree, before commit."""
-
-    passed: bool
-    no_change_reason: str | None = None
-    failure_reason: str | None = None
-    human_question: str | None = None
-    last_round: AgentRound | None = None
-    verify: VerifyResult | None = None
-    attempts: int = 0
 
 
 async def execute_task(
@@ -275,7 +239,7 @@ async def execute_task(
                 store=ConversationStore(paths, task_id),
             )
             try:
-                result = await _run_agent_and_verify(
+                result = await run_agent_and_verify(
                     plan, task, worktree, conversation, dependencies, config, paths, stop_requested
                 )
             finally:
@@ -360,7 +324,7 @@ async def execute_task(
 def _run_fields(
     plan: ExecutionPlan,
     task: Task,
-    result: _RunResult,
+    result: RoundsResult,
     totals: _Totals,
     *,
     run: int,
@@ -382,142 +346,6 @@ def _run_fields(
         "subtask_problem": last_round.subtask_problem if last_round else None,
         "provider": provider.name,
     }
-
-
-async def _run_agent_and_verify(
-    plan: ExecutionPlan,
-    task: Task,
-    worktree: TaskWorktree,
-    conversation: AgentConversation,
-    dependencies: list[DependencyContext],
-    config: AcaConfig,
-    paths: SessionPaths,
-    stop_requested: Callable[[], bool],
-) -> _RunResult:
-    """Agent rounds until the checks pass, the fix attempts run out or the run is stopping."""
-    message = build_task_prompt(
-        plan, task, dependencies=dependencies, read_file=lambda p: _read_ref(worktree.path, p)
-    )
-    # run_command and verify; network off unless the task or [sandbox] network allows it
-    sandbox = sandbox_of(worktree, config.sandbox, network=task.network)
-    tools = TaskTools(
-        worktree.path,
-        config.agent,
-        existing_task_ids={t.id for t in plan.tasks},
-        plan_check=lambda proposals: placement_problems(plan, task.id, proposals),
-        sandbox=sandbox,
-    )
-    claude_code = conversation.provider.name == CLAUDE_CODE
-    # Its sandbox's paths, worked out once, with the mounts, before the agent runs.
-    claude_options = sandbox.claude_code_options() if claude_code else {}
-    max_rounds = 1 + config.agent.max_fix_attempts
-    started = time.time()  # what the agent writes from now on (setup commands ran before)
-    verify: VerifyResult | None = None
-    failed: tuple[Check, VerifyResult] | None = None
-    agent_round: AgentRound | None = None
-    for attempt in range(1, max_rounds + 1):
-        if claude_code:
-            # Permission mode, allowed tools, turns and budget come from [claude_code] config,
-            # which the provider reads itself; aca adds only the worktree and the session.
-            agent_round = await run_claude_code(
-                conversation, message, worktree=worktree.path, options=claude_options
-            )
-        else:
-            agent_round = await run_tool_loop(
-                conversation, tools, message, max_turns=config.agent.max_turns
-            )
-        if not agent_round.finished:
-            return _RunResult(
-                passed=False,
-                failure_reason=(
-                    f"the agent did not finish within {counted(config.agent.max_turns, 'turn')}; "
-                    "raise agent.max_turns or split the task"
-                ),
-                last_round=agent_round,
-                attempts=attempt,
-            )
-        question = agent_round.human_question
-        if question:
-            # The agent cannot go on alone: nothing to verify, a person decides.
-            return _RunResult(
-                passed=False,
-                failure_reason=asks_human_reason(question),
-                human_question=question,
-                last_round=agent_round,
-                attempts=attempt,
-            )
-        every_change = await in_thread(worktree.changed_files)  # what `git add -A` would take
-        changed = real_changes(every_change)
-        no_change = agent_round.no_change_reason
-        if no_change is None and not changed and agent_round.proposed_subtasks:
-            # Splitting is the work: the subtasks change the code, the parent itself does not.
-            ids = ", ".join(p.id for p in agent_round.proposed_subtasks)
-            no_change = f"the work is split into subtasks ({ids}); they make the changes"
-        problem = evidence_problem(no_change, changed, agent_round.summary)
-        if problem is not None and not changed and no_change is None:
-            ignored = await in_thread(worktree.ignored_since, started)
-            problem = with_ignored_writes(problem, ignored)
-            problem = with_refused_writes(problem, agent_round.refused_writes)
-        problem = problem or leaving_links_problem(worktree.path, every_change)
-        problem = problem or aca_files_problem(every_change)
-        problem = problem or secrets_problem(worktree, every_change)
-        if problem is not None:
-            return _RunResult(
-                passed=False, failure_reason=problem, last_round=agent_round, attempts=attempt
-            )
-        checks = await in_thread(task_checks, plan, task, changed, paths, worktree.contains)
-        if not checks:
-            return _RunResult(
-                passed=True, no_change_reason=no_change, last_round=agent_round, attempts=attempt
-            )
-        results = await run_checks_on_the_work(
-            worktree,
-            checks,
-            lambda network: sandbox_for_check(worktree, config, network, sandbox),
-            config,
-            conversation.log,
-            attempt=attempt,
-            agent_since=started,
-        )
-        verify = results[0] if checks[0].owner is None else None  # the task's own check
-        failed = checks[len(results) - 1], results[-1]
-        if failed[1].passed:
-            return _RunResult(
-                passed=True,
-                no_change_reason=no_change,
-                last_round=agent_round,
-                verify=verify,
-                attempts=attempt,
-            )
-        missing = missing_from_worktree(failed[1], worktree.path, worktree.repo_root)
-        if stop_requested() or missing:
-            # The agent cannot fix a program missing from the worktree: no fix round is paid.
-            why = f"verify command {failed[0].describe()} failed while the run stopped"
-            if missing:
-                why = f"verify command {failed[0].describe()} found no program to run: {missing}"
-            return _RunResult(
-                passed=False,
-                failure_reason=why,
-                last_round=agent_round,
-                verify=verify,
-                attempts=attempt,
-            )
-        message = fix_request(failed[1], attempts_left=max_rounds - attempt, owner=failed[0].owner)
-    assert failed is not None
-    check, result = failed
-    tail = result.output[-FAILURE_OUTPUT_LIMIT:]
-    rounds = max_rounds - 1  # fix rounds, after the first try
-    how = f"still failed after {rounds} fix round(s) of the agent" if rounds else "failed"
-    return _RunResult(
-        passed=False,
-        failure_reason=(
-            f"verify command {check.describe()} {how} ({describe_failure(result)}); "
-            f"nothing was merged. Output:\n{tail or '(none)'}"
-        ),
-        last_round=agent_round,
-        verify=verify,
-        attempts=max_rounds,
-    )
 
 
 class _Totals:
@@ -586,11 +414,3 @@ def _completed(landed: LandedTask, *, summary: str, **fields) -> TaskOutcome:
         deletions=landed.change.deletions,
         **fields,
     )
-
-
-def _read_ref(root: Path, path: str) -> str | None:
-    try:
-        target = resolve_inside(root, path)
-        return target.read_text(encoding="utf-8") if target.is_file() else None
-    except (ToolRefused, OSError, UnicodeDecodeError):
-        return None

@@ -53,11 +53,9 @@ def test_a_credential_in_the_repositorys_git_config_never_reaches_the_model(
         ["remote.origin.url", f"https://x-access-token:{token}@github.com/team/repo.git"],
     ):
         subprocess.run(["git", "-C", str(repo), "config", *setting], check=True)
-    quiet_claude(monkeypatch, home, key)
     with FakeLLMServer(api_key=key) as server:
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+        quiet_claude(monkeypatch, home, server)
         fake = server.anthropic
-        fake.scripted_for = lambda request: bool((request.json or {}).get("tools"))
         probe = PROBE.format(config=str(repo / ".git" / "config"))
         fake.enqueue(tool_calls=[call("write", "Write", file_path="probe.py", content=probe)])
         command = "python3 probe.py; git status --short; git log -1 --format=%s"

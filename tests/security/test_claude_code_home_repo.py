@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -69,11 +70,9 @@ def test_a_script_claude_runs_reads_nothing_of_the_home_that_holds_the_repositor
     for path, text in planted.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    quiet_claude(monkeypatch, home, key)
     with FakeLLMServer(api_key=key) as server:
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+        quiet_claude(monkeypatch, home, server)
         fake = server.anthropic
-        fake.scripted_for = lambda request: bool((request.json or {}).get("tools"))
         probe = PROBE.format(home=str(home), repo=str(repo))
         fake.enqueue(tool_calls=[call("write", "Write", file_path="probe.py", content=probe)])
         fake.enqueue(tool_calls=[call("probe", "Bash", command="python3 probe.py")])
@@ -109,19 +108,18 @@ def test_a_script_claude_runs_reads_nothing_of_the_home_that_holds_the_repositor
     assert outcome.status == "completed", outcome.failure_reason
 
 
-def quiet_claude(monkeypatch, home, key: str) -> None:
-    """The environment of a claude run against the fake server: ``home``, ``key``, no side
-    traffic, no retries."""
+def quiet_claude(monkeypatch, home: Path, server: FakeLLMServer) -> None:
+    """The environment of a claude run against the fake ``server`` (its key; a dropped
+    connection retried, as CI once saw one): ``home``, no side traffic."""
     for name, value in {
         "HOME": str(home),
-        "ANTHROPIC_API_KEY": key,
         "DISABLE_TELEMETRY": "1",
         "DISABLE_ERROR_REPORTING": "1",
         "DISABLE_AUTOUPDATER": "1",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "CLAUDE_CODE_MAX_RETRIES": "0",
     }.items():
         monkeypatch.setenv(name, value)
+    server.serve_claude_code(monkeypatch)
 
 
 def call(name: str, tool: str, **arguments) -> dict:
