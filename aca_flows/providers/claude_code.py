@@ -13,6 +13,7 @@ calls to execute). What a caller may rely on:
   ``claude_code_tools.offered_tools``), ``permission_mode``, ``append_system_prompt``, ``env``
   (extra variables for the CLI), ``protected_paths`` (never writable by Claude Code's sandboxed
   Bash), ``network`` (its sandboxed Bash may use the network; default ``[sandbox] network``),
+  ``bin_folders`` (first on the PATH of its commands),
   ``resumable`` (``False``: a one-shot call, whose transcript Claude Code does not keep);
 - unless ``[sandbox] mode = "off"``: Claude Code's own sandbox on with no unsandboxed escape,
   only the environment claude needs, aca's deny list as ``Bash(...)`` rules, no project
@@ -281,6 +282,10 @@ class ClaudeCodeProvider:
                 env["PATH"] = os.pathsep.join(p for p in (npm, env.get("PATH")) if p)
                 # claude runs it outside its sandbox: no command inside may change it.
                 protected.append(npm)
+            # Programs the sandbox gives its commands first (a git that reads a copy of the
+            # repository's config without credentials: sandbox/git_shadow.py).
+            first = opts.get("bin_folders", ())
+            env["PATH"] = os.pathsep.join(p for p in (*first, env.get("PATH")) if p)
         env = {**quiet_environment(os.environ), **env}
         if scratch:
             env["TMPDIR"] = scratch

@@ -6,7 +6,8 @@ runs under bubblewrap, confined to the task's worktree. Imports no prefect.
 - ``check_sandbox(settings)``: refuses (``SandboxUnavailable``) when bubblewrap cannot start
 - ``bwrap_argv`` / ``mount_plan``: the command line itself, for inspection and tests
 - for Claude Code's own sandbox: ``Sandbox.claude_code_options`` (what it may not write, may
-  not read, and may read inside that; a note for the agent when git cannot run there) and
+  not read, and may read inside that; a ``git`` that reads the repository's config without
+  credentials, ``git_shadow.py``, or a note for the agent when git cannot run there) and
   ``remove_new_placeholders`` (the empty files it leaves in a worktree)
 """
 

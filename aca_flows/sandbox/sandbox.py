@@ -32,6 +32,7 @@ from aca_flows.sandbox.bwrap import (
     protected_paths,
     read_rules,
 )
+from aca_flows.sandbox.git_shadow import git_shadow
 from aca_flows.sandbox.process import CommandResult, run_process
 from aca_flows.session.redact import is_secret_variable
 from aca_flows.settings import SandboxSection
@@ -180,22 +181,46 @@ class Sandbox:
         worktree), must not read besides the homes (``unreadable_paths``: the user's checkout,
         the git config files that hold a credential), may read inside them
         (``readable_paths``: the worktree, git's folders, ``read_only_paths``), ``network``;
-        and, when a git config is unreadable, ``append_system_prompt`` telling the agent that
-        git cannot run (``NO_GIT_NOTE``), while the user is told why (``CREDENTIAL_WARNING``)."""
+        and, when a git config is unreadable, ``bin_folders``: a ``git`` that reads a copy of it
+        without credentials (``git_shadow``), or where there is none (a submodule's config, a
+        worktree's), ``append_system_prompt`` telling the agent that git cannot run
+        (``NO_GIT_NOTE``), while the user is told why (``CREDENTIAL_WARNING``)."""
         options: dict[str, Any] = {"network": self.network}
         if self.mounts is None:
             return {**options, "protected_paths": [], "unreadable_paths": [], "readable_paths": []}
         unreadable, readable = read_rules(self.mounts)
-        options |= {
-            "protected_paths": [str(p) for p in protected_paths(self.mounts)],
+        protected = protected_paths(self.mounts)
+        if self.mounts.git_configs:
+            shadow = self._git_shadow()
+            if shadow is not None:
+                options["bin_folders"] = [str(shadow / "bin")]
+                readable.append(shadow)
+                protected.append(shadow)
+            else:
+                config = self.mounts.git_configs[0][1]
+                log.warning(CREDENTIAL_WARNING.format(config=config))
+                options["append_system_prompt"] = NO_GIT_NOTE
+        return options | {
+            "protected_paths": [str(p) for p in protected],
             "unreadable_paths": [str(p) for p in unreadable],
             "readable_paths": [str(p) for p in readable],
         }
-        if self.mounts.git_configs:
-            config = self.mounts.git_configs[0][1]
-            log.warning(CREDENTIAL_WARNING.format(config=config))
-            options["append_system_prompt"] = NO_GIT_NOTE
-        return options
+
+    def _git_shadow(self) -> Path | None:
+        """``git_shadow`` for a linked worktree whose repository's own config is the one that
+        holds a credential; None for any other case."""
+        plan = self.mounts
+        if plan is None or len(plan.git_dirs) != 2 or len(plan.git_configs) != 1:
+            return None
+        admin, common = plan.git_dirs
+        copy, config = plan.git_configs[0]
+        if config != common / "config":
+            return None
+        try:
+            clean = copy.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+        return git_shadow(plan.worktree, admin, common, clean)
 
     def command_line(self, command: str) -> list[str]:
         """What runs for ``command``: bubblewrap around ``/bin/sh -c command``."""

@@ -1,13 +1,11 @@
 """Claude Code's Bash and a repository whose git config holds a credential, as CI checkouts
 write it (``http.<url>.extraHeader``) or a remote URL with a token: the credential never
-reaches the model. aca's own sandbox shows a copy of the config without it
-(``sandbox/git_config.py``); Claude Code's sandbox shows the git directory itself and cannot
-show a copy, so the config is unreadable there and git does not run: the agent is told so, the
-user is told why and how to give it git back, and aca commits the work.
+reaches the model, and git works in the worktree. aca's own sandbox shows a copy of the config
+without it (``sandbox/git_config.py``); Claude Code's sandbox shows the git directory itself
+and cannot show a copy: the config is unreadable there, and the ``git`` aca puts first on the
+commands' PATH reads the copy (``sandbox/git_shadow.py``).
 
 Before the fix, a script the agent ran printed the config, token and all, to the model.
-
-The real ``claude`` binary, its own sandbox (bubblewrap), the fake Anthropic server.
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ from aca_flows.agent import execute_task
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers import get_provider
 from aca_flows.sandbox import check_sandbox
-from aca_flows.sandbox.sandbox import NO_GIT_NOTE
 from aca_flows.settings import AcaConfig
 from tests.fakes.git_repo import make_repo
 from tests.fakes.llm_server import FakeLLMServer
@@ -80,9 +77,9 @@ def test_a_credential_in_the_repositorys_git_config_never_reaches_the_model(
     )
     assert not [r for r in requests if token in r.body.decode()], read
     assert "unread: PermissionError" in read, read
-    # The agent is told that git cannot run, and why; the user how to give it git back.
-    assert all(NO_GIT_NOTE in json.dumps(r.json["system"]) for r in requests)
-    assert "persist-credentials: false" in caplog.text
+    # git works in the worktree, on a copy of the config without the credential.
+    assert "[REDACTED]@github.com/team/repo.git" in read, read
+    assert "?? probe.py" in read and "\ninit\n" in read.replace("\\n", "\n"), read
     # aca commits the work all the same.
     assert outcome.status == "completed", outcome.failure_reason
     assert "probe.py" in outcome.files_changed
