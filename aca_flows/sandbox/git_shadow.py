@@ -2,7 +2,8 @@
 
 Claude Code's sandbox shows the repository's git directory itself and cannot show a copy of
 its ``config`` without credentials, as aca's sandbox does; the config is unreadable there, and
-git stops at it. ``git_shadow`` makes, in ``~/.aca/sandbox/git-shadow/<key>/``:
+git stops at it. ``git_shadow`` makes, in the worktree's own git directory
+(``<common>/worktrees/<name>/aca-git``, which git deletes with the worktree, links unfollowed):
 
 - ``common/``: a folder that stands for the repository's git directory: a link to each of its
   entries but ``config``, which is the copy without credentials;
@@ -18,7 +19,6 @@ repack) are not linked: git there reads what was there when the task started.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shlex
 import shutil
@@ -55,9 +55,7 @@ def git_shadow(worktree: Path, admin: Path, common: Path, clean_config: str) -> 
     real = shutil.which("git")
     if real is None:
         return None
-    key = "\0".join([str(worktree), str(admin), str(common), clean_config])
-    folder = Path.home() / ".aca" / "sandbox" / "git-shadow"
-    folder = folder / hashlib.sha256(key.encode()).hexdigest()[:16]
+    folder = admin / "aca-git"
     try:
         shadow = folder / "common"
         shadow.mkdir(mode=0o700, parents=True, exist_ok=True)

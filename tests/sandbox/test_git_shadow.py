@@ -94,3 +94,21 @@ def test_claude_codes_options_give_it_the_git_or_say_that_git_cannot_run(tmp_pat
     assert str(submodule / "config") in options["unreadable_paths"]
     assert "bin_folders" not in options
     assert options["append_system_prompt"] == NO_GIT_NOTE
+
+
+def test_git_deletes_it_with_the_worktree_and_leaves_the_repository_whole(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    common, admin, worktree = _linked_worktree(tmp_path)
+    shadow = git_shadow(worktree.resolve(), admin, common, "[core]\n")
+    assert (shadow / "common" / "objects").is_symlink()
+    before = sorted(p.relative_to(common) for p in common.rglob("*") if "worktrees" not in p.parts)
+
+    repo = str(common.parent)
+    subprocess.run(["git", "-C", repo, "worktree", "remove", "--force", str(worktree)], check=True)
+
+    assert not shadow.exists()
+    after = sorted(p.relative_to(common) for p in common.rglob("*") if "worktrees" not in p.parts)
+    assert after == before
+    log = subprocess.run(["git", "-C", repo, "log", "-1", "--format=%s"],
+                         capture_output=True, text=True)  # fmt: skip
+    assert log.stdout.strip() == "init"
