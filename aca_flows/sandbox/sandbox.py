@@ -189,19 +189,17 @@ class Sandbox:
         if self.mounts is None:
             return {**options, "protected_paths": [], "unreadable_paths": [], "readable_paths": []}
         unreadable, readable = read_rules(self.mounts)
-        protected = protected_paths(self.mounts)
         if self.mounts.git_configs:
+            # In the worktree's git directory: readable and not writable, as that is.
             shadow = self._git_shadow()
             if shadow is not None:
                 options["bin_folders"] = [str(shadow / "bin")]
-                readable.append(shadow)
-                protected.append(shadow)
             else:
                 config = self.mounts.git_configs[0][1]
                 log.warning(CREDENTIAL_WARNING.format(config=config))
                 options["append_system_prompt"] = NO_GIT_NOTE
         return options | {
-            "protected_paths": [str(p) for p in protected],
+            "protected_paths": [str(p) for p in protected_paths(self.mounts)],
             "unreadable_paths": [str(p) for p in unreadable],
             "readable_paths": [str(p) for p in readable],
         }
