@@ -19,6 +19,7 @@ from aca_flows.session.files import write_json_atomic, write_text_atomic
 from aca_flows.session.layout import SessionPaths
 from aca_flows.session.redact import redact
 from aca_flows.workspace.file_lock import FileLock
+from aca_flows.workspace.repository import git_meanwhile
 
 __all__ = ["ChangeRecord", "describe_commit", "read_change_log", "record_task_change"]
 
@@ -67,9 +68,10 @@ def describe_commit(repo: git.Repo, task_id: str, sha: str) -> ChangeRecord:
 
 def record_task_change(repo: git.Repo, paths: SessionPaths, task_id: str, sha: str) -> ChangeRecord:
     """Write the task's patch and its entry in ``change_log.json``; returns the entry."""
-    record = describe_commit(repo, task_id, sha)
-    patch = repo.git.format_patch("-1", "--stdout", "--binary", sha) + "\n"
-    write_text_atomic(paths.snapshot_patch(task_id), patch)
+    with git_meanwhile(repo.git, "format_patch", "-1", "--stdout", "--binary", sha) as patch:
+        record = describe_commit(repo, task_id, sha)
+        text = patch().removesuffix("\n") + "\n"
+    write_text_atomic(paths.snapshot_patch(task_id), text)
     lock = paths.change_log_json.with_name(f".{paths.change_log_json.name}.lock")
     with FileLock(lock):
         log = _read_raw(paths)

@@ -32,6 +32,7 @@ from aca_flows.workspace.repository import (
     GitIdentity,
     SessionBranchCheckedOut,
     WorkspaceError,
+    git_meanwhile,
     is_ancestor,
     read_commit,
     session_branch_checkouts,
@@ -112,17 +113,22 @@ def land_task(
     # HEAD still at the base: the commit made now has the base as its one parent.
     on_base = worktree.head() == worktree.base_sha
     commit = commit_task_work(worktree, title=title, summary=summary, identity=identity)
-    own = None
-    if refuse_unchecked and session_branch_head(repo, worktree.session_id) != worktree.base_sha:
-        # Work landed since the task started: its own files are compared with that work's
-        # under the lock, and found out here, so that the lock is held for a git command less.
-        own = _changed_paths(repo, worktree.base_sha, commit)
+    own = landed = None
+    if refuse_unchecked and (seen := session_branch_head(repo, worktree.session_id)) != (
+        worktree.base_sha
+    ):
+        # Work landed since the task started: its files and the task's own are compared
+        # under the lock. Both listed here, at once, the lock is held for a git command less
+        # (unless yet more work lands meanwhile: that is listed under the lock).
+        with git_meanwhile(repo.git, "diff", *_NAME_ONLY, worktree.base_sha, seen) as listing:
+            own = _changed_paths(repo, worktree.base_sha, commit)
+            landed = (seen, _paths(listing()))
     with merge_lock(worktree.repo_root, worktree.session_id):
         existing = None
         if not first_attempt:
             existing = find_task_commit(repo, worktree.session_id, worktree.task_id)
         if existing is None and refuse_unchecked:
-            _refuse_unchecked(repo, worktree, commit, own)
+            _refuse_unchecked(repo, worktree, commit, own, landed)
         merged = existing or merge_task_commit(repo, worktree, commit, identity, on_base=on_base)
     # After the lock: the next task's merge need not wait for this record (it has a lock of
     # its own); a crash before it is finished on resume, like any landed task's.
@@ -132,23 +138,38 @@ def land_task(
 
 
 def _refuse_unchecked(
-    repo: git.Repo, worktree: TaskWorktree, commit: str, own: set[str] | None
+    repo: git.Repo,
+    worktree: TaskWorktree,
+    commit: str,
+    own: set[str] | None,
+    landed: tuple[str, set[str]] | None,
 ) -> None:
     """Raise ``BranchMovedError`` when work landed since the task's base in files its commit
-    changes too (``own``, when known already)."""
+    changes too (``own``, when known already; ``landed``: a head and the files changed since
+    the base up to it, when listed already)."""
     head = session_branch_head(repo, worktree.session_id)
     if head == worktree.base_sha:
         return
-    landed = _changed_paths(repo, worktree.base_sha, head)
+    if landed is not None and landed[0] == head:
+        theirs = landed[1]
+    else:
+        theirs = _changed_paths(repo, worktree.base_sha, head)
     if own is None:
         own = _changed_paths(repo, worktree.base_sha, commit)
-    shared = sorted(landed.intersection(own))
+    shared = sorted(theirs.intersection(own))
     if shared:
         raise BranchMovedError(worktree.task_id, shared, head, commit)
 
 
+# ``git diff`` options that list the paths two commits differ in, as they are.
+_NAME_ONLY = ("--name-only", "--no-renames", "-z")
+
+
 def _changed_paths(repo: git.Repo, old: str, new: str) -> set[str]:
-    listed = repo.git.diff("--name-only", "--no-renames", "-z", old, new)
+    return _paths(repo.git.diff(*_NAME_ONLY, old, new))
+
+
+def _paths(listed: str) -> set[str]:
     return {path for path in listed.split("\0") if path}
 
 

@@ -13,10 +13,12 @@ import os
 import re
 import shlex
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import git
+from git.compat import safe_decode
 
 from aca_flows._words import resume_command
 from aca_flows.errors import AcaError
@@ -34,6 +36,7 @@ __all__ = [
     "ensure_excluded",
     "ensure_session_branch",
     "exclude_secrets",
+    "git_meanwhile",
     "is_ancestor",
     "open_repository",
     "read_commit",
@@ -431,6 +434,26 @@ def read_commit(repo: git.Repo, sha: str) -> str:
         if header.startswith(b"commit "):
             return body.decode("utf-8")
     return repo.git.cat_file("commit", sha, strip_newline_in_stdout=False)
+
+
+@contextlib.contextmanager
+def git_meanwhile(runner: git.Git, command: str, *args: str) -> Iterator[Callable[[], str]]:
+    """A read-only git command that runs while the block does: the block calls what it gets
+    for the command's output (git's error raised there, as a ``GitCommandError``). Two git
+    commands at once take about the time of one on the path of a task's landing."""
+    process = getattr(runner, command)(*args, as_process=True)
+
+    def output() -> str:
+        text = safe_decode(process.stdout.read())
+        process.wait()
+        return text
+
+    try:
+        yield output
+    finally:
+        if process.proc.returncode is None:  # left early, unread: it may wait on a full pipe
+            process.proc.kill()
+            process.proc.wait()
 
 
 def ref_exists(repo: git.Repo, ref: str) -> bool:

@@ -11,6 +11,7 @@ import pytest
 from aca_flows.session.layout import AcaDir
 from aca_flows.workspace import (
     DEFAULT_IDENTITY,
+    BranchMovedError,
     GitIdentity,
     MergeConflictError,
     SessionBranchCheckedOut,
@@ -189,6 +190,48 @@ def test_tasks_editing_the_same_lines_conflict_and_the_branch_is_unchanged(tmp_p
     assert session_branch_head(repo, "s1") == head
     assert "t2" not in completed_task_commits(repo, "s1")
     assert two.git.status("--porcelain") == ""  # the worktree is left clean, not mid-pick
+
+
+def test_work_landing_in_the_same_file_while_a_task_waits_for_the_lock_stops_it(
+    tmp_path, monkeypatch
+):
+    # A task whose branch moved lists the landed files before it waits for the merge lock.
+    # Work that lands in its files meanwhile, in other lines (git would merge it cleanly), was
+    # never checked together with it: it must be refused all the same.
+    import aca_flows.workspace.merge as merge
+
+    repo = session_repo(tmp_path)
+    (tmp_path / "shared.txt").write_text("".join(f"line {i}\n" for i in range(20)))
+    repo.git.add("shared.txt")
+    repo.git.execute(["git", *DEFAULT_IDENTITY.config_args(), "commit", "-qm", "shared"])
+    repo.git.update_ref("refs/heads/aca/s1", "HEAD")
+    one, two, three = (TaskWorktree.create(repo, "s1", t) for t in ("t1", "t2", "t3"))
+    (one.path / "other.txt").write_text("one\n")
+    shared = (two.path / "shared.txt").read_text()
+    (two.path / "shared.txt").write_text(shared.replace("line 1\n", "line 1, two\n"))
+    (three.path / "shared.txt").write_text(shared.replace("line 18\n", "line 18, three\n"))
+
+    def land(wt):
+        return land_task(
+            repo, wt, title=wt.task_id, summary="", identity=DEFAULT_IDENTITY,
+            refuse_unchecked=True,
+        )  # fmt: skip
+
+    land(one)  # two's branch has moved: it lists what one changed before the lock
+    real_lock, raced = merge.merge_lock, {}
+
+    def lock_after_three_landed(root, session_id):
+        if not raced:  # two asks for the lock: three lands first (its own ask: the lock)
+            raced["three"] = None
+            raced["three"] = land(three)
+        return real_lock(root, session_id)
+
+    monkeypatch.setattr(merge, "merge_lock", lock_after_three_landed)
+    with pytest.raises(BranchMovedError) as caught:
+        land(two)
+    assert caught.value.files == ["shared.txt"]
+    assert caught.value.head == session_branch_head(repo, "s1") == raced["three"].commit_sha
+    assert "t2" not in completed_task_commits(repo, "s1")
 
 
 @pytest.mark.parametrize("old_git", [False, True], ids=["merge-tree", "cherry-pick"])

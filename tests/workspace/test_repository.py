@@ -18,7 +18,7 @@ from aca_flows.workspace import (
     open_repository,
     session_branch_head,
 )
-from aca_flows.workspace.repository import read_commit, secrets_left_out
+from aca_flows.workspace.repository import git_meanwhile, read_commit, secrets_left_out
 
 
 def make_user_repo(path: Path) -> git.Repo:
@@ -185,3 +185,16 @@ def test_identity_is_the_users_when_configured(tmp_path):
         config.set_value("user", "name", "Ada")
         config.set_value("user", "email", "ada@example.com")
     assert commit_identity(repo) == GitIdentity("Ada", "ada@example.com")
+
+
+def test_a_git_command_run_meanwhile_gives_its_output_or_its_error(tmp_path):
+    repo = make_user_repo(tmp_path)
+    (tmp_path / "big.txt").write_text("a line of the file\n" * 20000)  # more than a pipe holds
+    repo.git.add("big.txt")
+    repo.git.execute(["git", "-c", "user.name=U", "-c", "user.email=u@x", "commit", "-qm", "big"])
+    with git_meanwhile(repo.git, "show", "HEAD:big.txt") as shown:
+        assert repo.git.rev_parse("HEAD")  # another git command while it runs
+        assert shown() == "a line of the file\n" * 20000
+    missing = git_meanwhile(repo.git, "show", "HEAD:does-not-exist")
+    with pytest.raises(git.GitCommandError, match="does-not-exist"), missing as shown:
+        shown()
