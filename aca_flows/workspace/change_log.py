@@ -19,7 +19,7 @@ from aca_flows.session.files import write_json_atomic, write_text_atomic
 from aca_flows.session.layout import SessionPaths
 from aca_flows.session.redact import redact
 from aca_flows.workspace.file_lock import FileLock
-from aca_flows.workspace.repository import git_meanwhile
+from aca_flows.workspace.repository import git_meanwhile, readable
 
 __all__ = ["ChangeRecord", "describe_commit", "read_change_log", "record_task_change"]
 
@@ -52,7 +52,8 @@ def describe_commit(repo: git.Repo, task_id: str, sha: str) -> ChangeRecord:
         if not entry:
             continue
         added, removed, path = entry.split("\t", 2)
-        files.append(path)
+        # A name that is not UTF-8: the change log, the journal and the report are JSON.
+        files.append(readable(path))
         # Binary files show '-' for both counts.
         insertions += int(added) if added.isdigit() else 0
         deletions += int(removed) if removed.isdigit() else 0
@@ -70,7 +71,7 @@ def record_task_change(repo: git.Repo, paths: SessionPaths, task_id: str, sha: s
     """Write the task's patch and its entry in ``change_log.json``; returns the entry."""
     with git_meanwhile(repo.git, "format_patch", "-1", "--stdout", "--binary", sha) as patch:
         record = describe_commit(repo, task_id, sha)
-        text = patch().removesuffix("\n") + "\n"
+        text = patch()
     write_text_atomic(paths.snapshot_patch(task_id), text)
     lock = paths.change_log_json.with_name(f".{paths.change_log_json.name}.lock")
     with FileLock(lock):

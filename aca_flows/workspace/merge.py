@@ -114,21 +114,20 @@ def land_task(
     on_base = worktree.head() == worktree.base_sha
     commit = commit_task_work(worktree, title=title, summary=summary, identity=identity)
     own = landed = None
-    if refuse_unchecked and (seen := session_branch_head(repo, worktree.session_id)) != (
-        worktree.base_sha
-    ):
+    seen = session_branch_head(repo, worktree.session_id) if refuse_unchecked else None
+    if seen is not None and seen != worktree.base_sha:
         # Work landed since the task started: its files and the task's own are compared
         # under the lock. Both listed here, at once, the lock is held for a git command less
         # (unless yet more work lands meanwhile: that is listed under the lock).
         with git_meanwhile(repo.git, "diff", *_NAME_ONLY, worktree.base_sha, seen) as listing:
             own = _changed_paths(repo, worktree.base_sha, commit)
-            landed = (seen, _paths(listing()))
+            landed = _paths(listing())
     with merge_lock(worktree.repo_root, worktree.session_id):
         existing = None
         if not first_attempt:
             existing = find_task_commit(repo, worktree.session_id, worktree.task_id)
         if existing is None and refuse_unchecked:
-            _refuse_unchecked(repo, worktree, commit, own, landed)
+            _refuse_unchecked(repo, worktree, commit, own, landed, seen)
         merged = existing or merge_task_commit(repo, worktree, commit, identity, on_base=on_base)
     # After the lock: the next task's merge need not wait for this record (it has a lock of
     # its own); a crash before it is finished on resume, like any landed task's.
@@ -142,21 +141,20 @@ def _refuse_unchecked(
     worktree: TaskWorktree,
     commit: str,
     own: set[str] | None,
-    landed: tuple[str, set[str]] | None,
+    landed: set[str] | None,
+    listed_at: str | None,
 ) -> None:
     """Raise ``BranchMovedError`` when work landed since the task's base in files its commit
-    changes too (``own``, when known already; ``landed``: a head and the files changed since
-    the base up to it, when listed already)."""
+    changes too (``own``, when known already; ``landed``, the files changed from the base to
+    the head ``listed_at``, when listed already)."""
     head = session_branch_head(repo, worktree.session_id)
     if head == worktree.base_sha:
         return
-    if landed is not None and landed[0] == head:
-        theirs = landed[1]
-    else:
-        theirs = _changed_paths(repo, worktree.base_sha, head)
+    if landed is None or listed_at != head:
+        landed = _changed_paths(repo, worktree.base_sha, head)
     if own is None:
         own = _changed_paths(repo, worktree.base_sha, commit)
-    shared = sorted(theirs.intersection(own))
+    shared = sorted(landed.intersection(own))
     if shared:
         raise BranchMovedError(worktree.task_id, shared, head, commit)
 

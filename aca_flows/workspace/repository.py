@@ -40,6 +40,7 @@ __all__ = [
     "is_ancestor",
     "open_repository",
     "read_commit",
+    "readable",
     "remove_stale_branch_lock",
     "require_repository",
     "secrets_left_out",
@@ -436,24 +437,32 @@ def read_commit(repo: git.Repo, sha: str) -> str:
     return repo.git.cat_file("commit", sha, strip_newline_in_stdout=False)
 
 
+def readable(text: str) -> str:
+    """Text read from git as a person, and JSON, can take it: the bytes of a file or a name
+    that is not UTF-8 (GitPython keeps them as surrogates) shown as U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 @contextlib.contextmanager
 def git_meanwhile(runner: git.Git, command: str, *args: str) -> Iterator[Callable[[], str]]:
     """A read-only git command that runs while the block does: the block calls what it gets
     for the command's output (git's error raised there, as a ``GitCommandError``). Two git
     commands at once take about the time of one on the path of a task's landing."""
-    process = getattr(runner, command)(*args, as_process=True)
+    started = getattr(runner, command)(*args, as_process=True)
+    process = started.proc
 
     def output() -> str:
-        text = safe_decode(process.stdout.read())
-        process.wait()
-        return text
+        out, err = process.communicate()
+        if process.returncode:
+            raise git.GitCommandError(started.args, process.returncode, err)
+        return safe_decode(out)
 
     try:
         yield output
     finally:
-        if process.proc.returncode is None:  # left early, unread: it may wait on a full pipe
-            process.proc.kill()
-            process.proc.wait()
+        if process.returncode is None:  # left early, unread: it may wait on a full pipe
+            process.kill()
+            process.communicate()  # reaped, its pipes closed
 
 
 def ref_exists(repo: git.Repo, ref: str) -> bool:

@@ -23,7 +23,12 @@ from aca_flows.session.layout import AcaDir
 from aca_flows.workspace.conflicts import MergeConflictError
 from aca_flows.workspace.file_lock import FileLock
 from aca_flows.workspace.hardened_git import AcaRepo, HardenedGit
-from aca_flows.workspace.repository import OBJECT_ID, is_ancestor, session_branch_head
+from aca_flows.workspace.repository import (
+    OBJECT_ID,
+    is_ancestor,
+    readable,
+    session_branch_head,
+)
 
 __all__ = ["TaskWorktree", "clip_patch", "discard_worktree", "list_worktrees"]
 
@@ -151,7 +156,7 @@ class TaskWorktree:
         if new:
             self.git.add("--intent-to-add", "--", *new)
         patch = self.git.diff("--no-ext-diff", "--no-textconv", self.base_sha, "--", *paths)
-        return clip_patch(patch, limit)
+        return clip_patch(readable(patch), limit)
 
     def remove(self) -> None:
         """Remove the worktree and its folder. Safe to repeat; a missing worktree is fine."""

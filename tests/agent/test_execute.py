@@ -653,3 +653,40 @@ def test_refusals_end_the_first_line_of_a_failure_before_the_output_it_quotes():
         "2 commands reaching outside the worktree (see docs/security.md). Output:\nE boom"
     )
     assert with_refusals(reason, 0) == reason
+
+
+def test_work_in_a_file_that_is_not_utf8_is_committed_with_its_bytes(tmp_path, repo):
+    # A legacy file in Latin-1, written by the agent's command: the landing used to merge it
+    # and then fail on its patch, reporting a failed task whose work was on the branch.
+    provider = ScriptedProvider(
+        tool_calls(tool_use("run_command", command=r"printf 'caf\351\n' > legacy.txt")),
+        tool_calls(tool_use("run_command", command="cat legacy.txt")),
+        tool_calls(tool_use("finish", summary="Wrote legacy.txt in Latin-1.")),
+    )
+    task = Task(id="t1", title="Write the legacy file", verify="grep -q caf legacy.txt")
+    outcome = asyncio.run(execute(tmp_path, plan_of(task), "t1", provider))
+
+    assert outcome.status == "completed", outcome.failure_reason
+    head = session_branch_head(repo, SESSION)
+    assert outcome.commit_sha == head and outcome.files_changed == ["legacy.txt"]
+    shown = repo.git.cat_file("-p", f"{head}:legacy.txt", stdout_as_string=False)
+    assert shown == b"caf\xe9"  # (GitPython strips the final newline)
+    paths = AcaDir(tmp_path).session(SESSION)
+    assert b"+caf\xe9\n" in paths.snapshot_patch("t1").read_bytes()
+    assert read_change_log(paths)["t1"].files == ["legacy.txt"]
+    assert "caf" in results_in(provider.history[2])[-1].content  # what the model was shown
+
+
+def test_a_failed_task_shows_its_diff_of_a_file_that_is_not_utf8_readably(tmp_path, repo):
+    # The diff goes into the outcome, its report and the journal, all JSON.
+    write_then_finish = [
+        tool_calls(tool_use("run_command", command=r"printf 'caf\351\n' > legacy.txt")),
+        tool_calls(tool_use("finish", summary="Wrote legacy.txt.")),
+    ]
+    provider = ScriptedProvider(*write_then_finish * 3)
+    task = Task(id="t1", title="Write the legacy file", verify="false")
+    outcome = asyncio.run(execute(tmp_path, plan_of(task), "t1", provider))
+
+    assert outcome.status == "failed"
+    assert "+caf\ufffd" in outcome.diff
+    assert json.loads(outcome.model_dump_json())["diff"] == outcome.diff

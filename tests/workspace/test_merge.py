@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import git
@@ -218,20 +219,41 @@ def test_work_landing_in_the_same_file_while_a_task_waits_for_the_lock_stops_it(
         )  # fmt: skip
 
     land(one)  # two's branch has moved: it lists what one changed before the lock
-    real_lock, raced = merge.merge_lock, {}
+    real_lock, three_landed = merge.merge_lock, None
 
     def lock_after_three_landed(root, session_id):
-        if not raced:  # two asks for the lock: three lands first (its own ask: the lock)
-            raced["three"] = None
-            raced["three"] = land(three)
+        nonlocal three_landed
+        if three_landed is None:  # two asks for the lock: three lands first
+            three_landed = False  # (three's own ask goes straight to the lock)
+            three_landed = land(three)
         return real_lock(root, session_id)
 
     monkeypatch.setattr(merge, "merge_lock", lock_after_three_landed)
     with pytest.raises(BranchMovedError) as caught:
         land(two)
     assert caught.value.files == ["shared.txt"]
-    assert caught.value.head == session_branch_head(repo, "s1") == raced["three"].commit_sha
+    assert caught.value.head == session_branch_head(repo, "s1") == three_landed.commit_sha
     assert "t2" not in completed_task_commits(repo, "s1")
+
+
+def test_work_holding_a_file_that_is_not_utf8_lands_and_its_patch_keeps_the_bytes(tmp_path):
+    # A legacy file in Latin-1, and a file name that is not UTF-8 either: git hands aca their
+    # bytes. The landing used to merge, then fail writing the patch (the task reported
+    # failed, its work on the branch).
+    repo = session_repo(tmp_path)
+    wt = TaskWorktree.create(repo, "s1", "t1")
+    (wt.path / "latin1.txt").write_bytes("café\n".encode("latin-1"))
+    (wt.path / os.fsdecode(b"na\xefve.txt")).write_text("x\n")
+    landed = land_task(repo, wt, title="legacy", summary="", identity=DEFAULT_IDENTITY)
+    assert landed.commit_sha == session_branch_head(repo, "s1")
+    paths = AcaDir(tmp_path).session("s1")
+    patch = paths.snapshot_patch("t1").read_bytes()
+    assert b"+caf\xe9\n" in patch
+    assert sorted(read_change_log(paths)["t1"].files) == ["latin1.txt", "na\ufffdve.txt"]
+    assert sorted(landed.change.files) == ["latin1.txt", "na\ufffdve.txt"]
+    # The patch is the commit's: it applies in reverse onto the branch holding it.
+    repo.git.checkout("-q", "--detach", landed.commit_sha)
+    repo.git.apply("--check", "-R", str(paths.snapshot_patch("t1")))
 
 
 @pytest.mark.parametrize("old_git", [False, True], ids=["merge-tree", "cherry-pick"])
