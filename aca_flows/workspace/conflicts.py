@@ -5,6 +5,7 @@ new head (or, for ``BranchMovedError``, to check the work there first)."""
 from __future__ import annotations
 
 from aca_flows.errors import AcaError
+from aca_flows.workspace.repository import readable
 
 __all__ = ["BranchMovedError", "ChecksFailedOnHead", "MergeConflictError"]
 
@@ -14,7 +15,7 @@ class MergeConflictError(AcaError):
 
     def __init__(self, task_id: str, files: list[str], message: str | None = None):
         self.task_id = task_id
-        self.files = files
+        self.files = files = _shown(files)
         listed = ", ".join(files) or "(unknown files)"
         super().__init__(
             message
@@ -29,6 +30,7 @@ class ChecksFailedOnHead(MergeConflictError):
     check there. Handled as a conflict: the task starts again on the new head."""
 
     def __init__(self, task_id: str, files: list[str], check: str):
+        files = _shown(files)
         super().__init__(
             task_id,
             files,
@@ -44,7 +46,12 @@ class BranchMovedError(AcaError):
     ``commit`` the task's commit in its worktree."""
 
     def __init__(self, task_id: str, files: list[str], head: str, commit: str):
+        self.files = files = _shown(files)
         super().__init__(f"task {task_id}: work landed meanwhile in {', '.join(files)}")
-        self.files = files
         self.head = head
         self.commit = commit
+
+
+def _shown(files: list[str]) -> list[str]:
+    # A name git gave as bytes that are not UTF-8: the outcome and the journal are JSON.
+    return [readable(name) for name in files]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 
 from aca_flows.agent.transcript import ConversationStore, TaskLog
@@ -94,3 +95,14 @@ def test_the_task_log_holds_one_line_per_record_and_feeds_the_callback(tmp_path)
     assert [line["kind"] for line in lines] == ["turn", "tool_call"]
     assert lines[1]["token"] == "[REDACTED]"
     assert seen == lines
+
+
+def test_a_file_name_that_is_not_utf8_does_not_stop_the_task_log(tmp_path):
+    # git gives such a name as its bytes (a conflict's files, the files a check undid).
+    paths = AcaDir(tmp_path).session("s1")
+    log = TaskLog(paths, "t1")
+    log.write("merge_conflict", files=[os.fsdecode(b"na\xefve.txt")])
+    log.write("turn", n=2)
+
+    lines = [json.loads(line) for line in paths.task_log("t1").read_text().splitlines()]
+    assert lines[0]["files"] == ["na?ve.txt"] and lines[1]["n"] == 2

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from pathlib import Path
 
 import git
@@ -88,7 +89,15 @@ def test_a_resumed_session_shows_its_completed_tasks_as_cached_and_runs_none(
 
     assert again["status"] == "completed"
     assert len(anthropic_fake.anthropic.requests) == calls
-    flow_runs, task_runs = asyncio.run(_runs_named(name))
+    # The server records task runs from their events, after the run has gone on: under load
+    # the last states come a moment later.
+    deadline = time.monotonic() + 30
+    while True:
+        flow_runs, task_runs = asyncio.run(_runs_named(name))
+        recorded = [t for t in task_runs if t.state and t.state.is_final()]
+        if len(recorded) == 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert len(flow_runs) == 2
     resumed, original = flow_runs
     by_run = {

@@ -256,6 +256,19 @@ def test_work_holding_a_file_that_is_not_utf8_lands_and_its_patch_keeps_the_byte
     repo.git.apply("--check", "-R", str(paths.snapshot_patch("t1")))
 
 
+def test_a_conflict_in_a_file_whose_name_is_not_utf8_names_it_readably(tmp_path):
+    repo = session_repo(tmp_path)
+    name = os.fsdecode(b"na\xefve.txt")
+    one, two = TaskWorktree.create(repo, "s1", "t1"), TaskWorktree.create(repo, "s1", "t2")
+    (one.path / name).write_text("one\n")
+    (two.path / name).write_text("two\n")
+    land_task(repo, one, title="one", summary="", identity=DEFAULT_IDENTITY)
+    with pytest.raises(MergeConflictError) as caught:
+        land_task(repo, two, title="two", summary="", identity=DEFAULT_IDENTITY)
+    assert caught.value.files == ["na\ufffdve.txt"]  # the outcome and the journal are JSON
+    assert "na\ufffdve.txt" in str(caught.value)
+
+
 @pytest.mark.parametrize("old_git", [False, True], ids=["merge-tree", "cherry-pick"])
 def test_a_task_landing_after_another_keeps_its_message_and_author_on_top(
     tmp_path, monkeypatch, old_git
