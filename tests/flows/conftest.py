@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,3 +75,19 @@ def flow_run_logs(flow_run_name: str) -> list[tuple[int, str]]:
         return [(entry.level, entry.message) for entry in logs]
 
     return asyncio.run(read())
+
+
+# Generous: the server persists events and evaluates triggers in batches, under load.
+ARRIVAL_SECONDS = 60
+
+
+def eventually(condition: Callable[[], Any], what: str, timeout: float = ARRIVAL_SECONDS) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.25)

@@ -15,9 +15,8 @@ import string
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -35,23 +34,10 @@ from prefect.events.worker import EventsWorker
 from aca_flows.flows import run_flow
 from aca_flows.session.reading import load_session
 from tests.fakes.coding_agent import coding_agent
+from tests.flows.conftest import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT = Path(sys.executable).with_name("prefect")
-# Generous: the server persists events and evaluates triggers in batches, under load.
-ARRIVAL_SECONDS = 60
-
-
-def eventually(condition: Callable[[], Any], what: str, timeout: float = ARRIVAL_SECONDS) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.25)
 
 
 def aca_events(flow_run_id: str, since) -> list:

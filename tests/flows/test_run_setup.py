@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import re
-import time
 from pathlib import Path
 
 import git
@@ -19,7 +18,7 @@ from aca_flows.flows.run_setup import RunRequest, open_run
 from aca_flows.session.layout import AcaDir
 from aca_flows.session.reading import list_sessions
 from tests.fakes.coding_agent import SlowAgent, coding_agent, task_of
-from tests.flows.conftest import flow_run_logs
+from tests.flows.conftest import eventually, flow_run_logs
 
 
 def toml_tasks(tmp_path: Path, plan: str, setup: str = "", count: int = 3) -> Path:
@@ -89,15 +88,15 @@ def test_a_resumed_session_shows_its_completed_tasks_as_cached_and_runs_none(
 
     assert again["status"] == "completed"
     assert len(anthropic_fake.anthropic.requests) == calls
+
     # The server records task runs from their events, after the run has gone on: under load
     # the last states come a moment later.
-    deadline = time.monotonic() + 30
-    while True:
+    def recorded():
         flow_runs, task_runs = asyncio.run(_runs_named(name))
-        recorded = [t for t in task_runs if t.state and t.state.is_final()]
-        if len(recorded) == 4 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+        final = [t for t in task_runs if t.state and t.state.is_final()]
+        return (flow_runs, task_runs) if len(final) == 4 else None
+
+    flow_runs, task_runs = eventually(recorded, "the four task runs' final states")
     assert len(flow_runs) == 2
     resumed, original = flow_runs
     by_run = {
