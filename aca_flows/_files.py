@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_json_atomic", "write_text_atomic"]
+__all__ = ["readable", "write_json_atomic", "write_text_atomic"]
 
 
 def write_text_atomic(path: Path, text: str, *, durable: bool = True) -> None:
@@ -42,13 +42,37 @@ def write_text_atomic(path: Path, text: str, *, durable: bool = True) -> None:
 
 
 def write_json_atomic(path: Path, data: Any, *, durable: bool = True) -> None:
-    """Replace ``path`` with ``data`` as indented JSON (UTF-8, not escaped), atomically."""
+    """Replace ``path`` with ``data`` as indented JSON (UTF-8, not escaped), atomically. Text
+    holding bytes that are not UTF-8 is written ``readable``: JSON has no form for them."""
     # pydantic's encoder: Python's own indents in pure Python, and the files rewritten whole
     # as they grow (a recorded cassette at every call, the change log at every task) made
     # that O(n) a write. Imported here: the command line's start-up does not need it.
-    from pydantic_core import to_json
+    from pydantic_core import PydanticSerializationError, to_json
 
-    write_text_atomic(path, to_json(data, indent=2).decode() + "\n", durable=durable)
+    try:
+        text = to_json(data, indent=2).decode()
+    except PydanticSerializationError:  # rare (a git error naming such a file): walked then
+        text = to_json(_readable_strings(data), indent=2).decode()
+    write_text_atomic(path, text + "\n", durable=durable)
+
+
+def readable(text: str) -> str:
+    """``text`` as a person, and JSON, can take it: bytes that are not UTF-8 (a file or a name
+    git gave, kept by Python as surrogates) shown as U+FFFD."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate no byte stands for
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _readable_strings(data: Any) -> Any:
+    if isinstance(data, str):
+        return readable(data)
+    if isinstance(data, dict):
+        return {readable(str(key)): _readable_strings(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [_readable_strings(item) for item in data]
+    return data
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import regex
 
+from aca_flows._files import readable
 from aca_flows._threads import in_thread
 from aca_flows.agent.commands import denied_by
 from aca_flows.agent.subtasks import (
@@ -229,11 +230,11 @@ class TaskTools:
             return self._error(call, f"{call.name} failed: {exc}")
         except ValueError as exc:  # a NUL byte in a path or a command
             return self._error(call, f"bad arguments for {call.name}: {exc}")
-        return ToolResult(tool_call_id=call.id, content=content)
+        return ToolResult(tool_call_id=call.id, content=readable(content))
 
     @staticmethod
     def _error(call: ToolCall, message: str) -> ToolResult:
-        return ToolResult(tool_call_id=call.id, content=message, is_error=True)
+        return ToolResult(tool_call_id=call.id, content=readable(message), is_error=True)
 
     def _cap(self, text: str) -> str:
         limit = self.settings.command_output_limit_bytes

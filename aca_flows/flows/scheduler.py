@@ -17,6 +17,7 @@ from prefect.client.schemas.objects import StateDetails
 from prefect.states import State
 from prefect.utilities.annotations import allow_failure
 
+from aca_flows._files import readable
 from aca_flows.agent.execute import TaskOutcome
 from aca_flows.agent.subtasks import SubtaskProposalError, accept_subtasks
 from aca_flows.errors import AcaError
@@ -387,6 +388,7 @@ async def _finish(
         )
     else:
         reason = f"{type(error).__name__}: {error}" if error else (state.message or "failed")
+    reason = readable(reason)  # a git error or an OSError may name a file that is not UTF-8
     await store.off_loop(store.task_failed, task_id, reason)
     emit_task_event(store, task_id, "failed", reason)
     logger.error(f"{task_id} failed: {first_line(reason)}")

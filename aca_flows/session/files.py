@@ -44,14 +44,14 @@ def append_jsonl(
     ``durable=False`` skips the fsync (logs: a process crash loses nothing, an OS crash may)."""
     if redact:
         record = _redact(record)
-    line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
-    # A file name git gave as bytes that are not UTF-8 (kept as surrogates) is written as "?":
-    # the line stays UTF-8 JSON, and the task logging it goes on.
+    # A file name git gave as bytes that are not UTF-8 is written as JSON takes it, with
+    # U+FFFD, as whole JSON files have it: the task logging it goes on.
+    line = _files.readable(json.dumps(record, ensure_ascii=False, separators=(",", ":"))) + "\n"
     try:
-        handle = open(path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115 (with below)
+        handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 (with below)
     except FileNotFoundError:  # the first line of this file: its folder may be missing too
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+        handle = open(path, "a", encoding="utf-8")  # noqa: SIM115
     with handle:
         handle.write(line)
         handle.flush()

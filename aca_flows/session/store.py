@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from aca_flows._files import readable
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import Usage
 from aca_flows.session.delayed_write import DelayedWrite
@@ -370,7 +371,7 @@ class SessionStore:
         """Record the end of this run: completed, failed, interrupted, stopped or rejected."""
         if status == "running":
             raise ValueError("a session finishes as completed, failed, interrupted or stopped")
-        return self.record(SessionFinished(status=status, reason=reason))
+        return self.record(SessionFinished(status=status, reason=reason and readable(reason)))
 
     def write_session_config(
         self, provider: str, model: str | None, options: dict[str, Any]
@@ -409,5 +410,7 @@ def _redacted(event: Event) -> Event:
 
 
 def _reason(reason: str | None, state: str) -> str:
-    # An exception with an empty message must still leave a readable status.
-    return (reason or "").strip() or f"{state} (no reason given)"
+    # An exception with an empty message must still leave a readable status; one naming a
+    # file the system gave as bytes that are not UTF-8 (a git error, an OSError) must still
+    # fit the record, which is JSON.
+    return readable((reason or "").strip()) or f"{state} (no reason given)"

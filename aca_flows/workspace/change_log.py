@@ -15,11 +15,12 @@ from datetime import UTC, datetime
 import git
 from pydantic import BaseModel, Field
 
+from aca_flows._files import readable
 from aca_flows.session.files import write_json_atomic, write_text_atomic
 from aca_flows.session.layout import SessionPaths
 from aca_flows.session.redact import redact
 from aca_flows.workspace.file_lock import FileLock
-from aca_flows.workspace.repository import git_meanwhile, readable
+from aca_flows.workspace.repository import git_meanwhile
 
 __all__ = ["ChangeRecord", "describe_commit", "read_change_log", "record_task_change"]
 

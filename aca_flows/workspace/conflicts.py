@@ -4,8 +4,8 @@ new head (or, for ``BranchMovedError``, to check the work there first)."""
 
 from __future__ import annotations
 
+from aca_flows._files import readable
 from aca_flows.errors import AcaError
-from aca_flows.workspace.repository import readable
 
 __all__ = ["BranchMovedError", "ChecksFailedOnHead", "MergeConflictError"]
 

@@ -40,7 +40,6 @@ __all__ = [
     "is_ancestor",
     "open_repository",
     "read_commit",
-    "readable",
     "remove_stale_branch_lock",
     "require_repository",
     "secrets_left_out",
@@ -435,12 +434,6 @@ def read_commit(repo: git.Repo, sha: str) -> str:
         if header.startswith(b"commit "):
             return body.decode("utf-8")
     return repo.git.cat_file("commit", sha, strip_newline_in_stdout=False)
-
-
-def readable(text: str) -> str:
-    """Text read from git as a person, and JSON, can take it: the bytes of a file or a name
-    that is not UTF-8 (GitPython keeps them as surrogates) shown as U+FFFD."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 @contextlib.contextmanager

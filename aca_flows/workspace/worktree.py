@@ -19,6 +19,7 @@ from pathlib import Path
 
 import git
 
+from aca_flows._files import readable
 from aca_flows.session.layout import AcaDir
 from aca_flows.workspace.conflicts import MergeConflictError
 from aca_flows.workspace.file_lock import FileLock
@@ -26,7 +27,6 @@ from aca_flows.workspace.hardened_git import AcaRepo, HardenedGit
 from aca_flows.workspace.repository import (
     OBJECT_ID,
     is_ancestor,
-    readable,
     session_branch_head,
 )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
@@ -210,3 +211,14 @@ def test_a_search_that_backtracks_without_end_is_stopped(tools, monkeypatch):
     assert call(tools, "search", pattern=r"print\(", glob="src/*.py").content == (
         "src/app.py:3: print(a)"
     )
+
+
+def test_a_file_name_that_is_not_utf8_reaches_the_model_as_json_can_take_it(tools):
+    # A legacy repository may hold one; the provider sends every tool result as JSON.
+    (tools.root / os.fsdecode(b"caf\xe9.txt")).write_bytes(b"x\n")
+    listed = call(tools, "list_files")
+    found = call(tools, "search", pattern="^x$")
+
+    assert "caf\ufffd.txt" in listed.content.splitlines()
+    assert found.content == "caf\ufffd.txt:1: x"
+    assert "caf\ufffd.txt" in listed.model_dump_json() + found.model_dump_json()

@@ -105,4 +105,4 @@ def test_a_file_name_that_is_not_utf8_does_not_stop_the_task_log(tmp_path):
     log.write("turn", n=2)
 
     lines = [json.loads(line) for line in paths.task_log("t1").read_text().splitlines()]
-    assert lines[0]["files"] == ["na?ve.txt"] and lines[1]["n"] == 2
+    assert lines[0]["files"] == ["na\ufffdve.txt"] and lines[1]["n"] == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import threading
 import time
@@ -471,6 +472,21 @@ def test_a_failure_without_a_message_still_reads_well(tmp_path):
         store.task_skipped("b", "  ")
     statuses = [str(t.status) for t in load_session(tmp_path, store.session_id).plan.tasks]
     assert statuses == ["failed: failed (no reason given)", "skipped: skipped (no reason given)"]
+
+
+def test_a_failure_naming_a_file_that_is_not_utf8_is_recorded_readably(tmp_path):
+    # A git error or an OSError names such a file as the system gave it: as surrogates.
+    name = os.fsdecode(b"na\xefve.txt")
+    with SessionStore.create(tmp_path, make_plan("a"), provider="replay") as store:
+        store.task_started("a")
+        store.task_failed("a", f"PermissionError: [Errno 13] Permission denied: '{name}'")
+        store.finish("failed", f"GitCommandError: {name}")
+    session = load_session(tmp_path, store.session_id)
+    assert str(session.plan.tasks[0].status).endswith("Permission denied: 'na\ufffdve.txt'")
+    assert session.status_reason == "GitCommandError: na\ufffdve.txt"
+    journal = store.paths.events_jsonl.read_text(encoding="utf-8").splitlines()
+    ends = [json.loads(line)["type"] for line in journal][-2:]
+    assert ends == ["task_failed", "session_finished"]
 
 
 def test_a_task_question_shows_as_waiting_while_its_run_lives(tmp_path):
