@@ -30,7 +30,7 @@ from typing import Any, Literal
 from prefect import Flow, flow, get_run_logger
 from prefect.context import get_run_context
 from prefect.exceptions import TerminationSignal
-from prefect.states import Failed
+from prefect.states import Failed, State
 
 from aca_flows._startup import stop_if_signalled, take_signal
 from aca_flows._threads import in_thread
@@ -44,6 +44,7 @@ from aca_flows.flows.interrupt import (
     Interrupt,
     interrupt_on_signals,
     stop_for_lost_server,
+    task_runs_recorded_ended,
     watch_for_cancel,
 )
 from aca_flows.flows.log_batch import console_handlers, print_each_line
@@ -305,7 +306,10 @@ async def aca_run(
             await close_clients()
         with contextlib.suppress(Exception):  # a run that ended early still sends its reports
             await published(run.session_id)
-    return flow_state(summary, cancelled_from_ui=interrupt.signal_name == UI_CANCEL)
+    state = flow_state(summary, cancelled_from_ui=interrupt.signal_name == UI_CANCEL)
+    if isinstance(state, State) and state.is_cancelled():  # each task run shows its own end
+        await task_runs_recorded_ended()
+    return state
 
 
 def _finished_tasks(store: SessionStore) -> dict[str, str]:

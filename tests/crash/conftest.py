@@ -74,6 +74,10 @@ def prefect_api(tmp_path_factory) -> Iterator[str]:
         "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
         # As aca's own servers record task runs: in batches, a second apart.
         **BATCHED_RECORDER_ENV,
+        # Prefect cancels the task runs of a cancelled flow run that it has not seen end, with
+        # its own message: every half second here instead of every 20, so a stop whose task
+        # runs it had not recorded ended yet shows it at once.
+        "PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_LOOP_SECONDS": "0.5",
     }
     log = (home / "server.log").open("w")
     server = subprocess.Popen(
