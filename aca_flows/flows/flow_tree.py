@@ -31,6 +31,7 @@ from prefect.context import get_run_context
 from prefect.exceptions import TerminationSignal
 from prefect.states import Cancelled, Completed, Failed, State
 
+from aca_flows.flows.interrupt import task_runs_recorded_ended
 from aca_flows.flows.summary import failure_reason
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.session.redact import redact_text
@@ -74,7 +75,10 @@ async def run_group(session_id: str, group_id: str) -> State:
         started.add(child)
         handed.set_result(child)
     await asyncio.gather(*started, return_exceptions=True)
-    return inbox.end or Completed()
+    end = inbox.end or Completed()
+    if end.is_cancelled():  # its task runs show their own ends, as the run's do (aca_run)
+        await task_runs_recorded_ended()
+    return end
 
 
 class _FlowRun:

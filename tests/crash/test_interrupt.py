@@ -227,6 +227,11 @@ def test_an_interrupt_ends_the_group_subflow_runs_with_the_run(
     assert second.state.is_cancelled() and second.state.name == "Interrupted"
     assert runs[f"Grouped chain · {session.name}"].state.name == "Interrupted"
     assert not [name for name, r in runs.items() if not r.state.is_final()]
+    # So does the task run the interrupt cut short inside the group, not as Prefect's cleanup
+    # of a cancelled flow run would end it ("The parent flow run was cancelled.").
+    task_runs = task_runs_of(prefect_api, session.name, task_ended("b"))
+    (b_run,) = [r for r in task_runs if r.name.startswith("b ")]
+    assert b_run.state.is_cancelled() and b_run.state.name == "Interrupted", b_run.state
 
     code, out, err = aca.run("resume", session.name, "--json", name="resume")
     assert code == 0, err
