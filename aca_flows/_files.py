@@ -9,11 +9,12 @@ into ``.aca`` passes ``aca_flows.session.files``, which redacts and then writes 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["readable", "write_json_atomic", "write_text_atomic"]
+__all__ = ["readable", "readable_data", "write_json_atomic", "write_text_atomic"]
 
 
 def write_text_atomic(path: Path, text: str, *, durable: bool = True) -> None:
@@ -52,7 +53,7 @@ def write_json_atomic(path: Path, data: Any, *, durable: bool = True) -> None:
     try:
         text = to_json(data, indent=2).decode()
     except PydanticSerializationError:  # rare (a git error naming such a file): walked then
-        text = to_json(_readable_strings(data), indent=2).decode()
+        text = to_json(readable_data(data), indent=2).decode()
     write_text_atomic(path, text + "\n", durable=durable)
 
 
@@ -61,17 +62,22 @@ def readable(text: str) -> str:
     git gave, kept by Python as surrogates) shown as U+FFFD."""
     try:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    except UnicodeEncodeError:  # a surrogate no byte stands for
-        return text.encode("utf-8", "replace").decode("utf-8")
+    except UnicodeEncodeError:  # a surrogate no byte stands for (JSON's "\\ud800")
+        return readable(_NOT_A_BYTE.sub("\ufffd", text))
 
 
-def _readable_strings(data: Any) -> Any:
+# Surrogates outside the range Python uses for bytes that are not UTF-8 (U+DC80-U+DCFF).
+_NOT_A_BYTE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
+
+
+def readable_data(data: Any) -> Any:
+    """``data`` (JSON-like: dicts, lists, strings, numbers) with every string ``readable``."""
     if isinstance(data, str):
         return readable(data)
     if isinstance(data, dict):
-        return {readable(str(key)): _readable_strings(value) for key, value in data.items()}
+        return {readable(str(key)): readable_data(value) for key, value in data.items()}
     if isinstance(data, list | tuple):
-        return [_readable_strings(item) for item in data]
+        return [readable_data(item) for item in data]
     return data
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from aca_flows._files import write_json_atomic, write_text_atomic
+from aca_flows._files import readable, write_json_atomic, write_text_atomic
 
 # A name git or the system gives as bytes that are not UTF-8: Python keeps them as surrogates.
 LATIN1_NAME = os.fsdecode(b"na\xefve.txt")
@@ -24,3 +24,8 @@ def test_json_shows_such_a_name_with_the_replacement_character(tmp_path):
         "files": ["na\ufffdve.txt"],
         "na\ufffdve.txt": 1,
     }
+
+
+def test_a_surrogate_that_stands_for_no_byte_is_shown_alike():
+    # JSON can carry one ("\ud800"); the bytes escaped beside it keep their U+FFFD.
+    assert readable(f"{LATIN1_NAME} \ud800") == "na\ufffdve.txt \ufffd"

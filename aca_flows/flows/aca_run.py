@@ -32,6 +32,7 @@ from prefect.context import get_run_context
 from prefect.exceptions import TerminationSignal
 from prefect.states import Failed, State
 
+from aca_flows._files import readable
 from aca_flows._startup import stop_if_signalled, take_signal
 from aca_flows._threads import in_thread
 from aca_flows.errors import AcaError
@@ -287,8 +288,9 @@ async def aca_run(
             # session did when that had ended.
             _interrupted_by_lost_server(store)
             raise _lost_server_error(store, run) from None
-        store.finish("failed", f"{type(exc).__name__}: {exc}")
-        emit_session_event(store, "failed", f"{type(exc).__name__}: {exc}")
+        reason = readable(f"{type(exc).__name__}: {exc}")
+        store.finish("failed", reason)
+        emit_session_event(store, "failed", reason)
         raise
     finally:
         watcher.cancel()

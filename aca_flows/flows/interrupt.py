@@ -244,17 +244,19 @@ async def stop_for_lost_server(interrupt: Interrupt, exc: BaseException) -> bool
 # them from their events in batches a second apart (local_servers.RECORDER_FLUSH_SECONDS), and
 # later under load.
 RECORDED_WAIT_SECONDS = 5.0
-RECORDED_POLL_SECONDS = 0.1
+RECORDED_POLL_SECONDS = 0.2
 
 
-async def task_runs_recorded_ended(timeout: float = RECORDED_WAIT_SECONDS) -> bool:
-    """Wait until the server shows every task run of this flow run ended; whether it does.
+async def task_runs_recorded_ended() -> None:
+    """Wait until the server shows every task run of this flow run ended (at most
+    ``RECORDED_WAIT_SECONDS``; not at all for a server that is gone or cannot say).
 
     Before a stopped run's flow run ends Cancelled: the server cancels the task runs of a
     cancelled flow run that it still shows unfinished, with its own message ("The parent flow
     run was cancelled."), and keeps that state over the one the task run ended in
     ("Interrupted", "Stopped"), which it records later with an earlier time. Every task run
-    of the flow has ended by now: this waits only for the server to have recorded it."""
+    of the flow has ended by now: this waits for the server to have recorded it. (A task run
+    an earlier attempt of a flow run retried by Prefect left unfinished costs the whole wait.)"""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowRunFilter,
@@ -265,20 +267,19 @@ async def task_runs_recorded_ended(timeout: float = RECORDED_WAIT_SECONDS) -> bo
     )
     from prefect.client.schemas.objects import TERMINAL_STATES, StateType
 
-    flow_run = getattr(get_run_context(), "flow_run", None)
-    if flow_run is None:
-        return True
+    from aca_flows.flows.lost_server import server_given_up
+
+    if server_given_up():
+        return
     unfinished = TaskRunFilter(
         state=TaskRunFilterState(
             type=TaskRunFilterStateType(any_=[t for t in StateType if t not in TERMINAL_STATES])
         )
     )
-    of_this_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
+    of_this_run = FlowRunFilter(id=FlowRunFilterId(any_=[get_run_context().flow_run.id]))
     with contextlib.suppress(Exception):  # a server that cannot say: the end goes on
-        async with asyncio.timeout(timeout), get_client() as client:
+        async with asyncio.timeout(RECORDED_WAIT_SECONDS), get_client() as client:
             while await client.read_task_runs(
                 flow_run_filter=of_this_run, task_run_filter=unfinished, limit=1
             ):
                 await asyncio.sleep(RECORDED_POLL_SECONDS)
-            return True
-    return False

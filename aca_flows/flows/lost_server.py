@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from aca_flows.flows.summary import RunSummary
 
 __all__ = [
+    "server_given_up",
     "ServerLost",
     "give_up_on_server",
     "lost_run",
@@ -97,6 +98,11 @@ def _server_error_in(exc: BaseException | None) -> bool:
             return True
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return False
+
+
+def server_given_up() -> bool:
+    """Whether this run stopped for a lost server (``give_up_on_server``)."""
+    return bool(_GIVEN_UP)
 
 
 def give_up_on_server() -> None:

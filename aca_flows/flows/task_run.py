@@ -40,6 +40,7 @@ from prefect.context import TaskRunContext
 from prefect.states import Cancelled, State
 from prefect.utilities.math import clamped_poisson_interval
 
+from aca_flows._files import readable, readable_data
 from aca_flows.agent.execute import TaskOutcome, execute_task, make_worktree
 from aca_flows.agent.run_worktrees import RunWorktrees
 from aca_flows.errors import (
@@ -334,7 +335,8 @@ async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
     # What leaves from here (the persisted result in results/, the failure) is a record, so it
     # is redacted; the work itself is done. Its report is written by the flow, from the
     # session, once the task run has ended.
-    outcome = TaskOutcome.model_validate(redact(outcome.model_dump(mode="json")))
+    # And readable: a reason or a diff naming a file that is not UTF-8 must reach the server.
+    outcome = TaskOutcome.model_validate(readable_data(redact(outcome.model_dump(mode="json"))))
     if outcome.status != "completed":
         if run.stopping():
             return _stopped(outcome.failure_reason or "failed")
@@ -356,9 +358,8 @@ def _stopped(why: str) -> State:
     """A task that ended unfinished after the run was asked to stop. The signal reaches the
     task's processes too (a check, a setup command, Claude Code), so its failure is no verdict
     on the work: its task run ends Cancelled, the task stays pending, `aca resume` runs it."""
-    return Cancelled(
-        name="Interrupted", message=f"stopped by the interrupt: {redact_text(first_line(why))}"
-    )
+    why = readable(redact_text(first_line(why)))  # its end reaches the server as JSON
+    return Cancelled(name="Interrupted", message=f"stopped by the interrupt: {why}")
 
 
 def _limit_reached(run: ActiveRun, why: str, trigger: StopTrigger) -> State:
@@ -367,7 +368,7 @@ def _limit_reached(run: ActiveRun, why: str, trigger: StopTrigger) -> State:
     stays pending (its calls are on the bill). Its task run ends Cancelled, "Stopped", as the
     flow run does; the message is the reason the flow stops the run with, and ``trigger``,
     kept in ``run.stop_triggers``, labels the stop's checkpoint."""
-    message = redact_text(why)
+    message = readable(redact_text(why))  # its end reaches the server as JSON
     run.stop_triggers[message] = trigger
     return Cancelled(name=LIMIT_STOPPED, message=message)
 
