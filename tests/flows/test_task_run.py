@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import git
 import pytest
@@ -20,7 +22,15 @@ from aca_flows.errors import PermanentProviderError, TransientProviderError
 from aca_flows.flows import run_flow
 from aca_flows.flows.run_providers import _ledger_of
 from aca_flows.flows.spend import CALL_OWNER, CallOwner, SpendGuard, SpendMeter
-from aca_flows.flows.task_run import ACTIVE_RUNS, ActiveRun, _retry_delays, options_for, runner_for
+from aca_flows.flows.task_run import (
+    ACTIVE_RUNS,
+    ActiveRun,
+    _limit_reached,
+    _retry_delays,
+    _stopped,
+    options_for,
+    runner_for,
+)
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import Message, ProviderRequest
 from aca_flows.session.layout import AcaDir
@@ -487,3 +497,14 @@ def test_a_key_refused_from_a_secret_block_names_the_block_to_fix_not_the_variab
         "api_key_secret), then resume the session"
     )
     assert run.cannot_serve == {"anthropic": reason}  # its other tasks start no call
+
+
+def test_a_stop_whose_reason_names_a_file_that_is_not_utf8_still_reaches_the_server():
+    # Prefect sends a task run's end to the server as JSON: one it cannot encode never
+    # arrives, and the task run stays Running there. A git error may name such a file.
+    why = "GitCommandError: " + os.fsdecode(b"na\xefve.txt")
+    stopped = _stopped(why)
+    limited = _limit_reached(SimpleNamespace(stop_triggers={}), why, "budget")
+
+    for state in (stopped, limited):
+        assert "na\ufffdve.txt" in json.loads(state.model_dump_json())["message"]
