@@ -20,12 +20,12 @@ if TYPE_CHECKING:
     from aca_flows.flows.summary import RunSummary
 
 __all__ = [
-    "server_given_up",
     "ServerLost",
     "give_up_on_server",
     "lost_run",
     "lost_server",
     "run_lost_server",
+    "server_given_up",
     "watch_for_a_lost_server",
 ]
 

@@ -48,7 +48,7 @@ def append_jsonl(
     # U+FFFD, as whole JSON files have it: the task logging it goes on.
     line = _files.readable(json.dumps(record, ensure_ascii=False, separators=(",", ":"))) + "\n"
     try:
-        handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 (with below)
+        handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by the with below)
     except FileNotFoundError:  # the first line of this file: its folder may be missing too
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(path, "a", encoding="utf-8")  # noqa: SIM115

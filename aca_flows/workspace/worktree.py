@@ -24,11 +24,7 @@ from aca_flows.session.layout import AcaDir
 from aca_flows.workspace.conflicts import MergeConflictError
 from aca_flows.workspace.file_lock import FileLock
 from aca_flows.workspace.hardened_git import AcaRepo, HardenedGit
-from aca_flows.workspace.repository import (
-    OBJECT_ID,
-    is_ancestor,
-    session_branch_head,
-)
+from aca_flows.workspace.repository import OBJECT_ID, is_ancestor, session_branch_head
 
 __all__ = ["TaskWorktree", "clip_patch", "discard_worktree", "list_worktrees"]
 

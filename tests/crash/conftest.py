@@ -25,25 +25,11 @@ import pytest
 from aca_flows.flows.local_servers import BATCHED_RECORDER_ENV, RECORDER_FLUSH_SECONDS
 from tests.fakes.git_repo import make_repo
 from tests.fakes.llm_server import FakeLLMServer
+from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT = Path(sys.executable).with_name("prefect")
 SERVER_START_TIMEOUT = 90
-
-
-def wait_for(
-    condition: Callable[[], object], timeout: float, what: str, interval: float = 0.02
-) -> object:
-    """Poll ``condition`` until it returns something truthy; fail naming ``what`` after
-    ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 def _free_port() -> int:

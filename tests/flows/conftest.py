@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import pytest
 
 from tests.fakes.git_repo import make_repo
 from tests.fakes.llm_server import FakeLLMServer
+from tests.polling import wait_for
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -82,12 +82,5 @@ ARRIVAL_SECONDS = 60
 
 
 def eventually(condition: Callable[[], Any], what: str, timeout: float = ARRIVAL_SECONDS) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.25)
+    """``wait_for`` what the server records: every 0.25 s, for up to ``ARRIVAL_SECONDS``."""
+    return wait_for(condition, timeout, what, interval=0.25)
