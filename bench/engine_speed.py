@@ -19,10 +19,10 @@ targets of the speed issue:
    work / 8). Target at most 1.15. Where the time beyond the calls goes follows: the run's
    start, the gaps between a task's calls, the links between tasks, the run's end.
 
-Each figure is the median of ``ACA_BENCH_REPEATS`` runs (default 3), the spread (lowest to
+Each figure is the median of ``ACA_BENCH_REPEATS`` runs (default 5), the spread (lowest to
 highest) beside it; the profile adds up all runs.
 
-Run: .venv/bin/python bench/engine_speed.py   (about two minutes)
+Run: .venv/bin/python bench/engine_speed.py   (about four minutes)
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ CONCURRENCY = 8
 SAMPLES = 20
 # Each figure is the median of this many runs, its spread beside it: on a shared machine one
 # sample can be noise.
-REPEATS = int(os.environ.get("ACA_BENCH_REPEATS", "3"))
+REPEATS = int(os.environ.get("ACA_BENCH_REPEATS", "5"))
 
 
 # -- the profile: time spent inside aca's functions, and git commands run ---------------------

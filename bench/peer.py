@@ -14,9 +14,10 @@ wall times, the ideal (2 calls x 2 s), and aca's speed-up over the loop next to 
 least 5x). Also printed: seconds from `aca run` to its first provider call (target 1.5 s), and
 the CPU seconds of each claude process of the claude-code runs (its children included): on this
 shared machine wall times move with other work, CPU seconds much less.
-aca's figures are medians of three runs of each (RUNS=N).
+aca's figures are medians of five runs of each (RUNS=N): a figure moves by more than its
+target's margin from one run to the next on this machine.
 
-Run: .venv/bin/python bench/peer.py   (about two minutes)
+Run: .venv/bin/python bench/peer.py   (about three minutes)
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from tests.fakes.coding_agent import coding_agent  # noqa: E402
 from tests.fakes.git_repo import make_repo  # noqa: E402
 from tests.fakes.llm_server import FakeLLMServer, RecordedRequest, Reply  # noqa: E402
 
-RUNS = int(os.environ.get("RUNS", "3"))  # aca's runs, each provider; the loop runs once
+RUNS = int(os.environ.get("RUNS", "5"))  # aca's runs, each provider; the loop runs once
 TASKS = 8
 LATENCY = 2.0
 CALLS_PER_TASK = 2

@@ -144,6 +144,7 @@ async def execute_task(
     stop_requested: Callable[[], bool] = lambda: False,
     resume: str | None = None,
     worktrees: RunWorktrees | None = None,
+    on_landed: Callable[[str], None] = lambda _task_id: None,
 ) -> TaskOutcome:
     """Run one task of ``plan`` to a verified commit on ``aca/<session_id>``.
 
@@ -157,10 +158,12 @@ async def execute_task(
     going back to the agent (the stop's signal may be what failed it). ``resume``: the
     session's ``aca resume`` as the reader runs it (``_words.resume_command``, with the
     run's ``--repo``), named by a failure that a resume undoes. ``worktrees``: the run's
-    (``run_worktrees``): the task's worktree may have been made ahead, once it lands the next
-    task's is, and it is removed after the outcome is returned (its dependents start
-    meanwhile); the caller awaits ``worktrees.settled()`` before it ends. Without it, the
-    worktree is made here and removed before the outcome is returned.
+    (``run_worktrees``): the task's worktree may have been made ahead, and it is removed after
+    the outcome is returned (its dependents start meanwhile); the caller awaits
+    ``worktrees.settled()`` before it ends. Without it, the worktree is made here and removed
+    before the outcome is returned. ``on_landed``: called with the task's id once its work is
+    on the session branch, unless it proposed subtasks (it becomes a group then, which its
+    dependents wait for): what waits on it may start while this returns.
     """
     config = config or AcaConfig()
     workdir = Path(workdir)
@@ -293,7 +296,8 @@ async def execute_task(
                     summary=summary,
                     **fields,
                 )
-            worktrees.landed(task_id)
+            if not fields["proposed_subtasks"]:
+                on_landed(task_id)
             log.write("merged", commit=landed.commit_sha, files=landed.change.files)
             return _completed(landed, summary=summary, **fields)
         finally:

@@ -1,8 +1,11 @@
 """The scheduler of a run: it admits the plan's tasks in dependency and priority order (at most
-``max_concurrent`` at once), runs each as a task run in the flow run of its group
+``max_concurrent`` at work at once), runs each as a task run in the flow run of its group
 (flow_tree.py), settles each into the session and the DAG (skips, finished-before tasks,
 stalls, budgets, interrupts), and has each task's report sent as it goes (publishing.py).
 ``aca_run.py`` opens the run and calls ``drive_plan``.
+
+A task is at work until its work has landed on the session branch: then what waits on it, or
+the task that takes its place, starts at once, while its task run ends (``ActiveRun.landed``).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from datetime import UTC, datetime
 from functools import partial
 
 from prefect import get_run_logger
-from prefect.client.schemas.objects import StateDetails
+from prefect.client.schemas.objects import StateDetails, StateType
+from prefect.context import TaskRunContext
 from prefect.states import State
 from prefect.utilities.annotations import allow_failure
 
@@ -101,20 +105,23 @@ async def drive_plan(
     stop_trigger: StopTrigger = "budget"  # what stopped_reason is: its checkpoint's trigger
     refused: list[str] = []  # providers that cannot serve the run: their tasks no longer start
 
-    def next_after(landed: str) -> str | None:
-        # The task that takes a landed task's slot, for its worktree to be made meanwhile.
-        if stopped_reason is not None or interrupt.requested:
-            return None
-        for task in dag.ready(once=landed):
-            provider = task.provider or run.default_provider
-            if provider not in run.cannot_serve and not run.worktrees.claimed(task.id):
-                return task.id
-        return None
+    # Tasks whose work has landed while their task runs end: each one's edge for what waits
+    # on it (its task run, completed as far as its dependents are concerned).
+    landed: dict[str, State] = {}
+    wake = asyncio.Event()  # a task landed: the loop admits what that makes ready
 
-    run.worktrees.next_after = next_after
+    def task_landed(task_id: str) -> None:
+        context = TaskRunContext.get()  # called in the task's own task run
+        if context is None:
+            return
+        landed[task_id] = _edge(task_id, StateType.COMPLETED, context.task_run.id)
+        dag.landed(task_id)
+        wake.set()
+
+    run.landed = task_landed
     while True:
         await _close_groups(store, run, dag, states, recorded_skips)
-        await _run_skips(store, run, dag, states, tree)
+        await _run_skips(store, run, dag, states, tree, landed)
         tree.close_settled()
         spent = _spent(store)
         if budget is not None and spent >= budget and stopped_reason is None:
@@ -122,7 +129,7 @@ async def drive_plan(
             logger.warning(f"{stopped_reason} (${spent:.4f} spent so far); no new task starts")
         if stopped_reason is None and not interrupt.requested:
             for task in dag.ready():
-                if len(running) >= limit:
+                if len(dag.working) >= limit:
                     break
                 provider = task.provider or run.default_provider
                 if provider in run.cannot_serve:  # it stays pending; `aca resume` runs it
@@ -133,7 +140,8 @@ async def drive_plan(
                 await store.off_loop(store.task_started, task.id, provider=provider)
                 # The DAG decided it may start; a dependency skipped after it failed (a
                 # person's decision, task_help.py) has a failed task run all the same.
-                waits = [allow_failure(s) for s in _edges(states, dag.dependency_ids(task))]
+                edges = _edges(states, dag.dependency_ids(task), landed)
+                waits = [allow_failure(s) for s in edges]
                 running[asyncio.create_task(_run_one(run, task.id, waits, tree))] = task.id
         run.worktrees.drop_unclaimed(running=dag.running.__contains__)
         if not running:
@@ -147,9 +155,10 @@ async def drive_plan(
         if interrupt.cancel_now():
             await _cancel_running(store, run, dag, running, states, logger, interrupt)
             break
-        done = await _wait_for_tasks(running, interrupt)
+        done = await _wait_for_tasks(running, interrupt, wake)
         for finished in done:
             task_id = running.pop(finished)
+            landed.pop(task_id, None)
             state = finished.result()
             states[task_id] = state
             limit_reason = await _finish(store, run, dag, task_id, state, logger, interrupt)
@@ -220,37 +229,51 @@ async def drive_plan(
     return summary
 
 
-def _edges(states: dict[str, State], dependency_ids) -> list[State]:
+def _edges(
+    states: dict[str, State], dependency_ids, landed: dict[str, State] | None = None
+) -> list[State]:
     """What a task run waits for: its dependencies' task runs, each as its state without its
-    result. Prefect walks every ``wait_for`` value whole, result included, twice per task run
-    (once for the UI's edges, once to check it completed) and reads a persisted result back;
-    the edge needs only the type and the task run's id. The data is the task's id, so the
-    check finds a value and nothing to walk."""
-    return [
-        State(
-            type=states[d].type,
-            name=states[d].name,
-            message=states[d].message,
-            data=d,
-            state_details=StateDetails(task_run_id=states[d].state_details.task_run_id),
-        )
-        for d in dependency_ids
-        if d in states
-    ]
+    result, or as completed for one that has landed and whose task run is ending. Prefect walks
+    every ``wait_for`` value whole, result included, twice per task run (once for the UI's
+    edges, once to check it completed) and reads a persisted result back; the edge needs only
+    the type and the task run's id. The data is the task's id, so the check finds a value and
+    nothing to walk."""
+    edges = []
+    for d in dependency_ids:
+        if d in states:
+            state = states[d]
+            edges.append(_edge(d, state.type, state.state_details.task_run_id, state))
+        elif landed and d in landed:
+            edges.append(landed[d])
+    return edges
+
+
+def _edge(task_id: str, type: StateType, task_run_id, state: State | None = None) -> State:
+    return State(
+        type=type,
+        name=state.name if state is not None else None,
+        message=state.message if state is not None else None,
+        data=task_id,
+        state_details=StateDetails(task_run_id=task_run_id),
+    )
 
 
 async def _wait_for_tasks(
-    running: dict[asyncio.Task, str], interrupt: Interrupt
+    running: dict[asyncio.Task, str], interrupt: Interrupt, landed: asyncio.Event
 ) -> set[asyncio.Task]:
-    """Until a task finishes, a signal arrives, or the grace period of an interrupt ends."""
+    """Until a task finishes or lands, a signal arrives, or the grace period of an interrupt
+    ends."""
     signalled = asyncio.create_task(interrupt.wait(interrupt.count))
+    landing = asyncio.create_task(landed.wait())
     timeout = interrupt.grace_left() if interrupt.requested else None
     try:
         done, _ = await asyncio.wait(
-            [*running, signalled], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            [*running, signalled, landing], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
         )
     finally:
         signalled.cancel()
+        landing.cancel()
+    landed.clear()
     return {t for t in done if t in running}
 
 
@@ -479,13 +502,18 @@ async def _record_finished_before(
 
 
 async def _run_skips(
-    store: SessionStore, run: ActiveRun, dag: DagProgress, states, tree: FlowTree
+    store: SessionStore,
+    run: ActiveRun,
+    dag: DagProgress,
+    states,
+    tree: FlowTree,
+    landed: dict[str, State] | None = None,
 ) -> None:
     """Each leaf skipped because a dependency failed gets a task run that ends Skipped (drawn
     after its dependencies' task runs) and a report saying why."""
     for task in dag.plan.tasks:
         if task.status.skipped_for_failure and not task.children and task.id not in states:
-            waits = _edges(states, dag.dependency_ids(task))
+            waits = _edges(states, dag.dependency_ids(task), landed)
             tags = task_tags(run, task)
             skip = partial(
                 record_skipped_task, task_run_name(task), task.id, str(task.status), waits, tags

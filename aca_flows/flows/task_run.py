@@ -129,6 +129,9 @@ class ActiveRun:
     stop_triggers: dict[str, StopTrigger] = field(default_factory=dict)
     """What each reason a task run stopped the run with is (``_limit_reached``): the trigger
     of the stop's checkpoint."""
+    landed: Callable[[str], None] = lambda _task_id: None
+    """Called in a task's task run once its work has landed (set by the scheduler, which
+    starts what that makes ready while the task run ends)."""
 
     def __post_init__(self) -> None:
         self.worktrees = RunWorktrees(partial(make_worktree, self.workdir, self.session_id))
@@ -311,6 +314,7 @@ async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
             stop_requested=run.stopping,
             resume=_resume_of(run),
             worktrees=run.worktrees,  # made ahead, removed after: git's work beside the tasks
+            on_landed=run.landed,
         )
     except Exception as exc:
         lines.flush()  # before the warnings below
