@@ -144,7 +144,7 @@ async def execute_task(
     stop_requested: Callable[[], bool] = lambda: False,
     resume: str | None = None,
     worktrees: RunWorktrees | None = None,
-    on_landed: Callable[[str], None] = lambda _task_id: None,
+    on_landed: Callable[[TaskOutcome], None] = lambda _outcome: None,
 ) -> TaskOutcome:
     """Run one task of ``plan`` to a verified commit on ``aca/<session_id>``.
 
@@ -159,11 +159,11 @@ async def execute_task(
     session's ``aca resume`` as the reader runs it (``_words.resume_command``, with the
     run's ``--repo``), named by a failure that a resume undoes. ``worktrees``: the run's
     (``run_worktrees``): the task's worktree may have been made ahead, and it is removed after
-    the outcome is returned (its dependents start meanwhile); the caller awaits
-    ``worktrees.settled()`` before it ends. Without it, the worktree is made here and removed
-    before the outcome is returned. ``on_landed``: called with the task's id once its work is
-    on the session branch, unless it proposed subtasks (it becomes a group then, which its
-    dependents wait for): what waits on it may start while this returns.
+    the outcome is returned; the caller awaits ``worktrees.settled()`` before it ends. Without
+    it, the worktree is made here and removed before the outcome is returned. ``on_landed``:
+    called with the completed outcome once the work is on the session branch, unless the task
+    proposed subtasks (it becomes a group then, which its dependents wait for): what waits on
+    it may start while this returns.
     """
     config = config or AcaConfig()
     workdir = Path(workdir)
@@ -296,10 +296,11 @@ async def execute_task(
                     summary=summary,
                     **fields,
                 )
-            if not fields["proposed_subtasks"]:
-                on_landed(task_id)
+            outcome = _completed(landed, summary=summary, **fields)
+            if not outcome.proposed_subtasks:
+                on_landed(outcome)
             log.write("merged", commit=landed.commit_sha, files=landed.change.files)
-            return _completed(landed, summary=summary, **fields)
+            return outcome
         finally:
             # In a worker thread, as all git here: the event loop runs the other tasks.
             removal = worktrees.remove(task_id, worktree)

@@ -4,9 +4,9 @@ no task waits for git where it need not:
 - a task's worktree is made as soon as the task is admitted, while Prefect starts its task run
   (``ahead``), and the task finds it made (``take``); the scheduler admits the tasks a landed
   task makes ready at its landing, so theirs are made on the head that holds its work;
-- a task's worktree is removed after its outcome is returned, while its dependents start
-  (``remove``); a later attempt of the task waits for that (``removed``): its worktree has the
-  same path.
+- a task's worktree is removed after its outcome is returned, while the tasks its landing
+  admitted start (``remove``); a later attempt of the task waits for that (``removed``): its
+  worktree has the same path.
 
 A worktree no task took (a task that ended before it began) is removed by ``drop_unclaimed``
 once the task it is for is not running, and by ``settled`` at the run's end.

@@ -42,6 +42,7 @@ from aca_flows.flows.task_run import (
     LIMIT_STOPPED,
     ActiveRun,
     TaskRunFailed,
+    recorded,
     run_tags,
     runner_for,
     task_run_name,
@@ -61,7 +62,8 @@ async def drive_plan(
     store: SessionStore, run: ActiveRun, request: RunRequest, interrupt: Interrupt
 ) -> RunSummary:
     """Run the plan's tasks to an end: admission in dependency and priority order, at most
-    ``max_concurrent`` at once, each settled into the session; returns the run's summary."""
+    ``max_concurrent`` at work at once, each settled into the session; returns the run's
+    summary."""
     logger = get_run_logger()
     dag = DagProgress(run.plan)
     states: dict[str, State] = {}
@@ -110,10 +112,13 @@ async def drive_plan(
     landed: dict[str, State] = {}
     wake = asyncio.Event()  # a task landed: the loop admits what that makes ready
 
-    def task_landed(task_id: str) -> None:
-        context = TaskRunContext.get()  # called in the task's own task run
-        if context is None:
+    def task_landed(outcome: TaskOutcome) -> None:
+        # Called by the agent inside the task's task run, whose id the edge names.
+        context = TaskRunContext.get()
+        if context is None:  # not in a task run: what waits on it waits for its end
             return
+        task_id = outcome.task_id
+        run.outcomes[task_id] = recorded(outcome)  # what its dependents are told it did
         landed[task_id] = _edge(task_id, StateType.COMPLETED, context.task_run.id)
         dag.landed(task_id)
         wake.set()
@@ -129,7 +134,7 @@ async def drive_plan(
             logger.warning(f"{stopped_reason} (${spent:.4f} spent so far); no new task starts")
         if stopped_reason is None and not interrupt.requested:
             for task in dag.ready():
-                if len(dag.working) >= limit:
+                if len(dag.at_work) >= limit:
                     break
                 provider = task.provider or run.default_provider
                 if provider in run.cannot_serve:  # it stays pending; `aca resume` runs it
@@ -158,8 +163,9 @@ async def drive_plan(
         done = await _wait_for_tasks(running, interrupt, wake)
         for finished in done:
             task_id = running.pop(finished)
-            landed.pop(task_id, None)
             state = finished.result()
+            if landed.pop(task_id, None) is not None and not state.is_completed():
+                run.outcomes.pop(task_id, None)  # it ended otherwise after all: _finish says how
             states[task_id] = state
             limit_reason = await _finish(store, run, dag, task_id, state, logger, interrupt)
             if limit_reason in run.cannot_serve.values():
@@ -259,21 +265,21 @@ def _edge(task_id: str, type: StateType, task_run_id, state: State | None = None
 
 
 async def _wait_for_tasks(
-    running: dict[asyncio.Task, str], interrupt: Interrupt, landed: asyncio.Event
+    running: dict[asyncio.Task, str], interrupt: Interrupt, wake: asyncio.Event
 ) -> set[asyncio.Task]:
-    """Until a task finishes or lands, a signal arrives, or the grace period of an interrupt
-    ends."""
+    """Until a task finishes, ``wake`` is set (a task landed), a signal arrives, or the grace
+    period of an interrupt ends."""
     signalled = asyncio.create_task(interrupt.wait(interrupt.count))
-    landing = asyncio.create_task(landed.wait())
+    woken = asyncio.create_task(wake.wait())
     timeout = interrupt.grace_left() if interrupt.requested else None
     try:
         done, _ = await asyncio.wait(
-            [*running, signalled, landing], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            [*running, signalled, woken], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
         )
     finally:
         signalled.cancel()
-        landing.cancel()
-    landed.clear()
+        woken.cancel()
+    wake.clear()  # no await since the wait: a landing after it is seen by the next admission
     return {t for t in done if t in running}
 
 

@@ -47,8 +47,9 @@ class DagProgress:
         return set(self._running)
 
     @property
-    def working(self) -> set[str]:
-        """The running leaves whose work has not landed: those that hold a slot."""
+    def at_work(self) -> set[str]:
+        """The running leaves whose work has not landed: those that count against a limit of
+        tasks at once."""
         return self._running - self._landed
 
     def ready(self) -> list[Task]:
@@ -59,7 +60,7 @@ class DagProgress:
             if self._is_runnable_leaf(t) and all(self._finished_ok(d) for d in self._deps_of(t))
         ]
         if self.plan.strategy is Strategy.sequential:
-            if self.working:
+            if self.at_work:
                 return []
             first = next(
                 (t for t in sequential_order(self.plan) if self._is_runnable_leaf(t)), None

@@ -179,10 +179,10 @@ def test_a_landed_task_counts_as_done_for_what_waits_on_it_while_its_run_ends():
     assert ids(dag.ready()) == ["later"]
     dag.landed("a")
     assert ids(dag.ready()) == ["after-a", "later"]  # after-ab still waits for b
-    assert dag.running == {"a", "b"} and dag.working == {"b"}
+    assert dag.running == {"a", "b"} and dag.at_work == {"b"}
     dag.complete("a")
     assert ids(dag.ready()) == ["after-a", "later"]
-    assert dag.working == {"b"}
+    assert dag.at_work == {"b"}
 
 
 def test_a_landed_task_that_then_fails_skips_what_has_not_started():
@@ -199,7 +199,7 @@ def test_a_landed_task_that_then_fails_skips_what_has_not_started():
     dag.fail("a", "its task run failed after landing")
     assert dag.task("c").status.state == "skipped"
     assert dag.task("b").status.state == "in_progress"  # it started on the landed work
-    assert dag.working == {"b"}
+    assert dag.at_work == {"b"}
 
 
 def test_in_sequential_order_the_next_leaf_starts_once_the_one_before_has_landed():
