@@ -144,7 +144,6 @@ async def execute_task(
     stop_requested: Callable[[], bool] = lambda: False,
     resume: str | None = None,
     worktrees: RunWorktrees | None = None,
-    on_landed: Callable[[TaskOutcome], None] = lambda _outcome: None,
 ) -> TaskOutcome:
     """Run one task of ``plan`` to a verified commit on ``aca/<session_id>``.
 
@@ -158,12 +157,10 @@ async def execute_task(
     going back to the agent (the stop's signal may be what failed it). ``resume``: the
     session's ``aca resume`` as the reader runs it (``_words.resume_command``, with the
     run's ``--repo``), named by a failure that a resume undoes. ``worktrees``: the run's
-    (``run_worktrees``): the task's worktree may have been made ahead, and it is removed after
-    the outcome is returned; the caller awaits ``worktrees.settled()`` before it ends. Without
-    it, the worktree is made here and removed before the outcome is returned. ``on_landed``:
-    called with the completed outcome once the work is on the session branch, unless the task
-    proposed subtasks (it becomes a group then, which its dependents wait for): what waits on
-    it may start while this returns.
+    (``run_worktrees``): the task's worktree may have been made ahead, once it lands the next
+    task's is, and it is removed after the outcome is returned (its dependents start
+    meanwhile); the caller awaits ``worktrees.settled()`` before it ends. Without it, the
+    worktree is made here and removed before the outcome is returned.
     """
     config = config or AcaConfig()
     workdir = Path(workdir)
@@ -296,11 +293,9 @@ async def execute_task(
                     summary=summary,
                     **fields,
                 )
-            outcome = _completed(landed, summary=summary, **fields)
-            if not outcome.proposed_subtasks:
-                on_landed(outcome)
+            worktrees.landed(task_id)
             log.write("merged", commit=landed.commit_sha, files=landed.change.files)
-            return outcome
+            return _completed(landed, summary=summary, **fields)
         finally:
             # In a worker thread, as all git here: the event loop runs the other tasks.
             removal = worktrees.remove(task_id, worktree)

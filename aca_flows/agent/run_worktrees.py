@@ -2,14 +2,18 @@
 no task waits for git where it need not:
 
 - a task's worktree is made as soon as the task is admitted, while Prefect starts its task run
-  (``ahead``), and the task finds it made (``take``); the scheduler admits the tasks a landed
-  task makes ready at its landing, so theirs are made on the head that holds its work;
-- a task's worktree is removed after its outcome is returned, while the tasks its landing
-  admitted start (``remove``); a later attempt of the task waits for that (``removed``): its
-  worktree has the same path.
+  (``ahead``), and the task finds it made (``take``);
+- once a task has landed, the worktree of the task that takes its place is made at once
+  (``landed``), on the head that now holds the landed work, while the landed task's run ends
+  and the scheduler admits the next one;
+- a task's worktree is removed after its outcome is returned, while its dependents start
+  (``remove``); a later attempt of the task waits for that (``removed``): its worktree has the
+  same path.
 
-A worktree no task took (a task that ended before it began) is removed by ``drop_unclaimed``
-once the task it is for is not running, and by ``settled`` at the run's end.
+Which task takes a landed one's place is the scheduler's guess (``next_after``). A worktree no
+task took (a wrong guess, a task that ended before it began) is removed by ``drop_unclaimed``
+once the task that made it and the task it is for are not running, and by ``settled`` at the
+run's end.
 """
 
 from __future__ import annotations
@@ -29,14 +33,29 @@ class RunWorktrees:
     def __init__(self, make: Callable[[str], TaskWorktree]) -> None:
         self.make = make
         """Makes a task's worktree at the session branch head (in a worker thread)."""
+        self.next_after: Callable[[str], str | None] = lambda _landed: None
+        """The task that starts once ``landed`` has finished, if one surely does (set by the
+        scheduler); None: none is made ahead."""
         self.removals: dict[str, asyncio.Future] = {}
-        self._ahead: dict[str, asyncio.Future] = {}  # each task's worktree made ahead
+        # Each task's worktree made ahead, and the landed task that made it (None: the task's
+        # admission did).
+        self._ahead: dict[str, tuple[asyncio.Future, str | None]] = {}
 
-    def ahead(self, task_id: str) -> None:
+    def ahead(self, task_id: str, *, by: str | None = None) -> None:
         """Start making ``task_id``'s worktree, unless it is made already or its last one is
         still being removed."""
         if task_id not in self._ahead and task_id not in self.removals:
-            self._ahead[task_id] = asyncio.ensure_future(in_thread(self.make, task_id))
+            self._ahead[task_id] = (asyncio.ensure_future(in_thread(self.make, task_id)), by)
+
+    def landed(self, task_id: str) -> None:
+        """``task_id`` is on the session branch: make the worktree of the task that takes its
+        place."""
+        if (next_id := self.next_after(task_id)) is not None:
+            self.ahead(next_id, by=task_id)
+
+    def claimed(self, task_id: str) -> bool:
+        """Whether a worktree is being made, or was made, ahead for ``task_id``."""
+        return task_id in self._ahead
 
     async def take(self, task_id: str) -> TaskWorktree | None:
         """The worktree made ahead for ``task_id``, or None (none was, or making it failed:
@@ -44,14 +63,15 @@ class RunWorktrees:
         if (ahead := self._ahead.pop(task_id, None)) is None:
             return None
         with contextlib.suppress(Exception):
-            return await ahead
+            return await ahead[0]
         return None
 
     def drop_unclaimed(self, running: Callable[[str], bool]) -> None:
         """Remove the worktrees made ahead that no task will take: the task they are for is
-        not ``running`` (it ended before it began)."""
-        for task_id, made in list(self._ahead.items()):
-            if not running(task_id):
+        not ``running``, nor is the task that made them (it has landed and finished: the
+        guess was wrong, or the run admitted no task)."""
+        for task_id, (made, by) in list(self._ahead.items()):
+            if not running(task_id) and (by is None or not running(by)):
                 del self._ahead[task_id]
                 self._removing(task_id, _discard(made))
 
@@ -69,7 +89,7 @@ class RunWorktrees:
         """Until every removal has ended and every worktree made ahead that no task took is
         removed; the errors of those that failed."""
         for task_id in list(self._ahead):
-            self._removing(task_id, _discard(self._ahead.pop(task_id)))
+            self._removing(task_id, _discard(self._ahead.pop(task_id)[0]))
         results = await asyncio.gather(*self.removals.values(), return_exceptions=True)
         return [error for error in results if isinstance(error, Exception)]
 

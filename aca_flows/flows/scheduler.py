@@ -1,11 +1,8 @@
 """The scheduler of a run: it admits the plan's tasks in dependency and priority order (at most
-``max_concurrent`` at work at once), runs each as a task run in the flow run of its group
+``max_concurrent`` at once), runs each as a task run in the flow run of its group
 (flow_tree.py), settles each into the session and the DAG (skips, finished-before tasks,
 stalls, budgets, interrupts), and has each task's report sent as it goes (publishing.py).
 ``aca_run.py`` opens the run and calls ``drive_plan``.
-
-A task is at work until its work has landed on the session branch: then what waits on it, or
-the task that takes its place, starts at once, while its task run ends (``ActiveRun.landed``).
 """
 
 from __future__ import annotations
@@ -16,8 +13,7 @@ from datetime import UTC, datetime
 from functools import partial
 
 from prefect import get_run_logger
-from prefect.client.schemas.objects import StateDetails, StateType
-from prefect.context import TaskRunContext
+from prefect.client.schemas.objects import StateDetails
 from prefect.states import State
 from prefect.utilities.annotations import allow_failure
 
@@ -42,7 +38,6 @@ from aca_flows.flows.task_run import (
     LIMIT_STOPPED,
     ActiveRun,
     TaskRunFailed,
-    recorded,
     run_tags,
     runner_for,
     task_run_name,
@@ -62,8 +57,7 @@ async def drive_plan(
     store: SessionStore, run: ActiveRun, request: RunRequest, interrupt: Interrupt
 ) -> RunSummary:
     """Run the plan's tasks to an end: admission in dependency and priority order, at most
-    ``max_concurrent`` at work at once, each settled into the session; returns the run's
-    summary."""
+    ``max_concurrent`` at once, each settled into the session; returns the run's summary."""
     logger = get_run_logger()
     dag = DagProgress(run.plan)
     states: dict[str, State] = {}
@@ -107,26 +101,20 @@ async def drive_plan(
     stop_trigger: StopTrigger = "budget"  # what stopped_reason is: its checkpoint's trigger
     refused: list[str] = []  # providers that cannot serve the run: their tasks no longer start
 
-    # Tasks whose work has landed while their task runs end: each one's edge for what waits
-    # on it (its task run, completed as far as its dependents are concerned).
-    landed: dict[str, State] = {}
-    wake = asyncio.Event()  # a task landed: the loop admits what that makes ready
+    def next_after(landed: str) -> str | None:
+        # The task that takes a landed task's slot, for its worktree to be made meanwhile.
+        if stopped_reason is not None or interrupt.requested:
+            return None
+        for task in dag.ready(once=landed):
+            provider = task.provider or run.default_provider
+            if provider not in run.cannot_serve and not run.worktrees.claimed(task.id):
+                return task.id
+        return None
 
-    def task_landed(outcome: TaskOutcome) -> None:
-        # Called by the agent inside the task's task run, whose id the edge names.
-        context = TaskRunContext.get()
-        if context is None:  # not in a task run: what waits on it waits for its end
-            return
-        task_id = outcome.task_id
-        run.outcomes[task_id] = recorded(outcome)  # what its dependents are told it did
-        landed[task_id] = _edge(task_id, StateType.COMPLETED, context.task_run.id)
-        dag.landed(task_id)
-        wake.set()
-
-    run.landed = task_landed
+    run.worktrees.next_after = next_after
     while True:
         await _close_groups(store, run, dag, states, recorded_skips)
-        await _run_skips(store, run, dag, states, tree, landed)
+        await _run_skips(store, run, dag, states, tree)
         tree.close_settled()
         spent = _spent(store)
         if budget is not None and spent >= budget and stopped_reason is None:
@@ -134,7 +122,7 @@ async def drive_plan(
             logger.warning(f"{stopped_reason} (${spent:.4f} spent so far); no new task starts")
         if stopped_reason is None and not interrupt.requested:
             for task in dag.ready():
-                if len(dag.at_work) >= limit:
+                if len(running) >= limit:
                     break
                 provider = task.provider or run.default_provider
                 if provider in run.cannot_serve:  # it stays pending; `aca resume` runs it
@@ -145,8 +133,7 @@ async def drive_plan(
                 await store.off_loop(store.task_started, task.id, provider=provider)
                 # The DAG decided it may start; a dependency skipped after it failed (a
                 # person's decision, task_help.py) has a failed task run all the same.
-                edges = _edges(states, dag.dependency_ids(task), landed)
-                waits = [allow_failure(s) for s in edges]
+                waits = [allow_failure(s) for s in _edges(states, dag.dependency_ids(task))]
                 running[asyncio.create_task(_run_one(run, task.id, waits, tree))] = task.id
         run.worktrees.drop_unclaimed(running=dag.running.__contains__)
         if not running:
@@ -160,12 +147,10 @@ async def drive_plan(
         if interrupt.cancel_now():
             await _cancel_running(store, run, dag, running, states, logger, interrupt)
             break
-        done = await _wait_for_tasks(running, interrupt, wake)
+        done = await _wait_for_tasks(running, interrupt)
         for finished in done:
             task_id = running.pop(finished)
             state = finished.result()
-            if landed.pop(task_id, None) is not None and not state.is_completed():
-                run.outcomes.pop(task_id, None)  # it ended otherwise after all: _finish says how
             states[task_id] = state
             limit_reason = await _finish(store, run, dag, task_id, state, logger, interrupt)
             if limit_reason in run.cannot_serve.values():
@@ -235,51 +220,37 @@ async def drive_plan(
     return summary
 
 
-def _edges(
-    states: dict[str, State], dependency_ids, landed: dict[str, State] | None = None
-) -> list[State]:
+def _edges(states: dict[str, State], dependency_ids) -> list[State]:
     """What a task run waits for: its dependencies' task runs, each as its state without its
-    result, or as completed for one that has landed and whose task run is ending. Prefect walks
-    every ``wait_for`` value whole, result included, twice per task run (once for the UI's
-    edges, once to check it completed) and reads a persisted result back; the edge needs only
-    the type and the task run's id. The data is the task's id, so the check finds a value and
-    nothing to walk."""
-    edges = []
-    for d in dependency_ids:
-        if d in states:
-            state = states[d]
-            edges.append(_edge(d, state.type, state.state_details.task_run_id, state))
-        elif landed and d in landed:
-            edges.append(landed[d])
-    return edges
-
-
-def _edge(task_id: str, type: StateType, task_run_id, state: State | None = None) -> State:
-    return State(
-        type=type,
-        name=state.name if state is not None else None,
-        message=state.message if state is not None else None,
-        data=task_id,
-        state_details=StateDetails(task_run_id=task_run_id),
-    )
+    result. Prefect walks every ``wait_for`` value whole, result included, twice per task run
+    (once for the UI's edges, once to check it completed) and reads a persisted result back;
+    the edge needs only the type and the task run's id. The data is the task's id, so the
+    check finds a value and nothing to walk."""
+    return [
+        State(
+            type=states[d].type,
+            name=states[d].name,
+            message=states[d].message,
+            data=d,
+            state_details=StateDetails(task_run_id=states[d].state_details.task_run_id),
+        )
+        for d in dependency_ids
+        if d in states
+    ]
 
 
 async def _wait_for_tasks(
-    running: dict[asyncio.Task, str], interrupt: Interrupt, wake: asyncio.Event
+    running: dict[asyncio.Task, str], interrupt: Interrupt
 ) -> set[asyncio.Task]:
-    """Until a task finishes, ``wake`` is set (a task landed), a signal arrives, or the grace
-    period of an interrupt ends."""
+    """Until a task finishes, a signal arrives, or the grace period of an interrupt ends."""
     signalled = asyncio.create_task(interrupt.wait(interrupt.count))
-    woken = asyncio.create_task(wake.wait())
     timeout = interrupt.grace_left() if interrupt.requested else None
     try:
         done, _ = await asyncio.wait(
-            [*running, signalled, woken], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            [*running, signalled], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
         )
     finally:
         signalled.cancel()
-        woken.cancel()
-    wake.clear()  # no await since the wait: a landing after it is seen by the next admission
     return {t for t in done if t in running}
 
 
@@ -508,18 +479,13 @@ async def _record_finished_before(
 
 
 async def _run_skips(
-    store: SessionStore,
-    run: ActiveRun,
-    dag: DagProgress,
-    states,
-    tree: FlowTree,
-    landed: dict[str, State] | None = None,
+    store: SessionStore, run: ActiveRun, dag: DagProgress, states, tree: FlowTree
 ) -> None:
     """Each leaf skipped because a dependency failed gets a task run that ends Skipped (drawn
     after its dependencies' task runs) and a report saying why."""
     for task in dag.plan.tasks:
         if task.status.skipped_for_failure and not task.children and task.id not in states:
-            waits = _edges(states, dag.dependency_ids(task), landed)
+            waits = _edges(states, dag.dependency_ids(task))
             tags = task_tags(run, task)
             skip = partial(
                 record_skipped_task, task_run_name(task), task.id, str(task.status), waits, tags

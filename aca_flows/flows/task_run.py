@@ -71,7 +71,6 @@ __all__ = [
     "TaskRunFailed",
     "execute_plan_task",
     "options_for",
-    "recorded",
     "run_tags",
     "runner_for",
     "task_run_name",
@@ -130,9 +129,6 @@ class ActiveRun:
     stop_triggers: dict[str, StopTrigger] = field(default_factory=dict)
     """What each reason a task run stopped the run with is (``_limit_reached``): the trigger
     of the stop's checkpoint."""
-    landed: Callable[[TaskOutcome], None] = lambda _outcome: None
-    """Called in a task's task run with its outcome once its work has landed (set by the
-    scheduler, which starts what that makes ready while the task run ends)."""
 
     def __post_init__(self) -> None:
         self.worktrees = RunWorktrees(partial(make_worktree, self.workdir, self.session_id))
@@ -315,7 +311,6 @@ async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
             stop_requested=run.stopping,
             resume=_resume_of(run),
             worktrees=run.worktrees,  # made ahead, removed after: git's work beside the tasks
-            on_landed=run.landed,
         )
     except Exception as exc:
         lines.flush()  # before the warnings below
@@ -337,9 +332,11 @@ async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
     finally:
         CALL_OWNER.reset(owner)
         lines.flush()
-    # What leaves from here is a record (``recorded``); the work itself is done. Its report is
-    # written by the flow, from the session, once the task run has ended.
-    outcome = recorded(outcome)
+    # What leaves from here (the persisted result in results/, the failure) is a record, so it
+    # is redacted; the work itself is done. Its report is written by the flow, from the
+    # session, once the task run has ended.
+    # And readable: a reason or a diff naming a file that is not UTF-8 must reach the server.
+    outcome = TaskOutcome.model_validate(readable_data(redact(outcome.model_dump(mode="json"))))
     if outcome.status != "completed":
         if run.stopping():
             return _stopped(outcome.failure_reason or "failed")
@@ -347,13 +344,6 @@ async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
             _journal_retry(run, task_id, attempt, retries, outcome.failure_reason or "", logger)
         raise TaskRunFailed(outcome)
     return outcome.model_dump(mode="json")
-
-
-def recorded(outcome: TaskOutcome) -> TaskOutcome:
-    """A task's outcome as it leaves the task function (its persisted result, the failure, what
-    its dependents are told): redacted, and readable (a reason or a diff naming a file that is
-    not UTF-8 must reach the server)."""
-    return TaskOutcome.model_validate(readable_data(redact(outcome.model_dump(mode="json"))))
 
 
 async def worktrees_removed(run: ActiveRun) -> None:

@@ -9,8 +9,6 @@ Rules the engine relies on:
 - Among ready leaves, higher priority comes first, then plan order. With the ``sequential``
   strategy, one leaf at a time in tree order (``sequential_order``: plan order, subtasks in
   their parent's place); the next one waits for the one before it, never the other way round.
-- A leaf whose work has landed (``landed``) counts as done for what waits on it, and no
-  longer holds its place in a ``sequential`` plan, while its task run ends.
 - A skipped task counts as done; a task after it also waits for what it depended on.
 - A failed leaf skips every task that depends on it, directly or through a group, with the
   reason ``dependency <id> failed``; independent branches go on.
@@ -34,7 +32,6 @@ class DagProgress:
         self._order = {t.id: i for i, t in enumerate(plan.tasks)}
         self._running: set[str] = set()
         self._ran: set[str] = set()  # leaves whose own work finished (they may have got children)
-        self._landed: set[str] = set()  # running leaves whose work is on the session branch
         self._settle()
 
     # -- queries -----------------------------------------------------------------------------
@@ -46,21 +43,17 @@ class DagProgress:
     def running(self) -> set[str]:
         return set(self._running)
 
-    @property
-    def at_work(self) -> set[str]:
-        """The running leaves whose work has not landed: those that count against a limit of
-        tasks at once."""
-        return self._running - self._landed
-
-    def ready(self) -> list[Task]:
-        """Leaves that may start now, best first."""
+    def ready(self, *, once: str | None = None) -> list[Task]:
+        """Leaves that may start now, best first; with ``once``, those that may start once
+        that running task has completed (and became no group)."""
+        done = self._finished_ok if once is None else lambda d: d == once or self._finished_ok(d)
         candidates = [
             t
             for t in self.plan.tasks
-            if self._is_runnable_leaf(t) and all(self._finished_ok(d) for d in self._deps_of(t))
+            if self._is_runnable_leaf(t) and all(done(d) for d in self._deps_of(t))
         ]
         if self.plan.strategy is Strategy.sequential:
-            if self.at_work:
+            if self._running - {once}:
                 return []
             first = next(
                 (t for t in sequential_order(self.plan) if self._is_runnable_leaf(t)), None
@@ -109,15 +102,8 @@ class DagProgress:
         self._running.add(task_id)
         self._set(task_id, TaskStatus(state="in_progress"))
 
-    def landed(self, task_id: str) -> None:
-        """A running leaf's work is on the session branch, and it becomes no group (it proposed
-        no subtasks): what waits on it may start while its task run ends."""
-        if task_id in self._running:
-            self._landed.add(task_id)
-
     def complete(self, task_id: str) -> None:
         self._running.discard(task_id)
-        self._landed.discard(task_id)
         self._ran.add(task_id)
         task = self._by_id[task_id]
         if not task.children:
@@ -126,7 +112,6 @@ class DagProgress:
 
     def fail(self, task_id: str, reason: str) -> None:
         self._running.discard(task_id)
-        self._landed.discard(task_id)
         self._ran.add(task_id)
         self._set(task_id, TaskStatus(state="failed", reason=reason))
         self._settle()
@@ -142,7 +127,6 @@ class DagProgress:
     def release(self, task_id: str) -> None:
         """A task stopped before finishing (a budget or usage limit): pending again."""
         self._running.discard(task_id)
-        self._landed.discard(task_id)
         self._set(task_id, TaskStatus())
 
     # -- internals ---------------------------------------------------------------------------
@@ -172,8 +156,6 @@ class DagProgress:
         return deps
 
     def _finished_ok(self, task_id: str) -> bool:
-        if task_id in self._landed:
-            return True
         return self._by_id[task_id].status.state in ("completed", "skipped") and not self._broken(
             task_id
         )

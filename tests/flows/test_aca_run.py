@@ -70,38 +70,6 @@ def test_dag_runs_in_dependency_order_and_lands_one_commit_per_task(tmp_path, re
     }  # fmt: skip
 
 
-def test_a_dependent_starts_once_its_dependency_has_landed(
-    tmp_path, repo, anthropic_fake, monkeypatch
-):
-    # One task at work at a time: b starts from the branch that holds a's landed work while
-    # a's task run ends, not after it (scheduler.py, ActiveRun.landed). a's end is held back
-    # half a second, as a slow server would, so the order does not depend on timing.
-    import aca_flows.flows.scheduler as scheduler
-
-    run_one = scheduler._run_one
-
-    async def slow_to_end(run_, task_id, *args):
-        state = await run_one(run_, task_id, *args)
-        if task_id == "a":
-            await asyncio.sleep(0.5)
-        return state
-
-    monkeypatch.setattr(scheduler, "_run_one", slow_to_end)
-    for _ in range(20):
-        anthropic_fake.anthropic.enqueue(coding_agent)
-    tasks = write_tasks(tmp_path, "- write a.txt {#a}\n- write b.txt {#b depends_on=a}\n")
-    summary = run(tasks, repo, max_concurrent=1).summary
-    assert summary["status"] == "completed" and summary["counts"] == {"completed": 2}
-    journal = repo / ".aca" / "sessions" / summary["session_id"] / "meta" / "events.jsonl"
-    events = [json.loads(line) for line in journal.read_text().splitlines()]
-    order = [(e["type"], e.get("task_id")) for e in events if e["type"].startswith("task_")]
-    assert order.index(("task_started", "b")) < order.index(("task_completed", "a"))
-    assert task_commits(repo, summary["branch"]) == ["a", "b"]
-    assert branch_files(repo, summary["branch"])["b.txt"] == "b.txt\n"
-    b_prompt = next(r for r in agent_requests(anthropic_fake) if task_of(r)[0] == "b")
-    assert "did: write a.txt" in task_of(b_prompt)[2]  # what a did, as it landed
-
-
 def test_rerunning_the_session_makes_no_provider_call(tmp_path, repo, anthropic_fake):
     for _ in range(20):
         anthropic_fake.anthropic.enqueue(coding_agent)

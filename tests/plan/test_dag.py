@@ -163,8 +163,8 @@ def test_sequential_strategy_runs_one_leaf_at_a_time_in_order():
     assert ids(dag.ready()) == ["b"]
 
 
-def test_a_landed_task_counts_as_done_for_what_waits_on_it_while_its_run_ends():
-    # The scheduler starts what a task's landing makes ready before its task run ends.
+def test_ready_once_a_running_task_completes_is_what_its_completion_makes_ready():
+    # The scheduler's guess of the task that takes a landed task's place (run_worktrees.py).
     dag = DagProgress(
         plan_of(
             Task(id="a", title="A"),
@@ -177,36 +177,17 @@ def test_a_landed_task_counts_as_done_for_what_waits_on_it_while_its_run_ends():
     dag.start("a")
     dag.start("b")
     assert ids(dag.ready()) == ["later"]
-    dag.landed("a")
-    assert ids(dag.ready()) == ["after-a", "later"]  # after-ab still waits for b
-    assert dag.running == {"a", "b"} and dag.at_work == {"b"}
+    assert ids(dag.ready(once="a")) == ["after-a", "later"]  # after-ab still waits for b
+    assert ids(dag.ready()) == ["later"]  # nothing changed by asking
     dag.complete("a")
     assert ids(dag.ready()) == ["after-a", "later"]
-    assert dag.at_work == {"b"}
+    assert ids(dag.ready(once="b")) == ["after-a", "after-ab", "later"]
 
 
-def test_a_landed_task_that_then_fails_skips_what_has_not_started():
-    dag = DagProgress(
-        plan_of(
-            Task(id="a", title="A"),
-            Task(id="b", title="B", dependencies=["a"]),
-            Task(id="c", title="C", dependencies=["a"]),
-        )
-    )
-    dag.start("a")
-    dag.landed("a")
-    dag.start("b")
-    dag.fail("a", "its task run failed after landing")
-    assert dag.task("c").status.state == "skipped"
-    assert dag.task("b").status.state == "in_progress"  # it started on the landed work
-    assert dag.at_work == {"b"}
-
-
-def test_in_sequential_order_the_next_leaf_starts_once_the_one_before_has_landed():
+def test_ready_once_in_sequential_order_is_the_next_leaf_only_when_nothing_else_runs():
     dag = DagProgress(
         plan_of(Task(id="a", title="A"), Task(id="b", title="B"), strategy="sequential")
     )
     dag.start("a")
     assert dag.ready() == []
-    dag.landed("a")
-    assert ids(dag.ready()) == ["b"]
+    assert ids(dag.ready(once="a")) == ["b"]
