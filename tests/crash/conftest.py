@@ -15,9 +15,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -25,7 +25,7 @@ import pytest
 from aca_flows.flows.local_servers import BATCHED_RECORDER_ENV, RECORDER_FLUSH_SECONDS
 from tests.fakes.git_repo import make_repo
 from tests.fakes.llm_server import FakeLLMServer
-from tests.polling import wait_for
+from tests.polling import last_read, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT = Path(sys.executable).with_name("prefect")
@@ -221,12 +221,8 @@ def task_runs_of(api_url: str, session_id: str, until: Callable[[list], bool]) -
     later when a write of a batch waits for SQLite or is retried: a test waits for the state
     it expects (at most ``RECORDER_WAIT`` seconds), then asserts on the last read, which shows
     what the server has when the state never comes."""
-    deadline = time.monotonic() + RECORDER_WAIT
-    while True:
-        runs = _runs_of(api_url, session_id, task_runs=True)
-        if until(runs) or time.monotonic() > deadline:
-            return runs
-        time.sleep(RECORDER_FLUSH_SECONDS / 2)
+    read = partial(_runs_of, api_url, session_id, task_runs=True)
+    return last_read(read, until, RECORDER_WAIT, interval=RECORDER_FLUSH_SECONDS / 2)
 
 
 RECORDER_WAIT = 60

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import json
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 from aca_flows.cli import main
@@ -19,9 +19,9 @@ from aca_flows.session.reading import list_sessions
 from tests.fakes.coding_agent import coding_agent
 from tests.fakes.git_repo import make_repo
 from tests.fakes.llm_server import llm_server  # noqa: F401  (fixture)
-from tests.flows.conftest import eventually
 from tests.flows.test_run_setup import aca_run, call_events, parse_reply
 from tests.plan.test_intelligent import DEPENDENCIES, TEST6, dependencies_proposal, respond
+from tests.polling import last_read
 
 
 def parse_task_runs(session_id: str) -> list:
@@ -150,9 +150,7 @@ def test_the_prefect_cache_survives_the_process_and_follows_the_file(
     # Once in CI it was Completed: the parser's own cache answered, Prefect's was missed. And
     # once the process's log said Cached while the server, read at once, showed Completed:
     # the last read is asserted once it shows Cached, or after 30 s.
-    with contextlib.suppress(AssertionError):
-        eventually(lambda: _named(parse_task_runs(newest.id), "Cached"), "Cached", timeout=30)
-    (cached,) = parse_task_runs(newest.id)
+    (cached,) = last_read(partial(parse_task_runs, newest.id), partial(_named, name="Cached"), 30)
     assert cached.state.name == "Cached", done.stderr[-3000:]
 
     tasks.write_text("# Files\n\n- write a.txt\n- write b.txt\n")
