@@ -2,8 +2,10 @@
 
 A 500-task plan (50 chains of 10) runs with the replay provider (a cassette recorded here
 first, against the fake LLM server), 8 at once, against a warm Prefect server started here.
-Printed: wall time, per-task time and CPU seconds, and the resident memory of the run's
-process sampled as tasks finish (target: flat in the number of finished tasks), with its peak.
+Printed: wall time, per-task time and CPU seconds, the wall time per task in each quarter of
+the run (each task adds a file, so the tree every later worktree checks out grows), and the
+resident memory of the run's process sampled as tasks finish (target: flat in the number of
+finished tasks), with its peak.
 
 Run: .venv/bin/python bench/scale.py   (several minutes; CHAINS=10 for a quick look)
 """
@@ -91,12 +93,13 @@ def main() -> None:
                 f'[providers.replay]\ncassette = "{cassette}"\n'
             )
             workdir = make_repo(tmp / "replay")
-            samples: list[tuple[int, float]] = []
+            samples: list[tuple[float, int, float]] = []  # seconds in, finished, RSS
             stop = threading.Event()
 
             def sample() -> None:
                 while not stop.wait(0.5):
-                    samples.append((finished_tasks(workdir), rss_mb()))
+                    seconds = time.perf_counter() - start
+                    samples.append((seconds, finished_tasks(workdir), rss_mb()))
 
             sampler = threading.Thread(target=sample, daemon=True)
             cpu_before = resource.getrusage(resource.RUSAGE_SELF)
@@ -118,12 +121,23 @@ def main() -> None:
     print(f"scale: wall time                    {wall:8.1f} s")
     print(f"scale: wall per task (wall / tasks)  {wall / total * 1000:8.0f} ms")
     print(f"scale: CPU seconds per task (aca)   {cpu / total * 1000:8.0f} ms")
+    # Wall per task in each quarter of the run: flat if a task costs the same at the end as at
+    # the start (each task adds a file, so the tree a worktree checks out grows).
+    reached = [0.0]
+    for quarter in (1, 2, 3):
+        times = [seconds for seconds, done, _ in samples if done >= total * quarter // 4]
+        reached.append(times[0] if times else wall)
+    reached.append(wall)
+    for quarter in range(4):
+        per_task = (reached[quarter + 1] - reached[quarter]) / (total / 4)
+        first, last = total * quarter // 4 + 1, total * (quarter + 1) // 4
+        print(f"scale: wall per task, tasks {first:3d}-{last:3d}    {per_task * 1000:8.0f} ms")
     for share in (0.1, 0.25, 0.5, 0.75, 1.0):
         wanted = int(total * share)
-        after = [rss for done, rss in samples if done >= wanted]
+        after = [rss for _, done, rss in samples if done >= wanted]
         if after:
             print(f"scale: RSS after {wanted:4d} finished     {after[0]:8.0f} MB")
-    print(f"scale: peak RSS                      {max(r for _, r in samples):8.0f} MB")
+    print(f"scale: peak RSS                      {max(r for _, _, r in samples):8.0f} MB")
 
 
 def _free_port() -> int:
