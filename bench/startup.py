@@ -126,7 +126,10 @@ def _measuring_cpu(reply):
             if _FIRST_CALL["warm"]:  # the run is the runner's newest child, not the command
                 log = _FIRST_CALL["runner_log"].read_text()
                 pid = int(re.findall(r"^run (\d+):", log, re.M)[-1])
-            _FIRST_CALL["cpu"] = _cpu_seconds_of(pid)
+            try:
+                _FIRST_CALL["cpu"] = _cpu_seconds_of(pid)
+            except OSError:  # gone already (a runner that ran it cold): no figure, still a reply
+                _FIRST_CALL["cpu"] = float("nan")
         return reply(request)
 
     return measured
