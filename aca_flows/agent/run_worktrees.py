@@ -8,9 +8,7 @@ no task waits for git where it need not:
   and the scheduler admits the next one;
 - a task's worktree is removed after its outcome is returned, while its dependents start
   (``remove``); a later attempt of the task waits for that (``removed``): its worktree has the
-  same path. In a run (``keep_spares``), a landed task's worktree is kept instead, and the
-  next worktree made is that one, moved and reset to the head (``TaskWorktree.reused``): git
-  writes only the files that differ, not the whole tree.
+  same path.
 
 Which task takes a landed one's place is the scheduler's guess (``next_after``). A worktree no
 task took (a wrong guess, a task that ended before it began) is removed by ``drop_unclaimed``
@@ -30,22 +28,11 @@ from aca_flows.workspace import TaskWorktree
 
 __all__ = ["RunWorktrees"]
 
-# Spare worktrees kept at most: a landed task's is taken by the next worktree made, so a run
-# holds about one per task it runs at once; beyond this they are removed as they were before.
-SPARES_KEPT = 8
-
 
 class RunWorktrees:
-    def __init__(
-        self, make: Callable[[str, TaskWorktree | None], TaskWorktree], keep_spares: bool = False
-    ) -> None:
+    def __init__(self, make: Callable[[str], TaskWorktree]) -> None:
         self.make = make
-        """Makes a task's worktree at the session branch head, from a spare one when given
-        (in a worker thread)."""
-        self.keep_spares = keep_spares
-        # Worktrees of landed tasks, for the next ones made; removed by ``settled``.
-        self._spares: list[TaskWorktree] = []
-        self._landed: set[str] = set()
+        """Makes a task's worktree at the session branch head (in a worker thread)."""
         self.next_after: Callable[[str], str | None] = lambda _landed: None
         """The task that starts once ``landed`` has finished, if one surely does (set by the
         scheduler); None: none is made ahead."""
@@ -58,22 +45,11 @@ class RunWorktrees:
         """Start making ``task_id``'s worktree, unless it is made already or its last one is
         still being removed."""
         if task_id not in self._ahead and task_id not in self.removals:
-            self._ahead[task_id] = (asyncio.ensure_future(self.new(task_id)), by)
-
-    async def new(self, task_id: str) -> TaskWorktree:
-        """``task_id``'s worktree made now, from a spare one if there is one."""
-        spare = self._spares.pop() if self._spares else None
-        try:
-            return await in_thread(self.make, task_id, spare)
-        except Exception:
-            if spare is not None:  # unused, or removed by `reused` already: safe to repeat
-                self._removing(spare.task_id, in_thread(spare.remove))
-            raise
+            self._ahead[task_id] = (asyncio.ensure_future(in_thread(self.make, task_id)), by)
 
     def landed(self, task_id: str) -> None:
         """``task_id`` is on the session branch: make the worktree of the task that takes its
         place."""
-        self._landed.add(task_id)
         if (next_id := self.next_after(task_id)) is not None:
             self.ahead(next_id, by=task_id)
 
@@ -100,15 +76,7 @@ class RunWorktrees:
                 self._removing(task_id, _discard(made))
 
     def remove(self, task_id: str, worktree: TaskWorktree) -> asyncio.Future:
-        """Remove ``worktree`` in the background; the future ends with git's removal. A
-        landed task's is kept as a spare instead (``keep_spares``): its files are the work
-        that landed, and no later attempt of the task needs its path."""
-        if self.keep_spares and task_id in self._landed and len(self._spares) < SPARES_KEPT:
-            self._landed.discard(task_id)
-            self._spares.append(worktree)
-            done = asyncio.get_running_loop().create_future()
-            done.set_result(None)
-            return done
+        """Remove ``worktree`` in the background; the future ends with git's removal."""
         return self._removing(task_id, in_thread(worktree.remove))
 
     async def removed(self, task_id: str) -> None:
@@ -122,9 +90,6 @@ class RunWorktrees:
         removed; the errors of those that failed."""
         for task_id in list(self._ahead):
             self._removing(task_id, _discard(self._ahead.pop(task_id)[0]))
-        while self._spares:
-            spare = self._spares.pop()
-            self._removing(spare.task_id, in_thread(spare.remove))
         results = await asyncio.gather(*self.removals.values(), return_exceptions=True)
         return [error for error in results if isinstance(error, Exception)]
 

@@ -190,15 +190,12 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         if asked is not None:
             _warn(uncommitted_work_warning(repo, request))
         for task_id, sha in completed_task_commits(repo, store.session_id).items():
-            leftover = AcaDir(workdir).worktrees_dir(store.session_id) / task_id
             if recorded_state(store, task_id) not in (None, "completed"):
                 # Landed, but the crash came before the journal entry: finish its bookkeeping
                 # (change log, its worktree) as the task itself would have.
                 record_landed_task(repo, store.session_id, task_id)
-                discard_worktree(repo, leftover)
+                discard_worktree(repo, AcaDir(workdir).worktrees_dir(store.session_id) / task_id)
                 store.task_completed(task_id, TaskResult(commit=sha))
-            elif leftover.exists():  # kept for reuse when the run stopped (run_worktrees.py)
-                discard_worktree(repo, leftover)
         # The record holds the plan redacted; what runs is the plan as the user wrote it.
         if asked is not None:
             plan = _with_statuses(asked, store.session.plan)

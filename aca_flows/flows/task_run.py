@@ -131,9 +131,7 @@ class ActiveRun:
     of the stop's checkpoint."""
 
     def __post_init__(self) -> None:
-        self.worktrees = RunWorktrees(
-            partial(make_worktree, self.workdir, self.session_id), keep_spares=True
-        )
+        self.worktrees = RunWorktrees(partial(make_worktree, self.workdir, self.session_id))
 
     def provider_for(self, task: Task) -> Provider:
         return self.providers[task.provider or self.default_provider]

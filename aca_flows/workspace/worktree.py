@@ -41,16 +41,11 @@ class TaskWorktree:
     git_dir: Path | None = None  # recorded at creation, before an agent could touch .git
 
     @classmethod
-    def create(
-        cls, repo: git.Repo, session_id: str, task_id: str, spare: TaskWorktree | None = None
-    ) -> TaskWorktree:
-        """Create a clean worktree at the session branch head, discarding any stale one;
-        from ``spare`` (``reused``) when it can be."""
+    def create(cls, repo: git.Repo, session_id: str, task_id: str) -> TaskWorktree:
+        """Create a clean worktree at the session branch head, discarding any stale one."""
         root = Path(repo.working_tree_dir)
         path = AcaDir(root).worktrees_dir(session_id) / task_id
         base = session_branch_head(repo, session_id)
-        if spare is not None and (reused := spare.reused(repo, path, base)) is not None:
-            return dataclasses.replace(reused, task_id=task_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         with _admin_lock(repo, shared=True):  # the common case: other tasks add theirs too
             added = not path.exists() and _added(repo, path, base)
@@ -162,30 +157,6 @@ class TaskWorktree:
     def remove(self) -> None:
         """Remove the worktree and its folder. Safe to repeat; a missing worktree is fine."""
         discard_worktree(AcaRepo(self.repo_root), self.path)
-
-    def reused(self, repo: git.Repo, path: Path, base: str) -> TaskWorktree | None:
-        """This worktree, a landed task's, made what a new one would be and moved to ``path``:
-        at ``base``, nothing untracked or ignored left, no file git was told to overlook. Git
-        then writes only the files that differ, where a new worktree writes every file of the
-        tree. None when it cannot be: it is removed (what cannot be stays at its own path, not
-        at ``path``), and a new one is made."""
-        try:
-            if path.exists() or self.git_dir is None:
-                raise FileExistsError(path)
-            wt = self.git  # the git dir recorded at creation: the .git file is the agent's
-            wt.checkout("-q", "-f", "--detach", base)
-            wt.clean("-q", "-f", "-f", "-d", "-x")
-            # A file marked assume-unchanged or skip-worktree in the index keeps whatever the
-            # last task left in it through the checkout: only a new worktree will do then.
-            if any(entry[:2] != "H " for entry in wt.ls_files("-v", "-z").split("\0") if entry):
-                raise git.CommandError(["git", "ls-files", "-v"], "index entries flagged")
-            with _admin_lock(repo, shared=True):  # its own admin folder, as an add has
-                repo.git.worktree("move", str(self.path), str(path))
-        except (git.CommandError, OSError):  # CommandError: a git that failed or never ran
-            with contextlib.suppress(git.CommandError, OSError):
-                self.remove()
-            return None
-        return dataclasses.replace(self, path=path, base_sha=base)
 
 
 def clip_patch(patch: str, limit: int) -> str:

@@ -17,7 +17,6 @@ from aca_flows.flows import run_flow
 from aca_flows.flows.run_setup import RunRequest, open_run
 from aca_flows.session.layout import AcaDir
 from aca_flows.session.reading import list_sessions
-from aca_flows.workspace import TaskWorktree, open_repository
 from tests.fakes.coding_agent import SlowAgent, coding_agent, task_of
 from tests.flows.conftest import eventually, flow_run_logs
 
@@ -593,22 +592,3 @@ def test_every_run_the_cli_did_not_start_warns_of_dependencies_stated_in_prose(
     assert "state dependencies in prose" in err
     session_id = json.loads(out)["session_id"]
     assert not [w for w in flow_run_warnings(session_id) if "in prose" in w]
-
-
-def test_a_resume_removes_the_worktree_a_stopped_run_kept_of_a_landed_task(
-    tmp_path, repo, anthropic_fake
-):
-    """A run keeps a landed task's worktree for the next one made (run_worktrees.py); one that
-    stopped outright left it there. The resume removes it, though the task does not run."""
-    for _ in range(4):
-        anthropic_fake.anthropic.enqueue(coding_agent)
-    tasks = tmp_path / "tasks.md"
-    tasks.write_text("- write a.txt {#a}\n")
-    first = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test").summary
-    kept = TaskWorktree.create(open_repository(repo), first["session_id"], "a")
-
-    store, _ = open_run(RunRequest(workdir=str(repo), session_id=first["session_id"]))
-    store.close()
-
-    assert not kept.path.exists()
-    assert str(kept.path) not in git.Repo(repo).git.worktree("list")

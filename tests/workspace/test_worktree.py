@@ -6,7 +6,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import git
-import pytest
 
 from aca_flows.workspace import (
     TaskWorktree,
@@ -119,59 +118,3 @@ def test_changed_files_lists_every_kind_of_change_before_and_after_a_commit_in_t
     wt.git.execute(["git", "-c", "user.name=a", "-c", "user.email=a@b", "commit", "-qam", "x"])
     (wt.path / "later.py").write_text("z = 3\n")
     assert wt.changed_files() == sorted([*expected, "later.py"])
-
-
-def _land_on_session_branch(repo, files: dict[str, str]) -> str:
-    """Commit ``files`` onto the session branch s1 (as another task's landing would)."""
-    work = TaskWorktree.create(repo, "s1", "lander")
-    for name, text in files.items():
-        (work.path / name).write_text(text)
-    work.git.add("-A")
-    work.git.execute(
-        ["git", "-c", "user.name=U", "-c", "user.email=u@example.com", "commit", "-qm", "land"]
-    )
-    head = work.head()
-    repo.git.update_ref("refs/heads/aca/s1", head)
-    work.remove()
-    return head
-
-
-def test_a_landed_tasks_worktree_is_reused_as_exactly_what_a_new_one_would_be(tmp_path):
-    repo = session_repo(tmp_path)
-    spare = TaskWorktree.create(repo, "s1", "t1")
-    # What a task can leave beyond its landed work: a changed file, new and ignored files,
-    # a repository of its own inside.
-    (spare.path / "app.py").write_text("changed\n")
-    (spare.path / "new.py").write_text("new\n")
-    (spare.path / "build").mkdir()
-    (spare.path / "build" / "debug.log").write_text("log\n")
-    git.Repo.init(spare.path / "vendor")
-    head = _land_on_session_branch(repo, {".gitignore": "*.log\n", "lib.py": "lib\n"})
-
-    wt = TaskWorktree.create(repo, "s1", "t2", spare)
-
-    assert wt.git_dir == spare.git_dir  # moved, not made anew
-    assert wt.path == tmp_path / ".aca" / "worktrees" / "s1" / "t2"
-    assert wt.task_id == "t2"
-    assert not spare.path.exists()
-    assert wt.base_sha == head == wt.head()
-    assert sorted(p.name for p in wt.path.iterdir()) == [".git", ".gitignore", "app.py", "lib.py"]
-    assert (wt.path / "app.py").read_text() == "print('hello')\n"
-    assert wt.git.status("--porcelain", "--ignored", "--untracked-files=all") == ""
-    listed = repo.git.worktree("list", "--porcelain")
-    assert str(wt.path) in listed and str(spare.path) not in listed
-
-
-@pytest.mark.parametrize("flag", ["--assume-unchanged", "--skip-worktree"])
-def test_a_worktree_whose_index_overlooks_a_file_is_not_reused(tmp_path, flag):
-    repo = session_repo(tmp_path)
-    spare = TaskWorktree.create(repo, "s1", "t1")
-    (spare.path / "app.py").write_text("planted\n")
-    spare.git.update_index(flag, "app.py")  # a checkout would leave the file as it is
-
-    wt = TaskWorktree.create(repo, "s1", "t2", spare)
-
-    assert (wt.path / "app.py").read_text() == "print('hello')\n"
-    assert wt.git_dir != spare.git_dir  # a new one
-    assert not spare.path.exists()
-    assert str(spare.path) not in repo.git.worktree("list", "--porcelain")
