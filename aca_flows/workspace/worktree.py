@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import os
 import shutil
 from dataclasses import dataclass
@@ -242,6 +243,7 @@ def _admin_lock(repo: git.Repo, *, shared: bool = False) -> FileLock:
 
 def _discard(repo: git.Repo, path: Path) -> None:
     target = os.path.realpath(path)
+    _drop_half_added(repo, target)
     for entry in list_worktrees(repo):
         if os.path.realpath(entry.get("worktree", "")) != target:
             continue
@@ -251,6 +253,27 @@ def _discard(repo: git.Repo, path: Path) -> None:
     if path.exists():
         shutil.rmtree(path)
     repo.git.worktree("prune")
+
+
+def _drop_half_added(repo: git.Repo, target: str) -> None:
+    """Remove the admin folder of ``target`` that a ``git worktree add`` killed while writing
+    its ``commondir`` left: git refuses every ``worktree`` command while it is there ("failed
+    to read .../commondir"), and ``prune`` keeps it (the add locked it first)."""
+    name = os.path.basename(target)
+    for folder in (Path(repo.common_dir) / "worktrees").glob(f"{glob.escape(name)}*"):
+        named = _written(folder / "gitdir")
+        if named is None or _written(folder / "commondir"):
+            continue
+        if os.path.realpath(os.path.dirname(os.path.join(folder, named))) == target:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _written(path: Path) -> str | None:
+    """The file's text, stripped; None when it is missing or empty."""
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except (FileNotFoundError, NotADirectoryError):
+        return None
 
 
 def _quiet(repo: git.Repo, *args: str) -> None:

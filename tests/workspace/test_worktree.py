@@ -118,3 +118,18 @@ def test_changed_files_lists_every_kind_of_change_before_and_after_a_commit_in_t
     wt.git.execute(["git", "-c", "user.name=a", "-c", "user.email=a@b", "commit", "-qam", "x"])
     (wt.path / "later.py").write_text("z = 3\n")
     assert wt.changed_files() == sorted([*expected, "later.py"])
+
+
+def test_a_worktree_add_killed_while_it_wrote_commondir_does_not_stop_the_next_one(tmp_path):
+    """A SIGKILL inside `git worktree add` leaves an admin folder git itself then chokes on
+    ("failed to read .git/worktrees/t1/commondir"); the task's next worktree is made anyway."""
+    repo = session_repo(tmp_path)
+    killed = TaskWorktree.create(repo, "s1", "t1")
+    admin = tmp_path / ".git" / "worktrees" / "t1"
+    (admin / "commondir").write_text("")  # killed as git wrote it, after gitdir and .git
+    (admin / "locked").write_text("initializing")
+
+    wt = TaskWorktree.create(repo, "s1", "t1")
+
+    assert wt.path == killed.path and (wt.path / "app.py").exists()
+    assert str(wt.path) in repo.git.worktree("list", "--porcelain")
