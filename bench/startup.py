@@ -86,7 +86,9 @@ def main() -> None:
                         start = phases.pop("start")
                         offsets = {name: at - start for name, at in phases.items()}
                         runs.setdefault((mode, provider), []).append((first - start, cpu, offsets))
-                        cpu_to_first.setdefault((mode, provider), []).append(_FIRST_CALL["cpu"])
+                        measured = cpu_to_first.setdefault((mode, provider), [])
+                        if _FIRST_CALL["cpu"] is not None:
+                            measured.append(_FIRST_CALL["cpu"])
         finally:
             runner.stop()
             local.stop()
@@ -94,11 +96,13 @@ def main() -> None:
         firsts = [first for first, _, _ in results]
         cpus = [cpu for _, cpu, _ in results]
         whose = "the aca command's (client's)" if mode == "warm" else "the whole run's"
+        to_first = cpu_to_first[(mode, provider)]
+        to_first_shown = f"{statistics.median(to_first):4.2f} s" if to_first else "n/a"
         print(
             f"startup: {mode} aca run -> first provider call, {provider:<11} best "
             f"{min(firsts):4.2f} s, median {statistics.median(firsts):4.2f} s (target <= 1.5 s); "
             f"CPU: {whose} {statistics.median(cpus):4.2f} s, the run's up to its first call "
-            f"{statistics.median(cpu_to_first[(mode, provider)]):4.2f} s"
+            f"{to_first_shown}"
         )
         if mode == "warm" and provider == "anthropic":
             print(f"startup: warm, the first run after `aca server start`, {provider}: "
@@ -129,7 +133,7 @@ def _measuring_cpu(reply):
             try:
                 _FIRST_CALL["cpu"] = _cpu_seconds_of(pid)
             except OSError:  # gone already (a runner that ran it cold): no figure, still a reply
-                _FIRST_CALL["cpu"] = float("nan")
+                _FIRST_CALL["pid"] = None
         return reply(request)
 
     return measured

@@ -373,7 +373,7 @@ def session_branch_checkouts(
         for admin in sorted((common / "worktrees").iterdir()):
             if not _has_checked_out(repo, admin, ref):
                 continue
-            path = _worktree_path(admin)
+            path = linked_worktree_path(admin)
             if ignore_under is not None and path.is_relative_to(ignore_under.resolve()):
                 continue
             found.append(path)
@@ -415,7 +415,7 @@ def _main_checkout(repo: git.Repo, common: Path) -> Path | None:
     return common.parent if common.name == ".git" else None
 
 
-def _worktree_path(admin: Path) -> Path:
+def linked_worktree_path(admin: Path) -> Path:
     """A linked worktree's folder, from its admin folder's ``gitdir`` (``<path>/.git``)."""
     with contextlib.suppress(OSError, UnicodeDecodeError):
         text = (admin / "gitdir").read_text(encoding="utf-8").strip()

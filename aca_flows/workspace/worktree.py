@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import glob
 import os
 import shutil
 from dataclasses import dataclass
@@ -25,7 +24,12 @@ from aca_flows.session.layout import AcaDir
 from aca_flows.workspace.conflicts import MergeConflictError
 from aca_flows.workspace.file_lock import FileLock
 from aca_flows.workspace.hardened_git import AcaRepo, HardenedGit
-from aca_flows.workspace.repository import OBJECT_ID, is_ancestor, session_branch_head
+from aca_flows.workspace.repository import (
+    OBJECT_ID,
+    is_ancestor,
+    linked_worktree_path,
+    session_branch_head,
+)
 
 __all__ = ["TaskWorktree", "clip_patch", "discard_worktree", "list_worktrees"]
 
@@ -258,22 +262,20 @@ def _discard(repo: git.Repo, path: Path) -> None:
 def _drop_half_added(repo: git.Repo, target: str) -> None:
     """Remove the admin folder of ``target`` that a ``git worktree add`` killed while writing
     its ``commondir`` left: git refuses every ``worktree`` command while it is there ("failed
-    to read .../commondir"), and ``prune`` keeps it (the add locked it first)."""
-    name = os.path.basename(target)
-    for folder in (Path(repo.common_dir) / "worktrees").glob(f"{glob.escape(name)}*"):
-        named = _written(folder / "gitdir")
-        if named is None or _written(folder / "commondir"):
-            continue
-        if os.path.realpath(os.path.dirname(os.path.join(folder, named))) == target:
-            shutil.rmtree(folder, ignore_errors=True)
+    to read .../commondir: Success", an empty read), and ``prune`` keeps it (the add locked it
+    first)."""
+    for gitdir in (Path(repo.common_dir) / "worktrees").glob("*/gitdir"):
+        admin = gitdir.parent
+        if _empty(admin / "commondir") and str(linked_worktree_path(admin)) == target:
+            shutil.rmtree(admin, ignore_errors=True)
 
 
-def _written(path: Path) -> str | None:
-    """The file's text, stripped; None when it is missing or empty."""
+def _empty(path: Path) -> bool:
+    """Whether the file is missing or holds nothing."""
     try:
-        return path.read_text(encoding="utf-8").strip() or None
+        return path.stat().st_size == 0
     except (FileNotFoundError, NotADirectoryError):
-        return None
+        return True
 
 
 def _quiet(repo: git.Repo, *args: str) -> None:
