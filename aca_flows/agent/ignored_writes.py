@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,12 +65,13 @@ class SetAside:
         )
 
     def put_back(self) -> None:
-        """Every file to where it was (one a check wrote there since is replaced)."""
+        """Every file to where it was (one a check wrote there since is replaced). The checks
+        ran code the agent wrote, and this runs outside the sandbox: a folder on the way that
+        is now a link is not followed, and the file under it is dropped."""
         for path in self.paths:
-            with contextlib.suppress(OSError):
-                target = self.worktree / path
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(self.holding / path, target)
+            *folders, name = path.split("/")
+            with contextlib.suppress(OSError), _folder(self.worktree, folders, make=True) as fd:
+                os.replace(self.holding / path, name, dst_dir_fd=fd)
         shutil.rmtree(self.holding, ignore_errors=True)
 
     def discard(self) -> None:
@@ -91,11 +93,31 @@ def set_aside(worktree: TaskWorktree, since: float) -> SetAside | None:
     shutil.rmtree(holding, ignore_errors=True)  # a crash's leftover
     moved = []
     for path in found:
-        with contextlib.suppress(OSError):
+        *folders, name = path.split("/")
+        with contextlib.suppress(OSError), _folder(worktree.path, folders, make=False) as fd:
             (holding / path).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(worktree.path / path, holding / path)
+            os.replace(name, holding / path, src_dir_fd=fd)
             moved.append(path)
     return SetAside(worktree.path, holding, moved) if moved else None
+
+
+@contextlib.contextmanager
+def _folder(root: Path, folders: list[str], *, make: bool) -> Iterator[int]:
+    """A descriptor of the folder ``root/folders...``, reached without following a link
+    (``OSError`` if one is on the way), its missing folders made with ``make``: a path the
+    agent's code can point elsewhere is never taken out of the worktree."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        for name in folders:
+            if make:
+                with contextlib.suppress(FileExistsError):  # a link there is refused below
+                    os.mkdir(name, dir_fd=fd)
+            inner = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def _kept(path: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 
@@ -614,6 +615,40 @@ def test_a_check_that_passes_only_with_an_ignored_file_fails_the_task(tmp_path, 
     assert outcome.status == "failed"
     assert "git ignores (logs/b.log): no commit can hold them" in outcome.failure_reason
     assert session_branch_head(repo, SESSION) == repo.head.commit.hexsha
+
+
+def test_a_check_cannot_make_the_ignored_files_come_back_outside_the_worktree(tmp_path, repo):
+    """The checks run code the agent wrote, and the ignored files set aside while they ran
+    come back outside the sandbox. A check that turned their folder into a link (here to the
+    repository's hooks) gets nothing written through it (the file is dropped); a folder it
+    deleted is made again."""
+    (Path(repo.git_dir) / "info" / "exclude").write_text("hk/\nlogs/\n")
+    hooks = Path(repo.git_dir) / "hooks"
+    worktree = tmp_path / ".aca" / "worktrees" / SESSION / "t1"
+    seen = {}
+
+    def write_work(_request):
+        time.sleep(0.05)  # after the start, as the file system's coarse clock sees it
+        return tool_calls(
+            tool_use("write_file", path="a.txt", content="a\n"),
+            tool_use("write_file", path="hk/post-checkout", content="#!/bin/sh\necho hook\n"),
+            tool_use("write_file", path="logs/deep/x.log", content="x\n"),
+        )
+
+    def fix(_request):
+        seen["hk"] = os.path.lexists(worktree / "hk")  # the check's link: undone, as its edits
+        seen["x.log"] = (worktree / "logs" / "deep" / "x.log").read_text()
+        return tool_calls(tool_use("finish", summary="a"))
+
+    provider = ScriptedProvider(write_work, tool_calls(tool_use("finish", summary="a")), fix)
+    check = f"rm -rf hk logs && ln -s {hooks} hk && exit 1"
+    config = AcaConfig.model_validate({"agent": {"max_fix_attempts": 1}})
+    task = Task(id="t1", title="Write a", verify=check)
+    outcome = asyncio.run(execute(tmp_path, plan_of(task), "t1", provider, config=config))
+
+    assert outcome.status == "failed"
+    assert not (hooks / "post-checkout").exists()
+    assert seen == {"hk": False, "x.log": "x\n"}
 
 
 def test_work_that_cannot_land_on_a_checked_out_session_branch_fails_showing_the_work(
