@@ -5,9 +5,10 @@ git in a task's worktree reads the repository's ``.git/config`` (its ``core`` se
 URL ``https://user:token@host/...``, an ``http.<url>.extraHeader = Authorization: ...`` (as CI
 checkouts write it, into each submodule's config too). ``git_config_without_credentials``
 returns a copy with every such value replaced by ``[REDACTED]`` (the user part of http(s)
-URLs, the password of others, the values of keys naming a header, token, password or secret,
-then aca's redactor line by line), made when the sandbox is planned and shown read-only in
-the config's place; ``None`` when the config holds nothing to remove.
+URLs, the password of others, the values of keys naming a header, token, pass(word) or secret,
+then aca's redactor line by line; a value continued over lines is read whole, as git reads
+it), made when the sandbox is planned and shown read-only in the config's place; ``None``
+when the config holds nothing to remove.
 ``configs_without_credentials`` does so for every config file of a git directory: its own,
 the worktrees' (``config.worktree``) and the submodules' (``modules/**/config``).
 
@@ -29,12 +30,16 @@ from aca_flows.session.redact import REDACTED, redact_text
 
 __all__ = ["configs_without_credentials", "git_config_without_credentials", "without_credentials"]
 
-# A line naming a header (``http.extraHeader``) or a key, token or password: its value is a
-# credential whatever it looks like (the redactor keeps values that look like paths or words).
+# A line naming a header (``http.extraHeader``) or a key, token or password (``smtpPass``): its
+# value is a credential whatever it looks like (the redactor keeps values that look like paths
+# or words).
 _SECRET_KEY = re.compile(
-    r"^(\s*)(extraheader|[\w-]*(?:token|password|passwd|secret)[\w-]*)(\s*=).*$",
+    r"^(\s*)(extraheader|[\w-]*(?:token|pass|secret)[\w-]*)(\s*=)(.*)$",
     re.IGNORECASE | re.MULTILINE,
 )
+# A line that goes on in the next (an odd number of backslashes at its end): git reads the two
+# as one. A comment's backslash continues nothing.
+_CONTINUED = re.compile(r"^(?![ \t]*[#;])(.*?)(?<!\\)((?:\\\\)*)\\\r?\n", re.MULTILINE)
 
 
 # The user part of a URL (``scheme://user:password@host``), in a value or a section name.
@@ -43,9 +48,23 @@ _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)([^/\s@\"]+)@")
 
 def without_credentials(text: str) -> str:
     """``text`` (a git config file) with its credentials replaced by ``[REDACTED]``."""
-    text = _SECRET_KEY.sub(r"\1\2\3 [REDACTED]", text)
+    # A value split over lines is one value to git: a credential in it is found joined.
+    while (joined := _CONTINUED.sub(r"\1\2", text)) != text:
+        text = joined
+    text = _SECRET_KEY.sub(_without_value, text)
     text = _USERINFO.sub(_without_password, text)
     return "".join(redact_text(line) for line in text.splitlines(keepends=True))
+
+
+def _without_value(match: re.Match) -> str:
+    # ``http.sslCertPasswordProtected = true`` holds no secret, and git refuses a bool it
+    # cannot read.
+    if match.group(4).strip().lower() in _BOOLEANS:
+        return match.group(0)
+    return f"{match.group(1)}{match.group(2)}{match.group(3)} {REDACTED}"
+
+
+_BOOLEANS = {"true", "false", "yes", "no", "on", "off", "1", "0", ""}
 
 
 def _without_password(match: re.Match) -> str:

@@ -49,3 +49,31 @@ def test_a_config_without_credentials_is_shown_as_it_is(tmp_path, monkeypatch):
     assert copy is not None and copy.parent == tmp_path / "home" / ".aca" / "sandbox" / "git-config"
     assert copy.read_text() == without_credentials(CONFIG)
     assert git_config_without_credentials(tmp_path) == copy  # one copy per content
+
+
+def test_a_credential_split_over_lines_or_named_pass_is_removed_as_git_reads_it(tmp_path):
+    config = (
+        '[http "https://gitlab.com/"]\n'
+        "\textraHeader = Authorization: Bearer \\\n"
+        "CONTxK29fjQ1abcdefghijklmnop\n"
+        '[remote "origin"]\n'
+        "\turl = https://oauth2:\\\n"
+        "CONT2xK29fjQ1abcdefghij@gitlab.com/r.git\n"
+        "[sendemail]\n"
+        "\tsmtpPass = SMTPPASSxK29fjQ1\n"
+        "\tsslCertPasswordProtected = true\n"
+        "# a comment's backslash continues nothing \\\n"
+        "[core]\n"
+        "\tbare = false\n"
+        "\tpath = C:\\\\\n"  # an escaped backslash ends the value: no continuation
+        "\teditor = vi\n"
+    )
+    (tmp_path / "config").write_text(without_credentials(config))
+    listed = subprocess.run(["git", "config", "--file", str(tmp_path / "config"), "--list"],
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+
+    for secret in ("CONTxK29fjQ1", "CONT2xK29fjQ1", "SMTPPASSxK29fjQ1"):
+        assert secret not in listed
+    assert "core.bare=false" in listed and "core.editor=vi" in listed
+    assert "core.path=C:\\" in listed and "remote.origin.url=" in listed
+    assert "sendemail.sslcertpasswordprotected=true" in listed  # a bool git must still read
