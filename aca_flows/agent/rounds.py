@@ -2,9 +2,10 @@
 
 The task's prompt goes to the agent (aca's tool loop, or Claude Code in the worktree with its
 sandbox's options); its answer is weighed (a question for a person, evidence of a change or of
-none, links leaving the worktree, aca's own files, secrets), the task's checks run on the work
-in the sandbox, and a failed check goes back to the agent as a fix request, up to
-``max_fix_attempts`` times. Nothing is committed here: ``execute_task`` lands a passed result.
+none, links leaving the worktree, aca's own files, repositories made inside it, secrets), the
+task's checks run on the work in the sandbox, and a failed check goes back to the agent as a
+fix request, up to ``max_fix_attempts`` times. Nothing is committed here: ``execute_task``
+lands a passed result.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from aca_flows.agent.landing import run_checks_on_the_work, sandbox_for_check, s
 from aca_flows.agent.links import leaving_links_problem
 from aca_flows.agent.loop import AgentConversation, AgentRound, run_claude_code, run_tool_loop
 from aca_flows.agent.needs_human import asks_human_reason
+from aca_flows.agent.nested_repos import nested_repositories_problem
 from aca_flows.agent.no_change import (
     evidence_problem,
     real_changes,
@@ -139,6 +141,7 @@ async def run_agent_and_verify(
             problem = with_refused_writes(problem, agent_round.refused_writes)
         problem = problem or leaving_links_problem(worktree.path, every_change)
         problem = problem or aca_files_problem(every_change)
+        problem = problem or nested_repositories_problem(worktree, every_change)
         problem = problem or secrets_problem(worktree, every_change)
         if problem is not None:
             return RoundsResult(
