@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field
 from aca_flows._threads import in_thread
 from aca_flows.agent.dependency_contexts import dependency_contexts, task_commit_summary
 from aca_flows.agent.landing import (
+    ChangeAlreadyLanded,
     land_checked,
 )
 from aca_flows.agent.loop import AgentConversation
@@ -273,6 +274,15 @@ async def execute_task(
             try:
                 landed = await land_checked(
                     plan, task, worktree, summary, identity, first_attempt, config, paths, log
+                )
+            except ChangeAlreadyLanded as already:
+                log.write("no_change", reason=already.reason)
+                return TaskOutcome(
+                    status="completed",
+                    outcome="no_change",
+                    no_change_reason=already.reason,
+                    summary=summary,
+                    **fields,
                 )
             except MergeConflictError as exc:
                 # Start again from a clean worktree on the head that now holds the other work.

@@ -14,6 +14,7 @@ import functools
 from collections.abc import Callable
 
 from aca_flows._threads import in_thread
+from aca_flows._words import listed
 from aca_flows.agent.ignored_writes import set_aside
 from aca_flows.agent.no_change import real_changes
 from aca_flows.agent.transcript import TaskLog
@@ -40,7 +41,29 @@ from aca_flows.workspace import (
 )
 from aca_flows.workspace.hardened_git import AcaRepo
 
-__all__ = ["land_checked", "run_checks_on_the_work", "sandbox_for_check", "sandbox_of"]
+__all__ = [
+    "ChangeAlreadyLanded",
+    "land_checked",
+    "run_checks_on_the_work",
+    "sandbox_for_check",
+    "sandbox_of",
+]
+
+
+class ChangeAlreadyLanded(Exception):
+    """Work that landed meanwhile made the very change the task made: put onto the new head,
+    the task changes nothing. Its work is on the branch, so the task completes, with no
+    change of its own and this ``reason``."""
+
+    def __init__(self, files: list[str]):
+        super().__init__(files)
+        self.reason = (
+            f"its change is on the session branch already: work that landed meanwhile made "
+            f"the same change (in {listed(files, _SHOWN_FILES)})"
+        )
+
+
+_SHOWN_FILES = 5
 
 
 async def land_checked(
@@ -65,6 +88,8 @@ async def land_checked(
             worktree = await in_thread(worktree.onto, moved.head, moved.commit)
             log.write("caught_up", base=moved.head, files=moved.files)
             changed = real_changes(await in_thread(worktree.changed_files))
+            if not changed:
+                raise ChangeAlreadyLanded(moved.files) from None
             checks = await in_thread(task_checks, plan, task, changed, paths, worktree.contains)
             sandbox_for = functools.partial(sandbox_for_check, worktree, config)
             results = await run_checks_on_the_work(worktree, checks, sandbox_for, config, log)

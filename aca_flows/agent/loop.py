@@ -49,7 +49,17 @@ __all__ = ["AgentConversation", "AgentRound", "run_claude_code", "run_tool_loop"
 
 LOGGED_TEXT_LIMIT = 4000
 
-StopKind = Literal["finish", "final_answer", "max_turns"]
+StopKind = Literal["finish", "final_answer", "max_turns", "no_finish"]
+
+# What the tool loop answers a turn with no tool call: only ``finish`` (or ``report_no_change``,
+# ``ask_human``) says the work is done. Such a turn may be the model's "done", but also a
+# gateway's error passed on as text ("Error: rate limit exceeded") after half the work.
+NOT_FINISHED = (
+    "You answered without calling a tool, so aca cannot tell whether the task is done. If it "
+    "is, call finish with a short summary of what you changed; if the task needs no change, "
+    "call report_no_change with the reason; if you need a person's decision, call ask_human. "
+    "Otherwise go on with the work."
+)
 
 
 # The tools that change files: a refusal of one is why a task may end with no change.
@@ -76,7 +86,7 @@ class AgentRound(BaseModel):
 
     @property
     def finished(self) -> bool:
-        return self.stop != "max_turns"
+        return self.stop not in ("max_turns", "no_finish")
 
 
 class AgentConversation:
@@ -182,7 +192,8 @@ class AgentConversation:
 async def run_tool_loop(
     conversation: AgentConversation, tools: TaskTools, user_text: str, *, max_turns: int
 ) -> AgentRound:
-    """Run turns until ``finish``, a final answer, or ``max_turns``."""
+    """Run turns until ``finish`` (``report_no_change``, ``ask_human``), two answers in a row
+    without a tool call (the first is answered with ``NOT_FINISHED``), or ``max_turns``."""
     conversation.add_user_text(user_text)
     tools.finished = False
     tools.no_change_reason = None
@@ -201,17 +212,24 @@ async def _tool_turns(
     max_turns: int,
 ) -> AgentRound:
     refused: list[str] = []
+    reminded = False
     for turn in range(1, max_turns + 1):
         response = await conversation.complete(tools=definitions)
         conversation.add_assistant(response)
         if not response.tool_calls:
+            if not reminded:
+                reminded = True
+                conversation.add_user_text(NOT_FINISHED)
+                continue
+            # Twice in a row: whatever it is, it is not the agent saying the work is done.
             return AgentRound(
-                stop="final_answer",
+                stop="no_finish",
                 summary=response.text.strip(),
                 turns=turn,
                 proposed_subtasks=tools.proposed_subtasks,
                 refused_writes=refused,
             )
+        reminded = False
         results = []
         for call in response.tool_calls:
             conversation.log.write(

@@ -10,14 +10,21 @@ How an agent states it: a tool-loop agent calls ``report_no_change(reason)``; Cl
 its answer with one line ``NO CHANGE NEEDED: <reason>``, parsed strictly (the last non-empty
 line, the marker in capitals at its start, a non-empty reason). An agent that stops with
 neither a change nor that statement fails its task; so does one that states it but leaves
-changes behind. Nothing is committed in either case. What tools leave behind when tests
-run (``__pycache__``, ``.pytest_cache`` and the like) is not a change (``real_changes``).
+changes behind, and a tool-loop agent that does not call ``finish`` (an answer without a tool
+call, reminded once, then another: ``unfinished_reason``). Nothing is committed in any of
+these cases. What tools leave behind when tests run (``__pycache__``, ``.pytest_cache`` and
+the like) is not a change (``real_changes``).
 """
 
 from __future__ import annotations
 
-from aca_flows._words import listed, quoted_clause
+from typing import TYPE_CHECKING
+
+from aca_flows._words import counted, listed, quoted_clause
 from aca_flows.providers.claude_code_results import refused_outside
+
+if TYPE_CHECKING:
+    from aca_flows.agent.loop import AgentRound
 
 __all__ = [
     "CACHE_FOLDERS",
@@ -26,6 +33,7 @@ __all__ = [
     "evidence_problem",
     "parse_no_change",
     "real_changes",
+    "unfinished_reason",
     "with_ignored_writes",
     "with_refusals",
     "with_refused_writes",
@@ -76,6 +84,21 @@ def evidence_problem(
             "again."
         )
     return None
+
+
+def unfinished_reason(agent_round: AgentRound, max_turns: int) -> str:
+    """Why a round that did not finish fails its task: out of turns, or two answers in a row
+    without a tool call (the first answered with a reminder to call ``finish``)."""
+    if agent_round.stop != "no_finish":
+        turns = counted(max_turns, "turn")
+        return f"the agent did not finish within {turns}; raise agent.max_turns or split the task"
+    answer = quoted_clause(agent_round.summary, _SHOWN_ANSWER) or "(empty)"
+    return (
+        "the agent stopped without calling finish (or report_no_change), also after aca asked "
+        f"it to, so the task is not known to be done; nothing was committed. Its last answer: "
+        f"{answer}. An error passed on as text (a gateway's) ends a task so; a model that does "
+        "not call tools reliably cannot run aca's tool loop."
+    )
 
 
 def with_ignored_writes(problem: str, ignored: list[str]) -> str:

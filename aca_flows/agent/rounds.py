@@ -17,7 +17,6 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from aca_flows._threads import in_thread
-from aca_flows._words import counted
 from aca_flows.agent.aca_files import aca_files_problem
 from aca_flows.agent.landing import run_checks_on_the_work, sandbox_for_check, sandbox_of
 from aca_flows.agent.links import leaving_links_problem
@@ -27,6 +26,7 @@ from aca_flows.agent.nested_repos import nested_repositories_problem
 from aca_flows.agent.no_change import (
     evidence_problem,
     real_changes,
+    unfinished_reason,
     with_ignored_writes,
     with_refused_writes,
 )
@@ -110,10 +110,7 @@ async def run_agent_and_verify(
         if not agent_round.finished:
             return RoundsResult(
                 passed=False,
-                failure_reason=(
-                    f"the agent did not finish within {counted(config.agent.max_turns, 'turn')}; "
-                    "raise agent.max_turns or split the task"
-                ),
+                failure_reason=unfinished_reason(agent_round, config.agent.max_turns),
                 last_round=agent_round,
                 attempts=attempt,
             )

@@ -143,7 +143,10 @@ def run_summary(
         failed=len(failed_ids),
         failed_ids=failed_ids,
         stuck=stuck,
-        no_change_ids=no_change_ids,
+        # A parent whose split was its "no change" fails with a failed subtask: not listed.
+        no_change_ids=[
+            t for t in no_change_ids if session.plan.task(t).status.state == "completed"
+        ],
         cost_usd=session.cost_usd,
         budget_usd=session.budget_usd,
         tasks=tasks,

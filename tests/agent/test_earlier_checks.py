@@ -154,6 +154,22 @@ def test_work_landed_meanwhile_in_the_same_file_is_checked_together_before_landi
     assert landed[0] == "new" and landed[8] == "call it"
 
 
+def test_a_task_whose_very_change_landed_meanwhile_completes_with_no_change(tmp_path, repo):
+    """t1 and t2 make the same edit side by side; t1 lands first. t2's work is on the branch
+    then: it completes (no change of its own, saying why), not "changed nothing" and failed."""
+    one = Task(id="t1", title="One", verify="grep -q new notes.txt")
+    two = Task(id="t2", title="Two", verify="grep -q new notes.txt")
+    first, second = side_by_side(tmp_path, repo, one, two, with_line(0, "new\n"))
+
+    assert first.status == second.status == "completed", second.failure_reason
+    assert second.outcome == "no_change" and second.commit_sha is None
+    assert second.no_change_reason == (
+        "its change is on the session branch already: work that landed meanwhile made the "
+        "same change (in notes.txt)"
+    )
+    assert repo.git.log("--format=%s", f"aca/{SESSION}").splitlines()[0].startswith("aca(t1)")
+
+
 def test_a_combination_that_fails_a_check_starts_the_task_again_on_the_new_head(tmp_path, repo):
     # t1 renames line 1's "line 1" away and checks no "line 1" is used; t2, from the old
     # base, adds a use of it on line 9: each passes alone, together t1's check fails.

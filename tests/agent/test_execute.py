@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from aca_flows.agent import execute_task
+from aca_flows.agent.loop import NOT_FINISHED
 from aca_flows.errors import TransientProviderError
 from aca_flows.plan.models import ExecutionPlan, SetupCommand, Task
 from aca_flows.session.layout import AcaDir
@@ -465,13 +466,40 @@ def test_a_failed_call_leaves_the_conversation_up_to_it_on_record(tmp_path, repo
     assert stored[2]["tool_results"][0]["content"].startswith("wrote")
 
 
-def test_a_final_answer_without_finish_ends_the_loop(tmp_path, repo):
+def test_an_answer_without_a_tool_call_is_asked_to_finish_and_the_work_goes_on(tmp_path, repo):
     provider = ScriptedProvider(
         tool_calls(tool_use("write_file", path="a.txt", content="a\n")),
-        final("All done: wrote a.txt"),
+        final("Wrote a.txt; b.txt next."),
+        tool_calls(tool_use("write_file", path="b.txt", content="b\n")),
+        tool_calls(tool_use("finish", summary="wrote a.txt and b.txt")),
     )
-    outcome = asyncio.run(execute(tmp_path, plan_of(Task(id="t1", title="T")), "t1", provider))
-    assert outcome.status == "completed" and outcome.summary == "All done: wrote a.txt"
+    task = Task(id="t1", title="Write a.txt and b.txt")
+    outcome = asyncio.run(execute(tmp_path, plan_of(task), "t1", provider))
+
+    assert outcome.status == "completed" and outcome.summary == "wrote a.txt and b.txt"
+    assert sorted(outcome.files_changed) == ["a.txt", "b.txt"]
+    assert provider.history[2].messages[-1].text == NOT_FINISHED
+
+
+def test_an_error_passed_on_as_text_after_half_the_work_commits_nothing(tmp_path, repo):
+    """A gateway that answers 200 with its error as the model's text, after the agent wrote
+    a.txt: the verify (weaker than the task) would pass, but the agent never said it was
+    done. Reminded once, it answers the same: the task fails, and nothing lands."""
+    provider = ScriptedProvider(
+        tool_calls(tool_use("write_file", path="a.txt", content="a\n")),
+        final("Error: rate limit exceeded"),
+        final("Error: rate limit exceeded"),
+    )
+    task = Task(id="t1", title="Write a.txt and b.txt", verify="test -f a.txt")
+    outcome = asyncio.run(execute(tmp_path, plan_of(task), "t1", provider))
+
+    assert outcome.status == "failed" and outcome.commit_sha is None
+    assert outcome.failure_reason.startswith(
+        "the agent stopped without calling finish (or report_no_change), also after aca asked "
+        "it to, so the task is not known to be done; nothing was committed. Its last answer: "
+        "Error: rate limit exceeded."
+    )
+    assert session_branch_head(repo, SESSION) == repo.head.commit.hexsha
 
 
 def test_claude_code_edits_in_the_worktree_and_resumes_for_a_fix(tmp_path, repo):

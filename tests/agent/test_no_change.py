@@ -50,7 +50,8 @@ def test_an_agent_that_stops_without_a_change_or_a_reason_fails_and_commits_noth
 
 def test_a_text_only_refusal_is_no_evidence_either(tmp_path):
     repo = make_user_repo(tmp_path)
-    provider = ScriptedProvider(final("I can't help with that."))
+    # Reminded to call finish or report_no_change, it refuses again.
+    provider = ScriptedProvider(final("I can't help with that."), final("I can't help with that."))
 
     outcome = run_task(tmp_path, provider, Task(id="t1", title="Greet"))
 

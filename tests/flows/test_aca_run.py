@@ -164,12 +164,12 @@ SPLIT_THEN_AFTER = (
 def test_a_resume_runs_the_dependent_of_a_task_after_its_failed_subtask(
     tmp_path, repo, anthropic_fake
 ):
-    def agent(request):  # two.txt's agent gives up the first time
-        refuses = task_of(request)[0] == "base.two" and not agent.refused
-        agent.refused = agent.refused or refuses
+    def agent(request):  # two.txt's agent gives up the first time (reminded, again)
+        refuses = task_of(request)[0] == "base.two" and agent.refusals < 2
+        agent.refusals += refuses
         return Reply(text="I cannot do that") if refuses else coding_agent(request)
 
-    agent.refused = False
+    agent.refusals = 0
     anthropic_fake.anthropic.default = agent
     tasks = write_tasks(tmp_path, SPLIT_THEN_AFTER)
     first = run(tasks, repo).summary
@@ -181,6 +181,33 @@ def test_a_resume_runs_the_dependent_of_a_task_after_its_failed_subtask(
     assert again["status"] == "completed"
     # after waited for base.two: it did not start on a head without base's subtask's work.
     assert task_commits(repo, first["branch"])[-2:] == ["base.two", "after"]
+
+
+def test_a_split_whose_subtask_failed_is_not_listed_as_completed_without_a_change(
+    tmp_path, repo, anthropic_fake
+):
+    """p's own work is the split (its "no change"); p fails with its subtask p.y. The run's
+    summary lists no task as completed without a change."""
+
+    def agent(request):
+        task_id = task_of(request)[0]
+        turn = sum(1 for m in request.json["messages"] if m["role"] == "assistant")
+        if task_id == "p":
+            subtasks = [{"id": "x", "title": "write x.txt"}, {"id": "y", "title": "y"}]
+            steps = [
+                {"name": "propose_subtasks", "arguments": {"subtasks": subtasks}},
+                {"name": "finish", "arguments": {"summary": "split"}},
+            ]
+            usage = {"input_tokens": 100, "output_tokens": 20}
+            return Reply(tool_calls=[steps[min(turn, 1)]], usage=usage)
+        return coding_agent(request)  # y: "anything else" finishes without a change: failed
+
+    anthropic_fake.anthropic.default = agent
+    summary = run(write_tasks(tmp_path, "- split the work {#p}\n"), repo).summary
+
+    assert summary["status"] == "failed" and summary["failed_ids"] == ["p.y"]
+    assert summary["no_change_ids"] == []
+    assert summary["tasks"]["p"]["state"] == "failed"
 
 
 def test_a_parent_stopped_before_its_subtasks_ran_holds_its_dependent_back_on_resume(
