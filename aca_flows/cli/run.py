@@ -73,6 +73,15 @@ def check_options(options: RunOptions) -> None:
         raise InputError("--use-intelligent-parser and --force-naive-parser contradict; pick one.")
     refuse_options_that_do_nothing(options)
     warn_of_options_a_dry_run_ignores(options)
+    if options.repo:  # named before a whole clone of the remote is waited for
+        from aca_flows.plan.source import read_text_file
+
+        if options.task_file:
+            read_text_file(options.task_file)
+        elif options.execution_plan:
+            read_text_file(options.execution_plan, "execution plan")
+        if options.provider:
+            _check_provider_names({options.provider})
 
 
 def _in_the_workdir_not_here(source: Path | None, options: RunOptions) -> None:
@@ -431,10 +440,11 @@ def _run_session(options: RunOptions, session_id: str | None) -> int:
 
 
 def _refuse_a_resume_the_flow_would_refuse(options: RunOptions, session_id: str | None) -> None:
-    """A resume whose budget (given, or the session's own, kept) is spent, or whose session
-    branch is checked out where aca cannot move it, is refused here: in the flow it was
-    refused only once Prefect had started (seconds), leaving a Failed flow run in the UI.
-    (The flow refuses both too, for a run started without the CLI.)"""
+    """A resume whose budget (given, or the session's own, kept) is spent, whose session
+    branch is checked out where aca cannot move it, or whose --open-pr lacks a token or a
+    repository, is refused here: in the flow it was refused only once Prefect had started
+    (seconds), leaving a Failed flow run in the UI. (The flow refuses them too, for a run
+    started without the CLI.)"""
     from aca_flows.flows.run_inputs import (
         refuse_a_spent_budget,
         refuse_checked_out_session_branch,
@@ -451,6 +461,9 @@ def _refuse_a_resume_the_flow_would_refuse(options: RunOptions, session_id: str 
         return  # a new session
     session = load_session(options.workdir, session_id)
     refuse_a_spent_budget(session, options.budget_usd, options.workdir)
+    if options.open_pr:  # refused in the flow, it ended a completed session "failed"
+        config = load_config(options.workdir, options.config, run_overrides(options)).config
+        _check_pull_request_target(options, config)
     if tasks_left(session.plan):  # a finished session's branch does not move
         refuse_checked_out_session_branch(open_repository(options.workdir), session_id)
 

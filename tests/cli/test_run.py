@@ -150,6 +150,24 @@ def test_a_missing_task_file_is_named_before_the_intelligent_parser_s_provider(t
     assert done.stderr == f"error: task file {missing} does not exist; check the path.\n"
 
 
+def test_with_repo_a_missing_task_file_or_provider_is_named_before_the_remote_is_cloned(
+    tmp_path,
+):
+    remote = tmp_path / "remote.git"
+    git.Repo(make_repo(tmp_path / "repo")).clone(remote, bare=True)
+    home = tmp_path / "home"
+    home.mkdir()
+    missing = tmp_path / "tasks.md"
+
+    done = aca("run", str(missing), "--repo", str(remote), home=home)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"error: task file {missing} does not exist; check the path.\n"
+
+    done = aca("run", str(HELLO), "--repo", str(remote), "--provider", "nonsense", home=home)
+    assert done.returncode == 2 and "nonsense" in done.stderr, done.stderr
+    assert not (home / ".aca" / "repos").exists()  # nothing cloned
+
+
 def test_a_machine_without_bubblewrap_is_refused_naming_the_package(tmp_path, capsys, monkeypatch):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

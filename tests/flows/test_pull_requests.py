@@ -123,6 +123,26 @@ def test_without_a_token_the_run_fails_before_any_provider_call(
     assert anthropic_fake.model_calls == []
 
 
+def test_a_resume_to_deliver_a_pull_request_without_a_token_leaves_the_session_as_it_was(
+    tmp_path, repo, anthropic_fake, github, monkeypatch, capsys
+):
+    from aca_flows.cli import main
+
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    summary = run(tmp_path, repo, "# One\n\n- write a.txt {#a}\n").summary
+    session_id = summary["session_id"]
+    journal = repo / ".aca" / "sessions" / session_id / "meta" / "events.jsonl"
+    before = journal.read_text()
+    monkeypatch.delenv("GITHUB_TOKEN")
+
+    assert main(["resume", session_id, "--workdir", str(repo), "--open-pr"]) == 2
+
+    assert "--open-pr needs a GitHub token" in capsys.readouterr().err
+    assert journal.read_text() == before  # no resume, no "failed" end recorded
+    assert load_session(repo, session_id).status == "completed"
+
+
 def test_the_token_comes_from_the_secret_block_named_in_config(
     tmp_path, repo, anthropic_fake, github, monkeypatch
 ):
