@@ -1,9 +1,9 @@
 """How a session reads as a pull request: a title from the plan, a body a reviewer can act on.
 
-The body lists every task with its outcome (changed, no change, failed, skipped, not run
-yet), its verify result, its commit and its cost, then the session's total cost and a link to
-the flow run. It is written from the session record, so an update after each task and the one
-at the end say the same things, and the whole text passes the redactor.
+The body lists every task with its outcome (changed, no change, done before, failed, skipped,
+not run yet), its verify result, its commit and its cost, then the session's total cost and a
+link to the flow run. It is written from the session record, so an update after each task and
+the one at the end say the same things, and the whole text passes the redactor.
 """
 
 from __future__ import annotations
@@ -26,12 +26,15 @@ def pull_request_title(session: SessionRecord) -> str:
 
 
 def task_outcome(session: SessionRecord, task_id: str) -> str:
-    """``changed``, ``no change``, ``failed``, ``skipped``, or ``not run yet``/``running``."""
+    """``changed``, ``no change``, ``done before`` (marked done in the task file), ``failed``,
+    ``skipped``, or ``not run yet``/``running``."""
     task = session.plan.task(task_id)
     state = task.status.state
     if state == "completed":
         record = session.tasks.get(task_id)
-        return "no change" if record and record.outcome == "no_change" else "changed"
+        if record is None or (record.outcome is None and record.commit is None):
+            return "done before"  # marked done in the task file ([x], done = true): not run
+        return "no change" if record.outcome == "no_change" else "changed"
     return {"in_progress": "running", "pending": "not run yet", "blocked": "blocked"}.get(
         state, state
     )
