@@ -1,10 +1,11 @@
 """Checks that cannot fail: a verify command whose exit status does not depend on the work.
 
-``true``, ``:``, ``exit 0``, an ``echo``; and, as ``/bin/sh`` runs them, a pipeline whose last
-command always succeeds (``pytest -q | tail -5``: its status is ``tail``'s), a list whose last
-part always does (``pytest; echo done``), ``X || true``. Such a check passes whatever the
-worktree holds, so its pass proves nothing: aca still runs it, and says so wherever it reports
-the pass (the log, the task's report, the pull request, ``aca sessions show``).
+``true``, ``:``, ``exit 0``, an ``echo``, a command commented out (``# pytest``); and, as
+``/bin/sh`` runs them, a pipeline whose last command always succeeds (``pytest -q | tail -5``:
+its status is ``tail``'s), a list whose last part always does (``pytest; echo done``),
+``X || true``. Such a check passes whatever the worktree holds, so its pass proves nothing:
+aca still runs it, and says so wherever it reports the pass (the log, the task's report, the
+pull request, ``aca sessions show``).
 
 Conservative: anything not understood (a subshell, ``if``, a function, ``!``) may fail, so is
 never called vacuous.
@@ -36,6 +37,8 @@ def checks_nothing(command: str | None) -> bool:
         tokens = list(lexer)
     except ValueError:  # unbalanced quotes: the shell would fail it
         return False
+    if not tokens:  # only comments ("# pytest -q"): the shell runs nothing, and exits 0
+        return True
     if any(t in ("(", ")", "!", "{", "}") or t.startswith(("(", ")")) for t in tokens):
         return False
     lists = [part for part in _split(tokens, _LISTS) if part]

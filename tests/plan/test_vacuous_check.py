@@ -21,6 +21,8 @@ from aca_flows.plan.vacuous_check import checks_nothing, proved_nothing
         "pytest -q\ntrue",
         "pytest || true",
         "grep -c x f | wc -l",
+        "# python3 -m pytest -q",  # commented out: sh runs nothing
+        "  # pytest\n# ruff check",
     ],
 )
 def test_a_command_that_passes_whatever_the_work_holds_checks_nothing(command):
