@@ -209,7 +209,11 @@ class DagProgress:
         if group.status.state == "in_progress" and group.id not in self._ran:
             return False
         failed = [c for c in group.children if self._broken(c)]
-        if failed:
+        if failed and all(state == "skipped" for state in states):
+            # Nothing under it ran, and nothing failed there: skipped, as its subflow ends.
+            reason = self._by_id[failed[0]].status.reason
+            self._set(group.id, TaskStatus(state="skipped", reason=reason))
+        elif failed:
             reason = f"subtask {failed[0]} {self._by_id[failed[0]].status.state}"
             self._set(group.id, TaskStatus(state="failed", reason=reason))
         else:

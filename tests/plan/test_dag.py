@@ -126,6 +126,21 @@ def test_failed_member_fails_its_group_and_skips_the_groups_dependents():
     assert str(dag.task("later").status) == "skipped: dependency `g` failed"
 
 
+def test_a_group_whose_every_task_was_skipped_is_skipped_not_failed():
+    # h's only task waits for g; g fails: nothing under h ran, and nothing there failed.
+    dag = DagProgress(
+        plan_of(
+            Task(id="g", title="G"),
+            Task(id="h", title="H", children=["c"]),
+            Task(id="c", title="C", parent_id="h", dependencies=["g"]),
+        )
+    )
+    dag.start("g")
+    dag.fail("g", "boom")
+    assert str(dag.task("c").status) == "skipped: dependency `g` failed"
+    assert str(dag.task("h").status) == "skipped: dependency `g` failed"
+
+
 def test_proposed_subtasks_run_before_the_parent_completes():
     dag = DagProgress(
         plan_of(Task(id="p", title="P"), Task(id="next", title="N", dependencies=["p"]))
