@@ -126,6 +126,16 @@ def error_for_status(
             detail=detail,
             **common,
         )
+    if status == 403 and "model" in detail.lower():
+        # "Your organization does not have access to this model": the key works, the model
+        # is not the account's. No task with it can run, as with a rejected key.
+        return KeyRejected(
+            f"{provider}: the account may not use this model ({status}){said}. Pick a model "
+            f"it has access to (--model, or [providers.{provider}] model), or ask for access.",
+            fix="pick a model the account has access to (--model)",
+            detail=detail,
+            **common,
+        )
     if status in (401, 403):
         fix = f"check {key_hint}" if key_hint else "check the provider's credentials"
         return KeyRejected(

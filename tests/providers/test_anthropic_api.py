@@ -84,6 +84,18 @@ def test_a_wrong_key_is_permanent_and_the_message_names_the_variable(llm_server,
     assert "sk-ant-wrong-secret" not in str(caught.value)
 
 
+def test_a_model_the_account_may_not_use_is_not_called_a_rejected_key(llm_server):
+    denied = "Your organization does not have access to this model"
+    llm_server.anthropic.enqueue(status=403, error=denied)
+
+    with pytest.raises(PermanentProviderError) as caught:
+        run(_provider().complete(_request()))
+
+    assert caught.value.status_code == 403
+    assert f"the account may not use this model (403): {denied}." in str(caught.value)
+    assert "ANTHROPIC_API_KEY" not in str(caught.value)
+
+
 def test_a_missing_key_fails_before_any_request(llm_server, monkeypatch):
     monkeypatch.delenv("ANTHROPIC_API_KEY")
 
