@@ -27,6 +27,8 @@ from contextlib import contextmanager
 __all__ = [
     "collect_as_usual",
     "collect_less",
+    "let_one_pass",
+    "run_ended",
     "signals_remembered",
     "stop_if_signalled",
     "take_signal",
@@ -72,6 +74,27 @@ def interrupt_signals() -> list[int]:
 # The first SIGINT/SIGTERM that ``signals_remembered``'s handler saw, until a stop takes it.
 _signalled: int | None = None
 _depth = 0
+# The run has recorded its end (``run_ended``), and whether a signal was let pass since.
+_ended = False
+_let_passed = False
+
+
+def run_ended() -> None:
+    """The run has recorded its end in its session: from now on it is told as it ended. A
+    signal now (Prefect records the flow run's end, the command prints its summary) made a
+    completed run Crashed, or an exit code contradict its session: the next one is let pass
+    unheeded (``let_one_pass``), and one after it stops the command as before."""
+    global _ended
+    _ended = True
+
+
+def let_one_pass() -> bool:
+    """Whether the signal that came now is let pass: the first one after ``run_ended``."""
+    global _let_passed
+    if not _ended or _let_passed:
+        return False
+    _let_passed = True
+    return True
 
 
 @contextmanager
@@ -84,10 +107,12 @@ def signals_remembered() -> Iterator[None]:
     which Prefect's start-up can swallow; and SIGTERM would kill the process without a word.
     A ``KeyboardInterrupt`` Python drops (in a finalizer) is not printed as "Exception
     ignored": the signal is remembered, and the run ends as interrupted."""
-    global _depth, _signalled
+    global _depth, _signalled, _ended, _let_passed
 
     def handler(signum, frame):
         global _signalled
+        if let_one_pass():
+            return
         if _signalled is None:
             _signalled = signum
         raise KeyboardInterrupt
@@ -112,8 +137,8 @@ def signals_remembered() -> Iterator[None]:
         sys.unraisablehook = unraisable
         for sig, earlier in previous.items():
             signal.signal(sig, earlier)
-        if _depth == 0:
-            _signalled = None  # this command is done with it (a test runs several)
+        if _depth == 0:  # this command is done with them (a test runs several)
+            _signalled, _ended, _let_passed = None, False, False
 
 
 def stop_if_signalled() -> None:

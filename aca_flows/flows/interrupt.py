@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import time
 from collections.abc import Callable, Iterator
 
 from prefect.context import get_run_context
 
-from aca_flows._startup import interrupt_signals
+from aca_flows._startup import interrupt_signals, let_one_pass, run_ended
 
 __all__ = [
     "CANCEL_POLL_SECONDS",
@@ -63,7 +64,6 @@ class Interrupt:
         self.count = 0
         self.announced = False
         self.server_lost = False
-        self.late = 0  # signals after the run's stop, while it ends (``installed``)
         # Why the run stopped when its session was taken over (``watch_for_cancel``): its end
         # then says so, and it pushes nothing more.
         self.taken_over: str | None = None
@@ -108,19 +108,16 @@ class Interrupt:
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
         """Handle SIGINT/SIGTERM in the running loop while the block runs (if the CLI asked
-        for it); the handlers found before are put back after.
+        for it).
 
-        Unless the run was interrupted: it is ending, and its flow run records that end after
-        this block (the flow's cleanup, then Prefect's engine). A signal then, under the
-        command's handler, raised KeyboardInterrupt there and the flow run ended Crashed
-        while the session said interrupted. So the loop keeps a handler that lets one more
-        signal pass unheeded (``_late``); one after it goes to the handler found before, as
-        do signals after the event loop closes (it removes its handlers)."""
+        After it, the run records its end (the flow's cleanup, Prefect's engine, the CLI's
+        summary): the first signal then is let pass unheeded (``_startup.run_ended``), and
+        the next goes to the handlers found before."""
         if not _SIGNALS_WANTED:
             yield
             return
         loop = asyncio.get_running_loop()
-        previous = {sig: signal.getsignal(sig) for sig in interrupt_signals()}
+        previous = {sig: signal.getsignal(sig) or signal.SIG_DFL for sig in interrupt_signals()}
         try:
             for sig in previous:
                 loop.add_signal_handler(sig, self.request, sig)
@@ -135,23 +132,23 @@ class Interrupt:
             with _subflows_leave_sigterm_alone():
                 yield
         finally:
-            for sig, handler in previous.items():
+            for sig in previous:
                 loop.remove_signal_handler(sig)
-                if self.requested:
-                    loop.add_signal_handler(sig, self._late, sig, loop, previous)
-                else:
-                    signal.signal(sig, handler)
+            run_ended()
+            # A plain handler, not the loop's: the loop resets its own when it closes
+            # (SIGTERM to the default action, which killed the command without a word).
+            for sig in previous:
+                signal.signal(sig, functools.partial(_late, previous))
 
-    def _late(self, signum: int, loop: asyncio.AbstractEventLoop, previous: dict) -> None:
-        """A signal while an interrupted run records its end: the first is let pass, the next
-        puts the handlers found before back and is sent to them."""
-        self.late += 1
-        if self.late < 2:
-            return
-        for sig, handler in previous.items():
-            loop.remove_signal_handler(sig)
-            signal.signal(sig, handler)
-        signal.raise_signal(signum)
+
+def _late(previous: dict, signum: int, _frame) -> None:
+    """A signal while the run records its end: the first is let pass, the next puts the
+    handlers found before (Prefect's, the command's) back and is sent to them."""
+    if let_one_pass():
+        return
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+    signal.raise_signal(signum)
 
 
 @contextlib.contextmanager

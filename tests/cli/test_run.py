@@ -287,6 +287,34 @@ def test_ctrl_c_while_prefect_starts_ends_the_command_even_if_start_up_swallows_
         signal.signal(signal.SIGINT, previous)
 
 
+def test_a_signal_as_the_run_records_its_end_is_let_pass_once():
+    """After the run's body (its session has its end): Prefect records the flow run's end,
+    the command prints its summary. A signal then crashed the flow run, or gave an exit code
+    that contradicted the session; the first is let pass, a second stops the command."""
+    from aca_flows.flows.interrupt import Interrupt, interrupt_on_signals
+
+    async def run(signal_after_the_body: bool) -> Interrupt:
+        interrupt = Interrupt(grace_seconds=1)
+        with interrupt.installed():
+            await asyncio.sleep(0)
+        if signal_after_the_body:
+            signal.raise_signal(signal.SIGTERM)  # as Prefect records the flow run's end
+        await asyncio.sleep(0)
+        return interrupt
+
+    for inside_the_loop in (True, False):
+        with signals_remembered(), interrupt_on_signals():
+            try:
+                interrupt = asyncio.run(run(inside_the_loop))
+                if not inside_the_loop:
+                    signal.raise_signal(signal.SIGTERM)  # as the command prints the summary
+            except KeyboardInterrupt:
+                pytest.fail(f"the first signal stopped the command ({inside_the_loop=})")
+            assert not interrupt.requested
+            with pytest.raises(KeyboardInterrupt):
+                signal.raise_signal(signal.SIGINT)  # a second one stops the command
+
+
 def test_ctrl_c_before_prefect_starts_says_that_nothing_ran(tmp_path, capsys, monkeypatch):
     """Typer ends a KeyboardInterrupt with exit 130 and not a word: the user must be told."""
 
