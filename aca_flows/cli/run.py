@@ -441,13 +441,14 @@ def _run_session(options: RunOptions, session_id: str | None) -> int:
 
 def _refuse_a_resume_the_flow_would_refuse(options: RunOptions, session_id: str | None) -> None:
     """A resume whose budget (given, or the session's own, kept) is spent, whose session
-    branch is checked out where aca cannot move it, or whose --open-pr lacks a token or a
-    repository, is refused here: in the flow it was refused only once Prefect had started
-    (seconds), leaving a Failed flow run in the UI. (The flow refuses them too, for a run
-    started without the CLI.)"""
+    branch lost landed work or is checked out where aca cannot move it, or whose --open-pr
+    lacks a token or a repository, is refused here: in the flow it was refused only once
+    Prefect had started (seconds), leaving a Failed flow run in the UI. (The flow refuses them
+    too, for a run started without the CLI.)"""
     from aca_flows.flows.run_inputs import (
         refuse_a_spent_budget,
         refuse_checked_out_session_branch,
+        refuse_lost_work,
         tasks_left,
     )
     from aca_flows.session.layout import AcaDir
@@ -464,8 +465,10 @@ def _refuse_a_resume_the_flow_would_refuse(options: RunOptions, session_id: str 
     if options.open_pr:  # refused in the flow, it ended a completed session "failed"
         config = load_config(options.workdir, options.config, run_overrides(options)).config
         _check_pull_request_target(options, config)
+    repo = open_repository(options.workdir)
+    refuse_lost_work(repo, session)
     if tasks_left(session.plan):  # a finished session's branch does not move
-        refuse_checked_out_session_branch(open_repository(options.workdir), session_id)
+        refuse_checked_out_session_branch(repo, session_id)
 
 
 def _run_held_session(options: RunOptions, session_id: str | None) -> int:

@@ -133,7 +133,9 @@ def test_a_completed_session_resumes_without_its_provider(
     assert len(anthropic_fake.anthropic.requests) == calls
 
 
-def test_a_resume_refuses_a_session_branch_that_lost_landed_work(tmp_path, repo, anthropic_fake):
+def test_a_resume_refuses_a_session_branch_that_lost_landed_work(
+    tmp_path, repo, anthropic_fake, monkeypatch, capsys
+):
     """A deleted session branch, made again from HEAD, would let the tasks left build on work
     that is gone while the session said completed: the resume refuses (exit 2), names the
     lost tasks and how to restore the branch, and writes nothing."""
@@ -159,6 +161,13 @@ def test_a_resume_refuses_a_session_branch_that_lost_landed_work(tmp_path, repo,
     assert f"git branch -f {branch} {landed}" in message
     assert events.read_text() == journal
     assert branch not in [h.name for h in git.Repo(repo).heads]
+    # `aca resume` refuses it before Prefect starts: no Failed flow run is left in the UI.
+    import aca_flows.cli.run as run_cli
+    from aca_flows.cli import main
+
+    monkeypatch.setattr(run_cli, "_run_held_session", lambda *_: pytest.fail("a flow ran"))
+    assert main(["resume", first["session_id"], "--workdir", str(repo)]) == 2
+    assert f"git branch -f {branch} {landed}" in capsys.readouterr().err
 
 
 async def _runs_named(name: str):
