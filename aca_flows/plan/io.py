@@ -61,6 +61,7 @@ def load_task_file(path: Path) -> ExecutionPlan:
     if suffix in MARKDOWN_SUFFIXES:
         return load_markdown(path, text)
     data = _parse_structured(path, text)
+    _refuse_the_originals_plan(path, data)
     if suffix == ".json" or "schema_version" in data:
         return _execution_plan(path, data)
     return load_toml_task_file(path, data)
@@ -73,6 +74,7 @@ def load_task_text(
     ``base_dir`` (never outside it). ``plan_format`` is ``"toml"`` or ``"markdown"``; left out,
     it is told from the text: TOML when its first line that is neither blank nor a comment is
     a ``[table]`` or a ``key = value``. ``source`` names the text in error messages."""
+    guessed = plan_format is None
     if plan_format is None:
         plan_format = "toml" if _looks_like_toml(text) else "markdown"
     if plan_format not in PLAN_FORMATS:
@@ -85,7 +87,16 @@ def load_task_text(
     path = Path(source)
     if plan_format == "markdown":
         return load_markdown(path, text, base_dir)
-    data = _parse_structured(path, text)
+    try:
+        data = _parse_structured(path, text)
+    except TaskFileError as exc:
+        if not guessed:
+            raise
+        # `Goal = ship v2` on the first line of a task list: told from the text, not named.
+        raise TaskFileError(
+            f"{exc} It was read as TOML because its first line looks like `key = value`; "
+            "a Markdown task list is read as one when named .md."
+        ) from None
     if "schema_version" in data:
         return _execution_plan(path, data)
     return load_toml_task_file(path, data, base_dir)
@@ -107,12 +118,24 @@ def load_execution_plan(path: Path) -> ExecutionPlan:
             "to load a Markdown task file use --task-file."
         )
     data = _parse_structured(path, read_text_file(path, "execution plan"))
+    _refuse_the_originals_plan(path, data)
     if "schema_version" not in data:
         raise TaskFileError(
             f"{path}: not an execution plan (it has no schema_version); "
             "if it is a task file, load it with --task-file."
         )
     return _execution_plan(path, data)
+
+
+def _refuse_the_originals_plan(path: Path, data: dict[str, Any]) -> None:
+    # The original aca's execution plan (``task_specs``, ``execution_mode``): its task files
+    # load here, its plans do not; each of the other messages sent the reader to the other.
+    if "task_specs" in data and "schema_version" not in data:
+        raise TaskFileError(
+            f"{path}: an execution plan of the original aca (task_specs), which this aca does "
+            "not read; run the task file it was made from (`aca run TASKS.md`), or review "
+            "its plan first with `aca run TASKS.md --dry-run --dump-plan plan.json`."
+        )
 
 
 def plan_to_text(plan: ExecutionPlan, suffix: str) -> str:

@@ -68,6 +68,12 @@ def test_an_edited_plan_whose_task_is_in_a_run_state_is_refused_with_the_fix(tmp
         # Edited by hand: not "'1' is not supported (this aca reads 1)", nor "None is not ...".
         ("text.json", b'{"schema_version": "1", "name": "x"}', "'1' is not a number"),
         ("bare.json", b"{}", "plan has no schema_version"),
+        # Not "dump the plan again with this version", which its task file can do, not it.
+        (
+            "execplan.json",
+            b'{"task_specs": [], "execution_mode": "Intelligent"}',
+            r"an execution plan of the original aca \(task_specs\).*`aca run TASKS.md`",
+        ),
         # A run of it made a session and a branch, did nothing, and exited 0.
         ("none.json", b'{"schema_version": 1, "name": "x", "tasks": []}', "plan has no tasks"),
         ("plan.yaml", b"tasks: []", "unknown task file type '.yaml'"),
@@ -174,3 +180,12 @@ def test_task_text_format_can_be_named_and_bad_text_is_explained(tmp_path):
         load_task_text(" \n", tmp_path)
     with pytest.raises(PlanValidationError, match="unknown task 'zz'"):
         load_task_text("- write a.txt {#a depends_on=zz}\n", tmp_path)
+
+
+def test_a_task_list_without_a_suffix_read_as_toml_says_how_to_have_it_read_as_markdown(
+    tmp_path,
+):
+    path = tmp_path / "TODO"
+    path.write_text("Goal = ship v2 by friday\n- [ ] write a.txt\n")
+    with pytest.raises(TaskFileError, match="invalid TOML.*a Markdown task list is read as one"):
+        load_task_file(path)
