@@ -21,6 +21,7 @@ from aca_flows.cli.run_summary import show_summary
 from aca_flows.errors import AcaError, InputError
 from aca_flows.plan import ExecutionPlan, load_execution_plan, load_task_file, plan_to_text
 from aca_flows.plan.io import MARKDOWN_SUFFIXES, PLAN_SUFFIXES
+from aca_flows.plan.vacuous_check import unchecked_warning
 from aca_flows.session.files import write_text_atomic
 from aca_flows.settings import AcaConfig, load_config, run_overrides
 
@@ -230,6 +231,8 @@ def _execute(options: RunOptions) -> int:
         print(f"warning: {line}", file=sys.stderr)
     config = loaded.config
     plan = _plan_unless_the_flow_parses(options, config)
+    if plan is not None and (unchecked := unchecked_warning(plan)):
+        print(f"warning: {unchecked}", file=sys.stderr)
     default = config.session.provider
     names = {default} if plan is None else plan.provider_names(default)
     _check_provider_names(names)  # a dry run too: it must not pass a plan the run refuses

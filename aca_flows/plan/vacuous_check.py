@@ -14,8 +14,17 @@ never called vacuous.
 from __future__ import annotations
 
 import shlex
+from typing import TYPE_CHECKING
 
-__all__ = ["VACUOUS_NOTE", "checks_nothing", "proved_nothing"]
+if TYPE_CHECKING:
+    from aca_flows.plan.models import ExecutionPlan
+
+__all__ = [
+    "VACUOUS_NOTE",
+    "checks_nothing",
+    "proved_nothing",
+    "unchecked_warning",
+]
 
 VACUOUS_NOTE = "it checks nothing: it passes whatever the work holds"
 
@@ -44,6 +53,35 @@ def checks_nothing(command: str | None) -> bool:
     lists = [part for part in _split(tokens, _LISTS) if part]
     # A list's status is its last command's.
     return bool(lists) and _and_or_always_passes(lists[-1])
+
+
+def _unchecked_tasks(plan: ExecutionPlan) -> list[str]:
+    """The tasks left to run whose work no check can fail: no verify command (their own or
+    the plan's), or one that checks nothing. Their changes would be committed on the agent's
+    word alone, which the run and the dry run say before anything runs."""
+    from aca_flows.plan.models import verify_command_for
+
+    return [
+        task.id
+        for task in plan.leaves()
+        if task.status.state == "pending"
+        and ((command := verify_command_for(plan, task)) is None or checks_nothing(command))
+    ]
+
+
+def unchecked_warning(plan: ExecutionPlan) -> str | None:
+    """What the run and the dry run say of ``_unchecked_tasks``; None when there are none."""
+    unchecked = _unchecked_tasks(plan)
+    if not unchecked:
+        return None
+    shown = ", ".join(unchecked[:10]) + (
+        f" and {len(unchecked) - 10} more" if len(unchecked) > 10 else ""
+    )
+    return (
+        f"{len(unchecked)} task(s) have no verify command that can fail ({shown}): their "
+        'changes are committed on the agent\'s word alone. Give each one (verify="pytest -q"), '
+        "or the plan a default for all (docs/task-files.md)."
+    )
 
 
 def proved_nothing(passed: bool | None, command: str | None) -> bool:

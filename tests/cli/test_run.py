@@ -315,6 +315,21 @@ def test_a_signal_as_the_run_records_its_end_is_let_pass_once():
                 signal.raise_signal(signal.SIGINT)  # a second one stops the command
 
 
+def test_tasks_whose_work_no_check_can_fail_are_named_before_anything_runs(tmp_path, capsys):
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text('- [ ] A {#a}\n- [ ] B {#b verify="pytest -q"}\n- [ ] C {#c verify="true"}\n')
+    repo = make_repo(tmp_path / "repo")
+
+    assert main(["run", str(tasks), "--dry-run", "--workdir", str(repo)]) == 0
+    assert capsys.readouterr().err.startswith(
+        "warning: 2 task(s) have no verify command that can fail (a, c): their changes are "
+        "committed on the agent's word alone."
+    )
+    # The README's example checks each task: not a word.
+    assert main(["run", str(HELLO), "--dry-run", "--config", str(HELLO_CONFIG)]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_ctrl_c_before_prefect_starts_says_that_nothing_ran(tmp_path, capsys, monkeypatch):
     """Typer ends a KeyboardInterrupt with exit 130 and not a word: the user must be told."""
 
