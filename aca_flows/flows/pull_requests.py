@@ -156,6 +156,10 @@ def _flow_run_url() -> str | None:
     from prefect.context import get_run_context
     from prefect.utilities.urls import url_for
 
+    from aca_flows.flows.server import runs_on_a_temporary_server
+
+    if runs_on_a_temporary_server():  # gone with the run: a link to nowhere
+        return None
     flow_run = getattr(get_run_context(), "flow_run", None)
     return url_for(flow_run) if flow_run is not None else None
 

@@ -27,6 +27,7 @@ __all__ = [
     "prefect_api_for_command",
     "prefect_api_for_run",
     "require_given_server",
+    "runs_on_a_temporary_server",
     "runs_on_acas_server",
 ]
 
@@ -63,12 +64,13 @@ def prefect_api_for_run(*, announce=print) -> Iterator[str]:
     with (
         temporary_server() as url,
         temporary_settings(updates=_client_settings(url)),
-        _acas_server(True),
+        _acas_server(True, temporary=True),
     ):
         yield url
 
 
 _ON_ACAS_SERVER = False
+_ON_TEMPORARY_SERVER = False
 
 
 def runs_on_acas_server() -> bool:
@@ -78,14 +80,20 @@ def runs_on_acas_server() -> bool:
     return _ON_ACAS_SERVER
 
 
+def runs_on_a_temporary_server() -> bool:
+    """Whether this process's run talks to a temporary server, gone with the run: a link to
+    one of its pages (in a pull request) would lead nowhere."""
+    return _ON_TEMPORARY_SERVER
+
+
 @contextlib.contextmanager
-def _acas_server(is_acas: bool) -> Iterator[None]:
-    global _ON_ACAS_SERVER
-    _ON_ACAS_SERVER = is_acas
+def _acas_server(is_acas: bool, *, temporary: bool = False) -> Iterator[None]:
+    global _ON_ACAS_SERVER, _ON_TEMPORARY_SERVER
+    _ON_ACAS_SERVER, _ON_TEMPORARY_SERVER = is_acas, temporary
     try:
         yield
     finally:
-        _ON_ACAS_SERVER = False
+        _ON_ACAS_SERVER = _ON_TEMPORARY_SERVER = False
 
 
 def _hung_hint(state: ServerState) -> str:

@@ -91,6 +91,20 @@ def test_a_second_run_of_the_session_updates_the_same_pull_request(
     assert len(github.pulls("octo/service")) == 1
 
 
+def test_a_run_on_a_temporary_server_links_no_flow_run_page(
+    tmp_path, repo, anthropic_fake, github, monkeypatch
+):
+    from aca_flows.flows import server
+
+    # Without `aca server start` or PREFECT_API_URL, the server is gone once the run ends.
+    monkeypatch.setattr(server, "_ON_TEMPORARY_SERVER", True)
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    run(tmp_path, repo, "# One\n\n- write a.txt {#a}\n", open_pr=True)
+    (pull,) = github.pulls("octo/service")
+    assert "| `a`" in pull["body"] and "Flow run:" not in pull["body"]
+
+
 def test_a_refused_token_is_reported_and_the_work_stays_on_the_branch(
     tmp_path, repo, anthropic_fake, github, monkeypatch
 ):
