@@ -18,6 +18,7 @@ takes the signal over with ``take_signal`` once its own handlers are in.
 from __future__ import annotations
 
 import gc
+import os
 import signal
 import sys
 import threading
@@ -80,10 +81,11 @@ _let_passed = False
 
 
 def run_ended() -> None:
-    """The run has recorded its end in its session: from now on it is told as it ended. A
-    signal now (Prefect records the flow run's end, the command prints its summary) made a
-    completed run Crashed, or an exit code contradict its session: the next one is let pass
-    unheeded (``let_one_pass``), and one after it stops the command as before."""
+    """The run's body has ended: its session has its end, or gets it next (a failure, an
+    interrupt). What is left records that end: Prefect the flow run's, a temporary server
+    stops, the command prints its summary. A signal then made a completed run Crashed, or an
+    exit code contradict its session: the next one is let pass (``let_one_pass``), saying so,
+    and one after it stops the command as before."""
     global _ended
     _ended = True
 
@@ -94,7 +96,15 @@ def let_one_pass() -> bool:
     if not _ended or _let_passed:
         return False
     _let_passed = True
+    # os.write: a print here could interrupt one to the same stream.
+    os.write(2, _LET_PASS_SAID.encode())
     return True
+
+
+_LET_PASS_SAID = (
+    "aca: the run has ended and is recording its end; it finishes as its session says "
+    "(press Ctrl-C again to stop at once)\n"
+)
 
 
 @contextmanager

@@ -13,6 +13,7 @@
             └── ProviderCannotServe  no call of that provider can succeed until the user
                 │                    acts: a run starts no more of its tasks
                 ├── KeyRejected      it refused its key or login (401/403)
+                ├── ModelRefused     the account may not use the model (403 naming it)
                 └── CreditExhausted  the account's credit or spend limit is spent (402, ...)
 
 A message names what was wrong and how to fix it, in one paragraph, without a traceback.
@@ -29,6 +30,7 @@ __all__ = [
     "EmptyAnswerError",
     "InputError",
     "KeyRejected",
+    "ModelRefused",
     "PermanentProviderError",
     "PlanValidationError",
     "ProviderCannotServe",
@@ -137,6 +139,13 @@ class KeyRejected(ProviderCannotServe):
     """The provider refused its credentials (a 401/403, an expired login)."""
 
     what = "refused its credentials"
+
+
+class ModelRefused(ProviderCannotServe):
+    """The key works, but the account may not use the model ("Your organization does not have
+    access to this model")."""
+
+    what = "refused the model to this account"
 
 
 class CreditExhausted(ProviderCannotServe):

@@ -56,23 +56,36 @@ class SetAside:
     holding: Path
     paths: list[str]
 
-    def note(self) -> str:
-        """What a failed check's output says of them, for the agent and the failure reason."""
+    def note(self, dropped: list[str]) -> str:
+        """What a failed check's output says of them, for the agent and the failure reason;
+        ``dropped``: those ``put_back`` could not put back."""
+        back = "They are back in the worktree"
+        if dropped:
+            back += (
+                f", except {listed(dropped, _SHOWN)}: a check put a link or a file where "
+                "their folder was, and aca writes through no link"
+            )
         return (
             f"\n[aca ran this check without the files the agent wrote that git ignores "
             f"({listed(self.paths, _SHOWN)}): no commit can hold them, so the checked work "
-            "must not need them. They are back in the worktree.]"
+            f"must not need them. {back}.]"
         )
 
-    def put_back(self) -> None:
-        """Every file to where it was (one a check wrote there since is replaced). The checks
-        ran code the agent wrote, and this runs outside the sandbox: a folder on the way that
-        is now a link is not followed, and the file under it is dropped."""
+    def put_back(self) -> list[str]:
+        """Every file to where it was (one a check wrote there since is replaced); the paths
+        dropped instead. The checks ran code the agent wrote, and this runs outside the
+        sandbox: a folder on the way that is now a link is not followed, and the file under
+        it is dropped."""
+        dropped = []
         for path in self.paths:
             *folders, name = path.split("/")
-            with contextlib.suppress(OSError), _folder(self.worktree, folders, make=True) as fd:
-                os.replace(self.holding / path, name, dst_dir_fd=fd)
+            try:
+                with _folder(self.worktree, folders, make=True) as fd:
+                    os.replace(self.holding / path, name, dst_dir_fd=fd)
+            except OSError:
+                dropped.append(path)
         shutil.rmtree(self.holding, ignore_errors=True)
+        return dropped
 
     def discard(self) -> None:
         shutil.rmtree(self.holding, ignore_errors=True)

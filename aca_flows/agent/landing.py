@@ -52,8 +52,8 @@ __all__ = [
 
 class ChangeAlreadyLanded(Exception):
     """Work that landed meanwhile made the very change the task made: put onto the new head,
-    the task changes nothing. Its work is on the branch, so the task completes, with no
-    change of its own and this ``reason``."""
+    the task changes nothing, and its checks pass there. Its work is on the branch, so the
+    task completes, with no change of its own and this ``reason``."""
 
     def __init__(self, files: list[str]):
         super().__init__(files)
@@ -88,8 +88,6 @@ async def land_checked(
             worktree = await in_thread(worktree.onto, moved.head, moved.commit)
             log.write("caught_up", base=moved.head, files=moved.files)
             changed = real_changes(await in_thread(worktree.changed_files))
-            if not changed:
-                raise ChangeAlreadyLanded(moved.files) from None
             checks = await in_thread(task_checks, plan, task, changed, paths, worktree.contains)
             sandbox_for = functools.partial(sandbox_for_check, worktree, config)
             results = await run_checks_on_the_work(worktree, checks, sandbox_for, config, log)
@@ -97,6 +95,8 @@ async def land_checked(
                 check = checks[len(results) - 1]
                 failed = f"{check.describe()} ({describe_failure(results[-1])})"
                 raise ChecksFailedOnHead(task.id, moved.files, failed) from None
+            if not changed:  # checked as any "no change" is: its own check passes there
+                raise ChangeAlreadyLanded(moved.files) from None
 
 
 async def run_checks_on_the_work(
@@ -119,8 +119,8 @@ async def run_checks_on_the_work(
     tree = await in_thread(worktree.snapshot)
     results = await run_checks(checks, sandbox_for, config.agent)
     if aside is not None and results and not results[-1].passed:
-        await in_thread(aside.put_back)
-        results[-1] = results[-1].model_copy(update={"output": results[-1].output + aside.note()})
+        note = aside.note(await in_thread(aside.put_back))
+        results[-1] = results[-1].model_copy(update={"output": results[-1].output + note})
     elif aside is not None:
         await in_thread(aside.discard)
     for check, result in zip(checks, results, strict=False):

@@ -34,7 +34,8 @@ def nested_repositories_problem(worktree: TaskWorktree, changed_files: list[str]
         }  # fmt: skip
     )
     if nested:
-        nested = [folder for folder in nested if folder not in _submodules(worktree)]
+        registered = _submodules(worktree)
+        nested = [folder for folder in nested if folder not in registered]
     if not nested:
         return None
     shown = listed([f"{folder}/" for folder in nested], _SHOWN)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING
 
+from aca_flows._words import listed
+
 if TYPE_CHECKING:
     from aca_flows.plan.models import ExecutionPlan
 
@@ -40,14 +42,16 @@ def checks_nothing(command: str | None) -> bool:
     """Whether ``command`` succeeds whatever the files it runs on hold (see the module doc)."""
     if not command or not command.strip():
         return False
+    # Comment lines (a shebang too) run nothing; the shell runs the lines after them.
+    lines = [line for line in command.splitlines() if not line.lstrip().startswith("#")]
+    if not any(line.strip() for line in lines):  # "# pytest -q": nothing runs, exit 0
+        return True
     try:
-        lexer = shlex.shlex(command.replace("\n", " ; "), posix=True, punctuation_chars=True)
+        lexer = shlex.shlex(" ; ".join(lines), posix=True, punctuation_chars=True)
         lexer.whitespace_split = True
         tokens = list(lexer)
     except ValueError:  # unbalanced quotes: the shell would fail it
         return False
-    if not tokens:  # only comments ("# pytest -q"): the shell runs nothing, and exits 0
-        return True
     if any(t in ("(", ")", "!", "{", "}") or t.startswith(("(", ")")) for t in tokens):
         return False
     lists = [part for part in _split(tokens, _LISTS) if part]
@@ -74,9 +78,7 @@ def unchecked_warning(plan: ExecutionPlan) -> str | None:
     unchecked = _unchecked_tasks(plan)
     if not unchecked:
         return None
-    shown = ", ".join(unchecked[:10]) + (
-        f" and {len(unchecked) - 10} more" if len(unchecked) > 10 else ""
-    )
+    shown = listed(unchecked, 10)
     return (
         f"{len(unchecked)} task(s) have no verify command that can fail ({shown}): their "
         'changes are committed on the agent\'s word alone. Give each one (verify="pytest -q"), '

@@ -30,6 +30,7 @@ from aca_flows.errors import (
     CreditExhausted,
     EmptyAnswerError,
     KeyRejected,
+    ModelRefused,
     PermanentProviderError,
     ProviderError,
     TransientProviderError,
@@ -129,10 +130,11 @@ def error_for_status(
     if status == 403 and "model" in detail.lower():
         # "Your organization does not have access to this model": the key works, the model
         # is not the account's. No task with it can run, as with a rejected key.
-        return KeyRejected(
-            f"{provider}: the account may not use this model ({status}){said}. Pick a model "
-            f"it has access to (--model, or [providers.{provider}] model), or ask for access.",
-            fix="pick a model the account has access to (--model)",
+        return ModelRefused(
+            f"{provider}: the account may not use this model ({status}){said}. Ask for access "
+            "to it, or run the tasks with a model the account may use (--model).",
+            fix="ask for access to the model, or run the tasks with one the account may use "
+            "(--model)",
             detail=detail,
             **common,
         )

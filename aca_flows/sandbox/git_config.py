@@ -48,12 +48,18 @@ _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)([^/\s@\"]+)@")
 
 def without_credentials(text: str) -> str:
     """``text`` (a git config file) with its credentials replaced by ``[REDACTED]``."""
-    # A value split over lines is one value to git: a credential in it is found joined.
-    while (joined := _CONTINUED.sub(r"\1\2", text)) != text:
-        text = joined
+    text = _joined(text)
     text = _SECRET_KEY.sub(_without_value, text)
     text = _USERINFO.sub(_without_password, text)
     return "".join(redact_text(line) for line in text.splitlines(keepends=True))
+
+
+def _joined(text: str) -> str:
+    """``text`` with each value split over lines on one: git reads it as one, and a
+    credential in it is found so."""
+    while (joined := _CONTINUED.sub(r"\1\2", text)) != text:
+        text = joined
+    return text
 
 
 def _without_value(match: re.Match) -> str:
@@ -84,7 +90,7 @@ def git_config_without_credentials(git_dir: Path, name: str = "config") -> Path 
     except (OSError, UnicodeDecodeError):
         return None
     clean = without_credentials(text)
-    if clean == text:
+    if clean == _joined(text):  # nothing removed (a continued alias is no credential)
         return None
     name = hashlib.sha256(clean.encode()).hexdigest()[:32]
     copy = Path.home() / ".aca" / "sandbox" / "git-config" / name

@@ -663,9 +663,10 @@ def test_a_check_cannot_make_the_ignored_files_come_back_outside_the_worktree(tm
             tool_use("write_file", path="logs/deep/x.log", content="x\n"),
         )
 
-    def fix(_request):
+    def fix(request):
         seen["hk"] = os.path.lexists(worktree / "hk")  # the check's link: undone, as its edits
         seen["x.log"] = (worktree / "logs" / "deep" / "x.log").read_text()
+        seen["told"] = "except hk/post-checkout: a check put a link" in request.messages[-1].text
         return tool_calls(tool_use("finish", summary="a"))
 
     provider = ScriptedProvider(write_work, tool_calls(tool_use("finish", summary="a")), fix)
@@ -676,7 +677,7 @@ def test_a_check_cannot_make_the_ignored_files_come_back_outside_the_worktree(tm
 
     assert outcome.status == "failed"
     assert not (hooks / "post-checkout").exists()
-    assert seen == {"hk": False, "x.log": "x\n"}
+    assert seen == {"hk": False, "x.log": "x\n", "told": True}
 
 
 def test_work_that_cannot_land_on_a_checked_out_session_branch_fails_showing_the_work(

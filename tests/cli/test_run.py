@@ -287,7 +287,7 @@ def test_ctrl_c_while_prefect_starts_ends_the_command_even_if_start_up_swallows_
         signal.signal(signal.SIGINT, previous)
 
 
-def test_a_signal_as_the_run_records_its_end_is_let_pass_once():
+def test_a_signal_as_the_run_records_its_end_is_let_pass_once(capfd):
     """After the run's body (its session has its end): Prefect records the flow run's end,
     the command prints its summary. A signal then crashed the flow run, or gave an exit code
     that contradicted the session; the first is let pass, a second stops the command."""
@@ -311,6 +311,7 @@ def test_a_signal_as_the_run_records_its_end_is_let_pass_once():
             except KeyboardInterrupt:
                 pytest.fail(f"the first signal stopped the command ({inside_the_loop=})")
             assert not interrupt.requested
+            assert "press Ctrl-C again to stop at once" in capfd.readouterr().err
             with pytest.raises(KeyboardInterrupt):
                 signal.raise_signal(signal.SIGINT)  # a second one stops the command
 

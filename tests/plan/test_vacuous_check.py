@@ -42,6 +42,8 @@ def test_a_command_that_passes_whatever_the_work_holds_checks_nothing(command):
         "exit 1",
         "exit",  # the status of what ran before it
         "cat x",  # fails when x is missing
+        "# run the tests\npytest -q",  # a comment line, then the check
+        "#!/bin/sh\npytest -q",
         "(true)",  # not understood: never called vacuous
         "! false",
         "echo $(pytest)",

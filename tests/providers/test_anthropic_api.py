@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aca_flows.errors import PermanentProviderError, TransientProviderError
+from aca_flows.errors import ModelRefused, PermanentProviderError, TransientProviderError
 from aca_flows.providers import get_provider
 from aca_flows.providers.anthropic_api import AnthropicProvider
 from aca_flows.providers.base import Message, ProviderRequest, ToolDefinition
@@ -94,6 +94,9 @@ def test_a_model_the_account_may_not_use_is_not_called_a_rejected_key(llm_server
     assert caught.value.status_code == 403
     assert f"the account may not use this model (403): {denied}." in str(caught.value)
     assert "ANTHROPIC_API_KEY" not in str(caught.value)
+    # It stops the run's tasks of that provider, saying so (not "refused its credentials").
+    assert isinstance(caught.value, ModelRefused)
+    assert caught.value.what == "refused the model to this account"
 
 
 def test_a_missing_key_fails_before_any_request(llm_server, monkeypatch):

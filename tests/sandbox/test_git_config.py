@@ -43,6 +43,8 @@ def test_a_config_without_credentials_is_shown_as_it_is(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     (tmp_path / "config").write_text('[core]\n\tbare = false\n[remote "o"]\n\turl = /srv/r\n')
     assert git_config_without_credentials(tmp_path) is None
+    (tmp_path / "config").write_text("[alias]\n\tlg = log --graph \\\n\t  --oneline\n")
+    assert git_config_without_credentials(tmp_path) is None  # continued, but no credential
 
     (tmp_path / "config").write_text(CONFIG)
     copy = git_config_without_credentials(tmp_path)
