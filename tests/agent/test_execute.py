@@ -562,6 +562,17 @@ def test_what_the_verify_command_writes_is_not_committed(tmp_path, repo):
     assert sorted(undone[0]["files"]) == ["__pycache__/app.pyc", "app.py", "gen.out", "notes.txt"]
 
 
+def after_the_start(*calls):
+    """The agent's first answer, once the file system's coarse clock has passed the task's
+    start: the files it writes count as written since."""
+
+    def answer(_request):
+        time.sleep(0.05)
+        return tool_calls(*calls)
+
+    return answer
+
+
 def test_a_check_does_not_see_the_files_git_ignores_that_the_agent_wrote(tmp_path, repo):
     """No commit holds an ignored file, so a check passing because of one would pass in the
     worktree and fail on the branch. The check runs without it (what setup made and the
@@ -571,14 +582,12 @@ def test_a_check_does_not_see_the_files_git_ignores_that_the_agent_wrote(tmp_pat
     worktree = tmp_path / ".aca" / "worktrees" / SESSION / "t1"
     seen = {}
 
-    def write_work(_request):
-        time.sleep(0.05)  # after the start, as the file system's coarse clock sees it
-        return tool_calls(
-            tool_use("write_file", path="a.txt", content="a\n"),
-            tool_use("write_file", path="b.log", content="what the check needs\n"),
-            tool_use("write_file", path="node_modules/dep/index.js", content="x\n"),
-            tool_use("write_file", path="out/deep/new.txt", content="x\n"),
-        )
+    write_work = after_the_start(
+        tool_use("write_file", path="a.txt", content="a\n"),
+        tool_use("write_file", path="b.log", content="what the check needs\n"),
+        tool_use("write_file", path="node_modules/dep/index.js", content="x\n"),
+        tool_use("write_file", path="out/deep/new.txt", content="x\n"),
+    )
 
     def fix(request):
         seen["b.log back"] = (worktree / "b.log").read_text()
@@ -628,12 +637,10 @@ def test_a_check_does_not_see_the_files_git_ignores_that_the_agent_wrote(tmp_pat
 def test_a_check_that_passes_only_with_an_ignored_file_fails_the_task(tmp_path, repo):
     (Path(repo.git_dir) / "info" / "exclude").write_text("*.log\n")
 
-    def write_work(_request):
-        time.sleep(0.05)
-        return tool_calls(
-            tool_use("write_file", path="a.txt", content="a\n"),
-            tool_use("write_file", path="logs/b.log", content="b\n"),
-        )
+    write_work = after_the_start(
+        tool_use("write_file", path="a.txt", content="a\n"),
+        tool_use("write_file", path="logs/b.log", content="b\n"),
+    )
 
     provider = ScriptedProvider(write_work, tool_calls(tool_use("finish", summary="a")))
     task = Task(id="t1", title="Write a", verify="test -f a.txt && test -f logs/b.log")
@@ -655,13 +662,11 @@ def test_a_check_cannot_make_the_ignored_files_come_back_outside_the_worktree(tm
     worktree = tmp_path / ".aca" / "worktrees" / SESSION / "t1"
     seen = {}
 
-    def write_work(_request):
-        time.sleep(0.05)  # after the start, as the file system's coarse clock sees it
-        return tool_calls(
-            tool_use("write_file", path="a.txt", content="a\n"),
-            tool_use("write_file", path="hk/post-checkout", content="#!/bin/sh\necho hook\n"),
-            tool_use("write_file", path="logs/deep/x.log", content="x\n"),
-        )
+    write_work = after_the_start(
+        tool_use("write_file", path="a.txt", content="a\n"),
+        tool_use("write_file", path="hk/post-checkout", content="#!/bin/sh\necho hook\n"),
+        tool_use("write_file", path="logs/deep/x.log", content="x\n"),
+    )
 
     def fix(request):
         seen["hk"] = os.path.lexists(worktree / "hk")  # the check's link: undone, as its edits
