@@ -170,6 +170,57 @@ def test_a_task_whose_very_change_landed_meanwhile_completes_with_no_change(tmp_
     assert repo.git.log("--format=%s", f"aca/{SESSION}").splitlines()[0].startswith("aca(t1)")
 
 
+def test_a_task_whose_very_change_landed_meanwhile_is_still_checked_on_the_new_head(tmp_path, repo):
+    """As above, but t1 also added lib.txt, which t2's check refuses: "no change" is never
+    taken on trust. t2 fails on its check there; it is not completed."""
+    from aca_flows.settings import AcaConfig
+
+    (tmp_path / "notes.txt").write_text("".join(LINES))
+    repo.git.add("-A")
+    repo.git.execute(["git", "-c", "user.name=U", "-c", "user.email=u@x", "commit", "-qm", "notes"])
+    same_edit = tool_use("write_file", path="notes.txt", content=with_line(0, "new\n"))
+
+    async def scenario():
+        barrier = asyncio.Barrier(2)
+        t1_merged = asyncio.Event()
+
+        def watch(record):
+            if record["kind"] == "merged":
+                t1_merged.set()
+
+        async def finish_after_t1(request):
+            await t1_merged.wait()
+            return tool_calls(tool_use("finish", summary="two"))
+
+        first = ScriptedProvider(
+            barrier_then(
+                barrier,
+                tool_calls(same_edit, tool_use("write_file", path="lib.txt", content="x\n")),
+            ),
+            tool_calls(tool_use("finish", summary="one")),
+        )
+        second = ScriptedProvider(
+            barrier_then(barrier, tool_calls(same_edit)),
+            finish_after_t1,
+            # Started again on the new head, it says no change is needed; its check says no.
+            tool_calls(tool_use("report_no_change", reason="notes.txt says new already")),
+        )
+        one = Task(id="t1", title="One", verify="grep -q new notes.txt")
+        two = Task(id="t2", title="Two", verify="grep -q new notes.txt && ! test -e lib.txt")
+        plan = plan_of(one, two)
+        config = AcaConfig.model_validate({"agent": {"max_fix_attempts": 0}})
+        return await asyncio.gather(
+            execute(tmp_path, plan, "t1", first, on_log=watch),
+            execute(tmp_path, plan, "t2", second, config=config),
+        )
+
+    first, second = asyncio.run(scenario())
+
+    assert first.status == "completed"
+    assert second.status == "failed" and second.no_change_reason is None
+    assert "! test -e lib.txt" in second.failure_reason
+
+
 def test_a_combination_that_fails_a_check_starts_the_task_again_on_the_new_head(tmp_path, repo):
     # t1 renames line 1's "line 1" away and checks no "line 1" is used; t2, from the old
     # base, adds a use of it on line 9: each passes alone, together t1's check fails.
