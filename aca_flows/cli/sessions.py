@@ -303,9 +303,12 @@ def _task_table(session: SessionRecord) -> Table:
 
 def _status_text(task, run: TaskRun | None) -> str:
     """The task's status; a completed task says "completed, no change" when that was its
-    evidence, so it never reads like committed work."""
+    evidence, and "completed before" when the task file marked it done, so neither reads like
+    committed work."""
     if task.status.state == "completed" and run is not None and run.no_change:
         return "completed, no change"
+    if task.status.state == "completed" and not task.children and (run is None or run.never_ran):
+        return "completed before (in the task file)"
     return _with_short_output(str(task.status))
 
 

@@ -32,8 +32,8 @@ def task_outcome(session: SessionRecord, task_id: str) -> str:
     state = task.status.state
     if state == "completed":
         record = session.tasks.get(task_id)
-        if record is None or (record.attempts == 0 and record.commit is None):
-            return "done before"  # marked done in the task file ([x], done = true): not run
+        if record is None or record.never_ran:
+            return "done before"  # marked done in the task file ([x], done = true)
         return "no change" if record.outcome == "no_change" else "changed"
     return {"in_progress": "running", "pending": "not run yet", "blocked": "blocked"}.get(
         state, state

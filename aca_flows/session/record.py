@@ -97,6 +97,12 @@ class TaskRun(_Model):
     def cost_usd(self) -> float:
         return total_cost(self.usage)
 
+    @property
+    def never_ran(self) -> bool:
+        """No attempt and no commit: for a completed task, one the task file marked done
+        (``- [x]``, ``done = true``)."""
+        return self.attempts == 0 and self.commit is None
+
 
 class Approval(_Model):
     """The plan's approval (``--require-approval``): where the waiting flow run is, and what

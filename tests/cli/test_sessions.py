@@ -124,6 +124,18 @@ def test_show_has_tasks_branch_checkpoint_and_costs(tmp_path):
     assert "anthropic" in costs and "$0.0420" in costs
 
 
+def test_a_task_the_task_file_marked_done_reads_as_done_before_not_as_work(tmp_path):
+    from aca_flows.plan.models import TaskStatus
+
+    done = TaskStatus(state="completed")  # as `- [x]` or `done = true` loads it
+    plan = ExecutionPlan(name="p", tasks=[Task(id="a", title="Old", status=done)])
+    with SessionStore.create(tmp_path, plan, provider="anthropic") as store:
+        pass
+    result = invoke("show", store.session_id, "--workdir", str(tmp_path))
+    row = next(line for line in result.output.splitlines() if "Old" in line)
+    assert "completed before (in the task file)" in row
+
+
 def test_a_failed_checks_output_shows_its_last_lines_not_a_screenful(tmp_path):
     output = "\n".join(f"line {n}" for n in range(1, 801))
     with make_session(tmp_path) as store:
