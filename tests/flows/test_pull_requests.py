@@ -97,7 +97,7 @@ def test_a_run_on_a_temporary_server_links_no_flow_run_page(
     from aca_flows.flows import server
 
     # Without `aca server start` or PREFECT_API_URL, the server is gone once the run ends.
-    monkeypatch.setattr(server, "_ON_TEMPORARY_SERVER", True)
+    monkeypatch.setattr(server, "runs_on_a_temporary_server", lambda: True)
     for _ in range(10):
         anthropic_fake.anthropic.enqueue(coding_agent)
     run(tmp_path, repo, "# One\n\n- write a.txt {#a}\n", open_pr=True)

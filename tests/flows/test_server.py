@@ -248,8 +248,9 @@ def test_acas_servers_queue_concurrent_writes_instead_of_refusing_them(tmp_path)
     hold = (
         "import sys\n"
         "from aca_flows.flows.server import prefect_api_for_run, runs_on_acas_server\n"
+        "from aca_flows.flows.server import runs_on_a_temporary_server\n"
         "with prefect_api_for_run(announce=lambda _: None) as url:\n"
-        "    print(url, runs_on_acas_server(), flush=True)\n"
+        "    print(url, runs_on_acas_server(), runs_on_a_temporary_server(), flush=True)\n"
         "    sys.stdin.readline()\n"
     )
     proc = subprocess.Popen(
@@ -263,10 +264,11 @@ def test_acas_servers_queue_concurrent_writes_instead_of_refusing_them(tmp_path)
         start_new_session=True,
     )
     try:
-        api, _, acas = proc.stdout.readline().strip().partition(" ")
+        api, _, flags = proc.stdout.readline().strip().partition(" ")
         assert api, (tmp_path / "temporary.err").read_text()
-        # So the run starts its first tasks without waiting for its plan's artifacts.
-        assert acas == "True"
+        # So the run starts its first tasks without waiting for its plan's artifacts; and its
+        # pull request links no page of a server gone once the run ends.
+        assert flags == "True True"
         assert refused_writes(api) == []
         left = sorted(p.name for p in logs.glob("temporary-*.log"))
         assert left == sorted(f"temporary-{pid}.log" for pid in (os.getpid(), proc.pid))
@@ -445,11 +447,15 @@ def test_a_run_on_a_server_aca_did_not_start_keeps_its_first_writes_apart(tmp_pa
     plan's artifacts before its first task runs (aca's own servers queue writes, above)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from aca_flows.flows.server import prefect_api_for_run, runs_on_acas_server
+    from aca_flows.flows.server import (
+        prefect_api_for_run,
+        runs_on_a_temporary_server,
+        runs_on_acas_server,
+    )
 
     monkeypatch.setenv("HOME", str(tmp_path))
     with (
         temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}),
         prefect_api_for_run(announce=print),
     ):
-        assert not runs_on_acas_server()
+        assert not runs_on_acas_server() and not runs_on_a_temporary_server()
