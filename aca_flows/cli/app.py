@@ -222,7 +222,9 @@ def _resume(
     if repo:  # the session's branch and record come from the remote (docs/sessions.md)
         workdir = checkout_remote(repo, workdir, session_id=target)
     workdir = existing_folder(workdir).resolve()
-    resolved = resolve_resume_target(workdir, target, latest=latest)
+    resolved = resolve_resume_target(
+        workdir, target, latest=latest, pushes=bool(repo), opens_pr=open_pr
+    )
     require_writable_workdir(workdir)
     options = RunOptions(
         workdir=workdir,

@@ -192,13 +192,20 @@ class ResumeTarget:
 
 
 def resolve_resume_target(
-    workdir: Path, target: str | None = None, *, latest: bool = False
+    workdir: Path,
+    target: str | None = None,
+    *,
+    latest: bool = False,
+    pushes: bool = False,
+    opens_pr: bool = False,
 ) -> ResumeTarget:
     """``aca resume <checkpoint-id | session-id>`` or ``aca resume --latest`` -> the session.
 
     ``target`` may be a checkpoint id, a session id, or a unique prefix of either.
-    ``latest`` picks the newest session that has not completed. Raises ``InputError``s
-    that say how to list the ids.
+    ``latest`` picks the newest session that has not completed, or that completed without
+    its work delivered where this resume delivers it: its push failed (``pushes``: the resume
+    has ``--repo``), or its pull request (``opens_pr``: ``--open-pr``). Raises
+    ``InputError``s that say how to list the ids.
     """
     workdir = Path(workdir).resolve()
     if latest and target:
@@ -207,8 +214,14 @@ def resolve_resume_target(
         sessions = list_sessions(workdir)
         for session in sessions:
             status = display_status(session, workdir)
+            if status == "completed":
+                # "Start new work with `aca run`" would pay for all of it again.
+                unpushed = pushes and session.remote is not None and session.remote.unpushed
+                no_pr = opens_pr and session.pull_request is not None and session.pull_request.error
+                if unpushed or no_pr:
+                    return ResumeTarget(session.id)
             # A waiting run is alive (or suspended): answer it instead.
-            if status not in ("completed", "running") and not status.startswith("waiting"):
+            elif status != "running" and not status.startswith("waiting"):
                 return ResumeTarget(session.id)
         why = "every session there completed or is running" if sessions else "it holds none"
         raise NothingToResumeError(

@@ -127,6 +127,19 @@ def test_resume_latest_picks_the_newest_unfinished_session(tmp_path):
     assert resolve_resume_target(tmp_path, latest=True).session_id == older.session_id
 
 
+def test_resume_latest_with_repo_picks_a_completed_session_whose_push_failed(tmp_path):
+    # Its run exited 4 (not delivered): "start new work with `aca run`" would pay again.
+    with new_session(tmp_path, now=T0, finish="completed") as undelivered:
+        undelivered.branch_pushed("/srv/r.git", "abc", pushed=False, error="hook refused it")
+    with new_session(tmp_path, now=T0 + timedelta(hours=1), finish="completed"):
+        pass
+    picked = resolve_resume_target(tmp_path, latest=True, pushes=True)
+    assert picked.session_id == undelivered.session_id
+    # Without --repo the resume would push nothing: nothing to resume.
+    with pytest.raises(NothingToResumeError):
+        resolve_resume_target(tmp_path, latest=True)
+
+
 def test_resume_explains_what_it_cannot_resolve(tmp_path):
     with pytest.raises(NothingToResumeError, match="it holds none. Start new work with `aca run`"):
         resolve_resume_target(tmp_path, latest=True)
