@@ -99,8 +99,11 @@ def with_line(index: int, text: str, lines: list[str] = LINES) -> str:
     return "".join(text if i == index else line for i, line in enumerate(lines))
 
 
-def side_by_side(tmp_path, repo, one: Task, two: Task, two_first_write: str, *two_retry):
-    """t1 and t2 edit notes.txt far apart from the same base; t2 finishes after t1 landed."""
+def side_by_side(
+    tmp_path, repo, one: Task, two: Task, two_first_write: str, *two_retry, one_also=(), config=None
+):
+    """t1 and t2 edit notes.txt far apart from the same base; t2 finishes after t1 landed.
+    ``one_also``: more of t1's first writes; ``config``: t2's."""
     (tmp_path / "notes.txt").write_text("".join(LINES))
     repo.git.add("-A")
     repo.git.execute(["git", "-c", "user.name=U", "-c", "user.email=u@x", "commit", "-qm", "notes"])
@@ -120,7 +123,10 @@ def side_by_side(tmp_path, repo, one: Task, two: Task, two_first_write: str, *tw
         first = ScriptedProvider(
             barrier_then(
                 barrier,
-                tool_calls(tool_use("write_file", path="notes.txt", content=with_line(0, "new\n"))),
+                tool_calls(
+                    tool_use("write_file", path="notes.txt", content=with_line(0, "new\n")),
+                    *one_also,
+                ),
             ),
             tool_calls(tool_use("finish", summary="renamed old to new on line 1")),
         )
@@ -135,7 +141,7 @@ def side_by_side(tmp_path, repo, one: Task, two: Task, two_first_write: str, *tw
         plan = plan_of(one, two)
         return await asyncio.gather(
             execute(tmp_path, plan, "t1", first, on_log=watch),
-            execute(tmp_path, plan, "t2", second),
+            execute(tmp_path, plan, "t2", second, config=config),
         )
 
     return asyncio.run(scenario())
@@ -175,46 +181,19 @@ def test_a_task_whose_very_change_landed_meanwhile_is_still_checked_on_the_new_h
     taken on trust. t2 fails on its check there; it is not completed."""
     from aca_flows.settings import AcaConfig
 
-    (tmp_path / "notes.txt").write_text("".join(LINES))
-    repo.git.add("-A")
-    repo.git.execute(["git", "-c", "user.name=U", "-c", "user.email=u@x", "commit", "-qm", "notes"])
-    same_edit = tool_use("write_file", path="notes.txt", content=with_line(0, "new\n"))
-
-    async def scenario():
-        barrier = asyncio.Barrier(2)
-        t1_merged = asyncio.Event()
-
-        def watch(record):
-            if record["kind"] == "merged":
-                t1_merged.set()
-
-        async def finish_after_t1(request):
-            await t1_merged.wait()
-            return tool_calls(tool_use("finish", summary="two"))
-
-        first = ScriptedProvider(
-            barrier_then(
-                barrier,
-                tool_calls(same_edit, tool_use("write_file", path="lib.txt", content="x\n")),
-            ),
-            tool_calls(tool_use("finish", summary="one")),
-        )
-        second = ScriptedProvider(
-            barrier_then(barrier, tool_calls(same_edit)),
-            finish_after_t1,
-            # Started again on the new head, it says no change is needed; its check says no.
-            tool_calls(tool_use("report_no_change", reason="notes.txt says new already")),
-        )
-        one = Task(id="t1", title="One", verify="grep -q new notes.txt")
-        two = Task(id="t2", title="Two", verify="grep -q new notes.txt && ! test -e lib.txt")
-        plan = plan_of(one, two)
-        config = AcaConfig.model_validate({"agent": {"max_fix_attempts": 0}})
-        return await asyncio.gather(
-            execute(tmp_path, plan, "t1", first, on_log=watch),
-            execute(tmp_path, plan, "t2", second, config=config),
-        )
-
-    first, second = asyncio.run(scenario())
+    one = Task(id="t1", title="One", verify="grep -q new notes.txt")
+    two = Task(id="t2", title="Two", verify="grep -q new notes.txt && ! test -e lib.txt")
+    first, second = side_by_side(
+        tmp_path,
+        repo,
+        one,
+        two,
+        with_line(0, "new\n"),
+        # Started again on the new head, it says no change is needed; its check says no.
+        tool_calls(tool_use("report_no_change", reason="notes.txt says new already")),
+        one_also=[tool_use("write_file", path="lib.txt", content="x\n")],
+        config=AcaConfig.model_validate({"agent": {"max_fix_attempts": 0}}),
+    )
 
     assert first.status == "completed"
     assert second.status == "failed" and second.no_change_reason is None
