@@ -112,29 +112,37 @@ async def drive_plan(
         return None
 
     run.worktrees.next_after = next_after
-    while True:
-        await _close_groups(store, run, dag, states, recorded_skips)
-        await _run_skips(store, run, dag, states, tree)
-        tree.close_settled()
+
+    async def admit() -> None:
+        # Start what may start now: at each turn of the loop, and as soon as a task has
+        # finished (its dependents need not wait for the others that finished with it).
+        nonlocal stopped_reason
         spent = _spent(store)
         if budget is not None and spent >= budget and stopped_reason is None:
             stopped_reason = budget_reached(budget)
             logger.warning(f"{stopped_reason} (${spent:.4f} spent so far); no new task starts")
-        if stopped_reason is None and not interrupt.requested:
-            for task in dag.ready():
-                if len(running) >= limit:
-                    break
-                provider = task.provider or run.default_provider
-                if provider in run.cannot_serve:  # it stays pending; `aca resume` runs it
-                    continue
-                dag.start(task.id)
-                run.worktrees.ahead(task.id)  # made while Prefect starts its task run
-                # Off the loop (session/store.py): running tasks go on while it is fsynced.
-                await store.off_loop(store.task_started, task.id, provider=provider)
-                # The DAG decided it may start; a dependency skipped after it failed (a
-                # person's decision, task_help.py) has a failed task run all the same.
-                waits = [allow_failure(s) for s in _edges(states, dag.dependency_ids(task))]
-                running[asyncio.create_task(_run_one(run, task.id, waits, tree))] = task.id
+        if stopped_reason is not None or interrupt.requested:
+            return
+        for task in dag.ready():
+            if len(running) >= limit:
+                break
+            provider = task.provider or run.default_provider
+            if provider in run.cannot_serve:  # it stays pending; `aca resume` runs it
+                continue
+            dag.start(task.id)
+            run.worktrees.ahead(task.id)  # made while Prefect starts its task run
+            # Off the loop (session/store.py): running tasks go on while it is fsynced.
+            await store.off_loop(store.task_started, task.id, provider=provider)
+            # The DAG decided it may start; a dependency skipped after it failed (a
+            # person's decision, task_help.py) has a failed task run all the same.
+            waits = [allow_failure(s) for s in _edges(states, dag.dependency_ids(task))]
+            running[asyncio.create_task(_run_one(run, task.id, waits, tree))] = task.id
+
+    while True:
+        await _close_groups(store, run, dag, states, recorded_skips)
+        await _run_skips(store, run, dag, states, tree)
+        tree.close_settled()
+        await admit()
         run.worktrees.drop_unclaimed(running=dag.running.__contains__)
         if not running:
             break
@@ -162,6 +170,10 @@ async def drive_plan(
                 stopped_reason = limit_reason
                 stop_trigger = run.stop_triggers.get(limit_reason, "budget")
                 logger.warning(f"{limit_reason}; no new task starts")
+            if state.is_completed():  # its dependents start now (a group's once it closes)
+                await _close_groups(store, run, dag, states, recorded_skips)
+                tree.close_settled()
+                await admit()
         progress.update(store.session.task_counts)
         completed = dag.counts().get("completed", 0)
         now = datetime.now(UTC)

@@ -5,8 +5,11 @@ provider cannot work, the fix. ``require_providers(names, config)`` raises one
 ``PermanentProviderError`` naming every provider of a run that cannot work (the CLI exits 2;
 the flow ends Failed), before any task starts. The checks are free:
 
-- ``anthropic``: ``ANTHROPIC_API_KEY`` set and accepted by ``GET /v1/models`` at the base URL;
-- ``openai``: ``OPENAI_API_KEY`` set and accepted by ``GET /models`` at the base URL;
+- ``anthropic``: ``ANTHROPIC_API_KEY`` set and accepted by ``GET /v1/models/{model}`` at the
+  base URL, for each model the run uses with it, which the server knows (a typo in
+  ``--model`` is named here, not by every task's failure);
+- ``openai``: ``OPENAI_API_KEY`` set and accepted by ``GET /models/{model}`` at the base URL,
+  likewise;
 - ``ollama``: the server answers ``GET /api/tags`` and lists every model the run uses with
   it (the run's, and each task's own ``model=``);
 - ``claude-code``: the ``claude`` binary is found, and either ``ANTHROPIC_API_KEY`` /
@@ -17,7 +20,8 @@ the flow ends Failed), before any task starts. The checks are free:
 - ``replay``: the cassette file exists and reads as a cassette.
 
 A server that answers the check with 404, 429 or 5xx is reachable: it counts as ready (the key
-is then not verified), since the run's own calls will retry or report it. A rejected key or an
+is then not verified; a 404 that is no "model not found" is a server without the model's page,
+asked for its list instead), since the run's own calls will retry or report it. A rejected key or an
 unreachable server is not ready. Ready results are cached in the process for ten minutes, so
 the CLI and the flow it starts check once.
 """
@@ -32,7 +36,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from aca_flows.errors import PermanentProviderError
 from aca_flows.settings import AcaConfig
@@ -113,7 +117,7 @@ def check_provider(
     cached = _CACHE.get(key)
     if use_cache and cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
         return cached[1]
-    result = _check_ollama(config, env, wanted) if name == "ollama" else _CHECKS[name](config, env)
+    result = _CHECKS[name](config, env, wanted)
     if result.ready:  # a failure is checked again next time: the user may have fixed it
         _CACHE[key] = (time.monotonic(), result)
     return result
@@ -172,17 +176,33 @@ def _cache_key(
 # ---------------------------------------------------------------- the checks
 
 
-def _check_anthropic(config: AcaConfig, env: Mapping[str, str]) -> ProviderReadiness:
+def _check_anthropic(
+    config: AcaConfig, env: Mapping[str, str], models: list[str | None]
+) -> ProviderReadiness:
     section = config.provider("anthropic")
-    model = section.model or default_model("anthropic")
+    wanted = [model or default_model("anthropic") for model in models]
     where = "https://console.anthropic.com/settings/keys"
-    if problem := _key_problem("anthropic", model, env, "ANTHROPIC_API_KEY", where):
+    if problem := _key_problem("anthropic", wanted[0], env, "ANTHROPIC_API_KEY", where):
         return problem
     key = env["ANTHROPIC_API_KEY"]
     base = section.base_url or env.get("ANTHROPIC_BASE_URL") or ANTHROPIC_URL
     base_name = _base_name("anthropic", section.base_url, "ANTHROPIC_BASE_URL")
     auth = {"x-api-key": key}
-    return _probe_anthropic("anthropic", base, model, auth, "ANTHROPIC_API_KEY", base_name)
+    return _first_not_ready(
+        _probe_anthropic("anthropic", base, model, auth, "ANTHROPIC_API_KEY", base_name, True)
+        for model in wanted
+    )
+
+
+def _first_not_ready(results: Iterable[ProviderReadiness]) -> ProviderReadiness:
+    """The first result that is not ready (the later ones are not asked), else the first."""
+    first = None
+    for result in results:
+        if not result.ready:
+            return result
+        first = first or result
+    assert first is not None
+    return first
 
 
 def _probe_anthropic(
@@ -192,10 +212,14 @@ def _probe_anthropic(
     auth: dict[str, str],
     key_name: str,
     base_name: str = "ANTHROPIC_BASE_URL",
+    check_model: bool = False,
 ) -> ProviderReadiness:
+    """``check_model``: ask for the model's own page, which also checks the key (Claude
+    Code's model names, such as ``sonnet``, are its own, not the API's: not asked)."""
     headers = {"anthropic-version": "2023-06-01", **auth}
-    url = f"{base.rstrip('/')}/v1/models?limit=1"
-    return _probe(name, url, headers, model, key_name, base_name)
+    url = f"{base.rstrip('/')}/v1/models"
+    page = f"{url}/{quote(model, safe='')}" if check_model else None
+    return _probe(name, f"{url}?limit=1", headers, model, key_name, base_name, page)
 
 
 def _base_name(provider: str, configured: str | None, variable: str) -> str:
@@ -241,27 +265,40 @@ def _not_a_url(url: str) -> bool:
         return True
 
 
-def _check_openai(config: AcaConfig, env: Mapping[str, str]) -> ProviderReadiness:
+def _check_openai(
+    config: AcaConfig, env: Mapping[str, str], models: list[str | None]
+) -> ProviderReadiness:
     section = config.provider("openai")
-    model = section.model or default_model("openai")
+    wanted = [model or default_model("openai") for model in models]
     where = (
         "https://platform.openai.com/api-keys; for a local OpenAI-compatible server set "
         "OPENAI_BASE_URL and any non-empty key"
     )
-    if problem := _key_problem("openai", model, env, "OPENAI_API_KEY", where):
+    if problem := _key_problem("openai", wanted[0], env, "OPENAI_API_KEY", where):
         return problem
     key = env["OPENAI_API_KEY"]
     base = section.base_url or env.get("OPENAI_BASE_URL") or OPENAI_URL
     url = f"{base.rstrip('/')}/models"
     headers = {"authorization": f"Bearer {key}"}
     base_name = _base_name("openai", section.base_url, "OPENAI_BASE_URL")
-    return _probe("openai", url, headers, model, "OPENAI_API_KEY", base_name)
+    return _first_not_ready(
+        _probe("openai", url, headers, m, "OPENAI_API_KEY", base_name, f"{url}/{quote(m, safe='')}")
+        for m in wanted
+    )
 
 
 def _probe(
-    name: str, url: str, headers: dict[str, str], model: str, key_name: str, base_name: str
+    name: str,
+    url: str,
+    headers: dict[str, str],
+    model: str,
+    key_name: str,
+    base_name: str,
+    model_page: str | None = None,
 ) -> ProviderReadiness:
-    """One free GET that needs the key: accepted, rejected, or the server out of reach."""
+    """One free GET that needs the key: accepted, rejected, or the server out of reach. With
+    ``model_page`` (``GET .../models/{model}``) that one, which also says whether the server
+    knows the model; a server without such pages (a plain 404) is asked ``url``, its list."""
     import httpx
 
     if _not_a_url(url):  # it was "cannot reach ://None (UnsupportedProtocol)"
@@ -275,7 +312,18 @@ def _probe(
         )
     where = _host(url)
     try:
-        reply = _get(url, headers)
+        reply = _get(model_page or url, headers)
+        if model_page and reply.status_code == 404:
+            if _model_not_found(reply, model):
+                return ProviderReadiness(
+                    name,
+                    False,
+                    f"{where} does not know the model '{model}' (404{_said(reply.text)})",
+                    model,
+                    f"name a model it has (--model, [providers.{name}] model, or the task's "
+                    "model=)",
+                )
+            reply = _get(url, headers)
     except httpx.HTTPError as exc:
         return ProviderReadiness(
             name,
@@ -301,6 +349,22 @@ def _probe(
         "not verified",
         model,
     )
+
+
+def _model_not_found(reply, model: str) -> bool:
+    """Whether a 404 says the model is unknown, in OpenAI's words (``model_not_found``) or
+    Anthropic's (``not_found_error``, "model: <id>"), not that the page is (a server or
+    gateway without model pages)."""
+    try:
+        error = reply.json().get("error")
+    except (ValueError, AttributeError):
+        return False
+    if not isinstance(error, dict):
+        return False
+    message = str(error.get("message") or "")
+    if error.get("code") == "model_not_found":
+        return True
+    return error.get("type") == "not_found_error" and model in message and "/" not in message
 
 
 def _get(url: str, headers: dict[str, str]):
@@ -355,7 +419,9 @@ def _check_ollama(
     return ProviderReadiness("ollama", True, f"server {host} has {model}", model)
 
 
-def _check_claude_code(config: AcaConfig, env: Mapping[str, str]) -> ProviderReadiness:
+def _check_claude_code(
+    config: AcaConfig, env: Mapping[str, str], models: list[str | None]
+) -> ProviderReadiness:
     from aca_flows.providers.claude_code import find_claude_cli
     from aca_flows.providers.claude_code_results import LOGIN_FIX
 
@@ -444,7 +510,9 @@ def _claude_login(cli: Path, env: Mapping[str, str]) -> tuple[bool, str]:
     return False, ""
 
 
-def _check_replay(config: AcaConfig, env: Mapping[str, str]) -> ProviderReadiness:
+def _check_replay(
+    config: AcaConfig, env: Mapping[str, str], models: list[str | None]
+) -> ProviderReadiness:
     from aca_flows._words import counted
     from aca_flows.providers.replay import cassette_problem
 

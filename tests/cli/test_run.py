@@ -132,7 +132,42 @@ def test_a_rejected_key_exits_2_before_any_task_and_spends_nothing(tmp_path):
     assert "rejected ANTHROPIC_API_KEY (401" in done.stderr
     assert "set a valid ANTHROPIC_API_KEY" in done.stderr
     assert "sk-ant-revoked" not in done.stderr + done.stdout
-    assert [r.path for r in server.requests] == ["/v1/models"]
+    # One free key check, no call: the model's page, which the rejected key was refused.
+    assert [(r.method, r.path.rsplit("/", 1)[0]) for r in server.requests] == [
+        ("GET", "/v1/models")
+    ]
+    untouched(repo, head)
+
+
+def test_a_model_the_provider_does_not_know_exits_2_before_any_task(tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    head = git.Repo(repo).head.commit.hexsha
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write a.txt {#a}\n- write b.txt {#b model=claude-opus-typo}\n")
+    home = tmp_path / "home"
+    home.mkdir()
+
+    with FakeLLMServer() as server:
+        server.unknown_models = {"claude-opus-typo"}
+        done = aca(
+            "run",
+            str(tasks),
+            "--workdir",
+            str(repo),
+            "--provider",
+            "anthropic",
+            home=home,
+            ANTHROPIC_BASE_URL=server.url,
+            ANTHROPIC_API_KEY=server.api_key,
+        )
+
+    assert done.returncode == 2, done.stderr
+    assert "does not know the model 'claude-opus-typo'" in done.stderr
+    assert "name a model it has (--model, [providers.anthropic] model, or the task's" in (
+        done.stderr.replace("\n", " ")
+    )
+    assert "Traceback" not in done.stderr + done.stdout
+    assert server.model_calls == []  # nothing was paid for
     untouched(repo, head)
 
 

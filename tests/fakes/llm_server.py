@@ -7,7 +7,10 @@ protocols, so the real SDKs (and the real ``claude`` binary) can be pointed at i
     POST /v1/messages/count_tokens    Anthropic token counting (always answers)
     POST /v1/chat/completions         OpenAI Chat Completions (also without the /v1 prefix)
     GET  /v1/models, /models          the model list (Anthropic and OpenAI shape), with the key
-                                      checked: the free check aca's preflight makes
+                                      checked
+    GET  /v1/models/{id}, /models/{id}  one model, with the key checked: the free check aca's
+                                      preflight makes; 404 in the real shape for a model in
+                                      ``server.unknown_models``
     POST /api/chat                    Ollama chat ("stream": false)
     GET  /api/tags, /api/version      Ollama model list (``server.ollama_models``) and version
 
@@ -35,6 +38,8 @@ The API, all of it:
     server.most_in_flight()             the most model calls being answered at one moment
     server.stalled                      a threading.Event: a "stall" reply has sent its part
     server.models / .ollama_models      the model ids the lists report (change them freely)
+    server.unknown_models               ids the model pages answer 404 for (every other is
+                                        known)
     server.anthropic / .openai / .ollama   a ReplyQueue:
         .enqueue(Reply | callable | **Reply fields)
         .requests                       the requests this protocol received
@@ -80,7 +85,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
@@ -181,6 +186,7 @@ class FakeLLMServer:
         self.api_key = api_key
         self.models = ["claude-fake", "gpt-fake"]
         self.ollama_models = ["llama-fake"]
+        self.unknown_models: set[str] = set()
         self.anthropic = ReplyQueue("anthropic")
         self.openai = ReplyQueue("openai")
         self.ollama = ReplyQueue("ollama")
@@ -321,6 +327,8 @@ class _Handler(BaseHTTPRequestHandler):
         )
         self.fake.requests.append(request)
         route = _ROUTES.get((self.command, path))
+        if route is None and self.command == "GET" and path.startswith(_MODEL_PAGES):
+            route = _route_model
         if route is None:
             self._send_json(
                 404,
@@ -609,6 +617,39 @@ def _route_models(handler: _Handler, request: RecordedRequest) -> None:
                 }
                 for m in models
             ],
+        },
+    )
+
+
+_MODEL_PAGES = ("/v1/models/", "/models/")
+
+
+def _route_model(handler: _Handler, request: RecordedRequest) -> None:
+    anthropic_style = "anthropic-version" in request.headers or "x-api-key" in request.headers
+    if not handler._authorized(request, allow_x_api_key=anthropic_style):
+        _route_models(handler, request)  # its 401
+        return
+    model = unquote(request.path.rsplit("/", 1)[1])
+    if model in handler.fake.unknown_models:
+        if anthropic_style:
+            error = _anthropic_error(Reply(status=404, error=f"model: {model}"))
+        else:
+            error = _openai_error(
+                Reply(status=404, error=f"The model '{model}' does not exist or you do not have "
+                      "access to it.")
+            )  # fmt: skip
+        handler._send_json(404, error)
+        return
+    handler._send_json(
+        200,
+        {
+            "id": model,
+            "type": "model",
+            "object": "model",
+            "display_name": model,
+            "owned_by": "fake",
+            "created": 0,
+            "created_at": "2025-01-01T00:00:00Z",
         },
     )
 

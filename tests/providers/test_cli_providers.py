@@ -36,8 +36,13 @@ def test_list_says_which_providers_can_work_and_why_without_spending(
     assert not rows["ollama"]["ready"] and "ollama pull llama3.1" in rows["ollama"]["fix"]
     assert not rows["replay"]["ready"]
     assert "sk-secret-value" not in result.output
-    # The checks were free: model lists only, no message was sent.
-    assert {r.path for r in llm_server.requests} == {"/v1/models", "/api/tags"}
+    # The checks were free: model pages and lists only, no message was sent.
+    assert {r.path for r in llm_server.requests} == {
+        "/v1/models",  # claude-code's key check: its model names are its own
+        "/v1/models/claude-sonnet-4-6",
+        "/v1/models/gpt-4.1-mini",
+        "/api/tags",
+    }
     assert llm_server.anthropic.requests == llm_server.openai.requests == []
 
 

@@ -15,12 +15,12 @@ def check(name: str, config: AcaConfig | None = None):
     return check_provider(name, config, use_cache=False)
 
 
-def test_an_accepted_key_is_ready_and_only_the_model_list_was_asked(llm_server):
+def test_an_accepted_key_is_ready_and_only_the_models_page_was_asked(llm_server):
     result = check("anthropic")
 
     assert result.ready and "ANTHROPIC_API_KEY accepted" in result.detail
     (request,) = llm_server.requests
-    assert (request.method, request.path) == ("GET", "/v1/models")
+    assert (request.method, request.path) == ("GET", f"/v1/models/{result.model}")
     assert request.headers["x-api-key"] == "test-key"
     assert "anthropic-version" in request.headers
 
@@ -252,5 +252,42 @@ def test_a_dropped_connection_is_tried_again_before_a_run_is_refused(monkeypatch
 
     server.join(10)
     listener.close()
-    assert [line.split(b"?")[0] for line in seen] == [b"GET /v1/models"] * 2
+    assert [line.split(b"/v1/models")[0] for line in seen] == [b"GET "] * 2
     assert result.ready, result.detail
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_a_model_the_server_does_not_know_is_named_before_the_run(llm_server, provider):
+    llm_server.unknown_models = {"claude-sonet-typo"}
+    config = AcaConfig(providers={provider: ProviderSection(model="claude-sonet-typo")})
+
+    result = check(provider, config)
+
+    assert not result.ready
+    assert "does not know the model 'claude-sonet-typo' (404" in result.detail
+    assert result.fix.startswith("name a model it has (--model")
+    with pytest.raises(PermanentProviderError, match="No task was started"):
+        require_providers([provider], config, models={provider: [None]})
+
+
+def test_each_model_a_run_uses_is_checked(llm_server):
+    llm_server.unknown_models = {"claude-typo"}
+    config = AcaConfig()
+
+    assert check_provider("anthropic", config, use_cache=False, models=[None]).ready
+    result = check_provider("anthropic", config, use_cache=False, models=[None, "claude-typo"])
+
+    assert not result.ready and "'claude-typo'" in result.detail
+
+
+def test_a_server_without_model_pages_is_asked_for_its_list(llm_server, monkeypatch):
+    # A gateway or OpenAI-compatible server without GET /models/{id}: its 404 names a route,
+    # not the model, and the key is checked against the list instead.
+    import tests.fakes.llm_server as fake
+
+    monkeypatch.setattr(fake, "_MODEL_PAGES", ("/nowhere/",))
+
+    result = check("openai")
+
+    assert result.ready and "OPENAI_API_KEY accepted" in result.detail
+    assert [r.path for r in llm_server.requests] == [f"/v1/models/{result.model}", "/v1/models"]
