@@ -89,9 +89,14 @@ def show_command(
     checkpoints = list_checkpoints(workdir, session.id)
     last = checkpoints[0] if checkpoints else None
     if json_output:
+        now = display_status(session, workdir)
+        record = session.model_dump(mode="json")
+        if record["status"] == "running" and now == "interrupted":
+            # Its process is gone: "running" is what its record says, not what is true.
+            record["status"] = "interrupted"
         data = {
-            "session": session.model_dump(mode="json"),
-            "status_now": display_status(session, workdir),
+            "session": record,
+            "status_now": now,
             "duration_seconds": int(session.duration.total_seconds()),
             "last_checkpoint": last.model_dump(mode="json") if last else None,
         }

@@ -171,7 +171,8 @@ def test_show_accepts_a_prefix_and_prints_json(tmp_path):
     data = json.loads(result.output)
     assert data["session"]["id"] == store.session_id
     assert data["session"]["tasks"]["setup"]["commit"] == "1234567890abcdef"
-    assert data["status_now"] == "interrupted"
+    # Its process is gone: the record's "running" is not shown as the session's status.
+    assert data["status_now"] == data["session"]["status"] == "interrupted"
     assert data["last_checkpoint"] is None
 
 
