@@ -199,21 +199,18 @@ class RemoteRepository:
         of the session. The local session branch is created from, or fast-forwarded to, the
         remote's; a local branch ahead of it (work not pushed yet) is kept."""
         ref = session_record_ref(session_id)
-        remote_refs = self._git(repo, "ls-remote", self.url, ref).strip()
-        if not remote_refs:
+        branch = f"refs/heads/{session_branch(session_id)}"
+        listed = self._git(repo, "ls-remote", self.url, ref, branch)
+        on_remote = {line.split()[-1] for line in listed.splitlines() if line.strip()}
+        if ref not in on_remote:
             return False
-        branch = session_branch(session_id)
-        tracking = f"refs/remotes/origin/{branch}"
-        self._git(
-            repo,
-            "fetch",
-            "--no-tags",
-            self.url,
-            f"+refs/heads/{branch}:{tracking}",
-            f"+{ref}:refs/aca/fetched-sessions/{session_id}",
-        )
-        _fast_forward(repo, f"refs/heads/{branch}", tracking)
-        _fast_forward(repo, ref, f"refs/aca/fetched-sessions/{session_id}")
+        fetched = {ref: f"refs/aca/fetched-sessions/{session_id}"}
+        # A branch deleted there (the way out of one that diverged) is pushed again.
+        if branch in on_remote:
+            fetched[branch] = f"refs/remotes/origin/{session_branch(session_id)}"
+        self._git(repo, "fetch", "--no-tags", self.url, *(f"+{r}:{t}" for r, t in fetched.items()))
+        for local, tracking in fetched.items():
+            _fast_forward(repo, local, tracking)
         return True
 
     # -- push ---------------------------------------------------------------------------
@@ -246,12 +243,33 @@ class RemoteRepository:
                 error = str(exc)
             else:
                 return PushResult(pushed=True, head=head, attempts=attempt)
+            if (diverged := self._diverged(repo, branch, head)) is not None:
+                # No try can succeed: it is said with the way out, not tried again.
+                return PushResult(pushed=False, head=head, attempts=attempt, error=diverged)
             if attempt < attempts:
                 wait = backoff_seconds * 2 ** (attempt - 1)
                 if on_retry is not None:
                     on_retry(attempt, wait, error)
                 sleep(wait)
         return PushResult(pushed=False, head=head, attempts=max(attempts, 1), error=error)
+
+    def _diverged(self, repo: git.Repo, branch: str, head: str) -> str | None:
+        """Why no push of ``branch`` can succeed, if the remote's has commits ``head`` does
+        not (another run or a person pushed there): aca never overwrites them."""
+        try:
+            listed = self._git(repo, "ls-remote", self.url, branch).split()
+        except RemoteError:
+            return None
+        if not listed or listed[0] == head or is_ancestor(repo.git, listed[0], head):
+            return None
+        name = branch.removeprefix("refs/heads/")
+        return (
+            f"the remote's {name} has commits this session does not have (at "
+            f"{listed[0][:12]}: another run or a person pushed there), and aca never "
+            f"overwrites them: look at them with `git fetch {self.public} {name}` and "
+            f"`git log FETCH_HEAD`, then delete that branch there "
+            f"(`git push {self.public} --delete {name}`)"
+        )
 
     # -- helpers ------------------------------------------------------------------------
 

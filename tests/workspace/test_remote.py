@@ -157,6 +157,36 @@ def test_a_refused_push_is_tried_again_then_reported_and_changes_nothing(tmp_pat
     assert git.Repo(bare).git.rev_parse("aca/s1") == result.head
 
 
+def test_a_branch_that_diverged_on_the_remote_is_named_with_the_way_out_not_retried(tmp_path, bare):
+    remote = RemoteRepository(str(bare), tmp_path / "area")
+    repo = remote.checkout()
+    ensure_session_branch(repo, "s1")
+    (tmp_path / "area" / ".aca" / "sessions" / "s1" / "meta").mkdir(parents=True)
+    save_session_record(repo, "s1", tmp_path / "area" / ".aca" / "sessions" / "s1")
+    assert remote.push_session(repo, "s1").pushed
+    # Someone else pushes to aca/s1; this session lands work of its own meanwhile.
+    other = tmp_path / "other"
+    subprocess.run(["git", "clone", "-q", "-b", "aca/s1", str(bare), str(other)], check=True)
+    commit(other, "theirs.txt")
+    subprocess.run(["git", "-C", str(other), "push", "-q", "origin", "aca/s1"], check=True)
+    worktree = tmp_path / "wt"
+    repo.git.worktree("add", str(worktree), "aca/s1")
+    commit(worktree, "ours.txt")
+
+    waits: list[float] = []
+    result = remote.push_session(repo, "s1", attempts=3, sleep=waits.append)
+
+    assert not result.pushed and result.attempts == 1 and waits == []
+    assert "the remote's aca/s1 has commits this session does not have" in result.error
+    assert f"`git push {bare} --delete aca/s1`" in result.error
+    # The way out it names works: the next push delivers the session's work.
+    subprocess.run(["git", "push", "-q", str(bare), "--delete", "aca/s1"], check=True)
+    assert remote.fetch_session(repo, "s1")  # a resume's fetch, the branch gone there
+    assert repo.git.rev_parse("aca/s1") == result.head
+    assert remote.push_session(repo, "s1").pushed
+    assert git.Repo(bare).git.rev_parse("aca/s1") == result.head
+
+
 def test_the_users_own_clone_as_workdir_is_fetched_into_but_never_checked_out(
     tmp_path, source, bare
 ):
