@@ -51,6 +51,7 @@ from aca_flows.agent.setup import run_setup_commands
 from aca_flows.agent.subtasks import ProposedSubtask
 from aca_flows.agent.transcript import ConversationStore, LogCallback, TaskLog
 from aca_flows.plan.models import ExecutionPlan, Task, verify_command_for
+from aca_flows.plan.vacuous_check import edited_checks
 from aca_flows.providers.base import Provider, Usage
 from aca_flows.providers.claude_code_transcripts import remove_claude_transcripts
 from aca_flows.session.layout import AcaDir
@@ -305,6 +306,10 @@ async def execute_task(
                 )
             worktrees.landed(task_id)
             log.write("merged", commit=landed.commit_sha, files=landed.change.files)
+            command = fields["verify_command"]
+            if fields["verify_passed"] and (edited := edited_checks(command, landed.change.files)):
+                # A task may have to change its tests; a reviewer should know all the same.
+                log.write("check_edited", command=command, files=edited)
             return _completed(landed, summary=summary, **fields)
         finally:
             # In a worker thread, as all git here: the event loop runs the other tasks.

@@ -13,7 +13,7 @@ import re
 from typing import TYPE_CHECKING
 
 from aca_flows.plan.models import ExecutionPlan, Task
-from aca_flows.plan.vacuous_check import VACUOUS_NOTE, proved_nothing
+from aca_flows.plan.vacuous_check import pass_notes, proved_nothing
 from aca_flows.providers.base import Usage
 from aca_flows.session.record import describe_counts
 from aca_flows.session.redact import REDACTED, redact, redact_text
@@ -134,7 +134,7 @@ def task_markdown(task: Task, run: TaskRun, outcome: TaskOutcome | None) -> str:
             f"provider calls: {outcome.turns}",
             f"**Verify:** {code(outcome.verify_command or '-')} → "
             f"{_verdict(outcome.verify_passed)}"
-            + (f" ({VACUOUS_NOTE})" if _checked_nothing(outcome) else ""),
+            + "".join(f" ({md(note)})" for note in _pass_notes(outcome)),
         ]
     usage = sum((u.usage for u in run.usage), Usage())
     lines += [
@@ -167,6 +167,10 @@ def _commit_line(outcome: TaskOutcome) -> str:
     if outcome.completed_without_change:
         return "none (no change needed, on the agent's word: no check confirmed it)"
     return "none"
+
+
+def _pass_notes(outcome: TaskOutcome) -> list[str]:
+    return pass_notes(outcome.verify_passed, outcome.verify_command, outcome.files_changed)
 
 
 def _checked_nothing(outcome: TaskOutcome) -> bool:

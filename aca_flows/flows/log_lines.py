@@ -150,6 +150,10 @@ _DESCRIBERS = {
         f"files git ignores that the agent wrote, set aside while the checks run: {_files(r)}"
     ),
     "checks_undone": lambda r: f"the checks' own changes were undone: {_files(r)}",
+    "check_edited": lambda r: (
+        f"verify passed on a change that edits what it runs ({_files(r)}): the check is "
+        "partly the agent's work; review those edits"
+    ),
     "no_change": lambda r: f"no change needed: {_short(r.get('reason', ''))}",
     "task_failed": lambda r: f"task failed: {_short(r.get('reason', ''))}",
     "subtasks_rejected": lambda r: f"subtasks rejected: {_short(r.get('reason', ''))}",

@@ -33,7 +33,7 @@ from aca_flows.errors import ConfigError
 from aca_flows.flows.publishing import published
 from aca_flows.flows.remote_sync import pushes_settled
 from aca_flows.flows.secret_keys import read_secret_block
-from aca_flows.plan.vacuous_check import VACUOUS_NOTE, proved_nothing
+from aca_flows.plan.vacuous_check import pass_notes
 from aca_flows.session.record import SessionRecord
 from aca_flows.session.redact import register_secret
 from aca_flows.settings import AcaConfig
@@ -147,8 +147,9 @@ def _verify_results(outcomes: dict) -> dict[str, str]:
         if outcome.verify_command and outcome.verify_passed is not None:
             said = "passed" if outcome.verify_passed else "failed"
             results[task_id] = f"{said}: `{outcome.verify_command}`"
-            if proved_nothing(outcome.verify_passed, outcome.verify_command):
-                results[task_id] += f" ({VACUOUS_NOTE})"  # as the log and the report say
+            # As the log and the report say.
+            notes = pass_notes(outcome.verify_passed, outcome.verify_command, outcome.files_changed)
+            results[task_id] += "".join(f" ({note})" for note in notes)
     return results
 
 

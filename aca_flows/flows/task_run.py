@@ -540,7 +540,7 @@ def _log_level(record: dict[str, Any]) -> int:
         return logging.ERROR
     refused = (record.get("data") or {}).get("subtype") == "refused_outside_worktree"
     if (
-        kind in ("merge_conflict", "subtasks_rejected")
+        kind in ("merge_conflict", "subtasks_rejected", "check_edited")
         or refused
         or (kind == "verify" and (not record.get("passed") or record.get("checks_nothing")))
     ):

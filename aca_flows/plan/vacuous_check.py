@@ -9,10 +9,15 @@ pull request, ``aca sessions show``).
 
 Conservative: anything not understood (a subshell, ``if``, a function, ``!``) may fail, so is
 never called vacuous.
+
+A check can also pass on the agent's word in part: the change edits a file the command names
+(``sh check.sh``, ``pytest tests/test_api.py``). A task may have to change its tests, so that
+is no failure; it is said beside the pass (``pass_notes``), for a reviewer to look at.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 from typing import TYPE_CHECKING
 
@@ -24,6 +29,8 @@ if TYPE_CHECKING:
 __all__ = [
     "VACUOUS_NOTE",
     "checks_nothing",
+    "edited_checks",
+    "pass_notes",
     "proved_nothing",
     "unchecked_warning",
 ]
@@ -90,6 +97,60 @@ def proved_nothing(passed: bool | None, command: str | None) -> bool:
     """Whether a check's pass proved nothing: it passed, and would have whatever the work held.
     The one test of it: the log's ``checks_nothing``, the task's report and the commit line."""
     return bool(passed) and checks_nothing(command)
+
+
+def edited_checks(command: str | None, files: list[str]) -> list[str]:
+    """The files of a change (``files``, paths in the repository) that ``command`` runs: a
+    script it starts (``./check.sh``), one an interpreter or test runner is given
+    (``sh check.sh``, ``pytest tests/``), the build file of a build tool (``make`` and its
+    Makefile). A file it only looks at (``test -f b.txt``) is the check's subject: not named."""
+    if not command or not files:
+        return []
+    lines = [line for line in command.splitlines() if not line.lstrip().startswith("#")]
+    try:
+        lexer = shlex.shlex(" ; ".join(lines), posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        tokens = list(lexer)
+    except ValueError:  # unbalanced quotes: the shell would fail it
+        return []
+    runs: set[str] = set()
+    for part in _split(tokens, _LISTS | _AND_OR | {"|"}):
+        words = [word.removeprefix("./") for word in _words(part)]
+        if not words:
+            continue
+        program = words[0].rsplit("/", 1)[-1]
+        runs.add(words[0])
+        if program in _INTERPRETERS or re.fullmatch(r"python3(\.\d+)?", program):
+            runs.update(word.rstrip("/") for word in words[1:] if not word.startswith("-"))
+        runs.update(_BUILD_FILES.get(program, ()))
+    return [path for path in files if any(path == r or path.startswith(f"{r}/") for r in runs)]
+
+
+# Programs that run the files they are given, and build tools with the file they run.
+_INTERPRETERS = {"sh", "bash", "dash", "zsh", "python", "node", "ruby", "perl", "php", "pytest"}
+_BUILD_FILES = {
+    "make": ("Makefile", "makefile", "GNUmakefile"),
+    "npm": ("package.json",),
+    "yarn": ("package.json",),
+    "pnpm": ("package.json",),
+    "just": ("justfile", "Justfile"),
+    "tox": ("tox.ini",),
+    "nox": ("noxfile.py",),
+}
+
+
+def pass_notes(passed: bool | None, command: str | None, files: list[str]) -> list[str]:
+    """What to say beside a check's pass: it checks nothing, or the change it passed on
+    edits what it runs (``files``: the change's). Empty for a check that failed."""
+    if not passed:
+        return []
+    notes = [VACUOUS_NOTE] if checks_nothing(command) else []
+    if edited := edited_checks(command, files):
+        notes.append(f"{EDITED_NOTE} ({listed(edited, 5)})")
+    return notes
+
+
+EDITED_NOTE = "the change it passed on edits what it runs"
 
 
 def _and_or_always_passes(tokens: list[str]) -> bool:

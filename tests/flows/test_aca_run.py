@@ -614,7 +614,8 @@ def test_a_verify_command_that_cannot_fail_is_reported_as_checking_nothing(
         tmp_path,
         '- write a.txt {#a verify="true"}\n'
         '- keep README.md {#k verify="test -f nothing.txt | tail -1"}\n'
-        '- write b.txt {#b verify="test -f b.txt"}\n',
+        '- write b.txt {#b verify="test -f b.txt"}\n'
+        '- write check.sh with exit 0 {#c verify="sh ./check.sh"}\n',
     )
 
     code = main(["run", str(tasks), "--workdir", str(repo), "--model", "claude-test"])
@@ -632,6 +633,15 @@ def test_a_verify_command_that_cannot_fail_is_reported_as_checking_nothing(
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert f"verify passed: true {note}" in warnings
     assert not any(m.startswith("verify passed: test -f b.txt") for m in warnings)
+    # The agent wrote the script its check runs: no failure (a task may have to change its
+    # tests), but every place that reports the pass says so.
+    edited = "(the change it passed on edits what it runs (check.sh))"
+    assert f"**Verify:** `sh ./check.sh` → passed {edited}" in reports["c"].data
+    assert (
+        "verify passed on a change that edits what it runs (check.sh): the check is partly "
+        "the agent's work; review those edits"
+    ) in warnings
+    assert not any("edits what it runs" in reports[t].data for t in ("a", "b"))
 
 
 def test_a_resume_whose_provider_cannot_work_is_refused_and_leaves_the_session_as_it_was(

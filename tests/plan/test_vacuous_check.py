@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aca_flows.plan.vacuous_check import checks_nothing, proved_nothing
+from aca_flows.plan.vacuous_check import checks_nothing, edited_checks, pass_notes, proved_nothing
 
 
 @pytest.mark.parametrize(
@@ -60,3 +60,24 @@ def test_only_a_pass_of_a_check_that_checks_nothing_proved_nothing():
     assert not proved_nothing(False, "true")  # it failed: the report shows the failure
     assert not proved_nothing(None, "true")  # not run
     assert not proved_nothing(True, "pytest -q")
+
+
+@pytest.mark.parametrize(
+    ("command", "edited"),
+    [
+        ("sh check.sh", ["check.sh"]),
+        ("./check.sh && pytest -q", ["check.sh"]),
+        ("python3 -m pytest -q tests/test_api.py", ["tests/test_api.py"]),
+        ("pytest tests/", ["tests/test_api.py"]),
+        ("make test", ["Makefile"]),
+        ("pytest -q", []),  # it runs the tests it finds, not a file the change names
+        ("test -f src/app.py && grep -q x check.sh", []),  # looked at, not run: the subject
+        ("sh 'check.sh", []),  # unbalanced: the shell fails it
+    ],
+)
+def test_a_check_that_runs_a_file_the_change_edits_is_named(command, edited):
+    files = ["check.sh", "tests/test_api.py", "src/app.py", "Makefile"]
+    assert edited_checks(command, files) == edited
+    notes = pass_notes(True, command, files)
+    assert bool(edited) == any("edits what it runs" in n for n in notes)
+    assert pass_notes(False, command, files) == []  # a failed check is no pass to qualify
