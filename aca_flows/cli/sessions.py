@@ -127,13 +127,7 @@ def show_command(
         out.print(f"  {label:<16}{value}")
     _print_waiting(out, session, display_status(session, workdir))
     out.print(_task_table(session))
-    # A parent whose split was its "no change" may have failed since, with a subtask.
-    no_change = [
-        run
-        for run in session.tasks.values()
-        if run.no_change and session.plan.task(run.task_id).status.state == "completed"
-    ]
-    if no_change:
+    if no_change := session.completed_without_change:
         out.print("Completed without a change (the agent's reason):")
         for run in no_change:
             check = _no_change_check(session.plan, run.task_id)

@@ -143,9 +143,8 @@ def run_summary(
         failed=len(failed_ids),
         failed_ids=failed_ids,
         stuck=stuck,
-        # A parent whose split was its "no change" fails with a failed subtask: not listed.
         no_change_ids=[
-            t for t in no_change_ids if session.plan.task(t).status.state == "completed"
+            t for t in no_change_ids if t in {r.task_id for r in session.completed_without_change}
         ],
         cost_usd=session.cost_usd,
         budget_usd=session.budget_usd,

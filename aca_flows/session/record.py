@@ -220,6 +220,13 @@ class SessionRecord(_Model):
         return [task.id for task in self.plan.tasks if task.status.state == "completed"]
 
     @property
+    def completed_without_change(self) -> list[TaskRun]:
+        """The tasks completed on the agent's verified "no change needed". As the plan says:
+        a parent whose split was its "no change" fails with a failed subtask, and is not."""
+        completed = set(self.completed_task_ids)
+        return [run for run in self.tasks.values() if run.no_change and run.task_id in completed]
+
+    @property
     def total_tokens(self) -> int:
         return total_tokens(self.usage)
 
