@@ -212,20 +212,47 @@ def resume_command(
     raise typer.Exit(code)
 
 
+def not_on_the_remote(repo: str, target: str | None) -> Exception:
+    """A resume of ``--repo URL`` whose session neither the remote nor this machine holds:
+    the clone says nothing, the remote and the machine that ran it do."""
+    from aca_flows.errors import InputError
+    from aca_flows.workspace.remote import public_url, session_record_ref
+
+    url = public_url(repo)
+    return InputError(
+        f"{url} holds no record of session {target!r} ({session_record_ref(target or '')}), "
+        f"and this machine has none: check the URL and the id (`git ls-remote {url} "
+        "'refs/aca/sessions/*'` lists the sessions it holds). A session whose pushes all "
+        "failed is only on the machine that ran it: resume it there."
+    )
+
+
 def _resume(
     *, target, latest, workdir, budget_usd, config, json_output, repo, open_pr, github_repo
 ) -> int:
-    from aca_flows.cli.run import checkout_remote, require_writable_workdir, run_session
+    from aca_flows.cli.run import (
+        checkout_remote,
+        clone_removed_if_refused,
+        require_writable_workdir,
+        run_session,
+    )
     from aca_flows.session.checkpoints import resolve_resume_target
+    from aca_flows.session.errors import UnknownSessionError
 
     refuse_github_repo_without_open_pr(github_repo, open_pr)  # before a clone or a fetch
-    if repo:  # the session's branch and record come from the remote (docs/sessions.md)
-        workdir = checkout_remote(repo, workdir, session_id=target)
-    workdir = existing_folder(workdir).resolve()
-    resolved = resolve_resume_target(
-        workdir, target, latest=latest, pushes=bool(repo), opens_pr=open_pr
-    )
-    require_writable_workdir(workdir)
+    with clone_removed_if_refused(repo, workdir):
+        if repo:  # the session's branch and record come from the remote (docs/sessions.md)
+            workdir = checkout_remote(repo, workdir, session_id=target)
+        workdir = existing_folder(workdir).resolve()
+        try:
+            resolved = resolve_resume_target(
+                workdir, target, latest=latest, pushes=bool(repo), opens_pr=open_pr
+            )
+        except UnknownSessionError as exc:
+            if not repo or exc.ambiguous:
+                raise
+            raise not_on_the_remote(repo, target) from None
+        require_writable_workdir(workdir)
     options = RunOptions(
         workdir=workdir,
         config=config,

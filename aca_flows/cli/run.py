@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -219,6 +220,33 @@ def execute(options: RunOptions) -> int:
 
 def _execute(options: RunOptions) -> int:
     check_options(options)  # before a clone or a provider is asked: their errors would hide it
+    with clone_removed_if_refused(options.repo, options.workdir):
+        if (refused_or_dry := _prepare(options)) is not None:
+            return refused_or_dry
+    # (With --repo, a given id means "fetch this session first": the flow makes it.)
+    from aca_flows.session.store import new_session_id
+
+    return run_session(options, session_id=None if options.repo else new_session_id())
+
+
+@contextmanager
+def clone_removed_if_refused(url: str | None, workdir: Path) -> Iterator[None]:
+    """A working area of ``--repo URL`` this command clones is removed again if the command
+    is refused before it makes a session there (bad input, a provider that cannot work, a
+    session the remote does not hold): a refused run leaves nothing behind."""
+    area = working_area_of(url, workdir) if url else None
+    fresh = area is not None and not area.exists()
+    try:
+        yield
+    except BaseException:
+        if fresh and not (area / ".aca" / "sessions").exists():
+            shutil.rmtree(area, ignore_errors=True)
+        raise
+
+
+def _prepare(options: RunOptions) -> int | None:
+    """Everything before the run: the clone, the configuration, the plan, the checks. The
+    exit code of a dry run, or None for the run to start."""
     # The LLM's parse is cached in the working area: a dry run that parses clones as a run.
     parses = bool(options.task_file and _wants_intelligent_parse(options, options.task_file))
     if options.repo and options.dry_run and not parses:
@@ -244,13 +272,11 @@ def _execute(options: RunOptions) -> int:
     models = None if plan is None else plan.models_by_provider(default)
     _preflight(options, names, config, models)
     _dump_if_asked(plan, options)  # only now: a refused run leaves no file behind
-    # The id made here, not in the flow: a Ctrl-C while Prefect starts can name the session.
-    # (With --repo, a given id means "fetch this session first": the flow makes it.)
+    # The id is made next, not in the flow: a Ctrl-C while Prefect starts can name the session.
     from aca_flows._startup import stop_if_signalled
-    from aca_flows.session.store import new_session_id
 
     stop_if_signalled()  # a Ctrl-C swallowed on its way (a finalizer's): nothing is made
-    return run_session(options, session_id=None if options.repo else new_session_id())
+    return None
 
 
 def _dump_if_asked(plan: ExecutionPlan | None, options: RunOptions) -> None:

@@ -203,6 +203,36 @@ def test_with_repo_a_missing_task_file_or_provider_is_named_before_the_remote_is
     assert not (home / ".aca" / "repos").exists()  # nothing cloned
 
 
+def test_with_repo_a_run_or_resume_refused_after_the_clone_leaves_no_clone_behind(tmp_path):
+    remote = tmp_path / "remote.git"
+    git.Repo(make_repo(tmp_path / "repo")).clone(remote, bare=True)
+    home = tmp_path / "home"
+    home.mkdir()
+    cycle = tmp_path / "cycle.md"
+    cycle.write_text("- write a.txt {#a depends_on=b}\n- write b.txt {#b depends_on=a}\n")
+    typo = tmp_path / "typo.toml"
+    typo.write_text("[session]\nprovder = 'replay'\n")
+
+    refused = [
+        aca("run", str(cycle), "--repo", str(remote), home=home),  # read after the clone
+        aca("run", str(HELLO), "--repo", str(remote), "--config", str(typo), home=home),
+        aca("resume", "20260101-000000-abcdef", "--repo", str(remote), home=home),
+    ]
+
+    for done in refused:
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "a -> b -> a" in refused[0].stderr and "provder" in refused[1].stderr
+    # The resume names where the session is not: the remote, not the clone that is gone.
+    assert f"{remote} holds no record of session '20260101-000000-abcdef'" in refused[2].stderr
+    assert "resume it there" in refused[2].stderr
+    assert not any((home / ".aca" / "repos").glob("remote-*"))  # no clone left behind
+    # A working area that was there before is kept: only what the command made goes.
+    area = tmp_path / "mine"
+    subprocess.run(["git", "clone", "-q", str(remote), str(area)], check=True)
+    done = aca("run", str(cycle), "--repo", str(remote), "-w", str(area), home=home)
+    assert done.returncode == 2 and (area / ".git").is_dir()
+
+
 def test_a_machine_without_bubblewrap_is_refused_naming_the_package(tmp_path, capsys, monkeypatch):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
