@@ -9,9 +9,10 @@ new head and checked there (``BranchMovedError``), and a check that fails there 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aca_flows._threads import in_thread
 from aca_flows._words import listed
@@ -83,7 +84,9 @@ async def land_checked(
     the new head (``ChecksFailedOnHead``, handled as a conflict)."""
     while True:  # again each time yet another task landed in the same files meanwhile
         try:
-            return await in_thread(_land, worktree, task.title, summary, identity, first_attempt)
+            return await _to_its_end(
+                in_thread(_land, worktree, task.title, summary, identity, first_attempt)
+            )
         except BranchMovedError as moved:
             worktree = await in_thread(worktree.onto, moved.head, moved.commit)
             log.write("caught_up", base=moved.head, files=moved.files)
@@ -97,6 +100,25 @@ async def land_checked(
                 raise ChecksFailedOnHead(task.id, moved.files, failed) from None
             if not changed:  # checked as any "no change" is: its own check passes there
                 raise ChangeAlreadyLanded(moved.files) from None
+
+
+async def _to_its_end(landing: Awaitable[LandedTask]) -> LandedTask:
+    """The landing, awaited to its end even if the task is cancelled meanwhile (a second
+    Ctrl-C, the end of a stop's grace period): its thread merges all the same, and work that
+    landed must not be recorded as unfinished. A landing that fails after the cancel ends
+    cancelled, as the task would have."""
+    landing = asyncio.ensure_future(landing)
+    try:
+        return await asyncio.shield(landing)
+    except asyncio.CancelledError as cancelled:
+        try:
+            landed = await landing  # milliseconds: a merge, or its turn at the merge lock
+        except Exception:
+            raise cancelled from None
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()  # handled: the task ends as its work did, landed
+        return landed
 
 
 async def run_checks_on_the_work(

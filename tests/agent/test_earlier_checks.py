@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 
 import pytest
 
@@ -240,3 +241,33 @@ def test_an_earlier_tasks_check_runs_with_that_tasks_network_setting(tmp_path, r
 
     assert outcome.status == "completed" and outcome.attempts == 1
     assert [r["passed"] for r in log_of(tmp_path, "t2") if r["kind"] == "verify"] == [True, True]
+
+
+def test_a_task_cancelled_while_its_work_lands_ends_completed_as_its_work_did(
+    tmp_path, repo, monkeypatch
+):
+    # A second Ctrl-C while the merge runs in its thread: the thread merges all the same, so
+    # the task must say it landed (it was recorded pending while its commit was on the branch).
+    from aca_flows.agent import landing
+
+    real = landing._land
+
+    async def cancelled_while_landing():
+        loop, merging = asyncio.get_running_loop(), asyncio.Event()
+
+        def slow_land(*args):
+            loop.call_soon_threadsafe(merging.set)
+            time.sleep(0.3)  # the merge lock's turn, or the merge itself
+            return real(*args)
+
+        monkeypatch.setattr(landing, "_land", slow_land)
+        provider = ScriptedProvider(*writes("one\n", "one"))
+        task = asyncio.create_task(execute(tmp_path, plan_of(ONE), "t1", provider))
+        await merging.wait()
+        task.cancel()
+        return await task
+
+    outcome = asyncio.run(cancelled_while_landing())
+
+    assert outcome.status == "completed" and outcome.commit_sha
+    assert session_branch_head(repo, SESSION) == outcome.commit_sha
