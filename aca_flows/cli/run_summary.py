@@ -80,7 +80,14 @@ def _how_to_go_on(summary: dict, options: RunOptions) -> str:
     if said:
         go_on = ""
     elif summary["status"] == "stopped" and budget is not None and spent >= budget:
-        go_on = f"`{resume} --budget-usd N` continues, with N above the ${spent:.4f} spent."
+        go_on = f"`{resume} --budget-usd N` continues, with N above the ${spent:.4f} spent"
+        # Just above it, the resume pays for one call and stops again (its task starts over).
+        if call := session.typical_call_usd:
+            go_on += (
+                f": a call of this session costs about ${call:.4f}, so N = "
+                f"{spent + call:.4f} leaves room for one more"
+            )
+        go_on += "."
     else:
         go_on = f"`{resume}` continues."
     if changed_source_warning(session):

@@ -61,7 +61,7 @@ def build_providers(
     meter = SpendMeter(
         lambda: store.session.cost_usd,
         config.session.budget_usd,
-        costliest_call_usd=_typical_call_usd(store),
+        costliest_call_usd=store.session.typical_call_usd,
         on_hold=_tell_wait,
     )
     ledger = _ledger_of(store)
@@ -114,12 +114,6 @@ def _run_stopping(session_id: str) -> bool:
     """Whether the session's run, registered once it started (``ACTIVE_RUNS``), is stopping."""
     run = ACTIVE_RUNS.get(session_id)
     return run is not None and run.stopping()
-
-
-def _typical_call_usd(store: SessionStore) -> float:
-    """What a call of the session's earlier runs cost, on average, with its costliest model
-    (0.0 for a new session): the budget's first estimate of a call in flight."""
-    return max((e.cost_usd / e.calls for e in store.session.usage if e.calls), default=0.0)
 
 
 def _tell_wait(message: str) -> None:

@@ -220,6 +220,12 @@ class SessionRecord(_Model):
         return [task.id for task in self.plan.tasks if task.status.state == "completed"]
 
     @property
+    def typical_call_usd(self) -> float:
+        """What a call of the session cost, on average, with its costliest model (0.0 before
+        a paid call)."""
+        return max((e.cost_usd / e.calls for e in self.usage if e.calls), default=0.0)
+
+    @property
     def completed_without_change(self) -> list[TaskRun]:
         """The tasks completed on the agent's verified "no change needed". As the plan says:
         a parent whose split was its "no change" fails with a failed subtask, and is not."""
