@@ -242,7 +242,9 @@ async def _push(remote: RunRemote, store: SessionStore, logger) -> None:
         attempts=result.attempts,
         error=result.error,
     )
-    if result.pushed:
+    if result.pushed and result.error:
+        logger.warning(f"pushed {store.branch} to {remote.remote.public}, but {result.error}")
+    elif result.pushed:
         logger.info(f"pushed {store.branch} to {remote.remote.public}")
     else:
         logger.warning(

@@ -149,7 +149,8 @@ def working_area(url: str, workdir: Path | None = None) -> Path:
 @dataclass(frozen=True)
 class PushResult:
     """How a push of a session ended: ``pushed`` or not, after ``attempts`` tries; ``head``
-    is the session branch's commit that was (or was to be) pushed; ``error`` why not."""
+    is the session branch's commit that was (or was to be) pushed; ``error`` why not (or, for
+    a branch pushed without its record, why the record was not)."""
 
     pushed: bool
     head: str
@@ -225,8 +226,9 @@ class RemoteRepository:
         on_retry: Callable[[int, float, str], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> PushResult:
-        """Push the session branch and its record (atomically: both or neither). A rejected
-        or failed push is tried again ``attempts`` times in all, waiting ``backoff_seconds``,
+        """Push the session branch and its record (atomically: both or neither; the branch
+        alone where the remote refuses the record's ref). A rejected or failed push is tried
+        again ``attempts`` times in all, waiting ``backoff_seconds``,
         then twice that, ...; ``on_retry(attempt, wait, error)`` hears of each retry. Never
         raises for a push that fails: the result says why (nothing local is changed)."""
         branch = f"refs/heads/{session_branch(session_id)}"
@@ -246,12 +248,35 @@ class RemoteRepository:
             if (diverged := self._diverged(repo, branch, head)) is not None:
                 # No try can succeed: it is said with the way out, not tried again.
                 return PushResult(pushed=False, head=head, attempts=attempt, error=diverged)
+            if len(refspecs) > 1 and self._push_alone(repo, refspecs[0]) is None:
+                # A remote that takes branches only (a hook, a host's policy) refuses the
+                # record's ref: the work is delivered all the same, without it.
+                if (refused := self._push_alone(repo, refspecs[1])) is None:
+                    return PushResult(pushed=True, head=head, attempts=attempt)
+                return PushResult(
+                    pushed=True,
+                    head=head,
+                    attempts=attempt,
+                    error=(
+                        f"the remote refused the session's record ({ref}: {refused}), so the "
+                        "branch was pushed alone: a resume on another machine cannot find "
+                        "the session, one on this machine can"
+                    ),
+                )
             if attempt < attempts:
                 wait = backoff_seconds * 2 ** (attempt - 1)
                 if on_retry is not None:
                     on_retry(attempt, wait, error)
                 sleep(wait)
         return PushResult(pushed=False, head=head, attempts=max(attempts, 1), error=error)
+
+    def _push_alone(self, repo: git.Repo, refspec: str) -> str | None:
+        """Push one ref; why it failed, or None."""
+        try:
+            self._git(repo, "push", "--porcelain", self.url, refspec)
+        except RemoteError as exc:
+            return str(exc)
+        return None
 
     def _diverged(self, repo: git.Repo, branch: str, head: str) -> str | None:
         """Why no push of ``branch`` can succeed, if the remote's has commits ``head`` does

@@ -187,6 +187,28 @@ def test_a_branch_that_diverged_on_the_remote_is_named_with_the_way_out_not_retr
     assert git.Repo(bare).git.rev_parse("aca/s1") == result.head
 
 
+def test_a_remote_that_takes_branches_only_gets_the_branch_without_the_record(tmp_path, bare):
+    remote = RemoteRepository(str(bare), tmp_path / "area")
+    repo = remote.checkout()
+    ensure_session_branch(repo, "s1")
+    (tmp_path / "area" / ".aca" / "sessions" / "s1" / "meta").mkdir(parents=True)
+    save_session_record(repo, "s1", tmp_path / "area" / ".aca" / "sessions" / "s1")
+    hook = bare / "hooks" / "pre-receive"
+    hook.write_text(
+        "#!/bin/sh\nwhile read old new ref; do case $ref in refs/heads/*) ;; *)\n"
+        'echo "only branches: $ref" >&2; exit 1;; esac; done\n'
+    )
+    hook.chmod(0o755)
+
+    result = remote.push_session(repo, "s1", sleep=lambda _: None)
+
+    assert result.pushed and result.attempts == 1
+    assert git.Repo(bare).git.rev_parse("aca/s1") == result.head  # the work is delivered
+    assert "the remote refused the session's record (refs/aca/sessions/s1: " in result.error
+    assert "only branches: refs/aca/sessions/s1" in result.error
+    assert "a resume on another machine cannot find the session" in result.error
+
+
 def test_the_users_own_clone_as_workdir_is_fetched_into_but_never_checked_out(
     tmp_path, source, bare
 ):
