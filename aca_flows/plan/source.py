@@ -1,10 +1,12 @@
-"""Reading a user's file safely: exists, not too big, text, UTF-8, not empty.
+"""Reading a user's file safely: exists, not too big, text (UTF-8, or UTF-16 with its byte order
+mark), not empty.
 
 Every failure is a ``TaskFileError`` naming the file and the fix; nothing is read twice.
 """
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 
 from aca_flows.errors import TaskFileError
@@ -41,12 +43,13 @@ def read_text_file(path: Path, what: str = "task file") -> str:
         raise TaskFileError(
             f"{what} {path} cannot be read ({exc.strerror}); check its permissions."
         ) from None
-    if b"\x00" in data[:8192]:
+    text = _utf16(data, path, what)  # Windows' "Unicode" (PowerShell's `>`, Notepad)
+    if text is None and b"\x00" in data[:8192]:
         raise TaskFileError(
             f"{what} {path} looks binary (it contains NUL bytes); give a text file."
         )
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig") if text is None else text
     except UnicodeDecodeError as exc:
         raise TaskFileError(
             f"{what} {path} is not valid UTF-8 (bad byte at offset {exc.start}); save it as UTF-8."
@@ -55,6 +58,20 @@ def read_text_file(path: Path, what: str = "task file") -> str:
         fix = "write at least one task in it" if what != "referenced file" else "write its text"
         raise TaskFileError(f"{what} {path} is empty; {fix}.")
     return text
+
+
+def _utf16(data: bytes, path: Path, what: str) -> str | None:
+    """The text of a file that starts with a UTF-16 byte order mark, which says how to read
+    it; None for any other."""
+    if not data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return None
+    try:
+        return data.decode("utf-16")
+    except UnicodeDecodeError as exc:
+        raise TaskFileError(
+            f"{what} {path} starts as UTF-16 but is not valid UTF-16 (bad bytes at offset "
+            f"{exc.start}); save it as UTF-8."
+        ) from None
 
 
 def resolve_inside(base_dir: Path, reference: str, referrer: Path | str) -> Path:

@@ -62,6 +62,7 @@ def test_an_edited_plan_whose_task_is_in_a_run_state_is_refused_with_the_fix(tmp
         ("empty.md", b"  \n\n", "is empty"),
         ("bin.md", b"\x00\x01\x02binary", "looks binary"),
         ("latin.md", "- caf\xe9\n".encode("latin-1"), "not valid UTF-8"),
+        ("broken16.md", b"\xff\xfe- \x00\xd8", "starts as UTF-16 but is not valid UTF-16"),
         ("bad.json", b'{"schema_version": 1,\n  "name": }', "invalid JSON at line 2, column"),
         ("list.json", b"[1, 2]", "must be a JSON object"),
         ("old.json", b'{"schema_version": 7, "name": "x"}', "schema_version 7 is not supported"),
@@ -189,3 +190,18 @@ def test_a_task_list_without_a_suffix_read_as_toml_says_how_to_have_it_read_as_m
     path.write_text("Goal = ship v2 by friday\n- [ ] write a.txt\n")
     with pytest.raises(TaskFileError, match="invalid TOML.*a Markdown task list is read as one"):
         load_task_file(path)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be"])
+def test_a_task_file_windows_saved_as_unicode_is_read(tmp_path, encoding):
+    # PowerShell's `>` and Notepad's "Unicode" write UTF-16 with a byte order mark: it was
+    # refused as binary ("it contains NUL bytes").
+    path = tmp_path / "tasks.md"
+    text = "- [ ] Write a café guide {#guide}\n- [ ] Test it {#test depends_on=guide}\n"
+    bom = b"\xfe\xff" if encoding == "utf-16-be" else b""
+    path.write_bytes(bom + text.encode(encoding))
+
+    plan = load_task_file(path)
+
+    assert [t.id for t in plan.tasks] == ["guide", "test"]
+    assert plan.task("guide").title == "Write a café guide"
