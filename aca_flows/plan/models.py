@@ -87,7 +87,11 @@ class TaskStatus(StrictModel):
     @model_validator(mode="after")
     def _reason_matches_state(self) -> TaskStatus:
         if self.state in _STATES_WITH_REASON and not self.reason:
-            raise ValueError(f"status {self.state!r} needs a reason")
+            # Met in a hand-edited plan, whose tasks start pending: that fix first.
+            raise ValueError(
+                f"status {self.state!r} needs a reason; but a plan to run starts its tasks "
+                '"pending" (or "completed", to pass them over)'
+            )
         if self.state not in _STATES_WITH_REASON and self.reason is not None:
             raise ValueError(f"status {self.state!r} takes no reason")
         return self

@@ -81,7 +81,7 @@ def plan_problems(plan: ExecutionPlan) -> list[str]:
     by_id = {t.id: t for t in plan.tasks}
 
     for task in plan.tasks:
-        for dep in task.dependencies:
+        for dep in dict.fromkeys(task.dependencies):  # depends_on=a,a: said once
             if dep == task.id:
                 harmless.append(f"task '{task.id}' depends on itself")
                 problems.append(harmless[-1])

@@ -69,6 +69,13 @@ def test_an_edited_plan_whose_task_is_in_a_run_state_is_refused_with_the_fix(tmp
         # Edited by hand: not "'1' is not supported (this aca reads 1)", nor "None is not ...".
         ("text.json", b'{"schema_version": "1", "name": "x"}', "'1' is not a number"),
         ("bare.json", b"{}", "plan has no schema_version"),
+        # Not only "needs a reason": with one, it was "a plan starts its tasks pending".
+        (
+            "skipped.json",
+            b'{"schema_version": 1, "name": "x", "tasks": [{"id": "a", "title": "A", '
+            b'"status": {"state": "skipped", "reason": null}}]}',
+            'needs a reason; but a plan to run starts its tasks "pending"',
+        ),
         # Not "dump the plan again with this version", which its task file can do, not it.
         (
             "execplan.json",
