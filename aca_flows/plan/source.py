@@ -88,8 +88,12 @@ def resolve_inside(base_dir: Path, reference: str, referrer: Path | str) -> Path
             f"{referrer}: reference '{reference}' is a folder; reference the files in it."
         )
     if not target.is_file():
+        fix = "fix the reference or create the file"
+        slashed = reference.replace("\\", "/")
+        if slashed != reference and (base_dir / slashed).resolve().is_file():
+            fix = f"write it with / as the separator: '{slashed}'"  # a Windows path
         raise TaskFileError(
             f"{referrer}: referenced file '{reference}' does not exist (looked for {target}); "
-            "fix the reference or create the file."
+            f"{fix}."
         )
     return target

@@ -177,6 +177,13 @@ def test_missing_reference_names_the_file(tmp_path):
         load_task_file(write(tmp_path, "- Do it -> missing.md\n"))
 
 
+def test_a_reference_written_with_windows_separators_is_told_how_to_write_it(tmp_path):
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "readme.md").write_text("the spec\n")
+    with pytest.raises(TaskFileError, match=r"write it with / as the separator: 'specs/readme.md'"):
+        load_task_file(write(tmp_path, "- Do it -> specs\\readme.md\n"))
+
+
 def test_a_reference_that_cannot_be_attached_is_told_truly_with_its_line(tmp_path):
     # A folder was "does not exist"; an empty file "write at least one task in it"; a binary
     # file had no line.
