@@ -199,7 +199,9 @@ def _waits_of(task: Task, by_id: dict[str, Task]) -> list[str]:
     deps: list[str] = []
     node: Task | None = task
     while node is not None:
-        deps.extend(node.dependencies)
+        # A group that depends on its own subtask: the subtask waits for the group (which
+        # waits for it), so the path reads "g -> a -> g", not "a -> a".
+        deps.extend(node.id if d == task.id and node is not task else d for d in node.dependencies)
         node = by_id.get(node.parent_id) if node.parent_id else None
     deps.extend(task.children)
     return [d for d in dict.fromkeys(deps) if d in by_id and not by_id[d].status.is_done]
