@@ -8,6 +8,7 @@ transient; anything else is transient too, its message quoting Claude Code.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -115,6 +116,9 @@ _BY_MESSAGE = (
 )
 
 
+_API_ERROR = re.compile(r"\s*API Error\b", re.IGNORECASE)
+_API_STATUS = re.compile(r"\b([45]\d\d)\b")
+
 # A rate limit's wait when Claude Code says 429 but not how long: Anthropic's limits are per
 # minute, and Claude Code's own retries (unless CLAUDE_CODE_MAX_RETRIES=0) came first.
 RATE_LIMIT_WAIT_SECONDS = 30.0
@@ -131,7 +135,13 @@ def result_error(result: Any, text: str, tools_used: int = 0) -> ProviderError |
     lowered = detail.lower()
     status = getattr(result, "api_error_status", None)
     subtype = getattr(result, "subtype", "")
-    if result.is_error and isinstance(status, int) and status >= 400:
+    # A final answer in Claude Code's own words for a failed call ("API Error: 529 ..."), as a
+    # gateway passes an error on in a 200's text: no answer, and the work before it unfinished.
+    api_error = bool(_API_ERROR.match(detail))
+    is_error = result.is_error or api_error
+    if api_error and status is None and (found := _API_STATUS.search(detail.split("\n")[0])):
+        status = int(found.group(1))
+    if is_error and isinstance(status, int) and status >= 400:
         error = error_for_status(name, status, detail, key_hint="ANTHROPIC_API_KEY")
         if status == 429 and isinstance(error, TransientProviderError):
             # Claude Code passes no retry-after on: a rate limit is waited out, not tried
@@ -152,11 +162,11 @@ def result_error(result: Any, text: str, tools_used: int = 0) -> ProviderError |
             "max_turns, or split the task.",
             provider=name,
         )
-    if result.is_error and subtype == "error_during_execution":
+    if is_error and subtype == "error_during_execution":
         return TransientProviderError(
             f"claude-code: the run failed{said or ': no detail'}.", provider=name
         )
-    if not result.is_error:
+    if not is_error:
         if detail or tools_used:
             return None
         return EmptyAnswerError(

@@ -240,6 +240,44 @@ def test_spent_credit_or_a_rejected_key_without_a_status_stops_the_providers_tas
     assert error.detail == said and error.fix
 
 
+@pytest.mark.parametrize(
+    ("said", "kind"),
+    [
+        ('API Error: 529 {"type":"error","error":{"type":"overloaded_error"}}', "transient"),
+        ("API Error: Request rejected (429) · rate limited", "transient"),
+        ("API Error: 400 prompt is too long", "permanent"),
+    ],
+)
+def test_an_api_error_given_as_the_final_answer_is_no_answer(said, kind):
+    # A gateway passes an error on in a 200's text; Claude Code ends with it as its answer,
+    # not as an error: after a Write, the half-done work was committed as completed.
+    answered = SimpleNamespace(
+        subtype="success", num_turns=2, is_error=False, api_error_status=None
+    )
+
+    error = result_error(answered, said, tools_used=1)
+
+    assert error is not None
+    assert isinstance(error, TransientProviderError) == (kind == "transient"), type(error)
+    # A real answer that mentions an error is still an answer.
+    assert result_error(answered, "Fixed the API error handling in api.py.", tools_used=1) is None
+
+
+def test_the_real_claude_ending_with_an_api_error_as_text_after_work_raises_it(
+    claude_env, llm_server, tmp_path
+):
+    write = {"file_path": str(tmp_path / "a.txt"), "content": "a"}
+    llm_server.anthropic.enqueue(tool_calls=[{"name": "Write", "arguments": write}])
+    llm_server.anthropic.enqueue(
+        text='API Error: 529 {"type":"error","error":{"type":"overloaded_error"}}'
+    )
+
+    with pytest.raises(TransientProviderError, match="529") as caught:
+        run(_provider().complete(_request(tmp_path, "Write a.txt and b.txt")))
+
+    assert caught.value.billed is not None  # its calls were paid for all the same
+
+
 def test_not_logged_in_and_no_key_is_a_permanent_error_naming_the_fix(
     claude_env, llm_server, tmp_path, monkeypatch
 ):
