@@ -103,22 +103,28 @@ async def land_checked(
 
 
 async def _to_its_end(landing: Awaitable[LandedTask]) -> LandedTask:
-    """The landing, awaited to its end even if the task is cancelled meanwhile (a second
-    Ctrl-C, the end of a stop's grace period): its thread merges all the same, and work that
-    landed must not be recorded as unfinished. A landing that fails after the cancel ends
-    cancelled, as the task would have."""
+    """The landing, awaited to its end even if the task is cancelled meanwhile, once or more
+    (a second Ctrl-C, the end of a stop's grace period, a UI cancel and then the worker's
+    SIGTERM): its thread merges all the same, and work that landed must not be recorded as
+    unfinished. A landing that fails after a cancel ends cancelled, as the task would have."""
     landing = asyncio.ensure_future(landing)
-    try:
-        return await asyncio.shield(landing)
-    except asyncio.CancelledError as cancelled:
+    cancels: list[asyncio.CancelledError] = []
+    while True:
         try:
-            landed = await landing  # milliseconds: a merge, or its turn at the merge lock
+            landed = await asyncio.shield(landing)  # milliseconds: a merge, or its lock's turn
+            break
+        except asyncio.CancelledError as cancelled:
+            if landing.done() and landing.cancelled():
+                raise
+            cancels.append(cancelled)
         except Exception:
-            raise cancelled from None
-        current = asyncio.current_task()
-        if current is not None:
-            current.uncancel()  # handled: the task ends as its work did, landed
-        return landed
+            if cancels:
+                raise cancels[0] from None
+            raise
+    current = asyncio.current_task()
+    for _ in cancels if current is not None else ():
+        current.uncancel()  # handled: the task ends as its work did, landed
+    return landed
 
 
 async def run_checks_on_the_work(

@@ -156,7 +156,9 @@ async def drive_plan(
             await _cancel_running(store, run, dag, running, states, logger, interrupt)
             break
         done = await _wait_for_tasks(running, interrupt)
-        for finished in done:
+        # Stops and failures first: a stop that came with a completion (a usage limit, a lost
+        # branch) is known before that completion's dependents would start.
+        for finished in sorted(done, key=lambda t: t.result().is_completed()):
             task_id = running.pop(finished)
             state = finished.result()
             states[task_id] = state

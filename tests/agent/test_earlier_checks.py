@@ -246,8 +246,8 @@ def test_an_earlier_tasks_check_runs_with_that_tasks_network_setting(tmp_path, r
 def test_a_task_cancelled_while_its_work_lands_ends_completed_as_its_work_did(
     tmp_path, repo, monkeypatch
 ):
-    # A second Ctrl-C while the merge runs in its thread: the thread merges all the same, so
-    # the task must say it landed (it was recorded pending while its commit was on the branch).
+    # Cancelled (twice) while the merge runs in its thread: the thread merges all the same,
+    # so the task must say it landed (it was recorded pending, its commit on the branch).
     from aca_flows.agent import landing
 
     real = landing._land
@@ -265,6 +265,8 @@ def test_a_task_cancelled_while_its_work_lands_ends_completed_as_its_work_did(
         task = asyncio.create_task(execute(tmp_path, plan_of(ONE), "t1", provider))
         await merging.wait()
         task.cancel()
+        await asyncio.sleep(0.05)
+        task.cancel()  # again: a UI cancel, then the worker's SIGTERM
         return await task
 
     outcome = asyncio.run(cancelled_while_landing())

@@ -668,3 +668,38 @@ def test_a_resume_whose_provider_cannot_work_is_refused_and_leaves_the_session_a
     after = load_session(repo, first["session_id"])
     assert after.resumes == before.resumes and after.last_seq == before.last_seq
     assert len(anthropic_fake.anthropic.requests) == calls
+
+
+def test_a_stop_that_finishes_with_a_completion_starts_none_of_its_dependents(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    """A task's dependents start as soon as it completes; but a usage limit that ended
+    another task in the same moment stops the run first: no new task starts."""
+    from aca_flows.flows import scheduler, task_run
+    from aca_flows.providers.ratelimit import UsageLimitReached
+
+    real_execute = task_run.execute_task
+
+    async def execute(plan, task_id, **kw):
+        if task_id == "b":
+            raise UsageLimitReached("anthropic: the usage limit is reached", provider="anthropic")
+        return await real_execute(plan, task_id, **kw)
+
+    async def both_at_once(running, interrupt):  # one batch: the scheduler was busy
+        await asyncio.wait(list(running), return_when=asyncio.ALL_COMPLETED)
+        return sorted(running, key=lambda t: running[t] != "a")  # the completion first
+
+    monkeypatch.setattr(task_run, "execute_task", execute)
+    monkeypatch.setattr(scheduler, "_wait_for_tasks", both_at_once)
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = write_tasks(
+        tmp_path, "- write a.txt {#a}\n- write b.txt {#b}\n- write c.txt {#c depends_on=a}\n"
+    )
+
+    outcome = run(tasks, repo, max_concurrent=2)
+
+    assert outcome.summary["status"] == "stopped", outcome.summary
+    session = load_session(repo, outcome.summary["session_id"])
+    assert session.plan.task("c").status.state == "pending"
+    assert "c" not in session.tasks or session.tasks["c"].attempts == 0
