@@ -227,6 +227,20 @@ def not_on_the_remote(repo: str, target: str | None) -> Exception:
     )
 
 
+def nothing_to_resume_here(repo: str) -> Exception:
+    """``aca resume --latest --repo URL`` with no session of URL to resume on this machine:
+    --latest looks only at the sessions run here, not at the remote's."""
+    from aca_flows.errors import InputError
+    from aca_flows.workspace.remote import public_url
+
+    url = public_url(repo)
+    return InputError(
+        f"no unfinished session of {url} on this machine: --latest looks only at the sessions "
+        f"run here. `aca resume ID --repo {url}` resumes one the remote holds (`git ls-remote "
+        f"{url} 'refs/aca/sessions/*'` lists them), or start new work with `aca run`."
+    )
+
+
 def _resume(
     *, target, latest, workdir, budget_usd, config, json_output, repo, open_pr, github_repo
 ) -> int:
@@ -237,7 +251,7 @@ def _resume(
         run_session,
     )
     from aca_flows.session.checkpoints import resolve_resume_target
-    from aca_flows.session.errors import UnknownSessionError
+    from aca_flows.session.errors import NothingToResumeError, UnknownSessionError
 
     refuse_github_repo_without_open_pr(github_repo, open_pr)  # before a clone or a fetch
     with clone_removed_if_refused(repo, workdir):
@@ -252,6 +266,10 @@ def _resume(
             if not repo or exc.ambiguous:
                 raise
             raise not_on_the_remote(repo, target) from None
+        except NothingToResumeError:
+            if not repo:
+                raise
+            raise nothing_to_resume_here(repo) from None
         require_writable_workdir(workdir)
     options = RunOptions(
         workdir=workdir,

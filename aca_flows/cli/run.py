@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -233,14 +232,15 @@ def _execute(options: RunOptions) -> int:
 def clone_removed_if_refused(url: str | None, workdir: Path) -> Iterator[None]:
     """A working area of ``--repo URL`` this command clones is removed again if the command
     is refused before it makes a session there (bad input, a provider that cannot work, a
-    session the remote does not hold): a refused run leaves nothing behind."""
-    area = working_area_of(url, workdir) if url else None
-    fresh = area is not None and not area.exists()
+    session the remote does not hold), unless another run has checked it out meanwhile: a
+    refused run leaves nothing behind."""
     try:
         yield
     except BaseException:
-        if fresh and not (area / ".aca" / "sessions").exists():
-            shutil.rmtree(area, ignore_errors=True)
+        if url:
+            from aca_flows.workspace.remote import RemoteRepository
+
+            RemoteRepository(url, working_area_of(url, workdir)).remove_unclaimed()
         raise
 
 

@@ -24,6 +24,7 @@ import re
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,11 +178,16 @@ class RemoteRepository:
         repository with a commit, or the working area holds something else."""
         self.workdir.parent.mkdir(parents=True, exist_ok=True)
         # One clone or fetch at a time per working area: two runs may share it.
-        area = hashlib.sha256(str(self.workdir.resolve()).encode()).hexdigest()[:16]
-        with FileLock(repos_home() / ".locks" / f"{area}.lock"):
+        with self._area_lock():
             fresh = not (self.workdir / ".git").exists()
             created = not self.workdir.exists()
             repo = self._open_or_init()
+            # Made by this process, used by no other yet: a refused run may remove it again
+            # (``remove_unclaimed``); another's checkout claims it.
+            claim = self.workdir / ".git" / _UNCLAIMED
+            claim.unlink(missing_ok=True)
+            if created:
+                claim.write_text(_CLAIMANT)
             try:
                 self._git(repo, "fetch", "--prune", "--no-tags", self.url, _HEADS_REFSPEC)
                 branch = self._default_branch(repo)
@@ -194,6 +200,23 @@ class RemoteRepository:
         if problem := linked_aca_folder(self.workdir):  # before a session record is written
             raise RemoteError(problem)
         return repo
+
+    def remove_unclaimed(self) -> bool:
+        """Remove the working area if this process made it and no other has checked it out
+        since (a run refused before it made a session leaves nothing behind); whether it did."""
+        with self._area_lock():
+            claim = self.workdir / ".git" / _UNCLAIMED
+            try:
+                ours = claim.read_text() == _CLAIMANT
+            except OSError:
+                return False
+            if ours:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+            return ours
+
+    def _area_lock(self) -> FileLock:
+        area = hashlib.sha256(str(self.workdir.resolve()).encode()).hexdigest()[:16]
+        return FileLock(repos_home() / ".locks" / f"{area}.lock")
 
     def fetch_session(self, repo: git.Repo, session_id: str) -> bool:
         """Fetch the session's branch and record from the remote; False if it has no record
@@ -369,6 +392,9 @@ class RemoteRepository:
 
 
 _HEADS_REFSPEC = "+refs/heads/*:refs/remotes/origin/*"
+# In the .git of a working area this process cloned and no other has checked out since.
+_UNCLAIMED = "aca-unclaimed"
+_CLAIMANT = f"{os.getpid()} {uuid.uuid4()}"
 
 
 def save_session_record(repo: git.Repo, session_id: str, session_dir: Path) -> str:

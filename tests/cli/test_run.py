@@ -217,6 +217,7 @@ def test_with_repo_a_run_or_resume_refused_after_the_clone_leaves_no_clone_behin
         aca("run", str(cycle), "--repo", str(remote), home=home),  # read after the clone
         aca("run", str(HELLO), "--repo", str(remote), "--config", str(typo), home=home),
         aca("resume", "20260101-000000-abcdef", "--repo", str(remote), home=home),
+        aca("resume", "--latest", "--repo", str(remote), home=home),
     ]
 
     for done in refused:
@@ -225,6 +226,7 @@ def test_with_repo_a_run_or_resume_refused_after_the_clone_leaves_no_clone_behin
     # The resume names where the session is not: the remote, not the clone that is gone.
     assert f"{remote} holds no record of session '20260101-000000-abcdef'" in refused[2].stderr
     assert "resume it there" in refused[2].stderr
+    assert f"no unfinished session of {remote} on this machine" in refused[3].stderr
     assert not any((home / ".aca" / "repos").glob("remote-*"))  # no clone left behind
     # A working area that was there before is kept: only what the command made goes.
     area = tmp_path / "mine"

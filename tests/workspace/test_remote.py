@@ -209,6 +209,23 @@ def test_a_remote_that_takes_branches_only_gets_the_branch_without_the_record(tm
     assert "a resume on another machine cannot find the session" in result.error
 
 
+def test_a_working_area_is_removed_only_by_the_process_that_made_it_before_any_other_used_it(
+    tmp_path, bare
+):
+    area = tmp_path / "area"
+    assert RemoteRepository(str(bare), area).checkout()
+    assert RemoteRepository(str(bare), area).remove_unclaimed() and not area.exists()
+
+    assert RemoteRepository(str(bare), area).checkout()
+    RemoteRepository(str(bare), area).checkout()  # another run's checkout: it uses the area
+    assert not RemoteRepository(str(bare), area).remove_unclaimed() and (area / ".git").is_dir()
+
+    mine = tmp_path / "mine"  # a folder that was there before: never removed
+    mine.mkdir()
+    assert RemoteRepository(str(bare), mine).checkout()
+    assert not RemoteRepository(str(bare), mine).remove_unclaimed() and (mine / ".git").is_dir()
+
+
 def test_the_users_own_clone_as_workdir_is_fetched_into_but_never_checked_out(
     tmp_path, source, bare
 ):
