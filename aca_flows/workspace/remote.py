@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shlex
 import shutil
 import tempfile
 import time
@@ -271,7 +272,11 @@ class RemoteRepository:
             if (diverged := self._diverged(repo, branch, head)) is not None:
                 # No try can succeed: it is said with the way out, not tried again.
                 return PushResult(pushed=False, head=head, attempts=attempt, error=diverged)
-            if len(refspecs) > 1 and self._push_alone(repo, refspecs[0]) is None:
+            if (
+                len(refspecs) > 1
+                and self._takes_no_record(repo, ref)
+                and (self._push_alone(repo, refspecs[0]) is None)
+            ):
                 # A remote that takes branches only (a hook, a host's policy) refuses the
                 # record's ref: the work is delivered all the same, without it.
                 if (refused := self._push_alone(repo, refspecs[1])) is None:
@@ -293,6 +298,15 @@ class RemoteRepository:
                 sleep(wait)
         return PushResult(pushed=False, head=head, attempts=max(attempts, 1), error=error)
 
+    def _takes_no_record(self, repo: git.Repo, ref: str) -> bool:
+        """Whether the remote may refuse the record's ref by policy: it holds none for the
+        session. (One it holds was pushed by a run of the session: a refusal of ours is then
+        no policy, and the branch is not pushed without it.)"""
+        try:
+            return not self._git(repo, "ls-remote", self.url, ref).strip()
+        except RemoteError:
+            return False
+
     def _push_alone(self, repo: git.Repo, refspec: str) -> str | None:
         """Push one ref; why it failed, or None."""
         try:
@@ -311,12 +325,14 @@ class RemoteRepository:
         if not listed or listed[0] == head or is_ancestor(repo.git, listed[0], head):
             return None
         name = branch.removeprefix("refs/heads/")
+        git_here = f"git -C {shlex.quote(str(self.workdir))}"
         return (
             f"the remote's {name} has commits this session does not have (at "
-            f"{listed[0][:12]}: another run or a person pushed there), and aca never "
-            f"overwrites them: look at them with `git fetch {self.public} {name}` and "
-            f"`git log FETCH_HEAD`, then delete that branch there "
-            f"(`git push {self.public} --delete {name}`)"
+            f"{listed[0][:12]}: another run of the session or a person pushed there), and aca "
+            f"never overwrites them. Keep them under another name and free the branch: "
+            f"`{git_here} fetch {self.public} {name} && {git_here} push {self.public} "
+            f"FETCH_HEAD:refs/heads/{name}-theirs :{branch}`; then a resume on this machine, "
+            f"which holds the session's own commits, pushes them"
         )
 
     # -- helpers ------------------------------------------------------------------------

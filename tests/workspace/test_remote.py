@@ -178,9 +178,12 @@ def test_a_branch_that_diverged_on_the_remote_is_named_with_the_way_out_not_retr
 
     assert not result.pushed and result.attempts == 1 and waits == []
     assert "the remote's aca/s1 has commits this session does not have" in result.error
-    assert f"`git push {bare} --delete aca/s1`" in result.error
-    # The way out it names works: the next push delivers the session's work.
-    subprocess.run(["git", "push", "-q", str(bare), "--delete", "aca/s1"], check=True)
+    # The way out it names works, run anywhere: their commits are kept, the next push
+    # delivers the session's work.
+    way_out = result.error.split("free the branch: `", 1)[1].split("`", 1)[0]
+    subprocess.run(way_out, shell=True, check=True, cwd=tmp_path, capture_output=True)
+    theirs = git.Repo(bare).git.show("aca/s1-theirs:theirs.txt")
+    assert theirs == "theirs.txt"
     assert remote.fetch_session(repo, "s1")  # a resume's fetch, the branch gone there
     assert repo.git.rev_parse("aca/s1") == result.head
     assert remote.push_session(repo, "s1").pushed
@@ -194,10 +197,11 @@ def test_a_remote_that_takes_branches_only_gets_the_branch_without_the_record(tm
     (tmp_path / "area" / ".aca" / "sessions" / "s1" / "meta").mkdir(parents=True)
     save_session_record(repo, "s1", tmp_path / "area" / ".aca" / "sessions" / "s1")
     hook = bare / "hooks" / "pre-receive"
-    hook.write_text(
+    only_branches = (
         "#!/bin/sh\nwhile read old new ref; do case $ref in refs/heads/*) ;; *)\n"
         'echo "only branches: $ref" >&2; exit 1;; esac; done\n'
     )
+    hook.write_text(only_branches)
     hook.chmod(0o755)
 
     result = remote.push_session(repo, "s1", sleep=lambda _: None)
@@ -207,6 +211,26 @@ def test_a_remote_that_takes_branches_only_gets_the_branch_without_the_record(tm
     assert "the remote refused the session's record (refs/aca/sessions/s1: " in result.error
     assert "only branches: refs/aca/sessions/s1" in result.error
     assert "a resume on another machine cannot find the session" in result.error
+
+    # A remote that holds the session's record (pushed by a run of the session) and now
+    # refuses ours: no policy, so the branch is not pushed without it, nor said unfindable.
+    hook.unlink()
+    save_session_record(repo, "s1", tmp_path / "area" / ".aca" / "sessions" / "s1")
+    assert remote.push_session(repo, "s1").pushed and not remote.push_session(repo, "s1").error
+    hook.write_text(only_branches)
+    hook.chmod(0o755)
+    worktree = tmp_path / "wt"
+    repo.git.worktree("add", str(worktree), "aca/s1")
+    commit(worktree, "later.txt")
+    meta = tmp_path / "area" / ".aca" / "sessions" / "s1" / "meta"
+    (meta / "session.json").write_text("{}")  # the record moves on with the work
+    save_session_record(repo, "s1", meta.parent)
+
+    refused = remote.push_session(repo, "s1", attempts=1)
+
+    assert not refused.pushed and "only branches: refs/aca/sessions/s1" in refused.error
+    pushed_before = git.Repo(bare).git.rev_parse("aca/s1")
+    assert pushed_before != repo.git.rev_parse("aca/s1")  # not pushed without its record
 
 
 def test_a_working_area_is_removed_only_by_the_process_that_made_it_before_any_other_used_it(
