@@ -81,11 +81,12 @@ def _how_to_go_on(summary: dict, options: RunOptions) -> str:
         go_on = ""
     elif summary["status"] == "stopped" and budget is not None and spent >= budget:
         go_on = f"`{resume} --budget-usd N` continues, with N above the ${spent:.4f} spent"
-        # Just above it, the resume pays for one call and stops again (its task starts over).
-        if call := session.typical_call_usd:
+        # Just above it, the resume pays for a call or two and stops again: the stopped task
+        # starts over, and needs what a whole task costs.
+        if task := max((run.cost_usd for run in session.tasks.values()), default=0.0):
             go_on += (
-                f": a call of this session costs about ${call:.4f}, so N = "
-                f"{spent + call:.4f} leaves room for one more"
+                f": a task of this session has cost up to ${task:.4f}, so N = "
+                f"{spent + task:.4f} leaves room for about one more"
             )
         go_on += "."
     else:

@@ -335,10 +335,10 @@ def test_a_budget_stop_names_the_resume_that_goes_on_and_a_spent_budget_is_refus
     ending = capsys.readouterr().out.strip().splitlines()[-1]
     session_id = ending.split(" ", 2)[1]
     # A plain `aca resume ID` stops again at once: the way on is a larger budget.
-    # Just above the spend, it pays for one call and stops again: the room for one is named.
+    # Just above the spend, it pays for a call and stops again: the room for a task is named.
     assert ending.endswith(
-        "--budget-usd N` continues, with N above the $0.0012 spent: a call of this session "
-        "costs about $0.0006, so N = 0.0018 leaves room for one more."
+        "--budget-usd N` continues, with N above the $0.0012 spent: a task of this session "
+        "has cost up to $0.0012, so N = 0.0024 leaves room for about one more."
     )
     calls = len(anthropic_fake.anthropic.requests)
     journal = (repo / ".aca" / "sessions" / session_id / "meta" / "events.jsonl").read_text()
