@@ -100,10 +100,11 @@ def proved_nothing(passed: bool | None, command: str | None) -> bool:
 
 
 def edited_checks(command: str | None, files: list[str]) -> list[str]:
-    """The files of a change (``files``, paths in the repository) that ``command`` runs: a
-    script it starts (``./check.sh``), one an interpreter or test runner is given
-    (``sh check.sh``, ``pytest tests/``), the build file of a build tool (``make`` and its
-    Makefile). A file it only looks at (``test -f b.txt``) is the check's subject: not named."""
+    """The files of a change (``files``, paths in the repository) that are part of the check
+    ``command`` makes, not its subject: a script it starts (``./check.sh``, ``sh check.sh``,
+    ``python3 check.py``), the tests a test runner is given (``pytest tests/``), the build
+    file of a build tool (``make`` and its Makefile). What it only looks at (``test -f b.txt``,
+    ``mypy src``, ``bash -n deploy.sh``) is the subject: not named."""
     if not command or not files:
         return []
     lines = [line for line in command.splitlines() if not line.lstrip().startswith("#")]
@@ -114,20 +115,63 @@ def edited_checks(command: str | None, files: list[str]) -> list[str]:
     except ValueError:  # unbalanced quotes: the shell would fail it
         return []
     runs: set[str] = set()
+    here = ""  # the folder a `cd` went to, as a prefix of the paths after it
     for part in _split(tokens, _LISTS | _AND_OR | {"|"}):
-        words = [word.removeprefix("./") for word in _words(part)]
+        words = _words(part)
+        while words and words[0] in _WRAPPERS:  # uv run pytest ..., npx jest ...
+            words = words[2:] if words[0] in _TWO_WORD_WRAPPERS else words[1:]
         if not words:
             continue
-        program = words[0].rsplit("/", 1)[-1]
-        runs.add(words[0])
-        if program in _INTERPRETERS or re.fullmatch(r"python3(\.\d+)?", program):
-            runs.update(word.rstrip("/") for word in words[1:] if not word.startswith("-"))
-        runs.update(_BUILD_FILES.get(program, ()))
+        if words[0] == "cd" and len(words) == 2:
+            here = _joined(here, words[1])
+            continue
+        runs.update(_joined(here, path) for path in _run_by(words))
     return [path for path in files if any(path == r or path.startswith(f"{r}/") for r in runs)]
 
 
-# Programs that run the files they are given, and build tools with the file they run.
-_INTERPRETERS = {"sh", "bash", "dash", "zsh", "python", "node", "ruby", "perl", "php", "pytest"}
+def _run_by(words: list[str]) -> list[str]:
+    """The paths a simple command runs as part of its check (see ``edited_checks``)."""
+    program = words[0].rsplit("/", 1)[-1]
+    args = words[1:]
+    if "/" in words[0]:  # ./check.sh, scripts/check
+        return [words[0].removeprefix("./")]
+    if program in _BUILD_FILES:
+        folder = args[args.index("-C") + 1] if "-C" in args[:-1] else ""
+        return [_joined(folder, name) for name in _BUILD_FILES[program]]
+    if re.fullmatch(r"python(3(\.\d+)?)?", program) and args[:2] == ["-m", "pytest"]:
+        program, args = "pytest", args[2:]
+    if program == "pytest":
+        return _operands(args, _PYTEST_VALUES)
+    if program not in _INTERPRETERS and not re.fullmatch(r"python3(\.\d+)?", program):
+        return []
+    if any(a in _SYNTAX_ONLY or a.startswith("-c") for a in args if a.startswith("-")):
+        return []  # inline code, or a syntax check: nothing of the check's own runs
+    operands = _operands(args, {"-m"})
+    return operands[:1] if "-m" not in args else []  # the script; what follows is its input
+
+
+def _operands(args: list[str], taking_values: set[str]) -> list[str]:
+    """The words that are not options, nor the values of the options that take one."""
+    found, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg.startswith("-"):
+            skip = arg in taking_values
+        else:
+            found.append(arg.removeprefix("./").rstrip("/"))
+    return found
+
+
+def _joined(folder: str, path: str) -> str:
+    path = path.removeprefix("./").rstrip("/")
+    return f"{folder}/{path}" if folder and path and not path.startswith("/") else path
+
+
+# Programs that run the script they are given first; build tools with the file they run;
+# what wraps a command without changing it; options that only check syntax; pytest's options
+# that take a value (``--cov src``: src is measured, not run as a test).
+_INTERPRETERS = {"sh", "bash", "dash", "zsh", "python", "node", "ruby", "perl", "php"}
 _BUILD_FILES = {
     "make": ("Makefile", "makefile", "GNUmakefile"),
     "npm": ("package.json",),
@@ -137,6 +181,10 @@ _BUILD_FILES = {
     "tox": ("tox.ini",),
     "nox": ("noxfile.py",),
 }
+_WRAPPERS = {"uv", "poetry", "pipenv", "hatch", "pdm", "npx", "exec", "time", "env"}
+_TWO_WORD_WRAPPERS = {"uv", "poetry", "pipenv", "hatch", "pdm"}  # "uv run ..."
+_SYNTAX_ONLY = {"-n", "-l", "--check", "--syntax-check"}
+_PYTEST_VALUES = {"-k", "-m", "-p", "-c", "-o", "--cov", "--rootdir", "--ignore", "--deselect"}
 
 
 def pass_notes(passed: bool | None, command: str | None, files: list[str]) -> list[str]:

@@ -69,14 +69,33 @@ def test_only_a_pass_of_a_check_that_checks_nothing_proved_nothing():
         ("./check.sh && pytest -q", ["check.sh"]),
         ("python3 -m pytest -q tests/test_api.py", ["tests/test_api.py"]),
         ("pytest tests/", ["tests/test_api.py"]),
+        ("uv run pytest tests/test_api.py", ["tests/test_api.py"]),
+        ("cd sub && ./check.sh", ["sub/check.sh"]),
         ("make test", ["Makefile"]),
+        ("make -C sub test", ["sub/Makefile"]),
+        ("python3 src/app.py --self-test", ["src/app.py"]),
         ("pytest -q", []),  # it runs the tests it finds, not a file the change names
         ("test -f src/app.py && grep -q x check.sh", []),  # looked at, not run: the subject
+        # The subject of the check, not the check: syntax checks, type checks, coverage.
+        ("bash -n check.sh", []),
+        ("node --check src/app.py", []),
+        ("python -m py_compile src/app.py", []),
+        ("python -m mypy src && python -m pytest -q", []),
+        ("pytest --cov src -q", []),
+        ("python -m pytest -q", []),  # a python/ folder is no script it runs
         ("sh 'check.sh", []),  # unbalanced: the shell fails it
     ],
 )
 def test_a_check_that_runs_a_file_the_change_edits_is_named(command, edited):
-    files = ["check.sh", "tests/test_api.py", "src/app.py", "Makefile"]
+    files = [
+        "check.sh",
+        "tests/test_api.py",
+        "src/app.py",
+        "Makefile",
+        "sub/check.sh",
+        "sub/Makefile",
+        "python/x.py",
+    ]
     assert edited_checks(command, files) == edited
     notes = pass_notes(True, command, files)
     assert bool(edited) == any("edits what it runs" in n for n in notes)
