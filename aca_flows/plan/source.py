@@ -63,6 +63,8 @@ def read_text_file(path: Path, what: str = "task file") -> str:
 def _utf16(data: bytes, path: Path, what: str) -> str | None:
     """The text of a file that starts with a UTF-16 byte order mark, which says how to read
     it; None for any other."""
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):  # its BOM starts as one
+        return None  # (and the NUL bytes refuse it, as before)
     if not data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return None
     try:
