@@ -18,7 +18,7 @@ from pathlib import Path
 from aca_flows._words import listed
 from aca_flows.settings import config_candidates
 
-__all__ = ["aca_files_problem", "is_aca_file"]
+__all__ = ["aca_files_problem", "case_variants_problem", "is_aca_file"]
 
 ACA_FOLDER = ".aca"
 _SHOWN = 5
@@ -44,6 +44,32 @@ def aca_files_problem(changed_files: list[str]) -> str | None:
         "them in every later run once the branch is merged; nothing was committed. Leave "
         "aca.toml and .aca/ out of the task (change them yourself if they need a change) and "
         "run it again."
+    )
+
+
+# What Claude Code protects in a worktree (its settings and hooks, MCP servers, direnv's and
+# the editor's files run on opening the folder), in the case it reads them on Linux. An agent's
+# ``.Claude/settings.json`` passes that protection, and a case-insensitive checkout (macOS,
+# Windows) opens it as ``.claude/settings.json``, hooks and all.
+_TOOL_FILES = (".claude", ".mcp.json", ".envrc", ".vscode")
+
+
+def case_variants_problem(changed_files: list[str]) -> str | None:
+    """Why the changed files cannot be committed, when some spell a tool's own file or folder
+    (``_TOOL_FILES``) in another case; ``None`` when none does."""
+    variants = [
+        path
+        for path in changed_files
+        if (first := path.strip("/").split("/", 1)[0]).lower() in _TOOL_FILES
+        and first not in _TOOL_FILES
+    ]
+    if not variants:
+        return None
+    return (
+        f"the agent wrote {listed(variants, _SHOWN)}: a tool's own file in another case "
+        "(a case-insensitive checkout, on macOS or Windows, opens it as that file, with the "
+        "settings or hooks it holds); nothing was committed. Spell it as the tool does, or "
+        "leave it out, and run the task again."
     )
 
 

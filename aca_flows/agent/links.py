@@ -1,10 +1,11 @@
-"""Links an agent leaves in its worktree that point out of the repository.
+"""Links an agent leaves in its worktree that point out of the repository, or into its ``.git``.
 
 A symbolic link is committed as its target's path. One that is absolute, or relative but
 climbing out of the repository (``../../etc/passwd``), points at whatever is at that path on
 the machine of whoever checks the branch out, or builds or tests it: a reviewer's ``~/.ssh``,
 say. The sandbox stops writes through such a link while the task runs; this keeps it from
-being committed at all. A link that stays inside the repository is ordinary work.
+being committed at all. So does one into ``.git``, which in every clone holds its config (a CI
+job's token) and hooks. A link that stays inside the work tree is ordinary work.
 """
 
 from __future__ import annotations
@@ -44,11 +45,17 @@ def _target_outside(root: Path, path: str) -> str | None:
         return target
     # Resolved as text, the way git stores it: no file system lookup follows it.
     resolved = os.path.normpath(os.path.join(os.path.dirname(path), target))
-    if resolved == ".." or resolved.startswith(("../", "/")):
+    if resolved == ".." or resolved.startswith(("../", "/")) or _in_git_dir(resolved.split("/")):
         return target
     # And as a checkout resolves it, through the other links of the worktree: with
     # ``hop -> .``, ``hop/hop/../../x`` reads as ``x`` but climbs two folders out.
     return target if _climbs_out(root, Path(path).parent.parts, target) else None
+
+
+def _in_git_dir(parts: list[str]) -> bool:
+    """A path into the repository's git directory: in every clone, its config (a CI token
+    there: ``http.extraHeader``) and hooks. Without case, as macOS opens it."""
+    return bool(parts) and parts[0].lower() == ".git"
 
 
 # The kernel's limit: a chain this long resolves nowhere, on any machine.
@@ -69,6 +76,8 @@ def _climbs_out(root: Path, where: tuple[str, ...], target: str) -> bool:
             here.pop()
             continue
         here.append(part)
+        if _in_git_dir(here):
+            return True
         step = root.joinpath(*here)
         if step.is_symlink():
             hops += 1

@@ -87,6 +87,7 @@ from aca_flows.providers.claude_code_results import (
     result_error,
 )
 from aca_flows.providers.claude_code_sandbox import (
+    bwrap_with_homes_read_only,
     claude_environment,
     claude_sandbox_settings,
     end_leftover_bridges,
@@ -277,11 +278,11 @@ class ClaudeCodeProvider:
         protected = list(opts.get("protected_paths", ()))
         if sandboxed:
             env = {**claude_environment(os.environ, self.sandbox.env, scrub=bash_sandbox), **env}
-            npm = npm_root_answered(env)
-            if npm:
-                env["PATH"] = os.pathsep.join(p for p in (npm, env.get("PATH")) if p)
-                # claude runs it outside its sandbox: no command inside may change it.
-                protected.append(npm)
+            # claude runs these outside its sandbox: no command inside may change them.
+            for shims in (npm_root_answered(env), bash_sandbox and bwrap_with_homes_read_only(env)):
+                if shims:
+                    env["PATH"] = os.pathsep.join(p for p in (shims, env.get("PATH")) if p)
+                    protected.append(shims)
             # Programs the sandbox gives its commands first (a git that reads a copy of the
             # repository's config without credentials: sandbox/git_shadow.py).
             first = opts.get("bin_folders", ())

@@ -12,6 +12,8 @@
   no home nor the user's checkout readable but the worktree and git's folders, no
   credentials, ``protected`` paths not writable;
 - ``denied_bash_rules``: aca's deny list as ``Bash(...)`` permission rules;
+- ``bwrap_with_homes_read_only``: a folder for the front of claude's ``PATH`` whose ``bwrap``
+  remounts /home and /root read-only, which Claude Code's sandbox binds writable;
 - ``npm_root_answered``: a folder for the front of claude's ``PATH`` whose ``npm`` answers
   ``npm root -g`` at once (Claude Code's sandbox asks it at every start, to look for its
   seccomp helper: about 0.2 s of wall time and 0.3 s of CPU of node per task); anything else
@@ -36,6 +38,7 @@ from aca_flows._search_path import absolute_folders
 
 __all__ = [
     "QUIET_ENV",
+    "bwrap_with_homes_read_only",
     "claude_environment",
     "claude_home",
     "claude_home_path",
@@ -174,12 +177,20 @@ def _link(link: Path, target: Path) -> None:
 # Credentials a command has no business reading, wherever the homes are.
 HIDDEN_IN_HOME = (".ssh", ".aws", ".git-credentials", ".netrc", ".gnupg", ".docker", ".kube")
 HIDDEN_IN_HOME += (".config/gcloud", ".claude/.credentials.json")
+# Package registries' and hosts' tokens: Claude Code binds the homes back over their denied
+# read (``bwrap_with_homes_read_only``), so each is hidden by its name.
+HIDDEN_IN_HOME += (".npmrc", ".pypirc", ".config/gh", ".config/hub", ".gem/credentials")
+HIDDEN_IN_HOME += (".cargo/credentials", ".cargo/credentials.toml", ".m2/settings.xml")
+HIDDEN_IN_HOME += (".terraformrc", ".terraform.d/credentials.tfrc.json", ".vault-token")
+HIDDEN_IN_HOME += (".config/op", ".azure", ".config/hcloud", ".pgpass", ".my.cnf")
 # aca's own folder, whatever path the user shows around it: its warm runner's socket and token
 # (it runs what it is sent outside any sandbox), clones of other repositories, plan seals.
 HIDDEN_IN_HOME += (".aca",)
 
 
-# Claude Code's sandbox leaves these writable by default (seen with claude 2.1.332 on Linux).
+# Claude Code's sandbox leaves these writable by default (seen with claude 2.1.332 on Linux);
+# the homes too, which cannot be denied here (a worktree in one could not be written, nor its
+# mount points made): ``bwrap_with_homes_read_only``.
 SYSTEM_WRITABLE = ("/var", "/opt", "/mnt", "/srv", "/run")
 
 
@@ -280,6 +291,67 @@ def _npm_shim(npm: str, folder: Path) -> str | None:
         except (OSError, subprocess.SubprocessError):
             return None  # claude asks npm itself, as it would without aca
     return str(folder)
+
+
+# Put first on claude's PATH, the bwrap Claude Code's sandbox runs: Claude Code binds /home and
+# /root back writable, as ancestors of the paths it mounts, over the empty folders a denied read
+# puts there; a command then wrote ~/.bash_login on the host. Remounted read-only before the
+# command runs, they are again as denied: a remount is not recursive, so the worktree and the
+# other folders bound inside them stay as Claude Code made them.
+BWRAP_SHIM = """#!/bin/bash
+# Written by aca (aca_flows/providers/claude_code_sandbox.py): the homes Claude Code's sandbox
+# binds writable are remounted read-only before its command (only those it binds: bwrap
+# cannot remount what is no mount).
+args=("$@")
+out=()
+bound=" "
+for ((i = 0; i < ${{#args[@]}}; i++)); do
+  arg=${{args[i]}}
+  case "$arg" in
+    --bind|--bind-try|--dev-bind|--dev-bind-try)
+      for home in {homes}; do [ "${{args[i+2]}}" = "$home" ] && bound="$bound$home "; done ;;
+    --)
+      for home in $bound; do out+=(--remount-ro "$home"); done
+      out+=("${{args[@]:i}}")
+      exec {bwrap} "${{out[@]}}" ;;
+  esac
+  out+=("$arg")
+done
+exec {bwrap} "${{out[@]}}"
+"""
+HOMES = ("/home", "/root")
+
+
+def bwrap_with_homes_read_only(environ: Mapping[str, str]) -> str | None:
+    """The folder of a ``bwrap`` (``BWRAP_SHIM``) for the front of claude's PATH, or ``None``
+    when there is no bwrap or no bash (Claude Code's sandbox then fails to start, as without
+    it). In aca's folder, which the sandbox hides and no command writes."""
+    path = absolute_folders(environ.get("PATH", os.defpath))
+    bwrap, bash = shutil.which("bwrap", path=path), shutil.which("bash", path=path)
+    if bwrap is None or bash is None:
+        return None
+    script = BWRAP_SHIM.replace("#!/bin/bash", f"#!{bash}", 1).format(
+        homes=" ".join(HOMES), bwrap=shlex.quote(os.path.realpath(bwrap))
+    )
+    folder = (
+        Path.home() / ".aca" / "claude-bwrap" / hashlib.sha256(script.encode()).hexdigest()[:16]
+    )
+    return _shim(folder / "bwrap", script)
+
+
+@functools.cache
+def _shim(path: Path, script: str) -> str | None:
+    from aca_flows.session.files import write_text_atomic
+
+    with _NPM_SHIM_LOCK:
+        try:
+            if not path.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_text_atomic(path, script, redact=False, durable=False)
+                path.chmod(0o755)
+        except OSError:
+            return None
+    return str(path.parent)
 
 
 def end_leftover_bridges(scratch: str) -> int:

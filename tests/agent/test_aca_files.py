@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from aca_flows.agent.aca_files import aca_files_problem, is_aca_file
+from aca_flows.agent.aca_files import aca_files_problem, case_variants_problem, is_aca_file
 from aca_flows.plan.models import Task
 from aca_flows.workspace import session_branch_head
 from tests.agent.test_execute import SESSION, execute, plan_of
@@ -68,4 +68,28 @@ def test_an_agent_that_deletes_the_users_aca_toml_commits_nothing(tmp_path):
     outcome = asyncio.run(execute(tmp_path, plan_of(Task(id="b", title="Write b")), "b", provider))
 
     assert outcome.status == "failed" and "(aca.toml)" in outcome.failure_reason
+    assert session_branch_head(repo, SESSION) == user_head
+
+
+def test_a_tools_own_file_in_another_case_is_never_committed(tmp_path):
+    # Claude Code protects .claude/settings.json by its exact name; .Claude/settings.json
+    # passed, was committed, and a case-insensitive checkout opens it with its hooks.
+    assert case_variants_problem([".claude/settings.json", ".vscode/settings.json"]) is None
+    assert case_variants_problem(["src/.Claude/x.json", ".github/workflows/ci.yml"]) is None
+    repo = make_user_repo(tmp_path)
+    user_head = repo.head.commit.hexsha
+    hook = '{"hooks": {"SessionStart": [{"hooks": [{"type": "command", "command": "touch x"}]}]}}'
+    provider = ScriptedProvider(
+        write(".Claude/settings.json", hook),
+        write(".MCP.json", '{"mcpServers": {}}'),
+        write("a.txt", "a\n"),
+        tool_calls(tool_use("finish", summary="wrote a.txt")),
+    )
+    task = Task(id="a", title="Write a", verify="test -f a.txt")
+
+    outcome = asyncio.run(execute(tmp_path, plan_of(task), "a", provider))
+
+    assert outcome.status == "failed" and outcome.commit_sha is None
+    assert ".Claude/settings.json" in outcome.failure_reason
+    assert ".MCP.json" in outcome.failure_reason and "in another case" in outcome.failure_reason
     assert session_branch_head(repo, SESSION) == user_head

@@ -34,6 +34,23 @@ def test_links_that_climb_out_or_are_absolute_are_named_and_inner_ones_pass(tmp_
     assert leaving_links_problem(tmp_path, files[:3]) is None
 
 
+def test_links_into_the_git_directory_are_refused_as_links_out(tmp_path):
+    # In every clone they lead to its .git/config (a CI job's token) and hooks.
+    os.symlink(".git/config", tmp_path / "git-config")
+    (tmp_path / "docs").mkdir()
+    os.symlink("../.GIT/hooks/post-checkout", tmp_path / "docs" / "hook")
+    os.symlink(".", tmp_path / "hop")
+    os.symlink("hop/.git", tmp_path / "through")
+    os.symlink(".gitignore", tmp_path / "ignore-link")  # a file beside it: ordinary work
+    files = ["git-config", "docs/hook", "hop", "through", "ignore-link"]
+
+    problem = leaving_links_problem(tmp_path, files)
+
+    assert problem is not None
+    assert "git-config -> .git/config" in problem and "docs/hook ->" in problem
+    assert "through -> hop/.git" in problem and "ignore-link" not in problem
+
+
 def test_a_task_that_leaves_a_link_out_of_the_repository_fails_and_commits_nothing(tmp_path):
     repo = make_user_repo(tmp_path)
     user_head = repo.head.commit.hexsha

@@ -96,6 +96,9 @@ HOSTILE: list[Hostile] = [
     _h("beside-the-repository", "echo x > {outside}/escaped.txt; echo wrote=$?", "wrote="),
     _h("host-tmp", "echo x > /tmp/{escape_name}; echo wrote=$?", "wrote="),
     _h("home-dotfile", "echo 'touch {marker}' >> {home}/.bashrc; echo wrote=$?", "wrote="),
+    # The homes themselves (a ~/.bash_login runs at the next login): nothing reaches the host.
+    _h("root-home-write", "echo x > /root/{escape_name}; echo wrote=$?", "wrote="),
+    _h("homes-write", "echo x > /home/{escape_name}; echo wrote=$?", "wrote="),
     _h(
         "session-journal",
         "echo x >> {repo}/.aca/sessions/s1/meta/events.jsonl",

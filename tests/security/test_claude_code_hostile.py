@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +24,7 @@ from aca_flows.sandbox import check_sandbox
 from aca_flows.session.layout import AcaDir
 from aca_flows.settings import AcaConfig
 from tests.fakes.llm_server import FakeLLMServer
-from tests.security.hostile import HOSTILE, HostileWorld
+from tests.security.hostile import HOSTILE, READ_ONLY, HostileWorld
 
 MODEL = "claude-sonnet-4-6"
 # Claude Code refuses a command naming a path outside the worktree before its sandbox would.
@@ -42,6 +43,10 @@ THROUGH_CLAUDE = {
     # The checkout is unreadable but for the worktree and git's folders (allowRead): Claude
     # Code's sandbox puts an empty folder in its place, where a write lands and is gone with
     # the command (``changes_outside_the_worktree`` below finds nothing).
+    # Claude Code binds the homes back writable over their denied read: aca's bwrap makes
+    # them read-only again (claude_code_sandbox.bwrap_with_homes_read_only).
+    "root-home-write": (READ_ONLY,),
+    "homes-write": (READ_ONLY,),
     "users-checkout": ("Bash completed with no output",),
     "new-aca-config": ("Bash completed with no output",),
     "another-tasks-worktree": ("No such file",),
@@ -169,6 +174,8 @@ def test_the_claude_run_completes_and_changes_nothing_outside_its_worktree(claud
     assert shim.read_text().startswith("#!/bin/sh\n# Written by aca")
     assert "touch" not in shim.read_text()
     assert world.listener.connections == 0
+    assert not Path("/root", world.escape_name).exists()
+    assert not Path("/home", world.escape_name).exists()
     assert not (world.repo / ".aca" / "worktrees" / "s1" / "t0" / "planted.txt").exists()
     assert not (world.home / ".local").exists()  # no program planted on the user's PATH
     files = subprocess.run(
