@@ -167,6 +167,8 @@ class RemoteRepository:
         self.url = normalize_url(url)
         self.public = public_url(url)
         self.workdir = Path(workdir)
+        # Why the remote takes the session's branch without its record, once it refused it.
+        self.record_refused: str | None = None
 
     # -- clone and fetch ------------------------------------------------------------------
 
@@ -259,7 +261,7 @@ class RemoteRepository:
         ref = session_record_ref(session_id)
         head = repo.git.rev_parse("--verify", branch)
         refspecs = [f"{branch}:{branch}"]
-        if ref_exists(repo, ref):
+        if ref_exists(repo, ref) and self.record_refused is None:
             refspecs.append(f"{ref}:{ref}")
         error = ""
         for attempt in range(1, max(attempts, 1) + 1):
@@ -268,28 +270,22 @@ class RemoteRepository:
             except RemoteError as exc:
                 error = str(exc)
             else:
-                return PushResult(pushed=True, head=head, attempts=attempt)
+                return PushResult(
+                    pushed=True, head=head, attempts=attempt, error=self.record_refused
+                )
             if (diverged := self._diverged(repo, branch, head)) is not None:
                 # No try can succeed: it is said with the way out, not tried again.
                 return PushResult(pushed=False, head=head, attempts=attempt, error=diverged)
-            if (
-                len(refspecs) > 1
-                and self._takes_no_record(repo, ref)
-                and (self._push_alone(repo, refspecs[0]) is None)
-            ):
-                # A remote that takes branches only (a hook, a host's policy) refuses the
-                # record's ref: the work is delivered all the same, without it.
-                if (refused := self._push_alone(repo, refspecs[1])) is None:
-                    return PushResult(pushed=True, head=head, attempts=attempt)
+            if attempt == attempts and (refused := self._refuses_the_record(repo, refspecs)):
+                # A remote that takes branches only (a hook, a host's policy) refused the
+                # record's ref every time: the work is delivered without it, from now on.
+                self.record_refused = (
+                    f"the remote refused the session's record ({ref}: {refused}), so the "
+                    "branch was pushed alone: a resume on another machine cannot find the "
+                    "session, one on this machine can"
+                )
                 return PushResult(
-                    pushed=True,
-                    head=head,
-                    attempts=attempt,
-                    error=(
-                        f"the remote refused the session's record ({ref}: {refused}), so the "
-                        "branch was pushed alone: a resume on another machine cannot find "
-                        "the session, one on this machine can"
-                    ),
+                    pushed=True, head=head, attempts=attempt, error=self.record_refused
                 )
             if attempt < attempts:
                 wait = backoff_seconds * 2 ** (attempt - 1)
@@ -298,14 +294,21 @@ class RemoteRepository:
                 sleep(wait)
         return PushResult(pushed=False, head=head, attempts=max(attempts, 1), error=error)
 
-    def _takes_no_record(self, repo: git.Repo, ref: str) -> bool:
-        """Whether the remote may refuse the record's ref by policy: it holds none for the
-        session. (One it holds was pushed by a run of the session: a refusal of ours is then
-        no policy, and the branch is not pushed without it.)"""
+    def _refuses_the_record(self, repo: git.Repo, refspecs: list[str]) -> str | None:
+        """Why the remote refuses the record's ref, if it takes the branch alone and holds no
+        record of the session (one it holds was pushed by a run of the session: a refusal of
+        ours is then no policy, and the branch goes nowhere without it). Pushes the branch."""
+        if len(refspecs) < 2:
+            return None
+        ref = refspecs[1].split(":", 1)[0]
         try:
-            return not self._git(repo, "ls-remote", self.url, ref).strip()
+            if self._git(repo, "ls-remote", self.url, ref).strip():
+                return None
         except RemoteError:
-            return False
+            return None
+        if self._push_alone(repo, refspecs[0]) is not None:
+            return None
+        return self._push_alone(repo, refspecs[1])
 
     def _push_alone(self, repo: git.Repo, refspec: str) -> str | None:
         """Push one ref; why it failed, or None."""

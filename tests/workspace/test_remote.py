@@ -206,15 +206,19 @@ def test_a_remote_that_takes_branches_only_gets_the_branch_without_the_record(tm
 
     result = remote.push_session(repo, "s1", sleep=lambda _: None)
 
-    assert result.pushed and result.attempts == 1
+    assert result.pushed and result.attempts == 3  # the refusal was no blip
     assert git.Repo(bare).git.rev_parse("aca/s1") == result.head  # the work is delivered
     assert "the remote refused the session's record (refs/aca/sessions/s1: " in result.error
     assert "only branches: refs/aca/sessions/s1" in result.error
     assert "a resume on another machine cannot find the session" in result.error
+    # From then on the branch goes alone at once, and the push says so each time.
+    again = remote.push_session(repo, "s1", sleep=lambda _: None)
+    assert again.pushed and again.attempts == 1 and again.error == result.error
 
     # A remote that holds the session's record (pushed by a run of the session) and now
     # refuses ours: no policy, so the branch is not pushed without it, nor said unfindable.
     hook.unlink()
+    remote = RemoteRepository(str(bare), tmp_path / "area")  # a new run's
     save_session_record(repo, "s1", tmp_path / "area" / ".aca" / "sessions" / "s1")
     assert remote.push_session(repo, "s1").pushed and not remote.push_session(repo, "s1").error
     hook.write_text(only_branches)
