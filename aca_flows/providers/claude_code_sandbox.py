@@ -295,21 +295,51 @@ def _npm_shim(npm: str, folder: Path) -> str | None:
 
 # Put first on claude's PATH, the bwrap Claude Code's sandbox runs: Claude Code binds /home and
 # /root back writable, as ancestors of the paths it mounts, over the empty folders a denied read
-# puts there; a command then wrote ~/.bash_login on the host. Remounted read-only before the
-# command runs, they are again as denied: a remount is not recursive, so the worktree and the
-# other folders bound inside them stay as Claude Code made them.
+# puts there; a command then read the homes and wrote ~/.bash_login on the host. With that bind
+# left out and the homes remounted read-only, they are again as denied: empty but for what it
+# binds inside them (the worktree, git's folders, PATH's folders), which stays as it made it.
 BWRAP_SHIM = """#!/bin/bash
-# Written by aca (aca_flows/providers/claude_code_sandbox.py): the homes Claude Code's sandbox
-# binds writable are remounted read-only before its command (only those it binds: bwrap
-# cannot remount what is no mount).
+# Written by aca (aca_flows/providers/claude_code_sandbox.py). Claude Code's sandbox hides a
+# home behind an empty tmpfs (its denied read), then binds the home itself back over it: that
+# bind is left out, and what it had bound inside the home before is bound again. The homes it
+# binds writable are remounted read-only before its command (bwrap cannot remount what is no
+# mount; a remount is not recursive).
 args=("$@")
 out=()
 bound=" "
+hidden=" "
+is_home() {{ case " {homes} " in *" $1 "*) return 0 ;; esac; return 1; }}
 for ((i = 0; i < ${{#args[@]}}; i++)); do
   arg=${{args[i]}}
   case "$arg" in
+    --tmpfs)
+      home=${{args[i+1]}}
+      if is_home "$home" && [ "${{args[i+2]}}" = --bind ] && [ "${{args[i+3]}}" = "$home" ] \
+          && [ "${{args[i+4]}}" = "$home" ]; then
+        out+=(--tmpfs "$home")
+        for ((j = 0; j < i; j++)); do
+          case "${{args[j]}}" in
+            --bind|--ro-bind|--bind-try|--ro-bind-try|--dev-bind|--dev-bind-try)
+              case "${{args[j+2]}}" in "$home"/*) out+=("${{args[@]:j:3}}") ;; esac ;;
+          esac
+        done
+        hidden="$hidden$home "
+        i=$((i + 4))
+        continue
+      fi ;;
+    --ro-bind)
+      # A file masked in a hidden home that is not there: nothing to mask, and no file to make
+      # for it in the folder bound read-only there.
+      for home in $hidden; do
+        case "${{args[i+2]}}" in "$home"/*)
+          if [ "${{args[i+1]}}" = /dev/null ] && [ ! -e "${{args[i+2]}}" ]; then
+            i=$((i + 2))
+            continue 2
+          fi ;;
+        esac
+      done ;;
     --bind|--bind-try|--dev-bind|--dev-bind-try)
-      for home in {homes}; do [ "${{args[i+2]}}" = "$home" ] && bound="$bound$home "; done ;;
+      is_home "${{args[i+2]}}" && bound="$bound${{args[i+2]}} " ;;
     --)
       for home in $bound; do out+=(--remount-ro "$home"); done
       out+=("${{args[@]:i}}")

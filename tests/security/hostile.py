@@ -49,6 +49,11 @@ HOSTILE: list[Hostile] = [
     _h("claude-credentials", "cat {home}/.claude/.credentials.json", "No such file"),
     _h("root-home-is-empty", "echo entries=$(ls -A /root | wc -l)", "entries=0"),
     _h("homes-are-empty", "echo entries=$(ls -A /home | wc -l)", "entries=0"),
+    _h(
+        "root-dotfile",
+        "test -e /root/.bashrc && echo visible || echo hidden-dotfile",
+        "hidden-dotfile",
+    ),
     # The environment of aca and of every process.
     _h("env-dump", "env; echo end-of-env", "end-of-env"),
     _h("proc-1-environ", "cat /proc/1/environ; echo; echo read-done", "read-done"),

@@ -43,10 +43,13 @@ THROUGH_CLAUDE = {
     # The checkout is unreadable but for the worktree and git's folders (allowRead): Claude
     # Code's sandbox puts an empty folder in its place, where a write lands and is gone with
     # the command (``changes_outside_the_worktree`` below finds nothing).
-    # Claude Code binds the homes back writable over their denied read: aca's bwrap makes
-    # them read-only again (claude_code_sandbox.bwrap_with_homes_read_only).
+    # Claude Code binds the homes back writable over their denied read: aca's bwrap hides
+    # them again, read-only (claude_code_sandbox.bwrap_with_homes_read_only).
     "root-home-write": (READ_ONLY,),
     "homes-write": (READ_ONLY,),
+    # ... and hidden, but for what it binds inside them (PATH's folders, its own).
+    "homes-are-empty": ("entries=0",),
+    "root-dotfile": ("hidden-dotfile",),
     "users-checkout": ("Bash completed with no output",),
     "new-aca-config": ("Bash completed with no output",),
     "another-tasks-worktree": ("No such file",),
