@@ -11,16 +11,7 @@ from aca_flows.cli.options import RunOptions
 from aca_flows.plan import ExecutionPlan
 from aca_flows.plan.render import plan_size, render_tree
 
-__all__ = ["show_dry_run", "working_area_of"]
-
-
-def working_area_of(url: str, workdir: Path) -> Path:
-    """Where a run of ``--repo URL`` works, cloned or not: a dry run reaches no network and
-    leaves no clone behind (an earlier clone there gives its aca.toml). A URL git cannot use
-    is refused as a run refuses it."""
-    from aca_flows.workspace.remote import working_area
-
-    return working_area(url, None if str(workdir) == "." else workdir)
+__all__ = ["show_dry_run"]
 
 
 def show_dry_run(plan: ExecutionPlan, options: RunOptions) -> None:

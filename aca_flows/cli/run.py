@@ -11,13 +11,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from aca_flows._words import resume_command
-from aca_flows.cli.dry_run import show_dry_run, working_area_of
+from aca_flows.cli.dry_run import show_dry_run
 from aca_flows.cli.options import (
     RunOptions,
     refuse_options_that_do_nothing,
     warn_of_options_a_dry_run_ignores,
 )
 from aca_flows.cli.run_summary import show_summary
+from aca_flows.cli.working_area import checkout_remote, clone_removed_if_refused, working_area_of
 from aca_flows.errors import AcaError, InputError
 from aca_flows.plan import ExecutionPlan, load_execution_plan, load_task_file, plan_to_text
 from aca_flows.plan.io import MARKDOWN_SUFFIXES, PLAN_SUFFIXES
@@ -194,14 +195,6 @@ def _say_parse_retry(seconds: float, error: Exception, retry_number: int) -> Non
     print(f"warning: {error} Retrying in {seconds:.1f} s.", file=sys.stderr)
 
 
-def checkout_remote(url: str, workdir: Path, session_id: str | None = None) -> Path:
-    """The working area of ``--repo URL``, cloned or fetched (with the session's branch and
-    record when the remote has them); ``workdir`` ``.`` means the default area."""
-    from aca_flows.flows.remote_sync import open_remote
-
-    return open_remote(url, str(workdir), session_id).workdir
-
-
 def execute(options: RunOptions) -> int:
     """Run (or dry-run) what the options ask for; return the process exit code."""
     from aca_flows._startup import collect_as_usual, collect_less, signals_remembered
@@ -226,22 +219,6 @@ def _execute(options: RunOptions) -> int:
     from aca_flows.session.store import new_session_id
 
     return run_session(options, session_id=None if options.repo else new_session_id())
-
-
-@contextmanager
-def clone_removed_if_refused(url: str | None, workdir: Path) -> Iterator[None]:
-    """A working area of ``--repo URL`` this command clones is removed again if the command
-    is refused before it makes a session there (bad input, a provider that cannot work, a
-    session the remote does not hold), unless another run has checked it out meanwhile: a
-    refused run leaves nothing behind."""
-    try:
-        yield
-    except BaseException:
-        if url:
-            from aca_flows.workspace.remote import RemoteRepository
-
-            RemoteRepository(url, working_area_of(url, workdir)).remove_unclaimed()
-        raise
 
 
 def _prepare(options: RunOptions) -> int | None:

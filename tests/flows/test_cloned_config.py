@@ -118,7 +118,7 @@ def test_a_cloned_repositorys_config_cannot_weaken_the_sandbox(
 def test_config_show_says_what_is_ignored_and_the_users_own_settings_win(
     hostile_remote, capsys, monkeypatch
 ):
-    from aca_flows.cli.run import checkout_remote
+    from aca_flows.cli.working_area import checkout_remote
 
     area = checkout_remote(str(hostile_remote), Path("."))
     assert main(["config", "show", "--workdir", str(area), "--json"]) == 0
