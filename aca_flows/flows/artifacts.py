@@ -67,8 +67,9 @@ def md(text: object, keep_code: bool = False) -> str:
     """``text`` as Markdown that shows it verbatim (one line: newlines become spaces).
 
     ``keep_code``: ``code spans`` stay code (aca's own reasons quote commands and ids so).
+    Redacted first: escaped, a secret is no longer the text the redactor knows (``a\\_b``).
     """
-    text = " ".join(str(text).split())
+    text = " ".join(redact_text(str(text)).split())
     if keep_code:
         parts = _CODE_SPAN.split(text)
         return "".join(p if i % 2 else _escape(p) for i, p in enumerate(parts))
@@ -84,8 +85,8 @@ def _escape(text: str) -> str:
 
 
 def code(text: object) -> str:
-    """``text`` as an inline code span, whatever backticks it holds."""
-    text = " ".join(str(text).split())
+    """``text`` as an inline code span, whatever backticks it holds (redacted, as ``md``)."""
+    text = " ".join(redact_text(str(text)).split())
     fence = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return f"{fence}{pad}{text}{pad}{fence}"
@@ -198,8 +199,9 @@ def _split_reason(reason: str | None) -> tuple[str, str]:
 
 
 def _paragraphs(text: str | None) -> str:
-    """Several lines of text, each escaped, line breaks kept."""
-    return "  \n".join(md(line) for line in (text or "").strip().splitlines())
+    """Several lines of text, each escaped, line breaks kept; redacted whole first (a key
+    can span lines)."""
+    return "  \n".join(md(line) for line in redact_text(text or "").strip().splitlines())
 
 
 def _tail(text: str, lines: int = 60) -> str:

@@ -11,20 +11,24 @@ What is removed, replaced by ``[REDACTED]``:
 
 - the value of every provider key variable present in the environment (``ANTHROPIC_API_KEY``,
   ``OPENAI_API_KEY``, ``ANTHROPIC_AUTH_TOKEN``, ``GITHUB_TOKEN``, ...), and of any variable
-  whose name contains ``KEY``, ``TOKEN``, ``SECRET``, ``PASSWORD`` or ``CREDENTIAL`` and whose
+  whose name contains ``KEY``, ``TOKEN``, ``SECRET``, ``PASSWORD`` or ``CREDENTIAL``, or has a
+  part that names a credential (``MYSQL_PWD``, ``DB_PASS``, ``PREFECT_API_AUTH_STRING``,
+  ``CI_JOB_JWT``, ``SLACK_WEBHOOK_URL``, ``SENTRY_DSN``, ``..._CONNECTION_STRING``), and whose
   value has 8 characters or more (except file locations, which would otherwise mangle every
   path written: names ending ``_PATH``/``_FILE``/``_DIR``/``_SOCK``/``_HOME``, and values that
   are paths, see below);
 - every value handed to ``register_secret`` (the flow registers the Prefect Secret blocks it
   loads);
-- those values of 12 characters or more encoded: in hex, in rot13, and in base64 at each of
-  the three alignments it can have in a longer text (``Basic base64("user:" + token)``), so
-  a check that prints a token it was given (``[sandbox] env``) through ``base64`` or ``od``
-  is redacted too, and so is each of them, plain or encoded, cut by line breaks (``base64``
-  wraps at 76 characters, ``openssl`` at 64, ``xxd -p`` at 60; ``fold`` anywhere): the
-  secret's part of it, line breaks and all (``wrapped_base64.py``); in a dump (``xxd``, ``xxd -e``,
-  ``hexdump -C``, ``od -tx1``, ``od -x``, ``od -c``, after a prefix too), each line holding a
-  byte of the secret (``hex_dumps.py``);
+- those values as a URL or JSON writes them (percent-encoded, JSON-escaped: an AWS secret
+  key's ``/`` and ``+`` as ``%2F`` and ``%2B``), and those of 12 characters or more encoded:
+  in hex, in rot13, and in base64 at each of the three alignments it can have in a longer text
+  (``Basic base64("user:" + token)``), so a check that prints a token it was given
+  (``[sandbox] env``) through ``base64`` or ``od`` is redacted too, and so is each of them,
+  plain or encoded, cut by line breaks (``base64`` wraps at 76 characters, ``openssl`` at 64,
+  ``xxd -p`` at 60; ``fold`` anywhere): the secret's part of it, line breaks and all
+  (``wrapped_base64.py``); in a dump (``xxd``, ``xxd -e``, ``hexdump -C``, ``od -tx1``,
+  ``od -x``, ``od -c``, after a prefix too), each line holding a byte of the secret
+  (``hex_dumps.py``);
 - anything shaped like a credential, whether or not it is in the environment: ``sk-...`` and
   ``sk-ant-...`` keys, ``Bearer <token>``, ``Basic <base64 of user:password>``, GitHub, Slack,
   AWS, Google and Prefect keys;
@@ -57,11 +61,13 @@ from __future__ import annotations
 import base64
 import codecs
 import functools
+import json
 import logging
 import os
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from aca_flows._logging import all_log_handlers
 from aca_flows.session.hex_dumps import redact_hex_dumps
@@ -96,6 +102,11 @@ PROVIDER_KEY_VARIABLES = (
 # Values known to be secret that are not in the environment (Prefect Secret blocks in use).
 _REGISTERED: set[str] = set()
 _SECRET_NAME_PARTS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
+# Parts of a variable's name (split at "_") that name a credential on their own.
+_SECRET_VARIABLE_PARTS = frozenset({"PWD", "PASS", "AUTH", "JWT", "WEBHOOK", "DSN"})
+_LOCATION_PARTS = frozenset({"PATH", "FILE", "DIR", "SOCK", "HOME"})
+# The shell's working folders, not passwords.
+_NOT_SECRET_VARIABLES = frozenset({"PWD", "OLDPWD"})
 _MIN_NAMED_SECRET = 8
 _LOCATION_SUFFIXES = ("_PATH", "_FILE", "_DIR", "_SOCK", "_HOME")
 # Shorter values would redact ordinary words ("test", "dev"); a real key is never this short.
@@ -191,7 +202,7 @@ _LAST_SECRET_WORDS = frozenset({"AUTH"})
 # signingKey, key) names a secret only when its value looks like one (``_looks_random``):
 # sort_key, cache_key, primary_key hold names; KEY_COUNT does not end in KEY.
 _KEY_QUALIFIERS = frozenset(
-    ["API", "ACCESS", "PRIVATE", "SECRET", "SIGNING", "ENCRYPTION", "MASTER"]
+    ["API", "ACCESS", "ACCOUNT", "PRIVATE", "SECRET", "SIGNING", "ENCRYPTION", "MASTER"]
 )
 _MIN_RANDOM_KEY = 16
 # The name says the value is about a secret, not the secret: SSH_KEY_PATH, TOKEN_URL.
@@ -209,11 +220,19 @@ def is_secret_name(name: str) -> bool:
 
 
 def is_secret_variable(name: str) -> bool:
-    """Whether the environment variable ``name`` holds a secret: a provider credential, or a
-    name containing KEY, TOKEN, SECRET, PASSWORD or CREDENTIAL. Commands run without these
-    (``agent/commands.py``); their values are redacted (``secret_values``)."""
+    """Whether the environment variable ``name`` holds a secret: a provider credential, a
+    name containing KEY, TOKEN, SECRET, PASSWORD or CREDENTIAL, or one with a part that
+    names a credential (``MYSQL_PWD``, ``DB_PASS``, ``PREFECT_API_AUTH_STRING``,
+    ``CI_JOB_JWT``, ``SLACK_WEBHOOK_URL``, ``SENTRY_DSN``, ``..._CONNECTION_STRING``) unless
+    its last part says it is a location (``SSH_AUTH_SOCK``). Commands run without these
+    (``sandbox.clean_environment``); their values are redacted (``secret_values``)."""
     upper = name.upper()
-    return name in PROVIDER_KEY_VARIABLES or any(part in upper for part in _SECRET_NAME_PARTS)
+    if name in PROVIDER_KEY_VARIABLES or any(part in upper for part in _SECRET_NAME_PARTS):
+        return True
+    parts = upper.split("_")
+    if upper in _NOT_SECRET_VARIABLES or parts[-1] in _LOCATION_PARTS:
+        return False
+    return "CONNECTION_STRING" in upper or any(part in _SECRET_VARIABLE_PARTS for part in parts)
 
 
 def register_secret(value: str | None) -> None:
@@ -253,6 +272,7 @@ def _secret_values(environ: Mapping[str, str]) -> list[str]:
         ):
             found.add(value)
     for value in list(found):
+        found.update(_escaped(value))
         if len(value) >= _MIN_ENCODED_SECRET:
             found.update(_encodings(value))
     # Longest first: a key that contains another key is removed whole.
@@ -298,6 +318,21 @@ def _encodings(secret: str) -> tuple[str, ...]:
         encoded = base64.b64encode(b"\0" * shift + raw).decode()
         forms.append(encoded[4 if shift else 0 : (len(raw) + shift) // 3 * 4])
     return tuple(forms)
+
+
+@functools.lru_cache(maxsize=256)
+def _escaped(secret: str) -> tuple[str, ...]:
+    """``secret`` as a URL or JSON writes it, where that differs: percent-encoded (``/`` kept
+    or not, spaces as ``+``; upper- or lower-case hex), and as a JSON string's inside
+    (``\\"``, ``\\\\``, ``\\u00e9``, and ``\\/`` as some encoders write ``/``)."""
+    percent = {quote(secret, safe=""), quote(secret), quote_plus(secret)}
+    percent |= {_LOWER_PERCENT.sub(lambda m: m.group().lower(), form) for form in percent}
+    inside = {json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
+    inside |= {form.replace("/", "\\/") for form in inside}
+    return tuple(form for form in percent | inside if form != secret)
+
+
+_LOWER_PERCENT = re.compile(r"%[0-9A-F]{2}")
 
 
 def redact_text(text: str, environ: Mapping[str, str] | None = None) -> str:

@@ -18,6 +18,7 @@ from aca_flows.session.redact import (
     RedactingFilter,
     RedactingStream,
     is_secret_name,
+    is_secret_variable,
     redact,
     redact_log_handlers,
     redact_text,
@@ -592,3 +593,53 @@ def test_a_secrets_encodings_are_computed_once(monkeypatch):
         redact_text("a line", {"NPM_TOKEN": "npm_" + "Q7pLx2Rv9WcN4tYb8KfZ" * 2})
         redact_text("a line")
     assert redactor._encodings.cache_info().misses == computed
+
+
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+
+
+def test_a_known_secret_is_redacted_as_urls_and_json_write_it():
+    # An AWS secret key holds "/" and "+": a form body or a query string has them as %2F and
+    # %2B (any case), JSON as "\/" (some encoders), a password with a quote as \".
+    quoted = 'pa"ss\\word-991x'
+    env = {"AWS_SECRET_ACCESS_KEY": AWS_SECRET, "DB_PASSWORD": quoted}
+    for text in [
+        "secret=wJalrXUtnFEMI%2FK7MDENG%2BbPxRfiCYEXAMPLEKEY&x=1",
+        "secret=wJalrXUtnFEMI%2fK7MDENG%2bbPxRfiCYEXAMPLEKEY&x=1",
+        '{"k": "wJalrXUtnFEMI\\/K7MDENG+bPxRfiCYEXAMPLEKEY"}',
+        '{"DB": "pa\\"ss\\\\word-991x"}',
+    ]:
+        redacted = redact_text(text, environ=env)
+        assert REDACTED in redacted and "EXAMPLEKEY" not in redacted and "991x" not in redacted
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "MYSQL_PWD",
+        "DB_PASS",
+        "PREFECT_API_AUTH_STRING",
+        "CI_JOB_JWT",
+        "SLACK_WEBHOOK_URL",
+        "SENTRY_DSN",
+        "AZURE_STORAGE_CONNECTION_STRING",
+    ],
+)
+def test_variables_named_for_a_credential_are_secret(name):
+    value = "hunter2-Xy7-secret-value"
+    assert is_secret_variable(name)
+    assert redact_text(f"it is {value}", environ={name: value}) == f"it is {REDACTED}"
+
+
+@pytest.mark.parametrize(
+    "name", ["PWD", "OLDPWD", "SSH_AUTH_SOCK", "GIT_AUTHOR_NAME", "BYPASS_CACHE", "DSN_FILE"]
+)
+def test_working_folders_sockets_and_authors_are_not_secret(name):
+    assert not is_secret_variable(name)
+
+
+def test_an_account_key_in_a_connection_string_is_redacted():
+    text = "AccountName=acct;AccountKey=Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MA==;EndpointSuffix=x"
+    assert (
+        redact_text(text, environ={}) == f"AccountName=acct;AccountKey={REDACTED};EndpointSuffix=x"
+    )
