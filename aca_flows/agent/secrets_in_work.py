@@ -4,17 +4,21 @@ The redactor's values (provider keys and secret-named variables of aca's environ
 Secret blocks in use, and their hex and base64 forms, wrapped across lines or not) are kept
 out of every record aca writes; a commit is one too, and it is pushed and shown in pull
 requests, where no redactor runs. An agent holds such a value when it was given one
-(``[sandbox] env``) or ran unsandboxed. A change that adds one to a file is never committed:
-the task fails, naming the files, never the value. A file that held it already when the task
-started is the repository's own content, not the agent's doing, and passes.
+(``[sandbox] env``) or ran unsandboxed. A change that adds one to a file, to a symbolic
+link's target (git stores it as the link's content) or to a new file's name is never
+committed: the task fails, naming the files (redacted), never the value. A file that held it
+already when the task started is the repository's own content, not the agent's doing, and
+passes.
 """
 
 from __future__ import annotations
 
+import os
+
 import git
 
 from aca_flows._words import listed
-from aca_flows.session.redact import secret_values
+from aca_flows.session.redact import redact_text, secret_values
 from aca_flows.workspace import TaskWorktree
 
 __all__ = ["secrets_problem"]
@@ -37,8 +41,9 @@ def secrets_problem(worktree: TaskWorktree, changed_files: list[str]) -> str | N
         return None
     return (
         f"the agent's change writes a secret aca knows (a key or token of its environment, "
-        f"plain or encoded) into {listed(holding, _SHOWN)}; aca commits no secret, since a "
-        "commit is pushed and shown where nothing redacts it; nothing was committed. Keep "
+        f"plain or encoded) into {redact_text(listed(holding, _SHOWN))}; aca commits no "
+        "secret, since a commit is pushed and shown where nothing redacts it; nothing was "
+        "committed. Keep "
         "secrets out of the repository (read them from the environment at run time), and "
         "out of [sandbox] env unless a command needs them."
     )
@@ -51,11 +56,18 @@ def _a_credential(value: str) -> bool:
 
 
 def _adds_a_secret(worktree: TaskWorktree, path: str, secrets: list[bytes]) -> bool:
+    if any(secret in os.fsencode(path) for secret in secrets) and not _at_start_at_all(
+        worktree, path
+    ):
+        return True  # a new file named for it: the name is in the commit as the content is
     file = worktree.path / path
-    if file.is_symlink() or not file.is_file():
+    if file.is_symlink():
+        data = os.fsencode(os.readlink(file))  # what git commits of a link
+    elif file.is_file():
+        with open(file, "rb") as handle:
+            data = _with_lines_joined(handle.read(_READ_LIMIT))
+    else:
         return False
-    with open(file, "rb") as handle:
-        data = _with_lines_joined(handle.read(_READ_LIMIT))
     found = [secret for secret in secrets if secret in data]
     if not found:
         return False
@@ -69,6 +81,14 @@ def _with_lines_joined(data: bytes) -> bytes:
     if b"\n" not in data:
         return data
     return data + b"\0" + data.replace(b"\r", b"").replace(b"\n", b"")
+
+
+def _at_start_at_all(worktree: TaskWorktree, path: str) -> bool:
+    try:
+        worktree.git.cat_file("-e", f"{worktree.base_sha}:{path}")
+    except git.GitCommandError:
+        return False
+    return True
 
 
 def _at_start(worktree: TaskWorktree, path: str) -> bytes:

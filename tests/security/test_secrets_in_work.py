@@ -100,3 +100,32 @@ def test_a_url_under_a_secret_sounding_name_may_be_written(tmp_path):
     outcome = run_agent(repo, f"echo 'issuer: {url}' > auth.yml", KEYCLOAK_URL=url)
 
     assert outcome.status == "completed", outcome.failure_reason
+
+
+def test_a_token_as_a_link_target_or_a_file_name_is_never_committed(tmp_path):
+    """git commits a symbolic link's target as its content, and every file's name."""
+    repo = make_repo(tmp_path / "repo")
+
+    outcome = run_agent(repo, 'ln -s "$NPM_TOKEN" link && touch "name-$NPM_TOKEN.txt"')
+
+    assert outcome.status == "failed"
+    assert "writes a secret aca knows" in outcome.failure_reason
+    assert "link" in outcome.failure_reason and "name-[REDACTED].txt" in outcome.failure_reason
+    assert TOKEN not in outcome.failure_reason
+    assert not every_commit_holds(repo, TOKEN)
+    names = subprocess.run(
+        ["git", "-C", str(repo), "log", "--all", "--name-only", "--format="],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert TOKEN not in names
+
+
+def test_a_token_url_encoded_into_the_work_is_never_committed(tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    token = TOKEN[:10] + "/+" + TOKEN[10:]  # as an AWS secret key holds them
+    encode = """printf %s "$NPM_TOKEN" | sed 's|/|%2F|; s|+|%2B|'"""
+
+    outcome = run_agent(repo, f"{encode} > url.txt", NPM_TOKEN=token)
+
+    assert outcome.status == "failed", outcome.failure_reason
+    assert "url.txt" in outcome.failure_reason
