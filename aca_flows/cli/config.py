@@ -47,10 +47,16 @@ def show(
     json_output: JsonOutput = False,
 ) -> None:
     """Print the effective configuration with the source of each value."""
+    from aca_flows.session.redact import redact_text
     from aca_flows.settings import load_config, source_of
 
     loaded = load_config(workdir.resolve(), config)
-    values = flatten(loaded.config.model_dump(mode="json"))
+    # Each value as the records have it: a base_url's password, a key written in the file.
+    # By value only: the name of a Secret block (api_key_secret) is no secret.
+    values = {
+        key: redact_text(value) if isinstance(value, str) else value
+        for key, value in flatten(loaded.config.model_dump(mode="json")).items()
+    }
     rows = [(k, v, source_of(k, loaded.sources) or "default") for k, v in values.items()]
     credentials = {
         name: mask(name, os.environ[name]) for name in CREDENTIAL_VARIABLES if name in os.environ

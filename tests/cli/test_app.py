@@ -715,6 +715,21 @@ def test_config_show_masks_secrets(tmp_path, capsys, monkeypatch):
     assert "sk-ant-secret" not in out
 
 
+def test_config_show_redacts_a_password_in_the_file_and_keeps_secret_block_names(
+    tmp_path, capsys
+):
+    (tmp_path / "aca.toml").write_text(
+        "[providers.anthropic]\n"
+        'base_url = "https://user:h4cfgBaseUrlPw99@proxy.example/v1"\n'
+        'api_key_secret = "anthropic-key"\n'
+    )
+    for extra in ([], ["--json"]):
+        code, out, _ = run(capsys, "config", "show", "-w", str(tmp_path), *extra)
+        assert code == 0
+        assert "h4cfgBaseUrlPw99" not in out and "user:[REDACTED]@proxy.example" in out
+        assert "anthropic-key" in out  # the Secret block's name, to find it by
+
+
 def test_config_show_in_a_pipe_prints_every_key_whole(tmp_path, capsys):
     """The list an unknown-key error sends a user to: no key cut short ("session.max_co…")."""
     code, out, _ = run(capsys, "config", "show", "--workdir", str(tmp_path))
