@@ -321,13 +321,46 @@ def _wait_healthy(url: str, process: subprocess.Popen, log_file: Path) -> None:
                 f"the Prefect server exited with code {process.returncode} while starting; "
                 f"its log: {log_file}\n{_tail(log_file)}"
             )
-        if healthy(url, timeout=1.0):
+        # Another program's server on the port answers too, while this one is still loading
+        # (it then fails to bind and exits): it is up once a process of its own listens.
+        if healthy(url, timeout=1.0) and _listens(process.pid, _port_of(url)):
             return
         time.sleep(0.1)
     raise ServerError(
         f"the Prefect server did not answer within {timeout:.0f} s "
         f"(ACA_SERVER_STARTUP_TIMEOUT sets the wait); its log: {log_file}\n{_tail(log_file)}"
     )
+
+
+def _port_of(url: str) -> int:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).port or 80
+
+
+def _listens(group: int, port: int) -> bool:
+    """Whether a process of the process group ``group`` listens on TCP ``port``; ``True`` where
+    ``/proc`` cannot tell (not Linux)."""
+    sockets: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                # local address "ADDR:PORT" in hex; state 0A is LISTEN; the inode is field 9
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                    sockets.add(f"socket:[{fields[9]}]")
+    if not Path("/proc/net/tcp").exists():
+        return True
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(") ", 1)[1].split()[2]) != group:
+                continue
+            for fd in (stat.parent / "fd").iterdir():
+                if os.readlink(fd) in sockets:
+                    return True
+        except (OSError, ValueError, IndexError):
+            continue
+    return False
 
 
 def healthy(url: str, timeout: float) -> bool:

@@ -715,9 +715,7 @@ def test_config_show_masks_secrets(tmp_path, capsys, monkeypatch):
     assert "sk-ant-secret" not in out
 
 
-def test_config_show_redacts_a_password_in_the_file_and_keeps_secret_block_names(
-    tmp_path, capsys
-):
+def test_config_show_redacts_a_password_in_the_file_and_keeps_secret_block_names(tmp_path, capsys):
     (tmp_path / "aca.toml").write_text(
         "[providers.anthropic]\n"
         'base_url = "https://user:h4cfgBaseUrlPw99@proxy.example/v1"\n'

@@ -459,3 +459,40 @@ def test_a_run_on_a_server_aca_did_not_start_keeps_its_first_writes_apart(tmp_pa
         prefect_api_for_run(announce=print),
     ):
         assert not runs_on_acas_server() and not runs_on_a_temporary_server()
+
+
+def test_another_programs_server_on_the_port_is_not_taken_for_the_one_started(
+    tmp_path, monkeypatch
+):
+    """A server that took the port between aca's look and its own server's bind answers the
+    health check while aca's server still loads, which then cannot bind and exits: `aca server
+    start` said "started" and named a process that was gone."""
+    import http.server
+    import threading
+
+    from aca_flows.flows import local_servers
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *_):
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+
+    def spawn(command, log_file, **_):  # loads for a while, cannot bind, exits
+        code = "import time; time.sleep(1.5); raise SystemExit(1)"
+        return subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+
+    monkeypatch.setattr(local_servers, "_port_free", lambda *_: True)  # the race, lost
+    monkeypatch.setattr(local_servers, "spawn_background", spawn)
+    monkeypatch.setattr(local_servers, "prepare_database", lambda: None)
+    try:
+        with pytest.raises(local_servers.ServerError, match="exited with code 1"):
+            LocalServer(tmp_path).start(port=other.server_address[1])
+        assert LocalServer(tmp_path).state() is None
+    finally:
+        other.shutdown()
