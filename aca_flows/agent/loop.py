@@ -43,6 +43,7 @@ from aca_flows.providers.base import (
     Usage,
 )
 from aca_flows.sandbox import existing_placeholders, remove_new_placeholders
+from aca_flows.session.redact import redact_known
 from aca_flows.session.usage import summed_cost
 
 __all__ = ["AgentConversation", "AgentRound", "run_claude_code", "run_tool_loop"]
@@ -103,7 +104,9 @@ class AgentConversation:
         store: ConversationStore,
     ):
         self.provider = provider
-        self.system = system
+        # What the model is sent holds no secret aca knows (a token in a title, or printed by
+        # a command it was given to): the provider's servers are no place for it.
+        self.system = redact_known(system)
         self.model = model
         self.max_tokens = max_tokens
         self.log = log
@@ -120,6 +123,7 @@ class AgentConversation:
 
     def add_user_text(self, text: str) -> None:
         """Add a user turn. After tool results it joins that turn, keeping roles alternating."""
+        text = redact_known(text)
         last = self.messages[-1] if self.messages else None
         if last is not None and last.role == "user":
             joined = f"{last.text}\n\n{text}" if last.text else text
@@ -131,6 +135,7 @@ class AgentConversation:
         self._unsaved = True
 
     def add_tool_results(self, results: list[ToolResult]) -> None:
+        results = [r.model_copy(update={"content": redact_known(r.content)}) for r in results]
         self.messages.append(Message(role="user", tool_results=results))
         self._unsaved = True  # saved with the next response, or when the round ends
 

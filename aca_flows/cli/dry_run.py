@@ -42,8 +42,9 @@ def show_dry_run(plan: ExecutionPlan, options: RunOptions) -> None:
 
 def _run_command(options: RunOptions) -> str:
     """The command that runs the dumped plan as this dry run would have run it: the same
-    workdir (or --repo) and the options that pick the provider, concurrency and configuration.
-    Without them, the plan ran in the current folder with the default provider."""
+    workdir (or --repo) and every run option given (the plan holds the task file's own):
+    without them, the plan ran in the current folder with the default provider, and without
+    the budget the plan was reviewed with."""
     from aca_flows._words import workdir_option
     from aca_flows.workspace.remote import public_url
 
@@ -57,9 +58,20 @@ def _run_command(options: RunOptions) -> str:
         ("--model", options.model),
         ("--max-concurrent", options.max_concurrent),
         ("--config", options.config),
+        ("--budget-usd", options.budget_usd),
+        ("--append-system-prompt", options.append_system_prompt),
+        ("--record", options.record),
+        ("--github-repo", options.github_repo),
     ):
         if value is not None:
             command += f" {flag} {shlex.quote(str(value))}"
+    for flag, given in (
+        ("--init-git", options.init_git),
+        ("--require-approval", options.require_approval),
+        ("--open-pr", options.open_pr),
+    ):
+        if given:
+            command += f" {flag}"
     return command
 
 

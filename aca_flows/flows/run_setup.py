@@ -136,6 +136,16 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         # and its budget: a nightly `aca resume` must not lose the cap `aca run` was given.
         if request.budget_usd is None and recorded.budget_usd is not None:
             overrides["session.budget_usd"] = recorded.budget_usd
+        # and its --config: the resume a run prints names none (`aca resume ID`).
+        if config_file is None and not request.config_block and recorded.config_file:
+            if Path(recorded.config_file).is_file():
+                config_file = Path(recorded.config_file)
+            else:
+                _warn(
+                    f"the session was started with --config {recorded.config_file}, which is "
+                    "not here: the configuration is read from the workdir (--config names "
+                    "another)"
+                )
     block = None
     if request.config_block:  # settings from the Prefect server: nothing read from disk
         block = (request.config_block, load_config_block(request.config_block))
@@ -179,6 +189,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
             session_id=request.session_id,
             budget_usd=config.session.budget_usd,
             source=source_of(request),
+            config_file=str(config_file.resolve()) if config_file else None,
         )
         if parse is not None:
             _bill_parse(store, parse)

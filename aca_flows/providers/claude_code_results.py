@@ -31,6 +31,7 @@ from aca_flows.settings import ModelPrice
 
 __all__ = [
     "LOGIN_FIX",
+    "login_fix",
     "OutsideRefusals",
     "SessionSpend",
     "StreamedSpend",
@@ -44,10 +45,16 @@ __all__ = [
 
 NAME = "claude-code"
 
-LOGIN_FIX = (
-    "log Claude Code in with `claude auth login` (or create a token with `claude setup-token` "
-    "and set CLAUDE_CODE_OAUTH_TOKEN), or set ANTHROPIC_API_KEY"
-)
+
+def login_fix(claude: str = "claude") -> str:
+    """How to give Claude Code a login, ``claude`` being the command that runs it."""
+    return (
+        f"log Claude Code in with `{claude} auth login` (or create a token with `{claude} "
+        "setup-token` and set CLAUDE_CODE_OAUTH_TOKEN), or set ANTHROPIC_API_KEY"
+    )
+
+
+LOGIN_FIX = login_fix()
 # Error results without an HTTP status are told apart by what Claude Code says.
 _LOGIN_MARKERS = ("not logged in", "/login", "please log in", "oauth token has expired")
 _REFUSAL_MARKERS = (

@@ -31,6 +31,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import time
 from collections.abc import Iterable, Mapping
@@ -423,7 +425,7 @@ def _check_claude_code(
     config: AcaConfig, env: Mapping[str, str], models: list[str | None]
 ) -> ProviderReadiness:
     from aca_flows.providers.claude_code import find_claude_cli
-    from aca_flows.providers.claude_code_results import LOGIN_FIX
+    from aca_flows.providers.claude_code_results import login_fix
 
     model = config.provider("claude-code").model or "Claude Code's default"
     cli, source = find_claude_cli(config.claude_code.cli_path, env)
@@ -480,7 +482,8 @@ def _check_claude_code(
         f"{binary}; Claude Code is not logged in and neither ANTHROPIC_API_KEY nor "
         "ANTHROPIC_AUTH_TOKEN is set",
         model,
-        LOGIN_FIX,
+        # The bundled claude is on no PATH: the fix names it as it can be run.
+        login_fix("claude" if shutil.which("claude") == str(cli) else shlex.quote(str(cli))),
     )
 
 

@@ -109,6 +109,8 @@ class SessionStarted(_Event):
     plan: ExecutionPlan
     budget_usd: float | None = None
     source: SourceFile | None = None
+    config_file: str | None = None
+    """The ``--config`` file the session was started with: its resumes read it too."""
 
 
 class SessionResumed(_Event):

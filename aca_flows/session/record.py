@@ -193,6 +193,9 @@ class SessionRecord(_Model):
     source: SourceFile | None = Field(
         default=None, description="The task file or plan the session was started from."
     )
+    config_file: str | None = Field(
+        default=None, description="The --config file it was started with; resumes read it."
+    )
     resumed_at: datetime | None = Field(default=None, description="Start of the latest run.")
     earlier_runs_seconds: float = Field(
         default=0.0, description="Wall time of the runs before the latest one, idle time not."
@@ -296,6 +299,7 @@ def _start(event: SessionStarted) -> SessionRecord:
         plan=plan,
         budget_usd=event.budget_usd,
         source=event.source,
+        config_file=event.config_file,
         tasks={task.id: TaskRun(task_id=task.id) for task in plan.tasks},
         last_seq=event.seq,
     )

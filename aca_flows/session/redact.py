@@ -4,8 +4,10 @@ It is applied where data leaves aca — ``.aca`` files (``files.py``), Prefect l
 filter the flow installs on every handler), artifacts and persisted results (the flow), the
 task log and conversation (``agent/transcript.py``), commit messages (``workspace/commit.py``),
 cassettes (the recorder gets ``redact`` as its scrubber) and a run's terminal output
-(``RedactingStream``). It is never applied to what runs: the plan, prompts and commands an
-agent or a verify step uses are the user's own text, byte for byte.
+(``RedactingStream``). It is never applied to what runs: the plan and the commands an agent
+or a verify step runs are the user's own text, byte for byte. What an agent's model is sent
+(its prompts, and what its tools give back) loses only the values aca knows to be secret
+(``redact_known``): the model gets the code as it is.
 
 What is removed, replaced by ``[REDACTED]``:
 
@@ -80,6 +82,7 @@ __all__ = [
     "is_secret_name",
     "is_secret_variable",
     "redact",
+    "redact_known",
     "redact_log_handlers",
     "redact_text",
     "register_secret",
@@ -338,6 +341,24 @@ _LOWER_PERCENT = re.compile(r"%[0-9A-F]{2}")
 def redact_text(text: str, environ: Mapping[str, str] | None = None) -> str:
     """``text`` with every secret replaced by ``[REDACTED]``."""
     return _redact_text(text, secret_values(environ))
+
+
+def redact_known(text: str) -> str:
+    """``text`` without the secret values aca knows (``secret_values``: its environment's keys,
+    the Secret blocks in use, their encodings), plain, in a dump or cut by line breaks; the
+    shape and name rules are left out. For what an agent's model is sent: the model needs the
+    code as it is (a test's ``password = "hunter2-fixture"`` included), never a key aca holds
+    or gave a command (``[sandbox] env``)."""
+    secrets = secret_values()
+    if not secrets:
+        return text
+    text = redact_hex_dumps(text, secrets, REDACTED)
+    if "\n" in text:
+        text = redact_wrapped(text, secrets, REDACTED)
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
 
 
 def redact(obj: Any, environ: Mapping[str, str] | None = None) -> Any:

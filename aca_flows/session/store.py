@@ -132,6 +132,7 @@ class SessionStore:
         session_id: str | None = None,
         budget_usd: float | None = None,
         source: SourceFile | None = None,
+        config_file: str | None = None,
     ) -> SessionStore:
         """A new session for ``plan`` in ``<workdir>/.aca/sessions/<new id>/``, locked.
 
@@ -165,6 +166,7 @@ class SessionStore:
                 plan=plan,
                 budget_usd=budget_usd,
                 source=source,
+                config_file=config_file,
                 **({"at": now.astimezone(UTC)} if now else {}),
             )
             started = _redacted(started)

@@ -47,12 +47,16 @@ def test_dry_run_dumps_and_runs_nothing(tmp_path, capsys):
         "--dump-plan", str(plan_file),
         "--provider", "anthropic",
         "--max-concurrent", "2",
+        "--budget-usd", "5",
+        "--require-approval",
     )  # fmt: skip
     assert code == 0
     assert "Dry run: 3 tasks in 2 groups (3 pending); nothing was run." in out
-    # It said `aca --execution-plan PLAN`: run here, with the default provider, not as asked.
+    # It said `aca --execution-plan PLAN`: run here, with the default provider, not as asked;
+    # then without the budget and the approval the plan was reviewed with.
     command = (
         f"aca --execution-plan {plan_file} --workdir {work} --provider anthropic --max-concurrent 2"
+        " --budget-usd 5.0 --require-approval"
     )
     assert f"then run `{command}`." in out
     assert json.loads(plan_file.read_text())["name"] == "Hello, aca"

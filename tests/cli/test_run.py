@@ -8,6 +8,7 @@ import contextlib
 import http.server
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -249,6 +250,20 @@ def test_a_machine_without_bubblewrap_is_refused_naming_the_package(tmp_path, ca
     assert "bubblewrap ('bwrap') is not installed" in err
     assert "apt-get install bubblewrap" in err and '[sandbox] mode = "off"' in err
     assert not repo.exists()  # --init-git made nothing: the run was refused first
+
+
+def test_a_resume_reads_the_config_file_its_session_was_started_with(tmp_path, capsys):
+    """The resume a budget stop prints names no --config: it was refused (the replay
+    provider's cassette is in the config file), exit 2."""
+    repo = tmp_path / "repo"
+    args = ["run", str(HELLO), "-w", str(repo), "--init-git", "--config", str(HELLO_CONFIG)]
+    assert main([*args, "--budget-usd", "0.02"]) == 3
+    printed = capsys.readouterr().out
+    resume = re.search(r"`aca (resume \S+ --workdir \S+) --budget-usd N`", printed)
+    assert resume, printed
+
+    assert main([*resume.group(1).split(), "--budget-usd", "1"]) == 0, capsys.readouterr().err
+    assert len(list(git.Repo(repo).iter_commits(f"aca/{resume.group(1).split()[1]}"))) == 4
 
 
 def test_open_pr_without_a_token_is_refused_before_init_git_makes_the_repository(

@@ -86,7 +86,11 @@ def test_claude_code_without_login_or_key_is_not_ready():
     result = check("claude-code")
 
     assert not result.ready and "not logged in" in result.detail
-    assert "claude auth login" in result.fix and "ANTHROPIC_API_KEY" in result.fix
+    # The bundled claude is on no PATH: the fix names the binary a user can run.
+    from aca_flows.providers.claude_code import find_claude_cli
+
+    cli, _ = find_claude_cli(None, {})
+    assert f"`{cli} auth login`" in result.fix and "ANTHROPIC_API_KEY" in result.fix
 
 
 def test_claude_code_with_a_login_is_ready(monkeypatch, _isolated_home):
