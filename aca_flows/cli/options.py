@@ -269,9 +269,9 @@ def refuse_github_repo_without_open_pr(github_repo: str | None, open_pr: bool) -
 
 def warn_of_options_a_dry_run_ignores(options: RunOptions) -> None:
     """A dry run may be the run's own command line with --dry-run added: its run options are
-    not refused, but the user is told they did nothing."""
+    not refused, but the user is told they did nothing (--budget-usd does: a budget the run
+    could not keep is refused)."""
     given = {
-        "--budget-usd": options.budget_usd is not None,
         "--init-git": options.init_git,
         "--open-pr": options.open_pr,
         "--record": options.record is not None,
@@ -280,6 +280,7 @@ def warn_of_options_a_dry_run_ignores(options: RunOptions) -> None:
     ignored = [flag for flag, on in given.items() if on]
     if options.dry_run and ignored:
         print(
-            f"warning: --dry-run runs no task, so these apply to nothing: {', '.join(ignored)}.",
+            f"warning: --dry-run runs no task, so these do nothing here: {', '.join(ignored)} "
+            "(the run command --dump-plan prints keeps them).",
             file=sys.stderr,
         )

@@ -243,6 +243,7 @@ def _prepare(options: RunOptions) -> int | None:
     _check_provider_names(names)  # a dry run too: it must not pass a plan the run refuses
     if plan is not None and options.dry_run:
         _require_the_runs_workdir(options)  # a dry run passes no workdir the run refuses
+        _refuse_what_asks_no_one(names, config, plan)
         _dump_if_asked(plan, options)
         show_dry_run(plan, options)
         return 0
@@ -254,6 +255,17 @@ def _prepare(options: RunOptions) -> int | None:
 
     stop_if_signalled()  # a Ctrl-C swallowed on its way (a finalizer's): nothing is made
     return None
+
+
+def _refuse_what_asks_no_one(names: set[str], config: AcaConfig, plan: ExecutionPlan) -> None:
+    """The run's refusals a dry run can make without a provider's server: a replay's
+    cassette, a budget on models aca has no price for. (Keys, logins and servers it leaves
+    to the run: a dry run may be made where they are not.)"""
+    from aca_flows.flows.unpriced import refuse_a_budget_without_prices
+
+    if "replay" in names:
+        _require_providers({"replay"}, config)
+    refuse_a_budget_without_prices(plan, config)
 
 
 def _dump_if_asked(plan: ExecutionPlan | None, options: RunOptions) -> None:

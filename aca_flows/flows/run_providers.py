@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 from aca_flows._startup import collect_as_usual
 from aca_flows.agent.transcript import TaskLog
-from aca_flows.errors import InputError
 from aca_flows.flows.provider_limits import prefect_limits_for
 from aca_flows.flows.run_inputs import tasks_left
 from aca_flows.flows.secret_keys import provider_environ, providers_environ
@@ -27,12 +26,12 @@ from aca_flows.flows.spend import (
     unbounded_runs_warning,
 )
 from aca_flows.flows.task_run import ACTIVE_RUNS, GlobalLimitProvider
+from aca_flows.flows.unpriced import priced_by_aca
 from aca_flows.plan import ExecutionPlan
-from aca_flows.prices import PRICED_BY_TABLE, price_for
+from aca_flows.prices import PRICED_BY_TABLE
 from aca_flows.providers import get_provider, rate_limiter_for, require_providers
 from aca_flows.providers.base import Provider, ProviderResponse
 from aca_flows.providers.ratelimit import account_state_file
-from aca_flows.providers.readiness import default_model
 from aca_flows.providers.retry import with_call_retries
 from aca_flows.session.redact import redact
 from aca_flows.session.store import SessionStore
@@ -46,7 +45,6 @@ __all__ = [
     "build_providers",
     "import_sdks_in_background",
     "providers_left",
-    "refuse_a_budget_without_prices",
     "require_working_providers",
     "run_logger",
 ]
@@ -100,7 +98,7 @@ def build_providers(
                 ledger,
                 call_ceiling(name, config),
                 # A replay's calls cost what they were recorded at; a local Ollama's, nothing.
-                free=name == "replay" or (name == "ollama" and not _priced_by_aca(name, config)),
+                free=name == "replay" or (name == "ollama" and not priced_by_aca(name, config)),
             ),
             config.session,
             on_wait=_log_call_retry(store),
@@ -195,53 +193,6 @@ def _import_sdks(names: set[str]) -> None:
                     importlib.import_module(_SDK_MODULES[name])
     finally:
         collect_as_usual()  # start-up is over (aca_flows/_startup.py)
-
-
-def refuse_a_budget_without_prices(plan: ExecutionPlan, config: AcaConfig) -> None:
-    """A budget aca cannot keep is refused before anything is spent: the calls of a model
-    with no known price would count $0 and never reach it. So would a hosted Ollama's."""
-    budget = config.session.budget_usd
-    if budget is None:
-        return
-    unpriced: set[tuple[str, str]] = set()
-    for task in plan.tasks:
-        provider = task.provider or config.session.provider
-        if task.children or task.status.is_done or not _priced_by_aca(provider, config):
-            continue
-        model = config.model_for(provider, task.model) or default_model(provider)
-        if model and price_for(model, config.provider(provider).prices) is None:
-            unpriced.add((provider, model))
-    if unpriced:
-        provider, model = min(unpriced)
-        listed = ", ".join(f"{m} ({p})" for p, m in sorted(unpriced))
-        hosted = ""
-        if any(p == "ollama" for p, _ in unpriced):
-            hosted = (
-                f" (the Ollama server at {_ollama_host(config)} is not on this machine, so it "
-                "may bill them; a price of 0 says it does not)"
-            )
-        raise InputError(
-            f"a budget of ${budget:g} cannot be kept: aca has no price for {listed}, so its "
-            f"calls would count $0{hosted}. Give the price in the config "
-            f'([providers.{provider}.prices."{model}"] input = ..., output = ..., in USD per '
-            "million tokens), or run without a budget."
-        )
-
-
-def _priced_by_aca(provider: str, config: AcaConfig) -> bool:
-    """Whether ``provider``'s calls cost what aca's prices say (a model without one: $0).
-    Ollama's do too unless its server runs on this machine, where they are free."""
-    from aca_flows.providers.ollama_api import runs_here
-
-    if provider == "ollama":
-        return not runs_here(_ollama_host(config))
-    return provider in PRICED_BY_TABLE
-
-
-def _ollama_host(config: AcaConfig) -> str:
-    from aca_flows.providers.ollama_api import host_of
-
-    return host_of(config.provider("ollama"))
 
 
 def providers_left(plan: ExecutionPlan, default: str) -> set[str]:

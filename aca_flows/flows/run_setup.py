@@ -36,12 +36,12 @@ from aca_flows.flows.run_providers import (
     build_providers,
     import_sdks_in_background,
     providers_left,
-    refuse_a_budget_without_prices,
     require_working_providers,
     run_logger,
 )
 from aca_flows.flows.secret_keys import provider_environ
 from aca_flows.flows.task_run import ActiveRun
+from aca_flows.flows.unpriced import refuse_a_budget_without_prices
 from aca_flows.plan import (
     ExecutionPlan,
     Task,

@@ -487,9 +487,24 @@ def test_a_dry_run_names_the_run_options_it_ignores(tmp_path, capsys):
     )  # fmt: skip
     assert code == 0 and json.loads(out)["tasks"] == 3
     assert (
-        "warning: --dry-run runs no task, so these apply to nothing: --budget-usd, --init-git, "
-        "--open-pr, --record, --require-approval." in err
+        "warning: --dry-run runs no task, so these do nothing here: --init-git, --open-pr, "
+        "--record, --require-approval (the run command --dump-plan prints keeps them)." in err
     )
+
+
+def test_a_dry_run_refuses_what_the_run_refuses_without_asking_a_server(tmp_path, capsys):
+    """It passed (exit 0) a budget on a model aca has no price for, and a missing cassette:
+    the run refused both (exit 2)."""
+    repo = make_repo(tmp_path / "repo")
+    args = ("run", str(HELLO), "--dry-run", "-w", str(repo))
+    code, _, err = run(
+        capsys, *args, "--provider", "anthropic", "--model", "claude-test", "--budget-usd", "5"
+    )
+    assert code == 2 and "a budget of $5 cannot be kept: aca has no price for claude-test" in err
+    config = tmp_path / "replay.toml"
+    config.write_text('[session]\nprovider = "replay"\n[providers.replay]\ncassette = "no.json"\n')
+    code, _, err = run(capsys, *args, "--config", str(config))
+    assert code == 2 and "the cassette no.json does not exist" in err
 
 
 def test_a_file_named_aca_in_the_workdir_is_named_not_a_traceback(tmp_path, capsys):

@@ -380,7 +380,7 @@ def test_a_budget_on_a_model_without_a_price_is_refused_before_anything_is_writt
 def test_a_budget_on_a_hosted_ollama_without_a_price_is_refused(monkeypatch):
     # An Ollama server elsewhere may bill its calls: with no price they counted $0, unsaid.
     from aca_flows.errors import InputError
-    from aca_flows.flows.run_providers import refuse_a_budget_without_prices
+    from aca_flows.flows.unpriced import refuse_a_budget_without_prices
     from aca_flows.plan import ExecutionPlan, Task
     from aca_flows.settings import AcaConfig
 
