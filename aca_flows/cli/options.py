@@ -46,7 +46,8 @@ def existing_folder(workdir: Path) -> Path:
     from aca_flows.errors import InputError
 
     if not workdir.is_dir():
-        raise InputError(f"{workdir} is not a folder; pass an existing folder to --workdir.")
+        what = "is not a folder" if workdir.exists() else "does not exist"
+        raise InputError(f"{workdir} {what}; pass an existing folder to --workdir.")
     if top := _top_level_holding_aca(workdir):
         # Read here, its own .aca (none) would say "no sessions": the run refuses it too.
         raise InputError(

@@ -182,6 +182,17 @@ def _check_schema_version(path: Path, version: Any) -> None:
     )
 
 
+# What a JSON document that is not an object holds, as its reader would call it.
+_JSON_KINDS = {
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "true or false",
+    type(None): "null",
+}
+
+
 def _parse_structured(path: Path, text: str) -> dict[str, Any]:
     if path.suffix.lower() == ".json":
         try:
@@ -192,7 +203,10 @@ def _parse_structured(path: Path, text: str) -> dict[str, Any]:
                 "Fix the syntax there."
             ) from None
         if not isinstance(data, dict):
-            raise TaskFileError(f"{path}: a plan must be a JSON object, not {type(data).__name__}.")
+            raise TaskFileError(
+                f"{path}: a plan must be a JSON object ({{...}}, as --dump-plan writes it), not "
+                f"{_JSON_KINDS.get(type(data), 'a value')}."
+            )
         return data
     try:
         return tomllib.loads(text)

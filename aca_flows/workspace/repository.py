@@ -172,7 +172,8 @@ def _no_commit(workdir: Path) -> WorkspaceError:
 def _top_level_repository(workdir: Path, *, init_git: bool) -> git.Repo:
     """The repository whose top level ``workdir`` is; with ``init_git`` made if missing."""
     if not workdir.is_dir():
-        raise WorkspaceError(f"{workdir} is not a folder; pass an existing folder to --workdir.")
+        what = "is not a folder" if workdir.exists() else "does not exist"
+        raise WorkspaceError(f"{workdir} {what}; pass an existing folder to --workdir.")
     try:
         repo = AcaRepo(workdir, search_parent_directories=True)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):

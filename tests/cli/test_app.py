@@ -774,7 +774,7 @@ def test_a_workdir_that_does_not_exist_is_refused(tmp_path, capsys, command):
     a mistyped path is named, exit 2, and nothing is created."""
     missing = tmp_path / "not-here"
     code, out, err = run(capsys, *command, "--workdir", str(missing))
-    assert code == 2 and f"{missing} is not a folder; pass an existing folder" in err
+    assert code == 2 and f"{missing} does not exist; pass an existing folder" in err
     assert "Traceback" not in err and not missing.exists()
 
 
