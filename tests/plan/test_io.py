@@ -65,8 +65,12 @@ def test_an_edited_plan_whose_task_is_in_a_run_state_is_refused_with_the_fix(tmp
         ("broken16.md", b"\xff\xfe- \x00\xd8", "starts as UTF-16 but is not valid UTF-16"),
         ("utf32.md", "- a\n".encode("utf-32"), "looks binary"),  # not read as UTF-16
         ("bad.json", b'{"schema_version": 1,\n  "name": }', "invalid JSON at line 2, column"),
-        ("list.json", b"[1, 2]", "must be a JSON object ({...}, as --dump-plan writes it), not an"),
-        ("null.json", b"null", "must be a JSON object ({...}, as --dump-plan writes it), not null"),
+        (
+            "list.json",
+            b"[1, 2]",
+            "must be a JSON object .{...}, as --dump-plan writes it., not an array",
+        ),
+        ("null.json", b"null", "must be a JSON object .{...}, as --dump-plan writes it., not null"),
         ("old.json", b'{"schema_version": 7, "name": "x"}', "schema_version 7 is not supported"),
         # Edited by hand: not "'1' is not supported (this aca reads 1)", nor "None is not ...".
         ("text.json", b'{"schema_version": "1", "name": "x"}', "'1' is not a number"),
