@@ -12,7 +12,9 @@ An agent works in a worktree and (sandboxed) cannot write the repository's ``.gi
   and looks at no submodule (a nested repository's own config could name a filter);
 - in a task's worktree, uses the git directory aca recorded when it made the worktree
   (``GIT_DIR``/``GIT_WORK_TREE``), never the ``.git`` file the agent could rewrite;
-- finds git, and git the programs it starts, in the absolute folders of ``PATH`` only.
+- finds git, and git the programs it starts, in the absolute folders of ``PATH`` only;
+- runs in a session of its own, so a signal to aca's process group (a terminal's Ctrl-C)
+  does not kill it halfway through a landing: aca's own handlers decide what stops.
 
 The overrides travel as ``GIT_CONFIG_COUNT``/``GIT_CONFIG_KEY_n``/``GIT_CONFIG_VALUE_n``
 (git 2.31+), which git also hands to the git processes it starts itself. Not covered: a
@@ -65,7 +67,8 @@ def hardened_environment() -> dict[str, str]:
 
 
 class HardenedGit(git.Git):
-    """``git.Git`` whose every command runs with ``hardened_environment()``."""
+    """``git.Git`` whose every command runs with ``hardened_environment()``, in a session of
+    its own."""
 
     def __init__(self, working_dir: Any = None, *, git_dir: Path | None = None):
         super().__init__(working_dir)
@@ -73,6 +76,13 @@ class HardenedGit(git.Git):
         if git_dir is not None:
             # A worktree's own .git file is the agent's to rewrite: name the real one.
             self.update_environment(GIT_DIR=str(git_dir), GIT_WORK_TREE=str(working_dir))
+
+    def execute(self, command: Any, *args: Any, **kwargs: Any) -> Any:
+        # A terminal's Ctrl-C reaches every process of aca's group: a git command it killed
+        # while a finished task landed lost the work (`git add`), or left the task recorded
+        # pending with its commit on the branch (the change log's). aca decides when to stop.
+        kwargs.setdefault("start_new_session", True)
+        return super().execute(command, *args, **kwargs)
 
 
 class AcaRepo(git.Repo):

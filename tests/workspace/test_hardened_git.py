@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import stat
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 from aca_flows.agent import execute_task
@@ -11,6 +14,7 @@ from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.settings import AcaConfig, SandboxSection
 from aca_flows.workspace import TaskWorktree, open_repository
 from aca_flows.workspace.hardened_git import AcaRepo
+from tests.fakes.git_repo import make_repo
 from tests.fakes.scripted_provider import ScriptedProvider, tool_calls, tool_use
 from tests.workspace.test_repository import make_user_repo
 
@@ -68,3 +72,29 @@ def test_a_rewritten_worktree_git_file_is_ignored(tmp_path):
     assert status == "A  new.txt"  # the real index of the task's worktree
     assert not marker.exists()
     worktree.remove()
+
+
+def test_a_ctrl_c_to_acas_process_group_does_not_kill_its_git_commands(tmp_path):
+    """A terminal's Ctrl-C reaches every process of the group. aca's git commands were in
+    it: one killed while a finished task landed lost the work, or left the task recorded
+    pending with its commit on the branch. aca handles the signal; its git runs on."""
+    repo = make_repo(tmp_path / "repo")
+    script = textwrap.dedent(
+        f"""
+        import os, signal, threading
+        from aca_flows.workspace.hardened_git import HardenedGit
+
+        signal.signal(signal.SIGINT, lambda *_: print("aca got SIGINT", flush=True))
+        threading.Timer(0.5, os.killpg, (os.getpgid(0), signal.SIGINT)).start()
+        # A git command still running when the signal comes (a slow `git add` of a big tree).
+        print(HardenedGit({str(repo)!r}).execute(
+            ["git", "-c", "alias.slow=!sleep 1.5; echo landed", "slow"]
+        ))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True, text=True, timeout=30, start_new_session=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["aca", "got", "SIGINT", "landed"]
