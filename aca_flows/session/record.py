@@ -510,12 +510,12 @@ def _pull_request_delivered(record: SessionRecord, event: PullRequestDelivered) 
 
 
 def _finished(record: SessionRecord, event: SessionFinished) -> bool:
-    if event.status in ("interrupted", "stopped"):
-        # Tasks cut short start again on resume: the record says so now, not only then.
-        for task in record.plan.tasks:
-            if task.status.state == "in_progress" and not task.children:
-                task.status = TaskStatus(state="pending")
-                task.updated_at = event.at
+    # Nothing runs once the session has ended: tasks cut short (a stop, an interrupt, or an
+    # error that failed the run) start again on resume, and the record says so now.
+    for task in record.plan.tasks:
+        if task.status.state == "in_progress" and not task.children:
+            task.status = TaskStatus(state="pending")
+            task.updated_at = event.at
     record.status = event.status
     record.status_reason = event.reason
     record.finished_at = event.at

@@ -183,6 +183,19 @@ def test_resumed_puts_running_tasks_back_to_pending(tmp_path):
     assert session.tasks["b"].attempts == 1
 
 
+@pytest.mark.parametrize("end", ["failed", "interrupted", "stopped"])
+def test_a_session_that_ended_has_no_task_running(tmp_path, end):
+    """An error that failed the run (a crash inside aca) left the task it cut short
+    in_progress in a finished session; nothing runs then, and a resume runs it again."""
+    with SessionStore.create(tmp_path, make_plan("a", "b"), provider="replay") as store:
+        finish_task(store, "a")
+        store.task_started("b")
+        store.finish(end, "TypeError: ...")
+        session = store.session
+    assert [t.status.state for t in session.plan.tasks] == ["completed", "pending"]
+    assert session.task_counts == {"completed": 1, "pending": 1}
+
+
 def test_a_session_resumed_in_another_working_area_says_it_works_there(tmp_path):
     """A ``--repo`` session fetched on another machine: its record came from the first one,
     whose working area the ending and `aca sessions show` named after the resume."""
