@@ -1,14 +1,14 @@
 """Secrets aca knows, in a task's work: never committed.
 
-The redactor's values (provider keys and secret-named variables of aca's environment, the
-Secret blocks in use, and their hex and base64 forms, wrapped across lines or not) are kept
-out of every record aca writes; a commit is one too, and it is pushed and shown in pull
-requests, where no redactor runs. An agent holds such a value when it was given one
-(``[sandbox] env``) or ran unsandboxed. A change that adds one to a file, to a symbolic
-link's target (git stores it as the link's content) or to a new file's name is never
-committed: the task fails, naming the files (redacted), never the value. A file that held it
-already when the task started is the repository's own content, not the agent's doing, and
-passes.
+The redactor's credentials (``credential_values``: provider keys and secret-named variables
+of aca's environment, the Secret blocks in use, of 12 characters or more, no URL or
+sentence, and their encoded forms, wrapped across lines or not) are kept out of every record
+aca writes; a commit is one too, and it is pushed and shown in pull requests, where no
+redactor runs. An agent holds such a value when it was given one (``[sandbox] env``) or ran
+unsandboxed. A change that adds one to a file, to a symbolic link's target (git stores it as
+the link's content) or to a new file's name is never committed: the task fails, naming the
+files (redacted), never the value. A file that held it already when the task started is the
+repository's own content, not the agent's doing, and passes.
 """
 
 from __future__ import annotations
@@ -18,13 +18,11 @@ import os
 import git
 
 from aca_flows._words import listed
-from aca_flows.session.redact import redact_text, secret_values
+from aca_flows.session.redact import credential_values, redact_text
 from aca_flows.workspace import TaskWorktree
 
 __all__ = ["secrets_problem"]
 
-# Shorter values ("test-key" in a test's environment) are words a file may hold anyway.
-_MIN_SECRET = 12
 # A file larger than this is read this far: a key sits in configuration, not in a dump.
 _READ_LIMIT = 16 * 1024 * 1024
 _SHOWN = 5
@@ -33,7 +31,7 @@ _SHOWN = 5
 def secrets_problem(worktree: TaskWorktree, changed_files: list[str]) -> str | None:
     """Why the changed files cannot be committed, when some add a secret aca knows; ``None``
     when none does."""
-    secrets = [value.encode() for value in secret_values() if _a_credential(value)]
+    secrets = [value.encode() for value in credential_values()]
     if not secrets:
         return None
     holding = [path for path in changed_files if _adds_a_secret(worktree, path, secrets)]
@@ -47,12 +45,6 @@ def secrets_problem(worktree: TaskWorktree, changed_files: list[str]) -> str | N
         "secrets out of the repository (read them from the environment at run time), and "
         "out of [sandbox] env unless a command needs them."
     )
-
-
-def _a_credential(value: str) -> bool:
-    # The redactor's name rule is broad (KEYCLOAK_URL=https://..., KEYBOARD_LAYOUT=...): a URL
-    # or a sentence a file may hold for good reasons is redacted from records, not refused here.
-    return len(value) >= _MIN_SECRET and "://" not in value and not any(c.isspace() for c in value)
 
 
 def _adds_a_secret(worktree: TaskWorktree, path: str, secrets: list[bytes]) -> bool:

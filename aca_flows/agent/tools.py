@@ -32,6 +32,7 @@ from aca_flows.agent.subtasks import (
 )
 from aca_flows.providers.base import UNPARSED_ARGUMENTS, ToolCall, ToolDefinition, ToolResult
 from aca_flows.sandbox import Sandbox
+from aca_flows.session.redact import REDACTED, credential_values
 from aca_flows.settings import AgentSection
 
 __all__ = ["TaskTools", "ToolRefused", "resolve_inside"]
@@ -253,6 +254,8 @@ class TaskTools:
         if target.is_dir():
             raise ToolRefused(f"{path} is a folder; give a file path.")
         target.parent.mkdir(parents=True, exist_ok=True)
+        if REDACTED in content:
+            _refuse_losing_hidden_secrets(_text_of(target), content, path)
         _write_regular_file(target, path, content)
         return f"wrote {len(content)} characters to {path}"
 
@@ -270,7 +273,9 @@ class TaskTools:
                 f"old_string {where} in {path}; it must match exactly once. Read the file "
                 "and include more surrounding text."
             )
-        _write_regular_file(target, path, text.replace(old_string, new_string, 1))
+        edited = text.replace(old_string, new_string, 1)
+        _refuse_losing_hidden_secrets(text, edited, path)
+        _write_regular_file(target, path, edited)
         return f"edited {path}"
 
     async def _tool_list_files(self, pattern: str = "**/*") -> str:
@@ -389,6 +394,29 @@ class TaskTools:
                 continue  # a symlink pointing out of the worktree
             found.append(relative.as_posix())
         return sorted(found)
+
+
+def _refuse_losing_hidden_secrets(old: str, new: str, shown: str) -> None:
+    """The model reads a file's credentials as ``[REDACTED]`` (``redact_known``): a write that
+    puts the marker where one stood would lose the secret, and commit the marker."""
+    if REDACTED not in new:
+        return
+    if any(secret in old and secret not in new for secret in credential_values()):
+        raise ToolRefused(
+            f"{shown} holds a secret aca keeps from you, shown to you as {REDACTED}; this "
+            f"write puts {REDACTED} in its place and would lose it. Leave the lines that hold "
+            "it as they are: change the file with edit_file, around them."
+        )
+
+
+def _text_of(target: Path) -> str:
+    """A regular file's text as it is now; empty when there is none to read."""
+    try:
+        if target.is_file() and not target.is_symlink():
+            return target.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        pass
+    return ""
 
 
 def _write_regular_file(target: Path, shown: str, text: str) -> None:

@@ -42,7 +42,8 @@ def show_dry_run(plan: ExecutionPlan, options: RunOptions) -> None:
 
 def _run_command(options: RunOptions) -> str:
     """The command that runs the dumped plan as this dry run would have run it: the same
-    workdir (or --repo) and every run option given (the plan holds the task file's own):
+    workdir (or --repo) and every run option given (the plan holds the task file's own, and
+    the context and system prompt given: an edit of them in the plan must not be undone):
     without them, the plan ran in the current folder with the default provider, and without
     the budget the plan was reviewed with."""
     from aca_flows._words import workdir_option
@@ -58,8 +59,8 @@ def _run_command(options: RunOptions) -> str:
         ("--model", options.model),
         ("--max-concurrent", options.max_concurrent),
         ("--config", options.config),
-        ("--budget-usd", options.budget_usd),
-        ("--append-system-prompt", options.append_system_prompt),
+        # A float as it was given: 5, not 5.0.
+        ("--budget-usd", None if options.budget_usd is None else f"{options.budget_usd:g}"),
         ("--record", options.record),
         ("--github-repo", options.github_repo),
     ):

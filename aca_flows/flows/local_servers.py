@@ -340,7 +340,8 @@ def _port_of(url: str) -> int:
 
 def _listens(group: int, port: int) -> bool:
     """Whether a process of the process group ``group`` listens on TCP ``port``; ``True`` where
-    ``/proc`` cannot tell (not Linux)."""
+    ``/proc`` cannot tell (not Linux, or a kernel that lists no socket on the port at all:
+    the program that took the port is listed, where it can be)."""
     sockets: set[str] = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError):
@@ -349,7 +350,7 @@ def _listens(group: int, port: int) -> bool:
                 # local address "ADDR:PORT" in hex; state 0A is LISTEN; the inode is field 9
                 if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
                     sockets.add(f"socket:[{fields[9]}]")
-    if not Path("/proc/net/tcp").exists():
+    if not sockets:
         return True
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:

@@ -136,8 +136,16 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         # and its budget: a nightly `aca resume` must not lose the cap `aca run` was given.
         if request.budget_usd is None and recorded.budget_usd is not None:
             overrides["session.budget_usd"] = recorded.budget_usd
-        # and its --config: the resume a run prints names none (`aca resume ID`).
-        if config_file is None and not request.config_block and recorded.config_file:
+        # and its --config: the resume a run prints names none (`aca resume ID`). Only where
+        # it started: a record fetched from a remote (--repo) names a file of another
+        # machine, or one its pusher chose.
+        if (
+            config_file is None
+            and not request.config_block
+            and recorded.config_file
+            and not request.repo
+            and Path(recorded.workdir) == workdir
+        ):
             if Path(recorded.config_file).is_file():
                 config_file = Path(recorded.config_file)
             else:

@@ -77,6 +77,7 @@ from aca_flows.session.wrapped_base64 import redact_wrapped
 
 __all__ = [
     "REDACTED",
+    "credential_values",
     "RedactingFilter",
     "RedactingStream",
     "is_secret_name",
@@ -105,11 +106,12 @@ PROVIDER_KEY_VARIABLES = (
 # Values known to be secret that are not in the environment (Prefect Secret blocks in use).
 _REGISTERED: set[str] = set()
 _SECRET_NAME_PARTS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
-# Parts of a variable's name (split at "_") that name a credential on their own.
-_SECRET_VARIABLE_PARTS = frozenset({"PWD", "PASS", "AUTH", "JWT", "WEBHOOK", "DSN"})
-_LOCATION_PARTS = frozenset({"PATH", "FILE", "DIR", "SOCK", "HOME"})
+# The last part of a variable's name (split at "_") that names a credential (MYSQL_PWD,
+# DB_PASS, CI_JOB_JWT, SENTRY_DSN, BASIC_AUTH), and phrases that do anywhere.
+_SECRET_LAST_PARTS = frozenset({"PWD", "PASS", "JWT", "DSN", "AUTH"})
+_SECRET_PHRASES = ("AUTH_STRING", "AUTH_HEADER", "WEBHOOK_URL", "CONNECTION_STRING")
 # The shell's working folders, not passwords.
-_NOT_SECRET_VARIABLES = frozenset({"PWD", "OLDPWD"})
+_NOT_SECRET_VARIABLES = frozenset({"PWD", "OLDPWD", "DIRENV_PWD"})
 _MIN_NAMED_SECRET = 8
 _LOCATION_SUFFIXES = ("_PATH", "_FILE", "_DIR", "_SOCK", "_HOME")
 # Shorter values would redact ordinary words ("test", "dev"); a real key is never this short.
@@ -225,17 +227,20 @@ def is_secret_name(name: str) -> bool:
 def is_secret_variable(name: str) -> bool:
     """Whether the environment variable ``name`` holds a secret: a provider credential, a
     name containing KEY, TOKEN, SECRET, PASSWORD or CREDENTIAL, or one with a part that
-    names a credential (``MYSQL_PWD``, ``DB_PASS``, ``PREFECT_API_AUTH_STRING``,
-    ``CI_JOB_JWT``, ``SLACK_WEBHOOK_URL``, ``SENTRY_DSN``, ``..._CONNECTION_STRING``) unless
-    its last part says it is a location (``SSH_AUTH_SOCK``). Commands run without these
-    (``sandbox.clean_environment``); their values are redacted (``secret_values``)."""
+    names a credential as it ends (``MYSQL_PWD``, ``DB_PASS``, ``CI_JOB_JWT``, ``SENTRY_DSN``,
+    ``BASIC_AUTH``; not ``AUTH_URL`` or ``JWT_ISSUER``) or anywhere (``..._AUTH_STRING``,
+    ``..._AUTH_HEADER``, ``SLACK_WEBHOOK_URL``, ``..._CONNECTION_STRING``). Commands run
+    without these when the sandbox is off (``sandbox.clean_environment``); their values are
+    redacted (``secret_values``)."""
     upper = name.upper()
     if name in PROVIDER_KEY_VARIABLES or any(part in upper for part in _SECRET_NAME_PARTS):
         return True
-    parts = upper.split("_")
-    if upper in _NOT_SECRET_VARIABLES or parts[-1] in _LOCATION_PARTS:
+    if upper in _NOT_SECRET_VARIABLES:
         return False
-    return "CONNECTION_STRING" in upper or any(part in _SECRET_VARIABLE_PARTS for part in parts)
+    # Last, these name the credential itself (AUTH_URL, JWT_ISSUER, PASS_MIN_LEN do not).
+    return upper.rsplit("_", 1)[-1] in _SECRET_LAST_PARTS or any(
+        phrase in upper for phrase in _SECRET_PHRASES
+    )
 
 
 def register_secret(value: str | None) -> None:
@@ -247,21 +252,43 @@ def register_secret(value: str | None) -> None:
 def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
     """The environment values (and registered secrets) never to be written, longest first."""
     if environ is None:
-        # Every record aca writes or logs asks for these: computed again only when the
-        # process environment or the registered secrets change (a cheap comparison).
-        # (a comparison of two dicts, without building anything).
-        global _CACHED
-        current = getattr(os.environ, "_data", os.environ)
-        if _CACHED is None or _CACHED[1] != len(_REGISTERED) or _CACHED[0] != current:
-            _CACHED = (dict(current), len(_REGISTERED), _secret_values(os.environ))
-        return _CACHED[2]
-    return _secret_values(environ)
+        return _cached()[0]
+    return _with_forms(_plain_secrets(environ))
 
 
-_CACHED: tuple[dict, int, list[str]] | None = None
+def credential_values() -> list[str]:
+    """Of ``secret_values``, those that are credentials rather than words a file or a prompt
+    holds for its own reasons (``password``, ``postgres``, a URL, a sentence): 12 characters
+    or more, no ``://``, no whitespace; with their encoded forms. What the model is never
+    sent (``redact_known``) and a commit never holds (``agent/secrets_in_work.py``)."""
+    return _cached()[1]
 
 
-def _secret_values(environ: Mapping[str, str]) -> list[str]:
+def _cached() -> tuple[list[str], list[str]]:
+    # Every record aca writes or logs asks for these: computed again only when the process
+    # environment or the registered secrets change (a comparison of two dicts, without
+    # building anything).
+    global _CACHED
+    current = getattr(os.environ, "_data", os.environ)
+    if _CACHED is None or _CACHED[1] != len(_REGISTERED) or _CACHED[0] != current:
+        plain = _plain_secrets(os.environ)
+        credentials = {value for value in plain if _a_credential(value)}
+        _CACHED = (dict(current), len(_REGISTERED), _with_forms(plain), _with_forms(credentials))
+    return _CACHED[2], _CACHED[3]
+
+
+_CACHED: tuple[dict, int, list[str], list[str]] | None = None
+# A credential is at least this long: shorter values are words ("password", "postgres").
+_MIN_CREDENTIAL = 12
+
+
+def _a_credential(value: str) -> bool:
+    return (
+        len(value) >= _MIN_CREDENTIAL and "://" not in value and not any(c.isspace() for c in value)
+    )
+
+
+def _plain_secrets(environ: Mapping[str, str]) -> set[str]:
     found: set[str] = set(_REGISTERED)
     for name, value in environ.items():
         value = value.strip()
@@ -274,7 +301,12 @@ def _secret_values(environ: Mapping[str, str]) -> list[str]:
             and not _names_a_location(name.upper(), value)
         ):
             found.add(value)
-    for value in list(found):
+    return found
+
+
+def _with_forms(values: set[str]) -> list[str]:
+    found = set(values)
+    for value in values:
         found.update(_escaped(value))
         if len(value) >= _MIN_ENCODED_SECRET:
             found.update(_encodings(value))
@@ -344,12 +376,13 @@ def redact_text(text: str, environ: Mapping[str, str] | None = None) -> str:
 
 
 def redact_known(text: str) -> str:
-    """``text`` without the secret values aca knows (``secret_values``: its environment's keys,
-    the Secret blocks in use, their encodings), plain, in a dump or cut by line breaks; the
-    shape and name rules are left out. For what an agent's model is sent: the model needs the
-    code as it is (a test's ``password = "hunter2-fixture"`` included), never a key aca holds
-    or gave a command (``[sandbox] env``)."""
-    secrets = secret_values()
+    """``text`` without the credentials aca knows (``credential_values``: its environment's
+    keys, the Secret blocks in use, their encodings), plain, in a dump or cut by line breaks;
+    the shape and name rules, and values that are words (``MYSQL_PWD=password``), are left
+    out. For what an agent's model is sent: the model needs the code as it is (a test's
+    ``password = "hunter2-fixture"`` included), never a key aca holds or gave a command
+    (``[sandbox] env``)."""
+    secrets = credential_values()
     if not secrets:
         return text
     text = redact_hex_dumps(text, secrets, REDACTED)

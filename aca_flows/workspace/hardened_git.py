@@ -13,8 +13,9 @@ An agent works in a worktree and (sandboxed) cannot write the repository's ``.gi
 - in a task's worktree, uses the git directory aca recorded when it made the worktree
   (``GIT_DIR``/``GIT_WORK_TREE``), never the ``.git`` file the agent could rewrite;
 - finds git, and git the programs it starts, in the absolute folders of ``PATH`` only;
-- runs in a session of its own, so a signal to aca's process group (a terminal's Ctrl-C)
-  does not kill it halfway through a landing: aca's own handlers decide what stops.
+- runs, in aca's worker threads (a run's landings and worktrees), in a session of its own, so
+  a signal to aca's process group (a terminal's Ctrl-C) does not kill it halfway through a
+  landing: aca's own handlers decide what stops.
 
 The overrides travel as ``GIT_CONFIG_COUNT``/``GIT_CONFIG_KEY_n``/``GIT_CONFIG_VALUE_n``
 (git 2.31+), which git also hands to the git processes it starts itself. Not covered: a
@@ -25,6 +26,7 @@ repository config that defines them is read-only to sandboxed agents (docs/secur
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +82,12 @@ class HardenedGit(git.Git):
     def execute(self, command: Any, *args: Any, **kwargs: Any) -> Any:
         # A terminal's Ctrl-C reaches every process of aca's group: a git command it killed
         # while a finished task landed lost the work (`git add`), or left the task recorded
-        # pending with its commit on the branch (the change log's). aca decides when to stop.
-        kwargs.setdefault("start_new_session", True)
+        # pending with its commit on the branch (the change log's). The run's git runs in
+        # worker threads, which the signal does not reach: there aca decides when to stop.
+        # In the main thread a Ctrl-C raises KeyboardInterrupt, which leaves the command:
+        # it stops with aca, as before (a fetch of --repo, not left running orphaned).
+        if threading.current_thread() is not threading.main_thread():
+            kwargs.setdefault("start_new_session", True)
         return super().execute(command, *args, **kwargs)
 
 

@@ -56,7 +56,7 @@ def test_dry_run_dumps_and_runs_nothing(tmp_path, capsys):
     # then without the budget and the approval the plan was reviewed with.
     command = (
         f"aca --execution-plan {plan_file} --workdir {work} --provider anthropic --max-concurrent 2"
-        " --budget-usd 5.0 --require-approval"
+        " --budget-usd 5 --require-approval"
     )
     assert f"then run `{command}`." in out
     assert json.loads(plan_file.read_text())["name"] == "Hello, aca"

@@ -5,6 +5,7 @@ keep what they are sent; only the code as it is, not a key, needs to reach them.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 
 import pytest
 
@@ -51,3 +52,71 @@ def test_a_token_in_the_task_or_printed_by_a_command_never_reaches_the_model(tmp
     assert "NPM_TOKEN=[REDACTED]" in printed and printed.split("\n")[1].startswith("[REDACTED]")
     read = "".join(r.content for m in provider.history[-1].messages for r in m.tool_results)
     assert fixture in read  # the file as it is
+
+
+def _commit(repo, name: str, text: str) -> None:
+    (repo / name).write_text(text)
+    git = ["git", "-C", str(repo), "-c", "user.name=u", "-c", "user.email=u@example.com"]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "the user's own"], check=True)
+
+
+def _run(repo, provider, **environ):
+    plan = ExecutionPlan(name="p", tasks=[Task(id="t1", title="tidy up", verify="true")])
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {"NPM_TOKEN": TOKEN, **environ}.items():
+            patch.setenv(name, value)
+        return asyncio.run(
+            execute_task(plan, "t1", workdir=repo, session_id="s1", provider=provider,
+                         config=CONFIG)
+        )  # fmt: skip
+
+
+def test_a_secret_that_is_a_word_leaves_the_code_the_model_reads_as_it_is(tmp_path):
+    """MYSQL_PWD=password is redacted from records, but "password" in code is no secret:
+    the model read `def check_[REDACTED](user, [REDACTED])` and edited that."""
+    check_sandbox(CONFIG.sandbox)
+    repo = make_repo(tmp_path / "repo")
+    code = "def check_password(user, password):\n    return user.password_hash\n"
+    _commit(repo, "auth.py", code)
+    provider = ScriptedProvider(
+        tool_calls(tool_use("read_file", path="auth.py")),
+        tool_calls(tool_use("finish", summary="nothing to do")),
+    )
+
+    _run(repo, provider, MYSQL_PWD="password")
+
+    read = "".join(r.content for m in provider.history[1].messages for r in m.tool_results)
+    assert code in read
+
+
+def test_a_write_that_would_put_the_marker_in_place_of_a_hidden_secret_is_refused(tmp_path):
+    """The model reads the file's token as [REDACTED]; writing the file back as it read it
+    would replace the token with the marker, and commit that."""
+    check_sandbox(CONFIG.sandbox)
+    repo = make_repo(tmp_path / "repo")
+    _commit(repo, ".npmrc", f"//registry.example.com/:_authToken={TOKEN}\nfund=false\n")
+    shown = "//registry.example.com/:_authToken=[REDACTED]\nfund=false\n"
+    provider = ScriptedProvider(
+        tool_calls(tool_use("write_file", path=".npmrc", content=shown + "audit=false\n")),
+        tool_calls(
+            tool_use(
+                "edit_file",
+                path=".npmrc",
+                old_string="fund=false",
+                new_string="fund=false\naudit=false",
+            )
+        ),  # fmt: skip
+        tool_calls(tool_use("finish", summary="audit off")),
+    )
+
+    outcome = _run(repo, provider)
+
+    refused = "".join(r.content for m in provider.history[1].messages for r in m.tool_results)
+    assert "holds a secret aca keeps from you" in refused
+    assert outcome.status == "completed", outcome.failure_reason
+    landed = subprocess.run(
+        ["git", "-C", str(repo), "show", "aca/s1:.npmrc"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert landed == f"//registry.example.com/:_authToken={TOKEN}\nfund=false\naudit=false\n"

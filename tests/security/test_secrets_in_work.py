@@ -97,7 +97,10 @@ def test_a_url_under_a_secret_sounding_name_may_be_written(tmp_path):
     repo = make_repo(tmp_path / "repo")
     url = "https://auth.example.com/realms/main"
 
-    outcome = run_agent(repo, f"echo 'issuer: {url}' > auth.yml", KEYCLOAK_URL=url)
+    encoded = "https%3A%2F%2Fauth.example.com%2Frealms%2Fmain"  # as a redirect_uri has it
+    command = f"echo 'issuer: {url}' > auth.yml && echo 'redirect={encoded}' >> auth.yml"
+
+    outcome = run_agent(repo, command, KEYCLOAK_URL=url)
 
     assert outcome.status == "completed", outcome.failure_reason
 

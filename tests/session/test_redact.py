@@ -623,6 +623,8 @@ def test_a_known_secret_is_redacted_as_urls_and_json_write_it():
         "SLACK_WEBHOOK_URL",
         "SENTRY_DSN",
         "AZURE_STORAGE_CONNECTION_STRING",
+        "BASIC_AUTH",
+        "PROXY_AUTH_HEADER",
     ],
 )
 def test_variables_named_for_a_credential_are_secret(name):
@@ -632,7 +634,27 @@ def test_variables_named_for_a_credential_are_secret(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["PWD", "OLDPWD", "SSH_AUTH_SOCK", "GIT_AUTHOR_NAME", "BYPASS_CACHE", "DSN_FILE"]
+    "name",
+    [
+        "PWD",
+        "OLDPWD",
+        "DIRENV_PWD",
+        "SSH_AUTH_SOCK",
+        "GIT_AUTHOR_NAME",
+        "BYPASS_CACHE",
+        "DSN_FILE",
+        # Settings about a credential, not one: a verify needs them with the sandbox off.
+        "AUTH_URL",
+        "AUTH_TYPE",
+        "AUTH_DOMAIN",
+        "AUTH_TRUST_HOST",
+        "HTTP_AUTH_USER",
+        "JWT_ALGORITHM",
+        "JWT_ISSUER",
+        "WEBHOOK_PORT",
+        "PASS_MIN_LEN",
+        "DSN_NAME",
+    ],
 )
 def test_working_folders_sockets_and_authors_are_not_secret(name):
     assert not is_secret_variable(name)

@@ -7,6 +7,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from aca_flows.agent import execute_task
@@ -74,27 +75,51 @@ def test_a_rewritten_worktree_git_file_is_ignored(tmp_path):
     worktree.remove()
 
 
-def test_a_ctrl_c_to_acas_process_group_does_not_kill_its_git_commands(tmp_path):
-    """A terminal's Ctrl-C reaches every process of the group. aca's git commands were in
-    it: one killed while a finished task landed lost the work, or left the task recorded
-    pending with its commit on the branch. aca handles the signal; its git runs on."""
-    repo = make_repo(tmp_path / "repo")
+def _slow_git_under_a_ctrl_c(repo, how: str) -> subprocess.CompletedProcess:
+    """A child aca (its own process group) runs a git command that takes 1.5 s, ``how``:
+    "in a worker thread" or "in the main thread"; a Ctrl-C reaches its group after 0.5 s."""
     script = textwrap.dedent(
         f"""
-        import os, signal, threading
+        import os, signal, sys, threading
         from aca_flows.workspace.hardened_git import HardenedGit
 
         signal.signal(signal.SIGINT, lambda *_: print("aca got SIGINT", flush=True))
         threading.Timer(0.5, os.killpg, (os.getpgid(0), signal.SIGINT)).start()
-        # A git command still running when the signal comes (a slow `git add` of a big tree).
-        print(HardenedGit({str(repo)!r}).execute(
-            ["git", "-c", "alias.slow=!sleep 1.5; echo landed", "slow"]
-        ))
+        slow = ["git", "-c", "alias.slow=!sleep 1.5; touch ran-to-the-end; echo landed", "slow"]
+        git = HardenedGit({str(repo)!r})
+        if {how!r} == "in a worker thread":  # as a run's landings run
+            worker = threading.Thread(target=lambda: print(git.execute(slow), flush=True))
+            worker.start()
+            worker.join()
+        else:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            try:
+                git.execute(slow)
+            except KeyboardInterrupt:
+                print("aca stopped", flush=True)
         """
     )
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-c", script],
         capture_output=True, text=True, timeout=30, start_new_session=True,
     )  # fmt: skip
+
+
+def test_a_ctrl_c_to_acas_process_group_does_not_kill_a_landings_git(tmp_path):
+    """A terminal's Ctrl-C reaches every process of the group. aca's git commands were in
+    it: one killed while a finished task landed lost the work, or left the task recorded
+    pending with its commit on the branch. aca handles the signal; its git runs on."""
+    repo = make_repo(tmp_path / "repo")
+    done = _slow_git_under_a_ctrl_c(repo, "in a worker thread")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["aca", "got", "SIGINT", "landed"]
+
+
+def test_a_ctrl_c_that_stops_aca_stops_its_git_too(tmp_path):
+    """In the main thread (a --repo fetch before the run) a Ctrl-C stops aca: its git must
+    not run on, orphaned, holding the repository's locks."""
+    repo = make_repo(tmp_path / "repo")
+    done = _slow_git_under_a_ctrl_c(repo, "in the main thread")
+    assert done.stdout.split() == ["aca", "stopped"], done.stderr
+    time.sleep(2)  # past the command's end, had it gone on
+    assert not (repo / "ran-to-the-end").exists()
