@@ -180,10 +180,16 @@ class ReplayProvider:
 
     def _match(self, wanted: dict[str, Any]) -> int:
         unused = [i for i, used in enumerate(self._used) if not used]
+        # A replay given no model plays the model as recorded (`aca providers list` says so):
+        # a run recorded with --model replays without it.
+        any_model = wanted.get("model") is None
         for index in unused:
             # Equal JSON values are what first_difference finds no difference in; == says it
             # in C. first_difference walks the request in Python, only to name a difference.
-            if self._requests[index] == wanted:
+            recorded = self._requests[index]
+            if recorded == wanted or (
+                any_model and recorded == {**wanted, "model": recorded.get("model")}
+            ):
                 return index
         if not self._interactions:
             reason = "the cassette is empty"

@@ -91,6 +91,18 @@ def test_paths_and_session_ids_of_the_recording_run_do_not_matter(tmp_path):
     assert response.text == "A"
 
 
+def test_a_replay_given_no_model_plays_the_model_as_recorded(tmp_path):
+    """A run recorded with --model claude-test, replayed from a config naming none, failed:
+    'request.model: recorded "claude-test", got null'."""
+    cassette = tmp_path / "run.json"
+    recorder = RecordingProvider(ScriptedProvider({"a": "A"}), cassette)
+    run(recorder.complete(_ask("a").model_copy(update={"model": "claude-test"})))
+
+    assert run(ReplayProvider(cassette).complete(_ask("a"))).text == "A"
+    with pytest.raises(PermanentProviderError, match="request.model"):  # another is another
+        run(ReplayProvider(cassette).complete(_ask("a").model_copy(update={"model": "other"})))
+
+
 def test_a_request_that_differs_fails_showing_the_first_difference(tmp_path):
     cassette = tmp_path / "run.json"
     run(
