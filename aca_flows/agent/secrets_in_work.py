@@ -18,7 +18,7 @@ import os
 import git
 
 from aca_flows._words import listed
-from aca_flows.session.redact import credential_values, redact_text
+from aca_flows.session.redact import REDACTED, credential_values, redact_text
 from aca_flows.workspace import TaskWorktree
 
 __all__ = ["secrets_problem"]
@@ -26,45 +26,62 @@ __all__ = ["secrets_problem"]
 # A file larger than this is read this far: a key sits in configuration, not in a dump.
 _READ_LIMIT = 16 * 1024 * 1024
 _SHOWN = 5
+_MARK = REDACTED.encode()
 
 
 def secrets_problem(worktree: TaskWorktree, changed_files: list[str]) -> str | None:
-    """Why the changed files cannot be committed, when some add a secret aca knows; ``None``
-    when none does."""
+    """Why the changed files cannot be committed, when some add a secret aca knows, or put
+    the mark the model is shown for one where a secret was; ``None`` when none does."""
     secrets = [value.encode() for value in credential_values()]
     if not secrets:
         return None
-    holding = [path for path in changed_files if _adds_a_secret(worktree, path, secrets)]
-    if not holding:
-        return None
-    return (
-        f"the agent's change writes a secret aca knows (a key or token of its environment, "
-        f"plain or encoded) into {redact_text(listed(holding, _SHOWN))}; aca commits no "
-        "secret, since a commit is pushed and shown where nothing redacts it; nothing was "
-        "committed. Keep "
-        "secrets out of the repository (read them from the environment at run time), and "
-        "out of [sandbox] env unless a command needs them."
-    )
+    now = {path: _content(worktree, path) for path in changed_files}
+    before = {path: _with_lines_joined(_at_start(worktree, path)) for path in changed_files}
+    # What any changed file held at the start is the repository's own: moved or renamed
+    # (`git mv .npmrc config/.npmrc`), it is no secret the agent added.
+    held = {secret for secret in secrets if any(secret in data for data in before.values())}
+    holding = [
+        path
+        for path in changed_files
+        if any(secret in now[path] for secret in secrets if secret not in held)
+        or _named_for_one(worktree, path, secrets)
+    ]
+    if holding:
+        return (
+            f"the agent's change writes a secret aca knows (a key or token of its environment, "
+            f"plain or encoded) into {redact_text(listed(holding, _SHOWN))}; aca commits no "
+            "secret, since a commit is pushed and shown where nothing redacts it; nothing was "
+            "committed. Keep secrets out of the repository (read them from the environment at "
+            "run time), and out of [sandbox] env unless a command needs them."
+        )
+    marked = [path for path in changed_files if now[path].count(_MARK) > before[path].count(_MARK)]
+    lost = held - {secret for secret in secrets if any(secret in d for d in now.values())}
+    if marked and lost:
+        return (
+            f"the agent's change puts {REDACTED} into {listed(marked, _SHOWN)} where the "
+            "repository held a secret aca knows: the model is shown that mark in place of a "
+            "secret, and committed it would lose the secret; nothing was committed. Change "
+            "those files around the secret, as they are."
+        )
+    return None
 
 
-def _adds_a_secret(worktree: TaskWorktree, path: str, secrets: list[bytes]) -> bool:
-    if any(secret in os.fsencode(path) for secret in secrets) and not _at_start_at_all(
-        worktree, path
-    ):
-        return True  # a new file named for it: the name is in the commit as the content is
+def _content(worktree: TaskWorktree, path: str) -> bytes:
+    """What git commits of ``path`` now: a link's target, a file's bytes (lines joined too);
+    nothing for a file removed."""
     file = worktree.path / path
     if file.is_symlink():
-        data = os.fsencode(os.readlink(file))  # what git commits of a link
-    elif file.is_file():
+        return os.fsencode(os.readlink(file))
+    if file.is_file():
         with open(file, "rb") as handle:
-            data = _with_lines_joined(handle.read(_READ_LIMIT))
-    else:
-        return False
-    found = [secret for secret in secrets if secret in data]
-    if not found:
-        return False
-    before = _with_lines_joined(_at_start(worktree, path))
-    return any(secret not in before for secret in found)
+            return _with_lines_joined(handle.read(_READ_LIMIT))
+    return b""
+
+
+def _named_for_one(worktree: TaskWorktree, path: str, secrets: list[bytes]) -> bool:
+    """A new file whose name holds a secret: git commits the name as it does the content."""
+    name = os.fsencode(path)
+    return any(secret in name for secret in secrets) and not _at_start_at_all(worktree, path)
 
 
 def _with_lines_joined(data: bytes) -> bytes:

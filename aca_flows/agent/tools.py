@@ -32,7 +32,7 @@ from aca_flows.agent.subtasks import (
 )
 from aca_flows.providers.base import UNPARSED_ARGUMENTS, ToolCall, ToolDefinition, ToolResult
 from aca_flows.sandbox import Sandbox
-from aca_flows.session.redact import REDACTED, credential_values
+from aca_flows.session.redact import REDACTED, redact_known
 from aca_flows.settings import AgentSection
 
 __all__ = ["TaskTools", "ToolRefused", "resolve_inside"]
@@ -399,9 +399,9 @@ class TaskTools:
 def _refuse_losing_hidden_secrets(old: str, new: str, shown: str) -> None:
     """The model reads a file's credentials as ``[REDACTED]`` (``redact_known``): a write that
     puts the marker where one stood would lose the secret, and commit the marker."""
-    if REDACTED not in new:
+    if new.count(REDACTED) <= old.count(REDACTED):
         return
-    if any(secret in old and secret not in new for secret in credential_values()):
+    if redact_known(old) != old:  # it holds one, as the model was shown it (wrapped too)
         raise ToolRefused(
             f"{shown} holds a secret aca keeps from you, shown to you as {REDACTED}; this "
             f"write puts {REDACTED} in its place and would lose it. Leave the lines that hold "

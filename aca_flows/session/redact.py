@@ -253,13 +253,15 @@ def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
     """The environment values (and registered secrets) never to be written, longest first."""
     if environ is None:
         return _cached()[0]
-    return _with_forms(_plain_secrets(environ))
+    return _with_forms(set(_plain_secrets(environ)))
 
 
 def credential_values() -> list[str]:
-    """Of ``secret_values``, those that are credentials rather than words a file or a prompt
-    holds for its own reasons (``password``, ``postgres``, a URL, a sentence): 12 characters
-    or more, no ``://``, no whitespace; with their encoded forms. What the model is never
+    """Of ``secret_values``, those that are credentials rather than words or settings a file
+    or a prompt holds for its own reasons (``password``, ``postgres``, a URL, a sentence, a
+    ``PYTHON_KEYRING_BACKEND``): 12 characters or more, no whitespace, no ``://`` but in a
+    webhook's or a DSN's URL, of a variable whose name names a credential; with their encoded
+    forms. What the model is never
     sent (``redact_known``) and a commit never holds (``agent/secrets_in_work.py``)."""
     return _cached()[1]
 
@@ -271,9 +273,10 @@ def _cached() -> tuple[list[str], list[str]]:
     global _CACHED
     current = getattr(os.environ, "_data", os.environ)
     if _CACHED is None or _CACHED[1] != len(_REGISTERED) or _CACHED[0] != current:
-        plain = _plain_secrets(os.environ)
-        credentials = {value for value in plain if _a_credential(value)}
-        _CACHED = (dict(current), len(_REGISTERED), _with_forms(plain), _with_forms(credentials))
+        named = _plain_secrets(os.environ)
+        credentials = {value for value, name in named.items() if _a_credential(value, name)}
+        all_forms, credential_forms = _with_forms(set(named)), _with_forms(credentials)
+        _CACHED = (dict(current), len(_REGISTERED), all_forms, credential_forms)
     return _CACHED[2], _CACHED[3]
 
 
@@ -282,25 +285,43 @@ _CACHED: tuple[dict, int, list[str], list[str]] | None = None
 _MIN_CREDENTIAL = 12
 
 
-def _a_credential(value: str) -> bool:
-    return (
-        len(value) >= _MIN_CREDENTIAL and "://" not in value and not any(c.isspace() for c in value)
+def _a_credential(value: str, name: str | None) -> bool:
+    """A value (of the variable ``name``; None: a registered secret) that is a credential, not
+    a setting whose name only holds a secret word (``PYTHON_KEYRING_BACKEND``,
+    ``SSH_KEY_NAME``): its name names one as the redactor's name rule reads names, and it is
+    no word, sentence or URL (a webhook's or a DSN's URL is the credential itself)."""
+    if len(value) < _MIN_CREDENTIAL or any(c.isspace() for c in value):
+        return False
+    if name is None or name in PROVIDER_KEY_VARIABLES:
+        return "://" not in value
+    upper = name.upper()
+    url_credential = any(phrase in upper for phrase in _CREDENTIAL_URLS)
+    named = (
+        _names_a_secret(name)
+        or upper.rsplit("_", 1)[-1] in _SECRET_LAST_PARTS
+        or any(phrase in upper for phrase in _SECRET_PHRASES)
     )
+    return (named or url_credential) and ("://" not in value or url_credential)
 
 
-def _plain_secrets(environ: Mapping[str, str]) -> set[str]:
-    found: set[str] = set(_REGISTERED)
+# Variables whose URL is the credential: a webhook's, a DSN's, a connection string.
+_CREDENTIAL_URLS = ("WEBHOOK_URL", "DSN", "CONNECTION_STRING")
+
+
+def _plain_secrets(environ: Mapping[str, str]) -> dict[str, str | None]:
+    """Each secret value, and the variable that holds it (None: a registered secret)."""
+    found: dict[str, str | None] = dict.fromkeys(_REGISTERED)
     for name, value in environ.items():
         value = value.strip()
         if name in PROVIDER_KEY_VARIABLES:
             if len(value) >= _MIN_PROVIDER_SECRET:
-                found.add(value)
+                found[value] = name
         elif (
             is_secret_variable(name)
             and len(value) >= _MIN_NAMED_SECRET
             and not _names_a_location(name.upper(), value)
         ):
-            found.add(value)
+            found[value] = name
     return found
 
 
@@ -391,7 +412,39 @@ def redact_known(text: str) -> str:
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
+    if "\n[... " in text:
+        text = _partial_at_cuts(text, secrets)
     return text
+
+
+# Where aca cut a long output or file short (``sandbox/process.py``, ``agent/tools.py``).
+_CUT = re.compile(r"(\n\[\.\.\. \d+ (?:bytes omitted \.\.\.\]\n|more characters not shown\]))")
+# A part of a credential this long, at a cut, is taken for one; a shorter one tells nothing.
+_MIN_PART = 6
+
+
+def _partial_at_cuts(text: str, secrets: list[str]) -> str:
+    """``text`` without the part of a credential a cut left on either side of it: cut
+    first, the credential was never whole for the search."""
+    pieces = _CUT.split(text)
+    for index in range(0, len(pieces), 2):  # the text between the cuts
+        piece = pieces[index]
+        if index + 1 < len(pieces):  # a cut follows: a credential's start may end it
+            piece = _without_part(piece, secrets, at_end=True)
+        if index > 0:  # a cut precedes: a credential's end may start it
+            piece = _without_part(piece, secrets, at_end=False)
+        pieces[index] = piece
+    return "".join(pieces)
+
+
+def _without_part(piece: str, secrets: list[str], *, at_end: bool) -> str:
+    for secret in secrets:
+        for size in range(len(secret) - 1, _MIN_PART - 1, -1):
+            if at_end and piece.endswith(secret[:size]):
+                return piece[:-size] + REDACTED
+            if not at_end and piece.startswith(secret[-size:]):
+                return REDACTED + piece[size:]
+    return piece
 
 
 def redact(obj: Any, environ: Mapping[str, str] | None = None) -> Any:

@@ -120,3 +120,78 @@ def test_a_write_that_would_put_the_marker_in_place_of_a_hidden_secret_is_refuse
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     assert landed == f"//registry.example.com/:_authToken={TOKEN}\nfund=false\naudit=false\n"
+
+
+def test_no_part_of_a_token_reaches_the_model_where_long_output_is_cut(tmp_path):
+    """Cut first, the token at the cut was never whole for the redactor: its first 20
+    characters reached the model, before "[... bytes omitted ...]"."""
+    check_sandbox(CONFIG.sandbox)
+    repo = make_repo(tmp_path / "repo")
+    _commit(repo, "big.log", "x" * 1990 + TOKEN + "y" * 100)  # read_file keeps 2000
+    config = CONFIG.model_copy(
+        update={"agent": CONFIG.agent.model_copy(update={"command_output_limit_bytes": 2000})}
+    )
+    # The command's output keeps its first and last 1000 bytes: the token starts 10 before.
+    long_output = (
+        """printf '%990s' | tr ' ' x; printf %s "$NPM_TOKEN"; printf '%3000s' | tr ' ' y"""
+    )
+    provider = ScriptedProvider(
+        tool_calls(tool_use("run_command", command=long_output)),
+        tool_calls(tool_use("read_file", path="big.log")),
+        tool_calls(tool_use("finish", summary="looked")),
+    )
+    plan = ExecutionPlan(name="p", tasks=[Task(id="t1", title="look", verify="true")])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NPM_TOKEN", TOKEN)
+        asyncio.run(
+            execute_task(plan, "t1", workdir=repo, session_id="s1", provider=provider,
+                         config=config)
+        )  # fmt: skip
+
+    shown = [r.content for m in provider.history[-1].messages for r in m.tool_results]
+    assert len(shown) == 2 and all("[REDACTED]\n[... " in text for text in shown), shown
+    assert not any(TOKEN[:6] in text for text in shown)
+
+
+def test_a_setting_named_with_a_secret_word_is_no_credential_for_the_model(tmp_path):
+    """PYTHON_KEYRING_BACKEND holds KEY: its value is redacted from records, but it is a
+    setting the code names, not a credential; the model read ENV ...=[REDACTED]."""
+    check_sandbox(CONFIG.sandbox)
+    repo = make_repo(tmp_path / "repo")
+    backend = "keyring.backends.null.Keyring"
+    _commit(repo, "Dockerfile", f"ENV PYTHON_KEYRING_BACKEND={backend}\n")
+    provider = ScriptedProvider(
+        tool_calls(tool_use("read_file", path="Dockerfile")),
+        tool_calls(tool_use("finish", summary="nothing to do")),
+    )
+
+    _run(repo, provider, PYTHON_KEYRING_BACKEND=backend)
+
+    read = "".join(r.content for m in provider.history[1].messages for r in m.tool_results)
+    assert backend in read
+
+
+def test_a_write_back_of_a_token_wrapped_across_lines_is_refused_too(tmp_path):
+    """The redactor finds a token that base64 wrapped across two lines; the write check
+    looked for it whole, and let [REDACTED] be committed in its place."""
+    import base64
+
+    check_sandbox(CONFIG.sandbox)
+    repo = make_repo(tmp_path / "repo")
+    encoded = base64.encodebytes(b"0" * 40 + TOKEN.encode()).decode()  # 76 a line: cut
+    _commit(repo, "auth.b64", encoded)
+
+    def write_back(request):  # the file as the model read it, and a line more
+        read = "".join(r.content for m in request.messages for r in m.tool_results)
+        return tool_calls(tool_use("write_file", path="auth.b64", content=read + "x\n"))
+
+    provider = ScriptedProvider(
+        tool_calls(tool_use("read_file", path="auth.b64")),
+        write_back,
+        tool_calls(tool_use("finish", summary="done")),
+    )
+
+    _run(repo, provider)
+
+    refused = "".join(r.content for m in provider.history[2].messages for r in m.tool_results)
+    assert "holds a secret aca keeps from you" in refused

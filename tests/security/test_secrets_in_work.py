@@ -132,3 +132,39 @@ def test_a_token_url_encoded_into_the_work_is_never_committed(tmp_path):
 
     assert outcome.status == "failed", outcome.failure_reason
     assert "url.txt" in outcome.failure_reason
+
+
+def _commit_file(repo, name: str, text: str) -> None:
+    (repo / name).write_text(text)
+    git = ["git", "-C", str(repo), "-c", "user.name=u", "-c", "user.email=u@example.com"]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "the user's own"], check=True)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        # The file as the model read it, moved elsewhere; the original removed.
+        "sed 's/_authToken=.*/_authToken=[REDACTED]/' .npmrc > npmrc.new && rm .npmrc",
+        # Written over by a command, not a tool.
+        "printf '//r.example.com/:_authToken=[REDACTED]\\n' > .npmrc",
+    ],
+)
+def test_the_mark_for_a_hidden_secret_never_replaces_the_secret_in_a_commit(tmp_path, command):
+    repo = make_repo(tmp_path / "repo")
+    _commit_file(repo, ".npmrc", f"//r.example.com/:_authToken={TOKEN}\n")
+
+    outcome = run_agent(repo, command)
+
+    assert outcome.status == "failed"
+    assert "puts [REDACTED] into" in outcome.failure_reason, outcome.failure_reason
+
+
+def test_a_file_holding_the_repositorys_own_token_may_be_moved(tmp_path):
+    """`mv .npmrc config/.npmrc` moves what the repository held: no secret the agent added."""
+    repo = make_repo(tmp_path / "repo")
+    _commit_file(repo, ".npmrc", f"//r.example.com/:_authToken={TOKEN}\n")
+
+    outcome = run_agent(repo, "mkdir -p config && mv .npmrc config/.npmrc")
+
+    assert outcome.status == "completed", outcome.failure_reason
