@@ -36,6 +36,11 @@ def secrets_problem(worktree: TaskWorktree, changed_files: list[str]) -> str | N
     if not secrets:
         return None
     now = {path: _content(worktree, path) for path in changed_files}
+    names = [path for path in changed_files if _named_for_one(worktree, path, secrets)]
+    if not names and not any(
+        _MARK in data or any(secret in data for secret in secrets) for data in now.values()
+    ):
+        return None  # the common case: no git command is run to look at the start
     before = {path: _with_lines_joined(_at_start(worktree, path)) for path in changed_files}
     # What any changed file held at the start is the repository's own: moved or renamed
     # (`git mv .npmrc config/.npmrc`), it is no secret the agent added.
@@ -43,8 +48,7 @@ def secrets_problem(worktree: TaskWorktree, changed_files: list[str]) -> str | N
     holding = [
         path
         for path in changed_files
-        if any(secret in now[path] for secret in secrets if secret not in held)
-        or _named_for_one(worktree, path, secrets)
+        if any(secret in now[path] for secret in secrets if secret not in held) or path in names
     ]
     if holding:
         return (
