@@ -406,12 +406,7 @@ def redact_known(text: str) -> str:
     secrets = credential_values()
     if not secrets:
         return text
-    text = redact_hex_dumps(text, secrets, REDACTED)
-    if "\n" in text:
-        text = redact_wrapped(text, secrets, REDACTED)
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
+    text = _without_values(text, secrets)
     if "\n[... " in text:
         text = _partial_at_cuts(text, secrets)
     return text
@@ -501,7 +496,8 @@ def _redact_text(text: str, secrets: list[str]) -> str:
     return done
 
 
-def _redacted_text(text: str, secrets: list[str]) -> str:
+def _without_values(text: str, secrets: list[str]) -> str:
+    """``text`` without ``secrets``: in a dump, cut by line breaks, and whole."""
     if secrets:  # first: a replaced secret would cut the lines around it
         text = redact_hex_dumps(text, secrets, REDACTED)
         if "\n" in text:
@@ -509,6 +505,11 @@ def _redacted_text(text: str, secrets: list[str]) -> str:
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
+    return text
+
+
+def _redacted_text(text: str, secrets: list[str]) -> str:
+    text = _without_values(text, secrets)
     # Shapes no word announces: a URL's credentials (postgres://admin:pw@db), a PEM key.
     if "@" in text and "://" in text:
         text = _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED, text)
