@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-__all__ = ["make_repo"]
+__all__ = ["commit_file", "make_repo"]
 
 
 def make_repo(path: Path) -> Path:
@@ -17,3 +17,11 @@ def make_repo(path: Path) -> Path:
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "init"], check=True)
     return path
+
+
+def commit_file(repo: Path, name: str, text: str) -> None:
+    """Write ``name`` in ``repo`` and commit it, as the user's own content."""
+    (repo / name).write_text(text)
+    git = ["git", "-C", str(repo), "-c", "user.name=u", "-c", "user.email=u@example.com"]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "the user's own"], check=True)

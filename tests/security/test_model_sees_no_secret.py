@@ -4,17 +4,13 @@ keep what they are sent; only the code as it is, not a key, needs to reach them.
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 
-import pytest
-
-from aca_flows.agent import execute_task
 from aca_flows.plan.models import ExecutionPlan, Task
-from aca_flows.sandbox import check_sandbox
 from aca_flows.settings import AcaConfig
-from tests.fakes.git_repo import make_repo
+from tests.fakes.git_repo import commit_file, make_repo
 from tests.fakes.scripted_provider import ScriptedProvider, tool_calls, tool_use
+from tests.security.test_secrets_in_work import run_task
 
 TOKEN = "npm_" + "R5tYq2Wz8KcL1vBx7NmP" * 2
 CONFIG = AcaConfig.model_validate(
@@ -23,7 +19,6 @@ CONFIG = AcaConfig.model_validate(
 
 
 def test_a_token_in_the_task_or_printed_by_a_command_never_reaches_the_model(tmp_path):
-    check_sandbox(CONFIG.sandbox)
     repo = make_repo(tmp_path / "repo")
     fixture = 'password = "hunter2-fixture"'  # code as it is: no secret aca knows
     provider = ScriptedProvider(
@@ -37,12 +32,7 @@ def test_a_token_in_the_task_or_printed_by_a_command_never_reaches_the_model(tmp
     plan = ExecutionPlan(
         name="npm", tasks=[Task(id="t1", title=f"log in to npm with {TOKEN}", verify="true")]
     )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("NPM_TOKEN", TOKEN)
-        outcome = asyncio.run(
-            execute_task(plan, "t1", workdir=repo, session_id="s1", provider=provider,
-                         config=CONFIG)
-        )  # fmt: skip
+    outcome = run_task(repo, provider, plan, CONFIG, NPM_TOKEN=TOKEN)
 
     assert outcome.status == "completed", outcome.failure_reason
     sent = [r.model_dump_json() for r in provider.history]
@@ -54,31 +44,17 @@ def test_a_token_in_the_task_or_printed_by_a_command_never_reaches_the_model(tmp
     assert fixture in read  # the file as it is
 
 
-def _commit(repo, name: str, text: str) -> None:
-    (repo / name).write_text(text)
-    git = ["git", "-C", str(repo), "-c", "user.name=u", "-c", "user.email=u@example.com"]
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "the user's own"], check=True)
-
-
 def _run(repo, provider, **environ):
     plan = ExecutionPlan(name="p", tasks=[Task(id="t1", title="tidy up", verify="true")])
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in {"NPM_TOKEN": TOKEN, **environ}.items():
-            patch.setenv(name, value)
-        return asyncio.run(
-            execute_task(plan, "t1", workdir=repo, session_id="s1", provider=provider,
-                         config=CONFIG)
-        )  # fmt: skip
+    return run_task(repo, provider, plan, CONFIG, NPM_TOKEN=TOKEN, **environ)
 
 
 def test_a_secret_that_is_a_word_leaves_the_code_the_model_reads_as_it_is(tmp_path):
     """MYSQL_PWD=password is redacted from records, but "password" in code is no secret:
     the model read `def check_[REDACTED](user, [REDACTED])` and edited that."""
-    check_sandbox(CONFIG.sandbox)
     repo = make_repo(tmp_path / "repo")
     code = "def check_password(user, password):\n    return user.password_hash\n"
-    _commit(repo, "auth.py", code)
+    commit_file(repo, "auth.py", code)
     provider = ScriptedProvider(
         tool_calls(tool_use("read_file", path="auth.py")),
         tool_calls(tool_use("finish", summary="nothing to do")),
@@ -93,9 +69,8 @@ def test_a_secret_that_is_a_word_leaves_the_code_the_model_reads_as_it_is(tmp_pa
 def test_a_write_that_would_put_the_marker_in_place_of_a_hidden_secret_is_refused(tmp_path):
     """The model reads the file's token as [REDACTED]; writing the file back as it read it
     would replace the token with the marker, and commit that."""
-    check_sandbox(CONFIG.sandbox)
     repo = make_repo(tmp_path / "repo")
-    _commit(repo, ".npmrc", f"//registry.example.com/:_authToken={TOKEN}\nfund=false\n")
+    commit_file(repo, ".npmrc", f"//registry.example.com/:_authToken={TOKEN}\nfund=false\n")
     shown = "//registry.example.com/:_authToken=[REDACTED]\nfund=false\n"
     provider = ScriptedProvider(
         tool_calls(tool_use("write_file", path=".npmrc", content=shown + "audit=false\n")),
@@ -125,9 +100,8 @@ def test_a_write_that_would_put_the_marker_in_place_of_a_hidden_secret_is_refuse
 def test_no_part_of_a_token_reaches_the_model_where_long_output_is_cut(tmp_path):
     """Cut first, the token at the cut was never whole for the redactor: its first 20
     characters reached the model, before "[... bytes omitted ...]"."""
-    check_sandbox(CONFIG.sandbox)
     repo = make_repo(tmp_path / "repo")
-    _commit(repo, "big.log", "x" * 1990 + TOKEN + "y" * 100)  # read_file keeps 2000
+    commit_file(repo, "big.log", "x" * 1990 + TOKEN + "y" * 100)  # read_file keeps 2000
     config = CONFIG.model_copy(
         update={"agent": CONFIG.agent.model_copy(update={"command_output_limit_bytes": 2000})}
     )
@@ -141,12 +115,7 @@ def test_no_part_of_a_token_reaches_the_model_where_long_output_is_cut(tmp_path)
         tool_calls(tool_use("finish", summary="looked")),
     )
     plan = ExecutionPlan(name="p", tasks=[Task(id="t1", title="look", verify="true")])
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("NPM_TOKEN", TOKEN)
-        asyncio.run(
-            execute_task(plan, "t1", workdir=repo, session_id="s1", provider=provider,
-                         config=config)
-        )  # fmt: skip
+    run_task(repo, provider, plan, config, NPM_TOKEN=TOKEN)
 
     shown = [r.content for m in provider.history[-1].messages for r in m.tool_results]
     assert len(shown) == 2 and all("[REDACTED]\n[... " in text for text in shown), shown
@@ -156,10 +125,9 @@ def test_no_part_of_a_token_reaches_the_model_where_long_output_is_cut(tmp_path)
 def test_a_setting_named_with_a_secret_word_is_no_credential_for_the_model(tmp_path):
     """PYTHON_KEYRING_BACKEND holds KEY: its value is redacted from records, but it is a
     setting the code names, not a credential; the model read ENV ...=[REDACTED]."""
-    check_sandbox(CONFIG.sandbox)
     repo = make_repo(tmp_path / "repo")
     backend = "keyring.backends.null.Keyring"
-    _commit(repo, "Dockerfile", f"ENV PYTHON_KEYRING_BACKEND={backend}\n")
+    commit_file(repo, "Dockerfile", f"ENV PYTHON_KEYRING_BACKEND={backend}\n")
     provider = ScriptedProvider(
         tool_calls(tool_use("read_file", path="Dockerfile")),
         tool_calls(tool_use("finish", summary="nothing to do")),
@@ -176,10 +144,9 @@ def test_a_write_back_of_a_token_wrapped_across_lines_is_refused_too(tmp_path):
     looked for it whole, and let [REDACTED] be committed in its place."""
     import base64
 
-    check_sandbox(CONFIG.sandbox)
     repo = make_repo(tmp_path / "repo")
     encoded = base64.encodebytes(b"0" * 40 + TOKEN.encode()).decode()  # 76 a line: cut
-    _commit(repo, "auth.b64", encoded)
+    commit_file(repo, "auth.b64", encoded)
 
     def write_back(request):  # the file as the model read it, and a line more
         read = "".join(r.content for m in request.messages for r in m.tool_results)

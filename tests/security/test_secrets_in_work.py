@@ -19,7 +19,7 @@ from aca_flows.agent import execute_task
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.sandbox import check_sandbox
 from aca_flows.settings import AcaConfig
-from tests.fakes.git_repo import make_repo
+from tests.fakes.git_repo import commit_file, make_repo
 from tests.fakes.scripted_provider import ScriptedProvider, tool_calls, tool_use
 
 TOKEN = "npm_" + "W3kTz8Hq1LmV6cXp0RbN" * 2
@@ -31,18 +31,23 @@ LEAK = 'printf %s "$NPM_TOKEN" > token.txt && printf x:%s "$NPM_TOKEN" | base64 
 
 def run_agent(repo, command: str, **environ: str):
     """One task whose agent runs ``command``, then finishes."""
-    check_sandbox(CONFIG.sandbox)
     provider = ScriptedProvider(
         tool_calls(tool_use("run_command", command=command)),
         tool_calls(tool_use("finish", summary="ok")),
     )
     plan = ExecutionPlan(name="secrets", tasks=[Task(id="t1", title="Configure npm")])
+    return run_task(repo, provider, plan, **environ)
+
+
+def run_task(repo, provider, plan, config=CONFIG, **environ: str):
+    """Task t1 of ``plan`` with the token in the environment (and ``environ``)."""
+    check_sandbox(config.sandbox)
     with pytest.MonkeyPatch.context() as patch:
         for name, value in {"NPM_TOKEN": TOKEN, **environ}.items():
             patch.setenv(name, value)
         return asyncio.run(
             execute_task(plan, "t1", workdir=repo, session_id="s1", provider=provider,
-                         config=CONFIG)
+                         config=config)
         )  # fmt: skip
 
 
@@ -81,10 +86,7 @@ def test_a_token_written_in_base64_wrapped_across_lines_is_never_committed(tmp_p
 
 def test_a_token_the_repository_held_already_does_not_stop_the_task(tmp_path):
     repo = make_repo(tmp_path / "repo")
-    (repo / "token.txt").write_text(TOKEN)
-    git = ["git", "-C", str(repo), "-c", "user.name=u", "-c", "user.email=u@example.com"]
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "the user's own token"], check=True)
+    commit_file(repo, "token.txt", TOKEN)
 
     outcome = run_agent(repo, "echo more >> token.txt")
 
@@ -134,13 +136,6 @@ def test_a_token_url_encoded_into_the_work_is_never_committed(tmp_path):
     assert "url.txt" in outcome.failure_reason
 
 
-def _commit_file(repo, name: str, text: str) -> None:
-    (repo / name).write_text(text)
-    git = ["git", "-C", str(repo), "-c", "user.name=u", "-c", "user.email=u@example.com"]
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "the user's own"], check=True)
-
-
 @pytest.mark.parametrize(
     "command",
     [
@@ -152,7 +147,7 @@ def _commit_file(repo, name: str, text: str) -> None:
 )
 def test_the_mark_for_a_hidden_secret_never_replaces_the_secret_in_a_commit(tmp_path, command):
     repo = make_repo(tmp_path / "repo")
-    _commit_file(repo, ".npmrc", f"//r.example.com/:_authToken={TOKEN}\n")
+    commit_file(repo, ".npmrc", f"//r.example.com/:_authToken={TOKEN}\n")
 
     outcome = run_agent(repo, command)
 
@@ -163,7 +158,7 @@ def test_the_mark_for_a_hidden_secret_never_replaces_the_secret_in_a_commit(tmp_
 def test_a_file_holding_the_repositorys_own_token_may_be_moved(tmp_path):
     """`mv .npmrc config/.npmrc` moves what the repository held: no secret the agent added."""
     repo = make_repo(tmp_path / "repo")
-    _commit_file(repo, ".npmrc", f"//r.example.com/:_authToken={TOKEN}\n")
+    commit_file(repo, ".npmrc", f"//r.example.com/:_authToken={TOKEN}\n")
 
     outcome = run_agent(repo, "mkdir -p config && mv .npmrc config/.npmrc")
 
