@@ -453,16 +453,44 @@ def interrupted_line(workdir: Path, session_id: str | None, repo: str | None = N
 
 def _run_session(options: RunOptions, session_id: str | None) -> int:
     with _held_for_the_run(options.workdir, session_id, options.repo):
-        _refuse_a_resume_the_flow_would_refuse(options, session_id)
+        resumed = _refuse_a_resume_the_flow_would_refuse(options, session_id)
+        if resumed is not None and _nothing_left_to_do(resumed, options):
+            return _say_completed_already(resumed, options)
         return _run_held_session(options, session_id)
 
 
-def _refuse_a_resume_the_flow_would_refuse(options: RunOptions, session_id: str | None) -> None:
+def _nothing_left_to_do(session, options: RunOptions) -> bool:
+    """A resume of a completed session with nothing to deliver (no --repo, no --open-pr, no
+    remote of its own) would run a flow whose every task is cached: seconds for nothing, a
+    temporary server's ten on a machine without `aca server start`."""
+    from aca_flows.flows.run_inputs import tasks_left
+
+    delivers = options.repo or options.open_pr or session.remote
+    return session.status == "completed" and not delivers and not tasks_left(session.plan)
+
+
+def _say_completed_already(session, options: RunOptions) -> int:
+    from aca_flows.flows.summary import session_summary
+
+    summary = session_summary(session, options.workdir, "completed").model_dump(mode="json")
+    print(
+        f"aca: session {session.id} completed in an earlier run: nothing to resume.",
+        file=sys.stderr,
+    )
+    if options.json:
+        print(json.dumps(summary))
+    else:
+        show_summary(summary, options)
+    return EXIT_CODES["completed"]
+
+
+def _refuse_a_resume_the_flow_would_refuse(options: RunOptions, session_id: str | None):
     """A resume whose budget (given, or the session's own, kept) is spent, whose session
     branch lost landed work or is checked out where aca cannot move it, or whose --open-pr
     lacks a token or a repository, is refused here: in the flow it was refused only once
     Prefect had started (seconds), leaving a Failed flow run in the UI. (The flow refuses them
-    too, for a run started without the CLI.)"""
+    too, for a run started without the CLI.) Returns the resumed session's record, or None
+    for a new session."""
     from aca_flows.flows.run_inputs import (
         refuse_a_spent_budget,
         refuse_checked_out_session_branch,
@@ -477,7 +505,7 @@ def _refuse_a_resume_the_flow_would_refuse(options: RunOptions, session_id: str 
         session_id is None
         or not (AcaDir(options.workdir).session(session_id).root / "meta").is_dir()
     ):
-        return  # a new session
+        return None  # a new session
     session = load_session(options.workdir, session_id)
     refuse_a_spent_budget(session, options.budget_usd, options.workdir)
     if options.open_pr:  # refused in the flow, it ended a completed session "failed"
@@ -487,6 +515,7 @@ def _refuse_a_resume_the_flow_would_refuse(options: RunOptions, session_id: str 
     refuse_lost_work(repo, session)
     if tasks_left(session.plan):  # a finished session's branch does not move
         refuse_checked_out_session_branch(repo, session_id)
+    return session
 
 
 def _run_held_session(options: RunOptions, session_id: str | None) -> int:

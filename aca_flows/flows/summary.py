@@ -22,7 +22,7 @@ from aca_flows.plan.models import StateName, Task
 if TYPE_CHECKING:
     from prefect.states import State
 
-    from aca_flows.session.record import RemoteState
+    from aca_flows.session.record import RemoteState, SessionRecord
     from aca_flows.session.store import SessionStore
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "failure_reason",
     "flow_state",
     "run_summary",
+    "session_summary",
     "unpushed_work",
 ]
 
@@ -119,7 +120,20 @@ def run_summary(
 ) -> RunSummary:
     """The summary of the run ``store`` records; ``no_change_ids``: this run's tasks that
     completed without a change."""
-    session = store.session
+    return session_summary(
+        store.session, store.paths.workdir, status, stopped_reason, stuck, no_change_ids
+    )
+
+
+def session_summary(
+    session: SessionRecord,
+    workdir: Path,
+    status: RunStatus,
+    stopped_reason: str | None = None,
+    stuck: dict[str, str] | None = None,
+    no_change_ids: list[str] | None = None,
+) -> RunSummary:
+    """``run_summary`` of a session record read without its store (a run that ran nothing)."""
     tasks = {}
     for task in session.plan.tasks:
         record = session.tasks.get(task.id)
@@ -134,23 +148,22 @@ def run_summary(
         )
     # Counted as ``counts`` counts: the tasks that ran, not the groups that failed with them.
     failed_ids = [t.id for t in session.plan.leaves() if t.status.state == "failed"]
+    without_change = {r.task_id for r in session.completed_without_change}
     return RunSummary(
-        session_id=store.session_id,
-        branch=store.branch,
+        session_id=session.id,
+        branch=session.branch,
         status=status,
         stopped_reason=stopped_reason,
         counts=session.task_counts,
         failed=len(failed_ids),
         failed_ids=failed_ids,
-        stuck=stuck,
-        no_change_ids=[
-            t for t in no_change_ids if t in {r.task_id for r in session.completed_without_change}
-        ],
+        stuck=stuck or {},
+        no_change_ids=[t for t in no_change_ids or [] if t in without_change],
         cost_usd=session.cost_usd,
         budget_usd=session.budget_usd,
         tasks=tasks,
         remote=session.remote.url if session.remote else None,
-        unpushed=unpushed_work(session.remote, store.paths.workdir, store.session_id),
+        unpushed=unpushed_work(session.remote, workdir, session.id),
     )
 
 

@@ -209,7 +209,11 @@ def claude_sandbox_settings(
     it. A home holding the worktree is no exception: a script the agent wrote read the user's
     tokens there (``~/.pypirc``, ``~/.config/gh``) and sent them to the model."""
     homes = [Path("/root"), Path("/home"), Path.home()]
-    deny = {str(h) for h in homes} | {str(h / name) for h in homes for name in HIDDEN_IN_HOME}
+    # Only the credentials there are: the homes are read-only to Bash, so none appears while
+    # claude runs but by the user's own hand. Each path denied costs claude's start-up (about
+    # 0.2 CPU-s for the ~90 of three homes, most of them absent: bench/peer.py).
+    hidden = (h / name for h in homes for name in HIDDEN_IN_HOME)
+    deny = {str(h) for h in homes} | {str(path) for path in hidden if os.path.lexists(path)}
     deny |= set(unreadable)
     allow = [str(Path(cwd).resolve()), *readable] if cwd else list(readable)
     settings: dict[str, Any] = {

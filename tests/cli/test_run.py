@@ -608,3 +608,30 @@ def test_a_resume_whose_branch_is_checked_out_is_refused_before_prefect_starts(
     assert code == 2 and "Traceback" not in err
     assert f"the session branch aca/s1 is checked out in {repo}" in err
     assert f"git -C {repo} checkout -" in err and "and run again." in err
+
+
+def test_a_resume_of_a_completed_session_says_so_and_starts_no_flow(
+    tmp_path, capsys, monkeypatch
+):
+    """Before, it ran a flow of cached tasks: ten seconds of temporary server for nothing."""
+
+    def prefect_starting(*args):
+        pytest.fail("Prefect was started for a session with nothing left to do")
+
+    monkeypatch.setattr(run_cli, "_run_flow", prefect_starting)
+    repo = make_repo(tmp_path / "repo")
+    store = SessionStore.create(
+        repo, load_task_file(HELLO), provider="replay", model="m", session_id="s1"
+    )
+    for task in store.session.plan.leaves():
+        store.task_completed(task.id)
+    store.finish("completed")
+    store.close()
+
+    code = main(["resume", "s1", "-w", str(repo), "--json"])
+
+    out, err = capsys.readouterr()
+    assert code == 0 and "Traceback" not in err
+    assert "session s1 completed in an earlier run: nothing to resume." in err
+    summary = json.loads(out)
+    assert summary["status"] == "completed" and summary["counts"] == {"completed": 3}

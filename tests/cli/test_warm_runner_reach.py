@@ -267,6 +267,7 @@ def test_claude_code_s_bash_may_not_read_the_runner_s_folder(tmp_path, monkeypat
 
     home = tmp_path / "home"
     (home / "repo").mkdir(parents=True)
+    (home / ".aca" / "server").mkdir(parents=True)
     monkeypatch.setenv("HOME", str(home))
     settings = claude_sandbox_settings(True, str(home / "repo"))
     assert str(home / ".aca") in settings["filesystem"]["denyRead"]
