@@ -610,9 +610,7 @@ def test_a_resume_whose_branch_is_checked_out_is_refused_before_prefect_starts(
     assert f"git -C {repo} checkout -" in err and "and run again." in err
 
 
-def test_a_resume_of_a_completed_session_says_so_and_starts_no_flow(
-    tmp_path, capsys, monkeypatch
-):
+def test_a_resume_of_a_completed_session_says_so_and_starts_no_flow(tmp_path, capsys, monkeypatch):
     """Before, it ran a flow of cached tasks: ten seconds of temporary server for nothing."""
 
     def prefect_starting(*args):
