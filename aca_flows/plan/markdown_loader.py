@@ -72,6 +72,7 @@ class _Node:
     checked: bool = False
     text: list[str] = field(default_factory=list)
     children: list[_Node] = field(default_factory=list)
+    commented_items: list[int] = field(default_factory=list)  # root: lines of items switched off
 
     @property
     def is_item(self) -> bool:
@@ -83,12 +84,18 @@ class _Node:
 
 def load_markdown(path: Path, text: str, base_dir: Path | None = None) -> ExecutionPlan:
     """The task file as a plan that passed ``check_plan``, which raises every problem found."""
-    root = _parse(text)
     builder = TaskTreeBuilder(path, base_dir)
+    root = _parse(text, path, builder.problems)
     builder.reserve_ids(_explicit_ids(root, path))
     if root.has_items():
         plan = _items_plan(path, root, builder)
     else:
+        if root.commented_items:  # not the comment's text as one task: nothing is to run
+            builder.problems.append(
+                f"{path}:{root.commented_items[0]}: every list item is inside an HTML comment "
+                "(<!-- -->), switched off, so there is nothing to run; take the items to run "
+                "out of the comment."
+            )
         plan = _single_task_plan(path, root, builder)
     return check_plan(plan, str(path), found_before=builder.problems)
 
@@ -171,13 +178,16 @@ def _all_checked(node: _Node) -> bool:
     return all(child.checked and _all_checked(child) for child in node.children if child.is_item)
 
 
-def _parse(text: str) -> _Node:
-    """Lines into a tree of headings and list items; text lines attach to the nearest owner."""
+def _parse(text: str, path: Path, problems: list[str]) -> _Node:
+    """Lines into a tree of headings and list items; text lines attach to the nearest owner.
+    A comment or code fence never closed is a problem: it would hide every item after it."""
     root = _Node(title="", line=0, level=0, indent=-1)
     headings: list[_Node] = [root]
     items: list[_Node] = []
     in_fence = front_matter = in_comment = False
+    opened = 0  # the line of the comment or fence being read
     paragraph: tuple[_Node, str, int] | None = None  # the text line just read: its owner, line
+    title_of: _Node | None = None  # the item whose title a lazy continuation line extends
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.rstrip()
         if number == 1 and line == "---":
@@ -187,16 +197,26 @@ def _parse(text: str) -> _Node:
             _owner(headings, items, line).text.append(line)
             continue
         if in_fence or _FENCE.match(line):
+            opened = opened if in_fence else number
             in_fence = in_fence != bool(_FENCE.match(line))
             _owner(headings, items, line).text.append(line)
-            paragraph = None
+            paragraph = title_of = None
             continue
         if in_comment or _COMMENT.match(line):
             # `<!-- - [ ] later -->` over lines: an item commented out is no task to run.
+            opened = opened if in_comment else number
             in_comment = "-->" not in (line if in_comment else line.split("<!--", 1)[1])
+            if _ITEM.match(line.split("<!--", 1)[-1]):
+                root.commented_items.append(number)
             _owner(headings, items, line).text.append(line)
-            paragraph = None
+            paragraph = title_of = None
             continue
+        if title_of is not None and line.strip() and _lazy_continuation(line, title_of):
+            # A title hard-wrapped onto an unindented line (CommonMark's lazy continuation):
+            # the item's, attribute block and all, not the text of the heading above it.
+            title_of.title = f"{title_of.title} {line.strip()}".strip()
+            continue
+        title_of = None
         if (match := _SETEXT.match(line)) and paragraph is not None and not items:
             # `Title` over `=====` or `-----`: the line above was a heading, not text.
             owner, title, title_number = paragraph
@@ -220,12 +240,32 @@ def _parse(text: str) -> _Node:
             )
             (items[-1] if items else headings[-1]).children.append(node)
             items.append(node)
+            title_of = node
             continue
         owner = _owner(headings, items, line)
         owner.text.append(line)
         if line.strip() and not line.startswith("    "):
             paragraph = (owner, line.strip(), number)
+    if in_comment or in_fence:
+        what, close = ("comment (<!--)", "-->") if in_comment else ("code fence", "its fence")
+        problems.append(
+            f"{path}:{opened}: the {what} opened here is never closed, so every line after it "
+            f"is switched off; close it with {close} where it ends."
+        )
     return root
+
+
+def _lazy_continuation(line: str, item: _Node) -> bool:
+    """``line``, just under ``item``'s own line (or its continuation), continues its title: it
+    is not indented under it (that is its description) and starts no block of its own."""
+    indent = len(line) - len(line.lstrip())
+    return (
+        indent <= item.indent
+        and not (
+            _HEADING.match(line) or _ITEM.match(line) or _BREAK.match(line) or _SETEXT.match(line)
+        )
+        and not line.lstrip().startswith((">", "|", "<"))
+    )
 
 
 def _open_heading(

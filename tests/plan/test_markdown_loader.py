@@ -393,3 +393,37 @@ def test_every_bad_attribute_of_the_file_is_named_with_its_line(tmp_path):
     assert len(problems) == len(starts), problems
     for problem, start in zip(problems, starts, strict=True):
         assert problem.startswith(start), problem
+
+
+def test_a_title_wrapped_onto_an_unindented_line_keeps_its_id_and_verify(tmp_path):
+    """Before, the second line went to the plan's description, attribute block and all: the
+    task ran with a generated id and no verify, and every task was told its title's end."""
+    plan = load_task_file(
+        write(
+            tmp_path,
+            "# Login work\n\n- [ ] Implement the login form with validation of the email and the\n"
+            'password fields {#login verify="pytest -q"}\n- [ ] Add a logout button {#logout}\n',
+        )
+    )
+
+    login = plan.task("login")
+    assert login.title.endswith("of the email and the password fields")
+    assert login.verify == "pytest -q"
+    assert "password" not in plan.description
+    assert [t.id for t in plan.tasks] == ["login", "logout"]
+
+
+def test_items_all_switched_off_in_a_comment_are_nothing_to_run(tmp_path):
+    """Before, the comment's text ran as the file's one task: the switched-off work."""
+    path = write(tmp_path, "# Cleanup\n\n<!--\n- [ ] Delete the legacy module\n-->\n")
+
+    with pytest.raises(TaskFileError, match=r"tasks.md:4: every list item is inside"):
+        load_task_file(path)
+
+
+@pytest.mark.parametrize(("opening", "what"), [("<!--", "comment"), ("```", "code fence")])
+def test_a_comment_or_fence_never_closed_is_refused_not_left_to_hide_items(tmp_path, opening, what):
+    path = write(tmp_path, f"- [ ] A {{#a}}\n\n{opening}\nnote\n\n- [ ] B {{#b}}\n- [ ] C\n")
+
+    with pytest.raises(TaskFileError, match=rf"tasks.md:3: the {what}.* is never closed"):
+        load_task_file(path)
