@@ -63,13 +63,13 @@ def check_options(options: RunOptions) -> None:
             "the execution plan is the reviewed form of a task file."
         )
     _in_the_workdir_not_here(options.task_file or options.execution_plan, options)
-    check_dump_target(options.dump_plan)
-    _not_a_folder("--record", options.record, "cassette.json")  # found by the first call
     if options.dump_plan and options.task_file and _same_path(options.dump_plan, options.task_file):
         raise InputError(
             f"--dump-plan {options.dump_plan} is the task file itself: the plan would replace "
             "what you wrote. Name another file, e.g. --dump-plan plan.json."
         )
+    check_dump_target(options.dump_plan)
+    _not_a_folder("--record", options.record, "cassette.json")  # found by the first call
     _record_beside_the_work(options)
     if options.use_intelligent_parser and options.force_naive_parser:
         raise InputError("--use-intelligent-parser and --force-naive-parser contradict; pick one.")
@@ -125,6 +125,12 @@ def check_dump_target(path: Path | None) -> None:
     _not_a_folder("--dump-plan", path, "plan.json")
     if not path:
         return
+    if (path.exists() or path.is_symlink()) and not _a_dumped_plan(path):
+        raise InputError(
+            f"--dump-plan {path}: the file exists and is not a plan aca wrote (a configuration, "
+            "a cassette, a task file of yours?): the plan would replace it. Name another file, "
+            "or remove that one first."
+        )
     # A missing folder is made when the plan is written, as --record makes its own: the
     # nearest one that exists is the one aca must be able to write in.
     folder = path.resolve().parent
@@ -134,6 +140,21 @@ def check_dump_target(path: Path | None) -> None:
         raise InputError(
             f"--dump-plan {path}: {folder} is not a folder aca can write to; name a file in one."
         )
+
+
+def _a_dumped_plan(path: Path) -> bool:
+    """Whether ``path`` holds a plan as ``--dump-plan`` writes it (a review to redo), which
+    another dump may replace: its own keys, whatever the tasks say."""
+    import tomllib
+
+    try:
+        if path.is_symlink() or path.stat().st_size > 64 * 1024 * 1024:
+            return False
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and {"schema_version", "strategy", "tasks"} <= data.keys()
 
 
 def _not_a_folder(flag: str, path: Path | None, example: str) -> None:

@@ -382,6 +382,25 @@ def test_a_dump_over_the_task_file_itself_is_refused_and_the_file_kept(tmp_path,
     assert tasks.read_text() == text
 
 
+def test_a_dump_over_a_file_that_is_no_plan_is_refused_and_a_plan_replaced(tmp_path, capsys):
+    """Before, the configuration in use was replaced by the plan, and the next run refused it
+    as a task file; a cassette, a pyproject.toml or a package.json went the same way."""
+    config = tmp_path / "cfg.toml"
+    config.write_text(HELLO_CONFIG.read_text())
+    plan = tmp_path / "plan.json"
+
+    code, _, err = run(
+        capsys, "run", str(HELLO), "-n", "-c", str(config), "--dump-plan", str(config)
+    )
+    assert code == 2 and "the file exists and is not a plan aca wrote" in err
+    assert config.read_text() == HELLO_CONFIG.read_text()
+
+    assert run(capsys, "run", str(HELLO), "-n", "--dump-plan", str(plan))[0] == 0
+    plan.write_text(plan.read_text().replace('"Hello, aca"', '"Hello again"'))
+    assert run(capsys, "run", str(HELLO), "-n", "--dump-plan", str(plan))[0] == 0  # a review redone
+    assert "Hello again" not in plan.read_text()
+
+
 @pytest.mark.parametrize(
     ("option", "what"), [("--task-file", "task file"), ("--execution-plan", "execution plan")]
 )
