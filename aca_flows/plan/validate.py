@@ -269,9 +269,21 @@ def _did_you_mean(name: str, known) -> str:
 def _run_state_problems(plan: ExecutionPlan) -> list[str]:
     """A state a run gives its tasks (in_progress, failed, ...) in a plan a run starts from:
     the run would wait on it for ever, or skip what depends on it, and never run the task."""
-    return [
+    problems = [
         f"task '{task.id}' is {task.status.state}: a plan starts its tasks pending (or "
         'completed, to pass them over); set its status to {"state": "pending"}'
         for task in plan.tasks
         if task.status.state not in ("pending", "completed")
     ]
+    # A group completes with its subtasks: one marked completed over pending ones ended its
+    # subflow before they ran, and the run failed.
+    by_id = {task.id: task for task in plan.tasks}
+    for task in plan.tasks:
+        left = [c for c in task.children if c in by_id and by_id[c].status.state != "completed"]
+        if task.status.state == "completed" and left:
+            problems.append(
+                f"group '{task.id}' is completed but its subtasks {', '.join(left)} are not: a "
+                'group completes with its subtasks; set its status to {"state": "pending"}, '
+                "or mark them completed too"
+            )
+    return problems

@@ -56,6 +56,24 @@ def test_an_edited_plan_whose_task_is_in_a_run_state_is_refused_with_the_fix(tmp
     assert load_execution_plan(edited).tasks[1].status.state == "completed"
 
 
+def test_an_edited_plan_whose_group_is_completed_over_pending_subtasks_is_refused(tmp_path):
+    """Before, the dry run passed it and the run failed with a traceback ("the flow run of
+    group ... ended early"), leaving a failed session and its branch."""
+    plan = load_task_file(ROOT / "tasks" / "examples" / "hello.md")
+    data = json.loads(plan_to_text(plan, ".json"))
+    group = next(t for t in data["tasks"] if t["children"])
+    group["status"] = {"state": "completed"}
+    edited = tmp_path / "plan.json"
+    edited.write_text(json.dumps(data))
+    with pytest.raises(PlanValidationError, match=f"group '{group['id']}' is completed but"):
+        load_execution_plan(edited)
+    for task in data["tasks"]:
+        if task["id"] in group["children"]:
+            task["status"] = {"state": "completed"}
+    edited.write_text(json.dumps(data))
+    assert load_execution_plan(edited).task(group["id"]).status.state == "completed"
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
