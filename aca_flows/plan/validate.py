@@ -9,6 +9,7 @@ with ``strategy = sequential`` a task that depends on a later one.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from aca_flows.errors import PlanValidationError, TaskFileError, TaskFileProblems
@@ -79,6 +80,13 @@ def plan_problems(plan: ExecutionPlan) -> list[str]:
             problems.append(f"duplicate task id '{task.id}'; give each task its own id")
         seen.add(task.id)
     by_id = {t.id: t for t in plan.tasks}
+    # Each task runs them in its own worktree: a folder outside it was refused mid-run.
+    problems += [
+        f"setup command '{setup.name}': working_dir {setup.working_dir!r} leads outside the "
+        'repository; name a folder inside it, relative to its root (e.g. "backend")'
+        for setup in plan.setup_commands
+        if setup.working_dir and _leaves_the_repository(setup.working_dir)
+    ]
 
     for task in plan.tasks:
         for dep in dict.fromkeys(task.dependencies):  # depends_on=a,a: said once
@@ -257,6 +265,10 @@ def _parent_loops(by_id) -> list[str]:
             chain.append(node.parent_id)
             node = by_id[node.parent_id]
     return problems
+
+
+def _leaves_the_repository(folder: str) -> bool:
+    return os.path.isabs(folder) or os.path.normpath(folder).split(os.sep)[0] == ".."
 
 
 def _did_you_mean(name: str, known) -> str:

@@ -155,3 +155,18 @@ def test_a_file_whose_tasks_cannot_be_read_stops_at_its_schema(tmp_path):
         f"{path}: missing key 'tasks[0].title'; unknown key 'tasks[0].colour'. "
         "See docs/task-files.md for the TOML schema."
     )
+
+
+@pytest.mark.parametrize("folder", ["../../..", "/etc", "app/../.."])
+def test_a_setup_folder_outside_the_repository_is_refused_at_load(tmp_path, folder):
+    """Before, the dry run passed it and every task failed on it mid-run, a session and its
+    branch made."""
+    path = tmp_path / "tasks.toml"
+    path.write_text(
+        f'[[setup_commands]]\nname = "deps"\ncommand = "true"\nworking_dir = "{folder}"\n\n'
+        '[[tasks]]\ntitle = "A"\n'
+    )
+    with pytest.raises(PlanValidationError, match=f"working_dir '{folder}' leads outside"):
+        load_task_file(path)
+    path.write_text(path.read_text().replace(folder, "app/../backend"))
+    assert load_task_file(path).setup_commands[0].working_dir == "app/../backend"
