@@ -118,6 +118,13 @@ def _same_path(a: Path, b: Path) -> bool:
 
 def check_dump_target(path: Path | None) -> None:
     """Refuse a ``--dump-plan`` name aca cannot write, before any work is done."""
+    try:
+        _check_dump_target(path)
+    except OSError as exc:  # a name too long, a loop of links
+        raise InputError(f"--dump-plan {path}: {exc.strerror}; name another file.") from None
+
+
+def _check_dump_target(path: Path | None) -> None:
     if path and path.suffix.lower() not in PLAN_SUFFIXES:
         raise InputError(
             f"--dump-plan {path}: name the file .json or .toml so aca knows which format to write."

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +48,26 @@ PLAN_FORMATS = ("toml", "markdown")
 _TOML_START = re.compile(r"^\s*(\[\[?\s*[\w.\-\" ]+\s*\]\]?\s*(#.*)?$|[\w.\-\"]+\s*=)")
 
 
+@contextmanager
+def _not_too_deep(source: object) -> Iterator[None]:
+    """Lists, tables or headings nested thousands deep reach Python's recursion limit in the
+    parsers and checks: an error naming the file, not a traceback."""
+    try:
+        yield
+    except RecursionError:
+        raise TaskFileError(
+            f"{source}: nested too deeply for aca to read (lists, tables or subtasks hundreds "
+            "of levels down); flatten it."
+        ) from None
+
+
 def load_task_file(path: Path) -> ExecutionPlan:
     """A Markdown or TOML task file, or a dumped execution plan, as a validated plan."""
+    with _not_too_deep(path):
+        return _load_task_file(path)
+
+
+def _load_task_file(path: Path) -> ExecutionPlan:
     require_file(path)
     suffix = path.suffix.lower()
     if not suffix:  # `TODO`, `tasks`: the original aca read such a file as a task list
@@ -74,6 +94,13 @@ def load_task_text(
     ``base_dir`` (never outside it). ``plan_format`` is ``"toml"`` or ``"markdown"``; left out,
     it is told from the text: TOML when its first line that is neither blank nor a comment is
     a ``[table]`` or a ``key = value``. ``source`` names the text in error messages."""
+    with _not_too_deep(source):
+        return _load_task_text(text, base_dir, plan_format, source)
+
+
+def _load_task_text(
+    text: str, base_dir: Path, plan_format: str | None, source: str
+) -> ExecutionPlan:
     guessed = plan_format is None
     if plan_format is None:
         plan_format = "toml" if _looks_like_toml(text) else "markdown"
@@ -117,14 +144,16 @@ def load_execution_plan(path: Path) -> ExecutionPlan:
             f"{path}: an execution plan is a .json or .toml file written by --dump-plan; "
             "to load a Markdown task file use --task-file."
         )
-    data = _parse_structured(path, read_text_file(path, "execution plan"))
-    _refuse_the_originals_plan(path, data)
+    with _not_too_deep(path):
+        data = _parse_structured(path, read_text_file(path, "execution plan"))
+        _refuse_the_originals_plan(path, data)
     if "schema_version" not in data:
         raise TaskFileError(
             f"{path}: not an execution plan (it has no schema_version); "
             "if it is a task file, load it with --task-file."
         )
-    return _execution_plan(path, data)
+    with _not_too_deep(path):
+        return _execution_plan(path, data)
 
 
 def _refuse_the_originals_plan(path: Path, data: dict[str, Any]) -> None:
@@ -202,6 +231,8 @@ def _parse_structured(path: Path, text: str) -> dict[str, Any]:
                 f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}. "
                 "Fix the syntax there."
             ) from None
+        except ValueError as exc:  # an integer of thousands of digits
+            raise TaskFileError(f"{path}: a number too long for aca to read ({exc}).") from None
         if not isinstance(data, dict):
             raise TaskFileError(
                 f"{path}: a plan must be a JSON object ({{...}}, as --dump-plan writes it), not "

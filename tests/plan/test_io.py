@@ -109,6 +109,9 @@ def test_an_edited_plan_whose_group_is_completed_over_pending_subtasks_is_refuse
         # A run of it made a session and a branch, did nothing, and exited 0.
         ("none.json", b'{"schema_version": 1, "name": "x", "tasks": []}', "plan has no tasks"),
         ("plan.yaml", b"tasks: []", "unknown task file type '.yaml'"),
+        # Tracebacks before: a RecursionError of the JSON decoder, an int's ValueError.
+        ("deep.json", b"[" * 100_000 + b"]" * 100_000, "nested too deeply for aca to read"),
+        ("long.json", b'{"schema_version": 1' + b"0" * 5000 + b"}", "a number too long"),
     ],
 )
 def test_bad_files_are_explained(tmp_path, name, content, message):
