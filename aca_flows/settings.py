@@ -44,9 +44,9 @@ class Section(BaseModel):
 
 class SessionSection(Section):
     provider: str = "claude-code"
-    model: str | None = None
+    model: str | None = Field(default=None, min_length=1)
     max_concurrent_tasks: int = Field(default=3, ge=1, le=64)
-    budget_usd: float | None = Field(default=None, gt=0)
+    budget_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     max_attempts: int = Field(
         default=3, ge=1, le=20, description="Attempts of a whole task, each from a clean worktree."
     )
@@ -97,7 +97,7 @@ class ClaudeCodeSection(Section):
         default_factory=lambda: ["Read", "Write", "Edit", "Glob", "Grep", "Bash"], min_length=1
     )
     max_turns: int = Field(default=50, ge=1)
-    max_budget_usd_per_task: float | None = Field(default=None, gt=0)
+    max_budget_usd_per_task: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
 
 class RateLimitingSection(Section):
@@ -214,7 +214,7 @@ class GitHubSection(Section):
 
 
 class ProviderSection(Section):
-    model: str | None = None
+    model: str | None = Field(default=None, min_length=1)
     base_url: str | None = None
     timeout_seconds: float = Field(default=600, gt=0)
     max_tokens: int = Field(default=8192, ge=1)
@@ -403,7 +403,8 @@ def _task_file_as_config(file: Path) -> str:
 
 def _read_toml(file: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(file.read_text(encoding="utf-8"))
+        # utf-8-sig: the byte-order mark Windows editors write was "invalid statement".
+        return tomllib.loads(file.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError:
         raise ConfigError(f"{file}: not UTF-8 text; save the config file as UTF-8.") from None
     except tomllib.TOMLDecodeError as exc:

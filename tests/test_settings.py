@@ -270,3 +270,28 @@ def test_a_clones_config_may_lower_the_tasks_run_at_once_not_raise_them(tmp_path
     assert "ignored [session] max_concurrent_tasks = 64: a cloned repository's config may not" in (
         ignored
     )
+
+
+def test_a_config_saved_with_a_byte_order_mark_is_read(tmp_path):
+    """Windows editors write one: it was "invalid TOML: Invalid statement (at line 1)"."""
+    config = tmp_path / "cfg.toml"
+    config.write_text("\ufeff[session]\nmax_concurrent_tasks = 3\n", encoding="utf-8")
+    assert load_config(tmp_path, config, environ={}).config.session.max_concurrent_tasks == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "key"),
+    [
+        ("[session]\nbudget_usd = inf\n", {}, "session.budget_usd"),
+        ("", {"ACA_SESSION__BUDGET_USD": "inf"}, "session.budget_usd"),
+        ("[session]\nmodel = ''\n", {}, "session.model"),
+    ],
+)
+def test_a_budget_of_infinity_or_an_empty_model_is_refused_wherever_set(
+    tmp_path, text, environ, key
+):
+    """--budget-usd inf and --model '' were refused; the same in a file or a variable passed."""
+    config = tmp_path / "cfg.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=key):
+        load_config(tmp_path, config, environ=environ)
