@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from aca_flows.errors import TaskFileError
 from aca_flows.plan.builder import TaskTreeBuilder, bad_task_id
@@ -430,8 +430,10 @@ def _checked_task_fields(attrs: dict[str, str]) -> dict[str, Any]:
         "verify": attrs.get("verify"),
         "provider": attrs.get("provider"),
         "model": attrs.get("model"),
-        "max_attempts": attrs.get("max_attempts"),
-        "network": attrs.get("network"),
+        # Markdown's values are words: read as pydantic reads them ("3", "true", "yes");
+        # a word that is neither stays, for the probe to name.
+        "max_attempts": _word_as(int, attrs.get("max_attempts")),
+        "network": _word_as(bool, attrs.get("network")),
     }
     # A probe: a bad value is named here, with its line, not by a traceback later.
     probed = {k: fields[k] for k in ("max_attempts", "network") if fields[k] is not None}
@@ -439,6 +441,13 @@ def _checked_task_fields(attrs: dict[str, str]) -> dict[str, Any]:
     if "id" in attrs:
         fields["task_id"] = attrs["id"]
     return fields
+
+
+def _word_as(kind: type, word: str | None) -> Any:
+    try:
+        return None if word is None else TypeAdapter(kind).validate_python(word)
+    except ValidationError:
+        return word
 
 
 def _plan_attrs(

@@ -12,7 +12,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    model_validator,
+)
 
 SCHEMA_VERSION = 1
 
@@ -148,8 +157,8 @@ class Task(StrictModel):
     )
     provider: str | None = Field(default=None, description="Overrides the run's provider.")
     model: str | None = Field(default=None, description="Overrides the run's model.")
-    max_attempts: int | None = Field(default=None, ge=1, le=20)
-    network: bool | None = Field(
+    max_attempts: StrictInt | None = Field(default=None, ge=1, le=20)
+    network: StrictBool | None = Field(
         default=None,
         description="Let this task's commands use the network (default: [sandbox] network).",
     )
@@ -161,9 +170,9 @@ class SetupCommand(StrictModel):
     name: str
     command: str
     working_dir: str | None = None
-    timeout_seconds: int = Field(default=600, ge=1)
-    required: bool = True
-    network: bool | None = Field(
+    timeout_seconds: StrictInt = Field(default=600, ge=1)
+    required: StrictBool = True
+    network: StrictBool | None = Field(
         default=None,
         description="true: the network also while the worktree holds no work of this "
         "session's agents (the commit it started from); false: never. Default: as the "
@@ -176,7 +185,7 @@ class ExecutionPlan(StrictModel):
     name: str
     description: str = ""
     strategy: Strategy = Strategy.intelligent
-    max_concurrent: int | None = Field(default=None, ge=1, le=64)
+    max_concurrent: StrictInt | None = Field(default=None, ge=1, le=64)
     setup_commands: list[SetupCommand] = Field(default_factory=list)
     context_hints: list[str] = Field(default_factory=list)
     append_system_prompt: str | None = None

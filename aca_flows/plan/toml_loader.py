@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from aca_flows.errors import TaskFileError
 from aca_flows.plan.builder import TaskTreeBuilder, bad_task_id, valid_task_id
@@ -48,9 +48,9 @@ class TaskSpec(_Spec):
     verify: str | None = None
     provider: str | None = None
     model: str | None = None
-    max_attempts: int | None = Field(default=None, ge=1, le=20)
-    network: bool | None = None
-    done: bool = Field(default=False, description="Load the task as already completed.")
+    max_attempts: StrictInt | None = Field(default=None, ge=1, le=20)
+    network: StrictBool | None = None
+    done: StrictBool = Field(default=False, description="Load the task as already completed.")
     subtasks: list[TaskSpec] = Field(default_factory=list)
 
 
@@ -58,7 +58,7 @@ class PlanSpec(_Spec):
     name: str | None = None
     description: str = ""
     strategy: Strategy = Strategy.intelligent
-    max_concurrent: int | None = Field(default=None, ge=1, le=64)
+    max_concurrent: StrictInt | None = Field(default=None, ge=1, le=64)
     context: list[str] = Field(default_factory=list)
     append_system_prompt: str | None = None
     verify: str | None = None

@@ -427,3 +427,10 @@ def test_a_comment_or_fence_never_closed_is_refused_not_left_to_hide_items(tmp_p
 
     with pytest.raises(TaskFileError, match=rf"tasks.md:3: the {what}.* is never closed"):
         load_task_file(path)
+
+
+def test_markdown_attribute_words_are_read_as_numbers_and_booleans(tmp_path):
+    plan = load_task_file(write(tmp_path, "- [ ] A {#a network=yes max_attempts=3}\n"))
+    assert plan.task("a").network is True and plan.task("a").max_attempts == 3
+    with pytest.raises(TaskFileError, match="network"):
+        load_task_file(write(tmp_path, "- [ ] A {#a network=maybe}\n"))

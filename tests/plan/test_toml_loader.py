@@ -170,3 +170,16 @@ def test_a_setup_folder_outside_the_repository_is_refused_at_load(tmp_path, fold
         load_task_file(path)
     path.write_text(path.read_text().replace(folder, "app/../backend"))
     assert load_task_file(path).setup_commands[0].working_dir == "app/../backend"
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [('done = "yes"', "done"), ("done = 1", "done"), ('network = "on"', "network")]
+    + [('max_attempts = "3"', "max_attempts")],
+)
+def test_a_value_of_the_wrong_type_is_refused_not_converted(tmp_path, line, key):
+    """`done = "yes"` loaded the task as completed, never to run; TOML has real booleans."""
+    path = tmp_path / "tasks.toml"
+    path.write_text(f'[[tasks]]\ntitle = "A"\n{line}\n')
+    with pytest.raises(TaskFileError, match=rf"'tasks\[0\].{key}': Input should be"):
+        load_task_file(path)
