@@ -274,7 +274,8 @@ def _leaves_the_repository(folder: str) -> bool:
 def _did_you_mean(name: str, known) -> str:
     import difflib
 
-    close = difflib.get_close_matches(name, list(known), n=1)
+    same_letters = [k for k in known if k.lower() == name.lower()]  # `C` for `c`
+    close = same_letters or difflib.get_close_matches(name, list(known), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 

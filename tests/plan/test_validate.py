@@ -170,3 +170,10 @@ def test_a_group_with_a_verify_command_is_refused_naming_where_the_check_goes(tm
         Task(id="q", title="Q", parent_id="p"),
     )
     assert plan_problems(ran) == []
+
+
+def test_an_unknown_dependency_written_in_other_letter_case_is_told_its_id():
+    problems = plan_problems(
+        plan_of(Task(id="c", title="C"), Task(id="b", title="B", dependencies=["C"]))
+    )
+    assert problems == ["task 'b' depends on unknown task 'C' (did you mean 'c'?)"]
