@@ -123,7 +123,9 @@ _BY_MESSAGE = (
 )
 
 
-_API_ERROR = re.compile(r"\s*API Error\b", re.IGNORECASE)
+# Claude Code's own words for a failed call ("API Error: 529 ..."), or a gateway's error passed
+# on as a 200's text ("Error: rate limited", "Error 502: ..."); not "Error handling added".
+_API_ERROR = re.compile(r"\s*(?:API Error\b|Error(?:\s+[45]\d\d)?\s*:)", re.IGNORECASE)
 _API_STATUS = re.compile(r"\b([45]\d\d)\b")
 
 # A rate limit's wait when Claude Code says 429 but not how long: Anthropic's limits are per
@@ -142,8 +144,8 @@ def result_error(result: Any, text: str, tools_used: int = 0) -> ProviderError |
     lowered = detail.lower()
     status = getattr(result, "api_error_status", None)
     subtype = getattr(result, "subtype", "")
-    # A final answer in Claude Code's own words for a failed call ("API Error: 529 ..."), as a
-    # gateway passes an error on in a 200's text: no answer, and the work before it unfinished.
+    # A final answer that is an error (``_API_ERROR``): no answer, and the work before it
+    # unfinished, never to be committed.
     api_error = bool(_API_ERROR.match(detail))
     is_error = result.is_error or api_error
     if api_error and status is None and (found := _API_STATUS.search(detail.split("\n")[0])):

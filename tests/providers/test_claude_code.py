@@ -246,6 +246,9 @@ def test_spent_credit_or_a_rejected_key_without_a_status_stops_the_providers_tas
         ('API Error: 529 {"type":"error","error":{"type":"overloaded_error"}}', "transient"),
         ("API Error: Request rejected (429) · rate limited", "transient"),
         ("API Error: 400 prompt is too long", "permanent"),
+        # A gateway's own words: "Error: rate limited" was committed as the work's summary.
+        ("Error: rate limited", "transient"),
+        ("error 502: bad gateway", "transient"),
     ],
 )
 def test_an_api_error_given_as_the_final_answer_is_no_answer(said, kind):
@@ -261,6 +264,7 @@ def test_an_api_error_given_as_the_final_answer_is_no_answer(said, kind):
     assert isinstance(error, TransientProviderError) == (kind == "transient"), type(error)
     # A real answer that mentions an error is still an answer.
     assert result_error(answered, "Fixed the API error handling in api.py.", tools_used=1) is None
+    assert result_error(answered, "Error handling added: parse() raises.", tools_used=1) is None
 
 
 def test_the_real_claude_ending_with_an_api_error_as_text_after_work_raises_it(
