@@ -32,12 +32,15 @@ from aca_flows.agent.subtasks import (
 )
 from aca_flows.agent.tools import TaskTools
 from aca_flows.agent.transcript import ConversationStore, TaskLog
+from aca_flows.errors import PermanentProviderError
 from aca_flows.providers.base import (
+    UNPARSED_ARGUMENTS,
     Message,
     Provider,
     ProviderEvent,
     ProviderRequest,
     ProviderResponse,
+    ToolCall,
     ToolDefinition,
     ToolResult,
     Usage,
@@ -217,10 +220,19 @@ async def _tool_turns(
     max_turns: int,
 ) -> AgentRound:
     refused: list[str] = []
-    reminded = False
+    reminded = cut = False
     for turn in range(1, max_turns + 1):
         response = await conversation.complete(tools=definitions)
         conversation.add_assistant(response)
+        was_cut, cut = cut, _cut_in_a_call(response)
+        if was_cut and cut:  # told once to write less, it did not: more turns pay for nothing
+            raise PermanentProviderError(
+                f"{response.provider}: two answers in a row were cut off at the max_tokens "
+                f"limit{f' ({conversation.max_tokens})' if conversation.max_tokens else ''} "
+                f"inside a tool call's arguments. Raise [providers.{response.provider}] "
+                "max_tokens, or split the task.",
+                provider=response.provider,
+            )
         if not response.tool_calls:
             if not reminded:
                 reminded = True
@@ -240,7 +252,7 @@ async def _tool_turns(
             conversation.log.write(
                 "tool_call", id=call.id, name=call.name, arguments=_clip_data(call.arguments)
             )
-            result = await tools.call(call)
+            result = await tools.call(call) if not _was_cut(response, call) else _cut_off(call)
             conversation.log.write(
                 "tool_result",
                 id=call.id,
@@ -263,6 +275,30 @@ async def _tool_turns(
                 refused_writes=refused,
             )
     return AgentRound(stop="max_turns", turns=max_turns, proposed_subtasks=tools.proposed_subtasks)
+
+
+def _was_cut(response: ProviderResponse, call: ToolCall) -> bool:
+    return response.stop_reason == "max_tokens" and UNPARSED_ARGUMENTS in call.arguments
+
+
+def _cut_in_a_call(response: ProviderResponse) -> bool:
+    return any(_was_cut(response, call) for call in response.tool_calls)
+
+
+def _cut_off(call: ToolCall) -> ToolResult:
+    """What the model is told of a call its answer's output limit cut short: the truth, so it
+    writes less at a time (it was told its arguments were "not a JSON object", and tried the
+    same again until its turns ran out)."""
+    return ToolResult(
+        tool_call_id=call.id,
+        is_error=True,
+        content=(
+            f"your answer reached its output token limit (max_tokens) inside the arguments of "
+            f"{call.name}, so the call was cut off and not run. Do the work in smaller pieces: "
+            "write a large file in parts (write_file its first part, then edit_file to add each "
+            "next part after the last lines written), one change per call."
+        ),
+    )
 
 
 async def run_claude_code(

@@ -205,6 +205,29 @@ def test_subtasks_proposed_in_an_answer_cut_off_by_max_tokens_are_not_taken_in_p
     assert refused["is_error"] and "propose_subtasks" in refused["content"]
 
 
+def test_writes_cut_off_by_max_tokens_are_told_so_and_fail_the_task_at_the_second(
+    tmp_path, repo, anthropic_fake
+):
+    """Before, the model was told its arguments were "not a JSON object", tried the same again,
+    and the task paid 50 cut answers before "raise agent.max_turns" (which only pays more)."""
+    big = {"name": "write_file", "arguments": {"path": "big.txt", "content": "x" * 400}}
+    cut = Reply(tool_calls=[big], fault="cut_tool", usage={"output_tokens": 8192})
+    anthropic_fake.anthropic.default = cut
+
+    outcome = run(tmp_path, repo)
+
+    assert outcome.summary["status"] == "failed" and outcome.state_name == "Failed"
+    session = load_session(repo, outcome.summary["session_id"])
+    reason = str(session.plan.task("a").status)
+    assert "two answers in a row were cut off at the max_tokens limit" in reason
+    assert "Raise [providers.anthropic] max_tokens" in reason
+    assert len(anthropic_fake.model_calls) == 2  # a permanent error: not retried, no attempt 2
+    log = AcaDir(repo).session(outcome.summary["session_id"]).task_log("a").read_text()
+    told = [r for r in map(json.loads, log.splitlines()) if r["kind"] == "tool_result"][0]
+    assert "reached its output token limit (max_tokens)" in told["content"]
+    assert not (repo / "big.txt").exists() and session.tasks["a"].commit is None
+
+
 def test_a_task_that_fails_after_three_paid_calls_then_succeeds_has_every_call_on_the_bill(
     tmp_path, repo, anthropic_fake, monkeypatch
 ):
