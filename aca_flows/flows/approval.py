@@ -196,10 +196,41 @@ def send_decision(workdir, session_id: str, answer: dict[str, Any]) -> str:
         problem = decision_problem(session.plan, answer.get("skip") or [])
         if problem:
             raise InputError(f"--skip: {problem}.")
-    resume_waiting_run(
-        approval.api_url, approval.flow_run_id, session.id, PlanApproval(**answer).model_dump()
-    )
+    try:
+        resume_waiting_run(
+            approval.api_url, approval.flow_run_id, session.id, PlanApproval(**answer).model_dump()
+        )
+    except RunNotWaiting as gone:
+        if gone.ended and approval.mode == "suspend":
+            _interrupted_while_suspended(workdir, session.id, str(gone))
+        again = f" `{session_resume(session, workdir)}` asks again." if gone.ended else ""
+        raise InputError(f"{gone}{again}") from None
     return approval.flow_run_id
+
+
+def _interrupted_while_suspended(workdir, session_id: str, reason: str) -> None:
+    """A suspended run has no process: one cancelled while it waited (or failed on the server)
+    left its session waiting for an approval nothing can take. Recorded now, while no process
+    holds the session (a resume of it would hold its lock: then it is left to that run)."""
+    from aca_flows.session.errors import SessionLockedError
+
+    try:
+        store = SessionStore.open(workdir, session_id)
+    except SessionLockedError:
+        return
+    try:
+        store.finish("interrupted", reason)
+    finally:
+        store.close()
+
+
+class RunNotWaiting(InputError):
+    """The flow run asked to go on waits for input no more; ``ended``: it ended (cancelled,
+    timed out, crashed) rather than was answered."""
+
+    def __init__(self, message: str, ended: bool):
+        super().__init__(message)
+        self.ended = ended
 
 
 def resume_waiting_run(
@@ -221,15 +252,42 @@ def resume_waiting_run(
         with temporary_settings(updates={PREFECT_API_URL: url}):
             resume_flow_run(UUID(flow_run_id), run_input=run_input)
     except NotPausedError:
-        raise InputError(
-            f"the flow run {flow_run_id} of session {session_id} is not waiting for input any "
-            "more (answered already, timed out or cancelled)."
+        ended = _final_state_of(url, flow_run_id)
+        if ended is None:
+            raise RunNotWaiting(
+                f"the flow run {flow_run_id} of session {session_id} is not waiting for input "
+                "any more: it was answered already.",
+                ended=False,
+            ) from None
+        raise RunNotWaiting(
+            f"the flow run {flow_run_id} of session {session_id} ended {ended} while it waited "
+            "for input (cancelled, or its wait timed out), so nothing waits for the answer.",
+            ended=True,
         ) from None
     except Exception as exc:  # the server is gone or refused: say where aca looked
         raise InputError(
             f"could not resume the flow run {flow_run_id} of session {session_id} at {url}: "
             f"{exc}. Is the run's Prefect server still up?"
         ) from None
+
+
+def _final_state_of(url: str, flow_run_id: str) -> str | None:
+    """The name of the flow run's final state (Cancelled, Failed, Crashed...), or None while
+    it has not ended (an answer resumed it) or cannot be read."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    try:
+        with (
+            temporary_settings(updates={PREFECT_API_URL: url}),
+            get_client(sync_client=True) as client,
+        ):
+            state = client.read_flow_run(UUID(flow_run_id)).state
+    except Exception:  # the server went meanwhile: say only what is known
+        return None
+    return state.name if state is not None and state.is_final() else None
 
 
 # -- waiting for input (also for a stuck task: task_help.py) ------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,10 @@ def display_status(session: SessionRecord, workdir: Path | None = None) -> str:
     alive = read_lock_holder(paths.lock_file) is not None
     approval = session.approval
     waiting = approval is not None and approval.state == "waiting"
-    if waiting and (alive or approval.mode == "suspend"):
+    # A suspended run waits with no process, up to its timeout: then its flow run fails on
+    # the server ("paused and never resumed"), and nothing of it is left to answer.
+    suspended = waiting and approval.mode == "suspend" and not _expired(approval.expires_at)
+    if waiting and (alive or suspended):
         return "waiting for approval"
     if alive and session.question is not None:
         question = " ".join(session.question.question.split())
@@ -135,6 +139,10 @@ def display_status(session: SessionRecord, workdir: Path | None = None) -> str:
 
 
 _SHOWN_QUESTION = 60
+
+
+def _expired(expires_at: datetime | None) -> bool:
+    return expires_at is not None and expires_at < datetime.now(UTC)
 
 
 # -- loading ------------------------------------------------------------------------------

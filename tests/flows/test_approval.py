@@ -584,3 +584,76 @@ def test_a_deployment_run_suspends_and_runs_again_once_approved(
         "b": "completed",
         "c": "skipped: left out at approval",
     }
+
+
+def test_a_suspended_run_cancelled_while_it_waits_leaves_a_session_to_resume_not_waiting(
+    tmp_path, repo, anthropic_fake, monkeypatch, capsys
+):
+    """Before, its session showed "waiting for approval" for ever, and `aca approve` said
+    only that nothing waited; the flow run was Cancelled, the session waited."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.exceptions import Pause
+    from prefect.flow_engine import run_flow_async
+    from prefect.states import State
+
+    from aca_flows.flows.aca_run import aca_run
+
+    monkeypatch.setenv("ACA_DEPLOYMENTS__ALLOWED_WORKDIRS", str(tmp_path))
+    parameters = {
+        "task_file": task_file(tmp_path, "Cancelled while suspended"),
+        "workdir": str(repo),
+        "require_approval": True,
+    }
+
+    async def create_and_cancel():
+        async with get_client() as client:
+            flow_id = await client.create_flow(aca_run)
+            deployment_id = await client.create_deployment(
+                flow_id=flow_id, name=f"cancel-{uuid.uuid4().hex[:8]}"
+            )
+            flow_run = await client.create_flow_run_from_deployment(
+                deployment_id, parameters=parameters
+            )
+            with pytest.raises(Pause):  # suspended: the worker's process ends
+                await run_flow_async(
+                    aca_run, flow_run=flow_run, parameters=parameters, return_type="state"
+                )
+            await client.set_flow_run_state(
+                flow_run.id, State(type=StateType.CANCELLED, name="Cancelled"), force=True
+            )
+
+    asyncio.run(create_and_cancel())
+    (session,) = list_sessions(repo)
+
+    assert main(["approve", session.id, "-w", str(repo)]) == 2
+    err = capsys.readouterr().err
+    assert "ended Cancelled while it waited for input" in err
+    assert f"`aca resume {session.id} --workdir {repo}` asks again" in err
+    assert main(["sessions", "list", "-w", str(repo), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["sessions"]
+    assert row["status"] == "interrupted"
+    assert agent_requests(anthropic_fake) == []
+
+
+def test_a_suspended_run_whose_wait_timed_out_shows_interrupted(repo, capsys):
+    """Its flow run failed on the server ("paused and never resumed"); the session showed
+    "waiting for approval" for ever."""
+    from datetime import UTC, datetime, timedelta
+
+    from aca_flows.plan.models import ExecutionPlan, Task
+    from aca_flows.session.events import ApprovalRequested
+    from aca_flows.session.store import SessionStore
+
+    plan = ExecutionPlan(name="Timed out", tasks=[Task(id="a", title="write a.txt")])
+    store = SessionStore.create(repo, plan, provider="anthropic")
+    expires = datetime.now(UTC) + timedelta(seconds=1)
+    store.record(
+        ApprovalRequested(flow_run_id=str(uuid.uuid4()), mode="suspend", expires_at=expires)
+    )
+    store.close()  # suspended: no process holds it
+
+    assert main(["sessions", "list", "-w", str(repo), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["sessions"][0]["status"] == "waiting for approval"
+    time.sleep(1.2)
+    assert main(["sessions", "list", "-w", str(repo), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["sessions"][0]["status"] == "interrupted"
