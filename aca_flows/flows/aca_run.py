@@ -31,6 +31,7 @@ from prefect import Flow, flow, get_run_logger
 from prefect.context import get_run_context
 from prefect.exceptions import TerminationSignal
 from prefect.states import Failed, State
+from pydantic import ValidationError
 
 from aca_flows._files import readable
 from aca_flows._startup import stop_if_signalled, take_signal
@@ -200,7 +201,14 @@ async def aca_run(
         parameters = resolve_job_paths(parameters)
     if repo:  # the run works in its own checkout of the repository
         parameters["workdir"] = run_working_area(repo, workdir)
-    request = RunRequest(session_name=session_name, **parameters)
+    try:
+        request = RunRequest(session_name=session_name, **parameters)
+    except ValidationError as exc:  # a parameter's value: named, as a refusal is, no traceback
+        refused = "; ".join(
+            f"{'.'.join(map(str, error['loc']))}: {error['msg']}" for error in exc.errors()
+        )
+        get_run_logger().error(f"refused: {refused}")
+        return Failed(message=f"refused: {refused}")
     if deployed:
         refusal = deployment_refusal(parameters)
         if refusal is not None:
