@@ -136,14 +136,21 @@ def _sessions_running_on(url: str) -> list[str]:
 
 
 def _may_run(session_id: str, flow_run: dict) -> bool:
-    """Whether the flow run's process may still run: a killed run's flow run stays RUNNING on
-    the server, but its session's lock, in the workdir it names, has no live holder."""
+    """Whether the flow run's session may still run or wait on the server: a killed run's
+    flow run, or one that lost the server after its session ended, stays RUNNING there, but
+    its session, in the workdir it names, shows it ended (its lock has no live holder)."""
     from pathlib import Path
 
+    from aca_flows.errors import AcaError
     from aca_flows.session.layout import AcaDir
     from aca_flows.session.lock import read_lock_holder
+    from aca_flows.session.reading import display_status, load_session
 
     workdir = (flow_run.get("parameters") or {}).get("workdir")
     if not workdir:  # a deployment run's clone, or another machine's: cannot tell
         return True
-    return read_lock_holder(AcaDir(Path(workdir)).session(session_id).lock_file) is not None
+    try:
+        status = display_status(load_session(Path(workdir), session_id), Path(workdir))
+    except AcaError:  # no record there, or one that cannot be read: its lock tells
+        return read_lock_holder(AcaDir(Path(workdir)).session(session_id).lock_file) is not None
+    return status.startswith(("running", "waiting"))

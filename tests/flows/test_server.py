@@ -20,6 +20,8 @@ import pytest
 
 from aca_flows.flows.local_servers import LocalServer
 from aca_flows.flows.server import HINT
+from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.session.store import SessionStore
 from tests.crash.conftest import kill_group, only_session, wait_for
 from tests.crash.test_kill_and_resume import CHAIN, Agent, branch_tasks
 from tests.fakes.git_repo import make_repo
@@ -388,6 +390,16 @@ def test_aca_server_stop_names_the_sessions_whose_runs_it_cuts_off(tmp_path, mon
     gone = {"tags": ["aca", "session:20261204-205500-90e5e1"], "state": running}
     gone |= {"flow_id": flow["id"], "parameters": {"workdir": str(tmp_path)}}
     httpx.post(f"{api}/flow_runs/", json=gone)
+    # One whose session ended (its flow run left RUNNING by a lost server) though the process
+    # that ran it lives on (a warm runner's): it was named, "`aca resume ID` continues it".
+    ended = SessionStore.create(
+        make_repo(tmp_path / "repo"), ExecutionPlan(name="x", tasks=[Task(id="a", title="A")]),
+        provider="replay", session_id="20261204-205500-e0dede",
+    )  # fmt: skip
+    ended.finish("completed")
+    done = {"tags": ["aca", "session:20261204-205500-e0dede"], "state": running}
+    done |= {"flow_id": flow["id"], "parameters": {"workdir": str(tmp_path / "repo")}}
+    httpx.post(f"{api}/flow_runs/", json=done)
     monkeypatch.setenv("HOME", str(tmp_path))
     home = tmp_path / ".aca" / "server"
     home.mkdir(parents=True)
@@ -400,6 +412,7 @@ def test_aca_server_stop_names_the_sessions_whose_runs_it_cuts_off(tmp_path, mon
     finally:
         server.kill()
         server.wait()
+        ended.close()
     assert "Prefect server stopped." in out
     assert f"Runs of 1 session(s) were running or waiting on it: {session}." in out
 
