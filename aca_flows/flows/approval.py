@@ -190,7 +190,7 @@ def send_decision(workdir, session_id: str, answer: dict[str, Any]) -> str:
         raise InputError(
             f"session {session.id} is not waiting for approval (status: {status}); "
             "`aca sessions list` shows the sessions that are"
-            + (again if status == "interrupted" else ".")
+            + (again if status in ("interrupted", "rejected") else ".")
         )
     if answer["decision"] == "approve":
         problem = decision_problem(session.plan, answer.get("skip") or [])

@@ -633,3 +633,24 @@ def test_a_resume_of_a_completed_session_says_so_and_starts_no_flow(tmp_path, ca
     assert "session s1 completed in an earlier run: nothing to resume." in err
     summary = json.loads(out)
     assert summary["status"] == "completed" and summary["counts"] == {"completed": 3}
+
+
+def test_a_resume_given_a_config_file_that_does_not_exist_is_refused_before_prefect_starts(
+    tmp_path, capsys, monkeypatch
+):
+    """Before, it made a Failed flow run; for a completed session, it said nothing of it."""
+
+    def prefect_starting(*args):
+        pytest.fail("Prefect was started for a resume that is refused")
+
+    monkeypatch.setattr(run_cli, "_run_flow", prefect_starting)
+    repo = make_repo(tmp_path / "repo")
+    SessionStore.create(
+        repo, load_task_file(HELLO), provider="replay", model="m", session_id="s1"
+    ).close()
+
+    code = main(["resume", "s1", "-w", str(repo), "--config", str(tmp_path / "nope.toml")])
+
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"config file {tmp_path / 'nope.toml'} does not exist" in err
