@@ -29,6 +29,12 @@ def listed(items: list[str], most: int, separator: str = ", ") -> str:
     return separator.join(items[:most]) + (f" and {more} more" if more > 0 else "")
 
 
+def exact_usd(usd: float) -> str:
+    """USD to the micro-dollar, for a bound the reader types back (``--budget-usd N`` above
+    it): four decimals showed $0.000315 as $0.0003, and N = 0.00031 was then refused."""
+    return f"{round(usd, 6):.6f}".rstrip("0").rstrip(".")
+
+
 def format_cost(usd: float) -> str:
     """USD as aca shows a spend to a reader: four decimals under a dollar, cents above."""
     return f"${usd:,.4f}" if usd < 1 else f"${usd:,.2f}"

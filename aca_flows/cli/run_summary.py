@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shlex
 
-from aca_flows._words import one_line, resume_command
+from aca_flows._words import exact_usd, one_line, resume_command
 from aca_flows.cli.options import RunOptions
 
 __all__ = ["show_summary"]
@@ -80,13 +80,13 @@ def _how_to_go_on(summary: dict, options: RunOptions) -> str:
     if said:
         go_on = ""
     elif summary["status"] == "stopped" and budget is not None and spent >= budget:
-        go_on = f"`{resume} --budget-usd N` continues, with N above the ${spent:.4f} spent"
+        go_on = f"`{resume} --budget-usd N` continues, with N above the ${exact_usd(spent)} spent"
         # Just above it, the resume pays for a call or two and stops again: the stopped task
         # starts over, and needs what a whole task costs.
         if task := max((run.cost_usd for run in session.tasks.values()), default=0.0):
             go_on += (
                 f": a task of this session has cost up to ${task:.4f}, so N = "
-                f"{spent + task:.4f} leaves room for about one more"
+                f"{exact_usd(spent + task)} leaves room for about one more"
             )
         go_on += "."
     else:

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aca_flows._words import listed, resume_command
+from aca_flows._words import exact_usd, listed, resume_command
 from aca_flows.errors import InputError
 from aca_flows.plan import ExecutionPlan
 from aca_flows.session.events import SourceFile
@@ -142,10 +142,10 @@ def refuse_a_spent_budget(session: SessionRecord, budget_usd: float | None, work
     given = "" if budget_usd is not None else " (its own, kept without --budget-usd)"
     remote = getattr(session.remote, "url", None)
     raise InputError(
-        f"session {session.id} has spent ${session.cost_usd:.4f} already, so a budget of "
+        f"session {session.id} has spent ${exact_usd(session.cost_usd)} already, so a budget of "
         f"${budget:g}{given} would stop it before any task runs. Give it a budget above what "
         f"is spent (`{resume_command(session.id, workdir, remote)} --budget-usd N`, "
-        f"N > {session.cost_usd:.4f})."
+        f"N > {exact_usd(session.cost_usd)})."
     )
 
 
