@@ -76,6 +76,8 @@ def status(json_output: JsonOutput = False) -> None:
         typer.echo(json.dumps(info))
     elif state is None:
         typer.echo("no local Prefect server is running; `aca server start` starts one.")
+        if (runner := WarmRunner().pid()) is not None:  # the server was killed, not stopped
+            typer.echo(f"Its warm runner (pid {runner}) still runs: `aca server stop` ends it.")
     else:
         answer = "answering" if healthy else "NOT answering (see its log)"
         typer.echo(f"Prefect server pid {state.pid} at {state.url}: {answer}; log: {state.log}")
