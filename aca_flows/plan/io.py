@@ -138,22 +138,25 @@ def _looks_like_toml(text: str) -> bool:
 
 def load_execution_plan(path: Path) -> ExecutionPlan:
     """A plan written by ``--dump-plan`` (and perhaps edited since), validated."""
+    with _not_too_deep(path):
+        return _load_execution_plan(path)
+
+
+def _load_execution_plan(path: Path) -> ExecutionPlan:
     require_file(path, "execution plan")
     if path.suffix.lower() not in PLAN_SUFFIXES:
         raise TaskFileError(
             f"{path}: an execution plan is a .json or .toml file written by --dump-plan; "
             "to load a Markdown task file use --task-file."
         )
-    with _not_too_deep(path):
-        data = _parse_structured(path, read_text_file(path, "execution plan"))
-        _refuse_the_originals_plan(path, data)
+    data = _parse_structured(path, read_text_file(path, "execution plan"))
+    _refuse_the_originals_plan(path, data)
     if "schema_version" not in data:
         raise TaskFileError(
             f"{path}: not an execution plan (it has no schema_version); "
             "if it is a task file, load it with --task-file."
         )
-    with _not_too_deep(path):
-        return _execution_plan(path, data)
+    return _execution_plan(path, data)
 
 
 def _refuse_the_originals_plan(path: Path, data: dict[str, Any]) -> None:

@@ -443,9 +443,12 @@ def _checked_task_fields(attrs: dict[str, str]) -> dict[str, Any]:
     return fields
 
 
+_WORD_READERS = {int: TypeAdapter(int), bool: TypeAdapter(bool)}  # built once: ~0.1 ms each
+
+
 def _word_as(kind: type, word: str | None) -> Any:
     try:
-        return None if word is None else TypeAdapter(kind).validate_python(word)
+        return None if word is None else _WORD_READERS[kind].validate_python(word)
     except ValidationError:
         return word
 
