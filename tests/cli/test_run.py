@@ -587,19 +587,32 @@ def test_a_model_the_ollama_server_lacks_is_refused_before_the_run(
     assert not (repo / ".aca" / "sessions").exists()  # nothing ran, nothing was made
 
 
-def test_a_resume_whose_branch_is_checked_out_is_refused_before_prefect_starts(
-    tmp_path, capsys, monkeypatch
-):
-    """Before, the flow refused it once Prefect had started (~10 s), its flow run Failed."""
+@pytest.fixture
+def no_prefect(monkeypatch):
+    """Fails the test if the command starts Prefect: what it refuses, or has nothing to run
+    for, is answered before the flow (a temporary server alone costs ten seconds)."""
 
     def prefect_starting(*args):
-        pytest.fail("Prefect was started for a resume that is refused")
+        pytest.fail("Prefect was started")
 
     monkeypatch.setattr(run_cli, "_run_flow", prefect_starting)
+
+
+def hello_session(tmp_path) -> tuple[Path, SessionStore]:
+    """A repository and the open store of session ``s1`` of the hello plan in it."""
     repo = make_repo(tmp_path / "repo")
-    SessionStore.create(
+    store = SessionStore.create(
         repo, load_task_file(HELLO), provider="replay", model="m", session_id="s1"
-    ).close()
+    )
+    return repo, store
+
+
+def test_a_resume_whose_branch_is_checked_out_is_refused_before_prefect_starts(
+    tmp_path, capsys, no_prefect
+):
+    """Before, the flow refused it once Prefect had started (~10 s), its flow run Failed."""
+    repo, store = hello_session(tmp_path)
+    store.close()
     git.Repo(repo).git.checkout("-q", "-b", "aca/s1")  # "the work is on branch aca/s1"
 
     code = main(["resume", "s1", "-w", str(repo), "--config", str(HELLO_CONFIG)])
@@ -610,17 +623,9 @@ def test_a_resume_whose_branch_is_checked_out_is_refused_before_prefect_starts(
     assert f"git -C {repo} checkout -" in err and "and run again." in err
 
 
-def test_a_resume_of_a_completed_session_says_so_and_starts_no_flow(tmp_path, capsys, monkeypatch):
+def test_a_resume_of_a_completed_session_says_so_and_starts_no_flow(tmp_path, capsys, no_prefect):
     """Before, it ran a flow of cached tasks: ten seconds of temporary server for nothing."""
-
-    def prefect_starting(*args):
-        pytest.fail("Prefect was started for a session with nothing left to do")
-
-    monkeypatch.setattr(run_cli, "_run_flow", prefect_starting)
-    repo = make_repo(tmp_path / "repo")
-    store = SessionStore.create(
-        repo, load_task_file(HELLO), provider="replay", model="m", session_id="s1"
-    )
+    repo, store = hello_session(tmp_path)
     for task in store.session.plan.leaves():
         store.task_completed(task.id)
     store.finish("completed")
@@ -636,18 +641,11 @@ def test_a_resume_of_a_completed_session_says_so_and_starts_no_flow(tmp_path, ca
 
 
 def test_a_resume_given_a_config_file_that_does_not_exist_is_refused_before_prefect_starts(
-    tmp_path, capsys, monkeypatch
+    tmp_path, capsys, no_prefect
 ):
     """Before, it made a Failed flow run; for a completed session, it said nothing of it."""
-
-    def prefect_starting(*args):
-        pytest.fail("Prefect was started for a resume that is refused")
-
-    monkeypatch.setattr(run_cli, "_run_flow", prefect_starting)
-    repo = make_repo(tmp_path / "repo")
-    SessionStore.create(
-        repo, load_task_file(HELLO), provider="replay", model="m", session_id="s1"
-    ).close()
+    repo, store = hello_session(tmp_path)
+    store.close()
 
     code = main(["resume", "s1", "-w", str(repo), "--config", str(tmp_path / "nope.toml")])
 

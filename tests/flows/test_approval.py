@@ -522,6 +522,32 @@ def test_a_resumed_session_keeps_its_approval_and_is_not_asked_again(
     assert statuses == {"a": "completed", "b": "skipped: left out at approval"}
 
 
+async def deployment_run(parameters: dict):
+    """A flow run of ``aca_run`` from a deployment made for it, scheduled (Prefect suspends
+    only a run that has a deployment)."""
+    from aca_flows.flows.aca_run import aca_run
+
+    async with get_client() as client:
+        flow_id = await client.create_flow(aca_run)
+        deployment_id = await client.create_deployment(
+            flow_id=flow_id, name=f"approval-{uuid.uuid4().hex[:8]}"
+        )
+        return await client.create_flow_run_from_deployment(deployment_id, parameters=parameters)
+
+
+async def run_as_a_worker(flow_run_id, parameters: dict):
+    """What a worker does with a scheduled flow run: run it, to its final (or paused) state."""
+    from prefect.flow_engine import run_flow_async
+
+    from aca_flows.flows.aca_run import aca_run
+
+    async with get_client() as client:
+        flow_run = await client.read_flow_run(flow_run_id)
+    return await run_flow_async(
+        aca_run, flow_run=flow_run, parameters=parameters, return_type="state"
+    )
+
+
 def test_a_deployment_run_suspends_and_runs_again_once_approved(
     tmp_path, repo, anthropic_fake, monkeypatch, capsys
 ):
@@ -529,9 +555,6 @@ def test_a_deployment_run_suspends_and_runs_again_once_approved(
     the flow run is scheduled again, and running it (what a worker does) resumes the session
     with the decision."""
     from prefect.exceptions import Pause
-    from prefect.flow_engine import run_flow_async
-
-    from aca_flows.flows.aca_run import aca_run
 
     for _ in range(20):
         anthropic_fake.anthropic.enqueue(coding_agent)
@@ -542,26 +565,9 @@ def test_a_deployment_run_suspends_and_runs_again_once_approved(
         "require_approval": True,
     }
 
-    async def create():
-        async with get_client() as client:
-            flow_id = await client.create_flow(aca_run)
-            deployment_id = await client.create_deployment(
-                flow_id=flow_id, name=f"approval-{uuid.uuid4().hex[:8]}"
-            )
-            return await client.create_flow_run_from_deployment(
-                deployment_id, parameters=parameters
-            )
-
-    async def execute(flow_run_id):  # what a worker does with a scheduled flow run
-        async with get_client() as client:
-            flow_run = await client.read_flow_run(flow_run_id)
-        return await run_flow_async(
-            aca_run, flow_run=flow_run, parameters=parameters, return_type="state"
-        )
-
-    flow_run = asyncio.run(create())
+    flow_run = asyncio.run(deployment_run(parameters))
     with pytest.raises(Pause):  # the engine gives up the run: the worker's process may end
-        asyncio.run(execute(flow_run.id))
+        asyncio.run(run_as_a_worker(flow_run.id, parameters))
 
     (session,) = list_sessions(repo)
     state = flow_run_of(session).state
@@ -574,7 +580,7 @@ def test_a_deployment_run_suspends_and_runs_again_once_approved(
 
     assert main(["approve", session.id, "--skip", "c", "-w", str(repo)]) == 0
     assert flow_run_of(session).state.is_scheduled()
-    second = asyncio.run(execute(flow_run.id))
+    second = asyncio.run(run_as_a_worker(flow_run.id, parameters))
 
     assert second.is_completed(), second.message
     session = load_session(repo, session.id)
@@ -593,10 +599,7 @@ def test_a_suspended_run_cancelled_while_it_waits_leaves_a_session_to_resume_not
     only that nothing waited; the flow run was Cancelled, the session waited."""
     from prefect.client.schemas.objects import StateType
     from prefect.exceptions import Pause
-    from prefect.flow_engine import run_flow_async
     from prefect.states import State
-
-    from aca_flows.flows.aca_run import aca_run
 
     monkeypatch.setenv("ACA_DEPLOYMENTS__ALLOWED_WORKDIRS", str(tmp_path))
     parameters = {
@@ -605,24 +608,15 @@ def test_a_suspended_run_cancelled_while_it_waits_leaves_a_session_to_resume_not
         "require_approval": True,
     }
 
-    async def create_and_cancel():
+    async def suspend_and_cancel():
+        flow_run = await deployment_run(parameters)
+        with pytest.raises(Pause):  # suspended: the worker's process ends
+            await run_as_a_worker(flow_run.id, parameters)
         async with get_client() as client:
-            flow_id = await client.create_flow(aca_run)
-            deployment_id = await client.create_deployment(
-                flow_id=flow_id, name=f"cancel-{uuid.uuid4().hex[:8]}"
-            )
-            flow_run = await client.create_flow_run_from_deployment(
-                deployment_id, parameters=parameters
-            )
-            with pytest.raises(Pause):  # suspended: the worker's process ends
-                await run_flow_async(
-                    aca_run, flow_run=flow_run, parameters=parameters, return_type="state"
-                )
-            await client.set_flow_run_state(
-                flow_run.id, State(type=StateType.CANCELLED, name="Cancelled"), force=True
-            )
+            cancelled = State(type=StateType.CANCELLED, name="Cancelled")
+            await client.set_flow_run_state(flow_run.id, cancelled, force=True)
 
-    asyncio.run(create_and_cancel())
+    asyncio.run(suspend_and_cancel())
     (session,) = list_sessions(repo)
 
     assert main(["approve", session.id, "-w", str(repo)]) == 2
