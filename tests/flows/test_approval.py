@@ -23,6 +23,7 @@ from aca_flows.cli import main
 from aca_flows.flows import run_flow
 from aca_flows.session.reading import list_sessions, load_session
 from tests.fakes.coding_agent import coding_agent, task_of
+from tests.fakes.deployment_runs import deployment_run, run_as_a_worker
 
 WAIT = 120
 
@@ -520,32 +521,6 @@ def test_a_resumed_session_keeps_its_approval_and_is_not_asked_again(
     assert all("Reviewer's note: tabs" in task_of(r)[2] for r in resumed)
     statuses = {t.id: str(t.status) for t in load_session(repo, session.id).plan.tasks}
     assert statuses == {"a": "completed", "b": "skipped: left out at approval"}
-
-
-async def deployment_run(parameters: dict):
-    """A flow run of ``aca_run`` from a deployment made for it, scheduled (Prefect suspends
-    only a run that has a deployment)."""
-    from aca_flows.flows.aca_run import aca_run
-
-    async with get_client() as client:
-        flow_id = await client.create_flow(aca_run)
-        deployment_id = await client.create_deployment(
-            flow_id=flow_id, name=f"approval-{uuid.uuid4().hex[:8]}"
-        )
-        return await client.create_flow_run_from_deployment(deployment_id, parameters=parameters)
-
-
-async def run_as_a_worker(flow_run_id, parameters: dict):
-    """What a worker does with a scheduled flow run: run it, to its final (or paused) state."""
-    from prefect.flow_engine import run_flow_async
-
-    from aca_flows.flows.aca_run import aca_run
-
-    async with get_client() as client:
-        flow_run = await client.read_flow_run(flow_run_id)
-    return await run_flow_async(
-        aca_run, flow_run=flow_run, parameters=parameters, return_type="state"
-    )
 
 
 def test_a_deployment_run_suspends_and_runs_again_once_approved(

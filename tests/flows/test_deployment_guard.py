@@ -7,7 +7,6 @@ deployment as a trigger or schedule would), executed in this process.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,27 +14,15 @@ import git
 import pytest
 
 from tests.fakes.coding_agent import coding_agent
+from tests.fakes.deployment_runs import deployment_run, run_as_a_worker
 
 
 def deployed_run(**parameters: Any):
     """Run ``aca-run`` as a flow run of a deployment, with ``parameters``; its final state."""
-    from prefect.client.orchestration import get_client
-    from prefect.flow_engine import run_flow_async
-
-    from aca_flows.flows.aca_run import aca_run
 
     async def main():
-        async with get_client() as client:
-            flow_id = await client.create_flow(aca_run)
-            deployment_id = await client.create_deployment(
-                flow_id=flow_id, name=f"guard-{uuid.uuid4().hex[:8]}"
-            )
-            flow_run = await client.create_flow_run_from_deployment(
-                deployment_id, parameters=parameters
-            )
-        return await run_flow_async(
-            aca_run, flow_run=flow_run, parameters=parameters, return_type="state"
-        )
+        flow_run = await deployment_run(parameters)
+        return await run_as_a_worker(flow_run.id, parameters)
 
     return asyncio.run(main())
 
