@@ -79,8 +79,9 @@ def parse(
     without a provider call.
     """
     from aca_flows.cli.options import RunOptions
-    from aca_flows.cli.run import check_dump_target, parse_intelligently
-    from aca_flows.cli.run import dump_plan as write_plan_file
+    from aca_flows.cli.plan_files import check_dump_target
+    from aca_flows.cli.plan_files import dump_plan as write_plan_file
+    from aca_flows.cli.run import parse_intelligently
     from aca_flows.errors import InputError
     from aca_flows.plan.io import MARKDOWN_SUFFIXES
     from aca_flows.plan.source import require_file

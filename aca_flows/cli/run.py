@@ -17,13 +17,13 @@ from aca_flows.cli.options import (
     refuse_options_that_do_nothing,
     warn_of_options_a_dry_run_ignores,
 )
+from aca_flows.cli.plan_files import check_dump_target, dump_plan, not_a_folder
 from aca_flows.cli.run_summary import show_summary
 from aca_flows.cli.working_area import checkout_remote, clone_removed_if_refused, working_area_of
 from aca_flows.errors import AcaError, InputError
-from aca_flows.plan import ExecutionPlan, load_execution_plan, load_task_file, plan_to_text
-from aca_flows.plan.io import MARKDOWN_SUFFIXES, PLAN_SUFFIXES
+from aca_flows.plan import ExecutionPlan, load_execution_plan, load_task_file
+from aca_flows.plan.io import MARKDOWN_SUFFIXES
 from aca_flows.plan.vacuous_check import unchecked_warning
-from aca_flows.session.files import write_text_atomic
 from aca_flows.settings import AcaConfig, load_config, run_overrides
 
 
@@ -69,7 +69,7 @@ def check_options(options: RunOptions) -> None:
             "what you wrote. Name another file, e.g. --dump-plan plan.json."
         )
     check_dump_target(options.dump_plan)
-    _not_a_folder("--record", options.record, "cassette.json")  # found by the first call
+    not_a_folder("--record", options.record, "cassette.json")  # found by the first call
     _record_beside_the_work(options)
     if options.use_intelligent_parser and options.force_naive_parser:
         raise InputError("--use-intelligent-parser and --force-naive-parser contradict; pick one.")
@@ -114,69 +114,6 @@ def _record_beside_the_work(options: RunOptions) -> None:
 
 def _same_path(a: Path, b: Path) -> bool:
     return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
-
-
-def check_dump_target(path: Path | None) -> None:
-    """Refuse a ``--dump-plan`` name aca cannot write, before any work is done."""
-    try:
-        _check_dump_target(path)
-    except OSError as exc:  # a name too long, a loop of links
-        raise InputError(f"--dump-plan {path}: {exc.strerror}; name another file.") from None
-
-
-def _check_dump_target(path: Path | None) -> None:
-    if path and path.suffix.lower() not in PLAN_SUFFIXES:
-        raise InputError(
-            f"--dump-plan {path}: name the file .json or .toml so aca knows which format to write."
-        )
-    _not_a_folder("--dump-plan", path, "plan.json")
-    if not path:
-        return
-    if (path.exists() or path.is_symlink()) and not _a_dumped_plan(path):
-        raise InputError(
-            f"--dump-plan {path}: the file exists and is not a plan aca wrote (a configuration, "
-            "a cassette, a task file of yours?): the plan would replace it. Name another file, "
-            "or remove that one first."
-        )
-    # A missing folder is made when the plan is written, as --record makes its own: the
-    # nearest one that exists is the one aca must be able to write in.
-    folder = path.resolve().parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not (folder.is_dir() and os.access(folder, os.W_OK)):
-        raise InputError(
-            f"--dump-plan {path}: {folder} is not a folder aca can write to; name a file in one."
-        )
-
-
-def _a_dumped_plan(path: Path) -> bool:
-    """Whether ``path`` holds a plan as ``--dump-plan`` writes it (a review to redo), which
-    another dump may replace: its own keys, whatever the tasks say."""
-    import tomllib
-
-    try:
-        if path.is_symlink() or path.stat().st_size > 64 * 1024 * 1024:
-            return False
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
-    except (OSError, ValueError, RecursionError):
-        return False
-    return isinstance(data, dict) and {"schema_version", "strategy", "tasks"} <= data.keys()
-
-
-def _not_a_folder(flag: str, path: Path | None, example: str) -> None:
-    """A file aca writes must not name an existing folder: found when writing, it was an
-    error about a temporary file (--dump-plan), or a failed task (--record)."""
-    if path and path.is_dir():
-        raise InputError(f"{flag} {path} is a folder; name a file in it, e.g. {path / example}.")
-
-
-def dump_plan(plan: ExecutionPlan, path: Path) -> None:
-    # The plan is the user's own text, written where they asked: dumped exactly, unredacted.
-    try:
-        write_text_atomic(path, plan_to_text(plan, path.suffix), redact=False)
-    except OSError as exc:
-        raise InputError(f"--dump-plan {path}: the plan cannot be written ({exc}).") from None
 
 
 def _wants_intelligent_parse(options: RunOptions, task_file: Path) -> bool:
