@@ -71,7 +71,10 @@ def claude_env(llm_server: FakeLLMServer, tmp_path: Path, monkeypatch) -> dict[s
         "DISABLE_ERROR_REPORTING": "1",
         "DISABLE_AUTOUPDATER": "1",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "CLAUDE_CODE_MAX_RETRIES": "0",
+        # One retry, as Claude Code's own ten for users: its Bun client now and then sees a
+        # fresh connection to a local server reset (ECONNRESET, about once in a CI run). Tests
+        # of errors script one answer per attempt.
+        "CLAUDE_CODE_MAX_RETRIES": "1",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)

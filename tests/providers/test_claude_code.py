@@ -297,7 +297,8 @@ def test_not_logged_in_and_no_key_is_a_permanent_error_naming_the_fix(
 
 
 def test_a_rejected_key_is_an_authentication_error(claude_env, llm_server, tmp_path):
-    llm_server.anthropic.enqueue(status=401, error="invalid x-api-key")
+    for _ in range(2):  # an answer for Claude Code's retry too
+        llm_server.anthropic.enqueue(status=401, error="invalid x-api-key")
 
     with pytest.raises(PermanentProviderError, match="authentication failed") as caught:
         run(_provider().complete(_request(tmp_path, "Write a.txt")))

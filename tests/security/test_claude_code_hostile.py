@@ -104,7 +104,7 @@ def claude_run(tmp_path_factory):
             "DISABLE_ERROR_REPORTING": "1",
             "DISABLE_AUTOUPDATER": "1",
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-            "CLAUDE_CODE_MAX_RETRIES": "0",
+            "CLAUDE_CODE_MAX_RETRIES": "1",  # a spurious reset is retried
         }
         for name, value in env.items():
             patch.setenv(name, value)
