@@ -1,10 +1,11 @@
 """Words as a reader sees them: counts ("1 task", "3 tasks", never "1 tasks"), costs
-("$0.0123"), a message on one line, and the ``--workdir`` (or ``--repo``) a command printed for
-the reader needs."""
+("$0.0123"), a message on one line, others' text safe to print, and the ``--workdir`` (or
+``--repo``) a command printed for the reader needs."""
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from pathlib import Path
 
@@ -14,6 +15,7 @@ __all__ = [
     "one_line",
     "quoted_clause",
     "resume_command",
+    "shown",
     "workdir_option",
 ]
 
@@ -69,6 +71,21 @@ def one_line(text: str) -> str:
     """``text`` on one line: its lines joined, each run of whitespace one space (a message
     that quotes a server's answer may hold newlines)."""
     return " ".join(text.split())
+
+
+# What a terminal acts on rather than prints: C0 and C1 controls (ESC starts a sequence that
+# can clear the screen and write over it) and the bidirectional overrides and isolates, which
+# reorder what follows them ("Trojan Source").
+_ACTED_ON = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def shown(text: str) -> str:
+    """Text of a task file's, an agent's or a server's, safe to print: what a reviewer reads
+    on the terminal is what runs. Each character a terminal would act on is written as its
+    escape (``\\x1b``, ``\\u202e``), and a carriage return as a line break, so no line is
+    written over. ``one_line(shown(text))`` for a table cell or a tree's line."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return _ACTED_ON.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
 
 
 def quoted_clause(text: str, limit: int = 300) -> str:

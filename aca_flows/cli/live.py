@@ -17,6 +17,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from aca_flows._words import one_line, shown
 from aca_flows.session.layout import AcaDir
 from aca_flows.session.reading import load_session
 from aca_flows.session.record import SessionRecord
@@ -78,7 +79,7 @@ def render(session: SessionRecord, aca: AcaDir) -> Group:
     tasks = session.plan.tasks
     counts = session.task_counts  # the same counts as the summary and the Prefect artifacts
     header = Text.assemble(
-        (f"{session.name}  ", "bold"),
+        (f"{one_line(shown(session.name))}  ", "bold"),
         (f"{counts.get('completed', 0)} completed", "green"),
         "  ",
         (f"{counts.get('in_progress', 0)} running", "cyan"),
@@ -95,7 +96,7 @@ def render(session: SessionRecord, aca: AcaDir) -> Group:
         if task.status.state == "in_progress" and not task.children:
             paths = aca.session(session.id)
             # Text, not markup: the activity is the agent's ("rm [/]" is no tag).
-            activity = Text(_last_activity(paths.task_log(task.id)))
+            activity = Text(one_line(shown(_last_activity(paths.task_log(task.id)))))
             table.add_row(Text(task.id, style="cyan"), activity)
     return Group(header, table) if table.row_count else Group(header)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shlex
 
-from aca_flows._words import exact_usd, one_line, resume_command
+from aca_flows._words import exact_usd, one_line, resume_command, shown
 from aca_flows.cli.options import RunOptions
 
 __all__ = ["show_summary"]
@@ -43,10 +43,10 @@ def show_summary(summary: dict, options: RunOptions) -> None:
         line += f" {'Why' if status == 'failed' else 'Stopped'}: {summary['stopped_reason']}."
         if go_on := _how_to_go_on(summary, options):
             line += f" {go_on}"
-    print(line)
+    print(shown(line))  # its reasons quote agents and servers
     pull_request = _pull_request_line(summary, options)
     if pull_request:
-        print(pull_request)
+        print(shown(pull_request))
 
 
 def _resume_of(summary: dict, options: RunOptions) -> str:

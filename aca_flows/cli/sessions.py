@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from aca_flows._words import counted, format_cost
+from aca_flows._words import counted, format_cost, one_line, shown
 from aca_flows.cli.options import ExistingWorkdir, JsonOutput
 
 if TYPE_CHECKING:  # imported where used: `aca --help` pays for none of it
@@ -64,7 +64,7 @@ def list_command(workdir: ExistingWorkdir = Path("."), json_output: JsonOutput =
     for session in scan.sessions:
         table.add_row(
             session.id,
-            session.name,
+            one_line(shown(session.name)),
             format_time(session.created_at),
             display_status(session, workdir),
             describe_counts(session.task_counts),
@@ -105,7 +105,7 @@ def show_command(
     from rich.text import Text
 
     out = console()
-    out.print(Text.assemble((f"Session {session.id}", "bold"), f"  {session.name}"))
+    out.print(Text.assemble((f"Session {session.id}", "bold"), f"  {shown(session.name)}"))
     facts = [
         ("status", display_status(session, workdir) + _reason(session.status_reason)),
         ("branch", session.branch),
@@ -124,14 +124,14 @@ def show_command(
     if session.pull_request is not None:  # a run with --open-pr
         facts.insert(3, ("pull request", _pull_request_fact(session.pull_request)))
     for label, value in facts:
-        out.print(f"  {label:<16}{value}")
+        out.print(f"  {label:<16}{shown(value)}")
     _print_waiting(out, session, display_status(session, workdir))
     out.print(_task_table(session))
     if no_change := session.completed_without_change:
         out.print("Completed without a change (the agent's reason):")
         for run in no_change:
             check = _no_change_check(session.plan, run.task_id)
-            out.print(f"  {run.task_id}: {run.no_change_reason} ({check})")
+            out.print(f"  {run.task_id}: {shown(run.no_change_reason or '')} ({shown(check)})")
     out.print(usage_table(session.usage, title="Cost by provider and model"))
 
 
@@ -185,7 +185,7 @@ def _print_waiting(out: Console, session: SessionRecord, status: str) -> None:
     elif status.startswith("waiting: task") and session.question is not None:
         asked = session.question
         out.print(f"Task {asked.task_id} waits for an answer:")
-        out.print(f"  {asked.question}")
+        out.print(f"  {shown(asked.question)}")
         out.print(
             f"  `aca answer {session.id} {asked.task_id} --retry --hint TEXT` (or --skip, "
             f"--fail), or the form of flow run {asked.flow_run_id} in the Prefect UI."
@@ -203,8 +203,6 @@ def _remote_fact(session: SessionRecord, workdir: Path) -> str:
 
 
 def _pull_request_fact(pull: PullRequestState) -> str:
-    from aca_flows._words import one_line
-
     return pull.url or f"NOT delivered: {one_line(pull.error or 'no reason given')}"
 
 
@@ -290,8 +288,8 @@ def _task_table(session: SessionRecord) -> Table:
         run = session.tasks.get(task.id)
         table.add_row(
             "  " * depth + task.id,
-            task.title,
-            _status_text(task, run),
+            one_line(shown(task.title)),
+            shown(_status_text(task, run)),
             str(run.attempts if run else 0),
             (run.commit or "")[:10] if run else "",
             f"{run.total_tokens:,}" if run else "0",

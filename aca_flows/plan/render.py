@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aca_flows._words import counted
+from aca_flows._words import counted, one_line, shown
 from aca_flows.plan.models import ExecutionPlan, Task
 
 __all__ = ["plan_json_schema", "plan_size", "render_mermaid", "render_tree"]
@@ -30,12 +30,14 @@ def plan_size(plan: ExecutionPlan) -> str:
 def render_tree(plan: ExecutionPlan) -> str:
     """``plan.name`` then one line per task, children indented under their parent."""
     by_id = {t.id: t for t in plan.tasks}
-    lines = [f"{plan.name}  ({plan_size(plan)}, strategy {plan.strategy.value})"]
+    lines = [f"{_field(plan.name)}  ({plan_size(plan)}, strategy {plan.strategy.value})"]
     if plan.verify:  # the check of every task that names none: a reviewer must see it
-        lines.append(f"default verify: {plan.verify}")
+        lines.append(f"default verify: {_field(plan.verify)}")
     for setup in plan.setup_commands:  # runs in every task's worktree: a reviewer must see it
-        lines.append(f"setup, before every task: {setup.name}: {setup.command}")
-    if hints := [h.splitlines()[0].rstrip(":")[:60] for h in plan.context_hints if h.strip()]:
+        lines.append(f"setup, before every task: {_field(setup.name)}: {_field(setup.command)}")
+    if hints := [
+        _field(h.splitlines()[0].rstrip(":")[:60]) for h in plan.context_hints if h.strip()
+    ]:
         # A heading without items is context, not work: a reviewer must see it runs no task.
         lines.append(f"context, given to every task (no task of its own): {'; '.join(hints)}")
 
@@ -65,8 +67,14 @@ def _task_line(task: Task) -> str:
         extras.append("files: " + ", ".join(r.path for r in task.metadata.file_refs))
     if task.status.reason:
         extras.append(task.status.reason)
-    line = " ".join(parts)
-    return f"{line}  ({'; '.join(extras)})" if extras else line
+    line = _field(" ".join(parts))
+    return f"{line}  ({_field('; '.join(extras))})" if extras else line
+
+
+def _field(text: str) -> str:
+    """A task file's text on its one line of the tree, as a terminal will show it: a line
+    break or an escape sequence in a title would draw lines the plan does not have."""
+    return one_line(shown(text))
 
 
 def render_mermaid(plan: ExecutionPlan) -> str:
@@ -74,7 +82,7 @@ def render_mermaid(plan: ExecutionPlan) -> str:
     node = {t.id: f"t{i}" for i, t in enumerate(plan.tasks)}
     lines = ["flowchart TD"]
     for task in plan.tasks:
-        label = _mermaid_label(f"{task.id}: {task.title}")
+        label = _mermaid_label(_field(f"{task.id}: {task.title}"))
         lines.append(f'    {node[task.id]}["{label}"]')
     for task in plan.tasks:
         for child in task.children:

@@ -229,3 +229,41 @@ def test_show_tells_a_no_change_completion_apart_from_committed_work(tmp_path):
     data = json.loads(invoke("show", store.session_id, "--workdir", str(tmp_path), "--json").output)
     task = data["session"]["tasks"]["feature.api"]
     assert task["outcome"] == "no_change" and task["commit"] is None
+
+
+def test_names_titles_and_reasons_cannot_write_over_the_terminal(tmp_path):
+    # A task file's name and titles, an agent's or a check's words in a reason: an escape
+    # sequence in them cleared the screen of `aca sessions show` and wrote what it liked.
+    with make_session(tmp_path, name="Nightly\x1b[2J") as store:
+        store.subtasks_added("feature", [Task(id="b", title="Fix\x1b[8m hidden\nline")])
+        store.task_failed("b", "verify command `pytest` failed. Output:\n\x1b[1A\x1b[2Kall passed")
+        store.finish("failed")
+    listed = invoke("list", "--workdir", str(tmp_path))
+    shown = invoke("show", store.session_id, "--workdir", str(tmp_path))
+    for result in (listed, shown):
+        assert result.exit_code == 0, result.output
+        assert "\x1b" not in result.output
+        assert "Nightly\\x1b[2J" in result.output
+    assert "Fix\\x1b[8m hidden line" in shown.output
+    assert "\\x1b[1A\\x1b[2Kall passed" in shown.output
+
+
+def test_the_runs_last_line_cannot_write_over_the_terminal(tmp_path, capsys):
+    # The line a run ends with quotes why it stopped: a server's or an agent's words.
+    from aca_flows.cli.options import RunOptions
+    from aca_flows.cli.run_summary import show_summary
+
+    with make_session(tmp_path) as store:
+        store.finish("failed", "provider said \x1b[2Jall done")
+    summary = {
+        "session_id": store.session_id,
+        "status": "failed",
+        "branch": store.session.branch,
+        "tasks": {},
+        "stopped_reason": "provider said \x1b[2Jall done",
+    }
+
+    show_summary(summary, RunOptions(workdir=tmp_path))
+
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "Why: provider said \\x1b[2Jall done." in out

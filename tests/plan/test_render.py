@@ -82,3 +82,25 @@ def test_tree_shows_the_headings_read_as_context_not_tasks(tmp_path):
     tasks.write_text("# P\n\n## Build {#b}\n- Build it\n\n## Deploy {depends_on=b}\nDo it.\n")
     with pytest.raises(TaskFileError, match=r"tasks.md:6: heading 'Deploy \{depends_on=b\}' has"):
         load_task_file(tasks)
+
+
+def test_a_title_cannot_draw_on_the_terminal_what_the_plan_does_not_hold(tmp_path):
+    # A task file's title is printed for review: an escape sequence in it cleared the screen
+    # and wrote over it, a bidirectional override reordered it, a line break drew a task of
+    # its own ("[x] ... done") that the plan does not have.
+    tasks = tmp_path / "tasks.toml"
+    tasks.write_text(
+        '[[tasks]]\nid = "a"\ntitle = "safe \\u001b[2J\\u001b[31mRED\\u001b[0m title\\u0007"\n'
+        '[[tasks]]\nid = "b"\ntitle = "bidi \\u202eevil\\u202c"\nverify = "true\\rrm -rf x"\n'
+        '[[tasks]]\nid = "c"\ntitle = """first line\n└── [x] fake — done"""\n'
+    )
+    plan = load_task_file(tasks)
+
+    lines = render_tree(plan).splitlines()
+
+    assert lines[1:] == [
+        "├── [ ] a — safe \\x1b[2J\\x1b[31mRED\\x1b[0m title\\x07",
+        "├── [ ] b — bidi \\u202eevil\\u202c  (verify: true rm -rf x)",
+        "└── [ ] c — first line └── [x] fake — done",
+    ]
+    assert "\x1b" not in render_mermaid(plan) and "\u202e" not in render_mermaid(plan)
