@@ -112,7 +112,9 @@ class TaskTreeBuilder:
 
     def _fresh_id(self, title: str) -> str:
         base = slugify(title)
+        # Not an explicit `{#Login}` in another case either: ids may name files.
+        taken = {i.lower() for i in (*self._by_id, *self._explicit_ids)}
         candidate, n = base, 2
-        while candidate in self._by_id or candidate in self._explicit_ids:
+        while candidate.lower() in taken:
             candidate, n = f"{base}-{n}", n + 1
         return candidate

@@ -1,10 +1,11 @@
 """Plan validation: every problem at once, never just the first.
 
-Checks duplicate ids, unknown and self dependencies, dependency cycles (reported with their
-path), empty verify commands, the tree's consistency (``parent_id`` and ``children`` agree, no
-parent loops, no verify command on a group, which nothing would run), and plans that could
-never progress (``stall_problems``): tasks that wait for each other through their groups, and
-with ``strategy = sequential`` a task that depends on a later one.
+Checks duplicate ids (and ids that differ only in case), unknown and self dependencies,
+dependency cycles (reported with their path), empty verify commands, the tree's consistency
+(``parent_id`` and ``children`` agree, no parent loops, no verify command on a group, which
+nothing would run), and plans that could never progress (``stall_problems``): tasks that wait
+for each other through their groups, and with ``strategy = sequential`` a task that depends on
+a later one.
 """
 
 from __future__ import annotations
@@ -75,9 +76,16 @@ def plan_problems(plan: ExecutionPlan) -> list[str]:
     # depending on itself or on an unknown task, a group's verify, an empty verify.
     harmless: list[str] = []
     seen: set[str] = set()
+    by_lower_case: dict[str, str] = {}
     for task in plan.tasks:
         if task.id in seen:
             problems.append(f"duplicate task id '{task.id}'; give each task its own id")
+        elif (other := by_lower_case.setdefault(task.id.lower(), task.id)) != task.id:
+            problems.append(
+                f"task ids '{other}' and '{task.id}' differ only in case: a file system that "
+                "ignores case (macOS, Windows) would give both one worktree and one log; "
+                "rename one"
+            )
         seen.add(task.id)
     by_id = {t.id: t for t in plan.tasks}
     # Each task runs them in its own worktree: a folder outside it was refused mid-run.

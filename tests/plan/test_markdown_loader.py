@@ -434,3 +434,8 @@ def test_markdown_attribute_words_are_read_as_numbers_and_booleans(tmp_path):
     assert plan.task("a").network is True and plan.task("a").max_attempts == 3
     with pytest.raises(TaskFileError, match="network"):
         load_task_file(write(tmp_path, "- [ ] A {#a network=maybe}\n"))
+
+
+def test_a_generated_id_never_takes_an_explicit_one_in_another_case(tmp_path):
+    plan = load_task_file(write(tmp_path, "- Log in {#Login}\n- Login\n"))
+    assert [task.id for task in plan.tasks] == ["Login", "login-2"]

@@ -23,6 +23,15 @@ def test_valid_plan_has_no_problems():
     assert plan_problems(plan) == []
 
 
+def test_ids_that_differ_only_in_case_are_refused():
+    # Ids name worktrees and logs: on macOS or Windows `Login` and `login` would share them.
+    problems = plan_problems(plan_of(Task(id="Login", title="A"), Task(id="login", title="B")))
+    assert problems == [
+        "task ids 'Login' and 'login' differ only in case: a file system that ignores case "
+        "(macOS, Windows) would give both one worktree and one log; rename one"
+    ]
+
+
 def test_self_dependency_and_unknown_dependency_with_suggestion():
     problems = plan_problems(
         plan_of(Task(id="build", title="B", dependencies=["build", "biuld2", "nothing", "build"]))
