@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aca_flows.plan.builder import TaskTreeBuilder
-from aca_flows.plan.markdown_loader import arrow_reference
+from aca_flows.plan.markdown_loader import arrow_references
 from aca_flows.plan.models import ExecutionPlan
 from aca_flows.plan.source import read_text_file
 
@@ -88,7 +88,7 @@ def read_parse_source(path: Path) -> ParseSource:
         item = _ITEM.match(line) or _HEADING.match(line)
         if item:
             title = _ATTRS.sub("", item.group(2))
-            if target := arrow_reference(title, builder.base_dir)[1]:  # as the loader reads it
+            for target in arrow_references(title, builder.base_dir)[1]:  # as the loader reads
                 add(target)
         for link in _LINK.finditer(line):
             target = link.group(3)

@@ -6,8 +6,8 @@
 - Checklist (``- [ ]``), bullet (``-``, ``*``, ``+``) and numbered (``1.``) items become tasks
   under their heading; indented items become subtasks; indented text becomes the description.
   A checked item (``- [x]``) is loaded as completed.
-- ``item -> spec.md`` and ``[text](spec.md)`` attach the file's text to the task (paths relative
-  to the task file, never outside its folder tree).
+- ``item -> spec.md`` (``-> a.md, b.md``) and ``[text](spec.md)`` attach the files' text to
+  the task (paths relative to the task file, never outside its folder tree).
 - A trailing attribute block sets ids, dependencies and more:
   ``- [ ] Add login {#login depends_on=db,models verify="pytest -q tests/test_login.py"}``.
 - A file without list items is one task.
@@ -31,7 +31,7 @@ from aca_flows.plan.builder import TaskTreeBuilder, bad_task_id
 from aca_flows.plan.models import ExecutionPlan, Task, TaskMetadata, TaskStatus
 from aca_flows.plan.validate import check_plan
 
-__all__ = ["ATTRIBUTE_KEYS", "arrow_reference", "load_markdown"]
+__all__ = ["ATTRIBUTE_KEYS", "arrow_references", "load_markdown"]
 
 ATTRIBUTE_KEYS = (
     "depends_on",
@@ -57,7 +57,8 @@ _BREAK = re.compile(r"^ {0,3}([-*_])(?:\s*\1){2,}\s*$")
 _ATTRS = re.compile(r"\s*\{([^{}]*)\}\s*$")
 _TYPOGRAPHIC_QUOTES = re.compile("[\u2018\u2019\u201c\u201d\u201e\u00ab\u00bb]")
 _STRAIGHT_QUOTES = str.maketrans("\u2018\u2019\u201c\u201d\u201e\u00ab\u00bb", '\'\'"""""')
-_ARROW = re.compile(r"^(?:(.*?)\s+)?->\s+(\S+)\s*$")  # `- [ ] -> spec.md`: no title
+# `- [ ] -> spec.md`: no title; `-> a.md, b.md`: two files
+_ARROW = re.compile(r"^(?:(.*?)\s+)?->\s+(\S+(?:\s*,\s*\S+)*)\s*$")
 # What a `-> target` must look like to be a file: a folder in it, or a file extension.
 _PATH_LIKE = re.compile(r"^[^`'\"]*(/|\.[A-Za-z0-9]+$)")
 _LINK = re.compile(r"(!?)\[([^\]]+)\]\(([^)\s]+)\)")
@@ -465,24 +466,27 @@ def _plan_attrs(
     return {"verify": attrs["verify"]} if "verify" in attrs else {}
 
 
-def arrow_reference(title: str, base_dir: Path) -> tuple[str, str | None]:
-    """``Do it -> spec.md``: the title without its arrow, and the file it attaches; else the
-    title as it is and ``None``. `Rename getUser -> fetchUser` is a title, not a reference, and
-    so is `Rename utils.py -> helpers.py` while helpers.py does not exist: a path on the left
-    and a new name on the right are a rename or a move."""
-    match = _ARROW.match(title)
-    if not (match and _PATH_LIKE.search(match.group(2))):
-        return title, None
-    text, target = match.group(1) or "", match.group(2)
-    before = text.split()
-    if before and _PATH_LIKE.search(before[-1]) and not (base_dir / target).exists():
-        return title, None
-    return text.strip(), target
+def arrow_references(title: str, base_dir: Path) -> tuple[str, list[str]]:
+    """``Do it -> spec.md``: the title without its arrows, and the files they attach, in order
+    (``-> a.md -> b.md`` and ``-> a.md, b.md`` attach both); else the title as it is and no
+    file. `Rename getUser -> fetchUser` is a title, not a reference, and so is `Rename utils.py
+    -> helpers.py` while helpers.py does not exist: a path on the left and a new name on the
+    right are a rename or a move."""
+    targets: list[str] = []
+    while match := _ARROW.match(title):
+        names = [name.strip() for name in match.group(2).split(",")]
+        if not all(_PATH_LIKE.search(name) for name in names):
+            break
+        text = match.group(1) or ""
+        before = text.split()
+        if before and _PATH_LIKE.search(before[-1]) and not (base_dir / names[0]).exists():
+            break
+        title, targets = text.strip(), [*names, *targets]
+    return title, targets
 
 
 def _references(title: str, builder: TaskTreeBuilder, referrer: str):
-    title, target = arrow_reference(title, builder.base_dir)
-    references = [target] if target else []
+    title, references = arrow_references(title, builder.base_dir)
 
     def replace(link: re.Match) -> str:
         image, text, target = link.groups()

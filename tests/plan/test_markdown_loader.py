@@ -239,6 +239,21 @@ def test_front_matter_is_no_setext_heading(tmp_path):
     assert [t.title for t in plan.tasks] == ["one"]
 
 
+def test_two_arrows_or_a_list_after_one_attach_every_file(tmp_path):
+    # `-> a.md -> b.md` attached b.md only, a.md left in the title; `-> a.md, b.md` neither.
+    (tmp_path / "a.md").write_text("A\n")
+    (tmp_path / "b.md").write_text("B\n")
+    text = "- Do it -> a.md -> b.md {#x}\n- Do it -> a.md, b.md {#y}\n- Rename x -> a, b {#z}\n"
+    tasks = {t.id: t for t in load_task_file(write(tmp_path, text)).tasks}
+    for task in (tasks["x"], tasks["y"]):
+        assert task.title == "Do it"
+        assert [(r.path, r.content) for r in task.metadata.file_refs] == [
+            ("a.md", "A\n"),
+            ("b.md", "B\n"),
+        ]
+    assert tasks["z"].title == "Rename x -> a, b" and not tasks["z"].metadata.file_refs
+
+
 def test_an_arrow_to_something_not_a_path_stays_in_the_title(tmp_path):
     # `Rename getUser -> fetchUser` was refused: "referenced file 'fetchUser' does not exist".
     (tmp_path / "spec.md").write_text("the spec\n")
