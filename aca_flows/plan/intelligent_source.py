@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aca_flows.plan.builder import TaskTreeBuilder
-from aca_flows.plan.markdown_loader import arrow_references
+from aca_flows.plan.markdown_loader import arrow_references, linked_file
 from aca_flows.plan.models import ExecutionPlan
 from aca_flows.plan.source import read_text_file
 
@@ -91,10 +91,8 @@ def read_parse_source(path: Path) -> ParseSource:
             for target in arrow_references(title, builder.base_dir)[1]:  # as the loader reads
                 add(target)
         for link in _LINK.finditer(line):
-            target = link.group(3)
-            if link.group(1) or "://" in target or target.startswith(("#", "mailto:")):
-                continue  # images, URLs and anchors are not files to inline
-            add(target.split("#")[0])
+            if (target := linked_file(link)) is not None:  # images, URLs, anchors: no file
+                add(target)
     return ParseSource(path=path, text=text, references=references)
 
 

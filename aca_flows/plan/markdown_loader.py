@@ -23,6 +23,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -31,7 +32,7 @@ from aca_flows.plan.builder import TaskTreeBuilder, bad_task_id
 from aca_flows.plan.models import ExecutionPlan, Task, TaskMetadata, TaskStatus
 from aca_flows.plan.validate import check_plan
 
-__all__ = ["ATTRIBUTE_KEYS", "arrow_references", "load_markdown"]
+__all__ = ["ATTRIBUTE_KEYS", "arrow_references", "linked_file", "load_markdown"]
 
 ATTRIBUTE_KEYS = (
     "depends_on",
@@ -489,14 +490,23 @@ def _references(title: str, builder: TaskTreeBuilder, referrer: str):
     title, references = arrow_references(title, builder.base_dir)
 
     def replace(link: re.Match) -> str:
-        image, text, target = link.groups()
-        if image or "://" in target or target.startswith(("#", "mailto:")):
+        target = linked_file(link)
+        if target is None:
             return link.group(0)  # a URL stays as written: the agent needs it; an image too
-        references.append(target.split("#")[0])
-        return text
+        references.append(target)
+        return link.group(2)
 
     title = _LINK.sub(replace, title)
     return title, builder.file_refs(references, referrer)
+
+
+def linked_file(link: re.Match) -> str | None:
+    """The file a ``[text](target)`` link attaches, as its path is written on disk (a link
+    is percent-encoded: ``my%20notes.md``); None for an image, a URL or an anchor."""
+    image, _, target = link.groups()
+    if image or "://" in target or target.startswith(("#", "mailto:")):
+        return None
+    return unquote(target.split("#")[0])
 
 
 def _explicit_ids(root: _Node, path: Path) -> list[str]:

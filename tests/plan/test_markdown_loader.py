@@ -254,6 +254,16 @@ def test_two_arrows_or_a_list_after_one_attach_every_file(tmp_path):
     assert tasks["z"].title == "Rename x -> a, b" and not tasks["z"].metadata.file_refs
 
 
+def test_a_link_to_a_file_with_a_space_is_read_as_markdown_writes_it(tmp_path):
+    # A link's target is percent-encoded, as an editor writes it and GitHub follows it:
+    # `my%20notes.md` was "referenced file 'my%20notes.md' does not exist".
+    (tmp_path / "my notes.md").write_text("notes\n")
+    plan = load_task_file(write(tmp_path, "- Do [the notes](my%20notes.md#top) {#x}\n"))
+    task = plan.task("x")
+    assert task.title == "Do the notes"
+    assert [(r.path, r.content) for r in task.metadata.file_refs] == [("my notes.md", "notes\n")]
+
+
 def test_an_arrow_to_something_not_a_path_stays_in_the_title(tmp_path):
     # `Rename getUser -> fetchUser` was refused: "referenced file 'fetchUser' does not exist".
     (tmp_path / "spec.md").write_text("the spec\n")
