@@ -360,8 +360,9 @@ def _trailing_attrs(
     return title[: match.start()].strip(), attrs
 
 
-# Other editors' checkbox marks (`[-]` cancelled, `[/]` started, `[>]` deferred, ...).
-_OTHER_MARK = re.compile(r"^\[([^\w\s\]])\](?:\s|$)")
+# Other editors' checkbox marks (`[-]` cancelled, `[/]` started, `[>]` deferred, ...), and
+# boxes mistyped (`[]`, `[  ]`), which Markdown leaves as text.
+_OTHER_MARK = re.compile(r"^\[([^\w\s\]]|\s{2,}|)\](?:\s|$)")
 
 
 def _titled(title: str, path: Path, line: int, problems: list[str]) -> str:

@@ -349,16 +349,22 @@ def test_an_item_without_a_title_is_named_not_a_traceback_nor_a_task(tmp_path):
     # `- [-] dropped` (another editor's "cancelled") ran, titled "[-] dropped".
     # `- [ ] -> spec.md` was the task "-> spec.md", its file not attached.
     (tmp_path / "spec.md").write_text("spec")
+    # `- [] x` and `- [  ] x` (boxes mistyped) ran as "[] x" and "[  ] x".
     text = "- [ ] real\n- [ ] {#x}\n- [ ]\n- [x]\n- [-] dropped\n- [ ] -> spec.md\n"
+    text += "- [] typo\n- [  ] wide\n"
     path = write(tmp_path, text)
     with pytest.raises(TaskFileError) as refused:
         load_task_file(path)
     no_title = "this task has no title; write what it is to do, or delete the line."
+    unknown = (
+        "is not one aca knows; write [ ] for a task to run, [x] for one done, or delete the line."
+    )
     assert refused.value.problems == [
         *(f"{path}:{n}: {no_title}" for n in (2, 3, 4)),
-        f"{path}:5: checkbox [-] is not one aca knows; write [ ] for a task to run, [x] for "
-        "one done, or delete the line.",
+        f"{path}:5: checkbox [-] {unknown}",
         f"{path}:6: {no_title}",
+        f"{path}:7: checkbox [] {unknown}",
+        f"{path}:8: checkbox [  ] {unknown}",
     ]
 
 
