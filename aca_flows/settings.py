@@ -389,6 +389,12 @@ def _pick_file(workdir: Path, config_file: Path | None) -> Path | None:
             )
         if config_file.suffix.lower() in (".md", ".markdown"):
             raise ConfigError(_task_file_as_config(config_file))
+        if config_file.suffix.lower() == ".json":  # as TOML it was "invalid TOML" at line 1
+            raise ConfigError(
+                f"{config_file} is JSON, not a configuration: an execution plan (a dumped plan) "
+                f"runs with `--execution-plan {config_file}`; --config takes a TOML file of "
+                "settings (aca.toml, docs/configuration.md)."
+            )
         return config_file
     return next((p for p in config_candidates(workdir) if p.is_file()), None)
 

@@ -839,6 +839,17 @@ def test_a_task_file_given_as_the_config_is_called_one(tmp_path, capsys, name):
     assert f"{tasks} is a task file, not a configuration: give it as the task file" in err
 
 
+def test_a_plan_given_as_the_config_is_called_one(tmp_path, capsys):
+    # A dumped plan given with -c said "invalid TOML: Invalid statement (at line 1, column 1)".
+    work = make_repo(tmp_path / "work")
+    plan = tmp_path / "plan.json"
+    code, _, err = run(capsys, "run", str(HELLO), "-n", "--dump-plan", str(plan), "-w", str(work))
+    assert code == 0, err
+    code, out, err = run(capsys, "run", str(HELLO), "-c", str(plan), "-w", str(work), "-n")
+    assert code == 2 and "Traceback" not in err and "nothing was run" not in out
+    assert f"runs with `--execution-plan {plan}`" in err
+
+
 def _python(*code_lines: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", "\n".join(code_lines)], capture_output=True, text=True, check=True
