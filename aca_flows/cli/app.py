@@ -143,6 +143,7 @@ def root(
     if list_checkpoints:
         from aca_flows.cli.checkpoints import print_checkpoints
 
+        _refuse_options_a_listing_ignores(ctx)
         print_checkpoints(existing_folder(workdir), all_sessions=True, as_json=json_output)
         raise typer.Exit(0)
     if task_file is None and execution_plan is None:
@@ -304,6 +305,25 @@ def _options_given(ctx: typer.Context) -> bool:
     # By name: typer carries its own copy of click, with its own ParameterSource.
     sources = (ctx.get_parameter_source(name) for name in ctx.params)
     return any(source is not None and source.name != "DEFAULT" for source in sources)
+
+
+def _refuse_options_a_listing_ignores(ctx: typer.Context) -> None:
+    """``aca --list-checkpoints -t tasks.md`` listed checkpoints and ran nothing, without a
+    word on the task file it was given."""
+    from aca_flows.errors import InputError
+
+    ignored = [
+        max(param.opts, key=len)
+        for param in ctx.command.params
+        if param.name not in ("list_checkpoints", "workdir", "json_output")
+        and getattr(ctx.get_parameter_source(param.name), "name", "") == "COMMANDLINE"
+    ]
+    if ignored:
+        raise InputError(
+            f"--list-checkpoints lists checkpoints and runs nothing, so {', '.join(ignored)} "
+            "would do nothing; list with `aca --list-checkpoints` (--workdir, --json), run "
+            "without it."
+        )
 
 
 def _refuse_misplaced_options(ctx: typer.Context) -> None:

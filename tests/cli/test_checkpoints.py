@@ -111,6 +111,13 @@ def test_print_checkpoints_for_the_root_flag(tmp_path, capsys):
     assert [c["id"] for c in json.loads(capsys.readouterr().out)] == [cp.id]
 
 
+def test_the_root_listing_refuses_run_options_it_would_ignore(tmp_path, capsys):
+    # `aca --list-checkpoints -t tasks.md` listed the checkpoints and said nothing of the file.
+    assert main(["--list-checkpoints", "-t", "tasks.md", "--dry-run", "-w", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "so --task-file, --dry-run would do nothing" in err and "Traceback" not in err
+
+
 def test_an_unknown_session_is_a_user_error(tmp_path):
     result = runner.invoke(app, ["list", "--session", "nope", "-w", str(tmp_path)])
     assert isinstance(result.exception, UnknownSessionError)
