@@ -34,7 +34,7 @@ from prefect.flow_runs import apause_flow_run, asuspend_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
-from aca_flows._words import workdir_option
+from aca_flows._words import listed, workdir_option
 from aca_flows.errors import InputError
 from aca_flows.flows.remote_sync import session_resume
 from aca_flows.plan.models import ExecutionPlan, TaskStatus
@@ -95,7 +95,12 @@ def decision_problem(plan: ExecutionPlan, skip: list[str]) -> str | None:
     tasks = {t.id: t for t in plan.tasks}
     unknown = [t for t in skip if t not in tasks]
     if unknown:
-        return f"no task {', '.join(unknown)} in the plan; its tasks are {', '.join(tasks)}"
+        # Only the tasks that could be skipped: a group or a finished task would be refused.
+        left = [t.id for t in plan.tasks if not t.children and t.status.state == "pending"]
+        return (
+            f"no task {', '.join(unknown)} in the plan; the tasks that can be skipped are "
+            f"{listed(left, 20)}"
+        )
     groups = [t for t in skip if tasks[t].children]
     if groups:
         return f"{', '.join(groups)} group other tasks; name the tasks to skip instead"

@@ -216,7 +216,10 @@ def test_aca_approve_refuses_an_unknown_task_then_approves(tmp_path, repo, anthr
     try:
         session = waiting_session(repo, thread)
         assert main(["approve", session.id, "--skip", "zz", "-w", str(repo)]) == 2
-        assert "no task zz in the plan; its tasks are a, b, c" in capsys.readouterr().err
+        assert (
+            "no task zz in the plan; the tasks that can be skipped are a, b, c"
+            in capsys.readouterr().err
+        )
         assert flow_run_of(session).state.is_paused()  # still waiting
 
         prefix = session.id[:-2]  # a unique prefix names the session; the answer names it whole
@@ -626,3 +629,22 @@ def test_a_suspended_run_whose_wait_timed_out_shows_interrupted(repo, capsys):
     time.sleep(1.2)
     assert main(["sessions", "list", "-w", str(repo), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["sessions"][0]["status"] == "interrupted"
+
+
+def test_a_skip_of_no_such_task_lists_only_the_tasks_that_can_be_skipped():
+    # The list named groups and finished tasks, each refused when named in turn.
+    from aca_flows.flows.approval import decision_problem
+    from aca_flows.plan.models import ExecutionPlan, Task, TaskStatus
+
+    plan = ExecutionPlan(
+        name="p",
+        tasks=[
+            Task(id="g", title="Group", children=["a", "b"]),
+            Task(id="a", title="A", parent_id="g"),
+            Task(id="b", title="B", parent_id="g", status=TaskStatus(state="completed")),
+            Task(id="c", title="C"),
+        ],
+    )
+    assert decision_problem(plan, ["zz"]) == (
+        "no task zz in the plan; the tasks that can be skipped are a, c"
+    )
