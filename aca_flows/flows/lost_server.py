@@ -10,6 +10,7 @@ session had ended already, the session's own end.
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import TYPE_CHECKING
 
@@ -112,11 +113,10 @@ def give_up_on_server() -> None:
     Its logs are no longer sent there, and the terminal gets no traceback of a call that
     failed for it (Prefect logs some with one, such as a concurrency slot it could not
     give back)."""
-    import logging
-
     from prefect.settings import get_current_settings
 
     _GIVEN_UP[:] = [True]
+    _drop_queued_events()
     # In place, on purpose: every task and thread of the run (and the flow engine, which sets
     # the final state outside the flow) reads Prefect's settings through its own copy of the
     # context, so a temporary_settings entered here would reach this caller only. Under
@@ -130,6 +130,20 @@ def give_up_on_server() -> None:
             # The terminal's: Prefect's console, and its internal loggers' stream (workers).
             if type(handler).__name__ in ("PrefectConsoleHandler", "_SafeStreamHandler"):
                 handler.addFilter(_no_traceback_of_server_errors)
+
+
+def _drop_queued_events() -> None:
+    """The events still queued for a server that is gone are dropped, not sent: each tried
+    to connect ten times, 7 s, while the run waited to exit ("Still processing items"). A
+    resume sends aca's own events of the session again (``flows/events.py``)."""
+    from prefect.events.worker import EventsWorker
+
+    async def dropped(event) -> None:
+        return None
+
+    for worker in list(getattr(EventsWorker, "_instances", {}).values()):
+        if isinstance(worker, EventsWorker):
+            worker._handle = dropped  # type: ignore[method-assign]
 
 
 def _no_traceback_of_server_errors(record) -> bool:
@@ -200,9 +214,32 @@ def quiet_failed_log_batches() -> None:
     APILogWorker._handle_batch = handle_batch  # type: ignore[method-assign]
 
 
+class _EventNamed(logging.Filter):
+    """Prefect's "Service 'EventsWorker' failed to process item Event(...)" wrote the whole
+    event, about 2,000 characters, on the terminal when its server was unreachable; its
+    name says which one it was."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        failed_item = record.msg == _FAILED_ITEM and isinstance(args, tuple) and len(args) == 2
+        if failed_item and isinstance(event := getattr(args[1], "event", None), str):
+            record.msg, record.args = "Service %r failed to send the event %r", (args[0], event)
+        return True
+
+
+_FAILED_ITEM = "Service %r failed to process item %r"
+
+
+def _name_events_not_dump_them() -> None:
+    logger = logging.getLogger("prefect._internal.concurrency")
+    if not any(isinstance(f, _EventNamed) for f in logger.filters):
+        logger.addFilter(_EventNamed())
+
+
 def watch_for_a_lost_server() -> None:
     """A run starts with its server answering (as far as anyone knows here)."""
     quiet_failed_log_batches()
+    _name_events_not_dump_them()
     _LOST.clear()
     _GIVEN_UP.clear()
 

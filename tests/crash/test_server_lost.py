@@ -204,3 +204,41 @@ def test_a_run_whose_server_dies_after_its_last_task_ends_completed(llm, tmp_pat
     shown = cli("sessions", "show", session.name, "--workdir", str(area), "--json")
     assert json.loads(shown.stdout)["status_now"] == "completed", shown.stderr
     assert branch_tasks(remote, f"aca/{session.name}") == ["a", "b", "c"]
+
+
+def test_the_events_a_dead_server_never_got_are_dropped_not_sent_at_exit(repo, llm, tmp_path):
+    # The server dies as b's call is answered: b and c end, then the run finds its server
+    # gone. Its queued events each tried ten connections (7 s) before the run could exit,
+    # "Still processing items", and each was written whole on the terminal.
+    home = tmp_path / "home"
+    home.mkdir()
+    env = aca_env(home, llm)
+    agent = Agent("b")
+    llm.anthropic.scripted_for = lambda r: bool(r.json and r.json.get("tools"))
+    for _ in range(40):
+        llm.anthropic.enqueue(agent)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(CHAIN)
+    start = [sys.executable, "-m", "aca_flows", "server", "start", "--port", str(free_port())]
+    try:
+        assert subprocess.run(start, env=env, cwd=ROOT, timeout=WAIT).returncode == 0
+        server = json.loads((home / ".aca" / "server" / "server.json").read_text())
+        run = [sys.executable, "-m", "aca_flows", "run", str(tasks), "--model", "claude-test"]
+        proc = subprocess.Popen(
+            [*run, "--workdir", str(repo)],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_for(lambda: agent.arrived.is_set() or proc.poll() is not None, WAIT, "b's call")
+        os.killpg(server["pid"], signal.SIGKILL)
+        agent.release.set()
+        _, err = proc.communicate(timeout=WAIT)
+    finally:
+        agent.release.set()
+        subprocess.run([*start[:4], "stop"], env=env, cwd=ROOT, timeout=WAIT)
+    assert proc.returncode == 0, err  # the session completed: its outcome is the run's
+    assert "stopped answering after session" in err
+    assert "Still processing items" not in err and "Event(occurred=" not in err
