@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from aca_flows.cloned_config import drop_weakening_keys, in_cloned_working_area
 from aca_flows.errors import ConfigError
 from aca_flows.prices import ModelPrice
-from aca_flows.session.redact import PROVIDER_KEY_VARIABLES
+from aca_flows.session.secret_names import PROVIDER_KEY_VARIABLES
 
 __all__ = [
     "AcaConfig",

@@ -18,7 +18,8 @@ import os
 import git
 
 from aca_flows._words import listed
-from aca_flows.session.redact import REDACTED, credential_values, redact_text
+from aca_flows.session.redact import REDACTED, redact_text
+from aca_flows.session.secret_values import credential_values
 from aca_flows.workspace import TaskWorktree
 
 __all__ = ["secrets_problem"]

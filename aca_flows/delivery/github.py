@@ -22,7 +22,8 @@ from typing import Any
 import httpx
 
 from aca_flows.errors import AcaError, InputError
-from aca_flows.session.redact import redact_text, register_secret
+from aca_flows.session.redact import redact_text
+from aca_flows.session.secret_values import register_secret
 
 __all__ = [
     "DEFAULT_API_URL",

@@ -35,7 +35,7 @@ from aca_flows.flows.remote_sync import pushes_settled
 from aca_flows.flows.secret_keys import read_secret_block
 from aca_flows.plan.vacuous_check import pass_notes
 from aca_flows.session.record import SessionRecord
-from aca_flows.session.redact import register_secret
+from aca_flows.session.secret_values import register_secret
 from aca_flows.settings import AcaConfig
 from aca_flows.workspace.repository import origin_url
 

@@ -26,7 +26,7 @@ from aca_flows.session.lock import SessionLock
 from aca_flows.session.plan_seals import seal_changes, seal_path, sealed_source
 from aca_flows.session.reading import read_records
 from aca_flows.session.record import SessionRecord
-from aca_flows.session.redact import register_secret
+from aca_flows.session.secret_values import register_secret
 from aca_flows.session.store import SessionStore
 from aca_flows.workspace.remote import (
     RemoteError,

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 
 from aca_flows.errors import ConfigError
-from aca_flows.session.redact import register_secret
+from aca_flows.session.secret_values import register_secret
 from aca_flows.settings import AcaConfig
 
 __all__ = ["KEY_VARIABLES", "provider_environ", "providers_environ", "read_secret_block"]

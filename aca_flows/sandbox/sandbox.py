@@ -34,7 +34,7 @@ from aca_flows.sandbox.bwrap import (
 )
 from aca_flows.sandbox.git_shadow import git_shadow
 from aca_flows.sandbox.process import CommandResult, run_process
-from aca_flows.session.redact import is_secret_variable
+from aca_flows.session.secret_names import is_secret_variable
 from aca_flows.settings import SandboxSection
 
 __all__ = [

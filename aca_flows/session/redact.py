@@ -40,7 +40,7 @@ What is removed, replaced by ``[REDACTED]``:
   spaces and all (a sentence only when the name's last part is the secret's word: not
   ``PASSWORD_MISMATCH = "Passwords do not match"``), or an unquoted one of 8+ characters
   mixing letters and digits. A name is secret-sounding by its parts, wherever the secret word
-  stands (``_names_a_secret``); ``MONKEY``, ``KEY_COUNT``, ``SSH_KEY_PATH`` are not. A name
+  stands (``names_a_secret``); ``MONKEY``, ``KEY_COUNT``, ``SSH_KEY_PATH`` are not. A name
   ending in ``key`` that the word rules leave out (``stripe_key``, ``webhookKey``,
   ``sort_key``) counts only for a quoted value that looks random: 16+ characters, no space or
   dot, digits and letters of both cases. Values that are file locations are kept: ``~/``,
@@ -52,8 +52,8 @@ What is removed, replaced by ``[REDACTED]``:
   part of ``http(s)://user@host`` (there it is usually a token: ``https://<token>@github.com``);
 - PEM private keys (``-----BEGIN ... PRIVATE KEY-----`` to its END line).
 
-The environment is read at every call, so a key exported after import is still caught; a
-secret's encoded forms are computed once per value.
+Which names hold a secret is ``secret_names.py``'s to say; which values are secret, and
+their encoded forms, ``secret_values.py``'s.
 ``redact`` walks dicts, lists and tuples (keys and values) and returns a new structure;
 everything that is not a string is returned as it is.
 """
@@ -61,63 +61,36 @@ everything that is not a string is returned as it is.
 from __future__ import annotations
 
 import base64
-import codecs
-import functools
-import json
 import logging
-import os
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, quote_plus
 
 from aca_flows._logging import all_log_handlers
 from aca_flows.session.hex_dumps import redact_hex_dumps
+from aca_flows.session.secret_names import (
+    LOCATION_VALUE,
+    MIN_NAMED_SECRET,
+    looks_random,
+    names_a_key_by_its_value,
+    names_a_secret,
+    names_the_secret_itself,
+)
+from aca_flows.session.secret_values import credential_values, secret_values
 from aca_flows.session.wrapped_base64 import redact_wrapped
 
 __all__ = [
     "REDACTED",
-    "credential_values",
     "RedactingFilter",
     "RedactingStream",
-    "is_secret_name",
-    "is_secret_variable",
     "redact",
     "redact_known",
     "redact_log_handlers",
     "redact_text",
-    "register_secret",
-    "secret_values",
 ]
 
 REDACTED = "[REDACTED]"
 
-# Always secret, whatever their length: the standard provider credentials.
-PROVIDER_KEY_VARIABLES = (
-    "ANTHROPIC_API_KEY",
-    "ANTHROPIC_AUTH_TOKEN",
-    "OPENAI_API_KEY",
-    "OPENAI_ORG_ID",
-    "CLAUDE_CODE_OAUTH_TOKEN",
-    "GITHUB_TOKEN",
-    "GH_TOKEN",
-    "PREFECT_API_KEY",
-)
-# Values known to be secret that are not in the environment (Prefect Secret blocks in use).
-_REGISTERED: set[str] = set()
-_SECRET_NAME_PARTS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
-# The last part of a variable's name (split at "_") that names a credential (MYSQL_PWD,
-# DB_PASS, CI_JOB_JWT, SENTRY_DSN, BASIC_AUTH), and phrases that do anywhere.
-_SECRET_LAST_PARTS = frozenset({"PWD", "PASS", "JWT", "DSN", "AUTH"})
-_SECRET_PHRASES = ("AUTH_STRING", "AUTH_HEADER", "WEBHOOK_URL", "CONNECTION_STRING")
-# The shell's working folders, not passwords.
-_NOT_SECRET_VARIABLES = frozenset({"PWD", "OLDPWD", "DIRENV_PWD"})
-_MIN_NAMED_SECRET = 8
-_LOCATION_SUFFIXES = ("_PATH", "_FILE", "_DIR", "_SOCK", "_HOME")
-# Shorter values would redact ordinary words ("test", "dev"); a real key is never this short.
-_MIN_PROVIDER_SECRET = 4
-# Shorter secrets' encodings are too short to tell from other text.
-_MIN_ENCODED_SECRET = 12
 
 # Shapes of credentials. Each pattern matches only the secret part, so surrounding text stays.
 _SHAPES = [
@@ -182,213 +155,11 @@ _ASSIGNED = re.compile(
 # a deeper chain (key=key=key=...) has its value redacted, so that no text is scanned more
 # than this many times over.
 _MAX_NESTED = 8
-# A name's parts: SECRET_KEY, x-api-key, spring.datasource.password, secretKey.
-_NAME_PARTS = re.compile(r"[_.\-]+|(?<=[a-z0-9])(?=[A-Z])")
-# Secret wherever they stand in a name: DB_PASSWORD_PROD, SECRET_KEY_BASE, SLACK_TOKEN.
-_SECRET_WORDS = frozenset(
-    [
-        "SECRET",
-        "SECRETS",
-        "TOKEN",
-        "PASSWORD",
-        "PASSWD",
-        "PWD",
-        "PASSPHRASE",
-        "CREDENTIAL",
-        "CREDENTIALS",
-    ]
-)
-# Secret as the end of a name's last part (MYSECRET, dbpassword, csrftoken, x-apikey), as
-# they always were; AUTH only as a last part (BASIC_AUTH, not AUTH_METHOD).
-_SECRET_ENDINGS = ("SECRET", "PASSWORD", "PASSWD", "TOKEN", "APIKEY", "AUTHORIZATION")
-_LAST_SECRET_WORDS = frozenset({"AUTH"})
-# KEY is a secret after these (API_KEY, private_key, secretKey), or last in a name in capitals
-# as environment variables are (STRIPE_KEY). Any other name ending in KEY (stripe_key,
-# signingKey, key) names a secret only when its value looks like one (``_looks_random``):
-# sort_key, cache_key, primary_key hold names; KEY_COUNT does not end in KEY.
-_KEY_QUALIFIERS = frozenset(
-    ["API", "ACCESS", "ACCOUNT", "PRIVATE", "SECRET", "SIGNING", "ENCRYPTION", "MASTER"]
-)
-_MIN_RANDOM_KEY = 16
-# The name says the value is about a secret, not the secret: SSH_KEY_PATH, TOKEN_URL.
-_NOT_THE_SECRET = frozenset({"PATH", "FILE", "DIR", "SOCK", "HOME", "URL", "URI", "NAME", "TYPE"})
-# A file location: ~/.ssh/id, ~me/keys, ./key.pem, ../k, or /dir/... whose first directory is
-# a plain name (/home/me/creds.json). /abc123secret or /tokenvalue is no path a key is kept at.
-_LOCATION_VALUE = re.compile(r"~[\w.\-]*/|\.\.?/|/[A-Za-z._\-]+/")
 _EXPRESSION_CHARS = frozenset("()[]{}<>$%")
-
-
-def is_secret_name(name: str) -> bool:
-    """Whether a field or option called ``name`` holds a credential (``api_key``, ``token``,
-    ``DB_PASSWORD``, ...): the name rule of ``redact_text``, whatever the value."""
-    return _names_a_secret(name)
-
-
-def is_secret_variable(name: str) -> bool:
-    """Whether the environment variable ``name`` holds a secret: a provider credential, a
-    name containing KEY, TOKEN, SECRET, PASSWORD or CREDENTIAL, or one with a part that
-    names a credential as it ends (``MYSQL_PWD``, ``DB_PASS``, ``CI_JOB_JWT``, ``SENTRY_DSN``,
-    ``BASIC_AUTH``; not ``AUTH_URL`` or ``JWT_ISSUER``) or anywhere (``..._AUTH_STRING``,
-    ``..._AUTH_HEADER``, ``SLACK_WEBHOOK_URL``, ``..._CONNECTION_STRING``). Commands run
-    without these when the sandbox is off (``sandbox.clean_environment``); their values are
-    redacted (``secret_values``)."""
-    upper = name.upper()
-    if name in PROVIDER_KEY_VARIABLES or any(part in upper for part in _SECRET_NAME_PARTS):
-        return True
-    if upper in _NOT_SECRET_VARIABLES:
-        return False
-    # Last, these name the credential itself (AUTH_URL, JWT_ISSUER, PASS_MIN_LEN do not).
-    return upper.rsplit("_", 1)[-1] in _SECRET_LAST_PARTS or any(
-        phrase in upper for phrase in _SECRET_PHRASES
-    )
-
-
-def register_secret(value: str | None) -> None:
-    """Redact ``value`` from now on in this process (a key read from a Prefect Secret block)."""
-    if value and len(value.strip()) >= _MIN_PROVIDER_SECRET:
-        _REGISTERED.add(value.strip())
-
-
-def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
-    """The environment values (and registered secrets) never to be written, longest first."""
-    if environ is None:
-        return _cached()[0]
-    return _with_forms(set(_plain_secrets(environ)))
-
-
-def credential_values() -> list[str]:
-    """Of ``secret_values``, those that are credentials rather than words or settings a file
-    or a prompt holds for its own reasons (``password``, ``postgres``, a URL, a sentence, a
-    ``PYTHON_KEYRING_BACKEND``): 12 characters or more, no whitespace, no ``://`` but in a
-    webhook's or a DSN's URL, of a variable whose name names a credential; with their encoded
-    forms. What the model is never
-    sent (``redact_known``) and a commit never holds (``agent/secrets_in_work.py``)."""
-    return _cached()[1]
-
-
-def _cached() -> tuple[list[str], list[str]]:
-    # Every record aca writes or logs asks for these: computed again only when the process
-    # environment or the registered secrets change (a comparison of two dicts, without
-    # building anything).
-    global _CACHED
-    current = getattr(os.environ, "_data", os.environ)
-    if _CACHED is None or _CACHED[1] != len(_REGISTERED) or _CACHED[0] != current:
-        named = _plain_secrets(os.environ)
-        credentials = {value for value, name in named.items() if _a_credential(value, name)}
-        all_forms, credential_forms = _with_forms(set(named)), _with_forms(credentials)
-        _CACHED = (dict(current), len(_REGISTERED), all_forms, credential_forms)
-    return _CACHED[2], _CACHED[3]
-
-
-_CACHED: tuple[dict, int, list[str], list[str]] | None = None
-# A credential is at least this long: shorter values are words ("password", "postgres").
-_MIN_CREDENTIAL = 12
-
-
-def _a_credential(value: str, name: str | None) -> bool:
-    """A value (of the variable ``name``; None: a registered secret) that is a credential, not
-    a setting whose name only holds a secret word (``PYTHON_KEYRING_BACKEND``,
-    ``SSH_KEY_NAME``): its name names one as the redactor's name rule reads names, and it is
-    no word, sentence or URL (a webhook's or a DSN's URL is the credential itself)."""
-    if len(value) < _MIN_CREDENTIAL or any(c.isspace() for c in value):
-        return False
-    if name is None or name in PROVIDER_KEY_VARIABLES:
-        return "://" not in value
-    upper = name.upper()
-    url_credential = any(phrase in upper for phrase in _CREDENTIAL_URLS)
-    named = (
-        _names_a_secret(name)
-        or upper.rsplit("_", 1)[-1] in _SECRET_LAST_PARTS
-        or any(phrase in upper for phrase in _SECRET_PHRASES)
-    )
-    return (named or url_credential) and ("://" not in value or url_credential)
-
-
-# Variables whose URL is the credential: a webhook's, a DSN's, a connection string.
-_CREDENTIAL_URLS = ("WEBHOOK_URL", "DSN", "CONNECTION_STRING")
-
-
-def _plain_secrets(environ: Mapping[str, str]) -> dict[str, str | None]:
-    """Each secret value, and the variable that holds it (None: a registered secret)."""
-    found: dict[str, str | None] = dict.fromkeys(_REGISTERED)
-    for name, value in environ.items():
-        value = value.strip()
-        if name in PROVIDER_KEY_VARIABLES:
-            if len(value) >= _MIN_PROVIDER_SECRET:
-                found[value] = name
-        elif (
-            is_secret_variable(name)
-            and len(value) >= _MIN_NAMED_SECRET
-            and not _names_a_location(name.upper(), value)
-        ):
-            found[value] = name
-    return found
-
-
-def _with_forms(values: set[str]) -> list[str]:
-    found = set(values)
-    for value in values:
-        found.update(_escaped(value))
-        if len(value) >= _MIN_ENCODED_SECRET:
-            found.update(_encodings(value))
-    # Longest first: a key that contains another key is removed whole.
-    return _Secrets(sorted(found, key=len, reverse=True))
-
-
-class _Secrets(list):
-    """Secret values, longest first, and the texts already redacted for exactly these.
-
-    What aca writes repeats most of its strings (field names, a conversation's system prompt
-    and tool schemas sent again at every call, the run's task titles): each is redacted once.
-    The memo belongs to this list, so a text redacted before a secret was added is never
-    served for the list that holds it."""
-
-    __slots__ = ("memo", "memo_chars")
-
-    def __init__(self, values: list[str]):
-        super().__init__(values)
-        self.memo: dict[str, str] = {}
-        self.memo_chars = 0
-
-    def remember(self, text: str, redacted: str) -> None:
-        if self.memo_chars > _MEMO_CHARS_KEPT:
-            self.memo.clear()  # memory stays bounded: a long run's log lines are all new
-            self.memo_chars = 0
-        self.memo[text] = redacted
-        self.memo_chars += len(text)
 
 
 # Longer texts (a file, a diff, a verify's output) seldom come again: redacted each time.
 _MEMO_TEXT = 4096
-_MEMO_CHARS_KEPT = 200_000  # characters: about 2 MB of texts and their redactions
-
-
-@functools.lru_cache(maxsize=256)
-def _encodings(secret: str) -> tuple[str, ...]:
-    """``secret`` in hex, in rot13, and in base64 after 0, 1 and 2 other bytes: of each, only
-    the characters the secret alone decides (the first and last groups share bits with
-    whatever stands beside it)."""
-    raw = secret.encode()
-    forms = [raw.hex(), raw.hex().upper(), codecs.encode(secret, "rot13")]
-    for shift in range(3):
-        encoded = base64.b64encode(b"\0" * shift + raw).decode()
-        forms.append(encoded[4 if shift else 0 : (len(raw) + shift) // 3 * 4])
-    return tuple(forms)
-
-
-@functools.lru_cache(maxsize=256)
-def _escaped(secret: str) -> tuple[str, ...]:
-    """``secret`` as a URL or JSON writes it, where that differs: percent-encoded (``/`` kept
-    or not, spaces as ``+``; upper- or lower-case hex), and as a JSON string's inside
-    (``\\"``, ``\\\\``, ``\\u00e9``, and ``\\/`` as some encoders write ``/``)."""
-    percent = {quote(secret, safe=""), quote(secret), quote_plus(secret)}
-    percent |= {_LOWER_PERCENT.sub(lambda m: m.group().lower(), form) for form in percent}
-    inside = {json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
-    inside |= {form.replace("/", "\\/") for form in inside}
-    return tuple(form for form in percent | inside if form != secret)
-
-
-_LOWER_PERCENT = re.compile(r"%[0-9A-F]{2}")
 
 
 def redact_text(text: str, environ: Mapping[str, str] | None = None) -> str:
@@ -445,11 +216,6 @@ def _without_part(piece: str, secrets: list[str], *, at_end: bool) -> str:
 def redact(obj: Any, environ: Mapping[str, str] | None = None) -> Any:
     """A copy of ``obj`` (JSON-like: dicts, lists, strings, numbers) with secrets redacted."""
     return _redact_obj(obj, secret_values(environ))
-
-
-def _names_a_location(upper_name: str, value: str) -> bool:
-    # SSH_KEY_PATH=/home/me/.ssh/id: redacting the path would mangle every file path below it.
-    return upper_name.endswith(_LOCATION_SUFFIXES) or _LOCATION_VALUE.match(value) is not None
 
 
 def _redact_obj(obj: Any, secrets: list[str]) -> Any:
@@ -557,27 +323,13 @@ def _assignment(match: re.Match, depth: int = 0) -> str:
 
 def _holds_a_secret(name: str, value: str, quoted: bool) -> bool:
     """The one rule, for text (NAME=value) and structures ({"name": "value"}) alike."""
-    if len(value) < _MIN_NAMED_SECRET or _LOCATION_VALUE.match(value):
+    if len(value) < MIN_NAMED_SECRET or LOCATION_VALUE.match(value):
         return False
-    if _names_a_secret(name):
-        if quoted and " " in value and not _names_the_secret_itself(name):
+    if names_a_secret(name):
+        if quoted and " " in value and not names_the_secret_itself(name):
             return False  # a sentence about one: PASSWORD_MISMATCH = "Passwords do not match"
         return _is_literal(value, quoted)
-    return quoted and _names_a_key_by_its_value(name) and _looks_random(value)
-
-
-def _names_the_secret_itself(name: str) -> bool:
-    # Its last part is the secret's word (DB_PASSWORD, secret, apiKey), not a thing about it
-    # (PASSWORD_MISMATCH, token_expired_msg, password_help).
-    parts = _name_parts(name)
-    last = parts[-1] if parts else ""
-    return (
-        last in _SECRET_WORDS
-        or last.endswith(_SECRET_ENDINGS)
-        or last in _LAST_SECRET_WORDS
-        or _names_a_key(parts, in_capitals=name.isupper())
-        or _names_a_key_by_its_value(name)
-    )
+    return quoted and names_a_key_by_its_value(name) and looks_random(value)
 
 
 def _is_literal(value: str, quoted: bool) -> bool:
@@ -587,52 +339,6 @@ def _is_literal(value: str, quoted: bool) -> bool:
         not _EXPRESSION_CHARS.intersection(value)
         and any(c.isdigit() for c in value)
         and any(c.isalpha() for c in value)
-    )
-
-
-def _names_a_secret(name: str) -> bool:
-    # SECRET_KEY, db.password, x-api-key, secretKey; see the word lists above.
-    parts = _name_parts(name)
-    if not parts or parts[-1] in _NOT_THE_SECRET:
-        return False
-    return (
-        not _SECRET_WORDS.isdisjoint(parts)
-        or parts[-1].endswith(_SECRET_ENDINGS)
-        or parts[-1] in _LAST_SECRET_WORDS
-        or _names_a_key(parts, in_capitals=name.isupper())
-    )
-
-
-@functools.lru_cache(maxsize=1024)  # the same field names come in every record
-def _name_parts(name: str) -> tuple[str, ...]:
-    return tuple(part.upper() for part in _NAME_PARTS.split(name) if part)
-
-
-def _names_a_key(parts: tuple[str, ...], in_capitals: bool) -> bool:
-    after_qualifier = any(
-        first in _KEY_QUALIFIERS and second == "KEY"
-        for first, second in zip(parts, parts[1:], strict=False)
-    )
-    return after_qualifier or (in_capitals and parts[-1] == "KEY")
-
-
-def _names_a_key_by_its_value(name: str) -> bool:
-    # stripe_key, signingKey, key: a key of some kind; its value says whether it is a secret.
-    parts = _name_parts(name)
-    return bool(parts) and parts[-1] == "KEY"
-
-
-def _looks_random(value: str) -> bool:
-    # sk_live_4eC39HqLyjWDarjtT1zdp7dc, wJalrXUtnFEMI/K7MDENG: what keys look like; the names a
-    # sort key or cache key holds ("user-profile", "task_v2") are not in both cases with digits,
-    # an object key ("uploads/2024/Report.pdf") holds a dot.
-    return (
-        len(value) >= _MIN_RANDOM_KEY
-        and "." not in value
-        and not any(c.isspace() for c in value)
-        and any(c.isdigit() for c in value)
-        and any(c.isupper() for c in value)
-        and any(c.islower() for c in value)
     )
 
 

@@ -71,7 +71,8 @@ from aca_flows.session.lock import LockHolder, SessionLock
 from aca_flows.session.plan_seals import keep_seal
 from aca_flows.session.reading import read_session_folder, resolve_session_id
 from aca_flows.session.record import SessionRecord, SessionStatus, apply_event, fold_events
-from aca_flows.session.redact import is_secret_name, redact
+from aca_flows.session.redact import redact
+from aca_flows.session.secret_names import is_secret_name
 
 __all__ = ["SessionStore", "new_session_id"]
 

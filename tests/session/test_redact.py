@@ -17,13 +17,12 @@ from aca_flows.session.redact import (
     REDACTED,
     RedactingFilter,
     RedactingStream,
-    is_secret_name,
-    is_secret_variable,
     redact,
     redact_log_handlers,
     redact_text,
-    register_secret,
 )
+from aca_flows.session.secret_names import is_secret_name, is_secret_variable
+from aca_flows.session.secret_values import register_secret
 from aca_flows.session.store import SessionStore
 
 ANTHROPIC_KEY = "sk-ant-api03-" + "A1b2C3d4" * 6
@@ -583,7 +582,7 @@ def readable_pieces(token: str, text: str) -> list[str]:
 
 
 def test_a_secrets_encodings_are_computed_once(monkeypatch):
-    from aca_flows.session import redact as redactor
+    from aca_flows.session import secret_values as redactor
 
     monkeypatch.setenv("NPM_TOKEN", "npm_" + "Q7pLx2Rv9WcN4tYb8KfZ" * 2)
     redact_text("a line")
