@@ -20,7 +20,7 @@ import time
 PHASES: dict[str, float] = {"python started": time.time()}
 # module -> (function, phase reached when it is called, phase reached when it returns)
 WATCHED = {
-    "aca_flows.cli.run": [("_preflight", None, "CLI: provider checks done")],
+    "aca_flows.cli.run": [("preflight", None, "CLI: provider checks done")],
     "aca_flows.flows.server": [("prefect_api_for_run", "Prefect and the flow imported", None)],
     "aca_flows.flows.aca_run": [("open_run", "flow run created, flow started", None)],
     "aca_flows.flows.run_providers": [

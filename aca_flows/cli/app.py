@@ -245,7 +245,8 @@ def nothing_to_resume_here(repo: str) -> Exception:
 def _resume(
     *, target, latest, workdir, budget_usd, config, json_output, repo, open_pr, github_repo
 ) -> int:
-    from aca_flows.cli.run import require_writable_workdir, run_session
+    from aca_flows.cli.preflight import require_writable_workdir
+    from aca_flows.cli.run import run_session
     from aca_flows.cli.working_area import checkout_remote, clone_removed_if_refused
     from aca_flows.session.checkpoints import resolve_resume_target
     from aca_flows.session.errors import NothingToResumeError, UnknownSessionError

@@ -931,7 +931,7 @@ def test_ctrl_c_inside_a_library_callback_while_prefect_starts_is_an_interrupt(
         Parameters(task_file="tasks.md").model_dump_json()
 
     monkeypatch.setattr(run_cli, "run_session", starting_prefect)
-    monkeypatch.setattr(run_cli, "_preflight", lambda *args: None)  # no provider to reach
+    monkeypatch.setattr(run_cli, "preflight", lambda *args: None)  # no provider to reach
     tasks = tmp_path / "tasks.md"
     tasks.write_text("- write a.txt\n")
     workdir = make_repo(tmp_path / "repo")

@@ -419,7 +419,7 @@ def test_ctrl_c_before_prefect_starts_says_that_nothing_ran(tmp_path, capsys, mo
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(run_cli, "_preflight", interrupted)  # Ctrl-C while aca looks around
+    monkeypatch.setattr(run_cli, "preflight", interrupted)  # Ctrl-C while aca looks around
     repo = make_repo(tmp_path / "repo")
     head = git.Repo(repo).head.commit.hexsha
 
@@ -450,7 +450,7 @@ def test_ctrl_c_while_prefect_starts_says_whether_a_session_can_be_resumed(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(run_cli, "_run_flow", prefect_starting)
-    monkeypatch.setattr(run_cli, "_preflight", lambda *args: None)  # no provider to reach
+    monkeypatch.setattr(run_cli, "preflight", lambda *args: None)  # no provider to reach
     repo = make_repo(tmp_path / "repo")
 
     code = main(["run", str(HELLO), "-w", str(repo), "--config", str(HELLO_CONFIG)])
