@@ -75,6 +75,17 @@ def build_providers(
             record=Path(request.record) if request.record else None,
             scrub=redact,
         )
+        # The budget innermost: a call is admitted right before it is made, after every
+        # wait for a rate limit or a concurrency slot. Admitted before them, calls that
+        # waited went out long after the spend had reached the budget (7 calls over it).
+        provider = SpendGuard(
+            provider,
+            meter,
+            ledger,
+            call_ceiling(name, config),
+            # A replay's calls cost what they were recorded at; a local Ollama's, nothing.
+            free=name == "replay" or (name == "ollama" and not priced_by_aca(name, config)),
+        )
         if name != "replay":  # a cassette has no rate limits to respect
             shared = prefect_limits_for(name, config, say=run_logger().info)
             limiter = rate_limiter_for(
@@ -92,14 +103,7 @@ def build_providers(
         # Retries outermost: each try passes the budget check and its spend reaches the
         # ledger, and a retry's wait holds no concurrency slot.
         built[name] = with_call_retries(
-            SpendGuard(
-                provider,
-                meter,
-                ledger,
-                call_ceiling(name, config),
-                # A replay's calls cost what they were recorded at; a local Ollama's, nothing.
-                free=name == "replay" or (name == "ollama" and not priced_by_aca(name, config)),
-            ),
+            provider,
             config.session,
             on_wait=_log_call_retry(store),
             # No call retried once the run is stopping: its Ctrl-C may be what failed it.

@@ -232,3 +232,43 @@ def test_a_run_of_eight_tasks_holds_its_first_calls_under_a_small_budget(
     assert budget <= summary["cost_usd"] < budget + one_call
     log = load_session_log(repo, summary["session_id"])
     assert "(the most a call may cost, as none has returned yet)" in log
+
+
+def test_calls_that_wait_for_a_rate_limit_are_checked_against_the_budget_when_they_go(
+    tmp_path, repo, anthropic_fake
+):
+    # One call at a time (the limiter's in-flight slot): the 8 tasks' calls wait in turn. They
+    # were admitted before that wait, when only a cheap first call had returned ($0.0006 a
+    # call in flight), and went out one after another after the spend reached the budget:
+    # $0.72 on a $0.10 budget.
+    agent = TurnsAgent(3)
+
+    def priced(request):
+        reply = agent(request)
+        if len(agent.paid) > 1:  # every call but the first: $0.09
+            agent.paid[-1] = {"input_tokens": 20_000, "output_tokens": 2_000}
+            reply = replace(reply, usage=agent.paid[-1])
+        return replace(reply, delay=0.1)
+
+    for _ in range(40):
+        anthropic_fake.anthropic.enqueue(priced)
+    config = tmp_path / "aca.toml"
+    config.write_text(
+        "[rate_limiting]\nmax_concurrent_requests = 1\nmax_requests_per_minute = 10000\n"
+        "max_tokens_per_minute = 100000000\n"
+    )
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("".join(f"- write the files {{#t{i}}}\n" for i in range(8)))
+    outcome = run_flow(
+        task_file=str(tasks),
+        workdir=str(repo),
+        model=MODEL,
+        max_concurrent=8,
+        budget_usd=0.10,
+        config_file=str(config),
+    )
+    assert outcome.state_name == "Stopped"
+    # The first call and two at $0.09: the second took the spend to $0.09, under the budget;
+    # the third passed it, as a call with nothing in flight may (by one call).
+    assert len(agent.paid) == 3
+    assert outcome.summary["cost_usd"] == pytest.approx(0.0006 + 2 * 0.09)
