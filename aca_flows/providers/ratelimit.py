@@ -50,6 +50,7 @@ import os
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -217,6 +218,7 @@ class RateLimiter:
         self.blocks = UsageBlocks()
         self.last_headers: dict[str, str] = {}
         self.in_flight = 0
+        self._waiting: deque[object] = deque()  # calls held, in the order they came
         self._lock = threading.Lock()
         if self.state_file is not None:
             saved = _read_state_file(self.state_file).get(state_key)
@@ -230,36 +232,52 @@ class RateLimiter:
         ``UsageLimitReached`` when the config says stop at the block budget."""
         notice = self.notice()
         self._refresh_blocks()
-        while True:
-            with self._lock:
-                now = self.clock()
-                waits = {
-                    "server retry-after": self.paused_until - now,
-                    "5-hour usage budget": self._block_wait(now),
-                }
-                if self.local_rates:
-                    waits["requests per minute"] = self.requests.wait_time(1, now)
-                    waits["tokens per minute"] = self.tokens.wait_time(estimated_tokens, now)
-                reason, wait = max(waits.items(), key=lambda item: item[1])
-                room = not self.local_rates or self.in_flight < self.limits.max_concurrent_requests
-                if wait <= 0 and room:
+        ticket = object()
+        try:
+            while True:
+                with self._lock:
+                    now = self.clock()
+                    waits = {
+                        "server retry-after": self.paused_until - now,
+                        "5-hour usage budget": self._block_wait(now),
+                    }
                     if self.local_rates:
-                        self.requests.take(1, now)
-                        self.tokens.take(estimated_tokens, now)
-                    self.in_flight += 1
-                    notice.done()
-                    return Permit(estimated_tokens, self.tokens.spilled)
-                if wait <= 0:
-                    reason, wait = "calls in flight", self.poll_seconds
-                    told = in_flight_to_end(self.limits.max_concurrent_requests)
-                    notice.waiting(f"{told} (max_concurrent_requests)")
-                else:
-                    notice.waiting(self._why(reason, estimated_tokens), wait)
-                # A wait below the clock's resolution would never move it: round it up.
-                wait = max(wait, 0.001)
-            if self.on_wait is not None:
-                self.on_wait(wait, reason)
-            await self.sleep(wait)
+                        waits["requests per minute"] = self.requests.wait_time(1, now)
+                        waits["tokens per minute"] = self.tokens.wait_time(estimated_tokens, now)
+                    reason, wait = max(waits.items(), key=lambda item: item[1])
+                    room = (
+                        not self.local_rates or self.in_flight < self.limits.max_concurrent_requests
+                    )
+                    # First come, first served: a task's next turn, waiting, goes before the
+                    # first calls of tasks that started after it (each paid turn of a task
+                    # that is stopped before its end is paid again on resume).
+                    turn = not self._waiting or self._waiting[0] is ticket
+                    if wait <= 0 and room and turn:
+                        if self.local_rates:
+                            self.requests.take(1, now)
+                            self.tokens.take(estimated_tokens, now)
+                        self.in_flight += 1
+                        notice.done()
+                        return Permit(estimated_tokens, self.tokens.spilled)
+                    if ticket not in self._waiting:
+                        self._waiting.append(ticket)
+                    if wait <= 0 and room:  # an earlier call goes first
+                        reason, wait = "calls that came first", self.poll_seconds / 5
+                    elif wait <= 0:
+                        reason, wait = "calls in flight", self.poll_seconds
+                        told = in_flight_to_end(self.limits.max_concurrent_requests)
+                        notice.waiting(f"{told} (max_concurrent_requests)")
+                    else:
+                        notice.waiting(self._why(reason, estimated_tokens), wait)
+                    # A wait below the clock's resolution would never move it: round it up.
+                    wait = max(wait, 0.001)
+                if self.on_wait is not None:
+                    self.on_wait(wait, reason)
+                await self.sleep(wait)
+        finally:
+            with self._lock:
+                if ticket in self._waiting:
+                    self._waiting.remove(ticket)
 
     def notice(self) -> WaitNotice:
         """A ``WaitNotice`` for one call of this limiter's provider."""

@@ -601,3 +601,32 @@ def test_two_processes_on_one_account_spend_one_5_hour_budget(fake_clock, tmp_pa
         run(second.complete(REQUEST))
     saved = json.loads(state_file.read_text())["providers"]["default"]["blocks"]
     assert [block["tokens"] for block in saved] == [1200]
+
+
+def test_calls_held_for_a_slot_go_in_the_order_they_came(fake_clock):
+    # A task's next turn waited first, yet the first calls of tasks that came after it took
+    # each slot that freed: the task that had paid turns went last (and a budget stop then
+    # threw its paid turns away).
+    limiter = RateLimiter(
+        _limits(max_requests_per_minute=1000, max_concurrent_requests=1),
+        clock=fake_clock,
+        sleep=fake_clock.sleep,
+    )
+    order: list[str] = []
+
+    async def call(name: str, arrives: float) -> None:
+        await fake_clock.sleep(arrives)
+        permit = await limiter.acquire()
+        order.append(name)
+        await fake_clock.sleep(10)
+        limiter.release(permit)
+
+    async def all_of_them():
+        # They look for a slot every 0.25 s from when they came: the new calls look just
+        # before the next turn does, when the first call's slot frees at 10 s.
+        news = [call(f"new {i}", 2.13 + i * 0.01) for i in range(3)]
+        await asyncio.gather(call("running", 0), call("next turn", 1.2), *news)
+
+    run(all_of_them())
+
+    assert order == ["running", "next turn", "new 0", "new 1", "new 2"]
