@@ -171,11 +171,11 @@ class SpendMeter:
 
 
 def budget_reached(budget_usd: float) -> str:
-    """Why a run stops for its budget. A budget under a cent is not shown as "$0.00", which
-    reads as no budget at all. No spend in it: calls in flight when the budget was reached
-    return later, paid; the run's end adds the final spend (``with_final_spend``)."""
-    budget = f"{budget_usd:.2f}" if budget_usd >= 0.01 else f"{budget_usd:g}"
-    return f"budget of ${budget} reached"
+    """Why a run stops for its budget, as given: rounded to cents, $0.042 was "$0.04" and
+    $0.096 "$0.10" while the run went on under it. No spend in it: calls in flight when the
+    budget was reached return later, paid; the run's end adds the final spend
+    (``with_final_spend``)."""
+    return f"budget of ${budget_usd:g} reached"
 
 
 def with_final_spend(reason: str, spent_usd: float) -> str:

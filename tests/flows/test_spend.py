@@ -272,3 +272,12 @@ def test_calls_that_wait_for_a_rate_limit_are_checked_against_the_budget_when_th
     # the third passed it, as a call with nothing in flight may (by one call).
     assert len(agent.paid) == 3
     assert outcome.summary["cost_usd"] == pytest.approx(0.0006 + 2 * 0.09)
+
+
+@pytest.mark.parametrize(("budget", "said"), [(0.042, "$0.042"), (0.096, "$0.096"), (5, "$5")])
+def test_a_budget_stop_names_the_budget_as_it_was_given(budget, said):
+    # Rounded to cents: $0.042 was "$0.04", and $0.096 "$0.10" while the run went on under it.
+    meter = SpendMeter(lambda: budget, budget)
+    with pytest.raises(BudgetReached) as stopped:
+        asyncio.run(meter.admit())
+    assert str(stopped.value) == f"budget of {said} reached"
