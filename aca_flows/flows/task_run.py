@@ -327,6 +327,9 @@ async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
         if isinstance(exc, SessionBranchLost):
             return _limit_reached(run, branch_lost_stop(run, exc), "branch-lost")
         if isinstance(exc, TransientProviderError):
+            if exc.status_code in _WAIT_ANSWERS and attempt > retries:
+                # Its last attempt: the provider still says wait. No verdict on the task.
+                return _limit_reached(run, rate_limited_stop(run, task_, exc), "usage-limit")
             _journal_retry(run, task_id, attempt, retries, str(exc), logger)
         raise
     finally:
@@ -402,6 +405,26 @@ def cannot_serve_stop(run: ActiveRun, task_: Task, error: ProviderCannotServe) -
     )
     run.cannot_serve[name] = reason
     return reason
+
+
+# A provider's "wait": rate limited (429), overloaded (529).
+_WAIT_ANSWERS = (429, 529)
+
+
+def rate_limited_stop(run: ActiveRun, task_: Task, error: TransientProviderError) -> str:
+    """Why the run stops when a task's provider still answers "wait" (429, 529) after every
+    retry of the call and every attempt of the task: a limit of the account or the
+    provider's load, no verdict on the task, which stays pending; later tasks would only
+    wait the same way. Failed, it skipped its dependents and exited 1."""
+    name = task_.provider or run.default_provider
+    what = "rate limited" if error.status_code == 429 else "overloaded"
+    resume = _resume_of(run)
+    then = f"`{resume}` continues" if resume else "resume the session"
+    return (
+        f"{name} still answered {error.status_code} ({what}) after every retry of task "
+        f"{task_.id}'s call, so the run stopped and no task failed; once the limit clears "
+        f"(or with a lower [rate_limiting] max_requests_per_minute or --max-concurrent), {then}"
+    )
 
 
 def branch_lost_stop(run: ActiveRun, error: SessionBranchLost) -> str:

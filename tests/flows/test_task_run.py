@@ -266,21 +266,60 @@ def test_attempts_used_up_fail_the_task_with_a_plain_reason(
     monkeypatch.setenv("ACA_SESSION__CALL_RETRIES", "0")
     monkeypatch.setenv("ACA_SESSION__MAX_ATTEMPTS", "2")
     agent = TurnsAgent(3)
-    script(anthropic_fake, agent, overloaded(), overloaded(), agent)
+    broken = Reply(status=500, error="Internal server error")
+    script(anthropic_fake, agent, broken, broken, agent)
 
     outcome = run(tmp_path, repo)
 
     assert outcome.state_name == "Failed"
     assert outcome.summary["failed_ids"] == ["a"]
-    assert len(anthropic_fake.model_calls) == 3  # one paid call, a 529; then a 529 at once
+    assert len(anthropic_fake.model_calls) == 3  # one paid call, a 500; then a 500 at once
     session = load_session(repo, outcome.summary["session_id"])
     task = session.plan.task("a")
     assert session.tasks["a"].attempts == 2
-    assert task.status.reason.startswith("anthropic: temporarily unavailable (529): Overloaded.")
+    assert task.status.reason.startswith("anthropic: ")
+    assert "(500)" in task.status.reason and "Internal server error" in task.status.reason
     assert task.status.reason.endswith("(gave up after 2 attempt(s))")
     assert "Traceback" not in task.status.reason and "Error:" not in task.status.reason
     assert session.usage[0].calls == 1  # the paid call of attempt 1 is on the bill
     assert "Retries are exhausted" in caplog.text and "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize(("status", "what"), [(429, "rate limited"), (529, "overloaded")])
+def test_a_provider_that_still_says_wait_after_every_attempt_stops_the_run_failing_nothing(
+    tmp_path, repo, anthropic_fake, monkeypatch, status, what
+):
+    # An account's rate limit that outlasted the retries failed the task and skipped its
+    # dependents (exit 1): a nightly batch under a limit of a few minutes failed every task.
+    monkeypatch.setenv("ACA_SESSION__CALL_RETRIES", "0")
+    monkeypatch.setenv("ACA_SESSION__MAX_ATTEMPTS", "2")
+    agent = TurnsAgent(3)
+
+    def either(request):  # b writes g1.txt, g2.txt: its own change
+        reply = agent(request)
+        if "then the rest" in request.body.decode():
+            for call in reply.tool_calls:
+                if "path" in call["arguments"]:
+                    call["arguments"]["path"] = "g" + call["arguments"]["path"][1:]
+        return reply
+
+    wait = Reply(status=status, retry_after=0.05, error="slow down")
+    script(anthropic_fake, either, wait, wait, *[either] * 6)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write the files {#a}\n- then the rest {#b depends_on=a}\n")
+
+    outcome = run_flow(task_file=str(tasks), workdir=str(repo), model=MODEL)
+
+    assert outcome.state_name == "Stopped" and outcome.summary["status"] == "stopped"
+    assert outcome.summary["failed_ids"] == []
+    session = load_session(repo, outcome.summary["session_id"])
+    assert session.plan.task("a").status.state == "pending"
+    assert session.plan.task("b").status.state == "pending"  # not skipped
+    reason = outcome.summary["stopped_reason"]
+    assert f"anthropic still answered {status} ({what}) after every retry of task a's" in reason
+    assert f"`aca resume {session.id}" in reason
+    resumed = run_flow(session_id=session.id, workdir=str(repo))
+    assert resumed.summary["status"] == "completed"
 
 
 def test_empty_answers_fail_the_task_after_three_paid_calls_saying_what_the_model_did(
