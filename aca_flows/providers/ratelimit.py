@@ -133,6 +133,13 @@ class WaitNotice:
             return
         self.told = True
         length = f"about {_duration(seconds)}" if seconds is not None else "until there is room"
+        waited = self.clock() - self.started
+        if waited >= 1:  # what made the wait long was behind it: "waits about 0 s" said none
+            length += " more" if seconds is not None else ""
+            self.say(
+                f"{self.subject} has waited {_duration(waited)}, and waits {length} for {reason}."
+            )
+            return
         self.say(f"{self.subject} waits {length} for {reason}.")
 
     def done(self) -> None:

@@ -501,8 +501,8 @@ def test_short_waits_pass_unremarked_and_a_queue_for_calls_in_flight_is_told(fak
     _burst(RateLimitedProvider(inner, limiter), 2)
 
     assert notices[0] == (
-        "a call to anthropic waits until there is room for the 1 call in flight to end "
-        "(max_concurrent_requests)."
+        "a call to anthropic has waited 5 s, and waits until there is room for the 1 call in "
+        "flight to end (max_concurrent_requests)."
     )
     assert notices[1] == "a call to anthropic waited 20 s and goes now."
 
