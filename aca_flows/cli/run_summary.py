@@ -82,12 +82,18 @@ def _how_to_go_on(summary: dict, options: RunOptions) -> str:
     elif summary["status"] == "stopped" and budget is not None and spent >= budget:
         go_on = f"`{resume} --budget-usd N` continues, with N above the ${exact_usd(spent)} spent"
         # Just above it, the resume pays for a call or two and stops again: the stopped task
-        # starts over, and needs what a whole task costs.
+        # starts over, and needs what a whole task costs; and the tasks a resume starts at
+        # once share N: room for one was room for none when two started.
         if task := max((run.cost_usd for run in session.tasks.values()), default=0.0):
-            go_on += (
-                f": a task of this session has cost up to ${task:.4f}, so N = "
-                f"{exact_usd(spent + task)} leaves room for about one more"
-            )
+            go_on += f": a task of this session has cost up to ${task:.4f}, so N = "
+            at_once = _started_at_once(session, options)
+            if at_once == 1:
+                go_on += f"{exact_usd(spent + task)} leaves room for about one more"
+            else:
+                go_on += (
+                    f"{exact_usd(spent + at_once * task)} leaves room for the {at_once} tasks "
+                    "the resume starts at once"
+                )
         go_on += "."
     else:
         go_on = f"`{resume}` continues."
@@ -103,6 +109,16 @@ def _how_to_go_on(summary: dict, options: RunOptions) -> str:
             f"was then: `{run}` runs it as it is now."
         )
     return go_on.strip()
+
+
+def _started_at_once(session, options: RunOptions) -> int:
+    """How many tasks a resume of ``session`` starts at once: those ready to start, up to
+    the configuration's ``max_concurrent_tasks`` (a resume has no --max-concurrent)."""
+    from aca_flows.plan.dag import DagProgress
+    from aca_flows.settings import load_config
+
+    limit = load_config(options.workdir, options.config).config.session.max_concurrent_tasks
+    return max(1, min(limit, len(DagProgress(session.plan).ready())))
 
 
 def _pull_request_line(summary: dict, options: RunOptions) -> str | None:

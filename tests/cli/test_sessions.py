@@ -267,3 +267,42 @@ def test_the_runs_last_line_cannot_write_over_the_terminal(tmp_path, capsys):
 
     out = capsys.readouterr().out
     assert "\x1b" not in out and "Why: provider said \\x1b[2Jall done." in out
+
+
+def test_a_budget_stops_resume_leaves_room_for_each_task_it_starts_at_once(tmp_path, capsys):
+    # "N leaves room for about one more" was room for none: the resume started two tasks at
+    # once, each paid its first calls, and the budget stopped both.
+    from aca_flows.cli.options import RunOptions
+    from aca_flows.cli.run_summary import show_summary
+
+    plan = ExecutionPlan(
+        name="Nightly",
+        tasks=[Task(id=name, title=f"Task {name}") for name in ("a", "b", "c")],
+    )
+    with SessionStore.create(tmp_path, plan, provider="anthropic", model="claude-x") as store:
+        store.task_started("a", provider="anthropic", model="claude-x")
+        usage = Usage(input_tokens=1200, output_tokens=300)
+        store.call_recorded(
+            provider="anthropic",
+            model="claude-x",
+            usage=usage,
+            cost_usd=0.012,
+            task_id="a",
+            attempt=1,
+        )
+        store.task_completed("a", TaskResult(commit="1234567890abcdef", summary="ok"))
+        store.finish("stopped", "budget of $0.01 reached")
+    summary = {
+        "session_id": store.session_id,
+        "status": "stopped",
+        "branch": store.session.branch,
+        "tasks": {},
+        "stopped_reason": "budget of $0.01 reached",
+        "budget_usd": 0.01,
+        "cost_usd": 0.012,
+    }
+
+    show_summary(summary, RunOptions(workdir=tmp_path))
+
+    out = capsys.readouterr().out
+    assert "so N = 0.036 leaves room for the 2 tasks the resume starts at once." in out
