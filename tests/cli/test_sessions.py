@@ -40,6 +40,19 @@ def make_session(workdir, name="Nightly fixes") -> SessionStore:
     return store
 
 
+def ended(store: SessionStore, status: str, **extra) -> dict:
+    """The summary a run that ended ``status`` hands ``show_summary``."""
+    session = store.session
+    return {
+        "session_id": session.id,
+        "status": status,
+        "branch": session.branch,
+        "tasks": {},
+        "stopped_reason": session.status_reason,
+        **extra,
+    }
+
+
 def invoke(*args: str):
     return runner.invoke(app, list(args), catch_exceptions=True)
 
@@ -255,15 +268,8 @@ def test_the_runs_last_line_cannot_write_over_the_terminal(tmp_path, capsys):
 
     with make_session(tmp_path) as store:
         store.finish("failed", "provider said \x1b[2Jall done")
-    summary = {
-        "session_id": store.session_id,
-        "status": "failed",
-        "branch": store.session.branch,
-        "tasks": {},
-        "stopped_reason": "provider said \x1b[2Jall done",
-    }
 
-    show_summary(summary, RunOptions(workdir=tmp_path))
+    show_summary(ended(store, "failed"), RunOptions(workdir=tmp_path))
 
     out = capsys.readouterr().out
     assert "\x1b" not in out and "Why: provider said \\x1b[2Jall done." in out
@@ -292,15 +298,7 @@ def test_a_budget_stops_resume_leaves_room_for_each_task_it_starts_at_once(tmp_p
         )
         store.task_completed("a", TaskResult(commit="1234567890abcdef", summary="ok"))
         store.finish("stopped", "budget of $0.01 reached")
-    summary = {
-        "session_id": store.session_id,
-        "status": "stopped",
-        "branch": store.session.branch,
-        "tasks": {},
-        "stopped_reason": "budget of $0.01 reached",
-        "budget_usd": 0.01,
-        "cost_usd": 0.012,
-    }
+    summary = ended(store, "stopped", budget_usd=0.01, cost_usd=0.012)
 
     show_summary(summary, RunOptions(workdir=tmp_path))
 
