@@ -420,8 +420,12 @@ def _held_for_the_run(workdir, session_id: str | None, repo: str | None) -> Iter
 
 @contextmanager
 def redacted_terminal() -> Iterator[None]:
-    """What a run prints (the live view, its summary, errors) passes the redactor."""
+    """What a run prints (the live view, its summary, errors) passes the redactor, and a
+    reader that went away (a ``| tee`` the same Ctrl-C ended) does not end the run."""
+    from aca_flows._closed_output import survive_a_gone_reader
     from aca_flows.session.redact import RedactingStream
+
+    survive_a_gone_reader()
 
     streams = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)

@@ -66,6 +66,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from aca_flows._closed_output import READER_GONE, drop_output_of
 from aca_flows._logging import all_log_handlers
 from aca_flows.session.hex_dumps import redact_hex_dumps
 from aca_flows.session.secret_names import (
@@ -376,15 +377,29 @@ def redact_log_handlers() -> None:
 
 
 class RedactingStream:
-    """A text stream (``sys.stdout``) whose writes are redacted; everything else is the
-    wrapped stream's (``isatty``, ``fileno``, ``encoding``)."""
+    """A text stream (``sys.stdout``) whose writes are redacted, and dropped once nobody
+    reads them (``_closed_output.py``); everything else is the wrapped stream's
+    (``isatty``, ``fileno``, ``encoding``)."""
 
     def __init__(self, inner):
         self._inner = inner
 
     def write(self, text: str) -> int:
-        self._inner.write(redact_text(text))
+        try:
+            self._inner.write(redact_text(text))
+        except OSError as exc:  # its reader is gone: the run goes on, unread
+            if exc.errno not in READER_GONE:
+                raise
+            drop_output_of(self._inner)
         return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._inner.flush()
+        except OSError as exc:
+            if exc.errno not in READER_GONE:
+                raise
+            drop_output_of(self._inner)
 
     def writelines(self, lines) -> None:
         for line in lines:

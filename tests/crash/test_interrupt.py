@@ -4,12 +4,21 @@ session is refused. Real ``aca`` processes, real git, real Prefect, the fake Ant
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
+import sys
 import time
 
-from tests.crash.conftest import flow_runs_of, only_session, task_ended, task_runs_of, wait_for
+from tests.crash.conftest import (
+    ROOT,
+    flow_runs_of,
+    only_session,
+    task_ended,
+    task_runs_of,
+    wait_for,
+)
 from tests.crash.test_kill_and_resume import CHAIN, Agent, agent_task_ids, branch_tasks
 from tests.fakes.coding_agent import coding_agent
 from tests.fakes.llm_server import Reply
@@ -329,3 +338,42 @@ def test_a_hangup_stops_the_run_as_sigterm_does(aca, repo, llm, tmp_path, prefec
     assert data["status"] == "interrupted"
     (flow_run,) = flow_runs_of(prefect_api, session.name)
     assert flow_run.state.is_cancelled() and flow_run.state.message == "interrupted by SIGHUP"
+
+
+def test_a_ctrl_c_that_also_ends_the_reader_of_the_output_still_lets_the_task_finish(
+    aca, repo, llm, tmp_path
+):
+    # `aca run ... 2>&1 | tee run.log`: the terminal's Ctrl-C ends tee too. aca's next line
+    # went to a broken pipe, and Rich ended the process there (exit 1): the task in its grace
+    # period was lost, its call in flight unpaid, the session's end never recorded.
+    agent = Agent("b")
+    llm.anthropic.scripted_for = lambda r: bool(r.json and r.json.get("tools"))
+    for _ in range(40):
+        llm.anthropic.enqueue(agent)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(CHAIN)
+    run = [sys.executable, "-m", "aca_flows", "run", str(tasks), "--model", "claude-test"]
+    proc = subprocess.Popen(
+        [*run, "--workdir", str(repo)],
+        env=aca.env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        session = only_session(repo)
+        wait_for(lambda: agent.arrived.is_set() or proc.poll() is not None, WAIT, "b's call")
+        proc.stdout.close()  # the reader is gone, as tee is at the Ctrl-C
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(1)  # the stop notice is written, to no one
+        agent.release.set()
+        code = wait_exit(proc, WAIT)
+    finally:
+        agent.release.set()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert code == 130
+    assert branch_tasks(repo, f"aca/{session.name}") == ["a", "b"]  # b finished in its grace
+    data = json.loads((session / "meta" / "session.json").read_text())
+    assert data["status"] == "interrupted"
