@@ -291,19 +291,16 @@ async def execute_task(
                 log.write("merge_conflict", run=run, files=exc.files)
                 continue
             except SessionBranchCheckedOut as exc:
-                # Nothing landed, the branch is as it was: the work is shown in the outcome,
-                # and once the checkout is on another branch a resume runs the task again.
+                # Nothing landed, the branch is as it was. No verdict on the work, and no
+                # later task could land either: the run stops (``task_run``), and once the
+                # checkout is on another branch a resume runs the task again. Failed, it
+                # went on starting tasks whose work was bound to be thrown away.
+                log.write("stopped", reason=str(exc))
                 if resume is not None:
-                    exc = SessionBranchCheckedOut(exc.session_id, exc.path, exc.task_id, resume)
-                log.write("task_failed", reason=str(exc))
-                changed = real_changes(await in_thread(worktree.changed_files))
-                return TaskOutcome(
-                    status="failed",
-                    failure_reason=str(exc),
-                    diff=await in_thread(_failed_diff, worktree, changed),
-                    summary=summary,
-                    **fields,
-                )
+                    raise SessionBranchCheckedOut(
+                        exc.session_id, exc.path, exc.task_id, resume
+                    ) from None
+                raise
             worktrees.landed(task_id)
             log.write("merged", commit=landed.commit_sha, files=landed.change.files)
             command = fields["verify_command"]

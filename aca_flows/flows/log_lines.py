@@ -156,6 +156,7 @@ _DESCRIBERS = {
     ),
     "no_change": lambda r: f"no change needed: {_short(r.get('reason', ''))}",
     "task_failed": lambda r: f"task failed: {_short(r.get('reason', ''))}",
+    "stopped": lambda r: f"stopped, no verdict on the work: {_short(r.get('reason', ''))}",
     "subtasks_rejected": lambda r: f"subtasks rejected: {_short(r.get('reason', ''))}",
 }
 

@@ -60,7 +60,7 @@ from aca_flows.providers.ratelimit import UsageLimitReached
 from aca_flows.session.events import StopTrigger
 from aca_flows.session.redact import redact, redact_text
 from aca_flows.settings import AcaConfig
-from aca_flows.workspace.repository import SessionBranchLost
+from aca_flows.workspace.repository import SessionBranchCheckedOut, SessionBranchLost
 
 if TYPE_CHECKING:
     from aca_flows.session.store import SessionStore
@@ -326,6 +326,8 @@ async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
             return _limit_reached(run, cannot_serve_stop(run, task_, exc), "provider")
         if isinstance(exc, SessionBranchLost):
             return _limit_reached(run, branch_lost_stop(run, exc), "branch-lost")
+        if isinstance(exc, SessionBranchCheckedOut):
+            return _limit_reached(run, str(exc), "branch-checked-out")
         if isinstance(exc, TransientProviderError):
             if exc.status_code in _WAIT_ANSWERS and attempt > retries:
                 # Its last attempt: the provider still says wait. No verdict on the task.

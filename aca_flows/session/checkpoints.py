@@ -320,5 +320,6 @@ def _default_description(session: SessionRecord, trigger: CheckpointTrigger) -> 
         "usage-limit": f"stopped by a provider's usage limit: {progress}",
         "provider": f"stopped: a provider cannot serve the run: {progress}",
         "branch-lost": f"stopped: the session branch is gone: {progress}",
+        "branch-checked-out": f"stopped: the session branch is checked out: {progress}",
         "end": f"end of run ({session.status}): {progress}",
     }[trigger]

@@ -17,6 +17,7 @@ from aca_flows.plan.models import ExecutionPlan, SetupCommand, Task
 from aca_flows.session.layout import AcaDir
 from aca_flows.settings import AcaConfig
 from aca_flows.workspace import (
+    SessionBranchCheckedOut,
     completed_task_commits,
     read_change_log,
     session_branch_head,
@@ -685,12 +686,10 @@ def test_a_check_cannot_make_the_ignored_files_come_back_outside_the_worktree(tm
     assert seen == {"hk": False, "x.log": "x\n", "told": True}
 
 
-def test_work_that_cannot_land_on_a_checked_out_session_branch_fails_showing_the_work(
-    tmp_path, repo
-):
+def test_work_that_cannot_land_on_a_checked_out_session_branch_stops_the_task(tmp_path, repo):
     """The user checked the session branch out while the task ran: moving it would leave
-    their files behind. The task fails with the fix, the branch unmoved, the work in its
-    diff, the spend counted; the checkout stays clean."""
+    their files behind. The task stops (no verdict: the run stops, and no later task could
+    land either) with the fix, the branch unmoved; the checkout stays clean."""
 
     def write_and_check_out(_request):
         repo.git.checkout(f"aca/{SESSION}")  # the user, in their checkout, mid-task
@@ -698,16 +697,15 @@ def test_work_that_cannot_land_on_a_checked_out_session_branch_fails_showing_the
 
     provider = ScriptedProvider(write_and_check_out, tool_calls(tool_use("finish", summary="b")))
     task = Task(id="t1", title="Write b")
-    outcome = asyncio.run(execute(tmp_path, plan_of(task), "t1", provider))
+    with pytest.raises(SessionBranchCheckedOut) as stopped:
+        asyncio.run(execute(tmp_path, plan_of(task), "t1", provider))
 
-    assert outcome.status == "failed"
-    assert outcome.failure_reason.startswith(
+    assert str(stopped.value).startswith(
         f"task t1 did not land (aca/{SESSION} is unchanged): the session branch "
         f"aca/{SESSION} is checked out in {tmp_path}:"
     )
     # The resume names the repository: the reader is elsewhere (the merge knows its folder).
-    assert f"`aca resume {SESSION} --workdir {tmp_path}` runs it again" in outcome.failure_reason
-    assert "+b" in outcome.diff and outcome.cost_usd > 0
+    assert f"`aca resume {SESSION} --workdir {tmp_path}` runs it again" in str(stopped.value)
     assert branch_subjects(repo) == ["init"] and completed_task_commits(repo, SESSION) == {}
     assert repo.git.status("--porcelain") == "" and not (tmp_path / "b.txt").exists()
     assert not (tmp_path / ".aca" / "worktrees" / SESSION / "t1").exists()

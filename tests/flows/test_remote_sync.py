@@ -439,7 +439,7 @@ def test_a_checked_out_branch_and_a_session_in_use_name_the_repo_resume(
     tasks = write_tasks(tmp_path, "- write a.txt {#a}\n")
     monkeypatch.chdir(tmp_path)
     first = run_flow(task_file=str(tasks), repo=str(remote), session_id="mid").summary
-    reason = first["tasks"]["a"]["reason"]
+    reason = first["stopped_reason"]
     assert "task a did not land" in reason
     resume = _command_in(reason, "runs it again.")
     assert resume == ["resume", "mid", "--repo", str(remote)]

@@ -505,13 +505,18 @@ def test_a_session_branch_checked_out_mid_run_stops_the_landing_and_a_resume_lan
     for _ in range(3):
         anthropic_fake.anthropic.enqueue(checks_out_then_works)
     tasks = tmp_path / "tasks.md"
-    tasks.write_text("- write b.txt {#b}\n")
+    tasks.write_text("- write b.txt {#b}\n- write c.txt {#c}\n")
     start = git.Repo(repo).git.rev_parse("HEAD")
 
-    first = run_flow(task_file=str(tasks), workdir=str(repo), session_id="mid").summary
+    first = run_flow(
+        task_file=str(tasks), workdir=str(repo), session_id="mid", max_concurrent=1
+    ).summary
 
-    assert first["status"] == "failed" and first["failed_ids"] == ["b"]
-    reason = first["tasks"]["b"]["reason"]
+    # No verdict on b, and no later task could land: the run stops (it failed b and went
+    # on starting tasks whose work was bound to be thrown away).
+    assert first["status"] == "stopped" and first["failed_ids"] == []
+    assert first["counts"] == {"pending": 2}  # c never started
+    reason = first["stopped_reason"]
     assert "task b did not land (aca/mid is unchanged)" in reason
     assert f"the session branch aca/mid is checked out in {view}:" in reason
     assert f"git -C {view} checkout -" in reason
@@ -521,7 +526,7 @@ def test_a_session_branch_checked_out_mid_run_stops_the_landing_and_a_resume_lan
     assert git.Repo(view).git.status("--porcelain") == ""
 
     git.Repo(view).git.switch("--detach")
-    for _ in range(3):
+    for _ in range(6):
         anthropic_fake.anthropic.enqueue(coding_agent)
     assert main([*shlex.split(resume)[1:], "--json"]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
