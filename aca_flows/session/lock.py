@@ -1,7 +1,8 @@
 """One writer per session: ``meta/session.lock``, held by the process that runs the session.
 
-The lock is an exclusive ``flock`` on the lock file, and the file names its holder (pid, host,
-since when) in JSON. The kernel drops a ``flock`` when its process dies, however it dies, so
+The lock is an exclusive ``flock`` on the lock file and on its folder (``meta/``, which a hand
+cannot delete from under a live run as it can the file), and the file names its holder (pid,
+host, since when) in JSON. The kernel drops a ``flock`` when its process dies, however it dies, so
 the lock of a crashed or SIGKILLed process is free at once: the next ``acquire`` takes it
 over and reports the previous holder in ``SessionLock.previous_holder``. A live holder makes
 ``acquire`` raise ``SessionLockedError`` (an ``AcaError``: exit 2) naming its pid.
@@ -64,6 +65,7 @@ class SessionLock:
         self.remote = remote
         self.previous_holder: LockHolder | None = None
         self._fd: int | None = None
+        self._folder_fd: int | None = None
         self._borrowed = False  # from ``held_for_run``: its block gives the lock up
 
     @property
@@ -99,6 +101,21 @@ class SessionLock:
             if _same_file(fd, self.lock_file):
                 break
             os.close(fd)
+        # And its folder: a lock file deleted by hand under a live run (its path is in the
+        # refusal) let a second writer in, and the two corrupted the journal.
+        folder = os.open(self.lock_file.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(folder)
+            with contextlib.suppress(FileNotFoundError):
+                if _same_file(fd, self.lock_file):
+                    self.lock_file.unlink()  # ours, made just now: the holder's was deleted
+            os.close(fd)
+            raise SessionLockedError(
+                self.session_id, self.lock_file, None, None, self._resume()
+            ) from None
+        self._folder_fd = folder
         self.previous_holder = _read_fd(fd)
         me = LockHolder(pid=os.getpid(), host=socket.gethostname(), started_at=_now())
         data = (json.dumps(me.model_dump(mode="json")) + "\n").encode()
@@ -134,6 +151,10 @@ class SessionLock:
                 self.lock_file.unlink()
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+        if self._folder_fd is not None:
+            folder, self._folder_fd = self._folder_fd, None
+            fcntl.flock(folder, fcntl.LOCK_UN)
+            os.close(folder)
 
     def __enter__(self) -> SessionLock:
         return self.acquire()

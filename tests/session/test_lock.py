@@ -71,6 +71,20 @@ def test_a_second_writer_is_refused_naming_the_holders_pid(tmp_path, session_id,
     assert f"kill {holder.pid}" in str(error)
 
 
+def test_a_lock_file_deleted_under_a_live_holder_still_refuses_a_second_writer(
+    tmp_path, session_id, holder
+):
+    # The refusal names the lock file; deleted by hand, it let a second writer in, and the
+    # two wrote the same journal lines (seq 4 twice): the session could no longer be read.
+    AcaDir(tmp_path).session(session_id).lock_file.unlink()
+    with pytest.raises(SessionLockedError):
+        SessionStore.open(tmp_path, session_id)
+    holder.kill()
+    holder.wait()
+    with SessionStore.open(tmp_path, session_id) as store:  # its lock died with it
+        assert store.session_id == session_id
+
+
 def test_readers_see_a_live_holder_without_taking_the_lock(tmp_path, session_id, holder):
     lock_file = AcaDir(tmp_path).session(session_id).lock_file
     assert read_lock_holder(lock_file).pid == holder.pid
