@@ -123,10 +123,47 @@ def _execute(options: RunOptions) -> int:
     with clone_removed_if_refused(options.repo, options.workdir):
         if (refused_or_dry := _prepare(options)) is not None:
             return refused_or_dry
+    _say_an_unfinished_session_of_the_file(options)
     # (With --repo, a given id means "fetch this session first": the flow makes it.)
     from aca_flows.session.store import new_session_id
 
     return run_session(options, session_id=None if options.repo else new_session_id())
+
+
+def _say_an_unfinished_session_of_the_file(options: RunOptions) -> None:
+    """``aca run FILE`` again after a crash started over without a word, its paid work in the
+    interrupted session of the same file left unused: the newest session of the file, if it
+    is unfinished, is named with the resume that continues it."""
+    from aca_flows.session.layout import AcaDir
+    from aca_flows.session.reading import display_status, load_session
+    from aca_flows.session.record import describe_counts
+
+    source = options.task_file or options.execution_plan
+    folder = AcaDir(options.workdir).sessions_dir
+    if source is None or not folder.is_dir():
+        return
+    path = str(source.expanduser().resolve())
+    for session_dir in sorted(folder.iterdir(), reverse=True)[:_SESSIONS_LOOKED_AT]:
+        try:
+            session = load_session(options.workdir, session_dir.name)
+        except Exception:  # damaged, or being made: not this one
+            continue
+        if session.source is None or session.source.path != path:
+            continue
+        status = display_status(session, options.workdir)
+        if status in ("interrupted", "stopped", "failed"):
+            print(
+                f"aca: note: session {session.id} of {source} is {status} "
+                f"({describe_counts(session.task_counts)}); "
+                f"`{resume_command(session.id, options.workdir, options.repo)}` continues it. "
+                "This run starts a new session.",
+                file=sys.stderr,
+            )
+        return  # the file's newest session decides
+
+
+# The newest sessions looked at for one of the same file: each is a read at every run's start.
+_SESSIONS_LOOKED_AT = 5
 
 
 def _prepare(options: RunOptions) -> int | None:

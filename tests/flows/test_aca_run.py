@@ -707,3 +707,26 @@ def test_a_stop_that_finishes_with_a_completion_starts_none_of_its_dependents(
     session = load_session(repo, outcome.summary["session_id"])
     assert session.plan.task("c").status.state == "pending"
     assert "c" not in session.tasks or session.tasks["c"].attempts == 0
+
+
+def test_a_run_of_a_file_whose_last_session_is_unfinished_names_its_resume(
+    tmp_path, repo, anthropic_fake, capsys
+):
+    # After a crash or a stop, `aca run FILE` again started over without a word: the paid
+    # work of the unfinished session of the same file was left unused.
+    from aca_flows.cli import main
+
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = write_tasks(tmp_path, "- write a.txt {#a}\n- write b.txt {#b}\n")
+    args = ["-w", str(repo), "--model", "claude-sonnet-4-6", "--max-concurrent", "1"]
+    assert main(["run", str(tasks), *args, "--budget-usd", "0.001"]) == 3
+    stopped = capsys.readouterr().out.strip().splitlines()[-1].split(" ", 2)[1]
+
+    assert main(["run", str(tasks), *args]) == 0
+
+    err = capsys.readouterr().err
+    assert (
+        f"aca: note: session {stopped} of {tasks} is stopped (1 completed, 1 pending of 2); "
+        f"`aca resume {stopped} --workdir {repo}` continues it. This run starts a new session."
+    ) in err
