@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import git
@@ -10,7 +11,7 @@ import pytest
 from aca_flows.flows import run_flow
 from aca_flows.session.reading import load_session
 from aca_flows.workspace.remote import working_area
-from tests.fakes.coding_agent import coding_agent
+from tests.fakes.coding_agent import coding_agent, task_of
 from tests.fakes.github_server import FakeGitHub
 
 TOKEN = "ghp_faketoken0123456789abcdefABCDEF"
@@ -253,8 +254,18 @@ def test_a_branch_the_remote_refused_after_its_first_push_is_not_delivered(
     monkeypatch.setattr(remote_sync, "PUSH_BACKOFF_SECONDS", 0.05)
     remote = tmp_path / "remote.git"
     git.Repo(repo).clone(remote, bare=True)
+
+    def after_as_pull_request(request):
+        # b starts its work once a's pull request is open: had b landed first, its refused
+        # push would rightly have kept a's update from opening one.
+        if task_of(request)[0] == "b":
+            deadline = time.monotonic() + 30
+            while not github.pulls("octo/service") and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return coding_agent(request)
+
     for _ in range(20):
-        anthropic_fake.anthropic.enqueue(coding_agent)
+        anthropic_fake.anthropic.enqueue(after_as_pull_request)
     # The remote takes the first push (task a) and refuses every later one.
     first = tmp_path / "first-push-taken"
     hook = remote / "hooks" / "pre-receive"
