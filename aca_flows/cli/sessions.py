@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from aca_flows._words import counted, format_cost, one_line, shown
+from aca_flows._words import counted, format_cost, one_line, resume_command, shown
 from aca_flows.cli.options import ExistingWorkdir, JsonOutput
 
 if TYPE_CHECKING:  # imported where used: `aca --help` pays for none of it
@@ -106,8 +106,15 @@ def show_command(
 
     out = console()
     out.print(Text.assemble((f"Session {session.id}", "bold"), f"  {shown(session.name)}"))
+    status = display_status(session, workdir)
+    # A process killed outright (SIGKILL, out of memory) recorded no end, nor a way on.
+    killed = session.status == "running" and status == "interrupted"
+    reason = session.status_reason
+    if killed:
+        resume = resume_command(session.id, workdir, getattr(session.remote, "url", None))
+        reason = f"its process ended without recording its end; `{resume}` continues"
     facts = [
-        ("status", display_status(session, workdir) + _reason(session.status_reason)),
+        ("status", status + _reason(reason)),
         ("branch", session.branch),
         ("workdir", session.workdir),
         ("provider", session.provider + (f" / {session.model}" if session.model else "")),
@@ -125,8 +132,8 @@ def show_command(
         facts.insert(3, ("pull request", _pull_request_fact(session.pull_request)))
     for label, value in facts:
         out.print(f"  {label:<16}{shown(value)}")
-    _print_waiting(out, session, display_status(session, workdir))
-    out.print(_task_table(session))
+    _print_waiting(out, session, status)
+    out.print(_task_table(session, interrupted=killed))
     if no_change := session.completed_without_change:
         out.print("Completed without a change (the agent's reason):")
         for run in no_change:
@@ -151,7 +158,7 @@ def _no_change_check(plan: ExecutionPlan, task_id: str) -> str:
 def _session_named(workdir: Path, session_id: str) -> SessionRecord:
     """The session ``session_id`` names; a checkpoint id (which `aca resume` takes) is told
     apart from a mistyped session id, with the command that shows its session."""
-    from aca_flows._words import resume_command, workdir_option
+    from aca_flows._words import workdir_option
     from aca_flows.errors import InputError
     from aca_flows.session.checkpoints import CHECKPOINT_PREFIX, find_checkpoint
     from aca_flows.session.errors import UnknownCheckpointError, UnknownSessionError
@@ -273,7 +280,8 @@ def format_duration(span: timedelta) -> str:
     return f"{hours}h {minutes:02d}m {seconds:02d}s" if hours else f"{minutes}m {seconds:02d}s"
 
 
-def _task_table(session: SessionRecord) -> Table:
+def _task_table(session: SessionRecord, interrupted: bool = False) -> Table:
+    """``interrupted``: the session's process is gone, so none of its tasks is running."""
     from rich.table import Table
 
     table = Table(title="Tasks")
@@ -289,7 +297,7 @@ def _task_table(session: SessionRecord) -> Table:
         table.add_row(
             "  " * depth + task.id,
             one_line(shown(task.title)),
-            shown(_status_text(task, run)),
+            shown(_status_text(task, run, interrupted)),
             str(run.attempts if run else 0),
             (run.commit or "")[:10] if run else "",
             f"{run.total_tokens:,}" if run else "0",
@@ -298,10 +306,13 @@ def _task_table(session: SessionRecord) -> Table:
     return table
 
 
-def _status_text(task, run: TaskRun | None) -> str:
+def _status_text(task, run: TaskRun | None, interrupted: bool = False) -> str:
     """The task's status; a completed task says "completed, no change" when that was its
     evidence, and "completed before" when the task file marked it done, so neither reads like
-    committed work."""
+    committed work; one "in progress" when its session's process is gone says it was
+    interrupted."""
+    if interrupted and task.status.state == "in_progress":
+        return "interrupted (starts again on resume)"
     if task.status.state == "completed" and run is not None and run.no_change:
         return "completed, no change"
     if task.status.state == "completed" and not task.children and (run is None or run.never_ran):

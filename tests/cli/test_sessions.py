@@ -304,3 +304,19 @@ def test_a_budget_stops_resume_leaves_room_for_each_task_it_starts_at_once(tmp_p
 
     out = capsys.readouterr().out
     assert "so N = 0.036 leaves room for the 2 tasks the resume starts at once." in out
+
+
+def test_a_session_whose_process_was_killed_names_its_resume_and_runs_no_task(tmp_path):
+    # Killed outright (SIGKILL), a run records no end: "interrupted" with no way on, and its
+    # task "in progress" though nothing ran it any more.
+    plan = ExecutionPlan(name="Nightly", tasks=[Task(id="a", title="A"), Task(id="b", title="B")])
+    with SessionStore.create(tmp_path, plan, provider="replay") as store:
+        store.task_started("a", provider="replay", model="m")
+    shown = invoke("show", store.session_id, "--workdir", str(tmp_path))
+    assert shown.exit_code == 0, shown.output
+    assert (
+        "interrupted (its process ended without recording its end; "
+        f"`aca resume {store.session_id} --workdir {tmp_path}` continues)"
+    ) in " ".join(shown.output.split())
+    assert "interrupted (starts again on resume)" in " ".join(shown.output.split())
+    assert "in_progress" not in shown.output
