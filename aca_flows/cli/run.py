@@ -144,11 +144,12 @@ def _say_an_unfinished_session_of_the_file(options: RunOptions) -> None:
         return
     path = str(source.expanduser().resolve())
     for session_dir in sorted(folder.iterdir(), reverse=True)[:_SESSIONS_LOOKED_AT]:
-        try:
+        try:  # its source from the JSON alone: a 500-task record takes 15 ms to load whole
+            record = json.loads((session_dir / "meta" / "session.json").read_bytes())
+            if (record.get("source") or {}).get("path") != path:
+                continue
             session = load_session(options.workdir, session_dir.name)
         except Exception:  # damaged, or being made: not this one
-            continue
-        if session.source is None or session.source.path != path:
             continue
         status = display_status(session, options.workdir)
         if status in ("interrupted", "stopped", "failed"):
