@@ -308,18 +308,23 @@ def _options_given(ctx: typer.Context) -> bool:
     return any(source is not None and source.name != "DEFAULT" for source in sources)
 
 
+def _given_on_the_command_line(ctx: typer.Context) -> list[str]:
+    """The options of ``ctx``'s command the user typed, each by its long name."""
+    return [
+        max(param.opts, key=len)
+        for param in ctx.command.params
+        if param.name in ctx.params
+        and getattr(ctx.get_parameter_source(param.name), "name", "") == "COMMANDLINE"
+    ]
+
+
 def _refuse_options_a_listing_ignores(ctx: typer.Context) -> None:
     """``aca --list-checkpoints -t tasks.md`` listed checkpoints and ran nothing, without a
     word on the task file it was given."""
     from aca_flows.errors import InputError
 
-    ignored = [
-        max(param.opts, key=len)
-        for param in ctx.command.params
-        if param.name not in ("list_checkpoints", "workdir", "json_output")
-        and getattr(ctx.get_parameter_source(param.name), "name", "") == "COMMANDLINE"
-    ]
-    if ignored:
+    kept = ("--list-checkpoints", "--workdir", "--json")
+    if ignored := [option for option in _given_on_the_command_line(ctx) if option not in kept]:
         raise InputError(
             f"--list-checkpoints lists checkpoints and runs nothing, so {', '.join(ignored)} "
             "would do nothing; list with `aca --list-checkpoints` (--workdir, --json), run "
@@ -333,12 +338,7 @@ def _refuse_misplaced_options(ctx: typer.Context) -> None:
     takes the file itself (``aca -t tasks.md run``)."""
     from aca_flows.errors import InputError
 
-    given = [
-        max(param.opts, key=len)
-        for param in ctx.command.params
-        if param.name in ctx.params
-        and getattr(ctx.get_parameter_source(param.name), "name", "") == "COMMANDLINE"
-    ]
+    given = _given_on_the_command_line(ctx)
     if not given:
         return
     sub = ctx.invoked_subcommand
