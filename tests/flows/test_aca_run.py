@@ -321,19 +321,25 @@ def test_budget_stops_the_run_and_resume_finishes_without_repeating(tmp_path, re
     assert {task_of(r)[0] for r in new_calls if r.json.get("tools")}.isdisjoint(done_before)
 
 
-def test_a_budget_stop_names_the_resume_that_goes_on_and_a_spent_budget_is_refused(
-    tmp_path, repo, anthropic_fake, capsys
-):
+def stopped_by_a_budget(tmp_path, repo, anthropic_fake, capsys):
+    """`aca run` of two tasks, one at a time, stopped by a budget after the first (exit 3):
+    the task file, the run's options, and the line the run ended with."""
     from aca_flows.cli import main
 
     for _ in range(20):
         anthropic_fake.anthropic.enqueue(coding_agent)
     tasks = write_tasks(tmp_path, "- write a.txt {#a}\n- write b.txt {#b}\n")
     args = ["-w", str(repo), "--model", "claude-sonnet-4-6", "--max-concurrent", "1"]
-
     assert main(["run", str(tasks), *args, "--budget-usd", "0.001"]) == 3
+    return tasks, args, capsys.readouterr().out.strip().splitlines()[-1]
 
-    ending = capsys.readouterr().out.strip().splitlines()[-1]
+
+def test_a_budget_stop_names_the_resume_that_goes_on_and_a_spent_budget_is_refused(
+    tmp_path, repo, anthropic_fake, capsys
+):
+    from aca_flows.cli import main
+
+    tasks, args, ending = stopped_by_a_budget(tmp_path, repo, anthropic_fake, capsys)
     session_id = ending.split(" ", 2)[1]
     # A plain `aca resume ID` stops again at once: the way on is a larger budget.
     # Just above the spend, it pays for a call and stops again: the room for a task is named.
@@ -716,12 +722,8 @@ def test_a_run_of_a_file_whose_last_session_is_unfinished_names_its_resume(
     # work of the unfinished session of the same file was left unused.
     from aca_flows.cli import main
 
-    for _ in range(20):
-        anthropic_fake.anthropic.enqueue(coding_agent)
-    tasks = write_tasks(tmp_path, "- write a.txt {#a}\n- write b.txt {#b}\n")
-    args = ["-w", str(repo), "--model", "claude-sonnet-4-6", "--max-concurrent", "1"]
-    assert main(["run", str(tasks), *args, "--budget-usd", "0.001"]) == 3
-    stopped = capsys.readouterr().out.strip().splitlines()[-1].split(" ", 2)[1]
+    tasks, args, ending = stopped_by_a_budget(tmp_path, repo, anthropic_fake, capsys)
+    stopped = ending.split(" ", 2)[1]
 
     assert main(["run", str(tasks), *args]) == 0
 
