@@ -127,10 +127,11 @@ class Aca:
         self.logs.mkdir(exist_ok=True)
         self._procs: list[subprocess.Popen] = []
 
-    def start(self, *args: str, name: str, **env: str) -> subprocess.Popen:
-        """``aca ARGS --workdir REPO`` in its own process group; output to ``logs/NAME``."""
-        out = (self.logs / f"{name}.out").open("w")
-        err = (self.logs / f"{name}.err").open("w")
+    def start(self, *args: str, name: str, piped: bool = False, **env: str) -> subprocess.Popen:
+        """``aca ARGS --workdir REPO`` in its own process group; output to ``logs/NAME``, or
+        with ``piped`` both to one pipe (``2>&1 | tee``), ``proc.stdout``."""
+        out = subprocess.PIPE if piped else (self.logs / f"{name}.out").open("w")
+        err = subprocess.STDOUT if piped else (self.logs / f"{name}.err").open("w")
         proc = subprocess.Popen(
             [sys.executable, "-m", "aca_flows", *args, "--workdir", str(self.repo)],
             env={**self.env, **env},

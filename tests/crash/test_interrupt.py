@@ -8,17 +8,9 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
-from tests.crash.conftest import (
-    ROOT,
-    flow_runs_of,
-    only_session,
-    task_ended,
-    task_runs_of,
-    wait_for,
-)
+from tests.crash.conftest import flow_runs_of, only_session, task_ended, task_runs_of, wait_for
 from tests.crash.test_kill_and_resume import CHAIN, Agent, agent_task_ids, branch_tasks
 from tests.fakes.coding_agent import coding_agent
 from tests.fakes.llm_server import Reply
@@ -27,19 +19,24 @@ WAIT = 60
 STOP_NOTICE = "no new task starts"
 
 
-def start_run(aca, llm, tmp_path, plan: str, replies: list, **env) -> subprocess.Popen:
+def start_run(
+    aca, llm, tmp_path, plan: str, replies: list, piped: bool = False, **env
+) -> subprocess.Popen:
     """``aca run`` (named "run") started on a task file of ``plan``, in the environment
-    ``env``; the fake server answers the agent's calls with ``replies``, in turn."""
+    ``env`` (``piped``: see ``Aca.start``); the fake server answers the agent's calls with
+    ``replies``, in turn."""
     llm.anthropic.scripted_for = lambda r: bool(r.json and r.json.get("tools"))
     for reply in replies:
         llm.anthropic.enqueue(reply)
     tasks = tmp_path / "tasks.md"
     tasks.write_text(plan)
-    return aca.start("run", str(tasks), "--model", "claude-test", name="run", **env)
+    return aca.start("run", str(tasks), "--model", "claude-test", name="run", piped=piped, **env)
 
 
-def start_chain(aca, llm, tmp_path, agent, plan: str = CHAIN, **env) -> subprocess.Popen:
-    return start_run(aca, llm, tmp_path, plan, [agent] * 40, **env)
+def start_chain(
+    aca, llm, tmp_path, agent, plan: str = CHAIN, piped: bool = False, **env
+) -> subprocess.Popen:
+    return start_run(aca, llm, tmp_path, plan, [agent] * 40, piped, **env)
 
 
 def wait_exit(proc: subprocess.Popen, timeout: float) -> int:
@@ -347,21 +344,8 @@ def test_a_ctrl_c_that_also_ends_the_reader_of_the_output_still_lets_the_task_fi
     # went to a broken pipe, and Rich ended the process there (exit 1): the task in its grace
     # period was lost, its call in flight unpaid, the session's end never recorded.
     agent = Agent("b")
-    llm.anthropic.scripted_for = lambda r: bool(r.json and r.json.get("tools"))
-    for _ in range(40):
-        llm.anthropic.enqueue(agent)
-    tasks = tmp_path / "tasks.md"
-    tasks.write_text(CHAIN)
-    run = [sys.executable, "-m", "aca_flows", "run", str(tasks), "--model", "claude-test"]
-    proc = subprocess.Popen(
-        [*run, "--workdir", str(repo)],
-        env=aca.env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     try:
+        proc = start_chain(aca, llm, tmp_path, agent, piped=True)
         session = only_session(repo)
         wait_for(lambda: agent.arrived.is_set() or proc.poll() is not None, WAIT, "b's call")
         proc.stdout.close()  # the reader is gone, as tee is at the Ctrl-C
@@ -371,8 +355,6 @@ def test_a_ctrl_c_that_also_ends_the_reader_of_the_output_still_lets_the_task_fi
         code = wait_exit(proc, WAIT)
     finally:
         agent.release.set()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert code == 130
     assert branch_tasks(repo, f"aca/{session.name}") == ["a", "b"]  # b finished in its grace
     data = json.loads((session / "meta" / "session.json").read_text())
