@@ -1,4 +1,5 @@
-"""Blocking work (git, files) off the event loop, in aca's own threads: ``in_thread``.
+"""Blocking work (git, files) off the event loop, in aca's own threads: ``in_thread``, and
+``in_thread_to_its_end`` for a write that must not be overtaken by the next one.
 
 asyncio's default executor, which ``asyncio.to_thread`` uses, has min(32, cores + 4) threads:
 six on a two-core machine. Eight tasks landing at once each held one of them while waiting
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
-__all__ = ["in_thread"]
+__all__ = ["in_thread", "in_thread_to_its_end"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -31,3 +32,15 @@ async def in_thread(func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) 
     caller's context variables, while the event loop runs everything else."""
     call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
     return await asyncio.get_running_loop().run_in_executor(_POOL, call)
+
+
+async def in_thread_to_its_end(func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    """``in_thread``, awaited to its end even when the caller is cancelled meanwhile (then
+    the cancellation is raised once ``func`` has returned): a save left running behind its
+    caller could land after the caller's next save, and put older data back."""
+    work = asyncio.ensure_future(in_thread(func, *args, **kwargs))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await asyncio.wait([work])
+        raise

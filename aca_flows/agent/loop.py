@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from aca_flows._threads import in_thread_to_its_end
 from aca_flows.agent.needs_human import parse_needs_human
 from aca_flows.agent.no_change import parse_no_change
 from aca_flows.agent.subtasks import (
@@ -142,11 +143,11 @@ class AgentConversation:
         self.messages.append(Message(role="user", tool_results=results))
         self._unsaved = True  # saved with the next response, or when the round ends
 
-    def add_assistant(self, response: ProviderResponse) -> None:
+    async def add_assistant(self, response: ProviderResponse) -> None:
         self.messages.append(
             Message(role="assistant", text=response.text, tool_calls=response.tool_calls)
         )
-        self.save()
+        await self.save()
 
     async def complete(
         self, *, tools: list[ToolDefinition], options: dict[str, Any] | None = None
@@ -163,7 +164,7 @@ class AgentConversation:
         try:
             response = await self.provider.complete(request, on_event=self._on_event)
         except BaseException:
-            self.save_changes()  # the conversation up to the failed call stays on record
+            await self.save_changes()  # the conversation up to the failed call stays on record
             raise
         self.turns += 1
         self.usage = self.usage + response.usage
@@ -183,13 +184,19 @@ class AgentConversation:
         )
         return response
 
-    def save(self) -> None:
-        self.store.save(self.messages, provider=self.provider.name, model=self.model)
+    async def save(self) -> None:
+        # In a worker thread: the file is replaced whole, and a rename over a file waits for
+        # the disk (ext4 writes the new file's blocks first); on the event loop that held up
+        # every other task's turn.
+        messages = list(self.messages)
+        await in_thread_to_its_end(
+            self.store.save, messages, provider=self.provider.name, model=self.model
+        )
         self._unsaved = False
 
-    def save_changes(self) -> None:
+    async def save_changes(self) -> None:
         if self._unsaved:
-            self.save()
+            await self.save()
 
     def _on_event(self, event: ProviderEvent) -> None:
         self.log.write("provider_event", event=event.kind, data=_clip_data(event.data))
@@ -210,7 +217,7 @@ async def run_tool_loop(
     try:
         return await _tool_turns(conversation, tools, definitions, max_turns)
     finally:
-        conversation.save_changes()  # the last turn's tool results
+        await conversation.save_changes()  # the last turn's tool results
 
 
 async def _tool_turns(
@@ -223,7 +230,7 @@ async def _tool_turns(
     reminded = cut = False
     for turn in range(1, max_turns + 1):
         response = await conversation.complete(tools=definitions)
-        conversation.add_assistant(response)
+        await conversation.add_assistant(response)
         was_cut, cut = cut, _cut_in_a_call(response)
         if was_cut and cut:  # told once to write less, it did not: more turns pay for nothing
             raise PermanentProviderError(
@@ -328,7 +335,7 @@ async def run_claude_code(
         removed = remove_new_placeholders(worktree, before, others)
         if removed:
             conversation.log.write("sandbox_placeholders_removed", files=removed)
-    conversation.add_assistant(response)
+    await conversation.add_assistant(response)
     proposals: list[ProposedSubtask] = []
     problem = None
     try:

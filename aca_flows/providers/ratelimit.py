@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from aca_flows._files import write_json_atomic
+from aca_flows._threads import in_thread_to_its_end
 from aca_flows._words import counted
 from aca_flows.errors import PermanentProviderError, TransientProviderError
 from aca_flows.providers.base import (
@@ -322,14 +323,16 @@ class RateLimiter:
             )
         return block.end - now
 
-    def release(
+    async def release(
         self,
         permit: Permit,
         usage: Usage | None = None,
         headers: Mapping[str, str] | None = None,
         cost_usd: float = 0.0,
     ) -> None:
-        """Hand back a permit, charging the call's actual usage and learning from headers."""
+        """Hand back a permit, charging the call's actual usage and learning from headers; the
+        permit is back before the first ``await``, the state file saved in a worker thread (a
+        file replaced on the event loop held up every other task's turn)."""
         with self._lock:
             now = self.clock()
             self.in_flight = max(0, self.in_flight - 1)
@@ -346,7 +349,7 @@ class RateLimiter:
             if headers:
                 self._tighten(headers, now)
         recorded = (now, usage.total_tokens, cost_usd) if usage is not None else None
-        self.save(recorded)
+        await in_thread_to_its_end(self.save, recorded)
 
     def pause(self, seconds: float) -> None:
         """Hold every call back for ``seconds`` (a server's retry-after)."""
@@ -547,14 +550,15 @@ class RateLimitedProvider:
                 async with self.shared.hold(estimated, self.limiter.notice()):
                     response = await self.inner.complete(request, on_event)
         except TransientProviderError as exc:
-            self.limiter.release(permit)
+            await self.limiter.release(permit)
             if exc.retry_after:
                 self.limiter.pause(exc.retry_after)
             raise
         except BaseException:
-            self.limiter.release(permit)
+            await self.limiter.release(permit)
             raise
-        self.limiter.release(permit, response.usage, response.rate_limit_headers, response.cost_usd)
+        usage, headers = response.usage, response.rate_limit_headers
+        await self.limiter.release(permit, usage, headers, response.cost_usd)
         if self.shared is not None:
             extra = _counted(response.usage) - estimated
             if extra > 0:

@@ -619,7 +619,7 @@ def test_calls_held_for_a_slot_go_in_the_order_they_came(fake_clock):
         permit = await limiter.acquire()
         order.append(name)
         await fake_clock.sleep(10)
-        limiter.release(permit)
+        await limiter.release(permit)
 
     async def all_of_them():
         # They look for a slot every 0.25 s from when they came: the new calls look just
