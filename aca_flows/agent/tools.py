@@ -58,7 +58,13 @@ def resolve_inside(root: Path, path: str) -> Path:
             "root; you can only work inside the repository."
         )
     root = root.resolve()
-    target = (root / path).resolve()
+    try:
+        target = (root / path).resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError on Python 3.11)
+        raise ToolRefused(
+            f"refused: {path!r} cannot be resolved ({exc.__class__.__name__}: a "
+            "symlink loop, or a path too long); use another path."
+        ) from None
     if target != root and root not in target.parents:
         raise ToolRefused(
             f"refused: {path!r} leads outside the repository (through '..' or a symlink). "

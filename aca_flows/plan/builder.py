@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from aca_flows.errors import TaskFileError
 from aca_flows.plan.models import FileRef, Task, TaskMetadata
-from aca_flows.plan.source import read_text_file, resolve_inside
+from aca_flows.plan.source import read_text_file, refuse_private_key, resolve_inside
 
 __all__ = ["TaskTreeBuilder", "bad_task_id", "slugify"]
 
@@ -94,9 +94,11 @@ class TaskTreeBuilder:
         referrer = referrer or self.task_file
         path = resolve_inside(self.base_dir, reference, referrer)
         try:
-            return FileRef(path=reference, content=read_text_file(path, "referenced file"))
+            content = read_text_file(path, "referenced file")
         except TaskFileError as exc:  # binary, empty, too big: said with the line that refers
             raise TaskFileError(f"{referrer}: {exc}") from None
+        refuse_private_key(content, reference, referrer)
+        return FileRef(path=reference, content=content)
 
     def file_refs(self, references: list[str], referrer: str) -> list[FileRef]:
         """The referenced files that can be read; one that cannot is a problem noted, not

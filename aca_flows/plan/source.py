@@ -11,7 +11,13 @@ from pathlib import Path
 
 from aca_flows.errors import TaskFileError
 
-__all__ = ["MAX_FILE_BYTES", "read_text_file", "require_file", "resolve_inside"]
+__all__ = [
+    "MAX_FILE_BYTES",
+    "read_text_file",
+    "refuse_private_key",
+    "require_file",
+    "resolve_inside",
+]
 
 MAX_FILE_BYTES = 5 * 1024 * 1024
 
@@ -77,13 +83,25 @@ def _utf16(data: bytes, path: Path, what: str) -> str | None:
 
 
 def resolve_inside(base_dir: Path, reference: str, referrer: Path | str) -> Path:
-    """Resolve ``reference`` relative to ``base_dir``; it must stay inside that folder tree."""
-    target = (base_dir / reference).resolve()
+    """Resolve ``reference`` relative to ``base_dir``; it must stay inside that folder tree,
+    and be a file the agent could see itself (``_hidden_from_the_agent``)."""
+    try:
+        target = (base_dir / reference).resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError on Python 3.11)
+        raise TaskFileError(
+            f"{referrer}: reference '{reference}' cannot be resolved ({exc}); fix the reference."
+        ) from None
     root = base_dir.resolve()
     if not target.is_relative_to(root):
         raise TaskFileError(
             f"{referrer}: reference '{reference}' points outside {root}; "
             "referenced files must live in the task file's folder or below it."
+        )
+    if (hidden := _hidden_from_the_agent(target, root)) is not None:
+        raise TaskFileError(
+            f"{referrer}: reference '{reference}' is {hidden}: the agent never sees it, and "
+            "its model is not sent it either (secrets live there). Reference a file of the "
+            "repository, or write what the task needs into the task file."
         )
     if target.is_dir():  # it exists: "does not exist" sent users looking for a typo
         raise TaskFileError(
@@ -99,3 +117,46 @@ def resolve_inside(base_dir: Path, reference: str, referrer: Path | str) -> Path
             f"{fix}."
         )
     return target
+
+
+# Folders an agent's worktree never shows it: git's own, and aca's sessions.
+_HIDDEN_FOLDERS = (".git", ".aca")
+
+
+def _hidden_from_the_agent(target: Path, root: Path) -> str | None:
+    """What ``target`` is, when the agent's worktree never holds it: inside ``.git`` (its
+    config may hold a token) or ``.aca``, or a file git ignores (``.env``): a worktree is a
+    checkout of the branch, without them. None for any other file."""
+    inside = next(
+        (part for part in target.relative_to(root).parts if part in _HIDDEN_FOLDERS), None
+    )
+    if inside is not None:
+        return f"inside {inside}/"
+    import subprocess
+
+    from aca_flows.workspace.hardened_git import hardened_environment
+
+    try:
+        ignored = subprocess.run(
+            ["git", "check-ignore", "-q", "--", str(target)],
+            cwd=target.parent,
+            env=hardened_environment(),
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):  # no git, or none that answers: no repository
+        return None
+    return "a file git ignores" if ignored.returncode == 0 else None
+
+
+def refuse_private_key(text: str, path: str, referrer: Path | str) -> None:
+    """Refuse a referenced file that holds a private key: its text is sent to a model."""
+    if _PRIVATE_KEY in text:
+        raise TaskFileError(
+            f"{referrer}: referenced file '{path}' holds a private key, and a referenced "
+            "file is sent to the model; reference a file without it."
+        )
+
+
+_PRIVATE_KEY = "PRIVATE KEY-----"

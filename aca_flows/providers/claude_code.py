@@ -104,6 +104,7 @@ from aca_flows.providers.claude_code_tools import (
 )
 from aca_flows.providers.failures import error_for_status, error_from_exception
 from aca_flows.providers.pricing import cost_usd, price_for
+from aca_flows.session.redact import redact_text
 from aca_flows.settings import ClaudeCodeSection, ModelPrice, ProviderSection, SandboxSection
 
 __all__ = [
@@ -456,8 +457,9 @@ class ClaudeCodeProvider:
             return error_for_status(self.name, status, detail, key_hint="ANTHROPIC_API_KEY")
         if kind in ("ProcessError", "CLIConnectionError", "ResultError"):
             # The SDK's message points at stderr, which aca reads instead of the terminal.
-            said = str(exc).replace("Check stderr output for details", "").strip()
-            heard = " | ".join(line.strip() for line in stderr[-5:] if line.strip())
+            # Redacted before they are cut short, when a key cut in two is no longer found.
+            said = redact_text(str(exc).replace("Check stderr output for details", "").strip())
+            heard = redact_text(" | ".join(line.strip() for line in stderr[-5:] if line.strip()))
             return TransientProviderError(
                 f"claude-code: the claude process failed ({kind}: {said[:300]}"
                 f"{f'; it said: {heard[-500:]}' if heard else ''}). "

@@ -27,6 +27,7 @@ from aca_flows.errors import (
 from aca_flows.providers.base import ProviderEvent, Usage
 from aca_flows.providers.failures import error_for_status
 from aca_flows.providers.pricing import cost_usd, price_for
+from aca_flows.session.redact import redact_text
 from aca_flows.settings import ModelPrice
 
 __all__ = [
@@ -187,7 +188,7 @@ def result_error(result: Any, text: str, tools_used: int = 0) -> ProviderError |
         if any(marker in lowered for marker in markers):
             found = error(f"claude-code: {message.format(said=said)}", provider=name)
             if isinstance(found, ProviderCannotServe):
-                found.detail = detail[:300]  # the run's stop quotes it
+                found.detail = redact_text(detail)[:300]  # the run's stop quotes it
             return found
     # An error nothing above recognises (a crash, an unknown API failure): say what it was,
     # not a guess. A retry may get past it, and the retries are bounded.

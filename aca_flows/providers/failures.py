@@ -36,6 +36,7 @@ from aca_flows.errors import (
     TransientProviderError,
 )
 from aca_flows.providers.base import ProviderResponse
+from aca_flows.session.redact import redact_text
 
 __all__ = [
     "answer_error",
@@ -89,9 +90,11 @@ def rate_limit_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
 
 
 def server_message(body: str | None) -> str:
-    """The human part of an error body in any of the three wire formats."""
+    """The human part of an error body in any of the three wire formats, redacted before it
+    is cut short: a key the server echoed, cut, would no longer be found whole."""
     if not body:
         return ""
+    body = redact_text(body)
     try:
         data: Any = json.loads(body)
     except ValueError:

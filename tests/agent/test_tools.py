@@ -45,6 +45,18 @@ def test_a_symlink_inside_pointing_inside_is_allowed(tools):
     assert call(tools, "read_file", path="alias.py").content.startswith("a = 1")
 
 
+@pytest.mark.parametrize("tool", ["read_file", "write_file", "edit_file"])
+def test_a_symlink_loop_is_a_refusal_the_model_reads_not_the_task_s_end(tools, tool):
+    # Path.resolve raised RuntimeError, which failed the task (with the path, which a model
+    # could make of a secret, in the task run's state).
+    (tools.root / "loop").symlink_to("loop")
+    arguments = {"content": "x"} if tool == "write_file" else {}
+    if tool == "edit_file":
+        arguments = {"old_string": "a", "new_string": "b"}
+    result = call(tools, tool, path="loop", **arguments)
+    assert result.is_error and "'loop' cannot be resolved" in result.content
+
+
 def test_edit_file_replaces_a_string_that_occurs_once(tools):
     result = call(
         tools, "edit_file", path="src/app.py", old_string="print(a)", new_string="print(b)"

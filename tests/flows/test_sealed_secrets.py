@@ -245,3 +245,53 @@ def test_a_failing_task_reports_why_without_the_key_its_command_printed(
     assert "verify command" in messages and REDACTED in messages
     for exit_text in (files_text(repo / ".aca"), messages, logs, artifacts):
         assert leaks(exit_text) == []
+
+
+def test_a_key_the_provider_echoes_in_its_error_reaches_no_record(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    # A gateway's 400 that quotes the key, cut at 300 characters in the middle of it: the task
+    # run's state message, its events and the persisted result (in results/, pushed with the
+    # session) held the key's first 31 characters.
+    from prefect.client.orchestration import get_client
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ENV_KEY)
+    monkeypatch.setattr(anthropic_fake, "api_key", ENV_KEY)
+    said = f"{'x' * 260} bad key {ENV_KEY}"
+    anthropic_fake.anthropic.enqueue(Reply(status=400, error=said))
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("# Echo\n\n- write a.txt {#a}\n")
+    outcome = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test")
+    assert outcome.summary["failed_ids"] == ["a"]
+
+    async def states() -> str:
+        async with get_client() as client:
+            runs = [
+                r for r in await client.read_flow_runs() if r.parameters.get("workdir") == str(repo)
+            ]
+            task_runs = await client.read_task_runs()
+            mine = [t for t in task_runs if t.flow_run_id in {r.id for r in runs}]
+            return "\n".join(str(x.state.message) for x in [*runs, *mine])
+
+    messages = asyncio.run(states())
+    assert "400" in messages and "bad key" in messages
+    part = ENV_KEY[:25]  # the part a cut at 300 characters left
+    for exit_text in (files_text(repo / ".aca"), messages, *server_record(repo)[:2]):
+        assert part not in exit_text
+
+
+def test_an_error_that_ends_a_task_run_leaves_with_its_text_redacted(monkeypatch):
+    # Any error a task run raises is kept by Prefect as its text: a model could name a folder
+    # after the key and make reading it fail (a symlink loop's RuntimeError named the path).
+    from aca_flows.errors import TransientProviderError
+    from aca_flows.flows.task_run import _without_secrets
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ENV_KEY)
+    loop = RuntimeError(f"Symlink loop from '/wt/{ENV_KEY}/loop'")
+    assert _without_secrets(loop) is loop and ENV_KEY not in str(loop)
+    echoed = TransientProviderError(f"overloaded: {ENV_KEY}", body=ENV_KEY, retry_after=1)
+    assert _without_secrets(echoed) is echoed  # its type decides a retry
+    assert ENV_KEY not in f"{echoed} {echoed.body}" and echoed.retry_after == 1
+    unreadable = FileNotFoundError(2, "No such file or directory", f"/wt/{ENV_KEY}")
+    sealed = _without_secrets(unreadable)
+    assert ENV_KEY not in str(sealed) and "FileNotFoundError" in str(sealed)

@@ -9,6 +9,7 @@ import pytest
 from aca_flows.errors import PlanValidationError, TaskFileError
 from aca_flows.plan import load_task_file
 from aca_flows.plan.render import render_tree
+from tests.fakes.git_repo import make_repo
 from tests.fixtures import COMPAT
 
 
@@ -212,6 +213,42 @@ def test_reference_outside_the_folder_is_refused(tmp_path):
     sub.mkdir()
     with pytest.raises(TaskFileError, match="points outside"):
         load_task_file(write(sub, "- Do it -> ../secret.md\n"))
+
+
+def test_files_the_agent_never_sees_are_not_sent_to_its_model_by_a_reference(tmp_path):
+    # A task file could attach .git/config (a token in an extra header), a .env that git
+    # ignores, or a private key: the sandbox hides each from the agent, yet the reference
+    # sent each to the model as it was.
+    repo = make_repo(tmp_path / "repo")
+    (repo / ".gitignore").write_text(".env\n")
+    (repo / ".env").write_text("STRIPE_API_KEY=sk_live_canary\n")
+    (repo / "deploy_key.pem").write_text(
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAA\n"
+        "-----END OPENSSH PRIVATE KEY-----\n"
+    )
+    (repo / "notes.md").write_text("what to do\n")
+    path = write(
+        repo,
+        "- A -> .git/config\n- B -> .env\n- C -> deploy_key.pem\n- D -> notes.md\n",
+    )
+    with pytest.raises(TaskFileError) as refused:
+        load_task_file(path)
+    problems = refused.value.problems
+    assert [p.split(":")[1] for p in problems] == ["1", "2", "3"]
+    assert "'.git/config' is inside .git/: the agent never sees it" in problems[0]
+    assert "'.env' is a file git ignores: the agent never sees it" in problems[1]
+    assert "'deploy_key.pem' holds a private key" in problems[2]
+    # A file the agent can see (tracked or not) is still attached.
+    (repo / ".gitignore").write_text("")
+    plan = load_task_file(write(repo, "- B -> .env\n- D -> notes.md\n"))
+    attached = [ref.path for task in plan.tasks for ref in task.metadata.file_refs]
+    assert attached == [".env", "notes.md"]
+
+
+def test_a_reference_in_a_symlink_loop_is_refused_with_its_line(tmp_path):
+    (tmp_path / "loop.md").symlink_to("loop.md")
+    with pytest.raises(TaskFileError, match=r"tasks.md:1: reference 'loop.md' cannot be resolved"):
+        load_task_file(write(tmp_path, "- A -> loop.md\n"))
 
 
 def test_unknown_attribute_names_key_and_line(tmp_path):
