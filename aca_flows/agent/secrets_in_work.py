@@ -9,22 +9,34 @@ unsandboxed. A change that adds one to a file, to a symbolic link's target (git 
 the link's content) or to a new file's name is never committed: the task fails, naming the
 files (redacted), never the value. A file that held it already when the task started is the
 repository's own content, not the agent's doing, and passes.
+
+What is searched is what git stores: a file with a ``working-tree-encoding`` attribute (UTF-16,
+EBCDIC) is read in that encoding, as git converts it to UTF-8 when it commits it; a hex dump
+of a secret (``xxd``, ``od``) is read back into its bytes; a file larger than 16 MB is read
+to its end for the plain values.
 """
 
 from __future__ import annotations
 
+import codecs
+import functools
+import mmap
 import os
+import subprocess
+from pathlib import Path
 
 import git
 
 from aca_flows._words import listed
+from aca_flows.session.hex_dumps import redact_hex_dumps
 from aca_flows.session.redact import REDACTED, redact_text
 from aca_flows.session.secret_values import credential_values
 from aca_flows.workspace import TaskWorktree
 
 __all__ = ["secrets_problem"]
 
-# A file larger than this is read this far: a key sits in configuration, not in a dump.
+# A file larger than this is read this far whole, lines joined and dumps read; beyond it, only
+# the plain values are looked for (a key sits in configuration, not in a data file).
 _READ_LIMIT = 16 * 1024 * 1024
 _SHOWN = 5
 _MARK = REDACTED.encode()
@@ -33,16 +45,26 @@ _MARK = REDACTED.encode()
 def secrets_problem(worktree: TaskWorktree, changed_files: list[str]) -> str | None:
     """Why the changed files cannot be committed, when some add a secret aca knows, or put
     the mark the model is shown for one where a secret was; ``None`` when none does."""
-    secrets = [value.encode() for value in credential_values()]
+    values = credential_values()
+    secrets = [value.encode() for value in values]
     if not secrets:
         return None
-    now = {path: _content(worktree, path) for path in changed_files}
+    encodings = _working_tree_encodings(worktree, changed_files)
+    if isinstance(encodings, str):
+        return encodings
+    now = {
+        path: _in_dumps(_content(worktree, path, encodings.get(path)), values, secrets)
+        for path in changed_files
+    }
     names = [path for path in changed_files if _named_for_one(worktree, path, secrets)]
     if not names and not any(
         _MARK in data or any(secret in data for secret in secrets) for data in now.values()
     ):
         return None  # the common case: no git command is run to look at the start
-    before = {path: _with_lines_joined(_at_start(worktree, path)) for path in changed_files}
+    before = {
+        path: _in_dumps(_with_lines_joined(_at_start(worktree, path)), values, secrets)
+        for path in changed_files
+    }
     # What any changed file held at the start is the repository's own: moved or renamed
     # (`git mv .npmrc config/.npmrc`), it is no secret the agent added.
     held = {secret for secret in secrets if any(secret in data for data in before.values())}
@@ -71,16 +93,104 @@ def secrets_problem(worktree: TaskWorktree, changed_files: list[str]) -> str | N
     return None
 
 
-def _content(worktree: TaskWorktree, path: str) -> bytes:
-    """What git commits of ``path`` now: a link's target, a file's bytes (lines joined too);
-    nothing for a file removed."""
+def _content(worktree: TaskWorktree, path: str, encoding: str | None = None) -> bytes:
+    """What git commits of ``path`` now: a link's target, a file's bytes (lines joined too),
+    converted from its ``encoding`` to UTF-8 as git does; nothing for a file removed."""
     file = worktree.path / path
     if file.is_symlink():
         return os.fsencode(os.readlink(file))
-    if file.is_file():
-        with open(file, "rb") as handle:
-            return _with_lines_joined(handle.read(_READ_LIMIT))
-    return b""
+    if not file.is_file():
+        return b""
+    with open(file, "rb") as handle:
+        data = handle.read(_READ_LIMIT)
+        beyond = _plain_values_beyond(handle) if len(data) == _READ_LIMIT else b""
+    if encoding is not None:
+        data = data.decode(encoding, errors="replace").encode("utf-8", errors="replace")
+    return _with_lines_joined(data) + beyond
+
+
+def _plain_values_beyond(handle) -> bytes:
+    """The secrets found in a file past ``_READ_LIMIT`` (mapped, not read into memory), for
+    the search to find them."""
+    found = [secret.encode() for secret in credential_values()]
+    with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        return b"".join(b"\0" + s for s in found if mapped.find(s, _READ_LIMIT - len(s)) != -1)
+
+
+def _in_dumps(data: bytes, values: list[str], secrets: list[bytes]) -> bytes:
+    """``data``, and each secret a hex dump in it shows (``xxd``, ``od``: its bytes as hex
+    groups over lines), for the search to find them."""
+    text = data.decode("utf-8", errors="replace")
+    if redact_hex_dumps(text, values, REDACTED) == text:
+        return data
+    dumped = [s for v, s in zip(values, secrets, strict=True) if _dumps(text, v)]
+    return data + b"".join(b"\0" + s for s in dumped)
+
+
+def _dumps(text: str, value: str) -> bool:
+    return redact_hex_dumps(text, [value], REDACTED) != text
+
+
+def _working_tree_encodings(worktree: TaskWorktree, paths: list[str]) -> dict[str, str] | str:
+    """The ``working-tree-encoding`` of each path that has one: git stores such a file
+    converted to UTF-8, so a secret written in UTF-16 is committed plain. Asked of git only
+    where an attributes file may say so. A problem (text) for an encoding Python cannot read:
+    nothing it holds could be checked."""
+    if not paths or not _attributes_may_apply(worktree, paths):
+        return {}
+    out = worktree.git.check_attr("-z", "working-tree-encoding", "--", *paths)
+    fields = out.split("\0")
+    found = {
+        path: value
+        for path, _, value in zip(fields[0::3], fields[1::3], fields[2::3], strict=False)
+        if value not in ("unspecified", "unset", "set", "")
+    }
+    for path, encoding in found.items():
+        try:
+            found[path] = codecs.lookup(encoding).name
+        except LookupError:
+            return (
+                f"{redact_text(path)} has working-tree-encoding={encoding}, which aca cannot "
+                "read to check it for secrets; nothing was committed. Use UTF-8 or UTF-16 "
+                "for it."
+            )
+    return found
+
+
+def _attributes_may_apply(worktree: TaskWorktree, paths: list[str]) -> bool:
+    """Whether an attributes file could apply to ``paths``: a ``.gitattributes`` in one of
+    their folders, the repository's ``info/attributes``, or the user's own (git reads it)."""
+    folders = {worktree.path}
+    for path in paths:
+        folders.update((worktree.path / path).parents)
+    if any(
+        (folder / ".gitattributes").exists()
+        for folder in folders
+        if folder.is_relative_to(worktree.path)
+    ):
+        return True
+    common = worktree.git_dir.parent.parent if worktree.git_dir is not None else None
+    if common is not None and (common / "info" / "attributes").exists():
+        return True
+    return _users_attributes_file() is not None
+
+
+@functools.cache
+def _users_attributes_file() -> Path | None:
+    """The user's own attributes file, if there is one (``core.attributesFile``, else git's
+    default under ``$XDG_CONFIG_HOME``)."""
+    try:
+        named = subprocess.run(
+            ["git", "config", "--global", "--get", "core.attributesFile"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    except OSError:
+        named = ""
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    file = Path(os.path.expanduser(named)) if named else config / "git" / "attributes"
+    return file if file.exists() else None
 
 
 def _named_for_one(worktree: TaskWorktree, path: str, secrets: list[bytes]) -> bool:

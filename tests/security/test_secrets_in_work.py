@@ -163,3 +163,32 @@ def test_a_file_holding_the_repositorys_own_token_may_be_moved(tmp_path):
     outcome = run_agent(repo, "mkdir -p config && mv .npmrc config/.npmrc")
 
     assert outcome.status == "completed", outcome.failure_reason
+
+
+@pytest.mark.parametrize(
+    ("name", "command"),
+    [
+        # git stores a working-tree-encoding file converted to UTF-8: the token, plain.
+        (
+            "s16.txt",
+            "printf 's16.txt working-tree-encoding=UTF-16LE\\n' > .gitattributes && "
+            'printf %s "$NPM_TOKEN" | iconv -f UTF-8 -t UTF-16LE > s16.txt',
+        ),
+        # A hex dump: the token's bytes as hex groups, 16 of its characters a line.
+        ("key.od", 'printf %s "$NPM_TOKEN" | od -tx1 > key.od'),
+        ("key.hex", 'printf %s "$NPM_TOKEN" | od -An -tx1 > key.hex'),
+        # Past the first 16 MB of a file.
+        (
+            "big.txt",
+            'head -c 17000000 /dev/zero | tr "\\0" "#" > big.txt && echo "$NPM_TOKEN" >> big.txt',
+        ),
+    ],
+)
+def test_a_token_git_would_store_readable_is_never_committed(tmp_path, name, command):
+    repo = make_repo(tmp_path / "repo")
+
+    outcome = run_agent(repo, command)
+
+    assert outcome.status == "failed", name
+    assert "writes a secret aca knows" in outcome.failure_reason and name in outcome.failure_reason
+    assert not every_commit_holds(repo, TOKEN)
