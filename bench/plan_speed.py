@@ -1,11 +1,14 @@
 """Prints how long aca takes to load, validate and dump a generated 5,000-task plan, and how
 long ``aca --help`` takes to start. Targets: plan under 1 s; --help well under a second.
+Beside them, a load of items without ids (each id made from its title) at 4,000 and 16,000
+items: the time should grow with the items, not with their square (it took 1.5 s and 21 s).
 
 Run: .venv/bin/python bench/plan_speed.py
 """
 
 from __future__ import annotations
 
+import functools
 import statistics
 import subprocess
 import sys
@@ -29,6 +32,10 @@ def generate_markdown(path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def generate_untitled_ids(path: Path, items: int) -> None:
+    path.write_text("# Generated\n\n" + "".join(f"- [ ] do it {n % 7}\n" for n in range(items)))
+
+
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -49,6 +56,12 @@ def main() -> None:
     print(f"dump JSON:                           {dump_s:.3f} s")
     print(f"load + validate dumped JSON:         {reload_s:.3f} s")
     print(f"total (target < 1 s):                {load_s + dump_s + reload_s:.3f} s")
+    with tempfile.TemporaryDirectory() as tmp:
+        for items in (4_000, 16_000):
+            source = Path(tmp) / f"ids-{items}.md"
+            generate_untitled_ids(source, items)
+            seconds = timed(functools.partial(load_task_file, source))
+            print(f"load {items:>6,} items, ids made:      {seconds:.3f} s")
 
     aca = Path(sys.executable).with_name("aca")
     help_run = [str(aca), "--help"]

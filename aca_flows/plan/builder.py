@@ -65,12 +65,17 @@ class TaskTreeBuilder:
         self._by_id: dict[str, Task] = {}
         self._explicit_ids: set[str] = set()
         self._refused_ids: set[str] = set()
+        # Every id given or taken, in lower case (``_fresh_id``), and the next suffix to try
+        # for each slug: kept as they grow, where a look over all ids made a load O(n²).
+        self._taken: set[str] = set()
+        self._next_suffix: dict[str, int] = {}
         self.problems: list[str] = []
 
     def reserve_ids(self, ids: list[str]) -> None:
         """Explicit ids anywhere in the file win over generated ones. An id that is not valid
         is the loader's problem to note; a dependency on it is not noted again as unknown."""
         self._explicit_ids.update(ids)
+        self._taken.update(i.lower() for i in ids)
         self._refused_ids.update(i for i in ids if not valid_task_id(i))
 
     def add(self, parent: Task | None, *, task_id: str | None = None, **fields) -> Task:
@@ -85,6 +90,7 @@ class TaskTreeBuilder:
         )
         self.tasks.append(task)
         self._by_id.setdefault(task.id, task)
+        self._taken.add(task.id.lower())
         if parent is not None:
             parent.children = [*parent.children, task.id]
         return task
@@ -115,8 +121,11 @@ class TaskTreeBuilder:
     def _fresh_id(self, title: str) -> str:
         base = slugify(title)
         # Not an explicit `{#Login}` in another case either: ids may name files.
-        taken = {i.lower() for i in (*self._by_id, *self._explicit_ids)}
-        candidate, n = base, 2
-        while candidate.lower() in taken:
-            candidate, n = f"{base}-{n}", n + 1
+        candidate, n = base, self._next_suffix.get(base, 2)
+        if candidate.lower() in self._taken:
+            candidate = f"{base}-{n}"
+            while candidate.lower() in self._taken:
+                n += 1
+                candidate = f"{base}-{n}"
+            self._next_suffix[base] = n + 1
         return candidate
