@@ -75,6 +75,10 @@ class _Node:
     text: list[str] = field(default_factory=list)
     children: list[_Node] = field(default_factory=list)
     commented_items: list[int] = field(default_factory=list)  # root: lines of items switched off
+    # Where in ``text`` lines are no prose: switched off (in a comment, the front matter), or
+    # code (a fence). Neither names a task; what is switched off is no instruction either.
+    switched_off: set[int] = field(default_factory=set)
+    code: set[int] = field(default_factory=set)
 
     @property
     def is_item(self) -> bool:
@@ -127,9 +131,23 @@ def _single_task_plan(path: Path, root: _Node, builder: TaskTreeBuilder) -> Exec
         rest = first_heading.children + root.children[1:]
         body = _join(root.text + first_heading.text + _flatten_text(rest))
     else:
-        lines = [ln for ln in root.text if ln.strip()]
-        title, line = lines[0].strip(), 1
-        body = _join(root.text[root.text.index(lines[0]) + 1 :])
+        # The first line of prose names the task; the lines switched off are no instruction.
+        prose = [
+            i
+            for i, text in enumerate(root.text)
+            if text.strip() and i not in root.switched_off and i not in root.code
+        ]
+        if not prose:
+            builder.problems.append(
+                f"{path}: nothing to run: the file's only text is in comments (<!-- -->), code "
+                "fences or front matter; write each task as a list item (- [ ] ...) or a line "
+                "of text."
+            )
+        first = prose[0] if prose else 0
+        title, line = root.text[first].strip() or path.stem, first + 1
+        body = _join(
+            [text for i, text in enumerate(root.text) if i > first and i not in root.switched_off]
+        )
     title, attrs = _split_attrs(title, path, line, builder.problems)
     title = _titled(title, path, line, builder.problems)
     fields = _task_fields(attrs, path, line, builder.problems)
@@ -196,12 +214,12 @@ def _parse(text: str, path: Path, problems: list[str]) -> _Node:
             front_matter = True  # YAML front matter: text, its closing `---` no underline
         if front_matter:
             front_matter = number == 1 or line not in ("---", "...")
-            _owner(headings, items, line).text.append(line)
+            _append(_owner(headings, items, line), line, "switched_off")
             continue
         if in_fence or _FENCE.match(line):
             opened = opened if in_fence else number
             in_fence = in_fence != bool(_FENCE.match(line))
-            _owner(headings, items, line).text.append(line)
+            _append(_owner(headings, items, line), line, "code")
             paragraph = title_of = None
             continue
         if in_comment or _COMMENT.match(line):
@@ -210,7 +228,7 @@ def _parse(text: str, path: Path, problems: list[str]) -> _Node:
             in_comment = "-->" not in (line if in_comment else line.split("<!--", 1)[1])
             if _ITEM.match(line.split("<!--", 1)[-1]):
                 root.commented_items.append(number)
-            _owner(headings, items, line).text.append(line)
+            _append(_owner(headings, items, line), line, "switched_off")
             paragraph = title_of = None
             continue
         if title_of is not None and line.strip() and _lazy_continuation(line, title_of):
@@ -279,6 +297,12 @@ def _open_heading(
     headings[-1].children.append(node)
     headings.append(node)
     items.clear()
+
+
+def _append(owner: _Node, line: str, kind: str) -> None:
+    """A line of ``owner``'s text that is no prose: ``kind`` is ``switched_off`` or ``code``."""
+    getattr(owner, kind).add(len(owner.text))
+    owner.text.append(line)
 
 
 def _owner(headings: list[_Node], items: list[_Node], line: str) -> _Node:

@@ -507,3 +507,20 @@ def test_markdown_attribute_words_are_read_as_numbers_and_booleans(tmp_path):
 def test_a_generated_id_never_takes_an_explicit_one_in_another_case(tmp_path):
     plan = load_task_file(write(tmp_path, "- Log in {#Login}\n- Login\n"))
     assert [task.id for task in plan.tasks] == ["Login", "login-2"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["<!--\nCreate a file called hello.txt\n-->\n", "```\n- [ ] inside a fence\n```\n"],
+)
+def test_a_file_whose_only_text_is_switched_off_or_code_has_nothing_to_run(tmp_path, text):
+    # It ran as one task titled `<!--` (or ```), the commented text its instructions.
+    with pytest.raises(TaskFileError, match="nothing to run: the file's only text is in comm"):
+        load_task_file(write(tmp_path, text))
+
+
+def test_a_one_task_file_is_named_by_its_first_line_of_prose(tmp_path):
+    text = "---\nauthor: me\n---\n<!-- not this -->\nCreate hello.txt\n```\nprint(1)\n```\n"
+    (task,) = load_task_file(write(tmp_path, text)).tasks
+    assert task.title == "Create hello.txt"
+    assert task.description == "```\nprint(1)\n```"
