@@ -63,6 +63,14 @@ def _task_line(task: Task) -> str:
         extras.append(task.metadata.priority.value)
     if task.verify:
         extras.append(f"verify: {task.verify}")
+    # What a reviewer must see of a task that runs unlike the others: its provider, model,
+    # network and attempts (each only when the task sets it).
+    if task.provider or task.model:
+        extras.append("on " + "/".join(filter(None, (task.provider, task.model))))
+    if task.network is not None:
+        extras.append("network" if task.network else "no network")
+    if task.max_attempts is not None:
+        extras.append(f"at most {task.max_attempts} attempt(s)")
     if task.metadata.file_refs:
         extras.append("files: " + ", ".join(r.path for r in task.metadata.file_refs))
     if task.status.reason:

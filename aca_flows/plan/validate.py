@@ -1,11 +1,11 @@
 """Plan validation: every problem at once, never just the first.
 
 Checks duplicate ids (and ids that differ only in case), unknown and self dependencies,
-dependency cycles (reported with their path), empty verify commands, the tree's consistency
-(``parent_id`` and ``children`` agree, no parent loops, no verify command on a group, which
-nothing would run), and plans that could never progress (``stall_problems``): tasks that wait
-for each other through their groups, and with ``strategy = sequential`` a task that depends on
-a later one.
+dependency cycles (reported with their path), an empty verify command, provider or model, the
+tree's consistency (``parent_id`` and ``children`` agree, no parent loops, no verify command on
+a group, which nothing would run), and plans that could never progress (``stall_problems``):
+tasks that wait for each other through their groups, and with ``strategy = sequential`` a task
+that depends on a later one.
 """
 
 from __future__ import annotations
@@ -44,9 +44,10 @@ def check_plan(
     return plan
 
 
-def _empty_verify_problems(plan: ExecutionPlan) -> list[str]:
+def _empty_value_problems(plan: ExecutionPlan) -> list[str]:
     """An empty verify reads as a check but checks nothing, and whether it means "no check"
-    or "the plan's default" the file does not say: it is refused, with both ways out."""
+    or "the plan's default" the file does not say: it is refused, with both ways out. So is
+    an empty provider or model, which meant the run's own."""
     problems = []
     if plan.verify is not None and not plan.verify.strip():
         problems.append(
@@ -58,6 +59,13 @@ def _empty_verify_problems(plan: ExecutionPlan) -> list[str]:
         'verify="pytest -q", or leave verify out for the plan\'s default'
         for task in plan.tasks
         if task.verify is not None and not task.verify.strip()
+    ]
+    # An empty model or provider ran on the run's own, silently; `--model ""` is refused.
+    problems += [
+        f"task '{task.id}' has an empty {field}; name one, or leave {field} out for the run's"
+        for task in plan.tasks
+        for field in ("provider", "model")
+        if (value := getattr(task, field)) is not None and not value.strip()
     ]
     return problems
 
@@ -73,7 +81,7 @@ def _raise_file_problems(source: str, problems: list[str]) -> None:
 def plan_problems(plan: ExecutionPlan) -> list[str]:
     problems: list[str] = []
     # Problems that leave the tree and graph sound (the stall checks can still look): a task
-    # depending on itself or on an unknown task, a group's verify, an empty verify.
+    # depending on itself or on an unknown task, a group's verify, an empty value.
     harmless: list[str] = []
     seen: set[str] = set()
     by_lower_case: dict[str, str] = {}
@@ -133,9 +141,9 @@ def plan_problems(plan: ExecutionPlan) -> list[str]:
                     f"but '{child_id}' names parent '{child.parent_id}'"
                 )
 
-    empty_verify = _empty_verify_problems(plan)
-    harmless.extend(empty_verify)
-    problems.extend(empty_verify)
+    empty_values = _empty_value_problems(plan)
+    harmless.extend(empty_values)
+    problems.extend(empty_values)
     problems.extend(_parent_loops(by_id))
     graph: dict[str, list[str]] = {}
     for task in plan.tasks:  # duplicates merge, so no edge hides behind a repeated id

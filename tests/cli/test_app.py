@@ -279,6 +279,17 @@ def test_every_problem_of_a_task_file_is_named_in_one_run(tmp_path, capsys, name
     assert "Fix these in the task file and run again." in err
 
 
+@pytest.mark.parametrize("command", [["run", "{file}", "--dry-run"], ["plan", "show", "{file}"]])
+def test_a_task_s_unknown_provider_is_refused_by_every_look_at_the_plan(tmp_path, capsys, command):
+    # `aca plan show` showed it (exit 0); the dry run refused it (exit 2).
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- [ ] a {#a provider=bogus}\n")
+
+    code, out, err = run(capsys, *(a.format(file=tasks) for a in command))
+
+    assert code == 2 and out == "" and "unknown provider 'bogus'" in err
+
+
 @pytest.mark.parametrize(
     "command",
     [["--execution-plan", "{file}", "--dry-run"], ["run", "{file}", "--dry-run"]],

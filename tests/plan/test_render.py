@@ -23,6 +23,19 @@ def test_tree_shows_hierarchy_dependencies_and_verify():
     assert lines[-1].endswith("files: specs/readme-outline.md)")
 
 
+def test_tree_shows_what_a_task_sets_unlike_the_others(tmp_path):
+    # A reviewer saw `a — x` for a task with the network on another provider's model.
+    tasks = tmp_path / "tasks.toml"
+    tasks.write_text(
+        '[[tasks]]\nid = "a"\ntitle = "x"\nprovider = "openai"\nmodel = "gpt-4o"\n'
+        'network = true\nmax_attempts = 5\n[[tasks]]\nid = "b"\ntitle = "y"\n'
+        "network = false\n"
+    )
+    lines = render_tree(load_task_file(tasks)).splitlines()
+    assert lines[1] == "├── [ ] a — x  (on openai/gpt-4o; network; at most 5 attempt(s))"
+    assert lines[2] == "└── [ ] b — y  (no network)"
+
+
 def test_mermaid_has_nodes_and_dependency_edges():
     text = render_mermaid(load_task_file(HELLO))
     assert text.startswith("flowchart TD")

@@ -186,3 +186,15 @@ def test_an_unknown_dependency_written_in_other_letter_case_is_told_its_id():
         plan_of(Task(id="c", title="C"), Task(id="b", title="B", dependencies=["C"]))
     )
     assert problems == ["task 'b' depends on unknown task 'C' (did you mean 'c'?)"]
+
+
+def test_an_empty_model_or_provider_of_a_task_is_refused(tmp_path):
+    # It ran silently on the run's own; `--model ""` is refused.
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text('- [ ] a {#a model=""}\n- [ ] b {#b provider="  "}\n')
+    with pytest.raises(PlanValidationError) as refused:
+        load_task_file(tasks)
+    assert refused.value.problems == [
+        "task 'a' has an empty model; name one, or leave model out for the run's",
+        "task 'b' has an empty provider; name one, or leave provider out for the run's",
+    ]
