@@ -38,10 +38,13 @@ def main(argv: list[str] | None = None) -> int:
         if code == 130 and interrupt_inside(exc.__context__):
             print("interrupted", file=sys.stderr)  # typer ends a Ctrl-C with 130, silently
     except AcaError as exc:
+        from aca_flows._words import shown
         from aca_flows.session.redact import redact_text
 
         message = redact_text(str(exc))
-        print(f"error: {message}", file=sys.stderr)
+        # A task file's text in it (an id, a title) prints as escapes, never acts on the
+        # terminal, as in the tree; --json has it exact.
+        print(f"error: {shown(message)}", file=sys.stderr)
         code = exc.exit_code
         if as_json:
             print_json_error(message, code)

@@ -348,9 +348,17 @@ def _refuse_misplaced_options(ctx: typer.Context) -> None:
             f"{message}; `aca run` takes the file itself: `aca run FILE`, "
             f"or `aca {given[0]} FILE` without the subcommand."
         )
-    taken = _options_of(ctx.command.get_command(ctx, sub)) if sub else set()
-    if given[0] in taken:
-        raise InputError(f"{message}; put options after it, e.g. `aca {sub} ... {given[0]} ...`.")
+    command = ctx.command.get_command(ctx, sub) if sub else None
+    # The commands that take it: of a group (`aca plan`), those of its commands that do; the
+    # group's callback is not told which one follows (`plan show` takes no --dump-plan).
+    takers = [
+        f"aca {sub} {name}".strip()
+        for name, leaf in (getattr(command, "commands", None) or {"": command}).items()
+        if given[0] in _options_of(leaf)
+    ]
+    if takers:
+        after = " or ".join(f"`{taker} ... {given[0]} ...`" for taker in takers)
+        raise InputError(f"{message}; put it after the command that takes it: {after}.")
     raise InputError(
         f"{message}, which takes no {given[0]}; see `aca {sub} --help` for its options."
     )

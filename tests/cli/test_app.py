@@ -695,7 +695,17 @@ def test_usage_errors_exit_2(capsys):
 
 def test_options_before_a_subcommand_are_not_silently_dropped(capsys):
     code, _, err = run(capsys, "--workdir", ".", "plan", "schema")
-    assert code == 2 and "put options after it" in err
+    assert code == 2 and "put it after the command that takes it" in err
+
+
+def test_a_task_file_s_text_in_an_error_prints_as_escapes(tmp_path, capsys):
+    # The tree escaped it; the problem list wrote the escape sequence to the terminal.
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text('- [ ] one {#a}\n- [ ] two {#b depends_on="a\x1b[31m"}\n')
+
+    code, _, err = run(capsys, "plan", "show", str(tasks))
+
+    assert code == 2 and "depends on unknown task 'a\\x1b[31m'" in err and "\x1b" not in err
 
 
 def test_a_misplaced_option_is_pointed_where_it_works(capsys):
@@ -707,7 +717,10 @@ def test_a_misplaced_option_is_pointed_where_it_works(capsys):
     code, _, err = run(capsys, "--dry-run", "usage")
     assert code == 2 and "'usage', which takes no --dry-run; see `aca usage --help`" in err
     code, _, err = run(capsys, "--json", "sessions", "list")
-    assert code == 2 and "put options after it, e.g. `aca sessions ... --json ...`" in err
+    assert code == 2 and "takes it: `aca sessions list ... --json ...` or `aca sessions show" in err
+    # Of a group's commands, those that take it: `plan show` has no --dump-plan.
+    code, _, err = run(capsys, "--dump-plan", "x.json", "plan", "show", "tasks.md")
+    assert code == 2 and "takes it: `aca plan parse ... --dump-plan ...`." in err
 
 
 @pytest.mark.parametrize("port", ["0", "99999", "taken"])
