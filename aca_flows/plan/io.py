@@ -204,7 +204,8 @@ def _check_schema_version(path: Path, version: Any) -> None:
     if version is None:
         problem = "has no schema_version"
     elif type(version) is not int:
-        problem = f"schema_version {version!r} is not a number"
+        # As the file spells it (1.0, true): Python's repr said "True", "1.0 is not a number".
+        problem = f"schema_version {json.dumps(version)} is not the whole number 1"
     elif version != 1:
         problem = f"schema_version {version} is not supported"
     else:

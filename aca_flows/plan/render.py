@@ -58,7 +58,7 @@ def _task_line(task: Task) -> str:
     parts = [_MARKS[task.status.state], task.id, "—", task.title]
     extras = []
     if task.dependencies:
-        extras.append("after " + ", ".join(task.dependencies))
+        extras.append("after " + ", ".join(dict.fromkeys(task.dependencies)))  # a,a: once
     if task.metadata.priority.value != "normal":
         extras.append(task.metadata.priority.value)
     if task.verify:

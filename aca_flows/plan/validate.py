@@ -136,9 +136,9 @@ def plan_problems(plan: ExecutionPlan) -> list[str]:
             if child is None:
                 problems.append(f"task '{task.id}' lists unknown child '{child_id}'")
             elif child.parent_id != task.id:
+                names = f"names parent '{child.parent_id}'" if child.parent_id else "has no parent"
                 problems.append(
-                    f"task '{task.id}' lists child '{child_id}', "
-                    f"but '{child_id}' names parent '{child.parent_id}'"
+                    f"task '{task.id}' lists child '{child_id}', but '{child_id}' {names}"
                 )
 
     empty_values = _empty_value_problems(plan)

@@ -91,7 +91,9 @@ def test_an_edited_plan_whose_group_is_completed_over_pending_subtasks_is_refuse
         ("null.json", b"null", "must be a JSON object .{...}, as --dump-plan writes it., not null"),
         ("old.json", b'{"schema_version": 7, "name": "x"}', "schema_version 7 is not supported"),
         # Edited by hand: not "'1' is not supported (this aca reads 1)", nor "None is not ...".
-        ("text.json", b'{"schema_version": "1", "name": "x"}', "'1' is not a number"),
+        ("text.json", b'{"schema_version": "1", "name": "x"}', '"1" is not the whole number 1'),
+        ("float.json", b'{"schema_version": 1.0, "name": "x"}', "1.0 is not the whole number 1"),
+        ("bool.json", b'{"schema_version": true, "name": "x"}', "true is not the whole number 1"),
         ("bare.json", b"{}", "plan has no schema_version"),
         # Not only "needs a reason": with one, it was "a plan starts its tasks pending".
         (

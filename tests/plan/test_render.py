@@ -36,6 +36,12 @@ def test_tree_shows_what_a_task_sets_unlike_the_others(tmp_path):
     assert lines[2] == "└── [ ] b — y  (no network)"
 
 
+def test_a_dependency_named_twice_is_shown_once(tmp_path):
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- [ ] a {#a}\n- [ ] b {#b depends_on=a,a}\n")
+    assert render_tree(load_task_file(tasks)).splitlines()[2] == "└── [ ] b — b  (after a)"
+
+
 def test_mermaid_has_nodes_and_dependency_edges():
     text = render_mermaid(load_task_file(HELLO))
     assert text.startswith("flowchart TD")

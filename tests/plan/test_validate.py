@@ -64,6 +64,11 @@ def test_parent_child_mismatch():
     assert "task 'p' lists unknown child 'ghost'" in problems
     assert "task 'p' lists child 'x', but 'x' names parent 'q'" in problems
     assert "task 'x' names parent 'q', but 'q' does not list it in children" in problems
+    # A child without a parent was said to name parent 'None'.
+    orphan = plan_problems(
+        plan_of(Task(id="p", title="P", children=["y"]), Task(id="y", title="Y"))
+    )
+    assert "task 'p' lists child 'y', but 'y' has no parent" in orphan
 
 
 def test_parent_loop():
