@@ -112,6 +112,25 @@ def server_record(workdir: Path) -> tuple[str, str, dict]:
     return log_text, artifact_text, runs[0].parameters
 
 
+def state_messages(workdir: Path) -> str:
+    """The state messages of the flow runs that worked in ``workdir``, and of their task runs:
+    what Prefect keeps of each end (in its events, its UI)."""
+    from prefect.client.orchestration import get_client
+
+    async def read() -> str:
+        async with get_client() as client:
+            runs = [
+                r
+                for r in await client.read_flow_runs()
+                if r.parameters.get("workdir") == str(workdir)
+            ]
+            task_runs = await client.read_task_runs()
+            mine = [t for t in task_runs if t.flow_run_id in {r.id for r in runs}]
+            return "\n".join(str(x.state.message) for x in [*runs, *mine])
+
+    return asyncio.run(read())
+
+
 def test_keys_planted_everywhere_leave_aca_nowhere(tmp_path, repo, anthropic_fake):
     from prefect.settings import PREFECT_API_URL
 
@@ -217,9 +236,6 @@ def test_resume_refuses_to_run_a_command_the_record_redacted(tmp_path, repo, ant
 def test_a_failing_task_reports_why_without_the_key_its_command_printed(
     tmp_path, repo, anthropic_fake
 ):
-    from prefect.client.orchestration import get_client
-    from prefect.logging.handlers import APILogHandler
-
     for _ in range(10):
         anthropic_fake.anthropic.enqueue(coding_agent)
     tasks = tmp_path / "tasks.md"
@@ -230,17 +246,7 @@ def test_a_failing_task_reports_why_without_the_key_its_command_printed(
     fix_requests = [r.body.decode() for r in anthropic_fake.anthropic.requests]
     assert any(TOOL_KEY in body for body in fix_requests)
 
-    async def states() -> str:
-        await APILogHandler.aflush()
-        async with get_client() as client:
-            runs = [
-                r for r in await client.read_flow_runs() if r.parameters.get("workdir") == str(repo)
-            ]
-            task_runs = await client.read_task_runs()
-            mine = [t for t in task_runs if t.flow_run_id in {r.id for r in runs}]
-            return "\n".join(str(x.state.message) for x in [*runs, *mine])
-
-    messages = asyncio.run(states())
+    messages = state_messages(repo)
     logs, artifacts, _ = server_record(repo)
     assert "verify command" in messages and REDACTED in messages
     for exit_text in (files_text(repo / ".aca"), messages, logs, artifacts):
@@ -253,8 +259,6 @@ def test_a_key_the_provider_echoes_in_its_error_reaches_no_record(
     # A gateway's 400 that quotes the key, cut at 300 characters in the middle of it: the task
     # run's state message, its events and the persisted result (in results/, pushed with the
     # session) held the key's first 31 characters.
-    from prefect.client.orchestration import get_client
-
     monkeypatch.setenv("ANTHROPIC_API_KEY", ENV_KEY)
     monkeypatch.setattr(anthropic_fake, "api_key", ENV_KEY)
     said = f"{'x' * 260} bad key {ENV_KEY}"
@@ -264,16 +268,7 @@ def test_a_key_the_provider_echoes_in_its_error_reaches_no_record(
     outcome = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test")
     assert outcome.summary["failed_ids"] == ["a"]
 
-    async def states() -> str:
-        async with get_client() as client:
-            runs = [
-                r for r in await client.read_flow_runs() if r.parameters.get("workdir") == str(repo)
-            ]
-            task_runs = await client.read_task_runs()
-            mine = [t for t in task_runs if t.flow_run_id in {r.id for r in runs}]
-            return "\n".join(str(x.state.message) for x in [*runs, *mine])
-
-    messages = asyncio.run(states())
+    messages = state_messages(repo)
     assert "400" in messages and "bad key" in messages
     part = ENV_KEY[:25]  # the part a cut at 300 characters left
     for exit_text in (files_text(repo / ".aca"), messages, *server_record(repo)[:2]):
