@@ -99,8 +99,12 @@ def secret_block_environ(name: str, config: AcaConfig):
     return provider_environ(name, config)
 
 
-def _say_parse_retry(seconds: float, error: Exception, retry_number: int) -> None:
-    print(f"warning: {error} Retrying in {seconds:.1f} s.", file=sys.stderr)
+def _say_parse_retry(seconds: float, error: Exception, retry_number: int, retries: int) -> None:
+    # The call retries' own callback (``providers.retry``): it was called with one argument
+    # more than it took, and a parse that met a 529 ended in a TypeError.
+    print(
+        f"warning: {error} Retry {retry_number} of {retries} in {seconds:.1f} s.", file=sys.stderr
+    )
 
 
 def execute(options: RunOptions) -> int:

@@ -85,6 +85,28 @@ def test_design_usage_with_the_intelligent_parser_dry_run(llm_server, tmp_path, 
     assert code == 0 and "e2e-checks — 4. End-to-End Checks" in out
 
 
+def test_a_parse_whose_provider_says_wait_is_retried_and_says_so(
+    llm_server,  # noqa: F811
+    tmp_path,
+    capsys,
+    monkeypatch,
+):
+    # The retry's callback took one argument less than it is given: a 529 during the parse
+    # of `aca run --use-intelligent-parser` ended in a TypeError traceback.
+    monkeypatch.setenv("ACA_SESSION__CALL_RETRY_BACKOFF_SECONDS", "0")
+    llm_server.anthropic.enqueue(status=529, error="Overloaded")
+    llm_server.anthropic.enqueue(**respond(dependencies_proposal()))
+
+    code, out, err = run(
+        capsys, "run", str(TEST6), "--use-intelligent-parser", "--provider", "anthropic",
+        "-w", str(make_repo(tmp_path / "work")), "--dry-run",
+    )  # fmt: skip
+
+    assert code == 0, err
+    assert "Overloaded" in err and "Retry 1 of " in err and "Traceback" not in err
+    assert "Dry run: 20 tasks in 5 groups" in out
+
+
 def test_a_dry_run_that_parses_a_repo_s_task_file_keeps_the_parse_in_its_clone(
     llm_server,  # noqa: F811
     tmp_path,
