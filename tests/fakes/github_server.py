@@ -80,6 +80,9 @@ class FakeGitHub:
         handler = type("Handler", (_Handler,), {"fake": self})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
+        # A connection dropped before its accept must not leave the accept loop waiting for
+        # the next one, where ``shutdown`` would wait for it for ever (llm_server.py).
+        self._httpd.socket.setblocking(False)
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
         return self
 

@@ -283,6 +283,13 @@ class _QuietServer(ThreadingHTTPServer):
     # calls on a loaded machine), which the client saw fail (APIConnectionError, ECONNRESET).
     request_queue_size = socket.SOMAXCONN
 
+    def server_activate(self) -> None:
+        super().server_activate()
+        # A connection its client dropped between the accept loop's select and its accept
+        # left a blocking accept waiting for the next one: at the test's end, ``shutdown``
+        # then waited for the loop for ever. Non-blocking, that accept returns at once.
+        self.socket.setblocking(False)
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that gave up (a timeout test) breaks the pipe: expected, not worth a trace.
         if not isinstance(sys.exc_info()[1], ConnectionError):
