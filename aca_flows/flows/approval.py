@@ -302,7 +302,13 @@ INTERRUPTED = object()
 
 async def wait_for_input(form, mode: str, timeout: float, key: str, interrupt):
     """The flow run's answer to ``form``: ``None`` on timeout, ``INTERRUPTED`` if the run's
-    ``interrupt`` came first. ``mode`` ``suspend`` exits the process (deployment runs)."""
+    ``interrupt`` came first. ``mode`` ``suspend`` exits the process (deployment runs).
+
+    The key is the flow run's attempt's: Prefect answers a wait whose key it has seen with the
+    input stored under it, which is the form itself until someone answers. A retry of a run
+    cancelled while it waited took that form for the answer, and ran a plan nobody approved.
+    A resumed run is the same attempt (resuming keeps ``run_count``), and finds its answer."""
+    key = f"{key}-run{get_run_context().flow_run.run_count}"
     if mode == "suspend":
         # Exits this process (Prefect's Pause); the flow run starts again when resumed and
         # this call, with the same key, returns the answer.

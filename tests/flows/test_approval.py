@@ -607,6 +607,44 @@ def test_a_suspended_run_cancelled_while_it_waits_leaves_a_session_to_resume_not
     assert agent_requests(anthropic_fake) == []
 
 
+def test_a_retry_of_a_run_cancelled_while_it_waited_asks_again(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    """The retry took the form Prefect had stored under the wait's key for an answer: the
+    plan ran approved by nobody, and the session recorded an "approve"."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.exceptions import Pause
+    from prefect.states import AwaitingRetry, State
+
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    monkeypatch.setenv("ACA_DEPLOYMENTS__ALLOWED_WORKDIRS", str(tmp_path))
+    parameters = {
+        "task_file": task_file(tmp_path, "Retried after a cancel"),
+        "workdir": str(repo),
+        "require_approval": True,
+    }
+
+    async def suspend_cancel_and_retry():
+        flow_run = await deployment_run(parameters)
+        with pytest.raises(Pause):
+            await run_as_a_worker(flow_run.id, parameters)
+        async with get_client() as client:
+            cancelled = State(type=StateType.CANCELLED, name="Cancelled")
+            await client.set_flow_run_state(flow_run.id, cancelled, force=True)
+            await client.set_flow_run_state(flow_run.id, AwaitingRetry(), force=True)
+        with pytest.raises(Pause):  # it waits again
+            await run_as_a_worker(flow_run.id, parameters)
+        return flow_run
+
+    flow_run = asyncio.run(suspend_cancel_and_retry())
+
+    (session,) = list_sessions(repo)
+    assert flow_run_of(session).state.name == "Suspended"
+    assert agent_requests(anthropic_fake) == []
+    assert session.approval.state == "waiting" and session.approval.flow_run_id == str(flow_run.id)
+
+
 def test_a_suspended_run_whose_wait_timed_out_shows_interrupted(repo, capsys):
     """Its flow run failed on the server ("paused and never resumed"); the session showed
     "waiting for approval" for ever."""
