@@ -216,6 +216,7 @@ async def _push(remote: RunRemote, store: SessionStore, logger) -> None:
     and a failure is logged as a warning."""
     try:
         # The record is read here, on the flow's thread, where the journal is written.
+        store.write_session_json_now()
         save_session_record(remote.repo, store.session_id, store.paths.root)
     except (git.GitCommandError, OSError) as exc:
         # The branch is pushed all the same; the next push carries the record.

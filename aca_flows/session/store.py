@@ -221,6 +221,14 @@ class SessionStore:
             writer.join()  # it only takes the mutex, sees the store closed and ends
         self._lock.release()
 
+    def write_session_json_now(self) -> None:
+        """Bring session.json up to the journal now, not after its delay: before the record
+        is copied elsewhere (the remote's ``refs/aca/sessions``, which showed a finished
+        session still running)."""
+        with self._mutex:
+            if not self._closed and self._lock.held and self._json_seq != self._session.last_seq:
+                self._write_session_json()
+
     def __enter__(self) -> SessionStore:
         return self
 

@@ -86,6 +86,10 @@ def test_each_landed_task_is_on_the_remote_with_the_sessions_record(
                  if e["type"] == "task_completed"]  # fmt: skip
     assert sorted(completed) == ["a", "b", "c"]
     assert "session.lock" not in git.Repo(remote).git.ls_tree("-r", "--name-only", record)
+    # And its summary says what the journal says: it said "running", written after the push.
+    saved = json.loads(git.Repo(remote).git.show(f"{record}:meta/session.json"))
+    assert saved["status"] == "completed"
+    assert saved["last_seq"] == json.loads(journal.splitlines()[-1])["seq"]
 
 
 def journal(workdir: Path, session_id: str) -> list[dict]:
