@@ -44,6 +44,7 @@ from aca_flows.flows.flow_tree import plan_flow_name
 from aca_flows.flows.interrupt import (
     UI_CANCEL,
     Interrupt,
+    cancelled_from_outside,
     interrupt_on_signals,
     stop_for_lost_server,
     task_runs_recorded_ended,
@@ -62,6 +63,7 @@ from aca_flows.flows.pull_requests import (
 )
 from aca_flows.flows.remote_sync import (
     open_remote,
+    push_session_work,
     register_remote,
     resume_of,
     run_working_area,
@@ -94,6 +96,9 @@ __all__ = [
 
 
 SWITCH_INTERVAL = 0.001
+# How long a run cut off (a cancel, a signal) gives the remote its session's end: a worker
+# sends SIGKILL 30 s after its SIGTERM.
+PUSH_AT_STOP = 15.0
 
 
 @flow(
@@ -280,13 +285,24 @@ async def aca_run(
                 get_run_logger().error(f"the run's work is {summary.not_delivered}")
             end = summary.stopped_reason or summary.not_delivered
             emit_session_event(store, summary.status, end)
-    except (asyncio.CancelledError, KeyboardInterrupt, TerminationSignal):
-        # Interrupted (a runner's cancel arrives as TerminationSignal): what finished is
-        # recorded; running tasks start again on resume.
-        create_checkpoint(store, trigger="interrupt", description="interrupted")
-        reason = f"interrupted; `{resume_of(store)}` continues"
+    except (asyncio.CancelledError, KeyboardInterrupt, TerminationSignal) as stop:
+        # Interrupted: what finished is recorded; running tasks start again on resume. A
+        # worker ends a deployment run cancelled from the UI with SIGTERM, often before the
+        # run's own look sees the cancel: said as the cancel it is, and the remote gets the
+        # session's end (its record said the run went on).
+        cut_off = not isinstance(stop, KeyboardInterrupt)  # a person's Ctrl-C wants out now
+        by = (
+            f" by {UI_CANCEL}"
+            if cut_off and await cancelled_from_outside(interrupt, flow_run)
+            else ""
+        )
+        create_checkpoint(store, trigger="interrupt", description=f"interrupted{by}")
+        reason = f"interrupted{by}; `{resume_of(store)}` continues"
         store.finish("interrupted", reason)
         emit_session_event(store, "interrupted", reason)
+        if cut_off:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(push_session_work(store, get_run_logger()), PUSH_AT_STOP)
         raise
     except ServerLost:
         raise

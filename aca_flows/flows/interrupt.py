@@ -20,6 +20,7 @@ __all__ = [
     "CANCEL_POLL_SECONDS",
     "UI_CANCEL",
     "Interrupt",
+    "cancelled_from_outside",
     "interrupt_on_signals",
     "stop_for_lost_server",
     "task_runs_recorded_ended",
@@ -170,6 +171,29 @@ def _subflows_leave_sigterm_alone() -> Iterator[None]:
 
 # The summary is persisted (JSON, in Prefect's result storage) so a caller that started the
 # run with ``run_deployment`` reads it from the flow run's state.
+async def cancelled_from_outside(interrupt: Interrupt, flow_run) -> bool:
+    """Whether the run was cancelled from the UI (or the API): its watch saw it, or, when the
+    run is cut off before it could (a worker's SIGTERM for the cancel), its flow run says so
+    now. A look with no answer within seconds says no."""
+    if interrupt.signal_name == UI_CANCEL:
+        return True
+    if flow_run is None:
+        return False
+    from prefect.client.orchestration import get_client
+
+    try:
+        async with get_client() as client:
+            look = client.read_flow_run(flow_run.id)
+            state = (await asyncio.wait_for(look, LAST_LOOK_SECONDS)).state
+    except Exception:
+        return False
+    return state is not None and (state.is_cancelling() or state.is_cancelled())
+
+
+# How long a run cut off waits to learn whether it was cancelled.
+LAST_LOOK_SECONDS = 3.0
+
+
 async def watch_for_cancel(
     interrupt: Interrupt, on_taken_over: Callable[[], None] | None = None
 ) -> None:

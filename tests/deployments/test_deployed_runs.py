@@ -486,6 +486,10 @@ def test_a_retried_flow_run_resumes_its_session(stack, recorded):
     cancelled = wait_final(stack, flow_run.id, timeout=60)
     assert cancelled.state.is_cancelled(), f"{cancelled.state}\n{worker_log(stack)}"
     assert task_commits(repo, f"aca/{session_id}") == ["a"]
+    # The session says what ended it: the worker's SIGTERM often came before the run's own
+    # look saw the cancel, and it said only "interrupted".
+    (end,) = [e for e in journal(repo, session_id) if e["type"] == "session_finished"]
+    assert end["reason"].startswith("interrupted by a cancel from the Prefect UI; "), end
     # The task run the worker's cancel cut short ends as aca's own stops end one, not Crashed.
     states = task_run_states(stack, session_id)
     assert states["b write b.txt"][0] == "Interrupted", f"{states}\n{worker_log(stack)}"

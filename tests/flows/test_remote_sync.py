@@ -461,3 +461,39 @@ def test_a_checked_out_branch_and_a_session_in_use_name_the_repo_resume(
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["status"] == "completed", summary
     assert task_commits(remote, "refs/heads/aca/mid") == ["a"]
+
+
+def test_a_run_cut_off_gives_the_remote_its_end(tmp_path, remote, anthropic_fake):
+    """A worker ends a deployment run cancelled from the UI with SIGTERM, which cuts the flow
+    off (``asyncio.run`` cancels it): the remote's record of the session said it ran on."""
+    import asyncio
+    import time
+
+    from aca_flows.flows.aca_run import aca_run
+
+    def slow_b(request):
+        if task_of(request)[0] == "b":
+            time.sleep(30)  # b runs while the run is cut off
+        return coding_agent(request)
+
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(slow_b)
+    tasks = write_tasks(tmp_path)
+
+    async def cut_off() -> str:
+        run = asyncio.create_task(aca_run(task_file=str(tasks), repo=str(remote), model="m"))
+        sessions = working_area(str(remote)) / ".aca" / "sessions"
+        while not [r for r in anthropic_fake.anthropic.requests if task_of(r)[0] == "b"]:
+            await asyncio.sleep(0.1)
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        (session,) = [p.name for p in sessions.iterdir()]
+        return session
+
+    session_id = asyncio.run(cut_off())
+    record = f"refs/aca/sessions/{session_id}"
+    pushed = git.Repo(remote).git.show(f"{record}:meta/events.jsonl").splitlines()
+    (end,) = [e for e in map(json.loads, pushed) if e["type"] == "session_finished"]
+    assert end["status"] == "interrupted" and end["reason"].startswith("interrupted; `aca resume")
+    assert task_commits(remote, f"refs/heads/aca/{session_id}") == ["a"]
