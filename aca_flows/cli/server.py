@@ -115,7 +115,8 @@ def stop() -> None:
         typer.echo(
             f"Runs of {len(cut_off)} session(s) were running or waiting on it: "
             f"{', '.join(cut_off)}. Any still going stops, interrupted; start the server "
-            "again and `aca resume ID` (in its workdir) continues it."
+            "again and `aca resume ID` continues it (in its workdir, or with --repo URL for "
+            "a run that had one; a deployment run: Retry it in the UI)."
         )
 
 
