@@ -11,16 +11,14 @@ files (redacted), never the value. A file that held it already when the task sta
 repository's own content, not the agent's doing, and passes.
 
 What is searched is what git stores: a file with a ``working-tree-encoding`` attribute (UTF-16,
-EBCDIC) is read in that encoding, as git converts it to UTF-8 when it commits it; a hex dump
+EBCDIC) as git converts it to UTF-8 when it commits it (git converts it here); a hex dump
 of a secret (``xxd``, ``od``) is read back into its bytes; a file larger than 16 MB is read
 to its end for the plain values.
 """
 
 from __future__ import annotations
 
-import codecs
 import functools
-import mmap
 import os
 import subprocess
 from pathlib import Path
@@ -49,11 +47,9 @@ def secrets_problem(worktree: TaskWorktree, changed_files: list[str]) -> str | N
     secrets = [value.encode() for value in values]
     if not secrets:
         return None
-    encodings = _working_tree_encodings(worktree, changed_files)
-    if isinstance(encodings, str):
-        return encodings
+    converted = _converted_paths(worktree, changed_files)
     now = {
-        path: _in_dumps(_content(worktree, path, encodings.get(path)), values, secrets)
+        path: _in_dumps(_content(worktree, path, path in converted), values, secrets)
         for path in changed_files
     }
     names = [path for path in changed_files if _named_for_one(worktree, path, secrets)]
@@ -93,28 +89,43 @@ def secrets_problem(worktree: TaskWorktree, changed_files: list[str]) -> str | N
     return None
 
 
-def _content(worktree: TaskWorktree, path: str, encoding: str | None = None) -> bytes:
+def _content(worktree: TaskWorktree, path: str, converted: bool = False) -> bytes:
     """What git commits of ``path`` now: a link's target, a file's bytes (lines joined too),
-    converted from its ``encoding`` to UTF-8 as git does; nothing for a file removed."""
+    as git converts them when ``converted`` (a working-tree-encoding); nothing for a file
+    removed."""
     file = worktree.path / path
     if file.is_symlink():
         return os.fsencode(os.readlink(file))
     if not file.is_file():
         return b""
+    if converted:  # git's own conversion: every encoding it knows, Python or not
+        try:
+            sha = worktree.git.hash_object("-w", "--path", path, "--", path)
+            data = worktree.git.cat_file("blob", sha, stdout_as_string=False)
+        except git.GitCommandError:  # not in that encoding: git will not commit it either
+            data = file.read_bytes()
+        return _with_lines_joined(data)
     with open(file, "rb") as handle:
         data = handle.read(_READ_LIMIT)
         beyond = _plain_values_beyond(handle) if len(data) == _READ_LIMIT else b""
-    if encoding is not None:
-        data = data.decode(encoding, errors="replace").encode("utf-8", errors="replace")
     return _with_lines_joined(data) + beyond
 
 
 def _plain_values_beyond(handle) -> bytes:
-    """The secrets found in a file past ``_READ_LIMIT`` (mapped, not read into memory), for
-    the search to find them."""
-    found = [secret.encode() for secret in credential_values()]
-    with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        return b"".join(b"\0" + s for s in found if mapped.find(s, _READ_LIMIT - len(s)) != -1)
+    """The secrets found in a file past ``_READ_LIMIT``, read a chunk at a time (each chunk
+    with the end of the one before, where a secret may start), for the search to find them."""
+    secrets = [secret.encode() for secret in credential_values()]
+    overlap = max(map(len, secrets), default=0)
+    found: set[bytes] = set()
+    tail = b""
+    while chunk := handle.read(_CHUNK):
+        window = tail + chunk
+        found.update(secret for secret in secrets if secret in window)
+        tail = window[-overlap:] if overlap else b""
+    return b"".join(b"\0" + secret for secret in sorted(found))
+
+
+_CHUNK = 4 * 1024 * 1024
 
 
 def _in_dumps(data: bytes, values: list[str], secrets: list[bytes]) -> bytes:
@@ -131,30 +142,19 @@ def _dumps(text: str, value: str) -> bool:
     return redact_hex_dumps(text, [value], REDACTED) != text
 
 
-def _working_tree_encodings(worktree: TaskWorktree, paths: list[str]) -> dict[str, str] | str:
-    """The ``working-tree-encoding`` of each path that has one: git stores such a file
-    converted to UTF-8, so a secret written in UTF-16 is committed plain. Asked of git only
-    where an attributes file may say so. A problem (text) for an encoding Python cannot read:
-    nothing it holds could be checked."""
+def _converted_paths(worktree: TaskWorktree, paths: list[str]) -> set[str]:
+    """The paths git converts when it commits them (a ``working-tree-encoding``: UTF-16,
+    EBCDIC): a secret written in UTF-16 is committed plain. Asked of git only where an
+    attributes file may say so."""
     if not paths or not _attributes_may_apply(worktree, paths):
-        return {}
+        return set()
     out = worktree.git.check_attr("-z", "working-tree-encoding", "--", *paths)
     fields = out.split("\0")
-    found = {
-        path: value
+    return {
+        path
         for path, _, value in zip(fields[0::3], fields[1::3], fields[2::3], strict=False)
         if value not in ("unspecified", "unset", "set", "")
     }
-    for path, encoding in found.items():
-        try:
-            found[path] = codecs.lookup(encoding).name
-        except LookupError:
-            return (
-                f"{redact_text(path)} has working-tree-encoding={encoding}, which aca cannot "
-                "read to check it for secrets; nothing was committed. Use UTF-8 or UTF-16 "
-                "for it."
-            )
-    return found
 
 
 def _attributes_may_apply(worktree: TaskWorktree, paths: list[str]) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -74,7 +75,8 @@ class ConversationStore:
             "messages": [m.model_dump(mode="json", exclude_defaults=True) for m in messages],
         }
         with FileLock(self.lock_path):
-            document = _DOCUMENTS.pop(self.path, None)
+            with _DOCUMENTS_LOCK:
+                document = _DOCUMENTS.pop(self.path, None)
             if document is None or document.written != _signature(self.path):
                 document = _Document(self._read())
             # Only the new entry needs redacting: the file holds redacted entries already.
@@ -82,10 +84,11 @@ class ConversationStore:
             text = document.text()
             write_text_atomic(self.path, text, durable=False, redact=False)
             document.written = _signature(self.path)
-            if len(text) <= _DOCUMENT_KEPT_CHARS:  # memory stays bounded in long sessions
-                _DOCUMENTS[self.path] = document
-            while len(_DOCUMENTS) > _DOCUMENTS_KEPT:  # the sessions used least recently go
-                del _DOCUMENTS[next(iter(_DOCUMENTS))]
+            with _DOCUMENTS_LOCK:  # saves run in threads; the file lock is one session's
+                if len(text) <= _DOCUMENT_KEPT_CHARS:  # memory stays bounded in long sessions
+                    _DOCUMENTS[self.path] = document
+                while len(_DOCUMENTS) > _DOCUMENTS_KEPT:  # the sessions used least recently go
+                    del _DOCUMENTS[next(iter(_DOCUMENTS))]
 
     def load(self) -> list[Message]:
         entry = self._read().get("tasks", {}).get(self.task_id, {})
@@ -141,5 +144,6 @@ def _signature(path) -> tuple[int, int, int] | None:
 # least recently used first; a file bigger than _DOCUMENT_KEPT_CHARS is read at each save
 # instead of held in memory.
 _DOCUMENTS: dict[Any, _Document] = {}
+_DOCUMENTS_LOCK = threading.Lock()
 _DOCUMENTS_KEPT = 4
 _DOCUMENT_KEPT_CHARS = 4_000_000

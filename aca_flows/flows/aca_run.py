@@ -291,17 +291,17 @@ async def aca_run(
         # run's own look sees the cancel: said as the cancel it is, and the remote gets the
         # session's end (its record said the run went on).
         cut_off = not isinstance(stop, KeyboardInterrupt)  # a person's Ctrl-C wants out now
-        by = (
-            f" by {UI_CANCEL}"
-            if cut_off and await cancelled_from_outside(interrupt, flow_run)
-            else ""
-        )
+        by = ""
+        # A second cancel while it looks (or pushes, below) ends the look, not the record.
+        with contextlib.suppress(BaseException):
+            if cut_off and await cancelled_from_outside(interrupt, flow_run):
+                by = f" by {UI_CANCEL}"
         create_checkpoint(store, trigger="interrupt", description=f"interrupted{by}")
         reason = f"interrupted{by}; `{resume_of(store)}` continues"
         store.finish("interrupted", reason)
         emit_session_event(store, "interrupted", reason)
         if cut_off:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(BaseException):
                 await asyncio.wait_for(push_session_work(store, get_run_logger()), PUSH_AT_STOP)
         raise
     except ServerLost:

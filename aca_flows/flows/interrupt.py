@@ -181,10 +181,12 @@ async def cancelled_from_outside(interrupt: Interrupt, flow_run) -> bool:
         return False
     from prefect.client.orchestration import get_client
 
-    try:
+    async def look():
         async with get_client() as client:
-            look = client.read_flow_run(flow_run.id)
-            state = (await asyncio.wait_for(look, LAST_LOOK_SECONDS)).state
+            return (await client.read_flow_run(flow_run.id)).state
+
+    try:
+        state = await asyncio.wait_for(look(), LAST_LOOK_SECONDS)
     except Exception:
         return False
     return state is not None and (state.is_cancelling() or state.is_cancelled())

@@ -146,7 +146,7 @@ def _single_task_plan(path: Path, root: _Node, builder: TaskTreeBuilder) -> Exec
         first = prose[0] if prose else 0
         title, line = root.text[first].strip() or path.stem, first + 1
         body = _join(
-            [text for i, text in enumerate(root.text) if i > first and i not in root.switched_off]
+            [text for i, text in enumerate(root.text) if i != first and i not in root.switched_off]
         )
     title, attrs = _split_attrs(title, path, line, builder.problems)
     title = _titled(title, path, line, builder.problems)

@@ -7,6 +7,7 @@ Every failure is a ``TaskFileError`` naming the file and the fix; nothing is rea
 from __future__ import annotations
 
 import codecs
+import os
 from pathlib import Path
 
 from aca_flows.errors import TaskFileError
@@ -140,7 +141,8 @@ def _hidden_from_the_agent(target: Path, root: Path) -> str | None:
         ignored = subprocess.run(
             ["git", "check-ignore", "-q", "--", str(target)],
             cwd=target.parent,
-            env=hardened_environment(),
+            # The user's own excludes count (~/.config/git/ignore): git finds them by HOME.
+            env={**os.environ, **hardened_environment()},
             capture_output=True,
             timeout=30,
             check=False,

@@ -36,7 +36,7 @@ from aca_flows.errors import (
     TransientProviderError,
 )
 from aca_flows.providers.base import ProviderResponse
-from aca_flows.session.redact import redact_text
+from aca_flows.session.redact import redact, redact_text
 
 __all__ = [
     "answer_error",
@@ -94,18 +94,26 @@ def server_message(body: str | None) -> str:
     is cut short: a key the server echoed, cut, would no longer be found whole."""
     if not body:
         return ""
-    body = redact_text(body)
     try:
         data: Any = json.loads(body)
     except ValueError:
-        return body.strip()[:300]
-    if isinstance(data, dict):
-        error = data.get("error", data)
-        if isinstance(error, dict):
-            return str(error.get("message") or error.get("type") or "")[:300]
-        if isinstance(error, str):
-            return error[:300]
-    return str(data)[:300]
+        return redact_text(body.strip())[:300]
+    message, error = data, data.get("error", data) if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        message = error.get("message") or error.get("type") or ""
+    elif isinstance(error, str):
+        message = error
+    # Redacted as the text shown (JSON's escapes undone), before it is cut.
+    return redact_text(str(message))[:300]
+
+
+def _redacted_body(body: str) -> str:
+    """``body`` without secrets: a JSON body redacted as its values read (``\"`` undone),
+    written back as JSON."""
+    try:
+        return json.dumps(redact(json.loads(body)), ensure_ascii=False)
+    except ValueError:
+        return redact_text(body)
 
 
 def error_for_status(
@@ -118,7 +126,7 @@ def error_for_status(
 ) -> ProviderError:
     """The error for an HTTP error response. ``key_hint`` names the variable holding the key."""
     detail = server_message(body)
-    body = body[:_BODY_LIMIT] if body else body
+    body = _redacted_body(body)[:_BODY_LIMIT] if body else body  # redacted before it is cut
     said = f": {quoted}" if (quoted := quoted_clause(detail)) else ""
     common = {"provider": provider, "status_code": status, "body": body}
     lowered = (body or "").lower()

@@ -356,7 +356,7 @@ class RateLimiter:
         with self._lock:
             now = self.clock()
             self.paused_until = max(self.paused_until, self._capped(now + seconds, now))
-        self.save()
+        self.save()  # on the caller's thread: a 429 is rare, and other processes must see it
 
     def _capped(self, paused_until: float, now: float) -> float:
         """``paused_until`` no later than ``max_pause_seconds`` from ``now``: a call would not
@@ -550,9 +550,11 @@ class RateLimitedProvider:
                 async with self.shared.hold(estimated, self.limiter.notice()):
                     response = await self.inner.complete(request, on_event)
         except TransientProviderError as exc:
-            await self.limiter.release(permit)
+            # The pause first: a call waiting for this slot must not go, while the release's
+            # save is written, to a server that just said wait.
             if exc.retry_after:
                 self.limiter.pause(exc.retry_after)
+            await self.limiter.release(permit)
             raise
         except BaseException:
             await self.limiter.release(permit)

@@ -24,6 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.fakes.llm_server import QuietServer
+
 DOCS = "https://docs.github.com/rest"
 
 
@@ -78,11 +80,8 @@ class FakeGitHub:
 
     def __enter__(self) -> FakeGitHub:
         handler = type("Handler", (_Handler,), {"fake": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        # A connection dropped before its accept must not leave the accept loop waiting for
-        # the next one, where ``shutdown`` would wait for it for ever (llm_server.py).
-        self._httpd.socket.setblocking(False)
+        # Its accept loop never blocks, as the LLM fake's (llm_server.py).
+        self._httpd = QuietServer(("127.0.0.1", 0), handler)
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
         return self
 

@@ -89,7 +89,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-__all__ = ["FakeLLMServer", "RecordedRequest", "Reply", "llm_server"]
+__all__ = ["FakeLLMServer", "QuietServer", "RecordedRequest", "Reply", "llm_server"]
 
 FAULTS = ("drop", "malformed_json", "truncate", "error_event", "stall", "cut_tool")
 # How long a stalled stream is held open at most (the server's stop ends it sooner).
@@ -243,7 +243,7 @@ class FakeLLMServer:
 
     def start(self) -> FakeLLMServer:
         handler = type("Handler", (_Handler,), {"fake": self})
-        self._httpd = _QuietServer(("127.0.0.1", 0), handler)
+        self._httpd = QuietServer(("127.0.0.1", 0), handler)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
@@ -276,7 +276,10 @@ def llm_server(monkeypatch) -> Iterator[FakeLLMServer]:
 # ---------------------------------------------------------------- HTTP plumbing
 
 
-class _QuietServer(ThreadingHTTPServer):
+class QuietServer(ThreadingHTTPServer):
+    """The fakes' HTTP server: a real server's backlog, an accept loop that never blocks, and
+    no trace for a client that gave up."""
+
     daemon_threads = True
     # A listen backlog as a real server's: socketserver's default of 5 dropped the connections
     # past it that came while the accept loop waited for the CPU (a burst of tasks' first
@@ -289,6 +292,11 @@ class _QuietServer(ThreadingHTTPServer):
         # left a blocking accept waiting for the next one: at the test's end, ``shutdown``
         # then waited for the loop for ever. Non-blocking, that accept returns at once.
         self.socket.setblocking(False)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        request, address = super().get_request()
+        request.setblocking(True)  # Linux does not pass the listener's mode on; macOS does
+        return request, address
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that gave up (a timeout test) breaks the pipe: expected, not worth a trace.

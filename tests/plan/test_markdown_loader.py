@@ -245,6 +245,19 @@ def test_files_the_agent_never_sees_are_not_sent_to_its_model_by_a_reference(tmp
     assert attached == [".env", "notes.md"]
 
 
+def test_a_file_the_user_s_own_excludes_ignore_is_not_sent_either(tmp_path, monkeypatch):
+    # git read no ~/.config/git/ignore: the check ran without HOME.
+    home = tmp_path / "home"
+    (home / ".config" / "git").mkdir(parents=True)
+    (home / ".config" / "git" / "ignore").write_text(".env\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    repo = make_repo(tmp_path / "repo")
+    (repo / ".env").write_text("KEY=value\n")
+    with pytest.raises(TaskFileError, match="'.env' is a file git ignores"):
+        load_task_file(write(repo, "- A -> .env\n"))
+
+
 def test_a_reference_in_a_symlink_loop_is_refused_with_its_line(tmp_path):
     (tmp_path / "loop.md").symlink_to("loop.md")
     with pytest.raises(TaskFileError, match=r"tasks.md:1: reference 'loop.md' cannot be resolved"):
@@ -524,3 +537,8 @@ def test_a_one_task_file_is_named_by_its_first_line_of_prose(tmp_path):
     (task,) = load_task_file(write(tmp_path, text)).tasks
     assert task.title == "Create hello.txt"
     assert task.description == "```\nprint(1)\n```"
+    # Code above the first line of prose is the task's too.
+    text = "```\nnpm run lint -- --fix\n```\nRun this and fix what remains\n"
+    (task,) = load_task_file(write(tmp_path, text)).tasks
+    assert task.title == "Run this and fix what remains"
+    assert task.description == "```\nnpm run lint -- --fix\n```"

@@ -145,6 +145,18 @@ def test_a_spent_credit_balance_is_permanent(llm_server):
         run(_provider().complete(_request()))
 
 
+def test_a_secret_in_an_error_body_is_redacted_as_shown_not_as_sent(llm_server):
+    # The body was redacted as JSON text, where the quotes are escaped (\"), then read: the
+    # message shown held the password the redactor finds in the text as shown.
+    llm_server.anthropic.enqueue(status=400, error='password: "hunter2hunter2" rejected')
+
+    with pytest.raises(PermanentProviderError) as caught:
+        run(_provider().complete(_request()))
+
+    assert "hunter2hunter2" not in f"{caught.value} {caught.value.body}"
+    assert 'password: "[REDACTED]" rejected' in str(caught.value)
+
+
 def test_a_response_schema_is_answered_as_json_text(llm_server):
     schema = {"type": "object", "properties": {"tasks": {"type": "array"}}}
     llm_server.anthropic.enqueue(tool_calls=[{"name": "respond", "arguments": {"tasks": ["a"]}}])

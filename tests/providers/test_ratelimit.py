@@ -630,3 +630,40 @@ def test_calls_held_for_a_slot_go_in_the_order_they_came(fake_clock):
     run(all_of_them())
 
     assert order == ["running", "next turn", "new 0", "new 1", "new 2"]
+
+
+def test_a_call_waiting_for_the_slot_of_a_call_told_to_wait_waits_too(
+    fake_clock, tmp_path, monkeypatch
+):
+    # The 429's slot was handed back before its pause was set, while the state file was
+    # written in a thread: the call waiting for the slot went at once, to a server that had
+    # just said wait 30 s.
+    from aca_flows.providers import ratelimit
+
+    written = ratelimit.write_json_atomic
+
+    def slow_write(*args, **kwargs):
+        time.sleep(0.2)  # a save that waits for the disk, or for another process's lock
+        return written(*args, **kwargs)
+
+    monkeypatch.setattr(ratelimit, "write_json_atomic", slow_write)
+    inner = TimedProvider(fake_clock, duration=1)
+    inner.failures = [TransientProviderError("429", retry_after=30)]
+    limiter = RateLimiter(
+        _limits(max_concurrent_requests=1),
+        clock=fake_clock,
+        sleep=fake_clock.sleep,
+        state_file=tmp_path / "rate_limit_state.json",
+    )
+    limited = RateLimitedProvider(inner, limiter)
+
+    async def told_to_wait_and_next():
+        async def told_to_wait():
+            with pytest.raises(TransientProviderError):
+                await limited.complete(REQUEST)
+
+        await asyncio.gather(told_to_wait(), limited.complete(REQUEST))
+
+    start = fake_clock()
+    run(told_to_wait_and_next())
+    assert inner.started[1] - start >= 30

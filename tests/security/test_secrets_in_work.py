@@ -174,6 +174,13 @@ def test_a_file_holding_the_repositorys_own_token_may_be_moved(tmp_path):
             "printf 's16.txt working-tree-encoding=UTF-16LE\\n' > .gitattributes && "
             'printf %s "$NPM_TOKEN" | iconv -f UTF-8 -t UTF-16LE > s16.txt',
         ),
+        # An encoding git knows and Python does not (PowerShell's), converted by git.
+        (
+            "x.ps1",
+            "printf '*.ps1 working-tree-encoding=UTF-16LE-BOM\\n' > .gitattributes && "
+            "printf '\\377\\376' > x.ps1 && "
+            'printf %s "$NPM_TOKEN" | iconv -f UTF-8 -t UTF-16LE >> x.ps1',
+        ),
         # A hex dump: the token's bytes as hex groups, 16 of its characters a line.
         ("key.od", 'printf %s "$NPM_TOKEN" | od -tx1 > key.od'),
         ("key.hex", 'printf %s "$NPM_TOKEN" | od -An -tx1 > key.hex'),
@@ -192,3 +199,20 @@ def test_a_token_git_would_store_readable_is_never_committed(tmp_path, name, com
     assert outcome.status == "failed", name
     assert "writes a secret aca knows" in outcome.failure_reason and name in outcome.failure_reason
     assert not every_commit_holds(repo, TOKEN)
+
+
+def test_a_file_in_an_encoding_git_converts_is_committed_when_it_holds_no_secret(tmp_path):
+    # An encoding Python has no codec for refused every task that touched such a file.
+    repo = make_repo(tmp_path / "repo")
+    commit_file(repo, ".gitattributes", "*.ps1 working-tree-encoding=UTF-16LE-BOM\n")
+
+    outcome = run_agent(
+        repo, "printf '\\377\\376' > x.ps1 && printf hi | iconv -t UTF-16LE >> x.ps1"
+    )
+
+    assert outcome.status == "completed", outcome.failure_reason
+    stored = subprocess.run(
+        ["git", "-C", str(repo), "show", f"{outcome.commit_sha}:x.ps1"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    assert stored == b"hi"
