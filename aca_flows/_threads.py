@@ -11,6 +11,7 @@ its pool is sized for waiting, not for the cores.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 from collections.abc import Callable
@@ -21,6 +22,23 @@ __all__ = ["in_thread", "in_thread_to_its_end"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+def _few_malloc_arenas() -> None:
+    """glibc gives each thread that allocates an arena of its own, up to 8 per core, and an
+    arena keeps what it once held: with saves and git's output in aca's threads, a 500-task
+    run held 25 MB more (263 against 238 MB after 50 tasks; 235 MB with two arenas). Two
+    are plenty for threads that mostly wait. Elsewhere (musl, macOS) nothing changes."""
+    import ctypes
+    import sys
+
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):  # not glibc
+            ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 2)
+
+
+_M_ARENA_MAX = -8  # glibc's malloc.h
+_few_malloc_arenas()  # before the pool below starts its first thread
 
 # Threads start when work arrives and stay for the next; a fork (the warm runner's) inherits
 # none, since the runner never uses the pool itself.
