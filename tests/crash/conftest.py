@@ -231,12 +231,16 @@ RECORDER_WAIT = 60
 
 def task_ended(task_id: str) -> Callable[[list], bool]:
     """``until`` for ``task_runs_of``: a task run of ``task_id`` is in a final state."""
-    return lambda runs: any(r.name.startswith(f"{task_id} ") and r.state.is_final() for r in runs)
+    return lambda runs: any(
+        r.name.startswith(f"{task_id} ") and r.state is not None and r.state.is_final()
+        for r in runs
+    )
 
 
 def none_running(runs: list) -> bool:
-    """``until`` for ``task_runs_of``: the session has task runs, none of them Running."""
-    return bool(runs) and not any(r.state.is_running() for r in runs)
+    """``until`` for ``task_runs_of``: the session has task runs, none of them Running. One
+    the server made from an event before its state (``state`` None) is not settled yet."""
+    return bool(runs) and all(r.state is not None and not r.state.is_running() for r in runs)
 
 
 def flow_runs_of(api_url: str, session_id: str) -> list:

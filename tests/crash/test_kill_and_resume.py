@@ -136,6 +136,7 @@ class KillPoint:
     hook_at: str | None = None  # "N STATE": git is held at the Nth session-branch ref write
     block: tuple[str, ...] = ()  # tasks whose first provider call is held
     journalled: str | None = None  # kill once this task's task_completed is in the journal
+    # (before those in ``block`` arrive, if they do)
     landed: frozenset[str] = frozenset()  # task commits on the branch at the kill
 
 
@@ -152,8 +153,9 @@ KILL_POINTS = {
     "before-first-task": KillPoint(hook_at="1 committed"),
     # b's first provider call in flight
     "mid-task": KillPoint(block=("b",), landed=frozenset("a")),
-    # a recorded complete in the journal; b about to start
-    "between-tasks": KillPoint(journalled="a", landed=frozenset("a")),
+    # a recorded complete in the journal; b about to start (its first call held, should it get
+    # that far before the kill: b landing first made the point one after b)
+    "between-tasks": KillPoint(journalled="a", block=("b",), landed=frozenset("a")),
     # b's merge: the branch ref is locked by git, not moved yet
     "during-merge": KillPoint(hook_at="3 prepared", landed=frozenset("a")),
     # b's merge: the branch ref moved, the journal does not know yet
@@ -186,10 +188,10 @@ def test_sigkill_then_resume_completes_without_repeating_work(
         session = only_session(repo)
         if point.hook_at:
             reached = (hold / "held").exists
-        elif point.block:
-            reached = agent.arrived.is_set
-        else:
+        elif point.journalled:
             reached = lambda: completed_in_journal(session, point.journalled)  # noqa: E731
+        else:
+            reached = agent.arrived.is_set
         wait_for(lambda: reached() or proc.poll() is not None, WAIT, name)
         assert proc.poll() is None, f"aca ended before the kill point:\n{aca.err('run')}"
         kill_group(proc)
