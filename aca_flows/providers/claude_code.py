@@ -27,8 +27,9 @@ calls to execute). What a caller may rely on:
   each is a process started with every run, before its first request;
 - sandboxed, each run gets a private scratch folder (``tempfile.mkdtemp``, 0700) as its
   ``TMPDIR`` and a working directory besides ``cwd`` (Claude Code refuses other paths outside
-  the worktree, ``/tmp`` too), removed when the run ends; calls it refused for reaching
-  outside are counted in one last ``system`` event and at the end of a run's error
+  the worktree, ``/tmp`` too), and its commands a ``/tmp`` of their own (``<scratch>.tmp``:
+  ``claude_code_sandbox.private_tmp``), both removed when the run ends; calls it refused for
+  reaching outside are counted in one last ``system`` event and at the end of a run's error
   (``claude_code_results.OutsideRefusals``);
 - claude processes start in turn, at most one per core at a time, each until its first
   message (``claude_code_starts.starting``);
@@ -87,11 +88,13 @@ from aca_flows.providers.claude_code_results import (
     result_error,
 )
 from aca_flows.providers.claude_code_sandbox import (
+    PRIVATE_TMP,
     bwrap_with_homes_read_only,
     claude_environment,
     claude_sandbox_settings,
     end_leftover_bridges,
     npm_root_answered,
+    private_tmp,
     quiet_environment,
 )
 from aca_flows.providers.claude_code_starts import starting
@@ -291,6 +294,8 @@ class ClaudeCodeProvider:
         env = {**quiet_environment(os.environ), **env}
         if scratch:
             env["TMPDIR"] = scratch
+            if bash_sandbox:  # the /tmp of its commands (``bwrap_with_homes_read_only``)
+                env[PRIVATE_TMP] = f"{scratch}.tmp"
         # Its file tools too, which run in the claude process, outside its Bash sandbox: they
         # write and read the worktree only.
         approved = allowed_tools
@@ -342,6 +347,8 @@ class ClaudeCodeProvider:
         # /tmp too: the run gets a private folder for its temporary files (``TMPDIR``).
         sandboxed = self.sandbox.mode != "off"
         scratch = tempfile.mkdtemp(prefix="aca-scratch-") if sandboxed else None
+        # Its commands' /tmp: the host's is shared with every process (other runs too).
+        own_tmp = private_tmp(scratch) if scratch is not None else None
         refusals = OutsideRefusals(on_event)
         try:
             return await self._run(request, refusals.heard, scratch)
@@ -354,6 +361,8 @@ class ClaudeCodeProvider:
             if scratch is not None:
                 end_leftover_bridges(scratch)
                 shutil.rmtree(scratch, ignore_errors=True)
+            if own_tmp is not None:
+                shutil.rmtree(own_tmp, ignore_errors=True)
 
     async def _run(
         self, request: ProviderRequest, on_event: EventCallback, scratch: str | None

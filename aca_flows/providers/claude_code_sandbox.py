@@ -13,7 +13,8 @@
   credentials, ``protected`` paths not writable;
 - ``denied_bash_rules``: aca's deny list as ``Bash(...)`` permission rules;
 - ``bwrap_with_homes_read_only``: a folder for the front of claude's ``PATH`` whose ``bwrap``
-  remounts /home and /root read-only, which Claude Code's sandbox binds writable;
+  remounts /home and /root read-only, which Claude Code's sandbox binds writable, and shows
+  the run's own folder (``PRIVATE_TMP``) as ``/tmp``, which it binds writable, host's and all;
 - ``npm_root_answered``: a folder for the front of claude's ``PATH`` whose ``npm`` answers
   ``npm root -g`` at once (Claude Code's sandbox asks it at every start, to look for its
   seccomp helper: about 0.2 s of wall time and 0.3 s of CPU of node per task); anything else
@@ -37,6 +38,7 @@ from typing import Any
 from aca_flows._search_path import absolute_folders
 
 __all__ = [
+    "PRIVATE_TMP",
     "QUIET_ENV",
     "bwrap_with_homes_read_only",
     "claude_environment",
@@ -46,6 +48,7 @@ __all__ = [
     "denied_bash_rules",
     "end_leftover_bridges",
     "npm_root_answered",
+    "private_tmp",
     "quiet_environment",
 ]
 
@@ -297,6 +300,28 @@ def _npm_shim(npm: str, folder: Path) -> str | None:
     return str(folder)
 
 
+# Claude Code also binds the host's whole /tmp writable (seen with claude 2.1.337; no setting
+# takes it out: a denied read of /tmp is bound back over as the homes are, a denied write makes
+# a worktree or scratch folder in /tmp read-only): a command read and wrote other processes'
+# files there, another task's scratch folder among them. That bind is of the run's own folder
+# instead (``private_tmp``, named by ``PRIVATE_TMP`` in claude's environment), or of an empty
+# tmpfs without one; what Claude Code binds in /tmp after it (the worktree, the scratch folder,
+# git's folders, PATH's folders, its placeholders) is bound there as it made it.
+PRIVATE_TMP = "ACA_CLAUDE_TMP"
+
+
+def private_tmp(scratch: str) -> str | None:
+    """The folder the commands of the run whose scratch folder is ``scratch`` see as ``/tmp``
+    (``<scratch>.tmp``, mode 0700, made here; ``None`` when it cannot be): beside the scratch
+    folder, not in it, where no command can put a link in its place."""
+    folder = f"{scratch}.tmp"
+    try:
+        os.mkdir(folder, 0o700)
+    except OSError:
+        return None
+    return folder
+
+
 # Put first on claude's PATH, the bwrap Claude Code's sandbox runs: Claude Code binds /home and
 # /root back writable, as ancestors of the paths it mounts, over the empty folders a denied read
 # puts there; a command then read the homes and wrote ~/.bash_login on the host. With that bind
@@ -307,11 +332,13 @@ BWRAP_SHIM = """#!/bin/bash
 # home behind an empty tmpfs (its denied read), then binds the home itself back over it: that
 # bind is left out, and what it had bound inside the home before is bound again. The homes it
 # binds writable are remounted read-only before its command (bwrap cannot remount what is no
-# mount; a remount is not recursive).
+# mount; a remount is not recursive). The host's /tmp it binds writable is the run's own folder
+# ($ACA_CLAUDE_TMP) instead, or an empty tmpfs.
 args=("$@")
 out=()
 bound=" "
 hidden=" "
+private_tmp=
 is_home() {{ case " {homes} " in *" $1 "*) return 0 ;; esac; return 1; }}
 for ((i = 0; i < ${{#args[@]}}; i++)); do
   arg=${{args[i]}}
@@ -332,6 +359,14 @@ for ((i = 0; i < ${{#args[@]}}; i++)); do
         continue
       fi ;;
     --ro-bind)
+      # A host file of /tmp itself that it keeps from writes (/tmp/inline-comments-buffer.jsonl):
+      # not in the private /tmp, where that bind alone would show it.
+      dest=${{args[i+2]}}
+      if [ -n "$private_tmp" ] && [ "${{args[i+1]}}" = "$dest" ] && [ "${{dest%/*}}" = /tmp ] \
+          && [ -f "$dest" ]; then
+        i=$((i + 2))
+        continue
+      fi
       # A file masked in a hidden home that is not there: nothing to mask, and no file to make
       # for it in the folder bound read-only there.
       for home in $hidden; do
@@ -343,9 +378,21 @@ for ((i = 0; i < ${{#args[@]}}; i++)); do
         esac
       done ;;
     --bind|--bind-try|--dev-bind|--dev-bind-try)
+      if [ "${{args[i+1]}}" = /tmp ] && [ "${{args[i+2]}}" = /tmp ]; then
+        tmp=${{{private}:-}}
+        if [ -n "$tmp" ] && [ -d "$tmp" ] && [ ! -L "$tmp" ] && [ -O "$tmp" ]; then
+          out+=(--bind "$tmp" /tmp)
+        else
+          out+=(--tmpfs /tmp)
+        fi
+        private_tmp=1
+        i=$((i + 2))
+        continue
+      fi
       is_home "${{args[i+2]}}" && bound="$bound${{args[i+2]}} " ;;
     --)
       for home in $bound; do out+=(--remount-ro "$home"); done
+      out+=(--unsetenv {private})
       out+=("${{args[@]:i}}")
       exec {bwrap} "${{out[@]}}" ;;
   esac
@@ -365,7 +412,7 @@ def bwrap_with_homes_read_only(environ: Mapping[str, str]) -> str | None:
     if bwrap is None or bash is None:
         return None
     script = BWRAP_SHIM.replace("#!/bin/bash", f"#!{bash}", 1).format(
-        homes=" ".join(HOMES), bwrap=shlex.quote(os.path.realpath(bwrap))
+        homes=" ".join(HOMES), bwrap=shlex.quote(os.path.realpath(bwrap)), private=PRIVATE_TMP
     )
     folder = (
         Path.home() / ".aca" / "claude-bwrap" / hashlib.sha256(script.encode()).hexdigest()[:16]

@@ -9,8 +9,10 @@ were refused anyway says how many.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -148,3 +150,80 @@ def test_a_task_that_fails_after_refusals_says_so_in_its_reason(claude_env, llm_
     assert first_line.endswith(
         "Claude Code refused 1 command reaching outside the worktree (see docs/security.md)."
     )
+
+
+# Run by the agent's Bash from a file of the worktree, the paths written in it: Claude Code
+# refuses a command naming a path outside the worktree to read, not one a program reads.
+PROBE = """import os
+name, others = {name!r}, {others!r}
+if os.environ.get("ACA_CLAUDE_TMP"):
+    print("private folder named")
+for path in others:
+    try:
+        print("read", path, open(path).read())
+    except OSError as error:
+        print("unread", path, type(error).__name__)
+try:
+    open(os.path.join(os.path.dirname(others[0]), "planted"), "w").write("x")
+    print("planted in", others[0])
+except OSError as error:
+    print("not planted", type(error).__name__)
+mine = os.path.join("/tmp", name)
+if os.path.exists(mine):
+    print("kept", open(mine).read())
+else:
+    open(mine, "w").write("mine")
+    print("wrote", mine)
+print("entries", sorted(os.listdir("/tmp")))
+"""
+
+
+def test_commands_see_a_tmp_of_their_own_not_the_hosts(
+    claude_env, llm_server, tmp_path, scratch_folders
+):
+    # Another run's scratch folder and another process's file in the host's /tmp.
+    name = f"aca-test-{os.getpid()}-{id(tmp_path):x}"
+    other = Path("/tmp", f"aca-scratch-{name}")
+    other.mkdir(mode=0o700)
+    host_file = Path("/tmp", f"{name}.txt")
+    host_file.write_text("the host's")
+    (other / "notes").write_text("another run's")
+    probe = PROBE.format(name=f"{name}.mine", others=[f"{other}/notes", str(host_file)])
+    llm_server.anthropic.enqueue(
+        tool_calls=[{"name": "Write",
+                     "arguments": {"file_path": str(tmp_path / "probe.py"), "content": probe}}]
+    )  # fmt: skip
+    for _ in range(2):
+        llm_server.anthropic.enqueue(
+            tool_calls=[{"name": "Bash", "arguments": {"command": "python3 probe.py"}}]
+        )
+    # Claude Code's Bash still follows the command's folder (a file it writes in the scratch).
+    (tmp_path / "sub").mkdir()
+    llm_server.anthropic.enqueue(
+        tool_calls=[{"name": "Bash", "arguments": {"command": f"cd {tmp_path}/sub"}}]
+    )
+    llm_server.anthropic.enqueue(tool_calls=[{"name": "Bash", "arguments": {"command": "pwd"}}])
+    llm_server.anthropic.enqueue(text="Done.")
+    try:
+        run(_provider().complete(_request(tmp_path, "Look around /tmp")))
+        planted = (other / "planted").exists()
+        mine_on_host = Path("/tmp", f"{name}.mine").exists()
+    finally:
+        shutil.rmtree(other, ignore_errors=True)
+        host_file.unlink(missing_ok=True)
+        Path("/tmp", f"{name}.mine").unlink(missing_ok=True)
+
+    _, first, second, _, pwd = _tool_results(llm_server.anthropic.requests[-1:])
+    assert pwd.startswith(f"{tmp_path.resolve()}/sub\n"), pwd
+    for said in (first, second):
+        assert f"unread {other}/notes FileNotFoundError" in said, said
+        assert f"unread {host_file} FileNotFoundError" in said, said
+        assert "another run's" not in said and "the host's" not in said, said
+        assert "planted in" not in said and "private folder named" not in said, said
+    # The run's own /tmp: what a command writes there, the next one finds; the host does not.
+    assert f"wrote /tmp/{name}.mine" in first and "kept mine" in second, (first, second)
+    assert not mine_on_host and not planted
+    entries = second.split("entries ")[-1]
+    assert other.name not in entries and host_file.name not in entries, entries
+    (scratch,) = scratch_folders
+    assert not os.path.exists(scratch) and not os.path.exists(f"{scratch}.tmp")

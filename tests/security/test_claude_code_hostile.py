@@ -50,6 +50,9 @@ THROUGH_CLAUDE = {
     # ... and hidden, but for what it binds inside them (PATH's folders, its own).
     "homes-are-empty": ("entries=0",),
     "root-dotfile": ("hidden-dotfile",),
+    # The host's /tmp is not theirs: a write lands in the run's own /tmp
+    # (claude_code_sandbox.private_tmp), gone with the run.
+    "host-tmp": ("wrote=0",),
     "users-checkout": ("Bash completed with no output",),
     "new-aca-config": ("Bash completed with no output",),
     "another-tasks-worktree": ("No such file",),
