@@ -578,6 +578,7 @@ def report_parallel(runs: list[dict[str, float]]) -> None:
 
 def main() -> None:
     print_machine("engine")
+    from aca_flows._startup import collect_as_usual, collect_less
     from aca_flows.flows.local_servers import LocalServer, _drain_to_server
     from aca_flows.flows.server import prefect_api_for_run
 
@@ -591,7 +592,9 @@ def main() -> None:
         try:
             # Every flow here, aca's and the bare one, talks to this server.
             with prefect_api_for_run():
+                collect_less()  # as `aca run` starts: its imports done, start-up frozen
                 tasks, config = record_cassette(tmp)
+                collect_as_usual()
                 profile = Profile()
                 overheads = [
                     overhead(tmp / f"overhead-{i}", tasks, config, profile) for i in _repeats()

@@ -58,7 +58,7 @@ from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import EventCallback, Provider, ProviderRequest, ProviderResponse
 from aca_flows.providers.ratelimit import UsageLimitReached
 from aca_flows.session.events import StopTrigger
-from aca_flows.session.redact import redact, redact_text
+from aca_flows.session.redact import redact, redact_error, redact_text
 from aca_flows.settings import AcaConfig
 from aca_flows.workspace.repository import SessionBranchCheckedOut, SessionBranchLost
 
@@ -249,7 +249,7 @@ async def execute_plan_task(session_id: str, task_id: str) -> dict[str, Any] | S
     try:
         return await _run_attempt(run, task_id)
     except Exception as error:
-        if (sealed := _without_secrets(error)) is error:
+        if (sealed := redact_error(error)) is error:
             raise
         raise sealed from None
     except asyncio.CancelledError:
@@ -260,20 +260,6 @@ async def execute_plan_task(session_id: str, task_id: str) -> dict[str, Any] | S
         return _cancelled()
     finally:
         run.working.pop(task_id, None)
-
-
-def _without_secrets(error: Exception) -> Exception:
-    """``error`` with its text redacted, in place (its type decides a retry). Prefect keeps
-    ``str(error)`` as the task run's state message, in its events and in the persisted result
-    (``results/``, pushed with the session): a server's error body could echo the key, and a
-    model could name a file after one and make reading it fail."""
-    error.args = tuple(redact_text(a) if isinstance(a, str) else a for a in error.args)
-    for name, value in vars(error).items():
-        if isinstance(value, str):
-            setattr(error, name, redact_text(value))
-    if redact_text(str(error)) != str(error):  # its own __str__ (an OSError's file name)
-        return AcaError(redact_text(f"{type(error).__name__}: {error}"))
-    return error
 
 
 async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:

@@ -68,6 +68,7 @@ from typing import Any
 
 from aca_flows._closed_output import READER_GONE, drop_output_of
 from aca_flows._logging import all_log_handlers
+from aca_flows.errors import AcaError
 from aca_flows.session.hex_dumps import redact_hex_dumps
 from aca_flows.session.secret_names import (
     LOCATION_VALUE,
@@ -85,6 +86,7 @@ __all__ = [
     "RedactingFilter",
     "RedactingStream",
     "redact",
+    "redact_error",
     "redact_known",
     "redact_log_handlers",
     "redact_text",
@@ -217,6 +219,21 @@ def _without_part(piece: str, secrets: list[str], *, at_end: bool) -> str:
 def redact(obj: Any, environ: Mapping[str, str] | None = None) -> Any:
     """A copy of ``obj`` (JSON-like: dicts, lists, strings, numbers) with secrets redacted."""
     return _redact_obj(obj, secret_values(environ))
+
+
+def redact_error(error: Exception) -> Exception:
+    """``error`` with its text redacted, in place (its type decides a retry); an ``AcaError``
+    of the same text redacted if its own ``__str__`` shows a secret still. Prefect keeps
+    ``str(error)`` as the task run's state message, in its events and in the persisted result
+    (``results/``, pushed with the session): a server's error body could echo the key, and a
+    model could name a file after one and make reading it fail."""
+    error.args = tuple(redact_text(a) if isinstance(a, str) else a for a in error.args)
+    for name, value in vars(error).items():
+        if isinstance(value, str):
+            setattr(error, name, redact_text(value))
+    if redact_text(str(error)) != str(error):  # its own __str__ (an OSError's file name)
+        return AcaError(redact_text(f"{type(error).__name__}: {error}"))
+    return error
 
 
 def _redact_obj(obj: Any, secrets: list[str]) -> Any:

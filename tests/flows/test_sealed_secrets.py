@@ -279,14 +279,14 @@ def test_an_error_that_ends_a_task_run_leaves_with_its_text_redacted(monkeypatch
     # Any error a task run raises is kept by Prefect as its text: a model could name a folder
     # after the key and make reading it fail (a symlink loop's RuntimeError named the path).
     from aca_flows.errors import TransientProviderError
-    from aca_flows.flows.task_run import _without_secrets
+    from aca_flows.session.redact import redact_error
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", ENV_KEY)
     loop = RuntimeError(f"Symlink loop from '/wt/{ENV_KEY}/loop'")
-    assert _without_secrets(loop) is loop and ENV_KEY not in str(loop)
+    assert redact_error(loop) is loop and ENV_KEY not in str(loop)
     echoed = TransientProviderError(f"overloaded: {ENV_KEY}", body=ENV_KEY, retry_after=1)
-    assert _without_secrets(echoed) is echoed  # its type decides a retry
+    assert redact_error(echoed) is echoed  # its type decides a retry
     assert ENV_KEY not in f"{echoed} {echoed.body}" and echoed.retry_after == 1
     unreadable = FileNotFoundError(2, "No such file or directory", f"/wt/{ENV_KEY}")
-    sealed = _without_secrets(unreadable)
+    sealed = redact_error(unreadable)
     assert ENV_KEY not in str(sealed) and "FileNotFoundError" in str(sealed)
