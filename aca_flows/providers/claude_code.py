@@ -96,6 +96,7 @@ from aca_flows.providers.claude_code_sandbox import (
     npm_root_answered,
     private_tmp,
     quiet_environment,
+    scratch_parent,
 )
 from aca_flows.providers.claude_code_starts import starting
 from aca_flows.providers.claude_code_tools import (
@@ -346,7 +347,9 @@ class ClaudeCodeProvider:
         # Sandboxed, Claude Code refuses paths outside its working directories, the host's
         # /tmp too: the run gets a private folder for its temporary files (``TMPDIR``).
         sandboxed = self.sandbox.mode != "off"
-        scratch = tempfile.mkdtemp(prefix="aca-scratch-") if sandboxed else None
+        scratch = (
+            tempfile.mkdtemp(prefix="aca-scratch-", dir=scratch_parent()) if sandboxed else None
+        )
         # Its commands' /tmp: the host's is shared with every process (other runs too).
         own_tmp = private_tmp(scratch) if scratch is not None else None
         refusals = OutsideRefusals(on_event)

@@ -30,6 +30,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -50,6 +51,7 @@ __all__ = [
     "npm_root_answered",
     "private_tmp",
     "quiet_environment",
+    "scratch_parent",
 ]
 
 # What the claude process needs from aca's environment; every other inherited variable is
@@ -308,6 +310,19 @@ def _npm_shim(npm: str, folder: Path) -> str | None:
 # tmpfs without one; what Claude Code binds in /tmp after it (the worktree, the scratch folder,
 # git's folders, PATH's folders, its placeholders) is bound there as it made it.
 PRIVATE_TMP = "ACA_CLAUDE_TMP"
+
+
+def scratch_parent() -> str | None:
+    """Where a run's scratch folder is made: the temporary folder (``None``: ``tempfile``'s),
+    unless the sandbox keeps that from writes (``SYSTEM_WRITABLE``: a ``TMPDIR`` of
+    ``/var/tmp``, macOS's ``/var/folders``): there its commands could write no temporary file,
+    nor Claude Code its Bash's working-directory record, and every command failed. Then
+    ``/tmp``."""
+    parent = tempfile.gettempdir()
+    for path in {os.path.abspath(parent), os.path.realpath(parent)}:
+        if any(path == top or path.startswith(f"{top}/") for top in SYSTEM_WRITABLE):
+            return "/tmp"
+    return None
 
 
 def private_tmp(scratch: str) -> str | None:

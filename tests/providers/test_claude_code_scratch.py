@@ -227,3 +227,27 @@ def test_commands_see_a_tmp_of_their_own_not_the_hosts(
     assert other.name not in entries and host_file.name not in entries, entries
     (scratch,) = scratch_folders
     assert not os.path.exists(scratch) and not os.path.exists(f"{scratch}.tmp")
+
+
+def test_a_temporary_folder_the_sandbox_keeps_from_writes_is_not_where_the_scratch_goes(
+    claude_env, llm_server, tmp_path, scratch_folders, monkeypatch
+):
+    # A TMPDIR under /var (/var/tmp, macOS's /var/folders), which the sandbox keeps from writes.
+    users_tmp = Path("/var/tmp", f"aca-test-{os.getpid()}-{id(tmp_path):x}")
+    users_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(users_tmp))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read again from TMPDIR
+    shell = 'echo hi > "$TMPDIR/x" && cat "$TMPDIR/x"'
+    llm_server.anthropic.enqueue(tool_calls=[{"name": "Bash", "arguments": {"command": shell}}])
+    llm_server.anthropic.enqueue(tool_calls=[{"name": "Bash", "arguments": {"command": "pwd"}}])
+    llm_server.anthropic.enqueue(text="Done.")
+    try:
+        run(_provider().complete(_request(tmp_path, "Use scratch files")))
+    finally:
+        shutil.rmtree(users_tmp, ignore_errors=True)
+
+    written, pwd = _tool_results(llm_server.anthropic.requests[-1:])
+    assert written.startswith("hi\n"), written
+    assert pwd.startswith(f"{tmp_path.resolve()}\n"), pwd
+    (folder,) = scratch_folders
+    assert not folder.startswith("/var/") and not os.path.exists(folder)
