@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from aca_flows._words import counted, one_line, shown
-from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.plan.dag import sequential_order
+from aca_flows.plan.models import ExecutionPlan, Strategy, Task
 
 __all__ = ["plan_json_schema", "plan_size", "render_mermaid", "render_tree"]
 
@@ -86,7 +87,9 @@ def _field(text: str) -> str:
 
 
 def render_mermaid(plan: ExecutionPlan) -> str:
-    """A Mermaid flowchart: solid arrows for dependencies, dotted ones from parent to child."""
+    """A Mermaid flowchart: solid arrows for dependencies, dotted ones from parent to child,
+    and with ``strategy = sequential`` thick ones for the order its tasks run in, one at a
+    time (where no dependency says it already)."""
     node = {t.id: f"t{i}" for i, t in enumerate(plan.tasks)}
     lines = ["flowchart TD"]
     for task in plan.tasks:
@@ -99,6 +102,11 @@ def render_mermaid(plan: ExecutionPlan) -> str:
         for dep in task.dependencies:
             if dep in node:
                 lines.append(f"    {node[dep]} --> {node[task.id]}")
+    if plan.strategy is Strategy.sequential:
+        order = sequential_order(plan)
+        for before, after in zip(order, order[1:], strict=False):
+            if before.id not in after.dependencies:
+                lines.append(f"    {node[before.id]} ==> {node[after.id]}")
     return "\n".join(lines)
 
 

@@ -52,6 +52,21 @@ def test_mermaid_has_nodes_and_dependency_edges():
     assert f"{greet} --> {tests}" in text
 
 
+def test_mermaid_draws_the_order_a_sequential_plan_runs_in(tmp_path):
+    # The graph of `strategy = sequential` showed three unrelated tasks: they run one by one.
+    tasks = tmp_path / "tasks.toml"
+    tasks.write_text(
+        '[plan]\nstrategy = "sequential"\n[[tasks]]\nid = "a"\ntitle = "x"\n[[tasks]]\n'
+        'id = "g"\ntitle = "group"\n  [[tasks.subtasks]]\n  id = "b"\n  title = "y"\n'
+        '[[tasks]]\nid = "c"\ntitle = "z"\ndepends_on = ["b"]\n'
+    )
+    lines = render_mermaid(load_task_file(tasks)).splitlines()
+    node = {line.split('["')[1].split(":")[0]: line.split("[")[0].strip() for line in lines[1:5]}
+    assert f"    {node['a']} ==> {node['b']}" in lines  # a, then the group's b
+    assert f"    {node['b']} --> {node['c']}" in lines  # said by the dependency already
+    assert [line for line in lines if "==>" in line] == [f"    {node['a']} ==> {node['b']}"]
+
+
 def test_mermaid_labels_keep_quotes_and_hashes_as_written(tmp_path):
     # The original aca's test4: `Create ... that prints "Hello World"` showed 'Hello World'.
     tasks = tmp_path / "tasks.md"
