@@ -246,22 +246,39 @@ def resume_waiting_run(
     wrong is an ``InputError`` naming the run and the server."""
     from uuid import UUID
 
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.responses import SetStateStatus
     from prefect.exceptions import NotPausedError
-    from prefect.flow_runs import resume_flow_run
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from aca_flows.flows.local_servers import LocalServer
 
     url = server_url or PREFECT_API_URL.value() or LocalServer().api_url()
     try:
-        with temporary_settings(updates={PREFECT_API_URL: url}):
-            resume_flow_run(UUID(flow_run_id), run_input=run_input)
+        with (
+            temporary_settings(updates={PREFECT_API_URL: url}),
+            get_client(sync_client=True) as client,
+        ):
+            state = client.read_flow_run(UUID(flow_run_id)).state
+            if state is None or not state.is_paused():
+                raise NotPausedError(f"the flow run is {state and state.name}")
+            # Two answers sent at once both find the run paused; the server takes one and
+            # answers the other ABORT ("not paused"), which Prefect's own ``resume_flow_run``
+            # took for a success: both were told they were applied.
+            response = client.resume_flow_run(UUID(flow_run_id), run_input=run_input)
+        if response.status == SetStateStatus.ABORT:  # another answer, a moment before
+            raise RunNotWaiting(_answered_already(flow_run_id, session_id), ended=False)
+        if response.status != SetStateStatus.ACCEPT:
+            raise RuntimeError(f"the server refused the answer: {response.details.reason}")
+    except RunNotWaiting:
+        raise
     except NotPausedError:
         ended = _final_state_of(url, flow_run_id)
         if ended is None:
+            raise RunNotWaiting(_answered_already(flow_run_id, session_id), ended=False) from None
+        if ended == "Completed":  # it went on (an answer, or on_timeout = "approve") and ran
             raise RunNotWaiting(
-                f"the flow run {flow_run_id} of session {session_id} is not waiting for input "
-                "any more: it was answered already.",
+                f"{_answered_already(flow_run_id, session_id)[:-1]}, and the run has ended.",
                 ended=False,
             ) from None
         raise RunNotWaiting(
@@ -274,6 +291,13 @@ def resume_waiting_run(
             f"could not resume the flow run {flow_run_id} of session {session_id} at {url}: "
             f"{exc}. Is the run's Prefect server still up?"
         ) from None
+
+
+def _answered_already(flow_run_id: str, session_id: str) -> str:
+    return (
+        f"the flow run {flow_run_id} of session {session_id} is not waiting for input any "
+        "more: it was answered already."
+    )
 
 
 def _final_state_of(url: str, flow_run_id: str) -> str | None:

@@ -206,6 +206,59 @@ def test_aca_reject_cancels_the_waiting_run_with_the_reason(tmp_path, repo, anth
     assert outcomes[0].summary["status"] == "completed"
 
 
+def test_of_two_answers_sent_at_once_one_is_applied_and_the_other_told_so(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    # An approval and a rejection sent together were both told they were applied; the run
+    # carried out one of them (a rejected plan ran).
+    from prefect.client.orchestration import SyncPrefectClient
+
+    from aca_flows.errors import InputError
+    from aca_flows.flows.approval import send_decision
+
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = task_file(tmp_path, "Race")
+    thread, outcomes = start(
+        lambda: run_flow(task_file=tasks, workdir=str(repo), require_approval=True)
+    )
+    both_found_it_waiting = threading.Barrier(2, timeout=WAIT)
+    resume = SyncPrefectClient.resume_flow_run
+
+    def at_once(self, *args, **kwargs):
+        both_found_it_waiting.wait()  # each has read the run as paused: the race
+        return resume(self, *args, **kwargs)
+
+    monkeypatch.setattr(SyncPrefectClient, "resume_flow_run", at_once)
+    told: dict[str, str] = {}
+
+    def answer(decision: str) -> None:
+        try:
+            send_decision(repo.resolve(), session.id, {"decision": decision, "reason": "no"})
+            told[decision] = "applied"
+        except InputError as refused:
+            told[decision] = str(refused)
+
+    try:
+        session = waiting_session(repo, thread)
+        answers = [threading.Thread(target=answer, args=(d,)) for d in ("approve", "reject")]
+        for each in answers:
+            each.start()
+        for each in answers:
+            each.join(WAIT)
+        thread.join(WAIT)
+        assert not thread.is_alive(), "the answered run did not end"
+    finally:
+        thread.join(WAIT)
+
+    (applied,) = [decision for decision, said in told.items() if said == "applied"]
+    (refused,) = [said for said in told.values() if said != "applied"]
+    assert refused.endswith("is not waiting for input any more: it was answered already.")
+    state = load_session(repo, session.id).approval.state
+    assert state == {"approve": "approved", "reject": "rejected"}[applied]
+    assert outcomes[0].summary["status"] == {"approve": "completed", "reject": "rejected"}[applied]
+
+
 def test_aca_approve_refuses_an_unknown_task_then_approves(tmp_path, repo, anthropic_fake, capsys):
     for _ in range(20):
         anthropic_fake.anthropic.enqueue(coding_agent)
