@@ -12,18 +12,40 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["DEFAULT_PRICES", "PRICED_BY_TABLE", "ModelPrice", "price_for"]
+__all__ = ["DEFAULT_PRICES", "PRICED_BY_TABLE", "ModelPrice", "price_for", "with_cache_prices"]
 
 
 class ModelPrice(BaseModel):
-    """USD per million tokens."""
+    """USD per million tokens. A price the config gives without its cache prices gets them
+    from ``with_cache_prices``."""
 
     model_config = ConfigDict(extra="forbid")
 
-    input: float = Field(ge=0)
-    output: float = Field(ge=0)
-    cache_read: float = Field(default=0, ge=0)
-    cache_write: float = Field(default=0, ge=0)
+    input: float = Field(ge=0, allow_inf_nan=False)
+    output: float = Field(ge=0, allow_inf_nan=False)
+    cache_read: float = Field(default=0, ge=0, allow_inf_nan=False)
+    cache_write: float = Field(default=0, ge=0, allow_inf_nan=False)
+
+
+# A model whose list price aca does not know: a cache read at most costs an input token, a
+# cache write 1.25 times one (Anthropic's rate, the dearest there is).
+_CACHE_RATIOS = {"cache_read": 1.0, "cache_write": 1.25}
+
+
+def with_cache_prices(model: str, price: ModelPrice) -> ModelPrice:
+    """``price`` (of ``model``, from the config) with the cache prices it leaves out, in the
+    proportion to its input price that ``model``'s list price has, else ``_CACHE_RATIOS``:
+    a config that names only ``input`` and ``output`` made every cache token free, 20 times
+    under the bill of a long agent conversation."""
+    missing = [name for name in _CACHE_RATIOS if name not in price.model_fields_set]
+    if not missing:
+        return price
+    known = price_for(model)
+    ratios = {
+        name: getattr(known, name) / known.input if known and known.input else ratio
+        for name, ratio in _CACHE_RATIOS.items()
+    }
+    return price.model_copy(update={name: price.input * ratios[name] for name in missing})
 
 
 def _p(input: float, output: float, cache_read: float, cache_write: float = 0.0) -> ModelPrice:

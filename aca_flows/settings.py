@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from aca_flows.cloned_config import drop_weakening_keys, in_cloned_working_area
 from aca_flows.errors import ConfigError
-from aca_flows.prices import ModelPrice
+from aca_flows.prices import ModelPrice, with_cache_prices
 from aca_flows.session.secret_names import PROVIDER_KEY_VARIABLES
 
 __all__ = [
@@ -231,6 +231,11 @@ class ProviderSection(Section):
         description="anthropic and openai: name of a Prefect Secret block holding the key, "
         "read when a run starts (instead of the key variable).",
     )
+
+    @field_validator("prices")
+    @classmethod
+    def _cache_prices_given(cls, prices: dict[str, ModelPrice]) -> dict[str, ModelPrice]:
+        return {model: with_cache_prices(model, price) for model, price in prices.items()}
 
 
 class AcaConfig(Section):

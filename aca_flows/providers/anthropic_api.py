@@ -209,7 +209,7 @@ class AnthropicProvider(SdkProvider):
             tool_calls=calls,
             stop_reason=stop,
             usage=usage,
-            cost_usd=cost_usd(model, usage, self.prices),
+            cost_usd=cost_usd(model, usage, self.prices, asked=request.model or self.model),
             model=model,
             provider=self.name,
             session_id=message.id,

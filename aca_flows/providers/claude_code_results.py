@@ -128,6 +128,9 @@ _BY_MESSAGE = (
 # on as a 200's text ("Error: rate limited", "Error 502: ..."); not "Error handling added".
 _API_ERROR = re.compile(r"\s*(?:API Error\b|Error(?:\s+[45]\d\d)?\s*:)", re.IGNORECASE)
 _API_STATUS = re.compile(r"\b([45]\d\d)\b")
+# The status an error names in words only ("Error: rate limited"): waited out as its status is.
+_STATUS_WORDS = (("rate limit", 429), ("rate-limit", 429), ("too many requests", 429))
+_STATUS_WORDS += (("overloaded", 529),)
 
 # A rate limit's wait when Claude Code says 429 but not how long: Anthropic's limits are per
 # minute, and Claude Code's own retries (unless CLAUDE_CODE_MAX_RETRIES=0) came first.
@@ -149,8 +152,11 @@ def result_error(result: Any, text: str, tools_used: int = 0) -> ProviderError |
     # unfinished, never to be committed.
     api_error = bool(_API_ERROR.match(detail))
     is_error = result.is_error or api_error
-    if api_error and status is None and (found := _API_STATUS.search(detail.split("\n")[0])):
+    first_line = detail.split("\n")[0]
+    if api_error and status is None and (found := _API_STATUS.search(first_line)):
         status = int(found.group(1))
+    if is_error and status is None:
+        status = next((code for words, code in _STATUS_WORDS if words in first_line.lower()), None)
     if is_error and isinstance(status, int) and status >= 400:
         error = error_for_status(name, status, detail, key_hint="ANTHROPIC_API_KEY")
         if status == 429 and isinstance(error, TransientProviderError):

@@ -199,7 +199,7 @@ class OllamaProvider:
             tool_calls=calls,
             stop_reason=stop,
             usage=usage,
-            cost_usd=cost_usd(model, usage, self.prices),
+            cost_usd=cost_usd(model, usage, self.prices, asked=body["model"]),
             model=model,
             provider=self.name,
         )

@@ -170,7 +170,7 @@ class OpenAIProvider(SdkProvider):
             tool_calls=calls,
             stop_reason="refusal" if refusal else stop,
             usage=usage,
-            cost_usd=cost_usd(model, usage, self.prices),
+            cost_usd=cost_usd(model, usage, self.prices, asked=params["model"]),
             model=model,
             provider=self.name,
             session_id=completion.id,

@@ -17,9 +17,18 @@ from aca_flows.providers.base import Usage
 __all__ = ["DEFAULT_PRICES", "cost_usd", "price_for"]
 
 
-def cost_usd(model: str, usage: Usage, overrides: Mapping[str, ModelPrice] | None = None) -> float:
-    """USD cost of ``usage`` on ``model``; 0.0 when the model has no known price."""
-    price = price_for(model, overrides)
+def cost_usd(
+    model: str,
+    usage: Usage,
+    overrides: Mapping[str, ModelPrice] | None = None,
+    *,
+    asked: str | None = None,
+) -> float:
+    """USD cost of ``usage`` on ``model``, the model the answer names; at the price of
+    ``asked``, the model the call asked for, when that one has none (a gateway names its own:
+    ``anthropic/claude-sonnet-4.5`` for ``claude-sonnet-4-5``, and its calls counted $0
+    against a budget); 0.0 when neither has a known price."""
+    price = price_for(model, overrides) or (price_for(asked, overrides) if asked else None)
     if price is None:
         return 0.0
     total = (

@@ -179,3 +179,15 @@ def test_base_url_from_config_wins_over_the_environment(llm_server, monkeypatch)
     response = run(_provider(base_url=llm_server.url).complete(_request()))
 
     assert response.text == "from config"
+
+
+def test_an_answer_naming_a_model_of_its_own_is_billed_at_the_price_of_the_model_asked(llm_server):
+    # A gateway (LiteLLM, OpenRouter) answers with its own name for the model: its calls
+    # counted $0, and a run with a budget of a cent spent five times that, exit 0.
+    usage = {"input_tokens": 1000, "output_tokens": 100}
+    llm_server.anthropic.enqueue(text="ok", usage=usage, model="anthropic/claude-sonnet-4.6")
+
+    response = run(_provider().complete(_request()))
+
+    assert response.model == "anthropic/claude-sonnet-4.6"
+    assert response.cost_usd == pytest.approx((1000 * 3 + 100 * 15) / 1_000_000)

@@ -598,3 +598,22 @@ def test_a_claude_that_crashes_is_reported_once_by_aca_not_by_the_sdk_too(
         run(_provider().complete(_request(tmp_path, "hi")))
     assert "claude crashed: segfault" in str(caught.value)
     assert "Fatal error in message reader" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("said", "status", "wait"),
+    [("Error: rate limited", 429, 30.0), ("Error: Overloaded", 529, None)],
+)
+def test_an_error_answer_that_names_its_status_in_words_is_waited_out_as_that_status(
+    said, status, wait
+):
+    # "Error: rate limited" was taken for a failed connection: tried again after 1.4 s, and
+    # the task failed once its retries ran out, where a 429 stops the run, resumable.
+    answered = SimpleNamespace(
+        subtype="success", num_turns=2, is_error=False, api_error_status=None
+    )
+
+    error = result_error(answered, said, tools_used=1)
+
+    assert isinstance(error, TransientProviderError) and error.status_code == status
+    assert error.retry_after == wait

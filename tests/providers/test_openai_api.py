@@ -116,3 +116,13 @@ def test_a_response_schema_is_sent_as_a_json_schema_format(llm_server):
     assert response.text == '{"ok": true}'
     sent = llm_server.openai.requests[0].json["response_format"]
     assert sent["type"] == "json_schema" and sent["json_schema"]["schema"] == schema
+
+
+def test_an_answer_naming_a_model_of_its_own_is_billed_at_the_price_of_the_model_asked(llm_server):
+    usage = {"input_tokens": 1000, "output_tokens": 100}
+    llm_server.openai.enqueue(text="ok", usage=usage, model="openai/gpt-4o")
+
+    response = run(_provider().complete(_request()))
+
+    assert response.model == "openai/gpt-4o"
+    assert response.cost_usd == pytest.approx((1000 * 2.5 + 100 * 10) / 1_000_000)
