@@ -25,7 +25,7 @@ def approve_command(
     session: SessionArg,
     skip: Annotated[
         list[str] | None,
-        typer.Option("--skip", metavar="ID", help="A task not to run (repeatable)."),
+        typer.Option("--skip", metavar="ID", help="Tasks not to run (repeatable, or ID,ID)."),
     ] = None,
     max_concurrent: Annotated[
         int | None, typer.Option("--max-concurrent", min=1, max=64, help="Tasks run at once.")
@@ -39,7 +39,8 @@ def approve_command(
     """Approve the plan of a waiting run, optionally with changes."""
     answer = {
         "decision": "approve",
-        "skip": skip or [],
+        # `--skip a,b` as task files write lists, as well as `--skip a --skip b`.
+        "skip": [part.strip() for value in skip or [] for part in value.split(",") if part.strip()],
         "max_concurrent": max_concurrent,
         "note": note,
         "reason": reason,

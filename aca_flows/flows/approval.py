@@ -8,7 +8,7 @@ flow run's page ("Resume"), and that ``aca approve`` / ``aca reject`` send from 
 
 - approve: the run goes on, as planned;
 - approve with changes: tasks in ``skip`` end Skipped ("left out at approval") and count as
-  done, so their dependents still run (as for a task the task file marks skipped); a new
+  done, so their dependents still run (as after a skipped task); a new
   ``max_concurrent``; a ``note`` appended to every task's prompt (a context hint);
 - reject: no task runs; the session ends ``rejected`` with the reason, the flow run
   Cancelled named Rejected (docs/engine.md, "How a run ends").
@@ -85,7 +85,11 @@ class PlanApproval(RunInput):
 def approval_needed(require_approval: bool, store: SessionStore) -> bool:
     """Asked for, or a resumed session that asked before: one whose plan was never approved
     (still waiting, or rejected) asks again, as a resume never runs a plan nobody approved;
-    an approved one gets its approval's note and max_concurrent again."""
+    an approved one gets its approval's note and max_concurrent again. A plan with nothing
+    left to run has nothing to approve: it waited for an answer all the same (a day, by
+    default), then ended rejected, where it would have completed."""
+    if all(t.children or t.status.is_done for t in store.session.plan.tasks):
+        return False
     return require_approval or store.session.approval is not None
 
 
@@ -103,7 +107,8 @@ def decision_problem(plan: ExecutionPlan, skip: list[str]) -> str | None:
         )
     groups = [t for t in skip if tasks[t].children]
     if groups:
-        return f"{', '.join(groups)} group other tasks; name the tasks to skip instead"
+        verb = "groups" if len(groups) == 1 else "group"
+        return f"{listed(groups, 20)} {verb} other tasks; name the tasks to skip instead"
     done = [t for t in skip if tasks[t].status.state != "pending"]
     if done:
         return f"{', '.join(done)} will not run anyway (already {tasks[done[0]].status.state})"
@@ -192,10 +197,13 @@ def send_decision(workdir, session_id: str, answer: dict[str, Any]) -> str:
     status = display_status(session, workdir)
     if approval is None or status != "waiting for approval":
         again = f"; `{session_resume(session, workdir)}` asks again."
+        if (asked := session.question) is not None and status.startswith("waiting"):
+            task = asked.task_id
+            again = f"; its task {task} waits for an answer: `aca answer {session.id} {task}`."
         raise InputError(
             f"session {session.id} is not waiting for approval (status: {status}); "
             "`aca sessions list` shows the sessions that are"
-            + (again if status in ("interrupted", "rejected") else ".")
+            + (again if status in ("interrupted", "rejected") or asked else ".")
         )
     if answer["decision"] == "approve":
         problem = decision_problem(session.plan, answer.get("skip") or [])
@@ -388,7 +396,7 @@ def _form_description(
     if problem:
         lines += [f"**The last answer could not be applied: {problem}.**", ""]
     lines += [
-        f"The plan **{plan.name}** (artifacts `aca-plan-…`, `aca-graph-…`), at most {limit} "
+        f"The plan **{plan.name}** (artifacts `aca-plan-…`, `aca-tree-…`), at most {limit} "
         "at once:",
         "",
     ]

@@ -78,7 +78,7 @@ class SessionLockedError(AcaError):
 
 
 class UnknownSessionError(InputError):
-    """No session (``ambiguous=False``) or several (``ambiguous=True``) match the id given."""
+    """No session, or several (``matches``: ``ambiguous``), match the id given."""
 
     def __init__(
         self,
@@ -87,12 +87,16 @@ class UnknownSessionError(InputError):
         problem: str = "no session",
         listing: str = "`aca sessions list`",
         *,
-        ambiguous: bool = False,
+        matches: list[str] | tuple[str, ...] = (),
     ):
         self.session_id = session_id
-        self.ambiguous = ambiguous
+        self.ambiguous = bool(matches)
+        among = ""
+        if matches:  # the ids to choose from: the first few, newest first
+            shown = sorted(matches, reverse=True)
+            among = f": it begins {', '.join(shown[:5])}" + (" and more" if shown[5:] else "")
         super().__init__(
-            f"{problem} {session_id!r} in {workdir / '.aca' / 'sessions'}. "
+            f"{problem} {session_id!r} in {workdir / '.aca' / 'sessions'}{among}. "
             f"{listing} with `--workdir {workdir}` shows the ids of this workdir "
             "(use --workdir for another repository)."
         )

@@ -106,7 +106,7 @@ def resolve_session_id(workdir: Path, text: str) -> str:
     if len(matches) == 1:
         return matches[0]
     if matches:
-        raise UnknownSessionError(text, workdir, "ambiguous session id", ambiguous=True)
+        raise UnknownSessionError(text, workdir, "ambiguous session id", matches=matches)
     raise UnknownSessionError(text, workdir)
 
 

@@ -259,6 +259,22 @@ def test_of_two_answers_sent_at_once_one_is_applied_and_the_other_told_so(
     assert outcomes[0].summary["status"] == {"approve": "completed", "reject": "rejected"}[applied]
 
 
+def test_a_plan_with_nothing_left_to_run_is_not_held_for_approval(tmp_path, repo, anthropic_fake):
+    # Every task done already: it waited a day for an answer, then ended rejected (exit 3),
+    # where the same file without --require-approval completes.
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(f"# Done {uuid.uuid4().hex[:8]}\n\n- [x] write a.txt {{#a}}\n")
+    thread, outcomes = start(
+        lambda: run_flow(task_file=str(tasks), workdir=str(repo), require_approval=True)
+    )
+    thread.join(WAIT)
+    assert not thread.is_alive(), "a plan with nothing to run waited for approval"
+    (outcome,) = outcomes
+    assert outcome.summary["status"] == "completed"
+    (session,) = list_sessions(repo)
+    assert session.approval is None
+
+
 def test_aca_approve_refuses_an_unknown_task_then_approves(tmp_path, repo, anthropic_fake, capsys):
     for _ in range(20):
         anthropic_fake.anthropic.enqueue(coding_agent)
@@ -276,7 +292,8 @@ def test_aca_approve_refuses_an_unknown_task_then_approves(tmp_path, repo, anthr
         assert flow_run_of(session).state.is_paused()  # still waiting
 
         prefix = session.id[:-2]  # a unique prefix names the session; the answer names it whole
-        assert main(["approve", prefix, "--skip", "c", "-w", str(repo)]) == 0
+        # `--skip b,c`, as a task file writes a list (it was "no task b,c in the plan").
+        assert main(["approve", prefix, "--skip", "b,c", "-w", str(repo)]) == 0
         assert f"Session {session.id}: plan approved" in capsys.readouterr().out
         thread.join(WAIT)
         assert not thread.is_alive(), "the approved run did not end"
@@ -286,7 +303,8 @@ def test_aca_approve_refuses_an_unknown_task_then_approves(tmp_path, repo, anthr
     (outcome,) = outcomes
     assert outcome.summary["status"] == "completed"
     statuses = {t.id: str(t.status) for t in load_session(repo, session.id).plan.tasks}
-    assert statuses == {"a": "completed", "b": "completed", "c": "skipped: left out at approval"}
+    left_out = "skipped: left out at approval"
+    assert statuses == {"a": "completed", "b": left_out, "c": left_out}
     assert main(["approve", session.id, "-w", str(repo)]) == 2  # nothing waits any more
     assert "is not waiting for approval" in capsys.readouterr().err
 
@@ -481,8 +499,13 @@ def test_a_stuck_task_retried_with_a_hint_succeeds(repo, stuck_run):
     assert "Task `a` failed" in question and "grep -q right a.txt" in question
 
 
-def test_a_stuck_task_can_be_skipped_and_its_dependents_run(repo, stuck_run):
+def test_a_stuck_task_can_be_skipped_and_its_dependents_run(repo, stuck_run, capsys):
     with stuck_run() as (flow_run_id, outcomes):
+        # `aca approve` on it names the command that answers it.
+        (waiting,) = list_sessions(repo)
+        assert main(["approve", waiting.id, "-w", str(repo)]) == 2
+        said = capsys.readouterr().err
+        assert f"its task a waits for an answer: `aca answer {waiting.id} a`." in said, said
         resume_flow_run(flow_run_id, run_input={"action": "skip"})
 
     (outcome,) = outcomes
@@ -739,3 +762,4 @@ def test_a_skip_of_no_such_task_lists_only_the_tasks_that_can_be_skipped():
     assert decision_problem(plan, ["zz"]) == (
         "no task zz in the plan; the tasks that can be skipped are a, c"
     )
+    assert decision_problem(plan, ["g"]) == "g groups other tasks; name the tasks to skip instead"

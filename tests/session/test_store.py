@@ -477,6 +477,9 @@ def test_an_ambiguous_prefix_is_refused_not_guessed(tmp_path):
     with pytest.raises(UnknownSessionError, match="ambiguous session id") as caught:
         load_session(tmp_path, "20260301")
     assert caught.value.ambiguous
+    # It names the ids it could mean, to copy the right one from.
+    ids = sorted((p.name for p in (tmp_path / ".aca" / "sessions").iterdir()), reverse=True)
+    assert f": it begins {ids[0]}, {ids[1]}." in str(caught.value)
 
 
 def test_a_failure_without_a_message_still_reads_well(tmp_path):
