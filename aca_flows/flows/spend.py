@@ -133,18 +133,28 @@ class SpendMeter:
         self.costliest_call_usd = max(self.costliest_call_usd, cost_usd)
 
     def unpriced(self, provider: str, model: str, tokens: int) -> None:
-        """A call of ``model`` used ``tokens`` and cost $0: the budget cannot count it. Said
-        once per model, with the price that would count it."""
+        """A call of ``model`` used ``tokens`` (none: its server reported no usage) and cost
+        $0: the budget cannot count it. Said once per model, with what would count it."""
         if self.budget_usd is None or (provider, model) in self._unpriced:
             return
         self._unpriced.add((provider, model))
-        if self._on_hold is not None:
+        if self._on_hold is None:
+            return
+        name = model or "its default model"
+        if not tokens:  # an OpenAI-compatible server that leaves `usage` out, or zeroes it
             self._on_hold(
-                f"a {provider} call of {model or 'its default model'} used {tokens:,} tokens "
-                f"and counts $0 against the budget of ${self.budget_usd:g}: aca has no price "
-                f'for it. Set [providers.{provider}.prices."{model}"] (input = ..., output = '
-                "..., USD per million tokens) so the budget counts its calls."
+                f"{provider}: a call of {name} came back without its token usage, so it counts "
+                f"$0 against the budget of ${self.budget_usd:g}, and so will every call of its "
+                "server: the budget cannot be kept there. Use a server that reports usage, or "
+                "run without a budget."
             )
+            return
+        self._on_hold(
+            f"{provider}: a call of {name} used {tokens:,} tokens and counts $0 against the "
+            f"budget of ${self.budget_usd:g}: aca has no price for it. Set "
+            f'[providers.{provider}.prices."{model}"] (input = ..., output = ..., USD per '
+            "million tokens) so the budget counts its calls."
+        )
 
     def _fits(self) -> bool:
         if self.budget_usd is None or self.in_flight == 0:
@@ -230,8 +240,13 @@ class SpendGuard:
         model = response.model or request.model or ""
         if self.ledger is not None:
             await self.ledger(self.name, model, response, CALL_OWNER.get())
-        if not self.free and response.cost_usd == 0 and response.usage.total_tokens:
-            self.meter.unpriced(self.name, model, response.usage.total_tokens)
+        tokens = response.usage.total_tokens
+        if not self.free and response.cost_usd == 0 and (tokens or self.name in _APIS):
+            self.meter.unpriced(self.name, model, tokens)
+
+
+# The providers whose every answer says what it used (its server's ``usage``).
+_APIS = ("anthropic", "openai", "ollama")
 
 
 def call_ceiling(provider: str, config: AcaConfig) -> CallCeiling:

@@ -21,6 +21,7 @@ from aca_flows.flows.spend import (
 from aca_flows.providers.base import Message, ProviderRequest
 from aca_flows.session.reading import load_session
 from aca_flows.settings import AcaConfig
+from tests.fakes.llm_server import llm_server  # noqa: F401  (fixture)
 from tests.fakes.scripted_provider import ScriptedProvider, final
 from tests.flows.test_run_ends import load_session_log
 from tests.flows.test_task_run import MODEL, TurnsAgent
@@ -125,7 +126,7 @@ def test_a_paid_call_that_counts_nothing_against_the_budget_is_said_once_per_mod
     for _ in range(2):
         asyncio.run(budgeted.complete(REQUEST))
     assert said == [
-        "a scripted call of scripted-model used 110 tokens and counts $0 against the budget of "
+        "scripted: a call of scripted-model used 110 tokens and counts $0 against the budget of "
         '$1: aca has no price for it. Set [providers.scripted.prices."scripted-model"] (input '
         "= ..., output = ..., USD per million tokens) so the budget counts its calls."
     ]
@@ -281,3 +282,25 @@ def test_a_budget_stop_names_the_budget_as_it_was_given(budget, said):
     with pytest.raises(BudgetReached) as stopped:
         asyncio.run(meter.admit())
     assert str(stopped.value) == f"budget of {said} reached"
+
+
+def test_a_server_that_reports_no_usage_is_said_to_defeat_the_budget(llm_server):  # noqa: F811
+    # An OpenAI-compatible server that leaves its usage at zero: every call counted $0 against
+    # a budget, silently, and the run completed far past it.
+    from aca_flows.providers import get_provider
+    from aca_flows.settings import ProviderSection
+
+    for _ in range(2):
+        llm_server.openai.enqueue(text="ok", usage={"input_tokens": 0, "output_tokens": 0})
+    config = AcaConfig(providers={"openai": ProviderSection(model="gpt-4o")})
+    said: list[str] = []
+    guard = SpendGuard(
+        get_provider("openai", config), SpendMeter(lambda: 0.0, 1.0, on_hold=said.append)
+    )
+    for _ in range(2):
+        asyncio.run(guard.complete(REQUEST))
+    assert said == [
+        "openai: a call of gpt-4o came back without its token usage, so it counts $0 against the "
+        "budget of $1, and so will every call of its server: the budget cannot be kept there. "
+        "Use a server that reports usage, or run without a budget."
+    ]
