@@ -95,6 +95,7 @@ def build_providers(
                 state_file=account_state_file(name, environ, config.provider(name).base_url),
                 local_rates=shared is None,
                 on_notice=_tell_wait,
+                stopping=functools.partial(_run_stopping, store.session_id),
             )
             provider = RateLimitedProvider(provider, limiter, shared)
         limit_name = config.provider(name).concurrency_limit

@@ -117,6 +117,7 @@ def rate_limiter_for(
     state_file: Path | None = None,
     local_rates: bool = True,
     on_notice: NoticeCallback | None = None,
+    stopping: Callable[[], bool] | None = None,
 ) -> RateLimiter:
     """The rate limiter for provider ``name``, with its limits (``AcaConfig.rate_limits``);
     state restored from ``state_file`` when it exists, and saved there after every call.
@@ -132,4 +133,5 @@ def rate_limiter_for(
         local_rates=local_rates,
         on_notice=on_notice,
         max_pause_seconds=config.session.call_retry_max_wait_seconds,
+        stopping=stopping,
     )

@@ -85,6 +85,9 @@ __all__ = [
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+# How often a held call looks whether the run is stopping.
+STOP_POLL_SECONDS = 0.5
+
 # The longest pause when none is given: [session] call_retry_max_wait_seconds's default.
 MAX_PAUSE_SECONDS = 120.0
 WaitCallback = Callable[[float, str], None]
@@ -206,8 +209,11 @@ class RateLimiter:
         on_notice: NoticeCallback | None = None,
         label: str | None = None,
         max_pause_seconds: float = MAX_PAUSE_SECONDS,
+        stopping: Callable[[], bool] | None = None,
     ):
         self.limits = limits
+        # Whether the run is stopping (a Ctrl-C): a call held back then is not made at all.
+        self.stopping = stopping
         self.max_pause_seconds = max_pause_seconds
         # False: requests, tokens and calls in flight are held by ``SharedLimits`` instead.
         self.local_rates = local_rates
@@ -279,9 +285,17 @@ class RateLimiter:
                         notice.waiting(self._why(reason, estimated_tokens), wait)
                     # A wait below the clock's resolution would never move it: round it up.
                     wait = max(wait, 0.001)
+                if self.stopping is not None and self.stopping():
+                    # A run told to stop held its Ctrl-C's grace period (30 s) for a call
+                    # it would never make: it ends unfinished now, as a retry's wait does.
+                    raise TransientProviderError(
+                        f"{self.label}: the run is stopping; the call waiting for {reason} "
+                        "was not made",
+                        provider=self.state_key,
+                    )
                 if self.on_wait is not None:
                     self.on_wait(wait, reason)
-                await self.sleep(wait)
+                await self.sleep(wait if self.stopping is None else min(wait, STOP_POLL_SECONDS))
         finally:
             with self._lock:
                 if ticket in self._waiting:

@@ -667,3 +667,21 @@ def test_a_call_waiting_for_the_slot_of_a_call_told_to_wait_waits_too(
     start = fake_clock()
     run(told_to_wait_and_next())
     assert inner.started[1] - start >= 30
+
+
+def test_a_call_held_by_a_pause_is_not_made_once_the_run_is_stopping():
+    # A pause the server asked for (saved from an earlier run) held a call; the run's Ctrl-C
+    # then waited out its whole grace period (30 s) for a call it would never make.
+    stop = {"now": False}
+    limiter = RateLimiter(_limits(), stopping=lambda: stop["now"])
+    limiter.pause(120)
+
+    async def held_then_stopped() -> float:
+        started = time.monotonic()
+        asyncio.get_running_loop().call_later(0.3, stop.update, {"now": True})
+        with pytest.raises(TransientProviderError, match="the run is stopping"):
+            await limiter.acquire()
+        return time.monotonic() - started
+
+    assert run(held_then_stopped()) < 5
+    assert limiter.in_flight == 0
