@@ -34,10 +34,11 @@ from prefect.flow_runs import apause_flow_run, asuspend_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
-from aca_flows._words import listed, workdir_option
+from aca_flows._words import listed, one_line, workdir_option
 from aca_flows.errors import InputError
 from aca_flows.flows.remote_sync import session_resume
 from aca_flows.plan.models import ExecutionPlan, TaskStatus
+from aca_flows.plan.render import render_tree
 from aca_flows.session.events import ApprovalDecided, ApprovalRequested
 from aca_flows.session.reading import display_status, load_session
 from aca_flows.session.store import SessionStore
@@ -153,9 +154,12 @@ async def wait_for_approval(
             )
         )
         where = workdir_option(store.session.workdir)
+        # The plan itself the first time, for a reviewer at the terminal (the UI's form lists
+        # it too): what runs, in what order, checked by what.
+        shown = f"\n{render_tree(plan)}\n" if attempt == 1 else " "
         logger.warning(
-            f"waiting for approval of the plan: resume the flow run in the Prefect UI, or "
-            f"`aca approve {store.session_id}{where}` / "
+            f"waiting for approval of the plan:{shown}resume the flow run in the Prefect UI, "
+            f"or `aca approve {store.session_id}{where}` / "
             f"`aca reject {store.session_id}{where} --reason ...`"
         )
         answer = await wait_for_input(form, mode, timeout, f"{PAUSE_KEY}-{attempt}", interrupt)
@@ -400,11 +404,20 @@ def _form_description(
         "at once:",
         "",
     ]
-    lines += [
-        f"- `{t.id}` {t.title}"
-        for t in plan.tasks
-        if not t.children and t.status.state == "pending"
-    ]
+    for setup in plan.setup_commands:  # runs in every task's worktree
+        lines.append(f"- before every task, `{setup.name}`: {_code(setup.command)}")
+    for task in plan.tasks:
+        if task.children or task.status.state != "pending":
+            continue
+        said = []  # what a reviewer must see: the order, the check, another model
+        if task.dependencies:
+            said.append("after " + ", ".join(f"`{d}`" for d in dict.fromkeys(task.dependencies)))
+        if check := task.verify or plan.verify:
+            said.append(f"checked by {_code(check)}")
+        if task.provider or task.model:
+            said.append("on " + "/".join(filter(None, (task.provider, task.model))))
+        line = f"- `{task.id}` {one_line(task.title)}"
+        lines.append(f"{line} — {'; '.join(said)}" if said else line)
     lines += [
         "",
         "Choose **approve** (optionally: task ids to skip — their dependents still run —, "
@@ -413,6 +426,11 @@ def _form_description(
         f"`aca reject {session_id}{where} --reason TEXT`.",
     ]
     return "\n".join(lines)
+
+
+def _code(text: str) -> str:
+    """``text`` as Markdown code on one line, backticks in it and all."""
+    return f"`` {one_line(text)} ``"
 
 
 def api_url() -> str | None:

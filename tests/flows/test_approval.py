@@ -137,6 +137,8 @@ def test_a_run_waits_paused_and_an_approval_with_changes_resumes_it(
         while hint not in flow_run_log(session.approval.flow_run_id):
             assert time.monotonic() < deadline, "the waiting run's log never named the command"
             time.sleep(0.5)
+        # The plan itself is in it, for a reviewer at the terminal: the tree with its order.
+        assert "[ ] b — write b.txt  (after a)" in flow_run_log(session.approval.flow_run_id)
 
         # What the UI's form sends: skip b, one task at a time, a note for every prompt.
         resume_flow_run(
@@ -763,3 +765,23 @@ def test_a_skip_of_no_such_task_lists_only_the_tasks_that_can_be_skipped():
         "no task zz in the plan; the tasks that can be skipped are a, c"
     )
     assert decision_problem(plan, ["g"]) == "g groups other tasks; name the tasks to skip instead"
+
+
+def test_the_form_shows_what_each_task_runs_after_and_is_checked_by():
+    # The form listed `id` and title only: no check, order or model was shown to approve.
+    from aca_flows.flows.approval import _form_description
+    from aca_flows.plan.models import ExecutionPlan, SetupCommand, Task
+
+    plan = ExecutionPlan(
+        name="p",
+        verify="pytest -q",
+        setup_commands=[SetupCommand(name="install", command="pip install -e .")],
+        tasks=[
+            Task(id="a", title="A"),
+            Task(id="b", title="B", dependencies=["a"], verify="grep -q `x` b.txt", model="m"),
+        ],
+    )
+    lines = _form_description("s1", plan, 3, None).splitlines()
+    assert "- before every task, `install`: `` pip install -e . ``" in lines
+    assert "- `a` A — checked by `` pytest -q ``" in lines
+    assert "- `b` B — after `a`; checked by `` grep -q `x` b.txt ``; on m" in lines
