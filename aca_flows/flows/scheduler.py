@@ -223,6 +223,12 @@ async def drive_plan(
         else:
             stopped_reason = failure_reason(store.session.plan.tasks)
         status = "failed" if stopped_reason else "completed"
+        if budget is not None and (spent := _spent(store)) > budget:
+            # The last calls in flight when the spend reached it: said, not left to the bill.
+            logger.warning(
+                f"the session spent ${spent:.4f}, past its budget of ${budget:g}: calls in "
+                "flight when the spend reached it are paid too (docs/engine.md, Budgets)"
+            )
         store.finish(status, stopped_reason)
         create_checkpoint(store, trigger="end")
     await push_session_work(store, logger)  # with a repo: the remote gets the end, too

@@ -14,6 +14,7 @@ from aca_flows.session.reading import load_session
 from tests.fakes.coding_agent import SlowAgent, coding_agent, task_of
 from tests.fakes.llm_server import Reply
 from tests.flows.test_artifacts import reports_of
+from tests.flows.test_run_ends import load_session_log
 
 
 def write_tasks(tmp_path: Path, text: str) -> Path:
@@ -290,6 +291,21 @@ def test_titles_with_braces_run_and_name_their_task_runs(tmp_path, repo, anthrop
     assert states["a write {x}.txt"] == "Completed"
     assert states["b write {0}.txt"] == "Failed"
     assert states["c write {c}.txt"] == "Skipped"
+
+
+def test_a_run_that_finished_past_its_budget_says_so(tmp_path, repo, anthropic_fake):
+    # Its last call went while the spend was under the budget and took it past: the run
+    # completed, exit 0, and nothing but the bill said the budget was passed.
+    for _ in range(4):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = write_tasks(tmp_path, "- write a.txt {#a}\n")
+    # $0.0006 a call: the second goes with $0.0006 spent, and the task ends at $0.0012.
+    done = run_flow(
+        task_file=str(tasks), workdir=str(repo), model="claude-sonnet-4-6", budget_usd=0.0009
+    )
+    assert done.summary["status"] == "completed"
+    log = load_session_log(repo, done.summary["session_id"])
+    assert "the session spent $0.0012, past its budget of $0.0009" in log
 
 
 def test_budget_stops_the_run_and_resume_finishes_without_repeating(tmp_path, repo, anthropic_fake):
