@@ -560,7 +560,9 @@ def _did_you_mean(key: str) -> str | None:
     if key.startswith("providers.") and key.count(".") == 2:  # a provider's own keys
         walk(ProviderSection().model_dump(), f"providers.{key.split('.')[1]}.")
     same_depth = [k for k in known if k.count(".") == key.count(".")]
-    close = difflib.get_close_matches(key, same_depth, n=1, cutoff=0.8)
+    # A key with its unit left off (`approval.timeout`) is that key, not a lookalike.
+    with_unit = [k for k in same_depth if k.startswith(f"{key}_")]
+    close = with_unit or difflib.get_close_matches(key, same_depth, n=1, cutoff=0.8)
     return f"did you mean '{close[0]}'?" if close else None
 
 

@@ -89,6 +89,8 @@ def test_unknown_key_and_wrong_type_name_key_and_file(tmp_path):
         ("[sesion]\nmodel = 'm'\n", "session"),
         ("[providers.anthropic]\nmodle = 'm'\n", "providers.anthropic.model"),
         ("[session]\nbogus = 1\n", None),  # nothing close: no guess
+        # Its unit left off: that key, not the lookalike `approval.on_timeout`.
+        ("[approval]\ntimeout = 10\n", "approval.timeout_seconds"),
     ],
 )
 def test_an_unknown_key_names_the_valid_key_it_is_closest_to(tmp_path, written, meant):
