@@ -202,9 +202,11 @@ def resume_command(
     repo: Repo = None,
     open_pr: OpenPr = False,
     github_repo: GitHubRepoName = None,
+    require_approval: RequireApproval = False,
 ) -> None:
     """Continue a session from a checkpoint or session id; finished tasks are never redone.
-    With --open-pr, a completed session's pull request is delivered (again)."""
+    With --open-pr, a completed session's pull request is delivered (again); with
+    --require-approval, what is left to run waits for approval first."""
     given = dict(locals())
     from aca_flows._startup import signals_remembered
 
@@ -243,7 +245,17 @@ def nothing_to_resume_here(repo: str) -> Exception:
 
 
 def _resume(
-    *, target, latest, workdir, budget_usd, config, json_output, repo, open_pr, github_repo
+    *,
+    target,
+    latest,
+    workdir,
+    budget_usd,
+    config,
+    json_output,
+    repo,
+    open_pr,
+    github_repo,
+    require_approval,
 ) -> int:
     from aca_flows.cli.preflight import require_writable_workdir
     from aca_flows.cli.run import run_session
@@ -277,6 +289,7 @@ def _resume(
         repo=repo,
         open_pr=open_pr,
         github_repo=github_repo,
+        require_approval=require_approval,
     )
     return run_session(options, session_id=resolved.session_id)
 

@@ -117,15 +117,22 @@ def decision_problem(plan: ExecutionPlan, skip: list[str]) -> str | None:
 
 
 async def wait_for_approval(
-    store: SessionStore, plan: ExecutionPlan, limit: int, config: ApprovalSection, interrupt
+    store: SessionStore,
+    plan: ExecutionPlan,
+    limit: int,
+    config: ApprovalSection,
+    interrupt,
+    *,
+    asked: bool = False,
 ) -> ApprovalDecided | None:
     """Wait for a decision on ``plan`` and journal it; ``None`` if the run's ``interrupt``
     (a signal, a cancel from the UI) came first.
 
-    A resumed session whose plan was approved before gets that decision again, unasked.
+    A resumed session whose plan was approved before gets that decision again, unasked,
+    unless this run was ``asked`` to wait for approval (``aca resume --require-approval``).
     """
     approval = store.session.approval
-    if approval is not None and approval.state == "approved":
+    if approval is not None and approval.state == "approved" and not asked:
         return ApprovalDecided(
             decision="approve",
             skip=[],  # already recorded as the tasks' statuses

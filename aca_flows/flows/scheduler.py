@@ -78,7 +78,9 @@ async def drive_plan(
         await published(run.session_id)
         await progress.artifact_id()
     if needs_approval:
-        decided = await wait_for_approval(store, run.plan, limit, run.config.approval, interrupt)
+        decided = await wait_for_approval(
+            store, run.plan, limit, run.config.approval, interrupt, asked=request.require_approval
+        )
         if decided is not None and decided.decision == "reject":
             logger.warning(f"the plan was rejected: {decided.reason}")
             store.finish("rejected", decided.reason)

@@ -604,6 +604,35 @@ def test_a_resumed_session_keeps_its_approval_and_is_not_asked_again(
     assert statuses == {"a": "completed", "b": "skipped: left out at approval"}
 
 
+def test_aca_resume_require_approval_asks_before_what_is_left_runs(tmp_path, repo, anthropic_fake):
+    # A failed session could not be reviewed before its failed tasks ran again: `aca resume`
+    # had no --require-approval.
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    path = tmp_path / "tasks.md"
+    path.write_text(
+        f"# Review again {uuid.uuid4().hex[:8]}\n\n- write a.txt {{#a verify=false}}\n"
+        "- write b.txt {#b}\n"
+    )
+    first = run_flow(task_file=str(path), workdir=str(repo))
+    assert first.summary["status"] == "failed"
+    session_id = first.summary["session_id"]
+
+    thread, codes = start(
+        lambda: main(["resume", session_id, "--require-approval", "-w", str(repo), "--json"])
+    )
+    try:
+        session = waiting_session(repo, thread)
+        assert session.id == session_id
+        before = len(agent_requests(anthropic_fake))
+        assert main(["reject", session_id, "--reason", "not again", "-w", str(repo)]) == 0
+        thread.join(WAIT)
+    finally:
+        thread.join(WAIT)
+    assert codes == [3]  # rejected: a's second try never ran
+    assert len(agent_requests(anthropic_fake)) == before
+
+
 def test_a_deployment_run_suspends_and_runs_again_once_approved(
     tmp_path, repo, anthropic_fake, monkeypatch, capsys
 ):
