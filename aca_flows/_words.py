@@ -42,11 +42,13 @@ def format_cost(usd: float) -> str:
     return f"${usd:,.4f}" if usd < 1 else f"${usd:,.2f}"
 
 
-def workdir_option(workdir: str | Path) -> str:
+def workdir_option(workdir: str | Path, here: str | None = None) -> str:
     """`` --workdir DIR`` for a command printed for the reader to run, unless ``workdir`` is
-    the current folder: a run started by a worker (a deployment) works in a folder of its
-    own, and `aca approve ID` run anywhere else would not find the session."""
-    if Path(workdir).resolve() == Path(os.getcwd()).resolve():
+    the folder the reader is in (``here``: by default the current folder; ``""`` for a reader
+    who may be anywhere, the UI's): a run started by a worker (a deployment) works in a folder
+    of its own, and `aca approve ID` run anywhere else would not find the session."""
+    here = os.getcwd() if here is None else here
+    if here and Path(workdir).resolve() == Path(here).resolve():
         return ""
     return f" --workdir {shlex.quote(str(Path(workdir).resolve()))}"
 

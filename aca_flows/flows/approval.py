@@ -156,8 +156,9 @@ async def wait_for_approval(
     while True:
         attempt += 1
         form = PlanApproval.with_initial_data(
+            # Its commands name the workdir always: the form is read from anywhere.
             description=_form_description(
-                store.session_id, plan, limit, problem, workdir_option(store.session.workdir)
+                store.session_id, plan, limit, problem, workdir_option(store.session.workdir, "")
             )
         )
         where = workdir_option(store.session.workdir)

@@ -87,6 +87,9 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 # How often a held call looks whether the run is stopping.
 STOP_POLL_SECONDS = 0.5
+# The waits of a held call that a stop ends: the clock's, not a turn behind other calls.
+_TIMED_WAITS = ("server retry-after", "5-hour usage budget")
+_TIMED_WAITS += ("requests per minute", "tokens per minute")
 
 # The longest pause when none is given: [session] call_retry_max_wait_seconds's default.
 MAX_PAUSE_SECONDS = 120.0
@@ -285,9 +288,10 @@ class RateLimiter:
                         notice.waiting(self._why(reason, estimated_tokens), wait)
                     # A wait below the clock's resolution would never move it: round it up.
                     wait = max(wait, 0.001)
-                if self.stopping is not None and self.stopping():
+                if reason in _TIMED_WAITS and self.stopping is not None and self.stopping():
                     # A run told to stop held its Ctrl-C's grace period (30 s) for a call
                     # it would never make: it ends unfinished now, as a retry's wait does.
+                    # (A turn behind calls in flight comes soon: it may finish its task.)
                     raise TransientProviderError(
                         f"{self.label}: the run is stopping; the call waiting for {reason} "
                         "was not made",

@@ -169,6 +169,30 @@ def test_a_run_waits_paused_and_an_approval_with_changes_resumes_it(
     assert states["a write a.txt"] == states["c write c.txt"] == "Completed"
 
 
+def test_the_form_of_a_run_started_inside_its_repository_names_the_workdir(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    # The terminal's hint may leave --workdir out there; the form, read from anywhere, may not.
+    monkeypatch.chdir(repo)
+    tasks = task_file(tmp_path, "Form")
+    thread, _ = start(lambda: run_flow(task_file=tasks, workdir=str(repo), require_approval=True))
+    try:
+        session = waiting_session(repo, thread)
+
+        async def form_text() -> str:
+            async with get_client() as client:
+                run = await client.read_flow_run(UUID(session.approval.flow_run_id))
+                key = run.state.state_details.run_input_keyset["description"]
+                return await client.read_flow_run_input(run.id, key)
+
+        text = asyncio.run(form_text())
+        assert f"`aca approve {session.id} --workdir {repo.resolve()} --skip ID`" in text, text
+        assert main(["reject", session.id, "--reason", "done", "-w", str(repo)]) == 0
+        thread.join(WAIT)
+    finally:
+        thread.join(WAIT)
+
+
 def test_aca_reject_cancels_the_waiting_run_with_the_reason(tmp_path, repo, anthropic_fake, capsys):
     tasks = task_file(tmp_path, "Reject")
     thread, codes = start(

@@ -685,3 +685,16 @@ def test_a_call_held_by_a_pause_is_not_made_once_the_run_is_stopping():
 
     assert run(held_then_stopped()) < 5
     assert limiter.in_flight == 0
+
+    # A call waiting its turn behind a call in flight still goes: its task may finish.
+    busy = RateLimiter(_limits(max_concurrent_requests=1), stopping=lambda: True)
+
+    async def behind_one_in_flight() -> None:
+        first = await busy.acquire()
+        second = asyncio.ensure_future(busy.acquire())
+        await asyncio.sleep(0.3)
+        assert not second.done()
+        await busy.release(first)
+        await asyncio.wait_for(second, 5)
+
+    run(behind_one_in_flight())
