@@ -148,10 +148,12 @@ def _log_call_retry(store: SessionStore):
     the task's own log in the session."""
 
     def log(seconds: float, error: Exception, retry_number: int, retries: int) -> None:
-        run_logger().warning(
-            f"{error} Retrying this call in {seconds:.1f} s (retry {retry_number} of {retries})."
-        )
         owner = CALL_OWNER.get()
+        task = f"{owner.task_id}: " if owner is not None else ""  # session.log: whose call
+        run_logger().warning(
+            f"{task}{error} Retrying this call in {seconds:.1f} s "
+            f"(retry {retry_number} of {retries})."
+        )
         if owner is not None:
             TaskLog(store.paths, owner.task_id).write(
                 "call_retry",

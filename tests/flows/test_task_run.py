@@ -127,6 +127,9 @@ def test_a_529_at_turn_5_of_6_costs_exactly_one_extra_call(tmp_path, repo, anthr
     ]
     assert (retry["attempt"], retry["retry"], retry["wait_seconds"]) == (1, 1, 0.05)
     assert "529" in retry["error"]
+    # The run's own log names whose call it was (it did not).
+    system_log = AcaDir(repo).session(summary["session_id"]).system_log.read_text()
+    assert "WARNING prefect.task_runs: a: anthropic: temporarily unavailable (529)" in system_log
     session = load_session(repo, summary["session_id"])
     assert session.tasks["a"].attempts == 1
     (entry,) = session.usage
