@@ -99,6 +99,10 @@ async def drive_plan(
     await _record_finished_before(store, run, dag, states, tree)
     await resend_lost_task_events(store, logger)  # events a lost server dropped
     running: dict[asyncio.Task, str] = {}
+    # A failed task that asks a person (on_failure = "ask") waits in `questions`; one is asked
+    # at a time (the flow run pauses for one answer), while the running tasks go on.
+    questions: list[str] = []
+    asking: dict[asyncio.Task, str] = {}
     stopped_reason: str | None = None
     stop_trigger: StopTrigger = "budget"  # what stopped_reason is: its checkpoint's trigger
     refused: list[str] = []  # providers that cannot serve the run: their tasks no longer start
@@ -123,8 +127,8 @@ async def drive_plan(
         if budget is not None and spent >= budget and stopped_reason is None:
             stopped_reason = budget_reached(budget)
             logger.warning(f"{stopped_reason} (${spent:.4f} spent so far); no new task starts")
-        if stopped_reason is not None or interrupt.requested:
-            return
+        if stopped_reason is not None or interrupt.requested or asking:
+            return  # a paused flow run starts no task run: they start once it is answered
         for task in dag.ready():
             if len(running) >= limit:
                 break
@@ -142,11 +146,26 @@ async def drive_plan(
 
     while True:
         await _close_groups(store, run, dag, states, recorded_skips)
-        await _run_skips(store, run, dag, states, tree)
+        if not asking:
+            await _run_skips(store, run, dag, states, tree)
         tree.close_settled()
+        if questions and not asking:
+            if interrupt.requested:  # nobody decides now: a resume asks again
+                for task_id in questions:
+                    _pending_again(store, dag, task_id, _failure(run, task_id))
+                    logger.warning(f"{task_id} stays unfinished: the run stopped before an answer")
+                questions.clear()
+            else:
+                task_id = questions.pop(0)
+                asking[asyncio.create_task(_ask(store, run, task_id, interrupt))] = task_id
+                if running:
+                    logger.info(
+                        f"no new task starts until {task_id} is answered; {len(running)} running "
+                        "task(s) go on"
+                    )
         await admit()
         run.worktrees.drop_unclaimed(running=dag.running.__contains__)
-        if not running:
+        if not running and not asking:
             break
         if interrupt.requested and not interrupt.announced and not interrupt.cancel_now():
             interrupt.announced = True
@@ -155,16 +174,30 @@ async def drive_plan(
                 f"get {interrupt.grace_seconds:g} s to finish (signal again to stop them now)"
             )
         if interrupt.cancel_now():
-            await _cancel_running(store, run, dag, running, states, logger, interrupt)
+            if running:
+                await _cancel_running(store, run, dag, running, states, logger, interrupt)
+            for question in asking:  # ended by the signal already, unless it came just now
+                question.cancel()
+            await asyncio.gather(*asking, return_exceptions=True)
+            for task_id in (*asking.values(), *questions):
+                _pending_again(store, dag, task_id, _failure(run, task_id))
             break
-        done = await _wait_for_tasks(running, interrupt)
+        done = await _wait_for_tasks({**running, **asking}, interrupt)
+        answered = {t for t in done if t in asking}
+        for question in answered:
+            task_id = asking.pop(question)
+            answer = question.result()
+            await _settle_answer(store, run, dag, task_id, states[task_id], answer, logger)
         # Stops and failures first: a stop that came with a completion (a usage limit, a lost
         # branch) is known before that completion's dependents would start.
-        for finished in sorted(done, key=lambda t: t.result().is_completed()):
+        finished_runs = [t for t in done if t not in answered]
+        for finished in sorted(finished_runs, key=lambda t: t.result().is_completed()):
             task_id = running.pop(finished)
             state = finished.result()
             states[task_id] = state
-            limit_reason = await _finish(store, run, dag, task_id, state, logger, interrupt)
+            limit_reason = await _finish(
+                store, run, dag, task_id, state, logger, interrupt, questions=questions
+            )
             if limit_reason in run.cannot_serve.values():
                 # One provider's: the tasks of the others go on.
                 if limit_reason not in refused:
@@ -337,10 +370,12 @@ async def _finish(
     logger,
     interrupt=None,
     taken_over: bool = False,
+    questions: list[str] | None = None,
 ) -> str | None:
     """Mirror a finished task run into the session and the DAG. Returns why the run must
     stop (a budget or usage limit), if it must. ``taken_over``: the run stops because its
-    session was taken over (``interrupt.taken_over`` says so too, when given)."""
+    session was taken over (``interrupt.taken_over`` says so too, when given). A failed task
+    that asks a person goes into ``questions``, unsettled, when given."""
     if state.is_completed():
         outcome = TaskOutcome.model_validate(await state.aresult())
         run.outcomes[task_id] = outcome
@@ -380,25 +415,10 @@ async def _finish(
         reason = error.outcome.failure_reason or "failed"
         if error.outcome.conflict_files:
             reason += f" (gave up after {attempts} attempt(s))"
-        elif interrupt is not None and run.config.approval.on_failure == "ask":
-            # A person decides (docs/approval.md, "A stuck task asks").
-            answer = await ask_about_failed_task(run, task_id, error.outcome, attempts, interrupt)
-            if answer is None:  # the run was stopped while it waited
-                _pending_again(store, dag, task_id, reason)
-                logger.warning(f"{task_id} stays unfinished: the run stopped before an answer")
-                return None
-            if answer.action == "retry":
-                _pending_again(store, dag, task_id, reason)
-                add_hint(run, task_id, answer.hint, error.outcome.human_question)
-                return None
-            reason = reviewed_reason(reason, answer)
-            if answer.action == "skip":
-                dag.release(task_id)
-                why = f"skipped after it failed: {first_line(reason)}"
-                run.plan.task(task_id).status = TaskStatus(state="skipped", reason=why)
-                store.task_skipped(task_id, why)
-                publish_report(store, run, task_id, state)
-                return None
+        elif questions is not None and run.config.approval.on_failure == "ask":
+            # A person decides (docs/approval.md, "A stuck task asks"): the scheduler asks.
+            questions.append(task_id)
+            return None
     elif isinstance(error, AcaError):
         # A provider error names its fix already: say it plainly, with the attempts it took.
         reason = f"{error} (gave up after {attempts} attempt(s))"
@@ -410,12 +430,50 @@ async def _finish(
         )
     else:
         reason = f"{type(error).__name__}: {error}" if error else (state.message or "failed")
+    await _fail(store, run, dag, task_id, state, reason, logger)
+
+
+async def _fail(store, run: ActiveRun, dag: DagProgress, task_id: str, state, reason, logger):
     reason = readable(reason)  # a git error or an OSError may name a file that is not UTF-8
     await store.off_loop(store.task_failed, task_id, reason)
     emit_task_event(store, task_id, "failed", reason)
     logger.error(f"{task_id} failed: {first_line(reason)}")
     dag.fail(task_id, reason)
     publish_report(store, run, task_id, state)
+
+
+def _failure(run: ActiveRun, task_id: str) -> str:
+    """Why a task that asks a person failed."""
+    return run.outcomes[task_id].failure_reason or "failed"
+
+
+async def _ask(store: SessionStore, run: ActiveRun, task_id: str, interrupt: Interrupt):
+    attempts = store.session.tasks[task_id].attempts
+    return await ask_about_failed_task(run, task_id, run.outcomes[task_id], attempts, interrupt)
+
+
+async def _settle_answer(
+    store: SessionStore, run: ActiveRun, dag: DagProgress, task_id: str, state, answer, logger
+) -> None:
+    """A failed task after a person's ``answer`` (``None``: the run stopped first)."""
+    reason = _failure(run, task_id)
+    if answer is None:
+        _pending_again(store, dag, task_id, reason)
+        logger.warning(f"{task_id} stays unfinished: the run stopped before an answer")
+        return
+    if answer.action == "retry":
+        _pending_again(store, dag, task_id, reason)
+        add_hint(run, task_id, answer.hint, run.outcomes[task_id].human_question)
+        return
+    reason = reviewed_reason(reason, answer)
+    if answer.action == "skip":
+        dag.release(task_id)
+        why = f"skipped after it failed: {first_line(reason)}"
+        run.plan.task(task_id).status = TaskStatus(state="skipped", reason=why)
+        store.task_skipped(task_id, why)
+        publish_report(store, run, task_id, state)
+        return
+    await _fail(store, run, dag, task_id, state, reason, logger)
 
 
 def _pending_again(store: SessionStore, dag: DagProgress, task_id: str, why: str) -> None:

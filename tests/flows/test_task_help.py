@@ -9,6 +9,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -163,6 +165,53 @@ def test_a_fail_answer_with_a_reason_fails_the_task_and_skips_its_dependents(
         f"out of scope (a reviewer's decision); the agent needs a person to decide: {QUESTION}"
     )
     assert summary["tasks"]["b"]["state"] == "skipped"
+
+
+def test_a_task_that_lands_while_another_waits_for_an_answer_is_recorded_at_once(
+    tmp_path, repo, anthropic_fake, monkeypatch, capsys
+):
+    """The question waits in the flow run, not in the scheduler: c lands (and shows so) while
+    a waits; c's dependent starts once a is answered (a paused flow run starts no task run)."""
+    asked = threading.Event()
+
+    def agent(request):
+        if task_of(request)[0] == "c":
+            asked.wait(WAIT)  # c finishes only once a's question is open
+            return coding_agent(request)
+        return asking_agent(request)
+
+    for _ in range(30):
+        anthropic_fake.anthropic.enqueue(agent)
+    monkeypatch.setenv("ACA_APPROVAL__ON_FAILURE", "ask")
+    name = f"Asks others go on {uuid.uuid4().hex[:8]}"
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(
+        f"# {name}\n\n- write a.txt {{#a}}\n- write c.txt {{#c}}\n"
+        "- write d.txt {#d depends_on=c}\n"
+    )
+    thread, outcomes = start(lambda: run_flow(task_file=str(tasks), workdir=str(repo)))
+    try:
+        wait_until_paused(flow_run_id_named(name), thread)
+        asked.set()
+        (session,) = list_sessions(repo)
+        deadline = time.monotonic() + WAIT
+        while str(load_session(repo, session.id).plan.task("c").status) != "completed":
+            assert time.monotonic() < deadline, "c landed, but the session never said so"
+            time.sleep(0.2)
+        assert str(load_session(repo, session.id).plan.task("d").status) == "pending"
+        assert main(["sessions", "list", "-w", str(repo), "--json"]) == 0
+        (row,) = json.loads(capsys.readouterr().out)["sessions"]
+        assert row["status"] == f"waiting: task a asks: {QUESTION}"
+
+        assert main(["answer", session.id, "a", "--skip", "-w", str(repo)]) == 0
+        thread.join(WAIT)
+        assert not thread.is_alive(), "the answered run did not end"
+    finally:
+        asked.set()
+        thread.join(WAIT)
+
+    states = {t: s["state"] for t, s in outcomes[0].summary["tasks"].items()}
+    assert states == {"a": "skipped", "c": "completed", "d": "completed"}
 
 
 def test_without_ask_an_agent_that_asks_fails_its_task_with_the_question(
