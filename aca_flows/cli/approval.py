@@ -50,7 +50,7 @@ def approve_command(
 
 def reject_command(
     session: SessionArg,
-    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the session).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the session).")] = "",
     workdir: ExistingWorkdir = Path("."),
 ) -> None:
     """Reject the plan of a waiting run: it ends Cancelled, no task runs."""

@@ -298,7 +298,7 @@ def resume_waiting_run(
             raise RunNotWaiting(_answered_already(flow_run_id, session_id), ended=False) from None
         if ended == "Completed":  # it went on (an answer, or on_timeout = "approve") and ran
             raise RunNotWaiting(
-                f"{_answered_already(flow_run_id, session_id)[:-1]}, and the run has ended.",
+                _answered_already(flow_run_id, session_id, then=", and the run has ended"),
                 ended=False,
             ) from None
         raise RunNotWaiting(
@@ -313,10 +313,10 @@ def resume_waiting_run(
         ) from None
 
 
-def _answered_already(flow_run_id: str, session_id: str) -> str:
+def _answered_already(flow_run_id: str, session_id: str, then: str = "") -> str:
     return (
         f"the flow run {flow_run_id} of session {session_id} is not waiting for input any "
-        "more: it was answered already."
+        f"more: it was answered already{then}."
     )
 
 

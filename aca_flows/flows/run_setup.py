@@ -183,7 +183,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         plan, parse = _load_plan(request, config)
         if request.task_file and parse is None:  # read as written: its prose is text
             _warn_of_prose_dependencies(request.task_file, plan)
-        names = plan.provider_names(config.session.provider)
+        names = providers_left(plan, config.session.provider)  # none when all is marked done
         require_working_providers(names, config, plan)
         refuse_a_budget_without_prices(plan, config)
         import_sdks_in_background(names)

@@ -95,6 +95,7 @@ from aca_flows.providers.claude_code_sandbox import (
     end_leftover_bridges,
     npm_root_answered,
     private_tmp,
+    private_tmp_of,
     quiet_environment,
     scratch_parent,
 )
@@ -296,7 +297,7 @@ class ClaudeCodeProvider:
         if scratch:
             env["TMPDIR"] = scratch
             if bash_sandbox:  # the /tmp of its commands (``bwrap_with_homes_read_only``)
-                env[PRIVATE_TMP] = f"{scratch}.tmp"
+                env[PRIVATE_TMP] = private_tmp_of(scratch)
         # Its file tools too, which run in the claude process, outside its Bash sandbox: they
         # write and read the worktree only.
         approved = allowed_tools

@@ -50,6 +50,7 @@ __all__ = [
     "end_leftover_bridges",
     "npm_root_answered",
     "private_tmp",
+    "private_tmp_of",
     "quiet_environment",
     "scratch_parent",
 ]
@@ -325,11 +326,15 @@ def scratch_parent() -> str | None:
     return None
 
 
+def private_tmp_of(scratch: str) -> str:
+    """The folder the commands of the run whose scratch folder is ``scratch`` see as ``/tmp``:
+    beside the scratch folder, not in it, where no command can put a link in its place."""
+    return f"{scratch}.tmp"
+
+
 def private_tmp(scratch: str) -> str | None:
-    """The folder the commands of the run whose scratch folder is ``scratch`` see as ``/tmp``
-    (``<scratch>.tmp``, mode 0700, made here; ``None`` when it cannot be): beside the scratch
-    folder, not in it, where no command can put a link in its place."""
-    folder = f"{scratch}.tmp"
+    """Makes ``private_tmp_of(scratch)`` (mode 0700); ``None`` when it cannot be made."""
+    folder = private_tmp_of(scratch)
     try:
         os.mkdir(folder, 0o700)
     except OSError:

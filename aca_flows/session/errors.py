@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from aca_flows._words import listed
 from aca_flows.errors import AcaError, InputError
 
 __all__ = [
@@ -93,8 +94,7 @@ class UnknownSessionError(InputError):
         self.ambiguous = bool(matches)
         among = ""
         if matches:  # the ids to choose from: the first few, newest first
-            shown = sorted(matches, reverse=True)
-            among = f": it begins {', '.join(shown[:5])}" + (" and more" if shown[5:] else "")
+            among = f": it begins {listed(sorted(matches, reverse=True), 5)}"
         super().__init__(
             f"{problem} {session_id!r} in {workdir / '.aca' / 'sessions'}{among}. "
             f"{listing} with `--workdir {workdir}` shows the ids of this workdir "

@@ -696,6 +696,18 @@ def test_a_resume_whose_provider_cannot_work_is_refused_and_leaves_the_session_a
     assert len(anthropic_fake.anthropic.requests) == calls
 
 
+def test_a_plan_with_every_task_marked_done_needs_no_working_provider(tmp_path, repo, monkeypatch):
+    # Nothing will be called: a revoked key (or none) refused it, where its resume completes.
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-revoked")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")  # nobody answers there
+    tasks = write_tasks(tmp_path, "- [x] write a.txt {#a}\n- [x] write b.txt {#b}\n")
+
+    outcome = run(tasks, repo)
+
+    assert outcome.state_name == "Completed", outcome.error
+    assert outcome.summary["status"] == "completed"
+
+
 def test_a_stop_that_finishes_with_a_completion_starts_none_of_its_dependents(
     tmp_path, repo, anthropic_fake, monkeypatch
 ):

@@ -187,10 +187,12 @@ def test_the_form_of_a_run_started_inside_its_repository_names_the_workdir(
 
         text = asyncio.run(form_text())
         assert f"`aca approve {session.id} --workdir {repo.resolve()} --skip ID`" in text, text
-        assert main(["reject", session.id, "--reason", "done", "-w", str(repo)]) == 0
+        # As the form, `aca reject` takes no reason if none is given.
+        assert main(["reject", session.id, "-w", str(repo)]) == 0
         thread.join(WAIT)
     finally:
         thread.join(WAIT)
+    assert load_session(repo, session.id).status_reason == "rejected (no reason given)"
 
 
 def test_aca_reject_cancels_the_waiting_run_with_the_reason(tmp_path, repo, anthropic_fake, capsys):
