@@ -17,10 +17,10 @@ held too when the budget has no room for them all, and all go at once when it ha
 Code run without a per-task budget, or a model with no price, has no such bound: those first
 calls go unheld.
 
-A paid call (tokens used) that costs $0 under a budget is never silent: no price was found for
-its model (aca's, the config's, Claude Code's own), so the budget does not count it; the run's
-log says so once per model, naming the price to set. Providers whose calls are free (an Ollama
-on this machine) or replayed are not warned of.
+A paid call (tokens used) that costs $0 is never silent: no price was found for its model
+(aca's, the config's, Claude Code's own), so neither the budget nor the session's cost counts
+it; the run's log says so once per model, naming the price to set. Providers whose calls are
+free (an Ollama on this machine) or replayed are not warned of.
 """
 
 from __future__ import annotations
@@ -134,26 +134,28 @@ class SpendMeter:
 
     def unpriced(self, provider: str, model: str, tokens: int) -> None:
         """A call of ``model`` used ``tokens`` (none: its server reported no usage) and cost
-        $0: the budget cannot count it. Said once per model, with what would count it."""
-        if self.budget_usd is None or (provider, model) in self._unpriced:
+        $0: the budget, and the session's cost, cannot count it. Said once per model, with
+        what would count it."""
+        if (provider, model) in self._unpriced or self._on_hold is None:
             return
         self._unpriced.add((provider, model))
-        if self._on_hold is None:
-            return
         name = model or "its default model"
+        if self.budget_usd is None:  # the cost shown ($0.0000) is not what it costs
+            counted, then = "counts $0 in the session's cost", "the cost"
+        else:
+            counted, then = f"counts $0 against the budget of ${self.budget_usd:g}", "the budget"
         if not tokens:  # an OpenAI-compatible server that leaves `usage` out, or zeroes it
+            kept = "the budget cannot be kept there" if self.budget_usd is not None else ""
             self._on_hold(
-                f"{provider}: a call of {name} came back without its token usage, so it counts "
-                f"$0 against the budget of ${self.budget_usd:g}, and so will every call of its "
-                "server: the budget cannot be kept there. Use a server that reports usage, or "
-                "run without a budget."
+                f"{provider}: a call of {name} came back without its token usage, so it "
+                f"{counted}, and so will every call of its server{kept and ': ' + kept}. Use a "
+                "server that reports usage" + (", or run without a budget." if kept else ".")
             )
             return
         self._on_hold(
-            f"{provider}: a call of {name} used {tokens:,} tokens and counts $0 against the "
-            f"budget of ${self.budget_usd:g}: aca has no price for it. Set "
-            f'[providers.{provider}.prices."{model}"] (input = ..., output = ..., USD per '
-            "million tokens) so the budget counts its calls."
+            f"{provider}: a call of {name} used {tokens:,} tokens and {counted}: aca has no "
+            f'price for it. Set [providers.{provider}.prices."{model}"] (input = ..., output = '
+            f"..., USD per million tokens) so {then} counts its calls."
         )
 
     def _fits(self) -> bool:

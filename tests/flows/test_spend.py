@@ -131,8 +131,14 @@ def test_a_paid_call_that_counts_nothing_against_the_budget_is_said_once_per_mod
         "= ..., output = ..., USD per million tokens) so the budget counts its calls."
     ]
     asyncio.run(guard(1.0, free=True).complete(REQUEST))  # an Ollama on this machine
-    asyncio.run(guard(None).complete(REQUEST))  # no budget to count it against
     assert len(said) == 1
+    # Without a budget the cost shown ($0.0000) is not what the calls cost: said too.
+    asyncio.run(guard(None).complete(REQUEST))
+    assert said[1] == (
+        "scripted: a call of scripted-model used 110 tokens and counts $0 in the session's cost: "
+        'aca has no price for it. Set [providers.scripted.prices."scripted-model"] (input = '
+        "..., output = ..., USD per million tokens) so the cost counts its calls."
+    )
 
 
 def test_a_call_s_ceiling_is_its_size_at_its_price_or_a_claude_code_run_s_cap():
