@@ -204,7 +204,7 @@ async def execute_task(
     made = await worktrees.take(task_id)
     for run in range(1, total_runs + 1):
         await worktrees.removed(task_id)  # the last run's worktree, at this run's path
-        worktree = made or await in_thread(TaskWorktree.create, repo, session_id, task_id)
+        worktree = made or await in_thread(worktrees.make, task_id)
         made = None
         log.write("run_started", run=run, base=worktree.base_sha, worktree=str(worktree.path))
         try:
@@ -385,11 +385,13 @@ def _failed_diff(worktree: TaskWorktree, changed: list[str]) -> str:
 _SESSION_REPOS: dict[tuple[str, str], GitIdentity] = {}
 
 
-def make_worktree(workdir: Path, session_id: str, task_id: str) -> TaskWorktree:
-    """``task_id``'s worktree at the session branch head, made before its task runs
-    (``RunWorktrees.make``)."""
+def make_worktree(
+    workdir: Path, session_id: str, task_id: str, spare: TaskWorktree | None = None
+) -> TaskWorktree:
+    """``task_id``'s worktree at the session branch head (``spare`` taken up, if given),
+    made before its task runs (``RunWorktrees.make``)."""
     repo, _ = _open_session_repo(Path(workdir), session_id, init_git=False)
-    return TaskWorktree.create(repo, session_id, task_id)
+    return TaskWorktree.create(repo, session_id, task_id, spare)
 
 
 def _open_session_repo(

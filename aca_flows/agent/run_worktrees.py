@@ -14,6 +14,10 @@ Which task takes a landed one's place is the scheduler's guess (``next_after``).
 task took (a wrong guess, a task that ended before it began) is removed by ``drop_unclaimed``
 once the task that made it and the task it is for are not running, and by ``settled`` at the
 run's end.
+
+A task's worktree is not removed but set aside (up to ``spares`` of them), and the next
+worktree made takes one up: git then rewrites the files that differ, not the whole tree
+(``workspace/worktree.py``). ``settled`` removes those left.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import threading
 from collections.abc import Awaitable, Callable
 
 from aca_flows._threads import in_thread
@@ -30,9 +35,16 @@ __all__ = ["RunWorktrees"]
 
 
 class RunWorktrees:
-    def __init__(self, make: Callable[[str], TaskWorktree]) -> None:
-        self.make = make
-        """Makes a task's worktree at the session branch head (in a worker thread)."""
+    def __init__(
+        self, make: Callable[[str, TaskWorktree | None], TaskWorktree], spares: int = 0
+    ) -> None:
+        self._make = make
+        """Makes a task's worktree at the session branch head (in a worker thread), taking up
+        the spare given, if one is."""
+        self.spares = spares
+        """How many worktrees of ended tasks are kept for the next (0: none, each removed)."""
+        self._spare: list[TaskWorktree] = []
+        self._spare_lock = threading.Lock()  # worker threads take and give them
         self.next_after: Callable[[str], str | None] = lambda _landed: None
         """The task that starts once ``landed`` has finished, if one surely does (set by the
         scheduler); None: none is made ahead."""
@@ -46,6 +58,13 @@ class RunWorktrees:
         still being removed."""
         if task_id not in self._ahead and task_id not in self.removals:
             self._ahead[task_id] = (asyncio.ensure_future(in_thread(self.make, task_id)), by)
+
+    def make(self, task_id: str) -> TaskWorktree:
+        """``task_id``'s worktree at the session branch head: a spare taken up, if one is
+        kept, else a new one. In a worker thread."""
+        with self._spare_lock:
+            spare = self._spare.pop() if self._spare else None
+        return self._make(task_id, spare)
 
     def landed(self, task_id: str) -> None:
         """``task_id`` is on the session branch: make the worktree of the task that takes its
@@ -76,8 +95,18 @@ class RunWorktrees:
                 self._removing(task_id, _discard(made))
 
     def remove(self, task_id: str, worktree: TaskWorktree) -> asyncio.Future:
-        """Remove ``worktree`` in the background; the future ends with git's removal."""
-        return self._removing(task_id, in_thread(worktree.remove))
+        """Set ``worktree`` aside for a later task, or remove it, in the background; the
+        future ends once its path is free."""
+        return self._removing(task_id, in_thread(self._set_aside, worktree))
+
+    def _set_aside(self, worktree: TaskWorktree) -> None:
+        with self._spare_lock:
+            room = len(self._spare) < self.spares
+        if not room:
+            worktree.remove()
+        elif (spare := worktree.set_aside()) is not None:
+            with self._spare_lock:
+                self._spare.append(spare)
 
     async def removed(self, task_id: str) -> None:
         """Until an earlier removal of ``task_id``'s worktree, at the path its next one takes,
@@ -91,6 +120,11 @@ class RunWorktrees:
         for task_id in list(self._ahead):
             self._removing(task_id, _discard(self._ahead.pop(task_id)[0]))
         results = await asyncio.gather(*self.removals.values(), return_exceptions=True)
+        with self._spare_lock:
+            spares, self._spare = self._spare, []
+        results += await asyncio.gather(
+            *(in_thread(spare.remove) for spare in spares), return_exceptions=True
+        )
         return [error for error in results if isinstance(error, Exception)]
 
     def _removing(self, task_id: str, removal: Awaitable[None]) -> asyncio.Future:

@@ -70,8 +70,8 @@ def task_checks(
     own = verify_command_for(plan, task)
     checks = [Check(own, network=task.network)] if own else []
     touched = set(changed)
-    for task_id, change in read_change_log(paths).items():
-        if task_id == task.id or not touched.intersection(change.files):
+    for task_id, change in read_change_log(paths, touching=touched).items():
+        if task_id == task.id:
             continue
         if not contains(change.commit):
             continue

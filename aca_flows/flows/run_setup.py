@@ -61,6 +61,7 @@ from aca_flows.session.redact import redact
 from aca_flows.session.store import SessionStore
 from aca_flows.settings import AcaConfig, load_config, run_overrides
 from aca_flows.workspace import (
+    discard_spare_worktrees,
     discard_worktree,
     ensure_session_branch,
     open_repository,
@@ -206,6 +207,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         # The session lock is ours: a ref lock on the session branch is a crash's leftover.
         remove_stale_branch_lock(repo, store.session_id)
         ensure_session_branch(repo, store.session_id)
+        discard_spare_worktrees(repo, store.session_id)  # set aside by a run that crashed
         if asked is not None:
             _warn(uncommitted_work_warning(repo, request))
         for task_id, sha in completed_task_commits(repo, store.session_id).items():

@@ -131,7 +131,9 @@ class ActiveRun:
     of the stop's checkpoint."""
 
     def __post_init__(self) -> None:
-        self.worktrees = RunWorktrees(partial(make_worktree, self.workdir, self.session_id))
+        make = partial(make_worktree, self.workdir, self.session_id)
+        # As many spares as tasks run at once: each that ends leaves one for the next.
+        self.worktrees = RunWorktrees(make, spares=self.config.session.max_concurrent_tasks)
 
     def provider_for(self, task: Task) -> Provider:
         return self.providers[task.provider or self.default_provider]

@@ -35,7 +35,7 @@ from aca_flows.workspace.repository import (
     open_repository,
     session_branch_head,
 )
-from aca_flows.workspace.worktree import TaskWorktree, discard_worktree
+from aca_flows.workspace.worktree import TaskWorktree, discard_spare_worktrees, discard_worktree
 
 __all__ = [
     "DEFAULT_IDENTITY",
@@ -51,6 +51,7 @@ __all__ = [
     "commit_identity",
     "commit_task_work",
     "completed_task_commits",
+    "discard_spare_worktrees",
     "discard_worktree",
     "ensure_session_branch",
     "find_task_commit",

@@ -601,10 +601,10 @@ def test_a_full_disk_fails_the_task_saying_so_and_how_to_go_on(
 
     create = TaskWorktree.create.__func__
 
-    def full_for_b(cls, repo_, session_id, task_id):
+    def full_for_b(cls, repo_, session_id, task_id, spare=None):
         if task_id == "b":
             raise OSError(errno.ENOSPC, "No space left on device")
-        return create(cls, repo_, session_id, task_id)
+        return create(cls, repo_, session_id, task_id, spare)
 
     monkeypatch.setattr(TaskWorktree, "create", classmethod(full_for_b))
     for _ in range(10):

@@ -9,10 +9,12 @@ import git
 
 from aca_flows.workspace import (
     TaskWorktree,
+    discard_spare_worktrees,
     ensure_session_branch,
     open_repository,
     session_branch_head,
 )
+from aca_flows.workspace.worktree import list_worktrees
 from tests.workspace.test_repository import make_user_repo
 
 
@@ -133,3 +135,57 @@ def test_a_worktree_add_killed_while_it_wrote_commondir_does_not_stop_the_next_o
 
     assert (killed.path / "app.py").exists()
     assert str(wt.path) in repo.git.worktree("list", "--porcelain")
+
+
+def test_a_worktree_set_aside_and_taken_up_holds_nothing_its_last_task_left(tmp_path):
+    """A task may take up the worktree of one that ended (a tree's files are written anew
+    only where they differ): nothing of the task before may reach it, whatever it did to its
+    files, its .git file or its git state."""
+    repo = session_repo(tmp_path)
+    (tmp_path / ".gitignore").write_text("build/\n")
+    repo.git.add(".gitignore")
+    repo.git.execute(["git", "-c", "user.name=U", "-c", "user.email=u@e.x", "commit", "-qm", "ign"])
+    repo.git.update_ref("refs/heads/aca/s1", "HEAD")
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    first = TaskWorktree.create(repo, "s1", "t1")
+    admin = first.git_dir
+    (first.path / "app.py").write_text("changed\n")  # tracked, changed
+    (first.path / "new.py").write_text("untracked\n")
+    (first.path / "build").mkdir()
+    (first.path / "build" / "out.bin").write_text("ignored\n")
+    git.Repo.init(first.path / "nested")  # a repository of its own
+    (first.path / "link").symlink_to(outside)
+    first.git.add("new.py")  # staged
+    (first.path / ".git").unlink()  # pointed elsewhere: aca never reads it
+    (first.path / ".git").write_text(f"gitdir: {outside}\n")
+
+    spare = first.set_aside()
+    assert spare is not None and not first.path.exists()
+    assert spare.path.parent == first.path.parent and spare.path.name.startswith(".spare-")
+    head = session_branch_head(repo, "s1")
+    taken = TaskWorktree.create(repo, "s1", "t2", spare)
+
+    assert taken.path == tmp_path / ".aca" / "worktrees" / "s1" / "t2" and not spare.path.exists()
+    assert taken.git_dir == admin  # the same worktree, taken up
+    assert sorted(p.name for p in taken.path.iterdir()) == [".git", ".gitignore", "app.py"]
+    assert (taken.path / "app.py").read_text() == "print('hello')\n"
+    assert (taken.path / ".git").read_text() == f"gitdir: {admin}\n"
+    assert taken.base_sha == head == taken.head()
+    assert git.Repo(taken.path).git.status("--porcelain", "--ignored") == ""  # its own .git
+    assert list(outside.iterdir()) == []
+    entries = [e["worktree"] for e in list_worktrees(repo)]
+    assert str(taken.path) in entries and not any(".spare-" in e for e in entries)
+    taken.remove()
+    assert [e["worktree"] for e in list_worktrees(repo)] == [str(tmp_path)]
+
+
+def test_spare_worktrees_a_crash_left_are_removed(tmp_path):
+    repo = session_repo(tmp_path)
+    spare = TaskWorktree.create(repo, "s1", "t1").set_aside()
+    assert spare is not None and spare.path.exists()
+
+    discard_spare_worktrees(repo, "s1")
+
+    assert not spare.path.exists()
+    assert [e["worktree"] for e in list_worktrees(repo)] == [str(tmp_path)]
