@@ -353,7 +353,7 @@ BWRAP_SHIM = """#!/bin/bash
 # bind is left out, and what it had bound inside the home before is bound again. The homes it
 # binds writable are remounted read-only before its command (bwrap cannot remount what is no
 # mount; a remount is not recursive). The host's /tmp it binds writable is the run's own folder
-# ($ACA_CLAUDE_TMP) instead, or an empty tmpfs.
+# ($ACA_CLAUDE_TMP) instead, or an empty tmpfs; /var/tmp is an empty tmpfs.
 args=("$@")
 out=()
 bound=" "
@@ -412,6 +412,11 @@ for ((i = 0; i < ${{#args[@]}}; i++)); do
       is_home "${{args[i+2]}}" && bound="$bound${{args[i+2]}} " ;;
     --)
       for home in $bound; do out+=(--remount-ro "$home"); done
+      # /var/tmp, which it leaves readable (other programs' files, kept across boots): empty,
+      # unless it binds something there (a worktree under /var/tmp), which stays as it made it.
+      case " ${{args[*]:0:i}} " in *" /var/tmp "* | *" /var/tmp/"*) ;; *)
+        [ -d /var/tmp ] && [ ! -L /var/tmp ] && out+=(--tmpfs /var/tmp) ;;
+      esac
       out+=(--unsetenv {private})
       out+=("${{args[@]:i}}")
       exec {bwrap} "${{out[@]}}" ;;

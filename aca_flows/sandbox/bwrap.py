@@ -4,10 +4,10 @@ What a sandboxed command sees (``bwrap_argv``):
 
 - the whole file system read-only (``--ro-bind / /``), with a fresh ``/dev``, a fresh ``/proc``
   of its own PID namespace (no other process, aca's included, is visible), a private ``/tmp``;
-- every home (``/home``, ``/root``, ``$HOME``) and ``/run`` (sockets of docker, ssh-agent,
-  dbus) replaced by empty tmpfs folders; ``HOME`` is the empty ``/tmp/home``; aca's own folder
-  in a home (``~/.aca``: the warm runner's socket and token, the local server's state) is
-  hidden again under any path shown read-only;
+- every home (``/home``, ``/root``, ``$HOME``), ``/run`` (sockets of docker, ssh-agent,
+  dbus) and ``/var/tmp`` replaced by empty tmpfs folders; ``HOME`` is the empty
+  ``/tmp/home``; aca's own folder in a home (``~/.aca``: the warm runner's socket and token,
+  the local server's state) is hidden again under any path shown read-only;
 - of the repository, only what git in the worktree needs: the repository's folder is replaced
   by an empty read-only one (its working files, untracked ``.env`` files and ``.aca`` are not
   there), in which the repository's git directory (``.git``, read-only, its config files
@@ -48,8 +48,9 @@ __all__ = [
 
 INSTALL_HINT = "apt-get install bubblewrap (Debian/Ubuntu; dnf install bubblewrap on Fedora)"
 SANDBOX_HOME = "/tmp/home"
-# Folders whose content is never shown to a command: users' homes and runtime sockets.
-HIDDEN_ALWAYS = ("/home", "/root", "/run", "/var/run")
+# Folders whose content is never shown to a command: users' homes, runtime sockets, and
+# other programs' temporary files kept across boots.
+HIDDEN_ALWAYS = ("/home", "/root", "/run", "/var/run", "/var/tmp")
 
 
 @dataclass(frozen=True)

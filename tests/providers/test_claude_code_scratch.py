@@ -187,8 +187,12 @@ def test_commands_see_a_tmp_of_their_own_not_the_hosts(
     other.mkdir(mode=0o700)
     host_file = Path("/tmp", f"{name}.txt")
     host_file.write_text("the host's")
+    kept_file = Path("/var/tmp", f"{name}.txt")  # /var/tmp too
+    kept_file.write_text("the host's")
     (other / "notes").write_text("another run's")
-    probe = PROBE.format(name=f"{name}.mine", others=[f"{other}/notes", str(host_file)])
+    probe = PROBE.format(
+        name=f"{name}.mine", others=[f"{other}/notes", str(host_file), str(kept_file)]
+    )
     llm_server.anthropic.enqueue(
         tool_calls=[{"name": "Write",
                      "arguments": {"file_path": str(tmp_path / "probe.py"), "content": probe}}]
@@ -211,6 +215,7 @@ def test_commands_see_a_tmp_of_their_own_not_the_hosts(
     finally:
         shutil.rmtree(other, ignore_errors=True)
         host_file.unlink(missing_ok=True)
+        kept_file.unlink(missing_ok=True)
         Path("/tmp", f"{name}.mine").unlink(missing_ok=True)
 
     _, first, second, _, pwd = _tool_results(llm_server.anthropic.requests[-1:])
@@ -218,6 +223,7 @@ def test_commands_see_a_tmp_of_their_own_not_the_hosts(
     for said in (first, second):
         assert f"unread {other}/notes FileNotFoundError" in said, said
         assert f"unread {host_file} FileNotFoundError" in said, said
+        assert f"unread {kept_file} FileNotFoundError" in said, said
         assert "another run's" not in said and "the host's" not in said, said
         assert "planted in" not in said and "private folder named" not in said, said
     # The run's own /tmp: what a command writes there, the next one finds; the host does not.
