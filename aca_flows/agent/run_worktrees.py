@@ -99,6 +99,15 @@ class RunWorktrees:
         future ends once its path is free."""
         return self._removing(task_id, in_thread(self._set_aside, worktree))
 
+    def none_left_to_start(self) -> None:
+        """No task is left to start: the spares are removed now, while the last tasks run,
+        not at the run's end, and the worktrees of those are removed as they end."""
+        self.spares = 0
+        with self._spare_lock:
+            spares, self._spare = self._spare, []
+        for spare in spares:
+            self._removing(spare.path.name, in_thread(spare.remove))
+
     def _set_aside(self, worktree: TaskWorktree) -> None:
         with self._spare_lock:
             room = len(self._spare) < self.spares

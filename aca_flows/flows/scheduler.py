@@ -165,6 +165,8 @@ async def drive_plan(
                     )
         await admit()
         run.worktrees.drop_unclaimed(running=dag.running.__contains__)
+        if run.worktrees.spares and not any(t.status.state == "pending" for t in dag.leaves()):
+            run.worktrees.none_left_to_start()
         if not running and not asking:
             break
         if interrupt.requested and not interrupt.announced and not interrupt.cancel_now():

@@ -132,8 +132,11 @@ class ActiveRun:
 
     def __post_init__(self) -> None:
         make = partial(make_worktree, self.workdir, self.session_id)
-        # As many spares as tasks run at once: each that ends leaves one for the next.
-        self.worktrees = RunWorktrees(make, spares=self.config.session.max_concurrent_tasks)
+        # As many spares as tasks run at once: each that ends leaves one for the next. None
+        # unsandboxed: a process the agent left running may still work in its worktree.
+        sandboxed = self.config.sandbox.mode != "off"
+        spares = self.config.session.max_concurrent_tasks if sandboxed else 0
+        self.worktrees = RunWorktrees(make, spares=spares)
 
     def provider_for(self, task: Task) -> Provider:
         return self.providers[task.provider or self.default_provider]

@@ -405,7 +405,7 @@ class SessionStore:
         # Redacted already: the record is folded from redacted events only.
         # Serialised by pydantic (its Rust encoder, several times faster than json.dumps of
         # the dumped dict): this runs for every event.
-        text = self._session.model_dump_json(indent=2) + "\n"
+        text = self._session.model_dump_json() + "\n"  # unindented: half the time at 500 tasks
         write_text_atomic(self.paths.session_json, text, durable=False, redact=False)
         self._json_seq = self._session.last_seq
 

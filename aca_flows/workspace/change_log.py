@@ -94,7 +94,9 @@ def read_change_log(
     return {
         task_id: ChangeRecord.model_validate(data)
         for task_id, data in tasks.items()
-        if touching is None or not touching.isdisjoint(data.get("files", ()))
+        if touching is None
+        or not isinstance(data, dict)  # malformed: refused by validation, as before
+        or not touching.isdisjoint(data.get("files") or ())
     }
 
 

@@ -50,8 +50,10 @@ __all__ = [
     "list_worktrees",
 ]
 
-# The folder name of a worktree set aside (``set_aside``): no task id begins with a dot.
+# The folder name of a worktree set aside (``set_aside``), or set apart to be removed later
+# (``_set_apart``): no task id begins with a dot.
 SPARE_PREFIX = ".spare-"
+APART_PREFIX = ".apart-"
 
 
 @dataclass(frozen=True)
@@ -192,13 +194,14 @@ class TaskWorktree:
         """This worktree moved out of its task's path (``SPARE_PREFIX``), for a later task to
         take up (``create``); removed, and ``None``, when it cannot be."""
         spare = self.path.with_name(f"{SPARE_PREFIX}{uuid.uuid4().hex[:12]}")
+        repo = AcaRepo(self.repo_root)
         try:
             if self.git_dir is None:
                 raise OSError("no git dir recorded")
-            with _admin_lock(AcaRepo(self.repo_root), shared=True):
+            with _admin_lock(repo, shared=True):
                 self._move(spare)
         except OSError:
-            discard_worktree(AcaRepo(self.repo_root), spare if spare.exists() else self.path)
+            _set_apart(repo, spare if spare.exists() else self.path)
             return None
         return dataclasses.replace(self, path=spare, task_id="")
 
@@ -212,13 +215,16 @@ class TaskWorktree:
             with _admin_lock(repo, shared=True):
                 self._move(path)
             taken = dataclasses.replace(self, path=path, task_id=task_id, base_sha=base)
-            if not OBJECT_ID.fullmatch(taken.head()):
-                raise OSError("HEAD is not detached")  # aca never leaves it on a branch
+            head = (self.git_dir / "HEAD").read_text(encoding="utf-8").strip()
+            if not OBJECT_ID.fullmatch(head):  # on a branch, which a reset would move
+                raise OSError("HEAD is not detached")
             # --hard also ends a merge or cherry-pick the task before left half done.
             taken.git.reset("--hard", "-q", base)
             taken.git.clean("-ffdxq")  # untracked, ignored, nested repositories
-        except (OSError, git.GitCommandError):
-            discard_worktree(repo, path if path.exists() else self.path)
+            if left := _unseen_by_git(path):
+                raise OSError(f"left after clean: {left}")
+        except (OSError, UnicodeDecodeError, git.GitCommandError):
+            _set_apart(repo, path if path.exists() else self.path)
             return None
         return taken
 
@@ -280,11 +286,41 @@ def discard_worktree(repo: git.Repo, path: Path) -> None:
 
 
 def discard_spare_worktrees(repo: git.Repo, session_id: str) -> None:
-    """Remove the worktrees of ``session_id`` set aside and never taken up (a crash's)."""
-    for spare in (
-        AcaDir(Path(repo.working_tree_dir)).worktrees_dir(session_id).glob(f"{SPARE_PREFIX}*")
-    ):
-        discard_worktree(repo, spare)
+    """Remove the worktrees of ``session_id`` set aside and never taken up (a crash's), and
+    those set apart; one that cannot be removed is left (a folder the agent made
+    unremovable), never a reason to refuse the run."""
+    folder = AcaDir(Path(repo.working_tree_dir)).worktrees_dir(session_id)
+    for spare in [*folder.glob(f"{SPARE_PREFIX}*"), *folder.glob(f"{APART_PREFIX}*")]:
+        with contextlib.suppress(OSError, git.GitCommandError):
+            discard_worktree(repo, spare)
+
+
+def _set_apart(repo: git.Repo, folder: Path) -> None:
+    """Remove the worktree at ``folder``; when it cannot be (a folder in it the agent made
+    unreadable), move it out of the way (``APART_PREFIX``), for a later run to try again: the
+    task gets a new worktree either way."""
+    try:
+        discard_worktree(repo, folder)
+    except (OSError, git.GitCommandError):
+        with contextlib.suppress(OSError):
+            folder.rename(folder.with_name(f"{APART_PREFIX}{uuid.uuid4().hex[:12]}"))
+
+
+def _unseen_by_git(top: Path) -> str | None:
+    """A path below ``top`` that git neither tracks nor cleans: a ``.git`` below the top (git
+    never lists one: a repository planted in a tracked folder) or a file that is no regular
+    file, link or folder (a FIFO a check would block on). Links are not followed."""
+    folders = [top]
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                if entry.name == ".git" and entry.path != str(top / ".git"):
+                    return entry.path
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(Path(entry.path))
+                elif not (entry.is_file(follow_symlinks=False) or entry.is_symlink()):
+                    return entry.path
+    return None
 
 
 def _git_dir_of(path: Path) -> Path:

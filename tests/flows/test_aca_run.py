@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import subprocess
 from pathlib import Path
 
 import git
@@ -12,6 +14,7 @@ from aca_flows.flows import run_flow
 from aca_flows.session.layout import AcaDir
 from aca_flows.session.reading import load_session
 from tests.fakes.coding_agent import SlowAgent, coding_agent, task_of
+from tests.fakes.git_repo import commit_file
 from tests.fakes.llm_server import Reply
 from tests.flows.test_artifacts import reports_of
 from tests.flows.test_run_ends import load_session_log
@@ -706,6 +709,92 @@ def test_a_plan_with_every_task_marked_done_needs_no_working_provider(tmp_path, 
 
     assert outcome.state_name == "Completed", outcome.error
     assert outcome.summary["status"] == "completed"
+
+
+def test_each_task_starts_clean_in_the_worktree_an_earlier_task_left(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    """Worktrees are taken up, not made anew: each task still sees only the session head (the
+    setup's ignored output of the task before would make its check fail), and none is left."""
+    from aca_flows.workspace.worktree import TaskWorktree
+
+    commit_file(repo, ".gitignore", "build/\n")
+    taken_up = []
+    take_up = TaskWorktree._taken_up
+
+    def counted(self, *args):
+        taken = take_up(self, *args)
+        taken_up.append(taken is not None)
+        return taken
+
+    monkeypatch.setattr(TaskWorktree, "_taken_up", counted)
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = tmp_path / "tasks.toml"
+    tasks.write_text(
+        '[plan]\nstrategy = "sequential"\n'
+        "verify = 'test \"$(wc -l < build/runs.txt)\" -eq 1'\n"
+        '[[setup_commands]]\nname = "build"\n'
+        'command = "mkdir -p build && echo run >> build/runs.txt"\n'
+        + "".join(f'[[tasks]]\nid = "{t}"\ntitle = "write {t}.txt"\n' for t in "abcd")
+    )
+
+    outcome = run(tasks, repo)
+
+    assert outcome.summary["status"] == "completed", outcome.summary
+    assert taken_up and all(taken_up)  # the later tasks took up worktrees of earlier ones
+    listed = subprocess.run(
+        ["git", "-C", str(repo), "worktree", "list", "--porcelain"], capture_output=True, text=True
+    ).stdout
+    assert listed.count("worktree ") == 1  # the checkout only: no spare is left
+    assert not (repo / ".aca" / "worktrees" / outcome.summary["session_id"]).exists()
+
+
+def test_unsandboxed_a_process_an_agent_left_running_lands_nothing_in_a_later_task(
+    tmp_path, repo, anthropic_fake
+):
+    """Without the sandbox nothing ends what an agent started in the background: its folder
+    must not become the next task's worktree (taken up, it wrote into c's commit)."""
+    import os
+    import signal
+
+    pid_file = tmp_path / "linger.pid"
+    linger = (
+        f"setsid sh -c 'echo $$ > {pid_file}; while :; do [ -e b.txt ] && echo x > planted.txt; "
+        "sleep 0.005; done' </dev/null >/dev/null 2>&1 &"
+    )
+
+    def agent(request):
+        if task_of(request)[0] != "a":
+            return coding_agent(request)
+        turn = sum(1 for m in request.json["messages"] if m["role"] == "assistant")
+        steps = [
+            {"name": "run_command", "arguments": {"command": linger}},
+            {"name": "write_file", "arguments": {"path": "a.txt", "content": "a\n"}},
+            {"name": "finish", "arguments": {"summary": "did a"}},
+        ]
+        return Reply(tool_calls=[steps[min(turn, 2)]])
+
+    for _ in range(30):
+        anthropic_fake.anthropic.enqueue(agent)
+    config = tmp_path / "aca.toml"
+    config.write_text('[session]\nmax_concurrent_tasks = 1\n[sandbox]\nmode = "off"\n')
+    chain = "- linger {#a}\n- write b.txt {#b depends_on=a}\n- write c.txt {#c depends_on=b}\n"
+    tasks = write_tasks(tmp_path, chain)
+    try:
+        summary = run(tasks, repo, config_file=str(config)).summary
+    finally:
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+
+    assert summary["status"] == "completed", summary
+    landed = subprocess.run(
+        ["git", "-C", str(repo), "log", "--name-only", "--format=", summary["branch"]],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert "b.txt" in landed and "planted.txt" not in landed
 
 
 def test_a_stop_that_finishes_with_a_completion_starts_none_of_its_dependents(

@@ -82,7 +82,6 @@ def test_only_the_worktree_and_a_private_tmp_are_writable(worktree, tmp_path):
     assert not (tmp_path / "beside.txt").exists() and not Path("/tmp/private.txt").exists()
 
 
-
 def test_the_hosts_var_tmp_is_not_shown(worktree, tmp_path):
     # Other programs' temporary files, kept across boots (the private /tmp is no help there).
     kept = Path("/var/tmp", f"aca-test-{tmp_path.name}.txt")
@@ -93,6 +92,7 @@ def test_the_hosts_var_tmp_is_not_shown(worktree, tmp_path):
         kept.unlink()
     assert "the host's" not in result.output and "No such file" in result.output
     assert result.output.strip().endswith("0")
+
 
 def test_a_timeout_kills_everything_the_command_started(worktree):
     started = time.monotonic()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import git
+import pytest
 
 from aca_flows.workspace import (
     TaskWorktree,
@@ -14,6 +16,7 @@ from aca_flows.workspace import (
     open_repository,
     session_branch_head,
 )
+from aca_flows.workspace.hardened_git import HardenedGit
 from aca_flows.workspace.worktree import list_worktrees
 from tests.workspace.test_repository import make_user_repo
 
@@ -189,3 +192,74 @@ def test_spare_worktrees_a_crash_left_are_removed(tmp_path):
 
     assert not spare.path.exists()
     assert [e["worktree"] for e in list_worktrees(repo)] == [str(tmp_path)]
+
+
+def _spare_with(repo, tmp_path, plant) -> tuple[TaskWorktree, TaskWorktree]:
+    """A worktree of t1 after ``plant`` changed it, set aside; and t2's, made with it."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "mod.py").write_text("x = 1\n")
+    repo.git.add("src")
+    repo.git.execute(["git", "-c", "user.name=U", "-c", "user.email=u@e.x", "commit", "-qm", "src"])
+    repo.git.update_ref("refs/heads/aca/s1", "HEAD")
+    first = TaskWorktree.create(repo, "s1", "t1")
+    plant(first.path)
+    spare = first.set_aside()
+    assert spare is not None
+    return spare, TaskWorktree.create(repo, "s1", "t2", spare)
+
+
+@pytest.mark.parametrize(
+    "plant",
+    [
+        # git never lists a .git: a repository planted in a tracked folder outlives `clean`.
+        lambda path: (path / "src" / ".git").mkdir(),
+        # Nor a FIFO: a check reading it would block.
+        lambda path: os.mkfifo(path / "src" / "conftest.py"),
+    ],
+    ids=["nested-git", "fifo"],
+)
+def test_a_spare_holding_what_git_cannot_clean_is_not_taken_up(tmp_path, plant):
+    repo = session_repo(tmp_path)
+    spare, taken = _spare_with(repo, tmp_path, plant)
+
+    assert taken.git_dir != spare.git_dir  # a new worktree, not the spare
+    assert sorted(p.name for p in (taken.path / "src").iterdir()) == ["mod.py"]
+    assert not spare.path.exists()
+    assert len(list_worktrees(repo)) == 2  # the checkout and t2's
+
+
+def test_a_spare_whose_head_is_on_a_branch_is_not_taken_up_and_the_branch_stays(tmp_path):
+    repo = session_repo(tmp_path)
+    repo.git.branch("feature")
+    before = repo.git.rev_parse("feature")
+    spare, taken = _spare_with(
+        repo, tmp_path, lambda path: HardenedGit(str(path)).checkout("-q", "feature")
+    )
+
+    assert repo.git.rev_parse("feature") == before  # a reset there would have moved it
+    assert taken.git_dir != spare.git_dir and taken.head() == session_branch_head(repo, "s1")
+
+
+def test_a_spare_that_cannot_be_removed_is_set_apart_and_the_task_gets_a_new_worktree(
+    tmp_path, monkeypatch
+):
+    # A folder the agent made unreadable (chmod 000, for a user without root's override).
+    from aca_flows.workspace import worktree as module
+
+    repo = session_repo(tmp_path)
+    real_discard = module.discard_worktree
+
+    def refused(repo_, path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    def plant(path):
+        (path / "src" / ".git").mkdir()  # not taken up: it is removed
+        monkeypatch.setattr(module, "discard_worktree", refused)
+
+    spare, taken = _spare_with(repo, tmp_path, plant)
+    monkeypatch.setattr(module, "discard_worktree", real_discard)
+
+    assert (taken.path / "src" / "mod.py").exists() and taken.git_dir != spare.git_dir
+    (apart,) = taken.path.parent.glob(".apart-*")
+    discard_spare_worktrees(repo, "s1")  # the next run of the session removes it
+    assert not apart.exists()
