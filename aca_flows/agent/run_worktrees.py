@@ -115,7 +115,13 @@ class RunWorktrees:
             worktree.remove()
         elif (spare := worktree.set_aside()) is not None:
             with self._spare_lock:
-                self._spare.append(spare)
+                # No room any more: other tasks set theirs aside meanwhile, or none is left to
+                # start, or the run is settling (``spares`` is 0 then).
+                kept = len(self._spare) < self.spares
+                if kept:
+                    self._spare.append(spare)
+            if not kept:
+                spare.remove()
 
     async def removed(self, task_id: str) -> None:
         """Until an earlier removal of ``task_id``'s worktree, at the path its next one takes,
@@ -128,6 +134,7 @@ class RunWorktrees:
         removed; the errors of those that failed."""
         for task_id in list(self._ahead):
             self._removing(task_id, _discard(self._ahead.pop(task_id)[0]))
+        self.spares = 0  # a landing that comes after this removes its worktree
         results = await asyncio.gather(*self.removals.values(), return_exceptions=True)
         with self._spare_lock:
             spares, self._spare = self._spare, []

@@ -367,8 +367,10 @@ async def wait_for_input(form, mode: str, timeout: float, key: str, interrupt):
         await asyncio.wait([pause, stop], return_when=asyncio.FIRST_COMPLETED)
     finally:
         stop.cancel()
-    if not pause.done():
-        pause.cancel()
+        answered = pause.done()
+        if not answered:  # also when this wait is cancelled: it would poll on
+            pause.cancel()
+    if not answered:
         return INTERRUPTED
     try:
         return pause.result()

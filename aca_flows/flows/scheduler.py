@@ -33,7 +33,12 @@ from aca_flows.flows.server import runs_on_acas_server
 from aca_flows.flows.skipped import record_finished_task, record_skipped_task
 from aca_flows.flows.spend import budget_reached, with_final_spend
 from aca_flows.flows.summary import RunSummary, failure_reason, flow_state, run_summary
-from aca_flows.flows.task_help import add_hint, ask_about_failed_task, reviewed_reason
+from aca_flows.flows.task_help import (
+    TaskHelp,
+    add_hint,
+    ask_about_failed_task,
+    reviewed_reason,
+)
 from aca_flows.flows.task_run import (
     LIMIT_STOPPED,
     ActiveRun,
@@ -109,8 +114,8 @@ async def drive_plan(
 
     def next_after(landed: str) -> str | None:
         # The task that takes a landed task's slot, for its worktree to be made meanwhile.
-        if stopped_reason is not None or interrupt.requested:
-            return None
+        if stopped_reason is not None or interrupt.requested or asking or questions:
+            return None  # none starts before the answer: its worktree would wait for nothing
         for task in dag.ready(once=landed):
             provider = task.provider or run.default_provider
             if provider not in run.cannot_serve and not run.worktrees.claimed(task.id):
@@ -127,7 +132,7 @@ async def drive_plan(
         if budget is not None and spent >= budget and stopped_reason is None:
             stopped_reason = budget_reached(budget)
             logger.warning(f"{stopped_reason} (${spent:.4f} spent so far); no new task starts")
-        if stopped_reason is not None or interrupt.requested or asking:
+        if stopped_reason is not None or interrupt.requested or asking or questions:
             return  # a paused flow run starts no task run: they start once it is answered
         for task in dag.ready():
             if len(running) >= limit:
@@ -146,9 +151,9 @@ async def drive_plan(
 
     while True:
         await _close_groups(store, run, dag, states, recorded_skips)
-        if not asking:
+        if not asking:  # skipped tasks' runs, then their groups' flow runs: after an answer
             await _run_skips(store, run, dag, states, tree)
-        tree.close_settled()
+            tree.close_settled()
         if questions and not asking:
             if interrupt.requested:  # nobody decides now: a resume asks again
                 for task_id in questions:
@@ -181,14 +186,17 @@ async def drive_plan(
             for question in asking:  # ended by the signal already, unless it came just now
                 question.cancel()
             await asyncio.gather(*asking, return_exceptions=True)
-            for task_id in (*asking.values(), *questions):
+            for question, task_id in asking.items():  # an answer that came first still counts
+                answer = _answer_of(question)
+                await _settle_answer(store, run, dag, task_id, states[task_id], answer, logger)
+            for task_id in questions:
                 _pending_again(store, dag, task_id, _failure(run, task_id))
             break
         done = await _wait_for_tasks({**running, **asking}, interrupt)
         answered = {t for t in done if t in asking}
         for question in answered:
             task_id = asking.pop(question)
-            answer = question.result()
+            answer = _answer_of(question)
             await _settle_answer(store, run, dag, task_id, states[task_id], answer, logger)
         # Stops and failures first: a stop that came with a completion (a usage limit, a lost
         # branch) is known before that completion's dependents would start.
@@ -211,7 +219,8 @@ async def drive_plan(
                 logger.warning(f"{limit_reason}; no new task starts")
             if state.is_completed():  # its dependents start now (a group's once it closes)
                 await _close_groups(store, run, dag, states, recorded_skips)
-                tree.close_settled()
+                if not (asking or questions):  # skips wait for the answer, and their groups
+                    tree.close_settled()
                 await admit()
         progress.update(store.session.task_counts)
         completed = dag.counts().get("completed", 0)
@@ -452,6 +461,16 @@ def _failure(run: ActiveRun, task_id: str) -> str:
 async def _ask(store: SessionStore, run: ActiveRun, task_id: str, interrupt: Interrupt):
     attempts = store.session.tasks[task_id].attempts
     return await ask_about_failed_task(run, task_id, run.outcomes[task_id], attempts, interrupt)
+
+
+def _answer_of(question: asyncio.Task) -> TaskHelp | None:
+    """A question's answer; ``None`` when the run stopped first. One that could not be asked
+    (the server refused the pause) fails its task: asking again would fail again."""
+    if question.cancelled():
+        return None
+    if (error := question.exception()) is not None:
+        return TaskHelp(action="fail", reason=f"could not ask a person ({error})")
+    return question.result()
 
 
 async def _settle_answer(

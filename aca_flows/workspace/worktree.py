@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import stat
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -307,20 +308,51 @@ def _set_apart(repo: git.Repo, folder: Path) -> None:
 
 
 def _unseen_by_git(top: Path) -> str | None:
-    """A path below ``top`` that git neither tracks nor cleans: a ``.git`` below the top (git
-    never lists one: a repository planted in a tracked folder) or a file that is no regular
-    file, link or folder (a FIFO a check would block on). Links are not followed."""
+    """A path below ``top`` that git neither tracks nor cleans, or whose mode git does not set
+    back: a ``.git`` below the top (git never lists one: a repository planted in a tracked
+    folder); a file that is no regular file, link or folder (a FIFO a check would block on); a
+    file or folder whose permissions are not the ones git makes (a folder made read-only); an
+    empty folder, which git keeps only for a submodule, whose folder it never cleans (nor any
+    submodule's, so a tree with ``.gitmodules`` is refused too). Links are not followed."""
+    if (top / ".gitmodules").exists():
+        return str(top / ".gitmodules")
+    umask = _umask()
     folders = [top]
     while folders:
-        with os.scandir(folders.pop()) as entries:
+        folder = folders.pop()
+        with os.scandir(folder) as entries:
+            empty = True
             for entry in entries:
-                if entry.name == ".git" and entry.path != str(top / ".git"):
-                    return entry.path
-                if entry.is_dir(follow_symlinks=False):
+                empty = False
+                if entry.is_symlink():
+                    continue
+                if entry.name == ".git":
+                    if entry.path != str(top / ".git"):
+                        return entry.path
+                    continue
+                mode = entry.stat(follow_symlinks=False).st_mode
+                if stat.S_ISDIR(mode):
+                    made = 0o777
                     folders.append(Path(entry.path))
-                elif not (entry.is_file(follow_symlinks=False) or entry.is_symlink()):
+                elif stat.S_ISREG(mode):
+                    made = 0o777 if mode & stat.S_IXUSR else 0o666
+                else:
                     return entry.path
+                if stat.S_IMODE(mode) != made & ~umask:
+                    return entry.path
+            if empty and folder != top:
+                return str(folder)
     return None
+
+
+def _umask() -> int:
+    """The process's umask, read where it can be without setting it (setting it, even for a
+    moment, would give a file another thread makes meanwhile the wrong mode)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return 0o022  # git's files then differ only where the user set another: not taken up
 
 
 def _git_dir_of(path: Path) -> Path:

@@ -215,8 +215,11 @@ def _spare_with(repo, tmp_path, plant) -> tuple[TaskWorktree, TaskWorktree]:
         lambda path: (path / "src" / ".git").mkdir(),
         # Nor a FIFO: a check reading it would block.
         lambda path: os.mkfifo(path / "src" / "conftest.py"),
+        # Nor the mode of a file or folder made read-only: the next task could not edit them.
+        lambda path: (path / "src" / "mod.py").chmod(0o444),
+        lambda path: (path / "src").chmod(0o555),
     ],
-    ids=["nested-git", "fifo"],
+    ids=["nested-git", "fifo", "read-only-file", "read-only-folder"],
 )
 def test_a_spare_holding_what_git_cannot_clean_is_not_taken_up(tmp_path, plant):
     repo = session_repo(tmp_path)
@@ -263,3 +266,22 @@ def test_a_spare_that_cannot_be_removed_is_set_apart_and_the_task_gets_a_new_wor
     (apart,) = taken.path.parent.glob(".apart-*")
     discard_spare_worktrees(repo, "s1")  # the next run of the session removes it
     assert not apart.exists()
+
+
+def test_a_spare_of_a_tree_with_submodules_is_not_taken_up(tmp_path):
+    # git fills no submodule's folder in a worktree, and cleans none: what a task put there
+    # would reach the next, unseen by git.
+    repo = session_repo(tmp_path)
+
+    def plant(path):
+        (path / "lib").mkdir(exist_ok=True)  # empty: the submodule is not filled
+        (path / "lib" / "planted.py").write_text("x\n")
+
+    (tmp_path / ".gitmodules").write_text('[submodule "lib"]\n\tpath = lib\n\turl = ./lib\n')
+    repo.git.add(".gitmodules")
+    head = repo.git.rev_parse("HEAD")
+    repo.git.update_index("--add", "--cacheinfo", f"160000,{head},lib")
+    spare, taken = _spare_with(repo, tmp_path, plant)
+
+    assert taken.git_dir != spare.git_dir
+    assert not (taken.path / "lib" / "planted.py").exists()
