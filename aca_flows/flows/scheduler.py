@@ -33,12 +33,7 @@ from aca_flows.flows.server import runs_on_acas_server
 from aca_flows.flows.skipped import record_finished_task, record_skipped_task
 from aca_flows.flows.spend import budget_reached, with_final_spend
 from aca_flows.flows.summary import RunSummary, failure_reason, flow_state, run_summary
-from aca_flows.flows.task_help import (
-    TaskHelp,
-    add_hint,
-    ask_about_failed_task,
-    reviewed_reason,
-)
+from aca_flows.flows.task_help import add_hint, answer_of, ask_about_failed_task, reviewed_reason
 from aca_flows.flows.task_run import (
     LIMIT_STOPPED,
     ActiveRun,
@@ -162,7 +157,10 @@ async def drive_plan(
                 questions.clear()
             else:
                 task_id = questions.pop(0)
-                asking[asyncio.create_task(_ask(store, run, task_id, interrupt))] = task_id
+                attempts = store.session.tasks[task_id].attempts
+                outcome = run.outcomes[task_id]
+                ask = ask_about_failed_task(run, task_id, outcome, attempts, interrupt)
+                asking[asyncio.create_task(ask)] = task_id
                 if running:
                     logger.info(
                         f"no new task starts until {task_id} is answered; {len(running)} running "
@@ -187,7 +185,7 @@ async def drive_plan(
                 question.cancel()
             await asyncio.gather(*asking, return_exceptions=True)
             for question, task_id in asking.items():  # an answer that came first still counts
-                answer = _answer_of(question)
+                answer = answer_of(question)
                 await _settle_answer(store, run, dag, task_id, states[task_id], answer, logger)
             for task_id in questions:
                 _pending_again(store, dag, task_id, _failure(run, task_id))
@@ -196,7 +194,7 @@ async def drive_plan(
         answered = {t for t in done if t in asking}
         for question in answered:
             task_id = asking.pop(question)
-            answer = _answer_of(question)
+            answer = answer_of(question)
             await _settle_answer(store, run, dag, task_id, states[task_id], answer, logger)
         # Stops and failures first: a stop that came with a completion (a usage limit, a lost
         # branch) is known before that completion's dependents would start.
@@ -456,21 +454,6 @@ async def _fail(store, run: ActiveRun, dag: DagProgress, task_id: str, state, re
 def _failure(run: ActiveRun, task_id: str) -> str:
     """Why a task that asks a person failed."""
     return run.outcomes[task_id].failure_reason or "failed"
-
-
-async def _ask(store: SessionStore, run: ActiveRun, task_id: str, interrupt: Interrupt):
-    attempts = store.session.tasks[task_id].attempts
-    return await ask_about_failed_task(run, task_id, run.outcomes[task_id], attempts, interrupt)
-
-
-def _answer_of(question: asyncio.Task) -> TaskHelp | None:
-    """A question's answer; ``None`` when the run stopped first. One that could not be asked
-    (the server refused the pause) fails its task: asking again would fail again."""
-    if question.cancelled():
-        return None
-    if (error := question.exception()) is not None:
-        return TaskHelp(action="fail", reason=f"could not ask a person ({error})")
-    return question.result()
 
 
 async def _settle_answer(

@@ -23,6 +23,7 @@ included: other tasks may be running.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -55,6 +56,7 @@ __all__ = [
     "HINT_PREFIX",
     "TaskHelp",
     "add_hint",
+    "answer_of",
     "ask_about_failed_task",
     "reviewed_reason",
     "send_answer",
@@ -130,6 +132,17 @@ async def ask_about_failed_task(
     logger.info(f"{task_id}: {answer.action}" + (f" ({answer.hint})" if answer.hint else ""))
     _record(run, TaskAnswered(task_id=task_id, **answer.model_dump()))
     return answer
+
+
+def answer_of(question: asyncio.Task) -> TaskHelp | None:
+    """The answer of a finished ``ask_about_failed_task`` task; ``None`` when the run stopped
+    first. One that could not be asked (the server refused the pause) fails its task: asking
+    again would fail again."""
+    if question.cancelled():
+        return None
+    if (error := question.exception()) is not None:
+        return TaskHelp(action="fail", reason=f"could not ask a person ({error})")
+    return question.result()
 
 
 def add_hint(run: ActiveRun, task_id: str, hint: str, question: str | None = None) -> None:

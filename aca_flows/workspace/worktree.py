@@ -80,10 +80,10 @@ class TaskWorktree:
         if spare is not None and (taken := spare._taken_up(repo, path, task_id, base)):
             return taken
         path.parent.mkdir(parents=True, exist_ok=True)
-        with _admin_lock(repo, shared=True):  # the common case: other tasks add theirs too
+        with _admin_lock(root, shared=True):  # the common case: other tasks add theirs too
             added = not path.exists() and _added(repo, path, base)
         if not added:
-            with _admin_lock(repo):
+            with _admin_lock(root):
                 # A crash's leftover there (a folder, a registered or locked worktree).
                 _discard(repo, path)
                 repo.git.worktree("add", "--detach", str(path), base)
@@ -195,14 +195,13 @@ class TaskWorktree:
         """This worktree moved out of its task's path (``SPARE_PREFIX``), for a later task to
         take up (``create``); removed, and ``None``, when it cannot be."""
         spare = self.path.with_name(f"{SPARE_PREFIX}{uuid.uuid4().hex[:12]}")
-        repo = AcaRepo(self.repo_root)
         try:
             if self.git_dir is None:
                 raise OSError("no git dir recorded")
-            with _admin_lock(repo, shared=True):
+            with _admin_lock(self.repo_root, shared=True):
                 self._move(spare)
         except OSError:
-            _set_apart(repo, spare if spare.exists() else self.path)
+            _set_apart(AcaRepo(self.repo_root), spare if spare.exists() else self.path)
             return None
         return dataclasses.replace(self, path=spare, task_id="")
 
@@ -211,9 +210,9 @@ class TaskWorktree:
         commit's: or removed, and ``None``, when it cannot be."""
         try:
             if path.exists() or path.is_symlink():
-                with _admin_lock(repo):
+                with _admin_lock(self.repo_root):
                     _discard(repo, path)  # a crash's leftover there
-            with _admin_lock(repo, shared=True):
+            with _admin_lock(self.repo_root, shared=True):
                 self._move(path)
             taken = dataclasses.replace(self, path=path, task_id=task_id, base_sha=base)
             head = (self.git_dir / "HEAD").read_text(encoding="utf-8").strip()
@@ -279,10 +278,11 @@ def list_worktrees(repo: git.Repo) -> list[dict[str, str]]:
 
 def discard_worktree(repo: git.Repo, path: Path) -> None:
     """Unlock, remove and prune the worktree at ``path``, and delete the folder if left over."""
-    with _admin_lock(repo, shared=True):  # the common case: other tasks add or remove theirs
+    root = Path(repo.working_tree_dir)
+    with _admin_lock(root, shared=True):  # the common case: other tasks add or remove theirs
         if path.exists() and _removed(repo, path):
             return
-    with _admin_lock(repo):
+    with _admin_lock(root):
         _discard(repo, path)
 
 
@@ -385,13 +385,13 @@ def _removed(repo: git.Repo, path: Path) -> bool:
     return not path.exists()
 
 
-def _admin_lock(repo: git.Repo, *, shared: bool = False) -> FileLock:
+def _admin_lock(root: Path, *, shared: bool = False) -> FileLock:
     # `git worktree prune` can delete the admin folder of a worktree another thread or process
     # is adding at that moment: a prune (``_discard``) holds the lock alone. Plain adds and
     # removals of different worktrees are safe together in git (each has its own admin
     # folder, named by an atomic mkdir): they share the lock, so concurrent tasks do not
     # queue for it.
-    lock = AcaDir(Path(repo.working_tree_dir)).root / "worktrees" / ".admin.lock"
+    lock = AcaDir(root).root / "worktrees" / ".admin.lock"
     return FileLock(lock, shared=shared)
 
 
