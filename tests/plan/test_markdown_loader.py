@@ -100,6 +100,44 @@ def test_attribute_block_sets_id_dependencies_verify_and_more(tmp_path):
     assert old.status.state == "completed" and db.status.state == "pending"
 
 
+def test_attribute_values_are_quoted_as_in_a_shell(tmp_path):
+    path = write(
+        tmp_path,
+        "# Plan\n"
+        """- [ ] Single {#a verify='pytest -k "x or y"'}\n"""
+        """- [ ] Double {#b verify="echo \\"hi\\" \\\\ \\$HOME it's"}\n"""
+        """- [ ] Escaped {#c verify=echo\\ two\\ words''}\n""",
+    )
+    plan = load_task_file(path)
+    assert plan.task("a").verify == 'pytest -k "x or y"'
+    assert plan.task("b").verify == 'echo "hi" \\ \\$HOME it\'s'
+    assert plan.task("c").verify == "echo two words"
+    path = write(tmp_path, '# Plan\n- [ ] Open {#d verify="pytest -q}\n')
+    with pytest.raises(TaskFileError, match="No closing quotation"):
+        load_task_file(path)
+
+
+def test_attribute_blocks_split_into_words_as_shlex_splits_them():
+    """aca reads attribute blocks with its own splitter (shlex is slow on a large plan): it
+    gives shlex's words and errors for every text, quotes, escapes and odd spaces included."""
+    import random
+    import shlex
+
+    from aca_flows.plan.markdown_loader import _shell_words
+
+    def split(split_words, text):
+        try:
+            return split_words(text)
+        except ValueError as error:
+            return str(error)
+
+    pieces = ["a", "=", "#", " ", "\t", "\n", "\r", "\x0b", "\xa0", "é", "'", '"', "\\"]
+    rng = random.Random(7)
+    for _ in range(20_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        assert split(_shell_words, text) == split(shlex.split, text), repr(text)
+
+
 def test_a_checked_item_with_unchecked_items_under_it_is_not_done(tmp_path):
     """Its tasks are not all done, so neither is it: `plan show` and the session showed it
     completed beside its pending child, which ran all the same."""
