@@ -16,6 +16,7 @@ __all__ = [
     "quoted_clause",
     "resume_command",
     "shown",
+    "unpriced",
     "workdir_option",
 ]
 
@@ -37,9 +38,16 @@ def exact_usd(usd: float) -> str:
     return f"{round(usd, 6):.6f}".rstrip("0").rstrip(".")
 
 
-def format_cost(usd: float) -> str:
-    """USD as aca shows a spend to a reader: four decimals under a dollar, cents above."""
-    return f"${usd:,.4f}" if usd < 1 else f"${usd:,.2f}"
+def format_cost(usd: float, unpriced_calls: int = 0) -> str:
+    """USD as aca shows a spend to a reader: four decimals under a dollar, cents above; and
+    the calls it leaves out (``unpriced``)."""
+    return (f"${usd:,.4f}" if usd < 1 else f"${usd:,.2f}") + unpriced(unpriced_calls)
+
+
+def unpriced(calls: int) -> str:
+    """What to write after a spend that leaves out ``calls`` aca had no price for
+    (`` + 2 unpriced calls``): a bare figure would say they cost nothing."""
+    return f" + {counted(calls, 'unpriced call')}" if calls else ""
 
 
 def workdir_option(workdir: str | Path, here: str | None = None) -> str:

@@ -17,7 +17,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from aca_flows._words import one_line, shown
+from aca_flows._words import one_line, shown, unpriced
 from aca_flows.session.layout import AcaDir
 from aca_flows.session.reading import load_session
 from aca_flows.session.record import SessionRecord
@@ -87,7 +87,8 @@ def render(session: SessionRecord, aca: AcaDir) -> Group:
         (f"{counts.get('failed', 0)} failed", "red"),
         "  ",
         (f"{counts.get('skipped', 0)} skipped", "yellow"),
-        f"  of {sum(counts.values())}   tokens {session.total_tokens:,}   ${session.cost_usd:.4f}",
+        f"  of {sum(counts.values())}   tokens {session.total_tokens:,}   "
+        f"${session.cost_usd:.4f}{unpriced(session.unpriced_calls)}",
     )
     table = Table(show_header=True, box=None, pad_edge=False)
     table.add_column("task", no_wrap=True)

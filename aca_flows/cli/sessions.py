@@ -69,7 +69,7 @@ def list_command(workdir: ExistingWorkdir = Path("."), json_output: JsonOutput =
             display_status(session, workdir),
             describe_counts(session.task_counts),
             f"{session.total_tokens:,}",
-            format_cost(session.cost_usd),
+            format_cost(session.cost_usd, session.unpriced_calls),
         )
     console().print(table)
 
@@ -217,7 +217,7 @@ def usage_table(entries: list[UsageEntry], title: str) -> Table:
     """Tokens and USD per provider and model, with a total row (also for ``aca usage``)."""
     from rich.table import Table
 
-    from aca_flows.session.usage import total_cost, total_tokens
+    from aca_flows.session.usage import total_cost, total_tokens, unpriced_calls
 
     table = Table(title=title)
     for name in ("provider", "model"):
@@ -234,7 +234,7 @@ def usage_table(entries: list[UsageEntry], title: str) -> Table:
             f"{u.output_tokens:,}",
             f"{u.cache_read_tokens:,}",
             f"{u.cache_write_tokens:,}",
-            format_cost(e.cost_usd),
+            format_cost(e.cost_usd, e.unpriced_calls),
         )
     table.add_section()
     table.add_row(
@@ -250,7 +250,7 @@ def usage_table(entries: list[UsageEntry], title: str) -> Table:
                 "cache_write_tokens",
             )
         ),
-        format_cost(total_cost(entries)),
+        format_cost(total_cost(entries), unpriced_calls(entries)),
     )
     table.caption = f"{total_tokens(entries):,} tokens in all"
     return table
@@ -301,7 +301,7 @@ def _task_table(session: SessionRecord, interrupted: bool = False) -> Table:
             str(run.attempts if run else 0),
             (run.commit or "")[:10] if run else "",
             f"{run.total_tokens:,}" if run else "0",
-            format_cost(run.cost_usd if run else 0),
+            format_cost(run.cost_usd, run.unpriced_calls) if run else format_cost(0),
         )
     return table
 
@@ -369,6 +369,7 @@ def _summary(session: SessionRecord, workdir: Path) -> dict[str, Any]:
         "tasks_total": session.tasks_total,
         "tokens": session.total_tokens,
         "cost_usd": session.cost_usd,
+        "unpriced_calls": session.unpriced_calls,
         "branch": session.branch,
     }
 

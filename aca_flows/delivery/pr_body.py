@@ -8,10 +8,10 @@ the one at the end say the same things, and the whole text passes the redactor.
 
 from __future__ import annotations
 
+from aca_flows._words import unpriced
 from aca_flows.plan.models import verify_command_for
 from aca_flows.session.record import SessionRecord
 from aca_flows.session.redact import redact_text
-from aca_flows.session.usage import total_cost
 
 __all__ = ["pull_request_body", "pull_request_title", "task_outcome"]
 
@@ -65,7 +65,7 @@ def pull_request_body(
     ]
     for task in leaves:
         record = session.tasks.get(task.id)
-        cost = total_cost(record.usage) if record else 0.0
+        cost = f"${record.cost_usd:.4f}{unpriced(record.unpriced_calls)}" if record else "$0.0000"
         commit = f"`{record.commit[:10]}`" if record and record.commit else ""
         outcome = task_outcome(session, task.id)
         if task.status.reason:
@@ -74,9 +74,9 @@ def pull_request_body(
         check = verify.get(task.id) or (f"`{command}`" if command else "none")
         lines.append(
             f"| `{task.id}` {_cell(task.title)} | {_cell(outcome)} | {_cell(check)} "
-            f"| {commit} | ${cost:.4f} |"
+            f"| {commit} | {cost} |"
         )
-    lines += ["", f"**Total cost:** ${session.cost_usd:.4f}"]
+    lines += ["", f"**Total cost:** ${session.cost_usd:.4f}{unpriced(session.unpriced_calls)}"]
     if flow_run_url:
         lines += ["", f"Flow run: {flow_run_url}"]
     lines += ["", "<details><summary>The plan</summary>", ""]

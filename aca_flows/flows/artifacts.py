@@ -12,12 +12,13 @@ import html
 import re
 from typing import TYPE_CHECKING
 
+from aca_flows._words import unpriced
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.plan.vacuous_check import pass_notes, proved_nothing
 from aca_flows.providers.base import Usage
 from aca_flows.session.record import describe_counts
 from aca_flows.session.redact import REDACTED, redact, redact_text
-from aca_flows.session.usage import total_cost
+from aca_flows.session.usage import total_cost, unpriced_calls
 
 if TYPE_CHECKING:
     from aca_flows.agent.execute import TaskOutcome
@@ -141,7 +142,8 @@ def task_markdown(task: Task, run: TaskRun, outcome: TaskOutcome | None) -> str:
     lines += [
         f"**Tokens:** in {usage.input_tokens}, out {usage.output_tokens}, "
         f"cache read {usage.cache_read_tokens}, cache write {usage.cache_write_tokens}",
-        f"**Cost:** ${run.cost_usd:.4f}" + (_by_whom(outcome) if outcome else ""),
+        f"**Cost:** ${run.cost_usd:.4f}{unpriced(run.unpriced_calls)}"
+        + (_by_whom(outcome) if outcome else ""),
     ]
     if state == "failed":
         lines += ["", "## Why it failed", "", md(reason or "(no reason recorded)", keep_code=True)]
@@ -215,7 +217,7 @@ def summary_markdown(
     rows = [
         f"| {md(u.provider)} | {md(u.model or '-')} | {u.calls} | {u.usage.input_tokens} | "
         f"{u.usage.output_tokens} | {u.usage.cache_read_tokens} | "
-        f"{u.usage.cache_write_tokens} | ${u.cost_usd:.4f} |"
+        f"{u.usage.cache_write_tokens} | ${u.cost_usd:.4f}{unpriced(u.unpriced_calls)} |"
         for u in usage
     ]
     total = total_cost(usage)
@@ -226,7 +228,7 @@ def summary_markdown(
             "",
             f"**Tasks:** {md(status)}",
             f"**Branch:** {code(branch)}",
-            f"**Total cost:** ${total:.4f}",
+            f"**Total cost:** ${total:.4f}{unpriced(unpriced_calls(usage))}",
             "",
             "| provider | model | calls | input | output | cache read | cache write | cost |",
             "|---|---|---|---|---|---|---|---|",

@@ -129,7 +129,13 @@ def _ledger_of(store: SessionStore) -> CallLedger:
     """Journal each returned provider call as a ``call`` event of the session (off the event
     loop: other tasks go on while it is fsynced)."""
 
-    def record(provider: str, model: str, response: ProviderResponse, owner: CallOwner | None):
+    def record(
+        provider: str,
+        model: str,
+        response: ProviderResponse,
+        owner: CallOwner | None,
+        unpriced: bool,
+    ):
         return store.off_loop(
             store.call_recorded,
             provider=provider,
@@ -138,6 +144,7 @@ def _ledger_of(store: SessionStore) -> CallLedger:
             cost_usd=response.cost_usd,
             task_id=owner.task_id if owner else None,
             attempt=owner.attempt if owner else None,
+            unpriced=unpriced,
         )
 
     return record

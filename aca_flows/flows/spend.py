@@ -71,8 +71,9 @@ class CallOwner:
 # Set by ``execute_plan_task`` around the agent's work, read by ``SpendGuard`` for the ledger.
 CALL_OWNER: ContextVar[CallOwner | None] = ContextVar("aca_call_owner", default=None)
 
-# Puts one returned call on the session's ledger: (provider, model, response, owner).
-CallLedger = Callable[[str, str, ProviderResponse, "CallOwner | None"], Awaitable[object]]
+# Puts one returned call on the session's ledger: (provider, model, response, owner,
+# unpriced: paid, but aca has no price for the model).
+CallLedger = Callable[[str, str, ProviderResponse, "CallOwner | None", bool], Awaitable[object]]
 
 # The most one call may cost, in USD, known before it is made (0.0: unknown).
 CallCeiling = Callable[[ProviderRequest], float]
@@ -240,10 +241,11 @@ class SpendGuard:
 
     async def _record(self, request: ProviderRequest, response: ProviderResponse) -> None:
         model = response.model or request.model or ""
-        if self.ledger is not None:
-            await self.ledger(self.name, model, response, CALL_OWNER.get())
         tokens = response.usage.total_tokens
-        if not self.free and response.cost_usd == 0 and (tokens or self.name in _APIS):
+        unpriced = not self.free and response.cost_usd == 0 and bool(tokens or self.name in _APIS)
+        if self.ledger is not None:
+            await self.ledger(self.name, model, response, CALL_OWNER.get(), unpriced)
+        if unpriced:
             self.meter.unpriced(self.name, model, tokens)
 
 

@@ -53,6 +53,9 @@ class TaskSummary(BaseModel):
     )
     attempts: int = 0
     cost_usd: float = 0.0
+    unpriced_calls: int = Field(
+        default=0, description="Paid calls aca had no price for: their cost is not in cost_usd."
+    )
 
 
 class RunSummary(BaseModel):
@@ -76,6 +79,9 @@ class RunSummary(BaseModel):
     )
     no_change_ids: list[str] = Field(default_factory=list)
     cost_usd: float = Field(description="The session's spend so far, every run of it.")
+    unpriced_calls: int = Field(
+        default=0, description="Paid calls aca had no price for: their cost is not in cost_usd."
+    )
     budget_usd: float | None = Field(default=None, description="The session's budget, if any.")
     tasks: dict[str, TaskSummary] = Field(default_factory=dict, description="By task id.")
     pull_request: str | None = Field(
@@ -145,6 +151,7 @@ def session_summary(
             no_change_reason=record.no_change_reason if record else None,
             attempts=record.attempts if record else 0,
             cost_usd=record.cost_usd if record else 0.0,
+            unpriced_calls=record.unpriced_calls if record else 0,
         )
     # Counted as ``counts`` counts: the tasks that ran, not the groups that failed with them.
     failed_ids = [t.id for t in session.plan.leaves() if t.status.state == "failed"]
@@ -160,6 +167,7 @@ def session_summary(
         stuck=stuck or {},
         no_change_ids=[t for t in no_change_ids or [] if t in without_change],
         cost_usd=session.cost_usd,
+        unpriced_calls=session.unpriced_calls,
         budget_usd=session.budget_usd,
         tasks=tasks,
         remote=session.remote.url if session.remote else None,

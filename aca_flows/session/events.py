@@ -191,6 +191,9 @@ class CallRecorded(_Event):
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float = Field(default=0.0, ge=0)
     calls: int = Field(default=1, ge=1, description="More than 1 only for a parse's calls.")
+    unpriced: bool = Field(
+        default=False, description="Paid, but aca has no price for the model: not in cost_usd."
+    )
 
     def entry(self) -> UsageEntry:
         return UsageEntry(
@@ -199,6 +202,7 @@ class CallRecorded(_Event):
             usage=self.usage,
             cost_usd=self.cost_usd,
             calls=self.calls,
+            unpriced_calls=self.calls if self.unpriced else 0,
         )
 
 

@@ -43,7 +43,13 @@ from aca_flows.session.events import (
     TaskSkipped,
     TaskStarted,
 )
-from aca_flows.session.usage import UsageEntry, add_usage, total_cost, total_tokens
+from aca_flows.session.usage import (
+    UsageEntry,
+    add_usage,
+    total_cost,
+    total_tokens,
+    unpriced_calls,
+)
 
 __all__ = [
     "SESSION_SCHEMA_VERSION",
@@ -96,6 +102,11 @@ class TaskRun(_Model):
     @property
     def cost_usd(self) -> float:
         return total_cost(self.usage)
+
+    @property
+    def unpriced_calls(self) -> int:
+        """Paid calls whose cost ``cost_usd`` leaves out: aca had no price for their model."""
+        return unpriced_calls(self.usage)
 
     @property
     def never_ran(self) -> bool:
@@ -242,6 +253,11 @@ class SessionRecord(_Model):
     @property
     def cost_usd(self) -> float:
         return total_cost(self.usage)
+
+    @property
+    def unpriced_calls(self) -> int:
+        """Paid calls whose cost ``cost_usd`` leaves out: aca had no price for their model."""
+        return unpriced_calls(self.usage)
 
     @property
     def duration(self) -> timedelta:

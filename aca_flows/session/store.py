@@ -351,8 +351,10 @@ class SessionStore:
         attempt: int | None = None,
         purpose: CallPurpose = "task",
         calls: int = 1,
+        unpriced: bool = False,
     ) -> bool:
-        """Put one provider call on the session's ledger (the bill, ``aca usage``, budgets)."""
+        """Put one provider call on the session's ledger (the bill, ``aca usage``, budgets);
+        ``unpriced``: it was paid, but aca has no price for its model."""
         return self.record(
             CallRecorded(
                 purpose=purpose,
@@ -363,6 +365,7 @@ class SessionStore:
                 usage=usage,
                 cost_usd=max(cost_usd, 0.0),
                 calls=calls,
+                unpriced=unpriced,
             )
         )
 

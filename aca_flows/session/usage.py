@@ -1,8 +1,10 @@
 """Usage records: tokens and USD per task, totalled by provider and model.
 
 A ``UsageEntry`` is what one provider and model cost: the four token counts, USD and the
-number of calls. Lists of entries are kept merged, one entry per ``(provider, model)``,
-sorted by provider then model, so totals are stable to print and compare.
+number of calls, and how many of them aca had no price for (their cost is not in the USD: a
+spend shown with them says so, never a bare figure). Lists of entries are kept merged, one
+entry per ``(provider, model)``, sorted by provider then model, so totals are stable to print
+and compare.
 ``aca usage`` and ``aca sessions show`` read these from ``meta/session.json``.
 """
 
@@ -25,6 +27,7 @@ __all__ = [
     "summed_cost",
     "total_cost",
     "total_tokens",
+    "unpriced_calls",
     "usage_by_provider_model",
 ]
 
@@ -39,6 +42,7 @@ class UsageEntry(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float = Field(default=0.0, ge=0)
     calls: int = Field(default=1, ge=0)
+    unpriced_calls: int = Field(default=0, ge=0)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -55,6 +59,7 @@ class UsageEntry(BaseModel):
             usage=self.usage + other.usage,
             cost_usd=summed_cost((self.cost_usd, other.cost_usd)),
             calls=self.calls + other.calls,
+            unpriced_calls=self.unpriced_calls + other.unpriced_calls,
         )
 
 
@@ -80,6 +85,11 @@ def total_tokens(entries: Iterable[UsageEntry]) -> int:
 
 def total_cost(entries: Iterable[UsageEntry]) -> float:
     return summed_cost(entry.cost_usd for entry in entries)
+
+
+def unpriced_calls(entries: Iterable[UsageEntry]) -> int:
+    """The calls whose cost ``total_cost`` leaves out: aca had no price for their model."""
+    return sum(entry.unpriced_calls for entry in entries)
 
 
 def summed_cost(costs: Iterable[float]) -> float:

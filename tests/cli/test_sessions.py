@@ -68,6 +68,25 @@ def test_list_shows_each_session_with_progress_tokens_and_cost(tmp_path):
         assert expected in row
 
 
+def test_a_spend_with_calls_aca_has_no_price_for_says_so_in_every_table(tmp_path):
+    from aca_flows.cli.sessions import console, usage_table
+
+    with make_session(tmp_path) as store:
+        for _ in range(2):
+            store.call_recorded(
+                provider="ollama", model="llama-x", usage=Usage(input_tokens=9), cost_usd=0,
+                task_id="setup", attempt=1, unpriced=True,
+            )  # fmt: skip
+    listed = invoke("list", "--workdir", str(tmp_path)).output
+    assert "$0.0420 + 2 unpriced calls" in next(r for r in listed.splitlines() if "Nightly" in r)
+    out = console()
+    with out.capture() as table:
+        out.print(usage_table(store.session.usage, title="usage"))
+    lines = table.get().splitlines()
+    assert "$0.0000 + 2 unpriced calls" in next(line for line in lines if "llama-x" in line)
+    assert "$0.0420 + 2 unpriced calls" in next(line for line in lines if "total" in line)
+
+
 def test_list_json(tmp_path):
     with make_session(tmp_path) as store:
         pass

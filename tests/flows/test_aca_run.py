@@ -549,6 +549,32 @@ def test_the_terminal_summary_shows_a_no_change_task_as_its_own_kind(
     )
 
 
+def test_calls_aca_has_no_price_for_are_never_shown_as_costing_nothing(
+    tmp_path, repo, anthropic_fake, capsys
+):
+    # claude-test has no price: its calls cost $0 in the session's figures, and every view
+    # of the spend showed a bare $0.0000, as if they had cost nothing.
+    from aca_flows.cli import main
+
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = write_tasks(tmp_path, "- write a.txt {#a}\n")
+
+    code = main(["run", str(tasks), "--workdir", str(repo), "--model", "claude-test", "--json"])
+
+    summary = json.loads(capsys.readouterr().out)
+    session = load_session(repo, summary["session_id"])
+    calls = session.tasks["a"].usage[0].calls
+    assert code == 0 and calls >= 1
+    assert (summary["cost_usd"], summary["unpriced_calls"]) == (0, calls)
+    assert summary["tasks"]["a"]["unpriced_calls"] == calls
+    unpriced = f"$0.0000 + {calls} unpriced call{'s' if calls > 1 else ''}"
+    assert f"**Cost:** {unpriced}" in reports_of(summary["session_id"])["a"].data
+    assert main(["sessions", "show", summary["session_id"], "--workdir", str(repo)]) == 0
+    a_row = next(line for line in capsys.readouterr().out.splitlines() if "write a.txt" in line)
+    assert unpriced in a_row
+
+
 def test_a_session_branch_deleted_mid_run_stops_the_run_naming_the_branch_to_restore(
     tmp_path, repo, anthropic_fake, capsys
 ):

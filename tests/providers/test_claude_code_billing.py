@@ -222,7 +222,7 @@ def test_a_claude_run_cancelled_by_the_runs_stop_puts_its_answered_turns_on_the_
 
     recorded = []
 
-    async def ledger(provider, model, response, owner):
+    async def ledger(provider, model, response, owner, unpriced):
         recorded.append(response)
 
     guard = SpendGuard(_provider(), SpendMeter(lambda: 0.0, None), ledger)
