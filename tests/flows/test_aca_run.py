@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import subprocess
 from pathlib import Path
 
 import git
+import pytest
 
 from aca_flows.flows import run_flow
 from aca_flows.session.layout import AcaDir
@@ -776,17 +776,16 @@ def test_each_task_starts_clean_in_the_worktree_an_earlier_task_left(
     assert not (repo / ".aca" / "worktrees" / outcome.summary["session_id"]).exists()
 
 
-def test_unsandboxed_a_process_an_agent_left_running_lands_nothing_in_a_later_task(
-    tmp_path, repo, anthropic_fake
+@pytest.mark.parametrize("sandbox", ["off", "bwrap"])
+def test_a_process_an_agent_left_running_lands_nothing_in_a_later_task(
+    tmp_path, repo, anthropic_fake, sandbox
 ):
-    """Without the sandbox nothing ends what an agent started in the background: its folder
-    must not become the next task's worktree (taken up, it wrote into c's commit)."""
-    import os
-    import signal
-
-    pid_file = tmp_path / "linger.pid"
+    """A process an agent starts in the background outlives its command: without the sandbox
+    nothing ends it, and its folder must not become the next task's worktree (taken up, it
+    wrote into c's commit); in the sandbox, the command's PID namespace ends it."""
+    marker = f"linger-{tmp_path.name}"  # in its command line: found and ended after the test
     linger = (
-        f"setsid sh -c 'echo $$ > {pid_file}; while :; do [ -e b.txt ] && echo x > planted.txt; "
+        f"setsid sh -c ': {marker}; while :; do [ -e b.txt ] && echo x > planted.txt; "
         "sleep 0.005; done' </dev/null >/dev/null 2>&1 &"
     )
 
@@ -804,15 +803,14 @@ def test_unsandboxed_a_process_an_agent_left_running_lands_nothing_in_a_later_ta
     for _ in range(30):
         anthropic_fake.anthropic.enqueue(agent)
     config = tmp_path / "aca.toml"
-    config.write_text('[session]\nmax_concurrent_tasks = 1\n[sandbox]\nmode = "off"\n')
+    config.write_text(f'[session]\nmax_concurrent_tasks = 1\n[sandbox]\nmode = "{sandbox}"\n')
     chain = "- linger {#a}\n- write b.txt {#b depends_on=a}\n- write c.txt {#c depends_on=b}\n"
     tasks = write_tasks(tmp_path, chain)
     try:
         summary = run(tasks, repo, config_file=str(config)).summary
+        left_running = subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0
     finally:
-        if pid_file.exists():
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+        subprocess.run(["pkill", "-KILL", "-f", marker])
 
     assert summary["status"] == "completed", summary
     landed = subprocess.run(
@@ -821,6 +819,7 @@ def test_unsandboxed_a_process_an_agent_left_running_lands_nothing_in_a_later_ta
         text=True,
     ).stdout.split()
     assert "b.txt" in landed and "planted.txt" not in landed
+    assert left_running == (sandbox == "off")
 
 
 def test_a_stop_that_finishes_with_a_completion_starts_none_of_its_dependents(
