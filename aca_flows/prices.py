@@ -12,7 +12,14 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["DEFAULT_PRICES", "PRICED_BY_TABLE", "ModelPrice", "price_for", "with_cache_prices"]
+__all__ = [
+    "DEFAULT_PRICES",
+    "PRICED_BY_TABLE",
+    "ModelPrice",
+    "price_for",
+    "unpriced_call",
+    "with_cache_prices",
+]
 
 
 class ModelPrice(BaseModel):
@@ -80,6 +87,16 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
 # (Claude Code reports its own cost; replay plays recorded ones; Ollama is too when its server
 # is not on this machine: ``run_providers.refuse_a_budget_without_prices``.)
 PRICED_BY_TABLE = ("anthropic", "openai")
+
+# The providers whose every answer says what it used (its server's ``usage``).
+_APIS = ("anthropic", "openai", "ollama")
+
+
+def unpriced_call(provider: str, cost_usd: float, tokens: int, *, free: bool) -> bool:
+    """Whether a call that returned was paid, but counts $0 because aca has no price for its
+    model: not a ``free`` provider's (a local Ollama, a replay), nothing counted, and tokens
+    used (or an API's answer, which always says what it used)."""
+    return not free and cost_usd == 0 and bool(tokens or provider in _APIS)
 
 
 def price_for(

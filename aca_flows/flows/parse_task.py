@@ -57,6 +57,7 @@ class ParsedTaskFile(BaseModel):
     cost_usd: float
     unbilled: ParseSpend | None
     cache_file: str | None
+    unpriced_calls: int = 0
 
     def to_parse(self, from_prefect_cache: bool) -> IntelligentParse:
         return IntelligentParse(
@@ -68,6 +69,7 @@ class ParsedTaskFile(BaseModel):
             cache_file=Path(self.cache_file) if self.cache_file else None,
             # A cached result's spend was billed by the run that made it.
             unbilled=None if from_prefect_cache else self.unbilled,
+            unpriced_calls=0 if from_prefect_cache else self.unpriced_calls,
         )
 
 
@@ -92,8 +94,10 @@ def parse_task_file_run(
     context: list[str],
     append_system_prompt: str | None,
     cache_dir: str,
+    free: bool = False,
 ) -> ParsedTaskFile | State:
-    """Parse ``task_file`` with ``provider`` into a plan (``cache_key``: the parse's key)."""
+    """Parse ``task_file`` with ``provider`` into a plan (``cache_key``: the parse's key;
+    ``free``: the provider's calls cost nothing)."""
     logger = get_run_logger()
     provider.on_wait = lambda seconds, error, number, retries: logger.warning(
         f"{error} Retrying the parse's call in {seconds:.1f} s (retry {number} of {retries})."
@@ -108,6 +112,7 @@ def parse_task_file_run(
             append_system_prompt=append_system_prompt,
             cache_dir=Path(cache_dir),
             scrub=redact,
+            free=free,
         )
     except AcaError as exc:
         # Returned, not raised: Prefect would store a raised error under a key of its own,
@@ -116,7 +121,7 @@ def parse_task_file_run(
         logger.error(redact_text(str(exc)))
         return Failed(message=redact_text(str(exc)), data=exc)
     how = "from the parser's cache" if parse.from_cache else f"{parse.provider_calls} call(s)"
-    logger.info(f"plan {parse.plan.name!r}: {plan_size(parse.plan)}; {how}, ${parse.cost_usd:.4f}")
+    logger.info(f"plan {parse.plan.name!r}: {plan_size(parse.plan)}; {how}, {parse.spent}")
     if parse.lost:
         logger.warning(parse.lost_warning())
     parsed = ParsedTaskFile(
@@ -126,6 +131,7 @@ def parse_task_file_run(
         cost_usd=parse.cost_usd,
         unbilled=parse.unbilled,
         cache_file=str(parse.cache_file) if parse.cache_file else None,
+        unpriced_calls=parse.unpriced_calls,
     )
     data = parsed.model_dump(mode="json")
     if redact(data) != data:
@@ -143,6 +149,7 @@ def parse_in_flow(
     context: list[str],
     append_system_prompt: str | None,
     aca_root: Path,
+    free: bool = False,
 ) -> IntelligentParse:
     """The parse, run as the flow's ``parse-task-file`` task run (``from_cache`` when Prefect
     served an earlier run's result). Raises what the parse raised."""
@@ -169,6 +176,7 @@ def parse_in_flow(
         context=list(context),
         append_system_prompt=append_system_prompt,
         cache_dir=str(cache_dir),
+        free=free,
         return_state=True,
     )
     # _sync: called from synchronous code inside the flow's event loop.

@@ -26,7 +26,7 @@ from aca_flows.flows.spend import (
     unbounded_runs_warning,
 )
 from aca_flows.flows.task_run import ACTIVE_RUNS, GlobalLimitProvider
-from aca_flows.flows.unpriced import priced_by_aca
+from aca_flows.flows.unpriced import free_provider
 from aca_flows.plan import ExecutionPlan
 from aca_flows.prices import PRICED_BY_TABLE
 from aca_flows.providers import get_provider, rate_limiter_for, require_providers
@@ -83,8 +83,7 @@ def build_providers(
             meter,
             ledger,
             call_ceiling(name, config),
-            # A replay's calls cost what they were recorded at; a local Ollama's, nothing.
-            free=name == "replay" or (name == "ollama" and not priced_by_aca(name, config)),
+            free=free_provider(name, config),
         )
         if name != "replay":  # a cassette has no rate limits to respect
             shared = prefect_limits_for(name, config, say=run_logger().info)

@@ -41,7 +41,7 @@ from aca_flows.flows.run_providers import (
 )
 from aca_flows.flows.secret_keys import provider_environ
 from aca_flows.flows.task_run import ActiveRun
-from aca_flows.flows.unpriced import refuse_a_budget_without_prices
+from aca_flows.flows.unpriced import free_provider, refuse_a_budget_without_prices
 from aca_flows.plan import (
     ExecutionPlan,
     Task,
@@ -365,6 +365,7 @@ def _bill_parse(store: SessionStore, parse: IntelligentParse) -> None:
         usage=spend.usage,
         cost_usd=spend.cost_usd,
         calls=spend.calls,
+        unpriced=spend.unpriced,
     )
     mark_parse_billed(parse)
 
@@ -382,6 +383,7 @@ def _keep_parse(store: SessionStore, parse: IntelligentParse) -> None:
             "from_cache": parse.from_cache,
             "provider_calls": parse.provider_calls,
             "cost_usd": parse.cost_usd,
+            "unpriced_calls": parse.unpriced_calls,
         },
     )
 
@@ -404,6 +406,7 @@ def _parse_intelligently(
         context=request.context,
         append_system_prompt=request.append_system_prompt,
         aca_root=AcaDir(Path(request.workdir).expanduser().resolve()).root,
+        free=free_provider(name, config),
     )
 
 

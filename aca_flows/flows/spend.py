@@ -31,6 +31,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from aca_flows.errors import PermanentProviderError, ProviderError
+from aca_flows.prices import unpriced_call
 from aca_flows.providers.base import EventCallback, Provider, ProviderRequest, ProviderResponse
 from aca_flows.providers.pricing import price_for
 from aca_flows.providers.ratelimit import estimate_tokens
@@ -242,15 +243,11 @@ class SpendGuard:
     async def _record(self, request: ProviderRequest, response: ProviderResponse) -> None:
         model = response.model or request.model or ""
         tokens = response.usage.total_tokens
-        unpriced = not self.free and response.cost_usd == 0 and bool(tokens or self.name in _APIS)
+        unpriced = unpriced_call(self.name, response.cost_usd, tokens, free=self.free)
         if self.ledger is not None:
             await self.ledger(self.name, model, response, CALL_OWNER.get(), unpriced)
         if unpriced:
             self.meter.unpriced(self.name, model, tokens)
-
-
-# The providers whose every answer says what it used (its server's ``usage``).
-_APIS = ("anthropic", "openai", "ollama")
 
 
 def call_ceiling(provider: str, config: AcaConfig) -> CallCeiling:

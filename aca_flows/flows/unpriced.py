@@ -9,7 +9,7 @@ from aca_flows.prices import PRICED_BY_TABLE, price_for
 from aca_flows.providers.readiness import default_model
 from aca_flows.settings import AcaConfig
 
-__all__ = ["priced_by_aca", "refuse_a_budget_without_prices"]
+__all__ = ["free_provider", "priced_by_aca", "refuse_a_budget_without_prices"]
 
 
 def refuse_a_budget_without_prices(plan: ExecutionPlan, config: AcaConfig) -> None:
@@ -51,6 +51,12 @@ def priced_by_aca(provider: str, config: AcaConfig) -> bool:
     if provider == "ollama":
         return not runs_here(_ollama_host(config))
     return provider in PRICED_BY_TABLE
+
+
+def free_provider(provider: str, config: AcaConfig) -> bool:
+    """Whether ``provider``'s calls cost nothing, so $0 is their true cost: a replay's (they
+    cost what they were recorded at) and a local Ollama's."""
+    return provider == "replay" or (provider == "ollama" and not priced_by_aca(provider, config))
 
 
 def _ollama_host(config: AcaConfig) -> str:

@@ -60,7 +60,8 @@ from aca_flows.plan.intelligent_source import (
 from aca_flows.plan.models import ExecutionPlan, FileRef, Task, TaskMetadata
 from aca_flows.plan.toml_loader import pydantic_problems
 from aca_flows.plan.validate import plan_problems
-from aca_flows.providers.base import Message, Provider, ProviderRequest, Usage
+from aca_flows.prices import unpriced_call
+from aca_flows.providers.base import Message, Provider, ProviderRequest, ProviderResponse, Usage
 
 if TYPE_CHECKING:
     from aca_flows.providers.retry import RetryingProvider, RetryWaitCallback
@@ -116,6 +117,8 @@ class ParseSpend(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float = 0.0
     calls: int = 0
+    unpriced: bool = False
+    """Its calls were paid, but aca has no price for the model: their $0 is not their cost."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,14 @@ class IntelligentParse:
     unbilled: ParseSpend | None = None
     """Spend of this plan's parse that no session has billed yet (this parse's own calls, or
     those of the parse that filled the cache). Bill it, then call ``mark_parse_billed``."""
+    unpriced_calls: int = 0
+    """This parse's calls that ``cost_usd`` leaves out: aca has no price for their model."""
+
+    @property
+    def spent(self) -> str:
+        """What this parse's own calls cost, as a reader is told it (``$0.0000`` from a
+        cache)."""
+        return format_cost(self.cost_usd, self.unpriced_calls)
 
     def lost_warning(self) -> str:
         """A warning listing the lost items (empty when nothing was lost)."""
@@ -160,8 +171,10 @@ async def parse_with_llm(
     strict: bool = False,
     max_repairs: int = 2,
     scrub: Callable[[Any], Any] | None = None,
+    free: bool = False,
 ) -> IntelligentParse:
-    """Parse the Markdown task file ``path`` into a plan with ``provider`` (see module doc)."""
+    """Parse the Markdown task file ``path`` into a plan with ``provider`` (see module doc);
+    ``free``: its calls cost nothing (a local Ollama), so a $0 call is not unpriced."""
     source = read_parse_source(path)
     context = list(context)
     prompt = user_prompt(source, context, append_system_prompt)
@@ -169,7 +182,7 @@ async def parse_with_llm(
     key = parse_cache_key(provider.name, cache_model, SYSTEM_PROMPT, prompt)
     cache_file = cache_dir / f"{key}.json" if cache_dir is not None else None
     proposal, unbilled = _read_cache(cache_file, source)
-    calls, cost = 0, 0.0
+    calls, cost, unpriced = 0, 0.0, 0
     if proposal is None:
         unbilled = ParseSpend(provider=provider.name, model=cache_model or "")
         messages = [Message(role="user", text=prompt)]
@@ -187,15 +200,17 @@ async def parse_with_llm(
             try:
                 response = await provider.complete(request)
             except ProviderError as exc:
-                _name_spend_in(exc, calls, cost)
+                _name_spend_in(exc, provider.name, free, calls, cost, unpriced)
                 raise
             calls, cost = calls + 1, cost + response.cost_usd
+            unpriced += _unpriced(provider.name, response, free)
             unbilled = unbilled.model_copy(
                 update={
                     "model": unbilled.model or response.model,
                     "usage": unbilled.usage + response.usage,
                     "cost_usd": cost,
                     "calls": calls,
+                    "unpriced": unpriced > 0,
                 }
             )
             try:
@@ -217,35 +232,41 @@ async def parse_with_llm(
             listed = "\n".join(f"  - {p}" for p in problems)
             raise TaskFileError(
                 f"{path}: the intelligent parser ({provider.name}) gave no usable plan after "
-                f"{calls} attempt(s) ({_spent(calls, cost)} spent); the last answer had these "
-                f"problems:\n{listed}\n"
+                f"{calls} attempt(s) ({_spent(calls, cost, unpriced)} spent); the last answer "
+                f"had these problems:\n{listed}\n"
                 "Run again, guide it with --context, or leave out --use-intelligent-parser "
                 f"for the deterministic parser (`aca plan show {path}` shows its plan)."
             )
         _write_cache(cache_file, proposal, provider.name, cache_model, path, scrub, unbilled)
     plan = proposal_to_plan(proposal, source, context, append_system_prompt)
     lost = lost_items(plan, source_items(source.text))
-    parse = IntelligentParse(plan, lost, calls, calls == 0, cost, cache_file, unbilled)
+    parse = IntelligentParse(plan, lost, calls, calls == 0, cost, cache_file, unbilled, unpriced)
     if lost and strict:
-        spent = f"\nSpent on this parse: {_spent(calls, cost)}." if calls else ""
+        spent = f"\nSpent on this parse: {_spent(calls, cost, unpriced)}." if calls else ""
         raise TaskFileError(f"{path}: --strict: {parse.lost_warning()}{spent}")
     return parse
 
 
-def _name_spend_in(error: ProviderError, calls: int, cost: float) -> None:
+def _name_spend_in(
+    error: ProviderError, provider: str, free: bool, calls: int, cost: float, unpriced: int
+) -> None:
     """The message of ``error``, a parse's failed call, names what the parse had spent by then:
     the calls before it, and this one if it was paid for."""
-    billed = getattr(error.billed, "cost_usd", None)
-    if billed is not None:
-        calls, cost = calls + 1, cost + billed
+    if isinstance(error.billed, ProviderResponse):
+        calls, cost = calls + 1, cost + error.billed.cost_usd
+        unpriced += _unpriced(provider, error.billed, free)
     if calls and error.args:
-        error.args = (f"{error.args[0]} (the parse had spent {_spent(calls, cost)})",)
+        error.args = (f"{error.args[0]} (the parse had spent {_spent(calls, cost, unpriced)})",)
 
 
-def _spent(calls: int, cost: float) -> str:
+def _unpriced(provider: str, response: ProviderResponse, free: bool) -> int:
+    return unpriced_call(provider, response.cost_usd, response.usage.total_tokens, free=free)
+
+
+def _spent(calls: int, cost: float, unpriced: int) -> str:
     """A failed parse's spend, for its message: no session exists to bill it to, so the
     message is where the user learns what the failure cost."""
-    return f"{counted(calls, 'call')}, {format_cost(cost)}"
+    return f"{counted(calls, 'call')}, {format_cost(cost, unpriced)}"
 
 
 def parse_with_llm_sync(path: Path, provider: Provider, **kwargs) -> IntelligentParse:
@@ -275,6 +296,8 @@ def parse_task_file(
 ) -> IntelligentParse:
     """``task_file`` parsed with the configured provider and model (``parse_provider``): the
     command line's parse, which leaves its answer in the cache for the flow's."""
+    from aca_flows.flows.unpriced import free_provider
+
     return parse_with_llm_sync(
         task_file,
         parse_provider(config, environ=environ, scrub=scrub, on_retry=on_retry),
@@ -284,6 +307,7 @@ def parse_task_file(
         cache_dir=cache_dir,
         scrub=scrub,
         strict=strict,
+        free=free_provider(config.session.provider, config),
     )
 
 

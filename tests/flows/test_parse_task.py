@@ -198,7 +198,12 @@ def test_a_parse_that_fails_fails_the_run_with_the_parsers_message(tmp_path, rep
 
     assert outcome.state_name == "Failed"
     assert isinstance(outcome.error, TaskFileError)  # the command line exits 2 with it
-    assert "gave no usable plan after 3 attempt(s)" in str(outcome.error)
+    # No session bills a failed parse: its message says what it spent, calls without a
+    # price (claude-test has none) counted as such, never as costing nothing.
+    assert (
+        "gave no usable plan after 3 attempt(s) (3 calls, $0.0000 + 3 unpriced calls spent)"
+        in str(outcome.error)
+    )
     assert not (repo / ".aca" / "sessions").exists()
     stored = AcaDir(repo).root / "parse_cache" / "prefect"
     assert not stored.exists() or not list(stored.iterdir())  # a failure is not cached
@@ -221,6 +226,31 @@ def test_a_transient_error_of_the_parse_is_retried_and_logged_in_its_task_run(
     assert parse_run.state.name == "Completed"
     assert "Retrying the parse's call in 0.0 s (retry 1 of 4)" in task_run_logs(parse_run.id)
     assert len(anthropic_fake.model_calls) == 4  # the failed call, the parse, write, finish
+
+
+def test_a_parse_by_a_model_aca_has_no_price_for_is_never_shown_as_costing_nothing(
+    tmp_path, repo, anthropic_fake, capsys
+):
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("# Files\n\n- write a.txt\n")
+    anthropic_fake.anthropic.enqueue(**parse_reply())
+    for _ in range(2):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    args = ["run", str(tasks), "--use-intelligent-parser", "--workdir", str(repo), "--json"]
+
+    assert main([*args, "--model", "claude-test"]) == 0
+
+    (session,) = list_sessions(repo)
+    (parse_run,) = parse_task_runs(session.id)
+    assert "plan 'Files': 1 task; 1 call(s), $0.0000 + 1 unpriced call" in task_run_logs(
+        parse_run.id
+    )
+    parse, *task_calls = call_events(repo, session.id)
+    assert (parse["purpose"], parse["cost_usd"], parse["unpriced"]) == ("parse", 0, True)
+    # The session counts it with the task's two calls, in every view of its spend.
+    assert session.unpriced_calls == 3
+    (billed,) = usage(repo, capsys)
+    assert (billed["calls"], billed["unpriced_calls"]) == (3, 3)
 
 
 def test_the_flow_reuses_the_cli_parse(llm_server, tmp_path, capsys, monkeypatch):  # noqa: F811
