@@ -250,9 +250,11 @@ async def drive_plan(
         resume = f"`{resume_of(store)}` continues"
         logger.warning(f"{stopped_reason}; {resume}")
         create_checkpoint(store, trigger="interrupt", description=stopped_reason)
-        store.finish("interrupted", f"{stopped_reason}; {resume}")
+        store.finish("interrupted", _with_failures(f"{stopped_reason}; {resume}", store))
+        stopped_reason = _with_failures(stopped_reason, store)
         status = "interrupted"
     elif stopped_reason and not _all_settled(dag):
+        stopped_reason = _with_failures(stopped_reason, store)
         create_checkpoint(store, trigger=stop_trigger, description=stopped_reason)
         store.finish("stopped", stopped_reason)
         status = "stopped"
@@ -282,6 +284,13 @@ async def drive_plan(
     summary.taken_over = interrupt.taken_over is not None
     await tree.close(flow_state(summary))
     return summary
+
+
+def _with_failures(reason: str, store: SessionStore) -> str:
+    """A stop's ``reason``, with the tasks that failed before it: the run ends stopped (or
+    interrupted), and its reason alone would leave them out of every view but the table."""
+    failed = failure_reason(store.session.plan.tasks)
+    return f"{reason}. Before the stop, {failed}" if failed else reason
 
 
 def _edges(states: dict[str, State], dependency_ids) -> list[State]:

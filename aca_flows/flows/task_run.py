@@ -433,8 +433,9 @@ def rate_limited_stop(run: ActiveRun, task_: Task, error: TransientProviderError
     then = f"`{resume}` continues" if resume else "resume the session"
     return (
         f"{name} still answered {error.status_code} ({what}) after every retry of task "
-        f"{task_.id}'s call, so the run stopped and no task failed; once the limit clears "
-        f"(or with a lower [rate_limiting] max_requests_per_minute or --max-concurrent), {then}"
+        f"{task_.id}'s call, so the run stopped (task {task_.id} did not fail: it stays "
+        "pending); once the limit clears (or with a lower [rate_limiting] "
+        f"max_requests_per_minute or --max-concurrent), {then}"
     )
 
 

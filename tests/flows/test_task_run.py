@@ -325,6 +325,34 @@ def test_a_provider_that_still_says_wait_after_every_attempt_stops_the_run_faili
     assert resumed.summary["status"] == "completed"
 
 
+def test_a_stop_that_comes_with_a_failed_task_names_the_failure_in_every_view(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    # Task a's provider still says "wait" (the run stops, a stays pending) while task b was
+    # refused and failed: the stop's reason said "no task failed", in the session's status,
+    # the flow run's state and the terminal's last line.
+    monkeypatch.setenv("ACA_SESSION__CALL_RETRIES", "0")
+    monkeypatch.setenv("ACA_SESSION__MAX_ATTEMPTS", "1")
+
+    def by_task(request):
+        if task_of(request)[0] == "a":
+            return Reply(status=529, retry_after=0.05, error="Overloaded")
+        return Reply(status=400, error="prompt is too long for this model")
+
+    anthropic_fake.anthropic.default = by_task
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write a.txt {#a}\n- write b.txt {#b}\n- write c.txt {#c depends_on=b}\n")
+
+    outcome = run_flow(task_file=str(tasks), workdir=str(repo), model=MODEL)
+
+    assert outcome.state_name == "Stopped" and outcome.summary["failed_ids"] == ["b"]
+    reason = outcome.summary["stopped_reason"]
+    assert "so the run stopped (task a did not fail: it stays pending)" in reason
+    assert reason.endswith("Before the stop, 1 task failed: b; 1 skipped")
+    session = load_session(repo, outcome.summary["session_id"])
+    assert session.status == "stopped" and session.status_reason == reason
+
+
 def test_empty_answers_fail_the_task_after_three_paid_calls_saying_what_the_model_did(
     tmp_path, repo, anthropic_fake, caplog
 ):
