@@ -216,8 +216,10 @@ def error_from_exception(provider: str, exc: BaseException, *, key_hint: str = "
         "AssertionError",
     }:
         return TransientProviderError(
-            f"{provider}: the server sent a response that could not be read "
-            f"({type(exc).__name__}). Retry later.",
+            # What was wrong, not the name of the parser's exception (an AssertionError read
+            # as a bug of aca's).
+            f"{provider}: the server sent a response that could not be read (not the API's "
+            "JSON, or cut off). Retry later.",
             provider=provider,
         )
     return TransientProviderError(
