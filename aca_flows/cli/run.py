@@ -102,9 +102,10 @@ def secret_block_environ(name: str, config: AcaConfig):
 def _say_parse_retry(seconds: float, error: Exception, retry_number: int, retries: int) -> None:
     # The call retries' own callback (``providers.retry``): it was called with one argument
     # more than it took, and a parse that met a 529 ended in a TypeError.
-    print(
-        f"warning: {error} Retry {retry_number} of {retries} in {seconds:.1f} s.", file=sys.stderr
-    )
+    from aca_flows.providers.retry import describe_retry
+
+    said = describe_retry(error, seconds, retry_number, retries, "the parse's call")
+    print(f"warning: {said}", file=sys.stderr)
 
 
 def execute(options: RunOptions) -> int:

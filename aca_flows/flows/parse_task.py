@@ -37,7 +37,7 @@ from aca_flows.plan.intelligent import (
 from aca_flows.plan.intelligent_source import SourceItem
 from aca_flows.plan.models import ExecutionPlan
 from aca_flows.plan.render import plan_size
-from aca_flows.providers.retry import RetryingProvider
+from aca_flows.providers.retry import RetryingProvider, describe_retry
 from aca_flows.session.redact import redact, redact_text
 
 __all__ = ["PARSE_TASK_NAME", "ParsedTaskFile", "parse_in_flow"]
@@ -100,7 +100,7 @@ def parse_task_file_run(
     ``free``: the provider's calls cost nothing)."""
     logger = get_run_logger()
     provider.on_wait = lambda seconds, error, number, retries: logger.warning(
-        f"{error} Retrying the parse's call in {seconds:.1f} s (retry {number} of {retries})."
+        describe_retry(error, seconds, number, retries, "the parse's call")
     )
     logger.info(f"parsing {Path(task_file).name} with {provider.name} {model or ''}".rstrip())
     try:

@@ -32,7 +32,7 @@ from aca_flows.prices import PRICED_BY_TABLE
 from aca_flows.providers import get_provider, rate_limiter_for, require_providers
 from aca_flows.providers.base import Provider, ProviderResponse
 from aca_flows.providers.ratelimit import account_state_file
-from aca_flows.providers.retry import with_call_retries
+from aca_flows.providers.retry import describe_retry, with_call_retries
 from aca_flows.session.redact import redact
 from aca_flows.session.store import SessionStore
 from aca_flows.settings import AcaConfig
@@ -157,8 +157,7 @@ def _log_call_retry(store: SessionStore):
         owner = CALL_OWNER.get()
         task = f"{owner.task_id}: " if owner is not None else ""  # session.log: whose call
         run_logger().warning(
-            f"{task}{error} Retrying this call in {seconds:.1f} s "
-            f"(retry {retry_number} of {retries})."
+            task + describe_retry(error, seconds, retry_number, retries, "this call")
         )
         if owner is not None:
             TaskLog(store.paths, owner.task_id).write(

@@ -38,6 +38,7 @@ __all__ = [
     "EMPTY_ANSWER_RETRIES",
     "RetryingProvider",
     "RetryWaitCallback",
+    "describe_retry",
     "retry_wait_seconds",
     "with_call_retries",
 ]
@@ -66,6 +67,17 @@ def retry_wait_seconds(
         return min(max(error.retry_after, 0.0), max_wait_seconds)
     ceiling = min(backoff_seconds * 2 ** (retry_number - 1), max_wait_seconds)
     return (rng or random).uniform(0, ceiling)
+
+
+def describe_retry(
+    error: TransientProviderError, seconds: float, number: int, retries: int, call: str
+) -> str:
+    """The line that tells of a retry's wait (``call``: whose, "this call"); a wait shorter
+    than the server asked for names the setting that shortened it."""
+    capped = ""
+    if error.retry_after is not None and error.retry_after > seconds:
+        capped = ", the most [session] call_retry_max_wait_seconds allows"
+    return f"{error} Retrying {call} in {seconds:.1f} s{capped} (retry {number} of {retries})."
 
 
 class RetryingProvider:

@@ -103,7 +103,7 @@ def test_a_parse_whose_provider_says_wait_is_retried_and_says_so(
     )  # fmt: skip
 
     assert code == 0, err
-    assert "Overloaded" in err and "Retry 1 of " in err and "Traceback" not in err
+    assert "Overloaded" in err and "(retry 1 of " in err and "Traceback" not in err
     assert "Dry run: 20 tasks in 5 groups" in out
 
 

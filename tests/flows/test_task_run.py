@@ -137,6 +137,23 @@ def test_a_529_at_turn_5_of_6_costs_exactly_one_extra_call(tmp_path, repo, anthr
     assert entry.cost_usd == pytest.approx(agent.cost())
 
 
+def test_a_wait_shorter_than_the_server_asked_for_names_the_setting_that_shortened_it(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    monkeypatch.setenv("ACA_SESSION__CALL_RETRY_MAX_WAIT_SECONDS", "0.05")
+    agent = TurnsAgent(2)
+    script(anthropic_fake, agent, Reply(status=429, retry_after=600, error="slow down"), agent)
+
+    summary = run(tmp_path, repo).summary
+
+    assert summary["status"] == "completed"
+    system_log = AcaDir(repo).session(summary["session_id"]).system_log.read_text()
+    assert (
+        "The server asked to wait 600 s. Retrying this call in 0.1 s, the most [session] "
+        "call_retry_max_wait_seconds allows (retry 1 of 4)."
+    ) in system_log
+
+
 def test_a_stream_cut_off_after_it_began_is_on_the_bill_and_retried(tmp_path, repo, anthropic_fake):
     agent = TurnsAgent(2)
     # The stream breaks after message_start reported 5,000 input tokens: the server bills them.
