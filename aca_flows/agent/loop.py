@@ -268,7 +268,8 @@ async def _tool_turns(
                 content=_clip(result.content),
             )
             results.append(result)
-            if result.is_error and call.name in WRITE_TOOLS:
+            # A call the output limit cut short was not refused: it never reached aca.
+            if result.is_error and call.name in WRITE_TOOLS and not _was_cut(response, call):
                 refused.append(f"{call.name} {call.arguments.get('path', '?')}: {result.content}")
         conversation.add_tool_results(results)
         if tools.finished:

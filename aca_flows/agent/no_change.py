@@ -119,7 +119,7 @@ def with_refused_writes(problem: str, refused: list[str]) -> str:
     try, where aca does not let it write."""
     if not refused:
         return problem
-    shown = "; ".join(refused[:_SHOWN_FILES])
+    shown = "; ".join(refusal.rstrip(".") for refusal in refused[:_SHOWN_FILES])
     hidden = len(refused) - _SHOWN_FILES
     more = f"; and {hidden} more" if hidden > 0 else ""
     return f"{problem} aca refused its writes: {shown}{more}."

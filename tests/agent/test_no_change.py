@@ -7,6 +7,7 @@ from pathlib import Path
 
 from aca_flows.agent.no_change import parse_no_change, real_changes
 from aca_flows.plan.models import Task
+from aca_flows.providers.base import UNPARSED_ARGUMENTS
 from aca_flows.session.layout import AcaDir
 from aca_flows.workspace import completed_task_commits, session_branch_head
 from tests.agent.test_execute import SESSION, execute, plan_of
@@ -194,3 +195,17 @@ def test_an_agent_whose_writes_were_refused_is_told_so_not_only_that_it_changed_
     assert "write_file .git/hooks/pre-commit: refused: '.git/hooks/pre-commit' is inside .git" in (
         reason
     )
+    assert not reason.endswith("..")
+
+
+def test_a_write_the_output_limit_cut_short_is_not_told_as_refused(tmp_path):
+    make_user_repo(tmp_path)
+    cut = tool_calls(tool_use("write_file", **{UNPARSED_ARGUMENTS: '{"path": "big.txt", "con'}))
+    cut = cut.model_copy(update={"stop_reason": "max_tokens"})
+    finish = tool_calls(tool_use("finish", summary="wrote big.txt"))
+    provider = ScriptedProvider(cut, finish)
+    outcome = asyncio.run(execute(tmp_path, plan_of(Task(id="t1", title="Big")), "t1", provider))
+
+    assert outcome.status == "failed"
+    assert "the agent stopped without changing anything" in outcome.failure_reason
+    assert "refused" not in outcome.failure_reason and "write_file ?" not in outcome.failure_reason
