@@ -139,6 +139,9 @@ def open_repository(workdir: Path, *, init_git: bool = False) -> git.Repo:
         raise _no_commit(workdir)  # before .git/info/exclude is written: a refusal writes nothing
     ensure_excluded(repo)
     if not repo.head.is_valid():
+        # Made now or before (`git init`, nothing committed): this commit is the first, and
+        # puts what it holds in every worktree and the history.
+        exclude_secrets(repo)
         _commit_everything(repo)
     return repo
 
@@ -183,7 +186,6 @@ def _top_level_repository(workdir: Path, *, init_git: bool) -> git.Repo:
                 "`git init` and commit your files there, or pass --init-git to let aca do it."
             ) from None
         repo = AcaRepo.init(workdir)
-        exclude_secrets(repo)  # before the first commit puts them in every worktree
     if repo.bare:
         raise WorkspaceError(
             f"{workdir} is a bare git repository; point --workdir at a checkout instead."
@@ -220,7 +222,8 @@ _SECRETS_HEADER = "# secrets left out of the first commit by aca --init-git"
 
 
 def exclude_secrets(repo: git.Repo) -> None:
-    """Add ``SECRET_PATTERNS`` to ``.git/info/exclude`` of a repository aca just created."""
+    """Add ``SECRET_PATTERNS`` to ``.git/info/exclude`` of a repository aca makes the first
+    commit of."""
     _exclude_once(repo, (_SECRETS_HEADER, *SECRET_PATTERNS))
 
 

@@ -62,6 +62,16 @@ def test_init_git_leaves_secrets_out_of_the_first_commit(tmp_path):
     assert not repo.is_dirty(untracked_files=True)
 
 
+def test_init_git_leaves_secrets_out_of_the_first_commit_of_a_repository_made_before(tmp_path):
+    # `git init` run by the user, nothing committed: --init-git committed `.env` and the key.
+    git.Repo.init(tmp_path)
+    for name in (".env", "id_rsa", "app.py"):
+        (tmp_path / name).write_text("x\n")
+    repo = open_repository(tmp_path, init_git=True)
+    assert repo.git.ls_files().splitlines() == ["app.py"]
+    assert secrets_left_out(repo) == [".env", "id_rsa"]
+
+
 def test_an_existing_repository_keeps_its_own_choices(tmp_path):
     repo = git.Repo.init(tmp_path)
     (tmp_path / ".env").write_text("x\n")
