@@ -257,7 +257,7 @@ def _parse(text: str, path: Path, problems: list[str]) -> _Node:
             _open_heading(headings, items, match.group(2), number, len(match.group(1)))
             continue
         if (match := _ITEM.match(line)) and not _BREAK.match(line):
-            indent = len(match.group(1).expandtabs(4))
+            indent = _indent(line)
             while items and items[-1].indent >= indent:
                 items.pop()
             node = _Node(
@@ -272,7 +272,7 @@ def _parse(text: str, path: Path, problems: list[str]) -> _Node:
             continue
         owner = _owner(headings, items, line)
         owner.text.append(line)
-        if line.strip() and not line.startswith("    "):
+        if line.strip() and _indent(line) < 4:
             paragraph = (owner, line.strip(), number)
     if in_comment or in_fence:
         what, close = ("comment (<!--)", "-->") if in_comment else ("code fence", "its fence")
@@ -286,14 +286,20 @@ def _parse(text: str, path: Path, problems: list[str]) -> _Node:
 def _lazy_continuation(line: str, item: _Node) -> bool:
     """``line``, just under ``item``'s own line (or its continuation), continues its title: it
     is not indented under it (that is its description) and starts no block of its own."""
-    indent = len(line) - len(line.lstrip())
     return (
-        indent <= item.indent
+        _indent(line) <= item.indent
         and not (
             _HEADING.match(line) or _ITEM.match(line) or _BREAK.match(line) or _SETEXT.match(line)
         )
         and not line.lstrip().startswith((">", "|", "<"))
     )
+
+
+def _indent(line: str) -> int:
+    """The columns ``line`` is indented by, a tab to the next multiple of four (CommonMark's
+    tab stops): items and the text under them are measured alike."""
+    body = line.lstrip()
+    return len(line[: len(line) - len(body)].expandtabs(4))
 
 
 def _open_heading(
@@ -316,7 +322,7 @@ def _append(owner: _Node, line: str, kind: str) -> None:
 def _owner(headings: list[_Node], items: list[_Node], line: str) -> _Node:
     """Indented text continues the innermost item it is indented under; else the heading's."""
     if line.strip():
-        indent = len(line) - len(line.lstrip())
+        indent = _indent(line)
         while items and indent <= items[-1].indent:
             items.pop()
     return items[-1] if items else headings[-1]

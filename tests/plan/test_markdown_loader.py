@@ -175,6 +175,20 @@ def test_nested_items_and_indented_text(tmp_path):
     assert titles(plan) == ["Build the API", "Write docs"]
 
 
+def test_tabs_indent_as_four_columns_for_items_and_their_text_alike(tmp_path):
+    # A tab counted as one column under an item, as four for the item itself: the subtask's
+    # description joined its title (and changed the id any depends_on named it by).
+    spaces = write(tmp_path, "- Write a.txt\n    - Write b.txt\n        It must say hello.\n")
+    tabs = tmp_path / "tabs.md"
+    tabs.write_text("- Write a.txt\n\t- Write b.txt\n\t\tIt must say hello.\n")
+    for path in (spaces, tabs):
+        plan = load_task_file(path)
+        (child_id,) = plan.task("write-a-txt").children
+        child = plan.task(child_id)
+        assert (child.id, child.title) == ("write-b-txt", "Write b.txt")
+        assert child.description == "It must say hello."
+
+
 def test_markdown_link_attaches_file(tmp_path):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "spec.md").write_text("the spec text")
