@@ -12,6 +12,7 @@ from a Prefect Secret block this file names (``[providers.<name>] api_key_secret
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -324,6 +325,7 @@ def load_config(
     environ = os.environ if environ is None else environ
     data: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    loose: dict[str, str] = {}  # values of the wrong type, by key
     if block is not None:
         if config_file is not None:
             raise ConfigError(
@@ -331,6 +333,7 @@ def load_config(
                 "takes the place of the file."
             )
         file = None
+        loose |= _loose_types(block[1], f"block {block[0]}")
         _merge(data, block[1], sources, f"block {block[0]}", relative_paths=False)
     else:
         file = _pick_file(workdir, config_file)
@@ -344,6 +347,7 @@ def load_config(
             # would otherwise drop the user's budget and limits, and may only tighten them.
             users = _users_own_settings(data, sources)
             ignored = drop_weakening_keys(file_data, file, users)
+        loose |= _loose_types(file_data, str(file))
         _merge(data, file_data, sources, str(file))
     env_data = _env_overrides(environ)
     for key, value in env_data.items():
@@ -356,7 +360,9 @@ def load_config(
     try:
         config = AcaConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, file, sources)) from None
+        raise ConfigError(_describe(exc, file, sources, loose)) from None
+    if loose:
+        raise ConfigError(_describe(None, file, sources, loose))
     return LoadedConfig(config=config, file=file, sources=sources, ignored=ignored)
 
 
@@ -367,11 +373,15 @@ def _users_own_settings(data: dict[str, Any], sources: dict[str, str]) -> AcaCon
     if not file.is_file():
         return AcaConfig()
     users: dict[str, Any] = {}
-    _merge(users, _read_toml(file), {}, str(file))
+    values = _read_toml(file)
+    _merge(users, values, {}, str(file))
+    loose = _loose_types(values, str(file))
     try:
         config = AcaConfig.model_validate(users)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, file, {})) from None
+        raise ConfigError(_describe(exc, file, {}, loose)) from None
+    if loose:
+        raise ConfigError(_describe(None, file, {}, loose))
     _merge(data, users, sources, str(file), relative_paths=False)
     return config
 
@@ -576,10 +586,39 @@ def source_of(key: str, sources: dict[str, str]) -> str | None:
     return ", ".join(dict.fromkeys(related)) or None  # each source once, in order
 
 
-def _describe(exc: ValidationError, file: Path | None, sources: dict[str, str]) -> str:
+# What pydantic converts but a file must not hold: a value of another type.
+_LOOSE_TYPE_ERRORS = ("int_type", "float_type", "bool_type", "string_type")
+
+
+def _loose_types(values: dict[str, Any], origin: str) -> dict[str, str]:
+    """The values of a file (or block) of the wrong type, by key, described: pydantic read
+    `network = "yes"` as true and `max_turns = true` as 1. Environment variables are text,
+    and converted: they are not read here."""
+    try:
+        AcaConfig.model_validate(values, strict=True)
+    except ValidationError as exc:
+        return {
+            ".".join(map(str, err["loc"])): (
+                f"'{'.'.join(map(str, err['loc']))}' (from {origin}): {err['msg']}, not "
+                f"{json.dumps(err['input'], default=str)}"
+            )
+            for err in exc.errors()
+            if err["type"] in _LOOSE_TYPE_ERRORS
+        }
+    return {}
+
+
+def _describe(
+    exc: ValidationError | None,
+    file: Path | None,
+    sources: dict[str, str],
+    loose: dict[str, str] | None = None,
+) -> str:
     lines = []
-    for err in exc.errors():
+    told: set[str] = set()
+    for err in exc.errors() if exc is not None else ():
         key = ".".join(str(p) for p in err["loc"])
+        told.add(key)
         origin = source_of(key, sources) or (str(file) if file else "defaults")
         if err["type"] == "extra_forbidden":
             if key in REMOVED_KEYS:
@@ -591,6 +630,7 @@ def _describe(exc: ValidationError, file: Path | None, sources: dict[str, str]) 
                 )
         else:
             lines.append(f"'{key}' (from {origin}): {err['msg']}")
+    lines += [said for key, said in (loose or {}).items() if key not in told]
     listed = "; ".join(lines)
     return (
         f"configuration is invalid: {listed}. Remove or correct these keys; "

@@ -83,6 +83,25 @@ def test_unknown_key_and_wrong_type_name_key_and_file(tmp_path):
     assert "'rate_limiting.max_requests_per_minute'" in text
 
 
+def test_a_file_value_of_another_type_is_refused_not_converted(tmp_path):
+    # Read as true, as 1, as 5.0: a security setting turned on by a word that is no boolean.
+    (tmp_path / "aca.toml").write_text(
+        '[sandbox]\nnetwork = "yes"\n[agent]\nmax_turns = true\n[session]\nbudget_usd = "5"\n'
+        "max_attempts = 2.0\nretry_backoff_seconds = 1\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path, environ={})
+    text = str(info.value)
+    file = tmp_path / "aca.toml"
+    assert f"'sandbox.network' (from {file}): Input should be a valid boolean, not \"yes\"" in text
+    assert "'agent.max_turns'" in text and "valid integer, not true" in text
+    assert "'session.budget_usd'" in text and "'session.max_attempts'" in text
+    assert "retry_backoff_seconds" not in text  # an integer is a number
+    # The environment's values are text: they are converted, as always.
+    file.write_text("")
+    assert load_config(tmp_path, environ={"ACA_SANDBOX__NETWORK": "true"}).config.sandbox.network
+
+
 @pytest.mark.parametrize(
     ("written", "meant"),
     [
