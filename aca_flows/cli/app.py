@@ -299,18 +299,17 @@ def usage_command(workdir: ExistingWorkdir = Path("."), json_output: JsonOutput 
     """Tokens and cost of every session of the workdir, by provider and model."""
     import json
 
-    from aca_flows.cli.sessions import console, usage_table
-    from aca_flows.session.reading import list_sessions
+    from aca_flows.cli.sessions import console, no_sessions, read_sessions, usage_table
     from aca_flows.session.usage import usage_by_provider_model
 
     workdir = workdir.resolve()
-    sessions = list_sessions(workdir)
-    entries = usage_by_provider_model(sessions)
+    scan = read_sessions(workdir)  # their spend is left out: said
+    entries = usage_by_provider_model(scan.sessions)
     if json_output:
         typer.echo(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
         return
-    if not sessions:  # as `aca sessions list` says it: a table of zeros reads as a wrong folder
-        typer.echo(f"No sessions in {workdir / '.aca' / 'sessions'}.")
+    if not scan.sessions:
+        no_sessions(workdir, scan)
         return
     console().print(usage_table(entries, title=f"Usage of the sessions in {workdir}"))
 

@@ -21,10 +21,11 @@ if TYPE_CHECKING:  # imported where used: `aca --help` pays for none of it
     from rich.table import Table
 
     from aca_flows.plan.models import ExecutionPlan
+    from aca_flows.session.reading import SessionScan
     from aca_flows.session.record import PullRequestState, SessionRecord, TaskRun
     from aca_flows.session.usage import UsageEntry
 
-__all__ = ["app", "console", "format_time"]
+__all__ = ["app", "console", "format_time", "no_sessions", "read_sessions"]
 
 app = typer.Typer(no_args_is_help=True, help="List and inspect the sessions of a workdir.")
 
@@ -34,24 +35,17 @@ def list_command(workdir: ExistingWorkdir = Path("."), json_output: JsonOutput =
     """List sessions, newest first: id, name, started, status, tasks by state, tokens, cost."""
     from rich.table import Table
 
-    from aca_flows.session.reading import display_status, scan_sessions
+    from aca_flows.session.reading import display_status
     from aca_flows.session.record import describe_counts
 
-    scan = scan_sessions(workdir)
-    for damaged in scan.damaged:
-        typer.echo(f"warning: {damaged}", err=True)
+    scan = read_sessions(workdir)
     if json_output:
         rows = [_summary(s, workdir) for s in scan.sessions]
         broken = [{"path": str(e.path), "problem": e.problem, "fix": e.fix} for e in scan.damaged]
         typer.echo(json.dumps({"sessions": rows, "damaged": broken}, indent=2))
         return
     if not scan.sessions:
-        where = Path(workdir).resolve() / ".aca" / "sessions"
-        if scan.damaged:  # they are there, only unreadable: the warnings above say why
-            damaged = counted(len(scan.damaged), "damaged session")
-            typer.echo(f"No readable sessions in {where}; {damaged} (see above).")
-        else:
-            typer.echo(f"No sessions in {where}.")
+        no_sessions(workdir, scan)
         return
     table = Table(title=f"Sessions of {Path(workdir).resolve()}")
     table.add_column("id", no_wrap=True)
@@ -211,6 +205,28 @@ def _remote_fact(session: SessionRecord, workdir: Path) -> str:
 
 def _pull_request_fact(pull: PullRequestState) -> str:
     return pull.url or f"NOT delivered: {one_line(pull.error or 'no reason given')}"
+
+
+def read_sessions(workdir: Path) -> SessionScan:
+    """The sessions of ``workdir``; each that cannot be read is warned of on stderr, its
+    problem and its fix (a view without it would leave its work and spend out unsaid)."""
+    from aca_flows.session.reading import scan_sessions
+
+    scan = scan_sessions(workdir)
+    for damaged in scan.damaged:
+        typer.echo(f"warning: {damaged}", err=True)
+    return scan
+
+
+def no_sessions(workdir: Path, scan: SessionScan) -> None:
+    """Say that ``workdir`` has no readable session (a table of nothing reads as a wrong
+    folder), and how many there are that cannot be read."""
+    where = Path(workdir).resolve() / ".aca" / "sessions"
+    if scan.damaged:  # they are there, only unreadable: the warnings above say why
+        damaged = counted(len(scan.damaged), "damaged session")
+        typer.echo(f"No readable sessions in {where}; {damaged} (see above).")
+    else:
+        typer.echo(f"No sessions in {where}.")
 
 
 def usage_table(entries: list[UsageEntry], title: str) -> Table:

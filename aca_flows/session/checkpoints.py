@@ -27,6 +27,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from aca_flows._words import counted
 from aca_flows.errors import InputError
 from aca_flows.session.errors import (
     NothingToResumeError,
@@ -39,9 +40,9 @@ from aca_flows.session.layout import AcaDir, SessionPaths
 from aca_flows.session.reading import (
     display_status,
     latest_session_id,
-    list_sessions,
     load_session,
     resolve_session_id,
+    scan_sessions,
 )
 from aca_flows.session.record import SessionRecord, describe_counts
 from aca_flows.session.store import SessionStore
@@ -211,7 +212,8 @@ def resolve_resume_target(
     if latest and target:
         raise InputError("give either an id or --latest to `aca resume`, not both")
     if latest:
-        sessions = list_sessions(workdir)
+        scan = scan_sessions(workdir)
+        sessions = scan.sessions
         for session in sessions:
             status = display_status(session, workdir)
             if status == "completed":
@@ -224,6 +226,12 @@ def resolve_resume_target(
             elif status != "running" and not status.startswith("waiting"):
                 return ResumeTarget(session.id)
         why = "every session there completed or is running" if sessions else "it holds none"
+        if scan.damaged:  # unfinished, maybe: they cannot be read
+            readable = "every readable one completed or is running" if sessions else "none"
+            why = (
+                f"{readable} of them, and {counted(len(scan.damaged), 'session')} cannot be "
+                "read: `aca sessions list` says what is damaged in each and how to mend it"
+            )
         raise NothingToResumeError(
             f"no unfinished session in {workdir / '.aca' / 'sessions'}: {why}. Start new work "
             "with `aca run`, or pick a session id from `aca sessions list`."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from aca_flows.cli.sessions import app
@@ -138,6 +139,27 @@ def test_list_reports_a_damaged_session_and_still_lists_the_others(tmp_path):
     result = runner.invoke(app, ["list", "--workdir", str(tmp_path)])
     assert "No sessions in" not in result.stdout
     assert "No readable sessions in" in result.stdout and "2 damaged sessions" in result.stdout
+
+
+def test_usage_and_resume_latest_name_a_damaged_session_not_none(tmp_path):
+    # `aca usage` said "No sessions" (its spend left out unsaid) and `aca resume --latest`
+    # that the folder "holds none", beside an unfinished session with a damaged journal.
+    from aca_flows.cli.app import app as aca
+    from aca_flows.session.checkpoints import resolve_resume_target
+    from aca_flows.session.errors import NothingToResumeError
+
+    with make_session(tmp_path) as store:
+        pass
+    store.paths.events_jsonl.unlink()
+    result = runner.invoke(aca, ["usage", "--workdir", str(tmp_path)])
+    assert result.exit_code == 0
+    assert "journal is missing" in result.stderr
+    assert "No readable sessions in" in result.stdout and "1 damaged session" in result.stdout
+    with pytest.raises(NothingToResumeError) as refused:
+        resolve_resume_target(tmp_path, None, latest=True)
+    assert "none of them, and 1 session cannot be read: `aca sessions list` says" in str(
+        refused.value
+    )
 
 
 def test_show_has_tasks_branch_checkpoint_and_costs(tmp_path):
