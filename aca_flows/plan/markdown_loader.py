@@ -132,11 +132,30 @@ def _items_plan(path: Path, root: _Node, builder: TaskTreeBuilder) -> ExecutionP
     return ExecutionPlan(**plan_fields, context_hints=hints, tasks=builder.tasks)
 
 
+def _refuse_attributes_on_later_headings(
+    nodes: list[_Node], path: Path, problems: list[str]
+) -> None:
+    """In a file that is one task, a later heading's `{depends_on=build}` would be text of its
+    description, its fields lost without a word."""
+    for node in nodes:
+        block = _ATTRS.search(node.title)
+        if block and any(_known_attribute(t) for t in block.group(1).split()):
+            bare = node.title[: block.start()].strip()
+            problems.append(
+                f"{path}:{node.line}: heading '{node.title}' has attributes, but a file without "
+                "list items is one task, titled by its first heading: they would be description "
+                f"text. Write each task as a list item (`- {bare} {block.group(0).strip()}`), "
+                "or give the attributes to the first heading."
+            )
+        _refuse_attributes_on_later_headings(node.children, path, problems)
+
+
 def _single_task_plan(path: Path, root: _Node, builder: TaskTreeBuilder) -> ExecutionPlan:
     first_heading = next((n for n in root.children), None)
     if first_heading is not None:
         title, line = first_heading.title, first_heading.line
         rest = first_heading.children + root.children[1:]
+        _refuse_attributes_on_later_headings(rest, path, builder.problems)
         body = _join(root.text + first_heading.text + _flatten_text(rest))
     else:
         # The first line of prose names the task; the lines switched off are no instruction.

@@ -594,3 +594,19 @@ def test_a_one_task_file_is_named_by_its_first_line_of_prose(tmp_path):
     (task,) = load_task_file(write(tmp_path, text)).tasks
     assert task.title == "Run this and fix what remains"
     assert task.description == "```\nnpm run lint -- --fix\n```"
+
+
+def test_a_later_headings_attributes_in_a_one_task_file_are_refused_not_lost(tmp_path):
+    # The file ran as one task titled "P", `{depends_on=build}` a line of its description.
+    text = "# P\n\n## Deploy {depends_on=build}\n\nShip it.\n"
+    with pytest.raises(TaskFileError) as refused:
+        load_task_file(write(tmp_path, text))
+    assert "tasks.md:3: heading 'Deploy {depends_on=build}' has attributes, but a file" in str(
+        refused.value
+    )
+    assert "(`- Deploy {depends_on=build}`)" in str(refused.value)
+    # The first heading's are the task's, and braces that set nothing are text.
+    text = '# P {verify="make test"}\n\n## Notes {not attributes}\n\nShip it.\n'
+    (task,) = load_task_file(write(tmp_path, text)).tasks
+    assert (task.title, task.verify) == ("P", "make test")
+    assert "## Notes {not attributes}" in task.description
