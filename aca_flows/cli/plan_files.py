@@ -75,4 +75,9 @@ def dump_plan(plan: ExecutionPlan, path: Path) -> None:
     try:
         write_text_atomic(path, plan_to_text(plan, path.suffix), redact=False)
     except OSError as exc:
-        raise InputError(f"--dump-plan {path}: the plan cannot be written ({exc}).") from None
+        # The error's own file is aca's temporary one beside it: not named.
+        why = exc.strerror or type(exc).__name__
+        raise InputError(
+            f"--dump-plan {path}: the plan cannot be written there ({why}); name a file in a "
+            "folder you can write to."
+        ) from None

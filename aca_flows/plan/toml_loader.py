@@ -236,6 +236,12 @@ def pydantic_problem_list(exc: ValidationError) -> list[str]:
             parts.append(f"missing key '{where}'")
         elif err["loc"][-1] == "id" and err["type"] in _BAD_ID:
             parts.append(f"'{where}': {bad_task_id(err['input'])}")
+        elif err["type"] == "list_type" and where == "tasks":
+            # `tasks = "hello"`: a list of strings is no better.
+            parts.append(
+                "'tasks' must be a list of tasks, each with a title (in TOML: a [[tasks]] "
+                f"table per task, with title = ...), not {json.dumps(err['input'])}"
+            )
         elif err["type"] == "list_type" and isinstance(err["input"], str):
             # `depends_on = "a"`: the list it meant, written out (the same in TOML and JSON).
             quoted = json.dumps(err["input"])

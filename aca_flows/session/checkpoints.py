@@ -314,8 +314,24 @@ def _read_all(paths: SessionPaths) -> list[Checkpoint]:
         try:
             found.append(Checkpoint.model_validate_json(file.read_bytes()))
         except (ValidationError, OSError) as exc:
-            _log.warning("%s: skipped, not a readable checkpoint (%s)", file, exc)
+            _log.warning(
+                "%s: skipped, not a readable checkpoint (%s); remove it: the session resumes "
+                "by its id without it",
+                file,
+                _unreadable(exc),
+            )
     return found
+
+
+def _unreadable(exc: ValidationError | OSError) -> str:
+    """Why a checkpoint file cannot be read, for a person (not pydantic's report)."""
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    if any(error["type"] == "json_invalid" for error in exc.errors()):
+        return "it is not JSON"
+    return "its JSON is not a checkpoint: " + ", ".join(
+        ".".join(map(str, error["loc"])) or "(top level)" for error in exc.errors()[:3]
+    )
 
 
 def _default_description(session: SessionRecord, trigger: CheckpointTrigger) -> str:

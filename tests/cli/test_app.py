@@ -586,6 +586,13 @@ def test_a_dumped_plan_with_nowhere_to_go_is_refused_before_anything_runs(tmp_pa
     assert "is not a folder aca can write to" in err
 
 
+def test_a_dumped_plan_that_cannot_be_written_names_its_path_not_a_temporary_file(capsys):
+    code, _, err = run(capsys, "run", str(HELLO), "--dry-run", "--dump-plan", "/proc/plan.json")
+    assert code == 2 and "Traceback" not in err
+    assert "--dump-plan /proc/plan.json: the plan cannot be written there (" in err
+    assert ".tmp" not in err and "name a file in a folder you can write to" in err
+
+
 def test_a_dumped_plan_makes_its_missing_folder_as_record_does(tmp_path, capsys):
     # Refused before ("not a folder aca can write to"), while --record made its folder.
     dump = tmp_path / "review" / "today" / "plan.json"

@@ -69,6 +69,9 @@ def test_wrong_type_is_named(tmp_path):
                 '[[tasks]]\ntitle = "A"\n[[tasks.subtasks]]\ntitle = "B"\npriority = "asap"\n',
             )
         )
+    # `tasks = "hello"` was told to be ["hello"], no better: the tables it must be are named.
+    with pytest.raises(TaskFileError, match=re.escape("(in TOML: a [[tasks]] table per task")):
+        load_task_file(write(tmp_path, 'tasks = "hello"\n'))
     # A string where a list is wanted was "Input should be a valid list": the fix is written out.
     wanted = '\'tasks[1].depends_on\' must be a list, e.g. ["a"], not the string "a"'
     with pytest.raises(TaskFileError, match=re.escape(wanted)):

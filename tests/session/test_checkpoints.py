@@ -156,11 +156,21 @@ def test_resume_explains_what_it_cannot_resolve(tmp_path):
     assert "aca checkpoints list --all-sessions" in message
 
 
-def test_unreadable_checkpoint_files_are_left_out(tmp_path):
+def test_unreadable_checkpoint_files_are_left_out(tmp_path, caplog):
     with new_session(tmp_path) as store:
         good = create_checkpoint(store, "auto", now=T0)
     (store.paths.checkpoints_dir / "cp-broken.json").write_text("{half")
+    (store.paths.checkpoints_dir / "cp-other.json").write_text('{"id": 1}')
     assert [c.id for c in list_checkpoints(tmp_path)] == [good.id]
+    # Said for a person, with what to do: it was pydantic's report, three lines a file.
+    assert "cp-broken.json: skipped, not a readable checkpoint (it is not JSON); remove it" in (
+        caplog.text
+    )
+    assert (
+        "cp-other.json: skipped, not a readable checkpoint (its JSON is not a checkpoint: id"
+        in (caplog.text)
+    )
+    assert "pydantic" not in caplog.text
 
 
 def test_policy_is_due_after_the_interval_or_after_n_tasks():
