@@ -21,7 +21,7 @@ from pathlib import Path
 
 from aca_flows._words import listed
 from aca_flows.agent.no_change import CACHE_FOLDERS, CACHE_SUFFIXES
-from aca_flows.workspace import TaskWorktree
+from aca_flows.workspace import TaskWorktree, changed_since
 
 __all__ = ["KEPT_FOLDERS", "SetAside", "set_aside"]
 
@@ -143,7 +143,7 @@ def _written_since(root: Path, entry: str, since: float) -> list[str]:
     path = root / entry
     with contextlib.suppress(OSError):
         if not path.is_dir() or path.is_symlink():
-            return [entry] if path.lstat().st_mtime >= since else []
+            return [entry] if changed_since(path, since) else []
         found, seen = [], 0
         for folder, folders, files in os.walk(path):
             folders[:] = [name for name in folders if name not in KEPT_FOLDERS]
@@ -152,7 +152,7 @@ def _written_since(root: Path, entry: str, since: float) -> list[str]:
                 return []
             for name in files:
                 file = Path(folder, name)
-                if not name.endswith(KEPT_SUFFIXES) and file.lstat().st_mtime >= since:
+                if not name.endswith(KEPT_SUFFIXES) and changed_since(file, since):
                     found.append(file.relative_to(root).as_posix())
         return found
     return []

@@ -35,7 +35,12 @@ from aca_flows.workspace.repository import (
     open_repository,
     session_branch_head,
 )
-from aca_flows.workspace.worktree import TaskWorktree, discard_spare_worktrees, discard_worktree
+from aca_flows.workspace.worktree import (
+    TaskWorktree,
+    changed_since,
+    discard_spare_worktrees,
+    discard_worktree,
+)
 
 __all__ = [
     "DEFAULT_IDENTITY",
@@ -47,6 +52,7 @@ __all__ = [
     "MergeConflictError",
     "SessionBranchCheckedOut",
     "TaskWorktree",
+    "changed_since",
     "WorkspaceError",
     "commit_identity",
     "commit_task_work",

@@ -45,6 +45,7 @@ from aca_flows.workspace.repository import (
 __all__ = [
     "SPARE_PREFIX",
     "TaskWorktree",
+    "changed_since",
     "clip_patch",
     "discard_spare_worktrees",
     "discard_worktree",
@@ -152,7 +153,7 @@ class TaskWorktree:
         found = []
         for path in self.ignored_paths():
             with contextlib.suppress(OSError):
-                if (self.path / path).lstat().st_mtime >= since:
+                if changed_since(self.path / path, since):
                     found.append(path)
         return sorted(found)
 
@@ -242,6 +243,14 @@ class TaskWorktree:
         fd = os.open(dot_git, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(f"gitdir: {self.git_dir}\n")
+
+
+def changed_since(path: Path, since: float) -> bool:
+    """Whether the file ``path`` (a link itself, not followed) was written or changed since
+    ``since`` (a ``time.time()``). By its inode's change time, which a write, a rename and a
+    `touch -d` all set to now and nothing in the sandbox can set back; its modification time
+    is the writer's to choose (`touch -d 2001-01-01`)."""
+    return path.lstat().st_ctime >= since
 
 
 def clip_patch(patch: str, limit: int) -> str:

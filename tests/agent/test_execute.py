@@ -653,6 +653,27 @@ def test_a_check_that_passes_only_with_an_ignored_file_fails_the_task(tmp_path, 
     assert session_branch_head(repo, SESSION) == repo.head.commit.hexsha
 
 
+def test_an_ignored_file_the_agent_backdated_is_set_aside_all_the_same(tmp_path, repo):
+    # `touch -d 2001-01-01` on the file: its modification time said "before the task", and
+    # the check passed on a file the branch does not have.
+    (Path(repo.git_dir) / "info" / "exclude").write_text("*.out\n")
+    worktree = tmp_path / ".aca" / "worktrees" / SESSION / "t1"
+
+    def write_and_backdate(request):
+        time.sleep(0.05)
+        (worktree / "gen.out").write_text("generated\n")
+        os.utime(worktree / "gen.out", (978307200, 978307200))  # 2001-01-01
+        return tool_calls(tool_use("write_file", path="a.txt", content="a\n"))
+
+    provider = ScriptedProvider(write_and_backdate, tool_calls(tool_use("finish", summary="a")))
+    task = Task(id="t1", title="Write a", verify="test -f a.txt && test -f gen.out")
+    config = AcaConfig.model_validate({"agent": {"max_fix_attempts": 0}})
+    outcome = asyncio.run(execute(tmp_path, plan_of(task), "t1", provider, config=config))
+
+    assert outcome.status == "failed"
+    assert "git ignores (gen.out): no commit can hold them" in outcome.failure_reason
+
+
 def test_a_check_cannot_make_the_ignored_files_come_back_outside_the_worktree(tmp_path, repo):
     """The checks run code the agent wrote, and the ignored files set aside while they ran
     come back outside the sandbox. A check that turned their folder into a link (here to the
