@@ -42,6 +42,9 @@ MAX_SEARCH_MATCHES = 200
 # A search's whole time: a pattern that backtracks without end ("^(a+)+$") is stopped, not let
 # hold the process (Python's own ``re`` cannot be stopped, nor let other threads run meanwhile).
 SEARCH_SECONDS = 10.0
+# The largest file edit_file rewrites and search reads: each reads the whole file into aca's
+# own memory (a 1 GB file took 2.7 GB). A command (sed, grep) does it in the sandbox instead.
+MAX_WHOLE_FILE_BYTES = 16 * 1024 * 1024
 
 
 class ToolRefused(Exception):
@@ -243,17 +246,17 @@ class TaskTools:
     def _error(call: ToolCall, message: str) -> ToolResult:
         return ToolResult(tool_call_id=call.id, content=readable(message), is_error=True)
 
-    def _cap(self, text: str) -> str:
-        limit = self.settings.command_output_limit_bytes
-        if len(text) <= limit:
-            return text
-        return text[:limit] + f"\n[... {len(text) - limit} more characters not shown]"
-
     async def _tool_read_file(self, path: str) -> str:
         target = resolve_inside(self.root, path)
         if not target.is_file():
             raise ToolRefused(f"{path} does not exist or is not a file; use list_files to look.")
-        return self._cap(target.read_text(encoding="utf-8"))
+        limit = self.settings.command_output_limit_bytes
+        with target.open(encoding="utf-8") as file:
+            text = file.read(limit + 1)  # what is shown, not the whole file
+        if len(text) <= limit:
+            return text
+        size = target.stat().st_size
+        return text[:limit] + f"\n[... the rest of its {size:,} bytes not shown]"
 
     async def _tool_write_file(self, path: str, content: str) -> str:
         target = resolve_inside(self.root, path)
@@ -271,6 +274,7 @@ class TaskTools:
             raise ToolRefused(f"{path} does not exist; use write_file to create it.")
         if not old_string:
             raise ToolRefused("old_string is empty; give the exact text to replace.")
+        _refuse_too_large(target, path, "edit_file rewrites")
         text = target.read_text(encoding="utf-8")
         count = text.count(old_string)
         if count != 1:
@@ -303,7 +307,10 @@ class TaskTools:
         deadline = time.monotonic() + SEARCH_SECONDS
         for relative in self._glob(glob):
             try:
-                lines = (self.root / relative).read_text(encoding="utf-8").splitlines()
+                file = self.root / relative
+                if file.stat().st_size > MAX_WHOLE_FILE_BYTES:
+                    continue  # like a binary one: run_command's grep searches it
+                lines = file.read_text(encoding="utf-8").splitlines()
             except (UnicodeDecodeError, OSError):
                 continue  # binary or unreadable files are not searched
             for number, line in enumerate(lines, start=1):
@@ -412,6 +419,15 @@ def _refuse_losing_hidden_secrets(old: str, new: str, shown: str) -> None:
             f"{shown} holds a secret aca keeps from you, shown to you as {REDACTED}; this "
             f"write puts {REDACTED} in its place and would lose it. Leave the lines that hold "
             "it as they are: change the file with edit_file, around them."
+        )
+
+
+def _refuse_too_large(target: Path, shown: str, what: str) -> None:
+    size = target.stat().st_size
+    if size > MAX_WHOLE_FILE_BYTES:
+        raise ToolRefused(
+            f"{shown} has {size:,} bytes, more than {what} ({MAX_WHOLE_FILE_BYTES:,}); change it "
+            "with run_command (sed, a script) instead."
         )
 
 

@@ -88,6 +88,31 @@ def test_search_finds_lines_by_regex(tools):
     assert call(tools, "search", pattern="(").is_error
 
 
+def test_a_large_file_is_never_read_whole_into_acas_memory(tools, monkeypatch):
+    # A 1 GB file the agent wrote took 2.7 GB of aca's own memory to read_file (shown capped
+    # after it was read whole), and search and edit_file read it whole too.
+    import tracemalloc
+
+    monkeypatch.setattr("aca_flows.agent.tools.MAX_WHOLE_FILE_BYTES", 1_000_000)
+    big = tools.root / "big.txt"
+    big.write_text("needle\n" + "x" * 8_000_000 + "\n")
+    tracemalloc.start()
+    try:
+        shown = call(tools, "read_file", path="big.txt").content
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert shown.startswith("needle\nxxx")
+    assert shown.endswith("[... the rest of its 8,000,008 bytes not shown]")
+    assert peak < 1_000_000  # the limit shown, not the file's 8 MB
+    assert call(tools, "search", pattern="needle").content.startswith("no matches")
+    refused = call(tools, "edit_file", path="big.txt", old_string="needle", new_string="pin")
+    assert refused.is_error
+    assert "big.txt has 8,000,008 bytes, more than edit_file rewrites (1,000,000)" in (
+        refused.content
+    )
+
+
 def test_missing_files_unknown_tools_and_bad_arguments_are_results(tools):
     assert call(tools, "read_file", path="nope.py").is_error
     assert "unknown tool" in call(tools, "delete_everything").content
