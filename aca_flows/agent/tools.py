@@ -255,8 +255,8 @@ class TaskTools:
             text = file.read(limit + 1)  # what is shown, not the whole file
         if len(text) <= limit:
             return text
-        size = target.stat().st_size
-        return text[:limit] + f"\n[... the rest of its {size:,} bytes not shown]"
+        rest = target.stat().st_size - len(text[:limit].encode())
+        return text[:limit] + f"\n[... {rest} more bytes not shown]"  # redact.py knows it
 
     async def _tool_write_file(self, path: str, content: str) -> str:
         target = resolve_inside(self.root, path)

@@ -187,7 +187,9 @@ def redact_known(text: str) -> str:
 
 
 # Where aca cut a long output or file short (``sandbox/process.py``, ``agent/tools.py``).
-_CUT = re.compile(r"(\n\[\.\.\. \d+ (?:bytes omitted \.\.\.\]\n|more characters not shown\]))")
+_CUT = re.compile(
+    r"(\n\[\.\.\. \d+ (?:bytes omitted \.\.\.\]\n|more (?:characters|bytes) not shown\]))"
+)
 # A part of a credential this long, at a cut, is taken for one; a shorter one tells nothing.
 _MIN_PART = 6
 
