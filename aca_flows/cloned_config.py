@@ -63,6 +63,7 @@ CEILINGS: dict[tuple[str, str], str] = {
     ("sandbox", "cpu_seconds"): "raise the CPU time an agent command may take",
     ("sandbox", "memory_mb"): "raise the memory an agent command may take",
     ("sandbox", "file_size_mb"): "raise the size of a file an agent command may write",
+    ("sandbox", "tmp_size_mb"): "raise the memory an agent command's /tmp may take",
     ("sandbox", "max_processes"): "raise the processes an agent command may start",
     ("agent", "command_timeout_seconds"): "raise how long an agent command may run",
     ("agent", "command_output_limit_bytes"): "raise how much output an agent command may send "

@@ -155,6 +155,11 @@ class SandboxSection(Section):
     cpu_seconds: int = Field(default=600, ge=1, description="CPU time per process.")
     memory_mb: int = Field(default=8192, ge=64, description="Address space per process.")
     file_size_mb: int = Field(default=1024, ge=1, description="Largest file a command writes.")
+    tmp_size_mb: int = Field(
+        default=2048,
+        ge=16,
+        description="Most a command's own /tmp (and /var/tmp) holds: kept in memory.",
+    )
     max_processes: int = Field(default=512, ge=8, description="Processes and threads.")
 
     @field_validator("env")

@@ -51,6 +51,11 @@ SANDBOX_HOME = "/tmp/home"
 # Folders whose content is never shown to a command: users' homes, runtime sockets, and
 # other programs' temporary files kept across boots.
 HIDDEN_ALWAYS = ("/home", "/root", "/run", "/var/run", "/var/tmp")
+# A tmpfs takes up to half the machine's memory unless given a size, and what is written to it
+# is no process's address space: sized, each folder hidden by an empty one holds at most this
+# (``/tmp`` and ``/var/tmp``: ``[sandbox] tmp_size_mb``).
+EMPTY_FOLDER_BYTES = 16 * 1024 * 1024
+TMP_FOLDERS = (Path("/tmp"), Path("/var/tmp"))
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ class Limits:
     memory_bytes: int
     file_size_bytes: int
     max_processes: int
+    tmp_bytes: int
 
     def prlimit_args(self) -> list[str]:
         return [
@@ -193,30 +199,35 @@ def bwrap_argv(
 ) -> list[str]:
     """The full command line: bwrap (by its path: ``installed``), its mounts, then
     ``prlimit ... -- command``."""
-    argv = [bwrap or installed("bwrap"), "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    argv += ["--tmpfs", "/tmp"]
+    bwrap = bwrap or installed("bwrap")
+
+    def tmpfs(path: Path) -> list[str]:
+        size = limits.tmp_bytes if path in TMP_FOLDERS else EMPTY_FOLDER_BYTES
+        return [*(["--size", str(size)] if _sizes_tmpfs(bwrap) else []), "--tmpfs", str(path)]
+
+    argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", *tmpfs(Path("/tmp"))]
     # Later mounts go on top of earlier ones: hide first, then show what the task needs.
     repository = _hidden_repository(plan)
     for path in plan.hidden:
         if path.is_dir() and not path.is_symlink() and not _within(path, repository):
-            argv += ["--tmpfs", str(path)]
+            argv += tmpfs(path)
     argv += ["--dir", SANDBOX_HOME]
     # Shown on request, before the repository is hidden: a parent shown must not show it.
     argv += _ro_binds(p for p in plan.read_only if not _within(p, repository))
     for path in plan.private:  # hidden again where a path shown around it shows it
         shown = any(_within(path, p) for p in plan.read_only if not _within(p, repository))
         if shown and not _within(path, repository) and path.is_dir() and not path.is_symlink():
-            argv += ["--tmpfs", str(path)]
+            argv += tmpfs(path)
     if repository is not None:
         # The user's checkout is not the task's: its working files (an untracked .env, a
         # virtualenv, .aca) are replaced by an empty folder, made read-only once the git
         # directory and the worktree are shown in it again.
-        argv += ["--tmpfs", str(repository)]
+        argv += tmpfs(repository)
         inside = [p for p in plan.read_only if _within(p, repository)]
         argv += _ro_binds(inside)
         for path in plan.hidden:  # .aca stays hidden though a path asked for shows it
             if _within(path, repository) and any(_within(path, shown) for shown in inside):
-                argv += ["--tmpfs", str(path)]
+                argv += tmpfs(path)
     argv += ["--bind", str(plan.worktree), str(plan.worktree)]
     # After the worktree (a .git folder in it stays read-only); the admin folder of a linked
     # worktree is in the common git directory.
@@ -254,6 +265,16 @@ def installed(program: str) -> str:
     in: aca starts bwrap in the task's worktree, where the agent could put a ``bwrap`` of its
     own, run as the user outside any sandbox."""
     return shutil.which(program, path=absolute_folders()) or program
+
+
+@functools.cache
+def _sizes_tmpfs(bwrap: str) -> bool:
+    """Whether this bwrap takes ``--size`` (0.5 and later): an older one runs without it."""
+    try:
+        done = subprocess.run([bwrap, "--help"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return b"--size" in done.stdout + done.stderr
 
 
 @functools.cache

@@ -172,6 +172,7 @@ class Sandbox:
             cpu_seconds=s.cpu_seconds,
             memory_bytes=s.memory_mb * 1024 * 1024,
             file_size_bytes=s.file_size_mb * 1024 * 1024,
+            tmp_bytes=s.tmp_size_mb * 1024 * 1024,
             max_processes=s.max_processes,
         )
 

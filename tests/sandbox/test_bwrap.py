@@ -10,7 +10,9 @@ from aca_flows.sandbox import Limits, bwrap_argv, mount_plan, protected_paths
 from aca_flows.sandbox.bwrap import bwrap_problem
 from tests.fakes.git_repo import make_repo
 
-LIMITS = Limits(cpu_seconds=5, memory_bytes=2**30, file_size_bytes=2**20, max_processes=64)
+LIMITS = Limits(
+    cpu_seconds=5, memory_bytes=2**30, file_size_bytes=2**20, max_processes=64, tmp_bytes=2**24
+)
 
 
 def task_worktree(tmp_path: Path) -> tuple[Path, Path]:

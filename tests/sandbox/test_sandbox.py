@@ -94,6 +94,21 @@ def test_the_hosts_var_tmp_is_not_shown(worktree, tmp_path):
     assert result.output.strip().endswith("0")
 
 
+def test_what_a_command_writes_to_its_private_folders_is_held_to_their_size(worktree):
+    # A tmpfs is half the machine's memory unless sized, and what is written there is in no
+    # process's address space: three 1 GB files in /tmp took 3 GB of the host's memory.
+    settings = SandboxSection(tmp_size_mb=16)
+    result = run(
+        Sandbox.for_worktree(worktree, settings),
+        "for folder in /tmp /var/tmp /root; do "
+        "head -c 40000000 /dev/zero > $folder/fill 2>/dev/null; "
+        'echo "$folder $(stat -c %s $folder/fill)"; done',
+    )
+    written = dict(line.split() for line in result.output.splitlines())
+    assert written.keys() == {"/tmp", "/var/tmp", "/root"}, result.output
+    assert all(int(size) <= 16 * 1024 * 1024 for size in written.values()), written
+
+
 def test_a_timeout_kills_everything_the_command_started(worktree):
     started = time.monotonic()
     result = run(
