@@ -19,7 +19,11 @@ from aca_flows.session.events import SourceFile
 from aca_flows.session.redact import REDACTED
 from aca_flows.workspace.commit import completed_task_commits
 from aca_flows.workspace.merge import refuse_checked_out_branch
-from aca_flows.workspace.repository import SessionBranchCheckedOut, uncommitted_paths
+from aca_flows.workspace.repository import (
+    SessionBranchCheckedOut,
+    staged_paths,
+    uncommitted_paths,
+)
 
 if TYPE_CHECKING:
     import git
@@ -78,10 +82,16 @@ def uncommitted_work_warning(repo: git.Repo, request: RunRequest) -> str | None:
     if not paths:
         return None
     shown = listed(paths, 3)
-    return (
+    warning = (
         f"the checkout has uncommitted changes ({shown}): the tasks start from its last "
         "commit and do not see them; commit them first for the tasks to build on them"
     )
+    if staged := staged_paths(repo):
+        warning += (
+            f". Those staged ({listed(staged, 3)}) are in git's object store, which the tasks' "
+            "commands can read (docs/security.md): unstage any secret among them"
+        )
+    return warning
 
 
 def refuse_redacted_work(plan: ExecutionPlan, session_id: str) -> None:

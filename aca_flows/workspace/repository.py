@@ -47,6 +47,7 @@ __all__ = [
     "session_branch_head",
     "session_start",
     "session_start_ref",
+    "staged_paths",
     "uncommitted_paths",
 ]
 
@@ -320,6 +321,11 @@ def uncommitted_paths(repo: git.Repo) -> list[str]:
     work a session does not see, since it starts from the last commit."""
     listed = repo.git.status("--porcelain", "-z", "--untracked-files=normal", "--no-renames")
     return [entry[3:] for entry in listed.split("\0") if entry]
+
+
+def staged_paths(repo: git.Repo) -> list[str]:
+    """Paths whose staged content differs from HEAD: git keeps it in its object store."""
+    return [p for p in repo.git.diff("--cached", "--name-only", "-z").split("\0") if p]
 
 
 def remove_stale_branch_lock(repo: git.Repo, session_id: str) -> bool:

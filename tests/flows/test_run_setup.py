@@ -353,6 +353,15 @@ def test_a_run_on_a_checkout_with_uncommitted_changes_says_the_tasks_do_not_see_
     store.close()
     assert "uncommitted changes (README.md, notes.txt)" in caplog.text
     assert "the tasks start from its last commit and do not see them" in caplog.text
+    assert "staged" not in caplog.text
+    # Staged, its content is in git's object store, which the sandbox shows: said so.
+    git.Repo(repo).git.add("README.md")
+    caplog.clear()
+    store, _ = open_run(RunRequest(task_file=str(tasks), workdir=str(repo)))
+    store.close()
+    assert "Those staged (README.md) are in git's object store, which the tasks' commands can" in (
+        caplog.text
+    )
 
 
 def test_a_budget_on_a_model_without_a_price_is_refused_before_anything_is_written(
