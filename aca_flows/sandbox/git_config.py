@@ -10,7 +10,8 @@ then aca's redactor line by line; a value continued over lines is read whole, as
 it), made when the sandbox is planned and shown read-only in the config's place; ``None``
 when the config holds nothing to remove.
 ``configs_without_credentials`` does so for every config file of a git directory: its own,
-the worktrees' (``config.worktree``) and the submodules' (``modules/**/config``).
+the worktrees' (``config.worktree``) and the submodules' (``modules/**/config``), and every
+file they include (``include.path``, ``includeIf.*.path``): git reads those as the config.
 
 Copies are kept in ``~/.aca/sandbox/git-config/`` (the home is hidden in the sandbox), named by
 their content, so they do not pile up; when that folder cannot be written, ``/dev/null`` is
@@ -89,6 +90,10 @@ def git_config_without_credentials(git_dir: Path, name: str = "config") -> Path 
         text = (git_dir / name).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None
+    return _copy_without_credentials(text)
+
+
+def _copy_without_credentials(text: str) -> Path | None:
     clean = without_credentials(text)
     if clean == _joined(text):  # nothing removed (a continued alias is no credential)
         return None
@@ -110,15 +115,42 @@ _NO_CONFIG = {"objects", "refs", "logs", "hooks", "lfs"}
 def configs_without_credentials(git_dir: Path) -> list[tuple[Path, Path]]:
     """``(copy, config)`` for each config file in ``git_dir`` holding a credential: the copy
     (``git_config_without_credentials``) to show in its place."""
-    found = []
+    found: dict[Path, Path | None] = {}
     for folder, subfolders, files in os.walk(git_dir):
         subfolders[:] = [name for name in subfolders if name not in _NO_CONFIG]
         for name in _CONFIG_NAMES:
             if name in files:
-                copy = git_config_without_credentials(Path(folder), name)
-                if copy is not None:
-                    found.append((copy, Path(folder) / name))
-    return sorted(found, key=lambda pair: pair[1])
+                _with_includes(Path(folder) / name, found)
+    return sorted(((copy, config) for config, copy in found.items() if copy), key=lambda p: p[1])
+
+
+# An include's section, and its path (git: relative to the file that includes it; ``~/`` in
+# the home).
+_SECTION = re.compile(r"^\s*\[\s*([^\]\s\"]+)")
+_PATH = re.compile(r"^\s*path\s*=\s*(.*?)\s*$", re.IGNORECASE)
+# Includes that include includes: git stops at 10.
+_MOST_INCLUDES = 10
+
+
+def _with_includes(config: Path, found: dict[Path, Path | None], depth: int = 0) -> None:
+    """``config``'s copy without credentials into ``found`` (None: it holds none), and those
+    of the files it includes, which git reads as part of it."""
+    if config in found or depth > _MOST_INCLUDES:
+        return
+    try:
+        text = config.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return
+    found[config] = _copy_without_credentials(text)
+    section = ""
+    for line in _joined(text).splitlines():
+        if header := _SECTION.match(line):
+            section = header.group(1).lower()
+        elif section in ("include", "includeif") and (value := _PATH.match(line)):
+            included = Path(value.group(1).strip('"')).expanduser()
+            included = config.parent / included if not included.is_absolute() else included
+            if included.is_file():
+                _with_includes(included.resolve(), found, depth + 1)
 
 
 def _write(path: Path, text: str) -> None:

@@ -263,6 +263,30 @@ def test_git_in_the_worktree_reads_the_repositorys_config_without_its_credential
     assert token in (repo / ".git" / "config").read_text()  # the user's file is untouched
 
 
+def test_a_config_file_the_repositorys_config_includes_is_shown_without_its_credentials(
+    worktree, tmp_path
+):
+    # The copy of .git/config was redacted, the file it includes read as it is: by git, by cat.
+    repo = worktree.parents[3]
+    secret = "INCLUDEDSECRET-" + "a1b2c3d4e5" * 3
+    (repo / ".git" / "creds.inc").write_text(f"[http]\n\textraHeader = X-Auth: {secret}\n")
+    elsewhere = tmp_path / "shared.gitconfig"
+    elsewhere.write_text(f"[hub]\n\toauthtoken = {secret}\n[core]\n\tabbrev = 12\n")
+    git = ["git", "-C", str(repo), "config"]
+    subprocess.run([*git, "include.path", "creds.inc"], check=True)
+    subprocess.run([*git, f"includeIf.gitdir:{repo}/.git/.path", str(elsewhere)], check=True)
+
+    result = run(
+        Sandbox.for_worktree(worktree),
+        f"cat {repo}/.git/creds.inc {elsewhere}; git config --list --show-origin; "
+        "git log -1 --format=%h",
+    )
+
+    assert secret not in result.output and "extraHeader = [REDACTED]" in result.output
+    assert len(result.output.splitlines()[-1]) == 12  # the included settings still apply
+    assert secret in (repo / ".git" / "creds.inc").read_text()  # the user's file is untouched
+
+
 def test_submodule_and_worktree_configs_are_shown_without_their_credentials(worktree):
     """A CI checkout with submodules writes its token into each submodule's config too
     (``.git/modules/<name>/config``); ``config.worktree`` files are git's config as well."""
