@@ -152,8 +152,10 @@ def task_markdown(task: Task, run: TaskRun, outcome: TaskOutcome | None) -> str:
             lines += ["", f"Verify command {code(outcome.verify_command)}, its last output:"]
         if output.strip():
             lines += ["", "```text", _tail(output), "```"]
-    elif state == "skipped":
+    elif task.status.skipped_for_failure:
         lines += ["", "Not run. `aca resume` runs it once what it depends on has completed."]
+    elif state == "skipped":  # left out (at approval, by an answer, in the file): for good
+        lines += ["", "Not run, and no resume runs it: it was left out."]
     if outcome is not None:
         heading = "## Summary" if state == "completed" else "## The agent's last message"
         lines += ["", heading, "", _paragraphs(outcome.summary) or "(none)"]

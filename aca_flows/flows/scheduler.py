@@ -61,7 +61,9 @@ async def drive_plan(
     logger = get_run_logger()
     dag = DagProgress(run.plan)
     states: dict[str, State] = {}
-    recorded_skips: set[str] = set()
+    # Skips this run decides are told (the session, aca.task.skipped); those of earlier runs
+    # that stand (a task left out, in the file or at an approval) were told then.
+    recorded_skips = {t.id for t in run.plan.tasks if t.status.state == "skipped"}
     limit = run.config.session.max_concurrent_tasks
     budget = run.config.session.budget_usd
     policy = CheckpointPolicy.from_config(run.config.session)
@@ -506,8 +508,11 @@ def _record_settled(store: SessionStore, dag: DagProgress, recorded: set[str]) -
         if task.id in recorded or (state != "skipped" and not task.children):
             continue
         known = recorded_state(store, task.id)
-        if state == "skipped" and known != "skipped":
-            store.task_skipped(task.id, task.status.reason or "skipped")
+        if state == "skipped":
+            # Skipped again (its dependency failed again on a resume): the session knows it,
+            # the event is this run's. One left out at approval is in the session already.
+            if known != "skipped" or store.session.plan.task(task.id).status != task.status:
+                store.task_skipped(task.id, task.status.reason or "skipped")
             emit_task_event(store, task.id, "skipped", task.status.reason)
             recorded.add(task.id)
         elif (

@@ -24,6 +24,9 @@ from aca_flows.flows import run_flow
 from aca_flows.session.reading import list_sessions, load_session
 from tests.fakes.coding_agent import coding_agent, task_of
 from tests.fakes.deployment_runs import deployment_run, run_as_a_worker
+from tests.flows.conftest import eventually
+from tests.flows.test_artifacts import reports_of
+from tests.flows.test_events import aca_events
 
 WAIT = 120
 
@@ -109,9 +112,12 @@ def agent_requests(server) -> list:
 def test_a_run_waits_paused_and_an_approval_with_changes_resumes_it(
     tmp_path, repo, anthropic_fake, capsys
 ):
+    from prefect.types._datetime import now
+
     for _ in range(20):
         anthropic_fake.anthropic.enqueue(coding_agent)
     tasks = task_file(tmp_path, "Approve")
+    since = now("UTC")
     thread, outcomes = start(
         lambda: run_flow(task_file=tasks, workdir=str(repo), require_approval=True)
     )
@@ -167,6 +173,18 @@ def test_a_run_waits_paused_and_an_approval_with_changes_resumes_it(
     states = task_run_states(session.approval.flow_run_id)
     assert states["b write b.txt"] == "Skipped"
     assert states["a write a.txt"] == states["c write c.txt"] == "Completed"
+    # Its report and its event say it was left out, for good: not "`aca resume` runs it".
+    report = reports_of(session.id)["b"].data
+    assert "no resume runs it: it was left out" in report and "aca resume" not in report
+    skipped = eventually(
+        lambda: [
+            e
+            for e in aca_events(session.approval.flow_run_id, since)
+            if e.event == "aca.task.skipped"
+        ],
+        "b's skipped event",
+    )
+    assert [e.payload["reason"] for e in skipped] == ["left out at approval"]
 
 
 def test_the_form_of_a_run_started_inside_its_repository_names_the_workdir(

@@ -60,11 +60,15 @@ def aca_events(flow_run_id: str, since) -> list:
     return asyncio.run(read())
 
 
-async def flow_run_of_session(session_id: str):
+async def flow_runs_of_session(session_id: str) -> list:
     async with get_client() as client:
         runs = await client.read_flow_runs()
-    # The session's flow run, not its groups' subflow runs (tagged with the session too).
-    (run,) = [r for r in runs if f"session:{session_id}" in r.tags and not r.parent_task_run_id]
+    # The session's flow runs, not its groups' subflow runs (tagged with the session too).
+    return [r for r in runs if f"session:{session_id}" in r.tags and not r.parent_task_run_id]
+
+
+async def flow_run_of_session(session_id: str):
+    (run,) = await flow_runs_of_session(session_id)
     return run
 
 
@@ -131,6 +135,38 @@ def test_a_run_emits_session_and_task_events_naming_its_flow_run(tmp_path, repo,
     assert failed.payload["reason"].startswith("verify command `false`")
     assert by_name["aca.task.skipped"].payload["task_id"] == "c"
     assert by_name["aca.task.skipped"].payload["reason"] == "dependency `b` failed"
+
+
+def test_a_resume_that_skips_a_dependent_again_sends_its_skipped_event(
+    tmp_path, repo, anthropic_fake
+):
+    # The resume ran b again, which failed again and skipped c again: b's failed event came,
+    # c's skipped one did not (the session had c skipped already, from the first run).
+    from prefect.types._datetime import now
+
+    for _ in range(30):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(
+        f"# Again {uuid.uuid4().hex[:6]}\n\n"
+        '- write b.txt {#b verify="false"}\n- write c.txt {#c depends_on=b}\n'
+    )
+    first = run_flow(task_file=str(tasks), workdir=str(repo), model="claude-test").summary
+    since = now("UTC")
+    again = run_flow(session_id=first["session_id"], workdir=str(repo)).summary
+    assert again["failed_ids"] == ["b"]
+    runs = asyncio.run(flow_runs_of_session(first["session_id"]))
+    resumed = max(runs, key=lambda r: r.created)
+
+    def ends() -> list[str]:
+        found = aca_events(str(resumed.id), since)
+        names = [f"{e.event} {e.payload['task_id']}" for e in found if "task_id" in e.payload]
+        return "aca.session.failed" in {e.event for e in found} and names
+
+    assert eventually(ends, "the resume's task events") == [
+        "aca.task.failed b",
+        "aca.task.skipped c",
+    ]
 
 
 def test_a_task_whose_proposed_subtask_failed_sends_its_failed_event(
