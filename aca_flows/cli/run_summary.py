@@ -84,8 +84,13 @@ def _how_to_go_on(summary: dict, options: RunOptions) -> str:
         # Just above it, the resume pays for a call or two and stops again: the stopped task
         # starts over, and needs what a whole task costs; and the tasks a resume starts at
         # once share N: room for one was room for none when two started.
-        if task := max((run.cost_usd for run in session.tasks.values()), default=0.0):
-            go_on += f": a task of this session has cost up to ${task:.4f}, so N = "
+        finished = [
+            run.cost_usd
+            for task_id, run in session.tasks.items()
+            if _task_state(session, task_id) == "completed"
+        ]
+        if task := max(finished, default=0.0):
+            go_on += f": a finished task of this session cost up to ${task:.4f}, so N = "
             at_once = _started_at_once(session, options)
             if at_once == 1:
                 go_on += f"{exact_usd(spent + task)} leaves room for about one more"
@@ -94,6 +99,12 @@ def _how_to_go_on(summary: dict, options: RunOptions) -> str:
                     f"{exact_usd(spent + at_once * task)} leaves room for the {at_once} tasks "
                     "the resume starts at once"
                 )
+        elif task := max((run.cost_usd for run in session.tasks.values()), default=0.0):
+            # Only what stopped tasks had cost by the stop: a whole task costs more, unknown.
+            go_on += (
+                f": no task of this session has finished yet, and one had cost ${task:.4f} "
+                "when the budget stopped it, so give N well above what a whole task costs you"
+            )
         go_on += "."
     else:
         go_on = f"`{resume}` continues."
@@ -109,6 +120,13 @@ def _how_to_go_on(summary: dict, options: RunOptions) -> str:
             f"was then: `{run}` runs it as it is now."
         )
     return go_on.strip()
+
+
+def _task_state(session, task_id: str) -> str | None:
+    try:
+        return session.plan.task(task_id).status.state
+    except KeyError:
+        return None
 
 
 def _started_at_once(session, options: RunOptions) -> int:

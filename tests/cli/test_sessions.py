@@ -347,6 +347,33 @@ def test_a_budget_stops_resume_leaves_room_for_each_task_it_starts_at_once(tmp_p
     assert "so N = 0.036 leaves room for the 2 tasks the resume starts at once." in out
 
 
+def test_a_budget_stop_before_any_task_finished_names_no_room_from_a_cut_task(tmp_path, capsys):
+    # The one task that had cost anything was cut short by the budget: "N leaves room" from
+    # its $0.0006 was room for half a task, and the resume stopped again.
+    from aca_flows.cli.options import RunOptions
+    from aca_flows.cli.run_summary import show_summary
+
+    plan = ExecutionPlan(name="Nightly", tasks=[Task(id="a", title="Task a")])
+    with SessionStore.create(tmp_path, plan, provider="anthropic", model="claude-x") as store:
+        store.task_started("a", provider="anthropic", model="claude-x")
+        store.call_recorded(
+            provider="anthropic",
+            model="claude-x",
+            usage=Usage(input_tokens=100, output_tokens=20),
+            cost_usd=0.0006,
+            task_id="a",
+            attempt=1,
+        )
+        store.finish("stopped", "budget of $0.0001 reached")
+    summary = ended(store, "stopped", budget_usd=0.0001, cost_usd=0.0006)
+
+    show_summary(summary, RunOptions(workdir=tmp_path))
+
+    out = capsys.readouterr().out
+    assert "no task of this session has finished yet, and one had cost $0.0006 when the" in out
+    assert "leaves room" not in out
+
+
 def test_a_session_whose_process_was_killed_names_its_resume_and_runs_no_task(tmp_path):
     # Killed outright (SIGKILL), a run records no end: "interrupted" with no way on, and its
     # task "in progress" though nothing ran it any more.

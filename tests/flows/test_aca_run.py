@@ -363,8 +363,8 @@ def test_a_budget_stop_names_the_resume_that_goes_on_and_a_spent_budget_is_refus
     # A plain `aca resume ID` stops again at once: the way on is a larger budget.
     # Just above the spend, it pays for a call and stops again: the room for a task is named.
     assert ending.endswith(
-        "--budget-usd N` continues, with N above the $0.0012 spent: a task of this session "
-        "has cost up to $0.0012, so N = 0.0024 leaves room for about one more."
+        "--budget-usd N` continues, with N above the $0.0012 spent: a finished task of this "
+        "session cost up to $0.0012, so N = 0.0024 leaves room for about one more."
     )
     calls = len(anthropic_fake.anthropic.requests)
     journal = (repo / ".aca" / "sessions" / session_id / "meta" / "events.jsonl").read_text()
