@@ -313,7 +313,7 @@ def journal_writes(tmp: Path, calls_per_task: float) -> float:
             store.task_started(task.id, provider="replay")
             for _ in range(round(calls_per_task)):
                 store.call_recorded(
-                    provider="replay", model="claude-test", usage=usage, cost_usd=0.001,
+                    provider="replay", model="claude-sonnet-4-5", usage=usage, cost_usd=0.001,
                     task_id=task.id, attempt=1,
                 )  # fmt: skip
             store.task_completed(task.id)
@@ -361,7 +361,7 @@ def record_cassette(tmp: Path) -> tuple[Path, Path]:
     cassette = tmp / "independent.cassette.json"
     config = tmp / "replay.toml"
     config.write_text(
-        f'[session]\nprovider = "replay"\nmodel = "claude-test"\n'
+        f'[session]\nprovider = "replay"\nmodel = "claude-sonnet-4-5"\n'
         f'[providers.replay]\ncassette = "{cassette}"\n'
     )
     with FakeLLMServer() as server:
@@ -370,7 +370,7 @@ def record_cassette(tmp: Path) -> tuple[Path, Path]:
         os.environ.update(ANTHROPIC_BASE_URL=server.url, ANTHROPIC_API_KEY=server.api_key)
         run_flow(quiet_console=True,
             task_file=str(tasks), workdir=str(make_repo(tmp / "record")), provider="anthropic",
-            model="claude-test", max_concurrent=CONCURRENCY, record=str(cassette),
+            model="claude-sonnet-4-5", max_concurrent=CONCURRENCY, record=str(cassette),
         )  # fmt: skip
     return tasks, config
 
@@ -458,7 +458,7 @@ def parallel_efficiency(tmp: Path) -> dict[str, float]:
         started_at = time.time()
         outcome = run_flow(quiet_console=True,
             task_file=str(tasks), workdir=str(make_repo(tmp / "repo")), provider="anthropic",
-            model="claude-test", max_concurrent=CONCURRENCY,
+            model="claude-sonnet-4-5", max_concurrent=CONCURRENCY,
         )  # fmt: skip
         makespan, cpu = time.perf_counter() - start, cpu_seconds() - cpu_before
         server_cpu = server_cpu_seconds() - server_before

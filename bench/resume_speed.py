@@ -106,7 +106,7 @@ def main() -> None:
             )
             run = subprocess.Popen(
                 [str(BIN / "aca"), "run", str(tasks), "--workdir", str(repo),
-                 "--model", "claude-test", "--max-concurrent", "4", "--json"],
+                 "--model", "claude-sonnet-4-5", "--max-concurrent", "4", "--json"],
                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )  # fmt: skip

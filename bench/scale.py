@@ -83,13 +83,13 @@ def main() -> None:
                 os.environ.update(ANTHROPIC_BASE_URL=llm.url, ANTHROPIC_API_KEY=llm.api_key)
                 recorded = run_flow(
                     task_file=str(tasks), workdir=str(make_repo(tmp / "record")),
-                    provider="anthropic", model="claude-test", max_concurrent=CONCURRENCY,
+                    provider="anthropic", model="claude-sonnet-4-5", max_concurrent=CONCURRENCY,
                     record=str(cassette),
                 )  # fmt: skip
             assert recorded.summary and recorded.summary["status"] == "completed", recorded
             config = tmp / "replay.toml"
             config.write_text(
-                f'[session]\nprovider = "replay"\nmodel = "claude-test"\n'
+                f'[session]\nprovider = "replay"\nmodel = "claude-sonnet-4-5"\n'
                 f'[providers.replay]\ncassette = "{cassette}"\n'
             )
             workdir = make_repo(tmp / "replay")
