@@ -211,6 +211,9 @@ EFFECTS: dict[str, list[str]] = {
     "sandbox.cpu_seconds": [HOSTILE],
     "sandbox.memory_mb": [HOSTILE],
     "sandbox.file_size_mb": [HOSTILE],
+    "sandbox.tmp_size_mb": [
+        f"{SANDBOX}::test_what_a_command_writes_to_its_private_folders_is_held_to_their_size"
+    ],
     "sandbox.max_processes": [HOSTILE],
     "session.call_retries": [
         "tests/providers/test_retry.py::test_retries_are_bounded_and_the_last_error_propagates",
