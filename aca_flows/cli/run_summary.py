@@ -84,11 +84,8 @@ def _how_to_go_on(summary: dict, options: RunOptions) -> str:
         # Just above it, the resume pays for a call or two and stops again: the stopped task
         # starts over, and needs what a whole task costs; and the tasks a resume starts at
         # once share N: room for one was room for none when two started.
-        finished = [
-            run.cost_usd
-            for task_id, run in session.tasks.items()
-            if _task_state(session, task_id) == "completed"
-        ]
+        completed = set(session.completed_task_ids)
+        finished = [run.cost_usd for task_id, run in session.tasks.items() if task_id in completed]
         if task := max(finished, default=0.0):
             go_on += f": a finished task of this session cost up to ${task:.4f}, so N = "
             at_once = _started_at_once(session, options)
@@ -120,13 +117,6 @@ def _how_to_go_on(summary: dict, options: RunOptions) -> str:
             f"was then: `{run}` runs it as it is now."
         )
     return go_on.strip()
-
-
-def _task_state(session, task_id: str) -> str | None:
-    try:
-        return session.plan.task(task_id).status.state
-    except KeyError:
-        return None
 
 
 def _started_at_once(session, options: RunOptions) -> int:

@@ -78,7 +78,7 @@ __all__ = [
     "open_run",
     "plan_name_of",
     "prose_warning_said_by_caller",
-    "recorded_state",
+    "recorded_status",
 ]
 
 # Whether the caller that starts a flow run here said the prose-dependencies warning already
@@ -211,7 +211,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         if asked is not None:
             _warn(uncommitted_work_warning(repo, request))
         for task_id, sha in completed_task_commits(repo, store.session_id).items():
-            if recorded_state(store, task_id) not in (None, "completed"):
+            if (recorded := recorded_status(store, task_id)) and recorded.state != "completed":
                 # Landed, but the crash came before the journal entry: finish its bookkeeping
                 # (change log, its worktree) as the task itself would have.
                 record_landed_task(repo, store.session_id, task_id)
@@ -441,9 +441,9 @@ def _session_exists(workdir: Path, session_id: str) -> bool:
     return (AcaDir(workdir).session(session_id).root / "meta").is_dir()
 
 
-def recorded_state(store: SessionStore, task_id: str) -> str | None:
-    """The task's state as the session records it; ``None`` for a task it does not know."""
+def recorded_status(store: SessionStore, task_id: str) -> TaskStatus | None:
+    """The task's status as the session records it; ``None`` for a task it does not know."""
     try:
-        return store.session.plan.task(task_id).status.state
+        return store.session.plan.task(task_id).status
     except KeyError:
         return None

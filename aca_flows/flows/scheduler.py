@@ -28,7 +28,7 @@ from aca_flows.flows.flow_tree import FlowTree
 from aca_flows.flows.interrupt import UI_CANCEL, Interrupt
 from aca_flows.flows.publishing import publish_end, publish_plan, publish_report, published
 from aca_flows.flows.remote_sync import push_landed_work, push_session_work, resume_of
-from aca_flows.flows.run_setup import RunRequest, recorded_state
+from aca_flows.flows.run_setup import RunRequest, recorded_status
 from aca_flows.flows.server import runs_on_acas_server
 from aca_flows.flows.skipped import record_finished_task, record_skipped_task
 from aca_flows.flows.spend import budget_reached, with_final_spend
@@ -507,11 +507,11 @@ def _record_settled(store: SessionStore, dag: DagProgress, recorded: set[str]) -
         # every finished one: the others are passed over before the session is asked.
         if task.id in recorded or (state != "skipped" and not task.children):
             continue
-        known = recorded_state(store, task.id)
+        known = recorded_status(store, task.id)
         if state == "skipped":
             # Skipped again (its dependency failed again on a resume): the session knows it,
             # the event is this run's. One left out at approval is in the session already.
-            if known != "skipped" or store.session.plan.task(task.id).status != task.status:
+            if known != task.status:
                 store.task_skipped(task.id, task.status.reason or "skipped")
             emit_task_event(store, task.id, "skipped", task.status.reason)
             recorded.add(task.id)
@@ -519,7 +519,7 @@ def _record_settled(store: SessionStore, dag: DagProgress, recorded: set[str]) -
             task.children
             and state in ("completed", "failed")
             # A group that failed in an earlier run of the session may complete in this one.
-            and known != state
+            and (known is None or known.state != state)
         ):
             if state == "completed":
                 store.task_completed(task.id, TaskResult())
