@@ -20,7 +20,7 @@ import pytest
 from pydantic import BaseModel
 
 from aca_flows.errors import ConfigError
-from aca_flows.plan.markdown_loader import ATTRIBUTE_KEYS
+from aca_flows.plan.markdown_attributes import ATTRIBUTE_KEYS
 from aca_flows.plan.models import SetupCommand
 from aca_flows.plan.toml_loader import PlanSpec, TaskFileSpec, TaskSpec
 from aca_flows.providers import get_provider

@@ -19,32 +19,23 @@ and the file is read on without it, so ``check_plan`` raises every problem of th
 from __future__ import annotations
 
 import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from pydantic import TypeAdapter, ValidationError
-
-from aca_flows.errors import TaskFileError
-from aca_flows.plan.builder import TaskTreeBuilder, bad_task_id
-from aca_flows.plan.models import ExecutionPlan, Task, TaskMetadata, TaskStatus
+from aca_flows.plan.builder import TaskTreeBuilder
+from aca_flows.plan.markdown_attributes import (
+    ATTRIBUTE_BLOCK,
+    is_attribute,
+    plan_attrs,
+    split_attrs,
+    task_fields,
+)
+from aca_flows.plan.models import ExecutionPlan, Task, TaskStatus
 from aca_flows.plan.validate import check_plan
 
-__all__ = ["ATTRIBUTE_KEYS", "arrow_references", "linked_file", "load_markdown"]
-
-ATTRIBUTE_KEYS = (
-    "depends_on",
-    "verify",
-    "priority",
-    "complexity",
-    "tags",
-    "provider",
-    "model",
-    "max_attempts",
-    "network",
-)
+__all__ = ["arrow_references", "linked_file", "load_markdown"]
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 # A checkbox may end the line: `- [ ]` is an item without a title, not the title "[ ]".
@@ -55,17 +46,6 @@ _FENCE = re.compile(r"^\s*(```|~~~)")
 _COMMENT = re.compile(r"^\s*<!--")
 # A thematic break (`* * *`, `- - -`): a separator, though it starts like a list item.
 _BREAK = re.compile(r"^ {0,3}([-*_])(?:\s*\1){2,}\s*$")
-_ATTRS = re.compile(r"\s*\{([^{}]*)\}\s*$")
-# One piece of a shell word (as shlex.split reads, POSIX mode): whitespace between words, plain
-# text, an escaped character, a single-quoted or a double-quoted string; else an open quote or
-# a trailing backslash, which shlex refuses.
-_SHELL_PIECE = re.compile(
-    r"""([ \t\r\n]+)|([^ \t\r\n'"\\]+)|\\(.)|'([^']*)'|"((?:[^"\\]|\\.)*)"|(.)""", re.S
-)
-_DOUBLE_QUOTED_ESCAPE = re.compile(r'\\(["\\])')
-_ENDS_ESCAPING = re.compile(r'(?:[^"\\]|\\.)*\\', re.S)  # a double quote's rest, to its end
-_TYPOGRAPHIC_QUOTES = re.compile("[\u2018\u2019\u201c\u201d\u201e\u00ab\u00bb]")
-_STRAIGHT_QUOTES = str.maketrans("\u2018\u2019\u201c\u201d\u201e\u00ab\u00bb", '\'\'"""""')
 # `- [ ] -> spec.md`: no title; `-> a.md, b.md`: two files
 _ARROW = re.compile(r"^(?:(.*?)\s+)?->\s+(\S+(?:\s*,\s*\S+)*)\s*$")
 # What a `-> target` must look like to be a file: a folder in it, or a file extension.
@@ -121,10 +101,10 @@ def _items_plan(path: Path, root: _Node, builder: TaskTreeBuilder) -> ExecutionP
     headings = [n for n in tops if not n.is_item]
     if len(headings) == 1 and headings[0].level == 1 and not any(n.is_item for n in tops):
         title_node = headings[0]
-        title, attrs = _split_attrs(title_node.title, path, title_node.line, builder.problems)
+        title, attrs = split_attrs(title_node.title, path, title_node.line, builder.problems)
         plan_fields["name"] = title or path.stem  # `# {verify=...}`: no words to name it
         plan_fields["description"] = _join(root.text + title_node.text)
-        plan_fields.update(_plan_attrs(attrs, path, title_node.line, builder.problems))
+        plan_fields.update(plan_attrs(attrs, path, title_node.line, builder.problems))
         tops = title_node.children
     hints: list[str] = []
     for node in tops:
@@ -138,8 +118,8 @@ def _refuse_attributes_on_later_headings(
     """In a file that is one task, a later heading's `{depends_on=build}` would be text of its
     description, its fields lost without a word."""
     for node in nodes:
-        block = _ATTRS.search(node.title)
-        if block and any(_known_attribute(t) for t in block.group(1).split()):
+        block = ATTRIBUTE_BLOCK.search(node.title)
+        if block and any(is_attribute(t) for t in block.group(1).split()):
             bare = node.title[: block.start()].strip()
             problems.append(
                 f"{path}:{node.line}: heading '{node.title}' has attributes, but a file without "
@@ -175,16 +155,16 @@ def _single_task_plan(path: Path, root: _Node, builder: TaskTreeBuilder) -> Exec
         body = _join(
             [text for i, text in enumerate(root.text) if i != first and i not in root.switched_off]
         )
-    title, attrs = _split_attrs(title, path, line, builder.problems)
+    title, attrs = split_attrs(title, path, line, builder.problems)
     title = _titled(title, path, line, builder.problems)
-    fields = _task_fields(attrs, path, line, builder.problems)
+    fields = task_fields(attrs, path, line, builder.problems)
     builder.add(None, title=title[:200], description=body, **fields)
     return ExecutionPlan(name=title[:200], tasks=builder.tasks)
 
 
 def _add_node(node: _Node, parent: Task | None, builder: TaskTreeBuilder, hints: list[str]):
     if not node.is_item and not node.has_items():
-        if _split_attrs(node.title, builder.task_file, node.line, problems=[])[1]:
+        if split_attrs(node.title, builder.task_file, node.line, problems=[])[1]:
             builder.problems.append(  # `## Deploy {depends_on=build}` over prose: no task
                 f"{builder.task_file}:{node.line}: heading '{node.title}' has attributes but no "
                 "list item under it, so it is context for every task, not a task; write its "
@@ -192,11 +172,11 @@ def _add_node(node: _Node, parent: Task | None, builder: TaskTreeBuilder, hints:
             )
         hints.append(_join([f"{node.title}:", *node.text, *_flatten_text(node.children)]))
         return
-    title, attrs = _split_attrs(node.title, builder.task_file, node.line, builder.problems)
+    title, attrs = split_attrs(node.title, builder.task_file, node.line, builder.problems)
     _refuse_attributes_in_text(node, builder)
     title, refs = _references(title, builder, f"{builder.task_file}:{node.line}")
     title = _titled(title, builder.task_file, node.line, builder.problems)
-    fields = _task_fields(attrs, builder.task_file, node.line, builder.problems)
+    fields = task_fields(attrs, builder.task_file, node.line, builder.problems)
     task_id = fields.pop("task_id", None)
     if node.checked and _all_checked(node):  # a group is done when its tasks are
         fields["status"] = TaskStatus(state="completed")
@@ -212,8 +192,8 @@ def _refuse_attributes_in_text(node: _Node, builder: TaskTreeBuilder) -> None:
     in_fence = False
     for text in node.text:
         in_fence = in_fence != bool(_FENCE.match(text))  # a code block may show attributes
-        block = not in_fence and _ATTRS.search(text)
-        if block and any(_known_attribute(t) for t in block.group(1).split()):
+        block = not in_fence and ATTRIBUTE_BLOCK.search(text)
+        if block and any(is_attribute(t) for t in block.group(1).split()):
             builder.problems.append(
                 f"{builder.task_file}:{node.line}: the attribute block {block.group(0).strip()} "
                 "is on a line under the item, where it is description text; move it to the "
@@ -347,103 +327,6 @@ def _owner(headings: list[_Node], items: list[_Node], line: str) -> _Node:
     return items[-1] if items else headings[-1]
 
 
-def _shell_words(text: str) -> list[str]:
-    """``shlex.split(text)``, read by one regular expression: a plan of thousands of tasks
-    spent half its loading time in shlex's reader, a character at a time."""
-    words: list[str] = []
-    word: list[str] | None = None
-    for piece in _SHELL_PIECE.finditer(text):
-        space, plain, escaped, single, double, stray = piece.groups()
-        if space:
-            if word is not None:
-                words.append("".join(word))
-            word = None
-        elif stray is not None:
-            # An open quote, or a backslash with nothing after it (in a double quote too).
-            escaping = stray == "\\" or (
-                stray == '"' and _ENDS_ESCAPING.fullmatch(text, piece.end())
-            )
-            raise ValueError("No escaped character" if escaping else "No closing quotation")
-        else:
-            if double:
-                double = _DOUBLE_QUOTED_ESCAPE.sub(r"\1", double)
-            word = word if word is not None else []
-            word.append(plain or escaped or single or double or "")
-    if word is not None:
-        words.append("".join(word))
-    return words
-
-
-def _split_attrs(
-    title: str, path: Path, line: int, problems: list[str]
-) -> tuple[str, dict[str, str]]:
-    """The title and its attributes; one that cannot be read is noted in ``problems``, and so
-    is a block of attributes inside the title (`API {depends_on=db} -> spec.md`), which would
-    be title text, its dependency lost."""
-    title, attrs = _trailing_attrs(title, path, line, problems)
-    for block in re.finditer(r"\{([^{}]*)\}", re.sub(r"`[^`]*`", "", title)):  # not in code
-        if any(_known_attribute(token) for token in block.group(1).split()):
-            problems.append(
-                f"{path}:{line}: the attribute block {block.group(0)} is inside the title, where "
-                "it is text; move it to the end of the line."
-            )
-    return title, attrs
-
-
-def _trailing_attrs(
-    title: str, path: Path, line: int, problems: list[str]
-) -> tuple[str, dict[str, str]]:
-    match = _ATTRS.search(title)
-    if not match:
-        return title.strip(), {}
-    block = match.group(1)
-    if _TYPOGRAPHIC_QUOTES.search(block) and any(_known_attribute(t) for t in block.split()):
-        # An editor's “pytest -q”: to shlex they are letters, so verify=“true” was the command
-        # `“true”`, failing only when the task had done its work.
-        problems.append(
-            f"{path}:{line}: the attribute block {{{block}}} has typographic quotes (“ ” ‘ ’), "
-            'which are text to aca; write straight quotes, e.g. verify="pytest -q".'
-        )
-        block = block.translate(_STRAIGHT_QUOTES)  # read on as meant: its id, its dependencies
-    try:
-        tokens = _shell_words(block)
-    except ValueError as exc:
-        problems.append(
-            f"{path}:{line}: cannot read the attribute block {{{match.group(1)}}}: {exc}; "
-            'quote values with spaces, e.g. verify="pytest -q".'
-        )
-        return title[: match.start()].strip(), {}
-    stray = [t for t in tokens if not (t.startswith("#") or "=" in t)]
-    if not tokens or (stray and not any(_known_attribute(t) for t in tokens)):
-        return title.strip(), {}  # literal braces in a title, not attributes
-    if stray:  # `{depends_on=db verify=pytest -q}`: was all title, the dependency lost
-        problems.append(
-            f"{path}:{line}: {', '.join(repr(t) for t in stray)} in {{{match.group(1)}}} is no "
-            'attribute; quote a value with spaces (verify="pytest -q") and list values with '
-            "commas only (tags=a,b)."
-        )
-    attrs: dict[str, str] = {}
-    for token in (t for t in tokens if t not in stray):
-        key, _, value = ("id", "", token[1:]) if token.startswith("#") else token.partition("=")
-        if key not in ATTRIBUTE_KEYS and key != "id":
-            problems.append(
-                f"{path}:{line}: unknown attribute '{key}'; known attributes are "
-                f"#id, {', '.join(ATTRIBUTE_KEYS)}."
-            )
-            continue
-        if key in attrs:  # a second value would silently replace the first
-            fix = "keep the one you mean"
-            if key in ("depends_on", "tags"):
-                fix = f"list them in one, e.g. {key}={attrs[key]},{value}"
-            problems.append(
-                f"{path}:{line}: attribute {'#id' if key == 'id' else key} is given twice "
-                f"({_shown(key, attrs[key])} and {_shown(key, value)}); {fix}."
-            )
-            continue
-        attrs[key] = value
-    return title[: match.start()].strip(), attrs
-
-
 # Other editors' checkbox marks (`[-]` cancelled, `[/]` started, `[>]` deferred, ...), and
 # boxes mistyped (`[]`, `[  ]`), which Markdown leaves as text.
 _OTHER_MARK = re.compile(r"^\[([^\w\s\]]|\s{2,}|)\](?:\s|$)")
@@ -464,92 +347,6 @@ def _titled(title: str, path: Path, line: int, problems: list[str]) -> str:
         f"{path}:{line}: this task has no title; write what it is to do, or delete the line."
     )
     return "untitled"
-
-
-def _known_attribute(token: str) -> bool:
-    key, equals, _ = token.partition("=")
-    return (token.startswith("#") and len(token) > 1) or (bool(equals) and key in ATTRIBUTE_KEYS)
-
-
-def _shown(key: str, value: str) -> str:
-    return f"#{value}" if key == "id" else f"{key}={shlex.quote(value)}"
-
-
-# The attribute a user wrote, for a model field a validation error names.
-_ATTRIBUTE_OF = {"estimated_complexity": "complexity", "dependencies": "depends_on"}
-
-
-def _task_fields(
-    attrs: dict[str, str], path: Path, line: int, problems: list[str]
-) -> dict[str, Any]:
-    """The task's fields from its attributes; each bad value is noted in ``problems`` and left
-    out, so the task is still built and the rest of the file checked."""
-    while True:
-        try:
-            return _checked_task_fields(attrs)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(_ATTRIBUTE_OF.get(str(p), str(p)) for p in err["loc"])
-            message = (
-                f"{path}:{line}: bad attribute value for '{where}': {err['msg']}; "
-                "see docs/task-files.md for the allowed values."
-            )
-            if where == "id":
-                message = f"{path}:{line}: {bad_task_id(attrs['id'])}."
-            if where not in attrs:  # not an attribute's fault: nothing to leave out
-                raise TaskFileError(message) from None
-            problems.append(message)
-            attrs = {k: v for k, v in attrs.items() if k != where}
-
-
-def _checked_task_fields(attrs: dict[str, str]) -> dict[str, Any]:
-    def csv(value: str) -> list[str]:
-        return [v.strip() for v in value.split(",") if v.strip()]
-
-    metadata = TaskMetadata(
-        priority=attrs.get("priority", "normal"),
-        estimated_complexity=attrs.get("complexity"),
-        tags=csv(attrs.get("tags", "")),
-    )
-    fields: dict[str, Any] = {
-        "metadata": metadata,
-        "dependencies": csv(attrs.get("depends_on", "")),
-        "verify": attrs.get("verify"),
-        "provider": attrs.get("provider"),
-        "model": attrs.get("model"),
-        # Markdown's values are words: read as pydantic reads them ("3", "true", "yes");
-        # a word that is neither stays, for the probe to name.
-        "max_attempts": _word_as(int, attrs.get("max_attempts")),
-        "network": _word_as(bool, attrs.get("network")),
-    }
-    # A probe: a bad value is named here, with its line, not by a traceback later.
-    probed = {k: fields[k] for k in ("max_attempts", "network") if fields[k] is not None}
-    Task(id=attrs.get("id", "check"), title="check", **probed)
-    if "id" in attrs:
-        fields["task_id"] = attrs["id"]
-    return fields
-
-
-_WORD_READERS = {int: TypeAdapter(int), bool: TypeAdapter(bool)}  # built once: ~0.1 ms each
-
-
-def _word_as(kind: type, word: str | None) -> Any:
-    try:
-        return None if word is None else _WORD_READERS[kind].validate_python(word)
-    except ValidationError:
-        return word
-
-
-def _plan_attrs(
-    attrs: dict[str, str], path: Path, line: int, problems: list[str]
-) -> dict[str, Any]:
-    extra = set(attrs) - {"verify"}
-    if extra:
-        problems.append(
-            f"{path}:{line}: the plan title takes only a verify attribute (the default verify "
-            f"command), not {', '.join(sorted(extra))}; put task attributes on items."
-        )
-    return {"verify": attrs["verify"]} if "verify" in attrs else {}
 
 
 def arrow_references(title: str, base_dir: Path) -> tuple[str, list[str]]:
@@ -600,7 +397,7 @@ def _explicit_ids(root: _Node, path: Path) -> list[str]:
         node = stack.pop()
         if node.line:
             # Its problems are noted when the task is built, not twice.
-            _, attrs = _split_attrs(node.title, path, node.line, problems=[])
+            _, attrs = split_attrs(node.title, path, node.line, problems=[])
             if "id" in attrs:
                 ids.append(attrs["id"])
         stack.extend(node.children)

@@ -123,7 +123,7 @@ def test_attribute_blocks_split_into_words_as_shlex_splits_them():
     import random
     import shlex
 
-    from aca_flows.plan.markdown_loader import _shell_words
+    from aca_flows.plan.markdown_attributes import shell_words
 
     def split(split_words, text):
         try:
@@ -135,7 +135,7 @@ def test_attribute_blocks_split_into_words_as_shlex_splits_them():
     rng = random.Random(7)
     for _ in range(20_000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
-        assert split(_shell_words, text) == split(shlex.split, text), repr(text)
+        assert split(shell_words, text) == split(shlex.split, text), repr(text)
 
 
 def test_a_checked_item_with_unchecked_items_under_it_is_not_done(tmp_path):
