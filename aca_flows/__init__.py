@@ -36,7 +36,7 @@ _EXPORTS = {
     "load_task_file": "aca_flows.plan",
     "plan_to_text": "aca_flows.plan",
     "AcaConfig": "aca_flows.settings",
-    "load_config": "aca_flows.settings",
+    "load_config": "aca_flows.config_loader",
     "aca_run": "aca_flows.flows.aca_run",
     "AcaConfigBlock": "aca_flows.flows.blocks",
     "RunSummary": "aca_flows.flows.summary",
@@ -83,6 +83,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from aca_flows.config_loader import load_config
     from aca_flows.errors import (
         AcaError,
         ConfigError,
@@ -105,4 +106,4 @@ if TYPE_CHECKING:
         load_task_file,
         plan_to_text,
     )
-    from aca_flows.settings import AcaConfig, load_config
+    from aca_flows.settings import AcaConfig

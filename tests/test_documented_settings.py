@@ -19,12 +19,13 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from aca_flows.config_loader import load_config
 from aca_flows.errors import ConfigError
 from aca_flows.plan.markdown_attributes import ATTRIBUTE_KEYS
 from aca_flows.plan.models import SetupCommand
 from aca_flows.plan.toml_loader import PlanSpec, TaskFileSpec, TaskSpec
 from aca_flows.providers import get_provider
-from aca_flows.settings import AcaConfig, load_config
+from aca_flows.settings import AcaConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from aca_flows.config_loader import load_config
 from aca_flows.errors import ConfigError
-from aca_flows.settings import load_config
 from tests.fixtures import COMPAT
 
 COMPAT_CONFIG = COMPAT / "default-config.toml"

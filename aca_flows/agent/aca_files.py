@@ -1,7 +1,7 @@
 """aca's own files in a task's work: the configuration it reads from the repository, and ``.aca``.
 
 aca reads its configuration from the repository it runs in (``<workdir>/aca.toml``,
-``<workdir>/.aca/config.toml``: ``settings.config_candidates``) and keeps its sessions, jobs
+``<workdir>/.aca/config.toml``: ``config_loader.config_candidates``) and keeps its sessions, jobs
 and locks in ``.aca/``. An agent that commits one of them — ``.aca/`` is ignored only through
 ``.git/info/exclude``, which a committed ``.gitignore`` with ``!.aca/`` overrides — changes
 every later run on the branch once it is merged: ``[sandbox] mode = "off"``,
@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aca_flows._words import listed
-from aca_flows.settings import config_candidates
+from aca_flows.config_loader import config_candidates
 
 __all__ = ["aca_files_problem", "case_variants_problem", "is_aca_file"]
 

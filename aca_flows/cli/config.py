@@ -47,8 +47,8 @@ def show(
     json_output: JsonOutput = False,
 ) -> None:
     """Print the effective configuration with the source of each value."""
+    from aca_flows.config_loader import load_config, source_of
     from aca_flows.session.redact import redact_text
-    from aca_flows.settings import load_config, source_of
 
     loaded = load_config(workdir.resolve(), config)
     # Each value as the records have it: a base_url's password, a key written in the file.

@@ -36,9 +36,9 @@ def sync(
     json_output: JsonOutput = False,
 ) -> None:
     """Create or update the limits on the Prefect server (PREFECT_API_URL, else aca's local one)."""
+    from aca_flows.config_loader import load_config
     from aca_flows.flows.provider_limits import sync_limits
     from aca_flows.flows.server import prefect_api_for_command
-    from aca_flows.settings import load_config
 
     loaded = load_config(workdir.resolve(), config)
     with prefect_api_for_command("hold the limits") as url:

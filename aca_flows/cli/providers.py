@@ -25,7 +25,7 @@ CHECK_PROMPT = "Reply with the single word: ok"
 
 
 def _config(workdir: Path, config: Path | None):
-    from aca_flows.settings import load_config
+    from aca_flows.config_loader import load_config
 
     return load_config(workdir.resolve(), config).config
 

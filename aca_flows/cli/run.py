@@ -24,11 +24,12 @@ from aca_flows.cli.preflight import (
 )
 from aca_flows.cli.run_summary import show_summary
 from aca_flows.cli.working_area import checkout_remote, clone_removed_if_refused, working_area_of
+from aca_flows.config_loader import load_config, run_overrides
 from aca_flows.errors import AcaError, InputError
 from aca_flows.plan import ExecutionPlan, load_execution_plan, load_task_file
 from aca_flows.plan.io import MARKDOWN_SUFFIXES
 from aca_flows.plan.vacuous_check import unchecked_warning
-from aca_flows.settings import AcaConfig, load_config, run_overrides
+from aca_flows.settings import AcaConfig
 
 
 def prepare_plan(options: RunOptions) -> ExecutionPlan:

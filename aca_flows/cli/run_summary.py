@@ -122,8 +122,8 @@ def _how_to_go_on(summary: dict, options: RunOptions) -> str:
 def _started_at_once(session, options: RunOptions) -> int:
     """How many tasks a resume of ``session`` starts at once: those ready to start, up to
     the configuration's ``max_concurrent_tasks`` (a resume has no --max-concurrent)."""
+    from aca_flows.config_loader import load_config
     from aca_flows.plan.dag import DagProgress
-    from aca_flows.settings import load_config
 
     limit = load_config(options.workdir, options.config).config.session.max_concurrent_tasks
     return max(1, min(limit, len(DagProgress(session.plan).ready())))

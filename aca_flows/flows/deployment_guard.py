@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from aca_flows.config_loader import load_config
 from aca_flows.errors import AcaError
-from aca_flows.settings import load_config
 from aca_flows.workspace.remote import (
     _SCP_LIKE,
     normalize_url,

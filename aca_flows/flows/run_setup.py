@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
+from aca_flows.config_loader import load_config, run_overrides
 from aca_flows.errors import InputError
 from aca_flows.flows.blocks import load_config_block
 from aca_flows.flows.run_inputs import (
@@ -59,7 +60,7 @@ from aca_flows.session.layout import AcaDir, linked_aca_folder
 from aca_flows.session.reading import load_session
 from aca_flows.session.redact import redact
 from aca_flows.session.store import SessionStore
-from aca_flows.settings import AcaConfig, load_config, run_overrides
+from aca_flows.settings import AcaConfig
 from aca_flows.workspace import (
     discard_spare_worktrees,
     discard_worktree,

@@ -257,8 +257,8 @@ def test_the_flow_reuses_the_cli_parse(llm_server, tmp_path, capsys, monkeypatch
     """A dry run's parse (or a --dump-plan's) leaves its answer in the parser's cache: the
     flow's own parse makes no second call, and bills the call the dry run made. (Here, on the
     session's test server: the parse is a Prefect task run.)"""
+    from aca_flows.config_loader import load_config, run_overrides
     from aca_flows.flows.run_setup import RunRequest, _load_plan
-    from aca_flows.settings import load_config, run_overrides
 
     work = make_repo(tmp_path / "work")  # a dry run refuses a workdir the run refuses
     llm_server.anthropic.enqueue(**respond(dependencies_proposal()))
