@@ -49,11 +49,13 @@ class LoadedConfig(BaseModel):
 
 
 def config_candidates(workdir: Path) -> list[Path]:
-    return [
-        workdir / "aca.toml",
-        workdir / ".aca" / "config.toml",
-        Path.home() / ".aca" / "config.toml",
-    ]
+    return [workdir / "aca.toml", workdir / ".aca" / "config.toml", users_config_file()]
+
+
+def users_config_file() -> Path:
+    """``~/.aca/config.toml``: the user's own settings, and the only file a worker's
+    ``[deployments]`` allow-lists are read from."""
+    return Path.home() / ".aca" / "config.toml"
 
 
 # The settings a run's own options override: setting key -> the option's attribute.
@@ -94,15 +96,19 @@ def load_config(
                 "takes the place of the file."
             )
         file = None
-        loose |= _loose_types(block[1], f"block {block[0]}")
-        _merge(data, block[1], sources, f"block {block[0]}", relative_paths=False)
+        settings = dict(block[1])
+        ignored = _drop_worker_settings(settings, f"block {block[0]}")
+        loose |= _loose_types(settings, f"block {block[0]}")
+        _merge(data, settings, sources, f"block {block[0]}", relative_paths=False)
     else:
         file = _pick_file(workdir, config_file)
-    ignored: list[str] = []
+        ignored = []
     if file is not None:
         file_data = _read_toml(file)
         if file == config_file and isinstance(file_data.get("tasks"), list):
             raise ConfigError(_task_file_as_config(file))
+        if file.resolve() != users_config_file().resolve():
+            ignored += _drop_worker_settings(file_data, str(file))
         if in_cloned_working_area(file):
             # The user's own file under the clone's: a repository that brings an aca.toml
             # would otherwise drop the user's budget and limits, and may only tighten them.
@@ -125,6 +131,20 @@ def load_config(
     if loose:
         raise ConfigError(_describe(None, file, sources, loose))
     return LoadedConfig(config=config, file=file, sources=sources, ignored=ignored)
+
+
+def _drop_worker_settings(data: dict[str, Any], origin: str) -> list[str]:
+    """Take ``[deployments]`` out of ``data`` (a project's file, a --config file, a block):
+    a worker's allow-lists are its own, and a list here would be shown as in effect."""
+    table = data.pop("deployments", None)
+    if not isinstance(table, dict):
+        return [] if table is None else [f"{origin}: [deployments] is not read from here."]
+    return [
+        f"{origin}: [deployments] {key} = {json.dumps(value)} is not read from here: a worker "
+        f"reads it only from its own {users_config_file()} or "
+        f"{ENV_PREFIX}DEPLOYMENTS{ENV_NESTING}{key.upper()} (docs/deployments.md)."
+        for key, value in table.items()
+    ]
 
 
 def _users_own_settings(data: dict[str, Any], sources: dict[str, str]) -> AcaConfig:

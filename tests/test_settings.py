@@ -316,3 +316,30 @@ def test_a_budget_of_infinity_or_an_empty_model_is_refused_wherever_set(
     config.write_text(text)
     with pytest.raises(ConfigError, match=key):
         load_config(tmp_path, config, environ=environ)
+
+
+def test_a_workers_allow_lists_are_read_only_from_its_own_config(tmp_path, _isolated_home, capsys):
+    """`[deployments]` in a project's aca.toml, a --config file or a block is said to be left
+    out, not shown as in effect: the worker reads it only from its ~/.aca/config.toml."""
+    import json
+
+    from aca_flows.cli import main
+    from aca_flows.flows.deployment_guard import allowed_workdirs
+
+    (tmp_path / "aca.toml").write_text('[deployments]\nallowed_workdirs = ["/srv/x"]\n')
+    assert main(["config", "show", "--workdir", str(tmp_path), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["values"]["deployments.allowed_workdirs"] == {"value": [], "source": "default"}
+    [line] = shown["ignored"]
+    assert "allowed_workdirs" in line and "is not read from here" in line
+    assert str(_isolated_home / ".aca" / "config.toml") in line
+    block = load_config(tmp_path, block=("b", {"deployments": {"allowed_repos": ["https://x/"]}}))
+    assert block.config.deployments.allowed_repos == [] and "block b" in block.ignored[0]
+    (_isolated_home / "aca.toml").write_text('[deployments]\nallowed_workdirs = ["/srv/x"]\n')
+    assert allowed_workdirs() == []  # ~/aca.toml is no worker's config
+    (_isolated_home / ".aca").mkdir()
+    (_isolated_home / ".aca" / "config.toml").write_text(
+        '[deployments]\nallowed_workdirs = ["/srv/y"]\n'
+    )
+    assert allowed_workdirs() == [Path("/srv/y")]
+    assert load_config(_isolated_home / ".aca", environ={}).ignored == []

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from aca_flows.config_loader import load_config
+from aca_flows.config_loader import load_config, users_config_file
 from aca_flows.errors import AcaError
 from aca_flows.workspace.remote import (
     _SCP_LIKE,
@@ -64,7 +64,9 @@ HOW_TO_ALLOW = (
 
 
 def _worker_config():
-    user_config = Path.home() / ".aca" / "config.toml"
+    """The worker's own settings: its ``~/.aca/config.toml`` (load_config reads
+    ``[deployments]`` from no other file) and its environment."""
+    user_config = users_config_file()
     return load_config(Path.home(), user_config if user_config.is_file() else None).config
 
 
