@@ -104,11 +104,14 @@ class ProviderError(AcaError):
 
 
 class TransientProviderError(ProviderError):
-    """Worth retrying later. ``retry_after`` is the server's requested wait in seconds, if any."""
+    """Worth retrying later. ``retry_after`` is the server's requested wait in seconds, if any.
+    ``retry_request``: what a retry sends in place of the failed call's request (a Claude Code
+    run that may have done work goes on as its own session resumed); ``None``: the same."""
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs):
         super().__init__(message, **kwargs)
         self.retry_after = retry_after
+        self.retry_request: Any = None
 
 
 class EmptyAnswerError(TransientProviderError):

@@ -50,7 +50,8 @@ calls to execute). What a caller may rely on:
   quotes Claude Code and points at ``aca providers check claude-code``). A CLI crash is
   transient; a missing binary is permanent. The error carries what the run cost (``usage``,
   ``cost_usd``), a run that ended without a result (killed, interrupted) what its stream
-  showed it paid for (``claude_code_results.StreamedSpend``).
+  showed it paid for (``claude_code_results.StreamedSpend``); a transient one, the request
+  its retry sends: the run's session resumed, told to go on (``continued``).
 """
 
 from __future__ import annotations
@@ -180,6 +181,39 @@ def render_prompt(messages: list[Message], resuming: bool) -> str:
         earlier.append(f"{message.role}: {message.text}{results}")
     history = "\n\n".join(earlier)
     return f"Conversation so far:\n\n{history}\n\nNow:\n{last}"
+
+
+# The turn a call's retry resumes a failed run's session with: its work is in the worktree.
+CONTINUE_AFTER_ERROR = (
+    "Your run was cut off by an error of the API before you finished. Go on with the task "
+    "from where you stopped: what you changed so far is still in the working folder."
+)
+
+
+def session_of(message: Any) -> str | None:
+    """The Claude session a stream message belongs to (the first, ``init``, names it)."""
+    data = getattr(message, "data", None)
+    said = data.get("session_id") if isinstance(data, dict) else None
+    return getattr(message, "session_id", None) or said
+
+
+def continued(error: Exception, request: ProviderRequest, session: str | None) -> Exception:
+    """``error``, whose retry goes on with the failed run's Claude session: a new run would
+    take over work it did not do, in a worktree it did not change (and commit it on its own
+    word), and pay every turn of it again. Not for a one-shot call, whose session is not
+    kept, nor one that never started a session."""
+    if (
+        isinstance(error, TransientProviderError)
+        and session
+        and request.options.get("resumable", True)
+    ):
+        error.retry_request = request.model_copy(
+            update={
+                "messages": [*request.messages, Message(role="user", text=CONTINUE_AFTER_ERROR)],
+                "options": {**request.options, "resume": session},
+            }
+        )
+    return error
 
 
 class ClaudeCodeProvider:
@@ -383,7 +417,7 @@ class ClaudeCodeProvider:
         stderr: list[str] = []
         tools_used = 0
         streamed = StreamedSpend()
-        resumed = request.options.get("resume")
+        resumed = session = request.options.get("resume")
         try:
             from claude_agent_sdk import query
 
@@ -397,6 +431,7 @@ class ClaudeCodeProvider:
                 async for message in query(prompt=prompt, options=options):
                     started()
                     streamed.heard(message)
+                    session = session_of(message) or session
                     for event in events_of(message):
                         if event.kind == "assistant_text":
                             texts.append(event.data["text"])
@@ -416,24 +451,27 @@ class ClaudeCodeProvider:
             if result is not None and type(exc).__name__ == "ResultError":
                 # The CLI exits non-zero after an error result; the result says why.
                 return self._response(request, result, texts, tools_used, resumed)
-            raise self._unfinished(self._error(exc, stderr), request, streamed) from None
+            error = self._error(exc, stderr)
+            raise self._unfinished(error, request, streamed, session) from None
         if result is None:
-            raise self._unfinished(
-                TransientProviderError(
-                    "claude-code: the run ended without a result. Retry later.",
-                    provider=self.name,
-                ),
-                request,
-                streamed,
+            error = TransientProviderError(
+                "claude-code: the run ended without a result. Retry later.", provider=self.name
             )
+            raise self._unfinished(error, request, streamed, session)
         return self._response(request, result, texts, tools_used, resumed)
 
-    def _unfinished(self, error: Exception, request: ProviderRequest, streamed: StreamedSpend):
+    def _unfinished(
+        self,
+        error: Exception,
+        request: ProviderRequest,
+        streamed: StreamedSpend,
+        session: str | None,
+    ):
         """``error`` of a run that ended without a result (its process killed, a Ctrl-C),
         carrying the turns its stream showed: they were paid for (``StreamedSpend``)."""
         if isinstance(error, (PermanentProviderError, TransientProviderError)):
             error.billed = self._streamed_bill(request, streamed)
-        return error
+        return continued(error, request, session)
 
     def _streamed_bill(
         self, request: ProviderRequest, streamed: StreamedSpend
@@ -494,7 +532,7 @@ class ClaudeCodeProvider:
         if error is not None:
             # A run that fails may have paid for turns first: the error carries them.
             error.billed = response
-            raise error
+            raise continued(error, request, result.session_id)
         return response
 
     def _paid(

@@ -127,6 +127,13 @@ _BY_MESSAGE = (
 # Claude Code's own words for a failed call ("API Error: 529 ..."), or a gateway's error passed
 # on as a 200's text ("Error: rate limited", "Error 502: ..."); not "Error handling added".
 _API_ERROR = re.compile(r"\s*(?:API Error\b|Error(?:\s+[45]\d\d)?\s*:)", re.IGNORECASE)
+# A gateway's own error page passed on as the answer: its HTML (nginx's, a CDN's), titled by
+# its status, or its status line alone ("502 Bad Gateway").
+_GATEWAY_PAGE = re.compile(
+    r"\s*(?:<!doctype html|<html)\b.*?<title>[^<]*?\b([45]\d\d)\b[^<]*</title>"
+    r"|\s*([45]\d\d)\s+[a-z][a-z'-]*(?: [a-z][a-z'-]*){0,3}\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
 _API_STATUS = re.compile(r"\b([45]\d\d)\b")
 # The status an error names in words only ("Error: rate limited"): waited out as its status is.
 _STATUS_WORDS = (("rate limit", 429), ("rate-limit", 429), ("too many requests", 429))
@@ -150,9 +157,12 @@ def result_error(result: Any, text: str, tools_used: int = 0) -> ProviderError |
     subtype = getattr(result, "subtype", "")
     # A final answer that is an error (``_API_ERROR``): no answer, and the work before it
     # unfinished, never to be committed.
-    api_error = bool(_API_ERROR.match(detail))
+    page = _GATEWAY_PAGE.match(detail)
+    api_error = bool(_API_ERROR.match(detail) or page)
     is_error = result.is_error or api_error
     first_line = detail.split("\n")[0]
+    if page and status is None:
+        status = int(page.group(1) or page.group(2))
     if api_error and status is None and (found := _API_STATUS.search(first_line)):
         status = int(found.group(1))
     if is_error and status is None:

@@ -1,8 +1,10 @@
 """Retries at the depth of one call: a transient error is retried on that call.
 
 ``RetryingProvider(provider, retries=4)`` calls the provider again, with the same request
-(the conversation so far), when it raises ``TransientProviderError`` (429, 5xx, 529,
-timeouts, dropped connections), at most ``retries`` times. Before each retry it waits:
+(the conversation so far), or the one the error names (``retry_request``: a Claude Code run
+that may have done work resumes its session), when it raises ``TransientProviderError`` (429,
+5xx, 529, timeouts, dropped connections), at most ``retries`` times. Before each retry it
+waits:
 
 - the server's ``retry_after`` when it sent one (honoured, up to ``max_wait_seconds``);
 - else ``backoff_seconds * 2**n`` with full jitter (a random part of it, so that many tasks
@@ -138,6 +140,7 @@ class RetryingProvider:
                     self.on_wait(wait, error, number, retries)
                 if await self._stopped_during(wait):
                     raise
+                request = error.retry_request or request
 
     def _stopping(self) -> bool:
         return self.stopping is not None and self.stopping()

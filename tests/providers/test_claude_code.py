@@ -24,12 +24,14 @@ from aca_flows.errors import (
 from aca_flows.providers import get_provider
 from aca_flows.providers.base import Message, ProviderEvent, ProviderRequest
 from aca_flows.providers.claude_code import (
+    CONTINUE_AFTER_ERROR,
     bundled_claude_cli,
     find_claude_cli,
     render_prompt,
     result_error,
 )
 from aca_flows.providers.claude_code_sandbox import QUIET_ENV
+from aca_flows.providers.retry import RetryingProvider
 from aca_flows.settings import AcaConfig, ClaudeCodeSection, ProviderSection, SandboxSection
 from tests.fakes.git_repo import make_repo
 from tests.providers.conftest import run
@@ -249,6 +251,16 @@ def test_spent_credit_or_a_rejected_key_without_a_status_stops_the_providers_tas
         # A gateway's own words: "Error: rate limited" was committed as the work's summary.
         ("Error: rate limited", "transient"),
         ("error 502: bad gateway", "transient"),
+        # A gateway's own page, as nginx or a CDN sends it: its HTML, or its status line.
+        (
+            "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+            "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+            "</body>\r\n</html>",
+            "transient",
+        ),
+        ("<!DOCTYPE html><html><head><title>503 Service Unavailable</title>", "transient"),
+        ("502 Bad Gateway", "transient"),
+        ("504 Gateway Time-out\n", "transient"),
     ],
 )
 def test_an_api_error_given_as_the_final_answer_is_no_answer(said, kind):
@@ -265,6 +277,9 @@ def test_an_api_error_given_as_the_final_answer_is_no_answer(said, kind):
     # A real answer that mentions an error is still an answer.
     assert result_error(answered, "Fixed the API error handling in api.py.", tools_used=1) is None
     assert result_error(answered, "Error handling added: parse() raises.", tools_used=1) is None
+    assert result_error(answered, "502 Bad Gateway pages are now retried.", tools_used=1) is None
+    page = "<html><body><h1>Report</h1><p>All 12 tests pass.</p></body></html>"
+    assert result_error(answered, page, tools_used=1) is None
 
 
 def test_the_real_claude_ending_with_an_api_error_as_text_after_work_raises_it(
@@ -280,6 +295,30 @@ def test_the_real_claude_ending_with_an_api_error_as_text_after_work_raises_it(
         run(_provider().complete(_request(tmp_path, "Write a.txt and b.txt")))
 
     assert caught.value.billed is not None  # its calls were paid for all the same
+
+
+def test_a_call_retried_after_work_goes_on_as_the_claude_session_that_did_it(
+    claude_env, llm_server, tmp_path
+):
+    """A run cut off by an API error after it wrote a file is retried as its own session,
+    resumed and told to go on: a new run would take over a worktree it did not change (and
+    its "Done." would commit that work), and pay every turn again."""
+    write = {"file_path": str(tmp_path / "a.txt"), "content": "half"}
+    llm_server.anthropic.enqueue(tool_calls=[{"name": "Write", "arguments": write}])
+    llm_server.anthropic.enqueue(
+        text='API Error: 529 {"type":"error","error":{"type":"overloaded_error"}}'
+    )
+    llm_server.anthropic.enqueue(text="Done: a.txt is written.")
+    retrying = RetryingProvider(_provider(), retries=1, backoff_seconds=0)
+
+    response = run(retrying.complete(_request(tmp_path, "Write a.txt")))
+
+    assert response.text == "Done: a.txt is written."
+    agent = [r.json for r in llm_server.anthropic.requests if (r.json or {}).get("tools")]
+    assert len(agent) == 3
+    retried = json.dumps(agent[2]["messages"])
+    assert '"Write"' in retried and CONTINUE_AFTER_ERROR in retried  # its history, and why
+    assert "Write a.txt" in json.dumps(agent[2]["messages"][0])  # one session, not a new one
 
 
 def test_not_logged_in_and_no_key_is_a_permanent_error_naming_the_fix(
