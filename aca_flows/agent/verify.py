@@ -49,7 +49,7 @@ class Check:
 
     command: str
     owner: str | None = None
-    network: bool | None = None  # the owner's: its check runs as it did for that task
+    network: bool | None = None  # None: [sandbox] network
 
     def describe(self) -> str:
         own = "" if self.owner is None else f" of task {self.owner} (landed earlier)"
@@ -78,8 +78,18 @@ def task_checks(
         landed = next((t for t in plan.tasks if t.id == task_id), None)
         command = verify_command_for(plan, landed) if landed is not None else None
         if command and all(command != c.command for c in checks):
-            checks.append(Check(command, owner=task_id, network=landed.network))
+            network = _both(landed.network, task.network)
+            checks.append(Check(command, owner=task_id, network=network))
     return checks
+
+
+def _both(owners: bool | None, tasks: bool | None) -> bool | None:
+    """The network of a landed task's check in this task's worktree: only where both tasks
+    have it (``None``: ``[sandbox] network``). The owner's alone would hand this task's code,
+    which the check runs, a network the task was never given."""
+    if owners is False or tasks is False:
+        return False
+    return tasks if owners else None
 
 
 async def run_checks(
