@@ -24,6 +24,7 @@ import dataclasses
 import os
 import shutil
 import stat
+import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -414,8 +415,20 @@ def _discard(repo: git.Repo, path: Path) -> None:
             _quiet(repo, "unlock", entry["worktree"])
         _quiet(repo, "remove", "--force", "--force", entry["worktree"])
     if path.exists():
-        shutil.rmtree(path)
+        _remove_tree(path)
     repo.git.worktree("prune")
+
+
+def _remove_tree(path: Path) -> None:
+    """``shutil.rmtree``; a tree it cannot remove, deeper than its recursion or the path
+    length allow (an agent's ``mkdir d && cd d`` loop), goes by ``rm -rf``, which walks it
+    by folder handles: left in place, it failed every resume of its task."""
+    try:
+        shutil.rmtree(path)
+    except (RecursionError, OSError):
+        removed = subprocess.run(["rm", "-rf", "--", str(path)], capture_output=True, text=True)
+        if removed.returncode:
+            raise OSError(f"rm -rf {path}: {removed.stderr.strip()}") from None
 
 
 def _drop_half_added(repo: git.Repo, target: str) -> None:

@@ -57,6 +57,27 @@ def test_a_retried_task_starts_from_a_clean_worktree(tmp_path):
     assert (again.path / "app.py").read_text() == "print('hello')\n"
 
 
+def test_a_worktree_holding_a_tree_deeper_than_a_path_can_name_is_replaced(tmp_path):
+    # An agent's `mkdir d && cd d` loop, 2,100 deep (past PATH_MAX): the worktree stayed, and
+    # every resume of the task failed at once (RecursionError) until the user removed it.
+    repo = session_repo(tmp_path)
+    wt = TaskWorktree.create(repo, "s1", "t1")
+    folder = os.open(wt.path, os.O_RDONLY)
+    for _ in range(2100):
+        os.mkdir("d", dir_fd=folder)
+        inner = os.open("d", os.O_RDONLY, dir_fd=folder)
+        os.close(folder)
+        folder = inner
+    os.close(folder)
+
+    again = TaskWorktree.create(repo, "s1", "t1")
+
+    assert not (again.path / "d").exists()
+    assert (again.path / "app.py").read_text() == "print('hello')\n"
+    again.remove()
+    assert not again.path.exists()
+
+
 def test_a_locked_worktree_left_by_an_interrupted_add_is_replaced(tmp_path):
     repo = session_repo(tmp_path)
     path = tmp_path / ".aca" / "worktrees" / "s1" / "t1"
