@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ import regex
 from aca_flows._files import readable
 from aca_flows._threads import in_thread
 from aca_flows.agent.commands import denied_by
+from aca_flows.agent.file_glob import PatternTooSlow, glob_files
 from aca_flows.agent.subtasks import (
     ProposedSubtask,
     SubtaskProposalError,
@@ -289,7 +291,7 @@ class TaskTools:
         return f"edited {path}"
 
     async def _tool_list_files(self, pattern: str = "**/*") -> str:
-        files = self._glob(pattern)
+        files = await in_thread(self._glob, pattern)  # other tasks go on meanwhile
         shown = files[:MAX_LISTED_FILES]
         more = f"\n[{len(files) - len(shown)} more not shown]" if len(files) > len(shown) else ""
         return ("\n".join(shown) or f"no files match {pattern!r}") + more
@@ -396,17 +398,12 @@ class TaskTools:
             raise ToolRefused(
                 f"refused: {pattern!r} leaves the repository; use a pattern relative to its root."
             )
-        root = self.root.resolve()
-        found: list[str] = []
-        for path in root.glob(pattern):
-            relative = path.relative_to(root)
-            if relative.parts[:1] == (".git",) or not path.is_file():
-                continue
-            resolved = path.resolve()
-            if resolved != root and root not in resolved.parents:
-                continue  # a symlink pointing out of the worktree
-            found.append(relative.as_posix())
-        return sorted(found)
+        try:
+            return glob_files(self.root, pattern)
+        except re.error as exc:
+            raise ToolRefused(f"invalid pattern {pattern!r}: {exc}") from None
+        except PatternTooSlow as exc:
+            raise ToolRefused(f"{exc}; narrow the pattern, or use run_command (find).") from None
 
 
 def _refuse_losing_hidden_secrets(old: str, new: str, shown: str) -> None:

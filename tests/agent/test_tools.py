@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import pytest
 
@@ -80,6 +81,49 @@ def test_write_file_creates_folders(tools):
 def test_list_files_globs_and_hides_git(tools):
     assert call(tools, "list_files").content.splitlines() == ["README.md", "src/app.py"]
     assert call(tools, "list_files", pattern="**/*.py").content == "src/app.py"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "listed"),
+    [
+        ("**/*", ["README.md", "docs/a/b/deep.md", "src/app.py", "src/lib/util.py"]),
+        ("*", ["README.md"]),
+        ("*.md", ["README.md"]),
+        ("**/*.md", ["README.md", "docs/a/b/deep.md"]),
+        ("**/**/*.md", ["README.md", "docs/a/b/deep.md"]),
+        ("src/*.py", ["src/app.py"]),
+        ("src/**", ["src/app.py", "src/lib/util.py"]),
+        ("src/**/*.py", ["src/app.py", "src/lib/util.py"]),
+        ("docs/*/b/*.md", ["docs/a/b/deep.md"]),
+        ("src/[a-c]pp.py", ["src/app.py"]),
+        ("src/[!a]pp.py", []),
+        ("?EADME.md", ["README.md"]),
+    ],
+)
+def test_list_files_matches_as_a_glob_does(tools, pattern, listed):
+    (tools.root / "src" / "lib").mkdir()
+    (tools.root / "src" / "lib" / "util.py").write_text("u = 1\n")
+    (tools.root / "docs" / "a" / "b").mkdir(parents=True)
+    (tools.root / "docs" / "a" / "b" / "deep.md").write_text("# deep\n")
+    assert call(tools, "list_files", pattern=pattern).content.splitlines() == listed or (
+        not listed and "no files match" in call(tools, "list_files", pattern=pattern).content
+    )
+
+
+def test_links_to_folders_make_no_glob_take_longer(tools):
+    # `ln -s . a; ln -s . b` made `*/*/.../x` cost 2**n in aca's own process, holding every
+    # task of the run (Path.glob followed them; n = 20 took minutes).
+    (tools.root / "a").symlink_to(".")
+    (tools.root / "b").symlink_to(".")
+    (tools.root / "out").symlink_to("/etc")
+    (tools.root / "passwd").symlink_to("/etc/passwd")
+    started = time.monotonic()
+
+    result = call(tools, "list_files", pattern="*/" * 24 + "zz")
+    everything = call(tools, "list_files").content.splitlines()
+
+    assert time.monotonic() - started < 5 and "no files match" in result.content
+    assert everything == ["README.md", "src/app.py"]  # no link out, no path through a link
 
 
 def test_search_finds_lines_by_regex(tools):
