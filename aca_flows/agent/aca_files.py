@@ -18,7 +18,12 @@ from pathlib import Path
 from aca_flows._words import listed
 from aca_flows.config_loader import config_candidates
 
-__all__ = ["aca_files_problem", "case_variants_problem", "is_aca_file"]
+__all__ = [
+    "aca_files_problem",
+    "case_variants_problem",
+    "host_read_files_problem",
+    "is_aca_file",
+]
 
 ACA_FOLDER = ".aca"
 _SHOWN = 5
@@ -70,6 +75,26 @@ def case_variants_problem(changed_files: list[str]) -> str | None:
         "(a case-insensitive checkout, on macOS or Windows, opens it as that file, with the "
         "settings or hooks it holds); nothing was committed. Spell it as the tool does, or "
         "leave it out, and run the task again."
+    )
+
+
+# What a driver you configured reads from the worktree when aca's own git checks a later
+# task's work out, on the host, outside every sandbox: git-lfs's `.lfsconfig` names the server
+# it fetches from (an agent's URL there took data out through the host's network).
+_HOST_READ_FILES = (".lfsconfig",)
+
+
+def host_read_files_problem(changed_files: list[str]) -> str | None:
+    """Why the changed files cannot be committed, when some configure a program aca's git
+    runs on the host (``_HOST_READ_FILES``); ``None`` when none does."""
+    found = [path for path in changed_files if path.strip("/").lower() in _HOST_READ_FILES]
+    if not found:
+        return None
+    return (
+        f"the agent changed {listed(found, _SHOWN)}, which git-lfs reads outside the sandbox "
+        "when aca checks out the work of later tasks (it names the server LFS fetches from); "
+        "nothing was committed. Leave it out of the task (change it yourself if it needs a "
+        "change) and run it again."
     )
 
 

@@ -17,7 +17,11 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from aca_flows._threads import in_thread
-from aca_flows.agent.aca_files import aca_files_problem, case_variants_problem
+from aca_flows.agent.aca_files import (
+    aca_files_problem,
+    case_variants_problem,
+    host_read_files_problem,
+)
 from aca_flows.agent.landing import run_checks_on_the_work, sandbox_for_check, sandbox_of
 from aca_flows.agent.links import leaving_links_problem
 from aca_flows.agent.loop import AgentConversation, AgentRound, run_claude_code, run_tool_loop
@@ -139,6 +143,7 @@ async def run_agent_and_verify(
         problem = problem or leaving_links_problem(worktree.path, every_change)
         problem = problem or aca_files_problem(every_change)
         problem = problem or case_variants_problem(every_change)
+        problem = problem or host_read_files_problem(every_change)
         problem = problem or nested_repositories_problem(worktree, every_change)
         problem = problem or secrets_problem(worktree, every_change)
         if problem is not None:

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
-from aca_flows.agent.aca_files import aca_files_problem, case_variants_problem, is_aca_file
+from aca_flows.agent.aca_files import (
+    aca_files_problem,
+    case_variants_problem,
+    host_read_files_problem,
+    is_aca_file,
+)
 from aca_flows.plan.models import Task
 from aca_flows.workspace import session_branch_head
 from tests.agent.test_execute import SESSION, execute, plan_of
@@ -92,4 +97,26 @@ def test_a_tools_own_file_in_another_case_is_never_committed(tmp_path):
     assert outcome.status == "failed" and outcome.commit_sha is None
     assert ".Claude/settings.json" in outcome.failure_reason
     assert ".MCP.json" in outcome.failure_reason and "in another case" in outcome.failure_reason
+    assert session_branch_head(repo, SESSION) == user_head
+
+
+def test_an_lfsconfig_the_agent_wrote_is_never_committed(tmp_path):
+    # git-lfs, set up by the user (`git lfs install`), runs on the host when aca checks out a
+    # later task's worktree, and fetched from the server an agent's .lfsconfig named.
+    assert host_read_files_problem(["docs/.lfsconfig", ".gitattributes"]) is None
+    repo = make_user_repo(tmp_path)
+    user_head = repo.head.commit.hexsha
+    provider = ScriptedProvider(
+        write(".gitattributes", "*.bin filter=lfs diff=lfs merge=lfs -text\n"),
+        write(".lfsconfig", '[lfs]\n\turl = "http://127.0.0.1:4200/out/DATA"\n'),
+        write("a.txt", "a\n"),
+        tool_calls(tool_use("finish", summary="wrote a.txt")),
+    )
+    task = Task(id="a", title="Write a", verify="test -f a.txt")
+
+    outcome = asyncio.run(execute(tmp_path, plan_of(task), "a", provider))
+
+    assert outcome.status == "failed" and outcome.commit_sha is None
+    assert "(.lfsconfig)" not in outcome.failure_reason  # named as itself
+    assert ".lfsconfig, which git-lfs reads outside the sandbox" in outcome.failure_reason
     assert session_branch_head(repo, SESSION) == user_head
