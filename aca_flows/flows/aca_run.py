@@ -427,9 +427,12 @@ def plan_flow(plan_name: str, run_name: str | None = None) -> Flow:
 
 
 def deployment_session_id(flow_run) -> str:
-    """Stable for the flow run, retries included; sorts by time like other session ids."""
+    """Stable for the flow run, retries included; sorts by time like other session ids. The
+    id's last digits, its random ones: Prefect's scheduler makes time-ordered ids (UUIDv7),
+    whose first six digits every run it schedules within hours shares, and two jobs scheduled
+    for one minute shared one session (the second "completed" on the first's tasks)."""
     when = flow_run.expected_start_time or flow_run.created
-    return f"{when.astimezone(UTC):%Y%m%d-%H%M%S}-{flow_run.id.hex[:6]}"
+    return f"{when.astimezone(UTC):%Y%m%d-%H%M%S}-{flow_run.id.hex[-6:]}"
 
 
 async def _label_flow_run(store: SessionStore, run: ActiveRun, rename: bool) -> None:

@@ -642,3 +642,23 @@ def test_a_run_configured_only_by_blocks_needs_nothing_on_the_worker(stack):
     assert not (repo / "aca.toml").exists() and not (repo / ".aca" / "config.toml").exists()
     (listed,) = sessions_listed(stack, repo)
     assert task_commits(repo, listed["branch"]) == ["a"]
+
+
+def test_runs_a_schedule_makes_for_one_minute_get_sessions_of_their_own():
+    # Prefect's scheduler ids are time-ordered (UUIDv7): their first digits are the time.
+    import uuid
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from aca_flows.flows.aca_run import deployment_session_id
+
+    def scheduled(ms: int):
+        bits = (ms << 80) | (0x7 << 76) | (0b10 << 62) | uuid.uuid4().int & ((1 << 62) - 1)
+        return SimpleNamespace(id=uuid.UUID(int=bits), expected_start_time=start, created=start)
+
+    start = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
+    runs = [scheduled(1_796_000_000_000 + n) for n in range(20)]
+    ids = {deployment_session_id(run) for run in runs}
+
+    assert len(ids) == 20
+    assert deployment_session_id(runs[0]) == deployment_session_id(runs[0])  # its retries
