@@ -164,6 +164,14 @@ def _unreachable(url: str, given: str | None) -> Iterator[None]:
         if lost_run() is not None:  # lost in the middle of a run: the session says how it ended
             raise lost_run() from None
         cause = exc if isinstance(exc, httpx.HTTPError) else exc.__cause__
+        if given and "incompatible versions" in str(exc):  # the client's check, first thing
+            import prefect
+
+            raise InputError(
+                f"the Prefect server at {url} (PREFECT_API_URL) is of another version ({exc}): "
+                f"point PREFECT_API_URL at a Prefect {prefect.__version__.split('.')[0]} "
+                "server, or unset it so that aca uses its local server or a temporary one."
+            ) from None
         refusal = _refused(url, cause) if given else None
         if refusal:
             raise InputError(refusal) from None

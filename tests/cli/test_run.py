@@ -508,7 +508,8 @@ def test_a_prefect_server_that_does_not_answer_is_named_not_a_traceback(tmp_path
 
 
 class _Answers(http.server.BaseHTTPRequestHandler):
-    """A web server that is no Prefect API (404), or one that wants credentials (401)."""
+    """A web server that is no Prefect API (404), one that wants credentials (401), or a
+    Prefect server of another major version (200)."""
 
     status = 404
 
@@ -516,6 +517,9 @@ class _Answers(http.server.BaseHTTPRequestHandler):
         self.send_response(self.status)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
+        if self.status == 200:  # a Prefect 2 server
+            self.wfile.write(b'"2.14.21"' if self.path.endswith("/version") else b"true")
+            return
         self.wfile.write(b'{"exception_message": "Unauthorized"}' if self.status == 401 else b"{}")
 
     do_POST = do_PATCH = do_GET
@@ -531,6 +535,7 @@ class _Answers(http.server.BaseHTTPRequestHandler):
          "PREFECT_API_URL to name its API, {url}/api"),
         (404, "/api", "is not a Prefect server's API (HTTP 404 for /api/admin/version)"),
         (401, "/api", "refused aca's requests (HTTP 401): set PREFECT_API_AUTH_STRING"),
+        (200, "/api", "is of another version (Found incompatible versions: client: 3."),
     ],
 )  # fmt: skip
 def test_a_prefect_api_url_that_answers_but_serves_no_run_is_named_not_a_traceback(
