@@ -1,7 +1,8 @@
 """Prefect events for automations: what happens to a session and its tasks, as it happens.
 
 - ``aca.session.started``: the session is open, before any task starts;
-- ``aca.session.completed`` / ``failed`` / ``stopped`` / ``interrupted``: the run ended so.
+- ``aca.session.completed`` / ``failed`` / ``stopped`` / ``interrupted`` / ``rejected`` (the
+  plan rejected at approval): the run ended so.
   Their resource is ``aca.session.<session-id>``, named after the session.
 - ``aca.task.completed`` / ``failed`` / ``skipped``: a task ended so; resource
   ``aca.task.<session-id>.<task-id>``, named ``<task-id> <title>``. A task that proposed
