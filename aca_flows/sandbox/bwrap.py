@@ -91,6 +91,8 @@ class MountPlan:
     # aca's folders in the homes (``~/.aca``): hidden again under any path shown around them.
     # The warm runner there runs what it is sent outside the sandbox (cli/warm_runner.py).
     private: tuple[Path, ...] = ()
+    # The repository's other checkouts (``other_checkouts``): hidden whole, as it is.
+    checkouts: tuple[Path, ...] = ()
 
 
 def mount_plan(
@@ -137,6 +139,39 @@ def mount_plan(
         ),
         git_configs=tuple(configs_without_credentials(git_dirs[-1])) if git_dirs else (),
         private=tuple(sorted(private)),
+        checkouts=other_checkouts(git_dirs, worktree, repository),
+    )
+
+
+def other_checkouts(
+    git_dirs: tuple[Path, ...], worktree: Path, repository: Path | None
+) -> tuple[Path, ...]:
+    """The repository's checkouts besides the task's worktree and ``repository``: the user's
+    own linked worktrees (``<common>/worktrees/*/gitdir`` names each: git in the sandbox reads
+    it) and, for a run in a linked worktree, the main checkout. Their untracked ``.env`` and
+    unstaged work are the user's, as the repository's own are; aca's task worktrees are in
+    its ``.aca``, hidden already."""
+    common = _common_dir_of(repository) if repository is not None else None
+    if common is not None and (named := _named_by(common / "commondir")) is not None:
+        common = named.resolve()  # the repository is itself a linked worktree
+    common = common or (git_dirs[-1] if git_dirs else None)
+    if common is None:
+        return ()
+    found = {common.parent} if common.name == ".git" else set()
+    for gitdir in (common / "worktrees").glob("*/gitdir"):
+        if (named := _named_by(gitdir)) is not None and named.name == ".git":
+            found.add(named.parent)
+    aca = repository / ".aca" if repository is not None else None
+    checkouts = {path.resolve() for path in found if path.is_dir()}
+    return tuple(
+        sorted(
+            path
+            for path in checkouts
+            if path not in (worktree, repository, Path("/"))
+            and not _within(path, aca)
+            # one in another is hidden with it (aca's task worktrees of the main checkout)
+            and not any(_within(path, other) for other in checkouts if other != path)
+        )
     )
 
 
@@ -147,7 +182,7 @@ def protected_paths(plan: MountPlan) -> list[Path]:
     they exist), aca's records and the other tasks' worktrees found now. For sandboxes that
     take a deny list of paths (Claude Code's, which leaves ``/tmp`` writable: a checkout there
     would be too) rather than mounts."""
-    paths = list(plan.git_dirs)
+    paths = [*plan.git_dirs, *plan.checkouts]
     if plan.repository is not None:
         aca = plan.repository / ".aca"
         paths += [p for p in _entries(plan.repository) if p.name not in (".aca", ".git")]
@@ -171,7 +206,7 @@ def read_rules(plan: MountPlan) -> tuple[list[Path], list[Path]]:
     the git directories and their config itself), and git there stops at them. The homes are
     the caller's to hide: a sandbox of paths knows them."""
     unreadable = [plan.repository] if plan.repository is not None else []
-    unreadable += [config for _copy, config in plan.git_configs]
+    unreadable += [*plan.checkouts, *(config for _copy, config in plan.git_configs)]
     readable = [plan.worktree, *plan.git_dirs, *plan.read_only]
     return unreadable, readable
 
@@ -208,7 +243,7 @@ def bwrap_argv(
     argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", *tmpfs(Path("/tmp"))]
     # Later mounts go on top of earlier ones: hide first, then show what the task needs.
     repository = _hidden_repository(plan)
-    for path in plan.hidden:
+    for path in (*plan.hidden, *plan.checkouts):
         if path.is_dir() and not path.is_symlink() and not _within(path, repository):
             argv += tmpfs(path)
     argv += ["--dir", SANDBOX_HOME]

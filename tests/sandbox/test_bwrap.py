@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from aca_flows.sandbox import Limits, bwrap_argv, mount_plan, protected_paths
-from aca_flows.sandbox.bwrap import bwrap_problem
+from aca_flows.sandbox.bwrap import bwrap_problem, read_rules
 from tests.fakes.git_repo import make_repo
 
 LIMITS = Limits(
@@ -36,6 +36,27 @@ def test_the_plan_follows_the_worktree_to_its_repository(tmp_path):
     assert {Path("/home"), Path("/root"), Path("/run"), repo / ".aca"} <= set(plan.hidden)
     assert protected_paths(plan)[:2] == list(plan.git_dirs)
     assert repo / "README.md" in protected_paths(plan)
+
+
+def test_the_users_other_checkouts_of_the_repository_are_hidden_as_it_is(tmp_path):
+    # git in the sandbox names them (.git/worktrees/*/gitdir); their untracked .env and
+    # unstaged work were readable wherever they were outside a home.
+    repo, worktree = task_worktree(tmp_path)
+    hotfix = tmp_path / "app-hotfix"
+    subprocess.run(["git", "-C", str(repo), "worktree", "add", "-q", str(hotfix)], check=True)
+
+    plan = mount_plan(worktree, home=tmp_path / "home")
+
+    assert plan.checkouts == (hotfix,)  # not the task's worktree, nor the repository's
+    argv = bwrap_argv(plan, ["/bin/true"], limits=LIMITS, network=False)
+    assert str(hotfix) in pairs(argv, "--tmpfs")
+    assert hotfix in read_rules(plan)[0] and hotfix in protected_paths(plan)
+    # aca run in the user's linked worktree: the main checkout is the other one.
+    task = hotfix / ".aca" / "worktrees" / "s1" / "t1"
+    subprocess.run(["git", "-C", str(hotfix), "worktree", "add", "-q", "--detach", str(task)],
+                   check=True)  # fmt: skip
+    from_hotfix = mount_plan(task, repository=hotfix, home=tmp_path / "home")
+    assert from_hotfix.repository == hotfix and from_hotfix.checkouts == (repo,)
 
 
 def test_claude_codes_deny_list_has_acas_config_before_it_exists_and_the_other_worktrees(
