@@ -136,7 +136,7 @@ class SandboxSection(Section):
     tmp_size_mb: int = Field(
         default=2048,
         ge=16,
-        description="Most a command's own /tmp (and /var/tmp) holds: kept in memory.",
+        description="Most a command's own /tmp (and /var/tmp, /dev/shm) holds: in memory.",
     )
     max_processes: int = Field(default=512, ge=8, description="Processes and threads.")
 

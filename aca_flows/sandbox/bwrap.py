@@ -55,7 +55,7 @@ HIDDEN_ALWAYS = ("/home", "/root", "/run", "/var/run", "/var/tmp")
 # is no process's address space: sized, each folder hidden by an empty one holds at most this
 # (``/tmp`` and ``/var/tmp``: ``[sandbox] tmp_size_mb``).
 EMPTY_FOLDER_BYTES = 16 * 1024 * 1024
-TMP_FOLDERS = (Path("/tmp"), Path("/var/tmp"))
+TMP_FOLDERS = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
 
 
 @dataclass(frozen=True)
@@ -240,7 +240,9 @@ def bwrap_argv(
         size = limits.tmp_bytes if path in TMP_FOLDERS else EMPTY_FOLDER_BYTES
         return [*(["--size", str(size)] if _sizes_tmpfs(bwrap) else []), "--tmpfs", str(path)]
 
-    argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", *tmpfs(Path("/tmp"))]
+    # bwrap's /dev and its /dev/shm are tmpfs of no size, writable: memory no limit counted.
+    argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--remount-ro", "/dev"]
+    argv += [*tmpfs(Path("/dev/shm")), "--proc", "/proc", *tmpfs(Path("/tmp"))]
     # Later mounts go on top of earlier ones: hide first, then show what the task needs.
     repository = _hidden_repository(plan)
     for path in (*plan.hidden, *plan.checkouts):

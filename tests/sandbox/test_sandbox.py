@@ -97,15 +97,18 @@ def test_the_hosts_var_tmp_is_not_shown(worktree, tmp_path):
 def test_what_a_command_writes_to_its_private_folders_is_held_to_their_size(worktree):
     # A tmpfs is half the machine's memory unless sized, and what is written there is in no
     # process's address space: three 1 GB files in /tmp took 3 GB of the host's memory.
+    # So is bwrap's own /dev and its /dev/shm: 1.5 GB held there with memory_mb = 256.
     settings = SandboxSection(tmp_size_mb=16)
     result = run(
         Sandbox.for_worktree(worktree, settings),
-        "for folder in /tmp /var/tmp /root; do "
+        "for folder in /tmp /var/tmp /root /dev/shm; do "
         "head -c 40000000 /dev/zero > $folder/fill 2>/dev/null; "
-        'echo "$folder $(stat -c %s $folder/fill)"; done',
+        'echo "$folder $(stat -c %s $folder/fill)"; done; '
+        "touch /dev/fill 2>/dev/null || echo /dev refused",
     )
     written = dict(line.split() for line in result.output.splitlines())
-    assert written.keys() == {"/tmp", "/var/tmp", "/root"}, result.output
+    assert written.keys() == {"/tmp", "/var/tmp", "/root", "/dev/shm", "/dev"}, result.output
+    assert written.pop("/dev") == "refused"
     assert all(int(size) <= 16 * 1024 * 1024 for size in written.values()), written
 
 
