@@ -56,12 +56,13 @@ def list_command(workdir: ExistingWorkdir = Path("."), json_output: JsonOutput =
     table.add_column("tokens", justify="right", no_wrap=True)
     table.add_column("cost", justify="right", no_wrap=True)
     for session in scan.sessions:
+        status = display_status(session, workdir)
         table.add_row(
             session.id,
             one_line(shown(session.name)),
             format_time(session.created_at),
-            display_status(session, workdir),
-            describe_counts(session.task_counts),
+            status,
+            describe_counts(_counts_now(session, status)),
             f"{session.total_tokens:,}",
             format_cost(session.cost_usd, session.unpriced_calls),
         )
@@ -114,7 +115,7 @@ def show_command(
         ("provider", session.provider + (f" / {session.model}" if session.model else "")),
         ("started", format_time(session.created_at)),
         ("duration", format_duration(session.duration)),
-        ("tasks", describe_counts(session.task_counts)),
+        ("tasks", describe_counts(_counts_now(session, status))),
         (
             "last checkpoint",
             f"{last.id} ({format_time(last.created_at)}, {last.description})" if last else "none",
@@ -320,6 +321,15 @@ def _task_table(session: SessionRecord, interrupted: bool = False) -> Table:
             format_cost(run.cost_usd, run.unpriced_calls) if run else format_cost(0),
         )
     return table
+
+
+def _counts_now(session, status: str) -> dict[str, int]:
+    """The session's task counts; a killed one's (its record says running, its process is
+    gone) count no task in progress, as its task table says none is."""
+    from aca_flows.session.record import counts_after_a_kill
+
+    killed = session.status == "running" and status == "interrupted"
+    return counts_after_a_kill(session.task_counts) if killed else session.task_counts
 
 
 def _status_text(task, run: TaskRun | None, interrupted: bool = False) -> str:

@@ -559,7 +559,24 @@ _HANDLERS = {
 }
 
 
-_COUNT_ORDER = ("completed", "failed", "skipped", "blocked", "in_progress", "pending")
+_COUNT_ORDER = (
+    "completed",
+    "failed",
+    "skipped",
+    "blocked",
+    "in_progress",
+    "interrupted",
+    "pending",
+)
+
+
+def counts_after_a_kill(counts: dict[str, int]) -> dict[str, int]:
+    """``counts`` of a session whose process ended without recording its end (killed): its
+    tasks "in progress" are interrupted, as its task table says; nothing is in progress."""
+    counts = dict(counts)
+    if stopped := counts.pop("in_progress", 0):
+        counts["interrupted"] = stopped
+    return counts
 
 
 def describe_counts(counts: dict[str, int]) -> str:

@@ -388,3 +388,7 @@ def test_a_session_whose_process_was_killed_names_its_resume_and_runs_no_task(tm
     ) in " ".join(shown.output.split())
     assert "interrupted (starts again on resume)" in " ".join(shown.output.split())
     assert "in_progress" not in shown.output
+    # Its counts say so too: nothing is in progress, in show and in list.
+    assert "1 interrupted, 1 pending of 2" in shown.output
+    listed = invoke("list", "--workdir", str(tmp_path))
+    assert "1 interrupted, 1 pending of 2" in listed.output and "progress" not in listed.output
