@@ -182,10 +182,10 @@ def result_error(result: Any, text: str, tools_used: int = 0) -> ProviderError |
             provider=name,
         )
     if subtype == "error_max_turns":
+        # Not Claude Code's num_turns: it counts one turn more than the requests it made.
         return PermanentProviderError(
-            "claude-code: the run stopped at its turn limit after "
-            f"{counted(result.num_turns, 'turn')}, before it finished. Raise [claude_code] "
-            "max_turns, or split the task.",
+            "claude-code: the run stopped at its turn limit ([claude_code] max_turns) before "
+            "it finished. Raise [claude_code] max_turns, or split the task.",
             provider=name,
         )
     if is_error and subtype == "error_during_execution":

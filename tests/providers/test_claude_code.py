@@ -212,13 +212,25 @@ def test_a_run_out_of_turns_is_a_permanent_error_that_keeps_its_cost(
     assert (tmp_path / "a.txt").read_text() == "a"
 
 
-@pytest.mark.parametrize("subtype", ["error_max_turns", "error_max_budget_usd"])
-def test_a_run_stopped_after_one_turn_says_1_turn(subtype):
-    stopped = SimpleNamespace(subtype=subtype, num_turns=1, is_error=True, api_error_status=None)
+def test_a_run_stopped_after_one_turn_says_1_turn():
+    stopped = SimpleNamespace(
+        subtype="error_max_budget_usd", num_turns=1, is_error=True, api_error_status=None
+    )
 
     message = str(result_error(stopped, ""))
 
     assert "after 1 turn" in message and "1 turns" not in message
+
+
+def test_a_run_at_its_turn_limit_names_the_limit_not_claudes_count_of_turns():
+    # With max_turns = 2, Claude Code made 2 requests and said num_turns = 3: "after 3 turns".
+    stopped = SimpleNamespace(
+        subtype="error_max_turns", num_turns=3, is_error=True, api_error_status=None
+    )
+
+    message = str(result_error(stopped, ""))
+
+    assert "turn limit ([claude_code] max_turns)" in message and "3" not in message
 
 
 @pytest.mark.parametrize(
