@@ -40,6 +40,7 @@ from aca_flows.session.redact import redact, redact_text
 
 __all__ = [
     "answer_error",
+    "error_in_answer",
     "error_for_status",
     "error_from_exception",
     "rate_limit_headers",
@@ -105,6 +106,26 @@ def server_message(body: str | None) -> str:
         message = error
     # Redacted as the text shown (JSON's escapes undone), before it is cut.
     return redact_text(str(message))[:300]
+
+
+def error_in_answer(provider: str, body: str | None) -> TransientProviderError | None:
+    """A 200 whose body is an error, not an answer (``{"error": ...}``, as a gateway or an
+    Ollama whose model runner stopped sends it; in a stream, its last line), in the server's
+    own words: transient, as the failure it stands for."""
+    lines = (body or "").strip().splitlines()
+    for candidate in dict.fromkeys([body or "", *lines[-1:]]):
+        try:
+            data = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(data, dict) and data.get("error"):
+            said = quoted_clause(server_message(candidate))
+            return TransientProviderError(
+                f"{provider}: the server answered with an error instead of an answer: {said}. "
+                "Retry later.",
+                provider=provider,
+            )
+    return None
 
 
 def _redacted_body(body: str) -> str:

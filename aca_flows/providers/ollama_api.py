@@ -32,7 +32,12 @@ from aca_flows.providers.base import (
     ToolCall,
     Usage,
 )
-from aca_flows.providers.failures import answer_error, error_for_status, error_from_exception
+from aca_flows.providers.failures import (
+    answer_error,
+    error_for_status,
+    error_from_exception,
+    error_in_answer,
+)
 from aca_flows.providers.openai_api import function_tools
 from aca_flows.providers.pricing import cost_usd
 from aca_flows.settings import ModelPrice, ProviderSection
@@ -172,13 +177,20 @@ class OllamaProvider:
         try:
             async with httpx.AsyncClient(base_url=self.host, timeout=self.timeout_seconds) as http:
                 reply = await http.post("/api/chat", json=body)
-                data = reply.json() if reply.status_code < 400 else None
         except Exception as exc:
             raise error_from_exception(self.name, exc) from None
         if reply.status_code >= 400:
             raise self._status_error(reply.status_code, reply.text, body["model"], reply.headers)
+        try:
+            data = reply.json()
+        except ValueError as exc:
+            raise error_in_answer(self.name, reply.text) or error_from_exception(
+                self.name, exc
+            ) from None
         if not isinstance(data, dict) or not isinstance(data.get("message"), dict):
-            raise error_from_exception(self.name, ValueError("no message in the response"))
+            raise error_in_answer(self.name, reply.text) or error_from_exception(
+                self.name, ValueError("no message in the response")
+            )
         message = data["message"]
         calls = [
             ToolCall(

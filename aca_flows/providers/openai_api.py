@@ -29,7 +29,12 @@ from aca_flows.providers.base import (
     ToolDefinition,
     Usage,
 )
-from aca_flows.providers.failures import answer_error, error_from_exception, rate_limit_headers
+from aca_flows.providers.failures import (
+    answer_error,
+    error_from_exception,
+    error_in_answer,
+    rate_limit_headers,
+)
 from aca_flows.providers.pricing import cost_usd
 from aca_flows.providers.sdk_client import SdkProvider
 
@@ -150,7 +155,9 @@ class OpenAIProvider(SdkProvider):
         except Exception as exc:
             raise error_from_exception(self.name, exc, key_hint=_KEY) from None
         if not getattr(completion, "choices", None):
-            raise error_from_exception(self.name, ValueError("no choices in the response"))
+            raise error_in_answer(self.name, raw.http_response.text) or error_from_exception(
+                self.name, ValueError("no choices in the response")
+            )
         choice = completion.choices[0]
         calls = [
             ToolCall(

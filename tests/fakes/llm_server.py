@@ -58,6 +58,8 @@ Faults: ``status`` (+ ``retry_after``, ``error``), ``delay`` seconds, ``fault`` 
 not JSON), ``"truncate"`` (a stream, or a body, cut off part-way), ``"error_event"`` (Anthropic
 streams only: a 200 whose stream stops part-way with an ``error`` event, an
 ``overloaded_error`` saying ``error`` or "Overloaded", as the real API sends after a 200),
+``"error_in_200"`` (OpenAI and Ollama: a 200 whose JSON body is the wire's error body, with
+``error`` as its message, as a gateway or a stopped Ollama model runner sends it),
 ``"stall"`` (Anthropic streams only: the stream sends part of the answer, then nothing more
 until the server stops, as a long generation does; ``server.stalled`` is set once that part
 is sent), ``"cut_tool"`` (Anthropic streams only: ``max_tokens`` reached inside the last tool
@@ -91,7 +93,7 @@ import pytest
 
 __all__ = ["FakeLLMServer", "QuietServer", "RecordedRequest", "Reply", "llm_server"]
 
-FAULTS = ("drop", "malformed_json", "truncate", "error_event", "stall", "cut_tool")
+FAULTS = ("drop", "malformed_json", "truncate", "error_event", "error_in_200", "stall", "cut_tool")
 # How long a stalled stream is held open at most (the server's stop ends it sooner).
 STALL_SECONDS = 120
 
@@ -408,6 +410,9 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         if reply.status >= 400:
             self._send_json(reply.status, error_body(reply), headers)
+            return False
+        if reply.fault == "error_in_200":
+            self._send_json(200, error_body(reply), headers)
             return False
         if reply.fault == "truncate" and not (request.json or {}).get("stream"):
             data = json.dumps(payload()).encode()

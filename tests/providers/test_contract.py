@@ -192,6 +192,19 @@ def test_broken_responses_are_transient(case, fault):
     assert "AssertionError" not in str(caught.value) and "JSONDecodeError" not in str(caught.value)
 
 
+@pytest.mark.parametrize("name", ["openai", "ollama"])
+def test_an_error_in_a_200s_body_is_transient_in_the_servers_words(name, llm_server, tmp_path):
+    # Every view said only "could not be read (not the API's JSON, or cut off)".
+    case = Case(name, llm_server, tmp_path)
+    case.enqueue(fault="error_in_200", error="model runner has unexpectedly stopped")
+
+    with pytest.raises(TransientProviderError) as caught:
+        case.complete(_ask())
+
+    assert "answered with an error instead of an answer" in str(caught.value)
+    assert "model runner has unexpectedly stopped" in str(caught.value)
+
+
 def test_a_server_slower_than_the_timeout_is_transient(case):
     case.enqueue(text="too late", delay=1.0)
 
