@@ -243,9 +243,13 @@ def pydantic_problem_list(exc: ValidationError) -> list[str]:
                 f"table per task, with title = ...), not {json.dumps(err['input'])}"
             )
         elif err["type"] == "list_type" and isinstance(err["input"], str):
-            # `depends_on = "a"`: the list it meant, written out (the same in TOML and JSON).
+            # `depends_on = "a"`: the list it meant, written out (the same in TOML and JSON);
+            # `tags = "a,b"` meant two.
+            items = [item.strip() for item in err["input"].split(",") if item.strip()]
+            meant = ", ".join(json.dumps(item) for item in items or [err["input"]])
             quoted = json.dumps(err["input"])
-            parts.append(f"'{where}' must be a list, e.g. [{quoted}], not the string {quoted}")
+            parts.append(f"'{where}' must be a list, e.g. [{meant}], not the string {quoted}")
         else:
-            parts.append(f"'{where}': {err['msg']}")
+            # A validator's own message, without pydantic's "Value error, " before it.
+            parts.append(f"'{where}': {err['msg'].removeprefix('Value error, ')}")
     return parts

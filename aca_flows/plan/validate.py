@@ -110,8 +110,9 @@ def plan_problems(plan: ExecutionPlan) -> list[str]:
                 harmless.append(f"task '{task.id}' depends on itself")
                 problems.append(harmless[-1])
             elif dep not in by_id:
+                others = [known for known in by_id if known != task.id]  # never itself
                 harmless.append(
-                    f"task '{task.id}' depends on unknown task '{dep}'{_did_you_mean(dep, by_id)}"
+                    f"task '{task.id}' depends on unknown task '{dep}'{_did_you_mean(dep, others)}"
                 )
                 problems.append(harmless[-1])
         if task.parent_id is not None:

@@ -78,6 +78,15 @@ def test_wrong_type_is_named(tmp_path):
         load_task_file(
             write(tmp_path, '[[tasks]]\ntitle = "A"\n[[tasks]]\ntitle = "B"\ndepends_on = "a"\n')
         )
+    # `tags = "a,b"` meant two tags: ["a,b"] is one.
+    wanted = '\'tasks[0].tags\' must be a list, e.g. ["a", "b"], not the string "a,b"'
+    with pytest.raises(TaskFileError, match=re.escape(wanted)):
+        load_task_file(write(tmp_path, '[[tasks]]\ntitle = "A"\ntags = "a,b"\n'))
+    # A validator's words, without pydantic's "Value error, " before them.
+    with pytest.raises(TaskFileError) as caught:
+        load_task_file(write(tmp_path, '[[tasks]]\ntitle = "   "\n'))
+    assert "the title is only spaces" in str(caught.value)
+    assert "Value error" not in str(caught.value)
 
 
 def test_a_title_of_only_spaces_is_refused(tmp_path):

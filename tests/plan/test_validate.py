@@ -34,11 +34,16 @@ def test_ids_that_differ_only_in_case_are_refused():
 
 def test_self_dependency_and_unknown_dependency_with_suggestion():
     problems = plan_problems(
-        plan_of(Task(id="build", title="B", dependencies=["build", "biuld2", "nothing", "build"]))
+        plan_of(
+            Task(id="build", title="B", dependencies=["build", "biuld2", "nothing", "build"]),
+            Task(id="test", title="T", dependencies=["biuld2"]),
+        )
     )
     assert problems.count("task 'build' depends on itself") == 1  # named twice, said once
     assert not any("cycle" in p for p in problems)  # said once, not again as a cycle of one
-    assert "task 'build' depends on unknown task 'biuld2' (did you mean 'build'?)" in problems
+    assert "task 'test' depends on unknown task 'biuld2' (did you mean 'build'?)" in problems
+    # Never the task itself: its fix was the next error, "depends on itself".
+    assert "task 'build' depends on unknown task 'biuld2'" in problems
     assert "task 'build' depends on unknown task 'nothing'" in problems
 
 
