@@ -37,13 +37,13 @@ def show(
     ] = PlanFormat.tree,
 ) -> None:
     """Print a task file's plan as a tree, a Mermaid graph or JSON."""
-    from aca_flows.cli.preflight import check_provider_names
+    from aca_flows.cli.preflight import check_task_providers
     from aca_flows.plan import load_task_file
     from aca_flows.plan.prose_dependencies import prose_dependencies_warning
 
     plan = load_task_file(file)
     # A task's provider that no run could use is refused here as `aca run -n` refuses it.
-    check_provider_names({task.provider for task in plan.tasks if task.provider})
+    check_task_providers(plan, file)
     if warning := prose_dependencies_warning(plan):  # as `aca run` warns (cli/run.py)
         typer.echo(f"warning: {file}: {warning}", err=True)
     _print_plan(plan, format)

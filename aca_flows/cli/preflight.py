@@ -22,6 +22,7 @@ from aca_flows.settings import AcaConfig
 __all__ = [
     "check_options",
     "check_provider_names",
+    "check_task_providers",
     "check_pull_request_target",
     "preflight",
     "refuse_what_asks_no_one",
@@ -108,6 +109,29 @@ def check_provider_names(names: set[str]) -> None:
 
     for name in sorted(names):
         check_provider_name(name)
+
+
+def check_task_providers(plan: ExecutionPlan, source: Path | str) -> None:
+    """Refuse a plan whose tasks name a provider aca does not know, each with its tasks and
+    the file: in a plan of hundreds, "unknown provider 'gpt'" left the user searching."""
+    from aca_flows.providers import PROVIDER_NAMES
+
+    unknown: dict[str, list[str]] = {}
+    for task in plan.tasks:
+        if task.provider and task.provider not in PROVIDER_NAMES:
+            unknown.setdefault(task.provider, []).append(task.id)
+    if not unknown:
+        return
+    lines = [
+        f"  - provider '{name}' of task(s) {', '.join(ids)} is none aca knows"
+        for name, ids in unknown.items()
+    ]
+    raise InputError(
+        f"{source}: the plan names {len(unknown)} unknown provider(s):\n"
+        + "\n".join(lines)
+        + f"\nChoose one of {', '.join(PROVIDER_NAMES)} for each, or leave provider out for "
+        "the run's."
+    )
 
 
 def preflight(

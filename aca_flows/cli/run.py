@@ -17,6 +17,7 @@ from aca_flows.cli.preflight import (
     check_options,
     check_provider_names,
     check_pull_request_target,
+    check_task_providers,
     preflight,
     refuse_what_asks_no_one,
     require_providers_here,
@@ -192,7 +193,9 @@ def _prepare(options: RunOptions) -> int | None:
         print(f"warning: {unchecked}", file=sys.stderr)
     default = config.session.provider
     names = {default} if plan is None else plan.provider_names(default)
-    check_provider_names(names)  # a dry run too: it must not pass a plan the run refuses
+    if plan is not None:  # a dry run too: it must not pass a plan the run refuses
+        check_task_providers(plan, options.task_file or options.execution_plan)
+    check_provider_names(names)
     if plan is not None and options.dry_run:
         require_the_runs_workdir(options)  # a dry run passes no workdir the run refuses
         refuse_what_asks_no_one(names, config, plan)

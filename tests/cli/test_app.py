@@ -283,11 +283,14 @@ def test_every_problem_of_a_task_file_is_named_in_one_run(tmp_path, capsys, name
 def test_a_task_s_unknown_provider_is_refused_by_every_look_at_the_plan(tmp_path, capsys, command):
     # `aca plan show` showed it (exit 0); the dry run refused it (exit 2).
     tasks = tmp_path / "tasks.md"
-    tasks.write_text("- [ ] a {#a provider=bogus}\n")
+    tasks.write_text("- [ ] a {#a provider=bogus}\n- [ ] b {#b}\n- [ ] c {#c provider=bogus}\n")
 
     code, out, err = run(capsys, *(a.format(file=tasks) for a in command))
 
-    assert code == 2 and out == "" and "unknown provider 'bogus'" in err
+    # Named with its tasks and its file: in a plan of hundreds, which task was left unsaid.
+    assert code == 2 and out == "" and f"{tasks}: the plan names 1 unknown provider" in err
+    assert "provider 'bogus' of task(s) a, c is none aca knows" in err
+    assert "Choose one of claude-code, anthropic, openai, ollama, replay" in err
 
 
 @pytest.mark.parametrize(
@@ -632,7 +635,7 @@ def test_a_dry_run_refuses_an_unknown_provider_as_the_run_does(tmp_path, capsys,
     dump = tmp_path / "plan.json"
     code, out, err = run(capsys, "run", str(tasks), "--dry-run", "--dump-plan", str(dump), *option)
     assert code == 2 and "Dry run" not in out
-    assert "unknown provider 'bogus'; choose one of claude-code, anthropic" in err
+    assert "'bogus'" in err and "one of claude-code, anthropic" in err
     assert not dump.exists()
 
 
