@@ -97,13 +97,13 @@ def load_markdown(path: Path, text: str, base_dir: Path | None = None) -> Execut
 def _items_plan(path: Path, root: _Node, builder: TaskTreeBuilder) -> ExecutionPlan:
     tops = root.children
 
-    plan_fields: dict[str, Any] = {"name": path.stem, "description": _join(root.text)}
+    plan_fields: dict[str, Any] = {"name": path.stem, "description": _join(_prose(root))}
     headings = [n for n in tops if not n.is_item]
     if len(headings) == 1 and headings[0].level == 1 and not any(n.is_item for n in tops):
         title_node = headings[0]
         title, attrs = split_attrs(title_node.title, path, title_node.line, builder.problems)
         plan_fields["name"] = title or path.stem  # `# {verify=...}`: no words to name it
-        plan_fields["description"] = _join(root.text + title_node.text)
+        plan_fields["description"] = _join(_prose(root) + _prose(title_node))
         plan_fields.update(plan_attrs(attrs, path, title_node.line, builder.problems))
         tops = title_node.children
     hints: list[str] = []
@@ -136,7 +136,7 @@ def _single_task_plan(path: Path, root: _Node, builder: TaskTreeBuilder) -> Exec
         title, line = first_heading.title, first_heading.line
         rest = first_heading.children + root.children[1:]
         _refuse_attributes_on_later_headings(rest, path, builder.problems)
-        body = _join(root.text + first_heading.text + _flatten_text(rest))
+        body = _join(_prose(root) + _prose(first_heading) + _flatten_text(rest))
     else:
         # The first line of prose names the task; the lines switched off are no instruction.
         prose = [
@@ -170,7 +170,7 @@ def _add_node(node: _Node, parent: Task | None, builder: TaskTreeBuilder, hints:
                 "list item under it, so it is context for every task, not a task; write its "
                 f"work as a list item under it (`- {node.title}`)."
             )
-        hints.append(_join([f"{node.title}:", *node.text, *_flatten_text(node.children)]))
+        hints.append(_join([f"{node.title}:", *_prose(node), *_flatten_text(node.children)]))
         return
     title, attrs = split_attrs(node.title, builder.task_file, node.line, builder.problems)
     _refuse_attributes_in_text(node, builder)
@@ -181,7 +181,8 @@ def _add_node(node: _Node, parent: Task | None, builder: TaskTreeBuilder, hints:
     if node.checked and _all_checked(node):  # a group is done when its tasks are
         fields["status"] = TaskStatus(state="completed")
     fields["metadata"].file_refs = refs
-    task = builder.add(parent, task_id=task_id, title=title, description=_join(node.text), **fields)
+    description = _join(_prose(node))
+    task = builder.add(parent, task_id=task_id, title=title, description=description, **fields)
     for child in node.children:
         _add_node(child, task, builder, hints)
 
@@ -409,9 +410,15 @@ def _flatten_text(nodes: list[_Node]) -> list[str]:
     for node in nodes:
         prefix = "#" * node.level + " " if node.level else " " * max(node.indent, 0) + "- "
         out.append(prefix + node.title)
-        out.extend(node.text)
+        out.extend(_prose(node))
         out.extend(_flatten_text(node.children))
     return out
+
+
+def _prose(node: _Node) -> list[str]:
+    """The node's text but the lines switched off (in an HTML comment): the user's notes and
+    items switched off are no instruction for the agent that reads the description."""
+    return [text for i, text in enumerate(node.text) if i not in node.switched_off]
 
 
 def _join(lines: list[str]) -> str:

@@ -337,7 +337,7 @@ def test_setext_headings_are_headings(tmp_path):
 
 def test_front_matter_is_no_setext_heading(tmp_path):
     plan = load_task_file(write(tmp_path, "---\ntitle: x\n---\n\n# Plan\n\n- [ ] one\n"))
-    assert (plan.name, plan.description) == ("Plan", "---\ntitle: x\n---")
+    assert (plan.name, plan.description) == ("Plan", "")  # nor the plan's instructions
     assert [t.title for t in plan.tasks] == ["one"]
 
 
@@ -610,3 +610,20 @@ def test_a_later_headings_attributes_in_a_one_task_file_are_refused_not_lost(tmp
     (task,) = load_task_file(write(tmp_path, text)).tasks
     assert (task.title, task.verify) == ("P", "make test")
     assert "## Notes {not attributes}" in task.description
+
+
+def test_what_a_comment_switches_off_is_in_no_description(tmp_path):
+    # An item switched off in a group (or a note to self) stayed in the group's description,
+    # which the agent reads: it could do the work the user switched off.
+    plan = load_task_file(
+        write(
+            tmp_path,
+            "# Plan\n\n<!-- a note to self -->\n\n## Second\n\nThe API.\n"
+            "<!-- - [ ] drop the users table -->\n\n- [ ] one\n  Its text.\n"
+            "  <!-- not this -->\n\n## Notes\n\nKeep it small.\n<!-- nor this -->\n",
+        )
+    )
+    text = [plan.description, *(t.description or "" for t in plan.tasks), *plan.context_hints]
+    assert not any("<!--" in part or "drop the users" in part for part in text), text
+    assert plan.task("second").description == "The API."
+    assert plan.task("one").description == "Its text."
