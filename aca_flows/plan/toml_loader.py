@@ -26,7 +26,7 @@ from aca_flows.plan.models import (
     TaskMetadata,
     Title,
 )
-from aca_flows.plan.validate import check_plan
+from aca_flows.plan.validate import check_plan, raise_file_problems
 
 __all__ = ["TaskFileSpec", "load_toml_task_file", "pydantic_problem_list", "pydantic_problems"]
 
@@ -106,7 +106,9 @@ def _task_file_spec(path: Path, data: dict[str, Any], problems: list[str]) -> Ta
             _without_keys(data, [e["loc"] for e in refused.errors()])
         )
     except ValidationError:
-        raise TaskFileError(_schema_message(path, pydantic_problems(refused))) from None
+        # Listed as every other file's problems are, not joined on one line.
+        found = [_schema_message(path, p) for p in pydantic_problem_list(refused)]
+        raise_file_problems(str(path), found)
     problems.extend(_schema_message(path, p) for p in pydantic_problem_list(refused))
     return spec
 

@@ -17,7 +17,13 @@ from aca_flows.errors import PlanValidationError, TaskFileError, TaskFileProblem
 from aca_flows.plan.dag import sequential_order
 from aca_flows.plan.models import ExecutionPlan, Strategy, Task
 
-__all__ = ["check_plan", "find_cycles", "plan_problems", "stall_problems"]
+__all__ = [
+    "check_plan",
+    "find_cycles",
+    "plan_problems",
+    "raise_file_problems",
+    "stall_problems",
+]
 
 
 def check_plan(
@@ -36,7 +42,7 @@ def check_plan(
     if run_states:
         problems += _run_state_problems(plan)
     if found_before:
-        _raise_file_problems(source, [*found_before, *problems])
+        raise_file_problems(source, [*found_before, *problems])
     if problems:
         # An execution plan is edited itself (or dumped again), not its task file.
         fix_in = fix_in or ("the execution plan" if run_states else "the task file")
@@ -70,7 +76,7 @@ def _empty_value_problems(plan: ExecutionPlan) -> list[str]:
     return problems
 
 
-def _raise_file_problems(source: str, problems: list[str]) -> None:
+def raise_file_problems(source: str, problems: list[str]) -> None:
     """A loader's single problem keeps the message (and class) it always had; several, of any
     stage, are listed together."""
     if len(problems) == 1:

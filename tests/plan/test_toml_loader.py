@@ -163,10 +163,14 @@ def test_a_file_whose_tasks_cannot_be_read_stops_at_its_schema(tmp_path):
     path = write(tmp_path, '[[tasks]]\nid = "a"\ncolour = 1\ndepends_on = ["nope"]\n')
     with pytest.raises(TaskFileError) as refused:
         load_task_file(path)
-    assert str(refused.value) == (
-        f"{path}: missing key 'tasks[0].title'; unknown key 'tasks[0].colour'. "
-        "See docs/task-files.md for the TOML schema."
-    )
+    # Listed as every other file's problems are, one a line (they were joined on one).
+    schema = "See docs/task-files.md for the TOML schema."
+    assert str(refused.value).splitlines() == [
+        f"{path}: the plan has 2 problem(s):",
+        f"  - {path}: missing key 'tasks[0].title'. {schema}",
+        f"  - {path}: unknown key 'tasks[0].colour'. {schema}",
+        "Fix these in the task file and run again.",
+    ]
 
 
 @pytest.mark.parametrize("folder", ["../../..", "/etc", "app/../.."])
