@@ -134,6 +134,7 @@ def _ledger_of(store: SessionStore) -> CallLedger:
         response: ProviderResponse,
         owner: CallOwner | None,
         unpriced: bool,
+        calls: int,
     ):
         return store.off_loop(
             store.call_recorded,
@@ -143,6 +144,7 @@ def _ledger_of(store: SessionStore) -> CallLedger:
             cost_usd=response.cost_usd,
             task_id=owner.task_id if owner else None,
             attempt=owner.attempt if owner else None,
+            calls=calls,
             unpriced=unpriced,
         )
 

@@ -32,7 +32,13 @@ from dataclasses import dataclass
 
 from aca_flows.errors import PermanentProviderError, ProviderError
 from aca_flows.prices import unpriced_call
-from aca_flows.providers.base import EventCallback, Provider, ProviderRequest, ProviderResponse
+from aca_flows.providers.base import (
+    EventCallback,
+    Provider,
+    ProviderRequest,
+    ProviderResponse,
+    Usage,
+)
 from aca_flows.providers.pricing import price_for
 from aca_flows.providers.ratelimit import estimate_tokens
 from aca_flows.providers.readiness import default_model
@@ -73,8 +79,11 @@ class CallOwner:
 CALL_OWNER: ContextVar[CallOwner | None] = ContextVar("aca_call_owner", default=None)
 
 # Puts one returned call on the session's ledger: (provider, model, response, owner,
-# unpriced: paid, but aca has no price for the model).
-CallLedger = Callable[[str, str, ProviderResponse, "CallOwner | None", bool], Awaitable[object]]
+# unpriced: paid, but aca has no price for the model, calls: 1, or 0 for the part of a call
+# in flight journalled before it returns).
+CallLedger = Callable[
+    [str, str, ProviderResponse, "CallOwner | None", bool, int], Awaitable[object]
+]
 
 # The most one call may cost, in USD, known before it is made (0.0: unknown).
 CallCeiling = Callable[[ProviderRequest], float]
@@ -224,9 +233,10 @@ class SpendGuard:
     ) -> ProviderResponse:
         await self.meter.admit(self.ceiling(request) if self.ceiling is not None else 0.0)
         paid: ProviderResponse | None = None
+        journal = _InFlight(self, request)
         try:
             try:
-                paid = await self.inner.complete(request, on_event)
+                paid = await self.inner.complete(request, journal.heard(on_event))
                 return paid
             except (ProviderError, asyncio.CancelledError) as stopped:
                 # A call can fail after it was paid for (a Claude Code run stopped mid-way),
@@ -234,20 +244,85 @@ class SpendGuard:
                 paid = _billed(stopped)
                 raise
             finally:
-                if paid is not None:
-                    await self._record(request, paid)
+                await journal.settled()
+                if paid is not None or journal.journalled is not None:
+                    await self._record(request, paid or _nothing(self.name), journal.journalled)
         finally:
             # After the ledger has it: a call held back reads the spend with this one in it.
             self.meter.returned(paid.cost_usd if paid is not None else 0.0)
 
-    async def _record(self, request: ProviderRequest, response: ProviderResponse) -> None:
+    async def _record(
+        self,
+        request: ProviderRequest,
+        response: ProviderResponse,
+        journalled: ProviderResponse | None = None,
+    ) -> None:
+        """The call on the ledger: what it cost beyond the part ``journalled`` while it ran."""
         model = response.model or request.model or ""
         tokens = response.usage.total_tokens
         unpriced = unpriced_call(self.name, response.cost_usd, tokens, free=self.free)
         if self.ledger is not None:
-            await self.ledger(self.name, model, response, CALL_OWNER.get(), unpriced)
+            rest = _beyond(response, journalled) if journalled is not None else response
+            await self.ledger(self.name, model, rest, CALL_OWNER.get(), unpriced, 1)
         if unpriced:
             self.meter.unpriced(self.name, model, tokens)
+
+
+class _InFlight:
+    """What a call in flight says it has cost so far (``spend`` events: a Claude Code run's
+    answered turns), put on the ledger part by part as it comes, so a process killed outright
+    leaves it on the bill; the call's own line then holds only the rest."""
+
+    def __init__(self, guard: SpendGuard, request: ProviderRequest):
+        self.guard = guard
+        self.request = request
+        self.journalled: ProviderResponse | None = None
+        self._writes: list[asyncio.Future] = []
+
+    def heard(self, on_event: EventCallback | None) -> EventCallback:
+        def heard(event) -> None:
+            if event.kind != "spend":
+                if on_event is not None:
+                    on_event(event)
+                return
+            so_far = ProviderResponse(
+                usage=Usage(**event.data["usage"]),
+                cost_usd=event.data["cost_usd"],
+                model=event.data["model"],
+                provider=self.guard.name,
+            )
+            part = _beyond(so_far, self.journalled) if self.journalled is not None else so_far
+            self.journalled = so_far
+            if self.guard.ledger is not None and part.usage.total_tokens:
+                owner = CALL_OWNER.get()
+                model = so_far.model or self.request.model or ""
+                write = self.guard.ledger(self.guard.name, model, part, owner, False, 0)
+                self._writes.append(asyncio.ensure_future(write))
+
+        return heard
+
+    async def settled(self) -> None:
+        """Every part on the ledger (journalled in order, before the call's own line)."""
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+
+
+def _beyond(response: ProviderResponse, journalled: ProviderResponse) -> ProviderResponse:
+    """``response`` less what was journalled of it already; never below nothing."""
+    spent, part = response.usage, journalled.usage
+    usage = Usage(
+        input_tokens=max(spent.input_tokens - part.input_tokens, 0),
+        output_tokens=max(spent.output_tokens - part.output_tokens, 0),
+        cache_read_tokens=max(spent.cache_read_tokens - part.cache_read_tokens, 0),
+        cache_write_tokens=max(spent.cache_write_tokens - part.cache_write_tokens, 0),
+    )
+    cost = max(response.cost_usd - journalled.cost_usd, 0.0)
+    return response.model_copy(update={"usage": usage, "cost_usd": cost})
+
+
+def _nothing(provider: str) -> ProviderResponse:
+    """A call that failed with no bill of its own, after parts of it were journalled."""
+    return ProviderResponse(provider=provider, stop_reason="error")
 
 
 def call_ceiling(provider: str, config: AcaConfig) -> CallCeiling:

@@ -120,9 +120,13 @@ class ProviderResponse(WireModel):
 
 
 class ProviderEvent(WireModel):
-    """A live event from a provider (Claude Code's stream messages): for logs and displays."""
+    """A live event from a provider (Claude Code's stream messages): for logs and displays;
+    ``spend`` (``data``: ``model``, ``usage``, ``cost_usd``) is what a call in flight has cost
+    so far, for the ledger (``flows.spend.SpendGuard``), never shown."""
 
-    kind: Literal["assistant_text", "tool_use", "tool_result", "result", "system", "stderr"]
+    kind: Literal[
+        "assistant_text", "tool_use", "tool_result", "result", "system", "stderr", "spend"
+    ]
     data: dict[str, Any] = Field(default_factory=dict)
 
 

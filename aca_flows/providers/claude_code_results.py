@@ -8,6 +8,7 @@ transient; anything else is transient too, its message quoting Claude Code.
 
 from __future__ import annotations
 
+import http
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -128,12 +129,17 @@ _BY_MESSAGE = (
 # on as a 200's text ("Error: rate limited", "Error 502: ..."); not "Error handling added".
 _API_ERROR = re.compile(r"\s*(?:API Error\b|Error(?:\s+[45]\d\d)?\s*:)", re.IGNORECASE)
 # A gateway's own error page passed on as the answer: its HTML (nginx's, a CDN's), titled by
-# its status, or its status line alone ("502 Bad Gateway").
+# its status, or its status line alone, as HTTP words it ("502 Bad Gateway"; not "401 files
+# changed", a real answer).
 _GATEWAY_PAGE = re.compile(
-    r"\s*(?:<!doctype html|<html)\b.*?<title>[^<]*?\b([45]\d\d)\b[^<]*</title>"
-    r"|\s*([45]\d\d)\s+[a-z][a-z'-]*(?: [a-z][a-z'-]*){0,3}\s*$",
+    r"\s*(?:<!doctype html|<html)\b.*?<title>[^<]*?\b([45]\d\d)\b[^<]*</title>",
     re.IGNORECASE | re.DOTALL,
 )
+_STATUS_LINES = {
+    f"{status.value} {status.phrase}".lower().replace("-", " "): status.value
+    for status in http.HTTPStatus
+    if status.value >= 400
+} | {"504 gateway time out": 504}
 _API_STATUS = re.compile(r"\b([45]\d\d)\b")
 # The status an error names in words only ("Error: rate limited"): waited out as its status is.
 _STATUS_WORDS = (("rate limit", 429), ("rate-limit", 429), ("too many requests", 429))
@@ -158,11 +164,12 @@ def result_error(result: Any, text: str, tools_used: int = 0) -> ProviderError |
     # A final answer that is an error (``_API_ERROR``): no answer, and the work before it
     # unfinished, never to be committed.
     page = _GATEWAY_PAGE.match(detail)
-    api_error = bool(_API_ERROR.match(detail) or page)
+    line = _STATUS_LINES.get(detail.rstrip(".").lower().replace("-", " "))
+    api_error = bool(_API_ERROR.match(detail) or page or line)
     is_error = result.is_error or api_error
     first_line = detail.split("\n")[0]
-    if page and status is None:
-        status = int(page.group(1) or page.group(2))
+    if (page or line) and status is None:
+        status = int(page.group(1)) if page else line
     if api_error and status is None and (found := _API_STATUS.search(first_line)):
         status = int(found.group(1))
     if is_error and status is None:
@@ -357,7 +364,8 @@ class StreamedSpend:
         self.turns: dict[str, tuple[str, dict[str, int]]] = {}
         self._streaming: dict[Any, str] = {}  # the message each stream is in (main, subagents)
 
-    def heard(self, message: Any) -> None:
+    def heard(self, message: Any) -> bool:
+        """Count ``message``; whether it ended a turn (its final output count came)."""
         kind = type(message).__name__
         if kind == "AssistantMessage":
             self._count(message.message_id, message.model, message.usage)
@@ -371,6 +379,8 @@ class StreamedSpend:
                     self._count(started["id"], started.get("model"), started.get("usage"))
             elif event.get("type") == "message_delta" and stream in self._streaming:
                 self._count(self._streaming[stream], None, event.get("usage"))
+                return True
+        return False
 
     def _count(self, message_id: Any, model: Any, usage: Any) -> None:
         if not message_id or not isinstance(usage, Mapping):

@@ -190,7 +190,12 @@ class CallRecorded(_Event):
     model: str = ""
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float = Field(default=0.0, ge=0)
-    calls: int = Field(default=1, ge=1, description="More than 1 only for a parse's calls.")
+    calls: int = Field(
+        default=1,
+        ge=0,
+        description="More than 1 only for a parse's calls; 0 for the part of a call in flight "
+        "journalled as it came (a Claude Code run's answered turns), its own line after it.",
+    )
     unpriced: bool = Field(
         default=False, description="Paid, but aca has no price for the model: not in cost_usd."
     )

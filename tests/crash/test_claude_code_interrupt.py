@@ -55,8 +55,9 @@ def test_a_ctrl_c_that_kills_claude_starts_no_new_claude_run_and_bills_its_answe
     # completed although the user stopped it.
     assert len(agent_calls()) == 2, output
     assert "Retrying this call" not in output
-    # The answered turn is on the bill.
+    # The answered turn is on the bill, once: journalled as it ended, the call's own line
+    # after it holds nothing more.
     calls = [e for e in journal(session) if e["type"] == "call"]
-    assert [c["usage"]["input_tokens"] for c in calls] == [1000], calls
+    assert [(c["usage"]["input_tokens"], c["calls"]) for c in calls] == [(1000, 0), (0, 1)]
     assert calls[0]["usage"]["output_tokens"] == 200
-    assert calls[0]["cost_usd"] > 0
+    assert calls[0]["cost_usd"] > 0 and calls[1]["cost_usd"] == 0

@@ -67,7 +67,7 @@ def test_eight_agents_at_once_stop_within_a_call_of_the_budget():
     spent = [0.0]
     held: list[str] = []
 
-    async def ledger(_provider, _model, response, _owner, _unpriced):
+    async def ledger(_provider, _model, response, _owner, _unpriced, _calls):
         spent[0] += response.cost_usd
 
     meter = SpendMeter(lambda: spent[0], 0.0125, on_hold=held.append)
@@ -85,7 +85,7 @@ def test_the_first_calls_are_held_by_their_ceiling_under_a_small_budget():
     spent = [0.0]
     held: list[str] = []
 
-    async def ledger(_provider, _model, response, _owner, _unpriced):
+    async def ledger(_provider, _model, response, _owner, _unpriced, _calls):
         spent[0] += response.cost_usd
 
     meter = SpendMeter(lambda: spent[0], 0.0035, on_hold=held.append)

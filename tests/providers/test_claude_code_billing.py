@@ -222,28 +222,35 @@ def test_a_claude_run_cancelled_by_the_runs_stop_puts_its_answered_turns_on_the_
 
     recorded = []
 
-    async def ledger(provider, model, response, owner, unpriced):
-        recorded.append(response)
+    async def ledger(provider, model, response, owner, unpriced, calls=1):
+        recorded.append((response, calls))
 
     guard = SpendGuard(_provider(), SpendMeter(lambda: 0.0, None), ledger)
     turn = {"input_tokens": 1000, "output_tokens": 200}
     write = {"file_path": str(tmp_path / "a.txt"), "content": "a"}
     llm_server.anthropic.enqueue(tool_calls=[{"name": "Write", "arguments": write}], usage=turn)
     llm_server.anthropic.enqueue(text="Late.", delay=30)
+    on_the_ledger_while_it_ran = []
 
     async def cancel_mid_way() -> None:
         working = asyncio.create_task(guard.complete(_request(tmp_path, "Write a.txt")))
         while len([r for r in llm_server.anthropic.requests if r.json.get("tools")]) < 2:
             await asyncio.sleep(0.05)
         await asyncio.sleep(1)
+        on_the_ledger_while_it_ran.extend(recorded)
         working.cancel()
         with pytest.raises(asyncio.CancelledError):
             await working
 
     run(cancel_mid_way())
 
-    assert [response.usage for response in recorded] == [Usage(**turn)]
-    assert recorded[0].cost_usd == pytest.approx(_price(Usage(**turn)))
+    # The answered turn reached the ledger as it ended, before the run did: a process killed
+    # outright (SIGKILL) had left the whole run off the bill.
+    assert [(r.usage, calls) for r, calls in on_the_ledger_while_it_ran] == [(Usage(**turn), 0)]
+    # In all, the turn once, and one call.
+    assert sum((r.usage for r, _ in recorded), Usage()) == Usage(**turn)
+    assert sum(r.cost_usd for r, _ in recorded) == pytest.approx(_price(Usage(**turn)))
+    assert sum(calls for _, calls in recorded) == 1
     assert _claude_processes() == []
 
 
