@@ -4,14 +4,14 @@ own process: so within a time bound, and without following links to folders.
 ``Path.glob`` followed them: two links ``a -> .`` and ``b -> .`` made ``*/*/…/x`` cost 2ⁿ,
 and a deep tree made ``**/**/**/x`` cost its depth cubed, each holding the run with no
 timeout (the sandbox's limits bound commands, not aca). Here the worktree is walked once, each
-file's path matched against the pattern (``**`` any folders, ``*`` and ``?`` within a name,
-``[...]`` a class), repeated ``**`` read as one.
+file's path matched against the pattern name by name (``**`` any folders, ``*`` and ``?``
+within a name, ``[...]`` a class), repeated ``**`` read as one.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
-import re
 import time
 from pathlib import Path
 
@@ -40,7 +40,9 @@ def glob_files(root: Path, pattern: str, seconds: float = GLOB_SECONDS) -> list[
         if not prefix:  # the worktree's .git (a folder, or a file naming one)
             folders[:] = [name for name in folders if name != ".git"]
             files = [name for name in files if name != ".git"]
-        for name in files:
+        for number, name in enumerate(files):
+            if number % 1024 == 1023 and time.monotonic() > deadline:
+                raise PatternTooSlow(f"listing stopped after {seconds:g} s, in {folder}")
             path = prefix + name
             if matches(path) and _inside(root, os.path.join(folder, name)):
                 found.append(path)
@@ -56,33 +58,32 @@ def _inside(root: Path, file: str) -> bool:
 
 
 def _matcher(pattern: str):
+    """A test of a relative path against ``pattern``, name by name (``fnmatch`` for each, which
+    never backtracks without end), ``**`` any run of folders: one regular expression for the
+    whole path backtracked for minutes on ``*a*a*a…`` or ``**/a/**/a/…``."""
     segments = [part for part in pattern.strip("/").split("/") if part not in ("", ".")]
-    collapsed = [s for i, s in enumerate(segments) if s != "**" or segments[i - 1 : i] != ["**"]]
-    regex = ""
-    for number, segment in enumerate(collapsed):
-        last = number == len(collapsed) - 1
-        if segment == "**":
-            regex += ".*" if last else "(?:.*/)?"
-        else:
-            regex += _segment(segment) + ("" if last else "/")
-    return re.compile(regex, re.DOTALL).fullmatch
+    parts = [s for i, s in enumerate(segments) if s != "**" or segments[i - 1 : i] != ["**"]]
 
+    def matches(path: str) -> bool:
+        names = path.split("/")
+        known: dict[tuple[int, int], bool] = {}
 
-def _segment(segment: str) -> str:
-    """One name's pattern: ``*`` and ``?`` never cross a ``/``."""
-    out, i = "", 0
-    while i < len(segment):
-        char = segment[i]
-        if char == "*":
-            out += "[^/]*"
-        elif char == "?":
-            out += "[^/]"
-        elif char == "[" and (end := segment.find("]", i + 2)) != -1:
-            inner = segment[i + 1 : end]
-            inner = "^" + inner[1:] if inner.startswith("!") else inner
-            out += "[" + inner.replace("\\", "\\\\") + "]"
-            i = end
-        else:
-            out += re.escape(char)
-        i += 1
-    return out
+        def match(part: int, name: int) -> bool:
+            if part == len(parts):
+                return name == len(names)
+            if (part, name) not in known:
+                if parts[part] == "**":  # any folders; at the end, at least one name
+                    first = name + 1 if part == len(parts) - 1 else name
+                    found = any(match(part + 1, n) for n in range(first, len(names) + 1))
+                else:
+                    found = (
+                        name < len(names)
+                        and fnmatch.fnmatchcase(names[name], parts[part])
+                        and match(part + 1, name + 1)
+                    )
+                known[(part, name)] = found
+            return known[(part, name)]
+
+        return match(0, 0)
+
+    return matches

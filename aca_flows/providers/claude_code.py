@@ -185,8 +185,8 @@ def render_prompt(messages: list[Message], resuming: bool) -> str:
 
 # The turn a call's retry resumes a failed run's session with: its work is in the worktree.
 CONTINUE_AFTER_ERROR = (
-    "Your run was cut off by an error of the API before you finished. Go on with the task "
-    "from where you stopped: what you changed so far is still in the working folder."
+    "Your run was cut off before you finished, by an error that was not yours. Go on with the "
+    "task from where you stopped: what you changed so far is still in the working folder."
 )
 
 
@@ -200,8 +200,9 @@ def session_of(message: Any) -> str | None:
 def continued(error: Exception, request: ProviderRequest, session: str | None) -> Exception:
     """``error``, whose retry goes on with the failed run's Claude session: a new run would
     take over work it did not do, in a worktree it did not change (and commit it on its own
-    word), and pay every turn of it again. Not for a one-shot call, whose session is not
-    kept, nor one that never started a session."""
+    word), and pay every turn of it again. ``session``: as the run's own stream named it; a
+    run that failed before it started (its prompt unread: a fix attempt's "the check
+    failed") is sent again as it was. Not for a one-shot call, whose session is not kept."""
     if (
         isinstance(error, TransientProviderError)
         and session
@@ -417,7 +418,8 @@ class ClaudeCodeProvider:
         stderr: list[str] = []
         tools_used = 0
         streamed = StreamedSpend()
-        resumed = session = request.options.get("resume")
+        resumed = request.options.get("resume")
+        session = None  # as this run's stream names it: the run started, its prompt was read
         try:
             from claude_agent_sdk import query
 
@@ -430,7 +432,8 @@ class ClaudeCodeProvider:
             async with starting() as started:
                 async for message in query(prompt=prompt, options=options):
                     started()
-                    streamed.heard(message)
+                    if streamed.heard(message):
+                        on_event(self._spent_so_far(request, streamed))
                     session = session_of(message) or session
                     for event in events_of(message):
                         if event.kind == "assistant_text":
@@ -472,6 +475,14 @@ class ClaudeCodeProvider:
         if isinstance(error, (PermanentProviderError, TransientProviderError)):
             error.billed = self._streamed_bill(request, streamed)
         return continued(error, request, session)
+
+    def _spent_so_far(self, request: ProviderRequest, streamed: StreamedSpend) -> ProviderEvent:
+        """The turns answered so far: journalled as they end, so a run killed outright
+        (SIGKILL, out of memory) leaves them on the bill."""
+        model = request.model or self.model or ""
+        spent = streamed.spend(model, self.prices, self._claude_rates)
+        data = {"model": model or next(iter(spent.by_model), ""), "cost_usd": spent.cost_usd}
+        return ProviderEvent(kind="spend", data={**data, "usage": spent.usage.model_dump()})
 
     def _streamed_bill(
         self, request: ProviderRequest, streamed: StreamedSpend

@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import os
 import pwd
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -157,7 +158,8 @@ def other_checkouts(
     common = common or (git_dirs[-1] if git_dirs else None)
     if common is None:
         return ()
-    found = {common.parent} if common.name == ".git" else set()
+    # A bare repository's folder (`proj/.git`, its worktrees beside it) is no checkout.
+    found = {common.parent} if common.name == ".git" and not _is_bare(common) else set()
     for gitdir in (common / "worktrees").glob("*/gitdir"):
         if (named := _named_by(gitdir)) is not None and named.name == ".git":
             found.add(named.parent)
@@ -182,7 +184,7 @@ def protected_paths(plan: MountPlan) -> list[Path]:
     they exist), aca's records and the other tasks' worktrees found now. For sandboxes that
     take a deny list of paths (Claude Code's, which leaves ``/tmp`` writable: a checkout there
     would be too) rather than mounts."""
-    paths = [*plan.git_dirs, *plan.checkouts]
+    paths = [*plan.git_dirs, *_around(plan)]
     if plan.repository is not None:
         aca = plan.repository / ".aca"
         paths += [p for p in _entries(plan.repository) if p.name not in (".aca", ".git")]
@@ -206,7 +208,7 @@ def read_rules(plan: MountPlan) -> tuple[list[Path], list[Path]]:
     the git directories and their config itself), and git there stops at them. The homes are
     the caller's to hide: a sandbox of paths knows them."""
     unreadable = [plan.repository] if plan.repository is not None else []
-    unreadable += [*plan.checkouts, *(config for _copy, config in plan.git_configs)]
+    unreadable += [*_around(plan), *(config for _copy, config in plan.git_configs)]
     readable = [plan.worktree, *plan.git_dirs, *plan.read_only]
     return unreadable, readable
 
@@ -251,7 +253,7 @@ def bwrap_argv(
     argv += ["--dir", SANDBOX_HOME]
     # Shown on request, before the repository is hidden: a parent shown must not show it.
     argv += _ro_binds(p for p in plan.read_only if not _within(p, repository))
-    for path in plan.private:  # hidden again where a path shown around it shows it
+    for path in (*plan.private, *plan.checkouts):  # hidden again under a path shown
         shown = any(_within(path, p) for p in plan.read_only if not _within(p, repository))
         if shown and not _within(path, repository) and path.is_dir() and not path.is_symlink():
             argv += tmpfs(path)
@@ -415,6 +417,22 @@ def _named_by(file: Path) -> Path | None:
     except (OSError, UnicodeDecodeError):
         return None
     return Path(os.path.normpath(file.parent / text)) if text else None
+
+
+def _is_bare(git_dir: Path) -> bool:
+    try:
+        config = (git_dir / "config").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return re.search(r"(?im)^\s*bare\s*=\s*true\s*$", config) is not None
+
+
+def _around(plan: MountPlan) -> list[Path]:
+    """The other checkouts that hold none of what the task works in: a sandbox of path
+    rules (Claude Code's) denies a folder with all it holds, where bwrap's mounts show the
+    worktree again inside one hidden."""
+    inner = [plan.worktree, *([plan.repository] if plan.repository else [])]
+    return [c for c in plan.checkouts if not any(_within(path, c) for path in inner)]
 
 
 def _common_dir_of(repository: Path) -> Path | None:

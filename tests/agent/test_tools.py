@@ -126,6 +126,23 @@ def test_links_to_folders_make_no_glob_take_longer(tools):
     assert everything == ["README.md", "src/app.py"]  # no link out, no path through a link
 
 
+def test_no_pattern_backtracks_without_end(tools):
+    # Matched as one regular expression, `*a` ten times took 22 s on one 40-letter name, and
+    # `**/a/` eight times 79 s on a path 60 folders deep: the tool call held its task.
+    (tools.root / ("a" * 39 + "b")).write_text("x\n")
+    deep = tools.root.joinpath(*["a"] * 60)
+    deep.mkdir(parents=True)
+    (deep / "f").write_text("x\n")
+    started = time.monotonic()
+
+    names = call(tools, "list_files", pattern="*a" * 10 + "c")
+    paths = call(tools, "list_files", pattern="**/a/" * 8 + "zz")
+
+    assert time.monotonic() - started < 5
+    assert "no files match" in names.content and "no files match" in paths.content
+    assert call(tools, "list_files", pattern="**/a/**/f").content == "/".join(["a"] * 60 + ["f"])
+
+
 def test_search_finds_lines_by_regex(tools):
     assert call(tools, "search", pattern=r"^b =").content == "src/app.py:2: b = 1"
     assert call(tools, "search", pattern="nothing here").content.startswith("no matches")

@@ -290,6 +290,8 @@ def test_an_api_error_given_as_the_final_answer_is_no_answer(said, kind):
     assert result_error(answered, "Fixed the API error handling in api.py.", tools_used=1) is None
     assert result_error(answered, "Error handling added: parse() raises.", tools_used=1) is None
     assert result_error(answered, "502 Bad Gateway pages are now retried.", tools_used=1) is None
+    for answer in ("401 files changed", "402 tests passed", "500 tests pass", "404 Not Founds"):
+        assert result_error(answered, answer, tools_used=1) is None, answer  # short answers
     page = "<html><body><h1>Report</h1><p>All 12 tests pass.</p></body></html>"
     assert result_error(answered, page, tools_used=1) is None
 
@@ -649,6 +651,12 @@ def test_a_claude_that_crashes_is_reported_once_by_aca_not_by_the_sdk_too(
         run(_provider().complete(_request(tmp_path, "hi")))
     assert "claude crashed: segfault" in str(caught.value)
     assert "Fatal error in message reader" not in caplog.text
+    # A resumed call (a fix attempt's "the check failed") that died before it started goes
+    # again as it was: "go on with the task" in its place lost what the check said.
+    fix = _request(tmp_path, "The check failed: fix it.", resume="0b6c7f6e-session")
+    with pytest.raises(TransientProviderError) as caught:
+        run(_provider().complete(fix))
+    assert caught.value.retry_request is None
 
 
 @pytest.mark.parametrize(

@@ -59,6 +59,39 @@ def test_the_users_other_checkouts_of_the_repository_are_hidden_as_it_is(tmp_pat
     assert from_hotfix.repository == hotfix and from_hotfix.checkouts == (repo,)
 
 
+def test_a_checkout_that_holds_the_worktree_is_never_denied_whole(tmp_path):
+    # A linked worktree inside the main checkout: Claude Code's sandbox denies a path with all
+    # it holds, and denying the main checkout made the task's worktree read-only.
+    repo = make_repo(tmp_path / "main")
+    inner = repo / "wt"
+    subprocess.run(["git", "-C", str(repo), "worktree", "add", "-q", str(inner)], check=True)
+    task = inner / ".aca" / "worktrees" / "s1" / "t1"
+    subprocess.run(["git", "-C", str(inner), "worktree", "add", "-q", "--detach", str(task)],
+                   check=True)  # fmt: skip
+
+    plan = mount_plan(task, repository=inner, home=tmp_path / "home")
+
+    assert plan.checkouts == (repo,)  # bwrap hides it, and shows the worktree in it again
+    assert str(repo) in pairs(bwrap_argv(plan, ["/bin/true"], limits=LIMITS, network=False),
+                              "--tmpfs")  # fmt: skip
+    assert repo not in read_rules(plan)[0] and repo not in protected_paths(plan)
+    # Shown read-only on request, a folder around it shows it no more than its own .env.
+    shown = mount_plan(task, repository=inner, home=tmp_path / "home", read_only=(tmp_path,))
+    argv = bwrap_argv(shown, ["/bin/true"], limits=LIMITS, network=False)
+    assert argv.index(str(repo), argv.index("--ro-bind-try")) > argv.index("--ro-bind-try")
+
+
+def test_a_bare_repositorys_folder_is_no_checkout(tmp_path):
+    # `git clone --bare url proj/.git`, worktrees beside it: proj is no checkout to hide.
+    bare = tmp_path / "proj" / ".git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(make_repo(tmp_path / "src")), str(bare)],
+                   check=True)  # fmt: skip
+    task = tmp_path / "proj" / "main"
+    subprocess.run(["git", "-C", str(bare), "worktree", "add", "-q", str(task)], check=True)
+
+    assert tmp_path / "proj" not in mount_plan(task, home=tmp_path / "home").checkouts
+
+
 def test_claude_codes_deny_list_has_acas_config_before_it_exists_and_the_other_worktrees(
     tmp_path,
 ):
