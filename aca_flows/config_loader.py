@@ -43,8 +43,9 @@ class LoadedConfig(BaseModel):
     )
     ignored: list[str] = Field(
         default_factory=list,
-        description="Settings of a cloned repository's config left out, each with how to "
-        "allow it (cloned_config.py): to be shown to the user.",
+        description="Settings left out, each with why and how to set them: a cloned "
+        "repository's that would weaken the user's (cloned_config.py), and [deployments] "
+        "anywhere but the user's own file. To be shown to the user.",
     )
 
 
@@ -113,7 +114,7 @@ def load_config(
             # The user's own file under the clone's: a repository that brings an aca.toml
             # would otherwise drop the user's budget and limits, and may only tighten them.
             users = _users_own_settings(data, sources)
-            ignored = drop_weakening_keys(file_data, file, users)
+            ignored += drop_weakening_keys(file_data, file, users)
         loose |= _loose_types(file_data, str(file))
         _merge(data, file_data, sources, str(file))
     env_data = _env_overrides(environ)
