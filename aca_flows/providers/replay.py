@@ -10,7 +10,8 @@ A cassette is one JSON file::
          "response": {...ProviderResponse...}}            # or, for a failed call:
         {"provider": "openai", "request": {...}, "events": [],
          "error": {"kind": "transient" | "permanent", "message": "...",
-                   "status_code": 429, "retry_after": 7}}
+                   "status_code": 429, "retry_after": 7,
+                   "retry_request": {...}}}      # what its retry sent, if not the same
      ]}
 
 It holds our own request/response models, never HTTP traffic, so no key or auth header can
@@ -175,7 +176,7 @@ class ReplayProvider:
             for event in interaction.get("events", []):
                 on_event(ProviderEvent.model_validate(event))
         if "error" in interaction:
-            raise _error_from_record(interaction["error"])
+            raise _error_from_record(interaction["error"], request)
         return ProviderResponse.model_validate(interaction["response"])
 
     def _match(self, wanted: dict[str, Any]) -> int:
@@ -207,12 +208,18 @@ class ReplayProvider:
         )
 
 
-def _error_from_record(record: dict[str, Any]) -> ProviderError:
+def _error_from_record(record: dict[str, Any], request: ProviderRequest) -> ProviderError:
     common = {"provider": "replay", "status_code": record.get("status_code")}
     if record.get("kind") == "transient":
-        return TransientProviderError(
+        error = TransientProviderError(
             record["message"], retry_after=record.get("retry_after"), **common
         )
+        if retry := record.get("retry_request"):
+            # With this run's own options (its worktree): the session resumed is the one kept.
+            resume = (retry.get("options") or {}).get("resume")
+            options = {**request.options, "resume": resume}
+            error.retry_request = ProviderRequest.model_validate({**retry, "options": options})
+        return error
     return PermanentProviderError(record["message"], **common)
 
 
@@ -289,6 +296,11 @@ class RecordingProvider:
                 "status_code": exc.status_code,
                 "retry_after": getattr(exc, "retry_after", None),
             }
+            if (retry := getattr(exc, "retry_request", None)) is not None:
+                # What the call's retry sent (a Claude Code run resumed): replayed, it sends so.
+                retry_request = retry.model_dump(mode="json")
+                retry_request["options"].pop("env", None)
+                record["error"]["retry_request"] = retry_request
             self._writer.append(self.scrub(record))
             raise
         record["response"] = response.model_dump(mode="json")

@@ -64,6 +64,44 @@ def test_recorded_errors_are_raised_again_with_their_retry_after(tmp_path):
     assert caught.value.retry_after == 3
 
 
+class GoesOn:
+    """A provider whose first run fails with a retry that goes on (as a Claude Code run's
+    does: its session resumed, told to go on), and whose second answers."""
+
+    name = "goes-on"
+
+    def __init__(self):
+        self.runs = 0
+
+    async def complete(self, request, on_event=None):
+        self.runs += 1
+        if self.runs == 1:
+            error = TransientProviderError("cut off", status_code=529)
+            error.retry_request = request.model_copy(
+                update={
+                    "messages": [*request.messages, Message(role="user", text="go on")],
+                    "options": {**request.options, "resume": "session-1"},
+                }
+            )
+            raise error
+        return ProviderResponse(text=f"done after: {request.messages[-1].text}")
+
+
+def test_a_call_retried_as_another_request_replays_as_recorded(tmp_path):
+    # The retry's request (the run resumed) was not in the replayed error: the replay sent
+    # the first request again, which matched nothing recorded.
+    from aca_flows.providers.retry import RetryingProvider
+
+    cassette = tmp_path / "run.json"
+    recorder = RetryingProvider(RecordingProvider(GoesOn(), cassette), backoff_seconds=0)
+    recorded = run(recorder.complete(_ask("write a.txt", cwd="/recorded/worktree")))
+
+    replay = RetryingProvider(ReplayProvider(cassette), backoff_seconds=0)
+    replayed = run(replay.complete(_ask("write a.txt", cwd="/this/run")))
+
+    assert replayed.text == recorded.text == "done after: go on"
+
+
 def test_concurrent_requests_match_by_content_not_by_arrival_order(tmp_path):
     cassette = tmp_path / "run.json"
     recorder = RecordingProvider(ScriptedProvider({"a": "A", "b": "B", "c": "C"}), cassette)
