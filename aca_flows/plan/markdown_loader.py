@@ -415,10 +415,30 @@ def _flatten_text(nodes: list[_Node]) -> list[str]:
     return out
 
 
+_INLINE_COMMENT = re.compile(r"<!--.*?-->")
+
+
 def _prose(node: _Node) -> list[str]:
-    """The node's text but the lines switched off (in an HTML comment): the user's notes and
-    items switched off are no instruction for the agent that reads the description."""
-    return [text for i, text in enumerate(node.text) if i not in node.switched_off]
+    """The node's text without what HTML comments hold (a note, an item switched off: no
+    instruction for the agent that reads the description) nor front matter. Text beside a
+    comment on its line stays (`<!-- reviewed --> Use the v2 API.`); code stays as written."""
+    prose = []
+    for i, text in enumerate(node.text):
+        if i in node.switched_off:
+            indent = text[: len(text) - len(text.lstrip())]  # the line's, for the dedent
+            if text.lstrip().startswith("<!--"):  # opens here; one left open runs on below
+                text = _INLINE_COMMENT.sub("", text).split("<!--", 1)[0]
+            elif "-->" in text:  # closes one opened above
+                text = text.split("-->", 1)[1]
+            else:  # inside a comment, or front matter
+                continue
+            if not text.strip():
+                continue
+            text = indent + text.strip()
+        if i not in node.code:
+            text = _INLINE_COMMENT.sub("", text)
+        prose.append(text)
+    return prose
 
 
 def _join(lines: list[str]) -> str:

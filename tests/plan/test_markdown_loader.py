@@ -627,3 +627,23 @@ def test_what_a_comment_switches_off_is_in_no_description(tmp_path):
     assert not any("<!--" in part or "drop the users" in part for part in text), text
     assert plan.task("second").description == "The API."
     assert plan.task("one").description == "Its text."
+
+
+def test_text_beside_a_comment_stays_and_code_is_kept_as_written(tmp_path):
+    plan = load_task_file(
+        write(
+            tmp_path,
+            "- [ ] one\n  <!-- reviewed by Bob --> Use the v2 API.\n"
+            "  Keep it small. <!-- a note --> Add tests.\n"
+            "  <!-- over\n  two lines --> And docs.\n"
+            "  ```html\n  <!-- a comment in code -->\n  ```\n",
+        )
+    )
+    assert plan.task("one").description.splitlines() == [
+        "Use the v2 API.",
+        "Keep it small.  Add tests.",
+        "And docs.",
+        "```html",
+        "<!-- a comment in code -->",
+        "```",
+    ]
