@@ -62,6 +62,7 @@ from aca_flows.flows.pull_requests import (
     pull_request_target,
 )
 from aca_flows.flows.remote_sync import (
+    claim_session,
     open_remote,
     push_session_work,
     register_remote,
@@ -228,6 +229,8 @@ async def aca_run(
         if repo:
             remote = await in_thread(open_remote, repo, workdir, request.session_id)
         store, run = open_run(request)
+        if remote is not None and store.session.resumes:
+            await claim_session(remote, store)
     except AcaError as exc:
         # Bad input, or the session is in use: a message for the user, not a traceback.
         get_run_logger().error(str(exc))

@@ -20,6 +20,7 @@ from pathlib import Path
 import git
 
 from aca_flows._threads import in_thread
+from aca_flows.errors import InputError
 from aca_flows.session.errors import SessionFileError
 from aca_flows.session.layout import AcaDir
 from aca_flows.session.lock import SessionLock
@@ -41,6 +42,7 @@ __all__ = [
     "PUSH_ATTEMPTS",
     "PUSH_BACKOFF_SECONDS",
     "RunRemote",
+    "claim_session",
     "open_remote",
     "push_landed_work",
     "push_session_work",
@@ -209,6 +211,32 @@ async def _push_until_current(remote: RunRemote, store: SessionStore, logger) ->
         await _push(remote, store, logger)
         if not remote.push_again:
             return
+
+
+async def claim_session(remote: RunRemote, store: SessionStore) -> None:
+    """A resume with a remote takes its session over: its record goes to the remote before any
+    task starts, so an earlier run still going (on another machine) pushes nothing more, its
+    record no longer the remote's. One that pushed since this resume fetched has moved the
+    session on: the resume stops before it runs anything (it would run again what that run
+    did, then push nothing), saying to resume again."""
+    store.write_session_json_now()
+    save_session_record(remote.repo, store.session_id, store.paths.root)
+    result = await in_thread(remote.remote.push_session, remote.repo, store.session_id, attempts=1)
+    if result.diverged:
+        store.close()
+        resume = session_resume(store.session, store.paths.workdir, remote.remote.public)
+        raise InputError(
+            f"another run of session {store.session_id} pushed to {remote.remote.public} "
+            f"while this resume started, so it moved on; `{resume}` again takes the session "
+            "over from there (nothing of it ran here)."
+        )
+    store.branch_pushed(
+        remote.remote.public,
+        result.head,
+        pushed=result.pushed,
+        attempts=result.attempts,
+        error=result.error,
+    )
 
 
 async def _push(remote: RunRemote, store: SessionStore, logger) -> None:

@@ -158,6 +158,7 @@ class PushResult:
     head: str
     attempts: int
     error: str | None = None
+    diverged: bool = False  # the remote's branch has commits the session does not have
 
 
 class RemoteRepository:
@@ -275,7 +276,9 @@ class RemoteRepository:
                 )
             if (diverged := self._diverged(repo, branch, head)) is not None:
                 # No try can succeed: it is said with the way out, not tried again.
-                return PushResult(pushed=False, head=head, attempts=attempt, error=diverged)
+                return PushResult(
+                    pushed=False, head=head, attempts=attempt, error=diverged, diverged=True
+                )
             if attempt == attempts and (refused := self._refuses_the_record(repo, refspecs)):
                 # A remote that takes branches only (a hook, a host's policy) refused the
                 # record's ref every time: the work is delivered without it, from now on.

@@ -176,6 +176,75 @@ def test_a_session_resumes_on_another_worker_from_the_remote_alone(
     )
 
 
+def test_a_resume_that_loses_the_race_to_a_run_still_pushing_runs_nothing(
+    tmp_path, remote, anthropic_fake, monkeypatch
+):
+    # Machine B resumes while machine A still runs the session: A pushed its next task after
+    # B fetched. B ran that task again, and every push of B's was refused (exit 4).
+    from aca_flows.flows import aca_run
+
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = write_tasks(tmp_path, "- write a.txt {#a}\n- write b.txt {#b}\n")
+    stopped = run_flow(
+        task_file=str(tasks), repo=str(remote), model="claude-sonnet-4-6",
+        max_concurrent=1, budget_usd=0.001,
+    ).summary  # fmt: skip
+    branch = stopped["branch"]
+    calls_before = len(anthropic_fake.model_calls)
+    fetched = aca_run.open_remote
+
+    def fetched_then_a_pushes(*args):
+        opened = fetched(*args)
+        scratch = tmp_path / "machine-a"
+        subprocess.run(["git", "clone", "-q", "-b", branch, str(remote), str(scratch)], check=True)
+        (scratch / "b.txt").write_text("b, landed by A\n")
+        a = git.Repo(scratch)
+        a.git.add("-A")
+        a.git.execute(["git", "-c", "user.name=A", "-c", "user.email=a@x", "commit", "-qm", "b"])
+        a.git.push("origin", branch)
+        return opened
+
+    monkeypatch.setattr(aca_run, "open_remote", fetched_then_a_pushes)
+    monkeypatch.setenv("HOME", str(tmp_path / "machine-b"))
+    lost = run_flow(repo=str(remote), session_id=stopped["session_id"], budget_usd=1.0)
+
+    assert lost.summary is None and "moved on" in str(lost.error)
+    assert f"aca resume {stopped['session_id']} --repo {remote}" in str(lost.error)
+    assert len(anthropic_fake.model_calls) == calls_before  # nothing ran again
+
+
+def test_a_resume_with_repo_claims_the_session_before_any_task(
+    tmp_path, remote, anthropic_fake, monkeypatch
+):
+    # Its record is on the remote before its first task lands: an earlier run still going
+    # pushes nothing more (its record is no longer the remote's).
+    from aca_flows.flows import aca_run
+
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = write_tasks(tmp_path, "- write a.txt {#a}\n- write b.txt {#b}\n")
+    stopped = run_flow(
+        task_file=str(tasks), repo=str(remote), model="claude-sonnet-4-6",
+        max_concurrent=1, budget_usd=0.001,
+    ).summary  # fmt: skip
+    record = f"refs/aca/sessions/{stopped['session_id']}"
+    before = git.Repo(remote).git.rev_parse(record)
+    claimed = []
+    drive = aca_run.drive_plan
+
+    async def drive_after_the_claim(*args):
+        claimed.append(git.Repo(remote).git.rev_parse(record))
+        return await drive(*args)
+
+    monkeypatch.setattr(aca_run, "drive_plan", drive_after_the_claim)
+    monkeypatch.setenv("HOME", str(tmp_path / "machine-b"))
+    resumed = run_flow(repo=str(remote), session_id=stopped["session_id"], budget_usd=1.0)
+
+    assert resumed.summary["status"] == "completed"
+    assert claimed and claimed[0] != before  # the resume's record, before any task ran
+
+
 def rewrite_record(remote: Path, scratch: Path, session_id: str, change) -> None:
     """What anyone who can push to the remote can do: replace the session's record with one
     whose journal ``change`` rewrote (session.json dropped: aca rebuilds it from the journal)."""
