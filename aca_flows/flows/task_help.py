@@ -24,6 +24,7 @@ included: other tasks may be running.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -116,7 +117,7 @@ async def ask_about_failed_task(
         "TEXT | --skip | --fail`"
     )
     form = TaskHelp.with_initial_data(description=form_text)
-    pause_key = f"aca-help-{task_id}-{attempt}"
+    pause_key = f"aca-help-{_key_of(task_id)}-{attempt}"
     answer = await wait_for_input(form, "pause", timeout, pause_key, interrupt)
     if answer is INTERRUPTED:
         # No decision, so no verdict: the task stays unfinished, and a resume asks again.
@@ -134,6 +135,18 @@ async def ask_about_failed_task(
     return answer
 
 
+def _key_of(task_id: str) -> str:
+    """``task_id`` as Prefect's pause keys take it (lower-case letters, digits and dashes),
+    told apart by a hash: `Login`, `db_init` and a subtask's `parent.child` are task ids too,
+    and their pause was refused, so nobody was asked."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", task_id.lower()).strip("-")
+    return f"{slug}-{hashlib.sha1(task_id.encode()).hexdigest()[:8]}"
+
+
+# The reason of a failure no person decided: aca could not ask (``answer_of``).
+COULD_NOT_ASK = "could not ask a person"
+
+
 def answer_of(question: asyncio.Task) -> TaskHelp | None:
     """The answer of a finished ``ask_about_failed_task`` task; ``None`` when the run stopped
     first. One that could not be asked (the server refused the pause) fails its task: asking
@@ -141,7 +154,7 @@ def answer_of(question: asyncio.Task) -> TaskHelp | None:
     if question.cancelled():
         return None
     if (error := question.exception()) is not None:
-        return TaskHelp(action="fail", reason=f"could not ask a person ({error})")
+        return TaskHelp(action="fail", reason=f"{COULD_NOT_ASK} ({error})")
     return question.result()
 
 
@@ -159,6 +172,8 @@ def reviewed_reason(reason: str, answer: TaskHelp) -> str:
     """A failed task's ``reason`` after a person's ``answer``: their own reason first."""
     if not answer.reason:
         return reason
+    if answer.reason.startswith(COULD_NOT_ASK):  # aca's, not a reviewer's
+        return f"{reason}; {answer.reason}"
     return f"{answer.reason} (a reviewer's decision); {reason}"
 
 

@@ -256,3 +256,35 @@ def test_nobody_answering_in_time_fails_the_task(tmp_path, repo, anthropic_fake,
     assert [(e["action"], e["timed_out"], e["reason"]) for e in answered] == [
         ("fail", True, "no answer within 1 s")
     ]
+
+
+def test_a_task_whose_id_has_capitals_underscores_or_dots_can_ask_too(
+    tmp_path, repo, anthropic_fake, monkeypatch, capsys
+):
+    # Prefect's pause keys take lower-case letters, digits and dashes: `Db_init` (and every
+    # proposed subtask, `parent.child`) failed at once, "waits for a decision" said before.
+    def asks(request):
+        task_id, _, first = task_of(request)
+        if "Hint from a reviewer:" in first:
+            return coding_agent(request)
+        return Reply(tool_calls=[{"name": "ask_human", "arguments": {"question": QUESTION}}])
+
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(asks)
+    monkeypatch.setenv("ACA_APPROVAL__ON_FAILURE", "ask")
+    name = f"Ids {uuid.uuid4().hex[:8]}"
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(f"# {name}\n\n- write a.txt {{#Db_init.v2}}\n")
+    thread, outcomes = start(lambda: run_flow(task_file=str(tasks), workdir=str(repo)))
+    try:
+        wait_until_paused(flow_run_id_named(name), thread)
+        (session,) = list_sessions(repo)
+        args = ["answer", session.id, "Db_init.v2", "--retry", "--hint", "go", "-w", str(repo)]
+        assert main(args) == 0, capsys.readouterr().err
+        thread.join(WAIT)
+    finally:
+        thread.join(WAIT)
+
+    (outcome,) = outcomes
+    assert outcome.summary["status"] == "completed"
+    assert load_session(repo, session.id).tasks["Db_init.v2"].attempts == 2
