@@ -287,7 +287,9 @@ async def aca_run(
             if summary.not_delivered and not summary.pull_request_error:  # that one is logged
                 get_run_logger().error(f"the run's work is {summary.not_delivered}")
             end = summary.stopped_reason or summary.not_delivered
-            emit_session_event(store, summary.status, end)
+            # Work done but not delivered fails the flow run (exit 4): an automation of a
+            # completed session would take it for green.
+            emit_session_event(store, "failed" if summary.not_delivered else summary.status, end)
     except (asyncio.CancelledError, KeyboardInterrupt, TerminationSignal) as stop:
         # Interrupted: what finished is recorded; running tasks start again on resume. A
         # worker ends a deployment run cancelled from the UI with SIGTERM, often before the

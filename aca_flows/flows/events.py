@@ -2,7 +2,8 @@
 
 - ``aca.session.started``: the session is open, before any task starts;
 - ``aca.session.completed`` / ``failed`` / ``stopped`` / ``interrupted`` / ``rejected`` (the
-  plan rejected at approval): the run ended so.
+  plan rejected at approval): the run ended so; ``failed`` too for work done but not delivered
+  (its push or pull request failed: the flow run fails, exit 4).
   Their resource is ``aca.session.<session-id>``, named after the session.
 - ``aca.task.completed`` / ``failed`` / ``skipped``: a task ended so; resource
   ``aca.task.<session-id>.<task-id>``, named ``<task-id> <title>``. A task that proposed

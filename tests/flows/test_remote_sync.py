@@ -3,8 +3,10 @@ reported, and a session resumes anywhere from what the remote holds."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import git
@@ -15,6 +17,8 @@ from aca_flows.session.reading import load_session
 from aca_flows.workspace.remote import working_area
 from tests.fakes.coding_agent import coding_agent, task_of
 from tests.fakes.git_repo import make_repo
+from tests.flows.conftest import eventually
+from tests.flows.test_events import aca_events, flow_run_of_session
 from tests.flows.test_run_ends import load_session_log
 
 TASKS = "- write a.txt {#a}\n- write b.txt {#b depends_on=a}\n"
@@ -118,6 +122,7 @@ def test_a_remote_that_keeps_refusing_is_reported_and_a_resume_pushes_later(
     for _ in range(10):
         anthropic_fake.anthropic.enqueue(coding_agent)
     left = reject_pushes(remote, times=None)
+    since = datetime.now(UTC) - timedelta(seconds=5)
     first = run_flow(task_file=str(write_tasks(tmp_path)), repo=str(remote), model="m")
     summary = first.summary
     # The tasks are done, their delivery is not: the flow run says so, not "Completed".
@@ -133,6 +138,15 @@ def test_a_remote_that_keeps_refusing_is_reported_and_a_resume_pushes_later(
     assert f"refs/heads/{summary['branch']}" not in git.Repo(remote).git.for_each_ref()
     session = load_session(area, summary["session_id"])
     assert session.remote.url == str(remote) and "refused" in session.remote.unpushed
+    # Its event says it failed, as its flow run does: "completed" started the shipped
+    # automations' next job, and notified nobody.
+    flow_run = asyncio.run(flow_run_of_session(summary["session_id"]))
+    ends = eventually(
+        lambda: [e for e in aca_events(str(flow_run.id), since) if "session" in e.event][1:],
+        "the session's end",
+    )
+    assert [e.event for e in ends] == ["aca.session.failed"]
+    assert ends[0].payload["reason"] == summary["not_delivered"]
     calls = len(anthropic_fake.model_calls)
 
     left.write_text("0")  # the remote accepts pushes again
