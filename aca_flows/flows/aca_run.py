@@ -268,6 +268,8 @@ async def aca_run(
             emit_session_event(store, "started")
             if store.session.remote is not None and not repo:
                 _warn_nothing_is_pushed(store)
+            if not request.open_pr:
+                _warn_of_an_undelivered_pull_request(store)
             if store.session.resumes or _retried(flow_run):
                 # Before this run starts any run of its own (abandoned_runs.py).
                 await crash_abandoned_runs(
@@ -366,6 +368,19 @@ def _warn_nothing_is_pushed(store: SessionStore) -> None:
         f"session {store.session_id} was started with --repo {url}; this run was given no "
         f"--repo, so nothing it does is pushed: `{resume_of(store)}` pushes it"
     )
+
+
+def _warn_of_an_undelivered_pull_request(store: SessionStore) -> None:
+    """A session whose pull request an earlier run could not open, run without --open-pr:
+    this run opens none, and its own end would say all is delivered."""
+    pull_request = store.session.pull_request
+    if pull_request is not None and pull_request.error and not pull_request.url:
+        get_run_logger().warning(
+            f"session {store.session_id}'s pull request was not delivered "
+            f"({pull_request.error}); this run was given no --open-pr, so it opens none: "
+            f"`{resume_of(store)} --open-pr` (with the --github-repo it was given, if any) "
+            "delivers it"
+        )
 
 
 def _interrupted_by_lost_server(store: SessionStore) -> None:

@@ -13,6 +13,7 @@ from aca_flows.session.reading import load_session
 from aca_flows.workspace.remote import working_area
 from tests.fakes.coding_agent import coding_agent, task_of
 from tests.fakes.github_server import FakeGitHub
+from tests.flows.test_run_ends import load_session_log
 
 TOKEN = "ghp_faketoken0123456789abcdefABCDEF"
 
@@ -210,6 +211,12 @@ def test_a_pull_request_github_refused_is_told_in_the_ending_and_in_sessions_sho
     shown = capsys.readouterr().out
     assert "pull request    NOT delivered: GitHub 401 " in shown and wrong not in shown
     assert github.pulls("octo/service") == []
+
+    # A resume not asked to deliver it says so as it starts: its own end says nothing of it.
+    assert main(["resume", session_id, "--repo", str(remote)]) == 0
+    said = " ".join(load_session_log(area, session_id).split())
+    assert "pull request was not delivered (GitHub 401 " in said
+    assert f"`aca resume {session_id} --repo {remote} --open-pr` (with the --github-repo" in said
 
     # The token fixed, the command it named delivers the pull request, and no task runs again.
     monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
