@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -217,4 +218,11 @@ def _error(response: httpx.Response, repo: GitHubRepo, doing: str) -> GitHubErro
         422: "GitHub refused the request: check that the session branch was pushed and the "
         "base branch exists",
     }.get(status, "try again later; the work is on the session branch either way")
+    if status in (403, 429) and (
+        response.headers.get("x-ratelimit-remaining") == "0" or "rate limit" in said.lower()
+    ):  # GitHub's rate limits answer 403 too: no permission is missing
+        fix = "GitHub's rate limit for this token is spent: resume once it resets"
+        if (reset := response.headers.get("x-ratelimit-reset", "")).isdigit():
+            fix += f" (at {datetime.fromtimestamp(int(reset), UTC):%H:%M} UTC)"
+    said = said.rstrip(". ")
     return GitHubError(f"GitHub {status} while {doing} in {repo}: {said}. Fix: {fix}.", status)

@@ -109,6 +109,17 @@ def test_a_bad_token_is_a_401_that_names_the_fix_and_never_the_token(github):
     assert github.pulls("octo/service") == []
 
 
+def test_a_rate_limit_is_told_as_one_not_as_a_missing_permission(github):
+    # GitHub answers its rate limit with a 403: the fix said to give the token write access.
+    github.rate_limited = True
+    with pytest.raises(GitHubError) as caught:
+        deliver(github)
+    message = str(caught.value)
+    assert "API rate limit exceeded for user ID 1. Fix:" in message  # one period, not two
+    assert "rate limit for this token is spent: resume once it resets (at " in message
+    assert "write access" not in message
+
+
 def test_an_unknown_repository_is_a_404_naming_it(github):
     with pytest.raises(GitHubError, match="404.*octo/missing.*--github-repo") as caught:
         deliver(github, repo=GitHubRepo("octo", "missing"))

@@ -6,6 +6,8 @@
                                                   already exists for owner:branch."
     PATCH /repos/{owner}/{repo}/pulls/{number}    update title/body: 200, or 404
 
+With ``server.rate_limited`` set, every request is GitHub's rate limit: 403 "API rate limit
+exceeded ...", ``x-ratelimit-remaining: 0`` and ``x-ratelimit-reset`` (epoch seconds).
 Authentication as GitHub does it: ``Authorization: Bearer <token>`` (or ``token <token>``);
 none gives 401 "Requires authentication", a wrong one 401 "Bad credentials"; an unknown
 repository is 404 "Not Found". Error bodies have GitHub's shape (``message``,
@@ -60,6 +62,7 @@ class FakeGitHub:
         self.token = token
         self.repos: dict[str, FakeRepo] = {}
         self.requests: list[GitHubRequest] = []
+        self.rate_limited = False
         self._lock = threading.Lock()
         self._next_number = 1
         self._httpd: ThreadingHTTPServer | None = None
@@ -93,9 +96,12 @@ class FakeGitHub:
 
     # --- the endpoints ------------------------------------------------------------------
 
-    def handle(self, request: GitHubRequest) -> tuple[int, Any]:
+    def handle(self, request: GitHubRequest) -> tuple[int, Any] | tuple[int, Any, dict]:
         with self._lock:
             self.requests.append(request)
+            if self.rate_limited:
+                headers = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1796000000"}
+                return 403, _error("API rate limit exceeded for user ID 1.", 403), headers
             auth = request.headers.get("authorization", "")
             if not auth:
                 return 401, _error("Requires authentication", 401)
@@ -227,9 +233,11 @@ class _Handler(BaseHTTPRequestHandler):
         )
         self._send(*self.fake.handle(request))
 
-    def _send(self, status: int, payload: Any) -> None:
+    def _send(self, status: int, payload: Any, headers: dict | None = None) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
