@@ -151,7 +151,7 @@ def _drop_worker_settings(data: dict[str, Any], origin: str) -> list[str]:
 def _users_own_settings(data: dict[str, Any], sources: dict[str, str]) -> AcaConfig:
     """Merge ``~/.aca/config.toml`` (when there is one) into ``data``; return the settings it
     makes: what a cloned repository's config is judged against."""
-    file = Path.home() / ".aca" / "config.toml"
+    file = users_config_file()
     if not file.is_file():
         return AcaConfig()
     users: dict[str, Any] = {}

@@ -92,6 +92,7 @@ def show_command(
         data = {
             "session": record,
             "status_now": now,
+            "task_counts": _counts_now(session, now),
             "duration_seconds": int(session.duration.total_seconds()),
             "last_checkpoint": last.model_dump(mode="json") if last else None,
         }
@@ -385,13 +386,14 @@ def _tree_order(session: SessionRecord):
 def _summary(session: SessionRecord, workdir: Path) -> dict[str, Any]:
     from aca_flows.session.reading import display_status
 
+    status = display_status(session, workdir)
     return {
         "id": session.id,
         "name": session.name,
         "started": session.created_at.isoformat(),
-        "status": display_status(session, workdir),
+        "status": status,
         "tasks_done": session.tasks_done,
-        "task_counts": session.task_counts,
+        "task_counts": _counts_now(session, status),
         "tasks_total": session.tasks_total,
         "tokens": session.total_tokens,
         "cost_usd": session.cost_usd,

@@ -108,10 +108,10 @@ def server_message(body: str | None) -> str:
     return redact_text(str(message))[:300]
 
 
-def error_in_answer(provider: str, body: str | None) -> TransientProviderError | None:
+def error_in_answer(provider: str, body: str | None) -> ProviderError | None:
     """A 200 whose body is an error, not an answer (``{"error": ...}``, as a gateway or an
     Ollama whose model runner stopped sends it; in a stream, its last line), in the server's
-    own words: transient, as the failure it stands for."""
+    own words: by the status it names (``"code": 401``), else transient."""
     lines = (body or "").strip().splitlines()
     for candidate in dict.fromkeys([body or "", *lines[-1:]]):
         try:
@@ -119,6 +119,9 @@ def error_in_answer(provider: str, body: str | None) -> TransientProviderError |
         except ValueError:
             continue
         if isinstance(data, dict) and data.get("error"):
+            code = data["error"].get("code") if isinstance(data["error"], dict) else None
+            if isinstance(code, int) and 400 <= code < 600:  # a gateway's 401, 402, 429...
+                return error_for_status(provider, code, candidate)
             said = quoted_clause(server_message(candidate))
             return TransientProviderError(
                 f"{provider}: the server answered with an error instead of an answer: {said}. "

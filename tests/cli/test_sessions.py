@@ -392,3 +392,8 @@ def test_a_session_whose_process_was_killed_names_its_resume_and_runs_no_task(tm
     assert "1 interrupted, 1 pending of 2" in shown.output
     listed = invoke("list", "--workdir", str(tmp_path))
     assert "1 interrupted, 1 pending of 2" in listed.output and "progress" not in listed.output
+    counts = {"interrupted": 1, "pending": 1}
+    (row,) = json.loads(invoke("list", "--workdir", str(tmp_path), "--json").output)["sessions"]
+    assert row["task_counts"] == counts
+    shown = invoke("show", store.session_id, "--workdir", str(tmp_path), "--json").output
+    assert json.loads(shown)["task_counts"] == counts

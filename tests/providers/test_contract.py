@@ -205,6 +205,16 @@ def test_an_error_in_a_200s_body_is_transient_in_the_servers_words(name, llm_ser
     assert "model runner has unexpectedly stopped" in str(caught.value)
 
 
+def test_an_error_in_a_200s_body_that_names_its_status_is_that_status():
+    # A gateway (OpenRouter) answers a rejected key with a 200 whose error says 401: retried
+    # four times as transient, where a 401 stops the provider's tasks.
+    from aca_flows.providers.failures import error_in_answer
+
+    said = error_in_answer("openai", '{"error": {"code": 401, "message": "No auth credentials"}}')
+
+    assert isinstance(said, KeyRejected) and "No auth credentials" in str(said)
+
+
 def test_a_server_slower_than_the_timeout_is_transient(case):
     case.enqueue(text="too late", delay=1.0)
 
