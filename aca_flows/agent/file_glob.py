@@ -11,7 +11,9 @@ within a name, ``[...]`` a class), repeated ``**`` read as one.
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import os
+import re
 import time
 from pathlib import Path
 
@@ -28,11 +30,19 @@ class PatternTooSlow(Exception):
 def glob_files(root: Path, pattern: str, seconds: float = GLOB_SECONDS) -> list[str]:
     """The regular files under ``root`` whose path (relative, with ``/``) matches
     ``pattern``, sorted; not in ``.git``, nor a link to a file outside ``root``."""
-    matches = _matcher(pattern)
+    parts = _parts(pattern)
+    matches = _matcher(parts)
     root = root.resolve()
+    # Only where a match can be: under the pattern's leading names (`src/*.py`: src), and no
+    # deeper than its names reach unless it has `**`.
+    leading = list(itertools.takewhile(lambda part: not _WILD.search(part), parts[:-1]))
+    start = root.joinpath(*leading)
+    if any(p.is_symlink() for p in [start, *start.parents] if root in p.parents):
+        return []  # a link to a folder: not followed
+    deepest = None if "**" in parts else len(parts) - 1
     deadline = time.monotonic() + seconds
     found = []
-    for folder, folders, files in os.walk(root):  # links to folders are not followed
+    for folder, folders, files in os.walk(start):  # links to folders are not followed
         if time.monotonic() > deadline:
             raise PatternTooSlow(f"listing stopped after {seconds:g} s, in {folder}")
         relative = os.path.relpath(folder, root)
@@ -40,6 +50,8 @@ def glob_files(root: Path, pattern: str, seconds: float = GLOB_SECONDS) -> list[
         if not prefix:  # the worktree's .git (a folder, or a file naming one)
             folders[:] = [name for name in folders if name != ".git"]
             files = [name for name in files if name != ".git"]
+        if deepest is not None and prefix.count("/") >= deepest:
+            folders[:] = []
         for number, name in enumerate(files):
             if number % 1024 == 1023 and time.monotonic() > deadline:
                 raise PatternTooSlow(f"listing stopped after {seconds:g} s, in {folder}")
@@ -57,12 +69,19 @@ def _inside(root: Path, file: str) -> bool:
     return os.path.isfile(resolved) and root in resolved.parents
 
 
-def _matcher(pattern: str):
-    """A test of a relative path against ``pattern``, name by name (``fnmatch`` for each, which
-    never backtracks without end), ``**`` any run of folders: one regular expression for the
-    whole path backtracked for minutes on ``*a*a*a…`` or ``**/a/**/a/…``."""
+_WILD = re.compile(r"[*?\[]")
+
+
+def _parts(pattern: str) -> list[str]:
+    """The pattern's names, repeated ``**`` read as one."""
     segments = [part for part in pattern.strip("/").split("/") if part not in ("", ".")]
-    parts = [s for i, s in enumerate(segments) if s != "**" or segments[i - 1 : i] != ["**"]]
+    return [s for i, s in enumerate(segments) if s != "**" or segments[i - 1 : i] != ["**"]]
+
+
+def _matcher(parts: list[str]):
+    """A test of a relative path against the pattern's ``parts``, name by name (``fnmatch``
+    for each, which never backtracks without end), ``**`` any run of folders: one regular
+    expression for the whole path backtracked for minutes on ``*a*a*a…`` or ``**/a/**/a/…``."""
 
     def matches(path: str) -> bool:
         names = path.split("/")
