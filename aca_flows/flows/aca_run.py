@@ -230,7 +230,7 @@ async def aca_run(
             remote = await in_thread(open_remote, repo, workdir, request.session_id)
         store, run = open_run(request)
         if remote is not None and store.session.resumes:
-            await claim_session(remote, store)
+            await claim_session(remote, store, get_run_logger())
     except AcaError as exc:
         # Bad input, or the session is in use: a message for the user, not a traceback.
         get_run_logger().error(str(exc))

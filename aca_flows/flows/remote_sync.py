@@ -30,6 +30,7 @@ from aca_flows.session.record import SessionRecord
 from aca_flows.session.secret_values import register_secret
 from aca_flows.session.store import SessionStore
 from aca_flows.workspace.remote import (
+    PushResult,
     RemoteError,
     RemoteRepository,
     restore_session_record,
@@ -213,16 +214,13 @@ async def _push_until_current(remote: RunRemote, store: SessionStore, logger) ->
             return
 
 
-async def claim_session(remote: RunRemote, store: SessionStore) -> None:
+async def claim_session(remote: RunRemote, store: SessionStore, logger) -> None:
     """A resume with a remote takes its session over: its record goes to the remote before any
     task starts, so an earlier run still going (on another machine) pushes nothing more, its
     record no longer the remote's. One that pushed since this resume fetched has moved the
     session on: the resume stops before it runs anything (it would run again what that run
     did, then push nothing), saying to resume again."""
-    store.write_session_json_now()
-    save_session_record(remote.repo, store.session_id, store.paths.root)
-    result = await in_thread(remote.remote.push_session, remote.repo, store.session_id, attempts=1)
-    if result.diverged:
+    if (await _pushed(remote, store, logger, attempts=1)).diverged:
         store.close()
         resume = session_resume(store.session, store.paths.workdir, remote.remote.public)
         raise InputError(
@@ -230,18 +228,27 @@ async def claim_session(remote: RunRemote, store: SessionStore) -> None:
             f"while this resume started, so it moved on; `{resume}` again takes the session "
             "over from there (nothing of it ran here)."
         )
-    store.branch_pushed(
-        remote.remote.public,
-        result.head,
-        pushed=result.pushed,
-        attempts=result.attempts,
-        error=result.error,
-    )
 
 
 async def _push(remote: RunRemote, store: SessionStore, logger) -> None:
-    """Commit the session's record and push it with the branch; the outcome is journalled,
-    and a failure is logged as a warning."""
+    """Push the session; a failure is logged as a warning."""
+    result = await _pushed(remote, store, logger)
+    if result.pushed and result.error:
+        logger.warning(f"pushed {store.branch} to {remote.remote.public}, but {result.error}")
+    elif result.pushed:
+        logger.info(f"pushed {store.branch} to {remote.remote.public}")
+    else:
+        logger.warning(
+            f"{store.branch} is not on {remote.remote.public} yet ({result.attempts} tries): "
+            f"{result.error}. Nothing is lost: the work is on the local branch in "
+            f"{remote.workdir}, and the next task, run or `aca resume` pushes it again."
+        )
+
+
+async def _pushed(
+    remote: RunRemote, store: SessionStore, logger, attempts: int = PUSH_ATTEMPTS
+) -> PushResult:
+    """Commit the session's record and push it with the branch; the outcome is journalled."""
     try:
         # The record is read here, on the flow's thread, where the journal is written.
         store.write_session_json_now()
@@ -260,7 +267,7 @@ async def _push(remote: RunRemote, store: SessionStore, logger) -> None:
         remote.remote.push_session,
         remote.repo,
         store.session_id,
-        attempts=PUSH_ATTEMPTS,
+        attempts=attempts,
         backoff_seconds=PUSH_BACKOFF_SECONDS,
         on_retry=on_retry,
     )
@@ -271,13 +278,4 @@ async def _push(remote: RunRemote, store: SessionStore, logger) -> None:
         attempts=result.attempts,
         error=result.error,
     )
-    if result.pushed and result.error:
-        logger.warning(f"pushed {store.branch} to {remote.remote.public}, but {result.error}")
-    elif result.pushed:
-        logger.info(f"pushed {store.branch} to {remote.remote.public}")
-    else:
-        logger.warning(
-            f"{store.branch} is not on {remote.remote.public} yet ({result.attempts} tries): "
-            f"{result.error}. Nothing is lost: the work is on the local branch in "
-            f"{remote.workdir}, and the next task, run or `aca resume` pushes it again."
-        )
+    return result
