@@ -309,13 +309,7 @@ class _InFlight:
 
 def _beyond(response: ProviderResponse, journalled: ProviderResponse) -> ProviderResponse:
     """``response`` less what was journalled of it already; never below nothing."""
-    spent, part = response.usage, journalled.usage
-    usage = Usage(
-        input_tokens=max(spent.input_tokens - part.input_tokens, 0),
-        output_tokens=max(spent.output_tokens - part.output_tokens, 0),
-        cache_read_tokens=max(spent.cache_read_tokens - part.cache_read_tokens, 0),
-        cache_write_tokens=max(spent.cache_write_tokens - part.cache_write_tokens, 0),
-    )
+    usage = response.usage.since(journalled.usage)
     cost = max(response.cost_usd - journalled.cost_usd, 0.0)
     return response.model_copy(update={"usage": usage, "cost_usd": cost})
 

@@ -79,6 +79,15 @@ class Usage(WireModel):
             cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
         )
 
+    def since(self, before: Usage) -> Usage:
+        """What was used after ``before`` (never below nothing)."""
+        return Usage(
+            input_tokens=max(self.input_tokens - before.input_tokens, 0),
+            output_tokens=max(self.output_tokens - before.output_tokens, 0),
+            cache_read_tokens=max(self.cache_read_tokens - before.cache_read_tokens, 0),
+            cache_write_tokens=max(self.cache_write_tokens - before.cache_write_tokens, 0),
+        )
+
     @property
     def total_tokens(self) -> int:
         return (

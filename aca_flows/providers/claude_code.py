@@ -51,7 +51,8 @@ calls to execute). What a caller may rely on:
   transient; a missing binary is permanent. The error carries what the run cost (``usage``,
   ``cost_usd``), a run that ended without a result (killed, interrupted) what its stream
   showed it paid for (``claude_code_results.StreamedSpend``); a transient one, the request
-  its retry sends: the run's session resumed, told to go on (``continued``).
+  its retry sends: the run's session resumed, told to go on
+  (``claude_code_results.continued``).
 """
 
 from __future__ import annotations
@@ -84,9 +85,11 @@ from aca_flows.providers.claude_code_results import (
     SessionSpend,
     StreamedSpend,
     claude_rates,
+    continued,
     events_of,
     priced_as_claude,
     result_error,
+    session_of,
 )
 from aca_flows.providers.claude_code_sandbox import (
     PRIVATE_TMP,
@@ -181,40 +184,6 @@ def render_prompt(messages: list[Message], resuming: bool) -> str:
         earlier.append(f"{message.role}: {message.text}{results}")
     history = "\n\n".join(earlier)
     return f"Conversation so far:\n\n{history}\n\nNow:\n{last}"
-
-
-# The turn a call's retry resumes a failed run's session with: its work is in the worktree.
-CONTINUE_AFTER_ERROR = (
-    "Your run was cut off before you finished, by an error that was not yours. Go on with the "
-    "task from where you stopped: what you changed so far is still in the working folder."
-)
-
-
-def session_of(message: Any) -> str | None:
-    """The Claude session a stream message belongs to (the first, ``init``, names it)."""
-    data = getattr(message, "data", None)
-    said = data.get("session_id") if isinstance(data, dict) else None
-    return getattr(message, "session_id", None) or said
-
-
-def continued(error: Exception, request: ProviderRequest, session: str | None) -> Exception:
-    """``error``, whose retry goes on with the failed run's Claude session: a new run would
-    take over work it did not do, in a worktree it did not change (and commit it on its own
-    word), and pay every turn of it again. ``session``: as the run's own stream named it; a
-    run that failed before it started (its prompt unread: a fix attempt's "the check
-    failed") is sent again as it was. Not for a one-shot call, whose session is not kept."""
-    if (
-        isinstance(error, TransientProviderError)
-        and session
-        and request.options.get("resumable", True)
-    ):
-        error.retry_request = request.model_copy(
-            update={
-                "messages": [*request.messages, Message(role="user", text=CONTINUE_AFTER_ERROR)],
-                "options": {**request.options, "resume": session},
-            }
-        )
-    return error
 
 
 class ClaudeCodeProvider:

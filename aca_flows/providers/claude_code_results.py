@@ -25,24 +25,27 @@ from aca_flows.errors import (
     ProviderError,
     TransientProviderError,
 )
-from aca_flows.providers.base import ProviderEvent, Usage
+from aca_flows.providers.base import Message, ProviderEvent, ProviderRequest, Usage
 from aca_flows.providers.failures import error_for_status
 from aca_flows.providers.pricing import cost_usd, price_for
 from aca_flows.session.redact import redact_text
 from aca_flows.settings import ModelPrice
 
 __all__ = [
+    "CONTINUE_AFTER_ERROR",
     "LOGIN_FIX",
     "login_fix",
     "OutsideRefusals",
     "SessionSpend",
     "StreamedSpend",
     "claude_rates",
+    "continued",
     "events_of",
     "model_usage",
     "priced_as_claude",
     "refused_outside",
     "result_error",
+    "session_of",
 ]
 
 NAME = "claude-code"
@@ -233,15 +236,6 @@ def model_usage(raw: Any) -> Usage:
     )
 
 
-def _minus(after: Usage, before: Usage) -> Usage:
-    return Usage(
-        input_tokens=max(after.input_tokens - before.input_tokens, 0),
-        output_tokens=max(after.output_tokens - before.output_tokens, 0),
-        cache_read_tokens=max(after.cache_read_tokens - before.cache_read_tokens, 0),
-        cache_write_tokens=max(after.cache_write_tokens - before.cache_write_tokens, 0),
-    )
-
-
 @dataclass
 class SessionSpend:
     """What a Claude session has spent so far, as its last result message said.
@@ -286,7 +280,7 @@ class SessionSpend:
         return SessionSpend(
             cost_usd=max(self.cost_usd - before.cost_usd, 0.0),
             by_model={
-                name: _minus(usage, before.by_model.get(name, nothing))
+                name: usage.since(before.by_model.get(name, nothing))
                 for name, usage in self.by_model.items()
             },
         )
@@ -518,3 +512,37 @@ class OutsideRefusals:
         if self.count and self.on_event is not None:
             data = {"subtype": "refused_outside_worktree", "refused": self.count}
             self.on_event(ProviderEvent(kind="system", data={**data, "text": self.said()}))
+
+
+# The turn a call's retry resumes a failed run's session with: its work is in the worktree.
+CONTINUE_AFTER_ERROR = (
+    "Your run was cut off before you finished, by an error that was not yours. Go on with the "
+    "task from where you stopped: what you changed so far is still in the working folder."
+)
+
+
+def session_of(message: Any) -> str | None:
+    """The Claude session a stream message belongs to (the first, ``init``, names it)."""
+    data = getattr(message, "data", None)
+    said = data.get("session_id") if isinstance(data, dict) else None
+    return getattr(message, "session_id", None) or said
+
+
+def continued(error: Exception, request: ProviderRequest, session: str | None) -> Exception:
+    """``error``, whose retry goes on with the failed run's Claude session: a new run would
+    take over work it did not do, in a worktree it did not change (and commit it on its own
+    word), and pay every turn of it again. ``session``: as the run's own stream named it; a
+    run that failed before it started (its prompt unread: a fix attempt's "the check
+    failed") is sent again as it was. Not for a one-shot call, whose session is not kept."""
+    if (
+        isinstance(error, TransientProviderError)
+        and session
+        and request.options.get("resumable", True)
+    ):
+        error.retry_request = request.model_copy(
+            update={
+                "messages": [*request.messages, Message(role="user", text=CONTINUE_AFTER_ERROR)],
+                "options": {**request.options, "resume": session},
+            }
+        )
+    return error

@@ -22,6 +22,7 @@ from tests.flows.test_events import aca_events, flow_run_of_session
 from tests.flows.test_run_ends import load_session_log
 
 TASKS = "- write a.txt {#a}\n- write b.txt {#b depends_on=a}\n"
+TWO = "- write a.txt {#a}\n- write b.txt {#b}\n"
 
 
 @pytest.fixture
@@ -42,6 +43,19 @@ def write_tasks(tmp_path: Path, text: str = TASKS) -> Path:
     path = tmp_path / "tasks.md"
     path.write_text(text)
     return path
+
+
+def stopped_after_one_task(tmp_path: Path, remote: Path, llm, text: str = TASKS) -> dict:
+    """A run of ``text`` with ``remote`` whose budget fits one task's calls: it stops after
+    that task (resumable), its work pushed; its summary."""
+    for _ in range(20):
+        llm.anthropic.enqueue(coding_agent)
+    stopped = run_flow(
+        task_file=str(write_tasks(tmp_path, text)), repo=str(remote), model="claude-sonnet-4-6",
+        max_concurrent=1, budget_usd=0.001,
+    ).summary  # fmt: skip
+    assert stopped["status"] == "stopped" and stopped["counts"]["completed"] == 1
+    return stopped
 
 
 def task_commits(repo: Path, ref: str) -> list[str]:
@@ -161,15 +175,9 @@ def test_a_remote_that_keeps_refusing_is_reported_and_a_resume_pushes_later(
 def test_a_session_resumes_on_another_worker_from_the_remote_alone(
     tmp_path, remote, anthropic_fake, monkeypatch
 ):
-    for _ in range(20):
-        anthropic_fake.anthropic.enqueue(coding_agent)
-    tasks = write_tasks(tmp_path, "- write a.txt {#a}\n- write b.txt {#b}\n- write c.txt {#c}\n")
     # One task's calls fit the budget: the first worker stops after it (resumable).
-    stopped = run_flow(
-        task_file=str(tasks), repo=str(remote), model="claude-sonnet-4-6",
-        max_concurrent=1, budget_usd=0.001,
-    ).summary  # fmt: skip
-    assert stopped["status"] == "stopped" and stopped["counts"]["completed"] == 1
+    three = "- write a.txt {#a}\n- write b.txt {#b}\n- write c.txt {#c}\n"
+    stopped = stopped_after_one_task(tmp_path, remote, anthropic_fake, three)
     done = task_commits(remote, f"refs/heads/{stopped['branch']}")
     assert len(done) == 1
     calls_before = len(anthropic_fake.model_calls)
@@ -197,13 +205,7 @@ def test_a_resume_that_loses_the_race_to_a_run_still_pushing_runs_nothing(
     # B fetched. B ran that task again, and every push of B's was refused (exit 4).
     from aca_flows.flows import aca_run
 
-    for _ in range(20):
-        anthropic_fake.anthropic.enqueue(coding_agent)
-    tasks = write_tasks(tmp_path, "- write a.txt {#a}\n- write b.txt {#b}\n")
-    stopped = run_flow(
-        task_file=str(tasks), repo=str(remote), model="claude-sonnet-4-6",
-        max_concurrent=1, budget_usd=0.001,
-    ).summary  # fmt: skip
+    stopped = stopped_after_one_task(tmp_path, remote, anthropic_fake, TWO)
     branch = stopped["branch"]
     calls_before = len(anthropic_fake.model_calls)
     fetched = aca_run.open_remote
@@ -235,13 +237,7 @@ def test_a_resume_with_repo_claims_the_session_before_any_task(
     # pushes nothing more (its record is no longer the remote's).
     from aca_flows.flows import aca_run
 
-    for _ in range(20):
-        anthropic_fake.anthropic.enqueue(coding_agent)
-    tasks = write_tasks(tmp_path, "- write a.txt {#a}\n- write b.txt {#b}\n")
-    stopped = run_flow(
-        task_file=str(tasks), repo=str(remote), model="claude-sonnet-4-6",
-        max_concurrent=1, budget_usd=0.001,
-    ).summary  # fmt: skip
+    stopped = stopped_after_one_task(tmp_path, remote, anthropic_fake, TWO)
     record = f"refs/aca/sessions/{stopped['session_id']}"
     before = git.Repo(remote).git.rev_parse(record)
     claimed = []
@@ -280,12 +276,8 @@ def rewrite_record(remote: Path, scratch: Path, session_id: str, change) -> None
 def test_a_remote_cannot_change_the_plan_a_resume_runs(tmp_path, remote, anthropic_fake, capsys):
     from aca_flows.cli import main
 
-    for _ in range(20):
-        anthropic_fake.anthropic.enqueue(coding_agent)
-    tasks = write_tasks(tmp_path)
-    stopped = run_flow(task_file=str(tasks), repo=str(remote), model="claude-sonnet-4-6",
-                       max_concurrent=1, budget_usd=0.001).summary  # fmt: skip
-    assert stopped["status"] == "stopped" and stopped["counts"]["completed"] == 1
+    stopped = stopped_after_one_task(tmp_path, remote, anthropic_fake)
+    tasks = tmp_path / "tasks.md"  # the file it ran, as write_tasks wrote it
     session_id = stopped["session_id"]
     calls = len(anthropic_fake.model_calls)
 

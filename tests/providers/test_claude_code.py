@@ -24,12 +24,12 @@ from aca_flows.errors import (
 from aca_flows.providers import get_provider
 from aca_flows.providers.base import Message, ProviderEvent, ProviderRequest
 from aca_flows.providers.claude_code import (
-    CONTINUE_AFTER_ERROR,
     bundled_claude_cli,
     find_claude_cli,
     render_prompt,
     result_error,
 )
+from aca_flows.providers.claude_code_results import CONTINUE_AFTER_ERROR
 from aca_flows.providers.claude_code_sandbox import QUIET_ENV
 from aca_flows.providers.retry import RetryingProvider
 from aca_flows.settings import AcaConfig, ClaudeCodeSection, ProviderSection, SandboxSection

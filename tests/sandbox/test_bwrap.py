@@ -86,10 +86,15 @@ def test_a_bare_repositorys_folder_is_no_checkout(tmp_path):
     bare = tmp_path / "proj" / ".git"
     subprocess.run(["git", "clone", "-q", "--bare", str(make_repo(tmp_path / "src")), str(bare)],
                    check=True)  # fmt: skip
-    task = tmp_path / "proj" / "main"
-    subprocess.run(["git", "-C", str(bare), "worktree", "add", "-q", str(task)], check=True)
+    main = tmp_path / "proj" / "main"  # the checkout aca runs in, its task's worktree in it
+    subprocess.run(["git", "-C", str(bare), "worktree", "add", "-q", str(main)], check=True)
+    task = main / ".aca" / "worktrees" / "s1" / "t1"
+    subprocess.run(["git", "-C", str(main), "worktree", "add", "-q", "--detach", str(task)],
+                   check=True)  # fmt: skip
 
-    assert tmp_path / "proj" not in mount_plan(task, home=tmp_path / "home").checkouts
+    plan = mount_plan(task, repository=main, home=tmp_path / "home")
+
+    assert plan.repository == main and tmp_path / "proj" not in plan.checkouts
 
 
 def test_claude_codes_deny_list_has_acas_config_before_it_exists_and_the_other_worktrees(
