@@ -153,8 +153,6 @@ def other_checkouts(
     unstaged work are the user's, as the repository's own are; aca's task worktrees are in
     its ``.aca``, hidden already."""
     common = _common_dir_of(repository) if repository is not None else None
-    if common is not None and (named := _named_by(common / "commondir")) is not None:
-        common = named.resolve()  # the repository is itself a linked worktree
     common = common or (git_dirs[-1] if git_dirs else None)
     if common is None:
         return ()
@@ -436,8 +434,9 @@ def _around(plan: MountPlan) -> list[Path]:
 
 
 def _common_dir_of(repository: Path) -> Path | None:
-    """The git directory of the user's checkout: its ``.git`` folder, or where its ``.git``
-    file points (``git init --separate-git-dir``)."""
+    """The common git directory of the user's checkout: its ``.git`` folder, or where its
+    ``.git`` file points (``git init --separate-git-dir``), or for a linked worktree the
+    directory its admin folder's ``commondir`` names (where aca's task worktrees are made)."""
     dot_git = repository / ".git"
     if dot_git.is_dir():
         return dot_git.resolve()
@@ -447,7 +446,9 @@ def _common_dir_of(repository: Path) -> Path | None:
         return None
     if not line.startswith("gitdir:"):
         return None
-    return (repository / line.removeprefix("gitdir:").strip()).resolve()
+    own = (repository / line.removeprefix("gitdir:").strip()).resolve()
+    common = _named_by(own / "commondir")
+    return common.resolve() if common is not None else own
 
 
 def _is_git_dir(path: Path) -> bool:

@@ -57,6 +57,9 @@ def test_the_users_other_checkouts_of_the_repository_are_hidden_as_it_is(tmp_pat
                    check=True)  # fmt: skip
     from_hotfix = mount_plan(task, repository=hotfix, home=tmp_path / "home")
     assert from_hotfix.repository == hotfix and from_hotfix.checkouts == (repo,)
+    # git works there: the repository's common directory is shown, not only the checkout's.
+    admin = Path((task / ".git").read_text().removeprefix("gitdir:").strip())
+    assert from_hotfix.git_dirs == (admin, repo / ".git")
 
 
 def test_a_checkout_that_holds_the_worktree_is_never_denied_whole(tmp_path):

@@ -243,6 +243,22 @@ def test_the_checkouts_own_files_are_not_shown_only_what_git_needs(worktree):
     assert git.splitlines() == ["?? new.txt", "init"]
 
 
+def test_git_works_in_a_task_of_a_run_in_the_users_linked_worktree(tmp_path):
+    # aca run in `git worktree add ../hotfix`: the task's worktree is made from hotfix, its
+    # git directories are the main checkout's; git in the sandbox found no repository.
+    repo = task_worktree(tmp_path)[0]
+    hotfix = tmp_path / "hotfix"
+    subprocess.run(["git", "-C", str(repo), "worktree", "add", "-q", str(hotfix)], check=True)
+    task = hotfix / ".aca" / "worktrees" / "s2" / "t2"
+    subprocess.run(["git", "-C", str(hotfix), "worktree", "add", "-q", "--detach", str(task)],
+                   check=True)  # fmt: skip
+    (task / "new.txt").write_text("the agent's\n")
+
+    result = run(Sandbox.for_worktree(task, repository=hotfix), "git status --short")
+
+    assert result.exit_code == 0 and result.output.splitlines() == ["?? new.txt"]
+
+
 def test_git_in_the_worktree_reads_the_repositorys_config_without_its_credentials(worktree):
     repo = worktree.parents[3]
     token = "ghp_" + "A1b2C3d4E5f6G7h8I9j0" * 2
