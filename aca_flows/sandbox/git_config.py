@@ -5,8 +5,8 @@ git in a task's worktree reads the repository's ``.git/config`` (its ``core`` se
 URL ``https://user:token@host/...``, an ``http.<url>.extraHeader = Authorization: ...`` (as CI
 checkouts write it, into each submodule's config too). ``git_config_without_credentials``
 returns a copy with every such value replaced by ``[REDACTED]`` (the user part of http(s)
-URLs, the password of others, the values of keys naming a header, token, pass(word) or secret,
-then aca's redactor line by line; a value continued over lines is read whole, as git reads
+URLs, the password of others, the values of keys naming a header, token, pass(word), secret or
+key, then aca's redactor line by line; a value continued over lines is read whole, as git reads
 it), made when the sandbox is planned and shown read-only in the config's place; ``None``
 when the config holds nothing to remove.
 ``configs_without_credentials`` does so for every config file of a git directory: its own,
@@ -31,11 +31,13 @@ from aca_flows.session.redact import REDACTED, redact_text
 
 __all__ = ["configs_without_credentials", "git_config_without_credentials", "without_credentials"]
 
-# A line naming a header (``http.extraHeader``) or a key, token or password (``smtpPass``): its
-# value is a credential whatever it looks like (the redactor keeps values that look like paths
-# or words).
+# A line naming a header (``http.extraHeader``), a token, password, secret or key (``smtpPass``,
+# ``apiKey``, Azure DevOps' ``pat``), on its own or after its section's header (git reads
+# ``[http "url"] extraheader = ...`` too): its value is a credential whatever it looks like (the
+# redactor keeps values that look like paths or words).
 _SECRET_KEY = re.compile(
-    r"^(\s*)(extraheader|[\w-]*(?:token|pass|secret)[\w-]*)(\s*=)(.*)$",
+    r"^(\s*(?:\[[^\]\n]*\]\s*)?)"
+    r"(extraheader|pat|[\w-]*(?:token|pass|secret|key|credential)[\w-]*)(\s*=)(.*)$",
     re.IGNORECASE | re.MULTILINE,
 )
 # A line that goes on in the next (an odd number of backslashes at its end): git reads the two

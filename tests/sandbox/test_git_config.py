@@ -79,3 +79,26 @@ def test_a_credential_split_over_lines_or_named_pass_is_removed_as_git_reads_it(
     assert "core.bare=false" in listed and "core.editor=vi" in listed
     assert "core.path=C:\\" in listed and "remote.origin.url=" in listed
     assert "sendemail.sslcertpasswordprotected=true" in listed  # a bool git must still read
+
+
+def test_a_credential_named_key_or_pat_or_on_its_sections_line_is_removed(tmp_path):
+    # git reads `[section] key = value` on one line; Azure DevOps tools name a token `pat`.
+    config = (
+        '[http "https://github.com/"] extraheader = AUTHORIZATION: basic SAMELINExK29fjQ1\n'
+        "[azure]\n"
+        "\tpat = PATVALUExK29fjQ1\n"
+        "[deploy]\n"
+        "\tkey = KEYVALUExK29fjQ1\n"
+        "\tapiKey = APIKEYxK29fjQ1\n"
+        "[user]\n"
+        "\tname = Ada\n"
+        "\temail = ada@example.com\n"
+    )
+    (tmp_path / "config").write_text(without_credentials(config))
+    listed = subprocess.run(["git", "config", "--file", str(tmp_path / "config"), "--list"],
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+
+    for secret in ("SAMELINExK29fjQ1", "PATVALUExK29fjQ1", "KEYVALUExK29fjQ1", "APIKEYxK29fjQ1"):
+        assert secret not in listed
+    assert "http.https://github.com/.extraheader=[REDACTED]" in listed
+    assert "user.name=Ada" in listed and "user.email=ada@example.com" in listed
