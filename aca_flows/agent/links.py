@@ -54,8 +54,9 @@ def _target_outside(root: Path, path: str) -> str | None:
 
 def _in_git_dir(parts: list[str]) -> bool:
     """A path into the repository's git directory: in every clone, its config (a CI token
-    there: ``http.extraHeader``) and hooks. Without case, as macOS opens it."""
-    return bool(parts) and parts[0].lower() == ".git"
+    there: ``http.extraHeader``) and hooks. Without case, as macOS opens it, and with the
+    names Windows opens as ``.git`` (trailing dots or spaces, the short name ``GIT~1``)."""
+    return bool(parts) and parts[0].lower().rstrip(". ") in (".git", "git~1")
 
 
 # The kernel's limit: a chain this long resolves nowhere, on any machine.

@@ -42,13 +42,17 @@ def test_links_into_the_git_directory_are_refused_as_links_out(tmp_path):
     os.symlink(".", tmp_path / "hop")
     os.symlink("hop/.git", tmp_path / "through")
     os.symlink(".gitignore", tmp_path / "ignore-link")  # a file beside it: ordinary work
-    files = ["git-config", "docs/hook", "hop", "through", "ignore-link"]
+    # Windows opens these as .git (a trailing dot, the short name) where links are checked out.
+    os.symlink(".git./config", tmp_path / "dot")
+    os.symlink("GIT~1/hooks", tmp_path / "short")
+    files = ["git-config", "docs/hook", "hop", "through", "ignore-link", "dot", "short"]
 
     problem = leaving_links_problem(tmp_path, files)
 
     assert problem is not None
     assert "git-config -> .git/config" in problem and "docs/hook ->" in problem
     assert "through -> hop/.git" in problem and "ignore-link" not in problem
+    assert "dot -> .git./config" in problem and "short -> GIT~1/hooks" in problem
 
 
 def test_a_task_that_leaves_a_link_out_of_the_repository_fails_and_commits_nothing(tmp_path):
