@@ -12,7 +12,8 @@ repository's own content, not the agent's doing, and passes.
 
 What is searched is what git stores: a file with a ``working-tree-encoding`` attribute (UTF-16,
 EBCDIC) as git converts it to UTF-8 when it commits it (git converts it here); a hex dump
-of a secret (``xxd``, ``od``) is read back into its bytes; a file larger than 16 MB is read
+of a secret (``xxd``, ``od``) and a run of escapes (``\\x51``, ``%51``, ``&#81;``, ``51:77``) are
+read back into their text; a file larger than 16 MB is read
 to its end for the plain values.
 """
 
@@ -26,6 +27,7 @@ from pathlib import Path
 import git
 
 from aca_flows._words import listed
+from aca_flows.session.escaped_runs import decoded_runs
 from aca_flows.session.hex_dumps import redact_hex_dumps
 from aca_flows.session.redact import REDACTED, redact_text
 from aca_flows.session.secret_values import credential_values
@@ -130,16 +132,20 @@ _CHUNK = 4 * 1024 * 1024
 
 def _in_dumps(data: bytes, values: list[str], secrets: list[bytes]) -> bytes:
     """``data``, and each secret a hex dump in it shows (``xxd``, ``od``: its bytes as hex
-    groups over lines), for the search to find them."""
+    groups over lines) or a run of escapes spells (``\\x51\\x77``, ``%51%77``), for the
+    search to find them."""
     text = data.decode("utf-8", errors="replace")
-    if redact_hex_dumps(text, values, REDACTED) == text:
+    escaped = [decoded for _, decoded in decoded_runs(text)]
+    if not escaped and redact_hex_dumps(text, values, REDACTED) == text:
         return data
-    dumped = [s for v, s in zip(values, secrets, strict=True) if _dumps(text, v)]
-    return data + b"".join(b"\0" + s for s in dumped)
+    shown = [s for v, s in zip(values, secrets, strict=True) if _shows(text, escaped, v)]
+    return data + b"".join(b"\0" + s for s in shown)
 
 
-def _dumps(text: str, value: str) -> bool:
-    return redact_hex_dumps(text, [value], REDACTED) != text
+def _shows(text: str, escaped: list[str], value: str) -> bool:
+    return any(value in decoded for decoded in escaped) or (
+        redact_hex_dumps(text, [value], REDACTED) != text
+    )
 
 
 def _converted_paths(worktree: TaskWorktree, paths: list[str]) -> set[str]:

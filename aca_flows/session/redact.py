@@ -30,7 +30,9 @@ What is removed, replaced by ``[REDACTED]``:
   ``xxd -p`` at 60; ``fold`` anywhere): the secret's part of it, line breaks and all
   (``wrapped_base64.py``); in a dump (``xxd``, ``xxd -e``, ``hexdump -C``, ``od -tx1``,
   ``od -x``, ``od -c``, after a prefix too), each line holding a byte of the secret
-  (``hex_dumps.py``);
+  (``hex_dumps.py``); spelled in escapes (``\\x51``, ``\\121``, ``%51``, ``\\u0051``,
+  ``&#81;``) or in hex with separators (``51:77``, ``0x51, 0x77``), the run that holds it
+  (``escaped_runs.py``);
 - anything shaped like a credential, whether or not it is in the environment: ``sk-...`` and
   ``sk-ant-...`` keys, ``Bearer <token>``, ``Basic <base64 of user:password>``, GitHub, Slack,
   AWS, Google and Prefect keys;
@@ -69,6 +71,7 @@ from typing import Any
 from aca_flows._closed_output import READER_GONE, drop_output_of
 from aca_flows._logging import all_log_handlers
 from aca_flows.errors import AcaError
+from aca_flows.session.escaped_runs import redact_escaped_runs
 from aca_flows.session.hex_dumps import redact_hex_dumps
 from aca_flows.session.secret_names import (
     LOCATION_VALUE,
@@ -283,11 +286,12 @@ def _redact_text(text: str, secrets: list[str]) -> str:
 
 
 def _without_values(text: str, secrets: list[str]) -> str:
-    """``text`` without ``secrets``: in a dump, cut by line breaks, and whole."""
+    """``text`` without ``secrets``: in a dump, cut by line breaks, escaped, and whole."""
     if secrets:  # first: a replaced secret would cut the lines around it
         text = redact_hex_dumps(text, secrets, REDACTED)
         if "\n" in text:
             text = redact_wrapped(text, secrets, REDACTED)
+        text = redact_escaped_runs(text, secrets, REDACTED)
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)

@@ -184,6 +184,18 @@ def test_a_file_holding_the_repositorys_own_token_may_be_moved(tmp_path):
         # A hex dump: the token's bytes as hex groups, 16 of its characters a line.
         ("key.od", 'printf %s "$NPM_TOKEN" | od -tx1 > key.od'),
         ("key.hex", 'printf %s "$NPM_TOKEN" | od -An -tx1 > key.hex'),
+        # Escapes in a literal, a URL every byte of which is percent-encoded, a byte array.
+        (
+            "token.py",
+            """python3 -c 'import os; t = os.environ["NPM_TOKEN"].encode(); """
+            """print("T = b\\"" + "".join("\\\\x%02x" % b for b in t) + "\\"")' > token.py""",
+        ),
+        (
+            "url.txt",
+            """python3 -c 'import os; t = os.environ["NPM_TOKEN"].encode(); """
+            """print("https://r.example.com/?t=" + "".join("%%%02X" % b for b in t))' > url.txt""",
+        ),
+        ("key.c", 'printf %s "$NPM_TOKEN" | od -An -tx1 -v | sed "s/ / 0x/g;s/$/,/" > key.c'),
         # Past the first 16 MB of a file.
         (
             "big.txt",

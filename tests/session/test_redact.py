@@ -18,6 +18,7 @@ from aca_flows.session.redact import (
     RedactingFilter,
     RedactingStream,
     redact,
+    redact_known,
     redact_log_handlers,
     redact_text,
 )
@@ -579,6 +580,32 @@ def readable_pieces(token: str, text: str) -> list[str]:
         or swapped(piece.encode(), 2) in hex_digits
         or swapped(piece.encode(), 4) in hex_digits
     ]
+
+
+# A string literal, a URL or a byte array may spell each character of a secret as an escape.
+ESCAPED_FORMS = {
+    "\\x": lambda data: "".join(f"\\x{b:02x}" for b in data),
+    "octal": lambda data: "".join(f"\\{b:03o}" for b in data),
+    "%XX every byte": lambda data: "".join(f"%{b:02X}" for b in data),
+    "\\u": lambda data: "".join(f"\\u{b:04x}" for b in data),
+    "&#N;": lambda data: "".join(f"&#{b};" for b in data),
+    "some \\x": lambda data: (
+        data[:6].decode() + "".join(f"\\x{b:02x}" for b in data[6:14]) + data[14:].decode()
+    ),
+    "hex with spaces": lambda data: data.hex(" "),
+    "hex with colons": lambda data: data.hex(":").upper(),
+    "C array": lambda data: ",\n  ".join(f"0x{b:02x}" for b in data),
+}
+
+
+@pytest.mark.parametrize("escaped", ESCAPED_FORMS.values(), ids=ESCAPED_FORMS.keys())
+def test_a_secret_spelled_in_escapes_is_redacted_and_its_neighbours_kept(monkeypatch, escaped):
+    token = "npm_" + "Q7pLx2Rv9WcN4tYb8KfZ" * 2
+    monkeypatch.setenv("NPM_TOKEN", token)
+    text = f'KEY = b"{escaped(token.encode())}"  # {escaped(b"not a secret at all")}\n'
+
+    for redacted in (redact_text(text), redact_known(text)):
+        assert redacted == f'KEY = b"{REDACTED}"  # {escaped(b"not a secret at all")}\n'
 
 
 def test_a_secrets_encodings_are_computed_once(monkeypatch):
