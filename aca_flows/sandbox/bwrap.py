@@ -67,6 +67,12 @@ class Limits:
     max_processes: int
     tmp_bytes: int
 
+    @property
+    def total_memory_bytes(self) -> int:
+        """What a command's processes may hold together: each one's address space, and what
+        its private folders (``/tmp``, ``/var/tmp``, ``/dev/shm``) hold."""
+        return self.memory_bytes + 3 * self.tmp_bytes
+
     def prlimit_args(self) -> list[str]:
         return [
             f"--cpu={self.cpu_seconds}",

@@ -2,16 +2,15 @@
 
 The command runs in its own process group; on timeout or cancellation the group is killed.
 Under bubblewrap that kills the sandbox's first process, and with it (``--die-with-parent``,
-PID namespace) every process the command started. Where the machine offers a writable pids
-cgroup (root on most Linux hosts) the command also runs in a cgroup of its own whose
-``pids.max`` stops a fork bomb, because RLIMIT_NPROC does not bind root.
+PID namespace) every process the command started. Where the machine lets aca make cgroups,
+the command also runs in cgroups of its own (``cgroups.py``): what its processes take
+together is held there, their number and their memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import os
 import signal
 import time
@@ -20,12 +19,12 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from aca_flows.sandbox.cgroups import CommandCgroups
+
 __all__ = ["CommandResult", "run_process"]
 
-_CGROUP_ROOTS = (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup"))
 # After a kill, how long the output left in the pipe may take to reach its end.
 _AFTER_KILL_SECONDS = 5.0
-_counter = itertools.count()
 
 
 class CommandResult(BaseModel):
@@ -35,6 +34,8 @@ class CommandResult(BaseModel):
     timed_out: bool = False
     truncated_bytes: int = 0
     duration_seconds: float = 0.0
+    # Its processes together went past the sandbox's memory: the kernel killed one.
+    out_of_memory: bool = False
 
     @property
     def ok(self) -> bool:
@@ -44,6 +45,11 @@ class CommandResult(BaseModel):
         """The result as the model reads it: status line, then the output."""
         if self.timed_out:
             status = f"timed out after {self.duration_seconds:.0f}s (killed)"
+        elif self.out_of_memory:
+            status = (
+                f"killed: its processes together used all the memory the sandbox allows "
+                f"(exit code {self.exit_code})"
+            )
         elif self.exit_code is not None and self.exit_code < 0:
             status = f"killed by signal {-self.exit_code} (exit code {self.exit_code})"
         else:
@@ -60,17 +66,17 @@ async def run_process(
     timeout_seconds: float,
     output_limit_bytes: int,
     max_processes: int | None = None,
+    max_memory_bytes: int | None = None,
 ) -> CommandResult:
     """Run ``argv``; stdout and stderr together, capped to ``output_limit_bytes``.
 
     ``command`` is what the result reports (the user's command, not the wrapper around it).
-    ``max_processes`` puts the run in a pids cgroup of its own where the machine allows it.
+    ``max_processes`` and ``max_memory_bytes`` hold the run's processes together, in cgroups
+    of its own where the machine allows them.
     """
     started = time.monotonic()
-    cgroup = _PidsCgroup.create(max_processes) if max_processes else None
-    if cgroup is not None:
-        # Join the cgroup before exec, so the first fork of the command is already counted.
-        argv = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(cgroup.procs), *argv]
+    cgroups = CommandCgroups.create(max_processes=max_processes, max_memory_bytes=max_memory_bytes)
+    argv = cgroups.joined(argv)
     try:
         process = await asyncio.create_subprocess_exec(
             *argv,
@@ -87,15 +93,15 @@ async def run_process(
             await asyncio.wait_for(_drain(process, capture), timeout=timeout_seconds)
         except TimeoutError:
             timed_out = True
-            _kill(process, cgroup)
+            _kill(process, cgroups)
             await _reap(process, capture)
         except BaseException:
             # Cancelled (interrupt, flow cancellation): never leave the command running.
-            _kill(process, cgroup)
+            _kill(process, cgroups)
             raise
+        out_of_memory = cgroups.ran_out_of_memory()
     finally:
-        if cgroup is not None:
-            await cgroup.remove()
+        await cgroups.remove()
     return CommandResult(
         command=command,
         exit_code=None if timed_out else process.returncode,
@@ -103,6 +109,7 @@ async def run_process(
         timed_out=timed_out,
         truncated_bytes=capture.dropped,
         duration_seconds=round(time.monotonic() - started, 3),
+        out_of_memory=out_of_memory,
     )
 
 
@@ -129,11 +136,10 @@ async def _reap(process: asyncio.subprocess.Process, capture: _CappedOutput) -> 
         await process.wait()
 
 
-def _kill(process: asyncio.subprocess.Process, cgroup: _PidsCgroup | None) -> None:
+def _kill(process: asyncio.subprocess.Process, cgroups: CommandCgroups) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-    if cgroup is not None:
-        cgroup.kill_all()
+    cgroups.kill_all()
 
 
 class _CappedOutput:
@@ -162,69 +168,3 @@ class _CappedOutput:
         if self.dropped:
             return f"{head}\n[... {self.dropped} bytes omitted ...]\n{tail}"
         return head + tail
-
-
-class _PidsCgroup:
-    """A throwaway pids cgroup (v1 ``pids`` hierarchy, or v2 with the pids controller)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.procs = path / "cgroup.procs"
-
-    @classmethod
-    def create(cls, max_processes: int) -> _PidsCgroup | None:
-        root = _pids_cgroup_root()
-        if root is None:
-            return None
-        path = root / f"aca-{os.getpid()}-{next(_counter)}"
-        try:
-            path.mkdir()
-            (path / "pids.max").write_text(str(max_processes))
-        except OSError:
-            with contextlib.suppress(OSError):
-                path.rmdir()
-            return None
-        return cls(path)
-
-    def pids(self) -> list[int]:
-        try:
-            return [int(p) for p in self.procs.read_text().split()]
-        except (OSError, ValueError):
-            return []
-
-    def kill_all(self) -> None:
-        for pid in self.pids():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-
-    async def remove(self) -> None:
-        # Processes killed a moment ago may still be exiting; rmdir fails until they are gone.
-        delay = 0.002
-        for _ in range(100):
-            self.kill_all()
-            try:
-                self.path.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.1)
-
-
-def _pids_cgroup_root() -> Path | None:
-    for root in _CGROUP_ROOTS:
-        v1 = root.name == "pids" and (root / "cgroup.procs").exists()
-        v2 = (root / "cgroup.subtree_control").exists() and "pids" in _read(
-            root / "cgroup.subtree_control"
-        )
-        if (v1 or v2) and os.access(root, os.W_OK):
-            return root
-    return None
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError:
-        return ""

@@ -243,4 +243,5 @@ class Sandbox:
             timeout_seconds=timeout_seconds,
             output_limit_bytes=output_limit_bytes,
             max_processes=self.settings.max_processes if sandboxed else None,
+            max_memory_bytes=self.limits.total_memory_bytes if sandboxed else None,
         )

@@ -112,6 +112,25 @@ def test_what_a_command_writes_to_its_private_folders_is_held_to_their_size(work
     assert all(int(size) <= 16 * 1024 * 1024 for size in written.values()), written
 
 
+def test_memory_no_address_space_counts_is_held_to_the_sandboxs(worktree):
+    # A memfd is in no process's address space (nor is SysV shared memory): 60 x 16 MB were
+    # held with memory_mb = 256, until the command's timeout. Its own memory cgroup holds
+    # all its processes to memory_mb and what its private folders may hold (3 x 16 MB).
+    settings = SandboxSection(memory_mb=256, tmp_size_mb=16)
+    hold = (
+        "python3 -c 'import os\nheld = []\nfor i in range(60):\n"
+        '    fd = os.memfd_create("x"); os.write(fd, bytes(16 << 20)); held.append(fd)\n'
+        "    print(i + 1, flush=True)'"
+    )
+
+    result = run(Sandbox.for_worktree(worktree, settings), hold)
+
+    assert result.out_of_memory and result.exit_code != 0, result
+    assert int(result.output.split()[-2]) * 16 <= 256 + 3 * 16  # then "Killed"
+    assert "used all the memory the sandbox allows" in result.describe()
+    assert run(Sandbox.for_worktree(worktree, settings), "echo fine").output == "fine\n"
+
+
 def test_a_timeout_kills_everything_the_command_started(worktree):
     started = time.monotonic()
     result = run(
