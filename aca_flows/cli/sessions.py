@@ -337,7 +337,9 @@ def _status_text(task, run: TaskRun | None, interrupted: bool = False) -> str:
     """The task's status; a completed task says "completed, no change" when that was its
     evidence, and "completed before" when the task file marked it done, so neither reads like
     committed work; one "in progress" when its session's process is gone says it was
-    interrupted."""
+    interrupted; one that proposed subtasks, that it ends with them."""
+    if task.children and task.status.state == "in_progress":
+        return "its own work landed; it ends with its subtasks"
     if interrupted and task.status.state == "in_progress":
         return "interrupted (starts again on resume)"
     if task.status.state == "completed" and run is not None and run.no_change:

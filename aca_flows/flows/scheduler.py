@@ -399,18 +399,15 @@ async def _finish(
     if state.is_completed():
         outcome = TaskOutcome.model_validate(await state.aresult())
         run.outcomes[task_id] = outcome
+        children = _subtasks_taken(run, task_id, outcome, logger)
+        if children:
+            # First: its own work is in, and it completes when they all have (its group
+            # closes, ``_record_settled``), then sending aca.task.completed.
+            store.subtasks_added(task_id, children)
+            dag.refresh()
         await store.off_loop(store.task_completed, task_id, _task_result(outcome))
-        emit_task_event(store, task_id, "completed")
-        if outcome.proposed_subtasks:
-            try:
-                children = accept_subtasks(run.plan, task_id, outcome.proposed_subtasks)
-            except SubtaskProposalError as exc:
-                # The task's own work is verified and landed; bad proposals are dropped.
-                logger.warning(f"{task_id}: proposed subtasks ignored: {exc}")
-            else:
-                store.subtasks_added(task_id, children)
-                dag.refresh()
-                logger.info(f"{task_id} proposed {len(children)} subtask(s)")
+        if not children:
+            emit_task_event(store, task_id, "completed")
         dag.complete(task_id)
         push_landed_work(store, logger)  # with a repo: the remote gets what landed
         publish_report(store, run, task_id, state)
@@ -451,6 +448,20 @@ async def _finish(
     else:
         reason = f"{type(error).__name__}: {error}" if error else (state.message or "failed")
     await _fail(store, run, dag, task_id, state, reason, logger)
+
+
+def _subtasks_taken(run: ActiveRun, task_id: str, outcome: TaskOutcome, logger) -> list:
+    """The subtasks a completed task proposed, as they join the plan; none when it proposed
+    none or they cannot be taken (its own work is verified and landed; they are dropped)."""
+    if not outcome.proposed_subtasks:
+        return []
+    try:
+        children = accept_subtasks(run.plan, task_id, outcome.proposed_subtasks)
+    except SubtaskProposalError as exc:
+        logger.warning(f"{task_id}: proposed subtasks ignored: {exc}")
+        return []
+    logger.info(f"{task_id} proposed {len(children)} subtask(s)")
+    return children
 
 
 async def _fail(store, run: ActiveRun, dag: DagProgress, task_id: str, state, reason, logger):
@@ -525,10 +536,11 @@ def _record_settled(store: SessionStore, dag: DagProgress, recorded: set[str]) -
                 store.task_completed(task.id, TaskResult())
             else:
                 store.task_failed(task.id, task.status.reason or "failed")
-                if (run := store.session.tasks.get(task.id)) and run.attempts:
-                    # A task that proposed subtasks: it sent aca.task.completed when its own
-                    # work landed. Before its dependents' skips, as the DAG decided them.
-                    emit_task_event(store, task.id, "failed", task.status.reason)
+            if (run := store.session.tasks.get(task.id)) and run.attempts:
+                # A task that proposed subtasks ends with them: its event is sent now, before
+                # its dependents' skips, as the DAG decided them.
+                emit_task_event(store, task.id, state, task.status.reason)
+                if state == "failed":
                     get_run_logger().warning(f"{task.id} failed: {task.status.reason}")
             recorded.add(task.id)
             closed.append(task.id)

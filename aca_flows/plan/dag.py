@@ -31,7 +31,9 @@ class DagProgress:
         self._by_id: dict[str, Task] = {t.id: t for t in plan.tasks}
         self._order = {t.id: i for i, t in enumerate(plan.tasks)}
         self._running: set[str] = set()
-        self._ran: set[str] = set()  # leaves whose own work finished (they may have got children)
+        # Leaves whose own work finished (they may have got children): one that proposed
+        # subtasks in an earlier run is in progress until they end.
+        self._ran = {t.id for t in plan.tasks if t.children and t.status.state == "in_progress"}
         self._settle()
 
     # -- queries -----------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from aca_flows.session.events import (
     TaskCompleted,
     TaskFailed,
     TaskQuestion,
+    TaskResult,
     TaskSkipped,
     TaskStarted,
 )
@@ -375,15 +376,23 @@ def _task_started(record: SessionRecord, event: TaskStarted) -> bool:
 
 
 def _task_completed(record: SessionRecord, event: TaskCompleted) -> bool:
-    if _task(record, event.task_id).status.state == "completed":
+    task = _task(record, event.task_id)
+    if task.status.state == "completed":
         return False  # finishing a task is safe to repeat: the first record stands
-    _set_status(record, event.task_id, TaskStatus(state="completed"), event.at)
+    # A task that proposed subtasks (``subtasks_added`` comes first): its own work is in, and
+    # it completes when they all have, its group closing (an empty result: the work stays).
+    waiting = any(
+        _task(record, child).status.state in ("pending", "in_progress") for child in task.children
+    )
+    _set_status(record, event.task_id, TaskStatus(state="in_progress" if waiting else "completed"),
+                event.at)  # fmt: skip
     run = record.task_run(event.task_id)
-    run.finished_at = event.at
-    run.commit = event.result.commit
-    run.outcome = event.result.outcome
-    run.no_change_reason = event.result.no_change_reason
-    run.summary = event.result.summary
+    if event.result != TaskResult() or not task.children:
+        run.finished_at = event.at
+        run.commit = event.result.commit
+        run.outcome = event.result.outcome
+        run.no_change_reason = event.result.no_change_reason
+        run.summary = event.result.summary
     return True
 
 

@@ -397,3 +397,18 @@ def test_a_session_whose_process_was_killed_names_its_resume_and_runs_no_task(tm
     assert row["task_counts"] == counts
     shown = invoke("show", store.session_id, "--workdir", str(tmp_path), "--json").output
     assert json.loads(shown)["task_counts"] == counts
+
+
+def test_a_killed_split_lists_its_parent_as_waiting_for_its_subtasks_not_completed(tmp_path):
+    # Its own work landed, then it proposed subtasks; killed while one ran, the parent was
+    # listed "completed" above its interrupted subtask.
+    plan = ExecutionPlan(name="Nightly", tasks=[Task(id="p", title="Split")])
+    with SessionStore.create(tmp_path, plan, provider="replay") as store:
+        store.task_started("p", provider="replay", model="m")
+        store.subtasks_added("p", [Task(id="p.x", title="X"), Task(id="p.y", title="Y")])
+        store.task_completed("p", TaskResult(commit="c0ffee", summary="split"))
+        store.task_started("p.x", provider="replay", model="m")
+    shown = " ".join(invoke("show", store.session_id, "--workdir", str(tmp_path)).output.split())
+    assert "its own work landed; it ends with its subtasks" in shown
+    assert "interrupted (starts again on resume)" in shown and " completed" not in shown
+    assert "1 interrupted, 1 pending of 2" in shown

@@ -251,6 +251,29 @@ def test_subtasks_join_the_tree_once(tmp_path):
     assert session.tasks_total == 2  # a.1 and a.2 run; a, their group now, is not counted
 
 
+def test_a_task_that_proposed_subtasks_completes_only_when_they_have(tmp_path):
+    # Recorded completed when its own work landed, it was listed completed over an
+    # interrupted subtask after a kill, and sent aca.task.completed before a subtask failed.
+    with SessionStore.create(tmp_path, make_plan("a"), provider="replay") as store:
+        store.task_started("a", provider="anthropic", model="m-1")
+        store.subtasks_added("a", [Task(id="a.1", title="one"), Task(id="a.2", title="two")])
+        store.task_completed("a", TaskResult(commit="c0ffee-a", summary="split"))
+        assert str(store.session.plan.task("a").status) == "in_progress"
+        finish_task(store, "a.1")
+        store.task_started("a.2")
+    killed = load_session(tmp_path, store.session_id)
+    assert str(killed.plan.task("a").status) == "in_progress"  # shown interrupted, not done
+    assert "a" not in killed.completed_task_ids
+
+    with SessionStore.open(tmp_path, store.session_id) as store:
+        store.resumed()
+        finish_task(store, "a.2")
+        store.task_completed("a", TaskResult())  # its group closes
+    done = load_session(tmp_path, store.session_id)
+    assert str(done.plan.task("a").status) == "completed"
+    assert done.tasks["a"].commit == "c0ffee-a" and done.tasks["a"].summary == "split"
+
+
 def test_session_json_is_rebuilt_from_the_journal_alone(tmp_path):
     with SessionStore.create(tmp_path, make_plan("a", "b"), provider="replay") as store:
         finish_task(store, "a")
