@@ -73,6 +73,7 @@ from aca_flows.flows.run_setup import RunRequest, open_run
 from aca_flows.flows.scheduler import TREES, drive_plan
 from aca_flows.flows.session_log import session_log
 from aca_flows.flows.summary import RunSummary, delivery_failure, flow_state, run_summary
+from aca_flows.flows.task_help import take_answer_left
 from aca_flows.flows.task_run import (
     ACTIVE_RUNS,
     ActiveRun,
@@ -278,6 +279,7 @@ async def aca_run(
                     taken_over_on=socket.gethostname() if repo else None,
                     finished=_finished_tasks(store),
                 )
+                await take_answer_left(run)
             summary = await drive_plan(store, run, request, interrupt)
             if interrupt.server_lost:  # the session says how it ended already
                 raise _lost_server_error(store, run, summary)

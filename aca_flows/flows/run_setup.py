@@ -235,6 +235,8 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
             providers=providers,
             default_provider=config.session.provider,
             store=store,
+            # A question its killed run waited on: answered in the UI meanwhile, maybe.
+            left_question=recorded.question if resuming else None,
         )
     return store, run
 

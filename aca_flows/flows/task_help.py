@@ -28,6 +28,7 @@ import hashlib
 import re
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
+from uuid import UUID
 
 from prefect import get_run_logger
 from prefect.artifacts import acreate_markdown_artifact
@@ -45,13 +46,16 @@ from aca_flows.flows.approval import (
     running_again,
     wait_for_input,
 )
+from aca_flows.flows.events import emit_task_event
 from aca_flows.flows.remote_sync import session_resume
+from aca_flows.plan.models import TaskStatus
 from aca_flows.session.events import TaskAnswered, TaskQuestion
 from aca_flows.session.reading import display_status, load_session
 from aca_flows.session.redact import redact_text
 
 if TYPE_CHECKING:
     from aca_flows.flows.task_run import ActiveRun
+    from aca_flows.session.record import PendingQuestion
 
 __all__ = [
     "HINT_PREFIX",
@@ -61,6 +65,7 @@ __all__ = [
     "ask_about_failed_task",
     "reviewed_reason",
     "send_answer",
+    "take_answer_left",
 ]
 
 HINT_PREFIX = "Hint from a reviewer:"
@@ -203,6 +208,66 @@ def send_answer(workdir, session_id: str, task_id: str, answer: dict[str, Any]) 
         question.api_url, question.flow_run_id, session.id, TaskHelp(**answer).model_dump()
     )
     return question.flow_run_id
+
+
+async def take_answer_left(run: ActiveRun) -> None:
+    """The answer a person gave in the Prefect UI to a run that waited for it and died (its
+    flow run took it; nothing was there to act on it), taken by the resume, on the server it
+    talks to: the task runs again with the hint, or ends skipped or failed, as they said.
+    Without one, the task runs again and may ask again."""
+    question = run.left_question
+    if question is None or question.api_url not in (None, api_url()):
+        return
+    answer = await _answer_in(question)
+    if answer is None:
+        return
+    task_id = question.task_id
+    get_run_logger().warning(
+        f"{task_id}: the answer given in the Prefect UI to the run that died waiting for it is "
+        f"taken: {answer.action}" + (f" ({answer.hint})" if answer.hint else "")
+    )
+    _record(run, TaskAnswered(task_id=task_id, **answer.model_dump()))
+    if answer.action == "retry":
+        add_hint(run, task_id, answer.hint)
+        return
+    reason = reviewed_reason(question.question, answer)
+    task = run.plan.task(task_id)
+    if answer.action == "skip":
+        task.status = TaskStatus(state="skipped", reason=f"skipped after it failed: {reason}")
+        run.store.task_skipped(task_id, task.status.reason)
+    else:
+        task.status = TaskStatus(state="failed", reason=reason)
+        run.store.task_failed(task_id, reason)
+        emit_task_event(run.store, task_id, "failed", reason)
+
+
+async def _answer_in(question: PendingQuestion) -> TaskHelp | None:
+    """The newest answer stored in the question's flow run, given while it waited; ``None``
+    without one, or when the server cannot say."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        async with get_client() as client:
+            inputs = await client.filter_flow_run_input(
+                flow_run_id=UUID(question.flow_run_id),
+                # Prefect keeps a pause's input under "paused-<its key>-response".
+                key_prefix=f"paused-aca-help-{_key_of(question.task_id)}-",
+                limit=100,
+                exclude_keys=set(),
+            )
+        answers = [
+            found
+            for found in inputs
+            if found.key.endswith("-response")
+            and (question.expires_at is None or found.created <= question.expires_at)
+        ]
+        if not answers:
+            return None
+        newest = max(answers, key=lambda found: found.created)
+        answer = TaskHelp.model_validate(newest.decoded_value)
+    except Exception:  # a server that cannot say, an answer that is no form's
+        return None
+    return TaskHelp(action=answer.action, hint=answer.hint.strip(), reason=answer.reason.strip())
 
 
 def _record(run: ActiveRun, event) -> None:

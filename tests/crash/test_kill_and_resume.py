@@ -284,3 +284,42 @@ def test_a_run_killed_while_it_waits_for_approval_is_crashed_on_resume(
     assert states[waiting.id].type.value == "CRASHED"
     assert states[waiting.id].message.startswith("its process ended without finishing")
     assert sorted(s.type.value for s in states.values()) == ["COMPLETED", "CRASHED"]
+
+
+def test_an_answer_given_in_the_ui_to_a_run_killed_while_it_waited_is_taken_by_the_resume(
+    aca, repo, llm, tmp_path, prefect_api
+):
+    # Prefect takes the answer (the flow run goes Running) with nothing left to act on it: the
+    # resume paid for the task again without the hint, and asked the same question again.
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tests.flows.test_task_help import asking_agent, plan_file
+
+    llm.anthropic.default = asking_agent
+    asks = {"ACA_APPROVAL__ON_FAILURE": "ask", "ACA_APPROVAL__TIMEOUT_SECONDS": "30"}
+    tasks = plan_file(tmp_path, "Asks")
+    proc = aca.start("run", tasks, "--model", "claude-test", name="run", **asks)
+    session = only_session(repo)
+
+    def paused_runs() -> list:
+        return [r for r in flow_runs_of(prefect_api, session.name) if r.state.is_paused()]
+
+    (waiting,) = wait_for(lambda: paused_runs() or proc.poll(), WAIT, "the paused flow run")
+    kill_group(proc)
+    with temporary_settings({PREFECT_API_URL: prefect_api}), get_client(sync_client=True) as c:
+        c.resume_flow_run(waiting.id, run_input={"action": "retry", "hint": "use tabs"})
+
+    code, out, err = aca.run("resume", session.name, "--json", name="resume", **asks)
+
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["status"] == "completed"
+    assert "the answer given in the Prefect UI to the run that died" in err
+    answered = [e for e in journal(session) if e["type"] == "task_answered"]
+    assert [(e["task_id"], e["action"], e["hint"]) for e in answered] == [
+        ("a", "retry", "use tabs")
+    ]
+    hinted = [
+        r for r in llm.anthropic.requests if "Hint from a reviewer: use tabs" in task_of(r)[2]
+    ]
+    assert hinted and sum(e["type"] == "task_question" for e in journal(session)) == 1
