@@ -41,6 +41,7 @@ from aca_flows.flows.run_providers import (
     run_logger,
 )
 from aca_flows.flows.secret_keys import provider_environ
+from aca_flows.flows.task_help import add_hint
 from aca_flows.flows.task_run import ActiveRun
 from aca_flows.flows.unpriced import free_provider, refuse_a_budget_without_prices
 from aca_flows.plan import (
@@ -238,6 +239,9 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
             # A question its killed run waited on: answered in the UI meanwhile, maybe.
             left_question=recorded.question if resuming else None,
         )
+        for task_id, done in store.session.tasks.items():
+            for hint in done.hints if not run.plan.task(task_id).status.is_done else ():
+                add_hint(run, task_id, hint)  # a reviewer's answer outlives its run
     return store, run
 
 

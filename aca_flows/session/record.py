@@ -90,6 +90,9 @@ class TaskRun(_Model):
     no_change_reason: str | None = None
     summary: str | None = None
     usage: list[UsageEntry] = Field(default_factory=list)
+    # A reviewer's hints (answers "retry" with a hint), in order: every later run of the task
+    # gets them, a resume's too.
+    hints: list[str] = Field(default_factory=list)
 
     @property
     def total_tokens(self) -> int:
@@ -512,6 +515,8 @@ def _task_answered(record: SessionRecord, event: TaskAnswered) -> bool:
     # What the answer does to the task is journalled as its own events (failed, skipped).
     if record.question is not None and record.question.task_id == event.task_id:
         record.question = None
+    if event.action == "retry" and event.hint:
+        record.task_run(event.task_id).hints.append(event.hint)
     return True
 
 

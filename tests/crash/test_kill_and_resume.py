@@ -323,3 +323,44 @@ def test_an_answer_given_in_the_ui_to_a_run_killed_while_it_waited_is_taken_by_t
         r for r in llm.anthropic.requests if "Hint from a reviewer: use tabs" in task_of(r)[2]
     ]
     assert hinted and sum(e["type"] == "task_question" for e in journal(session)) == 1
+
+
+def test_a_reviewers_hint_outlives_a_run_killed_while_the_task_retried_with_it(
+    aca, repo, llm, tmp_path, prefect_api
+):
+    # The hint lived in the run's memory: the resume ran the task without it, so it failed
+    # (or asked again) and the person's answer was lost.
+    from tests.flows.test_task_help import asking_agent, plan_file
+
+    hint, retrying, released = (
+        "Hint from a reviewer: use tabs",
+        threading.Event(),
+        threading.Event(),
+    )
+
+    def agent(request):
+        if hint in task_of(request)[2] and not released.is_set():
+            retrying.set()
+            released.wait(WAIT)  # the run is killed while this call is under way
+        return asking_agent(request)
+
+    llm.anthropic.default = agent
+    tasks = plan_file(tmp_path, "Hinted")
+    asks = {"ACA_APPROVAL__ON_FAILURE": "ask", "ACA_APPROVAL__TIMEOUT_SECONDS": "60"}
+    proc = aca.start("run", tasks, "--model", "claude-test", name="run", **asks)
+    session = only_session(repo)
+    wait_for(lambda: flow_runs_of(prefect_api, session.name) and any(
+        r.state.is_paused() for r in flow_runs_of(prefect_api, session.name)) or proc.poll(),
+        WAIT, "the question")  # fmt: skip
+    code, _, err = aca.run("answer", session.name, "a", "--retry", "--hint", "use tabs", name="a")
+    assert code == 0, err
+    wait_for(retrying.is_set, WAIT, "the retry with the hint")
+    kill_group(proc)
+    released.set()
+
+    code, out, err = aca.run("resume", session.name, "--json", name="resume")  # asks nobody
+
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["status"] == "completed"
+    resumed = [r for r in llm.anthropic.requests if task_of(r)[0] == "a"][-1]
+    assert hint in task_of(resumed)[2]
