@@ -53,6 +53,7 @@ from aca_flows.flows.interrupt import (
 from aca_flows.flows.log_batch import console_handlers, print_each_line
 from aca_flows.flows.lost_server import ServerLost, lost_server, run_lost_server
 from aca_flows.flows.publishing import (
+    publish_end,
     published,
     send_in_background,
 )
@@ -312,6 +313,11 @@ async def aca_run(
         if cut_off:
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(push_session_work(store, get_run_logger()), PUSH_AT_STOP)
+            if run.progress is not None:  # the UI's artifacts say where it stopped, as ever
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(
+                        publish_end(store, run, run.progress, "interrupted"), PUSH_AT_STOP
+                    )
         raise
     except ServerLost:
         raise

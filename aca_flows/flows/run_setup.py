@@ -174,6 +174,8 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         refuse_a_budget_without_prices(recorded.plan, config)
         import_sdks_in_background(names)
         store = SessionStore.open(workdir, request.session_id, request.repo)
+        # A question its killed run waited on: answered in the UI meanwhile, maybe.
+        left_question = store.session.question
         store.resumed(budget_usd=request.budget_usd)
         # A run killed outright left Claude Code's transcripts of its tasks in the home.
         worktrees = AcaDir(workdir).worktrees_dir(recorded.id)
@@ -190,7 +192,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         require_working_providers(names, config, plan)
         refuse_a_budget_without_prices(plan, config)
         import_sdks_in_background(names)
-        asked = plan
+        asked, left_question = plan, None
         store = SessionStore.create(
             workdir,
             plan,
@@ -236,8 +238,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
             providers=providers,
             default_provider=config.session.provider,
             store=store,
-            # A question its killed run waited on: answered in the UI meanwhile, maybe.
-            left_question=recorded.question if resuming else None,
+            left_question=left_question,
         )
         for task_id, done in store.session.tasks.items():
             for hint in done.hints if not run.plan.task(task_id).status.is_done else ():

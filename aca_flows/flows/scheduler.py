@@ -68,7 +68,7 @@ async def drive_plan(
     budget = run.config.session.budget_usd
     policy = CheckpointPolicy.from_config(run.config.session)
     tree = TREES[run.session_id] = FlowTree(run.plan, run.session_id, run_tags(run))
-    progress = publish_plan(store, run)
+    progress = run.progress = publish_plan(store, run)
     create_checkpoint(store, trigger="auto", description="plan compiled")
     needs_approval = approval_needed(request.require_approval, store)
     if needs_approval or not runs_on_acas_server():
@@ -281,6 +281,7 @@ async def drive_plan(
         create_checkpoint(store, trigger="end")
     await push_session_work(store, logger)  # with a repo: the remote gets the end, too
     await publish_end(store, run, progress, status)
+    run.progress = None  # its end is published
     no_change_ids = [t for t, o in run.outcomes.items() if o.completed_without_change]
     summary = run_summary(store, status, stopped_reason, stuck, no_change_ids)
     summary.taken_over = interrupt.taken_over is not None

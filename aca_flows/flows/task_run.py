@@ -63,6 +63,7 @@ from aca_flows.settings import AcaConfig
 from aca_flows.workspace.repository import SessionBranchCheckedOut, SessionBranchLost
 
 if TYPE_CHECKING:
+    from aca_flows.flows.publishing import ProgressArtifact
     from aca_flows.session.record import PendingQuestion
     from aca_flows.session.store import SessionStore
 
@@ -130,6 +131,9 @@ class ActiveRun:
     stop_triggers: dict[str, StopTrigger] = field(default_factory=dict)
     """What each reason a task run stopped the run with is (``_limit_reached``): the trigger
     of the stop's checkpoint."""
+    progress: ProgressArtifact | None = None
+    """The run's progress artifact, from its plan's start to its end's artifacts
+    (``publish_end``): a run cut off by a signal between the two publishes its end."""
     left_question: PendingQuestion | None = None
     """A resume's: the question an earlier run left waiting when its process died
     (``take_answer_left``)."""

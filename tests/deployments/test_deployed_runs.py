@@ -320,6 +320,17 @@ def task_run_states(stack: Stack, session_id: str) -> dict[str, tuple[str, str]]
     return {r.name: (r.state.name, r.state.message) for r in runs}
 
 
+def latest_artifacts(stack: Stack, session_id: str) -> dict[str, Any]:
+    """The session's artifacts, newest version of each, by kind (``aca-<kind>-<session>``)."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    key = ArtifactFilterKey(like_=f"%{session_id.lower()}%")
+    found = prefect_call(
+        stack, lambda c: c.read_latest_artifacts(artifact_filter=ArtifactFilter(key=key))
+    )
+    return {a.key.split("-")[1]: a for a in found}
+
+
 def runs_under(stack: Stack, flow_run_id) -> list:
     """The flow run's subflow runs, nested ones too, and the task runs of all of them
     (read by flow run, not by tag: the task run standing for a subflow run carries none)."""
@@ -505,6 +516,11 @@ def test_a_retried_flow_run_resumes_its_session(stack, recorded):
     own = f"Flow run '{flow_run.name}' - Finished in state Running()"
     assert "Finished in state Running()" not in log.replace(own, ""), log[-4000:]
     assert log.count("unhandled exception during asyncio.run() shutdown") <= 1, log[-4000:]
+    # The Artifacts tab says where it stopped, as the session does: the worker's SIGTERM left
+    # "1 in progress" and no summary of what was paid.
+    artifacts = latest_artifacts(stack, session_id)
+    assert artifacts["progress"].description == "Tasks completed: 1 completed, 1 pending of 2"
+    assert "summary" in artifacts and "interrupted" in artifacts["plan"].description
 
     # Retry it, as the UI's Retry does: the same flow run goes back to the worker.
     recorded.release.write_text("go\n")
