@@ -139,7 +139,13 @@ class TaskWorktree:
         changed = [p for p in self.git.diff("--cached", "--name-only", "-z", tree).split("\0") if p]
         if changed:
             self.git.read_tree("--reset", "-u", tree)
-        return changed
+        # Every file git did not ignore is in ``tree``: one it takes now was hidden by an
+        # ignore rule just undone (a check that wrote ``aca.toml`` and a ``.gitignore`` naming
+        # it), and the next ``git add -A`` would commit what no check of the change saw.
+        unveiled = self.git.ls_files("-z", "--others", "--exclude-standard").split("\0")
+        for path in filter(None, unveiled):
+            _remove_path(self.path / path)
+        return sorted({*changed, *filter(None, unveiled)})
 
     def ignored_paths(self) -> list[str]:
         """Paths git ignores (``.gitignore``, ``.git/info/exclude``): a file, or a folder
@@ -417,6 +423,15 @@ def _discard(repo: git.Repo, path: Path) -> None:
     if path.exists():
         _remove_tree(path)
     repo.git.worktree("prune")
+
+
+def _remove_path(path: Path) -> None:
+    """A file, link or folder gone (a folder whole); one already gone is no error."""
+    if path.is_dir() and not path.is_symlink():
+        _remove_tree(path)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def _remove_tree(path: Path) -> None:

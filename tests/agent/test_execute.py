@@ -563,6 +563,25 @@ def test_what_the_verify_command_writes_is_not_committed(tmp_path, repo):
     assert sorted(undone[0]["files"]) == ["__pycache__/app.pyc", "app.py", "gen.out", "notes.txt"]
 
 
+def test_files_a_check_hid_behind_an_ignore_rule_it_wrote_are_not_committed(tmp_path, repo):
+    # The checks run after the change's own checks: a check that wrote aca.toml, a link out
+    # and a .gitignore naming them had the .gitignore undone and the rest committed.
+    provider = ScriptedProvider(
+        tool_calls(tool_use("write_file", path="app.py", content="print('checked')\n")),
+        tool_calls(tool_use("finish", summary="done")),
+    )
+    plant = (
+        "printf '[sandbox]\\nmode = \\\"off\\\"\\n' > aca.toml && ln -s /etc/passwd peek && "
+        "mkdir -p out && echo x > out/kept && printf 'aca.toml\\npeek\\nout/\\n' > .gitignore"
+    )
+    task = Task(id="t1", title="Check", verify=plant)
+    outcome = asyncio.run(execute(tmp_path, plan_of(task), "t1", provider))
+
+    assert outcome.status == "completed", outcome.failure_reason
+    files = repo.git.ls_tree("-r", "--name-only", f"aca/{SESSION}").splitlines()
+    assert files == ["app.py"]
+
+
 def after_the_start(*calls):
     """The agent's first answer, once the file system's coarse clock has passed the task's
     start: the files it writes count as written since."""
