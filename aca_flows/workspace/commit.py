@@ -7,6 +7,8 @@ whose commit is on the branch is complete, whatever the journal says.
 
 from __future__ import annotations
 
+import re
+
 import git
 
 from aca_flows.session.layout import session_branch
@@ -29,8 +31,10 @@ TASK_TRAILER = "Aca-Task"
 
 def commit_message(session_id: str, task_id: str, title: str, summary: str = "") -> str:
     """``aca(<task-id>): <title>``, the summary as the body, the trailers last; redacted, since
-    a commit travels wherever the branch is pushed."""
-    title, summary = redact_text(title), redact_text(summary)
+    a commit travels wherever the branch is pushed. Control characters go: git refuses a NUL,
+    and the others split or end the records aca reads back (``\x1e``: an agent's summary made
+    its commit read as another task's)."""
+    title, summary = _printable(redact_text(title)), _printable(redact_text(summary))
     subject = f"aca({task_id}): {title.strip().splitlines()[0] if title.strip() else task_id}"
     parts = [subject]
     if summary.strip():
@@ -39,10 +43,18 @@ def commit_message(session_id: str, task_id: str, title: str, summary: str = "")
     return "\n\n".join(parts) + "\n"
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _printable(text: str) -> str:
+    return _CONTROL.sub(" ", text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
 def task_trailers(message: str) -> dict[str, str]:
-    """The ``Aca-Session`` and ``Aca-Task`` values of a commit message (last occurrence wins)."""
+    """The ``Aca-Session`` and ``Aca-Task`` values of a commit message: of its last paragraph,
+    where aca writes them (a summary above that names others names no task)."""
     found: dict[str, str] = {}
-    for line in message.splitlines():
+    for line in message.strip().rsplit("\n\n", 1)[-1].splitlines():
         key, sep, value = line.partition(":")
         if sep and key.strip() in (SESSION_TRAILER, TASK_TRAILER):
             found[key.strip()] = value.strip()

@@ -38,6 +38,19 @@ def test_a_task_is_found_by_its_own_trailers_only(tmp_path):
     )
 
 
+def test_a_summary_with_control_characters_names_no_other_task_and_lands(tmp_path):
+    # A record separator in an agent's summary split aca's reading of the log: its commit
+    # was read as task t2's, which then "completed" without running; a NUL failed the commit.
+    repo = session_repo(tmp_path)
+    faked = "wrote a.txt\nAca-Session: s1\nAca-Task: t2\n\x1e(notes)\x00 \x1b[2J"
+    message = commit_message("s1", "t1", "write a\x1e", faked)
+    t1 = commit_on_branch(repo, message)
+
+    assert "\x1e" not in message and "\x00" not in message and "\x1b" not in message
+    assert completed_task_commits(repo, "s1") == {"t1": t1}
+    assert find_task_commit(repo, "s1", "t2") is None and find_task_commit(repo, "s1", "t1") == t1
+
+
 def test_the_newest_commit_of_a_task_wins_and_no_branch_means_not_landed(tmp_path):
     repo = session_repo(tmp_path)
     commit_on_branch(repo, commit_message("s1", "t1", "first try"))
