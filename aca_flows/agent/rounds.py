@@ -140,12 +140,9 @@ async def run_agent_and_verify(
             ignored = await in_thread(worktree.ignored_since, started)
             problem = with_ignored_writes(problem, ignored)
             problem = with_refused_writes(problem, agent_round.refused_writes)
-        problem = problem or leaving_links_problem(worktree.path, every_change)
-        problem = problem or aca_files_problem(every_change)
-        problem = problem or case_variants_problem(every_change)
-        problem = problem or host_read_files_problem(every_change)
-        problem = problem or nested_repositories_problem(worktree, every_change)
-        problem = problem or secrets_problem(worktree, every_change)
+        # Off the loop: a change of many large files takes seconds to look through, and
+        # every other task of the run (its calls, its commands' timeouts) waited meanwhile.
+        problem = problem or await in_thread(change_problem, worktree, every_change)
         if problem is not None:
             return RoundsResult(
                 passed=False, failure_reason=problem, last_round=agent_round, attempts=attempt
@@ -202,6 +199,19 @@ async def run_agent_and_verify(
         last_round=agent_round,
         verify=verify,
         attempts=max_rounds,
+    )
+
+
+def change_problem(worktree: TaskWorktree, every_change: list[str]) -> str | None:
+    """Why a change can never be committed, whatever its checks say: a link out, aca's own
+    files, case variants, files the host reads, nested repositories, a secret aca knows."""
+    return (
+        leaving_links_problem(worktree.path, every_change)
+        or aca_files_problem(every_change)
+        or case_variants_problem(every_change)
+        or host_read_files_problem(every_change)
+        or nested_repositories_problem(worktree, every_change)
+        or secrets_problem(worktree, every_change)
     )
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import git
@@ -44,33 +45,32 @@ _MARK = REDACTED.encode()
 
 def secrets_problem(worktree: TaskWorktree, changed_files: list[str]) -> str | None:
     """Why the changed files cannot be committed, when some add a secret aca knows, or put
-    the mark the model is shown for one where a secret was; ``None`` when none does."""
+    the mark the model is shown for one where a secret was; ``None`` when none does. Reads
+    one file at a time (run it off the event loop: a change of many large files takes
+    seconds)."""
     values = credential_values()
     secrets = [value.encode() for value in values]
     if not secrets:
         return None
     converted = _converted_paths(worktree, changed_files)
     now = {
-        path: _in_dumps(_content(worktree, path, path in converted), values, secrets)
+        path: _found(_in_dumps(_content(worktree, path, path in converted), values, secrets),
+                     secrets)
         for path in changed_files
-    }
+    }  # fmt: skip
     names = [path for path in changed_files if _named_for_one(worktree, path, secrets)]
-    if not names and not any(
-        _MARK in data or any(secret in data for secret in secrets) for data in now.values()
-    ):
+    if not names and not any(found or marks for found, marks in now.values()):
         return None  # the common case: no git command is run to look at the start
-    before = {
-        path: _in_dumps(_with_lines_joined(_at_start(worktree, path)), values, secrets)
-        for path in changed_files
-    }
+    with _Start(worktree) as start:
+        before = {
+            path: _found(_in_dumps(_with_lines_joined(start.read(path)), values, secrets),
+                         secrets)
+            for path in changed_files
+        }  # fmt: skip
     # What any changed file held at the start is the repository's own: moved or renamed
     # (`git mv .npmrc config/.npmrc`), it is no secret the agent added.
-    held = {secret for secret in secrets if any(secret in data for data in before.values())}
-    holding = [
-        path
-        for path in changed_files
-        if any(secret in now[path] for secret in secrets if secret not in held) or path in names
-    ]
+    held = set().union(*(found for found, _ in before.values()))
+    holding = [path for path in changed_files if now[path][0] - held or path in names]
     if holding:
         return (
             f"the agent's change writes a secret aca knows (a key or token of its environment, "
@@ -79,8 +79,8 @@ def secrets_problem(worktree: TaskWorktree, changed_files: list[str]) -> str | N
             "committed. Keep secrets out of the repository (read them from the environment at "
             "run time), and out of [sandbox] env unless a command needs them."
         )
-    marked = [path for path in changed_files if now[path].count(_MARK) > before[path].count(_MARK)]
-    lost = held - {secret for secret in secrets if any(secret in d for d in now.values())}
+    marked = [path for path in changed_files if now[path][1] > before[path][1]]
+    lost = held - set().union(*(found for found, _ in now.values()))
     if marked and lost:
         return (
             f"the agent's change puts {REDACTED} into {listed(marked, _SHOWN)} where the "
@@ -89,6 +89,12 @@ def secrets_problem(worktree: TaskWorktree, changed_files: list[str]) -> str | N
             "those files around the secret, as they are."
         )
     return None
+
+
+def _found(data: bytes, secrets: list[bytes]) -> tuple[frozenset[bytes], int]:
+    """The secrets ``data`` holds, and how many marks (``[REDACTED]``): all that is kept of
+    a file, so a change of many large files is never in memory at once."""
+    return frozenset(secret for secret in secrets if secret in data), data.count(_MARK)
 
 
 def _content(worktree: TaskWorktree, path: str, converted: bool = False) -> bytes:
@@ -154,7 +160,11 @@ def _converted_paths(worktree: TaskWorktree, paths: list[str]) -> set[str]:
     attributes file may say so."""
     if not paths or not _attributes_may_apply(worktree, paths):
         return set()
-    out = worktree.git.check_attr("-z", "working-tree-encoding", "--", *paths)
+    # On standard input: 30,000 paths on one command line were past the kernel's limit.
+    with tempfile.TemporaryFile() as listed:
+        listed.write(b"".join(os.fsencode(path) + b"\0" for path in paths))
+        listed.seek(0)
+        out = worktree.git.check_attr("--stdin", "-z", "working-tree-encoding", istream=listed)
     fields = out.split("\0")
     return {
         path
@@ -221,9 +231,30 @@ def _at_start_at_all(worktree: TaskWorktree, path: str) -> bool:
     return True
 
 
-def _at_start(worktree: TaskWorktree, path: str) -> bytes:
-    """The file as the task's start commit holds it (empty when it had none)."""
-    try:
-        return worktree.git.cat_file("blob", f"{worktree.base_sha}:{path}", stdout_as_string=False)
-    except git.GitCommandError:
-        return b""
+class _Start:
+    """The files of the task's start commit, read through one git process (a change of
+    30,000 files ran 30,000 of them): the paths it holds, listed once, and their data."""
+
+    def __init__(self, worktree: TaskWorktree):
+        self.base = worktree.base_sha
+        self.git = worktree.git
+        listed = self.git.ls_tree("-r", "-z", "--name-only", self.base, stdout_as_string=False)
+        self.paths = {os.fsdecode(path) for path in listed.split(b"\0") if path}
+
+    def read(self, path: str) -> bytes:
+        """The file as the start commit holds it (empty when it had none)."""
+        if path not in self.paths:
+            return b""
+        name = f"{self.base}:{path}"
+        try:
+            if "\n" in path:  # the batch reads a name a line
+                return self.git.cat_file("blob", name, stdout_as_string=False)
+            return self.git.get_object_data(name)[3]
+        except (ValueError, git.GitCommandError):  # a submodule's commit: no data here
+            return b""
+
+    def __enter__(self) -> _Start:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.git.clear_cache()  # its cat-file process ends

@@ -265,8 +265,8 @@ class TaskTools:
         if target.is_dir():
             raise ToolRefused(f"{path} is a folder; give a file path.")
         target.parent.mkdir(parents=True, exist_ok=True)
-        if REDACTED in content:
-            _refuse_losing_hidden_secrets(_text_of(target), content, path)
+        if REDACTED in content:  # off the loop: other tasks go on while a big file is read
+            await in_thread(lambda: _refuse_losing_hidden_secrets(_text_of(target), content, path))
         _write_regular_file(target, path, content)
         return f"wrote {len(content)} characters to {path}"
 
@@ -286,7 +286,7 @@ class TaskTools:
                 "and include more surrounding text."
             )
         edited = text.replace(old_string, new_string, 1)
-        _refuse_losing_hidden_secrets(text, edited, path)
+        await in_thread(_refuse_losing_hidden_secrets, text, edited, path)
         _write_regular_file(target, path, edited)
         return f"edited {path}"
 
@@ -429,10 +429,13 @@ def _refuse_too_large(target: Path, shown: str, what: str) -> None:
 
 
 def _text_of(target: Path) -> str:
-    """A regular file's text as it is now; empty when there is none to read."""
+    """A regular file's text as it is now, to ``MAX_WHOLE_FILE_BYTES`` (no tool shows the
+    model more of one: a 1 GB file was read whole, in aca's memory); empty when there is none
+    to read."""
     try:
         if target.is_file() and not target.is_symlink():
-            return target.read_text(encoding="utf-8", errors="replace")
+            with target.open(encoding="utf-8", errors="replace") as file:
+                return file.read(MAX_WHOLE_FILE_BYTES)
     except OSError:
         pass
     return ""

@@ -228,3 +228,22 @@ def test_a_file_in_an_encoding_git_converts_is_committed_when_it_holds_no_secret
         capture_output=True, check=True,
     ).stdout  # fmt: skip
     assert stored == b"hi"
+
+
+def test_a_change_of_more_paths_than_a_command_line_holds_is_looked_through(tmp_path):
+    # Vendoring a library in a repository with a .gitattributes: every changed path went on
+    # one `git check-attr` command line, past the kernel's limit, and the task always failed.
+    from aca_flows.agent.secrets_in_work import secrets_problem
+    from tests.workspace.test_worktree import TaskWorktree, session_repo
+
+    repo = session_repo(tmp_path)
+    worktree = TaskWorktree.create(repo, "s1", "t1")
+    (worktree.path / ".gitattributes").write_text("*.png binary\n")
+    (worktree.path / "token.txt").write_text(TOKEN)
+    vendored = [f"vendor/lib/{'deep/' * 8}module_{n:06d}.py" for n in range(40_000)]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NPM_TOKEN", TOKEN)
+        assert secrets_problem(worktree, vendored) is None  # 2.6 MB of paths
+        found = secrets_problem(worktree, [*vendored, "token.txt"])
+    assert found is not None and "into token.txt" in found
