@@ -15,7 +15,11 @@ An agent works in a worktree and (sandboxed) cannot write the repository's ``.gi
 - finds git, and git the programs it starts, in the absolute folders of ``PATH`` only;
 - runs, in aca's worker threads (a run's landings and worktrees), in a session of its own, so
   a signal to aca's process group (a terminal's Ctrl-C) does not kill it halfway through a
-  landing: aca's own handlers decide what stops.
+  landing: aca's own handlers decide what stops. The stop signals are blocked in the thread
+  while it starts, and so in git: a child is in aca's group for a moment before it makes its
+  session, and Python resets its handlers first; a Ctrl-C in that moment killed the git of a
+  finished task's landing (one in four of 600 under a stream of signals), and the task was
+  paid again on resume.
 
 The overrides travel as ``GIT_CONFIG_COUNT``/``GIT_CONFIG_KEY_n``/``GIT_CONFIG_VALUE_n``
 (git 2.31+), which git also hands to the git processes it starts itself. Not covered: a
@@ -26,6 +30,7 @@ repository config that defines them is read-only to sandboxed agents (docs/secur
 
 from __future__ import annotations
 
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -86,9 +91,17 @@ class HardenedGit(git.Git):
         # worker threads, which the signal does not reach: there aca decides when to stop.
         # In the main thread a Ctrl-C raises KeyboardInterrupt, which leaves the command:
         # it stops with aca, as before (a fetch of --repo, not left running orphaned).
-        if threading.current_thread() is not threading.main_thread():
-            kwargs.setdefault("start_new_session", True)
-        return super().execute(command, *args, **kwargs)
+        if threading.current_thread() is threading.main_thread():
+            return super().execute(command, *args, **kwargs)
+        kwargs.setdefault("start_new_session", True)
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            return super().execute(command, *args, **kwargs)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 class AcaRepo(git.Repo):

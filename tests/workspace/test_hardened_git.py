@@ -123,3 +123,41 @@ def test_a_ctrl_c_that_stops_aca_stops_its_git_too(tmp_path):
     assert done.stdout.split() == ["aca", "stopped"], done.stderr
     time.sleep(2)  # past the command's end, had it gone on
     assert not (repo / "ran-to-the-end").exists()
+
+
+def test_a_ctrl_c_as_a_landings_git_starts_does_not_kill_it(tmp_path):
+    """A child is in aca's group for a moment before it makes its session, its handlers
+    already reset: a Ctrl-C then killed the git of a finished task's landing (its work paid
+    again on resume). Under a stream of Ctrl-Cs, no git that worker threads start dies."""
+    script = textwrap.dedent(
+        """
+        import os, signal, threading, time
+        import git
+        from aca_flows.workspace.hardened_git import HardenedGit
+
+        signal.signal(signal.SIGINT, lambda *_: None)  # aca's handler: it decides what stops
+        died, started = [], threading.Event()
+
+        def land():
+            started.set()
+            for _ in range(150):
+                try:
+                    HardenedGit(".").execute(["git", "--version"])
+                except git.GitCommandError as error:
+                    died.append(error.status)
+
+        workers = [threading.Thread(target=land) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        started.wait()
+        while any(worker.is_alive() for worker in workers):
+            os.killpg(0, signal.SIGINT)
+            time.sleep(0.0002)
+        print("died", len(died))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path,
+        capture_output=True, text=True, timeout=120, start_new_session=True,
+    )  # fmt: skip
+    assert done.stdout.split() == ["died", "0"], done.stdout + done.stderr
