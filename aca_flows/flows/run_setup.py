@@ -23,6 +23,8 @@ from pydantic import BaseModel, Field
 from aca_flows.config_loader import load_config, run_overrides
 from aca_flows.errors import InputError
 from aca_flows.flows.blocks import load_config_block
+from aca_flows.flows.events import emit_session_event
+from aca_flows.flows.remote_sync import resume_of
 from aca_flows.flows.run_inputs import (
     changed_source_warning,
     refuse_a_spent_budget,
@@ -250,11 +252,21 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
 def _ended_on_error(store: SessionStore) -> Iterator[None]:
     """A run that cannot start once its session exists ends the session, lock released: left
     "running", it would list as interrupted and hold its lock until the process exits."""
+    from prefect.exceptions import TerminationSignal
+
     try:
         yield
     except BaseException as exc:
-        interrupted = isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError))
-        store.finish("interrupted" if interrupted else "failed", str(exc) or type(exc).__name__)
+        if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError, TerminationSignal)):
+            # A Ctrl-C or SIGTERM while the run was set up (a big checkout's `git status`):
+            # said as the interrupt it is, with the way on, as one a moment later is.
+            how = "SIGTERM" if isinstance(exc, TerminationSignal) else "an interrupt"
+            reason = f"interrupted by {how} before its first task; `{resume_of(store)}` continues"
+            store.finish("interrupted", reason)
+            with contextlib.suppress(Exception):
+                emit_session_event(store, "interrupted", reason)
+        else:
+            store.finish("failed", str(exc) or type(exc).__name__)
         store.close()
         raise
 

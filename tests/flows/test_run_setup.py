@@ -338,6 +338,33 @@ def test_a_run_that_cannot_start_after_its_session_exists_ends_it_and_frees_it(
     store.close()
 
 
+@pytest.mark.parametrize("signal", ["SIGTERM", "Ctrl-C"])
+def test_a_signal_while_the_run_is_set_up_ends_its_session_interrupted(
+    tmp_path, repo, anthropic_fake, monkeypatch, signal
+):
+    # A `git status` of a big checkout takes seconds: a SIGTERM then recorded the session
+    # "failed", its reason "TerminationSignal", and a Ctrl-C gave no way on.
+    from prefect.exceptions import TerminationSignal
+
+    import aca_flows.flows.run_setup as run_setup
+
+    def stopped(*args, **kwargs):
+        raise TerminationSignal(15) if signal == "SIGTERM" else KeyboardInterrupt
+
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write a.txt {#a}\n")
+    monkeypatch.setattr(run_setup, "build_providers", stopped)
+    with pytest.raises((TerminationSignal, KeyboardInterrupt)):
+        open_run(RunRequest(task_file=str(tasks), workdir=str(repo)))
+    (session,) = list_sessions(repo)
+    how = "SIGTERM" if signal == "SIGTERM" else "an interrupt"
+    assert session.status == "interrupted"
+    assert session.status_reason == (
+        f"interrupted by {how} before its first task; `aca resume {session.id} --workdir {repo}`"
+        " continues"
+    )
+
+
 def test_a_run_on_a_checkout_with_uncommitted_changes_says_the_tasks_do_not_see_them(
     tmp_path, repo, anthropic_fake, caplog
 ):
