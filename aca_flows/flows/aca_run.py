@@ -25,6 +25,7 @@ import functools
 import socket
 import sys
 from datetime import UTC
+from pathlib import Path
 from typing import Any, Literal
 
 from prefect import Flow, flow, get_run_logger
@@ -219,6 +220,8 @@ async def aca_run(
         return Failed(message=f"refused: {refused}")
     if deployed:
         refusal = deployment_refusal(parameters)
+        if refusal is None and session_id and not repo:
+            refusal, request = _continued_session(request, session_id)
         if refusal is not None:
             # Before the session, git or a provider: a refused run leaves nothing behind.
             get_run_logger().error(f"refused: {refusal}")
@@ -351,6 +354,20 @@ async def aca_run(
     if isinstance(state, State) and state.is_cancelled():  # each task run shows its own end
         await task_runs_recorded_ended()
     return state
+
+
+def _continued_session(request: RunRequest, given: str) -> tuple[str | None, RunRequest]:
+    """A deployment run's ``session_id`` continues a session of its workdir: the id, or a
+    prefix of one, as everywhere ids are asked for. One that names none is refused: it made
+    a new session of that id, which paid for all the work again."""
+    from aca_flows.session.errors import UnknownSessionError
+    from aca_flows.session.reading import resolve_session_id
+
+    try:
+        found = resolve_session_id(Path(request.workdir).expanduser(), given)
+    except UnknownSessionError as exc:
+        return f"session_id continues a session of the workdir: {exc}", request
+    return None, request.model_copy(update={"session_id": found})
 
 
 def _finished_tasks(store: SessionStore) -> dict[str, str]:

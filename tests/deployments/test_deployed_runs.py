@@ -461,9 +461,14 @@ def test_bad_parameters_fail_at_once_naming_the_parameter(stack, recorded):
     zero = start_run(stack, "on-demand", workdir=str(repo), task_file=str(recorded.tasks),
                      max_concurrent=0)  # fmt: skip
     empty = start_run(stack, "on-demand", workdir="", task_file=str(recorded.tasks))
+    # session_id continues a session: one that names none made a new session of that id,
+    # which paid for all the work again while the session meant stayed interrupted.
+    unknown = start_run(stack, "on-demand", workdir=str(repo), task_file=str(recorded.tasks),
+                        session_id="20261207-111611")  # fmt: skip
     for flow_run, said in (
         (zero, "refused: max_concurrent: Input should be greater than or equal to 1"),
         (empty, "workdir"),
+        (unknown, "refused: session_id continues a session of the workdir: no session"),
     ):
         run = wait_final(stack, flow_run.id)
         assert run.state.is_failed(), f"{run.state}\n{worker_log(stack)}"
@@ -541,6 +546,11 @@ def test_a_retried_flow_run_resumes_its_session(stack, recorded):
     assert task_commits(repo, f"aca/{session_id}") == ["a", "b"]
     (listed,) = sessions_listed(stack, repo)
     assert listed["name"] == flow_run.name and listed["status"] == "completed"
+    # A prefix of its id continues it too, as everywhere an id is asked for: nothing is left.
+    again = start_run(stack, "on-demand", workdir=str(repo), session_id=session_id[:15])
+    assert wait_final(stack, again.id).state.is_completed(), worker_log(stack)
+    assert [p.name for p in (repo / ".aca" / "sessions").iterdir()] == [session_id]
+    assert task_commits(repo, f"aca/{session_id}") == ["a", "b"]
 
 
 def test_serve_runs_the_deployments_without_a_worker(stack, recorded):
