@@ -152,7 +152,9 @@ async def drive_plan(
             await _run_skips(store, run, dag, states, tree)
             tree.close_settled()
         if questions and not asking:
-            if interrupt.requested:  # nobody decides now: a resume asks again
+            # Nobody decides now (an interrupt; a stop, after which no retry could start):
+            # a resume asks again.
+            if interrupt.requested or stopped_reason is not None:
                 for task_id in questions:
                     _pending_again(store, dag, task_id, _failure(run, task_id))
                     logger.warning(f"{task_id} stays unfinished: the run stopped before an answer")
@@ -169,6 +171,11 @@ async def drive_plan(
                         "task(s) go on"
                     )
         await admit()
+        if stopped_reason is not None and asking and not running:
+            # Stopped (a budget, a usage limit) with nothing else to wait for: an answer could
+            # start no task, and the run would wait up to [approval] timeout_seconds for it.
+            await _end_questions(store, run, dag, asking, states, logger)
+            continue
         run.worktrees.drop_unclaimed(running=dag.running.__contains__)
         if run.worktrees.spares and not any(t.status.state == "pending" for t in dag.leaves()):
             run.worktrees.none_left_to_start()
@@ -183,12 +190,7 @@ async def drive_plan(
         if interrupt.cancel_now():
             if running:
                 await _cancel_running(store, run, dag, running, states, logger, interrupt)
-            for question in asking:  # ended by the signal already, unless it came just now
-                question.cancel()
-            await asyncio.gather(*asking, return_exceptions=True)
-            for question, task_id in asking.items():  # an answer that came first still counts
-                answer = answer_of(question)
-                await _settle_answer(store, run, dag, task_id, states[task_id], answer, logger)
+            await _end_questions(store, run, dag, asking, states, logger)
             for task_id in questions:
                 _pending_again(store, dag, task_id, _failure(run, task_id))
             break
@@ -472,6 +474,18 @@ async def _fail(store, run: ActiveRun, dag: DagProgress, task_id: str, state, re
     logger.error(f"{task_id} failed: {first_line(reason)}")
     dag.fail(task_id, reason)
     publish_report(store, run, task_id, state)
+
+
+async def _end_questions(store, run: ActiveRun, dag: DagProgress, asking, states, logger):
+    """End the questions being asked (the run stops): an answer that came first still counts,
+    the others leave their tasks unfinished (a resume asks again)."""
+    for question in asking:  # ended by a signal already, unless it came just now
+        question.cancel()
+    await asyncio.gather(*asking, return_exceptions=True)
+    for question, task_id in asking.items():
+        answer = answer_of(question)
+        await _settle_answer(store, run, dag, task_id, states[task_id], answer, logger)
+    asking.clear()
 
 
 def _failure(run: ActiveRun, task_id: str) -> str:

@@ -549,6 +549,7 @@ def _finished(record: SessionRecord, event: SessionFinished) -> bool:
     record.status = event.status
     record.status_reason = event.reason
     record.finished_at = event.at
+    record.question = None  # nothing waits for its answer any more; a resume asks again
     return True
 
 

@@ -288,3 +288,30 @@ def test_a_task_whose_id_has_capitals_underscores_or_dots_can_ask_too(
     (outcome,) = outcomes
     assert outcome.summary["status"] == "completed"
     assert load_session(repo, session.id).tasks["Db_init.v2"].attempts == 2
+
+
+def test_a_run_its_budget_stopped_waits_for_no_answer_and_its_resume_asks_again(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    # Stopped by its budget while a asked, the run waited up to [approval] timeout_seconds
+    # (a day by default) for an answer that could start no task.
+    def agent(request):
+        if task_of(request)[0] == "c":
+            time.sleep(1.5)  # a asks first; c's calls then spend past the budget
+        return asking_agent(request)
+
+    anthropic_fake.anthropic.default = agent
+    monkeypatch.setenv("ACA_APPROVAL__ON_FAILURE", "ask")
+    tasks = tmp_path / "tasks.md"
+    name = f"Stops {uuid.uuid4().hex[:8]}"
+    tasks.write_text(f"# {name}\n\n- write a.txt {{#a}}\n- write c.txt {{#c}}\n")
+    started = time.monotonic()
+    outcome = run_flow(
+        task_file=str(tasks), workdir=str(repo), model="claude-sonnet-4-6", budget_usd=0.0015
+    )
+
+    assert time.monotonic() - started < 60  # not the 300 s the fixture allows an answer
+    assert outcome.summary["status"] == "stopped", outcome.state_name
+    assert outcome.summary["tasks"]["a"]["state"] == "pending"
+    session = load_session(repo, outcome.summary["session_id"])
+    assert session.question is None and session.status == "stopped"
