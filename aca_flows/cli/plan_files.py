@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from aca_flows.errors import InputError
@@ -12,7 +13,7 @@ from aca_flows.plan import ExecutionPlan, plan_to_text
 from aca_flows.plan.io import PLAN_SUFFIXES
 from aca_flows.session.files import write_text_atomic
 
-__all__ = ["check_dump_target", "dump_plan", "not_a_folder"]
+__all__ = ["check_dump_target", "check_record_target", "dump_plan", "not_a_folder"]
 
 
 def check_dump_target(path: Path | None) -> None:
@@ -46,6 +47,51 @@ def _check_dump_target(path: Path | None) -> None:
         raise InputError(
             f"--dump-plan {path}: {folder} is not a folder aca can write to; name a file in one."
         )
+
+
+def check_record_target(path: Path | None, others: dict[str, Path | None]) -> None:
+    """``--record``: a new file in a folder aca can write in, or a cassette aca wrote (it is
+    rewritten after every call). Anything else it replaced, whatever it was: the machine's
+    ``/dev/null`` as root, the run's own ``--config``, a tracked file; and a folder no file can
+    be made in failed the task after its first paid call. ``others``: the run's other files
+    by flag, none of which it may be."""
+    not_a_folder("--record", path, "cassette.json")
+    if not path:
+        return
+    for flag, other in others.items():
+        if other and Path(other).expanduser().resolve() == path.expanduser().resolve():
+            raise InputError(
+                f"--record {path} is the {flag} itself: the cassette would replace it. Name "
+                "another file, e.g. --record tasks.cassette.json."
+            )
+    if (path.exists() or path.is_symlink()) and not _a_cassette(path):
+        raise InputError(
+            f"--record {path}: the file exists and is not a cassette aca wrote (a device, a "
+            "configuration, a file of yours?): the cassette would replace it. Name another "
+            "file, or remove that one first."
+        )
+    folder = path.expanduser().resolve().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # a missing folder is made when the cassette is written
+    try:  # a real file, as the cassette is written: /proc's folders take none
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError:
+        raise InputError(
+            f"--record {path}: {folder} is not a folder aca can write a file in; name a file "
+            "in one."
+        ) from None
+
+
+def _a_cassette(path: Path) -> bool:
+    """Whether ``path`` is a regular file holding a cassette as ``--record`` writes it."""
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > 1024**3:
+            return False
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and {"version", "interactions"} <= data.keys()
 
 
 def _a_dumped_plan(path: Path) -> bool:

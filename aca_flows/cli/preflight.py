@@ -14,7 +14,7 @@ from aca_flows.cli.options import (
     refuse_options_that_do_nothing,
     warn_of_options_a_dry_run_ignores,
 )
-from aca_flows.cli.plan_files import check_dump_target, not_a_folder
+from aca_flows.cli.plan_files import check_dump_target, check_record_target
 from aca_flows.errors import InputError
 from aca_flows.plan import ExecutionPlan
 from aca_flows.settings import AcaConfig
@@ -46,8 +46,7 @@ def check_options(options: RunOptions) -> None:
             "what you wrote. Name another file, e.g. --dump-plan plan.json."
         )
     check_dump_target(options.dump_plan)
-    not_a_folder("--record", options.record, "cassette.json")  # found by the first call
-    _record_beside_the_work(options)
+    check_record_target(options.record, _the_runs_files(options))
     if options.use_intelligent_parser and options.force_naive_parser:
         raise InputError("--use-intelligent-parser and --force-naive-parser contradict; pick one.")
     refuse_options_that_do_nothing(options)
@@ -77,16 +76,14 @@ def _in_the_workdir_not_here(source: Path | None, options: RunOptions) -> None:
         )
 
 
-def _record_beside_the_work(options: RunOptions) -> None:
-    """The cassette is rewritten after each call: over the task file or the plan, it would
-    replace what the user wrote."""
-    source = options.task_file or options.execution_plan
-    if options.record and source and _same_path(options.record, source):
-        what = "task file" if options.task_file else "execution plan"
-        raise InputError(
-            f"--record {options.record} is the {what} itself: the cassette would replace what "
-            "you wrote. Name another file, e.g. --record tasks.cassette.json."
-        )
+def _the_runs_files(options: RunOptions) -> dict[str, Path | None]:
+    """The files the run reads or writes besides its cassette, by flag."""
+    return {
+        "task file": options.task_file,
+        "execution plan": options.execution_plan,
+        "--config file": options.config,
+        "--dump-plan file": options.dump_plan,
+    }
 
 
 def _same_path(a: Path, b: Path) -> bool:

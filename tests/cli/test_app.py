@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -431,6 +432,31 @@ def test_a_cassette_over_the_task_file_itself_is_refused_and_the_file_kept(
     assert code == 2 and "Dry run" not in out
     assert f"--record {tasks} is the {what} itself: the cassette would replace" in err
     assert tasks.read_text() == before
+
+
+def test_a_cassette_only_replaces_a_cassette_in_a_folder_that_takes_files(tmp_path, capsys):
+    # As root, --record /dev/null replaced the machine's /dev/null with the cassette; it
+    # replaced the run's own --config, or a tracked file, without a word; in /proc's folders
+    # the task failed after its first paid call.
+    device = tmp_path / "null"
+    os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    config = tmp_path / "aca.toml"
+    config.write_text('[session]\nprovider = "anthropic"\n')
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    for record, said in (
+        (device, "exists and is not a cassette aca wrote"),
+        (notes, "exists and is not a cassette aca wrote"),
+        (config, "is the --config file itself"),
+        (Path("/proc/self/x.json"), "is not a folder aca can write a file in"),
+    ):
+        code, out, err = run(capsys, "run", str(HELLO), "--dry-run", "-c", str(config),
+                             "--record", str(record))  # fmt: skip
+        assert code == 2 and "Dry run" not in out and said in err, (record, err)
+    assert stat.S_ISCHR(device.stat().st_mode) and notes.read_text() == "mine\n"
+    cassette = tmp_path / "c.json"  # a cassette aca wrote is rewritten, as every call does
+    cassette.write_text('{"version": 1, "interactions": []}\n')
+    assert run(capsys, "run", str(HELLO), "--dry-run", "--record", str(cassette))[0] == 0
 
 
 @pytest.mark.parametrize("budget", ["-5", "0", "nan", "inf"])
