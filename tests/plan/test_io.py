@@ -241,3 +241,33 @@ def test_a_task_file_windows_saved_as_unicode_is_read(tmp_path, encoding):
 
     assert [t.id for t in plan.tasks] == ["guide", "test"]
     assert plan.task("guide").title == "Write a café guide"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "field"),
+    [
+        ("t.toml", '[[tasks]]\nid = "t"\ntitle = "fix \\u0000 bug"\n', "tasks[0].title"),
+        ("v.toml", '[[tasks]]\ntitle = "fix"\nverify = "ls \\u0000"\n', "tasks[0].verify"),
+        (
+            "s.toml",
+            '[[setup_commands]]\nname = "s"\ncommand = "make \\u0000"\n[[tasks]]\ntitle = "fix"\n',
+            "setup_commands[0].command",
+        ),
+        (
+            "p.json",
+            '{"schema_version": 1, "name": "x", "tasks": [{"id": "t", "title": "a", '
+            '"verify": "ls \\u0000"}]}',
+            "tasks[0].verify",
+        ),
+    ],
+)
+def test_a_nul_character_where_a_command_or_commit_takes_it_is_refused_at_load(
+    tmp_path, name, text, field
+):
+    # An escape held one: the plan loaded, the paid task failed at its commit or command
+    # ("embedded null byte"), and every resume paid and failed again.
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises((TaskFileError, PlanValidationError)) as refused:
+        load_task_file(path)
+    assert f"'{field}': it holds a NUL character" in str(refused.value)
