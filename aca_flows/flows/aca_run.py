@@ -258,7 +258,7 @@ async def aca_run(
     run.stop_if_server_lost = functools.partial(stop_for_lost_server, interrupt)
     # A takeover (a resume with repo elsewhere) leaves the session's pushes to the resume.
     taken_over = functools.partial(register_remote, run.session_id, None)
-    watcher = asyncio.create_task(watch_for_cancel(interrupt, taken_over))
+    watcher = asyncio.create_task(watch_for_cancel(interrupt, taken_over, run.session_id))
     logs = session_log(
         store.paths.system_log, run.config.logging.level, flow_run and str(flow_run.id)
     )

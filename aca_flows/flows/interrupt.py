@@ -11,6 +11,7 @@ import functools
 import signal
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 from prefect.context import get_run_context
 
@@ -197,7 +198,9 @@ LAST_LOOK_SECONDS = 3.0
 
 
 async def watch_for_cancel(
-    interrupt: Interrupt, on_taken_over: Callable[[], None] | None = None
+    interrupt: Interrupt,
+    on_taken_over: Callable[[], None] | None = None,
+    session_id: str | None = None,
 ) -> None:
     """Turn a cancel of this flow run (the UI's Cancel: state Cancelling) into a stop, and
     so a Prefect server that stopped answering (``stop_for_lost_server``), and a takeover:
@@ -207,23 +210,26 @@ async def watch_for_cancel(
     someone else did: a resume of the session with ``--repo`` on another machine, which took
     the session over (abandoned_runs.py; ``interrupt.taken_over`` says so), or anyone else
     (the run stops as at a cancel, resumable). ``on_taken_over`` is called at a takeover,
-    before the stop (the run drops its remote: the session's pushes are the resume's now)."""
+    before the stop (the run drops its remote: the session's pushes are the resume's now).
+    With ``session_id``, a Cancel of any flow run of the session stops it too."""
     from prefect.client.orchestration import get_client
 
     flow_run = getattr(get_run_context(), "flow_run", None)
     if flow_run is None:
         return
+    since = datetime.now(UTC)  # an earlier run's subflow left Cancelling is none of this one's
     async with get_client() as client:
         while True:
             await asyncio.sleep(CANCEL_POLL_SECONDS)
-            look = client.read_flow_run(flow_run.id)
+            look = _look(client, flow_run, session_id, since)
             try:
-                state = (await asyncio.wait_for(look, LOOK_TIMEOUT_SECONDS)).state
+                state, sub_cancelled = await asyncio.wait_for(look, LOOK_TIMEOUT_SECONDS)
             except Exception as exc:  # a missed look is retried at the next one...
                 if await stop_for_lost_server(interrupt, exc):  # ...unless the server is gone
                     return
                 continue
-            if state is not None and (state.is_cancelling() or state.is_cancelled()):
+            cancelled = state is not None and (state.is_cancelling() or state.is_cancelled())
+            if cancelled or sub_cancelled:
                 interrupt.request_cancel(UI_CANCEL)
                 return
             if state is not None and state.is_crashed():
@@ -238,6 +244,36 @@ async def watch_for_cancel(
                     on_taken_over()
                 interrupt.request_cancel(interrupt.taken_over)
                 return
+
+
+async def _look(client, flow_run, session_id: str | None, since: datetime):
+    """The flow run's state, and whether a Cancel was given on another flow run of its
+    session (the plan's subflow run a deployment run makes, a group's: the UI offers Cancel
+    on each, and it was ignored while the work went on and was paid for)."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterStartTime,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    state = (await client.read_flow_run(flow_run.id)).state
+    if session_id is None:
+        return state, False
+    # Cancelling only: the run's own end sets its subflow runs Cancelled when it stops.
+    others = await client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(not_any_=[flow_run.id]),
+            start_time=FlowRunFilterStartTime(after_=since),
+            tags=FlowRunFilterTags(all_=[f"session:{session_id}"]),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CANCELLING])),
+        ),
+        limit=1,
+    )
+    return state, bool(others)
 
 
 def crashed_from_outside(message: str | None) -> str:

@@ -19,6 +19,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterName,
+    FlowRunFilterTags,
     TaskRunFilter,
     TaskRunFilterTags,
 )
@@ -28,7 +29,7 @@ from aca_flows.cli import main
 from aca_flows.flows import run_flow
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.session.layout import AcaDir
-from aca_flows.session.reading import load_session
+from aca_flows.session.reading import list_sessions, load_session
 from aca_flows.session.store import SessionStore
 from tests.fakes.coding_agent import coding_agent, task_of
 
@@ -260,6 +261,57 @@ def test_a_cancel_from_the_ui_leaves_a_resumable_session(tmp_path, repo, anthrop
     assert again.state_name == "Completed"
     assert again.summary["status"] == "completed"
     assert load_session(repo, summary["session_id"]).status == "completed"
+
+
+def test_a_cancel_of_a_groups_flow_run_stops_the_run_as_one_of_the_whole(
+    tmp_path, repo, anthropic_fake
+):
+    # The UI offers Cancel on each group's flow run: it was ignored, b landed and c started
+    # and was paid for, the group's run left Cancelling for good inside a Completed run.
+    agent = SlowAgent("b")
+    anthropic_fake.anthropic.default = agent
+    name = f"Group cancel {uuid.uuid4().hex[:8]}"
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text(
+        f"# {name}\n\n## G {{#g}}\n\n- write a.txt {{#a}}\n- write b.txt {{#b depends_on=a}}\n"
+        "\n## H {#h}\n\n- write c.txt {#c depends_on=b}\n"
+    )
+    outcomes = []
+    runner = threading.Thread(
+        target=lambda: outcomes.append(
+            run_flow(task_file=str(tasks), model="claude-test", workdir=str(repo))
+        )
+    )
+    runner.start()
+    try:
+        assert agent.arrived.wait(WAIT), "b's provider call never came"
+
+        (session,) = list_sessions(repo)
+
+        async def cancel_the_group():
+            async with get_client() as client:
+                (group,) = await client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(
+                        name=FlowRunFilterName(like_="g G"),
+                        tags=FlowRunFilterTags(all_=[f"session:{session.id}"]),
+                    )
+                )
+                await client.set_flow_run_state(group.id, Cancelling(), force=True)
+
+        asyncio.run(cancel_the_group())
+        runner.join(WAIT)
+        assert not runner.is_alive(), "the cancelled run did not end"
+    finally:
+        agent.release.set()
+        runner.join(WAIT)
+    (outcome,) = outcomes
+    assert outcome.state_name == "Cancelled", outcome.state_name
+    assert outcome.summary["stopped_reason"] == "interrupted by a cancel from the Prefect UI"
+    session = load_session(repo, outcome.summary["session_id"])
+    assert {t.id: str(t.status) for t in session.plan.tasks if not t.children} == {
+        "a": "completed", "b": "pending", "c": "pending",
+    }  # fmt: skip
+    assert not [r for r in anthropic_fake.anthropic.requests if task_of(r)[0] == "c"]
 
 
 def test_a_cancelled_repo_run_records_the_resume_that_finds_its_session(
