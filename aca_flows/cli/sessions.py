@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from aca_flows._words import counted, format_cost, one_line, resume_command, shown
+from aca_flows._words import counted, format_cost, one_line, resume_command, shown, workdir_option
 from aca_flows.cli.options import ExistingWorkdir, JsonOutput
 
 if TYPE_CHECKING:  # imported where used: `aca --help` pays for none of it
@@ -128,7 +128,7 @@ def show_command(
         facts.insert(3, ("pull request", _pull_request_fact(session.pull_request)))
     for label, value in facts:
         out.print(f"  {label:<16}{shown(value)}")
-    _print_waiting(out, session, status)
+    _print_waiting(out, session, status, workdir)
     out.print(_task_table(session, interrupted=killed))
     if no_change := session.completed_without_change:
         out.print("Completed without a change (the agent's reason):")
@@ -154,7 +154,6 @@ def _no_change_check(plan: ExecutionPlan, task_id: str) -> str:
 def _session_named(workdir: Path, session_id: str) -> SessionRecord:
     """The session ``session_id`` names; a checkpoint id (which `aca resume` takes) is told
     apart from a mistyped session id, with the command that shows its session."""
-    from aca_flows._words import workdir_option
     from aca_flows.errors import InputError
     from aca_flows.session.checkpoints import CHECKPOINT_PREFIX, find_checkpoint
     from aca_flows.session.errors import UnknownCheckpointError, UnknownSessionError
@@ -177,12 +176,13 @@ def _session_named(workdir: Path, session_id: str) -> SessionRecord:
     )
 
 
-def _print_waiting(out: Console, session: SessionRecord, status: str) -> None:
-    """What a waiting run asks, whole, and how to answer it."""
+def _print_waiting(out: Console, session: SessionRecord, status: str, workdir: Path) -> None:
+    """What a waiting run asks, whole, and how to answer it (from the reader's folder)."""
+    where = workdir_option(workdir)
     if status == "waiting for approval":
         out.print(
-            f"The plan waits for approval: `aca approve {session.id}` or "
-            f"`aca reject {session.id} --reason TEXT`, or the form of flow run "
+            f"The plan waits for approval: `aca approve {session.id}{where}` or "
+            f"`aca reject {session.id}{where} --reason TEXT`, or the form of flow run "
             f"{session.approval.flow_run_id} in the Prefect UI."
         )
     elif status.startswith("waiting: task") and session.question is not None:
@@ -190,8 +190,8 @@ def _print_waiting(out: Console, session: SessionRecord, status: str) -> None:
         out.print(f"Task {asked.task_id} waits for an answer:")
         out.print(f"  {shown(asked.question)}")
         out.print(
-            f"  `aca answer {session.id} {asked.task_id} --retry --hint TEXT` (or --skip, "
-            f"--fail), or the form of flow run {asked.flow_run_id} in the Prefect UI."
+            f"  `aca answer {session.id} {asked.task_id}{where} --retry --hint TEXT` (or "
+            f"--skip, --fail), or the form of flow run {asked.flow_run_id} in the Prefect UI."
         )
 
 

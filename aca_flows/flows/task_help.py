@@ -131,9 +131,9 @@ async def ask_about_failed_task(
     if answer is None:
         logger.warning(f"nobody answered for {task_id} within {timeout:g} s: it fails")
         await running_again()
-        why = f"no answer within {timeout:g} s"
+        why = f"{NO_ANSWER} {timeout:g} s"
         _record(run, TaskAnswered(task_id=task_id, action="fail", reason=why, timed_out=True))
-        return TaskHelp(action="fail")
+        return TaskHelp(action="fail", reason=why)  # said in its status, its event, its run
     answer = TaskHelp(action=answer.action, hint=answer.hint.strip(), reason=answer.reason.strip())
     logger.info(f"{task_id}: {answer.action}" + (f" ({answer.hint})" if answer.hint else ""))
     _record(run, TaskAnswered(task_id=task_id, **answer.model_dump()))
@@ -148,8 +148,10 @@ def _key_of(task_id: str) -> str:
     return f"{slug}-{hashlib.sha1(task_id.encode()).hexdigest()[:8]}"
 
 
-# The reason of a failure no person decided: aca could not ask (``answer_of``).
+# The reasons of a failure no person decided: aca could not ask (``answer_of``), or nobody
+# answered in time.
 COULD_NOT_ASK = "could not ask a person"
+NO_ANSWER = "no answer within"
 
 
 def answer_of(question: asyncio.Task) -> TaskHelp | None:
@@ -177,7 +179,7 @@ def reviewed_reason(reason: str, answer: TaskHelp) -> str:
     """A failed task's ``reason`` after a person's ``answer``: their own reason first."""
     if not answer.reason:
         return reason
-    if answer.reason.startswith(COULD_NOT_ASK):  # aca's, not a reviewer's
+    if answer.reason.startswith((COULD_NOT_ASK, NO_ANSWER)):  # aca's, not a reviewer's
         return f"{reason}; {answer.reason}"
     return f"{answer.reason} (a reviewer's decision); {reason}"
 

@@ -97,7 +97,9 @@ def test_an_agent_that_asks_pauses_the_run_and_aca_answer_resumes_it(
         assert main(["sessions", "show", sid, "-w", str(repo)]) == 0
         shown = capsys.readouterr().out
         assert "Task a waits for an answer:" in shown and QUESTION in shown
-        assert f"aca answer {sid} a --retry --hint TEXT" in shown
+        # From another folder, the command says where the session is.
+        answer = f"aca answer {sid} a --workdir {repo.resolve()} --retry --hint TEXT"
+        assert answer in " ".join(shown.split())
 
         # Next to the form: the question, and the diff of its worktree, redacted.
         question = asyncio.run(artifact(f"aca-question-{sid}-a"))
@@ -248,7 +250,10 @@ def test_nobody_answering_in_time_fails_the_task(tmp_path, repo, anthropic_fake,
 
     summary = outcome.summary
     assert summary["status"] == "failed"
-    assert summary["tasks"]["a"]["reason"] == f"the agent needs a person to decide: {QUESTION}"
+    # Its status says nobody answered, as an approval's timeout does (not the question alone).
+    assert summary["tasks"]["a"]["reason"] == (
+        f"the agent needs a person to decide: {QUESTION}; no answer within 1 s"
+    )
     session = load_session(repo, summary["session_id"])
     assert session.question is None
     events = (repo / ".aca" / "sessions" / session.id / "meta" / "events.jsonl").read_text()
