@@ -87,6 +87,8 @@ async def drive_plan(
             logger.warning(f"the plan was rejected: {decided.reason}")
             store.finish("rejected", decided.reason)
             create_checkpoint(store, trigger="end", description="rejected")
+            await publish_end(store, run, progress, "rejected")  # the UI's end, as every run's
+            run.progress = None
             return run_summary(store, "rejected", decided.reason, {}, [])
         if decided is not None:
             apply_decision(decided, run, store)

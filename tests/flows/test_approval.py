@@ -236,6 +236,9 @@ def test_aca_reject_cancels_the_waiting_run_with_the_reason(tmp_path, repo, anth
     assert agent_requests(anthropic_fake) == []
     state = flow_run_of(session).state
     assert state.is_cancelled() and state.name == "Rejected" and state.message == "too broad"
+    # The Artifacts tab ends as every run's does: the summary of what was paid (nothing).
+    summary_artifact = asyncio.run(artifact(f"aca-summary-{session.id.lower()}"))
+    assert "**Total cost:** $0.0000" in summary_artifact
 
     # A resume never runs a plan nobody approved: it asks again.
     for _ in range(20):
