@@ -176,7 +176,7 @@ async def drive_plan(
         if stopped_reason is not None and asking and not running:
             # Stopped (a budget, a usage limit) with nothing else to wait for: an answer could
             # start no task, and the run would wait up to [approval] timeout_seconds for it.
-            await _end_questions(store, run, dag, asking, states, logger)
+            await _end_questions(store, run, dag, asking, states, tree, logger)
             continue
         run.worktrees.drop_unclaimed(running=dag.running.__contains__)
         if run.worktrees.spares and not any(t.status.state == "pending" for t in dag.leaves()):
@@ -192,7 +192,7 @@ async def drive_plan(
         if interrupt.cancel_now():
             if running:
                 await _cancel_running(store, run, dag, running, states, logger, interrupt)
-            await _end_questions(store, run, dag, asking, states, logger)
+            await _end_questions(store, run, dag, asking, states, tree, logger)
             for task_id in questions:
                 _pending_again(store, dag, task_id, _failure(run, task_id))
             break
@@ -201,7 +201,7 @@ async def drive_plan(
         for question in answered:
             task_id = asking.pop(question)
             answer = answer_of(question)
-            await _settle_answer(store, run, dag, task_id, states[task_id], answer, logger)
+            await _settle_answer(store, run, dag, task_id, states, tree, answer, logger)
         # Stops and failures first: a stop that came with a completion (a usage limit, a lost
         # branch) is known before that completion's dependents would start.
         finished_runs = [t for t in done if t not in answered]
@@ -478,7 +478,7 @@ async def _fail(store, run: ActiveRun, dag: DagProgress, task_id: str, state, re
     publish_report(store, run, task_id, state)
 
 
-async def _end_questions(store, run: ActiveRun, dag: DagProgress, asking, states, logger):
+async def _end_questions(store, run: ActiveRun, dag: DagProgress, asking, states, tree, logger):
     """End the questions being asked (the run stops): an answer that came first still counts,
     the others leave their tasks unfinished (a resume asks again)."""
     for question in asking:  # ended by a signal already, unless it came just now
@@ -486,7 +486,7 @@ async def _end_questions(store, run: ActiveRun, dag: DagProgress, asking, states
     await asyncio.gather(*asking, return_exceptions=True)
     for question, task_id in asking.items():
         answer = answer_of(question)
-        await _settle_answer(store, run, dag, task_id, states[task_id], answer, logger)
+        await _settle_answer(store, run, dag, task_id, states, tree, answer, logger)
     asking.clear()
 
 
@@ -496,9 +496,11 @@ def _failure(run: ActiveRun, task_id: str) -> str:
 
 
 async def _settle_answer(
-    store: SessionStore, run: ActiveRun, dag: DagProgress, task_id: str, state, answer, logger
-) -> None:
+    store: SessionStore, run: ActiveRun, dag: DagProgress, task_id: str, states, tree, answer,
+    logger
+) -> None:  # fmt: skip
     """A failed task after a person's ``answer`` (``None``: the run stopped first)."""
+    state = states[task_id]
     reason = _failure(run, task_id)
     if answer is None:
         _pending_again(store, dag, task_id, reason)
@@ -512,9 +514,14 @@ async def _settle_answer(
     if answer.action == "skip":
         dag.release(task_id)
         why = f"skipped after it failed: {first_line(reason)}"
-        run.plan.task(task_id).status = TaskStatus(state="skipped", reason=why)
+        task = run.plan.task(task_id)
+        task.status = TaskStatus(state="skipped", reason=why)
         store.task_skipped(task_id, why)
-        publish_report(store, run, task_id, state)
+        # Its failed task run is followed by one that ends Skipped, as the session says: the
+        # UI showed it Failed in a Completed group.
+        skip = partial(record_skipped_task, task_run_name(task), task_id, why, [])
+        states[task_id] = await tree.run(task, skip)
+        publish_report(store, run, task_id, states[task_id])
         return
     await _fail(store, run, dag, task_id, state, reason, logger)
 

@@ -169,6 +169,36 @@ def test_a_fail_answer_with_a_reason_fails_the_task_and_skips_its_dependents(
     assert summary["tasks"]["b"]["state"] == "skipped"
 
 
+def test_a_skip_answer_ends_the_task_in_a_skipped_task_run_and_its_dependent_runs(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    # Its only task run stayed Failed, in a Completed group, while the session, the event and
+    # the report said skipped.
+    from tests.flows.test_run_ends import task_runs_of
+
+    anthropic_fake.anthropic.default = asking_agent
+    monkeypatch.setenv("ACA_APPROVAL__ON_FAILURE", "ask")
+    name = f"Asks skip {uuid.uuid4().hex[:8]}"
+    tasks = plan_file(tmp_path, name)
+    thread, outcomes = start(lambda: run_flow(task_file=tasks, workdir=str(repo)))
+    try:
+        wait_until_paused(flow_run_id_named(name), thread)
+        (session,) = list_sessions(repo)
+        assert main(["answer", session.id, "a", "--skip", "-w", str(repo)]) == 0
+        thread.join(WAIT)
+    finally:
+        thread.join(WAIT)
+
+    summary = outcomes[0].summary
+    assert summary["status"] == "completed" and summary["tasks"]["b"]["state"] == "completed"
+    runs = sorted(
+        (r for r in asyncio.run(task_runs_of(session.id)) if r.name.startswith("a ")),
+        key=lambda r: r.expected_start_time,
+    )
+    assert [r.state.name for r in runs] == ["Failed", "Skipped"]
+    assert runs[-1].state.message.startswith("skipped after it failed")
+
+
 def test_a_task_that_lands_while_another_waits_for_an_answer_is_recorded_at_once(
     tmp_path, repo, anthropic_fake, monkeypatch, capsys
 ):
