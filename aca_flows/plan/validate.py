@@ -272,21 +272,42 @@ def find_cycles(graph: dict[str, list[str]]) -> list[list[str]]:
     return cycles
 
 
+# Deeper, a plan reaches Python's recursion limit where the run opens a flow run for each of
+# its groups, and the views draw its tree: it loaded, then the run failed with a traceback.
+MAX_NESTING = 32
+
+
 def _parent_loops(by_id) -> list[str]:
+    """Loops of parents, and tasks nested deeper than ``MAX_NESTING``: each task's chain of
+    parents walked once (a chain known to reach the top is not walked again)."""
     problems = []
     reported: set[str] = set()
+    depth: dict[str, int] = {}  # of the tasks whose chain reaches the top
     for task in by_id.values():
-        chain = [task.id]
+        chain, on_chain = [task.id], {task.id}
         node = task
         while node.parent_id is not None and node.parent_id in by_id:
-            if node.parent_id in chain:
+            if node.parent_id in depth:
+                break
+            if node.parent_id in on_chain:
                 loop = chain[chain.index(node.parent_id) :] + [node.parent_id]
                 if not reported.intersection(loop):
                     problems.append("parent loop: " + " -> ".join(loop))
                     reported.update(loop)
+                chain = []
                 break
             chain.append(node.parent_id)
+            on_chain.add(node.parent_id)
             node = by_id[node.parent_id]
+        below = depth.get(node.parent_id, 0) if node.parent_id in by_id else 0
+        for level, task_id in enumerate(reversed(chain), start=below + 1):
+            depth[task_id] = level
+    deepest = max(depth.items(), key=lambda item: item[1], default=("", 0))
+    if deepest[1] > MAX_NESTING:
+        problems.append(
+            f"task '{deepest[0]}' is nested {deepest[1]} levels deep (subtasks of subtasks); "
+            f"aca runs plans at most {MAX_NESTING} levels deep: flatten it"
+        )
     return problems
 
 

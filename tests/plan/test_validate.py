@@ -208,3 +208,20 @@ def test_an_empty_model_or_provider_of_a_task_is_refused(tmp_path):
         "task 'a' has an empty model; name one, or leave model out for the run's",
         "task 'b' has an empty provider; name one, or leave provider out for the run's",
     ]
+
+
+def test_a_plan_nested_deeper_than_a_run_can_open_is_refused_at_load(tmp_path):
+    # 500 levels loaded and passed --dry-run; the run then failed opening its groups' flow
+    # runs (a RecursionError traceback), and 3,000 levels took minutes to check.
+    from aca_flows.plan.validate import MAX_NESTING
+
+    def nested(levels: int) -> str:
+        return "".join(f"{'  ' * level}- step {level}\n" for level in range(levels))
+
+    fits = tmp_path / "fits.md"
+    fits.write_text(nested(MAX_NESTING))
+    assert len(load_task_file(fits).tasks) == MAX_NESTING
+    deep = tmp_path / "deep.md"
+    deep.write_text(nested(500))
+    with pytest.raises(PlanValidationError, match=f"nested 500 levels deep.*at most {MAX_NESTING}"):
+        load_task_file(deep)
