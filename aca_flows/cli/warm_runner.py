@@ -6,7 +6,9 @@ with them done.
 ``run_warm`` (the client, called by ``aca`` before it imports anything heavy) hands the runner
 its arguments, current folder, environment, umask and standard streams (passed as file
 descriptors); the child becomes that command: the same output on the same terminal or pipes,
-the same exit code. Signals the command gets are passed on: a terminal's Ctrl-C to the child's
+the same exit code. A command whose priority, CPUs, user or groups differ from the runner's
+(`nice`, `taskset`, `sg`) runs by itself: a fork would have the runner's. Signals the command
+gets are passed on: a terminal's Ctrl-C to the child's
 process group, as it would have reached a command that ran by itself and its children; a
 SIGTERM, SIGHUP or SIGQUIT to the child; a Ctrl-Z stops the child's group until the command
 goes on. If the command is killed outright (SIGKILL), the child's group is killed too.
@@ -86,6 +88,17 @@ _PRELOADED = (
 )
 
 
+def process_standing() -> dict:
+    """What a fork inherits from the runner and not from the command, and a command may set
+    on purpose: its priority, its CPUs, its user and groups."""
+    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    return {
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+        "cpus": affinity,
+        "ids": [os.getuid(), os.geteuid(), os.getgid(), os.getegid(), sorted(os.getgroups())],
+    }
+
+
 def fingerprint() -> str:
     """What a runner must share with a command to stand in for it: the interpreter, aca's
     package (where, and when its files last changed) and the installed packages' folder.
@@ -149,6 +162,10 @@ def run_warm(argv: list[str]) -> int | None:
     except (OSError, ValueError):
         return None
     if state.get("fingerprint") != fingerprint() or not token:
+        return None
+    if state.get("standing") != process_standing():
+        # `nice -n 15 taskset -c 0 aca run`, `sg GROUP`, a unit's Group=: a fork of the runner
+        # would run at its priority, on its CPUs, with its groups. The command runs by itself.
         return None
     if not all(_is_open(fd) for fd in (0, 1, 2)):
         # A closed standard stream (``<&-``): the connection would take its number and be
@@ -397,7 +414,12 @@ def serve(runner: WarmRunner) -> None:
     gc.freeze()  # children neither walk nor copy what was imported here
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     listener, token = runner.listen()
-    state = {"pid": os.getpid(), "socket": str(runner.socket_path), "fingerprint": fingerprint()}
+    state = {
+        "pid": os.getpid(),
+        "socket": str(runner.socket_path),
+        "fingerprint": fingerprint(),
+        "standing": process_standing(),
+    }
     write_json_atomic(runner.state_file, state, durable=False)
     print(f"warm runner {os.getpid()} ready", flush=True)
     while True:

@@ -132,6 +132,25 @@ def test_aca_warm_runner_off_runs_the_command_by_itself(home, tmp_path):
     assert runs_forked(home) == before
 
 
+def test_a_command_at_another_priority_runs_by_itself(home, tmp_path):
+    # `nice -n 15 aca run` (a nightly batch kept from starving the machine) ran at the
+    # runner's priority: a fork has its parent's, not the command's.
+    tasks = tmp_path / "tasks.toml"
+    tasks.write_text('[[tasks]]\ntitle = "write a.txt"\n')
+    before = runs_forked(home)
+    done = subprocess.run(
+        ["nice", "-n", "15", sys.executable, "-m", "aca_flows", "run", str(tasks), "--dry-run"],
+        env=fresh_env(home), cwd=ROOT, capture_output=True, text=True, timeout=WAIT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert runs_forked(home) == before  # by itself
+    same = subprocess.run(
+        [sys.executable, "-m", "aca_flows", "run", str(tasks), "--dry-run"],
+        env=fresh_env(home), cwd=ROOT, capture_output=True, text=True, timeout=WAIT,
+    )  # fmt: skip
+    assert same.returncode == 0 and len(runs_forked(home)) == len(before) + 1  # warm
+
+
 def test_a_command_with_its_own_ca_file_still_runs_warm(home, tmp_path):
     """The runner was started without ``SSL_CERT_FILE``; a command that has one is forked all
     the same (its Prefect settings read it again: the test below)."""
