@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     from aca_flows.errors import AcaError
 
     as_json = "--json" in (sys.argv[1:] if argv is None else argv)
+    if argv is None:
+        _closed_streams_to_nowhere()
     try:
         code = None if argv is not None else _run_warm(sys.argv[1:])
         if code is None:
@@ -60,6 +62,28 @@ def main(argv: list[str] | None = None) -> int:
 
         exit_process(code)  # without the interpreter's teardown: the prompt comes back sooner
     return code
+
+
+def _closed_streams_to_nowhere() -> None:
+    """A standard stream the command was started without (``>&-``, ``2>&-``) reads or writes
+    ``/dev/null``, as the user chose: Python gave it as ``None``, and the first write ended
+    the run in a traceback (stdout) or without a word (stderr); the next file opened would
+    have taken its number."""
+    import os
+
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        opened = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+        if opened != fd:
+            os.dup2(opened, fd)
+            os.close(opened)
+        if getattr(sys, name) is None:
+            mode = "r" if fd == 0 else "w"
+            setattr(sys, name, open(fd, mode, encoding="utf-8", closefd=False))  # noqa: SIM115
 
 
 def _run_for_json(app, argv: list[str] | None) -> int:

@@ -1020,3 +1020,20 @@ def test_run_options_without_a_task_file_are_refused_not_answered_with_help(caps
     assert code == 2 and "nothing to run: give a task file" in err and "Usage" not in out
     code, out, _ = run(capsys)
     assert code == 0 and "Usage: aca" in out  # plain `aca` still shows its help
+
+
+@pytest.mark.parametrize("closed", [1, 2])
+def test_a_command_started_with_stdout_or_stderr_closed_runs(tmp_path, closed):
+    # Python gave the closed stream as None: the first write ended the run in a traceback
+    # (stdout closed) or without a word and without --json's answer (stderr closed).
+    done = subprocess.run(
+        [sys.executable, "-m", "aca_flows", "run", str(HELLO), "--json", "--init-git",
+         "--config", str(HELLO_CONFIG)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "ACA_WARM_RUNNER": "off"},
+        preexec_fn=lambda: os.close(closed),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    if closed == 2:  # a script still reads its answer
+        assert json.loads(done.stdout.splitlines()[-1])["status"] == "completed"
