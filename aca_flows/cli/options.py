@@ -239,6 +239,13 @@ class RunOptions:
     github_repo: str | None = None
     repo: str | None = None
 
+    def __post_init__(self) -> None:
+        # `--dump-plan=~/plan.json`: the shell leaves `~` after `=` as it is, and aca wrote a
+        # folder named `~` into the repository while saying "written to ~/plan.json".
+        for name in ("workdir", "task_file", "execution_plan", "dump_plan", "config", "record"):
+            if (path := getattr(self, name)) is not None:
+                setattr(self, name, Path(path).expanduser())
+
 
 def refuse_options_that_do_nothing(options: RunOptions) -> None:
     """An option that only shapes another one, given without it, is refused: the user asked

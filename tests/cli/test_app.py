@@ -1037,3 +1037,14 @@ def test_a_command_started_with_stdout_or_stderr_closed_runs(tmp_path, closed):
     assert "Traceback" not in done.stderr
     if closed == 2:  # a script still reads its answer
         assert json.loads(done.stdout.splitlines()[-1])["status"] == "completed"
+
+
+def test_a_home_folder_written_after_an_equals_sign_is_the_home(tmp_path, capsys, monkeypatch):
+    # `--dump-plan=~/plan.json`: the shell leaves `~` as it is; aca made a folder named `~`.
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(
+        capsys, "run", str(HELLO), "--dry-run", "--init-git", "--dump-plan=~/plan.json"
+    )
+    assert code == 0, err
+    assert (tmp_path / "home" / "plan.json").is_file() and not (tmp_path / "~").exists()
