@@ -106,8 +106,8 @@ def load_config(
         ignored = []
     if file is not None:
         file_data = _read_toml(file)
-        if file == config_file and isinstance(file_data.get("tasks"), list):
-            raise ConfigError(_task_file_as_config(file))
+        if isinstance(file_data.get("tasks"), list):
+            raise ConfigError(_task_file_as_config(file, given=file == config_file))
         if file.resolve() != users_config_file().resolve():
             ignored += _drop_worker_settings(file_data, str(file))
         if in_cloned_working_area(file):
@@ -196,8 +196,13 @@ def _pick_file(workdir: Path, config_file: Path | None) -> Path | None:
     return next((p for p in config_candidates(workdir) if p.is_file()), None)
 
 
-def _task_file_as_config(file: Path) -> str:
+def _task_file_as_config(file: Path, given: bool = True) -> str:
     # Its Markdown read as TOML said "invalid TOML", its tasks "unknown key 'tasks'".
+    if not given:  # found where aca looks for its configuration: "remove these keys" misled
+        return (
+            f"{file} is read as aca's configuration, but it is a task file: rename it (e.g. "
+            f"tasks.toml) and run that; aca.toml holds settings (docs/configuration.md)."
+        )
     return (
         f"{file} is a task file, not a configuration: give it as the task file (`aca run "
         f"{file}`); --config takes a TOML file of settings (aca.toml, docs/configuration.md)."

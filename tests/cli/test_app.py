@@ -899,6 +899,16 @@ def test_a_task_file_given_as_the_config_is_called_one(tmp_path, capsys, name):
     assert f"{tasks} is a task file, not a configuration: give it as the task file" in err
 
 
+def test_a_task_file_named_aca_toml_in_the_workdir_is_called_one(tmp_path, capsys):
+    # Found where aca looks for its configuration, it was "unknown key 'tasks' ... remove or
+    # correct these keys": the user's tasks.
+    work = make_repo(tmp_path / "work")
+    (work / "aca.toml").write_text('[[tasks]]\ntitle = "a"\n')
+    code, _, err = run(capsys, "run", str(HELLO), "-w", str(work), "-n")
+    assert code == 2 and "remove" not in err.lower()
+    assert f"{work / 'aca.toml'} is read as aca's configuration, but it is a task file" in err
+
+
 def test_a_plan_given_as_the_config_is_called_one(tmp_path, capsys):
     # A dumped plan given with -c said "invalid TOML: Invalid statement (at line 1, column 1)".
     work = make_repo(tmp_path / "work")
