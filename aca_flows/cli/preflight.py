@@ -188,6 +188,10 @@ def _say_secrets_left_out(repo) -> None:
 def require_writable_workdir(workdir: Path) -> None:
     """Refuse a workdir aca cannot write its session (``.aca/``) and branch (``.git/``) to:
     found inside the run, it was a traceback and exit 1."""
+    from aca_flows.session.layout import linked_aca_folder
+
+    if problem := linked_aca_folder(workdir):  # the run's own refusal, before a dry run says yes
+        raise InputError(problem)
     aca = workdir / ".aca"
     if aca.exists() and not aca.is_dir():
         raise InputError(

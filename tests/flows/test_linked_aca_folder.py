@@ -94,3 +94,19 @@ def test_a_session_record_holding_a_link_is_not_restored(tmp_path, capsys):
     area = working_area(str(remote))
     assert [p for p in area.joinpath(".aca").rglob("*") if p.is_symlink()] == []
     assert victim.read_text() == "the user's own file\n"
+
+
+def test_a_dry_run_refuses_a_linked_aca_folder_as_the_run_does(tmp_path, capsys):
+    # It said "Dry run: 1 task", --dump-plan wrote the plan, and the run then refused it.
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    repo = make_repo(tmp_path / "repo")
+    os.symlink(target, repo / ".aca")
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write a.txt {#a}\n")
+    dumped = tmp_path / "plan.json"
+
+    code = main(["run", str(tasks), "-w", str(repo), "-n", "--dump-plan", str(dumped)])
+
+    assert code == 2 and not dumped.exists()
+    assert f".aca is a symbolic link (to {target}), not a folder" in capsys.readouterr().err
