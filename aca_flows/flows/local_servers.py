@@ -317,6 +317,16 @@ def _wait_healthy(url: str, process: subprocess.Popen, log_file: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            if "address already in use" in _tail(log_file, 200).lower():
+                # Taken while Prefect loaded (another server started at the same moment): the
+                # port's message and exit 2, as when it was taken before, not a traceback.
+                from urllib.parse import urlsplit
+
+                host, port = urlsplit(url).hostname, _port_of(url)
+                raise InputError(
+                    f"port {port} on {host} was taken by another program while the server "
+                    f"started; choose another with `aca server start --port N`."
+                )
             raise ServerError(
                 f"the Prefect server exited with code {process.returncode} while starting; "
                 f"its log: {log_file}\n{_tail(log_file)}"

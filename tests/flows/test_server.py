@@ -509,3 +509,22 @@ def test_another_programs_server_on_the_port_is_not_taken_for_the_one_started(
         assert LocalServer(tmp_path).state() is None
     finally:
         other.shutdown()
+
+
+def test_a_port_taken_while_the_server_starts_is_told_as_the_port_not_a_traceback(tmp_path):
+    # Two `aca server start` of two homes at one moment: the second's Prefect lost the bind
+    # while it loaded and exited; aca said "exited with code 3" with uvicorn's traceback, exit 1.
+    from aca_flows.errors import InputError
+    from aca_flows.flows.local_servers import _wait_healthy
+
+    log = tmp_path / "server.log"
+    log.write_text(
+        "10:49:44.345 | ERROR   | uvicorn.error - [Errno 98] error while attempting to bind on "
+        "address ('127.0.0.1', 4299): address already in use\n"
+        + "AssertionError: Reactive triggers not started\n"
+        * 20
+    )
+    exited = subprocess.Popen(["false"])
+    exited.wait()
+    with pytest.raises(InputError, match="port 4299 on 127.0.0.1 was taken by another program"):
+        _wait_healthy("http://127.0.0.1:4299/api", exited, log)
