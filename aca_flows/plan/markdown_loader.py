@@ -51,6 +51,7 @@ _ARROW = re.compile(r"^(?:(.*?)\s+)?->\s+(\S+(?:\s*,\s*\S+)*)\s*$")
 # What a `-> target` must look like to be a file: a folder in it, or a file extension.
 _PATH_LIKE = re.compile(r"^[^`'\"]*(/|\.[A-Za-z0-9]+$)")
 _LINK = re.compile(r"(!?)\[([^\]]+)\]\(([^)\s]+)\)")
+_CODE_SPAN = re.compile(r"(`+)(?!`).+?(?<!`)\1(?!`)")
 
 
 @dataclass
@@ -379,7 +380,12 @@ def _references(title: str, builder: TaskTreeBuilder, referrer: str):
         references.append(target)
         return link.group(2)
 
-    title = _LINK.sub(replace, title)
+    # A link in a code span is text the task is about (`[Download](download.md)`), no file.
+    pieces, at = [], 0
+    for span in _CODE_SPAN.finditer(title):
+        pieces += [_LINK.sub(replace, title[at : span.start()]), span.group()]
+        at = span.end()
+    title = "".join([*pieces, _LINK.sub(replace, title[at:])])
     return title, builder.file_refs(references, referrer)
 
 

@@ -198,6 +198,19 @@ def test_markdown_link_attaches_file(tmp_path):
     assert task.metadata.file_refs[0].content == "the spec text"
 
 
+def test_a_link_in_a_code_span_of_a_title_is_text_not_a_file(tmp_path):
+    # Writing about a literal link was refused ("download.md does not exist"), or lost the
+    # link from the title and attached the file.
+    (tmp_path / "spec.md").write_text("the spec text")
+    title = "Replace `[Download](download.md)` and ``[Guide](spec.md)`` with [the spec](spec.md)"
+    plan = load_task_file(write(tmp_path, f"- {title}\n"))
+    (task,) = plan.tasks
+    assert task.title == (
+        "Replace `[Download](download.md)` and ``[Guide](spec.md)`` with the spec"
+    )
+    assert [ref.content for ref in task.metadata.file_refs] == ["the spec text"]
+
+
 def test_list_markers_inside_code_fences_are_not_tasks(tmp_path):
     plan = load_task_file(write(tmp_path, "- Run it\n\n  ```\n  - not a task\n  ```\n"))
     assert [t.title for t in plan.tasks] == ["Run it"]
