@@ -106,14 +106,18 @@ async def ask_about_failed_task(
     form_text = question + _form_diff(outcome.diff, diff_key)
     timeout = run.config.approval.timeout_seconds
     asked = " ".join((outcome.human_question or outcome.failure_reason or "failed").split())
+    pause_key = f"aca-help-{_key_of(task_id)}-{attempt}"
+    flow_run = get_run_context().flow_run
     _record(
         run,
         TaskQuestion(
             task_id=task_id,
             question=redact_text(asked),
-            flow_run_id=str(get_run_context().flow_run.id),
+            flow_run_id=str(flow_run.id),
             api_url=api_url(),
             expires_at=datetime.now(UTC) + timedelta(seconds=timeout),
+            # As Prefect keeps a pause's input (``wait_for_input`` adds the attempt's count).
+            input_key=f"paused-{pause_key}-run{flow_run.run_count}-response",
         ),
     )
     logger.warning(
@@ -122,7 +126,6 @@ async def ask_about_failed_task(
         "TEXT | --skip | --fail`"
     )
     form = TaskHelp.with_initial_data(description=form_text)
-    pause_key = f"aca-help-{_key_of(task_id)}-{attempt}"
     answer = await wait_for_input(form, "pause", timeout, pause_key, interrupt)
     if answer is INTERRUPTED:
         # No decision, so no verdict: the task stays unfinished, and a resume asks again.
@@ -257,10 +260,12 @@ async def _answer_in(question: PendingQuestion) -> TaskHelp | None:
                 limit=100,
                 exclude_keys=set(),
             )
+        # Given to the question left waiting (an earlier question of the run, answered and
+        # acted on, is not its answer), before it expired.
         answers = [
             found
             for found in inputs
-            if found.key.endswith("-response")
+            if found.key == question.input_key
             and (question.expires_at is None or found.created <= question.expires_at)
         ]
         if not answers:

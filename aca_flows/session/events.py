@@ -247,6 +247,9 @@ class TaskQuestion(_Event):
     flow_run_id: str
     api_url: str | None = Field(default=None, description="The Prefect API the run talks to.")
     expires_at: datetime | None = None
+    input_key: str | None = Field(
+        default=None, description="Where the flow run keeps the answer to this question."
+    )
 
 
 class TaskAnswered(_Event):

@@ -146,6 +146,7 @@ class PendingQuestion(_Model):
     api_url: str | None = None
     asked_at: datetime
     expires_at: datetime | None = None
+    input_key: str | None = None  # where its flow run keeps the answer (``take_answer_left``)
 
 
 class RemoteState(_Model):
@@ -507,6 +508,7 @@ def _task_question(record: SessionRecord, event: TaskQuestion) -> bool:
         api_url=event.api_url,
         asked_at=event.at,
         expires_at=event.expires_at,
+        input_key=event.input_key,
     )
     return True
 

@@ -364,3 +364,41 @@ def test_a_reviewers_hint_outlives_a_run_killed_while_the_task_retried_with_it(
     assert json.loads(out.strip().splitlines()[-1])["status"] == "completed"
     resumed = [r for r in llm.anthropic.requests if task_of(r)[0] == "a"][-1]
     assert hint in task_of(resumed)[2]
+
+
+def test_an_answer_acted_on_before_the_kill_is_not_taken_again_by_the_resume(
+    aca, repo, llm, tmp_path, prefect_api
+):
+    # Answered "retry, H1", the task asked again and the run was killed waiting: the resume
+    # took H1, already used, as the answer to the question nobody answered.
+    from tests.flows.test_task_help import QUESTION, plan_file
+
+    def asks_until_h2(request):
+        task_id, _, first = task_of(request)
+        if task_id != "a" or "Hint from a reviewer: H2" in first:
+            return coding_agent(request)
+        turn = sum(1 for m in request.json["messages"] if m["role"] == "assistant")
+        write = {"name": "write_file", "arguments": {"path": "a.txt", "content": "x\n"}}
+        ask = {"name": "ask_human", "arguments": {"question": QUESTION}}
+        return Reply(tool_calls=[ask if turn else write])
+
+    llm.anthropic.default = asks_until_h2
+    asks = {"ACA_APPROVAL__ON_FAILURE": "ask", "ACA_APPROVAL__TIMEOUT_SECONDS": "120"}
+    proc = aca.start("run", plan_file(tmp_path, "Stale"), "--model", "claude-test", name="run",
+                     **asks)  # fmt: skip
+    session = only_session(repo)
+
+    def questions() -> int:
+        return sum(e["type"] == "task_question" for e in journal(session))
+
+    wait_for(lambda: questions() >= 1 or proc.poll(), WAIT, "the first question")
+    code, _, err = aca.run("answer", session.name, "a", "--retry", "--hint", "H1", name="a1")
+    assert code == 0, err
+    wait_for(lambda: questions() >= 2 or proc.poll(), WAIT, "the second question")
+    kill_group(proc)
+    asks["ACA_APPROVAL__TIMEOUT_SECONDS"] = "5"
+    code, _, err = aca.run("resume", session.name, "--json", name="resume", timeout=150, **asks)
+
+    assert "the answer given in the Prefect UI" not in err
+    answered = [(e["action"], e["hint"]) for e in journal(session) if e["type"] == "task_answered"]
+    assert answered == [("retry", "H1"), ("fail", "")]  # the resume's own question timed out
