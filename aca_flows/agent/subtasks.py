@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aca_flows.errors import AcaError
-from aca_flows.plan.models import ExecutionPlan, Task, TaskMetadata, Title
+from aca_flows.plan.models import ExecutionPlan, Plain, PlainTitle, Task, TaskMetadata
 from aca_flows.plan.validate import stall_problems
 
 __all__ = [
@@ -64,10 +64,10 @@ class ProposedSubtask(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(pattern=_ID_PATTERN, max_length=40)
-    title: Title  # not only spaces: the plan's Task refuses such a title
+    title: PlainTitle  # not only spaces, no NUL: the plan's checks refuse such a title
     description: str = ""
     dependencies: list[str] = Field(default_factory=list)
-    verify: str | None = None
+    verify: Plain | None = None
 
 
 def subtask_id(parent_id: str, proposed_id: str) -> str:

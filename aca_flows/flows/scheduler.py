@@ -462,7 +462,7 @@ def _subtasks_taken(run: ActiveRun, task_id: str, outcome: TaskOutcome, logger) 
         return []
     try:
         children = accept_subtasks(run.plan, task_id, outcome.proposed_subtasks)
-    except SubtaskProposalError as exc:
+    except (SubtaskProposalError, ValueError) as exc:  # ValueError: a field no task takes
         logger.warning(f"{task_id}: proposed subtasks ignored: {exc}")
         return []
     logger.info(f"{task_id} proposed {len(children)} subtask(s)")

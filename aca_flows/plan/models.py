@@ -29,24 +29,25 @@ SCHEMA_VERSION = 1
 def _has_words(title: str) -> str:
     if not title.strip():  # `title = "   "` would send the agent a task of nothing
         raise ValueError("the title is only spaces; say what the task is")
-    return _no_nul(title)
+    return title
+
+
+NUL_PROBLEM = "holds a NUL character (\\u0000), which no command, commit or path can take"
 
 
 def _no_nul(text: str) -> str:
-    # A TOML or JSON escape can hold one: it passed every check, then the paid task failed at
-    # its commit or its command ("embedded null byte"), and again on every resume.
     if "\x00" in text:
-        raise ValueError(
-            "it holds a NUL character (\\u0000), which no command, commit or path can take; "
-            "remove it"
-        )
+        raise ValueError(f"it {NUL_PROBLEM}; remove it")
     return text
 
 
 # A task's title: what its agent is asked to do, so never empty nor only spaces.
 Title = Annotated[str, Field(min_length=1), AfterValidator(_has_words)]
-# What becomes a command line, a commit or a path.
+# What an agent proposes to become a command line, a commit or a path (the plan's own fields
+# are checked when a plan is loaded, ``validate.py``: a session recorded before is read as it
+# was written).
 Plain = Annotated[str, AfterValidator(_no_nul)]
+PlainTitle = Annotated[Title, AfterValidator(_no_nul)]
 
 
 def utc_now() -> datetime:
@@ -165,7 +166,7 @@ class Task(StrictModel):
     created_at: datetime = Field(default_factory=utc_now)
     updated_at: datetime = Field(default_factory=utc_now)
     metadata: TaskMetadata = Field(default_factory=TaskMetadata)
-    verify: Plain | None = Field(
+    verify: str | None = Field(
         default=None, description="Shell command that must pass before the work is committed."
     )
     provider: str | None = Field(default=None, description="Overrides the run's provider.")
@@ -180,9 +181,9 @@ class Task(StrictModel):
 class SetupCommand(StrictModel):
     """A command run in each task's worktree before its agent starts (``agent/setup.py``)."""
 
-    name: Plain
-    command: Plain
-    working_dir: Plain | None = None
+    name: str
+    command: str
+    working_dir: str | None = None
     timeout_seconds: StrictInt = Field(default=600, ge=1)
     required: StrictBool = True
     network: StrictBool | None = Field(
@@ -195,14 +196,14 @@ class SetupCommand(StrictModel):
 
 class ExecutionPlan(StrictModel):
     schema_version: Literal[1] = SCHEMA_VERSION
-    name: Plain
+    name: str
     description: str = ""
     strategy: Strategy = Strategy.intelligent
     max_concurrent: StrictInt | None = Field(default=None, ge=1, le=64)
     setup_commands: list[SetupCommand] = Field(default_factory=list)
     context_hints: list[str] = Field(default_factory=list)
     append_system_prompt: str | None = None
-    verify: Plain | None = Field(
+    verify: str | None = Field(
         default=None, description="Default verify command for tasks that name none."
     )
     tasks: list[Task] = Field(default_factory=list)

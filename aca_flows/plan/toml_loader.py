@@ -19,7 +19,6 @@ from aca_flows.plan.builder import TaskTreeBuilder, bad_task_id, valid_task_id
 from aca_flows.plan.models import (
     Complexity,
     ExecutionPlan,
-    Plain,
     Priority,
     SetupCommand,
     Strategy,
@@ -46,7 +45,7 @@ class TaskSpec(_Spec):
     files: list[str] = Field(default_factory=list, description="Files whose text is attached.")
     repositories: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
-    verify: Plain | None = None
+    verify: str | None = None
     provider: str | None = None
     model: str | None = None
     max_attempts: StrictInt | None = Field(default=None, ge=1, le=20)
@@ -56,13 +55,13 @@ class TaskSpec(_Spec):
 
 
 class PlanSpec(_Spec):
-    name: Plain | None = None
+    name: str | None = None
     description: str = ""
     strategy: Strategy = Strategy.intelligent
     max_concurrent: StrictInt | None = Field(default=None, ge=1, le=64)
     context: list[str] = Field(default_factory=list)
     append_system_prompt: str | None = None
-    verify: Plain | None = None
+    verify: str | None = None
 
 
 class TaskFileSpec(_Spec):

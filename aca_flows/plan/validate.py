@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from aca_flows.errors import PlanValidationError, TaskFileError, TaskFileProblems
 from aca_flows.plan.dag import sequential_order
-from aca_flows.plan.models import ExecutionPlan, Strategy, Task
+from aca_flows.plan.models import NUL_PROBLEM, ExecutionPlan, Strategy, Task
 
 __all__ = [
     "check_plan",
@@ -148,6 +148,7 @@ def plan_problems(plan: ExecutionPlan) -> list[str]:
                     f"task '{task.id}' lists child '{child_id}', but '{child_id}' {names}"
                 )
 
+    problems += _nul_problems(plan)
     empty_values = _empty_value_problems(plan)
     harmless.extend(empty_values)
     problems.extend(empty_values)
@@ -275,6 +276,20 @@ def find_cycles(graph: dict[str, list[str]]) -> list[list[str]]:
 # Deeper, a plan reaches Python's recursion limit where the run opens a flow run for each of
 # its groups, and the views draw its tree: it loaded, then the run failed with a traceback.
 MAX_NESTING = 32
+
+
+def _nul_problems(plan: ExecutionPlan) -> list[str]:
+    """The fields that become a command line, a commit or a path, holding a NUL (a TOML or
+    JSON escape can): the plan passed every check, then the paid task failed at its commit
+    or its command ("embedded null byte"), and again on every resume."""
+    fields = [("the plan's name", plan.name), ("the plan's verify", plan.verify)]
+    for task in plan.tasks:
+        fields += [(f"task '{task.id}': its title", task.title)]
+        fields += [(f"task '{task.id}': its verify", task.verify)]
+    for setup in plan.setup_commands:
+        fields += [(f"setup command '{setup.name}'", f"{setup.name}{setup.command}")]
+        fields += [(f"setup command '{setup.name}': its working_dir", setup.working_dir)]
+    return [f"{where} {NUL_PROBLEM}; remove it" for where, text in fields if "\x00" in (text or "")]
 
 
 def _parent_loops(by_id) -> list[str]:

@@ -38,6 +38,10 @@ def test_a_malformed_block_is_an_error_naming_the_problem():
     # A title of spaces is the agent's to correct, not a Task the plan cannot make.
     with pytest.raises(SubtaskProposalError, match="title: Value error, the title is only"):
         parse_subtask_block('```aca-subtasks\n[{"id": "x", "title": "  "}]\n```')
+    # A NUL no commit or command takes: the proposal is refused, never a Task raising later
+    # (past the parent's landed work, before it was recorded).
+    with pytest.raises(SubtaskProposalError, match="verify: Value error, it holds a NUL"):
+        parse_subtask_block('```aca-subtasks\n[{"id": "x", "title": "X", "verify": "\\u0000"}]```')
 
 
 def test_accepted_subtasks_become_children_with_mapped_dependencies():

@@ -244,30 +244,47 @@ def test_a_task_file_windows_saved_as_unicode_is_read(tmp_path, encoding):
 
 
 @pytest.mark.parametrize(
-    ("name", "text", "field"),
+    ("name", "text", "said"),
     [
-        ("t.toml", '[[tasks]]\nid = "t"\ntitle = "fix \\u0000 bug"\n', "tasks[0].title"),
-        ("v.toml", '[[tasks]]\ntitle = "fix"\nverify = "ls \\u0000"\n', "tasks[0].verify"),
+        ("t.toml", '[[tasks]]\nid = "t"\ntitle = "fix \\u0000 bug"\n', "task 't': its title"),
+        (
+            "v.toml",
+            '[[tasks]]\nid = "t"\ntitle = "fix"\nverify = "ls \\u0000"\n',
+            "task 't': its verify",
+        ),
         (
             "s.toml",
             '[[setup_commands]]\nname = "s"\ncommand = "make \\u0000"\n[[tasks]]\ntitle = "fix"\n',
-            "setup_commands[0].command",
+            "setup command 's'",
         ),
         (
             "p.json",
             '{"schema_version": 1, "name": "x", "tasks": [{"id": "t", "title": "a", '
             '"verify": "ls \\u0000"}]}',
-            "tasks[0].verify",
+            "task 't': its verify",
         ),
     ],
 )
 def test_a_nul_character_where_a_command_or_commit_takes_it_is_refused_at_load(
-    tmp_path, name, text, field
+    tmp_path, name, text, said
 ):
     # An escape held one: the plan loaded, the paid task failed at its commit or command
     # ("embedded null byte"), and every resume paid and failed again.
     path = tmp_path / name
     path.write_text(text)
-    with pytest.raises((TaskFileError, PlanValidationError)) as refused:
+    with pytest.raises(PlanValidationError) as refused:
         load_task_file(path)
-    assert f"'{field}': it holds a NUL character" in str(refused.value)
+    assert f"{said} holds a NUL character" in str(refused.value)
+
+
+def test_a_session_recorded_with_a_nul_in_its_plan_is_still_read(tmp_path):
+    # The check is the loader's: a session an older aca recorded from such a plan was refused
+    # whole ("the journal looks edited; delete it"), its landed work unreadable.
+    from aca_flows.plan.models import ExecutionPlan, Task
+    from aca_flows.session.reading import load_session
+    from aca_flows.session.store import SessionStore
+
+    plan = ExecutionPlan(name="x", tasks=[Task(id="t", title="fix \x00 bug", verify="ls \x00")])
+    with SessionStore.create(tmp_path, plan, provider="replay") as store:
+        pass
+    assert load_session(tmp_path, store.session_id).plan.task("t").title == "fix \x00 bug"
