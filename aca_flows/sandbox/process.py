@@ -45,10 +45,15 @@ class CommandResult(BaseModel):
         """The result as the model reads it: status line, then the output."""
         if self.timed_out:
             status = f"timed out after {self.duration_seconds:.0f}s (killed)"
-        elif self.out_of_memory:
+        elif self.out_of_memory and self.exit_code != 0:
             status = (
                 f"killed: its processes together used all the memory the sandbox allows "
                 f"(exit code {self.exit_code})"
+            )
+        elif self.out_of_memory:  # one of them was killed, and the command passed all the same
+            status = (
+                "exit code 0 (one of its processes was killed: together they used all the "
+                "memory the sandbox allows)"
             )
         elif self.exit_code is not None and self.exit_code < 0:
             status = f"killed by signal {-self.exit_code} (exit code {self.exit_code})"

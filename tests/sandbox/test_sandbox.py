@@ -129,6 +129,10 @@ def test_memory_no_address_space_counts_is_held_to_the_sandboxs(worktree):
     assert int(result.output.split()[-2]) * 16 <= 256 + 3 * 16  # then "Killed"
     assert "used all the memory the sandbox allows" in result.describe()
     assert run(Sandbox.for_worktree(worktree, settings), "echo fine").output == "fine\n"
+    # A command that passes though one of its processes was killed says both.
+    passed = run(Sandbox.for_worktree(worktree, settings), f"({hold}) >/dev/null 2>&1; true")
+    assert passed.ok and passed.out_of_memory
+    assert passed.describe().startswith("exit code 0 (one of its processes was killed")
 
 
 def test_a_timeout_kills_everything_the_command_started(worktree):
