@@ -73,6 +73,18 @@ def _empty_value_problems(plan: ExecutionPlan) -> list[str]:
         for field in ("provider", "model")
         if (value := getattr(task, field)) is not None and not value.strip()
     ]
+    # A setup command of nothing read as set-up ("setup d passed: "); one name twice, as one.
+    names: set[str] = set()
+    for setup in plan.setup_commands:
+        if not setup.name.strip() or not setup.command.strip():
+            what = "name" if not setup.name.strip() else "command"
+            problems.append(
+                f"setup command '{setup.name}' has an empty {what}; give each setup command a "
+                "name and the command to run, or leave it out"
+            )
+        elif setup.name in names:
+            problems.append(f"two setup commands are named '{setup.name}'; name each its own")
+        names.add(setup.name)
     return problems
 
 

@@ -225,3 +225,23 @@ def test_a_plan_nested_deeper_than_a_run_can_open_is_refused_at_load(tmp_path):
     deep.write_text(nested(500))
     with pytest.raises(PlanValidationError, match=f"nested 500 levels deep.*at most {MAX_NESTING}"):
         load_task_file(deep)
+
+
+def test_an_empty_or_repeated_setup_command_is_refused():
+    # `command = ""` ran as set-up ("setup d passed: "); two of one name were told as one.
+    from aca_flows.plan.models import SetupCommand
+
+    setups = [
+        SetupCommand(name="d", command="  "),
+        SetupCommand(name="", command="make"),
+        SetupCommand(name="deps", command="pip install -e ."),
+        SetupCommand(name="deps", command="npm ci"),
+    ]
+    problems = plan_problems(ExecutionPlan(name="p", setup_commands=setups, tasks=[]))
+    assert problems == [
+        "setup command 'd' has an empty command; give each setup command a name and the "
+        "command to run, or leave it out",
+        "setup command '' has an empty name; give each setup command a name and the command "
+        "to run, or leave it out",
+        "two setup commands are named 'deps'; name each its own",
+    ]
