@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from aca_flows._words import one_line, shown
 from aca_flows.cli.options import ExistingWorkdir, JsonOutput
 from aca_flows.cli.sessions import console, format_time
 
@@ -151,6 +152,6 @@ def _table(checkpoints: list[Checkpoint], title: str) -> Table:
             format_time(cp.created_at),
             f"{cp.tasks_done}/{cp.tasks_total}",
             cp.trigger,
-            cp.description,
+            one_line(shown(cp.description)),  # it may hold what the terminal would act on
         )
     return table

@@ -147,3 +147,12 @@ def test_create_names_the_resume_that_finds_the_checkpoint_from_another_folder(
     with SessionStore.open(repo, store.session_id):
         assert main(shlex.split(command)[1:]) == 2
     assert f"session {store.session_id} is in use by pid" in capsys.readouterr().err
+
+
+def test_a_description_is_listed_without_what_the_terminal_would_act_on(tmp_path):
+    # The list wrote the user's ESC byte to the terminal (its screen cleared).
+    with make_session(tmp_path):
+        pass
+    assert runner.invoke(app, ["create", "x \x1b[2J", "--workdir", str(tmp_path)]).exit_code == 0
+    listed = runner.invoke(app, ["list", "--workdir", str(tmp_path)])
+    assert "\x1b[2J" not in listed.output and "\\x1b[2J" in listed.output
