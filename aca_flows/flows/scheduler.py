@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from functools import partial
 
 from prefect import get_run_logger
-from prefect.client.schemas.objects import StateDetails
 from prefect.states import State
 from prefect.utilities.annotations import allow_failure
 
@@ -28,9 +27,15 @@ from aca_flows.flows.flow_tree import FlowTree
 from aca_flows.flows.interrupt import UI_CANCEL, Interrupt
 from aca_flows.flows.publishing import publish_end, publish_plan, publish_report, published
 from aca_flows.flows.remote_sync import push_landed_work, push_session_work, resume_of
-from aca_flows.flows.run_setup import RunRequest, recorded_status
+from aca_flows.flows.run_setup import RunRequest
 from aca_flows.flows.server import runs_on_acas_server
-from aca_flows.flows.skipped import record_finished_task, record_skipped_task
+from aca_flows.flows.settled import (
+    close_groups,
+    edges,
+    record_finished_before,
+    record_skip,
+    run_skips,
+)
 from aca_flows.flows.spend import budget_reached, with_final_spend
 from aca_flows.flows.summary import RunSummary, failure_reason, flow_state, run_summary
 from aca_flows.flows.task_help import add_hint, answer_of, ask_about_failed_task, reviewed_reason
@@ -40,8 +45,6 @@ from aca_flows.flows.task_run import (
     TaskRunFailed,
     run_tags,
     runner_for,
-    task_run_name,
-    task_tags,
 )
 from aca_flows.plan.dag import DagProgress
 from aca_flows.plan.models import TaskStatus
@@ -94,13 +97,9 @@ async def drive_plan(
             apply_decision(decided, run, store)
             limit = decided.max_concurrent or limit
             for task_id in decided.skip:  # a task run that ends Skipped, and its report
-                task = run.plan.task(task_id)
-                name = task_run_name(task)
-                skip = partial(record_skipped_task, name, task_id, str(task.status), [])
-                states[task_id] = await tree.run(task, skip)
-                publish_report(store, run, task_id, states[task_id])
+                await record_skip(store, run, states, tree, task_id)
 
-    await _record_finished_before(store, run, dag, states, tree)
+    await record_finished_before(store, run, dag, states, tree)
     await resend_lost_task_events(store, logger)  # events a lost server dropped
     running: dict[asyncio.Task, str] = {}
     # A failed task that asks a person (on_failure = "ask") waits in `questions`; one is asked
@@ -145,13 +144,13 @@ async def drive_plan(
             await store.off_loop(store.task_started, task.id, provider=provider)
             # The DAG decided it may start; a dependency skipped after it failed (a
             # person's decision, task_help.py) has a failed task run all the same.
-            waits = [allow_failure(s) for s in _edges(states, dag.dependency_ids(task))]
+            waits = [allow_failure(s) for s in edges(states, dag.dependency_ids(task))]
             running[asyncio.create_task(_run_one(run, task.id, waits, tree))] = task.id
 
     while True:
-        await _close_groups(store, run, dag, states, recorded_skips)
+        await close_groups(store, run, dag, states, recorded_skips)
         if not asking:  # skipped tasks' runs, then their groups' flow runs: after an answer
-            await _run_skips(store, run, dag, states, tree)
+            await run_skips(store, run, dag, states, tree)
             tree.close_settled()
         if questions and not asking:
             # Nobody decides now (an interrupt; a stop, after which no retry could start):
@@ -222,7 +221,7 @@ async def drive_plan(
                 stop_trigger = run.stop_triggers.get(limit_reason, "budget")
                 logger.warning(f"{limit_reason}; no new task starts")
             if state.is_completed():  # its dependents start now (a group's once it closes)
-                await _close_groups(store, run, dag, states, recorded_skips)
+                await close_groups(store, run, dag, states, recorded_skips)
                 if not (asking or questions):  # skips wait for the answer, and their groups
                     tree.close_settled()
                 await admit()
@@ -233,7 +232,7 @@ async def drive_plan(
             create_checkpoint(store, trigger="auto")
             policy.mark(now, completed)
 
-    await _close_groups(store, run, dag, states, recorded_skips)
+    await close_groups(store, run, dag, states, recorded_skips)
     if stopped_reason is not None and stop_trigger == "budget":
         # Every call of the run has returned now, those in flight at the stop included.
         stopped_reason = with_final_spend(stopped_reason, _spent(store))
@@ -242,7 +241,7 @@ async def drive_plan(
     stopped_reason = "; ".join(filter(None, [stopped_reason, *refused])) or None
     # A cancelled flow run starts no task run, nor does one crashed from outside.
     if interrupt.signal_name != UI_CANCEL and not interrupt.flow_run_crashed:
-        await _run_skips(store, run, dag, states, tree)
+        await run_skips(store, run, dag, states, tree)
     stuck: dict[str, str] = {}
     if interrupt.taken_over is not None and not _all_settled(dag):
         # The session goes on where it was resumed: no resume is offered here.
@@ -298,25 +297,6 @@ def _with_failures(reason: str, store: SessionStore) -> str:
     interrupted), and its reason alone would leave them out of every view but the table."""
     failed = failure_reason(store.session.plan.tasks)
     return f"{reason}. Before the stop, {failed}" if failed else reason
-
-
-def _edges(states: dict[str, State], dependency_ids) -> list[State]:
-    """What a task run waits for: its dependencies' task runs, each as its state without its
-    result. Prefect walks every ``wait_for`` value whole, result included, twice per task run
-    (once for the UI's edges, once to check it completed) and reads a persisted result back;
-    the edge needs only the type and the task run's id. The data is the task's id, so the
-    check finds a value and nothing to walk."""
-    return [
-        State(
-            type=states[d].type,
-            name=states[d].name,
-            message=states[d].message,
-            data=d,
-            state_details=StateDetails(task_run_id=states[d].state_details.task_run_id),
-        )
-        for d in dependency_ids
-        if d in states
-    ]
 
 
 async def _wait_for_tasks(
@@ -514,14 +494,11 @@ async def _settle_answer(
     if answer.action == "skip":
         dag.release(task_id)
         why = f"skipped after it failed: {first_line(reason)}"
-        task = run.plan.task(task_id)
-        task.status = TaskStatus(state="skipped", reason=why)
+        run.plan.task(task_id).status = TaskStatus(state="skipped", reason=why)
         store.task_skipped(task_id, why)
         # Its failed task run is followed by one that ends Skipped, as the session says: the
         # UI showed it Failed in a Completed group.
-        skip = partial(record_skipped_task, task_run_name(task), task_id, why, [])
-        states[task_id] = await tree.run(task, skip)
-        publish_report(store, run, task_id, states[task_id])
+        await record_skip(store, run, states, tree, task_id)
         return
     await _fail(store, run, dag, task_id, state, reason, logger)
 
@@ -530,102 +507,6 @@ def _pending_again(store: SessionStore, dag: DagProgress, task_id: str, why: str
     """A task that ended without a verdict (stopped, or to be retried) is pending again."""
     store.task_failed(task_id, why, will_retry=True)
     dag.release(task_id)
-
-
-def _record_settled(store: SessionStore, dag: DagProgress, recorded: set[str]) -> list[str]:
-    """Skips and closed groups decided by the DAG go into the session once; returns the
-    groups recorded now."""
-    closed = []
-    for task in dag.plan.tasks:
-        state = task.status.state
-        # Only skipped tasks and groups are recorded here, and this runs over every task after
-        # every finished one: the others are passed over before the session is asked.
-        if task.id in recorded or (state != "skipped" and not task.children):
-            continue
-        known = recorded_status(store, task.id)
-        if state == "skipped":
-            # Skipped again (its dependency failed again on a resume): the session knows it,
-            # the event is this run's. One left out at approval is in the session already.
-            if known != task.status:
-                store.task_skipped(task.id, task.status.reason or "skipped")
-            emit_task_event(store, task.id, "skipped", task.status.reason)
-            recorded.add(task.id)
-        elif (
-            task.children
-            and state in ("completed", "failed")
-            # A group that failed in an earlier run of the session may complete in this one.
-            and (known is None or known.state != state)
-        ):
-            if state == "completed":
-                store.task_completed(task.id, TaskResult())
-            else:
-                store.task_failed(task.id, task.status.reason or "failed")
-            if (run := store.session.tasks.get(task.id)) and run.attempts:
-                # A task that proposed subtasks ends with them: its event is sent now, before
-                # its dependents' skips, as the DAG decided them.
-                emit_task_event(store, task.id, state, task.status.reason)
-                if state == "failed":
-                    get_run_logger().warning(f"{task.id} failed: {task.status.reason}")
-            recorded.add(task.id)
-            closed.append(task.id)
-    return closed
-
-
-async def _close_groups(
-    store: SessionStore, run: ActiveRun, dag: DagProgress, states, recorded: set[str]
-) -> None:
-    """Records what the DAG settled; a task that did work of its own and proposed subtasks
-    (it has a task run) gets its report again when its group closes."""
-    for group_id in _record_settled(store, dag, recorded):
-        if group_id in states:
-            publish_report(store, run, group_id, states[group_id])
-
-
-async def _record_finished_before(
-    store: SessionStore, run: ActiveRun, dag: DagProgress, states, tree: FlowTree
-) -> None:
-    """Each task finished in an earlier run gets a task run that ends ``Cached`` (its commit
-    in the message), in its group's flow run: the UI shows what a resume reused, and its
-    dependents are drawn after it; so does a task the plan marked done (an ``[x]`` in the
-    task file, ``done = true``, a completed task of an execution plan). No provider is
-    called."""
-    finished = [
-        task
-        for task in dag.plan.tasks
-        if task.status.state == "completed" and not task.children and task.id not in states
-    ]
-    slots = asyncio.Semaphore(8)  # a burst of task runs makes SQLite answer "locked"
-
-    async def record(task) -> None:
-        done = store.session.tasks.get(task.id)
-        if done is None or not done.attempts:  # never started: the plan said it was done
-            message = "marked done in the plan the run was given; not run"
-        else:
-            landed = f"commit {done.commit[:10]}" if done.commit else "no change needed"
-            message = f"finished in an earlier run of session {run.session_id}: {landed}"
-        tags = task_tags(run, task)
-        make = partial(record_finished_task, task_run_name(task), task.id, message, tags)
-        async with slots:
-            states[task.id] = await tree.run(task, make)
-
-    await asyncio.gather(*(record(task) for task in finished))
-    tree.close_settled()
-
-
-async def _run_skips(
-    store: SessionStore, run: ActiveRun, dag: DagProgress, states, tree: FlowTree
-) -> None:
-    """Each leaf skipped because a dependency failed gets a task run that ends Skipped (drawn
-    after its dependencies' task runs) and a report saying why."""
-    for task in dag.plan.tasks:
-        if task.status.skipped_for_failure and not task.children and task.id not in states:
-            waits = _edges(states, dag.dependency_ids(task))
-            tags = task_tags(run, task)
-            skip = partial(
-                record_skipped_task, task_run_name(task), task.id, str(task.status), waits, tags
-            )
-            states[task.id] = await tree.run(task, skip)
-            publish_report(store, run, task.id, states[task.id])
 
 
 def _task_result(outcome: TaskOutcome) -> TaskResult:

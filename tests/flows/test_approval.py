@@ -131,9 +131,10 @@ def test_a_run_waits_paused_and_an_approval_with_changes_resumes_it(
         (row,) = json.loads(capsys.readouterr().out)["sessions"]
         assert row["status"] == "waiting for approval"
         assert main(["sessions", "show", session.id, "--workdir", str(repo)]) == 0
-        assert f"The plan waits for approval: `aca approve {session.id}`" in (
-            capsys.readouterr().out
-        )
+        # From another folder, the command says where the session is.
+        approve = f"`aca approve {session.id} --workdir {repo.resolve()}`"
+        shown = " ".join(capsys.readouterr().out.split())
+        assert f"The plan waits for approval: {approve}" in shown
         assert main(["usage", "--workdir", str(repo), "--json"]) == 0
         capsys.readouterr()
         assert agent_requests(anthropic_fake) == []
