@@ -29,7 +29,7 @@ from aca_flows.cli import main
 from aca_flows.flows import run_flow
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.session.layout import AcaDir
-from aca_flows.session.reading import list_sessions, load_session
+from aca_flows.session.reading import load_session
 from aca_flows.session.store import SessionStore
 from tests.fakes.coding_agent import coding_agent, task_of
 
@@ -205,15 +205,18 @@ class SlowAgent:
         return coding_agent(request)
 
 
-def cancel_from_the_ui_while_b_runs(tmp_path, anthropic_fake, **where):
+def cancel_from_the_ui_while_b_runs(tmp_path, anthropic_fake, group: bool = False, **where):
     """Runs a -> b (``where``: ``workdir`` or ``repo``) and cancels its flow run as the UI's
-    Cancel does while b's provider call waits; the run's outcome and the plan's name."""
+    Cancel does while b's provider call waits; the run's outcome and the plan's name. With
+    ``group``, a and b are group G's, c after them H's, and the Cancel is G's flow run's."""
     agent = SlowAgent("b")
-    for _ in range(20):
-        anthropic_fake.anthropic.enqueue(agent)
+    anthropic_fake.anthropic.default = agent
     name = f"Cancel {uuid.uuid4().hex[:8]}"
     tasks = tmp_path / "tasks.md"
-    tasks.write_text(f"# {name}\n\n- write a.txt {{#a}}\n- write b.txt {{#b depends_on=a}}\n")
+    a_b = "- write a.txt {#a}\n- write b.txt {#b depends_on=a}\n"
+    if group:
+        a_b = f"## G {{#g}}\n\n{a_b}\n## H {{#h}}\n\n- write c.txt {{#c depends_on=b}}\n"
+    tasks.write_text(f"# {name}\n\n{a_b}")
     outcomes = []
     runner = threading.Thread(
         target=lambda: outcomes.append(run_flow(task_file=str(tasks), model="claude-test", **where))
@@ -225,6 +228,15 @@ def cancel_from_the_ui_while_b_runs(tmp_path, anthropic_fake, **where):
         async def cancel():  # what the UI's Cancel button does
             flow_run = await flow_run_named(name)
             async with get_client() as client:
+                if group:  # the group's flow run, of this session
+                    (flow_run,) = await client.read_flow_runs(
+                        flow_run_filter=FlowRunFilter(
+                            name=FlowRunFilterName(like_="g G"),
+                            tags=FlowRunFilterTags(
+                                all_=[t for t in flow_run.tags if "session:" in t]
+                            ),
+                        )
+                    )
                 await client.set_flow_run_state(flow_run.id, Cancelling(), force=True)
 
         asyncio.run(cancel())
@@ -268,43 +280,9 @@ def test_a_cancel_of_a_groups_flow_run_stops_the_run_as_one_of_the_whole(
 ):
     # The UI offers Cancel on each group's flow run: it was ignored, b landed and c started
     # and was paid for, the group's run left Cancelling for good inside a Completed run.
-    agent = SlowAgent("b")
-    anthropic_fake.anthropic.default = agent
-    name = f"Group cancel {uuid.uuid4().hex[:8]}"
-    tasks = tmp_path / "tasks.md"
-    tasks.write_text(
-        f"# {name}\n\n## G {{#g}}\n\n- write a.txt {{#a}}\n- write b.txt {{#b depends_on=a}}\n"
-        "\n## H {#h}\n\n- write c.txt {#c depends_on=b}\n"
+    outcome, _ = cancel_from_the_ui_while_b_runs(
+        tmp_path, anthropic_fake, group=True, workdir=str(repo)
     )
-    outcomes = []
-    runner = threading.Thread(
-        target=lambda: outcomes.append(
-            run_flow(task_file=str(tasks), model="claude-test", workdir=str(repo))
-        )
-    )
-    runner.start()
-    try:
-        assert agent.arrived.wait(WAIT), "b's provider call never came"
-
-        (session,) = list_sessions(repo)
-
-        async def cancel_the_group():
-            async with get_client() as client:
-                (group,) = await client.read_flow_runs(
-                    flow_run_filter=FlowRunFilter(
-                        name=FlowRunFilterName(like_="g G"),
-                        tags=FlowRunFilterTags(all_=[f"session:{session.id}"]),
-                    )
-                )
-                await client.set_flow_run_state(group.id, Cancelling(), force=True)
-
-        asyncio.run(cancel_the_group())
-        runner.join(WAIT)
-        assert not runner.is_alive(), "the cancelled run did not end"
-    finally:
-        agent.release.set()
-        runner.join(WAIT)
-    (outcome,) = outcomes
     assert outcome.state_name == "Cancelled", outcome.state_name
     assert outcome.summary["stopped_reason"] == "interrupted by a cancel from the Prefect UI"
     session = load_session(repo, outcome.summary["session_id"])
