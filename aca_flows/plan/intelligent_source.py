@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aca_flows.plan.builder import TaskTreeBuilder
-from aca_flows.plan.markdown_loader import arrow_references, linked_file
+from aca_flows.plan.markdown_loader import LINK, arrow_references, linked_file
 from aca_flows.plan.models import ExecutionPlan
 from aca_flows.plan.source import read_text_file
 
@@ -38,7 +38,6 @@ _HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 _ITEM = re.compile(r"^(\s*)(?:[-*+]|\d{1,9}[.)])\s+(?:\[[ xX]\]\s+)?(.*)$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _ATTRS = re.compile(r"\s*\{[^{}]*\}\s*$")
-_LINK = re.compile(r"(!?)\[([^\]]+)\]\(([^)\s]+)\)")
 _WORD = re.compile(r"[a-z0-9]+")
 _STOPWORDS = frozenset(
     "the and for with that this are was were from into its has have had will not but all "  # noqa: SIM905
@@ -90,7 +89,7 @@ def read_parse_source(path: Path) -> ParseSource:
             title = _ATTRS.sub("", item.group(2))
             for target in arrow_references(title, builder.base_dir)[1]:  # as the loader reads
                 add(target)
-        for link in _LINK.finditer(line):
+        for link in LINK.finditer(line):
             if (target := linked_file(link)) is not None:  # images, URLs, anchors: no file
                 add(target)
     return ParseSource(path=path, text=text, references=references)

@@ -35,7 +35,7 @@ from aca_flows.plan.markdown_attributes import (
 from aca_flows.plan.models import ExecutionPlan, Task, TaskStatus
 from aca_flows.plan.validate import check_plan
 
-__all__ = ["arrow_references", "linked_file", "load_markdown"]
+__all__ = ["LINK", "arrow_references", "linked_file", "load_markdown"]
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 # A checkbox may end the line: `- [ ]` is an item without a title, not the title "[ ]".
@@ -50,7 +50,12 @@ _BREAK = re.compile(r"^ {0,3}([-*_])(?:\s*\1){2,}\s*$")
 _ARROW = re.compile(r"^(?:(.*?)\s+)?->\s+(\S+(?:\s*,\s*\S+)*)\s*$")
 # What a `-> target` must look like to be a file: a folder in it, or a file extension.
 _PATH_LIKE = re.compile(r"^[^`'\"]*(/|\.[A-Za-z0-9]+$)")
-_LINK = re.compile(r"(!?)\[([^\]]+)\]\(([^)\s]+)\)")
+# A link ``[text](target)``, its target in angle brackets too (CommonMark's way to write a
+# path with spaces), and a title after it (``[spec](spec.md "The spec")``): those two forms
+# attached nothing, silently, even for a file that did not exist.
+LINK = re.compile(
+    r"(!?)\[([^\]]+)\]\(\s*(<[^>\n]+>|[^)\s]+)(?:\s+(?:\"[^\"]*\"|'[^']*'|\([^)]*\)))?\s*\)"
+)
 _CODE_SPAN = re.compile(r"(`+)(?!`).+?(?<!`)\1(?!`)")
 
 
@@ -383,9 +388,9 @@ def _references(title: str, builder: TaskTreeBuilder, referrer: str):
     # A link in a code span is text the task is about (`[Download](download.md)`), no file.
     pieces, at = [], 0
     for span in _CODE_SPAN.finditer(title):
-        pieces += [_LINK.sub(replace, title[at : span.start()]), span.group()]
+        pieces += [LINK.sub(replace, title[at : span.start()]), span.group()]
         at = span.end()
-    title = "".join([*pieces, _LINK.sub(replace, title[at:])])
+    title = "".join([*pieces, LINK.sub(replace, title[at:])])
     return title, builder.file_refs(references, referrer)
 
 
@@ -393,6 +398,8 @@ def linked_file(link: re.Match) -> str | None:
     """The file a ``[text](target)`` link attaches, as its path is written on disk (a link
     is percent-encoded: ``my%20notes.md``); None for an image, a URL or an anchor."""
     image, _, target = link.groups()
+    if target.startswith("<"):  # <my notes.md>: written as it is on disk
+        target = target[1:-1].strip()
     if image or "://" in target or target.startswith(("#", "mailto:")):
         return None
     return unquote(target.split("#")[0])

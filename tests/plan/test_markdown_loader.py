@@ -211,6 +211,20 @@ def test_a_link_in_a_code_span_of_a_title_is_text_not_a_file(tmp_path):
     assert [ref.content for ref in task.metadata.file_refs] == ["the spec text"]
 
 
+def test_a_link_with_a_title_or_in_angle_brackets_attaches_its_file(tmp_path):
+    # Both forms attached nothing, silently, even for a file that did not exist.
+    (tmp_path / "spec.md").write_text("the spec")
+    (tmp_path / "my notes.md").write_text("the notes")
+    plan = load_task_file(
+        write(tmp_path, '- Do [spec](spec.md "The spec") with [notes](<my notes.md>)\n')
+    )
+    (task,) = plan.tasks
+    assert task.title == "Do spec with notes"
+    assert [ref.content for ref in task.metadata.file_refs] == ["the spec", "the notes"]
+    with pytest.raises(TaskFileError, match="referenced file 'nope.md' does not exist"):
+        load_task_file(write(tmp_path, '- Do [x](nope.md "Nope")\n'))
+
+
 def test_list_markers_inside_code_fences_are_not_tasks(tmp_path):
     plan = load_task_file(write(tmp_path, "- Run it\n\n  ```\n  - not a task\n  ```\n"))
     assert [t.title for t in plan.tasks] == ["Run it"]
