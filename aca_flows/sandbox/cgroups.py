@@ -79,7 +79,10 @@ class CommandCgroups:
         return False
 
     def kill_all(self) -> None:
-        for pid in self._pids():
+        # Parents first: a shell whose child was killed first ran on to its next command
+        # (it wrote a file after the timeout's kill). The sandbox's first process is its PID
+        # namespace's init; once it is killed the kernel kills the rest of the namespace at once.
+        for pid in _parents_first(self._pids()):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
 
@@ -104,6 +107,23 @@ class CommandCgroups:
             with contextlib.suppress(ValueError):
                 pids.update(int(p) for p in _read(path / "cgroup.procs").split())
         return pids
+
+
+def _parents_first(pids: set[int]) -> list[int]:
+    parents = {pid: _parent_of(pid) for pid in pids}
+
+    def depth(pid: int) -> int:
+        seen = {pid}
+        while (pid := parents.get(pid, 0)) in parents and pid not in seen:
+            seen.add(pid)
+        return len(seen)
+
+    return sorted(pids, key=depth)
+
+
+def _parent_of(pid: int) -> int:
+    fields = _read(Path(f"/proc/{pid}/stat")).rpartition(")")[2].split()
+    return int(fields[1]) if len(fields) > 1 else 0
 
 
 @functools.cache
