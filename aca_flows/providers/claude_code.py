@@ -25,11 +25,12 @@ calls to execute). What a caller may rely on:
   MCP servers from the user's Claude Code configuration start only when ``allowed_tools``
   names an MCP tool or permissions are bypassed (``claude_code_tools.mcp_tools_allowed``):
   each is a process started with every run, before its first request;
-- sandboxed, each run gets a private scratch folder (``tempfile.mkdtemp``, 0700) as its
-  ``TMPDIR`` and a working directory besides ``cwd`` (Claude Code refuses other paths outside
-  the worktree, ``/tmp`` too), and its commands a ``/tmp`` of their own (``<scratch>.tmp``:
-  ``claude_code_sandbox.private_tmp``), both removed when the run ends; calls it refused for
-  reaching outside are counted in one last ``system`` event and at the end of a run's error
+- sandboxed, each run gets a private scratch folder (``claude_code_sandbox.Scratch``, 0700)
+  as its ``TMPDIR`` and a working directory besides ``cwd`` (Claude Code refuses other paths
+  outside the worktree, ``/tmp`` too), and its commands a ``/tmp`` of their own
+  (``<scratch>.tmp``: ``claude_code_sandbox.private_tmp``), both removed when the run ends (by
+  a later run, when it was killed outright); calls it refused for reaching outside are counted
+  in one last ``system`` event and at the end of a run's error
   (``claude_code_results.OutsideRefusals``);
 - claude processes start in turn, at most one per core at a time, each until its first
   message (``claude_code_starts.starting``);
@@ -64,7 +65,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -93,15 +93,14 @@ from aca_flows.providers.claude_code_results import (
 )
 from aca_flows.providers.claude_code_sandbox import (
     PRIVATE_TMP,
+    Scratch,
     bwrap_with_homes_read_only,
     claude_environment,
     claude_sandbox_settings,
-    end_leftover_bridges,
     npm_root_answered,
     private_tmp,
     private_tmp_of,
     quiet_environment,
-    scratch_parent,
 )
 from aca_flows.providers.claude_code_starts import starting
 from aca_flows.providers.claude_code_tools import (
@@ -351,15 +350,13 @@ class ClaudeCodeProvider:
     ) -> ProviderResponse:
         # Sandboxed, Claude Code refuses paths outside its working directories, the host's
         # /tmp too: the run gets a private folder for its temporary files (``TMPDIR``).
-        sandboxed = self.sandbox.mode != "off"
-        scratch = (
-            tempfile.mkdtemp(prefix="aca-scratch-", dir=scratch_parent()) if sandboxed else None
-        )
-        # Its commands' /tmp: the host's is shared with every process (other runs too).
-        own_tmp = private_tmp(scratch) if scratch is not None else None
+        scratch = Scratch() if self.sandbox.mode != "off" else None
+        if scratch is not None:
+            # Its commands' /tmp: the host's is shared with every process (other runs too).
+            private_tmp(scratch.path)
         refusals = OutsideRefusals(on_event)
         try:
-            return await self._run(request, refusals.heard, scratch)
+            return await self._run(request, refusals.heard, scratch and scratch.path)
         except ProviderError as error:
             if refusals.count:
                 error.args = (f"{error} {refusals.said()}",)
@@ -367,10 +364,7 @@ class ClaudeCodeProvider:
         finally:
             refusals.report()
             if scratch is not None:
-                end_leftover_bridges(scratch)
-                shutil.rmtree(scratch, ignore_errors=True)
-            if own_tmp is not None:
-                shutil.rmtree(own_tmp, ignore_errors=True)
+                scratch.remove()
 
     async def _run(
         self, request: ProviderRequest, on_event: EventCallback, scratch: str | None

@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import os
@@ -32,6 +33,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -324,6 +326,52 @@ def scratch_parent() -> str | None:
         if any(path == top or path.startswith(f"{top}/") for top in SYSTEM_WRITABLE):
             return "/tmp"
     return None
+
+
+class Scratch:
+    """A run's scratch folder, held while the run lives (an ``flock`` on the folder): a run
+    killed outright leaves it and its private ``/tmp``, and the first run of any aca after
+    removes those nobody holds."""
+
+    def __init__(self) -> None:
+        parent = scratch_parent()
+        _remove_unheld_scratch(parent or tempfile.gettempdir())
+        self.path = tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=parent)
+        self._held = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(self._held, fcntl.LOCK_EX)
+
+    def remove(self) -> None:
+        _remove_scratch(self.path)
+        os.close(self._held)
+
+
+SCRATCH_PREFIX = "aca-scratch-"
+
+
+@functools.cache
+def _remove_unheld_scratch(parent: str) -> None:
+    # A folder younger than a minute may be one another aca has made and not yet held.
+    young = time.time() - 60
+    for path in Path(parent).glob(f"{SCRATCH_PREFIX}*"):
+        try:
+            if path.suffix == ".tmp" or path.is_symlink() or path.stat().st_mtime > young:
+                continue
+            held = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _remove_scratch(str(path))
+        except OSError:
+            pass  # held: its run lives, or not ours to take
+        finally:
+            os.close(held)
+
+
+def _remove_scratch(scratch: str) -> None:
+    end_leftover_bridges(scratch)
+    shutil.rmtree(scratch, ignore_errors=True)
+    shutil.rmtree(private_tmp_of(scratch), ignore_errors=True)
 
 
 def private_tmp_of(scratch: str) -> str:

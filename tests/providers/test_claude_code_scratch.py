@@ -11,12 +11,16 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
 from aca_flows.errors import PermanentProviderError
+from aca_flows.providers.claude_code_sandbox import Scratch, _remove_unheld_scratch
 from tests.fakes.llm_server import Reply
 from tests.providers.conftest import run
 from tests.providers.test_claude_code import _provider, _request, _tool_results
@@ -257,3 +261,46 @@ def test_a_temporary_folder_the_sandbox_keeps_from_writes_is_not_where_the_scrat
     assert pwd.startswith(f"{tmp_path.resolve()}\n"), pwd
     (folder,) = scratch_folders
     assert not folder.startswith("/var/") and not os.path.exists(folder)
+
+
+MAKE_SCRATCH = """
+import os, signal, sys
+from aca_flows.providers.claude_code_sandbox import Scratch
+scratch = Scratch()
+os.mkdir(scratch.path + ".tmp")
+print(scratch.path, flush=True)
+if sys.argv[1] == "killed":
+    os.kill(os.getpid(), signal.SIGKILL)
+sys.stdin.read()
+"""
+
+
+def test_the_scratch_folders_of_a_run_killed_outright_are_removed_by_a_later_run(
+    tmp_path, monkeypatch
+):
+    # A claude-code run killed outright (SIGKILL, the machine's OOM killer) left its scratch
+    # folder and its commands' /tmp in the temporary folder, for good.
+    def scratch_of(how: str) -> tuple[subprocess.Popen, Path]:
+        process = subprocess.Popen(
+            [sys.executable, "-c", MAKE_SCRATCH, how],
+            env={**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": os.getcwd()},
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        folder = Path(process.stdout.readline().strip())
+        an_hour_ago = time.time() - 3600
+        os.utime(folder, (an_hour_ago, an_hour_ago))
+        return process, folder
+
+    killed, left = scratch_of("killed")
+    killed.wait()
+    running, held = scratch_of("running")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    _remove_unheld_scratch.cache_clear()
+    try:
+        scratch = Scratch()
+        assert not left.exists() and not Path(f"{left}.tmp").exists()
+        assert held.is_dir() and Path(f"{held}.tmp").is_dir()  # its run lives
+        scratch.remove()
+        assert not Path(scratch.path).exists()
+    finally:
+        running.communicate("")
