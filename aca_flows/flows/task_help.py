@@ -137,7 +137,7 @@ async def ask_about_failed_task(
         why = f"{NO_ANSWER} {timeout:g} s"
         _record(run, TaskAnswered(task_id=task_id, action="fail", reason=why, timed_out=True))
         return TaskHelp(action="fail", reason=why)  # said in its status, its event, its run
-    answer = TaskHelp(action=answer.action, hint=answer.hint.strip(), reason=answer.reason.strip())
+    answer = _tidied(answer)
     logger.info(f"{task_id}: {answer.action}" + (f" ({answer.hint})" if answer.hint else ""))
     _record(run, TaskAnswered(task_id=task_id, **answer.model_dump()))
     return answer
@@ -247,33 +247,30 @@ async def take_answer_left(run: ActiveRun) -> None:
 
 
 async def _answer_in(question: PendingQuestion) -> TaskHelp | None:
-    """The newest answer stored in the question's flow run, given while it waited; ``None``
-    without one, or when the server cannot say."""
+    """The answer stored in the question's flow run while it waited, under the key of that
+    question (an earlier question of the run, answered and acted on, is not its answer);
+    ``None`` without one, or when the server cannot say."""
     from prefect.client.orchestration import get_client
 
+    if question.input_key is None:  # journalled before its key was
+        return None
     try:
         async with get_client() as client:
             inputs = await client.filter_flow_run_input(
                 flow_run_id=UUID(question.flow_run_id),
-                # Prefect keeps a pause's input under "paused-<its key>-response".
-                key_prefix=f"paused-aca-help-{_key_of(question.task_id)}-",
-                limit=100,
+                key_prefix=question.input_key,
+                limit=1,
                 exclude_keys=set(),
             )
-        # Given to the question left waiting (an earlier question of the run, answered and
-        # acted on, is not its answer), before it expired.
-        answers = [
-            found
-            for found in inputs
-            if found.key == question.input_key
-            and (question.expires_at is None or found.created <= question.expires_at)
-        ]
-        if not answers:
+        found = next((found for found in inputs if found.key == question.input_key), None)
+        if found is None or (question.expires_at and found.created > question.expires_at):
             return None
-        newest = max(answers, key=lambda found: found.created)
-        answer = TaskHelp.model_validate(newest.decoded_value)
+        return _tidied(TaskHelp.model_validate(found.decoded_value))
     except Exception:  # a server that cannot say, an answer that is no form's
         return None
+
+
+def _tidied(answer: TaskHelp) -> TaskHelp:
     return TaskHelp(action=answer.action, hint=answer.hint.strip(), reason=answer.reason.strip())
 
 
