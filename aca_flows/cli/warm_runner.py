@@ -167,10 +167,6 @@ def run_warm(argv: list[str]) -> int | None:
         # `nice -n 15 taskset -c 0 aca run`, `sg GROUP`, a unit's Group=: a fork of the runner
         # would run at its priority, on its CPUs, with its groups. The command runs by itself.
         return None
-    if not all(_is_open(fd) for fd in (0, 1, 2)):
-        # A closed standard stream (``<&-``): the connection would take its number and be
-        # handed over as that stream, the run's own connection as its stdin, say.
-        return None
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         with _socket_address(runner.socket_path) as address:
@@ -252,14 +248,6 @@ def _stream_settings(stream) -> dict:
         "errors": stream.errors,
         "line_buffering": stream.line_buffering,
     }
-
-
-def _is_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
 
 
 def _umask() -> int:

@@ -45,15 +45,20 @@ from aca_flows.agent.execute import TaskOutcome, execute_task, make_worktree
 from aca_flows.agent.run_worktrees import RunWorktrees
 from aca_flows.errors import (
     AcaError,
-    KeyRejected,
     ProviderCannotServe,
     TransientProviderError,
 )
 from aca_flows.flows.artifacts import first_line
 from aca_flows.flows.log_batch import LineBatch
 from aca_flows.flows.log_lines import describe_record
-from aca_flows.flows.secret_keys import KEY_VARIABLES
 from aca_flows.flows.spend import CALL_OWNER, CallOwner
+from aca_flows.flows.stop_reasons import (
+    WAIT_ANSWERS,
+    branch_lost_stop,
+    cannot_serve_stop,
+    rate_limited_stop,
+    resume_of_run,
+)
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers.base import EventCallback, Provider, ProviderRequest, ProviderResponse
 from aca_flows.providers.ratelimit import UsageLimitReached
@@ -326,7 +331,7 @@ async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
             # The flow journals each start first: the session's first start of this task.
             first_attempt=run.store is not None and number == 1,
             stop_requested=run.stopping,
-            resume=_resume_of(run),
+            resume=resume_of_run(run),
             worktrees=run.worktrees,  # made ahead, removed after: git's work beside the tasks
         )
     except Exception as exc:
@@ -346,7 +351,7 @@ async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
         if isinstance(exc, SessionBranchCheckedOut):
             return _limit_reached(run, str(exc), "branch-checked-out")
         if isinstance(exc, TransientProviderError):
-            if exc.status_code in _WAIT_ANSWERS and attempt > retries:
+            if exc.status_code in WAIT_ANSWERS and attempt > retries:
                 # Its last attempt: the provider still says wait. No verdict on the task.
                 return _limit_reached(run, rate_limited_stop(run, task_, exc), "usage-limit")
             _journal_retry(run, task_id, attempt, retries, str(exc), logger)
@@ -397,78 +402,6 @@ def _limit_reached(run: ActiveRun, why: str, trigger: StopTrigger) -> State:
 
 # The name of a task run a budget or usage limit stopped (``_limit_reached``).
 LIMIT_STOPPED = "Stopped"
-
-
-def cannot_serve_stop(run: ActiveRun, task_: Task, error: ProviderCannotServe) -> str:
-    """Why the run starts no more tasks of ``task_``'s provider, which cannot serve it (it
-    refused its key, the account's credit is spent): the provider, what it said, the fix (for
-    a key, the variable or Secret block), and the resume. Kept in ``run.cannot_serve``, so
-    its other tasks stop with the same words."""
-    name = task_.provider or run.default_provider
-    if name in run.cannot_serve:
-        return run.cannot_serve[name]
-    said = ": ".join(str(p) for p in (error.status_code, first_line(error.detail)) if p)
-    fix = error.fix
-    block = run.config.provider(name).api_key_secret if name in KEY_VARIABLES else None
-    # The flow reads the key from there, not from the variable (secret_keys.py).
-    if block and isinstance(error, KeyRejected):
-        fix = (
-            f"save a valid key in the Prefect Secret block {block!r} "
-            f"([providers.{name}] api_key_secret)"
-        )
-    resume = _resume_of(run)
-    then = f"`{resume}` continues" if resume else "resume the session"
-    reason = (
-        f"{name} {error.what}{f' ({said})' if said else ''}, so no {name} task "
-        f"starts: {fix}, then {then}"
-    )
-    run.cannot_serve[name] = reason
-    return reason
-
-
-# A provider's "wait": rate limited (429), overloaded (529).
-_WAIT_ANSWERS = (429, 529)
-
-
-def rate_limited_stop(run: ActiveRun, task_: Task, error: TransientProviderError) -> str:
-    """Why the run stops when a task's provider still answers "wait" (429, 529) after every
-    retry of the call and every attempt of the task: a limit of the account or the
-    provider's load, no verdict on the task, which stays pending; later tasks would only
-    wait the same way. Failed, it skipped its dependents and exited 1."""
-    name = task_.provider or run.default_provider
-    what = "rate limited" if error.status_code == 429 else "overloaded"
-    resume = _resume_of(run)
-    then = f"`{resume}` continues" if resume else "resume the session"
-    return (
-        f"{name} still answered {error.status_code} ({what}) after every retry of task "
-        f"{task_.id}'s call, so the run stopped (task {task_.id} did not fail: it stays "
-        "pending); once the limit clears (or with a lower [rate_limiting] "
-        f"max_requests_per_minute or --max-concurrent), {then}"
-    )
-
-
-def branch_lost_stop(run: ActiveRun, error: SessionBranchLost) -> str:
-    """Why the run starts no more tasks: the session branch is gone. The fix is the one a
-    resume would refuse with until it is done (``run_inputs.refuse_lost_work``): the branch
-    restored at the last commit on record."""
-    if run.store is None:
-        return str(error)
-    session = run.store.session
-    landed = [
-        record
-        for task_id in session.completed_task_ids
-        if (record := session.tasks.get(task_id)) is not None and record.commit
-    ]
-    gone = f"the session branch {session.branch} is gone (deleted or renamed while the run ran)"
-    then = f"`{_resume_of(run)}` continues"
-    if not landed:
-        return f"{gone}, so no task can start from it: {then}"
-    last = max(landed, key=lambda record: record.finished_at or session.created_at)
-    return (
-        f"{gone}, so no task can start from it or land on it: restore it with "
-        f"`git branch -f {session.branch} {last.commit}` (the last commit on record), "
-        f"then {then}"
-    )
 
 
 def _cancelled() -> State:
@@ -594,11 +527,3 @@ def _log_level(record: dict[str, Any]) -> int:
 def _one_line(record: dict[str, Any]) -> str:
     # For a person (the JSON stays whole in the task log); redacted before it is cut.
     return describe_record(record)
-
-
-def _resume_of(run) -> str | None:
-    """The session's ``aca resume`` as the reader runs it (with the run's remote), for a task
-    failure a resume undoes; ``None`` for a run without a session store."""
-    from aca_flows.flows.remote_sync import resume_of
-
-    return resume_of(run.store) if run.store is not None else None

@@ -586,7 +586,7 @@ def session_task_runs(session_id: str) -> list:
 
 def test_a_key_refused_from_a_secret_block_names_the_block_to_fix_not_the_variable():
     from aca_flows.errors import KeyRejected
-    from aca_flows.flows.task_run import cannot_serve_stop
+    from aca_flows.flows.stop_reasons import cannot_serve_stop
     from aca_flows.settings import ProviderSection
 
     run = active_run()
