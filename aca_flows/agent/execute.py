@@ -109,9 +109,6 @@ class TaskOutcome(BaseModel):
     verify_passed: bool | None = None
     verify_output: str = ""
     proposed_subtasks: list[ProposedSubtask] = Field(default_factory=list)
-    subtask_problem: str | None = Field(
-        default=None, description="Why a Claude Code subtask block was ignored, if it was."
-    )
     conflict_files: list[str] = Field(default_factory=list)
     already_completed: bool = Field(
         default=False, description="Found on the session branch; the provider was not called."
@@ -355,7 +352,6 @@ def _run_fields(
         "verify_passed": result.verify.passed if result.verify else None,
         "verify_output": result.verify.output if result.verify else "",
         "proposed_subtasks": last_round.proposed_subtasks if last_round else [],
-        "subtask_problem": last_round.subtask_problem if last_round else None,
         "provider": provider.name,
     }
 

@@ -342,8 +342,7 @@ async def run_claude_code(
     try:
         proposals = parse_subtask_block(response.text)
     except SubtaskProposalError as exc:
-        problem = str(exc)
-        conversation.log.write("subtasks_rejected", reason=problem)
+        problem = str(exc)  # the rounds tell the agent (``rounds._claude_code_proposals``)
     answer = _without_subtask_block(response.text)
     no_change_reason = parse_no_change(answer)
     question = parse_needs_human(answer)

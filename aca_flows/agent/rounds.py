@@ -36,7 +36,12 @@ from aca_flows.agent.no_change import (
 )
 from aca_flows.agent.prompt import DependencyContext, build_task_prompt
 from aca_flows.agent.secrets_in_work import secrets_problem
-from aca_flows.agent.subtasks import placement_problems
+from aca_flows.agent.subtasks import (
+    SUBTASK_BLOCK_TAG,
+    ProposedSubtask,
+    SubtaskProposalError,
+    placement_problems,
+)
 from aca_flows.agent.tools import TaskTools, ToolRefused, resolve_inside
 from aca_flows.agent.verify import (
     FAILURE_OUTPUT_LIMIT,
@@ -100,6 +105,7 @@ async def run_agent_and_verify(
     verify: VerifyResult | None = None
     failed: tuple[Check, VerifyResult] | None = None
     agent_round: AgentRound | None = None
+    proposed: list[ProposedSubtask] = []  # Claude Code's, over its rounds
     for attempt in range(1, max_rounds + 1):
         if claude_code:
             # Permission mode, allowed tools, turns and budget come from [claude_code] config,
@@ -128,6 +134,23 @@ async def run_agent_and_verify(
                 last_round=agent_round,
                 attempts=attempt,
             )
+        if claude_code:
+            proposed, refused = _claude_code_proposals(plan, task, proposed, agent_round)
+            if refused is not None:
+                conversation.log.write("subtasks_rejected", reason=refused)
+                if attempt == max_rounds or stop_requested():
+                    return RoundsResult(
+                        passed=False,
+                        failure_reason=f"{refused} Nothing was merged.",
+                        last_round=agent_round,
+                        attempts=attempt,
+                    )
+                message = (
+                    f"Your {SUBTASK_BLOCK_TAG} block was refused: {refused} Send the corrected "
+                    "block with your final answer, or do that work yourself and send none."
+                )
+                continue
+            agent_round.proposed_subtasks = proposed
         every_change = await in_thread(worktree.changed_files)  # what `git add -A` would take
         changed = real_changes(every_change)
         no_change = agent_round.no_change_reason
@@ -200,6 +223,23 @@ async def run_agent_and_verify(
         verify=verify,
         attempts=max_rounds,
     )
+
+
+def _claude_code_proposals(
+    plan: ExecutionPlan, task: Task, earlier: list[ProposedSubtask], agent_round: AgentRound
+) -> tuple[list[ProposedSubtask], str | None]:
+    """The subtasks a Claude Code task proposed over its rounds, and why they cannot be taken
+    when they cannot. aca's tool loop refuses a proposal as it is made; Claude Code's block is
+    read when its round ends, and a fix round's answer (which needs none) dropped it. A later
+    block adds to the earlier ones, and replaces a proposal of the same id."""
+    if agent_round.subtask_problem is not None:
+        return earlier, agent_round.subtask_problem
+    new = {proposal.id: proposal for proposal in agent_round.proposed_subtasks}
+    proposed = [p for p in earlier if p.id not in new] + list(new.values())
+    problems = placement_problems(plan, task.id, proposed) if new else []
+    if problems:
+        return earlier, str(SubtaskProposalError(problems))
+    return proposed, None
 
 
 def change_problem(worktree: TaskWorktree, every_change: list[str]) -> str | None:

@@ -186,6 +186,8 @@ def placement_problems(
         accept_subtasks(plan.model_copy(deep=True), parent_id, proposals)
     except SubtaskProposalError as exc:
         return exc.problems
+    except ValueError as exc:  # a field no task takes
+        return [" ".join(str(exc).split())]
     return []
 
 

@@ -384,7 +384,12 @@ async def _finish(
     if state.is_completed():
         outcome = TaskOutcome.model_validate(await state.aresult())
         run.outcomes[task_id] = outcome
-        children = _subtasks_taken(run, task_id, outcome, logger)
+        children, refused = _subtasks_taken(run, task_id, outcome)
+        if refused is not None:
+            # Its own part landed, and the rest of its work was left to subtasks that can
+            # never run: the task is not done.
+            await _fail(store, run, dag, task_id, state, refused, logger)
+            return None
         if children:
             # First: its own work is in, and it completes when they all have (its group
             # closes, ``_record_settled``), then sending aca.task.completed.
@@ -435,18 +440,23 @@ async def _finish(
     await _fail(store, run, dag, task_id, state, reason, logger)
 
 
-def _subtasks_taken(run: ActiveRun, task_id: str, outcome: TaskOutcome, logger) -> list:
-    """The subtasks a completed task proposed, as they join the plan; none when it proposed
-    none or they cannot be taken (its own work is verified and landed; they are dropped)."""
+def _subtasks_taken(run: ActiveRun, task_id: str, outcome: TaskOutcome) -> tuple[list, str | None]:
+    """The subtasks a completed task proposed, as they join the plan, or why they cannot.
+    Each task's proposals were checked against the plan as it stood; two tasks running at
+    once may still propose what cannot be taken together (a cycle through both)."""
     if not outcome.proposed_subtasks:
-        return []
+        return [], None
     try:
         children = accept_subtasks(run.plan, task_id, outcome.proposed_subtasks)
     except (SubtaskProposalError, ValueError) as exc:  # ValueError: a field no task takes
-        logger.warning(f"{task_id}: proposed subtasks ignored: {exc}")
-        return []
-    logger.info(f"{task_id} proposed {len(children)} subtask(s)")
-    return children
+        why = "; ".join(getattr(exc, "problems", None) or [" ".join(str(exc).split())])
+        landed = f"in {outcome.commit_sha[:10]}" if outcome.commit_sha else "(no change)"
+        return [], (
+            f"proposed subtasks ignored: {why}. Its own part landed {landed}; the rest of its "
+            "work was left to them."
+        )
+    get_run_logger().info(f"{task_id} proposed {len(children)} subtask(s)")
+    return children, None
 
 
 async def _fail(store, run: ActiveRun, dag: DagProgress, task_id: str, state, reason, logger):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 from aca_flows.agent import execute_task_tree
 from aca_flows.plan.models import ExecutionPlan, Task
+from aca_flows.settings import AcaConfig
 from tests.fakes.scripted_provider import ScriptedProvider, final, tool_calls, tool_use
 from tests.workspace.test_repository import make_user_repo
 
@@ -105,6 +107,73 @@ def test_claude_code_proposes_subtasks_in_a_block(tmp_path):
     assert plan.task("big.part2").parent_id == "big"
     assert plan.task("big").status.state == "completed"
     assert repo.git.show("aca/s1:part2.txt") == "2"
+
+
+def test_claude_codes_subtasks_stand_though_a_fix_round_follows_the_block(tmp_path):
+    # The fix round's answer carries no block: the proposal of the round before was dropped,
+    # the task completed with half its work, and nothing said so.
+    repo = make_user_repo(tmp_path)
+    plan = ExecutionPlan(name="p", tasks=[Task(id="p", title="P", verify="grep -q good p.txt")])
+
+    def writes(name: str, text: str, answer: str):
+        def reply(request):
+            (Path(request.options["cwd"]) / name).write_text(text)
+            return final(answer)
+
+        return reply
+
+    block = '```aca-subtasks\n[{"id": "x", "title": "X", "verify": "test -f x.txt"}]\n```'
+    provider = ScriptedProvider(
+        writes("p.txt", "bad\n", f"First half.\n{block}"),
+        writes("p.txt", "good\n", "Fixed p.txt."),
+        writes("x.txt", "x\n", "Did x."),
+        name="claude-code",
+    )
+    outcomes = asyncio.run(
+        execute_task_tree(plan, "p", workdir=tmp_path, session_id="s1", provider=provider)
+    )
+
+    assert list(outcomes) == ["p", "p.x"]
+    assert outcomes["p.x"].status == "completed"
+    assert repo.git.show("aca/s1:x.txt") == "x"
+
+
+def test_a_claude_code_block_that_cannot_be_taken_goes_back_to_claude(tmp_path):
+    # A subtask depending on a task the plan does not have was dropped with a warning after
+    # the task completed "no change: the work is split into subtasks": exit 0, work not done.
+    make_user_repo(tmp_path)
+
+    def split(*depends_on: str):
+        return final(
+            "Split.\n```aca-subtasks\n"
+            f'[{{"id": "x", "title": "X", "dependencies": {json.dumps(depends_on)}}}]\n```'
+        )
+
+    def does_x(request):
+        (Path(request.options["cwd"]) / "x.txt").write_text("x\n")
+        return final("Did x.")
+
+    def run(*answers, fix_rounds: int):
+        plan = ExecutionPlan(name="p", tasks=[Task(id="p", title="P")])
+        config = AcaConfig(agent={"max_fix_attempts": fix_rounds})
+        provider = ScriptedProvider(*answers, name="claude-code")
+        outcomes = asyncio.run(
+            execute_task_tree(
+                plan, "p", workdir=tmp_path, session_id=f"s{fix_rounds}", provider=provider,
+                config=config,
+            )
+        )  # fmt: skip
+        return outcomes, provider
+
+    outcomes, provider = run(split("tests"), fix_rounds=0)
+    assert outcomes["p"].status == "failed" and "p.x" not in outcomes
+    assert "subtask x depends on unknown task 'tests'" in outcomes["p"].failure_reason
+    assert "Nothing was merged" in outcomes["p"].failure_reason
+
+    outcomes, provider = run(split("tests"), split(), does_x, fix_rounds=1)
+    told = provider.history[1].messages[-1].text
+    assert "block was refused" in told and "unknown task 'tests'" in told, told
+    assert outcomes["p"].status == "completed" and outcomes["p.x"].status == "completed"
 
 
 def test_a_resumed_tree_runs_nothing_again(tmp_path):
