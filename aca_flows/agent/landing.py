@@ -162,6 +162,7 @@ async def run_checks_on_the_work(
             checks_nothing=proved_nothing(result.passed, check.command),
             exit_code=result.exit_code,
             timed_out=result.timed_out,
+            out_of_memory=result.out_of_memory,
             output=result.output[-FAILURE_OUTPUT_LIMIT:],
         )
     undone = await in_thread(worktree.restore, tree)

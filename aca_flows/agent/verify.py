@@ -112,6 +112,8 @@ class VerifyResult(BaseModel):
     output: str
     timed_out: bool = False
     duration_seconds: float = 0.0
+    # Its processes together went past the sandbox's memory: the kernel killed one.
+    out_of_memory: bool = False
 
 
 async def run_verify(command: str, sandbox: Sandbox, settings: AgentSection) -> VerifyResult:
@@ -128,6 +130,7 @@ async def run_verify(command: str, sandbox: Sandbox, settings: AgentSection) -> 
         output=result.output,
         timed_out=result.timed_out,
         duration_seconds=result.duration_seconds,
+        out_of_memory=result.out_of_memory,
     )
 
 
@@ -137,6 +140,11 @@ def describe_failure(result: VerifyResult) -> str:
     nothing)."""
     if result.timed_out:
         return f"timed out after {result.duration_seconds:.0f}s"
+    if result.out_of_memory:
+        return (
+            "killed: its processes together used all the memory the sandbox allows, "
+            f"[sandbox] memory_mb (exit code {result.exit_code})"
+        )
     return f"exit code {result.exit_code}"
 
 
@@ -181,11 +189,9 @@ def missing_from_worktree(result: VerifyResult, worktree: Path, checkout: Path) 
 def fix_request(result: VerifyResult, *, attempts_left: int, owner: str | None = None) -> str:
     """The message that sends a failed check back to the agent; ``owner``: the landed task
     whose check the change broke."""
-    how = (
-        f"timed out after {result.duration_seconds:.0f}s"
-        if result.timed_out
-        else f"failed with exit code {result.exit_code}"
-    )
+    how = describe_failure(result)
+    if not result.timed_out:
+        how = f"was {how}" if result.out_of_memory else f"failed with {how}"
     whose = "The verify command"
     if owner is not None:
         whose = (

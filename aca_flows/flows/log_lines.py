@@ -89,11 +89,14 @@ def _result(content: Any, is_error: bool) -> str:
 
 def _verify(r: dict[str, Any], what: str = "verify") -> str:
     command = _short(r.get("command", ""))
+    killed = " (one of its processes was killed: they used all the memory the sandbox allows)"
     if r.get("passed"):
         vacuous = f" ({VACUOUS_NOTE})" if r.get("checks_nothing") else ""
-        return f"{what} passed: {command}{vacuous}"
+        return f"{what} passed: {command}{vacuous}{killed if r.get('out_of_memory') else ''}"
     if r.get("timed_out"):
         return f"{what} timed out: {command}"
+    if r.get("out_of_memory"):
+        return f"{what} killed for memory (exit {r.get('exit_code')}): {command}"
     return f"{what} failed (exit {r.get('exit_code')}): {command}"
 
 

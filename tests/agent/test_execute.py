@@ -167,6 +167,34 @@ def test_a_verify_command_that_times_out_is_reported_as_a_timeout(tmp_path, repo
     assert "timed out after 1s" in provider.history[2].messages[-1].text  # the fix request
 
 
+def test_a_verify_command_killed_for_memory_says_so_to_the_agent_and_the_user(tmp_path, repo):
+    # Said "exit code 137" and "Killed", as if the check had failed on the code; run by the
+    # agent, the same command said what killed it.
+    provider = ScriptedProvider()
+    for attempt in range(2):
+        provider.enqueue(
+            tool_calls(tool_use("write_file", path="app.py", content=f"try {attempt}\n")),
+            tool_calls(tool_use("finish", summary=f"try {attempt}")),
+        )
+    config = AcaConfig.model_validate(
+        {"agent": {"max_fix_attempts": 1}, "sandbox": {"memory_mb": 128, "tmp_size_mb": 16}}
+    )
+    hog = 'python3 -c \'import os\nheld = [os.memfd_create("x") for _ in range(40)]\n' + (
+        "for fd in held: os.write(fd, bytes(16 << 20))'"
+    )
+    outcome = asyncio.run(
+        execute(tmp_path, plan_of(Task(id="t1", title="Hog", verify=hog)), "t1", provider,
+                config=config)
+    )  # fmt: skip
+
+    memory = "killed: its processes together used all the memory the sandbox allows"
+    assert outcome.status == "failed" and memory in outcome.failure_reason
+    assert f"was {memory}" in provider.history[2].messages[-1].text  # the fix request
+    paths = AcaDir(tmp_path).session(SESSION)
+    lines = [json.loads(line) for line in paths.task_log("t1").read_text().splitlines()]
+    assert [r["out_of_memory"] for r in lines if r["kind"] == "verify"] == [True, True]
+
+
 def test_a_verify_program_only_the_checkout_has_fails_at_once_naming_the_cause(tmp_path, repo):
     # A git-ignored virtualenv is in the user's checkout, never in a task's worktree: the
     # agent cannot fix that, so no fix round is paid for it.

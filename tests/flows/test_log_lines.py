@@ -45,6 +45,12 @@ def test_verify_says_passed_or_failed_with_the_exit_code():
     failed = {"kind": "verify", "command": "pytest -q", "passed": False, "exit_code": 1}
     assert describe_record(passed) == "verify passed: pytest -q"
     assert describe_record(failed) == "verify failed (exit 1): pytest -q"
+    # A check the memory limit killed a process of says so, passed or failed.
+    killed = {**failed, "exit_code": 137, "out_of_memory": True}
+    assert describe_record(killed) == "verify killed for memory (exit 137): pytest -q"
+    assert "was killed: they used all the memory" in describe_record(
+        {**passed, "out_of_memory": True}
+    )
     reason = "verify command `x` failed; nothing was merged. Output:\nboom"
     assert describe_record({"kind": "task_failed", "reason": reason}) == (
         "task failed: verify command `x` failed; nothing was merged."
