@@ -39,8 +39,8 @@ from aca_flows.agent.landing import (
 )
 from aca_flows.agent.loop import AgentConversation
 from aca_flows.agent.no_change import (
-    real_changes,
     with_refusals,
+    work_in,
 )
 from aca_flows.agent.prompt import (
     build_system_prompt,
@@ -251,7 +251,7 @@ async def execute_task(
             if not result.passed:
                 reason = with_refusals(result.failure_reason, conversation.refused_outside)
                 log.write("task_failed", reason=reason)
-                changed = real_changes(await in_thread(worktree.changed_files))
+                changed = await in_thread(work_in, worktree)
                 return TaskOutcome(
                     status="failed",
                     failure_reason=reason,

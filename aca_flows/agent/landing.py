@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from aca_flows._threads import in_thread
 from aca_flows._words import listed
 from aca_flows.agent.ignored_writes import set_aside
-from aca_flows.agent.no_change import real_changes
+from aca_flows.agent.no_change import work_in
 from aca_flows.agent.transcript import TaskLog
 from aca_flows.agent.verify import (
     FAILURE_OUTPUT_LIMIT,
@@ -90,7 +90,7 @@ async def land_checked(
         except BranchMovedError as moved:
             worktree = await in_thread(worktree.onto, moved.head, moved.commit)
             log.write("caught_up", base=moved.head, files=moved.files)
-            changed = real_changes(await in_thread(worktree.changed_files))
+            changed = await in_thread(work_in, worktree)
             checks = await in_thread(task_checks, plan, task, changed, paths, worktree.contains)
             sandbox_for = functools.partial(sandbox_for_check, worktree, config)
             results = await run_checks_on_the_work(worktree, checks, sandbox_for, config, log)

@@ -13,7 +13,7 @@ neither a change nor that statement fails its task; so does one that states it b
 changes behind, and a tool-loop agent that does not call ``finish`` (an answer without a tool
 call, reminded once, then another: ``unfinished_reason``). Nothing is committed in any of
 these cases. What tools leave behind when tests run (``__pycache__``, ``.pytest_cache`` and
-the like) is not a change (``real_changes``).
+the like) is not a change, unless the start commit holds it (``real_changes``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from aca_flows.providers.claude_code_results import refused_outside
 
 if TYPE_CHECKING:
     from aca_flows.agent.loop import AgentRound
+    from aca_flows.workspace import TaskWorktree
 
 __all__ = [
     "CACHE_FOLDERS",
@@ -36,6 +37,7 @@ __all__ = [
     "unfinished_reason",
     "with_ignored_writes",
     "with_refusals",
+    "work_in",
     "with_refused_writes",
 ]
 
@@ -56,13 +58,23 @@ def parse_no_change(text: str) -> str | None:
     return lines[-1][len(NO_CHANGE_MARKER) :].strip() or None
 
 
-def real_changes(paths: list[str]) -> list[str]:
-    """``paths`` without tool caches."""
-    return [
+def real_changes(worktree: TaskWorktree, paths: list[str]) -> list[str]:
+    """``paths`` without the tool caches running tests leaves. A cache file the start commit
+    holds is work when it changes (a cleanup of committed bytecode failed "without changing
+    anything"). Runs git: call it off the event loop."""
+    caches = {
         path
         for path in paths
-        if not CACHE_FOLDERS.intersection(path.split("/")) and not path.endswith(CACHE_SUFFIXES)
-    ]
+        if CACHE_FOLDERS.intersection(path.split("/")) or path.endswith(CACHE_SUFFIXES)
+    }
+    if caches:
+        caches -= worktree.paths_at_base()
+    return [path for path in paths if path not in caches]
+
+
+def work_in(worktree: TaskWorktree) -> list[str]:
+    """The worktree's changes that are work (``real_changes``). Runs git: off the loop."""
+    return real_changes(worktree, worktree.changed_files())
 
 
 def evidence_problem(

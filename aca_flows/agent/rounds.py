@@ -152,7 +152,7 @@ async def run_agent_and_verify(
                 continue
             agent_round.proposed_subtasks = proposed
         every_change = await in_thread(worktree.changed_files)  # what `git add -A` would take
-        changed = real_changes(every_change)
+        changed = await in_thread(real_changes, worktree, every_change)
         no_change = agent_round.no_change_reason
         if no_change is None and not changed and agent_round.proposed_subtasks:
             # Splitting is the work: the subtasks change the code, the parent itself does not.

@@ -238,8 +238,7 @@ class _Start:
     def __init__(self, worktree: TaskWorktree):
         self.base = worktree.base_sha
         self.git = worktree.git
-        listed = self.git.ls_tree("-r", "-z", "--name-only", self.base, stdout_as_string=False)
-        self.paths = {os.fsdecode(path) for path in listed.split(b"\0") if path}
+        self.paths = worktree.paths_at_base()
 
     def read(self, path: str) -> bytes:
         """The file as the start commit holds it (empty when it had none)."""

@@ -414,8 +414,13 @@ class ClaudeCodeProvider:
             cancel.billed = self._streamed_bill(request, streamed)
             raise
         except Exception as exc:
-            if result is not None and type(exc).__name__ == "ResultError":
-                # The CLI exits non-zero after an error result; the result says why.
+            if result is not None and type(exc).__name__ in ("ResultError", "ProcessError"):
+                # The CLI exits non-zero after an error result, which says why; after a
+                # success (killed as it shut down), the result is the run's answer all the
+                # same: taken as a failure, the run was paid again.
+                if type(exc).__name__ == "ProcessError":
+                    said = redact_text(str(exc))
+                    _heard(stderr, on_event, f"claude exited after its result: {said}")
                 return self._response(request, result, texts, tools_used, resumed)
             error = self._error(exc, stderr)
             raise self._unfinished(error, request, streamed, session) from None

@@ -168,6 +168,11 @@ class TaskWorktree:
         """Whether ``commit`` is in the history this worktree's work starts from."""
         return is_ancestor(self.git, commit, self.base_sha)
 
+    def paths_at_base(self) -> set[str]:
+        """The files the base commit holds."""
+        listed = self.git.ls_tree("-r", "-z", "--name-only", self.base_sha, stdout_as_string=False)
+        return {os.fsdecode(path) for path in listed.split(b"\0") if path}
+
     def changed_files(self) -> list[str]:
         """Paths changed since ``base_sha``: committed, staged, unstaged or new (untracked
         files that ``.gitignore`` does not exclude)."""

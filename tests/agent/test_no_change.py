@@ -9,7 +9,7 @@ from aca_flows.agent.no_change import parse_no_change, real_changes
 from aca_flows.plan.models import Task
 from aca_flows.providers.base import UNPARSED_ARGUMENTS
 from aca_flows.session.layout import AcaDir
-from aca_flows.workspace import completed_task_commits, session_branch_head
+from aca_flows.workspace import TaskWorktree, completed_task_commits, session_branch_head
 from tests.agent.test_execute import SESSION, execute, plan_of
 from tests.fakes.scripted_provider import ScriptedProvider, final, tool_calls, tool_use
 from tests.workspace.test_repository import make_user_repo
@@ -60,9 +60,24 @@ def test_a_text_only_refusal_is_no_evidence_either(tmp_path):
     assert completed_task_commits(repo, SESSION) == {}
 
 
-def test_test_caches_are_not_changes():
+def test_test_caches_are_not_changes_unless_the_start_commit_holds_them(tmp_path):
+    repo = make_user_repo(tmp_path)
+    (tmp_path / "old.pyc").write_bytes(b"\x00bytecode")
+    repo.git.add("-A")
+    repo.git.execute(["git", "-c", "user.name=U", "-c", "user.email=u@e", "commit", "-qm", "pyc"])
+    # A cleanup of committed bytecode failed "without changing anything".
+    provider = ScriptedProvider(
+        tool_calls(tool_use("run_command", command="rm old.pyc")),
+        tool_calls(tool_use("finish", summary="Removed the committed bytecode.")),
+    )
+    task = Task(id="t2", title="Remove committed bytecode", verify="test ! -e old.pyc")
+    outcome = run_task(tmp_path, provider, task)
+
+    assert outcome.status == "completed" and outcome.files_changed == ["old.pyc"]
+    assert "old.pyc" not in repo.git.ls_tree("-r", "--name-only", f"aca/{SESSION}")
+    worktree = TaskWorktree.create(repo, SESSION, "t1")
     paths = ["app.py", "__pycache__/app.cpython-311.pyc", "pkg/.pytest_cache/v/x", "a.pyc"]
-    assert real_changes(paths) == ["app.py"]
+    assert real_changes(worktree, paths) == ["app.py"]
 
 
 def test_no_change_needed_with_a_passing_verify_completes_without_a_commit(tmp_path):

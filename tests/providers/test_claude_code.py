@@ -659,6 +659,26 @@ def test_a_claude_that_crashes_is_reported_once_by_aca_not_by_the_sdk_too(
     assert caught.value.retry_request is None
 
 
+def test_a_claude_killed_after_its_success_result_answers_with_that_result(
+    claude_env, llm_server, monkeypatch, tmp_path
+):
+    # A claude killed as it shut down (exit 137) after a success result: the run was taken as
+    # failed, its result thrown away and the run paid again.
+    dying = tmp_path / "claude"
+    dying.write_text(f'#!/bin/sh\n"{bundled_claude_cli()}" "$@"\nexit 137\n')
+    dying.chmod(0o755)
+    monkeypatch.setenv("ACA_CLAUDE_CLI", str(dying))
+    llm_server.anthropic.enqueue(text="All done.")
+    events: list[ProviderEvent] = []
+
+    response = run(_provider().complete(_request(tmp_path, "hi"), on_event=events.append))
+
+    assert response.text == "All done." and response.cost_usd > 0
+    assert len(llm_server.anthropic.requests) == 1
+    said = [e.data["text"] for e in events if e.kind == "stderr"]
+    assert any("exited after its result" in line and "137" in line for line in said), said
+
+
 @pytest.mark.parametrize(
     ("said", "status", "wait"),
     [("Error: rate limited", 429, 30.0), ("Error: Overloaded", 529, None)],
