@@ -48,7 +48,7 @@ from aca_flows.agent.prompt import (
 from aca_flows.agent.rounds import CLAUDE_CODE, RoundsResult, run_agent_and_verify
 from aca_flows.agent.run_worktrees import RunWorktrees
 from aca_flows.agent.setup import run_setup_commands
-from aca_flows.agent.subtasks import ProposedSubtask
+from aca_flows.agent.subtasks import ProposedSubtask, proposed_before_landing
 from aca_flows.agent.transcript import ConversationStore, LogCallback, TaskLog
 from aca_flows.plan.models import ExecutionPlan, Task, verify_command_for
 from aca_flows.plan.vacuous_check import edited_checks
@@ -190,6 +190,7 @@ async def execute_task(
             model=model,
             verify_command=verify_command_for(plan, task),
             already_completed=True,
+            proposed_subtasks=await in_thread(proposed_before_landing, log.path),
         )
 
     dependencies = await in_thread(
@@ -269,6 +270,11 @@ async def execute_task(
                     summary=result.no_change_reason,
                     **fields,
                 )
+            if fields["proposed_subtasks"]:
+                # Where a resume finds them, should aca die once the work lands and before
+                # the run journals them (``proposed_before_landing``).
+                proposed = [p.model_dump() for p in fields["proposed_subtasks"]]
+                log.write("subtasks_proposed", subtasks=proposed)
             try:
                 landed = await land_checked(
                     plan, task, worktree, summary, identity, first_attempt, config, paths, log

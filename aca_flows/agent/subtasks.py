@@ -11,9 +11,11 @@ already holds it, and the parent counts as complete only when they all have.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Iterable
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -29,6 +31,7 @@ __all__ = [
     "check_proposals",
     "parse_subtask_block",
     "placement_problems",
+    "proposed_before_landing",
     "subtask_id",
 ]
 
@@ -241,3 +244,21 @@ def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
         if found:
             return found
     return None
+
+
+def proposed_before_landing(task_log: Path) -> list[ProposedSubtask]:
+    """The subtasks the run that landed a task proposed, as its log keeps them (a
+    ``subtasks_proposed`` record before the landing): aca died once the work landed, before
+    the run journalled them, and a resume finds the task done on the branch."""
+    proposed: list = []
+    with contextlib.suppress(OSError):
+        for line in task_log.read_text(encoding="utf-8", errors="replace").splitlines():
+            with contextlib.suppress(ValueError, AttributeError):
+                record = json.loads(line)
+                if record.get("kind") == "run_started":
+                    proposed = []  # another run's: it did not land
+                elif record.get("kind") == "subtasks_proposed":
+                    proposed = record.get("subtasks") or []
+    with contextlib.suppress(ValueError, TypeError):
+        return [ProposedSubtask.model_validate(p) for p in proposed]
+    return []

@@ -161,6 +161,9 @@ _DESCRIBERS = {
     "task_failed": lambda r: f"task failed: {_short(r.get('reason', ''))}",
     "stopped": lambda r: f"stopped, no verdict on the work: {_short(r.get('reason', ''))}",
     "subtasks_rejected": lambda r: f"subtasks rejected: {_short(r.get('reason', ''))}",
+    "subtasks_proposed": lambda r: (
+        f"proposed subtasks: {listed([s.get('id', '?') for s in r.get('subtasks') or []], 5)}"
+    ),
 }
 
 

@@ -20,6 +20,11 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
+from aca_flows.agent.subtasks import (
+    SubtaskProposalError,
+    accept_subtasks,
+    proposed_before_landing,
+)
 from aca_flows.config_loader import load_config, run_overrides
 from aca_flows.errors import InputError
 from aca_flows.flows.blocks import load_config_block
@@ -222,6 +227,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
                 # (change log, its worktree) as the task itself would have.
                 record_landed_task(repo, store.session_id, task_id)
                 discard_worktree(repo, AcaDir(workdir).worktrees_dir(store.session_id) / task_id)
+                _subtasks_proposed_before_landing(store, task_id)
                 store.task_completed(task_id, TaskResult(commit=sha))
         # The record holds the plan redacted; what runs is the plan as the user wrote it.
         if asked is not None:
@@ -297,6 +303,21 @@ def _with_plan_concurrency(
         return config
     session = config.session.model_copy(update={"max_concurrent_tasks": plan.max_concurrent})
     return config.model_copy(update={"session": session})
+
+
+def _subtasks_proposed_before_landing(store: SessionStore, task_id: str) -> None:
+    """The subtasks of a task that landed as aca died, journalled before its completion as
+    its run would have (its log kept them): they run, and it completes with them. Its
+    proposals were checked against the plan before it landed."""
+    proposals = proposed_before_landing(store.paths.task_log(task_id))
+    if not proposals:
+        return
+    try:
+        children = accept_subtasks(store.session.plan.model_copy(deep=True), task_id, proposals)
+    except (SubtaskProposalError, ValueError) as exc:
+        _warn(f"{task_id}: the subtasks it proposed before the run ended cannot be taken: {exc}")
+        return
+    store.subtasks_added(task_id, children)
 
 
 def _with_statuses(asked: ExecutionPlan, recorded: ExecutionPlan) -> ExecutionPlan:

@@ -6,7 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from aca_flows.agent import execute_task_tree
+from aca_flows.agent import execute_task, execute_task_tree
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.settings import AcaConfig
 from tests.fakes.scripted_provider import ScriptedProvider, final, tool_calls, tool_use
@@ -174,6 +174,29 @@ def test_a_claude_code_block_that_cannot_be_taken_goes_back_to_claude(tmp_path):
     told = provider.history[1].messages[-1].text
     assert "block was refused" in told and "unknown task 'tests'" in told, told
     assert outcomes["p"].status == "completed" and outcomes["p.x"].status == "completed"
+
+
+def test_subtasks_proposed_by_a_task_that_landed_as_aca_died_are_found_by_the_resume(tmp_path):
+    # Killed once the work landed and before the run journalled the subtasks, the resume
+    # found the task done on the branch, and its subtasks were never made (exit 0).
+    make_user_repo(tmp_path)
+    plan = ExecutionPlan(name="p", tasks=[Task(id="big", title="Big job")])
+
+    def parent(request):
+        (Path(request.options["cwd"]) / "part1.txt").write_text("1\n")
+        return final('Did part 1.\n```aca-subtasks\n[{"id": "part2", "title": "Part 2"}]\n```')
+
+    options = {"workdir": tmp_path, "session_id": "s1"}
+    provider = ScriptedProvider(parent, name="claude-code")
+    first = asyncio.run(execute_task(plan, "big", provider=provider, **options))
+    assert first.commit_sha and [p.id for p in first.proposed_subtasks] == ["part2"]
+
+    resumed = asyncio.run(
+        execute_task(plan, "big", provider=ScriptedProvider(), first_attempt=False, **options)
+    )
+
+    assert resumed.already_completed and resumed.commit_sha == first.commit_sha
+    assert resumed.proposed_subtasks == first.proposed_subtasks
 
 
 def test_a_resumed_tree_runs_nothing_again(tmp_path):

@@ -402,3 +402,38 @@ def test_an_answer_acted_on_before_the_kill_is_not_taken_again_by_the_resume(
     assert "the answer given in the Prefect UI" not in err
     answered = [(e["action"], e["hint"]) for e in journal(session) if e["type"] == "task_answered"]
     assert answered == [("retry", "H1"), ("fail", "")]  # the resume's own question timed out
+
+
+def test_subtasks_of_a_task_that_landed_as_aca_was_killed_run_on_resume(
+    aca, repo, llm, tmp_path, prefect_api
+):
+    # Killed once the work landed and before the run journalled the subtasks it proposed:
+    # the resume found the task done on the branch, the subtasks were never made, exit 0.
+    hold, git_wrapper = install_git_wrapper(tmp_path)
+    (hold / "at").write_text("2 committed\n")  # 1: the session branch made; 2: base lands
+    llm.anthropic.scripted_for = lambda r: bool(r.json and r.json.get("tools"))
+    for _ in range(20):
+        llm.anthropic.enqueue(coding_agent)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("# Split\n\n- write base.txt {#base}\n  propose: one\n")
+
+    proc = aca.start(
+        "run", str(tasks), "--model", "claude-test", name="run",
+        GIT_PYTHON_GIT_EXECUTABLE=str(git_wrapper),
+    )  # fmt: skip
+    session = only_session(repo)
+    wait_for(lambda: (hold / "held").exists() or proc.poll() is not None, WAIT, "landed")
+    assert proc.poll() is None, f"aca ended before the kill point:\n{aca.err('run')}"
+    kill_group(proc)
+    (hold / "at").unlink()
+    branch = f"aca/{session.name}"
+    assert branch_tasks(repo, branch) == ["base"]
+    assert not any(e["type"] == "subtasks_added" for e in journal(session))
+
+    code, out, err = aca.run("resume", session.name, "--json", name="resume")
+
+    assert code == 0, f"resume exited {code}:\n{err}"
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["status"] == "completed"
+    assert branch_tasks(repo, branch) == ["base", "base.one"]
+    assert "one.txt" in git(repo, "ls-tree", "-r", "--name-only", branch).split()
