@@ -61,7 +61,7 @@ def list_command(workdir: ExistingWorkdir = Path("."), json_output: JsonOutput =
             session.id,
             one_line(shown(session.name)),
             format_time(session.created_at),
-            status,
+            one_line(shown(status)),  # it quotes an agent's question
             describe_counts(_counts_now(session, status)),
             f"{session.total_tokens:,}",
             format_cost(session.cost_usd, session.unpriced_calls),

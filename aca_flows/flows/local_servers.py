@@ -150,8 +150,11 @@ class LocalServer:
         # `prefect server start`, its SQLite writes begun at once (flows/server_app.py).
         command = [sys.executable, "-m", "aca_flows.flows.server_app", "server", "start"]
         command += ["--host", host, "--port", str(port)]
+        # Its UI asks the API where ``PREFECT_UI_API_URL`` says, else at the default port:
+        # the UI of a server on another port showed another server's runs, or none.
+        ui = {} if "PREFECT_UI_API_URL" in os.environ else {"PREFECT_UI_API_URL": url}
         process = spawn_background(
-            command, self.log_file, die_with_parent=False, extra_env=_batched_recorder()
+            command, self.log_file, die_with_parent=False, extra_env={**_batched_recorder(), **ui}
         )
         state = ServerState(process.pid, url, port, str(self.log_file), time.time())
         _write_json(self.state_file, asdict(state))

@@ -46,6 +46,7 @@ from aca_flows.flows.approval import (
     running_again,
     wait_for_input,
 )
+from aca_flows.flows.artifacts import md
 from aca_flows.flows.events import emit_task_event
 from aca_flows.flows.remote_sync import session_resume
 from aca_flows.plan.models import TaskStatus
@@ -281,20 +282,19 @@ def _record(run: ActiveRun, event) -> None:
 
 def _question(run: ActiveRun, task_id: str, outcome: TaskOutcome) -> str:
     task = run.plan.task(task_id)
+    # The agent's words show as text: an image in them was fetched by the reviewer's
+    # browser from wherever the agent, which has no network, chose (a link, a lure).
     if outcome.human_question:
         lines = [
             f"## Task `{task_id}` asks a person",
             "",
-            f"**{task.title}** — the agent asks:",
+            f"**{md(task.title)}** — the agent asks:",
             "",
-            *(f"> {line}" for line in outcome.human_question.splitlines()),
+            *(f"> {md(line)}" for line in outcome.human_question.splitlines()),
         ]
     else:
-        lines = [
-            f"## Task `{task_id}` failed: what now?",
-            "",
-            f"**{task.title}** — {outcome.failure_reason or 'failed'}",
-        ]
+        reason = md(outcome.failure_reason or "failed", keep_code=True)
+        lines = [f"## Task `{task_id}` failed: what now?", "", f"**{md(task.title)}** — {reason}"]
     lines += [
         "",
         "Choose **retry** with a hint for the agent, **skip** (its dependents still run) or "
@@ -305,8 +305,8 @@ def _question(run: ActiveRun, task_id: str, outcome: TaskOutcome) -> str:
     if outcome.summary and outcome.summary != outcome.human_question:
         lines += ["", "### The agent's last answer", "", _fenced(outcome.summary[-OUTPUT_LIMIT:])]
     if outcome.verify_output:
-        lines += ["", f"### `{outcome.verify_command}` said", ""]
-        lines += [_fenced(outcome.verify_output[-OUTPUT_LIMIT:])]
+        said = f"$ {outcome.verify_command}\n{outcome.verify_output[-OUTPUT_LIMIT:]}"
+        lines += ["", "### Its check said", "", _fenced(said)]
     return redact_text("\n".join(lines))  # it leaves aca: an artifact and the form
 
 

@@ -41,6 +41,7 @@ from prefect.states import Cancelled, State
 from prefect.utilities.math import clamped_poisson_interval
 
 from aca_flows._files import readable, readable_data
+from aca_flows._words import shown
 from aca_flows.agent.execute import TaskOutcome, execute_task, make_worktree
 from aca_flows.agent.run_worktrees import RunWorktrees
 from aca_flows.errors import (
@@ -177,10 +178,23 @@ class _NoTracebackForAcaErrors(logging.Filter):
         return True
 
 
+class _NothingATerminalActsOn(logging.Filter):
+    """A run's log lines quote agents and servers (a question, a reason): a character a
+    terminal acts on (an escape sequence that clears the screen or retitles it) is written
+    as its escape, on the terminal and in the UI alike (``_words.shown``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if (safe := shown(message)) != message:
+            record.msg, record.args = safe, None
+        return True
+
+
 # The flow's logger too: a run that lost its server ends by raising ``ServerLost``.
 for _logger in map(logging.getLogger, ("prefect.task_runs", "prefect.flow_runs")):
-    if not any(isinstance(f, _NoTracebackForAcaErrors) for f in _logger.filters):
-        _logger.addFilter(_NoTracebackForAcaErrors())
+    for _filter in (_NoTracebackForAcaErrors, _NothingATerminalActsOn):
+        if not any(isinstance(f, _filter) for f in _logger.filters):
+            _logger.addFilter(_filter())
 
 
 class _RetryStartsAfterBackoff(logging.Filter):

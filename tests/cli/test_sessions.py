@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from uuid import uuid4
 
 import pytest
 from typer.testing import CliRunner
@@ -300,6 +301,32 @@ def test_names_titles_and_reasons_cannot_write_over_the_terminal(tmp_path):
         assert "Nightly\\x1b[2J" in result.output
     assert "Fix\\x1b[8m hidden line" in shown.output
     assert "\\x1b[1A\\x1b[2Kall passed" in shown.output
+
+
+def test_an_agents_question_cannot_write_over_the_terminal_of_the_list_or_the_log(tmp_path):
+    import logging
+
+    from aca_flows.flows import task_run  # noqa: F401  (its filters on Prefect's loggers)
+    from aca_flows.session.events import TaskQuestion
+
+    store = make_session(tmp_path)
+    question = "\x1b]0;PWNED\x07Tabs?\x1b[2J"
+    store.record(TaskQuestion(task_id="feature", question=question, flow_run_id=str(uuid4())))
+
+    listed = invoke("list", "--workdir", str(tmp_path))
+    assert "\x1b" not in listed.output and "asks: \\x1b]0;PWNED\\x07Tabs?" in listed.output
+    # The run's log lines quote it too ("task failed: the agent needs a person ...").
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("prefect.task_runs")
+    logger.addHandler(handler)
+    try:
+        said = "task failed: the agent needs a person to decide: %s"
+        logger.error(said, question, extra={"send_to_api": False})
+    finally:
+        logger.removeHandler(handler)
+    assert records[0].getMessage().endswith("decide: \\x1b]0;PWNED\\x07Tabs?\\x1b[2J")
 
 
 def test_the_runs_last_line_cannot_write_over_the_terminal(tmp_path, capsys):

