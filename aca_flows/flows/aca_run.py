@@ -218,14 +218,13 @@ async def aca_run(
         )
         get_run_logger().error(f"refused: {refused}")
         return Failed(message=f"refused: {refused}")
-    if deployed:
-        refusal = deployment_refusal(parameters)
-        if refusal is None and session_id and not repo:
-            refusal, request = _continued_session(request, session_id)
-        if refusal is not None:
-            # Before the session, git or a provider: a refused run leaves nothing behind.
-            get_run_logger().error(f"refused: {refusal}")
-            return Failed(message=f"refused: {refusal}")
+    refusal = deployment_refusal(parameters) if deployed else None
+    if refusal is None and session_id and not repo:
+        refusal, request = _continued_session(request, session_id, deployed)
+    if refusal is not None:
+        # Before the session, git or a provider: a refused run leaves nothing behind.
+        get_run_logger().error(f"refused: {refusal}")
+        return Failed(message=f"refused: {refusal}")
     # A Ctrl-C to the ``aca`` command that was swallowed on its way here (_startup.py): the
     # run ends before it makes its session, as it would have, had the signal not been lost.
     stop_if_signalled()
@@ -356,17 +355,22 @@ async def aca_run(
     return state
 
 
-def _continued_session(request: RunRequest, given: str) -> tuple[str | None, RunRequest]:
-    """A deployment run's ``session_id`` continues a session of its workdir: the id, or a
-    prefix of one, as everywhere ids are asked for. One that names none is refused: it made
-    a new session of that id, which paid for all the work again."""
+def _continued_session(
+    request: RunRequest, given: str, deployed: bool
+) -> tuple[str | None, RunRequest]:
+    """The session ``session_id`` continues: the id, or a prefix of one, as everywhere ids
+    are asked for (a prefix made a new session of that id, which paid for all the work
+    again). A deployment run's must name one; a direct call's may name a new session (the
+    command line picks its id before the run)."""
     from aca_flows.session.errors import UnknownSessionError
     from aca_flows.session.reading import resolve_session_id
 
     try:
         found = resolve_session_id(Path(request.workdir).expanduser(), given)
     except UnknownSessionError as exc:
-        return f"session_id continues a session of the workdir: {exc}", request
+        if exc.ambiguous or deployed:
+            return f"session_id continues a session of the workdir: {exc}", request
+        return None, request
     return None, request.model_copy(update={"session_id": found})
 
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Iterator
 from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from aca_flows.agent.subtasks import (
     SubtaskProposalError,
@@ -95,6 +96,9 @@ __all__ = [
 _PROSE_WARNING_SAID: ContextVar[bool] = ContextVar("aca_prose_warning_said", default=False)
 
 
+SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
 class RunRequest(BaseModel):
     """The flow's parameters, validated."""
 
@@ -111,6 +115,8 @@ class RunRequest(BaseModel):
     max_concurrent: int | None = Field(default=None, ge=1, le=64)
     budget_usd: float | None = Field(default=None, gt=0)
     session_id: str | None = None
+    """Of a session to continue, or of the new one (letters, digits, ``.``, ``-``, ``_``: it
+    names a folder under ``.aca/sessions`` and a branch)."""
     session_name: str | None = None
     context: list[str] = Field(default_factory=list)
     append_system_prompt: str | None = None
@@ -124,6 +130,16 @@ class RunRequest(BaseModel):
     github_repo: str | None = None
     repo: str | None = None
     """The ``--repo`` URL the run works on (its checkout is ``workdir`` by now)."""
+
+    @field_validator("session_id")
+    @classmethod
+    def _a_name_not_a_path(cls, value: str | None) -> str | None:
+        # "../x" or "/tmp/x" wrote a session record outside .aca before git refused it.
+        if value is not None and (not SESSION_ID.fullmatch(value) or ".." in value):
+            raise ValueError(
+                f"{value!r} is no session id: use letters, digits, '.', '-' and '_' only"
+            )
+        return value
 
 
 def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:

@@ -85,6 +85,19 @@ def test_rerunning_the_session_makes_no_provider_call(tmp_path, repo, anthropic_
     assert again["status"] == "completed"
     assert len(anthropic_fake.anthropic.requests) == calls
     assert task_commits(repo, first["branch"]) == ["a", "b"]
+    # A prefix of the id, as everywhere ids are asked for: it made a new session of that id,
+    # which paid for every task again.
+    prefix = first["session_id"][:-3]
+    by_prefix = run(tasks, repo, session_id=prefix).summary
+    assert by_prefix["session_id"] == first["session_id"]
+    assert len(anthropic_fake.anthropic.requests) == calls
+    # A path is no session id: "../x" wrote a session record outside .aca before refused.
+    for path in ("../../stray", str(tmp_path / "abs"), "a/b", ".."):
+        outcome = run(tasks, repo, session_id=path)
+        assert outcome.state_name == "Failed" and outcome.summary is None, path
+    assert not (tmp_path / "stray").exists() and not (tmp_path / "abs").exists()
+    assert not (repo / ".aca" / "meta").exists() and not (repo / ".aca" / "sessions" / "a").exists()
+    assert [p.name for p in (repo / ".aca" / "sessions").iterdir()] == [first["session_id"]]
 
 
 def test_concurrency_is_bounded(tmp_path, repo, anthropic_fake):
