@@ -62,11 +62,13 @@ async def drive_plan(
     """Run the plan's tasks to an end: admission in dependency and priority order, at most
     ``max_concurrent`` at once, each settled into the session; returns the run's summary."""
     logger = get_run_logger()
+    # Skips this run decides are told (the session, aca.task.skipped); those of earlier runs
+    # that stand (a task left out, in the file or at an approval) were told then. Read before
+    # the DAG settles: the dependents of a task an answer left to a killed run failed are
+    # skipped by this run (they stayed pending in the session, Skipped in Prefect).
+    recorded_skips = {t.id for t in run.plan.tasks if t.status.state == "skipped"}
     dag = DagProgress(run.plan)
     states: dict[str, State] = {}
-    # Skips this run decides are told (the session, aca.task.skipped); those of earlier runs
-    # that stand (a task left out, in the file or at an approval) were told then.
-    recorded_skips = {t.id for t in run.plan.tasks if t.status.state == "skipped"}
     limit = run.config.session.max_concurrent_tasks
     budget = run.config.session.budget_usd
     policy = CheckpointPolicy.from_config(run.config.session)

@@ -241,6 +241,7 @@ async def take_answer_left(run: ActiveRun) -> None:
     if answer.action == "skip":
         task.status = TaskStatus(state="skipped", reason=f"skipped after it failed: {reason}")
         run.store.task_skipped(task_id, task.status.reason)
+        emit_task_event(run.store, task_id, "skipped", task.status.reason)
     else:
         task.status = TaskStatus(state="failed", reason=reason)
         run.store.task_failed(task_id, reason)

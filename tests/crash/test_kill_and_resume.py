@@ -286,8 +286,9 @@ def test_a_run_killed_while_it_waits_for_approval_is_crashed_on_resume(
     assert sorted(s.type.value for s in states.values()) == ["COMPLETED", "CRASHED"]
 
 
+@pytest.mark.parametrize("action", ["retry", "fail", "skip"])
 def test_an_answer_given_in_the_ui_to_a_run_killed_while_it_waited_is_taken_by_the_resume(
-    aca, repo, llm, tmp_path, prefect_api
+    action, aca, repo, llm, tmp_path, prefect_api
 ):
     # Prefect takes the answer (the flow run goes Running) with nothing left to act on it: the
     # resume paid for the task again without the hint, and asked the same question again.
@@ -308,21 +309,56 @@ def test_an_answer_given_in_the_ui_to_a_run_killed_while_it_waited_is_taken_by_t
     (waiting,) = wait_for(lambda: paused_runs() or proc.poll(), WAIT, "the paused flow run")
     kill_group(proc)
     with temporary_settings({PREFECT_API_URL: prefect_api}), get_client(sync_client=True) as c:
-        c.resume_flow_run(waiting.id, run_input={"action": "retry", "hint": "use tabs"})
+        c.resume_flow_run(waiting.id, run_input={"action": action, "hint": "use tabs"})
 
     code, out, err = aca.run("resume", session.name, "--json", name="resume", **asks)
 
-    assert code == 0, err
-    assert json.loads(out.strip().splitlines()[-1])["status"] == "completed"
     assert "the answer given in the Prefect UI to the run that died" in err
     answered = [e for e in journal(session) if e["type"] == "task_answered"]
-    assert [(e["task_id"], e["action"], e["hint"]) for e in answered] == [
-        ("a", "retry", "use tabs")
-    ]
-    hinted = [
-        r for r in llm.anthropic.requests if "Hint from a reviewer: use tabs" in task_of(r)[2]
-    ]
-    assert hinted and sum(e["type"] == "task_question" for e in journal(session)) == 1
+    assert [(e["task_id"], e["action"]) for e in answered] == [("a", action)]
+    summary = json.loads(out.strip().splitlines()[-1])
+    if action == "retry":
+        assert code == 0 and summary["status"] == "completed", err
+        hinted = [
+            r for r in llm.anthropic.requests if "Hint from a reviewer: use tabs" in task_of(r)[2]
+        ]
+        assert hinted and sum(e["type"] == "task_question" for e in journal(session)) == 1
+        return
+    # Settled as a live answer settles it: a failed task's dependent is skipped in the
+    # session as in Prefect (it stayed pending), and each says so on Prefect's events.
+    skipped = [e["task_id"] for e in journal(session) if e["type"] == "task_skipped"]
+    if action == "fail":
+        assert code == 1 and summary["counts"] == {"failed": 1, "skipped": 1}, summary
+        assert skipped == ["b"]
+        expected = {("aca.task.failed", "a"), ("aca.task.skipped", "b")}
+    else:
+        assert code == 0 and summary["counts"] == {"skipped": 1, "completed": 1}, summary
+        assert skipped == ["a"]
+        expected = {("aca.task.skipped", "a")}
+    told = wait_for(lambda: expected <= task_events(prefect_api, session.name), WAIT, "events")
+    assert told
+
+
+def task_events(api: str, session_id: str) -> set[tuple[str, str]]:
+    """aca's task events of the session on the server: (event, task id)."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventResourceFilter
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    prefix = f"aca.task.{session_id}."
+
+    async def read():
+        async with get_client() as client:
+            page = await client.read_events(
+                EventFilter(resource=EventResourceFilter(id_prefix=[prefix])), limit=50
+            )
+        return page.events
+
+    with temporary_settings({PREFECT_API_URL: api}):
+        events = asyncio.run(read())
+    return {(e.event, e.resource.id.removeprefix(prefix)) for e in events}
 
 
 def test_a_reviewers_hint_outlives_a_run_killed_while_the_task_retried_with_it(
