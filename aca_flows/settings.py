@@ -16,9 +16,13 @@ from aca_flows.session.secret_names import PROVIDER_KEY_VARIABLES
 
 __all__ = ["AcaConfig", "ModelPrice"]
 
+# The longest wait a setting may ask for: it becomes a date, and "1e12 s" was none.
+YEAR_SECONDS = 366 * 86_400
+
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # inf passed validation and the dry run, then ended the run in a traceback.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class SessionSection(Section):
@@ -44,7 +48,7 @@ class SessionSection(Section):
         description="Longest wait before retrying a call (retry-after too), and longest "
         "a server's pause holds the provider's other calls.",
     )
-    checkpoint_interval_minutes: float = Field(default=30, gt=0)
+    checkpoint_interval_minutes: float = Field(default=30, gt=0, le=YEAR_SECONDS / 60)
     checkpoint_every_tasks: int = Field(default=5, ge=1)
     interrupt_grace_seconds: float = Field(default=30, ge=0)
 
@@ -174,7 +178,10 @@ class DeploymentsSection(Section):
 
 class ApprovalSection(Section):
     timeout_seconds: float = Field(
-        default=86_400, gt=0, description="How long a run waits for approval of its plan."
+        default=86_400,
+        gt=0,
+        le=YEAR_SECONDS,
+        description="How long a run waits for approval of its plan (at most a year).",
     )
     on_timeout: Literal["reject", "approve"] = Field(
         default="reject", description="The decision taken when nobody answered in time."

@@ -306,6 +306,11 @@ def test_a_config_saved_with_a_byte_order_mark_is_read(tmp_path):
         ("[session]\nbudget_usd = inf\n", {}, "session.budget_usd"),
         ("", {"ACA_SESSION__BUDGET_USD": "inf"}, "session.budget_usd"),
         ("[session]\nmodel = ''\n", {}, "session.model"),
+        # Passed the dry run, then ended the run in a traceback: a wait becomes a date.
+        ("[session]\ncheckpoint_interval_minutes = inf\n", {}, "checkpoint_interval_minutes"),
+        ("", {"ACA_SESSION__CHECKPOINT_INTERVAL_MINUTES": "1e300"}, "checkpoint_interval"),
+        ("[approval]\ntimeout_seconds = inf\n", {}, "approval.timeout_seconds"),
+        ("", {"ACA_APPROVAL__TIMEOUT_SECONDS": "1e12"}, "approval.timeout_seconds"),
     ],
 )
 def test_a_budget_of_infinity_or_an_empty_model_is_refused_wherever_set(

@@ -64,7 +64,9 @@ async def run_setup_commands(
         where = cwd.relative_to(worktree.path.resolve())
         line = command.command
         if where != Path("."):
-            line = f"cd {shlex.quote(str(where))} && {line}"
+            # `cd dir && command`: with no such folder only the first command was skipped,
+            # the rest ran in the worktree's root and the setup "passed".
+            line = f"cd {shlex.quote(str(where))} || exit 1\n{line}"
         network, withheld = task_network, []
         if command.network is False:
             network = False

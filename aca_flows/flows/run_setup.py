@@ -78,7 +78,7 @@ from aca_flows.workspace import (
     record_landed_task,
 )
 from aca_flows.workspace.commit import completed_task_commits
-from aca_flows.workspace.repository import remove_stale_branch_lock
+from aca_flows.workspace.repository import refuse_a_branch_named_aca, remove_stale_branch_lock
 
 if TYPE_CHECKING:
     from aca_flows.plan.intelligent import IntelligentParse
@@ -188,6 +188,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         _warn(line)
     config = loaded.config
     repo = open_repository(workdir, init_git=request.init_git)
+    refuse_a_branch_named_aca(repo)
     if resuming:
         refuse_lost_work(repo, recorded)
         names = providers_left(recorded.plan, config.session.provider)

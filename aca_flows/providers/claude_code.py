@@ -296,7 +296,9 @@ class ClaudeCodeProvider:
             # repository's config without credentials: sandbox/git_shadow.py).
             first = opts.get("bin_folders", ())
             env["PATH"] = os.pathsep.join(p for p in (*first, env.get("PATH")) if p)
-        env = {**quiet_environment(os.environ), **env}
+        # A background shell of its Bash kept claude running after its answer (aca waited
+        # for good), then made a turn of its own whose answer replaced the agent's.
+        env = {**quiet_environment(os.environ), **env, "CLAUDE_CODE_DISABLE_BACKGROUND_TASKS": "1"}
         if scratch:
             env["TMPDIR"] = scratch
             if bash_sandbox:  # the /tmp of its commands (``bwrap_with_homes_read_only``)

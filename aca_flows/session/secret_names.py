@@ -102,7 +102,8 @@ def is_secret_variable(name: str) -> bool:
     name containing KEY, TOKEN, SECRET, PASSWORD or CREDENTIAL, or one with a part that
     names a credential as it ends (``MYSQL_PWD``, ``DB_PASS``, ``CI_JOB_JWT``, ``SENTRY_DSN``,
     ``BASIC_AUTH``; not ``AUTH_URL`` or ``JWT_ISSUER``) or anywhere (``..._AUTH_STRING``,
-    ``..._AUTH_HEADER``, ``SLACK_WEBHOOK_URL``, ``..._CONNECTION_STRING``). Commands run
+    ``..._AUTH_HEADER``, ``SLACK_WEBHOOK_URL``, ``..._CONNECTION_STRING``), or any name
+    ``names_a_credential`` reads as one (``GPG_PASSPHRASE``, ``AUTHORIZATION``). Commands run
     without these when the sandbox is off (``sandbox.clean_environment``); their values are
     redacted (``secret_values``)."""
     upper = name.upper()
@@ -110,10 +111,9 @@ def is_secret_variable(name: str) -> bool:
         return True
     if upper in _NOT_SECRET_VARIABLES:
         return False
-    # Last, these name the credential itself (AUTH_URL, JWT_ISSUER, PASS_MIN_LEN do not).
-    return upper.rsplit("_", 1)[-1] in _SECRET_LAST_PARTS or any(
-        phrase in upper for phrase in _SECRET_PHRASES
-    )
+    # The rule of the redactor and the docs too: GPG_PASSPHRASE, AUTHORIZATION were taken
+    # for plain settings, and their values were sent to the model and committed.
+    return names_a_credential(name)
 
 
 def names_a_location(upper_name: str, value: str) -> bool:

@@ -112,7 +112,14 @@ def _plain_secrets(environ: Mapping[str, str]) -> dict[str, str | None]:
             and not names_a_location(name.upper(), value)
         ):
             found[value] = name
+        # The password of a URL's user (DATABASE_URL=postgres://app:PASSWORD@db/app), in
+        # any variable: the records redacted it by its shape, the saved patch kept it.
+        elif (password := _URL_PASSWORD.match(value)) and len(password[1]) >= MIN_NAMED_SECRET:
+            found[password[1]] = name
     return found
+
+
+_URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:([^@/\s]+)@")
 
 
 def _with_forms(values: set[str]) -> list[str]:

@@ -40,6 +40,7 @@ __all__ = [
     "is_ancestor",
     "open_repository",
     "read_commit",
+    "refuse_a_branch_named_aca",
     "remove_stale_branch_lock",
     "require_repository",
     "secrets_left_out",
@@ -154,8 +155,20 @@ def require_repository(workdir: Path, *, init_git: bool = False) -> None:
     workdir = Path(workdir)
     if init_git and not _in_a_repository(workdir):
         return
-    if not _top_level_repository(workdir, init_git=False).head.is_valid() and not init_git:
+    repo = _top_level_repository(workdir, init_git=False)
+    if not repo.head.is_valid() and not init_git:
         raise _no_commit(workdir)
+    refuse_a_branch_named_aca(repo)
+
+
+def refuse_a_branch_named_aca(repo: git.Repo) -> None:
+    """A branch ``aca`` leaves git no room for the session branches: every run ended in a
+    traceback after its session was made (a failed session each time)."""
+    if ref_exists(repo, "refs/heads/aca"):
+        raise WorkspaceError(
+            "the branch `aca` exists, so git cannot make aca's session branches (aca/<id>) "
+            "beside it: rename it (`git branch -m aca aca-branch`), then run again."
+        )
 
 
 def _in_a_repository(path: Path) -> bool:

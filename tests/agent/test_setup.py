@@ -117,6 +117,17 @@ def test_files_setup_leaves_for_git_fail_the_task_naming_them(tmp_path, repo):
     assert provider.history == []
 
 
+def test_a_working_dir_the_worktree_does_not_have_fails_the_setup(tmp_path, repo):
+    # A typo of "frontend": its first command was skipped, the rest ran in the root, passed.
+    command = "echo first > first.txt\necho second > second.txt"
+    setup = [SetupCommand(name="build", command=command, working_dir="fronted")]
+    outcome = run_task(tmp_path, setup, agent_writing_done())
+
+    assert outcome.status == "failed" and "setup command 'build'" in outcome.failure_reason
+    assert "can't cd to fronted" in outcome.failure_reason
+    assert not [r for r in setup_records(tmp_path) if r["passed"]]
+
+
 def test_a_working_dir_outside_the_worktree_is_refused(tmp_path, repo):
     setup = [SetupCommand(name="out", command="true", working_dir="../..")]
     provider = ScriptedProvider()

@@ -657,3 +657,18 @@ def test_a_resume_given_a_config_file_that_does_not_exist_is_refused_before_pref
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert f"config file {tmp_path / 'nope.toml'} does not exist" in err
+
+
+def test_a_branch_named_aca_is_refused_before_anything_is_made(tmp_path, capsys):
+    # It leaves git no room for aca/<id>: every run ended in a traceback and a failed session.
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text('- [ ] A {#a verify="test -f a.txt"}\n')
+    repo = make_repo(tmp_path / "repo")
+    subprocess.run(["git", "-C", str(repo), "branch", "aca"], check=True)
+
+    for args in (["--dry-run"], []):
+        assert main(["run", str(tasks), *args, "--workdir", str(repo)]) == 2
+        err = capsys.readouterr().err
+        assert "the branch `aca` exists" in err and "git branch -m aca" in err
+        assert "Traceback" not in err
+    assert not (repo / ".aca" / "sessions").exists()

@@ -96,6 +96,26 @@ def test_claude_code_writes_a_file_and_reports_usage_and_every_step(
     assert "Claude" in system.replace("Commit nothing; aca commits for you.", "")
 
 
+def test_a_command_the_agent_starts_in_the_background_does_not_outlive_its_answer(
+    claude_env, llm_server, tmp_path
+):
+    # Claude Code's Bash kept a background command running after the agent's answer: aca
+    # waited for the claude process for good, and when the command ended claude made a turn
+    # of its own whose answer replaced the agent's.
+    worktree = tmp_path / "worktree"
+    worktree.mkdir()
+    late = worktree / "late.txt"
+    background = {"command": f"sleep 3; echo late > {late}", "run_in_background": True}
+    llm_server.anthropic.enqueue(tool_calls=[{"name": "Bash", "arguments": background}])
+    llm_server.anthropic.enqueue(text="NO CHANGE NEEDED: nothing to do")
+    llm_server.anthropic.enqueue(text="The background command finished.")
+
+    response = run(_provider().complete(_request(worktree, "Look around")))
+
+    assert response.text == "NO CHANGE NEEDED: nothing to do"
+    assert len(llm_server.anthropic.requests) == 2
+
+
 def test_what_claude_writes_to_stderr_is_a_step_of_the_task_not_a_line_on_the_terminal(
     claude_env, llm_server, tmp_path, capfd, monkeypatch
 ):

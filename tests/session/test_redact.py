@@ -651,6 +651,9 @@ def test_a_known_secret_is_redacted_as_urls_and_json_write_it():
         "AZURE_STORAGE_CONNECTION_STRING",
         "BASIC_AUTH",
         "PROXY_AUTH_HEADER",
+        "GPG_PASSPHRASE",
+        "AUTHORIZATION",
+        "PROXY_AUTHORIZATION",
     ],
 )
 def test_variables_named_for_a_credential_are_secret(name):
@@ -684,6 +687,16 @@ def test_variables_named_for_a_credential_are_secret(name):
 )
 def test_working_folders_sockets_and_authors_are_not_secret(name):
     assert not is_secret_variable(name)
+
+
+def test_the_password_in_a_url_a_variable_holds_is_a_secret(tmp_path):
+    # Redacted in the task log by its shape, it was kept in the saved patch and committed.
+    from aca_flows.session.secret_values import secret_values
+
+    url = "postgres://app:Db9vKq2LmX7tR4wZ8nP3@db.internal:5432/app"
+    assert "Db9vKq2LmX7tR4wZ8nP3" in secret_values({"DATABASE_URL": url})
+    said = "password: Db9vKq2LmX7tR4wZ8nP3"
+    assert redact_text(said, environ={"DATABASE_URL": url}) == f"password: {REDACTED}"
 
 
 def test_an_account_key_in_a_connection_string_is_redacted():
