@@ -147,9 +147,28 @@ def _hidden_from_the_agent(target: Path, root: Path) -> str | None:
             timeout=30,
             check=False,
         )
-    except (OSError, subprocess.TimeoutExpired):  # no git, or none that answers: no repository
-        return None
-    return "a file git ignores" if ignored.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired):  # no git, or none that answers
+        ignored = None
+    if ignored is not None and ignored.returncode == 0:
+        return "a file git ignores"
+    if (ignored is None or ignored.returncode == 128) and _a_secrets_file(target.name):
+        # In no repository (a folder of nightly task files beside the jobs' .env), no ignore
+        # rule says so: the file was attached and its key sent to the model as it was.
+        return "a file of the kind secrets are kept in"
+    return None
+
+
+def _a_secrets_file(name: str) -> bool:
+    """Whether ``name`` is one ``--init-git`` keeps out of a first commit (``.env``, keys)."""
+    from fnmatch import fnmatchcase
+
+    from aca_flows.workspace.repository import SECRET_PATTERNS
+
+    kept = [p[1:] for p in SECRET_PATTERNS if p.startswith("!")]
+    left_out = [p for p in SECRET_PATTERNS if not p.startswith("!")]
+    return any(fnmatchcase(name, p) for p in left_out) and not any(
+        fnmatchcase(name, p) for p in kept
+    )
 
 
 def refuse_private_key(text: str, path: str, referrer: Path | str) -> None:

@@ -324,6 +324,21 @@ def test_files_the_agent_never_sees_are_not_sent_to_its_model_by_a_reference(tmp
     assert attached == [".env", "notes.md"]
 
 
+def test_a_secrets_file_beside_a_task_file_in_no_repository_is_not_sent(tmp_path):
+    # No ignore rule says so outside a repository: the jobs' .env was attached, and its key
+    # and password reached the model as they were.
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / ".env").write_text("OPENAI_API_KEY=sk-proj-canary\n")
+    (jobs / ".env.example").write_text("OPENAI_API_KEY=\n")
+    (jobs / "notes.md").write_text("what to do\n")
+    with pytest.raises(TaskFileError, match="'.env' is a file of the kind secrets are kept in"):
+        load_task_file(write(jobs, "- A -> .env\n"))
+    plan = load_task_file(write(jobs, "- B -> .env.example\n- D -> notes.md\n"))
+    attached = [ref.path for task in plan.tasks for ref in task.metadata.file_refs]
+    assert attached == [".env.example", "notes.md"]
+
+
 def test_a_file_the_user_s_own_excludes_ignore_is_not_sent_either(tmp_path, monkeypatch):
     # git read no ~/.config/git/ignore: the check ran without HOME.
     home = tmp_path / "home"
