@@ -10,6 +10,7 @@ usage limit, or the plan rejected at approval (resumable); 4 every task done, bu
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 __all__ = ["interrupt_inside", "main", "print_json_error"]
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     as_json = "--json" in (sys.argv[1:] if argv is None else argv)
     if argv is None:
         _closed_streams_to_nowhere()
+        _streams_that_take_any_text()
     try:
         code = None if argv is not None else _run_warm(sys.argv[1:])
         if code is None:
@@ -62,6 +64,15 @@ def main(argv: list[str] | None = None) -> int:
 
         exit_process(code)  # without the interpreter's teardown: the prompt comes back sooner
     return code
+
+
+def _streams_that_take_any_text() -> None:
+    """A character the terminal's encoding lacks (an em dash in a title, on an ASCII or
+    latin-1 locale) is written as its escape: the summary of a completed run raised, and the
+    run exited 1 with a traceback."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def _closed_streams_to_nowhere() -> None:

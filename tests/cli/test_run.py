@@ -672,3 +672,18 @@ def test_a_branch_named_aca_is_refused_before_anything_is_made(tmp_path, capsys)
         assert "the branch `aca` exists" in err and "git branch -m aca" in err
         assert "Traceback" not in err
     assert not (repo / ".aca" / "sessions").exists()
+
+
+def test_a_terminal_without_utf_8_gets_escapes_not_a_traceback(tmp_path):
+    # An em dash in a title on an ASCII or latin-1 terminal: the summary of a completed run
+    # raised, and the run exited 1 with a traceback (a dry run too).
+    repo = make_repo(tmp_path / "repo")
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text('# Plain\n\n- [ ] make it \u2014 with a dash {#x verify="true"}\n')
+    ran = subprocess.run(
+        [sys.executable, "-m", "aca_flows", "run", str(tasks), "--dry-run", "-w", str(repo)],
+        env={**os.environ, "PYTHONIOENCODING": "ascii", "ACA_WARM_RUNNER": "off"},
+        capture_output=True,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert b"Traceback" not in ran.stderr and b"make it \\u2014 with a dash" in ran.stdout
