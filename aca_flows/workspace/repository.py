@@ -137,8 +137,10 @@ def open_repository(workdir: Path, *, init_git: bool = False) -> git.Repo:
     """
     workdir = Path(workdir)
     repo = _top_level_repository(workdir, init_git=init_git)
-    if not repo.head.is_valid() and not init_git:
-        raise _no_commit(workdir)  # before .git/info/exclude is written: a refusal writes nothing
+    if not repo.head.is_valid():
+        _refuse_what_git_refuses(repo)
+        if not init_git:
+            raise _no_commit(workdir)  # before .git/info/exclude: a refusal writes nothing
     ensure_excluded(repo)
     if not repo.head.is_valid():
         # Made now or before (`git init`, nothing committed): this commit is the first, and
@@ -156,9 +158,31 @@ def require_repository(workdir: Path, *, init_git: bool = False) -> None:
     if init_git and not _in_a_repository(workdir):
         return
     repo = _top_level_repository(workdir, init_git=False)
-    if not repo.head.is_valid() and not init_git:
-        raise _no_commit(workdir)
+    if not repo.head.is_valid():
+        _refuse_what_git_refuses(repo)
+        if not init_git:
+            raise _no_commit(workdir)
     refuse_a_branch_named_aca(repo)
+
+
+def _refuse_what_git_refuses(repo: git.Repo) -> None:
+    """A repository git will not work in (another user's: "dubious ownership") has no HEAD
+    for GitPython either: it was called one with no commits yet, and ``--init-git`` ended in
+    a traceback."""
+    try:
+        repo.git.rev_parse("--git-dir")
+    except git.GitCommandError as refused:
+        if "dubious ownership" in str(refused.stderr):
+            top = repo.working_tree_dir
+            raise WorkspaceError(
+                f"git refuses the repository {top}: it belongs to another user. Run `git "
+                f"config --global --add safe.directory {shlex.quote(str(top))}`, or run aca as "
+                "its owner."
+            ) from None
+        raise WorkspaceError(
+            f"git refuses the repository {repo.working_tree_dir}: "
+            f"{' '.join(str(refused.stderr).split())}"
+        ) from None
 
 
 def refuse_a_branch_named_aca(repo: git.Repo) -> None:

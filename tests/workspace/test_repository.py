@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -18,7 +19,12 @@ from aca_flows.workspace import (
     open_repository,
     session_branch_head,
 )
-from aca_flows.workspace.repository import git_meanwhile, read_commit, secrets_left_out
+from aca_flows.workspace.repository import (
+    git_meanwhile,
+    read_commit,
+    require_repository,
+    secrets_left_out,
+)
 
 
 def make_user_repo(path: Path) -> git.Repo:
@@ -208,3 +214,19 @@ def test_a_git_command_run_meanwhile_gives_its_output_or_its_error(tmp_path):
     missing = git_meanwhile(repo.git, "show", "HEAD:does-not-exist")
     with pytest.raises(git.GitCommandError, match="does-not-exist"), missing as shown:
         shown()
+
+
+def test_a_repository_of_another_user_is_named_as_git_refuses_it(tmp_path):
+    # git refuses it ("dubious ownership"): aca called it one with no commits yet and
+    # suggested --init-git, which ended in a traceback.
+    make_user_repo(tmp_path / "repo")
+    for path in [tmp_path / "repo", *(tmp_path / "repo").rglob("*")]:
+        os.chown(path, 65534, 65534, follow_symlinks=False)
+
+    for init_git in (False, True):
+        with pytest.raises(WorkspaceError) as refused:
+            require_repository(tmp_path / "repo", init_git=init_git)
+        assert "belongs to another user" in str(refused.value)
+        assert "git config --global --add safe.directory" in str(refused.value)
+        with pytest.raises(WorkspaceError, match="belongs to another user"):
+            open_repository(tmp_path / "repo", init_git=init_git)
