@@ -63,6 +63,15 @@ def main() -> None:
             seconds = timed(functools.partial(load_task_file, source))
             print(f"load {items:>6,} items, ids made:      {seconds:.3f} s")
 
+    with tempfile.TemporaryDirectory() as tmp:
+        # One item line of what links and code spans start with: read in linear time (it
+        # took each start of one to the line's end: 200 KB ran past a minute).
+        for name, unit in (("[", "["), ("`", "`"), ("[x](", "[x](")):
+            source = Path(tmp) / "line.md"
+            source.write_text("# P\n\n- " + unit * (200_000 // len(unit)) + " {#a}\n")
+            seconds = timed(functools.partial(load_task_file, source))
+            print(f"a 200 KB item line of {name!r:<8}      {seconds:.3f} s")
+
     aca = Path(sys.executable).with_name("aca")
     help_run = [str(aca), "--help"]
     runs = [timed(lambda: subprocess.run(help_run, capture_output=True)) for _ in range(5)]

@@ -211,6 +211,18 @@ def test_a_link_in_a_code_span_of_a_title_is_text_not_a_file(tmp_path):
     assert [ref.content for ref in task.metadata.file_refs] == ["the spec text"]
 
 
+def test_code_spans_and_links_of_a_title_are_found_as_commonmark_finds_them(tmp_path):
+    # Read in linear time now (a 200 KB line of "[" or backticks took minutes): the same spans.
+    (tmp_path / "spec.md").write_text("the spec")
+    (tmp_path / "notes.md").write_text("the notes")
+    title = "A `` a ` [x](spec.md) `` b ``` [y](spec.md) and ` lone [s](notes.md) [[z]]"
+    plan = load_task_file(write(tmp_path, f"- {title}\n"))
+    (task,) = plan.tasks
+    # An unclosed run of three backticks and a lone one are text: the links after them attach.
+    assert task.title == "A `` a ` [x](spec.md) `` b ``` y and ` lone s [[z]]"
+    assert [ref.content for ref in task.metadata.file_refs] == ["the spec", "the notes"]
+
+
 def test_a_link_with_a_title_or_in_angle_brackets_attaches_its_file(tmp_path):
     # Both forms attached nothing, silently, even for a file that did not exist.
     (tmp_path / "spec.md").write_text("the spec")
