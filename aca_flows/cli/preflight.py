@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from aca_flows.cli.options import (
@@ -28,6 +29,7 @@ __all__ = [
     "refuse_what_asks_no_one",
     "require_providers_here",
     "require_the_runs_workdir",
+    "require_writable_home",
     "require_writable_workdir",
 ]
 
@@ -143,6 +145,7 @@ def preflight(
     from aca_flows.workspace import open_repository
 
     require_the_runs_workdir(options)  # a missing repository is named first
+    require_writable_home()
     # Every refusal before --init-git creates anything: a refused run leaves nothing behind.
     require_providers_here(names, config, models)
     check_sandbox(config.sandbox, claude_code="claude-code" in names)
@@ -185,6 +188,20 @@ def _say_secrets_left_out(repo) -> None:
         )
 
 
+def require_writable_home() -> None:
+    """Refuse a home aca cannot keep its state in (``~/.aca``: rate limits, plan seals, its
+    server): a read-only HOME failed each task after its paid call, or in a traceback."""
+    home = Path.home() / ".aca"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=home).close()
+    except OSError as exc:
+        raise InputError(
+            f"aca keeps its state in {home}, which cannot be written ({exc.strerror}): set "
+            "HOME to a writable folder."
+        ) from None
+
+
 def require_writable_workdir(workdir: Path) -> None:
     """Refuse a workdir aca cannot write its session (``.aca/``) and branch (``.git/``) to:
     found inside the run, it was a traceback and exit 1."""
@@ -193,11 +210,12 @@ def require_writable_workdir(workdir: Path) -> None:
     if problem := linked_aca_folder(workdir):  # the run's own refusal, before a dry run says yes
         raise InputError(problem)
     aca = workdir / ".aca"
-    if aca.exists() and not aca.is_dir():
-        raise InputError(
-            f"{aca} is a file, but aca keeps its sessions in a folder of that name; move the "
-            "file away and run again."
-        )
+    for folder in (aca, aca / "sessions", aca / "worktrees"):
+        if folder.exists() and not folder.is_dir():
+            raise InputError(
+                f"{folder} is a file, but aca keeps its sessions in a folder of that name; "
+                "move the file away and run again."
+            )
     for folder in (workdir, aca, workdir / ".git"):
         if folder.is_dir() and not os.access(folder, os.W_OK):
             raise InputError(

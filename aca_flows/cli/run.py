@@ -22,6 +22,7 @@ from aca_flows.cli.preflight import (
     refuse_what_asks_no_one,
     require_providers_here,
     require_the_runs_workdir,
+    require_writable_home,
 )
 from aca_flows.cli.run_summary import show_summary
 from aca_flows.cli.working_area import checkout_remote, clone_removed_if_refused, working_area_of
@@ -198,6 +199,7 @@ def _prepare(options: RunOptions) -> int | None:
     check_provider_names(names)
     if plan is not None and options.dry_run:
         require_the_runs_workdir(options)  # a dry run passes no workdir the run refuses
+        require_writable_home()
         refuse_what_asks_no_one(names, config, plan)
         _dump_if_asked(plan, options)
         show_dry_run(plan, options)

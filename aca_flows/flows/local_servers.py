@@ -129,7 +129,13 @@ class LocalServer:
         """The server, started unless one runs, and whether this call started it."""
         from aca_flows.workspace.file_lock import FileLock
 
-        self.home.mkdir(parents=True, exist_ok=True)
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a read-only HOME: a traceback
+            raise InputError(
+                f"aca keeps its server's state in {self.home}, which cannot be written "
+                f"({exc.strerror}): set HOME to a writable folder."
+            ) from None
         # Two `aca server start` at once both found none and started one each: the second's
         # server.json named a server that could not bind, and the first's ran on, orphaned
         # (`aca server stop` missed it; the next start called the port another program's).

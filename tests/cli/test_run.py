@@ -687,3 +687,31 @@ def test_a_terminal_without_utf_8_gets_escapes_not_a_traceback(tmp_path):
     )  # fmt: skip
     assert ran.returncode == 0, ran.stderr
     assert b"Traceback" not in ran.stderr and b"make it \\u2014 with a dash" in ran.stdout
+
+
+def test_a_home_aca_cannot_write_in_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
+    # The run paid for its first call, then failed the task writing ~/.aca/rate_limits;
+    # `aca server start` ended in a traceback.
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text('- [ ] A {#a verify="test -f a.txt"}\n')
+    repo = make_repo(tmp_path / "repo")
+    home = tmp_path / "home"
+    home.write_text("a file, not a folder")
+    monkeypatch.setenv("HOME", str(home))
+
+    for args in (["run", str(tasks), "--dry-run", "-w", str(repo)], ["server", "start"]):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert f"{home}/.aca" in err and "set HOME to a writable folder" in err, err
+
+
+@pytest.mark.parametrize("folder", ["sessions", "worktrees"])
+def test_a_file_where_aca_keeps_a_folder_is_named(tmp_path, capsys, folder):
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text('- [ ] A {#a verify="test -f a.txt"}\n')
+    repo = make_repo(tmp_path / "repo")
+    (repo / ".aca").mkdir()
+    (repo / ".aca" / folder).write_text("")
+
+    assert main(["run", str(tasks), "--dry-run", "-w", str(repo)]) == 2
+    assert f".aca/{folder} is a file" in capsys.readouterr().err
