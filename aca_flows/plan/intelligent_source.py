@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aca_flows.plan.builder import TaskTreeBuilder
-from aca_flows.plan.markdown_loader import LINK, arrow_references, linked_file
+from aca_flows.plan.markdown_loader import LINK, arrow_references, linked_file, markdown_lines
 from aca_flows.plan.models import ExecutionPlan
 from aca_flows.plan.source import read_text_file
 
@@ -77,7 +77,7 @@ def read_parse_source(path: Path) -> ParseSource:
             references[reference] = builder.file_ref(reference).content or ""
 
     in_fence = False
-    for raw in text.splitlines():
+    for raw in markdown_lines(text):
         if _FENCE.match(raw):
             in_fence = not in_fence
             continue
@@ -107,7 +107,7 @@ def source_items(text: str) -> list[SourceItem]:
             items.append(SourceItem(block_start, "paragraph", " ".join(block)))
             block.clear()
 
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(markdown_lines(text), start=1):
         line = raw.strip()
         if _FENCE.match(raw):
             if fence_start is None:

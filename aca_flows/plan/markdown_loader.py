@@ -36,7 +36,7 @@ from aca_flows.plan.markdown_attributes import (
 from aca_flows.plan.models import ExecutionPlan, Task, TaskStatus
 from aca_flows.plan.validate import check_plan
 
-__all__ = ["LINK", "arrow_references", "linked_file", "load_markdown"]
+__all__ = ["LINK", "arrow_references", "linked_file", "load_markdown", "markdown_lines"]
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 # A checkbox may end the line: `- [ ]` is an item without a title, not the title "[ ]".
@@ -225,7 +225,7 @@ def _parse(text: str, path: Path, problems: list[str]) -> _Node:
     opened = 0  # the line of the comment or fence being read
     paragraph: tuple[_Node, str, int] | None = None  # the text line just read: its owner, line
     title_of: _Node | None = None  # the item whose title a lazy continuation line extends
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(markdown_lines(text), start=1):
         line = raw.rstrip()
         if number == 1 and line == "---":
             front_matter = True  # YAML front matter: text, its closing `---` no underline
@@ -395,6 +395,17 @@ def _references(title: str, builder: TaskTreeBuilder, referrer: str):
         at = end
     title = "".join([*pieces, LINK.sub(replace, title[at:])])
     return title, builder.file_refs(references, referrer)
+
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+def markdown_lines(text: str) -> list[str]:
+    """``text``'s lines as Markdown ends them: at LF, CR or CRLF only. ``splitlines`` ends
+    them at U+2028, U+0085 and form feeds too: one item as an editor shows it ran as two
+    tasks (the second hidden on its line), a paragraph as a task."""
+    lines = _LINE_END.split(text)
+    return lines[:-1] if lines and not lines[-1] else lines
 
 
 def _code_spans(text: str) -> list[tuple[int, int]]:

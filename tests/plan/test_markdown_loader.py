@@ -701,3 +701,13 @@ def test_text_beside_a_comment_stays_and_code_is_kept_as_written(tmp_path):
         "<!-- a comment in code -->",
         "```",
     ]
+
+
+def test_lines_end_where_markdown_ends_them_not_at_unicode_separators(tmp_path):
+    # U+2028 and U+0085 ended lines for aca alone: one item as an editor and GitHub show it
+    # ran as two tasks (the second, "wipe", out of sight), a paragraph ran as a task.
+    one_item = "# P\n\n- [ ] Update the README {#readme}\u2028- [ ] Delete the tests {#wipe}\n"
+    with pytest.raises(TaskFileError, match=r"tasks.md:3: the attribute block \{#readme\}"):
+        load_task_file(write(tmp_path, one_item))
+    paragraph = "# P\n\n- [ ] Update the README {#readme}\n\nA line\u0085- [ ] Hidden task\n"
+    assert [task.id for task in load_task_file(write(tmp_path, paragraph)).tasks] == ["readme"]
