@@ -37,12 +37,14 @@ from aca_flows.flows.settled import (
     run_skips,
 )
 from aca_flows.flows.spend import budget_reached, with_final_spend
+from aca_flows.flows.stop_reasons import SLOT_REFUSED, concurrency_limit_stop
 from aca_flows.flows.summary import RunSummary, failure_reason, flow_state, run_summary
 from aca_flows.flows.task_help import add_hint, answer_of, ask_about_failed_task, reviewed_reason
 from aca_flows.flows.task_run import (
     LIMIT_STOPPED,
     ActiveRun,
     TaskRunFailed,
+    limit_reached,
     run_tags,
     runner_for,
 )
@@ -362,10 +364,13 @@ def _all_settled(dag: DagProgress) -> bool:
 async def _run_one(run: ActiveRun, task_id: str, waits: list[State], tree: FlowTree) -> State:
     task = run.plan.task(task_id)
     runner = runner_for(run, task)
-    # In the flow run of the task's group (flow_tree.py).
-    return await tree.run(
-        task, partial(runner, run.session_id, task_id, wait_for=waits, return_state=True)
-    )
+    try:
+        # In the flow run of the task's group (flow_tree.py).
+        return await tree.run(
+            task, partial(runner, run.session_id, task_id, wait_for=waits, return_state=True)
+        )
+    except SLOT_REFUSED as refused:  # a tag limit, before the task run could start
+        return limit_reached(run, concurrency_limit_stop(run, task, refused), "usage-limit")
 
 
 async def _finish(

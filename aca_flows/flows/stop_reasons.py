@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError as GlobalSlotRefused
+from prefect.concurrency.v1._asyncio import ConcurrencySlotAcquisitionError as TagSlotRefused
+
 from aca_flows.errors import KeyRejected, ProviderCannotServe, TransientProviderError
 from aca_flows.flows.artifacts import first_line
 from aca_flows.flows.secret_keys import KEY_VARIABLES
@@ -17,9 +20,11 @@ if TYPE_CHECKING:
     from aca_flows.flows.task_run import ActiveRun
 
 __all__ = [
+    "SLOT_REFUSED",
     "WAIT_ANSWERS",
     "branch_lost_stop",
     "cannot_serve_stop",
+    "concurrency_limit_stop",
     "rate_limited_stop",
     "resume_of_run",
 ]
@@ -70,6 +75,24 @@ def rate_limited_stop(run: ActiveRun, task_: Task, error: TransientProviderError
         f"{task_.id}'s call, so the run stopped (task {task_.id} did not fail: it stays "
         "pending); once the limit clears (or with a lower [rate_limiting] "
         f"max_requests_per_minute or --max-concurrent), {then}"
+    )
+
+
+# A Prefect concurrency limit that holds no slot for a task: a tag limit on its task run
+# (``provider:<name>``, ``aca``), or the global limit ``aca limits sync`` made for its calls.
+SLOT_REFUSED = (TagSlotRefused, GlobalSlotRefused)
+
+
+def concurrency_limit_stop(run: ActiveRun, task_: Task, error: Exception) -> str:
+    """Why the run stops when a Prefect concurrency limit can never give ``task_`` a slot (a
+    limit of 0): no verdict on the task, which stays pending. It ended the run in two
+    tracebacks, or failed every task as if its work were bad."""
+    said = " ".join(str(error).split())[:300]
+    return (
+        f"a Prefect concurrency limit gives task {task_.id} no slot ({said}), so the run "
+        f"stopped (task {task_.id} did not fail: it stays pending); raise the limit (the "
+        "Prefect UI's Concurrency page, `prefect concurrency-limit`, or `aca limits sync` "
+        f"for a provider's), then `{resume_of_run(run)}` continues"
     )
 
 

@@ -54,9 +54,11 @@ from aca_flows.flows.log_batch import LineBatch
 from aca_flows.flows.log_lines import describe_record
 from aca_flows.flows.spend import CALL_OWNER, CallOwner
 from aca_flows.flows.stop_reasons import (
+    SLOT_REFUSED,
     WAIT_ANSWERS,
     branch_lost_stop,
     cannot_serve_stop,
+    concurrency_limit_stop,
     rate_limited_stop,
     resume_of_run,
 )
@@ -78,6 +80,7 @@ __all__ = [
     "ActiveRun",
     "TaskRunFailed",
     "execute_plan_task",
+    "limit_reached",
     "options_for",
     "run_tags",
     "runner_for",
@@ -135,7 +138,7 @@ class ActiveRun:
     """The tasks' worktrees made ahead and removed after their task runs (``run_worktrees``),
     all settled by ``worktrees_removed``."""
     stop_triggers: dict[str, StopTrigger] = field(default_factory=dict)
-    """What each reason a task run stopped the run with is (``_limit_reached``): the trigger
+    """What each reason a task run stopped the run with is (``limit_reached``): the trigger
     of the stop's checkpoint."""
     progress: ProgressArtifact | None = None
     """The run's progress artifact, from its plan's start to its end's artifacts
@@ -303,7 +306,7 @@ async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
     provider = run.provider_for(task_)
     if (refused := run.cannot_serve.get(task_.provider or run.default_provider)) is not None:
         # No call: it would be refused as the last one was.
-        return _limit_reached(run, refused, "provider")
+        return limit_reached(run, refused, "provider")
     if attempt > 1:
         if await _wait_to_retry(run, task_id):
             # No new attempt once the run is stopping: the task is pending, `aca resume` runs it.
@@ -355,19 +358,21 @@ async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
             return _stopped(str(exc))
         if getattr(exc, "exit_code", None) == 3:
             limit = "usage-limit" if isinstance(exc, UsageLimitReached) else "budget"
-            return _limit_reached(run, str(exc), limit)
+            return limit_reached(run, str(exc), limit)
         # No verdict on the work, and every later task would end the same: the task stays
         # pending and the scheduler starts no more (of that provider, or at all).
         if isinstance(exc, ProviderCannotServe):
-            return _limit_reached(run, cannot_serve_stop(run, task_, exc), "provider")
+            return limit_reached(run, cannot_serve_stop(run, task_, exc), "provider")
         if isinstance(exc, SessionBranchLost):
-            return _limit_reached(run, branch_lost_stop(run, exc), "branch-lost")
+            return limit_reached(run, branch_lost_stop(run, exc), "branch-lost")
         if isinstance(exc, SessionBranchCheckedOut):
-            return _limit_reached(run, str(exc), "branch-checked-out")
+            return limit_reached(run, str(exc), "branch-checked-out")
+        if isinstance(exc, SLOT_REFUSED):
+            return limit_reached(run, concurrency_limit_stop(run, task_, exc), "usage-limit")
         if isinstance(exc, TransientProviderError):
             if exc.status_code in WAIT_ANSWERS and attempt > retries:
                 # Its last attempt: the provider still says wait. No verdict on the task.
-                return _limit_reached(run, rate_limited_stop(run, task_, exc), "usage-limit")
+                return limit_reached(run, rate_limited_stop(run, task_, exc), "usage-limit")
             _journal_retry(run, task_id, attempt, retries, str(exc), logger)
         raise
     finally:
@@ -403,7 +408,7 @@ def _stopped(why: str) -> State:
     return Cancelled(name="Interrupted", message=f"stopped by the interrupt: {why}")
 
 
-def _limit_reached(run: ActiveRun, why: str, trigger: StopTrigger) -> State:
+def limit_reached(run: ActiveRun, why: str, trigger: StopTrigger) -> State:
     """A task stopped before its next call by what stops the run (a budget or usage limit, a
     provider that cannot serve it, the session branch gone): no failure of the task, which
     stays pending (its calls are on the bill). Its task run ends Cancelled, "Stopped", as the

@@ -336,3 +336,37 @@ def test_tokens_a_call_used_beyond_its_estimate_are_charged_to_the_shared_limit(
     # connection dropped before the model answered took its estimate, about 1,000, too:
     # CI saw one, retried by aca.)
     assert 49_000 < used < 50_010 + 25_000
+
+
+@pytest.mark.parametrize("limit", ["tag", "in-flight"])
+def test_a_limit_that_can_never_give_a_slot_stops_the_run_saying_which(
+    limit, tmp_path, repo, anthropic_fake
+):
+    # A tag limit of 0 on provider:anthropic ended the run in two tracebacks, "failed" with
+    # no task failed; the calls-in-flight limit at 0 failed each task as if its work were bad.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    with get_client(sync_client=True) as client:
+        if limit == "tag":
+            client.create_concurrency_limit(tag="provider:anthropic", concurrency_limit=0)
+        else:
+            client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name="aca-anthropic-in-flight", limit=0)
+            )
+    anthropic_fake.anthropic.default = coding_agent
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write a.txt\n- write b.txt {depends_on=write-a-txt}\n")
+    try:
+        outcome = run_flow(task_file=str(tasks), workdir=str(repo))
+    finally:
+        if limit == "tag":
+            with get_client(sync_client=True) as client:
+                client.delete_concurrency_limit_by_tag("provider:anthropic")
+
+    summary = outcome.summary
+    assert summary is not None and summary["status"] == "stopped", outcome.error
+    assert summary["counts"] == {"pending": 2}
+    assert "a Prefect concurrency limit gives task" in summary["stopped_reason"]
+    assert "raise the limit" in summary["stopped_reason"]
+    assert anthropic_fake.model_calls == []
