@@ -142,13 +142,22 @@ async def wait_for_approval(
     timeout = config.timeout_seconds
     flow_run = get_run_context().flow_run
     mode = "suspend" if flow_run.deployment_id is not None else "pause"
-    if not (approval and approval.state == "waiting" and approval.flow_run_id == str(flow_run.id)):
+    now = datetime.now(UTC)
+    # A suspended run starts over once answered: its request stands. One that expired is
+    # asked anew (a Retry of its flow run in the UI): it was called interrupted, and
+    # `aca approve` refused it while the run waited.
+    if not (
+        approval
+        and approval.state == "waiting"
+        and approval.flow_run_id == str(flow_run.id)
+        and (approval.expires_at is None or approval.expires_at > now)
+    ):
         store.record(
             ApprovalRequested(
                 flow_run_id=str(flow_run.id),
                 api_url=api_url(),
                 mode=mode,
-                expires_at=datetime.now(UTC) + timedelta(seconds=timeout),
+                expires_at=now + timedelta(seconds=timeout),
             )
         )
     problem = None

@@ -21,7 +21,8 @@ from prefect.logging.handlers import APILogHandler
 
 from aca_flows.cli import main
 from aca_flows.flows import run_flow
-from aca_flows.session.reading import list_sessions, load_session
+from aca_flows.session.layout import AcaDir
+from aca_flows.session.reading import display_status, list_sessions, load_session
 from tests.fakes.coding_agent import coding_agent, task_of
 from tests.fakes.deployment_runs import deployment_run, run_as_a_worker
 from tests.flows.conftest import eventually
@@ -798,6 +799,45 @@ def test_a_retry_of_a_run_cancelled_while_it_waited_asks_again(
     assert flow_run_of(session).state.name == "Suspended"
     assert agent_requests(anthropic_fake) == []
     assert session.approval.state == "waiting" and session.approval.flow_run_id == str(flow_run.id)
+
+
+def test_a_retry_of_a_run_whose_wait_expired_waits_anew(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    """Retried in the UI the next morning, the run waited again, but the session kept the
+    expired request: `sessions list` said interrupted and `aca approve` refused."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.exceptions import Pause
+    from prefect.states import AwaitingRetry, State
+
+    monkeypatch.setenv("ACA_DEPLOYMENTS__ALLOWED_WORKDIRS", str(tmp_path))
+    monkeypatch.setenv("ACA_APPROVAL__TIMEOUT_SECONDS", "1")
+    parameters = {
+        "task_file": task_file(tmp_path, "Retried after it expired"),
+        "workdir": str(repo),
+        "require_approval": True,
+    }
+
+    async def suspend_expire_and_retry():
+        flow_run = await deployment_run(parameters)
+        with pytest.raises(Pause):
+            await run_as_a_worker(flow_run.id, parameters)
+        await asyncio.sleep(1.5)  # its wait expired: Prefect fails the run
+        async with get_client() as client:
+            failed = State(type=StateType.FAILED, name="Failed")
+            await client.set_flow_run_state(flow_run.id, failed, force=True)
+            await client.set_flow_run_state(flow_run.id, AwaitingRetry(), force=True)
+        monkeypatch.setenv("ACA_APPROVAL__TIMEOUT_SECONDS", "3600")
+        with pytest.raises(Pause):  # it waits again
+            await run_as_a_worker(flow_run.id, parameters)
+
+    asyncio.run(suspend_expire_and_retry())
+
+    (session,) = list_sessions(repo)
+    journal = AcaDir(repo).session(session.id).root / "meta" / "events.jsonl"
+    events = [json.loads(line)["type"] for line in journal.read_text().splitlines()]
+    assert events.count("approval_requested") == 2
+    assert display_status(session, repo) == "waiting for approval"
 
 
 def test_a_suspended_run_whose_wait_timed_out_shows_interrupted(repo, capsys):
