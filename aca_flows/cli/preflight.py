@@ -188,13 +188,19 @@ def _say_secrets_left_out(repo) -> None:
         )
 
 
-def require_writable_home() -> None:
+def require_writable_home(*, dry_run: bool = False) -> None:
     """Refuse a home aca cannot keep its state in (``~/.aca``: rate limits, plan seals, its
-    server): a read-only HOME failed each task after its paid call, or in a traceback."""
+    server): a read-only HOME failed each task after its paid call, or in a traceback. A
+    dry run writes nothing: it asks the file system instead of writing a file there."""
     home = Path.home() / ".aca"
     try:
-        home.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=home).close()
+        if dry_run:
+            existing = next(p for p in (home, *home.parents) if p.exists())
+            if not existing.is_dir() or not os.access(existing, os.W_OK):
+                raise NotADirectoryError(20, "not a writable folder")
+        else:
+            home.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=home).close()
     except OSError as exc:
         raise InputError(
             f"aca keeps its state in {home}, which cannot be written ({exc.strerror}): set "

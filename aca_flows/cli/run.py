@@ -199,7 +199,7 @@ def _prepare(options: RunOptions) -> int | None:
     check_provider_names(names)
     if plan is not None and options.dry_run:
         require_the_runs_workdir(options)  # a dry run passes no workdir the run refuses
-        require_writable_home()
+        require_writable_home(dry_run=True)
         refuse_what_asks_no_one(names, config, plan)
         _dump_if_asked(plan, options)
         show_dry_run(plan, options)
