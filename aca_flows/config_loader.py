@@ -266,11 +266,25 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     """
     found: dict[str, Any] = {}
     for name, value in environ.items():
+        if name.startswith(ENV_PREFIX) and ENV_NESTING not in name:
+            _refuse_a_setting_with_one_underscore(name)
         if not name.startswith(ENV_PREFIX) or ENV_NESTING not in name:
             continue
         dotted = name[len(ENV_PREFIX) :].lower().replace(ENV_NESTING, ".")
         found[dotted] = _env_value(dotted, value)
     return found
+
+
+def _refuse_a_setting_with_one_underscore(name: str) -> None:
+    """``ACA_SESSION_BUDGET_USD`` (one underscore where two go) was read as no setting at
+    all: the nightly run had no budget, and nothing said so."""
+    section, _, key = name[len(ENV_PREFIX) :].lower().partition("_")
+    if _field_for(f"{section}.{key}") is not None:
+        meant = f"{ENV_PREFIX}{section.upper()}{ENV_NESTING}{key.upper()}"
+        raise ConfigError(
+            f"{name} is no setting: a section and its key are joined by two underscores "
+            f"({meant})."
+        )
 
 
 def _env_value(dotted: str, value: str) -> Any:

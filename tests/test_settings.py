@@ -348,3 +348,12 @@ def test_a_workers_allow_lists_are_read_only_from_its_own_config(tmp_path, _isol
     )
     assert allowed_workdirs() == [Path("/srv/y")]
     assert load_config(_isolated_home / ".aca", environ={}).ignored == []
+
+
+def test_a_setting_variable_with_one_underscore_is_refused_naming_the_right_one(tmp_path):
+    # ACA_SESSION_BUDGET_USD was read as no setting at all: the nightly run had no budget.
+    with pytest.raises(ConfigError, match="ACA_SESSION__BUDGET_USD"):
+        load_config(tmp_path, None, environ={"ACA_SESSION_BUDGET_USD": "5"})
+    # aca's own variables are no settings, and stay unread here.
+    others = {"ACA_CLAUDE_CLI": "/bin/claude", "ACA_WARM_RUNNER": "off", "ACA_CLAUDE_TMP": "/t"}
+    assert load_config(tmp_path, None, environ=others).config.session.budget_usd is None
