@@ -140,6 +140,9 @@ def is_run_command(argv: object) -> bool:
 # -- the client: ``aca`` hands its command over -------------------------------------------------
 
 
+HANDSHAKE_SECONDS = 30.0
+
+
 def run_warm(argv: list[str]) -> int | None:
     """Run ``aca argv`` in the warm runner and return its exit code; ``None`` when there is no
     runner to use (the caller runs the command itself)."""
@@ -182,7 +185,20 @@ def run_warm(argv: list[str]) -> int | None:
         }
         socket.send_fds(conn, [_line(request)], [0, 1, 2])
         reader = conn.makefile("rb")
+        # A runner that does not answer (stopped, wedged) held every command, a dry run too,
+        # without a word. Not run here instead: the runner may yet start it.
+        conn.settimeout(HANDSHAKE_SECONDS)
         started = json.loads(reader.readline() or b"null")
+        conn.settimeout(None)
+    except TimeoutError:
+        conn.close()
+        print(
+            f"aca: the warm runner (pid {state.get('pid')}) did not answer within "
+            f"{HANDSHAKE_SECONDS:g} s; `aca server stop` then `aca server start` starts a new "
+            "one, or ACA_WARM_RUNNER=off runs commands by themselves.",
+            file=sys.stderr,
+        )
+        return 2
     except (OSError, ValueError):
         conn.close()
         return None

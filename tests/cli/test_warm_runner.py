@@ -395,3 +395,19 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_a_runner_that_does_not_answer_is_named_not_waited_for(home, monkeypatch, capsys):
+    """A stopped (or wedged) runner held every command, a dry run too, without a word."""
+    from aca_flows.cli import warm_runner
+
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setattr(warm_runner, "HANDSHAKE_SECONDS", 1.0)
+    pid = WarmRunner(home / ".aca" / "server").pid()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        code = run_warm(["run", "no-such-tasks.md", "--dry-run"])
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert code == 2
+    assert f"the warm runner (pid {pid}) did not answer within 1 s" in capsys.readouterr().err
