@@ -282,8 +282,7 @@ def _refuse_a_setting_with_one_underscore(name: str) -> None:
     if _field_for(f"{section}.{key}") is not None:
         meant = f"{ENV_PREFIX}{section.upper()}{ENV_NESTING}{key.upper()}"
         raise ConfigError(
-            f"{name} is no setting: a section and its key are joined by two underscores "
-            f"({meant})."
+            f"{name} is no setting: a section and its key are joined by two underscores ({meant})."
         )
 
 

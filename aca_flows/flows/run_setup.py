@@ -96,7 +96,9 @@ __all__ = [
 _PROSE_WARNING_SAID: ContextVar[bool] = ContextVar("aca_prose_warning_said", default=False)
 
 
-SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+# As aca makes them (20261207-140857-296048); it names a folder, a branch and Prefect's
+# artifact keys, which take no "_" or ".".
+SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,99}")
 
 
 class RunRequest(BaseModel):
@@ -115,8 +117,8 @@ class RunRequest(BaseModel):
     max_concurrent: int | None = Field(default=None, ge=1, le=64)
     budget_usd: float | None = Field(default=None, gt=0)
     session_id: str | None = None
-    """Of a session to continue, or of the new one (letters, digits, ``.``, ``-``, ``_``: it
-    names a folder under ``.aca/sessions`` and a branch)."""
+    """Of a session to continue, or of the new one (letters, digits and ``-``: it names a
+    folder under ``.aca/sessions``, a branch and artifacts)."""
     session_name: str | None = None
     context: list[str] = Field(default_factory=list)
     append_system_prompt: str | None = None
@@ -135,10 +137,8 @@ class RunRequest(BaseModel):
     @classmethod
     def _a_name_not_a_path(cls, value: str | None) -> str | None:
         # "../x" or "/tmp/x" wrote a session record outside .aca before git refused it.
-        if value is not None and (not SESSION_ID.fullmatch(value) or ".." in value):
-            raise ValueError(
-                f"{value!r} is no session id: use letters, digits, '.', '-' and '_' only"
-            )
+        if value is not None and not SESSION_ID.fullmatch(value):
+            raise ValueError(f"{value!r} is no session id: use letters, digits and '-' only")
         return value
 
 
@@ -244,8 +244,11 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
                 # (change log, its worktree) as the task itself would have.
                 record_landed_task(repo, store.session_id, task_id)
                 discard_worktree(repo, AcaDir(workdir).worktrees_dir(store.session_id) / task_id)
-                _subtasks_proposed_before_landing(store, task_id)
-                store.task_completed(task_id, TaskResult(commit=sha))
+                refused = _subtasks_proposed_before_landing(store, task_id)
+                if refused is None:
+                    store.task_completed(task_id, TaskResult(commit=sha))
+                elif recorded.state != "failed":
+                    store.task_failed(task_id, refused)
         # The record holds the plan redacted; what runs is the plan as the user wrote it.
         if asked is not None:
             plan = _with_statuses(asked, store.session.plan)
@@ -322,19 +325,21 @@ def _with_plan_concurrency(
     return config.model_copy(update={"session": session})
 
 
-def _subtasks_proposed_before_landing(store: SessionStore, task_id: str) -> None:
+def _subtasks_proposed_before_landing(store: SessionStore, task_id: str) -> str | None:
     """The subtasks of a task that landed as aca died, journalled before its completion as
-    its run would have (its log kept them): they run, and it completes with them. Its
-    proposals were checked against the plan before it landed."""
+    its run would have (its log kept them): they run, and it completes with them. Why they
+    cannot be taken, when they cannot: its part landed, the rest of its work was left to
+    them, so it is not done (the run that found so failed it; a resume completed it)."""
     proposals = proposed_before_landing(store.paths.task_log(task_id))
     if not proposals:
-        return
+        return None
     try:
         children = accept_subtasks(store.session.plan.model_copy(deep=True), task_id, proposals)
     except (SubtaskProposalError, ValueError) as exc:
-        _warn(f"{task_id}: the subtasks it proposed before the run ended cannot be taken: {exc}")
-        return
+        why = "; ".join(getattr(exc, "problems", None) or [" ".join(str(exc).split())])
+        return f"proposed subtasks ignored: {why}"
     store.subtasks_added(task_id, children)
+    return None
 
 
 def _with_statuses(asked: ExecutionPlan, recorded: ExecutionPlan) -> ExecutionPlan:

@@ -283,15 +283,15 @@ def _record(run: ActiveRun, event) -> None:
 
 def _question(run: ActiveRun, task_id: str, outcome: TaskOutcome) -> str:
     task = run.plan.task(task_id)
-    # The agent's words show as text: an image in them was fetched by the reviewer's
-    # browser from wherever the agent, which has no network, chose (a link, a lure).
+    # The agent's words show as text, as written: an image in them was fetched by the
+    # reviewer's browser from wherever the agent, which has no network, chose (a link, a lure).
     if outcome.human_question:
         lines = [
             f"## Task `{task_id}` asks a person",
             "",
             f"**{md(task.title)}** — the agent asks:",
             "",
-            *(f"> {md(line)}" for line in outcome.human_question.splitlines()),
+            _fenced(outcome.human_question),
         ]
     else:
         reason = md(outcome.failure_reason or "failed", keep_code=True)

@@ -187,7 +187,10 @@ class _NothingATerminalActsOn(logging.Filter):
     as its escape, on the terminal and in the UI alike (``_words.shown``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a call whose arguments miss its format: logging's
+            return True
         if (safe := shown(message)) != message:
             record.msg, record.args = safe, None
         return True

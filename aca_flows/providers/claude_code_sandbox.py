@@ -350,8 +350,9 @@ SCRATCH_PREFIX = "aca-scratch-"
 
 @functools.cache
 def _remove_unheld_scratch(parent: str) -> None:
-    # A folder younger than a minute may be one another aca has made and not yet held.
-    young = time.time() - 60
+    # A folder younger than a day may be one another aca has made and not yet held, or one
+    # of a run of an aca from before the lock (an upgrade while it runs).
+    young = time.time() - 86_400
     for path in Path(parent).glob(f"{SCRATCH_PREFIX}*"):
         try:
             if path.suffix == ".tmp" or path.is_symlink() or path.stat().st_mtime > young:

@@ -22,6 +22,7 @@ from aca_flows.session.secret_names import (
     MIN_NAMED_SECRET,
     PROVIDER_KEY_VARIABLES,
     is_secret_variable,
+    looks_random,
     names_a_credential,
     names_a_location,
 )
@@ -113,8 +114,9 @@ def _plain_secrets(environ: Mapping[str, str]) -> dict[str, str | None]:
         ):
             found[value] = name
         # The password of a URL's user (DATABASE_URL=postgres://app:PASSWORD@db/app), in
-        # any variable: the records redacted it by its shape, the saved patch kept it.
-        elif (password := _URL_PASSWORD.match(value)) and len(password[1]) >= MIN_NAMED_SECRET:
+        # any variable: the records redacted it by its shape, the saved patch kept it. Only
+        # one that looks random: "postgres" or "password" redacted a task's id everywhere.
+        elif (password := _URL_PASSWORD.match(value)) and looks_random(password[1]):
             found[password[1]] = name
     return found
 

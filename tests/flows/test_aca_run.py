@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 from pathlib import Path
@@ -91,8 +92,9 @@ def test_rerunning_the_session_makes_no_provider_call(tmp_path, repo, anthropic_
     by_prefix = run(tasks, repo, session_id=prefix).summary
     assert by_prefix["session_id"] == first["session_id"]
     assert len(anthropic_fake.anthropic.requests) == calls
-    # A path is no session id: "../x" wrote a session record outside .aca before refused.
-    for path in ("../../stray", str(tmp_path / "abs"), "a/b", ".."):
+    # A path is no session id: "../x" wrote a session record outside .aca before refused;
+    # "_" or "." crashed the run at its artifacts' keys.
+    for path in ("../../stray", str(tmp_path / "abs"), "a/b", "..", "a_b", "v1.2"):
         outcome = run(tasks, repo, session_id=path)
         assert outcome.state_name == "Failed" and outcome.summary is None, path
     assert not (tmp_path / "stray").exists() and not (tmp_path / "abs").exists()
@@ -887,3 +889,36 @@ def test_a_run_of_a_file_whose_last_session_is_unfinished_names_its_resume(
         f"aca: note: session {stopped} of {tasks} is stopped (1 completed, 1 pending of 2); "
         f"`aca resume {stopped} --workdir {repo}` continues it. This run starts a new session."
     ) in err
+
+
+def test_a_task_failed_for_subtasks_it_cannot_have_is_not_completed_by_a_resume(
+    tmp_path, repo, anthropic_fake
+):
+    # Two tasks at once propose subtasks waiting for each other: the second to land is failed
+    # (its part landed, the rest can never run); the resume then completed it, exit 0.
+    import threading
+
+    both_proposed = threading.Barrier(2, timeout=60)
+    other = {"a": "b", "b": "a"}
+
+    def agent(request):
+        task_id = task_of(request)[0]
+        turn = sum(1 for m in request.json["messages"] if m["role"] == "assistant")
+        if task_id not in other or turn == 0:
+            return coding_agent(request)
+        if turn == 1:
+            sub = [{"id": "s", "title": f"write s{task_id}.txt", "dependencies": [other[task_id]]}]
+            return Reply(tool_calls=[{"name": "propose_subtasks", "arguments": {"subtasks": sub}}])
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_proposed.wait()
+        return Reply(tool_calls=[{"name": "finish", "arguments": {"summary": "done"}}])
+
+    anthropic_fake.anthropic.default = agent
+    tasks = write_tasks(tmp_path, "# p\n\n- [ ] write a.txt {#a}\n- [ ] write b.txt {#b}\n")
+    first = run(tasks, repo).summary
+    assert first["status"] == "failed"
+    reasons = [str(t.status.reason) for t in load_session(repo, first["session_id"]).plan.tasks]
+    assert sum("proposed subtasks ignored" in reason for reason in reasons) == 1, reasons
+
+    again = run(tasks, repo, session_id=first["session_id"]).summary
+    assert again["status"] == "failed", again

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -103,7 +104,7 @@ def test_an_agent_that_asks_pauses_the_run_and_aca_answer_resumes_it(
 
         # Next to the form: the question, and the diff of its worktree, redacted.
         question = asyncio.run(artifact(f"aca-question-{sid}-a"))
-        assert "Task `a` asks a person" in question and f"> {QUESTION}" in question
+        assert "Task `a` asks a person" in question and f"```text\n{QUESTION}\n```" in question
         diff = asyncio.run(artifact(f"aca-diff-{sid}-a"))
         assert "+++ b/a.txt" in diff and "+indent = ?" in diff
         assert "+key = [REDACTED]" in diff and SECRET not in diff
@@ -372,5 +373,7 @@ def test_the_agents_words_next_to_the_form_are_text_not_markdown(tmp_path):
 
     for outcome in (asked, failed):
         shown = _question(run, "a", outcome)
-        assert "![status](" not in shown and "[Click to approve](" not in shown, shown
+        rendered = re.sub(r"(`{3,})text\n.*?\n\1", "", shown, flags=re.S)  # fenced: as written
+        assert "![status](" not in rendered and "[Click to approve](" not in rendered, shown
         assert "status" in shown and "Click to approve" in shown
+    assert f"```text\nWhich style?\n{lure}\n```" in _question(run, "a", asked)

@@ -287,8 +287,8 @@ def test_the_scratch_folders_of_a_run_killed_outright_are_removed_by_a_later_run
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         folder = Path(process.stdout.readline().strip())
-        an_hour_ago = time.time() - 3600
-        os.utime(folder, (an_hour_ago, an_hour_ago))
+        two_days_ago = time.time() - 2 * 86_400
+        os.utime(folder, (two_days_ago, two_days_ago))
         return process, folder
 
     killed, left = scratch_of("killed")
