@@ -25,9 +25,9 @@ from aca_flows.flows.spend import CALL_OWNER, CallOwner, SpendGuard, SpendMeter
 from aca_flows.flows.task_run import (
     ACTIVE_RUNS,
     ActiveRun,
-    _limit_reached,
     _retry_delays,
     _stopped,
+    limit_reached,
     options_for,
     runner_for,
 )
@@ -614,7 +614,7 @@ def test_a_stop_whose_reason_names_a_file_that_is_not_utf8_still_reaches_the_ser
     # arrives, and the task run stays Running there. A git error may name such a file.
     why = "GitCommandError: " + os.fsdecode(b"na\xefve.txt")
     stopped = _stopped(why)
-    limited = _limit_reached(SimpleNamespace(stop_triggers={}), why, "budget")
+    limited = limit_reached(SimpleNamespace(stop_triggers={}), why, "budget")
 
     for state in (stopped, limited):
         assert "na\ufffdve.txt" in json.loads(state.model_dump_json())["message"]
