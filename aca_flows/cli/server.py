@@ -28,7 +28,7 @@ def start(
 ) -> None:
     """Start the server and the warm runner in the background (they keep running after this
     command ends)."""
-    from aca_flows.flows.local_servers import DEFAULT_PORT, LocalServer, ServerError
+    from aca_flows.flows.local_servers import LocalServer, ServerError
     from aca_flows.workspace.file_lock import FileLock
 
     server = LocalServer()
@@ -46,7 +46,7 @@ def start(
                 f"{already.url}; its log: {already.log}. `aca server stop`, then `aca server "
                 "start`, starts it again."
             )
-    state, started = server.start(port=port or DEFAULT_PORT)
+    state, started = server.start(port=port)
     with FileLock(server.start_lock):  # one runner, however many starts at once
         runner = WarmRunner().start()
     ui = state.url.removesuffix("/api")

@@ -125,8 +125,9 @@ class LocalServer:
             return state.url
         return None
 
-    def start(self, port: int = DEFAULT_PORT, host: str = "127.0.0.1") -> tuple[ServerState, bool]:
-        """The server, started unless one runs, and whether this call started it."""
+    def start(self, port: int | None = None, host: str = "127.0.0.1") -> tuple[ServerState, bool]:
+        """The server, started unless one runs (on ``port``, else the default), and whether
+        this call started it. One running on another port than ``port`` is refused."""
         from aca_flows.workspace.file_lock import FileLock
 
         try:
@@ -141,9 +142,16 @@ class LocalServer:
         # (`aca server stop` missed it; the next start called the port another program's).
         with FileLock(self.start_lock):
             running = self.state()
+            if running is not None and port is not None and port != running.port:
+                # Under the lock: two starts at once on two ports both passed the command's
+                # own check, and the loser said "already running" on a port it never asked.
+                raise InputError(
+                    f"aca's local Prefect server already runs on port {running.port} (pid "
+                    f"{running.pid}), not {port}: `aca server stop` first to move it."
+                )
             if running is not None:
                 return running, False
-            return self._start(port, host), True
+            return self._start(port or DEFAULT_PORT, host), True
 
     def _start(self, port: int, host: str) -> ServerState:
         if not _port_free(host, port):

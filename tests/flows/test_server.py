@@ -451,6 +451,11 @@ def test_two_server_starts_at_once_start_one_server(tmp_path, monkeypatch):
             start.join()
         assert len(spawned) == 1
         assert sorted(started for _, started in results) == [False, True]
+        # One asking for another port at once: refused, not told "already running" on 9.
+        from aca_flows.errors import InputError
+
+        with pytest.raises(InputError, match="already runs on port 9 .*not 10"):
+            LocalServer(tmp_path).start(port=10)
     finally:
         for process in spawned:
             process.kill()
