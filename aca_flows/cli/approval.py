@@ -37,6 +37,11 @@ def approve_command(
     workdir: ExistingWorkdir = Path("."),
 ) -> None:
     """Approve the plan of a waiting run, optionally with changes."""
+    from aca_flows.errors import InputError
+
+    if skip is not None and not any(part.strip() for value in skip for part in value.split(",")):
+        # An empty variable (`--skip "$TASKS"`) approved the whole plan.
+        raise InputError("--skip names no task; give task ids (--skip a,b), or leave it out.")
     answer = {
         "decision": "approve",
         # `--skip a,b` as task files write lists, as well as `--skip a --skip b`.

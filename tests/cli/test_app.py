@@ -1058,3 +1058,9 @@ def test_a_home_folder_written_after_an_equals_sign_is_the_home(tmp_path, capsys
     )
     assert code == 0, err
     assert (tmp_path / "home" / "plan.json").is_file() and not (tmp_path / "~").exists()
+
+
+def test_an_empty_skip_is_refused_not_read_as_approving_the_whole_plan(tmp_path, capsys):
+    # `aca approve ID --skip "$TASKS"` with an empty variable approved every task.
+    assert main(["approve", "20261207", "--skip", "", "-w", str(tmp_path)]) == 2
+    assert "--skip names no task" in capsys.readouterr().err
