@@ -22,7 +22,6 @@ from aca_flows.session.secret_names import (
     MIN_NAMED_SECRET,
     PROVIDER_KEY_VARIABLES,
     is_secret_variable,
-    looks_random,
     names_a_credential,
     names_a_location,
 )
@@ -114,10 +113,11 @@ def _plain_secrets(environ: Mapping[str, str]) -> dict[str, str | None]:
         ):
             found[value] = name
         # The password of a URL's user (DATABASE_URL=postgres://app:PASSWORD@db/app), in
-        # any variable: the records redacted it by its shape, the saved patch kept it. Only
-        # one that looks random: "postgres" or "password" redacted a task's id everywhere.
-        elif (password := _URL_PASSWORD.match(value)) and looks_random(password[1]):
-            found[password[1]] = name
+        # any variable: the records redacted it by its shape, the model and the commit did
+        # not. A credential's length at least: "postgres" or "password" redacted a task's id
+        # everywhere. Kept as a registered secret is: its variable names no credential.
+        elif (password := _URL_PASSWORD.match(value)) and len(password[1]) >= _MIN_CREDENTIAL:
+            found[password[1]] = None
     return found
 
 

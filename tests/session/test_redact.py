@@ -689,14 +689,17 @@ def test_working_folders_sockets_and_authors_are_not_secret(name):
     assert not is_secret_variable(name)
 
 
-def test_the_password_in_a_url_a_variable_holds_is_a_secret(tmp_path):
+def test_the_password_in_a_url_a_variable_holds_is_a_secret(monkeypatch):
     # Redacted in the task log by its shape, it was kept in the saved patch and committed.
-    from aca_flows.session.secret_values import secret_values
+    from aca_flows.session.secret_values import credential_values, secret_values
 
     url = "postgres://app:Db9vKq2LmX7tR4wZ8nP3@db.internal:5432/app"
     assert "Db9vKq2LmX7tR4wZ8nP3" in secret_values({"DATABASE_URL": url})
     said = "password: Db9vKq2LmX7tR4wZ8nP3"
     assert redact_text(said, environ={"DATABASE_URL": url}) == f"password: {REDACTED}"
+    # What the model is sent and a commit is checked for holds it too (it was sent, committed).
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert "Db9vKq2LmX7tR4wZ8nP3" in credential_values()
     # A word is no secret to find everywhere: a task "password-reset" failed at its start.
     local = "postgres://postgres:password@localhost:5432/app"
     assert not {"postgres", "password"} & set(secret_values({"DATABASE_URL": local}))
