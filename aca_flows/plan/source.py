@@ -151,9 +151,9 @@ def _hidden_from_the_agent(target: Path, root: Path) -> str | None:
         ignored = None
     if ignored is not None and ignored.returncode == 0:
         return "a file git ignores"
-    if (ignored is None or ignored.returncode == 128) and _a_secrets_file(target.name):
-        # In no repository (a folder of nightly task files beside the jobs' .env), no ignore
-        # rule says so: the file was attached and its key sent to the model as it was.
+    if _a_secrets_file(target.name):
+        # In no repository (a folder of nightly task files beside the jobs' .env), or in one
+        # that does not ignore it, no rule said so: its key was sent to the model as it was.
         return "a file of the kind secrets are kept in"
     return None
 

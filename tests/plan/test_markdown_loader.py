@@ -313,14 +313,14 @@ def test_files_the_agent_never_sees_are_not_sent_to_its_model_by_a_reference(tmp
     repo = make_repo(tmp_path / "repo")
     (repo / ".gitignore").write_text(".env\n")
     (repo / ".env").write_text("STRIPE_API_KEY=sk_live_canary\n")
-    (repo / "deploy_key.pem").write_text(
+    (repo / "deploy_key.txt").write_text(
         "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAA\n"
         "-----END OPENSSH PRIVATE KEY-----\n"
     )
     (repo / "notes.md").write_text("what to do\n")
     path = write(
         repo,
-        "- A -> .git/config\n- B -> .env\n- C -> deploy_key.pem\n- D -> notes.md\n",
+        "- A -> .git/config\n- B -> .env\n- C -> deploy_key.txt\n- D -> notes.md\n",
     )
     with pytest.raises(TaskFileError) as refused:
         load_task_file(path)
@@ -328,12 +328,14 @@ def test_files_the_agent_never_sees_are_not_sent_to_its_model_by_a_reference(tmp
     assert [p.split(":")[1] for p in problems] == ["1", "2", "3"]
     assert "'.git/config' is inside .git/: the agent never sees it" in problems[0]
     assert "'.env' is a file git ignores: the agent never sees it" in problems[1]
-    assert "'deploy_key.pem' holds a private key" in problems[2]
-    # A file the agent can see (tracked or not) is still attached.
+    assert "'deploy_key.txt' holds a private key" in problems[2]
+    # Nor is it when no ignore rule names it (its key reached the model); other files are.
     (repo / ".gitignore").write_text("")
-    plan = load_task_file(write(repo, "- B -> .env\n- D -> notes.md\n"))
+    with pytest.raises(TaskFileError, match="'.env' is a file of the kind secrets are kept in"):
+        load_task_file(write(repo, "- B -> .env\n"))
+    plan = load_task_file(write(repo, "- D -> notes.md\n"))
     attached = [ref.path for task in plan.tasks for ref in task.metadata.file_refs]
-    assert attached == [".env", "notes.md"]
+    assert attached == ["notes.md"]
 
 
 def test_a_secrets_file_beside_a_task_file_in_no_repository_is_not_sent(tmp_path):
