@@ -278,12 +278,15 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
 def _refuse_a_setting_with_one_underscore(name: str) -> None:
     """``ACA_SESSION_BUDGET_USD`` (one underscore where two go) was read as no setting at
     all: the nightly run had no budget, and nothing said so."""
-    section, _, key = name[len(ENV_PREFIX) :].lower().partition("_")
-    if _field_for(f"{section}.{key}") is not None:
-        meant = f"{ENV_PREFIX}{section.upper()}{ENV_NESTING}{key.upper()}"
-        raise ConfigError(
-            f"{name} is no setting: a section and its key are joined by two underscores ({meant})."
-        )
+    rest = name[len(ENV_PREFIX) :].lower()
+    for at in (i for i, c in enumerate(rest) if c == "_"):  # sections hold "_" too
+        section, key = rest[:at], rest[at + 1 :]
+        if _field_for(f"{section}.{key}") is not None:
+            meant = f"{ENV_PREFIX}{section.upper()}{ENV_NESTING}{key.upper()}"
+            raise ConfigError(
+                f"{name} is no setting: a section and its key are joined by two underscores "
+                f"({meant})."
+            )
 
 
 def _env_value(dotted: str, value: str) -> Any:

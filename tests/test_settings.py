@@ -354,6 +354,9 @@ def test_a_setting_variable_with_one_underscore_is_refused_naming_the_right_one(
     # ACA_SESSION_BUDGET_USD was read as no setting at all: the nightly run had no budget.
     with pytest.raises(ConfigError, match="ACA_SESSION__BUDGET_USD"):
         load_config(tmp_path, None, environ={"ACA_SESSION_BUDGET_USD": "5"})
+    variable = "ACA_RATE_LIMITING_MAX_TOKENS_PER_SESSION"  # a section with "_" in its name
+    with pytest.raises(ConfigError, match="ACA_RATE_LIMITING__MAX_TOKENS_PER_SESSION"):
+        load_config(tmp_path, None, environ={variable: "1000"})
     # aca's own variables are no settings, and stay unread here.
     others = {"ACA_CLAUDE_CLI": "/bin/claude", "ACA_WARM_RUNNER": "off", "ACA_CLAUDE_TMP": "/t"}
     assert load_config(tmp_path, None, environ=others).config.session.budget_usd is None
