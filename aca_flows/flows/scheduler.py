@@ -104,6 +104,11 @@ async def drive_plan(
                 await record_skip(store, run, states, tree, task_id)
 
     await record_finished_before(store, run, dag, states, tree)
+    answered = run.left_question
+    if answered is not None and run.plan.task(answered.task_id).status.state == "skipped":
+        # Skipped by the answer a person gave a killed run (task_help.take_answer_left): a
+        # task run Skipped, as a live answer's; the UI showed only the killed run's Failed.
+        await record_skip(store, run, states, tree, answered.task_id)
     await resend_lost_task_events(store, logger)  # events a lost server dropped
     running: dict[asyncio.Task, str] = {}
     # A failed task that asks a person (on_failure = "ask") waits in `questions`; one is asked

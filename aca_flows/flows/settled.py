@@ -146,6 +146,8 @@ async def record_skip(
     """A task a person left out (at approval, or by answering its question) gets a task run
     that ends Skipped with its status as the message, and its report."""
     task = run.plan.task(task_id)
-    skip = partial(record_skipped_task, task_run_name(task), task_id, str(task.status), [])
+    # Tagged as its other task runs are: the UI's filters by session found no such run.
+    tags = task_tags(run, task)
+    skip = partial(record_skipped_task, task_run_name(task), task_id, str(task.status), [], tags)
     states[task_id] = await tree.run(task, skip)
     publish_report(store, run, task_id, states[task_id])

@@ -335,6 +335,13 @@ def test_an_answer_given_in_the_ui_to_a_run_killed_while_it_waited_is_taken_by_t
         assert code == 0 and summary["counts"] == {"skipped": 1, "completed": 1}, summary
         assert skipped == ["a"]
         expected = {("aca.task.skipped", "a")}
+
+        # A task run Skipped in the resumed run, as a live answer makes: the UI showed Failed.
+        def skipped_run(runs: list) -> bool:
+            return any(r.name.startswith("a ") and r.state_name == "Skipped" for r in runs)
+
+        runs = task_runs_of(prefect_api, session.name, skipped_run)
+        assert skipped_run(runs), [(r.name, r.state_name) for r in runs]
     told = wait_for(lambda: expected <= task_events(prefect_api, session.name), WAIT, "events")
     assert told
 
