@@ -33,6 +33,7 @@ __all__ = [
     "NO_CHANGE_MARKER",
     "evidence_problem",
     "parse_no_change",
+    "changes_and_work",
     "real_changes",
     "unfinished_reason",
     "with_ignored_writes",
@@ -72,9 +73,16 @@ def real_changes(worktree: TaskWorktree, paths: list[str]) -> list[str]:
     return [path for path in paths if path not in caches]
 
 
+def changes_and_work(worktree: TaskWorktree) -> tuple[list[str], list[str]]:
+    """Every change of the worktree (what `git add -A` would take), and those that are work
+    (``real_changes``). Runs git: off the loop, in one hop."""
+    every_change = worktree.changed_files()
+    return every_change, real_changes(worktree, every_change)
+
+
 def work_in(worktree: TaskWorktree) -> list[str]:
     """The worktree's changes that are work (``real_changes``). Runs git: off the loop."""
-    return real_changes(worktree, worktree.changed_files())
+    return changes_and_work(worktree)[1]
 
 
 def evidence_problem(

@@ -28,8 +28,8 @@ from aca_flows.agent.loop import AgentConversation, AgentRound, run_claude_code,
 from aca_flows.agent.needs_human import asks_human_reason
 from aca_flows.agent.nested_repos import nested_repositories_problem
 from aca_flows.agent.no_change import (
+    changes_and_work,
     evidence_problem,
-    real_changes,
     unfinished_reason,
     with_ignored_writes,
     with_refused_writes,
@@ -151,8 +151,7 @@ async def run_agent_and_verify(
                 )
                 continue
             agent_round.proposed_subtasks = proposed
-        every_change = await in_thread(worktree.changed_files)  # what `git add -A` would take
-        changed = await in_thread(real_changes, worktree, every_change)
+        every_change, changed = await in_thread(changes_and_work, worktree)
         no_change = agent_round.no_change_reason
         if no_change is None and not changed and agent_round.proposed_subtasks:
             # Splitting is the work: the subtasks change the code, the parent itself does not.

@@ -185,13 +185,27 @@ def placement_problems(
 ) -> list[str]:
     """Why ``accept_subtasks`` would refuse ``proposals`` (``[]``: it would accept them), so
     the agent hears it while it can still correct them. ``plan`` is not changed."""
+    return _accepted(plan.model_copy(deep=True), parent_id, proposals)[1]
+
+
+def take_subtasks(
+    plan: ExecutionPlan, parent_id: str, proposals: list[ProposedSubtask]
+) -> tuple[list[Task], str | None]:
+    """``accept_subtasks``'s children, or why they were refused in the words the parent's
+    failure keeps: its work was left to subtasks that can never run, so it is not done."""
+    children, problems = _accepted(plan, parent_id, proposals)
+    return children, ("proposed subtasks ignored: " + "; ".join(problems) if problems else None)
+
+
+def _accepted(
+    plan: ExecutionPlan, parent_id: str, proposals: list[ProposedSubtask]
+) -> tuple[list[Task], list[str]]:
     try:
-        accept_subtasks(plan.model_copy(deep=True), parent_id, proposals)
+        return accept_subtasks(plan, parent_id, proposals), []
     except SubtaskProposalError as exc:
-        return exc.problems
+        return [], exc.problems
     except ValueError as exc:  # a field no task takes
-        return [" ".join(str(exc).split())]
-    return []
+        return [], [" ".join(str(exc).split())]
 
 
 def _with_children(parent: Task, children: list[Task]) -> list[str]:

@@ -21,11 +21,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from aca_flows.agent.subtasks import (
-    SubtaskProposalError,
-    accept_subtasks,
-    proposed_before_landing,
-)
+from aca_flows.agent.subtasks import proposed_before_landing, take_subtasks
 from aca_flows.config_loader import load_config, run_overrides
 from aca_flows.errors import InputError
 from aca_flows.flows.blocks import load_config_block
@@ -333,11 +329,9 @@ def _subtasks_proposed_before_landing(store: SessionStore, task_id: str) -> str 
     proposals = proposed_before_landing(store.paths.task_log(task_id))
     if not proposals:
         return None
-    try:
-        children = accept_subtasks(store.session.plan.model_copy(deep=True), task_id, proposals)
-    except (SubtaskProposalError, ValueError) as exc:
-        why = "; ".join(getattr(exc, "problems", None) or [" ".join(str(exc).split())])
-        return f"proposed subtasks ignored: {why}"
+    children, refused = take_subtasks(store.session.plan.model_copy(deep=True), task_id, proposals)
+    if refused is not None:
+        return refused
     store.subtasks_added(task_id, children)
     return None
 

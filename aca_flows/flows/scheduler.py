@@ -18,7 +18,7 @@ from prefect.utilities.annotations import allow_failure
 
 from aca_flows._files import readable
 from aca_flows.agent.execute import TaskOutcome
-from aca_flows.agent.subtasks import SubtaskProposalError, accept_subtasks
+from aca_flows.agent.subtasks import take_subtasks
 from aca_flows.errors import AcaError
 from aca_flows.flows.approval import apply_decision, approval_needed, wait_for_approval
 from aca_flows.flows.artifacts import first_line
@@ -458,14 +458,11 @@ def _subtasks_taken(run: ActiveRun, task_id: str, outcome: TaskOutcome) -> tuple
     once may still propose what cannot be taken together (a cycle through both)."""
     if not outcome.proposed_subtasks:
         return [], None
-    try:
-        children = accept_subtasks(run.plan, task_id, outcome.proposed_subtasks)
-    except (SubtaskProposalError, ValueError) as exc:  # ValueError: a field no task takes
-        why = "; ".join(getattr(exc, "problems", None) or [" ".join(str(exc).split())])
+    children, refused = take_subtasks(run.plan, task_id, outcome.proposed_subtasks)
+    if refused is not None:
         landed = f"in {outcome.commit_sha[:10]}" if outcome.commit_sha else "(no change)"
         return [], (
-            f"proposed subtasks ignored: {why}. Its own part landed {landed}; the rest of its "
-            "work was left to them."
+            f"{refused}. Its own part landed {landed}; the rest of its work was left to them."
         )
     get_run_logger().info(f"{task_id} proposed {len(children)} subtask(s)")
     return children, None
