@@ -138,6 +138,6 @@ def _run_warm(argv: list[str]) -> int | None:
     """The command run by the warm runner of ``aca server start``, when there is one to use."""
     if sys.platform != "linux":  # fork, /proc/self/fd and SO_PEERCRED
         return None
-    from aca_flows.cli.warm_runner import run_warm
+    from aca_flows.cli.warm_client import run_warm
 
     return run_warm(argv)

@@ -3,15 +3,9 @@ aca already imported, which forks one child per ``aca run`` or ``aca resume``. T
 are most of a run's start-up (about 1.3 s of CPU on a 2-core machine); a forked child starts
 with them done.
 
-``run_warm`` (the client, called by ``aca`` before it imports anything heavy) hands the runner
-its arguments, current folder, environment, umask and standard streams (passed as file
-descriptors); the child becomes that command: the same output on the same terminal or pipes,
-the same exit code. A command whose priority, CPUs, user or groups differ from the runner's
-(`nice`, `taskset`, `sg`) runs by itself: a fork would have the runner's. Signals the command
-gets are passed on: a terminal's Ctrl-C to the child's
-process group, as it would have reached a command that ran by itself and its children; a
-SIGTERM, SIGHUP or SIGQUIT to the child; a Ctrl-Z stops the child's group until the command
-goes on. If the command is killed outright (SIGKILL), the child's group is killed too.
+``warm_client.run_warm`` (called by ``aca`` before it imports anything heavy) hands the
+runner a command, its folder, environment and standard streams; the child becomes that command:
+the same output on the same terminal or pipes, the same exit code, the signals it gets passed on.
 
 A command uses the runner only when the runner runs the same aca (package, its files,
 interpreter, installed packages); otherwise, without a runner, or with ``ACA_WARM_RUNNER=off``
@@ -51,7 +45,16 @@ from aca_flows.flows import reload_prefect_settings
 from aca_flows.flows.local_servers import server_home
 from aca_flows.session.redact import redact_text
 
-__all__ = ["WarmRunner", "fingerprint", "is_run_command", "run_warm", "serve"]
+__all__ = [
+    "RLIMITS",
+    "WarmRunner",
+    "fingerprint",
+    "is_run_command",
+    "message_line",
+    "process_standing",
+    "serve",
+    "socket_address",
+]
 
 # Commands that run tasks: the ones whose start-up is worth a warm process, and the only ones
 # the runner runs (``is_run_command``).
@@ -62,11 +65,8 @@ _NOT_RUNS = frozenset({"-h", "--help", "--version", "--list-checkpoints"})
 _REQUEST_LIMIT = 8 << 20
 _REQUEST_TIMEOUT = 10.0
 _SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes, the last one its terminating NUL
-_FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-# Signals aca does not handle itself: a command that ignores them (``nohup``) would run on.
-_KEPT_IF_IGNORED = (signal.SIGHUP, signal.SIGQUIT)
 # The command's resource limits hold for its run too (as far as the runner's allow).
-_RLIMITS = ("RLIMIT_AS", "RLIMIT_CORE", "RLIMIT_CPU", "RLIMIT_DATA", "RLIMIT_FSIZE",
+RLIMITS = ("RLIMIT_AS", "RLIMIT_CORE", "RLIMIT_CPU", "RLIMIT_DATA", "RLIMIT_FSIZE",
             "RLIMIT_NOFILE", "RLIMIT_NPROC", "RLIMIT_STACK")  # fmt: skip
 _PRELOADED = (
     "aca_flows.cli.app",
@@ -137,147 +137,12 @@ def is_run_command(argv: object) -> bool:
     )
 
 
-# -- the client: ``aca`` hands its command over -------------------------------------------------
-
-
-HANDSHAKE_SECONDS = 30.0
-
-
-def run_warm(argv: list[str]) -> int | None:
-    """Run ``aca argv`` in the warm runner and return its exit code; ``None`` when there is no
-    runner to use (the caller runs the command itself)."""
-    if not is_run_command(argv):
-        return None
-    if os.environ.get("ACA_WARM_RUNNER", "").lower() in ("0", "off", "false", "no"):
-        return None
-    runner = WarmRunner()
-    try:
-        state = json.loads(runner.state_file.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(state, dict):
-        return None
-    if str(state.get("socket", "")).startswith("\0"):
-        _stop_exposed(runner)
-        return None
-    try:
-        token = runner.token_file.read_text().strip()
-    except (OSError, ValueError):
-        return None
-    if state.get("fingerprint") != fingerprint() or not token:
-        return None
-    if state.get("standing") != process_standing():
-        # `nice -n 15 taskset -c 0 aca run`, `sg GROUP`, a unit's Group=: a fork of the runner
-        # would run at its priority, on its CPUs, with its groups. The command runs by itself.
-        return None
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        with _socket_address(runner.socket_path) as address:
-            conn.connect(address)
-        request = {
-            "token": token,
-            "argv": argv,
-            "cwd": os.getcwd(),
-            "env": dict(os.environ),
-            "umask": _umask(),
-            "rlimits": {name: resource.getrlimit(getattr(resource, name)) for name in _RLIMITS},
-            "stdio": [_stream_settings(s) for s in (sys.stdin, sys.stdout, sys.stderr)],
-        }
-        socket.send_fds(conn, [_line(request)], [0, 1, 2])
-        reader = conn.makefile("rb")
-        # A runner that does not answer (stopped, wedged) held every command, a dry run too,
-        # without a word. Not run here instead: the runner may yet start it.
-        conn.settimeout(HANDSHAKE_SECONDS)
-        started = json.loads(reader.readline() or b"null")
-        conn.settimeout(None)
-    except TimeoutError:
-        conn.close()
-        print(
-            f"aca: the warm runner (pid {state.get('pid')}) did not answer within "
-            f"{HANDSHAKE_SECONDS:g} s; `aca server stop` then `aca server start` starts a new "
-            "one, or ACA_WARM_RUNNER=off runs commands by themselves.",
-            file=sys.stderr,
-        )
-        return 2
-    except (OSError, ValueError):
-        conn.close()
-        return None
-    if not isinstance(started, dict) or "pid" not in started:  # refused: the command runs itself
-        conn.close()
-        return None
-    return _wait_for(started["pid"], reader)
-
-
-def _stop_exposed(runner: WarmRunner) -> None:
-    """A runner of an aca before this one listens on an abstract socket, which a sandboxed
-    command allowed the network reaches, and runs whatever it is sent: it is stopped (the runs
-    it forked go on), and the command runs by itself."""
-    if runner.stop():
-        print(
-            "aca: stopped the warm runner of an earlier aca: sandboxed commands allowed the "
-            "network could reach it. `aca server start` starts a new one.",
-            file=sys.stderr,
-        )
-
-
-def _wait_for(pid: int, reader) -> int:
-    """Pass signals on to the child until it ends; its exit code. SIGINT goes to the child's
-    group, as a terminal's Ctrl-C reaches a command's children too; the others, sent by
-    ``kill`` or a supervisor to a pid, to the child alone."""
-
-    def forward(signum, _frame):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if signum == signal.SIGINT:
-                os.killpg(pid, signum)
-            else:
-                os.kill(pid, signum)
-
-    def suspend(_signum, _frame):
-        # Ctrl-Z stops the command's group, not the run (a group of the runner's session): it
-        # stops alongside, as a command's children would, and goes on when the command does.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGSTOP)  # SIGTSTP is dropped in a group without a shell
-        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTSTP)  # returns once continued (``fg``, ``bg``)
-        signal.signal(signal.SIGTSTP, suspend)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGCONT)
-
-    for signum in _FORWARDED_SIGNALS:
-        if signum in _KEPT_IF_IGNORED and signal.getsignal(signum) == signal.SIG_IGN:
-            continue  # ``nohup aca run``: a hangup would not have stopped the command
-        signal.signal(signum, forward)
-    signal.signal(signal.SIGTSTP, suspend)
-    code = None
-    for line in reader:  # until the child's end closes the connection
-        with contextlib.suppress(ValueError):
-            code = json.loads(line).get("exit", code)
-    if code is None:
-        print("aca: the run's process ended without an exit code (killed?)", file=sys.stderr)
-        return 1
-    return code
-
-
-def _stream_settings(stream) -> dict:
-    return {
-        "encoding": stream.encoding,
-        "errors": stream.errors,
-        "line_buffering": stream.line_buffering,
-    }
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _line(message: dict) -> bytes:
+def message_line(message: dict) -> bytes:
     return json.dumps(message).encode() + b"\n"
 
 
 @contextlib.contextmanager
-def _socket_address(path: Path):
+def socket_address(path: Path):
     """``path`` as an address to bind or connect to: itself when it fits ``sun_path``, else
     the same file reached through a descriptor of its folder (``/proc/self/fd/N/name``) for
     as long as the block lasts; a long home needs no other folder, and no abstract name."""
@@ -382,7 +247,7 @@ class WarmRunner:
             raise SystemExit(f"{self.home} is not a folder of this user's: no runner")
         os.chmod(self.home, 0o700)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        with _socket_address(self.socket_path) as address:
+        with socket_address(self.socket_path) as address:
             if os.path.lexists(self.socket_path):
                 probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 try:
@@ -474,7 +339,7 @@ def _admitted(conn: socket.socket, token: str) -> tuple[dict | None, list[int]]:
         os.close(fd)
     print(redact_text(f"refused a request of pid {pid}: {reason}"), flush=True)
     with contextlib.suppress(OSError):
-        conn.sendall(_line({"refused": reason}))
+        conn.sendall(message_line({"refused": reason}))
     return None, []
 
 
@@ -497,7 +362,7 @@ def _refusal(request: object, fds: list[int], token: str) -> str | None:
         and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
         and type(request.get("umask")) is int
         and isinstance(rlimits, dict)
-        and set(rlimits) <= set(_RLIMITS)
+        and set(rlimits) <= set(RLIMITS)
         and isinstance(stdio, list)
         and len(stdio) == 3
         and all(isinstance(s, dict) for s in stdio)
@@ -519,7 +384,7 @@ def _become_the_command(conn: socket.socket, request: dict, fds: list[int]) -> N
     print(redact_text(line), flush=True)
     try:
         _take_on(request, fds)
-        conn.sendall(_line({"pid": os.getpid()}))
+        conn.sendall(message_line({"pid": os.getpid()}))
     except BaseException:
         # Say nothing and end: without a pid, the command runs by itself, and whatever went
         # wrong here (a folder gone, settings Prefect refuses) is reported as it would be.
@@ -536,7 +401,7 @@ def _become_the_command(conn: socket.socket, request: dict, fds: list[int]) -> N
         # The client waits for the connection to close, at the process's end, before it
         # exits: the output below is flushed by then.
         with contextlib.suppress(OSError):
-            conn.sendall(_line({"exit": code}))
+            conn.sendall(message_line({"exit": code}))
     # As the command would: threads joined, exit handlers (Prefect's last logs and events)
     # run, output flushed; the connection closes with the process, and the client exits.
     exit_process(code)

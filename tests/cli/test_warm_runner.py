@@ -17,7 +17,8 @@ from typing import NamedTuple
 
 import pytest
 
-from aca_flows.cli.warm_runner import WarmRunner, run_warm
+from aca_flows.cli.warm_client import run_warm
+from aca_flows.cli.warm_runner import WarmRunner
 from tests.crash.conftest import kill_group, only_session, wait_for
 from tests.crash.test_kill_and_resume import CHAIN, Agent, branch_tasks
 from tests.fakes.git_repo import make_repo
@@ -399,10 +400,10 @@ def _free_port() -> int:
 
 def test_a_runner_that_does_not_answer_is_named_not_waited_for(home, monkeypatch, capsys):
     """A stopped (or wedged) runner held every command, a dry run too, without a word."""
-    from aca_flows.cli import warm_runner
+    from aca_flows.cli import warm_client
 
     monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setattr(warm_runner, "HANDSHAKE_SECONDS", 1.0)
+    monkeypatch.setattr(warm_client, "HANDSHAKE_SECONDS", 1.0)
     pid = WarmRunner(home / ".aca" / "server").pid()
     os.kill(pid, signal.SIGSTOP)
     try:
