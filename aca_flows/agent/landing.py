@@ -31,6 +31,7 @@ from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.plan.vacuous_check import proved_nothing
 from aca_flows.sandbox import Sandbox
 from aca_flows.session.layout import SessionPaths
+from aca_flows.session.redact import redacted_tail
 from aca_flows.settings import AcaConfig, SandboxSection
 from aca_flows.workspace import (
     BranchMovedError,
@@ -163,7 +164,7 @@ async def run_checks_on_the_work(
             exit_code=result.exit_code,
             timed_out=result.timed_out,
             out_of_memory=result.out_of_memory,
-            output=result.output[-FAILURE_OUTPUT_LIMIT:],
+            output=redacted_tail(result.output, FAILURE_OUTPUT_LIMIT),
         )
     undone = await in_thread(worktree.restore, tree)
     if undone:

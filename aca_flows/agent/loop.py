@@ -47,7 +47,7 @@ from aca_flows.providers.base import (
     Usage,
 )
 from aca_flows.sandbox import existing_placeholders, remove_new_placeholders
-from aca_flows.session.redact import redact_known
+from aca_flows.session.redact import redact_known, redact_text
 from aca_flows.session.usage import summed_cost
 
 __all__ = ["AgentConversation", "AgentRound", "run_claude_code", "run_tool_loop"]
@@ -365,6 +365,7 @@ def _without_subtask_block(text: str) -> str:
 def _clip(text: str) -> str:
     if len(text) <= LOGGED_TEXT_LIMIT:
         return text
+    text = redact_text(text)  # before the cut, which would leave a secret's part unfound
     return text[:LOGGED_TEXT_LIMIT] + f"... [{len(text) - LOGGED_TEXT_LIMIT} more characters]"
 
 

@@ -54,6 +54,7 @@ from aca_flows.agent.verify import (
 )
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.session.layout import SessionPaths
+from aca_flows.session.redact import redacted_tail
 from aca_flows.settings import AcaConfig
 from aca_flows.workspace import TaskWorktree
 
@@ -209,7 +210,7 @@ async def run_agent_and_verify(
         message = fix_request(failed[1], attempts_left=max_rounds - attempt, owner=failed[0].owner)
     assert failed is not None
     check, result = failed
-    tail = result.output[-FAILURE_OUTPUT_LIMIT:]
+    tail = redacted_tail(result.output, FAILURE_OUTPUT_LIMIT)
     rounds = max_rounds - 1  # fix rounds, after the first try
     how = f"still failed after {rounds} fix round(s) of the agent" if rounds else "failed"
     return RoundsResult(

@@ -33,6 +33,7 @@ from aca_flows.agent.tools import ToolRefused, resolve_inside
 from aca_flows.agent.transcript import TaskLog
 from aca_flows.plan.models import SetupCommand
 from aca_flows.sandbox import CommandResult, Sandbox
+from aca_flows.session.redact import redacted_tail
 from aca_flows.settings import AgentSection, SandboxSection
 from aca_flows.workspace import TaskWorktree
 from aca_flows.workspace.commit import session_tasks_in
@@ -81,6 +82,7 @@ async def run_setup_commands(
             timeout_seconds=command.timeout_seconds,
             output_limit_bytes=settings.command_output_limit_bytes,
         )
+        tail = redacted_tail(result.output, OUTPUT_TAIL)
         log.write(
             "setup",
             name=command.name,
@@ -90,7 +92,7 @@ async def run_setup_commands(
             timed_out=result.timed_out,
             network=network,
             **({"network_withheld_for_work_of": withheld} if withheld else {}),
-            output=result.output[-OUTPUT_TAIL:],
+            output=tail,
         )
         if not result.ok and command.required:
             offline = ""
@@ -98,7 +100,7 @@ async def run_setup_commands(
                 offline = " " + _without_network(withheld)
             return (
                 f"setup command '{command.name}' (`{command.command}`) {_how(result)}; the "
-                f"agent was not started.{offline} Output:\n{result.output[-OUTPUT_TAIL:]}"
+                f"agent was not started.{offline} Output:\n{tail}"
             )
     if not commands:
         return None

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from aca_flows._search_path import absolute_folders
+from aca_flows.session.secret_values import register_handed_over
 
 __all__ = [
     "PRIVATE_TMP",
@@ -114,6 +115,7 @@ def claude_environment(
     """``options.env`` for claude: blanks every inherited variable it does not need, and
     (``scrub``, for a run that may run commands) has Claude Code scrub its own credentials from
     the environment of the commands it runs: that starts its sandbox, placeholders and all."""
+    register_handed_over(extra_names, environ)
     keep = CLAUDE_ENV_NAMES | set(extra_names)
     env = {
         name: ("" if name not in keep and not name.startswith(CLAUDE_ENV_PREFIXES) else value)

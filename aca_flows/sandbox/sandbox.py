@@ -35,6 +35,7 @@ from aca_flows.sandbox.bwrap import (
 from aca_flows.sandbox.git_shadow import git_shadow
 from aca_flows.sandbox.process import CommandResult, run_process
 from aca_flows.session.secret_names import is_secret_variable
+from aca_flows.session.secret_values import register_handed_over
 from aca_flows.settings import SandboxSection
 
 __all__ = [
@@ -106,6 +107,7 @@ def sandbox_environment(
 ) -> dict[str, str]:
     """The environment inside the sandbox: the allow-list only, with a fake HOME and TMPDIR."""
     environ = os.environ if environ is None else environ
+    register_handed_over(settings.env, environ)
     names = [*BASE_ENV_NAMES, *settings.env]
     env = {name: environ[name] for name in names if name in environ}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")

@@ -93,6 +93,7 @@ __all__ = [
     "redact_known",
     "redact_log_handlers",
     "redact_text",
+    "redacted_tail",
 ]
 
 REDACTED = "[REDACTED]"
@@ -173,6 +174,12 @@ def redact_text(text: str, environ: Mapping[str, str] | None = None) -> str:
     return _redact_text(text, secret_values(environ))
 
 
+def redacted_tail(text: str, limit: int) -> str:
+    """The last ``limit`` characters of ``text``, redacted before the cut: a cut leaves a
+    secret's part that no rule finds (a check's output kept 26 of a token's 27 characters)."""
+    return redact_text(text)[-limit:] if len(text) > limit else text
+
+
 def redact_known(text: str) -> str:
     """``text`` without the credentials aca knows (``credential_values``: its environment's
     keys, the Secret blocks in use, their encodings), plain, in a dump or cut by line breaks;
@@ -189,9 +196,11 @@ def redact_known(text: str) -> str:
     return text
 
 
-# Where aca cut a long output or file short (``sandbox/process.py``, ``agent/tools.py``).
+# Where aca cut a long output or file short (``sandbox/process.py``, ``agent/tools.py``, a
+# file a task refers to: ``agent/prompt.py``).
 _CUT = re.compile(
-    r"(\n\[\.\.\. \d+ (?:bytes omitted \.\.\.\]\n|more (?:characters|bytes) not shown\]))"
+    r"(\n\[\.\.\. \d+ (?:bytes omitted \.\.\.\]\n|more (?:characters|bytes) not shown\]"
+    r"|characters omitted\]))"
 )
 # A part of a credential this long, at a cut, is taken for one; a shorter one tells nothing.
 _MIN_PART = 6
@@ -300,6 +309,8 @@ def _without_values(text: str, secrets: list[str]) -> str:
 
 def _redacted_text(text: str, secrets: list[str]) -> str:
     text = _without_values(text, secrets)
+    if "\n[... " in text:  # a secret aca cut through on either side of its mark
+        text = _partial_at_cuts(text, secrets)
     # Shapes no word announces: a URL's credentials (postgres://admin:pw@db), a PEM key.
     if "@" in text and "://" in text:
         text = _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED, text)

@@ -37,10 +37,17 @@ PROVIDER_KEY_VARIABLES = (
 _SECRET_NAME_PARTS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
 
 # The last part of a variable's name (split at "_") that names a credential (MYSQL_PWD,
-# DB_PASS, CI_JOB_JWT, SENTRY_DSN, BASIC_AUTH), and phrases that do anywhere.
-_SECRET_LAST_PARTS = frozenset({"PWD", "PASS", "JWT", "DSN", "AUTH"})
+# DB_PASS, CI_JOB_JWT, SENTRY_DSN, BASIC_AUTH, GH_PAT, SLACK_WEBHOOK), and phrases that do
+# anywhere (DOCKER_AUTH_CONFIG).
+_SECRET_LAST_PARTS = frozenset({"PWD", "PASS", "JWT", "DSN", "AUTH", "PAT", "WEBHOOK"})
 
-_SECRET_PHRASES = ("AUTH_STRING", "AUTH_HEADER", "WEBHOOK_URL", "CONNECTION_STRING")
+_SECRET_PHRASES = (
+    "AUTH_STRING",
+    "AUTH_HEADER",
+    "AUTH_CONFIG",
+    "WEBHOOK_URL",
+    "CONNECTION_STRING",
+)
 
 # The shell's working folders, not passwords.
 _NOT_SECRET_VARIABLES = frozenset({"PWD", "OLDPWD", "DIRENV_PWD"})
@@ -101,8 +108,9 @@ def is_secret_variable(name: str) -> bool:
     """Whether the environment variable ``name`` holds a secret: a provider credential, a
     name containing KEY, TOKEN, SECRET, PASSWORD or CREDENTIAL, or one with a part that
     names a credential as it ends (``MYSQL_PWD``, ``DB_PASS``, ``CI_JOB_JWT``, ``SENTRY_DSN``,
-    ``BASIC_AUTH``; not ``AUTH_URL`` or ``JWT_ISSUER``) or anywhere (``..._AUTH_STRING``,
-    ``..._AUTH_HEADER``, ``SLACK_WEBHOOK_URL``, ``..._CONNECTION_STRING``), or any name
+    ``BASIC_AUTH``, ``GH_PAT``, ``SLACK_WEBHOOK``; not ``AUTH_URL`` or ``JWT_ISSUER``) or
+    anywhere (``..._AUTH_STRING``, ``..._AUTH_HEADER``, ``DOCKER_AUTH_CONFIG``,
+    ``SLACK_WEBHOOK_URL``, ``..._CONNECTION_STRING``), or any name
     ``names_a_credential`` reads as one (``GPG_PASSPHRASE``, ``AUTHORIZATION``). Commands run
     without these when the sandbox is off (``sandbox.clean_environment``); their values are
     redacted (``secret_values``)."""

@@ -15,18 +15,25 @@ import functools
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from urllib.parse import quote, quote_plus
 
 from aca_flows.session.secret_names import (
     MIN_NAMED_SECRET,
     PROVIDER_KEY_VARIABLES,
     is_secret_variable,
+    looks_random,
     names_a_credential,
     names_a_location,
 )
 
-__all__ = ["SecretValues", "credential_values", "register_secret", "secret_values"]
+__all__ = [
+    "SecretValues",
+    "credential_values",
+    "register_handed_over",
+    "register_secret",
+    "secret_values",
+]
 
 # Values known to be secret that are not in the environment (Prefect Secret blocks in use).
 _REGISTERED: set[str] = set()
@@ -42,6 +49,17 @@ def register_secret(value: str | None) -> None:
     """Redact ``value`` from now on in this process (a key read from a Prefect Secret block)."""
     if value and len(value.strip()) >= _MIN_PROVIDER_SECRET:
         _REGISTERED.add(value.strip())
+
+
+def register_handed_over(names: Iterable[str], environ: Mapping[str, str]) -> None:
+    """Secret from now on: the values of the variables a user hands to a sandbox (``[sandbox]
+    env``) that look like keys (``looks_random``), whatever their names. ``KUBE_CONFIG_DATA``
+    or ``HONEYCOMB_WRITEKEY`` name no credential by any rule, and their values were sent to
+    the model and committed; the user chose to hand them to what runs."""
+    for name in names:
+        value = environ.get(name, "").strip()
+        if looks_random(value):
+            _REGISTERED.add(value)
 
 
 def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
@@ -95,23 +113,24 @@ def _a_credential(value: str, name: str | None) -> bool:
 
 
 # Variables whose URL is the credential: a webhook's, a DSN's, a connection string.
-_CREDENTIAL_URLS = ("WEBHOOK_URL", "DSN", "CONNECTION_STRING")
+_CREDENTIAL_URLS = ("WEBHOOK", "DSN", "CONNECTION_STRING")
 
 
 def _plain_secrets(environ: Mapping[str, str]) -> dict[str, str | None]:
-    """Each secret value, and the variable that holds it (None: a registered secret)."""
+    """Each secret value, and the variable that holds it (None: a registered secret, a
+    credential whatever the name of a variable that holds it too)."""
     found: dict[str, str | None] = dict.fromkeys(_REGISTERED)
     for name, value in environ.items():
         value = value.strip()
         if name in PROVIDER_KEY_VARIABLES:
             if len(value) >= _MIN_PROVIDER_SECRET:
-                found[value] = name
+                found.setdefault(value, name)
         elif (
             is_secret_variable(name)
             and len(value) >= MIN_NAMED_SECRET
             and not names_a_location(name.upper(), value)
         ):
-            found[value] = name
+            found.setdefault(value, name)
         # The password of a URL's user (DATABASE_URL=postgres://app:PASSWORD@db/app), in
         # any variable: the records redacted it by its shape, the model and the commit did
         # not. A credential's length at least: "postgres" or "password" redacted a task's id

@@ -11,6 +11,7 @@ import pytest
 from aca_flows.agent import execute_task
 from aca_flows.plan.models import ExecutionPlan, SetupCommand, Task
 from aca_flows.session.layout import AcaDir
+from aca_flows.session.redact import redact_text
 from aca_flows.workspace import ensure_session_branch
 from tests.fakes.scripted_provider import ScriptedProvider, tool_calls, tool_use
 from tests.security.hostile import Listener
@@ -83,6 +84,23 @@ def test_a_required_command_that_fails_fails_the_task_before_any_provider_call(t
     assert "no such package" in outcome.failure_reason
     assert provider.history == []
     assert outcome.commit_sha is None
+
+
+def test_a_secret_the_kept_output_cuts_through_is_not_kept_in_part(tmp_path, repo, monkeypatch):
+    # The last 4,000 characters of a failed command's output are kept: cut before it was
+    # redacted, 19 of a token's 27 characters stood in the failure, the task log, the summary
+    # and Prefect's records, where no rule found them.
+    token = "dt_Q7mX2vL9kR4wZ8nP3tY6bH1c"
+    monkeypatch.setenv("DEPLOY_TOKEN", token)
+    command = f"echo 'using {token}'; head -c 3980 /dev/zero | tr '\\0' Z; exit 1"
+    setup = [SetupCommand(name="deploy", command=command)]
+
+    outcome = run_task(tmp_path, setup, ScriptedProvider())
+
+    assert outcome.status == "failed" and "ZZZZ" in outcome.failure_reason
+    log = AcaDir(tmp_path).session(SESSION).task_log("t1").read_text()
+    for kept in (redact_text(outcome.failure_reason), log):  # as each record has it
+        assert token[-19:] not in kept and token[-8:] not in kept
 
 
 def test_an_optional_command_that_fails_is_logged_and_the_task_goes_on(tmp_path, repo):

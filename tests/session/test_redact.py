@@ -654,12 +654,60 @@ def test_a_known_secret_is_redacted_as_urls_and_json_write_it():
         "GPG_PASSPHRASE",
         "AUTHORIZATION",
         "PROXY_AUTHORIZATION",
+        # A personal access token (GitHub's docs, the Azure CLI), a webhook, a registry login:
+        # sent to the model and committed when given with [sandbox] env.
+        "GH_PAT",
+        "CR_PAT",
+        "AZURE_DEVOPS_EXT_PAT",
+        "SLACK_WEBHOOK",
+        "DOCKER_AUTH_CONFIG",
     ],
 )
-def test_variables_named_for_a_credential_are_secret(name):
+def test_variables_named_for_a_credential_are_secret(name, monkeypatch):
+    from aca_flows.session.secret_values import credential_values
+
     value = "hunter2-Xy7-secret-value"
     assert is_secret_variable(name)
     assert redact_text(f"it is {value}", environ={name: value}) == f"it is {REDACTED}"
+    # What the model is sent and a commit is checked for: the credentials' rule, not only
+    # the records'.
+    monkeypatch.setenv(name, value)
+    assert value in credential_values()
+
+
+def test_a_key_handed_to_the_sandbox_is_secret_whatever_its_name(monkeypatch):
+    # KUBE_CONFIG_DATA, HONEYCOMB_WRITEKEY: no rule reads these names as a credential's; the
+    # user handed them to what runs, and their values went to the model and into a commit.
+    from aca_flows.sandbox import sandbox_environment
+    from aca_flows.session import secret_values
+    from aca_flows.session.secret_values import credential_values
+    from aca_flows.settings import SandboxSection
+
+    monkeypatch.setattr(secret_values, "_REGISTERED", set())  # what it registers goes after
+    key, setting = "Lm3Nv9Rt2Yw8Xk4Zp6QaHc5", "eu-west-1-production"
+    monkeypatch.setenv("HONEYCOMB_WRITEKEY", key)
+    monkeypatch.setenv("DEPLOY_REGION", setting)
+    assert key not in credential_values()
+    env = sandbox_environment(SandboxSection(env=["HONEYCOMB_WRITEKEY", "DEPLOY_REGION"]))
+    assert env["HONEYCOMB_WRITEKEY"] == key  # the command still gets it
+    assert key in credential_values()
+    assert setting not in credential_values()  # a setting is no key: the model may read it
+    assert redact_known(f"write {key} to cfg") == f"write {REDACTED} to cfg"
+
+
+def test_a_secret_a_cut_went_through_is_not_kept_in_part(monkeypatch):
+    # A check's output is kept to its last 4,000 characters: cut first, 26 of a token's 27
+    # characters were in the task's failure, its log, the summary and Prefect's records.
+    from aca_flows.session.redact import redacted_tail
+
+    token = "dt_Q7mX2vL9kR4wZ8nP3tY6bH1c"
+    monkeypatch.setenv("DEPLOY_TOKEN", token)
+    output = "x" * 5000 + f"token in use: {token}" + "Z" * 3974
+    tail = redacted_tail(output, 4000)
+    assert token[1:] not in tail and tail.endswith("Z" * 3974)
+    # Where the sandbox cut a long output (its mark), the part on either side goes too.
+    cut = f"using {token[:20]}\n[... 5000 bytes omitted ...]\n{token[-9:]} done"
+    assert redact_text(cut) == f"using {REDACTED}\n[... 5000 bytes omitted ...]\n{REDACTED} done"
 
 
 @pytest.mark.parametrize(
