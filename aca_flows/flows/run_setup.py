@@ -227,6 +227,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         if parse is not None:
             _bill_parse(store, parse)
             _keep_parse(store, parse)
+    kept_failed: set[str] = set()  # landed, its subtasks refused: a retry would change nothing
     with _ended_on_error(store):
         # The session lock is ours: a ref lock on the session branch is a crash's leftover.
         remove_stale_branch_lock(repo, store.session_id)
@@ -243,14 +244,16 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
                 refused = _subtasks_proposed_before_landing(store, task_id)
                 if refused is None:
                     store.task_completed(task_id, TaskResult(commit=sha))
-                elif recorded.state != "failed":
+                    continue
+                kept_failed.add(task_id)
+                if recorded.state != "failed":
                     store.task_failed(task_id, refused)
         # The record holds the plan redacted; what runs is the plan as the user wrote it.
         if asked is not None:
             plan = _with_statuses(asked, store.session.plan)
         else:
             plan = store.session.plan.model_copy(deep=True)
-            _retry_unfinished(plan)
+            _retry_unfinished(plan, kept_failed)
         config = _with_plan_concurrency(config, plan, request)
         _warn(setup_network_warning(plan, config.sandbox))
         providers = build_providers(names, config, store, request)
@@ -344,13 +347,17 @@ def _with_statuses(asked: ExecutionPlan, recorded: ExecutionPlan) -> ExecutionPl
     return plan
 
 
-def _retry_unfinished(plan: ExecutionPlan) -> None:
+def _retry_unfinished(plan: ExecutionPlan, kept_failed: set[str]) -> None:
     """On resume, failed tasks get another chance, and so do the tasks their failure
-    skipped and those a stall blocked; completed work is never redone. A task recorded
+    skipped and those a stall blocked; completed work is never redone. ``kept_failed``: tasks
+    whose work landed with subtasks the plan cannot take, failed as they stand (a run would
+    count an attempt and find the same). A task recorded
     completed when its own work landed, whose proposed subtasks did not all finish (a
     stopped run), is a group still open: pending again in the run, so what depends on it
     waits for them (its own commit is found on the branch, not made again)."""
     for task in plan.tasks:
+        if task.id in kept_failed:
+            continue
         if task.status.state in ("failed", "blocked") or task.status.skipped_for_failure:
             task.status = TaskStatus()
     for task in plan.tasks:

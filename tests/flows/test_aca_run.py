@@ -919,6 +919,14 @@ def test_a_task_failed_for_subtasks_it_cannot_have_is_not_completed_by_a_resume(
     assert first["status"] == "failed"
     reasons = [str(t.status.reason) for t in load_session(repo, first["session_id"]).plan.tasks]
     assert sum("proposed subtasks ignored" in reason for reason in reasons) == 1, reasons
+    before = load_session(repo, first["session_id"])
+    calls = len(anthropic_fake.anthropic.requests)
 
     again = run(tasks, repo, session_id=first["session_id"]).summary
     assert again["status"] == "failed", again
+    # Kept failed as it stands: no attempt counted, no call made (it counted one it never made).
+    after = load_session(repo, first["session_id"])
+    assert {t: r.attempts for t, r in after.tasks.items()} == {
+        t: r.attempts for t, r in before.tasks.items()
+    }
+    assert len(anthropic_fake.anthropic.requests) == calls
