@@ -21,10 +21,11 @@ from pydantic import ValidationError
 
 from aca_flows.session.errors import SessionFileError, UnknownSessionError, refuse_newer_schema
 from aca_flows.session.files import write_json_atomic
+from aca_flows.session.fold import fold_events
 from aca_flows.session.journal import read_journal, repair_journal
 from aca_flows.session.layout import AcaDir, SessionPaths
 from aca_flows.session.lock import read_lock_holder
-from aca_flows.session.record import SESSION_SCHEMA_VERSION, SessionRecord, fold_events
+from aca_flows.session.record import SESSION_SCHEMA_VERSION, SessionRecord
 
 __all__ = [
     "SessionScan",

@@ -65,12 +65,13 @@ from aca_flows.session.events import (
     event_to_json,
 )
 from aca_flows.session.files import write_json_atomic, write_text_atomic
+from aca_flows.session.fold import apply_event, fold_events
 from aca_flows.session.journal import append_event, read_journal
 from aca_flows.session.layout import AcaDir, SessionPaths, session_branch
 from aca_flows.session.lock import LockHolder, SessionLock
 from aca_flows.session.plan_seals import keep_seal
 from aca_flows.session.reading import read_session_folder, resolve_session_id
-from aca_flows.session.record import SessionRecord, SessionStatus, apply_event, fold_events
+from aca_flows.session.record import SessionRecord, SessionStatus
 from aca_flows.session.redact import redact
 from aca_flows.session.secret_names import is_secret_name
 

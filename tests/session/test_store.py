@@ -23,9 +23,9 @@ from aca_flows.session.events import (
     TaskResult,
     TaskStarted,
 )
+from aca_flows.session.fold import fold_events
 from aca_flows.session.layout import AcaDir
 from aca_flows.session.reading import latest_session_id, list_sessions, load_session, scan_sessions
-from aca_flows.session.record import fold_events
 from aca_flows.session.store import SessionStore
 
 
