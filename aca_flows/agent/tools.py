@@ -232,6 +232,9 @@ class TaskTools:
                 f"the arguments of {call.name} were not a JSON object ({str(unparsed)[:200]!r}): "
                 "call it again with its arguments as one JSON object",
             )
+        mistyped = _mistyped_argument(call)
+        if mistyped is not None:  # before anything runs: a write had emptied its file
+            return self._error(call, f"bad arguments for {call.name}: {mistyped}")
         try:
             content = await handler(**call.arguments)
         except ToolRefused as exc:
@@ -267,6 +270,8 @@ class TaskTools:
         target.parent.mkdir(parents=True, exist_ok=True)
         if REDACTED in content:  # off the loop: other tasks go on while a big file is read
             await in_thread(lambda: _refuse_losing_hidden_secrets(_text_of(target), content, path))
+        if "\r" not in content and _ends_lines_with_crlf(target):
+            content = content.replace("\n", "\r\n")  # the file keeps its line endings
         _write_regular_file(target, path, content)
         return f"wrote {len(content)} characters to {path}"
 
@@ -277,7 +282,13 @@ class TaskTools:
         if not old_string:
             raise ToolRefused("old_string is empty; give the exact text to replace.")
         _refuse_too_large(target, path, "edit_file rewrites")
-        text = target.read_text(encoding="utf-8")
+        with target.open(encoding="utf-8", newline="") as file:  # its line endings as they are
+            text = file.read()
+        if "\r\n" in text and "\r" not in old_string and old_string not in text:
+            # A file of CRLF lines, shown to the agent with LF (read_file): its edit keeps them.
+            old_string = old_string.replace("\n", "\r\n")
+            if "\r" not in new_string:
+                new_string = new_string.replace("\n", "\r\n")
         count = text.count(old_string)
         if count != 1:
             where = "does not occur" if count == 0 else f"occurs {count} times"
@@ -428,6 +439,33 @@ def _refuse_too_large(target: Path, shown: str, what: str) -> None:
         )
 
 
+def _mistyped_argument(call: ToolCall) -> str | None:
+    """Which of ``call``'s arguments its tool's schema gives as a string is not one, said for
+    the model (a JSON file's text sent as an object is the usual slip); ``None`` when none.
+    (A list sent as a JSON string is taken: ``propose_subtasks``.)"""
+    definition = next((d for d in TOOL_DEFINITIONS if d.name == call.name), None)
+    properties = definition.input_schema.get("properties", {}) if definition else {}
+    for name, value in call.arguments.items():
+        if properties.get(name, {}).get("type") == "string" and not isinstance(value, str):
+            shown = {dict: "an object", list: "an array"}.get(type(value), type(value).__name__)
+            hint = " (the file's text, as one string)" if name == "content" else ""
+            return f"{name} must be a string{hint}, not {shown}"
+    return None
+
+
+def _ends_lines_with_crlf(target: Path) -> bool:
+    """Whether the file at ``target`` (if any) ends its lines with CRLF, by its first 8 KB."""
+    try:  # never waits on a FIFO, never follows a link
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        head = file.read(8192)
+    return b"\r\n" in head and b"\n" not in head.replace(b"\r\n", b"")
+
+
 def _text_of(target: Path) -> str:
     """A regular file's text as it is now, to ``MAX_WHOLE_FILE_BYTES`` (no tool shows the
     model more of one: a 1 GB file was read whole, in aca's memory); empty when there is none
@@ -445,6 +483,7 @@ def _write_regular_file(target: Path, shown: str, text: str) -> None:
     """Write ``text`` to ``target``, a regular file or a new one. A FIFO an agent made would
     block the open for ever (and the whole run with it), a device would take the text: both
     are refused, the open never waits, and a symlink put there since is not followed."""
+    data = text.encode("utf-8")  # first: text it cannot write leaves the file as it was
     flags = os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW
     try:
         fd = os.open(target, flags, 0o644)
@@ -452,8 +491,8 @@ def _write_regular_file(target: Path, shown: str, text: str) -> None:
         raise ToolRefused(
             f"{shown} cannot be written ({exc.strerror}); give a regular file."
         ) from None
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+    with os.fdopen(fd, "wb") as handle:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ToolRefused(f"{shown} is not a regular file; aca writes regular files only.")
         handle.truncate(0)
-        handle.write(text)
+        handle.write(data)

@@ -179,6 +179,40 @@ def test_missing_files_unknown_tools_and_bad_arguments_are_results(tools):
     assert call(tools, "write_file", path="a.txt").is_error  # content missing
 
 
+def test_a_write_refused_for_its_arguments_leaves_the_file_as_it_was(tools):
+    # A JSON file's text sent as an object: the file was emptied before the write failed, the
+    # model was told it was refused, and the empty file was committed ("completed", exit 0).
+    config = tools.root / "config.json"
+    config.write_text('{"name": "demo", "version": 1}\n')
+    for content in ({"name": "demo", "version": 2}, ["line one", "line two"], "half \ud83d"):
+        result = call(tools, "write_file", path="config.json", content=content)
+        assert result.is_error, content
+        assert config.read_text() == '{"name": "demo", "version": 1}\n'
+    said = call(tools, "write_file", path="new.json", content={"a": 1}).content
+    assert said == (
+        "bad arguments for write_file: content must be a string (the file's text, as one "
+        "string), not an object"
+    )
+    assert not (tools.root / "new.json").exists()
+    assert call(tools, "edit_file", path="README.md", old_string=1, new_string="x").is_error
+
+
+def test_edits_and_writes_keep_a_files_crlf_line_endings(tools):
+    # read_file shows CRLF lines with LF: a one-line edit made every line of the file LF,
+    # a commit changing all of it, and the agent had no way to keep them.
+    script = tools.root / "app.bat"
+    script.write_bytes(b"@echo off\r\necho one\r\necho two\r\n")
+    assert call(tools, "read_file", path="app.bat").content == "@echo off\necho one\necho two\n"
+
+    edit = call(tools, "edit_file", path="app.bat", old_string="one\necho two", new_string="1\n")
+    assert not edit.is_error, edit.content
+    assert script.read_bytes() == b"@echo off\r\necho 1\r\n\r\n"
+    call(tools, "write_file", path="app.bat", content="@echo off\necho three\n")
+    assert script.read_bytes() == b"@echo off\r\necho three\r\n"
+    call(tools, "write_file", path="unix.sh", content="echo a\n")  # a new file: as given
+    assert (tools.root / "unix.sh").read_bytes() == b"echo a\n"
+
+
 def test_arguments_a_provider_could_not_read_are_named_to_the_model_as_such(tools):
     # openai_api/ollama_api hand back arguments that are not JSON unparsed: the model is told
     # what to fix, not about a Python keyword argument.
