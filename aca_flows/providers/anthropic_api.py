@@ -189,7 +189,9 @@ class AnthropicProvider(SdkProvider):
                     texts.append(json.dumps(block.input))
                 else:
                     arguments = block.input
-                    if message.stop_reason == "max_tokens" and block is message.content[-1]:
+                    if not isinstance(arguments, dict):  # told to the model, as a cut call is
+                        arguments = {UNPARSED_ARGUMENTS: json.dumps(block.input)}
+                    elif message.stop_reason == "max_tokens" and block is message.content[-1]:
                         # The limit fell inside this call: the SDK parsed what came of its
                         # input, so a file write would run cut short. It is refused instead.
                         arguments = {UNPARSED_ARGUMENTS: json.dumps(block.input)}

@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from aca_flows._files import readable, readable_data
 
 __all__ = [
     "UNPARSED_ARGUMENTS",
@@ -47,6 +49,13 @@ class ToolCall(WireModel):
     id: str
     name: str
     arguments: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("arguments")
+    @classmethod
+    def _storable_arguments(cls, arguments: dict[str, Any]) -> dict[str, Any]:
+        # JSON allows a lone surrogate ("\ud83d", half an emoji): kept, it failed the paid
+        # call's task where its conversation was saved.
+        return readable_data(arguments)
 
 
 class ToolResult(WireModel):
@@ -126,6 +135,11 @@ class ProviderResponse(WireModel):
     provider: str = ""
     session_id: str | None = None
     rate_limit_headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("text")
+    @classmethod
+    def _storable_text(cls, text: str) -> str:
+        return readable(text)  # as a tool call's arguments
 
 
 class ProviderEvent(WireModel):

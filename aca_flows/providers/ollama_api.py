@@ -195,10 +195,13 @@ class OllamaProvider:
         calls = [
             ToolCall(
                 id=f"ollama_call_{index}",
-                name=call["function"]["name"],
-                arguments=_arguments(call["function"].get("arguments")),
+                name=str(function.get("name") or ""),
+                arguments=_arguments(function.get("arguments")),
             )
             for index, call in enumerate(message.get("tool_calls") or [])
+            if isinstance(call, dict)
+            # {"function": {"name", "arguments"}}, or (some compatible servers) flat
+            for function in [call["function"] if isinstance(call.get("function"), dict) else call]
         ]
         usage = Usage(
             input_tokens=data.get("prompt_eval_count") or 0,
@@ -207,7 +210,7 @@ class OllamaProvider:
         model = data.get("model") or body["model"]
         stop = "tool_use" if calls else _STOP_REASONS.get(data.get("done_reason"), "end_turn")
         response = ProviderResponse(
-            text=message.get("content") or "",
+            text=str(message.get("content") or ""),
             tool_calls=calls,
             stop_reason=stop,
             usage=usage,

@@ -76,6 +76,15 @@ def to_openai_messages(system: str, messages: list[Message]) -> list[dict[str, A
     return out
 
 
+def _text_of(content: Any) -> str:
+    """An answer's text: a string, or (some compatible servers) a list of parts."""
+    if isinstance(content, list):
+        return "".join(
+            str(part.get("text") or "") if isinstance(part, dict) else str(part) for part in content
+        )
+    return str(content or "")
+
+
 def _parse_arguments(raw: str | None) -> dict[str, Any]:
     try:
         parsed = json.loads(raw or "{}")
@@ -159,13 +168,15 @@ class OpenAIProvider(SdkProvider):
                 self.name, ValueError("no choices in the response")
             )
         choice = completion.choices[0]
+        # Compatible servers send calls without ids, or names: the model hears of the call it
+        # made (an unknown tool), the paid answer is billed, not an internal error.
         calls = [
             ToolCall(
-                id=call.id,
-                name=call.function.name,
+                id=call.id or f"call_{index}",
+                name=call.function.name or "",
                 arguments=_parse_arguments(call.function.arguments),
             )
-            for call in choice.message.tool_calls or []
+            for index, call in enumerate(choice.message.tool_calls or [])
             if getattr(call, "function", None) is not None
         ]
         usage = _usage(completion.usage)
@@ -173,7 +184,7 @@ class OpenAIProvider(SdkProvider):
         refusal = getattr(choice.message, "refusal", None)
         stop = _FINISH_REASONS.get(choice.finish_reason or "", "end_turn")
         response = ProviderResponse(
-            text=refusal or choice.message.content or "",
+            text=refusal or _text_of(choice.message.content),
             tool_calls=calls,
             stop_reason="refusal" if refusal else stop,
             usage=usage,

@@ -137,6 +137,9 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     fault: str | None = None
+    # The answer's message as a server that strays from the API sends it (OpenAI, Ollama: the
+    # whole message; Anthropic: its "content"): calls without ids, flat calls, parts of text.
+    message: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.fault is not None and self.fault not in FAULTS:
@@ -501,6 +504,8 @@ def _anthropic_message(request: RecordedRequest, reply: Reply) -> dict[str, Any]
                 "input": call.get("arguments", {}),
             }
         )
+    if reply.message is not None:
+        content = reply.message["content"]
     stop = reply.stop_reason or ("tool_use" if reply.tool_calls else "end_turn")
     return {
         "id": f"msg_{uuid.uuid4().hex[:20]}",
@@ -707,6 +712,7 @@ def _route_openai(handler: _Handler, request: RecordedRequest) -> None:
             }
             for c in reply.tool_calls
         ]
+    message = reply.message if reply.message is not None else message
     finish = reply.stop_reason or ("tool_calls" if reply.tool_calls else "stop")
     prompt = reply.tokens("input_tokens") + cached  # OpenAI counts cached tokens in the prompt
     payload = {
@@ -746,6 +752,7 @@ def _route_ollama_chat(handler: _Handler, request: RecordedRequest) -> None:
             {"function": {"name": c["name"], "arguments": c.get("arguments", {})}}
             for c in reply.tool_calls
         ]
+    message = reply.message if reply.message is not None else message
     payload = {
         "model": reply.model or (request.json or {}).get("model", "llama-fake"),
         "created_at": "2025-01-01T00:00:00Z",

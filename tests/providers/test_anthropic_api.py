@@ -108,6 +108,18 @@ def test_a_missing_key_fails_before_any_request(llm_server, monkeypatch):
     assert llm_server.requests == []
 
 
+def test_a_tool_input_that_is_no_object_goes_back_to_the_model_unparsed(llm_server):
+    # A ValidationError failed the task, the paid call on no bill; openai and ollama told the
+    # model.
+    use = {"type": "tool_use", "id": "toolu_1", "name": "run", "input": ["ls", "-l"]}
+    llm_server.anthropic.enqueue(message={"content": [use]}, stop_reason="tool_use")
+
+    response = run(_provider().complete(_request()))
+
+    assert response.tool_calls[0].arguments == {"_unparsed_arguments": '["ls", "-l"]'}
+    assert response.usage.input_tokens == 10  # billed
+
+
 def test_rate_limit_headers_are_returned_for_the_limiter(llm_server):
     llm_server.anthropic.enqueue(
         text="ok",

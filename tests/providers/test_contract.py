@@ -146,6 +146,23 @@ def test_a_tool_call_comes_back_with_parsed_arguments(case):
     assert response.tool_calls[0].id
 
 
+def test_a_lone_surrogate_in_an_answer_is_kept_as_text_can_be_stored(case):
+    # JSON allows "\ud83d" (half an emoji); kept, it failed the task of the paid call when
+    # its conversation was saved. (Anthropic's SDK refuses one in a tool's input: the answer
+    # cannot be read, a transient error, billed.)
+    in_input = case.name in ("openai", "ollama")
+    path = "a\ud83d" if in_input else "a"
+    case.enqueue(
+        text="half \ud83d", tool_calls=[{"name": "read_file", "arguments": {"path": path}}]
+    )
+
+    response = case.complete(_ask())
+
+    assert response.text == "half \ufffd"
+    assert response.tool_calls[0].arguments == {"path": "a\ufffd" if in_input else "a"}
+    response.model_dump_json()  # raised PydanticSerializationError
+
+
 def test_a_tool_result_round_trip_is_accepted(case):
     case.enqueue(text="The README says hello.")
     request = ProviderRequest(

@@ -70,6 +70,23 @@ def test_tool_calls_get_stable_ids_and_results_go_back_with_the_tool_name(llm_se
     assert sent[2] == {"role": "tool", "content": "README", "tool_name": "run"}
 
 
+def test_flat_and_nameless_tool_calls_are_answers_not_errors(llm_server):
+    # Compatible servers send {"name", "arguments"} without "function": a KeyError failed the
+    # task, the paid call on no bill.
+    calls = [{"name": "run", "arguments": {"cmd": "ls"}}, {"function": {"arguments": {}}}]
+    llm_server.ollama.enqueue(message={"role": "assistant", "content": "", "tool_calls": calls})
+
+    response = run(
+        _provider().complete(ProviderRequest(messages=[Message(role="user", text="ls")]))
+    )
+
+    assert [(c.name, c.arguments) for c in response.tool_calls] == [
+        ("run", {"cmd": "ls"}),
+        ("", {}),
+    ]
+    assert response.usage.input_tokens == 10  # billed
+
+
 def test_a_missing_model_is_permanent_and_says_what_to_pull(llm_server):
     llm_server.ollama.enqueue(status=404, error="model 'qwen-coder' not found")
 

@@ -78,6 +78,23 @@ def test_arguments_that_are_not_json_are_handed_back_unparsed(llm_server):
     assert response.tool_calls[0].arguments == {"_unparsed_arguments": '{"cmd": "ls'}
 
 
+def test_calls_without_ids_or_names_and_text_in_parts_are_answers_not_errors(llm_server):
+    # Compatible servers answer so: each was a ValidationError failing the task, the paid
+    # call on no bill.
+    calls = [
+        {"id": None, "type": "function", "function": {"name": "run", "arguments": "{}"}},
+        {"id": "c2", "type": "function", "function": {"name": None, "arguments": "{}"}},
+    ]
+    parts = [{"type": "text", "text": "one "}, {"type": "text", "text": "two"}]
+    llm_server.openai.enqueue(message={"role": "assistant", "content": parts, "tool_calls": calls})
+
+    response = run(_provider().complete(_request(tools=[TOOL])))
+
+    assert response.text == "one two"
+    assert [(c.name, bool(c.id)) for c in response.tool_calls] == [("run", True), ("", True)]
+    assert response.usage.input_tokens == 10  # billed
+
+
 def test_an_exhausted_quota_is_permanent_not_a_rate_limit(llm_server):
     llm_server.openai.enqueue(status=429, error="You exceeded your current quota, check billing.")
 
