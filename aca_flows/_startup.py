@@ -30,6 +30,7 @@ from contextlib import contextmanager
 __all__ = [
     "collect_as_usual",
     "collect_less",
+    "ended_runs_hold_their_signals",
     "let_one_pass",
     "run_ended",
     "signals_remembered",
@@ -87,6 +88,25 @@ _depth = 0
 # The run has recorded its end (``run_ended``), and whether a signal was let pass since.
 _ended = False
 _let_passed = False
+# A process that is the command (``ended_runs_hold_their_signals``).
+_to_the_end = False
+
+
+def ended_runs_hold_their_signals() -> None:
+    """This process is the ``aca`` command, and ends with it: once a run has ended, its
+    signal handling holds until the process exits, through the summary's print and Prefect's
+    last logs and events (a SIGTERM there killed a completed run: 143, or a traceback, or no
+    ``--json``), not only while the run's block lasts. (Tests run many commands in one
+    process, whose handlers are put back.)"""
+    global _to_the_end
+    _to_the_end = True
+
+
+def _after_the_run(signum, frame) -> None:
+    # The run has ended and says so; what is left only records it. A second signal stops
+    # the command at once, as the first one's line told.
+    if not let_one_pass():
+        os._exit(128 + signum)
 
 
 def run_ended() -> None:
@@ -154,9 +174,10 @@ def signals_remembered() -> Iterator[None]:
     finally:
         _depth -= 1
         sys.unraisablehook = unraisable
+        held = _depth == 0 and _to_the_end and _ended
         for sig, earlier in previous.items():
-            signal.signal(sig, earlier)
-        if _depth == 0:  # this command is done with them (a test runs several)
+            signal.signal(sig, _after_the_run if held else earlier)
+        if _depth == 0 and not held:  # this command is done with them (a test runs several)
             _signalled, _ended, _let_passed = None, False, False
 
 

@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:
         _closed_streams_to_nowhere()
         _streams_that_take_any_text()
+        from aca_flows._startup import ended_runs_hold_their_signals
+
+        ended_runs_hold_their_signals()
     try:
         code = None if argv is not None else _run_warm(sys.argv[1:])
         if code is None:

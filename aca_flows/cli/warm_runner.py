@@ -392,8 +392,10 @@ def _become_the_command(conn: socket.socket, request: dict, fds: list[int]) -> N
     import threading
 
     threading.Thread(target=_die_with_client, args=(conn,), daemon=True).start()
+    from aca_flows._startup import ended_runs_hold_their_signals
     from aca_flows.cli import main
 
+    ended_runs_hold_their_signals()  # this process is the command
     code = 1
     try:
         code = main(request["argv"])

@@ -398,6 +398,32 @@ def test_a_signal_as_the_run_records_its_end_is_let_pass_once(capfd):
                 signal.raise_signal(signal.SIGINT)  # a second one stops the command
 
 
+def test_the_signal_let_pass_holds_until_the_command_process_ends():
+    """Past the run's block (the summary's print, Prefect's last logs at exit, the warm
+    child's exit line) the handlers were put back: a SIGTERM killed a completed run (143, no
+    --json), a Ctrl-C printed a traceback. In the process that is the command they hold."""
+    script = """if True:
+        import signal
+        from aca_flows._startup import ended_runs_hold_their_signals, run_ended
+        from aca_flows._startup import signals_remembered
+        ended_runs_hold_their_signals()
+        with signals_remembered():
+            run_ended()
+        signal.raise_signal(signal.SIGTERM)  # as the summary is printed
+        print("summary printed", flush=True)
+        signal.raise_signal(signal.SIGINT)  # a second: at once
+        print("not reached", flush=True)
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+
+    assert done.stdout == "summary printed\n"
+    assert "press Ctrl-C again to stop at once" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.returncode == 128 + signal.SIGINT
+
+
 def test_tasks_whose_work_no_check_can_fail_are_named_before_anything_runs(tmp_path, capsys):
     tasks = tmp_path / "tasks.md"
     tasks.write_text('- [ ] A {#a}\n- [ ] B {#b verify="pytest -q"}\n- [ ] C {#c verify="true"}\n')
