@@ -21,7 +21,7 @@ class MergeConflictError(AcaError):
             message
             or f"task {task_id}: its changes conflict with work already on the session branch "
             f"in {listed}. Make the conflicting tasks depend on each other so they run in "
-            "order, or merge the files by hand and resume."
+            f"order; {_AGAIN}"
         )
 
 
@@ -36,7 +36,7 @@ class ChecksFailedOnHead(MergeConflictError):
             files,
             f"task {task_id}: its changes, put onto work that landed meanwhile in "
             f"{', '.join(files)}, fail the check {check}. Make the tasks depend on each other "
-            "so they run in order, or fix the files by hand and resume.",
+            f"so they run in order; {_AGAIN}",
         )
 
 
@@ -50,6 +50,11 @@ class BranchMovedError(AcaError):
         super().__init__(f"task {task_id}: work landed meanwhile in {', '.join(files)}")
         self.head = head
         self.commit = commit
+
+
+# What a resume does with the task (it keeps none of this attempt's change: a hand merge on
+# the branch was not taken for the task's work, and the task was run and paid again).
+_AGAIN = "a resume runs the task again, from the session branch as it is then."
 
 
 def _shown(files: list[str]) -> list[str]:

@@ -188,6 +188,9 @@ def test_tasks_editing_the_same_lines_conflict_and_the_branch_is_unchanged(tmp_p
         land_task(repo, two, title="two", summary="", identity=DEFAULT_IDENTITY)
     assert caught.value.files == ["app.py"]
     assert "app.py" in str(caught.value)
+    # What works, not a hand merge a resume would never take for the task's work.
+    assert "by hand" not in str(caught.value)
+    assert "a resume runs the task again" in str(caught.value)
     assert session_branch_head(repo, "s1") == head
     assert "t2" not in completed_task_commits(repo, "s1")
     assert two.git.status("--porcelain") == ""  # the worktree is left clean, not mid-pick
