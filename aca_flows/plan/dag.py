@@ -171,11 +171,16 @@ class DagProgress:
             return True
         return any(self._broken(c) for c in task.children)
 
+    def _failed_under(self, task_id: str) -> bool:
+        """Whether the task, or a task under it, failed (not only skipped for a failure)."""
+        task = self._by_id[task_id]
+        return task.status.state == "failed" or any(self._failed_under(c) for c in task.children)
+
     def _why(self, broken: str) -> str:
         """``dependency `a` failed``, or ``dependency `b` was skipped`` (it is what this task
         waits for that did not complete)."""
-        state = self._by_id[broken].status.state
-        return f"dependency `{broken}` " + ("was skipped" if state == "skipped" else "failed")
+        what = "failed" if self._failed_under(broken) else "was skipped"
+        return f"dependency `{broken}` {what}"
 
     def _set(self, task_id: str, status: TaskStatus) -> None:
         self._by_id[task_id].status = status
@@ -211,8 +216,10 @@ class DagProgress:
         if group.status.state == "in_progress" and group.id not in self._ran:
             return False
         failed = [c for c in group.children if self._broken(c)]
-        if failed and all(state == "skipped" for state in states):
-            # Nothing under it ran, and nothing failed there: skipped, as its subflow ends.
+        if failed and not any(self._failed_under(c) for c in failed):
+            # Nothing failed under it, but work under it was skipped for a failure elsewhere:
+            # skipped (what waits for it is skipped too; a resume runs what was left), not
+            # "failed" as its subflow is not.
             reason = self._by_id[failed[0]].status.reason
             self._set(group.id, TaskStatus(state="skipped", reason=reason))
         elif failed:

@@ -141,6 +141,27 @@ def test_a_group_whose_every_task_was_skipped_is_skipped_not_failed():
     assert str(dag.task("h").status) == "skipped: dependency `g` failed"
 
 
+def test_a_group_where_work_was_skipped_but_nothing_failed_is_skipped_not_failed():
+    # h's c waits for g, which fails; h's d completes. Nothing under h failed: it was
+    # "failed: subtask c skipped" in the session and the artifacts, Completed in the UI.
+    dag = DagProgress(
+        plan_of(
+            Task(id="g", title="G"),
+            Task(id="h", title="H", children=["c", "d"]),
+            Task(id="c", title="C", parent_id="h", dependencies=["g"]),
+            Task(id="d", title="D", parent_id="h"),
+            Task(id="after", title="After", dependencies=["h"]),
+        )
+    )
+    dag.start("g")
+    dag.start("d")
+    dag.fail("g", "boom")
+    dag.complete("d")
+    assert str(dag.task("h").status) == "skipped: dependency `g` failed"
+    assert str(dag.task("after").status) == "skipped: dependency `h` was skipped"
+    assert dag.task("h").status.skipped_for_failure  # a resume runs what was left
+
+
 def test_proposed_subtasks_run_before_the_parent_completes():
     dag = DagProgress(
         plan_of(Task(id="p", title="P"), Task(id="next", title="N", dependencies=["p"]))
