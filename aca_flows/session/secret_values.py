@@ -58,8 +58,19 @@ def register_handed_over(names: Iterable[str], environ: Mapping[str, str]) -> No
     the model and committed; the user chose to hand them to what runs."""
     for name in names:
         value = environ.get(name, "").strip()
-        if looks_random(value):
+        if _key_like(value) and not names_a_location(name.upper(), value):
             _REGISTERED.add(value)
+
+
+def _key_like(value: str) -> bool:
+    # Random-looking (``looks_random``), digits here and there, and a path only as base64
+    # has it: "ProjectName2024", "feature/ABC-1234-login" or "/opt/Java-17" are settings a
+    # task may well write, and would fail it as "a secret aca knows".
+    return (
+        looks_random(value)
+        and len(re.findall(r"\d+", value)) >= 2
+        and ("/" not in value or re.fullmatch(r"[A-Za-z0-9+/]+=*", value) is not None)
+    )
 
 
 def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:

@@ -684,14 +684,22 @@ def test_a_key_handed_to_the_sandbox_is_secret_whatever_its_name(monkeypatch):
     from aca_flows.settings import SandboxSection
 
     monkeypatch.setattr(secret_values, "_REGISTERED", set())  # what it registers goes after
-    key, setting = "Lm3Nv9Rt2Yw8Xk4Zp6QaHc5", "eu-west-1-production"
+    key = "Lm3Nv9Rt2Yw8Xk4Zp6QaHc5"
+    settings = {
+        "DEPLOY_REGION": "eu-west-1-production",
+        "APP_NAME": "ThisIsMyProject2024Name",
+        "DEPLOY_BRANCH": "feature/ABC-1234-login2",
+        "TOOL_HOME": "/opt/Tool-17/bin2",
+    }
     monkeypatch.setenv("HONEYCOMB_WRITEKEY", key)
-    monkeypatch.setenv("DEPLOY_REGION", setting)
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
     assert key not in credential_values()
-    env = sandbox_environment(SandboxSection(env=["HONEYCOMB_WRITEKEY", "DEPLOY_REGION"]))
+    env = sandbox_environment(SandboxSection(env=["HONEYCOMB_WRITEKEY", *settings]))
     assert env["HONEYCOMB_WRITEKEY"] == key  # the command still gets it
     assert key in credential_values()
-    assert setting not in credential_values()  # a setting is no key: the model may read it
+    # Settings are no keys: the model may read them, and a task may write them.
+    assert not set(settings.values()) & set(credential_values())
     assert redact_known(f"write {key} to cfg") == f"write {REDACTED} to cfg"
 
 
