@@ -31,6 +31,7 @@ __all__ = [
     "collect_as_usual",
     "collect_less",
     "ended_runs_hold_their_signals",
+    "interrupts_from_the_start",
     "let_one_pass",
     "run_ended",
     "signals_remembered",
@@ -90,6 +91,20 @@ _ended = False
 _let_passed = False
 # A process that is the command (``ended_runs_hold_their_signals``).
 _to_the_end = False
+
+
+def interrupts_from_the_start() -> None:
+    """SIGTERM and SIGHUP end the command as a Ctrl-C does (a ``KeyboardInterrupt``: said as
+    "interrupted", exit 130, ``--json`` says so too) from its first line, until the run's
+    own handlers take over: by default they killed it without a word (143) while it started.
+    A signal the command inherited ignored (``nohup``) stays ignored."""
+    for sig in interrupt_signals():
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            signal.signal(sig, _raise_interrupt)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def ended_runs_hold_their_signals() -> None:

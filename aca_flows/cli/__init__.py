@@ -25,10 +25,11 @@ def main(argv: list[str] | None = None) -> int:
 
     as_json = "--json" in (sys.argv[1:] if argv is None else argv)
     if argv is None:
+        from aca_flows._startup import ended_runs_hold_their_signals, interrupts_from_the_start
+
+        interrupts_from_the_start()
         _closed_streams_to_nowhere()
         _streams_that_take_any_text()
-        from aca_flows._startup import ended_runs_hold_their_signals
-
         ended_runs_hold_their_signals()
     try:
         code = None if argv is not None else _run_warm(sys.argv[1:])

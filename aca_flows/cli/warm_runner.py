@@ -41,6 +41,7 @@ from pathlib import Path
 
 from aca_flows._exit import exit_process
 from aca_flows._files import write_json_atomic
+from aca_flows._startup import ended_runs_hold_their_signals, interrupts_from_the_start
 from aca_flows.flows import reload_prefect_settings
 from aca_flows.flows.local_servers import server_home
 from aca_flows.session.redact import redact_text
@@ -378,6 +379,7 @@ def _become_the_command(conn: socket.socket, request: dict, fds: list[int]) -> N
     """In the forked child: take on the command's folder, environment and streams, run it,
     report its exit code, and exit as the command would."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    interrupts_from_the_start()  # a signal the client passes on before main's handlers
     os.setpgid(0, 0)  # a group of its own: the client signals it, and its children, at once
     # Redacted: an argv may hold a secret (--repo https://x-access-token:TOKEN@github.com/...).
     line = f"run {os.getpid()}: aca {' '.join(request['argv'])} in {request['cwd']}"
@@ -392,7 +394,6 @@ def _become_the_command(conn: socket.socket, request: dict, fds: list[int]) -> N
     import threading
 
     threading.Thread(target=_die_with_client, args=(conn,), daemon=True).start()
-    from aca_flows._startup import ended_runs_hold_their_signals
     from aca_flows.cli import main
 
     ended_runs_hold_their_signals()  # this process is the command

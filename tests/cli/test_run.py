@@ -424,6 +424,28 @@ def test_the_signal_let_pass_holds_until_the_command_process_ends():
     assert done.returncode == 128 + signal.SIGINT
 
 
+def test_a_sigterm_as_the_command_starts_is_an_interrupt_said_as_one():
+    """Before the run's handlers were in (its first ~0.3 s: imports, the warm runner's
+    handshake), a SIGTERM killed the command without a word: 143, no --json."""
+    script = """if True:
+        import os, signal, sys
+        import aca_flows.cli as cli
+        def starting(argv):  # as the command looks for a warm runner
+            os.kill(os.getpid(), signal.SIGTERM)
+            return None
+        cli._run_warm = starting
+        sys.argv = ["aca", "run", "tasks.md", "--json"]
+        cli.main()
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+
+    assert done.returncode == 130, done.stderr
+    assert json.loads(done.stdout) == {"error": "interrupted", "exit_code": 130}
+    assert done.stderr == "interrupted\n"
+
+
 def test_tasks_whose_work_no_check_can_fail_are_named_before_anything_runs(tmp_path, capsys):
     tasks = tmp_path / "tasks.md"
     tasks.write_text('- [ ] A {#a}\n- [ ] B {#b verify="pytest -q"}\n- [ ] C {#c verify="true"}\n')
