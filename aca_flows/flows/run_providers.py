@@ -18,6 +18,7 @@ from aca_flows.flows.run_inputs import tasks_left
 from aca_flows.flows.secret_keys import provider_environ, providers_environ
 from aca_flows.flows.spend import (
     CALL_OWNER,
+    BudgetGate,
     CallLedger,
     CallOwner,
     SpendGuard,
@@ -100,6 +101,8 @@ def build_providers(
         limit_name = config.provider(name).concurrency_limit
         if limit_name:
             provider = GlobalLimitProvider(provider, limit_name)
+        if meter.budget_usd is not None:  # its room first, before any slot is held
+            provider = BudgetGate(provider, meter, call_ceiling(name, config))
         # Retries outermost: each try passes the budget check and its spend reaches the
         # ledger, and a retry's wait holds no concurrency slot.
         built[name] = with_call_retries(

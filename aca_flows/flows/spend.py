@@ -46,6 +46,7 @@ from aca_flows.settings import AcaConfig
 
 __all__ = [
     "CALL_OWNER",
+    "BudgetGate",
     "BudgetReached",
     "CallLedger",
     "CallOwner",
@@ -126,12 +127,17 @@ class SpendMeter:
         """Wait until one more call, costing at most ``ceiling_usd`` if known, fits the budget,
         then count it in flight; raise ``BudgetReached`` once the spend reached the budget.
         ``returned`` must follow."""
+        await self.room(ceiling_usd)
+        self.in_flight += 1  # no await since ``room`` saw it fit: nothing came between
+
+    async def room(self, ceiling_usd: float = 0.0) -> None:
+        """Wait until one more call, costing at most ``ceiling_usd`` if known, fits the budget;
+        raise ``BudgetReached`` once the spend reached the budget. Counts nothing."""
         self.ceiling_usd = max(self.ceiling_usd, ceiling_usd)
         told = False
         while True:
             self.check()
             if self._fits():
-                self.in_flight += 1
                 return
             if not told and self._on_hold is not None:
                 self._on_hold(self._holding())
@@ -205,6 +211,26 @@ def with_final_spend(reason: str, spent_usd: float) -> str:
     """A budget stop's reason as the run's end says it: with the session's spend once every
     call of the run has returned (what `aca sessions show` says too)."""
     return f"{reason}; the session spent ${spent_usd:.4f} in all"
+
+
+class BudgetGate:
+    """In front of a provider's waits for a rate limit or a concurrency slot: a call waits
+    for the budget's room here, holding no permit and no slot (a session near its budget held
+    3 of the server's 4 shared slots, and another session's one-task run took 36 s, not 1.3),
+    and a spent budget stops it before a wait sized by the call that spent it (49 min, in a
+    deployment run). ``SpendGuard``, innermost, admits it again right before it is made."""
+
+    def __init__(self, inner: Provider, meter: SpendMeter, ceiling: CallCeiling | None = None):
+        self.inner = inner
+        self.name = inner.name
+        self.meter = meter
+        self.ceiling = ceiling
+
+    async def complete(
+        self, request: ProviderRequest, on_event: EventCallback | None = None
+    ) -> ProviderResponse:
+        await self.meter.room(self.ceiling(request) if self.ceiling is not None else 0.0)
+        return await self.inner.complete(request, on_event)
 
 
 class SpendGuard:

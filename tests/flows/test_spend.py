@@ -12,6 +12,7 @@ import pytest
 
 from aca_flows.flows import run_flow
 from aca_flows.flows.spend import (
+    BudgetGate,
     BudgetReached,
     SpendGuard,
     SpendMeter,
@@ -239,6 +240,62 @@ def test_a_run_of_eight_tasks_holds_its_first_calls_under_a_small_budget(
     assert budget <= summary["cost_usd"] < budget + one_call
     log = load_session_log(repo, summary["session_id"])
     assert "(the most a call may cost, as none has returned yet)" in log
+
+
+def test_a_spent_budget_stops_a_call_before_its_rate_limit_wait_and_holds_no_slot():
+    # The call that spent the budget filled the limiter's token window: the next waited 49
+    # min (a deployment run's default limits), then stopped for the budget. And calls held
+    # for the budget's room held the server's shared in-flight slots meanwhile.
+    from aca_flows.providers.ratelimit import RateLimitedProvider, RateLimiter
+    from aca_flows.settings import RateLimitingSection
+
+    spent = [0.0]
+    meter = SpendMeter(lambda: spent[0], budget_usd=0.001, costliest_call_usd=0.001)
+    limiter = RateLimiter(RateLimitingSection(max_tokens_per_minute=10_000, burst_allowance=0))
+    paid = PaidCalls()
+    provider = BudgetGate(RateLimitedProvider(SpendGuard(paid, meter), limiter), meter)
+
+    async def two_calls() -> float:
+        await provider.complete(REQUEST)
+        spent[0] = 0.001  # the ledger has the first call: the budget is spent
+        limiter.tokens.take(1_000_000, limiter.clock())  # its tokens fill the minute's window
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(BudgetReached):
+            await provider.complete(REQUEST)
+        return asyncio.get_running_loop().time() - started
+
+    assert asyncio.run(asyncio.wait_for(two_calls(), 10)) < 1
+    assert paid.made == 1
+
+    # Calls held for the budget's room wait in front of the slots, holding none.
+    spent[0] = 0.0
+
+    async def ledger(_provider, _model, response, _owner, _unpriced, _calls):
+        spent[0] += response.cost_usd
+
+    meter = SpendMeter(lambda: spent[0], budget_usd=0.0125)
+    slots = {"held": 0, "most": 0}
+
+    class Slot:  # a concurrency slot around the call, as RateLimitedProvider's shared one
+        name = "scripted"
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        async def complete(self, request, on_event=None):
+            slots["held"] += 1
+            slots["most"] = max(slots["most"], slots["held"])
+            try:
+                return await self.inner.complete(request, on_event)
+            finally:
+                slots["held"] -= 1
+
+    calls = PaidCalls()
+    calls_until_refused(BudgetGate(Slot(SpendGuard(calls, meter, ledger)), meter))
+    # As many slots as calls the budget had room for at once (8, then 4, then 1), never one
+    # held by a call that waited for the budget.
+    assert calls.made == 13
+    assert slots["most"] == calls.most_at_once
 
 
 def test_calls_that_wait_for_a_rate_limit_are_checked_against_the_budget_when_they_go(
