@@ -284,11 +284,13 @@ class TaskTools:
         _refuse_too_large(target, path, "edit_file rewrites")
         with target.open(encoding="utf-8", newline="") as file:  # its line endings as they are
             text = file.read()
-        if "\r\n" in text and "\r" not in old_string and old_string not in text:
-            # A file of CRLF lines, shown to the agent with LF (read_file): its edit keeps them.
-            old_string = old_string.replace("\n", "\r\n")
-            if "\r" not in new_string:
-                new_string = new_string.replace("\n", "\r\n")
+        # A file of CRLF (or CR) lines is shown to the agent with LF (read_file): its edit
+        # keeps the file's endings, the lines it adds too.
+        ending = "\r\n" if "\r\n" in text else "\r" if "\r" in text else "\n"
+        if ending != "\n" and "\r" not in old_string and old_string not in text:
+            old_string = old_string.replace("\n", ending)
+        if ending != "\n" and "\r" not in new_string:
+            new_string = new_string.replace("\n", ending)
         count = text.count(old_string)
         if count != 1:
             where = "does not occur" if count == 0 else f"occurs {count} times"
@@ -439,15 +441,23 @@ def _refuse_too_large(target: Path, shown: str, what: str) -> None:
         )
 
 
+# The tools that change a file: each argument they take as text is checked before they run.
+_WRITING_TOOLS = frozenset({"write_file", "edit_file"})
+
+
 def _mistyped_argument(call: ToolCall) -> str | None:
-    """Which of ``call``'s arguments its tool's schema gives as a string is not one, said for
-    the model (a JSON file's text sent as an object is the usual slip); ``None`` when none.
-    (A list sent as a JSON string is taken: ``propose_subtasks``.)"""
-    definition = next((d for d in TOOL_DEFINITIONS if d.name == call.name), None)
-    properties = definition.input_schema.get("properties", {}) if definition else {}
+    """Which argument of a writing tool's ``call`` is not the string its schema gives, said
+    for the model (a JSON file's text sent as an object is the usual slip); ``None`` when
+    none. (The other tools take what they can: a summary as a list, subtasks as a string.)"""
+    if call.name not in _WRITING_TOOLS:
+        return None
+    definition = next(d for d in TOOL_DEFINITIONS if d.name == call.name)
+    properties = definition.input_schema["properties"]
     for name, value in call.arguments.items():
         if properties.get(name, {}).get("type") == "string" and not isinstance(value, str):
-            shown = {dict: "an object", list: "an array"}.get(type(value), type(value).__name__)
+            shown = {dict: "an object", list: "an array", type(None): "null"}.get(
+                type(value), type(value).__name__
+            )
             hint = " (the file's text, as one string)" if name == "content" else ""
             return f"{name} must be a string{hint}, not {shown}"
     return None

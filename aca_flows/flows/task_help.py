@@ -52,7 +52,7 @@ from aca_flows.flows.remote_sync import session_resume
 from aca_flows.plan.models import TaskStatus
 from aca_flows.session.events import TaskAnswered, TaskQuestion
 from aca_flows.session.reading import display_status, load_session
-from aca_flows.session.redact import redact_text
+from aca_flows.session.redact import redact_text, redacted_tail
 
 if TYPE_CHECKING:
     from aca_flows.flows.task_run import ActiveRun
@@ -304,9 +304,10 @@ def _question(run: ActiveRun, task_id: str, outcome: TaskOutcome) -> str:
         "TEXT` (or `--skip`, `--fail`).",
     ]
     if outcome.summary and outcome.summary != outcome.human_question:
-        lines += ["", "### The agent's last answer", "", _fenced(outcome.summary[-OUTPUT_LIMIT:])]
+        answer = redacted_tail(outcome.summary, OUTPUT_LIMIT)  # redacted before it is cut
+        lines += ["", "### The agent's last answer", "", _fenced(answer)]
     if outcome.verify_output:
-        said = f"$ {outcome.verify_command}\n{outcome.verify_output[-OUTPUT_LIMIT:]}"
+        said = f"$ {outcome.verify_command}\n{redacted_tail(outcome.verify_output, OUTPUT_LIMIT)}"
         lines += ["", "### Its check said", "", _fenced(said)]
     return redact_text("\n".join(lines))  # it leaves aca: an artifact and the form
 
@@ -320,6 +321,7 @@ def _form_diff(diff: str, key: str) -> str:
     """The diff under the question above the form: its start, the artifact for the rest."""
     if not diff:
         return "\n\n### Its changes\n\nNone: the worktree was unchanged."
+    diff = redact_text(diff)  # before the cut, which would leave a secret's start unfound
     shown = diff if len(diff) <= FORM_DIFF_LIMIT else diff[:FORM_DIFF_LIMIT] + "\n[...]"
     more = f" (the whole diff: artifact `{key}`)" if len(diff) > FORM_DIFF_LIMIT else ""
     return redact_text(f"\n\n### Its changes{more}\n\n{_fenced(shown, 'diff')}")

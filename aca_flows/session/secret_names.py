@@ -126,7 +126,12 @@ def is_secret_variable(name: str) -> bool:
 
 def names_a_location(upper_name: str, value: str) -> bool:
     # SSH_KEY_PATH=/home/me/.ssh/id: redacting the path would mangle every file path below it.
-    return upper_name.endswith(_LOCATION_SUFFIXES) or LOCATION_VALUE.match(value) is not None
+    # TEST_FILE_PAT=tests/**/test_*.py: a pattern, not a personal access token.
+    return (
+        upper_name.endswith(_LOCATION_SUFFIXES)
+        or LOCATION_VALUE.match(value) is not None
+        or (upper_name.endswith("_PAT") and any(c in value for c in "*?[]{}()|^$\\ "))
+    )
 
 
 def names_the_secret_itself(name: str) -> bool:

@@ -63,14 +63,21 @@ def register_handed_over(names: Iterable[str], environ: Mapping[str, str]) -> No
 
 
 def _key_like(value: str) -> bool:
-    # Random-looking (``looks_random``), digits here and there, and a path only as base64
-    # has it: "ProjectName2024", "feature/ABC-1234-login" or "/opt/Java-17" are settings a
-    # task may well write, and would fail it as "a secret aca knows".
+    # A JSON Web Token, or random-looking (``looks_random``) with a key's length, digits here
+    # and there and a path only as base64 has it: "OrdersProd2Group", "feature/ABC-1234-login"
+    # or "/opt/Java-17" are settings a task may well write, and would fail it as "a secret aca
+    # knows". (Lowercase hex is left out: it is as often a commit's id.)
+    if _JWT.fullmatch(value):
+        return True
     return (
-        looks_random(value)
+        len(value) >= 20
+        and looks_random(value)
         and len(re.findall(r"\d+", value)) >= 2
         and ("/" not in value or re.fullmatch(r"[A-Za-z0-9+/]+=*", value) is not None)
     )
+
+
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")
 
 
 def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:

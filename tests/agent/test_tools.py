@@ -184,7 +184,7 @@ def test_a_write_refused_for_its_arguments_leaves_the_file_as_it_was(tools):
     # model was told it was refused, and the empty file was committed ("completed", exit 0).
     config = tools.root / "config.json"
     config.write_text('{"name": "demo", "version": 1}\n')
-    for content in ({"name": "demo", "version": 2}, ["line one", "line two"], "half \ud83d"):
+    for content in ({"name": "demo", "version": 2}, ["line one", "line two"], None):
         result = call(tools, "write_file", path="config.json", content=content)
         assert result.is_error, content
         assert config.read_text() == '{"name": "demo", "version": 1}\n'
@@ -195,6 +195,8 @@ def test_a_write_refused_for_its_arguments_leaves_the_file_as_it_was(tools):
     )
     assert not (tools.root / "new.json").exists()
     assert call(tools, "edit_file", path="README.md", old_string=1, new_string="x").is_error
+    # The other tools take what they can, as before: a summary as a list, or none.
+    assert not call(tools, "finish", summary=["did a", "did b"]).is_error
 
 
 def test_edits_and_writes_keep_a_files_crlf_line_endings(tools):
@@ -207,8 +209,19 @@ def test_edits_and_writes_keep_a_files_crlf_line_endings(tools):
     edit = call(tools, "edit_file", path="app.bat", old_string="one\necho two", new_string="1\n")
     assert not edit.is_error, edit.content
     assert script.read_bytes() == b"@echo off\r\necho 1\r\n\r\n"
+    # A one-line anchor and lines added after it: the added lines end as the file's do.
+    assert not call(
+        tools, "edit_file", path="app.bat", old_string="echo 1", new_string="a\nb"
+    ).is_error
+    assert script.read_bytes() == b"@echo off\r\na\r\nb\r\n\r\n"
     call(tools, "write_file", path="app.bat", content="@echo off\necho three\n")
     assert script.read_bytes() == b"@echo off\r\necho three\r\n"
+    old_mac = tools.root / "old.txt"  # lone CR lines: editable, and kept
+    old_mac.write_bytes(b"one\rtwo\r")
+    assert not call(
+        tools, "edit_file", path="old.txt", old_string="one\ntwo", new_string="1\n2"
+    ).is_error
+    assert old_mac.read_bytes() == b"1\r2\r"
     call(tools, "write_file", path="unix.sh", content="echo a\n")  # a new file: as given
     assert (tools.root / "unix.sh").read_bytes() == b"echo a\n"
 

@@ -377,3 +377,29 @@ def test_the_agents_words_next_to_the_form_are_text_not_markdown(tmp_path):
         assert "![status](" not in rendered and "[Click to approve](" not in rendered, shown
         assert "status" in shown and "Click to approve" in shown
     assert f"```text\nWhich style?\n{lure}\n```" in _question(run, "a", asked)
+
+
+def test_a_secret_the_question_cuts_through_is_not_shown_in_part(tmp_path, monkeypatch):
+    # The check's output and the diff were cut before they were redacted: 22 of a token's 27
+    # characters reached the question's artifact and 26 the diff above the form.
+    from types import SimpleNamespace
+
+    from aca_flows.agent.execute import TaskOutcome
+    from aca_flows.flows.task_help import FORM_DIFF_LIMIT, OUTPUT_LIMIT, _form_diff, _question
+    from aca_flows.plan.models import ExecutionPlan, Task
+
+    token = "dt_Q7mX2vL9kR4wZ8nP3tY6bH1c"
+    monkeypatch.setenv("DEPLOY_TOKEN", token)
+    plan = ExecutionPlan(name="p", tasks=[Task(id="a", title="write a.txt", verify="true")])
+    run = SimpleNamespace(plan=plan, session_id="s1", workdir=tmp_path)
+    output = f"using {token}\n" + "Z" * (OUTPUT_LIMIT - 20)
+    failed = TaskOutcome(
+        task_id="a", status="failed", failure_reason="the check failed",
+        verify_command="make check", verify_output=output, summary=output,
+    )  # fmt: skip
+    diff = "+x\n" * 1990 + f"+token = {token}\n"  # the cut at 6,000 keeps its first 21
+    assert len("+x\n" * 1990 + "+token = ") + 21 == FORM_DIFF_LIMIT
+
+    assert token[-19:] in output[-OUTPUT_LIMIT:]  # the question's cut keeps its last 19
+    assert token[-12:] not in _question(run, "a", failed)
+    assert token[:15] not in _form_diff(diff, "key")

@@ -685,8 +685,13 @@ def test_a_key_handed_to_the_sandbox_is_secret_whatever_its_name(monkeypatch):
 
     monkeypatch.setattr(secret_values, "_REGISTERED", set())  # what it registers goes after
     key = "Lm3Nv9Rt2Yw8Xk4Zp6QaHc5"
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9P"
+    monkeypatch.setenv("SERVICE_JWT_DATA", jwt)
     settings = {
         "DEPLOY_REGION": "eu-west-1-production",
+        "AZURE_RESOURCE_GROUP": "OrdersProd2Group",
+        "WORKSPACE": "/home/runner/work/OrderService2/OrderService2",
+        "TEST_FILE_PAT": "tests/**/test_*.py",
         "APP_NAME": "ThisIsMyProject2024Name",
         "DEPLOY_BRANCH": "feature/ABC-1234-login2",
         "TOOL_HOME": "/opt/Tool-17/bin2",
@@ -695,9 +700,10 @@ def test_a_key_handed_to_the_sandbox_is_secret_whatever_its_name(monkeypatch):
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
     assert key not in credential_values()
-    env = sandbox_environment(SandboxSection(env=["HONEYCOMB_WRITEKEY", *settings]))
+    handed = ["HONEYCOMB_WRITEKEY", "SERVICE_JWT_DATA", *settings]
+    env = sandbox_environment(SandboxSection(env=handed))
     assert env["HONEYCOMB_WRITEKEY"] == key  # the command still gets it
-    assert key in credential_values()
+    assert key in credential_values() and jwt in credential_values()
     # Settings are no keys: the model may read them, and a task may write them.
     assert not set(settings.values()) & set(credential_values())
     assert redact_known(f"write {key} to cfg") == f"write {REDACTED} to cfg"
