@@ -104,7 +104,7 @@ def stop() -> None:
 
     server = LocalServer()
     state = server.state()
-    cut_off = _sessions_running_on(state.url) if state is not None else []
+    cut_off, suspended = _sessions_running_on(state.url) if state is not None else ([], [])
     WarmRunner().stop()
     if server.stop():
         typer.echo("Prefect server stopped.")
@@ -118,10 +118,19 @@ def stop() -> None:
             "again and `aca resume ID` continues it (in its workdir, or with --repo URL for "
             "a run that had one; a deployment run: Retry it in the UI)."
         )
+    if suspended:
+        # No process to cut off: they wait in the server's database, and go on when answered.
+        typer.echo(
+            f"Runs of {len(suspended)} session(s) wait for an answer, suspended: "
+            f"{', '.join(suspended)}. They still wait once the server is started again: "
+            "`aca approve ID` (or `aca answer`, or the UI's form) goes on with each."
+        )
 
 
-def _sessions_running_on(url: str) -> list[str]:
-    """The sessions whose flow runs are running, pending or paused on the server at ``url``."""
+def _sessions_running_on(url: str) -> tuple[list[str], list[str]]:
+    """The sessions whose flow runs are running, pending or paused on the server at ``url``,
+    and apart, those whose flow runs are suspended (a deployment run waiting for approval or
+    an answer, with no process to stop)."""
     import httpx
 
     live = {"type": {"any_": ["RUNNING", "PENDING", "PAUSED"]}}
@@ -129,13 +138,15 @@ def _sessions_running_on(url: str) -> list[str]:
     try:
         runs = httpx.post(f"{url}/flow_runs/filter", json=body, timeout=5.0).json()
     except (httpx.HTTPError, ValueError):
-        return []  # a server that does not answer tells nothing
-    sessions = set()
+        return [], []  # a server that does not answer tells nothing
+    sessions: set[str] = set()
+    suspended: set[str] = set()
     for run in runs:
+        waits = (run.get("state") or {}).get("name") == "Suspended"
         for tag in run.get("tags", []):
             if tag.startswith("session:") and _may_run(tag.removeprefix("session:"), run):
-                sessions.add(tag.removeprefix("session:"))
-    return sorted(sessions)
+                (suspended if waits else sessions).add(tag.removeprefix("session:"))
+    return sorted(sessions), sorted(suspended - sessions)
 
 
 def _may_run(session_id: str, flow_run: dict) -> bool:

@@ -273,7 +273,12 @@ async def _answer_in(question: PendingQuestion) -> TaskHelp | None:
 
 
 def _tidied(answer: TaskHelp) -> TaskHelp:
-    return TaskHelp(action=answer.action, hint=answer.hint.strip(), reason=answer.reason.strip())
+    hint, reason = answer.hint.strip(), answer.reason.strip()
+    if answer.action != "retry" and hint:
+        # A hint goes with a retry (the form has both fields): with a skip or a fail it was
+        # logged as if it counted and went nowhere. It is what the person said: the reason.
+        reason, hint = (f"{reason}; {hint}" if reason else hint), ""
+    return TaskHelp(action=answer.action, hint=hint, reason=reason)
 
 
 def _record(run: ActiveRun, event) -> None:

@@ -403,6 +403,11 @@ def test_aca_server_stop_names_the_sessions_whose_runs_it_cuts_off(tmp_path, mon
     done = {"tags": ["aca", "session:20261204-205500-e0dede"], "state": running}
     done |= {"flow_id": flow["id"], "parameters": {"workdir": str(tmp_path / "repo")}}
     httpx.post(f"{api}/flow_runs/", json=done)
+    # A deployment run suspended for approval has no process to cut off: it was told to be
+    # Retried, though it still waited and `aca approve` went on with it.
+    waiting = {"tags": ["aca", "session:20261204-205500-5a5a5a"], "flow_id": flow["id"]}
+    waiting |= {"state": {"type": "PAUSED", "name": "Suspended"}}
+    httpx.post(f"{api}/flow_runs/", json=waiting)
     monkeypatch.setenv("HOME", str(tmp_path))
     home = tmp_path / ".aca" / "server"
     home.mkdir(parents=True)
@@ -420,7 +425,9 @@ def test_aca_server_stop_names_the_sessions_whose_runs_it_cuts_off(tmp_path, mon
     # The server is the test session's: runs other tests left waiting are named too.
     (named,) = [line for line in out.splitlines() if "were running or waiting on it" in line]
     assert session in named
-    assert "90e5e1" not in named and "e0dede" not in named
+    assert "90e5e1" not in named and "e0dede" not in named and "5a5a5a" not in named
+    (still,) = [line for line in out.splitlines() if "wait for an answer, suspended" in line]
+    assert "20261204-205500-5a5a5a" in still and "`aca approve ID`" in still
 
 
 def test_two_server_starts_at_once_start_one_server(tmp_path, monkeypatch):

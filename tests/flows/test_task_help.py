@@ -403,3 +403,15 @@ def test_a_secret_the_question_cuts_through_is_not_shown_in_part(tmp_path, monke
     assert token[-19:] in output[-OUTPUT_LIMIT:]  # the question's cut keeps its last 19
     assert token[-12:] not in _question(run, "a", failed)
     assert token[:15] not in _form_diff(diff, "key")
+
+
+def test_a_hint_given_with_a_skip_or_a_fail_is_kept_as_its_reason():
+    # The form has both fields: a hint with skip was logged "skip (h)" and went nowhere.
+    from aca_flows.flows.task_help import TaskHelp, _tidied
+
+    answer = _tidied(TaskHelp(action="skip", hint=" done by hand ", reason=""))
+    assert (answer.hint, answer.reason) == ("", "done by hand")
+    answer = _tidied(TaskHelp(action="fail", hint="see PR 12", reason="broken upstream"))
+    assert (answer.hint, answer.reason) == ("", "broken upstream; see PR 12")
+    retry = _tidied(TaskHelp(action="retry", hint=" use tabs ", reason=""))
+    assert (retry.hint, retry.reason) == ("use tabs", "")
