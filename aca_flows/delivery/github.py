@@ -90,10 +90,16 @@ def parse_github_repo(remote_url: str | None, explicit: str | None = None) -> Gi
         match = form.match((remote_url or "").strip())
         if match:
             return GitHubRepo(match["owner"], match["name"])
-    shown = redact_text(remote_url) if remote_url else "no remote URL"
+    if not remote_url:
+        raise InputError(
+            "the repository has no remote to push the session branch to for a pull request: "
+            "add a github.com remote (`git remote add origin URL`), or name the repository "
+            "with --github-repo OWNER/NAME (the github_repo parameter of a deployment)."
+        )
     raise InputError(
-        f"cannot tell the GitHub repository from {shown}: it is not a github.com URL. "
-        "Name it with --github-repo OWNER/NAME (the github_repo parameter of a deployment)."
+        f"cannot tell the GitHub repository from the remote {redact_text(remote_url)}: it is "
+        "not a github.com URL. Name it with --github-repo OWNER/NAME (the github_repo "
+        "parameter of a deployment)."
     )
 
 

@@ -346,6 +346,9 @@ def _did_you_mean(name: str, known) -> str:
     import difflib
 
     same_letters = [k for k in known if k.lower() == name.lower()]  # `C` for `c`
+    bare = name.strip("[]\"' ")  # depends_on=[a] or "a", as TOML writes a list
+    if bare != name and bare in known:
+        return f" (did you mean '{bare}'? Drop the brackets and quotes; separate ids by commas)"
     close = same_letters or difflib.get_close_matches(name, list(known), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 

@@ -49,6 +49,9 @@ def test_a_remote_that_is_not_on_github_needs_the_repository_named():
     assert parse_github_repo("/srv/git/service.git", "octo/service") == REPO
     with pytest.raises(InputError, match="OWNER/NAME"):
         parse_github_repo(None, "octo")
+    # No remote at all: said so ("from no remote URL: it is not a github.com URL").
+    with pytest.raises(InputError, match="the repository has no remote to push"):
+        parse_github_repo(None)
 
 
 def test_the_first_delivery_opens_a_pull_request_against_the_default_branch(github):

@@ -245,3 +245,14 @@ def test_an_empty_or_repeated_setup_command_is_refused():
         "to run, or leave it out",
         "two setup commands are named 'deps'; name each its own",
     ]
+
+
+def test_a_dependency_written_as_a_toml_list_is_told_the_id_it_holds():
+    # {#b depends_on=[a]}: "unknown task '[a]'" without the way out.
+    problems = plan_problems(
+        plan_of(Task(id="a", title="A"), Task(id="b", title="B", dependencies=["[a]"]))
+    )
+    assert problems == [
+        "task 'b' depends on unknown task '[a]' (did you mean 'a'? Drop the brackets and "
+        "quotes; separate ids by commas)"
+    ]
