@@ -116,6 +116,7 @@ def _trailing_attrs(
             'quote values with spaces, e.g. verify="pytest -q".'
         )
         return title[: match.start()].strip(), {}
+    tokens = _spaced_assignments_joined(tokens)
     stray = [t for t in tokens if not (t.startswith("#") or "=" in t)]
     if not tokens or (stray and not any(is_attribute(t) for t in tokens)):
         return title.strip(), {}  # literal braces in a title, not attributes
@@ -145,6 +146,28 @@ def _trailing_attrs(
             continue
         attrs[key] = value
     return title[: match.start()].strip(), attrs
+
+
+def _spaced_assignments_joined(tokens: list[str]) -> list[str]:
+    """``depends_on = a`` (TOML's habit) read as ``depends_on=a``: it was two problems, "no
+    attribute" and "unknown attribute ''", neither naming the spaces. Only for a known key."""
+    joined: list[str] = []
+    rest = list(tokens)
+    while rest:
+        token = rest.pop(0)
+        key = token.removesuffix("=")
+        if key in ATTRIBUTE_KEYS and rest and (token.endswith("=") or rest[0].startswith("=")):
+            if not token.endswith("="):  # depends_on =a, or depends_on = a
+                token += "="
+                nxt = rest.pop(0).removeprefix("=")
+                if nxt:
+                    joined.append(token + nxt)
+                    continue
+            if rest and "=" not in rest[0]:  # depends_on= a
+                joined.append(token + rest.pop(0))
+                continue
+        joined.append(token)
+    return joined
 
 
 def is_attribute(token: str) -> bool:

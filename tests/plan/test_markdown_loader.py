@@ -713,3 +713,13 @@ def test_lines_end_where_markdown_ends_them_not_at_unicode_separators(tmp_path):
         load_task_file(write(tmp_path, one_item))
     paragraph = "# P\n\n- [ ] Update the README {#readme}\n\nA line\u0085- [ ] Hidden task\n"
     assert [task.id for task in load_task_file(write(tmp_path, paragraph)).tasks] == ["readme"]
+
+
+def test_an_attribute_written_with_spaces_around_its_equals_sign_is_read(tmp_path):
+    # TOML's habit: it was "'depends_on', 'a' ... is no attribute" and "unknown attribute ''".
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- [ ] A {#a}\n- [ ] B {#b depends_on = a}\n- [ ] C {#c depends_on= a}\n")
+
+    plan = load_task_file(tasks)
+
+    assert [(t.id, t.dependencies) for t in plan.tasks] == [("a", []), ("b", ["a"]), ("c", ["a"])]
