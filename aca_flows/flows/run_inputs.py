@@ -155,7 +155,8 @@ def refuse_a_spent_budget(session: SessionRecord, budget_usd: float | None, work
         f"session {session.id} has spent ${exact_usd(session.cost_usd)} already, so a budget of "
         f"${budget:g}{given} would stop it before any task runs. Give it a budget above what "
         f"is spent (`{resume_command(session.id, workdir, remote)} --budget-usd N`, "
-        f"N > {exact_usd(session.cost_usd)})."
+        f"N > {exact_usd(session.cost_usd)}; a deployment's run: run the deployment again with "
+        f"session_id={session.id} and budget_usd=N, as a Retry keeps the budget it had)."
     )
 
 

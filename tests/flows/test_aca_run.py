@@ -404,6 +404,10 @@ def test_a_budget_stop_names_the_resume_that_goes_on_and_a_spent_budget_is_refus
     # Started without the CLI (a deployment's retry), the flow refuses it itself.
     refused = run_flow(workdir=str(repo), session_id=session_id)
     assert refused.state_name == "Failed" and "has spent $0.0012 already" in str(refused.error)
+    # Whose parameters a Retry cannot change: told what works there.
+    assert f"run the deployment again with session_id={session_id} and budget_usd=N" in str(
+        refused.error
+    )
 
 
 async def flow_runs_of(session_id: str) -> list:
