@@ -286,7 +286,7 @@ class TaskTools:
             text = file.read()
         # A file of CRLF (or CR) lines is shown to the agent with LF (read_file): its edit
         # keeps the file's endings, the lines it adds too.
-        ending = "\r\n" if "\r\n" in text else "\r" if "\r" in text else "\n"
+        ending = _line_ending(text)
         if ending != "\n" and "\r" not in old_string and old_string not in text:
             old_string = old_string.replace("\n", ending)
         if ending != "\n" and "\r" not in new_string:
@@ -441,19 +441,19 @@ def _refuse_too_large(target: Path, shown: str, what: str) -> None:
         )
 
 
-# The tools that change a file: each argument they take as text is checked before they run.
-_WRITING_TOOLS = frozenset({"write_file", "edit_file"})
+# Arguments taken as they come, as ever: a summary or a reason as a list of points.
+_TAKEN_AS_THEY_COME = frozenset({("finish", "summary"), ("report_no_change", "reason")})
 
 
 def _mistyped_argument(call: ToolCall) -> str | None:
-    """Which argument of a writing tool's ``call`` is not the string its schema gives, said
-    for the model (a JSON file's text sent as an object is the usual slip); ``None`` when
-    none. (The other tools take what they can: a summary as a list, subtasks as a string.)"""
-    if call.name not in _WRITING_TOOLS:
-        return None
-    definition = next(d for d in TOOL_DEFINITIONS if d.name == call.name)
-    properties = definition.input_schema["properties"]
+    """Which argument of ``call`` is not the string its tool's schema gives, said for the
+    model before anything runs (a JSON file's text sent as an object emptied the file; a
+    command sent as a list was "empty"); ``None`` when none."""
+    definition = next((d for d in TOOL_DEFINITIONS if d.name == call.name), None)
+    properties = definition.input_schema.get("properties", {}) if definition else {}
     for name, value in call.arguments.items():
+        if (call.name, name) in _TAKEN_AS_THEY_COME:
+            continue
         if properties.get(name, {}).get("type") == "string" and not isinstance(value, str):
             shown = {dict: "an object", list: "an array", type(None): "null"}.get(
                 type(value), type(value).__name__
@@ -461,6 +461,17 @@ def _mistyped_argument(call: ToolCall) -> str | None:
             hint = " (the file's text, as one string)" if name == "content" else ""
             return f"{name} must be a string{hint}, not {shown}"
     return None
+
+
+def _line_ending(text: str) -> str:
+    """The file's one line ending: CRLF or CR when every line ends so, else LF (a file of
+    mixed endings, or one stray CR, gets LF lines as it was given them)."""
+    rest = text.replace("\r\n", "")
+    if len(rest) < len(text) and "\n" not in rest and "\r" not in rest:
+        return "\r\n"
+    if "\n" not in text and text.count("\r") > 1:
+        return "\r"
+    return "\n"
 
 
 def _ends_lines_with_crlf(target: Path) -> bool:

@@ -92,8 +92,8 @@ def parse_github_repo(remote_url: str | None, explicit: str | None = None) -> Gi
             return GitHubRepo(match["owner"], match["name"])
     if not remote_url:
         raise InputError(
-            "the repository has no remote to push the session branch to for a pull request: "
-            "add a github.com remote (`git remote add origin URL`), or name the repository "
+            "the repository has no remote named origin, whose URL names the GitHub repository "
+            "of a pull request: add it (`git remote add origin URL`), or name the repository "
             "with --github-repo OWNER/NAME (the github_repo parameter of a deployment)."
         )
     raise InputError(

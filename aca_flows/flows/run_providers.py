@@ -79,12 +79,14 @@ def build_providers(
         # The budget innermost: a call is admitted right before it is made, after every
         # wait for a rate limit or a concurrency slot. Admitted before them, calls that
         # waited went out long after the spend had reached the budget (7 calls over it).
+        gated = meter.budget_usd is not None  # admitted by its BudgetGate, below
         provider = SpendGuard(
             provider,
             meter,
             ledger,
             call_ceiling(name, config),
             free=free_provider(name, config),
+            gated=gated,
         )
         if name != "replay":  # a cassette has no rate limits to respect
             shared = prefect_limits_for(name, config, say=run_logger().info)
@@ -101,7 +103,7 @@ def build_providers(
         limit_name = config.provider(name).concurrency_limit
         if limit_name:
             provider = GlobalLimitProvider(provider, limit_name)
-        if meter.budget_usd is not None:  # its room first, before any slot is held
+        if gated:  # the budget's room first, before any permit or slot is held
             provider = BudgetGate(provider, meter, call_ceiling(name, config))
         # Retries outermost: each try passes the budget check and its spend reaches the
         # ledger, and a retry's wait holds no concurrency slot.

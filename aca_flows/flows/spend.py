@@ -127,17 +127,12 @@ class SpendMeter:
         """Wait until one more call, costing at most ``ceiling_usd`` if known, fits the budget,
         then count it in flight; raise ``BudgetReached`` once the spend reached the budget.
         ``returned`` must follow."""
-        await self.room(ceiling_usd)
-        self.in_flight += 1  # no await since ``room`` saw it fit: nothing came between
-
-    async def room(self, ceiling_usd: float = 0.0) -> None:
-        """Wait until one more call, costing at most ``ceiling_usd`` if known, fits the budget;
-        raise ``BudgetReached`` once the spend reached the budget. Counts nothing."""
         self.ceiling_usd = max(self.ceiling_usd, ceiling_usd)
         told = False
         while True:
             self.check()
             if self._fits():
+                self.in_flight += 1
                 return
             if not told and self._on_hold is not None:
                 self._on_hold(self._holding())
@@ -214,11 +209,13 @@ def with_final_spend(reason: str, spent_usd: float) -> str:
 
 
 class BudgetGate:
-    """In front of a provider's waits for a rate limit or a concurrency slot: a call waits
-    for the budget's room here, holding no permit and no slot (a session near its budget held
-    3 of the server's 4 shared slots, and another session's one-task run took 36 s, not 1.3),
+    """In front of a provider's waits for a rate limit or a concurrency slot: a call is
+    admitted to the budget here (``SpendMeter.admit``: counted in flight from then on), so one
+    held for the budget's room holds no permit and no slot (a session near its budget held 3
+    of the server's 4 shared slots, and another session's one-task run took 36 s, not 1.3),
     and a spent budget stops it before a wait sized by the call that spent it (49 min, in a
-    deployment run). ``SpendGuard``, innermost, admits it again right before it is made."""
+    deployment run). Its ``SpendGuard`` (``gated``), innermost, checks the spend again right
+    before the call is made, and hands it to the ledger before the gate counts it returned."""
 
     def __init__(self, inner: Provider, meter: SpendMeter, ceiling: CallCeiling | None = None):
         self.inner = inner
@@ -229,8 +226,16 @@ class BudgetGate:
     async def complete(
         self, request: ProviderRequest, on_event: EventCallback | None = None
     ) -> ProviderResponse:
-        await self.meter.room(self.ceiling(request) if self.ceiling is not None else 0.0)
-        return await self.inner.complete(request, on_event)
+        await self.meter.admit(self.ceiling(request) if self.ceiling is not None else 0.0)
+        paid: ProviderResponse | None = None
+        try:
+            paid = await self.inner.complete(request, on_event)
+            return paid
+        except (ProviderError, asyncio.CancelledError) as stopped:
+            paid = _billed(stopped)
+            raise
+        finally:
+            self.meter.returned(paid.cost_usd if paid is not None else 0.0)
 
 
 class SpendGuard:
@@ -246,6 +251,7 @@ class SpendGuard:
         ledger: CallLedger | None = None,
         ceiling: CallCeiling | None = None,
         free: bool = False,
+        gated: bool = False,
     ):
         self.inner = inner
         self.name = inner.name
@@ -253,11 +259,15 @@ class SpendGuard:
         self.ledger = ledger
         self.ceiling = ceiling
         self.free = free  # its calls cost nothing (an Ollama on this machine): $0 is true
+        self.gated = gated  # admitted by a ``BudgetGate`` in front of the waits
 
     async def complete(
         self, request: ProviderRequest, on_event: EventCallback | None = None
     ) -> ProviderResponse:
-        await self.meter.admit(self.ceiling(request) if self.ceiling is not None else 0.0)
+        if self.gated:
+            self.meter.check()  # the spend may have reached the budget while the call waited
+        else:
+            await self.meter.admit(self.ceiling(request) if self.ceiling is not None else 0.0)
         paid: ProviderResponse | None = None
         journal = _InFlight(self, request)
         try:
@@ -275,7 +285,8 @@ class SpendGuard:
                     await self._record(request, paid or _nothing(self.name), journal.journalled)
         finally:
             # After the ledger has it: a call held back reads the spend with this one in it.
-            self.meter.returned(paid.cost_usd if paid is not None else 0.0)
+            if not self.gated:
+                self.meter.returned(paid.cost_usd if paid is not None else 0.0)
 
     async def _record(
         self,

@@ -116,7 +116,8 @@ def _trailing_attrs(
             'quote values with spaces, e.g. verify="pytest -q".'
         )
         return title[: match.start()].strip(), {}
-    tokens = _spaced_assignments_joined(tokens)
+    if any(is_attribute(t) for t in tokens):  # else literal braces: "{priority = 3}" as text
+        tokens = _spaced_assignments_joined(tokens)
     stray = [t for t in tokens if not (t.startswith("#") or "=" in t)]
     if not tokens or (stray and not any(is_attribute(t) for t in tokens)):
         return title.strip(), {}  # literal braces in a title, not attributes

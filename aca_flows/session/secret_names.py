@@ -130,7 +130,7 @@ def names_a_location(upper_name: str, value: str) -> bool:
     return (
         upper_name.endswith(_LOCATION_SUFFIXES)
         or LOCATION_VALUE.match(value) is not None
-        or (upper_name.endswith("_PAT") and any(c in value for c in "*?[]{}()|^$\\ "))
+        or (upper_name.endswith("_PAT") and any(c in value for c in "*?"))
     )
 
 

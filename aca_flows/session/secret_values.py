@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import codecs
 import functools
+import itertools
 import json
 import os
 import re
@@ -64,8 +65,9 @@ def register_handed_over(names: Iterable[str], environ: Mapping[str, str]) -> No
 
 def _key_like(value: str) -> bool:
     # A JSON Web Token, or random-looking (``looks_random``) with a key's length, digits here
-    # and there and a path only as base64 has it: "OrdersProd2Group", "feature/ABC-1234-login"
-    # or "/opt/Java-17" are settings a task may well write, and would fail it as "a secret aca
+    # and there, its characters' classes mixed as a random string's are, and a path only as
+    # base64 has it: "OrdersProd2Group", "ProdEastUS2Cluster01", "feature/ABC-1234-login" or
+    # "/opt/Java-17" are settings a task may well write, and would fail it as "a secret aca
     # knows". (Lowercase hex is left out: it is as often a commit's id.)
     if _JWT.fullmatch(value):
         return True
@@ -74,7 +76,16 @@ def _key_like(value: str) -> bool:
         and looks_random(value)
         and len(re.findall(r"\d+", value)) >= 2
         and ("/" not in value or re.fullmatch(r"[A-Za-z0-9+/]+=*", value) is not None)
+        and _class_switches(value) >= 0.5
     )
+
+
+def _class_switches(value: str) -> float:
+    # How often a character's class (capital, small, digit, other) differs from the one
+    # before it: about 0.6 in a random key, 0.2-0.45 in a name of words ("ProdEastUS2Cluster01").
+    classes = [c.isupper() * 1 + c.islower() * 2 + c.isdigit() * 3 for c in value]
+    switches = sum(a != b for a, b in itertools.pairwise(classes))
+    return switches / max(len(classes) - 1, 1)
 
 
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")

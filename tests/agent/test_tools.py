@@ -195,7 +195,13 @@ def test_a_write_refused_for_its_arguments_leaves_the_file_as_it_was(tools):
     )
     assert not (tools.root / "new.json").exists()
     assert call(tools, "edit_file", path="README.md", old_string=1, new_string="x").is_error
-    # The other tools take what they can, as before: a summary as a list, or none.
+    # A command or a question that is not text is told so, not run as "empty" or asked as
+    # "None"; a summary is taken as it comes, as ever.
+    assert (
+        "command must be a string, not an array"
+        in call(tools, "run_command", command=["ls", "-l"]).content
+    )
+    assert call(tools, "ask_human", question=None).content.endswith("must be a string, not null")
     assert not call(tools, "finish", summary=["did a", "did b"]).is_error
 
 
@@ -222,6 +228,11 @@ def test_edits_and_writes_keep_a_files_crlf_line_endings(tools):
         tools, "edit_file", path="old.txt", old_string="one\ntwo", new_string="1\n2"
     ).is_error
     assert old_mac.read_bytes() == b"1\r2\r"
+    # One stray CR (or CRLF) in an LF file: the lines an edit adds stay LF, as given.
+    script_sh = tools.root / "run.sh"
+    script_sh.write_bytes(b"echo 'a\rb'\necho one\n")
+    call(tools, "edit_file", path="run.sh", old_string="echo one", new_string="echo 2\necho 3")
+    assert script_sh.read_bytes() == b"echo 'a\rb'\necho 2\necho 3\n"
     call(tools, "write_file", path="unix.sh", content="echo a\n")  # a new file: as given
     assert (tools.root / "unix.sh").read_bytes() == b"echo a\n"
 

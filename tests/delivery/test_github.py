@@ -50,7 +50,7 @@ def test_a_remote_that_is_not_on_github_needs_the_repository_named():
     with pytest.raises(InputError, match="OWNER/NAME"):
         parse_github_repo(None, "octo")
     # No remote at all: said so ("from no remote URL: it is not a github.com URL").
-    with pytest.raises(InputError, match="the repository has no remote to push"):
+    with pytest.raises(InputError, match="the repository has no remote named origin"):
         parse_github_repo(None)
 
 

@@ -253,7 +253,7 @@ def test_a_spent_budget_stops_a_call_before_its_rate_limit_wait_and_holds_no_slo
     meter = SpendMeter(lambda: spent[0], budget_usd=0.001, costliest_call_usd=0.001)
     limiter = RateLimiter(RateLimitingSection(max_tokens_per_minute=10_000, burst_allowance=0))
     paid = PaidCalls()
-    provider = BudgetGate(RateLimitedProvider(SpendGuard(paid, meter), limiter), meter)
+    provider = BudgetGate(RateLimitedProvider(SpendGuard(paid, meter, gated=True), limiter), meter)
 
     async def two_calls() -> float:
         await provider.complete(REQUEST)
@@ -274,7 +274,8 @@ def test_a_spent_budget_stops_a_call_before_its_rate_limit_wait_and_holds_no_slo
         spent[0] += response.cost_usd
 
     meter = SpendMeter(lambda: spent[0], budget_usd=0.0125)
-    slots = {"held": 0, "most": 0}
+    calls = PaidCalls()
+    slots = {"held": 0, "idle": 0}
 
     class Slot:  # a concurrency slot around the call, as RateLimitedProvider's shared one
         name = "scripted"
@@ -284,18 +285,31 @@ def test_a_spent_budget_stops_a_call_before_its_rate_limit_wait_and_holds_no_slo
 
         async def complete(self, request, on_event=None):
             slots["held"] += 1
-            slots["most"] = max(slots["most"], slots["held"])
             try:
                 return await self.inner.complete(request, on_event)
             finally:
                 slots["held"] -= 1
 
-    calls = PaidCalls()
-    calls_until_refused(BudgetGate(Slot(SpendGuard(calls, meter, ledger)), meter))
-    # As many slots as calls the budget had room for at once (8, then 4, then 1), never one
-    # held by a call that waited for the budget.
-    assert calls.made == 13
-    assert slots["most"] == calls.most_at_once
+    async def watch():  # slots held by calls not being made
+        while True:
+            slots["idle"] = max(slots["idle"], slots["held"] - calls.in_flight)
+            await asyncio.sleep(0.002)
+
+    async def agents():
+        watcher = asyncio.create_task(watch())
+        guarded = BudgetGate(Slot(SpendGuard(calls, meter, ledger, gated=True)), meter)
+
+        async def agent():
+            with contextlib.suppress(BudgetReached):
+                while True:
+                    await guarded.complete(REQUEST)
+
+        await asyncio.gather(*(agent() for _ in range(8)))
+        watcher.cancel()
+
+    asyncio.run(agents())
+    assert calls.made == 13  # 8, then 4 beside each other, then 1 alone, as ever
+    assert slots["idle"] == 0  # 7 slots were held by calls waiting for the budget's room
 
 
 def test_calls_that_wait_for_a_rate_limit_are_checked_against_the_budget_when_they_go(

@@ -723,3 +723,6 @@ def test_an_attribute_written_with_spaces_around_its_equals_sign_is_read(tmp_pat
     plan = load_task_file(tasks)
 
     assert [(t.id, t.dependencies) for t in plan.tasks] == [("a", []), ("b", ["a"]), ("c", ["a"])]
+    # Braces of a title's text, no attribute among them, stay text.
+    tasks.write_text("- [ ] Bump the weights {priority = 3}\n")
+    assert load_task_file(tasks).tasks[0].title == "Bump the weights {priority = 3}"

@@ -658,6 +658,7 @@ def test_a_known_secret_is_redacted_as_urls_and_json_write_it():
         # sent to the model and committed when given with [sandbox] env.
         "GH_PAT",
         "CR_PAT",
+        "LEGACY_PAT",
         "AZURE_DEVOPS_EXT_PAT",
         "SLACK_WEBHOOK",
         "DOCKER_AUTH_CONFIG",
@@ -690,6 +691,7 @@ def test_a_key_handed_to_the_sandbox_is_secret_whatever_its_name(monkeypatch):
     settings = {
         "DEPLOY_REGION": "eu-west-1-production",
         "AZURE_RESOURCE_GROUP": "OrdersProd2Group",
+        "TF_WORKSPACE": "ProdEastUS2Cluster01",
         "WORKSPACE": "/home/runner/work/OrderService2/OrderService2",
         "TEST_FILE_PAT": "tests/**/test_*.py",
         "APP_NAME": "ThisIsMyProject2024Name",
