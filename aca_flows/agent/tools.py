@@ -270,8 +270,7 @@ class TaskTools:
         target.parent.mkdir(parents=True, exist_ok=True)
         if REDACTED in content:  # off the loop: other tasks go on while a big file is read
             await in_thread(lambda: _refuse_losing_hidden_secrets(_text_of(target), content, path))
-        if "\r" not in content and _ends_lines_with_crlf(target):
-            content = content.replace("\n", "\r\n")  # the file keeps its line endings
+        content = _with_ending(content, _line_ending(_head_of(target)))  # the file's, kept
         _write_regular_file(target, path, content)
         return f"wrote {len(content)} characters to {path}"
 
@@ -287,10 +286,9 @@ class TaskTools:
         # A file of CRLF (or CR) lines is shown to the agent with LF (read_file): its edit
         # keeps the file's endings, the lines it adds too.
         ending = _line_ending(text)
-        if ending != "\n" and "\r" not in old_string and old_string not in text:
-            old_string = old_string.replace("\n", ending)
-        if ending != "\n" and "\r" not in new_string:
-            new_string = new_string.replace("\n", ending)
+        if old_string not in text:
+            old_string = _with_ending(old_string, ending)
+        new_string = _with_ending(new_string, ending)
         count = text.count(old_string)
         if count != 1:
             where = "does not occur" if count == 0 else f"occurs {count} times"
@@ -474,17 +472,23 @@ def _line_ending(text: str) -> str:
     return "\n"
 
 
-def _ends_lines_with_crlf(target: Path) -> bool:
-    """Whether the file at ``target`` (if any) ends its lines with CRLF, by its first 8 KB."""
+def _with_ending(text: str, ending: str) -> str:
+    """``text``'s LF lines ending in ``ending``; as it is when it holds a CR of its own."""
+    return text if ending == "\n" or "\r" in text else text.replace("\n", ending)
+
+
+def _head_of(target: Path) -> str:
+    """The first 8 KB of the regular file at ``target`` (empty when there is none): what
+    ``_line_ending`` reads of a file a write replaces."""
     try:  # never waits on a FIFO, never follows a link
         fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError:
-        return False
+        return ""
     with os.fdopen(fd, "rb") as file:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
-        head = file.read(8192)
-    return b"\r\n" in head and b"\n" not in head.replace(b"\r\n", b"")
+            return ""
+        # A CR last may be half a CRLF the 8 KB cut through.
+        return file.read(8192).decode("utf-8", "replace").removesuffix("\r")
 
 
 def _text_of(target: Path) -> str:

@@ -76,18 +76,10 @@ def build_providers(
             record=Path(request.record) if request.record else None,
             scrub=redact,
         )
-        # The budget innermost: a call is admitted right before it is made, after every
-        # wait for a rate limit or a concurrency slot. Admitted before them, calls that
-        # waited went out long after the spend had reached the budget (7 calls over it).
-        gated = meter.budget_usd is not None  # admitted by its BudgetGate, below
-        provider = SpendGuard(
-            provider,
-            meter,
-            ledger,
-            call_ceiling(name, config),
-            free=free_provider(name, config),
-            gated=gated,
-        )
+        # The spend checked innermost, right before a call is made, after every wait for a
+        # rate limit or a concurrency slot: checked only before them, calls that waited went
+        # out long after the spend had reached the budget (7 calls over it).
+        provider = SpendGuard(provider, meter, ledger, free=free_provider(name, config))
         if name != "replay":  # a cassette has no rate limits to respect
             shared = prefect_limits_for(name, config, say=run_logger().info)
             limiter = rate_limiter_for(
@@ -103,8 +95,8 @@ def build_providers(
         limit_name = config.provider(name).concurrency_limit
         if limit_name:
             provider = GlobalLimitProvider(provider, limit_name)
-        if gated:  # the budget's room first, before any permit or slot is held
-            provider = BudgetGate(provider, meter, call_ceiling(name, config))
+        # The budget's room first, before any permit or slot is held.
+        provider = BudgetGate(provider, meter, call_ceiling(name, config))
         # Retries outermost: each try passes the budget check and its spend reaches the
         # ledger, and a retry's wait holds no concurrency slot.
         built[name] = with_call_retries(

@@ -210,12 +210,13 @@ def with_final_spend(reason: str, spent_usd: float) -> str:
 
 class BudgetGate:
     """In front of a provider's waits for a rate limit or a concurrency slot: a call is
-    admitted to the budget here (``SpendMeter.admit``: counted in flight from then on), so one
-    held for the budget's room holds no permit and no slot (a session near its budget held 3
-    of the server's 4 shared slots, and another session's one-task run took 36 s, not 1.3),
-    and a spent budget stops it before a wait sized by the call that spent it (49 min, in a
-    deployment run). Its ``SpendGuard`` (``gated``), innermost, checks the spend again right
-    before the call is made, and hands it to the ledger before the gate counts it returned."""
+    admitted to the budget here (``SpendMeter.admit``, told the most it may cost by
+    ``ceiling``; counted in flight from then on), so one held for the budget's room holds no
+    permit and no slot (a session near its budget held 3 of the server's 4 shared slots, and
+    another session's one-task run took 36 s, not 1.3), and a spent budget stops it before a
+    wait sized by the call that spent it (49 min, in a deployment run). Its ``SpendGuard``,
+    innermost, checks the spend again right before the call is made, and hands it to the
+    ledger before the gate counts it returned: a call held back reads the spend with it."""
 
     def __init__(self, inner: Provider, meter: SpendMeter, ceiling: CallCeiling | None = None):
         self.inner = inner
@@ -239,8 +240,8 @@ class BudgetGate:
 
 
 class SpendGuard:
-    """The one place every provider call passes: it makes a call only when the budget has
-    room for it (``SpendMeter.admit``, told the most the call may cost by ``ceiling``), and
+    """The one place every provider call passes on its way out: it makes a call only while the
+    spend is under the budget (the ``BudgetGate`` in front of the waits admitted it), and
     hands every call that returns to ``ledger`` as soon as it returns, with its owner
     (``CALL_OWNER``)."""
 
@@ -249,44 +250,32 @@ class SpendGuard:
         inner: Provider,
         meter: SpendMeter,
         ledger: CallLedger | None = None,
-        ceiling: CallCeiling | None = None,
         free: bool = False,
-        gated: bool = False,
     ):
         self.inner = inner
         self.name = inner.name
         self.meter = meter
         self.ledger = ledger
-        self.ceiling = ceiling
         self.free = free  # its calls cost nothing (an Ollama on this machine): $0 is true
-        self.gated = gated  # admitted by a ``BudgetGate`` in front of the waits
 
     async def complete(
         self, request: ProviderRequest, on_event: EventCallback | None = None
     ) -> ProviderResponse:
-        if self.gated:
-            self.meter.check()  # the spend may have reached the budget while the call waited
-        else:
-            await self.meter.admit(self.ceiling(request) if self.ceiling is not None else 0.0)
+        self.meter.check()  # the spend may have reached the budget while the call waited
         paid: ProviderResponse | None = None
         journal = _InFlight(self, request)
         try:
-            try:
-                paid = await self.inner.complete(request, journal.heard(on_event))
-                return paid
-            except (ProviderError, asyncio.CancelledError) as stopped:
-                # A call can fail after it was paid for (a Claude Code run stopped mid-way),
-                # and so can a call the run's stop cancelled (its answered turns).
-                paid = _billed(stopped)
-                raise
-            finally:
-                await journal.settled()
-                if paid is not None or journal.journalled is not None:
-                    await self._record(request, paid or _nothing(self.name), journal.journalled)
+            paid = await self.inner.complete(request, journal.heard(on_event))
+            return paid
+        except (ProviderError, asyncio.CancelledError) as stopped:
+            # A call can fail after it was paid for (a Claude Code run stopped mid-way), and
+            # so can a call the run's stop cancelled (its answered turns).
+            paid = _billed(stopped)
+            raise
         finally:
-            # After the ledger has it: a call held back reads the spend with this one in it.
-            if not self.gated:
-                self.meter.returned(paid.cost_usd if paid is not None else 0.0)
+            await journal.settled()
+            if paid is not None or journal.journalled is not None:
+                await self._record(request, paid or _nothing(self.name), journal.journalled)
 
     async def _record(
         self,

@@ -54,7 +54,7 @@ def register_secret(value: str | None) -> None:
 
 def register_handed_over(names: Iterable[str], environ: Mapping[str, str]) -> None:
     """Secret from now on: the values of the variables a user hands to a sandbox (``[sandbox]
-    env``) that look like keys (``looks_random``), whatever their names. ``KUBE_CONFIG_DATA``
+    env``) shaped like keys (``_key_like``), whatever their names. ``KUBE_CONFIG_DATA``
     or ``HONEYCOMB_WRITEKEY`` name no credential by any rule, and their values were sent to
     the model and committed; the user chose to hand them to what runs."""
     for name in names:

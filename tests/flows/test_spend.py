@@ -49,7 +49,7 @@ class PaidCalls:
         return final("done", cost_usd=0.001)
 
 
-def calls_until_refused(guard: SpendGuard, agents: int = 8) -> None:
+def calls_until_refused(guard: BudgetGate, agents: int = 8) -> None:
     """``agents`` agents at once, each calling until the budget refuses a call."""
 
     async def agent():
@@ -72,7 +72,7 @@ def test_eight_agents_at_once_stop_within_a_call_of_the_budget():
         spent[0] += response.cost_usd
 
     meter = SpendMeter(lambda: spent[0], 0.0125, on_hold=held.append)
-    calls_until_refused(SpendGuard(provider, meter, ledger))
+    calls_until_refused(BudgetGate(SpendGuard(provider, meter, ledger), meter))
     # 8 calls, then 4 that fit beside each other, then 1 alone: $0.013. A check of the spend
     # alone let all 8 make one more call each: 16 calls, $0.016.
     assert provider.made == 13
@@ -91,7 +91,9 @@ def test_the_first_calls_are_held_by_their_ceiling_under_a_small_budget():
 
     meter = SpendMeter(lambda: spent[0], 0.0035, on_hold=held.append)
     # A call may cost $0.002, known before any returned: room for one of them alone.
-    calls_until_refused(SpendGuard(provider, meter, ledger, ceiling=lambda request: 0.002))
+    calls_until_refused(
+        BudgetGate(SpendGuard(provider, meter, ledger), meter, ceiling=lambda request: 0.002)
+    )
     # 1 alone, then 2 at $0.001 (what it cost) beside each other, then 1 alone: $0.004. Unheld,
     # the first 8 calls all went at once: $0.008, 4.5 calls past the budget.
     assert provider.made == 4
@@ -104,7 +106,7 @@ def test_the_first_calls_all_go_at_once_when_the_budget_has_room_for_them():
     provider = PaidCalls()
     held: list[str] = []
     meter = SpendMeter(lambda: 0.0, 1.0, on_hold=held.append)
-    guard = SpendGuard(provider, meter, ceiling=lambda request: 0.1)
+    guard = BudgetGate(SpendGuard(provider, meter), meter, ceiling=lambda request: 0.1)
 
     async def eight():  # 8 calls of at most $0.1 each: $0.8 fits the budget of $1
         await asyncio.gather(*(guard.complete(REQUEST) for _ in range(8)))
@@ -253,7 +255,7 @@ def test_a_spent_budget_stops_a_call_before_its_rate_limit_wait_and_holds_no_slo
     meter = SpendMeter(lambda: spent[0], budget_usd=0.001, costliest_call_usd=0.001)
     limiter = RateLimiter(RateLimitingSection(max_tokens_per_minute=10_000, burst_allowance=0))
     paid = PaidCalls()
-    provider = BudgetGate(RateLimitedProvider(SpendGuard(paid, meter, gated=True), limiter), meter)
+    provider = BudgetGate(RateLimitedProvider(SpendGuard(paid, meter), limiter), meter)
 
     async def two_calls() -> float:
         await provider.complete(REQUEST)
@@ -297,7 +299,7 @@ def test_a_spent_budget_stops_a_call_before_its_rate_limit_wait_and_holds_no_slo
 
     async def agents():
         watcher = asyncio.create_task(watch())
-        guarded = BudgetGate(Slot(SpendGuard(calls, meter, ledger, gated=True)), meter)
+        guarded = BudgetGate(Slot(SpendGuard(calls, meter, ledger)), meter)
 
         async def agent():
             with contextlib.suppress(BudgetReached):
