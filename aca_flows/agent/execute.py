@@ -32,6 +32,7 @@ import git
 from pydantic import BaseModel, Field
 
 from aca_flows._threads import in_thread
+from aca_flows._words import resume_command
 from aca_flows.agent.dependency_contexts import dependency_contexts, task_commit_summary
 from aca_flows.agent.landing import (
     ChangeAlreadyLanded,
@@ -66,6 +67,8 @@ from aca_flows.workspace import (
     commit_identity,
     discard_worktree,
     ensure_session_branch,
+    hand_merge,
+    keep_unlanded_change,
     open_repository,
     record_landed_task,
 )
@@ -199,6 +202,7 @@ async def execute_task(
     total_runs = max_runs or task.max_attempts or config.session.max_attempts
     totals = _Totals()
     conflict: MergeConflictError | None = None
+    kept: str | None = None
     made = await worktrees.take(task_id)
     for run in range(1, total_runs + 1):
         await worktrees.removed(task_id)  # the last run's worktree, at this run's path
@@ -290,8 +294,10 @@ async def execute_task(
                 )
             except MergeConflictError as exc:
                 # Start again from a clean worktree on the head that now holds the other work.
+                # The change is kept meanwhile: paid for, and checked, it may be merged by hand.
                 conflict = exc
-                log.write("merge_conflict", run=run, files=exc.files)
+                kept = await in_thread(_kept, repo, session_id, exc)
+                log.write("merge_conflict", run=run, files=exc.files, kept=kept)
                 continue
             except SessionBranchCheckedOut as exc:
                 # Nothing landed, the branch is as it was. No verdict on the work, and no
@@ -318,8 +324,13 @@ async def execute_task(
                 await removal
 
     assert conflict is not None
+    reason = str(conflict)
+    if kept is not None:
+        again = resume or resume_command(session_id, workdir)
+        reason += " " + hand_merge(kept, session_id, str(workdir.resolve()), again)
     # One run is one attempt of the caller (the flow), which counts its attempts itself.
-    reason = str(conflict) if total_runs == 1 else f"{conflict} (gave up after {total_runs} run(s))"
+    if total_runs > 1:
+        reason += f" (gave up after {total_runs} run(s))"
     log.write("task_failed", reason=reason, conflict_files=conflict.files)
     return TaskOutcome(
         task_id=task_id,
@@ -372,6 +383,15 @@ class _Totals:
         self.usage = self.usage + conversation.usage
         self.cost_usd = summed_cost((self.cost_usd, conversation.cost_usd))
         self.turns += conversation.turns
+
+
+def _kept(repo: git.Repo, session_id: str, conflict: MergeConflictError) -> str | None:
+    """The ref the conflicting change is kept at; None when git could not keep it (the reason
+    then names none: the task's outcome does not hang on it)."""
+    try:
+        return keep_unlanded_change(repo, session_id, conflict)
+    except (git.GitCommandError, OSError):
+        return None
 
 
 def _failed_diff(worktree: TaskWorktree, changed: list[str]) -> str:

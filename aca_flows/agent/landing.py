@@ -98,7 +98,9 @@ async def land_checked(
             if results and not results[-1].passed:
                 check = checks[len(results) - 1]
                 failed = f"{check.describe()} ({describe_failure(results[-1])})"
-                raise ChecksFailedOnHead(task.id, moved.files, failed) from None
+                raise ChecksFailedOnHead(
+                    task.id, moved.files, failed, commit=moved.commit
+                ) from None
             if not changed:  # checked as any "no change" is: its own check passes there
                 raise ChangeAlreadyLanded(moved.files) from None
 

@@ -8,6 +8,9 @@ The user's checkout is never modified. What the agent layer and the flow call:
   record the change; raises ``MergeConflictError`` (``ChecksFailedOnHead`` is one), and
   ``BranchMovedError`` when asked to refuse an unchecked merge, and ``SessionBranchCheckedOut``
   (the branch unmoved) when a checkout of the user's has the session branch checked out
+- ``keep_unlanded_change(repo, session_id, conflict)``: keep the commit of a task that gave up
+  on a conflict (``refs/aca/conflicts/<session-id>/<task-id>``); ``hand_merge`` says how to
+  land it
 - ``completed_task_commits(repo, session_id)``: task ids whose commit is on the session branch
   (what resume trusts), and ``record_landed_task`` to finish their bookkeeping again
 """
@@ -18,9 +21,15 @@ from aca_flows.workspace.commit import (
     completed_task_commits,
     find_task_commit,
 )
-from aca_flows.workspace.conflicts import BranchMovedError, ChecksFailedOnHead, MergeConflictError
+from aca_flows.workspace.conflicts import (
+    BranchMovedError,
+    ChecksFailedOnHead,
+    MergeConflictError,
+    hand_merge,
+)
 from aca_flows.workspace.merge import (
     LandedTask,
+    keep_unlanded_change,
     land_task,
     merge_lock,
     record_landed_task,
@@ -61,6 +70,8 @@ __all__ = [
     "discard_worktree",
     "ensure_session_branch",
     "find_task_commit",
+    "hand_merge",
+    "keep_unlanded_change",
     "land_task",
     "merge_lock",
     "open_repository",

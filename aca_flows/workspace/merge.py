@@ -26,7 +26,7 @@ import git
 from aca_flows.session.layout import AcaDir, session_branch
 from aca_flows.workspace.change_log import ChangeRecord, record_task_change
 from aca_flows.workspace.commit import commit_task_work, find_task_commit
-from aca_flows.workspace.conflicts import BranchMovedError, MergeConflictError
+from aca_flows.workspace.conflicts import BranchMovedError, MergeConflictError, kept_change_ref
 from aca_flows.workspace.file_lock import FileLock
 from aca_flows.workspace.repository import (
     GitIdentity,
@@ -42,6 +42,7 @@ from aca_flows.workspace.worktree import TaskWorktree
 
 __all__ = [
     "LandedTask",
+    "keep_unlanded_change",
     "land_task",
     "merge_lock",
     "merge_task_commit",
@@ -133,7 +134,24 @@ def land_task(
     # its own); a crash before it is finished on resume, like any landed task's.
     paths = AcaDir(worktree.repo_root).session(worktree.session_id)
     change = record_task_change(repo, paths, worktree.task_id, merged)
+    _drop_kept_change(repo, worktree.session_id, worktree.task_id)
     return LandedTask(commit_sha=merged, change=change, already_landed=existing is not None)
+
+
+def keep_unlanded_change(repo: git.Repo, session_id: str, conflict: MergeConflictError) -> str:
+    """Keep the task's commit a conflict kept off the session branch at ``kept_change_ref``,
+    the last attempt's over an earlier one's; the ref."""
+    ref = kept_change_ref(session_id, conflict.task_id)
+    repo.git.update_ref(ref, conflict.commit)
+    return ref
+
+
+def _drop_kept_change(repo: git.Repo, session_id: str, task_id: str) -> None:
+    # An earlier attempt's kept change, of no use once the task landed. Looked for as a loose
+    # ref (a stat, on every landing): git writes a new one so and packs refs only in a gc.
+    ref = kept_change_ref(session_id, task_id)
+    if (Path(repo.common_dir) / ref).exists():
+        repo.git.update_ref("-d", ref)
 
 
 def _refuse_unchecked(
@@ -181,6 +199,7 @@ def record_landed_task(repo: git.Repo, session_id: str, task_id: str) -> LandedT
     if sha is None:
         return None
     change = record_task_change(repo, AcaDir(root).session(session_id), task_id, sha)
+    _drop_kept_change(repo, session_id, task_id)  # merged by hand, or landed by a crashed run
     return LandedTask(commit_sha=sha, change=change, already_landed=True)
 
 
@@ -248,7 +267,8 @@ def _replay_onto(
     tree, *conflicted = out.split("\0\0", 1)[0].split("\0")
     if status == 1:
         # The branch and the worktree are unchanged: there is nothing to undo.
-        raise MergeConflictError(worktree.task_id, sorted(set(f for f in conflicted if f)))
+        files = sorted(set(f for f in conflicted if f))
+        raise MergeConflictError(worktree.task_id, files, commit=commit)
     raw = read_commit(repo, commit)
     headers, _, message = raw.partition("\n\n")
     author = next(line for line in headers.splitlines() if line.startswith("author "))
@@ -290,5 +310,5 @@ def _cherry_pick_onto(worktree: TaskWorktree, head: str, commit: str, identity: 
                 f"task {worktree.task_id}: git could not apply its commit onto the session "
                 f"branch: {failure.stderr.strip()}. Check the repository with `git status`."
             ) from None
-        raise MergeConflictError(worktree.task_id, files) from None
+        raise MergeConflictError(worktree.task_id, files, commit=commit) from None
     return wt.rev_parse("HEAD")

@@ -123,7 +123,8 @@ class TaskWorktree:
             wt.cherry_pick("--no-commit", commit)
         except git.GitCommandError:
             files = [f for f in wt.diff("--name-only", "--diff-filter=U", "-z").split("\0") if f]
-            raise MergeConflictError(self.task_id, files or ["(unknown files)"]) from None
+            files = files or ["(unknown files)"]
+            raise MergeConflictError(self.task_id, files, commit=commit) from None
         return dataclasses.replace(self, base_sha=head)
 
     def snapshot(self) -> str:

@@ -8,6 +8,7 @@ import os
 import time
 from pathlib import Path
 
+import git
 import pytest
 
 from aca_flows.agent import execute_task
@@ -424,6 +425,34 @@ def test_a_conflict_that_persists_fails_the_task_naming_the_file(tmp_path, repo)
     assert "app.py" in second.failure_reason and "conflict" in second.failure_reason
     assert branch_subjects(repo) == ["aca(t1): One", "init"]
     assert repo.git.show(f"aca/{SESSION}:app.py") == "one"
+
+
+def test_a_change_that_gave_up_on_a_conflict_is_kept_and_a_hand_merge_of_it_is_taken(
+    tmp_path, repo
+):
+    (_, second), _ = conflicting_pair(tmp_path, [], max_runs=1)
+    kept = f"refs/aca/conflicts/{SESSION}/t2"
+    assert repo.git.show(f"{kept}:app.py") == "two"  # the paid work, not lost
+    assert f"`git cherry-pick {kept}`" in second.failure_reason
+    assert f"`aca resume {SESSION}" in second.failure_reason
+
+    # The user does what the reason says, then resumes: the task is taken as landed.
+    main = repo.active_branch.name
+    repo.git.checkout(f"aca/{SESSION}")
+    with pytest.raises(git.GitCommandError):
+        repo.git.cherry_pick(kept)
+    (tmp_path / "app.py").write_text("one and two\n")
+    repo.git.add("app.py")
+    me = {"GIT_COMMITTER_NAME": "me", "GIT_COMMITTER_EMAIL": "me@localhost"}
+    repo.git.cherry_pick("--continue", env={"GIT_EDITOR": "true", **me})
+    repo.git.checkout(main)
+    silent = ScriptedProvider()
+    plan = plan_of(Task(id="t1", title="One"), Task(id="t2", title="Two"))
+    again = asyncio.run(execute(tmp_path, plan, "t2", silent))
+    assert silent.history == []
+    assert again.status == "completed" and again.already_completed
+    assert again.files_changed == ["app.py"]
+    assert repo.git.for_each_ref("refs/aca/conflicts") == ""  # of no use once it landed
 
 
 def test_a_completed_task_is_never_run_again(tmp_path, repo):

@@ -25,6 +25,7 @@ from aca_flows.workspace import (
     session_branch_head,
 )
 from aca_flows.workspace.commit import commit_task_work
+from aca_flows.workspace.conflicts import kept_change_ref
 from aca_flows.workspace.repository import session_branch_checkouts
 from tests.workspace.test_worktree import session_repo
 
@@ -188,9 +189,9 @@ def test_tasks_editing_the_same_lines_conflict_and_the_branch_is_unchanged(tmp_p
         land_task(repo, two, title="two", summary="", identity=DEFAULT_IDENTITY)
     assert caught.value.files == ["app.py"]
     assert "app.py" in str(caught.value)
-    # What works, not a hand merge a resume would never take for the task's work.
-    assert "by hand" not in str(caught.value)
     assert "a resume runs the task again" in str(caught.value)
+    # The commit that could not land, for the caller to keep should the task give up.
+    assert repo.git.show(f"{caught.value.commit}:app.py") == "print('two')"
     assert session_branch_head(repo, "s1") == head
     assert "t2" not in completed_task_commits(repo, "s1")
     assert two.git.status("--porcelain") == ""  # the worktree is left clean, not mid-pick
@@ -257,6 +258,14 @@ def test_work_holding_a_file_that_is_not_utf8_lands_and_its_patch_keeps_the_byte
     # The patch is the commit's: it applies in reverse onto the branch holding it.
     repo.git.checkout("-q", "--detach", landed.commit_sha)
     repo.git.apply("--check", "-R", str(paths.snapshot_patch("t1")))
+
+
+@pytest.mark.parametrize("task_id", ["t2", "a..b", "a...b", "x.lock", "v1.", "a.b-c_d"])
+def test_a_kept_change_has_a_ref_git_takes_for_any_task_id(tmp_path, task_id):
+    repo = session_repo(tmp_path)
+    ref = kept_change_ref("s1", task_id)
+    repo.git.update_ref(ref, "HEAD")  # git refuses a name no ref may have
+    assert repo.git.for_each_ref("--format=%(refname)", "refs/aca/conflicts") == ref
 
 
 def test_a_conflict_in_a_file_whose_name_is_not_utf8_names_it_readably(tmp_path):
