@@ -78,8 +78,8 @@ def parse(
 ) -> None:
     """Let the configured LLM turn a Markdown task file into a plan, and print it.
 
-    The parse is cached in the workdir's .aca/parse_cache: the same input parses again
-    without a provider call.
+    The parse is cached in ~/.aca/parse_cache: the same input parses again without a provider
+    call.
     """
     from aca_flows.cli.options import RunOptions
     from aca_flows.cli.plan_files import check_dump_target

@@ -68,10 +68,9 @@ def _wants_intelligent_parse(options: RunOptions, task_file: Path) -> bool:
 
 
 def parse_intelligently(task_file: Path, options: RunOptions) -> ExecutionPlan:
-    """``task_file`` parsed by the configured provider (cached in ``.aca/parse_cache``); lost
+    """``task_file`` parsed by the configured provider (cached in ``~/.aca/parse_cache``); lost
     source items are warned about on stderr, or refused with ``options.strict``."""
-    from aca_flows.plan.intelligent import PARSE_CACHE_FOLDER, parse_task_file
-    from aca_flows.session.layout import AcaDir
+    from aca_flows.plan.intelligent import parse_cache_dir, parse_task_file
     from aca_flows.session.redact import redact
 
     workdir = options.workdir.resolve()
@@ -79,7 +78,7 @@ def parse_intelligently(task_file: Path, options: RunOptions) -> ExecutionPlan:
     parse = parse_task_file(
         task_file,
         config,
-        cache_dir=AcaDir(workdir).root / PARSE_CACHE_FOLDER,
+        cache_dir=parse_cache_dir(),
         environ=secret_block_environ(config.session.provider, config),
         scrub=redact,
         on_retry=_say_parse_retry,
@@ -178,7 +177,8 @@ _SESSIONS_LOOKED_AT = 5
 def _prepare(options: RunOptions) -> int | None:
     """Everything before the run: the clone, the configuration, the plan, the checks. The
     exit code of a dry run, or None for the run to start."""
-    # The LLM's parse is cached in the working area: a dry run that parses clones as a run.
+    # A dry run that parses clones as a run: it parses with the clone's configuration (its
+    # provider and model), as the run will, which then finds the parse in the cache.
     parses = bool(options.task_file and _wants_intelligent_parse(options, options.task_file))
     if options.repo and options.dry_run and not parses:
         options.workdir = working_area_of(options.repo, options.workdir)

@@ -6,8 +6,9 @@ run graph with its logs (the call, the plan it made, items the plan lost, each r
 transient provider error), and its result is cached by Prefect under the same key the parser's
 own cache uses: the task file's text, the files it references, the context, the appended
 instructions, the provider and the model (``plan.intelligent.parse_request_key``). Results are
-kept in ``<workdir>/.aca/parse_cache/prefect/``, so a later run of the same file, in this
-process or another, is a ``Cached`` task run that calls no provider.
+kept in ``~/.aca/parse_cache/prefect/`` (``parse_cache_dir``: never a repository's ``.aca``,
+where a committed record would be loaded, as a pickle if it says so), so a later run of the
+same file, in this process or another, is a ``Cached`` task run that calls no provider.
 
 The parse's calls are billed to the session made from it (a ``call`` event with purpose
 ``parse`` on its ledger); a cached parse costs nothing and is billed to nobody. A result
@@ -28,9 +29,9 @@ from pydantic import BaseModel
 
 from aca_flows.errors import AcaError
 from aca_flows.plan.intelligent import (
-    PARSE_CACHE_FOLDER,
     IntelligentParse,
     ParseSpend,
+    parse_cache_dir,
     parse_request_key,
     parse_with_llm_sync,
 )
@@ -148,7 +149,6 @@ def parse_in_flow(
     model: str | None,
     context: list[str],
     append_system_prompt: str | None,
-    aca_root: Path,
     free: bool = False,
 ) -> IntelligentParse:
     """The parse, run as the flow's ``parse-task-file`` task run (``from_cache`` when Prefect
@@ -160,7 +160,7 @@ def parse_in_flow(
         context=context,
         append_system_prompt=append_system_prompt,
     )
-    cache_dir = aca_root / PARSE_CACHE_FOLDER
+    cache_dir = parse_cache_dir()
     runner = parse_task_file_run.with_options(
         # A callable: Prefect formats a string name with the parameters; a file name may hold
         # braces.

@@ -469,7 +469,6 @@ def _parse_intelligently(
         model=config.session.model,
         context=request.context,
         append_system_prompt=request.append_system_prompt,
-        aca_root=AcaDir(Path(request.workdir).expanduser().resolve()).root,
         free=free_provider(name, config),
     )
 

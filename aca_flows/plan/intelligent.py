@@ -1,6 +1,6 @@
 """The intelligent parser: an LLM turns a free-form Markdown task file into an execution plan.
 
-    parse = await parse_with_llm(Path("tasks.md"), provider, cache_dir=aca_root / "parse_cache")
+    parse = await parse_with_llm(Path("tasks.md"), provider, cache_dir=parse_cache_dir())
     parse.plan        # an ordinary, validated ExecutionPlan: dump it, review it, run it
     parse.lost        # source items the plan does not carry (a warning; strict=True refuses)
 
@@ -69,10 +69,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CACHE_SCHEMA_VERSION",
-    "PARSE_CACHE_FOLDER",
     "IntelligentParse",
     "ParseSpend",
     "mark_parse_billed",
+    "parse_cache_dir",
     "parse_cache_key",
     "parse_provider",
     "parse_request_key",
@@ -83,8 +83,14 @@ __all__ = [
 ]
 
 CACHE_SCHEMA_VERSION = 1
-# Callers keep the cache in ``.aca/<PARSE_CACHE_FOLDER>/`` of the workdir.
-PARSE_CACHE_FOLDER = "parse_cache"
+
+
+def parse_cache_dir() -> Path:
+    """Where parses are cached: ``~/.aca/parse_cache``, the user's own, never a repository's
+    ``.aca``. A repository can commit files there, and an entry is read as the plan to run (a
+    Prefect result record as what its own metadata names: a pickle runs code as it loads)."""
+    return Path.home() / ".aca" / "parse_cache"
+
 
 # Claude Code runs an agent: let it read the task file's folder, never edit anything.
 _CLAUDE_CODE_OPTIONS = {

@@ -40,20 +40,36 @@ class AcaDir:
 
 
 def linked_aca_folder(workdir: Path) -> str | None:
-    """Why ``workdir``'s ``.aca`` cannot hold aca's files, or ``None``: it, or a folder aca
-    keeps in it, is a symbolic link. A repository can commit one, pointing anywhere (a home):
-    its sessions and the tasks' worktrees would be written there, outside the checkout and
-    outside what the sandboxes keep hidden."""
+    """Why ``workdir``'s ``.aca`` cannot hold aca's files, or ``None``: it, a folder aca keeps
+    in it, or an entry aca makes in those (a session's folder, a lock file) is a symbolic
+    link. A repository can commit one, pointing anywhere (a home, ``/etc``): aca would write
+    its sessions, the tasks' worktrees or a lock file there, outside the checkout and outside
+    what the sandboxes keep hidden."""
     root = AcaDir(workdir).root
-    for path in (root, root / "sessions", root / "worktrees"):
+    folders = (root, root / "sessions", root / "worktrees")
+    for path in (*folders, *_entries(root / "sessions"), *_worktree_entries(root / "worktrees")):
         if path.is_symlink():
+            what = "not a folder" if path in folders else "where aca keeps its own files"
             return (
-                f"{path} is a symbolic link (to {os.readlink(path)}), not a folder: aca keeps "
-                "its sessions and the tasks' worktrees there, in the repository's own .aca "
-                "folder. If the repository commits it, remove it from the repository; else "
-                "remove the link, and aca makes the folder."
+                f"{path} is a symbolic link (to {os.readlink(path)}), {what}: aca keeps its "
+                "sessions, the tasks' worktrees and their locks in the repository's own .aca "
+                "folder, never through a link. If the repository commits it, remove it from "
+                "the repository; else remove the link, and aca makes what it needs."
             )
     return None
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return [Path(entry.path) for entry in os.scandir(folder)]
+    except OSError:  # none yet (or a link, named above)
+        return []
+
+
+def _worktree_entries(folder: Path) -> list[Path]:
+    # Each session's folder and what is in it: its merge lock, its tasks' worktrees.
+    sessions = _entries(folder)
+    return [*sessions, *(entry for session in sessions for entry in _entries(session))]
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,13 @@ Prefect may run tasks in threads, in processes, or on several workers sharing on
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
 from types import TracebackType
+
+from aca_flows.errors import InputError
 
 __all__ = ["FileLock"]
 
@@ -34,9 +37,19 @@ class FileLock:
         while True:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                # Never through a link: one a repository commits in .aca made aca create a
+                # file wherever it pointed.
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
             except FileNotFoundError:  # its folder was removed meanwhile: make it again
                 continue
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                raise InputError(
+                    f"{self.path} is a symbolic link (to {os.readlink(self.path)}), where aca "
+                    "keeps a lock file: remove it (if the repository commits it, remove it "
+                    "from the repository), and aca makes the file."
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
                 if _still_at(fd, self.path):

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from aca_flows.cli import main
+from aca_flows.plan.intelligent import parse_cache_dir
 from tests.fakes.git_repo import make_repo
 from tests.fakes.llm_server import FakeLLMServer, llm_server  # noqa: F401  (fixture)
 from tests.plan.test_intelligent import DEPENDENCIES, TEST6, dependencies_proposal, respond
@@ -39,7 +40,7 @@ def test_plan_parse_prints_the_tree_and_dumps_the_plan(llm_server, tmp_path, cap
     plan = json.loads(dumped.read_text())
     roots = {t["id"]: t["dependencies"] for t in plan["tasks"] if t["parent_id"] is None}
     assert roots == DEPENDENCIES
-    assert list((tmp_path / ".aca" / "parse_cache").glob("*.json"))
+    assert list(parse_cache_dir().glob("*.json"))
 
 
 def test_plan_parse_again_makes_no_call_and_prints_json(llm_server, tmp_path, capsys):  # noqa: F811
@@ -127,7 +128,7 @@ def test_a_dry_run_that_parses_a_repo_s_task_file_keeps_the_parse_in_its_clone(
     assert code == 0
     [area] = (Path.home() / ".aca" / "repos").glob("app-*")
     assert f"--repo {remote}: a run fetches it into {area}" in out
-    assert (area / ".git").is_dir() and list((area / ".aca" / "parse_cache").glob("*.json"))
+    assert (area / ".git").is_dir() and list(parse_cache_dir().glob("*.json"))
 
 
 def test_a_cyclic_answer_exits_2_without_a_traceback(llm_server, tmp_path, capsys):  # noqa: F811
@@ -144,7 +145,7 @@ def test_a_cyclic_answer_exits_2_without_a_traceback(llm_server, tmp_path, capsy
     assert code == 2
     assert "dependency cycle: storage-layer -> launch -> storage-layer" in err
     assert "Traceback" not in err and out == ""
-    assert not list((tmp_path / ".aca" / "parse_cache").glob("*.json"))
+    assert not list(parse_cache_dir().glob("*.json"))
 
 
 def test_a_parse_that_fails_names_what_its_calls_cost(llm_server, tmp_path, capsys):  # noqa: F811

@@ -23,7 +23,7 @@ from tests.fakes.git_repo import make_repo
 
 
 def commit_link(repo: Path, name: str, target: Path) -> None:
-    (repo / name).parent.mkdir(exist_ok=True)
+    (repo / name).parent.mkdir(parents=True, exist_ok=True)
     os.symlink(target, repo / name)
     git = ["git", "-C", str(repo), "-c", "user.name=u", "-c", "user.email=u@example.com"]
     subprocess.run([*git, "add", "-f", name], check=True)
@@ -110,3 +110,19 @@ def test_a_dry_run_refuses_a_linked_aca_folder_as_the_run_does(tmp_path, capsys)
 
     assert code == 2 and not dumped.exists()
     assert f".aca is a symbolic link (to {target}), not a folder" in capsys.readouterr().err
+
+
+def test_a_checkout_committing_a_lock_file_as_a_link_is_refused(tmp_path, anthropic_fake, capsys):
+    # aca created an empty file wherever it pointed (/etc/nologin, as root) and ran on, exit 0.
+    target = tmp_path / "elsewhere" / "created"
+    target.parent.mkdir()
+    repo = make_repo(tmp_path / "repo")
+    commit_link(repo, ".aca/worktrees/.admin.lock", target)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write a.txt {#a}\n")
+
+    code = main(["run", str(tasks), "-w", str(repo), "--model", "m"])
+
+    assert code == 2 and not target.exists() and anthropic_fake.model_calls == []
+    err = capsys.readouterr().err
+    assert ".aca/worktrees/.admin.lock is a symbolic link" in err and "Traceback" not in err

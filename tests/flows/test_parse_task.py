@@ -14,8 +14,11 @@ from pathlib import Path
 from aca_flows.cli import main
 from aca_flows.errors import TaskFileError
 from aca_flows.flows import run_flow
+from aca_flows.plan.intelligent import parse_cache_dir, parse_request_key
+from aca_flows.providers import get_provider
 from aca_flows.session.layout import AcaDir
 from aca_flows.session.reading import list_sessions
+from aca_flows.settings import AcaConfig
 from tests.fakes.coding_agent import coding_agent
 from tests.fakes.git_repo import make_repo
 from tests.fakes.llm_server import llm_server  # noqa: F401  (fixture)
@@ -116,8 +119,8 @@ def test_the_parse_is_a_task_run_and_a_second_run_is_a_prefect_cache_hit(
 def test_the_prefect_cache_survives_the_process_and_follows_the_file(
     tmp_path, repo, anthropic_fake
 ):
-    """The cache is the folder under .aca, not the process: a run in a fresh Python finds it;
-    a changed task file is a new parse."""
+    """The cache is the folder under ~/.aca, not the process: a run in a fresh Python finds
+    it; a changed task file is a new parse."""
     from prefect.settings import PREFECT_API_URL
 
     tasks = tmp_path / "tasks.md"
@@ -126,7 +129,7 @@ def test_the_prefect_cache_survives_the_process_and_follows_the_file(
     for _ in range(2):
         anthropic_fake.anthropic.enqueue(coding_agent)
     assert aca_run(tasks, repo) == 0
-    stored = list((AcaDir(repo).root / "parse_cache" / "prefect").iterdir())
+    stored = list((parse_cache_dir() / "prefect").iterdir())
     assert len(stored) == 1
 
     for _ in range(2):
@@ -161,7 +164,49 @@ def test_the_prefect_cache_survives_the_process_and_follows_the_file(
     changed = max(list_sessions(repo), key=lambda s: s.id)
     (parsed,) = parse_task_runs(changed.id)
     assert parsed.state.name == "Completed"
-    assert len(list((AcaDir(repo).root / "parse_cache" / "prefect").iterdir())) == 2
+    assert len(list((parse_cache_dir() / "prefect").iterdir())) == 2
+
+
+class _Planted:
+    """What a repository's committed cache record unpickles to: a file written, code run."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "ran"))
+
+
+def test_a_cache_record_the_repository_commits_is_never_loaded(tmp_path, repo, anthropic_fake):
+    """A repository can commit files under its .aca: a Prefect record there that names the
+    pickle serializer, under the key anyone can work out from the task file, ran its code as
+    the user (no sandbox, aca's environment) in place of the parse."""
+    from prefect.results import ResultRecord, ResultRecordMetadata
+    from prefect.serializers import PickleSerializer
+
+    tasks = repo / "tasks.md"
+    tasks.write_text("# Files\n\n- write a.txt\n")
+    provider = get_provider("anthropic", AcaConfig())
+    key = parse_request_key(tasks, provider, model="claude-sonnet-4-6")
+    marker = tmp_path / "planted-code-ran"
+    record = ResultRecord(
+        metadata=ResultRecordMetadata(serializer=PickleSerializer(), storage_key=key),
+        result=_Planted(marker),
+    )
+    planted = AcaDir(repo).root / "parse_cache" / "prefect" / key  # where aca looked
+    planted.parent.mkdir(parents=True)
+    planted.write_bytes(record.serialize())
+    anthropic_fake.anthropic.enqueue(**parse_reply())
+    for _ in range(2):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+
+    assert aca_run(tasks, repo) == 0
+
+    assert not marker.exists()
+    (session,) = list_sessions(repo)
+    (parse_run,) = parse_task_runs(session.id)
+    assert parse_run.state.name == "Completed"  # parsed, not taken from the repository
+    assert len(anthropic_fake.model_calls) == 3
 
 
 def test_a_plan_holding_a_secret_is_never_cached(tmp_path, repo, anthropic_fake):
@@ -180,7 +225,7 @@ def test_a_plan_holding_a_secret_is_never_cached(tmp_path, repo, anthropic_fake)
     (session,) = list_sessions(repo)
     (parse_run,) = parse_task_runs(session.id)
     assert "the plan holds a secret: its parse is not cached" in task_run_logs(parse_run.id)
-    cache = AcaDir(repo).root / "parse_cache"
+    cache = parse_cache_dir()
     written = [p for p in cache.rglob("*") if p.is_file()]
     assert not any(secret in p.read_text(errors="replace") for p in written)
     assert not (cache / "prefect").exists() or not list((cache / "prefect").iterdir())
@@ -205,7 +250,7 @@ def test_a_parse_that_fails_fails_the_run_with_the_parsers_message(tmp_path, rep
         in str(outcome.error)
     )
     assert not (repo / ".aca" / "sessions").exists()
-    stored = AcaDir(repo).root / "parse_cache" / "prefect"
+    stored = parse_cache_dir() / "prefect"
     assert not stored.exists() or not list(stored.iterdir())  # a failure is not cached
 
 

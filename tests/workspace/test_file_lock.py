@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from aca_flows.errors import InputError
 from aca_flows.workspace.file_lock import FileLock
 
 
@@ -102,3 +103,16 @@ def test_a_lock_whose_file_its_holder_removed_still_excludes(tmp_path):
         os.close(newcomer)
         done.set()
         waiter.join()
+
+
+def test_a_lock_file_that_is_a_link_is_refused_and_nothing_is_made_where_it_points(tmp_path):
+    # A repository can commit one in .aca: aca created an empty file wherever it pointed.
+    target = tmp_path / "elsewhere" / "nologin"
+    target.parent.mkdir()
+    link = tmp_path / ".admin.lock"
+    os.symlink(target, link)
+
+    with pytest.raises(InputError, match=r"\.admin\.lock is a symbolic link"), FileLock(link):
+        pass
+
+    assert not target.exists()
