@@ -34,7 +34,7 @@ from aca_flows.sandbox.bwrap import (
 )
 from aca_flows.sandbox.git_shadow import git_shadow
 from aca_flows.sandbox.process import CommandResult, run_process
-from aca_flows.session.secret_names import is_secret_variable
+from aca_flows.session.secret_names import is_secret_variable, names_a_location
 from aca_flows.session.secret_values import register_handed_over
 from aca_flows.settings import SandboxSection
 
@@ -117,12 +117,15 @@ def sandbox_environment(
 
 
 def clean_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Mode "off": a copy of the environment without secrets or git location variables."""
+    """Mode "off": a copy of the environment without secrets or git location variables. A
+    variable named like a credential that names a place or a pattern (``SSH_KEY_PATH``,
+    ``TEST_FILE_PAT=tests/**``) is kept, as the redactor keeps its value: it is no secret."""
     environ = os.environ if environ is None else environ
     clean = {
         name: value
         for name, value in environ.items()
-        if not is_secret_variable(name) and name not in _GIT_LOCATION_VARS
+        if name not in _GIT_LOCATION_VARS
+        and (not is_secret_variable(name) or names_a_location(name.upper(), value))
     }
     return clean | _NO_BYPRODUCTS
 

@@ -214,13 +214,19 @@ def test_mode_off_runs_unsandboxed_with_a_warning_and_a_scrubbed_environment(
     worktree, tmp_path, monkeypatch, caplog
 ):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-planted")
+    monkeypatch.setenv("GH_PAT", "ghp_planted0123456789")
+    # Named like credentials, holding a place or a pattern: no secret, and a test needs it.
+    monkeypatch.setenv("TEST_FILE_PAT", "tests/**/test_*.py")
+    monkeypatch.setenv("SSH_KEY_PATH", "/home/me/.ssh/id_ed25519")
     with caplog.at_level(logging.WARNING, logger="aca.sandbox"):
         sandbox = Sandbox.for_worktree(worktree, SandboxSection(mode="off"))
     result = run(sandbox, f"echo out > {tmp_path}/beside.txt; env")
 
     assert OFF_WARNING in caplog.text
     assert (tmp_path / "beside.txt").exists()  # nothing confines it
-    assert "sk-planted" not in result.output
+    assert "sk-planted" not in result.output and "ghp_planted" not in result.output
+    assert "TEST_FILE_PAT=tests/**/test_*.py" in result.output
+    assert "SSH_KEY_PATH=/home/me/.ssh/id_ed25519" in result.output
 
 
 def test_no_bubblewrap_is_refused_naming_what_to_install(worktree, tmp_path, monkeypatch):
