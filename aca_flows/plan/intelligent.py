@@ -92,25 +92,21 @@ def parse_cache_dir() -> Path:
     return Path.home() / ".aca" / "parse_cache"
 
 
-# Claude Code runs an agent: let it read the task file's folder, never edit anything.
+# Claude Code runs an agent: it plans from the request alone, as the other providers do (the
+# task file and the files it references, read by the rules of ``plan.source``), with no tool,
+# in an empty folder. Given the task file's folder to read, it read what no agent may: the
+# checkout's .env, a CI token in .git/config, .aca, and its plan carried them into prompts.
 _CLAUDE_CODE_OPTIONS = {
     "permission_mode": "default",
-    "allowed_tools": ["Read", "Glob", "Grep"],
+    "allowed_tools": [],
     "resumable": False,  # its transcript (the task file, the context) is not kept in ~/.claude
 }
 
 
-def _folder_to_read(task_file: Path) -> Path:
-    """Where Claude Code's file tools may read while it plans: the task file's folder, the
-    project it describes. Not a home or a folder holding one (``~/tasks.md``: ``~/.ssh``,
-    Claude Code's own credentials): then an empty folder, and it plans from the file alone."""
-    folder = task_file.resolve().parent
-    homes = {Path.home().resolve(), Path("/root"), Path("/home")}
-    if any(folder == home or folder in home.parents for home in homes):
-        empty = Path.home() / ".aca" / "parse-empty"
-        empty.mkdir(parents=True, exist_ok=True)
-        return empty
-    return folder
+def _empty_folder() -> Path:
+    empty = Path.home() / ".aca" / "parse-empty"
+    empty.mkdir(parents=True, exist_ok=True)
+    return empty
 
 
 class ParseSpend(BaseModel):
@@ -193,7 +189,7 @@ async def parse_with_llm(
         unbilled = ParseSpend(provider=provider.name, model=cache_model or "")
         messages = [Message(role="user", text=prompt)]
         schema = proposal_schema()
-        options = _CLAUDE_CODE_OPTIONS | {"cwd": str(_folder_to_read(path))}
+        options = _CLAUDE_CODE_OPTIONS | {"cwd": str(_empty_folder())}
         problems: list[str] = []
         for _ in range(max_repairs + 1):
             request = ProviderRequest(

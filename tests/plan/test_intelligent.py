@@ -392,19 +392,6 @@ def test_the_parse_spend_stays_unbilled_in_the_cache_until_a_session_bills_it(
     assert len(llm_server.anthropic.requests) == 2
 
 
-def test_claude_code_reads_the_task_files_project_never_a_home(tmp_path, monkeypatch):
-    from aca_flows.plan.intelligent import _folder_to_read
-
-    home = tmp_path / "home"
-    (home / "proj").mkdir(parents=True)
-    monkeypatch.setenv("HOME", str(home))
-    assert _folder_to_read(home / "proj" / "tasks.md") == (home / "proj").resolve()
-    # ~/tasks.md would let it read ~/.ssh: it reads an empty folder instead.
-    for task_file in (home / "tasks.md", tmp_path / "tasks.md", Path("/tasks.md")):
-        folder = _folder_to_read(task_file)
-        assert folder == home / ".aca" / "parse-empty" and list(folder.iterdir()) == []
-
-
 def test_a_claude_code_parse_leaves_no_transcript_in_the_home(tmp_path, monkeypatch):
     # The real claude, which keeps every conversation in ~/.claude/projects/<its cwd>/.
     from aca_flows.settings import AcaConfig
@@ -413,6 +400,7 @@ def test_a_claude_code_parse_leaves_no_transcript_in_the_home(tmp_path, monkeypa
     tasks = tmp_path / "project" / "tasks.md"
     tasks.parent.mkdir()
     tasks.write_text(TEST6.read_text())
+    (tasks.parent / ".env").write_text("DOTENV_SECRET=MARK_env_52\n")
     with FakeLLMServer() as server:
         server.serve_claude_code(monkeypatch)
         server.anthropic.enqueue(
@@ -424,8 +412,15 @@ def test_a_claude_code_parse_leaves_no_transcript_in_the_home(tmp_path, monkeypa
         )
 
     assert {t.id: t.dependencies for t in result.plan.roots()} == DEPENDENCIES
+    # It plans from the request: no file tool, so nothing of the folder (a .env, .git) that
+    # the rules of a reference keep from the model. With Read, a line of the task file had it
+    # read the .env and carry the secret into the plan.
+    (asked,) = [r for r in server.anthropic.requests if r.json.get("tools")]
+    offered = {tool["name"] for tool in asked.json["tools"]}
+    assert "StructuredOutput" in offered and not offered & {"Read", "Glob", "Grep", "Bash"}
+    assert not any(b"MARK_env_52" in r.body for r in server.requests)
     home = Path.home()
     kept = [str(p) for p in home.rglob("*") if p.is_file() and b"MARK_ctx_41" in p.read_bytes()]
     assert kept == []
     # Nor does its sandbox leave empty placeholders (an empty package.json breaks npm there).
-    assert sorted(p.name for p in tasks.parent.iterdir()) == ["tasks.md"]
+    assert sorted(p.name for p in tasks.parent.iterdir()) == [".env", "tasks.md"]
