@@ -46,7 +46,7 @@ from aca_flows.providers.base import (
     ToolResult,
     Usage,
 )
-from aca_flows.sandbox import existing_placeholders, remove_new_placeholders
+from aca_flows.sandbox import placeholders_removed
 from aca_flows.session.redact import redact_known, redact_text
 from aca_flows.session.usage import summed_cost
 
@@ -329,11 +329,11 @@ async def run_claude_code(
         if (parent / ".git").is_dir():
             break
     others = [folder for folder in others if folder.is_dir()]
-    before = existing_placeholders(worktree, others)
+    removed: list[str] = []
     try:
-        response = await conversation.complete(tools=[], options=call_options)
+        with placeholders_removed(Path(worktree), others) as removed:
+            response = await conversation.complete(tools=[], options=call_options)
     finally:
-        removed = remove_new_placeholders(worktree, before, others)
         if removed:
             conversation.log.write("sandbox_placeholders_removed", files=removed)
     await conversation.add_assistant(response)

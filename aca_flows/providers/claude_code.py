@@ -97,6 +97,7 @@ from aca_flows.providers.claude_code_sandbox import (
     bwrap_with_homes_read_only,
     claude_environment,
     claude_sandbox_settings,
+    dying_with_aca,
     npm_root_answered,
     private_tmp,
     private_tmp_of,
@@ -321,7 +322,7 @@ class ClaudeCodeProvider:
             max_turns=opts.get("max_turns", self.max_turns),
             max_budget_usd=opts.get("max_budget_usd", self.max_budget_usd),
             system_prompt=system_prompt,
-            cli_path=self.cli_path,
+            cli_path=self.cli_path and dying_with_aca(self.cli_path),
             env=env,
             sandbox=(
                 claude_sandbox_settings(

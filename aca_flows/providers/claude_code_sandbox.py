@@ -18,7 +18,8 @@
 - ``npm_root_answered``: a folder for the front of claude's ``PATH`` whose ``npm`` answers
   ``npm root -g`` at once (Claude Code's sandbox asks it at every start, to look for its
   seccomp helper: about 0.2 s of wall time and 0.3 s of CPU of node per task); anything else
-  goes to npm itself.
+  goes to npm itself;
+- ``dying_with_aca``: the binary to start for claude, which is killed when aca is.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ __all__ = [
     "claude_home_path",
     "claude_sandbox_settings",
     "denied_bash_rules",
+    "dying_with_aca",
     "end_leftover_bridges",
     "npm_root_answered",
     "private_tmp",
@@ -494,6 +496,25 @@ def bwrap_with_homes_read_only(environ: Mapping[str, str]) -> str | None:
         Path.home() / ".aca" / "claude-bwrap" / hashlib.sha256(script.encode()).hexdigest()[:16]
     )
     return _shim(folder / "bwrap", script)
+
+
+def dying_with_aca(cli: Path) -> Path:
+    """``cli``, started so that it is killed when the aca process that started it dies: a
+    script in aca's folder that runs it under ``setpriv --pdeathsig KILL``. A claude whose aca
+    was killed alone (the OOM killer's choice, a ``kill -9`` of its pid) ran its agent loop to
+    its end: its calls were on no bill and under no budget, and its writes landed in the
+    worktree a resume made at the same path. ``cli`` itself where there is no ``setpriv``."""
+    setpriv = shutil.which("setpriv", path=absolute_folders(os.environ.get("PATH", os.defpath)))
+    sh = shutil.which("sh", path=absolute_folders(os.environ.get("PATH", os.defpath)))
+    if setpriv is None or sh is None:
+        return cli
+    script = (
+        f"#!{sh}\n# claude, killed when the aca that started it dies\n"
+        f'exec {shlex.quote(setpriv)} --pdeathsig KILL -- {shlex.quote(str(cli))} "$@"\n'
+    )
+    digest = hashlib.sha256(script.encode()).hexdigest()[:16]
+    folder = _shim(Path.home() / ".aca" / "claude-pdeath" / digest / "claude", script)
+    return cli if folder is None else Path(folder) / "claude"
 
 
 @functools.cache

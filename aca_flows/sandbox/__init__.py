@@ -8,7 +8,8 @@ runs under bubblewrap, confined to the task's worktree. Imports no prefect.
 - for Claude Code's own sandbox: ``Sandbox.claude_code_options`` (what it may not write, may
   not read, and may read inside that; a ``git`` that reads the repository's config without
   credentials, ``git_shadow.py``, or a note for the agent when git cannot run there) and
-  ``remove_new_placeholders`` (the empty files it leaves in a worktree)
+  ``placeholders_removed`` around a run (the empty files it leaves in a worktree, and in the
+  folders the repository's runs share once none uses them)
 """
 
 from aca_flows.sandbox.bwrap import (
@@ -19,7 +20,11 @@ from aca_flows.sandbox.bwrap import (
     mount_plan,
     protected_paths,
 )
-from aca_flows.sandbox.placeholders import existing_placeholders, remove_new_placeholders
+from aca_flows.sandbox.placeholders import (
+    existing_placeholders,
+    placeholders_removed,
+    remove_new_placeholders,
+)
 from aca_flows.sandbox.process import CommandResult, run_process
 from aca_flows.sandbox.sandbox import (
     OFF_WARNING,
@@ -44,6 +49,7 @@ __all__ = [
     "existing_placeholders",
     "mount_plan",
     "protected_paths",
+    "placeholders_removed",
     "remove_new_placeholders",
     "run_process",
     "sandbox_environment",

@@ -13,15 +13,29 @@ checkout it also makes folders and leaves them empty (``.claude/.cc-writes``, an
 ``.git/NOTES_MERGE_WORKTREE``, ``.git/objects/info/commit-graphs``) and an empty
 ``.git/objects/info/alternates``: those that were not there before, and are still empty, are
 removed.
+
+The folders besides the worktree (the home, the repository's checkout and git directory) are
+shared by every claude run of the repository, and Claude Code's sandbox binds what it finds
+there at each Bash command: one run's end removed what another's command was about to mount
+("bwrap: Can't find source path .git/glab-cli", the command failed). So around a run
+(``placeholders_removed``) the worktree's are removed at its end, a shared folder's once no run
+of this process uses that folder, against what it held before the first of them began.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["PLACEHOLDER_NAMES", "existing_placeholders", "remove_new_placeholders"]
+__all__ = [
+    "PLACEHOLDER_NAMES",
+    "existing_placeholders",
+    "placeholders_removed",
+    "remove_new_placeholders",
+]
 
 PLACEHOLDER_NAMES = frozenset(
     {".env", ".env.local", ".env.development", ".env.development.local", ".env.test"}
@@ -60,41 +74,103 @@ def remove_new_placeholders(
     """Delete 0-byte placeholders that appeared since ``before`` in the worktree ``root`` and
     in ``others`` (the home, git directories); their paths."""
     root = Path(root)
+    removed = _remove_new_files(_candidates(root, others), before)
+    for name in PLACEHOLDER_DIRS:
+        folder = root / name
+        if folder not in before:
+            _remove_empty_tree(folder)
+    return removed + _remove_new_leftovers(_leftovers(others), before)
+
+
+def _remove_new_files(paths: list[Path], before: set[Path]) -> list[str]:
     removed = []
-    for path in _candidates(root, others):
+    for path in paths:
         if path in before or path.is_symlink():
             continue
         if path.is_file() and path.stat().st_size == 0:
             path.unlink()
             removed.append(str(path))
-    for name in PLACEHOLDER_DIRS:
-        folder = root / name
-        if folder not in before:
-            _remove_empty_tree(folder)
-    for folder in _leftovers(others):
-        if folder in before or folder.is_symlink():
-            continue
-        if folder.is_dir():
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only succeeds when empty
-        elif folder.is_file() and folder.stat().st_size == 0:
-            folder.unlink()
-            removed.append(str(folder))
     return removed
 
 
+def _remove_new_leftovers(leftovers: list[Path], before: set[Path]) -> list[str]:
+    removed = []
+    for path in leftovers:
+        if path in before or path.is_symlink():
+            continue
+        if path.is_dir():
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only succeeds when empty
+        elif path.is_file() and path.stat().st_size == 0:
+            path.unlink()
+            removed.append(str(path))
+    return removed
+
+
+class _SharedFolder:
+    """A folder claude runs share: how many use it now, what it held before the first."""
+
+    def __init__(self, folder: Path):
+        self.runs = 0
+        self.before = set(_shared_candidates(folder))
+
+    def remove_new(self, folder: Path) -> list[str]:
+        files = _remove_new_files(_named_in([folder]), self.before)
+        return files + _remove_new_leftovers(_leftovers([folder]), self.before)
+
+
+_SHARED: dict[Path, _SharedFolder] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def placeholders_removed(root: Path, others: list[Path]) -> Iterator[list[str]]:
+    """Around one claude run in the worktree ``root``: on leaving, the placeholders that
+    appeared in ``root`` are removed, and those of each folder of ``others`` (shared by the
+    repository's runs) once no other run of this process uses it. Yields the list that then
+    holds the paths removed."""
+    root = Path(root)
+    before = existing_placeholders(root)
+    with _SHARED_LOCK:
+        shared = []
+        for path in others:
+            if path not in _SHARED:  # the first run: what the folder holds before any
+                _SHARED[path] = _SharedFolder(path)
+            shared.append(_SHARED[path])
+            shared[-1].runs += 1
+    removed: list[str] = []
+    try:
+        yield removed
+    finally:
+        removed += remove_new_placeholders(root, before)
+        with _SHARED_LOCK:
+            for path, folder in zip(others, shared, strict=True):
+                folder.runs -= 1
+                if folder.runs == 0:
+                    del _SHARED[path]
+                    removed += folder.remove_new(path)
+
+
 def _candidates(root: Path, others: list[Path] | tuple[Path, ...] = ()) -> list[Path]:
-    found = [
-        folder / name
-        for folder in (root, *others)
-        for name in PLACEHOLDER_NAMES
-        if (folder / name).exists() or (folder / name).is_symlink()
-    ]
+    found = _named_in((root, *others))
     claude = root / ".claude"
     if claude.is_dir() and not claude.is_symlink():
         found += [p for p in claude.rglob("*") if p.name in PLACEHOLDER_NAMES]
     found += [root / name for name in PLACEHOLDER_DIRS if (root / name).exists()]
     return found + [path for path in _leftovers(others) if path.exists()]
+
+
+def _shared_candidates(folder: Path) -> list[Path]:
+    return _named_in([folder]) + [path for path in _leftovers([folder]) if path.exists()]
+
+
+def _named_in(folders: list[Path] | tuple[Path, ...]) -> list[Path]:
+    return [
+        folder / name
+        for folder in folders
+        for name in PLACEHOLDER_NAMES
+        if (folder / name).exists() or (folder / name).is_symlink()
+    ]
 
 
 def _leftovers(others: list[Path] | tuple[Path, ...]) -> list[Path]:

@@ -12,7 +12,12 @@ import pytest
 from aca_flows.agent import execute_task
 from aca_flows.plan.models import ExecutionPlan, Task
 from aca_flows.providers import get_provider
-from aca_flows.sandbox import check_sandbox, existing_placeholders, remove_new_placeholders
+from aca_flows.sandbox import (
+    check_sandbox,
+    existing_placeholders,
+    placeholders_removed,
+    remove_new_placeholders,
+)
 from aca_flows.settings import AcaConfig
 from tests.fakes.git_repo import make_repo
 from tests.fakes.llm_server import FakeLLMServer
@@ -49,6 +54,28 @@ def test_placeholders_in_the_home_and_git_directory_go_too(tmp_path):
     remove_new_placeholders(worktree, before, [home, git_dir])
 
     assert [p.name for p in home.iterdir()] == [".gitconfig"] and not any(git_dir.iterdir())
+
+
+def test_what_runs_share_stays_until_the_last_of_them_ends(tmp_path):
+    # Claude Code's sandbox binds what it finds in the git directory at each Bash command: one
+    # run's end removed .git/glab-cli while another's command was about to mount it, and that
+    # command failed ("bwrap: Can't find source path .git/glab-cli").
+    one, two, home, repo = (tmp_path / name for name in ("one", "two", "home", "repo"))
+    for folder in (one, two, home, repo / ".git"):
+        folder.mkdir(parents=True)
+    (repo / ".git" / "NOTES_MERGE_WORKTREE").mkdir()  # there before: the user's own, kept
+    with placeholders_removed(one, [home, repo]) as removed_one:
+        (one / ".env").write_text("")
+        (repo / ".git" / "glab-cli").mkdir()
+        (home / ".netrc").write_text("")
+        with placeholders_removed(two, [home, repo]):
+            (two / "package.json").write_text("")
+        # ... the second run ends while the first is still at work: only its own go.
+        assert not (two / "package.json").exists()
+        assert (repo / ".git" / "glab-cli").is_dir() and (home / ".netrc").exists()
+    assert removed_one == [str(one / ".env"), str(home / ".netrc")]
+    assert not (repo / ".git" / "glab-cli").exists() and not (home / ".netrc").exists()
+    assert (repo / ".git" / "NOTES_MERGE_WORKTREE").is_dir()
 
 
 @pytest.mark.parametrize("users_own", [False, True])
