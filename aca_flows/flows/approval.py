@@ -41,6 +41,7 @@ from aca_flows.plan.models import ExecutionPlan, TaskStatus
 from aca_flows.plan.render import render_tree
 from aca_flows.session.events import ApprovalDecided, ApprovalRequested
 from aca_flows.session.reading import display_status, load_session
+from aca_flows.session.redact import redact
 from aca_flows.session.store import SessionStore
 from aca_flows.settings import ApprovalSection
 
@@ -272,7 +273,9 @@ def resume_waiting_run(
 ) -> None:
     """Resume the paused or suspended flow run ``flow_run_id`` with ``run_input``, on the server
     it waits on (``server_url``, recorded when it began to wait; else this process's). What goes
-    wrong is an ``InputError`` naming the run and the server."""
+    wrong is an ``InputError`` naming the run and the server. The input is redacted: the
+    server keeps it (the flow run's input, read by anyone with its API or UI), and a hint, a
+    note or a reason typed at a terminal can hold a secret."""
     from uuid import UUID
 
     from prefect.client.orchestration import get_client
@@ -294,7 +297,7 @@ def resume_waiting_run(
             # Two answers sent at once both find the run paused; the server takes one and
             # answers the other ABORT ("not paused"), which Prefect's own ``resume_flow_run``
             # took for a success: both were told they were applied.
-            response = client.resume_flow_run(UUID(flow_run_id), run_input=run_input)
+            response = client.resume_flow_run(UUID(flow_run_id), run_input=redact(run_input))
         if response.status == SetStateStatus.ABORT:  # another answer, a moment before
             raise RunNotWaiting(_answered_already(flow_run_id, session_id), ended=False)
         if response.status != SetStateStatus.ACCEPT:

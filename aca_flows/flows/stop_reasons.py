@@ -14,7 +14,7 @@ from aca_flows.errors import KeyRejected, ProviderCannotServe, TransientProvider
 from aca_flows.flows.artifacts import first_line
 from aca_flows.flows.secret_keys import KEY_VARIABLES
 from aca_flows.plan.models import Task
-from aca_flows.workspace.repository import SessionBranchLost
+from aca_flows.workspace.repository import SessionBranchLost, SessionBranchReset
 
 if TYPE_CHECKING:
     from aca_flows.flows.task_run import ActiveRun
@@ -23,6 +23,7 @@ __all__ = [
     "SLOT_REFUSED",
     "WAIT_ANSWERS",
     "branch_lost_stop",
+    "branch_reset_stop",
     "cannot_serve_stop",
     "concurrency_limit_stop",
     "rate_limited_stop",
@@ -93,6 +94,20 @@ def concurrency_limit_stop(run: ActiveRun, task_: Task, error: Exception) -> str
         f"stopped (task {task_.id} did not fail: it stays pending); raise the limit (the "
         "Prefect UI's Concurrency page, `prefect concurrency-limit`, or `aca limits sync` "
         f"for a provider's), then `{resume_of_run(run)}` continues"
+    )
+
+
+def branch_reset_stop(run: ActiveRun, error: SessionBranchReset) -> str:
+    """Why the run starts no more tasks: the session branch was moved off the work that
+    landed. The fix names the commit aca left it at, which holds all of that work."""
+    if run.store is None:
+        return str(error)
+    branch = run.store.session.branch
+    return (
+        f"the session branch {branch} was reset while the run ran: it no longer holds "
+        f"{error.seen[:12]}, where aca left it, and the work that landed there is off the "
+        f"branch, so no task can start from it or land on it: restore it with `git branch -f "
+        f"{branch} {error.seen}`, then `{resume_of_run(run)}` continues"
     )
 
 

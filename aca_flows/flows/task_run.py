@@ -57,6 +57,7 @@ from aca_flows.flows.stop_reasons import (
     SLOT_REFUSED,
     WAIT_ANSWERS,
     branch_lost_stop,
+    branch_reset_stop,
     cannot_serve_stop,
     concurrency_limit_stop,
     rate_limited_stop,
@@ -68,7 +69,11 @@ from aca_flows.providers.ratelimit import UsageLimitReached
 from aca_flows.session.events import StopTrigger
 from aca_flows.session.redact import redact, redact_error, redact_text
 from aca_flows.settings import AcaConfig
-from aca_flows.workspace.repository import SessionBranchCheckedOut, SessionBranchLost
+from aca_flows.workspace.repository import (
+    SessionBranchCheckedOut,
+    SessionBranchLost,
+    SessionBranchReset,
+)
 
 if TYPE_CHECKING:
     from aca_flows.flows.publishing import ProgressArtifact
@@ -368,6 +373,8 @@ async def _run_attempt(run: ActiveRun, task_id: str) -> dict[str, Any] | State:
             return limit_reached(run, cannot_serve_stop(run, task_, exc), "provider")
         if isinstance(exc, SessionBranchLost):
             return limit_reached(run, branch_lost_stop(run, exc), "branch-lost")
+        if isinstance(exc, SessionBranchReset):
+            return limit_reached(run, branch_reset_stop(run, exc), "branch-reset")
         if isinstance(exc, SessionBranchCheckedOut):
             return limit_reached(run, str(exc), "branch-checked-out")
         if isinstance(exc, SLOT_REFUSED):

@@ -2,7 +2,7 @@
 
 A checkpoint is ``checkpoints/<checkpoint-id>.json`` in its session folder: when, why
 (``trigger``: auto, manual, interrupt, end, or what stopped the run: budget, usage-limit,
-provider, branch-lost), a description, tasks done/total and the
+provider, branch-lost, branch-reset), a description, tasks done/total and the
 ids of the completed tasks. Its id, ``cp-20261125-183000-a1b2c3``, sorts by time and is
 unique across sessions, so ``aca resume <checkpoint-id>`` needs no session id.
 
@@ -344,6 +344,7 @@ def _default_description(session: SessionRecord, trigger: CheckpointTrigger) -> 
         "usage-limit": f"stopped by a provider's usage limit: {progress}",
         "provider": f"stopped: a provider cannot serve the run: {progress}",
         "branch-lost": f"stopped: the session branch is gone: {progress}",
+        "branch-reset": f"stopped: the session branch was reset: {progress}",
         "branch-checked-out": f"stopped: the session branch is checked out: {progress}",
         "end": f"end of run ({session.status}): {progress}",
     }[trigger]

@@ -73,7 +73,9 @@ EVENT_SCHEMA_VERSION = 1
 FinalStatus = Literal["completed", "failed", "interrupted", "stopped", "rejected"]
 # What stopped a run (session ``stopped``): a budget, a provider's usage limit, a provider that
 # cannot serve the run (a refused key, spent credit), the session branch gone.
-StopTrigger = Literal["budget", "usage-limit", "provider", "branch-lost", "branch-checked-out"]
+StopTrigger = Literal[
+    "budget", "usage-limit", "provider", "branch-lost", "branch-reset", "branch-checked-out"
+]
 CheckpointTrigger = Literal["auto", "manual", "interrupt", "end", StopTrigger]
 CallPurpose = Literal["task", "parse"]
 

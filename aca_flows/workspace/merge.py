@@ -37,6 +37,8 @@ from aca_flows.workspace.repository import (
     read_commit,
     session_branch_checkouts,
     session_branch_head,
+    session_branch_head_kept,
+    session_branch_moved,
 )
 from aca_flows.workspace.worktree import TaskWorktree
 
@@ -220,7 +222,7 @@ def merge_task_commit(
     """
     refuse_checked_out_branch(repo, worktree.session_id, task_id=worktree.task_id)
     ref = f"refs/heads/{session_branch(worktree.session_id)}"
-    head = session_branch_head(repo, worktree.session_id)
+    head = session_branch_head_kept(repo, worktree.session_id)
     # With ``on_base`` no git command is needed: the branch only moves forward from the base,
     # so the head is an ancestor of a child of the base exactly when it still is the base.
     if head == worktree.base_sha if on_base else is_ancestor(repo.git, head, commit):
@@ -231,6 +233,7 @@ def merge_task_commit(
             landed = _cherry_pick_onto(worktree, head, commit, identity)
     # The old value makes the update fail rather than lose a commit if the branch moved anyway.
     repo.git.update_ref(ref, landed, head)
+    session_branch_moved(repo, worktree.session_id, landed)
     return landed
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "GitIdentity",
     "SessionBranchCheckedOut",
     "SessionBranchLost",
+    "SessionBranchReset",
     "WorkspaceError",
     "commit_identity",
     "ensure_excluded",
@@ -46,6 +47,8 @@ __all__ = [
     "secrets_left_out",
     "session_branch_checkouts",
     "session_branch_head",
+    "session_branch_head_kept",
+    "session_branch_moved",
     "session_start",
     "session_start_ref",
     "staged_paths",
@@ -71,6 +74,23 @@ class SessionBranchLost(WorkspaceError):
             f"the session branch {branch} is gone (deleted or renamed while the run ran), so "
             "no task can start from it or land on it; the work that landed is on no branch. "
             f"`{resume_command(session_id, workdir)}` names the commit to restore it at."
+        )
+
+
+class SessionBranchReset(WorkspaceError):
+    """The session branch was moved back or aside while its session runs (``git branch -f``,
+    a forced fetch): it no longer holds ``seen``, the commit aca last put there or found, so
+    work that landed is off the branch; a task started or landed there would build on, and be
+    reported beside, work that is gone."""
+
+    def __init__(self, session_id: str, workdir: Path, seen: str):
+        self.seen = seen
+        branch = session_branch(session_id)
+        super().__init__(
+            f"the session branch {branch} was reset while the run ran: it no longer holds "
+            f"{seen[:12]}, where aca left it, and the work that landed there is off the "
+            f"branch, so no task can start from it or land on it. Restore it with `git branch "
+            f"-f {branch} {seen}`, then `{resume_command(session_id, workdir)}` continues."
         )
 
 
@@ -398,6 +418,28 @@ def session_branch_head(repo: git.Repo, session_id: str) -> str:
         if ref_exists(repo, ref):
             raise
         raise SessionBranchLost(session_id, Path(repo.working_tree_dir)) from None
+
+
+# Per session, the commit this process last saw its branch at (put there, or found there).
+_SEEN_HEADS: dict[tuple[str, str], str] = {}
+
+
+def session_branch_head_kept(repo: git.Repo, session_id: str) -> str:
+    """``session_branch_head``, checked to still hold what this process last saw there: a
+    branch moved back or aside (``git branch -f``) raises ``SessionBranchReset``. Asks git
+    only when the head is not the one last seen (someone else moved it)."""
+    head = session_branch_head(repo, session_id)
+    key = (os.path.realpath(repo.common_dir), session_id)
+    seen = _SEEN_HEADS.get(key)
+    if seen is not None and seen != head and not is_ancestor(repo.git, seen, head):
+        raise SessionBranchReset(session_id, Path(repo.working_tree_dir), seen)
+    _SEEN_HEADS[key] = head
+    return head
+
+
+def session_branch_moved(repo: git.Repo, session_id: str, head: str) -> None:
+    """Note that aca itself moved the session branch to ``head`` (``session_branch_head_kept``)."""
+    _SEEN_HEADS[(os.path.realpath(repo.common_dir), session_id)] = head
 
 
 def session_branch_checkouts(

@@ -40,7 +40,7 @@ from aca_flows.workspace.repository import (
     OBJECT_ID,
     is_ancestor,
     linked_worktree_path,
-    session_branch_head,
+    session_branch_head_kept,
 )
 
 __all__ = [
@@ -78,7 +78,7 @@ class TaskWorktree:
         take up ``spare`` (``set_aside``) as this task's, removed when it cannot be."""
         root = Path(repo.working_tree_dir)
         path = AcaDir(root).worktrees_dir(session_id) / task_id
-        base = session_branch_head(repo, session_id)
+        base = session_branch_head_kept(repo, session_id)
         if spare is not None and (taken := spare._taken_up(repo, path, task_id, base)):
             return taken
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -639,6 +639,44 @@ def test_a_session_branch_deleted_mid_run_stops_the_run_naming_the_branch_to_res
     assert sorted(task_commits(repo, f"aca/{sid}")) == ["a", "b", "c", "d"]
 
 
+def test_a_session_branch_reset_mid_run_stops_the_run_naming_the_commit_to_restore(
+    tmp_path, repo, anthropic_fake, capsys
+):
+    # It ran on: b landed on the reset branch, c (after a) ran without a's work, and the run
+    # said "completed, 3 of 3" while the branch held 2; the resume then refused it.
+    from aca_flows.cli import main
+
+    def resets_the_branch_first(request):
+        if task_of(request)[0] == "b":  # a landed; the user moves the branch back
+            git.Repo(repo).git.branch("-f", f"aca/{_session_of(repo)}", "HEAD")
+        return coding_agent(request)
+
+    anthropic_fake.anthropic.enqueue(coding_agent)
+    anthropic_fake.anthropic.enqueue(coding_agent)
+    anthropic_fake.anthropic.enqueue(resets_the_branch_first)
+    anthropic_fake.anthropic.default = coding_agent
+    tasks = write_tasks(
+        tmp_path, "- write a.txt {#a}\n- write b.txt {#b}\n- write c.txt {#c depends_on=a}\n"
+    )
+    run = ["run", str(tasks), "--workdir", str(repo), "--model", "claude-test"]
+
+    code = main([*run, "--max-concurrent", "1"])
+
+    sid = _session_of(repo)
+    session = load_session(repo, sid)
+    landed = session.tasks["a"].commit
+    assert code == 3
+    states = {t.id: t.status.state for t in session.plan.tasks}
+    assert states == {"a": "completed", "b": "pending", "c": "pending"}
+    restore = f"git branch -f aca/{sid} {landed}"
+    assert session.status == "stopped" and f"`{restore}`" in session.status_reason
+    assert session.last_checkpoint.trigger == "branch-reset"
+    assert "SessionBranchReset" not in capsys.readouterr().out
+    git.Repo(repo).git.branch("-f", f"aca/{sid}", landed)  # as it says
+    assert main(["resume", sid, "--workdir", str(repo)]) == 0
+    assert sorted(task_commits(repo, f"aca/{sid}")) == ["a", "b", "c"]
+
+
 def test_a_full_disk_fails_the_task_saying_so_and_how_to_go_on(
     tmp_path, repo, anthropic_fake, monkeypatch
 ):

@@ -257,6 +257,32 @@ def test_aca_reject_cancels_the_waiting_run_with_the_reason(tmp_path, repo, anth
     assert outcomes[0].summary["status"] == "completed"
 
 
+def test_a_secret_typed_into_a_reason_never_reaches_the_prefect_server(
+    tmp_path, repo, anthropic_fake, monkeypatch
+):
+    # The server keeps a run's input (its API and UI show it to all who can read it): aca's
+    # own records had it redacted, the flow run's input kept it as typed.
+    secret = "ghp_" + "Q7xKd2Lp9Vm4Rt8Wn3Zs6Yb1Hc5Jf0Ga2Ek7"
+    monkeypatch.setenv("GITHUB_TOKEN", secret)
+    tasks = task_file(tmp_path, "Reject")
+    thread, _ = start(lambda: run_flow(task_file=tasks, workdir=str(repo), require_approval=True))
+    try:
+        session = waiting_session(repo, thread)
+        assert main(["reject", session.id, "--reason", f"not with {secret}", "-w", str(repo)]) == 0
+        thread.join(WAIT)
+    finally:
+        thread.join(WAIT)
+
+    async def inputs() -> list:
+        async with get_client() as client:
+            run_id = UUID(session.approval.flow_run_id)
+            return await client.filter_flow_run_input(run_id, "", 100, set())
+
+    stored = [str(kept.value) for kept in asyncio.run(inputs())]
+    assert any("not with" in value for value in stored), stored
+    assert not any(secret in value for value in stored)
+
+
 def test_of_two_answers_sent_at_once_one_is_applied_and_the_other_told_so(
     tmp_path, repo, anthropic_fake, monkeypatch
 ):
