@@ -6,10 +6,14 @@ provider, model or budget, an approval nobody gave. A resume would run that with
 key. So whenever a run here records what defines the work (the session's start, subtasks its
 agents added, a resume, an approval), the store seals it in the user's home, never in the
 repository: ``~/.aca/plan-seals/<session-id>.json`` holds a digest of each task's definition
-(its status, times and progress left out), of the plan's shared fields, and the provider,
-model, budget and approval. A record fetched from a remote is restored only when it matches
-its seal (``seal_changes`` names what differs). A session this machine never ran has no seal:
-its record is taken as the remote holds it (docs/security.md says what that leaves open).
+(its status, times and progress left out), of the plan's shared fields, of the hints a
+reviewer gave a task and of the approval's terms (skips, concurrency, note: all of them reach
+the agents' prompts or limits), and the provider, model, budget and approval; and the most
+this machine saw the session spend, sealed too when a run ends (a ledger rewritten to cost
+nothing started the budget over). A record fetched from a remote is restored only when it
+matches its seal and has spent no less (``seal_changes`` names what differs). A session this
+machine never ran has no seal: its record is taken as the remote holds it (docs/security.md
+says what that leaves open).
 """
 
 from __future__ import annotations
@@ -38,9 +42,13 @@ def seal_path(session_id: str) -> Path:
 def keep_seal(record: SessionRecord) -> None:
     """Seal ``record``'s plan as this machine's run has it now. A home that cannot be written
     does not stop the run: a later resume from a remote is then compared with an older seal."""
+    seal = _seal(record)
+    with contextlib.suppress(OSError, ValueError, TypeError):  # what it spent never goes down
+        kept = json.loads(seal_path(record.id).read_text(encoding="utf-8"))
+        seal["spent_usd"] = max(seal["spent_usd"], float(kept.get("spent_usd", 0.0)))
     with contextlib.suppress(OSError):
         # Digests only, nothing to redact (a 64-hex digest would look like a token).
-        write_json_atomic(seal_path(record.id), _seal(record), redact=False, durable=False)
+        write_json_atomic(seal_path(record.id), seal, redact=False, durable=False)
 
 
 def seal_changes(record: SessionRecord) -> list[str]:
@@ -64,7 +72,18 @@ def seal_changes(record: SessionRecord) -> list[str]:
     for key in ("provider", "model", "budget_usd", "approved"):
         if kept.get(key) != now[key]:
             changes.append(f"{key} {kept.get(key)!r} -> {now[key]!r}")
+    # Sealed since round 47: a seal from before holds none of these.
+    if "hints" in kept and (other := _differ(kept["hints"], now["hints"])):
+        changes.append(f"a reviewer's hints to task(s) {listed(other, 5)}")
+    if "approval" in kept and kept["approval"] != now["approval"]:
+        changes.append("the approval's terms (skipped tasks, concurrency, note)")
+    if now["spent_usd"] < kept.get("spent_usd", 0.0) - 1e-9:
+        changes.append(f"the spend ${kept['spent_usd']:.4f} -> ${now['spent_usd']:.4f}")
     return changes
+
+
+def _differ(old: dict[str, str], new: dict[str, str]) -> list[str]:
+    return sorted(t for t in old.keys() | new.keys() if old.get(t) != new.get(t))
 
 
 def _seal(record: SessionRecord) -> dict[str, Any]:
@@ -79,6 +98,13 @@ def _seal(record: SessionRecord) -> dict[str, Any]:
         "model": record.model,
         "budget_usd": record.budget_usd,
         "approved": record.approval is not None and record.approval.state == "approved",
+        "hints": {t: _digest(run.hints) for t, run in record.tasks.items() if run.hints},
+        "approval": _digest(
+            record.approval.model_dump(mode="json", include={"skip", "max_concurrent", "note"})
+            if record.approval is not None
+            else None
+        ),
+        "spent_usd": record.cost_usd,
     }
 
 

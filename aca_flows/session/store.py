@@ -55,6 +55,7 @@ from aca_flows.session.events import (
     SessionStarted,
     SourceFile,
     SubtasksAdded,
+    TaskAnswered,
     TaskBlocked,
     TaskCompleted,
     TaskFailed,
@@ -414,8 +415,9 @@ class SessionStore:
         self._json_seq = self._session.last_seq
 
 
-# The events that change what a session runs: its plan, provider, model, budget, approval.
-_SEALED = (SubtasksAdded, SessionResumed, ApprovalDecided)
+# The events that change what a session runs: its plan, provider, model, budget, approval, a
+# task's hints; and a run's end, for what the session has spent.
+_SEALED = (SubtasksAdded, SessionResumed, ApprovalDecided, TaskAnswered, SessionFinished)
 
 
 def _redacted(event: Event) -> Event:
