@@ -212,8 +212,10 @@ def require_writable_workdir(workdir: Path) -> None:
     """Refuse a workdir aca cannot write its session (``.aca/``) and branch (``.git/``) to:
     found inside the run, it was a traceback and exit 1."""
     from aca_flows.session.layout import linked_aca_folder
+    from aca_flows.workspace.repository import checkout_tracking_aca_files
 
-    if problem := linked_aca_folder(workdir):  # the run's own refusal, before a dry run says yes
+    # The run's own refusals, before a dry run says yes.
+    if problem := linked_aca_folder(workdir) or checkout_tracking_aca_files(workdir):
         raise InputError(problem)
     aca = workdir / ".aca"
     for folder in (aca, aca / "sessions", aca / "worktrees"):

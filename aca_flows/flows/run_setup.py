@@ -74,7 +74,11 @@ from aca_flows.workspace import (
     record_landed_task,
 )
 from aca_flows.workspace.commit import completed_task_commits
-from aca_flows.workspace.repository import refuse_a_branch_named_aca, remove_stale_branch_lock
+from aca_flows.workspace.repository import (
+    checkout_tracking_aca_files,
+    refuse_a_branch_named_aca,
+    remove_stale_branch_lock,
+)
 
 if TYPE_CHECKING:
     from aca_flows.plan.intelligent import IntelligentParse
@@ -142,7 +146,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
     """The session store (locked) and what the task runs share. Raises ``AcaError`` on bad
     input before anything is written."""
     workdir = Path(request.workdir).expanduser().resolve()
-    if problem := linked_aca_folder(workdir):
+    if problem := linked_aca_folder(workdir) or checkout_tracking_aca_files(workdir):
         raise InputError(problem)
     config_file = Path(request.config_file) if request.config_file else None
     resuming = bool(request.session_id and _session_exists(workdir, request.session_id))

@@ -83,7 +83,9 @@ class SessionLock:
             return self
         self.lock_file.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+            # Never through a link (one a repository committed there: aca wrote its pid
+            # wherever it pointed).
+            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

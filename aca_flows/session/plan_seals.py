@@ -69,7 +69,7 @@ def seal_changes(record: SessionRecord) -> list[str]:
             changes.append(f"task(s) {words}: {listed(ids, 5)}")
     if kept.get("plan") != now["plan"]:
         changes.append("the plan's shared fields (verify, setup commands, context, prompt)")
-    for key in ("provider", "model", "budget_usd", "approved"):
+    for key in ("source", "provider", "model", "budget_usd", "approved"):
         if kept.get(key) != now[key]:
             changes.append(f"{key} {kept.get(key)!r} -> {now[key]!r}")
     # Sealed since round 47: a seal from before holds none of these.

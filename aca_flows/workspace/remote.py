@@ -43,6 +43,8 @@ from aca_flows.workspace.repository import (
     config_value,
     is_ancestor,
     ref_exists,
+    tracked_aca_files,
+    tracked_aca_problem,
 )
 
 __all__ = [
@@ -200,7 +202,11 @@ class RemoteRepository:
                     shutil.rmtree(self.workdir if created else self.workdir / ".git", True)
                 raise
             if config_value(repo, WORKING_AREA_KEY) == "true":
-                repo.git.checkout("--force", "-B", branch, f"refs/remotes/origin/{branch}")
+                newest = f"refs/remotes/origin/{branch}"
+                # Before the checkout: --force puts the files over aca's own in .aca.
+                if files := tracked_aca_files(repo.git, newest):
+                    raise RemoteError(tracked_aca_problem(files, f"{self.public} ({branch})"))
+                repo.git.checkout("--force", "-B", branch, newest)
         if problem := linked_aca_folder(self.workdir):  # before a session record is written
             raise RemoteError(problem)
         return repo

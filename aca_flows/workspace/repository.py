@@ -34,6 +34,7 @@ __all__ = [
     "SessionBranchReset",
     "WorkspaceError",
     "commit_identity",
+    "checkout_tracking_aca_files",
     "ensure_excluded",
     "ensure_session_branch",
     "exclude_secrets",
@@ -52,6 +53,8 @@ __all__ = [
     "session_start",
     "session_start_ref",
     "staged_paths",
+    "tracked_aca_files",
+    "tracked_aca_problem",
     "uncommitted_paths",
 ]
 
@@ -418,6 +421,53 @@ def session_branch_head(repo: git.Repo, session_id: str) -> str:
         if ref_exists(repo, ref):
             raise
         raise SessionBranchLost(session_id, Path(repo.working_tree_dir)) from None
+
+
+_REGULAR_FILE_MODES = ("100644", "100755")
+
+
+def tracked_aca_files(git_cmd: git.Git, tree: str | None = None, folder: str = ".aca") -> list[str]:
+    """What git tracks in ``folder`` (aca's ``.aca``, relative to the repository's top) in the
+    commit ``tree``, else the index, but a regular ``config.toml`` (aca's settings for the
+    repository: config_loader.py): aca keeps its sessions, worktrees and locks there, and a
+    checkout of the repository puts such files over aca's own."""
+    if tree is None:
+        listing = git_cmd.ls_files("-s", "-z", "--", folder)  # MODE SHA STAGE\tPATH
+    else:
+        listing = git_cmd.ls_tree("-r", "-z", tree, "--", folder)  # MODE TYPE SHA\tPATH
+    found = []
+    for entry in filter(None, listing.split("\0")):
+        info, _, path = entry.partition("\t")
+        settings = path == f"{folder}/config.toml"
+        if not (settings and info.split(" ", 1)[0] in _REGULAR_FILE_MODES):
+            found.append(path)
+    return found
+
+
+def tracked_aca_problem(files: list[str], where: str) -> str:
+    """Why a checkout whose repository tracks ``files`` in ``.aca/`` (``tracked_aca_files``) is
+    refused; ``where``: the repository as the reader knows it."""
+    shown = ", ".join(files[:5]) + (" ..." if len(files) > 5 else "")
+    return (
+        f"{where} tracks files in .aca/, aca's own folder, where it keeps its sessions, "
+        f"worktrees and locks: {shown}. A checkout puts them over aca's own: a session's record "
+        "(a plan nobody approved here, its budget), a lock or log file as a link aca writes "
+        "through. A repository may commit .aca/config.toml only; remove the rest from it "
+        "(`git rm -r --cached .aca`, keeping .aca/config.toml, then commit) and run again."
+    )
+
+
+def checkout_tracking_aca_files(workdir: Path) -> str | None:
+    """``tracked_aca_problem`` of ``workdir``'s checkout, or None (none tracked, or no
+    repository there yet: one ``--init-git`` makes tracks nothing)."""
+    try:
+        repo = AcaRepo(workdir, search_parent_directories=True)
+        top = os.path.realpath(repo.working_tree_dir)
+        folder = os.path.relpath(os.path.realpath(Path(workdir) / ".aca"), top)
+        files = tracked_aca_files(repo.git, folder=folder)
+    except (git.GitError, OSError, ValueError):
+        return None
+    return tracked_aca_problem(files, f"the repository at {workdir}") if files else None
 
 
 # Per session, the commit this process last saw its branch at (put there, or found there).

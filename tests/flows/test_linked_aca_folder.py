@@ -48,7 +48,8 @@ def test_a_cloned_repository_whose_aca_folder_is_a_link_is_refused(
 
     assert list(target.iterdir()) == [] and anthropic_fake.model_calls == []
     assert exit_code == 2
-    assert f".aca is a symbolic link (to {target}), not a folder" in capsys.readouterr().err
+    # Refused before it is checked out: the repository tracks .aca itself.
+    assert f"{remote} (main) tracks files in .aca/, aca's own folder" in capsys.readouterr().err
 
 
 def test_a_checkout_whose_sessions_folder_is_a_link_is_refused(tmp_path, anthropic_fake):
@@ -126,3 +127,60 @@ def test_a_checkout_committing_a_lock_file_as_a_link_is_refused(tmp_path, anthro
     assert code == 2 and not target.exists() and anthropic_fake.model_calls == []
     err = capsys.readouterr().err
     assert ".aca/worktrees/.admin.lock is a symbolic link" in err and "Traceback" not in err
+
+
+def commit_file(repo: Path, name: str, text: str) -> None:
+    (repo / name).parent.mkdir(parents=True, exist_ok=True)
+    (repo / name).write_text(text)
+    git = ["git", "-C", str(repo), "-c", "user.name=u", "-c", "user.email=u@example.com"]
+    subprocess.run([*git, "add", "-f", name], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", f"{name}, committed"], check=True)
+
+
+def test_a_checkout_tracking_files_in_aca_is_refused_but_its_settings(
+    tmp_path, anthropic_fake, capsys
+):
+    # A checkout puts them over aca's own: a session's journal (a plan nobody approved), its
+    # lock file as a link to anywhere.
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    repo = make_repo(tmp_path / "repo")
+    commit_file(repo, ".aca/config.toml", "[agent]\nmax_turns = 20\n")  # its settings: fine
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write a.txt {#a}\n")
+    assert main(["run", str(tasks), "-w", str(repo), "--model", "m"]) == 0
+
+    commit_file(repo, ".aca/sessions/20261201-000000-abcdef/meta/events.jsonl", "{}\n")
+    code = main(["run", str(tasks), "-w", str(repo), "--model", "m"])
+
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "tracks files in .aca/" in err and "sessions/20261201-000000-abcdef" in err
+
+
+def test_a_remote_tracking_files_in_aca_is_refused_before_they_are_checked_out(
+    tmp_path, anthropic_fake, capsys
+):
+    # The working area's forced checkout put them over the session's own record, which the
+    # seal was then never asked about: a forged plan and budget ran.
+    for _ in range(10):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    source = make_repo(tmp_path / "source")
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(source), str(remote)], check=True)
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("- write a.txt {#a}\n")
+    assert main(["run", str(tasks), "--repo", str(remote), "--model", "m"]) == 0
+    area = working_area(str(remote))
+    (record,) = (area / ".aca" / "sessions").iterdir()
+    journal = (record / "meta" / "events.jsonl").read_text()
+
+    forged = f".aca/sessions/{record.name}/meta/events.jsonl"
+    subprocess.run(["git", "-C", str(source), "pull", "-q", str(remote), "main"], check=True)
+    commit_file(source, forged, "{}\n")
+    subprocess.run(["git", "-C", str(source), "push", "-q", str(remote), "main"], check=True)
+    code = main(["resume", record.name, "--repo", str(remote)])
+
+    err = capsys.readouterr().err
+    assert code == 2 and "tracks files in .aca/" in err and forged in err
+    assert (record / "meta" / "events.jsonl").read_text() == journal  # not put over it
