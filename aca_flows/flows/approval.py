@@ -190,7 +190,14 @@ async def wait_for_approval(
             answer = PlanApproval(decision=on_timeout, reason=f"no answer within {timeout:g} s")
             decided = _decided(answer, timed_out=True)
             break
-        problem = decision_problem(plan, answer.skip) if answer.decision == "approve" else None
+        if not answer.model_fields_set:
+            # Resumed with no answer (Prefect's bare `resume_flow_run`, an automation's
+            # "Resume a flow run"): the form's defaults, an approval nobody gave.
+            problem = "the flow run was resumed without an answer, which decides nothing"
+        elif answer.decision == "approve":
+            problem = decision_problem(plan, answer.skip)
+        else:
+            problem = None
         if not problem:
             decided = _decided(answer, timed_out=False)
             break

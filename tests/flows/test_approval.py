@@ -416,6 +416,34 @@ def test_an_answer_from_the_form_that_cannot_apply_is_asked_again(tmp_path, repo
     } == {"b", "c"}
 
 
+def test_a_resume_without_an_answer_approves_nothing_and_is_asked_again(
+    tmp_path, repo, anthropic_fake
+):
+    # Prefect's bare resume_flow_run (an automation's "Resume a flow run") carries no answer:
+    # the form's defaults were taken for an approval, and the plan ran, nobody having decided.
+    for _ in range(20):
+        anthropic_fake.anthropic.enqueue(coding_agent)
+    tasks = task_file(tmp_path, "Bare resume")
+    thread, outcomes = start(
+        lambda: run_flow(task_file=tasks, workdir=str(repo), require_approval=True)
+    )
+    try:
+        session = waiting_session(repo, thread)
+        resume_flow_run(UUID(session.approval.flow_run_id))
+        deadline = time.monotonic() + WAIT
+        while not flow_run_of(session).state.is_paused():  # waiting again, for an answer
+            assert thread.is_alive() and time.monotonic() < deadline, "it did not ask again"
+            time.sleep(0.2)
+        assert load_session(repo, session.id).approval.state == "waiting"
+        assert main(["reject", session.id, "-w", str(repo)]) == 0
+        thread.join(WAIT)
+    finally:
+        thread.join(WAIT)
+
+    assert outcomes[0].summary["status"] == "rejected"
+    assert agent_requests(anthropic_fake) == []
+
+
 def test_nobody_answering_in_time_takes_the_configured_default(
     tmp_path, repo, anthropic_fake, monkeypatch
 ):
