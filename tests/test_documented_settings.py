@@ -489,7 +489,8 @@ def test_the_claude_code_section_reaches_claude_codes_options(tmp_path):
     provider = get_provider("claude-code", config, environ={"PATH": "/nonexistent"})
     options = provider.build_options(ProviderRequest(messages=[Message(role="user", text="hi")]))
 
-    assert Path(options.cli_path) == claude
+    # Started under setpriv, to die with aca (claude_code_sandbox.dying_with_aca).
+    assert str(claude) in Path(options.cli_path).read_text()
     assert options.permission_mode == "bypassPermissions"
     assert options.allowed_tools == ["Read", "Grep"]
     assert options.max_turns == 9
