@@ -351,7 +351,7 @@ def _refuse_a_resume_the_flow_would_refuse(options: RunOptions, session_id: str 
     ):
         return None  # a new session
     session = load_session(options.workdir, session_id)
-    refuse_a_spent_budget(session, options.budget_usd, options.workdir)
+    refuse_a_spent_budget(session, options.budget_usd, options.workdir, options.repo)
     if options.config or options.open_pr:  # a bad --config: refused as `aca run` refuses it
         config = load_config(options.workdir, options.config, run_overrides(options)).config
         if options.open_pr:  # refused in the flow, it ended a completed session "failed"

@@ -140,17 +140,20 @@ def refuse_lost_work(repo: git.Repo, session: SessionRecord) -> None:
     )
 
 
-def refuse_a_spent_budget(session: SessionRecord, budget_usd: float | None, workdir: Path) -> None:
+def refuse_a_spent_budget(
+    session: SessionRecord, budget_usd: float | None, workdir: Path, remote: str | None = None
+) -> None:
     """A resume whose budget the session has already spent would stop before its first call
     (a run that does nothing, ending "Stopped" again): refused, naming the spend to give more
     than. ``budget_usd`` is the resume's; without one, the session keeps the budget it has.
     A session with no task left to run is let through (a resume that only pushes, or delivers
-    its pull request, spends nothing)."""
+    its pull request, spends nothing). ``remote``: the ``--repo`` of the resume, which its
+    command keeps."""
     budget = session.budget_usd if budget_usd is None else budget_usd
     if budget is None or session.cost_usd < budget or not tasks_left(session.plan):
         return
     given = "" if budget_usd is not None else " (its own, kept without --budget-usd)"
-    remote = getattr(session.remote, "url", None)
+    remote = remote or getattr(session.remote, "url", None)  # the --repo it is resumed with
     raise InputError(
         f"session {session.id} has spent ${exact_usd(session.cost_usd)} already, so a budget of "
         f"${budget:g}{given} would stop it before any task runs. Give it a budget above what "

@@ -156,7 +156,7 @@ def open_run(request: RunRequest) -> tuple[SessionStore, ActiveRun]:
         # caller names others.
         recorded = load_session(workdir, request.session_id)
         refuse_redacted_work(recorded.plan, recorded.id)
-        refuse_a_spent_budget(recorded, request.budget_usd, workdir)
+        refuse_a_spent_budget(recorded, request.budget_usd, workdir, request.repo)
         overrides["session.provider"] = request.provider or recorded.provider
         overrides["session.model"] = request.model or recorded.model
         # and its budget: a nightly `aca resume` must not lose the cap `aca run` was given.

@@ -335,6 +335,18 @@ def test_a_remote_cannot_give_a_task_hints_nor_take_back_what_was_spent(
         assert len(anthropic_fake.model_calls) == calls  # nothing ran
 
 
+def test_a_spent_budget_refused_to_a_repo_resume_names_the_resume_with_the_repo(
+    tmp_path, remote, anthropic_fake, capsys
+):
+    # It named `aca resume ID --workdir <working area>`, which pushes nothing.
+    from aca_flows.cli import main
+
+    session_id = stopped_after_one_task(tmp_path, remote, anthropic_fake)["session_id"]
+
+    assert main(["resume", session_id, "--repo", str(remote)]) == 2
+    assert f"`aca resume {session_id} --repo {remote} --budget-usd N`" in capsys.readouterr().err
+
+
 def test_aca_run_and_resume_with_repo_report_where_the_work_is(
     tmp_path, remote, anthropic_fake, capsys, monkeypatch
 ):
