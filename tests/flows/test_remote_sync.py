@@ -13,6 +13,7 @@ import git
 import pytest
 
 from aca_flows.flows import remote_sync, run_flow
+from aca_flows.session.layout import AcaDir
 from aca_flows.session.reading import load_session
 from aca_flows.workspace.remote import working_area
 from tests.fakes.coding_agent import coding_agent, task_of
@@ -342,6 +343,12 @@ def test_a_spent_budget_refused_to_a_repo_resume_names_the_resume_with_the_repo(
     from aca_flows.cli import main
 
     session_id = stopped_after_one_task(tmp_path, remote, anthropic_fake)["session_id"]
+    # A record that holds no push of its own (one restored from the remote, pushed elsewhere).
+    paths = AcaDir(working_area(str(remote))).session(session_id)
+    events = paths.events_jsonl.read_text().splitlines()
+    kept = [e for e in events if json.loads(e)["type"] != "branch_pushed"]
+    paths.events_jsonl.write_text("".join(line + "\n" for line in kept))
+    paths.session_json.unlink()
 
     assert main(["resume", session_id, "--repo", str(remote)]) == 2
     assert f"`aca resume {session_id} --repo {remote} --budget-usd N`" in capsys.readouterr().err
