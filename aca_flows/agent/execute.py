@@ -59,6 +59,7 @@ from aca_flows.session.layout import AcaDir
 from aca_flows.session.usage import summed_cost
 from aca_flows.settings import AcaConfig
 from aca_flows.workspace import (
+    ChecksFailedOnHead,
     GitIdentity,
     LandedTask,
     MergeConflictError,
@@ -254,7 +255,9 @@ async def execute_task(
             fields["model"] = model
             summary = result.last_round.summary if result.last_round else ""
             if not result.passed:
-                reason = with_refusals(result.failure_reason, conversation.refused_outside)
+                reason = with_refusals(
+                    result.failure_reason, conversation.refused_outside, conversation.sandbox_failed
+                )
                 log.write("task_failed", reason=reason)
                 changed = await in_thread(work_in, worktree)
                 return TaskOutcome(
@@ -294,9 +297,12 @@ async def execute_task(
                 )
             except MergeConflictError as exc:
                 # Start again from a clean worktree on the head that now holds the other work.
-                # The change is kept meanwhile: paid for, and checked, it may be merged by hand.
+                # A conflicting change is kept meanwhile: paid for, and checked on its base, it
+                # may be merged by hand. Not one that fails its checks on the new head: merged
+                # as it is, it would land failing them.
                 conflict = exc
-                kept = await in_thread(_kept, repo, session_id, exc)
+                failing = isinstance(exc, ChecksFailedOnHead)
+                kept = None if failing else await in_thread(_kept, repo, session_id, exc)
                 log.write("merge_conflict", run=run, files=exc.files, kept=kept)
                 continue
             except SessionBranchCheckedOut as exc:

@@ -122,6 +122,7 @@ class AgentConversation:
         self.session_id: str | None = None
         self.response_model = ""
         self.refused_outside = 0
+        self.sandbox_failed = 0  # commands Claude Code's sandbox could not start
         """Tool calls the provider's own agent refused outside the worktree (Claude Code)."""
         self._unsaved = False  # messages added since the last save
 
@@ -202,6 +203,7 @@ class AgentConversation:
         self.log.write("provider_event", event=event.kind, data=_clip_data(event.data))
         if event.data.get("subtype") == "refused_outside_worktree":
             self.refused_outside += event.data.get("refused", 0)
+            self.sandbox_failed += event.data.get("sandbox_failed", 0)
 
 
 async def run_tool_loop(
@@ -323,8 +325,12 @@ async def run_claude_code(
         call_options["resume"] = conversation.session_id
     # Claude Code's sandbox leaves empty placeholder files behind (in the worktree, the folders
     # above it up to the repository, the home, the git directory): not to be committed or kept.
+    # Not the other tasks' worktrees (write-denied here): their placeholders are their runs',
+    # whose commands mount them while they run.
+    own = Path(worktree).resolve()
     others = [Path.home(), *(Path(p) for p in call_options.get("protected_paths", ()))]
-    for parent in Path(worktree).resolve().parents:
+    others = [folder for folder in others if folder.parent != own.parent]
+    for parent in own.parents:
         others.append(parent)
         if (parent / ".git").is_dir():
             break

@@ -145,13 +145,13 @@ def with_refused_writes(problem: str, refused: list[str]) -> str:
     return f"{problem} aca refused its writes: {shown}{more}."
 
 
-def with_refusals(reason: str | None, refused: int) -> str | None:
+def with_refusals(reason: str | None, refused: int, sandbox_failed: int = 0) -> str | None:
     """``reason`` a task failed for, with the calls its agent was refused outside the worktree
-    (they may be why): at the end of its first line, the one every view shows, before the
-    output a failed check quotes."""
-    if not refused or reason is None:
+    and the commands Claude Code's sandbox could not start (they may be why): at the end of
+    its first line, the one every view shows, before the output a failed check quotes."""
+    if not (refused or sandbox_failed) or reason is None:
         return reason
-    said = refused_outside(refused)
+    said = refused_outside(refused, sandbox_failed)
     head, output, tail = reason.partition(" Output:\n")
     if output:
         return f"{head} {said}{output}{tail}"

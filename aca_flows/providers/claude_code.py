@@ -361,8 +361,8 @@ class ClaudeCodeProvider:
         try:
             return await self._run(request, refusals.heard, scratch and scratch.path)
         except ProviderError as error:
-            if refusals.count:
-                error.args = (f"{error} {refusals.said()}",)
+            if said := refusals.said():
+                error.args = (f"{error} {said}",)
             raise
         finally:
             refusals.report()

@@ -481,12 +481,29 @@ def events_of(message: Any) -> list[ProviderEvent]:
 OUTSIDE_MARKERS = ("blockReadsOutsideWorkingDirectories", "requires approval", "haven't granted")
 
 
-def refused_outside(count: int) -> str:
-    """What ``count`` tool calls Claude Code refused outside the worktree tell a reader."""
-    return (
-        f"Claude Code refused {counted(count, 'command')} reaching outside the worktree "
-        "(see docs/security.md)."
-    )
+# How a Bash command fails when Claude Code's sandbox (bubblewrap) could not set itself up:
+# a path it listed to mount was gone by then (a lock file another claude process made and
+# removed in the repository's .git). The command never ran; the agent did nothing wrong.
+SANDBOX_FAILURE_MARKERS = ("bwrap: Can't find source path", "bwrap: Can't get type of source")
+SANDBOX_FAILURE_MARKERS += ("bwrap: Can't create file",)
+
+
+def refused_outside(count: int, sandbox_failed: int = 0) -> str:
+    """What ``count`` tool calls Claude Code refused outside the worktree, and
+    ``sandbox_failed`` commands its sandbox could not start, tell a reader."""
+    said = []
+    if count:
+        said.append(
+            f"Claude Code refused {counted(count, 'command')} reaching outside the worktree "
+            "(see docs/security.md)."
+        )
+    if sandbox_failed:
+        said.append(
+            f"Claude Code's sandbox failed to start {counted(sandbox_failed, 'command')} (bwrap: "
+            "a path it mounts went missing, as claude processes of parallel tasks change the "
+            "repository's .git); the task may pass when run again."
+        )
+    return " ".join(said)
 
 
 class OutsideRefusals:
@@ -496,21 +513,24 @@ class OutsideRefusals:
     def __init__(self, on_event: Callable[[ProviderEvent], None] | None) -> None:
         self.on_event = on_event
         self.count = 0
+        self.sandbox_failed = 0
 
     def heard(self, event: ProviderEvent) -> None:
         if event.kind == "tool_result" and event.data.get("is_error"):
             content = str(event.data.get("content"))
             self.count += any(marker in content for marker in OUTSIDE_MARKERS)
+            self.sandbox_failed += any(marker in content for marker in SANDBOX_FAILURE_MARKERS)
         if self.on_event is not None:
             self.on_event(event)
 
     def said(self) -> str:
-        return refused_outside(self.count)
+        return refused_outside(self.count, self.sandbox_failed)
 
     def report(self) -> None:
-        """One event saying how many, after the run, if any was refused."""
-        if self.count and self.on_event is not None:
+        """One event saying how many, after the run, if any was refused or failed."""
+        if (self.count or self.sandbox_failed) and self.on_event is not None:
             data = {"subtype": "refused_outside_worktree", "refused": self.count}
+            data["sandbox_failed"] = self.sandbox_failed
             self.on_event(ProviderEvent(kind="system", data={**data, "text": self.said()}))
 
 

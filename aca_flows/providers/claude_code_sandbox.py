@@ -503,8 +503,9 @@ def dying_with_aca(cli: Path) -> Path:
     script in aca's folder that runs it under ``setpriv --pdeathsig KILL``. A claude whose aca
     was killed alone (the OOM killer's choice, a ``kill -9`` of its pid) ran its agent loop to
     its end: its calls were on no bill and under no budget, and its writes landed in the
-    worktree a resume made at the same path. ``cli`` itself where there is no ``setpriv``."""
-    setpriv = shutil.which("setpriv", path=absolute_folders(os.environ.get("PATH", os.defpath)))
+    worktree a resume made at the same path. ``cli`` itself where no ``setpriv`` takes
+    ``--pdeathsig``."""
+    setpriv = _setpriv_with_pdeathsig()
     sh = shutil.which("sh", path=absolute_folders(os.environ.get("PATH", os.defpath)))
     if setpriv is None or sh is None:
         return cli
@@ -515,6 +516,22 @@ def dying_with_aca(cli: Path) -> Path:
     digest = hashlib.sha256(script.encode()).hexdigest()[:16]
     folder = _shim(Path.home() / ".aca" / "claude-pdeath" / digest / "claude", script)
     return cli if folder is None else Path(folder) / "claude"
+
+
+@functools.cache
+def _setpriv_with_pdeathsig() -> str | None:
+    # util-linux's setpriv has --pdeathsig since 2.33: an older one (CentOS 7, Amazon Linux 2)
+    # refused it, and every claude-code task failed.
+    setpriv = shutil.which("setpriv", path=absolute_folders(os.environ.get("PATH", os.defpath)))
+    if setpriv is None:
+        return None
+    try:
+        shown = subprocess.run(
+            [setpriv, "--help"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return setpriv if "--pdeathsig" in shown else None
 
 
 @functools.cache

@@ -73,11 +73,10 @@ _AGAIN = (
 
 def kept_change_ref(session_id: str, task_id: str) -> str:
     """Where the commit of a task that gave up on a conflict is kept, so its paid work is not
-    lost: ``refs/aca/conflicts/<session-id>/<task-id>``. An id's ``..``, or a last ``.`` or
-    ``.lock``, which no ref name may hold, take a ``_``."""
-    name = re.sub(r"\.(?=\.)", "._", task_id)
-    if name.endswith((".", ".lock")):
-        name += "_"
+    lost: ``refs/aca/conflicts/<session-id>/<task-id>``. A dot no ref name may have there
+    (one of ``..``, a last ``.``, that of a last ``.lock``) is written ``%2E``: no task id holds
+    a ``%``, so no two ids share a ref."""
+    name = re.sub(r"\.(?=\.|$|lock$)", "%2E", task_id)
     return f"refs/aca/conflicts/{session_id}/{name}"
 
 

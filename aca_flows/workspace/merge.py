@@ -38,7 +38,7 @@ from aca_flows.workspace.repository import (
     session_branch_checkouts,
     session_branch_head,
     session_branch_head_kept,
-    session_branch_moved,
+    session_branch_moving,
 )
 from aca_flows.workspace.worktree import TaskWorktree
 
@@ -232,8 +232,9 @@ def merge_task_commit(
         if landed is None:  # a git older than 2.38
             landed = _cherry_pick_onto(worktree, head, commit, identity)
     # The old value makes the update fail rather than lose a commit if the branch moved anyway.
-    repo.git.update_ref(ref, landed, head)
-    session_branch_moved(repo, worktree.session_id, landed)
+    with session_branch_moving(repo, worktree.session_id) as moved:
+        repo.git.update_ref(ref, landed, head)
+        moved(landed)
     return landed
 
 

@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import shlex
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ __all__ = [
     "session_branch_checkouts",
     "session_branch_head",
     "session_branch_head_kept",
-    "session_branch_moved",
+    "session_branch_moving",
     "session_start",
     "session_start_ref",
     "staged_paths",
@@ -471,25 +472,33 @@ def checkout_tracking_aca_files(workdir: Path) -> str | None:
 
 
 # Per session, the commit this process last saw its branch at (put there, or found there).
+# Read and moved under one lock: a head read just before a landing moved the branch, compared
+# just after, was taken for a reset.
 _SEEN_HEADS: dict[tuple[str, str], str] = {}
+_SEEN_LOCK = threading.Lock()
 
 
 def session_branch_head_kept(repo: git.Repo, session_id: str) -> str:
     """``session_branch_head``, checked to still hold what this process last saw there: a
     branch moved back or aside (``git branch -f``) raises ``SessionBranchReset``. Asks git
     only when the head is not the one last seen (someone else moved it)."""
-    head = session_branch_head(repo, session_id)
     key = (os.path.realpath(repo.common_dir), session_id)
-    seen = _SEEN_HEADS.get(key)
-    if seen is not None and seen != head and not is_ancestor(repo.git, seen, head):
-        raise SessionBranchReset(session_id, Path(repo.working_tree_dir), seen)
-    _SEEN_HEADS[key] = head
+    with _SEEN_LOCK:
+        head = session_branch_head(repo, session_id)
+        seen = _SEEN_HEADS.get(key)
+        if seen is not None and seen != head and not is_ancestor(repo.git, seen, head):
+            raise SessionBranchReset(session_id, Path(repo.working_tree_dir), seen)
+        _SEEN_HEADS[key] = head
     return head
 
 
-def session_branch_moved(repo: git.Repo, session_id: str, head: str) -> None:
-    """Note that aca itself moved the session branch to ``head`` (``session_branch_head_kept``)."""
-    _SEEN_HEADS[(os.path.realpath(repo.common_dir), session_id)] = head
+@contextlib.contextmanager
+def session_branch_moving(repo: git.Repo, session_id: str) -> Iterator[Callable[[str], None]]:
+    """Around aca's own move of the session branch: yields ``moved(head)``, to call once the
+    branch is at ``head`` (what ``session_branch_head_kept`` then compares with)."""
+    key = (os.path.realpath(repo.common_dir), session_id)
+    with _SEEN_LOCK:
+        yield lambda head: _SEEN_HEADS.__setitem__(key, head)
 
 
 def session_branch_checkouts(

@@ -222,6 +222,8 @@ def test_a_combination_that_fails_a_check_starts_the_task_again_on_the_new_head(
     assert failed and failed[0]["of_task"] == "t1"
     conflict = next(r for r in records if r["kind"] == "merge_conflict")
     assert conflict["files"] == ["notes.txt"]
+    # Its change is not kept for a hand merge: it applies, and would land failing t1's check.
+    assert conflict["kept"] is None and repo.git.for_each_ref("refs/aca/conflicts") == ""
     landed = repo.git.show(f"aca/{SESSION}:notes.txt").splitlines()
     assert landed[0] == "new" and landed[8] == "use new" and "use line 1" not in landed
 

@@ -819,6 +819,28 @@ def test_refusals_end_the_first_line_of_a_failure_before_the_output_it_quotes():
     assert with_refusals(reason, 0) == reason
 
 
+def test_commands_claude_codes_sandbox_could_not_start_are_named_in_the_failure():
+    # "bwrap: Can't find source path .git/config.lock" (claude processes of parallel tasks
+    # change .git): the command never ran, and the failure told the user to reword the task.
+    from aca_flows.agent.no_change import with_refusals
+    from aca_flows.providers.base import ProviderEvent
+    from aca_flows.providers.claude_code_results import OutsideRefusals
+
+    heard = []
+    refusals = OutsideRefusals(heard.append)
+    failed = "Exit code 1\nbwrap: Can't find source path /r/.git/config.lock: No such file"
+    refusals.heard(ProviderEvent(kind="tool_result", data={"is_error": True, "content": failed}))
+    refusals.report()
+
+    assert heard[-1].data["sandbox_failed"] == 1 and heard[-1].data["refused"] == 0
+    reason = "the agent stopped without changing anything"
+    assert with_refusals(reason, 0, 1) == (
+        f"{reason} Claude Code's sandbox failed to start 1 command (bwrap: a path it mounts "
+        "went missing, as claude processes of parallel tasks change the repository's .git); "
+        "the task may pass when run again."
+    )
+
+
 def test_work_in_a_file_that_is_not_utf8_is_committed_with_its_bytes(tmp_path, repo):
     # A legacy file in Latin-1, written by the agent's command: the landing used to merge it
     # and then fail on its patch, reporting a failed task whose work was on the branch.

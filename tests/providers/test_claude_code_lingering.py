@@ -81,3 +81,21 @@ def test_claude_dies_with_the_aca_that_started_it(claude_env, llm_server, tmp_pa
     finally:
         for pid in _claudes_in(worktree):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_setpriv_without_pdeathsig_leaves_claude_started_as_it_is(tmp_path, monkeypatch):
+    # util-linux before 2.33 (CentOS 7, Amazon Linux 2): "unrecognized option '--pdeathsig'"
+    # failed every claude-code task.
+    from aca_flows.providers import claude_code_sandbox
+
+    old = tmp_path / "bin"
+    old.mkdir()
+    (old / "setpriv").write_text("#!/bin/sh\necho 'Usage: setpriv [options] <program>'\n")
+    (old / "setpriv").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{old}:{os.environ['PATH']}")
+    claude_code_sandbox._setpriv_with_pdeathsig.cache_clear()
+    try:
+        claude = tmp_path / "claude"
+        assert claude_code_sandbox.dying_with_aca(claude) == claude
+    finally:
+        claude_code_sandbox._setpriv_with_pdeathsig.cache_clear()

@@ -260,12 +260,14 @@ def test_work_holding_a_file_that_is_not_utf8_lands_and_its_patch_keeps_the_byte
     repo.git.apply("--check", "-R", str(paths.snapshot_patch("t1")))
 
 
-@pytest.mark.parametrize("task_id", ["t2", "a..b", "a...b", "x.lock", "v1.", "a.b-c_d"])
-def test_a_kept_change_has_a_ref_git_takes_for_any_task_id(tmp_path, task_id):
+def test_a_kept_change_has_a_ref_git_takes_for_any_task_id_and_its_own(tmp_path):
     repo = session_repo(tmp_path)
-    ref = kept_change_ref("s1", task_id)
-    repo.git.update_ref(ref, "HEAD")  # git refuses a name no ref may have
-    assert repo.git.for_each_ref("--format=%(refname)", "refs/aca/conflicts") == ref
+    ids = ["t2", "a..b", "a._.b", "a...b", "x.lock", "x.lock_", "v1.", "v1._", "a.b-c_d"]
+    for task_id in ids:
+        repo.git.update_ref(kept_change_ref("s1", task_id), "HEAD")  # git refuses a bad name
+    refs = repo.git.for_each_ref("--format=%(refname)", "refs/aca/conflicts").splitlines()
+    assert sorted(refs) == sorted(kept_change_ref("s1", task_id) for task_id in ids)
+    assert len(set(refs)) == len(ids)  # no two tasks share one
 
 
 def test_a_conflict_in_a_file_whose_name_is_not_utf8_names_it_readably(tmp_path):
