@@ -19,6 +19,7 @@ Locks on network filesystems are as good as their ``flock``; keep ``.aca`` on a 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from aca_flows.errors import InputError
 from aca_flows.session.errors import SessionLockedError
 
 __all__ = ["LockHolder", "SessionLock", "held_for_run", "read_lock_holder"]
@@ -85,7 +87,15 @@ class SessionLock:
         while True:
             # Never through a link (one a repository committed there: aca wrote its pid
             # wherever it pointed).
-            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            try:
+                fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                raise InputError(
+                    f"{self.lock_file} is a symbolic link (to {os.readlink(self.lock_file)}), "
+                    "where aca keeps the session's lock file: remove it, and aca makes the file."
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

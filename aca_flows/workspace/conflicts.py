@@ -48,7 +48,8 @@ class ChecksFailedOnHead(MergeConflictError):
             files,
             f"task {task_id}: its changes, put onto work that landed meanwhile in "
             f"{', '.join(files)}, fail the check {check}. Make the tasks depend on each other "
-            f"so they run in order; {_AGAIN}",
+            "so they run in order; a resume runs the task again, from the session branch as it "
+            "is then.",
             commit=commit,
         )
 

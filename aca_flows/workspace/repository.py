@@ -432,10 +432,14 @@ def tracked_aca_files(git_cmd: git.Git, tree: str | None = None, folder: str = "
     commit ``tree``, else the index, but a regular ``config.toml`` (aca's settings for the
     repository: config_loader.py): aca keeps its sessions, worktrees and locks there, and a
     checkout of the repository puts such files over aca's own."""
+    # In any case: on a case-insensitive file system (macOS) a checkout writes .ACA/... into
+    # aca's .aca.
     if tree is None:
-        listing = git_cmd.ls_files("-s", "-z", "--", folder)  # MODE SHA STAGE\tPATH
-    else:
-        listing = git_cmd.ls_tree("-r", "-z", tree, "--", folder)  # MODE TYPE SHA\tPATH
+        listing = git_cmd.ls_files("-s", "-z", "--", f":(icase){folder}")  # MODE SHA STAGE\tPATH
+    else:  # ls-tree takes no icase: the top entries named so, then what each holds
+        tops = git_cmd.ls_tree("-z", "--name-only", tree).split("\0")
+        named = [top for top in tops if top.lower() == folder.lower()]
+        listing = git_cmd.ls_tree("-r", "-z", tree, "--", *named) if named else ""
     found = []
     for entry in filter(None, listing.split("\0")):
         info, _, path = entry.partition("\t")
@@ -453,8 +457,9 @@ def tracked_aca_problem(files: list[str], where: str) -> str:
         f"{where} tracks files in .aca/, aca's own folder, where it keeps its sessions, "
         f"worktrees and locks: {shown}. A checkout puts them over aca's own: a session's record "
         "(a plan nobody approved here, its budget), a lock or log file as a link aca writes "
-        "through. A repository may commit .aca/config.toml only; remove the rest from it "
-        "(`git rm -r --cached .aca`, keeping .aca/config.toml, then commit) and run again."
+        "through. A repository may commit .aca/config.toml only, as a regular file; remove the "
+        "rest from it (`git rm -r --cached .aca`, keeping .aca/config.toml, then commit) and "
+        "run again."
     )
 
 

@@ -15,6 +15,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from aca_flows.cli import main
 from aca_flows.flows import run_flow
 from aca_flows.workspace.remote import working_area
@@ -150,16 +152,18 @@ def test_a_checkout_tracking_files_in_aca_is_refused_but_its_settings(
     tasks.write_text("- write a.txt {#a}\n")
     assert main(["run", str(tasks), "-w", str(repo), "--model", "m"]) == 0
 
-    commit_file(repo, ".aca/sessions/20261201-000000-abcdef/meta/events.jsonl", "{}\n")
+    # In any case: a case-insensitive file system (macOS) checks .ACA/... out into .aca.
+    commit_file(repo, ".ACA/sessions/20261201-000000-abcdef/meta/events.jsonl", "{}\n")
     code = main(["run", str(tasks), "-w", str(repo), "--model", "m"])
 
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
-    assert "tracks files in .aca/" in err and "sessions/20261201-000000-abcdef" in err
+    assert "tracks files in .aca/" in err and ".ACA/sessions/20261201-000000-abcdef" in err
 
 
+@pytest.mark.parametrize("folder", [".aca", ".Aca"])
 def test_a_remote_tracking_files_in_aca_is_refused_before_they_are_checked_out(
-    tmp_path, anthropic_fake, capsys
+    tmp_path, anthropic_fake, capsys, folder
 ):
     # The working area's forced checkout put them over the session's own record, which the
     # seal was then never asked about: a forged plan and budget ran.
@@ -175,7 +179,7 @@ def test_a_remote_tracking_files_in_aca_is_refused_before_they_are_checked_out(
     (record,) = (area / ".aca" / "sessions").iterdir()
     journal = (record / "meta" / "events.jsonl").read_text()
 
-    forged = f".aca/sessions/{record.name}/meta/events.jsonl"
+    forged = f"{folder}/sessions/{record.name}/meta/events.jsonl"
     subprocess.run(["git", "-C", str(source), "pull", "-q", str(remote), "main"], check=True)
     commit_file(source, forged, "{}\n")
     subprocess.run(["git", "-C", str(source), "push", "-q", str(remote), "main"], check=True)

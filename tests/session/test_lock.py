@@ -216,3 +216,19 @@ def test_the_refusal_names_the_resume_that_finds_the_session_from_another_folder
             f"--workdir {tmp_path}` again" in str(refused.value)
         )
         assert "s3cr3t-token-value" not in str(refused.value)
+
+
+def test_a_lock_file_that_is_a_link_is_refused_naming_it_and_nothing_is_written_there(tmp_path):
+    # A repository's commit can put one there: aca wrote its pid wherever it pointed, and once
+    # it no longer followed it, the resume ended in a traceback.
+    from aca_flows.errors import InputError
+
+    target = tmp_path / "elsewhere"
+    lock_file = tmp_path / "meta" / "session.lock"
+    lock_file.parent.mkdir()
+    os.symlink(target, lock_file)
+
+    with pytest.raises(InputError, match=r"session\.lock is a symbolic link"):
+        SessionLock(lock_file, "s1").acquire()
+
+    assert not target.exists()
