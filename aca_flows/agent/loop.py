@@ -122,8 +122,9 @@ class AgentConversation:
         self.session_id: str | None = None
         self.response_model = ""
         self.refused_outside = 0
-        self.sandbox_failed = 0  # commands Claude Code's sandbox could not start
         """Tool calls the provider's own agent refused outside the worktree (Claude Code)."""
+        self.sandbox_failed = 0
+        """Commands Claude Code's sandbox could not start (bwrap: a path it mounts was gone)."""
         self._unsaved = False  # messages added since the last save
 
     def add_user_text(self, text: str) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import git
 from git.compat import safe_decode
 
-from aca_flows._words import resume_command
+from aca_flows._words import listed, resume_command
 from aca_flows.errors import AcaError
 from aca_flows.session.layout import session_branch
 from aca_flows.workspace.hardened_git import AcaRepo
@@ -452,14 +452,13 @@ def tracked_aca_files(git_cmd: git.Git, tree: str | None = None, folder: str = "
 def tracked_aca_problem(files: list[str], where: str) -> str:
     """Why a checkout whose repository tracks ``files`` in ``.aca/`` (``tracked_aca_files``) is
     refused; ``where``: the repository as the reader knows it."""
-    shown = ", ".join(files[:5]) + (" ..." if len(files) > 5 else "")
     return (
         f"{where} tracks files in .aca/, aca's own folder, where it keeps its sessions, "
-        f"worktrees and locks: {shown}. A checkout puts them over aca's own: a session's record "
-        "(a plan nobody approved here, its budget), a lock or log file as a link aca writes "
-        "through. A repository may commit .aca/config.toml only, as a regular file; remove the "
-        "rest from it (`git rm -r --cached .aca`, keeping .aca/config.toml, then commit) and "
-        "run again."
+        f"worktrees and locks: {listed(files, 5)}. A checkout puts them over aca's own: a "
+        "session's record (a plan nobody approved here, its budget), a lock or log file as a "
+        "link aca writes through. A repository may commit .aca/config.toml only, as a regular "
+        "file; remove the rest from it (`git rm -r --cached .aca`, keeping .aca/config.toml, "
+        "then commit) and run again."
     )
 
 
